@@ -1,0 +1,48 @@
+"""Registry of the blocks the generator can build, by command-line name.
+
+Each entry pairs a configuration dataclass with its component and the Verilog
+top-module name. The CLI, the simulation runner, the lint step and synthesis
+all look blocks up here, so adding a block means adding one entry.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from .mac_line import MacLine, MacLineConfig
+
+__all__ = ["Design", "DESIGNS", "get_design"]
+
+
+@dataclass(frozen=True)
+class Design:
+    name: str            # command-line name, e.g. "mac-line"
+    top: str             # Verilog top module
+    config_cls: type
+    build: Callable[[Any], Any]  # config -> elaboratable component
+    summary: str
+
+    def config_fields(self):
+        """The generator parameters: (name, type, default) per dataclass field."""
+        return [(f.name, f.type, f.default) for f in dataclasses.fields(self.config_cls)]
+
+    def make_config(self, **params):
+        return self.config_cls(**params)
+
+
+DESIGNS = {
+    d.name: d
+    for d in [
+        Design("mac-line", "mac_line", MacLineConfig, MacLine,
+               "M int8 multiply-accumulate units sharing one input vector"),
+    ]
+}
+
+
+def get_design(name: str) -> Design:
+    try:
+        return DESIGNS[name]
+    except KeyError:
+        raise ValueError(f"unknown design {name!r}; known designs: {', '.join(sorted(DESIGNS))}") from None
