@@ -23,6 +23,7 @@ class Design:
     config_cls: type
     build: Callable[[Any], Any]  # config -> elaboratable component
     summary: str
+    testbench: str       # cocotb test module that checks it against its golden model
 
     def config_fields(self):
         """The generator parameters: (name, type, default) per dataclass field."""
@@ -31,12 +32,18 @@ class Design:
     def make_config(self, **params):
         return self.config_cls(**params)
 
+    def config_name(self, config) -> str:
+        """Folder name of one configuration: the top name plus every parameter."""
+        parts = [f"{f.name}{getattr(config, f.name)}" for f in dataclasses.fields(config)]
+        return "_".join([self.top, *parts])
+
 
 DESIGNS = {
     d.name: d
     for d in [
         Design("mac-line", "mac_line", MacLineConfig, MacLine,
-               "M int8 multiply-accumulate units sharing one input vector"),
+               "M int8 multiply-accumulate units sharing one input vector",
+               "attnforge.tb.mac_line_tb"),
     ]
 }
 

@@ -108,11 +108,6 @@ class MacLineConfig:
         return data.ArrayLayout(signed(self.acc_width), self.macs)
 
     @property
-    def name(self) -> str:
-        """A name that identifies this configuration (used for build folders)."""
-        return f"mac_line_m{self.macs}_w{self.operand_width}_a{self.acc_width}"
-
-    @property
     def latency(self) -> int:
         """Cycles from accepting the ``last`` beat to the result being valid."""
         return 2

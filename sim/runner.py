@@ -22,7 +22,7 @@ from attnforge.hw.verilog import write_verilog
 
 from .tools import default_simulator, ensure_simulator
 
-__all__ = ["SimResult", "run_cocotb", "waves_requested", "DEFAULT_BUILD_ROOT"]
+__all__ = ["SimResult", "run_cocotb", "simulate", "waves_requested", "DEFAULT_BUILD_ROOT"]
 
 DEFAULT_BUILD_ROOT = Path("build") / "sim"
 
@@ -98,11 +98,20 @@ def run_cocotb(component, *, top: str, config_name: str, test_module: str,
         "ATTNFORGE_TB_PARAMS": json.dumps(params or {}),
         "ATTNFORGE_REPORT": str(report_path),
     }
-    results_xml = runner.test(test_module=test_module, hdl_toplevel=top, testcase=testcase,
-                              build_dir=build_dir, test_dir=build_dir, waves=waves,
-                              seed=seed, extra_env=env, log_file=build_dir / "test.log")
+    results_xml = build_dir / "results.xml"
+    try:
+        runner.test(test_module=test_module, hdl_toplevel=top, testcase=testcase,
+                    build_dir=build_dir, test_dir=build_dir, waves=waves, results_xml=str(results_xml),
+                    seed=seed, extra_env=env, log_file=build_dir / "test.log")
+    except SystemExit:
+        pass  # under pytest the runner exits on failing tests; the results file says which
     t2 = time.perf_counter()
-    tests, failed = get_results(results_xml)
+    try:
+        tests, failed = get_results(results_xml)
+    except RuntimeError:
+        log = build_dir / "test.log"
+        tail = log.read_text()[-3000:] if log.exists() else ""
+        raise RuntimeError(f"{simulator} simulation of {source} left no results; end of {log}:\n{tail}") from None
 
     wave_file = None
     if waves:
@@ -110,5 +119,18 @@ def run_cocotb(component, *, top: str, config_name: str, test_module: str,
         candidate = build_dir / name
         wave_file = candidate if candidate.exists() else None
     report = json.loads(report_path.read_text()) if report_path.exists() else None
-    return SimResult(simulator, tests, failed, build_dir, Path(results_xml), wave_file,
+    return SimResult(simulator, tests, failed, build_dir, results_xml, wave_file,
                      report, t1 - t0, t2 - t1)
+
+
+def simulate(design, config, *, seed: int = 0, tb_params: dict | None = None, **kwargs) -> SimResult:
+    """Run ``design``'s own testbench (against its golden model) on one configuration.
+
+    ``design`` is an ``attnforge.hw.designs.Design``; other keyword arguments go
+    to ``run_cocotb`` (simulator, waves, build_root, testcase).
+    """
+    import dataclasses
+
+    params = {"config": dataclasses.asdict(config), "seed": seed, **(tb_params or {})}
+    return run_cocotb(design.build(config), top=design.top, config_name=design.config_name(config),
+                      test_module=design.testbench, params=params, seed=seed, **kwargs)

