@@ -13,12 +13,17 @@ the generator refuses is reported with what it accepts, and nothing is written.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 import typing
 from pathlib import Path
 
 __all__ = ["main", "build_parser"]
+
+#: Modules that add a command group; each defines ``register(subparsers)``.
+_COMMAND_MODULES: list[str] = [
+]
 
 
 def _designs():
@@ -140,9 +145,10 @@ def cmd_synth(args) -> int:
 # ---------------------------------------------------------------------------- bench, demo
 
 def cmd_bench(args) -> int:
-    from attnforge.bench import run_benchmarks
+    from attnforge.benchmarks import run_benchmarks
 
-    run_benchmarks(Path(args.output), quick=args.quick, command=" ".join(["attnforge", *sys.argv[1:]]))
+    run_benchmarks(Path(args.output), args.names, quick=args.quick,
+                   command=" ".join(["attnforge", *sys.argv[1:]]))
     return 0
 
 
@@ -199,6 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="measure cycles, generation time, simulator speed and synthesis",
                        description="Run the benchmarks and write JSON (with the command that made it) "
                                    "under bench/results/.")
+    p.add_argument("names", nargs="*", metavar="NAME", help="benchmarks to run [all]")
     p.add_argument("-o", "--output", default="bench/results", help="results folder [bench/results]")
     p.add_argument("--quick", action="store_true", help="shorter runs (for smoke tests)")
     p.set_defaults(func=cmd_bench)
@@ -208,6 +215,11 @@ def build_parser() -> argparse.ArgumentParser:
                                    "Verilator and Icarus, place and route it on ECP5-85k, print the report.")
     p.add_argument("-o", "--output", default="build/demo", help="output folder [build/demo]")
     p.set_defaults(func=cmd_demo)
+
+    # Command groups of the algorithm and accelerator areas (`attnforge vitcod ...`):
+    # each module has `register(subparsers)` adding its subcommand with `func` set.
+    for module in _COMMAND_MODULES:
+        importlib.import_module(module).register(sub)
     return parser
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-__all__ = ["run_benchmarks"]
+__all__ = ["run"]
 
 CLOCK_NS = 10  # the testbenches' clock period
 
@@ -41,7 +41,7 @@ def _testcase_speed(results_xml: Path, name: str) -> dict:
     raise ValueError(f"test {name!r} not found in {results_xml}")
 
 
-def run_benchmarks(out_dir: Path, *, quick: bool = False, command: str = "attnforge bench") -> Path:
+def run(out_dir: Path, *, quick: bool = False, command: str = "attnforge bench") -> Path:
     from attnforge.fpga.synth import synthesize
     from attnforge.hw.designs import get_design
     from attnforge.hw.verilog import to_verilog

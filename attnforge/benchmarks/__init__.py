@@ -1,0 +1,29 @@
+"""Benchmarks run by ``make bench`` / ``attnforge bench``: one module per area.
+
+Each entry maps a benchmark name to ``"module:function"``; the function takes
+``(out_dir: Path, *, quick: bool, command: str)``, writes JSON (with the command
+that produced it) under ``out_dir`` and returns the path it wrote.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+__all__ = ["BENCHMARKS", "run_benchmarks"]
+
+BENCHMARKS = {
+    "mac_line": "attnforge.benchmarks.mac_line:run",
+}
+
+
+def run_benchmarks(out_dir: Path, names=None, *, quick: bool = False, command: str = "attnforge bench") -> list[Path]:
+    names = list(names or BENCHMARKS)
+    unknown = [n for n in names if n not in BENCHMARKS]
+    if unknown:
+        raise ValueError(f"unknown benchmark(s) {unknown}; known: {', '.join(BENCHMARKS)}")
+    paths = []
+    for name in names:
+        module, func = BENCHMARKS[name].split(":")
+        paths.append(getattr(importlib.import_module(module), func)(out_dir, quick=quick, command=command))
+    return paths
