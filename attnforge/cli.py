@@ -19,11 +19,22 @@ import sys
 import typing
 from pathlib import Path
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "command_group"]
 
-#: Modules that add a command group; each defines ``register(subparsers)``.
+#: Modules that add commands; each defines ``register(subparsers)``. Several
+#: modules may add to one group (``attnforge vitcod train`` from the algorithm,
+#: ``attnforge vitcod sim`` from the accelerator) through ``command_group``.
 _COMMAND_MODULES: list[str] = [
 ]
+
+
+def command_group(subparsers, name: str, help: str):
+    """The sub-subparsers of group ``name`` (``attnforge NAME ...``), created on first use."""
+    groups = subparsers.__dict__.setdefault("_attnforge_groups", {})
+    if name not in groups:
+        parser = subparsers.add_parser(name, help=help, description=help)
+        groups[name] = parser.add_subparsers(dest=f"{name}_command", required=True, metavar="COMMAND")
+    return groups[name]
 
 
 def _designs():

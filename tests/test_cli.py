@@ -44,3 +44,16 @@ def test_unknown_design():
     proc = _run("verilog", "softmax-9000")
     assert proc.returncode == 2
     assert "invalid choice: 'softmax-9000'" in proc.stderr
+
+
+def test_command_group_shared_by_two_modules():
+    import argparse
+
+    from attnforge.cli import command_group
+
+    parser = argparse.ArgumentParser(prog="attnforge")
+    sub = parser.add_subparsers(dest="command")
+    command_group(sub, "demo-group", "a group").add_parser("one").set_defaults(which=1)
+    command_group(sub, "demo-group", "a group").add_parser("two").set_defaults(which=2)
+    assert parser.parse_args(["demo-group", "one"]).which == 1
+    assert parser.parse_args(["demo-group", "two"]).which == 2
