@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from .mac_line import MacLine, MacLineConfig
+from .requant import RequantLine, RequantLineConfig
 
 __all__ = ["Design", "DESIGNS", "get_design"]
 
@@ -44,6 +45,9 @@ DESIGNS = {
         Design("mac-line", "mac_line", MacLineConfig, MacLine,
                "M int8 multiply-accumulate units sharing one input vector",
                "attnforge.tb.mac_line_tb"),
+        Design("requant-line", "requant_line", RequantLineConfig, RequantLine,
+               "requantization of M wide values to int8: multiply, round-half-up shift, saturate",
+               "attnforge.tb.requant_tb"),
     ]
 }
 

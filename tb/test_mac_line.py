@@ -75,3 +75,4 @@ def test_testbench_catches_a_wrong_result():
                         test_module=DESIGN.testbench, params={"config": dataclasses.asdict(config)},
                         simulator="verilator", build_root=BUILD)
     assert result.tests == 3 and result.failed == 3
+

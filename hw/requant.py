@@ -1,0 +1,131 @@
+"""Requantization in hardware: wide accumulators back to int8 by multiply, rounding shift, saturation.
+
+The arithmetic is ``attnforge.numfmt.Requantizer``'s, which the golden models
+call; ``requantize`` builds the same expression in Amaranth so engines can
+embed it, and ``RequantLine`` is a stream stage for M lanes with the multiplier
+and shift set at run time (they change per head or per tensor).
+"""
+
+from dataclasses import dataclass
+
+from amaranth.hdl import Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from attnforge.numfmt import INT8, IntFormat, Requantizer
+
+__all__ = ["requantize", "RequantLineConfig", "RequantLine", "MAX_SHIFT"]
+
+#: Largest right shift the hardware supports (as ``Requantizer``).
+MAX_SHIFT = 62
+
+
+def requantize(value, multiplier, shift, out: IntFormat):
+    """Amaranth expression: ``saturate((value * multiplier + round) >> shift, out)``.
+
+    ``value`` is signed, ``multiplier`` unsigned, ``shift`` an unsigned value in
+    ``[0, MAX_SHIFT]``; the rounding term is ``1 << (shift - 1)`` (none when
+    ``shift == 0``), i.e. round half up, exactly as ``Requantizer.__call__``.
+    """
+    product = value * multiplier
+    rounding = (Const(1, 1) << shift) >> 1
+    shifted = (product + rounding) >> shift
+    return Mux(shifted > out.max, out.max, Mux(shifted < out.min, out.min, shifted))
+
+
+@dataclass(frozen=True)
+class RequantLineConfig:
+    """Parameters of a requantization stage.
+
+    Parameters
+    ----------
+    lanes : int
+        Values per transfer, 1..1024.
+    in_width : int
+        Width of the signed input values, 2..64.
+    multiplier_width : int
+        Width of the unsigned run-time multiplier, 1..32 (as ``Requantizer``).
+    out_width : int
+        Width of the signed outputs, 2..32 (int8 by default).
+    """
+
+    lanes: int = 8
+    in_width: int = 28
+    multiplier_width: int = 16
+    out_width: int = INT8.width
+
+    def __post_init__(self):
+        for name, lo, hi in [("lanes", 1, 1024), ("in_width", 2, 64), ("multiplier_width", 1, 32),
+                             ("out_width", 2, 32)]:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise TypeError(f"requant line {name} must be an integer, not {value!r}")
+            if not lo <= value <= hi:
+                raise ValueError(f"requant line {name} must be in [{lo}, {hi}], not {value}")
+        if self.out_width > self.in_width:
+            raise ValueError(f"requant line out_width={self.out_width} is wider than in_width={self.in_width}; "
+                             f"requantization narrows, use out_width <= in_width")
+
+    @property
+    def in_format(self) -> IntFormat:
+        return IntFormat(self.in_width)
+
+    @property
+    def out_format(self) -> IntFormat:
+        return IntFormat(self.out_width)
+
+    @property
+    def input_layout(self):
+        return data.ArrayLayout(signed(self.in_width), self.lanes)
+
+    @property
+    def output_layout(self):
+        return data.ArrayLayout(signed(self.out_width), self.lanes)
+
+    def golden(self, multiplier: int, shift: int) -> Requantizer:
+        """The ``Requantizer`` this stage computes for a given run-time setting."""
+        return Requantizer(multiplier, shift, self.out_format, self.multiplier_width)
+
+
+class RequantLine(wiring.Component):
+    """Requantizes M lanes per transfer, one transfer per cycle, one cycle of latency.
+
+    Members
+    -------
+    multiplier : ``In(unsigned(multiplier_width))``
+        Run-time multiplier; must hold still while transfers are in flight.
+    shift : ``In(range(MAX_SHIFT + 1))``
+        Run-time right shift; likewise.
+    i : ``In(stream.Signature(ArrayLayout(signed(in_width), lanes)))``
+        Wide values, e.g. accumulator results of a MAC line.
+    o : ``Out(stream.Signature(ArrayLayout(signed(out_width), lanes)))``
+        The requantized values.
+    """
+
+    def __init__(self, config: RequantLineConfig):
+        if not isinstance(config, RequantLineConfig):
+            raise TypeError(f"RequantLine needs a RequantLineConfig, not {config!r}")
+        self._config = config
+        super().__init__({
+            "multiplier": In(unsigned(config.multiplier_width)),
+            "shift": In(range(MAX_SHIFT + 1)),
+            "i": In(stream.Signature(config.input_layout)),
+            "o": Out(stream.Signature(config.output_layout)),
+        })
+
+    @property
+    def config(self) -> RequantLineConfig:
+        return self._config
+
+    def elaborate(self, platform):
+        cfg = self._config
+        m = Module()
+        # A one-entry pipeline register: take a new input whenever the output is free or being taken.
+        m.d.comb += self.i.ready.eq(~self.o.valid | self.o.ready)
+        with m.If(self.i.ready):
+            m.d.sync += self.o.valid.eq(self.i.valid)
+            with m.If(self.i.valid):
+                for lane in range(cfg.lanes):
+                    m.d.sync += self.o.p[lane].eq(
+                        requantize(self.i.p[lane], self.multiplier, self.shift, cfg.out_format))
+        return m
