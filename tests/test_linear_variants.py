@@ -12,6 +12,8 @@ from attnforge.algo.linear.variants import LINEAR_VARIANTS, VARIANTS, causal_mas
 
 H, D, T = 2, 8, 40
 
+torch.set_num_threads(1)  # small tensors: threads only contend on the shared cores
+
 
 def _core(name, augmented=False, **kw):
     torch.manual_seed(0)

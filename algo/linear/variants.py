@@ -506,10 +506,11 @@ class LinformerAttention(AttentionCore):
             vp = torch.einsum("pj,bhjd->bhpd", e, v)
             s = q @ kp.transpose(-1, -2) / math.sqrt(self.head_dim)
             return torch.softmax(s, -1) @ vp
+        # Query i attends to its own projected keys Kp_i = sum_j mask_ij E[:, j] k_j^T, so its score on
+        # slot p is sum_j mask_ij E[p, j] (q_i . k_j); both steps are T x T matmuls, for any mask.
         m = mask.to(q.dtype)
-        kp = torch.einsum("ij,pj,bhjd->bhipd", m, e, k)  # per query: the keys it may see, projected
-        vp = torch.einsum("ij,pj,bhjd->bhipd", m, e, v)
-        return self._attend(q, kp, vp)
+        scores = ((q @ k.transpose(-1, -2)) * m) @ e.T / math.sqrt(self.head_dim)  # [B, H, T, P]
+        return ((torch.softmax(scores, -1) @ e) * m) @ v
 
     def init_state(self, batch, dtype=torch.float32, device=None):
         h, d, p = self.n_heads, self.head_dim, self.k_proj
