@@ -150,3 +150,23 @@ def test_unknown_variant_is_named():
         make_core("lin", 2, 8)
     with pytest.raises(ValueError, match="n_heads must be >= 1, not 0"):
         make_core("elu", 0, 8)
+
+
+@pytest.mark.parametrize("name", ["elu", "performer", "transnormer", "softmax"])
+@pytest.mark.parametrize("augmented", [False, True])
+def test_extend_is_one_parallel_pass(name, augmented, monkeypatch):
+    # For the kernel family and softmax (alone or augmented) the verify pass never steps through
+    # the tokens: absorb() is not called, and it still matches the recurrent form.
+    core = _core(name, augmented)
+    q, k, v = _qkv(4)
+    with torch.no_grad():
+        rec, _ = core.recurrent(q, k, v)
+        _, s = core.recurrent(q[:, :, :13], k[:, :, :13], v[:, :, :13])
+        inner = core.base if augmented else core
+
+        def no_absorb(*args):
+            raise AssertionError("extend stepped through tokens")
+        monkeypatch.setattr(inner, "absorb", no_absorb)
+        monkeypatch.setattr(core, "absorb", no_absorb)
+        ext = core.extend(s, q[:, :, 13:24], k[:, :, 13:24], v[:, :, 13:24])
+    assert _rel(ext, rec[:, :, 13:24]) <= 1e-6

@@ -56,10 +56,14 @@ class CausalDepthwiseConv(nn.Module):
         w = torch.randn(n_heads, dim, kernel_size, generator=g) * (0.5 / math.sqrt(kernel_size))
         self.weight = nn.Parameter(w)
 
-    def forward(self, v):  # v [B, H, T, D] -> [B, H, T, D]
+    def forward(self, v, past=None):  # v [B, H, T, D] -> [B, H, T, D]
+        """Outputs for ``v``; ``past`` ``[B, H, K-1, D]`` are the values before it (zeros if None)."""
         b, h, t, d = v.shape
-        x = v.permute(0, 1, 3, 2).reshape(b, h * d, t)
-        x = F.pad(x, (self.kernel_size - 1, 0))  # past only
+        if past is not None:
+            v = torch.cat([past, v], dim=2)
+        x = v.permute(0, 1, 3, 2).reshape(b, h * d, v.shape[2])
+        if past is None:
+            x = F.pad(x, (self.kernel_size - 1, 0))  # past only
         # conv1d correlates: out[t] = sum_i w[i] x[t + i - (K-1)], so lag s sits at index K-1-s.
         y = F.conv1d(x, self.weight.flip(-1).reshape(h * d, 1, self.kernel_size).to(v.dtype), groups=h * d)
         return y.reshape(b, h, d, t).permute(0, 1, 3, 2)
@@ -112,6 +116,25 @@ class AugmentedAttention(AttentionCore):
             out = self.base.parallel(q, k, v, causal_mask(t, device=q.device))
         if self.conv is not None:
             out = out + self.conv(v)
+        return out
+
+    def extend(self, state, q, k, v):
+        # The verify pass in parallel form: conv over history + new values, local softmax over the
+        # current chunk's buffer + new tokens, global term through the base's extend_keys.
+        n, t = state["n"], q.shape[-2]
+        qpos = torch.arange(n, n + t, device=q.device)
+        if self.chunk:
+            ek, ev = torch.cat([state["kb"], k], 2), torch.cat([state["vb"], v], 2)
+            epos = torch.arange(n - state["kb"].shape[2], n + t, device=q.device)
+            start = (qpos // self.chunk) * self.chunk
+            out = self.base.extend_keys(state["base"], q, qpos, ek, ev, epos[None, :] < start[:, None])
+            local = ((epos[None, :] // self.chunk) == (qpos[:, None] // self.chunk)) & (epos[None, :] <= qpos[:, None])
+            s = (q @ ek.transpose(-1, -2)) / math.sqrt(self.head_dim)
+            out = out + torch.softmax(s.masked_fill(~local, float("-inf")), -1) @ ev
+        else:
+            out = self.base.extend(state["base"], q, k, v)
+        if self.conv is not None:
+            out = out + self.conv(v, past=state["hist"][:, :, 1:])
         return out
 
     def init_state(self, batch, dtype=torch.float32, device=None):

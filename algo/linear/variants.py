@@ -102,12 +102,34 @@ class AttentionCore(nn.Module):
         return torch.stack(outs, dim=2), state
 
     def extend(self, state, q, k, v):
-        """Outputs of T new tokens after ``state``; the state is left as it was.
+        """Outputs of T new tokens after ``state``, each seeing the state and the new tokens up to itself.
 
-        Generic form: steps through the tokens (state-sized work per token).
-        Variants with a chunk-parallel form override it.
+        The state is left as it was (the verify pass of speculative decoding).
         """
-        return self.recurrent(q, k, v, state)[0]
+        n, t = state["n"], q.shape[-2]
+        return self.extend_keys(state, q, torch.arange(n, n + t, device=q.device), k, v,
+                                causal_mask(t, device=q.device))
+
+    def extend_keys(self, state, q, qpos, k, v, mask):
+        """Outputs of queries ``q`` ``[B, H, Tq, D]`` at positions ``qpos`` given the state plus
+        the extra tokens ``k, v`` ``[B, H, Tk, *]`` that follow it (positions n, n+1, ...);
+        query i sees the extra tokens where ``mask[i]`` ``[Tq, Tk]`` is True (a prefix).
+
+        Generic form: a query per row against the state advanced by its prefix (state-sized
+        work per token). The kernel family and softmax override it with a parallel form.
+        """
+        lengths = mask.sum(-1).tolist()
+        for i, length in enumerate(lengths):
+            if not bool(mask[i, :length].all()):
+                raise ValueError(f"{self.name}: extend_keys needs prefix masks; row {i} is not one")
+        states = [state]
+        outs = []
+        for i, length in enumerate(lengths):
+            while len(states) <= length:
+                j = len(states) - 1
+                states.append(self.absorb(states[-1], k[:, :, j], v[:, :, j]))
+            outs.append(self.query(states[length], q[:, :, i], int(qpos[i])))
+        return torch.stack(outs, dim=2)
 
     def advance(self, state, k, v):
         """State after absorbing the T tokens ``k, v`` ``[B, H, T, *]`` one after the other."""
@@ -187,11 +209,12 @@ class SoftmaxAttention(AttentionCore):
         s = torch.einsum("bhd,bhnd->bhn", q, state["kcache"][:, :, :n]) / math.sqrt(self.head_dim)
         return torch.einsum("bhn,bhnd->bhd", torch.softmax(s, -1), state["vcache"][:, :, :n])
 
-    def extend(self, state, q, k, v):
+    def extend_keys(self, state, q, qpos, k, v, mask):
         n = state["n"]
         keys = torch.cat([state["kcache"][:, :, :n], k], dim=2)
         vals = torch.cat([state["vcache"][:, :, :n], v], dim=2)
-        return self.parallel(q, keys, vals, causal_mask(q.shape[-2], keys.shape[-2], q.device, offset=n))
+        full = torch.cat([torch.ones(mask.shape[0], n, dtype=torch.bool, device=mask.device), mask], dim=1)
+        return self.parallel(q, keys, vals, full)
 
 
 # ============================================================================ kernel (feature map) family
@@ -272,14 +295,14 @@ class KernelAttention(AttentionCore):
         num, den = self._query_state(state, self.feat_q(q.unsqueeze(-2), p), p)
         return self._finish(num, den).squeeze(-2)
 
-    def extend(self, state, q, k, v):
-        # Chunk-parallel form: contribution of the state plus causal attention among the new tokens.
-        n, t = state["n"], q.shape[-2]
-        self._check_pos(n + t - 1)
-        pos = torch.arange(n, n + t, device=q.device)
-        fq, fk = self.feat_q(q, pos), self.feat_k(k, pos)
-        a = self._weights(fq, fk, pos, pos, causal_mask(t, device=q.device))
-        num, den = self._query_state(state, fq, pos)
+    def extend_keys(self, state, q, qpos, k, v, mask):
+        # Chunk-parallel form: what the state contributes plus masked attention to the extra tokens.
+        n, tk = state["n"], k.shape[-2]
+        self._check_pos(max(int(qpos.max()), n + tk - 1))
+        kpos = torch.arange(n, n + tk, device=q.device)
+        fq, fk = self.feat_q(q, qpos), self.feat_k(k, kpos)
+        a = self._weights(fq, fk, qpos, kpos, mask)
+        num, den = self._query_state(state, fq, qpos)
         return self._finish(num + a @ v, den + a.sum(-1))
 
 
