@@ -249,12 +249,13 @@ def run(out_dir: Path, *, quick: bool = False, command: str = "attnforge bench l
             draft_kw = dict(n_layer=1, n_head=2, d_model=16, block_size=64, chunk=8, conv_kernel=3)
         else:
             variants, seeds = list(LINEAR_VARIANTS), [0, 1, 2]
-            model_kw = dict(n_layer=2, n_head=4, d_model=128, block_size=128, chunk=16, conv_kernel=4)
-            tc = TrainConfig(steps=100, batch_size=16, block=128, lr=3e-3, warmup=10, eval_windows=64)
+            # Sized for ~20 CPU minutes in all on one thread: 51 trainings of ~10 s each.
+            model_kw = dict(n_layer=2, n_head=4, d_model=128, block_size=64, chunk=16, conv_kernel=4)
+            tc = TrainConfig(steps=200, batch_size=16, block=64, lr=3e-3, warmup=20, eval_windows=128)
             corpus = load_corpus()
-            ks, n_prompts, prompt_len, n_new = [2, 4, 8], 8, 32, 64
+            ks, n_prompts, prompt_len, n_new = [2, 4, 8], 8, 16, 44
             contexts, reps, dims = [128, 256, 512, 1024, 2048, 4096, 8192], 200, (4, 64)
-            draft_kw = dict(n_layer=1, n_head=2, d_model=64, block_size=128, chunk=16, conv_kernel=4)
+            draft_kw = dict(n_layer=1, n_head=2, d_model=64, block_size=64, chunk=16, conv_kernel=4)
         result = {
             "format": "attnforge.bench/1", "benchmark": "linear_algo", "command": command,
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
