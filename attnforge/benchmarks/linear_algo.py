@@ -42,11 +42,11 @@ def _write(path: Path, result: dict):
 
 
 def _perplexity_study(corpus, variants, seeds, model_kw, train_cfg, result, path, bar):
+    """Train and evaluate every model; fills result["perplexity"]."""
     from attnforge.algo.linear.model import LMConfig
     from attnforge.algo.linear.train import evaluate, train_lm
 
     rows = result["perplexity"]["runs"]
-    models = {}
     for name, augment in [("softmax", False)] + [(v, a) for a in (False, True) for v in variants]:
         for seed in seeds:
             cfg = LMConfig(attention=name, augment=augment, seed=seed, **model_kw)
@@ -58,7 +58,6 @@ def _perplexity_study(corpus, variants, seeds, model_kw, train_cfg, result, path
                          "held_out_loss": round(ev["loss"], 5), "held_out_ppl": round(ev["ppl"], 4),
                          "final_train_loss": log[-1][1], "train_seconds": round(model.train_seconds, 2),
                          "params": model.n_params()})
-            models[(cfg.label, seed)] = model
             _write(path, result)
             bar.update()
     # Summary: mean and spread over seeds, and the gap closed by the augmentation.
@@ -87,7 +86,6 @@ def _perplexity_study(corpus, variants, seeds, model_kw, train_cfg, result, path
         "note": "fraction_closed = (ppl(best plain) - ppl(best plain + aug)) / (ppl(best plain) - ppl(softmax)); "
                 "above 1 means the augmented variant beats softmax",
         "per_variant": per_variant}
-    return models
 
 
 def _speculative_study(corpus, target, draft, ks, n_prompts, prompt_len, n_new, result, path, bar):
@@ -160,7 +158,8 @@ def _decode_cost(contexts, heads, head_dim, reps, result, path, bar):
             for i in range(reps):
                 _, s = core.step(s, *qkv[i])
             dt = (time.perf_counter() - t0) / reps
-            nbytes = sum(t.numel() * t.element_size() for t in state_tensors(s).values() if t.dim() > 0)
+            # The state at this context (the timed steps appended `reps` more tokens to the KV cache).
+            nbytes = sum(t.numel() * t.element_size() for t in state_tensors(state).values() if t.dim() > 0)
             row[label] = {"microseconds_per_token": round(dt * 1e6, 2), "state_bytes": nbytes}
         rows.append(row)
         bar.update()
@@ -228,11 +227,15 @@ def _plot(result, png: Path):
     plt.close(fig)
 
 
-def run(out_dir: Path, *, quick: bool = False, command: str = "attnforge bench linear_algo") -> Path:
+def run(out_dir: Path, *, quick: bool = False, command: str = "attnforge bench linear_algo",
+        reuse_perplexity: Path | None = None) -> Path:
+    """Run the study; ``reuse_perplexity``: take part 1 from an earlier result file, redo parts 2 and 3."""
     from attnforge.algo.linear.data import load_corpus
     from attnforge.algo.linear.model import LMConfig
     from attnforge.algo.linear.train import TrainConfig, train_lm
-    from attnforge.algo.linear.variants import LINEAR_VARIANTS
+    from attnforge.algo.linear.variants import LINEAR_VARIANTS, VARIANTS, AttentionCore
+
+    reuse = json.loads(Path(reuse_perplexity).read_text()) if reuse_perplexity else None
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the machine is shared; figures are single-core figures
@@ -267,12 +270,20 @@ def run(out_dir: Path, *, quick: bool = False, command: str = "attnforge bench l
         }
         total = (1 + 2 * len(variants)) * len(seeds) + 1 + len(ks) + len(contexts)
         with tqdm(total=total, desc="linear_algo", unit="step") as bar:
-            models = _perplexity_study(corpus, variants, seeds, model_kw, tc, result, path, bar)
-            # Speculative decoding: the best augmented variant (seed 0) as target, a small draft.
+            if reuse is None:
+                _perplexity_study(corpus, variants, seeds, model_kw, tc, result, path, bar)
+            else:
+                result["perplexity"] = reuse["perplexity"]
+                result["perplexity_from"] = {"command": reuse["command"], "date": reuse["date"]}
+                bar.update((1 + 2 * len(variants)) * len(seeds))
+            # Speculative decoding: target = the best augmented variant whose verify pass is fully
+            # parallel (kernel family), retrained with seed 0 (the same run as in the study); a small draft.
             summ = result["perplexity"]["summary"]
-            best_aug = min((v + "+aug" for v in variants), key=lambda m: summ[m]["mean_ppl"])
-            target = models[(best_aug, 0)]
-            bar.set_postfix_str("draft")
+            best_aug = min((v + "+aug" for v in variants if VARIANTS[v].extend_keys is not AttentionCore.extend_keys),
+                           key=lambda m: summ[m]["mean_ppl"])
+            bar.set_postfix_str("target and draft")
+            target, _ = train_lm(LMConfig(attention=best_aug[:-4], augment=True, seed=0, **model_kw), corpus, tc,
+                                 progress=False)
             draft, _ = train_lm(LMConfig(attention=target.cfg.attention, augment=True, seed=0, **draft_kw), corpus,
                                 tc, progress=False)
             bar.update()
@@ -293,3 +304,17 @@ def run(out_dir: Path, *, quick: bool = False, command: str = "attnforge bench l
         print(f"  k={r['k']}: {r['mean_accepted_per_verify']} accepted/verify, {r['tokens_per_second']} tok/s "
               f"({r['speedup_vs_sequential']}x sequential), identical to greedy: {r['identical_to_greedy']}")
     return path
+
+
+if __name__ == "__main__":
+    import argparse
+    import sys
+
+    ap = argparse.ArgumentParser(description="linear_algo benchmark (also: attnforge bench linear_algo)")
+    ap.add_argument("-o", "--output", default="bench/results")
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--reuse-perplexity", metavar="JSON", help="take the perplexity study from this result file "
+                                                                "and measure only speculative decoding and decode cost")
+    a = ap.parse_args()
+    run(Path(a.output), quick=a.quick, reuse_perplexity=a.reuse_perplexity,
+        command=" ".join(["python -m attnforge.benchmarks.linear_algo", *sys.argv[1:]]))
