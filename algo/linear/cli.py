@@ -1,0 +1,235 @@
+"""``attnforge linear train|eval|generate|speculate|linearize``: the float side of linearized LLMs.
+
+    attnforge linear train --attention elu --augment --steps 300 -o build/linear/elu_aug.pt
+    attnforge linear eval build/linear/elu_aug.pt
+    attnforge linear generate build/linear/elu_aug.pt --prompt "def " --tokens 80
+    attnforge linear speculate build/linear/elu_aug.pt build/linear/draft.pt --k 4 --prompt "import "
+    attnforge linear linearize path/to/gpt2 --steps 200 -o build/linear/gpt2_lin
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+__all__ = ["register"]
+
+
+def _json_out(obj, path):
+    text = json.dumps(obj, indent=2, default=str)
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(text + "\n")
+        print(f"wrote {path}")
+    else:
+        print(text)
+
+
+def _threads(args):
+    import torch
+
+    torch.set_num_threads(args.threads)
+
+
+def _corpus(args):
+    from attnforge.algo.linear.data import load_corpus
+
+    return load_corpus(args.train_bytes, args.val_bytes)
+
+
+def cmd_train(args) -> int:
+    from attnforge.algo.linear.model import LMConfig
+    from attnforge.algo.linear.train import TrainConfig, evaluate, train_lm
+
+    _threads(args)
+    cfg = LMConfig(attention=args.attention, augment=args.augment, n_layer=args.layers, n_head=args.heads,
+                   d_model=args.d_model, block_size=args.block, chunk=args.chunk, conv_kernel=args.conv_kernel,
+                   seed=args.seed)
+    tc = TrainConfig(steps=args.steps, batch_size=args.batch, block=args.block, lr=args.lr, seed=args.seed,
+                     eval_windows=args.eval_windows)
+    out = Path(args.output) if args.output else Path("build/linear") / f"{cfg.label}_s{args.seed}.pt"
+    corpus = _corpus(args)
+    model, log = train_lm(cfg, corpus, tc, checkpoint=out, resume=args.resume)
+    ev = evaluate(model, corpus, tc.block, tc.eval_windows)
+    _json_out({"checkpoint": str(out), "model": cfg.to_dict(), "params": model.n_params(), "train": tc.__dict__,
+               "final_train_loss": log[-1][1] if log else None, "held_out": ev}, args.json)
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from attnforge.algo.linear.train import evaluate, load_checkpoint
+
+    _threads(args)
+    model, ck = load_checkpoint(args.checkpoint)
+    ev = evaluate(model, _corpus(args), args.block or model.cfg.block_size, args.eval_windows)
+    _json_out({"checkpoint": args.checkpoint, "model": ck["config"], "step": ck["step"], "held_out": ev}, args.json)
+    return 0
+
+
+def _prompt_bytes(text: str):
+    data = list(text.encode("utf-8"))
+    if not data:
+        raise ValueError("--prompt must not be empty")
+    return data
+
+
+def cmd_generate(args) -> int:
+    import torch
+
+    from attnforge.algo.linear.speculative import greedy_decode
+    from attnforge.algo.linear.train import load_checkpoint
+
+    _threads(args)
+    model, _ = load_checkpoint(args.checkpoint)
+    prompt = _prompt_bytes(args.prompt)
+    if args.temperature <= 0:
+        out = greedy_decode(model, prompt, args.tokens)
+    else:
+        gen = torch.Generator().manual_seed(args.seed)
+        with torch.no_grad():
+            state, logits = model.prefill(torch.tensor([prompt]))
+            out = []
+            for _ in range(args.tokens):
+                tok = int(torch.multinomial(torch.softmax(logits[0] / args.temperature, -1), 1, generator=gen))
+                out.append(tok)
+                logits, state = model.step(state, torch.tensor([tok]))
+    sys.stdout.write(bytes(prompt + out).decode("utf-8", "replace") + "\n")
+    return 0
+
+
+def cmd_speculate(args) -> int:
+    import torch
+
+    from attnforge.algo.linear.speculative import greedy_decode, speculative_decode
+    from attnforge.algo.linear.train import load_checkpoint
+
+    _threads(args)
+    target, _ = load_checkpoint(args.target)
+    draft, _ = load_checkpoint(args.draft)
+    prompt = _prompt_bytes(args.prompt)
+    out, st = speculative_decode(target, draft, prompt, args.tokens, args.k, sample=args.temperature > 0,
+                                 temperature=max(args.temperature, 1e-6),
+                                 generator=torch.Generator().manual_seed(args.seed))
+    report = {"k": args.k, "verifies": st.verifies, "mean_accepted_per_verify": round(st.mean_accepted, 3),
+              "tokens_per_second": round(args.tokens / st.seconds, 1),
+              "text": bytes(prompt + out).decode("utf-8", "replace")}
+    if args.temperature <= 0:
+        report["identical_to_greedy"] = out == greedy_decode(target, prompt, args.tokens)
+    _json_out(report, args.json)
+    return 0 if report.get("identical_to_greedy", True) else 1
+
+
+def cmd_linearize(args) -> int:
+    import torch
+
+    from attnforge.algo.linear.linearize import (LINEARIZED_FORMAT, corpus_tokens, finetune, heldout_loss,
+                                                 linearize_gpt2, load_gpt2)
+
+    _threads(args)
+    model = load_gpt2(args.model_dir)
+    corpus = _corpus(args)
+    train, val, kind = corpus_tokens(args.model_dir, corpus, model.config.vocab_size)
+    block = min(args.block, model.config.n_positions)
+    before = heldout_loss(model, val, block, args.eval_windows)
+    linearize_gpt2(model, args.attention, augment=not args.no_augment, conv_kernel=args.conv_kernel,
+                   chunk=args.chunk, seed=args.seed)
+    swapped = heldout_loss(model, val, block, args.eval_windows)
+    log = finetune(model, train, args.steps, block, args.batch, args.lr, args.seed)
+    after = heldout_loss(model, val, block, args.eval_windows)
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    settings = {"attention": args.attention, "augment": not args.no_augment, "conv_kernel": args.conv_kernel,
+                "chunk": args.chunk, "seed": args.seed}
+    torch.save({"format": LINEARIZED_FORMAT, "source": str(args.model_dir), "linearization": settings,
+                "state_dict": model.state_dict()}, out / "linearized.pt")
+    report = {"source": str(args.model_dir), "tokens": kind, "linearization": settings, "steps": args.steps,
+              "held_out_loss": {"pretrained_softmax": before, "linearized_before_finetune": swapped,
+                                "linearized_after_finetune": after},
+              "final_train_loss": log[-1][1] if log else None, "weights": str(out / "linearized.pt")}
+    _json_out(report, out / "report.json")
+    print(json.dumps(report["held_out_loss"], indent=2))
+    return 0
+
+
+def register(subparsers) -> None:
+    from attnforge.algo.linear.variants import VARIANTS
+    from attnforge.cli import command_group
+
+    g = command_group(subparsers, "linear", "Linearized LLMs: linear attention variants, training, "
+                                            "speculative decoding, decode datapath")
+
+    def common(p):
+        p.add_argument("--threads", type=int, default=1, help="torch CPU threads [1]")
+        p.add_argument("--train-bytes", type=int, default=4_000_000, help="training text cap in bytes [4000000]")
+        p.add_argument("--val-bytes", type=int, default=400_000, help="held-out text cap in bytes [400000]")
+        p.add_argument("--eval-windows", type=int, default=64, help="held-out windows evaluated [64]")
+        p.add_argument("--seed", type=int, default=0, help="seed [0]")
+
+    def model_args(p, attention="elu"):
+        p.add_argument("--attention", choices=list(VARIANTS), default=attention, help=f"attention variant [{attention}]")
+        p.add_argument("--conv-kernel", type=int, default=4, help="augmentation: conv taps over V [4]")
+        p.add_argument("--chunk", type=int, default=16, help="augmentation: local attention chunk [16]")
+
+    p = g.add_parser("train", help="train a byte-level LM on the Python stdlib sources",
+                     description="Train the small decoder-only LM with the chosen attention (optionally "
+                                 "augmented); writes a checkpoint (every 100 steps and at the end) and prints "
+                                 "held-out loss and perplexity.")
+    model_args(p)
+    p.add_argument("--augment", action="store_true", help="wrap the variant in the causal local augmentation")
+    p.add_argument("--layers", type=int, default=2, help="layers [2]")
+    p.add_argument("--heads", type=int, default=4, help="heads [4]")
+    p.add_argument("--d-model", type=int, default=128, help="model width [128]")
+    p.add_argument("--block", type=int, default=128, help="context length in bytes [128]")
+    p.add_argument("--steps", type=int, default=300, help="optimizer steps [300]")
+    p.add_argument("--batch", type=int, default=16, help="batch size [16]")
+    p.add_argument("--lr", type=float, default=3e-3, help="peak learning rate [3e-3]")
+    p.add_argument("--resume", help="continue from this checkpoint")
+    p.add_argument("-o", "--output", help="checkpoint path [build/linear/<model>_s<seed>.pt]")
+    p.add_argument("--json", help="write the summary here instead of stdout")
+    common(p)
+    p.set_defaults(func=cmd_train)
+
+    p = g.add_parser("eval", help="held-out loss and perplexity of a checkpoint")
+    p.add_argument("checkpoint")
+    p.add_argument("--block", type=int, default=None, help="window length [the model's block size]")
+    p.add_argument("--json", help="write the result here instead of stdout")
+    common(p)
+    p.set_defaults(func=cmd_eval)
+
+    p = g.add_parser("generate", help="generate bytes with the recurrent form")
+    p.add_argument("checkpoint")
+    p.add_argument("--prompt", default="def ", help='prompt text ["def "]')
+    p.add_argument("--tokens", type=int, default=80, help="bytes to generate [80]")
+    p.add_argument("--temperature", type=float, default=0.0, help="0: greedy [0]")
+    common(p)
+    p.set_defaults(func=cmd_generate)
+
+    p = g.add_parser("speculate", help="speculative decoding: draft proposes k, target verifies in one pass",
+                     description="Greedy (temperature 0, checked identical to sequential greedy decoding; exit "
+                                 "status 1 if not) or rejection sampling. Prints accepted tokens per verify.")
+    p.add_argument("target")
+    p.add_argument("draft")
+    p.add_argument("--k", type=int, default=4, help="draft tokens per verify [4]")
+    p.add_argument("--prompt", default="def ", help='prompt text ["def "]')
+    p.add_argument("--tokens", type=int, default=64, help="bytes to generate [64]")
+    p.add_argument("--temperature", type=float, default=0.0, help="0: greedy [0]")
+    p.add_argument("--json", help="write the report here instead of stdout")
+    common(p)
+    p.set_defaults(func=cmd_speculate)
+
+    p = g.add_parser("linearize", help="swap a local GPT-2 checkpoint's attention for linear attention, fine-tune",
+                     description="Load a Hugging Face GPT-2 from a local folder (needs attnforge[hf]), replace "
+                                 "each attention by the chosen variant (augmented unless --no-augment) keeping "
+                                 "the pretrained projections, fine-tune on the stdlib corpus, and report "
+                                 "held-out loss before and after.")
+    p.add_argument("model_dir")
+    model_args(p)
+    p.add_argument("--no-augment", action="store_true", help="plain variant, no conv/local attention")
+    p.add_argument("--steps", type=int, default=200, help="fine-tuning steps [200]")
+    p.add_argument("--block", type=int, default=128, help="sequence length [128]")
+    p.add_argument("--batch", type=int, default=8, help="batch size [8]")
+    p.add_argument("--lr", type=float, default=1e-4, help="learning rate [1e-4]")
+    p.add_argument("-o", "--output", default="build/linear/linearized", help="output folder")
+    common(p)
+    p.set_defaults(func=cmd_linearize)

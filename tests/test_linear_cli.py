@@ -1,0 +1,70 @@
+"""``attnforge linear ...`` end to end on tiny models, and the linear_algo benchmark in quick mode."""
+
+import json
+
+import pytest
+import torch
+
+from attnforge.cli import main
+
+torch.set_num_threads(1)  # small tensors: threads only contend on the shared cores
+
+SMALL = ["--train-bytes", "100000", "--val-bytes", "10000", "--eval-windows", "4"]
+TINY = ["--layers", "1", "--heads", "2", "--d-model", "16", "--block", "64", "--batch", "4", "--chunk", "8"]
+
+
+def test_train_eval_generate_speculate(tmp_path, capsys):
+    target, draft = tmp_path / "t.pt", tmp_path / "d.pt"
+    assert main(["linear", "train", "--attention", "elu", "--augment", "--steps", "6", *TINY, *SMALL,
+                 "-o", str(target), "--json", str(tmp_path / "t.json")]) == 0
+    summary = json.loads((tmp_path / "t.json").read_text())
+    assert summary["model"]["augment"] and summary["held_out"]["ppl"] > 1
+    assert main(["linear", "train", "--attention", "relu", "--steps", "3", *TINY, *SMALL, "-o", str(draft)]) == 0
+    capsys.readouterr()
+    assert main(["linear", "eval", str(target), *SMALL]) == 0
+    assert json.loads(capsys.readouterr().out)["step"] == 6
+    assert main(["linear", "generate", str(target), "--prompt", "def ", "--tokens", "10"]) == 0
+    assert capsys.readouterr().out.startswith("def ")
+    assert main(["linear", "speculate", str(target), str(draft), "--k", "3", "--tokens", "20",
+                 "--json", str(tmp_path / "s.json")]) == 0
+    report = json.loads((tmp_path / "s.json").read_text())
+    assert report["identical_to_greedy"] is True and report["verifies"] >= 1
+
+
+def test_bad_inputs_are_named(tmp_path, capsys):
+    assert main(["linear", "eval", str(tmp_path / "none.pt")]) == 2
+    assert "none.pt does not exist" in capsys.readouterr().err
+    assert main(["linear", "train", "--steps", "0", *SMALL, "-o", str(tmp_path / "x.pt")]) == 2
+    assert "steps must be a positive integer, not 0" in capsys.readouterr().err
+    assert not (tmp_path / "x.pt").exists()
+
+
+def test_linearize_command(tmp_path, capsys):
+    transformers = pytest.importorskip("transformers", reason="optional extra attnforge[hf] not installed")
+    torch.manual_seed(0)
+    cfg = transformers.GPT2Config(n_layer=1, n_head=2, n_embd=16, vocab_size=260, n_positions=64)
+    transformers.GPT2LMHeadModel(cfg).save_pretrained(tmp_path / "gpt2")
+    out = tmp_path / "lin"
+    assert main(["linear", "linearize", str(tmp_path / "gpt2"), "--steps", "3", "--block", "32", "--batch", "2",
+                 *SMALL, "-o", str(out)]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert set(report["held_out_loss"]) == {"pretrained_softmax", "linearized_before_finetune",
+                                            "linearized_after_finetune"}
+    assert torch.load(out / "linearized.pt", weights_only=False)["format"] == "attnforge.linearized_gpt2/1"
+
+
+def test_benchmark_quick(tmp_path):
+    from attnforge.benchmarks import run_benchmarks
+
+    [path] = run_benchmarks(tmp_path, ["linear_algo"], quick=True, command="pytest")
+    result = json.loads(path.read_text())
+    assert result["format"] == "attnforge.bench/1" and result["command"] == "pytest"
+    summary = result["perplexity"]["summary"]
+    assert set(summary) == {"softmax", "elu", "relu", "elu+aug", "relu+aug"}
+    assert all(s["seeds"] == 2 for s in summary.values())
+    assert all(r["identical_to_greedy"] for r in result["speculative"]["by_k"])
+    rows = result["decode_cost"]["rows"]
+    # KV cache bytes grow with the context; the linear state does not.
+    assert rows[1]["softmax (KV cache)"]["state_bytes"] > rows[0]["softmax (KV cache)"]["state_bytes"]
+    assert rows[1]["elu (linear state)"]["state_bytes"] == rows[0]["elu (linear state)"]["state_bytes"]
+    assert (tmp_path / "linear_algo.png").stat().st_size > 1000
