@@ -125,7 +125,7 @@ def train(model: VisionTransformer, train_set, cfg: TrainConfig, val_set=None, *
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             opt.step()
             sums["loss"] += loss.item() * len(y)
-            sums["recon"] += float(recon) * len(y)
+            sums["recon"] += recon.item() * len(y)
             sums["correct"] += (logits.argmax(-1) == y).sum().item()
             sums["n"] += len(y)
             bar.set_postfix(loss=f"{sums['loss'] / sums['n']:.3f}")
