@@ -316,7 +316,7 @@ def register(subparsers) -> None:
     p.add_argument("--depth", type=int, default=None, help="layers (from scratch) [preset's]")
     p.add_argument("--dim", type=int, default=None, help="embedding width (from scratch) [preset's]")
     p.add_argument("--mlp-ratio", type=float, default=None, help="MLP width / embedding width [preset's]")
-    _train_options(p, epochs=30, lr=2e-3)
+    _train_options(p, epochs=40, lr=2e-3)
     p.add_argument("-o", "--output", default="build/vitcod/dense.pt", help="checkpoint [build/vitcod/dense.pt]")
     p.set_defaults(func=cmd_train)
 
