@@ -26,6 +26,7 @@ __all__ = ["main", "build_parser", "command_group"]
 #: ``attnforge vitcod sim`` from the accelerator) through ``command_group``.
 _COMMAND_MODULES: list[str] = [
     "attnforge.algo.linear.cli",
+    "attnforge.algo.vitcod.cli",
 ]
 
 

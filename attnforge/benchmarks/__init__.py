@@ -15,6 +15,7 @@ __all__ = ["BENCHMARKS", "run_benchmarks"]
 BENCHMARKS = {
     "mac_line": "attnforge.benchmarks.mac_line:run",
     "linear_algo": "attnforge.benchmarks.linear_algo:run",
+    "vitcod_algo": "attnforge.benchmarks.vitcod_algo:run",
 }
 
 

@@ -1,0 +1,214 @@
+"""ViTCoD's pruning criterion, a solver for a target sparsity, and the masks.npz it produces.
+
+**Criterion** (ViTCoD): in each query row of a head's average attention map,
+rank the keys by score and keep the highest ones until their cumulative mass
+reaches ``threshold``, plus the one that crosses it. Equivalently an entry is
+kept when the mass of the keys ranked above it is below ``threshold``. Ties
+rank by key index. The CLS row and the CLS column are always kept (ViTCoD
+keeps the class token's attention dense); their scores still count in the
+ranking.
+
+**Solver** (beyond ViTCoD, which leaves the threshold to the user): the
+threshold whose masks reach a target average sparsity over all layers and
+heads. Without polarization this is exact: every entry has the threshold at
+which it enters (the mass ranked above it), so the threshold is a quantile of
+those values. With polarization (whole global columns added to the mask) the
+solver bisects on the threshold until the *final* mask, which is what the
+hardware computes and the model is fine-tuned with, hits the target.
+
+:func:`build_masks` runs criterion, solver and polarization and returns a
+:class:`attnforge.masks.MaskSet` plus a per-layer/per-head report.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from attnforge.masks import MaskSet
+
+from .polarize import CycleModel, polarize
+
+__all__ = ["entry_thresholds", "cumulative_mass_keep", "solve_threshold", "build_masks", "head_report",
+           "SPARSITY_TOLERANCE"]
+
+#: The solver's promise: achieved average sparsity within this of the target (absolute, 0.5 %).
+SPARSITY_TOLERANCE = 0.005
+
+
+def _check_maps(maps) -> torch.Tensor:
+    maps = torch.as_tensor(maps)
+    if maps.dim() < 2 or not maps.dtype.is_floating_point:
+        raise ValueError(f"attention maps must be a float tensor [..., Nq, Nk], got {maps.dtype} {tuple(maps.shape)}")
+    if (maps < 0).any() or not torch.isfinite(maps).all():
+        raise ValueError("attention maps must be finite and non-negative (softmax outputs)")
+    return maps
+
+
+def entry_thresholds(maps, always_keep_cls: bool = True) -> torch.Tensor:
+    """Per entry, the mass of the keys ranked above it in its row (``-inf`` for the always-kept CLS row/column).
+
+    The criterion keeps an entry exactly when this value is below the threshold.
+    """
+    maps = _check_maps(maps).to(torch.float64)
+    order = torch.sort(maps, dim=-1, descending=True, stable=True).indices
+    sorted_vals = torch.gather(maps, -1, order)
+    above = sorted_vals.cumsum(-1) - sorted_vals                          # exclusive cumulative mass
+    c = torch.empty_like(maps).scatter_(-1, order, above)
+    if always_keep_cls:
+        c[..., 0, :] = -math.inf
+        c[..., :, 0] = -math.inf
+    return c
+
+
+def cumulative_mass_keep(maps, threshold: float, always_keep_cls: bool = True) -> torch.Tensor:
+    """ViTCoD's mask: bool, same shape as ``maps``; see the module docstring."""
+    if not isinstance(threshold, (int, float)) or not 0 <= threshold <= 1:
+        raise ValueError(f"cumulative-mass threshold must be in [0, 1], got {threshold!r}")
+    return entry_thresholds(maps, always_keep_cls) < threshold
+
+
+def _sparsity(keep: torch.Tensor) -> float:
+    return 1.0 - keep.double().mean().item()
+
+
+def solve_threshold(maps, target_sparsity: float, *, always_keep_cls: bool = True, polarizer=None,
+                    tolerance: float = SPARSITY_TOLERANCE, iterations: int = 60) -> tuple[float, torch.Tensor]:
+    """``(threshold, keep)`` whose average sparsity is within ``tolerance`` of ``target_sparsity``.
+
+    ``polarizer``: None, or a function ``keep -> keep_final`` (e.g. adding whole
+    global columns); the target then applies to the final mask. Raises
+    ValueError naming the reachable range when the target is outside it.
+    """
+    if not isinstance(target_sparsity, (int, float)) or not 0 <= target_sparsity < 1:
+        raise ValueError(f"target sparsity must be in [0, 1), got {target_sparsity!r}")
+    c = entry_thresholds(maps, always_keep_cls)
+    final = polarizer or (lambda k: k)
+
+    def sparsity_at(p):
+        k = final(c < p)
+        return _sparsity(k), k
+
+    s_max, _ = sparsity_at(0.0)                         # fewest entries: only the forced ones
+    s_min, _ = sparsity_at(1.0 + 1e-9)                  # every entry
+    if target_sparsity > s_max + tolerance or target_sparsity < s_min - tolerance:
+        raise ValueError(f"target sparsity {target_sparsity:.4f} is out of reach for these maps: the criterion "
+                         f"gives {s_min:.4f} (threshold 1) to {s_max:.4f} (threshold 0; the CLS row/column "
+                         f"and global columns are always kept)")
+    # Exact quantile for the criterion alone.
+    free = torch.sort(c[torch.isfinite(c)].flatten()).values
+    n_forced = int((~torch.isfinite(c)).sum())
+    want_kept = int(round((1 - target_sparsity) * c.numel())) - n_forced
+    if want_kept <= 0:
+        p = 0.0
+    elif want_kept >= free.numel():
+        p = 1.0 + 1e-9
+    else:
+        lo, hi = free[want_kept - 1].item(), free[want_kept].item()
+        p = 0.5 * (lo + hi) if hi > lo else hi
+    s, keep = sparsity_at(p)
+    if polarizer is not None and abs(s - target_sparsity) > 1e-4:
+        # The final mask keeps at least what the criterion keeps, so the answer lies in [0, p]. The
+        # cycle-minimizing polarization is not monotone in p: scan a grid for the bracket, then bisect.
+        best = (abs(s - target_sparsity), p, keep)
+        grid = [p * i / 48 for i in range(49)]
+        values = []
+        for q in grid:
+            s_q, k_q = sparsity_at(q)
+            values.append(s_q)
+            if abs(s_q - target_sparsity) < best[0]:
+                best = (abs(s_q - target_sparsity), q, k_q)
+        brackets = [(grid[i], grid[i + 1]) for i in range(48)
+                    if (values[i] - target_sparsity) * (values[i + 1] - target_sparsity) <= 0]
+        for lo, hi in brackets[:4]:
+            for _ in range(iterations):
+                if best[0] < 1e-4:
+                    break
+                mid = 0.5 * (lo + hi)
+                s_mid, k_mid = sparsity_at(mid)
+                if abs(s_mid - target_sparsity) < best[0]:
+                    best = (abs(s_mid - target_sparsity), mid, k_mid)
+                if s_mid > target_sparsity:
+                    lo = mid      # too sparse: keep more
+                else:
+                    hi = mid
+        _, p, keep = best
+        s = _sparsity(keep)
+    if abs(s - target_sparsity) > tolerance:
+        raise ValueError(f"solver reached sparsity {s:.4f} for target {target_sparsity:.4f} (tolerance "
+                         f"{tolerance}); no threshold reaches it with this polarization (whole global columns "
+                         f"add entries: try a higher global_threshold or the fixed mode)")
+    return float(p), keep
+
+
+def head_report(keep_pruned: torch.Tensor, keep: torch.Tensor, n_global: torch.Tensor, head_dim: int,
+                cycle_model: CycleModel) -> list[dict]:
+    """Per layer and head: sparsity (criterion, final), G, dense share of kept entries, dense/sparse work."""
+    L, H, nq, nk = keep.shape
+    rows = []
+    for l in range(L):
+        for h in range(H):
+            g = int(n_global[l, h])
+            kept = int(keep[l, h].sum())
+            dense_entries = nq * g
+            sparse_entries = kept - dense_entries
+            dense_w, sparse_w = cycle_model.work(nq, g, sparse_entries, head_dim)
+            rows.append({
+                "layer": l, "head": h,
+                "sparsity_criterion": 1 - float(keep_pruned[l, h].double().mean()),
+                "sparsity": 1 - kept / (nq * nk),
+                "n_global": g,
+                "kept": kept,
+                "dense_share_of_kept": dense_entries / kept if kept else 0.0,
+                "dense_macs": dense_w, "sparse_macs": sparse_w,
+                "dense_work_share": dense_w / (dense_w + sparse_w) if dense_w + sparse_w else 0.0,
+                "est_cycles": float(cycle_model.cycles(nq, g, sparse_entries, head_dim)),
+                "est_cycles_dense_baseline": 2 * head_dim * nq * nk / (cycle_model.dense_macs + cycle_model.sparse_macs),
+            })
+    return rows
+
+
+def build_masks(maps, *, target_sparsity: float | None = None, threshold: float | None = None,
+                polarize_mode: str = "fixed", global_threshold: float = 0.5,
+                cycle_model: CycleModel | None = None, head_dim: int = 64, meta: dict | None = None):
+    """Criterion + solver + polarization -> ``(MaskSet, report)``.
+
+    Give ``target_sparsity`` (solved, final mask) or ``threshold`` (ViTCoD's
+    cumulative mass, used as is). ``maps``: mean attention ``[L, H, Nq, Nk]``.
+    The mask set's ``keep`` includes the whole global columns: fine-tune with exactly it.
+    """
+    maps = _check_maps(maps)
+    if maps.dim() != 4:
+        raise ValueError(f"attention maps must be [L, H, Nq, Nk], got shape {tuple(maps.shape)}")
+    if (target_sparsity is None) == (threshold is None):
+        raise ValueError("give exactly one of target_sparsity and threshold")
+    cm = cycle_model or CycleModel()
+
+    def polarizer(k):
+        return polarize(k, mode=polarize_mode, global_threshold=global_threshold, cycle_model=cm,
+                        head_dim=head_dim)[0]
+
+    if target_sparsity is not None:
+        p, _ = solve_threshold(maps, target_sparsity, polarizer=polarizer)
+    else:
+        p = threshold
+    keep_pruned = cumulative_mass_keep(maps, p)
+    keep, order, n_global = polarize(keep_pruned, mode=polarize_mode, global_threshold=global_threshold,
+                                     cycle_model=cm, head_dim=head_dim)
+    report = head_report(keep_pruned, keep, n_global, head_dim, cm)
+    summary = {
+        "criterion": "vitcod-cumulative-mass (CLS row/column always kept)",
+        "threshold": p,
+        "target_sparsity": target_sparsity,
+        "sparsity_criterion": _sparsity(keep_pruned),
+        "sparsity": _sparsity(keep),
+        "polarize": {"mode": polarize_mode, "global_threshold": global_threshold if polarize_mode == "fixed" else None,
+                     "cycle_model": cm.to_dict()},
+        "per_layer_sparsity": [_sparsity(keep[l]) for l in range(keep.shape[0])],
+        "mean_n_global": float(n_global.double().mean()),
+    }
+    ms = MaskSet(keep.numpy().astype(bool), order.numpy().astype(np.int32), n_global.numpy().astype(np.int32),
+                 {**(meta or {}), **summary})
+    return ms, {**summary, "heads": report}

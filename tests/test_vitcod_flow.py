@@ -1,0 +1,235 @@
+"""The ViTCoD flow on a small ViT trained on the real digits: fine-tuning, auto-encoder, golden model, export, CLI.
+
+Golden-model tolerance on real trained heads (stated here, held below): the
+integer head's int8 output, scaled by ``o_scale``, is within
+
+* **1.0 output LSB** of float softmax attention on the same int8 Q/K/V and mask
+  (the golden model's own approximation: exponent table, 15-bit probabilities,
+  final rounding), and
+* **4.0 output LSB** max, **4 %** relative RMS, of the PyTorch float model's head
+  output on unquantized activations (adds per-head symmetric int8 quantization
+  of Q, K, V; with the Q/K decoder also of the compressed heads and decoder weights).
+"""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from attnforge.algo.vitcod.data import digits_datasets, imagefolder_datasets, random_shift
+from attnforge.algo.vitcod.export import export_head_tensors, quantize_heads, verify_head_tensors
+from attnforge.algo.vitcod.pruning import build_masks
+from attnforge.algo.vitcod.stats import attention_statistics
+from attnforge.algo.vitcod.train import TrainConfig, evaluate, load_checkpoint, save_checkpoint, train
+from attnforge.algo.vitcod.vit import PRESETS, VisionTransformer
+from attnforge.cli import main
+from attnforge.head_tensors import load_head_tensors
+from attnforge.masks import load_masks, save_masks
+
+SAME_INPUTS_LSB = 1.0
+FLOAT_MODEL_LSB = 4.0
+FLOAT_MODEL_REL_RMS = 0.04
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Small models run several times faster on one thread when the test workers share the cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def trained(one_thread):
+    """A 2-layer digits ViT trained for 4 epochs (real data, real attention; ~45 %), statistics, 90 % masks."""
+    torch.manual_seed(0)
+    train_set, val_set = digits_datasets()
+    model = VisionTransformer(PRESETS["digits"], depth=2)
+    train(model, train_set, TrainConfig(epochs=4, lr=2e-3, batch_size=32, warmup_epochs=0.3, max_shift=0,
+                                        progress=False, seed=0))
+    maps = attention_statistics(model, train_set, progress=False)
+    ms, report = build_masks(maps, target_sparsity=0.9, head_dim=model.cfg.head_dim)
+    return model, train_set, val_set, ms, report
+
+
+def _copy(model):
+    m = VisionTransformer(model.cfg)
+    if model.blocks[0].attn.qk_ae is not None:
+        m.attach_qk_autoencoders(model.blocks[0].attn.qk_ae.hidden)
+    m.load_state_dict(model.state_dict())
+    return m
+
+
+def test_trained_model_learned_something(trained):
+    model, _, val_set, ms, report = trained
+    assert evaluate(model, val_set)["accuracy"] > 30.0          # chance is 10 %
+    assert abs(ms.sparsity() - 0.9) <= 0.005
+    assert {r["layer"] for r in report["heads"]} == {0, 1}
+
+
+def test_mask_finetuning_keeps_masks_fixed_and_recovers(trained):
+    model, train_set, val_set, ms, _ = trained
+    m = _copy(model)
+    keep = torch.from_numpy(ms.keep)
+    m.set_masks(keep)
+    before = evaluate(m, val_set)["accuracy"]
+    train(m, train_set, TrainConfig(epochs=1, lr=1e-3, progress=False, seed=1))
+    after = evaluate(m, val_set)["accuracy"]
+    assert after > before
+    assert all(torch.equal(a.keep, keep[l]) for l, a in enumerate(m.attentions))
+    _, maps = m(val_set.tensors[0][:4], return_attn=True)
+    assert all((maps[l][:, ~keep[l]] == 0).all() for l in range(2))
+
+
+def test_autoencoder_training_lowers_reconstruction_loss(trained):
+    model, train_set, val_set, ms, _ = trained
+    m = _copy(model).attach_qk_autoencoders()
+    x = val_set.tensors[0][:64]
+    with torch.no_grad():
+        m(x)
+        start = float(m.qk_reconstruction_loss())
+    history = train(m, train_set, TrainConfig(epochs=1, lr=1e-3, ae_weight=5.0, progress=False, seed=2))
+    with torch.no_grad():
+        m(x)
+        end = float(m.qk_reconstruction_loss())
+    assert end < start and history[0]["recon_loss"] > 0
+    # Then fine-tuned with the masks, the auto-encoder still in place.
+    m.set_masks(torch.from_numpy(ms.keep))
+    train(m, train_set, TrainConfig(epochs=1, lr=5e-4, progress=False, seed=3, max_shift=0), )
+    assert m.blocks[1].attn.qk_ae is not None and evaluate(m, val_set)["accuracy"] > 20.0
+
+
+def test_checkpoint_round_trip(tmp_path, trained):
+    model, _, val_set, ms, _ = trained
+    m = _copy(model).attach_qk_autoencoders()
+    m.set_masks(torch.from_numpy(ms.keep))
+    save_checkpoint(tmp_path / "c.pt", m)
+    back, ck = load_checkpoint(tmp_path / "c.pt")
+    x = val_set.tensors[0][:8]
+    with torch.no_grad():
+        torch.testing.assert_close(back(x), m(x))
+    assert np.array_equal(ck["masks"], ms.keep) and back.blocks[0].attn.qk_ae.hidden == 2
+
+
+@pytest.mark.parametrize("autoencoder", [False, True])
+def test_golden_model_matches_float_model_on_trained_heads(tmp_path, trained, autoencoder):
+    model, train_set, val_set, ms, _ = trained
+    m = _copy(model)
+    if autoencoder:
+        m.attach_qk_autoencoders()
+        train(m, train_set, TrainConfig(epochs=1, lr=5e-4, progress=False, seed=4))
+    m.set_masks(torch.from_numpy(ms.keep))
+    worst = {"model": 0.0, "same": 0.0, "rms": 0.0}
+    for i in (0, 17, 101):
+        image = val_set[i][0]
+        path, t = export_head_tensors(m, image, tmp_path / f"h{i}.npz", meta={"image": i})
+        back = load_head_tensors(path)
+        assert back.has_decoder == autoencoder and back.meta["image"] == i
+        for name in ("q", "k", "v", "q_scale", "o_scale") + (("qc", "dec_wk") if autoencoder else ()):
+            assert np.array_equal(getattr(back, name), getattr(t, name))
+        rows = verify_head_tensors(m, image, back, ms, use_decoder=autoencoder)
+        assert len(rows) == 2 * 4
+        worst["model"] = max(worst["model"], *(r["max_err_lsb_float_model"] for r in rows))
+        worst["same"] = max(worst["same"], *(r["max_err_lsb_same_inputs"] for r in rows))
+        worst["rms"] = max(worst["rms"], *(r["rel_rms_err_float_model"] for r in rows))
+    print("golden vs float, worst over heads:", worst)
+    assert worst["same"] <= SAME_INPUTS_LSB, worst
+    assert worst["model"] <= FLOAT_MODEL_LSB, worst
+    assert worst["rms"] <= FLOAT_MODEL_REL_RMS, worst
+
+
+def test_golden_check_can_fail(trained):
+    """A wrong mask (another head's) must show up as a large error: the check is not vacuous."""
+    model, _, val_set, ms, _ = trained
+    m = _copy(model)
+    m.set_masks(torch.from_numpy(ms.keep))
+    image = val_set[0][0]
+    t = quantize_heads(m, image)
+    wrong = load_masks.__globals__["MaskSet"](ms.keep[:, ::-1].copy(), ms.order[:, ::-1].copy(),
+                                              ms.n_global[:, ::-1].copy(), {})
+    rows = verify_head_tensors(m, image, t, wrong)
+    assert max(r["max_err_lsb_float_model"] for r in rows) > 2 * FLOAT_MODEL_LSB
+
+
+def test_random_shift_moves_images():
+    x = torch.arange(2 * 1 * 6 * 6, dtype=torch.float32).reshape(2, 1, 6, 6)
+    y = random_shift(x, 1, torch.Generator().manual_seed(0))
+    assert y.shape == x.shape and not torch.equal(x, y)
+    assert torch.equal(random_shift(x, 0), x)
+
+
+def _image_folder(root, classes=2, per_class=5):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for c in range(classes):
+        (root / f"class{c}").mkdir(parents=True)
+        for i in range(per_class):
+            a = (rng.random((30, 40, 3)) * 80 + 120 * c).astype(np.uint8)
+            Image.fromarray(a).save(root / f"class{c}" / f"{i}.png")
+    return root
+
+
+def test_imagefolder_loader(tmp_path):
+    root = _image_folder(tmp_path / "imgs")
+    train_set, val_set = imagefolder_datasets(root, img_size=32)
+    assert len(train_set) == 8 and len(val_set) == 2 and train_set.classes == ["class0", "class1"]
+    x, y = train_set[0]
+    assert x.shape == (3, 32, 32) and x.dtype == torch.float32 and y in (0, 1)
+    with pytest.raises(ValueError, match="has no class subfolders"):
+        imagefolder_datasets(tmp_path / "imgs" / "class0", img_size=32)
+
+
+def test_cli_flow_digits(tmp_path, capsys):
+    d = tmp_path
+    common = ["--limit", "128", "--no-progress", "--batch-size", "64"]
+    assert main(["vitcod", "train", "--depth", "1", "--dim", "32", "--epochs", "1", *common,
+                 "-o", str(d / "dense.pt")]) == 0
+    assert main(["vitcod", "masks", "--checkpoint", str(d / "dense.pt"), "--sparsity", "0.8", "--max-images", "128",
+                 "--polarize", "cycles", *common, "-o", str(d / "masks.npz")]) == 0
+    ms = load_masks(d / "masks.npz")
+    assert ms.keep.shape == (1, 4, 65, 65) and abs(ms.sparsity() - 0.8) <= 0.005
+    report = json.loads((d / "masks.report.json").read_text())
+    assert len(report["heads"]) == 4 and (d / "masks.report.png").stat().st_size > 0
+    assert main(["vitcod", "finetune", "--checkpoint", str(d / "dense.pt"), "--masks", str(d / "masks.npz"),
+                 "--epochs", "1", "--autoencoder", *common, "-o", str(d / "ft.pt")]) == 0
+    assert main(["vitcod", "export", "--checkpoint", str(d / "ft.pt"), "--masks", str(d / "masks.npz"),
+                 "--image-index", "3", "-o", str(d / "heads.npz")]) == 0
+    assert load_head_tensors(d / "heads.npz").has_decoder
+    verify = json.loads((d / "heads.verify.json").read_text())
+    assert verify["max_err_lsb_same_inputs"] <= SAME_INPUTS_LSB
+    out = capsys.readouterr().out
+    assert "accuracy before fine-tuning" in out and "integer golden model vs float model" in out
+    # Bad input: the error names the file and the shapes, and nothing is written.
+    other = tmp_path / "other.npz"
+    save_masks(type(ms)(np.ones((2, 4, 65, 65), bool), np.tile(ms.order[:1], (2, 1, 1)),
+                        np.zeros((2, 4), np.int32), {}), other)
+    assert main(["vitcod", "finetune", "--checkpoint", str(d / "dense.pt"), "--masks", str(other),
+                 "--epochs", "1", *common, "-o", str(d / "bad.pt")]) == 2
+    assert "other.npz has keep of shape (2, 4, 65, 65), the model needs (1, 4, 65, 65)" in capsys.readouterr().err
+    assert not (d / "bad.pt").exists()
+    assert main(["vitcod", "eval", "--checkpoint", str(d / "missing.pt")]) == 2
+
+
+def test_cli_deit_checkpoint_on_image_folder(tmp_path, capsys):
+    """The real-user path: a timm-layout .pth (tiny, random) fine-tuned on an image folder, then masks."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("test_vitcod_vit", Path(__file__).with_name("test_vitcod_vit.py"))
+    vit_tests = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(vit_tests)
+    timm_deit_state_dict = vit_tests.timm_deit_state_dict
+    torch.save({"model": timm_deit_state_dict(dim=64, depth=1, patch=16, img=64, classes=1000)},
+               tmp_path / "deit.pth")
+    root = _image_folder(tmp_path / "imgs")
+    assert main(["vitcod", "train", "--checkpoint", str(tmp_path / "deit.pth"), "--data", str(root),
+                 "--img-size", "32", "--epochs", "1", "--batch-size", "4", "--no-progress",
+                 "-o", str(tmp_path / "ft.pt")]) == 0
+    model, _ = load_checkpoint(tmp_path / "ft.pt")
+    assert model.cfg.num_classes == 2 and model.cfg.num_tokens == 5 and model.cfg.num_heads == 1
+    assert main(["vitcod", "masks", "--checkpoint", str(tmp_path / "ft.pt"), "--data", str(root),
+                 "--threshold", "0.5", "--no-progress", "-o", str(tmp_path / "m.npz")]) == 0
+    assert load_masks(tmp_path / "m.npz").keep.shape == (1, 1, 5, 5)
