@@ -86,7 +86,7 @@ class StudyConfig:
     modes: tuple = MODES
     plans: dict = field(default_factory=lambda: {
         "cnn": ModelPlan(pretrain_epochs=30, lr=2e-3, attack_steps=5, schemes=("omp", "imp")),
-        "vit": ModelPlan(pretrain_epochs=30, lr=1e-3, attack_steps=3, schemes=("omp",)),
+        "vit": ModelPlan(pretrain_epochs=30, lr=2e-3, attack_steps=3, schemes=("omp",)),
     })
     transfer_epochs: dict | None = None            # None: transfer.TRANSFER_EPOCHS
 
