@@ -27,7 +27,7 @@ Design
 Files under ``out_dir``: ``cells/<model>/eps<eps>/seed<k>/`` holds
 ``pretrained.pt``, ``imp_<pattern>.pt`` (IMP masks per level) and one JSON
 per ticket (``dense.json``, ``<scheme>_<pattern>_<level>.json``);
-``tickets_study.json`` and ``tickets_study_<model>_<scheme>.png`` are the report.
+``<name>.json`` and ``<name>_<model>_<scheme>.png`` (name ``tickets_study`` by default) are the report.
 """
 
 from __future__ import annotations
@@ -49,10 +49,10 @@ from .attacks import Attack
 from .data import GAPS, downstream_task, source_task
 from .models import available_models, build_model
 from .pruning import Level, imp, one_shot
-from .train import clean_state_dict, evaluate, load_checkpoint, save_checkpoint, train
+from .train import load_checkpoint, pretrain, save_checkpoint, train
 from .transfer import MODES, make_ticket, transfer
 
-__all__ = ["StudyConfig", "run_study", "aggregate", "quick_config", "full_config", "STUDY_FORMAT"]
+__all__ = ["ModelPlan", "StudyConfig", "run_study", "aggregate", "quick_config", "full_config", "STUDY_FORMAT"]
 
 STUDY_FORMAT = "attnforge.tickets.study/1"
 
@@ -139,16 +139,10 @@ def _pretrained(cfg: StudyConfig, out: Path, model: str, eps: float, seed: int):
         net = build_model(model, ck["classes"])
         net.load_state_dict(ck["state"])
         return net, ck
-    src = source_task()
-    torch.manual_seed(seed)
-    net = build_model(model, src.classes)
-    attack = _attack(cfg, model, eps)
-    train(net, src.train, epochs=plan.pretrain_epochs, lr=plan.lr, attack=attack, seed=seed)
-    eval_attack = Attack(max(cfg.eps_candidates), norm=cfg.norm, steps=10)
-    ck = {"format": "attnforge.tickets.pretrained/1", "model": model, "classes": src.classes,
-          "state": clean_state_dict(net), "eps": eps, "norm": cfg.norm, "seed": seed,
-          "source_val": evaluate(net, src.val), "source_test": evaluate(net, src.test),
-          "source_val_robust": evaluate(net, src.val, eval_attack, seed=seed), "robust_eval_eps": eval_attack.eps}
+    ck = pretrain(model, attack=_attack(cfg, model, eps), epochs=plan.pretrain_epochs, lr=plan.lr, seed=seed,
+                  robust_eval=Attack(max(cfg.eps_candidates), norm=cfg.norm, steps=10))
+    net = build_model(model, ck["classes"])
+    net.load_state_dict(ck["state"])
     save_checkpoint(path, ck)
     return net, ck
 
@@ -359,7 +353,7 @@ def _claims(rows: list[dict]) -> dict:
     return out
 
 
-def _plot(rows: list[dict], cfg: StudyConfig, out: Path) -> list[Path]:
+def _plot(rows: list[dict], cfg: StudyConfig, out: Path, name: str) -> list[Path]:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -398,7 +392,7 @@ def _plot(rows: list[dict], cfg: StudyConfig, out: Path) -> list[Path]:
             fig.suptitle(f"{model}, {scheme} tickets: robust (eps={eps_r:g}, solid) vs natural (dashed), "
                          f"mean ± std over seeds; * = gap exceeds seed noise (paired 95 % t-interval)", fontsize=10)
             fig.tight_layout()
-            path = out / f"tickets_study_{model}_{scheme}.png"
+            path = out / f"{name}_{model}_{scheme}.png"
             fig.savefig(path, dpi=110)
             plt.close(fig)
             paths.append(path)
@@ -408,7 +402,7 @@ def _plot(rows: list[dict], cfg: StudyConfig, out: Path) -> list[Path]:
 # ---------------------------------------------------------------------------- entry point
 
 def run_study(out: Path, cfg: StudyConfig | None = None, *, workers: int = 2, command: str = "",
-              report_dir: Path | None = None) -> Path:
+              report_dir: Path | None = None, name: str = "tickets_study") -> Path:
     """Run (or resume) the study under ``out`` and write the JSON + PNG report; returns the JSON path."""
     cfg = cfg or full_config()
     out = Path(out)
@@ -440,7 +434,7 @@ def run_study(out: Path, cfg: StudyConfig | None = None, *, workers: int = 2, co
             cks = [load_checkpoint(_seed_dir(out, m, e, s) / "pretrained.pt") for s in cfg.seeds]
             pre[f"{m}/{e:g}"] = {k: _stats([c[k] for c in cks]) for k in ("source_val", "source_test", "source_val_robust")}
     report_dir.mkdir(parents=True, exist_ok=True)
-    pngs = _plot(rows, cfg, report_dir)
+    pngs = _plot(rows, cfg, report_dir, name)
     result = {
         "format": STUDY_FORMAT, "benchmark": "tickets", "command": command,
         "date": started.isoformat(timespec="seconds"),
@@ -450,6 +444,6 @@ def run_study(out: Path, cfg: StudyConfig | None = None, *, workers: int = 2, co
         "eps_selection": selection, "pretrained": pre,
         "claims": _claims(rows), "rows": rows, "plots": [str(p) for p in pngs],
     }
-    path = report_dir / "tickets_study.json"
+    path = report_dir / f"{name}.json"
     _write_json(path, result)
     return path

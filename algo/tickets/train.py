@@ -19,7 +19,7 @@ from tqdm import tqdm
 from .attacks import Attack
 from .data import Split
 
-__all__ = ["train", "evaluate", "save_checkpoint", "load_checkpoint", "clean_state_dict"]
+__all__ = ["train", "evaluate", "pretrain", "save_checkpoint", "load_checkpoint", "clean_state_dict", "PRETRAINED_FORMAT"]
 
 
 def train(model: nn.Module, data: Split, *, epochs: int, lr: float = 2e-3, batch_size: int = 64,
@@ -98,3 +98,43 @@ def load_checkpoint(path: Path) -> dict:
     if not isinstance(payload, dict) or "format" not in payload:
         raise ValueError(f"{path}: not an attnforge tickets checkpoint (no 'format' key)")
     return payload
+
+
+PRETRAINED_FORMAT = "attnforge.tickets.pretrained/1"
+
+
+def pretrain(model_name: str, *, attack: Attack | None, epochs: int, lr: float, seed: int,
+             early_epoch: int | None = None, robust_eval: Attack | None = None, progress: bool = False) -> dict:
+    """Train a model of the family on the source task (adversarially when ``attack`` has eps > 0).
+
+    Returns a checkpoint dict (format ``attnforge.tickets.pretrained/1``): the weights,
+    the attack it was trained with, source val/test accuracy (and robust val accuracy
+    under ``robust_eval``), and with ``early_epoch`` the weights after that many epochs
+    (``early_state``, what IMP can rewind to).
+    """
+    from .data import source_task
+    from .models import build_model
+
+    if early_epoch is not None and not (isinstance(early_epoch, int) and 0 <= early_epoch <= epochs):
+        raise ValueError(f"early_epoch must be an integer in [0, epochs={epochs}], not {early_epoch!r}")
+    src = source_task()
+    torch.manual_seed(seed)
+    net = build_model(model_name, src.classes)
+    early_state = None
+    if early_epoch is not None:
+        train(net, src.train, epochs=early_epoch, lr=lr, attack=attack, seed=seed, progress=progress, desc="pretrain")
+        early_state = clean_state_dict(net)
+        train(net, src.train, epochs=epochs - early_epoch, lr=lr, attack=attack, seed=seed + 7919,
+              progress=progress, desc="pretrain")
+    else:
+        train(net, src.train, epochs=epochs, lr=lr, attack=attack, seed=seed, progress=progress, desc="pretrain")
+    eps = attack.eps if attack is not None else 0.0
+    ck = {"format": PRETRAINED_FORMAT, "model": model_name, "classes": src.classes, "state": clean_state_dict(net),
+          "eps": eps, "attack": None if attack is None else vars(attack).copy(), "seed": seed,
+          "epochs": epochs, "lr": lr, "source_val": evaluate(net, src.val), "source_test": evaluate(net, src.test)}
+    if robust_eval is not None:
+        ck["source_val_robust"] = evaluate(net, src.val, robust_eval, seed=seed)
+        ck["robust_eval"] = vars(robust_eval).copy()
+    if early_state is not None:
+        ck["early_state"], ck["early_epoch"] = early_state, early_epoch
+    return ck
