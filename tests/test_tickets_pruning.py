@@ -177,3 +177,24 @@ def _load(state):
     m = build_model("cnn")
     m.load_state_dict(state)
     return m
+
+
+def test_vit_tickets_patterns_and_fixed_masks():
+    """The ViTCoD ViT is in the family: its qkv/proj/mlp/patch layers get exact masks that stay fixed."""
+    torch.manual_seed(0)
+    model = build_model("vit")
+    names = list(prunable_layers(model))
+    assert "patch_embed.proj" in names and "blocks.0.attn.qkv" in names and "head" not in names
+    nm = compute_masks(model, Level("nm", n=2, m=4), "layer")
+    for key, mask in nm.items():
+        rows = _rows(mask)
+        if rows.shape[1] % 4 == 0:
+            assert (rows.view(rows.shape[0], -1, 4).sum(2) == 2).all()
+    ch = compute_masks(model, Level("channel", 0.5), "layer")
+    qkv = _rows(ch["blocks.0.attn.qkv.weight"])
+    assert int((qkv.sum(1) == 0).sum()) == qkv.shape[0] // 2
+    ticket = make_ticket("vit", 5, clean_state_dict(model), nm, {})
+    _, tuned = transfer(ticket, downstream_task("plain"), "finetune", epochs=1, return_model=True)
+    state = clean_state_dict(tuned)
+    for key, mask in nm.items():
+        assert (state[key][mask == 0] == 0).all()

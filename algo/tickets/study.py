@@ -390,7 +390,8 @@ def _plot(rows: list[dict], cfg: StudyConfig, out: Path, name: str) -> list[Path
             axes[0][0].legend(fontsize=7)
             eps_r = next(r["eps_robust"] for r in rows if r["model"] == model)
             fig.suptitle(f"{model}, {scheme} tickets: robust (eps={eps_r:g}, solid) vs natural (dashed), "
-                         f"mean ± std over seeds; * = gap exceeds seed noise (paired 95 % t-interval)", fontsize=10)
+                         f"mean ± std over seeds\n* = robust-natural difference exceeds seed noise "
+                         f"(paired 95 % t-interval excludes 0)", fontsize=10)
             fig.tight_layout()
             path = out / f"{name}_{model}_{scheme}.png"
             fig.savefig(path, dpi=110)
