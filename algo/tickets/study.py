@@ -426,8 +426,9 @@ def run_study(out: Path, cfg: StudyConfig | None = None, *, workers: int = 2, co
                workers, "pretrain + dense transfer")
     selection = {m: select_eps(cfg, out, m) for m in cfg.models}
     # Phase 2: tickets of the natural and the chosen robust model.
-    _run_units([("sweep", cfg, out, m, e, s) for m in cfg.models for e in (0.0, selection[m]["chosen"])
-                for s in cfg.seeds], workers, "tickets + transfer")
+    # Natural and robust of one seed side by side, so a partial run already has paired seeds.
+    _run_units([("sweep", cfg, out, m, e, s) for m in cfg.models for s in cfg.seeds
+                for e in (0.0, selection[m]["chosen"])], workers, "tickets + transfer")
     rows = aggregate(cfg, out, selection)
     pre = {}
     for m in cfg.models:
