@@ -188,16 +188,13 @@ def cmd_export(args) -> int:
 
 def register(subparsers) -> None:
     from attnforge.cli import command_group
-    from .data import GAPS
-    from .models import MODELS
-    from .pruning import PATTERNS, SCOPES
-    from .transfer import MODES
+    from .names import GAPS, MODEL_NAMES, MODES, PATTERNS, SCOPES
 
     g = command_group(subparsers, "tickets", "Robust tickets: adversarial pretraining, lottery tickets in three "
                                              "sparsity patterns, transfer, the robust-vs-natural study, CSR export")
 
     p = g.add_parser("pretrain", help="train a model on the source task (digits 0-4), naturally or adversarially")
-    p.add_argument("--model", choices=sorted(MODELS), default="cnn", help="model family member [cnn]")
+    p.add_argument("--model", choices=MODEL_NAMES, default="cnn", help="model family member [cnn]")
     p.add_argument("--eps", type=float, default=0.0, help="attack radius; 0 = natural training [0]")
     p.add_argument("--norm", choices=("linf", "l2"), default="linf", help="attack norm [linf]")
     p.add_argument("--attack", choices=("pgd", "fgsm"), default="pgd", help="attack for adversarial training [pgd]")

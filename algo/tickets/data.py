@@ -28,13 +28,13 @@ from functools import lru_cache
 import numpy as np
 import torch
 
+from .names import GAPS
+
 __all__ = ["GAPS", "SOURCE_DIGITS", "DOWNSTREAM_DIGITS", "DOWNSTREAM_TRAIN_PER_CLASS", "Split", "Task",
            "source_task", "downstream_task", "check_gap"]
 
 SOURCE_DIGITS = (0, 1, 2, 3, 4)
 DOWNSTREAM_DIGITS = (5, 6, 7, 8, 9)
-#: Downstream tasks in order of increasing domain gap (each adds a transform to the previous one).
-GAPS = ("plain", "rotated", "inverted", "noisy")
 DOWNSTREAM_TRAIN_PER_CLASS = 20
 NOISE_SIGMA = 0.25
 _SPLIT_SEED = 0  # the splits never depend on the training seed

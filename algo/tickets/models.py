@@ -17,6 +17,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .names import MODEL_NAMES
+
 __all__ = ["SmallCNN", "MODELS", "build_model", "prunable_layers", "replace_head", "available_models"]
 
 
@@ -50,6 +52,7 @@ def _build_vit(num_classes: int) -> nn.Module:
 
 
 MODELS = {"cnn": _build_cnn, "vit": _build_vit}
+assert tuple(MODELS) == MODEL_NAMES
 
 
 def available_models() -> list[str]:

@@ -38,12 +38,11 @@ from torch.nn.utils import prune
 from tqdm import tqdm
 
 from .models import prunable_layers
+from .names import PATTERNS, SCOPES
 
 __all__ = ["PATTERNS", "SCOPES", "Level", "NMStructured", "compute_masks", "apply_masks", "current_masks",
            "remove_masks", "load_weights_keep_masks", "sparsity_of", "one_shot", "imp", "imp_schedule"]
 
-PATTERNS = ("unstructured", "channel", "nm")
-SCOPES = ("layer", "global")
 
 
 @dataclass(frozen=True)

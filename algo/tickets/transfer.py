@@ -22,13 +22,13 @@ from torch import nn
 
 from .data import Split, Task
 from .models import build_model, replace_head
+from .names import MODES
 from .pruning import apply_masks
 from .train import evaluate, train
 
 __all__ = ["TICKET_FORMAT", "MODES", "make_ticket", "ticket_model", "transfer", "TRANSFER_EPOCHS"]
 
 TICKET_FORMAT = "attnforge.tickets.ticket/1"
-MODES = ("finetune", "linear")
 #: epochs and learning rate per transfer mode (small downstream training sets: 20 images per class).
 TRANSFER_EPOCHS = {"finetune": 40, "linear": 60}
 TRANSFER_LR = {"finetune": 2e-3, "linear": 1e-2}
