@@ -27,6 +27,7 @@ __all__ = ["main", "build_parser", "command_group"]
 _COMMAND_MODULES: list[str] = [
     "attnforge.algo.linear.cli",
     "attnforge.algo.vitcod.cli",
+    "attnforge.algo.tickets.cli",
 ]
 
 

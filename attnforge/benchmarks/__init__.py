@@ -16,6 +16,7 @@ BENCHMARKS = {
     "mac_line": "attnforge.benchmarks.mac_line:run",
     "linear_algo": "attnforge.benchmarks.linear_algo:run",
     "vitcod_algo": "attnforge.benchmarks.vitcod_algo:run",
+    "tickets": "attnforge.benchmarks.tickets:run",
 }
 
 
