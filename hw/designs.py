@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from .mac_line import MacLine, MacLineConfig
+from .vitcod import VitcodAccelerator, VitcodConfig
 
 __all__ = ["Design", "DESIGNS", "get_design"]
 
@@ -44,6 +45,9 @@ DESIGNS = {
         Design("mac-line", "mac_line", MacLineConfig, MacLine,
                "M int8 multiply-accumulate units sharing one input vector",
                "attnforge.tb.mac_line_tb"),
+        Design("vitcod", "vitcod", VitcodConfig, VitcodAccelerator,
+               "ViTCoD attention head accelerator: Denser + Sparser Engines, integer softmax",
+               "attnforge.tb.vitcod_tb"),
     ]
 }
 

