@@ -14,10 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
-from attnforge.algo.vitcod.golden import HeadParams, head_params, vitcod_head_golden
+from attnforge.algo.vitcod.golden import HeadParams, decode_qk, head_params, vitcod_head_golden
 from attnforge.csr import CSR, dense_to_csr
 from attnforge.hw.vitcod.config import ERR_COL_IDX, ERR_ROW_PTR, ERR_SIZE, VitcodConfig
-from attnforge.hw.vitcod.host import HeadJob, pack_bytes
+from attnforge.hw.vitcod.host import HeadJob
+from attnforge.numfmt import Requantizer
 
 __all__ = ["TbHead", "random_head", "job_from_arrays", "bad_head", "save_jobs", "load_jobs"]
 
@@ -54,7 +55,9 @@ def random_csr(rng, nq: int, nk: int, g: int, sparsity: float, empty_rows: int =
     return CSR(s.row_ptr, s.col_idx + np.int32(g), (nq, nk))
 
 
-def random_head(cfg: VitcodConfig, rng, *, nq: int, nk: int, g: int, sparsity: float, empty_rows: int = 0) -> TbHead:
+def random_head(cfg: VitcodConfig, rng, *, nq: int, nk: int, g: int, sparsity: float, empty_rows: int = 0,
+                compressed_heads: int = 0) -> TbHead:
+    """A random head; with ``compressed_heads`` > 0 its Q and K come through the Q/K decoder."""
     d = cfg.head_dim
     q = rng.integers(-128, 128, (nq, d)).astype(np.int8)
     k = rng.integers(-128, 128, (nk, d)).astype(np.int8)
@@ -62,7 +65,23 @@ def random_head(cfg: VitcodConfig, rng, *, nq: int, nk: int, g: int, sparsity: f
     csr = random_csr(rng, nq, nk, g, sparsity, empty_rows)
     s = rng.uniform(0.01, 0.05, 4)
     params = head_params(s[0], s[1], s[2], s[3] * 0.8, d)
-    return head_for(cfg, q, k, v, g, csr, params, sparsity=sparsity)
+    if not compressed_heads:
+        return head_for(cfg, q, k, v, g, csr, params, sparsity=sparsity)
+    hc = compressed_heads
+    qc = rng.integers(-128, 128, (hc, nq, d)).astype(np.int8)
+    kc = rng.integers(-128, 128, (hc, nk, d)).astype(np.int8)
+    wq = rng.integers(-128, 128, hc).astype(np.int8)
+    wk = rng.integers(-128, 128, hc).astype(np.int8)
+    rq = Requantizer.from_scale(float(rng.uniform(0.5, 2.0)) / (128 * hc))
+    rk = Requantizer.from_scale(float(rng.uniform(0.5, 2.0)) / (128 * hc))
+    q = decode_qk(qc, wq[None], rq)[0]
+    k = decode_qk(kc, wk[None], rk)[0]
+    job = job_from_arrays(q, k, v, g, csr, params)
+    job.qc, job.kc, job.wq, job.wk = qc, kc, wq, wk
+    job.dq, job.dk = (rq.multiplier, rq.shift), (rk.multiplier, rk.shift)
+    expected = vitcod_head_golden(q, k, v, g, csr, params)
+    return TbHead(job.command(cfg), job.data_beats(cfg), expected, 0, job.workload_macs(),
+                  2 * nq * nk * d, dict(sparsity=sparsity, nq=nq, nk=nk, g=int(g), nnz=job.nnz, hc=hc))
 
 
 def bad_head(cfg: VitcodConfig, rng, kind: str) -> TbHead:

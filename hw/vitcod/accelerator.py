@@ -133,7 +133,7 @@ class VitcodAccelerator(wiring.Component):
         rp0, rp1 = mems["rp"].read_port(), mems["rp"].read_port()
 
         # ------------------------------------------------------------------- status
-        full = Signal(2)           # bank holds a loaded head
+        full = [Signal(name="full0"), Signal(name="full1")]   # bank holds a loaded head
         err = Signal(3)
         m.d.comb += [self.error.eq(err)]
         heads_done = Signal(16)
@@ -147,6 +147,8 @@ class VitcodAccelerator(wiring.Component):
         # ------------------------------------------------------------------- loader
         lb = Signal()              # bank being loaded
         ld = {f: Signal.like(getattr(self.cmd.p, f), name=f"ld_{f}") for f in desc_fields}
+        dec_fields = ("hc", "wq", "wk", "dq_mult", "dq_shift", "dk_mult", "dk_shift") if cfg.decoder else ()
+        ld.update({f: Signal.like(getattr(self.cmd.p, f), name=f"ld_{f}") for f in dec_fields})
         sec = Signal(3)            # 0 Q, 1 K, 2 V, 3 RP, 4 CI
         cnt = Signal(32)           # beats left in this section (or in the dropped head)
         waddr = Signal(max(qkv_lw, rp_lw, ci_lw) + 1)
@@ -157,35 +159,68 @@ class VitcodAccelerator(wiring.Component):
         loader_busy = Signal()
 
         take = self.data.valid & self.data.ready
+        dc = Signal(5)             # compressed head of the current word (decoder)
+        decoding = Signal()
+        dec_last = Signal()
+        dec_word = Signal(W)
+        dacc, dsum = [], []
+        if cfg.decoder:
+            # Q/K decoder on the load path: each Q/K word arrives as hc beats (one per
+            # compressed head); lane b accumulates w[c] * x_c[b] and is requantized to int8.
+            m.d.comb += [decoding.eq(sec <= 1), dec_last.eq(dc == ld["hc"] - 1)]
+            wsel = Mux(sec == 0, Array(ld["wq"][c] for c in range(cfg.decoder_heads))[dc],
+                       Array(ld["wk"][c] for c in range(cfg.decoder_heads))[dc])
+            dmult = Mux(sec == 0, ld["dq_mult"], ld["dk_mult"])
+            dshift = Mux(sec == 0, ld["dq_shift"], ld["dk_shift"])
+            dw = 16 + (cfg.decoder_heads - 1).bit_length() + 1
+            lanes_dec = []
+            for b in range(B):
+                acc = Signal(signed(dw), name=f"dacc{b}")
+                tot = Signal(signed(dw), name=f"dsum{b}")
+                m.d.comb += tot.eq(Mux(dc == 0, 0, acc) + wsel * self.data.payload[8 * b:8 * b + 8].as_signed())
+                dacc.append(acc)
+                dsum.append(tot)
+                lanes_dec.append(_requant(m, tot, dmult, dshift, f"dlane{b}"))
+            m.d.comb += dec_word.eq(Cat(*lanes_dec))
+
+        def qk_beats(n, fields):
+            return n * WPT * fields["hc"] if cfg.decoder else n * WPT
         lanes = [self.data.payload[INDEX_WIDTH * k:INDEX_WIDTH * (k + 1)] for k in range(IPW)]
         words = lambda n: n * WPT  # noqa: E731  (beats of n token rows)
 
         def commit():
             with m.If(head_err == 0):
-                m.d.sync += [full.bit_select(lb, 1).eq(1), lb.eq(~lb)]
+                m.d.sync += [Array(full)[lb].eq(1), lb.eq(~lb)]
                 for b in range(2):
                     with m.If(lb == b):
                         m.d.sync += [desc[b][f].eq(ld[f]) for f in desc_fields]
             with m.Else():
                 m.d.sync += [err.eq(err | head_err), heads_failed.eq(heads_failed + 1)]
 
+        # Rises at the first clock edge after reset. Besides holding commands off during
+        # reset, it gives cmd.ready an event to evaluate on: Icarus does not run the
+        # netlist's combinational processes at time 0 for inputs that never change.
+        alive = Signal()
+        m.d.sync += alive.eq(1)
         with m.FSM(name="loader"):
             with m.State("IDLE"):
-                m.d.comb += self.cmd.ready.eq(~full.bit_select(lb, 1))
+                m.d.comb += self.cmd.ready.eq(alive & ~Mux(lb, full[1], full[0]))
                 with m.If(self.cmd.valid & self.cmd.ready):
                     p = self.cmd.p
-                    m.d.sync += [ld[f].eq(getattr(p, f)) for f in desc_fields]
+                    m.d.sync += [ld[f].eq(getattr(p, f)) for f in (*desc_fields, *dec_fields)]
                     bad = ((p.nq == 0) | (p.nq > Nmax) | (p.nk == 0) | (p.nk > Nmax) | (p.g > p.nk)
                            | (p.nnz > cfg.max_nnz))
+                    if cfg.decoder:
+                        bad = bad | (p.hc == 0) | (p.hc > cfg.decoder_heads)
                     m.d.sync += [head_err.eq(0), waddr.eq(0), ent.eq(0), rp_prev.eq(0),
                                  ci_beats.eq((p.nnz + IPW - 1) >> lg_ipw)]
                     with m.If(bad):
-                        total = (words(p.nq) + 2 * words(p.nk) + ((p.nq + IPW) >> lg_ipw)
+                        total = (qk_beats(p.nq, p) + qk_beats(p.nk, p) + words(p.nk) + ((p.nq + IPW) >> lg_ipw)
                                  + ((p.nnz + IPW - 1) >> lg_ipw))
                         m.d.sync += [err.eq(err | ERR_SIZE), heads_failed.eq(heads_failed + 1), cnt.eq(total)]
                         m.next = "DROP"
                     with m.Else():
-                        m.d.sync += [sec.eq(0), cnt.eq(words(p.nq))]
+                        m.d.sync += [sec.eq(0), cnt.eq(qk_beats(p.nq, p)), dc.eq(0)]
                         m.next = "LOAD"
             with m.State("DROP"):
                 m.d.comb += [self.data.ready.eq(1), loader_busy.eq(1)]
@@ -198,10 +233,15 @@ class VitcodAccelerator(wiring.Component):
                 for i, name in enumerate(("q", "k", "v", "rp", "ci")):
                     lw = {"rp": rp_lw, "ci": ci_lw}.get(name, qkv_lw)
                     wp = wports[name]
-                    m.d.comb += [wp.addr.eq(Cat(waddr[:lw], lb)), wp.data.eq(self.data.payload),
-                                 wp.en.eq(take & (sec == i))]
+                    m.d.comb += [wp.addr.eq(Cat(waddr[:lw], lb)), wp.data.eq(Mux(decoding, dec_word, self.data.payload)),
+                                 wp.en.eq(take & (sec == i) & ~(decoding & ~dec_last))]
                 with m.If(take):
-                    m.d.sync += [cnt.eq(cnt - 1), waddr.eq(waddr + 1), ent.eq(ent + IPW)]
+                    m.d.sync += [cnt.eq(cnt - 1), ent.eq(ent + IPW)]
+                    with m.If(~decoding | dec_last):
+                        m.d.sync += waddr.eq(waddr + 1)
+                    if cfg.decoder:
+                        m.d.sync += [dc.eq(Mux(dec_last, 0, dc + 1))]
+                        m.d.sync += [a.eq(s_) for a, s_ in zip(dacc, dsum)]
                     # index checks
                     with m.If(sec == 3):
                         prev = rp_prev
@@ -224,7 +264,7 @@ class VitcodAccelerator(wiring.Component):
                         m.d.sync += [sec.eq(sec + 1), waddr.eq(0), ent.eq(0)]
                         with m.Switch(sec):
                             with m.Case(0):
-                                m.d.sync += cnt.eq(words(ld["nk"]))
+                                m.d.sync += cnt.eq(qk_beats(ld["nk"], ld))
                             with m.Case(1):
                                 m.d.sync += cnt.eq(words(ld["nk"]))
                             with m.Case(2):
@@ -249,7 +289,7 @@ class VitcodAccelerator(wiring.Component):
         row_n = [Signal(INDEX_WIDTH, name=f"row{i}_n") for i in range(2)]
         row_base = [Signal(INDEX_WIDTH, name=f"row{i}_base") for i in range(2)]
         row_r = [Signal(cfg.recip_width, name=f"row{i}_r") for i in range(2)]
-        smx_done = Signal(2)
+        smx_done = [Signal(name="smx_done0"), Signal(name="smx_done1")]
         job_pv = Signal()
         compute_busy = Signal()
 
@@ -284,8 +324,8 @@ class VitcodAccelerator(wiring.Component):
 
         with m.FSM(name="control"):
             with m.State("IDLE"):
-                with m.If(full.bit_select(cb, 1)):
-                    m.d.sync += [next_s.eq(0), next_p.eq(0), smx_done.eq(0)]
+                with m.If(Mux(cb, full[1], full[0])):
+                    m.d.sync += [next_s.eq(0), next_p.eq(0), smx_done[0].eq(0), smx_done[1].eq(0)]
                     m.next = "PRIME"
             with m.State("PRIME"):  # row-pointer read of row 0 lands
                 m.d.comb += compute_busy.eq(1)
@@ -307,17 +347,17 @@ class VitcodAccelerator(wiring.Component):
                     m.d.sync += [next_s.eq(next_s + 1), job_pv.eq(0)]
                     m.next = "WAIT"
                 with m.Elif(next_p < hd["nq"]):
-                    with m.If(smx_done.bit_select(par_p, 1) & ~out_busy):
+                    with m.If(Mux(par_p, smx_done[1], smx_done[0]) & ~out_busy):
                         m.d.comb += [dense.n.eq(hd["g"]), sparse.n.eq(Array(row_n)[par_p]),
                                      dense.base.eq(0), sparse.base.eq(Array(row_base)[par_p]),
                                      dense.parity.eq(par_p), sparse.parity.eq(par_p),
                                      dense.recip.eq(Array(row_r)[par_p]), sparse.recip.eq(Array(row_r)[par_p]),
                                      dense.pv_start.eq(1), sparse.pv_start.eq(1)]
                         m.d.sync += [next_p.eq(next_p + 1), job_pv.eq(1), out_busy.eq(1),
-                                     smx_done.bit_select(par_p, 1).eq(0)]
+                                     Array(smx_done)[par_p].eq(0)]
                         m.next = "WAIT"
                 with m.Elif(~out_busy & ~ser_active):
-                    m.d.sync += [full.bit_select(cb, 1).eq(0), cb.eq(~cb), heads_done.eq(heads_done + 1)]
+                    m.d.sync += [Array(full)[cb].eq(0), cb.eq(~cb), heads_done.eq(heads_done + 1)]
                     m.next = "IDLE"
             with m.State("WAIT"):
                 m.d.comb += compute_busy.eq(1)
@@ -356,7 +396,7 @@ class VitcodAccelerator(wiring.Component):
                     for i in range(2):
                         with m.If(s_par == i):
                             m.d.sync += row_r[i].eq(0)
-                    m.d.sync += smx_done.bit_select(s_par, 1).eq(1)
+                    m.d.sync += Array(smx_done)[s_par].eq(1)
                     m.next = "IDLE"
                 with m.Else():
                     # restoring division of 2**RECIP_BITS by total; the quotient has recip_width bits
@@ -373,7 +413,7 @@ class VitcodAccelerator(wiring.Component):
                 for i in range(2):
                     with m.If(s_par == i):
                         m.d.sync += row_r[i].eq(quo)
-                m.d.sync += smx_done.bit_select(s_par, 1).eq(1)
+                m.d.sync += Array(smx_done)[s_par].eq(1)
                 m.next = "IDLE"
         with m.If(sm_set):  # after the softmax FSM: a new pending row wins over the clear
             m.d.sync += sm_pend.eq(1)
@@ -394,5 +434,5 @@ class VitcodAccelerator(wiring.Component):
             with m.If(beat == WPT - 1):
                 m.d.sync += ser_active.eq(0)
 
-        m.d.comb += self.busy.eq(loader_busy | (full != 0) | compute_busy | ser_active)
+        m.d.comb += self.busy.eq(loader_busy | full[0] | full[1] | compute_busy | ser_active)
         return m

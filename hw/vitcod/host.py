@@ -56,6 +56,14 @@ class HeadJob:
     exp_shift: int
     out_mult: int
     out_shift: int
+    # Q/K decoder inputs (optional): compressed heads [Hc, N, d] (kc in polarized order),
+    # this head's decoder weights [Hc] and the (multiplier, shift) of each decoder requantizer.
+    qc: np.ndarray | None = None
+    kc: np.ndarray | None = None
+    wq: np.ndarray | None = None
+    wk: np.ndarray | None = None
+    dq: tuple = (1, 0)
+    dk: tuple = (1, 0)
 
     @property
     def nq(self) -> int:
@@ -74,8 +82,17 @@ class HeadJob:
         cmd = dict(nq=self.nq, nk=self.nk, g=int(self.g), nnz=self.nnz, exp_mult=int(self.exp_mult),
                    exp_shift=int(self.exp_shift), out_mult=int(self.out_mult), out_shift=int(self.out_shift))
         if cfg.decoder:
-            cmd.update(hc=1, wq=[1] + [0] * (cfg.decoder_heads - 1), wk=[1] + [0] * (cfg.decoder_heads - 1),
-                       dq_mult=1, dq_shift=0, dk_mult=1, dk_shift=0)
+            if self.qc is None:  # pass q and k through the decoder unchanged: one head, weight 1, scale 1
+                hc, wq, wk = 1, [1], [1]
+            else:
+                hc, wq, wk = self.qc.shape[0], [int(x) for x in self.wq], [int(x) for x in self.wk]
+            if hc > cfg.decoder_heads:
+                raise ValueError(f"{hc} compressed heads, the decoder is built for at most {cfg.decoder_heads}")
+            pad = [0] * (cfg.decoder_heads - hc)
+            cmd.update(hc=hc, wq=wq + pad, wk=wk + pad, dq_mult=int(self.dq[0]), dq_shift=int(self.dq[1]),
+                       dk_mult=int(self.dk[0]), dk_shift=int(self.dk[1]))
+        elif self.qc is not None:
+            raise ValueError("this head has compressed Q/K but the accelerator is built with decoder=False")
         cmd.update(override)
         return cmd
 
@@ -85,6 +102,14 @@ class HeadJob:
             raise ValueError(f"head has d={self.q.shape[1]}, the accelerator is built for head_dim={cfg.head_dim}")
         b = cfg.data_bytes
         mask = (1 << INDEX_WIDTH) - 1
+        if cfg.decoder:
+            q = self.q[None] if self.qc is None else self.qc
+            k = self.k[None] if self.kc is None else self.kc
+            # each beat-sized word of Q (then K) as hc beats, one per compressed head
+            qk = [np.stack([x.reshape(-1, b) for x in xs], axis=1) for xs in (q, k)]
+            return (pack_bytes(qk[0], b) + pack_bytes(qk[1], b) + pack_bytes(self.v, b)
+                    + _pack_u16(np.asarray(self.row_ptr, np.int64) & mask, b)
+                    + _pack_u16(np.asarray(self.col_idx, np.int64) & mask, b))
         return (pack_bytes(self.q, b) + pack_bytes(self.k, b) + pack_bytes(self.v, b)
                 + _pack_u16(np.asarray(self.row_ptr, np.int64) & mask, b)
                 + _pack_u16(np.asarray(self.col_idx, np.int64) & mask, b))
