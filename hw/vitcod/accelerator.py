@@ -282,148 +282,153 @@ class VitcodAccelerator(wiring.Component):
                 m.next = "IDLE"
 
         # --------------------------------------------------------------- controller
+        # Each engine runs its own job sequence score(0) score(1) pv(0) score(2) pv(1) ...,
+        # a job's issue starting in the cycle after the previous job's last issue. The
+        # engines meet only where a row needs both: the softmax of row i (both score
+        # jobs done) and the output of row i (both pv jobs done).
         cb = Signal()              # bank being computed
         hd = {f: Mux(cb, desc[1][f], desc[0][f]) for f in desc_fields}
-        next_s = Signal(INDEX_WIDTH + 1)
-        next_p = Signal(INDEX_WIDTH + 1)
-        row_n = [Signal(INDEX_WIDTH, name=f"row{i}_n") for i in range(2)]
+        nq = hd["nq"]
+        cw = INDEX_WIDTH + 1
+        head_on = Signal()
+        ns = [Signal(cw, name=f"ns{x}") for x in range(2)]       # next score row per engine
+        npv = [Signal(cw, name=f"npv{x}") for x in range(2)]     # next pv row per engine
+        sm_row = Signal(cw)        # next row for the softmax
+        cm_row = Signal(cw)        # next row to output
+        sdone = [[Signal(name=f"sdone{x}_{p}") for p in range(2)] for x in range(2)]
+        smax = [[Signal(signed(cfg.score_width), name=f"smax{x}_{p}") for p in range(2)] for x in range(2)]
+        smx_ok = [[Signal(name=f"smx_ok{x}_{p}") for p in range(2)] for x in range(2)]
+        pdone = [Signal(name=f"pdone{x}") for x in range(2)]
+        out_hold = [Signal(name=f"out_hold{x}") for x in range(2)]
+        row_n = [Signal(INDEX_WIDTH, name=f"row{i}_n") for i in range(2)]      # sparse entries of the row
         row_base = [Signal(INDEX_WIDTH, name=f"row{i}_base") for i in range(2)]
         row_r = [Signal(cfg.recip_width, name=f"row{i}_r") for i in range(2)]
-        smx_done = [Signal(name="smx_done0"), Signal(name="smx_done1")]
-        job_pv = Signal()
-        compute_busy = Signal()
-
-        # softmax hand-off (one pending row)
-        sm_pend = Signal()
-        sm_set = Signal()
-        sm_par = Signal()
-        sm_nd = Signal(INDEX_WIDTH)
-        sm_ns = Signal(INDEX_WIDTH)
-        sm_m = Signal(signed(cfg.score_width))
-
-        # output hand-off
-        out_busy = Signal()        # a pv job's results are in the engines' out registers
-        out_pend = Signal()        # ... and complete, waiting for the serializer
         ser_active = Signal()
 
-        rp_i = Signal(INDEX_WIDTH + 1)
-        rp_i1 = Signal(INDEX_WIDTH + 1)
-        m.d.comb += [rp0.addr.eq(Cat((next_s >> lg_ipw)[:rp_lw], cb)),
-                     rp1.addr.eq(Cat(((next_s + 1) >> lg_ipw)[:rp_lw], cb))]
-        rp_sel0, rp_sel1 = Signal(max(lg_ipw, 1)), Signal(max(lg_ipw, 1))
-        m.d.sync += [rp_sel0.eq(next_s[:max(lg_ipw, 1)]), rp_sel1.eq((next_s + 1)[:max(lg_ipw, 1)])]
+        # row pointers of the Sparser Engine's next score row
+        ns1_d = Signal(cw)
+        m.d.sync += ns1_d.eq(ns[1])
+        rp_ok = Signal()
+        m.d.comb += rp_ok.eq(ns1_d == ns[1])
+        m.d.comb += [rp0.addr.eq(Cat((ns[1] >> lg_ipw)[:rp_lw], cb)),
+                     rp1.addr.eq(Cat(((ns[1] + 1) >> lg_ipw)[:rp_lw], cb))]
+        lw = max(lg_ipw, 1)
+        rp_sel0, rp_sel1 = Signal(lw), Signal(lw)
+        m.d.sync += [rp_sel0.eq(ns[1][:lw]), rp_sel1.eq((ns[1] + 1)[:lw])]
+        rp_i = Signal(INDEX_WIDTH)
+        rp_i1 = Signal(INDEX_WIDTH)
         if lg_ipw:
             m.d.comb += [rp_i.eq(rp0.data.word_select(rp_sel0, INDEX_WIDTH)),
                          rp_i1.eq(rp1.data.word_select(rp_sel1, INDEX_WIDTH))]
         else:
             m.d.comb += [rp_i.eq(rp0.data[:INDEX_WIDTH]), rp_i1.eq(rp1.data[:INDEX_WIDTH])]
 
-        engines_idle = ~dense.busy & ~sparse.busy
         for eng in engines:
             m.d.comb += [eng.bank.eq(cb), eng.exp_mult.eq(hd["exp_mult"]), eng.exp_shift.eq(hd["exp_shift"])]
 
-        with m.FSM(name="control"):
-            with m.State("IDLE"):
-                with m.If(Mux(cb, full[1], full[0])):
-                    m.d.sync += [next_s.eq(0), next_p.eq(0), smx_done[0].eq(0), smx_done[1].eq(0)]
-                    m.next = "PRIME"
-            with m.State("PRIME"):  # row-pointer read of row 0 lands
-                m.d.comb += compute_busy.eq(1)
-                m.next = "DISPATCH"
-            with m.State("DISPATCH"):
-                m.d.comb += compute_busy.eq(1)
-                par_s = next_s[0]
-                par_p = next_p[0]
-                with m.If((next_s < hd["nq"]) & (next_s <= next_p + 1)):
-                    n_s = rp_i1 - rp_i
-                    m.d.comb += [dense.row.eq(next_s), sparse.row.eq(next_s),
-                                 dense.n.eq(hd["g"]), sparse.n.eq(n_s),
-                                 dense.base.eq(0), sparse.base.eq(rp_i),
-                                 dense.parity.eq(par_s), sparse.parity.eq(par_s),
-                                 dense.score_start.eq(1), sparse.score_start.eq(1)]
+        for x, eng in enumerate(engines):
+            par_s, par_p = ns[x][0], npv[x][0]
+            n_score = hd["g"] if x == 0 else (rp_i1 - rp_i)[:INDEX_WIDTH]
+            can_s = (head_on & (ns[x] < nq) & (ns[x] <= npv[x] + 1) & eng.issue_free & ~eng.score_active
+                     & ~Mux(par_s, sdone[x][1], sdone[x][0]))
+            if x == 1:
+                can_s = can_s & rp_ok
+            can_p = (head_on & (npv[x] < ns[x]) & Mux(par_p, smx_ok[x][1], smx_ok[x][0]) & ~out_hold[x]
+                     & eng.issue_free & ~eng.pv_active)
+            start_s = Signal(name=f"start_s{x}")
+            start_p = Signal(name=f"start_p{x}")
+            m.d.comb += [start_s.eq(can_s), start_p.eq(can_p & ~can_s),
+                         eng.score_start.eq(start_s), eng.pv_start.eq(start_p),
+                         eng.row.eq(ns[x]),
+                         eng.parity.eq(Mux(start_s, par_s, par_p)),
+                         eng.recip.eq(Mux(par_p, row_r[1], row_r[0]))]
+            if x == 0:
+                m.d.comb += [eng.n.eq(hd["g"]), eng.base.eq(0)]
+            else:
+                m.d.comb += [eng.n.eq(Mux(start_s, n_score, Mux(par_p, row_n[1], row_n[0]))),
+                             eng.base.eq(Mux(start_s, rp_i, Mux(par_p, row_base[1], row_base[0])))]
+            with m.If(start_s):
+                m.d.sync += ns[x].eq(ns[x] + 1)
+                if x == 1:
                     for i in range(2):
                         with m.If(par_s == i):
-                            m.d.sync += [row_n[i].eq(n_s), row_base[i].eq(rp_i)]
-                    m.d.sync += [next_s.eq(next_s + 1), job_pv.eq(0)]
-                    m.next = "WAIT"
-                with m.Elif(next_p < hd["nq"]):
-                    with m.If(Mux(par_p, smx_done[1], smx_done[0]) & ~out_busy):
-                        m.d.comb += [dense.n.eq(hd["g"]), sparse.n.eq(Array(row_n)[par_p]),
-                                     dense.base.eq(0), sparse.base.eq(Array(row_base)[par_p]),
-                                     dense.parity.eq(par_p), sparse.parity.eq(par_p),
-                                     dense.recip.eq(Array(row_r)[par_p]), sparse.recip.eq(Array(row_r)[par_p]),
-                                     dense.pv_start.eq(1), sparse.pv_start.eq(1)]
-                        m.d.sync += [next_p.eq(next_p + 1), job_pv.eq(1), out_busy.eq(1),
-                                     Array(smx_done)[par_p].eq(0)]
-                        m.next = "WAIT"
-                with m.Elif(~out_busy & ~ser_active):
-                    m.d.sync += [Array(full)[cb].eq(0), cb.eq(~cb), heads_done.eq(heads_done + 1)]
-                    m.next = "IDLE"
-            with m.State("WAIT"):
-                m.d.comb += compute_busy.eq(1)
-                with m.If(engines_idle):
-                    with m.If(job_pv):
-                        m.d.sync += out_pend.eq(1)
-                    with m.Else():
-                        nd = hd["g"]
-                        ns = Array(row_n)[(next_s - 1)[0]]
-                        mx = Mux(nd == 0, sparse.max,
-                                 Mux((ns == 0) | (dense.max > sparse.max), dense.max, sparse.max))
-                        m.d.comb += sm_set.eq(1)
-                        m.d.sync += [sm_par.eq((next_s - 1)[0]), sm_nd.eq(nd), sm_ns.eq(ns), sm_m.eq(mx)]
-                    m.next = "DISPATCH"
+                            m.d.sync += [row_n[i].eq(n_score), row_base[i].eq(rp_i)]
+            with m.If(start_p):
+                m.d.sync += [npv[x].eq(npv[x] + 1), out_hold[x].eq(1)]
+                m.d.sync += Array(smx_ok[x])[par_p].eq(0)
+            with m.If(eng.score_done):
+                done_par = (ns[x] - 1)[0]
+                m.d.sync += [Array(sdone[x])[done_par].eq(1), Array(smax[x])[done_par].eq(eng.max)]
+            with m.If(eng.pv_done):
+                m.d.sync += pdone[x].eq(1)
 
         # ----------------------------------------------------------------- softmax
+        # exp of row i (both engines' exp units) overlaps the division of row i-1.
+        sm_par = sm_row[0]
+        sm_nd = hd["g"]
+        sm_ns = Mux(sm_par, row_n[1], row_n[0])
+        mx_d = Mux(sm_par, smax[0][1], smax[0][0])
+        mx_s = Mux(sm_par, smax[1][1], smax[1][0])
+        sm_m = Mux(sm_nd == 0, mx_s, Mux((sm_ns == 0) | (mx_d > mx_s), mx_d, mx_s))
+        x_par = Signal()
+        div_busy = Signal()
+        div_start = Signal()
         total = Signal(cfg.sum_width + 1)
-        rem = Signal(cfg.sum_width + 2)
-        quo = Signal(cfg.recip_width)
-        step = Signal(range(cfg.recip_width + 1))
-        s_par = Signal()
-        with m.FSM(name="softmax"):
+        with m.FSM(name="exp"):
             with m.State("IDLE"):
-                with m.If(sm_pend):
+                ready = (head_on & (sm_row < nq) & Mux(sm_par, sdone[0][1], sdone[0][0])
+                         & Mux(sm_par, sdone[1][1], sdone[1][0]))
+                with m.If(ready):
                     for eng, n in ((dense, sm_nd), (sparse, sm_ns)):
                         m.d.comb += [eng.exp_start.eq(1), eng.exp_parity.eq(sm_par), eng.exp_n.eq(n),
                                      eng.exp_m.eq(sm_m)]
-                    m.d.sync += [sm_pend.eq(0), s_par.eq(sm_par)]
+                    # clear only this row's flags: the other parity may be set in this very cycle
+                    m.d.sync += [x_par.eq(sm_par), sm_row.eq(sm_row + 1),
+                                 Array(sdone[0])[sm_par].eq(0), Array(sdone[1])[sm_par].eq(0)]
                     m.next = "EXP"
             with m.State("EXP"):
-                with m.If(~dense.exp_busy & ~sparse.exp_busy):
-                    m.d.sync += total.eq(dense.exp_sum + sparse.exp_sum)
-                    m.next = "SUM"
-            with m.State("SUM"):
-                with m.If(total == 0):  # a row with no kept key: P = 0, output 0
-                    for i in range(2):
-                        with m.If(s_par == i):
-                            m.d.sync += row_r[i].eq(0)
-                    m.d.sync += Array(smx_done)[s_par].eq(1)
+                with m.If(~dense.exp_busy & ~sparse.exp_busy & ~div_busy):
+                    m.d.comb += div_start.eq(1)
                     m.next = "IDLE"
-                with m.Else():
-                    # restoring division of 2**RECIP_BITS by total; the quotient has recip_width bits
-                    m.d.sync += [rem.eq(1 << (RECIP_BITS - cfg.recip_width)), quo.eq(0), step.eq(0)]
-                    m.next = "DIV"
-            with m.State("DIV"):
-                shifted = Cat(Const(0, 1), rem)
-                ge = shifted >= total
-                m.d.sync += [rem.eq(Mux(ge, shifted - total, shifted)), quo.eq(Cat(ge, quo)),
-                             step.eq(step + 1)]
-                with m.If(step == cfg.recip_width - 1):
+        # restoring division of 2**RECIP_BITS by the row sum, DIV_BITS quotient bits per cycle
+        DIV_BITS = 2
+        rem = Signal(cfg.sum_width + 2)
+        quo = Signal(cfg.recip_width)
+        step = Signal(range(cfg.recip_width + DIV_BITS + 1))
+        d_par = Signal()
+        with m.FSM(name="div"):
+            with m.State("IDLE"):
+                with m.If(div_start):
+                    m.d.sync += [total.eq(dense.exp_sum + sparse.exp_sum), d_par.eq(x_par),
+                                 rem.eq(1 << (RECIP_BITS - cfg.recip_width)), quo.eq(0), step.eq(0)]
+                    m.next = "RUN"
+            with m.State("RUN"):
+                m.d.comb += div_busy.eq(1)
+                r, q = rem, quo
+                for k in range(DIV_BITS):
+                    shifted = Cat(Const(0, 1), r)
+                    active = step + k < cfg.recip_width
+                    ge = shifted >= total
+                    r = Mux(active, Mux(ge, shifted - total, shifted), r)
+                    q = Mux(active, Cat(ge, q), q)
+                m.d.sync += [rem.eq(r), quo.eq(q), step.eq(step + DIV_BITS)]
+                with m.If((total == 0) | (step + DIV_BITS >= cfg.recip_width)):
                     m.next = "DONE"
             with m.State("DONE"):
+                m.d.comb += div_busy.eq(1)
+                r_final = Mux(total == 0, 0, quo)  # a row with no kept key: P = 0, output 0
                 for i in range(2):
-                    with m.If(s_par == i):
-                        m.d.sync += row_r[i].eq(quo)
-                m.d.sync += Array(smx_done)[s_par].eq(1)
+                    with m.If(d_par == i):
+                        m.d.sync += [row_r[i].eq(r_final), smx_ok[0][i].eq(1), smx_ok[1][i].eq(1)]
                 m.next = "IDLE"
-        with m.If(sm_set):  # after the softmax FSM: a new pending row wins over the clear
-            m.d.sync += sm_pend.eq(1)
 
         # ------------------------------------------------------------ output rows
         orow = [Signal(signed(cfg.pv_width + 1), name=f"orow{i}") for i in range(cfg.head_dim)]
         beat = Signal(range(max(WPT, 2)))
-        with m.If(out_pend & ~ser_active):
+        with m.If(head_on & pdone[0] & pdone[1] & ~ser_active):
             m.d.sync += [orow[i].eq(dense.out[i] + sparse.out[i]) for i in range(cfg.head_dim)]
-            m.d.sync += [out_pend.eq(0), out_busy.eq(0), ser_active.eq(1), beat.eq(0)]
+            m.d.sync += [pdone[0].eq(0), pdone[1].eq(0), out_hold[0].eq(0), out_hold[1].eq(0),
+                         ser_active.eq(1), beat.eq(0), cm_row.eq(cm_row + 1)]
         lanes_out = []
         for b in range(B):
             sel = Array(orow[w * B + b] for w in range(WPT))[beat] if WPT > 1 else orow[b]
@@ -434,5 +439,13 @@ class VitcodAccelerator(wiring.Component):
             with m.If(beat == WPT - 1):
                 m.d.sync += ser_active.eq(0)
 
-        m.d.comb += self.busy.eq(loader_busy | full[0] | full[1] | compute_busy | ser_active)
+        # ---------------------------------------------------------- head start / end
+        with m.If(~head_on & Mux(cb, full[1], full[0])):
+            m.d.sync += [head_on.eq(1), sm_row.eq(0), cm_row.eq(0), ns1_d.eq(~0)]
+            m.d.sync += [v.eq(0) for v in (*ns, *npv, *pdone, *out_hold)]
+            m.d.sync += [v.eq(0) for row in (*sdone, *smx_ok) for v in row]
+        with m.If(head_on & (cm_row == nq) & ~ser_active):
+            m.d.sync += [head_on.eq(0), Array(full)[cb].eq(0), cb.eq(~cb), heads_done.eq(heads_done + 1)]
+
+        m.d.comb += self.busy.eq(loader_busy | full[0] | full[1] | head_on | ser_active)
         return m

@@ -70,8 +70,13 @@ class Engine(Elaboratable):
         self.base = Signal(cw)
         self.parity = Signal()
         self.recip = Signal(cfg.recip_width)
-        self.score_start = Signal()
-        self.pv_start = Signal()
+        self.score_start = Signal()   # allowed when issue_free and not score_active
+        self.pv_start = Signal()      # allowed when issue_free and not pv_active
+        self.issue_free = Signal()    # the issue stage can take a new job this cycle
+        self.score_active = Signal()
+        self.pv_active = Signal()
+        self.score_done = Signal()    # one-cycle pulse: the score job's results are all written
+        self.pv_done = Signal()       # one-cycle pulse: ``out`` holds the pv job's results
         self.busy = Signal()
         self.max = Signal(signed(cfg.score_width))
         # exp job
@@ -129,72 +134,84 @@ class Engine(Elaboratable):
         def byte(vec, i):
             return vec[8 * i:8 * i + 8].as_signed()
 
-        # -------------------------------------------------------------- job latch
-        j_bank, j_row, j_n, j_base, j_par = Signal(), Signal(16), Signal(16), Signal(16), Signal()
-        j_recip = Signal(cfg.recip_width)
-        with m.If(self.score_start | self.pv_start):
-            m.d.sync += [j_bank.eq(self.bank), j_row.eq(self.row), j_n.eq(self.n), j_base.eq(self.base),
-                         j_par.eq(self.parity), j_recip.eq(self.recip)]
+        # ------------------------------------------------------------ job latches
+        # Score and pv jobs keep separate parameters: the next job's issue starts in
+        # the cycle after the previous job's last issue, while that one drains.
+        js_bank, js_row, js_n, js_base, js_par = Signal(), Signal(16), Signal(16), Signal(16), Signal()
+        jp_bank, jp_n, jp_base, jp_par = Signal(), Signal(16), Signal(16), Signal()
+        jp_recip = Signal(cfg.recip_width)
 
         # ----------------------------------------------------- sequencer (issue stage)
         s_iss = Signal()        # issuing score beats
         p_iss = Signal()        # issuing pv beats
-        ebase = Signal(16)      # score: first entry of the group; pv: entry
+        s_ebase = Signal(16)    # first entry of the score group
         grp = Signal(slot_w + 1)
         chunk = Signal(range(max(CPT, 2)))
-        pas = Signal(range(max(-(-CPT // L), 2)))
+        p_ent = Signal(16)      # pv entry
         npass = -(-CPT // L)
+        pas = Signal(range(max(npass, 2)))
 
-        with m.If(self.score_start):
-            m.d.sync += [s_iss.eq(self.n != 0), ebase.eq(0), grp.eq(0), chunk.eq(0)]
-        with m.If(self.pv_start):
-            m.d.sync += [p_iss.eq(self.n != 0), ebase.eq(0), pas.eq(0)]
-            with m.If(self.n == 0):
-                m.d.sync += [o.eq(0) for o in self.out]
+        s_last = Signal()
+        p_last = Signal()
+        m.d.comb += [s_last.eq(s_iss & (chunk == CPT - 1) & (s_ebase + L >= js_n)),
+                     p_last.eq(p_iss & (p_ent == jp_n - 1) & (pas == npass - 1)),
+                     self.issue_free.eq(~(s_iss | p_iss) | s_last | p_last)]
 
         with m.If(s_iss):
             m.d.sync += chunk.eq(chunk + 1)
             with m.If(chunk == CPT - 1):
-                m.d.sync += [chunk.eq(0), grp.eq(grp + 1), ebase.eq(ebase + L)]
-                with m.If(ebase + L >= j_n):
-                    m.d.sync += s_iss.eq(0)
+                m.d.sync += [chunk.eq(0), grp.eq(grp + 1), s_ebase.eq(s_ebase + L)]
+            with m.If(s_last):
+                m.d.sync += s_iss.eq(0)
         with m.If(p_iss):
-            m.d.sync += ebase.eq(ebase + 1)
-            with m.If(ebase == j_n - 1):
-                m.d.sync += [ebase.eq(0), pas.eq(pas + 1)]
-                with m.If(pas == npass - 1):
-                    m.d.sync += p_iss.eq(0)
+            m.d.sync += p_ent.eq(p_ent + 1)
+            with m.If(p_ent == jp_n - 1):
+                m.d.sync += [p_ent.eq(0), pas.eq(pas + 1)]
+            with m.If(p_last):
+                m.d.sync += p_iss.eq(0)
+        # a start (allowed only when issue_free) wins over the last beat's updates above
+        with m.If(self.score_start):
+            m.d.sync += [js_bank.eq(self.bank), js_row.eq(self.row), js_n.eq(self.n), js_base.eq(self.base),
+                         js_par.eq(self.parity),
+                         s_iss.eq(self.n != 0), s_ebase.eq(0), grp.eq(0), chunk.eq(0)]
+        with m.If(self.pv_start):
+            m.d.sync += [jp_bank.eq(self.bank), jp_n.eq(self.n), jp_base.eq(self.base), jp_par.eq(self.parity),
+                         jp_recip.eq(self.recip),
+                         p_iss.eq(self.n != 0), p_ent.eq(0), pas.eq(0)]
+            with m.If(self.n == 0):
+                m.d.sync += [o.eq(0) for o in self.out]
 
         # issue-stage addresses
         entry = [Signal(16, name=f"entry{l}") for l in range(L)]
         lane_ok = [Signal(name=f"lane_ok{l}") for l in range(L)]
         for l in range(L):
-            m.d.comb += [entry[l].eq(ebase + l), lane_ok[l].eq(s_iss & (ebase + l < j_n))]
-        m.d.comb += self.q_addr.eq(qkv_addr(j_bank, j_row, chunk))
+            m.d.comb += [entry[l].eq(s_ebase + l), lane_ok[l].eq(s_iss & (s_ebase + l < js_n))]
+        m.d.comb += self.q_addr.eq(qkv_addr(js_bank, js_row, chunk))
         if self.sparse:
             for l in range(L):
-                m.d.comb += self.ci_addr[l].eq(Mux(lane_ok[l], ci_addr(j_bank, j_base + entry[l]), 0))
-            m.d.comb += self.ci_pv_addr.eq(Mux(p_iss, ci_addr(j_bank, j_base + ebase), 0))
-        m.d.comb += [e_rd.addr.eq(Cat(ebase[:e_w], j_par))]
+                m.d.comb += self.ci_addr[l].eq(Mux(lane_ok[l], ci_addr(js_bank, js_base + entry[l]), 0))
+            m.d.comb += self.ci_pv_addr.eq(Mux(p_iss, ci_addr(jp_bank, jp_base + p_ent), 0))
+        m.d.comb += [e_rd.addr.eq(Cat(p_ent[:e_w], jp_par))]
 
         # ------------------------------------------------------------- stage 1
+        lw = max(lg_ipw, 1)
         s1v, p1v = Signal(), Signal()
         s1_ok = [Signal(name=f"s1_ok{l}") for l in range(L)]
-        s1_lane = [Signal(max(lg_ipw, 1), name=f"s1_lane{l}") for l in range(L)]
+        s1_lane = [Signal(lw, name=f"s1_lane{l}") for l in range(L)]
         s1_ent = [Signal(16, name=f"s1_ent{l}") for l in range(L)]
         s1_chunk = Signal.like(chunk)
         s1_grp = Signal.like(grp)
-        s1_first, s1_last = Signal(), Signal()
-        p1_lane = Signal(max(lg_ipw, 1))
+        s1_first, s1_last, p1_first, p1_last = Signal(), Signal(), Signal(), Signal()
+        p1_lane = Signal(lw)
         p1_ent = Signal(16)
         p1_pass = Signal.like(pas)
         m.d.sync += [s1v.eq(s_iss), p1v.eq(p_iss), s1_chunk.eq(chunk), s1_grp.eq(grp),
-                     p1_ent.eq(ebase), p1_pass.eq(pas), p1_lane.eq((j_base + ebase)[:max(lg_ipw, 1)]),
-                     s1_first.eq(Mux(p_iss, ebase == 0, chunk == 0)),
-                     s1_last.eq(Mux(p_iss, ebase == j_n - 1, chunk == CPT - 1))]
+                     s1_first.eq(chunk == 0), s1_last.eq(chunk == CPT - 1),
+                     p1_first.eq(p_ent == 0), p1_last.eq(p_ent == jp_n - 1),
+                     p1_ent.eq(p_ent), p1_pass.eq(pas), p1_lane.eq((jp_base + p_ent)[:lw])]
         for l in range(L):
             m.d.sync += [s1_ok[l].eq(lane_ok[l]), s1_ent[l].eq(entry[l]),
-                         s1_lane[l].eq((j_base + entry[l])[:max(lg_ipw, 1)])]
+                         s1_lane[l].eq((js_base + entry[l])[:lw])]
 
         def column(l_data, lane, ent):
             if self.sparse:
@@ -207,16 +224,16 @@ class Engine(Elaboratable):
         for l in range(L):
             col = Signal(16, name=f"col{l}")
             m.d.comb += col.eq(column(self.ci_data[l], s1_lane[l], s1_ent[l]))
-            m.d.comb += self.k_addr[l].eq(Mux(s1_ok[l], qkv_addr(j_bank, col, s1_chunk), 0))
+            m.d.comb += self.k_addr[l].eq(Mux(s1_ok[l], qkv_addr(js_bank, col, s1_chunk), 0))
         pcol = Signal(16)
         m.d.comb += pcol.eq(column(self.ci_pv_data, p1_lane, p1_ent))
         for l in range(L):
             cc = Signal(range(npass * L + 1), name=f"cc{l}")
             m.d.comb += cc.eq(p1_pass * L + l)
-            m.d.comb += self.v_addr[l].eq(Mux(p1v & (cc < CPT), qkv_addr(j_bank, pcol, cc), 0))
+            m.d.comb += self.v_addr[l].eq(Mux(p1v & (cc < CPT), qkv_addr(jp_bank, pcol, cc), 0))
         prob = Signal(range(PROB_MAX + 1))
         e_times_r = Signal(E_FORMAT.width + cfg.recip_width)
-        m.d.comb += e_times_r.eq(e_rd.data * j_recip)
+        m.d.comb += e_times_r.eq(e_rd.data * jp_recip)
         rounded = Signal(e_times_r.shape().width + 1)
         m.d.comb += rounded.eq((e_times_r + (1 << (PROB_SHIFT - 1))) >> PROB_SHIFT)
         m.d.comb += prob.eq(Mux(rounded > PROB_MAX, PROB_MAX, rounded))
@@ -231,15 +248,15 @@ class Engine(Elaboratable):
         p2_prob = Signal.like(prob)
         p2_pass = Signal.like(pas)
         m.d.sync += [s2v.eq(s1v), p2v.eq(p1v), s2_chunk.eq(s1_chunk), s2_grp.eq(s1_grp),
-                     s2_first.eq(s1_first), s2_last.eq(s1_last), s2_q.eq(q_chunk1),
-                     p2_prob.eq(prob), p2_pass.eq(p1_pass)]
+                     s2_first.eq(Mux(p1v, p1_first, s1_first)), s2_last.eq(Mux(p1v, p1_last, s1_last)),
+                     s2_q.eq(q_chunk1), p2_prob.eq(prob), p2_pass.eq(p1_pass)]
         m.d.sync += [s2_ok[l].eq(s1_ok[l]) for l in range(L)]
         for l, ln in enumerate(lines):
             kch = chunk_of(self.k_data[l], s2_chunk[:lg_cpw] if CPW > 1 else 0)
             cc = p2_pass * L + l
             vch = chunk_of(self.v_data[l], cc[:lg_cpw] if CPW > 1 else 0)
             m.d.comb += [ln.pv.eq(p2v), ln.first.eq(s2_first), ln.last.eq(s2_last),
-                         ln.valid.eq(Mux(p2v, cc < CPT, s2_ok[l]) & (s2v | p2v))]
+                         ln.valid.eq(Mux(p2v, cc < CPT, s2_ok[l] & s2v))]
             for i in range(M):
                 m.d.comb += [ln.a[i].eq(Mux(p2v, p2_prob, byte(s2_q, i))),
                              ln.b[i].eq(Mux(p2v, byte(vch, i), byte(kch, i)))]
@@ -250,23 +267,36 @@ class Engine(Elaboratable):
         p3_pass, p4_pass = Signal.like(pas), Signal.like(pas)
         m.d.sync += [s3v.eq(s2v), s4v.eq(s3v), p3v.eq(p2v), p4v.eq(p3v),
                      s3_grp.eq(s2_grp), s4_grp.eq(s3_grp), p3_pass.eq(p2_pass), p4_pass.eq(p3_pass)]
-        with m.If(self.score_start):
-            m.d.sync += self.max.eq(-(1 << (cfg.score_width - 1)))
         run_max = self.max
         for l, ln in enumerate(lines):
-            m.d.comb += [s_wr[l].addr.eq(Cat(s4_grp[:slot_w], j_par)), s_wr[l].data.eq(ln.dot),
+            m.d.comb += [s_wr[l].addr.eq(Cat(s4_grp[:slot_w], js_par)), s_wr[l].data.eq(ln.dot),
                          s_wr[l].en.eq(ln.dot_valid)]
             nxt = Signal(signed(cfg.score_width), name=f"max{l}")
             m.d.comb += nxt.eq(Mux(ln.dot_valid & (ln.dot > run_max), ln.dot, run_max))
             run_max = nxt
-        with m.If(~self.score_start):
-            m.d.sync += self.max.eq(run_max)
+        m.d.sync += self.max.eq(run_max)
+        with m.If(self.score_start):
+            m.d.sync += self.max.eq(-(1 << (cfg.score_width - 1)))
         for cc in range(CPT):
             l, p = cc % L, cc // L
             with m.If(lines[l].vec_valid & (p4_pass == p)):
                 m.d.sync += [self.out[cc * M + i].eq(lines[l].vec[i]) for i in range(M)]
 
-        m.d.comb += self.busy.eq(s_iss | p_iss | s1v | p1v | s2v | p2v | s3v | p3v | s4v | p4v)
+        # job completion: a job is done when its last result has been written
+        s_active, p_active = Signal(), Signal()
+        s_draining = s_iss | s1v | s2v | s3v | s4v
+        p_draining = p_iss | p1v | p2v | p3v | p4v
+        m.d.comb += [self.score_done.eq(s_active & ~s_draining), self.pv_done.eq(p_active & ~p_draining),
+                     self.score_active.eq(s_active), self.pv_active.eq(p_active)]
+        with m.If(self.score_done):
+            m.d.sync += s_active.eq(0)
+        with m.If(self.pv_done):
+            m.d.sync += p_active.eq(0)
+        with m.If(self.score_start):
+            m.d.sync += s_active.eq(1)
+        with m.If(self.pv_start):
+            m.d.sync += p_active.eq(1)
+        m.d.comb += self.busy.eq(s_active | p_active)
 
         # ------------------------------------------------------------------ exp unit
         x_run = Signal()
