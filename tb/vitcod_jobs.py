@@ -20,7 +20,7 @@ from attnforge.hw.vitcod.config import ERR_COL_IDX, ERR_ROW_PTR, ERR_SIZE, Vitco
 from attnforge.hw.vitcod.host import HeadJob
 from attnforge.numfmt import Requantizer
 
-__all__ = ["TbHead", "random_head", "job_from_arrays", "bad_head", "save_jobs", "load_jobs"]
+__all__ = ["TbHead", "shape_of", "random_head", "job_from_arrays", "bad_head", "save_jobs", "load_jobs"]
 
 
 @dataclass
@@ -44,7 +44,8 @@ def head_for(cfg: VitcodConfig, q, k, v, g: int, csr: CSR, params: HeadParams, *
     job = job_from_arrays(q, k, v, g, csr, params)
     expected = vitcod_head_golden(q, k, v, g, csr, params)
     return TbHead(job.command(cfg), job.data_beats(cfg), expected, 0, job.workload_macs(),
-                  2 * job.nq * job.nk * cfg.head_dim, dict(info, nq=job.nq, nk=job.nk, g=int(g), nnz=job.nnz))
+                  2 * job.nq * job.nk * cfg.head_dim, dict(info, nq=job.nq, nk=job.nk, g=int(g), nnz=job.nnz,
+                                                           row_nnz=np.diff(job.row_ptr).tolist()))
 
 
 def random_csr(rng, nq: int, nk: int, g: int, sparsity: float, empty_rows: int = 0) -> CSR:
@@ -81,7 +82,8 @@ def random_head(cfg: VitcodConfig, rng, *, nq: int, nk: int, g: int, sparsity: f
     job.dq, job.dk = (rq.multiplier, rq.shift), (rk.multiplier, rk.shift)
     expected = vitcod_head_golden(q, k, v, g, csr, params)
     return TbHead(job.command(cfg), job.data_beats(cfg), expected, 0, job.workload_macs(),
-                  2 * nq * nk * d, dict(sparsity=sparsity, nq=nq, nk=nk, g=int(g), nnz=job.nnz, hc=hc))
+                  2 * nq * nk * d, dict(sparsity=sparsity, nq=nq, nk=nk, g=int(g), nnz=job.nnz, hc=hc,
+                                        row_nnz=np.diff(job.row_ptr).tolist()))
 
 
 def bad_head(cfg: VitcodConfig, rng, kind: str) -> TbHead:
@@ -101,7 +103,8 @@ def bad_head(cfg: VitcodConfig, rng, kind: str) -> TbHead:
         n_beats = (big * cfg.words_per_token + 2 * nk * cfg.words_per_token + -(-(big + 1) // ipw)
                    + -(-job.nnz // ipw))
         beats = [int(x) for x in rng.integers(0, 1 << 31, n_beats)]
-        return TbHead(cmd, beats, None, ERR_SIZE, info=dict(kind=kind))
+        return TbHead(cmd, beats, None, ERR_SIZE, info=dict(kind=kind, nq=big, nk=nk, g=1, nnz=job.nnz,
+                                                             row_nnz=[0] * big))
     if kind == "row_ptr":
         r = int(rng.integers(1, nq))
         rp[r] = rp[r - 1] - 1 if rp[r - 1] > 0 else rp[-1] + 1   # decreasing or beyond nnz
@@ -116,7 +119,8 @@ def bad_head(cfg: VitcodConfig, rng, kind: str) -> TbHead:
         raise ValueError(f"unknown bad head kind {kind!r}")
     job = HeadJob(q, k, k, 1, rp, ci, params.exp.multiplier, params.exp.shift, params.out.multiplier,
                   params.out.shift)
-    return TbHead(job.command(cfg), job.data_beats(cfg), None, err, info=dict(kind=kind))
+    return TbHead(job.command(cfg), job.data_beats(cfg), None, err,
+                  info=dict(kind=kind, nq=nq, nk=nk, g=1, nnz=int(ci.size), row_nnz=[0] * nq))
 
 
 def save_jobs(path: str | Path, heads: list[TbHead]) -> Path:
@@ -143,3 +147,12 @@ def load_jobs(path: str | Path) -> list[TbHead]:
             expected = f[f"expected{n}"] if mt["has_expected"] else None
             heads.append(TbHead(mt["cmd"], beats, expected, mt["error"], mt["macs"], mt["dense_macs"], mt["info"]))
     return heads
+
+
+def shape_of(h: TbHead):
+    """The cycle model's view of a testbench head."""
+    from attnforge.sim.vitcod_cycles import HeadShape
+
+    i = h.info
+    return HeadShape(i["nq"], i["nk"], i["g"], list(i["row_nnz"]), hc=i.get("hc", 1), good=h.expected is not None,
+                     dropped=i.get("kind") == "size", info={k: v for k, v in i.items() if k != "row_nnz"})

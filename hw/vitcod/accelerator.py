@@ -156,7 +156,10 @@ class VitcodAccelerator(wiring.Component):
         rp_prev = Signal(INDEX_WIDTH)
         head_err = Signal(3)
         ci_beats = Signal(INDEX_WIDTH)
-        loader_busy = Signal()
+        # Outputs come from registers through plain assignments (no FSM-conditional
+        # combinational processes): Icarus does not evaluate those at time 0.
+        ld_taking = Signal()       # LOAD or DROP: data.ready
+        ld_busy = Signal()         # LOAD, DROP or COMMIT
 
         take = self.data.valid & self.data.ready
         dc = Signal(5)             # compressed head of the current word (decoder)
@@ -202,9 +205,9 @@ class VitcodAccelerator(wiring.Component):
         # netlist's combinational processes at time 0 for inputs that never change.
         alive = Signal()
         m.d.sync += alive.eq(1)
+        m.d.comb += [self.data.ready.eq(ld_taking), self.cmd.ready.eq(alive & ~ld_busy & ~Mux(lb, full[1], full[0]))]
         with m.FSM(name="loader"):
             with m.State("IDLE"):
-                m.d.comb += self.cmd.ready.eq(alive & ~Mux(lb, full[1], full[0]))
                 with m.If(self.cmd.valid & self.cmd.ready):
                     p = self.cmd.p
                     m.d.sync += [ld[f].eq(getattr(p, f)) for f in (*desc_fields, *dec_fields)]
@@ -218,18 +221,19 @@ class VitcodAccelerator(wiring.Component):
                         total = (qk_beats(p.nq, p) + qk_beats(p.nk, p) + words(p.nk) + ((p.nq + IPW) >> lg_ipw)
                                  + ((p.nnz + IPW - 1) >> lg_ipw))
                         m.d.sync += [err.eq(err | ERR_SIZE), heads_failed.eq(heads_failed + 1), cnt.eq(total)]
+                        m.d.sync += [ld_taking.eq(1), ld_busy.eq(1)]
                         m.next = "DROP"
                     with m.Else():
                         m.d.sync += [sec.eq(0), cnt.eq(qk_beats(p.nq, p)), dc.eq(0)]
+                        m.d.sync += [ld_taking.eq(1), ld_busy.eq(1)]
                         m.next = "LOAD"
             with m.State("DROP"):
-                m.d.comb += [self.data.ready.eq(1), loader_busy.eq(1)]
                 with m.If(take):
                     m.d.sync += cnt.eq(cnt - 1)
                     with m.If(cnt == 1):
+                        m.d.sync += [ld_taking.eq(0), ld_busy.eq(0)]
                         m.next = "IDLE"
             with m.State("LOAD"):
-                m.d.comb += [self.data.ready.eq(1), loader_busy.eq(1)]
                 for i, name in enumerate(("q", "k", "v", "rp", "ci")):
                     lw = {"rp": rp_lw, "ci": ci_lw}.get(name, qkv_lw)
                     wp = wports[name]
@@ -272,13 +276,15 @@ class VitcodAccelerator(wiring.Component):
                             with m.Case(3):
                                 m.d.sync += cnt.eq(ci_beats)
                                 with m.If(ci_beats == 0):
+                                    m.d.sync += ld_taking.eq(0)
                                     m.next = "COMMIT"
                             with m.Case(4):
+                                m.d.sync += ld_taking.eq(0)
                                 m.next = "COMMIT"
             with m.State("COMMIT"):
                 # one cycle so that the last beat's index checks have landed in head_err
-                m.d.comb += loader_busy.eq(1)
                 commit()
+                m.d.sync += ld_busy.eq(0)
                 m.next = "IDLE"
 
         # --------------------------------------------------------------- controller
@@ -396,14 +402,13 @@ class VitcodAccelerator(wiring.Component):
         quo = Signal(cfg.recip_width)
         step = Signal(range(cfg.recip_width + DIV_BITS + 1))
         d_par = Signal()
-        with m.FSM(name="div"):
+        with m.FSM(name="div") as div_fsm:
             with m.State("IDLE"):
                 with m.If(div_start):
                     m.d.sync += [total.eq(dense.exp_sum + sparse.exp_sum), d_par.eq(x_par),
                                  rem.eq(1 << (RECIP_BITS - cfg.recip_width)), quo.eq(0), step.eq(0)]
                     m.next = "RUN"
             with m.State("RUN"):
-                m.d.comb += div_busy.eq(1)
                 r, q = rem, quo
                 for k in range(DIV_BITS):
                     shifted = Cat(Const(0, 1), r)
@@ -415,12 +420,14 @@ class VitcodAccelerator(wiring.Component):
                 with m.If((total == 0) | (step + DIV_BITS >= cfg.recip_width)):
                     m.next = "DONE"
             with m.State("DONE"):
-                m.d.comb += div_busy.eq(1)
                 r_final = Mux(total == 0, 0, quo)  # a row with no kept key: P = 0, output 0
                 for i in range(2):
                     with m.If(d_par == i):
                         m.d.sync += [row_r[i].eq(r_final), smx_ok[0][i].eq(1), smx_ok[1][i].eq(1)]
                 m.next = "IDLE"
+
+        # a plain assignment: Icarus would leave an FSM-state process that never ran at X
+        m.d.comb += div_busy.eq(~div_fsm.ongoing("IDLE"))
 
         # ------------------------------------------------------------ output rows
         orow = [Signal(signed(cfg.pv_width + 1), name=f"orow{i}") for i in range(cfg.head_dim)]
@@ -447,5 +454,5 @@ class VitcodAccelerator(wiring.Component):
         with m.If(head_on & (cm_row == nq) & ~ser_active):
             m.d.sync += [head_on.eq(0), Array(full)[cb].eq(0), cb.eq(~cb), heads_done.eq(heads_done + 1)]
 
-        m.d.comb += self.busy.eq(loader_busy | full[0] | full[1] | head_on | ser_active)
+        m.d.comb += self.busy.eq(ld_busy | full[0] | full[1] | head_on | ser_active)
         return m

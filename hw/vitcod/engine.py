@@ -36,6 +36,20 @@ def _log2(n: int) -> int:
     return (n - 1).bit_length()
 
 
+def _rom(values, width, index):
+    """A constant table as a tree of multiplexers on the index bits.
+
+    (Not an ``Array`` of constants: Yosys writes that as a case statement in a
+    combinational process, which Icarus leaves at X while the index keeps its
+    initial value.)
+    """
+    level = [Const(v, width) for v in values]
+    for bit in range(len(index)):
+        level = [Mux(index[bit], level[i + 1], level[i]) if i + 1 < len(level) else level[i]
+                 for i in range(0, len(level), 2)]
+    return level[0]
+
+
 class Engine(Elaboratable):
     """One engine with ``lines`` lines; ``sparse`` selects the CSR column source.
 
@@ -338,10 +352,10 @@ class Engine(Elaboratable):
         x3_z = Signal(Z_FORMAT.width)
         m.d.sync += [x3v.eq(x2v), x3_e.eq(x2_e), x3_z.eq(Mux(zfull > Z_FORMAT.max, Z_FORMAT.max, zfull))]
         # x3: table and shift
-        lut = Array(Const(v, E_FORMAT.width) for v in EXP2_LUT)
         ipart = x3_z[EXP_FRAC_BITS:]
         e_val = Signal(E_FORMAT.width)
-        m.d.comb += e_val.eq(Mux(ipart > EXP_BITS, 0, lut[x3_z[:EXP_FRAC_BITS]] >> ipart[:5]))
+        m.d.comb += e_val.eq(Mux(ipart > EXP_BITS, 0, _rom(EXP2_LUT, E_FORMAT.width, x3_z[:EXP_FRAC_BITS])
+                                 >> ipart[:5]))
         x4v, x4_e = Signal(), Signal(16)
         x4_val = Signal(E_FORMAT.width)
         m.d.sync += [x4v.eq(x3v), x4_e.eq(x3_e), x4_val.eq(e_val)]
