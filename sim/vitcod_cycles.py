@@ -93,8 +93,9 @@ def _compute(cfg: VitcodConfig, s: HeadShape, h: int):
     issue_free = [h, h]
     s_free = [h, h]
     p_free = [h, h]
-    sdone = [[False, False], [False, False]]
-    smx_ok = [[False, False], [False, False]]
+    SL = cfg.row_slots
+    sdone = [[False] * SL, [False] * SL]
+    smx_ok = [[False] * SL, [False] * SL]
     pdone = [False, False]
     out_hold = [False, False]
     rp_ok_from = h + 1
@@ -117,8 +118,8 @@ def _compute(cfg: VitcodConfig, s: HeadShape, h: int):
         # ---- engines
         for x in (0, 1):
             L = lines[x]
-            par_s, par_p = ns[x] & 1, npv[x] & 1
-            can_s = (ns[x] < nq and ns[x] <= npv[x] + 1 and c >= issue_free[x] and c >= s_free[x]
+            par_s, par_p = ns[x] % SL, npv[x] % SL
+            can_s = (ns[x] < nq and ns[x] <= npv[x] + SL - 1 and c >= issue_free[x] and c >= s_free[x]
                      and not sdone[x][par_s] and (x == 0 or c >= rp_ok_from))
             can_p = (npv[x] < ns[x] and smx_ok[x][par_p] and not out_hold[x] and c >= issue_free[x]
                      and c >= p_free[x])
@@ -155,7 +156,7 @@ def _compute(cfg: VitcodConfig, s: HeadShape, h: int):
                 fired = True
         # ---- softmax: exponent units, then the divider
         if exp_state is None:
-            par = sm_row & 1
+            par = sm_row % SL
             if sm_row < nq and sdone[0][par] and sdone[1][par]:
                 nmax = max(s.g, row_n[sm_row])
                 idle_from = c + nmax + 5 if nmax else c + 1
@@ -173,7 +174,7 @@ def _compute(cfg: VitcodConfig, s: HeadShape, h: int):
                 done = c + (2 if empty else DIV_CYCLES + 1)
                 div_busy_until = done
 
-                def set_ok(p=row & 1):
+                def set_ok(p=row % SL):
                     smx_ok[0][p] = smx_ok[1][p] = True
                 at(done + 1, set_ok)
                 at(c + 1, lambda: None)

@@ -34,7 +34,7 @@ from attnforge.numfmt import INT8
 from attnforge.softmax_int import RECIP_BITS
 
 from .config import ERR_COL_IDX, ERR_ROW_PTR, ERR_SIZE, INDEX_WIDTH, VitcodConfig
-from .engine import Engine, _log2
+from .engine import Engine, _log2, _pick
 
 __all__ = ["VitcodAccelerator"]
 
@@ -288,7 +288,8 @@ class VitcodAccelerator(wiring.Component):
                 m.next = "IDLE"
 
         # --------------------------------------------------------------- controller
-        # Each engine runs its own job sequence score(0) score(1) pv(0) score(2) pv(1) ...,
+        # Each engine runs its own job sequence, scoring up to ROW_SLOTS - 1 rows ahead of its
+        # pv jobs (score first when both could start): score(0) score(1) score(2) pv(0) ...,
         # a job's issue starting in the cycle after the previous job's last issue. The
         # engines meet only where a row needs both: the softmax of row i (both score
         # jobs done) and the output of row i (both pv jobs done).
@@ -301,14 +302,16 @@ class VitcodAccelerator(wiring.Component):
         npv = [Signal(cw, name=f"npv{x}") for x in range(2)]     # next pv row per engine
         sm_row = Signal(cw)        # next row for the softmax
         cm_row = Signal(cw)        # next row to output
-        sdone = [[Signal(name=f"sdone{x}_{p}") for p in range(2)] for x in range(2)]
-        smax = [[Signal(signed(cfg.score_width), name=f"smax{x}_{p}") for p in range(2)] for x in range(2)]
-        smx_ok = [[Signal(name=f"smx_ok{x}_{p}") for p in range(2)] for x in range(2)]
+        SL = cfg.row_slots
+        sb = _log2(SL)
+        sdone = [[Signal(name=f"sdone{x}_{p}") for p in range(SL)] for x in range(2)]
+        smax = [[Signal(signed(cfg.score_width), name=f"smax{x}_{p}") for p in range(SL)] for x in range(2)]
+        smx_ok = [[Signal(name=f"smx_ok{x}_{p}") for p in range(SL)] for x in range(2)]
         pdone = [Signal(name=f"pdone{x}") for x in range(2)]
         out_hold = [Signal(name=f"out_hold{x}") for x in range(2)]
-        row_n = [Signal(INDEX_WIDTH, name=f"row{i}_n") for i in range(2)]      # sparse entries of the row
-        row_base = [Signal(INDEX_WIDTH, name=f"row{i}_base") for i in range(2)]
-        row_r = [Signal(cfg.recip_width, name=f"row{i}_r") for i in range(2)]
+        row_n = [Signal(INDEX_WIDTH, name=f"row{i}_n") for i in range(SL)]      # sparse entries of the row
+        row_base = [Signal(INDEX_WIDTH, name=f"row{i}_base") for i in range(SL)]
+        row_r = [Signal(cfg.recip_width, name=f"row{i}_r") for i in range(SL)]
         ser_active = Signal()
 
         # row pointers of the Sparser Engine's next score row
@@ -333,13 +336,13 @@ class VitcodAccelerator(wiring.Component):
             m.d.comb += [eng.bank.eq(cb), eng.exp_mult.eq(hd["exp_mult"]), eng.exp_shift.eq(hd["exp_shift"])]
 
         for x, eng in enumerate(engines):
-            par_s, par_p = ns[x][0], npv[x][0]
+            par_s, par_p = ns[x][:sb], npv[x][:sb]
             n_score = hd["g"] if x == 0 else (rp_i1 - rp_i)[:INDEX_WIDTH]
-            can_s = (head_on & (ns[x] < nq) & (ns[x] <= npv[x] + 1) & eng.issue_free & ~eng.score_active
-                     & ~Mux(par_s, sdone[x][1], sdone[x][0]))
+            can_s = (head_on & (ns[x] < nq) & (ns[x] <= npv[x] + (SL - 1)) & eng.issue_free & ~eng.score_active
+                     & ~_pick(sdone[x], par_s))
             if x == 1:
                 can_s = can_s & rp_ok
-            can_p = (head_on & (npv[x] < ns[x]) & Mux(par_p, smx_ok[x][1], smx_ok[x][0]) & ~out_hold[x]
+            can_p = (head_on & (npv[x] < ns[x]) & _pick(smx_ok[x], par_p) & ~out_hold[x]
                      & eng.issue_free & ~eng.pv_active)
             start_s = Signal(name=f"start_s{x}")
             start_p = Signal(name=f"start_p{x}")
@@ -347,43 +350,42 @@ class VitcodAccelerator(wiring.Component):
                          eng.score_start.eq(start_s), eng.pv_start.eq(start_p),
                          eng.row.eq(ns[x]),
                          eng.parity.eq(Mux(start_s, par_s, par_p)),
-                         eng.recip.eq(Mux(par_p, row_r[1], row_r[0]))]
+                         eng.recip.eq(_pick(row_r, par_p))]
             if x == 0:
                 m.d.comb += [eng.n.eq(hd["g"]), eng.base.eq(0)]
             else:
-                m.d.comb += [eng.n.eq(Mux(start_s, n_score, Mux(par_p, row_n[1], row_n[0]))),
-                             eng.base.eq(Mux(start_s, rp_i, Mux(par_p, row_base[1], row_base[0])))]
+                m.d.comb += [eng.n.eq(Mux(start_s, n_score, _pick(row_n, par_p))),
+                             eng.base.eq(Mux(start_s, rp_i, _pick(row_base, par_p)))]
             with m.If(start_s):
                 m.d.sync += ns[x].eq(ns[x] + 1)
                 if x == 1:
-                    for i in range(2):
+                    for i in range(SL):
                         with m.If(par_s == i):
                             m.d.sync += [row_n[i].eq(n_score), row_base[i].eq(rp_i)]
             with m.If(start_p):
                 m.d.sync += [npv[x].eq(npv[x] + 1), out_hold[x].eq(1)]
                 m.d.sync += Array(smx_ok[x])[par_p].eq(0)
             with m.If(eng.score_done):
-                done_par = (ns[x] - 1)[0]
+                done_par = (ns[x] - 1)[:sb]
                 m.d.sync += [Array(sdone[x])[done_par].eq(1), Array(smax[x])[done_par].eq(eng.max)]
             with m.If(eng.pv_done):
                 m.d.sync += pdone[x].eq(1)
 
         # ----------------------------------------------------------------- softmax
         # exp of row i (both engines' exp units) overlaps the division of row i-1.
-        sm_par = sm_row[0]
+        sm_par = sm_row[:sb]
         sm_nd = hd["g"]
-        sm_ns = Mux(sm_par, row_n[1], row_n[0])
-        mx_d = Mux(sm_par, smax[0][1], smax[0][0])
-        mx_s = Mux(sm_par, smax[1][1], smax[1][0])
+        sm_ns = _pick(row_n, sm_par)
+        mx_d = _pick(smax[0], sm_par)
+        mx_s = _pick(smax[1], sm_par)
         sm_m = Mux(sm_nd == 0, mx_s, Mux((sm_ns == 0) | (mx_d > mx_s), mx_d, mx_s))
-        x_par = Signal()
+        x_par = Signal(sb)
         div_busy = Signal()
         div_start = Signal()
         total = Signal(cfg.sum_width + 1)
         with m.FSM(name="exp"):
             with m.State("IDLE"):
-                ready = (head_on & (sm_row < nq) & Mux(sm_par, sdone[0][1], sdone[0][0])
-                         & Mux(sm_par, sdone[1][1], sdone[1][0]))
+                ready = head_on & (sm_row < nq) & _pick(sdone[0], sm_par) & _pick(sdone[1], sm_par)
                 with m.If(ready):
                     for eng, n in ((dense, sm_nd), (sparse, sm_ns)):
                         m.d.comb += [eng.exp_start.eq(1), eng.exp_parity.eq(sm_par), eng.exp_n.eq(n),
@@ -401,7 +403,7 @@ class VitcodAccelerator(wiring.Component):
         rem = Signal(cfg.sum_width + 2)
         quo = Signal(cfg.recip_width)
         step = Signal(range(cfg.recip_width + DIV_BITS + 1))
-        d_par = Signal()
+        d_par = Signal(sb)
         with m.FSM(name="div") as div_fsm:
             with m.State("IDLE"):
                 with m.If(div_start):
@@ -421,7 +423,7 @@ class VitcodAccelerator(wiring.Component):
                     m.next = "DONE"
             with m.State("DONE"):
                 r_final = Mux(total == 0, 0, quo)  # a row with no kept key: P = 0, output 0
-                for i in range(2):
+                for i in range(SL):
                     with m.If(d_par == i):
                         m.d.sync += [row_r[i].eq(r_final), smx_ok[0][i].eq(1), smx_ok[1][i].eq(1)]
                 m.next = "IDLE"

@@ -16,8 +16,11 @@ from amaranth.lib import data
 from attnforge.numfmt import INT8, accumulator_width
 from attnforge.softmax_int import PROB_FORMAT, RECIP_BITS, Z_FORMAT, recip_width, sum_width
 
-__all__ = ["VitcodConfig", "INDEX_WIDTH", "ERR_SIZE", "ERR_ROW_PTR", "ERR_COL_IDX"]
+__all__ = ["VitcodConfig", "INDEX_WIDTH", "ROW_SLOTS", "ERR_SIZE", "ERR_ROW_PTR", "ERR_COL_IDX"]
 
+#: Rows in flight in the score and exponent buffers: the engines may score up to
+#: ROW_SLOTS - 1 rows ahead of their pv jobs, which hides the softmax latency.
+ROW_SLOTS = 4
 #: Row pointers and column indices travel as uint16 on the data stream.
 INDEX_WIDTH = 16
 #: Error status bits (sticky until reset).
@@ -69,9 +72,9 @@ class VitcodConfig:
     max_tokens: int = 256
     max_nnz: int = 16384
     macs: int = 8
-    dense_lines: int = 2
-    sparse_lines: int = 6
-    data_width: int = 64
+    dense_lines: int = 4
+    sparse_lines: int = 4
+    data_width: int = 128
     decoder: bool = False
     decoder_heads: int = 2
 
@@ -153,6 +156,11 @@ class VitcodConfig:
     @property
     def z_width(self) -> int:
         return Z_FORMAT.width
+
+    @property
+    def row_slots(self) -> int:
+        """Rows in flight per engine buffer (score and exponent buffers): a power of two."""
+        return ROW_SLOTS
 
     @property
     def count_width(self) -> int:

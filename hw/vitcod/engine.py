@@ -14,9 +14,9 @@ accelerator's controller:
 * **pv** (SpMM): ``P_j = prob(E_j, r)`` computed on the fly, one key per cycle,
   ``L`` output chunks per pass; the engine's share of ``O`` stays in ``out``.
 
-Score and exp buffers are double-buffered by row parity, so the score job of
-row i+1 and the exp job of row i run at the same time, and the pv job of row i
-reads E while the exp job of row i+1 writes the other half.
+Score and exp buffers hold ``ROW_SLOTS`` rows (slot = row mod ROW_SLOTS), so
+the score jobs of the next rows and the exp job of row i run at the same time,
+and the pv job of row i reads E while later rows' exp jobs write other slots.
 """
 
 from __future__ import annotations
@@ -34,6 +34,15 @@ __all__ = ["Engine"]
 
 def _log2(n: int) -> int:
     return (n - 1).bit_length()
+
+
+def _pick(values, index):
+    """``values[index]`` as a tree of multiplexers (plain assignments, see ``_rom``)."""
+    level = list(values)
+    for bit in range(len(index)):
+        level = [Mux(index[bit], level[i + 1], level[i]) if i + 1 < len(level) else level[i]
+                 for i in range(0, len(level), 2)]
+    return level[0]
 
 
 def _rom(values, width, index):
@@ -82,7 +91,8 @@ class Engine(Elaboratable):
         self.row = Signal(cw)
         self.n = Signal(cw)
         self.base = Signal(cw)
-        self.parity = Signal()
+        sb = _log2(cfg.row_slots)
+        self.parity = Signal(sb)      # row slot of the job
         self.recip = Signal(cfg.recip_width)
         self.score_start = Signal()   # allowed when issue_free and not score_active
         self.pv_start = Signal()      # allowed when issue_free and not pv_active
@@ -95,7 +105,7 @@ class Engine(Elaboratable):
         self.max = Signal(signed(cfg.score_width))
         # exp job
         self.exp_start = Signal()
-        self.exp_parity = Signal()
+        self.exp_parity = Signal(sb)
         self.exp_n = Signal(cw)
         self.exp_m = Signal(signed(cfg.score_width))
         self.exp_mult = Signal(16)
@@ -123,13 +133,13 @@ class Engine(Elaboratable):
         smems = []
         s_wr, s_rd = [], []
         for l in range(L):
-            mem = Memory(shape=signed(cfg.score_width), depth=2 << slot_w, init=[])
+            mem = Memory(shape=signed(cfg.score_width), depth=cfg.row_slots << slot_w, init=[])
             m.submodules[f"smem{l}"] = mem
             s_wr.append(mem.write_port())
             s_rd.append(mem.read_port())
             smems.append(mem)
         e_w = _log2(cfg.max_tokens)
-        emem = Memory(shape=unsigned(E_FORMAT.width), depth=2 << e_w, init=[])
+        emem = Memory(shape=unsigned(E_FORMAT.width), depth=cfg.row_slots << e_w, init=[])
         m.submodules.emem = emem
         e_wr = emem.write_port()
         e_rd = emem.read_port()
@@ -151,8 +161,9 @@ class Engine(Elaboratable):
         # ------------------------------------------------------------ job latches
         # Score and pv jobs keep separate parameters: the next job's issue starts in
         # the cycle after the previous job's last issue, while that one drains.
-        js_bank, js_row, js_n, js_base, js_par = Signal(), Signal(16), Signal(16), Signal(16), Signal()
-        jp_bank, jp_n, jp_base, jp_par = Signal(), Signal(16), Signal(16), Signal()
+        sb = _log2(cfg.row_slots)
+        js_bank, js_row, js_n, js_base, js_par = Signal(), Signal(16), Signal(16), Signal(16), Signal(sb)
+        jp_bank, jp_n, jp_base, jp_par = Signal(), Signal(16), Signal(16), Signal(sb)
         jp_recip = Signal(cfg.recip_width)
 
         # ----------------------------------------------------- sequencer (issue stage)
@@ -318,7 +329,7 @@ class Engine(Elaboratable):
         x_g = Signal(slot_w + 1)
         x_l = Signal(range(max(L, 2)))
         x_n = Signal(16)
-        x_par = Signal()
+        x_par = Signal(sb)
         x_m = Signal(signed(cfg.score_width))
         x_mult = Signal(16)
         x_shift = Signal(6)
