@@ -28,6 +28,7 @@ _COMMAND_MODULES: list[str] = [
     "attnforge.algo.linear.cli",
     "attnforge.algo.vitcod.cli",
     "attnforge.algo.tickets.cli",
+    "attnforge.sim.vitcod_cli",
 ]
 
 

@@ -13,6 +13,7 @@ from typing import Any, Callable
 
 from .mac_line import MacLine, MacLineConfig
 from .requant import RequantLine, RequantLineConfig
+from .vitcod import VitcodAccelerator, VitcodConfig
 
 __all__ = ["Design", "DESIGNS", "get_design"]
 
@@ -48,6 +49,9 @@ DESIGNS = {
         Design("requant-line", "requant_line", RequantLineConfig, RequantLine,
                "requantization of M wide values to int8: multiply, round-half-up shift, saturate",
                "attnforge.tb.requant_tb"),
+        Design("vitcod", "vitcod", VitcodConfig, VitcodAccelerator,
+               "ViTCoD attention head accelerator: Denser + Sparser Engines, integer softmax",
+               "attnforge.tb.vitcod_tb"),
     ]
 }
 

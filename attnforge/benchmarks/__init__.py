@@ -17,6 +17,7 @@ BENCHMARKS = {
     "linear_algo": "attnforge.benchmarks.linear_algo:run",
     "vitcod_algo": "attnforge.benchmarks.vitcod_algo:run",
     "tickets": "attnforge.benchmarks.tickets:run",
+    "vitcod_hw": "attnforge.benchmarks.vitcod_hw:run",
 }
 
 

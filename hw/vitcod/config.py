@@ -1,0 +1,204 @@
+"""Generator parameters of the ViTCoD accelerator and every width derived from them.
+
+One place computes the widths (scores, row sums, reciprocal, P·V accumulators,
+buffer depths, the command layout) from ``attnforge.numfmt`` and
+``attnforge.softmax_int``, so the RTL, the testbench, the cycle model and the
+host code agree on them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from amaranth.hdl import signed, unsigned
+from amaranth.lib import data
+
+from attnforge.numfmt import INT8, accumulator_width
+from attnforge.softmax_int import PROB_FORMAT, RECIP_BITS, Z_FORMAT, recip_width, sum_width
+
+__all__ = ["VitcodConfig", "INDEX_WIDTH", "ROW_SLOTS", "ERR_SIZE", "ERR_ROW_PTR", "ERR_COL_IDX"]
+
+#: Rows in flight in the score and exponent buffers: the engines may score up to
+#: ROW_SLOTS - 1 rows ahead of their pv jobs, which hides the softmax latency.
+ROW_SLOTS = 4
+#: Row pointers and column indices travel as uint16 on the data stream.
+INDEX_WIDTH = 16
+#: Error status bits (sticky until reset).
+ERR_SIZE = 1      # N, G or nnz beyond what the buffers hold (or N = 0, G > Nk)
+ERR_ROW_PTR = 2   # row_ptr[0] != 0, decreasing, a row longer than Nk - G, or row_ptr[Nq] != nnz
+ERR_COL_IDX = 4   # a column index outside [G, Nk)
+
+
+def _pos_int(what, value, lo, hi):
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"ViTCoD {what} must be an integer, not {value!r}")
+    if not lo <= value <= hi:
+        raise ValueError(f"ViTCoD {what} must be in [{lo}, {hi}], not {value}")
+    return value
+
+
+def _pow2(value):
+    return value & (value - 1) == 0
+
+
+@dataclass(frozen=True)
+class VitcodConfig:
+    """Generator parameters of the ViTCoD accelerator (one attention head at a time).
+
+    Parameters
+    ----------
+    head_dim : int
+        d, channels per head (a multiple of ``macs`` and of the data-stream bytes).
+    max_tokens : int
+        Largest Nq and Nk a head may have (buffer depth), 1..4096.
+    max_nnz : int
+        Largest number of sparse (CSR) entries of a head, 1..65535 (uint16 row pointers).
+    macs : int
+        MACs per line M, a power of two 1..64.
+    dense_lines : int
+        MAC lines of the Denser Engine (global columns), 1..64.
+    sparse_lines : int
+        MAC lines of the Sparser Engine (CSR entries), 1..64.
+    data_width : int
+        Bits per beat of the data input and output streams: a power of two,
+        a multiple of ``8 * macs`` and of 16, dividing ``8 * head_dim``.
+    decoder : bool
+        Include the Q/K decoder (compressed heads -> one head's Q and K on the load path).
+    decoder_heads : int
+        Most compressed heads Hc the decoder combines (with ``decoder``), 1..16.
+    """
+
+    head_dim: int = 64
+    max_tokens: int = 256
+    max_nnz: int = 16384
+    macs: int = 8
+    dense_lines: int = 4
+    sparse_lines: int = 4
+    data_width: int = 128
+    decoder: bool = False
+    decoder_heads: int = 2
+
+    def __post_init__(self):
+        _pos_int("macs (M)", self.macs, 1, 64)
+        if not _pow2(self.macs):
+            raise ValueError(f"ViTCoD macs (M) must be a power of two, not {self.macs}")
+        _pos_int("head_dim", self.head_dim, 1, 1024)
+        if self.head_dim % self.macs:
+            raise ValueError(f"ViTCoD head_dim={self.head_dim} must be a multiple of macs={self.macs}")
+        _pos_int("max_tokens", self.max_tokens, 1, 4096)
+        _pos_int("max_nnz", self.max_nnz, 1, (1 << INDEX_WIDTH) - 1)
+        _pos_int("dense_lines", self.dense_lines, 1, 64)
+        _pos_int("sparse_lines", self.sparse_lines, 1, 64)
+        _pos_int("data_width", self.data_width, 16, 4096)
+        if not _pow2(self.data_width) or self.data_width % (8 * self.macs):
+            raise ValueError(f"ViTCoD data_width={self.data_width} must be a power of two and a multiple of "
+                             f"8 * macs = {8 * self.macs}")
+        if (8 * self.head_dim) % self.data_width:
+            raise ValueError(f"ViTCoD data_width={self.data_width} must divide 8 * head_dim = {8 * self.head_dim} "
+                             f"(a token's row is whole beats)")
+        if not isinstance(self.decoder, bool):
+            raise TypeError(f"ViTCoD decoder must be True or False, not {self.decoder!r}")
+        _pos_int("decoder_heads", self.decoder_heads, 1, 16)
+
+    # -- derived sizes -------------------------------------------------------------------
+    @property
+    def data_bytes(self) -> int:
+        return self.data_width // 8
+
+    @property
+    def words_per_token(self) -> int:
+        """Beats (buffer words) per token row of Q, K or V."""
+        return self.head_dim // self.data_bytes
+
+    @property
+    def chunks_per_word(self) -> int:
+        return self.data_bytes // self.macs
+
+    @property
+    def chunks_per_token(self) -> int:
+        """M-channel chunks per token row (cycles per score on one line)."""
+        return self.head_dim // self.macs
+
+    @property
+    def indices_per_word(self) -> int:
+        return self.data_width // INDEX_WIDTH
+
+    @property
+    def lines(self) -> int:
+        return self.dense_lines + self.sparse_lines
+
+    @property
+    def total_macs(self) -> int:
+        return self.macs * self.lines
+
+    # -- widths ---------------------------------------------------------------------------
+    @property
+    def score_width(self) -> int:
+        return accumulator_width(INT8, INT8, self.head_dim)
+
+    @property
+    def pv_width(self) -> int:
+        """Accumulator of sum_j P_j v_j over at most max_tokens keys per engine (and the two engines' sum)."""
+        return accumulator_width(PROB_FORMAT, INT8, 2 * self.max_tokens)
+
+    @property
+    def sum_width(self) -> int:
+        return sum_width(self.max_tokens)
+
+    @property
+    def recip_width(self) -> int:
+        return recip_width()
+
+    @property
+    def recip_bits(self) -> int:
+        return RECIP_BITS
+
+    @property
+    def z_width(self) -> int:
+        return Z_FORMAT.width
+
+    @property
+    def row_slots(self) -> int:
+        """Rows in flight per engine buffer (score and exponent buffers): a power of two."""
+        return ROW_SLOTS
+
+    @property
+    def count_width(self) -> int:
+        return INDEX_WIDTH
+
+    # -- buffer depths (per bank; two banks for double buffering) --------------------------
+    @staticmethod
+    def _pow2_ceil(n: int) -> int:
+        return 1 << max(0, (n - 1).bit_length())
+
+    @property
+    def qkv_bank_words(self) -> int:
+        return self._pow2_ceil(self.max_tokens * self.words_per_token)
+
+    @property
+    def rp_bank_words(self) -> int:
+        return self._pow2_ceil(-(-(self.max_tokens + 1) // self.indices_per_word))
+
+    @property
+    def ci_bank_words(self) -> int:
+        return self._pow2_ceil(-(-self.max_nnz // self.indices_per_word))
+
+    # -- interfaces -------------------------------------------------------------------------
+    @property
+    def cmd_layout(self) -> data.StructLayout:
+        """One head: sizes and the two requantizers (exponent and output)."""
+        fields = {
+            "nq": unsigned(INDEX_WIDTH), "nk": unsigned(INDEX_WIDTH),
+            "g": unsigned(INDEX_WIDTH), "nnz": unsigned(INDEX_WIDTH),
+            "exp_mult": unsigned(16), "exp_shift": unsigned(6),
+            "out_mult": unsigned(16), "out_shift": unsigned(6),
+        }
+        if self.decoder:
+            fields.update({
+                "hc": unsigned(5),
+                "wq": data.ArrayLayout(signed(8), self.decoder_heads),
+                "wk": data.ArrayLayout(signed(8), self.decoder_heads),
+                "dq_mult": unsigned(16), "dq_shift": unsigned(6),
+                "dk_mult": unsigned(16), "dk_shift": unsigned(6),
+            })
+        return data.StructLayout(fields)

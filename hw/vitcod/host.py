@@ -1,0 +1,120 @@
+"""Host side of the ViTCoD accelerator: a head as command + data beats, and the output back.
+
+Pure numpy (no torch, no amaranth): used by the testbench, ``attnforge vitcod
+sim`` and anyone driving the generated Verilog. The stream layout is the one
+documented in ``hw/vitcod/accelerator.py``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .config import INDEX_WIDTH, VitcodConfig
+
+__all__ = ["HeadJob", "pack_bytes", "unpack_output"]
+
+
+def pack_bytes(values: np.ndarray, beat_bytes: int) -> list[int]:
+    """int8/uint8 values (flattened, row-major) to beats of ``beat_bytes`` bytes, first byte lowest."""
+    raw = np.ascontiguousarray(values).astype(np.int8).view(np.uint8).reshape(-1)
+    if raw.size % beat_bytes:
+        raw = np.concatenate([raw, np.zeros(beat_bytes - raw.size % beat_bytes, np.uint8)])
+    return [int.from_bytes(raw[i:i + beat_bytes].tobytes(), "little") for i in range(0, raw.size, beat_bytes)]
+
+
+def _pack_u16(values: np.ndarray, beat_bytes: int) -> list[int]:
+    raw = np.asarray(values, dtype="<u2").view(np.uint8)
+    if raw.size == 0:
+        return []
+    if raw.size % beat_bytes:
+        raw = np.concatenate([raw, np.zeros(beat_bytes - raw.size % beat_bytes, np.uint8)])
+    return [int.from_bytes(raw[i:i + beat_bytes].tobytes(), "little") for i in range(0, raw.size, beat_bytes)]
+
+
+def unpack_output(beats: list[int], nq: int, cfg: VitcodConfig) -> np.ndarray:
+    """Output beats of one head to int8 ``[Nq, d]``."""
+    need = nq * cfg.words_per_token
+    if len(beats) != need:
+        raise ValueError(f"{len(beats)} output beats for Nq={nq}, expected {need}")
+    raw = b"".join(int(b).to_bytes(cfg.data_bytes, "little") for b in beats)
+    return np.frombuffer(raw, dtype=np.int8).reshape(nq, cfg.head_dim).copy()
+
+
+@dataclass
+class HeadJob:
+    """One head as the accelerator takes it (k, v in polarized order; CSR columns in [G, Nk))."""
+
+    q: np.ndarray          # int8 [Nq, d]
+    k: np.ndarray          # int8 [Nk, d]
+    v: np.ndarray          # int8 [Nk, d]
+    g: int
+    row_ptr: np.ndarray    # [Nq + 1]
+    col_idx: np.ndarray    # [nnz]
+    exp_mult: int
+    exp_shift: int
+    out_mult: int
+    out_shift: int
+    # Q/K decoder inputs (optional): compressed heads [Hc, N, d] (kc in polarized order),
+    # this head's decoder weights [Hc] and the (multiplier, shift) of each decoder requantizer.
+    qc: np.ndarray | None = None
+    kc: np.ndarray | None = None
+    wq: np.ndarray | None = None
+    wk: np.ndarray | None = None
+    dq: tuple = (1, 0)
+    dk: tuple = (1, 0)
+
+    @property
+    def nq(self) -> int:
+        return self.q.shape[0]
+
+    @property
+    def nk(self) -> int:
+        return self.k.shape[0]
+
+    @property
+    def nnz(self) -> int:
+        return int(self.col_idx.shape[0])
+
+    def command(self, cfg: VitcodConfig, **override) -> dict:
+        """The ``cmd`` payload (``override`` replaces fields, e.g. to test refusals)."""
+        cmd = dict(nq=self.nq, nk=self.nk, g=int(self.g), nnz=self.nnz, exp_mult=int(self.exp_mult),
+                   exp_shift=int(self.exp_shift), out_mult=int(self.out_mult), out_shift=int(self.out_shift))
+        if cfg.decoder:
+            if self.qc is None:  # pass q and k through the decoder unchanged: one head, weight 1, scale 1
+                hc, wq, wk = 1, [1], [1]
+            else:
+                hc, wq, wk = self.qc.shape[0], [int(x) for x in self.wq], [int(x) for x in self.wk]
+            if hc > cfg.decoder_heads:
+                raise ValueError(f"{hc} compressed heads, the decoder is built for at most {cfg.decoder_heads}")
+            pad = [0] * (cfg.decoder_heads - hc)
+            cmd.update(hc=hc, wq=wq + pad, wk=wk + pad, dq_mult=int(self.dq[0]), dq_shift=int(self.dq[1]),
+                       dk_mult=int(self.dk[0]), dk_shift=int(self.dk[1]))
+        elif self.qc is not None:
+            raise ValueError("this head has compressed Q/K but the accelerator is built with decoder=False")
+        cmd.update(override)
+        return cmd
+
+    def data_beats(self, cfg: VitcodConfig) -> list[int]:
+        """Every data beat of this head, in stream order."""
+        if self.q.shape[1] != cfg.head_dim:
+            raise ValueError(f"head has d={self.q.shape[1]}, the accelerator is built for head_dim={cfg.head_dim}")
+        b = cfg.data_bytes
+        mask = (1 << INDEX_WIDTH) - 1
+        if cfg.decoder:
+            q = self.q[None] if self.qc is None else self.qc
+            k = self.k[None] if self.kc is None else self.kc
+            # each beat-sized word of Q (then K) as hc beats, one per compressed head
+            qk = [np.stack([x.reshape(-1, b) for x in xs], axis=1) for xs in (q, k)]
+            return (pack_bytes(qk[0], b) + pack_bytes(qk[1], b) + pack_bytes(self.v, b)
+                    + _pack_u16(np.asarray(self.row_ptr, np.int64) & mask, b)
+                    + _pack_u16(np.asarray(self.col_idx, np.int64) & mask, b))
+        return (pack_bytes(self.q, b) + pack_bytes(self.k, b) + pack_bytes(self.v, b)
+                + _pack_u16(np.asarray(self.row_ptr, np.int64) & mask, b)
+                + _pack_u16(np.asarray(self.col_idx, np.int64) & mask, b))
+
+    def workload_macs(self) -> int:
+        """MACs of this head: scores and P·V on every kept entry."""
+        kept = self.nq * int(self.g) + self.nnz
+        return 2 * kept * self.q.shape[1]

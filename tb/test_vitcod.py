@@ -1,0 +1,103 @@
+"""Runs the ViTCoD accelerator's testbench (tb/vitcod_tb.py): RTL bit for bit against the golden model.
+
+Each configuration builds once (Verilator by default, one small case on Icarus)
+and runs a list of heads back to back: random masks from 0 % to 99 % sparsity,
+G = 0, G = N, rows without sparse entries, N not a multiple of any line count,
+Nq != Nk, heads the accelerator must refuse (oversize N, a decreasing row
+pointer, a column index outside [G, Nk)) between good ones, the Q/K decoder on
+and off, random idle cycles on the inputs and backpressure on the output. Runs
+without idle/stall also hold the cycle model (sim/vitcod_cycles.py) within 5 %.
+"""
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from attnforge.hw.designs import get_design
+from attnforge.hw.vitcod import VitcodAccelerator, VitcodConfig
+from attnforge.sim.runner import run_cocotb
+from attnforge.sim.vitcod_cycles import run_cycles
+from attnforge.tb.vitcod_jobs import bad_head, random_head, save_jobs, shape_of
+
+BUILD = Path(__file__).resolve().parent.parent / "build" / "test_sim"
+DESIGN = get_design("vitcod")
+CYCLE_TOLERANCE = 0.05
+# The simulations here are short; an unoptimized C++ build of the model is several times faster.
+FAST_BUILD = ["-CFLAGS", "-O0"]
+
+CONFIGS = {
+    # d=16, one Denser line, two Sparser lines, one chunk per beat
+    "d16": VitcodConfig(head_dim=16, max_tokens=32, max_nnz=1024, macs=8, dense_lines=1, sparse_lines=2,
+                        data_width=64),
+    # d=32, M=4, 2 + 3 lines (3 does not divide the 8 chunks), two chunks per beat
+    "d32": VitcodConfig(head_dim=32, max_tokens=40, max_nnz=1600, macs=4, dense_lines=2, sparse_lines=3,
+                        data_width=128),
+    # d=64 with the Q/K decoder
+    "d64-decoder": VitcodConfig(head_dim=64, max_tokens=24, max_nnz=576, macs=8, dense_lines=1, sparse_lines=3,
+                                data_width=128, decoder=True, decoder_heads=2),
+}
+
+
+def heads_for(name: str, cfg: VitcodConfig, seed: int, errors: bool):
+    rng = np.random.default_rng(seed)
+    n = cfg.max_tokens
+    heads = []
+    for sparsity in (0.0, 0.5, 0.9, 0.99):
+        g = int(rng.integers(0, 4))
+        heads.append(random_head(cfg, rng, nq=n - 1, nk=n, g=g, sparsity=sparsity, empty_rows=2))
+    heads.append(random_head(cfg, rng, nq=n // 2 + 1, nk=n // 2 + 1, g=0, sparsity=0.7))      # G = 0
+    heads.append(random_head(cfg, rng, nq=7, nk=7, g=7, sparsity=0.0))                         # G = N
+    heads.append(random_head(cfg, rng, nq=n, nk=n // 2 + 3, g=2, sparsity=0.8))                # Nq > Nk
+    heads.append(random_head(cfg, rng, nq=5, nk=n, g=1, sparsity=0.95, empty_rows=4))           # Nq < Nk
+    if cfg.decoder:
+        for hc in range(1, cfg.decoder_heads + 1):
+            heads.append(random_head(cfg, rng, nq=n - 3, nk=n, g=2, sparsity=0.8, compressed_heads=hc))
+    if errors:
+        for pos, kind in ((1, "size"), (4, "row_ptr"), (7, "col_idx")):
+            heads.insert(pos, bad_head(cfg, rng, kind))
+    return heads
+
+
+def run(name, cfg, heads, *, simulator="verilator", idle=0.0, stall=0.0, seed=0):
+    jobs = save_jobs(BUILD / "jobs" / f"vitcod_{name}_{simulator}_{idle}_{seed}.npz", heads)
+    return run_cocotb(VitcodAccelerator(cfg), top=DESIGN.top, config_name=DESIGN.config_name(cfg),
+                      test_module=DESIGN.testbench, simulator=simulator, build_root=BUILD, seed=seed,
+                      build_args=FAST_BUILD if simulator == "verilator" else None,
+                      params={"config": dataclasses.asdict(cfg), "jobs": str(jobs), "seed": seed,
+                              "idle": idle, "stall": stall})
+
+
+def check_cycle_model(cfg, heads, report):
+    model = run_cycles(cfg, [shape_of(h) for h in heads])
+    rtl = [h["cycles"] for h in report["heads"]]
+    pred = [h["cycles"] for h in model["heads"]]
+    assert len(rtl) == len(pred)
+    for i, (r, p) in enumerate(zip(rtl, pred)):
+        assert abs(p - r) <= CYCLE_TOLERANCE * r, f"head {i}: model {p} cycles, RTL {r}"
+    total_r, total_p = report["total_cycles"], model["total_cycles"]
+    assert abs(total_p - total_r) <= CYCLE_TOLERANCE * total_r, f"total: model {total_p}, RTL {total_r}"
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_vitcod_rtl_bit_exact_and_cycle_model(name):
+    cfg = CONFIGS[name]
+    # 1) errors between good heads, random idle and backpressure
+    heads = heads_for(name, cfg, seed=1, errors=True)
+    result = run(name, cfg, heads, idle=0.3, stall=0.3, seed=1)
+    assert result.passed, f"see {result.build_dir / 'test.log'}"
+    # 2) full rate (no idle, no stall): the same RTL holds the cycle model within 5 %
+    heads = heads_for(name, cfg, seed=2, errors=name == "d16")
+    result = run(name, cfg, heads, seed=2)
+    assert result.passed, f"see {result.build_dir / 'test.log'}"
+    check_cycle_model(cfg, heads, result.report)
+
+
+def test_vitcod_icarus_small():
+    cfg = CONFIGS["d16"]
+    rng = np.random.default_rng(3)
+    heads = [random_head(cfg, rng, nq=9, nk=11, g=2, sparsity=0.6, empty_rows=1), bad_head(cfg, rng, "col_idx"),
+             random_head(cfg, rng, nq=6, nk=6, g=0, sparsity=0.5)]
+    result = run("d16", cfg, heads, simulator="icarus", idle=0.2, stall=0.2, seed=3)
+    assert result.passed, f"see {result.build_dir / 'test.log'}"

@@ -1,0 +1,188 @@
+"""Heads for the ViTCoD accelerator's testbench: random or from files, with golden answers.
+
+A *job file* (npz, internal to the testbench) carries a list of heads with
+their command, data beats, expected output (from the golden model,
+``attnforge.algo.vitcod.golden``) or expected error bits. The pytest side (or
+``attnforge vitcod sim``) writes it; the cocotb testbench replays it on the RTL.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from attnforge.algo.vitcod.golden import HeadParams, decode_qk, head_params, vitcod_head_golden
+from attnforge.csr import CSR, dense_to_csr
+from attnforge.hw.vitcod.config import ERR_COL_IDX, ERR_ROW_PTR, ERR_SIZE, VitcodConfig
+from attnforge.hw.vitcod.host import HeadJob
+from attnforge.numfmt import Requantizer
+
+__all__ = ["TbHead", "shape_of", "polarized_mask_set", "random_head", "job_from_arrays", "bad_head", "save_jobs", "load_jobs"]
+
+
+@dataclass
+class TbHead:
+    cmd: dict
+    beats: list
+    expected: np.ndarray | None   # int8 [Nq, d]; None for a refused head
+    error: int = 0                # error bits this head raises
+    macs: int = 0                 # workload MACs (scores + P·V on kept entries)
+    dense_macs: int = 0           # MACs of the same head computed densely (Nq x Nk)
+    info: dict = field(default_factory=dict)
+
+
+def job_from_arrays(q, k, v, g: int, csr: CSR, params: HeadParams) -> HeadJob:
+    return HeadJob(np.asarray(q, np.int8), np.asarray(k, np.int8), np.asarray(v, np.int8), int(g),
+                   np.asarray(csr.row_ptr), np.asarray(csr.col_idx), params.exp.multiplier, params.exp.shift,
+                   params.out.multiplier, params.out.shift)
+
+
+def head_for(cfg: VitcodConfig, q, k, v, g: int, csr: CSR, params: HeadParams, **info) -> TbHead:
+    job = job_from_arrays(q, k, v, g, csr, params)
+    expected = vitcod_head_golden(q, k, v, g, csr, params)
+    return TbHead(job.command(cfg), job.data_beats(cfg), expected, 0, job.workload_macs(),
+                  2 * job.nq * job.nk * cfg.head_dim, dict(info, nq=job.nq, nk=job.nk, g=int(g), nnz=job.nnz,
+                                                           row_nnz=np.diff(job.row_ptr).tolist()))
+
+
+def random_csr(rng, nq: int, nk: int, g: int, sparsity: float, empty_rows: int = 0) -> CSR:
+    keep = rng.random((nq, nk - g)) >= sparsity
+    if empty_rows:
+        keep[rng.choice(nq, size=min(empty_rows, nq), replace=False)] = False
+    s = dense_to_csr(keep)
+    return CSR(s.row_ptr, s.col_idx + np.int32(g), (nq, nk))
+
+
+def random_head(cfg: VitcodConfig, rng, *, nq: int, nk: int, g: int, sparsity: float, empty_rows: int = 0,
+                compressed_heads: int = 0) -> TbHead:
+    """A random head; with ``compressed_heads`` > 0 its Q and K come through the Q/K decoder."""
+    d = cfg.head_dim
+    q = rng.integers(-128, 128, (nq, d)).astype(np.int8)
+    k = rng.integers(-128, 128, (nk, d)).astype(np.int8)
+    v = rng.integers(-128, 128, (nk, d)).astype(np.int8)
+    csr = random_csr(rng, nq, nk, g, sparsity, empty_rows)
+    s = rng.uniform(0.01, 0.05, 4)
+    params = head_params(s[0], s[1], s[2], s[3] * 0.8, d)
+    if not compressed_heads:
+        return head_for(cfg, q, k, v, g, csr, params, sparsity=sparsity)
+    hc = compressed_heads
+    qc = rng.integers(-128, 128, (hc, nq, d)).astype(np.int8)
+    kc = rng.integers(-128, 128, (hc, nk, d)).astype(np.int8)
+    wq = rng.integers(-128, 128, hc).astype(np.int8)
+    wk = rng.integers(-128, 128, hc).astype(np.int8)
+    rq = Requantizer.from_scale(float(rng.uniform(0.5, 2.0)) / (128 * hc))
+    rk = Requantizer.from_scale(float(rng.uniform(0.5, 2.0)) / (128 * hc))
+    q = decode_qk(qc, wq[None], rq)[0]
+    k = decode_qk(kc, wk[None], rk)[0]
+    job = job_from_arrays(q, k, v, g, csr, params)
+    job.qc, job.kc, job.wq, job.wk = qc, kc, wq, wk
+    job.dq, job.dk = (rq.multiplier, rq.shift), (rk.multiplier, rk.shift)
+    expected = vitcod_head_golden(q, k, v, g, csr, params)
+    return TbHead(job.command(cfg), job.data_beats(cfg), expected, 0, job.workload_macs(),
+                  2 * nq * nk * d, dict(sparsity=sparsity, nq=nq, nk=nk, g=int(g), nnz=job.nnz, hc=hc,
+                                        row_nnz=np.diff(job.row_ptr).tolist()))
+
+
+def bad_head(cfg: VitcodConfig, rng, kind: str) -> TbHead:
+    """A head the accelerator must refuse: ``size``, ``row_ptr`` or ``col_idx``."""
+    nq = nk = min(cfg.max_tokens, 8)
+    d = cfg.head_dim
+    q = rng.integers(-128, 128, (nq, d)).astype(np.int8)
+    k = rng.integers(-128, 128, (nk, d)).astype(np.int8)
+    csr = random_csr(rng, nq, nk, 1, 0.3)
+    params = head_params(0.02, 0.02, 0.02, 0.02, d)
+    rp, ci = csr.row_ptr.copy(), csr.col_idx.copy()
+    if kind == "size":
+        job = HeadJob(q, k, k, 1, rp, ci, 1, 1, 1, 1)
+        big = cfg.max_tokens + 1
+        cmd = job.command(cfg, nq=big)
+        ipw = cfg.indices_per_word
+        n_beats = (big * cfg.words_per_token + 2 * nk * cfg.words_per_token + -(-(big + 1) // ipw)
+                   + -(-job.nnz // ipw))
+        beats = [int(x) for x in rng.integers(0, 1 << 31, n_beats)]
+        return TbHead(cmd, beats, None, ERR_SIZE, info=dict(kind=kind, nq=big, nk=nk, g=1, nnz=job.nnz,
+                                                             row_nnz=[0] * big))
+    if kind == "row_ptr":
+        r = int(rng.integers(1, nq))
+        rp[r] = rp[r - 1] - 1 if rp[r - 1] > 0 else rp[-1] + 1   # decreasing or beyond nnz
+        err = ERR_ROW_PTR
+    elif kind == "col_idx":
+        if ci.size == 0:
+            rp[1:] = 1
+            ci = np.array([0], np.int32)
+        ci[int(rng.integers(0, ci.size))] = int(rng.choice([0, nk, nk + 7]))  # in the global part, or past Nk
+        err = ERR_COL_IDX
+    else:
+        raise ValueError(f"unknown bad head kind {kind!r}")
+    job = HeadJob(q, k, k, 1, rp, ci, params.exp.multiplier, params.exp.shift, params.out.multiplier,
+                  params.out.shift)
+    return TbHead(job.command(cfg), job.data_beats(cfg), None, err,
+                  info=dict(kind=kind, nq=nq, nk=nk, g=1, nnz=int(ci.size), row_nnz=[0] * nq))
+
+
+def save_jobs(path: str | Path, heads: list[TbHead]) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arrays = {}
+    meta = []
+    for n, h in enumerate(heads):
+        arrays[f"beats{n}"] = np.array([str(b) for b in h.beats] or [""])  # beats can be wider than int64
+        if h.expected is not None:
+            arrays[f"expected{n}"] = h.expected
+        meta.append(dict(cmd=h.cmd, error=h.error, macs=h.macs, dense_macs=h.dense_macs, info=h.info,
+                         has_expected=h.expected is not None, n_beats=len(h.beats)))
+    np.savez(path, meta=np.array(json.dumps(meta)), **arrays)
+    return path
+
+
+def load_jobs(path: str | Path) -> list[TbHead]:
+    with np.load(path, allow_pickle=False) as f:
+        meta = json.loads(str(f["meta"]))
+        heads = []
+        for n, mt in enumerate(meta):
+            beats = [int(x) for x in f[f"beats{n}"][:mt["n_beats"]]]
+            expected = f[f"expected{n}"] if mt["has_expected"] else None
+            heads.append(TbHead(mt["cmd"], beats, expected, mt["error"], mt["macs"], mt["dense_macs"], mt["info"]))
+    return heads
+
+
+def shape_of(h: TbHead):
+    """The cycle model's view of a testbench head."""
+    from attnforge.sim.vitcod_cycles import HeadShape
+
+    i = h.info
+    return HeadShape(i["nq"], i["nk"], i["g"], list(i["row_nnz"]), hc=i.get("hc", 1), good=h.expected is not None,
+                     dropped=i.get("kind") == "size", info={k: v for k, v in i.items() if k != "row_nnz"})
+
+
+def polarized_mask_set(layers: int, heads: int, n: int, sparsity: float, dense_share: float = 0.5,
+                       seed: int = 0, nk: int | None = None):
+    """A synthetic ``MaskSet`` shaped like ViTCoD's polarized masks.
+
+    Per head: ``G`` global keys (kept by every query) carrying about ``dense_share``
+    of the kept entries, the rest random with the density that brings the head to
+    ``sparsity``; the global keys sit at random token positions (``order`` puts them first).
+    """
+    from attnforge.masks import MaskSet
+
+    nk = nk or n
+    rng = np.random.default_rng(seed)
+    keep = np.zeros((layers, heads, n, nk), dtype=bool)
+    order = np.zeros((layers, heads, nk), dtype=np.int32)
+    n_global = np.zeros((layers, heads), dtype=np.int32)
+    kept_per_row = (1.0 - sparsity) * nk
+    for l in range(layers):
+        for h in range(heads):
+            g = int(min(nk, round(kept_per_row * dense_share)))
+            perm = rng.permutation(nk).astype(np.int32)
+            p = max(0.0, (kept_per_row - g) / max(nk - g, 1))
+            polar = np.zeros((n, nk), dtype=bool)
+            polar[:, :g] = True
+            polar[:, g:] = rng.random((n, nk - g)) < p
+            keep[l, h][:, perm] = polar
+            order[l, h], n_global[l, h] = perm, g
+    return MaskSet(keep, order, n_global, {"source": "synthetic polarized masks", "sparsity": sparsity,
+                                            "dense_share": dense_share, "seed": seed})

@@ -1,0 +1,55 @@
+"""The ViTCoD cycle model on its own (its agreement with the RTL is tested in tb/test_vitcod.py)."""
+
+import numpy as np
+import pytest
+
+from attnforge.hw.vitcod import VitcodConfig
+from attnforge.sim.vitcod_cycles import (DIV_CYCLES, HeadShape, dense_baseline_shape, head_beats, head_cycles,
+                                         ideal_cycles, run_cycles)
+from attnforge.tb.vitcod_jobs import polarized_mask_set, random_head, shape_of
+
+CFG = VitcodConfig(head_dim=64, max_tokens=197, max_nnz=20000, macs=8, dense_lines=4, sparse_lines=4,
+                   data_width=256)
+
+
+def test_head_beats_match_the_stream_layout():
+    cfg = VitcodConfig(head_dim=16, max_tokens=32, max_nnz=1024, macs=8, dense_lines=1, sparse_lines=2,
+                       data_width=64)
+    rng = np.random.default_rng(0)
+    for nq, nk, g, s in ((9, 11, 2, 0.6), (5, 5, 0, 0.99), (32, 32, 32, 0.0)):
+        h = random_head(cfg, rng, nq=nq, nk=nk, g=g, sparsity=s)
+        assert head_beats(cfg, shape_of(h)) == len(h.beats)
+
+
+@pytest.mark.parametrize("sparsity", [0.5, 0.9, 0.95])
+def test_cycles_bounded_by_ideal_and_sane(sparsity):
+    ms = polarized_mask_set(1, 4, 197, sparsity, seed=1)
+    shapes = []
+    from attnforge.masks import head_csr
+    for h in range(4):
+        g, csr = head_csr(ms, 0, h)
+        shapes.append(HeadShape.from_csr(g, csr.row_ptr, 197))
+    r = run_cycles(CFG, shapes)
+    for h, s in zip(r["heads"], shapes):
+        assert h["cycles"] >= ideal_cycles(CFG, s)
+        assert 0 < h["utilization"] <= 1
+    dense = head_cycles(CFG, dense_baseline_shape(CFG, 197, 197))
+    assert dense > r["heads"][-1]["cycles"]
+
+
+def test_row_floor_and_empty_heads():
+    # a head with no kept key at all still costs the softmax hand-off and an output row per query
+    empty = HeadShape(4, 4, 0, [0, 0, 0, 0])
+    c = head_cycles(CFG, empty)
+    assert c >= head_beats(CFG, empty) + 4 * CFG.words_per_token
+    # every row pays at least the divider once the exponent units are done
+    one = HeadShape(3, 8, 1, [0, 0, 0])
+    assert head_cycles(CFG, one) > 3 * DIV_CYCLES
+
+
+def test_refused_heads_only_cost_their_load():
+    good = HeadShape(8, 8, 2, [1] * 8)
+    bad = HeadShape(8, 8, 2, [1] * 8, good=False)
+    one = run_cycles(CFG, [good])["total_cycles"]
+    two = run_cycles(CFG, [bad, good])["total_cycles"]
+    assert two == one + head_beats(CFG, bad) + 2

@@ -1,0 +1,68 @@
+"""ViTCoD accelerator generator: parameter checks, lint-clean Verilog, no torch in hw/."""
+
+import subprocess
+import sys
+
+import pytest
+
+from attnforge.hw.vitcod import VitcodAccelerator, VitcodConfig
+from attnforge.hw.verilog import write_verilog
+from attnforge.sim.lint import lint_verilog
+
+
+@pytest.mark.parametrize("field,value", [
+    ("macs", 8.0), ("head_dim", "64"), ("max_tokens", None), ("max_nnz", True), ("dense_lines", 1.5),
+    ("sparse_lines", "2"), ("data_width", 64.0), ("decoder", 1), ("decoder_heads", None),
+])
+def test_init_wrong_type(field, value):
+    with pytest.raises(TypeError, match=field.split("_")[0]):
+        VitcodConfig(**{field: value})
+
+
+@pytest.mark.parametrize("params,match", [
+    (dict(macs=6), "power of two"),
+    (dict(macs=0), r"macs \(M\) must be in"),
+    (dict(head_dim=60), "multiple of macs"),
+    (dict(max_tokens=0), "max_tokens"),
+    (dict(max_tokens=5000), "max_tokens"),
+    (dict(max_nnz=70000), "max_nnz"),
+    (dict(dense_lines=0), "dense_lines"),
+    (dict(sparse_lines=65), "sparse_lines"),
+    (dict(data_width=96), "power of two"),
+    (dict(data_width=32), "multiple of 8 \\* macs"),
+    (dict(head_dim=16, data_width=256), "divide 8 \\* head_dim"),
+    (dict(decoder_heads=0), "decoder_heads"),
+])
+def test_init_wrong_value(params, match):
+    with pytest.raises(ValueError, match=match):
+        VitcodConfig(**params)
+
+
+def test_init_wrong_config_kind():
+    with pytest.raises(TypeError, match="VitcodConfig"):
+        VitcodAccelerator(dict(head_dim=64))
+
+
+def test_derived_widths():
+    cfg = VitcodConfig(head_dim=64, macs=8, dense_lines=3, sparse_lines=5, data_width=128)
+    assert (cfg.words_per_token, cfg.chunks_per_word, cfg.chunks_per_token, cfg.indices_per_word) == (4, 2, 8, 8)
+    assert cfg.total_macs == 64 and cfg.score_width == 22  # 64 products of int8 x int8
+    assert cfg.recip_width == 26
+
+
+@pytest.mark.parametrize("cfg", [
+    VitcodConfig(head_dim=16, max_tokens=20, max_nnz=100, macs=8, dense_lines=1, sparse_lines=3, data_width=64),
+    VitcodConfig(head_dim=32, max_tokens=33, max_nnz=300, macs=4, dense_lines=2, sparse_lines=1, data_width=128,
+                 decoder=True, decoder_heads=3),
+], ids=["d16", "d32-decoder"])
+def test_verilog_is_lint_clean(cfg, tmp_path):
+    path = write_verilog(VitcodAccelerator(cfg), "vitcod", tmp_path / "vitcod.v")
+    result = lint_verilog(path, "vitcod")
+    assert result.clean, "\n".join(result.messages[:20])
+
+
+def test_generator_does_not_import_torch():
+    code = ("import sys; import attnforge.hw.vitcod, attnforge.hw.vitcod.host, attnforge.hw.designs; "
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
