@@ -42,6 +42,7 @@ class Program:
         self.expected: list[list[int]] = []
         self.tokens = 0          # tokens verified (outputs)
         self.accepted = 0        # tokens committed
+        self.ops: list = []      # the same program for the cycle model (sim/linear_cycles.py)
 
     def _beat(self, cmd, head=0, a=0, last=0, q=None, k=None, v=None):
         z = [0] * self.cfg.d
@@ -53,6 +54,7 @@ class Program:
         self.heads[head].load_taps(w)
         for n in range(self.cfg.conv_taps):
             self._beat(CMD_TAPS, head, a=n, v=w[n])
+            self.ops.append(("taps",))
 
     def block(self, head, q, k, v):
         out = self.heads[head].verify(q, k, v)
@@ -60,15 +62,19 @@ class Program:
             self._beat(CMD_TOKEN, head, last=int(t == q.shape[0] - 1), q=q[t], k=k[t], v=v[t])
         self.expected.extend(out.tolist())
         self.tokens += q.shape[0]
+        self.ops.append(("block", q.shape[0]))
+        self._last_t = q.shape[0]
 
     def commit(self, head, a):
         self.heads[head].commit(a)
         self._beat(CMD_COMMIT, head, a=a)
         self.accepted += a
+        self.ops.append(("commit", a, self._last_t))
 
     def reset(self, head):
         self.heads[head].reset()
         self._beat(CMD_RESET, head)
+        self.ops.append(("reset",))
 
     def flags(self) -> int:
         return sum(int(g.overflow) << h for h, g in enumerate(self.heads))
@@ -83,7 +89,7 @@ def default_requant(d: int, conv_taps: int, typical_tokens: int = 300) -> dict:
 
 
 def build_program(cfg: LinearDecodeConfig, seed: int, tokens: int, *, verify: int | None = None,
-                  mode: str = "random") -> Program:
+                  accept: int | None = None, mode: str = "random") -> Program:
     """A seeded program of about ``tokens`` verified tokens.
 
     ``mode``: ``"random"`` mixes decode steps, verify blocks (T in 1..t_max,
@@ -108,7 +114,7 @@ def build_program(cfg: LinearDecodeConfig, seed: int, tokens: int, *, verify: in
         elif mode == "verify":
             t = min(verify or tm, tm)
             prog.block(0, *toks(t))
-            prog.commit(0, t)
+            prog.commit(0, t if accept is None else min(accept, t))
         elif mode == "extreme":
             one = np.ones((1, d), dtype=np.int64)
             prog.block(0, 127 * one, 127 * one, -128 * one)
@@ -241,33 +247,47 @@ async def overflow_limit(dut):
 
 @cocotb.test()
 async def measured_rate(dut):
-    """No idle, no backpressure: cycles per token in steady state (decode or verify T), for the cycle model."""
+    """No idle, no backpressure: steady-state cycles per output token, per mode, for the cycle model.
+
+    ``rate_modes``: list of ``[T, a]``; T = 0 is plain decode, else verify
+    blocks of T with commit(a) (a = T: all accepted). With ``tensors`` the file's
+    tokens are decoded (or verified in blocks of ``verify``, all accepted).
+    """
+    from attnforge.sim.linear_cycles import steady_cycles_per_token
+
     _start_clock(dut)
     p = _params()
     cfg = LinearDecodeConfig(**p["config"])
     tokens = p.get("rate_tokens", 0)
-    if not tokens and not p.get("tensors"):
+    if p.get("tensors"):
+        modes = [[p.get("verify") or 0, p.get("verify") or 1]]
+    elif tokens:
+        modes = p.get("rate_modes", [[0, 1]])
+    else:
         return
     tb = LinearDecodeTB(dut, idle=0.0, stall=0.0, seed=p.get("seed", 0) + 99)
     await tb.reset()
-    verify = p.get("verify")
-    if p.get("tensors"):
-        prog = program_from_tensors(cfg, p["tensors"], verify)
-    else:
-        prog = build_program(cfg, p.get("seed", 0), tokens, mode="verify" if verify else "decode", verify=verify)
-    start = tb.bench.cycle
-    await tb.run(prog)
-    outs = tb.sink.transfer_cycles
-    n = len(outs)
-    # Steady state: from the first output of the second quarter to the last output.
-    first = n // 4
-    while first > 0 and verify and first % verify:
-        first -= 1
-    span = outs[-1] - outs[first]
-    per_token = span / max(1, n - 1 - first)
-    report = {"tokens": n, "accepted": prog.accepted, "verify": verify, "total_cycles": outs[-1] - start,
-              "steady_cycles_per_token": per_token, "steady_span_cycles": span,
-              "steady_tokens": n - 1 - first, "flags": tb.flags()}
+    rows = []
+    for t, a in modes:
+        if p.get("tensors"):
+            prog = program_from_tensors(cfg, p["tensors"], t or None)
+        elif t:
+            prog = build_program(cfg, p.get("seed", 0), tokens, mode="verify", verify=t, accept=a)
+        else:
+            prog = build_program(cfg, p.get("seed", 0), tokens, mode="decode")
+        tb.source.transfer_cycles.clear()
+        tb.sink.transfer_cycles.clear()
+        await tb.run(prog)
+        outs = tb.sink.transfer_cycles
+        per_out = steady_cycles_per_token(outs, t or None)
+        rows.append({"verify": t, "accept": a, "tokens": len(outs), "accepted": prog.accepted,
+                     "first_input_cycle": tb.source.transfer_cycles[0], "output_cycles": outs, "ops": prog.ops,
+                     "steady_cycles_per_output": per_out,
+                     "steady_cycles_per_accepted": (per_out * t / a if a else None) if t else per_out})
+        await tb.reset()
+        tb.expected.clear()
+        tb.sink.received.clear()
+    report = {"modes": rows, "flags": tb.flags()}
     path = os.environ.get("ATTNFORGE_REPORT")
     if path:
         with open(path, "w") as f:
