@@ -25,6 +25,7 @@ __all__ = ["main", "build_parser", "command_group"]
 #: modules may add to one group (``attnforge vitcod train`` from the algorithm,
 #: ``attnforge vitcod sim`` from the accelerator) through ``command_group``.
 _COMMAND_MODULES: list[str] = [
+    "attnforge.sim.linear_cli",
 ]
 
 

@@ -29,7 +29,7 @@ from attnforge.numfmt import INT8, IntFormat, Requantizer, accumulator_width
 __all__ = [
     "PHI_FORMAT", "MID_FORMAT", "FEATURE_MAPS", "DIV_DEN_BITS", "DIV_FRAC_BITS",
     "CMD_TOKEN", "CMD_COMMIT", "CMD_RESET", "CMD_TAPS", "MAX_WIDTH",
-    "LinearDecodeFormat",
+    "LinearDecodeFormat", "random_data_requant",
 ]
 
 #: ReLU of an int8 value: 0..127.
@@ -163,3 +163,16 @@ class LinearDecodeFormat:
         c = Requantizer.from_scale(scale_conv, out=MID_FORMAT)
         return dict(attn_multiplier=a.multiplier, attn_shift=a.shift,
                     conv_multiplier=c.multiplier, conv_shift=c.shift)
+
+
+def random_data_requant(d: int, conv_taps: int, typical_tokens: int = 300) -> dict:
+    """Requantizer keywords that keep uniformly random int8 data's outputs mostly inside int8.
+
+    For uniform int8 q, k, v the numerator grows like ``2e5 * sqrt(d * tokens)``
+    (random-walk state) and the conv sum like ``5.5e3 * sqrt(K)``; both are
+    scaled to land around 40 and 30 output units. Used by the testbench and
+    ``attnforge linear sim`` without ``--tensors``.
+    """
+    attn = 40.0 / (2.0e5 * (d * typical_tokens) ** 0.5)
+    conv = 30.0 / (5.5e3 * conv_taps ** 0.5)
+    return LinearDecodeFormat.requant_params(attn, conv)

@@ -115,13 +115,18 @@ class LinearDecodeCycles:
 
 
 def steady_cycles_per_token(outs: list[int], block: int | None) -> float:
-    """The statistic the testbench reports: from the first output of the second quarter
-    (block-aligned) to the last output, per output."""
+    """The statistic the testbench reports: cycles per output in steady state, from the
+    first output of the block that starts the second quarter to the first output of
+    the last block (whole block periods, so bursts of T outputs do not bias it)."""
     n = len(outs)
-    first = n // 4
-    while first > 0 and block and first % block:
-        first -= 1
-    return (outs[-1] - outs[first]) / max(1, n - 1 - first)
+    block = block or 1
+    first = (n // 4) // block * block
+    last = (n - 1) // block * block
+    if last <= first:
+        first, last = 0, n - 1
+    if last <= first:
+        raise ValueError(f"need outputs of at least two blocks to measure a rate, got {n}")
+    return (outs[last] - outs[first]) / (last - first)
 
 
 def softmax_kv_cycles(context: int, d: int, macs: int, *, bytes_per_cycle: float | None = None) -> float:

@@ -23,7 +23,7 @@ from cocotb.triggers import ClockCycles, FallingEdge
 
 from attnforge.algo.linear.golden import LinearDecodeGolden
 from attnforge.hw.linear.decode import LinearDecodeConfig
-from attnforge.linear_format import CMD_COMMIT, CMD_RESET, CMD_TAPS, CMD_TOKEN
+from attnforge.linear_format import CMD_COMMIT, CMD_RESET, CMD_TAPS, CMD_TOKEN, random_data_requant
 
 from .streams import StreamBench, StreamSink, StreamSource
 
@@ -80,12 +80,8 @@ class Program:
         return sum(int(g.overflow) << h for h, g in enumerate(self.heads))
 
 
-def default_requant(d: int, conv_taps: int, typical_tokens: int = 300) -> dict:
-    """Requantizers that keep random int8 data's outputs mostly inside int8 (see docs)."""
-    from attnforge.linear_format import LinearDecodeFormat
-    attn = 40.0 / (2.0e5 * (d * typical_tokens) ** 0.5)
-    conv = 30.0 / (5.5e3 * conv_taps ** 0.5)
-    return LinearDecodeFormat.requant_params(attn, conv)
+def default_requant(d: int, conv_taps: int) -> dict:
+    return random_data_requant(d, conv_taps)
 
 
 def build_program(cfg: LinearDecodeConfig, seed: int, tokens: int, *, verify: int | None = None,
