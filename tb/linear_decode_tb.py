@@ -245,7 +245,7 @@ async def overflow_limit(dut):
 async def measured_rate(dut):
     """No idle, no backpressure: steady-state cycles per output token, per mode, for the cycle model.
 
-    ``rate_modes``: list of ``[T, a]``; T = 0 is plain decode, else verify
+    ``rate_modes``: list of ``[T, a]`` or ``[T, a, tokens]``; T = 0 is plain decode, else verify
     blocks of T with commit(a) (a = T: all accepted). With ``tensors`` the file's
     tokens are decoded (or verified in blocks of ``verify``, all accepted).
     """
@@ -264,17 +264,19 @@ async def measured_rate(dut):
     tb = LinearDecodeTB(dut, idle=0.0, stall=0.0, seed=p.get("seed", 0) + 99)
     await tb.reset()
     rows = []
-    for t, a in modes:
+    for mode in modes:
+        t, a = mode[0], mode[1]
+        n_tok = mode[2] if len(mode) > 2 else tokens
         if p.get("tensors"):
             prog = program_from_tensors(cfg, p["tensors"], t or None)
         elif t:
-            prog = build_program(cfg, p.get("seed", 0), tokens, mode="verify", verify=t, accept=a)
+            prog = build_program(cfg, p.get("seed", 0), n_tok, mode="verify", verify=t, accept=a)
         else:
-            prog = build_program(cfg, p.get("seed", 0), tokens, mode="decode")
+            prog = build_program(cfg, p.get("seed", 0), n_tok, mode="decode")
         tb.source.transfer_cycles.clear()
         tb.sink.transfer_cycles.clear()
         await tb.run(prog)
-        outs = tb.sink.transfer_cycles
+        outs = list(tb.sink.transfer_cycles)
         per_out = steady_cycles_per_token(outs, t or None)
         rows.append({"verify": t, "accept": a, "tokens": len(outs), "accepted": prog.accepted,
                      "first_input_cycle": tb.source.transfer_cycles[0], "output_cycles": outs, "ops": prog.ops,

@@ -2,8 +2,9 @@
 
 Verilator for d = 16/32/64, K = 1 and K > 1, one and two heads, G = 1 and G > 1
 row groups, and the overflow limit; one small case on Icarus; a corrupted DUT
-that the scoreboard must catch. Token counts are chosen to keep the whole file
-within about two minutes on two cores (builds included).
+that the scoreboard must catch. Every run also has random idle cycles on the
+input and backpressure on the output (second half of the random program).
+Builds dominate the time: three Verilator configurations, one tiny one, one Icarus.
 """
 
 from pathlib import Path
@@ -28,10 +29,16 @@ def _config(**kw):
 
 CASES = {
     # name: (config, tb params)
-    "d16-M16-K1": (dict(d=16, macs=16, conv_taps=1, t_max=4), dict(tokens=1600, rate_tokens=120, rate_modes=[[0, 1], [4, 4], [4, 1], [3, 0]])),
-    "d32-M8-K3-H2": (dict(d=32, macs=8, conv_taps=3, t_max=8, heads=2), dict(tokens=500)),
-    "d64-M64-K4": (dict(d=64, macs=64, conv_taps=4, t_max=8), dict(tokens=600, rate_tokens=96, rate_modes=[[0, 1], [8, 8], [8, 3]])),
-    "d16-M8-K2-limit": (dict(d=16, macs=8, conv_taps=2, t_max=4, max_tokens=40), dict(tokens=300, limit_test=True)),
+    # G = 1, K = 1, verify modes incl. partial and zero acceptance in the rate run.
+    "d16-M16-K1": (dict(d=16, macs=16, conv_taps=1, t_max=4),
+                   dict(tokens=1600, rate_tokens=120, rate_modes=[[0, 1], [4, 4], [4, 1], [3, 0]])),
+    # G = 4 row groups, K = 3, two time-multiplexed heads, and a max_tokens of 64 that the
+    # extreme-value run reaches exactly (then passes: flag) and the random run passes too.
+    "d32-M8-K3-H2-limit64": (dict(d=32, macs=8, conv_taps=3, t_max=8, heads=2, max_tokens=64),
+                             dict(tokens=500, limit_test=True)),
+    # The benchmark configuration.
+    "d64-M64-K4": (dict(d=64, macs=64, conv_taps=4, t_max=8),
+                   dict(tokens=600, rate_tokens=96, rate_modes=[[0, 1], [8, 8], [8, 3]])),
 }
 
 
@@ -90,7 +97,7 @@ class _Corrupted(wiring.Component):
 def test_testbench_catches_a_wrong_result():
     import dataclasses
 
-    config = _config(d=8, macs=8, conv_taps=2, t_max=2)
+    config = _config(d=4, macs=4, conv_taps=1, t_max=1)
     result = run_cocotb(_Corrupted(config), top="linear_decode", config_name="linear_decode_corrupted",
                         test_module=DESIGN.testbench,
                         params={"config": dataclasses.asdict(config), "tokens": 20},

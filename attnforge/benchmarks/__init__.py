@@ -14,6 +14,7 @@ __all__ = ["BENCHMARKS", "run_benchmarks"]
 
 BENCHMARKS = {
     "mac_line": "attnforge.benchmarks.mac_line:run",
+    "linear_hw": "attnforge.benchmarks.linear_hw:run",
 }
 
 

@@ -227,9 +227,8 @@ class LinearDecode(wiring.Component):
         issue = Signal()
         s0_last_elem = Signal()
 
-        with m.FSM():
+        with m.FSM() as fsm:
             with m.State("IDLE"):
-                m.d.comb += self.i.ready.eq(1)
                 with m.If(self.i.valid):
                     with m.Switch(p.cmd):
                         with m.Case(CMD_TOKEN):
@@ -312,6 +311,10 @@ class LinearDecode(wiring.Component):
                 m.d.sync += [hist_u.eq(hist_u + 1), hist_n.eq(hist_n - 1)]
                 with m.If(hist_n == 1):
                     m.next = "IDLE"
+
+        # A continuous assignment (not inside the FSM's case statement): Icarus does not
+        # evaluate an `always @*` whose inputs never change after time 0.
+        m.d.comb += self.i.ready.eq(fsm.ongoing("IDLE"))
 
         # ------------------------------------------------------------ stage 0: fetch
         rbank = cur.bit_select(blk_h, 1)
