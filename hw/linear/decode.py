@@ -140,6 +140,15 @@ def _tree_sum(values):
     return values[0]
 
 
+def _mul_shift_add(small, value):
+    """``small * value`` for a narrow unsigned ``small``, as shifted adds in LUTs.
+
+    The update products (uint7 * int8, M of them) are built from adders so that
+    synthesis keeps the FPGA's DSP blocks for the wide readout products.
+    """
+    return _tree_sum([Mux(small[b], value << b, 0) for b in range(len(small))])
+
+
 def _sat(value, fmt):
     return Mux(value > fmt.max, fmt.max, Mux(value < fmt.min, fmt.min, value))
 
@@ -356,7 +365,7 @@ class LinearDecode(wiring.Component):
         s_new = [Signal(signed(sw), name=f"s_new{i}") for i in range(M)]
         for i in range(M):
             s_in = Mux(c1["first"], Mux(c1["zero"], 0, s_rd.data[i]), s_run[i])
-            m.d.comb += s_new[i].eq(s_in + kk1[i] * v1)   # wraps to sw bits, as the golden model
+            m.d.comb += s_new[i].eq(s_in + _mul_shift_add(kk1[i], v1))   # wraps to sw bits, as the golden model
             with m.If(c1["valid"]):
                 m.d.sync += s_run[i].eq(s_new[i])
         m.d.comb += [s_wr.addr.eq(c1["waddr"]), s_wr.en.eq(c1["valid"] & c1["lastt"])]
