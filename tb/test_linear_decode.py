@@ -36,9 +36,10 @@ CASES = {
     # extreme-value run reaches exactly (then passes: flag) and the random run passes too.
     "d32-M8-K3-H2-limit64": (dict(d=32, macs=8, conv_taps=3, t_max=8, heads=2, max_tokens=64),
                              dict(tokens=500, limit_test=True)),
-    # The benchmark configuration.
-    "d64-M64-K4": (dict(d=64, macs=64, conv_taps=4, t_max=8),
-                   dict(tokens=600, rate_tokens=96, rate_modes=[[0, 1], [8, 8], [8, 3]])),
+    # d = 64 with G = 2 (M = 32 keeps the Verilator build short; the benchmark runs
+    # M = 64 bit for bit too).
+    "d64-M32-K4": (dict(d=64, macs=32, conv_taps=4, t_max=4),
+                   dict(tokens=500, rate_tokens=64, rate_modes=[[0, 1], [4, 4], [4, 2]])),
 }
 
 

@@ -16,6 +16,7 @@ import pytest
 from attnforge.algo.linear.golden import (LinearDecodeGolden, divide_fixed, linear_decode_float,
                                           quantize_int8)
 from attnforge.linear_format import DIV_FRAC_BITS, LinearDecodeFormat
+from attnforge.numfmt import IntFormat
 
 
 def _case(seed, d=16, n=120, k_taps=3, feature_map="relu"):
@@ -194,9 +195,5 @@ def test_widths_follow_from_d_and_max_tokens():
     # 4104 products of uint7 * int8, each in [-16256, 16129]: 27 bits signed.
     assert f.state_format.width == 27
     assert f.numerator_format.contains(64 * 127 * f.state_format.min)
-    assert not IntFormatNarrower(f.numerator_format).contains(64 * 127 * f.state_format.min)
-
-
-def IntFormatNarrower(fmt):
-    from attnforge.numfmt import IntFormat
-    return IntFormat(fmt.width - 1)
+    # ... and one bit less would not hold the extreme numerator.
+    assert not IntFormat(f.numerator_format.width - 1).contains(64 * 127 * f.state_format.min)

@@ -70,8 +70,30 @@ def _plot(result: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def run(out_dir: Path, *, quick: bool = False, command: str = "attnforge bench") -> Path:
+def _synthesis(design) -> dict:
+    """ECP5-85k report of ``CONFIG`` with the generator's default requantizer constants,
+    in the folder `attnforge synth linear-decode --d 64 --macs 64 --conv-taps 4 --t-max 8`
+    uses; a report there is reused when its Verilog is unchanged (place and route
+    of this design takes many minutes)."""
+    from attnforge.fpga.shell import SynthShell
     from attnforge.fpga.synth import synthesize
+    from attnforge.hw.verilog import to_verilog
+
+    config = design.make_config(**CONFIG)
+    folder = Path("build") / "synth" / design.config_name(config) / "ecp5-85k"
+    shell_v = folder / f"{design.top}_shell.v"
+    report = folder / "report.json"
+    keys = ("device", "luts", "ffs", "dsp", "bram", "fmax_mhz", "shell_ffs", "yosys_seconds", "nextpnr_seconds")
+    if report.exists() and shell_v.exists():
+        text = to_verilog(SynthShell(design.build(config)), f"{design.top}_shell")
+        if shell_v.read_text() == text:
+            rep = json.loads(report.read_text())
+            return {k: rep[k] for k in keys} | {"config": dataclasses.asdict(config), "reused": str(report)}
+    rep = synthesize(design.build(config), top=design.top, device="ecp5-85k", out_dir=folder)
+    return {k: rep[k] for k in keys} | {"config": dataclasses.asdict(config), "reused": None}
+
+
+def run(out_dir: Path, *, quick: bool = False, command: str = "attnforge bench") -> Path:
     from attnforge.hw.designs import get_design
     from attnforge.hw.linear.decode import LinearDecodeConfig
     from attnforge.linear_format import random_data_requant
@@ -143,11 +165,10 @@ def run(out_dir: Path, *, quick: bool = False, command: str = "attnforge bench")
         synth = None
         if not quick:
             bar.set_postfix_str("synth ecp5-85k")
-            rep = synthesize(design.build(config), top=design.top, device="ecp5-85k",
-                             out_dir=build_root / "synth" / design.config_name(config) / "ecp5-85k")
-            synth = {k: rep[k] for k in ("device", "luts", "ffs", "dsp", "bram", "fmax_mhz", "shell_ffs")}
-            if rep["fmax_mhz"]:
-                synth["effective_gops"] = 2 * 2 * config.macs * rep["fmax_mhz"] * 1e6 * decode["utilization"] / 1e9
+            synth = _synthesis(design)
+            if synth.get("fmax_mhz"):
+                synth["effective_gops"] = (2 * 2 * config.macs * synth["fmax_mhz"] * 1e6
+                                           * decode["utilization"] / 1e9)
             bar.update()
 
     out = {
