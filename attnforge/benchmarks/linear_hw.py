@@ -93,7 +93,7 @@ def _synthesis(design) -> dict:
     return {k: rep[k] for k in keys} | {"config": dataclasses.asdict(config), "reused": None}
 
 
-def run(out_dir: Path, *, quick: bool = False, command: str = "attnforge bench") -> Path:
+def run(out_dir: Path, *, quick: bool = False, command: str = "attnforge bench", synth: bool = True) -> Path:
     from attnforge.hw.designs import get_design
     from attnforge.hw.linear.decode import LinearDecodeConfig
     from attnforge.linear_format import random_data_requant
@@ -108,7 +108,8 @@ def run(out_dir: Path, *, quick: bool = False, command: str = "attnforge bench")
     verify_tokens = 64 if quick else 256
     modes = [[0, 1, decode_tokens], [2, 2, verify_tokens], [4, 4, verify_tokens], [8, 8, verify_tokens]]
     build_root = Path("build") / "bench"
-    steps = 2 if quick else 3
+    synth = synth and not quick
+    steps = 3 if synth else 2
     with tqdm(total=steps, desc="linear_hw", unit="step") as bar:
         bar.set_postfix_str("RTL")
         result = simulate(design, config, seed=1, simulator="verilator", build_root=build_root,
@@ -162,8 +163,7 @@ def run(out_dir: Path, *, quick: bool = False, command: str = "attnforge bench")
         crossover_off = crossover_context(cpt, config.d, config.macs, bytes_per_cycle=OFFCHIP_BYTES_PER_CYCLE)
         bar.update()
 
-        synth = None
-        if not quick:
+        if synth:
             bar.set_postfix_str("synth ecp5-85k")
             synth = _synthesis(design)
             if synth.get("fmax_mhz"):
@@ -191,7 +191,7 @@ def run(out_dir: Path, *, quick: bool = False, command: str = "attnforge bench")
             "note": "model only: q.K^T and P.V each L*d MACs on the same multipliers, plus a fixed softmax latency"},
         "crossover_context": crossover,
         "crossover_context_offchip": crossover_off,
-        "synthesis": synth,
+        "synthesis": synth or None,
     }
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
