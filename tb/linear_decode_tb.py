@@ -90,7 +90,8 @@ def build_program(cfg: LinearDecodeConfig, seed: int, tokens: int, *, verify: in
 
     ``mode``: ``"random"`` mixes decode steps, verify blocks (T in 1..t_max,
     commit a in {0, T, random}) and rare resets over random heads; ``"decode"``
-    is plain decode (block of 1 + commit(1)); ``"verify"`` uses blocks of
+    is plain decode (block of 1 + commit(1)); some random blocks are left
+    without a commit, so that the next block drops them; ``"verify"`` uses blocks of
     ``verify`` tokens with every token accepted; ``"extreme"`` drives the largest
     state values (k=127, v=-128) to reach the configured ``max_tokens``.
     """
@@ -123,6 +124,8 @@ def build_program(cfg: LinearDecodeConfig, seed: int, tokens: int, *, verify: in
             elif r < 0.45:
                 prog.block(h, *toks(1))
                 prog.commit(h, 1)
+            elif r < 0.5:  # a block left pending: the next block drops it (as commit(0))
+                prog.block(h, *toks(int(rng.integers(1, tm + 1))))
             else:
                 t = int(rng.integers(1, tm + 1))
                 prog.block(h, *toks(t))
