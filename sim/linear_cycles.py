@@ -22,11 +22,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from attnforge.hw.linear.decode import PIPELINE_DEPTH as _PIPE  # last issue -> output half full
+
 __all__ = ["LinearDecodeCycles", "softmax_kv_cycles", "steady_cycles_per_token", "crossover_context",
            "SOFTMAX_FIXED_LATENCY"]
 
-#: Issue of a pass's first element to its output-buffer half being visible as full.
-_PIPE = 6
 #: Cycles the baseline spends per token outside its MAC phases (max-search drain,
 #: exponent pipeline, reciprocal of the sum, requantization): a generous guess.
 SOFTMAX_FIXED_LATENCY = 24

@@ -44,7 +44,8 @@ from attnforge.numfmt import INT8
 __all__ = ["LinearDecodeConfig", "LinearDecode"]
 
 MAX_HEADS = 16
-#: Cycles from a pass's first issue to its first output-buffer write.
+#: Cycles from a pass's last issue to its output-buffer half being seen full by the
+#: emitter (stages 1..5, then the flag register). The cycle model uses it.
 PIPELINE_DEPTH = 6
 
 
