@@ -52,6 +52,8 @@ def register(subparsers) -> None:
     p.add_argument("--t-max", type=int, default=8, help="largest verify block [8]")
     p.add_argument("--heads", type=int, default=1, help="time-multiplexed heads [1]")
     p.add_argument("--max-tokens", type=int, default=4096, help="tokens the widths are proven for [4096]")
+    p.add_argument("--snapshots", action="store_true",
+                   help="t_max+1 state banks per head: commit(a) never replays tokens")
     p.add_argument("--simulator", choices=["verilator", "icarus"], default="verilator")
     p.add_argument("--build-root", default="build/sim", help="per-configuration builds [build/sim]")
     p.set_defaults(func=cmd_linear_sim)
@@ -112,7 +114,7 @@ def run_linear_sim(*, tokens: int, verify: int | None, seed: int, tensors: str |
 
 def cmd_linear_sim(args) -> int:
     config_kw = dict(d=args.d, macs=args.macs, conv_taps=args.conv_taps, t_max=args.t_max, heads=args.heads,
-                     max_tokens=args.max_tokens)
+                     max_tokens=args.max_tokens, snapshots=args.snapshots)
     summary = run_linear_sim(tokens=args.tokens, verify=args.verify, seed=args.seed, tensors=args.tensors,
                              config_kw=config_kw, simulator=args.simulator, build_root=args.build_root)
     text = json.dumps(summary, indent=2)

@@ -40,10 +40,11 @@ class LinearDecodeCycles:
     macs: int
     conv_taps: int
     t_max: int
+    snapshots: bool = False   # t_max+1 state banks: commit(a) never replays
 
     @classmethod
     def of(cls, config) -> "LinearDecodeCycles":
-        return cls(config.d, config.macs, config.conv_taps, config.t_max)
+        return cls(config.d, config.macs, config.conv_taps, config.t_max, getattr(config, "snapshots", False))
 
     @property
     def groups(self) -> int:
@@ -83,7 +84,7 @@ class LinearDecodeCycles:
             elif kind == "commit":
                 a, n = op[1], op[2]
                 t += 1
-                if 0 < a < n:
+                if 0 < a < n and not self.snapshots:
                     t += self.groups * self.d * a
                 if a and self.conv_taps > 1:
                     t += a

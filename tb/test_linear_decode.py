@@ -37,8 +37,8 @@ CASES = {
     "d32-M8-K3-H2-limit64": (dict(d=32, macs=8, conv_taps=3, t_max=8, heads=2, max_tokens=64),
                              dict(tokens=500, limit_test=True)),
     # d = 64 with G = 2 (M = 32 keeps the Verilator build short; the benchmark runs
-    # M = 64 bit for bit too).
-    "d64-M32-K4": (dict(d=64, macs=32, conv_taps=4, t_max=4),
+    # M = 64 bit for bit too), with snapshot banks (commit(a) without replay).
+    "d64-M32-K4-snap": (dict(d=64, macs=32, conv_taps=4, t_max=4, snapshots=True),
                    dict(tokens=500, rate_tokens=64, rate_modes=[[0, 1], [4, 4], [4, 2]])),
 }
 
@@ -73,7 +73,7 @@ def check_cycle_model(config, report):
 
 
 def test_linear_decode_icarus_small():
-    config = _config(d=8, macs=4, conv_taps=2, t_max=3, heads=2)
+    config = _config(d=8, macs=4, conv_taps=2, t_max=3, heads=2, snapshots=True)
     result = simulate(DESIGN, config, seed=3, tb_params=dict(tokens=60), simulator="icarus", build_root=BUILD)
     assert result.tests == 3 and result.passed, f"see {result.build_dir / 'test.log'}"
 

@@ -60,6 +60,16 @@ def test_init_wrong_requant_shift():
         LinearDecodeConfig(attn_shift=70)
 
 
+def test_init_wrong_snapshots_type():
+    with pytest.raises(TypeError, match="snapshots must be a bool, not 1"):
+        LinearDecodeConfig(snapshots=1)
+
+
+def test_snapshot_banks():
+    assert LinearDecodeConfig(t_max=8).banks == 2
+    assert LinearDecodeConfig(t_max=8, snapshots=True).banks == 9
+
+
 def test_init_wrong_config_type():
     with pytest.raises(TypeError, match="needs a LinearDecodeConfig"):
         LinearDecode({"d": 16})
@@ -74,7 +84,7 @@ def test_widths_are_the_shared_formats():
     assert cfg.groups == 4
 
 
-@pytest.mark.parametrize("params", [dict(d=8, macs=4, conv_taps=3, t_max=4, heads=2),
+@pytest.mark.parametrize("params", [dict(d=8, macs=4, conv_taps=3, t_max=4, heads=2, snapshots=True),
                                     dict(d=16, macs=16, conv_taps=1, t_max=1)])
 def test_verilog_lint_clean(tmp_path, params):
     path = write_verilog(LinearDecode(LinearDecodeConfig(**params)), "linear_decode", tmp_path / "l.v")
@@ -94,6 +104,10 @@ def test_cycle_model_decode_and_verify():
     assert m.cycles_per_token(verify=8) == (8 + 512 + 1 + 8) / 8
     # commit(a) with 0 < a < T replays a tokens: per accepted token it costs more
     assert m.cycles_per_token(verify=8, accept=4) == (8 + 512 + 1 + 4 * 64 + 4) / 4
+    # with snapshot banks commit(a) is free for every a
+    snap = LinearDecodeCycles(d=64, macs=64, conv_taps=4, t_max=8, snapshots=True)
+    assert snap.cycles_per_token(verify=8, accept=4) == (8 + 512 + 1 + 4) / 4
+    assert snap.cycles_per_token(verify=8) == m.cycles_per_token(verify=8)
     k1 = LinearDecodeCycles(d=16, macs=4, conv_taps=1, t_max=2)
     assert k1.cycles_per_token() == 4 * 16 + 2
 

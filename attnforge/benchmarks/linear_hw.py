@@ -58,9 +58,10 @@ def _plot(result: dict, path: Path) -> None:
     bx.bar([str(v["T"]) for v in ver], [v["rtl_cycles_per_accepted"] for v in ver], label="all accepted (RTL)")
     bx.axhline(result["decode"]["cycles_per_token"], color="k", lw=0.8, label="plain decode (RTL)")
     for v in ver:
-        half = v["model_half_accepted"]
-        bx.plot(str(v["T"]), half, "rv")
+        bx.plot(str(v["T"]), v["model_half_accepted"], "rv")
+        bx.plot(str(v["T"]), v["model_half_accepted_snapshots"], "g^")
     bx.plot([], [], "rv", label="half accepted (model)")
+    bx.plot([], [], "g^", label="half accepted, snapshots=True (model)")
     bx.set_xlabel("verify block T")
     bx.set_ylabel("cycles per accepted token")
     bx.set_title("speculative verify")
@@ -104,6 +105,9 @@ def run(out_dir: Path, *, quick: bool = False, command: str = "attnforge bench",
     design = get_design("linear-decode")
     config = LinearDecodeConfig(**CONFIG, **random_data_requant(CONFIG["d"], CONFIG["conv_taps"]))
     model = LinearDecodeCycles.of(config)
+    # The same datapath generated with snapshots=True (t_max+1 state banks; RTL-tested
+    # in tb/test_linear_decode.py): commit(a) never replays.
+    snap = LinearDecodeCycles.of(dataclasses.replace(config, snapshots=True))
     decode_tokens = 256 if quick else 2048
     verify_tokens = 64 if quick else 256
     modes = [[0, 1, decode_tokens], [2, 2, verify_tokens], [4, 4, verify_tokens], [8, 8, verify_tokens]]
@@ -149,6 +153,8 @@ def run(out_dir: Path, *, quick: bool = False, command: str = "attnforge bench",
                            "model_cycles_per_accepted": model_cpa,
                            "model_half_accepted": model.cycles_per_token(verify=t, accept=max(1, t // 2)),
                            "model_one_accepted": model.cycles_per_token(verify=t, accept=1),
+                           "model_half_accepted_snapshots": snap.cycles_per_token(verify=t, accept=max(1, t // 2)),
+                           "model_one_accepted_snapshots": snap.cycles_per_token(verify=t, accept=1),
                            "tokens": row["tokens"]})
         errors = [abs(model_cpt - cpt) / cpt] + [abs(v["model_cycles_per_accepted"] - v["rtl_cycles_per_accepted"])
                                                 / v["rtl_cycles_per_accepted"] for v in verify]

@@ -78,6 +78,10 @@ class LinearDecodeConfig:
         ``"relu"`` (the datapath implements the unnormalized ReLU variant).
     attn_multiplier, attn_shift, conv_multiplier, conv_shift : int
         Requantizers of the attention numerator and of the convolution.
+    snapshots : bool
+        Keep ``t_max + 1`` state banks per head instead of 2: a verify pass writes
+        the state after *every* draft token, so ``commit(a)`` is free for every a
+        (no replay pass), at ``(t_max + 1) / 2`` times the state memory.
     """
 
     d: int = 16
@@ -91,8 +95,11 @@ class LinearDecodeConfig:
     attn_shift: int = 30
     conv_multiplier: int = 1 << 15
     conv_shift: int = 22
+    snapshots: bool = False
 
     def __post_init__(self):
+        if not isinstance(self.snapshots, bool):
+            raise TypeError(f"linear decode snapshots must be a bool, not {self.snapshots!r}")
         _require_int("linear decode d", self.d)
         _require_int("linear decode macs (M)", self.macs)
         _require_int("linear decode heads", self.heads)
@@ -115,6 +122,11 @@ class LinearDecodeConfig:
     @property
     def groups(self) -> int:
         return self.d // self.macs
+
+    @property
+    def banks(self) -> int:
+        """State banks per head."""
+        return self.t_max + 1 if self.snapshots else 2
 
     @property
     def head_width(self) -> int:
@@ -199,7 +211,8 @@ class LinearDecode(wiring.Component):
         m = Module()
 
         # ------------------------------------------------------------ storage
-        state = Memory(shape=data.ArrayLayout(signed(sw), M), depth=H * 2 * G * d, init=[])
+        NB = cfg.banks
+        state = Memory(shape=data.ArrayLayout(signed(sw), M), depth=H * NB * G * d, init=[])
         m.submodules.state = state
         s_rd = state.read_port()
         s_wr = state.write_port()
@@ -209,9 +222,10 @@ class LinearDecode(wiring.Component):
         blk_v = [Signal(8 * d, name=f"blk_v{t}") for t in range(TM)]
         hist = [[Signal(8 * d, name=f"hist{h}_{n}") for n in range(K - 1)] for h in range(H)]
         taps = [[Signal(8 * d, name=f"taps{h}_{n}") for n in range(K)] for h in range(H)]
-        cur = Signal(H)          # committed bank per head
+        cur = Signal(H)          # committed bank per head (two banks)
+        cur_n = [Signal(range(NB), name=f"cur{h}") for h in range(H)] if cfg.snapshots else []
         # Bank holds all zeros (after reset), per head and bank; the memory itself is never cleared.
-        zero = Signal(2 * H, init=(1 << (2 * H)) - 1)
+        zero = Signal(NB * H, init=(1 << (NB * H)) - 1)
         count = [Signal(range(fmt.max_tokens + 2), name=f"count{h}") for h in range(H)]
         overflow = Signal(H)
         m.d.comb += self.overflow.eq(overflow)
@@ -263,19 +277,30 @@ class LinearDecode(wiring.Component):
                                         m.d.sync += count[h].eq(Mux(total > fmt.max_tokens, fmt.max_tokens + 1, total))
                                         with m.If(total > fmt.max_tokens):
                                             m.d.sync += overflow[h].eq(1)
-                                with m.If(p.a == blk_t):
-                                    m.d.sync += [cur.bit_select(blk_h, 1).eq(~cur.bit_select(blk_h, 1)),
-                                                 hist_n.eq(p.a), hist_u.eq(0)]
-                                    if K > 1:
-                                        m.next = "HIST"
-                                with m.Elif(p.a != 0):
-                                    m.d.sync += [pass_t.eq(p.a), pass_out.eq(0), pass_flip.eq(1),
-                                                 hist_n.eq(p.a), hist_u.eq(0)]
-                                    m.next = "PASS"
+                                if cfg.snapshots:
+                                    # The pass left the state after token a in bank cur + a.
+                                    with m.If(p.a != 0):
+                                        for h in range(H):
+                                            with m.If(blk_h == h):
+                                                nxt = cur_n[h] + p.a
+                                                m.d.sync += cur_n[h].eq(Mux(nxt >= NB, nxt - NB, nxt))
+                                        m.d.sync += [hist_n.eq(p.a), hist_u.eq(0)]
+                                        if K > 1:
+                                            m.next = "HIST"
+                                else:
+                                    with m.If(p.a == blk_t):
+                                        m.d.sync += [cur.bit_select(blk_h, 1).eq(~cur.bit_select(blk_h, 1)),
+                                                     hist_n.eq(p.a), hist_u.eq(0)]
+                                        if K > 1:
+                                            m.next = "HIST"
+                                    with m.Elif(p.a != 0):
+                                        m.d.sync += [pass_t.eq(p.a), pass_out.eq(0), pass_flip.eq(1),
+                                                     hist_n.eq(p.a), hist_u.eq(0)]
+                                        m.next = "PASS"
                         with m.Case(CMD_RESET):
                             for h in range(H):
                                 with m.If(p.head == h):
-                                    m.d.sync += [zero[2 * h].eq(1), zero[2 * h + 1].eq(1), count[h].eq(0),
+                                    m.d.sync += [*[zero[NB * h + b].eq(1) for b in range(NB)], count[h].eq(0),
                                                  overflow[h].eq(0), *[x.eq(0) for x in hist[h]]]
                             m.d.sync += [blk_t.eq(0), tcount.eq(0)]
                         with m.Case(CMD_TAPS):
@@ -290,8 +315,9 @@ class LinearDecode(wiring.Component):
                 with m.If(~start | can):
                     m.d.comb += issue.eq(1)
                     with m.If(start):
-                        other = Cat(~cur.bit_select(blk_h, 1), blk_h)
-                        m.d.sync += zero.bit_select(other, 1).eq(0)
+                        if not cfg.snapshots:
+                            other = Cat(~cur.bit_select(blk_h, 1), blk_h)
+                            m.d.sync += zero.bit_select(other, 1).eq(0)
                         with m.If(pass_out):
                             m.d.sync += out_busy.bit_select(obank, 1).eq(1)
                     last_tau = tau == pass_t - 1
@@ -327,8 +353,16 @@ class LinearDecode(wiring.Component):
         m.d.comb += self.i.ready.eq(fsm.ongoing("IDLE"))
 
         # ------------------------------------------------------------ stage 0: fetch
-        rbank = cur.bit_select(blk_h, 1)
-        m.d.comb += s_rd.addr.eq(((Cat(rbank, blk_h) * G + g) * d + j))
+        if cfg.snapshots:
+            rbank = Array(cur_n)[blk_h]
+            rsel = blk_h * NB + rbank                 # (head, bank) of the committed state
+            wnext = rbank + 1 + tau                   # snapshot after draft token tau
+            wsel = blk_h * NB + Mux(wnext >= NB, wnext - NB, wnext)
+        else:
+            rbank = cur.bit_select(blk_h, 1)
+            rsel = Cat(rbank, blk_h)
+            wsel = Cat(~rbank, blk_h)
+        m.d.comb += s_rd.addr.eq(((rsel * G + g) * d + j))
         qrow, krow, vrow0 = Array(blk_q)[tau], Array(blk_k)[tau], Array(blk_v)[tau]
 
         def phi(x):
@@ -342,13 +376,16 @@ class LinearDecode(wiring.Component):
         tw1 = [Signal(signed(8), name=f"tw1_{n}") for n in range(K)]
         c1 = dict(valid=Signal(), first=Signal(), lastt=Signal(), firstg=Signal(), lastg=Signal(), zero=Signal(),
                   out=Signal(), end=Signal(), tau=Signal(range(max(TM, 2))), j=Signal(range(d)), obank=Signal(),
-                  waddr=Signal(range(H * 2 * G * d)), ntok=Signal(range(TM + 1)))
+                  waddr=Signal(range(H * NB * G * d)), ntok=Signal(range(TM + 1)))
+        if cfg.snapshots:
+            c1["wsel"] = Signal(range(H * NB))
         m.d.sync += [
             c1["valid"].eq(issue), c1["first"].eq(tau == 0), c1["lastt"].eq(tau == pass_t - 1),
             c1["firstg"].eq(g == 0), c1["lastg"].eq(g == G - 1),
-            c1["zero"].eq(zero.bit_select(Cat(rbank, blk_h), 1)), c1["out"].eq(pass_out),
+            c1["zero"].eq(zero.bit_select(rsel, 1)), c1["out"].eq(pass_out),
             c1["end"].eq(s0_last_elem), c1["tau"].eq(tau), c1["j"].eq(j), c1["obank"].eq(obank),
-            c1["waddr"].eq((Cat(~rbank, blk_h) * G + g) * d + j), c1["ntok"].eq(pass_t),
+            c1["waddr"].eq((wsel * G + g) * d + j), c1["ntok"].eq(pass_t),
+            *([c1["wsel"].eq(wsel)] if cfg.snapshots else []),
             v1.eq(vrow0.word_select(j, 8)),
         ]
         for i in range(M):
@@ -369,7 +406,13 @@ class LinearDecode(wiring.Component):
             m.d.comb += s_new[i].eq(s_in + _mul_shift_add(kk1[i], v1))   # wraps to sw bits, as the golden model
             with m.If(c1["valid"]):
                 m.d.sync += s_run[i].eq(s_new[i])
-        m.d.comb += [s_wr.addr.eq(c1["waddr"]), s_wr.en.eq(c1["valid"] & c1["lastt"])]
+        if cfg.snapshots:
+            # Every token's state goes to its snapshot bank, which then holds real data.
+            m.d.comb += [s_wr.addr.eq(c1["waddr"]), s_wr.en.eq(c1["valid"])]
+            with m.If(c1["valid"]):
+                m.d.sync += zero.bit_select(c1["wsel"], 1).eq(0)
+        else:
+            m.d.comb += [s_wr.addr.eq(c1["waddr"]), s_wr.en.eq(c1["valid"] & c1["lastt"])]
         m.d.comb += [s_wr.data[i].eq(s_new[i]) for i in range(M)]
 
         win = [Signal(signed(8), name=f"win{n}") for n in range(K)]
