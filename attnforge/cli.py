@@ -29,6 +29,7 @@ _COMMAND_MODULES: list[str] = [
     "attnforge.algo.vitcod.cli",
     "attnforge.algo.tickets.cli",
     "attnforge.sim.vitcod_cli",
+    "attnforge.sim.linear_cli",
 ]
 
 

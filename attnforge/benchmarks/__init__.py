@@ -18,6 +18,7 @@ BENCHMARKS = {
     "vitcod_algo": "attnforge.benchmarks.vitcod_algo:run",
     "tickets": "attnforge.benchmarks.tickets:run",
     "vitcod_hw": "attnforge.benchmarks.vitcod_hw:run",
+    "linear_hw": "attnforge.benchmarks.linear_hw:run",
 }
 
 

@@ -1,0 +1,496 @@
+"""Linear-attention decode datapath: one head's (or several time-multiplexed
+heads') decode step with speculative verify/commit, bit-exact against
+``algo/linear/golden.py``; widths from ``attnforge.linear_format``.
+
+Microarchitecture (``docs/linear-hw.md`` has the picture):
+
+* The state ``S`` of every head lives in on-chip memory (``amaranth.lib.memory``),
+  two banks per head. One memory word holds ``M = macs`` state elements: rows
+  ``g*M .. g*M+M-1`` of column ``j`` (``G = d/M`` row groups).
+* A *pass* walks ``for g, for j, for tau in block``: it reads the word of the
+  committed bank once, and each cycle its M lanes fold one draft token
+  (``S += phi(k_tau) v_tau[j]``, M update multipliers) and multiply the running
+  state with ``phi(q_tau)`` (M readout multipliers) into an adder tree that
+  gives ``phi(q_tau)^T S_tau`` for column j (summed over the G groups in a
+  small numerator memory). After the last token the running word goes to the
+  *other* bank. So a block of T tokens costs ``G*d*T = T*d^2/M`` cycles.
+* ``commit(T)`` only flips the head's bank pointer (the pass already wrote
+  ``S`` after all T tokens); ``commit(0)`` does nothing; ``commit(a)`` with
+  ``0 < a < T`` runs a pass of the first a tokens without outputs, then flips.
+  The convolution history (K-1 committed v per head) is shifted a times.
+* Output stage per (column, token): causal depthwise convolution over a K-deep
+  window (K multipliers), two requantizers, saturation, into a double-buffered
+  output buffer emitted one token (d int8) per beat. A pass starts only when
+  its output buffer half is free, so backpressure never stalls the pipeline.
+
+Numerical safety: the state and numerator widths are derived from d,
+``max_tokens`` and ``t_max`` (``LinearDecodeFormat``) so that no accumulator can
+overflow while at most ``max_tokens`` tokens are committed; a per-head sticky
+``overflow`` flag rises when a commit goes past that (the registers then wrap,
+exactly as the golden model does).
+"""
+
+from dataclasses import dataclass
+
+from amaranth.hdl import Array, Cat, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from attnforge.linear_format import (CMD_COMMIT, CMD_RESET, CMD_TAPS, CMD_TOKEN, MID_FORMAT,
+                                     LinearDecodeFormat)
+from attnforge.numfmt import INT8
+
+__all__ = ["LinearDecodeConfig", "LinearDecode"]
+
+MAX_HEADS = 16
+#: Cycles from a pass's last issue to its output-buffer half being seen full by the
+#: emitter (stages 1..5, then the flag register). The cycle model uses it.
+PIPELINE_DEPTH = 6
+
+
+def _require_int(what, value):
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{what} must be a positive integer, not {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class LinearDecodeConfig:
+    """Generator parameters of the linear-attention decode datapath.
+
+    Parameters
+    ----------
+    d : int
+        Head dimension, 2..256.
+    macs : int
+        M, state elements processed per cycle (each lane has one update and one
+        readout multiplier); must divide d.
+    conv_taps : int
+        K, causal depthwise convolution kernel size (1..16).
+    max_tokens : int
+        Committed tokens per sequence for which the widths are proven safe.
+    t_max : int
+        Largest verify block (draft tokens at once), 1..64.
+    heads : int
+        Heads time-multiplexed on the one datapath (own state, history, taps), 1..16.
+    feature_map : str
+        ``"relu"`` (the datapath implements the unnormalized ReLU variant).
+    attn_multiplier, attn_shift, conv_multiplier, conv_shift : int
+        Requantizers of the attention numerator and of the convolution.
+    snapshots : bool
+        Keep ``t_max + 1`` state banks per head instead of 2: a verify pass writes
+        the state after *every* draft token, so ``commit(a)`` is free for every a
+        (no replay pass), at ``(t_max + 1) / 2`` times the state memory.
+    """
+
+    d: int = 16
+    macs: int = 16
+    conv_taps: int = 4
+    max_tokens: int = 4096
+    t_max: int = 8
+    heads: int = 1
+    feature_map: str = "relu"
+    attn_multiplier: int = 1 << 15
+    attn_shift: int = 30
+    conv_multiplier: int = 1 << 15
+    conv_shift: int = 22
+    snapshots: bool = False
+
+    def __post_init__(self):
+        if not isinstance(self.snapshots, bool):
+            raise TypeError(f"linear decode snapshots must be a bool, not {self.snapshots!r}")
+        _require_int("linear decode d", self.d)
+        _require_int("linear decode macs (M)", self.macs)
+        _require_int("linear decode heads", self.heads)
+        if not 1 <= self.heads <= MAX_HEADS:
+            raise ValueError(f"linear decode heads must be in [1, {MAX_HEADS}], not {self.heads}")
+        if self.feature_map != "relu":
+            raise ValueError(f"linear decode datapath implements feature_map 'relu' only, not {self.feature_map!r} "
+                             "('relu_norm' is specified in the golden model, not built in hardware)")
+        fmt = self.format  # validates d, K, max_tokens, t_max, requantizers
+        if not 1 <= self.macs <= fmt.d or fmt.d % self.macs:
+            raise ValueError(f"linear decode macs (M) must divide d={self.d} (1 <= M <= d), not {self.macs}")
+
+    @property
+    def format(self) -> LinearDecodeFormat:
+        return LinearDecodeFormat(d=self.d, conv_taps=self.conv_taps, max_tokens=self.max_tokens,
+                                  t_max=self.t_max, feature_map=self.feature_map,
+                                  attn_multiplier=self.attn_multiplier, attn_shift=self.attn_shift,
+                                  conv_multiplier=self.conv_multiplier, conv_shift=self.conv_shift)
+
+    @property
+    def groups(self) -> int:
+        return self.d // self.macs
+
+    @property
+    def banks(self) -> int:
+        """State banks per head."""
+        return self.t_max + 1 if self.snapshots else 2
+
+    @property
+    def head_width(self) -> int:
+        return max(1, (self.heads - 1).bit_length())
+
+    @property
+    def input_layout(self) -> data.StructLayout:
+        vec = data.ArrayLayout(signed(8), self.d)
+        return data.StructLayout({
+            "cmd": 2, "last": 1, "head": self.head_width, "a": self.format.block_width,
+            "q": vec, "k": vec, "v": vec,
+        })
+
+    @property
+    def output_layout(self) -> data.ArrayLayout:
+        return data.ArrayLayout(signed(8), self.d)
+
+
+def _tree_sum(values):
+    """Balanced adder tree (widths grow by log2 of the count, not by the count)."""
+    values = list(values)
+    while len(values) > 1:
+        values = [values[i] + values[i + 1] if i + 1 < len(values) else values[i] for i in range(0, len(values), 2)]
+    return values[0]
+
+
+def _mul_shift_add(small, value):
+    """``small * value`` for a narrow unsigned ``small``, as shifted adds in LUTs.
+
+    The update products (uint7 * int8, M of them) are built from adders so that
+    synthesis keeps the FPGA's DSP blocks for the wide readout products.
+    """
+    return _tree_sum([Mux(small[b], value << b, 0) for b in range(len(small))])
+
+
+def _sat(value, fmt):
+    return Mux(value > fmt.max, fmt.max, Mux(value < fmt.min, fmt.min, value))
+
+
+class LinearDecode(wiring.Component):
+    """Linear-attention decode datapath with verify/commit.
+
+    Parameters
+    ----------
+    config : LinearDecodeConfig
+
+    Members
+    -------
+    i : ``In(stream.Signature(config.input_layout))``
+        Commands. ``cmd=CMD_TOKEN``: one draft token (q, k, v) of head ``head``;
+        ``last`` ends the block (a block also ends at ``t_max`` tokens), which
+        then produces one output per token. ``cmd=CMD_COMMIT``: fold the first
+        ``a`` tokens of the pending block (``a`` larger than the block: ignored).
+        ``cmd=CMD_RESET``: clear head ``head``'s state, history and token count.
+        ``cmd=CMD_TAPS``: set head ``head``'s conv taps ``w[a][:] = v``.
+        An ordinary decode step is a one-token block followed by ``commit(1)``.
+    o : ``Out(stream.Signature(config.output_layout))``
+        One int8 output vector per verified token, in order.
+    overflow : ``Out(heads)``
+        Sticky per head: more than ``max_tokens`` tokens committed since reset.
+    """
+
+    def __init__(self, config: LinearDecodeConfig):
+        if not isinstance(config, LinearDecodeConfig):
+            raise TypeError(f"LinearDecode needs a LinearDecodeConfig, not {config!r}")
+        self._config = config
+        super().__init__({
+            "i": In(stream.Signature(config.input_layout)),
+            "o": Out(stream.Signature(config.output_layout)),
+            "overflow": Out(config.heads),
+        })
+
+    @property
+    def config(self) -> LinearDecodeConfig:
+        return self._config
+
+    def elaborate(self, platform):
+        cfg = self._config
+        fmt = cfg.format
+        d, M, G, K, TM, H = cfg.d, cfg.macs, cfg.groups, fmt.conv_taps, fmt.t_max, cfg.heads
+        sw, nw = fmt.state_format.width, fmt.numerator_format.width
+        m = Module()
+
+        # ------------------------------------------------------------ storage
+        NB = cfg.banks
+        state = Memory(shape=data.ArrayLayout(signed(sw), M), depth=H * NB * G * d, init=[])
+        m.submodules.state = state
+        s_rd = state.read_port()
+        s_wr = state.write_port()
+
+        blk_q = [Signal(8 * d, name=f"blk_q{t}") for t in range(TM)]
+        blk_k = [Signal(8 * d, name=f"blk_k{t}") for t in range(TM)]
+        blk_v = [Signal(8 * d, name=f"blk_v{t}") for t in range(TM)]
+        hist = [[Signal(8 * d, name=f"hist{h}_{n}") for n in range(K - 1)] for h in range(H)]
+        taps = [[Signal(8 * d, name=f"taps{h}_{n}") for n in range(K)] for h in range(H)]
+        cur = Signal(H)          # committed bank per head (two banks)
+        cur_n = [Signal(range(NB), name=f"cur{h}") for h in range(H)] if cfg.snapshots else []
+        # Bank holds all zeros (after reset), per head and bank; the memory itself is never cleared.
+        zero = Signal(NB * H, init=(1 << (NB * H)) - 1)
+        count = [Signal(range(fmt.max_tokens + 2), name=f"count{h}") for h in range(H)]
+        overflow = Signal(H)
+        m.d.comb += self.overflow.eq(overflow)
+
+        # ------------------------------------------------------------ command FSM
+        tcount = Signal(range(TM + 1))       # tokens collected into the block
+        blk_t = Signal(range(TM + 1))        # size of the pending block (0: none)
+        blk_h = Signal(cfg.head_width)
+        pass_t = Signal(range(TM + 1))       # tokens of the pass in flight
+        pass_out = Signal()                  # the pass produces outputs
+        pass_flip = Signal()                 # flip the bank when the pass ends (commit repair)
+        hist_n = Signal(range(TM + 1))       # history shifts still to do
+        hist_u = Signal(range(TM + 1))
+        g = Signal(range(max(G, 2)))  # never zero-width (Verilog [-1:0])
+        j = Signal(range(d))
+        tau = Signal(range(max(TM, 2)))
+        obank = Signal()                     # output buffer half of the next output pass
+        out_full = Signal(2)
+        out_busy = Signal(2)
+        out_t = [Signal(range(TM + 1), name=f"out_t{b}") for b in range(2)]
+
+        p = self.i.p
+        issue = Signal()
+        s0_last_elem = Signal()
+
+        with m.FSM() as fsm:
+            with m.State("IDLE"):
+                with m.If(self.i.valid):
+                    with m.Switch(p.cmd):
+                        with m.Case(CMD_TOKEN):
+                            with m.Switch(tcount):
+                                for t in range(TM):
+                                    with m.Case(t):
+                                        m.d.sync += [blk_q[t].eq(p.q.as_value()), blk_k[t].eq(p.k.as_value()),
+                                                     blk_v[t].eq(p.v.as_value())]
+                            m.d.sync += [blk_h.eq(p.head), blk_t.eq(0)]
+                            with m.If(p.last | (tcount == TM - 1)):
+                                m.d.sync += [pass_t.eq(tcount + 1), blk_t.eq(tcount + 1), tcount.eq(0),
+                                             pass_out.eq(1), pass_flip.eq(0)]
+                                m.next = "PASS"
+                            with m.Else():
+                                m.d.sync += tcount.eq(tcount + 1)
+                        with m.Case(CMD_COMMIT):
+                            with m.If((blk_t != 0) & (p.a <= blk_t)):
+                                m.d.sync += blk_t.eq(0)
+                                for h in range(H):
+                                    with m.If(blk_h == h):
+                                        total = count[h] + p.a
+                                        m.d.sync += count[h].eq(Mux(total > fmt.max_tokens, fmt.max_tokens + 1, total))
+                                        with m.If(total > fmt.max_tokens):
+                                            m.d.sync += overflow[h].eq(1)
+                                if cfg.snapshots:
+                                    # The pass left the state after token a in bank cur + a.
+                                    with m.If(p.a != 0):
+                                        for h in range(H):
+                                            with m.If(blk_h == h):
+                                                nxt = cur_n[h] + p.a
+                                                m.d.sync += cur_n[h].eq(Mux(nxt >= NB, nxt - NB, nxt))
+                                        m.d.sync += [hist_n.eq(p.a), hist_u.eq(0)]
+                                        if K > 1:
+                                            m.next = "HIST"
+                                else:
+                                    with m.If(p.a == blk_t):
+                                        m.d.sync += [cur.bit_select(blk_h, 1).eq(~cur.bit_select(blk_h, 1)),
+                                                     hist_n.eq(p.a), hist_u.eq(0)]
+                                        if K > 1:
+                                            m.next = "HIST"
+                                    with m.Elif(p.a != 0):
+                                        m.d.sync += [pass_t.eq(p.a), pass_out.eq(0), pass_flip.eq(1),
+                                                     hist_n.eq(p.a), hist_u.eq(0)]
+                                        m.next = "PASS"
+                        with m.Case(CMD_RESET):
+                            for h in range(H):
+                                with m.If(p.head == h):
+                                    m.d.sync += [*[zero[NB * h + b].eq(1) for b in range(NB)], count[h].eq(0),
+                                                 overflow[h].eq(0), *[x.eq(0) for x in hist[h]]]
+                            m.d.sync += [blk_t.eq(0), tcount.eq(0)]
+                        with m.Case(CMD_TAPS):
+                            for h in range(H):
+                                for n in range(K):
+                                    with m.If((p.head == h) & (p.a == n)):
+                                        m.d.sync += taps[h][n].eq(p.v.as_value())
+
+            with m.State("PASS"):
+                start = (g == 0) & (j == 0) & (tau == 0)
+                can = ~pass_out | ~(out_full.bit_select(obank, 1) | out_busy.bit_select(obank, 1))
+                with m.If(~start | can):
+                    m.d.comb += issue.eq(1)
+                    with m.If(start):
+                        if not cfg.snapshots:
+                            other = Cat(~cur.bit_select(blk_h, 1), blk_h)
+                            m.d.sync += zero.bit_select(other, 1).eq(0)
+                        with m.If(pass_out):
+                            m.d.sync += out_busy.bit_select(obank, 1).eq(1)
+                    last_tau = tau == pass_t - 1
+                    m.d.sync += tau.eq(Mux(last_tau, 0, tau + 1))
+                    with m.If(last_tau):
+                        m.d.sync += j.eq(Mux(j == d - 1, 0, j + 1))
+                        with m.If(j == d - 1):
+                            m.d.sync += g.eq(Mux(g == G - 1, 0, g + 1))
+                    m.d.comb += s0_last_elem.eq(last_tau & (j == d - 1) & (g == G - 1))
+                    with m.If(s0_last_elem):
+                        with m.If(pass_out):
+                            m.d.sync += obank.eq(~obank)
+                        with m.If(pass_flip):
+                            m.d.sync += cur.bit_select(blk_h, 1).eq(~cur.bit_select(blk_h, 1))
+                            if K > 1:
+                                m.next = "HIST"
+                            else:
+                                m.next = "IDLE"
+                        with m.Else():
+                            m.next = "IDLE"
+
+            with m.State("HIST"):
+                vrow = Array(blk_v)[hist_u]
+                for h in range(H if K > 1 else 0):
+                    with m.If(blk_h == h):
+                        m.d.sync += [hist[h][0].eq(vrow), *[hist[h][n].eq(hist[h][n - 1]) for n in range(1, K - 1)]]
+                m.d.sync += [hist_u.eq(hist_u + 1), hist_n.eq(hist_n - 1)]
+                with m.If(hist_n == 1):
+                    m.next = "IDLE"
+
+        # A continuous assignment (not inside the FSM's case statement): Icarus does not
+        # evaluate an `always @*` whose inputs never change after time 0.
+        m.d.comb += self.i.ready.eq(fsm.ongoing("IDLE"))
+
+        # ------------------------------------------------------------ stage 0: fetch
+        if cfg.snapshots:
+            rbank = Array(cur_n)[blk_h]
+            rsel = blk_h * NB + rbank                 # (head, bank) of the committed state
+            wnext = rbank + 1 + tau                   # snapshot after draft token tau
+            wsel = blk_h * NB + Mux(wnext >= NB, wnext - NB, wnext)
+        else:
+            rbank = cur.bit_select(blk_h, 1)
+            rsel = Cat(rbank, blk_h)
+            wsel = Cat(~rbank, blk_h)
+        m.d.comb += s_rd.addr.eq(((rsel * G + g) * d + j))
+        qrow, krow, vrow0 = Array(blk_q)[tau], Array(blk_k)[tau], Array(blk_v)[tau]
+
+        def phi(x):
+            x = x.as_signed()
+            return Mux(x[7], 0, x[:7])
+
+        v1 = Signal(signed(8))
+        kk1 = [Signal(unsigned(7), name=f"kk1_{i}") for i in range(M)]
+        qq1 = [Signal(unsigned(7), name=f"qq1_{i}") for i in range(M)]
+        hv1 = [Signal(signed(8), name=f"hv1_{n}") for n in range(K - 1)]
+        tw1 = [Signal(signed(8), name=f"tw1_{n}") for n in range(K)]
+        c1 = dict(valid=Signal(), first=Signal(), lastt=Signal(), firstg=Signal(), lastg=Signal(), zero=Signal(),
+                  out=Signal(), end=Signal(), tau=Signal(range(max(TM, 2))), j=Signal(range(d)), obank=Signal(),
+                  waddr=Signal(range(H * NB * G * d)), ntok=Signal(range(TM + 1)))
+        if cfg.snapshots:
+            c1["wsel"] = Signal(range(H * NB))
+        m.d.sync += [
+            c1["valid"].eq(issue), c1["first"].eq(tau == 0), c1["lastt"].eq(tau == pass_t - 1),
+            c1["firstg"].eq(g == 0), c1["lastg"].eq(g == G - 1),
+            c1["zero"].eq(zero.bit_select(rsel, 1)), c1["out"].eq(pass_out),
+            c1["end"].eq(s0_last_elem), c1["tau"].eq(tau), c1["j"].eq(j), c1["obank"].eq(obank),
+            c1["waddr"].eq((wsel * G + g) * d + j), c1["ntok"].eq(pass_t),
+            *([c1["wsel"].eq(wsel)] if cfg.snapshots else []),
+            v1.eq(vrow0.word_select(j, 8)),
+        ]
+        for i in range(M):
+            m.d.sync += [kk1[i].eq(phi(krow.word_select(g * M + i, 8))),
+                         qq1[i].eq(phi(qrow.word_select(g * M + i, 8)))]
+        hsel = Array([Cat(*hist[h]) for h in range(H)])[blk_h] if K > 1 else None
+        tsel = Array([Cat(*taps[h]) for h in range(H)])[blk_h]
+        for n in range(K - 1):
+            m.d.sync += hv1[n].eq(hsel.word_select(n * d + j, 8))
+        for n in range(K):
+            m.d.sync += tw1[n].eq(tsel.word_select(n * d + j, 8))
+
+        # ------------------------------------------------------------ stage 1: state update, conv
+        s_run = [Signal(signed(sw), name=f"s_run{i}") for i in range(M)]
+        s_new = [Signal(signed(sw), name=f"s_new{i}") for i in range(M)]
+        for i in range(M):
+            s_in = Mux(c1["first"], Mux(c1["zero"], 0, s_rd.data[i]), s_run[i])
+            m.d.comb += s_new[i].eq(s_in + _mul_shift_add(kk1[i], v1))   # wraps to sw bits, as the golden model
+            with m.If(c1["valid"]):
+                m.d.sync += s_run[i].eq(s_new[i])
+        if cfg.snapshots:
+            # Every token's state goes to its snapshot bank, which then holds real data.
+            m.d.comb += [s_wr.addr.eq(c1["waddr"]), s_wr.en.eq(c1["valid"])]
+            with m.If(c1["valid"]):
+                m.d.sync += zero.bit_select(c1["wsel"], 1).eq(0)
+        else:
+            m.d.comb += [s_wr.addr.eq(c1["waddr"]), s_wr.en.eq(c1["valid"] & c1["lastt"])]
+        m.d.comb += [s_wr.data[i].eq(s_new[i]) for i in range(M)]
+
+        win = [Signal(signed(8), name=f"win{n}") for n in range(K)]
+        win_cur = [v1] + [Mux(c1["first"], hv1[n], win[n]) for n in range(K - 1)]
+        with m.If(c1["valid"]):
+            m.d.sync += [win[n].eq(win_cur[n]) for n in range(K)]
+        conv = _tree_sum([tw1[n] * win_cur[n] for n in range(K)])
+
+        def carry(src, name):
+            dst = {k: Signal.like(v, name=f"{name}_{k}") for k, v in src.items()}
+            m.d.sync += [dst[k].eq(src[k]) for k in src]
+            return dst
+
+        c2 = carry(c1, "c2")
+        qq2 = [Signal(unsigned(7), name=f"qq2_{i}") for i in range(M)]
+        conv2 = Signal(signed(fmt.conv_format.width))
+        m.d.sync += [*[qq2[i].eq(qq1[i]) for i in range(M)], conv2.eq(conv)]
+
+        # ------------------------------------------------------------ stage 2: readout products
+        c3 = carry(c2, "c3")
+        prod3 = [Signal(signed(sw + 8), name=f"prod3_{i}") for i in range(M)]
+        m.d.sync += [prod3[i].eq(qq2[i] * s_run[i]) for i in range(M)]
+        conv3 = Signal.like(conv2)
+        m.d.sync += conv3.eq(conv2)
+        if G > 1:
+            nmem = Memory(shape=signed(nw), depth=TM * d, init=[])
+            m.submodules.numerators = nmem
+            n_rd = nmem.read_port()
+            n_wr = nmem.write_port()
+            m.d.comb += n_rd.addr.eq(c2["tau"] * d + c2["j"])
+
+        # ------------------------------------------------------------ stage 3: adder tree, group sum
+        tree = _tree_sum(prod3)
+        num3 = Signal(signed(nw))
+        if G > 1:
+            m.d.comb += num3.eq(Mux(c3["firstg"], 0, n_rd.data) + tree)
+            m.d.comb += [n_wr.addr.eq(c3["tau"] * d + c3["j"]), n_wr.data.eq(num3),
+                         n_wr.en.eq(c3["valid"] & ~c3["lastg"])]
+        else:
+            m.d.comb += num3.eq(tree)
+        c4 = carry(c3, "c4")
+        num4 = Signal(signed(nw))
+        conv4 = Signal.like(conv2)
+        m.d.sync += [num4.eq(num3), conv4.eq(conv3)]
+
+        # ------------------------------------------------------------ stage 4: requantizer products
+        ra, rc = fmt.attn_requant, fmt.conv_requant
+        c5 = carry(c4, "c5")
+        pa5 = Signal(signed(ra.input_product_width(fmt.numerator_format)))
+        pc5 = Signal(signed(rc.input_product_width(fmt.conv_format)))
+        m.d.sync += [pa5.eq(num4 * ra.multiplier + ((1 << (ra.shift - 1)) if ra.shift else 0)),
+                     pc5.eq(conv4 * rc.multiplier + ((1 << (rc.shift - 1)) if rc.shift else 0))]
+
+        # ------------------------------------------------------------ stage 5: shift, saturate, sum
+        ya = _sat(pa5 >> ra.shift, MID_FORMAT)
+        yc = _sat(pc5 >> rc.shift, MID_FORMAT)
+        ysum = Signal(signed(MID_FORMAT.width + 1))
+        m.d.comb += ysum.eq(ya + yc)
+        y = _sat(ysum, INT8)
+        out_buf = [[Signal(8 * d, name=f"out{b}_{t}") for t in range(TM)] for b in range(2)]
+        with m.If(c5["valid"] & c5["out"] & c5["lastg"]):
+            for b in range(2):
+                for t in range(TM):
+                    with m.If((c5["obank"] == b) & (c5["tau"] == t)):
+                        m.d.sync += out_buf[b][t].word_select(c5["j"], 8).eq(y)
+        with m.If(c5["valid"] & c5["out"] & c5["end"]):
+            for b in range(2):
+                with m.If(c5["obank"] == b):
+                    m.d.sync += [out_full[b].eq(1), out_busy[b].eq(0), out_t[b].eq(c5["ntok"])]
+
+        # ------------------------------------------------------------ emitter
+        ebank = Signal()
+        etau = Signal(range(max(TM, 2)))
+        sel = Array([out_buf[b][t] for b in range(2) for t in range(TM)])[ebank * TM + etau]
+        m.d.comb += [self.o.valid.eq(out_full.bit_select(ebank, 1)), self.o.payload.as_value().eq(sel)]
+        with m.If(self.o.valid & self.o.ready):
+            with m.If(etau == Array(out_t)[ebank] - 1):
+                m.d.sync += [etau.eq(0), ebank.eq(~ebank), out_full.bit_select(ebank, 1).eq(0)]
+            with m.Else():
+                m.d.sync += etau.eq(etau + 1)
+        return m

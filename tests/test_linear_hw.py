@@ -1,0 +1,163 @@
+"""Linear decode datapath generator (hw/linear/decode.py): parameter checks (one test per
+rule), Verilog lint, the cycle model and baseline (sim/linear_cycles.py), the tensor
+file loader and the `attnforge linear sim` argument checks. No RTL simulation here."""
+
+import numpy as np
+import pytest
+
+from attnforge.cli import main
+from attnforge.hw.linear.decode import LinearDecode, LinearDecodeConfig
+from attnforge.hw.verilog import write_verilog
+from attnforge.linear_format import LinearDecodeFormat
+from attnforge.sim.linear_cycles import (LinearDecodeCycles, crossover_context, softmax_kv_cycles,
+                                         steady_cycles_per_token)
+from attnforge.sim.linear_tensors import load_linear_tensors, save_linear_tensors
+from attnforge.sim.lint import lint_verilog
+
+
+def test_init_wrong_macs_not_dividing_d():
+    with pytest.raises(ValueError, match=r"macs \(M\) must divide d=16 \(1 <= M <= d\), not 5"):
+        LinearDecodeConfig(d=16, macs=5)
+
+
+def test_init_wrong_macs_larger_than_d():
+    with pytest.raises(ValueError, match="not 32"):
+        LinearDecodeConfig(d=16, macs=32)
+
+
+def test_init_wrong_macs_type():
+    with pytest.raises(TypeError, match="positive integer, not 4.0"):
+        LinearDecodeConfig(macs=4.0)
+
+
+def test_init_wrong_heads():
+    with pytest.raises(ValueError, match=r"heads must be in \[1, 16\], not 0"):
+        LinearDecodeConfig(heads=0)
+
+
+def test_init_wrong_feature_map():
+    with pytest.raises(ValueError, match="'relu' only, not 'relu_norm'"):
+        LinearDecodeConfig(feature_map="relu_norm")
+
+
+def test_init_wrong_conv_taps():
+    with pytest.raises(ValueError, match=r"conv_taps \(K\) must be in \[1, 16\], not 0"):
+        LinearDecodeConfig(conv_taps=0)
+
+
+def test_init_wrong_t_max():
+    with pytest.raises(ValueError, match=r"t_max \(verify block size\) must be in \[1, 64\], not 65"):
+        LinearDecodeConfig(t_max=65)
+
+
+def test_init_wrong_max_tokens_too_large_for_widths():
+    with pytest.raises(ValueError, match=r"needs a 52-bit numerator; at most 44 bits"):
+        LinearDecodeConfig(d=64, macs=64, max_tokens=1 << 24)
+
+
+def test_init_wrong_requant_shift():
+    with pytest.raises(ValueError, match="requantizer shift"):
+        LinearDecodeConfig(attn_shift=70)
+
+
+def test_init_wrong_snapshots_type():
+    with pytest.raises(TypeError, match="snapshots must be a bool, not 1"):
+        LinearDecodeConfig(snapshots=1)
+
+
+def test_snapshot_banks():
+    assert LinearDecodeConfig(t_max=8).banks == 2
+    assert LinearDecodeConfig(t_max=8, snapshots=True).banks == 9
+
+
+def test_init_wrong_config_type():
+    with pytest.raises(TypeError, match="needs a LinearDecodeConfig"):
+        LinearDecode({"d": 16})
+
+
+def test_widths_are_the_shared_formats():
+    cfg = LinearDecodeConfig(d=32, macs=8, max_tokens=1000, t_max=4)
+    fmt = cfg.format
+    assert fmt == LinearDecodeFormat(d=32, max_tokens=1000, t_max=4, conv_taps=4)
+    # State width proven for max_tokens + t_max terms of uint7 * int8.
+    assert fmt.state_format.contains(-128 * 127 * 1004) and fmt.state_format.contains(127 * 127 * 1004)
+    assert cfg.groups == 4
+
+
+@pytest.mark.parametrize("params", [dict(d=8, macs=4, conv_taps=3, t_max=4, heads=2, snapshots=True),
+                                    dict(d=16, macs=16, conv_taps=1, t_max=1)])
+def test_verilog_lint_clean(tmp_path, params):
+    path = write_verilog(LinearDecode(LinearDecodeConfig(**params)), "linear_decode", tmp_path / "l.v")
+    result = lint_verilog(path, "linear_decode")
+    assert result.clean, result.messages
+    text = path.read_text()
+    for port in ("i__valid", "i__ready", "i__payload", "o__valid", "o__ready", "o__payload", "overflow"):
+        assert port in text
+
+
+def test_cycle_model_decode_and_verify():
+    m = LinearDecodeCycles(d=64, macs=64, conv_taps=4, t_max=8)
+    assert m.ideal_cycles_per_token == 64
+    # token beat + 64-cycle pass + commit + one history shift
+    assert m.cycles_per_token() == 67
+    # block of 8: 8 beats + 8*64 pass + commit + 8 shifts, per 8 accepted tokens
+    assert m.cycles_per_token(verify=8) == (8 + 512 + 1 + 8) / 8
+    # commit(a) with 0 < a < T replays a tokens: per accepted token it costs more
+    assert m.cycles_per_token(verify=8, accept=4) == (8 + 512 + 1 + 4 * 64 + 4) / 4
+    # with snapshot banks commit(a) is free for every a
+    snap = LinearDecodeCycles(d=64, macs=64, conv_taps=4, t_max=8, snapshots=True)
+    assert snap.cycles_per_token(verify=8, accept=4) == (8 + 512 + 1 + 4) / 4
+    assert snap.cycles_per_token(verify=8) == m.cycles_per_token(verify=8)
+    k1 = LinearDecodeCycles(d=16, macs=4, conv_taps=1, t_max=2)
+    assert k1.cycles_per_token() == 4 * 16 + 2
+
+
+def test_steady_statistic():
+    outs = [10 * i for i in range(40)]
+    assert steady_cycles_per_token(outs, None) == 10
+    bursts = [100 * b + k for b in range(10) for k in range(4)]
+    assert steady_cycles_per_token(bursts, 4) == 25
+
+
+def test_baseline_grows_with_context_and_crosses_over():
+    assert softmax_kv_cycles(64, 64, 64) == 2 * 32 + 24
+    assert softmax_kv_cycles(1024, 64, 64) > softmax_kv_cycles(512, 64, 64)
+    c = crossover_context(67, 64, 64)
+    assert softmax_kv_cycles(c, 64, 64) > 67 >= softmax_kv_cycles(c - 1, 64, 64)
+    # An off-chip cache read at 16 bytes/cycle overtakes much earlier.
+    assert crossover_context(67, 64, 64, bytes_per_cycle=16) < c
+
+
+def test_tensor_file_roundtrip_and_errors(tmp_path):
+    rng = np.random.default_rng(0)
+    q, k, v = (rng.integers(-128, 128, size=(5, 8)) for _ in range(3))
+    taps = rng.integers(-128, 128, size=(2, 8))
+    path = save_linear_tensors(tmp_path / "t.npz", q=q, k=k, v=v, taps=taps, attn_scale=1e-6, conv_scale=1e-3)
+    t = load_linear_tensors(path, d=8, conv_taps=2)
+    assert (t["q"] == q).all() and t["attn_scale"] == 1e-6
+    with pytest.raises(ValueError, match="configured for d=16"):
+        load_linear_tensors(path, d=16)
+    with pytest.raises(ValueError, match="conv_taps=3"):
+        load_linear_tensors(path, conv_taps=3)
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, format=np.array("attnforge.linear_tensors/1"), q=q.astype(np.int16), k=k, v=v, taps=taps,
+             attn_scale=1.0, conv_scale=1.0)
+    with pytest.raises(ValueError, match=r"bad.npz: field 'q' must be int8"):
+        load_linear_tensors(bad)
+    with pytest.raises(FileNotFoundError, match="not found"):
+        load_linear_tensors(tmp_path / "none.npz")
+    np.savez(bad, format=np.array("x/1"))
+    with pytest.raises(ValueError, match="missing field"):
+        load_linear_tensors(bad)
+
+
+def test_cli_linear_sim_refuses_bad_arguments(tmp_path, capsys):
+    out = tmp_path / "o.json"
+    assert main(["linear", "sim", "--tokens", "0", "--json", str(out)]) == 2
+    assert "--tokens must be >= 1, not 0" in capsys.readouterr().err
+    assert main(["linear", "sim", "--verify", "9", "--t-max", "8", "--json", str(out)]) == 2
+    assert "--verify must be in [1, t_max=8], not 9" in capsys.readouterr().err
+    assert main(["linear", "sim", "--d", "16", "--macs", "5", "--json", str(out)]) == 2
+    assert "must divide d=16" in capsys.readouterr().err
+    assert main(["linear", "sim", "--tensors", str(tmp_path / "missing.npz"), "--json", str(out)]) == 2
+    assert not out.exists()
