@@ -19,7 +19,7 @@ import sys
 import typing
 from pathlib import Path
 
-__all__ = ["main", "build_parser", "command_group"]
+__all__ = ["main", "build_parser", "command_group", "print_json"]
 
 #: Modules that add commands; each defines ``register(subparsers)``. Several
 #: modules may add to one group (``attnforge vitcod train`` from the algorithm,
@@ -81,7 +81,8 @@ def _config_from_args(args):
     return design, design.make_config(**params)
 
 
-def _print_json(obj, path: str | None) -> None:
+def print_json(obj, path: str | None) -> None:
+    """Write ``obj`` as JSON to ``path`` (creating folders), or print it when ``path`` is None."""
     text = json.dumps(obj, indent=2, default=str)
     if path:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -134,7 +135,7 @@ def cmd_sim(args) -> int:
         "waves": str(result.waves) if result.waves else None,
         **({"measured": result.report} if result.report else {}),
     }
-    _print_json(summary, args.json)
+    print_json(summary, args.json)
     if result.waves:
         print(f"waveform: {result.waves} (open with gtkwave or surfer)")
     if not result.passed:

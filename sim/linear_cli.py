@@ -11,9 +11,10 @@ prediction and the configuration.
 from __future__ import annotations
 
 import dataclasses
-import json
 import sys
 from pathlib import Path
+
+from attnforge.cli import print_json
 
 __all__ = ["register", "cmd_linear_sim", "run_linear_sim"]
 
@@ -117,13 +118,7 @@ def cmd_linear_sim(args) -> int:
                      max_tokens=args.max_tokens, snapshots=args.snapshots)
     summary = run_linear_sim(tokens=args.tokens, verify=args.verify, seed=args.seed, tensors=args.tensors,
                              config_kw=config_kw, simulator=args.simulator, build_root=args.build_root)
-    text = json.dumps(summary, indent=2)
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(text + "\n")
-        print(f"wrote {args.json}")
-    else:
-        print(text)
+    print_json(summary, args.json)
     if not summary["bit_exact"]:
         print(f"FAILED: {summary['failed']} of {summary['tests']} testbench tests; "
               f"log: {Path(summary['build_dir']) / 'test.log'}", file=sys.stderr)

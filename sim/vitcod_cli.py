@@ -20,9 +20,10 @@ accelerator computing the full Nq x Nk attention with its lines balanced.
 from __future__ import annotations
 
 import dataclasses
-import json
 import sys
 from pathlib import Path
+
+from attnforge.cli import print_json
 
 __all__ = ["register", "simulate_masks"]
 
@@ -177,13 +178,7 @@ def cmd_vitcod_sim(args) -> int:
     except (MaskFileError, HeadTensorsError, ValueError, TypeError) as exc:
         print(f"attnforge vitcod sim: {exc}", file=sys.stderr)
         return 2
-    text = json.dumps(report, indent=2)
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(text + "\n")
-        print(f"wrote {args.json}")
-    else:
-        print(text)
+    print_json(report, args.json)
     if not report["bit_exact"]:
         print(f"RTL and golden model differ; log: {report['build_dir']}/test.log", file=sys.stderr)
         return 1

@@ -10,14 +10,13 @@ Builds dominate the time: three Verilator configurations, one tiny one, one Icar
 from pathlib import Path
 
 import pytest
-from amaranth.hdl import Module
-from amaranth.lib import wiring
 
 from attnforge.hw.designs import get_design
-from attnforge.hw.linear.decode import LinearDecode, LinearDecodeConfig
+from attnforge.hw.linear.decode import LinearDecodeConfig
 from attnforge.sim.linear_cycles import LinearDecodeCycles, steady_cycles_per_token
 from attnforge.sim.runner import run_cocotb, simulate
 from attnforge.tb.linear_decode_tb import default_requant
+from attnforge.tb.mutants import FlipOutputBit
 
 BUILD = Path(__file__).resolve().parent.parent / "build" / "test_sim"
 DESIGN = get_design("linear-decode")
@@ -78,28 +77,11 @@ def test_linear_decode_icarus_small():
     assert result.tests == 3 and result.passed, f"see {result.build_dir / 'test.log'}"
 
 
-class _Corrupted(wiring.Component):
-    """The datapath with output element 0's low bit flipped: the scoreboard must notice."""
-
-    def __init__(self, config):
-        self._inner = LinearDecode(config)
-        super().__init__(dict(self._inner.signature.members))
-
-    def elaborate(self, platform):
-        m = Module()
-        m.submodules.inner = inner = self._inner
-        wiring.connect(m, wiring.flipped(self.i), inner.i)
-        m.d.comb += [self.o.valid.eq(inner.o.valid), inner.o.ready.eq(self.o.ready),
-                     self.o.payload.as_value().eq(inner.o.payload.as_value() ^ 1),
-                     self.overflow.eq(inner.overflow)]
-        return m
-
-
 def test_testbench_catches_a_wrong_result():
     import dataclasses
 
     config = _config(d=4, macs=4, conv_taps=1, t_max=1)
-    result = run_cocotb(_Corrupted(config), top="linear_decode", config_name="linear_decode_corrupted",
+    result = run_cocotb(FlipOutputBit(DESIGN.build(config)), top="linear_decode", config_name="linear_decode_corrupted",
                         test_module=DESIGN.testbench,
                         params={"config": dataclasses.asdict(config), "tokens": 20},
                         simulator="verilator", build_root=BUILD)

@@ -7,12 +7,11 @@ simulator) pair builds in its own folder under build/test_sim/.
 from pathlib import Path
 
 import pytest
-from amaranth.hdl import Module
-from amaranth.lib import wiring
 
 from attnforge.hw.designs import get_design
-from attnforge.hw.mac_line import MacLine, MacLineConfig
+from attnforge.hw.mac_line import MacLineConfig
 from attnforge.sim.runner import run_cocotb, simulate
+from attnforge.tb.mutants import FlipOutputBit
 
 BUILD = Path(__file__).resolve().parent.parent / "build" / "test_sim"
 DESIGN = get_design("mac-line")
@@ -51,27 +50,11 @@ def test_waveform_written(simulator):
         assert result.waves.suffix == ".fst"
 
 
-class _CorruptedMacLine(wiring.Component):
-    """A MAC line whose lane 0 result has its lowest bit flipped: the scoreboard must notice."""
-
-    def __init__(self, config):
-        self._inner = MacLine(config)
-        super().__init__(dict(self._inner.signature.members))
-
-    def elaborate(self, platform):
-        m = Module()
-        m.submodules.inner = inner = self._inner
-        wiring.connect(m, wiring.flipped(self.i), inner.i)
-        m.d.comb += [self.o.valid.eq(inner.o.valid), inner.o.ready.eq(self.o.ready),
-                     self.o.payload.as_value().eq(inner.o.payload.as_value() ^ 1)]
-        return m
-
-
 def test_testbench_catches_a_wrong_result():
     import dataclasses
 
     config = MacLineConfig(macs=2, max_length=8)
-    result = run_cocotb(_CorruptedMacLine(config), top="mac_line", config_name="mac_line_corrupted",
+    result = run_cocotb(FlipOutputBit(DESIGN.build(config)), top="mac_line", config_name="mac_line_corrupted",
                         test_module=DESIGN.testbench, params={"config": dataclasses.asdict(config)},
                         simulator="verilator", build_root=BUILD)
     assert result.tests == 3 and result.failed == 3

@@ -13,17 +13,9 @@ import json
 import sys
 from pathlib import Path
 
+from attnforge.cli import print_json
+
 __all__ = ["register"]
-
-
-def _json_out(obj, path):
-    text = json.dumps(obj, indent=2, default=str)
-    if path:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(text + "\n")
-        print(f"wrote {path}")
-    else:
-        print(text)
 
 
 def _threads(args):
@@ -52,7 +44,7 @@ def cmd_train(args) -> int:
     corpus = _corpus(args)
     model, log = train_lm(cfg, corpus, tc, checkpoint=out, resume=args.resume)
     ev = evaluate(model, corpus, tc.block, tc.eval_windows)
-    _json_out({"checkpoint": str(out), "model": cfg.to_dict(), "params": model.n_params(), "train": tc.__dict__,
+    print_json({"checkpoint": str(out), "model": cfg.to_dict(), "params": model.n_params(), "train": tc.__dict__,
                "final_train_loss": log[-1][1] if log else None, "held_out": ev}, args.json)
     return 0
 
@@ -63,7 +55,7 @@ def cmd_eval(args) -> int:
     _threads(args)
     model, ck = load_checkpoint(args.checkpoint)
     ev = evaluate(model, _corpus(args), args.block or model.cfg.block_size, args.eval_windows)
-    _json_out({"checkpoint": args.checkpoint, "model": ck["config"], "step": ck["step"], "held_out": ev}, args.json)
+    print_json({"checkpoint": args.checkpoint, "model": ck["config"], "step": ck["step"], "held_out": ev}, args.json)
     return 0
 
 
@@ -116,7 +108,7 @@ def cmd_speculate(args) -> int:
               "text": bytes(prompt + out).decode("utf-8", "replace")}
     if args.temperature <= 0:
         report["identical_to_greedy"] = out == greedy_decode(target, prompt, args.tokens)
-    _json_out(report, args.json)
+    print_json(report, args.json)
     return 0 if report.get("identical_to_greedy", True) else 1
 
 
@@ -147,7 +139,7 @@ def cmd_linearize(args) -> int:
               "held_out_loss": {"pretrained_softmax": before, "linearized_before_finetune": swapped,
                                 "linearized_after_finetune": after},
               "final_train_loss": log[-1][1] if log else None, "weights": str(out / "linearized.pt")}
-    _json_out(report, out / "report.json")
+    print_json(report, out / "report.json")
     print(json.dumps(report["held_out_loss"], indent=2))
     return 0
 
