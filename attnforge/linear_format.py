@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from attnforge.numfmt import INT8, IntFormat, Requantizer, accumulator_width
+from attnforge.numfmt import INT8, IntFormat, Requantizer, accumulator_width, check_int
 
 __all__ = [
     "PHI_FORMAT", "MID_FORMAT", "FEATURE_MAPS", "DIV_DEN_BITS", "DIV_FRAC_BITS",
@@ -54,15 +54,6 @@ CMD_TOKEN = 0   # one token (q, k, v) of a verify block; ``last`` ends the block
 CMD_COMMIT = 1  # commit(a): fold the first ``a`` tokens of the last block
 CMD_RESET = 2   # clear state, normalizer, convolution history, token count
 CMD_TAPS = 3    # load convolution taps w[a][:] = v
-
-
-def _int(name, value, lo, hi=None):
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an integer, not {value!r}")
-    if value < lo or (hi is not None and value > hi):
-        allowed = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
-        raise ValueError(f"{name} must be {allowed}, not {value}")
-    return value
 
 
 @dataclass(frozen=True)
@@ -97,10 +88,10 @@ class LinearDecodeFormat:
     conv_shift: int = 22
 
     def __post_init__(self):
-        _int("linear decode d (head dim)", self.d, 2, 256)
-        _int("linear decode conv_taps (K)", self.conv_taps, 1, 16)
-        _int("linear decode max_tokens", self.max_tokens, 1)
-        _int("linear decode t_max (verify block size)", self.t_max, 1, 64)
+        check_int("linear decode d (head dim)", self.d, 2, 256)
+        check_int("linear decode conv_taps (K)", self.conv_taps, 1, 16)
+        check_int("linear decode max_tokens", self.max_tokens, 1)
+        check_int("linear decode t_max (verify block size)", self.t_max, 1, 64)
         if self.feature_map not in FEATURE_MAPS:
             raise ValueError(f"linear decode feature_map must be one of {FEATURE_MAPS}, not {self.feature_map!r}")
         # Requantizer validates multiplier and shift ranges with its own messages.

@@ -19,6 +19,7 @@ import math
 from dataclasses import dataclass
 
 __all__ = [
+    "check_int",
     "IntFormat",
     "INT8",
     "product_format",
@@ -28,7 +29,8 @@ __all__ = [
 ]
 
 
-def _check_int(name: str, value, minimum: int, maximum: int | None = None) -> int:
+def check_int(name: str, value, minimum: int, maximum: int | None = None) -> int:
+    """``value`` if it is an int in ``[minimum, maximum]``; else TypeError/ValueError naming ``name``."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{name} must be an integer, not {value!r}")
     if value < minimum or (maximum is not None and value > maximum):
@@ -53,7 +55,7 @@ class IntFormat:
     signed: bool = True
 
     def __post_init__(self):
-        _check_int("IntFormat width", self.width, 2 if self.signed else 1, 256)
+        check_int("IntFormat width", self.width, 2 if self.signed else 1, 256)
 
     @property
     def min(self) -> int:
@@ -98,7 +100,7 @@ def product_format(a: IntFormat, b: IntFormat) -> IntFormat:
 
 def accumulator_width(a: IntFormat, b: IntFormat, terms: int) -> int:
     """Bits a signed accumulator needs to sum ``terms`` products of ``a`` and ``b`` without overflow."""
-    _check_int("number of accumulated terms", terms, 1)
+    check_int("number of accumulated terms", terms, 1)
     extremes = [x * y for x in (a.min, a.max) for y in (b.min, b.max)]
     return _format_for_range(min(extremes) * terms, max(extremes) * terms, signed=True).width
 
@@ -148,9 +150,9 @@ class Requantizer:
     multiplier_width: int = 16
 
     def __post_init__(self):
-        _check_int("requantizer multiplier_width", self.multiplier_width, 1, 32)
-        _check_int("requantizer multiplier", self.multiplier, 0, (1 << self.multiplier_width) - 1)
-        _check_int("requantizer shift", self.shift, 0, 62)
+        check_int("requantizer multiplier_width", self.multiplier_width, 1, 32)
+        check_int("requantizer multiplier", self.multiplier, 0, (1 << self.multiplier_width) - 1)
+        check_int("requantizer shift", self.shift, 0, 62)
 
     @classmethod
     def from_scale(cls, scale: float, *, out: IntFormat = INT8, multiplier_width: int = 16) -> "Requantizer":
