@@ -28,10 +28,11 @@ CYCLE_TOLERANCE = 0.05
 FAST_BUILD = ["-CFLAGS", "-O0"]
 
 CONFIGS = {
-    # d=16, one Denser line, two Sparser lines, one chunk per beat
-    "d16": VitcodConfig(head_dim=16, max_tokens=32, max_nnz=1024, macs=8, dense_lines=1, sparse_lines=2,
+    # d=16, one Denser line, four Sparser lines (two keys per score step, two lines per key),
+    # one chunk per beat (the loader assembles two beats per Q word)
+    "d16": VitcodConfig(head_dim=16, max_tokens=32, max_nnz=1024, macs=8, dense_lines=1, sparse_lines=4,
                         data_width=64),
-    # d=32, M=4, 2 + 3 lines (3 does not divide the 8 chunks), two chunks per beat
+    # d=32, M=4, 2 + 3 lines (3 does not divide the 8 chunks: one line per key), four chunks per beat
     "d32": VitcodConfig(head_dim=32, max_tokens=40, max_nnz=1600, macs=4, dense_lines=2, sparse_lines=3,
                         data_width=128),
     # d=64 with the Q/K decoder

@@ -105,12 +105,16 @@ class VitcodAccelerator(wiring.Component):
 
         # ------------------------------------------------------------------ buffers
         qkv_lw = _log2(cfg.qkv_bank_words)
+        q_lw = _log2(cfg.q_bank_words)
         rp_lw = _log2(cfg.rp_bank_words)
         ci_lw = _log2(cfg.ci_bank_words)
+        # Q words hold q_word_chunks chunks: QB beats, so that a score step reads its S chunks at once
+        QB = cfg.q_beats_per_word
+        lg_qb = _log2(QB)
         mems = {}
-        for name, depth in (("q", cfg.qkv_bank_words), ("k", cfg.qkv_bank_words), ("v", cfg.qkv_bank_words),
+        for name, depth in (("q", cfg.q_bank_words), ("k", cfg.qkv_bank_words), ("v", cfg.qkv_bank_words),
                             ("rp", cfg.rp_bank_words), ("ci", cfg.ci_bank_words)):
-            mem = Memory(shape=unsigned(W), depth=2 * depth, init=[])
+            mem = Memory(shape=unsigned(W * QB if name == "q" else W), depth=2 * depth, init=[])
             m.submodules[f"{name}_buf"] = mem
             mems[name] = mem
         wports = {name: mem.write_port() for name, mem in mems.items()}
@@ -125,9 +129,9 @@ class VitcodAccelerator(wiring.Component):
                 kp, vp = mems["k"].read_port(), mems["v"].read_port()
                 m.d.comb += [kp.addr.eq(eng.k_addr[l]), eng.k_data[l].eq(kp.data),
                              vp.addr.eq(eng.v_addr[l]), eng.v_data[l].eq(vp.data)]
-        for l in range(sparse.L):
+        for g in range(sparse.K):
             cp = mems["ci"].read_port()
-            m.d.comb += [cp.addr.eq(sparse.ci_addr[l]), sparse.ci_data[l].eq(cp.data)]
+            m.d.comb += [cp.addr.eq(sparse.ci_addr[g]), sparse.ci_data[g].eq(cp.data)]
         cp = mems["ci"].read_port()
         m.d.comb += [cp.addr.eq(sparse.ci_pv_addr), sparse.ci_pv_data.eq(cp.data)]
         rp0, rp1 = mems["rp"].read_port(), mems["rp"].read_port()
@@ -156,6 +160,7 @@ class VitcodAccelerator(wiring.Component):
         rp_prev = Signal(INDEX_WIDTH)
         head_err = Signal(3)
         ci_beats = Signal(INDEX_WIDTH)
+        q_hold = [Signal(W, name=f"q_hold{j}") for j in range(QB - 1)]
         # Outputs come from registers through plain assignments (no FSM-conditional
         # combinational processes): Icarus does not evaluate those at time 0.
         ld_taking = Signal()       # LOAD or DROP: data.ready
@@ -206,6 +211,9 @@ class VitcodAccelerator(wiring.Component):
         alive = Signal()
         m.d.sync += alive.eq(1)
         m.d.comb += [self.data.ready.eq(ld_taking), self.cmd.ready.eq(alive & ~ld_busy & ~Mux(lb, full[1], full[0]))]
+        word = Signal(W)           # the word to write: the payload, or the decoder's Q/K word
+        m.d.comb += word.eq(Mux(decoding, dec_word, self.data.payload))
+        word_take = take & ~(decoding & ~dec_last)   # a whole (decoded) word arrives
         with m.FSM(name="loader"):
             with m.State("IDLE"):
                 with m.If(self.cmd.valid & self.cmd.ready):
@@ -234,11 +242,23 @@ class VitcodAccelerator(wiring.Component):
                         m.d.sync += [ld_taking.eq(0), ld_busy.eq(0)]
                         m.next = "IDLE"
             with m.State("LOAD"):
-                for i, name in enumerate(("q", "k", "v", "rp", "ci")):
+                for i, name in enumerate(("k", "v", "rp", "ci"), start=1):
                     lw = {"rp": rp_lw, "ci": ci_lw}.get(name, qkv_lw)
                     wp = wports[name]
-                    m.d.comb += [wp.addr.eq(Cat(waddr[:lw], lb)), wp.data.eq(Mux(decoding, dec_word, self.data.payload)),
-                                 wp.en.eq(take & (sec == i) & ~(decoding & ~dec_last))]
+                    m.d.comb += [wp.addr.eq(Cat(waddr[:lw], lb)), wp.data.eq(word),
+                                 wp.en.eq(word_take & (sec == i))]
+                wp = wports["q"]
+                if QB > 1:
+                    # the first QB - 1 words of a Q word wait in q_hold (rows are whole Q words)
+                    with m.If(word_take & (sec == 0)):
+                        for j in range(QB - 1):
+                            with m.If(waddr[:lg_qb] == j):
+                                m.d.sync += q_hold[j].eq(word)
+                    m.d.comb += [wp.addr.eq(Cat(waddr[lg_qb:][:q_lw], lb)), wp.data.eq(Cat(*q_hold, word)),
+                                 wp.en.eq(word_take & (sec == 0) & (waddr[:lg_qb] == QB - 1))]
+                else:
+                    m.d.comb += [wp.addr.eq(Cat(waddr[:q_lw], lb)), wp.data.eq(word),
+                                 wp.en.eq(word_take & (sec == 0))]
                 with m.If(take):
                     m.d.sync += [cnt.eq(cnt - 1), ent.eq(ent + IPW)]
                     with m.If(~decoding | dec_last):
