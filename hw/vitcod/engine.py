@@ -282,12 +282,9 @@ class Engine(Elaboratable):
             cc = Signal(range(npass * L + 1), name=f"cc{l}")
             m.d.comb += cc.eq(p1_pass * L + l)
             m.d.comb += self.v_addr[l].eq(Mux(p1v & (cc < CPT), qkv_addr(jp_bank, pcol, cc), 0))
-        prob = Signal(range(PROB_MAX + 1))
+        # P = min((E * r + round) >> PROB_SHIFT, PROB_MAX): the product here, the rest in stage 2
         e_times_r = Signal(E_FORMAT.width + cfg.recip_width)
         m.d.comb += e_times_r.eq(e_rd.data * jp_recip)
-        rounded = Signal(e_times_r.shape().width + 1)
-        m.d.comb += rounded.eq((e_times_r + (1 << (PROB_SHIFT - 1))) >> PROB_SHIFT)
-        m.d.comb += prob.eq(Mux(rounded > PROB_MAX, PROB_MAX, rounded))
 
         # ------------------------------------------------------------- stage 2
         s2v, p2v = Signal(), Signal()
@@ -296,11 +293,15 @@ class Engine(Elaboratable):
         s2_grp = Signal.like(grp)
         s2_first, s2_last = Signal(), Signal()
         s2_q = [Signal(8 * M, name=f"s2_q{s_}") for s_ in range(S)]
-        p2_prob = Signal.like(prob)
+        p2_etr = Signal.like(e_times_r)
         p2_pass = Signal.like(pas)
         m.d.sync += [s2v.eq(s1v), p2v.eq(p1v), s2_pas.eq(s1_pas), s2_grp.eq(s1_grp),
                      s2_first.eq(Mux(p1v, p1_first, s1_first)), s2_last.eq(Mux(p1v, p1_last, s1_last)),
-                     p2_prob.eq(prob), p2_pass.eq(p1_pass)]
+                     p2_etr.eq(e_times_r), p2_pass.eq(p1_pass)]
+        p2_prob = Signal(range(PROB_MAX + 1))
+        rounded = Signal(e_times_r.shape().width + 1)
+        m.d.comb += rounded.eq((p2_etr + (1 << (PROB_SHIFT - 1))) >> PROB_SHIFT)
+        m.d.comb += p2_prob.eq(Mux(rounded > PROB_MAX, PROB_MAX, rounded))
         m.d.sync += [a.eq(b) for a, b in zip(s2_q, q_chunk1)]
         m.d.sync += [s2_ok[g].eq(s1_ok[g]) for g in range(K)]
         for l, ln in enumerate(lines):
@@ -385,15 +386,17 @@ class Engine(Elaboratable):
                 m.d.sync += x_run.eq(0)
         for g in range(K):
             m.d.comb += s_rd[g].addr.eq(Cat(x_g[:slot_w], x_par))
-        # x1: difference and product
+        # x1: difference to the row maximum
         x1v, x1_l, x1_e = Signal(), Signal.like(x_l), Signal(16)
         m.d.sync += [x1v.eq(x_run), x1_l.eq(x_l), x1_e.eq(x_e)]
         score = Array(p.data for p in s_rd)[x1_l]
-        diff = Signal(cfg.score_width + 1)
-        m.d.comb += diff.eq(x_m - score)
+        xd_v, xd_e = Signal(), Signal(16)
+        xd_diff = Signal(cfg.score_width + 1)
+        m.d.sync += [xd_v.eq(x1v), xd_e.eq(x1_e), xd_diff.eq(x_m - score)]
+        # xd: product
         x2v, x2_e = Signal(), Signal(16)
         x2_prod = Signal(cfg.score_width + 1 + 16)
-        m.d.sync += [x2v.eq(x1v), x2_e.eq(x1_e), x2_prod.eq(diff * x_mult)]
+        m.d.sync += [x2v.eq(xd_v), x2_e.eq(xd_e), x2_prod.eq(xd_diff * x_mult)]
         # x2: rounding shift and saturation to z
         rnd = Signal(63)
         m.d.comb += rnd.eq((Const(1, 64) << x_shift) >> 1)
@@ -413,5 +416,5 @@ class Engine(Elaboratable):
         m.d.comb += [e_wr.addr.eq(Cat(x4_e[:e_w], x_par)), e_wr.data.eq(x4_val), e_wr.en.eq(x4v)]
         with m.If(x4v & ~self.exp_start):
             m.d.sync += self.exp_sum.eq(self.exp_sum + x4_val)
-        m.d.comb += self.exp_busy.eq(x_run | x1v | x2v | x3v | x4v)
+        m.d.comb += self.exp_busy.eq(x_run | x1v | xd_v | x2v | x3v | x4v)
         return m
