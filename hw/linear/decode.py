@@ -84,17 +84,18 @@ class LinearDecodeConfig:
         (no replay pass), at ``(t_max + 1) / 2`` times the state memory.
     """
 
-    d: int = 16
-    macs: int = 16
-    conv_taps: int = 4
-    max_tokens: int = 4096
-    t_max: int = 8
+    # The arithmetic parameters' defaults are LinearDecodeFormat's (one place).
+    d: int = LinearDecodeFormat.d
+    macs: int = LinearDecodeFormat.d
+    conv_taps: int = LinearDecodeFormat.conv_taps
+    max_tokens: int = LinearDecodeFormat.max_tokens
+    t_max: int = LinearDecodeFormat.t_max
     heads: int = 1
-    feature_map: str = "relu"
-    attn_multiplier: int = 1 << 15
-    attn_shift: int = 30
-    conv_multiplier: int = 1 << 15
-    conv_shift: int = 22
+    feature_map: str = LinearDecodeFormat.feature_map
+    attn_multiplier: int = LinearDecodeFormat.attn_multiplier
+    attn_shift: int = LinearDecodeFormat.attn_shift
+    conv_multiplier: int = LinearDecodeFormat.conv_multiplier
+    conv_shift: int = LinearDecodeFormat.conv_shift
     snapshots: bool = False
 
     def __post_init__(self):
@@ -217,9 +218,14 @@ class LinearDecode(wiring.Component):
         s_rd = state.read_port()
         s_wr = state.write_port()
 
-        blk_q = [Signal(8 * d, name=f"blk_q{t}") for t in range(TM)]
-        blk_k = [Signal(8 * d, name=f"blk_k{t}") for t in range(TM)]
-        blk_v = [Signal(8 * d, name=f"blk_v{t}") for t in range(TM)]
+        # Draft block: one word per token (q, k, v). Read synchronously, the address issued
+        # one cycle ahead (``blk_ra`` below), transparent so a token written in the cycle
+        # before its pass starts is read back.
+        blk = Memory(shape=data.StructLayout({"q": 8 * d, "k": 8 * d, "v": 8 * d}), depth=max(TM, 2),
+                     init=[])  # depth >= 2: a 1-deep memory has a zero-width address
+        m.submodules.block = blk
+        b_wr = blk.write_port()
+        b_rd = blk.read_port(transparent_for=(b_wr,))
         hist = [[Signal(8 * d, name=f"hist{h}_{n}") for n in range(K - 1)] for h in range(H)]
         taps = [[Signal(8 * d, name=f"taps{h}_{n}") for n in range(K)] for h in range(H)]
         cur = Signal(H)          # committed bank per head (two banks)
@@ -249,6 +255,12 @@ class LinearDecode(wiring.Component):
 
         p = self.i.p
         issue = Signal()
+        # tau's value in the next cycle; the draft block is read at it one cycle ahead
+        # (in HIST: the next history row), so its data is there when stage 0 needs it.
+        tau_next = Signal.like(tau)
+        blk_ra = Signal.like(tau)
+        m.d.comb += [tau_next.eq(tau), blk_ra.eq(tau_next), b_rd.addr.eq(blk_ra)]
+        m.d.sync += tau.eq(tau_next)
         s0_last_elem = Signal()
 
         with m.FSM() as fsm:
@@ -256,11 +268,8 @@ class LinearDecode(wiring.Component):
                 with m.If(self.i.valid):
                     with m.Switch(p.cmd):
                         with m.Case(CMD_TOKEN):
-                            with m.Switch(tcount):
-                                for t in range(TM):
-                                    with m.Case(t):
-                                        m.d.sync += [blk_q[t].eq(p.q.as_value()), blk_k[t].eq(p.k.as_value()),
-                                                     blk_v[t].eq(p.v.as_value())]
+                            m.d.comb += [b_wr.addr.eq(tcount), b_wr.en.eq(1), b_wr.data.q.eq(p.q.as_value()),
+                                         b_wr.data.k.eq(p.k.as_value()), b_wr.data.v.eq(p.v.as_value())]
                             m.d.sync += [blk_h.eq(p.head), blk_t.eq(0)]
                             with m.If(p.last | (tcount == TM - 1)):
                                 m.d.sync += [pass_t.eq(tcount + 1), blk_t.eq(tcount + 1), tcount.eq(0),
@@ -321,7 +330,7 @@ class LinearDecode(wiring.Component):
                         with m.If(pass_out):
                             m.d.sync += out_busy.bit_select(obank, 1).eq(1)
                     last_tau = tau == pass_t - 1
-                    m.d.sync += tau.eq(Mux(last_tau, 0, tau + 1))
+                    m.d.comb += tau_next.eq(Mux(last_tau, 0, tau + 1))
                     with m.If(last_tau):
                         m.d.sync += j.eq(Mux(j == d - 1, 0, j + 1))
                         with m.If(j == d - 1):
@@ -340,7 +349,8 @@ class LinearDecode(wiring.Component):
                             m.next = "IDLE"
 
             with m.State("HIST"):
-                vrow = Array(blk_v)[hist_u]
+                m.d.comb += blk_ra.eq(hist_u + 1)
+                vrow = b_rd.data.v
                 for h in range(H if K > 1 else 0):
                     with m.If(blk_h == h):
                         m.d.sync += [hist[h][0].eq(vrow), *[hist[h][n].eq(hist[h][n - 1]) for n in range(1, K - 1)]]
@@ -363,7 +373,7 @@ class LinearDecode(wiring.Component):
             rsel = Cat(rbank, blk_h)
             wsel = Cat(~rbank, blk_h)
         m.d.comb += s_rd.addr.eq(((rsel * G + g) * d + j))
-        qrow, krow, vrow0 = Array(blk_q)[tau], Array(blk_k)[tau], Array(blk_v)[tau]
+        qrow, krow, vrow0 = b_rd.data.q, b_rd.data.k, b_rd.data.v   # token tau (address issued last cycle)
 
         def phi(x):
             x = x.as_signed()
@@ -472,25 +482,34 @@ class LinearDecode(wiring.Component):
         ysum = Signal(signed(MID_FORMAT.width + 1))
         m.d.comb += ysum.eq(ya + yc)
         y = _sat(ysum, INT8)
-        out_buf = [[Signal(8 * d, name=f"out{b}_{t}") for t in range(TM)] for b in range(2)]
+        # Output buffer: two halves of t_max tokens, one word (d int8) per token, written
+        # one int8 per cycle (byte enables), read by the emitter.
+        obuf = Memory(shape=8 * d, depth=2 * TM, init=[])
+        m.submodules.out_buf = obuf
+        o_wr = obuf.write_port(granularity=8)
+        o_rd = obuf.read_port(transparent_for=(o_wr,))
+        m.d.comb += [o_wr.addr.eq(c5["obank"] * TM + c5["tau"]), o_wr.data.eq(y.as_signed()[:8].replicate(d))]
         with m.If(c5["valid"] & c5["out"] & c5["lastg"]):
-            for b in range(2):
-                for t in range(TM):
-                    with m.If((c5["obank"] == b) & (c5["tau"] == t)):
-                        m.d.sync += out_buf[b][t].word_select(c5["j"], 8).eq(y)
+            m.d.comb += o_wr.en.bit_select(c5["j"], 1).eq(1)
         with m.If(c5["valid"] & c5["out"] & c5["end"]):
             for b in range(2):
                 with m.If(c5["obank"] == b):
                     m.d.sync += [out_full[b].eq(1), out_busy[b].eq(0), out_t[b].eq(c5["ntok"])]
 
         # ------------------------------------------------------------ emitter
+        # The read address is (ebank, etau) of the next cycle, so the word is there with o.valid.
         ebank = Signal()
         etau = Signal(range(max(TM, 2)))
-        sel = Array([out_buf[b][t] for b in range(2) for t in range(TM)])[ebank * TM + etau]
-        m.d.comb += [self.o.valid.eq(out_full.bit_select(ebank, 1)), self.o.payload.as_value().eq(sel)]
+        ebank_next = Signal()
+        etau_next = Signal.like(etau)
+        m.d.comb += [ebank_next.eq(ebank), etau_next.eq(etau)]
+        m.d.sync += [ebank.eq(ebank_next), etau.eq(etau_next)]
+        m.d.comb += [o_rd.addr.eq(ebank_next * TM + etau_next),
+                     self.o.valid.eq(out_full.bit_select(ebank, 1)), self.o.payload.as_value().eq(o_rd.data)]
         with m.If(self.o.valid & self.o.ready):
             with m.If(etau == Array(out_t)[ebank] - 1):
-                m.d.sync += [etau.eq(0), ebank.eq(~ebank), out_full.bit_select(ebank, 1).eq(0)]
+                m.d.comb += [etau_next.eq(0), ebank_next.eq(~ebank)]
+                m.d.sync += out_full.bit_select(ebank, 1).eq(0)
             with m.Else():
-                m.d.sync += etau.eq(etau + 1)
+                m.d.comb += etau_next.eq(etau + 1)
         return m
