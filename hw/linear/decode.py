@@ -22,6 +22,10 @@ Microarchitecture (``docs/linear-hw.md`` has the picture):
   window (K multipliers), two requantizers, saturation, into a double-buffered
   output buffer emitted one token (d int8) per beat. A pass starts only when
   its output buffer half is free, so backpressure never stalls the pipeline.
+* The draft block (q, k, v of up to ``t_max`` tokens) and the output buffer are
+  memories too (one word per token), read synchronously with the address issued
+  a cycle ahead (the next ``tau``, the next emitted token), so they cost no
+  cycle; the readout adder tree is split over two pipeline stages.
 
 Numerical safety: the state and numerator widths are derived from d,
 ``max_tokens`` and ``t_max`` (``LinearDecodeFormat``) so that no accumulator can
@@ -45,8 +49,10 @@ __all__ = ["LinearDecodeConfig", "LinearDecode"]
 
 MAX_HEADS = 16
 #: Cycles from a pass's last issue to its output-buffer half being seen full by the
-#: emitter (stages 1..5, then the flag register). The cycle model uses it.
-PIPELINE_DEPTH = 6
+#: emitter (stages 1..6, then the flag register). The cycle model uses it.
+PIPELINE_DEPTH = 7
+#: Readout products summed per adder-tree chunk in the first of the tree's two stages.
+TREE_CHUNK = 8
 
 
 def _require_int(what, value):
@@ -452,33 +458,47 @@ class LinearDecode(wiring.Component):
             m.submodules.numerators = nmem
             n_rd = nmem.read_port()
             n_wr = nmem.write_port()
-            m.d.comb += n_rd.addr.eq(c2["tau"] * d + c2["j"])
 
-        # ------------------------------------------------------------ stage 3: adder tree, group sum
-        tree = _tree_sum(prod3)
-        num3 = Signal(signed(nw))
-        if G > 1:
-            m.d.comb += num3.eq(Mux(c3["firstg"], 0, n_rd.data) + tree)
-            m.d.comb += [n_wr.addr.eq(c3["tau"] * d + c3["j"]), n_wr.data.eq(num3),
-                         n_wr.en.eq(c3["valid"] & ~c3["lastg"])]
-        else:
-            m.d.comb += num3.eq(tree)
+        # ------------------------------------------------------------ stage 3: adder tree, first levels
+        # The M products are summed in two pipeline stages: chunks of TREE_CHUNK here, the
+        # chunk sums (and the group sum) in stage 4, so no cycle holds a log2(M)-deep adder chain.
+        parts = []
+        for lo in range(0, M, TREE_CHUNK):
+            chunk = _tree_sum(prod3[lo:lo + TREE_CHUNK])
+            part = Signal(chunk.shape(), name=f"part4_{lo // TREE_CHUNK}")
+            m.d.sync += part.eq(chunk)
+            parts.append(part)
         c4 = carry(c3, "c4")
-        num4 = Signal(signed(nw))
         conv4 = Signal.like(conv2)
-        m.d.sync += [num4.eq(num3), conv4.eq(conv3)]
+        m.d.sync += conv4.eq(conv3)
+        if G > 1:
+            m.d.comb += n_rd.addr.eq(c3["tau"] * d + c3["j"])
 
-        # ------------------------------------------------------------ stage 4: requantizer products
-        ra, rc = fmt.attn_requant, fmt.conv_requant
+        # ------------------------------------------------------------ stage 4: adder tree, group sum
+        tree = _tree_sum(parts)
+        num4 = Signal(signed(nw))
+        if G > 1:
+            m.d.comb += num4.eq(Mux(c4["firstg"], 0, n_rd.data) + tree)
+            m.d.comb += [n_wr.addr.eq(c4["tau"] * d + c4["j"]), n_wr.data.eq(num4),
+                         n_wr.en.eq(c4["valid"] & ~c4["lastg"])]
+        else:
+            m.d.comb += num4.eq(tree)
         c5 = carry(c4, "c5")
-        pa5 = Signal(signed(ra.input_product_width(fmt.numerator_format)))
-        pc5 = Signal(signed(rc.input_product_width(fmt.conv_format)))
-        m.d.sync += [pa5.eq(num4 * ra.multiplier + ((1 << (ra.shift - 1)) if ra.shift else 0)),
-                     pc5.eq(conv4 * rc.multiplier + ((1 << (rc.shift - 1)) if rc.shift else 0))]
+        num5 = Signal(signed(nw))
+        conv5 = Signal.like(conv2)
+        m.d.sync += [num5.eq(num4), conv5.eq(conv4)]
 
-        # ------------------------------------------------------------ stage 5: shift, saturate, sum
-        ya = _sat(pa5 >> ra.shift, MID_FORMAT)
-        yc = _sat(pc5 >> rc.shift, MID_FORMAT)
+        # ------------------------------------------------------------ stage 5: requantizer products
+        ra, rc = fmt.attn_requant, fmt.conv_requant
+        c6 = carry(c5, "c6")
+        pa6 = Signal(signed(ra.input_product_width(fmt.numerator_format)))
+        pc6 = Signal(signed(rc.input_product_width(fmt.conv_format)))
+        m.d.sync += [pa6.eq(num5 * ra.multiplier + ((1 << (ra.shift - 1)) if ra.shift else 0)),
+                     pc6.eq(conv5 * rc.multiplier + ((1 << (rc.shift - 1)) if rc.shift else 0))]
+
+        # ------------------------------------------------------------ stage 6: shift, saturate, sum
+        ya = _sat(pa6 >> ra.shift, MID_FORMAT)
+        yc = _sat(pc6 >> rc.shift, MID_FORMAT)
         ysum = Signal(signed(MID_FORMAT.width + 1))
         m.d.comb += ysum.eq(ya + yc)
         y = _sat(ysum, INT8)
@@ -488,13 +508,13 @@ class LinearDecode(wiring.Component):
         m.submodules.out_buf = obuf
         o_wr = obuf.write_port(granularity=8)
         o_rd = obuf.read_port(transparent_for=(o_wr,))
-        m.d.comb += [o_wr.addr.eq(c5["obank"] * TM + c5["tau"]), o_wr.data.eq(y.as_signed()[:8].replicate(d))]
-        with m.If(c5["valid"] & c5["out"] & c5["lastg"]):
-            m.d.comb += o_wr.en.bit_select(c5["j"], 1).eq(1)
-        with m.If(c5["valid"] & c5["out"] & c5["end"]):
+        m.d.comb += [o_wr.addr.eq(c6["obank"] * TM + c6["tau"]), o_wr.data.eq(y.as_signed()[:8].replicate(d))]
+        with m.If(c6["valid"] & c6["out"] & c6["lastg"]):
+            m.d.comb += o_wr.en.bit_select(c6["j"], 1).eq(1)
+        with m.If(c6["valid"] & c6["out"] & c6["end"]):
             for b in range(2):
-                with m.If(c5["obank"] == b):
-                    m.d.sync += [out_full[b].eq(1), out_busy[b].eq(0), out_t[b].eq(c5["ntok"])]
+                with m.If(c6["obank"] == b):
+                    m.d.sync += [out_full[b].eq(1), out_busy[b].eq(0), out_t[b].eq(c6["ntok"])]
 
         # ------------------------------------------------------------ emitter
         # The read address is (ebank, etau) of the next cycle, so the word is there with o.valid.
