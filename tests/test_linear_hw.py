@@ -161,3 +161,28 @@ def test_cli_linear_sim_refuses_bad_arguments(tmp_path, capsys):
     assert "must divide d=16" in capsys.readouterr().err
     assert main(["linear", "sim", "--tensors", str(tmp_path / "missing.npz"), "--json", str(out)]) == 2
     assert not out.exists()
+
+
+def test_benchmark_reads_the_critical_path(tmp_path):
+    import json
+
+    from attnforge.benchmarks.linear_hw import critical_path
+
+    clk = "posedge $glbnet$clk"
+
+    def step(kind, delay, a, b):
+        return {"type": kind, "delay": delay, "from": {"cell": a}, "to": {"cell": b}}
+
+    report = {"critical_paths": [
+        # pin path of the shell: not a register-to-register path, even though it is longer
+        {"from": "<async>", "to": clk, "path": [step("routing", 30.0, "rst$tr_io", "ff0")]},
+        {"from": clk, "to": clk, "path": [step("clk-to-q", 0.5, "a", "a"), step("routing", 1.5, "a", "add"),
+                                          step("logic", 2.0, "add", "add"), step("logic", 3.0, "add", "b"),
+                                          step("setup", 0.25, "b", "b")]},
+        {"from": clk, "to": clk, "path": [step("clk-to-q", 0.5, "c", "c"), step("routing", 1.0, "c", "d")]},
+    ]}
+    path = tmp_path / "nextpnr.json"
+    path.write_text(json.dumps(report))
+    assert critical_path(path) == {"from_cell": "a", "to_cell": "b", "delay_ns": 7.25, "logic_ns": 5.0,
+                                   "routing_ns": 1.5, "logic_steps": 2, "clock": clk}
+    assert critical_path(tmp_path / "missing.json") is None
