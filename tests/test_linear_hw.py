@@ -186,3 +186,13 @@ def test_benchmark_reads_the_critical_path(tmp_path):
     assert critical_path(path) == {"from_cell": "a", "to_cell": "b", "delay_ns": 7.25, "logic_ns": 5.0,
                                    "routing_ns": 1.5, "logic_steps": 2, "clock": clk}
     assert critical_path(tmp_path / "missing.json") is None
+
+
+def test_config_defaults_are_the_formats():
+    import dataclasses
+
+    shared = {f.name for f in dataclasses.fields(LinearDecodeFormat)}
+    fmt, cfg = LinearDecodeFormat(), LinearDecodeConfig()
+    assert shared <= {f.name for f in dataclasses.fields(LinearDecodeConfig)}
+    assert all(getattr(cfg, name) == getattr(fmt, name) for name in shared)
+    assert cfg.format == fmt

@@ -92,7 +92,7 @@ class LinearDecodeConfig:
 
     # The arithmetic parameters' defaults are LinearDecodeFormat's (one place).
     d: int = LinearDecodeFormat.d
-    macs: int = LinearDecodeFormat.d
+    macs: int = LinearDecodeFormat.d      # M = d: one row group, and it always divides the default d
     conv_taps: int = LinearDecodeFormat.conv_taps
     max_tokens: int = LinearDecodeFormat.max_tokens
     t_max: int = LinearDecodeFormat.t_max
