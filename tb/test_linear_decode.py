@@ -23,7 +23,7 @@ DESIGN = get_design("linear-decode")
 
 
 def _config(**kw):
-    return LinearDecodeConfig(**kw, **default_requant(kw["d"], kw.get("conv_taps", 4)))
+    return LinearDecodeConfig(**kw, **default_requant(kw["d"], kw.get("conv_taps", 4), kw.get("feature_map", "relu")))
 
 
 CASES = {
@@ -39,6 +39,12 @@ CASES = {
     # M = 64 bit for bit too), with snapshot banks (commit(a) without replay).
     "d64-M32-K4-snap": (dict(d=64, macs=32, conv_taps=4, t_max=4, snapshots=True),
                    dict(tokens=500, rate_tokens=64, rate_modes=[[0, 1], [4, 4], [4, 2]])),
+    # The normalized variant (z as one more state column, divider): the same shapes.
+    "norm-d16-M16-K1": (dict(d=16, macs=16, conv_taps=1, t_max=4, feature_map="relu_norm"),
+                        dict(tokens=1200, rate_tokens=120, rate_modes=[[0, 1], [4, 4], [4, 1], [3, 0]])),
+    "norm-d32-M8-K3-H2-limit64": (dict(d=32, macs=8, conv_taps=3, t_max=8, heads=2, max_tokens=64,
+                                       feature_map="relu_norm"),
+                                  dict(tokens=500, limit_test=True, rate_tokens=48, rate_modes=[[0, 1], [8, 8], [8, 3]])),
 }
 
 
@@ -68,7 +74,7 @@ def check_cycle_model(config, report):
         assert max(abs(a - b) for a, b in zip(outs, rtl)) <= 0.05 * rtl[-1]
         if not row["verify"]:
             # One decode token: the G*d-cycle pass plus token beat, commit and history shift.
-            assert config.groups * config.d <= got <= config.groups * config.d + 3
+            assert config.groups * config.columns <= got <= config.groups * config.columns + 3
 
 
 def test_linear_decode_icarus_small():
