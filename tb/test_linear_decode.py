@@ -1,10 +1,12 @@
 """Runs the linear decode datapath's cocotb testbench (tb/linear_decode_tb.py).
 
 Verilator for d = 16/32/64, K = 1 and K > 1, one and two heads, G = 1 and G > 1
-row groups, and the overflow limit; one small case on Icarus; a corrupted DUT
-that the scoreboard must catch. Every run also has random idle cycles on the
-input and backpressure on the output (second half of the random program).
-Builds dominate the time: three Verilator configurations, one tiny one, one Icarus.
+row groups, and the overflow limit, for both feature maps (relu and relu_norm,
+whose random programs also reach den = 0); one small case on Icarus; a
+corrupted DUT that the scoreboard must catch. Every run also has random idle
+cycles on the input and backpressure on the output (second half of the random
+program). Builds dominate the time: six Verilator configurations, one tiny one,
+one Icarus.
 """
 
 from pathlib import Path
@@ -45,6 +47,8 @@ CASES = {
     "norm-d32-M8-K3-H2-limit64": (dict(d=32, macs=8, conv_taps=3, t_max=8, heads=2, max_tokens=64,
                                        feature_map="relu_norm"),
                                   dict(tokens=500, limit_test=True, rate_tokens=48, rate_modes=[[0, 1], [8, 8], [8, 3]])),
+    "norm-d64-M32-K4-snap": (dict(d=64, macs=32, conv_taps=4, t_max=4, snapshots=True, feature_map="relu_norm"),
+                             dict(tokens=400, rate_tokens=64, rate_modes=[[0, 1], [4, 4], [4, 2]])),
 }
 
 

@@ -27,6 +27,17 @@ Microarchitecture (``docs/linear-hw.md`` has the picture):
   a cycle ahead (the next ``tau``, the next emitted token), so they cost no
   cycle; the readout adder tree is split over two pipeline stages.
 
+Normalized variant (``feature_map="relu_norm"``, elaborated only then): the
+normalizer z is one more column of every state bank (column 0, folded with
+v = 1), so it is banked, committed, replayed and reset exactly like S. Each
+pass walks it first, so the readout lanes deliver ``den_tau = phi(q_tau)^T z_tau``
+before the token's numerators; a pipelined restoring divider (leading one,
+reduction to DIV_DEN_BITS bits, DIV_STEPS_PER_STAGE quotient bits per stage)
+writes the reciprocal into a per-output-half register set, and the numerators
+wait NORM_DELAY stages, then ``(A >> s) * recip`` is rounded (``divide_fixed``)
+before the attention requantizer. Cost: one more column per pass (``(d+1)*G``
+cycles per token instead of ``d*G``) and NORM_EXTRA_DEPTH cycles of latency.
+
 Numerical safety: the state and numerator widths are derived from d,
 ``max_tokens`` and ``t_max`` (``LinearDecodeFormat``) so that no accumulator can
 overflow while at most ``max_tokens`` tokens are committed; a per-head sticky
