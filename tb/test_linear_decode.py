@@ -2,11 +2,11 @@
 
 Verilator for d = 16/32/64, K = 1 and K > 1, one and two heads, G = 1 and G > 1
 row groups, and the overflow limit, for both feature maps (relu and relu_norm,
-whose random programs also reach den = 0); one small case on Icarus; a
-corrupted DUT that the scoreboard must catch. Every run also has random idle
-cycles on the input and backpressure on the output (second half of the random
-program). Builds dominate the time: six Verilator configurations, one tiny one,
-one Icarus.
+whose random programs also reach den = 0); one small case per feature map on
+Icarus; a corrupted DUT that the scoreboard must catch. Every run also has
+random idle cycles on the input and backpressure on the output (second half of
+the random program). Builds dominate the time: six Verilator configurations,
+one tiny one, two Icarus.
 """
 
 from pathlib import Path
@@ -81,8 +81,9 @@ def check_cycle_model(config, report):
             assert config.groups * config.columns <= got <= config.groups * config.columns + 3
 
 
-def test_linear_decode_icarus_small():
-    config = _config(d=8, macs=4, conv_taps=2, t_max=3, heads=2, snapshots=True)
+@pytest.mark.parametrize("feature_map", ["relu", "relu_norm"])
+def test_linear_decode_icarus_small(feature_map):
+    config = _config(d=8, macs=4, conv_taps=2, t_max=3, heads=2, snapshots=True, feature_map=feature_map)
     result = simulate(DESIGN, config, seed=3, tb_params=dict(tokens=60), simulator="icarus", build_root=BUILD)
     assert result.tests == 3 and result.passed, f"see {result.build_dir / 'test.log'}"
 

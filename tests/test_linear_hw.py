@@ -204,6 +204,10 @@ def test_cli_linear_sim_refuses_bad_arguments(tmp_path, capsys):
     assert main(["linear", "sim", "--d", "16", "--macs", "5", "--json", str(out)]) == 2
     assert "must divide d=16" in capsys.readouterr().err
     assert main(["linear", "sim", "--tensors", str(tmp_path / "missing.npz"), "--json", str(out)]) == 2
+    with pytest.raises(SystemExit) as exc:   # argparse: choices are relu, relu_norm
+        main(["linear", "sim", "--feature-map", "elu", "--json", str(out)])
+    assert exc.value.code == 2
+    assert "invalid choice: 'elu'" in capsys.readouterr().err
     assert not out.exists()
 
 
