@@ -43,7 +43,7 @@ CASES = {
                    dict(tokens=500, rate_tokens=64, rate_modes=[[0, 1], [4, 4], [4, 2]])),
     # The normalized variant (z as one more state column, divider): the same shapes.
     "norm-d16-M16-K1": (dict(d=16, macs=16, conv_taps=1, t_max=4, feature_map="relu_norm"),
-                        dict(tokens=1200, rate_tokens=120, rate_modes=[[0, 1], [4, 4], [4, 1], [3, 0]])),
+                        dict(tokens=2400, rate_tokens=120, rate_modes=[[0, 1], [4, 4], [4, 1], [3, 0]])),
     "norm-d32-M8-K3-H2-limit64": (dict(d=32, macs=8, conv_taps=3, t_max=8, heads=2, max_tokens=64,
                                        feature_map="relu_norm"),
                                   dict(tokens=500, limit_test=True, rate_tokens=48, rate_modes=[[0, 1], [8, 8], [8, 3]])),
