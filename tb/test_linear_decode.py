@@ -46,7 +46,8 @@ CASES = {
                         dict(tokens=2400, rate_tokens=120, rate_modes=[[0, 1], [4, 4], [4, 1], [3, 0]])),
     "norm-d32-M8-K3-H2-limit64": (dict(d=32, macs=8, conv_taps=3, t_max=8, heads=2, max_tokens=64,
                                        feature_map="relu_norm"),
-                                  dict(tokens=500, limit_test=True, rate_tokens=48, rate_modes=[[0, 1], [8, 8], [8, 3]])),
+                                  dict(tokens=500, limit_test=True, rate_tokens=48,
+                                       rate_modes=[[0, 1], [8, 8], [8, 3]])),
     "norm-d64-M32-K4-snap": (dict(d=64, macs=32, conv_taps=4, t_max=4, snapshots=True, feature_map="relu_norm"),
                              dict(tokens=400, rate_tokens=64, rate_modes=[[0, 1], [4, 4], [4, 2]])),
 }

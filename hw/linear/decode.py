@@ -641,17 +641,17 @@ class LinearDecode(wiring.Component):
                 r = Mux(ge, r2 - den, r2)[:DIV_DEN_BITS + 1]
                 q = q | (ge << bit)
                 bit -= 1
-            last = st == DIV_STAGES - 1
-            nv, ni = Signal(name=f"div_v{st + 1}"), Signal(idx_w, name=f"div_i{st + 1}")
-            ns, nden = Signal(sh_w, name=f"div_s{st + 1}"), Signal(DIV_DEN_BITS, name=f"div_den{st + 1}")
-            nrem, nquo = Signal(DIV_DEN_BITS + 1, name=f"div_rem{st + 1}"), Signal(RECIP_BITS, name=f"div_quo{st + 1}")
-            if last:
+            if st == DIV_STAGES - 1:
                 # The last stage writes the reciprocal set (den == 0: reciprocal 0, so the quotient is 0).
                 with m.If(v):
                     for n in range(2 * TM):
                         with m.If(i == n):
                             m.d.sync += [rec_s[n].eq(s), rec_r[n].eq(Mux(den == 0, 0, q))]
             else:
+                k = st + 1
+                nv, ni = Signal(name=f"div_v{k}"), Signal(idx_w, name=f"div_i{k}")
+                ns, nden = Signal(sh_w, name=f"div_s{k}"), Signal(DIV_DEN_BITS, name=f"div_den{k}")
+                nrem, nquo = Signal(DIV_DEN_BITS + 1, name=f"div_rem{k}"), Signal(RECIP_BITS, name=f"div_quo{k}")
                 m.d.sync += [nv.eq(v), ni.eq(i), ns.eq(s), nden.eq(den), nrem.eq(r), nquo.eq(q)]
                 v, i, s, den, rem, quo = nv, ni, ns, nden, nrem, nquo
 
