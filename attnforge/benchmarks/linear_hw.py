@@ -13,7 +13,8 @@ multiplier, so 128 state multipliers), K = 4, t_max = 8:
 * the softmax KV-cache decode baseline (model, same 128 multipliers) and the
   context length at which the linear datapath overtakes it; also with the cache
   off chip at 16 bytes/cycle;
-* ECP5-85k synthesis (LUT/FF/DSP/BRAM/Fmax) of the same configuration (not in quick mode).
+* ECP5-85k synthesis (LUT/FF/DSP/BRAM/Fmax and the critical path) of the same
+  configuration (not in quick mode).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-__all__ = ["run", "CONFIG"]
+__all__ = ["run", "CONFIG", "critical_path"]
 
 CONFIG = dict(d=64, macs=64, conv_taps=4, t_max=8)
 OFFCHIP_BYTES_PER_CYCLE = 16
@@ -71,6 +72,30 @@ def _plot(result: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def critical_path(nextpnr_report: Path) -> dict | None:
+    """The longest register-to-register path in nextpnr's JSON report (``--report``):
+    start and end cell, total delay, and how much of it is logic and routing."""
+    try:
+        paths = json.loads(Path(nextpnr_report).read_text()).get("critical_paths", [])
+    except (OSError, ValueError):
+        return None
+    best = None
+    for cp in paths:
+        steps = cp.get("path", [])
+        if not steps or "<async>" in (cp.get("from"), cp.get("to")):   # pin paths of the shell
+            continue
+        total = sum(st.get("delay", 0) for st in steps)
+        if best is None or total > best["delay_ns"]:
+            logic = [st for st in steps if st.get("type") == "logic"]
+            best = {"from_cell": steps[0]["from"]["cell"], "to_cell": steps[-1]["to"]["cell"],
+                    "delay_ns": round(total, 2),
+                    "logic_ns": round(sum(st["delay"] for st in logic), 2),
+                    "routing_ns": round(sum(st["delay"] for st in steps if st.get("type") == "routing"), 2),
+                    "logic_steps": len(logic),
+                    "clock": cp.get("from")}
+    return best
+
+
 def _synthesis(design) -> dict:
     """ECP5-85k report of ``CONFIG`` with the generator's default requantizer constants,
     in the folder `attnforge synth linear-decode --d 64 --macs 64 --conv-taps 4 --t-max 8`
@@ -89,9 +114,11 @@ def _synthesis(design) -> dict:
         text = to_verilog(SynthShell(design.build(config)), f"{design.top}_shell")
         if shell_v.read_text() == text:
             rep = json.loads(report.read_text())
-            return {k: rep[k] for k in keys} | {"config": dataclasses.asdict(config), "reused": str(report)}
+            return {k: rep[k] for k in keys} | {"config": dataclasses.asdict(config), "reused": str(report),
+                                                "critical_path": critical_path(folder / "nextpnr.json")}
     rep = synthesize(design.build(config), top=design.top, device="ecp5-85k", out_dir=folder)
-    return {k: rep[k] for k in keys} | {"config": dataclasses.asdict(config), "reused": None}
+    return {k: rep[k] for k in keys} | {"config": dataclasses.asdict(config), "reused": None,
+                                        "critical_path": critical_path(folder / "nextpnr.json")}
 
 
 def run(out_dir: Path, *, quick: bool = False, command: str = "attnforge bench", synth: bool = True) -> Path:
@@ -216,4 +243,8 @@ def run(out_dir: Path, *, quick: bool = False, command: str = "attnforge bench",
     if synth:
         print(f"  {synth['device']}: {synth['luts']} LUT, {synth['ffs']} FF, {synth['dsp']} DSP, "
               f"{synth['bram']} BRAM, Fmax {synth['fmax_mhz']}")
+        cp = synth.get("critical_path")
+        if cp:
+            print(f"  critical path {cp['from_cell']} -> {cp['to_cell']}: {cp['delay_ns']} ns "
+                  f"({cp['logic_steps']} logic steps, {cp['logic_ns']} ns logic, {cp['routing_ns']} ns routing)")
     return path
