@@ -37,7 +37,7 @@ PHI_FORMAT = IntFormat(7, signed=False)
 #: Where both requantizers land before they are added and saturated to int8.
 MID_FORMAT = IntFormat(16, signed=True)
 #: Feature maps of the golden model. "relu": unnormalized, out = phi(q)^T S.
-#: "relu_norm": normalized, out = phi(q)^T S / phi(q)^T z (golden model only).
+#: "relu_norm": normalized, out = phi(q)^T S / phi(q)^T z (also built in hardware).
 FEATURE_MAPS = ("relu", "relu_norm")
 #: Divider precision of the normalized variant: the denominator is reduced to
 #: this many significant bits (numerator shifted alike) before its reciprocal
@@ -125,6 +125,27 @@ class LinearDecodeFormat:
     def denominator_format(self) -> IntFormat:
         return IntFormat(accumulator_width(PHI_FORMAT, self.normalizer_format, self.d))
 
+    # The normalized variant's divider. Within the proven range every |S[i][j]| <=
+    # 128 z[i] (each term is phi(k)[i] * v[j] with |v[j]| <= 128), so |A| <= 128 den:
+    # the numerator shifted like the denominator (den >> s keeps DIV_DEN_BITS bits)
+    # stays within 128 (den' + 1) <= 2**(DIV_DEN_BITS + 7), and the quotient within
+    # 128 (1 + 2**-15) 2**DIV_FRAC_BITS + 1. The hardware holds them at these widths
+    # (one bit of margin each); the golden model computes them in int64.
+    @property
+    def scaled_numerator_format(self) -> IntFormat:
+        """``A >> s`` of ``divide_fixed`` (relu_norm)."""
+        return IntFormat(DIV_DEN_BITS + 9)
+
+    @property
+    def quotient_format(self) -> IntFormat:
+        """``divide_fixed``'s result, the attention requantizer's input (relu_norm)."""
+        return IntFormat(DIV_FRAC_BITS + 10)
+
+    @property
+    def attn_input_format(self) -> IntFormat:
+        """What the attention requantizer takes: the numerator, or the quotient (relu_norm)."""
+        return self.quotient_format if self.feature_map == "relu_norm" else self.numerator_format
+
     @property
     def conv_format(self) -> IntFormat:
         return IntFormat(accumulator_width(INT8, INT8, self.conv_taps))
@@ -156,14 +177,19 @@ class LinearDecodeFormat:
                     conv_multiplier=c.multiplier, conv_shift=c.shift)
 
 
-def random_data_requant(d: int, conv_taps: int, typical_tokens: int = 300) -> dict:
+def random_data_requant(d: int, conv_taps: int, typical_tokens: int = 300, feature_map: str = "relu") -> dict:
     """Requantizer keywords that keep uniformly random int8 data's outputs mostly inside int8.
 
     For uniform int8 q, k, v the numerator grows like ``2e5 * sqrt(d * tokens)``
     (random-walk state) and the conv sum like ``5.5e3 * sqrt(K)``; both are
-    scaled to land around 40 and 30 output units. Used by the testbench and
-    ``attnforge linear sim`` without ``--tensors``.
+    scaled to land around 40 and 30 output units. Normalized (``relu_norm``):
+    the quotient is a weighted mean of v with ``DIV_FRAC_BITS`` fraction bits,
+    mapped to twice that mean. Used by the testbench and ``attnforge linear sim``
+    without ``--tensors``.
     """
-    attn = 40.0 / (2.0e5 * (d * typical_tokens) ** 0.5)
+    if feature_map == "relu_norm":
+        attn = 2.0 / (1 << DIV_FRAC_BITS)
+    else:
+        attn = 40.0 / (2.0e5 * (d * typical_tokens) ** 0.5)
     conv = 30.0 / (5.5e3 * conv_taps ** 0.5)
     return LinearDecodeFormat.requant_params(attn, conv)

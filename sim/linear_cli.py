@@ -53,6 +53,8 @@ def register(subparsers) -> None:
     p.add_argument("--t-max", type=int, default=8, help="largest verify block [8]")
     p.add_argument("--heads", type=int, default=1, help="time-multiplexed heads [1]")
     p.add_argument("--max-tokens", type=int, default=4096, help="tokens the widths are proven for [4096]")
+    p.add_argument("--feature-map", choices=["relu", "relu_norm"], default="relu",
+                   help="relu (unnormalized) or relu_norm (normalizer z and divider) [relu]")
     p.add_argument("--snapshots", action="store_true",
                    help="t_max+1 state banks per head: commit(a) never replays tokens")
     p.add_argument("--simulator", choices=["verilator", "icarus"], default="verilator")
@@ -78,7 +80,8 @@ def run_linear_sim(*, tokens: int, verify: int | None, seed: int, tensors: str |
         requant = LinearDecodeFormat.requant_params(t["attn_scale"], t["conv_scale"])
     else:
         from attnforge.linear_format import random_data_requant
-        requant = random_data_requant(config_kw["d"], config_kw["conv_taps"])
+        requant = random_data_requant(config_kw["d"], config_kw["conv_taps"],
+                                      feature_map=config_kw.get("feature_map", "relu"))
     config = LinearDecodeConfig(**config_kw, **requant)
     mode = [verify or 0, verify or 1]
     params = {"tokens": tokens, "rate_tokens": tokens, "rate_modes": [mode]}
@@ -115,7 +118,7 @@ def run_linear_sim(*, tokens: int, verify: int | None, seed: int, tensors: str |
 
 def cmd_linear_sim(args) -> int:
     config_kw = dict(d=args.d, macs=args.macs, conv_taps=args.conv_taps, t_max=args.t_max, heads=args.heads,
-                     max_tokens=args.max_tokens, snapshots=args.snapshots)
+                     max_tokens=args.max_tokens, snapshots=args.snapshots, feature_map=args.feature_map)
     summary = run_linear_sim(tokens=args.tokens, verify=args.verify, seed=args.seed, tensors=args.tensors,
                              config_kw=config_kw, simulator=args.simulator, build_root=args.build_root)
     print_json(summary, args.json)

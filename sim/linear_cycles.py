@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from attnforge.hw.linear.decode import PIPELINE_DEPTH as _PIPE  # last issue -> output half full
+from attnforge.hw.linear.decode import pipeline_depth  # last issue -> output half full
 
 __all__ = ["LinearDecodeCycles", "softmax_kv_cycles", "steady_cycles_per_token", "crossover_context",
            "SOFTMAX_FIXED_LATENCY"]
@@ -41,18 +41,26 @@ class LinearDecodeCycles:
     conv_taps: int
     t_max: int
     snapshots: bool = False   # t_max+1 state banks: commit(a) never replays
+    feature_map: str = "relu"  # relu_norm: one more column (z) per pass, a deeper output pipeline
 
     @classmethod
     def of(cls, config) -> "LinearDecodeCycles":
-        return cls(config.d, config.macs, config.conv_taps, config.t_max, getattr(config, "snapshots", False))
+        return cls(config.d, config.macs, config.conv_taps, config.t_max, getattr(config, "snapshots", False),
+                   getattr(config, "feature_map", "relu"))
 
     @property
     def groups(self) -> int:
         return self.d // self.macs
 
     @property
+    def columns(self) -> int:
+        """State columns a pass walks per row group: d, plus z for relu_norm."""
+        return self.d + 1 if self.feature_map == "relu_norm" else self.d
+
+    @property
     def ideal_cycles_per_token(self) -> float:
-        """State MACs of one token (d^2 updates + d^2 readouts) over the 2*M lane multipliers."""
+        """State MACs of one token (d^2 updates + d^2 readouts) over the 2*M lane multipliers
+        (relu_norm's z column is overhead, not counted as useful work)."""
         return self.d * self.d / self.macs
 
     def run(self, ops) -> list[int]:
@@ -65,6 +73,7 @@ class LinearDecodeCycles:
         busy_until = [0, 0]        # cycle from which each output half may be written again
         obank = 0
         emit_free = 0              # next cycle the emitter can transfer
+        pipe = pipeline_depth(self.feature_map)
         outs: list[int] = []
         for op in ops:
             kind = op[0]
@@ -72,9 +81,9 @@ class LinearDecodeCycles:
                 n = op[1]
                 t += n             # n beats, one per cycle; the pass may start after the last
                 start = max(t, busy_until[obank])
-                issue = self.groups * self.d * n
+                issue = self.groups * self.columns * n
                 last_issue = start + issue - 1
-                first_emit = max(last_issue + _PIPE, emit_free)
+                first_emit = max(last_issue + pipe, emit_free)
                 for k in range(n):
                     outs.append(first_emit + k)
                 emit_free = first_emit + n
@@ -85,7 +94,7 @@ class LinearDecodeCycles:
                 a, n = op[1], op[2]
                 t += 1
                 if 0 < a < n and not self.snapshots:
-                    t += self.groups * self.d * a
+                    t += self.groups * self.columns * a
                 if a and self.conv_taps > 1:
                     t += a
             elif kind in ("reset", "taps"):

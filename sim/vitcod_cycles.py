@@ -2,16 +2,19 @@
 
 It replays the accelerator's controller at job granularity, with the exact
 latencies of the RTL: the loader (one beat per cycle, a commit cycle, two
-banks), each engine's job sequence (score ``ceil(n/L) * d/M`` issue cycles,
-pv ``n * ceil((d/M)/L)``, a five-cycle drain, the issue of the next job in
-the cycle after the last one), the softmax (exponent units ``n + 5`` cycles,
-the divider ``ceil(26/2) + 1``), the output serializer and the head hand-over.
+banks), each engine's job sequence (score ``ceil(n/K) * d/(M S)`` issue cycles
+with S lines per key and K = L/S keys per step, ``VitcodConfig.score_split``,
+and a six-cycle drain; pv ``n * ceil((d/M)/L)`` and a five-cycle drain; the
+issue of the next job in the cycle after the last one), the softmax (exponent units
+``n + EXP_LATENCY`` cycles, the divider ``ceil(26/2) + 1``), the output serializer and
+its two requantizer stages, and the head hand-over.
 Only data-independent timing exists in the RTL, so the model needs the mask
 (G and the row lengths), never the values. It assumes, like the benchmark,
 that the data source never idles and the output is never stalled.
 
 ``tests/test_vitcod_cycles.py`` and ``tb/test_vitcod.py`` hold it within 5 % of
-the RTL over a sweep of masks and configurations (it is exact on all of them so far).
+the RTL over a sweep of masks and configurations (it is exact on all of them so far,
+every head of a run back to back included).
 """
 
 from __future__ import annotations
@@ -22,10 +25,17 @@ from dataclasses import dataclass, field
 from attnforge.hw.vitcod.config import VitcodConfig
 
 __all__ = ["HeadShape", "head_beats", "head_cycles", "run_cycles", "ideal_cycles", "dense_baseline_shape",
-           "DRAIN", "DIV_CYCLES"]
+           "DRAIN", "SCORE_DRAIN", "EXP_LATENCY", "OUT_STAGES",
+           "DIV_CYCLES"]
 
 #: cycles from a job's last issue to its done pulse (stages 1-4 of the engine)
 DRAIN = 5
+#: the same for a score job: one more stage sums the partial scores of a key's S lines
+SCORE_DRAIN = DRAIN + 1
+#: cycles from an exponent job's start to its last E and sum (its pipeline: x1, xd, x2, x3, x4)
+EXP_LATENCY = 6
+#: registered stages of the output requantizer between the serializer and the output stream
+OUT_STAGES = 2
 #: the divider: 2 quotient bits per cycle for the 26-bit reciprocal
 DIV_CYCLES = 13
 
@@ -83,6 +93,9 @@ def _compute(cfg: VitcodConfig, s: HeadShape, h: int):
     cpt, wpt = cfg.chunks_per_token, cfg.words_per_token
     lines = (cfg.dense_lines, cfg.sparse_lines)
     npass = [-(-cpt // L) for L in lines]
+    split = [cfg.score_split(L) for L in lines]
+    keys = [L // sp for L, sp in zip(lines, split)]           # keys per score step
+    spass = [cpt // sp for sp in split]                        # cycles per score step
     nq = s.nq
     row_n = s.row_nnz
 
@@ -125,9 +138,9 @@ def _compute(cfg: VitcodConfig, s: HeadShape, h: int):
                      and c >= p_free[x])
             if can_s:
                 n = n_of(x, ns[x])
-                n_iss = -(-n // L) * cpt
+                n_iss = -(-n // keys[x]) * spass[x]
                 issue_free[x] = c + max(n_iss, 1)
-                done = c + n_iss + DRAIN if n_iss else c + 1
+                done = c + n_iss + SCORE_DRAIN if n_iss else c + 1
                 s_free[x] = done + 1
 
                 def set_sdone(x=x, p=par_s):
@@ -159,7 +172,7 @@ def _compute(cfg: VitcodConfig, s: HeadShape, h: int):
             par = sm_row % SL
             if sm_row < nq and sdone[0][par] and sdone[1][par]:
                 nmax = max(s.g, row_n[sm_row])
-                idle_from = c + nmax + 5 if nmax else c + 1
+                idle_from = c + nmax + EXP_LATENCY if nmax else c + 1
 
                 def clear_sdone(p=par):
                     sdone[0][p] = sdone[1][p] = False
@@ -190,7 +203,7 @@ def _compute(cfg: VitcodConfig, s: HeadShape, h: int):
                 cm_row += 1
             at(c + 1, combined)
             ser_until = c + wpt
-            last_beat = c + wpt
+            last_beat = c + wpt + OUT_STAGES
             fired = True
         elif cm_row == nq and c > ser_until:
             return c, last_beat
@@ -231,7 +244,8 @@ def run_cycles(cfg: VitcodConfig, heads: list) -> dict:
         loader_free = a + beats + 2
         bank = lb
         lb ^= 1
-        h = max(full_visible, head_off + 1) + 1
+        # head_on rises in the cycle after the bank is full and the previous head is off
+        h = max(full_visible, head_off) + 1
         c_end, last_beat = _compute(cfg, s, h)
         bank_free[bank] = c_end + 1
         head_off = c_end + 1

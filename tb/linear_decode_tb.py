@@ -43,6 +43,7 @@ class Program:
         self.tokens = 0          # tokens verified (outputs)
         self.accepted = 0        # tokens committed
         self.ops: list = []      # the same program for the cycle model (sim/linear_cycles.py)
+        self.den_zero = 0        # relu_norm: draft tokens whose denominator is 0 (output from conv only)
 
     def _beat(self, cmd, head=0, a=0, last=0, q=None, k=None, v=None):
         z = [0] * self.cfg.d
@@ -57,6 +58,9 @@ class Program:
             self.ops.append(("taps",))
 
     def block(self, head, q, k, v):
+        if self.cfg.normalized:
+            z = self.heads[head].z + np.cumsum(np.maximum(k, 0), axis=0)
+            self.den_zero += int(((np.maximum(q, 0) * z).sum(axis=1) == 0).sum())
         out = self.heads[head].verify(q, k, v)
         for t in range(q.shape[0]):
             self._beat(CMD_TOKEN, head, last=int(t == q.shape[0] - 1), q=q[t], k=k[t], v=v[t])
@@ -80,8 +84,8 @@ class Program:
         return sum(int(g.overflow) << h for h, g in enumerate(self.heads))
 
 
-def default_requant(d: int, conv_taps: int) -> dict:
-    return random_data_requant(d, conv_taps)
+def default_requant(d: int, conv_taps: int, feature_map: str = "relu") -> dict:
+    return random_data_requant(d, conv_taps, feature_map=feature_map)
 
 
 def build_program(cfg: LinearDecodeConfig, seed: int, tokens: int, *, verify: int | None = None,
@@ -102,7 +106,14 @@ def build_program(cfg: LinearDecodeConfig, seed: int, tokens: int, *, verify: in
         prog.taps(h, rng.integers(-128, 128, size=(cfg.conv_taps, d)))
 
     def toks(t):
-        return [rng.integers(-128, 128, size=(t, d)) for _ in range(3)]
+        q, k, v = (rng.integers(-128, 128, size=(t, d)) for _ in range(3))
+        if cfg.normalized and mode == "random":
+            # Rows with no positive element have phi = 0: an all-negative q gives den = 0,
+            # and so do all-negative k rows from a reset on.
+            for x in (q, k):
+                neg = rng.random(t) < 0.15
+                x[neg] = np.maximum(-np.abs(x[neg]) - 1, -128)
+        return [q, k, v]
 
     while prog.tokens < tokens:
         if mode == "decode":
@@ -211,6 +222,9 @@ async def random_program(dut):
         prog = build_program(cfg, seed + 10 * n, tokens // 2)
         await tb.run(prog)
         assert tb.flags() == prog.flags(), f"overflow flags RTL {tb.flags():b} != golden {prog.flags():b}"
+        if cfg.normalized:
+            assert prog.den_zero > 0, "the program never reached a zero denominator"
+            dut._log.info(f"relu_norm: {prog.den_zero} of {prog.tokens} draft tokens had den = 0")
 
 
 @cocotb.test()

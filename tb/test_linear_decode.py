@@ -1,10 +1,12 @@
 """Runs the linear decode datapath's cocotb testbench (tb/linear_decode_tb.py).
 
 Verilator for d = 16/32/64, K = 1 and K > 1, one and two heads, G = 1 and G > 1
-row groups, and the overflow limit; one small case on Icarus; a corrupted DUT
-that the scoreboard must catch. Every run also has random idle cycles on the
-input and backpressure on the output (second half of the random program).
-Builds dominate the time: three Verilator configurations, one tiny one, one Icarus.
+row groups, and the overflow limit, for both feature maps (relu and relu_norm,
+whose random programs also reach den = 0); one small case per feature map on
+Icarus; a corrupted DUT that the scoreboard must catch. Every run also has
+random idle cycles on the input and backpressure on the output (second half of
+the random program). Builds dominate the time: six Verilator configurations,
+one tiny one, two Icarus.
 """
 
 from pathlib import Path
@@ -23,7 +25,7 @@ DESIGN = get_design("linear-decode")
 
 
 def _config(**kw):
-    return LinearDecodeConfig(**kw, **default_requant(kw["d"], kw.get("conv_taps", 4)))
+    return LinearDecodeConfig(**kw, **default_requant(kw["d"], kw.get("conv_taps", 4), kw.get("feature_map", "relu")))
 
 
 CASES = {
@@ -39,6 +41,15 @@ CASES = {
     # M = 64 bit for bit too), with snapshot banks (commit(a) without replay).
     "d64-M32-K4-snap": (dict(d=64, macs=32, conv_taps=4, t_max=4, snapshots=True),
                    dict(tokens=500, rate_tokens=64, rate_modes=[[0, 1], [4, 4], [4, 2]])),
+    # The normalized variant (z as one more state column, divider): the same shapes.
+    "norm-d16-M16-K1": (dict(d=16, macs=16, conv_taps=1, t_max=4, feature_map="relu_norm"),
+                        dict(tokens=2400, rate_tokens=120, rate_modes=[[0, 1], [4, 4], [4, 1], [3, 0]])),
+    "norm-d32-M8-K3-H2-limit64": (dict(d=32, macs=8, conv_taps=3, t_max=8, heads=2, max_tokens=64,
+                                       feature_map="relu_norm"),
+                                  dict(tokens=500, limit_test=True, rate_tokens=48,
+                                       rate_modes=[[0, 1], [8, 8], [8, 3]])),
+    "norm-d64-M32-K4-snap": (dict(d=64, macs=32, conv_taps=4, t_max=4, snapshots=True, feature_map="relu_norm"),
+                             dict(tokens=400, rate_tokens=64, rate_modes=[[0, 1], [4, 4], [4, 2]])),
 }
 
 
@@ -68,11 +79,12 @@ def check_cycle_model(config, report):
         assert max(abs(a - b) for a, b in zip(outs, rtl)) <= 0.05 * rtl[-1]
         if not row["verify"]:
             # One decode token: the G*d-cycle pass plus token beat, commit and history shift.
-            assert config.groups * config.d <= got <= config.groups * config.d + 3
+            assert config.groups * config.columns <= got <= config.groups * config.columns + 3
 
 
-def test_linear_decode_icarus_small():
-    config = _config(d=8, macs=4, conv_taps=2, t_max=3, heads=2, snapshots=True)
+@pytest.mark.parametrize("feature_map", ["relu", "relu_norm"])
+def test_linear_decode_icarus_small(feature_map):
+    config = _config(d=8, macs=4, conv_taps=2, t_max=3, heads=2, snapshots=True, feature_map=feature_map)
     result = simulate(DESIGN, config, seed=3, tb_params=dict(tokens=60), simulator="icarus", build_root=BUILD)
     assert result.tests == 3 and result.passed, f"see {result.build_dir / 'test.log'}"
 

@@ -28,14 +28,15 @@ CYCLE_TOLERANCE = 0.05
 FAST_BUILD = ["-CFLAGS", "-O0"]
 
 CONFIGS = {
-    # d=16, one Denser line, two Sparser lines, one chunk per beat
-    "d16": VitcodConfig(head_dim=16, max_tokens=32, max_nnz=1024, macs=8, dense_lines=1, sparse_lines=2,
+    # d=16, one Denser line, four Sparser lines (two keys per score step, two lines per key),
+    # one chunk per beat (the loader assembles two beats per Q word)
+    "d16": VitcodConfig(head_dim=16, max_tokens=32, max_nnz=1024, macs=8, dense_lines=1, sparse_lines=4,
                         data_width=64),
-    # d=32, M=4, 2 + 3 lines (3 does not divide the 8 chunks), two chunks per beat
+    # d=32, M=4, 2 + 3 lines (3 does not divide the 8 chunks: one line per key), four chunks per beat
     "d32": VitcodConfig(head_dim=32, max_tokens=40, max_nnz=1600, macs=4, dense_lines=2, sparse_lines=3,
                         data_width=128),
-    # d=64 with the Q/K decoder
-    "d64-decoder": VitcodConfig(head_dim=64, max_tokens=24, max_nnz=576, macs=8, dense_lines=1, sparse_lines=3,
+    # d=64 with the Q/K decoder; four Denser lines share each key (two decoded beats per Q word)
+    "d64-decoder": VitcodConfig(head_dim=64, max_tokens=24, max_nnz=576, macs=8, dense_lines=4, sparse_lines=3,
                                 data_width=128, decoder=True, decoder_heads=2),
 }
 

@@ -36,8 +36,33 @@ def test_init_wrong_heads():
 
 
 def test_init_wrong_feature_map():
-    with pytest.raises(ValueError, match="'relu' only, not 'relu_norm'"):
-        LinearDecodeConfig(feature_map="relu_norm")
+    with pytest.raises(ValueError, match=r"feature_map must be one of \('relu', 'relu_norm'\), not 'elu'"):
+        LinearDecodeConfig(feature_map="elu")
+
+
+def test_normalized_config():
+    cfg = LinearDecodeConfig(d=32, macs=8, feature_map="relu_norm")
+    assert cfg.normalized and cfg.columns == 33 and cfg.format.feature_map == "relu_norm"
+    assert not LinearDecodeConfig(d=32, macs=8).normalized and LinearDecodeConfig(d=32, macs=8).columns == 32
+    # The divider's proven widths: the scaled numerator and the quotient (see LinearDecodeFormat).
+    assert cfg.format.attn_input_format == cfg.format.quotient_format
+    assert LinearDecodeConfig().format.attn_input_format == LinearDecodeConfig().format.numerator_format
+
+
+def test_divider_widths_hold_the_extremes():
+    """|A| <= 128 den: the scaled numerator and the quotient of divide_fixed stay in their
+    formats for the extreme ratios (A = -128 den and 127 den) over every reduction shift."""
+    from attnforge.algo.linear.golden import divide_fixed
+    from attnforge.linear_format import DIV_DEN_BITS
+
+    fmt = LinearDecodeFormat(d=64, feature_map="relu_norm")
+    dens = [1, 2, 3, 255, (1 << 15) - 1, 1 << 15, (1 << 16) - 1, 1 << 16, (1 << 16) + 1, (1 << 17) - 1,
+            (1 << 20) + 12345, (1 << (fmt.denominator_format.width - 2)) + 7]
+    for den in dens:
+        s = max(0, den.bit_length() - DIV_DEN_BITS)
+        num = np.array([-128 * den, 127 * den, -128 * den + 1, 127 * den - 1])
+        assert all(fmt.scaled_numerator_format.contains(int(x)) for x in num >> s)
+        assert all(fmt.quotient_format.contains(int(x)) for x in divide_fixed(num, den))
 
 
 def test_init_wrong_conv_taps():
@@ -85,7 +110,10 @@ def test_widths_are_the_shared_formats():
 
 
 @pytest.mark.parametrize("params", [dict(d=8, macs=4, conv_taps=3, t_max=4, heads=2, snapshots=True),
-                                    dict(d=16, macs=16, conv_taps=1, t_max=1)])
+                                    dict(d=16, macs=16, conv_taps=1, t_max=1),
+                                    dict(d=8, macs=4, conv_taps=3, t_max=4, heads=2, feature_map="relu_norm"),
+                                    dict(d=16, macs=16, conv_taps=1, t_max=1, snapshots=True,
+                                         feature_map="relu_norm")])
 def test_verilog_lint_clean(tmp_path, params):
     path = write_verilog(LinearDecode(LinearDecodeConfig(**params)), "linear_decode", tmp_path / "l.v")
     result = lint_verilog(path, "linear_decode")
@@ -110,6 +138,22 @@ def test_cycle_model_decode_and_verify():
     assert snap.cycles_per_token(verify=8) == m.cycles_per_token(verify=8)
     k1 = LinearDecodeCycles(d=16, macs=4, conv_taps=1, t_max=2)
     assert k1.cycles_per_token() == 4 * 16 + 2
+
+
+def test_cycle_model_normalized():
+    # relu_norm walks d + 1 columns (z first) per row group: one more cycle per token and group
+    m = LinearDecodeCycles(d=64, macs=64, conv_taps=4, t_max=8, feature_map="relu_norm")
+    assert m.columns == 65 and m.ideal_cycles_per_token == 64
+    assert m.cycles_per_token() == 68
+    assert m.cycles_per_token(verify=8) == (8 + 8 * 65 + 1 + 8) / 8
+    assert m.cycles_per_token(verify=8, accept=4) == (8 + 8 * 65 + 1 + 4 * 65 + 4) / 4
+    g4 = LinearDecodeCycles(d=32, macs=8, conv_taps=3, t_max=8, feature_map="relu_norm")
+    assert g4.cycles_per_token() == 4 * 33 + 3
+    # the divider only lengthens the latency: the first output comes NORM_EXTRA_DEPTH cycles later
+    from attnforge.hw.linear.decode import NORM_EXTRA_DEPTH
+    relu = LinearDecodeCycles(d=64, macs=64, conv_taps=4, t_max=8)
+    assert m.run([("block", 1)])[0] == relu.run([("block", 1)])[0] + 1 + NORM_EXTRA_DEPTH
+    assert LinearDecodeCycles.of(LinearDecodeConfig(feature_map="relu_norm")).feature_map == "relu_norm"
 
 
 def test_steady_statistic():
@@ -160,6 +204,10 @@ def test_cli_linear_sim_refuses_bad_arguments(tmp_path, capsys):
     assert main(["linear", "sim", "--d", "16", "--macs", "5", "--json", str(out)]) == 2
     assert "must divide d=16" in capsys.readouterr().err
     assert main(["linear", "sim", "--tensors", str(tmp_path / "missing.npz"), "--json", str(out)]) == 2
+    with pytest.raises(SystemExit) as exc:   # argparse: choices are relu, relu_norm
+        main(["linear", "sim", "--feature-map", "elu", "--json", str(out)])
+    assert exc.value.code == 2
+    assert "invalid choice: 'elu'" in capsys.readouterr().err
     assert not out.exists()
 
 

@@ -48,6 +48,11 @@ def test_derived_widths():
     assert (cfg.words_per_token, cfg.chunks_per_word, cfg.chunks_per_token, cfg.indices_per_word) == (4, 2, 8, 8)
     assert cfg.total_macs == 64 and cfg.score_width == 22  # 64 products of int8 x int8
     assert cfg.recip_width == 26
+    # score groups: the largest power of two dividing the lines and the 8 chunks of a token
+    assert [cfg.score_split(n) for n in (1, 2, 3, 4, 6, 8, 32)] == [1, 2, 1, 4, 2, 8, 8]
+    assert (cfg.q_word_chunks, cfg.q_beats_per_word, cfg.q_words_per_token) == (2, 1, 4)   # 3 + 5 lines: S = 1
+    narrow = VitcodConfig(head_dim=64, macs=8, dense_lines=4, sparse_lines=4, data_width=64)
+    assert (narrow.q_word_chunks, narrow.q_beats_per_word, narrow.q_words_per_token) == (4, 4, 2)
 
 
 @pytest.mark.parametrize("cfg", [

@@ -27,6 +27,17 @@ Microarchitecture (``docs/linear-hw.md`` has the picture):
   a cycle ahead (the next ``tau``, the next emitted token), so they cost no
   cycle; the readout adder tree is split over two pipeline stages.
 
+Normalized variant (``feature_map="relu_norm"``, elaborated only then): the
+normalizer z is one more column of every state bank (column 0, folded with
+v = 1), so it is banked, committed, replayed and reset exactly like S. Each
+pass walks it first, so the readout lanes deliver ``den_tau = phi(q_tau)^T z_tau``
+before the token's numerators; a pipelined restoring divider (leading one,
+reduction to DIV_DEN_BITS bits, DIV_STEPS_PER_STAGE quotient bits per stage)
+writes the reciprocal into a per-output-half register set, and the numerators
+wait NORM_DELAY stages, then ``(A >> s) * recip`` is rounded (``divide_fixed``)
+before the attention requantizer. Cost: one more column per pass (``(d+1)*G``
+cycles per token instead of ``d*G``) and NORM_EXTRA_DEPTH cycles of latency.
+
 Numerical safety: the state and numerator widths are derived from d,
 ``max_tokens`` and ``t_max`` (``LinearDecodeFormat``) so that no accumulator can
 overflow while at most ``max_tokens`` tokens are committed; a per-head sticky
@@ -41,11 +52,11 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from attnforge.linear_format import (CMD_COMMIT, CMD_RESET, CMD_TAPS, CMD_TOKEN, MID_FORMAT,
-                                     LinearDecodeFormat)
+from attnforge.linear_format import (CMD_COMMIT, CMD_RESET, CMD_TAPS, CMD_TOKEN, DIV_DEN_BITS, DIV_FRAC_BITS,
+                                     MID_FORMAT, LinearDecodeFormat)
 from attnforge.numfmt import INT8
 
-__all__ = ["LinearDecodeConfig", "LinearDecode"]
+__all__ = ["LinearDecodeConfig", "LinearDecode", "pipeline_depth"]
 
 MAX_HEADS = 16
 #: Cycles from a pass's last issue to its output-buffer half being seen full by the
@@ -53,6 +64,22 @@ MAX_HEADS = 16
 PIPELINE_DEPTH = 7
 #: Readout products summed per adder-tree chunk in the first of the tree's two stages.
 TREE_CHUNK = 8
+#: relu_norm: bits of the reciprocal floor(2**(DIV_DEN_BITS+DIV_FRAC_BITS) / den')
+#: (den' = 1 gives the largest, 2**24), and restoring-division steps per pipeline stage.
+RECIP_BITS = DIV_DEN_BITS + DIV_FRAC_BITS + 1
+DIV_STEPS_PER_STAGE = 3
+DIV_STAGES = -(-RECIP_BITS // DIV_STEPS_PER_STAGE)
+#: relu_norm: stages the numerators wait (delay line) so that the reciprocal of their
+#: token's denominator, computed from the pass's first column, is ready: two
+#: normalization stages + DIV_STAGES, less the one cycle a one-token block leaves.
+NORM_DELAY = DIV_STAGES + 1
+#: relu_norm: extra stages on the output path: the delay line, shift, product, rounding.
+NORM_EXTRA_DEPTH = NORM_DELAY + 3
+
+
+def pipeline_depth(feature_map: str) -> int:
+    """Cycles from a pass's last issue to its output half being seen full (cycle model)."""
+    return PIPELINE_DEPTH + (NORM_EXTRA_DEPTH if feature_map == "relu_norm" else 0)
 
 
 def _require_int(what, value):
@@ -81,7 +108,9 @@ class LinearDecodeConfig:
     heads : int
         Heads time-multiplexed on the one datapath (own state, history, taps), 1..16.
     feature_map : str
-        ``"relu"`` (the datapath implements the unnormalized ReLU variant).
+        ``"relu"`` (unnormalized) or ``"relu_norm"`` (normalized: the normalizer z is
+        kept as one more column of the state, ``den = phi(q)^T z`` comes out of the
+        readout lanes first in each pass, a pipelined divider takes its reciprocal).
     attn_multiplier, attn_shift, conv_multiplier, conv_shift : int
         Requantizers of the attention numerator and of the convolution.
     snapshots : bool
@@ -112,10 +141,7 @@ class LinearDecodeConfig:
         _require_int("linear decode heads", self.heads)
         if not 1 <= self.heads <= MAX_HEADS:
             raise ValueError(f"linear decode heads must be in [1, {MAX_HEADS}], not {self.heads}")
-        if self.feature_map != "relu":
-            raise ValueError(f"linear decode datapath implements feature_map 'relu' only, not {self.feature_map!r} "
-                             "('relu_norm' is specified in the golden model, not built in hardware)")
-        fmt = self.format  # validates d, K, max_tokens, t_max, requantizers
+        fmt = self.format  # also validates feature_map  # validates d, K, max_tokens, t_max, requantizers
         if not 1 <= self.macs <= fmt.d or fmt.d % self.macs:
             raise ValueError(f"linear decode macs (M) must divide d={self.d} (1 <= M <= d), not {self.macs}")
 
@@ -129,6 +155,15 @@ class LinearDecodeConfig:
     @property
     def groups(self) -> int:
         return self.d // self.macs
+
+    @property
+    def normalized(self) -> bool:
+        return self.feature_map == "relu_norm"
+
+    @property
+    def columns(self) -> int:
+        """State columns a pass walks: d, plus the normalizer z (relu_norm)."""
+        return self.d + 1 if self.normalized else self.d
 
     @property
     def banks(self) -> int:
@@ -215,11 +250,13 @@ class LinearDecode(wiring.Component):
         fmt = cfg.format
         d, M, G, K, TM, H = cfg.d, cfg.macs, cfg.groups, fmt.conv_taps, fmt.t_max, cfg.heads
         sw, nw = fmt.state_format.width, fmt.numerator_format.width
+        norm = cfg.normalized
+        DC = cfg.columns   # relu_norm: column 0 of every bank is z (v = 1), S columns are 1..d
         m = Module()
 
         # ------------------------------------------------------------ storage
         NB = cfg.banks
-        state = Memory(shape=data.ArrayLayout(signed(sw), M), depth=H * NB * G * d, init=[])
+        state = Memory(shape=data.ArrayLayout(signed(sw), M), depth=H * NB * G * DC, init=[])
         m.submodules.state = state
         s_rd = state.read_port()
         s_wr = state.write_port()
@@ -252,7 +289,7 @@ class LinearDecode(wiring.Component):
         hist_n = Signal(range(TM + 1))       # history shifts still to do
         hist_u = Signal(range(TM + 1))
         g = Signal(range(max(G, 2)))  # never zero-width (Verilog [-1:0])
-        j = Signal(range(d))
+        j = Signal(range(DC))
         tau = Signal(range(max(TM, 2)))
         obank = Signal()                     # output buffer half of the next output pass
         out_full = Signal(2)
@@ -338,10 +375,10 @@ class LinearDecode(wiring.Component):
                     last_tau = tau == pass_t - 1
                     m.d.comb += tau_next.eq(Mux(last_tau, 0, tau + 1))
                     with m.If(last_tau):
-                        m.d.sync += j.eq(Mux(j == d - 1, 0, j + 1))
-                        with m.If(j == d - 1):
+                        m.d.sync += j.eq(Mux(j == DC - 1, 0, j + 1))
+                        with m.If(j == DC - 1):
                             m.d.sync += g.eq(Mux(g == G - 1, 0, g + 1))
-                    m.d.comb += s0_last_elem.eq(last_tau & (j == d - 1) & (g == G - 1))
+                    m.d.comb += s0_last_elem.eq(last_tau & (j == DC - 1) & (g == G - 1))
                     with m.If(s0_last_elem):
                         with m.If(pass_out):
                             m.d.sync += obank.eq(~obank)
@@ -378,7 +415,12 @@ class LinearDecode(wiring.Component):
             rbank = cur.bit_select(blk_h, 1)
             rsel = Cat(rbank, blk_h)
             wsel = Cat(~rbank, blk_h)
-        m.d.comb += s_rd.addr.eq(((rsel * G + g) * d + j))
+        m.d.comb += s_rd.addr.eq(((rsel * G + g) * DC + j))
+        if norm:
+            jd = Signal(range(d))        # data column of j (column 0 is z)
+            m.d.comb += jd.eq(Mux(j == 0, 0, j - 1))
+        else:
+            jd = j
         qrow, krow, vrow0 = b_rd.data.q, b_rd.data.k, b_rd.data.v   # token tau (address issued last cycle)
 
         def phi(x):
@@ -391,8 +433,10 @@ class LinearDecode(wiring.Component):
         hv1 = [Signal(signed(8), name=f"hv1_{n}") for n in range(K - 1)]
         tw1 = [Signal(signed(8), name=f"tw1_{n}") for n in range(K)]
         c1 = dict(valid=Signal(), first=Signal(), lastt=Signal(), firstg=Signal(), lastg=Signal(), zero=Signal(),
-                  out=Signal(), end=Signal(), tau=Signal(range(max(TM, 2))), j=Signal(range(d)), obank=Signal(),
-                  waddr=Signal(range(H * NB * G * d)), ntok=Signal(range(TM + 1)))
+                  out=Signal(), end=Signal(), tau=Signal(range(max(TM, 2))), j=Signal(range(DC)), obank=Signal(),
+                  waddr=Signal(range(H * NB * G * DC)), ntok=Signal(range(TM + 1)))
+        if norm:
+            c1["isz"] = Signal()
         if cfg.snapshots:
             c1["wsel"] = Signal(range(H * NB))
         m.d.sync += [
@@ -400,9 +444,11 @@ class LinearDecode(wiring.Component):
             c1["firstg"].eq(g == 0), c1["lastg"].eq(g == G - 1),
             c1["zero"].eq(zero.bit_select(rsel, 1)), c1["out"].eq(pass_out),
             c1["end"].eq(s0_last_elem), c1["tau"].eq(tau), c1["j"].eq(j), c1["obank"].eq(obank),
-            c1["waddr"].eq((wsel * G + g) * d + j), c1["ntok"].eq(pass_t),
+            c1["waddr"].eq((wsel * G + g) * DC + j), c1["ntok"].eq(pass_t),
             *([c1["wsel"].eq(wsel)] if cfg.snapshots else []),
-            v1.eq(vrow0.word_select(j, 8)),
+            # z is the column with v = 1: S[i][z] += phi(k)[i] * 1
+            v1.eq(Mux(j == 0, 1, vrow0.word_select(jd, 8)) if norm else vrow0.word_select(j, 8)),
+            *([c1["isz"].eq(j == 0)] if norm else []),
         ]
         for i in range(M):
             m.d.sync += [kk1[i].eq(phi(krow.word_select(g * M + i, 8))),
@@ -410,9 +456,9 @@ class LinearDecode(wiring.Component):
         hsel = Array([Cat(*hist[h]) for h in range(H)])[blk_h] if K > 1 else None
         tsel = Array([Cat(*taps[h]) for h in range(H)])[blk_h]
         for n in range(K - 1):
-            m.d.sync += hv1[n].eq(hsel.word_select(n * d + j, 8))
+            m.d.sync += hv1[n].eq(hsel.word_select(n * d + jd, 8))
         for n in range(K):
-            m.d.sync += tw1[n].eq(tsel.word_select(n * d + j, 8))
+            m.d.sync += tw1[n].eq(tsel.word_select(n * d + jd, 8))
 
         # ------------------------------------------------------------ stage 1: state update, conv
         s_run = [Signal(signed(sw), name=f"s_run{i}") for i in range(M)]
@@ -454,7 +500,7 @@ class LinearDecode(wiring.Component):
         conv3 = Signal.like(conv2)
         m.d.sync += conv3.eq(conv2)
         if G > 1:
-            nmem = Memory(shape=signed(nw), depth=TM * d, init=[])
+            nmem = Memory(shape=signed(nw), depth=TM * DC, init=[])
             m.submodules.numerators = nmem
             n_rd = nmem.read_port()
             n_wr = nmem.write_port()
@@ -472,14 +518,14 @@ class LinearDecode(wiring.Component):
         conv4 = Signal.like(conv2)
         m.d.sync += conv4.eq(conv3)
         if G > 1:
-            m.d.comb += n_rd.addr.eq(c3["tau"] * d + c3["j"])
+            m.d.comb += n_rd.addr.eq(c3["tau"] * DC + c3["j"])
 
         # ------------------------------------------------------------ stage 4: adder tree, group sum
         tree = _tree_sum(parts)
         num4 = Signal(signed(nw))
         if G > 1:
             m.d.comb += num4.eq(Mux(c4["firstg"], 0, n_rd.data) + tree)
-            m.d.comb += [n_wr.addr.eq(c4["tau"] * d + c4["j"]), n_wr.data.eq(num4),
+            m.d.comb += [n_wr.addr.eq(c4["tau"] * DC + c4["j"]), n_wr.data.eq(num4),
                          n_wr.en.eq(c4["valid"] & ~c4["lastg"])]
         else:
             m.d.comb += num4.eq(tree)
@@ -488,10 +534,13 @@ class LinearDecode(wiring.Component):
         conv5 = Signal.like(conv2)
         m.d.sync += [num5.eq(num4), conv5.eq(conv4)]
 
+        if norm:
+            num5, conv5, c5 = self._normalize(m, fmt, num5, conv5, c5, carry)
+
         # ------------------------------------------------------------ stage 5: requantizer products
         ra, rc = fmt.attn_requant, fmt.conv_requant
         c6 = carry(c5, "c6")
-        pa6 = Signal(signed(ra.input_product_width(fmt.numerator_format)))
+        pa6 = Signal(signed(ra.input_product_width(fmt.attn_input_format)))
         pc6 = Signal(signed(rc.input_product_width(fmt.conv_format)))
         m.d.sync += [pa6.eq(num5 * ra.multiplier + ((1 << (ra.shift - 1)) if ra.shift else 0)),
                      pc6.eq(conv5 * rc.multiplier + ((1 << (rc.shift - 1)) if rc.shift else 0))]
@@ -509,8 +558,12 @@ class LinearDecode(wiring.Component):
         o_wr = obuf.write_port(granularity=8)
         o_rd = obuf.read_port(transparent_for=(o_wr,))
         m.d.comb += [o_wr.addr.eq(c6["obank"] * TM + c6["tau"]), o_wr.data.eq(y.as_signed()[:8].replicate(d))]
-        with m.If(c6["valid"] & c6["out"] & c6["lastg"]):
-            m.d.comb += o_wr.en.bit_select(c6["j"], 1).eq(1)
+        if norm:
+            with m.If(c6["valid"] & c6["out"] & c6["lastg"] & ~c6["isz"]):
+                m.d.comb += o_wr.en.bit_select((c6["j"] - 1)[:len(c6["j"])], 1).eq(1)
+        else:
+            with m.If(c6["valid"] & c6["out"] & c6["lastg"]):
+                m.d.comb += o_wr.en.bit_select(c6["j"], 1).eq(1)
         with m.If(c6["valid"] & c6["out"] & c6["end"]):
             for b in range(2):
                 with m.If(c6["obank"] == b):
@@ -533,3 +586,97 @@ class LinearDecode(wiring.Component):
             with m.Else():
                 m.d.comb += etau_next.eq(etau + 1)
         return m
+
+    def _normalize(self, m, fmt, num5, conv5, c5, carry):
+        """relu_norm: the divider between the adder tree and the attention requantizer.
+
+        The z column (first of each pass, ``isz``) delivers ``den_tau`` for every draft
+        token tau in the pass's last group; its reciprocal goes through a pipeline
+        (leading one, shift to DIV_DEN_BITS bits, DIV_STAGES restoring-division stages)
+        into ``rec[obank][tau]`` (one set per output-buffer half, so the next pass
+        cannot overwrite a reciprocal still in use). The numerators wait NORM_DELAY
+        stages, then ``(A >> s) * recip`` rounded by DIV_DEN_BITS bits (``divide_fixed``).
+        Returns the quotient, the conv sum and the context, NORM_EXTRA_DEPTH stages later.
+        """
+        TM = fmt.t_max
+        dw = fmt.denominator_format.width
+        sh_w = range(max(dw - DIV_DEN_BITS, 1))   # shift s in 0..dw-1-DIV_DEN_BITS
+        rec_s = [Signal(sh_w, name=f"rec_s{n}") for n in range(2 * TM)]
+        rec_r = [Signal(RECIP_BITS, name=f"rec_r{n}") for n in range(2 * TM)]
+
+        # ---- reciprocal pipeline, from the z column's sum (den, wrapped like the golden model)
+        den5 = num5[:dw].as_signed()
+        dv = c5["valid"] & c5["out"] & c5["lastg"] & c5["isz"]
+        idx_w = range(2 * TM)
+        # R1: den (negative only past max_tokens: treated as 0) and its bit length
+        r1_v, r1_i = Signal(), Signal(idx_w)
+        r1_den = Signal(dw - 1)
+        r1_len = Signal(range(dw + 1))
+        length = Signal(range(dw + 1))
+        for b in range(dw - 1):
+            with m.If(den5[b]):
+                m.d.comb += length.eq(b + 1)
+        m.d.sync += [r1_v.eq(dv), r1_i.eq(c5["obank"] * TM + c5["tau"]),
+                     r1_den.eq(Mux(den5 < 0, 0, den5[:dw - 1])), r1_len.eq(Mux(den5 < 0, 0, length))]
+        # R2: s = max(0, len - DIV_DEN_BITS), den' = den >> s (den' == 0 only for den == 0)
+        r2_v, r2_i = Signal(), Signal(idx_w)
+        r2_s = Signal(sh_w)
+        r2_den = Signal(DIV_DEN_BITS)
+        shift = Signal(sh_w)
+        m.d.comb += shift.eq(Mux(r1_len > DIV_DEN_BITS, r1_len - DIV_DEN_BITS, 0))
+        m.d.sync += [r2_v.eq(r1_v), r2_i.eq(r1_i), r2_s.eq(shift), r2_den.eq(r1_den >> shift)]
+        # Restoring division of 2**(RECIP_BITS-1) by den', DIV_STEPS_PER_STAGE quotient bits per stage.
+        v, i, s, den = r2_v, r2_i, r2_s, r2_den
+        rem = Signal(DIV_DEN_BITS + 1, name="div_rem0")   # remainder < den' <= 2**16 - 1
+        quo = Signal(RECIP_BITS, name="div_quo0")
+        m.d.comb += [rem.eq(0), quo.eq(0)]
+        bit = RECIP_BITS - 1
+        for st in range(DIV_STAGES):
+            r, q = rem, quo
+            for _ in range(DIV_STEPS_PER_STAGE):
+                if bit < 0:
+                    break
+                r2 = (r << 1) | (1 if bit == RECIP_BITS - 1 else 0)   # the dividend's one 1 bit
+                ge = r2 >= den
+                r = Mux(ge, r2 - den, r2)[:DIV_DEN_BITS + 1]
+                q = q | (ge << bit)
+                bit -= 1
+            if st == DIV_STAGES - 1:
+                # The last stage writes the reciprocal set (den == 0: reciprocal 0, so the quotient is 0).
+                with m.If(v):
+                    for n in range(2 * TM):
+                        with m.If(i == n):
+                            m.d.sync += [rec_s[n].eq(s), rec_r[n].eq(Mux(den == 0, 0, q))]
+            else:
+                k = st + 1
+                nv, ni = Signal(name=f"div_v{k}"), Signal(idx_w, name=f"div_i{k}")
+                ns, nden = Signal(sh_w, name=f"div_s{k}"), Signal(DIV_DEN_BITS, name=f"div_den{k}")
+                nrem, nquo = Signal(DIV_DEN_BITS + 1, name=f"div_rem{k}"), Signal(RECIP_BITS, name=f"div_quo{k}")
+                m.d.sync += [nv.eq(v), ni.eq(i), ns.eq(s), nden.eq(den), nrem.eq(r), nquo.eq(q)]
+                v, i, s, den, rem, quo = nv, ni, ns, nden, nrem, nquo
+
+        # ---- numerator path: delay line, then shift, product, rounding
+        num, conv, c = num5, conv5, c5
+        for n in range(NORM_DELAY):
+            c = carry(c, f"nd{n}")
+            num_n, conv_n = Signal.like(num, name=f"nd{n}_num"), Signal.like(conv, name=f"nd{n}_conv")
+            m.d.sync += [num_n.eq(num), conv_n.eq(conv)]
+            num, conv = num_n, conv_n
+        snf, qf = fmt.scaled_numerator_format, fmt.quotient_format
+        sel = c["obank"] * TM + c["tau"]
+        n1 = carry(c, "n1")
+        n1_num = Signal(signed(snf.width))
+        n1_rec = Signal(RECIP_BITS)
+        n1_conv = Signal.like(conv)
+        m.d.sync += [n1_num.eq((num >> Array(rec_s)[sel])[:snf.width].as_signed()),
+                     n1_rec.eq(Array(rec_r)[sel]), n1_conv.eq(conv)]
+        n2 = carry(n1, "n2")
+        n2_prod = Signal(signed(snf.width + RECIP_BITS + 1))
+        n2_conv = Signal.like(conv)
+        m.d.sync += [n2_prod.eq(n1_num * n1_rec), n2_conv.eq(n1_conv)]
+        n3 = carry(n2, "n3")
+        n3_quo = Signal(signed(qf.width))
+        n3_conv = Signal.like(conv)
+        m.d.sync += [n3_quo.eq(((n2_prod + (1 << (DIV_DEN_BITS - 1))) >> DIV_DEN_BITS)[:qf.width].as_signed()),
+                     n3_conv.eq(n2_conv)]
+        return n3_quo, n3_conv, n3

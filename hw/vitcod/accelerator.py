@@ -39,10 +39,13 @@ from .engine import Engine, _log2, _pick
 __all__ = ["VitcodAccelerator"]
 
 
-def _requant(m, value, mult, shift, name):
-    """Round-half-up requantization to int8 (``attnforge.numfmt.Requantizer``) in hardware."""
-    prod = Signal(signed(value.shape().width + 18), name=f"{name}_prod")
-    m.d.comb += prod.eq(value * Cat(mult, Const(0, 1)).as_signed())
+def _requant_product(value, mult):
+    """The multiply of ``_requant`` (the rest is ``_requant_round``)."""
+    return value * Cat(mult, Const(0, 1)).as_signed()
+
+
+def _requant_round(m, prod, shift, name):
+    """Rounding shift and int8 saturation of a requantizer's product."""
     rnd = Signal(64, name=f"{name}_rnd")
     m.d.comb += rnd.eq((Const(1, 64) << shift) >> 1)
     shifted = Signal(signed(prod.shape().width + 1), name=f"{name}_sh")
@@ -50,6 +53,13 @@ def _requant(m, value, mult, shift, name):
     out = Signal(signed(8), name=name)
     m.d.comb += out.eq(Mux(shifted > INT8.max, INT8.max, Mux(shifted < INT8.min, INT8.min, shifted)))
     return out
+
+
+def _requant(m, value, mult, shift, name):
+    """Round-half-up requantization to int8 (``attnforge.numfmt.Requantizer``) in hardware."""
+    prod = Signal(signed(value.shape().width + 18), name=f"{name}_prod")
+    m.d.comb += prod.eq(_requant_product(value, mult))
+    return _requant_round(m, prod, shift, name)
 
 
 class VitcodAccelerator(wiring.Component):
@@ -71,7 +81,7 @@ class VitcodAccelerator(wiring.Component):
     busy : ``Out(1)``
         A head is loading, waiting or computing.
     heads_done : ``Out(16)``
-        Heads computed and fully output since reset.
+        Heads computed and fully output since reset (counted with their last output beat).
     heads_failed : ``Out(16)``
         Heads refused (their data consumed and dropped, no output).
     error : ``Out(3)``
@@ -105,12 +115,16 @@ class VitcodAccelerator(wiring.Component):
 
         # ------------------------------------------------------------------ buffers
         qkv_lw = _log2(cfg.qkv_bank_words)
+        q_lw = _log2(cfg.q_bank_words)
         rp_lw = _log2(cfg.rp_bank_words)
         ci_lw = _log2(cfg.ci_bank_words)
+        # Q words hold q_word_chunks chunks: QB beats, so that a score step reads its S chunks at once
+        QB = cfg.q_beats_per_word
+        lg_qb = _log2(QB)
         mems = {}
-        for name, depth in (("q", cfg.qkv_bank_words), ("k", cfg.qkv_bank_words), ("v", cfg.qkv_bank_words),
+        for name, depth in (("q", cfg.q_bank_words), ("k", cfg.qkv_bank_words), ("v", cfg.qkv_bank_words),
                             ("rp", cfg.rp_bank_words), ("ci", cfg.ci_bank_words)):
-            mem = Memory(shape=unsigned(W), depth=2 * depth, init=[])
+            mem = Memory(shape=unsigned(W * QB if name == "q" else W), depth=2 * depth, init=[])
             m.submodules[f"{name}_buf"] = mem
             mems[name] = mem
         wports = {name: mem.write_port() for name, mem in mems.items()}
@@ -125,9 +139,9 @@ class VitcodAccelerator(wiring.Component):
                 kp, vp = mems["k"].read_port(), mems["v"].read_port()
                 m.d.comb += [kp.addr.eq(eng.k_addr[l]), eng.k_data[l].eq(kp.data),
                              vp.addr.eq(eng.v_addr[l]), eng.v_data[l].eq(vp.data)]
-        for l in range(sparse.L):
+        for g in range(sparse.K):
             cp = mems["ci"].read_port()
-            m.d.comb += [cp.addr.eq(sparse.ci_addr[l]), sparse.ci_data[l].eq(cp.data)]
+            m.d.comb += [cp.addr.eq(sparse.ci_addr[g]), sparse.ci_data[g].eq(cp.data)]
         cp = mems["ci"].read_port()
         m.d.comb += [cp.addr.eq(sparse.ci_pv_addr), sparse.ci_pv_data.eq(cp.data)]
         rp0, rp1 = mems["rp"].read_port(), mems["rp"].read_port()
@@ -156,6 +170,7 @@ class VitcodAccelerator(wiring.Component):
         rp_prev = Signal(INDEX_WIDTH)
         head_err = Signal(3)
         ci_beats = Signal(INDEX_WIDTH)
+        q_hold = [Signal(W, name=f"q_hold{j}") for j in range(QB - 1)]
         # Outputs come from registers through plain assignments (no FSM-conditional
         # combinational processes): Icarus does not evaluate those at time 0.
         ld_taking = Signal()       # LOAD or DROP: data.ready
@@ -206,6 +221,9 @@ class VitcodAccelerator(wiring.Component):
         alive = Signal()
         m.d.sync += alive.eq(1)
         m.d.comb += [self.data.ready.eq(ld_taking), self.cmd.ready.eq(alive & ~ld_busy & ~Mux(lb, full[1], full[0]))]
+        word = Signal(W)           # the word to write: the payload, or the decoder's Q/K word
+        m.d.comb += word.eq(Mux(decoding, dec_word, self.data.payload))
+        word_take = take & ~(decoding & ~dec_last)   # a whole (decoded) word arrives
         with m.FSM(name="loader"):
             with m.State("IDLE"):
                 with m.If(self.cmd.valid & self.cmd.ready):
@@ -234,11 +252,23 @@ class VitcodAccelerator(wiring.Component):
                         m.d.sync += [ld_taking.eq(0), ld_busy.eq(0)]
                         m.next = "IDLE"
             with m.State("LOAD"):
-                for i, name in enumerate(("q", "k", "v", "rp", "ci")):
+                for i, name in enumerate(("k", "v", "rp", "ci"), start=1):
                     lw = {"rp": rp_lw, "ci": ci_lw}.get(name, qkv_lw)
                     wp = wports[name]
-                    m.d.comb += [wp.addr.eq(Cat(waddr[:lw], lb)), wp.data.eq(Mux(decoding, dec_word, self.data.payload)),
-                                 wp.en.eq(take & (sec == i) & ~(decoding & ~dec_last))]
+                    m.d.comb += [wp.addr.eq(Cat(waddr[:lw], lb)), wp.data.eq(word),
+                                 wp.en.eq(word_take & (sec == i))]
+                wp = wports["q"]
+                if QB > 1:
+                    # the first QB - 1 words of a Q word wait in q_hold (rows are whole Q words)
+                    with m.If(word_take & (sec == 0)):
+                        for j in range(QB - 1):
+                            with m.If(waddr[:lg_qb] == j):
+                                m.d.sync += q_hold[j].eq(word)
+                    m.d.comb += [wp.addr.eq(Cat(waddr[lg_qb:][:q_lw], lb)), wp.data.eq(Cat(*q_hold, word)),
+                                 wp.en.eq(word_take & (sec == 0) & (waddr[:lg_qb] == QB - 1))]
+                else:
+                    m.d.comb += [wp.addr.eq(Cat(waddr[:q_lw], lb)), wp.data.eq(word),
+                                 wp.en.eq(word_take & (sec == 0))]
                 with m.If(take):
                     m.d.sync += [cnt.eq(cnt - 1), ent.eq(ent + IPW)]
                     with m.If(~decoding | dec_last):
@@ -432,21 +462,44 @@ class VitcodAccelerator(wiring.Component):
         m.d.comb += div_busy.eq(~div_fsm.ongoing("IDLE"))
 
         # ------------------------------------------------------------ output rows
+        # The row register feeds a serializer (one beat of B lanes per cycle) and the output
+        # requantizer in two registered stages (multiply; rounding shift and saturation), which
+        # stall together on backpressure. The row's requantizer is latched with the row: the
+        # head may end (and the next one start) while its last beats are still in the stages.
         orow = [Signal(signed(cfg.pv_width + 1), name=f"orow{i}") for i in range(cfg.head_dim)]
+        o_mult = Signal.like(self.cmd.p.out_mult)
+        o_shift = Signal.like(self.cmd.p.out_shift)
+        o_head_last = Signal()     # the row in orow is its head's last
         beat = Signal(range(max(WPT, 2)))
         with m.If(head_on & pdone[0] & pdone[1] & ~ser_active):
             m.d.sync += [orow[i].eq(dense.out[i] + sparse.out[i]) for i in range(cfg.head_dim)]
+            m.d.sync += [o_mult.eq(hd["out_mult"]), o_shift.eq(hd["out_shift"]), o_head_last.eq(cm_row + 1 == nq)]
             m.d.sync += [pdone[0].eq(0), pdone[1].eq(0), out_hold[0].eq(0), out_hold[1].eq(0),
                          ser_active.eq(1), beat.eq(0), cm_row.eq(cm_row + 1)]
-        lanes_out = []
-        for b in range(B):
-            sel = Array(orow[w * B + b] for w in range(WPT))[beat] if WPT > 1 else orow[b]
-            lanes_out.append(_requant(m, sel, hd["out_mult"], hd["out_shift"], f"olane{b}"))
-        m.d.comb += [self.o.valid.eq(ser_active), self.o.payload.eq(Cat(*lanes_out))]
-        with m.If(self.o.valid & self.o.ready):
-            m.d.sync += beat.eq(beat + 1)
-            with m.If(beat == WPT - 1):
-                m.d.sync += ser_active.eq(0)
+        r1_valid, r1_last, r2_valid, r2_last = Signal(), Signal(), Signal(), Signal()
+        r1_shift = Signal.like(o_shift)
+        r1_prod = [Signal(signed(cfg.pv_width + 1 + 18), name=f"oprod{b}") for b in range(B)]
+        r2_lane = [Signal(signed(8), name=f"olane{b}") for b in range(B)]
+        adv = Signal()             # the stages move (the output register is empty or taken)
+        m.d.comb += adv.eq(~r2_valid | self.o.ready)
+        r1_round = [_requant_round(m, r1_prod[b], r1_shift, f"olane{b}_q") for b in range(B)]
+        with m.If(adv):
+            # stage 1: the beat's lanes times the multiplier
+            m.d.sync += [r1_valid.eq(ser_active), r1_last.eq(ser_active & o_head_last & (beat == WPT - 1)),
+                         r1_shift.eq(o_shift)]
+            for b in range(B):
+                sel = Array(orow[w * B + b] for w in range(WPT))[beat] if WPT > 1 else orow[b]
+                m.d.sync += r1_prod[b].eq(_requant_product(sel, o_mult))
+            with m.If(ser_active):
+                m.d.sync += beat.eq(beat + 1)
+                with m.If(beat == WPT - 1):
+                    m.d.sync += ser_active.eq(0)
+            # stage 2: rounding shift and saturation to int8
+            m.d.sync += [r2_valid.eq(r1_valid), r2_last.eq(r1_last)]
+            m.d.sync += [r2_lane[b].eq(r1_round[b]) for b in range(B)]
+        m.d.comb += [self.o.valid.eq(r2_valid), self.o.payload.eq(Cat(*r2_lane))]
+        with m.If(self.o.valid & self.o.ready & r2_last):
+            m.d.sync += heads_done.eq(heads_done + 1)
 
         # ---------------------------------------------------------- head start / end
         with m.If(~head_on & Mux(cb, full[1], full[0])):
@@ -454,7 +507,7 @@ class VitcodAccelerator(wiring.Component):
             m.d.sync += [v.eq(0) for v in (*ns, *npv, *pdone, *out_hold)]
             m.d.sync += [v.eq(0) for row in (*sdone, *smx_ok) for v in row]
         with m.If(head_on & (cm_row == nq) & ~ser_active):
-            m.d.sync += [head_on.eq(0), Array(full)[cb].eq(0), cb.eq(~cb), heads_done.eq(heads_done + 1)]
+            m.d.sync += [head_on.eq(0), Array(full)[cb].eq(0), cb.eq(~cb)]
 
-        m.d.comb += self.busy.eq(ld_busy | full[0] | full[1] | head_on | ser_active)
+        m.d.comb += self.busy.eq(ld_busy | full[0] | full[1] | head_on | ser_active | r1_valid | r2_valid)
         return m

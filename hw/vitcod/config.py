@@ -123,6 +123,36 @@ class VitcodConfig:
     def indices_per_word(self) -> int:
         return self.data_width // INDEX_WIDTH
 
+    def score_split(self, lines: int) -> int:
+        """Lines S that share one score in an engine of ``lines`` lines: the largest power of two
+        dividing both ``lines`` and ``chunks_per_token``.
+
+        A score job gives each key S lines, each taking ``d / (M S)`` of its chunks, so the
+        engine scores ``K = lines / S`` keys every ``d / (M S)`` cycles and a row of n keys
+        takes ``ceil(n / K) * d / (M S)`` cycles (with one line per key, S = 1, the row is
+        rounded up to whole groups of ``lines`` keys of ``d / M`` cycles each: 16 cycles for
+        5 keys on 4 lines, against 10 with S = 4).
+        """
+        s = 1
+        while lines % (2 * s) == 0 and self.chunks_per_token % (2 * s) == 0:
+            s *= 2
+        return s
+
+    @property
+    def q_word_chunks(self) -> int:
+        """M-channel chunks per word of the Q buffer: a score pass reads the S chunks of every
+        line of a key from one word (``data_width`` bits, or several beats assembled by the loader)."""
+        return max(self.chunks_per_word, self.score_split(self.dense_lines), self.score_split(self.sparse_lines))
+
+    @property
+    def q_beats_per_word(self) -> int:
+        """Data beats per Q buffer word."""
+        return self.q_word_chunks // self.chunks_per_word
+
+    @property
+    def q_words_per_token(self) -> int:
+        return self.chunks_per_token // self.q_word_chunks
+
     @property
     def lines(self) -> int:
         return self.dense_lines + self.sparse_lines
@@ -174,6 +204,10 @@ class VitcodConfig:
     @property
     def qkv_bank_words(self) -> int:
         return self._pow2_ceil(self.max_tokens * self.words_per_token)
+
+    @property
+    def q_bank_words(self) -> int:
+        return self._pow2_ceil(self.max_tokens * self.q_words_per_token)
 
     @property
     def rp_bank_words(self) -> int:

@@ -1,13 +1,19 @@
 """Denser and Sparser Engines of the ViTCoD accelerator (one class, two column sources).
 
-An engine owns L ``AttentionLine``s, a score buffer per line, an exponent
+An engine owns L ``AttentionLine``s, a score buffer per score group, an exponent
 buffer and an exponent unit. Per query row it runs three jobs, started by the
 accelerator's controller:
 
-* **score** (SDDMM): L keys at a time, ``d / M`` cycles each; the Denser Engine's
-  keys are the global columns ``0 .. G-1``, the Sparser Engine's are the row's
-  CSR entries, read from the index buffer (it never touches a pruned entry).
-  Scores go to the line's score buffer; the job reports the row maximum.
+* **score** (SDDMM): the lines form K = L / S groups of S lines
+  (``VitcodConfig.score_split``); a group scores one key, each of its lines
+  taking ``d / (M S)`` of the key's M-channel chunks, so K keys take
+  ``d / (M S)`` cycles and a row of n keys ``ceil(n / K) * d / (M S)`` (with
+  S = 1 this is one key per line, ``d / M`` cycles, the row rounded up to
+  whole groups of L keys). One more stage sums the S partial scores. The
+  Denser Engine's keys are the global columns ``0 .. G-1``, the Sparser
+  Engine's are the row's CSR entries, read from the index buffer (it never
+  touches a pruned entry). Scores go to the group's score buffer; the job
+  reports the row maximum.
 * **exp** (own pipeline, runs beside the lines): ``z`` and ``E`` of every score
   of the row against the row maximum of both engines, ``E`` to the exponent
   buffer, and the engine's share of the row sum.
@@ -62,26 +68,30 @@ def _rom(values, width, index):
 class Engine(Elaboratable):
     """One engine with ``lines`` lines; ``sparse`` selects the CSR column source.
 
-    The accelerator connects the buffer read ports: ``q_addr``/``q_data``,
-    ``k_addr[l]``/``k_data[l]``, ``v_addr[l]``/``v_data[l]`` and, for the
-    Sparser Engine, ``ci_addr[l]``/``ci_data[l]`` and ``ci_pv_addr``/``ci_pv_data``.
+    The accelerator connects the buffer read ports: ``q_addr``/``q_data`` (a word of
+    ``q_word_chunks`` chunks), ``k_addr[l]``/``k_data[l]``, ``v_addr[l]``/``v_data[l]``
+    and, for the Sparser Engine, ``ci_addr[g]``/``ci_data[g]`` (one per score group)
+    and ``ci_pv_addr``/``ci_pv_data``.
     """
 
     def __init__(self, cfg: VitcodConfig, *, sparse: bool, lines: int):
         self.cfg = cfg
         self.sparse = sparse
         self.L = lines
+        self.S = cfg.score_split(lines)     # lines per key in a score job
+        self.K = lines // self.S            # keys per score step
         W = cfg.data_width
         self.qkv_aw = _log2(cfg.qkv_bank_words) + 1
+        self.q_aw = _log2(cfg.q_bank_words) + 1
         self.ci_aw = _log2(cfg.ci_bank_words) + 1
-        self.q_addr = Signal(self.qkv_aw)
-        self.q_data = Signal(W)
+        self.q_addr = Signal(self.q_aw)
+        self.q_data = Signal(8 * cfg.macs * cfg.q_word_chunks)
         self.k_addr = [Signal(self.qkv_aw, name=f"k_addr{l}") for l in range(lines)]
         self.k_data = [Signal(W, name=f"k_data{l}") for l in range(lines)]
         self.v_addr = [Signal(self.qkv_aw, name=f"v_addr{l}") for l in range(lines)]
         self.v_data = [Signal(W, name=f"v_data{l}") for l in range(lines)]
-        self.ci_addr = [Signal(self.ci_aw, name=f"ci_addr{l}") for l in range(lines)]
-        self.ci_data = [Signal(W, name=f"ci_data{l}") for l in range(lines)]
+        self.ci_addr = [Signal(self.ci_aw, name=f"ci_addr{g}") for g in range(self.K)]
+        self.ci_data = [Signal(W, name=f"ci_data{g}") for g in range(self.K)]
         self.ci_pv_addr = Signal(self.ci_aw)
         self.ci_pv_data = Signal(W)
 
@@ -116,10 +126,12 @@ class Engine(Elaboratable):
         self.out = [Signal(signed(cfg.pv_width), name=f"out{i}") for i in range(cfg.head_dim)]
 
     def elaborate(self, platform):
-        cfg, L = self.cfg, self.L
+        cfg, L, S, K = self.cfg, self.L, self.S, self.K
         M, CPT, CPW, WPT, IPW = cfg.macs, cfg.chunks_per_token, cfg.chunks_per_word, cfg.words_per_token, \
             cfg.indices_per_word
-        lg_cpw, lg_ipw = _log2(CPW), _log2(IPW)
+        QC, QWPT = cfg.q_word_chunks, cfg.q_words_per_token
+        P = CPT // S            # cycles per score step
+        lg_cpw, lg_ipw, lg_s, lg_qc = _log2(CPW), _log2(IPW), _log2(S), _log2(QC)
         qkv_local = self.qkv_aw - 1
         ci_local = self.ci_aw - 1
         m = Module()
@@ -128,13 +140,13 @@ class Engine(Elaboratable):
         for l, ln in enumerate(lines):
             m.submodules[f"line{l}"] = ln
 
-        slots = -(-cfg.max_tokens // L)
+        slots = -(-cfg.max_tokens // K)
         slot_w = _log2(slots)
         smems = []
         s_wr, s_rd = [], []
-        for l in range(L):
+        for g in range(K):
             mem = Memory(shape=signed(cfg.score_width), depth=cfg.row_slots << slot_w, init=[])
-            m.submodules[f"smem{l}"] = mem
+            m.submodules[f"smem{g}"] = mem
             s_wr.append(mem.write_port())
             s_rd.append(mem.read_port())
             smems.append(mem)
@@ -169,23 +181,23 @@ class Engine(Elaboratable):
         # ----------------------------------------------------- sequencer (issue stage)
         s_iss = Signal()        # issuing score beats
         p_iss = Signal()        # issuing pv beats
-        s_ebase = Signal(16)    # first entry of the score group
+        s_ebase = Signal(16)    # first entry of the score step
         grp = Signal(slot_w + 1)
-        chunk = Signal(range(max(CPT, 2)))
+        spas = Signal(range(max(P, 2)))   # cycle of the score step: lines take chunks spas * S + s
         p_ent = Signal(16)      # pv entry
         npass = -(-CPT // L)
         pas = Signal(range(max(npass, 2)))
 
         s_last = Signal()
         p_last = Signal()
-        m.d.comb += [s_last.eq(s_iss & (chunk == CPT - 1) & (s_ebase + L >= js_n)),
+        m.d.comb += [s_last.eq(s_iss & (spas == P - 1) & (s_ebase + K >= js_n)),
                      p_last.eq(p_iss & (p_ent == jp_n - 1) & (pas == npass - 1)),
                      self.issue_free.eq(~(s_iss | p_iss) | s_last | p_last)]
 
         with m.If(s_iss):
-            m.d.sync += chunk.eq(chunk + 1)
-            with m.If(chunk == CPT - 1):
-                m.d.sync += [chunk.eq(0), grp.eq(grp + 1), s_ebase.eq(s_ebase + L)]
+            m.d.sync += spas.eq(spas + 1)
+            with m.If(spas == P - 1):
+                m.d.sync += [spas.eq(0), grp.eq(grp + 1), s_ebase.eq(s_ebase + K)]
             with m.If(s_last):
                 m.d.sync += s_iss.eq(0)
         with m.If(p_iss):
@@ -198,7 +210,7 @@ class Engine(Elaboratable):
         with m.If(self.score_start):
             m.d.sync += [js_bank.eq(self.bank), js_row.eq(self.row), js_n.eq(self.n), js_base.eq(self.base),
                          js_par.eq(self.parity),
-                         s_iss.eq(self.n != 0), s_ebase.eq(0), grp.eq(0), chunk.eq(0)]
+                         s_iss.eq(self.n != 0), s_ebase.eq(0), grp.eq(0), spas.eq(0)]
         with m.If(self.pv_start):
             m.d.sync += [jp_bank.eq(self.bank), jp_n.eq(self.n), jp_base.eq(self.base), jp_par.eq(self.parity),
                          jp_recip.eq(self.recip),
@@ -207,97 +219,126 @@ class Engine(Elaboratable):
                 m.d.sync += [o.eq(0) for o in self.out]
 
         # issue-stage addresses
-        entry = [Signal(16, name=f"entry{l}") for l in range(L)]
-        lane_ok = [Signal(name=f"lane_ok{l}") for l in range(L)]
-        for l in range(L):
-            m.d.comb += [entry[l].eq(s_ebase + l), lane_ok[l].eq(s_iss & (s_ebase + l < js_n))]
-        m.d.comb += self.q_addr.eq(qkv_addr(js_bank, js_row, chunk))
+        # (per score group g: its key is entry s_ebase + g)
+        entry = [Signal(16, name=f"entry{g}") for g in range(K)]
+        lane_ok = [Signal(name=f"lane_ok{g}") for g in range(K)]
+        for g in range(K):
+            m.d.comb += [entry[g].eq(s_ebase + g), lane_ok[g].eq(s_iss & (s_ebase + g < js_n))]
+        # the Q word holding chunks spas * S .. spas * S + S - 1 of the row
+        q_local = Signal(self.q_aw - 1)
+        m.d.comb += q_local.eq(js_row * QWPT + (spas >> (lg_qc - lg_s)))
+        m.d.comb += self.q_addr.eq(Cat(q_local, js_bank))
         if self.sparse:
-            for l in range(L):
-                m.d.comb += self.ci_addr[l].eq(Mux(lane_ok[l], ci_addr(js_bank, js_base + entry[l]), 0))
+            for g in range(K):
+                m.d.comb += self.ci_addr[g].eq(Mux(lane_ok[g], ci_addr(js_bank, js_base + entry[g]), 0))
             m.d.comb += self.ci_pv_addr.eq(Mux(p_iss, ci_addr(jp_bank, jp_base + p_ent), 0))
         m.d.comb += [e_rd.addr.eq(Cat(p_ent[:e_w], jp_par))]
 
         # ------------------------------------------------------------- stage 1
         lw = max(lg_ipw, 1)
         s1v, p1v = Signal(), Signal()
-        s1_ok = [Signal(name=f"s1_ok{l}") for l in range(L)]
-        s1_lane = [Signal(lw, name=f"s1_lane{l}") for l in range(L)]
-        s1_ent = [Signal(16, name=f"s1_ent{l}") for l in range(L)]
-        s1_chunk = Signal.like(chunk)
+        s1_ok = [Signal(name=f"s1_ok{g}") for g in range(K)]
+        s1_lane = [Signal(lw, name=f"s1_lane{g}") for g in range(K)]
+        s1_ent = [Signal(16, name=f"s1_ent{g}") for g in range(K)]
+        s1_pas = Signal.like(spas)
         s1_grp = Signal.like(grp)
         s1_first, s1_last, p1_first, p1_last = Signal(), Signal(), Signal(), Signal()
         p1_lane = Signal(lw)
         p1_ent = Signal(16)
         p1_pass = Signal.like(pas)
-        m.d.sync += [s1v.eq(s_iss), p1v.eq(p_iss), s1_chunk.eq(chunk), s1_grp.eq(grp),
-                     s1_first.eq(chunk == 0), s1_last.eq(chunk == CPT - 1),
+        m.d.sync += [s1v.eq(s_iss), p1v.eq(p_iss), s1_pas.eq(spas), s1_grp.eq(grp),
+                     s1_first.eq(spas == 0), s1_last.eq(spas == P - 1),
                      p1_first.eq(p_ent == 0), p1_last.eq(p_ent == jp_n - 1),
                      p1_ent.eq(p_ent), p1_pass.eq(pas), p1_lane.eq((jp_base + p_ent)[:lw])]
-        for l in range(L):
-            m.d.sync += [s1_ok[l].eq(lane_ok[l]), s1_ent[l].eq(entry[l]),
-                         s1_lane[l].eq((js_base + entry[l])[:lw])]
+        for g in range(K):
+            m.d.sync += [s1_ok[g].eq(lane_ok[g]), s1_ent[g].eq(entry[g]),
+                         s1_lane[g].eq((js_base + entry[g])[:lw])]
 
         def column(l_data, lane, ent):
             if self.sparse:
                 return l_data.word_select(lane, INDEX_WIDTH) if IPW > 1 else l_data[:INDEX_WIDTH]
             return ent
 
-        # score: K addresses; pv: V addresses and P
-        q_chunk1 = Signal(8 * M)
-        m.d.comb += q_chunk1.eq(chunk_of(self.q_data, s1_chunk[:lg_cpw] if CPW > 1 else 0))
+        # score: the S q chunks of the step, K addresses (line g * S + s: chunk s1_pas * S + s
+        # of group g's key); pv: V addresses and P
+        q_chunk1 = [Signal(8 * M, name=f"q_chunk{s_}") for s_ in range(S)]
+        for s_ in range(S):
+            sel = (Cat(Const(s_, lg_s), s1_pas) if lg_s else s1_pas)[:lg_qc] if QC > 1 else 0
+            m.d.comb += q_chunk1[s_].eq(self.q_data.word_select(sel, 8 * M) if QC > 1 else self.q_data)
+        col = []
+        for g in range(K):
+            c_ = Signal(16, name=f"col{g}")
+            m.d.comb += c_.eq(column(self.ci_data[g] if self.sparse else None, s1_lane[g], s1_ent[g]))
+            col.append(c_)
         for l in range(L):
-            col = Signal(16, name=f"col{l}")
-            m.d.comb += col.eq(column(self.ci_data[l], s1_lane[l], s1_ent[l]))
-            m.d.comb += self.k_addr[l].eq(Mux(s1_ok[l], qkv_addr(js_bank, col, s1_chunk), 0))
+            g, s_ = divmod(l, S)
+            if g < K:
+                kc1 = Signal(range(max(CPT, 2)), name=f"kc1_{l}")
+                m.d.comb += kc1.eq(s1_pas * S + s_)
+                m.d.comb += self.k_addr[l].eq(Mux(s1_ok[g], qkv_addr(js_bank, col[g], kc1), 0))
         pcol = Signal(16)
         m.d.comb += pcol.eq(column(self.ci_pv_data, p1_lane, p1_ent))
         for l in range(L):
             cc = Signal(range(npass * L + 1), name=f"cc{l}")
             m.d.comb += cc.eq(p1_pass * L + l)
             m.d.comb += self.v_addr[l].eq(Mux(p1v & (cc < CPT), qkv_addr(jp_bank, pcol, cc), 0))
-        prob = Signal(range(PROB_MAX + 1))
+        # P = min((E * r + round) >> PROB_SHIFT, PROB_MAX): the product here, the rest in stage 2
         e_times_r = Signal(E_FORMAT.width + cfg.recip_width)
         m.d.comb += e_times_r.eq(e_rd.data * jp_recip)
-        rounded = Signal(e_times_r.shape().width + 1)
-        m.d.comb += rounded.eq((e_times_r + (1 << (PROB_SHIFT - 1))) >> PROB_SHIFT)
-        m.d.comb += prob.eq(Mux(rounded > PROB_MAX, PROB_MAX, rounded))
 
         # ------------------------------------------------------------- stage 2
         s2v, p2v = Signal(), Signal()
-        s2_ok = [Signal(name=f"s2_ok{l}") for l in range(L)]
-        s2_chunk = Signal.like(chunk)
+        s2_ok = [Signal(name=f"s2_ok{g}") for g in range(K)]
+        s2_pas = Signal.like(spas)
         s2_grp = Signal.like(grp)
         s2_first, s2_last = Signal(), Signal()
-        s2_q = Signal(8 * M)
-        p2_prob = Signal.like(prob)
+        s2_q = [Signal(8 * M, name=f"s2_q{s_}") for s_ in range(S)]
+        p2_etr = Signal.like(e_times_r)
         p2_pass = Signal.like(pas)
-        m.d.sync += [s2v.eq(s1v), p2v.eq(p1v), s2_chunk.eq(s1_chunk), s2_grp.eq(s1_grp),
+        m.d.sync += [s2v.eq(s1v), p2v.eq(p1v), s2_pas.eq(s1_pas), s2_grp.eq(s1_grp),
                      s2_first.eq(Mux(p1v, p1_first, s1_first)), s2_last.eq(Mux(p1v, p1_last, s1_last)),
-                     s2_q.eq(q_chunk1), p2_prob.eq(prob), p2_pass.eq(p1_pass)]
-        m.d.sync += [s2_ok[l].eq(s1_ok[l]) for l in range(L)]
+                     p2_etr.eq(e_times_r), p2_pass.eq(p1_pass)]
+        p2_prob = Signal(range(PROB_MAX + 1))
+        rounded = Signal(e_times_r.shape().width + 1)
+        m.d.comb += rounded.eq((p2_etr + (1 << (PROB_SHIFT - 1))) >> PROB_SHIFT)
+        m.d.comb += p2_prob.eq(Mux(rounded > PROB_MAX, PROB_MAX, rounded))
+        m.d.sync += [a.eq(b) for a, b in zip(s2_q, q_chunk1)]
+        m.d.sync += [s2_ok[g].eq(s1_ok[g]) for g in range(K)]
         for l, ln in enumerate(lines):
-            kch = chunk_of(self.k_data[l], s2_chunk[:lg_cpw] if CPW > 1 else 0)
+            g, s_ = divmod(l, S)
+            kc2 = s2_pas * S + s_
+            kch = chunk_of(self.k_data[l], kc2[:lg_cpw] if CPW > 1 else 0)
             cc = p2_pass * L + l
             vch = chunk_of(self.v_data[l], cc[:lg_cpw] if CPW > 1 else 0)
+            s_ok = s2_ok[g] & s2v if g < K else Const(0)   # lines beyond K * S do not score
             m.d.comb += [ln.pv.eq(p2v), ln.first.eq(s2_first), ln.last.eq(s2_last),
-                         ln.valid.eq(Mux(p2v, cc < CPT, s2_ok[l] & s2v))]
+                         ln.valid.eq(Mux(p2v, cc < CPT, s_ok))]
             for i in range(M):
-                m.d.comb += [ln.a[i].eq(Mux(p2v, p2_prob, byte(s2_q, i))),
+                m.d.comb += [ln.a[i].eq(Mux(p2v, p2_prob, byte(s2_q[s_ % S], i))),
                              ln.b[i].eq(Mux(p2v, byte(vch, i), byte(kch, i)))]
 
-        # ------------------------------------------------------ stages 3, 4 (results)
-        s3v, s4v, p3v, p4v = Signal(), Signal(), Signal(), Signal()
-        s3_grp, s4_grp = Signal.like(grp), Signal.like(grp)
+        # --------------------------------------------------- stages 3, 4, 5 (results)
+        s3v, s4v, s5v, p3v, p4v = Signal(), Signal(), Signal(), Signal(), Signal()
+        s3_grp, s4_grp, s5_grp = Signal.like(grp), Signal.like(grp), Signal.like(grp)
         p3_pass, p4_pass = Signal.like(pas), Signal.like(pas)
-        m.d.sync += [s3v.eq(s2v), s4v.eq(s3v), p3v.eq(p2v), p4v.eq(p3v),
-                     s3_grp.eq(s2_grp), s4_grp.eq(s3_grp), p3_pass.eq(p2_pass), p4_pass.eq(p3_pass)]
+        m.d.sync += [s3v.eq(s2v), s4v.eq(s3v), s5v.eq(s4v), p3v.eq(p2v), p4v.eq(p3v),
+                     s3_grp.eq(s2_grp), s4_grp.eq(s3_grp), s5_grp.eq(s4_grp), p3_pass.eq(p2_pass),
+                     p4_pass.eq(p3_pass)]
+        # stage 5: a group's score is the sum of its S lines' partial scores (an exact integer
+        # that fits score_width, so the wrap-around sum is exact)
+        g_dot = [Signal(signed(cfg.score_width), name=f"g_dot{g}") for g in range(K)]
+        g_valid = [Signal(name=f"g_valid{g}") for g in range(K)]
+        for g in range(K):
+            tree = [lines[g * S + s_].dot for s_ in range(S)]
+            while len(tree) > 1:
+                tree = [tree[i] + tree[i + 1] for i in range(0, len(tree), 2)]
+            m.d.sync += [g_dot[g].eq(tree[0]), g_valid[g].eq(lines[g * S].dot_valid)]
         run_max = self.max
-        for l, ln in enumerate(lines):
-            m.d.comb += [s_wr[l].addr.eq(Cat(s4_grp[:slot_w], js_par)), s_wr[l].data.eq(ln.dot),
-                         s_wr[l].en.eq(ln.dot_valid)]
-            nxt = Signal(signed(cfg.score_width), name=f"max{l}")
-            m.d.comb += nxt.eq(Mux(ln.dot_valid & (ln.dot > run_max), ln.dot, run_max))
+        for g in range(K):
+            m.d.comb += [s_wr[g].addr.eq(Cat(s5_grp[:slot_w], js_par)), s_wr[g].data.eq(g_dot[g]),
+                         s_wr[g].en.eq(g_valid[g])]
+            nxt = Signal(signed(cfg.score_width), name=f"max{g}")
+            m.d.comb += nxt.eq(Mux(g_valid[g] & (g_dot[g] > run_max), g_dot[g], run_max))
             run_max = nxt
         m.d.sync += self.max.eq(run_max)
         with m.If(self.score_start):
@@ -309,7 +350,7 @@ class Engine(Elaboratable):
 
         # job completion: a job is done when its last result has been written
         s_active, p_active = Signal(), Signal()
-        s_draining = s_iss | s1v | s2v | s3v | s4v
+        s_draining = s_iss | s1v | s2v | s3v | s4v | s5v
         p_draining = p_iss | p1v | p2v | p3v | p4v
         m.d.comb += [self.score_done.eq(s_active & ~s_draining), self.pv_done.eq(p_active & ~p_draining),
                      self.score_active.eq(s_active), self.pv_active.eq(p_active)]
@@ -327,7 +368,7 @@ class Engine(Elaboratable):
         x_run = Signal()
         x_e = Signal(16)
         x_g = Signal(slot_w + 1)
-        x_l = Signal(range(max(L, 2)))
+        x_l = Signal(range(max(K, 2)))
         x_n = Signal(16)
         x_par = Signal(sb)
         x_m = Signal(signed(cfg.score_width))
@@ -339,21 +380,23 @@ class Engine(Elaboratable):
                          x_shift.eq(self.exp_shift), self.exp_sum.eq(0)]
         with m.If(x_run):
             m.d.sync += [x_e.eq(x_e + 1), x_l.eq(x_l + 1)]
-            with m.If(x_l == L - 1):
+            with m.If(x_l == K - 1):
                 m.d.sync += [x_l.eq(0), x_g.eq(x_g + 1)]
             with m.If(x_e == x_n - 1):
                 m.d.sync += x_run.eq(0)
-        for l in range(L):
-            m.d.comb += s_rd[l].addr.eq(Cat(x_g[:slot_w], x_par))
-        # x1: difference and product
+        for g in range(K):
+            m.d.comb += s_rd[g].addr.eq(Cat(x_g[:slot_w], x_par))
+        # x1: difference to the row maximum
         x1v, x1_l, x1_e = Signal(), Signal.like(x_l), Signal(16)
         m.d.sync += [x1v.eq(x_run), x1_l.eq(x_l), x1_e.eq(x_e)]
         score = Array(p.data for p in s_rd)[x1_l]
-        diff = Signal(cfg.score_width + 1)
-        m.d.comb += diff.eq(x_m - score)
+        xd_v, xd_e = Signal(), Signal(16)
+        xd_diff = Signal(cfg.score_width + 1)
+        m.d.sync += [xd_v.eq(x1v), xd_e.eq(x1_e), xd_diff.eq(x_m - score)]
+        # xd: product
         x2v, x2_e = Signal(), Signal(16)
         x2_prod = Signal(cfg.score_width + 1 + 16)
-        m.d.sync += [x2v.eq(x1v), x2_e.eq(x1_e), x2_prod.eq(diff * x_mult)]
+        m.d.sync += [x2v.eq(xd_v), x2_e.eq(xd_e), x2_prod.eq(xd_diff * x_mult)]
         # x2: rounding shift and saturation to z
         rnd = Signal(63)
         m.d.comb += rnd.eq((Const(1, 64) << x_shift) >> 1)
@@ -373,5 +416,5 @@ class Engine(Elaboratable):
         m.d.comb += [e_wr.addr.eq(Cat(x4_e[:e_w], x_par)), e_wr.data.eq(x4_val), e_wr.en.eq(x4v)]
         with m.If(x4v & ~self.exp_start):
             m.d.sync += self.exp_sum.eq(self.exp_sum + x4_val)
-        m.d.comb += self.exp_busy.eq(x_run | x1v | x2v | x3v | x4v)
+        m.d.comb += self.exp_busy.eq(x_run | x1v | xd_v | x2v | x3v | x4v)
         return m
