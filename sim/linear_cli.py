@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from attnforge.cli import print_json
+from attnforge.linear_format import FEATURE_MAPS
 
 __all__ = ["register", "cmd_linear_sim", "run_linear_sim"]
 
@@ -53,7 +54,7 @@ def register(subparsers) -> None:
     p.add_argument("--t-max", type=int, default=8, help="largest verify block [8]")
     p.add_argument("--heads", type=int, default=1, help="time-multiplexed heads [1]")
     p.add_argument("--max-tokens", type=int, default=4096, help="tokens the widths are proven for [4096]")
-    p.add_argument("--feature-map", choices=["relu", "relu_norm"], default="relu",
+    p.add_argument("--feature-map", choices=FEATURE_MAPS, default="relu",
                    help="relu (unnormalized) or relu_norm (normalizer z and divider) [relu]")
     p.add_argument("--snapshots", action="store_true",
                    help="t_max+1 state banks per head: commit(a) never replays tokens")
