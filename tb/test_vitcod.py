@@ -35,7 +35,7 @@ CONFIGS = {
     # d=32, M=4, 2 + 3 lines (3 does not divide the 8 chunks: one line per key), four chunks per beat
     "d32": VitcodConfig(head_dim=32, max_tokens=40, max_nnz=1600, macs=4, dense_lines=2, sparse_lines=3,
                         data_width=128),
-    # d=64 with the Q/K decoder; four Denser lines share each key (two decoded beats per Q word)
+    # d=64 with the Q/K decoder; four Denser lines share each key (two decoded beats per Q/K word)
     "d64-decoder": VitcodConfig(head_dim=64, max_tokens=24, max_nnz=576, macs=8, dense_lines=4, sparse_lines=3,
                                 data_width=128, decoder=True, decoder_heads=2),
 }

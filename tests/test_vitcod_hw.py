@@ -50,9 +50,9 @@ def test_derived_widths():
     assert cfg.recip_width == 26
     # score groups: the largest power of two dividing the lines and the 8 chunks of a token
     assert [cfg.score_split(n) for n in (1, 2, 3, 4, 6, 8, 32)] == [1, 2, 1, 4, 2, 8, 8]
-    assert (cfg.q_word_chunks, cfg.q_beats_per_word, cfg.q_words_per_token) == (2, 1, 4)   # 3 + 5 lines: S = 1
+    assert (cfg.qkv_word_chunks, cfg.qkv_beats_per_word, cfg.qkv_words_per_token) == (2, 1, 4)   # 3 + 5 lines: S = 1
     narrow = VitcodConfig(head_dim=64, macs=8, dense_lines=4, sparse_lines=4, data_width=64)
-    assert (narrow.q_word_chunks, narrow.q_beats_per_word, narrow.q_words_per_token) == (4, 4, 2)
+    assert (narrow.qkv_word_chunks, narrow.qkv_beats_per_word, narrow.qkv_words_per_token) == (4, 4, 2)
 
 
 @pytest.mark.parametrize("cfg", [

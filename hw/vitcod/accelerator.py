@@ -115,16 +115,18 @@ class VitcodAccelerator(wiring.Component):
 
         # ------------------------------------------------------------------ buffers
         qkv_lw = _log2(cfg.qkv_bank_words)
-        q_lw = _log2(cfg.q_bank_words)
         rp_lw = _log2(cfg.rp_bank_words)
         ci_lw = _log2(cfg.ci_bank_words)
-        # Q words hold q_word_chunks chunks: QB beats, so that a score step reads its S chunks at once
-        QB = cfg.q_beats_per_word
+        # Q/K/V words hold qkv_word_chunks chunks (QB beats): a score step reads a key's S chunks,
+        # and a pv pass a line group's S chunks, from one word, so each engine has one K and one
+        # V read port per score group (K of them), not one per line.
+        QB = cfg.qkv_beats_per_word
         lg_qb = _log2(QB)
         mems = {}
-        for name, depth in (("q", cfg.q_bank_words), ("k", cfg.qkv_bank_words), ("v", cfg.qkv_bank_words),
-                            ("rp", cfg.rp_bank_words), ("ci", cfg.ci_bank_words)):
-            mem = Memory(shape=unsigned(W * QB if name == "q" else W), depth=2 * depth, init=[])
+        for name, width, depth in (("q", W * QB, cfg.qkv_bank_words), ("k", W * QB, cfg.qkv_bank_words),
+                                   ("v", W * QB, cfg.qkv_bank_words), ("rp", W, cfg.rp_bank_words),
+                                   ("ci", W, cfg.ci_bank_words)):
+            mem = Memory(shape=unsigned(width), depth=2 * depth, init=[])
             m.submodules[f"{name}_buf"] = mem
             mems[name] = mem
         wports = {name: mem.write_port() for name, mem in mems.items()}
@@ -135,10 +137,10 @@ class VitcodAccelerator(wiring.Component):
         for eng in engines:
             qp = mems["q"].read_port()
             m.d.comb += [qp.addr.eq(eng.q_addr), eng.q_data.eq(qp.data)]
-            for l in range(eng.L):
+            for g in range(eng.K):
                 kp, vp = mems["k"].read_port(), mems["v"].read_port()
-                m.d.comb += [kp.addr.eq(eng.k_addr[l]), eng.k_data[l].eq(kp.data),
-                             vp.addr.eq(eng.v_addr[l]), eng.v_data[l].eq(vp.data)]
+                m.d.comb += [kp.addr.eq(eng.k_addr[g]), eng.k_data[g].eq(kp.data),
+                             vp.addr.eq(eng.v_addr[g]), eng.v_data[g].eq(vp.data)]
         for g in range(sparse.K):
             cp = mems["ci"].read_port()
             m.d.comb += [cp.addr.eq(sparse.ci_addr[g]), sparse.ci_data[g].eq(cp.data)]
@@ -165,7 +167,7 @@ class VitcodAccelerator(wiring.Component):
         ld.update({f: Signal.like(getattr(self.cmd.p, f), name=f"ld_{f}") for f in dec_fields})
         sec = Signal(3)            # 0 Q, 1 K, 2 V, 3 RP, 4 CI
         cnt = Signal(32)           # beats left in this section (or in the dropped head)
-        waddr = Signal(max(qkv_lw, rp_lw, ci_lw) + 1)
+        waddr = Signal(max(qkv_lw + lg_qb, rp_lw, ci_lw) + 1)   # beats of a section
         ent = Signal(INDEX_WIDTH + 1)   # index of lane 0's entry in RP / CI sections
         rp_prev = Signal(INDEX_WIDTH)
         head_err = Signal(3)
@@ -252,23 +254,26 @@ class VitcodAccelerator(wiring.Component):
                         m.d.sync += [ld_taking.eq(0), ld_busy.eq(0)]
                         m.next = "IDLE"
             with m.State("LOAD"):
-                for i, name in enumerate(("k", "v", "rp", "ci"), start=1):
-                    lw = {"rp": rp_lw, "ci": ci_lw}.get(name, qkv_lw)
+                for i, name in enumerate(("rp", "ci"), start=3):
+                    lw = {"rp": rp_lw, "ci": ci_lw}[name]
                     wp = wports[name]
                     m.d.comb += [wp.addr.eq(Cat(waddr[:lw], lb)), wp.data.eq(word),
                                  wp.en.eq(word_take & (sec == i))]
-                wp = wports["q"]
+                qkv = sec <= 2
+                for i, name in enumerate(("q", "k", "v")):
+                    wp = wports[name]
+                    if QB > 1:
+                        # the first QB - 1 beats of a word wait in q_hold (rows are whole words)
+                        m.d.comb += [wp.addr.eq(Cat(waddr[lg_qb:][:qkv_lw], lb)), wp.data.eq(Cat(*q_hold, word)),
+                                     wp.en.eq(word_take & (sec == i) & (waddr[:lg_qb] == QB - 1))]
+                    else:
+                        m.d.comb += [wp.addr.eq(Cat(waddr[:qkv_lw], lb)), wp.data.eq(word),
+                                     wp.en.eq(word_take & (sec == i))]
                 if QB > 1:
-                    # the first QB - 1 words of a Q word wait in q_hold (rows are whole Q words)
-                    with m.If(word_take & (sec == 0)):
+                    with m.If(word_take & qkv):
                         for j in range(QB - 1):
                             with m.If(waddr[:lg_qb] == j):
                                 m.d.sync += q_hold[j].eq(word)
-                    m.d.comb += [wp.addr.eq(Cat(waddr[lg_qb:][:q_lw], lb)), wp.data.eq(Cat(*q_hold, word)),
-                                 wp.en.eq(word_take & (sec == 0) & (waddr[:lg_qb] == QB - 1))]
-                else:
-                    m.d.comb += [wp.addr.eq(Cat(waddr[:q_lw], lb)), wp.data.eq(word),
-                                 wp.en.eq(word_take & (sec == 0))]
                 with m.If(take):
                     m.d.sync += [cnt.eq(cnt - 1), ent.eq(ent + IPW)]
                     with m.If(~decoding | dec_last):

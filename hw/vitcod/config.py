@@ -139,19 +139,22 @@ class VitcodConfig:
         return s
 
     @property
-    def q_word_chunks(self) -> int:
-        """M-channel chunks per word of the Q buffer: a score pass reads the S chunks of every
-        line of a key from one word (``data_width`` bits, or several beats assembled by the loader)."""
+    def qkv_word_chunks(self) -> int:
+        """M-channel chunks per word of the Q, K and V buffers: a score step reads the S chunks of
+        a key from one word, and a pv pass the S chunks of a line group, so each engine needs one
+        read port per score group (K = lines / S), not one per line. A word is ``data_width``
+        bits, or several beats the loader joins."""
         return max(self.chunks_per_word, self.score_split(self.dense_lines), self.score_split(self.sparse_lines))
 
     @property
-    def q_beats_per_word(self) -> int:
-        """Data beats per Q buffer word."""
-        return self.q_word_chunks // self.chunks_per_word
+    def qkv_beats_per_word(self) -> int:
+        """Data beats per Q/K/V buffer word."""
+        return self.qkv_word_chunks // self.chunks_per_word
 
     @property
-    def q_words_per_token(self) -> int:
-        return self.chunks_per_token // self.q_word_chunks
+    def qkv_words_per_token(self) -> int:
+        """Q/K/V buffer words per token row."""
+        return self.chunks_per_token // self.qkv_word_chunks
 
     @property
     def lines(self) -> int:
@@ -203,11 +206,8 @@ class VitcodConfig:
 
     @property
     def qkv_bank_words(self) -> int:
-        return self._pow2_ceil(self.max_tokens * self.words_per_token)
-
-    @property
-    def q_bank_words(self) -> int:
-        return self._pow2_ceil(self.max_tokens * self.q_words_per_token)
+        """Words (of ``qkv_word_chunks`` chunks) per bank of the Q, K and V buffers."""
+        return self._pow2_ceil(self.max_tokens * self.qkv_words_per_token)
 
     @property
     def rp_bank_words(self) -> int:

@@ -68,10 +68,11 @@ def _rom(values, width, index):
 class Engine(Elaboratable):
     """One engine with ``lines`` lines; ``sparse`` selects the CSR column source.
 
-    The accelerator connects the buffer read ports: ``q_addr``/``q_data`` (a word of
-    ``q_word_chunks`` chunks), ``k_addr[l]``/``k_data[l]``, ``v_addr[l]``/``v_data[l]``
-    and, for the Sparser Engine, ``ci_addr[g]``/``ci_data[g]`` (one per score group)
-    and ``ci_pv_addr``/``ci_pv_data``.
+    The accelerator connects the buffer read ports, all of words of ``qkv_word_chunks``
+    chunks: ``q_addr``/``q_data``, and per score group g ``k_addr[g]``/``k_data[g]`` (the
+    group's key in a score step) and ``v_addr[g]``/``v_data[g]`` (the group's S chunks of a pv
+    pass); for the Sparser Engine also ``ci_addr[g]``/``ci_data[g]`` and
+    ``ci_pv_addr``/``ci_pv_data``.
     """
 
     def __init__(self, cfg: VitcodConfig, *, sparse: bool, lines: int):
@@ -82,14 +83,14 @@ class Engine(Elaboratable):
         self.K = lines // self.S            # keys per score step
         W = cfg.data_width
         self.qkv_aw = _log2(cfg.qkv_bank_words) + 1
-        self.q_aw = _log2(cfg.q_bank_words) + 1
         self.ci_aw = _log2(cfg.ci_bank_words) + 1
-        self.q_addr = Signal(self.q_aw)
-        self.q_data = Signal(8 * cfg.macs * cfg.q_word_chunks)
-        self.k_addr = [Signal(self.qkv_aw, name=f"k_addr{l}") for l in range(lines)]
-        self.k_data = [Signal(W, name=f"k_data{l}") for l in range(lines)]
-        self.v_addr = [Signal(self.qkv_aw, name=f"v_addr{l}") for l in range(lines)]
-        self.v_data = [Signal(W, name=f"v_data{l}") for l in range(lines)]
+        ww = 8 * cfg.macs * cfg.qkv_word_chunks
+        self.q_addr = Signal(self.qkv_aw)
+        self.q_data = Signal(ww)
+        self.k_addr = [Signal(self.qkv_aw, name=f"k_addr{g}") for g in range(self.K)]
+        self.k_data = [Signal(ww, name=f"k_data{g}") for g in range(self.K)]
+        self.v_addr = [Signal(self.qkv_aw, name=f"v_addr{g}") for g in range(self.K)]
+        self.v_data = [Signal(ww, name=f"v_data{g}") for g in range(self.K)]
         self.ci_addr = [Signal(self.ci_aw, name=f"ci_addr{g}") for g in range(self.K)]
         self.ci_data = [Signal(W, name=f"ci_data{g}") for g in range(self.K)]
         self.ci_pv_addr = Signal(self.ci_aw)
@@ -127,11 +128,10 @@ class Engine(Elaboratable):
 
     def elaborate(self, platform):
         cfg, L, S, K = self.cfg, self.L, self.S, self.K
-        M, CPT, CPW, WPT, IPW = cfg.macs, cfg.chunks_per_token, cfg.chunks_per_word, cfg.words_per_token, \
-            cfg.indices_per_word
-        QC, QWPT = cfg.q_word_chunks, cfg.q_words_per_token
+        M, CPT, IPW = cfg.macs, cfg.chunks_per_token, cfg.indices_per_word
+        QC, QWPT = cfg.qkv_word_chunks, cfg.qkv_words_per_token
         P = CPT // S            # cycles per score step
-        lg_cpw, lg_ipw, lg_s, lg_qc = _log2(CPW), _log2(IPW), _log2(S), _log2(QC)
+        lg_ipw, lg_s, lg_qc = _log2(IPW), _log2(S), _log2(QC)
         qkv_local = self.qkv_aw - 1
         ci_local = self.ci_aw - 1
         m = Module()
@@ -156,16 +156,22 @@ class Engine(Elaboratable):
         e_wr = emem.write_port()
         e_rd = emem.read_port()
 
-        def qkv_addr(bank, row, chunk):
+        def qkv_addr(bank, row, word):
+            """Word ``word`` of token ``row`` in a Q/K/V bank."""
             local = Signal(qkv_local)
-            m.d.comb += local.eq(row * WPT + (chunk >> lg_cpw))
+            m.d.comb += local.eq(row * QWPT + word)
             return Cat(local, bank)
+
+        def chunk_at(step, s_):
+            """Chunk ``step * S + s_`` (its bits, for the word and the chunk in it)."""
+            return Cat(Const(s_, lg_s), step) if lg_s else step
 
         def ci_addr(bank, entry):
             return Cat((entry >> lg_ipw)[:ci_local], bank)
 
-        def chunk_of(word, sel):
-            return word.word_select(sel, 8 * M) if CPW > 1 else word[:8 * M]
+        def chunk_of(word, chunk):
+            """The M-channel chunk of a buffer word that holds chunk number ``chunk``."""
+            return word.word_select(chunk[:lg_qc], 8 * M) if QC > 1 else word[:8 * M]
 
         def byte(vec, i):
             return vec[8 * i:8 * i + 8].as_signed()
@@ -225,9 +231,7 @@ class Engine(Elaboratable):
         for g in range(K):
             m.d.comb += [entry[g].eq(s_ebase + g), lane_ok[g].eq(s_iss & (s_ebase + g < js_n))]
         # the Q word holding chunks spas * S .. spas * S + S - 1 of the row
-        q_local = Signal(self.q_aw - 1)
-        m.d.comb += q_local.eq(js_row * QWPT + (spas >> (lg_qc - lg_s)))
-        m.d.comb += self.q_addr.eq(Cat(q_local, js_bank))
+        m.d.comb += self.q_addr.eq(qkv_addr(js_bank, js_row, chunk_at(spas, 0)[lg_qc:]))
         if self.sparse:
             for g in range(K):
                 m.d.comb += self.ci_addr[g].eq(Mux(lane_ok[g], ci_addr(js_bank, js_base + entry[g]), 0))
@@ -263,25 +267,23 @@ class Engine(Elaboratable):
         # of group g's key); pv: V addresses and P
         q_chunk1 = [Signal(8 * M, name=f"q_chunk{s_}") for s_ in range(S)]
         for s_ in range(S):
-            sel = (Cat(Const(s_, lg_s), s1_pas) if lg_s else s1_pas)[:lg_qc] if QC > 1 else 0
-            m.d.comb += q_chunk1[s_].eq(self.q_data.word_select(sel, 8 * M) if QC > 1 else self.q_data)
+            m.d.comb += q_chunk1[s_].eq(chunk_of(self.q_data, chunk_at(s1_pas, s_)))
         col = []
         for g in range(K):
             c_ = Signal(16, name=f"col{g}")
             m.d.comb += c_.eq(column(self.ci_data[g] if self.sparse else None, s1_lane[g], s1_ent[g]))
             col.append(c_)
-        for l in range(L):
-            g, s_ = divmod(l, S)
-            if g < K:
-                kc1 = Signal(range(max(CPT, 2)), name=f"kc1_{l}")
-                m.d.comb += kc1.eq(s1_pas * S + s_)
-                m.d.comb += self.k_addr[l].eq(Mux(s1_ok[g], qkv_addr(js_bank, col[g], kc1), 0))
+        # (group g's S chunks s1_pas * S .. + S - 1 of its key lie in one word)
+        for g in range(K):
+            m.d.comb += self.k_addr[g].eq(Mux(s1_ok[g], qkv_addr(js_bank, col[g], chunk_at(s1_pas, 0)[lg_qc:]), 0))
         pcol = Signal(16)
         m.d.comb += pcol.eq(column(self.ci_pv_data, p1_lane, p1_ent))
-        for l in range(L):
-            cc = Signal(range(npass * L + 1), name=f"cc{l}")
-            m.d.comb += cc.eq(p1_pass * L + l)
-            m.d.comb += self.v_addr[l].eq(Mux(p1v & (cc < CPT), qkv_addr(jp_bank, pcol, cc), 0))
+        # pv pass p: line l = g * S + s takes chunk p * L + l = (p * K + g) * S + s
+        for g in range(K):
+            gs = Signal(range(npass * K + 1), name=f"pv_step{g}")
+            m.d.comb += gs.eq(p1_pass * K + g)
+            m.d.comb += self.v_addr[g].eq(Mux(p1v & (gs * S < CPT), qkv_addr(jp_bank, pcol, chunk_at(gs, 0)[lg_qc:]),
+                                              0))
         # P = min((E * r + round) >> PROB_SHIFT, PROB_MAX): the product here, the rest in stage 2
         e_times_r = Signal(E_FORMAT.width + cfg.recip_width)
         m.d.comb += e_times_r.eq(e_rd.data * jp_recip)
@@ -306,10 +308,11 @@ class Engine(Elaboratable):
         m.d.sync += [s2_ok[g].eq(s1_ok[g]) for g in range(K)]
         for l, ln in enumerate(lines):
             g, s_ = divmod(l, S)
-            kc2 = s2_pas * S + s_
-            kch = chunk_of(self.k_data[l], kc2[:lg_cpw] if CPW > 1 else 0)
+            kch = chunk_of(self.k_data[g], chunk_at(s2_pas, s_))
+            gs = Signal(range(npass * K + 1), name=f"pv2_step{l}")
+            m.d.comb += gs.eq(p2_pass * K + g)
+            vch = chunk_of(self.v_data[g], chunk_at(gs, s_))
             cc = p2_pass * L + l
-            vch = chunk_of(self.v_data[l], cc[:lg_cpw] if CPW > 1 else 0)
             s_ok = s2_ok[g] & s2v if g < K else Const(0)   # lines beyond K * S do not score
             m.d.comb += [ln.pv.eq(p2v), ln.first.eq(s2_first), ln.last.eq(s2_last),
                          ln.valid.eq(Mux(p2v, cc < CPT, s_ok))]
