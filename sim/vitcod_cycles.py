@@ -2,7 +2,8 @@
 
 It replays the accelerator's controller at job granularity, with the exact
 latencies of the RTL: the loader (one beat per cycle, a commit cycle, two
-banks), each engine's job sequence (score ``ceil(n/K) * d/(M S)`` issue cycles
+banks; with the decoder, layer loads and each head's Q/K replay from the layer
+store, two cycles behind its key order), each engine's job sequence (score ``ceil(n/K) * d/(M S)`` issue cycles
 with S lines per key and K = L/S keys per step, ``VitcodConfig.score_split``,
 and a six-cycle drain; pv ``n * ceil((d/M)/L)`` and a five-cycle drain; the
 issue of the next job in the cycle after the last one), the softmax (exponent units
@@ -24,7 +25,7 @@ from dataclasses import dataclass, field
 
 from attnforge.hw.vitcod.config import VitcodConfig
 
-__all__ = ["HeadShape", "head_beats", "head_cycles", "run_cycles", "ideal_cycles", "dense_baseline_shape",
+__all__ = ["HeadShape", "head_beats", "replay_cycles", "head_cycles", "run_cycles", "ideal_cycles", "dense_baseline_shape",
            "DRAIN", "SCORE_DRAIN", "EXP_LATENCY", "OUT_STAGES",
            "DIV_CYCLES"]
 
@@ -51,6 +52,7 @@ class HeadShape:
     hc: int = 1            # compressed heads per Q/K word (decoder)
     good: bool = True      # False: the accelerator refuses it (no output)
     dropped: bool = False  # refused at the command (size): its data is dropped without a commit cycle
+    layer: bool = False    # (decoder) a layer load of the compressed Q/K (nq, nk, hc), not a head
     info: dict = field(default_factory=dict)
 
     @property
@@ -67,10 +69,21 @@ class HeadShape:
 
 
 def head_beats(cfg: VitcodConfig, s: HeadShape) -> int:
-    """Data beats of one head (the stream layout of ``hw/vitcod/accelerator.py``)."""
+    """Data-stream beats of one head or layer load (the stream layout of ``hw/vitcod/accelerator.py``)."""
     wpt, ipw = cfg.words_per_token, cfg.indices_per_word
-    hc = s.hc if cfg.decoder else 1
-    return (s.nq * wpt * hc + s.nk * wpt * hc + s.nk * wpt + -(-(s.nq + 1) // ipw) + -(-s.nnz // ipw))
+    if s.layer:
+        return (s.nq + s.nk) * wpt * s.hc
+    # with the decoder the stream carries the key order; Q and K come from the layer store
+    qk = -(-s.nk // ipw) if cfg.decoder else (s.nq + s.nk) * wpt
+    return qk + s.nk * wpt + -(-(s.nq + 1) // ipw) + -(-s.nnz // ipw)
+
+
+def replay_cycles(cfg: VitcodConfig, s: HeadShape) -> int:
+    """Loader cycles of a head's Q/K replay from the layer store (decoder; 0 for a head refused at its
+    command): one beat per cycle, hc beats per word, two cycles of latency (key order, store)."""
+    if not cfg.decoder or s.layer or s.dropped:
+        return 0
+    return (s.nq + s.nk) * cfg.words_per_token * s.hc + 2
 
 
 def ideal_cycles(cfg: VitcodConfig, s: HeadShape) -> float:
@@ -237,6 +250,10 @@ def run_cycles(cfg: VitcodConfig, heads: list) -> dict:
     for s in heads:
         beats = head_beats(cfg, s)
         a = max(loader_free, bank_free[lb])
+        if s.layer:          # the store takes one beat per cycle; no commit cycle
+            loader_free = a + beats + 1
+            continue
+        beats += replay_cycles(cfg, s)
         if not s.good:
             loader_free = a + beats + (1 if s.dropped else 2)
             continue
@@ -252,7 +269,7 @@ def run_cycles(cfg: VitcodConfig, heads: list) -> dict:
         ideal = ideal_cycles(cfg, s)
         cycles = last_beat - prev_end
         out.append(dict(s.info, nq=s.nq, nk=s.nk, g=s.g, nnz=s.nnz, cycles=cycles, ideal_cycles=ideal,
-                        utilization=ideal / cycles if cycles else 0.0, load_beats=beats))
+                        utilization=ideal / cycles if cycles else 0.0, load_cycles=beats))
         prev_end = last_beat
     return {"heads": out, "total_cycles": prev_end}
 

@@ -19,7 +19,7 @@ from attnforge.hw.designs import get_design
 from attnforge.hw.vitcod import VitcodAccelerator, VitcodConfig
 from attnforge.sim.runner import run_cocotb
 from attnforge.sim.vitcod_cycles import run_cycles
-from attnforge.tb.vitcod_jobs import bad_head, random_head, save_jobs, shape_of
+from attnforge.tb.vitcod_jobs import bad_head, layer_heads, random_head, save_jobs, shapes_of
 
 BUILD = Path(__file__).resolve().parent.parent / "build" / "test_sim"
 DESIGN = get_design("vitcod")
@@ -53,11 +53,17 @@ def heads_for(name: str, cfg: VitcodConfig, seed: int, errors: bool):
     heads.append(random_head(cfg, rng, nq=n, nk=n // 2 + 3, g=2, sparsity=0.8))                # Nq > Nk
     heads.append(random_head(cfg, rng, nq=5, nk=n, g=1, sparsity=0.95, empty_rows=4))           # Nq < Nk
     if cfg.decoder:
+        # layers of 1..Hc compressed heads, each loaded once and decoded by three heads
         for hc in range(1, cfg.decoder_heads + 1):
-            heads.append(random_head(cfg, rng, nq=n - 3, nk=n, g=2, sparsity=0.8, compressed_heads=hc))
+            heads += layer_heads(cfg, rng, nq=n - 3, nk=n, hc=hc, specs=[(2, 0.8, 0), (0, 0.5, 1), (n, 0.0, 0)])
     if errors:
         for pos, kind in ((1, "size"), (4, "row_ptr"), (7, "col_idx")):
             heads.insert(pos, bad_head(cfg, rng, kind))
+        if cfg.decoder:
+            # a refused head between two heads of a shared layer leaves the layer store alone
+            heads.insert(len(heads) - 2, bad_head(cfg, rng, "size"))
+            for kind in ("order", "layer_size", "layer"):   # these bring layer loads of their own
+                heads.insert(9, bad_head(cfg, rng, kind))
     return heads
 
 
@@ -71,7 +77,7 @@ def run(name, cfg, heads, *, simulator="verilator", idle=0.0, stall=0.0, seed=0)
 
 
 def check_cycle_model(cfg, heads, report):
-    model = run_cycles(cfg, [shape_of(h) for h in heads])
+    model = run_cycles(cfg, shapes_of(heads))
     rtl = [h["cycles"] for h in report["heads"]]
     pred = [h["cycles"] for h in model["heads"]]
     assert len(rtl) == len(pred)

@@ -16,11 +16,12 @@ import numpy as np
 
 from attnforge.algo.vitcod.golden import HeadParams, decode_qk, head_params, vitcod_head_golden
 from attnforge.csr import CSR, dense_to_csr
-from attnforge.hw.vitcod.config import ERR_COL_IDX, ERR_ROW_PTR, ERR_SIZE, VitcodConfig
-from attnforge.hw.vitcod.host import HeadJob
+from attnforge.hw.vitcod.config import ERR_COL_IDX, ERR_LAYER, ERR_ROW_PTR, ERR_SIZE, VitcodConfig
+from attnforge.hw.vitcod.host import HeadJob, LayerJob
 from attnforge.numfmt import Requantizer
 
-__all__ = ["TbHead", "shape_of", "polarized_mask_set", "random_head", "job_from_arrays", "bad_head", "save_jobs", "load_jobs"]
+__all__ = ["TbHead", "shapes_of", "polarized_mask_set", "random_head", "layer_heads", "job_from_arrays", "bad_head",
+           "tb_head", "save_jobs", "load_jobs"]
 
 
 @dataclass
@@ -32,6 +33,23 @@ class TbHead:
     macs: int = 0                 # workload MACs (scores + P·V on kept entries)
     dense_macs: int = 0           # MACs of the same head computed densely (Nq x Nk)
     info: dict = field(default_factory=dict)
+    # (decoder) a layer load sent before this head: its command, beats and error bits
+    layer_cmd: dict | None = None
+    layer_beats: list = field(default_factory=list)
+    layer_error: int = 0
+
+
+def tb_head(cfg: VitcodConfig, job: HeadJob, expected, error: int = 0, *, with_layer: bool = True, **info) -> TbHead:
+    """A testbench head from a host job; with the decoder (and ``with_layer``) its layer load goes first."""
+    h = TbHead(job.command(cfg), job.data_beats(cfg), expected, error, job.workload_macs(),
+               2 * job.nq * job.nk * cfg.head_dim,
+               dict(info, nq=job.nq, nk=job.nk, g=int(job.g), nnz=job.nnz, row_nnz=np.diff(job.row_ptr).tolist()))
+    if cfg.decoder:
+        h.info["hc"] = int(job.command(cfg)["hc"])
+        if with_layer:
+            lj = job.layer()
+            h.layer_cmd, h.layer_beats = lj.command(cfg), lj.data_beats(cfg)
+    return h
 
 
 def job_from_arrays(q, k, v, g: int, csr: CSR, params: HeadParams) -> HeadJob:
@@ -42,10 +60,7 @@ def job_from_arrays(q, k, v, g: int, csr: CSR, params: HeadParams) -> HeadJob:
 
 def head_for(cfg: VitcodConfig, q, k, v, g: int, csr: CSR, params: HeadParams, **info) -> TbHead:
     job = job_from_arrays(q, k, v, g, csr, params)
-    expected = vitcod_head_golden(q, k, v, g, csr, params)
-    return TbHead(job.command(cfg), job.data_beats(cfg), expected, 0, job.workload_macs(),
-                  2 * job.nq * job.nk * cfg.head_dim, dict(info, nq=job.nq, nk=job.nk, g=int(g), nnz=job.nnz,
-                                                           row_nnz=np.diff(job.row_ptr).tolist()))
+    return tb_head(cfg, job, vitcod_head_golden(q, k, v, g, csr, params), **info)
 
 
 def random_csr(rng, nq: int, nk: int, g: int, sparsity: float, empty_rows: int = 0) -> CSR:
@@ -68,26 +83,43 @@ def random_head(cfg: VitcodConfig, rng, *, nq: int, nk: int, g: int, sparsity: f
     params = head_params(s[0], s[1], s[2], s[3] * 0.8, d)
     if not compressed_heads:
         return head_for(cfg, q, k, v, g, csr, params, sparsity=sparsity)
-    hc = compressed_heads
+    return layer_heads(cfg, rng, nq=nq, nk=nk, hc=compressed_heads, specs=[(g, sparsity, empty_rows)],
+                       params=params)[0]
+
+
+def layer_heads(cfg: VitcodConfig, rng, *, nq: int, nk: int, hc: int, specs, params=None) -> list[TbHead]:
+    """Heads of one layer through the Q/K decoder: one random layer of ``hc`` compressed heads
+    (loaded before the first head), then per ``(g, sparsity, empty_rows)`` of ``specs`` a head with
+    its own decoder weights, requantizers, key order, V and mask."""
+    d = cfg.head_dim
     qc = rng.integers(-128, 128, (hc, nq, d)).astype(np.int8)
     kc = rng.integers(-128, 128, (hc, nk, d)).astype(np.int8)
-    wq = rng.integers(-128, 128, hc).astype(np.int8)
-    wk = rng.integers(-128, 128, hc).astype(np.int8)
-    rq = Requantizer.from_scale(float(rng.uniform(0.5, 2.0)) / (128 * hc))
-    rk = Requantizer.from_scale(float(rng.uniform(0.5, 2.0)) / (128 * hc))
-    q = decode_qk(qc, wq[None], rq)[0]
-    k = decode_qk(kc, wk[None], rk)[0]
-    job = job_from_arrays(q, k, v, g, csr, params)
-    job.qc, job.kc, job.wq, job.wk = qc, kc, wq, wk
-    job.dq, job.dk = (rq.multiplier, rq.shift), (rk.multiplier, rk.shift)
-    expected = vitcod_head_golden(q, k, v, g, csr, params)
-    return TbHead(job.command(cfg), job.data_beats(cfg), expected, 0, job.workload_macs(),
-                  2 * nq * nk * d, dict(sparsity=sparsity, nq=nq, nk=nk, g=int(g), nnz=job.nnz, hc=hc,
-                                        row_nnz=np.diff(job.row_ptr).tolist()))
+    heads = []
+    for n, (g, sparsity, empty_rows) in enumerate(specs):
+        wq = rng.integers(-128, 128, hc).astype(np.int8)
+        wk = rng.integers(-128, 128, hc).astype(np.int8)
+        rq = Requantizer.from_scale(float(rng.uniform(0.5, 2.0)) / (128 * hc))
+        rk = Requantizer.from_scale(float(rng.uniform(0.5, 2.0)) / (128 * hc))
+        order = rng.permutation(nk)
+        q = decode_qk(qc, wq[None], rq)[0]
+        k = decode_qk(kc, wk[None], rk)[0][order]          # polarized key order
+        v = rng.integers(-128, 128, (nk, d)).astype(np.int8)
+        csr = random_csr(rng, nq, nk, g, sparsity, empty_rows)
+        if params is None or n:
+            s = rng.uniform(0.01, 0.05, 4)
+            params = head_params(s[0], s[1], s[2], s[3] * 0.8, d)
+        job = job_from_arrays(q, k, v, g, csr, params)
+        job.qc, job.kc, job.wq, job.wk, job.key_order = qc, kc, wq, wk, order
+        job.dq, job.dk = (rq.multiplier, rq.shift), (rk.multiplier, rk.shift)
+        heads.append(tb_head(cfg, job, vitcod_head_golden(q, k, v, g, csr, params), with_layer=n == 0,
+                             sparsity=sparsity, layer_head=n))
+    return heads
 
 
 def bad_head(cfg: VitcodConfig, rng, kind: str) -> TbHead:
-    """A head the accelerator must refuse: ``size``, ``row_ptr`` or ``col_idx``."""
+    """A head the accelerator must refuse: ``size``, ``row_ptr`` or ``col_idx``; with the decoder
+    also ``order`` (a key order entry >= Nk), ``layer`` (the loaded layer has another Nq) and
+    ``layer_size`` (its layer load is refused, so is the head)."""
     nq = nk = min(cfg.max_tokens, 8)
     d = cfg.head_dim
     q = rng.integers(-128, 128, (nq, d)).astype(np.int8)
@@ -95,16 +127,35 @@ def bad_head(cfg: VitcodConfig, rng, kind: str) -> TbHead:
     csr = random_csr(rng, nq, nk, 1, 0.3)
     params = head_params(0.02, 0.02, 0.02, 0.02, d)
     rp, ci = csr.row_ptr.copy(), csr.col_idx.copy()
+    ipw, wpt = cfg.indices_per_word, cfg.words_per_token
     if kind == "size":
         job = HeadJob(q, k, k, 1, rp, ci, 1, 1, 1, 1)
         big = cfg.max_tokens + 1
         cmd = job.command(cfg, nq=big)
-        ipw = cfg.indices_per_word
-        n_beats = (big * cfg.words_per_token + 2 * nk * cfg.words_per_token + -(-(big + 1) // ipw)
-                   + -(-job.nnz // ipw))
+        qk = -(-nk // ipw) if cfg.decoder else (big + nk) * wpt
+        n_beats = qk + nk * wpt + -(-(big + 1) // ipw) + -(-job.nnz // ipw)
         beats = [int(x) for x in rng.integers(0, 1 << 31, n_beats)]
         return TbHead(cmd, beats, None, ERR_SIZE, info=dict(kind=kind, nq=big, nk=nk, g=1, nnz=job.nnz,
-                                                             row_nnz=[0] * big))
+                                                             row_nnz=[job.nnz] + [0] * (big - 1), hc=1))
+    if kind in ("order", "layer", "layer_size"):
+        if not cfg.decoder:
+            raise ValueError(f"bad head kind {kind!r} needs the decoder")
+        job = HeadJob(q, k, k, 1, rp, ci, params.exp.multiplier, params.exp.shift, params.out.multiplier,
+                      params.out.shift)
+        layer = job.layer()
+        if kind == "order":
+            job.key_order = np.arange(nk)
+            job.key_order[int(rng.integers(0, nk))] = nk + int(rng.integers(0, 3))
+        h = tb_head(cfg, job, None, ERR_COL_IDX if kind == "order" else ERR_LAYER, kind=kind)
+        if kind == "layer":       # a good layer, but of Nq + 1 query tokens
+            other = LayerJob(rng.integers(-128, 128, (1, nq + 1, d)).astype(np.int8), layer.kc)
+            h.layer_cmd, h.layer_beats = other.command(cfg), other.data_beats(cfg)
+        elif kind == "layer_size":  # a layer of more tokens than the store holds: refused
+            big = cfg.max_tokens + 1
+            h.layer_cmd = dict(layer.command(cfg), nq=big)
+            h.layer_beats = [int(x) for x in rng.integers(0, 1 << 31, (big + nk) * wpt)]
+            h.layer_error = ERR_SIZE
+        return h
     if kind == "row_ptr":
         r = int(rng.integers(1, nq))
         rp[r] = rp[r - 1] - 1 if rp[r - 1] > 0 else rp[-1] + 1   # decreasing or beyond nnz
@@ -119,8 +170,9 @@ def bad_head(cfg: VitcodConfig, rng, kind: str) -> TbHead:
         raise ValueError(f"unknown bad head kind {kind!r}")
     job = HeadJob(q, k, k, 1, rp, ci, params.exp.multiplier, params.exp.shift, params.out.multiplier,
                   params.out.shift)
-    return TbHead(job.command(cfg), job.data_beats(cfg), None, err,
-                  info=dict(kind=kind, nq=nq, nk=nk, g=1, nnz=int(ci.size), row_nnz=[0] * nq))
+    h = tb_head(cfg, job, None, err, kind=kind)
+    h.info["row_nnz"] = [job.nnz] + [0] * (nq - 1)   # refused: no row runs; the nnz still stream in
+    return h
 
 
 def save_jobs(path: str | Path, heads: list[TbHead]) -> Path:
@@ -130,10 +182,12 @@ def save_jobs(path: str | Path, heads: list[TbHead]) -> Path:
     meta = []
     for n, h in enumerate(heads):
         arrays[f"beats{n}"] = np.array([str(b) for b in h.beats] or [""])  # beats can be wider than int64
+        arrays[f"layer_beats{n}"] = np.array([str(b) for b in h.layer_beats] or [""])
         if h.expected is not None:
             arrays[f"expected{n}"] = h.expected
         meta.append(dict(cmd=h.cmd, error=h.error, macs=h.macs, dense_macs=h.dense_macs, info=h.info,
-                         has_expected=h.expected is not None, n_beats=len(h.beats)))
+                         has_expected=h.expected is not None, n_beats=len(h.beats), layer_cmd=h.layer_cmd,
+                         n_layer_beats=len(h.layer_beats), layer_error=h.layer_error))
     np.savez(path, meta=np.array(json.dumps(meta)), **arrays)
     return path
 
@@ -145,17 +199,27 @@ def load_jobs(path: str | Path) -> list[TbHead]:
         for n, mt in enumerate(meta):
             beats = [int(x) for x in f[f"beats{n}"][:mt["n_beats"]]]
             expected = f[f"expected{n}"] if mt["has_expected"] else None
-            heads.append(TbHead(mt["cmd"], beats, expected, mt["error"], mt["macs"], mt["dense_macs"], mt["info"]))
+            layer_beats = [int(x) for x in f[f"layer_beats{n}"][:mt["n_layer_beats"]]]
+            heads.append(TbHead(mt["cmd"], beats, expected, mt["error"], mt["macs"], mt["dense_macs"], mt["info"],
+                                mt["layer_cmd"], layer_beats, mt["layer_error"]))
     return heads
 
 
-def shape_of(h: TbHead):
-    """The cycle model's view of a testbench head."""
+def shapes_of(heads: list[TbHead]) -> list:
+    """The cycle model's view of testbench heads (a head's layer load, if any, first)."""
     from attnforge.sim.vitcod_cycles import HeadShape
 
-    i = h.info
-    return HeadShape(i["nq"], i["nk"], i["g"], list(i["row_nnz"]), hc=i.get("hc", 1), good=h.expected is not None,
-                     dropped=i.get("kind") == "size", info={k: v for k, v in i.items() if k != "row_nnz"})
+    out = []
+    for h in heads:
+        i = h.info
+        if h.layer_cmd is not None:
+            c = h.layer_cmd
+            out.append(HeadShape(c["nq"], c["nk"], 0, [], hc=c["hc"], good=False, dropped=h.layer_error != 0,
+                                 layer=True))
+        out.append(HeadShape(i["nq"], i["nk"], i["g"], list(i["row_nnz"]), hc=i.get("hc", 1),
+                             good=h.expected is not None, dropped=i.get("kind") in ("size", "layer", "layer_size"),
+                             info={k: v for k, v in i.items() if k != "row_nnz"}))
+    return out
 
 
 def polarized_mask_set(layers: int, heads: int, n: int, sparsity: float, dense_share: float = 0.5,

@@ -81,20 +81,28 @@ async def heads_back_to_back(dut):
     dut.rst.value = 0
 
     for h in heads:
+        if h.layer_cmd is not None:     # (decoder) the layer load this head reads its Q/K from
+            cmd.send(h.layer_cmd)
+            for b in h.layer_beats:
+                data.send(b)
         cmd.send(h.cmd)
         for b in h.beats:
             data.send(b)
     good = [h for h in heads if h.expected is not None]
     want_beats = sum(h.expected.shape[0] * cfg.words_per_token for h in good)
-    budget = 50 * sum(len(h.beats) for h in heads) + sum(20 * h.macs // cfg.total_macs for h in good) \
-        + 400 * sum(h.cmd["nq"] for h in good) + 20000
+    replay = sum((h.cmd["nq"] + h.cmd["nk"]) * cfg.words_per_token * h.cmd.get("hc", 0) for h in heads)
+    budget = 50 * sum(len(h.beats) + len(h.layer_beats) for h in heads) + 4 * replay \
+        + sum(20 * h.macs // cfg.total_macs for h in good) + 400 * sum(h.cmd["nq"] for h in good) + 20000
     try:
         await bench.run_until(lambda: len(out.received) >= want_beats and cmd.done and data.done, budget)
     except AssertionError as exc:
         raise AssertionError(f"{exc}; {len(out.received)} of {want_beats} output beats; {_state(dut)}") from None
+    # refused commands: heads and layer loads (a good layer load counts in neither)
+    failed = sum(1 for h in heads if h.expected is None) + sum(1 for h in heads if h.layer_error)
+    n_commands = len(good) + failed
     # let the status settle (the last head's completion, a refused head at the end)
     for _ in range(200):
-        if int(dut.heads_done.value) + int(dut.heads_failed.value) == len(heads) and not int(dut.busy.value):
+        if int(dut.heads_done.value) + int(dut.heads_failed.value) == n_commands and not int(dut.busy.value):
             break
         await bench.step()
     await bench.step()
@@ -116,9 +124,8 @@ async def heads_back_to_back(dut):
     assert len(out.received) == want_beats, f"{len(out.received)} output beats, expected {want_beats}"
     want_err = 0
     for h in heads:
-        want_err |= h.error
+        want_err |= h.error | h.layer_error
     assert int(dut.error.value) == want_err, f"error status {int(dut.error.value):#x}, expected {want_err:#x}"
-    failed = sum(1 for h in heads if h.expected is None)
     assert int(dut.heads_failed.value) == failed, f"heads_failed {int(dut.heads_failed.value)}, expected {failed}"
     assert int(dut.heads_done.value) == len(good), f"heads_done {int(dut.heads_done.value)}, expected {len(good)}"
     assert not int(dut.busy.value), "still busy after every head finished"
@@ -134,4 +141,5 @@ async def heads_back_to_back(dut):
     if report:
         with open(report, "w") as f:
             json.dump({"heads": per_head, "total_cycles": (ends[-1] - start) if ends else 0,
-                       "first_cmd_cycle": start, "error": int(dut.error.value)}, f)
+                       "first_cmd_cycle": start, "cmd_cycles": list(cmd.transfer_cycles),
+                       "error": int(dut.error.value)}, f)

@@ -41,3 +41,17 @@ def test_failed_pnr_leaves_no_report(tmp_path):
     with pytest.raises(SynthError, match="nextpnr"):
         synthesize(MacLine(MacLineConfig(macs=64)), top="mac_line", device="ice40-up5k", out_dir=tmp_path)
     assert not (tmp_path / "report.json").exists()
+
+
+def test_router_choice_reaches_nextpnr(tmp_path):
+    report = synthesize(MacLine(MacLineConfig(macs=4)), top="mac_line", device="ice40-up5k", out_dir=tmp_path,
+                        router="router1")
+    assert report["nextpnr_args"][-2:] == ["--router", "router1"]
+    assert report["fmax_mhz"] > 10
+
+
+@pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
+def test_unknown_router(tmp_path):
+    with pytest.raises(ValueError, match="router 'router3': nextpnr has router1, router2"):
+        synthesize(MacLine(MacLineConfig()), top="mac_line", device="ecp5-85k", out_dir=tmp_path, router="router3")
+    assert not any(tmp_path.iterdir())

@@ -5,8 +5,8 @@ import pytest
 
 from attnforge.hw.vitcod import VitcodConfig
 from attnforge.sim.vitcod_cycles import (DIV_CYCLES, HeadShape, dense_baseline_shape, head_beats, head_cycles,
-                                         ideal_cycles, run_cycles)
-from attnforge.tb.vitcod_jobs import polarized_mask_set, random_head, shape_of
+                                         ideal_cycles, replay_cycles, run_cycles)
+from attnforge.tb.vitcod_jobs import layer_heads, polarized_mask_set, random_head, shapes_of
 
 CFG = VitcodConfig(head_dim=64, max_tokens=197, max_nnz=20000, macs=8, dense_lines=4, sparse_lines=4,
                    data_width=256)
@@ -18,7 +18,24 @@ def test_head_beats_match_the_stream_layout():
     rng = np.random.default_rng(0)
     for nq, nk, g, s in ((9, 11, 2, 0.6), (5, 5, 0, 0.99), (32, 32, 32, 0.0)):
         h = random_head(cfg, rng, nq=nq, nk=nk, g=g, sparsity=s)
-        assert head_beats(cfg, shape_of(h)) == len(h.beats)
+        assert head_beats(cfg, shapes_of([h])[0]) == len(h.beats)
+
+
+def test_decoder_beats_match_the_stream_layout():
+    """With the decoder a layer load carries the compressed Q/K, each head only its key order, V and the CSR."""
+    cfg = VitcodConfig(head_dim=32, max_tokens=24, max_nnz=576, macs=8, dense_lines=2, sparse_lines=2,
+                       data_width=64, decoder=True, decoder_heads=3)
+    rng = np.random.default_rng(1)
+    heads = layer_heads(cfg, rng, nq=13, nk=17, hc=3, specs=[(2, 0.5, 0), (0, 0.9, 1)])
+    shapes = shapes_of(heads)
+    assert [s.layer for s in shapes] == [True, False, False]
+    assert head_beats(cfg, shapes[0]) == len(heads[0].layer_beats) == (13 + 17) * 4 * 3
+    for s, h in zip(shapes[1:], heads):
+        assert head_beats(cfg, s) == len(h.beats)
+        # Q/K replayed from the layer store: one loader cycle a beat, plus two of latency
+        assert replay_cycles(cfg, s) == (13 + 17) * 4 * 3 + 2
+    plain = random_head(cfg, rng, nq=5, nk=6, g=1, sparsity=0.3)   # a head with a layer of its own
+    assert len(plain.layer_beats) == (5 + 6) * 4 and plain.layer_cmd["hc"] == 1
 
 
 @pytest.mark.parametrize("sparsity", [0.5, 0.9, 0.95])

@@ -71,3 +71,38 @@ def test_generator_does_not_import_torch():
             "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_host_layer_and_head_streams():
+    """The host's stream layout with the decoder: a layer load of compressed Q/K, then heads of key orders."""
+    import numpy as np
+
+    from attnforge.hw.vitcod.host import HeadJob, LayerJob
+
+    cfg = VitcodConfig(head_dim=16, max_tokens=8, max_nnz=64, macs=8, dense_lines=1, sparse_lines=1, data_width=64,
+                       decoder=True, decoder_heads=2)
+    qc = np.arange(2 * 3 * 16, dtype=np.int64).reshape(2, 3, 16).astype(np.int8)
+    kc = -qc[:, :2]
+    layer = LayerJob(qc, kc)
+    cmd = layer.command(cfg)
+    assert (cmd["layer"], cmd["nq"], cmd["nk"], cmd["hc"]) == (1, 3, 2, 2)
+    beats = layer.data_beats(cfg)
+    # per 8-byte word of each token row, one beat per compressed head
+    assert len(beats) == (3 + 2) * 2 * 2
+    assert beats[1] == int.from_bytes(qc[1, 0, :8].tobytes(), "little")
+    assert beats[2] == int.from_bytes(qc[0, 0, 8:].tobytes(), "little")
+    q = np.zeros((3, 16), np.int8)
+    k = np.zeros((2, 16), np.int8)
+    head = HeadJob(q, k, k, 1, np.array([0, 1, 1, 1]), np.array([1]), 1, 0, 1, 0, qc=qc, kc=kc,
+                   wq=np.array([1, 2]), wk=np.array([3, 4]), key_order=np.array([1, 0]))
+    hb = head.data_beats(cfg)
+    assert hb[0] == 1 | (0 << 16)            # the key order: polarized position 0 is model token 1
+    assert len(hb) == 1 + 2 * 2 + 1 + 1      # order, V, row pointers, column indices
+    assert head.command(cfg)["layer"] == 0 and head.layer().matches(layer)
+    with pytest.raises(ValueError, match="decoder takes 1..2"):
+        LayerJob(np.zeros((3, 3, 16), np.int8), np.zeros((3, 2, 16), np.int8)).command(cfg)
+    with pytest.raises(ValueError, match="key order of shape"):
+        HeadJob(q, k, k, 1, np.array([0, 1, 1, 1]), np.array([1]), 1, 0, 1, 0, key_order=np.array([0])).data_beats(cfg)
+    with pytest.raises(ValueError, match="decoder=True"):
+        layer.command(VitcodConfig(head_dim=16, max_tokens=8, max_nnz=64, macs=8, dense_lines=1, sparse_lines=1,
+                                   data_width=64))

@@ -79,7 +79,7 @@ def _steady(per_head, key="cycles"):
 
 def run(out_dir: Path, *, quick: bool = False, command: str = "attnforge bench") -> Path:
     from attnforge.sim.vitcod_cycles import HeadShape, dense_baseline_shape, ideal_cycles, run_cycles
-    from attnforge.tb.vitcod_jobs import polarized_mask_set, shape_of
+    from attnforge.tb.vitcod_jobs import polarized_mask_set, shapes_of
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -116,7 +116,7 @@ def run(out_dir: Path, *, quick: bool = False, command: str = "attnforge bench")
             ms = masks[s]
             heads = _heads(cfg8, ms, seed=int(s * 1000))
             report = measure_rtl(cfg8, heads, f"vitcod_s{int(s * 100)}", build_root)
-            shapes = [shape_of(h) for h in heads]
+            shapes = shapes_of(heads)
             model = run_cycles(cfg8, shapes)
             rtl_c = _steady(report["heads"])
             model_c = _steady(model["heads"])

@@ -33,7 +33,7 @@ from amaranth.lib.wiring import In, Out
 from attnforge.numfmt import INT8
 from attnforge.softmax_int import RECIP_BITS
 
-from .config import ERR_COL_IDX, ERR_ROW_PTR, ERR_SIZE, INDEX_WIDTH, VitcodConfig
+from .config import ERR_COL_IDX, ERR_LAYER, ERR_ROW_PTR, ERR_SIZE, ERROR_BITS, INDEX_WIDTH, VitcodConfig
 from .engine import Engine, _log2, _pick
 
 __all__ = ["VitcodAccelerator"]
@@ -74,6 +74,8 @@ class VitcodAccelerator(wiring.Component):
     cmd : ``In(stream.Signature(config.cmd_layout))``
         One transfer per head: Nq, Nk, G, nnz and the exponent and output
         requantizers (multiplier, shift). The head's data follows on ``data``.
+        With the decoder, also Hc, the head's decoder weights and requantizers,
+        and ``layer``: 1 makes the transfer a layer load (Nq, Nk, Hc) instead of a head.
     data : ``In(stream.Signature(config.data_width))``
         Q, K, V, row pointers and column indices of each commanded head, in order.
     o : ``Out(stream.Signature(config.data_width))``
@@ -83,9 +85,10 @@ class VitcodAccelerator(wiring.Component):
     heads_done : ``Out(16)``
         Heads computed and fully output since reset (counted with their last output beat).
     heads_failed : ``Out(16)``
-        Heads refused (their data consumed and dropped, no output).
-    error : ``Out(3)``
-        Sticky since reset: ``ERR_SIZE``, ``ERR_ROW_PTR``, ``ERR_COL_IDX``.
+        Commands refused: heads (their data consumed and dropped, no output) and, with the
+        decoder, layer loads.
+    error : ``Out(4)``
+        Sticky since reset: ``ERR_SIZE``, ``ERR_ROW_PTR``, ``ERR_COL_IDX``, ``ERR_LAYER`` (decoder).
     """
 
     def __init__(self, config: VitcodConfig):
@@ -99,7 +102,7 @@ class VitcodAccelerator(wiring.Component):
             "busy": Out(1),
             "heads_done": Out(16),
             "heads_failed": Out(16),
-            "error": Out(3),
+            "error": Out(ERROR_BITS),
         })
 
     @property
@@ -150,7 +153,7 @@ class VitcodAccelerator(wiring.Component):
 
         # ------------------------------------------------------------------- status
         full = [Signal(name="full0"), Signal(name="full1")]   # bank holds a loaded head
-        err = Signal(3)
+        err = Signal(ERROR_BITS)
         m.d.comb += [self.error.eq(err)]
         heads_done = Signal(16)
         heads_failed = Signal(16)
@@ -165,12 +168,12 @@ class VitcodAccelerator(wiring.Component):
         ld = {f: Signal.like(getattr(self.cmd.p, f), name=f"ld_{f}") for f in desc_fields}
         dec_fields = ("hc", "wq", "wk", "dq_mult", "dq_shift", "dk_mult", "dk_shift") if cfg.decoder else ()
         ld.update({f: Signal.like(getattr(self.cmd.p, f), name=f"ld_{f}") for f in dec_fields})
-        sec = Signal(3)            # 0 Q, 1 K, 2 V, 3 RP, 4 CI
+        sec = Signal(3)            # 0 Q, 1 K, 2 V, 3 RP, 4 CI, 5 key order (decoder)
         cnt = Signal(32)           # beats left in this section (or in the dropped head)
         waddr = Signal(max(qkv_lw + lg_qb, rp_lw, ci_lw) + 1)   # beats of a section
         ent = Signal(INDEX_WIDTH + 1)   # index of lane 0's entry in RP / CI sections
         rp_prev = Signal(INDEX_WIDTH)
-        head_err = Signal(3)
+        head_err = Signal(ERROR_BITS)
         ci_beats = Signal(INDEX_WIDTH)
         q_hold = [Signal(W, name=f"q_hold{j}") for j in range(QB - 1)]
         # Outputs come from registers through plain assignments (no FSM-conditional
@@ -178,15 +181,24 @@ class VitcodAccelerator(wiring.Component):
         ld_taking = Signal()       # LOAD or DROP: data.ready
         ld_busy = Signal()         # LOAD, DROP or COMMIT
 
-        take = self.data.valid & self.data.ready
+        # With the decoder, the Q and K sections are replayed from the layer store (``src``),
+        # not taken from the data stream.
+        replaying = Signal()
+        r_valid = Signal()         # a replayed beat is on src_data
+        src_data = Signal(W)
+        take = Signal()
+        if cfg.decoder:
+            m.d.comb += take.eq(Mux(replaying, r_valid, self.data.valid & self.data.ready))
+        else:
+            m.d.comb += [take.eq(self.data.valid & self.data.ready), src_data.eq(self.data.payload)]
         dc = Signal(5)             # compressed head of the current word (decoder)
         decoding = Signal()
         dec_last = Signal()
         dec_word = Signal(W)
         dacc, dsum = [], []
         if cfg.decoder:
-            # Q/K decoder on the load path: each Q/K word arrives as hc beats (one per
-            # compressed head); lane b accumulates w[c] * x_c[b] and is requantized to int8.
+            # Q/K decoder: each Q/K word arrives (from the layer store) as hc beats, one per
+            # compressed head; lane b accumulates w[c] * x_c[b] and is requantized to int8.
             m.d.comb += [decoding.eq(sec <= 1), dec_last.eq(dc == ld["hc"] - 1)]
             wsel = Mux(sec == 0, Array(ld["wq"][c] for c in range(cfg.decoder_heads))[dc],
                        Array(ld["wk"][c] for c in range(cfg.decoder_heads))[dc])
@@ -197,7 +209,7 @@ class VitcodAccelerator(wiring.Component):
             for b in range(B):
                 acc = Signal(signed(dw), name=f"dacc{b}")
                 tot = Signal(signed(dw), name=f"dsum{b}")
-                m.d.comb += tot.eq(Mux(dc == 0, 0, acc) + wsel * self.data.payload[8 * b:8 * b + 8].as_signed())
+                m.d.comb += tot.eq(Mux(dc == 0, 0, acc) + wsel * src_data[8 * b:8 * b + 8].as_signed())
                 dacc.append(acc)
                 dsum.append(tot)
                 lanes_dec.append(_requant(m, tot, dmult, dshift, f"dlane{b}"))
@@ -207,6 +219,71 @@ class VitcodAccelerator(wiring.Component):
             return n * WPT * fields["hc"] if cfg.decoder else n * WPT
         lanes = [self.data.payload[INDEX_WIDTH * k:INDEX_WIDTH * (k + 1)] for k in range(IPW)]
         words = lambda n: n * WPT  # noqa: E731  (beats of n token rows)
+        idx_beats = lambda n: (n + IPW - 1) >> lg_ipw  # noqa: E731  (beats of n uint16 indices)
+
+        def head_stream_beats(p):
+            """Data-stream beats of a head (what a refused head's drop consumes)."""
+            qk = idx_beats(p.nk) if cfg.decoder else qk_beats(p.nq, p) + qk_beats(p.nk, p)
+            return qk + words(p.nk) + ((p.nq + IPW) >> lg_ipw) + idx_beats(p.nnz)
+
+        if cfg.decoder:
+            # ------------------------------------------------------- layer store (decoder)
+            # A layer command loads the compressed Q then K (model token order; per
+            # beat-sized word, hc beats, one per compressed head) into the store; each head
+            # then sends its key order (polarized position -> model token) and the loader
+            # replays its Q rows, and its K rows through the key order, into the decoder.
+            DH = cfg.decoder_heads
+            st_aw = _log2(cfg.qk_store_words)
+            m.submodules.qk_store = st_mem = Memory(shape=unsigned(W), depth=cfg.qk_store_words, init=[])
+            st_w, st_r = st_mem.write_port(), st_mem.read_port()
+            m.submodules.order_buf = od_mem = Memory(shape=unsigned(W), depth=cfg.order_words, init=[])
+            od_w, od_r = od_mem.write_port(), od_mem.read_port()
+            od_aw = _log2(cfg.order_words)
+            st_ok = Signal()           # the store holds a layer of st_nq, st_nk, st_hc
+            st_nq, st_nk, st_hc = Signal(INDEX_WIDTH), Signal(INDEX_WIDTH), Signal(5)
+
+            def store_addr(region, row, w, c):
+                a = Signal(max(st_aw, 1))
+                m.d.comb += a.eq(((region * Nmax + row) * WPT + w) * DH + c)
+                return a
+
+            def counters(name):
+                return (Signal(name=f"{name}_reg"), Signal(INDEX_WIDTH, name=f"{name}_row"),
+                        Signal(range(max(WPT, 2)), name=f"{name}_w"), Signal(5, name=f"{name}_c"))
+
+            def advance(ctr, hc, nq_, nk_):
+                """Step (region, row, word, head) in stream order; returns 'this was the last beat'."""
+                region, row, w, c = ctr
+                last_c, last_w = c == hc - 1, w == WPT - 1
+                last_row = row == Mux(region, nk_, nq_) - 1
+                m.d.sync += c.eq(c + 1)
+                with m.If(last_c):
+                    m.d.sync += [c.eq(0), w.eq(w + 1)]
+                    with m.If(last_w):
+                        m.d.sync += [w.eq(0), row.eq(row + 1)]
+                        with m.If(last_row):
+                            m.d.sync += [row.eq(0), region.eq(1)]
+                return last_c & last_w & last_row & region
+
+            lay = counters("lay")      # layer load: where the next stream beat goes
+            m.d.comb += [st_w.addr.eq(store_addr(*lay)), st_w.data.eq(self.data.payload)]
+            # replay: issue (key order read) -> stage 1 (store read) -> src_data
+            rs_run = Signal()
+            rs = counters("rs")
+            with m.If(rs_run):
+                with m.If(advance(rs, ld["hc"], ld["nq"], ld["nk"])):
+                    m.d.sync += rs_run.eq(0)
+            m.d.comb += od_r.addr.eq((rs[1] >> lg_ipw)[:max(od_aw, 1)])
+            r1_v = Signal()
+            r1 = counters("r1")
+            m.d.sync += [r1_v.eq(rs_run)] + [a.eq(b) for a, b in zip(r1, rs)]
+            key = Signal(INDEX_WIDTH)
+            m.d.comb += key.eq(od_r.data.word_select(r1[1][:lg_ipw], INDEX_WIDTH) if lg_ipw
+                               else od_r.data[:INDEX_WIDTH])
+            m.d.comb += st_r.addr.eq(store_addr(r1[0], Mux(r1[0], key, r1[1]), r1[2], r1[3]))
+            m.d.sync += r_valid.eq(r1_v)
+            m.d.comb += src_data.eq(Mux(replaying, st_r.data, self.data.payload))
+            m.d.comb += [od_w.addr.eq(waddr[:max(od_aw, 1)]), od_w.data.eq(self.data.payload)]
 
         def commit():
             with m.If(head_err == 0):
@@ -222,11 +299,12 @@ class VitcodAccelerator(wiring.Component):
         # netlist's combinational processes at time 0 for inputs that never change.
         alive = Signal()
         m.d.sync += alive.eq(1)
-        m.d.comb += [self.data.ready.eq(ld_taking), self.cmd.ready.eq(alive & ~ld_busy & ~Mux(lb, full[1], full[0]))]
+        m.d.comb += [self.data.ready.eq(ld_taking & ~replaying if cfg.decoder else ld_taking),
+                     self.cmd.ready.eq(alive & ~ld_busy & ~Mux(lb, full[1], full[0]))]
         word = Signal(W)           # the word to write: the payload, or the decoder's Q/K word
         m.d.comb += word.eq(Mux(decoding, dec_word, self.data.payload))
         word_take = take & ~(decoding & ~dec_last)   # a whole (decoded) word arrives
-        with m.FSM(name="loader"):
+        with m.FSM(name="loader") as loader_fsm:
             with m.State("IDLE"):
                 with m.If(self.cmd.valid & self.cmd.ready):
                     p = self.cmd.p
@@ -236,23 +314,52 @@ class VitcodAccelerator(wiring.Component):
                     if cfg.decoder:
                         bad = bad | (p.hc == 0) | (p.hc > cfg.decoder_heads)
                     m.d.sync += [head_err.eq(0), waddr.eq(0), ent.eq(0), rp_prev.eq(0),
-                                 ci_beats.eq((p.nnz + IPW - 1) >> lg_ipw)]
-                    with m.If(bad):
-                        total = (qk_beats(p.nq, p) + qk_beats(p.nk, p) + words(p.nk) + ((p.nq + IPW) >> lg_ipw)
-                                 + ((p.nnz + IPW - 1) >> lg_ipw))
-                        m.d.sync += [err.eq(err | ERR_SIZE), heads_failed.eq(heads_failed + 1), cnt.eq(total)]
-                        m.d.sync += [ld_taking.eq(1), ld_busy.eq(1)]
+                                 ci_beats.eq(idx_beats(p.nnz)), ld_taking.eq(1), ld_busy.eq(1)]
+
+                    def refuse(bits, beats):
+                        m.d.sync += [err.eq(err | bits), heads_failed.eq(heads_failed + 1), cnt.eq(beats)]
                         m.next = "DROP"
-                    with m.Else():
-                        m.d.sync += [sec.eq(0), cnt.eq(qk_beats(p.nq, p)), dc.eq(0)]
-                        m.d.sync += [ld_taking.eq(1), ld_busy.eq(1)]
-                        m.next = "LOAD"
+                    if cfg.decoder:
+                        layer_bad = ((p.nq == 0) | (p.nq > Nmax) | (p.nk == 0) | (p.nk > Nmax) | (p.hc == 0)
+                                     | (p.hc > DH))
+                        not_loaded = ~st_ok | (p.nq != st_nq) | (p.nk != st_nk) | (p.hc != st_hc)
+                        with m.If(p.layer):
+                            m.d.sync += [st_ok.eq(0), st_nq.eq(p.nq), st_nk.eq(p.nk), st_hc.eq(p.hc)]
+                            with m.If(layer_bad):
+                                refuse(ERR_SIZE, qk_beats(p.nq, p) + qk_beats(p.nk, p))
+                            with m.Else():
+                                m.d.sync += [cnt.eq(qk_beats(p.nq, p) + qk_beats(p.nk, p))]
+                                m.d.sync += [x.eq(0) for x in lay]
+                                m.next = "LAYER"
+                        with m.Elif(bad):
+                            refuse(ERR_SIZE, head_stream_beats(p))
+                        with m.Elif(not_loaded):
+                            refuse(ERR_LAYER, head_stream_beats(p))
+                        with m.Else():
+                            # the key order first; Q and K follow from the layer store
+                            m.d.sync += [sec.eq(5), cnt.eq(idx_beats(p.nk)), dc.eq(0)]
+                            m.next = "LOAD"
+                    else:
+                        with m.If(bad):
+                            refuse(ERR_SIZE, head_stream_beats(p))
+                        with m.Else():
+                            m.d.sync += [sec.eq(0), cnt.eq(qk_beats(p.nq, p))]
+                            m.next = "LOAD"
             with m.State("DROP"):
                 with m.If(take):
                     m.d.sync += cnt.eq(cnt - 1)
                     with m.If(cnt == 1):
                         m.d.sync += [ld_taking.eq(0), ld_busy.eq(0)]
                         m.next = "IDLE"
+            if cfg.decoder:
+                with m.State("LAYER"):
+                    m.d.comb += st_w.en.eq(take)
+                    with m.If(take):
+                        m.d.sync += cnt.eq(cnt - 1)
+                        advance(lay, ld["hc"], ld["nq"], ld["nk"])
+                        with m.If(cnt == 1):
+                            m.d.sync += [st_ok.eq(1), ld_taking.eq(0), ld_busy.eq(0)]
+                            m.next = "IDLE"
             with m.State("LOAD"):
                 for i, name in enumerate(("rp", "ci"), start=3):
                     lw = {"rp": rp_lw, "ci": ci_lw}[name]
@@ -269,6 +376,8 @@ class VitcodAccelerator(wiring.Component):
                     else:
                         m.d.comb += [wp.addr.eq(Cat(waddr[:qkv_lw], lb)), wp.data.eq(word),
                                      wp.en.eq(word_take & (sec == i))]
+                if cfg.decoder:
+                    m.d.comb += od_w.en.eq(take & (sec == 5))
                 if QB > 1:
                     with m.If(word_take & qkv):
                         for j in range(QB - 1):
@@ -279,8 +388,9 @@ class VitcodAccelerator(wiring.Component):
                     with m.If(~decoding | dec_last):
                         m.d.sync += waddr.eq(waddr + 1)
                     if cfg.decoder:
-                        m.d.sync += [dc.eq(Mux(dec_last, 0, dc + 1))]
-                        m.d.sync += [a.eq(s_) for a, s_ in zip(dacc, dsum)]
+                        with m.If(decoding):
+                            m.d.sync += [dc.eq(Mux(dec_last, 0, dc + 1))]
+                            m.d.sync += [a.eq(s_) for a, s_ in zip(dacc, dsum)]
                     # index checks
                     with m.If(sec == 3):
                         prev = rp_prev
@@ -299,6 +409,11 @@ class VitcodAccelerator(wiring.Component):
                         for k in range(IPW):
                             with m.If((ent + k < ld["nnz"]) & ((lanes[k] < ld["g"]) | (lanes[k] >= ld["nk"]))):
                                 m.d.sync += head_err.eq(head_err | ERR_COL_IDX)
+                    if cfg.decoder:
+                        with m.If(sec == 5):
+                            for k in range(IPW):
+                                with m.If((ent + k < ld["nk"]) & (lanes[k] >= ld["nk"])):
+                                    m.d.sync += head_err.eq(head_err | ERR_COL_IDX)
                     with m.If(cnt == 1):
                         m.d.sync += [sec.eq(sec + 1), waddr.eq(0), ent.eq(0)]
                         with m.Switch(sec):
@@ -316,11 +431,18 @@ class VitcodAccelerator(wiring.Component):
                             with m.Case(4):
                                 m.d.sync += ld_taking.eq(0)
                                 m.next = "COMMIT"
+                            if cfg.decoder:
+                                with m.Case(5):
+                                    # key order in: replay Q and K from the layer store
+                                    m.d.sync += [sec.eq(0), cnt.eq(qk_beats(ld["nq"], ld)), rs_run.eq(1)]
+                                    m.d.sync += [x.eq(0) for x in rs]
             with m.State("COMMIT"):
                 # one cycle so that the last beat's index checks have landed in head_err
                 commit()
                 m.d.sync += ld_busy.eq(0)
                 m.next = "IDLE"
+        if cfg.decoder:
+            m.d.comb += replaying.eq(loader_fsm.ongoing("LOAD") & (sec <= 1))
 
         # --------------------------------------------------------------- controller
         # Each engine runs its own job sequence, scoring up to ROW_SLOTS - 1 rows ahead of its

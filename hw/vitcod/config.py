@@ -16,7 +16,8 @@ from amaranth.lib import data
 from attnforge.numfmt import INT8, accumulator_width
 from attnforge.softmax_int import PROB_FORMAT, RECIP_BITS, Z_FORMAT, recip_width, sum_width
 
-__all__ = ["VitcodConfig", "INDEX_WIDTH", "ROW_SLOTS", "ERR_SIZE", "ERR_ROW_PTR", "ERR_COL_IDX"]
+__all__ = ["VitcodConfig", "INDEX_WIDTH", "ROW_SLOTS", "ERR_SIZE", "ERR_ROW_PTR", "ERR_COL_IDX", "ERR_LAYER",
+           "ERROR_BITS"]
 
 #: Rows in flight in the score and exponent buffers: the engines may score up to
 #: ROW_SLOTS - 1 rows ahead of their pv jobs, which hides the softmax latency.
@@ -26,7 +27,9 @@ INDEX_WIDTH = 16
 #: Error status bits (sticky until reset).
 ERR_SIZE = 1      # N, G or nnz beyond what the buffers hold (or N = 0, G > Nk)
 ERR_ROW_PTR = 2   # row_ptr[0] != 0, decreasing, a row longer than Nk - G, or row_ptr[Nq] != nnz
-ERR_COL_IDX = 4   # a column index outside [G, Nk)
+ERR_COL_IDX = 4   # a column index outside [G, Nk), or (decoder) a key order entry outside [0, Nk)
+ERR_LAYER = 8     # (decoder) a head whose layer (compressed Q/K of its Nq, Nk, Hc) is not loaded
+ERROR_BITS = 4
 
 
 def _pos_int(what, value, lo, hi):
@@ -63,7 +66,8 @@ class VitcodConfig:
         Bits per beat of the data input and output streams: a power of two,
         a multiple of ``8 * macs`` and of 16, dividing ``8 * head_dim``.
     decoder : bool
-        Include the Q/K decoder (compressed heads -> one head's Q and K on the load path).
+        Include the Q/K decoder: a layer's compressed Q/K (Hc heads) are loaded once into an
+        on-chip layer store, and every head of the layer decodes its Q and K from there.
     decoder_heads : int
         Most compressed heads Hc the decoder combines (with ``decoder``), 1..16.
     """
@@ -210,6 +214,17 @@ class VitcodConfig:
         return self._pow2_ceil(self.max_tokens * self.qkv_words_per_token)
 
     @property
+    def qk_store_words(self) -> int:
+        """Words of the decoder's layer store: compressed Q (``max_tokens`` rows) then K, each row
+        ``words_per_token`` words of ``decoder_heads`` beats."""
+        return 2 * self.max_tokens * self.words_per_token * self.decoder_heads
+
+    @property
+    def order_words(self) -> int:
+        """Words of the decoder's key-order buffer (one uint16 per key)."""
+        return -(-self.max_tokens // self.indices_per_word)
+
+    @property
     def rp_bank_words(self) -> int:
         return self._pow2_ceil(-(-(self.max_tokens + 1) // self.indices_per_word))
 
@@ -229,6 +244,7 @@ class VitcodConfig:
         }
         if self.decoder:
             fields.update({
+                "layer": unsigned(1),   # 1: load a layer's compressed Q/K (nq, nk, hc); 0: a head
                 "hc": unsigned(5),
                 "wq": data.ArrayLayout(signed(8), self.decoder_heads),
                 "wk": data.ArrayLayout(signed(8), self.decoder_heads),

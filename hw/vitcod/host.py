@@ -13,7 +13,7 @@ import numpy as np
 
 from .config import INDEX_WIDTH, VitcodConfig
 
-__all__ = ["HeadJob", "pack_bytes", "unpack_output"]
+__all__ = ["HeadJob", "LayerJob", "pack_bytes", "unpack_output"]
 
 
 def pack_bytes(values: np.ndarray, beat_bytes: int) -> list[int]:
@@ -42,6 +42,42 @@ def unpack_output(beats: list[int], nq: int, cfg: VitcodConfig) -> np.ndarray:
     return np.frombuffer(raw, dtype=np.int8).reshape(nq, cfg.head_dim).copy()
 
 
+def _pack_qk(x: np.ndarray, beat_bytes: int) -> list[int]:
+    """Compressed heads ``[Hc, N, d]`` as the layer store takes them: for each beat-sized word
+    of each token row, ``Hc`` beats, one per compressed head."""
+    return pack_bytes(np.stack([h.reshape(-1, beat_bytes) for h in x], axis=1), beat_bytes)
+
+
+@dataclass
+class LayerJob:
+    """A layer's compressed Q and K (int8 ``[Hc, N, d]``, model token order) for the decoder's
+    layer store: one ``layer`` command, loaded once for every head of the layer."""
+
+    qc: np.ndarray
+    kc: np.ndarray
+
+    def command(self, cfg: VitcodConfig) -> dict:
+        if not cfg.decoder:
+            raise ValueError("a layer load needs the accelerator built with decoder=True")
+        hc = self.qc.shape[0]
+        if self.kc.shape[0] != hc or not 1 <= hc <= cfg.decoder_heads:
+            raise ValueError(f"compressed Q/K with {self.qc.shape[0]}/{self.kc.shape[0]} heads; the decoder takes "
+                             f"1..{cfg.decoder_heads}, the same for Q and K")
+        zero = [0] * cfg.decoder_heads
+        return dict(nq=self.qc.shape[1], nk=self.kc.shape[1], g=0, nnz=0, exp_mult=0, exp_shift=0, out_mult=0,
+                    out_shift=0, layer=1, hc=hc, wq=zero, wk=zero, dq_mult=0, dq_shift=0, dk_mult=0, dk_shift=0)
+
+    def data_beats(self, cfg: VitcodConfig) -> list[int]:
+        for name, x in (("qc", self.qc), ("kc", self.kc)):
+            if x.ndim != 3 or x.shape[2] != cfg.head_dim:
+                raise ValueError(f"layer {name} has shape {x.shape}, expected [Hc, N, {cfg.head_dim}]")
+        return _pack_qk(self.qc, cfg.data_bytes) + _pack_qk(self.kc, cfg.data_bytes)
+
+    def matches(self, other: "LayerJob") -> bool:
+        return (self.qc.shape == other.qc.shape and self.kc.shape == other.kc.shape
+                and np.array_equal(self.qc, other.qc) and np.array_equal(self.kc, other.kc))
+
+
 @dataclass
 class HeadJob:
     """One head as the accelerator takes it (k, v in polarized order; CSR columns in [G, Nk))."""
@@ -56,14 +92,17 @@ class HeadJob:
     exp_shift: int
     out_mult: int
     out_shift: int
-    # Q/K decoder inputs (optional): compressed heads [Hc, N, d] (kc in polarized order),
-    # this head's decoder weights [Hc] and the (multiplier, shift) of each decoder requantizer.
+    # Q/K decoder inputs (optional): the layer's compressed heads [Hc, N, d] (model token
+    # order), the key order (polarized position -> row of kc; identity if None), this head's
+    # decoder weights [Hc] and the (multiplier, shift) of each decoder requantizer. Without
+    # them, an accelerator with the decoder gets q and k as a layer of one head, weight 1.
     qc: np.ndarray | None = None
     kc: np.ndarray | None = None
     wq: np.ndarray | None = None
     wk: np.ndarray | None = None
     dq: tuple = (1, 0)
     dk: tuple = (1, 0)
+    key_order: np.ndarray | None = None
 
     @property
     def nq(self) -> int:
@@ -89,7 +128,7 @@ class HeadJob:
             if hc > cfg.decoder_heads:
                 raise ValueError(f"{hc} compressed heads, the decoder is built for at most {cfg.decoder_heads}")
             pad = [0] * (cfg.decoder_heads - hc)
-            cmd.update(hc=hc, wq=wq + pad, wk=wk + pad, dq_mult=int(self.dq[0]), dq_shift=int(self.dq[1]),
+            cmd.update(layer=0, hc=hc, wq=wq + pad, wk=wk + pad, dq_mult=int(self.dq[0]), dq_shift=int(self.dq[1]),
                        dk_mult=int(self.dk[0]), dk_shift=int(self.dk[1]))
         elif self.qc is not None:
             raise ValueError("this head has compressed Q/K but the accelerator is built with decoder=False")
@@ -103,16 +142,22 @@ class HeadJob:
         b = cfg.data_bytes
         mask = (1 << INDEX_WIDTH) - 1
         if cfg.decoder:
-            q = self.q[None] if self.qc is None else self.qc
-            k = self.k[None] if self.kc is None else self.kc
-            # each beat-sized word of Q (then K) as hc beats, one per compressed head
-            qk = [np.stack([x.reshape(-1, b) for x in xs], axis=1) for xs in (q, k)]
-            return (pack_bytes(qk[0], b) + pack_bytes(qk[1], b) + pack_bytes(self.v, b)
+            # Q and K come from the layer store (``layer()``); the stream carries the key order
+            order = np.arange(self.nk) if self.key_order is None else np.asarray(self.key_order, np.int64)
+            if order.shape != (self.nk,):
+                raise ValueError(f"key order of shape {order.shape}, expected ({self.nk},)")
+            return (_pack_u16(order & mask, b) + pack_bytes(self.v, b)
                     + _pack_u16(np.asarray(self.row_ptr, np.int64) & mask, b)
                     + _pack_u16(np.asarray(self.col_idx, np.int64) & mask, b))
         return (pack_bytes(self.q, b) + pack_bytes(self.k, b) + pack_bytes(self.v, b)
                 + _pack_u16(np.asarray(self.row_ptr, np.int64) & mask, b)
                 + _pack_u16(np.asarray(self.col_idx, np.int64) & mask, b))
+
+    def layer(self) -> LayerJob:
+        """The layer load this head reads its Q and K from (with the decoder)."""
+        if self.qc is None:
+            return LayerJob(self.q[None], self.k[None])
+        return LayerJob(self.qc, self.kc)
 
     def workload_macs(self) -> int:
         """MACs of this head: scores and P·V on every kept entry."""
