@@ -451,7 +451,9 @@ class VitcodAccelerator(wiring.Component):
         # engines meet only where a row needs both: the softmax of row i (both score
         # jobs done) and the output of row i (both pv jobs done).
         cb = Signal()              # bank being computed
-        hd = {f: Mux(cb, desc[1][f], desc[0][f]) for f in desc_fields}
+        # the computed head's descriptor, copied when it starts (no bank multiplexer in the
+        # controller's paths; only read while head_on)
+        hd = {f: Signal.like(desc[0][f], name=f"hd_{f}") for f in desc_fields}
         nq = hd["nq"]
         cw = INDEX_WIDTH + 1
         head_on = Signal()
@@ -631,6 +633,7 @@ class VitcodAccelerator(wiring.Component):
         # ---------------------------------------------------------- head start / end
         with m.If(~head_on & Mux(cb, full[1], full[0])):
             m.d.sync += [head_on.eq(1), sm_row.eq(0), cm_row.eq(0), ns1_d.eq(~0)]
+            m.d.sync += [hd[f].eq(Mux(cb, desc[1][f], desc[0][f])) for f in desc_fields]
             m.d.sync += [v.eq(0) for v in (*ns, *npv, *pdone, *out_hold)]
             m.d.sync += [v.eq(0) for row in (*sdone, *smx_ok) for v in row]
         with m.If(head_on & (cm_row == nq) & ~ser_active):

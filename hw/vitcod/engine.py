@@ -221,8 +221,13 @@ class Engine(Elaboratable):
             m.d.sync += [jp_bank.eq(self.bank), jp_n.eq(self.n), jp_base.eq(self.base), jp_par.eq(self.parity),
                          jp_recip.eq(self.recip),
                          p_iss.eq(self.n != 0), p_ent.eq(0), pas.eq(0)]
-            with m.If(self.n == 0):
-                m.d.sync += [o.eq(0) for o in self.out]
+        # a pv job without keys outputs zeros: cleared a cycle later, from a register (not from
+        # pv_start, whose controller logic would otherwise drive the enables of every out bit);
+        # its pv_done comes in that cycle, and out is read only after pv_done has been registered
+        zero_out = Signal()
+        m.d.sync += zero_out.eq(self.pv_start & (self.n == 0))
+        with m.If(zero_out):
+            m.d.sync += [o.eq(0) for o in self.out]
 
         # issue-stage addresses
         # (per score group g: its key is entry s_ebase + g)
