@@ -87,29 +87,36 @@ def random_head(cfg: VitcodConfig, rng, *, nq: int, nk: int, g: int, sparsity: f
                        params=params)[0]
 
 
-def layer_heads(cfg: VitcodConfig, rng, *, nq: int, nk: int, hc: int, specs, params=None) -> list[TbHead]:
+def layer_heads(cfg: VitcodConfig, rng, *, nq: int, nk: int, hc: int, specs=(), masks=(), params=None) -> list[TbHead]:
     """Heads of one layer through the Q/K decoder: one random layer of ``hc`` compressed heads
-    (loaded before the first head), then per ``(g, sparsity, empty_rows)`` of ``specs`` a head with
-    its own decoder weights, requantizers, key order, V and mask."""
+    (loaded before the first head), then a head per ``(g, sparsity, empty_rows)`` of ``specs``
+    (a random mask and key order) or per ``(g, csr, key_order)`` of ``masks``, each with its own
+    decoder weights, requantizers and V."""
     d = cfg.head_dim
     qc = rng.integers(-128, 128, (hc, nq, d)).astype(np.int8)
     kc = rng.integers(-128, 128, (hc, nk, d)).astype(np.int8)
     heads = []
-    for n, (g, sparsity, empty_rows) in enumerate(specs):
+    todo = [("spec", x) for x in specs] + [("mask", x) for x in masks]
+    for n, (what, x) in enumerate(todo):
         wq = rng.integers(-128, 128, hc).astype(np.int8)
         wk = rng.integers(-128, 128, hc).astype(np.int8)
         rq = Requantizer.from_scale(float(rng.uniform(0.5, 2.0)) / (128 * hc))
         rk = Requantizer.from_scale(float(rng.uniform(0.5, 2.0)) / (128 * hc))
-        order = rng.permutation(nk)
+        if what == "spec":
+            g, sparsity, empty_rows = x
+            order = rng.permutation(nk)
+            csr = random_csr(rng, nq, nk, g, sparsity, empty_rows)
+        else:
+            g, csr, order = x
+            sparsity = 1.0 - (nq * g + csr.nnz) / (nq * nk)
         q = decode_qk(qc, wq[None], rq)[0]
-        k = decode_qk(kc, wk[None], rk)[0][order]          # polarized key order
+        k = decode_qk(kc, wk[None], rk)[0][np.asarray(order)]   # polarized key order
         v = rng.integers(-128, 128, (nk, d)).astype(np.int8)
-        csr = random_csr(rng, nq, nk, g, sparsity, empty_rows)
         if params is None or n:
             s = rng.uniform(0.01, 0.05, 4)
             params = head_params(s[0], s[1], s[2], s[3] * 0.8, d)
         job = job_from_arrays(q, k, v, g, csr, params)
-        job.qc, job.kc, job.wq, job.wk, job.key_order = qc, kc, wq, wk, order
+        job.qc, job.kc, job.wq, job.wk, job.key_order = qc, kc, wq, wk, np.asarray(order)
         job.dq, job.dk = (rq.multiplier, rq.shift), (rk.multiplier, rk.shift)
         heads.append(tb_head(cfg, job, vitcod_head_golden(q, k, v, g, csr, params), with_layer=n == 0,
                              sparsity=sparsity, layer_head=n))

@@ -11,6 +11,9 @@ Figures (JSON + PNG under ``bench/results/``):
   prediction and its error;
 * the configuration of ViTCoD's published simulator (64 lines x 8 MACs), from
   the cycle model only (held within 5 % of the RTL by the tests);
+* the Q/K decoder: one DeiT-Tiny layer (H = 3 heads decoded from Hc = 2
+  compressed heads, 90 % masks) on the same 8 x 8 configuration built with the
+  decoder: data-stream bytes per layer against plain Q/K, and the RTL cycles;
 * optionally (not with ``quick``) the ECP5-85k synthesis of a 64-MAC configuration.
 """
 
@@ -71,6 +74,43 @@ def measure_rtl(cfg, heads, name, build_root) -> dict:
     return result.report
 
 
+def _decoder_run(cfg8, ms, build_root) -> dict:
+    """One layer of H = 3 heads from Hc = 2 compressed heads through the decoder's layer store."""
+    from attnforge.masks import head_csr
+    from attnforge.sim.vitcod_cycles import head_beats, ideal_cycles, run_cycles
+    from attnforge.tb.vitcod_jobs import layer_heads, shapes_of
+
+    H, HC = 3, 2
+    cfg = dataclasses.replace(cfg8, decoder=True, decoder_heads=HC)
+    hmasks = []
+    for h in range(H):
+        g, csr = head_csr(ms, 0, h)
+        hmasks.append((g, csr, ms.order[0, h]))
+    heads = layer_heads(cfg, np.random.default_rng(11), nq=N, nk=N, hc=HC, masks=hmasks)
+    report = measure_rtl(cfg, heads, "vitcod_decoder", build_root)
+    shapes = shapes_of(heads)                     # the layer load, then the heads
+    model = run_cycles(cfg, shapes)["heads"]
+    plain_shapes = [dataclasses.replace(sh, hc=1) for sh in shapes[1:]]   # the same heads, Q/K on the stream
+    plain_model = run_cycles(cfg8, plain_shapes)["heads"]
+    B = cfg.data_bytes
+    stream_decoder = sum(head_beats(cfg, sh) for sh in shapes) * B
+    stream_plain = sum(head_beats(cfg8, dataclasses.replace(sh, hc=1)) for sh in shapes[1:]) * B
+    rtl_c = _steady(report["heads"])
+    ideal = float(np.mean([ideal_cycles(cfg, sh) for sh in shapes[2:]]))
+    return {"heads": H, "compressed_heads": HC, "config": dataclasses.asdict(cfg),
+            "stream_bytes_per_layer": stream_decoder, "stream_bytes_per_layer_plain_qk": stream_plain,
+            "qk_bytes_per_layer": (2 * HC * N * D), "qk_bytes_per_layer_plain": 2 * H * N * D,
+            "stream_saving": 1.0 - stream_decoder / stream_plain,
+            "cycles": rtl_c, "ideal_cycles": ideal, "utilization": ideal / rtl_c,
+            "model_cycles": _steady(model),
+            "per_head_cycles": [h["cycles"] for h in report["heads"]],
+            "per_head_model_cycles": [h["cycles"] for h in model],
+            "plain_qk_model_cycles": _steady(plain_model),
+            "per_head_plain_qk_model_cycles": [h["cycles"] for h in plain_model],
+            "note": "cycles: steady state over heads 2..3 (RTL); the first head's include the layer load. "
+                    "plain_qk: the same heads without the decoder, from the cycle model (exact on the RTL runs)"}
+
+
 def _steady(per_head, key="cycles"):
     """Mean over the heads after the first (whose load is not overlapped)."""
     vals = [h[key] for h in per_head[1:]] or [h[key] for h in per_head]
@@ -91,7 +131,7 @@ def run(out_dir: Path, *, quick: bool = False, command: str = "attnforge bench")
     # one build for the sparse masks and the dense baseline (whose sparse part is N - G per row)
     cfg8 = _config(8, 4, max(max_nnz, N * (N - round(N * 4 / 8))))
     rows = []
-    steps = len(sparsities) + 1
+    steps = len(sparsities) + 2
     with tqdm(total=steps, desc="vitcod bench", unit="run") as bar:
         # dense baseline on the RTL: the full 197 x 197 attention, lines balanced
         dense_shapes = [dense_baseline_shape(cfg8, N, N) for _ in range(2)]  # steady state = the second
@@ -130,6 +170,8 @@ def run(out_dir: Path, *, quick: bool = False, command: str = "attnforge bench")
                          "model_cycles": model_c, "model_error": (model_c - rtl_c) / rtl_c,
                          "first_head_cycles_with_load": report["heads"][0]["cycles"]})
             bar.update()
+        decoder = _decoder_run(cfg8, masks[0.9], build_root)
+        bar.update()
     # ViTCoD's published simulator configuration: 64 lines x 8 MACs, from the cycle model
     cfg64 = _config(64, 32, max(max_nnz, 1))
     dense64 = _steady(run_cycles(cfg64, [dense_baseline_shape(cfg64, N, N) for _ in range(n_heads)])["heads"])
@@ -158,12 +200,13 @@ def run(out_dir: Path, *, quick: bool = False, command: str = "attnforge bench")
         "dense_baseline": {"rtl_cycles": dense_rtl, "model_cycles": dense_model,
                            "ideal_cycles": 2 * N * N * D / cfg8.total_macs},
         "rows": rows,
+        "decoder": decoder,
         "goals": {"utilization_at_90": next((r["utilization"] for r in rows if r["source"] == "rtl"
                                              and r["target_sparsity"] == 0.9), None),
                   "speedup_at_90": next((r["speedup"] for r in rows if r["source"] == "rtl"
                                          and r["target_sparsity"] == 0.9), None)},
     }
-    synth_report = Path("build") / "synth_vitcod" / "ecp5-85k" / "report.json"
+    synth_report = Path("build") / "synth_vitcod" / "ecp5-85k" / "report.json"   # attnforge synth vitcod ... -o
     if synth_report.exists():
         result["synthesis_ecp5_85k"] = json.loads(synth_report.read_text())
     path = out_dir / "vitcod_hw.json"
