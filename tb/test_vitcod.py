@@ -108,3 +108,14 @@ def test_vitcod_icarus_small():
              random_head(cfg, rng, nq=6, nk=6, g=0, sparsity=0.5)]
     result = run("d16", cfg, heads, simulator="icarus", idle=0.2, stall=0.2, seed=3)
     assert result.passed, f"see {result.build_dir / 'test.log'}"
+
+
+def test_vitcod_icarus_decoder():
+    """The decoder's layer store on Icarus: a shared layer, a refused head between, a head without its layer."""
+    cfg = CONFIGS["d64-decoder"]
+    rng = np.random.default_rng(5)
+    heads = layer_heads(cfg, rng, nq=9, nk=11, hc=2, specs=[(2, 0.5, 0), (0, 0.8, 1)])
+    heads.insert(1, bad_head(cfg, rng, "size"))
+    heads.append(bad_head(cfg, rng, "layer"))
+    result = run("d64-decoder", cfg, heads, simulator="icarus", idle=0.2, stall=0.2, seed=3)
+    assert result.passed, f"see {result.build_dir / 'test.log'}"

@@ -14,11 +14,24 @@ Data stream layout of one head (``data_width`` bits per beat, little-endian
 bytes, the first element in the lowest bits):
 
 1. Q: ``Nq * d`` int8, row by row (``Nq * d / B`` beats, B = data_width / 8);
-   with the decoder: for each beat-sized word, ``hc`` beats, one per compressed head;
-2. K: ``Nk * d`` int8 in polarized key order (decoder: as Q);
+2. K: ``Nk * d`` int8 in polarized key order;
 3. V: ``Nk * d`` int8 in polarized key order;
 4. row_ptr: ``Nq + 1`` uint16, ``B / 2`` per beat, the last beat padded;
 5. col_idx: ``nnz`` uint16 (positions in the polarized order), ``B / 2`` per beat.
+
+With the Q/K decoder (``decoder=True``) Q and K do not travel per head. A
+*layer* command (``layer = 1``: Nq, Nk, Hc) carries the layer's compressed Q
+then compressed K, int8 ``[Hc, N, d]`` in model token order, as ``Hc`` beats
+(one per compressed head) for each beat-sized word of each token row; they go
+to an on-chip layer store. A head command (``layer = 0``) then carries
+
+1. the key order: ``Nk`` uint16, polarized position -> model token (``B / 2`` per beat);
+2. V, row_ptr, col_idx as above;
+
+and the loader replays the head's Q rows, and its K rows through the key
+order, from the store into the decoder (one beat per cycle, two cycles of
+latency), which writes the head's decoded Q and K into the bank. A head whose
+Nq, Nk or Hc differs from the loaded layer is refused (``ERR_LAYER``).
 
 Output: ``Nq * d / B`` beats, row by row, int8.
 """
