@@ -42,7 +42,8 @@ def register(subparsers) -> None:
     p.add_argument("--simulator", choices=["verilator", "icarus"], default="verilator")
     p.add_argument("--tensors", help="real int8 Q/K/V (attnforge.vitcod_head/1) instead of random ones")
     p.add_argument("--decoder", action="store_true",
-                   help="take Q and K through the on-chip Q/K decoder (needs --tensors with compressed heads)")
+                   help="decode Q and K on chip: each layer's compressed Q/K are loaded once into the layer store, "
+                        "each head sends its key order (needs --tensors with compressed heads)")
     p.add_argument("--json", help="write the JSON report here (default: print it)")
     gen = p.add_argument_group("generator parameters")
     gen.add_argument("--head-dim", type=int, default=None, help="d (default: the tensors' d, else 64)")
