@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+import uuid
 from pathlib import Path
 
 from attnforge.cli import print_json
@@ -129,11 +130,16 @@ def simulate_masks(masks_path, *, layer: int = 0, head: int = 0, all_heads: bool
         heads.append(th)
 
     design = get_design("vitcod")
-    jobs = save_jobs(Path(build_root) / "jobs" / f"vitcod_sim_{Path(masks_path).stem}_{seed}.npz", heads)
-    result = run_cocotb(VitcodAccelerator(cfg), top=design.top, config_name=design.config_name(cfg),
-                        test_module=design.testbench, simulator=simulator, build_root=build_root, seed=seed,
-                        build_args=["-CFLAGS", "-O0"] if simulator == "verilator" else None,
-                        params={"config": dataclasses.asdict(cfg), "jobs": str(jobs.resolve()), "seed": seed})
+    # a job file of this run only: runs side by side (parallel tests, two users) must not share one
+    jobs = save_jobs(Path(build_root) / "jobs" / f"vitcod_sim_{Path(masks_path).stem}_{seed}_{uuid.uuid4().hex}.npz",
+                     heads)
+    try:
+        result = run_cocotb(VitcodAccelerator(cfg), top=design.top, config_name=design.config_name(cfg),
+                            test_module=design.testbench, simulator=simulator, build_root=build_root, seed=seed,
+                            build_args=["-CFLAGS", "-O0"] if simulator == "verilator" else None,
+                            params={"config": dataclasses.asdict(cfg), "jobs": str(jobs.resolve()), "seed": seed})
+    finally:
+        jobs.unlink(missing_ok=True)
     report = result.report or {"heads": [], "total_cycles": 0}
     model = run_cycles(cfg, shapes_of(heads))
     dense = run_cycles(cfg, [dense_baseline_shape(cfg, nq, nk) for _ in heads])
