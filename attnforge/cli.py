@@ -153,7 +153,7 @@ def cmd_synth(args) -> int:
     design, config = _config_from_args(args)
     out = Path(args.output) if args.output else Path("build") / "synth" / design.config_name(config) / args.device
     report = synthesize(design.build(config), top=design.top, device=args.device, out_dir=out, seed=args.seed,
-                        router=args.router)
+                        router=args.router, target_mhz=args.target_mhz)
     short = {k: report[k] for k in ("design", "device", "luts", "ffs", "dsp", "bram", "fmax_mhz", "shell_ffs")}
     print(json.dumps(short, indent=2))
     print(f"full report: {out / 'report.json'}")
@@ -220,6 +220,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=1, help="nextpnr placement seed [1]")
     p.add_argument("--router", choices=("router1", "router2"),
                    help="nextpnr router [the device's: router2 on ECP5]; try the other if routing stalls")
+    p.add_argument("--target-mhz", type=float,
+                   help="nextpnr's clock target [the device's: 150 on ECP5, 48 on iCE40]; the report gives what "
+                        "was reached")
     p.set_defaults(func=cmd_synth)
 
     p = sub.add_parser("bench", help="measure cycles, generation time, simulator speed and synthesis",

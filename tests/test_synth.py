@@ -43,11 +43,18 @@ def test_failed_pnr_leaves_no_report(tmp_path):
     assert not (tmp_path / "report.json").exists()
 
 
-def test_router_choice_reaches_nextpnr(tmp_path):
+def test_router_and_target_reach_nextpnr(tmp_path):
     report = synthesize(MacLine(MacLineConfig(macs=4)), top="mac_line", device="ice40-up5k", out_dir=tmp_path,
-                        router="router1")
+                        router="router1", target_mhz=30)
     assert report["nextpnr_args"][-2:] == ["--router", "router1"]
-    assert report["fmax_mhz"] > 10
+    assert report["target_mhz"] == 30.0
+    assert "at 30.00 MHz)" in (tmp_path / "nextpnr.log").read_text()     # nextpnr's PASS/FAIL line
+
+
+@pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
+def test_impossible_target(tmp_path):
+    with pytest.raises(ValueError, match="target_mhz 0: give a clock target between 1 and 1000 MHz"):
+        synthesize(MacLine(MacLineConfig()), top="mac_line", device="ecp5-85k", out_dir=tmp_path, target_mhz=0)
 
 
 @pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
