@@ -104,8 +104,7 @@ def synthesize(component, *, top: str, device: str, out_dir: str | Path, seed: i
     ``router`` picks nextpnr's router (``router1`` or ``router2``) instead of the device's default:
     router2 (the ECP5 default here) can stall with a handful of overused wires on a design that
     router1 finishes, and router1 can oscillate on one that router2 routes. ``target_mhz``
-    replaces the device's timing target (150 MHz on ECP5): far above what a design reaches,
-    every path looks critical to the timing-driven placer, which can crowd the routing.
+    replaces the device's timing target (150 MHz on ECP5; the report gives what was reached).
     """
     dev = get_device(device)
     target = dev.target_mhz if target_mhz is None else float(target_mhz)
