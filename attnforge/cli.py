@@ -177,7 +177,7 @@ def cmd_demo(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from attnforge.fpga.synth import DEVICES
+    from attnforge.fpga.synth import DEVICES, ROUTERS
     from attnforge.sim.tools import SIMULATORS
 
     parser = argparse.ArgumentParser(
@@ -218,7 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=sorted(DEVICES), default="ecp5-85k", help="FPGA [ecp5-85k]")
     p.add_argument("-o", "--output", help="output folder [build/synth/<config>/<device>]")
     p.add_argument("--seed", type=int, default=1, help="nextpnr placement seed [1]")
-    p.add_argument("--router", choices=("router1", "router2"),
+    p.add_argument("--router", choices=ROUTERS,
                    help="nextpnr router [the device's: router2 on ECP5]; try the other if routing stalls")
     p.add_argument("--target-mhz", type=float,
                    help="nextpnr's clock target [the device's: 150 on ECP5, 48 on iCE40]; the report gives what "

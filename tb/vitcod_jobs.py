@@ -45,7 +45,7 @@ def tb_head(cfg: VitcodConfig, job: HeadJob, expected, error: int = 0, *, with_l
                2 * job.nq * job.nk * cfg.head_dim,
                dict(info, nq=job.nq, nk=job.nk, g=int(job.g), nnz=job.nnz, row_nnz=np.diff(job.row_ptr).tolist()))
     if cfg.decoder:
-        h.info["hc"] = int(job.command(cfg)["hc"])
+        h.info["hc"] = int(h.cmd["hc"])
         if with_layer:
             lj = job.layer()
             h.layer_cmd, h.layer_beats = lj.command(cfg), lj.data_beats(cfg)

@@ -33,7 +33,7 @@ def test_decoder_beats_match_the_stream_layout():
     for s, h in zip(shapes[1:], heads):
         assert head_beats(cfg, s) == len(h.beats)
         # Q/K replayed from the layer store: one loader cycle a beat, plus two of latency
-        assert replay_cycles(cfg, s) == (13 + 17) * 4 * 3 + 2
+        assert replay_cycles(cfg, s) == 362      # (13 + 17) rows x 4 words x 3 beats + 2
     plain = random_head(cfg, rng, nq=5, nk=6, g=1, sparsity=0.3)   # a head with a layer of its own
     assert len(plain.layer_beats) == (5 + 6) * 4 and plain.layer_cmd["hc"] == 1
 

@@ -94,7 +94,7 @@ def _decoder_run(cfg8, ms, build_root) -> dict:
     plain_model = run_cycles(cfg8, plain_shapes)["heads"]
     B = cfg.data_bytes
     stream_decoder = sum(head_beats(cfg, sh) for sh in shapes) * B
-    stream_plain = sum(head_beats(cfg8, dataclasses.replace(sh, hc=1)) for sh in shapes[1:]) * B
+    stream_plain = sum(head_beats(cfg8, sh) for sh in plain_shapes) * B
     rtl_c = _steady(report["heads"])
     ideal = float(np.mean([ideal_cycles(cfg, sh) for sh in shapes[2:]]))
     return {"heads": H, "compressed_heads": HC, "config": dataclasses.asdict(cfg),

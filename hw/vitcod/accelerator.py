@@ -322,10 +322,11 @@ class VitcodAccelerator(wiring.Component):
                 with m.If(self.cmd.valid & self.cmd.ready):
                     p = self.cmd.p
                     m.d.sync += [ld[f].eq(getattr(p, f)) for f in (*desc_fields, *dec_fields)]
-                    bad = ((p.nq == 0) | (p.nq > Nmax) | (p.nk == 0) | (p.nk > Nmax) | (p.g > p.nk)
-                           | (p.nnz > cfg.max_nnz))
+                    # sizes a layer load and a head share (tokens, compressed heads), then the head's own
+                    shape_bad = (p.nq == 0) | (p.nq > Nmax) | (p.nk == 0) | (p.nk > Nmax)
                     if cfg.decoder:
-                        bad = bad | (p.hc == 0) | (p.hc > cfg.decoder_heads)
+                        shape_bad = shape_bad | (p.hc == 0) | (p.hc > cfg.decoder_heads)
+                    bad = shape_bad | (p.g > p.nk) | (p.nnz > cfg.max_nnz)
                     m.d.sync += [head_err.eq(0), waddr.eq(0), ent.eq(0), rp_prev.eq(0),
                                  ci_beats.eq(idx_beats(p.nnz)), ld_taking.eq(1), ld_busy.eq(1)]
 
@@ -333,12 +334,10 @@ class VitcodAccelerator(wiring.Component):
                         m.d.sync += [err.eq(err | bits), heads_failed.eq(heads_failed + 1), cnt.eq(beats)]
                         m.next = "DROP"
                     if cfg.decoder:
-                        layer_bad = ((p.nq == 0) | (p.nq > Nmax) | (p.nk == 0) | (p.nk > Nmax) | (p.hc == 0)
-                                     | (p.hc > DH))
                         not_loaded = ~st_ok | (p.nq != st_nq) | (p.nk != st_nk) | (p.hc != st_hc)
                         with m.If(p.layer):
                             m.d.sync += [st_ok.eq(0), st_nq.eq(p.nq), st_nk.eq(p.nk), st_hc.eq(p.hc)]
-                            with m.If(layer_bad):
+                            with m.If(shape_bad):
                                 refuse(ERR_SIZE, qk_beats(p.nq, p) + qk_beats(p.nk, p))
                             with m.Else():
                                 m.d.sync += [cnt.eq(qk_beats(p.nq, p) + qk_beats(p.nk, p))]
