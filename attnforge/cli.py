@@ -132,6 +132,7 @@ def cmd_sim(args) -> int:
         "tests": result.tests,
         "failed": result.failed,
         "build_dir": str(result.build_dir),
+        "run_dir": str(result.run_dir),
         "waves": str(result.waves) if result.waves else None,
         **({"measured": result.report} if result.report else {}),
     }
@@ -139,7 +140,7 @@ def cmd_sim(args) -> int:
     if result.waves:
         print(f"waveform: {result.waves} (open with gtkwave or surfer)")
     if not result.passed:
-        print(f"FAILED: {result.failed} of {result.tests} testbench tests; log: {result.build_dir / 'test.log'}",
+        print(f"FAILED: {result.failed} of {result.tests} testbench tests; log: {result.log}",
               file=sys.stderr)
         return 1
     return 0

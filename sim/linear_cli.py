@@ -114,6 +114,7 @@ def run_linear_sim(*, tokens: int, verify: int | None, seed: int, tensors: str |
         "failed": result.failed,
         "config": dataclasses.asdict(config),
         "build_dir": str(result.build_dir),
+        "run_dir": str(result.run_dir),
     }
 
 
@@ -125,6 +126,6 @@ def cmd_linear_sim(args) -> int:
     print_json(summary, args.json)
     if not summary["bit_exact"]:
         print(f"FAILED: {summary['failed']} of {summary['tests']} testbench tests; "
-              f"log: {Path(summary['build_dir']) / 'test.log'}", file=sys.stderr)
+              f"log: {Path(summary['run_dir']) / 'test.log'}", file=sys.stderr)
         return 1
     return 0

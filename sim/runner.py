@@ -4,6 +4,21 @@ builds into a per-configuration folder, picks the simulator and turns waveforms 
 Each configuration gets ``<build_root>/<config name>/<simulator>[-waves]/``; the
 Verilog lives beside it as ``<config name>/<top>.v``. Builds are incremental:
 unchanged Verilog is not rewritten, so Verilator's make skips the C++ compile.
+A build folder is locked while it builds, so parallel test workers that need the
+same configuration build it once and share it; each run then gets its own folder
+``run-*/`` inside it (``test.log``, ``results.xml``, the report, the waveform),
+so two runs of one configuration never overwrite each other's results.
+
+Verilator builds are made fast in two ways:
+
+* only the top module's ports are visible to cocotb (a generated control file
+  ``public_ports.vlt``) instead of cocotb's default ``--public-flat-rw``, which
+  makes every signal public, blocks Verilator's optimizations and writes a VPI
+  symbol table of every net (5x longer C++ builds on the bigger designs; the
+  testbenches only touch ports, and waveforms still hold every signal);
+* the design-independent Verilator runtime (``verilated*.cpp``) is compiled
+  once and reused through ccache when it is installed (``make setup`` installs
+  it), with its cache in ``<build_root>/../ccache`` unless ``CCACHE_DIR`` is set.
 
 Waveforms: pass ``waves=True`` or set ``ATTNFORGE_WAVES=1``. Verilator writes
 ``dump.vcd``, Icarus ``<top>.fst``, in the build folder; open either with
@@ -12,8 +27,12 @@ GTKWave (``gtkwave build/sim/<config>/<sim>-waves/dump.vcd``) or Surfer.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import re
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +48,10 @@ DEFAULT_BUILD_ROOT = Path("build") / "sim"
 # Amaranth's netlists trip Verilator's width warnings; they are style (see
 # amaranth_waivers.vlt), and the lint step checks the rest with -Wall.
 _VERILATOR_BUILD_ARGS = ["-Wno-fatal", "-Wno-WIDTH", "-O2"]
+
+
+# The testbench modules whose failed asserts cocotb explains (pytest's rewriting).
+_REWRITE_ASSERTIONS = "*_tb.py streams.py"
 
 
 def _fix_verilator_pch() -> None:
@@ -47,6 +70,59 @@ def waves_requested(flag: bool | None = None) -> bool:
     return os.environ.get("ATTNFORGE_WAVES", "").lower() in ("1", "true", "yes", "on")
 
 
+def _top_ports(verilog: Path, top: str) -> list[str]:
+    """Port names of module ``top`` in Amaranth's Verilog (``module top(a, b, ...);``)."""
+    match = re.search(rf"^module\s+{re.escape(top)}\s*\(([^)]*)\)\s*;", verilog.read_text(), re.M)
+    if match is None:
+        raise RuntimeError(f"{verilog}: no `module {top}(...)` header; cannot list its ports for Verilator")
+    return [p.strip() for p in match.group(1).split(",") if p.strip()]
+
+
+def _verilator_runner(ports_vlt: Path):
+    """cocotb's Verilator runner with ``--public-flat-rw`` replaced by ``ports_vlt``
+    (only the top module's ports public): see the module docstring."""
+    from cocotb_tools.runner import Verilator
+
+    class PortsOnlyVerilator(Verilator):
+        def _build_command(self):
+            cmds = super()._build_command()
+            verilate = cmds[0]
+            if "--public-flat-rw" not in verilate:   # a cocotb that no longer adds it: leave as is
+                return cmds
+            verilate = [a for a in verilate if a != "--public-flat-rw"]
+            verilate.insert(len(verilate) - 1, str(ports_vlt))   # before the design's source
+            return [verilate, *cmds[1:]]
+
+    return PortsOnlyVerilator()
+
+
+def _use_ccache(build_root: Path) -> None:
+    """Compile Verilator's C++ through ccache when it is installed (see module docstring)."""
+    if shutil.which("ccache") is None:
+        return
+    flags = os.environ.get("MAKEFLAGS", "")
+    if "OBJCACHE=" not in flags:
+        os.environ["MAKEFLAGS"] = (flags + " OBJCACHE=ccache").strip()
+    os.environ.setdefault("CCACHE_DIR", str(build_root.parent / "ccache"))
+
+
+class _BuildLock:
+    """An exclusive lock on one build folder (parallel workers build a configuration once)."""
+
+    def __init__(self, folder: Path):
+        folder.mkdir(parents=True, exist_ok=True)
+        self.path = folder / ".build.lock"
+
+    def __enter__(self):
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc):
+        fcntl.flock(self.fd, fcntl.LOCK_UN)
+        os.close(self.fd)
+
+
 @dataclass
 class SimResult:
     simulator: str
@@ -58,6 +134,12 @@ class SimResult:
     report: dict | None       # what the testbench wrote to ATTNFORGE_REPORT, if anything
     build_seconds: float
     test_seconds: float
+    run_dir: Path | None = None  # this run's own folder inside build_dir (log, results, report, waves)
+
+    @property
+    def log(self) -> Path:
+        """The simulator's log of this run."""
+        return (self.run_dir or self.build_dir) / "test.log"
 
     @property
     def passed(self) -> bool:
@@ -84,56 +166,72 @@ def run_cocotb(component, *, top: str, config_name: str, test_module: str,
     ensure_simulator(simulator)
     waves = waves_requested(waves)
 
-    config_dir = Path(build_root).resolve() / config_name
-    source = write_verilog(component, top, config_dir / f"{top}.v")
+    build_root = Path(build_root).resolve()
+    config_dir = build_root / config_name
     build_dir = config_dir / (simulator + ("-waves" if waves else ""))
-    report_path = build_dir / "report.json"
-    if report_path.exists():
-        report_path.unlink()
-
-    runner = get_runner(simulator)
+    runner_kwargs = {}
     t0 = time.perf_counter()
-    build_kwargs = dict(sources=[source], hdl_toplevel=top, build_dir=build_dir,
-                        waves=waves, timescale=("1ns", "1ps"),
-                        log_file=build_dir / "build.log")
-    if simulator == "verilator":
-        build_kwargs["build_args"] = _VERILATOR_BUILD_ARGS + list(build_args or [])
-        _fix_verilator_pch()
-    try:
-        runner.build(**build_kwargs)
-    except SystemExit as exc:  # cocotb's runner exits on a failed build
-        log = build_dir / "build.log"
-        tail = log.read_text()[-3000:] if log.exists() else ""
-        raise RuntimeError(f"{simulator} build of {source} failed ({exc}); end of {log}:\n{tail}") from None
+    with _BuildLock(config_dir):
+        source = write_verilog(component, top, config_dir / f"{top}.v")
+        build_kwargs = dict(sources=[source], hdl_toplevel=top, build_dir=build_dir,
+                            waves=waves, timescale=("1ns", "1ps"),
+                            log_file=build_dir / "build.log")
+        if simulator == "verilator":
+            build_dir.mkdir(parents=True, exist_ok=True)
+            ports_vlt = build_dir / "public_ports.vlt"
+            text = "`verilator_config\n" + "".join(
+                f'public_flat_rw -module "{top}" -var "{port}"\n' for port in _top_ports(source, top))
+            if not ports_vlt.exists() or ports_vlt.read_text() != text:
+                ports_vlt.write_text(text)
+            runner = _verilator_runner(ports_vlt)
+            build_kwargs["build_args"] = _VERILATOR_BUILD_ARGS + list(build_args or [])
+            _fix_verilator_pch()
+            _use_ccache(build_root)
+        else:
+            runner = get_runner(simulator)
+        try:
+            runner.build(**build_kwargs)
+        except SystemExit as exc:  # cocotb's runner exits on a failed build
+            log = build_dir / "build.log"
+            tail = log.read_text()[-3000:] if log.exists() else ""
+            raise RuntimeError(f"{simulator} build of {source} failed ({exc}); end of {log}:\n{tail}") from None
     t1 = time.perf_counter()
 
+    run_dir = Path(tempfile.mkdtemp(prefix="run-", dir=build_dir))
+    report_path = run_dir / "report.json"
     env = {
         "ATTNFORGE_TB_PARAMS": json.dumps(params or {}),
         "ATTNFORGE_REPORT": str(report_path),
+        # cocotb rewrites the assertions of every module imported in the simulator
+        # by default ("*.py"), which recompiles torch, numpy and amaranth from source
+        # on each run (~15 s); the testbenches' own files are the ones that need it.
+        "COCOTB_REWRITE_ASSERTION_FILES": os.environ.get("COCOTB_REWRITE_ASSERTION_FILES", _REWRITE_ASSERTIONS),
     }
-    results_xml = build_dir / "results.xml"
+    results_xml = run_dir / "results.xml"
     try:
         runner.test(test_module=test_module, hdl_toplevel=top, testcase=testcase,
-                    build_dir=build_dir, test_dir=build_dir, waves=waves, results_xml=str(results_xml),
-                    seed=seed, extra_env=env, log_file=build_dir / "test.log")
+                    build_dir=build_dir, test_dir=run_dir, waves=waves, results_xml=str(results_xml),
+                    seed=seed, extra_env=env, log_file=run_dir / "test.log", **runner_kwargs)
     except SystemExit:
         pass  # under pytest the runner exits on failing tests; the results file says which
     t2 = time.perf_counter()
     try:
         tests, failed = get_results(results_xml)
     except RuntimeError:
-        log = build_dir / "test.log"
+        log = run_dir / "test.log"
         tail = log.read_text()[-3000:] if log.exists() else ""
         raise RuntimeError(f"{simulator} simulation of {source} left no results; end of {log}:\n{tail}") from None
 
     wave_file = None
     if waves:
         name = "dump.vcd" if simulator == "verilator" else f"{top}.fst"
-        candidate = build_dir / name
-        wave_file = candidate if candidate.exists() else None
+        for folder in (run_dir, build_dir):
+            if (folder / name).exists():
+                wave_file = folder / name
+                break
     report = json.loads(report_path.read_text()) if report_path.exists() else None
     return SimResult(simulator, tests, failed, build_dir, results_xml, wave_file,
-                     report, t1 - t0, t2 - t1)
+                     report, t1 - t0, t2 - t1, run_dir)
 
 
 def simulate(design, config, *, seed: int = 0, tb_params: dict | None = None, **kwargs) -> SimResult:

@@ -168,6 +168,7 @@ def simulate_masks(masks_path, *, layer: int = 0, head: int = 0, all_heads: bool
         "model_cycles": model["total_cycles"],
         "sparsity": 1.0 - float(np.mean([ms.keep[l, h].mean() for l, h in pairs])),
         "build_dir": str(result.build_dir),
+        "run_dir": str(result.run_dir),
     }
     if all_heads:
         out["heads"] = per_head
@@ -189,6 +190,6 @@ def cmd_vitcod_sim(args) -> int:
         return 2
     print_json(report, args.json)
     if not report["bit_exact"]:
-        print(f"RTL and golden model differ; log: {report['build_dir']}/test.log", file=sys.stderr)
+        print(f"RTL and golden model differ; log: {report['run_dir']}/test.log", file=sys.stderr)
         return 1
     return 0

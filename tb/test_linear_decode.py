@@ -60,7 +60,7 @@ def test_linear_decode_rtl_matches_golden_verilator(name):
     result = simulate(DESIGN, config, seed=sum(map(ord, name)), tb_params=tb, simulator="verilator",
                       build_root=BUILD)
     assert result.tests == 3
-    assert result.passed, f"{result.failed} failed; see {result.build_dir / 'test.log'}"
+    assert result.passed, f"{result.failed} failed; see {result.log}"
     if tb.get("rate_tokens"):
         check_cycle_model(config, result.report)
 
@@ -86,7 +86,7 @@ def check_cycle_model(config, report):
 def test_linear_decode_icarus_small(feature_map):
     config = _config(d=8, macs=4, conv_taps=2, t_max=3, heads=2, snapshots=True, feature_map=feature_map)
     result = simulate(DESIGN, config, seed=3, tb_params=dict(tokens=60), simulator="icarus", build_root=BUILD)
-    assert result.tests == 3 and result.passed, f"see {result.build_dir / 'test.log'}"
+    assert result.tests == 3 and result.passed, f"see {result.log}"
 
 
 def test_testbench_catches_a_wrong_result():

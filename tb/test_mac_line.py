@@ -31,7 +31,7 @@ def test_mac_line_rtl_matches_golden(name, simulator):
     config = MacLineConfig(**CONFIGS[name])
     result = simulate(DESIGN, config, seed=hash(name) % 1000, simulator=simulator, build_root=BUILD)
     assert result.tests == 3
-    assert result.passed, f"{result.failed} failed; see {result.build_dir / 'test.log'}"
+    assert result.passed, f"{result.failed} failed; see {result.log}"
     # Both simulators measure the same cycles: one beat per cycle plus the pipeline latency.
     assert result.report["measured_cycles"] == result.report["beats"] + config.latency
 

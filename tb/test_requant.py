@@ -17,4 +17,4 @@ BUILD = Path(__file__).resolve().parent.parent / "build" / "test_sim"
 def test_requant_line_rtl_matches_numfmt(simulator, params):
     config = RequantLineConfig(**params)
     result = simulate(get_design("requant-line"), config, seed=7, simulator=simulator, build_root=BUILD)
-    assert result.passed, f"see {result.build_dir / 'test.log'}"
+    assert result.passed, f"see {result.log}"

@@ -93,11 +93,11 @@ def test_vitcod_rtl_bit_exact_and_cycle_model(name):
     # 1) errors between good heads, random idle and backpressure
     heads = heads_for(name, cfg, seed=1, errors=True)
     result = run(name, cfg, heads, idle=0.3, stall=0.3, seed=1)
-    assert result.passed, f"see {result.build_dir / 'test.log'}"
+    assert result.passed, f"see {result.log}"
     # 2) full rate (no idle, no stall): the same RTL holds the cycle model within 5 %
     heads = heads_for(name, cfg, seed=2, errors=name == "d16")
     result = run(name, cfg, heads, seed=2)
-    assert result.passed, f"see {result.build_dir / 'test.log'}"
+    assert result.passed, f"see {result.log}"
     check_cycle_model(cfg, heads, result.report)
 
 
@@ -107,7 +107,7 @@ def test_vitcod_icarus_small():
     heads = [random_head(cfg, rng, nq=9, nk=11, g=2, sparsity=0.6, empty_rows=1), bad_head(cfg, rng, "col_idx"),
              random_head(cfg, rng, nq=6, nk=6, g=0, sparsity=0.5)]
     result = run("d16", cfg, heads, simulator="icarus", idle=0.2, stall=0.2, seed=3)
-    assert result.passed, f"see {result.build_dir / 'test.log'}"
+    assert result.passed, f"see {result.log}"
 
 
 def test_vitcod_icarus_decoder():
@@ -118,4 +118,4 @@ def test_vitcod_icarus_decoder():
     heads.insert(1, bad_head(cfg, rng, "size"))
     heads.append(bad_head(cfg, rng, "layer"))
     result = run("d64-decoder", cfg, heads, simulator="icarus", idle=0.2, stall=0.2, seed=3)
-    assert result.passed, f"see {result.build_dir / 'test.log'}"
+    assert result.passed, f"see {result.log}"

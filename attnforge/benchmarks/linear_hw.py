@@ -148,7 +148,7 @@ def run(out_dir: Path, *, quick: bool = False, command: str = "attnforge bench",
                                      "rate_modes": modes})
         if not result.passed:
             raise RuntimeError(f"linear_hw benchmark: RTL differs from the golden model; see "
-                               f"{result.build_dir / 'test.log'}")
+                               f"{result.log}")
         rows = result.report["modes"]
         bar.update()
 

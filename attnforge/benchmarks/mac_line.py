@@ -68,7 +68,7 @@ def run(out_dir: Path, *, quick: bool = False, command: str = "attnforge bench")
                                   testcase="full_rate_without_stalls",
                                   tb_params={"rate_length": length, "rate_vectors": vectors})
                 if not result.passed:
-                    raise RuntimeError(f"benchmark simulation failed: see {result.build_dir / 'test.log'}")
+                    raise RuntimeError(f"benchmark simulation failed: see {result.log}")
                 speed = _testcase_speed(result.results_xml, "full_rate_without_stalls")
                 row["simulators"][simulator] = {**speed, "build_seconds": round(result.build_seconds, 2)}
                 reports.append(result.report)

@@ -70,7 +70,7 @@ def measure_rtl(cfg, heads, name, build_root) -> dict:
                         test_module=design.testbench, build_root=build_root, build_args=["-CFLAGS", "-O0"],
                         params={"config": dataclasses.asdict(cfg), "jobs": str(jobs.resolve()), "seed": 0})
     if not result.passed:
-        raise RuntimeError(f"RTL run {name} failed (not bit-exact or hung); see {result.build_dir / 'test.log'}")
+        raise RuntimeError(f"RTL run {name} failed (not bit-exact or hung); see {result.log}")
     return result.report
 
 
