@@ -10,11 +10,15 @@ DESIGN ?= mac-line
 DEVICE ?= ecp5-85k
 SIM    ?= verilator
 
-.PHONY: setup test demo verilog sim synth bench clean help
+# The slowest tests are listed after every run, so a regression in test time shows.
+PYTEST_ARGS ?= -n $(JOBS) --dist worksteal --durations=20
+
+.PHONY: setup test test-full demo verilog sim synth bench clean help
 
 help:
 	@echo "make demo     generate, lint, simulate (Verilator+Icarus) and synthesize the MAC line"
-	@echo "make test     all tests (RTL on both simulators, golden models, synthesis)"
+	@echo "make test     all tests CI runs (RTL on both simulators, golden models, synthesis); < 10 min"
+	@echo "make test-full  make test plus long sweeps and extra RTL configurations (by hand, before a release)"
 	@echo "make verilog  DESIGN=mac-line           -> build/verilog/"
 	@echo "make sim      DESIGN=mac-line SIM=icarus WAVES=1"
 	@echo "make synth    DESIGN=mac-line DEVICE=ice40-up5k"
@@ -24,7 +28,10 @@ setup:
 	@bash scripts/setup.sh
 
 test: setup
-	$(VENV)/bin/pytest -n $(JOBS)
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+test-full: setup
+	$(VENV)/bin/pytest $(PYTEST_ARGS) --full
 
 demo: setup
 	$(AF) demo

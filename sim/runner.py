@@ -18,7 +18,7 @@ Verilator builds are made fast in two ways:
   testbenches only touch ports, and waveforms still hold every signal);
 * the design-independent Verilator runtime (``verilated*.cpp``) is compiled
   once and reused through ccache when it is installed (``make setup`` installs
-  it), with its cache in ``<build_root>/../ccache`` unless ``CCACHE_DIR`` is set.
+  it; the cache is ccache's own, ``CCACHE_DIR``; the test suite uses ``build/ccache``).
 
 Waveforms: pass ``waves=True`` or set ``ATTNFORGE_WAVES=1``. Verilator writes
 ``dump.vcd``, Icarus ``<top>.fst``, in the build folder; open either with
@@ -96,14 +96,13 @@ def _verilator_runner(ports_vlt: Path):
     return PortsOnlyVerilator()
 
 
-def _use_ccache(build_root: Path) -> None:
+def _use_ccache() -> None:
     """Compile Verilator's C++ through ccache when it is installed (see module docstring)."""
     if shutil.which("ccache") is None:
         return
     flags = os.environ.get("MAKEFLAGS", "")
     if "OBJCACHE=" not in flags:
         os.environ["MAKEFLAGS"] = (flags + " OBJCACHE=ccache").strip()
-    os.environ.setdefault("CCACHE_DIR", str(build_root.parent / "ccache"))
 
 
 class _BuildLock:
@@ -186,7 +185,7 @@ def run_cocotb(component, *, top: str, config_name: str, test_module: str,
             runner = _verilator_runner(ports_vlt)
             build_kwargs["build_args"] = _VERILATOR_BUILD_ARGS + list(build_args or [])
             _fix_verilator_pch()
-            _use_ccache(build_root)
+            _use_ccache()
         else:
             runner = get_runner(simulator)
         try:

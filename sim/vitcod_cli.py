@@ -136,7 +136,6 @@ def simulate_masks(masks_path, *, layer: int = 0, head: int = 0, all_heads: bool
     try:
         result = run_cocotb(VitcodAccelerator(cfg), top=design.top, config_name=design.config_name(cfg),
                             test_module=design.testbench, simulator=simulator, build_root=build_root, seed=seed,
-                            build_args=["-CFLAGS", "-O0"] if simulator == "verilator" else None,
                             params={"config": dataclasses.asdict(cfg), "jobs": str(jobs.resolve()), "seed": seed})
     finally:
         jobs.unlink(missing_ok=True)

@@ -24,8 +24,6 @@ from attnforge.tb.vitcod_jobs import bad_head, layer_heads, random_head, save_jo
 BUILD = Path(__file__).resolve().parent.parent / "build" / "test_sim"
 DESIGN = get_design("vitcod")
 CYCLE_TOLERANCE = 0.05
-# The simulations here are short; an unoptimized C++ build of the model is several times faster.
-FAST_BUILD = ["-CFLAGS", "-O0"]
 
 CONFIGS = {
     # d=16, one Denser line, four Sparser lines (two keys per score step, two lines per key),
@@ -71,7 +69,6 @@ def run(name, cfg, heads, *, simulator="verilator", idle=0.0, stall=0.0, seed=0)
     jobs = save_jobs(BUILD / "jobs" / f"vitcod_{name}_{simulator}_{idle}_{seed}.npz", heads)
     return run_cocotb(VitcodAccelerator(cfg), top=DESIGN.top, config_name=DESIGN.config_name(cfg),
                       test_module=DESIGN.testbench, simulator=simulator, build_root=BUILD, seed=seed,
-                      build_args=FAST_BUILD if simulator == "verilator" else None,
                       params={"config": dataclasses.asdict(cfg), "jobs": str(jobs), "seed": seed,
                               "idle": idle, "stall": stall})
 

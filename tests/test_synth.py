@@ -36,10 +36,10 @@ def test_unknown_device(tmp_path):
 
 
 def test_failed_pnr_leaves_no_report(tmp_path):
-    # 64 MACs cannot fit the UP5K's 8 DSP blocks: nextpnr fails, and no report is left behind.
+    # 9 MACs cannot fit the UP5K's 8 DSP blocks: nextpnr fails, and no report is left behind.
     (tmp_path / "report.json").write_text("{}")
     with pytest.raises(SynthError, match="nextpnr"):
-        synthesize(MacLine(MacLineConfig(macs=64)), top="mac_line", device="ice40-up5k", out_dir=tmp_path)
+        synthesize(MacLine(MacLineConfig(macs=9)), top="mac_line", device="ice40-up5k", out_dir=tmp_path)
     assert not (tmp_path / "report.json").exists()
 
 

@@ -16,6 +16,8 @@ import json
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
+from torch.utils.data import TensorDataset
 
 from attnforge.algo.vitcod.data import digits_datasets, imagefolder_datasets, random_shift
 from attnforge.algo.vitcod.export import export_head_tensors, quantize_heads, verify_head_tensors
@@ -43,11 +45,16 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def trained(one_thread):
-    """A 2-layer digits ViT trained for 4 epochs (real data, real attention; ~45 %), statistics, 90 % masks."""
+    """A 2-layer digits ViT trained for 8 epochs (real data, real attention), statistics, 90 % masks.
+
+    8 epochs at lr 3e-3 reach about 83 % (4 epochs at 2e-3 stopped at 33-45 % depending
+    on the CPU's float results): past the fragile early phase, so the attention maps
+    and the thresholds below do not depend on the machine's kernels.
+    """
     torch.manual_seed(0)
     train_set, val_set = digits_datasets()
     model = VisionTransformer(PRESETS["digits"], depth=2)
-    train(model, train_set, TrainConfig(epochs=4, lr=2e-3, batch_size=32, warmup_epochs=0.3, max_shift=0,
+    train(model, train_set, TrainConfig(epochs=8, lr=3e-3, batch_size=32, warmup_epochs=0.3, max_shift=0,
                                         progress=False, seed=0))
     maps = attention_statistics(model, train_set, progress=False)
     ms, report = build_masks(maps, target_sparsity=0.9, head_dim=model.cfg.head_dim)
@@ -62,28 +69,72 @@ def _copy(model):
     return m
 
 
+def _fixed_batch(train_set, n=64):
+    return train_set.tensors[0][:n], train_set.tensors[1][:n]
+
+
+def _batch_loss(model, x, y) -> float:
+    model.eval()
+    with torch.no_grad():
+        return float(F.cross_entropy(model(x), y))
+
+
+def _fit_batch(model, x, y, *, steps=20, lr=1e-3, seed=1, **kw):
+    """``steps`` full-batch AdamW steps on one fixed batch (what a training loop must
+    be able to do whatever the CPU: drive that batch's loss down)."""
+    train(model, TensorDataset(x, y), TrainConfig(epochs=steps, batch_size=len(y), lr=lr, warmup_epochs=0,
+                                                  max_shift=0, progress=False, seed=seed, **kw))
+
+
 def test_trained_model_learned_something(trained):
     model, _, val_set, ms, report = trained
-    assert evaluate(model, val_set)["accuracy"] > 30.0          # chance is 10 %
+    # About 83 % on every CPU and thread count tried (docs: README, "Tests"); chance is 10 %.
+    assert evaluate(model, val_set)["accuracy"] > 50.0
     assert abs(ms.sparsity() - 0.9) <= 0.005
     assert {r["layer"] for r in report["heads"]} == {0, 1}
 
 
-def test_mask_finetuning_keeps_masks_fixed_and_recovers(trained):
+def test_mask_finetuning_keeps_masks_fixed_and_lowers_the_loss(trained, monkeypatch):
+    """What mask fine-tuning guarantees: the masks are buffers, not parameters, and stay
+    as they were; pruned entries get zero attention and zero gradient; and training
+    lowers the loss (on a fixed batch, by a margin: 1.06 -> 0.43 here, asserted < 0.7x).
+    Not asserted: that one epoch raises validation accuracy (it did not on every CPU)."""
     model, train_set, val_set, ms, _ = trained
     m = _copy(model)
     keep = torch.from_numpy(ms.keep)
     m.set_masks(keep)
-    before = evaluate(m, val_set)["accuracy"]
-    train(m, train_set, TrainConfig(epochs=1, lr=1e-3, progress=False, seed=1))
-    after = evaluate(m, val_set)["accuracy"]
-    assert after > before
+    assert not any(p is a.keep for a in m.attentions for p in m.parameters())
+    x, y = _fixed_batch(train_set)
+    # The gradient that reaches the pruned attention scores is exactly zero.
+    scores = []
+    masked_fill = torch.Tensor.masked_fill
+
+    def recording_masked_fill(t, mask, value):
+        out = masked_fill(t, mask, value)
+        out.retain_grad()
+        scores.append((out, mask))
+        return out
+
+    monkeypatch.setattr(torch.Tensor, "masked_fill", recording_masked_fill)
+    m.train()
+    F.cross_entropy(m(x[:16]), y[:16]).backward()
+    monkeypatch.undo()
+    m.zero_grad(set_to_none=True)
+    assert len(scores) == 2
+    for out, pruned in scores:
+        assert out.grad.abs().sum() > 0 and (out.grad[:, pruned] == 0).all()
+    before = _batch_loss(m, x, y)
+    _fit_batch(m, x, y)
+    after = _batch_loss(m, x, y)
+    assert after < 0.7 * before, (before, after)
     assert all(torch.equal(a.keep, keep[l]) for l, a in enumerate(m.attentions))
     _, maps = m(val_set.tensors[0][:4], return_attn=True)
     assert all((maps[l][:, ~keep[l]] == 0).all() for l in range(2))
 
 
 def test_autoencoder_training_lowers_reconstruction_loss(trained):
+    """The auto-encoder learns to reconstruct Q/K (its loss falls by a margin), and the
+    model with it in place and the masks set still trains (fixed-batch loss falls)."""
     model, train_set, val_set, ms, _ = trained
     m = _copy(model).attach_qk_autoencoders()
     x = val_set.tensors[0][:64]
@@ -94,11 +145,16 @@ def test_autoencoder_training_lowers_reconstruction_loss(trained):
     with torch.no_grad():
         m(x)
         end = float(m.qk_reconstruction_loss())
-    assert end < start and history[0]["recon_loss"] > 0
+    print("reconstruction loss", start, "->", end)
+    assert end < 0.5 * start and history[0]["recon_loss"] > 0
     # Then fine-tuned with the masks, the auto-encoder still in place.
     m.set_masks(torch.from_numpy(ms.keep))
-    train(m, train_set, TrainConfig(epochs=1, lr=5e-4, progress=False, seed=3, max_shift=0), )
-    assert m.blocks[1].attn.qk_ae is not None and evaluate(m, val_set)["accuracy"] > 20.0
+    xb, yb = _fixed_batch(train_set)
+    before = _batch_loss(m, xb, yb)
+    _fit_batch(m, xb, yb, seed=3)
+    after = _batch_loss(m, xb, yb)
+    print("fixed-batch loss with auto-encoder and masks", before, "->", after)
+    assert m.blocks[1].attn.qk_ae is not None and after < 0.7 * before
 
 
 def test_checkpoint_round_trip(tmp_path, trained):
