@@ -50,6 +50,12 @@ DEFAULT_BUILD_ROOT = Path("build") / "sim"
 _VERILATOR_BUILD_ARGS = ["-Wno-fatal", "-Wno-WIDTH", "-O2"]
 
 
+# Verilog this process has converted: (file, component class) -> the file's mtime. A
+# configuration's folder is named after all its parameters, so a second run of the
+# same configuration in one process (two test phases, a CLI over many heads) reuses
+# the file instead of converting again (seconds for the bigger designs).
+_CONVERTED: dict[tuple[str, str], int] = {}
+
 # The testbench modules whose failed asserts cocotb explains (pytest's rewriting).
 _REWRITE_ASSERTIONS = "*_tb.py streams.py"
 
@@ -171,7 +177,11 @@ def run_cocotb(component, *, top: str, config_name: str, test_module: str,
     runner_kwargs = {}
     t0 = time.perf_counter()
     with _BuildLock(config_dir):
-        source = write_verilog(component, top, config_dir / f"{top}.v")
+        source = config_dir / f"{top}.v"
+        key = (str(source), type(component).__qualname__)
+        if _CONVERTED.get(key) is None or not source.exists() or source.stat().st_mtime_ns != _CONVERTED[key]:
+            write_verilog(component, top, source)
+            _CONVERTED[key] = source.stat().st_mtime_ns
         build_kwargs = dict(sources=[source], hdl_toplevel=top, build_dir=build_dir,
                             waves=waves, timescale=("1ns", "1ps"),
                             log_file=build_dir / "build.log")
