@@ -77,8 +77,9 @@ def vitcod() -> dict:
 
 
 def tickets() -> dict:
-    """tests/test_tickets_attacks.py: PGD-trained vs naturally trained accuracy under attack."""
-    from attnforge.algo.tickets.attacks import Attack
+    """tests/test_tickets_attacks.py: what PGD does to the natural model, and PGD-trained
+    vs naturally trained accuracy under attack."""
+    from attnforge.algo.tickets.attacks import Attack, pgd
     from attnforge.algo.tickets.data import source_task
     from attnforge.algo.tickets.models import build_model
     from attnforge.algo.tickets.train import evaluate, train
@@ -86,10 +87,20 @@ def tickets() -> dict:
     torch.manual_seed(0)
     task = source_task()
     natural = train(build_model("cnn"), task.train, epochs=8, seed=0)
+    out = {}
+    x, y = task.val.x[:128], task.val.y[:128]
+    for norm, eps in [("linf", 0.1), ("linf", 0.3), ("l2", 0.5), ("l2", 2.0)]:
+        x_adv = pgd(natural, x, y, eps=eps, norm=norm, steps=10, generator=torch.Generator().manual_seed(1))
+        with torch.no_grad():
+            clean = F.cross_entropy(natural(x), y, reduction="none")
+            adv = F.cross_entropy(natural(x_adv), y, reduction="none")
+        out[f"pgd_{norm}_{eps}_loss_ratio"] = float(adv.mean() / clean.mean())
+        out[f"pgd_{norm}_{eps}_fraction_raised"] = float((adv >= clean - 1e-4).float().mean())
     torch.manual_seed(0)
     atk = Attack(0.2, steps=3)
     robust = train(build_model("cnn"), task.train, epochs=6, seed=0, attack=atk)
-    return {"tickets_robust_minus_natural_under_attack": evaluate(robust, task.val, atk) - evaluate(natural, task.val, atk)}
+    out["tickets_robust_minus_natural_under_attack"] = evaluate(robust, task.val, atk) - evaluate(natural, task.val, atk)
+    return out
 
 
 def linear_lm() -> dict:
@@ -111,6 +122,8 @@ BOUNDS = {
     "vitcod_mask_finetune_batch_loss_ratio": "< 0.7",
     "vitcod_autoencoder_recon_ratio": "< 0.5",
     "vitcod_autoencoder_batch_loss_ratio": "< 0.7",
+    "pgd_*_loss_ratio": "> 1.5",
+    "pgd_*_fraction_raised": "> 0.9",
     "tickets_robust_minus_natural_under_attack": "> 0.1",
     "linear_lm_loss_drop": "> 1.0",
 }

@@ -5,9 +5,9 @@ row groups, and the overflow limit, for both feature maps (relu and relu_norm,
 whose random programs also reach den = 0); one small case per feature map on
 Icarus; a corrupted DUT that the scoreboard must catch. Every run also has
 random idle cycles on the input and backpressure on the output (second half of
-the random program). Builds dominate the time: four Verilator configurations in
-``make test`` (relu_norm at d = 32 and 64 in ``make test-full``), one tiny one,
-two Icarus.
+the random program). Builds dominate the time: three Verilator configurations in
+``make test`` (d = 64 and relu_norm at d = 32 in ``make test-full``), one tiny
+one, two Icarus.
 """
 
 from pathlib import Path
@@ -54,9 +54,10 @@ CASES = {
 }
 
 
-# make test runs relu at every shape and relu_norm (its z column and divider) at
-# d = 16 and on Icarus; relu_norm at d = 32 and 64 runs in make test-full.
-FULL_ONLY = {"norm-d32-M8-K3-H2-limit64", "norm-d64-M32-K4-snap"}
+# make test runs relu at d = 16 (G = 1, K = 1, rate modes) and d = 32 (G = 4, K = 3,
+# two heads, the token limit), relu_norm (its z column and divider) at d = 16, and
+# snapshot banks on Icarus; d = 64 (both maps) and relu_norm at d = 32 run in make test-full.
+FULL_ONLY = {"d64-M32-K4-snap", "norm-d32-M8-K3-H2-limit64", "norm-d64-M32-K4-snap"}
 
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.full) if n in FULL_ONLY else n for n in CASES])

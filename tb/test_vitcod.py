@@ -85,12 +85,14 @@ def check_cycle_model(cfg, heads, report):
 
 
 @pytest.mark.parametrize("name", list(CONFIGS))
-def test_vitcod_rtl_bit_exact_and_cycle_model(name):
+def test_vitcod_rtl_bit_exact_and_cycle_model(name, full):
     cfg = CONFIGS[name]
     # 1) errors between good heads, random idle and backpressure
     heads = heads_for(name, cfg, seed=1, errors=True)
     result = run(name, cfg, heads, idle=0.3, stall=0.3, seed=1)
     assert result.passed, f"see {result.log}"
+    if name == "d32" and not full:
+        return      # its full-rate cycle-model phase runs in make test-full (d16 and d64 hold it in make test)
     # 2) full rate (no idle, no stall): the same RTL holds the cycle model within 5 %
     heads = heads_for(name, cfg, seed=2, errors=name == "d16")
     result = run(name, cfg, heads, seed=2)
@@ -107,6 +109,7 @@ def test_vitcod_icarus_small():
     assert result.passed, f"see {result.log}"
 
 
+@pytest.mark.full     # the decoder runs on Verilator in make test; Icarus runs test_vitcod_icarus_small
 def test_vitcod_icarus_decoder():
     """The decoder's layer store on Icarus: a shared layer, a refused head between, a head without its layer."""
     cfg = CONFIGS["d64-decoder"]

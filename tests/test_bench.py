@@ -2,9 +2,12 @@
 
 import json
 
+import pytest
+
 from attnforge.benchmarks import run_benchmarks
 
 
+@pytest.mark.full     # simulations on both simulators plus synthesis: make test-full and make bench
 def test_mac_line_bench_quick(tmp_path):
     [path] = run_benchmarks(tmp_path, ["mac_line"], quick=True, command="pytest")
     result = json.loads(path.read_text())
