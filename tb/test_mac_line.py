@@ -1,8 +1,8 @@
 """Runs the MAC line's cocotb testbench (tb/mac_line_tb.py) through the cocotb runner.
 
-Every configuration runs on Verilator, and on Icarus two of them in ``make test``
-(all in ``make test-full``); each (configuration, simulator) pair builds in its
-own folder under build/test_sim/.
+In ``make test`` four configurations run on Verilator and two on Icarus; in
+``make test-full`` every configuration runs on both. Each (configuration,
+simulator) pair builds in its own folder under build/test_sim/.
 """
 
 from pathlib import Path
@@ -26,11 +26,12 @@ CONFIGS = {
 }
 
 
-# Every configuration on Verilator; on Icarus two in make test (M = 1 at its exact
-# bound, odd M with narrow operands) and all of them in make test-full.
-ICARUS_IN_MAKE_TEST = {"M1-maxlen16", "M3-w5-len100"}
-CASES = [(name, sim) if sim == "verilator" or name in ICARUS_IN_MAKE_TEST
-         else pytest.param(name, sim, marks=pytest.mark.full)
+# make test: four configurations on Verilator (the widest operands, M2-w16-len8,
+# in make test-full), two on Icarus (M = 1 at its exact bound, odd M with narrow
+# operands); make test-full: all of them on both.
+IN_MAKE_TEST = {"verilator": {"M1-maxlen16", "M8-default", "M4-acc64", "M3-w5-len100"},
+                "icarus": {"M1-maxlen16", "M3-w5-len100"}}
+CASES = [(name, sim) if name in IN_MAKE_TEST[sim] else pytest.param(name, sim, marks=pytest.mark.full)
          for name in CONFIGS for sim in ("verilator", "icarus")]
 
 

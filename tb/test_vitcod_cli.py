@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from attnforge.cli import main
 from attnforge.head_tensors import HeadTensors, save_head_tensors
@@ -39,6 +40,7 @@ def test_vitcod_sim_all_heads_with_tensors(tmp_path):
     assert report["speedup"] > 1
 
 
+@pytest.mark.full     # the decoder's RTL runs in tb/test_vitcod.py (d64-decoder) in make test
 def test_vitcod_sim_all_heads_through_the_decoder(tmp_path):
     """--decoder: each layer's compressed Q/K are loaded once; its three heads decode theirs on chip."""
     layers, heads, hc, n, d = 2, 3, 2, 12, 16
