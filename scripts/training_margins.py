@@ -22,6 +22,21 @@ import torch.nn.functional as F
 from torch.utils.data import TensorDataset
 
 
+def fixed_batch_loss_ratio(model, x, y, *, seed: int) -> float:
+    """Loss on one batch after / before 20 full-batch steps on it (as the tests' ``_fit_batch``)."""
+    from attnforge.algo.vitcod.train import TrainConfig, train
+
+    def loss() -> float:
+        model.eval()
+        with torch.no_grad():
+            return float(F.cross_entropy(model(x), y))
+
+    before = loss()
+    train(model, TensorDataset(x, y), TrainConfig(epochs=20, batch_size=len(y), lr=1e-3, warmup_epochs=0,
+                                                  max_shift=0, progress=False, seed=seed))
+    return loss() / before
+
+
 def vitcod() -> dict:
     """tests/test_vitcod_flow.py: the fixture's model, and mask fine-tuning on a fixed batch."""
     from attnforge.algo.vitcod.data import digits_datasets
@@ -43,15 +58,7 @@ def vitcod() -> dict:
     m.load_state_dict(model.state_dict())
     m.set_masks(torch.from_numpy(ms.keep))
     x, y = train_set.tensors[0][:64], train_set.tensors[1][:64]
-    m.eval()
-    with torch.no_grad():
-        before = float(F.cross_entropy(m(x), y))
-    train(m, TensorDataset(x, y), TrainConfig(epochs=20, batch_size=64, lr=1e-3, warmup_epochs=0, max_shift=0,
-                                              progress=False, seed=1))
-    m.eval()
-    with torch.no_grad():
-        after = float(F.cross_entropy(m(x), y))
-    out["vitcod_mask_finetune_batch_loss_ratio"] = after / before
+    out["vitcod_mask_finetune_batch_loss_ratio"] = fixed_batch_loss_ratio(m, x, y, seed=1)
     # The Q/K auto-encoder: one epoch of its training, then the fixed batch with masks.
     a = VisionTransformer(model.cfg)
     a.load_state_dict(model.state_dict())
@@ -65,14 +72,7 @@ def vitcod() -> dict:
         a(xv)
         out["vitcod_autoencoder_recon_ratio"] = float(a.qk_reconstruction_loss()) / start
     a.set_masks(torch.from_numpy(ms.keep))
-    a.eval()
-    with torch.no_grad():
-        before = float(F.cross_entropy(a(x), y))
-    train(a, TensorDataset(x, y), TrainConfig(epochs=20, batch_size=64, lr=1e-3, warmup_epochs=0, max_shift=0,
-                                              progress=False, seed=3))
-    a.eval()
-    with torch.no_grad():
-        out["vitcod_autoencoder_batch_loss_ratio"] = float(F.cross_entropy(a(x), y)) / before
+    out["vitcod_autoencoder_batch_loss_ratio"] = fixed_batch_loss_ratio(a, x, y, seed=3)
     return out
 
 

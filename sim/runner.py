@@ -21,8 +21,10 @@ Verilator builds are made fast in two ways:
   it; the cache is ccache's own, ``CCACHE_DIR``; the test suite uses ``build/ccache``).
 
 Waveforms: pass ``waves=True`` or set ``ATTNFORGE_WAVES=1``. Verilator writes
-``dump.vcd``, Icarus ``<top>.fst``, in the build folder; open either with
-GTKWave (``gtkwave build/sim/<config>/<sim>-waves/dump.vcd``) or Surfer.
+``dump.vcd`` in the run's folder, Icarus ``<top>.fst`` in the build folder
+(cocotb's dump module names it there); ``SimResult.waves`` is the file. Open
+either with GTKWave (``gtkwave build/sim/<config>/verilator-waves/run-*/dump.vcd``)
+or Surfer.
 """
 
 from __future__ import annotations
@@ -174,7 +176,6 @@ def run_cocotb(component, *, top: str, config_name: str, test_module: str,
     build_root = Path(build_root).resolve()
     config_dir = build_root / config_name
     build_dir = config_dir / (simulator + ("-waves" if waves else ""))
-    runner_kwargs = {}
     t0 = time.perf_counter()
     with _BuildLock(config_dir):
         source = config_dir / f"{top}.v"
@@ -220,7 +221,7 @@ def run_cocotb(component, *, top: str, config_name: str, test_module: str,
     try:
         runner.test(test_module=test_module, hdl_toplevel=top, testcase=testcase,
                     build_dir=build_dir, test_dir=run_dir, waves=waves, results_xml=str(results_xml),
-                    seed=seed, extra_env=env, log_file=run_dir / "test.log", **runner_kwargs)
+                    seed=seed, extra_env=env, log_file=run_dir / "test.log")
     except SystemExit:
         pass  # under pytest the runner exits on failing tests; the results file says which
     t2 = time.perf_counter()
