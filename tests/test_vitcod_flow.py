@@ -79,16 +79,17 @@ def _batch_loss(model, x, y) -> float:
         return float(F.cross_entropy(model(x), y))
 
 
-def _fit_batch(model, x, y, *, steps=20, lr=1e-3, seed=1, **kw):
+def _fit_batch(model, x, y, *, steps=20, lr=1e-3, seed=1):
     """``steps`` full-batch AdamW steps on one fixed batch (what a training loop must
     be able to do whatever the CPU: drive that batch's loss down)."""
     train(model, TensorDataset(x, y), TrainConfig(epochs=steps, batch_size=len(y), lr=lr, warmup_epochs=0,
-                                                  max_shift=0, progress=False, seed=seed, **kw))
+                                                  max_shift=0, progress=False, seed=seed))
 
 
 def test_trained_model_learned_something(trained):
     model, _, val_set, ms, report = trained
-    # About 83 % on every CPU and thread count tried (docs: README, "Tests"); chance is 10 %.
+    # 76.6-82.7 % under every thread count and CPU kernel choice tried (README, "Tests"):
+    # a bound with a 25-point margin, not a comparison with a lucky outcome; chance is 10 %.
     assert evaluate(model, val_set)["accuracy"] > 50.0
     assert abs(ms.sparsity() - 0.9) <= 0.005
     assert {r["layer"] for r in report["heads"]} == {0, 1}
@@ -97,7 +98,7 @@ def test_trained_model_learned_something(trained):
 def test_mask_finetuning_keeps_masks_fixed_and_lowers_the_loss(trained, monkeypatch):
     """What mask fine-tuning guarantees: the masks are buffers, not parameters, and stay
     as they were; pruned entries get zero attention and zero gradient; and training
-    lowers the loss (on a fixed batch, by a margin: 1.06 -> 0.43 here, asserted < 0.7x).
+    lowers the loss (on a fixed batch, by a margin: after/before 0.40-0.46 measured, < 0.7 asserted).
     Not asserted: that one epoch raises validation accuracy (it did not on every CPU)."""
     model, train_set, val_set, ms, _ = trained
     m = _copy(model)
