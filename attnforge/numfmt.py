@@ -18,6 +18,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from attnforge.errors import check_int
+
 __all__ = [
     "check_int",
     "IntFormat",
@@ -27,16 +29,6 @@ __all__ = [
     "Requantizer",
     "saturate",
 ]
-
-
-def check_int(name: str, value, minimum: int, maximum: int | None = None) -> int:
-    """``value`` if it is an int in ``[minimum, maximum]``; else TypeError/ValueError naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an integer, not {value!r}")
-    if value < minimum or (maximum is not None and value > maximum):
-        allowed = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
-        raise ValueError(f"{name} must be {allowed}, not {value}")
-    return value
 
 
 @dataclass(frozen=True)
