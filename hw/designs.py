@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 from .linear.decode import LinearDecode, LinearDecodeConfig
 from .mac_line import MacLine, MacLineConfig
-from .requant import RequantLine, RequantLineConfig
+from .common.requant import RequantLine, RequantLineConfig
 from .vitcod import VitcodAccelerator, VitcodConfig
 
 __all__ = ["Design", "DESIGNS", "get_design"]

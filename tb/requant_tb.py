@@ -8,7 +8,7 @@ import cocotb
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, FallingEdge
 
-from attnforge.hw.requant import RequantLineConfig
+from attnforge.hw.common.requant import RequantLineConfig
 
 from .streams import StreamBench, StreamSink, StreamSource
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from attnforge.hw.designs import get_design
-from attnforge.hw.requant import RequantLineConfig
+from attnforge.hw.common.requant import RequantLineConfig
 from attnforge.sim.runner import simulate
 
 BUILD = Path(__file__).resolve().parent.parent / "build" / "test_sim"

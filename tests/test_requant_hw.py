@@ -2,7 +2,7 @@
 
 import pytest
 
-from attnforge.hw.requant import RequantLine, RequantLineConfig
+from attnforge.hw.common.requant import RequantLine, RequantLineConfig
 from attnforge.hw.verilog import write_verilog
 from attnforge.numfmt import Requantizer
 from attnforge.sim.lint import lint_verilog

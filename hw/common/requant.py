@@ -1,36 +1,49 @@
 """Requantization in hardware: wide accumulators back to int8 by multiply, rounding shift, saturation.
 
 The arithmetic is ``attnforge.numfmt.Requantizer``'s, which the golden models
-call; ``requantize`` builds the same expression in Amaranth so engines can
-embed it, and ``RequantLine`` is a stream stage for M lanes with the multiplier
+call. ``requant_product`` and ``requant_round`` are its two halves as Amaranth
+expressions (an engine may put a register between them); ``requantize`` is
+both at once; ``RequantLine`` is a stream stage for M lanes with the multiplier
 and shift set at run time (they change per head or per tensor).
 """
 
 from dataclasses import dataclass
 
-from amaranth.hdl import Const, Module, Mux, Signal, signed, unsigned
-from amaranth.lib import data, stream, wiring
+from amaranth.hdl import Cat, Const, Module, signed, unsigned
+from amaranth.lib import data, stream
 from amaranth.lib.wiring import In, Out
 
+from attnforge.errors import ConfigError, check_int
 from attnforge.numfmt import INT8, IntFormat, Requantizer
 
-__all__ = ["requantize", "RequantLineConfig", "RequantLine", "MAX_SHIFT"]
+from .component import ConfiguredComponent
+from .trees import saturate
+
+__all__ = ["requant_product", "requant_round", "requantize", "RequantLineConfig", "RequantLine", "MAX_SHIFT"]
 
 #: Largest right shift the hardware supports (as ``Requantizer``).
 MAX_SHIFT = 62
 
 
-def requantize(value, multiplier, shift, out: IntFormat):
-    """Amaranth expression: ``saturate((value * multiplier + round) >> shift, out)``.
+def requant_product(value, multiplier):
+    """Signed ``value`` times unsigned ``multiplier`` (the multiply of ``requantize``)."""
+    return value * Cat(multiplier, Const(0, 1)).as_signed()
 
-    ``value`` is signed, ``multiplier`` unsigned, ``shift`` an unsigned value in
-    ``[0, MAX_SHIFT]``; the rounding term is ``1 << (shift - 1)`` (none when
-    ``shift == 0``), i.e. round half up, exactly as ``Requantizer.__call__``.
+
+def requant_round(product, shift, out: IntFormat = INT8):
+    """``saturate((product + round) >> shift, out)``: the rounding half of ``requantize``.
+
+    ``shift`` is an unsigned value in ``[0, MAX_SHIFT]``; the rounding term is
+    ``1 << (shift - 1)`` (none when ``shift == 0``), i.e. round half up, exactly
+    as ``Requantizer.__call__``.
     """
-    product = value * multiplier
     rounding = (Const(1, 1) << shift) >> 1
-    shifted = (product + rounding) >> shift
-    return Mux(shifted > out.max, out.max, Mux(shifted < out.min, out.min, shifted))
+    return saturate((product + rounding) >> shift, out)
+
+
+def requantize(value, multiplier, shift, out: IntFormat = INT8):
+    """Amaranth expression: ``saturate((value * multiplier + round) >> shift, out)``."""
+    return requant_round(requant_product(value, multiplier), shift, out)
 
 
 @dataclass(frozen=True)
@@ -57,14 +70,10 @@ class RequantLineConfig:
     def __post_init__(self):
         for name, lo, hi in [("lanes", 1, 1024), ("in_width", 2, 64), ("multiplier_width", 1, 32),
                              ("out_width", 2, 32)]:
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise TypeError(f"requant line {name} must be an integer, not {value!r}")
-            if not lo <= value <= hi:
-                raise ValueError(f"requant line {name} must be in [{lo}, {hi}], not {value}")
+            check_int(f"requant line {name}", getattr(self, name), lo, hi)
         if self.out_width > self.in_width:
-            raise ValueError(f"requant line out_width={self.out_width} is wider than in_width={self.in_width}; "
-                             f"requantization narrows, use out_width <= in_width")
+            raise ConfigError(f"requant line out_width={self.out_width} is wider than in_width={self.in_width}; "
+                              f"requantization narrows, use out_width <= in_width")
 
     @property
     def in_format(self) -> IntFormat:
@@ -87,7 +96,7 @@ class RequantLineConfig:
         return Requantizer(multiplier, shift, self.out_format, self.multiplier_width)
 
 
-class RequantLine(wiring.Component):
+class RequantLine(ConfiguredComponent):
     """Requantizes M lanes per transfer, one transfer per cycle, one cycle of latency.
 
     Members
@@ -102,20 +111,16 @@ class RequantLine(wiring.Component):
         The requantized values.
     """
 
-    def __init__(self, config: RequantLineConfig):
-        if not isinstance(config, RequantLineConfig):
-            raise TypeError(f"RequantLine needs a RequantLineConfig, not {config!r}")
-        self._config = config
-        super().__init__({
+    config_type = RequantLineConfig
+
+    @classmethod
+    def signature_of(cls, config: RequantLineConfig):
+        return {
             "multiplier": In(unsigned(config.multiplier_width)),
             "shift": In(range(MAX_SHIFT + 1)),
             "i": In(stream.Signature(config.input_layout)),
             "o": Out(stream.Signature(config.output_layout)),
-        })
-
-    @property
-    def config(self) -> RequantLineConfig:
-        return self._config
+        }
 
     def elaborate(self, platform):
         cfg = self._config

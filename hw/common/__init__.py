@@ -1,0 +1,33 @@
+"""Building blocks shared by every attnforge accelerator.
+
+One home per hardware idea: each block below is written once and used by the
+MAC line, the ViTCoD accelerator and the linear decode datapath.
+
+* ``component`` — ``ConfiguredComponent``, the constructor every generator shares
+  (a typed configuration, a signature built from it);
+* ``requant`` — int8 requantization (multiply, round half up, saturate) as
+  expressions and as the ``RequantLine`` stream stage;
+* ``divider`` — restoring division by a run-time divisor: the step, a serial
+  divider (``SerialDivider``, a few quotient bits per cycle) and a pipelined
+  one (``PipelinedDivider``, one result per cycle);
+* ``trees`` — balanced adder trees, multiplexer trees, constant tables;
+* ``stream`` — ``SkidBuffer`` and ``LockstepPipeline`` (registered stages
+  that stall together on backpressure).
+
+Parameter checks use ``attnforge.errors.check_int`` (the ground layer), so the
+generators and the golden models reject a value with the same words.
+"""
+
+from .component import ConfiguredComponent
+from .divider import PipelinedDivider, SerialDivider, restoring_step
+from .requant import MAX_SHIFT, RequantLine, RequantLineConfig, requant_product, requant_round, requantize
+from .stream import LockstepPipeline, SkidBuffer
+from .trees import log2_ceil, mux_tree, rom, saturate, tree_sum
+
+__all__ = [
+    "ConfiguredComponent",
+    "restoring_step", "SerialDivider", "PipelinedDivider",
+    "MAX_SHIFT", "requant_product", "requant_round", "requantize", "RequantLineConfig", "RequantLine",
+    "SkidBuffer", "LockstepPipeline",
+    "log2_ceil", "tree_sum", "mux_tree", "rom", "saturate",
+]
