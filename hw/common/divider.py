@@ -10,11 +10,13 @@ division, one quotient bit per step (``restoring_step``), MSB first:
 * ``PipelinedDivider`` unrolls the steps over registered stages (one result
   per cycle, a fixed latency).
 
-The quotient is ``(dividend // divisor) mod 2**quotient_bits`` and 0 for a
-divisor of 0 (an empty softmax row, a zero denominator). The dividend's bits
-above the quotient (``dividend >> quotient_bits``) are the first remainder,
-so a dividend needs ``dividend >> quotient_bits < divisor`` for the
-quotient not to wrap; ``attnforge.softmax_int`` sizes the divisors so.
+The dividend's bits above the quotient (``dividend >> quotient_bits``) are the
+first remainder. For a divisor above that value the quotient is exactly
+``dividend // divisor`` (it then fits ``quotient_bits``); a divisor of 0 gives
+0 (an empty softmax row, a zero denominator); a divisor from 1 up to
+``dividend >> quotient_bits`` gives an unspecified value, so callers size the
+quotient for their smallest divisor (``attnforge.softmax_int``: a non-empty
+row's sum is at least ``2**EXP_BITS``).
 """
 
 from __future__ import annotations
@@ -70,7 +72,7 @@ class SerialDivider(wiring.Component):
     done : ``Out(1)``
         One cycle, with the quotient.
     quotient : ``Out(quotient_bits)``
-        Valid while ``done``; 0 for a divisor of 0.
+        ``dividend // divisor``, valid while ``done``; 0 for a divisor of 0.
     """
 
     def __init__(self, *, dividend: int, divisor_width: int, quotient_bits: int, bits_per_cycle: int = 1):
@@ -107,8 +109,10 @@ class SerialDivider(wiring.Component):
                 for k in range(per):
                     active = step + k < qb
                     r_next, ge = restoring_step(r, divisor)
-                    r = Mux(active, r_next, r)
-                    q = Mux(active, Cat(ge, q), q)
+                    # named per step: a chain of unnamed expressions grows exponentially in amaranth.sim
+                    r_step, q_step = Signal(len(remainder), name=f"remainder_step{k}"), Signal(qb, name=f"quotient_step{k}")
+                    m.d.comb += [r_step.eq(Mux(active, r_next, r)), q_step.eq(Mux(active, Cat(ge, q), q))]
+                    r, q = r_step, q_step
                 m.d.sync += [remainder.eq(r), quotient.eq(q), step.eq(step + per)]
                 with m.If((divisor == 0) | (step + per >= qb)):
                     m.next = "DONE"
@@ -136,7 +140,7 @@ class PipelinedDivider(wiring.Component):
     i_tag : ``In(tag_shape)``
     o_valid : ``Out(1)``
     o_quotient : ``Out(quotient_bits)``
-        0 for a divisor of 0.
+        ``dividend // divisor``; 0 for a divisor of 0.
     o_tag : ``Out(tag_shape)``
     """
 
@@ -168,8 +172,10 @@ class PipelinedDivider(wiring.Component):
                 if bit < 0:
                     break
                 r_next, ge = restoring_step(r, divisor, (self.dividend >> bit) & 1)
-                r = r_next[:dw + 1]
-                q = q | (ge << bit)
+                # named per step: a chain of unnamed expressions grows exponentially in amaranth.sim
+                r_step, q_step = Signal(dw + 1, name=f"remainder_bit{bit}"), Signal(qb, name=f"quotient_bit{bit}")
+                m.d.comb += [r_step.eq(r_next), q_step.eq(q | (ge << bit))]
+                r, q = r_step, q_step
                 bit -= 1
             if stage == self.stages - 1:
                 m.d.comb += [self.o_valid.eq(valid), self.o_tag.eq(tag),
