@@ -45,154 +45,19 @@ overflow while at most ``max_tokens`` tokens are committed; a per-head sticky
 exactly as the golden model does).
 """
 
-from dataclasses import dataclass
-
 from amaranth.hdl import Array, Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from attnforge.linear_format import (CMD_COMMIT, CMD_RESET, CMD_TAPS, CMD_TOKEN, DIV_DEN_BITS, DIV_FRAC_BITS,
-                                     MID_FORMAT, LinearDecodeFormat)
+from attnforge.linear_format import CMD_COMMIT, CMD_RESET, CMD_TAPS, CMD_TOKEN, DIV_DEN_BITS, MID_FORMAT
 from attnforge.numfmt import INT8
 
+from ..common import saturate, tree_sum
+from .config import (DIV_STAGES, DIV_STEPS_PER_STAGE, NORM_DELAY, NORM_EXTRA_DEPTH, PIPELINE_DEPTH, RECIP_BITS,
+                     TREE_CHUNK, LinearDecodeConfig, pipeline_depth)
+
 __all__ = ["LinearDecodeConfig", "LinearDecode", "pipeline_depth"]
-
-MAX_HEADS = 16
-#: Cycles from a pass's last issue to its output-buffer half being seen full by the
-#: emitter (stages 1..6, then the flag register). The cycle model uses it.
-PIPELINE_DEPTH = 7
-#: Readout products summed per adder-tree chunk in the first of the tree's two stages.
-TREE_CHUNK = 8
-#: relu_norm: bits of the reciprocal floor(2**(DIV_DEN_BITS+DIV_FRAC_BITS) / den')
-#: (den' = 1 gives the largest, 2**24), and restoring-division steps per pipeline stage.
-RECIP_BITS = DIV_DEN_BITS + DIV_FRAC_BITS + 1
-DIV_STEPS_PER_STAGE = 3
-DIV_STAGES = -(-RECIP_BITS // DIV_STEPS_PER_STAGE)
-#: relu_norm: stages the numerators wait (delay line) so that the reciprocal of their
-#: token's denominator, computed from the pass's first column, is ready: two
-#: normalization stages + DIV_STAGES, less the one cycle a one-token block leaves.
-NORM_DELAY = DIV_STAGES + 1
-#: relu_norm: extra stages on the output path: the delay line, shift, product, rounding.
-NORM_EXTRA_DEPTH = NORM_DELAY + 3
-
-
-def pipeline_depth(feature_map: str) -> int:
-    """Cycles from a pass's last issue to its output half being seen full (cycle model)."""
-    return PIPELINE_DEPTH + (NORM_EXTRA_DEPTH if feature_map == "relu_norm" else 0)
-
-
-def _require_int(what, value):
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{what} must be a positive integer, not {value!r}")
-    return value
-
-
-@dataclass(frozen=True)
-class LinearDecodeConfig:
-    """Generator parameters of the linear-attention decode datapath.
-
-    Parameters
-    ----------
-    d : int
-        Head dimension, 2..256.
-    macs : int
-        M, state elements processed per cycle (each lane has one update and one
-        readout multiplier); must divide d.
-    conv_taps : int
-        K, causal depthwise convolution kernel size (1..16).
-    max_tokens : int
-        Committed tokens per sequence for which the widths are proven safe.
-    t_max : int
-        Largest verify block (draft tokens at once), 1..64.
-    heads : int
-        Heads time-multiplexed on the one datapath (own state, history, taps), 1..16.
-    feature_map : str
-        ``"relu"`` (unnormalized) or ``"relu_norm"`` (normalized: the normalizer z is
-        kept as one more column of the state, ``den = phi(q)^T z`` comes out of the
-        readout lanes first in each pass, a pipelined divider takes its reciprocal).
-    attn_multiplier, attn_shift, conv_multiplier, conv_shift : int
-        Requantizers of the attention numerator and of the convolution.
-    snapshots : bool
-        Keep ``t_max + 1`` state banks per head instead of 2: a verify pass writes
-        the state after *every* draft token, so ``commit(a)`` is free for every a
-        (no replay pass), at ``(t_max + 1) / 2`` times the state memory.
-    """
-
-    # The arithmetic parameters' defaults are LinearDecodeFormat's (one place).
-    d: int = LinearDecodeFormat.d
-    macs: int = LinearDecodeFormat.d      # M = d: one row group, and it always divides the default d
-    conv_taps: int = LinearDecodeFormat.conv_taps
-    max_tokens: int = LinearDecodeFormat.max_tokens
-    t_max: int = LinearDecodeFormat.t_max
-    heads: int = 1
-    feature_map: str = LinearDecodeFormat.feature_map
-    attn_multiplier: int = LinearDecodeFormat.attn_multiplier
-    attn_shift: int = LinearDecodeFormat.attn_shift
-    conv_multiplier: int = LinearDecodeFormat.conv_multiplier
-    conv_shift: int = LinearDecodeFormat.conv_shift
-    snapshots: bool = False
-
-    def __post_init__(self):
-        if not isinstance(self.snapshots, bool):
-            raise TypeError(f"linear decode snapshots must be a bool, not {self.snapshots!r}")
-        _require_int("linear decode d", self.d)
-        _require_int("linear decode macs (M)", self.macs)
-        _require_int("linear decode heads", self.heads)
-        if not 1 <= self.heads <= MAX_HEADS:
-            raise ValueError(f"linear decode heads must be in [1, {MAX_HEADS}], not {self.heads}")
-        fmt = self.format  # also validates feature_map  # validates d, K, max_tokens, t_max, requantizers
-        if not 1 <= self.macs <= fmt.d or fmt.d % self.macs:
-            raise ValueError(f"linear decode macs (M) must divide d={self.d} (1 <= M <= d), not {self.macs}")
-
-    @property
-    def format(self) -> LinearDecodeFormat:
-        return LinearDecodeFormat(d=self.d, conv_taps=self.conv_taps, max_tokens=self.max_tokens,
-                                  t_max=self.t_max, feature_map=self.feature_map,
-                                  attn_multiplier=self.attn_multiplier, attn_shift=self.attn_shift,
-                                  conv_multiplier=self.conv_multiplier, conv_shift=self.conv_shift)
-
-    @property
-    def groups(self) -> int:
-        return self.d // self.macs
-
-    @property
-    def normalized(self) -> bool:
-        return self.feature_map == "relu_norm"
-
-    @property
-    def columns(self) -> int:
-        """State columns a pass walks: d, plus the normalizer z (relu_norm)."""
-        return self.d + 1 if self.normalized else self.d
-
-    @property
-    def banks(self) -> int:
-        """State banks per head."""
-        return self.t_max + 1 if self.snapshots else 2
-
-    @property
-    def head_width(self) -> int:
-        return max(1, (self.heads - 1).bit_length())
-
-    @property
-    def input_layout(self) -> data.StructLayout:
-        vec = data.ArrayLayout(signed(8), self.d)
-        return data.StructLayout({
-            "cmd": 2, "last": 1, "head": self.head_width, "a": self.format.block_width,
-            "q": vec, "k": vec, "v": vec,
-        })
-
-    @property
-    def output_layout(self) -> data.ArrayLayout:
-        return data.ArrayLayout(signed(8), self.d)
-
-
-def _tree_sum(values):
-    """Balanced adder tree (widths grow by log2 of the count, not by the count)."""
-    values = list(values)
-    while len(values) > 1:
-        values = [values[i] + values[i + 1] if i + 1 < len(values) else values[i] for i in range(0, len(values), 2)]
-    return values[0]
 
 
 def _mul_shift_add(small, value):
@@ -201,11 +66,7 @@ def _mul_shift_add(small, value):
     The update products (uint7 * int8, M of them) are built from adders so that
     synthesis keeps the FPGA's DSP blocks for the wide readout products.
     """
-    return _tree_sum([Mux(small[b], value << b, 0) for b in range(len(small))])
-
-
-def _sat(value, fmt):
-    return Mux(value > fmt.max, fmt.max, Mux(value < fmt.min, fmt.min, value))
+    return tree_sum([Mux(small[b], value << b, 0) for b in range(len(small))])
 
 
 class LinearDecode(wiring.Component):
@@ -481,7 +342,7 @@ class LinearDecode(wiring.Component):
         win_cur = [v1] + [Mux(c1["first"], hv1[n], win[n]) for n in range(K - 1)]
         with m.If(c1["valid"]):
             m.d.sync += [win[n].eq(win_cur[n]) for n in range(K)]
-        conv = _tree_sum([tw1[n] * win_cur[n] for n in range(K)])
+        conv = tree_sum([tw1[n] * win_cur[n] for n in range(K)])
 
         def carry(src, name):
             dst = {k: Signal.like(v, name=f"{name}_{k}") for k, v in src.items()}
@@ -510,7 +371,7 @@ class LinearDecode(wiring.Component):
         # chunk sums (and the group sum) in stage 4, so no cycle holds a log2(M)-deep adder chain.
         parts = []
         for lo in range(0, M, TREE_CHUNK):
-            chunk = _tree_sum(prod3[lo:lo + TREE_CHUNK])
+            chunk = tree_sum(prod3[lo:lo + TREE_CHUNK])
             part = Signal(chunk.shape(), name=f"part4_{lo // TREE_CHUNK}")
             m.d.sync += part.eq(chunk)
             parts.append(part)
@@ -521,7 +382,7 @@ class LinearDecode(wiring.Component):
             m.d.comb += n_rd.addr.eq(c3["tau"] * DC + c3["j"])
 
         # ------------------------------------------------------------ stage 4: adder tree, group sum
-        tree = _tree_sum(parts)
+        tree = tree_sum(parts)
         num4 = Signal(signed(nw))
         if G > 1:
             m.d.comb += num4.eq(Mux(c4["firstg"], 0, n_rd.data) + tree)
@@ -546,11 +407,11 @@ class LinearDecode(wiring.Component):
                      pc6.eq(conv5 * rc.multiplier + ((1 << (rc.shift - 1)) if rc.shift else 0))]
 
         # ------------------------------------------------------------ stage 6: shift, saturate, sum
-        ya = _sat(pa6 >> ra.shift, MID_FORMAT)
-        yc = _sat(pc6 >> rc.shift, MID_FORMAT)
+        ya = saturate(pa6 >> ra.shift, MID_FORMAT)
+        yc = saturate(pc6 >> rc.shift, MID_FORMAT)
         ysum = Signal(signed(MID_FORMAT.width + 1))
         m.d.comb += ysum.eq(ya + yc)
-        y = _sat(ysum, INT8)
+        y = saturate(ysum, INT8)
         # Output buffer: two halves of t_max tokens, one word (d int8) per token, written
         # one int8 per cycle (byte enables), read by the emitter.
         obuf = Memory(shape=8 * d, depth=2 * TM, init=[])
