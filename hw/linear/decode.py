@@ -54,6 +54,7 @@ from attnforge.linear_format import CMD_COMMIT, CMD_RESET, CMD_TAPS, CMD_TOKEN, 
 from attnforge.numfmt import INT8
 
 from ..common import saturate, tree_sum
+from .output import OutputStage
 from .config import (DIV_STAGES, DIV_STEPS_PER_STAGE, NORM_DELAY, NORM_EXTRA_DEPTH, PIPELINE_DEPTH, RECIP_BITS,
                      TREE_CHUNK, LinearDecodeConfig, pipeline_depth)
 
@@ -153,9 +154,7 @@ class LinearDecode(wiring.Component):
         j = Signal(range(DC))
         tau = Signal(range(max(TM, 2)))
         obank = Signal()                     # output buffer half of the next output pass
-        out_full = Signal(2)
-        out_busy = Signal(2)
-        out_t = [Signal(range(TM + 1), name=f"out_t{b}") for b in range(2)]
+        output_free, output_claim = Signal(), Signal()
 
         p = self.i.p
         issue = Signal()
@@ -224,7 +223,7 @@ class LinearDecode(wiring.Component):
 
             with m.State("PASS"):
                 start = (g == 0) & (j == 0) & (tau == 0)
-                can = ~pass_out | ~(out_full.bit_select(obank, 1) | out_busy.bit_select(obank, 1))
+                can = ~pass_out | output_free
                 with m.If(~start | can):
                     m.d.comb += issue.eq(1)
                     with m.If(start):
@@ -232,7 +231,7 @@ class LinearDecode(wiring.Component):
                             other = Cat(~cur.bit_select(blk_h, 1), blk_h)
                             m.d.sync += zero.bit_select(other, 1).eq(0)
                         with m.If(pass_out):
-                            m.d.sync += out_busy.bit_select(obank, 1).eq(1)
+                            m.d.comb += output_claim.eq(1)
                     last_tau = tau == pass_t - 1
                     m.d.comb += tau_next.eq(Mux(last_tau, 0, tau + 1))
                     with m.If(last_tau):
@@ -398,54 +397,15 @@ class LinearDecode(wiring.Component):
         if norm:
             num5, conv5, c5 = self._normalize(m, fmt, num5, conv5, c5, carry)
 
-        # ------------------------------------------------------------ stage 5: requantizer products
-        ra, rc = fmt.attn_requant, fmt.conv_requant
-        c6 = carry(c5, "c6")
-        pa6 = Signal(signed(ra.input_product_width(fmt.attn_input_format)))
-        pc6 = Signal(signed(rc.input_product_width(fmt.conv_format)))
-        m.d.sync += [pa6.eq(num5 * ra.multiplier + ((1 << (ra.shift - 1)) if ra.shift else 0)),
-                     pc6.eq(conv5 * rc.multiplier + ((1 << (rc.shift - 1)) if rc.shift else 0))]
-
-        # ------------------------------------------------------------ stage 6: shift, saturate, sum
-        ya = saturate(pa6 >> ra.shift, MID_FORMAT)
-        yc = saturate(pc6 >> rc.shift, MID_FORMAT)
-        ysum = Signal(signed(MID_FORMAT.width + 1))
-        m.d.comb += ysum.eq(ya + yc)
-        y = saturate(ysum, INT8)
-        # Output buffer: two halves of t_max tokens, one word (d int8) per token, written
-        # one int8 per cycle (byte enables), read by the emitter.
-        obuf = Memory(shape=8 * d, depth=2 * TM, init=[])
-        m.submodules.out_buf = obuf
-        o_wr = obuf.write_port(granularity=8)
-        o_rd = obuf.read_port(transparent_for=(o_wr,))
-        m.d.comb += [o_wr.addr.eq(c6["obank"] * TM + c6["tau"]), o_wr.data.eq(y.as_signed()[:8].replicate(d))]
-        if norm:
-            with m.If(c6["valid"] & c6["out"] & c6["lastg"] & ~c6["isz"]):
-                m.d.comb += o_wr.en.bit_select((c6["j"] - 1)[:len(c6["j"])], 1).eq(1)
-        else:
-            with m.If(c6["valid"] & c6["out"] & c6["lastg"]):
-                m.d.comb += o_wr.en.bit_select(c6["j"], 1).eq(1)
-        with m.If(c6["valid"] & c6["out"] & c6["end"]):
-            for b in range(2):
-                with m.If(c6["obank"] == b):
-                    m.d.sync += [out_full[b].eq(1), out_busy[b].eq(0), out_t[b].eq(c6["ntok"])]
-
-        # ------------------------------------------------------------ emitter
-        # The read address is (ebank, etau) of the next cycle, so the word is there with o.valid.
-        ebank = Signal()
-        etau = Signal(range(max(TM, 2)))
-        ebank_next = Signal()
-        etau_next = Signal.like(etau)
-        m.d.comb += [ebank_next.eq(ebank), etau_next.eq(etau)]
-        m.d.sync += [ebank.eq(ebank_next), etau.eq(etau_next)]
-        m.d.comb += [o_rd.addr.eq(ebank_next * TM + etau_next),
-                     self.o.valid.eq(out_full.bit_select(ebank, 1)), self.o.payload.as_value().eq(o_rd.data)]
-        with m.If(self.o.valid & self.o.ready):
-            with m.If(etau == Array(out_t)[ebank] - 1):
-                m.d.comb += [etau_next.eq(0), ebank_next.eq(~ebank)]
-                m.d.sync += out_full.bit_select(ebank, 1).eq(0)
-            with m.Else():
-                m.d.comb += etau_next.eq(etau + 1)
+        # ------------------------------------------------------------ output stage
+        m.submodules.output = output = OutputStage(cfg)
+        names = dict(valid="valid", first="first_token", lastt="last_token", firstg="first_group",
+                     lastg="last_group", zero="bank_zero", out="emit", end="pass_end", tau="token", j="column",
+                     obank="out_half", waddr="state_addr", ntok="tokens", wsel="snapshot_bank", isz="is_z")
+        m.d.comb += [getattr(output.result.element, names[k]).eq(v) for k, v in c5.items()]
+        m.d.comb += [output.result.attn.eq(num5), output.result.conv.eq(conv5)]
+        m.d.comb += [output.half.half.eq(obank), output.half.claim.eq(output_claim), output_free.eq(output.half.free)]
+        wiring.connect(m, wiring.flipped(self.o), output.o)
         return m
 
     def _normalize(self, m, fmt, num5, conv5, c5, carry):
