@@ -54,6 +54,7 @@ from attnforge.linear_format import CMD_COMMIT, CMD_RESET, CMD_TAPS, CMD_TOKEN, 
 from attnforge.numfmt import INT8
 
 from ..common import saturate, tree_sum
+from .normalizer import Normalizer
 from .output import OutputStage
 from .config import (DIV_STAGES, DIV_STEPS_PER_STAGE, NORM_DELAY, NORM_EXTRA_DEPTH, PIPELINE_DEPTH, RECIP_BITS,
                      TREE_CHUNK, LinearDecodeConfig, pipeline_depth)
@@ -394,110 +395,19 @@ class LinearDecode(wiring.Component):
         conv5 = Signal.like(conv2)
         m.d.sync += [num5.eq(num4), conv5.eq(conv4)]
 
-        if norm:
-            num5, conv5, c5 = self._normalize(m, fmt, num5, conv5, c5, carry)
-
         # ------------------------------------------------------------ output stage
         m.submodules.output = output = OutputStage(cfg)
         names = dict(valid="valid", first="first_token", lastt="last_token", firstg="first_group",
                      lastg="last_group", zero="bank_zero", out="emit", end="pass_end", tau="token", j="column",
                      obank="out_half", waddr="state_addr", ntok="tokens", wsel="snapshot_bank", isz="is_z")
-        m.d.comb += [getattr(output.result.element, names[k]).eq(v) for k, v in c5.items()]
-        m.d.comb += [output.result.attn.eq(num5), output.result.conv.eq(conv5)]
+        if norm:
+            m.submodules.normalizer = normalizer = Normalizer(cfg)
+            result = normalizer.numerator
+            wiring.connect(m, normalizer.quotient, output.result)
+        else:
+            result = output.result
+        m.d.comb += [getattr(result.element, names[k]).eq(v) for k, v in c5.items()]
+        m.d.comb += [result.attn.eq(num5), result.conv.eq(conv5)]
         m.d.comb += [output.half.half.eq(obank), output.half.claim.eq(output_claim), output_free.eq(output.half.free)]
         wiring.connect(m, wiring.flipped(self.o), output.o)
         return m
-
-    def _normalize(self, m, fmt, num5, conv5, c5, carry):
-        """relu_norm: the divider between the adder tree and the attention requantizer.
-
-        The z column (first of each pass, ``isz``) delivers ``den_tau`` for every draft
-        token tau in the pass's last group; its reciprocal goes through a pipeline
-        (leading one, shift to DIV_DEN_BITS bits, DIV_STAGES restoring-division stages)
-        into ``rec[obank][tau]`` (one set per output-buffer half, so the next pass
-        cannot overwrite a reciprocal still in use). The numerators wait NORM_DELAY
-        stages, then ``(A >> s) * recip`` rounded by DIV_DEN_BITS bits (``divide_fixed``).
-        Returns the quotient, the conv sum and the context, NORM_EXTRA_DEPTH stages later.
-        """
-        TM = fmt.t_max
-        dw = fmt.denominator_format.width
-        sh_w = range(max(dw - DIV_DEN_BITS, 1))   # shift s in 0..dw-1-DIV_DEN_BITS
-        rec_s = [Signal(sh_w, name=f"rec_s{n}") for n in range(2 * TM)]
-        rec_r = [Signal(RECIP_BITS, name=f"rec_r{n}") for n in range(2 * TM)]
-
-        # ---- reciprocal pipeline, from the z column's sum (den, wrapped like the golden model)
-        den5 = num5[:dw].as_signed()
-        dv = c5["valid"] & c5["out"] & c5["lastg"] & c5["isz"]
-        idx_w = range(2 * TM)
-        # R1: den (negative only past max_tokens: treated as 0) and its bit length
-        r1_v, r1_i = Signal(), Signal(idx_w)
-        r1_den = Signal(dw - 1)
-        r1_len = Signal(range(dw + 1))
-        length = Signal(range(dw + 1))
-        for b in range(dw - 1):
-            with m.If(den5[b]):
-                m.d.comb += length.eq(b + 1)
-        m.d.sync += [r1_v.eq(dv), r1_i.eq(c5["obank"] * TM + c5["tau"]),
-                     r1_den.eq(Mux(den5 < 0, 0, den5[:dw - 1])), r1_len.eq(Mux(den5 < 0, 0, length))]
-        # R2: s = max(0, len - DIV_DEN_BITS), den' = den >> s (den' == 0 only for den == 0)
-        r2_v, r2_i = Signal(), Signal(idx_w)
-        r2_s = Signal(sh_w)
-        r2_den = Signal(DIV_DEN_BITS)
-        shift = Signal(sh_w)
-        m.d.comb += shift.eq(Mux(r1_len > DIV_DEN_BITS, r1_len - DIV_DEN_BITS, 0))
-        m.d.sync += [r2_v.eq(r1_v), r2_i.eq(r1_i), r2_s.eq(shift), r2_den.eq(r1_den >> shift)]
-        # Restoring division of 2**(RECIP_BITS-1) by den', DIV_STEPS_PER_STAGE quotient bits per stage.
-        v, i, s, den = r2_v, r2_i, r2_s, r2_den
-        rem = Signal(DIV_DEN_BITS + 1, name="div_rem0")   # remainder < den' <= 2**16 - 1
-        quo = Signal(RECIP_BITS, name="div_quo0")
-        m.d.comb += [rem.eq(0), quo.eq(0)]
-        bit = RECIP_BITS - 1
-        for st in range(DIV_STAGES):
-            r, q = rem, quo
-            for _ in range(DIV_STEPS_PER_STAGE):
-                if bit < 0:
-                    break
-                r2 = (r << 1) | (1 if bit == RECIP_BITS - 1 else 0)   # the dividend's one 1 bit
-                ge = r2 >= den
-                r = Mux(ge, r2 - den, r2)[:DIV_DEN_BITS + 1]
-                q = q | (ge << bit)
-                bit -= 1
-            if st == DIV_STAGES - 1:
-                # The last stage writes the reciprocal set (den == 0: reciprocal 0, so the quotient is 0).
-                with m.If(v):
-                    for n in range(2 * TM):
-                        with m.If(i == n):
-                            m.d.sync += [rec_s[n].eq(s), rec_r[n].eq(Mux(den == 0, 0, q))]
-            else:
-                k = st + 1
-                nv, ni = Signal(name=f"div_v{k}"), Signal(idx_w, name=f"div_i{k}")
-                ns, nden = Signal(sh_w, name=f"div_s{k}"), Signal(DIV_DEN_BITS, name=f"div_den{k}")
-                nrem, nquo = Signal(DIV_DEN_BITS + 1, name=f"div_rem{k}"), Signal(RECIP_BITS, name=f"div_quo{k}")
-                m.d.sync += [nv.eq(v), ni.eq(i), ns.eq(s), nden.eq(den), nrem.eq(r), nquo.eq(q)]
-                v, i, s, den, rem, quo = nv, ni, ns, nden, nrem, nquo
-
-        # ---- numerator path: delay line, then shift, product, rounding
-        num, conv, c = num5, conv5, c5
-        for n in range(NORM_DELAY):
-            c = carry(c, f"nd{n}")
-            num_n, conv_n = Signal.like(num, name=f"nd{n}_num"), Signal.like(conv, name=f"nd{n}_conv")
-            m.d.sync += [num_n.eq(num), conv_n.eq(conv)]
-            num, conv = num_n, conv_n
-        snf, qf = fmt.scaled_numerator_format, fmt.quotient_format
-        sel = c["obank"] * TM + c["tau"]
-        n1 = carry(c, "n1")
-        n1_num = Signal(signed(snf.width))
-        n1_rec = Signal(RECIP_BITS)
-        n1_conv = Signal.like(conv)
-        m.d.sync += [n1_num.eq((num >> Array(rec_s)[sel])[:snf.width].as_signed()),
-                     n1_rec.eq(Array(rec_r)[sel]), n1_conv.eq(conv)]
-        n2 = carry(n1, "n2")
-        n2_prod = Signal(signed(snf.width + RECIP_BITS + 1))
-        n2_conv = Signal.like(conv)
-        m.d.sync += [n2_prod.eq(n1_num * n1_rec), n2_conv.eq(n1_conv)]
-        n3 = carry(n2, "n3")
-        n3_quo = Signal(signed(qf.width))
-        n3_conv = Signal.like(conv)
-        m.d.sync += [n3_quo.eq(((n2_prod + (1 << (DIV_DEN_BITS - 1))) >> DIV_DEN_BITS)[:qf.width].as_signed()),
-                     n3_conv.eq(n2_conv)]
-        return n3_quo, n3_conv, n3

@@ -17,7 +17,7 @@ from attnforge.numfmt import INT8
 
 from .config import LinearDecodeConfig, shape_of
 
-__all__ = ["FetchSignature", "ConvControlSignature", "OutputHalfSignature", "result_layout"]
+__all__ = ["FetchSignature", "ConvControlSignature", "OutputHalfSignature", "ResultSignature", "result_layout"]
 
 
 class FetchSignature(wiring.Signature):
@@ -85,3 +85,12 @@ def result_layout(config: LinearDecodeConfig, attn_width: int) -> data.StructLay
         "attn": signed(attn_width),
         "conv": signed(config.format.conv_format.width),
     })
+
+
+class ResultSignature(wiring.Signature):
+    """One element per cycle towards the output, seen from its producer (``result_layout``'s
+    fields as members): ``element`` (context, ``valid`` among it), ``attn`` (numerator or
+    quotient, ``attn_width`` bits) and ``conv`` (the convolution sum)."""
+
+    def __init__(self, config: LinearDecodeConfig, attn_width: int):
+        super().__init__({name: Out(field.shape) for name, field in result_layout(config, attn_width)})

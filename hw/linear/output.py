@@ -20,7 +20,7 @@ from attnforge.numfmt import INT8
 
 from ..common import ConfiguredComponent, requant_product, requant_round, saturate
 from .config import LinearDecodeConfig
-from .interfaces import OutputHalfSignature, result_layout
+from .interfaces import OutputHalfSignature, ResultSignature
 
 __all__ = ["OutputStage"]
 
@@ -34,7 +34,7 @@ class OutputStage(ConfiguredComponent):
 
     Members
     -------
-    result : ``In(result_layout(config, attn_input_format.width))``
+    result : ``In(ResultSignature(config, attn_input_format.width))``
         One element per cycle (``element.valid``): its context, the attention input
         (numerator, or quotient for relu_norm) and the convolution sum. Written to the
         buffer two cycles later when the element emits (``emit``), is in the last row
@@ -52,7 +52,7 @@ class OutputStage(ConfiguredComponent):
     @classmethod
     def signature_of(cls, config: LinearDecodeConfig):
         return {
-            "result": In(result_layout(config, config.format.attn_input_format.width)),
+            "result": In(ResultSignature(config, config.format.attn_input_format.width)),
             "half": In(OutputHalfSignature()),
             "o": Out(stream.Signature(config.output_layout)),
         }
