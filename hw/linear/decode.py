@@ -55,6 +55,7 @@ from attnforge.numfmt import INT8
 
 from ..common import saturate, tree_sum
 from .normalizer import Normalizer
+from .lanes import StateLanes
 from .output import OutputStage
 from .config import (DIV_STAGES, DIV_STEPS_PER_STAGE, NORM_DELAY, NORM_EXTRA_DEPTH, PIPELINE_DEPTH, RECIP_BITS,
                      TREE_CHUNK, LinearDecodeConfig, pipeline_depth)
@@ -276,7 +277,8 @@ class LinearDecode(wiring.Component):
             rbank = cur.bit_select(blk_h, 1)
             rsel = Cat(rbank, blk_h)
             wsel = Cat(~rbank, blk_h)
-        m.d.comb += s_rd.addr.eq(((rsel * G + g) * DC + j))
+        state_addr0 = Signal(range(H * NB * G * DC))
+        m.d.comb += state_addr0.eq(((rsel * G + g) * DC + j))
         if norm:
             jd = Signal(range(d))        # data column of j (column 0 is z)
             m.d.comb += jd.eq(Mux(j == 0, 0, j - 1))
@@ -321,93 +323,43 @@ class LinearDecode(wiring.Component):
         for n in range(K):
             m.d.sync += tw1[n].eq(tsel.word_select(n * d + jd, 8))
 
-        # ------------------------------------------------------------ stage 1: state update, conv
-        s_run = [Signal(signed(sw), name=f"s_run{i}") for i in range(M)]
-        s_new = [Signal(signed(sw), name=f"s_new{i}") for i in range(M)]
-        for i in range(M):
-            s_in = Mux(c1["first"], Mux(c1["zero"], 0, s_rd.data[i]), s_run[i])
-            m.d.comb += s_new[i].eq(s_in + _mul_shift_add(kk1[i], v1))   # wraps to sw bits, as the golden model
-            with m.If(c1["valid"]):
-                m.d.sync += s_run[i].eq(s_new[i])
+        # ------------------------------------------------------------ lanes
+        names = dict(valid="valid", first="first_token", lastt="last_token", firstg="first_group",
+                     lastg="last_group", zero="bank_zero", out="emit", end="pass_end", tau="token", j="column",
+                     obank="out_half", waddr="state_addr", ntok="tokens", wsel="snapshot_bank", isz="is_z")
+        m.submodules.lanes = lanes = StateLanes(cfg)
+        wiring.connect(m, lanes.state_read, s_rd)
+        wiring.connect(m, lanes.state_write, s_wr)
+        fe = lanes.fetch
+        m.d.comb += fe.state_addr.eq(state_addr0)
+        m.d.comb += [getattr(fe.element, names[k]).eq(v) for k, v in c1.items()]
+        m.d.comb += [fe.v.eq(v1), *[fe.phi_k[i].eq(kk1[i]) for i in range(M)], *[fe.phi_q[i].eq(qq1[i]) for i in range(M)]]
         if cfg.snapshots:
             # Every token's state goes to its snapshot bank, which then holds real data.
-            m.d.comb += [s_wr.addr.eq(c1["waddr"]), s_wr.en.eq(c1["valid"])]
             with m.If(c1["valid"]):
                 m.d.sync += zero.bit_select(c1["wsel"], 1).eq(0)
-        else:
-            m.d.comb += [s_wr.addr.eq(c1["waddr"]), s_wr.en.eq(c1["valid"] & c1["lastt"])]
-        m.d.comb += [s_wr.data[i].eq(s_new[i]) for i in range(M)]
 
         win = [Signal(signed(8), name=f"win{n}") for n in range(K)]
         win_cur = [v1] + [Mux(c1["first"], hv1[n], win[n]) for n in range(K - 1)]
         with m.If(c1["valid"]):
             m.d.sync += [win[n].eq(win_cur[n]) for n in range(K)]
         conv = tree_sum([tw1[n] * win_cur[n] for n in range(K)])
-
-        def carry(src, name):
-            dst = {k: Signal.like(v, name=f"{name}_{k}") for k, v in src.items()}
-            m.d.sync += [dst[k].eq(src[k]) for k in src]
-            return dst
-
-        c2 = carry(c1, "c2")
-        qq2 = [Signal(unsigned(7), name=f"qq2_{i}") for i in range(M)]
         conv2 = Signal(signed(fmt.conv_format.width))
-        m.d.sync += [*[qq2[i].eq(qq1[i]) for i in range(M)], conv2.eq(conv)]
-
-        # ------------------------------------------------------------ stage 2: readout products
-        c3 = carry(c2, "c3")
-        prod3 = [Signal(signed(sw + 8), name=f"prod3_{i}") for i in range(M)]
-        m.d.sync += [prod3[i].eq(qq2[i] * s_run[i]) for i in range(M)]
         conv3 = Signal.like(conv2)
-        m.d.sync += conv3.eq(conv2)
-        if G > 1:
-            nmem = Memory(shape=signed(nw), depth=TM * DC, init=[])
-            m.submodules.numerators = nmem
-            n_rd = nmem.read_port()
-            n_wr = nmem.write_port()
-
-        # ------------------------------------------------------------ stage 3: adder tree, first levels
-        # The M products are summed in two pipeline stages: chunks of TREE_CHUNK here, the
-        # chunk sums (and the group sum) in stage 4, so no cycle holds a log2(M)-deep adder chain.
-        parts = []
-        for lo in range(0, M, TREE_CHUNK):
-            chunk = tree_sum(prod3[lo:lo + TREE_CHUNK])
-            part = Signal(chunk.shape(), name=f"part4_{lo // TREE_CHUNK}")
-            m.d.sync += part.eq(chunk)
-            parts.append(part)
-        c4 = carry(c3, "c4")
         conv4 = Signal.like(conv2)
-        m.d.sync += conv4.eq(conv3)
-        if G > 1:
-            m.d.comb += n_rd.addr.eq(c3["tau"] * DC + c3["j"])
-
-        # ------------------------------------------------------------ stage 4: adder tree, group sum
-        tree = tree_sum(parts)
-        num4 = Signal(signed(nw))
-        if G > 1:
-            m.d.comb += num4.eq(Mux(c4["firstg"], 0, n_rd.data) + tree)
-            m.d.comb += [n_wr.addr.eq(c4["tau"] * DC + c4["j"]), n_wr.data.eq(num4),
-                         n_wr.en.eq(c4["valid"] & ~c4["lastg"])]
-        else:
-            m.d.comb += num4.eq(tree)
-        c5 = carry(c4, "c5")
-        num5 = Signal(signed(nw))
         conv5 = Signal.like(conv2)
-        m.d.sync += [num5.eq(num4), conv5.eq(conv4)]
+        m.d.sync += [conv2.eq(conv), conv3.eq(conv2), conv4.eq(conv3), conv5.eq(conv4)]
 
         # ------------------------------------------------------------ output stage
         m.submodules.output = output = OutputStage(cfg)
-        names = dict(valid="valid", first="first_token", lastt="last_token", firstg="first_group",
-                     lastg="last_group", zero="bank_zero", out="emit", end="pass_end", tau="token", j="column",
-                     obank="out_half", waddr="state_addr", ntok="tokens", wsel="snapshot_bank", isz="is_z")
         if norm:
             m.submodules.normalizer = normalizer = Normalizer(cfg)
             result = normalizer.numerator
             wiring.connect(m, normalizer.quotient, output.result)
         else:
             result = output.result
-        m.d.comb += [getattr(result.element, names[k]).eq(v) for k, v in c5.items()]
-        m.d.comb += [result.attn.eq(num5), result.conv.eq(conv5)]
+        m.d.comb += [result.element.eq(lanes.numerator.element), result.attn.eq(lanes.numerator.attn),
+                     result.conv.eq(conv5)]
         m.d.comb += [output.half.half.eq(obank), output.half.claim.eq(output_claim), output_free.eq(output.half.free)]
         wiring.connect(m, wiring.flipped(self.o), output.o)
         return m
