@@ -27,7 +27,7 @@ from attnforge.hw.linear.control import CommandControl
 from attnforge.hw.linear.lanes import StateLanes
 from attnforge.hw.linear.normalizer import Normalizer
 from attnforge.hw.linear.output import OutputStage
-from attnforge.linear_format import CMD_COMMIT, CMD_RESET, CMD_TAPS, CMD_TOKEN, DIV_DEN_BITS, DIV_FRAC_BITS, MID_FORMAT
+from attnforge.linear_format import CMD_COMMIT, CMD_RESET, CMD_TAPS, CMD_TOKEN, DIV_DEN_BITS, DIV_FRAC_BITS
 from attnforge.numfmt import INT8, saturate
 
 

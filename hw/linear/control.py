@@ -24,7 +24,7 @@ from amaranth.lib import stream
 from amaranth.lib.memory import ReadPort, WritePort
 from amaranth.lib.wiring import In, Out
 
-from attnforge.linear_format import CMD_COMMIT, CMD_RESET, CMD_TAPS, CMD_TOKEN
+from attnforge.linear_format import CMD_COMMIT, CMD_RESET, CMD_TAPS, CMD_TOKEN, PHI_FORMAT
 
 from ..common import ConfiguredComponent
 from .config import LinearDecodeConfig
@@ -36,7 +36,7 @@ __all__ = ["CommandControl"]
 def phi(x):
     """ReLU of an int8 value: 0..127 (``PHI_FORMAT``)."""
     x = x.as_signed()
-    return Mux(x[7], 0, x[:7])
+    return Mux(x[-1], 0, x[:PHI_FORMAT.width])
 
 
 class _Registers:
@@ -254,10 +254,10 @@ class CommandControl(ConfiguredComponent):
             element.pass_end.eq(r.pass_end), element.token.eq(r.token), element.column.eq(r.column),
             element.out_half.eq(r.half), element.state_addr.eq((write_bank * groups + r.group) * columns + r.column),
             element.tokens.eq(r.pass_tokens),
-            *[fetch.phi_k[i].eq(phi(token.k.as_value().word_select(r.group * macs + i, 8))) for i in range(macs)],
-            *[fetch.phi_q[i].eq(phi(token.q.as_value().word_select(r.group * macs + i, 8))) for i in range(macs)],
+            *[fetch.phi_k[i].eq(phi(token.k[r.group * macs + i])) for i in range(macs)],
+            *[fetch.phi_q[i].eq(phi(token.q[r.group * macs + i])) for i in range(macs)],
         ]
-        v = token.v.as_value().word_select(column, 8)
+        v = token.v[column]
         if cfg.normalized:
             # z is the column with v = 1: S[i][z] += phi(k)[i] * 1
             m.d.sync += [fetch.v.eq(Mux(r.column == 0, 1, v)), element.is_z.eq(r.column == 0)]

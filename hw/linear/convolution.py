@@ -57,8 +57,9 @@ class Convolution(ConfiguredComponent):
         cfg = self._config
         d, taps_k, heads = cfg.d, cfg.conv_taps, cfg.heads
         m = Module()
-        history = [[Signal(8 * d, name=f"history{h}_{n}") for n in range(taps_k - 1)] for h in range(heads)]
-        taps = [[Signal(8 * d, name=f"taps{h}_{n}") for n in range(taps_k)] for h in range(heads)]
+        byte = INT8.width
+        history = [[Signal(byte * d, name=f"history{h}_{n}") for n in range(taps_k - 1)] for h in range(heads)]
+        taps = [[Signal(byte * d, name=f"taps{h}_{n}") for n in range(taps_k)] for h in range(heads)]
         self._registers(m, history, taps)
 
         # Fetch: the element's column of every history row and tap, registered for the update stage.
@@ -67,10 +68,10 @@ class Convolution(ConfiguredComponent):
         tap_values = [Signal(shape_of(INT8), name=f"conv_tap{n}") for n in range(taps_k)]
         if taps_k > 1:
             head_history = Array([Cat(*history[h]) for h in range(heads)])[fetch.head]
-            m.d.sync += [history_rows[n].eq(head_history.word_select(n * d + fetch.data_column, 8))
+            m.d.sync += [history_rows[n].eq(head_history.word_select(n * d + fetch.data_column, byte))
                          for n in range(taps_k - 1)]
         head_taps = Array([Cat(*taps[h]) for h in range(heads)])[fetch.head]
-        m.d.sync += [tap_values[n].eq(head_taps.word_select(n * d + fetch.data_column, 8)) for n in range(taps_k)]
+        m.d.sync += [tap_values[n].eq(head_taps.word_select(n * d + fetch.data_column, byte)) for n in range(taps_k)]
 
         # Update stage: the window (v of this token, then the older ones) and its sum.
         element = fetch.element

@@ -17,6 +17,8 @@ from amaranth.lib import data
 from amaranth.lib.memory import Memory, ReadPort, WritePort
 from amaranth.lib.wiring import In, Out
 
+from attnforge.linear_format import PHI_FORMAT
+
 from ..common import ConfiguredComponent, tree_sum
 from .config import TREE_CHUNK, LinearDecodeConfig
 from .interfaces import FetchSignature
@@ -98,7 +100,7 @@ class StateLanes(ConfiguredComponent):
         phi_q2 = Signal.like(self.fetch.phi_q, name="readout_phi_q2")
         m.d.sync += [element2.eq(self.fetch.element), phi_q2.eq(self.fetch.phi_q)]
         element3 = Signal.like(element2, name="readout_element3")
-        products = [Signal(signed(fmt.state_format.width + 8), name=f"readout_product{i}") for i in range(cfg.macs)]
+        products = [Signal(signed(fmt.state_format.width + PHI_FORMAT.width + 1), name=f"readout_product{i}") for i in range(cfg.macs)]
         m.d.sync += [element3.eq(element2), *[products[i].eq(phi_q2[i] * running[i]) for i in range(cfg.macs)]]
         # The M products are summed in two stages: chunks of TREE_CHUNK here, the chunk sums
         # (and the group sum) next, so no cycle holds a log2(M)-deep adder chain.

@@ -72,12 +72,12 @@ class OutputStage(ConfiguredComponent):
         # Two halves of t_max tokens, one word (d int8) per token, written one int8 per cycle
         # (byte enables), read by the emitter; the read is transparent so a half is read in the
         # cycle its last int8 is written.
-        buffer = Memory(shape=8 * cfg.d, depth=2 * tm, init=[])
+        buffer = Memory(shape=INT8.width * cfg.d, depth=2 * tm, init=[])
         m.submodules.buffer = buffer
-        write = buffer.write_port(granularity=8)
+        write = buffer.write_port(granularity=INT8.width)
         read = buffer.read_port(transparent_for=(write,))
         m.d.comb += [write.addr.eq(element.out_half * tm + element.token),
-                     write.data.eq(value.as_signed()[:8].replicate(cfg.d))]
+                     write.data.eq(value.as_signed()[:INT8.width].replicate(cfg.d))]
         written = element.valid & element.emit & element.last_group
         if cfg.normalized:
             with m.If(written & ~element.is_z):
