@@ -26,7 +26,7 @@ from amaranth.lib.wiring import In, Out
 
 from attnforge.linear_format import CMD_COMMIT, CMD_RESET, CMD_TAPS, CMD_TOKEN, PHI_FORMAT
 
-from ..common import ConfiguredComponent
+from ..common import ConfiguredComponent, log2_ceil
 from .config import LinearDecodeConfig
 from .interfaces import ConvControlSignature, FetchSignature, OutputHalfSignature
 
@@ -99,7 +99,7 @@ class CommandControl(ConfiguredComponent):
 
     @classmethod
     def signature_of(cls, config: LinearDecodeConfig):
-        block_addr = (config.block_depth - 1).bit_length()
+        block_addr = log2_ceil(config.block_depth)
         return {
             "i": In(stream.Signature(config.input_layout)),
             "overflow": Out(config.heads),

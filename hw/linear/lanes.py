@@ -19,7 +19,7 @@ from amaranth.lib.wiring import In, Out
 
 from attnforge.linear_format import PHI_FORMAT
 
-from ..common import ConfiguredComponent, tree_sum
+from ..common import ConfiguredComponent, log2_ceil, tree_sum
 from .config import TREE_CHUNK, LinearDecodeConfig
 from .interfaces import FetchSignature
 
@@ -63,7 +63,7 @@ class StateLanes(ConfiguredComponent):
 
     @classmethod
     def signature_of(cls, config: LinearDecodeConfig):
-        addr_width = (config.state_depth - 1).bit_length()
+        addr_width = log2_ceil(config.state_depth)
         return {
             "fetch": In(FetchSignature(config)),
             "state_read": In(ReadPort.Signature(addr_width=addr_width, shape=config.state_word)),

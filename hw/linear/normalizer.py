@@ -15,13 +15,13 @@ three more (shift, product, rounding): NORM_EXTRA_DEPTH in all.
 
 from __future__ import annotations
 
-from amaranth.hdl import Array, Module, Mux, Signal, signed
+from amaranth.hdl import Module, Mux, Signal, signed
 from amaranth.lib import data
 from amaranth.lib.wiring import In, Out
 
 from attnforge.linear_format import DIV_DEN_BITS
 
-from ..common import ConfiguredComponent, PipelinedDivider
+from ..common import ConfiguredComponent, PipelinedDivider, mux_tree
 from .config import DIV_STAGES, NORM_DELAY, RECIP_BITS, LinearDecodeConfig, shape_of
 from .interfaces import ResultSignature, result_layout
 
@@ -125,8 +125,8 @@ class Normalizer(ConfiguredComponent):
         scaled = Signal(data.StructLayout({"element": cfg.element_layout, "attn": shape_of(snf), "recip": RECIP_BITS,
                                            "conv": stage.conv.shape()}), name="norm_scaled")
         m.d.sync += [scaled.element.eq(stage.element), scaled.conv.eq(stage.conv),
-                     scaled.attn.eq((stage.attn >> Array(shifts)[index])[:snf.width].as_signed()),
-                     scaled.recip.eq(Array(recips)[index])]
+                     scaled.attn.eq((stage.attn >> mux_tree(shifts, index))[:snf.width].as_signed()),
+                     scaled.recip.eq(mux_tree(recips, index))]
         product = Signal(data.StructLayout({"element": cfg.element_layout, "attn": signed(snf.width + RECIP_BITS + 1),
                                             "conv": stage.conv.shape()}), name="norm_product")
         m.d.sync += [product.element.eq(scaled.element), product.conv.eq(scaled.conv),

@@ -10,7 +10,7 @@ backpressure on ``o`` never reaches the pipeline.
 
 from __future__ import annotations
 
-from amaranth.hdl import Array, Const, Module, Signal
+from amaranth.hdl import Const, Module, Signal
 from amaranth.lib import stream
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -18,7 +18,7 @@ from amaranth.lib.wiring import In, Out
 from attnforge.linear_format import MID_FORMAT
 from attnforge.numfmt import INT8
 
-from ..common import ConfiguredComponent, requant_product, requant_round, saturate
+from ..common import ConfiguredComponent, mux_tree, requant_product, requant_round, saturate
 from .config import LinearDecodeConfig
 from .interfaces import OutputHalfSignature, ResultSignature
 
@@ -98,7 +98,7 @@ class OutputStage(ConfiguredComponent):
         m.d.comb += [read.addr.eq(half_next * tm + token_next),
                      self.o.valid.eq(full.bit_select(half, 1)), self.o.payload.as_value().eq(read.data)]
         with m.If(self.o.valid & self.o.ready):
-            with m.If(token == Array(tokens)[half] - 1):
+            with m.If(token == mux_tree(tokens, half) - 1):
                 m.d.comb += [token_next.eq(0), half_next.eq(~half)]
                 m.d.sync += full.bit_select(half, 1).eq(0)
             with m.Else():
