@@ -159,11 +159,6 @@ class LinearDecodeFormat:
         return Requantizer(self.conv_multiplier, self.conv_shift, MID_FORMAT)
 
     @property
-    def count_width(self) -> int:
-        """Bits of the committed-token counter (saturates at max_tokens + 1)."""
-        return (self.max_tokens + 1).bit_length()
-
-    @property
     def block_width(self) -> int:
         """Bits of a token count 0..t_max (the ``a`` of commit)."""
         return max(1, max(self.t_max, self.conv_taps - 1).bit_length())

@@ -2,7 +2,15 @@
 heads') decode step with speculative verify/commit, bit-exact against
 ``algo/linear/golden.py``; widths from ``attnforge.linear_format``.
 
-Microarchitecture (``docs/linear-hw.md`` has the picture):
+Microarchitecture (``docs/linear-hw.md`` has the picture); the components, each
+in its own module of this package:
+
+* ``CommandControl`` (``control.py``): commands, per-head bookkeeping, pass walk, fetch;
+* ``StateLanes`` (``lanes.py``): the M update and readout lanes on the state memory;
+* ``Convolution`` (``convolution.py``): taps, history, the K-tap window;
+* ``Normalizer`` (``normalizer.py``, relu_norm only): the divider;
+* ``OutputStage`` (``output.py``): requantizers, output buffer, emitter.
+
 
 * The state ``S`` of every head lives in on-chip memory (``amaranth.lib.memory``),
   two banks per head. One memory word holds ``M = macs`` state elements: rows
@@ -45,170 +53,24 @@ overflow while at most ``max_tokens`` tokens are committed; a per-head sticky
 exactly as the golden model does).
 """
 
-from dataclasses import dataclass
-
-from amaranth.hdl import Array, Cat, Module, Mux, Signal, signed, unsigned
-from amaranth.lib import data, stream, wiring
+from amaranth.hdl import Module
+from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from attnforge.linear_format import (CMD_COMMIT, CMD_RESET, CMD_TAPS, CMD_TOKEN, DIV_DEN_BITS, DIV_FRAC_BITS,
-                                     MID_FORMAT, LinearDecodeFormat)
-from attnforge.numfmt import INT8
+from ..common import ConfiguredComponent
+from .config import (NORM_EXTRA_DEPTH, PIPELINE_DEPTH, LinearDecodeConfig,  # noqa: F401  (re-exported)
+                     pipeline_depth)
+from .control import CommandControl
+from .convolution import Convolution
+from .lanes import StateLanes
+from .normalizer import Normalizer
+from .output import OutputStage
 
-__all__ = ["LinearDecodeConfig", "LinearDecode", "pipeline_depth"]
-
-MAX_HEADS = 16
-#: Cycles from a pass's last issue to its output-buffer half being seen full by the
-#: emitter (stages 1..6, then the flag register). The cycle model uses it.
-PIPELINE_DEPTH = 7
-#: Readout products summed per adder-tree chunk in the first of the tree's two stages.
-TREE_CHUNK = 8
-#: relu_norm: bits of the reciprocal floor(2**(DIV_DEN_BITS+DIV_FRAC_BITS) / den')
-#: (den' = 1 gives the largest, 2**24), and restoring-division steps per pipeline stage.
-RECIP_BITS = DIV_DEN_BITS + DIV_FRAC_BITS + 1
-DIV_STEPS_PER_STAGE = 3
-DIV_STAGES = -(-RECIP_BITS // DIV_STEPS_PER_STAGE)
-#: relu_norm: stages the numerators wait (delay line) so that the reciprocal of their
-#: token's denominator, computed from the pass's first column, is ready: two
-#: normalization stages + DIV_STAGES, less the one cycle a one-token block leaves.
-NORM_DELAY = DIV_STAGES + 1
-#: relu_norm: extra stages on the output path: the delay line, shift, product, rounding.
-NORM_EXTRA_DEPTH = NORM_DELAY + 3
+__all__ = ["LinearDecodeConfig", "LinearDecode", "pipeline_depth", "PIPELINE_DEPTH", "NORM_EXTRA_DEPTH"]
 
 
-def pipeline_depth(feature_map: str) -> int:
-    """Cycles from a pass's last issue to its output half being seen full (cycle model)."""
-    return PIPELINE_DEPTH + (NORM_EXTRA_DEPTH if feature_map == "relu_norm" else 0)
-
-
-def _require_int(what, value):
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{what} must be a positive integer, not {value!r}")
-    return value
-
-
-@dataclass(frozen=True)
-class LinearDecodeConfig:
-    """Generator parameters of the linear-attention decode datapath.
-
-    Parameters
-    ----------
-    d : int
-        Head dimension, 2..256.
-    macs : int
-        M, state elements processed per cycle (each lane has one update and one
-        readout multiplier); must divide d.
-    conv_taps : int
-        K, causal depthwise convolution kernel size (1..16).
-    max_tokens : int
-        Committed tokens per sequence for which the widths are proven safe.
-    t_max : int
-        Largest verify block (draft tokens at once), 1..64.
-    heads : int
-        Heads time-multiplexed on the one datapath (own state, history, taps), 1..16.
-    feature_map : str
-        ``"relu"`` (unnormalized) or ``"relu_norm"`` (normalized: the normalizer z is
-        kept as one more column of the state, ``den = phi(q)^T z`` comes out of the
-        readout lanes first in each pass, a pipelined divider takes its reciprocal).
-    attn_multiplier, attn_shift, conv_multiplier, conv_shift : int
-        Requantizers of the attention numerator and of the convolution.
-    snapshots : bool
-        Keep ``t_max + 1`` state banks per head instead of 2: a verify pass writes
-        the state after *every* draft token, so ``commit(a)`` is free for every a
-        (no replay pass), at ``(t_max + 1) / 2`` times the state memory.
-    """
-
-    # The arithmetic parameters' defaults are LinearDecodeFormat's (one place).
-    d: int = LinearDecodeFormat.d
-    macs: int = LinearDecodeFormat.d      # M = d: one row group, and it always divides the default d
-    conv_taps: int = LinearDecodeFormat.conv_taps
-    max_tokens: int = LinearDecodeFormat.max_tokens
-    t_max: int = LinearDecodeFormat.t_max
-    heads: int = 1
-    feature_map: str = LinearDecodeFormat.feature_map
-    attn_multiplier: int = LinearDecodeFormat.attn_multiplier
-    attn_shift: int = LinearDecodeFormat.attn_shift
-    conv_multiplier: int = LinearDecodeFormat.conv_multiplier
-    conv_shift: int = LinearDecodeFormat.conv_shift
-    snapshots: bool = False
-
-    def __post_init__(self):
-        if not isinstance(self.snapshots, bool):
-            raise TypeError(f"linear decode snapshots must be a bool, not {self.snapshots!r}")
-        _require_int("linear decode d", self.d)
-        _require_int("linear decode macs (M)", self.macs)
-        _require_int("linear decode heads", self.heads)
-        if not 1 <= self.heads <= MAX_HEADS:
-            raise ValueError(f"linear decode heads must be in [1, {MAX_HEADS}], not {self.heads}")
-        fmt = self.format  # also validates feature_map  # validates d, K, max_tokens, t_max, requantizers
-        if not 1 <= self.macs <= fmt.d or fmt.d % self.macs:
-            raise ValueError(f"linear decode macs (M) must divide d={self.d} (1 <= M <= d), not {self.macs}")
-
-    @property
-    def format(self) -> LinearDecodeFormat:
-        return LinearDecodeFormat(d=self.d, conv_taps=self.conv_taps, max_tokens=self.max_tokens,
-                                  t_max=self.t_max, feature_map=self.feature_map,
-                                  attn_multiplier=self.attn_multiplier, attn_shift=self.attn_shift,
-                                  conv_multiplier=self.conv_multiplier, conv_shift=self.conv_shift)
-
-    @property
-    def groups(self) -> int:
-        return self.d // self.macs
-
-    @property
-    def normalized(self) -> bool:
-        return self.feature_map == "relu_norm"
-
-    @property
-    def columns(self) -> int:
-        """State columns a pass walks: d, plus the normalizer z (relu_norm)."""
-        return self.d + 1 if self.normalized else self.d
-
-    @property
-    def banks(self) -> int:
-        """State banks per head."""
-        return self.t_max + 1 if self.snapshots else 2
-
-    @property
-    def head_width(self) -> int:
-        return max(1, (self.heads - 1).bit_length())
-
-    @property
-    def input_layout(self) -> data.StructLayout:
-        vec = data.ArrayLayout(signed(8), self.d)
-        return data.StructLayout({
-            "cmd": 2, "last": 1, "head": self.head_width, "a": self.format.block_width,
-            "q": vec, "k": vec, "v": vec,
-        })
-
-    @property
-    def output_layout(self) -> data.ArrayLayout:
-        return data.ArrayLayout(signed(8), self.d)
-
-
-def _tree_sum(values):
-    """Balanced adder tree (widths grow by log2 of the count, not by the count)."""
-    values = list(values)
-    while len(values) > 1:
-        values = [values[i] + values[i + 1] if i + 1 < len(values) else values[i] for i in range(0, len(values), 2)]
-    return values[0]
-
-
-def _mul_shift_add(small, value):
-    """``small * value`` for a narrow unsigned ``small``, as shifted adds in LUTs.
-
-    The update products (uint7 * int8, M of them) are built from adders so that
-    synthesis keeps the FPGA's DSP blocks for the wide readout products.
-    """
-    return _tree_sum([Mux(small[b], value << b, 0) for b in range(len(small))])
-
-
-def _sat(value, fmt):
-    return Mux(value > fmt.max, fmt.max, Mux(value < fmt.min, fmt.min, value))
-
-
-class LinearDecode(wiring.Component):
+class LinearDecode(ConfiguredComponent):
     """Linear-attention decode datapath with verify/commit.
 
     Parameters
@@ -231,452 +93,49 @@ class LinearDecode(wiring.Component):
         Sticky per head: more than ``max_tokens`` tokens committed since reset.
     """
 
-    def __init__(self, config: LinearDecodeConfig):
-        if not isinstance(config, LinearDecodeConfig):
-            raise TypeError(f"LinearDecode needs a LinearDecodeConfig, not {config!r}")
-        self._config = config
-        super().__init__({
+    config_type = LinearDecodeConfig
+
+    @classmethod
+    def signature_of(cls, config: LinearDecodeConfig):
+        return {
             "i": In(stream.Signature(config.input_layout)),
             "o": Out(stream.Signature(config.output_layout)),
             "overflow": Out(config.heads),
-        })
-
-    @property
-    def config(self) -> LinearDecodeConfig:
-        return self._config
+        }
 
     def elaborate(self, platform):
         cfg = self._config
-        fmt = cfg.format
-        d, M, G, K, TM, H = cfg.d, cfg.macs, cfg.groups, fmt.conv_taps, fmt.t_max, cfg.heads
-        sw, nw = fmt.state_format.width, fmt.numerator_format.width
-        norm = cfg.normalized
-        DC = cfg.columns   # relu_norm: column 0 of every bank is z (v = 1), S columns are 1..d
         m = Module()
+        # The state of every head, bank, row group and column: one word of M elements.
+        m.submodules.state = state = Memory(shape=cfg.state_word, depth=cfg.state_depth, init=[])
+        # The draft block, one word (q, k, v) per token. Its read is transparent, so a token
+        # written in the cycle before its pass starts is read back.
+        m.submodules.block = block = Memory(shape=cfg.block_word, depth=cfg.block_depth, init=[])
+        block_write = block.write_port()
+        block_read = block.read_port(transparent_for=(block_write,))
 
-        # ------------------------------------------------------------ storage
-        NB = cfg.banks
-        state = Memory(shape=data.ArrayLayout(signed(sw), M), depth=H * NB * G * DC, init=[])
-        m.submodules.state = state
-        s_rd = state.read_port()
-        s_wr = state.write_port()
+        m.submodules.control = control = CommandControl(cfg)
+        m.submodules.lanes = lanes = StateLanes(cfg)
+        m.submodules.convolution = convolution = Convolution(cfg)
+        m.submodules.output = output = OutputStage(cfg)
+        wiring.connect(m, wiring.flipped(self.i), control.i)
+        m.d.comb += self.overflow.eq(control.overflow)
+        wiring.connect(m, control.block_write, block_write)
+        wiring.connect(m, control.block_read, block_read)
+        wiring.connect(m, control.fetch, lanes.fetch, convolution.fetch)
+        wiring.connect(m, control.conv, convolution.control)
+        wiring.connect(m, control.half, output.half)
+        wiring.connect(m, lanes.state_read, state.read_port())
+        wiring.connect(m, lanes.state_write, state.write_port())
 
-        # Draft block: one word per token (q, k, v). Read synchronously, the address issued
-        # one cycle ahead (``blk_ra`` below), transparent so a token written in the cycle
-        # before its pass starts is read back.
-        blk = Memory(shape=data.StructLayout({"q": 8 * d, "k": 8 * d, "v": 8 * d}), depth=max(TM, 2),
-                     init=[])  # depth >= 2: a 1-deep memory has a zero-width address
-        m.submodules.block = blk
-        b_wr = blk.write_port()
-        b_rd = blk.read_port(transparent_for=(b_wr,))
-        hist = [[Signal(8 * d, name=f"hist{h}_{n}") for n in range(K - 1)] for h in range(H)]
-        taps = [[Signal(8 * d, name=f"taps{h}_{n}") for n in range(K)] for h in range(H)]
-        cur = Signal(H)          # committed bank per head (two banks)
-        cur_n = [Signal(range(NB), name=f"cur{h}") for h in range(H)] if cfg.snapshots else []
-        # Bank holds all zeros (after reset), per head and bank; the memory itself is never cleared.
-        zero = Signal(NB * H, init=(1 << (NB * H)) - 1)
-        count = [Signal(range(fmt.max_tokens + 2), name=f"count{h}") for h in range(H)]
-        overflow = Signal(H)
-        m.d.comb += self.overflow.eq(overflow)
-
-        # ------------------------------------------------------------ command FSM
-        tcount = Signal(range(TM + 1))       # tokens collected into the block
-        blk_t = Signal(range(TM + 1))        # size of the pending block (0: none)
-        blk_h = Signal(cfg.head_width)
-        pass_t = Signal(range(TM + 1))       # tokens of the pass in flight
-        pass_out = Signal()                  # the pass produces outputs
-        pass_flip = Signal()                 # flip the bank when the pass ends (commit repair)
-        hist_n = Signal(range(TM + 1))       # history shifts still to do
-        hist_u = Signal(range(TM + 1))
-        g = Signal(range(max(G, 2)))  # never zero-width (Verilog [-1:0])
-        j = Signal(range(DC))
-        tau = Signal(range(max(TM, 2)))
-        obank = Signal()                     # output buffer half of the next output pass
-        out_full = Signal(2)
-        out_busy = Signal(2)
-        out_t = [Signal(range(TM + 1), name=f"out_t{b}") for b in range(2)]
-
-        p = self.i.p
-        issue = Signal()
-        # tau's value in the next cycle; the draft block is read at it one cycle ahead
-        # (in HIST: the next history row), so its data is there when stage 0 needs it.
-        tau_next = Signal.like(tau)
-        blk_ra = Signal.like(tau)
-        m.d.comb += [tau_next.eq(tau), blk_ra.eq(tau_next), b_rd.addr.eq(blk_ra)]
-        m.d.sync += tau.eq(tau_next)
-        s0_last_elem = Signal()
-
-        with m.FSM() as fsm:
-            with m.State("IDLE"):
-                with m.If(self.i.valid):
-                    with m.Switch(p.cmd):
-                        with m.Case(CMD_TOKEN):
-                            m.d.comb += [b_wr.addr.eq(tcount), b_wr.en.eq(1), b_wr.data.q.eq(p.q.as_value()),
-                                         b_wr.data.k.eq(p.k.as_value()), b_wr.data.v.eq(p.v.as_value())]
-                            m.d.sync += [blk_h.eq(p.head), blk_t.eq(0)]
-                            with m.If(p.last | (tcount == TM - 1)):
-                                m.d.sync += [pass_t.eq(tcount + 1), blk_t.eq(tcount + 1), tcount.eq(0),
-                                             pass_out.eq(1), pass_flip.eq(0)]
-                                m.next = "PASS"
-                            with m.Else():
-                                m.d.sync += tcount.eq(tcount + 1)
-                        with m.Case(CMD_COMMIT):
-                            with m.If((blk_t != 0) & (p.a <= blk_t)):
-                                m.d.sync += blk_t.eq(0)
-                                for h in range(H):
-                                    with m.If(blk_h == h):
-                                        total = count[h] + p.a
-                                        m.d.sync += count[h].eq(Mux(total > fmt.max_tokens, fmt.max_tokens + 1, total))
-                                        with m.If(total > fmt.max_tokens):
-                                            m.d.sync += overflow[h].eq(1)
-                                if cfg.snapshots:
-                                    # The pass left the state after token a in bank cur + a.
-                                    with m.If(p.a != 0):
-                                        for h in range(H):
-                                            with m.If(blk_h == h):
-                                                nxt = cur_n[h] + p.a
-                                                m.d.sync += cur_n[h].eq(Mux(nxt >= NB, nxt - NB, nxt))
-                                        m.d.sync += [hist_n.eq(p.a), hist_u.eq(0)]
-                                        if K > 1:
-                                            m.next = "HIST"
-                                else:
-                                    with m.If(p.a == blk_t):
-                                        m.d.sync += [cur.bit_select(blk_h, 1).eq(~cur.bit_select(blk_h, 1)),
-                                                     hist_n.eq(p.a), hist_u.eq(0)]
-                                        if K > 1:
-                                            m.next = "HIST"
-                                    with m.Elif(p.a != 0):
-                                        m.d.sync += [pass_t.eq(p.a), pass_out.eq(0), pass_flip.eq(1),
-                                                     hist_n.eq(p.a), hist_u.eq(0)]
-                                        m.next = "PASS"
-                        with m.Case(CMD_RESET):
-                            for h in range(H):
-                                with m.If(p.head == h):
-                                    m.d.sync += [*[zero[NB * h + b].eq(1) for b in range(NB)], count[h].eq(0),
-                                                 overflow[h].eq(0), *[x.eq(0) for x in hist[h]]]
-                            m.d.sync += [blk_t.eq(0), tcount.eq(0)]
-                        with m.Case(CMD_TAPS):
-                            for h in range(H):
-                                for n in range(K):
-                                    with m.If((p.head == h) & (p.a == n)):
-                                        m.d.sync += taps[h][n].eq(p.v.as_value())
-
-            with m.State("PASS"):
-                start = (g == 0) & (j == 0) & (tau == 0)
-                can = ~pass_out | ~(out_full.bit_select(obank, 1) | out_busy.bit_select(obank, 1))
-                with m.If(~start | can):
-                    m.d.comb += issue.eq(1)
-                    with m.If(start):
-                        if not cfg.snapshots:
-                            other = Cat(~cur.bit_select(blk_h, 1), blk_h)
-                            m.d.sync += zero.bit_select(other, 1).eq(0)
-                        with m.If(pass_out):
-                            m.d.sync += out_busy.bit_select(obank, 1).eq(1)
-                    last_tau = tau == pass_t - 1
-                    m.d.comb += tau_next.eq(Mux(last_tau, 0, tau + 1))
-                    with m.If(last_tau):
-                        m.d.sync += j.eq(Mux(j == DC - 1, 0, j + 1))
-                        with m.If(j == DC - 1):
-                            m.d.sync += g.eq(Mux(g == G - 1, 0, g + 1))
-                    m.d.comb += s0_last_elem.eq(last_tau & (j == DC - 1) & (g == G - 1))
-                    with m.If(s0_last_elem):
-                        with m.If(pass_out):
-                            m.d.sync += obank.eq(~obank)
-                        with m.If(pass_flip):
-                            m.d.sync += cur.bit_select(blk_h, 1).eq(~cur.bit_select(blk_h, 1))
-                            if K > 1:
-                                m.next = "HIST"
-                            else:
-                                m.next = "IDLE"
-                        with m.Else():
-                            m.next = "IDLE"
-
-            with m.State("HIST"):
-                m.d.comb += blk_ra.eq(hist_u + 1)
-                vrow = b_rd.data.v
-                for h in range(H if K > 1 else 0):
-                    with m.If(blk_h == h):
-                        m.d.sync += [hist[h][0].eq(vrow), *[hist[h][n].eq(hist[h][n - 1]) for n in range(1, K - 1)]]
-                m.d.sync += [hist_u.eq(hist_u + 1), hist_n.eq(hist_n - 1)]
-                with m.If(hist_n == 1):
-                    m.next = "IDLE"
-
-        # A continuous assignment (not inside the FSM's case statement): Icarus does not
-        # evaluate an `always @*` whose inputs never change after time 0.
-        m.d.comb += self.i.ready.eq(fsm.ongoing("IDLE"))
-
-        # ------------------------------------------------------------ stage 0: fetch
-        if cfg.snapshots:
-            rbank = Array(cur_n)[blk_h]
-            rsel = blk_h * NB + rbank                 # (head, bank) of the committed state
-            wnext = rbank + 1 + tau                   # snapshot after draft token tau
-            wsel = blk_h * NB + Mux(wnext >= NB, wnext - NB, wnext)
+        # Lanes and convolution meet here: the numerator and the conv sum of the same element.
+        if cfg.normalized:
+            m.submodules.normalizer = normalizer = Normalizer(cfg)
+            result = normalizer.numerator
+            wiring.connect(m, normalizer.quotient, output.result)
         else:
-            rbank = cur.bit_select(blk_h, 1)
-            rsel = Cat(rbank, blk_h)
-            wsel = Cat(~rbank, blk_h)
-        m.d.comb += s_rd.addr.eq(((rsel * G + g) * DC + j))
-        if norm:
-            jd = Signal(range(d))        # data column of j (column 0 is z)
-            m.d.comb += jd.eq(Mux(j == 0, 0, j - 1))
-        else:
-            jd = j
-        qrow, krow, vrow0 = b_rd.data.q, b_rd.data.k, b_rd.data.v   # token tau (address issued last cycle)
-
-        def phi(x):
-            x = x.as_signed()
-            return Mux(x[7], 0, x[:7])
-
-        v1 = Signal(signed(8))
-        kk1 = [Signal(unsigned(7), name=f"kk1_{i}") for i in range(M)]
-        qq1 = [Signal(unsigned(7), name=f"qq1_{i}") for i in range(M)]
-        hv1 = [Signal(signed(8), name=f"hv1_{n}") for n in range(K - 1)]
-        tw1 = [Signal(signed(8), name=f"tw1_{n}") for n in range(K)]
-        c1 = dict(valid=Signal(), first=Signal(), lastt=Signal(), firstg=Signal(), lastg=Signal(), zero=Signal(),
-                  out=Signal(), end=Signal(), tau=Signal(range(max(TM, 2))), j=Signal(range(DC)), obank=Signal(),
-                  waddr=Signal(range(H * NB * G * DC)), ntok=Signal(range(TM + 1)))
-        if norm:
-            c1["isz"] = Signal()
-        if cfg.snapshots:
-            c1["wsel"] = Signal(range(H * NB))
-        m.d.sync += [
-            c1["valid"].eq(issue), c1["first"].eq(tau == 0), c1["lastt"].eq(tau == pass_t - 1),
-            c1["firstg"].eq(g == 0), c1["lastg"].eq(g == G - 1),
-            c1["zero"].eq(zero.bit_select(rsel, 1)), c1["out"].eq(pass_out),
-            c1["end"].eq(s0_last_elem), c1["tau"].eq(tau), c1["j"].eq(j), c1["obank"].eq(obank),
-            c1["waddr"].eq((wsel * G + g) * DC + j), c1["ntok"].eq(pass_t),
-            *([c1["wsel"].eq(wsel)] if cfg.snapshots else []),
-            # z is the column with v = 1: S[i][z] += phi(k)[i] * 1
-            v1.eq(Mux(j == 0, 1, vrow0.word_select(jd, 8)) if norm else vrow0.word_select(j, 8)),
-            *([c1["isz"].eq(j == 0)] if norm else []),
-        ]
-        for i in range(M):
-            m.d.sync += [kk1[i].eq(phi(krow.word_select(g * M + i, 8))),
-                         qq1[i].eq(phi(qrow.word_select(g * M + i, 8)))]
-        hsel = Array([Cat(*hist[h]) for h in range(H)])[blk_h] if K > 1 else None
-        tsel = Array([Cat(*taps[h]) for h in range(H)])[blk_h]
-        for n in range(K - 1):
-            m.d.sync += hv1[n].eq(hsel.word_select(n * d + jd, 8))
-        for n in range(K):
-            m.d.sync += tw1[n].eq(tsel.word_select(n * d + jd, 8))
-
-        # ------------------------------------------------------------ stage 1: state update, conv
-        s_run = [Signal(signed(sw), name=f"s_run{i}") for i in range(M)]
-        s_new = [Signal(signed(sw), name=f"s_new{i}") for i in range(M)]
-        for i in range(M):
-            s_in = Mux(c1["first"], Mux(c1["zero"], 0, s_rd.data[i]), s_run[i])
-            m.d.comb += s_new[i].eq(s_in + _mul_shift_add(kk1[i], v1))   # wraps to sw bits, as the golden model
-            with m.If(c1["valid"]):
-                m.d.sync += s_run[i].eq(s_new[i])
-        if cfg.snapshots:
-            # Every token's state goes to its snapshot bank, which then holds real data.
-            m.d.comb += [s_wr.addr.eq(c1["waddr"]), s_wr.en.eq(c1["valid"])]
-            with m.If(c1["valid"]):
-                m.d.sync += zero.bit_select(c1["wsel"], 1).eq(0)
-        else:
-            m.d.comb += [s_wr.addr.eq(c1["waddr"]), s_wr.en.eq(c1["valid"] & c1["lastt"])]
-        m.d.comb += [s_wr.data[i].eq(s_new[i]) for i in range(M)]
-
-        win = [Signal(signed(8), name=f"win{n}") for n in range(K)]
-        win_cur = [v1] + [Mux(c1["first"], hv1[n], win[n]) for n in range(K - 1)]
-        with m.If(c1["valid"]):
-            m.d.sync += [win[n].eq(win_cur[n]) for n in range(K)]
-        conv = _tree_sum([tw1[n] * win_cur[n] for n in range(K)])
-
-        def carry(src, name):
-            dst = {k: Signal.like(v, name=f"{name}_{k}") for k, v in src.items()}
-            m.d.sync += [dst[k].eq(src[k]) for k in src]
-            return dst
-
-        c2 = carry(c1, "c2")
-        qq2 = [Signal(unsigned(7), name=f"qq2_{i}") for i in range(M)]
-        conv2 = Signal(signed(fmt.conv_format.width))
-        m.d.sync += [*[qq2[i].eq(qq1[i]) for i in range(M)], conv2.eq(conv)]
-
-        # ------------------------------------------------------------ stage 2: readout products
-        c3 = carry(c2, "c3")
-        prod3 = [Signal(signed(sw + 8), name=f"prod3_{i}") for i in range(M)]
-        m.d.sync += [prod3[i].eq(qq2[i] * s_run[i]) for i in range(M)]
-        conv3 = Signal.like(conv2)
-        m.d.sync += conv3.eq(conv2)
-        if G > 1:
-            nmem = Memory(shape=signed(nw), depth=TM * DC, init=[])
-            m.submodules.numerators = nmem
-            n_rd = nmem.read_port()
-            n_wr = nmem.write_port()
-
-        # ------------------------------------------------------------ stage 3: adder tree, first levels
-        # The M products are summed in two pipeline stages: chunks of TREE_CHUNK here, the
-        # chunk sums (and the group sum) in stage 4, so no cycle holds a log2(M)-deep adder chain.
-        parts = []
-        for lo in range(0, M, TREE_CHUNK):
-            chunk = _tree_sum(prod3[lo:lo + TREE_CHUNK])
-            part = Signal(chunk.shape(), name=f"part4_{lo // TREE_CHUNK}")
-            m.d.sync += part.eq(chunk)
-            parts.append(part)
-        c4 = carry(c3, "c4")
-        conv4 = Signal.like(conv2)
-        m.d.sync += conv4.eq(conv3)
-        if G > 1:
-            m.d.comb += n_rd.addr.eq(c3["tau"] * DC + c3["j"])
-
-        # ------------------------------------------------------------ stage 4: adder tree, group sum
-        tree = _tree_sum(parts)
-        num4 = Signal(signed(nw))
-        if G > 1:
-            m.d.comb += num4.eq(Mux(c4["firstg"], 0, n_rd.data) + tree)
-            m.d.comb += [n_wr.addr.eq(c4["tau"] * DC + c4["j"]), n_wr.data.eq(num4),
-                         n_wr.en.eq(c4["valid"] & ~c4["lastg"])]
-        else:
-            m.d.comb += num4.eq(tree)
-        c5 = carry(c4, "c5")
-        num5 = Signal(signed(nw))
-        conv5 = Signal.like(conv2)
-        m.d.sync += [num5.eq(num4), conv5.eq(conv4)]
-
-        if norm:
-            num5, conv5, c5 = self._normalize(m, fmt, num5, conv5, c5, carry)
-
-        # ------------------------------------------------------------ stage 5: requantizer products
-        ra, rc = fmt.attn_requant, fmt.conv_requant
-        c6 = carry(c5, "c6")
-        pa6 = Signal(signed(ra.input_product_width(fmt.attn_input_format)))
-        pc6 = Signal(signed(rc.input_product_width(fmt.conv_format)))
-        m.d.sync += [pa6.eq(num5 * ra.multiplier + ((1 << (ra.shift - 1)) if ra.shift else 0)),
-                     pc6.eq(conv5 * rc.multiplier + ((1 << (rc.shift - 1)) if rc.shift else 0))]
-
-        # ------------------------------------------------------------ stage 6: shift, saturate, sum
-        ya = _sat(pa6 >> ra.shift, MID_FORMAT)
-        yc = _sat(pc6 >> rc.shift, MID_FORMAT)
-        ysum = Signal(signed(MID_FORMAT.width + 1))
-        m.d.comb += ysum.eq(ya + yc)
-        y = _sat(ysum, INT8)
-        # Output buffer: two halves of t_max tokens, one word (d int8) per token, written
-        # one int8 per cycle (byte enables), read by the emitter.
-        obuf = Memory(shape=8 * d, depth=2 * TM, init=[])
-        m.submodules.out_buf = obuf
-        o_wr = obuf.write_port(granularity=8)
-        o_rd = obuf.read_port(transparent_for=(o_wr,))
-        m.d.comb += [o_wr.addr.eq(c6["obank"] * TM + c6["tau"]), o_wr.data.eq(y.as_signed()[:8].replicate(d))]
-        if norm:
-            with m.If(c6["valid"] & c6["out"] & c6["lastg"] & ~c6["isz"]):
-                m.d.comb += o_wr.en.bit_select((c6["j"] - 1)[:len(c6["j"])], 1).eq(1)
-        else:
-            with m.If(c6["valid"] & c6["out"] & c6["lastg"]):
-                m.d.comb += o_wr.en.bit_select(c6["j"], 1).eq(1)
-        with m.If(c6["valid"] & c6["out"] & c6["end"]):
-            for b in range(2):
-                with m.If(c6["obank"] == b):
-                    m.d.sync += [out_full[b].eq(1), out_busy[b].eq(0), out_t[b].eq(c6["ntok"])]
-
-        # ------------------------------------------------------------ emitter
-        # The read address is (ebank, etau) of the next cycle, so the word is there with o.valid.
-        ebank = Signal()
-        etau = Signal(range(max(TM, 2)))
-        ebank_next = Signal()
-        etau_next = Signal.like(etau)
-        m.d.comb += [ebank_next.eq(ebank), etau_next.eq(etau)]
-        m.d.sync += [ebank.eq(ebank_next), etau.eq(etau_next)]
-        m.d.comb += [o_rd.addr.eq(ebank_next * TM + etau_next),
-                     self.o.valid.eq(out_full.bit_select(ebank, 1)), self.o.payload.as_value().eq(o_rd.data)]
-        with m.If(self.o.valid & self.o.ready):
-            with m.If(etau == Array(out_t)[ebank] - 1):
-                m.d.comb += [etau_next.eq(0), ebank_next.eq(~ebank)]
-                m.d.sync += out_full.bit_select(ebank, 1).eq(0)
-            with m.Else():
-                m.d.comb += etau_next.eq(etau + 1)
+            result = output.result
+        m.d.comb += [result.element.eq(lanes.numerator.element), result.attn.eq(lanes.numerator.attn),
+                     result.conv.eq(convolution.sum)]
+        wiring.connect(m, wiring.flipped(self.o), output.o)
         return m
-
-    def _normalize(self, m, fmt, num5, conv5, c5, carry):
-        """relu_norm: the divider between the adder tree and the attention requantizer.
-
-        The z column (first of each pass, ``isz``) delivers ``den_tau`` for every draft
-        token tau in the pass's last group; its reciprocal goes through a pipeline
-        (leading one, shift to DIV_DEN_BITS bits, DIV_STAGES restoring-division stages)
-        into ``rec[obank][tau]`` (one set per output-buffer half, so the next pass
-        cannot overwrite a reciprocal still in use). The numerators wait NORM_DELAY
-        stages, then ``(A >> s) * recip`` rounded by DIV_DEN_BITS bits (``divide_fixed``).
-        Returns the quotient, the conv sum and the context, NORM_EXTRA_DEPTH stages later.
-        """
-        TM = fmt.t_max
-        dw = fmt.denominator_format.width
-        sh_w = range(max(dw - DIV_DEN_BITS, 1))   # shift s in 0..dw-1-DIV_DEN_BITS
-        rec_s = [Signal(sh_w, name=f"rec_s{n}") for n in range(2 * TM)]
-        rec_r = [Signal(RECIP_BITS, name=f"rec_r{n}") for n in range(2 * TM)]
-
-        # ---- reciprocal pipeline, from the z column's sum (den, wrapped like the golden model)
-        den5 = num5[:dw].as_signed()
-        dv = c5["valid"] & c5["out"] & c5["lastg"] & c5["isz"]
-        idx_w = range(2 * TM)
-        # R1: den (negative only past max_tokens: treated as 0) and its bit length
-        r1_v, r1_i = Signal(), Signal(idx_w)
-        r1_den = Signal(dw - 1)
-        r1_len = Signal(range(dw + 1))
-        length = Signal(range(dw + 1))
-        for b in range(dw - 1):
-            with m.If(den5[b]):
-                m.d.comb += length.eq(b + 1)
-        m.d.sync += [r1_v.eq(dv), r1_i.eq(c5["obank"] * TM + c5["tau"]),
-                     r1_den.eq(Mux(den5 < 0, 0, den5[:dw - 1])), r1_len.eq(Mux(den5 < 0, 0, length))]
-        # R2: s = max(0, len - DIV_DEN_BITS), den' = den >> s (den' == 0 only for den == 0)
-        r2_v, r2_i = Signal(), Signal(idx_w)
-        r2_s = Signal(sh_w)
-        r2_den = Signal(DIV_DEN_BITS)
-        shift = Signal(sh_w)
-        m.d.comb += shift.eq(Mux(r1_len > DIV_DEN_BITS, r1_len - DIV_DEN_BITS, 0))
-        m.d.sync += [r2_v.eq(r1_v), r2_i.eq(r1_i), r2_s.eq(shift), r2_den.eq(r1_den >> shift)]
-        # Restoring division of 2**(RECIP_BITS-1) by den', DIV_STEPS_PER_STAGE quotient bits per stage.
-        v, i, s, den = r2_v, r2_i, r2_s, r2_den
-        rem = Signal(DIV_DEN_BITS + 1, name="div_rem0")   # remainder < den' <= 2**16 - 1
-        quo = Signal(RECIP_BITS, name="div_quo0")
-        m.d.comb += [rem.eq(0), quo.eq(0)]
-        bit = RECIP_BITS - 1
-        for st in range(DIV_STAGES):
-            r, q = rem, quo
-            for _ in range(DIV_STEPS_PER_STAGE):
-                if bit < 0:
-                    break
-                r2 = (r << 1) | (1 if bit == RECIP_BITS - 1 else 0)   # the dividend's one 1 bit
-                ge = r2 >= den
-                r = Mux(ge, r2 - den, r2)[:DIV_DEN_BITS + 1]
-                q = q | (ge << bit)
-                bit -= 1
-            if st == DIV_STAGES - 1:
-                # The last stage writes the reciprocal set (den == 0: reciprocal 0, so the quotient is 0).
-                with m.If(v):
-                    for n in range(2 * TM):
-                        with m.If(i == n):
-                            m.d.sync += [rec_s[n].eq(s), rec_r[n].eq(Mux(den == 0, 0, q))]
-            else:
-                k = st + 1
-                nv, ni = Signal(name=f"div_v{k}"), Signal(idx_w, name=f"div_i{k}")
-                ns, nden = Signal(sh_w, name=f"div_s{k}"), Signal(DIV_DEN_BITS, name=f"div_den{k}")
-                nrem, nquo = Signal(DIV_DEN_BITS + 1, name=f"div_rem{k}"), Signal(RECIP_BITS, name=f"div_quo{k}")
-                m.d.sync += [nv.eq(v), ni.eq(i), ns.eq(s), nden.eq(den), nrem.eq(r), nquo.eq(q)]
-                v, i, s, den, rem, quo = nv, ni, ns, nden, nrem, nquo
-
-        # ---- numerator path: delay line, then shift, product, rounding
-        num, conv, c = num5, conv5, c5
-        for n in range(NORM_DELAY):
-            c = carry(c, f"nd{n}")
-            num_n, conv_n = Signal.like(num, name=f"nd{n}_num"), Signal.like(conv, name=f"nd{n}_conv")
-            m.d.sync += [num_n.eq(num), conv_n.eq(conv)]
-            num, conv = num_n, conv_n
-        snf, qf = fmt.scaled_numerator_format, fmt.quotient_format
-        sel = c["obank"] * TM + c["tau"]
-        n1 = carry(c, "n1")
-        n1_num = Signal(signed(snf.width))
-        n1_rec = Signal(RECIP_BITS)
-        n1_conv = Signal.like(conv)
-        m.d.sync += [n1_num.eq((num >> Array(rec_s)[sel])[:snf.width].as_signed()),
-                     n1_rec.eq(Array(rec_r)[sel]), n1_conv.eq(conv)]
-        n2 = carry(n1, "n2")
-        n2_prod = Signal(signed(snf.width + RECIP_BITS + 1))
-        n2_conv = Signal.like(conv)
-        m.d.sync += [n2_prod.eq(n1_num * n1_rec), n2_conv.eq(n1_conv)]
-        n3 = carry(n2, "n3")
-        n3_quo = Signal(signed(qf.width))
-        n3_conv = Signal.like(conv)
-        m.d.sync += [n3_quo.eq(((n2_prod + (1 << (DIV_DEN_BITS - 1))) >> DIV_DEN_BITS)[:qf.width].as_signed()),
-                     n3_conv.eq(n2_conv)]
-        return n3_quo, n3_conv, n3

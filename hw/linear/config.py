@@ -1,0 +1,211 @@
+"""Parameters of the linear-attention decode datapath and the layouts its parts share.
+
+``LinearDecodeConfig`` is what a user sets; every width comes from its
+``LinearDecodeFormat`` (``attnforge.linear_format``), which the golden model
+uses too. The pipeline constants (depths, the divider's stages) live here
+because the cycle model (``pipeline_depth``) and the components read them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from amaranth.hdl import Shape, signed
+from amaranth.lib import data
+
+from attnforge.errors import check_int
+from attnforge.linear_format import DIV_DEN_BITS, DIV_FRAC_BITS, PHI_FORMAT, LinearDecodeFormat
+from attnforge.numfmt import INT8, IntFormat
+
+from ..common import log2_ceil
+
+__all__ = [
+    "LinearDecodeConfig", "pipeline_depth", "MAX_HEADS", "PIPELINE_DEPTH", "TREE_CHUNK", "RECIP_BITS",
+    "DIV_STEPS_PER_STAGE", "DIV_STAGES", "NORM_DELAY", "NORM_EXTRA_DEPTH", "shape_of",
+]
+
+MAX_HEADS = 16
+#: Cycles from a pass's last issue to its output-buffer half being seen full by the
+#: emitter (stages 1..6, then the flag register). The cycle model uses it.
+PIPELINE_DEPTH = 7
+#: Readout products summed per adder-tree chunk in the first of the tree's two stages.
+TREE_CHUNK = 8
+#: relu_norm: bits of the reciprocal floor(2**(DIV_DEN_BITS+DIV_FRAC_BITS) / den')
+#: (den' = 1 gives the largest, 2**24), and restoring-division steps per pipeline stage.
+RECIP_BITS = DIV_DEN_BITS + DIV_FRAC_BITS + 1
+DIV_STEPS_PER_STAGE = 3
+DIV_STAGES = -(-RECIP_BITS // DIV_STEPS_PER_STAGE)
+#: relu_norm: stages the numerators wait (delay line) so that the reciprocal of their
+#: token's denominator, computed from the pass's first column, is ready: two
+#: normalization stages + DIV_STAGES, less the one cycle a one-token block leaves.
+NORM_DELAY = DIV_STAGES + 1
+#: relu_norm: extra stages on the output path: the delay line, shift, product, rounding.
+NORM_EXTRA_DEPTH = NORM_DELAY + 3
+
+
+def shape_of(fmt: IntFormat) -> Shape:
+    """The Amaranth shape of a value in ``fmt``."""
+    return Shape(fmt.width, fmt.signed)
+
+
+def pipeline_depth(feature_map: str) -> int:
+    """Cycles from a pass's last issue to its output half being seen full (cycle model)."""
+    return PIPELINE_DEPTH + (NORM_EXTRA_DEPTH if feature_map == "relu_norm" else 0)
+
+
+@dataclass(frozen=True)
+class LinearDecodeConfig:
+    """Generator parameters of the linear-attention decode datapath.
+
+    Parameters
+    ----------
+    d : int
+        Head dimension, 2..256.
+    macs : int
+        M, state elements processed per cycle (each lane has one update and one
+        readout multiplier); must divide d.
+    conv_taps : int
+        K, causal depthwise convolution kernel size (1..16).
+    max_tokens : int
+        Committed tokens per sequence for which the widths are proven safe.
+    t_max : int
+        Largest verify block (draft tokens at once), 1..64.
+    heads : int
+        Heads time-multiplexed on the one datapath (own state, history, taps), 1..16.
+    feature_map : str
+        ``"relu"`` (unnormalized) or ``"relu_norm"`` (normalized: the normalizer z is
+        kept as one more column of the state, ``den = phi(q)^T z`` comes out of the
+        readout lanes first in each pass, a pipelined divider takes its reciprocal).
+    attn_multiplier, attn_shift, conv_multiplier, conv_shift : int
+        Requantizers of the attention numerator and of the convolution.
+    snapshots : bool
+        Keep ``t_max + 1`` state banks per head instead of 2: a verify pass writes
+        the state after *every* draft token, so ``commit(a)`` is free for every a
+        (no replay pass), at ``(t_max + 1) / 2`` times the state memory.
+    """
+
+    # The arithmetic parameters' defaults are LinearDecodeFormat's (one place).
+    d: int = LinearDecodeFormat.d
+    macs: int = LinearDecodeFormat.d      # M = d: one row group, and it always divides the default d
+    conv_taps: int = LinearDecodeFormat.conv_taps
+    max_tokens: int = LinearDecodeFormat.max_tokens
+    t_max: int = LinearDecodeFormat.t_max
+    heads: int = 1
+    feature_map: str = LinearDecodeFormat.feature_map
+    attn_multiplier: int = LinearDecodeFormat.attn_multiplier
+    attn_shift: int = LinearDecodeFormat.attn_shift
+    conv_multiplier: int = LinearDecodeFormat.conv_multiplier
+    conv_shift: int = LinearDecodeFormat.conv_shift
+    snapshots: bool = False
+
+    def __post_init__(self):
+        if not isinstance(self.snapshots, bool):
+            raise TypeError(f"linear decode snapshots must be a bool, not {self.snapshots!r}")
+        check_int("linear decode macs (M)", self.macs, 1, kind="a positive integer")
+        check_int("linear decode heads", self.heads, 1, MAX_HEADS, kind="a positive integer")
+        fmt = self.format  # validates d, K, max_tokens, t_max, feature_map, requantizers
+        if self.macs > fmt.d or fmt.d % self.macs:
+            raise ValueError(f"linear decode macs (M) must divide d={self.d} (1 <= M <= d), not {self.macs}")
+
+    @property
+    def format(self) -> LinearDecodeFormat:
+        return LinearDecodeFormat(d=self.d, conv_taps=self.conv_taps, max_tokens=self.max_tokens,
+                                  t_max=self.t_max, feature_map=self.feature_map,
+                                  attn_multiplier=self.attn_multiplier, attn_shift=self.attn_shift,
+                                  conv_multiplier=self.conv_multiplier, conv_shift=self.conv_shift)
+
+    @property
+    def groups(self) -> int:
+        """G, row groups of M state rows."""
+        return self.d // self.macs
+
+    @property
+    def normalized(self) -> bool:
+        return self.feature_map == "relu_norm"
+
+    @property
+    def columns(self) -> int:
+        """State columns a pass walks: d, plus the normalizer z (relu_norm)."""
+        return self.d + 1 if self.normalized else self.d
+
+    @property
+    def banks(self) -> int:
+        """State banks per head."""
+        return self.t_max + 1 if self.snapshots else 2
+
+    @property
+    def head_width(self) -> int:
+        return max(1, log2_ceil(self.heads))
+
+    # ---------------------------------------------------------------- shapes
+
+    @property
+    def state_depth(self) -> int:
+        """Words of the state memory: per head, bank, row group and column, one word of M elements."""
+        return self.heads * self.banks * self.groups * self.columns
+
+    @property
+    def state_word(self) -> data.ArrayLayout:
+        return data.ArrayLayout(signed(self.format.state_format.width), self.macs)
+
+    @property
+    def block_depth(self) -> int:
+        """Words of the draft-block memory (at least 2: a 1-deep memory has a zero-width address)."""
+        return max(self.t_max, 2)
+
+    @property
+    def block_word(self) -> data.StructLayout:
+        """One draft token: q, k and v, d int8 each."""
+        vec = data.ArrayLayout(shape_of(INT8), self.d)
+        return data.StructLayout({"q": vec, "k": vec, "v": vec})
+
+    @property
+    def token_count_shape(self):
+        """A count of draft tokens, 0..t_max."""
+        return range(self.t_max + 1)
+
+    @property
+    def token_index_shape(self):
+        """A draft token's index in its block, 0..t_max-1 (never zero-width)."""
+        return range(self.block_depth)
+
+    @property
+    def phi_shape(self):
+        return shape_of(PHI_FORMAT)
+
+    @property
+    def input_layout(self) -> data.StructLayout:
+        vec = data.ArrayLayout(shape_of(INT8), self.d)
+        return data.StructLayout({
+            "cmd": 2, "last": 1, "head": self.head_width, "a": self.format.block_width,
+            "q": vec, "k": vec, "v": vec,
+        })
+
+    @property
+    def output_layout(self) -> data.ArrayLayout:
+        return data.ArrayLayout(shape_of(INT8), self.d)
+
+    @property
+    def element_layout(self) -> data.StructLayout:
+        """What travels with one issued state element (column ``column`` of row group g, draft token
+        ``token``) down the pipeline, from the fetch stage to the output buffer."""
+        fields = {
+            "valid": 1,
+            "first_token": 1,          # token 0 of the pass: the state word comes from memory
+            "last_token": 1,           # last token of the pass: the word goes back to memory
+            "first_group": 1,          # row group 0: the numerator sum starts
+            "last_group": 1,           # last row group: the numerator is complete
+            "bank_zero": 1,            # the committed bank holds zeros (after reset)
+            "emit": 1,                 # the pass produces outputs (not a commit replay)
+            "pass_end": 1,             # the pass's last element
+            "token": self.token_index_shape,
+            "column": range(self.columns),
+            "out_half": 1,             # output-buffer half the pass writes
+            "state_addr": range(self.state_depth),   # where the updated word is written
+            "tokens": self.token_count_shape,        # tokens of the pass
+        }
+        if self.snapshots:
+            fields["snapshot_bank"] = range(self.heads * self.banks)
+        if self.normalized:
+            fields["is_z"] = 1         # the normalizer column (gives the denominator)
+        return data.StructLayout(fields)

@@ -1,0 +1,270 @@
+"""Command and state control: takes the command stream, keeps every head's bookkeeping
+and walks the passes.
+
+* Commands (``CMD_*`` of ``attnforge.linear_format``), one per cycle while idle:
+  TOKEN collects the draft block (one word of q, k, v per token in the block
+  memory) and starts a pass at ``last`` or ``t_max`` tokens; COMMIT folds the
+  first ``a`` tokens of the pending block (flip the bank pointer, a replay pass,
+  or nothing), counts them and raises the head's overflow flag past
+  ``max_tokens``; RESET marks the head's banks zero and clears count, flag and
+  history; TAPS loads one row of taps.
+* Per head: the committed bank (two banks, or a ring of ``t_max + 1`` snapshot
+  banks), a zero flag per bank (so reset costs no memory clear), the committed
+  token count and the sticky overflow flag.
+* A pass walks ``for g, for column, for tau``; the fetch stage reads the state
+  word's address and the token's q, k, v (the block memory read a cycle ahead)
+  and registers the element for the lanes.
+* After a commit the committed v enter the convolution history, one per cycle.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Array, Cat, Module, Mux, Signal
+from amaranth.lib import stream
+from amaranth.lib.memory import ReadPort, WritePort
+from amaranth.lib.wiring import In, Out
+
+from attnforge.linear_format import CMD_COMMIT, CMD_RESET, CMD_TAPS, CMD_TOKEN, PHI_FORMAT
+
+from ..common import ConfiguredComponent, log2_ceil
+from .config import LinearDecodeConfig
+from .interfaces import ConvControlSignature, FetchSignature, OutputHalfSignature
+
+__all__ = ["CommandControl"]
+
+
+def phi(x):
+    """ReLU of an int8 value: 0..127 (``PHI_FORMAT``)."""
+    x = x.as_signed()
+    return Mux(x[-1], 0, x[:PHI_FORMAT.width])
+
+
+class _Registers:
+    """The control's registers, shared by the FSM states and the fetch stage."""
+
+    def __init__(self, cfg: LinearDecodeConfig):
+        heads, banks = cfg.heads, cfg.banks
+        # committed bank per head: one bit (two banks) or a ring index (snapshot banks)
+        self.bank = Signal(heads, name="committed_bank")
+        self.ring = [Signal(range(banks), name=f"committed_bank{h}") for h in range(heads)] if cfg.snapshots else []
+        # bank holds all zeros (after reset), per head and bank; the memory itself is never cleared
+        self.zero = Signal(banks * heads, init=(1 << (banks * heads)) - 1, name="bank_zero")
+        self.count = [Signal(range(cfg.max_tokens + 2), name=f"committed{h}") for h in range(heads)]
+        self.overflow = Signal(heads, name="overflow_flags")
+        self.collected = Signal(cfg.token_count_shape)     # tokens collected into the block
+        self.pending = Signal(cfg.token_count_shape)       # size of the pending block (0: none)
+        self.head = Signal(cfg.head_width, name="block_head")
+        self.pass_tokens = Signal(cfg.token_count_shape)   # tokens of the pass in flight
+        self.pass_emit = Signal()                          # the pass produces outputs
+        self.pass_flip = Signal()                          # flip the bank when the pass ends (commit replay)
+        self.shifts_left = Signal(cfg.token_count_shape)   # history shifts still to do
+        self.shift_token = Signal(cfg.token_count_shape)   # token whose v enters the history next
+        self.group = Signal(range(max(cfg.groups, 2)))      # never zero-width (Verilog [-1:0])
+        self.column = Signal(range(cfg.columns))
+        self.token = Signal(cfg.token_index_shape)
+        self.half = Signal(name="out_half")                # output-buffer half of the next output pass
+        self.issue = Signal()                              # an element enters the pipeline
+        self.pass_end = Signal()                           # ... and it is the pass's last
+        self.token_next = Signal.like(self.token)          # token's value in the next cycle
+        self.block_addr = Signal.like(self.token)          # block memory read address (a cycle ahead)
+
+
+class CommandControl(ConfiguredComponent):
+    """The command FSM (IDLE, PASS, HIST), per-head bookkeeping and the fetch stage.
+
+    Parameters
+    ----------
+    config : LinearDecodeConfig
+
+    Members
+    -------
+    i : ``In(stream.Signature(config.input_layout))``
+        Commands; taken (``ready``) only while idle, one per cycle.
+    overflow : ``Out(config.heads)``
+        Sticky per head: more than ``max_tokens`` tokens committed since reset.
+    block_write : ``In(WritePort.Signature(shape=config.block_word))``
+        The draft-block memory's write port: token n of the block at address n.
+    block_read : ``In(ReadPort.Signature(shape=config.block_word))``
+        Its read port (transparent for ``block_write``), addressed a cycle ahead: the
+        next pass token, or the next token whose v enters the history.
+    fetch : ``Out(FetchSignature(config))``
+        The element of each pass cycle, to the lanes and the convolution.
+    conv : ``Out(ConvControlSignature(config))``
+        Tap loads, history shifts and history clears.
+    half : ``Out(OutputHalfSignature())``
+        The output half of the next output pass: it starts only when ``free``.
+    """
+
+    config_type = LinearDecodeConfig
+
+    @classmethod
+    def signature_of(cls, config: LinearDecodeConfig):
+        block_addr = log2_ceil(config.block_depth)
+        return {
+            "i": In(stream.Signature(config.input_layout)),
+            "overflow": Out(config.heads),
+            "block_write": In(WritePort.Signature(addr_width=block_addr, shape=config.block_word)),
+            "block_read": In(ReadPort.Signature(addr_width=block_addr, shape=config.block_word)),
+            "fetch": Out(FetchSignature(config)),
+            "conv": Out(ConvControlSignature(config)),
+            "half": Out(OutputHalfSignature()),
+        }
+
+    def elaborate(self, platform):
+        m = Module()
+        r = _Registers(self._config)
+        m.d.comb += [self.overflow.eq(r.overflow), self.half.half.eq(r.half),
+                     r.token_next.eq(r.token), r.block_addr.eq(r.token_next), self.block_read.addr.eq(r.block_addr)]
+        m.d.sync += r.token.eq(r.token_next)
+        with m.FSM() as fsm:
+            with m.State("IDLE"):
+                with m.If(self.i.valid):
+                    self._command(m, r)
+            with m.State("PASS"):
+                self._pass(m, r)
+            with m.State("HIST"):
+                self._history(m, r)
+        # A continuous assignment (not inside the FSM's case statement): Icarus does not
+        # evaluate an `always @*` whose inputs never change after time 0.
+        m.d.comb += self.i.ready.eq(fsm.ongoing("IDLE"))
+        self._fetch(m, r)
+        return m
+
+    def _command(self, m, r):
+        """IDLE with a command: collect a token, commit, reset, load taps."""
+        cfg = self._config
+        p = self.i.p
+        with m.Switch(p.cmd):
+            with m.Case(CMD_TOKEN):
+                m.d.comb += [self.block_write.addr.eq(r.collected), self.block_write.en.eq(1),
+                             self.block_write.data.eq(Cat(p.q, p.k, p.v))]
+                m.d.sync += [r.head.eq(p.head), r.pending.eq(0)]
+                with m.If(p.last | (r.collected == cfg.t_max - 1)):
+                    m.d.sync += [r.pass_tokens.eq(r.collected + 1), r.pending.eq(r.collected + 1),
+                                 r.collected.eq(0), r.pass_emit.eq(1), r.pass_flip.eq(0)]
+                    m.next = "PASS"
+                with m.Else():
+                    m.d.sync += r.collected.eq(r.collected + 1)
+            with m.Case(CMD_COMMIT):
+                with m.If((r.pending != 0) & (p.a <= r.pending)):
+                    self._commit(m, r, p.a)
+            with m.Case(CMD_RESET):
+                for h in range(cfg.heads):
+                    with m.If(p.head == h):
+                        m.d.sync += [*[r.zero[cfg.banks * h + b].eq(1) for b in range(cfg.banks)],
+                                     r.count[h].eq(0), r.overflow[h].eq(0)]
+                m.d.comb += [self.conv.history_clear.eq(1), self.conv.head.eq(p.head)]
+                m.d.sync += [r.pending.eq(0), r.collected.eq(0)]
+            with m.Case(CMD_TAPS):
+                m.d.comb += [self.conv.taps_load.eq(1), self.conv.head.eq(p.head), self.conv.taps_index.eq(p.a),
+                             self.conv.row.eq(p.v)]
+
+    def _commit(self, m, r, accepted):
+        """commit(a) of the pending block: count, then move the committed bank (or replay)."""
+        cfg = self._config
+        m.d.sync += r.pending.eq(0)
+        for h in range(cfg.heads):
+            with m.If(r.head == h):
+                total = r.count[h] + accepted
+                m.d.sync += r.count[h].eq(Mux(total > cfg.max_tokens, cfg.max_tokens + 1, total))
+                with m.If(total > cfg.max_tokens):
+                    m.d.sync += r.overflow[h].eq(1)
+        shifts = [r.shifts_left.eq(accepted), r.shift_token.eq(0)]
+        if cfg.snapshots:
+            # The pass left the state after token a in bank cur + a.
+            with m.If(accepted != 0):
+                for h in range(cfg.heads):
+                    with m.If(r.head == h):
+                        moved = r.ring[h] + accepted
+                        m.d.sync += r.ring[h].eq(Mux(moved >= cfg.banks, moved - cfg.banks, moved))
+                m.d.sync += shifts
+                if cfg.conv_taps > 1:
+                    m.next = "HIST"
+        else:
+            with m.If(accepted == r.pending):
+                m.d.sync += [r.bank.bit_select(r.head, 1).eq(~r.bank.bit_select(r.head, 1)), *shifts]
+                if cfg.conv_taps > 1:
+                    m.next = "HIST"
+            with m.Elif(accepted != 0):
+                m.d.sync += [r.pass_tokens.eq(accepted), r.pass_emit.eq(0), r.pass_flip.eq(1), *shifts]
+                m.next = "PASS"
+
+    def _pass(self, m, r):
+        """PASS: one element per cycle; an output pass starts only on a free output half."""
+        cfg = self._config
+        start = (r.group == 0) & (r.column == 0) & (r.token == 0)
+        with m.If(~start | ~r.pass_emit | self.half.free):
+            m.d.comb += r.issue.eq(1)
+            with m.If(start):
+                if not cfg.snapshots:
+                    other = Cat(~r.bank.bit_select(r.head, 1), r.head)
+                    m.d.sync += r.zero.bit_select(other, 1).eq(0)
+                with m.If(r.pass_emit):
+                    m.d.comb += self.half.claim.eq(1)
+            last_token = r.token == r.pass_tokens - 1
+            m.d.comb += r.token_next.eq(Mux(last_token, 0, r.token + 1))
+            with m.If(last_token):
+                m.d.sync += r.column.eq(Mux(r.column == cfg.columns - 1, 0, r.column + 1))
+                with m.If(r.column == cfg.columns - 1):
+                    m.d.sync += r.group.eq(Mux(r.group == cfg.groups - 1, 0, r.group + 1))
+            m.d.comb += r.pass_end.eq(last_token & (r.column == cfg.columns - 1) & (r.group == cfg.groups - 1))
+            with m.If(r.pass_end):
+                with m.If(r.pass_emit):
+                    m.d.sync += r.half.eq(~r.half)
+                with m.If(r.pass_flip):
+                    m.d.sync += r.bank.bit_select(r.head, 1).eq(~r.bank.bit_select(r.head, 1))
+                    m.next = "HIST" if cfg.conv_taps > 1 else "IDLE"
+                with m.Else():
+                    m.next = "IDLE"
+
+    def _history(self, m, r):
+        """HIST: the committed tokens' v enter the head's history, one per cycle."""
+        m.d.comb += [r.block_addr.eq(r.shift_token + 1), self.conv.history_shift.eq(1),
+                     self.conv.head.eq(r.head), self.conv.row.eq(self.block_read.data.v)]
+        m.d.sync += [r.shift_token.eq(r.shift_token + 1), r.shifts_left.eq(r.shifts_left - 1)]
+        with m.If(r.shifts_left == 1):
+            m.next = "IDLE"
+
+    def _fetch(self, m, r):
+        """The fetch stage: state word address (read now), the element registered for the update stage."""
+        cfg = self._config
+        d, macs, banks, groups, columns = cfg.d, cfg.macs, cfg.banks, cfg.groups, cfg.columns
+        if cfg.snapshots:
+            committed = Array(r.ring)[r.head]
+            read_bank = r.head * banks + committed                 # (head, bank) of the committed state
+            after = committed + 1 + r.token                        # snapshot after draft token tau
+            write_bank = r.head * banks + Mux(after >= banks, after - banks, after)
+        else:
+            committed = r.bank.bit_select(r.head, 1)
+            read_bank = Cat(committed, r.head)
+            write_bank = Cat(~committed, r.head)
+        fetch, element = self.fetch, self.fetch.element
+        column = r.column
+        if cfg.normalized:
+            column = Signal(range(d), name="data_column")           # column 0 is z, S columns are 1..d
+            m.d.comb += column.eq(Mux(r.column == 0, 0, r.column - 1))
+        m.d.comb += [fetch.state_addr.eq((read_bank * groups + r.group) * columns + r.column),
+                     fetch.head.eq(r.head), fetch.data_column.eq(column)]
+        token = self.block_read.data            # token tau (address issued last cycle)
+        m.d.sync += [
+            element.valid.eq(r.issue), element.first_token.eq(r.token == 0),
+            element.last_token.eq(r.token == r.pass_tokens - 1),
+            element.first_group.eq(r.group == 0), element.last_group.eq(r.group == groups - 1),
+            element.bank_zero.eq(r.zero.bit_select(read_bank, 1)), element.emit.eq(r.pass_emit),
+            element.pass_end.eq(r.pass_end), element.token.eq(r.token), element.column.eq(r.column),
+            element.out_half.eq(r.half), element.state_addr.eq((write_bank * groups + r.group) * columns + r.column),
+            element.tokens.eq(r.pass_tokens),
+            *[fetch.phi_k[i].eq(phi(token.k[r.group * macs + i])) for i in range(macs)],
+            *[fetch.phi_q[i].eq(phi(token.q[r.group * macs + i])) for i in range(macs)],
+        ]
+        v = token.v[column]
+        if cfg.normalized:
+            # z is the column with v = 1: S[i][z] += phi(k)[i] * 1
+            m.d.sync += [fetch.v.eq(Mux(r.column == 0, 1, v)), element.is_z.eq(r.column == 0)]
+        else:
+            m.d.sync += fetch.v.eq(v)
+        if cfg.snapshots:
+            m.d.sync += element.snapshot_bank.eq(write_bank)
+            # Every token's state goes to its snapshot bank, which then holds real data.
+            with m.If(element.valid):
+                m.d.sync += r.zero.bit_select(element.snapshot_bank, 1).eq(0)

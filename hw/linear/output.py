@@ -1,0 +1,123 @@
+"""Output stage: both requantizers, the double-buffered output buffer and its emitter.
+
+Per element (column j of draft token tau, last row group) the attention value and
+the convolution sum are requantized into ``MID_FORMAT``, added, saturated to int8
+and written as byte j of token tau's word in the pass's output half. A half that
+a pass has completely written is emitted one token (d int8) per ``o`` transfer.
+Because a pass claims its half before it starts and only when it is free,
+backpressure on ``o`` never reaches the pipeline.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Const, Module, Signal
+from amaranth.lib import stream
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from attnforge.linear_format import MID_FORMAT
+from attnforge.numfmt import INT8
+
+from ..common import ConfiguredComponent, mux_tree, requant_product, requant_round, saturate
+from .config import LinearDecodeConfig
+from .interfaces import OutputHalfSignature, ResultSignature
+
+__all__ = ["OutputStage"]
+
+
+class OutputStage(ConfiguredComponent):
+    """Requantizers (two stages), output buffer (two halves of ``t_max`` tokens) and emitter.
+
+    Parameters
+    ----------
+    config : LinearDecodeConfig
+
+    Members
+    -------
+    result : ``In(ResultSignature(config, attn_input_format.width))``
+        One element per cycle (``element.valid``): its context, the attention input
+        (numerator, or quotient for relu_norm) and the convolution sum. Written to the
+        buffer two cycles later when the element emits (``emit``), is in the last row
+        group and is not the z column; the pass's last element (``pass_end``) marks its
+        half full with ``tokens`` tokens.
+    half : ``In(OutputHalfSignature())``
+        The half the command control's next output pass writes; ``free`` tells it the
+        half can be claimed, ``claim`` marks it busy until the pass's last element.
+    o : ``Out(stream.Signature(config.output_layout))``
+        One token's d int8 outputs per transfer, in order; a half is emitted once full.
+    """
+
+    config_type = LinearDecodeConfig
+
+    @classmethod
+    def signature_of(cls, config: LinearDecodeConfig):
+        return {
+            "result": In(ResultSignature(config, config.format.attn_input_format.width)),
+            "half": In(OutputHalfSignature()),
+            "o": Out(stream.Signature(config.output_layout)),
+        }
+
+    def elaborate(self, platform):
+        cfg = self._config
+        tm = cfg.t_max
+        m = Module()
+        full = Signal(2)          # half written completely, not yet emitted
+        busy = Signal(2)          # half claimed by a pass still writing it
+        tokens = [Signal(cfg.token_count_shape, name=f"half{b}_tokens") for b in range(2)]
+        m.d.comb += self.half.free.eq(~(full.bit_select(self.half.half, 1) | busy.bit_select(self.half.half, 1)))
+        with m.If(self.half.claim):
+            m.d.sync += busy.bit_select(self.half.half, 1).eq(1)
+
+        element, value = self._requantize(m)
+        # Two halves of t_max tokens, one word (d int8) per token, written one int8 per cycle
+        # (byte enables), read by the emitter; the read is transparent so a half is read in the
+        # cycle its last int8 is written.
+        buffer = Memory(shape=INT8.width * cfg.d, depth=2 * tm, init=[])
+        m.submodules.buffer = buffer
+        write = buffer.write_port(granularity=INT8.width)
+        read = buffer.read_port(transparent_for=(write,))
+        m.d.comb += [write.addr.eq(element.out_half * tm + element.token),
+                     write.data.eq(value.as_signed()[:INT8.width].replicate(cfg.d))]
+        written = element.valid & element.emit & element.last_group
+        if cfg.normalized:
+            with m.If(written & ~element.is_z):
+                m.d.comb += write.en.bit_select((element.column - 1)[:len(element.column)], 1).eq(1)
+        else:
+            with m.If(written):
+                m.d.comb += write.en.bit_select(element.column, 1).eq(1)
+        with m.If(element.valid & element.emit & element.pass_end):
+            for b in range(2):
+                with m.If(element.out_half == b):
+                    m.d.sync += [full[b].eq(1), busy[b].eq(0), tokens[b].eq(element.tokens)]
+
+        # Emitter: the read address is (half, token) of the next cycle, so the word is there with o.valid.
+        half, token = Signal(), Signal(cfg.token_index_shape)
+        half_next, token_next = Signal(), Signal.like(token)
+        m.d.comb += [half_next.eq(half), token_next.eq(token)]
+        m.d.sync += [half.eq(half_next), token.eq(token_next)]
+        m.d.comb += [read.addr.eq(half_next * tm + token_next),
+                     self.o.valid.eq(full.bit_select(half, 1)), self.o.payload.as_value().eq(read.data)]
+        with m.If(self.o.valid & self.o.ready):
+            with m.If(token == mux_tree(tokens, half) - 1):
+                m.d.comb += [token_next.eq(0), half_next.eq(~half)]
+                m.d.sync += full.bit_select(half, 1).eq(0)
+            with m.Else():
+                m.d.comb += token_next.eq(token + 1)
+        return m
+
+    def _requantize(self, m):
+        """Stage 1: both requantizer products; stage 2 (combinational, into the buffer's write
+        port): rounding shifts into MID_FORMAT, the sum saturated to int8. Returns the
+        element context of stage 2 and the int8 value."""
+        fmt = self._config.format
+        attn_rq, conv_rq = fmt.attn_requant, fmt.conv_requant
+        result = self.result
+        element = Signal.like(result.element, name="requant_element")
+        attn_product = requant_product(result.attn, Const(attn_rq.multiplier, attn_rq.multiplier_width))
+        conv_product = requant_product(result.conv, Const(conv_rq.multiplier, conv_rq.multiplier_width))
+        attn_reg = Signal(attn_product.shape(), name="requant_attn_product")
+        conv_reg = Signal(conv_product.shape(), name="requant_conv_product")
+        m.d.sync += [element.eq(result.element), attn_reg.eq(attn_product), conv_reg.eq(conv_product)]
+        mid_sum = (requant_round(attn_reg, attn_rq.shift, MID_FORMAT)
+                   + requant_round(conv_reg, conv_rq.shift, MID_FORMAT))
+        return element, saturate(mid_sum, INT8)

@@ -1,0 +1,412 @@
+"""Unit tests of the linear decode datapath's components (hw/linear/*) in amaranth.sim.
+
+Each component is driven alone through its signature, and checked against the
+golden model (``algo/linear/golden.py``) or the number formats'
+requantizers (``attnforge.numfmt``), never against the same arithmetic written
+again here: the normalizer's divider at den = 0, 1, the reduction boundary and
+the largest den; the lanes' update and readout (wrapping included); the output
+stage under random backpressure; the command control's verify/commit rules and
+the overflow flag. Also ``PipelinedDivider`` with the linear datapath's
+parameters (tests/test_hw_common.py does not exist yet).
+"""
+
+import random
+
+import numpy as np
+import pytest
+from amaranth.hdl import Module
+from amaranth.lib import wiring
+from amaranth.lib.memory import Memory
+from amaranth.sim import Simulator
+
+from attnforge.algo.linear.golden import LinearDecodeGolden, _wrap, divide_fixed
+from attnforge.hw.common import PipelinedDivider
+from attnforge.hw.linear import LinearDecodeConfig
+from attnforge.hw.linear.config import DIV_STAGES, NORM_EXTRA_DEPTH, RECIP_BITS
+from attnforge.hw.linear.control import CommandControl
+from attnforge.hw.linear.lanes import StateLanes
+from attnforge.hw.linear.normalizer import Normalizer
+from attnforge.hw.linear.output import OutputStage
+from attnforge.linear_format import CMD_COMMIT, CMD_RESET, CMD_TAPS, CMD_TOKEN, DIV_DEN_BITS, DIV_FRAC_BITS
+from attnforge.numfmt import INT8, saturate
+
+
+def _simulate(top, bench, deadline=None):
+    sim = Simulator(top)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run() if deadline is None else sim.run_until(deadline)
+
+
+# ---------------------------------------------------------------- PipelinedDivider (linear parameters)
+
+def test_pipelined_divider_gives_the_reciprocal_of_divide_fixed():
+    """2**24 // den' for den' = 0 (gives 0), 1 (the largest, 2**24), 2**16 - 1 and random, one per cycle,
+    DIV_STAGES - 1 cycles of latency, the tag alongside."""
+    div = PipelinedDivider(dividend=1 << (RECIP_BITS - 1), divisor_width=DIV_DEN_BITS, quotient_bits=RECIP_BITS,
+                           stages=DIV_STAGES, tag_shape=8)
+    rng = random.Random(1)
+    dens = [0, 1, 2, 3, 255, 256, (1 << 15) + 1, (1 << 16) - 1] + [rng.randrange(1 << 16) for _ in range(40)]
+    got = {}
+
+    async def bench(ctx):
+        for cycle in range(len(dens) + DIV_STAGES + 2):
+            if cycle < len(dens):
+                ctx.set(div.i_valid, 1)
+                ctx.set(div.i_divisor, dens[cycle])
+                ctx.set(div.i_tag, cycle)
+            else:
+                ctx.set(div.i_valid, 0)
+            if ctx.get(div.o_valid):
+                got[ctx.get(div.o_tag)] = (cycle, ctx.get(div.o_quotient))
+            await ctx.tick()
+
+    _simulate(div, bench)
+    assert sorted(got) == list(range(len(dens)))
+    for n, den in enumerate(dens):
+        cycle, quotient = got[n]
+        assert cycle == n + DIV_STAGES - 1
+        # divide_fixed's reciprocal of a reduced den' (it never takes one of 0: den = 0 gives quotient 0)
+        assert quotient == ((1 << (DIV_DEN_BITS + DIV_FRAC_BITS)) // den if den else 0), den
+
+
+# ---------------------------------------------------------------- Normalizer
+
+NORM = LinearDecodeConfig(d=8, macs=4, conv_taps=2, t_max=4, feature_map="relu_norm")
+
+
+def _element(cfg, **fields):
+    base = dict(valid=1, first_token=0, last_token=0, first_group=0, last_group=1, bank_zero=0, emit=1,
+                pass_end=0, token=0, column=1, out_half=0, state_addr=0, tokens=1)
+    if cfg.normalized:
+        base["is_z"] = 0
+    if cfg.snapshots:
+        base["snapshot_bank"] = 0
+    base.update(fields)
+    return {name: int(value) for name, value in base.items()}
+
+
+def test_normalizer_divides_like_divide_fixed_at_the_edges():
+    """Each den (0, 1, the DIV_DEN_BITS boundary, the largest) on the z column, its token's numerators
+    (extremes |A| = 128 den and small values) from the next cycle on; quotients as divide_fixed,
+    context and conv sum unchanged, NORM_EXTRA_DEPTH cycles later. A negative den (only past
+    max_tokens) is taken as 0."""
+    fmt = NORM.format
+    den_max = (1 << (fmt.denominator_format.width - 1)) - 1
+    dens = [0, 1, 2, 3, (1 << DIV_DEN_BITS) - 1, 1 << DIV_DEN_BITS, (1 << DIV_DEN_BITS) + 1,
+            (1 << (DIV_DEN_BITS + 3)) + 12345, den_max, -5]
+    norm = Normalizer(NORM)
+    beats = []   # (element fields, attn, conv, expected quotient or None for the z column)
+    for n, den in enumerate(dens):
+        token, half = n % NORM.t_max, (n // NORM.t_max) % 2
+        beats.append((_element(NORM, token=token, out_half=half, column=0, is_z=1), den, 7, None))
+        eff = max(den, 0)
+        nums = [-128 * eff, 127 * eff, 1, -1, 0] if eff else [5, -5, 0]
+        nums = [a for a in nums if fmt.numerator_format.contains(a)]
+        for c, a in enumerate(nums):
+            expected = int(divide_fixed(np.array([a]), eff)[0])
+            beats.append((_element(NORM, token=token, out_half=half, column=1 + c % NORM.d), a, -3 - c, expected))
+    out = []
+
+    async def bench(ctx):
+        for cycle in range(len(beats) + NORM_EXTRA_DEPTH + 1):
+            if cycle < len(beats):
+                fields, attn, conv, _ = beats[cycle]
+                ctx.set(norm.numerator.element, fields)
+                ctx.set(norm.numerator.attn, attn)
+                ctx.set(norm.numerator.conv, conv)
+            else:
+                ctx.set(norm.numerator.element, _element(NORM, valid=0))
+            if cycle >= NORM_EXTRA_DEPTH:
+                out.append((ctx.get(norm.quotient.element.is_z), ctx.get(norm.quotient.element.column),
+                            ctx.get(norm.quotient.attn), ctx.get(norm.quotient.conv)))
+            await ctx.tick()
+
+    _simulate(norm, bench)
+    for (fields, _, conv, expected), (is_z, column, quotient, conv_out) in zip(beats, out):
+        assert (is_z, column, conv_out) == (fields["is_z"], fields["column"], conv)
+        if expected is not None:
+            assert quotient == expected
+
+
+def test_normalizer_needs_relu_norm():
+    with pytest.raises(ValueError, match="feature_map='relu_norm', not 'relu'"):
+        Normalizer(LinearDecodeConfig(d=8, macs=4))
+
+
+# ---------------------------------------------------------------- StateLanes
+
+LANES = LinearDecodeConfig(d=4, macs=2, conv_taps=1, t_max=3, max_tokens=8)   # G = 2, a narrow state
+
+
+def _lanes_bench(cfg, init):
+    m = Module()
+    m.submodules.lanes = lanes = StateLanes(cfg)
+    m.submodules.state = state = Memory(shape=cfg.state_word, depth=cfg.state_depth, init=init)
+    wiring.connect(m, lanes.state_read, state.read_port())
+    wiring.connect(m, lanes.state_write, state.write_port())
+    return m, lanes, state
+
+
+@pytest.mark.parametrize("zero_bank", [False, True])
+def test_lanes_update_and_readout_match_the_golden_model(zero_bank):
+    """One pass of T = 3 draft tokens over both row groups from a state near the wrap-around
+    (bank 0, or a bank marked zero by reset): every numerator phi(q_tau)^T S_tau and the
+    state written to bank 1 are the golden model's (verify, commit(T))."""
+    cfg, fmt = LANES, LANES.format
+    d, macs, groups, t = cfg.d, cfg.macs, cfg.groups, 3
+    rng = np.random.default_rng(5)
+    s0 = rng.integers(fmt.state_format.max - 3000, fmt.state_format.max, size=(d, d))
+    s0[::2] = rng.integers(fmt.state_format.min, fmt.state_format.min + 3000, size=(d // 2, d))
+    q, k, v = (rng.integers(-128, 128, size=(t, d)) for _ in range(3))
+    k[1, 0] = 127     # large positive products on a row near the maximum: the state wraps
+
+    def addr(bank, g, j):
+        return (bank * groups + g) * cfg.columns + j
+
+    init = [[0] * macs for _ in range(cfg.state_depth)]
+    for g in range(groups):
+        for j in range(d):
+            init[addr(0, g, j)] = [int(s0[g * macs + i, j]) for i in range(macs)]
+    m, lanes, state = _lanes_bench(cfg, init)
+    elements = [(g, j, tau) for g in range(groups) for j in range(d) for tau in range(t)]
+    numerators = {}
+
+    async def bench(ctx):
+        fetch = lanes.fetch
+        for cycle in range(len(elements) + 8):
+            if cycle < len(elements):
+                g, j, _ = elements[cycle]
+                ctx.set(fetch.state_addr, addr(0, g, j))
+            if 1 <= cycle <= len(elements):
+                g, j, tau = elements[cycle - 1]
+                ctx.set(fetch.element, _element(cfg, first_token=tau == 0, last_token=tau == t - 1,
+                                                first_group=g == 0, last_group=g == groups - 1,
+                                                bank_zero=zero_bank, token=tau, column=j,
+                                                state_addr=addr(1, g, j)))
+                ctx.set(fetch.v, int(v[tau, j]))
+                ctx.set(fetch.phi_k, [int(max(x, 0)) for x in k[tau, g * macs:(g + 1) * macs]])
+                ctx.set(fetch.phi_q, [int(max(x, 0)) for x in q[tau, g * macs:(g + 1) * macs]])
+            else:
+                ctx.set(fetch.element, _element(cfg, valid=0))
+            out = lanes.numerator
+            if ctx.get(out.element.valid) and ctx.get(out.element.last_group):
+                numerators[ctx.get(out.element.token), ctx.get(out.element.column)] = ctx.get(out.attn)
+            await ctx.tick()
+        for g in range(groups):
+            for j in range(d):
+                word = ctx.get(state.data[addr(1, g, j)])
+                for i in range(macs):
+                    written[g * macs + i, j] = word[i]
+
+    written = np.zeros((d, d), dtype=np.int64)
+    _simulate(m, bench)
+
+    golden = LinearDecodeGolden(fmt)
+    golden.S = np.zeros((d, d), dtype=np.int64) if zero_bank else s0.astype(np.int64)
+    S = golden.S.copy()
+    for tau in range(t):
+        S, _ = golden._fold(S, golden.z, k[tau], v[tau])
+        expected = _wrap(np.maximum(q[tau], 0) @ S, fmt.numerator_format)
+        assert [numerators[tau, j] for j in range(d)] == expected.tolist(), tau
+    golden.verify(q, k, v)
+    golden.commit(t)
+    assert (written == golden.S).all()
+
+
+# ---------------------------------------------------------------- OutputStage
+
+def test_output_stage_emits_every_token_once_in_order_under_backpressure():
+    """Six passes (1 to t_max tokens) into alternating halves, each claimed when free, with
+    random o.ready: every token comes out once, in order, as sat_int8(attn_requant(A) +
+    conv_requant(C)) (numfmt's Requantizer), and the stream rules hold."""
+    cfg = LinearDecodeConfig(d=4, macs=4, conv_taps=2, t_max=3, attn_multiplier=40000, attn_shift=20,
+                             conv_multiplier=30000, conv_shift=12)
+    fmt = cfg.format
+    out_stage = OutputStage(cfg)
+    rng = random.Random(3)
+    passes = [rng.randint(1, cfg.t_max) for _ in range(6)]
+    na, nc = fmt.numerator_format, fmt.conv_format
+    expected, got = [], []
+
+    async def drive(ctx):
+        half = 0
+        for tokens in passes:
+            ctx.set(out_stage.half.half, half)
+            while not ctx.get(out_stage.half.free):
+                await ctx.tick()
+            ctx.set(out_stage.half.claim, 1)
+            await ctx.tick()
+            ctx.set(out_stage.half.claim, 0)
+            values = {}
+            for j in range(cfg.d):
+                for tau in range(tokens):
+                    a, c = rng.randint(na.min, na.max) >> rng.randint(0, 30), rng.randint(nc.min, nc.max)
+                    values[tau, j] = (a, c)
+                    ctx.set(out_stage.result.element, _element(cfg, token=tau, column=j, out_half=half, tokens=tokens,
+                                                               pass_end=(j == cfg.d - 1) & (tau == tokens - 1)))
+                    ctx.set(out_stage.result.attn, a)
+                    ctx.set(out_stage.result.conv, c)
+                    await ctx.tick()
+                    ctx.set(out_stage.result.element, _element(cfg, valid=0))
+                    for _ in range(rng.choice([0, 0, 0, 2])):
+                        await ctx.tick()
+            for tau in range(tokens):
+                expected.append([saturate(fmt.attn_requant(values[tau, j][0]) + fmt.conv_requant(values[tau, j][1]),
+                                          INT8)
+                                 for j in range(cfg.d)])
+            half ^= 1
+
+    async def sink(ctx):
+        held = None
+        for _ in range(600):
+            ctx.set(out_stage.o.ready, rng.random() < 0.4)
+            valid, ready = ctx.get(out_stage.o.valid), ctx.get(out_stage.o.ready)
+            payload = [int(x) for x in ctx.get(out_stage.o.payload)] if valid else None
+            if held is not None:
+                assert valid and payload == held, "valid dropped or payload changed before the transfer"
+            if valid and ready:
+                got.append(payload)
+            held = payload if valid and not ready else None
+            await ctx.tick()
+
+    sim = Simulator(out_stage)
+    sim.add_clock(1e-6)
+    sim.add_testbench(drive, background=True)
+    sim.add_testbench(sink)
+    sim.run()
+    assert len(expected) == sum(passes)
+    assert got == expected
+
+
+# ---------------------------------------------------------------- CommandControl
+
+CTRL = LinearDecodeConfig(d=4, macs=2, conv_taps=2, t_max=4, heads=2, max_tokens=5)   # G = 2, 4 columns
+
+
+class _ControlBench:
+    """The command control with its draft-block memory and an always-free output half."""
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.m = m = Module()
+        m.submodules.control = self.dut = dut = CommandControl(cfg)
+        m.submodules.block = block = Memory(shape=cfg.block_word, depth=cfg.block_depth, init=[])
+        write = block.write_port()
+        wiring.connect(m, dut.block_write, write)
+        wiring.connect(m, dut.block_read, block.read_port(transparent_for=(write,)))
+        m.d.comb += dut.half.free.eq(1)
+        self.elements, self.emitting, self.shifts, self.claims = 0, 0, 0, 0
+
+    async def tick(self, ctx):
+        dut = self.dut
+        element = dut.fetch.element
+        self.elements += ctx.get(element.valid)
+        self.emitting += ctx.get(element.valid) & ctx.get(element.emit)
+        self.shifts += ctx.get(dut.conv.history_shift)
+        self.claims += ctx.get(dut.half.claim)
+        await ctx.tick()
+
+    def command(self, cmd, head=0, a=0, last=0):
+        d = self.cfg.d
+        return {"cmd": cmd, "head": head, "a": a, "last": last, "q": [1] * d, "k": [2] * d, "v": [3] * d}
+
+    async def send(self, ctx, cmd, head=0, a=0, last=0):
+        dut = self.dut
+        ctx.set(dut.i.payload, self.command(cmd, head, a, last))
+        ctx.set(dut.i.valid, 1)
+        while not ctx.get(dut.i.ready):
+            await self.tick(ctx)
+        await self.tick(ctx)
+        ctx.set(dut.i.valid, 0)
+        for _ in range(200):          # run the pass / history shifts to the end
+            if ctx.get(dut.i.ready):
+                break
+            await self.tick(ctx)
+        await self.tick(ctx)          # the last element leaves the fetch register
+
+    async def block(self, ctx, tokens, head=0):
+        for tau in range(tokens):
+            await self.send(ctx, CMD_TOKEN, head=head, last=int(tau == tokens - 1))
+
+    def counts(self):
+        counts = (self.elements, self.emitting, self.shifts, self.claims)
+        self.elements = self.emitting = self.shifts = self.claims = 0
+        return counts
+
+
+def test_control_verify_and_commit_rules():
+    """A block of T tokens is one output pass of T * G * d elements; commit(T) only flips the bank
+    and shifts T history rows; commit(a), 0 < a < T, replays a tokens without outputs; commit(0),
+    a commit without a pending block and one with a > T change nothing; a second block drops the
+    first."""
+    bench = _ControlBench(CTRL)
+    per_token = CTRL.groups * CTRL.columns
+    seen = {}
+
+    async def run(ctx):
+        dut = bench.dut
+        await bench.block(ctx, 3)
+        seen["verify3"] = bench.counts()
+        await bench.send(ctx, CMD_COMMIT, a=3)
+        seen["commit3"] = bench.counts()
+        await bench.send(ctx, CMD_COMMIT, a=1)                 # nothing pending: ignored
+        seen["commit_none"] = bench.counts()
+        await bench.block(ctx, 2)
+        bench.counts()
+        await bench.send(ctx, CMD_COMMIT, a=3)                 # a > T: ignored, block still pending
+        seen["commit_too_many"] = bench.counts()
+        await bench.send(ctx, CMD_COMMIT, a=1)                 # replay of one token, one history row
+        seen["commit1_of2"] = bench.counts()
+        await bench.block(ctx, 4)
+        await bench.block(ctx, 1)                              # drops the pending block of 4
+        bench.counts()
+        await bench.send(ctx, CMD_COMMIT, a=2)                 # > the new block's 1: ignored
+        seen["dropped"] = bench.counts()
+        await bench.send(ctx, CMD_COMMIT, a=0)
+        seen["commit0"] = bench.counts()
+        seen["overflow"] = ctx.get(dut.overflow)
+
+    _simulate(bench.m, run)
+    assert seen["verify3"] == (3 * per_token, 3 * per_token, 0, 1)
+    assert seen["commit3"] == (0, 0, 3, 0)
+    assert seen["commit_none"] == (0, 0, 0, 0)
+    assert seen["commit_too_many"] == (0, 0, 0, 0)
+    assert seen["commit1_of2"] == (1 * per_token, 0, 1, 0)
+    assert seen["dropped"] == (0, 0, 0, 0)
+    assert seen["commit0"] == (0, 0, 0, 0)
+    assert seen["overflow"] == 0                               # 3 + 1 committed <= max_tokens = 5
+
+
+def test_control_overflow_flag_is_sticky_per_head_and_cleared_by_reset():
+    """max_tokens = 5: the flag of head 1 rises with the commit that passes 5, stays through
+    further commits, and only a reset of head 1 clears it; head 0 is untouched. Taps loads
+    and resets are refused while a pass runs (i.ready low)."""
+    bench = _ControlBench(CTRL)
+    flags = []
+
+    async def run(ctx):
+        dut = bench.dut
+        for a in (2, 3, 1, 1):
+            await bench.block(ctx, a, head=1)
+            await bench.send(ctx, CMD_COMMIT, head=1, a=a)
+            flags.append(ctx.get(dut.overflow))
+        await bench.send(ctx, CMD_TAPS, head=1, a=1)
+        await bench.send(ctx, CMD_RESET, head=0)
+        flags.append(ctx.get(dut.overflow))
+        await bench.send(ctx, CMD_RESET, head=1)
+        flags.append(ctx.get(dut.overflow))
+        # i.ready is low for the whole pass of a block
+        ctx.set(dut.i.payload, bench.command(CMD_TOKEN, last=1))
+        ctx.set(dut.i.valid, 1)
+        await ctx.tick()
+        ctx.set(dut.i.valid, 0)
+        busy = 0
+        while not ctx.get(dut.i.ready):
+            busy += 1
+            await ctx.tick()
+        flags.append(busy)
+
+    _simulate(bench.m, run)
+    # committed 2, 5 (not past), 6 (past: flag), 7 (stays); head 0's reset keeps it; head 1's clears it
+    assert flags == [0, 0, 0b10, 0b10, 0b10, 0, CTRL.groups * CTRL.columns]
