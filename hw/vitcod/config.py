@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from amaranth.hdl import signed, unsigned
 from amaranth.lib import data
 
+from attnforge.errors import ConfigError, check_int
 from attnforge.numfmt import INT8, accumulator_width
-from attnforge.softmax_int import PROB_FORMAT, RECIP_BITS, Z_FORMAT, recip_width, sum_width
+from attnforge.softmax_int import PROB_FORMAT, recip_width, sum_width
 
 __all__ = ["VitcodConfig", "INDEX_WIDTH", "ROW_SLOTS", "ERR_SIZE", "ERR_ROW_PTR", "ERR_COL_IDX", "ERR_LAYER",
            "ERROR_BITS"]
@@ -32,12 +33,8 @@ ERR_LAYER = 8     # (decoder) a head whose layer (compressed Q/K of its Nq, Nk, 
 ERROR_BITS = 4
 
 
-def _pos_int(what, value, lo, hi):
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"ViTCoD {what} must be an integer, not {value!r}")
-    if not lo <= value <= hi:
-        raise ValueError(f"ViTCoD {what} must be in [{lo}, {hi}], not {value}")
-    return value
+def _check(what, value, lo, hi):
+    return check_int(f"ViTCoD {what}", value, lo, hi)
 
 
 def _pow2(value):
@@ -83,26 +80,26 @@ class VitcodConfig:
     decoder_heads: int = 2
 
     def __post_init__(self):
-        _pos_int("macs (M)", self.macs, 1, 64)
+        _check("macs (M)", self.macs, 1, 64)
         if not _pow2(self.macs):
-            raise ValueError(f"ViTCoD macs (M) must be a power of two, not {self.macs}")
-        _pos_int("head_dim", self.head_dim, 1, 1024)
+            raise ConfigError(f"ViTCoD macs (M) must be a power of two, not {self.macs}")
+        _check("head_dim", self.head_dim, 1, 1024)
         if self.head_dim % self.macs:
-            raise ValueError(f"ViTCoD head_dim={self.head_dim} must be a multiple of macs={self.macs}")
-        _pos_int("max_tokens", self.max_tokens, 1, 4096)
-        _pos_int("max_nnz", self.max_nnz, 1, (1 << INDEX_WIDTH) - 1)
-        _pos_int("dense_lines", self.dense_lines, 1, 64)
-        _pos_int("sparse_lines", self.sparse_lines, 1, 64)
-        _pos_int("data_width", self.data_width, 16, 4096)
+            raise ConfigError(f"ViTCoD head_dim={self.head_dim} must be a multiple of macs={self.macs}")
+        _check("max_tokens", self.max_tokens, 1, 4096)
+        _check("max_nnz", self.max_nnz, 1, (1 << INDEX_WIDTH) - 1)
+        _check("dense_lines", self.dense_lines, 1, 64)
+        _check("sparse_lines", self.sparse_lines, 1, 64)
+        _check("data_width", self.data_width, 16, 4096)
         if not _pow2(self.data_width) or self.data_width % (8 * self.macs):
-            raise ValueError(f"ViTCoD data_width={self.data_width} must be a power of two and a multiple of "
+            raise ConfigError(f"ViTCoD data_width={self.data_width} must be a power of two and a multiple of "
                              f"8 * macs = {8 * self.macs}")
         if (8 * self.head_dim) % self.data_width:
-            raise ValueError(f"ViTCoD data_width={self.data_width} must divide 8 * head_dim = {8 * self.head_dim} "
+            raise ConfigError(f"ViTCoD data_width={self.data_width} must divide 8 * head_dim = {8 * self.head_dim} "
                              f"(a token's row is whole beats)")
         if not isinstance(self.decoder, bool):
             raise TypeError(f"ViTCoD decoder must be True or False, not {self.decoder!r}")
-        _pos_int("decoder_heads", self.decoder_heads, 1, 16)
+        _check("decoder_heads", self.decoder_heads, 1, 16)
 
     # -- derived sizes -------------------------------------------------------------------
     @property
@@ -187,21 +184,9 @@ class VitcodConfig:
         return recip_width()
 
     @property
-    def recip_bits(self) -> int:
-        return RECIP_BITS
-
-    @property
-    def z_width(self) -> int:
-        return Z_FORMAT.width
-
-    @property
     def row_slots(self) -> int:
         """Rows in flight per engine buffer (score and exponent buffers): a power of two."""
         return ROW_SLOTS
-
-    @property
-    def count_width(self) -> int:
-        return INDEX_WIDTH
 
     # -- buffer depths (per bank; two banks for double buffering) --------------------------
     @staticmethod
