@@ -48,6 +48,7 @@ from attnforge.softmax_int import RECIP_BITS
 
 from .config import ERR_COL_IDX, ERR_LAYER, ERR_ROW_PTR, ERR_SIZE, ERROR_BITS, INDEX_WIDTH, VitcodConfig
 from .engine import Engine, _log2, _pick
+from .output import OutputStage
 
 __all__ = ["VitcodAccelerator"]
 
@@ -603,43 +604,16 @@ class VitcodAccelerator(wiring.Component):
         m.d.comb += div_busy.eq(~div_fsm.ongoing("IDLE"))
 
         # ------------------------------------------------------------ output rows
-        # The row register feeds a serializer (one beat of B lanes per cycle) and the output
-        # requantizer in two registered stages (multiply; rounding shift and saturation), which
-        # stall together on backpressure. The row's requantizer is latched with the row: the
-        # head may end (and the next one start) while its last beats are still in the stages.
-        orow = [Signal(signed(cfg.pv_width + 1), name=f"orow{i}") for i in range(cfg.head_dim)]
-        o_mult = Signal.like(self.cmd.p.out_mult)
-        o_shift = Signal.like(self.cmd.p.out_shift)
-        o_head_last = Signal()     # the row in orow is its head's last
-        beat = Signal(range(max(WPT, 2)))
-        with m.If(head_on & pdone[0] & pdone[1] & ~ser_active):
-            m.d.sync += [orow[i].eq(dense.out[i] + sparse.out[i]) for i in range(cfg.head_dim)]
-            m.d.sync += [o_mult.eq(hd["out_mult"]), o_shift.eq(hd["out_shift"]), o_head_last.eq(cm_row + 1 == nq)]
-            m.d.sync += [pdone[0].eq(0), pdone[1].eq(0), out_hold[0].eq(0), out_hold[1].eq(0),
-                         ser_active.eq(1), beat.eq(0), cm_row.eq(cm_row + 1)]
-        r1_valid, r1_last, r2_valid, r2_last = Signal(), Signal(), Signal(), Signal()
-        r1_shift = Signal.like(o_shift)
-        r1_prod = [Signal(signed(cfg.pv_width + 1 + 18), name=f"oprod{b}") for b in range(B)]
-        r2_lane = [Signal(signed(8), name=f"olane{b}") for b in range(B)]
-        adv = Signal()             # the stages move (the output register is empty or taken)
-        m.d.comb += adv.eq(~r2_valid | self.o.ready)
-        r1_round = [_requant_round(m, r1_prod[b], r1_shift, f"olane{b}_q") for b in range(B)]
-        with m.If(adv):
-            # stage 1: the beat's lanes times the multiplier
-            m.d.sync += [r1_valid.eq(ser_active), r1_last.eq(ser_active & o_head_last & (beat == WPT - 1)),
-                         r1_shift.eq(o_shift)]
-            for b in range(B):
-                sel = Array(orow[w * B + b] for w in range(WPT))[beat] if WPT > 1 else orow[b]
-                m.d.sync += r1_prod[b].eq(_requant_product(sel, o_mult))
-            with m.If(ser_active):
-                m.d.sync += beat.eq(beat + 1)
-                with m.If(beat == WPT - 1):
-                    m.d.sync += ser_active.eq(0)
-            # stage 2: rounding shift and saturation to int8
-            m.d.sync += [r2_valid.eq(r1_valid), r2_last.eq(r1_last)]
-            m.d.sync += [r2_lane[b].eq(r1_round[b]) for b in range(B)]
-        m.d.comb += [self.o.valid.eq(r2_valid), self.o.payload.eq(Cat(*r2_lane))]
-        with m.If(self.o.valid & self.o.ready & r2_last):
+        m.submodules.output = output = OutputStage(cfg)
+        m.d.comb += [output.row.valid.eq(head_on & pdone[0] & pdone[1]),
+                     output.row.payload.multiplier.eq(hd["out_mult"]), output.row.payload.shift.eq(hd["out_shift"]),
+                     output.row.payload.head_last.eq(cm_row + 1 == nq)]
+        m.d.comb += [output.row.payload.values[i].eq(dense.out[i] + sparse.out[i]) for i in range(cfg.head_dim)]
+        with m.If(output.row.valid & output.row.ready):
+            m.d.sync += [pdone[0].eq(0), pdone[1].eq(0), out_hold[0].eq(0), out_hold[1].eq(0), cm_row.eq(cm_row + 1)]
+        m.d.comb += ser_active.eq(~output.row.ready)
+        wiring.connect(m, output.o, wiring.flipped(self.o))
+        with m.If(output.head_done):
             m.d.sync += heads_done.eq(heads_done + 1)
 
         # ---------------------------------------------------------- head start / end
@@ -651,5 +625,5 @@ class VitcodAccelerator(wiring.Component):
         with m.If(head_on & (cm_row == nq) & ~ser_active):
             m.d.sync += [head_on.eq(0), Array(full)[cb].eq(0), cb.eq(~cb)]
 
-        m.d.comb += self.busy.eq(ld_busy | full[0] | full[1] | head_on | ser_active | r1_valid | r2_valid)
+        m.d.comb += self.busy.eq(ld_busy | full[0] | full[1] | head_on | output.busy)
         return m

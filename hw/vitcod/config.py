@@ -14,10 +14,11 @@ from amaranth.hdl import signed, unsigned
 from amaranth.lib import data
 
 from attnforge.errors import ConfigError, check_int
-from attnforge.numfmt import INT8, accumulator_width
+from attnforge.hw.common.requant import MAX_SHIFT
+from attnforge.numfmt import INT8, Requantizer, accumulator_width
 from attnforge.softmax_int import PROB_FORMAT, recip_width, sum_width
 
-__all__ = ["VitcodConfig", "INDEX_WIDTH", "ROW_SLOTS", "ERR_SIZE", "ERR_ROW_PTR", "ERR_COL_IDX", "ERR_LAYER",
+__all__ = ["VitcodConfig", "INDEX_WIDTH", "ROW_SLOTS", "MULTIPLIER_WIDTH", "SHIFT_WIDTH", "STATUS_COUNT_WIDTH", "ERR_SIZE", "ERR_ROW_PTR", "ERR_COL_IDX", "ERR_LAYER",
            "ERROR_BITS"]
 
 #: Rows in flight in the score and exponent buffers: the engines may score up to
@@ -25,6 +26,12 @@ __all__ = ["VitcodConfig", "INDEX_WIDTH", "ROW_SLOTS", "ERR_SIZE", "ERR_ROW_PTR"
 ROW_SLOTS = 4
 #: Row pointers and column indices travel as uint16 on the data stream.
 INDEX_WIDTH = 16
+#: Run-time requantizers (exponent, output, decoder): a ``Requantizer``'s unsigned multiplier
+#: and its right shift (0..MAX_SHIFT), as the command carries them.
+MULTIPLIER_WIDTH = Requantizer.multiplier_width
+SHIFT_WIDTH = MAX_SHIFT.bit_length()
+#: ``heads_done`` and ``heads_failed`` (wrap around).
+STATUS_COUNT_WIDTH = 16
 #: Error status bits (sticky until reset).
 ERR_SIZE = 1      # N, G or nnz beyond what the buffers hold (or N = 0, G > Nk)
 ERR_ROW_PTR = 2   # row_ptr[0] != 0, decreasing, a row longer than Nk - G, or row_ptr[Nq] != nnz
@@ -176,6 +183,11 @@ class VitcodConfig:
         return accumulator_width(PROB_FORMAT, INT8, 2 * self.max_tokens)
 
     @property
+    def row_width(self) -> int:
+        """An output row's channel before requantization: the sum of both engines' P·V shares."""
+        return self.pv_width + 1
+
+    @property
     def sum_width(self) -> int:
         return sum_width(self.max_tokens)
 
@@ -224,8 +236,8 @@ class VitcodConfig:
         fields = {
             "nq": unsigned(INDEX_WIDTH), "nk": unsigned(INDEX_WIDTH),
             "g": unsigned(INDEX_WIDTH), "nnz": unsigned(INDEX_WIDTH),
-            "exp_mult": unsigned(16), "exp_shift": unsigned(6),
-            "out_mult": unsigned(16), "out_shift": unsigned(6),
+            "exp_mult": unsigned(MULTIPLIER_WIDTH), "exp_shift": unsigned(SHIFT_WIDTH),
+            "out_mult": unsigned(MULTIPLIER_WIDTH), "out_shift": unsigned(SHIFT_WIDTH),
         }
         if self.decoder:
             fields.update({
@@ -233,7 +245,7 @@ class VitcodConfig:
                 "hc": unsigned(5),
                 "wq": data.ArrayLayout(signed(8), self.decoder_heads),
                 "wk": data.ArrayLayout(signed(8), self.decoder_heads),
-                "dq_mult": unsigned(16), "dq_shift": unsigned(6),
-                "dk_mult": unsigned(16), "dk_shift": unsigned(6),
+                "dq_mult": unsigned(MULTIPLIER_WIDTH), "dq_shift": unsigned(SHIFT_WIDTH),
+                "dk_mult": unsigned(MULTIPLIER_WIDTH), "dk_shift": unsigned(SHIFT_WIDTH),
             })
         return data.StructLayout(fields)
