@@ -47,7 +47,9 @@ from attnforge.numfmt import INT8
 from attnforge.softmax_int import RECIP_BITS
 
 from .config import ERR_COL_IDX, ERR_LAYER, ERR_ROW_PTR, ERR_SIZE, ERROR_BITS, INDEX_WIDTH, VitcodConfig
-from .engine import Engine, _log2, _pick
+from attnforge.hw.common import log2_ceil as _log2, mux_tree as _pick
+
+from .engine import Engine
 from .output import OutputStage
 
 __all__ = ["VitcodAccelerator"]
@@ -152,17 +154,13 @@ class VitcodAccelerator(wiring.Component):
         m.submodules.sparser = sparse = Engine(cfg, sparse=True, lines=cfg.sparse_lines)
         engines = (dense, sparse)
         for eng in engines:
-            qp = mems["q"].read_port()
-            m.d.comb += [qp.addr.eq(eng.q_addr), eng.q_data.eq(qp.data)]
-            for g in range(eng.K):
-                kp, vp = mems["k"].read_port(), mems["v"].read_port()
-                m.d.comb += [kp.addr.eq(eng.k_addr[g]), eng.k_data[g].eq(kp.data),
-                             vp.addr.eq(eng.v_addr[g]), eng.v_data[g].eq(vp.data)]
-        for g in range(sparse.K):
-            cp = mems["ci"].read_port()
-            m.d.comb += [cp.addr.eq(sparse.ci_addr[g]), sparse.ci_data[g].eq(cp.data)]
-        cp = mems["ci"].read_port()
-        m.d.comb += [cp.addr.eq(sparse.ci_pv_addr), sparse.ci_pv_data.eq(cp.data)]
+            wiring.connect(m, eng.q, mems["q"].read_port())
+            for g in range(eng.score_groups):
+                wiring.connect(m, eng.k[g], mems["k"].read_port())
+                wiring.connect(m, eng.v[g], mems["v"].read_port())
+        for g in range(sparse.score_groups):
+            wiring.connect(m, sparse.col[g], mems["ci"].read_port())
+        wiring.connect(m, sparse.pv_col, mems["ci"].read_port())
         rp0, rp1 = mems["rp"].read_port(), mems["rp"].read_port()
 
         # ------------------------------------------------------------------- status
@@ -505,29 +503,29 @@ class VitcodAccelerator(wiring.Component):
             m.d.comb += [rp_i.eq(rp0.data[:INDEX_WIDTH]), rp_i1.eq(rp1.data[:INDEX_WIDTH])]
 
         for eng in engines:
-            m.d.comb += [eng.bank.eq(cb), eng.exp_mult.eq(hd["exp_mult"]), eng.exp_shift.eq(hd["exp_shift"])]
+            m.d.comb += [eng.job.bank.eq(cb), eng.exp.multiplier.eq(hd["exp_mult"]), eng.exp.shift.eq(hd["exp_shift"])]
 
         for x, eng in enumerate(engines):
             par_s, par_p = ns[x][:sb], npv[x][:sb]
             n_score = hd["g"] if x == 0 else (rp_i1 - rp_i)[:INDEX_WIDTH]
-            can_s = (head_on & (ns[x] < nq) & (ns[x] <= npv[x] + (SL - 1)) & eng.issue_free & ~eng.score_active
+            can_s = (head_on & (ns[x] < nq) & (ns[x] <= npv[x] + (SL - 1)) & eng.job.issue_free & ~eng.job.score_active
                      & ~_pick(sdone[x], par_s))
             if x == 1:
                 can_s = can_s & rp_ok
             can_p = (head_on & (npv[x] < ns[x]) & _pick(smx_ok[x], par_p) & ~out_hold[x]
-                     & eng.issue_free & ~eng.pv_active)
+                     & eng.job.issue_free & ~eng.job.pv_active)
             start_s = Signal(name=f"start_s{x}")
             start_p = Signal(name=f"start_p{x}")
             m.d.comb += [start_s.eq(can_s), start_p.eq(can_p & ~can_s),
-                         eng.score_start.eq(start_s), eng.pv_start.eq(start_p),
-                         eng.row.eq(ns[x]),
-                         eng.parity.eq(Mux(start_s, par_s, par_p)),
-                         eng.recip.eq(_pick(row_r, par_p))]
+                         eng.job.score_start.eq(start_s), eng.job.pv_start.eq(start_p),
+                         eng.job.row.eq(ns[x]),
+                         eng.job.slot.eq(Mux(start_s, par_s, par_p)),
+                         eng.job.recip.eq(_pick(row_r, par_p))]
             if x == 0:
-                m.d.comb += [eng.n.eq(hd["g"]), eng.base.eq(0)]
+                m.d.comb += [eng.job.n.eq(hd["g"]), eng.job.base.eq(0)]
             else:
-                m.d.comb += [eng.n.eq(Mux(start_s, n_score, _pick(row_n, par_p))),
-                             eng.base.eq(Mux(start_s, rp_i, _pick(row_base, par_p)))]
+                m.d.comb += [eng.job.n.eq(Mux(start_s, n_score, _pick(row_n, par_p))),
+                             eng.job.base.eq(Mux(start_s, rp_i, _pick(row_base, par_p)))]
             with m.If(start_s):
                 m.d.sync += ns[x].eq(ns[x] + 1)
                 if x == 1:
@@ -537,10 +535,10 @@ class VitcodAccelerator(wiring.Component):
             with m.If(start_p):
                 m.d.sync += [npv[x].eq(npv[x] + 1), out_hold[x].eq(1)]
                 m.d.sync += Array(smx_ok[x])[par_p].eq(0)
-            with m.If(eng.score_done):
+            with m.If(eng.job.score_done):
                 done_par = (ns[x] - 1)[:sb]
-                m.d.sync += [Array(sdone[x])[done_par].eq(1), Array(smax[x])[done_par].eq(eng.max)]
-            with m.If(eng.pv_done):
+                m.d.sync += [Array(sdone[x])[done_par].eq(1), Array(smax[x])[done_par].eq(eng.job.max)]
+            with m.If(eng.job.pv_done):
                 m.d.sync += pdone[x].eq(1)
 
         # ----------------------------------------------------------------- softmax
@@ -560,14 +558,13 @@ class VitcodAccelerator(wiring.Component):
                 ready = head_on & (sm_row < nq) & _pick(sdone[0], sm_par) & _pick(sdone[1], sm_par)
                 with m.If(ready):
                     for eng, n in ((dense, sm_nd), (sparse, sm_ns)):
-                        m.d.comb += [eng.exp_start.eq(1), eng.exp_parity.eq(sm_par), eng.exp_n.eq(n),
-                                     eng.exp_m.eq(sm_m)]
+                        m.d.comb += [eng.exp.start.eq(1), eng.exp.slot.eq(sm_par), eng.exp.n.eq(n), eng.exp.max.eq(sm_m)]
                     # clear only this row's flags: the other parity may be set in this very cycle
                     m.d.sync += [x_par.eq(sm_par), sm_row.eq(sm_row + 1),
                                  Array(sdone[0])[sm_par].eq(0), Array(sdone[1])[sm_par].eq(0)]
                     m.next = "EXP"
             with m.State("EXP"):
-                with m.If(~dense.exp_busy & ~sparse.exp_busy & ~div_busy):
+                with m.If(~dense.exp.busy & ~sparse.exp.busy & ~div_busy):
                     m.d.comb += div_start.eq(1)
                     m.next = "IDLE"
         # restoring division of 2**RECIP_BITS by the row sum, DIV_BITS quotient bits per cycle
@@ -579,7 +576,7 @@ class VitcodAccelerator(wiring.Component):
         with m.FSM(name="div") as div_fsm:
             with m.State("IDLE"):
                 with m.If(div_start):
-                    m.d.sync += [total.eq(dense.exp_sum + sparse.exp_sum), d_par.eq(x_par),
+                    m.d.sync += [total.eq(dense.exp.sum + sparse.exp.sum), d_par.eq(x_par),
                                  rem.eq(1 << (RECIP_BITS - cfg.recip_width)), quo.eq(0), step.eq(0)]
                     m.next = "RUN"
             with m.State("RUN"):
@@ -608,7 +605,7 @@ class VitcodAccelerator(wiring.Component):
         m.d.comb += [output.row.valid.eq(head_on & pdone[0] & pdone[1]),
                      output.row.payload.multiplier.eq(hd["out_mult"]), output.row.payload.shift.eq(hd["out_shift"]),
                      output.row.payload.head_last.eq(cm_row + 1 == nq)]
-        m.d.comb += [output.row.payload.values[i].eq(dense.out[i] + sparse.out[i]) for i in range(cfg.head_dim)]
+        m.d.comb += [output.row.payload.values[i].eq(dense.job.out[i] + sparse.job.out[i]) for i in range(cfg.head_dim)]
         with m.If(output.row.valid & output.row.ready):
             m.d.sync += [pdone[0].eq(0), pdone[1].eq(0), out_hold[0].eq(0), out_hold[1].eq(0), cm_row.eq(cm_row + 1)]
         m.d.comb += ser_active.eq(~output.row.ready)

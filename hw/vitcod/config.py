@@ -15,6 +15,7 @@ from amaranth.lib import data
 
 from attnforge.errors import ConfigError, check_int
 from attnforge.hw.common.requant import MAX_SHIFT
+from attnforge.hw.common.trees import log2_ceil
 from attnforge.numfmt import INT8, Requantizer, accumulator_width
 from attnforge.softmax_int import PROB_FORMAT, recip_width, sum_width
 
@@ -163,6 +164,26 @@ class VitcodConfig:
     def qkv_words_per_token(self) -> int:
         """Q/K/V buffer words per token row."""
         return self.chunks_per_token // self.qkv_word_chunks
+
+    @property
+    def qkv_word_width(self) -> int:
+        """Bits of a Q/K/V buffer word (``qkv_word_chunks`` chunks of M int8)."""
+        return 8 * self.macs * self.qkv_word_chunks
+
+    @property
+    def qkv_addr_width(self) -> int:
+        """Q/K/V buffer address: the bank (top bit) and the word in the bank."""
+        return log2_ceil(self.qkv_bank_words) + 1
+
+    @property
+    def rp_addr_width(self) -> int:
+        """Row pointer buffer address: the bank (top bit) and the word in the bank."""
+        return log2_ceil(self.rp_bank_words) + 1
+
+    @property
+    def ci_addr_width(self) -> int:
+        """Column index buffer address: the bank (top bit) and the word in the bank."""
+        return log2_ceil(self.ci_bank_words) + 1
 
     @property
     def lines(self) -> int:
