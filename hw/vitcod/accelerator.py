@@ -51,6 +51,7 @@ from attnforge.hw.common import log2_ceil as _log2, mux_tree as _pick
 
 from .engine import Engine
 from .output import OutputStage
+from .softmax import SoftmaxStage
 
 __all__ = ["VitcodAccelerator"]
 
@@ -503,7 +504,7 @@ class VitcodAccelerator(wiring.Component):
             m.d.comb += [rp_i.eq(rp0.data[:INDEX_WIDTH]), rp_i1.eq(rp1.data[:INDEX_WIDTH])]
 
         for eng in engines:
-            m.d.comb += [eng.job.bank.eq(cb), eng.exp.multiplier.eq(hd["exp_mult"]), eng.exp.shift.eq(hd["exp_shift"])]
+            m.d.comb += eng.job.bank.eq(cb)
 
         for x, eng in enumerate(engines):
             par_s, par_p = ns[x][:sb], npv[x][:sb]
@@ -549,56 +550,22 @@ class VitcodAccelerator(wiring.Component):
         mx_d = _pick(smax[0], sm_par)
         mx_s = _pick(smax[1], sm_par)
         sm_m = Mux(sm_nd == 0, mx_s, Mux((sm_ns == 0) | (mx_d > mx_s), mx_d, mx_s))
-        x_par = Signal(sb)
-        div_busy = Signal()
-        div_start = Signal()
-        total = Signal(cfg.sum_width + 1)
-        with m.FSM(name="exp"):
-            with m.State("IDLE"):
-                ready = head_on & (sm_row < nq) & _pick(sdone[0], sm_par) & _pick(sdone[1], sm_par)
-                with m.If(ready):
-                    for eng, n in ((dense, sm_nd), (sparse, sm_ns)):
-                        m.d.comb += [eng.exp.start.eq(1), eng.exp.slot.eq(sm_par), eng.exp.n.eq(n), eng.exp.max.eq(sm_m)]
-                    # clear only this row's flags: the other parity may be set in this very cycle
-                    m.d.sync += [x_par.eq(sm_par), sm_row.eq(sm_row + 1),
-                                 Array(sdone[0])[sm_par].eq(0), Array(sdone[1])[sm_par].eq(0)]
-                    m.next = "EXP"
-            with m.State("EXP"):
-                with m.If(~dense.exp.busy & ~sparse.exp.busy & ~div_busy):
-                    m.d.comb += div_start.eq(1)
-                    m.next = "IDLE"
-        # restoring division of 2**RECIP_BITS by the row sum, DIV_BITS quotient bits per cycle
-        DIV_BITS = 2
-        rem = Signal(cfg.sum_width + 2)
-        quo = Signal(cfg.recip_width)
-        step = Signal(range(cfg.recip_width + DIV_BITS + 1))
-        d_par = Signal(sb)
-        with m.FSM(name="div") as div_fsm:
-            with m.State("IDLE"):
-                with m.If(div_start):
-                    m.d.sync += [total.eq(dense.exp.sum + sparse.exp.sum), d_par.eq(x_par),
-                                 rem.eq(1 << (RECIP_BITS - cfg.recip_width)), quo.eq(0), step.eq(0)]
-                    m.next = "RUN"
-            with m.State("RUN"):
-                r, q = rem, quo
-                for k in range(DIV_BITS):
-                    shifted = Cat(Const(0, 1), r)
-                    active = step + k < cfg.recip_width
-                    ge = shifted >= total
-                    r = Mux(active, Mux(ge, shifted - total, shifted), r)
-                    q = Mux(active, Cat(ge, q), q)
-                m.d.sync += [rem.eq(r), quo.eq(q), step.eq(step + DIV_BITS)]
-                with m.If((total == 0) | (step + DIV_BITS >= cfg.recip_width)):
-                    m.next = "DONE"
-            with m.State("DONE"):
-                r_final = Mux(total == 0, 0, quo)  # a row with no kept key: P = 0, output 0
-                for i in range(SL):
-                    with m.If(d_par == i):
-                        m.d.sync += [row_r[i].eq(r_final), smx_ok[0][i].eq(1), smx_ok[1][i].eq(1)]
-                m.next = "IDLE"
-
-        # a plain assignment: Icarus would leave an FSM-state process that never ran at X
-        m.d.comb += div_busy.eq(~div_fsm.ongoing("IDLE"))
+        m.submodules.softmax = softmax = SoftmaxStage(cfg)
+        wiring.connect(m, softmax.dense_exp, dense.exp)
+        wiring.connect(m, softmax.sparse_exp, sparse.exp)
+        sm_rows = softmax.rows
+        m.d.comb += [sm_rows.valid.eq(head_on & (sm_row < nq) & _pick(sdone[0], sm_par) & _pick(sdone[1], sm_par)),
+                     sm_rows.payload.slot.eq(sm_par), sm_rows.payload.max.eq(sm_m),
+                     sm_rows.payload.dense_n.eq(sm_nd), sm_rows.payload.sparse_n.eq(sm_ns),
+                     sm_rows.payload.multiplier.eq(hd["exp_mult"]), sm_rows.payload.shift.eq(hd["exp_shift"])]
+        with m.If(sm_rows.valid & sm_rows.ready):
+            # clear only this row's flags: the other parity may be set in this very cycle
+            m.d.sync += [sm_row.eq(sm_row + 1), Array(sdone[0])[sm_par].eq(0), Array(sdone[1])[sm_par].eq(0)]
+        with m.If(softmax.recips.valid):
+            d_par = softmax.recips.payload.slot
+            for i in range(SL):
+                with m.If(d_par == i):
+                    m.d.sync += [row_r[i].eq(softmax.recips.payload.recip), smx_ok[0][i].eq(1), smx_ok[1][i].eq(1)]
 
         # ------------------------------------------------------------ output rows
         m.submodules.output = output = OutputStage(cfg)
