@@ -51,6 +51,7 @@ from attnforge.hw.common import log2_ceil as _log2, mux_tree as _pick
 
 from .engine import Engine
 from .output import OutputStage
+from .scheduler import RowScheduler
 from .softmax import SoftmaxStage
 
 __all__ = ["VitcodAccelerator"]
@@ -456,138 +457,28 @@ class VitcodAccelerator(wiring.Component):
         if cfg.decoder:
             m.d.comb += replaying.eq(loader_fsm.ongoing("LOAD") & (sec <= 1))
 
-        # --------------------------------------------------------------- controller
-        # Each engine runs its own job sequence, scoring up to ROW_SLOTS - 1 rows ahead of its
-        # pv jobs (score first when both could start): score(0) score(1) score(2) pv(0) ...,
-        # a job's issue starting in the cycle after the previous job's last issue. The
-        # engines meet only where a row needs both: the softmax of row i (both score
-        # jobs done) and the output of row i (both pv jobs done).
-        cb = Signal()              # bank being computed
-        # the computed head's descriptor, copied when it starts (no bank multiplexer in the
-        # controller's paths; only read while head_on)
-        hd = {f: Signal.like(desc[0][f], name=f"hd_{f}") for f in desc_fields}
-        nq = hd["nq"]
-        cw = INDEX_WIDTH + 1
-        head_on = Signal()
-        ns = [Signal(cw, name=f"ns{x}") for x in range(2)]       # next score row per engine
-        npv = [Signal(cw, name=f"npv{x}") for x in range(2)]     # next pv row per engine
-        sm_row = Signal(cw)        # next row for the softmax
-        cm_row = Signal(cw)        # next row to output
-        SL = cfg.row_slots
-        sb = _log2(SL)
-        sdone = [[Signal(name=f"sdone{x}_{p}") for p in range(SL)] for x in range(2)]
-        smax = [[Signal(signed(cfg.score_width), name=f"smax{x}_{p}") for p in range(SL)] for x in range(2)]
-        smx_ok = [[Signal(name=f"smx_ok{x}_{p}") for p in range(SL)] for x in range(2)]
-        pdone = [Signal(name=f"pdone{x}") for x in range(2)]
-        out_hold = [Signal(name=f"out_hold{x}") for x in range(2)]
-        row_n = [Signal(INDEX_WIDTH, name=f"row{i}_n") for i in range(SL)]      # sparse entries of the row
-        row_base = [Signal(INDEX_WIDTH, name=f"row{i}_base") for i in range(SL)]
-        row_r = [Signal(cfg.recip_width, name=f"row{i}_r") for i in range(SL)]
-        ser_active = Signal()
-
-        # row pointers of the Sparser Engine's next score row
-        ns1_d = Signal(cw)
-        m.d.sync += ns1_d.eq(ns[1])
-        rp_ok = Signal()
-        m.d.comb += rp_ok.eq(ns1_d == ns[1])
-        m.d.comb += [rp0.addr.eq(Cat((ns[1] >> lg_ipw)[:rp_lw], cb)),
-                     rp1.addr.eq(Cat(((ns[1] + 1) >> lg_ipw)[:rp_lw], cb))]
-        lw = max(lg_ipw, 1)
-        rp_sel0, rp_sel1 = Signal(lw), Signal(lw)
-        m.d.sync += [rp_sel0.eq(ns[1][:lw]), rp_sel1.eq((ns[1] + 1)[:lw])]
-        rp_i = Signal(INDEX_WIDTH)
-        rp_i1 = Signal(INDEX_WIDTH)
-        if lg_ipw:
-            m.d.comb += [rp_i.eq(rp0.data.word_select(rp_sel0, INDEX_WIDTH)),
-                         rp_i1.eq(rp1.data.word_select(rp_sel1, INDEX_WIDTH))]
-        else:
-            m.d.comb += [rp_i.eq(rp0.data[:INDEX_WIDTH]), rp_i1.eq(rp1.data[:INDEX_WIDTH])]
-
-        for eng in engines:
-            m.d.comb += eng.job.bank.eq(cb)
-
-        for x, eng in enumerate(engines):
-            par_s, par_p = ns[x][:sb], npv[x][:sb]
-            n_score = hd["g"] if x == 0 else (rp_i1 - rp_i)[:INDEX_WIDTH]
-            can_s = (head_on & (ns[x] < nq) & (ns[x] <= npv[x] + (SL - 1)) & eng.job.issue_free & ~eng.job.score_active
-                     & ~_pick(sdone[x], par_s))
-            if x == 1:
-                can_s = can_s & rp_ok
-            can_p = (head_on & (npv[x] < ns[x]) & _pick(smx_ok[x], par_p) & ~out_hold[x]
-                     & eng.job.issue_free & ~eng.job.pv_active)
-            start_s = Signal(name=f"start_s{x}")
-            start_p = Signal(name=f"start_p{x}")
-            m.d.comb += [start_s.eq(can_s), start_p.eq(can_p & ~can_s),
-                         eng.job.score_start.eq(start_s), eng.job.pv_start.eq(start_p),
-                         eng.job.row.eq(ns[x]),
-                         eng.job.slot.eq(Mux(start_s, par_s, par_p)),
-                         eng.job.recip.eq(_pick(row_r, par_p))]
-            if x == 0:
-                m.d.comb += [eng.job.n.eq(hd["g"]), eng.job.base.eq(0)]
-            else:
-                m.d.comb += [eng.job.n.eq(Mux(start_s, n_score, _pick(row_n, par_p))),
-                             eng.job.base.eq(Mux(start_s, rp_i, _pick(row_base, par_p)))]
-            with m.If(start_s):
-                m.d.sync += ns[x].eq(ns[x] + 1)
-                if x == 1:
-                    for i in range(SL):
-                        with m.If(par_s == i):
-                            m.d.sync += [row_n[i].eq(n_score), row_base[i].eq(rp_i)]
-            with m.If(start_p):
-                m.d.sync += [npv[x].eq(npv[x] + 1), out_hold[x].eq(1)]
-                m.d.sync += Array(smx_ok[x])[par_p].eq(0)
-            with m.If(eng.job.score_done):
-                done_par = (ns[x] - 1)[:sb]
-                m.d.sync += [Array(sdone[x])[done_par].eq(1), Array(smax[x])[done_par].eq(eng.job.max)]
-            with m.If(eng.job.pv_done):
-                m.d.sync += pdone[x].eq(1)
-
-        # ----------------------------------------------------------------- softmax
-        # exp of row i (both engines' exp units) overlaps the division of row i-1.
-        sm_par = sm_row[:sb]
-        sm_nd = hd["g"]
-        sm_ns = _pick(row_n, sm_par)
-        mx_d = _pick(smax[0], sm_par)
-        mx_s = _pick(smax[1], sm_par)
-        sm_m = Mux(sm_nd == 0, mx_s, Mux((sm_ns == 0) | (mx_d > mx_s), mx_d, mx_s))
+        # ------------------------------------------------------- scheduler, softmax, output
+        m.submodules.scheduler = scheduler = RowScheduler(cfg)
         m.submodules.softmax = softmax = SoftmaxStage(cfg)
+        m.submodules.output = output = OutputStage(cfg)
+        wiring.connect(m, scheduler.dense, dense.job)
+        wiring.connect(m, scheduler.sparse, sparse.job)
+        wiring.connect(m, scheduler.row_ptr[0], rp0)
+        wiring.connect(m, scheduler.row_ptr[1], rp1)
+        wiring.connect(m, scheduler.softmax_rows, softmax.rows)
+        wiring.connect(m, softmax.recips, scheduler.recips)
         wiring.connect(m, softmax.dense_exp, dense.exp)
         wiring.connect(m, softmax.sparse_exp, sparse.exp)
-        sm_rows = softmax.rows
-        m.d.comb += [sm_rows.valid.eq(head_on & (sm_row < nq) & _pick(sdone[0], sm_par) & _pick(sdone[1], sm_par)),
-                     sm_rows.payload.slot.eq(sm_par), sm_rows.payload.max.eq(sm_m),
-                     sm_rows.payload.dense_n.eq(sm_nd), sm_rows.payload.sparse_n.eq(sm_ns),
-                     sm_rows.payload.multiplier.eq(hd["exp_mult"]), sm_rows.payload.shift.eq(hd["exp_shift"])]
-        with m.If(sm_rows.valid & sm_rows.ready):
-            # clear only this row's flags: the other parity may be set in this very cycle
-            m.d.sync += [sm_row.eq(sm_row + 1), Array(sdone[0])[sm_par].eq(0), Array(sdone[1])[sm_par].eq(0)]
-        with m.If(softmax.recips.valid):
-            d_par = softmax.recips.payload.slot
-            for i in range(SL):
-                with m.If(d_par == i):
-                    m.d.sync += [row_r[i].eq(softmax.recips.payload.recip), smx_ok[0][i].eq(1), smx_ok[1][i].eq(1)]
-
-        # ------------------------------------------------------------ output rows
-        m.submodules.output = output = OutputStage(cfg)
-        m.d.comb += [output.row.valid.eq(head_on & pdone[0] & pdone[1]),
-                     output.row.payload.multiplier.eq(hd["out_mult"]), output.row.payload.shift.eq(hd["out_shift"]),
-                     output.row.payload.head_last.eq(cm_row + 1 == nq)]
-        m.d.comb += [output.row.payload.values[i].eq(dense.job.out[i] + sparse.job.out[i]) for i in range(cfg.head_dim)]
-        with m.If(output.row.valid & output.row.ready):
-            m.d.sync += [pdone[0].eq(0), pdone[1].eq(0), out_hold[0].eq(0), out_hold[1].eq(0), cm_row.eq(cm_row + 1)]
-        m.d.comb += ser_active.eq(~output.row.ready)
+        wiring.connect(m, scheduler.rows, output.row)
         wiring.connect(m, output.o, wiring.flipped(self.o))
         with m.If(output.head_done):
             m.d.sync += heads_done.eq(heads_done + 1)
+        banks = scheduler.banks
+        m.d.comb += [banks.full.eq(Cat(*full))]
+        for b in range(2):
+            m.d.comb += [banks.heads[b].eq(Cat(*(desc[b][f] for f in desc_fields)))]
+        with m.If(banks.release):
+            m.d.sync += Array(full)[banks.release_bank].eq(0)
 
-        # ---------------------------------------------------------- head start / end
-        with m.If(~head_on & Mux(cb, full[1], full[0])):
-            m.d.sync += [head_on.eq(1), sm_row.eq(0), cm_row.eq(0), ns1_d.eq(~0)]
-            m.d.sync += [hd[f].eq(Mux(cb, desc[1][f], desc[0][f])) for f in desc_fields]
-            m.d.sync += [v.eq(0) for v in (*ns, *npv, *pdone, *out_hold)]
-            m.d.sync += [v.eq(0) for row in (*sdone, *smx_ok) for v in row]
-        with m.If(head_on & (cm_row == nq) & ~ser_active):
-            m.d.sync += [head_on.eq(0), Array(full)[cb].eq(0), cb.eq(~cb)]
-
-        m.d.comb += self.busy.eq(ld_busy | full[0] | full[1] | head_on | output.busy)
+        m.d.comb += self.busy.eq(ld_busy | full[0] | full[1] | scheduler.busy | output.busy)
         return m
