@@ -19,8 +19,8 @@ from attnforge.hw.common.trees import log2_ceil
 from attnforge.numfmt import INT8, Requantizer, accumulator_width
 from attnforge.softmax_int import PROB_FORMAT, recip_width, sum_width
 
-__all__ = ["VitcodConfig", "INDEX_WIDTH", "ROW_SLOTS", "MULTIPLIER_WIDTH", "SHIFT_WIDTH", "STATUS_COUNT_WIDTH", "ERR_SIZE", "ERR_ROW_PTR", "ERR_COL_IDX", "ERR_LAYER",
-           "ERROR_BITS"]
+__all__ = ["VitcodConfig", "INDEX_WIDTH", "ROW_SLOTS", "MULTIPLIER_WIDTH", "SHIFT_WIDTH", "STATUS_COUNT_WIDTH",
+           "MAX_DECODER_HEADS", "ERR_SIZE", "ERR_ROW_PTR", "ERR_COL_IDX", "ERR_LAYER", "ERROR_BITS"]
 
 #: Rows in flight in the score and exponent buffers: the engines may score up to
 #: ROW_SLOTS - 1 rows ahead of their pv jobs, which hides the softmax latency.
@@ -33,6 +33,8 @@ MULTIPLIER_WIDTH = Requantizer.multiplier_width
 SHIFT_WIDTH = MAX_SHIFT.bit_length()
 #: ``heads_done`` and ``heads_failed`` (wrap around).
 STATUS_COUNT_WIDTH = 16
+#: Most compressed heads the Q/K decoder may be built for; the command's ``hc`` field holds it.
+MAX_DECODER_HEADS = 16
 #: Error status bits (sticky until reset).
 ERR_SIZE = 1      # N, G or nnz beyond what the buffers hold (or N = 0, G > Nk)
 ERR_ROW_PTR = 2   # row_ptr[0] != 0, decreasing, a row longer than Nk - G, or row_ptr[Nq] != nnz
@@ -107,7 +109,7 @@ class VitcodConfig:
                              f"(a token's row is whole beats)")
         if not isinstance(self.decoder, bool):
             raise TypeError(f"ViTCoD decoder must be True or False, not {self.decoder!r}")
-        _check("decoder_heads", self.decoder_heads, 1, 16)
+        _check("decoder_heads", self.decoder_heads, 1, MAX_DECODER_HEADS)
 
     # -- derived sizes -------------------------------------------------------------------
     @property
@@ -209,6 +211,11 @@ class VitcodConfig:
         return self.pv_width + 1
 
     @property
+    def decoder_sum_width(self) -> int:
+        """The Q/K decoder's per-lane sum of ``decoder_heads`` int8 weight x int8 value products."""
+        return accumulator_width(INT8, INT8, self.decoder_heads)
+
+    @property
     def sum_width(self) -> int:
         return sum_width(self.max_tokens)
 
@@ -220,6 +227,15 @@ class VitcodConfig:
     def row_slots(self) -> int:
         """Rows in flight per engine buffer (score and exponent buffers): a power of two."""
         return ROW_SLOTS
+
+    @property
+    def command_beats_width(self) -> int:
+        """Bits of a count of the data beats one command may announce (any field values: a
+        refused head's beats are counted off too)."""
+        top = (1 << INDEX_WIDTH) - 1
+        heads = (1 << MAX_DECODER_HEADS.bit_length()) - 1 if self.decoder else 1
+        index_beats = -(-(top + 1) // self.indices_per_word)
+        return (2 * top * self.words_per_token * heads + top * self.words_per_token + 3 * index_beats).bit_length()
 
     # -- buffer depths (per bank; two banks for double buffering) --------------------------
     @staticmethod
@@ -263,7 +279,7 @@ class VitcodConfig:
         if self.decoder:
             fields.update({
                 "layer": unsigned(1),   # 1: load a layer's compressed Q/K (nq, nk, hc); 0: a head
-                "hc": unsigned(5),
+                "hc": unsigned(MAX_DECODER_HEADS.bit_length()),
                 "wq": data.ArrayLayout(signed(8), self.decoder_heads),
                 "wk": data.ArrayLayout(signed(8), self.decoder_heads),
                 "dq_mult": unsigned(MULTIPLIER_WIDTH), "dq_shift": unsigned(SHIFT_WIDTH),
