@@ -21,11 +21,12 @@ from attnforge.csr import CSR, dense_to_csr
 from attnforge.errors import ConfigError
 from attnforge.hw.vitcod import VitcodAccelerator, VitcodConfig
 from attnforge.hw.vitcod import accelerator as accelerator_module
-from attnforge.hw.vitcod.config import ERR_COL_IDX, ERR_ROW_PTR, ERR_SIZE, ROW_SLOTS
+from attnforge.hw.vitcod.config import ERR_COL_IDX, ERR_LAYER, ERR_ROW_PTR, ERR_SIZE, ROW_SLOTS
 from attnforge.hw.vitcod.decoder import QkDecoder
 from attnforge.hw.vitcod.engine import Engine
 from attnforge.hw.vitcod.exp_unit import ExpUnit
-from attnforge.hw.vitcod.host import HeadJob, pack_bytes, unpack_output
+from attnforge.hw.vitcod.layer_store import LayerStore
+from attnforge.hw.vitcod.host import HeadJob, LayerJob, pack_bytes, unpack_output
 from attnforge.hw.vitcod.line import AttentionLine
 from attnforge.hw.vitcod.loader import Loader
 from attnforge.hw.vitcod.output import OutputStage
@@ -111,18 +112,21 @@ def test_components_refuse_other_configurations():
         Engine(CFG, sparse=1, lines=2)
     with pytest.raises(ConfigError, match="Engine lines"):
         Engine(CFG, sparse=False, lines=0)
+    for component in (QkDecoder, LayerStore):
+        with pytest.raises(ConfigError, match="decoder=True"):
+            component(CFG)
 
 
 # -- loader --------------------------------------------------------------------------------
 
-def _loader_bench(commands, beats, cycles=400, idle=0.0):
-    """A loader with its five buffers; returns (status, beats taken, Q buffer words)."""
+def _loader_bench(commands, beats, cycles=400, idle=0.0, cfg=CFG):
+    """A loader with its five buffers; returns its status, the beats taken and the Q buffer's words."""
     m = Module()
-    m.submodules.loader = loader = Loader(CFG)
+    m.submodules.loader = loader = Loader(cfg)
     mems = {}
-    for name, width, words in (("q", CFG.qkv_word_width, CFG.qkv_bank_words), ("k", CFG.qkv_word_width, CFG.qkv_bank_words),
-                               ("v", CFG.qkv_word_width, CFG.qkv_bank_words), ("rp", 64, CFG.rp_bank_words),
-                               ("ci", 64, CFG.ci_bank_words)):
+    for name, width, words in (("q", cfg.qkv_word_width, cfg.qkv_bank_words), ("k", cfg.qkv_word_width, cfg.qkv_bank_words),
+                               ("v", cfg.qkv_word_width, cfg.qkv_bank_words), ("rp", cfg.data_width, cfg.rp_bank_words),
+                               ("ci", cfg.data_width, cfg.ci_bank_words)):
         m.submodules[name] = mems[name] = Memory(shape=width, depth=2 * words, init=[])
         wiring.connect(m, getattr(loader, f"{name}_write"), mems[name].write_port())
     out = {}
@@ -133,7 +137,7 @@ def _loader_bench(commands, beats, cycles=400, idle=0.0):
         out["error"], out["failed"] = ctx.get(loader.error), ctx.get(loader.heads_failed)
         out["full"], out["cmd_ready"] = ctx.get(loader.banks.full), ctx.get(loader.cmd.ready)
         out["nq"] = [ctx.get(loader.banks.heads[b].nq) for b in range(2)]
-        out["q_words"] = [ctx.get(mems["q"].data[i]) for i in range(2 * CFG.qkv_bank_words)]
+        out["q_words"] = [ctx.get(mems["q"].data[i]) for i in range(2 * cfg.qkv_bank_words)]
     simulate(m, bench)
     return out
 
@@ -395,6 +399,80 @@ def test_qk_decoder_matches_decode_qk():
     simulate(dec, bench)
     for case, word in zip(cases, got):
         assert word.tolist() == case[-1].tolist()
+
+
+# -- layer store and the loader with the decoder ------------------------------------------------
+
+DEC = VitcodConfig(head_dim=16, max_tokens=8, max_nnz=32, macs=8, dense_lines=1, sparse_lines=2, data_width=64,
+                   decoder=True, decoder_heads=2)
+
+
+def test_layer_store_replays_q_then_k_in_key_order():
+    rng = np.random.default_rng(13)
+    layer = LayerJob(rng.integers(-128, 128, (2, 3, 16)).astype(np.int8),
+                     rng.integers(-128, 128, (2, 5, 16)).astype(np.int8))
+    order = rng.permutation(5)
+    # what the replay must give: the layer's beats with K's tokens in key order (host packer)
+    expected = LayerJob(layer.qc, layer.kc[:, order]).data_beats(DEC)
+    order_words = [int(sum(int(k) << (16 * i) for i, k in enumerate(order[w:w + DEC.indices_per_word])))
+                   for w in range(0, len(order), DEC.indices_per_word)]
+    store = LayerStore(DEC)
+    got = {}
+
+    async def bench(ctx):
+        ctx.set(store.layer_start, 1)
+        ctx.set(store.shape, store.shape.shape().const({"nq": 3, "nk": 5, "hc": 2}))
+        await ctx.tick()
+        ctx.set(store.layer_start, 0)
+        for n, beat in enumerate(layer.data_beats(DEC)):
+            assert not ctx.get(store.loaded)
+            ctx.set(store.layer_beats.valid, 1), ctx.set(store.layer_beats.payload, beat)
+            await ctx.tick()
+        ctx.set(store.layer_beats.valid, 0)
+        got["loaded"] = (ctx.get(store.loaded), ctx.get(store.loaded_shape.nq), ctx.get(store.loaded_shape.nk))
+        for w, word in enumerate(order_words):
+            ctx.set(store.key_order.en, 1), ctx.set(store.key_order.addr, w), ctx.set(store.key_order.data, word)
+            await ctx.tick()
+        ctx.set(store.key_order.en, 0)
+        ctx.set(store.replay_start, 1)
+        await ctx.tick()
+        ctx.set(store.replay_start, 0)
+        beats, latency = [], None
+        for cycle in range(len(expected) + 6):
+            if ctx.get(store.replay.valid):
+                latency = cycle if latency is None else latency
+                beats.append(ctx.get(store.replay.payload))
+            await ctx.tick()
+        got["beats"], got["latency"] = beats, latency
+    simulate(store, bench)
+    assert got["loaded"] == (1, 3, 5)
+    assert got["beats"] == expected and got["latency"] == 2      # key-order read, store read
+
+
+@pytest.mark.parametrize("case", ["no_layer", "other_layer", "order_out_of_range", "good"])
+def test_loader_with_decoder_checks_the_layer_and_the_key_order(case):
+    rng = np.random.default_rng(14)
+    job = random_job(rng, 4, 5, 1, 0.4, DEC)
+    commands, beats = [], []
+    if case != "no_layer":
+        nq = 5 if case == "other_layer" else 4
+        layer = LayerJob(rng.integers(-128, 128, (1, nq, 16)).astype(np.int8), job.k[None])
+        commands.append(layer.command(DEC))
+        beats += layer.data_beats(DEC)
+    if case == "order_out_of_range":
+        job.key_order = np.array([0, 1, 5, 3, 4])
+    commands.append(job.command(DEC))
+    beats += job.data_beats(DEC)
+    out = _loader_bench(commands, beats, cfg=DEC)
+    expected = {"no_layer": (ERR_LAYER, 1, 0), "other_layer": (ERR_LAYER, 1, 0),
+                "order_out_of_range": (ERR_COL_IDX, 1, 0), "good": (0, 0, 1)}[case]
+    assert (out["error"], out["failed"], out["full"]) == expected
+    assert out["taken"] == len(beats) and out["cmd_ready"]
+    if case == "good":      # Q replayed from the store through the decoder (weight 1, scale 1: unchanged)
+        q = pack_bytes(decode_qk(layer.qc, np.ones((1, 1), np.int8), Requantizer(1, 0, INT8))[0], DEC.data_bytes)
+        per_word = DEC.qkv_beats_per_word
+        assert out["q_words"][:len(q) // per_word] == [
+            sum(q[w * per_word + j] << (DEC.data_width * j) for j in range(per_word)) for w in range(len(q) // per_word)]
 
 
 # -- row scheduler, in the whole accelerator --------------------------------------------------------

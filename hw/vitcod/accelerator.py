@@ -1,14 +1,16 @@
 """The ViTCoD accelerator: one attention head at a time, many heads in a row.
 
-Data path: the loader writes a head's Q, K, V, row pointers and column indices
-from the data stream into one of two buffer banks (double buffering: the next
-head loads while the current one computes), checking every index as it
-arrives. The controller then runs the rows through the Denser Engine (global
-columns) and the Sparser Engine (CSR entries) side by side, in a row pipeline
-``score(i+1) | softmax(i) | pv(i)``: while the engines' lines compute the scores
-of the next row, the exponent units and the divider finish the softmax of the
-current one. Each output row (both engines' share of ``P·V``, requantized to
-int8) leaves on the output stream.
+Data path: the ``Loader`` writes a head's Q, K, V, row pointers and column
+indices from the data stream into one of two buffer banks (double buffering:
+the next head loads while the current one computes), checking every index as
+it arrives. The ``RowScheduler`` then runs the rows through the Denser Engine
+(global columns) and the Sparser Engine (CSR entries) side by side (``Engine``:
+``AttentionLine``s and an ``ExpUnit``), in a row pipeline ``score(i+1) |
+softmax(i) | pv(i)``: while the engines' lines compute the scores of the next
+row, the exponent units and the divider (``SoftmaxStage``) finish the softmax
+of the current one. Each output row (both engines' share of ``P·V``) leaves
+through the ``OutputStage`` (serializer and int8 requantizer). With the Q/K
+decoder, the loader also holds a ``LayerStore`` and a ``QkDecoder``.
 
 Data stream layout of one head (``data_width`` bits per beat, little-endian
 bytes, the first element in the lowest bits):

@@ -1,8 +1,9 @@
 """Denser and Sparser Engines of the ViTCoD accelerator (one class, two column sources).
 
 An engine owns L ``AttentionLine``s, a score buffer per score group, an exponent
-buffer and an exponent unit. Per query row it runs three jobs, started by the
-accelerator's controller:
+buffer and an exponent unit (``ExpUnit``). Per query row it runs three jobs:
+score and pv jobs started by the ``RowScheduler`` (``job``), exponent jobs by
+the ``SoftmaxStage`` (``exp``):
 
 * **score** (SDDMM): the lines form K = L / S groups of S lines
   (``VitcodConfig.score_split``); a group scores one key, each of its lines
@@ -14,11 +15,16 @@ accelerator's controller:
   Engine's are the row's CSR entries, read from the index buffer (it never
   touches a pruned entry). Scores go to the group's score buffer; the job
   reports the row maximum.
-* **exp** (own pipeline, runs beside the lines): ``z`` and ``E`` of every score
+* **exp** (``ExpUnit``, runs beside the lines): ``z`` and ``E`` of every score
   of the row against the row maximum of both engines, ``E`` to the exponent
   buffer, and the engine's share of the row sum.
 * **pv** (SpMM): ``P_j = prob(E_j, r)`` computed on the fly, one key per cycle,
-  ``L`` output chunks per pass; the engine's share of ``O`` stays in ``out``.
+  ``L`` output chunks per pass; the engine's share of ``O`` stays in ``job.out``.
+
+Pipeline of score and pv beats: issue (Q and column index addresses), read (Q
+word and column indices arrive; K and V addresses), operands (K and V words
+arrive, P is rounded; the lines' inputs), two line stages, and for scores one
+stage that sums a group's S partial scores.
 
 Score and exp buffers hold ``ROW_SLOTS`` rows (slot = row mod ROW_SLOTS), so
 the score jobs of the next rows and the exp job of row i run at the same time,
