@@ -168,9 +168,14 @@ class VitcodConfig:
         return self.chunks_per_token // self.qkv_word_chunks
 
     @property
+    def chunk_width(self) -> int:
+        """Bits of an M-channel chunk of int8 (what a line takes per cycle)."""
+        return INT8.width * self.macs
+
+    @property
     def qkv_word_width(self) -> int:
-        """Bits of a Q/K/V buffer word (``qkv_word_chunks`` chunks of M int8)."""
-        return 8 * self.macs * self.qkv_word_chunks
+        """Bits of a Q/K/V buffer word (``qkv_word_chunks`` chunks)."""
+        return self.chunk_width * self.qkv_word_chunks
 
     @property
     def qkv_addr_width(self) -> int:
@@ -280,8 +285,8 @@ class VitcodConfig:
             fields.update({
                 "layer": unsigned(1),   # 1: load a layer's compressed Q/K (nq, nk, hc); 0: a head
                 "hc": unsigned(MAX_DECODER_HEADS.bit_length()),
-                "wq": data.ArrayLayout(signed(8), self.decoder_heads),
-                "wk": data.ArrayLayout(signed(8), self.decoder_heads),
+                "wq": data.ArrayLayout(signed(INT8.width), self.decoder_heads),
+                "wk": data.ArrayLayout(signed(INT8.width), self.decoder_heads),
                 "dq_mult": unsigned(MULTIPLIER_WIDTH), "dq_shift": unsigned(SHIFT_WIDTH),
                 "dk_mult": unsigned(MULTIPLIER_WIDTH), "dk_shift": unsigned(SHIFT_WIDTH),
             })

@@ -74,7 +74,7 @@ class QkDecoder(ConfiguredComponent):
         for b in range(cfg.data_bytes):
             acc = Signal(signed(cfg.decoder_sum_width), name=f"acc{b}")
             total = Signal(signed(cfg.decoder_sum_width), name=f"sum{b}")
-            m.d.comb += total.eq(Mux(head == 0, 0, acc) + weight * self.beats.payload[8 * b:8 * b + 8].as_signed())
+            m.d.comb += total.eq(Mux(head == 0, 0, acc) + weight * self.beats.payload.word_select(b, INT8.width).as_signed())
             sums.append((acc, total))
             lanes.append(requantize(total, self.multiplier, self.shift)[:INT8.width])
         m.d.comb += self.word.eq(Cat(*lanes))

@@ -168,7 +168,7 @@ class Engine(wiring.Component):
         """The M-channel chunk of a buffer word that holds chunk number ``chunk``."""
         cfg = self._config
         qc = cfg.qkv_word_chunks
-        return word.word_select(chunk[:log2_ceil(qc)], 8 * cfg.macs) if qc > 1 else word[:8 * cfg.macs]
+        return word.word_select(chunk[:log2_ceil(qc)], cfg.chunk_width) if qc > 1 else word[:cfg.chunk_width]
 
     def _column(self, index_word, lane, entry):
         """Key of a score or pv beat: the CSR column (Sparser) or the entry itself (Denser)."""
@@ -307,7 +307,7 @@ class Engine(wiring.Component):
                              e_times_r=Signal.like(e_times_r, name="op_e_times_r"),
                              pv_pass=Signal.like(issue.pv_pass, name="op_pv_pass"))
         op.key_ok = [Signal(name=f"op_key_ok{g}") for g in range(K)]
-        op.q = [Signal(8 * M, name=f"op_q{s}") for s in range(S)]
+        op.q = [Signal(cfg.chunk_width, name=f"op_q{s}") for s in range(S)]
         m.d.sync += [op.score_valid.eq(rd.score_valid), op.pv_valid.eq(rd.pv_valid), op.step_cycle.eq(rd.step_cycle),
                      op.step.eq(rd.step), op.first.eq(Mux(rd.pv_valid, rd.pv_first, rd.score_first)),
                      op.last.eq(Mux(rd.pv_valid, rd.pv_last, rd.score_last)), op.e_times_r.eq(e_times_r),
@@ -386,4 +386,5 @@ class Engine(wiring.Component):
 
 
 def _byte(vec, i):
-    return vec[8 * i:8 * i + 8].as_signed()
+    """Lane i of a vector of int8."""
+    return vec.word_select(i, INT8.width).as_signed()

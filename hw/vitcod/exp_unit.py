@@ -115,7 +115,7 @@ class ExpUnit(wiring.Component):
         whole = z[EXP_FRAC_BITS:]
         exp_value = Signal(E_FORMAT.width)
         m.d.comb += exp_value.eq(Mux(whole > EXP_BITS, 0,
-                                     rom(EXP2_LUT, E_FORMAT.width, z[:EXP_FRAC_BITS]) >> whole[:5]))
+                                     rom(EXP2_LUT, E_FORMAT.width, z[:EXP_FRAC_BITS]) >> whole[:EXP_BITS.bit_length()]))
         e_valid, e_entry = Signal(), Signal(INDEX_WIDTH)
         e = Signal(E_FORMAT.width)
         m.d.sync += [e_valid.eq(z_valid), e_entry.eq(z_entry), e.eq(exp_value)]
