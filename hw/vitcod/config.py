@@ -111,6 +111,11 @@ class VitcodConfig:
             raise TypeError(f"ViTCoD decoder must be True or False, not {self.decoder!r}")
         _check("decoder_heads", self.decoder_heads, 1, MAX_DECODER_HEADS)
 
+    def require_decoder(self, part: str) -> None:
+        """Raise ``ConfigError`` unless the configuration includes the Q/K decoder (``part`` needs it)."""
+        if not self.decoder:
+            raise ConfigError(f"{part} is the Q/K decoder's: it needs a VitcodConfig with decoder=True")
+
     # -- derived sizes -------------------------------------------------------------------
     @property
     def data_bytes(self) -> int:

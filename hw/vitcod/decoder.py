@@ -14,7 +14,6 @@ from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream
 from amaranth.lib.wiring import In, Out
 
-from attnforge.errors import ConfigError
 from attnforge.hw.common import ConfiguredComponent, mux_tree, requantize
 from attnforge.numfmt import INT8
 
@@ -51,8 +50,7 @@ class QkDecoder(ConfiguredComponent):
 
     @classmethod
     def signature_of(cls, config: VitcodConfig):
-        if not config.decoder:
-            raise ConfigError(f"{cls.__name__} is the Q/K decoder's: it needs a VitcodConfig with decoder=True")
+        config.require_decoder(cls.__name__)
         return {
             "beats": In(stream.Signature(config.data_width, always_ready=True)),
             "hc": In(config.cmd_layout.members["hc"]),

@@ -17,7 +17,6 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory, WritePort
 from amaranth.lib.wiring import In, Out
 
-from attnforge.errors import ConfigError
 from attnforge.hw.common import ConfiguredComponent, log2_ceil
 
 from .config import INDEX_WIDTH, VitcodConfig
@@ -60,8 +59,7 @@ class LayerStore(ConfiguredComponent):
 
     @classmethod
     def signature_of(cls, config: VitcodConfig):
-        if not config.decoder:
-            raise ConfigError(f"{cls.__name__} is the Q/K decoder's: it needs a VitcodConfig with decoder=True")
+        config.require_decoder(cls.__name__)
         return {
             "layer_start": In(1),
             "shape": In(layer_shape_layout(config)),
