@@ -13,17 +13,28 @@ from dataclasses import dataclass
 from amaranth.hdl import signed, unsigned
 from amaranth.lib import data
 
-from attnforge.numfmt import INT8, accumulator_width
-from attnforge.softmax_int import PROB_FORMAT, RECIP_BITS, Z_FORMAT, recip_width, sum_width
+from attnforge.errors import ConfigError, check_int
+from attnforge.hw.common.requant import MAX_SHIFT
+from attnforge.hw.common.trees import log2_ceil
+from attnforge.numfmt import INT8, Requantizer, accumulator_width
+from attnforge.softmax_int import PROB_FORMAT, recip_width, sum_width
 
-__all__ = ["VitcodConfig", "INDEX_WIDTH", "ROW_SLOTS", "ERR_SIZE", "ERR_ROW_PTR", "ERR_COL_IDX", "ERR_LAYER",
-           "ERROR_BITS"]
+__all__ = ["VitcodConfig", "INDEX_WIDTH", "ROW_SLOTS", "MULTIPLIER_WIDTH", "SHIFT_WIDTH", "STATUS_COUNT_WIDTH",
+           "MAX_DECODER_HEADS", "ERR_SIZE", "ERR_ROW_PTR", "ERR_COL_IDX", "ERR_LAYER", "ERROR_BITS"]
 
 #: Rows in flight in the score and exponent buffers: the engines may score up to
 #: ROW_SLOTS - 1 rows ahead of their pv jobs, which hides the softmax latency.
 ROW_SLOTS = 4
 #: Row pointers and column indices travel as uint16 on the data stream.
 INDEX_WIDTH = 16
+#: Run-time requantizers (exponent, output, decoder): a ``Requantizer``'s unsigned multiplier
+#: and its right shift (0..MAX_SHIFT), as the command carries them.
+MULTIPLIER_WIDTH = Requantizer.multiplier_width
+SHIFT_WIDTH = MAX_SHIFT.bit_length()
+#: ``heads_done`` and ``heads_failed`` (wrap around).
+STATUS_COUNT_WIDTH = 16
+#: Most compressed heads the Q/K decoder may be built for; the command's ``hc`` field holds it.
+MAX_DECODER_HEADS = 16
 #: Error status bits (sticky until reset).
 ERR_SIZE = 1      # N, G or nnz beyond what the buffers hold (or N = 0, G > Nk)
 ERR_ROW_PTR = 2   # row_ptr[0] != 0, decreasing, a row longer than Nk - G, or row_ptr[Nq] != nnz
@@ -32,12 +43,8 @@ ERR_LAYER = 8     # (decoder) a head whose layer (compressed Q/K of its Nq, Nk, 
 ERROR_BITS = 4
 
 
-def _pos_int(what, value, lo, hi):
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"ViTCoD {what} must be an integer, not {value!r}")
-    if not lo <= value <= hi:
-        raise ValueError(f"ViTCoD {what} must be in [{lo}, {hi}], not {value}")
-    return value
+def _check(what, value, lo, hi):
+    return check_int(f"ViTCoD {what}", value, lo, hi)
 
 
 def _pow2(value):
@@ -83,26 +90,31 @@ class VitcodConfig:
     decoder_heads: int = 2
 
     def __post_init__(self):
-        _pos_int("macs (M)", self.macs, 1, 64)
+        _check("macs (M)", self.macs, 1, 64)
         if not _pow2(self.macs):
-            raise ValueError(f"ViTCoD macs (M) must be a power of two, not {self.macs}")
-        _pos_int("head_dim", self.head_dim, 1, 1024)
+            raise ConfigError(f"ViTCoD macs (M) must be a power of two, not {self.macs}")
+        _check("head_dim", self.head_dim, 1, 1024)
         if self.head_dim % self.macs:
-            raise ValueError(f"ViTCoD head_dim={self.head_dim} must be a multiple of macs={self.macs}")
-        _pos_int("max_tokens", self.max_tokens, 1, 4096)
-        _pos_int("max_nnz", self.max_nnz, 1, (1 << INDEX_WIDTH) - 1)
-        _pos_int("dense_lines", self.dense_lines, 1, 64)
-        _pos_int("sparse_lines", self.sparse_lines, 1, 64)
-        _pos_int("data_width", self.data_width, 16, 4096)
+            raise ConfigError(f"ViTCoD head_dim={self.head_dim} must be a multiple of macs={self.macs}")
+        _check("max_tokens", self.max_tokens, 1, 4096)
+        _check("max_nnz", self.max_nnz, 1, (1 << INDEX_WIDTH) - 1)
+        _check("dense_lines", self.dense_lines, 1, 64)
+        _check("sparse_lines", self.sparse_lines, 1, 64)
+        _check("data_width", self.data_width, 16, 4096)
         if not _pow2(self.data_width) or self.data_width % (8 * self.macs):
-            raise ValueError(f"ViTCoD data_width={self.data_width} must be a power of two and a multiple of "
+            raise ConfigError(f"ViTCoD data_width={self.data_width} must be a power of two and a multiple of "
                              f"8 * macs = {8 * self.macs}")
         if (8 * self.head_dim) % self.data_width:
-            raise ValueError(f"ViTCoD data_width={self.data_width} must divide 8 * head_dim = {8 * self.head_dim} "
+            raise ConfigError(f"ViTCoD data_width={self.data_width} must divide 8 * head_dim = {8 * self.head_dim} "
                              f"(a token's row is whole beats)")
         if not isinstance(self.decoder, bool):
             raise TypeError(f"ViTCoD decoder must be True or False, not {self.decoder!r}")
-        _pos_int("decoder_heads", self.decoder_heads, 1, 16)
+        _check("decoder_heads", self.decoder_heads, 1, MAX_DECODER_HEADS)
+
+    def require_decoder(self, part: str) -> None:
+        """Raise ``ConfigError`` unless the configuration includes the Q/K decoder (``part`` needs it)."""
+        if not self.decoder:
+            raise ConfigError(f"{part} is the Q/K decoder's: it needs a VitcodConfig with decoder=True")
 
     # -- derived sizes -------------------------------------------------------------------
     @property
@@ -161,6 +173,31 @@ class VitcodConfig:
         return self.chunks_per_token // self.qkv_word_chunks
 
     @property
+    def chunk_width(self) -> int:
+        """Bits of an M-channel chunk of int8 (what a line takes per cycle)."""
+        return INT8.width * self.macs
+
+    @property
+    def qkv_word_width(self) -> int:
+        """Bits of a Q/K/V buffer word (``qkv_word_chunks`` chunks)."""
+        return self.chunk_width * self.qkv_word_chunks
+
+    @property
+    def qkv_addr_width(self) -> int:
+        """Q/K/V buffer address: the bank (top bit) and the word in the bank."""
+        return log2_ceil(self.qkv_bank_words) + 1
+
+    @property
+    def rp_addr_width(self) -> int:
+        """Row pointer buffer address: the bank (top bit) and the word in the bank."""
+        return log2_ceil(self.rp_bank_words) + 1
+
+    @property
+    def ci_addr_width(self) -> int:
+        """Column index buffer address: the bank (top bit) and the word in the bank."""
+        return log2_ceil(self.ci_bank_words) + 1
+
+    @property
     def lines(self) -> int:
         return self.dense_lines + self.sparse_lines
 
@@ -179,6 +216,16 @@ class VitcodConfig:
         return accumulator_width(PROB_FORMAT, INT8, 2 * self.max_tokens)
 
     @property
+    def row_width(self) -> int:
+        """An output row's channel before requantization: the sum of both engines' P·V shares."""
+        return self.pv_width + 1
+
+    @property
+    def decoder_sum_width(self) -> int:
+        """The Q/K decoder's per-lane sum of ``decoder_heads`` int8 weight x int8 value products."""
+        return accumulator_width(INT8, INT8, self.decoder_heads)
+
+    @property
     def sum_width(self) -> int:
         return sum_width(self.max_tokens)
 
@@ -187,21 +234,18 @@ class VitcodConfig:
         return recip_width()
 
     @property
-    def recip_bits(self) -> int:
-        return RECIP_BITS
-
-    @property
-    def z_width(self) -> int:
-        return Z_FORMAT.width
-
-    @property
     def row_slots(self) -> int:
         """Rows in flight per engine buffer (score and exponent buffers): a power of two."""
         return ROW_SLOTS
 
     @property
-    def count_width(self) -> int:
-        return INDEX_WIDTH
+    def command_beats_width(self) -> int:
+        """Bits of a count of the data beats one command may announce (any field values: a
+        refused head's beats are counted off too)."""
+        top = (1 << INDEX_WIDTH) - 1
+        heads = (1 << MAX_DECODER_HEADS.bit_length()) - 1 if self.decoder else 1
+        index_beats = -(-(top + 1) // self.indices_per_word)
+        return (2 * top * self.words_per_token * heads + top * self.words_per_token + 3 * index_beats).bit_length()
 
     # -- buffer depths (per bank; two banks for double buffering) --------------------------
     @staticmethod
@@ -239,16 +283,16 @@ class VitcodConfig:
         fields = {
             "nq": unsigned(INDEX_WIDTH), "nk": unsigned(INDEX_WIDTH),
             "g": unsigned(INDEX_WIDTH), "nnz": unsigned(INDEX_WIDTH),
-            "exp_mult": unsigned(16), "exp_shift": unsigned(6),
-            "out_mult": unsigned(16), "out_shift": unsigned(6),
+            "exp_mult": unsigned(MULTIPLIER_WIDTH), "exp_shift": unsigned(SHIFT_WIDTH),
+            "out_mult": unsigned(MULTIPLIER_WIDTH), "out_shift": unsigned(SHIFT_WIDTH),
         }
         if self.decoder:
             fields.update({
                 "layer": unsigned(1),   # 1: load a layer's compressed Q/K (nq, nk, hc); 0: a head
-                "hc": unsigned(5),
-                "wq": data.ArrayLayout(signed(8), self.decoder_heads),
-                "wk": data.ArrayLayout(signed(8), self.decoder_heads),
-                "dq_mult": unsigned(16), "dq_shift": unsigned(6),
-                "dk_mult": unsigned(16), "dk_shift": unsigned(6),
+                "hc": unsigned(MAX_DECODER_HEADS.bit_length()),
+                "wq": data.ArrayLayout(signed(INT8.width), self.decoder_heads),
+                "wk": data.ArrayLayout(signed(INT8.width), self.decoder_heads),
+                "dq_mult": unsigned(MULTIPLIER_WIDTH), "dq_shift": unsigned(SHIFT_WIDTH),
+                "dk_mult": unsigned(MULTIPLIER_WIDTH), "dk_shift": unsigned(SHIFT_WIDTH),
             })
         return data.StructLayout(fields)

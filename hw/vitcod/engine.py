@@ -1,8 +1,9 @@
 """Denser and Sparser Engines of the ViTCoD accelerator (one class, two column sources).
 
 An engine owns L ``AttentionLine``s, a score buffer per score group, an exponent
-buffer and an exponent unit. Per query row it runs three jobs, started by the
-accelerator's controller:
+buffer and an exponent unit (``ExpUnit``). Per query row it runs three jobs:
+score and pv jobs started by the ``RowScheduler`` (``job``), exponent jobs by
+the ``SoftmaxStage`` (``exp``):
 
 * **score** (SDDMM): the lines form K = L / S groups of S lines
   (``VitcodConfig.score_split``); a group scores one key, each of its lines
@@ -14,11 +15,16 @@ accelerator's controller:
   Engine's are the row's CSR entries, read from the index buffer (it never
   touches a pruned entry). Scores go to the group's score buffer; the job
   reports the row maximum.
-* **exp** (own pipeline, runs beside the lines): ``z`` and ``E`` of every score
+* **exp** (``ExpUnit``, runs beside the lines): ``z`` and ``E`` of every score
   of the row against the row maximum of both engines, ``E`` to the exponent
   buffer, and the engine's share of the row sum.
 * **pv** (SpMM): ``P_j = prob(E_j, r)`` computed on the fly, one key per cycle,
-  ``L`` output chunks per pass; the engine's share of ``O`` stays in ``out``.
+  ``L`` output chunks per pass; the engine's share of ``O`` stays in ``job.out``.
+
+Pipeline of score and pv beats: issue (Q and column index addresses), read (Q
+word and column indices arrive; K and V addresses), operands (K and V words
+arrive, P is rounded; the lines' inputs), two line stages, and for scores one
+stage that sums a group's S partial scores.
 
 Score and exp buffers hold ``ROW_SLOTS`` rows (slot = row mod ROW_SLOTS), so
 the score jobs of the next rows and the exp job of row i run at the same time,
@@ -27,402 +33,358 @@ and the pv job of row i reads E while later rows' exp jobs write other slots.
 
 from __future__ import annotations
 
-from amaranth.hdl import Array, Cat, Const, Elaboratable, Module, Mux, Signal, signed, unsigned
-from amaranth.lib.memory import Memory
+from types import SimpleNamespace
 
-from attnforge.softmax_int import (E_FORMAT, EXP2_LUT, EXP_BITS, EXP_FRAC_BITS, PROB_MAX, PROB_SHIFT, Z_FORMAT)
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import wiring
+from amaranth.lib.memory import Memory, ReadPort
+from amaranth.lib.wiring import In
+
+from attnforge.errors import check_int
+from attnforge.hw.common import log2_ceil, requant_round, tree_sum
+from attnforge.numfmt import INT8
+from attnforge.softmax_int import E_FORMAT, PROB_FORMAT, PROB_SHIFT
 
 from .config import INDEX_WIDTH, VitcodConfig
+from .exp_unit import ExpUnit
 from .line import AttentionLine
+from .signatures import EngineJobSignature, ExpJobSignature
 
 __all__ = ["Engine"]
 
 
-def _log2(n: int) -> int:
-    return (n - 1).bit_length()
-
-
-def _pick(values, index):
-    """``values[index]`` as a tree of multiplexers (plain assignments, see ``_rom``)."""
-    level = list(values)
-    for bit in range(len(index)):
-        level = [Mux(index[bit], level[i + 1], level[i]) if i + 1 < len(level) else level[i]
-                 for i in range(0, len(level), 2)]
-    return level[0]
-
-
-def _rom(values, width, index):
-    """A constant table as a tree of multiplexers on the index bits.
-
-    (Not an ``Array`` of constants: Yosys writes that as a case statement in a
-    combinational process, which Icarus leaves at X while the index keeps its
-    initial value.)
-    """
-    level = [Const(v, width) for v in values]
-    for bit in range(len(index)):
-        level = [Mux(index[bit], level[i + 1], level[i]) if i + 1 < len(level) else level[i]
-                 for i in range(0, len(level), 2)]
-    return level[0]
-
-
-class Engine(Elaboratable):
+class Engine(wiring.Component):
     """One engine with ``lines`` lines; ``sparse`` selects the CSR column source.
 
-    The accelerator connects the buffer read ports, all of words of ``qkv_word_chunks``
-    chunks: ``q_addr``/``q_data``, and per score group g ``k_addr[g]``/``k_data[g]`` (the
-    group's key in a score step) and ``v_addr[g]``/``v_data[g]`` (the group's S chunks of a pv
-    pass); for the Sparser Engine also ``ci_addr[g]``/``ci_data[g]`` and
-    ``ci_pv_addr``/``ci_pv_data``.
+    Parameters
+    ----------
+    config : VitcodConfig
+    sparse : bool
+        Sparser Engine (keys from the column index buffer) or Denser Engine (keys 0 .. G-1).
+    lines : int
+        L, lines of the engine; S = ``config.score_split(lines)`` lines share a key in a
+        score job, K = L / S keys per score step (``score_groups``).
+
+    Members
+    -------
+    job : ``In(EngineJobSignature(config))``
+        Score and pv jobs from the row scheduler; the row maximum and the engine's share of
+        the output row back.
+    exp : ``In(ExpJobSignature(config))``
+        Exponent jobs from the softmax stage; the engine's share of the row sum back.
+    q : ``In(ReadPort.Signature(qkv_addr_width, qkv_word_width))``
+        The Q buffer (words of ``qkv_word_chunks`` chunks, bank bit on top).
+    k, v : ``In(ReadPort.Signature(qkv_addr_width, qkv_word_width)).array(K)``
+        Per score group g: the K buffer (group g's key in a score step) and the V buffer
+        (group g's S chunks of a pv pass).
+    col : ``In(ReadPort.Signature(ci_addr_width, data_width)).array(K)`` (Sparser Engine)
+        The column index buffer: group g's key in a score step.
+    pv_col : ``In(ReadPort.Signature(ci_addr_width, data_width))`` (Sparser Engine)
+        The column index buffer: the key of a pv beat.
     """
 
-    def __init__(self, cfg: VitcodConfig, *, sparse: bool, lines: int):
-        self.cfg = cfg
-        self.sparse = sparse
-        self.L = lines
-        self.S = cfg.score_split(lines)     # lines per key in a score job
-        self.K = lines // self.S            # keys per score step
-        W = cfg.data_width
-        self.qkv_aw = _log2(cfg.qkv_bank_words) + 1
-        self.ci_aw = _log2(cfg.ci_bank_words) + 1
-        ww = 8 * cfg.macs * cfg.qkv_word_chunks
-        self.q_addr = Signal(self.qkv_aw)
-        self.q_data = Signal(ww)
-        self.k_addr = [Signal(self.qkv_aw, name=f"k_addr{g}") for g in range(self.K)]
-        self.k_data = [Signal(ww, name=f"k_data{g}") for g in range(self.K)]
-        self.v_addr = [Signal(self.qkv_aw, name=f"v_addr{g}") for g in range(self.K)]
-        self.v_data = [Signal(ww, name=f"v_data{g}") for g in range(self.K)]
-        self.ci_addr = [Signal(self.ci_aw, name=f"ci_addr{g}") for g in range(self.K)]
-        self.ci_data = [Signal(W, name=f"ci_data{g}") for g in range(self.K)]
-        self.ci_pv_addr = Signal(self.ci_aw)
-        self.ci_pv_data = Signal(W)
+    def __init__(self, config: VitcodConfig, *, sparse: bool, lines: int):
+        if not isinstance(config, VitcodConfig):
+            raise TypeError(f"Engine needs a VitcodConfig, not {config!r}")
+        if not isinstance(sparse, bool):
+            raise TypeError(f"Engine sparse must be True or False, not {sparse!r}")
+        self._config, self._sparse = config, sparse
+        self._lines = check_int("Engine lines", lines, 1, 64)
+        self._split = config.score_split(lines)
+        self._groups = lines // self._split
+        word = ReadPort.Signature(addr_width=config.qkv_addr_width, shape=unsigned(config.qkv_word_width))
+        members = {"job": In(EngineJobSignature(config)), "exp": In(ExpJobSignature(config)),
+                   "q": In(word), "k": In(word).array(self._groups), "v": In(word).array(self._groups)}
+        if sparse:
+            index = ReadPort.Signature(addr_width=config.ci_addr_width, shape=unsigned(config.data_width))
+            members.update({"col": In(index).array(self._groups), "pv_col": In(index)})
+        super().__init__(members)
 
-        cw = INDEX_WIDTH
-        # job parameters (held by the controller while a job runs)
-        self.bank = Signal()
-        self.row = Signal(cw)
-        self.n = Signal(cw)
-        self.base = Signal(cw)
-        sb = _log2(cfg.row_slots)
-        self.parity = Signal(sb)      # row slot of the job
-        self.recip = Signal(cfg.recip_width)
-        self.score_start = Signal()   # allowed when issue_free and not score_active
-        self.pv_start = Signal()      # allowed when issue_free and not pv_active
-        self.issue_free = Signal()    # the issue stage can take a new job this cycle
-        self.score_active = Signal()
-        self.pv_active = Signal()
-        self.score_done = Signal()    # one-cycle pulse: the score job's results are all written
-        self.pv_done = Signal()       # one-cycle pulse: ``out`` holds the pv job's results
-        self.busy = Signal()
-        self.max = Signal(signed(cfg.score_width))
-        # exp job
-        self.exp_start = Signal()
-        self.exp_parity = Signal(sb)
-        self.exp_n = Signal(cw)
-        self.exp_m = Signal(signed(cfg.score_width))
-        self.exp_mult = Signal(16)
-        self.exp_shift = Signal(6)
-        self.exp_busy = Signal()
-        self.exp_sum = Signal(cfg.sum_width)
-        # this engine's share of O for the last pv job
-        self.out = [Signal(signed(cfg.pv_width), name=f"out{i}") for i in range(cfg.head_dim)]
+    @property
+    def sparse(self) -> bool:
+        return self._sparse
+
+    @property
+    def score_split(self) -> int:
+        """S, lines per key in a score job."""
+        return self._split
+
+    @property
+    def score_groups(self) -> int:
+        """K, keys per score step (one K/V read port each)."""
+        return self._groups
 
     def elaborate(self, platform):
-        cfg, L, S, K = self.cfg, self.L, self.S, self.K
-        M, CPT, IPW = cfg.macs, cfg.chunks_per_token, cfg.indices_per_word
-        QC, QWPT = cfg.qkv_word_chunks, cfg.qkv_words_per_token
-        P = CPT // S            # cycles per score step
-        lg_ipw, lg_s, lg_qc = _log2(IPW), _log2(S), _log2(QC)
-        qkv_local = self.qkv_aw - 1
-        ci_local = self.ci_aw - 1
+        cfg = self._config
         m = Module()
+        lines = [AttentionLine(cfg.macs, cfg.score_width, cfg.pv_width) for _ in range(self._lines)]
+        for index, line in enumerate(lines):
+            m.submodules[f"line{index}"] = line
+        score_writes, e_read = self._buffers(m)
+        issue = self._issue(m, e_read)
+        self._operands(m, issue, lines, e_read)
+        self._results(m, issue, lines, score_writes)
+        return m
 
-        lines = [AttentionLine(M, cfg.score_width, cfg.pv_width) for _ in range(L)]
-        for l, ln in enumerate(lines):
-            m.submodules[f"line{l}"] = ln
-
-        slots = -(-cfg.max_tokens // K)
-        slot_w = _log2(slots)
-        smems = []
-        s_wr, s_rd = [], []
+    # -- buffers ---------------------------------------------------------------------------
+    def _buffers(self, m):
+        """Score buffers (one per group), the exponent buffer and the exponent unit between them."""
+        cfg, K = self._config, self._groups
+        m.submodules.exp_unit = exp_unit = ExpUnit(cfg, groups=K)
+        wiring.connect(m, wiring.flipped(self.exp), exp_unit.job)
+        score_writes = []
         for g in range(K):
-            mem = Memory(shape=signed(cfg.score_width), depth=cfg.row_slots << slot_w, init=[])
-            m.submodules[f"smem{g}"] = mem
-            s_wr.append(mem.write_port())
-            s_rd.append(mem.read_port())
-            smems.append(mem)
-        e_w = _log2(cfg.max_tokens)
-        emem = Memory(shape=unsigned(E_FORMAT.width), depth=cfg.row_slots << e_w, init=[])
-        m.submodules.emem = emem
-        e_wr = emem.write_port()
-        e_rd = emem.read_port()
+            mem = Memory(shape=signed(cfg.score_width), depth=1 << ExpUnit.score_addr_width(cfg, K), init=[])
+            m.submodules[f"score_buf{g}"] = mem
+            score_writes.append(mem.write_port())
+            wiring.connect(m, exp_unit.scores[g], mem.read_port())
+        m.submodules.exp_buf = e_mem = Memory(shape=unsigned(E_FORMAT.width), depth=1 << ExpUnit.e_addr_width(cfg),
+                                              init=[])
+        wiring.connect(m, exp_unit.e_write, e_mem.write_port())
+        return score_writes, e_mem.read_port()
 
-        def qkv_addr(bank, row, word):
-            """Word ``word`` of token ``row`` in a Q/K/V bank."""
-            local = Signal(qkv_local)
-            m.d.comb += local.eq(row * QWPT + word)
-            return Cat(local, bank)
+    # -- addresses -------------------------------------------------------------------------
+    def _qkv_addr(self, m, bank, row, word):
+        """Word ``word`` of token ``row`` in a Q/K/V bank."""
+        local = Signal(self._config.qkv_addr_width - 1)
+        m.d.comb += local.eq(row * self._config.qkv_words_per_token + word)
+        return Cat(local, bank)
 
-        def chunk_at(step, s_):
-            """Chunk ``step * S + s_`` (its bits, for the word and the chunk in it)."""
-            return Cat(Const(s_, lg_s), step) if lg_s else step
+    def _ci_addr(self, bank, entry):
+        """The column index buffer word of CSR entry ``entry``."""
+        cfg = self._config
+        return Cat((entry >> log2_ceil(cfg.indices_per_word))[:cfg.ci_addr_width - 1], bank)
 
-        def ci_addr(bank, entry):
-            return Cat((entry >> lg_ipw)[:ci_local], bank)
+    def _chunk_at(self, step, index):
+        """Chunk number ``step * S + index`` (as bits: its word, then the chunk in the word)."""
+        lg_s = log2_ceil(self._split)
+        return Cat(Const(index, lg_s), step) if lg_s else step
 
-        def chunk_of(word, chunk):
-            """The M-channel chunk of a buffer word that holds chunk number ``chunk``."""
-            return word.word_select(chunk[:lg_qc], 8 * M) if QC > 1 else word[:8 * M]
+    def _word_of(self, step):
+        """The Q/K/V word number holding chunks ``step * S .. step * S + S - 1``."""
+        return self._chunk_at(step, 0)[log2_ceil(self._config.qkv_word_chunks):]
 
-        def byte(vec, i):
-            return vec[8 * i:8 * i + 8].as_signed()
+    def _chunk_of(self, word, chunk):
+        """The M-channel chunk of a buffer word that holds chunk number ``chunk``."""
+        cfg = self._config
+        qc = cfg.qkv_word_chunks
+        return word.word_select(chunk[:log2_ceil(qc)], cfg.chunk_width) if qc > 1 else word[:cfg.chunk_width]
 
-        # ------------------------------------------------------------ job latches
-        # Score and pv jobs keep separate parameters: the next job's issue starts in
-        # the cycle after the previous job's last issue, while that one drains.
-        sb = _log2(cfg.row_slots)
-        js_bank, js_row, js_n, js_base, js_par = Signal(), Signal(16), Signal(16), Signal(16), Signal(sb)
-        jp_bank, jp_n, jp_base, jp_par = Signal(), Signal(16), Signal(16), Signal(sb)
-        jp_recip = Signal(cfg.recip_width)
+    def _column(self, index_word, lane, entry):
+        """Key of a score or pv beat: the CSR column (Sparser) or the entry itself (Denser)."""
+        if not self._sparse:
+            return entry
+        if self._config.indices_per_word > 1:
+            return index_word.word_select(lane, INDEX_WIDTH)
+        return index_word[:INDEX_WIDTH]
 
-        # ----------------------------------------------------- sequencer (issue stage)
-        s_iss = Signal()        # issuing score beats
-        p_iss = Signal()        # issuing pv beats
-        s_ebase = Signal(16)    # first entry of the score step
-        grp = Signal(slot_w + 1)
-        spas = Signal(range(max(P, 2)))   # cycle of the score step: lines take chunks spas * S + s
-        p_ent = Signal(16)      # pv entry
-        npass = -(-CPT // L)
-        pas = Signal(range(max(npass, 2)))
+    # -- issue stage -----------------------------------------------------------------------
+    def _issue(self, m, e_read):
+        """Job registers and the sequencer: which key, chunk and entry each cycle issues."""
+        cfg, job, K = self._config, self.job, self._groups
+        steps = cfg.chunks_per_token // self._split       # cycles per score step
+        passes = -(-cfg.chunks_per_token // self._lines)  # pv passes over the row's keys
+        step_bits = log2_ceil(-(-cfg.max_tokens // K))
+        # Score and pv jobs keep separate parameters: the next job's issue starts in the
+        # cycle after the previous job's last issue, while that one drains.
+        score = SimpleNamespace(bank=Signal(name="score_bank"), row=Signal(INDEX_WIDTH, name="score_row"),
+                                n=Signal(INDEX_WIDTH, name="score_n"), base=Signal(INDEX_WIDTH, name="score_base"),
+                                slot=Signal.like(job.slot, name="score_slot"))
+        pv = SimpleNamespace(bank=Signal(name="pv_bank"), n=Signal(INDEX_WIDTH, name="pv_n"),
+                             base=Signal(INDEX_WIDTH, name="pv_base"), slot=Signal.like(job.slot, name="pv_slot"),
+                             recip=Signal.like(job.recip, name="pv_recip"))
+        issue = SimpleNamespace(score=score, pv=pv, steps=steps, passes=passes, step_bits=step_bits)
+        issue.score_issuing, issue.pv_issuing = Signal(), Signal()
+        issue.score_first = Signal(INDEX_WIDTH)          # entry of group 0's key in this score step
+        issue.score_step = Signal(step_bits + 1)         # score step of the row (score buffer word)
+        issue.step_cycle = Signal(range(max(steps, 2)))  # lines take chunks step_cycle * S + s
+        issue.pv_entry = Signal(INDEX_WIDTH)
+        issue.pv_pass = Signal(range(max(passes, 2)))
+        score_issue_last, pv_issue_last = Signal(), Signal()
+        m.d.comb += [
+            score_issue_last.eq(issue.score_issuing & (issue.step_cycle == steps - 1)
+                                & (issue.score_first + K >= score.n)),
+            pv_issue_last.eq(issue.pv_issuing & (issue.pv_entry == pv.n - 1) & (issue.pv_pass == passes - 1)),
+            job.issue_free.eq(~(issue.score_issuing | issue.pv_issuing) | score_issue_last | pv_issue_last)]
 
-        s_last = Signal()
-        p_last = Signal()
-        m.d.comb += [s_last.eq(s_iss & (spas == P - 1) & (s_ebase + K >= js_n)),
-                     p_last.eq(p_iss & (p_ent == jp_n - 1) & (pas == npass - 1)),
-                     self.issue_free.eq(~(s_iss | p_iss) | s_last | p_last)]
-
-        with m.If(s_iss):
-            m.d.sync += spas.eq(spas + 1)
-            with m.If(spas == P - 1):
-                m.d.sync += [spas.eq(0), grp.eq(grp + 1), s_ebase.eq(s_ebase + K)]
-            with m.If(s_last):
-                m.d.sync += s_iss.eq(0)
-        with m.If(p_iss):
-            m.d.sync += p_ent.eq(p_ent + 1)
-            with m.If(p_ent == jp_n - 1):
-                m.d.sync += [p_ent.eq(0), pas.eq(pas + 1)]
-            with m.If(p_last):
-                m.d.sync += p_iss.eq(0)
+        with m.If(issue.score_issuing):
+            m.d.sync += issue.step_cycle.eq(issue.step_cycle + 1)
+            with m.If(issue.step_cycle == steps - 1):
+                m.d.sync += [issue.step_cycle.eq(0), issue.score_step.eq(issue.score_step + 1),
+                             issue.score_first.eq(issue.score_first + K)]
+            with m.If(score_issue_last):
+                m.d.sync += issue.score_issuing.eq(0)
+        with m.If(issue.pv_issuing):
+            m.d.sync += issue.pv_entry.eq(issue.pv_entry + 1)
+            with m.If(issue.pv_entry == pv.n - 1):
+                m.d.sync += [issue.pv_entry.eq(0), issue.pv_pass.eq(issue.pv_pass + 1)]
+            with m.If(pv_issue_last):
+                m.d.sync += issue.pv_issuing.eq(0)
         # a start (allowed only when issue_free) wins over the last beat's updates above
-        with m.If(self.score_start):
-            m.d.sync += [js_bank.eq(self.bank), js_row.eq(self.row), js_n.eq(self.n), js_base.eq(self.base),
-                         js_par.eq(self.parity),
-                         s_iss.eq(self.n != 0), s_ebase.eq(0), grp.eq(0), spas.eq(0)]
-        with m.If(self.pv_start):
-            m.d.sync += [jp_bank.eq(self.bank), jp_n.eq(self.n), jp_base.eq(self.base), jp_par.eq(self.parity),
-                         jp_recip.eq(self.recip),
-                         p_iss.eq(self.n != 0), p_ent.eq(0), pas.eq(0)]
+        with m.If(job.score_start):
+            m.d.sync += [score.bank.eq(job.bank), score.row.eq(job.row), score.n.eq(job.n), score.base.eq(job.base),
+                         score.slot.eq(job.slot), issue.score_issuing.eq(job.n != 0), issue.score_first.eq(0),
+                         issue.score_step.eq(0), issue.step_cycle.eq(0)]
+        with m.If(job.pv_start):
+            m.d.sync += [pv.bank.eq(job.bank), pv.n.eq(job.n), pv.base.eq(job.base), pv.slot.eq(job.slot),
+                         pv.recip.eq(job.recip), issue.pv_issuing.eq(job.n != 0), issue.pv_entry.eq(0),
+                         issue.pv_pass.eq(0)]
         # a pv job without keys outputs zeros: cleared a cycle later, from a register (not from
-        # pv_start, whose controller logic would otherwise drive the enables of every out bit);
+        # pv_start, whose scheduler logic would otherwise drive the enables of every out bit);
         # its pv_done comes in that cycle, and out is read only after pv_done has been registered
         zero_out = Signal()
-        m.d.sync += zero_out.eq(self.pv_start & (self.n == 0))
+        m.d.sync += zero_out.eq(job.pv_start & (job.n == 0))
         with m.If(zero_out):
-            m.d.sync += [o.eq(0) for o in self.out]
+            m.d.sync += job.out.eq(0)
 
-        # issue-stage addresses
-        # (per score group g: its key is entry s_ebase + g)
-        entry = [Signal(16, name=f"entry{g}") for g in range(K)]
-        lane_ok = [Signal(name=f"lane_ok{g}") for g in range(K)]
+        # addresses: group g's key is entry score_first + g; the Q word holds the step's chunks
+        issue.entry = [Signal(INDEX_WIDTH, name=f"entry{g}") for g in range(K)]
+        issue.key_ok = [Signal(name=f"key_ok{g}") for g in range(K)]
         for g in range(K):
-            m.d.comb += [entry[g].eq(s_ebase + g), lane_ok[g].eq(s_iss & (s_ebase + g < js_n))]
-        # the Q word holding chunks spas * S .. spas * S + S - 1 of the row
-        m.d.comb += self.q_addr.eq(qkv_addr(js_bank, js_row, chunk_at(spas, 0)[lg_qc:]))
-        if self.sparse:
+            m.d.comb += [issue.entry[g].eq(issue.score_first + g),
+                         issue.key_ok[g].eq(issue.score_issuing & (issue.score_first + g < score.n))]
+        m.d.comb += self.q.addr.eq(self._qkv_addr(m, score.bank, score.row, self._word_of(issue.step_cycle)))
+        if self._sparse:
             for g in range(K):
-                m.d.comb += self.ci_addr[g].eq(Mux(lane_ok[g], ci_addr(js_bank, js_base + entry[g]), 0))
-            m.d.comb += self.ci_pv_addr.eq(Mux(p_iss, ci_addr(jp_bank, jp_base + p_ent), 0))
-        m.d.comb += [e_rd.addr.eq(Cat(p_ent[:e_w], jp_par))]
+                m.d.comb += self.col[g].addr.eq(Mux(issue.key_ok[g],
+                                                    self._ci_addr(score.bank, score.base + issue.entry[g]), 0))
+            m.d.comb += self.pv_col.addr.eq(Mux(issue.pv_issuing, self._ci_addr(pv.bank, pv.base + issue.pv_entry), 0))
+        m.d.comb += e_read.addr.eq(Cat(issue.pv_entry[:log2_ceil(cfg.max_tokens)], pv.slot))
+        return issue
 
-        # ------------------------------------------------------------- stage 1
-        lw = max(lg_ipw, 1)
-        s1v, p1v = Signal(), Signal()
-        s1_ok = [Signal(name=f"s1_ok{g}") for g in range(K)]
-        s1_lane = [Signal(lw, name=f"s1_lane{g}") for g in range(K)]
-        s1_ent = [Signal(16, name=f"s1_ent{g}") for g in range(K)]
-        s1_pas = Signal.like(spas)
-        s1_grp = Signal.like(grp)
-        s1_first, s1_last, p1_first, p1_last = Signal(), Signal(), Signal(), Signal()
-        p1_lane = Signal(lw)
-        p1_ent = Signal(16)
-        p1_pass = Signal.like(pas)
-        m.d.sync += [s1v.eq(s_iss), p1v.eq(p_iss), s1_pas.eq(spas), s1_grp.eq(grp),
-                     s1_first.eq(spas == 0), s1_last.eq(spas == P - 1),
-                     p1_first.eq(p_ent == 0), p1_last.eq(p_ent == jp_n - 1),
-                     p1_ent.eq(p_ent), p1_pass.eq(pas), p1_lane.eq((jp_base + p_ent)[:lw])]
+    # -- operand stages ----------------------------------------------------------------------
+    def _operands(self, m, issue, lines, e_read):
+        """Stage ``read`` (Q word, column indices, E arrive; K/V addresses) and stage ``operands``
+        (K/V words and P arrive; the lines' inputs)."""
+        cfg, K, S, L = self._config, self._groups, self._split, self._lines
+        M, chunks = cfg.macs, cfg.chunks_per_token
+        lane_bits = max(log2_ceil(cfg.indices_per_word), 1)
+        score, pv = issue.score, issue.pv
+        # read stage
+        rd = SimpleNamespace(score_valid=Signal(name="read_score_valid"), pv_valid=Signal(name="read_pv_valid"),
+                             step_cycle=Signal.like(issue.step_cycle, name="read_step_cycle"),
+                             step=Signal.like(issue.score_step, name="read_step"),
+                             score_first=Signal(name="read_score_first"), score_last=Signal(name="read_score_last"),
+                             pv_first=Signal(name="read_pv_first"), pv_last=Signal(name="read_pv_last"),
+                             pv_lane=Signal(lane_bits, name="read_pv_lane"),
+                             pv_entry=Signal(INDEX_WIDTH, name="read_pv_entry"),
+                             pv_pass=Signal.like(issue.pv_pass, name="read_pv_pass"))
+        rd.key_ok = [Signal(name=f"read_key_ok{g}") for g in range(K)]
+        rd.lane = [Signal(lane_bits, name=f"read_lane{g}") for g in range(K)]
+        rd.entry = [Signal(INDEX_WIDTH, name=f"read_entry{g}") for g in range(K)]
+        m.d.sync += [rd.score_valid.eq(issue.score_issuing), rd.pv_valid.eq(issue.pv_issuing),
+                     rd.step_cycle.eq(issue.step_cycle), rd.step.eq(issue.score_step),
+                     rd.score_first.eq(issue.step_cycle == 0), rd.score_last.eq(issue.step_cycle == issue.steps - 1),
+                     rd.pv_first.eq(issue.pv_entry == 0), rd.pv_last.eq(issue.pv_entry == pv.n - 1),
+                     rd.pv_entry.eq(issue.pv_entry), rd.pv_pass.eq(issue.pv_pass),
+                     rd.pv_lane.eq((pv.base + issue.pv_entry)[:lane_bits])]
         for g in range(K):
-            m.d.sync += [s1_ok[g].eq(lane_ok[g]), s1_ent[g].eq(entry[g]),
-                         s1_lane[g].eq((js_base + entry[g])[:lw])]
-
-        def column(l_data, lane, ent):
-            if self.sparse:
-                return l_data.word_select(lane, INDEX_WIDTH) if IPW > 1 else l_data[:INDEX_WIDTH]
-            return ent
-
-        # score: the S q chunks of the step, K addresses (line g * S + s: chunk s1_pas * S + s
-        # of group g's key); pv: V addresses and P
-        q_chunk1 = [Signal(8 * M, name=f"q_chunk{s_}") for s_ in range(S)]
-        for s_ in range(S):
-            m.d.comb += q_chunk1[s_].eq(chunk_of(self.q_data, chunk_at(s1_pas, s_)))
-        col = []
+            m.d.sync += [rd.key_ok[g].eq(issue.key_ok[g]), rd.entry[g].eq(issue.entry[g]),
+                         rd.lane[g].eq((score.base + issue.entry[g])[:lane_bits])]
+        q_chunks = [self._chunk_of(self.q.data, self._chunk_at(rd.step_cycle, s)) for s in range(S)]
         for g in range(K):
-            c_ = Signal(16, name=f"col{g}")
-            m.d.comb += c_.eq(column(self.ci_data[g] if self.sparse else None, s1_lane[g], s1_ent[g]))
-            col.append(c_)
-        # (group g's S chunks s1_pas * S .. + S - 1 of its key lie in one word)
-        for g in range(K):
-            m.d.comb += self.k_addr[g].eq(Mux(s1_ok[g], qkv_addr(js_bank, col[g], chunk_at(s1_pas, 0)[lg_qc:]), 0))
-        pcol = Signal(16)
-        m.d.comb += pcol.eq(column(self.ci_pv_data, p1_lane, p1_ent))
+            key = Signal(INDEX_WIDTH, name=f"key{g}")
+            m.d.comb += key.eq(self._column(self.col[g].data if self._sparse else None, rd.lane[g], rd.entry[g]))
+            m.d.comb += self.k[g].addr.eq(Mux(rd.key_ok[g], self._qkv_addr(m, score.bank, key,
+                                                                             self._word_of(rd.step_cycle)), 0))
+        pv_key = Signal(INDEX_WIDTH)
+        m.d.comb += pv_key.eq(self._column(self.pv_col.data if self._sparse else None, rd.pv_lane, rd.pv_entry))
         # pv pass p: line l = g * S + s takes chunk p * L + l = (p * K + g) * S + s
         for g in range(K):
-            gs = Signal(range(npass * K + 1), name=f"pv_step{g}")
-            m.d.comb += gs.eq(p1_pass * K + g)
-            m.d.comb += self.v_addr[g].eq(Mux(p1v & (gs * S < CPT), qkv_addr(jp_bank, pcol, chunk_at(gs, 0)[lg_qc:]),
-                                              0))
-        # P = min((E * r + round) >> PROB_SHIFT, PROB_MAX): the product here, the rest in stage 2
+            pv_step = Signal(range(issue.passes * K + 1), name=f"pv_step{g}")
+            m.d.comb += pv_step.eq(rd.pv_pass * K + g)
+            m.d.comb += self.v[g].addr.eq(Mux(rd.pv_valid & (pv_step * S < chunks),
+                                              self._qkv_addr(m, pv.bank, pv_key, self._word_of(pv_step)), 0))
+        # P = min((E * r + round) >> PROB_SHIFT, PROB_MAX): the product here, the rounding next
         e_times_r = Signal(E_FORMAT.width + cfg.recip_width)
-        m.d.comb += e_times_r.eq(e_rd.data * jp_recip)
+        m.d.comb += e_times_r.eq(e_read.data * pv.recip)
 
-        # ------------------------------------------------------------- stage 2
-        s2v, p2v = Signal(), Signal()
-        s2_ok = [Signal(name=f"s2_ok{g}") for g in range(K)]
-        s2_pas = Signal.like(spas)
-        s2_grp = Signal.like(grp)
-        s2_first, s2_last = Signal(), Signal()
-        s2_q = [Signal(8 * M, name=f"s2_q{s_}") for s_ in range(S)]
-        p2_etr = Signal.like(e_times_r)
-        p2_pass = Signal.like(pas)
-        m.d.sync += [s2v.eq(s1v), p2v.eq(p1v), s2_pas.eq(s1_pas), s2_grp.eq(s1_grp),
-                     s2_first.eq(Mux(p1v, p1_first, s1_first)), s2_last.eq(Mux(p1v, p1_last, s1_last)),
-                     p2_etr.eq(e_times_r), p2_pass.eq(p1_pass)]
-        p2_prob = Signal(range(PROB_MAX + 1))
-        rounded = Signal(e_times_r.shape().width + 1)
-        m.d.comb += rounded.eq((p2_etr + (1 << (PROB_SHIFT - 1))) >> PROB_SHIFT)
-        m.d.comb += p2_prob.eq(Mux(rounded > PROB_MAX, PROB_MAX, rounded))
-        m.d.sync += [a.eq(b) for a, b in zip(s2_q, q_chunk1)]
-        m.d.sync += [s2_ok[g].eq(s1_ok[g]) for g in range(K)]
-        for l, ln in enumerate(lines):
-            g, s_ = divmod(l, S)
-            kch = chunk_of(self.k_data[g], chunk_at(s2_pas, s_))
-            gs = Signal(range(npass * K + 1), name=f"pv2_step{l}")
-            m.d.comb += gs.eq(p2_pass * K + g)
-            vch = chunk_of(self.v_data[g], chunk_at(gs, s_))
-            cc = p2_pass * L + l
-            s_ok = s2_ok[g] & s2v if g < K else Const(0)   # lines beyond K * S do not score
-            m.d.comb += [ln.pv.eq(p2v), ln.first.eq(s2_first), ln.last.eq(s2_last),
-                         ln.valid.eq(Mux(p2v, cc < CPT, s_ok))]
+        # operand stage
+        op = SimpleNamespace(score_valid=Signal(name="op_score_valid"), pv_valid=Signal(name="op_pv_valid"),
+                             step_cycle=Signal.like(issue.step_cycle, name="op_step_cycle"),
+                             step=Signal.like(issue.score_step, name="op_step"),
+                             first=Signal(name="op_first"), last=Signal(name="op_last"),
+                             e_times_r=Signal.like(e_times_r, name="op_e_times_r"),
+                             pv_pass=Signal.like(issue.pv_pass, name="op_pv_pass"))
+        op.key_ok = [Signal(name=f"op_key_ok{g}") for g in range(K)]
+        op.q = [Signal(cfg.chunk_width, name=f"op_q{s}") for s in range(S)]
+        m.d.sync += [op.score_valid.eq(rd.score_valid), op.pv_valid.eq(rd.pv_valid), op.step_cycle.eq(rd.step_cycle),
+                     op.step.eq(rd.step), op.first.eq(Mux(rd.pv_valid, rd.pv_first, rd.score_first)),
+                     op.last.eq(Mux(rd.pv_valid, rd.pv_last, rd.score_last)), op.e_times_r.eq(e_times_r),
+                     op.pv_pass.eq(rd.pv_pass)]
+        m.d.sync += [a.eq(b) for a, b in zip(op.q, q_chunks)]
+        m.d.sync += [op.key_ok[g].eq(rd.key_ok[g]) for g in range(K)]
+        prob = Signal(PROB_FORMAT.width)
+        m.d.comb += prob.eq(requant_round(op.e_times_r, PROB_SHIFT, PROB_FORMAT))
+        for index, line in enumerate(lines):
+            g, s = divmod(index, S)
+            k_chunk = self._chunk_of(self.k[g].data, self._chunk_at(op.step_cycle, s))
+            pv_step = Signal(range(issue.passes * K + 1), name=f"op_pv_step{index}")
+            m.d.comb += pv_step.eq(op.pv_pass * K + g)
+            v_chunk = self._chunk_of(self.v[g].data, self._chunk_at(pv_step, s))
+            m.d.comb += [line.pv.eq(op.pv_valid), line.first.eq(op.first), line.last.eq(op.last),
+                         line.valid.eq(Mux(op.pv_valid, op.pv_pass * L + index < chunks,
+                                           op.key_ok[g] & op.score_valid))]
             for i in range(M):
-                m.d.comb += [ln.a[i].eq(Mux(p2v, p2_prob, byte(s2_q[s_ % S], i))),
-                             ln.b[i].eq(Mux(p2v, byte(vch, i), byte(kch, i)))]
+                m.d.comb += [line.a[i].eq(Mux(op.pv_valid, prob, _byte(op.q[s], i))),
+                             line.b[i].eq(Mux(op.pv_valid, _byte(v_chunk, i), _byte(k_chunk, i)))]
+        issue.read, issue.op = rd, op
 
-        # --------------------------------------------------- stages 3, 4, 5 (results)
-        s3v, s4v, s5v, p3v, p4v = Signal(), Signal(), Signal(), Signal(), Signal()
-        s3_grp, s4_grp, s5_grp = Signal.like(grp), Signal.like(grp), Signal.like(grp)
-        p3_pass, p4_pass = Signal.like(pas), Signal.like(pas)
-        m.d.sync += [s3v.eq(s2v), s4v.eq(s3v), s5v.eq(s4v), p3v.eq(p2v), p4v.eq(p3v),
-                     s3_grp.eq(s2_grp), s4_grp.eq(s3_grp), s5_grp.eq(s4_grp), p3_pass.eq(p2_pass),
-                     p4_pass.eq(p3_pass)]
-        # stage 5: a group's score is the sum of its S lines' partial scores (an exact integer
-        # that fits score_width, so the wrap-around sum is exact)
-        g_dot = [Signal(signed(cfg.score_width), name=f"g_dot{g}") for g in range(K)]
-        g_valid = [Signal(name=f"g_valid{g}") for g in range(K)]
+    # -- result stages -----------------------------------------------------------------------
+    def _results(self, m, issue, lines, score_writes):
+        """Stages behind the lines: group sums to the score buffers, the row maximum, ``out``,
+        and job completion."""
+        cfg, job, K, S, L = self._config, self.job, self._groups, self._split, self._lines
+        op = issue.op
+        # the lines take two cycles (product, accumulator); the group sum one more
+        score_valid = [Signal(name=f"score_valid{k}") for k in (3, 4, 5)]
+        pv_valid = [Signal(name=f"pv_valid{k}") for k in (3, 4)]
+        step = [Signal.like(issue.score_step, name=f"step{k}") for k in (3, 4, 5)]
+        pv_pass = [Signal.like(issue.pv_pass, name=f"pv_pass{k}") for k in (3, 4)]
+        m.d.sync += [score_valid[0].eq(op.score_valid), score_valid[1].eq(score_valid[0]),
+                     score_valid[2].eq(score_valid[1]), pv_valid[0].eq(op.pv_valid), pv_valid[1].eq(pv_valid[0]),
+                     step[0].eq(op.step), step[1].eq(step[0]), step[2].eq(step[1]),
+                     pv_pass[0].eq(op.pv_pass), pv_pass[1].eq(pv_pass[0])]
+        # a group's score is the sum of its S lines' partial scores (an exact integer that
+        # fits score_width, so the wrap-around sum is exact)
+        group_dot = [Signal(signed(cfg.score_width), name=f"group_dot{g}") for g in range(K)]
+        group_valid = [Signal(name=f"group_valid{g}") for g in range(K)]
         for g in range(K):
-            tree = [lines[g * S + s_].dot for s_ in range(S)]
-            while len(tree) > 1:
-                tree = [tree[i] + tree[i + 1] for i in range(0, len(tree), 2)]
-            m.d.sync += [g_dot[g].eq(tree[0]), g_valid[g].eq(lines[g * S].dot_valid)]
-        run_max = self.max
+            m.d.sync += [group_dot[g].eq(tree_sum(lines[g * S + s].dot for s in range(S))),
+                         group_valid[g].eq(lines[g * S].dot_valid)]
+        run_max = job.max
         for g in range(K):
-            m.d.comb += [s_wr[g].addr.eq(Cat(s5_grp[:slot_w], js_par)), s_wr[g].data.eq(g_dot[g]),
-                         s_wr[g].en.eq(g_valid[g])]
+            m.d.comb += [score_writes[g].addr.eq(Cat(step[2][:issue.step_bits], issue.score.slot)),
+                         score_writes[g].data.eq(group_dot[g]), score_writes[g].en.eq(group_valid[g])]
             nxt = Signal(signed(cfg.score_width), name=f"max{g}")
-            m.d.comb += nxt.eq(Mux(g_valid[g] & (g_dot[g] > run_max), g_dot[g], run_max))
+            m.d.comb += nxt.eq(Mux(group_valid[g] & (group_dot[g] > run_max), group_dot[g], run_max))
             run_max = nxt
-        m.d.sync += self.max.eq(run_max)
-        with m.If(self.score_start):
-            m.d.sync += self.max.eq(-(1 << (cfg.score_width - 1)))
-        for cc in range(CPT):
-            l, p = cc % L, cc // L
-            with m.If(lines[l].vec_valid & (p4_pass == p)):
-                m.d.sync += [self.out[cc * M + i].eq(lines[l].vec[i]) for i in range(M)]
+        m.d.sync += job.max.eq(run_max)
+        with m.If(job.score_start):
+            m.d.sync += job.max.eq(-(1 << (cfg.score_width - 1)))
+        for chunk in range(cfg.chunks_per_token):
+            line, p = chunk % L, chunk // L
+            with m.If(lines[line].vec_valid & (pv_pass[1] == p)):
+                m.d.sync += [job.out[chunk * cfg.macs + i].eq(lines[line].vec[i]) for i in range(cfg.macs)]
 
         # job completion: a job is done when its last result has been written
-        s_active, p_active = Signal(), Signal()
-        s_draining = s_iss | s1v | s2v | s3v | s4v | s5v
-        p_draining = p_iss | p1v | p2v | p3v | p4v
-        m.d.comb += [self.score_done.eq(s_active & ~s_draining), self.pv_done.eq(p_active & ~p_draining),
-                     self.score_active.eq(s_active), self.pv_active.eq(p_active)]
-        with m.If(self.score_done):
-            m.d.sync += s_active.eq(0)
-        with m.If(self.pv_done):
-            m.d.sync += p_active.eq(0)
-        with m.If(self.score_start):
-            m.d.sync += s_active.eq(1)
-        with m.If(self.pv_start):
-            m.d.sync += p_active.eq(1)
-        m.d.comb += self.busy.eq(s_active | p_active)
+        score_active, pv_active = Signal(), Signal()
+        rd = issue.read
+        score_draining = (issue.score_issuing | rd.score_valid | op.score_valid | score_valid[0] | score_valid[1]
+                          | score_valid[2])
+        pv_draining = issue.pv_issuing | rd.pv_valid | op.pv_valid | pv_valid[0] | pv_valid[1]
+        m.d.comb += [job.score_done.eq(score_active & ~score_draining), job.pv_done.eq(pv_active & ~pv_draining),
+                     job.score_active.eq(score_active), job.pv_active.eq(pv_active)]
+        with m.If(job.score_done):
+            m.d.sync += score_active.eq(0)
+        with m.If(job.pv_done):
+            m.d.sync += pv_active.eq(0)
+        with m.If(job.score_start):
+            m.d.sync += score_active.eq(1)
+        with m.If(job.pv_start):
+            m.d.sync += pv_active.eq(1)
 
-        # ------------------------------------------------------------------ exp unit
-        x_run = Signal()
-        x_e = Signal(16)
-        x_g = Signal(slot_w + 1)
-        x_l = Signal(range(max(K, 2)))
-        x_n = Signal(16)
-        x_par = Signal(sb)
-        x_m = Signal(signed(cfg.score_width))
-        x_mult = Signal(16)
-        x_shift = Signal(6)
-        with m.If(self.exp_start):
-            m.d.sync += [x_run.eq(self.exp_n != 0), x_e.eq(0), x_g.eq(0), x_l.eq(0), x_n.eq(self.exp_n),
-                         x_par.eq(self.exp_parity), x_m.eq(self.exp_m), x_mult.eq(self.exp_mult),
-                         x_shift.eq(self.exp_shift), self.exp_sum.eq(0)]
-        with m.If(x_run):
-            m.d.sync += [x_e.eq(x_e + 1), x_l.eq(x_l + 1)]
-            with m.If(x_l == K - 1):
-                m.d.sync += [x_l.eq(0), x_g.eq(x_g + 1)]
-            with m.If(x_e == x_n - 1):
-                m.d.sync += x_run.eq(0)
-        for g in range(K):
-            m.d.comb += s_rd[g].addr.eq(Cat(x_g[:slot_w], x_par))
-        # x1: difference to the row maximum
-        x1v, x1_l, x1_e = Signal(), Signal.like(x_l), Signal(16)
-        m.d.sync += [x1v.eq(x_run), x1_l.eq(x_l), x1_e.eq(x_e)]
-        score = Array(p.data for p in s_rd)[x1_l]
-        xd_v, xd_e = Signal(), Signal(16)
-        xd_diff = Signal(cfg.score_width + 1)
-        m.d.sync += [xd_v.eq(x1v), xd_e.eq(x1_e), xd_diff.eq(x_m - score)]
-        # xd: product
-        x2v, x2_e = Signal(), Signal(16)
-        x2_prod = Signal(cfg.score_width + 1 + 16)
-        m.d.sync += [x2v.eq(xd_v), x2_e.eq(xd_e), x2_prod.eq(xd_diff * x_mult)]
-        # x2: rounding shift and saturation to z
-        rnd = Signal(63)
-        m.d.comb += rnd.eq((Const(1, 64) << x_shift) >> 1)
-        zfull = Signal(x2_prod.shape().width + 1)
-        m.d.comb += zfull.eq((x2_prod + rnd) >> x_shift)
-        x3v, x3_e = Signal(), Signal(16)
-        x3_z = Signal(Z_FORMAT.width)
-        m.d.sync += [x3v.eq(x2v), x3_e.eq(x2_e), x3_z.eq(Mux(zfull > Z_FORMAT.max, Z_FORMAT.max, zfull))]
-        # x3: table and shift
-        ipart = x3_z[EXP_FRAC_BITS:]
-        e_val = Signal(E_FORMAT.width)
-        m.d.comb += e_val.eq(Mux(ipart > EXP_BITS, 0, _rom(EXP2_LUT, E_FORMAT.width, x3_z[:EXP_FRAC_BITS])
-                                 >> ipart[:5]))
-        x4v, x4_e = Signal(), Signal(16)
-        x4_val = Signal(E_FORMAT.width)
-        m.d.sync += [x4v.eq(x3v), x4_e.eq(x3_e), x4_val.eq(e_val)]
-        m.d.comb += [e_wr.addr.eq(Cat(x4_e[:e_w], x_par)), e_wr.data.eq(x4_val), e_wr.en.eq(x4v)]
-        with m.If(x4v & ~self.exp_start):
-            m.d.sync += self.exp_sum.eq(self.exp_sum + x4_val)
-        m.d.comb += self.exp_busy.eq(x_run | x1v | xd_v | x2v | x3v | x4v)
-        return m
+
+def _byte(vec, i):
+    """Lane i of a vector of int8."""
+    return vec.word_select(i, INT8.width).as_signed()

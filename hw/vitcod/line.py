@@ -19,65 +19,86 @@ engine's sequencer issues one beat per cycle and takes every result.
 
 from __future__ import annotations
 
-from amaranth.hdl import Elaboratable, Module, Mux, Signal, signed
+from amaranth.hdl import Module, Mux, Signal, signed
+from amaranth.lib import data, wiring
+from amaranth.lib.wiring import In, Out
 
+from attnforge.errors import check_int
+from attnforge.hw.common import tree_sum
+from attnforge.numfmt import INT8
 from attnforge.softmax_int import PROB_FORMAT
 
 __all__ = ["AttentionLine"]
 
 
-class AttentionLine(Elaboratable):
+class AttentionLine(wiring.Component):
     """M MACs with a score (adder tree) mode and a P·V (per-lane accumulate) mode.
 
-    Inputs (sampled every cycle): ``valid``, ``pv`` (mode), ``first``, ``last``,
-    ``a[M]`` (signed 16: q or P), ``b[M]`` (int8: k or v).
-    Outputs (registered, one-cycle pulses): ``dot_valid``/``dot`` (a score) and
-    ``vec_valid``/``vec[M]`` (one chunk of P·V).
+    Parameters
+    ----------
+    macs : int
+        M, multipliers of the line.
+    score_width, pv_width : int
+        Widths of the score accumulator and of each P·V lane accumulator.
+
+    Members
+    -------
+    valid, pv, first, last : ``In(1)``
+        Sampled every cycle: a beat, its mode (1: P·V, 0: score), and whether it is the
+        first / last beat of a score or of a P·V chunk.
+    a : ``In(ArrayLayout(signed(16), M))``
+        q chunk (score) or the probability P in every lane (P·V).
+    b : ``In(ArrayLayout(signed(8), M))``
+        k chunk (score) or v chunk (P·V).
+    dot_valid : ``Out(1)``, dot : ``Out(signed(score_width))``
+        One-cycle pulse with a finished score, two cycles after its ``last`` beat.
+    vec_valid : ``Out(1)``, vec : ``Out(ArrayLayout(signed(pv_width), M))``
+        One-cycle pulse with one finished chunk of P·V.
     """
 
     def __init__(self, macs: int, score_width: int, pv_width: int):
-        self.macs = macs
-        self.valid = Signal()
-        self.pv = Signal()
-        self.first = Signal()
-        self.last = Signal()
-        self.a = [Signal(signed(PROB_FORMAT.width), name=f"a{i}") for i in range(macs)]
-        self.b = [Signal(signed(8), name=f"b{i}") for i in range(macs)]
-        self.dot_valid = Signal()
-        self.dot = Signal(signed(score_width))
-        self.vec_valid = Signal()
-        self.vec = [Signal(signed(pv_width), name=f"vec{i}") for i in range(macs)]
-        self._score_width = score_width
-        self._pv_width = pv_width
+        self._macs = check_int("AttentionLine macs", macs, 1, 64)
+        self._score_width = check_int("AttentionLine score_width", score_width, 2, 64)
+        self._pv_width = check_int("AttentionLine pv_width", pv_width, 2, 64)
+        super().__init__({
+            "valid": In(1), "pv": In(1), "first": In(1), "last": In(1),
+            "a": In(data.ArrayLayout(signed(PROB_FORMAT.width), macs)),
+            "b": In(data.ArrayLayout(signed(INT8.width), macs)),
+            "dot_valid": Out(1), "dot": Out(signed(score_width)),
+            "vec_valid": Out(1), "vec": Out(data.ArrayLayout(signed(pv_width), macs)),
+        })
+
+    @property
+    def macs(self) -> int:
+        return self._macs
 
     def elaborate(self, platform):
         m = Module()
-        M = self.macs
-        p_valid, p_pv, p_first, p_last = Signal(), Signal(), Signal(), Signal()
-        prods = [Signal(signed(PROB_FORMAT.width + 8), name=f"prod{i}") for i in range(M)]
-        m.d.sync += [p_valid.eq(self.valid), p_pv.eq(self.pv), p_first.eq(self.first), p_last.eq(self.last)]
-        m.d.sync += [prods[i].eq(self.a[i] * self.b[i]) for i in range(M)]
+        M = self._macs
+        # stage 1: the products, with the beat's flags
+        valid, pv, first, last = Signal(), Signal(), Signal(), Signal()
+        products = [Signal(signed(PROB_FORMAT.width + INT8.width), name=f"product{i}") for i in range(M)]
+        m.d.sync += [valid.eq(self.valid), pv.eq(self.pv), first.eq(self.first), last.eq(self.last)]
+        m.d.sync += [products[i].eq(self.a[i] * self.b[i]) for i in range(M)]
 
-        acc_dot = Signal(signed(self._score_width))
-        acc_vec = [Signal(signed(self._pv_width), name=f"acc{i}") for i in range(M)]
-        tree = list(prods)
-        while len(tree) > 1:  # balanced adder tree
-            tree = [tree[i] + tree[i + 1] if i + 1 < len(tree) else tree[i] for i in range(0, len(tree), 2)]
+        # stage 2: accumulate (one score across the lanes, or one output channel per lane)
+        dot_acc = Signal(signed(self._score_width))
+        vec_acc = [Signal(signed(self._pv_width), name=f"acc{i}") for i in range(M)]
         dot_sum = Signal(signed(self._score_width))
-        m.d.comb += dot_sum.eq(Mux(p_first, 0, acc_dot) + tree[0])
+        m.d.comb += dot_sum.eq(Mux(first, 0, dot_acc) + tree_sum(products))
 
         m.d.sync += [self.dot_valid.eq(0), self.vec_valid.eq(0)]
-        with m.If(p_valid):
-            with m.If(p_pv):
+        with m.If(valid):
+            with m.If(pv):
                 for i in range(M):
-                    total = Mux(p_first, 0, acc_vec[i]) + prods[i]
-                    m.d.sync += acc_vec[i].eq(total)
-                    with m.If(p_last):
+                    total = Mux(first, 0, vec_acc[i]) + products[i]
+                    m.d.sync += vec_acc[i].eq(total)
+                    with m.If(last):
                         m.d.sync += self.vec[i].eq(total)
-                with m.If(p_last):
+                with m.If(last):
                     m.d.sync += self.vec_valid.eq(1)
             with m.Else():
-                m.d.sync += acc_dot.eq(dot_sum)
-                with m.If(p_last):
+                m.d.sync += dot_acc.eq(dot_sum)
+                with m.If(last):
                     m.d.sync += [self.dot.eq(dot_sum), self.dot_valid.eq(1)]
         return m

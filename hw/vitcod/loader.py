@@ -1,0 +1,336 @@
+"""The ViTCoD loader: commands and data beats into the buffer banks, every index checked.
+
+One command per head (or, with the decoder, per layer load). A head's data
+(layout in ``hw/vitcod/accelerator.py``) goes section by section into the
+free bank: Q, K, V (``qkv_beats_per_word`` beats joined per buffer word), row
+pointers, column indices. Sizes are checked when the command arrives, the
+row pointers and column indices as they stream in; a refused command's data
+is consumed and dropped (nothing hangs), and the error bits stay set. A head
+without an error fills its bank and hands it to the row scheduler.
+
+With the decoder, a layer command goes to the ``LayerStore``, and a head
+sends its key order first; its Q and K sections are then replayed from the
+store through the ``QkDecoder`` instead of coming from the stream.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from amaranth.hdl import Cat, Module, Mux, Signal, unsigned
+from amaranth.lib import stream
+from amaranth.lib.memory import WritePort
+from amaranth.lib.wiring import In, Out
+
+from attnforge.hw.common import ConfiguredComponent, log2_ceil
+
+from .config import (ERR_COL_IDX, ERR_LAYER, ERR_ROW_PTR, ERR_SIZE, ERROR_BITS, INDEX_WIDTH, STATUS_COUNT_WIDTH,
+                     VitcodConfig)
+from .decoder import QkDecoder
+from .layer_store import LayerStore
+from .signatures import HeadBanksSignature, head_layout
+
+__all__ = ["Loader"]
+
+# sections of a head's data, in stream order (the key order first with the decoder)
+SECTION_Q, SECTION_K, SECTION_V, SECTION_ROW_PTR, SECTION_COL_IDX, SECTION_KEY_ORDER = range(6)
+
+
+class Loader(ConfiguredComponent):
+    """Commands and their data into the two buffer banks, with the size and index checks.
+
+    Parameters
+    ----------
+    config : VitcodConfig
+
+    Members
+    -------
+    cmd : ``In(stream.Signature(config.cmd_layout))``
+        One transfer per head or layer load; taken when a bank is free and the loader idle.
+    data : ``In(stream.Signature(config.data_width))``
+        The commands' data, in order.
+    q_write, k_write, v_write : ``In(WritePort.Signature(qkv_addr_width, qkv_word_width))``
+        The Q, K and V buffers (bank bit on top).
+    rp_write : ``In(WritePort.Signature(rp_addr_width, data_width))``
+    ci_write : ``In(WritePort.Signature(ci_addr_width, data_width))``
+        The row pointer and column index buffers.
+    banks : ``Out(HeadBanksSignature(config))``
+        Full banks and their heads, to the row scheduler (which releases them).
+    busy : ``Out(1)``
+        A command is being loaded or dropped, or a bank is full.
+    error : ``Out(ERROR_BITS)``
+        Sticky since reset: the error bits of every refused command.
+    heads_failed : ``Out(STATUS_COUNT_WIDTH)``
+        Refused commands since reset.
+    """
+
+    config_type = VitcodConfig
+
+    @classmethod
+    def signature_of(cls, config: VitcodConfig):
+        qkv = WritePort.Signature(addr_width=config.qkv_addr_width, shape=unsigned(config.qkv_word_width))
+        return {
+            "cmd": In(stream.Signature(config.cmd_layout)),
+            "data": In(stream.Signature(config.data_width)),
+            "q_write": In(qkv), "k_write": In(qkv), "v_write": In(qkv),
+            "rp_write": In(WritePort.Signature(addr_width=config.rp_addr_width, shape=unsigned(config.data_width))),
+            "ci_write": In(WritePort.Signature(addr_width=config.ci_addr_width, shape=unsigned(config.data_width))),
+            "banks": Out(HeadBanksSignature(config)),
+            "busy": Out(1),
+            "error": Out(ERROR_BITS),
+            "heads_failed": Out(STATUS_COUNT_WIDTH),
+        }
+
+    # -- sizes of a command's data (Amaranth expressions of the command's fields) --------------
+    def _qk_beats(self, n, fields):
+        """Stream beats of n token rows of Q or K (with the decoder: of the layer's ``hc`` heads)."""
+        beats = n * self._config.words_per_token
+        return beats * fields.hc if self._config.decoder else beats
+
+    def _index_beats(self, n):
+        """Stream beats of n uint16 indices."""
+        ipw = self._config.indices_per_word
+        return (n + ipw - 1) >> log2_ceil(ipw)
+
+    def _head_beats(self, p):
+        """Data-stream beats of a head (what a refused head's drop consumes)."""
+        cfg = self._config
+        qk = self._index_beats(p.nk) if cfg.decoder else self._qk_beats(p.nq, p) + self._qk_beats(p.nk, p)
+        return qk + p.nk * cfg.words_per_token + self._index_beats(p.nq + 1) + self._index_beats(p.nnz)
+
+    def elaborate(self, platform):
+        cfg = self._config
+        m = Module()
+        st = self._state()
+        self._sources(m, st)
+        with m.FSM(name="loader") as fsm:
+            with m.State("IDLE"):
+                with m.If(self.cmd.valid & self.cmd.ready):
+                    self._accept(m, st)
+            with m.State("DROP"):
+                with m.If(st.take):
+                    m.d.sync += st.beats_left.eq(st.beats_left - 1)
+                    with m.If(st.beats_left == 1):
+                        m.d.sync += [st.taking.eq(0), st.busy.eq(0)]
+                        m.next = "IDLE"
+            if cfg.decoder:
+                with m.State("LAYER"):
+                    m.d.comb += st.store.layer_beats.valid.eq(st.take)
+                    with m.If(st.take):
+                        m.d.sync += st.beats_left.eq(st.beats_left - 1)
+                        with m.If(st.beats_left == 1):
+                            m.d.sync += [st.taking.eq(0), st.busy.eq(0)]
+                            m.next = "IDLE"
+            with m.State("LOAD"):
+                self._load(m, st)
+            with m.State("COMMIT"):
+                # one cycle so that the last beat's index checks have landed in head_error
+                self._commit(m, st)
+                m.d.sync += st.busy.eq(0)
+                m.next = "IDLE"
+        if cfg.decoder:
+            m.d.comb += st.replaying.eq(fsm.ongoing("LOAD") & (st.section <= SECTION_K))
+        with m.If(self.banks.release):
+            for b in range(2):
+                with m.If(self.banks.release_bank == b):
+                    m.d.sync += st.full[b].eq(0)
+        m.d.comb += [self.banks.full.eq(Cat(*st.full)), self.busy.eq(st.busy | st.full[0] | st.full[1])]
+        return m
+
+    def _state(self):
+        cfg = self._config
+        word_bits = max(log2_ceil(cfg.qkv_bank_words) + log2_ceil(cfg.qkv_beats_per_word),
+                        log2_ceil(cfg.rp_bank_words), log2_ceil(cfg.ci_bank_words)) + 1
+        return SimpleNamespace(
+            bank=Signal(),                              # bank being loaded
+            full=[Signal(name="full0"), Signal(name="full1")],
+            command=Signal(cfg.cmd_layout),             # the command being loaded
+            section=Signal(range(SECTION_KEY_ORDER + 1)),
+            beats_left=Signal(cfg.command_beats_width),  # in this section (or in the dropped command)
+            word=Signal(word_bits),                     # beats (decoded words) of the section so far
+            entry=Signal(INDEX_WIDTH + 1),              # index of lane 0's entry in index sections
+            prev_pointer=Signal(INDEX_WIDTH),           # the previous beat's last row pointer
+            head_error=Signal(ERROR_BITS),
+            ci_beats=Signal(INDEX_WIDTH),
+            held=[Signal(cfg.data_width, name=f"held{j}") for j in range(cfg.qkv_beats_per_word - 1)],
+            # registers, so that the outputs come through plain assignments (no FSM-conditional
+            # combinational processes: Icarus does not evaluate those at time 0)
+            taking=Signal(),                            # LOAD or DROP: data.ready
+            busy=Signal(),                              # LOAD, DROP or COMMIT
+            replaying=Signal(),                         # (decoder) Q/K come from the layer store
+            take=Signal(),                              # a beat arrives (from the stream or the store)
+            source=Signal(cfg.data_width),              # its data
+            decoding=Signal(), word_last=Signal(),      # (decoder) a Q/K beat; the last of its word
+            word_data=Signal(cfg.data_width),           # the word to write: the beat, or the decoded Q/K word
+        )
+
+    def _sources(self, m, st):
+        """Where beats come from (the stream, or the layer store through the decoder), and the
+        stream handshakes."""
+        cfg = self._config
+        data = self.data
+        if cfg.decoder:
+            m.submodules.layer_store = st.store = store = LayerStore(cfg)
+            m.submodules.qk_decoder = decoder = QkDecoder(cfg)
+            m.d.comb += [st.take.eq(Mux(st.replaying, store.replay.valid, data.valid & data.ready)),
+                         st.source.eq(Mux(st.replaying, store.replay.payload, data.payload)),
+                         store.layer_beats.payload.eq(data.payload),
+                         store.key_order.addr.eq(st.word), store.key_order.data.eq(data.payload),
+                         st.decoding.eq(st.section <= SECTION_K), st.word_last.eq(decoder.last)]
+            c, q_section = st.command, st.section == SECTION_Q
+            m.d.comb += [decoder.beats.payload.eq(st.source), decoder.hc.eq(c.hc),
+                         decoder.weights.eq(Mux(q_section, c.wq, c.wk)),
+                         decoder.multiplier.eq(Mux(q_section, c.dq_mult, c.dk_mult)),
+                         decoder.shift.eq(Mux(q_section, c.dq_shift, c.dk_shift))]
+            st.decoder = decoder
+            m.d.comb += st.word_data.eq(Mux(st.decoding, decoder.word, data.payload))
+        else:
+            m.d.comb += [st.take.eq(data.valid & data.ready), st.source.eq(data.payload),
+                         st.word_data.eq(data.payload)]
+        # Rises at the first clock edge after reset. Besides holding commands off during
+        # reset, it gives cmd.ready an event to evaluate on: Icarus does not run the
+        # netlist's combinational processes at time 0 for inputs that never change.
+        alive = Signal()
+        m.d.sync += alive.eq(1)
+        m.d.comb += [data.ready.eq(st.taking & ~st.replaying if cfg.decoder else st.taking),
+                     self.cmd.ready.eq(alive & ~st.busy & ~Mux(st.bank, st.full[1], st.full[0]))]
+
+    def _accept(self, m, st):
+        """A command arrives: check its sizes, then load it, drop it, or (decoder) load a layer."""
+        cfg, p = self._config, self.cmd.payload
+        m.d.sync += st.command.eq(p)
+        # sizes a layer load and a head share (tokens, compressed heads), then the head's own
+        shape_bad = (p.nq == 0) | (p.nq > cfg.max_tokens) | (p.nk == 0) | (p.nk > cfg.max_tokens)
+        if cfg.decoder:
+            shape_bad = shape_bad | (p.hc == 0) | (p.hc > cfg.decoder_heads)
+        bad = shape_bad | (p.g > p.nk) | (p.nnz > cfg.max_nnz)
+        m.d.sync += [st.head_error.eq(0), st.word.eq(0), st.entry.eq(0), st.prev_pointer.eq(0),
+                     st.ci_beats.eq(self._index_beats(p.nnz)), st.taking.eq(1), st.busy.eq(1)]
+
+        def refuse(bits, beats):
+            m.d.sync += [self.error.eq(self.error | bits), self.heads_failed.eq(self.heads_failed + 1),
+                         st.beats_left.eq(beats)]
+            m.next = "DROP"
+        if cfg.decoder:
+            store = st.store
+            m.d.comb += [store.shape.nq.eq(p.nq), store.shape.nk.eq(p.nk), store.shape.hc.eq(p.hc)]
+            loaded = store.loaded_shape
+            not_loaded = ~store.loaded | (p.nq != loaded.nq) | (p.nk != loaded.nk) | (p.hc != loaded.hc)
+            layer_beats = self._qk_beats(p.nq, p) + self._qk_beats(p.nk, p)
+            with m.If(p.layer):
+                m.d.comb += store.layer_start.eq(1)
+                with m.If(shape_bad):
+                    refuse(ERR_SIZE, layer_beats)
+                with m.Else():
+                    m.d.sync += st.beats_left.eq(layer_beats)
+                    m.next = "LAYER"
+            with m.Elif(bad):
+                refuse(ERR_SIZE, self._head_beats(p))
+            with m.Elif(not_loaded):
+                refuse(ERR_LAYER, self._head_beats(p))
+            with m.Else():
+                # the key order first; Q and K follow from the layer store
+                m.d.sync += [st.section.eq(SECTION_KEY_ORDER), st.beats_left.eq(self._index_beats(p.nk))]
+                m.next = "LOAD"
+        else:
+            with m.If(bad):
+                refuse(ERR_SIZE, self._head_beats(p))
+            with m.Else():
+                m.d.sync += [st.section.eq(SECTION_Q), st.beats_left.eq(self._qk_beats(p.nq, p))]
+                m.next = "LOAD"
+
+    def _load(self, m, st):
+        """A head's sections into the bank being loaded."""
+        cfg = self._config
+        beats_per_word = cfg.qkv_beats_per_word
+        lg_bpw = log2_ceil(beats_per_word)
+        # a whole (decoded) word arrives
+        word_take = st.take & ~(st.decoding & ~st.word_last)
+        for section, port, addr_width in ((SECTION_ROW_PTR, self.rp_write, cfg.rp_addr_width),
+                                          (SECTION_COL_IDX, self.ci_write, cfg.ci_addr_width)):
+            m.d.comb += [port.addr.eq(Cat(st.word[:addr_width - 1], st.bank)), port.data.eq(st.word_data),
+                         port.en.eq(word_take & (st.section == section))]
+        local_bits = cfg.qkv_addr_width - 1
+        for section, port in ((SECTION_Q, self.q_write), (SECTION_K, self.k_write), (SECTION_V, self.v_write)):
+            # the first beats of a word wait in ``held`` (rows are whole words)
+            m.d.comb += [port.addr.eq(Cat(st.word[lg_bpw:][:local_bits], st.bank)),
+                         port.data.eq(Cat(*st.held, st.word_data)),
+                         port.en.eq(word_take & (st.section == section)
+                                    & (st.word[:lg_bpw] == beats_per_word - 1 if lg_bpw else 1))]
+        if cfg.decoder:
+            m.d.comb += [st.store.key_order.en.eq(st.take & (st.section == SECTION_KEY_ORDER)),
+                         st.decoder.beats.valid.eq(st.take & st.decoding)]
+        if beats_per_word > 1:
+            with m.If(word_take & (st.section <= SECTION_V)):
+                for j in range(beats_per_word - 1):
+                    with m.If(st.word[:lg_bpw] == j):
+                        m.d.sync += st.held[j].eq(st.word_data)
+        with m.If(st.take):
+            m.d.sync += [st.beats_left.eq(st.beats_left - 1), st.entry.eq(st.entry + cfg.indices_per_word)]
+            with m.If(~st.decoding | st.word_last):
+                m.d.sync += st.word.eq(st.word + 1)
+            self._index_checks(m, st)
+            with m.If(st.beats_left == 1):
+                self._next_section(m, st)
+
+    def _index_checks(self, m, st):
+        """Row pointers, column indices and (decoder) key order entries of the beat on ``data``."""
+        cfg, c = self._config, st.command
+        lanes = [self.data.payload.word_select(k, INDEX_WIDTH) for k in range(cfg.indices_per_word)]
+        with m.If(st.section == SECTION_ROW_PTR):
+            prev = st.prev_pointer
+            for k, value in enumerate(lanes):
+                index = st.entry + k
+                first = (index == 0) & (value != 0)
+                step = (index != 0) & ((value < prev) | (value - prev > c.nk - c.g))
+                end = (index == c.nq) & (value != c.nnz)
+                with m.If((index <= c.nq) & (first | step | end)):
+                    m.d.sync += st.head_error.eq(st.head_error | ERR_ROW_PTR)
+                prev = value
+            m.d.sync += st.prev_pointer.eq(lanes[-1])
+        with m.If(st.section == SECTION_COL_IDX):
+            for k, value in enumerate(lanes):
+                with m.If((st.entry + k < c.nnz) & ((value < c.g) | (value >= c.nk))):
+                    m.d.sync += st.head_error.eq(st.head_error | ERR_COL_IDX)
+        if cfg.decoder:
+            with m.If(st.section == SECTION_KEY_ORDER):
+                for k, value in enumerate(lanes):
+                    with m.If((st.entry + k < c.nk) & (value >= c.nk)):
+                        m.d.sync += st.head_error.eq(st.head_error | ERR_COL_IDX)
+
+    def _next_section(self, m, st):
+        """The section's last beat: set up the next section, or commit the head."""
+        cfg, c = self._config, st.command
+        m.d.sync += [st.section.eq(st.section + 1), st.word.eq(0), st.entry.eq(0)]
+        with m.Switch(st.section):
+            with m.Case(SECTION_Q):
+                m.d.sync += st.beats_left.eq(self._qk_beats(c.nk, c))
+            with m.Case(SECTION_K):
+                m.d.sync += st.beats_left.eq(c.nk * cfg.words_per_token)
+            with m.Case(SECTION_V):
+                m.d.sync += st.beats_left.eq(self._index_beats(c.nq + 1))
+            with m.Case(SECTION_ROW_PTR):
+                m.d.sync += st.beats_left.eq(st.ci_beats)
+                with m.If(st.ci_beats == 0):
+                    m.d.sync += st.taking.eq(0)
+                    m.next = "COMMIT"
+            with m.Case(SECTION_COL_IDX):
+                m.d.sync += st.taking.eq(0)
+                m.next = "COMMIT"
+            if cfg.decoder:
+                with m.Case(SECTION_KEY_ORDER):
+                    # key order in: replay Q and K from the layer store
+                    m.d.sync += [st.section.eq(SECTION_Q), st.beats_left.eq(self._qk_beats(c.nq, c))]
+                    m.d.comb += st.store.replay_start.eq(1)
+
+    def _commit(self, m, st):
+        """A loaded head fills its bank, or its errors are recorded."""
+        with m.If(st.head_error == 0):
+            m.d.sync += st.bank.eq(~st.bank)
+            for b in range(2):
+                with m.If(st.bank == b):
+                    m.d.sync += st.full[b].eq(1)
+                    m.d.sync += [self.banks.heads[b][name].eq(st.command[name])
+                                 for name in head_layout(self._config).members]
+        with m.Else():
+            m.d.sync += [self.error.eq(self.error | st.head_error), self.heads_failed.eq(self.heads_failed + 1)]

@@ -1,0 +1,104 @@
+"""The ViTCoD output stage: a finished row in, int8 beats out.
+
+A row (both engines' shares of ``P·V`` summed, ``d`` wide values) is taken into
+a row register; a serializer hands one beat of B = data_width / 8 lanes per
+cycle to the output requantizer (``attnforge.hw.common.requant``), two
+registered stages (multiply; rounding shift and saturation) in one
+``LockstepPipeline``, so they stall together on backpressure and a beat leaves
+two cycles after it is serialized. The row carries its requantizer and whether
+it is its head's last row: the head may end (and the next one start) while its
+last beats are still in the stages.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Cat, Module, Signal, signed, unsigned
+from amaranth.lib import data, stream
+from amaranth.lib.wiring import In, Out
+
+from attnforge.hw.common import ConfiguredComponent, LockstepPipeline, mux_tree, requant_product, requant_round
+
+from attnforge.numfmt import INT8
+
+from .config import MULTIPLIER_WIDTH, SHIFT_WIDTH, VitcodConfig
+
+__all__ = ["OutputStage", "output_row_layout"]
+
+
+def output_row_layout(config: VitcodConfig) -> data.StructLayout:
+    """A finished row with its output requantizer (``attnforge.numfmt.Requantizer``'s fields)."""
+    return data.StructLayout({
+        "values": data.ArrayLayout(signed(config.row_width), config.head_dim),
+        "multiplier": unsigned(MULTIPLIER_WIDTH),
+        "shift": unsigned(SHIFT_WIDTH),
+        "head_last": unsigned(1),
+    })
+
+
+class OutputStage(ConfiguredComponent):
+    """Row register, serializer and the two-stage output requantizer.
+
+    Parameters
+    ----------
+    config : VitcodConfig
+
+    Members
+    -------
+    row : ``In(stream.Signature(output_row_layout(config)))``
+        One finished row per transfer; ``ready`` while the serializer is free (the row
+        register is loaded by the transfer).
+    o : ``Out(stream.Signature(config.data_width))``
+        The requantized int8 row, ``words_per_token`` beats, lane b of beat w is channel
+        ``w * B + b``.
+    head_done : ``Out(1)``
+        One-cycle pulse: the last beat of a head's last row is taken on ``o``.
+    busy : ``Out(1)``
+        A row is being serialized or beats are in the requantizer stages.
+    """
+
+    config_type = VitcodConfig
+
+    @classmethod
+    def signature_of(cls, config: VitcodConfig):
+        return {
+            "row": In(stream.Signature(output_row_layout(config))),
+            "o": Out(stream.Signature(config.data_width)),
+            "head_done": Out(1),
+            "busy": Out(1),
+        }
+
+    def elaborate(self, platform):
+        cfg = self._config
+        m = Module()
+        lanes, beats = cfg.data_bytes, cfg.words_per_token
+
+        # row register and serializer
+        row = Signal.like(self.row.payload, name="row_reg")
+        serializing = Signal()
+        beat = Signal(range(max(beats, 2)))
+        m.d.comb += self.row.ready.eq(~serializing)
+        with m.If(self.row.valid & self.row.ready):
+            m.d.sync += [row.eq(self.row.payload), serializing.eq(1), beat.eq(0)]
+
+        # requantizer: stage 0 multiplies the beat's lanes, stage 1 rounds and saturates
+        pipe = LockstepPipeline(m, depth=2, ready=self.o.ready, name="requant")
+        with m.If(pipe.advance & serializing):
+            m.d.sync += beat.eq(beat + 1)
+            with m.If(beat == beats - 1):
+                m.d.sync += serializing.eq(0)
+        beat_last = serializing & row.head_last & (beat == beats - 1)
+        products = [pipe.stage(0, requant_product(mux_tree([row.values[w * lanes + b] for w in range(beats)], beat),
+                                                  row.multiplier),
+                               valid=serializing, name=f"product{b}")
+                    for b in range(lanes)]
+        shift = pipe.stage(0, row.shift, name="product_shift")
+        product_last = pipe.stage(0, beat_last, name="product_head_last")
+        # (saturated to int8: the low byte is the lane)
+        out_lanes = [pipe.stage(1, requant_round(products[b], shift)[:INT8.width].as_signed(), name=f"lane{b}")
+                     for b in range(lanes)]
+        out_last = pipe.stage(1, product_last, name="lane_head_last")
+
+        m.d.comb += [self.o.valid.eq(pipe.valid[-1]), self.o.payload.eq(Cat(*out_lanes)),
+                     self.head_done.eq(self.o.valid & self.o.ready & out_last),
+                     self.busy.eq(serializing | pipe.valid[0] | pipe.valid[1])]
+        return m

@@ -1,0 +1,224 @@
+"""The row scheduler of the ViTCoD accelerator: which job each engine runs next.
+
+Each engine runs its own job sequence, scoring up to ``ROW_SLOTS - 1`` rows
+ahead of its pv jobs (score first when both could start): ``score(0) score(1)
+score(2) pv(0) score(3) pv(1) ...``, a job's issue starting in the cycle after
+the previous job's last issue. The engines meet only where a row needs both:
+its softmax (both score jobs done) and its output row (both pv jobs done).
+
+A head starts when the bank to compute is full; its descriptor is copied then
+(no bank multiplexer in the scheduler's paths). It ends, releasing the bank,
+when its last row has been handed to the output stage.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from amaranth.hdl import Cat, Module, Mux, Signal, signed
+from amaranth.lib import stream
+from amaranth.lib.memory import ReadPort
+from amaranth.lib.wiring import In, Out
+
+from attnforge.hw.common import ConfiguredComponent, log2_ceil, mux_tree
+
+from .config import INDEX_WIDTH, VitcodConfig
+from .output import output_row_layout
+from .signatures import EngineJobSignature, HeadBanksSignature, head_layout
+from .softmax import recip_layout, softmax_row_layout
+
+__all__ = ["RowScheduler"]
+
+
+def _set_at(m, registers, index, value):
+    """``registers[index] <= value`` (sync)."""
+    for i, reg in enumerate(registers):
+        with m.If(index == i):
+            m.d.sync += reg.eq(value)
+
+
+class RowScheduler(ConfiguredComponent):
+    """Heads of the full banks, row by row, through both engines, the softmax and the output.
+
+    Parameters
+    ----------
+    config : VitcodConfig
+
+    Members
+    -------
+    banks : ``In(HeadBanksSignature(config))``
+        Full banks and their heads from the loader; the scheduler releases a bank when
+        its head is done.
+    row_ptr : ``In(ReadPort.Signature(rp_addr_width, data_width)).array(2)``
+        The row pointer buffer: ``row_ptr[i]`` and ``row_ptr[i + 1]`` of the Sparser
+        Engine's next score row i.
+    dense, sparse : ``Out(EngineJobSignature(config))``
+        Score and pv jobs of the Denser and the Sparser Engine.
+    softmax_rows : ``Out(stream.Signature(softmax_row_layout(config)))``
+        Rows whose scores are in (both engines), in row order.
+    recips : ``In(stream.Signature(recip_layout(config), always_ready=True))``
+        Their reciprocals back: the row's pv jobs may start.
+    rows : ``Out(stream.Signature(output_row_layout(config)))``
+        Finished rows (both engines' shares summed) with the output requantizer.
+    busy : ``Out(1)``
+        A head is being computed.
+    """
+
+    config_type = VitcodConfig
+
+    @classmethod
+    def signature_of(cls, config: VitcodConfig):
+        index_word = ReadPort.Signature(addr_width=config.rp_addr_width, shape=config.data_width)
+        return {
+            "banks": In(HeadBanksSignature(config)),
+            "row_ptr": In(index_word).array(2),
+            "dense": Out(EngineJobSignature(config)),
+            "sparse": Out(EngineJobSignature(config)),
+            "softmax_rows": Out(stream.Signature(softmax_row_layout(config))),
+            "recips": In(stream.Signature(recip_layout(config), always_ready=True)),
+            "rows": Out(stream.Signature(output_row_layout(config))),
+            "busy": Out(1),
+        }
+
+    def elaborate(self, platform):
+        m = Module()
+        st = self._state()
+        self._row_pointers(m, st)
+        for x, job in enumerate((self.dense, self.sparse)):
+            self._engine_jobs(m, st, x, job)
+        self._softmax(m, st)
+        self._output(m, st)
+        self._head(m, st)
+        return m
+
+    def _state(self):
+        cfg = self._config
+        slots = cfg.row_slots
+        row_w = INDEX_WIDTH + 1     # row counters reach Nq
+        st = SimpleNamespace(
+            bank=Signal(),              # bank being computed
+            running=Signal(),           # a head is being computed
+            head=Signal(head_layout(cfg)),
+            score_row=[Signal(row_w, name=f"score_row{x}") for x in range(2)],   # next row to score, per engine
+            pv_row=[Signal(row_w, name=f"pv_row{x}") for x in range(2)],         # next row for pv, per engine
+            softmax_row=Signal(row_w),  # next row for the softmax
+            output_row=Signal(row_w),   # next row to output
+            slot_bits=log2_ceil(slots),
+            # per engine and row slot: scores in / the row's max / reciprocal in (pv may start)
+            scored=[[Signal(name=f"scored{x}_{p}") for p in range(slots)] for x in range(2)],
+            row_max=[[Signal(signed(cfg.score_width), name=f"row_max{x}_{p}") for p in range(slots)]
+                     for x in range(2)],
+            recip_ready=[[Signal(name=f"recip_ready{x}_{p}") for p in range(slots)] for x in range(2)],
+            # per engine: its pv result is in / is waiting for the output stage
+            pv_finished=[Signal(name=f"pv_finished{x}") for x in range(2)],
+            pv_held=[Signal(name=f"pv_held{x}") for x in range(2)],
+            # per row slot: the Sparser Engine's entries and first entry of the row, its reciprocal
+            sparse_n=[Signal(INDEX_WIDTH, name=f"sparse_n{p}") for p in range(slots)],
+            sparse_base=[Signal(INDEX_WIDTH, name=f"sparse_base{p}") for p in range(slots)],
+            recip=[Signal(cfg.recip_width, name=f"recip{p}") for p in range(slots)],
+        )
+        return st
+
+    def _row_pointers(self, m, st):
+        """``row_ptr[i]``, ``row_ptr[i + 1]`` of the Sparser Engine's next score row (one cycle to read)."""
+        cfg = self._config
+        lg_ipw = log2_ceil(cfg.indices_per_word)
+        lane_bits = max(lg_ipw, 1)
+        row = st.score_row[1]
+        st.pointer_row = Signal.like(row)    # the row whose pointers are on the read ports
+        m.d.sync += st.pointer_row.eq(row)
+        st.pointers_ready = Signal()
+        m.d.comb += st.pointers_ready.eq(st.pointer_row == row)
+        st.row_start, st.row_end = Signal(INDEX_WIDTH), Signal(INDEX_WIDTH)
+        for port, entry, value in ((self.row_ptr[0], row, st.row_start), (self.row_ptr[1], row + 1, st.row_end)):
+            lane = Signal(lane_bits)
+            m.d.comb += port.addr.eq(Cat((entry >> lg_ipw)[:cfg.rp_addr_width - 1], st.bank))
+            m.d.sync += lane.eq(entry[:lane_bits])
+            m.d.comb += value.eq(port.data.word_select(lane, INDEX_WIDTH) if lg_ipw else port.data[:INDEX_WIDTH])
+
+    def _engine_jobs(self, m, st, x, job):
+        """Start engine x's next score or pv job; record its results."""
+        slots = self._config.row_slots
+        head, nq = st.head, st.head.nq
+        score_row, pv_row = st.score_row[x], st.pv_row[x]
+        score_slot, pv_slot = score_row[:st.slot_bits], pv_row[:st.slot_bits]
+        n_score = head.g if x == 0 else (st.row_end - st.row_start)[:INDEX_WIDTH]
+        can_score = (st.running & (score_row < nq) & (score_row <= pv_row + (slots - 1)) & job.issue_free
+                     & ~job.score_active & ~mux_tree(st.scored[x], score_slot))
+        if x == 1:
+            can_score = can_score & st.pointers_ready
+        can_pv = (st.running & (pv_row < score_row) & mux_tree(st.recip_ready[x], pv_slot) & ~st.pv_held[x]
+                  & job.issue_free & ~job.pv_active)
+        start_score, start_pv = Signal(name=f"start_score{x}"), Signal(name=f"start_pv{x}")
+        m.d.comb += [start_score.eq(can_score), start_pv.eq(can_pv & ~can_score),
+                     job.score_start.eq(start_score), job.pv_start.eq(start_pv), job.bank.eq(st.bank),
+                     job.row.eq(score_row), job.slot.eq(Mux(start_score, score_slot, pv_slot)),
+                     job.recip.eq(mux_tree(st.recip, pv_slot))]
+        if x == 0:
+            m.d.comb += [job.n.eq(head.g), job.base.eq(0)]
+        else:
+            m.d.comb += [job.n.eq(Mux(start_score, n_score, mux_tree(st.sparse_n, pv_slot))),
+                         job.base.eq(Mux(start_score, st.row_start, mux_tree(st.sparse_base, pv_slot)))]
+        with m.If(start_score):
+            m.d.sync += score_row.eq(score_row + 1)
+            if x == 1:
+                _set_at(m, st.sparse_n, score_slot, n_score)
+                _set_at(m, st.sparse_base, score_slot, st.row_start)
+        with m.If(start_pv):
+            m.d.sync += [pv_row.eq(pv_row + 1), st.pv_held[x].eq(1)]
+            _set_at(m, st.recip_ready[x], pv_slot, 0)
+        with m.If(job.score_done):
+            done_slot = (score_row - 1)[:st.slot_bits]
+            _set_at(m, st.scored[x], done_slot, 1)
+            _set_at(m, st.row_max[x], done_slot, job.max)
+        with m.If(job.pv_done):
+            m.d.sync += st.pv_finished[x].eq(1)
+
+    def _softmax(self, m, st):
+        """Rows to the softmax stage; their reciprocals back."""
+        head, slot = st.head, st.softmax_row[:st.slot_bits]
+        dense_n, sparse_n = head.g, mux_tree(st.sparse_n, slot)
+        dense_max, sparse_max = mux_tree(st.row_max[0], slot), mux_tree(st.row_max[1], slot)
+        out = self.softmax_rows
+        m.d.comb += [
+            out.valid.eq(st.running & (st.softmax_row < head.nq) & mux_tree(st.scored[0], slot)
+                         & mux_tree(st.scored[1], slot)),
+            out.payload.slot.eq(slot), out.payload.dense_n.eq(dense_n), out.payload.sparse_n.eq(sparse_n),
+            out.payload.max.eq(Mux(dense_n == 0, sparse_max,
+                                   Mux((sparse_n == 0) | (dense_max > sparse_max), dense_max, sparse_max))),
+            out.payload.multiplier.eq(head.exp_mult), out.payload.shift.eq(head.exp_shift)]
+        with m.If(out.valid & out.ready):
+            # clear only this row's flags: the other slots may be set in this very cycle
+            m.d.sync += st.softmax_row.eq(st.softmax_row + 1)
+            _set_at(m, st.scored[0], slot, 0)
+            _set_at(m, st.scored[1], slot, 0)
+        with m.If(self.recips.valid):
+            slot = self.recips.payload.slot
+            _set_at(m, st.recip, slot, self.recips.payload.recip)
+            _set_at(m, st.recip_ready[0], slot, 1)
+            _set_at(m, st.recip_ready[1], slot, 1)
+
+    def _output(self, m, st):
+        """A row both engines have finished goes to the output stage."""
+        rows = self.rows
+        m.d.comb += [rows.valid.eq(st.running & st.pv_finished[0] & st.pv_finished[1]),
+                     rows.payload.multiplier.eq(st.head.out_mult), rows.payload.shift.eq(st.head.out_shift),
+                     rows.payload.head_last.eq(st.output_row + 1 == st.head.nq)]
+        m.d.comb += [rows.payload.values[i].eq(self.dense.out[i] + self.sparse.out[i])
+                     for i in range(self._config.head_dim)]
+        with m.If(rows.valid & rows.ready):
+            m.d.sync += [st.pv_finished[0].eq(0), st.pv_finished[1].eq(0), st.pv_held[0].eq(0),
+                         st.pv_held[1].eq(0), st.output_row.eq(st.output_row + 1)]
+
+    def _head(self, m, st):
+        """Start the head of the full bank; end it (release the bank) after its last row."""
+        banks = self.banks
+        with m.If(~st.running & Mux(st.bank, banks.full[1], banks.full[0])):
+            m.d.sync += [st.running.eq(1), st.softmax_row.eq(0), st.output_row.eq(0), st.pointer_row.eq(~0),
+                         st.head.eq(Mux(st.bank, banks.heads[1], banks.heads[0]))]
+            m.d.sync += [v.eq(0) for v in (*st.score_row, *st.pv_row, *st.pv_finished, *st.pv_held)]
+            m.d.sync += [v.eq(0) for row in (*st.scored, *st.recip_ready) for v in row]
+        end = st.running & (st.output_row == st.head.nq) & self.rows.ready
+        m.d.comb += [banks.release.eq(end), banks.release_bank.eq(st.bank), self.busy.eq(st.running)]
+        with m.If(end):
+            m.d.sync += [st.running.eq(0), st.bank.eq(~st.bank)]

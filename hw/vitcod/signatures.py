@@ -1,0 +1,117 @@
+"""Interfaces between the ViTCoD accelerator's components.
+
+Each signature is written from the side that starts the work (the row
+scheduler starts engine jobs, the softmax stage starts exponent jobs); the
+other side takes it with ``In(...)``, and ``wiring.connect`` joins them.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import signed, unsigned
+from amaranth.lib import data, wiring
+from amaranth.lib.wiring import In, Out
+
+from attnforge.hw.common import log2_ceil
+
+from .config import INDEX_WIDTH, MULTIPLIER_WIDTH, SHIFT_WIDTH, VitcodConfig
+
+__all__ = ["EngineJobSignature", "ExpJobSignature", "HeadBanksSignature", "head_layout"]
+
+
+def head_layout(config: VitcodConfig) -> data.StructLayout:
+    """What the scheduler needs of a loaded head: its sizes and requantizers (the command's first fields)."""
+    return data.StructLayout({name: config.cmd_layout.members[name]
+                              for name in ("nq", "nk", "g", "nnz", "exp_mult", "exp_shift", "out_mult", "out_shift")})
+
+
+class EngineJobSignature(wiring.Signature):
+    """Score and pv jobs of one engine, from the row scheduler's side.
+
+    Members
+    -------
+    score_start, pv_start : ``Out(1)``
+        Start a job (only when ``issue_free`` and that kind of job is not active); the
+        parameters below are sampled in the same cycle.
+    bank : ``Out(1)``
+        Buffer bank of the head.
+    row : ``Out(INDEX_WIDTH)``
+        Query row (score jobs).
+    n, base : ``Out(INDEX_WIDTH)``
+        Keys of the row and (Sparser Engine) its first CSR entry.
+    slot : ``Out(log2(row_slots))``
+        Row slot of the score and exponent buffers (row mod ``row_slots``).
+    recip : ``Out(recip_width)``
+        The row's reciprocal of its exponent sum (pv jobs).
+    issue_free : ``In(1)``
+        The engine can take a new job in this cycle.
+    score_active, pv_active : ``In(1)``
+        A job of that kind runs (from its start through its done cycle).
+    score_done, pv_done : ``In(1)``
+        One-cycle pulses: every score is in the score buffer / ``out`` holds the row's share.
+    max : ``In(signed(score_width))``
+        The score job's row maximum (valid with ``score_done``).
+    out : ``In(ArrayLayout(signed(pv_width), head_dim))``
+        The engine's share of the output row (valid from ``pv_done`` until the next pv job).
+    """
+
+    def __init__(self, config: VitcodConfig):
+        super().__init__({
+            "score_start": Out(1), "pv_start": Out(1), "bank": Out(1),
+            "row": Out(INDEX_WIDTH), "n": Out(INDEX_WIDTH), "base": Out(INDEX_WIDTH),
+            "slot": Out(log2_ceil(config.row_slots)), "recip": Out(config.recip_width),
+            "issue_free": In(1), "score_active": In(1), "pv_active": In(1),
+            "score_done": In(1), "pv_done": In(1),
+            "max": In(signed(config.score_width)),
+            "out": In(data.ArrayLayout(signed(config.pv_width), config.head_dim)),
+        })
+
+
+class ExpJobSignature(wiring.Signature):
+    """An exponent job (one row of one engine), from the softmax stage's side.
+
+    Members
+    -------
+    start : ``Out(1)``
+        Start (only when not ``busy``); the parameters are sampled in the same cycle.
+    slot : ``Out(log2(row_slots))``
+        Row slot: which scores to read, where E goes.
+    n : ``Out(INDEX_WIDTH)``
+        Scores of the row in this engine.
+    max : ``Out(signed(score_width))``
+        The row maximum over both engines.
+    multiplier, shift : ``Out(MULTIPLIER_WIDTH)``, ``Out(SHIFT_WIDTH)``
+        The head's exponent requantizer.
+    busy : ``In(1)``
+        Entries are in flight (from the cycle after ``start`` until the last E is written).
+    sum : ``In(sum_width)``
+        The sum of the job's E values (final when ``busy`` falls).
+    """
+
+    def __init__(self, config: VitcodConfig):
+        super().__init__({
+            "start": Out(1), "slot": Out(log2_ceil(config.row_slots)), "n": Out(INDEX_WIDTH),
+            "max": Out(signed(config.score_width)),
+            "multiplier": Out(unsigned(MULTIPLIER_WIDTH)), "shift": Out(unsigned(SHIFT_WIDTH)),
+            "busy": In(1), "sum": In(config.sum_width),
+        })
+
+
+class HeadBanksSignature(wiring.Signature):
+    """The two buffer banks between the loader and the row scheduler, from the loader's side.
+
+    Members
+    -------
+    full : ``Out(2)``
+        Bit b: bank b holds a loaded head, waiting or being computed.
+    heads : ``Out(ArrayLayout(head_layout(config), 2))``
+        The head of each full bank.
+    release : ``In(1)``
+        One-cycle pulse: the head of bank ``release_bank`` is done; the bank may load again.
+    release_bank : ``In(1)``
+    """
+
+    def __init__(self, config: VitcodConfig):
+        super().__init__({
+            "full": Out(2), "heads": Out(data.ArrayLayout(head_layout(config), 2)),
+            "release": In(1), "release_bank": In(1),
+        })

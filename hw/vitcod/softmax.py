@@ -1,0 +1,103 @@
+"""The softmax stage of the ViTCoD accelerator: exponents of a row, then its reciprocal.
+
+A row whose scores are all in (both engines' score jobs done) starts an
+exponent job on each engine (``ExpUnit``, one entry per cycle), against the
+row maximum of both engines. When both have finished and the divider is free,
+the divider (``attnforge.hw.common.SerialDivider``: restoring division,
+``RECIP_BITS_PER_CYCLE`` quotient bits per cycle) computes
+``r = floor(2**RECIP_BITS / sum)`` (``attnforge.softmax_int.reciprocal``; 0 for
+a row without keys) while the next row's exponents run.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Module, Signal, signed, unsigned
+from amaranth.lib import data, stream
+from amaranth.lib.wiring import In, Out
+
+from attnforge.hw.common import ConfiguredComponent, SerialDivider, log2_ceil
+from attnforge.softmax_int import RECIP_BITS
+
+from .config import INDEX_WIDTH, MULTIPLIER_WIDTH, SHIFT_WIDTH, VitcodConfig
+from .signatures import ExpJobSignature
+
+__all__ = ["SoftmaxStage", "softmax_row_layout", "recip_layout", "RECIP_BITS_PER_CYCLE"]
+
+#: Quotient bits the divider computes per cycle (13 cycles for the 25-bit reciprocal).
+RECIP_BITS_PER_CYCLE = 2
+
+
+def softmax_row_layout(config: VitcodConfig) -> data.StructLayout:
+    """A row ready for its softmax: its slot, maximum, key counts and the exponent requantizer."""
+    return data.StructLayout({
+        "slot": unsigned(log2_ceil(config.row_slots)),
+        "max": signed(config.score_width),
+        "dense_n": unsigned(INDEX_WIDTH), "sparse_n": unsigned(INDEX_WIDTH),
+        "multiplier": unsigned(MULTIPLIER_WIDTH), "shift": unsigned(SHIFT_WIDTH),
+    })
+
+
+def recip_layout(config: VitcodConfig) -> data.StructLayout:
+    """A row's reciprocal of its exponent sum, for its slot."""
+    return data.StructLayout({"slot": unsigned(log2_ceil(config.row_slots)), "recip": unsigned(config.recip_width)})
+
+
+class SoftmaxStage(ConfiguredComponent):
+    """Exponent jobs of both engines, then the row sum's reciprocal.
+
+    Parameters
+    ----------
+    config : VitcodConfig
+
+    Members
+    -------
+    rows : ``In(stream.Signature(softmax_row_layout(config)))``
+        A row whose scores are in; taken when the exponent units can start it (they
+        run while the divider works on the previous row).
+    dense_exp, sparse_exp : ``Out(ExpJobSignature(config))``
+        The exponent jobs of the Denser and the Sparser Engine.
+    recips : ``Out(stream.Signature(recip_layout(config), always_ready=True))``
+        One transfer per row, in row order: ``floor(2**RECIP_BITS / sum)`` of the
+        row's E values (0 for a row without keys).
+    """
+
+    config_type = VitcodConfig
+
+    @classmethod
+    def signature_of(cls, config: VitcodConfig):
+        return {
+            "rows": In(stream.Signature(softmax_row_layout(config))),
+            "dense_exp": Out(ExpJobSignature(config)),
+            "sparse_exp": Out(ExpJobSignature(config)),
+            "recips": Out(stream.Signature(recip_layout(config), always_ready=True)),
+        }
+
+    def elaborate(self, platform):
+        cfg = self._config
+        m = Module()
+        row = self.rows.payload
+        exp_slot = Signal.like(row.slot)       # the row in the exponent units
+        for exp, n in ((self.dense_exp, row.dense_n), (self.sparse_exp, row.sparse_n)):
+            m.d.comb += [exp.multiplier.eq(row.multiplier), exp.shift.eq(row.shift)]
+            with m.If(self.rows.valid & self.rows.ready):
+                m.d.comb += [exp.start.eq(1), exp.slot.eq(row.slot), exp.n.eq(n), exp.max.eq(row.max)]
+
+        m.submodules.divider = divider = SerialDivider(
+            dividend=1 << RECIP_BITS, divisor_width=cfg.sum_width + 1, quotient_bits=cfg.recip_width,
+            bits_per_cycle=RECIP_BITS_PER_CYCLE)
+        divider_slot = Signal.like(row.slot)   # the row in the divider
+        with m.FSM(name="exp") as fsm:
+            with m.State("IDLE"):
+                with m.If(self.rows.valid):
+                    m.d.sync += exp_slot.eq(row.slot)
+                    m.next = "EXP"
+            with m.State("EXP"):
+                with m.If(~self.dense_exp.busy & ~self.sparse_exp.busy & ~divider.busy):
+                    m.d.comb += [divider.start.eq(1), divider.divisor.eq(self.dense_exp.sum + self.sparse_exp.sum)]
+                    m.d.sync += divider_slot.eq(exp_slot)
+                    m.next = "IDLE"
+        # a plain assignment (not inside the FSM): Icarus runs it at time 0
+        m.d.comb += self.rows.ready.eq(fsm.ongoing("IDLE"))
+        m.d.comb += [self.recips.valid.eq(divider.done), self.recips.payload.slot.eq(divider_slot),
+                     self.recips.payload.recip.eq(divider.quotient)]
+        return m

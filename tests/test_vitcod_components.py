@@ -1,0 +1,533 @@
+"""Unit tests of the ViTCoD accelerator's components in amaranth.sim (no Verilator build).
+
+Every expected value comes from an independent golden function: the host-side
+packers (``hw/vitcod/host.py``), ``attnforge.numfmt.Requantizer``,
+``attnforge.softmax_int`` and ``algo/vitcod/golden.py``.
+"""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+from amaranth.hdl import Module
+from amaranth.lib import wiring
+from amaranth.lib.memory import Memory
+from amaranth.sim import Simulator
+
+from attnforge.algo.vitcod.golden import decode_qk, head_params, vitcod_head_golden
+from attnforge.csr import CSR, dense_to_csr
+from attnforge.errors import ConfigError
+from attnforge.hw.vitcod import VitcodAccelerator, VitcodConfig
+from attnforge.hw.vitcod import accelerator as accelerator_module
+from attnforge.hw.vitcod.config import ERR_COL_IDX, ERR_LAYER, ERR_ROW_PTR, ERR_SIZE, ROW_SLOTS
+from attnforge.hw.vitcod.decoder import QkDecoder
+from attnforge.hw.vitcod.engine import Engine
+from attnforge.hw.vitcod.exp_unit import ExpUnit
+from attnforge.hw.vitcod.layer_store import LayerStore
+from attnforge.hw.vitcod.host import HeadJob, LayerJob, pack_bytes, unpack_output
+from attnforge.hw.vitcod.line import AttentionLine
+from attnforge.hw.vitcod.loader import Loader
+from attnforge.hw.vitcod.output import OutputStage
+from attnforge.hw.vitcod.scheduler import RowScheduler
+from attnforge.hw.vitcod.softmax import SoftmaxStage
+from attnforge.numfmt import INT8, Requantizer
+from attnforge.softmax_int import E_FORMAT, RECIP_BITS, Z_FORMAT, exp2_neg, reciprocal
+
+# d = 16, M = 8, 1 + 2 lines (the Sparser Engine's two lines share a key: two beats per Q/K/V word)
+CFG = VitcodConfig(head_dim=16, max_tokens=8, max_nnz=32, macs=8, dense_lines=1, sparse_lines=2, data_width=64)
+
+
+def simulate(dut, bench):
+    """Run ``bench`` (every bench here ends after a bounded number of cycles) against ``dut``."""
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+
+
+def random_job(rng, nq, nk, g, sparsity, cfg=CFG) -> HeadJob:
+    d = cfg.head_dim
+    keep = rng.random((nq, nk - g)) >= sparsity
+    s = dense_to_csr(keep)
+    params = head_params(0.03, 0.02, 0.04, 0.02, d)
+    return HeadJob(rng.integers(-128, 128, (nq, d)).astype(np.int8), rng.integers(-128, 128, (nk, d)).astype(np.int8),
+                   rng.integers(-128, 128, (nk, d)).astype(np.int8), g, np.asarray(s.row_ptr),
+                   np.asarray(s.col_idx) + g, params.exp.multiplier, params.exp.shift, params.out.multiplier,
+                   params.out.shift)
+
+
+def golden_of(job: HeadJob) -> np.ndarray:
+    csr = CSR(job.row_ptr, job.col_idx, (job.nq, job.nk))
+    params = head_params(0.03, 0.02, 0.04, 0.02, job.q.shape[1])
+    return vitcod_head_golden(job.q, job.k, job.v, job.g, csr, params)
+
+
+async def feed(ctx, cmd_port, data_port, commands, beats, *, cycles, idle=0.0, rng=None, each_cycle=None):
+    """Offer ``commands`` on ``cmd_port`` and ``beats`` on ``data_port`` for ``cycles`` cycles; returns the
+    number of beats taken."""
+    rng = rng or random.Random(0)
+    c = b = 0
+    for cycle in range(cycles):
+        cmd_valid = c < len(commands) and rng.random() >= idle
+        data_valid = b < len(beats) and rng.random() >= idle
+        ctx.set(cmd_port.valid, cmd_valid)
+        ctx.set(data_port.valid, data_valid)
+        if c < len(commands):
+            ctx.set(cmd_port.payload, cmd_port.payload.shape().const(commands[c]))
+        if b < len(beats):
+            ctx.set(data_port.payload, beats[b])
+        took_cmd = cmd_valid and ctx.get(cmd_port.ready)
+        took_data = data_valid and ctx.get(data_port.ready)
+        if each_cycle is not None:
+            each_cycle(ctx, cycle)
+        await ctx.tick()
+        c += took_cmd
+        b += took_data
+    ctx.set(cmd_port.valid, 0)
+    ctx.set(data_port.valid, 0)
+    return b
+
+
+# -- configuration ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("field, value, error, match", [
+    ("macs", 3, ConfigError, "ViTCoD macs"), ("macs", 2.0, TypeError, "ViTCoD macs"),
+    ("max_tokens", 0, ConfigError, r"ViTCoD max_tokens must be in \[1, 4096\], not 0"),
+    ("decoder_heads", 17, ConfigError, "ViTCoD decoder_heads"), ("sparse_lines", True, TypeError, "sparse_lines"),
+])
+def test_config_rejects_bad_values(field, value, error, match):
+    with pytest.raises(error, match=match):
+        VitcodConfig(**{**CFG.__dict__, field: value})
+
+
+def test_components_refuse_other_configurations():
+    for component in (Loader, OutputStage, SoftmaxStage):
+        with pytest.raises(TypeError, match=f"{component.__name__} needs a VitcodConfig"):
+            component(dict(head_dim=16))
+    with pytest.raises(TypeError, match="Engine needs a VitcodConfig"):
+        Engine(None, sparse=True, lines=2)
+    with pytest.raises(TypeError, match="sparse must be True or False"):
+        Engine(CFG, sparse=1, lines=2)
+    with pytest.raises(ConfigError, match="Engine lines"):
+        Engine(CFG, sparse=False, lines=0)
+    for component in (QkDecoder, LayerStore):
+        with pytest.raises(ConfigError, match="decoder=True"):
+            component(CFG)
+
+
+# -- loader --------------------------------------------------------------------------------
+
+def _loader_bench(commands, beats, cycles=400, idle=0.0, cfg=CFG):
+    """A loader with its five buffers; returns its status, the beats taken and the Q buffer's words."""
+    m = Module()
+    m.submodules.loader = loader = Loader(cfg)
+    mems = {}
+    for name, width, words in (("q", cfg.qkv_word_width, cfg.qkv_bank_words), ("k", cfg.qkv_word_width, cfg.qkv_bank_words),
+                               ("v", cfg.qkv_word_width, cfg.qkv_bank_words), ("rp", cfg.data_width, cfg.rp_bank_words),
+                               ("ci", cfg.data_width, cfg.ci_bank_words)):
+        m.submodules[name] = mems[name] = Memory(shape=width, depth=2 * words, init=[])
+        wiring.connect(m, getattr(loader, f"{name}_write"), mems[name].write_port())
+    out = {}
+
+    async def bench(ctx):
+        out["taken"] = await feed(ctx, loader.cmd, loader.data, commands, beats, cycles=cycles, idle=idle,
+                                  rng=random.Random(3))
+        out["error"], out["failed"] = ctx.get(loader.error), ctx.get(loader.heads_failed)
+        out["full"], out["cmd_ready"] = ctx.get(loader.banks.full), ctx.get(loader.cmd.ready)
+        out["nq"] = [ctx.get(loader.banks.heads[b].nq) for b in range(2)]
+        out["q_words"] = [ctx.get(mems["q"].data[i]) for i in range(2 * cfg.qkv_bank_words)]
+    simulate(m, bench)
+    return out
+
+
+def test_loader_writes_a_good_head_into_bank_0():
+    job = random_job(np.random.default_rng(1), 5, 6, 2, 0.5)
+    out = _loader_bench([job.command(CFG)], job.data_beats(CFG), idle=0.3)
+    assert (out["error"], out["failed"], out["full"]) == (0, 0, 0b01)
+    assert out["taken"] == len(job.data_beats(CFG)) and out["nq"][0] == 5
+    beats = pack_bytes(job.q, CFG.data_bytes)      # Q rows; a buffer word joins two beats, first lowest
+    per_word = CFG.qkv_beats_per_word
+    words = [sum(beats[w * per_word + j] << (CFG.data_width * j) for j in range(per_word))
+             for w in range(len(beats) // per_word)]
+    assert out["q_words"][:len(words)] == words
+
+
+def _bad(kind):
+    job = random_job(np.random.default_rng(2), 6, 6, 1, 0.3)
+    if kind == "size":
+        return job, job.command(CFG, nq=CFG.max_tokens + 1), ERR_SIZE
+    if kind == "g_beyond_nk":
+        return job, job.command(CFG, g=7), ERR_SIZE
+    if kind == "nnz_beyond_buffer":
+        return job, job.command(CFG, nnz=CFG.max_nnz + 1), ERR_SIZE
+    # a CSR that trips exactly one check per kind (Nk - G = 5, nnz = 6)
+    rp, ci = np.arange(7), np.array([1, 2, 3, 4, 5, 1])
+    if kind == "row_ptr_first":
+        rp[0] = 1
+    elif kind == "row_ptr_decreasing":
+        rp[1:3] = [2, 1]                # 0, 2, 1, 3: one step down, the other steps legal
+    elif kind == "row_ptr_end":
+        rp[6] = 5                       # ends below nnz
+    elif kind == "row_too_long":
+        rp[1:] = 6                      # row 0 keeps 6 keys of Nk - G = 5
+    elif kind == "col_in_global":
+        ci[0] = 0
+    elif kind == "col_past_nk":
+        ci[-1] = 6
+    job.row_ptr, job.col_idx = rp, ci
+    if kind == "control":               # the unchanged CSR is valid
+        return job, job.command(CFG), 0
+    return job, job.command(CFG), ERR_COL_IDX if kind.startswith("col") else ERR_ROW_PTR
+
+
+@pytest.mark.parametrize("kind", ["control", "size", "g_beyond_nk", "nnz_beyond_buffer", "row_ptr_first", "row_ptr_decreasing",
+                                  "row_ptr_end", "row_too_long", "col_in_global", "col_past_nk"])
+def test_loader_refuses_a_bad_head_and_consumes_its_data(kind):
+    job, cmd, err = _bad(kind)
+    good = random_job(np.random.default_rng(3), 4, 5, 0, 0.2)
+    bad_beats = job.data_beats(CFG)
+    if kind in ("size", "nnz_beyond_buffer"):   # the announced sizes' data (accelerator.py's layout), all dropped
+        ipw, wpt = CFG.indices_per_word, CFG.words_per_token
+        bad_beats = [0] * ((cmd["nq"] + 2 * cmd["nk"]) * wpt + -(-(cmd["nq"] + 1) // ipw) + -(-cmd["nnz"] // ipw))
+    out = _loader_bench([cmd, good.command(CFG)], bad_beats + good.data_beats(CFG))
+    assert out["taken"] == len(bad_beats) + len(good.data_beats(CFG))   # nothing left hanging
+    if kind == "control":
+        assert (out["error"], out["failed"], out["full"]) == (0, 0, 0b11)
+    else:
+        assert out["error"] == err and out["failed"] == 1
+        assert out["full"] == 0b01 and out["nq"][0] == good.nq          # the next head still loads, in bank 0
+
+
+# -- attention line ----------------------------------------------------------------------------
+
+def test_attention_line_score_and_pv_modes():
+    M, chunks = 8, 4
+    rng = np.random.default_rng(4)
+    q, k = rng.integers(-128, 128, M * chunks), rng.integers(-128, 128, M * chunks)
+    p = rng.integers(0, 1 << 15, 5)
+    v = rng.integers(-128, 128, (5, M))
+    line = AttentionLine(M, 20, 32)
+    seen = {}
+
+    async def bench(ctx):
+        for c in range(chunks):
+            ctx.set(line.valid, 1), ctx.set(line.pv, 0), ctx.set(line.first, c == 0), ctx.set(line.last, c == chunks - 1)
+            ctx.set(line.a, [int(x) for x in q[c * M:(c + 1) * M]])
+            ctx.set(line.b, [int(x) for x in k[c * M:(c + 1) * M]])
+            await ctx.tick()
+        for j in range(5):
+            ctx.set(line.pv, 1), ctx.set(line.first, j == 0), ctx.set(line.last, j == 4)
+            ctx.set(line.a, [int(p[j])] * M)
+            ctx.set(line.b, [int(x) for x in v[j]])
+            if ctx.get(line.dot_valid):
+                seen["dot"] = ctx.get(line.dot)
+            await ctx.tick()
+        ctx.set(line.valid, 0)
+        for _ in range(3):
+            if ctx.get(line.vec_valid):
+                seen["vec"] = [ctx.get(line.vec[i]) for i in range(M)]
+            await ctx.tick()
+    simulate(line, bench)
+    assert seen["dot"] == int(np.dot(q, k))
+    assert seen["vec"] == [int(x) for x in p @ v]
+
+
+# -- exponent unit -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("groups, mult, shift", [(1, 40000, 20), (2, 65535, 12), (2, 1, 0), (3, 9000, 30)])
+def test_exp_unit_matches_softmax_int(groups, mult, shift):
+    cfg = VitcodConfig(head_dim=16, max_tokens=16, max_nnz=32, macs=8, dense_lines=1, sparse_lines=2, data_width=64)
+    rng = np.random.default_rng(groups * 100 + shift)
+    n, slot = 11, 2
+    scores = rng.integers(-20000, 20000, n)
+    row_max = int(scores.max()) + int(rng.integers(0, 50))
+    words = -(-cfg.max_tokens // groups)
+    word_bits = (words - 1).bit_length()
+    inits = [[0] * (ROW_SLOTS << word_bits) for _ in range(groups)]
+    for j, s in enumerate(scores):      # key j: buffer j mod K, word j div K of the slot
+        inits[j % groups][(slot << word_bits) + j // groups] = int(s)
+    m = Module()
+    m.submodules.unit = unit = ExpUnit(cfg, groups=groups)
+    for g in range(groups):
+        m.submodules[f"s{g}"] = mem = Memory(shape=unit.scores[g].data.shape(), depth=len(inits[g]), init=inits[g])
+        wiring.connect(m, unit.scores[g], mem.read_port())
+    m.submodules.e = e_mem = Memory(shape=E_FORMAT.width, depth=1 << ExpUnit.e_addr_width(cfg), init=[])
+    wiring.connect(m, unit.e_write, e_mem.write_port())
+    got = {}
+
+    async def bench(ctx):
+        ctx.set(unit.job.start, 1), ctx.set(unit.job.slot, slot), ctx.set(unit.job.n, n)
+        ctx.set(unit.job.max, row_max), ctx.set(unit.job.multiplier, mult), ctx.set(unit.job.shift, shift)
+        await ctx.tick()
+        ctx.set(unit.job.start, 0)
+        cycles = 0
+        while ctx.get(unit.job.busy):
+            await ctx.tick()
+            cycles += 1
+        got["cycles"], got["sum"] = cycles, ctx.get(unit.job.sum)
+        e_bits = (cfg.max_tokens - 1).bit_length()
+        got["e"] = [ctx.get(e_mem.data[(slot << e_bits) + j]) for j in range(n)]
+    simulate(m, bench)
+    z = Requantizer(mult, shift, Z_FORMAT)
+    expected = [exp2_neg(int(z(row_max - int(s)))) for s in scores]
+    assert got["e"] == expected and got["sum"] == sum(expected)
+    assert got["cycles"] == n + 5      # one entry per cycle, five stages
+
+
+# -- softmax stage: the divider ------------------------------------------------------------------
+
+def test_softmax_stage_divides_by_zero_one_and_max():
+    stage = SoftmaxStage(CFG)
+    top = (1 << CFG.sum_width) - 1
+    # (dense sum, sparse sum): an empty row, a sum of 1 (below any real row, whose maximum alone
+    # gives E = 2**15: the reciprocal saturates), one key at the maximum, the largest sums
+    cases = [(0, 0), (1, 0), (0, 1 << 15), (1 << 15, 12345), (top, top)]
+    got = []
+
+    async def bench(ctx):
+        for dense_sum, sparse_sum in cases:
+            ctx.set(stage.dense_exp.sum, dense_sum), ctx.set(stage.sparse_exp.sum, sparse_sum)
+            ctx.set(stage.rows.valid, 1), ctx.set(stage.rows.payload.slot, len(got) % ROW_SLOTS)
+            assert ctx.get(stage.rows.ready) and ctx.get(stage.dense_exp.start)
+            await ctx.tick()
+            ctx.set(stage.rows.valid, 0)
+            cycles = 0
+            while not ctx.get(stage.recips.valid):
+                await ctx.tick()
+                cycles += 1
+            got.append((ctx.get(stage.recips.payload.recip), ctx.get(stage.recips.payload.slot), cycles))
+            await ctx.tick()
+    simulate(stage, bench)
+    run = -(-CFG.recip_width // 2)      # two quotient bits per cycle
+    for (dense_sum, sparse_sum), (recip, slot, cycles) in zip(cases, got):
+        total = dense_sum + sparse_sum
+        if total == 0:
+            assert (recip, cycles) == (0, 2)
+        elif total >= 1 << 15:
+            assert recip == reciprocal(total) and cycles == 1 + run
+        else:
+            assert (1 << RECIP_BITS) // total >= 1 << CFG.recip_width and recip == (1 << CFG.recip_width) - 1
+    assert [slot for _, slot, _ in got] == [i % ROW_SLOTS for i in range(len(cases))]
+
+
+# -- output stage ---------------------------------------------------------------------------------
+
+def _run_output(rows, stall, seed=0):
+    """Rows (values, multiplier, shift, head_last) through an OutputStage with random backpressure."""
+    stage = OutputStage(CFG)
+    rng = random.Random(seed)
+    beats, head_done = [], []
+
+    async def bench(ctx):
+        r = 0
+        for cycle in range(40 * len(rows) + 20):
+            if r < len(rows):
+                values, mult, shift, last = rows[r]
+                ctx.set(stage.row.valid, 1)
+                ctx.set(stage.row.payload, stage.row.payload.shape().const(
+                    {"values": values, "multiplier": mult, "shift": shift, "head_last": last}))
+            else:
+                ctx.set(stage.row.valid, 0)
+            ready = rng.random() >= stall
+            ctx.set(stage.o.ready, ready)
+            took_row = r < len(rows) and ctx.get(stage.row.ready)
+            if ctx.get(stage.o.valid) and ready:
+                beats.append(ctx.get(stage.o.payload))
+            if ctx.get(stage.head_done):
+                head_done.append(len(beats))
+            await ctx.tick()
+            r += took_row
+        assert not ctx.get(stage.busy)
+    simulate(stage, bench)
+    return beats, head_done
+
+
+@pytest.mark.parametrize("shift", [0, 1, 7, 24, 40, 62])
+def test_output_stage_requantizes_like_numfmt(shift):
+    rng = np.random.default_rng(shift)
+    lo, hi = -(1 << (CFG.row_width - 1)), 1 << (CFG.row_width - 1)
+    rows = []
+    for mult in (0, 1, 40000, 65535):
+        values = [int(x) for x in rng.integers(lo, hi, CFG.head_dim)]
+        values[:2] = [lo, hi - 1]
+        if 0 < shift < CFG.row_width:    # just below and at the rounding step (x * mult near 2**(shift - 1))
+            values[2:4] = [((1 << (shift - 1)) - 1) // max(mult, 1), -(1 << (shift - 1)) // max(mult, 1)]
+        rows.append((values, mult, shift, mult == 65535))
+    beats, head_done = _run_output(rows, stall=0.0)
+    out = unpack_output(beats, len(rows), CFG)
+    for (values, mult, _, _), got in zip(rows, out):
+        rq = Requantizer(mult, shift, INT8)
+        assert [int(x) for x in got] == [rq(v) for v in values]
+    assert head_done == [len(rows) * CFG.words_per_token]
+
+
+def test_output_stage_under_random_backpressure_loses_and_repeats_nothing():
+    rng = np.random.default_rng(9)
+    rows = [([int(x) for x in rng.integers(-(1 << 20), 1 << 20, CFG.head_dim)], 30000, 14, i % 3 == 2)
+            for i in range(9)]
+    steady, _ = _run_output(rows, stall=0.0)
+    for seed in range(3):
+        stalled, head_done = _run_output(rows, stall=0.5, seed=seed)
+        assert stalled == steady
+        assert head_done == [3 * CFG.words_per_token * k for k in (1, 2, 3)]
+
+
+# -- Q/K decoder --------------------------------------------------------------------------------
+
+def test_qk_decoder_matches_decode_qk():
+    cfg = VitcodConfig(head_dim=16, max_tokens=8, max_nnz=32, macs=8, dense_lines=1, sparse_lines=2, data_width=64,
+                       decoder=True, decoder_heads=2)
+    rng = np.random.default_rng(11)
+    dec = QkDecoder(cfg)
+    cases = []
+    for hc, mult, shift in ((1, 1, 0), (2, 40000, 22), (2, 65535, 8)):
+        words = rng.integers(-128, 128, (hc, 1, cfg.data_bytes)).astype(np.int8)
+        weights = rng.integers(-128, 128, (1, hc)).astype(np.int8)
+        expected = decode_qk(words, weights, Requantizer(mult, shift, INT8))[0, 0]
+        cases.append((hc, words, weights[0], mult, shift, expected))
+    got = []
+
+    async def bench(ctx):
+        for hc, words, weights, mult, shift, _ in cases:
+            ctx.set(dec.hc, hc), ctx.set(dec.multiplier, mult), ctx.set(dec.shift, shift)
+            ctx.set(dec.weights, [int(w) for w in weights] + [0] * (cfg.decoder_heads - hc))
+            for c in range(hc):
+                ctx.set(dec.beats.valid, 1)
+                ctx.set(dec.beats.payload, pack_bytes(words[c, 0], cfg.data_bytes)[0])
+                assert ctx.get(dec.last) == (c == hc - 1)
+                if c == hc - 1:
+                    got.append(np.frombuffer(ctx.get(dec.word).to_bytes(cfg.data_bytes, "little"), np.int8))
+                await ctx.tick()
+            ctx.set(dec.beats.valid, 0)
+            await ctx.tick()
+    simulate(dec, bench)
+    for case, word in zip(cases, got):
+        assert word.tolist() == case[-1].tolist()
+
+
+# -- layer store and the loader with the decoder ------------------------------------------------
+
+DEC = VitcodConfig(head_dim=16, max_tokens=8, max_nnz=32, macs=8, dense_lines=1, sparse_lines=2, data_width=64,
+                   decoder=True, decoder_heads=2)
+
+
+def test_layer_store_replays_q_then_k_in_key_order():
+    rng = np.random.default_rng(13)
+    layer = LayerJob(rng.integers(-128, 128, (2, 3, 16)).astype(np.int8),
+                     rng.integers(-128, 128, (2, 5, 16)).astype(np.int8))
+    order = rng.permutation(5)
+    # what the replay must give: the layer's beats with K's tokens in key order (host packer)
+    expected = LayerJob(layer.qc, layer.kc[:, order]).data_beats(DEC)
+    order_words = [int(sum(int(k) << (16 * i) for i, k in enumerate(order[w:w + DEC.indices_per_word])))
+                   for w in range(0, len(order), DEC.indices_per_word)]
+    store = LayerStore(DEC)
+    got = {}
+
+    async def bench(ctx):
+        ctx.set(store.layer_start, 1)
+        ctx.set(store.shape, store.shape.shape().const({"nq": 3, "nk": 5, "hc": 2}))
+        await ctx.tick()
+        ctx.set(store.layer_start, 0)
+        for n, beat in enumerate(layer.data_beats(DEC)):
+            assert not ctx.get(store.loaded)
+            ctx.set(store.layer_beats.valid, 1), ctx.set(store.layer_beats.payload, beat)
+            await ctx.tick()
+        ctx.set(store.layer_beats.valid, 0)
+        got["loaded"] = (ctx.get(store.loaded), ctx.get(store.loaded_shape.nq), ctx.get(store.loaded_shape.nk))
+        for w, word in enumerate(order_words):
+            ctx.set(store.key_order.en, 1), ctx.set(store.key_order.addr, w), ctx.set(store.key_order.data, word)
+            await ctx.tick()
+        ctx.set(store.key_order.en, 0)
+        ctx.set(store.replay_start, 1)
+        await ctx.tick()
+        ctx.set(store.replay_start, 0)
+        beats, latency = [], None
+        for cycle in range(len(expected) + 6):
+            if ctx.get(store.replay.valid):
+                latency = cycle if latency is None else latency
+                beats.append(ctx.get(store.replay.payload))
+            await ctx.tick()
+        got["beats"], got["latency"] = beats, latency
+    simulate(store, bench)
+    assert got["loaded"] == (1, 3, 5)
+    assert got["beats"] == expected and got["latency"] == 2      # key-order read, store read
+
+
+@pytest.mark.parametrize("case", ["no_layer", "other_layer", "order_out_of_range", "good"])
+def test_loader_with_decoder_checks_the_layer_and_the_key_order(case):
+    rng = np.random.default_rng(14)
+    job = random_job(rng, 4, 5, 1, 0.4, DEC)
+    commands, beats = [], []
+    if case != "no_layer":
+        nq = 5 if case == "other_layer" else 4
+        layer = LayerJob(rng.integers(-128, 128, (1, nq, 16)).astype(np.int8), job.k[None])
+        commands.append(layer.command(DEC))
+        beats += layer.data_beats(DEC)
+    if case == "order_out_of_range":
+        job.key_order = np.array([0, 1, 5, 3, 4])
+    commands.append(job.command(DEC))
+    beats += job.data_beats(DEC)
+    out = _loader_bench(commands, beats, cfg=DEC)
+    expected = {"no_layer": (ERR_LAYER, 1, 0), "other_layer": (ERR_LAYER, 1, 0),
+                "order_out_of_range": (ERR_COL_IDX, 1, 0), "good": (0, 0, 1)}[case]
+    assert (out["error"], out["failed"], out["full"]) == expected
+    assert out["taken"] == len(beats) and out["cmd_ready"]
+    if case == "good":      # Q replayed from the store through the decoder (weight 1, scale 1: unchanged)
+        q = pack_bytes(decode_qk(layer.qc, np.ones((1, 1), np.int8), Requantizer(1, 0, INT8))[0], DEC.data_bytes)
+        per_word = DEC.qkv_beats_per_word
+        assert out["q_words"][:len(q) // per_word] == [
+            sum(q[w * per_word + j] << (DEC.data_width * j) for j in range(per_word)) for w in range(len(q) // per_word)]
+
+
+# -- row scheduler, in the whole accelerator --------------------------------------------------------
+
+def test_row_scheduler_orders_jobs_and_rows(monkeypatch):
+    """Each engine scores rows in order, at most ROW_SLOTS - 1 ahead of its pv jobs, and starts a
+    row's pv job only after its score job; the output is the golden model's, row by row."""
+    made = []
+
+    class WatchedScheduler(RowScheduler):
+        def __init__(self, config):
+            super().__init__(config)
+            made.append(self)
+    monkeypatch.setattr(accelerator_module, "RowScheduler", WatchedScheduler)
+    rng = np.random.default_rng(12)
+    jobs = [random_job(rng, 8, 8, 2, 0.5), random_job(rng, 6, 7, 0, 0.3)]
+    dut = VitcodAccelerator(CFG)
+    events = {0: [], 1: []}
+    beats, status = [], {}
+
+    def watch(ctx, cycle):
+        for x, job in enumerate((made[0].dense, made[0].sparse)):
+            if ctx.get(job.score_start):
+                events[x].append(("score", ctx.get(job.row)))
+            if ctx.get(job.pv_start):
+                events[x].append(("pv", ctx.get(job.slot)))
+        ctx.set(dut.o.ready, 1)
+        if ctx.get(dut.o.valid):
+            beats.append(ctx.get(dut.o.payload))
+
+    async def bench(ctx):
+        data = [b for j in jobs for b in j.data_beats(CFG)]
+        await feed(ctx, dut.cmd, dut.data, [j.command(CFG) for j in jobs], data, cycles=1500, each_cycle=watch)
+        status.update(done=ctx.get(dut.heads_done), error=ctx.get(dut.error), busy=ctx.get(dut.busy))
+    simulate(dut, bench)
+    assert status == dict(done=2, error=0, busy=0)
+    split = jobs[0].nq * CFG.words_per_token
+    assert np.array_equal(unpack_output(beats[:split], jobs[0].nq, CFG), golden_of(jobs[0]))
+    assert np.array_equal(unpack_output(beats[split:], jobs[1].nq, CFG), golden_of(jobs[1]))
+    for x in (0, 1):
+        heads, scored, pv = 0, 0, 0
+        for kind, value in events[x]:
+            if kind == "score":
+                if value == 0 and scored:
+                    assert (scored, pv) == (jobs[heads].nq,) * 2    # the previous head is complete
+                    heads, scored, pv = heads + 1, 0, 0
+                assert value == scored and scored - pv <= ROW_SLOTS - 1
+                scored += 1
+            else:
+                assert value == pv % ROW_SLOTS and pv < scored
+                pv += 1
+        assert heads == 1 and (scored, pv) == (jobs[1].nq,) * 2
