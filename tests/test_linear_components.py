@@ -6,8 +6,9 @@ requantizers (``attnforge.numfmt``), never against the same arithmetic written
 again here: the normalizer's divider at den = 0, 1, the reduction boundary and
 the largest den; the lanes' update and readout (wrapping included); the output
 stage under random backpressure; the command control's verify/commit rules and
-the overflow flag. Also ``PipelinedDivider`` with the linear datapath's
-parameters (tests/test_hw_common.py does not exist yet).
+the overflow flag; the convolution's window across history and drafts. Also
+``PipelinedDivider`` with the linear datapath's parameters (its general
+behaviour is tests/test_hw_common.py's).
 """
 
 import random
@@ -24,6 +25,7 @@ from attnforge.hw.common import PipelinedDivider
 from attnforge.hw.linear import LinearDecodeConfig
 from attnforge.hw.linear.config import DIV_STAGES, NORM_EXTRA_DEPTH, RECIP_BITS
 from attnforge.hw.linear.control import CommandControl
+from attnforge.hw.linear.convolution import CONV_LATENCY, Convolution
 from attnforge.hw.linear.lanes import StateLanes
 from attnforge.hw.linear.normalizer import Normalizer
 from attnforge.hw.linear.output import OutputStage
@@ -410,3 +412,61 @@ def test_control_overflow_flag_is_sticky_per_head_and_cleared_by_reset():
     _simulate(bench.m, run)
     # committed 2, 5 (not past), 6 (past: flag), 7 (stays); head 0's reset keeps it; head 1's clears it
     assert flags == [0, 0, 0b10, 0b10, 0b10, 0, CTRL.groups * CTRL.columns]
+
+
+# ---------------------------------------------------------------- Convolution
+
+def test_convolution_window_spans_history_and_drafts():
+    """C[j] of draft token tau = sum_m w[m][j] * v_{tau-m}[j], where v_{tau-m} for tau - m < 0
+    is the committed history (newest first), one head among two, every column, with the sum
+    CONV_LATENCY cycles after the element's update stage."""
+    cfg = LinearDecodeConfig(d=4, macs=4, conv_taps=3, heads=2, t_max=4)
+    dut = Convolution(cfg)
+    rng = np.random.default_rng(7)
+    taps = rng.integers(-128, 128, (3, 4))
+    committed = rng.integers(-128, 128, (2, 4))          # shifted in oldest first
+    drafts = rng.integers(-128, 128, (4, 4))
+    history = committed[::-1]                             # newest first
+    head, n_tok = 1, 4
+    schedule = [(j, tau) for j in range(4) for tau in range(n_tok)]
+    sums = []
+
+    async def bench(ctx):
+        ctl = dut.control
+        ctx.set(ctl.head, head)
+        for n in range(3):
+            ctx.set(ctl.taps_load, 1)
+            ctx.set(ctl.taps_index, n)
+            ctx.set(ctl.row, [int(x) for x in taps[n]])
+            await ctx.tick()
+        ctx.set(ctl.taps_load, 0)
+        for row in committed:
+            ctx.set(ctl.history_shift, 1)
+            ctx.set(ctl.row, [int(x) for x in row])
+            await ctx.tick()
+        ctx.set(ctl.history_shift, 0)
+        ctx.set(ctl.head, 0)   # commands to the other head must not disturb this one
+        ctx.set(ctl.history_clear, 1)
+        await ctx.tick()
+        ctx.set(ctl.history_clear, 0)
+        fetch = dut.fetch
+        for cycle in range(len(schedule) + CONV_LATENCY + 2):
+            if cycle < len(schedule):          # fetch: a cycle ahead of the update stage
+                ctx.set(fetch.head, head)
+                ctx.set(fetch.data_column, schedule[cycle][0])
+            update = cycle - 1
+            if 0 <= update < len(schedule):
+                j, tau = schedule[update]
+                ctx.set(fetch.element.valid, 1)
+                ctx.set(fetch.element.first_token, tau == 0)
+                ctx.set(fetch.v, int(drafts[tau][j]))
+            else:
+                ctx.set(fetch.element.valid, 0)
+            sums.append(ctx.get(dut.sum))
+            await ctx.tick()
+
+    _simulate(dut, bench)
+    for k, (j, tau) in enumerate(schedule):
+        window = [drafts[tau - m][j] if tau - m >= 0 else history[m - tau - 1][j] for m in range(3)]
+        want = sum(int(taps[m][j]) * int(window[m]) for m in range(3))
+        assert sums[1 + k + CONV_LATENCY] == want, (j, tau)
