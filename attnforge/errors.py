@@ -16,7 +16,7 @@ from ``AttnforgeError``. Nothing here imports anything but the standard library.
 
 from __future__ import annotations
 
-__all__ = ["AttnforgeError", "ConfigError", "ArtifactError", "check_int", "check_choice"]
+__all__ = ["AttnforgeError", "ConfigError", "ArtifactError", "MissingArtifactError", "check_int", "check_choice"]
 
 
 class AttnforgeError(Exception):
@@ -29,6 +29,10 @@ class ConfigError(AttnforgeError, ValueError):
 
 class ArtifactError(AttnforgeError, ValueError):
     """A file or array that does not follow its documented format; the message names the source."""
+
+
+class MissingArtifactError(ArtifactError, FileNotFoundError):
+    """An artifact file that does not exist (also a ``FileNotFoundError``, as ``open`` would raise)."""
 
 
 def check_int(name: str, value, minimum: int, maximum: int | None = None) -> int:

@@ -20,6 +20,7 @@ from amaranth.hdl import Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from attnforge.errors import check_int
 from attnforge.numfmt import IntFormat, accumulator_width
 
 __all__ = ["MacLineConfig", "MacLine"]
@@ -27,12 +28,6 @@ __all__ = ["MacLineConfig", "MacLine"]
 #: Largest accumulator the generator emits; golden models compute in int64.
 MAX_ACC_WIDTH = 64
 MAX_MACS = 1024
-
-
-def _require_int(what: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{what} must be a positive integer, not {value!r}")
-    return value
 
 
 @dataclass(frozen=True)
@@ -60,15 +55,9 @@ class MacLineConfig:
     acc_width: int | None = None
 
     def __post_init__(self):
-        _require_int("MAC line macs (M)", self.macs)
-        if not 1 <= self.macs <= MAX_MACS:
-            raise ValueError(f"MAC line macs (M) must be in [1, {MAX_MACS}], not {self.macs}")
-        _require_int("MAC line operand_width", self.operand_width)
-        if not 2 <= self.operand_width <= 16:
-            raise ValueError(f"MAC line operand_width must be in [2, 16] bits, not {self.operand_width}")
-        _require_int("MAC line max_length", self.max_length)
-        if self.max_length < 1:
-            raise ValueError(f"MAC line max_length must be >= 1, not {self.max_length}")
+        check_int("MAC line macs (M)", self.macs, 1, MAX_MACS)
+        check_int("MAC line operand_width", self.operand_width, 2, 16)
+        check_int("MAC line max_length", self.max_length, 1)
         needed = accumulator_width(self.operand_format, self.operand_format, self.max_length)
         if needed > MAX_ACC_WIDTH:
             raise ValueError(
@@ -77,7 +66,7 @@ class MacLineConfig:
             )
         if self.acc_width is None:
             object.__setattr__(self, "acc_width", needed)
-        _require_int("MAC line acc_width", self.acc_width)
+        check_int("MAC line acc_width", self.acc_width, 1)
         if self.acc_width < needed:
             raise ValueError(
                 f"MAC line acc_width={self.acc_width} is narrower than the {needed} bits that "

@@ -4,7 +4,7 @@ For one input image, every layer's Q, K, V (after the Q/K auto-encoder when the
 model has one), each head's float attention output under the model's masks,
 and (with the auto-encoder) the compressed Q/K heads and decoder weights, are
 quantized symmetric int8 and written in ``attnforge.vitcod_head/1``
-(``attnforge.head_tensors``: one writer, one validated loader):
+(``attnforge.formats.head_tensors``: one writer, one validated loader):
 
 * ``q``, ``k``, ``v``: per-head scales ``max|x| / 127``;
 * ``o_scale``: per head ``max|O| / 127`` of the float head output ``O = P.V``;
@@ -23,8 +23,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from attnforge.head_tensors import HeadTensors, decoder_heads, save_head_tensors
-from attnforge.masks import MaskSet, head_csr
+from attnforge.formats.head_tensors import HeadTensors, decoder_heads, save_head_tensors
+from attnforge.formats.masks import MaskSet, head_csr
 
 from .golden import head_inputs, vitcod_head_float, vitcod_head_golden
 from .vit import VisionTransformer

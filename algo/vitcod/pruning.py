@@ -17,7 +17,7 @@ solver bisects on the threshold until the *final* mask, which is what the
 hardware computes and the model is fine-tuned with, hits the target.
 
 :func:`build_masks` runs criterion, solver and polarization and returns a
-:class:`attnforge.masks.MaskSet` plus a per-layer/per-head report.
+:class:`attnforge.formats.masks.MaskSet` plus a per-layer/per-head report.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import math
 import numpy as np
 import torch
 
-from attnforge.masks import MaskSet
+from attnforge.formats.masks import MaskSet
 
 from .polarize import CycleModel, polarize
 

@@ -14,6 +14,8 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+from . import command_group
+
 __all__ = ["register"]
 
 
@@ -23,7 +25,7 @@ def _torch_threads(n: int = 1):
 
 
 def _attack_from_args(args):
-    from .attacks import Attack
+    from attnforge.algo.tickets.attacks import Attack
     if args.eps == 0:
         return None
     return Attack(args.eps, norm=args.norm, steps=args.steps, step_size=args.step_size, kind=args.attack,
@@ -31,7 +33,7 @@ def _attack_from_args(args):
 
 
 def cmd_pretrain(args) -> int:
-    from .train import pretrain, save_checkpoint
+    from attnforge.algo.tickets.train import pretrain, save_checkpoint
 
     _torch_threads()
     attack = _attack_from_args(args)
@@ -48,12 +50,12 @@ def cmd_pretrain(args) -> int:
 
 
 def cmd_draw(args) -> int:
-    from .data import source_task
-    from .models import build_model
-    from .pruning import Level, imp, one_shot, sparsity_of
-    from .train import load_checkpoint, save_checkpoint, train
-    from .transfer import make_ticket
-    from .attacks import Attack
+    from attnforge.algo.tickets.data import source_task
+    from attnforge.algo.tickets.models import build_model
+    from attnforge.algo.tickets.pruning import Level, imp, one_shot, sparsity_of
+    from attnforge.algo.tickets.train import load_checkpoint, save_checkpoint, train
+    from attnforge.algo.tickets.transfer import make_ticket
+    from attnforge.algo.tickets.attacks import Attack
 
     _torch_threads()
     ck = load_checkpoint(args.pretrained)
@@ -88,10 +90,10 @@ def cmd_draw(args) -> int:
 
 
 def cmd_transfer(args) -> int:
-    from .data import downstream_task
-    from .train import clean_state_dict, load_checkpoint, save_checkpoint
-    from .pruning import current_masks
-    from .transfer import make_ticket, transfer
+    from attnforge.algo.tickets.data import downstream_task
+    from attnforge.algo.tickets.train import clean_state_dict, load_checkpoint, save_checkpoint
+    from attnforge.algo.tickets.pruning import current_masks
+    from attnforge.algo.tickets.transfer import make_ticket, transfer
 
     _torch_threads()
     ticket = load_checkpoint(args.ticket)
@@ -109,7 +111,7 @@ def cmd_transfer(args) -> int:
 
 
 def study_config_from_args(args):
-    from .study import full_config, quick_config
+    from attnforge.algo.tickets.study import full_config, quick_config
 
     cfg = quick_config() if args.quick else full_config()
     changes = {}
@@ -124,8 +126,8 @@ def study_config_from_args(args):
     if args.gaps:
         changes["gaps"] = tuple(args.gaps.split(","))
     cfg = replace(cfg, **changes)
-    from .data import check_gap
-    from .pruning import PATTERNS
+    from attnforge.algo.tickets.data import check_gap
+    from attnforge.algo.tickets.pruning import PATTERNS
     for g in cfg.gaps:
         check_gap(g)
     for p in cfg.patterns:
@@ -153,7 +155,7 @@ def _study_name(args) -> str:
 
 
 def cmd_study(args) -> int:
-    from .study import run_study
+    from attnforge.algo.tickets.study import run_study
 
     _torch_threads()
     cfg = study_config_from_args(args)
@@ -169,9 +171,9 @@ def cmd_study(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from .export import export_model, save_ticket_csr
-    from .train import load_checkpoint
-    from .transfer import ticket_model
+    from attnforge.algo.tickets.export import export_model, save_ticket_csr
+    from attnforge.algo.tickets.train import load_checkpoint
+    from attnforge.algo.tickets.transfer import ticket_model
 
     ticket = load_checkpoint(args.ticket)
     model = ticket_model(ticket)
@@ -187,8 +189,7 @@ def cmd_export(args) -> int:
 
 
 def register(subparsers) -> None:
-    from attnforge.cli import command_group
-    from .names import GAPS, MODEL_NAMES, MODES, PATTERNS, SCOPES
+    from attnforge.algo.tickets.names import GAPS, MODEL_NAMES, MODES, PATTERNS, SCOPES
 
     g = command_group(subparsers, "tickets", "Robust tickets: adversarial pretraining, lottery tickets in three "
                                              "sparsity patterns, transfer, the robust-vs-natural study, CSR export")

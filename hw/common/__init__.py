@@ -1,0 +1,1 @@
+"""Gateware every block shares (requantizer, divider, adder/mux trees, stream stages, register bank)."""
