@@ -20,8 +20,6 @@ requantizer ``Requantizer.from_scale(scale * s_x / s_y)``.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 from torch import nn

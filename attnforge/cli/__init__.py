@@ -24,7 +24,7 @@ from pathlib import Path
 
 from attnforge.errors import AttnforgeError
 
-__all__ = ["main", "build_parser", "command_group", "print_json", "add_simulator_option"]
+__all__ = ["main", "build_parser", "command_group", "print_json", "print_report", "add_simulator_option"]
 
 #: Modules that add commands; each defines ``register(subparsers)``.
 _COMMAND_MODULES = ("hw", "bench", "vitcod", "linear", "tickets")
@@ -48,6 +48,15 @@ def print_json(obj, path: str | None) -> None:
         print(f"wrote {path}")
     else:
         print(text)
+
+
+def print_report(report: dict, path: str | None, *, ok: bool, failure: str) -> int:
+    """``print_json(report, path)``; exit status 0 if ``ok``, else 1 after ``failure`` on stderr."""
+    print_json(report, path)
+    if not ok:
+        print(failure, file=sys.stderr)
+        return 1
+    return 0
 
 
 def add_simulator_option(parser) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 from attnforge.hw.linear import LinearDecodeConfig
 from attnforge.linear_format import FEATURE_MAPS
 
-from . import add_simulator_option, command_group, print_json
+from . import add_simulator_option, command_group, print_json, print_report
 from .options import add_config_options, config_kwargs
 
 __all__ = ["register"]
@@ -233,12 +233,9 @@ def cmd_sim(args) -> int:
     summary = run_linear_sim(tokens=args.tokens, verify=args.verify, seed=args.seed, tensors=args.tensors,
                              config_kw=config_kwargs(args, args.config_fields), simulator=args.simulator,
                              build_root=args.build_root)
-    print_json(summary, args.json)
-    if not summary["bit_exact"]:
-        print(f"FAILED: {summary['failed']} of {summary['tests']} testbench tests; "
-              f"log: {Path(summary['run_dir']) / 'test.log'}", file=sys.stderr)
-        return 1
-    return 0
+    return print_report(summary, args.json, ok=summary["bit_exact"],
+                        failure=f"FAILED: {summary['failed']} of {summary['tests']} testbench tests; "
+                                f"log: {Path(summary['run_dir']) / 'test.log'}")
 
 
 def _register_sim(g) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 from . import command_group
@@ -50,39 +49,16 @@ def cmd_pretrain(args) -> int:
 
 
 def cmd_draw(args) -> int:
-    from attnforge.algo.tickets.data import source_task
-    from attnforge.algo.tickets.models import build_model
-    from attnforge.algo.tickets.pruning import Level, imp, one_shot, sparsity_of
-    from attnforge.algo.tickets.train import load_checkpoint, save_checkpoint, train
-    from attnforge.algo.tickets.transfer import make_ticket
-    from attnforge.algo.tickets.attacks import Attack
+    from attnforge.algo.tickets.draw import draw_ticket
+    from attnforge.algo.tickets.train import load_checkpoint, save_checkpoint
 
     _torch_threads()
-    ck = load_checkpoint(args.pretrained)
-    level = Level.parse(args.pattern, args.level)
-    if args.rewind == "early" and "early_state" not in ck:
-        raise ValueError(f"{args.pretrained} has no early checkpoint; pretrain with --early-epoch to rewind to one")
-    rewind = ck["early_state"] if args.rewind == "early" else ck["state"]
-    net = build_model(ck["model"], ck["classes"])
-    net.load_state_dict(ck["state"])
-    if args.scheme == "omp":
-        masks = one_shot(net, level, args.scope)
-    else:
-        src = source_task()
-        attack = Attack(**ck["attack"]) if ck.get("attack") else None
-
-        def retrain(m, r):
-            train(m, src.train, epochs=args.retrain_epochs, lr=ck.get("lr", 2e-3), attack=attack,
-                  seed=args.seed * 1000 + r, progress=True, desc=f"IMP round {r + 1}")
-
-        masks = imp(net, [level], retrain=retrain, rewind_state=rewind, scope=args.scope,
-                    rounds_per_level=args.rounds, progress=True)[level.label]
-    meta = {"scheme": args.scheme, "pattern": level.pattern, "level": level.label, "scope": args.scope,
-            "sparsity": sparsity_of(masks), "eps": ck["eps"], "seed": args.seed, "rewind": args.rewind,
-            "pretrained": str(args.pretrained)}
-    ticket = make_ticket(ck["model"], ck["classes"], rewind, masks, meta)
+    ticket = draw_ticket(load_checkpoint(args.pretrained), args.pattern, args.level, scheme=args.scheme,
+                         scope=args.scope, rewind=args.rewind, rounds=args.rounds,
+                         retrain_epochs=args.retrain_epochs, seed=args.seed, source=str(args.pretrained))
+    meta = ticket["meta"]
     out = Path(args.output or Path(args.pretrained).with_name(
-        f"{Path(args.pretrained).stem}_{args.scheme}_{level.pattern}_{level.label.replace(':', 'of')}.pt"))
+        f"{Path(args.pretrained).stem}_{args.scheme}_{meta['pattern']}_{meta['level'].replace(':', 'of')}.pt"))
     save_checkpoint(out, ticket)
     print(json.dumps(meta))
     print(f"wrote {out}")
@@ -111,34 +87,12 @@ def cmd_transfer(args) -> int:
 
 
 def study_config_from_args(args):
-    from attnforge.algo.tickets.study import full_config, quick_config
+    from attnforge.algo.tickets.study import study_config
 
-    cfg = quick_config() if args.quick else full_config()
-    changes = {}
-    if args.models:
-        changes["models"] = tuple(args.models.split(","))
-    if args.seeds is not None:
-        changes["seeds"] = tuple(range(args.seeds))
-    if args.eps:
-        changes["eps_candidates"] = tuple(float(e) for e in args.eps.split(","))
-    if args.patterns:
-        changes["patterns"] = tuple(args.patterns.split(","))
-    if args.gaps:
-        changes["gaps"] = tuple(args.gaps.split(","))
-    cfg = replace(cfg, **changes)
-    from attnforge.algo.tickets.data import check_gap
-    from attnforge.algo.tickets.pruning import PATTERNS
-    for g in cfg.gaps:
-        check_gap(g)
-    for p in cfg.patterns:
-        if p not in PATTERNS or p not in cfg.levels:
-            raise ValueError(f"study pattern {p!r} is not one of {', '.join(cfg.levels)}")
-    for m in cfg.models:
-        if m not in cfg.plans:
-            raise ValueError(f"study model {m!r} is not one of {', '.join(cfg.plans)}")
-    if len(cfg.seeds) < 1 or any(e <= 0 for e in cfg.eps_candidates) or not cfg.eps_candidates:
-        raise ValueError("the study needs >= 1 seed and robust eps candidates > 0")
-    return cfg
+    return study_config(quick=args.quick, models=args.models.split(",") if args.models else None,
+                        seeds=args.seeds, eps=[float(e) for e in args.eps.split(",")] if args.eps else None,
+                        patterns=args.patterns.split(",") if args.patterns else None,
+                        gaps=args.gaps.split(",") if args.gaps else None)
 
 
 def _study_name(args) -> str:

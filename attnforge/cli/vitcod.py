@@ -16,13 +16,12 @@ state dict; the classifier is replaced when the folder has another class count).
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 from attnforge.algo.vitcod.prepare import apply_masks, prepare
 from attnforge.hw.vitcod import VitcodConfig
 
-from . import add_simulator_option, command_group, print_json
+from . import add_simulator_option, command_group, print_report
 from .options import add_config_options, config_kwargs
 
 __all__ = ["register"]
@@ -213,11 +212,8 @@ def cmd_sim(args) -> int:
     report = simulate_masks(args.masks, layer=args.layer, head=args.head, all_heads=args.all_heads, seed=args.seed,
                             simulator=args.simulator, tensors_path=args.tensors, decoder=args.decoder,
                             build_root=args.build_root, **config_kwargs(args, args.config_fields))
-    print_json(report, args.json)
-    if not report["bit_exact"]:
-        print(f"RTL and golden model differ; log: {report['run_dir']}/test.log", file=sys.stderr)
-        return 1
-    return 0
+    return print_report(report, args.json, ok=report["bit_exact"],
+                        failure=f"RTL and golden model differ; log: {report['run_dir']}/test.log")
 
 
 def _register_sim(g) -> None:
