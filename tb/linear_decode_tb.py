@@ -22,7 +22,7 @@ from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, FallingEdge
 
 from attnforge.algo.linear.golden import LinearDecodeGolden
-from attnforge.hw.linear.decode import LinearDecodeConfig
+from attnforge.hw.linear import LinearDecodeConfig
 from attnforge.linear_format import CMD_COMMIT, CMD_RESET, CMD_TAPS, CMD_TOKEN, random_data_requant
 
 from .streams import StreamBench, StreamSink, StreamSource

@@ -20,6 +20,9 @@ unquantized activations, so the error includes int8 quantization of Q/K/V.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import torch
 
@@ -29,7 +32,8 @@ from attnforge.formats.masks import MaskSet, head_csr
 from .golden import head_inputs, vitcod_head_float, vitcod_head_golden
 from .vit import VisionTransformer
 
-__all__ = ["capture_heads", "quantize_heads", "export_head_tensors", "verify_head_tensors", "symmetric_int8"]
+__all__ = ["capture_heads", "quantize_heads", "export_head_tensors", "verify_head_tensors", "write_verification",
+           "symmetric_int8"]
 
 
 def symmetric_int8(x: torch.Tensor, dims) -> tuple[np.ndarray, np.ndarray]:
@@ -136,3 +140,15 @@ def verify_head_tensors(model: VisionTransformer, image: torch.Tensor, tensors: 
                          "rel_rms_err_float_model": float(np.sqrt(((out * o_scale - ref[l, h]) ** 2).mean())
                                                           / max(np.sqrt((ref[l, h] ** 2).mean()), 1e-12))})
     return rows
+
+
+def write_verification(model: VisionTransformer, image: torch.Tensor, tensors: HeadTensors, masks: MaskSet,
+                       path) -> dict:
+    """``verify_head_tensors`` on every head, summarized (worst head first) and written as JSON to ``path``."""
+    rows = verify_head_tensors(model, image, tensors, masks, use_decoder=tensors.has_decoder)
+    summary = {"max_err_lsb_float_model": max(r["max_err_lsb_float_model"] for r in rows),
+               "max_err_lsb_same_inputs": max(r["max_err_lsb_same_inputs"] for r in rows),
+               "max_rel_rms_err_float_model": max(r["rel_rms_err_float_model"] for r in rows),
+               "heads": rows}
+    Path(path).write_text(json.dumps(summary, indent=2) + "\n")
+    return summary

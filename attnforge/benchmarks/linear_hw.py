@@ -123,7 +123,7 @@ def _synthesis(design) -> dict:
 
 def run(out_dir: Path, *, quick: bool = False, command: str = "attnforge bench", synth: bool = True) -> Path:
     from attnforge.hw.designs import get_design
-    from attnforge.hw.linear.decode import LinearDecodeConfig
+    from attnforge.hw.linear import LinearDecodeConfig
     from attnforge.linear_format import random_data_requant
     from attnforge.hw.linear.cycles import (LinearDecodeCycles, crossover_context, softmax_kv_cycles,
                                              steady_cycles_per_token)

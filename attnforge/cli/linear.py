@@ -106,32 +106,14 @@ def cmd_speculate(args) -> int:
 
 
 def cmd_linearize(args) -> int:
-    import torch
-
-    from attnforge.algo.linear.linearize import (LINEARIZED_FORMAT, corpus_tokens, finetune, heldout_loss,
-                                                 linearize_gpt2, load_gpt2)
+    from attnforge.algo.linear.linearize import linearize_and_finetune
 
     _threads(args)
-    model = load_gpt2(args.model_dir)
-    corpus = _corpus(args)
-    train, val, kind = corpus_tokens(args.model_dir, corpus, model.config.vocab_size)
-    block = min(args.block, model.config.n_positions)
-    before = heldout_loss(model, val, block, args.eval_windows)
-    linearize_gpt2(model, args.attention, augment=not args.no_augment, conv_kernel=args.conv_kernel,
-                   chunk=args.chunk, seed=args.seed)
-    swapped = heldout_loss(model, val, block, args.eval_windows)
-    log = finetune(model, train, args.steps, block, args.batch, args.lr, args.seed)
-    after = heldout_loss(model, val, block, args.eval_windows)
     out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
-    settings = {"attention": args.attention, "augment": not args.no_augment, "conv_kernel": args.conv_kernel,
-                "chunk": args.chunk, "seed": args.seed}
-    torch.save({"format": LINEARIZED_FORMAT, "source": str(args.model_dir), "linearization": settings,
-                "state_dict": model.state_dict()}, out / "linearized.pt")
-    report = {"source": str(args.model_dir), "tokens": kind, "linearization": settings, "steps": args.steps,
-              "held_out_loss": {"pretrained_softmax": before, "linearized_before_finetune": swapped,
-                                "linearized_after_finetune": after},
-              "final_train_loss": log[-1][1] if log else None, "weights": str(out / "linearized.pt")}
+    report = linearize_and_finetune(args.model_dir, _corpus(args), out, attention=args.attention,
+                                    augment=not args.no_augment, conv_kernel=args.conv_kernel, chunk=args.chunk,
+                                    steps=args.steps, block=args.block, batch_size=args.batch, lr=args.lr,
+                                    eval_windows=args.eval_windows, seed=args.seed)
     print_json(report, out / "report.json")
     print(json.dumps(report["held_out_loss"], indent=2))
     return 0

@@ -104,33 +104,21 @@ def cmd_train(args) -> int:
 
 
 def cmd_masks(args) -> int:
-    import torch
-
-    from attnforge.algo.vitcod.pruning import build_masks
+    from attnforge.algo.vitcod.polarize import CycleModel
+    from attnforge.algo.vitcod.pruning import model_masks
     from attnforge.algo.vitcod.report import plot_mask_report
     from attnforge.formats.masks import save_masks
-    from attnforge.algo.vitcod.polarize import CycleModel
-    from attnforge.algo.vitcod.stats import attention_statistics
-    from attnforge.algo.vitcod.train import evaluate
 
     if args.sparsity is None and args.threshold is None:
         args.sparsity = 0.9
     model, train_set, val_set = _setup(args)
-    model.set_masks(None)    # statistics of the model's own (dense) attention
-    maps = attention_statistics(model, train_set, batch_size=args.batch_size, max_images=args.max_images,
-                                progress=args.progress)
-    cm = CycleModel(args.dense_macs, args.sparse_macs, args.sparse_efficiency)
-    ms, report = build_masks(maps, target_sparsity=args.sparsity, threshold=args.threshold,
+    ms, report = model_masks(model, train_set, target_sparsity=args.sparsity, threshold=args.threshold,
                              polarize_mode=args.polarize, global_threshold=args.global_threshold,
-                             cycle_model=cm, head_dim=model.cfg.head_dim,
-                             meta={"model": model.cfg.to_dict(), "checkpoint": str(args.checkpoint),
-                                   "data": args.data, "images": min(args.max_images or len(train_set),
-                                                                    len(train_set))})
+                             cycle_model=CycleModel(args.dense_macs, args.sparse_macs, args.sparse_efficiency),
+                             batch_size=args.batch_size, max_images=args.max_images, progress=args.progress,
+                             meta={"checkpoint": str(args.checkpoint), "data": args.data},
+                             eval_set=val_set if args.eval else None)
     out = save_masks(ms, args.output)
-    if args.eval:
-        dense = evaluate(model, val_set)["accuracy"]
-        model.set_masks(torch.from_numpy(ms.keep))
-        report["accuracy_dense"], report["accuracy_masked"] = dense, evaluate(model, val_set)["accuracy"]
     report_path = out.with_suffix(".report.json")
     report_path.write_text(json.dumps(report, indent=2) + "\n")
     png = plot_mask_report(ms, report, out.with_suffix(".report.png"))
@@ -161,9 +149,8 @@ def cmd_finetune(args) -> int:
 
 
 def cmd_export(args) -> int:
+    from attnforge.algo.vitcod.export import export_head_tensors, write_verification
     from attnforge.formats.head_tensors import load_head_tensors
-
-    from attnforge.algo.vitcod.export import export_head_tensors, verify_head_tensors
 
     model, _, val_set = _setup(args)
     ms = apply_masks(model, args.masks)
@@ -178,13 +165,8 @@ def cmd_export(args) -> int:
     print(f"wrote {path}: {tensors.layers} layers x {tensors.heads} heads, {tensors.q.shape[2]} tokens, "
           f"head dim {tensors.head_dim}{', with Q/K decoder' if tensors.has_decoder else ''}")
     if args.verify:
-        rows = verify_head_tensors(model, image, tensors, ms, use_decoder=tensors.has_decoder)
-        summary = {"max_err_lsb_float_model": max(r["max_err_lsb_float_model"] for r in rows),
-                   "max_err_lsb_same_inputs": max(r["max_err_lsb_same_inputs"] for r in rows),
-                   "max_rel_rms_err_float_model": max(r["rel_rms_err_float_model"] for r in rows),
-                   "heads": rows}
         vpath = Path(path).with_suffix(".verify.json")
-        vpath.write_text(json.dumps(summary, indent=2) + "\n")
+        summary = write_verification(model, image, tensors, ms, vpath)
         print(f"integer golden model vs float model on every head: max error "
               f"{summary['max_err_lsb_float_model']:.2f} output LSB (int8 inputs vs float activations), "
               f"{summary['max_err_lsb_same_inputs']:.2f} LSB vs float softmax on the same int8 inputs; "
