@@ -75,8 +75,10 @@ def mask_heads(cfg: VitcodConfig, ms, pairs, *, seed: int = 0, tensors=None, dec
 
 
 def run_heads(cfg: VitcodConfig, heads: list[TbHead], *, name: str, simulator: str | None = None,
-              build_root="build/sim", seed: int = 0, build_args=()):
+              build_root="build/sim", seed: int | None = None, build_args=()):
     """Run ``heads`` back to back on the accelerator's RTL through its testbench; the runner's result.
+
+    ``seed`` seeds the simulator's random generator (None: cocotb picks one); the testbench gets 0 then.
 
     The job file is this run's own (``name`` plus a random suffix): runs side by side (parallel
     tests, two users) never share one, and it is removed afterwards.
@@ -87,7 +89,8 @@ def run_heads(cfg: VitcodConfig, heads: list[TbHead], *, name: str, simulator: s
         return run_cocotb(VitcodAccelerator(cfg), top=design.top, config_name=design.config_name(cfg),
                           test_module=design.testbench, simulator=simulator, build_root=build_root, seed=seed,
                           build_args=list(build_args),
-                          params={"config": dataclasses.asdict(cfg), "jobs": str(jobs.resolve()), "seed": seed})
+                          params={"config": dataclasses.asdict(cfg), "jobs": str(jobs.resolve()),
+                                  "seed": 0 if seed is None else seed})
     finally:
         jobs.unlink(missing_ok=True)
 
