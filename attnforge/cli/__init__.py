@@ -89,5 +89,6 @@ def main(argv=None) -> int:
         return args.func(args)
     except (AttnforgeError, ValueError, TypeError, FileNotFoundError, RuntimeError) as exc:
         where = " ".join(x for x in (args.command, getattr(args, f"{args.command}_command", None)) if x)
-        print(f"attnforge {where}: error: {exc}", file=sys.stderr)
+        message = " ".join(str(exc).split("\n"))          # one line, whatever the exception held
+        print(f"attnforge {where}: error: {message}", file=sys.stderr)
         return 2
