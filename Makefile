@@ -27,10 +27,13 @@ help:
 setup:
 	@bash scripts/setup.sh
 
+# lint-imports (scripts/lint_imports.py): the layer contract of pyproject.toml ([tool.importlinter]), before any test runs.
 test: setup
+	$(PY) scripts/lint_imports.py
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 test-full: setup
+	$(PY) scripts/lint_imports.py
 	$(VENV)/bin/pytest $(PYTEST_ARGS) --full
 
 demo: setup

@@ -1,4 +1,4 @@
-"""Test-session settings shared by tests/ and tb/.
+"""Test-session settings shared by tests/ and tests/rtl/.
 
 * Verilator's C++ goes through one ccache folder per clone (``build/ccache``), so
   the design-independent runtime compiles once per clone and every figure of
@@ -22,7 +22,7 @@ def pytest_addoption(parser):
 
 # Files whose tests take tens of seconds (RTL builds, synthesis, training fixtures):
 # run first, so that the parallel workers finish together on the many short tests.
-HEAVY_FIRST = ("tb/", "tests/test_bench.py", "tests/test_synth.py", "tests/test_vitcod_flow.py",
+HEAVY_FIRST = ("tests/rtl/", "tests/test_bench.py", "tests/test_synth.py", "tests/test_vitcod_flow.py",
                "tests/test_linear_speculative.py", "tests/test_tickets_attacks.py")
 
 

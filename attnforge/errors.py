@@ -16,7 +16,7 @@ from ``AttnforgeError``. Nothing here imports anything but the standard library.
 
 from __future__ import annotations
 
-__all__ = ["AttnforgeError", "ConfigError", "ArtifactError", "check_int", "check_choice"]
+__all__ = ["AttnforgeError", "ConfigError", "ArtifactError", "MissingArtifactError", "check_int", "check_choice"]
 
 
 class AttnforgeError(Exception):
@@ -31,16 +31,18 @@ class ArtifactError(AttnforgeError, ValueError):
     """A file or array that does not follow its documented format; the message names the source."""
 
 
-def check_int(name: str, value, minimum: int, maximum: int | None = None, *, kind: str = "an integer") -> int:
+class MissingArtifactError(ArtifactError, FileNotFoundError):
+    """An artifact file that does not exist (also a ``FileNotFoundError``, as ``open`` would raise)."""
+
+
+def check_int(name: str, value, minimum: int, maximum: int | None = None) -> int:
     """``value`` if it is an int in ``[minimum, maximum]``.
 
     Raises ``TypeError`` for a non-integer (``bool`` included) and ``ConfigError``
     for a value out of range; both messages name ``name``, the value and the range.
-    ``kind`` names the accepted type in the ``TypeError`` (e.g. "a positive integer",
-    the words the generators' messages have always used for counts).
     """
     if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be {kind}, not {value!r}")
+        raise TypeError(f"{name} must be an integer, not {value!r}")
     if value < minimum or (maximum is not None and value > maximum):
         allowed = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
         raise ConfigError(f"{name} must be {allowed}, not {value}")

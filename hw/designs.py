@@ -1,8 +1,9 @@
 """Registry of the blocks the generator can build, by command-line name.
 
 Each entry pairs a configuration dataclass with its component and the Verilog
-top-module name. The CLI, the simulation runner, the lint step and synthesis
-all look blocks up here, so adding a block means adding one entry.
+top-module name. The CLI (whose options come from the dataclass's fields and
+docstring, ``attnforge/cli/options.py``), the simulation runner, the lint step and
+synthesis all look blocks up here, so adding a block means adding one entry.
 """
 
 from __future__ import annotations
@@ -27,10 +28,6 @@ class Design:
     build: Callable[[Any], Any]  # config -> elaboratable component
     summary: str
     testbench: str       # cocotb test module that checks it against its golden model
-
-    def config_fields(self):
-        """The generator parameters: (name, type, default) per dataclass field."""
-        return [(f.name, f.type, f.default) for f in dataclasses.fields(self.config_cls)]
 
     def make_config(self, **params):
         return self.config_cls(**params)

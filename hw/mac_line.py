@@ -55,11 +55,9 @@ class MacLineConfig:
     acc_width: int | None = None
 
     def __post_init__(self):
-        check_int("MAC line macs (M)", self.macs, 1, MAX_MACS, kind="a positive integer")
-        check_int("MAC line operand_width", self.operand_width, 1, kind="a positive integer")
-        if self.operand_width < 2 or self.operand_width > 16:
-            raise ValueError(f"MAC line operand_width must be in [2, 16] bits, not {self.operand_width}")
-        check_int("MAC line max_length", self.max_length, 1, kind="a positive integer")
+        check_int("MAC line macs (M)", self.macs, 1, MAX_MACS)
+        check_int("MAC line operand_width", self.operand_width, 2, 16)
+        check_int("MAC line max_length", self.max_length, 1)
         needed = accumulator_width(self.operand_format, self.operand_format, self.max_length)
         if needed > MAX_ACC_WIDTH:
             raise ValueError(
@@ -68,7 +66,7 @@ class MacLineConfig:
             )
         if self.acc_width is None:
             object.__setattr__(self, "acc_width", needed)
-        check_int("MAC line acc_width", self.acc_width, 1, kind="a positive integer")
+        check_int("MAC line acc_width", self.acc_width, 1)
         if self.acc_width < needed:
             raise ValueError(
                 f"MAC line acc_width={self.acc_width} is narrower than the {needed} bits that "

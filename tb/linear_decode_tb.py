@@ -22,7 +22,7 @@ from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, FallingEdge
 
 from attnforge.algo.linear.golden import LinearDecodeGolden
-from attnforge.hw.linear.decode import LinearDecodeConfig
+from attnforge.hw.linear import LinearDecodeConfig
 from attnforge.linear_format import CMD_COMMIT, CMD_RESET, CMD_TAPS, CMD_TOKEN, random_data_requant
 
 from .streams import StreamBench, StreamSink, StreamSource
@@ -42,7 +42,7 @@ class Program:
         self.expected: list[list[int]] = []
         self.tokens = 0          # tokens verified (outputs)
         self.accepted = 0        # tokens committed
-        self.ops: list = []      # the same program for the cycle model (sim/linear_cycles.py)
+        self.ops: list = []      # the same program for the cycle model (hw/linear/cycles.py)
         self.den_zero = 0        # relu_norm: draft tokens whose denominator is 0 (output from conv only)
 
     def _beat(self, cmd, head=0, a=0, last=0, q=None, k=None, v=None):
@@ -148,7 +148,7 @@ def build_program(cfg: LinearDecodeConfig, seed: int, tokens: int, *, verify: in
 
 def program_from_tensors(cfg: LinearDecodeConfig, path: str, verify: int | None) -> Program:
     """Decode (or verify in blocks of ``verify``, all accepted) the q, k, v of a tensor file."""
-    from attnforge.sim.linear_tensors import load_linear_tensors
+    from attnforge.formats.linear_tensors import load_linear_tensors
     t = load_linear_tensors(path, d=cfg.d, conv_taps=cfg.conv_taps)
     prog = Program(cfg)
     prog.taps(0, t["taps"])
@@ -266,7 +266,7 @@ async def measured_rate(dut):
     blocks of T with commit(a) (a = T: all accepted). With ``tensors`` the file's
     tokens are decoded (or verified in blocks of ``verify``, all accepted).
     """
-    from attnforge.sim.linear_cycles import steady_cycles_per_token
+    from attnforge.hw.linear.cycles import steady_cycles_per_token
 
     _start_clock(dut)
     p = _params()

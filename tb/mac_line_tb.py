@@ -1,6 +1,6 @@
 """cocotb testbench of the MAC line: RTL against the integer golden model, bit for bit.
 
-Run through ``attnforge.sim.runner.run_cocotb`` (see ``tb/test_mac_line.py``);
+Run through ``attnforge.sim.runner.run_cocotb`` (see ``tests/rtl/test_mac_line.py``);
 the configuration and the seed arrive in ``ATTNFORGE_TB_PARAMS``.
 """
 

@@ -15,12 +15,13 @@ from pathlib import Path
 import numpy as np
 
 from attnforge.algo.vitcod.golden import HeadParams, decode_qk, head_params, vitcod_head_golden
-from attnforge.csr import CSR, dense_to_csr
+from attnforge.formats.csr import CSR, dense_to_csr
 from attnforge.hw.vitcod.config import ERR_COL_IDX, ERR_LAYER, ERR_ROW_PTR, ERR_SIZE, VitcodConfig
+from attnforge.hw.vitcod.cycles import HeadShape
 from attnforge.hw.vitcod.host import HeadJob, LayerJob
 from attnforge.numfmt import Requantizer
 
-__all__ = ["TbHead", "shapes_of", "polarized_mask_set", "random_head", "layer_heads", "job_from_arrays", "bad_head",
+__all__ = ["TbHead", "shapes_of", "random_head", "layer_heads", "job_from_arrays", "bad_head",
            "tb_head", "save_jobs", "load_jobs"]
 
 
@@ -214,8 +215,6 @@ def load_jobs(path: str | Path) -> list[TbHead]:
 
 def shapes_of(heads: list[TbHead]) -> list:
     """The cycle model's view of testbench heads (a head's layer load, if any, first)."""
-    from attnforge.sim.vitcod_cycles import HeadShape
-
     out = []
     for h in heads:
         i = h.info
@@ -227,33 +226,3 @@ def shapes_of(heads: list[TbHead]) -> list:
                              good=h.expected is not None, dropped=i.get("kind") in ("size", "layer", "layer_size"),
                              info={k: v for k, v in i.items() if k != "row_nnz"}))
     return out
-
-
-def polarized_mask_set(layers: int, heads: int, n: int, sparsity: float, dense_share: float = 0.5,
-                       seed: int = 0, nk: int | None = None):
-    """A synthetic ``MaskSet`` shaped like ViTCoD's polarized masks.
-
-    Per head: ``G`` global keys (kept by every query) carrying about ``dense_share``
-    of the kept entries, the rest random with the density that brings the head to
-    ``sparsity``; the global keys sit at random token positions (``order`` puts them first).
-    """
-    from attnforge.masks import MaskSet
-
-    nk = nk or n
-    rng = np.random.default_rng(seed)
-    keep = np.zeros((layers, heads, n, nk), dtype=bool)
-    order = np.zeros((layers, heads, nk), dtype=np.int32)
-    n_global = np.zeros((layers, heads), dtype=np.int32)
-    kept_per_row = (1.0 - sparsity) * nk
-    for l in range(layers):
-        for h in range(heads):
-            g = int(min(nk, round(kept_per_row * dense_share)))
-            perm = rng.permutation(nk).astype(np.int32)
-            p = max(0.0, (kept_per_row - g) / max(nk - g, 1))
-            polar = np.zeros((n, nk), dtype=bool)
-            polar[:, :g] = True
-            polar[:, g:] = rng.random((n, nk - g)) < p
-            keep[l, h][:, perm] = polar
-            order[l, h], n_global[l, h] = perm, g
-    return MaskSet(keep, order, n_global, {"source": "synthetic polarized masks", "sparsity": sparsity,
-                                            "dense_share": dense_share, "seed": seed})

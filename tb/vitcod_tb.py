@@ -21,7 +21,7 @@ from amaranth.hdl import unsigned
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, FallingEdge
 
-from attnforge.hw.vitcod.config import VitcodConfig
+from attnforge.hw.vitcod import VitcodConfig
 from attnforge.hw.vitcod.host import unpack_output
 
 from .streams import StreamBench, StreamSink, StreamSource

@@ -57,3 +57,67 @@ def test_command_group_shared_by_two_modules():
     command_group(sub, "demo-group", "a group").add_parser("two").set_defaults(which=2)
     assert parser.parse_args(["demo-group", "one"]).which == 1
     assert parser.parse_args(["demo-group", "two"]).which == 2
+
+
+def test_synth_help_lists_only_that_designs_options():
+    proc = _run("synth", "mac-line", "--help")
+    assert proc.returncode == 0
+    assert "--macs" in proc.stdout and "--acc-width" in proc.stdout
+    assert "--feature-map" not in proc.stdout and "--head-dim" not in proc.stdout
+    assert "Number of MAC units M" in proc.stdout          # help from MacLineConfig's docstring
+
+
+def test_option_of_another_design_refused():
+    proc = _run("verilog", "mac-line", "--head-dim", "999")
+    assert proc.returncode == 2
+    assert "unrecognized arguments: --head-dim 999" in proc.stderr
+
+
+@pytest.mark.parametrize("command", ["verilog", "synth"])
+def test_cli_defaults_are_the_dataclass_defaults(command):
+    import dataclasses
+
+    from attnforge.cli import build_parser
+    from attnforge.hw.designs import DESIGNS
+
+    parser = build_parser()
+    for name, design in DESIGNS.items():
+        args = parser.parse_args([command, name])
+        assert {n: getattr(args, n) for n in args.config_fields} == \
+            {f.name: f.default for f in dataclasses.fields(design.config_cls)}
+
+
+def test_one_command_per_simulation_job(capsys):
+    assert main(["sim", "vitcod", "--head-dim", "16"]) == 2
+    assert "attnforge vitcod sim" in capsys.readouterr().err
+    assert main(["sim", "linear-decode"]) == 2
+    assert "attnforge linear sim" in capsys.readouterr().err
+
+
+def test_simulator_choices_and_default_from_sim_tools():
+    from attnforge.cli import build_parser
+    from attnforge.sim.tools import SIMULATORS
+
+    parser = build_parser()
+    for argv in (["sim", "mac-line"], ["vitcod", "sim", "--masks", "m.npz"], ["linear", "sim"]):
+        assert parser.parse_args(argv).simulator is None          # the runner then reads $ATTNFORGE_SIM
+        assert parser.parse_args([*argv, "--simulator", SIMULATORS[-1]]).simulator == SIMULATORS[-1]
+    with pytest.raises(SystemExit):
+        parser.parse_args(["sim", "mac-line", "--simulator", "xcelium"])
+
+
+def test_linear_sim_defaults_are_the_config_defaults():
+    from attnforge.cli import build_parser
+    from attnforge.hw.linear import LinearDecodeConfig
+
+    args = build_parser().parse_args(["linear", "sim"])
+    assert (args.d, args.macs, args.t_max) == (LinearDecodeConfig.d, LinearDecodeConfig.macs, LinearDecodeConfig.t_max)
+
+
+def test_docstring_params_reads_numpydoc():
+    from attnforge.cli.options import docstring_params
+    from attnforge.hw.linear import LinearDecodeConfig
+
+    helps = docstring_params(LinearDecodeConfig)
+    assert helps["d"].startswith("Head dimension")
+    assert helps["attn_shift"] == helps["conv_multiplier"]      # one entry documents four names

@@ -5,8 +5,9 @@ import json
 import numpy as np
 import pytest
 
-from attnforge.csr import CSR, check_csr, csr_to_dense, dense_to_csr
-from attnforge.masks import MaskFileError, MaskSet, head_csr, head_keep_from_csr, load_masks, save_masks
+from attnforge.errors import ArtifactError
+from attnforge.formats.csr import CSR, check_csr, csr_to_dense, dense_to_csr
+from attnforge.formats.masks import MaskSet, head_csr, head_keep_from_csr, load_masks, save_masks
 
 
 def test_csr_by_hand():
@@ -88,7 +89,7 @@ def _write(tmp_path, **fields):
 ])
 def test_load_masks_errors_name_file_and_field(tmp_path, fields, match):
     path = _write(tmp_path, **fields)
-    with pytest.raises(MaskFileError, match=match) as info:
+    with pytest.raises(ArtifactError, match=match) as info:
         load_masks(path)
     assert "bad.npz" in str(info.value)
 
@@ -99,20 +100,20 @@ def test_load_masks_global_columns_must_be_whole(tmp_path):
     l, h = np.argwhere(ms.n_global > 0)[0]
     keep[l, h, 0, ms.order[l, h, 0]] = False
     path = _write(tmp_path, keep=keep)
-    with pytest.raises(MaskFileError, match="global columns .* are not fully kept"):
+    with pytest.raises(ArtifactError, match="global columns .* are not fully kept"):
         load_masks(path)
 
 
 def test_load_masks_not_npz(tmp_path):
     path = tmp_path / "junk.npz"
     path.write_text("hello")
-    with pytest.raises(MaskFileError, match="junk.npz: not a readable .npz"):
+    with pytest.raises(ArtifactError, match="junk.npz: not a readable .npz"):
         load_masks(path)
 
 
 def test_save_invalid_writes_nothing(tmp_path):
     ms = _random_maskset()
     ms.order = ms.order[..., :-1]
-    with pytest.raises(MaskFileError):
+    with pytest.raises(ArtifactError):
         save_masks(ms, tmp_path / "m.npz")
     assert list(tmp_path.iterdir()) == []

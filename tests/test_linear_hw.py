@@ -1,5 +1,5 @@
 """Linear decode datapath generator (hw/linear/decode.py): parameter checks (one test per
-rule), Verilog lint, the cycle model and baseline (sim/linear_cycles.py), the tensor
+rule), Verilog lint, the cycle model and baseline (hw/linear/cycles.py), the tensor
 file loader and the `attnforge linear sim` argument checks. No RTL simulation here."""
 
 import numpy as np
@@ -9,9 +9,9 @@ from attnforge.cli import main
 from attnforge.hw.linear.decode import LinearDecode, LinearDecodeConfig
 from attnforge.hw.verilog import write_verilog
 from attnforge.linear_format import LinearDecodeFormat
-from attnforge.sim.linear_cycles import (LinearDecodeCycles, crossover_context, softmax_kv_cycles,
+from attnforge.hw.linear.cycles import (LinearDecodeCycles, crossover_context, softmax_kv_cycles,
                                          steady_cycles_per_token)
-from attnforge.sim.linear_tensors import load_linear_tensors, save_linear_tensors
+from attnforge.formats.linear_tensors import load_linear_tensors, save_linear_tensors
 from attnforge.sim.lint import lint_verilog
 
 
@@ -26,7 +26,7 @@ def test_init_wrong_macs_larger_than_d():
 
 
 def test_init_wrong_macs_type():
-    with pytest.raises(TypeError, match="positive integer, not 4.0"):
+    with pytest.raises(TypeError, match="must be an integer, not 4.0"):
         LinearDecodeConfig(macs=4.0)
 
 
@@ -188,7 +188,7 @@ def test_tensor_file_roundtrip_and_errors(tmp_path):
              attn_scale=1.0, conv_scale=1.0)
     with pytest.raises(ValueError, match=r"bad.npz: field 'q' must be int8"):
         load_linear_tensors(bad)
-    with pytest.raises(FileNotFoundError, match="not found"):
+    with pytest.raises(FileNotFoundError, match="no such"):
         load_linear_tensors(tmp_path / "none.npz")
     np.savez(bad, format=np.array("x/1"))
     with pytest.raises(ValueError, match="missing field"):

@@ -6,12 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from attnforge.algo.tickets.export import (CSR_FORMAT, TicketCSRError, export_model, golden_error_bound,
+from attnforge.errors import ArtifactError
+from attnforge.algo.tickets.export import (CSR_FORMAT, export_model, golden_error_bound,
                                            layer_requantizer, load_ticket_csr, quantize_bias, save_ticket_csr,
                                            sparse_linear_float, sparse_linear_golden)
 from attnforge.algo.tickets.models import build_model, prunable_layers
 from attnforge.algo.tickets.pruning import Level, apply_masks, one_shot
-from attnforge.csr import csr_to_dense
+from attnforge.formats.csr import csr_to_dense
 from attnforge.numfmt import Requantizer
 
 torch.set_num_threads(1)
@@ -58,17 +59,17 @@ def test_load_refuses_bad_files(tmp_path):
         np.savez(bad, **{**data, **changes})
         return bad
 
-    with pytest.raises(TicketCSRError, match="field 'format' is 'x'"):
+    with pytest.raises(ArtifactError, match="field 'format' is 'x'"):
         load_ticket_csr(write(format=np.array("x")))
     col = data["L0_col_idx"].copy()
     col[0] = 99
-    with pytest.raises(TicketCSRError, match=r"bad.npz: layer 0 \(conv1\): col_idx values in"):
+    with pytest.raises(ArtifactError, match=r"bad.npz: layer 0 \(conv1\): col_idx values in"):
         load_ticket_csr(write(L0_col_idx=col))
-    with pytest.raises(TicketCSRError, match="'L1_values' is int16"):
+    with pytest.raises(ArtifactError, match="'L1_values' is int16"):
         load_ticket_csr(write(L1_values=data["L1_values"].astype(np.int16)))
-    with pytest.raises(TicketCSRError, match="'L2_scale' is -1.0"):
+    with pytest.raises(ArtifactError, match="'L2_scale' is -1.0"):
         load_ticket_csr(write(L2_scale=np.array(-1.0)))
-    with pytest.raises(FileNotFoundError, match="does not exist"):
+    with pytest.raises(FileNotFoundError, match="no such"):
         load_ticket_csr(tmp_path / "none.npz")
 
 

@@ -17,7 +17,7 @@ from amaranth.lib.memory import Memory
 from amaranth.sim import Simulator
 
 from attnforge.algo.vitcod.golden import decode_qk, head_params, vitcod_head_golden
-from attnforge.csr import CSR, dense_to_csr
+from attnforge.formats.csr import CSR, dense_to_csr
 from attnforge.errors import ConfigError
 from attnforge.hw.vitcod import VitcodAccelerator, VitcodConfig
 from attnforge.hw.vitcod import accelerator as accelerator_module

@@ -1,12 +1,13 @@
-"""The ViTCoD cycle model on its own (its agreement with the RTL is tested in tb/test_vitcod.py)."""
+"""The ViTCoD cycle model on its own (its agreement with the RTL is tested in tests/rtl/test_vitcod.py)."""
 
 import numpy as np
 import pytest
 
+from attnforge.algo.vitcod.synthetic import polarized_mask_set
 from attnforge.hw.vitcod import VitcodConfig
-from attnforge.sim.vitcod_cycles import (DIV_CYCLES, HeadShape, dense_baseline_shape, head_beats, head_cycles,
+from attnforge.hw.vitcod.cycles import (DIV_CYCLES, HeadShape, dense_baseline_shape, head_beats, head_cycles,
                                          ideal_cycles, replay_cycles, run_cycles)
-from attnforge.tb.vitcod_jobs import layer_heads, polarized_mask_set, random_head, shapes_of
+from attnforge.tb.vitcod_jobs import layer_heads, random_head, shapes_of
 
 CFG = VitcodConfig(head_dim=64, max_tokens=197, max_nnz=20000, macs=8, dense_lines=4, sparse_lines=4,
                    data_width=256)
@@ -42,7 +43,7 @@ def test_decoder_beats_match_the_stream_layout():
 def test_cycles_bounded_by_ideal_and_sane(sparsity):
     ms = polarized_mask_set(1, 4, 197, sparsity, seed=1)
     shapes = []
-    from attnforge.masks import head_csr
+    from attnforge.formats.masks import head_csr
     for h in range(4):
         g, csr = head_csr(ms, 0, h)
         shapes.append(HeadShape.from_csr(g, csr.row_ptr, 197))
@@ -73,9 +74,9 @@ def test_refused_heads_only_cost_their_load():
 
 
 def test_utilization_goal_at_high_sparsity():
-    # the benchmark's workload (tb/vitcod_jobs.polarized_mask_set, 4 heads, steady state over heads 2-4):
+    # the benchmark's workload (algo/vitcod/synthetic.polarized_mask_set, 4 heads, steady state over heads 2-4):
     # the issue's goal is utilization >= 0.8 at >= 90 % sparsity; the RTL follows this model exactly
-    from attnforge.masks import head_csr
+    from attnforge.formats.masks import head_csr
     for sparsity in (0.9, 0.95):
         ms = polarized_mask_set(1, 4, 197, sparsity, 0.5, seed=int(sparsity * 100))
         shapes = []

@@ -26,8 +26,8 @@ from attnforge.algo.vitcod.stats import attention_statistics
 from attnforge.algo.vitcod.train import TrainConfig, evaluate, load_checkpoint, save_checkpoint, train
 from attnforge.algo.vitcod.vit import PRESETS, VisionTransformer
 from attnforge.cli import main
-from attnforge.head_tensors import load_head_tensors
-from attnforge.masks import load_masks, save_masks
+from attnforge.formats.head_tensors import load_head_tensors
+from attnforge.formats.masks import load_masks, save_masks
 
 SAME_INPUTS_LSB = 1.0
 FLOAT_MODEL_LSB = 4.0

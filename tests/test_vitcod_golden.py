@@ -12,10 +12,11 @@ import math
 import numpy as np
 import pytest
 
+from attnforge.errors import ArtifactError
 from attnforge.algo.vitcod.golden import (HeadParams, decode_qk, head_inputs, head_params, polarized_keep,
                                           vitcod_head_float, vitcod_head_golden)
-from attnforge.csr import CSR, dense_to_csr
-from attnforge.head_tensors import (HEAD_TENSORS_FORMAT, HeadTensors, HeadTensorsError, decoder_requantizers,
+from attnforge.formats.csr import CSR, dense_to_csr
+from attnforge.formats.head_tensors import (HEAD_TENSORS_FORMAT, HeadTensors, decoder_requantizers,
                                     load_head_tensors, save_head_tensors)
 from attnforge.numfmt import INT8, Requantizer
 from attnforge.softmax_int import (EXP2_LUT, EXP_BITS, EXP_ERROR_BOUND, EXP_FRAC_BITS, PROB_BITS, PROB_MAX, Z_FORMAT,
@@ -185,14 +186,14 @@ def test_head_tensors_errors_name_file_and_field(tmp_path):
         (write("hc.npz", dec_wq=arrays["dec_wq"][:, :, :1]), "'dec_wq'"),
     ]
     for path, field in cases:
-        with pytest.raises(HeadTensorsError, match=str(path.name)) as info:
+        with pytest.raises(ArtifactError, match=str(path.name)) as info:
             load_head_tensors(path)
         assert field in str(info.value), str(info.value)
-    with pytest.raises(HeadTensorsError, match="no such"):
+    with pytest.raises(ArtifactError, match="no such"):
         load_head_tensors(tmp_path / "absent.npz")
     bad = tmp_path / "nothing.npz"
     t.o_scale = np.zeros((1, 3), np.float32)
-    with pytest.raises(HeadTensorsError, match="o_scale"):
+    with pytest.raises(ArtifactError, match="o_scale"):
         save_head_tensors(t, bad)
     assert not bad.exists()
     assert HEAD_TENSORS_FORMAT == "attnforge.vitcod_head/1"

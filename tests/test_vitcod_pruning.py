@@ -8,7 +8,7 @@ from attnforge.algo.vitcod.polarize import CycleModel, polarize
 from attnforge.algo.vitcod.pruning import (SPARSITY_TOLERANCE, build_masks, cumulative_mass_keep, entry_thresholds,
                                            solve_threshold)
 from attnforge.algo.vitcod.stats import AttentionStats
-from attnforge.masks import head_csr, load_masks, save_masks
+from attnforge.formats.masks import head_csr, load_masks, save_masks
 
 HAND = torch.tensor([
     [0.40, 0.30, 0.20, 0.10],   # CLS row: always kept whole

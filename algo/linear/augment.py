@@ -25,7 +25,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from attnforge.algo.linear.variants import AttentionCore, _check_positive_int, causal_mask
+from attnforge.algo.linear.variants import AttentionCore, causal_mask
+from attnforge.errors import check_int
 
 __all__ = ["CausalDepthwiseConv", "AugmentedAttention", "chunk_local_mask", "earlier_chunks_mask"]
 
@@ -51,7 +52,7 @@ class CausalDepthwiseConv(nn.Module):
 
     def __init__(self, n_heads: int, dim: int, kernel_size: int, seed: int = 0):
         super().__init__()
-        self.kernel_size = _check_positive_int("conv_kernel", kernel_size)
+        self.kernel_size = check_int("conv_kernel", kernel_size, 1)
         g = torch.Generator().manual_seed(seed + 23)
         w = torch.randn(n_heads, dim, kernel_size, generator=g) * (0.5 / math.sqrt(kernel_size))
         self.weight = nn.Parameter(w)
@@ -99,8 +100,8 @@ class AugmentedAttention(AttentionCore):
         super().__init__(base.n_heads, base.head_dim, base.max_len, base.seed)
         self.base = base
         self.name = f"{base.name}+aug"
-        self.conv_kernel = _check_positive_int("conv_kernel", conv_kernel, 0)
-        self.chunk = _check_positive_int("chunk", chunk, 0)
+        self.conv_kernel = check_int("conv_kernel", conv_kernel, 0)
+        self.chunk = check_int("chunk", chunk, 0)
         self.conv = CausalDepthwiseConv(base.n_heads, base.head_dim, conv_kernel, base.seed) if conv_kernel else None
 
     def parallel(self, q, k, v, mask=None):

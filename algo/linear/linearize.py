@@ -26,7 +26,7 @@ from attnforge.algo.linear.augment import AugmentedAttention
 from attnforge.algo.linear.variants import causal_mask, make_core
 
 __all__ = ["LinearizedGPT2Attention", "load_gpt2", "linearize_gpt2", "finetune", "heldout_loss",
-           "corpus_tokens", "LINEARIZED_FORMAT"]
+           "corpus_tokens", "linearize_and_finetune", "LINEARIZED_FORMAT"]
 
 LINEARIZED_FORMAT = "attnforge.linearized_gpt2/1"
 
@@ -140,3 +140,29 @@ def finetune(model, tokens: torch.Tensor, steps: int, block: int = 128, batch_si
         log.append((step, round(loss.item(), 4)))
     model.eval()
     return log
+
+
+def linearize_and_finetune(model_dir, corpus, out_dir, *, attention: str = "elu", augment: bool = True,
+                           conv_kernel: int = 4, chunk: int = 16, steps: int = 200, block: int = 128,
+                           batch_size: int = 8, lr: float = 1e-4, eval_windows: int = 64, seed: int = 0) -> dict:
+    """Load a local GPT-2, swap its attention for ``attention`` (with the causal augmentation unless
+    ``augment`` is False), fine-tune ``steps`` steps, save ``out_dir/linearized.pt`` and return the
+    report: held-out loss pretrained, just after the swap, after fine-tuning (the job behind
+    ``attnforge linear linearize``)."""
+    model = load_gpt2(model_dir)
+    train, val, kind = corpus_tokens(model_dir, corpus, model.config.vocab_size)
+    block = min(block, model.config.n_positions)
+    before = heldout_loss(model, val, block, eval_windows)
+    linearize_gpt2(model, attention, augment=augment, conv_kernel=conv_kernel, chunk=chunk, seed=seed)
+    swapped = heldout_loss(model, val, block, eval_windows)
+    log = finetune(model, train, steps, block, batch_size, lr, seed)
+    after = heldout_loss(model, val, block, eval_windows)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    settings = {"attention": attention, "augment": augment, "conv_kernel": conv_kernel, "chunk": chunk, "seed": seed}
+    torch.save({"format": LINEARIZED_FORMAT, "source": str(model_dir), "linearization": settings,
+                "state_dict": model.state_dict()}, out / "linearized.pt")
+    return {"source": str(model_dir), "tokens": kind, "linearization": settings, "steps": steps,
+            "held_out_loss": {"pretrained_softmax": before, "linearized_before_finetune": swapped,
+                              "linearized_after_finetune": after},
+            "final_train_loss": log[-1][1] if log else None, "weights": str(out / "linearized.pt")}

@@ -24,7 +24,7 @@ import torch
 
 from attnforge.algo.linear.model import LinearLM
 
-__all__ = ["greedy_decode", "speculative_decode", "accept_or_resample", "SpecStats"]
+__all__ = ["greedy_decode", "sample_decode", "speculative_decode", "accept_or_resample", "SpecStats"]
 
 
 def _prompt(prompt) -> torch.Tensor:
@@ -49,6 +49,21 @@ def greedy_decode(model: LinearLM, prompt, n_new: int) -> list[int]:
         out.append(tok)
         if len(out) < n_new:
             logits, state = model.step(state, torch.tensor([tok]))
+    return out
+
+
+@torch.no_grad()
+def sample_decode(model: LinearLM, prompt, n_new: int, temperature: float, seed: int = 0) -> list[int]:
+    """Sampling at ``temperature`` with the recurrent form (greedy when ``temperature <= 0``), seeded."""
+    if temperature <= 0:
+        return greedy_decode(model, prompt, n_new)
+    gen = torch.Generator().manual_seed(seed)
+    state, logits = model.prefill(_prompt(prompt)[None])
+    out = []
+    for _ in range(n_new):
+        tok = int(torch.multinomial(torch.softmax(logits[0] / temperature, -1), 1, generator=gen))
+        out.append(tok)
+        logits, state = model.step(state, torch.tensor([tok]))
     return out
 
 

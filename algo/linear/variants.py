@@ -36,6 +36,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from attnforge.errors import check_int
+
 __all__ = [
     "AttentionCore", "KernelAttention", "SoftmaxAttention", "ReLUAttention", "EluAttention",
     "PerformerAttention", "CosFormerAttention", "TransNormerAttention", "FlashAttention",
@@ -54,14 +56,6 @@ def causal_mask(tq: int, tk: int | None = None, device=None, offset: int = 0) ->
     return j <= i
 
 
-def _check_positive_int(name: str, value, minimum: int = 1) -> int:
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise TypeError(f"{name} must be an integer, not {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, not {value}")
-    return value
-
-
 class AttentionCore(nn.Module):
     """Common interface of every attention variant (see the module docstring)."""
 
@@ -71,9 +65,9 @@ class AttentionCore(nn.Module):
 
     def __init__(self, n_heads: int, head_dim: int, max_len: int = 1024, seed: int = 0):
         super().__init__()
-        self.n_heads = _check_positive_int("n_heads", n_heads)
-        self.head_dim = _check_positive_int("head_dim", head_dim)
-        self.max_len = _check_positive_int("max_len", max_len)
+        self.n_heads = check_int("n_heads", n_heads, 1)
+        self.head_dim = check_int("head_dim", head_dim, 1)
+        self.max_len = check_int("max_len", max_len, 1)
         self.seed = seed
 
     def _generator(self, salt: int) -> torch.Generator:
@@ -341,7 +335,7 @@ class PerformerAttention(KernelAttention):
 
     def __init__(self, *args, n_features: int = 64, **kw):
         super().__init__(*args, **kw)
-        m = _check_positive_int("n_features", n_features)
+        m = check_int("n_features", n_features, 1)
         d = self.head_dim
         g = self._generator(11)
         blocks = []
@@ -417,8 +411,8 @@ class YosoAttention(KernelAttention):
 
     def __init__(self, *args, n_hashes: int = 8, hash_bits: int = 4, **kw):
         super().__init__(*args, **kw)
-        self.n_hashes = _check_positive_int("n_hashes", n_hashes)
-        self.hash_bits = _check_positive_int("hash_bits", hash_bits)
+        self.n_hashes = check_int("n_hashes", n_hashes, 1)
+        self.hash_bits = check_int("hash_bits", hash_bits, 1)
         g = self._generator(13)
         self.register_buffer("planes", torch.randn(n_hashes, hash_bits, self.head_dim, generator=g))
         self.register_buffer("powers", 2 ** torch.arange(hash_bits))
@@ -446,7 +440,7 @@ class FlashAttention(AttentionCore):
 
     def __init__(self, *args, chunk: int = 16, **kw):
         super().__init__(*args, **kw)
-        self.chunk = _check_positive_int("chunk", chunk)
+        self.chunk = check_int("chunk", chunk, 1)
 
     def _weights(self, q, k, qpos, kpos, mask):
         s = q @ k.transpose(-1, -2) / math.sqrt(self.head_dim)
@@ -508,7 +502,7 @@ class LinformerAttention(AttentionCore):
 
     def __init__(self, *args, k_proj: int = 32, **kw):
         super().__init__(*args, **kw)
-        self.k_proj = _check_positive_int("k_proj", k_proj)
+        self.k_proj = check_int("k_proj", k_proj, 1)
         g = self._generator(17)
         self.E = nn.Parameter(torch.randn(k_proj, self.max_len, generator=g) / math.sqrt(k_proj))
 

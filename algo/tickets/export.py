@@ -1,25 +1,13 @@
 """Export a ticket's sparse weights as int8 CSR, and the integer golden model of a sparse linear layer.
 
-File format ``attnforge.tickets.csr/1`` (``.npz``), one entry per prunable
-layer ``i`` (names in ``meta["layers"]``, in model order):
-
-==================  ==============  ===================================================
-key                 dtype, shape    meaning
-==================  ==============  ===================================================
-``format``          str             ``"attnforge.tickets.csr/1"``
-``meta``            JSON str        model, ticket meta, ``layers``: [{name, kind, shape, rows, cols, nnz}]
-``L{i}_row_ptr``    int32 [R+1]     CSR by output row (``attnforge.csr`` conventions)
-``L{i}_col_idx``    int32 [nnz]     input index: ``in`` for Linear, ``(c*kh + y)*kw + x`` for Conv2d
-``L{i}_values``     int8 [nnz]      symmetric int8 weights, ``w ~= values * scale``
-``L{i}_scale``      float64 []      the per-tensor weight scale, ``max |w_kept| / 127``
-``L{i}_bias``       float32 [R]     the float bias (zeros where the layer has none)
-==================  ==============  ===================================================
+The file (format ``attnforge.tickets.csr/1``, one CSR per prunable layer) is
+defined, written and loaded in ``attnforge.formats.ticket_csr``.
 
 A weight matrix is the layer's weight viewed as ``[out, in*kh*kw]`` (a
 convolution as the matrix its im2col form multiplies). The CSR holds exactly
 the ticket's kept positions (its mask), so a kept weight that rounds to int8 0
 is still an entry: the pattern is the ticket's, as the hardware's index buffer sees it.
-Every conversion goes through ``attnforge.csr`` (``dense_to_csr``, ``check_csr``).
+Every conversion goes through ``attnforge.formats.csr`` (``dense_to_csr``, ``check_csr``).
 
 Golden model (what a hardware SpMM row engine computes, bit for bit)::
 
@@ -32,48 +20,20 @@ requantizer ``Requantizer.from_scale(scale * s_x / s_y)``.
 
 from __future__ import annotations
 
-import json
-import math
-import os
-from dataclasses import dataclass
-from pathlib import Path
-
 import numpy as np
 import torch
 from torch import nn
 
-from attnforge.csr import CSR, check_csr, csr_to_dense, dense_to_csr
+from attnforge.formats.csr import CSR, csr_to_dense, dense_to_csr
+from attnforge.formats.ticket_csr import CSR_FORMAT, SparseLayer, load_ticket_csr, save_ticket_csr
 from attnforge.numfmt import INT8, IntFormat, Requantizer, accumulator_width
 
 from .models import prunable_layers
 from .pruning import current_masks
 
-__all__ = ["CSR_FORMAT", "SparseLayer", "TicketCSRError", "export_model", "save_ticket_csr", "load_ticket_csr",
+__all__ = ["CSR_FORMAT", "SparseLayer", "export_model", "save_ticket_csr", "load_ticket_csr",
            "quantize_symmetric", "sparse_linear_golden", "sparse_linear_float", "layer_requantizer",
            "quantize_bias", "golden_error_bound"]
-
-CSR_FORMAT = "attnforge.tickets.csr/1"
-
-
-class TicketCSRError(ValueError):
-    """A ticket CSR file or array that does not follow ``attnforge.tickets.csr/1``."""
-
-
-@dataclass
-class SparseLayer:
-    name: str
-    kind: str              # "linear" or "conv2d"
-    weight_shape: tuple    # the layer's own weight shape
-    csr: CSR               # int8 values, shape (rows, cols)
-    scale: float           # weight scale
-    bias: np.ndarray       # float32 [rows]
-
-    def dense_int8(self) -> np.ndarray:
-        return csr_to_dense(self.csr)
-
-    def dense_float(self) -> np.ndarray:
-        return self.dense_int8().astype(np.float64) * self.scale
-
 
 def quantize_symmetric(w: np.ndarray, fmt: IntFormat = INT8) -> tuple[np.ndarray, float]:
     """int8 values and scale with ``w ~= q * scale``, ``|q| <= fmt.max`` (symmetric: -128 unused)."""
@@ -100,81 +60,6 @@ def export_model(model: nn.Module) -> list[SparseLayer]:
         kind = "conv2d" if isinstance(mod, nn.Conv2d) else "linear"
         layers.append(SparseLayer(name, kind, tuple(w.shape), csr, scale, bias))
     return layers
-
-
-def save_ticket_csr(path: Path, layers: list[SparseLayer], meta: dict | None = None) -> Path:
-    """Write ``layers`` to ``path`` (atomically: a failed write leaves no file)."""
-    path = Path(path)
-    arrays = {"format": np.array(CSR_FORMAT)}
-    info = []
-    for i, layer in enumerate(layers):
-        c = layer.csr
-        arrays[f"L{i}_row_ptr"] = c.row_ptr.astype(np.int32)
-        arrays[f"L{i}_col_idx"] = c.col_idx.astype(np.int32)
-        arrays[f"L{i}_values"] = c.values.astype(np.int8)
-        arrays[f"L{i}_scale"] = np.array(layer.scale, dtype=np.float64)
-        arrays[f"L{i}_bias"] = layer.bias.astype(np.float32)
-        info.append({"name": layer.name, "kind": layer.kind, "shape": list(layer.weight_shape),
-                     "rows": c.shape[0], "cols": c.shape[1], "nnz": c.nnz,
-                     "max_row_nnz": int(np.diff(c.row_ptr).max()) if c.shape[0] else 0,
-                     "acc_width": accumulator_width(INT8, INT8, max(1, int(np.diff(c.row_ptr).max())))})
-    arrays["meta"] = np.array(json.dumps({**(meta or {}), "layers": info}))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}.npz")
-    np.savez(tmp, **arrays)
-    tmp.replace(path)
-    return path
-
-
-def load_ticket_csr(path: Path) -> tuple[list[SparseLayer], dict]:
-    """Read and validate a ticket CSR file; errors name the file and the field."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"ticket CSR file {path} does not exist")
-    try:
-        data = dict(np.load(path, allow_pickle=False))
-    except Exception as exc:  # not a zip/npz at all
-        raise TicketCSRError(f"{path}: not an .npz file ({exc})") from None
-    fmt = str(data.get("format", ""))
-    if fmt != CSR_FORMAT:
-        raise TicketCSRError(f"{path}: field 'format' is {fmt!r}, expected {CSR_FORMAT!r}")
-    try:
-        meta = json.loads(str(data["meta"]))
-        info = meta["layers"]
-    except (KeyError, json.JSONDecodeError) as exc:
-        raise TicketCSRError(f"{path}: field 'meta' is missing or not JSON with 'layers' ({exc})") from None
-    layers = []
-    for i, li in enumerate(info):
-        def field(key, dtype, ndim):
-            k = f"L{i}_{key}"
-            if k not in data:
-                raise TicketCSRError(f"{path}: field {k!r} ({li.get('name')}) is missing")
-            a = data[k]
-            if a.dtype != dtype or a.ndim != ndim:
-                raise TicketCSRError(f"{path}: field {k!r} is {a.dtype} with {a.ndim} dims, expected {np.dtype(dtype)} "
-                                     f"with {ndim}")
-            return a
-        row_ptr, col_idx = field("row_ptr", np.int32, 1), field("col_idx", np.int32, 1)
-        values, scale, bias = field("values", np.int8, 1), field("scale", np.float64, 0), field("bias", np.float32, 1)
-        rows, cols = int(li["rows"]), int(li["cols"])
-        try:
-            check_csr(row_ptr, col_idx, (rows, cols), name=f"{path}: layer {i} ({li['name']})")
-        except ValueError as exc:
-            raise TicketCSRError(str(exc)) from None
-        if values.shape != col_idx.shape:
-            raise TicketCSRError(f"{path}: field 'L{i}_values' has {values.size} entries, col_idx {col_idx.size}")
-        if values.size and values.min() < -INT8.max:
-            raise TicketCSRError(f"{path}: field 'L{i}_values' holds {values.min()}, symmetric int8 allows "
-                                 f"[{-INT8.max}, {INT8.max}]")
-        if not (math.isfinite(float(scale)) and float(scale) > 0):
-            raise TicketCSRError(f"{path}: field 'L{i}_scale' is {float(scale)}, must be a positive finite number")
-        if bias.shape != (rows,):
-            raise TicketCSRError(f"{path}: field 'L{i}_bias' has shape {bias.shape}, expected ({rows},)")
-        if int(np.prod(li["shape"][1:])) != cols or li["shape"][0] != rows:
-            raise TicketCSRError(f"{path}: layer {i} weight shape {li['shape']} does not match CSR {rows}x{cols}")
-        layers.append(SparseLayer(li["name"], li["kind"], tuple(li["shape"]),
-                                  CSR(row_ptr, col_idx, (rows, cols), values), float(scale), bias))
-    return layers, meta
 
 
 # ---------------------------------------------------------------------------- golden model

@@ -46,13 +46,15 @@ import torch
 from tqdm import tqdm
 
 from .attacks import Attack
-from .data import GAPS, downstream_task, source_task
+from .data import GAPS, check_gap, downstream_task, source_task
 from .models import available_models, build_model
+from .names import PATTERNS
 from .pruning import Level, imp, one_shot
 from .train import load_checkpoint, pretrain, save_checkpoint, train
 from .transfer import MODES, make_ticket, transfer
 
-__all__ = ["ModelPlan", "StudyConfig", "run_study", "aggregate", "quick_config", "full_config", "STUDY_FORMAT"]
+__all__ = ["ModelPlan", "StudyConfig", "run_study", "aggregate", "quick_config", "full_config", "study_config",
+           "STUDY_FORMAT"]
 
 STUDY_FORMAT = "attnforge.tickets.study/1"
 
@@ -107,6 +109,35 @@ def quick_config() -> StudyConfig:
                        plans={"cnn": ModelPlan(pretrain_epochs=8, lr=2e-3, attack_steps=3, schemes=("omp", "imp"),
                                                imp_retrain_epochs=2, imp_rounds_per_level=1)},
                        transfer_epochs={"finetune": 10, "linear": 20})
+
+
+def study_config(*, quick: bool = False, models=None, seeds: int | None = None, eps=None, patterns=None,
+                 gaps=None) -> StudyConfig:
+    """The quick or full study with the given parts replaced (``seeds``: their number), checked."""
+    cfg = quick_config() if quick else full_config()
+    changes = {}
+    if models:
+        changes["models"] = tuple(models)
+    if seeds is not None:
+        changes["seeds"] = tuple(range(seeds))
+    if eps:
+        changes["eps_candidates"] = tuple(float(e) for e in eps)
+    if patterns:
+        changes["patterns"] = tuple(patterns)
+    if gaps:
+        changes["gaps"] = tuple(gaps)
+    cfg = replace(cfg, **changes)
+    for g in cfg.gaps:
+        check_gap(g)
+    for p in cfg.patterns:
+        if p not in PATTERNS or p not in cfg.levels:
+            raise ValueError(f"study pattern {p!r} is not one of {', '.join(cfg.levels)}")
+    for m in cfg.models:
+        if m not in cfg.plans:
+            raise ValueError(f"study model {m!r} is not one of {', '.join(cfg.plans)}")
+    if len(cfg.seeds) < 1 or any(e <= 0 for e in cfg.eps_candidates) or not cfg.eps_candidates:
+        raise ValueError("the study needs >= 1 seed and robust eps candidates > 0")
+    return cfg
 
 
 # ---------------------------------------------------------------------------- cells

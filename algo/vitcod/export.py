@@ -4,7 +4,7 @@ For one input image, every layer's Q, K, V (after the Q/K auto-encoder when the
 model has one), each head's float attention output under the model's masks,
 and (with the auto-encoder) the compressed Q/K heads and decoder weights, are
 quantized symmetric int8 and written in ``attnforge.vitcod_head/1``
-(``attnforge.head_tensors``: one writer, one validated loader):
+(``attnforge.formats.head_tensors``: one writer, one validated loader):
 
 * ``q``, ``k``, ``v``: per-head scales ``max|x| / 127``;
 * ``o_scale``: per head ``max|O| / 127`` of the float head output ``O = P.V``;
@@ -20,16 +20,20 @@ unquantized activations, so the error includes int8 quantization of Q/K/V.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import torch
 
-from attnforge.head_tensors import HeadTensors, decoder_heads, save_head_tensors
-from attnforge.masks import MaskSet, head_csr
+from attnforge.formats.head_tensors import HeadTensors, decoder_heads, save_head_tensors
+from attnforge.formats.masks import MaskSet, head_csr
 
 from .golden import head_inputs, vitcod_head_float, vitcod_head_golden
 from .vit import VisionTransformer
 
-__all__ = ["capture_heads", "quantize_heads", "export_head_tensors", "verify_head_tensors", "symmetric_int8"]
+__all__ = ["capture_heads", "quantize_heads", "export_head_tensors", "verify_head_tensors", "write_verification",
+           "symmetric_int8"]
 
 
 def symmetric_int8(x: torch.Tensor, dims) -> tuple[np.ndarray, np.ndarray]:
@@ -136,3 +140,15 @@ def verify_head_tensors(model: VisionTransformer, image: torch.Tensor, tensors: 
                          "rel_rms_err_float_model": float(np.sqrt(((out * o_scale - ref[l, h]) ** 2).mean())
                                                           / max(np.sqrt((ref[l, h] ** 2).mean()), 1e-12))})
     return rows
+
+
+def write_verification(model: VisionTransformer, image: torch.Tensor, tensors: HeadTensors, masks: MaskSet,
+                       path) -> dict:
+    """``verify_head_tensors`` on every head, summarized (worst head first) and written as JSON to ``path``."""
+    rows = verify_head_tensors(model, image, tensors, masks, use_decoder=tensors.has_decoder)
+    summary = {"max_err_lsb_float_model": max(r["max_err_lsb_float_model"] for r in rows),
+               "max_err_lsb_same_inputs": max(r["max_err_lsb_same_inputs"] for r in rows),
+               "max_rel_rms_err_float_model": max(r["rel_rms_err_float_model"] for r in rows),
+               "heads": rows}
+    Path(path).write_text(json.dumps(summary, indent=2) + "\n")
+    return summary

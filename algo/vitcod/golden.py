@@ -27,8 +27,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from attnforge.csr import CSR, check_csr
-from attnforge.head_tensors import HeadTensors, decoder_requantizers
+from attnforge.formats.csr import CSR, check_csr
+from attnforge.formats.head_tensors import HeadTensors, decoder_requantizers
 from attnforge.numfmt import INT8, Requantizer
 from attnforge.softmax_int import exp2_neg, exp_requantizer, out_requantizer, probability, reciprocal
 
@@ -87,7 +87,7 @@ def vitcod_head_golden(q, k, v, g: int, csr: CSR, params: HeadParams, *, interna
     ----------
     q : int8 ``[Nq, d]``; k, v : int8 ``[Nk, d]`` in polarized key order.
     g : number of global (dense) keys, columns ``[0, g)`` of every row.
-    csr : the sparse part by query row, columns in ``[g, Nk)`` (``attnforge.masks.head_csr``).
+    csr : the sparse part by query row, columns in ``[g, Nk)`` (``attnforge.formats.masks.head_csr``).
     params : ``HeadParams``.
     internals : also return a dict with ``scores`` (int64, 0 where pruned), ``keep``,
         ``row_max``, ``e``, ``row_sum``, ``recip``, ``p`` and ``acc`` (int64 ``[Nq, d]``).

@@ -17,7 +17,7 @@ solver bisects on the threshold until the *final* mask, which is what the
 hardware computes and the model is fine-tuned with, hits the target.
 
 :func:`build_masks` runs criterion, solver and polarization and returns a
-:class:`attnforge.masks.MaskSet` plus a per-layer/per-head report.
+:class:`attnforge.formats.masks.MaskSet` plus a per-layer/per-head report.
 """
 
 from __future__ import annotations
@@ -27,12 +27,14 @@ import math
 import numpy as np
 import torch
 
-from attnforge.masks import MaskSet
+from attnforge.formats.masks import MaskSet
 
 from .polarize import CycleModel, polarize
+from .stats import attention_statistics
+from .train import evaluate
 
 __all__ = ["entry_thresholds", "cumulative_mass_keep", "solve_threshold", "build_masks", "head_report",
-           "SPARSITY_TOLERANCE"]
+           "SPARSITY_TOLERANCE", "model_masks"]
 
 #: The solver's promise: achieved average sparsity within this of the target (absolute, 0.5 %).
 SPARSITY_TOLERANCE = 0.005
@@ -212,3 +214,24 @@ def build_masks(maps, *, target_sparsity: float | None = None, threshold: float 
     ms = MaskSet(keep.numpy().astype(bool), order.numpy().astype(np.int32), n_global.numpy().astype(np.int32),
                  {**(meta or {}), **summary})
     return ms, {**summary, "heads": report}
+
+
+def model_masks(model, train_set, *, target_sparsity: float | None = None, threshold: float | None = None,
+                polarize_mode: str = "fixed", global_threshold: float = 0.5, cycle_model: CycleModel | None = None,
+                batch_size: int = 64, max_images: int | None = None, progress: bool = True, meta: dict | None = None,
+                eval_set=None):
+    """``(MaskSet, report)`` of ``model``: the mean of its own dense attention over ``train_set``
+    (``max_images`` of them), then ``build_masks``. With ``eval_set`` the report also has the
+    validation accuracy dense and with the masks (no fine-tuning); the model keeps the masks then.
+    The job behind ``attnforge vitcod masks``."""
+    model.set_masks(None)    # statistics of the model's own (dense) attention
+    maps = attention_statistics(model, train_set, batch_size=batch_size, max_images=max_images, progress=progress)
+    images = min(max_images or len(train_set), len(train_set))
+    ms, report = build_masks(maps, target_sparsity=target_sparsity, threshold=threshold, polarize_mode=polarize_mode,
+                             global_threshold=global_threshold, cycle_model=cycle_model, head_dim=model.cfg.head_dim,
+                             meta={"model": model.cfg.to_dict(), **(meta or {}), "images": images})
+    if eval_set is not None:
+        dense = evaluate(model, eval_set)["accuracy"]
+        model.set_masks(torch.from_numpy(ms.keep))
+        report["accuracy_dense"], report["accuracy_masked"] = dense, evaluate(model, eval_set)["accuracy"]
+    return ms, report

@@ -123,9 +123,9 @@ def _synthesis(design) -> dict:
 
 def run(out_dir: Path, *, quick: bool = False, command: str = "attnforge bench", synth: bool = True) -> Path:
     from attnforge.hw.designs import get_design
-    from attnforge.hw.linear.decode import LinearDecodeConfig
+    from attnforge.hw.linear import LinearDecodeConfig
     from attnforge.linear_format import random_data_requant
-    from attnforge.sim.linear_cycles import (LinearDecodeCycles, crossover_context, softmax_kv_cycles,
+    from attnforge.hw.linear.cycles import (LinearDecodeCycles, crossover_context, softmax_kv_cycles,
                                              steady_cycles_per_token)
     from attnforge.sim.runner import simulate
 
@@ -133,7 +133,7 @@ def run(out_dir: Path, *, quick: bool = False, command: str = "attnforge bench",
     config = LinearDecodeConfig(**CONFIG, **random_data_requant(CONFIG["d"], CONFIG["conv_taps"]))
     model = LinearDecodeCycles.of(config)
     # The same datapath generated with snapshots=True (t_max+1 state banks; RTL-tested
-    # in tb/test_linear_decode.py): commit(a) never replays.
+    # in tests/rtl/test_linear_decode.py): commit(a) never replays.
     snap = LinearDecodeCycles.of(dataclasses.replace(config, snapshots=True))
     decode_tokens = 256 if quick else 2048
     verify_tokens = 64 if quick else 256

@@ -205,8 +205,8 @@ def run(out_dir: Path, *, quick: bool = False, command: str = "attnforge bench v
     import torch
     from tqdm import tqdm
 
-    from attnforge.algo.vitcod.cli import plot_mask_report
-    from attnforge.masks import MaskSet
+    from attnforge.algo.vitcod.report import plot_mask_report
+    from attnforge.formats.masks import MaskSet
 
     cfg = config or (QUICK if quick else StudyConfig())
     out_dir = Path(out_dir)

@@ -42,33 +42,17 @@ def _config(lines: int, dense_lines: int, max_nnz: int, data_width: int = 256):
 
 
 def _heads(cfg, ms, seed):
-    from attnforge.algo.vitcod.golden import head_params
-    from attnforge.masks import head_csr
-    from attnforge.tb.vitcod_jobs import head_for
+    from attnforge.flows.vitcod import mask_heads
 
-    rng = np.random.default_rng(seed)
-    heads = []
-    for h in range(ms.heads):
-        g, csr = head_csr(ms, 0, h)
-        q, k, v = (rng.integers(-128, 128, (N, D)).astype(np.int8) for _ in range(3))
-        sc = rng.uniform(0.01, 0.05, 4)
-        heads.append(head_for(cfg, q, k, v, g, csr, head_params(sc[0], sc[1], sc[2], sc[3], D), head=h))
-    return heads
+    return mask_heads(cfg, ms, [(0, h) for h in range(ms.heads)], seed=seed)
 
 
 def measure_rtl(cfg, heads, name, build_root) -> dict:
     """Run ``heads`` back to back on Verilator (bit-exact check included); the report's per-head cycles."""
-    from attnforge.hw.designs import get_design
-    from attnforge.sim.runner import run_cocotb
-    from attnforge.tb.vitcod_jobs import save_jobs
+    from attnforge.flows.vitcod import run_heads
 
-    design = get_design("vitcod")
-    jobs = save_jobs(Path(build_root) / "jobs" / f"{name}.npz", heads)
-    from attnforge.hw.vitcod import VitcodAccelerator
-
-    result = run_cocotb(VitcodAccelerator(cfg), top=design.top, config_name=design.config_name(cfg),
-                        test_module=design.testbench, build_root=build_root, build_args=["-CFLAGS", "-O0"],
-                        params={"config": dataclasses.asdict(cfg), "jobs": str(jobs.resolve()), "seed": 0})
+    result = run_heads(cfg, heads, name=name, build_root=build_root,
+                       build_args=["-CFLAGS", "-O0"])
     if not result.passed:
         raise RuntimeError(f"RTL run {name} failed (not bit-exact or hung); see {result.log}")
     return result.report
@@ -76,9 +60,9 @@ def measure_rtl(cfg, heads, name, build_root) -> dict:
 
 def _decoder_run(cfg8, ms, build_root) -> dict:
     """One layer of H = 3 heads from Hc = 2 compressed heads through the decoder's layer store."""
-    from attnforge.masks import head_csr
-    from attnforge.sim.vitcod_cycles import head_beats, ideal_cycles, run_cycles
-    from attnforge.tb.vitcod_jobs import layer_heads, shapes_of
+    from attnforge.formats.masks import head_csr
+    from attnforge.hw.vitcod.cycles import head_beats, ideal_cycles, run_cycles
+    from attnforge.flows.vitcod import layer_heads, shapes_of
 
     H, HC = 3, 2
     cfg = dataclasses.replace(cfg8, decoder=True, decoder_heads=HC)
@@ -118,8 +102,9 @@ def _steady(per_head, key="cycles"):
 
 
 def run(out_dir: Path, *, quick: bool = False, command: str = "attnforge bench") -> Path:
-    from attnforge.sim.vitcod_cycles import HeadShape, dense_baseline_shape, ideal_cycles, run_cycles
-    from attnforge.tb.vitcod_jobs import polarized_mask_set, shapes_of
+    from attnforge.hw.vitcod.cycles import HeadShape, dense_baseline_shape, ideal_cycles, run_cycles
+    from attnforge.algo.vitcod.synthetic import polarized_mask_set
+    from attnforge.flows.vitcod import shapes_of
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -138,8 +123,8 @@ def run(out_dir: Path, *, quick: bool = False, command: str = "attnforge bench")
         dense_rtl = None
         if not quick:
             from attnforge.algo.vitcod.golden import head_params
-            from attnforge.csr import CSR
-            from attnforge.tb.vitcod_jobs import head_for
+            from attnforge.formats.csr import CSR
+            from attnforge.flows.vitcod import head_for
 
             rng = np.random.default_rng(7)
             dense_heads = []
@@ -176,7 +161,7 @@ def run(out_dir: Path, *, quick: bool = False, command: str = "attnforge bench")
     cfg64 = _config(64, 32, max(max_nnz, 1))
     dense64 = _steady(run_cycles(cfg64, [dense_baseline_shape(cfg64, N, N) for _ in range(n_heads)])["heads"])
     for s in sparsities:
-        from attnforge.masks import head_csr
+        from attnforge.formats.masks import head_csr
 
         shapes = []
         for h in range(masks[s].heads):
@@ -194,7 +179,7 @@ def run(out_dir: Path, *, quick: bool = False, command: str = "attnforge bench")
         "benchmark": "vitcod_hw", "command": command,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "workload": {"tokens": N, "head_dim": D, "heads_back_to_back": n_heads, "dense_share": DENSE_SHARE,
-                     "masks": "synthetic polarized (tb/vitcod_jobs.polarized_mask_set)",
+                     "masks": "synthetic polarized (algo/vitcod/synthetic.polarized_mask_set)",
                      "steady_state": "mean cycles per head over heads 2..H (loads overlap compute)"},
         "config_8x8": dataclasses.asdict(cfg8), "config_64x8": dataclasses.asdict(cfg64),
         "dense_baseline": {"rtl_cycles": dense_rtl, "model_cycles": dense_model,

@@ -1,5 +1,5 @@
 """The linear-attention decode datapath (``docs/linear-hw.md``): configuration, generator,
-and the pipeline depth the cycle model needs."""
+the pipeline depth the cycle model needs, and the cycle model itself (``cycles``)."""
 
 from .config import NORM_EXTRA_DEPTH, PIPELINE_DEPTH, LinearDecodeConfig, pipeline_depth
 from .decode import LinearDecode

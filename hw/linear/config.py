@@ -101,8 +101,8 @@ class LinearDecodeConfig:
     def __post_init__(self):
         if not isinstance(self.snapshots, bool):
             raise TypeError(f"linear decode snapshots must be a bool, not {self.snapshots!r}")
-        check_int("linear decode macs (M)", self.macs, 1, kind="a positive integer")
-        check_int("linear decode heads", self.heads, 1, MAX_HEADS, kind="a positive integer")
+        check_int("linear decode macs (M)", self.macs, 1)
+        check_int("linear decode heads", self.heads, 1, MAX_HEADS)
         fmt = self.format  # validates d, K, max_tokens, t_max, feature_map, requantizers
         if self.macs > fmt.d or fmt.d % self.macs:
             raise ValueError(f"linear decode macs (M) must divide d={self.d} (1 <= M <= d), not {self.macs}")

@@ -7,7 +7,7 @@ start only when their half of the output buffer is free, the history shifts
 after a commit, the fixed pipeline depth and the output emitter (one token per
 cycle when the sink is ready). It predicts the cycle of every output transfer
 when the input never idles and the output never stalls; a test holds it within
-5 % of the RTL (``tb/test_linear_decode.py``).
+5 % of the RTL (``tests/rtl/test_linear_decode.py``).
 
 ``softmax_kv_cycles`` is a model (not RTL) of softmax decode over a KV cache
 held on chip, using the same ``2*M`` multipliers the linear datapath has
@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from attnforge.hw.linear.decode import pipeline_depth  # last issue -> output half full
+from attnforge.hw.linear import pipeline_depth  # last issue -> output half full
 
 __all__ = ["LinearDecodeCycles", "softmax_kv_cycles", "steady_cycles_per_token", "crossover_context",
            "SOFTMAX_FIXED_LATENCY"]

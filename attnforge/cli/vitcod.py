@@ -1,4 +1,4 @@
-"""``attnforge vitcod train|masks|finetune|export|eval``: the ViTCoD algorithm flow from the command line.
+"""``attnforge vitcod train|masks|finetune|export|eval|sim``: ViTCoD from the command line.
 
     attnforge vitcod train -o build/vitcod/dense.pt                       # ViT on the bundled digits
     attnforge vitcod train --checkpoint build/vitcod/dense.pt --autoencoder -o build/vitcod/ae.pt
@@ -6,15 +6,23 @@
     attnforge vitcod finetune --checkpoint build/vitcod/dense.pt --masks build/vitcod/masks.npz -o build/vitcod/ft.pt
     attnforge vitcod export --checkpoint build/vitcod/ft.pt --masks build/vitcod/masks.npz -o build/vitcod/heads.npz
 
+    attnforge vitcod sim --masks build/vitcod/masks.npz --tensors build/vitcod/heads.npz --all-heads
+
 Real models: ``--checkpoint deit_tiny.pth --data /path/imagefolder`` (a timm/DeiT
 state dict; the classifier is replaced when the folder has another class count).
+``sim`` runs mask-file heads on the accelerator's RTL (``attnforge.flows.vitcod``).
 """
 
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
+
+from attnforge.algo.vitcod.prepare import apply_masks, prepare
+from attnforge.hw.vitcod import VitcodConfig
+
+from . import add_simulator_option, command_group, print_report
+from .options import add_config_options, config_kwargs
 
 __all__ = ["register"]
 
@@ -54,84 +62,21 @@ def _train_options(p, epochs: int, lr: float):
 
 # ------------------------------------------------------------------------------------------ helpers
 
-def _peek_config(args):
-    """The model config of ``--checkpoint`` (or of the preset and overrides) before building the model."""
-    import torch
-
-    from .train import CKPT_FORMAT
-    from .vit import PRESETS, ViTConfig, config_from_state_dict
-
-    if args.checkpoint:
-        path = Path(args.checkpoint)
-        if not path.is_file():
-            raise FileNotFoundError(f"--checkpoint {path} does not exist")
-        ck = torch.load(path, map_location="cpu", weights_only=False)
-        if isinstance(ck, dict) and ck.get("format") == CKPT_FORMAT:
-            return ViTConfig(**ck["config"]), True
-        return config_from_state_dict(ck, num_heads=args.num_heads, img_size=args.img_size), False
-    base = PRESETS[args.preset].to_dict()
-    for key, arg in (("img_size", "img_size"), ("patch_size", "patch_size"), ("depth", "depth"),
-                     ("num_heads", "num_heads"), ("embed_dim", "dim"), ("mlp_ratio", "mlp_ratio")):
-        if getattr(args, arg, None) is not None:
-            base[key] = getattr(args, arg)
-    return ViTConfig(**base), False
-
-
-def _num_classes(dataset) -> int:
-    if hasattr(dataset, "classes"):
-        return len(dataset.classes)
-    return int(dataset.tensors[1].max()) + 1
-
-
 def _setup(args):
     """``(model, train_set, val_set)`` from --checkpoint/--preset and --data."""
-    import torch
-    from torch.utils.data import Subset
-
-    from .data import make_datasets
-    from .train import load_model
-    from dataclasses import replace
-
-    from .vit import VisionTransformer
-
-    torch.manual_seed(args.seed)
-    cfg, ours = _peek_config(args)
-    train_set, val_set = make_datasets(args.data, cfg.img_size, cfg.in_chans)
-    classes = _num_classes(train_set)
-    if args.checkpoint:
-        model = load_model(args.checkpoint, num_classes=classes, img_size=args.img_size, num_heads=args.num_heads)
-        if model.cfg.num_classes != classes:
-            raise ValueError(f"--checkpoint {args.checkpoint} classifies {model.cfg.num_classes} classes, "
-                             f"--data {args.data} has {classes}")
-    else:
-        model = VisionTransformer(replace(cfg, num_classes=classes))
-    if args.limit is not None:
-        if args.limit < 1:
-            raise ValueError(f"--limit must be a positive number of images, got {args.limit}")
-        train_set = Subset(train_set, range(min(args.limit, len(train_set))))
-    return model, train_set, val_set
+    overrides = {key: getattr(args, arg, None) for key, arg in (
+        ("img_size", "img_size"), ("patch_size", "patch_size"), ("depth", "depth"), ("num_heads", "num_heads"),
+        ("embed_dim", "dim"), ("mlp_ratio", "mlp_ratio"))}
+    return prepare(args.checkpoint, data=args.data, preset=getattr(args, "preset", "digits"), overrides=overrides,
+                   img_size=args.img_size, num_heads=args.num_heads, limit=args.limit, seed=args.seed)
 
 
 def _train_config(args):
-    from .train import TrainConfig
+    from attnforge.algo.vitcod.train import TrainConfig
 
     shift = args.max_shift if args.max_shift is not None else (2 if args.data == "digits" else 0)
     return TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
                        max_shift=shift, ae_weight=args.ae_weight, seed=args.seed, progress=args.progress)
-
-
-def _load_masks_for(model, path):
-    import torch
-
-    from attnforge.masks import load_masks
-
-    ms = load_masks(path)
-    want = (model.cfg.depth, model.cfg.num_heads, model.cfg.num_tokens, model.cfg.num_tokens)
-    if ms.keep.shape != want:
-        raise ValueError(f"--masks {path} has keep of shape {ms.keep.shape}, the model needs {want} "
-                         f"(layers, heads, tokens, tokens)")
-    model.set_masks(torch.from_numpy(ms.keep))
-    return ms
 
 
 def _maybe_autoencoder(model, args):
@@ -142,7 +87,7 @@ def _maybe_autoencoder(model, args):
 # ------------------------------------------------------------------------------------------ commands
 
 def cmd_train(args) -> int:
-    from .train import evaluate, train
+    from attnforge.algo.vitcod.train import evaluate, train
 
     model, train_set, val_set = _setup(args)
     _maybe_autoencoder(model, args)
@@ -151,7 +96,7 @@ def cmd_train(args) -> int:
                     desc="train+AE" if args.autoencoder else "train",
                     extra={"data": args.data, "source": args.checkpoint})
     if args.epochs == 0:
-        from .train import save_checkpoint
+        from attnforge.algo.vitcod.train import save_checkpoint
         save_checkpoint(args.output, model, train=cfg, extra={"data": args.data, "source": args.checkpoint})
     acc = evaluate(model, val_set)["accuracy"] if not history else history[-1]["val_accuracy"]
     print(f"validation accuracy {acc:.2f} % ({len(val_set)} images); wrote {args.output}")
@@ -159,33 +104,21 @@ def cmd_train(args) -> int:
 
 
 def cmd_masks(args) -> int:
-    import torch
-
-    from attnforge.masks import save_masks
-
-    from .pruning import build_masks
-    from .polarize import CycleModel
-    from .stats import attention_statistics
-    from .train import evaluate
+    from attnforge.algo.vitcod.polarize import CycleModel
+    from attnforge.algo.vitcod.pruning import model_masks
+    from attnforge.algo.vitcod.report import plot_mask_report
+    from attnforge.formats.masks import save_masks
 
     if args.sparsity is None and args.threshold is None:
         args.sparsity = 0.9
     model, train_set, val_set = _setup(args)
-    model.set_masks(None)    # statistics of the model's own (dense) attention
-    maps = attention_statistics(model, train_set, batch_size=args.batch_size, max_images=args.max_images,
-                                progress=args.progress)
-    cm = CycleModel(args.dense_macs, args.sparse_macs, args.sparse_efficiency)
-    ms, report = build_masks(maps, target_sparsity=args.sparsity, threshold=args.threshold,
+    ms, report = model_masks(model, train_set, target_sparsity=args.sparsity, threshold=args.threshold,
                              polarize_mode=args.polarize, global_threshold=args.global_threshold,
-                             cycle_model=cm, head_dim=model.cfg.head_dim,
-                             meta={"model": model.cfg.to_dict(), "checkpoint": str(args.checkpoint),
-                                   "data": args.data, "images": min(args.max_images or len(train_set),
-                                                                    len(train_set))})
+                             cycle_model=CycleModel(args.dense_macs, args.sparse_macs, args.sparse_efficiency),
+                             batch_size=args.batch_size, max_images=args.max_images, progress=args.progress,
+                             meta={"checkpoint": str(args.checkpoint), "data": args.data},
+                             eval_set=val_set if args.eval else None)
     out = save_masks(ms, args.output)
-    if args.eval:
-        dense = evaluate(model, val_set)["accuracy"]
-        model.set_masks(torch.from_numpy(ms.keep))
-        report["accuracy_dense"], report["accuracy_masked"] = dense, evaluate(model, val_set)["accuracy"]
     report_path = out.with_suffix(".report.json")
     report_path.write_text(json.dumps(report, indent=2) + "\n")
     png = plot_mask_report(ms, report, out.with_suffix(".report.png"))
@@ -200,11 +133,11 @@ def cmd_masks(args) -> int:
 
 
 def cmd_finetune(args) -> int:
-    from .train import evaluate, train
+    from attnforge.algo.vitcod.train import evaluate, train
 
     model, train_set, val_set = _setup(args)
     _maybe_autoencoder(model, args)
-    ms = _load_masks_for(model, args.masks)
+    ms = apply_masks(model, args.masks)
     before = evaluate(model, val_set)["accuracy"]
     history = train(model, train_set, _train_config(args), val_set, checkpoint=args.output, resume=args.resume,
                     desc="finetune", extra={"data": args.data, "source": args.checkpoint,
@@ -216,12 +149,11 @@ def cmd_finetune(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from attnforge.head_tensors import load_head_tensors
-
-    from .export import export_head_tensors, verify_head_tensors
+    from attnforge.algo.vitcod.export import export_head_tensors, write_verification
+    from attnforge.formats.head_tensors import load_head_tensors
 
     model, _, val_set = _setup(args)
-    ms = _load_masks_for(model, args.masks)
+    ms = apply_masks(model, args.masks)
     if not 0 <= args.image_index < len(val_set):
         raise ValueError(f"--image-index {args.image_index} is out of range: the validation set has "
                          f"{len(val_set)} images")
@@ -233,13 +165,8 @@ def cmd_export(args) -> int:
     print(f"wrote {path}: {tensors.layers} layers x {tensors.heads} heads, {tensors.q.shape[2]} tokens, "
           f"head dim {tensors.head_dim}{', with Q/K decoder' if tensors.has_decoder else ''}")
     if args.verify:
-        rows = verify_head_tensors(model, image, tensors, ms, use_decoder=tensors.has_decoder)
-        summary = {"max_err_lsb_float_model": max(r["max_err_lsb_float_model"] for r in rows),
-                   "max_err_lsb_same_inputs": max(r["max_err_lsb_same_inputs"] for r in rows),
-                   "max_rel_rms_err_float_model": max(r["rel_rms_err_float_model"] for r in rows),
-                   "heads": rows}
         vpath = Path(path).with_suffix(".verify.json")
-        vpath.write_text(json.dumps(summary, indent=2) + "\n")
+        summary = write_verification(model, image, tensors, ms, vpath)
         print(f"integer golden model vs float model on every head: max error "
               f"{summary['max_err_lsb_float_model']:.2f} output LSB (int8 inputs vs float activations), "
               f"{summary['max_err_lsb_same_inputs']:.2f} LSB vs float softmax on the same int8 inputs; "
@@ -248,58 +175,59 @@ def cmd_export(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from .train import evaluate
+    from attnforge.algo.vitcod.train import evaluate
 
     model, _, val_set = _setup(args)
     if args.masks:
-        ms = _load_masks_for(model, args.masks)
+        ms = apply_masks(model, args.masks)
         print(f"masks {args.masks}: sparsity {ms.sparsity():.4f}")
     r = evaluate(model, val_set)
     print(f"accuracy {r['accuracy']:.2f} % on {r['n']} validation images (loss {r['loss']:.4f})")
     return 0
 
 
-def plot_mask_report(ms, report: dict, path) -> Path:
-    """PNG: per layer/head sparsity, G and dense share of work, and one head's polarized mask."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    L, H = ms.n_global.shape
-    grid = {k: np.array([[r[k] for r in report["heads"] if r["layer"] == l] for l in range(L)])
-            for k in ("sparsity", "n_global", "dense_work_share")}
-    fig, axes = plt.subplots(1, 4, figsize=(16, 3.8))
-    titles = {"sparsity": "achieved sparsity", "n_global": "G (global keys)",
-              "dense_work_share": "dense share of work"}
-    for ax, (k, title) in zip(axes, titles.items()):
-        im = ax.imshow(grid[k], aspect="auto", cmap="viridis")
-        ax.set(title=title, xlabel="head", ylabel="layer", xticks=range(H), yticks=range(L))
-        for (l, h), v in np.ndenumerate(grid[k]):
-            ax.text(h, l, f"{v:.2f}" if k != "n_global" else f"{int(v)}", ha="center", va="center",
-                    color="w", fontsize=7)
-        fig.colorbar(im, ax=ax, shrink=0.8)
-    l, h = 0, 0
-    axes[3].imshow(ms.keep[l, h][:, ms.order[l, h]], cmap="Greys", interpolation="nearest")
-    axes[3].axvline(ms.n_global[l, h] - 0.5, color="r", lw=1)
-    axes[3].set(title=f"layer {l} head {h}, polarized (G={ms.n_global[l, h]})", xlabel="key (polarized order)",
-                ylabel="query")
-    fig.suptitle(f"ViTCoD masks: sparsity {report['sparsity']:.3f}, threshold {report['threshold']:.4f}, "
-                 f"polarize {report['polarize']['mode']}")
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
 # ------------------------------------------------------------------------------------------ parser
 
-def register(subparsers) -> None:
-    from attnforge.cli import command_group
+def cmd_sim(args) -> int:
+    from attnforge.flows.vitcod import simulate_masks
 
-    from .polarize import POLARIZE_MODES
-    from .vit import PRESETS
+    report = simulate_masks(args.masks, layer=args.layer, head=args.head, all_heads=args.all_heads, seed=args.seed,
+                            simulator=args.simulator, tensors_path=args.tensors, decoder=args.decoder,
+                            build_root=args.build_root, **config_kwargs(args, args.config_fields))
+    return print_report(report, args.json, ok=report["bit_exact"],
+                        failure=f"RTL and golden model differ; log: {report['run_dir']}/test.log")
+
+
+def _register_sim(g) -> None:
+    p = g.add_parser("sim", help="run mask-file heads on the accelerator RTL against the golden model",
+                     description="Run heads of a masks file (attnforge.masks/1) on the ViTCoD accelerator's RTL "
+                                 "with seeded random int8 Q/K/V (or the real ones of --tensors), bit for bit "
+                                 "against the golden model, and report cycles, ideal cycles, utilization, the "
+                                 "dense baseline and the speedup as JSON (attnforge.flows.vitcod).")
+    p.add_argument("--masks", required=True, help="masks file (attnforge.masks/1)")
+    p.add_argument("--layer", type=int, default=0, help="layer of the head [0]")
+    p.add_argument("--head", type=int, default=0, help="head [0]")
+    p.add_argument("--all-heads", action="store_true", help="every head of the file, back to back")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random Q/K/V and scales [0]")
+    add_simulator_option(p)
+    p.add_argument("--tensors", help="real int8 Q/K/V (attnforge.vitcod_head/1) instead of random ones")
+    p.add_argument("--decoder", action="store_true",
+                   help="decode Q and K on chip: each layer's compressed Q/K are loaded once into the layer store, "
+                        "each head sends its key order (needs --tensors with compressed heads)")
+    p.add_argument("--json", help="write the JSON report here (default: print it)")
+    p.add_argument("--build-root", default="build/sim", help="RTL build folder [build/sim]")
+    # Buffer sizes (max_tokens, max_nnz) and the decoder's heads follow from the files.
+    names = add_config_options(p, VitcodConfig, include=("head_dim", "macs", "dense_lines", "sparse_lines",
+                                                         "data_width"),
+                               derived={"head_dim": f"the tensors' d, else {VitcodConfig.head_dim}",
+                                        "data_width": "min(256, 8 * head_dim)"},
+                               title="generator parameters (defaults in brackets)")
+    p.set_defaults(func=cmd_sim, config_fields=names)
+
+
+def register(subparsers) -> None:
+    from attnforge.algo.vitcod.polarize import POLARIZE_MODES
+    from attnforge.algo.vitcod.vit import PRESETS
 
     g = command_group(subparsers, "vitcod", "ViTCoD: polarized sparse attention masks, Q/K auto-encoder, "
                                             "accelerator")
@@ -361,7 +289,7 @@ def register(subparsers) -> None:
                                     "checked by the integer golden model",
                      description="Run one validation image through the model with its masks, quantize every "
                                  "layer's and head's Q, K, V (and the auto-encoder's compressed Q/K and decoder) "
-                                 "to int8, write them (attnforge.head_tensors), reload them through the validating "
+                                 "to int8, write them (attnforge.formats.head_tensors), reload them through the validating "
                                  "loader and compare the integer golden model with the float model on every head "
                                  "(<output>.verify.json).")
     _common(p, checkpoint_required=True)
@@ -376,3 +304,5 @@ def register(subparsers) -> None:
     _common(p, checkpoint_required=True)
     p.add_argument("--masks", default=None, help="masks.npz to apply [the checkpoint's own, if any]")
     p.set_defaults(func=cmd_eval)
+
+    _register_sim(g)

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import replace
 from pathlib import Path
+
+from . import command_group
 
 __all__ = ["register"]
 
@@ -23,7 +24,7 @@ def _torch_threads(n: int = 1):
 
 
 def _attack_from_args(args):
-    from .attacks import Attack
+    from attnforge.algo.tickets.attacks import Attack
     if args.eps == 0:
         return None
     return Attack(args.eps, norm=args.norm, steps=args.steps, step_size=args.step_size, kind=args.attack,
@@ -31,7 +32,7 @@ def _attack_from_args(args):
 
 
 def cmd_pretrain(args) -> int:
-    from .train import pretrain, save_checkpoint
+    from attnforge.algo.tickets.train import pretrain, save_checkpoint
 
     _torch_threads()
     attack = _attack_from_args(args)
@@ -48,39 +49,16 @@ def cmd_pretrain(args) -> int:
 
 
 def cmd_draw(args) -> int:
-    from .data import source_task
-    from .models import build_model
-    from .pruning import Level, imp, one_shot, sparsity_of
-    from .train import load_checkpoint, save_checkpoint, train
-    from .transfer import make_ticket
-    from .attacks import Attack
+    from attnforge.algo.tickets.draw import draw_ticket
+    from attnforge.algo.tickets.train import load_checkpoint, save_checkpoint
 
     _torch_threads()
-    ck = load_checkpoint(args.pretrained)
-    level = Level.parse(args.pattern, args.level)
-    if args.rewind == "early" and "early_state" not in ck:
-        raise ValueError(f"{args.pretrained} has no early checkpoint; pretrain with --early-epoch to rewind to one")
-    rewind = ck["early_state"] if args.rewind == "early" else ck["state"]
-    net = build_model(ck["model"], ck["classes"])
-    net.load_state_dict(ck["state"])
-    if args.scheme == "omp":
-        masks = one_shot(net, level, args.scope)
-    else:
-        src = source_task()
-        attack = Attack(**ck["attack"]) if ck.get("attack") else None
-
-        def retrain(m, r):
-            train(m, src.train, epochs=args.retrain_epochs, lr=ck.get("lr", 2e-3), attack=attack,
-                  seed=args.seed * 1000 + r, progress=True, desc=f"IMP round {r + 1}")
-
-        masks = imp(net, [level], retrain=retrain, rewind_state=rewind, scope=args.scope,
-                    rounds_per_level=args.rounds, progress=True)[level.label]
-    meta = {"scheme": args.scheme, "pattern": level.pattern, "level": level.label, "scope": args.scope,
-            "sparsity": sparsity_of(masks), "eps": ck["eps"], "seed": args.seed, "rewind": args.rewind,
-            "pretrained": str(args.pretrained)}
-    ticket = make_ticket(ck["model"], ck["classes"], rewind, masks, meta)
+    ticket = draw_ticket(load_checkpoint(args.pretrained), args.pattern, args.level, scheme=args.scheme,
+                         scope=args.scope, rewind=args.rewind, rounds=args.rounds,
+                         retrain_epochs=args.retrain_epochs, seed=args.seed, source=str(args.pretrained))
+    meta = ticket["meta"]
     out = Path(args.output or Path(args.pretrained).with_name(
-        f"{Path(args.pretrained).stem}_{args.scheme}_{level.pattern}_{level.label.replace(':', 'of')}.pt"))
+        f"{Path(args.pretrained).stem}_{args.scheme}_{meta['pattern']}_{meta['level'].replace(':', 'of')}.pt"))
     save_checkpoint(out, ticket)
     print(json.dumps(meta))
     print(f"wrote {out}")
@@ -88,10 +66,10 @@ def cmd_draw(args) -> int:
 
 
 def cmd_transfer(args) -> int:
-    from .data import downstream_task
-    from .train import clean_state_dict, load_checkpoint, save_checkpoint
-    from .pruning import current_masks
-    from .transfer import make_ticket, transfer
+    from attnforge.algo.tickets.data import downstream_task
+    from attnforge.algo.tickets.train import clean_state_dict, load_checkpoint, save_checkpoint
+    from attnforge.algo.tickets.pruning import current_masks
+    from attnforge.algo.tickets.transfer import make_ticket, transfer
 
     _torch_threads()
     ticket = load_checkpoint(args.ticket)
@@ -109,34 +87,12 @@ def cmd_transfer(args) -> int:
 
 
 def study_config_from_args(args):
-    from .study import full_config, quick_config
+    from attnforge.algo.tickets.study import study_config
 
-    cfg = quick_config() if args.quick else full_config()
-    changes = {}
-    if args.models:
-        changes["models"] = tuple(args.models.split(","))
-    if args.seeds is not None:
-        changes["seeds"] = tuple(range(args.seeds))
-    if args.eps:
-        changes["eps_candidates"] = tuple(float(e) for e in args.eps.split(","))
-    if args.patterns:
-        changes["patterns"] = tuple(args.patterns.split(","))
-    if args.gaps:
-        changes["gaps"] = tuple(args.gaps.split(","))
-    cfg = replace(cfg, **changes)
-    from .data import check_gap
-    from .pruning import PATTERNS
-    for g in cfg.gaps:
-        check_gap(g)
-    for p in cfg.patterns:
-        if p not in PATTERNS or p not in cfg.levels:
-            raise ValueError(f"study pattern {p!r} is not one of {', '.join(cfg.levels)}")
-    for m in cfg.models:
-        if m not in cfg.plans:
-            raise ValueError(f"study model {m!r} is not one of {', '.join(cfg.plans)}")
-    if len(cfg.seeds) < 1 or any(e <= 0 for e in cfg.eps_candidates) or not cfg.eps_candidates:
-        raise ValueError("the study needs >= 1 seed and robust eps candidates > 0")
-    return cfg
+    return study_config(quick=args.quick, models=args.models.split(",") if args.models else None,
+                        seeds=args.seeds, eps=[float(e) for e in args.eps.split(",")] if args.eps else None,
+                        patterns=args.patterns.split(",") if args.patterns else None,
+                        gaps=args.gaps.split(",") if args.gaps else None)
 
 
 def _study_name(args) -> str:
@@ -153,7 +109,7 @@ def _study_name(args) -> str:
 
 
 def cmd_study(args) -> int:
-    from .study import run_study
+    from attnforge.algo.tickets.study import run_study
 
     _torch_threads()
     cfg = study_config_from_args(args)
@@ -169,9 +125,9 @@ def cmd_study(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from .export import export_model, save_ticket_csr
-    from .train import load_checkpoint
-    from .transfer import ticket_model
+    from attnforge.algo.tickets.export import export_model, save_ticket_csr
+    from attnforge.algo.tickets.train import load_checkpoint
+    from attnforge.algo.tickets.transfer import ticket_model
 
     ticket = load_checkpoint(args.ticket)
     model = ticket_model(ticket)
@@ -187,8 +143,7 @@ def cmd_export(args) -> int:
 
 
 def register(subparsers) -> None:
-    from attnforge.cli import command_group
-    from .names import GAPS, MODEL_NAMES, MODES, PATTERNS, SCOPES
+    from attnforge.algo.tickets.names import GAPS, MODEL_NAMES, MODES, PATTERNS, SCOPES
 
     g = command_group(subparsers, "tickets", "Robust tickets: adversarial pretraining, lottery tickets in three "
                                              "sparsity patterns, transfer, the robust-vs-natural study, CSR export")

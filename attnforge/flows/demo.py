@@ -15,15 +15,14 @@ __all__ = ["run_demo"]
 def run_demo(out: Path) -> int:
     from attnforge.fpga.synth import synthesize
     from attnforge.hw.designs import get_design
-    from attnforge.hw.verilog import write_verilog
-    from attnforge.sim.lint import lint_verilog
     from attnforge.sim.runner import simulate
+
+    from .build import generate_verilog
 
     design = get_design("mac-line")
     config = design.make_config()
     print(f"[1/4] generate: {design.name} {config}")
-    verilog = write_verilog(design.build(config), design.top, out / f"{design.top}.v")
-    lint = lint_verilog(verilog, design.top)
+    verilog, lint = generate_verilog(design, config, out / f"{design.top}.v")
     print(f"      {verilog}: lint {'clean' if lint.clean else 'FAILED'}")
     for line in lint.messages:
         print("      " + line)

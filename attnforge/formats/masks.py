@@ -17,21 +17,17 @@ are *positions in the polarized order*, all in ``[G, Nk)``.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from .csr import CSR, check_csr, dense_to_csr
+from .npz import fail, json_field, read_npz, write_npz
 
-__all__ = ["MASKS_FORMAT", "MaskSet", "MaskFileError", "save_masks", "load_masks", "head_csr", "head_keep_from_csr"]
+__all__ = ["MASKS_FORMAT", "MaskSet", "save_masks", "load_masks", "head_csr", "head_keep_from_csr"]
 
 MASKS_FORMAT = "attnforge.masks/1"
-
-
-class MaskFileError(ValueError):
-    """A masks file or array that does not follow ``attnforge.masks/1``."""
 
 
 @dataclass
@@ -57,68 +53,44 @@ class MaskSet:
 
 
 def validate(ms: MaskSet, source: str) -> None:
-    """Check shapes, dtypes, ranges and the polarization invariants; errors name ``source``."""
-    def fail(msg):
-        raise MaskFileError(f"{source}: {msg}")
-
+    """Check shapes, dtypes, ranges and the polarization invariants; ``ArtifactError`` names ``source``."""
     keep, order, n_global = ms.keep, ms.order, ms.n_global
     if not isinstance(keep, np.ndarray) or keep.dtype != np.bool_ or keep.ndim != 4:
-        fail(f"'keep' must be a bool array [L, H, Nq, Nk], got {getattr(keep, 'dtype', type(keep))} "
+        fail(source, f"'keep' must be a bool array [L, H, Nq, Nk], got {getattr(keep, 'dtype', type(keep))} "
              f"shape {getattr(keep, 'shape', None)}")
     L, H, nq, nk = keep.shape
     if order.dtype != np.int32 or order.shape != (L, H, nk):
-        fail(f"'order' must be int32 [{L}, {H}, {nk}], got {order.dtype} {order.shape}")
+        fail(source, f"'order' must be int32 [{L}, {H}, {nk}], got {order.dtype} {order.shape}")
     if n_global.dtype != np.int32 or n_global.shape != (L, H):
-        fail(f"'n_global' must be int32 [{L}, {H}], got {n_global.dtype} {n_global.shape}")
+        fail(source, f"'n_global' must be int32 [{L}, {H}], got {n_global.dtype} {n_global.shape}")
     if (n_global < 0).any() or (n_global > nk).any():
-        fail(f"'n_global' values must be in [0, {nk}], got [{n_global.min()}, {n_global.max()}]")
+        fail(source, f"'n_global' values must be in [0, {nk}], got [{n_global.min()}, {n_global.max()}]")
     if not (np.sort(order, axis=-1) == np.arange(nk, dtype=np.int32)).all():
         l, h = np.argwhere(~(np.sort(order, axis=-1) == np.arange(nk)).all(-1))[0]
-        fail(f"'order' of layer {l} head {h} is not a permutation of 0..{nk - 1}")
+        fail(source, f"'order' of layer {l} head {h} is not a permutation of 0..{nk - 1}")
     for l in range(L):
         for h in range(H):
             g = int(n_global[l, h])
             if g and not keep[l, h][:, order[l, h, :g]].all():
-                fail(f"layer {l} head {h}: global columns order[:{g}] are not fully kept; "
+                fail(source, f"layer {l} head {h}: global columns order[:{g}] are not fully kept; "
                      f"the Denser Engine computes them for every query")
     if not isinstance(ms.meta, dict):
-        fail(f"'meta' must be a JSON object, got {type(ms.meta).__name__}")
+        fail(source, f"'meta' must be a JSON object, got {type(ms.meta).__name__}")
 
 
 def save_masks(ms: MaskSet, path: str | Path) -> Path:
     """Write ``ms`` to ``path`` (validated first; written to a temporary file, then renamed)."""
     validate(ms, str(path))
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez_compressed(tmp, format=np.array(MASKS_FORMAT), keep=ms.keep, order=ms.order,
-                        n_global=ms.n_global, meta=np.array(json.dumps(ms.meta)))
-    os.replace(tmp, path)
-    return path
+    return write_npz(path, dict(format=np.array(MASKS_FORMAT), keep=ms.keep, order=ms.order, n_global=ms.n_global,
+                                meta=np.array(json.dumps(ms.meta))), compressed=True)
 
 
 def load_masks(path: str | Path) -> MaskSet:
-    """Load and validate a masks file; every problem raises MaskFileError naming the file and field."""
-    path = Path(path)
-    if not path.is_file():
-        raise MaskFileError(f"{path}: no such masks file")
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            arrays = {k: f[k] for k in f.files}
-    except Exception as exc:  # not a zip, truncated, pickled objects...
-        raise MaskFileError(f"{path}: not a readable .npz file ({exc})") from None
-    missing = {"format", "keep", "order", "n_global", "meta"} - set(arrays)
-    if missing:
-        raise MaskFileError(f"{path}: missing field(s) {sorted(missing)}")
-    fmt = str(arrays["format"])
-    if fmt != MASKS_FORMAT:
-        raise MaskFileError(f"{path}: field 'format' is {fmt!r}, expected {MASKS_FORMAT!r}")
-    try:
-        meta = json.loads(str(arrays["meta"]))
-    except json.JSONDecodeError as exc:
-        raise MaskFileError(f"{path}: field 'meta' is not JSON ({exc})") from None
+    """Load and validate a masks file; every problem raises ``ArtifactError`` naming the file and field."""
+    arrays = read_npz(path, kind="masks", format=MASKS_FORMAT, required=("keep", "order", "n_global", "meta"))
     ms = MaskSet.__new__(MaskSet)
-    ms.keep, ms.order, ms.n_global, ms.meta = arrays["keep"], arrays["order"], arrays["n_global"], meta
+    ms.keep, ms.order, ms.n_global = arrays["keep"], arrays["order"], arrays["n_global"]
+    ms.meta = json_field(arrays, "meta", path)
     validate(ms, str(path))
     return ms
 

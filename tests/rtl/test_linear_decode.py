@@ -16,12 +16,12 @@ import pytest
 
 from attnforge.hw.designs import get_design
 from attnforge.hw.linear.decode import LinearDecodeConfig
-from attnforge.sim.linear_cycles import LinearDecodeCycles, steady_cycles_per_token
+from attnforge.hw.linear.cycles import LinearDecodeCycles, steady_cycles_per_token
 from attnforge.sim.runner import run_cocotb, simulate
 from attnforge.tb.linear_decode_tb import default_requant
 from attnforge.tb.mutants import FlipOutputBit
 
-BUILD = Path(__file__).resolve().parent.parent / "build" / "test_sim"
+BUILD = Path(__file__).resolve().parents[2] / "build" / "test_sim"
 DESIGN = get_design("linear-decode")
 
 

@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 
 from attnforge.cli import main
-from attnforge.head_tensors import HeadTensors, save_head_tensors
-from attnforge.masks import save_masks
-from attnforge.tb.vitcod_jobs import polarized_mask_set
+from attnforge.formats.head_tensors import HeadTensors, save_head_tensors
+from attnforge.formats.masks import save_masks
+from attnforge.algo.vitcod.synthetic import polarized_mask_set
 
-BUILD = Path(__file__).resolve().parent.parent / "build" / "test_sim"
+BUILD = Path(__file__).resolve().parents[2] / "build" / "test_sim"
 KEYS = {"bit_exact", "cycles", "ideal_cycles", "utilization", "dense_baseline_cycles", "speedup"}
 
 
@@ -40,7 +40,7 @@ def test_vitcod_sim_all_heads_with_tensors(tmp_path):
     assert report["speedup"] > 1
 
 
-@pytest.mark.full     # the decoder's RTL runs in tb/test_vitcod.py (d64-decoder) in make test
+@pytest.mark.full     # the decoder's RTL runs in tests/rtl/test_vitcod.py (d64-decoder) in make test
 def test_vitcod_sim_all_heads_through_the_decoder(tmp_path):
     """--decoder: each layer's compressed Q/K are loaded once; its three heads decode theirs on chip."""
     layers, heads, hc, n, d = 2, 3, 2, 12, 16

@@ -14,7 +14,7 @@ from attnforge.hw.mac_line import MacLineConfig
 from attnforge.sim.runner import run_cocotb, simulate
 from attnforge.tb.mutants import FlipOutputBit
 
-BUILD = Path(__file__).resolve().parent.parent / "build" / "test_sim"
+BUILD = Path(__file__).resolve().parents[2] / "build" / "test_sim"
 DESIGN = get_design("mac-line")
 
 CONFIGS = {

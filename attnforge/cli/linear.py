@@ -1,10 +1,11 @@
-"""``attnforge linear train|eval|generate|speculate|linearize``: the float side of linearized LLMs.
+"""``attnforge linear train|eval|generate|speculate|linearize|sim``: linearized LLMs from the command line.
 
     attnforge linear train --attention elu --augment --steps 300 -o build/linear/elu_aug.pt
     attnforge linear eval build/linear/elu_aug.pt
     attnforge linear generate build/linear/elu_aug.pt --prompt "def " --tokens 80
     attnforge linear speculate build/linear/elu_aug.pt build/linear/draft.pt --k 4 --prompt "import "
     attnforge linear linearize path/to/gpt2 --steps 200 -o build/linear/gpt2_lin
+    attnforge linear sim --tokens 500 [--verify T] [--tensors FILE]     # the decode datapath's RTL
 """
 
 from __future__ import annotations
@@ -13,7 +14,11 @@ import json
 import sys
 from pathlib import Path
 
-from attnforge.cli import print_json
+from attnforge.hw.linear import LinearDecodeConfig
+from attnforge.linear_format import FEATURE_MAPS
+
+from . import add_simulator_option, command_group, print_json, print_report
+from .options import add_config_options, config_kwargs
 
 __all__ = ["register"]
 
@@ -67,25 +72,13 @@ def _prompt_bytes(text: str):
 
 
 def cmd_generate(args) -> int:
-    import torch
-
-    from attnforge.algo.linear.speculative import greedy_decode
+    from attnforge.algo.linear.speculative import sample_decode
     from attnforge.algo.linear.train import load_checkpoint
 
     _threads(args)
     model, _ = load_checkpoint(args.checkpoint)
     prompt = _prompt_bytes(args.prompt)
-    if args.temperature <= 0:
-        out = greedy_decode(model, prompt, args.tokens)
-    else:
-        gen = torch.Generator().manual_seed(args.seed)
-        with torch.no_grad():
-            state, logits = model.prefill(torch.tensor([prompt]))
-            out = []
-            for _ in range(args.tokens):
-                tok = int(torch.multinomial(torch.softmax(logits[0] / args.temperature, -1), 1, generator=gen))
-                out.append(tok)
-                logits, state = model.step(state, torch.tensor([tok]))
+    out = sample_decode(model, prompt, args.tokens, args.temperature, args.seed)
     sys.stdout.write(bytes(prompt + out).decode("utf-8", "replace") + "\n")
     return 0
 
@@ -113,32 +106,14 @@ def cmd_speculate(args) -> int:
 
 
 def cmd_linearize(args) -> int:
-    import torch
-
-    from attnforge.algo.linear.linearize import (LINEARIZED_FORMAT, corpus_tokens, finetune, heldout_loss,
-                                                 linearize_gpt2, load_gpt2)
+    from attnforge.algo.linear.linearize import linearize_and_finetune
 
     _threads(args)
-    model = load_gpt2(args.model_dir)
-    corpus = _corpus(args)
-    train, val, kind = corpus_tokens(args.model_dir, corpus, model.config.vocab_size)
-    block = min(args.block, model.config.n_positions)
-    before = heldout_loss(model, val, block, args.eval_windows)
-    linearize_gpt2(model, args.attention, augment=not args.no_augment, conv_kernel=args.conv_kernel,
-                   chunk=args.chunk, seed=args.seed)
-    swapped = heldout_loss(model, val, block, args.eval_windows)
-    log = finetune(model, train, args.steps, block, args.batch, args.lr, args.seed)
-    after = heldout_loss(model, val, block, args.eval_windows)
     out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
-    settings = {"attention": args.attention, "augment": not args.no_augment, "conv_kernel": args.conv_kernel,
-                "chunk": args.chunk, "seed": args.seed}
-    torch.save({"format": LINEARIZED_FORMAT, "source": str(args.model_dir), "linearization": settings,
-                "state_dict": model.state_dict()}, out / "linearized.pt")
-    report = {"source": str(args.model_dir), "tokens": kind, "linearization": settings, "steps": args.steps,
-              "held_out_loss": {"pretrained_softmax": before, "linearized_before_finetune": swapped,
-                                "linearized_after_finetune": after},
-              "final_train_loss": log[-1][1] if log else None, "weights": str(out / "linearized.pt")}
+    report = linearize_and_finetune(args.model_dir, _corpus(args), out, attention=args.attention,
+                                    augment=not args.no_augment, conv_kernel=args.conv_kernel, chunk=args.chunk,
+                                    steps=args.steps, block=args.block, batch_size=args.batch, lr=args.lr,
+                                    eval_windows=args.eval_windows, seed=args.seed)
     print_json(report, out / "report.json")
     print(json.dumps(report["held_out_loss"], indent=2))
     return 0
@@ -146,7 +121,6 @@ def cmd_linearize(args) -> int:
 
 def register(subparsers) -> None:
     from attnforge.algo.linear.variants import VARIANTS
-    from attnforge.cli import command_group
 
     g = command_group(subparsers, "linear", "Linearized LLMs: linear attention variants, training, "
                                             "speculative decoding, decode datapath")
@@ -225,3 +199,42 @@ def register(subparsers) -> None:
     p.add_argument("-o", "--output", default="build/linear/linearized", help="output folder")
     common(p)
     p.set_defaults(func=cmd_linearize)
+
+    _register_sim(g)
+
+
+# ---------------------------------------------------------------------------- sim
+
+#: The fields ``linear sim`` takes; the requantizers follow from the data (or from the tensors file).
+SIM_FIELDS = ("d", "macs", "conv_taps", "t_max", "heads", "max_tokens", "feature_map", "snapshots")
+
+
+def cmd_sim(args) -> int:
+    from attnforge.flows.linear import run_linear_sim
+
+    summary = run_linear_sim(tokens=args.tokens, verify=args.verify, seed=args.seed, tensors=args.tensors,
+                             config_kw=config_kwargs(args, args.config_fields), simulator=args.simulator,
+                             build_root=args.build_root)
+    return print_report(summary, args.json, ok=summary["bit_exact"],
+                        failure=f"FAILED: {summary['failed']} of {summary['tests']} testbench tests; "
+                                f"log: {Path(summary['run_dir']) / 'test.log'}")
+
+
+def _register_sim(g) -> None:
+    p = g.add_parser("sim", help="run tokens on the linear decode datapath RTL, bit for bit against the golden model",
+                     description="Build the linear-attention decode datapath, run a seeded random program "
+                                 "(decode steps, verify blocks with random commit(a), resets) of about N tokens "
+                                 "and a steady-state run of N tokens (decode, or verify blocks of T all "
+                                 "accepted) on the RTL, compare every output with the integer golden model, "
+                                 "and write JSON with bit_exact, cycles_per_token, ideal_cycles_per_token, "
+                                 "utilization. With --tensors the file's tokens are run instead.")
+    p.add_argument("--tokens", type=int, default=256, help="tokens in each run [256]")
+    p.add_argument("--verify", type=int, default=None, metavar="T", help="verify blocks of T draft tokens")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random program [0]")
+    p.add_argument("--tensors", metavar="FILE", help="attnforge.linear_tensors/1 .npz to run instead of random data")
+    p.add_argument("--json", metavar="OUT", help="write the JSON here instead of stdout")
+    add_simulator_option(p)
+    p.add_argument("--build-root", default="build/sim", help="per-configuration builds [build/sim]")
+    names = add_config_options(p, LinearDecodeConfig, include=SIM_FIELDS, choices={"feature_map": FEATURE_MAPS},
+                               title="generator parameters (defaults in brackets)")
+    p.set_defaults(func=cmd_sim, config_fields=names)

@@ -9,7 +9,7 @@ from attnforge.hw.designs import get_design
 from attnforge.hw.common.requant import RequantLineConfig
 from attnforge.sim.runner import simulate
 
-BUILD = Path(__file__).resolve().parent.parent / "build" / "test_sim"
+BUILD = Path(__file__).resolve().parents[2] / "build" / "test_sim"
 
 
 PARAMS = [dict(lanes=1, in_width=20), dict(lanes=4, in_width=64, multiplier_width=32),

@@ -1,6 +1,6 @@
 """Compressed sparse row (CSR) conversions: the one place every sparse artifact goes through.
 
-Used for the sparse part of polarized attention masks (``attnforge.masks``) and
+Used for the sparse part of polarized attention masks (``attnforge.formats.masks``) and
 for sparse weight matrices (robust tickets). Conventions, shared by all users
 and by the hardware's index buffers:
 
@@ -16,6 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
+from .npz import fail
 
 __all__ = ["CSR", "dense_to_csr", "csr_to_dense", "check_csr"]
 
@@ -66,23 +68,23 @@ def csr_to_dense(csr: CSR, fill=0) -> np.ndarray:
 
 
 def check_csr(row_ptr, col_idx, shape, name: str = "CSR") -> None:
-    """Raise ValueError naming ``name`` unless the arrays follow the conventions above."""
+    """Raise ``ArtifactError`` naming ``name`` unless the arrays follow the conventions above."""
     row_ptr = np.asarray(row_ptr)
     col_idx = np.asarray(col_idx)
     rows, cols = shape
     if row_ptr.shape != (rows + 1,):
-        raise ValueError(f"{name}: row_ptr has shape {row_ptr.shape}, expected ({rows + 1},)")
+        fail(name, f"row_ptr has shape {row_ptr.shape}, expected ({rows + 1},)")
     if row_ptr[0] != 0:
-        raise ValueError(f"{name}: row_ptr[0] is {row_ptr[0]}, must be 0")
+        fail(name, f"row_ptr[0] is {row_ptr[0]}, must be 0")
     steps = np.diff(row_ptr)
     if (steps < 0).any():
         r = int(np.argmax(steps < 0))
-        raise ValueError(f"{name}: row_ptr decreases at row {r} ({row_ptr[r]} -> {row_ptr[r + 1]})")
+        fail(name, f"row_ptr decreases at row {r} ({row_ptr[r]} -> {row_ptr[r + 1]})")
     if row_ptr[-1] != col_idx.shape[0]:
-        raise ValueError(f"{name}: row_ptr[-1] = {row_ptr[-1]} but col_idx has {col_idx.shape[0]} entries")
+        fail(name, f"row_ptr[-1] = {row_ptr[-1]} but col_idx has {col_idx.shape[0]} entries")
     if col_idx.size and (col_idx.min() < 0 or col_idx.max() >= cols):
-        raise ValueError(f"{name}: col_idx values in [{col_idx.min()}, {col_idx.max()}], allowed [0, {cols - 1}]")
+        fail(name, f"col_idx values in [{col_idx.min()}, {col_idx.max()}], allowed [0, {cols - 1}]")
     for r in range(rows):
         seg = col_idx[row_ptr[r]:row_ptr[r + 1]]
         if seg.size > 1 and (np.diff(seg) <= 0).any():
-            raise ValueError(f"{name}: col_idx of row {r} is not strictly increasing: {seg.tolist()}")
+            fail(name, f"col_idx of row {r} is not strictly increasing: {seg.tolist()}")

@@ -6,7 +6,7 @@ G = 0, G = N, rows without sparse entries, N not a multiple of any line count,
 Nq != Nk, heads the accelerator must refuse (oversize N, a decreasing row
 pointer, a column index outside [G, Nk)) between good ones, the Q/K decoder on
 and off, random idle cycles on the inputs and backpressure on the output. Runs
-without idle/stall also hold the cycle model (sim/vitcod_cycles.py) within 5 %.
+without idle/stall also hold the cycle model (hw/vitcod/cycles.py) within 5 %.
 """
 
 import dataclasses
@@ -18,10 +18,10 @@ import pytest
 from attnforge.hw.designs import get_design
 from attnforge.hw.vitcod import VitcodAccelerator, VitcodConfig
 from attnforge.sim.runner import run_cocotb
-from attnforge.sim.vitcod_cycles import run_cycles
+from attnforge.hw.vitcod.cycles import run_cycles
 from attnforge.tb.vitcod_jobs import bad_head, layer_heads, random_head, save_jobs, shapes_of
 
-BUILD = Path(__file__).resolve().parent.parent / "build" / "test_sim"
+BUILD = Path(__file__).resolve().parents[2] / "build" / "test_sim"
 DESIGN = get_design("vitcod")
 CYCLE_TOLERANCE = 0.05
 

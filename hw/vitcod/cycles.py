@@ -13,7 +13,7 @@ Only data-independent timing exists in the RTL, so the model needs the mask
 (G and the row lengths), never the values. It assumes, like the benchmark,
 that the data source never idles and the output is never stalled.
 
-``tests/test_vitcod_cycles.py`` and ``tb/test_vitcod.py`` hold it within 5 % of
+``tests/test_vitcod_cycles.py`` and ``tests/rtl/test_vitcod.py`` hold it within 5 % of
 the RTL over a sweep of masks and configurations (it is exact on all of them so far,
 every head of a run back to back included).
 """
@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from attnforge.hw.vitcod.config import VitcodConfig
+from attnforge.hw.vitcod import VitcodConfig
 
 __all__ = ["HeadShape", "head_beats", "replay_cycles", "head_cycles", "run_cycles", "ideal_cycles", "dense_baseline_shape",
            "DRAIN", "SCORE_DRAIN", "EXP_LATENCY", "OUT_STAGES",

@@ -29,25 +29,23 @@ The decoder's requantization to int8 ``q``/``k`` follows from the scales
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from .numfmt import INT8, Requantizer
+from attnforge.errors import ArtifactError
+from attnforge.numfmt import INT8, Requantizer
 
-__all__ = ["HEAD_TENSORS_FORMAT", "HeadTensors", "HeadTensorsError", "save_head_tensors",
+from .npz import check_array, fail, json_field, read_npz, write_npz
+
+__all__ = ["HEAD_TENSORS_FORMAT", "HeadTensors", "save_head_tensors",
            "load_head_tensors", "decoder_heads", "decoder_requantizers"]
 
 HEAD_TENSORS_FORMAT = "attnforge.vitcod_head/1"
 
 _REQUIRED = ("q", "k", "v", "q_scale", "k_scale", "v_scale", "o_scale")
 _DECODER = ("qc", "kc", "qc_scale", "kc_scale", "dec_wq", "dec_wk", "dec_wq_scale", "dec_wk_scale")
-
-
-class HeadTensorsError(ValueError):
-    """A head-tensors file or object that does not follow ``attnforge.vitcod_head/1``."""
 
 
 def decoder_heads(heads: int) -> int:
@@ -95,94 +93,64 @@ class HeadTensors:
 
 
 def validate(t: HeadTensors, source: str) -> None:
-    """Check every field's dtype, shape and range; errors name ``source`` and the field."""
-    def fail(msg):
-        raise HeadTensorsError(f"{source}: {msg}")
-
+    """Check every field's dtype, shape and range; ``ArtifactError`` names ``source`` and the field."""
     def int8_array(name, ndim):
-        a = getattr(t, name)
-        if not isinstance(a, np.ndarray) or a.dtype != np.int8 or a.ndim != ndim:
-            fail(f"field {name!r} must be an int8 array with {ndim} dimensions, got "
-                 f"{getattr(a, 'dtype', type(a).__name__)} shape {getattr(a, 'shape', None)}")
-        return a
+        return check_array(source, name, getattr(t, name), np.int8, ndim=ndim)
 
     def scale_array(name, shape):
-        a = getattr(t, name)
-        if not isinstance(a, np.ndarray) or a.dtype != np.float32 or a.shape != shape:
-            fail(f"field {name!r} must be float32 {list(shape)}, got "
-                 f"{getattr(a, 'dtype', type(a).__name__)} shape {getattr(a, 'shape', None)}")
+        a = check_array(source, name, getattr(t, name), np.float32, shape=shape)
         if not (np.isfinite(a).all() and (a > 0).all()):
-            fail(f"field {name!r} must hold positive finite scales, got values in [{a.min()}, {a.max()}]")
+            fail(source, f"field {name!r} must hold positive finite scales, got values in [{a.min()}, {a.max()}]")
 
     q, k, v = int8_array("q", 4), int8_array("k", 4), int8_array("v", 4)
     L, H, nq, d = q.shape
     if L < 1 or H < 1 or nq < 1 or d < 1:
-        fail(f"field 'q' has an empty dimension: shape {q.shape}")
+        fail(source, f"field 'q' has an empty dimension: shape {q.shape}")
     nk = k.shape[2]
     if k.shape != (L, H, nk, d) or nk < 1:
-        fail(f"field 'k' must be int8 [{L}, {H}, Nk, {d}], got shape {k.shape}")
+        fail(source, f"field 'k' must be int8 [{L}, {H}, Nk, {d}], got shape {k.shape}")
     if v.shape != k.shape:
-        fail(f"field 'v' must have the shape of 'k' {k.shape}, got {v.shape}")
+        fail(source, f"field 'v' must have the shape of 'k' {k.shape}, got {v.shape}")
     for name in ("q_scale", "k_scale", "v_scale", "o_scale"):
         scale_array(name, (L, H))
     present = [n for n in _DECODER if getattr(t, n) is not None]
     if present and len(present) != len(_DECODER):
         missing = sorted(set(_DECODER) - set(present))
-        fail(f"decoder fields are all or nothing: {sorted(present)} given, {missing} missing")
+        fail(source, f"decoder fields are all or nothing: {sorted(present)} given, {missing} missing")
     if present:
         hc = decoder_heads(H)
         qc, kc = int8_array("qc", 4), int8_array("kc", 4)
         if qc.shape != (L, hc, nq, d):
-            fail(f"field 'qc' must be int8 [{L}, {hc}, {nq}, {d}] (Hc = ceil(H/2)), got {qc.shape}")
+            fail(source, f"field 'qc' must be int8 [{L}, {hc}, {nq}, {d}] (Hc = ceil(H/2)), got {qc.shape}")
         if kc.shape != (L, hc, nk, d):
-            fail(f"field 'kc' must be int8 [{L}, {hc}, {nk}, {d}] (Hc = ceil(H/2)), got {kc.shape}")
+            fail(source, f"field 'kc' must be int8 [{L}, {hc}, {nk}, {d}] (Hc = ceil(H/2)), got {kc.shape}")
         for name in ("dec_wq", "dec_wk"):
             w = int8_array(name, 3)
             if w.shape != (L, H, hc):
-                fail(f"field {name!r} must be int8 [{L}, {H}, {hc}], got {w.shape}")
+                fail(source, f"field {name!r} must be int8 [{L}, {H}, {hc}], got {w.shape}")
         for name in ("qc_scale", "kc_scale", "dec_wq_scale", "dec_wk_scale"):
             scale_array(name, (L,))
     if not isinstance(t.meta, dict):
-        fail(f"field 'meta' must be a JSON object, got {type(t.meta).__name__}")
+        fail(source, f"field 'meta' must be a JSON object, got {type(t.meta).__name__}")
 
 
 def save_head_tensors(t: HeadTensors, path: str | Path) -> Path:
     """Write ``t`` to ``path`` (validated first; written to a temporary file, then renamed)."""
     validate(t, str(path))
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     arrays = {n: getattr(t, n) for n in _REQUIRED}
     if t.has_decoder:
         arrays.update({n: getattr(t, n) for n in _DECODER})
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez_compressed(tmp, format=np.array(HEAD_TENSORS_FORMAT), meta=np.array(json.dumps(t.meta)), **arrays)
-    os.replace(tmp, path)
-    return path
+    return write_npz(path, dict(format=np.array(HEAD_TENSORS_FORMAT), meta=np.array(json.dumps(t.meta)), **arrays),
+                     compressed=True)
 
 
 def load_head_tensors(path: str | Path) -> HeadTensors:
-    """Load and validate a head-tensors file; every problem raises HeadTensorsError naming file and field."""
-    path = Path(path)
-    if not path.is_file():
-        raise HeadTensorsError(f"{path}: no such head-tensors file")
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            arrays = {k: f[k] for k in f.files}
-    except Exception as exc:
-        raise HeadTensorsError(f"{path}: not a readable .npz file ({exc})") from None
-    missing = ({"format", "meta", *_REQUIRED}) - set(arrays)
-    if missing:
-        raise HeadTensorsError(f"{path}: missing field(s) {sorted(missing)}")
-    fmt = str(arrays["format"])
-    if fmt != HEAD_TENSORS_FORMAT:
-        raise HeadTensorsError(f"{path}: field 'format' is {fmt!r}, expected {HEAD_TENSORS_FORMAT!r}")
-    try:
-        meta = json.loads(str(arrays["meta"]))
-    except json.JSONDecodeError as exc:
-        raise HeadTensorsError(f"{path}: field 'meta' is not JSON ({exc})") from None
+    """Load and validate a head-tensors file; every problem raises ``ArtifactError`` naming file and field."""
+    arrays = read_npz(path, kind="head-tensors", format=HEAD_TENSORS_FORMAT, required=("meta", *_REQUIRED))
+    meta = json_field(arrays, "meta", path)
     unknown = set(arrays) - {"format", "meta", *_REQUIRED, *_DECODER}
     if unknown:
-        raise HeadTensorsError(f"{path}: unknown field(s) {sorted(unknown)}")
+        fail(path, f"unknown field(s) {sorted(unknown)}")
     t = HeadTensors.__new__(HeadTensors)
     for n in (*_REQUIRED, *_DECODER):
         setattr(t, n, arrays.get(n))
@@ -194,7 +162,7 @@ def load_head_tensors(path: str | Path) -> HeadTensors:
 def decoder_requantizers(t: HeadTensors, layer: int, head: int) -> tuple[Requantizer, Requantizer]:
     """The (Q, K) decoder requantizers of one head: int32 sums of int8 products -> int8."""
     if not t.has_decoder:
-        raise HeadTensorsError("these head tensors have no Q/K decoder fields")
+        raise ArtifactError("these head tensors have no Q/K decoder fields")
     rq = Requantizer.from_scale(float(t.qc_scale[layer]) * float(t.dec_wq_scale[layer]) / float(t.q_scale[layer, head]),
                                 out=INT8)
     rk = Requantizer.from_scale(float(t.kc_scale[layer]) * float(t.dec_wk_scale[layer]) / float(t.k_scale[layer, head]),

@@ -5,10 +5,10 @@ import json
 from pathlib import Path
 
 from attnforge.cli import main
-from attnforge.head_tensors import load_head_tensors
-from attnforge.masks import load_masks
+from attnforge.formats.head_tensors import load_head_tensors
+from attnforge.formats.masks import load_masks
 
-BUILD = Path(__file__).resolve().parent.parent / "build" / "test_sim"
+BUILD = Path(__file__).resolve().parents[2] / "build" / "test_sim"
 
 
 def test_algorithm_masks_and_tensors_run_bit_exact_on_the_rtl(tmp_path):

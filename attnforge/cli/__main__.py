@@ -1,0 +1,7 @@
+"""``python -m attnforge.cli``: the ``attnforge`` command."""
+
+import sys
+
+from attnforge.cli import main
+
+sys.exit(main())

@@ -1,0 +1,167 @@
+"""``attnforge verilog|sim|synth DESIGN``: generate, simulate and synthesize one configuration of a block.
+
+Each design is its own subcommand whose options are its configuration
+dataclass's fields (``attnforge synth mac-line --macs 8``, ``attnforge synth
+vitcod --head-dim 32``): ``--help`` lists only that design's parameters, and an
+option of another design is refused. The ViTCoD accelerator and the linear
+decode datapath are simulated by ``attnforge vitcod sim`` and ``attnforge linear
+sim`` (with masks, tensors and cycle reports), so ``attnforge sim`` has only the
+blocks without a command of their own.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from attnforge.hw.designs import DESIGNS
+from attnforge.linear_format import FEATURE_MAPS
+
+from . import add_simulator_option, print_json
+from .options import add_config_options, config_from_args
+
+__all__ = ["register", "SIM_ELSEWHERE"]
+
+#: Designs simulated by the command of their area (one command per job).
+SIM_ELSEWHERE = {"vitcod": "attnforge vitcod sim --masks FILE", "linear-decode": "attnforge linear sim"}
+
+#: Fields whose values are a fixed set (argparse refuses others before anything is built).
+_CHOICES = {"feature_map": FEATURE_MAPS}
+
+
+def _config(args):
+    design = DESIGNS[args.design]
+    return design, config_from_args(design.config_cls, args, args.config_fields)
+
+
+def _per_design(sub, command: str, help: str, description: str, designs, add_options):
+    p = sub.add_parser(command, help=help, description=description)
+    designs_sub = p.add_subparsers(dest=f"{command}_command", required=True, metavar="DESIGN",
+                                   help="; ".join(f"{d.name}: {d.summary}" for d in designs))
+    for d in designs:
+        dp = designs_sub.add_parser(d.name, help=d.summary, description=f"{description} Design: {d.summary}.")
+        names = add_config_options(dp, d.config_cls, choices=_CHOICES,
+                                   title=f"generator parameters of {d.name} (defaults in brackets)")
+        dp.set_defaults(design=d.name, config_fields=names)
+        add_options(dp)
+    return designs_sub
+
+
+# ---------------------------------------------------------------------------- verilog
+
+def cmd_verilog(args) -> int:
+    from attnforge.flows.build import generate_verilog
+    from attnforge.sim.lint import WAIVERS
+
+    design, config = _config(args)
+    path, lint = generate_verilog(design, config, args.output, lint=args.lint)
+    print(f"wrote {path} (top module {design.top})")
+    if lint is not None:
+        if not lint.clean:
+            print(f"verilator --lint-only -Wall found problems in {path}:", file=sys.stderr)
+            for line in lint.messages:
+                print("  " + line, file=sys.stderr)
+            return 1
+        print(f"lint clean: verilator --lint-only -Wall with waivers {WAIVERS.name}")
+    return 0
+
+
+def _verilog_options(p):
+    p.add_argument("-o", "--output", help="Verilog file to write (or a folder) [build/verilog/<config>/<top>.v]")
+    p.add_argument("--no-lint", dest="lint", action="store_false", help="skip the Verilator lint")
+    p.set_defaults(func=cmd_verilog)
+
+
+# ---------------------------------------------------------------------------- sim
+
+def cmd_sim(args) -> int:
+    from attnforge.sim.runner import simulate
+
+    design, config = _config(args)
+    result = simulate(design, config, seed=args.seed, simulator=args.simulator, waves=args.waves or None,
+                      build_root=args.build_root)
+    summary = {
+        "design": design.name,
+        "config": config.__dict__,
+        "simulator": result.simulator,
+        "bit_exact": result.passed,
+        "tests": result.tests,
+        "failed": result.failed,
+        "build_dir": str(result.build_dir),
+        "run_dir": str(result.run_dir),
+        "waves": str(result.waves) if result.waves else None,
+        **({"measured": result.report} if result.report else {}),
+    }
+    print_json(summary, args.json)
+    if result.waves:
+        print(f"waveform: {result.waves} (open with gtkwave or surfer)")
+    if not result.passed:
+        print(f"FAILED: {result.failed} of {result.tests} testbench tests; log: {result.log}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _sim_options(p):
+    add_simulator_option(p)
+    p.add_argument("--waves", action="store_true",
+                   help="record a waveform (VCD on Verilator, FST on Icarus); also ATTNFORGE_WAVES=1")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random stimulus [0]")
+    p.add_argument("--build-root", default="build/sim", help="where per-configuration builds go [build/sim]")
+    p.add_argument("--json", metavar="OUT", help="write the summary to this file instead of stdout")
+    p.set_defaults(func=cmd_sim)
+
+
+def _sim_elsewhere(args) -> int:
+    print(f"attnforge sim {args.design}: not here: simulate it with `{SIM_ELSEWHERE[args.design]}` "
+          f"(one command per job)", file=sys.stderr)
+    return 2
+
+
+# ---------------------------------------------------------------------------- synth
+
+def cmd_synth(args) -> int:
+    from attnforge.fpga.synth import synthesize
+
+    design, config = _config(args)
+    out = Path(args.output) if args.output else Path("build") / "synth" / design.config_name(config) / args.device
+    report = synthesize(design.build(config), top=design.top, device=args.device, out_dir=out, seed=args.seed,
+                        router=args.router, target_mhz=args.target_mhz)
+    short = {k: report[k] for k in ("design", "device", "luts", "ffs", "dsp", "bram", "fmax_mhz", "shell_ffs")}
+    print(json.dumps(short, indent=2))
+    print(f"full report: {out / 'report.json'}")
+    return 0
+
+
+def _synth_options(p):
+    from attnforge.fpga.synth import DEVICES, ROUTERS
+
+    p.add_argument("--device", choices=sorted(DEVICES), default="ecp5-85k", help="FPGA [ecp5-85k]")
+    p.add_argument("-o", "--output", help="output folder [build/synth/<config>/<device>]")
+    p.add_argument("--seed", type=int, default=1, help="nextpnr placement seed [1]")
+    p.add_argument("--router", choices=ROUTERS,
+                   help="nextpnr router [the device's: router2 on ECP5]; try the other if routing stalls")
+    p.add_argument("--target-mhz", type=float,
+                   help="nextpnr's clock target [the device's: 150 on ECP5, 48 on iCE40]; the report gives what "
+                        "was reached")
+    p.set_defaults(func=cmd_synth)
+
+
+def register(sub) -> None:
+    designs = list(DESIGNS.values())
+    _per_design(sub, "verilog", "generate a block's Verilog (and lint it)",
+                "Write the Verilog of one configuration of a block, then lint it with `verilator --lint-only "
+                "-Wall` (Amaranth's style warnings waived, see sim/amaranth_waivers.vlt). Exit status 1 if lint "
+                "finds anything.", designs, _verilog_options)
+    sim_sub = _per_design(sub, "sim", "simulate a block's RTL against its golden model",
+                          "Build one configuration for a simulator and run its cocotb testbench, which compares "
+                          "the RTL bit for bit with the integer golden model under random data, idle cycles and "
+                          "backpressure. Prints a JSON summary.",
+                          [d for d in designs if d.name not in SIM_ELSEWHERE], _sim_options)
+    for name, command in SIM_ELSEWHERE.items():
+        p = sim_sub.add_parser(name, help=f"see `{command}`", add_help=False)
+        p.set_defaults(func=_sim_elsewhere, design=name, ignores_options=True)
+    _per_design(sub, "synth", "synthesize and place-and-route a block, report resources and Fmax",
+                "Run Yosys and nextpnr (YoWASP builds) on one configuration wrapped in a two-pin shell "
+                "(fpga/shell.py), and write a JSON report: LUTs, FFs, DSP blocks, block RAMs, Fmax.",
+                designs, _synth_options)

@@ -1,0 +1,168 @@
+"""Heads of a mask file on the ViTCoD accelerator's RTL, bit for bit, with cycles and the dense baseline.
+
+``simulate_masks`` is the job behind ``attnforge vitcod sim``: each head runs
+with seeded random int8 Q/K/V (or the real ones of a head-tensors file,
+polarized with the masks' key order), is compared with the golden model bit for
+bit by the testbench, and the report has (stable keys) ``bit_exact``,
+``cycles``, ``ideal_cycles``, ``utilization``, ``dense_baseline_cycles`` and
+``speedup``; with ``all_heads`` the same keys for the whole run (every head of
+the file back to back, loads overlapping compute) plus ``heads``, a list with
+each head's figures.
+
+Cycles are RTL cycles from the first command to the last output beat (the
+first head's load included). The dense baseline is the cycle model
+(``hw/vitcod/cycles.py``, held within 5 % of the RTL by the tests) of the same
+accelerator computing the full Nq x Nk attention with its lines balanced.
+
+The benchmark reaches the testbench's workloads through this module too:
+``mask_heads``, ``run_heads`` and the re-exported head builders ``head_for``,
+``layer_heads`` and ``shapes_of`` (from ``attnforge.tb.vitcod_jobs``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+from attnforge.algo.vitcod.golden import head_inputs, head_params, vitcod_head_golden
+from attnforge.formats.head_tensors import decoder_requantizers, load_head_tensors
+from attnforge.formats.masks import head_csr, load_masks
+from attnforge.hw.designs import get_design
+from attnforge.hw.vitcod import VitcodAccelerator, VitcodConfig
+from attnforge.hw.vitcod.cycles import dense_baseline_shape, run_cycles
+from attnforge.sim.runner import run_cocotb
+from attnforge.tb.vitcod_jobs import TbHead, head_for, job_from_arrays, layer_heads, save_jobs, shapes_of, tb_head
+
+__all__ = ["simulate_masks", "mask_heads", "run_heads", "head_for", "layer_heads", "shapes_of"]
+
+
+def mask_heads(cfg: VitcodConfig, ms, pairs, *, seed: int = 0, tensors=None, decoder: bool = False) -> list[TbHead]:
+    """Testbench heads for the ``(layer, head)`` pairs of mask set ``ms``, with their golden outputs.
+
+    Q/K/V and the softmax scales are seeded random int8 unless ``tensors`` (``HeadTensors``) gives the
+    real ones; with ``decoder`` each layer's compressed Q/K are loaded once (before its first head)
+    and each head sends its key order and decodes its Q and K on chip.
+    """
+    nq, nk, d = ms.keep.shape[2], ms.keep.shape[3], cfg.head_dim
+    rng = np.random.default_rng(seed)
+    heads: list[TbHead] = []
+    for l, h in pairs:
+        g, csr = head_csr(ms, l, h)
+        if tensors is not None:
+            inp = head_inputs(tensors, l, h, ms.order[l, h], use_decoder=decoder)
+            q, k, v, params = inp["q"], inp["k"], inp["v"], inp["params"]
+        else:
+            q = rng.integers(-128, 128, (nq, d)).astype(np.int8)
+            k = rng.integers(-128, 128, (nk, d)).astype(np.int8)
+            v = rng.integers(-128, 128, (nk, d)).astype(np.int8)
+            sc = rng.uniform(0.01, 0.05, 4)
+            params = head_params(sc[0], sc[1], sc[2], sc[3], d)
+        if decoder:
+            job = job_from_arrays(q, k, v, g, csr, params)
+            rq, rk = decoder_requantizers(tensors, l, h)
+            job.qc, job.kc, job.key_order = tensors.qc[l], tensors.kc[l], ms.order[l, h]
+            job.wq, job.wk = tensors.dec_wq[l, h], tensors.dec_wk[l, h]
+            job.dq, job.dk = (rq.multiplier, rq.shift), (rk.multiplier, rk.shift)
+            first = not heads or heads[-1].info["layer"] != l
+            heads.append(tb_head(cfg, job, vitcod_head_golden(q, k, v, g, csr, params), with_layer=first,
+                                 layer=l, head=h))
+        else:
+            heads.append(head_for(cfg, q, k, v, g, csr, params, layer=l, head=h))
+    return heads
+
+
+def run_heads(cfg: VitcodConfig, heads: list[TbHead], *, name: str, simulator: str | None = None,
+              build_root="build/sim", seed: int | None = None, build_args=()):
+    """Run ``heads`` back to back on the accelerator's RTL through its testbench; the runner's result.
+
+    ``seed`` seeds the simulator's random generator (None: cocotb picks one); the testbench gets 0 then.
+
+    The job file is this run's own (``name`` plus a random suffix): runs side by side (parallel
+    tests, two users) never share one, and it is removed afterwards.
+    """
+    design = get_design("vitcod")
+    jobs = save_jobs(Path(build_root) / "jobs" / f"{name}_{uuid.uuid4().hex}.npz", heads)
+    try:
+        return run_cocotb(VitcodAccelerator(cfg), top=design.top, config_name=design.config_name(cfg),
+                          test_module=design.testbench, simulator=simulator, build_root=build_root, seed=seed,
+                          build_args=list(build_args),
+                          params={"config": dataclasses.asdict(cfg), "jobs": str(jobs.resolve()),
+                                  "seed": 0 if seed is None else seed})
+    finally:
+        jobs.unlink(missing_ok=True)
+
+
+def simulate_masks(masks_path, *, layer: int = 0, head: int = 0, all_heads: bool = False, seed: int = 0,
+                   simulator: str | None = None, tensors_path=None, decoder: bool = False,
+                   head_dim: int | None = None, macs: int = VitcodConfig.macs,
+                   dense_lines: int = VitcodConfig.dense_lines, sparse_lines: int = VitcodConfig.sparse_lines,
+                   data_width: int | None = None, build_root="build/sim") -> dict:
+    """The report of ``attnforge vitcod sim`` as a dict (see the module docstring).
+
+    ``head_dim`` defaults to the tensors' d, else ``VitcodConfig.head_dim``; ``data_width`` to
+    ``min(256, 8 * head_dim)``; buffer sizes and the decoder's head count follow from the masks.
+    """
+    ms = load_masks(masks_path)
+    tensors = load_head_tensors(tensors_path) if tensors_path else None
+    if decoder and (tensors is None or not tensors.has_decoder):
+        raise ValueError("--decoder needs --tensors with the compressed Q/K fields (qc, kc, dec_wq, ...)")
+    pairs = [(l, h) for l in range(ms.layers) for h in range(ms.heads)] if all_heads else [(layer, head)]
+    for l, h in pairs:
+        if not (0 <= l < ms.layers and 0 <= h < ms.heads):
+            raise ValueError(f"layer {l} head {h} out of range: {masks_path} has {ms.layers} layers and "
+                             f"{ms.heads} heads")
+    nq, nk = ms.keep.shape[2], ms.keep.shape[3]
+    if tensors is not None:
+        if (tensors.layers, tensors.heads) != (ms.layers, ms.heads) or tensors.q.shape[2] != nq \
+                or tensors.k.shape[2] != nk:
+            raise ValueError(f"{tensors_path}: tensors of {tensors.layers} layers x {tensors.heads} heads, "
+                             f"Nq={tensors.q.shape[2]}, Nk={tensors.k.shape[2]} do not match {masks_path} "
+                             f"({ms.layers} x {ms.heads}, Nq={nq}, Nk={nk})")
+        if head_dim is not None and head_dim != tensors.head_dim:
+            raise ValueError(f"--head-dim {head_dim} differs from the tensors' d={tensors.head_dim}")
+        head_dim = tensors.head_dim
+    d = head_dim or VitcodConfig.head_dim
+    max_nnz = max(1, max(head_csr(ms, l, h)[1].nnz for l, h in pairs))
+    hc = tensors.qc.shape[1] if decoder else VitcodConfig.decoder_heads
+    cfg = VitcodConfig(head_dim=d, max_tokens=max(nq, nk), max_nnz=max_nnz, macs=macs, dense_lines=dense_lines,
+                       sparse_lines=sparse_lines, data_width=data_width or min(256, 8 * d),
+                       decoder=decoder, decoder_heads=hc)
+    heads = mask_heads(cfg, ms, pairs, seed=seed, tensors=tensors, decoder=decoder)
+    result = run_heads(cfg, heads, name=f"vitcod_sim_{Path(masks_path).stem}_{seed}", simulator=simulator,
+                       build_root=build_root, seed=seed)
+    report = result.report or {"heads": [], "total_cycles": 0}
+    model = run_cycles(cfg, shapes_of(heads))
+    dense = run_cycles(cfg, [dense_baseline_shape(cfg, nq, nk) for _ in heads])
+    per_head = []
+    for i, t in enumerate(heads):
+        rtl = report["heads"][i]["cycles"] if i < len(report["heads"]) else None
+        ideal = model["heads"][i]["ideal_cycles"]
+        dense_c = dense["heads"][i]["cycles"]
+        per_head.append({"layer": t.info["layer"], "head": t.info["head"], "g": t.info["g"], "nnz": t.info["nnz"],
+                         "cycles": rtl, "ideal_cycles": ideal,
+                         "utilization": ideal / rtl if rtl else None,
+                         "dense_baseline_cycles": dense_c, "speedup": dense_c / rtl if rtl else None,
+                         "model_cycles": model["heads"][i]["cycles"]})
+    cycles = report.get("total_cycles") or None
+    ideal = sum(h["ideal_cycles"] for h in per_head)
+    dense_total = dense["total_cycles"]
+    out = {
+        "masks": str(masks_path), "tensors": str(tensors_path) if tensors_path else None,
+        "layer": None if all_heads else layer, "head": None if all_heads else head, "all_heads": all_heads,
+        "seed": seed, "simulator": result.simulator, "config": dataclasses.asdict(cfg),
+        "bit_exact": result.passed,
+        "cycles": cycles, "ideal_cycles": ideal,
+        "utilization": ideal / cycles if cycles else None,
+        "dense_baseline_cycles": dense_total,
+        "speedup": dense_total / cycles if cycles else None,
+        "model_cycles": model["total_cycles"],
+        "sparsity": 1.0 - float(np.mean([ms.keep[l, h].mean() for l, h in pairs])),
+        "build_dir": str(result.build_dir),
+        "run_dir": str(result.run_dir),
+    }
+    if all_heads:
+        out["heads"] = per_head
+    return out

@@ -1,0 +1,55 @@
+"""The one loader protocol of the .npz artifacts (attnforge/formats/npz.py) and its one error type."""
+
+import numpy as np
+import pytest
+
+from attnforge.errors import ArtifactError, MissingArtifactError
+from attnforge.formats.head_tensors import load_head_tensors
+from attnforge.formats.linear_tensors import load_linear_tensors
+from attnforge.formats.masks import load_masks
+from attnforge.formats.npz import check_array, read_npz, write_npz
+from attnforge.formats.ticket_csr import load_ticket_csr
+
+LOADERS = [load_masks, load_head_tensors, load_linear_tensors, load_ticket_csr]
+
+
+@pytest.mark.parametrize("load", LOADERS)
+def test_every_loader_raises_artifact_errors_naming_the_file(tmp_path, load):
+    missing = tmp_path / "none.npz"
+    with pytest.raises(MissingArtifactError, match="none.npz: no such") as info:
+        load(missing)
+    assert isinstance(info.value, FileNotFoundError) and isinstance(info.value, ArtifactError)
+    junk = tmp_path / "junk.npz"
+    junk.write_text("not a zip")
+    with pytest.raises(ArtifactError, match="junk.npz: not a readable .npz file"):
+        load(junk)
+    other = write_npz(tmp_path / "other.npz", {"format": np.array("someone.else/1"), "meta": np.array("{}")})
+    with pytest.raises(ArtifactError, match="other.npz: (field 'format' is 'someone.else/1'|missing field)"):
+        load(other)
+
+
+def test_pickled_objects_are_refused(tmp_path):
+    path = tmp_path / "p.npz"
+    np.savez(path, format=np.array("x/1"), obj=np.array([{"a": 1}], dtype=object))
+    with pytest.raises(ArtifactError, match="not a readable .npz"):
+        read_npz(path, kind="test", format="x/1")
+
+
+def test_write_is_atomic(tmp_path, monkeypatch):
+    path = write_npz(tmp_path / "a.npz", {"format": np.array("x/1"), "v": np.arange(3)})
+    assert read_npz(path, kind="test", format="x/1", required=("v",))["v"].tolist() == [0, 1, 2]
+
+    def broken(file, **arrays):
+        open(file, "wb").write(b"half")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(np, "savez", broken)
+    with pytest.raises(OSError, match="disk full"):
+        write_npz(tmp_path / "b.npz", {"format": np.array("x/1")})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.npz"]   # no b.npz, no temporary file
+
+
+def test_check_array_names_source_field_and_expectation():
+    with pytest.raises(ArtifactError, match=r"src: field 'q' must be int8 with 2 dimensions, got int16 shape \[3\]"):
+        check_array("src", "q", np.zeros(3, np.int16), np.int8, ndim=2)
+    assert check_array("src", "q", np.zeros((2, 2), np.int8), np.int8, shape=(2, 2)).shape == (2, 2)
