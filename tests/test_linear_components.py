@@ -6,9 +6,8 @@ requantizers (``attnforge.numfmt``), never against the same arithmetic written
 again here: the normalizer's divider at den = 0, 1, the reduction boundary and
 the largest den; the lanes' update and readout (wrapping included); the output
 stage under random backpressure; the command control's verify/commit rules and
-the overflow flag; the convolution's window across history and drafts. Also
-``PipelinedDivider`` with the linear datapath's parameters (its general
-behaviour is tests/test_hw_common.py's).
+the overflow flag; the convolution's window across history and drafts. (``PipelinedDivider``
+itself is tests/test_hw_common.py's; here it is tested inside the normalizer.)
 """
 
 import random
@@ -21,15 +20,14 @@ from amaranth.lib.memory import Memory
 from amaranth.sim import Simulator
 
 from attnforge.algo.linear.golden import LinearDecodeGolden, _wrap, divide_fixed
-from attnforge.hw.common import PipelinedDivider
 from attnforge.hw.linear import LinearDecodeConfig
-from attnforge.hw.linear.config import DIV_STAGES, NORM_EXTRA_DEPTH, RECIP_BITS
+from attnforge.hw.linear.config import NORM_EXTRA_DEPTH
 from attnforge.hw.linear.control import CommandControl
 from attnforge.hw.linear.convolution import CONV_LATENCY, Convolution
 from attnforge.hw.linear.lanes import StateLanes
 from attnforge.hw.linear.normalizer import Normalizer
 from attnforge.hw.linear.output import OutputStage
-from attnforge.linear_format import CMD_COMMIT, CMD_RESET, CMD_TAPS, CMD_TOKEN, DIV_DEN_BITS, DIV_FRAC_BITS
+from attnforge.linear_format import CMD_COMMIT, CMD_RESET, CMD_TAPS, CMD_TOKEN, DIV_DEN_BITS
 from attnforge.numfmt import INT8, saturate
 
 
@@ -38,38 +36,6 @@ def _simulate(top, bench, deadline=None):
     sim.add_clock(1e-6)
     sim.add_testbench(bench)
     sim.run() if deadline is None else sim.run_until(deadline)
-
-
-# ---------------------------------------------------------------- PipelinedDivider (linear parameters)
-
-def test_pipelined_divider_gives_the_reciprocal_of_divide_fixed():
-    """2**24 // den' for den' = 0 (gives 0), 1 (the largest, 2**24), 2**16 - 1 and random, one per cycle,
-    DIV_STAGES - 1 cycles of latency, the tag alongside."""
-    div = PipelinedDivider(dividend=1 << (RECIP_BITS - 1), divisor_width=DIV_DEN_BITS, quotient_bits=RECIP_BITS,
-                           stages=DIV_STAGES, tag_shape=8)
-    rng = random.Random(1)
-    dens = [0, 1, 2, 3, 255, 256, (1 << 15) + 1, (1 << 16) - 1] + [rng.randrange(1 << 16) for _ in range(40)]
-    got = {}
-
-    async def bench(ctx):
-        for cycle in range(len(dens) + DIV_STAGES + 2):
-            if cycle < len(dens):
-                ctx.set(div.i_valid, 1)
-                ctx.set(div.i_divisor, dens[cycle])
-                ctx.set(div.i_tag, cycle)
-            else:
-                ctx.set(div.i_valid, 0)
-            if ctx.get(div.o_valid):
-                got[ctx.get(div.o_tag)] = (cycle, ctx.get(div.o_quotient))
-            await ctx.tick()
-
-    _simulate(div, bench)
-    assert sorted(got) == list(range(len(dens)))
-    for n, den in enumerate(dens):
-        cycle, quotient = got[n]
-        assert cycle == n + DIV_STAGES - 1
-        # divide_fixed's reciprocal of a reduced den' (it never takes one of 0: den = 0 gives quotient 0)
-        assert quotient == ((1 << (DIV_DEN_BITS + DIV_FRAC_BITS)) // den if den else 0), den
 
 
 # ---------------------------------------------------------------- Normalizer

@@ -97,141 +97,158 @@ def dense_baseline_shape(cfg: VitcodConfig, nq: int, nk: int) -> HeadShape:
     return HeadShape(nq, nk, g, [nk - g] * nq, info={"dense_baseline": True})
 
 
+class _HeadTimeline:
+    """The controller of one head's compute part, replayed cycle by cycle (events between)."""
+
+    def __init__(self, cfg: VitcodConfig, s: HeadShape, h: int):
+        self.cfg, self.s = cfg, s
+        cpt = cfg.chunks_per_token
+        self.lines = (cfg.dense_lines, cfg.sparse_lines)
+        self.npass = [-(-cpt // L) for L in self.lines]
+        split = [cfg.score_split(L) for L in self.lines]
+        self.keys = [L // sp for L, sp in zip(self.lines, split)]   # keys per score step
+        self.spass = [cpt // sp for sp in split]                    # cycles per score step
+        self.ns, self.npv = [0, 0], [0, 0]
+        self.issue_free = [h, h]
+        self.s_free = [h, h]
+        self.p_free = [h, h]
+        slots = cfg.row_slots
+        self.sdone = [[False] * slots, [False] * slots]
+        self.smx_ok = [[False] * slots, [False] * slots]
+        self.pdone = [False, False]
+        self.out_hold = [False, False]
+        self.rp_ok_from = h + 1
+        self.sm_row = 0
+        self.cm_row = 0
+        self.exp_state = None      # None (IDLE) or (row, cycle from which the exp units are idle)
+        self.div_busy_until = -1   # last cycle of RUN/DONE
+        self.ser_until = -1        # last cycle ser_active is high
+        self.last_beat = None
+        self.sched = defaultdict(list)
+        self.c = h
+
+    def at(self, c, fn):
+        self.sched[c].append(fn)
+
+    def n_of(self, x, row):
+        return self.s.g if x == 0 else self.s.row_nnz[row]
+
+    def engines(self, c) -> bool:
+        fired = False
+        slots = self.cfg.row_slots
+        for x in (0, 1):
+            par_s, par_p = self.ns[x] % slots, self.npv[x] % slots
+            can_s = (self.ns[x] < self.s.nq and self.ns[x] <= self.npv[x] + slots - 1 and c >= self.issue_free[x]
+                     and c >= self.s_free[x] and not self.sdone[x][par_s] and (x == 0 or c >= self.rp_ok_from))
+            can_p = (self.npv[x] < self.ns[x] and self.smx_ok[x][par_p] and not self.out_hold[x]
+                     and c >= self.issue_free[x] and c >= self.p_free[x])
+            if can_s:
+                n_iss = -(-self.n_of(x, self.ns[x]) // self.keys[x]) * self.spass[x]
+                self.issue_free[x] = c + max(n_iss, 1)
+                done = c + n_iss + SCORE_DRAIN if n_iss else c + 1
+                self.s_free[x] = done + 1
+
+                def set_sdone(x=x, p=par_s):
+                    self.sdone[x][p] = True
+                self.at(done + 1, set_sdone)
+                self.ns[x] += 1
+                if x == 1:
+                    self.rp_ok_from = c + 2
+                fired = True
+            elif can_p:
+                n_iss = self.n_of(x, self.npv[x]) * self.npass[x]
+                self.issue_free[x] = c + max(n_iss, 1)
+                done = c + n_iss + DRAIN if n_iss else c + 1
+                self.p_free[x] = done + 1
+
+                def set_pdone(x=x):
+                    self.pdone[x] = True
+
+                def clear_ok(x=x, p=par_p):
+                    self.smx_ok[x][p] = False
+                    self.out_hold[x] = True
+                self.at(done + 1, set_pdone)
+                self.at(c + 1, clear_ok)
+                self.npv[x] += 1
+                fired = True
+        return fired
+
+    def softmax(self, c) -> bool:
+        """The exponent units, then the divider."""
+        slots, s = self.cfg.row_slots, self.s
+        if self.exp_state is None:
+            par = self.sm_row % slots
+            if self.sm_row < s.nq and self.sdone[0][par] and self.sdone[1][par]:
+                nmax = max(s.g, s.row_nnz[self.sm_row])
+                idle_from = c + nmax + EXP_LATENCY if nmax else c + 1
+
+                def clear_sdone(p=par):
+                    self.sdone[0][p] = self.sdone[1][p] = False
+                self.at(c + 1, clear_sdone)
+                self.exp_state = (self.sm_row, max(idle_from, c + 1))
+                self.sm_row += 1
+                return True
+            return False
+        row, idle_from = self.exp_state
+        if c >= idle_from and c > self.div_busy_until:
+            empty = s.g + s.row_nnz[row] == 0
+            done = c + (2 if empty else DIV_CYCLES + 1)
+            self.div_busy_until = done
+
+            def set_ok(p=row % slots):
+                self.smx_ok[0][p] = self.smx_ok[1][p] = True
+            self.at(done + 1, set_ok)
+            self.at(c + 1, lambda: None)
+            self.exp_state = None      # the exp FSM is IDLE again from c + 1
+            return True
+        return False
+
+    def output(self, c):
+        """True when a row starts out, "end" when the head ends in this cycle, else False."""
+        if self.pdone[0] and self.pdone[1] and c > self.ser_until:
+            def combined():
+                self.pdone[0] = self.pdone[1] = False
+                self.out_hold[0] = self.out_hold[1] = False
+                self.cm_row += 1
+            self.at(c + 1, combined)
+            self.ser_until = c + self.cfg.words_per_token
+            self.last_beat = c + self.cfg.words_per_token + OUT_STAGES
+            return True
+        if self.cm_row == self.s.nq and c > self.ser_until:
+            return "end"
+        return False
+
+    def next_cycle(self, c) -> int:
+        wake = [t for t in self.sched if t > c]
+        wake += [t for t in (*self.issue_free, *self.s_free, *self.p_free, self.rp_ok_from,
+                             self.div_busy_until + 1, self.ser_until + 1) if t > c]
+        if self.exp_state is not None and self.exp_state[1] > c:
+            wake.append(self.exp_state[1])
+        if not wake:
+            raise RuntimeError(f"cycle model stuck at cycle {c} (rows {self.ns}, {self.npv}, "
+                               f"softmax {self.sm_row}, out {self.cm_row})")
+        return min(wake)
+
+    def run(self):
+        c = self.c
+        while True:
+            for fn in self.sched.pop(c, ()):
+                fn()
+            fired = self.engines(c)
+            fired = self.softmax(c) or fired
+            out = self.output(c)
+            if out == "end":
+                return c, self.last_beat
+            c = c + 1 if (fired or out) else self.next_cycle(c)
+
+
 def _compute(cfg: VitcodConfig, s: HeadShape, h: int):
     """Cycles of the compute part of one head whose ``head_on`` is visible from cycle ``h``.
 
     Returns (c_end, last_output_beat): the cycle in which the head-end condition holds,
     and the cycle of the head's last output beat.
     """
-    cpt, wpt = cfg.chunks_per_token, cfg.words_per_token
-    lines = (cfg.dense_lines, cfg.sparse_lines)
-    npass = [-(-cpt // L) for L in lines]
-    split = [cfg.score_split(L) for L in lines]
-    keys = [L // sp for L, sp in zip(lines, split)]           # keys per score step
-    spass = [cpt // sp for sp in split]                        # cycles per score step
-    nq = s.nq
-    row_n = s.row_nnz
-
-    def n_of(x, row):
-        return s.g if x == 0 else row_n[row]
-
-    ns, npv = [0, 0], [0, 0]
-    issue_free = [h, h]
-    s_free = [h, h]
-    p_free = [h, h]
-    SL = cfg.row_slots
-    sdone = [[False] * SL, [False] * SL]
-    smx_ok = [[False] * SL, [False] * SL]
-    pdone = [False, False]
-    out_hold = [False, False]
-    rp_ok_from = h + 1
-    sm_row = 0
-    cm_row = 0
-    exp_state = None      # None (IDLE) or (row, cycle from which the exp units are idle)
-    div_busy_until = -1   # last cycle of RUN/DONE
-    ser_until = -1        # last cycle ser_active is high
-    last_beat = None
-    sched = defaultdict(list)
-
-    def at(c, fn):
-        sched[c].append(fn)
-
-    c = h
-    while True:
-        for fn in sched.pop(c, ()):
-            fn()
-        fired = False
-        # ---- engines
-        for x in (0, 1):
-            L = lines[x]
-            par_s, par_p = ns[x] % SL, npv[x] % SL
-            can_s = (ns[x] < nq and ns[x] <= npv[x] + SL - 1 and c >= issue_free[x] and c >= s_free[x]
-                     and not sdone[x][par_s] and (x == 0 or c >= rp_ok_from))
-            can_p = (npv[x] < ns[x] and smx_ok[x][par_p] and not out_hold[x] and c >= issue_free[x]
-                     and c >= p_free[x])
-            if can_s:
-                n = n_of(x, ns[x])
-                n_iss = -(-n // keys[x]) * spass[x]
-                issue_free[x] = c + max(n_iss, 1)
-                done = c + n_iss + SCORE_DRAIN if n_iss else c + 1
-                s_free[x] = done + 1
-
-                def set_sdone(x=x, p=par_s):
-                    sdone[x][p] = True
-                at(done + 1, set_sdone)
-                ns[x] += 1
-                if x == 1:
-                    rp_ok_from = c + 2
-                fired = True
-            elif can_p:
-                n = n_of(x, npv[x])
-                n_iss = n * npass[x]
-                issue_free[x] = c + max(n_iss, 1)
-                done = c + n_iss + DRAIN if n_iss else c + 1
-                p_free[x] = done + 1
-
-                def set_pdone(x=x):
-                    pdone[x] = True
-
-                def clear_ok(x=x, p=par_p):
-                    smx_ok[x][p] = False
-                    out_hold[x] = True
-                at(done + 1, set_pdone)
-                at(c + 1, clear_ok)
-                npv[x] += 1
-                fired = True
-        # ---- softmax: exponent units, then the divider
-        if exp_state is None:
-            par = sm_row % SL
-            if sm_row < nq and sdone[0][par] and sdone[1][par]:
-                nmax = max(s.g, row_n[sm_row])
-                idle_from = c + nmax + EXP_LATENCY if nmax else c + 1
-
-                def clear_sdone(p=par):
-                    sdone[0][p] = sdone[1][p] = False
-                at(c + 1, clear_sdone)
-                exp_state = (sm_row, max(idle_from, c + 1))
-                sm_row += 1
-                fired = True
-        else:
-            row, idle_from = exp_state
-            if c >= idle_from and c > div_busy_until:
-                empty = s.g + row_n[row] == 0
-                done = c + (2 if empty else DIV_CYCLES + 1)
-                div_busy_until = done
-
-                def set_ok(p=row % SL):
-                    smx_ok[0][p] = smx_ok[1][p] = True
-                at(done + 1, set_ok)
-                at(c + 1, lambda: None)
-                exp_state = None
-                fired = True
-                # the exp FSM is IDLE again from c + 1
-        # ---- output
-        if pdone[0] and pdone[1] and c > ser_until:
-            def combined():
-                nonlocal cm_row
-                pdone[0] = pdone[1] = False
-                out_hold[0] = out_hold[1] = False
-                cm_row += 1
-            at(c + 1, combined)
-            ser_until = c + wpt
-            last_beat = c + wpt + OUT_STAGES
-            fired = True
-        elif cm_row == nq and c > ser_until:
-            return c, last_beat
-        # ---- next cycle with something to do
-        if fired:
-            c += 1
-            continue
-        wake = [t for t in sched if t > c]
-        wake += [t for t in (*issue_free, *s_free, *p_free, rp_ok_from, div_busy_until + 1, ser_until + 1)
-                 if t > c]
-        if exp_state is not None and exp_state[1] > c:
-            wake.append(exp_state[1])
-        if not wake:
-            raise RuntimeError(f"cycle model stuck at cycle {c} (rows {ns}, {npv}, softmax {sm_row}, out {cm_row})")
-        c = min(wake)
+    return _HeadTimeline(cfg, s, h).run()
 
 
 def run_cycles(cfg: VitcodConfig, heads: list) -> dict:
