@@ -46,11 +46,12 @@ class Comb(Elaboratable):
 
 # ----------------------------------------------------------------- requantizer
 
-@pytest.mark.parametrize("out", [INT8, IntFormat(4)], ids=["int8", "int4"])
+@pytest.mark.parametrize("out", [INT8, IntFormat(4), IntFormat(16, signed=False)], ids=["int8", "int4", "uint16"])
 def test_requantize_rounds_and_saturates_like_numfmt_at_every_shift(out):
     rng = random.Random(3)
     mult_width, in_width = 16, 24
-    dut = Comb([signed(in_width), unsigned(mult_width), range(MAX_SHIFT + 1)], signed(out.width),
+    out_shape = signed(out.width) if out.signed else unsigned(out.width)
+    dut = Comb([signed(in_width), unsigned(mult_width), range(MAX_SHIFT + 1)], out_shape,
                lambda v, mul, sh: requantize(v, mul, sh, out))
     lo, hi = -(1 << (in_width - 1)), (1 << (in_width - 1)) - 1
     cases = []
@@ -71,6 +72,13 @@ def test_requantize_rounds_and_saturates_like_numfmt_at_every_shift(out):
 
     run(dut, bench, clock=False)
     assert len(cases) > 500
+
+
+@pytest.mark.parametrize("out", [INT8, IntFormat(16, signed=False)], ids=["int8", "uint16"])
+def test_requant_round_has_the_format_shape(out):
+    """A caller may use the result as is (Cat it into a word, add two of them)."""
+    value = requant_round(Signal(signed(30)), Signal(range(MAX_SHIFT + 1)), out)
+    assert value.shape() == (signed(out.width) if out.signed else unsigned(out.width))
 
 
 def test_requant_halves_equal_the_whole():

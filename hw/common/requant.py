@@ -33,15 +33,16 @@ def requant_product(value, multiplier):
 def requant_round(product, shift, out: IntFormat = INT8):
     """``saturate((product + round) >> shift, out)``: the rounding half of ``requantize``.
 
-    The result is ``signed(out.width)``.
+    The result has ``out``'s shape (``signed(out.width)`` for a signed format).
 
     ``shift`` is an unsigned value in ``[0, MAX_SHIFT]``; the rounding term is
     ``1 << (shift - 1)`` (none when ``shift == 0``), i.e. round half up, exactly
     as ``Requantizer.__call__``.
     """
     rounding = (Const(1, 1) << shift) >> 1
-    # the clamped value fits ``out``: narrow it, so the expression has the format's width
-    return saturate((product + rounding) >> shift, out)[:out.width].as_signed()
+    # the clamped value fits ``out``: narrow it, so the expression has the format's shape
+    narrowed = saturate((product + rounding) >> shift, out)[:out.width]
+    return narrowed.as_signed() if out.signed else narrowed
 
 
 def requantize(value, multiplier, shift, out: IntFormat = INT8):

@@ -74,7 +74,7 @@ class QkDecoder(ConfiguredComponent):
             total = Signal(signed(cfg.decoder_sum_width), name=f"sum{b}")
             m.d.comb += total.eq(Mux(head == 0, 0, acc) + weight * self.beats.payload.word_select(b, INT8.width).as_signed())
             sums.append((acc, total))
-            lanes.append(requantize(total, self.multiplier, self.shift)[:INT8.width])
+            lanes.append(requantize(total, self.multiplier, self.shift, INT8))
         m.d.comb += self.word.eq(Cat(*lanes))
         with m.If(self.beats.valid):
             m.d.sync += head.eq(Mux(self.last, 0, head + 1))

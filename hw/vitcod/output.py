@@ -93,8 +93,7 @@ class OutputStage(ConfiguredComponent):
                     for b in range(lanes)]
         shift = pipe.stage(0, row.shift, name="product_shift")
         product_last = pipe.stage(0, beat_last, name="product_head_last")
-        # (saturated to int8: the low byte is the lane)
-        out_lanes = [pipe.stage(1, requant_round(products[b], shift)[:INT8.width].as_signed(), name=f"lane{b}")
+        out_lanes = [pipe.stage(1, requant_round(products[b], shift, INT8), name=f"lane{b}")
                      for b in range(lanes)]
         out_last = pipe.stage(1, product_last, name="lane_head_last")
 
