@@ -24,7 +24,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from attnforge.numfmt import INT8, IntFormat, Requantizer, accumulator_width, check_int
+from attnforge.errors import check_int
+from attnforge.numfmt import INT8, IntFormat, Requantizer, accumulator_width
 
 __all__ = [
     "PHI_FORMAT", "MID_FORMAT", "FEATURE_MAPS", "DIV_DEN_BITS", "DIV_FRAC_BITS",

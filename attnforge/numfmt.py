@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from attnforge.errors import check_int
 
 __all__ = [
-    "check_int",
     "IntFormat",
     "INT8",
     "product_format",
