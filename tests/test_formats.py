@@ -40,13 +40,35 @@ def test_write_is_atomic(tmp_path, monkeypatch):
     assert read_npz(path, kind="test", format="x/1", required=("v",))["v"].tolist() == [0, 1, 2]
 
     def broken(file, **arrays):
-        open(file, "wb").write(b"half")
+        file.write(b"half")
         raise OSError("disk full")
 
     monkeypatch.setattr(np, "savez", broken)
     with pytest.raises(OSError, match="disk full"):
         write_npz(tmp_path / "b.npz", {"format": np.array("x/1")})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.npz"]   # no b.npz, no temporary file
+
+
+def test_atomic_write_keeps_the_old_file_on_failure(tmp_path):
+    import json
+    import os
+
+    from attnforge.formats.atomic import atomic_write, write_json_atomic
+
+    path = write_json_atomic(tmp_path / "sub" / "r.json", {"bit_exact": True})
+    assert json.loads(path.read_text()) == {"bit_exact": True}
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask          # not mkstemp's private 0600
+
+    def half(f):
+        f.write('{"bit_exact": fa')
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write(path, half)
+    assert json.loads(path.read_text()) == {"bit_exact": True}       # the old file, whole
+    assert sorted(p.name for p in path.parent.iterdir()) == ["r.json"]   # no temporary file
 
 
 def test_check_array_names_source_field_and_expectation():
