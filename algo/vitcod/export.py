@@ -28,6 +28,7 @@ import torch
 
 from attnforge.formats.head_tensors import HeadTensors, decoder_heads, save_head_tensors
 from attnforge.formats.masks import MaskSet, head_csr
+from attnforge.formats.atomic import write_json_atomic
 
 from .golden import head_inputs, vitcod_head_float, vitcod_head_golden
 from .vit import VisionTransformer
@@ -150,5 +151,5 @@ def write_verification(model: VisionTransformer, image: torch.Tensor, tensors: H
                "max_err_lsb_same_inputs": max(r["max_err_lsb_same_inputs"] for r in rows),
                "max_rel_rms_err_float_model": max(r["rel_rms_err_float_model"] for r in rows),
                "heads": rows}
-    Path(path).write_text(json.dumps(summary, indent=2) + "\n")
+    write_json_atomic(path, summary)
     return summary

@@ -22,6 +22,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from attnforge.formats.atomic import write_json_atomic
+
 __all__ = ["run"]
 
 CLOCK_NS = 10  # the testbenches' clock period
@@ -104,9 +106,7 @@ def run(out_dir: Path, *, quick: bool = False, command: str = "attnforge bench")
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "mac_line.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    tmp.replace(path)
+    write_json_atomic(path, result)
     print(f"wrote {path}")
     for row in rows:
         sims = ", ".join(f"{s} {v['cycles_per_second']:.0f} cyc/s" for s, v in row["simulators"].items())
