@@ -20,15 +20,12 @@ unquantized activations, so the error includes int8 quantization of Q/K/V.
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import numpy as np
 import torch
 
+from attnforge.formats.atomic import write_json_atomic
 from attnforge.formats.head_tensors import HeadTensors, decoder_heads, save_head_tensors
 from attnforge.formats.masks import MaskSet, head_csr
-from attnforge.formats.atomic import write_json_atomic
 
 from .golden import head_inputs, vitcod_head_float, vitcod_head_golden
 from .vit import VisionTransformer

@@ -13,7 +13,6 @@ Figures (each with the command, the configuration and the date):
 from __future__ import annotations
 
 import datetime
-import json
 import os
 import platform
 import time

@@ -15,7 +15,6 @@ state dict; the classifier is replaced when the folder has another class count).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from attnforge.algo.vitcod.prepare import apply_masks, prepare
