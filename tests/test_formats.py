@@ -75,3 +75,17 @@ def test_check_array_names_source_field_and_expectation():
     with pytest.raises(ArtifactError, match=r"src: field 'q' must be int8 with 2 dimensions, got int16 shape \[3\]"):
         check_array("src", "q", np.zeros(3, np.int16), np.int8, ndim=2)
     assert check_array("src", "q", np.zeros((2, 2), np.int8), np.int8, shape=(2, 2)).shape == (2, 2)
+
+
+def test_output_digest_order_and_width():
+    from attnforge.formats.digest import output_digest
+    import hashlib
+
+    rows = [np.array([[1, -1], [127, -128]], np.int8), np.array([[0, 5]], np.int8)]
+    assert output_digest(rows) == hashlib.sha256(bytes([1, 255, 127, 128, 0, 5])).hexdigest()
+    assert output_digest([[1, -1], [127, -128], [0, 5]]) == output_digest(rows)      # lists, same order
+    assert output_digest([[3], [-2]], "int64") == hashlib.sha256(
+        (3).to_bytes(8, "little", signed=True) + (-2).to_bytes(8, "little", signed=True)).hexdigest()
+    assert output_digest(rows) != output_digest(rows[::-1])
+    with pytest.raises(ValueError, match="do not fit int8"):
+        output_digest([[200]])
