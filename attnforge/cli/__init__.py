@@ -26,6 +26,8 @@ Exit status, decided in one place (``main``):
   not build, a bug): one line with the exception type and "internal error";
   ``--traceback`` (or ``ATTNFORGE_TRACEBACK=1``) prints the traceback as well.
 
+(Ctrl-C ends a command with the shell's usual 130.)
+
 Results files (``--json``) are written whole or not at all
 (``attnforge.formats.atomic``), and a run removes the ``--json`` file it was
 given before it starts: after a run that failed (exit 1 writes its own failure
