@@ -22,6 +22,7 @@ from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, FallingEdge
 
 from attnforge.algo.linear.golden import LinearDecodeGolden
+from attnforge.formats.digest import output_digest
 from attnforge.hw.linear import LinearDecodeConfig
 from attnforge.linear_format import CMD_COMMIT, CMD_RESET, CMD_TAPS, CMD_TOKEN, random_data_requant
 
@@ -280,7 +281,7 @@ async def measured_rate(dut):
         return
     tb = LinearDecodeTB(dut, idle=0.0, stall=0.0, seed=p.get("seed", 0) + 99)
     await tb.reset()
-    rows = []
+    rows, outputs = [], []   # outputs: every mode's RTL output tokens, in order (output_digest)
     for mode in modes:
         t, a = mode[0], mode[1]
         n_tok = mode[2] if len(mode) > 2 else tokens
@@ -299,10 +300,11 @@ async def measured_rate(dut):
                      "first_input_cycle": tb.source.transfer_cycles[0], "output_cycles": outs, "ops": prog.ops,
                      "steady_cycles_per_output": per_out,
                      "steady_cycles_per_accepted": (per_out * t / a if a else None) if t else per_out})
+        outputs.extend(tb.sink.received)
         await tb.reset()
         tb.expected.clear()
         tb.sink.received.clear()
-    report = {"modes": rows, "flags": tb.flags()}
+    report = {"modes": rows, "flags": tb.flags(), "output_digest": output_digest(outputs, "int8")}
     path = os.environ.get("ATTNFORGE_REPORT")
     if path:
         with open(path, "w") as f:

@@ -2,7 +2,9 @@
 
 ``run_linear_sim`` is the job behind ``attnforge linear sim``. Its JSON keys
 (stable; others may be added): ``bit_exact``, ``cycles_per_token``,
-``ideal_cycles_per_token``, ``utilization`` (steady state), plus the cycle
+``ideal_cycles_per_token``, ``utilization`` (steady state), ``output_digest``
+(``attnforge.formats.digest``: SHA-256 of the RTL's int8 output tokens of the
+steady-state run, in order), plus the cycle
 model's prediction (``hw/linear/cycles.py``) and the configuration.
 """
 
@@ -26,8 +28,10 @@ def run_linear_sim(*, tokens: int, verify: int | None, seed: int, tensors: str |
                    simulator: str | None = None, build_root: str = "build/sim") -> dict:
     """Run the datapath of ``LinearDecodeConfig(**config_kw)`` (requantizers from the data) on the RTL."""
     check_int("--tokens", tokens, 1)
-    kw = {f.name: getattr(LinearDecodeConfig, f.name) for f in dataclasses.fields(LinearDecodeConfig)}
-    kw.update(config_kw)
+    check_int("--seed", seed, 0)
+    # The configuration checks its own fields (d, conv_taps, ...) before the requantizers are worked out
+    # from them, so a bad value is refused by name, before anything is built or run.
+    kw = dataclasses.asdict(LinearDecodeConfig(**config_kw))
     if verify is not None and not 1 <= verify <= kw["t_max"]:
         raise ValueError(f"--verify must be in [1, t_max={kw['t_max']}], not {verify}")
     if tensors:
@@ -53,6 +57,7 @@ def run_linear_sim(*, tokens: int, verify: int | None, seed: int, tensors: str |
     return {
         "format": "attnforge.linear_sim/1",
         "bit_exact": result.passed,
+        "output_digest": (result.report or {}).get("output_digest"),
         "cycles_per_token": measured,
         "ideal_cycles_per_token": ideal,
         "utilization": ideal / measured if measured else None,

@@ -10,6 +10,7 @@ the random program). Builds dominate the time: three Verilator configurations in
 one, two Icarus.
 """
 
+import re
 from pathlib import Path
 
 import pytest
@@ -70,6 +71,7 @@ def test_linear_decode_rtl_matches_golden_verilator(name):
     assert result.passed, f"{result.failed} failed; see {result.log}"
     if tb.get("rate_tokens"):
         check_cycle_model(config, result.report)
+        assert re.fullmatch("[0-9a-f]{64}", result.report["output_digest"])  # what `linear sim` reports
 
 
 def check_cycle_model(config, report):
