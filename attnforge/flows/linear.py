@@ -11,12 +11,12 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from attnforge.errors import check_int
+from attnforge.errors import ArtifactError, ConfigError, check_int
 from attnforge.formats.linear_tensors import load_linear_tensors
 from attnforge.hw.designs import get_design
 from attnforge.hw.linear import LinearDecodeConfig
 from attnforge.hw.linear.cycles import LinearDecodeCycles, steady_cycles_per_token
-from attnforge.linear_format import LinearDecodeFormat, random_data_requant
+from attnforge.linear_format import random_data_requant
 from attnforge.sim.runner import simulate
 
 __all__ = ["run_linear_sim"]
@@ -32,7 +32,10 @@ def run_linear_sim(*, tokens: int, verify: int | None, seed: int, tensors: str |
         raise ValueError(f"--verify must be in [1, t_max={kw['t_max']}], not {verify}")
     if tensors:
         t = load_linear_tensors(tensors, d=kw["d"], conv_taps=kw["conv_taps"])
-        requant = LinearDecodeFormat.requant_params(t["attn_scale"], t["conv_scale"])
+        try:  # the scales against this configuration's accumulator ranges
+            requant = LinearDecodeConfig(**config_kw).format.checked_requant_params(t["attn_scale"], t["conv_scale"])
+        except ConfigError as exc:
+            raise ArtifactError(f"{tensors}: {exc}") from None
     else:
         requant = random_data_requant(kw["d"], kw["conv_taps"], feature_map=kw["feature_map"])
     config = LinearDecodeConfig(**config_kw, **requant)
