@@ -2,8 +2,15 @@
 
 ``run_linear_sim`` is the job behind ``attnforge linear sim``. Its JSON keys
 (stable; others may be added): ``bit_exact``, ``cycles_per_token``,
-``ideal_cycles_per_token``, ``utilization`` (steady state), plus the cycle
-model's prediction (``hw/linear/cycles.py``) and the configuration.
+``ideal_cycles_per_token``, ``utilization`` (steady state), ``overflow``, plus
+the cycle model's prediction (``hw/linear/cycles.py``) and the configuration.
+
+``overflow`` is one bool per head: whether the head's sticky overflow flag was
+up during the run (more than ``max_tokens`` committed since a reset: the state
+wrapped, so outputs from then on are exact copies of the golden model's
+wrapped arithmetic, not the attention the widths were proven for). The
+testbench compares the RTL's flags with the golden model's every cycle; a
+mismatch fails the run. ``None`` when the testbench reported nothing.
 """
 
 from __future__ import annotations
@@ -45,7 +52,8 @@ def run_linear_sim(*, tokens: int, verify: int | None, seed: int, tensors: str |
         params.update(tensors=str(Path(tensors).resolve()), verify=verify)
     result = simulate(get_design("linear-decode"), config, seed=seed, tb_params=params, simulator=simulator,
                       build_root=build_root)
-    row = (result.report or {}).get("modes", [{}])[0]
+    report = result.report or {}
+    row = report.get("modes", [{}])[0]
     model = LinearDecodeCycles.of(config)
     ideal = model.ideal_cycles_per_token
     measured = row.get("steady_cycles_per_accepted")
@@ -59,6 +67,7 @@ def run_linear_sim(*, tokens: int, verify: int | None, seed: int, tensors: str |
         "cycles_per_token": measured,
         "ideal_cycles_per_token": ideal,
         "utilization": ideal / measured if measured else None,
+        "overflow": report.get("overflow"),
         "model_cycles_per_token": predicted,
         "tokens": tokens if not tensors else row.get("tokens"),
         "verify": verify,
