@@ -9,8 +9,8 @@ the cycle model's prediction (``hw/linear/cycles.py``) and the configuration.
 up during the run (more than ``max_tokens`` committed since a reset: the state
 wrapped, so outputs from then on are exact copies of the golden model's
 wrapped arithmetic, not the attention the widths were proven for). The
-testbench compares the RTL's flags with the golden model's every cycle; a
-mismatch fails the run. ``None`` when the testbench reported nothing.
+testbench compares the RTL's flags with the golden model's after every input
+beat; a mismatch fails the run. ``None`` when the testbench reported nothing.
 """
 
 from __future__ import annotations

@@ -5,10 +5,10 @@ row groups, and the overflow limit, for both feature maps (relu and relu_norm,
 whose random programs also reach den = 0); one small case per feature map on
 Icarus; a corrupted DUT that the scoreboard must catch. Every run also has
 random idle cycles on the input and backpressure on the output (second half of
-the random program), and every cycle compares the per-head overflow flags with
-the golden model's. The testbench skips (visibly) the tests a case does not ask
-for; each case asserts how many ran. Builds dominate the time: three Verilator configurations in
-``make test`` (d = 64 and relu_norm at d = 32 in ``make test-full``), one tiny
+the random program), and after every input beat compares the per-head overflow
+flags with the golden model's. The testbench skips (visibly) the tests a case
+does not ask for; each case asserts how many ran. Builds dominate the time:
+three Verilator configurations in ``make test`` (d = 64 and relu_norm at d = 32 in ``make test-full``), one tiny
 one, two Icarus.
 """
 
@@ -77,7 +77,7 @@ def test_linear_decode_rtl_matches_golden_verilator(name):
                       build_root=BUILD)
     assert (result.tests, result.skipped) == (_tests_run(tb), 3 - _tests_run(tb)), f"see {result.log}"
     assert result.passed, f"{result.failed} failed; see {result.log}"
-    # Past max_tokens the flag rose (head 0 in the limit test; the monitor checked it every cycle).
+    # Past max_tokens the flag rose (head 0 in the limit test; the monitor checked it after every beat).
     assert result.report["overflow"][0] == bool(tb.get("limit_test"))
     if tb.get("rate_tokens"):
         check_cycle_model(config, result.report)
@@ -85,7 +85,7 @@ def test_linear_decode_rtl_matches_golden_verilator(name):
 
 def test_linear_sim_reports_overflow(tmp_path, capsys):
     """``attnforge linear sim --tensors`` past ``--max-tokens``: still bit exact (exit 0: the RTL wraps as the
-    golden model does, flag for flag every cycle), but the JSON says ``overflow`` and stderr warns.
+    golden model does, flag for flag after every beat), but the JSON says ``overflow`` and stderr warns.
     Reuses the limit64 case's build: the file's scales give exactly its requantizers."""
     import json
 
