@@ -134,7 +134,7 @@ class _BuildLock:
 @dataclass
 class SimResult:
     simulator: str
-    tests: int
+    tests: int                # tests that ran (skipped ones are not counted: they did not pass)
     failed: int
     build_dir: Path
     results_xml: Path
@@ -143,6 +143,7 @@ class SimResult:
     build_seconds: float
     test_seconds: float
     run_dir: Path | None = None  # this run's own folder inside build_dir (log, results, report, waves)
+    skipped: int = 0             # tests the testbench skipped (``cocotb.skipif``) for these parameters
 
     @property
     def log(self) -> Path:
@@ -231,6 +232,7 @@ def run_cocotb(component, *, top: str, config_name: str, test_module: str,
     t2 = time.perf_counter()
     try:
         tests, failed = get_results(results_xml)
+        skipped = _skipped(results_xml)
     except RuntimeError:
         log = run_dir / "test.log"
         tail = log.read_text()[-3000:] if log.exists() else ""
@@ -238,8 +240,16 @@ def run_cocotb(component, *, top: str, config_name: str, test_module: str,
 
     wave_file = run_dir / wave_name if waves and (run_dir / wave_name).exists() else None
     report = json.loads(report_path.read_text()) if report_path.exists() else None
-    return SimResult(simulator, tests, failed, build_dir, results_xml, wave_file,
-                     report, t1 - t0, t2 - t1, run_dir)
+    return SimResult(simulator, tests - skipped, failed, build_dir, results_xml, wave_file,
+                     report, t1 - t0, t2 - t1, run_dir, skipped)
+
+
+def _skipped(results_xml: Path) -> int:
+    """Skipped tests in a cocotb results file (``get_results`` counts them among the tests)."""
+    from xml.etree import ElementTree
+
+    root = ElementTree.parse(results_xml).getroot()
+    return sum(int(suite.get("skipped", 0)) for suite in root.findall("testsuite"))
 
 
 def simulate(design, config, *, seed: int = 0, tb_params: dict | None = None, **kwargs) -> SimResult:

@@ -28,8 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
+from attnforge.algo.vitcod.golden import check_head_scales, head_inputs, head_params, vitcod_head_golden
 from attnforge.errors import check_int
-from attnforge.algo.vitcod.golden import head_inputs, head_params, vitcod_head_golden
 from attnforge.formats.head_tensors import decoder_requantizers, load_head_tensors
 from attnforge.formats.masks import head_csr, load_masks
 from attnforge.hw.designs import get_design
@@ -110,6 +110,8 @@ def simulate_masks(masks_path, *, layer: int = 0, head: int = 0, all_heads: bool
     check_int("--seed", seed, 0)
     ms = load_masks(masks_path)
     tensors = load_head_tensors(tensors_path) if tensors_path else None
+    if tensors is not None:
+        check_head_scales(tensors, tensors_path)
     if decoder and (tensors is None or not tensors.has_decoder):
         raise ValueError("--decoder needs --tensors with the compressed Q/K fields (qc, kc, dec_wq, ...)")
     pairs = [(l, h) for l in range(ms.layers) for h in range(ms.heads)] if all_heads else [(layer, head)]
