@@ -25,6 +25,7 @@ from tqdm import tqdm
 from attnforge.algo.checkpoint import save_checkpoint_file
 from attnforge.algo.linear.augment import AugmentedAttention
 from attnforge.algo.linear.variants import causal_mask, make_core
+from attnforge.errors import ConfigError
 
 __all__ = ["LinearizedGPT2Attention", "load_gpt2", "linearize_gpt2", "finetune", "heldout_loss",
            "corpus_tokens", "linearize_and_finetune", "LINEARIZED_FORMAT"]
@@ -137,7 +138,7 @@ def finetune(model, tokens: torch.Tensor, steps: int, block: int = 128, batch_si
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         if not math.isfinite(loss.item()):
-            raise RuntimeError(f"fine-tuning loss became {loss.item()} at step {step}")
+            raise ConfigError(f"fine-tuning loss became {loss.item()} at step {step}")
         log.append((step, round(loss.item(), 4)))
     model.eval()
     return log

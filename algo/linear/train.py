@@ -20,6 +20,7 @@ from tqdm import tqdm
 from attnforge.algo.checkpoint import load_checkpoint_file, save_checkpoint_file
 from attnforge.algo.linear.data import Corpus
 from attnforge.algo.linear.model import LinearLM, LMConfig
+from attnforge.errors import ConfigError
 
 __all__ = ["TrainConfig", "train_lm", "evaluate", "save_checkpoint", "load_checkpoint", "CHECKPOINT_FORMAT"]
 
@@ -111,7 +112,7 @@ def train_lm(model_cfg: LMConfig, corpus: Corpus, cfg: TrainConfig, checkpoint=N
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         if not math.isfinite(loss.item()):
-            raise RuntimeError(f"{model_cfg.label}: training loss became {loss.item()} at step {step}")
+            raise ConfigError(f"{model_cfg.label}: training loss became {loss.item()} at step {step}")
         log.append((step, round(loss.item(), 4)))
         bar.set_postfix(loss=f"{loss.item():.3f}")
         if checkpoint and (step + 1) % 100 == 0:

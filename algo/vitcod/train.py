@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from attnforge.errors import ConfigError
+
 from ..checkpoint import load_checkpoint_file, read_plain, save_checkpoint_file
 from .data import loader, random_shift
 from .vit import ViTConfig, VisionTransformer, load_timm_checkpoint
@@ -120,7 +122,7 @@ def train(model: VisionTransformer, train_set, cfg: TrainConfig, val_set=None, *
             recon = model.qk_reconstruction_loss()
             full = loss + cfg.ae_weight * recon
             if not torch.isfinite(full):
-                raise RuntimeError(f"{desc}: loss became {full.item()} at epoch {epoch + 1} batch {i}; "
+                raise ConfigError(f"{desc}: loss became {full.item()} at epoch {epoch + 1} batch {i}; "
                                    f"lower the learning rate (now {cfg.lr})")
             opt.zero_grad(set_to_none=True)
             full.backward()
