@@ -75,7 +75,7 @@ def load_ticket_csr(path: Path) -> tuple[list[SparseLayer], dict]:
     try:
         meta = json.loads(str(data["meta"]))
         info = meta["layers"]
-    except (KeyError, TypeError, json.JSONDecodeError) as exc:
+    except (KeyError, TypeError, json.JSONDecodeError, RecursionError) as exc:
         fail(path, f"field 'meta' is not JSON with 'layers' ({exc})")
     layers = []
     for i, li in enumerate(info):
