@@ -68,6 +68,17 @@ def save_ticket_csr(path: Path, layers: list[SparseLayer], meta: dict | None = N
     return write_npz(path, arrays)
 
 
+def _check_entry_types(path, i: int, li: dict) -> None:
+    """The sizes of a meta ``layers`` entry, where present, are counts (int() of a list or '' raised)."""
+    def count(x):
+        return isinstance(x, int) and not isinstance(x, bool) and x >= 0
+    for key in ("rows", "cols"):
+        if key in li and not count(li[key]):
+            fail(path, f"field 'meta': layer {i} {key!r} must be an integer >= 0, not {li[key]!r}")
+    if "shape" in li and not (isinstance(li["shape"], list) and li["shape"] and all(map(count, li["shape"]))):
+        fail(path, f"field 'meta': layer {i} 'shape' must be a non-empty list of integers >= 0, not {li['shape']!r}")
+
+
 def load_ticket_csr(path: Path) -> tuple[list[SparseLayer], dict]:
     """Read and validate a ticket CSR file; every problem raises ``ArtifactError`` naming the file and the field."""
     data = read_npz(path, kind="ticket CSR", format=CSR_FORMAT, required=("meta",))
@@ -77,8 +88,11 @@ def load_ticket_csr(path: Path) -> tuple[list[SparseLayer], dict]:
         info = meta["layers"]
     except (KeyError, TypeError, json.JSONDecodeError, RecursionError) as exc:
         fail(path, f"field 'meta' is not JSON with 'layers' ({exc})")
+    if not isinstance(info, list) or not all(isinstance(li, dict) for li in info):
+        fail(path, f"field 'meta': 'layers' must be a list of JSON objects, not {json.dumps(info)[:60]}")
     layers = []
     for i, li in enumerate(info):
+        _check_entry_types(path, i, li)
         def field(key, dtype, ndim):
             k = f"L{i}_{key}"
             if k not in data:
