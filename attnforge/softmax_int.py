@@ -77,7 +77,7 @@ assert EXP2_LUT[0] == 1 << EXP_BITS and all(v < (1 << E_FORMAT.width) for v in E
 
 def exp_requantizer(q_scale: float, k_scale: float, head_dim: int) -> Requantizer:
     """The requantizer from a score difference ``m - S`` to ``z`` (step 2)."""
-    if not (isinstance(head_dim, int) and head_dim > 0):
+    if not (isinstance(head_dim, int) and 0 < head_dim <= sys.float_info.max):   # math.sqrt of more overflows
         raise ValueError(f"head_dim must be a positive integer, not {head_dim!r}")
     for name, s in (("q_scale", q_scale), ("k_scale", k_scale)):
         if not (isinstance(s, (int, float)) and 0 < s <= sys.float_info.max):   # NaN, inf, huge ints: no

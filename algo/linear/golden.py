@@ -111,9 +111,8 @@ class LinearDecodeGolden:
         shape = (self.fmt.conv_taps, self.fmt.d)
         if a.shape != shape or a.dtype.kind not in "iu":
             raise ValueError(f"conv taps must be an integer array of shape {list(shape)}, not {a.dtype} {list(a.shape)}")
-        a = a.astype(np.int64)
-        INT8.check_array("conv taps", a)
-        self.taps = a
+        INT8.check_array("conv taps", a)   # before the cast: uint64 2**64-128 would wrap to -128
+        self.taps = a.astype(np.int64)
 
     def history(self) -> np.ndarray:
         """The last K-1 committed v, newest first ``[K-1, d]`` (zeros before the sequence start)."""
