@@ -210,3 +210,35 @@ def test_part_b_head_without_keys_gives_zero_rows():
     kv = np.zeros((0, 4), np.int8)
     empty = CSR(np.zeros(3, np.int32), np.zeros(0, np.int32), (2, 0))
     assert (vitcod_head_golden(q, kv, kv, 0, empty, PARAMS) == 0).all()
+
+
+# ---------------------------------------------------------------- what the fuzzers found, pinned
+
+Z2 = np.zeros((1, 2), np.int8)
+
+
+@pytest.mark.parametrize("call, error, match", [
+    (lambda: Requantizer.from_scale(10**400), ValueError, "scale"),                    # was OverflowError
+    (lambda: Requantizer.from_scale(1.0, multiplier_width=1.5), TypeError, "multiplier_width"),
+    (lambda: exp_requantizer(1.0, 1.0, 10**400), ValueError, "head_dim"),              # was OverflowError
+    (lambda: out_requantizer(10**400, 1.0), ValueError, "v_scale"),                    # was OverflowError
+    (lambda: head_params(10**400, 1.0, 1.0, 1.0, 4), ValueError, "q_scale"),           # was OverflowError
+    (lambda: exp2_neg(-1), ValueError, "z"),
+    (lambda: exp2_neg(np.array(0.5)), TypeError, "z"),
+    (lambda: reciprocal(None), TypeError, "row sum"),
+    (lambda: vitcod_head_golden(Z2, Z2, Z2, math.inf, dense_to_csr(np.ones((1, 1), bool)), PARAMS),
+     ValueError, "G"),                                                                  # was OverflowError
+    (lambda: vitcod_head_golden(Z2, Z2, Z2, 0, None, PARAMS), TypeError, "csr"),       # was AttributeError
+    (lambda: vitcod_head_golden(Z2, Z2, Z2, 0, dense_to_csr(np.ones((1, 1), bool)), None), TypeError, "params"),
+    (lambda: LinearDecodeGolden(FORMATS[0]).verify(Z2[:0], Z2[:0], Z2[:0]), ValueError, "verify block"),
+    (lambda: LinearDecodeGolden(FORMATS[0]).run(Z2, Z2[:0], Z2), ValueError, "same number"),   # was IndexError
+    (lambda: LinearDecodeGolden(FORMATS[0]).load_taps(np.full((1, 2), 2**64 - 128, np.uint64)), ValueError,
+     "conv taps"),                                                                      # was accepted as -128
+])
+def test_found_by_fuzzing(call, error, match):
+    with pytest.raises(error, match=match):
+        call()
+
+
+def test_exp2_neg_of_uint64_z():
+    assert exp2_neg(np.array([0, 2**63], np.uint64)).tolist() == [1 << 15, 0]   # was TypeError

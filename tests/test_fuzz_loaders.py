@@ -397,3 +397,41 @@ def test_part_b_ticket_empty_layer_round_trips(tmp_path):
                         L0_values=np.zeros(0, np.int8), L0_scale=np.array(0.5), L0_bias=np.zeros(0, np.float32))
     layers, meta = load_ticket_csr(path)
     _round_trip_tickets((layers, meta), tmp_path)
+
+
+# ---------------------------------------------------------------- what the fuzzers found, pinned
+
+Z1 = np.zeros((1, 1), np.int8)
+
+@pytest.mark.parametrize("meta_layers, match", [
+    (None, "'layers' must be a list"),                       # was TypeError
+    ({"model": "x"}, "'layers' must be a list"),             # was TypeError
+    ([{"name": "fc", "kind": "linear", "shape": [1, 1], "rows": "", "cols": 1}], "'rows' must be an integer"),
+    ([{"name": "fc", "kind": "linear", "shape": [], "rows": 1, "cols": 1}], "'shape' must be"),   # was IndexError
+])
+def test_ticket_meta_found_by_fuzzing(tmp_path, meta_layers, match):
+    with pytest.raises(ArtifactError, match=match):
+        load_ticket_csr(_ticket_file(tmp_path, meta_layers, **ONE_LAYER))
+
+
+def test_deep_json_meta_and_vector_scale_found_by_fuzzing(tmp_path):
+    path = tmp_path / "m.npz"
+    ms = MaskSet(np.ones((1, 1, 1, 1), bool), np.zeros((1, 1, 1), np.int32), np.zeros((1, 1), np.int32))
+    np.savez(path, **{**_arrays_of(save_masks(ms, path)), "meta": np.array("[" * 5000 + "]" * 5000)})
+    with pytest.raises(ArtifactError, match="'meta' is not JSON"):            # was RecursionError
+        load_masks(path)
+    path = save_linear_tensors(tmp_path / "l.npz", q=Z1, k=Z1, v=Z1, taps=Z1, attn_scale=1e-6, conv_scale=1e-3)
+    np.savez(path, **{**_arrays_of(path), "attn_scale": np.array([1e-6])})
+    with pytest.raises(ArtifactError, match="l.npz: field 'attn_scale'"):     # was TypeError
+        load_linear_tensors(path)
+
+
+@pytest.mark.parametrize("row_ptr, col_idx, shape", [
+    (np.array([0.0, 1.0]), np.array([0], np.int32), (1, 1)),          # float row_ptr: was TypeError in use
+    (np.array([0, 0], np.int32), np.array(0, np.int32), (1, 1)),      # 0-d col_idx: was IndexError
+    (np.zeros(0, np.int32), np.zeros(0, np.int32), (-1, 1)),          # negative rows: was IndexError
+    (np.array([0, 2, 1], np.uint32), np.array([0], np.int32), (2, 2)),   # uint decrease: was accepted
+])
+def test_check_csr_found_by_fuzzing(row_ptr, col_idx, shape):
+    with pytest.raises(ArtifactError, match="^case: "):
+        check_csr(row_ptr, col_idx, shape, name="case")
