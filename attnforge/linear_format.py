@@ -24,7 +24,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from attnforge.numfmt import INT8, IntFormat, Requantizer, accumulator_width, check_int
+from attnforge.errors import check_int
+from attnforge.numfmt import INT8, IntFormat, Requantizer, accumulator_width, requantizer_for
 
 __all__ = [
     "PHI_FORMAT", "MID_FORMAT", "FEATURE_MAPS", "DIV_DEN_BITS", "DIV_FRAC_BITS",
@@ -165,9 +166,26 @@ class LinearDecodeFormat:
 
     @staticmethod
     def requant_params(scale_attn: float, scale_conv: float) -> dict:
-        """Multiplier/shift keywords for two real scales (accumulator unit -> output unit)."""
+        """Multiplier/shift keywords for two real scales (accumulator unit -> output unit), unchecked
+        (``checked_requant_params`` also checks them against this format's input ranges)."""
         a = Requantizer.from_scale(scale_attn, out=MID_FORMAT)
         c = Requantizer.from_scale(scale_conv, out=MID_FORMAT)
+        return dict(attn_multiplier=a.multiplier, attn_shift=a.shift,
+                    conv_multiplier=c.multiplier, conv_shift=c.shift)
+
+    def checked_requant_params(self, attn_scale: float, conv_scale: float) -> dict:
+        """``requant_params`` for this format's datapath, each requantizer checked against what it takes
+        (``attn_input_format``, ``conv_format``; ``numfmt.check_requantizer``).
+
+        ``ConfigError`` naming ``attn_scale`` or ``conv_scale``, the multiplier and shift, and the
+        scales that work, if a scale would map every value to 0 (the term vanishes from every
+        output) or saturate every nonzero one. The other fields of this format are kept as they are.
+        """
+        same = lambda s: s  # noqa: E731  (the scale is the field)
+        a = requantizer_for(float(attn_scale), self.attn_input_format, out=MID_FORMAT,
+                            what="attention requantizer", field=("attn_scale", float(attn_scale), same))
+        c = requantizer_for(float(conv_scale), self.conv_format, out=MID_FORMAT,
+                            what="convolution requantizer", field=("conv_scale", float(conv_scale), same))
         return dict(attn_multiplier=a.multiplier, attn_shift=a.shift,
                     conv_multiplier=c.multiplier, conv_shift=c.shift)
 

@@ -19,16 +19,18 @@ import math
 import sys
 from dataclasses import dataclass
 
-from attnforge.errors import check_int
+from attnforge.errors import ConfigError, check_int
 
 __all__ = [
-    "check_int",
     "IntFormat",
     "INT8",
     "product_format",
     "accumulator_width",
     "Requantizer",
     "saturate",
+    "requantizer_scale_range",
+    "check_requantizer",
+    "requantizer_for",
 ]
 
 
@@ -157,7 +159,7 @@ class Requantizer:
         check_int("requantizer multiplier_width", multiplier_width, 1, 32)
         # A comparison, not math.isfinite: an int beyond float range raised OverflowError there.
         if not (isinstance(scale, (int, float)) and 0 < scale <= sys.float_info.max):
-            raise ValueError(f"requantization scale must be a positive finite number, not {scale!r}")
+            raise ConfigError(f"requantization scale must be a positive finite number, not {scale!r}")
         mantissa, exponent = math.frexp(scale)  # scale = mantissa * 2**exponent, mantissa in [0.5, 1)
         multiplier = round(mantissa * (1 << multiplier_width))
         shift = multiplier_width - exponent
@@ -165,7 +167,7 @@ class Requantizer:
             multiplier >>= 1
             shift -= 1
         if shift < 0:  # scale too large for the multiplier alone
-            raise ValueError(
+            raise ConfigError(
                 f"requantization scale {scale} needs a left shift; at most "
                 f"{(1 << multiplier_width) - 1} is representable"
             )
@@ -188,3 +190,94 @@ class Requantizer:
         """Apply to a Python int, numpy int64 array or torch int64 tensor."""
         rounding = (1 << (self.shift - 1)) if self.shift else 0
         return saturate((values * self.multiplier + rounding) >> self.shift, self.out)
+
+
+def _bounds(in_range) -> tuple[int, int]:
+    if isinstance(in_range, IntFormat):
+        return in_range.min, in_range.max
+    lo, hi = (int(v) for v in in_range)
+    if lo > hi:
+        raise ValueError(f"requantizer input range [{lo}, {hi}] is empty")
+    return lo, hi
+
+
+def requantizer_scale_range(in_range, out: IntFormat = INT8) -> tuple[float, float]:
+    """The real scales ``s`` for which a requantizer of inputs in ``in_range`` (an ``IntFormat`` or
+    ``(lo, hi)``) to ``out`` is not degenerate (see ``check_requantizer``): ``lo_s <= s < hi_s``.
+
+    With ``y(x) = floor(x * s + 1/2)``: some input gives ``y != 0`` iff ``s >= 1 / (2 max(hi, -lo))``;
+    the input 1 stays inside ``out`` iff ``s < out.max + 1/2``, the input -1 iff ``s < 1/2 - out.min``.
+    (The multiplier's rounding moves these ends by a relative ``2**-(multiplier_width-1)`` at most.)
+    """
+    lo, hi = _bounds(in_range)
+    big = max(hi, -lo)
+    if big < 1:
+        return math.inf, math.inf  # only 0: every requantizer maps it to 0
+    top = max(out.max + 0.5 if hi >= 1 else -math.inf, 0.5 - out.min if lo <= -1 else -math.inf)
+    return 0.5 / big, top
+
+
+def _degenerate(rq: Requantizer, lo: int, hi: int) -> str | None:
+    """What is wrong with ``rq`` on ``[lo, hi]``, or None."""
+    if rq(lo) == 0 and rq(hi) == 0:  # monotone in x (multiplier >= 0), so 0 everywhere
+        return f"maps every input in [{lo}, {hi}] to 0"
+    rounding = (1 << (rq.shift - 1)) if rq.shift else 0
+    exact = lambda x: (x * rq.multiplier + rounding) >> rq.shift  # noqa: E731  (before saturation)
+    if (hi < 1 or exact(1) > rq.out.max) and (lo > -1 or exact(-1) < rq.out.min):
+        return f"saturates every nonzero input in [{lo}, {hi}] to the {rq.out} bounds"
+    return None
+
+
+def check_requantizer(rq: Requantizer, in_range, *, what: str, scale: float | None = None,
+                      field: tuple | None = None) -> Requantizer:
+    """``rq`` if its output depends on its input; else ``ConfigError``.
+
+    A requantizer is refused when it maps every value of ``in_range`` (the input
+    format, or ``(lo, hi)``) to 0, or sends every nonzero value beyond a bound of
+    its output format: the result would not depend on the data. This is the one
+    check every requantizer derived from scales goes through (the ViTCoD
+    softmax and output, the Q/K decoder, the linear decode output stage).
+
+    The message names ``what`` (the requantizer), its multiplier and shift, the
+    real ``scale`` it was derived from, and the scales that work
+    (``requantizer_scale_range``). ``field = (name, value, convert)`` names the
+    user's quantity the scale came from, its value, and a monotone function from
+    a requantizer scale to that quantity: the message then gives that
+    quantity's working range too.
+    """
+    lo, hi = _bounds(in_range)
+    problem = _degenerate(rq, lo, hi)
+    if problem is None:
+        return rq
+    raise ConfigError(_degenerate_message(f"{what}: multiplier {rq.multiplier}, shift {rq.shift} "
+                                          f"(real scale {rq.scale:.6g}) {problem}", lo, hi, rq.out, scale, field))
+
+
+def _degenerate_message(head: str, lo: int, hi: int, out: IntFormat, scale, field) -> str:
+    s_lo, s_hi = requantizer_scale_range((lo, hi), out)
+    msg = head if scale is None else f"{head}; it was derived from the scale {scale:.6g}"
+    msg += f"; scales in about [{s_lo:.6g}, {s_hi:.6g}) work"
+    if field is not None:
+        name, value, convert = field
+        a, b = sorted((convert(s_lo), convert(s_hi)))
+        msg += f": {name} is {value:.6g}, {name} in about [{a:.6g}, {b:.6g}] works"
+    return msg
+
+
+def requantizer_for(scale: float, in_range, *, what: str, out: IntFormat = INT8, field: tuple | None = None,
+                    multiplier_width: int = 16) -> Requantizer:
+    """``Requantizer.from_scale(scale)`` checked by ``check_requantizer`` against ``in_range``.
+
+    A scale too large for the multiplier raises the same ``ConfigError`` (with the scales that work)
+    instead of ``from_scale``'s own error.
+    """
+    if not (isinstance(scale, (int, float)) and math.isfinite(scale) and scale > 0):
+        raise ConfigError(f"{what}: the scale must be a positive finite number, not {scale!r}")
+    try:
+        rq = Requantizer.from_scale(scale, out=out, multiplier_width=multiplier_width)
+    except ConfigError:
+        lo, hi = _bounds(in_range)
+        raise ConfigError(_degenerate_message(f"{what}: the scale {scale:.6g} needs a left shift (more than a "
+                                              f"{multiplier_width}-bit multiplier)", lo, hi, out, None,
+                                              field)) from None
+    return check_requantizer(rq, in_range, what=what, scale=scale, field=field)

@@ -42,13 +42,13 @@ import math
 import numbers
 import sys
 
-from .numfmt import INT8, IntFormat, Requantizer, saturate
+from .numfmt import INT8, IntFormat, Requantizer, product_format, requantizer_for, saturate
 
 __all__ = [
     "EXP_FRAC_BITS", "EXP_BITS", "EXP2_LUT", "Z_FORMAT", "E_FORMAT", "RECIP_BITS",
     "PROB_BITS", "PROB_SHIFT", "PROB_MAX", "PROB_FORMAT", "EXP_ERROR_BOUND",
     "exp_requantizer", "out_requantizer", "exp2_neg", "reciprocal", "probability",
-    "sum_width", "recip_width",
+    "sum_width", "recip_width", "score_diff_range", "OUT_INPUT_RANGE",
 ]
 
 #: Fraction bits of the log2-domain exponent z (table index width).
@@ -75,23 +75,46 @@ EXP_ERROR_BOUND = 2.0 ** (2.0 ** -(EXP_FRAC_BITS + 1)) - 1 + 2.0 ** -EXP_BITS
 assert EXP2_LUT[0] == 1 << EXP_BITS and all(v < (1 << E_FORMAT.width) for v in EXP2_LUT)
 
 
+def score_diff_range(head_dim: int) -> tuple[int, int]:
+    """The values ``m - S`` (row maximum less a score) of int8 ``q . k`` over ``head_dim`` channels can take."""
+    prod = product_format(INT8, INT8)
+    return 0, head_dim * (prod.max - prod.min)
+
+
+#: What the output requantizer takes: ``sum_j P_j v_j``, a convex combination of int8 v with
+#: ``PROB_BITS`` fraction bits.
+OUT_INPUT_RANGE = (INT8.min << PROB_BITS, INT8.max << PROB_BITS)
+
+
 def exp_requantizer(q_scale: float, k_scale: float, head_dim: int) -> Requantizer:
-    """The requantizer from a score difference ``m - S`` to ``z`` (step 2)."""
+    """The requantizer from a score difference ``m - S`` to ``z`` (step 2).
+
+    ``ConfigError`` if it would make every ``z`` 0 (the scores could not change the
+    softmax) or saturate every nonzero difference (``numfmt.check_requantizer``).
+    """
     if not (isinstance(head_dim, int) and 0 < head_dim <= sys.float_info.max):   # math.sqrt of more overflows
         raise ValueError(f"head_dim must be a positive integer, not {head_dim!r}")
     for name, s in (("q_scale", q_scale), ("k_scale", k_scale)):
         if not (isinstance(s, (int, float)) and 0 < s <= sys.float_info.max):   # NaN, inf, huge ints: no
             raise ValueError(f"{name} must be a positive finite number, not {s!r}")
-    c = q_scale * k_scale / math.sqrt(head_dim) * math.log2(math.e) * (1 << EXP_FRAC_BITS)
-    return Requantizer.from_scale(c, out=Z_FORMAT)
+    per_unit = math.log2(math.e) * (1 << EXP_FRAC_BITS) / math.sqrt(head_dim)
+    return requantizer_for(q_scale * k_scale * per_unit, score_diff_range(head_dim), out=Z_FORMAT,
+                           what="softmax exponent requantizer",
+                           field=("q_scale * k_scale", q_scale * k_scale, lambda c: c / per_unit))
 
 
 def out_requantizer(v_scale: float, o_scale: float) -> Requantizer:
-    """The requantizer from ``sum_j P_j v_j`` (P with PROB_BITS fraction bits) to the int8 output."""
+    """The requantizer from ``sum_j P_j v_j`` (P with PROB_BITS fraction bits) to the int8 output.
+
+    ``ConfigError`` if it would map every output to 0 or saturate every nonzero one
+    (``numfmt.check_requantizer`` over ``OUT_INPUT_RANGE``).
+    """
     for name, s in (("v_scale", v_scale), ("o_scale", o_scale)):
         if not (isinstance(s, (int, float)) and 0 < s <= sys.float_info.max):   # NaN, inf, huge ints: no
             raise ValueError(f"{name} must be a positive finite number, not {s!r}")
-    return Requantizer.from_scale(v_scale / (o_scale * (1 << PROB_BITS)), out=INT8)
+    unit = v_scale / (1 << PROB_BITS)
+    return requantizer_for(unit / o_scale, OUT_INPUT_RANGE, out=INT8, what="attention output requantizer",
+                           field=("o_scale", o_scale, lambda s: unit / s if s else math.inf))
 
 
 def exp2_neg(z):

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from attnforge.hw.verilog import write_verilog
+from attnforge.formats.atomic import write_json_atomic
 
 from .shell import SynthShell
 
@@ -164,7 +165,5 @@ def synthesize(component, *, top: str, device: str, out_dir: str | Path, seed: i
         "nextpnr_seconds": round(t2 - t1, 2),
         "folder": str(out),
     }
-    tmp = report_path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(report, indent=2))
-    tmp.replace(report_path)
+    write_json_atomic(report_path, report)
     return report

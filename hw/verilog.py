@@ -6,6 +6,8 @@ from pathlib import Path
 
 from amaranth.back import verilog
 
+from attnforge.formats.atomic import write_text_atomic
+
 __all__ = ["to_verilog", "write_verilog"]
 
 
@@ -25,8 +27,4 @@ def write_verilog(component, top: str, path: str | Path) -> Path:
     text = to_verilog(component, top)
     if path.exists() and path.read_text() == text:
         return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
-    return path
+    return write_text_atomic(path, text)

@@ -21,8 +21,9 @@ Verilator builds are made fast in two ways:
   it; the cache is ccache's own, ``CCACHE_DIR``; the test suite uses ``build/ccache``).
 
 Waveforms: pass ``waves=True`` or set ``ATTNFORGE_WAVES=1``. Verilator writes
-``dump.vcd`` in the run's folder, Icarus ``<top>.fst`` in the build folder
-(cocotb's dump module names it there); ``SimResult.waves`` is the file. Open
+``dump.vcd`` and Icarus ``<top>.fst`` in the run's folder (Icarus is told the
+path: cocotb's dump module would put it in the shared build folder, where two runs
+of one configuration would overwrite each other's); ``SimResult.waves`` is the file. Open
 either with GTKWave (``gtkwave build/sim/<config>/verilator-waves/run-*/dump.vcd``)
 or Surfer.
 """
@@ -133,7 +134,7 @@ class _BuildLock:
 @dataclass
 class SimResult:
     simulator: str
-    tests: int
+    tests: int                # tests that ran (skipped ones are not counted: they did not pass)
     failed: int
     build_dir: Path
     results_xml: Path
@@ -142,6 +143,7 @@ class SimResult:
     build_seconds: float
     test_seconds: float
     run_dir: Path | None = None  # this run's own folder inside build_dir (log, results, report, waves)
+    skipped: int = 0             # tests the testbench skipped (``cocotb.skipif``) for these parameters
 
     @property
     def log(self) -> Path:
@@ -218,30 +220,36 @@ def run_cocotb(component, *, top: str, config_name: str, test_module: str,
         "COCOTB_REWRITE_ASSERTION_FILES": os.environ.get("COCOTB_REWRITE_ASSERTION_FILES", _REWRITE_ASSERTIONS),
     }
     results_xml = run_dir / "results.xml"
+    wave_name = "dump.vcd" if simulator == "verilator" else f"{top}.fst"
+    # Icarus dumps into the shared build folder unless told otherwise: this run's folder instead.
+    plusargs = [f"+dumpfile_path={run_dir / wave_name}"] if waves and simulator == "icarus" else []
     try:
         runner.test(test_module=test_module, hdl_toplevel=top, testcase=testcase,
                     build_dir=build_dir, test_dir=run_dir, waves=waves, results_xml=str(results_xml),
-                    seed=seed, extra_env=env, log_file=run_dir / "test.log")
+                    seed=seed, extra_env=env, log_file=run_dir / "test.log", plusargs=plusargs)
     except SystemExit:
         pass  # under pytest the runner exits on failing tests; the results file says which
     t2 = time.perf_counter()
     try:
         tests, failed = get_results(results_xml)
+        skipped = _skipped(results_xml)
     except RuntimeError:
         log = run_dir / "test.log"
         tail = log.read_text()[-3000:] if log.exists() else ""
         raise RuntimeError(f"{simulator} simulation of {source} left no results; end of {log}:\n{tail}") from None
 
-    wave_file = None
-    if waves:
-        name = "dump.vcd" if simulator == "verilator" else f"{top}.fst"
-        for folder in (run_dir, build_dir):
-            if (folder / name).exists():
-                wave_file = folder / name
-                break
+    wave_file = run_dir / wave_name if waves and (run_dir / wave_name).exists() else None
     report = json.loads(report_path.read_text()) if report_path.exists() else None
-    return SimResult(simulator, tests, failed, build_dir, results_xml, wave_file,
-                     report, t1 - t0, t2 - t1, run_dir)
+    return SimResult(simulator, tests - skipped, failed, build_dir, results_xml, wave_file,
+                     report, t1 - t0, t2 - t1, run_dir, skipped)
+
+
+def _skipped(results_xml: Path) -> int:
+    """Skipped tests in a cocotb results file (``get_results`` counts them among the tests)."""
+    from xml.etree import ElementTree
+
+    root = ElementTree.parse(results_xml).getroot()
+    return sum(int(suite.get("skipped", 0)) for suite in root.findall("testsuite"))
 
 
 def simulate(design, config, *, seed: int = 0, tb_params: dict | None = None, **kwargs) -> SimResult:

@@ -6,8 +6,13 @@ the outputs the golden model expects; ``build_program`` makes one from a seed
 (random decode steps, verify blocks with random commit(a) including a=0 and
 a=T, resets mid-sequence, several heads) or from a tensor file. The beats go
 through ``StreamSource`` (random idle) and the outputs through ``StreamSink``
-(random backpressure, stream-rule checks). Parameters arrive in
-``ATTNFORGE_TB_PARAMS``; measured cycles go to ``ATTNFORGE_REPORT``.
+(random backpressure, stream-rule checks). After every input beat the per-head
+overflow flags are compared with the golden model's (``FlagMonitor``). Parameters arrive in ``ATTNFORGE_TB_PARAMS``; measured
+cycles and the overflow flags go to ``ATTNFORGE_REPORT``.
+
+Each test runs only where its parameters ask for it, and is otherwise skipped
+visibly (``cocotb.skipif``, decided when the module loads): a skipped test is
+not a pass, and the runner counts it apart (``SimResult.skipped``).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, FallingEdge
 
 from attnforge.algo.linear.golden import LinearDecodeGolden
+from attnforge.formats.digest import output_digest
 from attnforge.hw.linear import LinearDecodeConfig
 from attnforge.linear_format import CMD_COMMIT, CMD_RESET, CMD_TAPS, CMD_TOKEN, random_data_requant
 
@@ -32,6 +38,26 @@ def _params() -> dict:
     return json.loads(os.environ.get("ATTNFORGE_TB_PARAMS", "{}"))
 
 
+_P = _params()
+#: Which tests these parameters ask for (the others are skipped, not passed).
+RUN_RANDOM = not _P.get("tensors") and _P.get("mode", "random") == "random"
+RUN_LIMIT = bool(_P.get("limit_test")) and not _P.get("tensors")
+RUN_RATE = bool(_P.get("tensors") or _P.get("rate_tokens"))
+
+_REPORT: dict = {}
+
+
+def _report(**fields) -> None:
+    """Add ``fields`` to what this run reports (``ATTNFORGE_REPORT``); ``overflow`` is OR-ed per head."""
+    if "overflow" in fields and "overflow" in _REPORT:
+        fields["overflow"] = [a or b for a, b in zip(_REPORT["overflow"], fields["overflow"])]
+    _REPORT.update(fields)
+    path = os.environ.get("ATTNFORGE_REPORT")
+    if path:
+        with open(path, "w") as f:
+            json.dump(_REPORT, f)
+
+
 class Program:
     """Input beats and the expected outputs/flags, built alongside per-head golden models."""
 
@@ -39,6 +65,7 @@ class Program:
         self.cfg = cfg
         self.heads = [LinearDecodeGolden(cfg.format) for _ in range(cfg.heads)]
         self.beats: list[dict] = []
+        self.beat_flags: list[int] = []  # golden overflow flags (bit per head) once each beat is taken
         self.expected: list[list[int]] = []
         self.tokens = 0          # tokens verified (outputs)
         self.accepted = 0        # tokens committed
@@ -50,6 +77,7 @@ class Program:
         self.beats.append({"cmd": cmd, "last": last, "head": head, "a": a,
                            "q": list(map(int, z if q is None else q)), "k": list(map(int, z if k is None else k)),
                            "v": list(map(int, z if v is None else v))})
+        self.beat_flags.append(self.flags())
 
     def taps(self, head, w):
         self.heads[head].load_taps(w)
@@ -161,6 +189,51 @@ def program_from_tensors(cfg: LinearDecodeConfig, path: str, verify: int | None)
     return prog
 
 
+class FlagMonitor:
+    """A bench part that checks the RTL's per-head overflow flags after every input beat.
+
+    The control registers a command's effect on the flags (commit past
+    ``max_tokens`` raises, reset clears) at the edge that takes it, so in the
+    cycle after the ``n``-th input beat (token, commit, reset, taps) the port
+    must show the golden flags after beat ``n`` (0 after a DUT reset, before
+    any beat); ``check`` compares again at the end of a run. The flags change
+    only with commands, so this sees every value they take (``seen`` ORs them)
+    at one port read per beat rather than per cycle (a third of a run's time).
+    """
+
+    def __init__(self, dut, source: StreamSource):
+        self.port = dut.overflow
+        self.source = source
+        self.expected: list[int] = []
+        self.start = 0
+        self.checked = -1   # beats (since the reset) whose flags were compared
+        self.seen = 0
+        self.checks = 0
+
+    def restart(self) -> None:
+        """After a DUT reset: the flags are 0 and the next beat is the first of a new trace."""
+        self.expected.clear()
+        self.start = self.source.sent
+        self.checked = -1
+
+    def drive(self, cycle: int) -> None:
+        pass
+
+    def sample(self, cycle: int) -> None:
+        if self.source.sent - self.start != self.checked:
+            self.check(cycle)
+
+    def check(self, cycle: int) -> None:
+        n = self.checked = self.source.sent - self.start
+        want = self.expected[n - 1] if n else 0
+        got = int(self.port.value)
+        self.seen |= got
+        self.checks += 1
+        if got != want:
+            raise AssertionError(f"cycle {cycle}: overflow flags RTL {got:b} != golden {want:b} after input "
+                                 f"beat {n} of this run")
+
+
 class LinearDecodeTB:
     def __init__(self, dut, *, idle: float, stall: float, seed: int):
         self.cfg = LinearDecodeConfig(**_params()["config"])
@@ -168,7 +241,9 @@ class LinearDecodeTB:
         rng = random.Random(seed)
         self.source = StreamSource(dut, "i", self.cfg.input_layout, idle=idle, rng=random.Random(rng.random()))
         self.sink = StreamSink(dut, "o", self.cfg.output_layout, stall=stall, rng=random.Random(rng.random()))
-        self.bench = StreamBench(dut.clk, [self.source, self.sink])
+        # The monitor samples first: it sees the beats taken at earlier edges only.
+        self.monitor = FlagMonitor(dut, self.source)
+        self.bench = StreamBench(dut.clk, [self.monitor, self.source, self.sink])
         self.expected: list = []
 
     async def reset(self):
@@ -179,10 +254,12 @@ class LinearDecodeTB:
         await ClockCycles(self.dut.clk, 3)
         await FallingEdge(self.dut.clk)
         self.dut.rst.value = 0
+        self.monitor.restart()
 
     async def run(self, prog: Program):
         for beat in prog.beats:
             self.source.send(beat)
+        self.monitor.expected.extend(prog.beat_flags)
         self.expected.extend(prog.expected)
         want = len(self.expected)
         await self.bench.run_until(lambda: self.source.done and len(self.sink.received) == want,
@@ -190,6 +267,7 @@ class LinearDecodeTB:
         # Nothing more may come out.
         for _ in range(self.cfg.d + 12):
             await self.bench.step()
+        self.monitor.check(self.bench.cycle)
         self.check()
 
     def check(self):
@@ -201,18 +279,21 @@ class LinearDecodeTB:
     def flags(self) -> int:
         return int(self.dut.overflow.value)
 
+    def report_overflow(self) -> None:
+        """Report per head whether its flag was up at any cycle of this bench's runs."""
+        _report(overflow=[bool(self.monitor.seen >> h & 1) for h in range(self.cfg.heads)])
+
 
 def _start_clock(dut):
     cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
 
 
+@cocotb.skipif(not RUN_RANDOM, reason="a tensor file or another mode was asked for")
 @cocotb.test()
 async def random_program(dut):
     """Random decode/verify/commit/reset program over all heads, with and without idle/backpressure."""
     _start_clock(dut)
     p = _params()
-    if p.get("tensors") or p.get("mode", "random") != "random":
-        return
     seed = p.get("seed", 0)
     tokens = p.get("tokens", 200)
     cfg = LinearDecodeConfig(**p["config"])
@@ -222,19 +303,20 @@ async def random_program(dut):
         prog = build_program(cfg, seed + 10 * n, tokens // 2)
         await tb.run(prog)
         assert tb.flags() == prog.flags(), f"overflow flags RTL {tb.flags():b} != golden {prog.flags():b}"
+        tb.report_overflow()
         if cfg.normalized:
             assert prog.den_zero > 0, "the program never reached a zero denominator"
             dut._log.info(f"relu_norm: {prog.den_zero} of {prog.tokens} draft tokens had den = 0")
 
 
+@cocotb.skipif(not RUN_LIMIT, reason="limit_test not asked for (or a tensor file)")
 @cocotb.test()
 async def overflow_limit(dut):
-    """Extreme state values up to max_tokens: exact, flag low; one more commit: flag high; reset: low."""
+    """Extreme state values up to max_tokens: exact, flag low; one more commit: flag high (from that
+    commit on, after every beat, see ``FlagMonitor``); reset: low."""
     _start_clock(dut)
     p = _params()
     cfg = LinearDecodeConfig(**p["config"])
-    if not p.get("limit_test") or p.get("tensors"):
-        return
     tb = LinearDecodeTB(dut, idle=0.1, stall=0.1, seed=p.get("seed", 0) + 50)
     await tb.reset()
     prog = build_program(cfg, 1, cfg.max_tokens, mode="extreme")
@@ -249,6 +331,7 @@ async def overflow_limit(dut):
         more.commit(0, 1)
     await tb.run(more)
     assert tb.flags() == 1 == more.flags(), "flag did not rise past max_tokens"
+    assert tb.monitor.seen == 1 and tb.monitor.checks > len(prog.beats) + len(more.beats)  # one per beat at least
     again = Program(cfg)
     again.heads = prog.heads
     again.reset(0)
@@ -258,6 +341,7 @@ async def overflow_limit(dut):
     assert tb.flags() == 0 == again.flags(), "reset did not clear the flag"
 
 
+@cocotb.skipif(not RUN_RATE, reason="neither rate_tokens nor a tensor file")
 @cocotb.test()
 async def measured_rate(dut):
     """No idle, no backpressure: steady-state cycles per output token, per mode, for the cycle model.
@@ -274,13 +358,11 @@ async def measured_rate(dut):
     tokens = p.get("rate_tokens", 0)
     if p.get("tensors"):
         modes = [[p.get("verify") or 0, p.get("verify") or 1]]
-    elif tokens:
-        modes = p.get("rate_modes", [[0, 1]])
     else:
-        return
+        modes = p.get("rate_modes", [[0, 1]])
     tb = LinearDecodeTB(dut, idle=0.0, stall=0.0, seed=p.get("seed", 0) + 99)
     await tb.reset()
-    rows = []
+    rows, outputs = [], []   # outputs: every mode's RTL output tokens, in order (output_digest)
     for mode in modes:
         t, a = mode[0], mode[1]
         n_tok = mode[2] if len(mode) > 2 else tokens
@@ -298,12 +380,12 @@ async def measured_rate(dut):
         rows.append({"verify": t, "accept": a, "tokens": len(outs), "accepted": prog.accepted,
                      "first_input_cycle": tb.source.transfer_cycles[0], "output_cycles": outs, "ops": prog.ops,
                      "steady_cycles_per_output": per_out,
-                     "steady_cycles_per_accepted": (per_out * t / a if a else None) if t else per_out})
+                     "steady_cycles_per_accepted": (per_out * t / a if a else None) if t else per_out,
+                     "overflow": [bool(tb.flags() >> h & 1) for h in range(cfg.heads)]})
+        assert tb.flags() == prog.flags(), f"overflow flags RTL {tb.flags():b} != golden {prog.flags():b}"
+        tb.report_overflow()
+        outputs.extend(tb.sink.received)
         await tb.reset()
         tb.expected.clear()
         tb.sink.received.clear()
-    report = {"modes": rows, "flags": tb.flags()}
-    path = os.environ.get("ATTNFORGE_REPORT")
-    if path:
-        with open(path, "w") as f:
-            json.dump(report, f)
+    _report(modes=rows, output_digest=output_digest(outputs, "int8"))

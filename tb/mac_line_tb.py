@@ -16,6 +16,7 @@ from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, FallingEdge
 
 from attnforge.algo.mac_line import mac_line_golden
+from attnforge.formats.digest import output_digest
 from attnforge.hw.mac_line import MacLineConfig
 
 from .streams import StreamBench, StreamSink, StreamSource
@@ -147,4 +148,5 @@ async def full_rate_without_stalls(dut):
             json.dump({"vectors": count, "length": length, "beats": beats,
                        "measured_cycles": measured, "ideal_cycles": beats,
                        "utilization": beats / measured,
-                       "cycles_per_dot_product": measured / count}, f)
+                       "cycles_per_dot_product": measured / count,
+                       "output_digest": output_digest(tb.sink.received, "int64")}, f)

@@ -21,6 +21,7 @@ from amaranth.hdl import unsigned
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, FallingEdge
 
+from attnforge.formats.digest import output_digest
 from attnforge.hw.vitcod import VitcodConfig
 from attnforge.hw.vitcod.host import unpack_output
 
@@ -103,6 +104,7 @@ async def heads_back_to_back(dut):
     # ---- checks
     pos = 0
     ends = []
+    outputs = []   # every head's RTL output rows, in run order (output_digest)
     for n, h in enumerate(heads):
         if h.expected is None:
             continue
@@ -112,6 +114,7 @@ async def heads_back_to_back(dut):
             r, c = np.argwhere(got != h.expected)[0]
             raise AssertionError(f"head {n} ({h.info}): RTL O[{r}, {c}] = {got[r, c]}, golden {h.expected[r, c]}; "
                                  f"{int((got != h.expected).sum())} of {got.size} differ")
+        outputs.append(got)
         pos += nb
         ends.append(out.transfer_cycles[pos - 1])
     assert len(out.received) == want_beats, f"{len(out.received)} output beats, expected {want_beats}"
@@ -134,4 +137,5 @@ async def heads_back_to_back(dut):
     if report:
         with open(report, "w") as f:
             json.dump({"heads": per_head, "total_cycles": (ends[-1] - start) if ends else 0,
-                       "first_cmd_cycle": start, "error": int(dut.error.value)}, f)
+                       "first_cmd_cycle": start, "error": int(dut.error.value),
+                       "output_digest": output_digest(outputs, "int8")}, f)

@@ -50,7 +50,7 @@ def test_linearize_command(tmp_path, capsys):
     report = json.loads((out / "report.json").read_text())
     assert set(report["held_out_loss"]) == {"pretrained_softmax", "linearized_before_finetune",
                                             "linearized_after_finetune"}
-    assert torch.load(out / "linearized.pt", weights_only=False)["format"] == "attnforge.linearized_gpt2/1"
+    assert torch.load(out / "linearized.pt", weights_only=True)["format"] == "attnforge.linearized_gpt2/1"
 
 
 def test_benchmark_quick(tmp_path):

@@ -22,6 +22,7 @@ import torch
 import torch.nn as nn
 from tqdm import tqdm
 
+from attnforge.algo.checkpoint import save_checkpoint_file
 from attnforge.algo.linear.augment import AugmentedAttention
 from attnforge.algo.linear.variants import causal_mask, make_core
 
@@ -160,8 +161,8 @@ def linearize_and_finetune(model_dir, corpus, out_dir, *, attention: str = "elu"
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     settings = {"attention": attention, "augment": augment, "conv_kernel": conv_kernel, "chunk": chunk, "seed": seed}
-    torch.save({"format": LINEARIZED_FORMAT, "source": str(model_dir), "linearization": settings,
-                "state_dict": model.state_dict()}, out / "linearized.pt")
+    save_checkpoint_file(out / "linearized.pt", {"format": LINEARIZED_FORMAT, "source": str(model_dir),
+                                                 "linearization": settings, "state_dict": model.state_dict()})
     return {"source": str(model_dir), "tokens": kind, "linearization": settings, "steps": steps,
             "held_out_loss": {"pretrained_softmax": before, "linearized_before_finetune": swapped,
                               "linearized_after_finetune": after},

@@ -2,7 +2,9 @@
 
 Every run is seeded (model init, batch order) and can write a checkpoint
 ``{"format": "attnforge.linear_lm/1", "config", "model", "optimizer", "step", "log"}``
-that ``load_checkpoint`` reads back (and ``train_lm(resume=...)`` continues).
+that ``load_checkpoint`` reads back (and ``train_lm(resume=...)`` continues). The
+dict holds plain data only (configs as dicts), saved atomically and loaded with
+``weights_only=True`` (``algo/checkpoint.py``): a foreign file is refused, not run.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from attnforge.algo.checkpoint import load_checkpoint_file, save_checkpoint_file
 from attnforge.algo.linear.data import Corpus
 from attnforge.algo.linear.model import LinearLM, LMConfig
 
@@ -67,24 +70,14 @@ def evaluate(model: LinearLM, corpus: Corpus, block: int, max_windows: int = 64,
 
 
 def save_checkpoint(path, model: LinearLM, optimizer=None, step: int = 0, log=None, train_cfg=None) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save({"format": CHECKPOINT_FORMAT, "config": model.cfg.to_dict(), "model": model.state_dict(),
-                "optimizer": optimizer.state_dict() if optimizer else None, "step": step, "log": log or [],
-                "train_config": asdict(train_cfg) if train_cfg else None}, tmp)
-    tmp.replace(path)  # never leave a half-written checkpoint behind
-    return path
+    return save_checkpoint_file(path, {  # atomic: never a half-written checkpoint
+        "format": CHECKPOINT_FORMAT, "config": model.cfg.to_dict(), "model": model.state_dict(),
+        "optimizer": optimizer.state_dict() if optimizer else None, "step": step,
+        "log": log or [], "train_config": asdict(train_cfg) if train_cfg else None})
 
 
 def load_checkpoint(path) -> tuple[LinearLM, dict]:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
-    ck = torch.load(path, map_location="cpu", weights_only=False)
-    if not isinstance(ck, dict) or ck.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path}: not an attnforge linear LM checkpoint (format {ck.get('format')!r}, "
-                         f"expected {CHECKPOINT_FORMAT!r})" if isinstance(ck, dict) else f"{path}: not a checkpoint")
+    ck = load_checkpoint_file(path, kind="linear LM checkpoint", format=CHECKPOINT_FORMAT)
     model = LinearLM(LMConfig(**ck["config"]))
     model.load_state_dict(ck["model"])
     return model, ck

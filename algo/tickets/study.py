@@ -45,6 +45,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from attnforge.formats.atomic import write_json_atomic
+
 from .attacks import Attack
 from .data import GAPS, check_gap, downstream_task, source_task
 from .models import available_models, build_model
@@ -151,10 +153,7 @@ def _seed_dir(out: Path, model: str, eps: float, seed: int) -> Path:
 
 
 def _write_json(path: Path, obj) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=1) + "\n")
-    tmp.replace(path)
+    write_json_atomic(path, obj, indent=1)
 
 
 def _attack(cfg: StudyConfig, model: str, eps: float) -> Attack | None:

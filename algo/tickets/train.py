@@ -8,7 +8,6 @@ one seeded generator, so a run is reproducible from its seed.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
@@ -16,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from ..checkpoint import load_checkpoint_file, save_checkpoint_file
 from .attacks import Attack
 from .data import Split
 
@@ -81,23 +81,14 @@ def clean_state_dict(model: nn.Module) -> dict:
 
 
 def save_checkpoint(path: Path, payload: dict) -> Path:
-    """Write ``payload`` with torch.save atomically (tmp file + rename), so a killed run leaves no half file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    torch.save(payload, tmp)
-    tmp.replace(path)
-    return path
+    """Write ``payload`` (plain data: tensors, numbers, str, lists, dicts) with torch.save atomically,
+    so a killed run leaves no half file."""
+    return save_checkpoint_file(path, payload)
 
 
 def load_checkpoint(path: Path) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
-    payload = torch.load(path, map_location="cpu", weights_only=False)
-    if not isinstance(payload, dict) or "format" not in payload:
-        raise ValueError(f"{path}: not an attnforge tickets checkpoint (no 'format' key)")
-    return payload
+    """The payload at ``path``, loaded with ``weights_only=True``: ``ArtifactError`` for anything else."""
+    return load_checkpoint_file(path, kind="tickets checkpoint")
 
 
 PRETRAINED_FORMAT = "attnforge.tickets.pretrained/1"

@@ -20,12 +20,10 @@ unquantized activations, so the error includes int8 quantization of Q/K/V.
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import numpy as np
 import torch
 
+from attnforge.formats.atomic import write_json_atomic
 from attnforge.formats.head_tensors import HeadTensors, decoder_heads, save_head_tensors
 from attnforge.formats.masks import MaskSet, head_csr
 
@@ -150,5 +148,5 @@ def write_verification(model: VisionTransformer, image: torch.Tensor, tensors: H
                "max_err_lsb_same_inputs": max(r["max_err_lsb_same_inputs"] for r in rows),
                "max_rel_rms_err_float_model": max(r["rel_rms_err_float_model"] for r in rows),
                "heads": rows}
-    Path(path).write_text(json.dumps(summary, indent=2) + "\n")
+    write_json_atomic(path, summary)
     return summary

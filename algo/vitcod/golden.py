@@ -27,12 +27,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from attnforge.errors import ArtifactError, ConfigError
 from attnforge.formats.csr import CSR, check_csr
 from attnforge.formats.head_tensors import HeadTensors, decoder_requantizers
 from attnforge.numfmt import INT8, Requantizer
 from attnforge.softmax_int import exp2_neg, exp_requantizer, out_requantizer, probability, reciprocal
 
-__all__ = ["HeadParams", "head_params", "vitcod_head_golden", "vitcod_head_float", "decode_qk",
+__all__ = ["HeadParams", "head_params", "check_head_scales", "vitcod_head_golden", "vitcod_head_float", "decode_qk",
            "polarized_keep", "head_inputs"]
 
 
@@ -53,6 +54,24 @@ def head_params(q_scale: float, k_scale: float, v_scale: float, o_scale: float, 
             return math.inf
     return HeadParams(exp_requantizer(real(q_scale), real(k_scale), head_dim),
                       out_requantizer(real(v_scale), real(o_scale)))
+
+
+def check_head_scales(tensors: HeadTensors, source) -> None:
+    """Every head's requantizers (softmax exponent, output, Q/K decoder if present) from its scales.
+
+    ``ArtifactError`` naming ``source``, the layer, the head and the scale field if
+    one of them would lose its whole input (``numfmt.check_requantizer``): such a
+    file would simulate "bit-exact" with outputs that do not depend on the data.
+    """
+    for layer in range(tensors.layers):
+        for head in range(tensors.heads):
+            try:
+                head_params(tensors.q_scale[layer, head], tensors.k_scale[layer, head],
+                            tensors.v_scale[layer, head], tensors.o_scale[layer, head], tensors.head_dim)
+                if tensors.has_decoder:
+                    decoder_requantizers(tensors, layer, head)
+            except ConfigError as exc:
+                raise ArtifactError(f"{source}: layer {layer} head {head}: {exc}") from None
 
 
 def _check_int8(name: str, a, ndim: int) -> np.ndarray:
@@ -106,6 +125,8 @@ def vitcod_head_golden(q, k, v, g: int, csr: CSR, params: HeadParams, *, interna
     nk = k.shape[0]
     if k.shape[1] != d or v.shape != k.shape:
         raise ValueError(f"q {q.shape}, k {k.shape}, v {v.shape}: k and v must be [Nk, {d}]")
+    if nk == 0:   # as masks.npz refuses Nk = 0; the row maximum of no keys raised numpy's zero-size error
+        raise ValueError(f"k and v hold no keys (shape {k.shape}); a head needs Nk >= 1")
     if not isinstance(params, HeadParams):
         raise TypeError(f"params must be HeadParams, not {type(params).__name__}")
     _check_mask(g, csr, nq, nk)   # checks g's type before int(g) (int(inf) raised OverflowError)

@@ -17,8 +17,7 @@ def peek_config(checkpoint=None, *, preset: str = "digits", overrides: dict | No
                 num_heads: int | None = None, img_size: int | None = None):
     """``(ViTConfig, ours)``: the model config of ``checkpoint`` (or of ``preset`` with ``overrides``)
     before the model is built; ``ours`` is whether the checkpoint is attnforge's own."""
-    import torch
-
+    from ..checkpoint import read_plain
     from .train import CKPT_FORMAT
     from .vit import PRESETS, ViTConfig, config_from_state_dict
 
@@ -26,7 +25,7 @@ def peek_config(checkpoint=None, *, preset: str = "digits", overrides: dict | No
         path = Path(checkpoint)
         if not path.is_file():
             raise FileNotFoundError(f"--checkpoint {path} does not exist")
-        ck = torch.load(path, map_location="cpu", weights_only=False)
+        ck = read_plain(path, kind="--checkpoint file")
         if isinstance(ck, dict) and ck.get("format") == CKPT_FORMAT:
             return ViTConfig(**ck["config"]), True
         return config_from_state_dict(ck, num_heads=num_heads, img_size=img_size), False

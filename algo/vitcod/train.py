@@ -8,10 +8,12 @@ One loop serves all three (nanoGPT-style: settings in a small dataclass):
   loss plus ``ae_weight`` times the Q/K reconstruction loss
   (:meth:`VisionTransformer.qk_reconstruction_loss`).
 
-Checkpoints (``attnforge.vitcod.ckpt/1``, a ``torch.save`` dict) hold the config,
-the weights (timm keys, plus ``blocks.N.attn.qk_ae.*`` when the auto-encoder is
-on), the masks the model was fine-tuned with, the optimizer state, the epoch and
-the history, so an interrupted run resumes where it stopped.
+Checkpoints (``attnforge.vitcod.ckpt/1``, a ``torch.save`` dict of plain data,
+loaded with ``weights_only=True`` through ``algo/checkpoint.py``) hold the config
+(a dict), the weights (timm keys, plus ``blocks.N.attn.qk_ae.*`` when the
+auto-encoder is on), the masks the model was fine-tuned with (a bool tensor),
+the optimizer state, the epoch and the history, so an interrupted run resumes
+where it stopped.
 """
 
 from __future__ import annotations
@@ -20,11 +22,11 @@ import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from ..checkpoint import load_checkpoint_file, read_plain, save_checkpoint_file
 from .data import loader, random_shift
 from .vit import ViTConfig, VisionTransformer, load_timm_checkpoint
 
@@ -97,7 +99,7 @@ def train(model: VisionTransformer, train_set, cfg: TrainConfig, val_set=None, *
     total, warmup = cfg.epochs * batches, int(cfg.warmup_epochs * batches)
     history, start = [], 0
     if resume and checkpoint and Path(checkpoint).is_file():
-        ck = torch.load(checkpoint, map_location="cpu", weights_only=False)
+        ck = load_checkpoint_file(checkpoint, kind="ViTCoD checkpoint", format=CKPT_FORMAT)
         if ck.get("train") == asdict(cfg) and ck.get("optimizer") is not None:
             model.load_state_dict(ck["model"])
             opt.load_state_dict(ck["optimizer"])
@@ -146,48 +148,34 @@ def train(model: VisionTransformer, train_set, cfg: TrainConfig, val_set=None, *
 
 def save_checkpoint(path: str | Path, model: VisionTransformer, *, train: TrainConfig | None = None,
                     history=None, epoch: int = 0, optimizer=None, extra: dict | None = None) -> Path:
-    """Write a ``attnforge.vitcod.ckpt/1`` checkpoint (temporary file, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write a ``attnforge.vitcod.ckpt/1`` checkpoint atomically; ``extra`` must be plain data too."""
     masks = None
     if model.blocks[0].attn.keep is not None:
-        masks = np.stack([a.keep.cpu().numpy() for a in model.attentions])
+        masks = torch.stack([a.keep.detach().cpu() for a in model.attentions])
     ae = model.blocks[0].attn.qk_ae
     ck = {"format": CKPT_FORMAT, "config": model.cfg.to_dict(), "model": model.state_dict(),
           "qk_ae_hidden": ae.hidden if ae is not None else None, "masks": masks,
           "train": asdict(train) if train else None, "history": history or [], "epoch": epoch,
           "optimizer": optimizer, **(extra or {})}
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(ck, tmp)
-    tmp.replace(path)
-    return path
+    return save_checkpoint_file(path, ck)
 
 
 def load_checkpoint(path: str | Path) -> tuple[VisionTransformer, dict]:
     """Model (with its auto-encoders and masks) and the raw checkpoint dict."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
-    ck = torch.load(path, map_location="cpu", weights_only=False)
-    if not isinstance(ck, dict) or ck.get("format") != CKPT_FORMAT:
-        raise ValueError(f"{path}: not an attnforge ViTCoD checkpoint (format {CKPT_FORMAT!r}); "
-                         f"for a timm/DeiT .pth use load_model()")
+    ck = load_checkpoint_file(path, kind="ViTCoD checkpoint", format=CKPT_FORMAT)
     model = VisionTransformer(ViTConfig(**ck["config"]))
     if ck.get("qk_ae_hidden"):
         model.attach_qk_autoencoders(ck["qk_ae_hidden"])
     model.load_state_dict(ck["model"])
     if ck.get("masks") is not None:
-        model.set_masks(torch.from_numpy(ck["masks"]))
+        model.set_masks(torch.as_tensor(ck["masks"]))
     return model.eval(), ck
 
 
 def load_model(path: str | Path, *, num_classes: int | None = None, img_size: int | None = None,
                num_heads: int | None = None) -> VisionTransformer:
     """An attnforge checkpoint, or a timm/DeiT ``.pth`` (classifier replaced when ``num_classes`` differs)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
-    ck = torch.load(path, map_location="cpu", weights_only=False)
+    ck = read_plain(path, kind="checkpoint")
     if isinstance(ck, dict) and ck.get("format") == CKPT_FORMAT:
         return load_checkpoint(path)[0]
     return load_timm_checkpoint(path, num_heads=num_heads, img_size=img_size, num_classes=num_classes)

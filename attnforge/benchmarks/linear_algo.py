@@ -31,14 +31,13 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from attnforge.formats.atomic import write_json_atomic
+
 __all__ = ["run"]
 
 
 def _write(path: Path, result: dict):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    tmp.replace(path)
+    write_json_atomic(path, result)
 
 
 def _perplexity_study(corpus, variants, seeds, model_kw, train_cfg, result, path, bar):

@@ -26,6 +26,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from attnforge.formats.atomic import write_json_atomic
+
 __all__ = ["run", "CONFIG", "critical_path"]
 
 CONFIG = dict(d=64, macs=64, conv_taps=4, t_max=8)
@@ -229,9 +231,7 @@ def run(out_dir: Path, *, quick: bool = False, command: str = "attnforge bench",
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "linear_hw.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(out, indent=2) + "\n")
-    tmp.replace(path)
+    write_json_atomic(path, out)
     _plot(out, out_dir / "linear_hw.png")
     print(f"wrote {path} and linear_hw.png")
     print(f"  decode: {cpt:.2f} cycles/token (ideal {ideal:.0f}), utilization {ideal / cpt:.3f}; "

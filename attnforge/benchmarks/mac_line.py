@@ -13,7 +13,6 @@ Figures (each with the command, the configuration and the date):
 from __future__ import annotations
 
 import datetime
-import json
 import os
 import platform
 import time
@@ -21,6 +20,8 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from tqdm import tqdm
+
+from attnforge.formats.atomic import write_json_atomic
 
 __all__ = ["run"]
 
@@ -104,9 +105,7 @@ def run(out_dir: Path, *, quick: bool = False, command: str = "attnforge bench")
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "mac_line.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    tmp.replace(path)
+    write_json_atomic(path, result)
     print(f"wrote {path}")
     for row in rows:
         sims = ", ".join(f"{s} {v['cycles_per_second']:.0f} cyc/s" for s, v in row["simulators"].items())

@@ -32,6 +32,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from attnforge.formats.atomic import write_json_atomic
+
 __all__ = ["run", "StudyConfig"]
 
 SPARSITIES = (0.5, 0.7, 0.8, 0.9, 0.95)
@@ -234,9 +236,7 @@ def run(out_dir: Path, *, quick: bool = False, command: str = "attnforge bench v
                 if masks90 is None and m is not None:
                     masks90 = m
                 done[seed] = r
-                tmp = partial_path.with_suffix(".tmp")
-                tmp.write_text(json.dumps({"config": cfg_dict, "seeds": list(done.values())}))
-                tmp.replace(partial_path)
+                write_json_atomic(partial_path, {"config": cfg_dict, "seeds": list(done.values())}, indent=None)
     finally:
         torch.set_num_threads(threads)
     seeds = [done[s] for s in cfg.seeds]
@@ -255,9 +255,7 @@ def run(out_dir: Path, *, quick: bool = False, command: str = "attnforge bench v
         "wall_seconds": time.perf_counter() - t0,
     }
     path = out_dir / "vitcod_algo.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    tmp.replace(path)
+    write_json_atomic(path, result)
     png = _plot(summary, cfg, out_dir / "vitcod_algo.png")
     if masks90 is not None and "report_90" in seeds[0]:
         ms = MaskSet(np.asarray(masks90["keep"]), np.asarray(masks90["order"]), np.asarray(masks90["n_global"]), {})

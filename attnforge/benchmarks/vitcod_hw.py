@@ -27,6 +27,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from attnforge.formats.atomic import write_json_atomic
+
 __all__ = ["run", "measure_rtl"]
 
 N, D = 197, 64
@@ -195,7 +197,7 @@ def run(out_dir: Path, *, quick: bool = False, command: str = "attnforge bench")
     if synth_report.exists():
         result["synthesis_ecp5_85k"] = json.loads(synth_report.read_text())
     path = out_dir / "vitcod_hw.json"
-    path.write_text(json.dumps(result, indent=2, default=str) + "\n")
+    write_json_atomic(path, result, default=str)
     _plot(rows, out_dir / "vitcod_hw.png")
     return path
 

@@ -11,20 +11,51 @@
 The CLI is the top layer: it parses arguments, calls a function of a lower
 layer (``flows``, ``benchmarks``, ``algo``, ``hw``, ``sim``, ``fpga``) and
 prints. Generator options come from the configuration dataclasses
-(``cli/options.py``). Every attnforge error, ``ValueError``, ``TypeError`` and
-missing file ends the command with exit status 2 and a one-line message.
+(``cli/options.py``).
+
+Exit status, decided in one place (``main``):
+
+* 0 -- done; for a simulation, the RTL matched the golden model bit for bit;
+* 1 -- the RTL differs from the golden model (or lint found problems): the
+  command returns it after writing its report;
+* 2 -- bad input or configuration: an attnforge error (``ConfigError``,
+  ``ArtifactError``), ``ValueError``, ``TypeError``, a missing file, a path that
+  is a folder, not a folder or not permitted, or an argparse error; one line
+  on stderr names the input;
+* 3 -- a tool or internal failure (any other exception: a simulator that did
+  not build, a bug): one line with the exception type and "internal error";
+  ``--traceback`` (or ``ATTNFORGE_TRACEBACK=1``) prints the traceback as well.
+
+(Ctrl-C ends a command with the shell's usual 130.)
+
+Results files (``--json``) are written whole or not at all
+(``attnforge.formats.atomic``), and a run removes the ``--json`` file it was
+given before it starts: after a run that failed (exit 1 writes its own failure
+report; 2 and 3 write none) no earlier ``"bit_exact": true`` is left looking
+current.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import traceback
 from pathlib import Path
 
 from attnforge.errors import AttnforgeError
+from attnforge.formats.atomic import write_text_atomic
 
-__all__ = ["main", "build_parser", "command_group", "print_json", "print_report", "add_simulator_option"]
+__all__ = ["main", "build_parser", "command_group", "print_json", "print_report", "add_simulator_option",
+           "EXIT_OK", "EXIT_DIFFERS", "EXIT_BAD_INPUT", "EXIT_INTERNAL"]
+
+#: The exit statuses of every command (see the module docstring).
+EXIT_OK, EXIT_DIFFERS, EXIT_BAD_INPUT, EXIT_INTERNAL = 0, 1, 2, 3
+
+#: Exceptions that mean the user gave something wrong: exit status 2, one line.
+_BAD_INPUT = (AttnforgeError, ValueError, TypeError, FileNotFoundError, IsADirectoryError, NotADirectoryError,
+              PermissionError)
 
 #: Modules that add commands; each defines ``register(subparsers)``.
 _COMMAND_MODULES = ("hw", "bench", "vitcod", "linear", "tickets")
@@ -40,11 +71,10 @@ def command_group(subparsers, name: str, help: str):
 
 
 def print_json(obj, path: str | None) -> None:
-    """Write ``obj`` as JSON to ``path`` (creating folders), or print it when ``path`` is None."""
+    """Write ``obj`` as JSON to ``path`` atomically (creating folders), or print it when ``path`` is None."""
     text = json.dumps(obj, indent=2, default=str)
     if path:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(text + "\n")
+        write_text_atomic(path, text + "\n")
         print(f"wrote {path}")
     else:
         print(text)
@@ -55,8 +85,8 @@ def print_report(report: dict, path: str | None, *, ok: bool, failure: str) -> i
     print_json(report, path)
     if not ok:
         print(failure, file=sys.stderr)
-        return 1
-    return 0
+        return EXIT_DIFFERS
+    return EXIT_OK
 
 
 def add_simulator_option(parser) -> None:
@@ -73,22 +103,57 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="attnforge",
         description="Hardware generator for efficient attention: generate Verilog, check it bit for bit "
-                    "against golden models in simulation, and synthesize it on the open FPGA toolchain.")
+                    "against golden models in simulation, and synthesize it on the open FPGA toolchain.",
+        epilog="Exit status: 0 done (RTL matches the golden model), 1 RTL differs from the golden model, "
+               "2 bad input or configuration, 3 tool or internal failure.")
+    parser.add_argument("--traceback", action="store_true",
+                        help="on a tool or internal failure, print the traceback [$ATTNFORGE_TRACEBACK=1]")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in _COMMAND_MODULES:
         importlib.import_module(f"{__name__}.{name}").register(sub)
     return parser
 
 
+def _prepare_json_output(value) -> None:
+    """Refuse a ``--json`` path that cannot be written (a folder), and remove a stale file there."""
+    path = Path(value)
+    if path.is_dir():
+        raise IsADirectoryError(f"--json {path} is a folder; give a file name")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise NotADirectoryError(f"--json {path}: {parent} is not a folder")
+            break
+    path.unlink(missing_ok=True)   # an earlier result must not outlive a failed run
+
+
+def _fail(args, code: int, message: str) -> int:
+    where = " ".join(x for x in (getattr(args, "command", None),
+                                 getattr(args, f"{getattr(args, 'command', '')}_command", None)) if x)
+    line = " ".join(message.split())          # one line, whatever the exception held
+    print(f"attnforge {where}: error: {line}", file=sys.stderr)
+    return code
+
+
 def main(argv=None) -> int:
+    """Run one command; the exit status follows the contract of the module docstring."""
     parser = build_parser()
-    args, extra = parser.parse_known_args(argv)
+    args, extra = parser.parse_known_args(argv)          # argparse errors exit with status 2
+    if "--traceback" in extra:                           # also accepted after the command
+        extra = [x for x in extra if x != "--traceback"]
+        args.traceback = True
     if extra and not getattr(args, "ignores_options", False):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
+        if getattr(args, "json", None):
+            _prepare_json_output(args.json)
         return args.func(args)
-    except (AttnforgeError, ValueError, TypeError, FileNotFoundError, RuntimeError) as exc:
-        where = " ".join(x for x in (args.command, getattr(args, f"{args.command}_command", None)) if x)
-        message = " ".join(str(exc).split("\n"))          # one line, whatever the exception held
-        print(f"attnforge {where}: error: {message}", file=sys.stderr)
-        return 2
+    except _BAD_INPUT as exc:
+        return _fail(args, EXIT_BAD_INPUT, str(exc) or type(exc).__name__)
+    except KeyboardInterrupt:
+        return _fail(args, 130, "interrupted")
+    except Exception as exc:
+        if args.traceback or os.environ.get("ATTNFORGE_TRACEBACK") == "1":
+            traceback.print_exc()
+        return _fail(args, EXIT_INTERNAL, f"internal error: {type(exc).__name__}: {exc} "
+                                          f"(--traceback or ATTNFORGE_TRACEBACK=1 shows where)")

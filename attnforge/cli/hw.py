@@ -15,6 +15,7 @@ import json
 import sys
 from pathlib import Path
 
+from attnforge.errors import check_int
 from attnforge.hw.designs import DESIGNS
 from attnforge.linear_format import FEATURE_MAPS
 
@@ -78,6 +79,7 @@ def _verilog_options(p):
 def cmd_sim(args) -> int:
     from attnforge.sim.runner import simulate
 
+    check_int("--seed", args.seed, 0)
     design, config = _config(args)
     result = simulate(design, config, seed=args.seed, simulator=args.simulator, waves=args.waves or None,
                       build_root=args.build_root)
@@ -86,6 +88,7 @@ def cmd_sim(args) -> int:
         "config": config.__dict__,
         "simulator": result.simulator,
         "bit_exact": result.passed,
+        "output_digest": (result.report or {}).get("output_digest"),   # attnforge.formats.digest
         "tests": result.tests,
         "failed": result.failed,
         "build_dir": str(result.build_dir),

@@ -215,6 +215,11 @@ def cmd_sim(args) -> int:
     summary = run_linear_sim(tokens=args.tokens, verify=args.verify, seed=args.seed, tensors=args.tensors,
                              config_kw=config_kwargs(args, args.config_fields), simulator=args.simulator,
                              build_root=args.build_root)
+    if any(summary.get("overflow") or ()):
+        heads = [h for h, up in enumerate(summary["overflow"]) if up]
+        print(f"WARNING: overflow on head(s) {heads}: more than max_tokens={summary['config']['max_tokens']} "
+              f"tokens committed, the state wrapped; the outputs match the golden model's wrapped arithmetic "
+              f"but are not trustworthy attention (raise --max-tokens)", file=sys.stderr)
     return print_report(summary, args.json, ok=summary["bit_exact"],
                         failure=f"FAILED: {summary['failed']} of {summary['tests']} testbench tests; "
                                 f"log: {Path(summary['run_dir']) / 'test.log'}")

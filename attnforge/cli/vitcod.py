@@ -15,11 +15,11 @@ state dict; the classifier is replaced when the folder has another class count).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from attnforge.algo.vitcod.prepare import apply_masks, prepare
 from attnforge.hw.vitcod import VitcodConfig
+from attnforge.formats.atomic import write_json_atomic
 
 from . import add_simulator_option, command_group, print_report
 from .options import add_config_options, config_kwargs
@@ -120,7 +120,7 @@ def cmd_masks(args) -> int:
                              eval_set=val_set if args.eval else None)
     out = save_masks(ms, args.output)
     report_path = out.with_suffix(".report.json")
-    report_path.write_text(json.dumps(report, indent=2) + "\n")
+    write_json_atomic(report_path, report)
     png = plot_mask_report(ms, report, out.with_suffix(".report.png"))
     print(f"threshold {report['threshold']:.5f}: sparsity {report['sparsity']:.4f} (criterion alone "
           f"{report['sparsity_criterion']:.4f}), mean G {report['mean_n_global']:.2f}; per layer "

@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from attnforge.formats.atomic import write_json_atomic
+
 __all__ = ["run_demo"]
 
 
@@ -44,7 +46,7 @@ def run_demo(out: Path) -> int:
     report = {"design": design.name, "config": config.__dict__, "verilog": str(verilog),
               "lint_clean": lint.clean, "simulation": sims,
               "synthesis": {k: synth[k] for k in ("device", "luts", "ffs", "dsp", "bram", "fmax_mhz")}}
-    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    write_json_atomic(out / "report.json", report)
     print(json.dumps(report, indent=2))
     ok = lint.clean and all(s["bit_exact"] for s in sims.values()) and synth["dsp"] >= config.macs
     print(f"report: {out / 'report.json'} -- {'all stages passed' if ok else 'SOME STAGES FAILED'}")

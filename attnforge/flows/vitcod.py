@@ -5,7 +5,8 @@ with seeded random int8 Q/K/V (or the real ones of a head-tensors file,
 polarized with the masks' key order), is compared with the golden model bit for
 bit by the testbench, and the report has (stable keys) ``bit_exact``,
 ``cycles``, ``ideal_cycles``, ``utilization``, ``dense_baseline_cycles`` and
-``speedup``; with ``all_heads`` the same keys for the whole run (every head of
+``speedup``, and ``output_digest`` (``attnforge.formats.digest``: SHA-256 of the
+RTL's int8 outputs, heads in run order, rows in order); with ``all_heads`` the same keys for the whole run (every head of
 the file back to back, loads overlapping compute) plus ``heads``, a list with
 each head's figures.
 
@@ -27,7 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-from attnforge.algo.vitcod.golden import head_inputs, head_params, vitcod_head_golden
+from attnforge.algo.vitcod.golden import check_head_scales, head_inputs, head_params, vitcod_head_golden
+from attnforge.errors import check_int
 from attnforge.formats.head_tensors import decoder_requantizers, load_head_tensors
 from attnforge.formats.masks import head_csr, load_masks
 from attnforge.hw.designs import get_design
@@ -105,8 +107,11 @@ def simulate_masks(masks_path, *, layer: int = 0, head: int = 0, all_heads: bool
     ``head_dim`` defaults to the tensors' d, else ``VitcodConfig.head_dim``; ``data_width`` to
     ``min(256, 8 * head_dim)``; buffer sizes and the decoder's head count follow from the masks.
     """
+    check_int("--seed", seed, 0)
     ms = load_masks(masks_path)
     tensors = load_head_tensors(tensors_path) if tensors_path else None
+    if tensors is not None:
+        check_head_scales(tensors, tensors_path)
     if decoder and (tensors is None or not tensors.has_decoder):
         raise ValueError("--decoder needs --tensors with the compressed Q/K fields (qc, kc, dec_wq, ...)")
     pairs = [(l, h) for l in range(ms.layers) for h in range(ms.heads)] if all_heads else [(layer, head)]
@@ -124,11 +129,12 @@ def simulate_masks(masks_path, *, layer: int = 0, head: int = 0, all_heads: bool
         if head_dim is not None and head_dim != tensors.head_dim:
             raise ValueError(f"--head-dim {head_dim} differs from the tensors' d={tensors.head_dim}")
         head_dim = tensors.head_dim
-    d = head_dim or VitcodConfig.head_dim
+    d = VitcodConfig.head_dim if head_dim is None else head_dim
     max_nnz = max(1, max(head_csr(ms, l, h)[1].nnz for l, h in pairs))
     hc = tensors.qc.shape[1] if decoder else VitcodConfig.decoder_heads
     cfg = VitcodConfig(head_dim=d, max_tokens=max(nq, nk), max_nnz=max_nnz, macs=macs, dense_lines=dense_lines,
-                       sparse_lines=sparse_lines, data_width=data_width or min(256, 8 * d),
+                       sparse_lines=sparse_lines,
+                       data_width=min(256, 8 * d) if data_width is None else data_width,
                        decoder=decoder, decoder_heads=hc)
     heads = mask_heads(cfg, ms, pairs, seed=seed, tensors=tensors, decoder=decoder)
     result = run_heads(cfg, heads, name=f"vitcod_sim_{Path(masks_path).stem}_{seed}", simulator=simulator,
@@ -154,6 +160,7 @@ def simulate_masks(masks_path, *, layer: int = 0, head: int = 0, all_heads: bool
         "layer": None if all_heads else layer, "head": None if all_heads else head, "all_heads": all_heads,
         "seed": seed, "simulator": result.simulator, "config": dataclasses.asdict(cfg),
         "bit_exact": result.passed,
+        "output_digest": report.get("output_digest"),
         "cycles": cycles, "ideal_cycles": ideal,
         "utilization": ideal / cycles if cycles else None,
         "dense_baseline_cycles": dense_total,

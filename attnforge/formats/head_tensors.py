@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from attnforge.errors import ArtifactError
-from attnforge.numfmt import INT8, Requantizer
+from attnforge.numfmt import INT8, Requantizer, product_format, requantizer_for
 
 from .npz import check_array, fail, json_field, read_npz, write_npz
 
@@ -160,12 +160,22 @@ def load_head_tensors(path: str | Path) -> HeadTensors:
 
 
 def decoder_requantizers(t: HeadTensors, layer: int, head: int) -> tuple[Requantizer, Requantizer]:
-    """The (Q, K) decoder requantizers of one head: int32 sums of int8 products -> int8."""
+    """The (Q, K) decoder requantizers of one head: sums of ``Hc`` int8 products -> int8.
+
+    ``ConfigError`` (``numfmt.check_requantizer``) if the scales make one map every
+    sum to 0 or saturate every nonzero one; the message names the scale field.
+    """
     if not t.has_decoder:
         raise ArtifactError("these head tensors have no Q/K decoder fields")
-    rq = Requantizer.from_scale(float(t.qc_scale[layer]) * float(t.dec_wq_scale[layer]) / float(t.q_scale[layer, head]),
-                                out=INT8)
-    rk = Requantizer.from_scale(float(t.kc_scale[layer]) * float(t.dec_wk_scale[layer]) / float(t.k_scale[layer, head]),
-                                out=INT8)
-    return rq, rk
+    prod = product_format(INT8, INT8)
+    hc = t.qc.shape[1]
+    sums = (hc * prod.min, hc * prod.max)
 
+    def one(x, in_scale, w_scale, out_scale):
+        unit = float(in_scale[layer]) * float(w_scale[layer])
+        scale = unit / float(out_scale[layer, head])
+        return requantizer_for(scale, sums, out=INT8, what=f"{x} decoder requantizer of layer {layer} head {head}",
+                               field=(f"{x}_scale[{layer}, {head}]", float(out_scale[layer, head]),
+                                      lambda s: unit / s if s else float("inf")))
+
+    return one("q", t.qc_scale, t.dec_wq_scale, t.q_scale), one("k", t.kc_scale, t.dec_wk_scale, t.k_scale)

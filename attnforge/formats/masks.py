@@ -59,6 +59,9 @@ def validate(ms: MaskSet, source: str) -> None:
         fail(source, f"'keep' must be a bool array [L, H, Nq, Nk], got {getattr(keep, 'dtype', type(keep))} "
              f"shape {getattr(keep, 'shape', None)}")
     L, H, nq, nk = keep.shape
+    if min(L, H, nq, nk) < 1:
+        fail(source, f"'keep' has an empty dimension: shape [L, H, Nq, Nk] = {list(keep.shape)}; every one "
+             f"must be at least 1")
     if order.dtype != np.int32 or order.shape != (L, H, nk):
         fail(source, f"'order' must be int32 [{L}, {H}, {nk}], got {order.dtype} {order.shape}")
     if n_global.dtype != np.int32 or n_global.shape != (L, H):

@@ -8,19 +8,21 @@ loads through ``read_npz`` and writes through ``write_npz``:
   expected ``format`` tag; the kind's own loader then checks dtypes, shapes and
   ranges with ``check_array``/``fail``. Every problem is an ``ArtifactError``
   whose message starts with the file (or object) it came from.
-* writing: into a temporary file beside the target, then renamed over it, so an
-  interrupted or refused write leaves nothing half-written.
+* writing: through ``atomic.atomic_write`` (a unique temporary file beside the
+  target, fsynced, then renamed over it), so an interrupted or refused write
+  leaves nothing half-written.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 
 from attnforge.errors import ArtifactError, MissingArtifactError
+
+from .atomic import atomic_write
 
 __all__ = ["fail", "read_npz", "json_field", "check_array", "write_npz"]
 
@@ -70,12 +72,5 @@ def check_array(source, name: str, a, dtype, ndim: int | None = None, shape: tup
 
 def write_npz(path, arrays: dict, *, compressed: bool = False) -> Path:
     """Write ``arrays`` to ``path`` through a temporary file and a rename; returns ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}.npz")
-    try:
-        (np.savez_compressed if compressed else np.savez)(tmp, **arrays)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    save = np.savez_compressed if compressed else np.savez
+    return atomic_write(path, lambda f: save(f, **arrays), binary=True)

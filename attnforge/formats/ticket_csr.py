@@ -68,15 +68,29 @@ def save_ticket_csr(path: Path, layers: list[SparseLayer], meta: dict | None = N
     return write_npz(path, arrays)
 
 
-def _check_entry_types(path, i: int, li: dict) -> None:
-    """The sizes of a meta ``layers`` entry, where present, are counts (int() of a list or '' raised)."""
-    def count(x):
-        return isinstance(x, int) and not isinstance(x, bool) and x >= 0
-    for key in ("rows", "cols"):
-        if key in li and not count(li[key]):
-            fail(path, f"field 'meta': layer {i} {key!r} must be an integer >= 0, not {li[key]!r}")
-    if "shape" in li and not (isinstance(li["shape"], list) and li["shape"] and all(map(count, li["shape"]))):
-        fail(path, f"field 'meta': layer {i} 'shape' must be a non-empty list of integers >= 0, not {li['shape']!r}")
+#: What ``meta["layers"][i]`` must hold, and the Python types of each entry.
+_LAYER_KEYS = {"name": str, "kind": str, "shape": list, "rows": int, "cols": int}
+_LAYER_KINDS = ("linear", "conv2d")
+
+
+def _check_layer_info(path, i: int, li) -> None:
+    """``ArtifactError`` naming the file and the entry unless layer ``i``'s meta entry is complete."""
+    where = f"field 'meta' layer {i}"
+    if not isinstance(li, dict):
+        fail(path, f"{where} must be a JSON object, got {li!r:.80}")
+    for key, kind in _LAYER_KEYS.items():
+        if key not in li:
+            fail(path, f"{where} ({li.get('name')}) has no {key!r}")
+        value = li[key]
+        if not isinstance(value, kind) or isinstance(value, bool):
+            fail(path, f"{where} ({li.get('name')}): {key!r} must be of type {kind.__name__}, not {value!r:.80}")
+    if li["kind"] not in _LAYER_KINDS:
+        fail(path, f"{where} ({li['name']}): 'kind' must be one of {list(_LAYER_KINDS)}, not {li['kind']!r}")
+    if li["rows"] < 1 or li["cols"] < 1:
+        fail(path, f"{where} ({li['name']}): 'rows' and 'cols' must be >= 1, not {li['rows']} x {li['cols']}")
+    shape = li["shape"]
+    if len(shape) < 2 or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in shape):
+        fail(path, f"{where} ({li['name']}): 'shape' must list two or more positive ints, not {shape!r:.80}")
 
 
 def load_ticket_csr(path: Path) -> tuple[list[SparseLayer], dict]:
@@ -88,11 +102,11 @@ def load_ticket_csr(path: Path) -> tuple[list[SparseLayer], dict]:
         info = meta["layers"]
     except (KeyError, TypeError, json.JSONDecodeError, RecursionError) as exc:
         fail(path, f"field 'meta' is not JSON with 'layers' ({exc})")
-    if not isinstance(info, list) or not all(isinstance(li, dict) for li in info):
-        fail(path, f"field 'meta': 'layers' must be a list of JSON objects, not {json.dumps(info)[:60]}")
+    if not isinstance(info, list) or not info:
+        fail(path, f"field 'meta' must list at least one layer in 'layers', got {info!r:.80}")
     layers = []
     for i, li in enumerate(info):
-        _check_entry_types(path, i, li)
+        _check_layer_info(path, i, li)
         def field(key, dtype, ndim):
             k = f"L{i}_{key}"
             if k not in data:
@@ -113,6 +127,8 @@ def load_ticket_csr(path: Path) -> tuple[list[SparseLayer], dict]:
             fail(path, f"field 'L{i}_scale' is {float(scale)}, must be a positive finite number")
         if bias.shape != (rows,):
             fail(path, f"field 'L{i}_bias' has shape {bias.shape}, expected ({rows},)")
+        if not np.isfinite(bias).all():
+            fail(path, f"field 'L{i}_bias' holds {int((~np.isfinite(bias)).sum())} NaN or infinite value(s)")
         if int(np.prod(li["shape"][1:])) != cols or li["shape"][0] != rows:
             fail(path, f"layer {i} weight shape {li['shape']} does not match CSR {rows}x{cols}")
         layers.append(SparseLayer(li["name"], li["kind"], tuple(li["shape"]),

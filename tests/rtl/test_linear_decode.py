@@ -5,13 +5,17 @@ row groups, and the overflow limit, for both feature maps (relu and relu_norm,
 whose random programs also reach den = 0); one small case per feature map on
 Icarus; a corrupted DUT that the scoreboard must catch. Every run also has
 random idle cycles on the input and backpressure on the output (second half of
-the random program). Builds dominate the time: three Verilator configurations in
-``make test`` (d = 64 and relu_norm at d = 32 in ``make test-full``), one tiny
+the random program), and after every input beat compares the per-head overflow
+flags with the golden model's. The testbench skips (visibly) the tests a case
+does not ask for; each case asserts how many ran. Builds dominate the time:
+three Verilator configurations in ``make test`` (d = 64 and relu_norm at d = 32 in ``make test-full``), one tiny
 one, two Icarus.
 """
 
+import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from attnforge.hw.designs import get_design
@@ -60,16 +64,54 @@ CASES = {
 FULL_ONLY = {"d64-M32-K4-snap", "norm-d32-M8-K3-H2-limit64", "norm-d64-M32-K4-snap"}
 
 
+def _tests_run(tb: dict) -> int:
+    """The testbench's tests these parameters run: the random program, plus the token
+    limit and the rate run when asked for (the others are skipped, not passed)."""
+    return 1 + bool(tb.get("limit_test")) + bool(tb.get("rate_tokens"))
+
+
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.full) if n in FULL_ONLY else n for n in CASES])
 def test_linear_decode_rtl_matches_golden_verilator(name):
     cfg_kw, tb = CASES[name]
     config = _config(**cfg_kw)
     result = simulate(DESIGN, config, seed=sum(map(ord, name)), tb_params=tb, simulator="verilator",
                       build_root=BUILD)
-    assert result.tests == 3
+    assert (result.tests, result.skipped) == (_tests_run(tb), 3 - _tests_run(tb)), f"see {result.log}"
     assert result.passed, f"{result.failed} failed; see {result.log}"
+    # Past max_tokens the flag rose (head 0 in the limit test; the monitor checked it after every beat).
+    assert result.report["overflow"][0] == bool(tb.get("limit_test"))
     if tb.get("rate_tokens"):
         check_cycle_model(config, result.report)
+        assert re.fullmatch("[0-9a-f]{64}", result.report["output_digest"])  # what `linear sim` reports
+
+
+def test_linear_sim_reports_overflow(tmp_path, capsys):
+    """``attnforge linear sim --tensors`` past ``--max-tokens``: still bit exact (exit 0: the RTL wraps as the
+    golden model does, flag for flag after every beat), but the JSON says ``overflow`` and stderr warns.
+    Reuses the limit64 case's build: the file's scales give exactly its requantizers."""
+    import json
+
+    from attnforge.cli import main
+    from attnforge.formats.linear_tensors import save_linear_tensors
+
+    cfg_kw, _ = CASES["d32-M8-K3-H2-limit64"]
+    config = _config(**cfg_kw)
+    rng = np.random.default_rng(0)
+    n = config.max_tokens + 6
+    path = save_linear_tensors(tmp_path / "t.npz", q=rng.integers(-128, 128, (n, 32)),
+                               k=rng.integers(-128, 128, (n, 32)), v=rng.integers(-128, 128, (n, 32)),
+                               taps=rng.integers(-128, 128, (3, 32)),
+                               attn_scale=config.attn_multiplier / 2 ** config.attn_shift,
+                               conv_scale=config.conv_multiplier / 2 ** config.conv_shift)
+    args = [f"--{k.replace('_', '-')}={v}" for k, v in cfg_kw.items()]
+    out = tmp_path / "sim.json"
+    assert main(["linear", "sim", "--tensors", str(path), *args, "--build-root", str(BUILD),
+                 "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["bit_exact"] and report["tests"] == 1 and report["tokens"] == n
+    assert report["overflow"] == [True, False]
+    assert report["config"]["attn_multiplier"] == config.attn_multiplier
+    assert "WARNING: overflow on head(s) [0]" in capsys.readouterr().err
 
 
 def check_cycle_model(config, report):
@@ -93,7 +135,7 @@ def check_cycle_model(config, report):
 def test_linear_decode_icarus_small(feature_map):
     config = _config(d=8, macs=4, conv_taps=2, t_max=3, heads=2, snapshots=True, feature_map=feature_map)
     result = simulate(DESIGN, config, seed=3, tb_params=dict(tokens=60), simulator="icarus", build_root=BUILD)
-    assert result.tests == 3 and result.passed, f"see {result.log}"
+    assert (result.tests, result.skipped) == (1, 2) and result.passed, f"see {result.log}"
 
 
 def test_testbench_catches_a_wrong_result():
@@ -104,4 +146,4 @@ def test_testbench_catches_a_wrong_result():
                         test_module=DESIGN.testbench,
                         params={"config": dataclasses.asdict(config), "tokens": 20},
                         simulator="verilator", build_root=BUILD)
-    assert result.tests == 3 and result.failed == 1
+    assert (result.tests, result.skipped) == (1, 2) and result.failed == 1

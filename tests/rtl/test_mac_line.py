@@ -5,6 +5,7 @@ In ``make test`` four configurations run on Verilator and two on Icarus; in
 simulator) pair builds in its own folder under build/test_sim/.
 """
 
+import re
 from pathlib import Path
 
 import pytest
@@ -43,6 +44,7 @@ def test_mac_line_rtl_matches_golden(name, simulator):
     assert result.passed, f"{result.failed} failed; see {result.log}"
     # Both simulators measure the same cycles: one beat per cycle plus the pipeline latency.
     assert result.report["measured_cycles"] == result.report["beats"] + config.latency
+    assert re.fullmatch("[0-9a-f]{64}", result.report["output_digest"])     # what `attnforge sim` reports
 
 
 @pytest.mark.parametrize("simulator", ["verilator", "icarus"])

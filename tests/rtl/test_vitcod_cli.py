@@ -7,8 +7,11 @@ import numpy as np
 import pytest
 
 from attnforge.cli import main
-from attnforge.formats.head_tensors import HeadTensors, save_head_tensors
-from attnforge.formats.masks import save_masks
+from attnforge.flows.vitcod import mask_heads
+from attnforge.formats.digest import output_digest
+from attnforge.formats.head_tensors import HeadTensors, load_head_tensors, save_head_tensors
+from attnforge.formats.masks import load_masks, save_masks
+from attnforge.hw.vitcod import VitcodConfig
 from attnforge.algo.vitcod.synthetic import polarized_mask_set
 
 BUILD = Path(__file__).resolve().parents[2] / "build" / "test_sim"
@@ -38,6 +41,11 @@ def test_vitcod_sim_all_heads_with_tensors(tmp_path):
         assert 0 < h["utilization"] <= 1
     assert report["cycles"] == sum(h["cycles"] for h in report["heads"])
     assert report["speedup"] > 1
+    # output_digest: the RTL's int8 outputs, heads in run order; bit-exact, so the golden outputs' digest
+    ms, ht = load_masks(masks), load_head_tensors(tensors)
+    pairs = [(l, h) for l in range(layers) for h in range(heads)]
+    expected = [t.expected for t in mask_heads(VitcodConfig(**report["config"]), ms, pairs, seed=3, tensors=ht)]
+    assert report["output_digest"] == output_digest(expected, "int8")
 
 
 @pytest.mark.full     # the decoder's RTL runs in tests/rtl/test_vitcod.py (d64-decoder) in make test
