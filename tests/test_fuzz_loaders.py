@@ -419,3 +419,42 @@ def test_deep_json_meta_and_vector_scale_found_by_fuzzing(tmp_path):
 def test_check_csr_found_by_fuzzing(row_ptr, col_idx, shape):
     with pytest.raises(ArtifactError, match="^case: "):
         check_csr(row_ptr, col_idx, shape, name="case")
+
+
+# ---------------------------------------------------------------- checkpoints (algo/checkpoint.py, issue 21 part A)
+
+@st.composite
+def checkpoint_bytes(draw, tmp: Path) -> bytes:
+    """A checkpoint the writer made (right or wrong format, a dict or not), then maybe cut, or other bytes."""
+    import pickle
+
+    import torch
+
+    from attnforge.algo.checkpoint import save_checkpoint_file
+
+    payload = draw(st.one_of(
+        st.builds(lambda tag, n: {"format": tag, "w": torch.arange(n)}, st.sampled_from(["fuzz/1", "other/1", None]),
+                  st.integers(0, 4)),
+        json_values))
+    whole = save_checkpoint_file(tmp / "valid.pt", payload).read_bytes()
+    return draw(st.one_of(st.just(whole), st.integers(0, len(whole) - 1).map(lambda n: whole[:n]),
+                          st.binary(max_size=200), st.just(pickle.dumps(Path("x")))))
+
+
+@given(st.data())
+def test_checkpoint_loader(data):
+    from attnforge.algo.checkpoint import load_checkpoint_file
+
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        path = tmp / "fuzz.pt"
+        if data.draw(st.integers(0, 19)) == 0:
+            path.mkdir()
+        else:
+            path.write_bytes(data.draw(checkpoint_bytes(tmp)))
+        try:
+            ck = load_checkpoint_file(path, kind="fuzz checkpoint", format="fuzz/1")
+        except ArtifactError as exc:
+            assert str(path) in str(exc), exc
+            return
+        assert isinstance(ck, dict) and ck["format"] == "fuzz/1"
