@@ -13,12 +13,13 @@ SIM    ?= verilator
 # The slowest tests are listed after every run, so a regression in test time shows.
 PYTEST_ARGS ?= -n $(JOBS) --dist worksteal --durations=20
 
-.PHONY: setup test test-full demo verilog sim synth bench clean help
+.PHONY: setup test test-full fuzz demo verilog sim synth bench clean help
 
 help:
 	@echo "make demo     generate, lint, simulate (Verilator+Icarus) and synthesize the MAC line"
 	@echo "make test     all tests CI runs (RTL on both simulators, golden models, synthesis); < 10 min"
 	@echo "make test-full  make test plus long sweeps and extra RTL configurations (by hand, before a release)"
+	@echo "make fuzz     the hypothesis fuzzers (tests/test_fuzz_*.py) with thousands of fresh examples each"
 	@echo "make verilog  DESIGN=mac-line           -> build/verilog/"
 	@echo "make sim      DESIGN=mac-line SIM=icarus WAVES=1"
 	@echo "make synth    DESIGN=mac-line DEVICE=ice40-up5k"
@@ -35,6 +36,10 @@ test: setup
 test-full: setup
 	$(PY) scripts/lint_imports.py
 	$(VENV)/bin/pytest $(PYTEST_ARGS) --full
+
+# The fuzzers of make test with the "long" hypothesis profile (conftest.py): thousands of new examples per test.
+fuzz: setup
+	HYPOTHESIS_PROFILE=long $(VENV)/bin/pytest -n $(JOBS) tests/test_fuzz_loaders.py tests/test_fuzz_golden.py
 
 demo: setup
 	$(AF) demo

@@ -5,15 +5,27 @@
   ``make test`` time is for a clean cache (a user's own runs use ccache's default).
 * ``--full`` (``make test-full``) also runs the tests marked ``full``: long
   sweeps, extra RTL configurations and deeper runs that CI leaves out.
+* Hypothesis (the ``test_fuzz_*`` files) runs the ``ci`` profile: derandomized, so
+  every run draws the same examples, a fixed example count that keeps all fuzz
+  tests together under 20 s on one core, no example database in the clone.
+  ``HYPOTHESIS_PROFILE=long`` (``make fuzz``) draws thousands per test, fresh each run.
 """
 
 import os
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 ROOT = Path(__file__).resolve().parent
 os.environ.setdefault("CCACHE_DIR", str(ROOT / "build" / "ccache"))
+
+# database=None: no .hypothesis/ folder in the clone; a failure prints its minimal example instead.
+settings.register_profile("ci", derandomize=True, max_examples=40, deadline=None, database=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("long", max_examples=3000, deadline=None, database=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 def pytest_addoption(parser):

@@ -16,6 +16,7 @@ Arithmetic conventions (the hardware implements exactly these):
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass
 
 from attnforge.errors import ConfigError, check_int
@@ -155,7 +156,9 @@ class Requantizer:
         The multiplier uses all ``multiplier_width`` bits so that the relative error
         is at most ``2**-(multiplier_width-1)``.
         """
-        if not (isinstance(scale, (int, float)) and math.isfinite(scale) and scale > 0):
+        check_int("requantizer multiplier_width", multiplier_width, 1, 32)
+        # A comparison, not math.isfinite: an int beyond float range raised OverflowError there.
+        if not (isinstance(scale, (int, float)) and 0 < scale <= sys.float_info.max):
             raise ConfigError(f"requantization scale must be a positive finite number, not {scale!r}")
         mantissa, exponent = math.frexp(scale)  # scale = mantissa * 2**exponent, mantissa in [0.5, 1)
         multiplier = round(mantissa * (1 << multiplier_width))

@@ -39,6 +39,8 @@ where E_j is in units of 2**-EXP_BITS of the row maximum. A row with no kept key
 from __future__ import annotations
 
 import math
+import numbers
+import sys
 
 from .numfmt import INT8, IntFormat, Requantizer, product_format, requantizer_for, saturate
 
@@ -90,10 +92,10 @@ def exp_requantizer(q_scale: float, k_scale: float, head_dim: int) -> Requantize
     ``ConfigError`` if it would make every ``z`` 0 (the scores could not change the
     softmax) or saturate every nonzero difference (``numfmt.check_requantizer``).
     """
-    if not (isinstance(head_dim, int) and head_dim > 0):
+    if not (isinstance(head_dim, int) and 0 < head_dim <= sys.float_info.max):   # math.sqrt of more overflows
         raise ValueError(f"head_dim must be a positive integer, not {head_dim!r}")
     for name, s in (("q_scale", q_scale), ("k_scale", k_scale)):
-        if not (isinstance(s, (int, float)) and math.isfinite(s) and s > 0):
+        if not (isinstance(s, (int, float)) and 0 < s <= sys.float_info.max):   # NaN, inf, huge ints: no
             raise ValueError(f"{name} must be a positive finite number, not {s!r}")
     per_unit = math.log2(math.e) * (1 << EXP_FRAC_BITS) / math.sqrt(head_dim)
     return requantizer_for(q_scale * k_scale * per_unit, score_diff_range(head_dim), out=Z_FORMAT,
@@ -108,7 +110,7 @@ def out_requantizer(v_scale: float, o_scale: float) -> Requantizer:
     (``numfmt.check_requantizer`` over ``OUT_INPUT_RANGE``).
     """
     for name, s in (("v_scale", v_scale), ("o_scale", o_scale)):
-        if not (isinstance(s, (int, float)) and math.isfinite(s) and s > 0):
+        if not (isinstance(s, (int, float)) and 0 < s <= sys.float_info.max):   # NaN, inf, huge ints: no
             raise ValueError(f"{name} must be a positive finite number, not {s!r}")
     unit = v_scale / (1 << PROB_BITS)
     return requantizer_for(unit / o_scale, OUT_INPUT_RANGE, out=INT8, what="attention output requantizer",
@@ -119,6 +121,8 @@ def exp2_neg(z):
     """Step 3: ``EXP2_LUT[z & mask] >> (z >> EXP_FRAC_BITS)`` for z >= 0 (int, numpy or torch)."""
     mask = (1 << EXP_FRAC_BITS) - 1
     if isinstance(z, int):
+        if z < 0:
+            raise ValueError(f"exp2_neg needs z >= 0, not {z}")
         n = z >> EXP_FRAC_BITS
         return EXP2_LUT[z & mask] >> n if n <= EXP_BITS else 0
     if hasattr(z, "clamp"):  # torch
@@ -127,6 +131,13 @@ def exp2_neg(z):
         n = (z >> EXP_FRAC_BITS).clamp(max=EXP_BITS + 1)
         return lut[z & mask] >> n
     import numpy as np
+    z = np.asarray(z)
+    if z.dtype.kind not in "iu":
+        raise TypeError(f"exp2_neg needs integer z, not {z.dtype}")
+    if z.size and z.min() < 0:
+        raise ValueError(f"exp2_neg needs z >= 0, got {z.min()}")
+    # As int64 (uint64 does not shift against the int64 table); z >= 2**(EXP_FRAC_BITS + 5) gives 0 anyway.
+    z = np.minimum(z, np.uint64(1 << 62)).astype(np.int64) if z.dtype == np.uint64 else z.astype(np.int64)
     lut = np.asarray(EXP2_LUT, dtype=np.int64)
     n = np.minimum(z >> EXP_FRAC_BITS, EXP_BITS + 1)
     return lut[z & mask] >> n
@@ -134,6 +145,8 @@ def exp2_neg(z):
 
 def reciprocal(total: int) -> int:
     """Step 5: ``2**RECIP_BITS // total`` for a row sum ``total >= 2**EXP_BITS``."""
+    if isinstance(total, bool) or not isinstance(total, numbers.Integral):
+        raise TypeError(f"row sum must be an integer, not {total!r}")
     if total < (1 << EXP_BITS):
         raise ValueError(f"row sum {total} is below 2**{EXP_BITS}; a non-empty row has its maximum E = 2**{EXP_BITS}")
     return (1 << RECIP_BITS) // total

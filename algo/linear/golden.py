@@ -68,9 +68,9 @@ def _as_int8_tokens(name: str, x, d: int) -> np.ndarray:
         a = a[None]
     if a.ndim != 2 or a.shape[1] != d:
         raise ValueError(f"{name} must have shape [T, {d}] (or [{d}]), not {list(np.asarray(x).shape)}")
-    a = a.astype(np.int64)
-    INT8.check_array(name, a)
-    return a
+    if a.size:   # before the cast: uint64 2**64-1 would wrap to -1; min() of no tokens raised
+        INT8.check_array(name, a)
+    return a.astype(np.int64)
 
 
 class LinearDecodeGolden:
@@ -111,9 +111,8 @@ class LinearDecodeGolden:
         shape = (self.fmt.conv_taps, self.fmt.d)
         if a.shape != shape or a.dtype.kind not in "iu":
             raise ValueError(f"conv taps must be an integer array of shape {list(shape)}, not {a.dtype} {list(a.shape)}")
-        a = a.astype(np.int64)
-        INT8.check_array("conv taps", a)
-        self.taps = a
+        INT8.check_array("conv taps", a)   # before the cast: uint64 2**64-128 would wrap to -128
+        self.taps = a.astype(np.int64)
 
     def history(self) -> np.ndarray:
         """The last K-1 committed v, newest first ``[K-1, d]`` (zeros before the sequence start)."""
@@ -195,8 +194,13 @@ class LinearDecodeGolden:
 
     def run(self, q, k, v) -> np.ndarray:
         """Decode a whole sequence ``[N, d]`` token by token; returns ``[N, d]``."""
-        q = _as_int8_tokens("q", q, self.fmt.d)
-        return np.stack([self.decode(q[t], np.asarray(k)[t], np.asarray(v)[t]) for t in range(q.shape[0])])
+        q, k, v = (_as_int8_tokens(name, x, self.fmt.d) for name, x in (("q", q), ("k", k), ("v", v)))
+        if not q.shape[0] == k.shape[0] == v.shape[0]:   # k[t] of a shorter k raised IndexError
+            raise ValueError(f"q, k, v must hold the same number of tokens, not "
+                             f"{q.shape[0]}, {k.shape[0]}, {v.shape[0]}")
+        if not q.shape[0]:
+            return np.zeros((0, self.fmt.d), dtype=np.int64)
+        return np.stack([self.decode(q[t], k[t], v[t]) for t in range(q.shape[0])])
 
 
 def quantize_int8(x: np.ndarray, scale: float) -> np.ndarray:

@@ -47,8 +47,13 @@ class HeadParams:
 
 def head_params(q_scale: float, k_scale: float, v_scale: float, o_scale: float, head_dim: int) -> HeadParams:
     """``HeadParams`` from the float scales of q, k, v and the output."""
-    return HeadParams(exp_requantizer(float(q_scale), float(k_scale), head_dim),
-                      out_requantizer(float(v_scale), float(o_scale)))
+    def real(s):   # an int beyond float range becomes inf, which the requantizers refuse by name
+        try:
+            return float(s)
+        except OverflowError:
+            return math.inf
+    return HeadParams(exp_requantizer(real(q_scale), real(k_scale), head_dim),
+                      out_requantizer(real(v_scale), real(o_scale)))
 
 
 def check_head_scales(tensors: HeadTensors, source) -> None:
@@ -89,6 +94,8 @@ def polarized_keep(g: int, csr: CSR) -> np.ndarray:
 
 
 def _check_mask(g: int, csr: CSR, nq: int, nk: int) -> None:
+    if not isinstance(csr, CSR):
+        raise TypeError(f"csr must be an attnforge.formats.csr.CSR, not {type(csr).__name__}")
     if tuple(csr.shape) != (nq, nk):
         raise ValueError(f"CSR shape {tuple(csr.shape)} does not match q/k rows ({nq}, {nk})")
     if not (isinstance(g, (int, np.integer)) and 0 <= g <= nk):
@@ -118,7 +125,11 @@ def vitcod_head_golden(q, k, v, g: int, csr: CSR, params: HeadParams, *, interna
     nk = k.shape[0]
     if k.shape[1] != d or v.shape != k.shape:
         raise ValueError(f"q {q.shape}, k {k.shape}, v {v.shape}: k and v must be [Nk, {d}]")
-    _check_mask(int(g), csr, nq, nk)
+    if nk == 0:   # as masks.npz refuses Nk = 0; the row maximum of no keys raised numpy's zero-size error
+        raise ValueError(f"k and v hold no keys (shape {k.shape}); a head needs Nk >= 1")
+    if not isinstance(params, HeadParams):
+        raise TypeError(f"params must be HeadParams, not {type(params).__name__}")
+    _check_mask(g, csr, nq, nk)   # checks g's type before int(g) (int(inf) raised OverflowError)
     keep = polarized_keep(int(g), csr)
 
     scores = np.where(keep, q @ k.T, 0)

@@ -72,6 +72,13 @@ def check_csr(row_ptr, col_idx, shape, name: str = "CSR") -> None:
     row_ptr = np.asarray(row_ptr)
     col_idx = np.asarray(col_idx)
     rows, cols = shape
+    if rows < 0 or cols < 0:
+        fail(name, f"shape {tuple(shape)} has a negative dimension")
+    for what, a in (("row_ptr", row_ptr), ("col_idx", col_idx)):
+        # Signed: an unsigned row_ptr hides a decrease in its wrapped np.diff, and numpy will not
+        # index or repeat with uint64 against int64.
+        if a.dtype.kind != "i" or a.ndim != 1:
+            fail(name, f"{what} must be a 1-D signed integer array, got {a.dtype} shape {a.shape}")
     if row_ptr.shape != (rows + 1,):
         fail(name, f"row_ptr has shape {row_ptr.shape}, expected ({rows + 1},)")
     if row_ptr[0] != 0:

@@ -39,7 +39,7 @@ def load_linear_tensors(path, *, d: int | None = None, conv_taps: int | None = N
                  required=("q", "k", "v", "taps", "attn_scale", "conv_scale"))
     path = Path(path)
     out = {key: check_array(path, key, z[key], np.int8, ndim=2) for key in ("q", "k", "v", "taps")}
-    scales = {key: float(z[key]) for key in ("attn_scale", "conv_scale")}
+    scales = {key: float(check_array(path, key, z[key], np.float64, shape=())) for key in ("attn_scale", "conv_scale")}
     n_d = out["q"].shape
     for key in ("k", "v"):
         if out[key].shape != n_d:

@@ -55,7 +55,7 @@ def json_field(arrays: dict, key: str, source) -> object:
     """The JSON value stored as a string in field ``key``."""
     try:
         return json.loads(str(arrays[key]))
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, RecursionError) as exc:   # RecursionError: nested deeper than Python's limit
         fail(source, f"field {key!r} is not JSON ({exc})")
 
 

@@ -100,7 +100,7 @@ def load_ticket_csr(path: Path) -> tuple[list[SparseLayer], dict]:
     try:
         meta = json.loads(str(data["meta"]))
         info = meta["layers"]
-    except (KeyError, TypeError, json.JSONDecodeError) as exc:
+    except (KeyError, TypeError, json.JSONDecodeError, RecursionError) as exc:
         fail(path, f"field 'meta' is not JSON with 'layers' ({exc})")
     if not isinstance(info, list) or not info:
         fail(path, f"field 'meta' must list at least one layer in 'layers', got {info!r:.80}")
