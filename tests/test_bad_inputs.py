@@ -212,3 +212,10 @@ def test_linear_sim_reports_overflow_without_failing(tmp_path, monkeypatch, caps
     report = json.loads(out.read_text())
     assert report["overflow"] == [False, True] and report["bit_exact"] and report["tests"] == 2
     assert "WARNING: overflow on head(s) [1]: more than max_tokens=4" in capsys.readouterr().err
+
+
+def test_ticket_csr_writer_refuses_what_the_loader_refuses(tmp_path):
+    path = tmp_path / "none.npz"
+    with pytest.raises(ArtifactError, match="needs at least one layer"):
+        save_ticket_csr(path, [])
+    assert not path.exists()

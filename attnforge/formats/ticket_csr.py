@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from attnforge.errors import ArtifactError
 from attnforge.numfmt import INT8, accumulator_width
 
 from .csr import CSR, check_csr, csr_to_dense
@@ -50,7 +51,12 @@ class SparseLayer:
 
 
 def save_ticket_csr(path: Path, layers: list[SparseLayer], meta: dict | None = None) -> Path:
-    """Write ``layers`` to ``path`` (atomically: a failed write leaves no file)."""
+    """Write ``layers`` to ``path`` (atomically: a failed write leaves no file).
+
+    An empty ``layers`` is refused (``ArtifactError``), as the loader refuses such a file.
+    """
+    if not layers:
+        raise ArtifactError(f"{path}: a ticket CSR file needs at least one layer; none were given")
     arrays = {"format": np.array(CSR_FORMAT)}
     info = []
     for i, layer in enumerate(layers):
