@@ -219,3 +219,17 @@ def test_ticket_csr_writer_refuses_what_the_loader_refuses(tmp_path):
     with pytest.raises(ArtifactError, match="needs at least one layer"):
         save_ticket_csr(path, [])
     assert not path.exists()
+
+
+def test_vitcod_export_refuses_degenerate_scales_before_writing(tmp_path, monkeypatch):
+    """The exporter checks what the simulator would refuse, and writes nothing then."""
+    from attnforge.algo.vitcod import export
+
+    rng = np.random.default_rng(1)
+    o_scale = np.full((1, 2), 0.02, np.float32)
+    o_scale[0, 0] = 1e30
+    monkeypatch.setattr(export, "quantize_heads", lambda model, image, meta=None: _head_tensors(rng, o_scale=o_scale))
+    path = tmp_path / "heads.npz"
+    with pytest.raises(ArtifactError, match=f"^{path}: layer 0 head 0: .*o_scale is 1e\\+30"):
+        export.export_head_tensors(None, None, path)
+    assert not path.exists()

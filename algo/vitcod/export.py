@@ -27,7 +27,7 @@ from attnforge.formats.atomic import write_json_atomic
 from attnforge.formats.head_tensors import HeadTensors, decoder_heads, save_head_tensors
 from attnforge.formats.masks import MaskSet, head_csr
 
-from .golden import head_inputs, vitcod_head_float, vitcod_head_golden
+from .golden import check_head_scales, head_inputs, vitcod_head_float, vitcod_head_golden
 from .vit import VisionTransformer
 
 __all__ = ["capture_heads", "quantize_heads", "export_head_tensors", "verify_head_tensors", "write_verification",
@@ -100,8 +100,13 @@ def quantize_heads(model: VisionTransformer, image: torch.Tensor, meta: dict | N
 
 
 def export_head_tensors(model: VisionTransformer, image: torch.Tensor, path, meta: dict | None = None):
-    """Quantize and write; returns ``(path, HeadTensors)``."""
+    """Quantize and write; returns ``(path, HeadTensors)``.
+
+    Scales whose requantizers would lose their whole input are refused before
+    anything is written (``check_head_scales``): the simulator would refuse the file.
+    """
     t = quantize_heads(model, image, meta)
+    check_head_scales(t, path)
     return save_head_tensors(t, path), t
 
 
