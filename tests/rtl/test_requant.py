@@ -1,13 +1,15 @@
 """Runs the requantization stage's testbench (tb/requant_tb.py) on both simulators
 (Icarus on one configuration in ``make test``, on all in ``make test-full``)."""
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 
 from attnforge.hw.designs import get_design
 from attnforge.hw.common.requant import RequantLineConfig
-from attnforge.sim.runner import simulate
+from attnforge.sim.runner import run_cocotb, simulate
+from attnforge.tb.mutants import FlipOutputBit
 
 BUILD = Path(__file__).resolve().parents[2] / "build" / "test_sim"
 
@@ -24,3 +26,13 @@ def test_requant_line_rtl_matches_numfmt(simulator, params):
     config = RequantLineConfig(**params)
     result = simulate(get_design("requant-line"), config, seed=7, simulator=simulator, build_root=BUILD)
     assert result.passed, f"see {result.log}"
+
+
+def test_testbench_catches_a_wrong_result():
+    """The scoreboard can fail: the same stage with one output bit flipped (tb/mutants.py) fails."""
+    config = RequantLineConfig(lanes=2, in_width=16)
+    design = get_design("requant-line")
+    result = run_cocotb(FlipOutputBit(design.build(config)), top=design.top, config_name="requant_line_corrupted",
+                        test_module=design.testbench, params={"config": dataclasses.asdict(config), "seed": 7},
+                        simulator="verilator", build_root=BUILD, seed=7)
+    assert (result.tests, result.failed) == (1, 1), f"see {result.log}"

@@ -19,6 +19,7 @@ from attnforge.hw.designs import get_design
 from attnforge.hw.vitcod import VitcodAccelerator, VitcodConfig
 from attnforge.sim.runner import run_cocotb
 from attnforge.hw.vitcod.cycles import run_cycles
+from attnforge.tb.mutants import FlipOutputBit
 from attnforge.tb.vitcod_jobs import bad_head, layer_heads, random_head, save_jobs, shapes_of
 
 BUILD = Path(__file__).resolve().parents[2] / "build" / "test_sim"
@@ -119,3 +120,16 @@ def test_vitcod_icarus_decoder():
     heads.append(bad_head(cfg, rng, "layer"))
     result = run("d64-decoder", cfg, heads, simulator="icarus", idle=0.2, stall=0.2, seed=3)
     assert result.passed, f"see {result.log}"
+
+
+def test_testbench_catches_a_wrong_result():
+    """The scoreboard can fail: the accelerator with one output bit flipped (tb/mutants.py) fails."""
+    cfg = CONFIGS["d16"]
+    rng = np.random.default_rng(4)
+    heads = [random_head(cfg, rng, nq=6, nk=7, g=1, sparsity=0.5)]
+    jobs = save_jobs(BUILD / "jobs" / "vitcod_corrupted.npz", heads)
+    result = run_cocotb(FlipOutputBit(VitcodAccelerator(cfg)), top=DESIGN.top, config_name="vitcod_corrupted",
+                        test_module=DESIGN.testbench, simulator="verilator", build_root=BUILD,
+                        params={"config": dataclasses.asdict(cfg), "jobs": str(jobs), "seed": 0,
+                                "idle": 0.0, "stall": 0.0})
+    assert (result.tests, result.failed) == (1, 1), f"see {result.log}"
