@@ -18,7 +18,10 @@ def test_train_eval_generate_speculate(tmp_path, capsys):
     assert main(["linear", "train", "--attention", "elu", "--augment", "--steps", "6", *TINY, *SMALL,
                  "-o", str(target), "--json", str(tmp_path / "t.json")]) == 0
     summary = json.loads((tmp_path / "t.json").read_text())
-    assert summary["model"]["augment"] and summary["held_out"]["ppl"] > 1
+    assert summary["model"]["augment"]
+    # A byte model 6 steps from its start sits near the uniform baseline (256; measured 238-242 over
+    # seeds): a loss summed over tokens instead of averaged, or taken in bits, lands far outside this.
+    assert 1 < summary["held_out"]["ppl"] < 2 * 256
     assert main(["linear", "train", "--attention", "relu", "--steps", "3", *TINY, *SMALL, "-o", str(draft)]) == 0
     capsys.readouterr()
     assert main(["linear", "eval", str(target), *SMALL]) == 0

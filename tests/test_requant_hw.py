@@ -4,7 +4,6 @@ import pytest
 
 from attnforge.hw.common.requant import RequantLine, RequantLineConfig
 from attnforge.hw.verilog import write_verilog
-from attnforge.numfmt import Requantizer
 from attnforge.sim.lint import lint_verilog
 
 
@@ -28,9 +27,10 @@ def test_init_wrong_out_wider_than_in():
         RequantLineConfig(in_width=12, out_width=16)
 
 
-def test_golden_is_numfmt_requantizer():
-    cfg = RequantLineConfig(out_width=6, multiplier_width=12)
-    assert cfg.golden(100, 3) == Requantizer(100, 3, cfg.out_format, 12)
+def test_golden_rounds_half_up_and_saturates_to_the_output_width():
+    """Worked by hand: y = sat6((x * 100 + 4) >> 3), int6 is [-32, 31]."""
+    golden = RequantLineConfig(out_width=6, multiplier_width=12).golden(100, 3)
+    assert [golden(x) for x in (0, 1, 2, -1, -2, 3, -3, 5, -5)] == [0, 13, 25, -12, -25, 31, -32, 31, -32]
 
 
 def test_lint_clean(tmp_path):

@@ -8,6 +8,7 @@ import pytest
 from attnforge.hw.vitcod import VitcodAccelerator, VitcodConfig
 from attnforge.hw.verilog import write_verilog
 from attnforge.sim.lint import lint_verilog
+from attnforge.softmax_int import EXP_BITS, reciprocal
 
 
 @pytest.mark.parametrize("field,value", [
@@ -47,7 +48,8 @@ def test_derived_widths():
     cfg = VitcodConfig(head_dim=64, macs=8, dense_lines=3, sparse_lines=5, data_width=128)
     assert (cfg.words_per_token, cfg.chunks_per_word, cfg.chunks_per_token, cfg.indices_per_word) == (4, 2, 8, 8)
     assert cfg.total_macs == 64 and cfg.score_width == 22  # 64 products of int8 x int8
-    assert cfg.recip_width == 26
+    # the largest reciprocal (a non-empty row's smallest sum, 2**EXP_BITS) needs exactly recip_width bits
+    assert cfg.recip_width == reciprocal(1 << EXP_BITS).bit_length() == 26
     # score groups: the largest power of two dividing the lines and the 8 chunks of a token
     assert [cfg.score_split(n) for n in (1, 2, 3, 4, 6, 8, 32)] == [1, 2, 1, 4, 2, 8, 8]
     assert (cfg.qkv_word_chunks, cfg.qkv_beats_per_word, cfg.qkv_words_per_token) == (2, 1, 4)   # 3 + 5 lines: S = 1
