@@ -44,7 +44,8 @@ def tb_head(cfg: VitcodConfig, job: HeadJob, expected, error: int = 0, *, with_l
     """A testbench head from a host job; with the decoder (and ``with_layer``) its layer load goes first."""
     h = TbHead(job.command(cfg), job.data_beats(cfg), expected, error, job.workload_macs(),
                2 * job.nq * job.nk * cfg.head_dim,
-               dict(info, nq=job.nq, nk=job.nk, g=int(job.g), nnz=job.nnz, row_nnz=np.diff(job.row_ptr).tolist()))
+               dict(info, nq=job.nq, nk=job.nk, g=int(job.g), nnz=job.nnz, row_nnz=np.diff(job.row_ptr).tolist(),
+                    balance=job.balance))
     if cfg.decoder:
         h.info["hc"] = int(h.cmd["hc"])
         if with_layer:
@@ -59,8 +60,12 @@ def job_from_arrays(q, k, v, g: int, csr: CSR, params: HeadParams) -> HeadJob:
                    params.out.multiplier, params.out.shift)
 
 
-def head_for(cfg: VitcodConfig, q, k, v, g: int, csr: CSR, params: HeadParams, **info) -> TbHead:
+def head_for(cfg: VitcodConfig, q, k, v, g: int, csr: CSR, params: HeadParams, *, balance: str = "balanced",
+             **info) -> TbHead:
+    """A head with its golden output; ``balance``: how the host splits each row's CSR entries between
+    the engines (``hw/vitcod/balance.py``; the output does not depend on it)."""
     job = job_from_arrays(q, k, v, g, csr, params)
+    job.balance = balance
     return tb_head(cfg, job, vitcod_head_golden(q, k, v, g, csr, params), **info)
 
 
@@ -73,7 +78,7 @@ def random_csr(rng, nq: int, nk: int, g: int, sparsity: float, empty_rows: int =
 
 
 def random_head(cfg: VitcodConfig, rng, *, nq: int, nk: int, g: int, sparsity: float, empty_rows: int = 0,
-                compressed_heads: int = 0) -> TbHead:
+                compressed_heads: int = 0, balance: str = "balanced") -> TbHead:
     """A random head; with ``compressed_heads`` > 0 its Q and K come through the Q/K decoder."""
     d = cfg.head_dim
     q = rng.integers(-128, 128, (nq, d)).astype(np.int8)
@@ -83,7 +88,7 @@ def random_head(cfg: VitcodConfig, rng, *, nq: int, nk: int, g: int, sparsity: f
     s = rng.uniform(0.01, 0.05, 4)
     params = head_params(s[0], s[1], s[2], s[3] * 0.8, d)
     if not compressed_heads:
-        return head_for(cfg, q, k, v, g, csr, params, sparsity=sparsity)
+        return head_for(cfg, q, k, v, g, csr, params, balance=balance, sparsity=sparsity)
     return layer_heads(cfg, rng, nq=nq, nk=nk, hc=compressed_heads, specs=[(g, sparsity, empty_rows)],
                        params=params)[0]
 
@@ -141,7 +146,7 @@ def bad_head(cfg: VitcodConfig, rng, kind: str) -> TbHead:
         big = cfg.max_tokens + 1
         cmd = job.command(cfg, nq=big)
         qk = -(-nk // ipw) if cfg.decoder else (big + nk) * wpt
-        n_beats = qk + nk * wpt + -(-(big + 1) // ipw) + -(-job.nnz // ipw)
+        n_beats = qk + nk * wpt + -(-(2 * big + 1) // ipw) + -(-job.nnz // ipw)
         beats = [int(x) for x in rng.integers(0, 1 << 31, n_beats)]
         return TbHead(cmd, beats, None, ERR_SIZE, info=dict(kind=kind, nq=big, nk=nk, g=1, nnz=job.nnz,
                                                              row_nnz=[job.nnz] + [0] * (big - 1), hc=1))
@@ -224,5 +229,6 @@ def shapes_of(heads: list[TbHead]) -> list:
                                  layer=True))
         out.append(HeadShape(i["nq"], i["nk"], i["g"], list(i["row_nnz"]), hc=i.get("hc", 1),
                              good=h.expected is not None, dropped=i.get("kind") in ("size", "layer", "layer_size"),
-                             info={k: v for k, v in i.items() if k != "row_nnz"}))
+                             info={k: v for k, v in i.items() if k not in ("row_nnz", "balance")},
+                             balance=i.get("balance", "balanced")))
     return out

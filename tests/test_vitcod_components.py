@@ -171,7 +171,7 @@ def _bad(kind):
     elif kind == "row_ptr_end":
         rp[6] = 5                       # ends below nnz
     elif kind == "row_too_long":
-        rp[1:] = 6                      # row 0 keeps 6 keys of Nk - G = 5
+        rp[1:] = 6                      # row 0 keeps 6 keys of Nk - G = 5 (split between both half-rows)
     elif kind == "col_in_global":
         ci[0] = 0
     elif kind == "col_past_nk":
@@ -190,7 +190,7 @@ def test_loader_refuses_a_bad_head_and_consumes_its_data(kind):
     bad_beats = job.data_beats(CFG)
     if kind in ("size", "nnz_beyond_buffer"):   # the announced sizes' data (accelerator.py's layout), all dropped
         ipw, wpt = CFG.indices_per_word, CFG.words_per_token
-        bad_beats = [0] * ((cmd["nq"] + 2 * cmd["nk"]) * wpt + -(-(cmd["nq"] + 1) // ipw) + -(-cmd["nnz"] // ipw))
+        bad_beats = [0] * ((cmd["nq"] + 2 * cmd["nk"]) * wpt + -(-(2 * cmd["nq"] + 1) // ipw) + -(-cmd["nnz"] // ipw))
     out = _loader_bench([cmd, good.command(CFG)], bad_beats + good.data_beats(CFG))
     assert out["taken"] == len(bad_beats) + len(good.data_beats(CFG))   # nothing left hanging
     if kind == "control":

@@ -99,7 +99,8 @@ def test_host_layer_and_head_streams():
                    wq=np.array([1, 2]), wk=np.array([3, 4]), key_order=np.array([1, 0]))
     hb = head.data_beats(cfg)
     assert hb[0] == 1 | (0 << 16)            # the key order: polarized position 0 is model token 1
-    assert len(hb) == 1 + 2 * 2 + 1 + 1      # order, V, row pointers, column indices
+    # order, V, row pointers (2 Nq + 1 = 7, four per beat), column indices
+    assert len(hb) == 1 + 2 * 2 + 2 + 1
     assert head.command(cfg)["layer"] == 0 and head.layer().matches(layer)
     with pytest.raises(ValueError, match="decoder takes 1..2"):
         LayerJob(np.zeros((3, 3, 16), np.int8), np.zeros((3, 2, 16), np.int8)).command(cfg)

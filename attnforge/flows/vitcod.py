@@ -12,7 +12,7 @@ each head's figures.
 
 Cycles are RTL cycles from the first command to the last output beat (the
 first head's load included). The dense baseline is the cycle model
-(``hw/vitcod/cycles.py``, held within 5 % of the RTL by the tests) of the same
+(``hw/vitcod/cycles.py``, exact on the RTL in the tests) of the same
 accelerator computing the full Nq x Nk attention with its lines balanced.
 
 The benchmark reaches the testbench's workloads through this module too:

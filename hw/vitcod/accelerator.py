@@ -18,7 +18,10 @@ bytes, the first element in the lowest bits):
 1. Q: ``Nq * d`` int8, row by row (``Nq * d / B`` beats, B = data_width / 8);
 2. K: ``Nk * d`` int8 in polarized key order;
 3. V: ``Nk * d`` int8 in polarized key order;
-4. row_ptr: ``Nq + 1`` uint16, ``B / 2`` per beat, the last beat padded;
+4. row pointers: ``2 Nq + 1`` uint16, ``B / 2`` per beat, the last beat padded: two half-rows
+   per query row, ``ptr[2i] .. ptr[2i+1]`` the CSR entries of row i that the Denser Engine
+   takes after its G global keys, ``ptr[2i+1] .. ptr[2i+2]`` the Sparser Engine's (the
+   host's split, ``hw/vitcod/balance.py``; the result does not depend on it);
 5. col_idx: ``nnz`` uint16 (positions in the polarized order), ``B / 2`` per beat.
 
 With the Q/K decoder (``decoder=True``) Q and K do not travel per head. A
@@ -28,7 +31,7 @@ then compressed K, int8 ``[Hc, N, d]`` in model token order, as ``Hc`` beats
 to an on-chip layer store. A head command (``layer = 0``) then carries
 
 1. the key order: ``Nk`` uint16, polarized position -> model token (``B / 2`` per beat);
-2. V, row_ptr, col_idx as above;
+2. V, row pointers, col_idx as above;
 
 and the loader replays the head's Q rows, and its K rows through the key
 order, from the store into the decoder (one beat per cycle, two cycles of
@@ -126,9 +129,8 @@ class VitcodAccelerator(ConfiguredComponent):
             for g in range(engine.score_groups):
                 wiring.connect(m, engine.k[g], buffers["k"].read_port())
                 wiring.connect(m, engine.v[g], buffers["v"].read_port())
-        for g in range(sparse.score_groups):
-            wiring.connect(m, sparse.col[g], buffers["ci"].read_port())
-        wiring.connect(m, sparse.pv_col, buffers["ci"].read_port())
+            for g in range(engine.score_groups):
+                wiring.connect(m, engine.col[g], buffers["ci"].read_port())
         for port in scheduler.row_ptr:
             wiring.connect(m, port, buffers["rp"].read_port())
 

@@ -37,7 +37,7 @@ STATUS_COUNT_WIDTH = 16
 MAX_DECODER_HEADS = 16
 #: Error status bits (sticky until reset).
 ERR_SIZE = 1      # N, G or nnz beyond what the buffers hold (or N = 0, G > Nk)
-ERR_ROW_PTR = 2   # row_ptr[0] != 0, decreasing, a row longer than Nk - G, or row_ptr[Nq] != nnz
+ERR_ROW_PTR = 2   # ptr[0] != 0, decreasing, a half-row longer than Nk - G, or ptr[2 Nq] != nnz
 ERR_COL_IDX = 4   # a column index outside [G, Nk), or (decoder) a key order entry outside [0, Nk)
 ERR_LAYER = 8     # (decoder) a head whose layer (compressed Q/K of its Nq, Nk, Hc) is not loaded
 ERROR_BITS = 4
@@ -154,6 +154,12 @@ class VitcodConfig:
             s *= 2
         return s
 
+    def pv_keys(self, lines: int) -> int:
+        """Keys P that an engine of ``lines`` lines takes per P·V step: 1 (a step covers
+        ``min(lines, d / M)`` chunks of one key; ``ceil((d / M) / lines)`` passes over the row)."""
+        check_int("ViTCoD engine lines", lines, 1, 64)
+        return 1
+
     @property
     def qkv_word_chunks(self) -> int:
         """M-channel chunks per word of the Q, K and V buffers: a score step reads the S chunks of
@@ -245,7 +251,7 @@ class VitcodConfig:
         top = (1 << INDEX_WIDTH) - 1
         heads = (1 << MAX_DECODER_HEADS.bit_length()) - 1 if self.decoder else 1
         index_beats = -(-(top + 1) // self.indices_per_word)
-        return (2 * top * self.words_per_token * heads + top * self.words_per_token + 3 * index_beats).bit_length()
+        return (2 * top * self.words_per_token * heads + top * self.words_per_token + 4 * index_beats).bit_length()
 
     # -- buffer depths (per bank; two banks for double buffering) --------------------------
     @staticmethod
@@ -270,7 +276,9 @@ class VitcodConfig:
 
     @property
     def rp_bank_words(self) -> int:
-        return self._pow2_ceil(-(-(self.max_tokens + 1) // self.indices_per_word))
+        """Words of the row pointer buffer: ``2 * max_tokens + 1`` pointers (two half-rows per query
+        row, ``hw/vitcod/balance.py``)."""
+        return self._pow2_ceil(-(-(2 * self.max_tokens + 1) // self.indices_per_word))
 
     @property
     def ci_bank_words(self) -> int:

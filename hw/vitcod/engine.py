@@ -11,10 +11,11 @@ the ``SoftmaxStage`` (``exp``):
   ``d / (M S)`` cycles and a row of n keys ``ceil(n / K) * d / (M S)`` (with
   S = 1 this is one key per line, ``d / M`` cycles, the row rounded up to
   whole groups of L keys). One more stage sums the S partial scores. The
-  Denser Engine's keys are the global columns ``0 .. G-1``, the Sparser
-  Engine's are the row's CSR entries, read from the index buffer (it never
-  touches a pruned entry). Scores go to the group's score buffer; the job
-  reports the row maximum.
+  Denser Engine's keys are the global columns ``0 .. G-1``, then the CSR
+  entries of the row's first half-row; the Sparser Engine's are the CSR
+  entries of its second half-row (``hw/vitcod/balance.py``), read from the
+  index buffer (no engine touches a pruned entry). Scores go to the group's
+  score buffer; the job reports the row maximum.
 * **exp** (``ExpUnit``, runs beside the lines): ``z`` and ``E`` of every score
   of the row against the row maximum of both engines, ``E`` to the exponent
   buffer, and the engine's share of the row sum.
@@ -54,13 +55,14 @@ __all__ = ["Engine"]
 
 
 class Engine(wiring.Component):
-    """One engine with ``lines`` lines; ``sparse`` selects the CSR column source.
+    """One engine with ``lines`` lines; ``sparse``: the Sparser Engine (its keys are CSR entries only).
 
     Parameters
     ----------
     config : VitcodConfig
     sparse : bool
-        Sparser Engine (keys from the column index buffer) or Denser Engine (keys 0 .. G-1).
+        Sparser Engine (keys from the column index buffer) or Denser Engine (keys 0 .. G-1,
+        then from the column index buffer).
     lines : int
         L, lines of the engine; S = ``config.score_split(lines)`` lines share a key in a
         score job, K = L / S keys per score step (``score_groups``).
@@ -77,10 +79,9 @@ class Engine(wiring.Component):
     k, v : ``In(ReadPort.Signature(qkv_addr_width, qkv_word_width)).array(K)``
         Per score group g: the K buffer (group g's key in a score step) and the V buffer
         (group g's S chunks of a pv pass).
-    col : ``In(ReadPort.Signature(ci_addr_width, data_width)).array(K)`` (Sparser Engine)
-        The column index buffer: group g's key in a score step.
-    pv_col : ``In(ReadPort.Signature(ci_addr_width, data_width))`` (Sparser Engine)
-        The column index buffer: the key of a pv beat.
+    col : ``In(ReadPort.Signature(ci_addr_width, data_width)).array(K)``
+        The column index buffer: group g's key in a score step; port 0 also the key of a pv beat
+        (an engine issues one job at a time).
     """
 
     def __init__(self, config: VitcodConfig, *, sparse: bool, lines: int):
@@ -95,9 +96,8 @@ class Engine(wiring.Component):
         word = ReadPort.Signature(addr_width=config.qkv_addr_width, shape=unsigned(config.qkv_word_width))
         members = {"job": In(EngineJobSignature(config)), "exp": In(ExpJobSignature(config)),
                    "q": In(word), "k": In(word).array(self._groups), "v": In(word).array(self._groups)}
-        if sparse:
-            index = ReadPort.Signature(addr_width=config.ci_addr_width, shape=unsigned(config.data_width))
-            members.update({"col": In(index).array(self._groups), "pv_col": In(index)})
+        index = ReadPort.Signature(addr_width=config.ci_addr_width, shape=unsigned(config.data_width))
+        members["col"] = In(index).array(self._groups)
         super().__init__(members)
 
     @property
@@ -170,13 +170,14 @@ class Engine(wiring.Component):
         qc = cfg.qkv_word_chunks
         return word.word_select(chunk[:log2_ceil(qc)], cfg.chunk_width) if qc > 1 else word[:cfg.chunk_width]
 
-    def _column(self, index_word, lane, entry):
-        """Key of a score or pv beat: the CSR column (Sparser) or the entry itself (Denser)."""
-        if not self._sparse:
-            return entry
+    def _column(self, index_word, lane, entry, prefix):
+        """Key of a score or pv beat: the entry itself below ``prefix`` (the Denser Engine's global
+        columns), else the CSR column from the index buffer."""
         if self._config.indices_per_word > 1:
-            return index_word.word_select(lane, INDEX_WIDTH)
-        return index_word[:INDEX_WIDTH]
+            column = index_word.word_select(lane, INDEX_WIDTH)
+        else:
+            column = index_word[:INDEX_WIDTH]
+        return column if self._sparse else Mux(entry < prefix, entry, column)
 
     # -- issue stage -----------------------------------------------------------------------
     def _issue(self, m, e_read):
@@ -189,10 +190,11 @@ class Engine(wiring.Component):
         # cycle after the previous job's last issue, while that one drains.
         score = SimpleNamespace(bank=Signal(name="score_bank"), row=Signal(INDEX_WIDTH, name="score_row"),
                                 n=Signal(INDEX_WIDTH, name="score_n"), base=Signal(INDEX_WIDTH, name="score_base"),
+                                prefix=Signal(INDEX_WIDTH, name="score_prefix"),
                                 slot=Signal.like(job.slot, name="score_slot"))
         pv = SimpleNamespace(bank=Signal(name="pv_bank"), n=Signal(INDEX_WIDTH, name="pv_n"),
-                             base=Signal(INDEX_WIDTH, name="pv_base"), slot=Signal.like(job.slot, name="pv_slot"),
-                             recip=Signal.like(job.recip, name="pv_recip"))
+                             base=Signal(INDEX_WIDTH, name="pv_base"), prefix=Signal(INDEX_WIDTH, name="pv_prefix"),
+                             slot=Signal.like(job.slot, name="pv_slot"), recip=Signal.like(job.recip, name="pv_recip"))
         issue = SimpleNamespace(score=score, pv=pv, steps=steps, passes=passes, step_bits=step_bits)
         issue.score_issuing, issue.pv_issuing = Signal(), Signal()
         issue.score_first = Signal(INDEX_WIDTH)          # entry of group 0's key in this score step
@@ -223,10 +225,11 @@ class Engine(wiring.Component):
         # a start (allowed only when issue_free) wins over the last beat's updates above
         with m.If(job.score_start):
             m.d.sync += [score.bank.eq(job.bank), score.row.eq(job.row), score.n.eq(job.n), score.base.eq(job.base),
-                         score.slot.eq(job.slot), issue.score_issuing.eq(job.n != 0), issue.score_first.eq(0),
+                         score.prefix.eq(job.prefix), score.slot.eq(job.slot), issue.score_issuing.eq(job.n != 0), issue.score_first.eq(0),
                          issue.score_step.eq(0), issue.step_cycle.eq(0)]
         with m.If(job.pv_start):
-            m.d.sync += [pv.bank.eq(job.bank), pv.n.eq(job.n), pv.base.eq(job.base), pv.slot.eq(job.slot),
+            m.d.sync += [pv.bank.eq(job.bank), pv.n.eq(job.n), pv.base.eq(job.base), pv.prefix.eq(job.prefix),
+                         pv.slot.eq(job.slot),
                          pv.recip.eq(job.recip), issue.pv_issuing.eq(job.n != 0), issue.pv_entry.eq(0),
                          issue.pv_pass.eq(0)]
         # a pv job without keys outputs zeros: cleared a cycle later, from a register (not from
@@ -244,11 +247,11 @@ class Engine(wiring.Component):
             m.d.comb += [issue.entry[g].eq(issue.score_first + g),
                          issue.key_ok[g].eq(issue.score_issuing & (issue.score_first + g < score.n))]
         m.d.comb += self.q.addr.eq(self._qkv_addr(m, score.bank, score.row, self._word_of(issue.step_cycle)))
-        if self._sparse:
-            for g in range(K):
-                m.d.comb += self.col[g].addr.eq(Mux(issue.key_ok[g],
-                                                    self._ci_addr(score.bank, score.base + issue.entry[g]), 0))
-            m.d.comb += self.pv_col.addr.eq(Mux(issue.pv_issuing, self._ci_addr(pv.bank, pv.base + issue.pv_entry), 0))
+        for g in range(K):
+            score_addr = Mux(issue.key_ok[g], self._ci_addr(score.bank, score.base + issue.entry[g]), 0)
+            if g == 0:   # a pv beat's key too (score and pv jobs never issue in the same cycle)
+                score_addr = Mux(issue.pv_issuing, self._ci_addr(pv.bank, pv.base + issue.pv_entry), score_addr)
+            m.d.comb += self.col[g].addr.eq(score_addr)
         m.d.comb += e_read.addr.eq(Cat(issue.pv_entry[:log2_ceil(cfg.max_tokens)], pv.slot))
         return issue
 
@@ -284,11 +287,11 @@ class Engine(wiring.Component):
         q_chunks = [self._chunk_of(self.q.data, self._chunk_at(rd.step_cycle, s)) for s in range(S)]
         for g in range(K):
             key = Signal(INDEX_WIDTH, name=f"key{g}")
-            m.d.comb += key.eq(self._column(self.col[g].data if self._sparse else None, rd.lane[g], rd.entry[g]))
+            m.d.comb += key.eq(self._column(self.col[g].data, rd.lane[g], rd.entry[g], score.prefix))
             m.d.comb += self.k[g].addr.eq(Mux(rd.key_ok[g], self._qkv_addr(m, score.bank, key,
                                                                              self._word_of(rd.step_cycle)), 0))
         pv_key = Signal(INDEX_WIDTH)
-        m.d.comb += pv_key.eq(self._column(self.pv_col.data if self._sparse else None, rd.pv_lane, rd.pv_entry))
+        m.d.comb += pv_key.eq(self._column(self.col[0].data, rd.pv_lane, rd.pv_entry, pv.prefix))
         # pv pass p: line l = g * S + s takes chunk p * L + l = (p * K + g) * S + s
         for g in range(K):
             pv_step = Signal(range(issue.passes * K + 1), name=f"pv_step{g}")

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .balance import half_row_pointers, split_rows
 from .config import INDEX_WIDTH, VitcodConfig
 
 __all__ = ["HeadJob", "LayerJob", "pack_bytes", "unpack_output"]
@@ -103,6 +104,8 @@ class HeadJob:
     dq: tuple = (1, 0)
     dk: tuple = (1, 0)
     key_order: np.ndarray | None = None
+    # how each row's CSR entries are split between the engines (``hw/vitcod/balance.py``)
+    balance: str = "balanced"
 
     @property
     def nq(self) -> int:
@@ -135,22 +138,26 @@ class HeadJob:
         cmd.update(override)
         return cmd
 
+    def half_row_pointers(self, cfg: VitcodConfig) -> np.ndarray:
+        """The ``2 Nq + 1`` row pointers of the stream: each row's CSR entries split between the engines."""
+        rp = np.asarray(self.row_ptr, np.int64)
+        return half_row_pointers(rp, split_rows(cfg, int(self.g), np.diff(rp), self.balance))
+
     def data_beats(self, cfg: VitcodConfig) -> list[int]:
         """Every data beat of this head, in stream order."""
         if self.q.shape[1] != cfg.head_dim:
             raise ValueError(f"head has d={self.q.shape[1]}, the accelerator is built for head_dim={cfg.head_dim}")
         b = cfg.data_bytes
         mask = (1 << INDEX_WIDTH) - 1
+        pointers = _pack_u16(self.half_row_pointers(cfg) & mask, b)
         if cfg.decoder:
             # Q and K come from the layer store (``layer()``); the stream carries the key order
             order = np.arange(self.nk) if self.key_order is None else np.asarray(self.key_order, np.int64)
             if order.shape != (self.nk,):
                 raise ValueError(f"key order of shape {order.shape}, expected ({self.nk},)")
-            return (_pack_u16(order & mask, b) + pack_bytes(self.v, b)
-                    + _pack_u16(np.asarray(self.row_ptr, np.int64) & mask, b)
+            return (_pack_u16(order & mask, b) + pack_bytes(self.v, b) + pointers
                     + _pack_u16(np.asarray(self.col_idx, np.int64) & mask, b))
-        return (pack_bytes(self.q, b) + pack_bytes(self.k, b) + pack_bytes(self.v, b)
-                + _pack_u16(np.asarray(self.row_ptr, np.int64) & mask, b)
+        return (pack_bytes(self.q, b) + pack_bytes(self.k, b) + pack_bytes(self.v, b) + pointers
                 + _pack_u16(np.asarray(self.col_idx, np.int64) & mask, b))
 
     def layer(self) -> LayerJob:

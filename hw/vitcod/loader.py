@@ -96,7 +96,7 @@ class Loader(ConfiguredComponent):
         """Data-stream beats of a head (what a refused head's drop consumes)."""
         cfg = self._config
         qk = self._index_beats(p.nk) if cfg.decoder else self._qk_beats(p.nq, p) + self._qk_beats(p.nk, p)
-        return qk + p.nk * cfg.words_per_token + self._index_beats(p.nq + 1) + self._index_beats(p.nnz)
+        return qk + p.nk * cfg.words_per_token + self._index_beats(2 * p.nq + 1) + self._index_beats(p.nnz)
 
     def elaborate(self, platform):
         cfg = self._config
@@ -150,6 +150,7 @@ class Loader(ConfiguredComponent):
             word=Signal(word_bits),                     # beats (decoded words) of the section so far
             entry=Signal(INDEX_WIDTH + 1),              # index of lane 0's entry in index sections
             prev_pointer=Signal(INDEX_WIDTH),           # the previous beat's last row pointer
+            row_start_pointer=Signal(INDEX_WIDTH),      # the previous beats' last even pointer (a row's start)
             head_error=Signal(ERROR_BITS),
             ci_beats=Signal(INDEX_WIDTH),
             held=[Signal(cfg.data_width, name=f"held{j}") for j in range(cfg.qkv_beats_per_word - 1)],
@@ -205,6 +206,7 @@ class Loader(ConfiguredComponent):
             shape_bad = shape_bad | (p.hc == 0) | (p.hc > cfg.decoder_heads)
         bad = shape_bad | (p.g > p.nk) | (p.nnz > cfg.max_nnz)
         m.d.sync += [st.head_error.eq(0), st.word.eq(0), st.entry.eq(0), st.prev_pointer.eq(0),
+                     st.row_start_pointer.eq(0),
                      st.ci_beats.eq(self._index_beats(p.nnz)), st.taking.eq(1), st.busy.eq(1)]
 
         def refuse(bits, beats):
@@ -274,20 +276,24 @@ class Loader(ConfiguredComponent):
                 self._next_section(m, st)
 
     def _index_checks(self, m, st):
-        """Row pointers, column indices and (decoder) key order entries of the beat on ``data``."""
+        """Row pointers (``2 Nq + 1``: two half-rows per query row), column indices and (decoder) key
+        order entries of the beat on ``data``."""
         cfg, c = self._config, st.command
         lanes = [self.data.payload.word_select(k, INDEX_WIDTH) for k in range(cfg.indices_per_word)]
         with m.If(st.section == SECTION_ROW_PTR):
-            prev = st.prev_pointer
+            # pointers never decrease, and a whole row (its two half-rows, from the even pointer
+            # 2i to 2i + 2) keeps at most Nk - G entries
+            prev, row_start = st.prev_pointer, st.row_start_pointer
             for k, value in enumerate(lanes):
                 index = st.entry + k
+                even = ~index[0]
                 first = (index == 0) & (value != 0)
-                step = (index != 0) & ((value < prev) | (value - prev > c.nk - c.g))
-                end = (index == c.nq) & (value != c.nnz)
-                with m.If((index <= c.nq) & (first | step | end)):
+                step = (index != 0) & ((value < prev) | (even & (value - row_start > c.nk - c.g)))
+                end = (index == 2 * c.nq) & (value != c.nnz)
+                with m.If((index <= 2 * c.nq) & (first | step | end)):
                     m.d.sync += st.head_error.eq(st.head_error | ERR_ROW_PTR)
-                prev = value
-            m.d.sync += st.prev_pointer.eq(lanes[-1])
+                prev, row_start = value, Mux(even, value, row_start)
+            m.d.sync += [st.prev_pointer.eq(lanes[-1]), st.row_start_pointer.eq(row_start)]
         with m.If(st.section == SECTION_COL_IDX):
             for k, value in enumerate(lanes):
                 with m.If((st.entry + k < c.nnz) & ((value < c.g) | (value >= c.nk))):
@@ -308,7 +314,7 @@ class Loader(ConfiguredComponent):
             with m.Case(SECTION_K):
                 m.d.sync += st.beats_left.eq(c.nk * cfg.words_per_token)
             with m.Case(SECTION_V):
-                m.d.sync += st.beats_left.eq(self._index_beats(c.nq + 1))
+                m.d.sync += st.beats_left.eq(self._index_beats(2 * c.nq + 1))
             with m.Case(SECTION_ROW_PTR):
                 m.d.sync += st.beats_left.eq(st.ci_beats)
                 with m.If(st.ci_beats == 0):

@@ -49,9 +49,10 @@ class RowScheduler(ConfiguredComponent):
     banks : ``In(HeadBanksSignature(config))``
         Full banks and their heads from the loader; the scheduler releases a bank when
         its head is done.
-    row_ptr : ``In(ReadPort.Signature(rp_addr_width, data_width)).array(2)``
-        The row pointer buffer: ``row_ptr[i]`` and ``row_ptr[i + 1]`` of the Sparser
-        Engine's next score row i.
+    row_ptr : ``In(ReadPort.Signature(rp_addr_width, data_width)).array(4)``
+        The row pointer buffer (two half-rows per query row, ``hw/vitcod/balance.py``):
+        ``ptr[2i]``, ``ptr[2i + 1]`` of the Denser Engine's next score row i, then
+        ``ptr[2j + 1]``, ``ptr[2j + 2]`` of the Sparser Engine's next score row j.
     dense, sparse : ``Out(EngineJobSignature(config))``
         Score and pv jobs of the Denser and the Sparser Engine.
     softmax_rows : ``Out(stream.Signature(softmax_row_layout(config)))``
@@ -71,7 +72,7 @@ class RowScheduler(ConfiguredComponent):
         index_word = ReadPort.Signature(addr_width=config.rp_addr_width, shape=config.data_width)
         return {
             "banks": In(HeadBanksSignature(config)),
-            "row_ptr": In(index_word).array(2),
+            "row_ptr": In(index_word).array(4),
             "dense": Out(EngineJobSignature(config)),
             "sparse": Out(EngineJobSignature(config)),
             "softmax_rows": Out(stream.Signature(softmax_row_layout(config))),
@@ -112,29 +113,39 @@ class RowScheduler(ConfiguredComponent):
             # per engine: its pv result is in / is waiting for the output stage
             pv_finished=[Signal(name=f"pv_finished{x}") for x in range(2)],
             pv_held=[Signal(name=f"pv_held{x}") for x in range(2)],
-            # per row slot: the Sparser Engine's entries and first entry of the row, its reciprocal
-            sparse_n=[Signal(INDEX_WIDTH, name=f"sparse_n{p}") for p in range(slots)],
-            sparse_base=[Signal(INDEX_WIDTH, name=f"sparse_base{p}") for p in range(slots)],
+            # per engine and row slot: the row's keys and the CSR entry of its key G (Denser Engine:
+            # G global keys, then its half-row) or key 0 (Sparser Engine); per slot its reciprocal
+            row_n=[[Signal(INDEX_WIDTH, name=f"row_n{x}_{p}") for p in range(slots)] for x in range(2)],
+            row_base=[[Signal(INDEX_WIDTH, name=f"row_base{x}_{p}") for p in range(slots)] for x in range(2)],
             recip=[Signal(cfg.recip_width, name=f"recip{p}") for p in range(slots)],
         )
         return st
 
     def _row_pointers(self, m, st):
-        """``row_ptr[i]``, ``row_ptr[i + 1]`` of the Sparser Engine's next score row (one cycle to read)."""
+        """Per engine, the two pointers of its half-row of its next score row (one cycle to read):
+        ``ptr[2i + x]`` and ``ptr[2i + x + 1]`` for engine x (0: Denser, 1: Sparser)."""
         cfg = self._config
         lg_ipw = log2_ceil(cfg.indices_per_word)
         lane_bits = max(lg_ipw, 1)
-        row = st.score_row[1]
-        st.pointer_row = Signal.like(row)    # the row whose pointers are on the read ports
-        m.d.sync += st.pointer_row.eq(row)
-        st.pointers_ready = Signal()
-        m.d.comb += st.pointers_ready.eq(st.pointer_row == row)
-        st.row_start, st.row_end = Signal(INDEX_WIDTH), Signal(INDEX_WIDTH)
-        for port, entry, value in ((self.row_ptr[0], row, st.row_start), (self.row_ptr[1], row + 1, st.row_end)):
-            lane = Signal(lane_bits)
-            m.d.comb += port.addr.eq(Cat((entry >> lg_ipw)[:cfg.rp_addr_width - 1], st.bank))
-            m.d.sync += lane.eq(entry[:lane_bits])
-            m.d.comb += value.eq(port.data.word_select(lane, INDEX_WIDTH) if lg_ipw else port.data[:INDEX_WIDTH])
+        st.pointer_row, st.pointers_ready, st.row_start, st.row_end = [], [], [], []
+        for x in range(2):
+            row = st.score_row[x]
+            pointer_row = Signal.like(row, name=f"pointer_row{x}")   # the row whose pointers are on the ports
+            m.d.sync += pointer_row.eq(row)
+            ready = Signal(name=f"pointers_ready{x}")
+            m.d.comb += ready.eq(pointer_row == row)
+            start, end = Signal(INDEX_WIDTH, name=f"row_start{x}"), Signal(INDEX_WIDTH, name=f"row_end{x}")
+            for k, value in enumerate((start, end)):
+                port, lane = self.row_ptr[2 * x + k], Signal(lane_bits, name=f"pointer_lane{x}_{k}")
+                entry = Signal(row.shape().width + 2, name=f"pointer_entry{x}_{k}")
+                m.d.comb += [entry.eq(row * 2 + (x + k)),
+                             port.addr.eq(Cat((entry >> lg_ipw)[:cfg.rp_addr_width - 1], st.bank))]
+                m.d.sync += lane.eq(entry[:lane_bits])
+                m.d.comb += value.eq(port.data.word_select(lane, INDEX_WIDTH) if lg_ipw else port.data[:INDEX_WIDTH])
+            st.pointer_row.append(pointer_row)
+            st.pointers_ready.append(ready)
+            st.row_start.append(start)
+            st.row_end.append(end)
 
     def _engine_jobs(self, m, st, x, job):
         """Start engine x's next score or pv job; record its results."""
@@ -142,28 +153,26 @@ class RowScheduler(ConfiguredComponent):
         head, nq = st.head, st.head.nq
         score_row, pv_row = st.score_row[x], st.pv_row[x]
         score_slot, pv_slot = score_row[:st.slot_bits], pv_row[:st.slot_bits]
-        n_score = head.g if x == 0 else (st.row_end - st.row_start)[:INDEX_WIDTH]
+        # the row's keys: (Denser Engine) the G global keys, then the half-row's CSR entries; the
+        # engine finds key j >= prefix at CSR entry base + j
+        prefix = head.g if x == 0 else 0
+        n_score, base_score = Signal(INDEX_WIDTH, name=f"n_score{x}"), Signal(INDEX_WIDTH, name=f"base_score{x}")
+        m.d.comb += [n_score.eq(prefix + st.row_end[x] - st.row_start[x]), base_score.eq(st.row_start[x] - prefix)]
         can_score = (st.running & (score_row < nq) & (score_row <= pv_row + (slots - 1)) & job.issue_free
-                     & ~job.score_active & ~mux_tree(st.scored[x], score_slot))
-        if x == 1:
-            can_score = can_score & st.pointers_ready
+                     & ~job.score_active & ~mux_tree(st.scored[x], score_slot) & st.pointers_ready[x])
         can_pv = (st.running & (pv_row < score_row) & mux_tree(st.recip_ready[x], pv_slot) & ~st.pv_held[x]
                   & job.issue_free & ~job.pv_active)
         start_score, start_pv = Signal(name=f"start_score{x}"), Signal(name=f"start_pv{x}")
         m.d.comb += [start_score.eq(can_score), start_pv.eq(can_pv & ~can_score),
                      job.score_start.eq(start_score), job.pv_start.eq(start_pv), job.bank.eq(st.bank),
                      job.row.eq(score_row), job.slot.eq(Mux(start_score, score_slot, pv_slot)),
-                     job.recip.eq(mux_tree(st.recip, pv_slot))]
-        if x == 0:
-            m.d.comb += [job.n.eq(head.g), job.base.eq(0)]
-        else:
-            m.d.comb += [job.n.eq(Mux(start_score, n_score, mux_tree(st.sparse_n, pv_slot))),
-                         job.base.eq(Mux(start_score, st.row_start, mux_tree(st.sparse_base, pv_slot)))]
+                     job.recip.eq(mux_tree(st.recip, pv_slot)), job.prefix.eq(prefix),
+                     job.n.eq(Mux(start_score, n_score, mux_tree(st.row_n[x], pv_slot))),
+                     job.base.eq(Mux(start_score, base_score, mux_tree(st.row_base[x], pv_slot)))]
         with m.If(start_score):
             m.d.sync += score_row.eq(score_row + 1)
-            if x == 1:
-                _set_at(m, st.sparse_n, score_slot, n_score)
-                _set_at(m, st.sparse_base, score_slot, st.row_start)
+            _set_at(m, st.row_n[x], score_slot, n_score)
+            _set_at(m, st.row_base[x], score_slot, base_score)
         with m.If(start_pv):
             m.d.sync += [pv_row.eq(pv_row + 1), st.pv_held[x].eq(1)]
             _set_at(m, st.recip_ready[x], pv_slot, 0)
@@ -177,7 +186,7 @@ class RowScheduler(ConfiguredComponent):
     def _softmax(self, m, st):
         """Rows to the softmax stage; their reciprocals back."""
         head, slot = st.head, st.softmax_row[:st.slot_bits]
-        dense_n, sparse_n = head.g, mux_tree(st.sparse_n, slot)
+        dense_n, sparse_n = mux_tree(st.row_n[0], slot), mux_tree(st.row_n[1], slot)
         dense_max, sparse_max = mux_tree(st.row_max[0], slot), mux_tree(st.row_max[1], slot)
         out = self.softmax_rows
         m.d.comb += [
@@ -214,9 +223,10 @@ class RowScheduler(ConfiguredComponent):
         """Start the head of the full bank; end it (release the bank) after its last row."""
         banks = self.banks
         with m.If(~st.running & Mux(st.bank, banks.full[1], banks.full[0])):
-            m.d.sync += [st.running.eq(1), st.softmax_row.eq(0), st.output_row.eq(0), st.pointer_row.eq(~0),
+            m.d.sync += [st.running.eq(1), st.softmax_row.eq(0), st.output_row.eq(0),
                          st.head.eq(Mux(st.bank, banks.heads[1], banks.heads[0]))]
             m.d.sync += [v.eq(0) for v in (*st.score_row, *st.pv_row, *st.pv_finished, *st.pv_held)]
+            m.d.sync += [v.eq(~0) for v in st.pointer_row]
             m.d.sync += [v.eq(0) for row in (*st.scored, *st.recip_ready) for v in row]
         end = st.running & (st.output_row == st.head.nq) & self.rows.ready
         m.d.comb += [banks.release.eq(end), banks.release_bank.eq(st.bank), self.busy.eq(st.running)]

@@ -36,8 +36,13 @@ class EngineJobSignature(wiring.Signature):
         Buffer bank of the head.
     row : ``Out(INDEX_WIDTH)``
         Query row (score jobs).
-    n, base : ``Out(INDEX_WIDTH)``
-        Keys of the row and (Sparser Engine) its first CSR entry.
+    n : ``Out(INDEX_WIDTH)``
+        Keys of the row in this engine.
+    prefix : ``Out(INDEX_WIDTH)``
+        Keys ``0 .. prefix - 1`` are the global columns themselves (Denser Engine: G; Sparser
+        Engine: 0); key ``j >= prefix`` is the column at CSR entry ``base + j``.
+    base : ``Out(INDEX_WIDTH)``
+        (mod 2**16) The CSR entry of key 0 (the row's first CSR entry, less ``prefix``).
     slot : ``Out(log2(row_slots))``
         Row slot of the score and exponent buffers (row mod ``row_slots``).
     recip : ``Out(recip_width)``
@@ -57,7 +62,7 @@ class EngineJobSignature(wiring.Signature):
     def __init__(self, config: VitcodConfig):
         super().__init__({
             "score_start": Out(1), "pv_start": Out(1), "bank": Out(1),
-            "row": Out(INDEX_WIDTH), "n": Out(INDEX_WIDTH), "base": Out(INDEX_WIDTH),
+            "row": Out(INDEX_WIDTH), "n": Out(INDEX_WIDTH), "prefix": Out(INDEX_WIDTH), "base": Out(INDEX_WIDTH),
             "slot": Out(log2_ceil(config.row_slots)), "recip": Out(config.recip_width),
             "issue_free": In(1), "score_active": In(1), "pv_active": In(1),
             "score_done": In(1), "pv_done": In(1),

@@ -3,10 +3,10 @@
 Each configuration builds once (Verilator by default, one small case on Icarus)
 and runs a list of heads back to back: random masks from 0 % to 99 % sparsity,
 G = 0, G = N, rows without sparse entries, N not a multiple of any line count,
-Nq != Nk, heads the accelerator must refuse (oversize N, a decreasing row
+Nq != Nk, the host's split of each row between the engines on and off, heads the accelerator must refuse (oversize N, a decreasing row
 pointer, a column index outside [G, Nk)) between good ones, the Q/K decoder on
 and off, random idle cycles on the inputs and backpressure on the output. Runs
-without idle/stall also hold the cycle model (hw/vitcod/cycles.py) within 5 %.
+without idle/stall also hold the cycle model (hw/vitcod/cycles.py) to the cycle.
 """
 
 import dataclasses
@@ -24,7 +24,6 @@ from attnforge.tb.vitcod_jobs import bad_head, layer_heads, random_head, save_jo
 
 BUILD = Path(__file__).resolve().parents[2] / "build" / "test_sim"
 DESIGN = get_design("vitcod")
-CYCLE_TOLERANCE = 0.05
 
 CONFIGS = {
     # d=16, one Denser line, four Sparser lines (two keys per score step, two lines per key),
@@ -51,6 +50,8 @@ def heads_for(name: str, cfg: VitcodConfig, seed: int, errors: bool):
     heads.append(random_head(cfg, rng, nq=7, nk=7, g=7, sparsity=0.0))                         # G = N
     heads.append(random_head(cfg, rng, nq=n, nk=n // 2 + 3, g=2, sparsity=0.8))                # Nq > Nk
     heads.append(random_head(cfg, rng, nq=5, nk=n, g=1, sparsity=0.95, empty_rows=4))           # Nq < Nk
+    # every CSR entry on the Sparser Engine (the host's split off): the same output, other cycles
+    heads.append(random_head(cfg, rng, nq=n - 2, nk=n, g=2, sparsity=0.6, balance="none"))
     if cfg.decoder:
         # layers of 1..Hc compressed heads, each loaded once and decoded by three heads
         for hc in range(1, cfg.decoder_heads + 1):
@@ -79,10 +80,8 @@ def check_cycle_model(cfg, heads, report):
     rtl = [h["cycles"] for h in report["heads"]]
     pred = [h["cycles"] for h in model["heads"]]
     assert len(rtl) == len(pred)
-    for i, (r, p) in enumerate(zip(rtl, pred)):
-        assert abs(p - r) <= CYCLE_TOLERANCE * r, f"head {i}: model {p} cycles, RTL {r}"
-    total_r, total_p = report["total_cycles"], model["total_cycles"]
-    assert abs(total_p - total_r) <= CYCLE_TOLERANCE * total_r, f"total: model {total_p}, RTL {total_r}"
+    assert pred == rtl, f"cycles per head: model {pred}, RTL {rtl}"
+    assert model["total_cycles"] == report["total_cycles"]
 
 
 @pytest.mark.parametrize("name", list(CONFIGS))
