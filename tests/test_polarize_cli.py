@@ -4,14 +4,18 @@ and first, which loads and round-trips through ``head_csr``; bad input exits 2 w
 writes nothing."""
 
 import json
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, strategies as st
+from hypothesis.extra import numpy as hnp
 
-from attnforge.algo.vitcod.raw_masks import default_global_threshold, polarize_raw
+from attnforge.algo.vitcod.raw_masks import default_global_threshold, load_raw_masks, polarize_raw
 from attnforge.algo.vitcod.synthetic import real_shaped_mask_set
 from attnforge.cli import EXIT_BAD_INPUT, EXIT_OK, main
-from attnforge.errors import ConfigError
+from attnforge.errors import ArtifactError, ConfigError
 from attnforge.formats.masks import head_csr, head_keep_from_csr, load_masks
 
 NQ, NK = 12, 10
@@ -183,3 +187,42 @@ def test_threshold_out_of_range_refused(tmp_path, capsys, threshold):
 def test_polarize_raw_refuses_a_threshold_out_of_range():
     with pytest.raises(ConfigError, match=r"global_threshold must be in \[1, 12\], not 13"):
         polarize_raw(_raw(), NQ + 1)
+
+
+# ---------------------------------------------------------------- fuzzing the loader (as tests/test_fuzz_loaders.py)
+
+_SHAPES = hnp.array_shapes(min_dims=0, max_dims=5, min_side=0, max_side=3)
+_arrays = st.one_of(
+    st.sampled_from(["bool", "int8", "uint8", "int64", "float16", "float64", "complex64", "<U2"]).flatmap(
+        lambda dt: hnp.arrays(dt, _SHAPES)),                                   # anything
+    st.sampled_from(["int8", "uint8", "int64", "float32"]).flatmap(
+        lambda dt: hnp.arrays(dt, _SHAPES, elements=st.sampled_from([0, 1]))))   # numbers 0/1: accepted
+
+
+@given(array=_arrays, pruned=st.booleans())
+def test_fuzz_raw_loader_answers_or_names_the_file(array, pruned):
+    """Any array: masks that polarize into a valid MaskSet, or ArtifactError naming the file."""
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "fuzz.npy"
+        np.save(path, array)
+        try:
+            keep = load_raw_masks(path, pruned=pruned)
+        except ArtifactError as e:
+            assert "fuzz.npy" in str(e)
+            return
+    assert keep.dtype == np.bool_ and keep.ndim == 4 and keep.size > 0
+    expected = (array != 0) if array.dtype != np.bool_ else array
+    assert np.array_equal(keep.reshape(array.shape), expected ^ pruned)
+    ms, report = polarize_raw(keep)
+    assert ms.keep.shape == keep.shape and report["n_global"] == ms.n_global.tolist()
+
+
+@given(data=st.binary(max_size=200))
+def test_fuzz_raw_loader_bytes(data):
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "bytes.npy"
+        path.write_bytes(np.lib.format.magic(1, 0) + data if data[:1] == b"\x00" else data)
+        try:
+            load_raw_masks(path)
+        except ArtifactError as e:
+            assert "bytes.npy" in str(e)

@@ -96,6 +96,13 @@ def test_row_lengths_heavy_tailed_at_90_percent(deit):
             assert r.max() >= 3 * np.median(r)
 
 
+@pytest.mark.parametrize("sigma", [5.0, 0.0])
+def test_extreme_spreads_still_hit_the_target(sigma):
+    ms = real_shaped_mask_set(2, 4, 64, [0.5, 0.97], seed=9, row_sigma=sigma, column_sigma=sigma, head_sigma=sigma)
+    assert np.abs(1 - ms.keep.mean(axis=(1, 2, 3)) - [0.5, 0.97]).max() <= TOLERANCE
+    assert ms.keep.any(axis=-1).all()
+
+
 def test_row_sigma_zero_gives_equal_rows():
     ms = real_shaped_mask_set(1, 1, 64, 0.75, seed=0, row_sigma=0.0, head_sigma=0.0)
     r = _sparse_rows(ms, 0, 0)
@@ -128,7 +135,8 @@ def test_non_square_heads(nq, nk, tmp_path):
     (dict(global_range=3), ["global_range", "3"]),
     (dict(p_no_global=1.5), ["p_no_global", "1.5", "[0.0, 1.0]"]),
     (dict(max_dense_share=-0.1), ["max_dense_share", "-0.1", "[0.0, 1.0]"]),
-    (dict(row_sigma=-1.0), ["row_sigma", "-1.0", ">= 0.0"]),
+    (dict(row_sigma=-1.0), ["row_sigma", "-1.0", "[0.0, 5.0]"]),
+    (dict(head_sigma=50.0), ["head_sigma", "50.0", "[0.0, 5.0]"]),
     (dict(column_sigma="x"), ["column_sigma", "'x'"]),
     (dict(n=0), ["n", "0", ">= 1"]),
     (dict(nk=0), ["nk", "0", ">= 1"]),

@@ -10,6 +10,9 @@ from attnforge.formats.masks import MaskSet
 
 __all__ = ["polarized_mask_set", "real_shaped_mask_set"]
 
+#: Largest lognormal spread ``real_shaped_mask_set`` takes (weights stay within float64 for any draw).
+MAX_SIGMA = 5.0
+
 
 def polarized_mask_set(layers: int, heads: int, n: int, sparsity: float, dense_share: float = 0.5,
                        seed: int = 0, nk: int | None = None):
@@ -99,7 +102,7 @@ def real_shaped_mask_set(layers: int, heads: int, n: int, sparsity, seed: int = 
     p_no_global : float
         Probability in [0, 1] that a head has no global column.
     row_sigma, column_sigma, head_sigma : float
-        Lognormal spreads (>= 0; 0 means equal) of the rows' sparse lengths,
+        Lognormal spreads (in [0, 5]; 0 means equal) of the rows' sparse lengths,
         the columns' popularity and the heads' share of the layer budget.
     max_dense_share : float
         Largest share in [0, 1] of a head's kept entries in its global columns.
@@ -137,8 +140,8 @@ def _real_spec(layers, heads, n, nk, sparsity, seed, global_range, p_no_global, 
         raise ConfigError(f"global_range must be two integers lo <= hi in [0, Nk - 1 = {nk - 1}] (every head "
                           f"keeps at least one non-global key), not {global_range!r}")
     for name, value, top in (("p_no_global", p_no_global, 1.0), ("max_dense_share", max_dense_share, 1.0),
-                             ("row_sigma", row_sigma, None), ("column_sigma", column_sigma, None),
-                             ("head_sigma", head_sigma, None)):
+                             ("row_sigma", row_sigma, MAX_SIGMA), ("column_sigma", column_sigma, MAX_SIGMA),
+                             ("head_sigma", head_sigma, MAX_SIGMA)):
         _check_float(name, value, 0.0, top)
     return {"sparsity": sparsities, "seed": seed, "global_range": [int(g) for g in global_range],
             "p_no_global": float(p_no_global), "row_sigma": float(row_sigma), "column_sigma": float(column_sigma),
