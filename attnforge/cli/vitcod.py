@@ -1,4 +1,4 @@
-"""``attnforge vitcod train|masks|finetune|export|eval|sim``: ViTCoD from the command line.
+"""``attnforge vitcod train|masks|polarize|finetune|export|eval|sim``: ViTCoD from the command line.
 
     attnforge vitcod train -o build/vitcod/dense.pt                       # ViT on the bundled digits
     attnforge vitcod train --checkpoint build/vitcod/dense.pt --autoencoder -o build/vitcod/ae.pt
@@ -8,9 +8,13 @@
 
     attnforge vitcod sim --masks build/vitcod/masks.npz --tensors build/vitcod/heads.npz --all-heads
 
+    attnforge vitcod polarize --raw deit_masks.npy --pruned -o build/vitcod/masks.npz --json report.json
+
 Real models: ``--checkpoint deit_tiny.pth --data /path/imagefolder`` (a timm/DeiT
 state dict; the classifier is replaced when the folder has another class count).
-``sim`` runs mask-file heads on the accelerator's RTL (``attnforge.flows.vitcod``).
+``sim`` runs mask-file heads on the accelerator's RTL (``attnforge.flows.vitcod``);
+``polarize`` turns masks pruned elsewhere (a boolean ``.npy``) into a polarized
+``masks.npz`` (``attnforge.algo.vitcod.raw_masks``).
 """
 
 from __future__ import annotations
@@ -186,6 +190,32 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def cmd_polarize(args) -> int:
+    from attnforge.algo.vitcod.raw_masks import load_raw_masks, polarize_raw
+    from attnforge.formats.masks import save_masks
+
+    keep = load_raw_masks(args.raw, pruned=args.pruned)           # every check before anything is written
+    ms, report = polarize_raw(keep, args.global_threshold, meta={"raw": str(args.raw), "pruned": args.pruned})
+    out = save_masks(ms, args.output)
+    report = {"raw": str(args.raw), "pruned": args.pruned, "output": str(out), **report}
+    _print_polarize_summary(report)
+    if args.json:
+        write_json_atomic(args.json, report)
+        print(f"wrote {args.json}")
+    return 0
+
+
+def _print_polarize_summary(report: dict) -> None:
+    L, H, nq, nk = report["shape"]
+    print(f"{report['raw']}: {L} layers x {H} heads, {nq} x {nk}; global threshold {report['global_threshold']} "
+          f"rows; sparsity raw {report['sparsity_raw']:.4f}, final {report['sparsity']:.4f}, "
+          f"mean G {report['mean_n_global']:.2f}, rows without a key {report['empty_rows']}")
+    for l, (raw, final, g) in enumerate(zip(report["per_layer_sparsity_raw"], report["per_layer_sparsity"],
+                                            report["n_global"])):
+        print(f"  layer {l}: sparsity {raw:.4f} -> {final:.4f}, G per head {' '.join(map(str, g))}")
+    print(f"wrote {report['output']}")
+
+
 # ------------------------------------------------------------------------------------------ parser
 
 def cmd_sim(args) -> int:
@@ -223,6 +253,23 @@ def _register_sim(g) -> None:
                                         "data_width": "min(256, 8 * head_dim)"},
                                title="generator parameters (defaults in brackets)")
     p.set_defaults(func=cmd_sim, config_fields=names)
+
+
+def _register_polarize(g) -> None:
+    p = g.add_parser("polarize", help="raw boolean masks (.npy, pruned elsewhere) -> polarized masks.npz",
+                     description="Read a boolean array [L, H, Nq, Nk] or [H, Nq, Nk] (True = kept; with --pruned "
+                                 "True = pruned, as ViTCoD's released masks) from a .npy file, polarize it "
+                                 "(columns kept by at least --global-threshold rows become global: made whole "
+                                 "and put first in the key order) and write masks.npz (attnforge.masks/1). Prints "
+                                 "the raw and final sparsity per layer and G per head; --json writes them.")
+    p.add_argument("--raw", required=True, metavar="FILE.npy", help="raw masks: bool (or 0/1) .npy array")
+    p.add_argument("--pruned", action="store_true", help="True marks pruned entries (ViTCoD's files) [kept]")
+    p.add_argument("--global-threshold", type=int, default=None, metavar="N",
+                   help="a column kept by at least N query rows becomes global, N in [1, Nq] "
+                        "[Nq // 2 + 1: more than half of the rows, as `vitcod masks --global-threshold 0.5`]")
+    p.add_argument("-o", "--output", required=True, help="masks file to write (attnforge.masks/1)")
+    p.add_argument("--json", help="also write the report (sparsity per layer, G per head) as JSON here")
+    p.set_defaults(func=cmd_polarize)
 
 
 def register(subparsers) -> None:
@@ -305,4 +352,5 @@ def register(subparsers) -> None:
     p.add_argument("--masks", default=None, help="masks.npz to apply [the checkpoint's own, if any]")
     p.set_defaults(func=cmd_eval)
 
+    _register_polarize(g)
     _register_sim(g)
