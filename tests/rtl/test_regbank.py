@@ -1,6 +1,7 @@
 """Runs the register bank's testbench (tb/regbank_tb.py): ``AcceleratorRegisters`` driven by
 cocotbext-axi's ``AxiLiteMaster`` under ``AxiLiteMonitor``, on Verilator (and Icarus in
-test-full); then two mutants show the testbench and the monitor can fail."""
+test-full); then three mutants show the testbench and the monitor can fail: a wrong read
+bit, a response nobody asked for, rdata changing while it waits for rready."""
 
 from pathlib import Path
 
@@ -8,7 +9,9 @@ import pytest
 
 from attnforge.hw.common import AcceleratorRegisters
 from attnforge.sim.runner import run_cocotb
-from attnforge.tb.mutants import FlipOutputBit
+from attnforge.hw.verilog import write_verilog
+from attnforge.sim.lint import lint_verilog
+from attnforge.tb.mutants import FlipOutputBit, GlitchWhileStalled
 
 BUILD = Path(__file__).resolve().parents[2] / "build" / "test_sim"
 TB = "attnforge.tb.regbank_tb"
@@ -41,3 +44,19 @@ def test_monitor_catches_a_response_without_a_request():
     result = _run(dut, "accel_regs_corrupted_rvalid", "icarus", testcase="idle_bus")
     assert (result.tests, result.failed) == (1, 1), f"see {result.log}"
     assert "R response without an AR" in result.log.read_text(), f"see {result.log}"
+
+
+def test_monitor_catches_rdata_changing_while_stalled():
+    """rdata glitches while rvalid waits for rready (right at the transfer): only the monitor can fail the run."""
+    dut = GlitchWhileStalled(AcceleratorRegisters(PARAMS["design"], PARAMS["params"], addr_width=10))
+    result = _run(dut, "accel_regs_corrupted_stall", "icarus", testcase="random_traffic_with_backpressure")
+    assert (result.tests, result.failed) == (1, 1), f"see {result.log}"
+    log = result.log.read_text()
+    assert "R payload changed while valid and not ready" in log and "AXI4-Lite protocol" in log, f"see {result.log}"
+
+
+def test_generated_verilog_lints_clean():
+    dut = AcceleratorRegisters(PARAMS["design"], PARAMS["params"], addr_width=10)
+    path = write_verilog(dut, "accel_regs", BUILD / "accel_regs_lint" / "accel_regs.v")
+    result = lint_verilog(path, "accel_regs")
+    assert result.clean, result.messages
