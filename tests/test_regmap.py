@@ -363,6 +363,18 @@ def test_pulse_w1c_and_read_strobe():
 # ------------------------------------------------------------------ performance counters
 
 
+def preset(ctx, registers, value):
+    low, high, carry = registers
+    ctx.set(low, value & 0xFFFFFFFF)
+    ctx.set(high, value >> 32)
+    ctx.set(carry, 0)
+
+
+def count(ctx, registers):
+    low, high, carry = registers
+    return (ctx.get(high) + ctx.get(carry)) << 32 | ctx.get(low)
+
+
 def test_perf_counters_count_with_enables_clear_and_latch_hi_on_lo_read():
     dut = PerfCounters(("a", "b"))
 
@@ -377,7 +389,7 @@ def test_perf_counters_count_with_enables_clear_and_latch_hi_on_lo_read():
         assert (ctx.get(dut.a.lo), ctx.get(dut.b.lo)) == (sum(pattern), 50)
         assert ctx.get(dut.a.hi) == 0
         # just below 2**32: LO read latches HI; the counter carries afterwards, HI stays
-        ctx.set(dut.counts["a"], (7 << 32) | 0xFFFFFFFE)
+        preset(ctx, dut.counts["a"], (7 << 32) | 0xFFFFFFFE)
         ctx.set(dut.a.count, 1)
         ctx.set(dut.a.lo_read, 1)
         lo = ctx.get(dut.a.lo)
@@ -386,7 +398,7 @@ def test_perf_counters_count_with_enables_clear_and_latch_hi_on_lo_read():
         for _ in range(3):
             await ctx.tick()
         assert (lo, ctx.get(dut.a.hi)) == (0xFFFFFFFE, 7)
-        assert ctx.get(dut.counts["a"]) == (8 << 32) | 2 and ctx.get(dut.a.lo) == 2
+        assert count(ctx, dut.counts["a"]) == (8 << 32) | 2 and ctx.get(dut.a.lo) == 2
         ctx.set(dut.a.lo_read, 1)
         await ctx.tick()
         ctx.set(dut.a.lo_read, 0)
@@ -397,6 +409,30 @@ def test_perf_counters_count_with_enables_clear_and_latch_hi_on_lo_read():
         ctx.set(dut.clear, 0)
         ctx.set(dut.a.count, 0)
         assert (ctx.get(dut.a.lo), ctx.get(dut.a.hi), ctx.get(dut.b.lo)) == (0, 0, 0)
+
+    run(dut, bench)
+
+
+@pytest.mark.parametrize("before_wrap", [-2, -1, 0, 1, 2, 3])
+def test_perf_counter_lo_hi_read_is_the_count_whatever_the_cycle_of_the_carry(before_wrap):
+    """A LO read ``before_wrap`` cycles before the low word wraps (negative: after it, while the carry
+    to the high word is pending or just applied) gives HI:LO = the count in the cycle LO was sampled."""
+    dut = PerfCounters(("a",))
+    start = (5 << 32) | 0xFFFFFFFF
+
+    async def bench(ctx):
+        preset(ctx, dut.counts["a"], start - 3)
+        ctx.set(dut.a.count, 1)
+        ticks = 3 - before_wrap          # the low word wraps on the 4th edge
+        for _ in range(ticks):
+            await ctx.tick()
+        lo = ctx.get(dut.a.lo)
+        ctx.set(dut.a.lo_read, 1)
+        await ctx.tick()
+        ctx.set(dut.a.lo_read, 0)
+        for _ in range(2):
+            await ctx.tick()
+        assert ctx.get(dut.a.hi) << 32 | lo == start - 3 + ticks
 
     run(dut, bench)
 
@@ -421,10 +457,10 @@ def test_accelerator_registers_64_bit_read_is_consistent_across_a_carry():
         lo_off, hi_off = regmap["perf_busy_lo"].offset, regmap["perf_busy_hi"].offset
         ctx.set(dut.perf.busy, 1)
         for start in (0xFFFFFFFD, 0xFFFFFFFE, 0xFFFFFFFF):
-            ctx.set(counter, (3 << 32) | start)
+            preset(ctx, counter, (3 << 32) | start)
             lo = await axi_read(ctx, dut, lo_off)
             hi = await axi_read(ctx, dut, hi_off)
-            assert ctx.get(counter) >= 4 << 32                # the carry happened before HI's read
+            assert count(ctx, counter) >= 4 << 32             # the carry happened before HI's read
             value = hi << 32 | lo
             assert (3 << 32) | start <= value <= (3 << 32) + start + 3, hex(value)
         # soft reset clears the counters

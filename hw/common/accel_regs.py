@@ -128,6 +128,13 @@ class PerfCounters(wiring.Component):
     the last cycle ``lo_read`` was high (the cycle a register bank samples
     ``lo``), so ``lo`` then ``hi`` read one value (module docstring).
 
+    Timing: the two words are separate registers with the carry between them
+    registered (``carry``: set in the cycle the low word wraps, added to the
+    high word in the next), so the longest carry chain is 32 bits, not
+    ``width`` (a 64-bit chain held an iCE40 UP5K at 35 MHz). The latch takes
+    ``high + carry``, the value the high word is about to have, so the pending
+    carry never tears a read.
+
     Members
     -------
     clear : ``In(1)``
@@ -141,23 +148,29 @@ class PerfCounters(wiring.Component):
             raise ConfigError(f"performance counter names {self.names!r}: accepted: at least one, no duplicates")
         self.width = check_int("performance counter width", width, 33, 64)
         super().__init__({"clear": In(1), **{n: Out(_counter_signature()) for n in self.names}})
-        #: The counters themselves, by name (a testbench may preset one, e.g. just below 2**32).
-        self.counts = {n: Signal(self.width, name=f"{n}_count") for n in self.names}
+        #: The counters' registers by name, ``(low word, high word, carry)``: a testbench may preset
+        #: one (e.g. just below 2**32); the count is ``(high + carry) << 32 | low``.
+        self.counts = {n: (Signal(32, name=f"{n}_count_lo"), Signal(self.width - 32, name=f"{n}_count_hi"),
+                           Signal(name=f"{n}_carry")) for n in self.names}
 
     def elaborate(self, platform):
         m = Module()
         for name in self.names:
             port = getattr(self, name)
-            counter = self.counts[name]
+            low, high, carry = self.counts[name]
             latched = Signal(self.width - 32, name=f"{name}_hi_latched")
+            high_next = Signal(self.width - 32, name=f"{name}_hi_next")
+            low_inc = Signal(33, name=f"{name}_lo_inc")
+            m.d.comb += [high_next.eq(high + carry), low_inc.eq(low + 1)]
             with m.If(self.clear):
-                m.d.sync += [counter.eq(0), latched.eq(0)]
+                m.d.sync += [low.eq(0), high.eq(0), carry.eq(0), latched.eq(0)]
             with m.Else():
+                m.d.sync += [high.eq(high_next), carry.eq(port.count & low_inc[32])]
                 with m.If(port.count):
-                    m.d.sync += counter.eq(counter + 1)
+                    m.d.sync += low.eq(low_inc[:32])
                 with m.If(port.lo_read):
-                    m.d.sync += latched.eq(counter[32:])
-            m.d.comb += [port.lo.eq(counter[:32]), port.hi.eq(latched)]
+                    m.d.sync += latched.eq(high_next)
+            m.d.comb += [port.lo.eq(low), port.hi.eq(latched)]
         return m
 
 

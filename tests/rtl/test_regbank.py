@@ -1,6 +1,6 @@
 """Runs the register bank's testbench (tb/regbank_tb.py): ``AcceleratorRegisters`` driven by
-cocotbext-axi's ``AxiLiteMaster`` under ``AxiLiteMonitor``, on Verilator (and Icarus in
-test-full); then three mutants show the testbench and the monitor can fail: a wrong read
+cocotbext-axi's ``AxiLiteMaster`` under ``AxiLiteMonitor``, on Verilator and Icarus
+(about 3 s each once built); then three mutants show the testbench and the monitor can fail: a wrong read
 bit, a response nobody asked for, rdata changing while it waits for rready."""
 
 from pathlib import Path
@@ -24,7 +24,7 @@ def _run(component, name, simulator, testcase=None):
                       simulator=simulator, build_root=BUILD, seed=3, testcase=testcase)
 
 
-@pytest.mark.parametrize("simulator", ["verilator", pytest.param("icarus", marks=pytest.mark.full)])
+@pytest.mark.parametrize("simulator", ["verilator", "icarus"])
 def test_register_bank_over_axi_lite(simulator):
     dut = AcceleratorRegisters(PARAMS["design"], PARAMS["params"], addr_width=10)
     result = _run(dut, "accel_regs_vitcod", simulator)
