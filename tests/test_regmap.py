@@ -61,6 +61,13 @@ def test_bad_descriptions_are_refused_naming_register_value_and_what_is_accepted
         assert word in str(err.value), (word, str(err.value))
 
 
+@pytest.mark.parametrize("name", ["signature", "elaborate", "regmap"])
+def test_register_names_that_are_bank_attributes_are_refused(name):
+    RegisterMap("demo", [Register(name, "const")])          # no ports: no attribute needed
+    with pytest.raises(ConfigError, match=f"'{name}'.*RegisterBank's own attribute"):
+        RegisterBank(RegisterMap("demo", [Register(name, "rw")]))
+
+
 def test_c_header_has_guard_and_every_macro_and_compiles():
     regmap = accelerator_regmap("vitcod", {"head_dim": 64, "decoder": True})
     text = c_header(regmap)

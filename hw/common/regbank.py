@@ -25,7 +25,7 @@ from amaranth.hdl import Cat, Const, Module, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from attnforge.errors import check_int
+from attnforge.errors import ConfigError, check_int
 
 from .regmap import RegisterMap
 
@@ -107,6 +107,9 @@ class RegisterBank(wiring.Component):
         for reg in regmap:
             sig = register_signature(reg)
             if sig is not None:
+                if hasattr(type(self), reg.name) or reg.name in ("regmap", "addr_width"):
+                    raise ConfigError(f"register name {reg.name!r} is taken by RegisterBank's own attribute; "
+                                      f"accepted: a name other than that of an attribute or method of the bank")
                 members[reg.name] = Out(sig)
         super().__init__(members)
 
