@@ -1,10 +1,10 @@
 """Deliberately broken designs, to show that a testbench's scoreboard can fail."""
 
-from amaranth.hdl import Module, Value
+from amaranth.hdl import Module, Signal, Value
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In
 
-__all__ = ["FlipOutputBit"]
+__all__ = ["FlipOutputBit", "GlitchWhileStalled"]
 
 
 class FlipOutputBit(wiring.Component):
@@ -32,4 +32,33 @@ class FlipOutputBit(wiring.Component):
                 m.d.comb += outer[path].eq(value)
         if not flipped:
             raise ValueError(f"{self._inner!r} has no output port {'.'.join(map(str, self._path))}")
+        return m
+
+
+class GlitchWhileStalled(wiring.Component):
+    """``inner`` with the lowest bit of one output (``payload``, ``rdata`` by default) toggling in
+    alternate cycles while its channel is stalled (``valid`` high, ``ready`` low). At a transfer
+    the payload is right: only a protocol monitor (payload stable while stalled) can see it."""
+
+    def __init__(self, inner, payload=("rdata",), valid=("rvalid",), ready=("rready",)):
+        self._inner = inner
+        self._paths = tuple(payload), tuple(valid), tuple(ready)
+        super().__init__(dict(inner.signature.members))
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.inner = self._inner
+        payload_path, valid_path, ready_path = self._paths
+        outer = {path: Value.cast(value) for path, _, value in self.signature.flatten(self)}
+        toggle = Signal()
+        m.d.sync += toggle.eq(~toggle)
+        glitch = outer[valid_path] & ~outer[ready_path] & toggle
+        for path, member, value in self._inner.signature.flatten(self._inner):
+            value = Value.cast(value)
+            if member.flow == In:
+                m.d.comb += value.eq(outer[path])
+            elif path == payload_path:
+                m.d.comb += outer[path].eq(value ^ glitch)
+            else:
+                m.d.comb += outer[path].eq(value)
         return m

@@ -18,9 +18,15 @@ Parameter checks use ``attnforge.errors.check_int`` (the ground layer), so the
 generators and the golden models reject a value with the same words.
 """
 
+from .accel_regs import (
+    ID_MAGIC, PARAM_BASE, PERF_COUNTERS, REGMAP_VERSION, AcceleratorRegisters, PerfCounters, accelerator_regmap,
+    design_code,
+)
 from .component import ConfiguredComponent
 from .divider import PipelinedDivider, SerialDivider, restoring_step
 from .requant import MAX_SHIFT, RequantLine, RequantLineConfig, requant_product, requant_round, requantize
+from .regbank import RegisterBank, register_signature
+from .regmap import ACCESS_KINDS, AXI_LITE_PORTS, Field, Register, RegisterMap, c_header, markdown_table
 from .stream import LockstepPipeline, SkidBuffer
 from .trees import log2_ceil, mux_tree, rom, saturate, tree_sum
 
@@ -30,4 +36,8 @@ __all__ = [
     "MAX_SHIFT", "requant_product", "requant_round", "requantize", "RequantLineConfig", "RequantLine",
     "SkidBuffer", "LockstepPipeline",
     "log2_ceil", "tree_sum", "mux_tree", "rom", "saturate",
+    "ACCESS_KINDS", "AXI_LITE_PORTS", "Field", "Register", "RegisterMap", "c_header", "markdown_table",
+    "RegisterBank", "register_signature",
+    "ID_MAGIC", "REGMAP_VERSION", "PERF_COUNTERS", "PARAM_BASE", "design_code", "accelerator_regmap",
+    "PerfCounters", "AcceleratorRegisters",
 ]
