@@ -1,20 +1,25 @@
 """ViTCoD accelerator benchmark: RTL cycles, utilization and sparse speedup on DeiT-Tiny-sized heads.
 
-Figures (JSON + PNG under ``bench/results/``):
+Figures (JSON + PNG under ``bench/results/``), N = 197, d = 64 (DeiT-Tiny heads), M = 8:
 
-* N = 197, d = 64 (DeiT-Tiny heads), 8 lines of 8 MACs (4 Denser + 4 Sparser),
-  synthetic polarized masks of 50/80/90/95 % sparsity (about half of the kept
-  entries in global columns): RTL cycles per head in steady state (several heads
-  back to back, loads overlapping compute), ideal cycles, utilization, the dense
-  baseline (the same accelerator computing the full 197 x 197 attention, lines
-  balanced, also measured on the RTL) and the speedup; plus the cycle model's
-  prediction and its error;
-* the configuration of ViTCoD's published simulator (64 lines x 8 MACs), from
-  the cycle model only (held within 5 % of the RTL by the tests);
-* the Q/K decoder: one DeiT-Tiny layer (H = 3 heads decoded from Hc = 2
-  compressed heads, 90 % masks) on the same 8 x 8 configuration built with the
-  decoder: data-stream bytes per layer against plain Q/K, and the RTL cycles;
-* optionally (not with ``quick``) the ECP5-85k synthesis of a 64-MAC configuration.
+* two kinds of mask sets at 90 and 95 % sparsity (and 50/80 % for the synthetic ones):
+  ``synthetic`` (``polarized_mask_set``: about half of the kept entries in G global
+  columns, the rest spread evenly) and ``real-shaped`` (``real_shaped_mask_set``: G of
+  1-10, heavy-tailed sparse rows, as real pruned DeiT masks; docs/vitcod-hw.md);
+* on the RTL (Verilator, bit-exact on every head): 4+4 lines at a 256-bit stream and
+  (not with ``quick``) 8+8 lines at 512 bits; several heads back to back (loads
+  overlapping compute), steady-state cycles per head, ideal cycles, utilization, the
+  dense baseline (the same accelerator computing the full 197 x 197 attention, lines
+  balanced; measured on the RTL for 4+4) and the speedup, plus the cycle model's
+  prediction (exact on every run so far);
+* from the cycle model: 4+4 (256-bit) and 8+8, 16+16, 32+32 lines (512-bit; 32+32 is
+  the 512-MAC configuration of ViTCoD's published simulator);
+* for every row the bandwidth side: the head's stream beats (load cycles) against its
+  ideal compute, which of the two bounds the head, and the stream width that would
+  carry a head in its ideal compute time;
+* the Q/K decoder: one DeiT-Tiny layer (H = 3 heads decoded from Hc = 2 compressed
+  heads, 90 % masks) on the 4+4 configuration built with the decoder: data-stream
+  bytes per layer against plain Q/K, and the RTL cycles.
 """
 
 from __future__ import annotations
@@ -33,7 +38,12 @@ __all__ = ["run", "measure_rtl"]
 
 N, D = 197, 64
 SPARSITIES = (0.5, 0.8, 0.9, 0.95)
+REAL_SPARSITIES = (0.9, 0.95)
 DENSE_SHARE = 0.5
+#: (name, Denser lines, Sparser lines, stream bits)
+MODEL_CONFIGS = (("4+4 x 8", 4, 4, 256), ("8+8 x 8", 8, 8, 512), ("16+16 x 8", 16, 16, 512),
+                 ("32+32 x 8", 32, 32, 512))
+RTL_CONFIGS = (("4+4 x 8", 4, 4, 256), ("8+8 x 8", 8, 8, 512))
 
 
 def _config(lines: int, dense_lines: int, max_nnz: int, data_width: int = 256):
@@ -41,6 +51,49 @@ def _config(lines: int, dense_lines: int, max_nnz: int, data_width: int = 256):
 
     return VitcodConfig(head_dim=D, max_tokens=N, max_nnz=max_nnz, macs=8, dense_lines=dense_lines,
                         sparse_lines=lines - dense_lines, data_width=data_width)
+
+
+def _mask_sets(n_heads: int, quick: bool) -> dict:
+    """``{(kind, sparsity): MaskSet}`` of one layer of ``n_heads`` heads each."""
+    from attnforge.algo.vitcod.synthetic import polarized_mask_set, real_shaped_mask_set
+
+    synthetic = (0.9,) if quick else SPARSITIES
+    real = (0.9,) if quick else REAL_SPARSITIES
+    sets = {("synthetic", s): polarized_mask_set(1, n_heads, N, s, DENSE_SHARE, seed=int(s * 100)) for s in synthetic}
+    sets.update({("real-shaped", s): real_shaped_mask_set(1, n_heads, N, s, seed=int(s * 100) + 1) for s in real})
+    return sets
+
+
+def _stream_width_needed(cfg, shapes) -> int | None:
+    """The narrowest stream (bits, a power of two the configuration allows) whose beats per head
+    fit in the heads' ideal compute cycles; None if even 4096 bits do not."""
+    import dataclasses as dc
+
+    from attnforge.errors import ConfigError
+    from attnforge.hw.vitcod.cycles import head_beats, ideal_cycles
+
+    ideal = sum(ideal_cycles(cfg, sh) for sh in shapes)
+    width = 16
+    while width <= 4096:
+        try:
+            wcfg = dc.replace(cfg, data_width=width)
+        except ConfigError:
+            width *= 2
+            continue
+        if sum(head_beats(wcfg, sh) for sh in shapes) <= ideal:
+            return width
+        width *= 2
+    return None
+
+
+def _bandwidth(cfg, shapes, model_heads) -> dict:
+    """Load against compute of the steady-state heads (2..H)."""
+    hs = model_heads[1:] or model_heads
+    load = float(np.mean([h["load_cycles"] for h in hs]))
+    ideal = float(np.mean([h["ideal_cycles"] for h in hs]))
+    return {"load_cycles": load, "compute_cycles": float(np.mean([h["compute_cycles"] for h in hs])),
+            "bound_cycles": max(load, ideal), "limited_by": "stream" if load > ideal else "macs",
+            "stream_bits": cfg.data_width, "stream_width_needed": _stream_width_needed(cfg, shapes[1:] or shapes)}
 
 
 def _heads(cfg, ms, seed):
@@ -103,95 +156,98 @@ def _steady(per_head, key="cycles"):
     return float(np.mean(vals))
 
 
+def _dense_rtl(cfg8, build_root) -> float:
+    """Steady-state RTL cycles of the dense baseline (full 197 x 197 attention, lines balanced)."""
+    from attnforge.algo.vitcod.golden import head_params
+    from attnforge.formats.csr import CSR
+    from attnforge.flows.vitcod import head_for
+    from attnforge.hw.vitcod.cycles import dense_baseline_shape
+
+    rng = np.random.default_rng(7)
+    heads = []
+    for _ in range(2):
+        sh = dense_baseline_shape(cfg8, N, N)
+        rp = np.arange(N + 1, dtype=np.int32) * (N - sh.g)
+        ci = np.tile(np.arange(sh.g, N, dtype=np.int32), N)
+        q, k, v = (rng.integers(-128, 128, (N, D)).astype(np.int8) for _ in range(3))
+        heads.append(head_for(cfg8, q, k, v, sh.g, CSR(rp, ci, (N, N)), head_params(0.02, 0.02, 0.02, 0.02, D)))
+    return _steady(measure_rtl(cfg8, heads, "vitcod_dense", build_root)["heads"])
+
+
+def _row(name, cfg, kind, s, ms, shapes, model, dense_c, source, rtl_report=None) -> dict:
+    """One benchmark row: a configuration on one mask set (steady state over heads 2..H)."""
+    model_c = _steady(model["heads"])
+    cycles = _steady(rtl_report["heads"]) if rtl_report else model_c
+    ideal = float(np.mean([h["ideal_cycles"] for h in model["heads"][1:]]))
+    row = {"config": name, "lines": cfg.lines, "source": source, "masks": kind, "target_sparsity": s,
+           "sparsity": 1.0 - float(ms.keep.mean()), "global_tokens": [int(x) for x in ms.n_global[0]],
+           "cycles": cycles, "ideal_cycles": ideal, "utilization": ideal / cycles,
+           "dense_baseline_cycles": dense_c, "speedup": dense_c / cycles,
+           **_bandwidth(cfg, shapes, model["heads"])}
+    row["cycles_over_bound"] = cycles / row["bound_cycles"]
+    if rtl_report:
+        row.update(model_cycles=model_c, model_error=(model_c - cycles) / cycles,
+                   per_head_cycles=[h["cycles"] for h in rtl_report["heads"]],
+                   per_head_model_cycles=[h["cycles"] for h in model["heads"]],
+                   first_head_cycles_with_load=rtl_report["heads"][0]["cycles"])
+    return row
+
+
 def run(out_dir: Path, *, quick: bool = False, command: str = "attnforge bench") -> Path:
-    from attnforge.hw.vitcod.cycles import HeadShape, dense_baseline_shape, ideal_cycles, run_cycles
-    from attnforge.algo.vitcod.synthetic import polarized_mask_set
     from attnforge.flows.vitcod import shapes_of
+    from attnforge.formats.masks import head_csr
+    from attnforge.hw.vitcod.cycles import HeadShape, dense_baseline_shape, run_cycles
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     build_root = Path("build") / "bench"
     n_heads = 3 if quick else 4
-    sparsities = (0.9,) if quick else SPARSITIES
-    masks = {s: polarized_mask_set(1, n_heads, N, s, DENSE_SHARE, seed=int(s * 100)) for s in sparsities}
-    max_nnz = max(int(ms.keep[0, :, :, :].sum(axis=(1, 2)).max()) for ms in masks.values())
-    # one build for the sparse masks and the dense baseline (whose sparse part is N - G per row)
-    cfg8 = _config(8, 4, max(max_nnz, N * (N - round(N * 4 / 8))))
+    masks = _mask_sets(n_heads, quick)
+    max_nnz = max(int(ms.keep[0].sum(axis=(1, 2)).max()) for ms in masks.values())
+    # one build per configuration for the sparse masks and the dense baseline (sparse part N - G per row)
+    cfgs = {name: _config(dl + sl, dl, max(max_nnz, N * N), width) for name, dl, sl, width in MODEL_CONFIGS}
+    rtl_configs = RTL_CONFIGS[:1] if quick else RTL_CONFIGS
     rows = []
-    steps = len(sparsities) + 2
-    with tqdm(total=steps, desc="vitcod bench", unit="run") as bar:
-        # dense baseline on the RTL: the full 197 x 197 attention, lines balanced
-        dense_shapes = [dense_baseline_shape(cfg8, N, N) for _ in range(2)]  # steady state = the second
-        dense_rtl = None
-        if not quick:
-            from attnforge.algo.vitcod.golden import head_params
-            from attnforge.formats.csr import CSR
-            from attnforge.flows.vitcod import head_for
-
-            rng = np.random.default_rng(7)
-            dense_heads = []
-            for sh in dense_shapes:
-                rp = np.arange(N + 1, dtype=np.int32) * (N - sh.g)
-                ci = np.tile(np.arange(sh.g, N, dtype=np.int32), N)
-                q, k, v = (rng.integers(-128, 128, (N, D)).astype(np.int8) for _ in range(3))
-                dense_heads.append(head_for(cfg8, q, k, v, sh.g, CSR(rp, ci, (N, N)),
-                                            head_params(0.02, 0.02, 0.02, 0.02, D)))
-            dense_rtl = _steady(measure_rtl(cfg8, dense_heads, "vitcod_dense", build_root)["heads"])
-        dense_model = _steady(run_cycles(cfg8, dense_shapes)["heads"])
+    with tqdm(total=len(masks) * len(rtl_configs) + 2, desc="vitcod bench", unit="run") as bar:
+        dense = {name: _steady(run_cycles(cfg, [dense_baseline_shape(cfg, N, N) for _ in range(2)])["heads"])
+                 for name, cfg in cfgs.items()}
+        dense_rtl = None if quick else _dense_rtl(cfgs["4+4 x 8"], build_root)
         bar.update()
-        for s in sparsities:
-            ms = masks[s]
-            heads = _heads(cfg8, ms, seed=int(s * 1000))
-            report = measure_rtl(cfg8, heads, f"vitcod_s{int(s * 100)}", build_root)
-            shapes = shapes_of(heads)
-            model = run_cycles(cfg8, shapes)
-            rtl_c = _steady(report["heads"])
-            model_c = _steady(model["heads"])
-            ideal = float(np.mean([ideal_cycles(cfg8, sh) for sh in shapes[1:]]))
-            dense_c = dense_rtl if dense_rtl is not None else dense_model
-            rows.append({"config": "8 lines x 8 MACs (4 Denser + 4 Sparser)", "source": "rtl",
-                         "sparsity": 1.0 - float(ms.keep.mean()), "target_sparsity": s,
-                         "global_tokens": [int(x) for x in ms.n_global[0]],
-                         "cycles": rtl_c, "ideal_cycles": ideal, "utilization": ideal / rtl_c,
-                         "dense_baseline_cycles": dense_c, "speedup": dense_c / rtl_c,
-                         "model_cycles": model_c, "model_error": (model_c - rtl_c) / rtl_c,
-                         "first_head_cycles_with_load": report["heads"][0]["cycles"]})
-            bar.update()
-        decoder = _decoder_run(cfg8, masks[0.9], build_root)
+        for (kind, s), ms in masks.items():
+            for name, *_ in MODEL_CONFIGS:
+                cfg = cfgs[name]
+                shapes = [HeadShape.from_csr(g, csr.row_ptr, N) for g, csr in
+                          (head_csr(ms, 0, h) for h in range(ms.heads))]
+                rows.append(_row(name, cfg, kind, s, ms, shapes, run_cycles(cfg, shapes), dense[name], "cycle model"))
+            for name, *_ in rtl_configs:
+                cfg = cfgs[name]
+                heads = _heads(cfg, ms, seed=int(s * 1000))
+                report = measure_rtl(cfg, heads, f"vitcod_{name.split()[0]}_{kind}_s{int(s * 100)}", build_root)
+                shapes = shapes_of(heads)
+                dense_c = dense_rtl if (dense_rtl is not None and name == "4+4 x 8") else dense[name]
+                rows.append(_row(name, cfg, kind, s, ms, shapes, run_cycles(cfg, shapes), dense_c, "rtl", report))
+                bar.update()
+        decoder = _decoder_run(cfgs["4+4 x 8"], masks[("synthetic", 0.9)], build_root)
         bar.update()
-    # ViTCoD's published simulator configuration: 64 lines x 8 MACs, from the cycle model
-    cfg64 = _config(64, 32, max(max_nnz, 1))
-    dense64 = _steady(run_cycles(cfg64, [dense_baseline_shape(cfg64, N, N) for _ in range(n_heads)])["heads"])
-    for s in sparsities:
-        from attnforge.formats.masks import head_csr
 
-        shapes = []
-        for h in range(masks[s].heads):
-            g, csr = head_csr(masks[s], 0, h)
-            shapes.append(HeadShape.from_csr(g, csr.row_ptr, N))
-        model = run_cycles(cfg64, shapes)
-        c = _steady(model["heads"])
-        ideal = float(np.mean([ideal_cycles(cfg64, sh) for sh in shapes[1:]]))
-        rows.append({"config": "64 lines x 8 MACs (32 Denser + 32 Sparser)", "source": "cycle model",
-                     "sparsity": 1.0 - float(masks[s].keep.mean()), "target_sparsity": s,
-                     "cycles": c, "ideal_cycles": ideal, "utilization": ideal / c,
-                     "dense_baseline_cycles": dense64, "speedup": dense64 / c})
-
+    def goal(name, kind, s, key="utilization"):
+        return next((r[key] for r in rows if r["config"] == name and r["masks"] == kind and r["target_sparsity"] == s
+                     and r["source"] == "rtl"), None)
     result = {
         "benchmark": "vitcod_hw", "command": command,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "workload": {"tokens": N, "head_dim": D, "heads_back_to_back": n_heads, "dense_share": DENSE_SHARE,
-                     "masks": "synthetic polarized (algo/vitcod/synthetic.polarized_mask_set)",
-                     "steady_state": "mean cycles per head over heads 2..H (loads overlap compute)"},
-        "config_8x8": dataclasses.asdict(cfg8), "config_64x8": dataclasses.asdict(cfg64),
-        "dense_baseline": {"rtl_cycles": dense_rtl, "model_cycles": dense_model,
-                           "ideal_cycles": 2 * N * N * D / cfg8.total_macs},
+                     "masks": {"synthetic": "algo/vitcod/synthetic.polarized_mask_set (half the kept entries global)",
+                               "real-shaped": "algo/vitcod/synthetic.real_shaped_mask_set (G 1-10, heavy-tailed rows)"},
+                     "steady_state": "mean cycles per head over heads 2..H (loads overlap compute)",
+                     "utilization": "ideal MAC cycles of the kept entries / cycles, heads back to back"},
+        "configs": {name: dataclasses.asdict(cfg) for name, cfg in cfgs.items()},
+        "dense_baseline": {"rtl_cycles_4+4": dense_rtl, "model_cycles": dense},
         "rows": rows,
         "decoder": decoder,
-        "goals": {"utilization_at_90": next((r["utilization"] for r in rows if r["source"] == "rtl"
-                                             and r["target_sparsity"] == 0.9), None),
-                  "speedup_at_90": next((r["speedup"] for r in rows if r["source"] == "rtl"
-                                         and r["target_sparsity"] == 0.9), None)},
+        "goals": {"utilization_4+4_at_90": {kind: goal("4+4 x 8", kind, 0.9) for kind in ("synthetic", "real-shaped")},
+                  "speedup_4+4_at_90": {kind: goal("4+4 x 8", kind, 0.9, "speedup")
+                                        for kind in ("synthetic", "real-shaped")}},
     }
     synth_report = Path("build") / "synth_vitcod" / "ecp5-85k" / "report.json"   # attnforge synth vitcod ... -o
     if synth_report.exists():
@@ -208,19 +264,29 @@ def _plot(rows, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for config in sorted({r["config"] for r in rows}):
-        rs = [r for r in rows if r["config"] == config]
-        xs = [100 * r["target_sparsity"] for r in rs]
-        label = f"{config} ({rs[0]['source']})"
-        axes[0].plot(xs, [r["utilization"] for r in rs], "o-", label=label)
-        axes[1].plot(xs, [r["speedup"] for r in rs], "o-", label=label)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    model = [r for r in rows if r["source"] == "cycle model"]
+    for kind, marker in (("synthetic", "o"), ("real-shaped", "s")):
+        for s in sorted({r["target_sparsity"] for r in model if r["masks"] == kind}):
+            rs = sorted((r for r in model if r["masks"] == kind and r["target_sparsity"] == s), key=lambda r: r["lines"])
+            if s in (0.9, 0.95):
+                axes[0].plot([r["lines"] for r in rs], [r["utilization"] for r in rs], marker + "-",
+                             label=f"{kind} {int(s * 100)} %")
+            cfg44 = [r for r in rs if r["config"] == "4+4 x 8"]
+            if cfg44:
+                axes[1].plot(100 * s, cfg44[0]["speedup"], marker, color="C0" if kind == "synthetic" else "C1")
+    for r in rows:
+        if r["source"] == "rtl":
+            axes[0].plot(r["lines"], r["utilization"], "k+", ms=10)
+            axes[1].plot(100 * r["target_sparsity"], r["speedup"], "k+", ms=10)
+    axes[0].set_xscale("log", base=2)
+    axes[0].axhline(0.9, color="gray", ls="--", lw=0.8)
+    axes[0].set(xlabel="MAC lines (Denser + Sparser, 8 MACs each)", ylabel="MAC utilization", ylim=(0, 1.05),
+                title="N=197, d=64, heads back to back (+: RTL)")
     lim = np.linspace(50, 95, 46)
     axes[1].plot(lim, 1 / (1 - lim / 100), ":", color="gray", label="limit 1/(1 - sparsity)")
-    axes[0].axhline(0.8, color="gray", ls="--", lw=0.8)
-    axes[0].set(xlabel="attention sparsity (%)", ylabel="MAC utilization", ylim=(0, 1.05),
-                title="N=197, d=64, steady state")
-    axes[1].set(xlabel="attention sparsity (%)", ylabel="speedup over same-MAC dense", title="sparse speedup")
+    axes[1].set(xlabel="attention sparsity (%)", ylabel="speedup over same-MAC dense",
+                title="4+4 x 8 (o synthetic, s real-shaped, +: RTL)")
     for ax in axes:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)

@@ -261,7 +261,11 @@ def run_cycles(cfg: VitcodConfig, heads: list) -> dict:
 
     Returns ``total_cycles`` (to the last output beat) and per good head its
     ``cycles`` (from the previous good head's last output beat, or from the first
-    command for the first), ``ideal_cycles`` and ``utilization``.
+    command for the first), ``ideal_cycles`` (its MACs over all MACs) and ``utilization``;
+    ``load_cycles`` (its data-stream beats, one per cycle, with the decoder's Q/K replay),
+    ``compute_cycles`` (from its start, once its bank is full, to its last output beat; the
+    next head loads meanwhile), ``bound_cycles`` = max(ideal, load) and ``limited_by``:
+    ``"stream"`` when loading the head takes longer than its ideal compute, else ``"macs"``.
     """
     lb = 0
     loader_free = 0
@@ -291,7 +295,9 @@ def run_cycles(cfg: VitcodConfig, heads: list) -> dict:
         ideal = ideal_cycles(cfg, s)
         cycles = last_beat - prev_end
         out.append(dict(s.info, nq=s.nq, nk=s.nk, g=s.g, nnz=s.nnz, cycles=cycles, ideal_cycles=ideal,
-                        utilization=ideal / cycles if cycles else 0.0, load_cycles=beats))
+                        utilization=ideal / cycles if cycles else 0.0, load_cycles=beats,
+                        compute_cycles=last_beat - h + 1, bound_cycles=max(ideal, beats),
+                        limited_by="stream" if beats > ideal else "macs"))
         prev_end = last_beat
     return {"heads": out, "total_cycles": prev_end}
 
