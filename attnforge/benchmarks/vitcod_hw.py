@@ -174,6 +174,25 @@ def _dense_rtl(cfg8, build_root) -> float:
     return _steady(measure_rtl(cfg8, heads, "vitcod_dense", build_root)["heads"])
 
 
+def _irregular_run(name, cfg, build_root) -> dict:
+    """Irregular heads of real models on the RTL, bit-exact, and the cycle model on them: non-square
+    (49 x 196 and 16 x 49, as LeViT's subsampling attention), G = 0 and G = N."""
+    from attnforge.algo.vitcod.synthetic import polarized_mask_set, real_shaped_mask_set
+    from attnforge.hw.vitcod.cycles import run_cycles
+    from attnforge.flows.vitcod import shapes_of
+
+    sets = [real_shaped_mask_set(1, 1, 49, 0.9, nk=196, seed=3), real_shaped_mask_set(1, 1, 16, 0.8, nk=49, seed=4),
+            real_shaped_mask_set(1, 1, N, 0.9, seed=5, global_range=(0, 0)),
+            polarized_mask_set(1, 1, 64, 0.0, dense_share=1.0, seed=6)]
+    heads = [h for i, ms in enumerate(sets) for h in _heads(cfg, ms, seed=100 + i)]
+    report = measure_rtl(cfg, heads, f"vitcod_{name.split()[0]}_irregular", build_root)
+    model = run_cycles(cfg, shapes_of(heads))["heads"]
+    rows = [{"nq": m["nq"], "nk": m["nk"], "g": m["g"], "nnz": m["nnz"], "cycles": r["cycles"],
+             "model_cycles": m["cycles"]} for r, m in zip(report["heads"], model)]
+    return {"config": name, "bit_exact": True, "heads": rows,
+            "model_exact": all(r["cycles"] == r["model_cycles"] for r in rows)}
+
+
 def _row(name, cfg, kind, s, ms, shapes, model, dense_c, source, rtl_report=None) -> dict:
     """One benchmark row: a configuration on one mask set (steady state over heads 2..H)."""
     model_c = _steady(model["heads"])
@@ -208,7 +227,8 @@ def run(out_dir: Path, *, quick: bool = False, command: str = "attnforge bench")
     cfgs = {name: _config(dl + sl, dl, max(max_nnz, N * N), width) for name, dl, sl, width in MODEL_CONFIGS}
     rtl_configs = RTL_CONFIGS[:1] if quick else RTL_CONFIGS
     rows = []
-    with tqdm(total=len(masks) * len(rtl_configs) + 2, desc="vitcod bench", unit="run") as bar:
+    irregular = []
+    with tqdm(total=len(masks) * len(rtl_configs) + 2 + len(rtl_configs), desc="vitcod bench", unit="run") as bar:
         dense = {name: _steady(run_cycles(cfg, [dense_baseline_shape(cfg, N, N) for _ in range(2)])["heads"])
                  for name, cfg in cfgs.items()}
         dense_rtl = None if quick else _dense_rtl(cfgs["4+4 x 8"], build_root)
@@ -227,6 +247,9 @@ def run(out_dir: Path, *, quick: bool = False, command: str = "attnforge bench")
                 dense_c = dense_rtl if (dense_rtl is not None and name == "4+4 x 8") else dense[name]
                 rows.append(_row(name, cfg, kind, s, ms, shapes, run_cycles(cfg, shapes), dense_c, "rtl", report))
                 bar.update()
+        for name, *_ in rtl_configs:
+            irregular.append(_irregular_run(name, cfgs[name], build_root))
+            bar.update()
         decoder = _decoder_run(cfgs["4+4 x 8"], masks[("synthetic", 0.9)], build_root)
         bar.update()
 
@@ -244,6 +267,7 @@ def run(out_dir: Path, *, quick: bool = False, command: str = "attnforge bench")
         "configs": {name: dataclasses.asdict(cfg) for name, cfg in cfgs.items()},
         "dense_baseline": {"rtl_cycles_4+4": dense_rtl, "model_cycles": dense},
         "rows": rows,
+        "irregular_heads": irregular,
         "decoder": decoder,
         "goals": {"utilization_4+4_at_90": {kind: goal("4+4 x 8", kind, 0.9) for kind in ("synthetic", "real-shaped")},
                   "speedup_4+4_at_90": {kind: goal("4+4 x 8", kind, 0.9, "speedup")

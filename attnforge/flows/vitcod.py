@@ -6,9 +6,12 @@ polarized with the masks' key order), is compared with the golden model bit for
 bit by the testbench, and the report has (stable keys) ``bit_exact``,
 ``cycles``, ``ideal_cycles``, ``utilization``, ``dense_baseline_cycles`` and
 ``speedup``, and ``output_digest`` (``attnforge.formats.digest``: SHA-256 of the
-RTL's int8 outputs, heads in run order, rows in order); with ``all_heads`` the same keys for the whole run (every head of
+RTL's int8 outputs, heads in run order, rows in order), and the stream's side:
+``load_cycles`` (data-stream beats, one per cycle), ``bound_cycles`` = max(ideal,
+load) and ``limited_by`` (``"stream"`` when loading takes longer than the ideal
+compute, else ``"macs"``); with ``all_heads`` the same keys for the whole run (every head of
 the file back to back, loads overlapping compute) plus ``heads``, a list with
-each head's figures.
+each head's figures (and its ``compute_cycles``).
 
 Cycles are RTL cycles from the first command to the last output beat (the
 first head's load included). The dense baseline is the cycle model
@@ -151,9 +154,12 @@ def simulate_masks(masks_path, *, layer: int = 0, head: int = 0, all_heads: bool
                          "cycles": rtl, "ideal_cycles": ideal,
                          "utilization": ideal / rtl if rtl else None,
                          "dense_baseline_cycles": dense_c, "speedup": dense_c / rtl if rtl else None,
-                         "model_cycles": model["heads"][i]["cycles"]})
+                         "model_cycles": model["heads"][i]["cycles"],
+                         **{k: model["heads"][i][k] for k in ("load_cycles", "compute_cycles", "bound_cycles",
+                                                              "limited_by")}})
     cycles = report.get("total_cycles") or None
     ideal = sum(h["ideal_cycles"] for h in per_head)
+    load = sum(h["load_cycles"] for h in per_head)
     dense_total = dense["total_cycles"]
     out = {
         "masks": str(masks_path), "tensors": str(tensors_path) if tensors_path else None,
@@ -166,6 +172,8 @@ def simulate_masks(masks_path, *, layer: int = 0, head: int = 0, all_heads: bool
         "dense_baseline_cycles": dense_total,
         "speedup": dense_total / cycles if cycles else None,
         "model_cycles": model["total_cycles"],
+        # the data stream's side: beats of the heads (one per cycle) against their ideal compute
+        "load_cycles": load, "bound_cycles": max(ideal, load), "limited_by": "stream" if load > ideal else "macs",
         "sparsity": 1.0 - float(np.mean([ms.keep[l, h].mean() for l, h in pairs])),
         "build_dir": str(result.build_dir),
         "run_dir": str(result.run_dir),

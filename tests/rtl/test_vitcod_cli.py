@@ -15,7 +15,8 @@ from attnforge.hw.vitcod import VitcodConfig
 from attnforge.algo.vitcod.synthetic import polarized_mask_set
 
 BUILD = Path(__file__).resolve().parents[2] / "build" / "test_sim"
-KEYS = {"bit_exact", "cycles", "ideal_cycles", "utilization", "dense_baseline_cycles", "speedup"}
+KEYS = {"bit_exact", "cycles", "ideal_cycles", "utilization", "dense_baseline_cycles", "speedup", "load_cycles",
+        "bound_cycles", "limited_by"}
 
 
 def test_vitcod_sim_all_heads_with_tensors(tmp_path):
@@ -44,8 +45,11 @@ def test_vitcod_sim_all_heads_with_tensors(tmp_path):
     # output_digest: the RTL's int8 outputs, heads in run order; bit-exact, so the golden outputs' digest
     ms, ht = load_masks(masks), load_head_tensors(tensors)
     pairs = [(l, h) for l in range(layers) for h in range(heads)]
-    expected = [t.expected for t in mask_heads(VitcodConfig(**report["config"]), ms, pairs, seed=3, tensors=ht)]
-    assert report["output_digest"] == output_digest(expected, "int8")
+    tb_heads = mask_heads(VitcodConfig(**report["config"]), ms, pairs, seed=3, tensors=ht)
+    assert report["output_digest"] == output_digest([t.expected for t in tb_heads], "int8")
+    # load cycles: the beats the testbench streamed for each head (one per cycle)
+    assert [h["load_cycles"] for h in report["heads"]] == [len(t.beats) for t in tb_heads]
+    assert report["load_cycles"] == sum(len(t.beats) for t in tb_heads)
 
 
 @pytest.mark.full     # the decoder's RTL runs in tests/rtl/test_vitcod.py (d64-decoder) in make test
