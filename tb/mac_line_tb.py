@@ -73,10 +73,13 @@ class MacLineTB:
         self.expected.append([int(v) for v in golden])
 
     async def drain(self) -> int:
+        """Run until every expected result is out, then check that nothing more comes out."""
         beats = self.source.sent + len(self.source.queue)
-        return await self.bench.run_until(
+        cycles = await self.bench.run_until(
             lambda: self.source.done and len(self.sink.received) == len(self.expected),
             max_cycles=50 * (beats + 10))
+        await self.bench.expect_quiet(self.sink, self.cfg.latency + 16)
+        return cycles
 
     def check(self) -> None:
         assert len(self.sink.received) == len(self.expected), \

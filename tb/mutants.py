@@ -1,10 +1,10 @@
 """Deliberately broken designs, to show that a testbench's scoreboard can fail."""
 
-from amaranth.hdl import Module, Signal, Value
+from amaranth.hdl import Module, Mux, Signal, Value
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In
 
-__all__ = ["FlipOutputBit", "GlitchWhileStalled"]
+__all__ = ["FlipOutputBit", "GlitchWhileStalled", "ExtraBeat"]
 
 
 class FlipOutputBit(wiring.Component):
@@ -32,6 +32,48 @@ class FlipOutputBit(wiring.Component):
                 m.d.comb += outer[path].eq(value)
         if not flipped:
             raise ValueError(f"{self._inner!r} has no output port {'.'.join(map(str, self._path))}")
+        return m
+
+
+class ExtraBeat(wiring.Component):
+    """``inner`` with one output beat too many: after its output stream (``o`` by default) has
+    made a transfer and then been quiet (``valid`` low) for ``quiet`` cycles, the last payload
+    comes out once more. Every beat the golden model expects is right: only a check that nothing
+    comes out after the last expected beat can see it."""
+
+    def __init__(self, inner, stream="o", quiet: int = 4):
+        self._inner, self._stream, self._quiet = inner, stream, quiet
+        super().__init__(dict(inner.signature.members))
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.inner = self._inner
+        name = self._stream
+        outer = {path: Value.cast(value) for path, _, value in self.signature.flatten(self)}
+        valid, ready, payload = (outer[(name, part)] for part in ("valid", "ready", "payload"))
+        inner_valid = Value.cast(getattr(self._inner, name).valid)
+        inner_payload = Value.cast(getattr(self._inner, name).payload)
+        last = Signal.like(inner_payload)
+        seen, extra = Signal(), Signal()
+        idle = Signal(range(self._quiet + 2))
+        with m.If(inner_valid & ready):
+            m.d.sync += [last.eq(inner_payload), seen.eq(1), idle.eq(0)]
+        with m.Elif(seen & ~inner_valid & (idle <= self._quiet)):
+            m.d.sync += idle.eq(idle + 1)
+        with m.If(idle == self._quiet):
+            m.d.sync += extra.eq(1)
+        with m.If(extra & ready & ~inner_valid):
+            m.d.sync += [extra.eq(0), seen.eq(0), idle.eq(0)]
+        for path, member, value in self._inner.signature.flatten(self._inner):
+            value = Value.cast(value)
+            if member.flow == In:
+                m.d.comb += value.eq(outer[path])
+            elif path == (name, "valid"):
+                m.d.comb += valid.eq(value | extra)
+            elif path == (name, "payload"):
+                m.d.comb += payload.eq(Mux(inner_valid, value, last))
+            else:
+                m.d.comb += outer[path].eq(value)
         return m
 
 

@@ -32,6 +32,7 @@ async def _check(dut, cfg, multiplier, shift, values, *, idle, stall, seed):
     for beat in beats:
         source.send(beat)
     await bench.run_until(lambda: len(sink.received) == len(beats), max_cycles=20 * len(beats) + 50)
+    await bench.expect_quiet(sink, 16)      # nothing after the last expected beat
     for n, (beat, got) in enumerate(zip(beats, sink.received)):
         want = [golden(v) for v in beat]
         assert got == want, f"m={multiplier} shift={shift} beat {n}: in {beat} RTL {got} != golden {want}"

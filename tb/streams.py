@@ -161,6 +161,17 @@ class StreamBench:
         for part in self.parts:
             part.sample(self.cycle)
 
+    async def expect_quiet(self, sink: "StreamSink", cycles: int) -> None:
+        """Step ``cycles`` more cycles (the design's pipeline depth and some) and raise if ``sink``
+        takes anything: nothing may come out after the last expected beat."""
+        before = len(sink.received)
+        for _ in range(cycles):
+            await self.step()
+        extra = len(sink.received) - before
+        if extra:
+            raise AssertionError(f"{extra} output beat(s) after the last expected one (within {cycles} cycles): "
+                                 f"{sink.received[before:before + 3]}")
+
     async def run_until(self, condition, max_cycles: int) -> int:
         """Step until ``condition()`` holds; raise if it takes more than ``max_cycles``."""
         start = self.cycle

@@ -13,7 +13,7 @@ import pytest
 from attnforge.hw.designs import get_design
 from attnforge.hw.mac_line import MacLineConfig
 from attnforge.sim.runner import run_cocotb, simulate
-from attnforge.tb.mutants import FlipOutputBit
+from attnforge.tb.mutants import ExtraBeat, FlipOutputBit
 
 BUILD = Path(__file__).resolve().parents[2] / "build" / "test_sim"
 DESIGN = get_design("mac-line")
@@ -69,4 +69,16 @@ def test_testbench_catches_a_wrong_result():
                         test_module=DESIGN.testbench, params={"config": dataclasses.asdict(config)},
                         simulator="verilator", build_root=BUILD)
     assert result.tests == 3 and result.failed == 3
+
+
+def test_testbench_catches_a_beat_too_many():
+    """Every expected result right, then one more beat: the check that nothing comes out after
+    the last expected beat fails every test (tb/mutants.py ExtraBeat)."""
+    import dataclasses
+
+    config = MacLineConfig(macs=2, max_length=8)
+    result = run_cocotb(ExtraBeat(DESIGN.build(config)), top="mac_line", config_name="mac_line_extra_beat",
+                        test_module=DESIGN.testbench, params={"config": dataclasses.asdict(config)},
+                        simulator="verilator", build_root=BUILD)
+    assert result.tests == 3 and result.failed == 3, f"see {result.log}"
 

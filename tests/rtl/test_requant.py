@@ -9,7 +9,7 @@ import pytest
 from attnforge.hw.designs import get_design
 from attnforge.hw.common.requant import RequantLineConfig
 from attnforge.sim.runner import run_cocotb, simulate
-from attnforge.tb.mutants import FlipOutputBit
+from attnforge.tb.mutants import ExtraBeat, FlipOutputBit
 
 BUILD = Path(__file__).resolve().parents[2] / "build" / "test_sim"
 
@@ -33,6 +33,16 @@ def test_testbench_catches_a_wrong_result():
     config = RequantLineConfig(lanes=2, in_width=16)
     design = get_design("requant-line")
     result = run_cocotb(FlipOutputBit(design.build(config)), top=design.top, config_name="requant_line_corrupted",
+                        test_module=design.testbench, params={"config": dataclasses.asdict(config), "seed": 7},
+                        simulator="verilator", build_root=BUILD, seed=7)
+    assert (result.tests, result.failed) == (1, 1), f"see {result.log}"
+
+
+def test_testbench_catches_a_beat_too_many():
+    """Every expected beat right, then one more: the testbench's quiet check fails it (tb/mutants.py)."""
+    config = RequantLineConfig(lanes=2, in_width=16)
+    design = get_design("requant-line")
+    result = run_cocotb(ExtraBeat(design.build(config)), top=design.top, config_name="requant_line_extra_beat",
                         test_module=design.testbench, params={"config": dataclasses.asdict(config), "seed": 7},
                         simulator="verilator", build_root=BUILD, seed=7)
     assert (result.tests, result.failed) == (1, 1), f"see {result.log}"
