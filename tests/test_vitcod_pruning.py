@@ -296,3 +296,38 @@ def test_entry_thresholds_forced_entries():
     c = entry_thresholds(HAND)
     assert torch.isinf(c[0]).all() and torch.isinf(c[:, 0]).all()
     assert c[1, 1] == 0 and abs(c[1, 2] - 0.5) < 1e-12
+
+
+def test_cli_masks_polarize_cycles(tmp_path, capsys):
+    """`vitcod masks --polarize cycles` chooses G for the accelerator of its options and reports it."""
+    import json
+
+    from attnforge.cli import main
+
+    common = ["--limit", "64", "--no-progress", "--batch-size", "64"]
+    ckpt = tmp_path / "dense.pt"
+    assert main(["vitcod", "train", "--depth", "1", "--dim", "32", "--epochs", "0", *common, "-o", str(ckpt)]) == 0
+    out = tmp_path / "masks.npz"
+    assert main(["vitcod", "masks", "--checkpoint", str(ckpt), "--sparsity", "0.8", "--max-images", "32",
+                 "--polarize", "cycles", "--dense-lines", "1", "--sparse-lines", "7", "--macs", "4", *common,
+                 "-o", str(out)]) == 0
+    assert "predicted" in capsys.readouterr().out
+    ms = load_masks(out)
+    report = json.loads(out.with_suffix(".report.json").read_text())
+    acc = report["accelerator"]
+    assert (acc["head_dim"], acc["dense_lines"], acc["sparse_lines"], acc["macs"], acc["data_width"]) == (8, 1, 7, 4, 64)
+    assert acc["max_tokens"] >= 65 and ms.meta["accelerator"] == acc
+    assert report["polarize"]["mode"] == "cycles" and abs(ms.sparsity() - 0.8) <= SPARSITY_TOLERANCE
+    cfg = VitcodConfig(**acc)
+    for r in report["heads"]:
+        l, h = r["layer"], r["head"]
+        assert r["n_global"] == ms.n_global[l, h]
+        keep = ms.keep[l, h]
+        assert r["cycles"] == head_cost(cfg, HeadShape(65, 65, r["n_global"],
+                                                       (keep.sum(1) - r["n_global"]).tolist()))[0]
+    assert report["cycles"] == sum(r["cycles"] for r in report["heads"])
+    # An accelerator the model's heads cannot use is refused with the reason (exit 2), nothing written.
+    assert main(["vitcod", "masks", "--checkpoint", str(ckpt), "--polarize", "cycles", "--macs", "16", *common,
+                 "-o", str(tmp_path / "bad.npz")]) == 2
+    assert "no ViTCoD accelerator for the model's head dim 8" in capsys.readouterr().err
+    assert not (tmp_path / "bad.npz").exists()
