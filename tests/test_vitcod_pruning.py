@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from attnforge.algo.vitcod.polarize import cycles_g, default_accelerator, fit_accelerator, head_cost, polarize
+from attnforge.algo.vitcod.polarize import _chooser, cycles_g, default_accelerator, fit_accelerator, head_cost, polarize
 from attnforge.algo.vitcod.synthetic import polarized_mask_set, real_shaped_mask_set
 from attnforge.errors import ConfigError
 from attnforge.hw.vitcod import VitcodConfig
@@ -218,12 +218,14 @@ def test_steady_state_cost_is_the_run_of_the_head_back_to_back():
     for cfg in (VitcodConfig(head_dim=64, data_width=256), VitcodConfig(head_dim=64, data_width=64),
                 VitcodConfig(head_dim=32, dense_lines=1, sparse_lines=7, macs=4, data_width=32),
                 VitcodConfig(head_dim=64, data_width=128, decoder=True)):
-        for nnz_max, g in ((3, 0), (40, 2), (60, 9), (0, 20)):
+        for nnz_max, g in ((3, 0), (40, 2), (41, 9), (0, 20)):
             s = HeadShape(50, 50, g, rng.integers(0, nnz_max + 1, 50).tolist())
             steady, alone = head_cost(cfg, s)
             run = run_cycles(cfg, [s, s, s])
             assert alone == run_cycles(cfg, [s])["total_cycles"]
             assert [h["cycles"] for h in run["heads"][1:]] == [steady, steady], (cfg, nnz_max, g)
+            # the search's lower bound (per-engine issue cycles, load) never exceeds it
+            assert _chooser(cfg).bound(50, 50, g, np.asarray(s.row_nnz)) <= steady
 
 
 def test_accelerator_is_fitted_to_the_masks_or_refused():
@@ -330,4 +332,7 @@ def test_cli_masks_polarize_cycles(tmp_path, capsys):
     assert main(["vitcod", "masks", "--checkpoint", str(ckpt), "--polarize", "cycles", "--macs", "16", *common,
                  "-o", str(tmp_path / "bad.npz")]) == 2
     assert "no ViTCoD accelerator for the model's head dim 8" in capsys.readouterr().err
+    assert main(["vitcod", "masks", "--checkpoint", str(ckpt), "--polarize", "fixed", "--data-width", "1024",
+                 *common, "-o", str(tmp_path / "bad.npz")]) == 2
+    assert "data_width=1024 must divide 8 * head_dim = 64" in capsys.readouterr().err
     assert not (tmp_path / "bad.npz").exists()

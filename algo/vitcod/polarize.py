@@ -122,7 +122,7 @@ class _Chooser:
     def split(self, g: int, nk: int) -> np.ndarray:
         key = (g, nk)
         if key not in self._split:
-            self._split[key] = split_rows(self.cfg, g, np.arange(nk - g + 1))
+            self._split[key] = split_rows(self.cfg, g, np.arange(nk + 1))
         return self._split[key]
 
     def bound(self, nq: int, nk: int, g: int, row_nnz: np.ndarray) -> int:
@@ -180,8 +180,13 @@ def _candidates(nk: int, fixed_g: int) -> list[int]:
     return sorted(cands)
 
 
-@lru_cache(maxsize=8)
 def _chooser(cfg: VitcodConfig) -> _Chooser:
+    # one chooser (and its memos) per timing: the buffer sizes do not change the cycles
+    return _timing_chooser(dataclasses.replace(cfg, max_tokens=MAX_TOKENS, max_nnz=MAX_NNZ))
+
+
+@lru_cache(maxsize=8)
+def _timing_chooser(cfg: VitcodConfig) -> _Chooser:
     return _Chooser(cfg)
 
 

@@ -229,7 +229,8 @@ def _solve_cycles(maps, target_sparsity: float, accelerator: VitcodConfig, globa
 
 def build_masks(maps, *, target_sparsity: float | None = None, threshold: float | None = None,
                 polarize_mode: str = "fixed", global_threshold: float = 0.5,
-                accelerator: VitcodConfig | None = None, head_dim: int = 64, meta: dict | None = None):
+                accelerator: VitcodConfig | None = None, head_dim: int = 64, meta: dict | None = None,
+                predict_cycles: bool = True):
     """Criterion + solver + polarization -> ``(MaskSet, report)``.
 
     Give ``target_sparsity`` (solved, final mask) or ``threshold`` (ViTCoD's
@@ -238,6 +239,7 @@ def build_masks(maps, *, target_sparsity: float | None = None, threshold: float 
     ``accelerator``: the ViTCoD configuration (``head_dim`` the model's) that cycles mode chooses G
     for and whose cycles the report predicts [``default_accelerator(head_dim)``]; its buffers are
     enlarged to the masks (``fit_accelerator``), and the report records the configuration used.
+    ``predict_cycles=False`` (fixed mode only): no accelerator, no cycles in the report.
     """
     maps = _check_maps(maps)
     if maps.dim() != 4:
@@ -248,7 +250,10 @@ def build_masks(maps, *, target_sparsity: float | None = None, threshold: float 
         raise ValueError(f"polarization mode must be one of {POLARIZE_MODES}, got {polarize_mode!r}")
     nq, nk = maps.shape[-2:]
     # most CSR entries a head can have: every entry kept, no global column
-    acc = _accelerator(accelerator, head_dim, polarize_mode, nq, nk, nq * nk)
+    if predict_cycles or polarize_mode == "cycles":
+        acc = _accelerator(accelerator, head_dim, polarize_mode, nq, nk, nq * nk)
+    else:
+        acc = None
 
     def polarizer(k):
         return polarize(k, mode=polarize_mode, global_threshold=global_threshold, accelerator=acc)[0]
@@ -284,8 +289,8 @@ def build_masks(maps, *, target_sparsity: float | None = None, threshold: float 
 
 def model_masks(model, train_set, *, target_sparsity: float | None = None, threshold: float | None = None,
                 polarize_mode: str = "fixed", global_threshold: float = 0.5,
-                accelerator: VitcodConfig | None = None, batch_size: int = 64, max_images: int | None = None, progress: bool = True, meta: dict | None = None,
-                eval_set=None):
+                accelerator: VitcodConfig | None = None, predict_cycles: bool = True, batch_size: int = 64,
+                max_images: int | None = None, progress: bool = True, meta: dict | None = None, eval_set=None):
     """``(MaskSet, report)`` of ``model``: the mean of its own dense attention over ``train_set``
     (``max_images`` of them), then ``build_masks``. With ``eval_set`` the report also has the
     validation accuracy dense and with the masks (no fine-tuning); the model keeps the masks then.
@@ -294,7 +299,8 @@ def model_masks(model, train_set, *, target_sparsity: float | None = None, thres
     maps = attention_statistics(model, train_set, batch_size=batch_size, max_images=max_images, progress=progress)
     images = min(max_images or len(train_set), len(train_set))
     ms, report = build_masks(maps, target_sparsity=target_sparsity, threshold=threshold, polarize_mode=polarize_mode,
-                             global_threshold=global_threshold, accelerator=accelerator, head_dim=model.cfg.head_dim,
+                             global_threshold=global_threshold, accelerator=accelerator, predict_cycles=predict_cycles,
+                             head_dim=model.cfg.head_dim,
                              meta={"model": model.cfg.to_dict(), **(meta or {}), "images": images})
     if eval_set is not None:
         dense = evaluate(model, eval_set)["accuracy"]

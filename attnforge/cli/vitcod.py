@@ -108,19 +108,23 @@ def cmd_train(args) -> int:
 
 
 def _masks_accelerator(args, head_dim: int):
-    """The accelerator of `vitcod masks` (--dense-lines ... with the model's head_dim); in fixed mode None
-    when these options cannot build one for head_dim (the report then has no cycles)."""
+    """The accelerator of `vitcod masks` (--dense-lines ... with the model's head_dim). ConfigError when
+    these options cannot build one for head_dim, except in fixed mode with every option at its default
+    (then None: the report has no cycles)."""
     from attnforge.errors import ConfigError
 
     kw = config_kwargs(args, args.config_fields)
+    given = kw["data_width"] is not None or any(kw[n] != getattr(VitcodConfig, n) for n in kw if n != "data_width")
     if kw["data_width"] is None:
         kw["data_width"] = min(256, 8 * head_dim)
     try:
         return VitcodConfig(head_dim=head_dim, **kw)
     except ConfigError as e:
-        if args.polarize == "cycles":
-            raise ConfigError(f"--polarize cycles: no ViTCoD accelerator for the model's head dim {head_dim}: "
-                              f"{e}") from e
+        if args.polarize == "cycles" or given:
+            raise ConfigError(f"no ViTCoD accelerator for the model's head dim {head_dim} with these options "
+                              f"(--polarize {args.polarize}): {e}") from e
+        print(f"note: the default ViTCoD accelerator cannot take the model's head dim {head_dim} ({e}); the "
+              f"report has no predicted cycles")
         return None
 
 
@@ -135,7 +139,7 @@ def cmd_masks(args) -> int:
     accelerator = _masks_accelerator(args, model.cfg.head_dim)
     ms, report = model_masks(model, train_set, target_sparsity=args.sparsity, threshold=args.threshold,
                              polarize_mode=args.polarize, global_threshold=args.global_threshold,
-                             accelerator=accelerator,
+                             accelerator=accelerator, predict_cycles=accelerator is not None,
                              batch_size=args.batch_size, max_images=args.max_images, progress=args.progress,
                              meta={"checkpoint": str(args.checkpoint), "data": args.data},
                              eval_set=val_set if args.eval else None)
@@ -146,7 +150,7 @@ def cmd_masks(args) -> int:
     print(f"threshold {report['threshold']:.5f}: sparsity {report['sparsity']:.4f} (criterion alone "
           f"{report['sparsity_criterion']:.4f}), mean G {report['mean_n_global']:.2f}; per layer "
           + ", ".join(f"{s:.3f}" for s in report["per_layer_sparsity"]))
-    if report["accelerator"] is not None:
+    if report.get("accelerator") is not None:
         acc = report["accelerator"]
         print(f"G per layer and head {ms.n_global.tolist()}; predicted {report['cycles']} cycles (heads back to "
               f"back) on the accelerator with {acc['dense_lines']} + {acc['sparse_lines']} lines of {acc['macs']} "
