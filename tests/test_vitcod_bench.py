@@ -17,6 +17,7 @@ def test_vitcod_algo_bench_quick(tmp_path):
             assert 0 <= row[arm]["after_ft"]["mean"] <= 100
     assert summary["claim_90"]["holds"] == (summary["claim_90"]["drop_points"] <= 1.5)
     report = result["seeds"][0]["report_90"]
-    assert {"sparsity", "n_global", "dense_share_of_kept", "dense_work_share"} <= set(report["heads"][0])
+    assert {"sparsity", "n_global", "dense_share_of_kept", "dense_work_share", "cycles"} <= set(report["heads"][0])
+    assert report["accelerator"]["head_dim"] == 8 and report["cycles"] == sum(r["cycles"] for r in report["heads"])
     assert (tmp_path / "vitcod_algo.png").stat().st_size > 0 and (tmp_path / "vitcod_algo_masks90.png").is_file()
     assert not (tmp_path / "vitcod_algo.partial.json").exists()

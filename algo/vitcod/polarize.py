@@ -3,15 +3,44 @@
 A key column is *global* when many queries keep it. ViTCoD orders the global
 keys first: the Denser Engine computes every query against all ``G`` of them
 (so the mask keeps those columns whole), the Sparser Engine computes the kept
-entries of the other columns from CSR. Two ways to choose the global columns:
+entries of the other columns from CSR (the host moves part of each row's CSR
+entries to the Denser Engine, ``hw/vitcod/balance.py``). Two ways to choose G:
 
 * ``mode="fixed"``: ViTCoD's rule, columns kept by more than
   ``global_threshold * Nq`` queries (``global_threshold`` in [0, 1]).
 * ``mode="cycles"``: per head, the ``G`` (columns taken by decreasing kept
-  count) that minimizes the estimated accelerator cycles of :class:`CycleModel`:
-  dense work ``Nq * G`` entries on the Denser Engine against sparse work (kept
-  entries outside the G columns) on the Sparser Engine, the two in parallel.
-  ViTCoD's fixed threshold is not tuned to the engines; this picks G for them.
+  count) with the fewest cycles on the accelerator ``accelerator``
+  (a :class:`~attnforge.hw.vitcod.VitcodConfig`), by its exact cycle model
+  ``attnforge.hw.vitcod.cycles``, which replays the RTL to the cycle. ViTCoD's
+  fixed threshold is not tuned to the engines; this picks G for them.
+
+**Objective** (:func:`head_cost`): the cycles of the head in a run of heads
+back to back, in steady state (``run_cycles(cfg, [s, s, ...])``, each head after
+the first): the accelerator double-buffers, so the next head's load hides
+behind this head's compute and a head costs ``max(load + 2, compute + 2)``,
+not the ``load + compute`` of ``head_cycles`` of one head alone (which would
+count the index beats that a larger G saves at full price). It is computed from
+one ``head_cycles`` (``tests/test_vitcod_pruning.py`` holds it equal to
+``run_cycles`` of the head three times in a row). Ties go to the smaller G.
+
+**Candidates** (evaluating every G in 0..Nk costs ~13 ms each at N = 197):
+G = 0..16, the fixed rule's G (``global_threshold``), and 24, 36, 54, ...
+(x1.5) up to Nk, Nk itself; then every G between the best candidate's
+neighbours in that list (a refinement where the list is sparse). Each
+candidate's cost is bounded below by ``max(load + 2, Denser issue cycles,
+Sparser issue cycles)`` (each engine issues its jobs one after the other; the
+per-row split is ``split_rows``'s): candidates are evaluated by increasing
+bound and the search stops when the bound reaches the best cost found, so the
+answer is the exact minimum over the candidates with ~3 exact evaluations per
+head. CSR row lengths of a candidate G: each row's kept entries outside the
+first G columns (a cumulative sum over the sorted columns). A candidate whose
+CSR does not fit the accelerator's 16-bit pointers (more than 65,535 entries)
+is left out; G = Nk (no CSR) always fits.
+
+Buffers: the timing depends neither on ``max_tokens`` nor on ``max_nnz``, so
+:func:`fit_accelerator` enlarges them to the masks (the report records the
+configuration used); Nq or Nk beyond the generator's 4,096 is refused
+(``ConfigError``).
 
 Key order: the global columns by decreasing count (ties by index), then the
 others in index order.
@@ -19,63 +48,191 @@ others in index order.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import dataclasses
+from functools import lru_cache
 
+import numpy as np
 import torch
 
-__all__ = ["CycleModel", "polarize", "POLARIZE_MODES"]
+from attnforge.errors import ConfigError
+from attnforge.hw.vitcod import VitcodConfig
+from attnforge.hw.vitcod.balance import engine_job_cycles, split_rows
+from attnforge.hw.vitcod.config import INDEX_WIDTH
+from attnforge.hw.vitcod.cycles import HeadShape, head_beats, head_cycles, replay_cycles
+
+__all__ = ["polarize", "POLARIZE_MODES", "default_accelerator", "fit_accelerator", "head_cost", "cycles_g",
+           "FIXED_CANDIDATES", "GEOMETRIC_RATIO"]
 
 POLARIZE_MODES = ("fixed", "cycles")
 
+#: G = 0..FIXED_CANDIDATES are always candidates (real pruned heads keep 1 to 10 global columns).
+FIXED_CANDIDATES = 16
+#: Beyond them, a geometric sequence 16 * 1.5**k up to Nk.
+GEOMETRIC_RATIO = 1.5
+#: Largest CSR a head may have (uint16 row pointers).
+MAX_NNZ = (1 << INDEX_WIDTH) - 1
+#: Largest Nq, Nk a ViTCoD accelerator may be built for.
+MAX_TOKENS = 4096
 
-@dataclass(frozen=True)
-class CycleModel:
-    """A first-order estimate of one head's cycles on the two engines.
 
-    Each kept score costs ``head_dim`` MACs for ``Q.K^T`` and ``head_dim`` for
-    ``P.V``. The Denser Engine has ``dense_macs`` MACs at full use; the Sparser
-    Engine ``sparse_macs`` at ``sparse_efficiency`` (index handling and row
-    imbalance cost it some). ``parallel``: the engines work side by side (max),
-    else one after the other (sum).
-    """
+def default_accelerator(head_dim: int) -> VitcodConfig:
+    """The accelerator ``vitcod sim`` builds by default for heads of ``head_dim`` channels
+    (``VitcodConfig``'s defaults, ``data_width = min(256, 8 * head_dim)``)."""
+    return VitcodConfig(head_dim=head_dim, data_width=min(256, 8 * head_dim))
 
-    dense_macs: int = 64
-    sparse_macs: int = 64
-    sparse_efficiency: float = 0.8
-    parallel: bool = True
 
-    def __post_init__(self):
-        for name in ("dense_macs", "sparse_macs"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or v <= 0:
-                raise ValueError(f"CycleModel.{name} must be a positive int, got {v!r}")
-        if not 0 < self.sparse_efficiency <= 1:
-            raise ValueError(f"CycleModel.sparse_efficiency must be in (0, 1], got {self.sparse_efficiency!r}")
+def fit_accelerator(cfg: VitcodConfig, nq: int, nk: int, nnz: int = 1) -> VitcodConfig:
+    """``cfg`` with ``max_tokens`` and ``max_nnz`` raised to hold heads of ``nq x nk`` with up to ``nnz``
+    CSR entries (at most 65,535; the timing does not depend on them). ``ConfigError`` when the heads
+    are longer than any ViTCoD accelerator can take."""
+    if not isinstance(cfg, VitcodConfig):
+        raise TypeError(f"accelerator must be a VitcodConfig, not {type(cfg).__name__}")
+    if max(nq, nk) > MAX_TOKENS:
+        raise ConfigError(f"heads of Nq={nq}, Nk={nk} tokens do not fit a ViTCoD accelerator (max_tokens is at "
+                          f"most {MAX_TOKENS})")
+    return dataclasses.replace(cfg, max_tokens=max(cfg.max_tokens, nq, nk),
+                               max_nnz=max(cfg.max_nnz, min(MAX_NNZ, max(1, int(nnz)))))
 
-    def work(self, nq, g, nnz_sparse, head_dim: int):
-        """``(dense MACs, sparse MACs)`` of a head with ``g`` global columns and ``nnz_sparse`` other kept entries."""
-        return 2 * head_dim * nq * g, 2 * head_dim * nnz_sparse
 
-    def cycles(self, nq, g, nnz_sparse, head_dim: int):
-        dense, sparse = self.work(nq, g, nnz_sparse, head_dim)
-        tc_dense = dense / self.dense_macs
-        tc_sparse = sparse / (self.sparse_macs * self.sparse_efficiency)
-        if isinstance(tc_dense, torch.Tensor):
-            return torch.maximum(tc_dense, tc_sparse) if self.parallel else tc_dense + tc_sparse
-        return max(tc_dense, tc_sparse) if self.parallel else tc_dense + tc_sparse
+def head_cost(cfg: VitcodConfig, shape: HeadShape) -> tuple[int, int]:
+    """``(steady, alone)``: cycles of the head back to back with itself (the objective, see the module
+    docstring) and of the head alone (``head_cycles``: first command to last output beat). Memoized per
+    configuration for plain heads (balanced split, ``hc = 1``)."""
+    if shape.balance == "balanced" and shape.hc == 1 and shape.good and not shape.layer:
+        return _chooser(cfg).cost(shape.nq, shape.nk, shape.g, np.asarray(shape.row_nnz, dtype=np.int64))
+    return _head_cost(cfg, shape)
 
-    def to_dict(self):
-        return asdict(self)
+
+def _head_cost(cfg: VitcodConfig, shape: HeadShape) -> tuple[int, int]:
+    alone = head_cycles(cfg, shape)
+    beats = head_beats(cfg, shape) + replay_cycles(cfg, shape)
+    # run_cycles: the head's compute starts 3 cycles after its `beats` load beats and ends
+    # (head_off) one cycle before its last output beat; the next head's load ran meanwhile.
+    return max(beats + 2, alone - beats - 2), alone
+
+
+class _Chooser:
+    """Cycles-mode G for one accelerator, with the per-G split tables and the exact costs memoized."""
+
+    def __init__(self, cfg: VitcodConfig):
+        self.cfg = cfg
+        self._split = {}     # (g, nk) -> Denser Engine's share of a row of n CSR entries, n = 0..nk
+        self._cost = {}      # (nq, nk, g, row_nnz bytes) -> (steady, alone)
+
+    def split(self, g: int, nk: int) -> np.ndarray:
+        key = (g, nk)
+        if key not in self._split:
+            self._split[key] = split_rows(self.cfg, g, np.arange(nk + 1))
+        return self._split[key]
+
+    def bound(self, nq: int, nk: int, g: int, row_nnz: np.ndarray) -> int:
+        """A lower bound of ``head_cost``'s steady cycles (see the module docstring)."""
+        cfg = self.cfg
+        d = self.split(g, nk)[row_nnz]
+        dense = int(engine_job_cycles(cfg, 0, g + d).sum())
+        sparse = int(engine_job_cycles(cfg, 1, row_nnz - d).sum())
+        s = HeadShape(nq, nk, g, [int(row_nnz.sum())])
+        load = head_beats(cfg, s) + replay_cycles(cfg, s)
+        return max(load + 2, dense, sparse)
+
+    def cost(self, nq: int, nk: int, g: int, row_nnz: np.ndarray) -> tuple[int, int]:
+        row_nnz = np.ascontiguousarray(row_nnz, dtype=np.int64)
+        key = (nq, nk, g, row_nnz.tobytes())
+        if key not in self._cost:
+            if len(self._cost) > 200_000:
+                self._cost.clear()
+            self._cost[key] = _head_cost(self.cfg, HeadShape(nq, nk, g, row_nnz.tolist()))
+        return self._cost[key]
+
+    def choose(self, keep_sorted: np.ndarray, fixed_g: int) -> tuple[int, int]:
+        """``(G, steady cycles)`` of one head; ``keep_sorted``: bool ``[Nq, Nk]``, columns by decreasing count."""
+        nq, nk = keep_sorted.shape
+        outside = keep_sorted.sum(1, dtype=np.int64)[:, None] - np.concatenate(
+            [np.zeros((nq, 1), np.int64), np.cumsum(keep_sorted, axis=1, dtype=np.int64)], axis=1)  # [Nq, Nk+1]
+        fits = outside.sum(0) <= MAX_NNZ
+        cands = _candidates(nk, fixed_g)
+        best = self._search(nq, nk, outside, fits, cands, None)
+        i = cands.index(best[1])
+        lo = cands[i - 1] if i > 0 else 0
+        hi = cands[i + 1] if i + 1 < len(cands) else nk
+        refine = [g for g in range(lo + 1, hi) if g not in cands]
+        if refine:
+            best = self._search(nq, nk, outside, fits, refine, best)
+        return best[1], best[0]
+
+    def _search(self, nq, nk, outside, fits, cands, best):
+        bounds = sorted((self.bound(nq, nk, g, outside[:, g]), g) for g in cands if fits[g])
+        for lb, g in bounds:
+            if best is not None and lb > best[0]:
+                break
+            steady, _ = self.cost(nq, nk, g, outside[:, g])
+            if best is None or (steady, g) < best:
+                best = (steady, g)
+        return best
+
+
+def _candidates(nk: int, fixed_g: int) -> list[int]:
+    cands = set(range(min(FIXED_CANDIDATES, nk) + 1)) | {min(int(fixed_g), nk), nk}
+    x = float(FIXED_CANDIDATES)
+    while x < nk:
+        x *= GEOMETRIC_RATIO
+        cands.add(min(nk, round(x)))
+    return sorted(cands)
+
+
+def _chooser(cfg: VitcodConfig) -> _Chooser:
+    # one chooser (and its memos) per timing: the buffer sizes do not change the cycles
+    return _timing_chooser(dataclasses.replace(cfg, max_tokens=MAX_TOKENS, max_nnz=MAX_NNZ))
+
+
+@lru_cache(maxsize=8)
+def _timing_chooser(cfg: VitcodConfig) -> _Chooser:
+    return _Chooser(cfg)
+
+
+def cycles_g(keep, accelerator: VitcodConfig, global_threshold: float = 0.5):
+    """Per head of bool ``keep [..., Nq, Nk]``: ``(G, steady cycles)`` of cycles mode (int64 arrays ``[...]``)
+    on ``accelerator`` (enlarged by :func:`fit_accelerator`), with columns by decreasing kept count."""
+    keep = torch.as_tensor(keep)
+    nq, nk = keep.shape[-2:]
+    counts = keep.sum(-2)
+    by_count = torch.sort(-counts, dim=-1, stable=True).indices
+    fixed = (counts > global_threshold * nq).sum(-1)
+    return _cycles_g(keep, by_count, fixed, accelerator)
+
+
+def _cycles_g(keep, by_count, fixed, accelerator):
+    nq, nk = keep.shape[-2:]
+    cfg = fit_accelerator(accelerator, nq, nk, int(keep.sum((-2, -1)).max()) if keep.numel() else 1)
+    chooser = _chooser(cfg)
+    k = keep.reshape(-1, nq, nk).numpy()
+    bc = by_count.reshape(-1, nk).numpy()
+    fx = fixed.reshape(-1).numpy()
+    g = np.zeros(k.shape[0], np.int64)
+    cyc = np.zeros(k.shape[0], np.int64)
+    for i in range(k.shape[0]):
+        g[i], cyc[i] = chooser.choose(k[i][:, bc[i]], int(fx[i]))
+    shape = tuple(keep.shape[:-2])
+    return torch.from_numpy(g.reshape(shape)), torch.from_numpy(cyc.reshape(shape))
 
 
 def polarize(keep: torch.Tensor, *, mode: str = "fixed", global_threshold: float = 0.5,
-             cycle_model: CycleModel | None = None, head_dim: int = 64):
+             accelerator: VitcodConfig | None = None, n_global=None):
     """Global columns and key order of every head.
 
     Parameters
     ----------
     keep : bool ``[..., Nq, Nk]``
         The pruned masks (e.g. from :func:`~attnforge.algo.vitcod.pruning.cumulative_mass_keep`).
+    mode : ``"fixed"`` or ``"cycles"``
+        See the module docstring.
+    global_threshold : float
+        Fixed mode's fraction of the queries; in cycles mode its G is one of the candidates.
+    accelerator : VitcodConfig
+        Cycles mode: the accelerator G is chosen for (its buffers are enlarged to the masks).
+        Required in cycles mode.
+    n_global : int tensor ``[...]``, optional
+        Take these G instead of choosing them (the columns are still the most kept ones).
 
     Returns
     -------
@@ -90,20 +247,18 @@ def polarize(keep: torch.Tensor, *, mode: str = "fixed", global_threshold: float
     keep = torch.as_tensor(keep)
     if keep.dtype != torch.bool or keep.dim() < 2:
         raise ValueError(f"keep must be a bool [..., Nq, Nk] tensor, got {keep.dtype} {tuple(keep.shape)}")
+    if mode == "cycles" and accelerator is None and n_global is None:
+        raise ConfigError("cycles-mode polarization needs the accelerator (a VitcodConfig) to choose G for")
     nq, nk = keep.shape[-2:]
     counts = keep.sum(-2)                                             # [..., Nk] queries keeping each key
     # Columns by decreasing count, ties by index (a stable sort of -count).
     by_count = torch.sort(-counts, dim=-1, stable=True).indices
-    sorted_counts = torch.gather(counts, -1, by_count)
-    if mode == "fixed":
+    if n_global is not None:
+        n_global = torch.as_tensor(n_global, dtype=torch.int64).expand(counts.shape[:-1])
+    elif mode == "fixed":
         n_global = (counts > global_threshold * nq).sum(-1)
     else:
-        cm = cycle_model or CycleModel()
-        total = counts.sum(-1, keepdim=True)
-        covered = torch.cat([torch.zeros_like(total), sorted_counts.cumsum(-1)], dim=-1)   # [..., Nk+1]
-        g = torch.arange(nk + 1)
-        cycles = cm.cycles(nq, g.to(torch.float64), (total - covered).to(torch.float64), head_dim)
-        n_global = cycles.argmin(-1)                                  # first minimum: the smallest such G
+        n_global, _ = _cycles_g(keep, by_count, (counts > global_threshold * nq).sum(-1), accelerator)
     # order: the first G of by_count, then the remaining columns in index order.
     is_global = torch.zeros_like(counts, dtype=torch.bool)
     ranks = torch.arange(nk).expand_as(by_count)

@@ -22,14 +22,18 @@ hardware computes and the model is fine-tuned with, hits the target.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
 import torch
 
+from attnforge.errors import ConfigError
 from attnforge.formats.masks import MaskSet
+from attnforge.hw.vitcod import VitcodConfig
+from attnforge.hw.vitcod.cycles import HeadShape, dense_baseline_shape, ideal_cycles
 
-from .polarize import CycleModel, polarize
+from .polarize import POLARIZE_MODES, default_accelerator, fit_accelerator, head_cost, polarize
 from .stats import attention_statistics
 from .train import evaluate
 
@@ -146,9 +150,13 @@ def solve_threshold(maps, target_sparsity: float, *, always_keep_cls: bool = Tru
 
 
 def head_report(keep_pruned: torch.Tensor, keep: torch.Tensor, n_global: torch.Tensor, head_dim: int,
-                cycle_model: CycleModel) -> list[dict]:
-    """Per layer and head: sparsity (criterion, final), G, dense share of kept entries, dense/sparse work."""
+                accelerator: VitcodConfig | None) -> list[dict]:
+    """Per layer and head: sparsity (criterion, final), G, dense share of kept entries, dense/sparse work
+    (``2 d`` MACs per computed score), and with ``accelerator`` the cycles the exact cycle model predicts:
+    ``cycles`` (back to back, the cycles-mode objective), ``cycles_alone``, ``ideal_cycles`` and the dense
+    baseline's ``cycles_dense_baseline`` on the same accelerator."""
     L, H, nq, nk = keep.shape
+    baseline = head_cost(accelerator, dense_baseline_shape(accelerator, nq, nk))[0] if accelerator else None
     rows = []
     for l in range(L):
         for h in range(H):
@@ -156,8 +164,8 @@ def head_report(keep_pruned: torch.Tensor, keep: torch.Tensor, n_global: torch.T
             kept = int(keep[l, h].sum())
             dense_entries = nq * g
             sparse_entries = kept - dense_entries
-            dense_w, sparse_w = cycle_model.work(nq, g, sparse_entries, head_dim)
-            rows.append({
+            dense_w, sparse_w = 2 * head_dim * dense_entries, 2 * head_dim * sparse_entries
+            row = {
                 "layer": l, "head": h,
                 "sparsity_criterion": 1 - float(keep_pruned[l, h].double().mean()),
                 "sparsity": 1 - kept / (nq * nk),
@@ -166,50 +174,113 @@ def head_report(keep_pruned: torch.Tensor, keep: torch.Tensor, n_global: torch.T
                 "dense_share_of_kept": dense_entries / kept if kept else 0.0,
                 "dense_macs": dense_w, "sparse_macs": sparse_w,
                 "dense_work_share": dense_w / (dense_w + sparse_w) if dense_w + sparse_w else 0.0,
-                "est_cycles": float(cycle_model.cycles(nq, g, sparse_entries, head_dim)),
-                "est_cycles_dense_baseline": 2 * head_dim * nq * nk / (cycle_model.dense_macs + cycle_model.sparse_macs),
-            })
+            }
+            if accelerator is not None:
+                # the CSR of the polarized head: its kept entries outside the G global columns
+                shape = HeadShape(nq, nk, g, (keep[l, h].sum(1) - g).tolist())
+                steady, alone = head_cost(accelerator, shape)
+                row.update(cycles=steady, cycles_alone=alone, ideal_cycles=ideal_cycles(accelerator, shape),
+                           cycles_dense_baseline=baseline)
+            rows.append(row)
     return rows
+
+
+def _accelerator(accelerator, head_dim: int, mode: str, nq: int, nk: int, nnz: int):
+    """The accelerator of the report and of cycles mode, its buffers fitted to the masks (None in fixed
+    mode when no accelerator was given and the default one cannot take ``head_dim``)."""
+    if accelerator is None:
+        try:
+            accelerator = default_accelerator(head_dim)
+        except ConfigError:
+            if mode == "cycles":
+                raise
+            return None
+    elif accelerator.head_dim != head_dim:
+        raise ConfigError(f"the accelerator's head_dim={accelerator.head_dim} differs from the model's head "
+                          f"dim {head_dim}")
+    return fit_accelerator(accelerator, nq, nk, nnz)
+
+
+def _solve_cycles(maps, target_sparsity: float, accelerator: VitcodConfig, global_threshold: float,
+                  rounds: int = 6):
+    """The threshold for ``target_sparsity`` of the final masks in cycles mode, with few exact G choices.
+
+    The full solver calls the polarizer ~60 times, each choosing G for every head by the exact cycle
+    model (seconds at N = 197): too slow. Instead, from the criterion's own threshold: choose G by
+    cycles there; if the final masks hit the target, done; else solve the threshold with those G held
+    (the columns still the most kept at each threshold; cheap) and choose G again. A threshold whose
+    cycles-mode masks are within the tolerance is a solution of the same problem. After ``rounds``
+    without one, the full solver decides (and names an unreachable target)."""
+    c = entry_thresholds(maps)
+    p, _ = solve_threshold(maps, target_sparsity)
+    for _ in range(rounds):
+        keep, _, g = polarize(c < p, mode="cycles", accelerator=accelerator, global_threshold=global_threshold)
+        if abs(_sparsity(keep) - target_sparsity) <= SPARSITY_TOLERANCE:
+            return p
+        try:
+            p, _ = solve_threshold(maps, target_sparsity,
+                                   polarizer=lambda k, g=g: polarize(k, n_global=g)[0])
+        except ValueError:
+            break
+    p, _ = solve_threshold(maps, target_sparsity, polarizer=lambda k: polarize(
+        k, mode="cycles", accelerator=accelerator, global_threshold=global_threshold)[0])
+    return p
 
 
 def build_masks(maps, *, target_sparsity: float | None = None, threshold: float | None = None,
                 polarize_mode: str = "fixed", global_threshold: float = 0.5,
-                cycle_model: CycleModel | None = None, head_dim: int = 64, meta: dict | None = None):
+                accelerator: VitcodConfig | None = None, head_dim: int = 64, meta: dict | None = None,
+                predict_cycles: bool = True):
     """Criterion + solver + polarization -> ``(MaskSet, report)``.
 
     Give ``target_sparsity`` (solved, final mask) or ``threshold`` (ViTCoD's
     cumulative mass, used as is). ``maps``: mean attention ``[L, H, Nq, Nk]``.
     The mask set's ``keep`` includes the whole global columns: fine-tune with exactly it.
+    ``accelerator``: the ViTCoD configuration (``head_dim`` the model's) that cycles mode chooses G
+    for and whose cycles the report predicts [``default_accelerator(head_dim)``]; its buffers are
+    enlarged to the masks (``fit_accelerator``), and the report records the configuration used.
+    ``predict_cycles=False`` (fixed mode only): no accelerator, no cycles in the report.
     """
     maps = _check_maps(maps)
     if maps.dim() != 4:
         raise ValueError(f"attention maps must be [L, H, Nq, Nk], got shape {tuple(maps.shape)}")
     if (target_sparsity is None) == (threshold is None):
         raise ValueError("give exactly one of target_sparsity and threshold")
-    cm = cycle_model or CycleModel()
+    if polarize_mode not in POLARIZE_MODES:
+        raise ValueError(f"polarization mode must be one of {POLARIZE_MODES}, got {polarize_mode!r}")
+    nq, nk = maps.shape[-2:]
+    # most CSR entries a head can have: every entry kept, no global column
+    if predict_cycles or polarize_mode == "cycles":
+        acc = _accelerator(accelerator, head_dim, polarize_mode, nq, nk, nq * nk)
+    else:
+        acc = None
 
     def polarizer(k):
-        return polarize(k, mode=polarize_mode, global_threshold=global_threshold, cycle_model=cm,
-                        head_dim=head_dim)[0]
+        return polarize(k, mode=polarize_mode, global_threshold=global_threshold, accelerator=acc)[0]
 
-    if target_sparsity is not None:
-        p, _ = solve_threshold(maps, target_sparsity, polarizer=polarizer)
-    else:
+    if target_sparsity is None:
         p = threshold
+    elif polarize_mode == "cycles":
+        p = _solve_cycles(maps, target_sparsity, acc, global_threshold)
+    else:
+        p, _ = solve_threshold(maps, target_sparsity, polarizer=polarizer)
     keep_pruned = cumulative_mass_keep(maps, p)
     keep, order, n_global = polarize(keep_pruned, mode=polarize_mode, global_threshold=global_threshold,
-                                     cycle_model=cm, head_dim=head_dim)
-    report = head_report(keep_pruned, keep, n_global, head_dim, cm)
+                                     accelerator=acc)
+    report = head_report(keep_pruned, keep, n_global, head_dim, acc)
     summary = {
         "criterion": "vitcod-cumulative-mass (CLS row/column always kept)",
         "threshold": p,
         "target_sparsity": target_sparsity,
         "sparsity_criterion": _sparsity(keep_pruned),
         "sparsity": _sparsity(keep),
-        "polarize": {"mode": polarize_mode, "global_threshold": global_threshold if polarize_mode == "fixed" else None,
-                     "cycle_model": cm.to_dict()},
+        "polarize": {"mode": polarize_mode, "global_threshold": global_threshold,
+                     "objective": ("fewest cycles of each head back to back on the accelerator "
+                                   "(attnforge.hw.vitcod.cycles)" if polarize_mode == "cycles" else None)},
+        "accelerator": dataclasses.asdict(acc) if acc is not None else None,
         "per_layer_sparsity": [_sparsity(keep[l]) for l in range(keep.shape[0])],
         "mean_n_global": float(n_global.double().mean()),
+        "cycles": sum(r["cycles"] for r in report) if acc is not None else None,
     }
     ms = MaskSet(keep.numpy().astype(bool), order.numpy().astype(np.int32), n_global.numpy().astype(np.int32),
                  {**(meta or {}), **summary})
@@ -217,9 +288,9 @@ def build_masks(maps, *, target_sparsity: float | None = None, threshold: float 
 
 
 def model_masks(model, train_set, *, target_sparsity: float | None = None, threshold: float | None = None,
-                polarize_mode: str = "fixed", global_threshold: float = 0.5, cycle_model: CycleModel | None = None,
-                batch_size: int = 64, max_images: int | None = None, progress: bool = True, meta: dict | None = None,
-                eval_set=None):
+                polarize_mode: str = "fixed", global_threshold: float = 0.5,
+                accelerator: VitcodConfig | None = None, predict_cycles: bool = True, batch_size: int = 64,
+                max_images: int | None = None, progress: bool = True, meta: dict | None = None, eval_set=None):
     """``(MaskSet, report)`` of ``model``: the mean of its own dense attention over ``train_set``
     (``max_images`` of them), then ``build_masks``. With ``eval_set`` the report also has the
     validation accuracy dense and with the masks (no fine-tuning); the model keeps the masks then.
@@ -228,7 +299,8 @@ def model_masks(model, train_set, *, target_sparsity: float | None = None, thres
     maps = attention_statistics(model, train_set, batch_size=batch_size, max_images=max_images, progress=progress)
     images = min(max_images or len(train_set), len(train_set))
     ms, report = build_masks(maps, target_sparsity=target_sparsity, threshold=threshold, polarize_mode=polarize_mode,
-                             global_threshold=global_threshold, cycle_model=cycle_model, head_dim=model.cfg.head_dim,
+                             global_threshold=global_threshold, accelerator=accelerator, predict_cycles=predict_cycles,
+                             head_dim=model.cfg.head_dim,
                              meta={"model": model.cfg.to_dict(), **(meta or {}), "images": images})
     if eval_set is not None:
         dense = evaluate(model, eval_set)["accuracy"]

@@ -24,6 +24,7 @@ and skipped when the run is started again. One thread, about 25 min of CPU
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 import os
@@ -57,6 +58,9 @@ class StudyConfig:
     sparsities: tuple = SPARSITIES
     polarize: str = "fixed"
     global_threshold: float = 0.5
+    # The ViTCoD accelerator (VitcodConfig fields but head_dim, the model's) that cycles-mode polarization
+    # chooses G for and whose cycles the mask report predicts [default_accelerator(head_dim)].
+    accelerator: dict = field(default_factory=dict)
     limit: int | None = None          # training images (None: all 1,438)
     extra: dict = field(default_factory=dict)
 
@@ -80,6 +84,7 @@ def _one_seed(cfg: StudyConfig, seed: int, bar) -> dict:
     from torch.utils.data import Subset
 
     from attnforge.algo.vitcod.data import digits_datasets
+    from attnforge.algo.vitcod.polarize import default_accelerator
     from attnforge.algo.vitcod.pruning import build_masks
     from attnforge.algo.vitcod.stats import attention_statistics
     from attnforge.algo.vitcod.train import TrainConfig, evaluate, train
@@ -113,6 +118,8 @@ def _one_seed(cfg: StudyConfig, seed: int, bar) -> dict:
     res["ae_recon_loss"] = ae_hist[-1]["recon_loss"] if ae_hist else None
     bar.update()
 
+    head_dim = dense.cfg.head_dim
+    accelerator = dataclasses.replace(default_accelerator(head_dim), **cfg.accelerator)
     maps = {"plain": attention_statistics(dense, train_set, progress=False),
             "ae": attention_statistics(ae, train_set, progress=False)}
     res["sparsity"] = {}
@@ -121,7 +128,8 @@ def _one_seed(cfg: StudyConfig, seed: int, bar) -> dict:
         for arm, base in (("plain", dense), ("ae", ae)):
             bar.set_postfix_str(f"seed {seed}: {arm} {s:.0%}")
             ms, report = build_masks(maps[arm], target_sparsity=s, polarize_mode=cfg.polarize,
-                                     global_threshold=cfg.global_threshold, head_dim=dense.cfg.head_dim)
+                                     global_threshold=cfg.global_threshold, accelerator=accelerator,
+                                     head_dim=head_dim)
             m = _copy(base)
             m.set_masks(torch.from_numpy(ms.keep))
             before = evaluate(m, val_set)["accuracy"]
@@ -130,6 +138,7 @@ def _one_seed(cfg: StudyConfig, seed: int, bar) -> dict:
             after = evaluate(m, val_set)["accuracy"]
             row[arm] = {"achieved_sparsity": ms.sparsity(), "threshold": report["threshold"],
                         "sparsity_criterion": report["sparsity_criterion"], "mean_n_global": report["mean_n_global"],
+                        "cycles": report["cycles"],
                         "before_ft": before, "after_ft": after}
             if arm == "plain" and abs(s - 0.9) < 1e-9:
                 res["report_90"] = report

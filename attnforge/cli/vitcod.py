@@ -107,8 +107,28 @@ def cmd_train(args) -> int:
     return 0
 
 
+def _masks_accelerator(args, head_dim: int):
+    """The accelerator of `vitcod masks` (--dense-lines ... with the model's head_dim). ConfigError when
+    these options cannot build one for head_dim, except in fixed mode with every option at its default
+    (then None: the report has no cycles)."""
+    from attnforge.errors import ConfigError
+
+    kw = config_kwargs(args, args.config_fields)
+    given = kw["data_width"] is not None or any(kw[n] != getattr(VitcodConfig, n) for n in kw if n != "data_width")
+    if kw["data_width"] is None:
+        kw["data_width"] = min(256, 8 * head_dim)
+    try:
+        return VitcodConfig(head_dim=head_dim, **kw)
+    except ConfigError as e:
+        if args.polarize == "cycles" or given:
+            raise ConfigError(f"no ViTCoD accelerator for the model's head dim {head_dim} with these options "
+                              f"(--polarize {args.polarize}): {e}") from e
+        print(f"note: the default ViTCoD accelerator cannot take the model's head dim {head_dim} ({e}); the "
+              f"report has no predicted cycles")
+        return None
+
+
 def cmd_masks(args) -> int:
-    from attnforge.algo.vitcod.polarize import CycleModel
     from attnforge.algo.vitcod.pruning import model_masks
     from attnforge.algo.vitcod.report import plot_mask_report
     from attnforge.formats.masks import save_masks
@@ -116,9 +136,10 @@ def cmd_masks(args) -> int:
     if args.sparsity is None and args.threshold is None:
         args.sparsity = 0.9
     model, train_set, val_set = _setup(args)
+    accelerator = _masks_accelerator(args, model.cfg.head_dim)
     ms, report = model_masks(model, train_set, target_sparsity=args.sparsity, threshold=args.threshold,
                              polarize_mode=args.polarize, global_threshold=args.global_threshold,
-                             cycle_model=CycleModel(args.dense_macs, args.sparse_macs, args.sparse_efficiency),
+                             accelerator=accelerator, predict_cycles=accelerator is not None,
                              batch_size=args.batch_size, max_images=args.max_images, progress=args.progress,
                              meta={"checkpoint": str(args.checkpoint), "data": args.data},
                              eval_set=val_set if args.eval else None)
@@ -129,6 +150,11 @@ def cmd_masks(args) -> int:
     print(f"threshold {report['threshold']:.5f}: sparsity {report['sparsity']:.4f} (criterion alone "
           f"{report['sparsity_criterion']:.4f}), mean G {report['mean_n_global']:.2f}; per layer "
           + ", ".join(f"{s:.3f}" for s in report["per_layer_sparsity"]))
+    if report.get("accelerator") is not None:
+        acc = report["accelerator"]
+        print(f"G per layer and head {ms.n_global.tolist()}; predicted {report['cycles']} cycles (heads back to "
+              f"back) on the accelerator with {acc['dense_lines']} + {acc['sparse_lines']} lines of {acc['macs']} "
+              f"MACs, data width {acc['data_width']}")
     if args.eval:
         print(f"accuracy dense {report['accuracy_dense']:.2f} %, with these masks (no fine-tuning) "
               f"{report['accuracy_masked']:.2f} %")
@@ -309,17 +335,20 @@ def register(subparsers) -> None:
                        help="ViTCoD's cumulative-mass threshold in [0, 1], used as is instead of --sparsity")
     p.add_argument("--polarize", choices=POLARIZE_MODES, default="fixed",
                    help="global keys: 'fixed' = kept by more than --global-threshold of the queries (ViTCoD); "
-                        "'cycles' = per head the G minimizing the estimated two-engine cycles [fixed]")
+                        "'cycles' = per head the G with the fewest cycles on the accelerator below, by its exact "
+                        "cycle model [fixed]")
     p.add_argument("--global-threshold", type=float, default=0.5,
-                   help="fixed mode: fraction of queries a global key must be kept by [0.5]")
-    p.add_argument("--dense-macs", type=int, default=64, help="cycle estimate: MACs of the Denser Engine [64]")
-    p.add_argument("--sparse-macs", type=int, default=64, help="cycle estimate: MACs of the Sparser Engine [64]")
-    p.add_argument("--sparse-efficiency", type=float, default=0.8,
-                   help="cycle estimate: share of peak the Sparser Engine reaches [0.8]")
+                   help="fixed mode: fraction of queries a global key must be kept by (cycles mode: one of the "
+                        "candidates) [0.5]")
     p.add_argument("--max-images", type=int, default=None, help="images for the statistics [all training images]")
     p.add_argument("--eval", action="store_true", help="also report validation accuracy dense and with the masks")
     p.add_argument("-o", "--output", default="build/vitcod/masks.npz", help="masks file [build/vitcod/masks.npz]")
-    p.set_defaults(func=cmd_masks)
+    # head_dim is the model's; buffer sizes follow from the masks.
+    names = add_config_options(p, VitcodConfig, include=("macs", "dense_lines", "sparse_lines", "data_width"),
+                               derived={"data_width": "min(256, 8 * head_dim)"},
+                               title="ViTCoD accelerator that --polarize cycles chooses G for and whose cycles the "
+                                     "report predicts (head_dim: the model's; defaults in brackets)")
+    p.set_defaults(func=cmd_masks, config_fields=names)
 
     p = g.add_parser("finetune", help="fine-tune with fixed masks (masked scores -inf before softmax)",
                      description="Train with the masks of --masks fixed in every attention layer (with the Q/K "
