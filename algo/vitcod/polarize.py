@@ -27,9 +27,10 @@ one ``head_cycles`` (``tests/test_vitcod_pruning.py`` holds it equal to
 G = 0..16, the fixed rule's G (``global_threshold``), and 24, 36, 54, ...
 (x1.5) up to Nk, Nk itself; then every G between the best candidate's
 neighbours in that list (a refinement where the list is sparse). Each
-candidate's cost is bounded below by ``max(load + 2, Denser issue cycles,
-Sparser issue cycles)`` (each engine issues its jobs one after the other; the
-per-row split is ``split_rows``'s): candidates are evaluated by increasing
+candidate's cost is bounded below by ``max(load + 2, the Denser Engine's issue
+cycles for the G global keys of every row, half of the least issue cycles both
+engines need together over any split of each row)`` (each engine issues one
+beat per cycle): candidates are evaluated by increasing
 bound and the search stops when the bound reaches the best cost found, so the
 answer is the exact minimum over the candidates with ~3 exact evaluations per
 head. CSR row lengths of a candidate G: each row's kept entries outside the
@@ -56,7 +57,7 @@ import torch
 
 from attnforge.errors import ConfigError
 from attnforge.hw.vitcod import VitcodConfig
-from attnforge.hw.vitcod.balance import engine_job_cycles, split_rows
+from attnforge.hw.vitcod.balance import engine_job_cycles
 from attnforge.hw.vitcod.config import INDEX_WIDTH
 from attnforge.hw.vitcod.cycles import HeadShape, head_beats, head_cycles, replay_cycles
 
@@ -112,28 +113,34 @@ def _head_cost(cfg: VitcodConfig, shape: HeadShape) -> tuple[int, int]:
 
 
 class _Chooser:
-    """Cycles-mode G for one accelerator, with the per-G split tables and the exact costs memoized."""
+    """Cycles-mode G for one accelerator, with the per-G lower-bound tables and the exact costs memoized."""
 
     def __init__(self, cfg: VitcodConfig):
         self.cfg = cfg
-        self._split = {}     # (g, nk) -> Denser Engine's share of a row of n CSR entries, n = 0..nk
+        self._least = {}     # (g, nk) -> least issue cycles of both engines together for a row of n = 0..nk
         self._cost = {}      # (nq, nk, g, row_nnz bytes) -> (steady, alone)
 
-    def split(self, g: int, nk: int) -> np.ndarray:
+    def least(self, g: int, nk: int) -> np.ndarray:
+        """Per n = 0..nk: the fewest issue cycles both engines together can spend on a row of G global keys
+        and n CSR entries, over every split of the entries (whatever split the host then picks)."""
         key = (g, nk)
-        if key not in self._split:
-            self._split[key] = split_rows(self.cfg, g, np.arange(nk + 1))
-        return self._split[key]
+        if key not in self._least:
+            n = np.arange(nk + 1)
+            d = np.arange(nk + 1)[None, :]
+            both = engine_job_cycles(self.cfg, 0, g + d) + engine_job_cycles(self.cfg, 1, np.maximum(n[:, None] - d, 0))
+            self._least[key] = np.where(d <= n[:, None], both, np.iinfo(np.int64).max).min(axis=1)
+        return self._least[key]
 
     def bound(self, nq: int, nk: int, g: int, row_nnz: np.ndarray) -> int:
-        """A lower bound of ``head_cost``'s steady cycles (see the module docstring)."""
+        """A lower bound of ``head_cost``'s steady cycles: the load, the Denser Engine's G global keys of
+        every row, and half of the least issue cycles both engines together need (each engine issues at
+        most one beat per cycle, whatever the host's split)."""
         cfg = self.cfg
-        d = self.split(g, nk)[row_nnz]
-        dense = int(engine_job_cycles(cfg, 0, g + d).sum())
-        sparse = int(engine_job_cycles(cfg, 1, row_nnz - d).sum())
+        dense = int(engine_job_cycles(cfg, 0, np.full(nq, g)).sum())
+        both = int(self.least(g, nk)[row_nnz].sum())
         s = HeadShape(nq, nk, g, [int(row_nnz.sum())])
         load = head_beats(cfg, s) + replay_cycles(cfg, s)
-        return max(load + 2, dense, sparse)
+        return max(load + 2, dense, -(-both // 2))
 
     def cost(self, nq: int, nk: int, g: int, row_nnz: np.ndarray) -> tuple[int, int]:
         row_nnz = np.ascontiguousarray(row_nnz, dtype=np.int64)
