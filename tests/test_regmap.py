@@ -476,3 +476,24 @@ def test_accelerator_registers_64_bit_read_is_consistent_across_a_carry():
         assert await axi_read(ctx, dut, lo_off) == 0 and await axi_read(ctx, dut, hi_off) == 0
 
     run(dut, bench)
+
+
+def test_regs_command_writes_the_header_and_table_of_a_configuration(tmp_path):
+    """``attnforge regs DESIGN [generator options]``: the map of that configuration (a choice such as the
+    feature map becomes its index), as a C header that compiles and a Markdown table."""
+    from attnforge.cli import main
+    from attnforge.linear_format import FEATURE_MAPS
+
+    assert main(["regs", "vitcod", "--head-dim", "32", "--data-width", "64", "-o", str(tmp_path / "v")]) == 0
+    header = (tmp_path / "v" / "attnforge_vitcod_regs.h").read_text()
+    assert "#define ATTNFORGE_VITCOD_PARAM_HEAD_DIM_RESET 0x00000020u" in header
+    assert "| PARAM_DATA_WIDTH | const | value | 31:0 | 0x40 |" in (tmp_path / "v" / "attnforge_vitcod_regs.md").read_text()
+    assert main(["regs", "linear-decode", "--feature-map", FEATURE_MAPS[-1], "-o", str(tmp_path / "l")]) == 0
+    header = (tmp_path / "l" / "attnforge_linear_decode_regs.h").read_text()
+    assert f"#define ATTNFORGE_LINEAR_DECODE_PARAM_FEATURE_MAP_RESET 0x{len(FEATURE_MAPS) - 1:08x}u" in header
+    gcc = shutil.which("gcc") or shutil.which("cc")
+    return_code, output = _compile(gcc, header, '#include "regs.h"\n')
+    assert return_code == 0, output
+    with pytest.raises(SystemExit) as exc:       # only the accelerators have the standard map
+        main(["regs", "mac-line"])
+    assert exc.value.code == 2

@@ -150,6 +150,42 @@ def _synth_options(p):
     p.set_defaults(func=cmd_synth)
 
 
+# ---------------------------------------------------------------------------- regs
+
+#: The accelerators that get the standard register map (hw/common/accel_regs.py).
+REGS_DESIGNS = ("vitcod", "linear-decode")
+
+
+def _register_params(config) -> dict:
+    """The configuration's fields as register values (a choice becomes its index in its list)."""
+    import dataclasses
+
+    params = {}
+    for name, value in dataclasses.asdict(config).items():
+        params[name] = _CHOICES[name].index(value) if name in _CHOICES else value
+    return params
+
+
+def cmd_regs(args) -> int:
+    from attnforge.formats.atomic import write_text_atomic
+    from attnforge.hw.common import accelerator_regmap, c_header, markdown_table
+
+    design, config = _config(args)
+    regmap = accelerator_regmap(design.name, _register_params(config))
+    out = Path(args.output or Path("build") / "regs" / design.name)
+    out.mkdir(parents=True, exist_ok=True)
+    header, table = out / f"{regmap.name}_regs.h", out / f"{regmap.name}_regs.md"
+    write_text_atomic(header, c_header(regmap))
+    write_text_atomic(table, markdown_table(regmap))
+    print(f"wrote {header} and {table}: {len(regmap)} registers, {regmap.size} bytes of address space")
+    return 0
+
+
+def _regs_options(p):
+    p.add_argument("-o", "--output", help="folder for the C header and the Markdown table [build/regs/<design>]")
+    p.set_defaults(func=cmd_regs)
+
+
 def register(sub) -> None:
     designs = list(DESIGNS.values())
     _per_design(sub, "verilog", "generate a block's Verilog (and lint it)",
@@ -168,3 +204,8 @@ def register(sub) -> None:
                 "Run Yosys and nextpnr (YoWASP builds) on one configuration wrapped in a two-pin shell "
                 "(fpga/shell.py), and write a JSON report: LUTs, FFs, DSP blocks, block RAMs, Fmax.",
                 designs, _synth_options)
+    _per_design(sub, "regs", "write an accelerator's register map as a C header and a Markdown table",
+                "Write the standard AXI4-Lite register map (identification, control, status, performance "
+                "counters, the generator parameters read-only; hw/common/accel_regs.py) of one configuration "
+                "as a C header and a Markdown table, from the same Python description the register bank's "
+                "RTL is generated from.", [DESIGNS[name] for name in REGS_DESIGNS], _regs_options)
