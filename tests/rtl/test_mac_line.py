@@ -61,24 +61,15 @@ def test_waveform_written(simulator):
         assert result.waves.suffix == ".fst"
 
 
-def test_testbench_catches_a_wrong_result():
+@pytest.mark.parametrize("mutant", [FlipOutputBit, ExtraBeat], ids=["wrong_bit", "beat_too_many"])
+def test_testbench_catches_a_broken_line(mutant):
+    """The scoreboard can fail: the line with one output bit flipped, or with every result right and
+    then one beat more (the check that nothing comes out after the last expected beat), fails every test."""
     import dataclasses
 
     config = MacLineConfig(macs=2, max_length=8)
-    result = run_cocotb(FlipOutputBit(DESIGN.build(config)), top="mac_line", config_name="mac_line_corrupted",
-                        test_module=DESIGN.testbench, params={"config": dataclasses.asdict(config)},
-                        simulator="verilator", build_root=BUILD)
-    assert result.tests == 3 and result.failed == 3
-
-
-def test_testbench_catches_a_beat_too_many():
-    """Every expected result right, then one more beat: the check that nothing comes out after
-    the last expected beat fails every test (tb/mutants.py ExtraBeat)."""
-    import dataclasses
-
-    config = MacLineConfig(macs=2, max_length=8)
-    result = run_cocotb(ExtraBeat(DESIGN.build(config)), top="mac_line", config_name="mac_line_extra_beat",
-                        test_module=DESIGN.testbench, params={"config": dataclasses.asdict(config)},
+    result = run_cocotb(mutant(DESIGN.build(config)), top="mac_line",
+                        config_name=f"mac_line_{mutant.__name__.lower()}", test_module=DESIGN.testbench, params={"config": dataclasses.asdict(config)},
                         simulator="verilator", build_root=BUILD)
     assert result.tests == 3 and result.failed == 3, f"see {result.log}"
 

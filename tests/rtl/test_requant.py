@@ -28,21 +28,14 @@ def test_requant_line_rtl_matches_numfmt(simulator, params):
     assert result.passed, f"see {result.log}"
 
 
-def test_testbench_catches_a_wrong_result():
-    """The scoreboard can fail: the same stage with one output bit flipped (tb/mutants.py) fails."""
+@pytest.mark.parametrize("mutant", [FlipOutputBit, ExtraBeat], ids=["wrong_bit", "beat_too_many"])
+def test_testbench_catches_a_broken_stage(mutant):
+    """The scoreboard can fail: the same stage with one output bit flipped, or with every beat right
+    and then one more (tb/mutants.py), fails."""
     config = RequantLineConfig(lanes=2, in_width=16)
     design = get_design("requant-line")
-    result = run_cocotb(FlipOutputBit(design.build(config)), top=design.top, config_name="requant_line_corrupted",
-                        test_module=design.testbench, params={"config": dataclasses.asdict(config), "seed": 7},
-                        simulator="verilator", build_root=BUILD, seed=7)
-    assert (result.tests, result.failed) == (1, 1), f"see {result.log}"
-
-
-def test_testbench_catches_a_beat_too_many():
-    """Every expected beat right, then one more: the testbench's quiet check fails it (tb/mutants.py)."""
-    config = RequantLineConfig(lanes=2, in_width=16)
-    design = get_design("requant-line")
-    result = run_cocotb(ExtraBeat(design.build(config)), top=design.top, config_name="requant_line_extra_beat",
-                        test_module=design.testbench, params={"config": dataclasses.asdict(config), "seed": 7},
+    result = run_cocotb(mutant(design.build(config)), top=design.top,
+                        config_name=f"requant_line_{mutant.__name__.lower()}", test_module=design.testbench,
+                        params={"config": dataclasses.asdict(config), "seed": 7},
                         simulator="verilator", build_root=BUILD, seed=7)
     assert (result.tests, result.failed) == (1, 1), f"see {result.log}"
