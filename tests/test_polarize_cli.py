@@ -226,3 +226,33 @@ def test_fuzz_raw_loader_bytes(data):
             load_raw_masks(path)
         except ArtifactError as e:
             assert "bytes.npy" in str(e)
+
+
+def test_cycles_mode_chooses_g_for_the_accelerator(tmp_path):
+    """--polarize cycles: G per head from the accelerator's exact cycle model; never more cycles than the
+    fixed rule's G (one of its candidates), each head checked with the cycle model itself; a configuration
+    that cannot be built exits 2 and writes nothing."""
+    from attnforge.algo.vitcod.polarize import fit_accelerator
+    from attnforge.hw.vitcod import VitcodConfig
+    from attnforge.hw.vitcod.cycles import HeadShape, run_cycles
+
+    raw = real_shaped_mask_set(1, 3, 33, 0.8, seed=5).keep
+    code, out, report_path = _run(tmp_path, raw, "--polarize", "cycles", "--head-dim", "16", "--dense-lines", "2",
+                                  "--sparse-lines", "6")
+    assert code == EXIT_OK
+    report = json.loads(report_path.read_text())
+    assert report["polarize"] == "cycles" and report["accelerator"]["dense_lines"] == 2
+    ms = load_masks(out)
+    _check_polarized(ms, raw)
+    fixed = polarize_raw(raw)[0]
+    cfg = fit_accelerator(VitcodConfig(head_dim=16, dense_lines=2, sparse_lines=6, data_width=128), 33, 33, 33 * 33)
+
+    def steady(masks, h):     # the third of three identical heads back to back
+        g, csr = head_csr(masks, 0, h)
+        return run_cycles(cfg, [HeadShape.from_csr(g, csr.row_ptr, 33)] * 3)["heads"][2]["cycles"]
+    for h in range(3):
+        assert report["cycles"][0][h] == steady(ms, h) <= steady(fixed, h)
+    bad = tmp_path / "bad.npz"
+    code = main(["vitcod", "polarize", "--raw", str(tmp_path / "raw.npy"), "-o", str(bad), "--polarize", "cycles",
+                 "--head-dim", "12"])
+    assert code == EXIT_BAD_INPUT and not bad.exists()

@@ -69,14 +69,19 @@ def default_global_threshold(nq: int) -> int:
     return nq // 2 + 1
 
 
-def polarize_raw(keep: np.ndarray, global_threshold: int | None = None, meta: dict | None = None):
+def polarize_raw(keep: np.ndarray, global_threshold: int | None = None, meta: dict | None = None, *,
+                 accelerator=None):
     """``(MaskSet, report)``: ``keep`` (bool ``[L, H, Nq, Nk]``, True = kept) polarized.
 
     Columns kept by at least ``global_threshold`` rows (an int in ``[1, Nq]``;
     default :func:`default_global_threshold`) become global and whole, first
-    in ``order``. ``meta`` is added to the masks' meta. The report holds the
-    raw and final sparsity per layer and overall, ``G`` per head and the rows
-    left with no key (the accelerator accepts them; their output is zero).
+    in ``order``. With ``accelerator`` (a ``VitcodConfig``), G is instead chosen
+    per head for that accelerator by its exact cycle model (``polarize``'s
+    cycles mode; the fixed rule's G is one of the candidates), and the report
+    adds the accelerator and each head's predicted cycles. ``meta`` is added to
+    the masks' meta. The report holds the raw and final sparsity per layer and
+    overall, ``G`` per head and the rows left with no key (the accelerator
+    accepts them; their output is zero).
     """
     import torch
 
@@ -91,15 +96,35 @@ def polarize_raw(keep: np.ndarray, global_threshold: int | None = None, meta: di
         raise ConfigError(f"{e} (a count of query rows: a column kept by at least that many becomes global; "
                           f"the masks have Nq = {nq})") from None
     # counts > N - 1/2 of the rows  <=>  counts >= N, for integer counts.
-    final, order, n_global = polarize(torch.from_numpy(keep), mode="fixed",
+    mode = "fixed" if accelerator is None else "cycles"
+    final, order, n_global = polarize(torch.from_numpy(keep), mode=mode, accelerator=accelerator,
                                       global_threshold=(global_threshold - 0.5) / nq)
     final = final.numpy()
     report = _report(keep, final, n_global.numpy(), global_threshold)
+    report["polarize"] = mode
+    if accelerator is not None:
+        report.update(_predicted_cycles(final, n_global.numpy(), accelerator))
     ms = MaskSet(final, order.numpy().astype(np.int32), n_global.numpy().astype(np.int32),
                  {**(meta or {}), "source": "raw masks polarized (algo/vitcod/raw_masks.polarize_raw)",
                   **{k: report[k] for k in ("global_threshold", "sparsity_raw", "sparsity",
                                             "per_layer_sparsity_raw", "per_layer_sparsity")}})
     return ms, report
+
+
+def _predicted_cycles(final: np.ndarray, n_global: np.ndarray, accelerator) -> dict:
+    """The accelerator (enlarged to the masks) and each head's steady-state cycles on it."""
+    import dataclasses
+
+    from attnforge.hw.vitcod.cycles import HeadShape
+
+    from .polarize import fit_accelerator, head_cost
+
+    L, H, nq, nk = final.shape
+    cfg = fit_accelerator(accelerator, nq, nk, int(final.sum((-2, -1)).max()))
+    cycles = [[int(head_cost(cfg, HeadShape(nq, nk, int(n_global[l, h]),
+                                            (final[l, h].sum(-1) - int(n_global[l, h])).tolist()))[0])
+               for h in range(H)] for l in range(L)]
+    return {"accelerator": dataclasses.asdict(cfg), "cycles": cycles, "total_cycles": int(np.sum(cycles))}
 
 
 def _report(raw: np.ndarray, final: np.ndarray, n_global: np.ndarray, global_threshold: int) -> dict:

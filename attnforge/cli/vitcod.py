@@ -220,8 +220,15 @@ def cmd_polarize(args) -> int:
     from attnforge.algo.vitcod.raw_masks import load_raw_masks, polarize_raw
     from attnforge.formats.masks import save_masks
 
-    keep = load_raw_masks(args.raw, pruned=args.pruned)           # every check before anything is written
-    ms, report = polarize_raw(keep, args.global_threshold, meta={"raw": str(args.raw), "pruned": args.pruned})
+    accelerator = None
+    if args.polarize == "cycles":        # every check before anything is written
+        kw = config_kwargs(args, args.config_fields)
+        if kw["data_width"] is None:
+            kw["data_width"] = min(256, 8 * kw["head_dim"])
+        accelerator = VitcodConfig(**kw)
+    keep = load_raw_masks(args.raw, pruned=args.pruned)
+    ms, report = polarize_raw(keep, args.global_threshold, meta={"raw": str(args.raw), "pruned": args.pruned},
+                              accelerator=accelerator)
     out = save_masks(ms, args.output)
     report = {"raw": str(args.raw), "pruned": args.pruned, "output": str(out), **report}
     _print_polarize_summary(report)
@@ -236,6 +243,11 @@ def _print_polarize_summary(report: dict) -> None:
     print(f"{report['raw']}: {L} layers x {H} heads, {nq} x {nk}; global threshold {report['global_threshold']} "
           f"rows; sparsity raw {report['sparsity_raw']:.4f}, final {report['sparsity']:.4f}, "
           f"mean G {report['mean_n_global']:.2f}, rows without a key {report['empty_rows']}")
+    if "total_cycles" in report:
+        acc = report["accelerator"]
+        print(f"G per head chosen for {acc['dense_lines']} + {acc['sparse_lines']} lines x {acc['macs']} MACs, "
+              f"d = {acc['head_dim']}, {acc['data_width']}-bit stream: {report['total_cycles']} cycles for every "
+              f"head back to back (cycle model)")
     for l, (raw, final, g) in enumerate(zip(report["per_layer_sparsity_raw"], report["per_layer_sparsity"],
                                             report["n_global"])):
         print(f"  layer {l}: sparsity {raw:.4f} -> {final:.4f}, G per head {' '.join(map(str, g))}")
@@ -291,11 +303,20 @@ def _register_polarize(g) -> None:
     p.add_argument("--raw", required=True, metavar="FILE.npy", help="raw masks: bool (or 0/1) .npy array")
     p.add_argument("--pruned", action="store_true", help="True marks pruned entries (ViTCoD's files) [kept]")
     p.add_argument("--global-threshold", type=int, default=None, metavar="N",
-                   help="a column kept by at least N query rows becomes global, N in [1, Nq] "
+                   help="fixed mode: a column kept by at least N query rows becomes global, N in [1, Nq]; "
+                        "cycles mode: that rule's G is one of the candidates "
                         "[Nq // 2 + 1: more than half of the rows, as `vitcod masks --global-threshold 0.5`]")
+    p.add_argument("--polarize", choices=("fixed", "cycles"), default="fixed",
+                   help="fixed: the threshold rule; cycles: per head the G with the fewest cycles on the "
+                        "accelerator below (its exact cycle model) [fixed]")
     p.add_argument("-o", "--output", required=True, help="masks file to write (attnforge.masks/1)")
     p.add_argument("--json", help="also write the report (sparsity per layer, G per head) as JSON here")
-    p.set_defaults(func=cmd_polarize)
+    names = add_config_options(p, VitcodConfig, include=("head_dim", "macs", "dense_lines", "sparse_lines",
+                                                         "data_width"),
+                               derived={"data_width": "min(256, 8 * head_dim)"},
+                               title="ViTCoD accelerator that --polarize cycles chooses G for (defaults in "
+                                     "brackets; head_dim: the model's channels per head)")
+    p.set_defaults(func=cmd_polarize, config_fields=names)
 
 
 def register(subparsers) -> None:
