@@ -183,12 +183,14 @@ def prove(harness, *, name: str, mode: str = "prove", depth: int = 10, workdir, 
 def _trace(taskdir: Path, output: str, status: str) -> Path | None:
     if status != "FAIL":
         return None
-    # "Writing trace to VCD file: engine_0/trace.vcd" (also trace_induct.vcd for a failed induction step)
-    for found in re.findall(r"Writing trace to VCD file: (\S+\.vcd)", output):
+    # "Writing trace to VCD file: engine_0/trace0.vcd"; a failed induction step writes trace_induct.vcd
+    # (from an arbitrary state, not from reset): prefer the base case's trace, a real counterexample.
+    written = re.findall(r"Writing trace to VCD file: (\S+\.vcd)", output)
+    for found in sorted(written, key=lambda path: "induct" in path):
         path = taskdir / found
         if path.exists():
             return path
-    traces = sorted(taskdir.glob("engine_*/*.vcd"))
+    traces = sorted(taskdir.glob("engine_*/*.vcd"), key=lambda path: ("induct" in path.name, path.name))
     return traces[0] if traces else None
 
 

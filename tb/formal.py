@@ -21,6 +21,8 @@ The reset is a free input too: every property holds across resets at any time.
 
 from __future__ import annotations
 
+import re
+
 from amaranth.hdl import Assert, Assume, Cover, Elaboratable, Fragment, Module, Signal, Value, signed
 from amaranth.asserts import AnySeq   # a free value each cycle; amaranth.hdl does not re-export it in 0.5
 from amaranth.lib import wiring
@@ -30,10 +32,12 @@ from attnforge.hw.common.requant import RequantLine, RequantLineConfig
 from attnforge.hw.common.stream import SkidBuffer
 from attnforge.hw.mac_line import MacLine, MacLineConfig
 from attnforge.hw.vitcod.config import VitcodConfig
+from attnforge.hw.vitcod.loader import Loader
 from attnforge.hw.vitcod.output import OutputStage
 
 __all__ = ["probe", "stream_rules", "Outstanding", "Harness", "HARNESSES", "harness",
-           "SkidBufferHarness", "RequantLineHarness", "MacLineHarness", "OutputStageHarness"]
+           "SkidBufferHarness", "RequantLineHarness", "MacLineHarness", "OutputStageHarness",
+           "LoaderHarness", "sticky"]
 
 HARNESS_MODES = ("safety", "completion")
 
@@ -92,6 +96,13 @@ class Outstanding:
             Assert(self.count <= capacity, f"{name}: at most {capacity} items held"),
             Cover(self.count == capacity),
         ]
+
+
+def sticky(m: Module, bits, name: str) -> None:
+    """Asserts that no bit of ``bits`` falls (until a reset, which clears the history too)."""
+    was = Signal(len(Value.cast(bits)), name=re.sub(r"\W", "_", name) + "_was")
+    m.d.sync += was.eq(bits)
+    m.d.comb += Assert((Value.cast(bits) & was) == was, f"{name}: sticky until reset")
 
 
 class Harness(Elaboratable):
@@ -228,12 +239,43 @@ class OutputStageHarness(Harness):
         self.completion(m, out, o)
 
 
+class LoaderHarness(Harness):
+    """ViTCoD ``Loader``: the error bits are sticky until reset, a refused command is counted
+    with a nonzero error word, and the two banks' ``full`` flags only rise by a load (never
+    while the scheduler's release pulse names the bank). Commands and data obey the stream
+    rules; the scheduler releases only a full bank."""
+
+    def __init__(self, config: VitcodConfig | None = None, mode: str = "safety", *, dut=None):
+        if mode != "safety":
+            raise ValueError("the loader harness has no completion mode (a head's load is data-bound)")
+        config = config or VitcodConfig(head_dim=4, max_tokens=4, max_nnz=4, macs=1, dense_lines=1,
+                                        sparse_lines=1, data_width=16)
+        super().__init__(dut if dut is not None else Loader(config), mode)
+
+    def properties(self, m, frag):
+        dut = self.dut
+        self.check_ports(m, {"cmd": dut.cmd, "data": dut.data}, {})
+        banks = dut.banks
+        m.d.comb += Assume(~banks.release | banks.full.bit_select(banks.release_bank, 1))
+        sticky(m, dut.error, "loader error")
+        failed_before = Signal.like(dut.heads_failed, name="heads_failed_was")
+        m.d.sync += failed_before.eq(dut.heads_failed)
+        m.d.comb += [
+            Assert((dut.heads_failed == failed_before) | (dut.heads_failed == (failed_before + 1)[:len(failed_before)]),
+                   "loader: heads_failed counts up by one refused command at a time"),
+            Assert((dut.heads_failed == failed_before) | (dut.error != 0),
+                   "loader: a refused command leaves an error bit"),
+            Cover(dut.error != 0),
+        ]
+
+
 #: name -> harness class, for the tests and ``harness(name)``
 HARNESSES = {
     "skid_buffer": SkidBufferHarness,
     "requant_line": RequantLineHarness,
     "mac_line": MacLineHarness,
     "output_stage": OutputStageHarness,
+    "loader": LoaderHarness,
 }
 
 

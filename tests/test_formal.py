@@ -1,9 +1,10 @@
 """Formal proofs (SymbiYosys, tb/formal.py's harnesses, sim/formal.py's runner).
 
-``prove`` is k-induction: PASS holds for every cycle, unboundedly. The quick
-proofs (small configurations) run in ``make test``; larger configurations and
-deeper bounded checks are marked ``full``. A mutant with a broken handshake
-must FAIL with a counterexample trace.
+``prove`` is k-induction: PASS holds for every cycle, unboundedly. ``make test``
+runs the proofs of the small configurations (12 SymbiYosys runs); ``make
+test-full`` adds the bounded completion checks at depth, the covers of every
+harness, more mutants and larger configurations. A mutant with a broken
+handshake must FAIL with a counterexample trace.
 """
 
 from pathlib import Path
@@ -15,14 +16,17 @@ from attnforge.hw.common.stream import SkidBuffer
 from attnforge.hw.mac_line import MacLineConfig
 from attnforge.hw.vitcod.config import VitcodConfig
 from attnforge.sim.formal import FormalToolError, prove, tool_paths
-from attnforge.tb.formal import (MacLineHarness, OutputStageHarness, RequantLineHarness, SkidBufferHarness,
-                                 harness, probe)
+from attnforge.tb.formal import (LoaderHarness, MacLineHarness, OutputStageHarness, RequantLineHarness,
+                                 SkidBufferHarness, harness, probe)
 from attnforge.tb.mutants import DropValidWhileStalled, FlipOutputBit, GlitchWhileStalled
 
-# (harness, k-induction depth, bmc depth of the completion check): each bmc depth
-# covers at least one whole input plus the block's latency (the MAC line: a vector of
-# max_length = 4 beats, then 2 cycles).
-QUICK = [("skid_buffer", 3, 8), ("requant_line", 3, 8), ("mac_line", 4, 10), ("output_stage", 4, 12)]
+#: k of the k-induction: stream rules + accounting (safety), completion with ready high
+SAFETY_K = {"skid_buffer": 3, "requant_line": 3, "mac_line": 4, "output_stage": 4, "loader": 2}
+COMPLETION_K = {"skid_buffer": 4, "requant_line": 4, "mac_line": 6, "output_stage": 6}
+#: bmc depth of the completion check: at least one whole (longest) input plus the latency
+#: (MAC line: a vector of max_length = 4 beats, then 2 cycles; output stage: a row of
+#: 2 beats behind a full pipeline, then 3 cycles), with margin
+COMPLETION_BMC = {"skid_buffer": 8, "requant_line": 8, "mac_line": 12, "output_stage": 12}
 
 
 def _check(result):
@@ -34,22 +38,23 @@ def test_tools_installed():
     assert {"sby", "yosys", "yosys-smtbmc", "boolector"} <= set(paths)
 
 
-@pytest.mark.parametrize("name,k,_", QUICK, ids=[q[0] for q in QUICK])
-def test_stream_rules_and_accounting_proven(tmp_path, name, k, _):
-    """Stream rules on every port and "no output without an input", by k-induction."""
-    _check(prove(harness(name), name=name, mode="prove", depth=k, workdir=tmp_path))
+@pytest.mark.parametrize("name", list(SAFETY_K))
+def test_safety_proven(tmp_path, name):
+    """Stream rules on every port, "no output without an input", sticky bits: k-induction."""
+    _check(prove(harness(name), name=name, mode="prove", depth=SAFETY_K[name], workdir=tmp_path))
 
 
-@pytest.mark.parametrize("name,_,depth", QUICK, ids=[q[0] for q in QUICK])
-def test_completion_bounded(tmp_path, name, _, depth):
-    """With ready high, every item held leaves within the block's latency (bounded)."""
-    _check(prove(harness(name, mode="completion"), name=name, mode="bmc", depth=depth, workdir=tmp_path))
+@pytest.mark.parametrize("name", list(COMPLETION_K))
+def test_completion_proven(tmp_path, name):
+    """With ready high, every item held leaves within the block's latency: k-induction (its
+    base case is a bounded check from reset to depth k, one whole input deep)."""
+    _check(prove(harness(name, mode="completion"), name=name, mode="prove", depth=COMPLETION_K[name],
+                 workdir=tmp_path))
 
 
-@pytest.mark.parametrize("name", ["mac_line", "output_stage"])
-def test_covers_reached(tmp_path, name):
-    """The assumptions leave the behaviour under proof possible: an output transfer, a full block."""
-    _check(prove(harness(name), name=name, mode="cover", depth=12, workdir=tmp_path))
+def test_cover_output_stage(tmp_path):
+    """The assumptions leave the behaviour under proof possible: a beat out, the stage full."""
+    _check(prove(harness("output_stage"), name="output_stage", mode="cover", depth=12, workdir=tmp_path))
 
 
 def test_mutant_dropping_valid_fails(tmp_path):
@@ -58,18 +63,26 @@ def test_mutant_dropping_valid_fails(tmp_path):
                                                                  out_width=4)))
     result = prove(RequantLineHarness(dut=mutant), name="mutant", mode="prove", depth=3, workdir=tmp_path)
     assert result.status == "FAIL", result.summary()
-    assert result.trace is not None and result.trace.exists()
-    assert any("valid held until ready" in text for text in result.failed), result.failed
+    assert result.trace is not None and result.trace.exists() and "induct" not in result.trace.name
+    assert "assert: o: valid held until ready" in result.failed, result.failed
 
 
-@pytest.mark.parametrize("mutant,message", [
-    (lambda: DropValidWhileStalled(SkidBuffer(4)), "o: valid held until ready"),
-    (lambda: GlitchWhileStalled(SkidBuffer(4), payload=("o", "payload"), valid=("o", "valid"), ready=("o", "ready")),
-     "o: payload stable while stalled"),
-    (lambda: FlipOutputBit(SkidBuffer(4), path=("o", "valid")), "skid: no output beat without an input"),
-], ids=["drop_valid", "glitch_payload", "valid_from_nothing"])
+def _glitch():
+    return GlitchWhileStalled(SkidBuffer(4), payload=("o", "payload"), valid=("o", "valid"), ready=("o", "ready"))
+
+
+SKID_MUTANTS = [
+    pytest.param(_glitch, "o: payload stable while stalled", id="glitch_payload"),
+    pytest.param(lambda: DropValidWhileStalled(SkidBuffer(4)), "o: valid held until ready", id="drop_valid",
+                 marks=pytest.mark.full),
+    pytest.param(lambda: FlipOutputBit(SkidBuffer(4), path=("o", "valid")), "skid: no output beat without an input",
+                 id="valid_from_nothing", marks=pytest.mark.full),
+]
+
+
+@pytest.mark.parametrize("mutant,message", SKID_MUTANTS)
 def test_skid_buffer_mutants_fail(tmp_path, mutant, message):
-    """Each rule has a mutant that breaks it alone (bounded check from reset: a real trace)."""
+    """Each rule has a mutant that breaks it (bounded check from reset: a real trace)."""
     result = prove(SkidBufferHarness(dut=mutant()), name="mutant_skid", mode="bmc", depth=6, workdir=tmp_path)
     assert result.status == "FAIL", result.summary()
     assert result.trace is not None and result.trace.exists()
@@ -90,6 +103,8 @@ def test_bad_mode_refused(tmp_path):
         prove(harness("skid_buffer"), name="x", mode="induct", workdir=tmp_path)
     with pytest.raises(ValueError, match="safety, completion"):
         harness("skid_buffer", mode="liveness")
+    with pytest.raises(ValueError, match="no completion mode"):
+        LoaderHarness(mode="completion")
 
 
 def test_missing_tool_is_an_error(monkeypatch, tmp_path):
@@ -99,9 +114,33 @@ def test_missing_tool_is_an_error(monkeypatch, tmp_path):
         prove(harness("skid_buffer"), name="x", workdir=tmp_path)
 
 
-# --- make test-full: larger configurations, deeper induction and bounds ---------------------------
+# --- make test-full: explicit bounded checks, covers, larger configurations ------------------------
 
-FULL = [
+@pytest.mark.full
+@pytest.mark.parametrize("name", list(COMPLETION_BMC))
+def test_completion_bounded(tmp_path, name):
+    """Completion by bounded model checking from reset, deeper than one whole input."""
+    _check(prove(harness(name, mode="completion"), name=name, mode="bmc", depth=COMPLETION_BMC[name],
+                 workdir=tmp_path))
+
+
+@pytest.mark.full
+def test_completion_bound_is_tight(tmp_path):
+    """The MAC line's latency is 2: a bound of 1 fails with a trace (the check can fail)."""
+    tight = MacLineHarness(mode="completion")
+    tight.latency = 1
+    result = prove(tight, name="mac_line", mode="bmc", depth=10, workdir=tmp_path)
+    assert result.status == "FAIL" and result.trace is not None, result.summary()
+    assert result.failed == ["assert: an item held leaves within 1 cycles"]
+
+
+@pytest.mark.full
+@pytest.mark.parametrize("name", ["skid_buffer", "requant_line", "mac_line", "loader"])
+def test_covers_reached(tmp_path, name):
+    _check(prove(harness(name), name=name, mode="cover", depth=12, workdir=tmp_path))
+
+
+LARGER = [
     ("mac_line", lambda mode: MacLineHarness(MacLineConfig(macs=2, operand_width=4, max_length=8), mode), 6, 16),
     ("requant_line", lambda mode: RequantLineHarness(
         RequantLineConfig(lanes=2, in_width=16, multiplier_width=8, out_width=8), mode), 4, 12),
@@ -112,7 +151,15 @@ FULL = [
 
 
 @pytest.mark.full
-@pytest.mark.parametrize("name,make,k,depth", FULL, ids=[f[0] for f in FULL])
+@pytest.mark.parametrize("name,make,k,depth", LARGER, ids=[f[0] for f in LARGER])
 def test_larger_configurations(tmp_path, name, make, k, depth):
     _check(prove(make("safety"), name=name, mode="prove", depth=k, workdir=tmp_path))
+    _check(prove(make("completion"), name=name, mode="prove", depth=k, workdir=tmp_path))
     _check(prove(make("completion"), name=name, mode="bmc", depth=depth, workdir=tmp_path))
+
+
+@pytest.mark.full
+def test_larger_loader(tmp_path):
+    config = VitcodConfig(head_dim=8, max_tokens=8, max_nnz=16, macs=2, dense_lines=1, sparse_lines=1,
+                          data_width=32)
+    _check(prove(LoaderHarness(config), name="loader", mode="prove", depth=3, workdir=tmp_path))
