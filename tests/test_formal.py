@@ -140,26 +140,30 @@ def test_covers_reached(tmp_path, name):
     _check(prove(harness(name), name=name, mode="cover", depth=12, workdir=tmp_path))
 
 
-LARGER = [
-    ("mac_line", lambda mode: MacLineHarness(MacLineConfig(macs=2, operand_width=4, max_length=8), mode), 6, 16),
-    ("requant_line", lambda mode: RequantLineHarness(
-        RequantLineConfig(lanes=2, in_width=16, multiplier_width=8, out_width=8), mode), 4, 12),
-    ("skid_buffer", lambda mode: SkidBufferHarness(16, mode), 4, 16),
-    ("output_stage", lambda mode: OutputStageHarness(VitcodConfig(
-        head_dim=8, max_tokens=8, max_nnz=8, macs=1, dense_lines=1, sparse_lines=1, data_width=16), mode), 6, 20),
+# The designs' default configurations (the RTL that `attnforge verilog` writes). The k-induction
+# is unbounded whatever the vector length; the bmc of completion is one whole row / a 16-beat
+# vector deep (the MAC line's max_length only sets its accumulator width).
+DEFAULTS = [
+    ("mac_line", lambda mode: MacLineHarness(MacLineConfig(), mode), 6, 20),
+    ("requant_line", lambda mode: RequantLineHarness(RequantLineConfig(), mode), 4, 12),
+    ("skid_buffer", lambda mode: SkidBufferHarness(128, mode), 4, 16),
+    ("output_stage", lambda mode: OutputStageHarness(VitcodConfig(), mode), 6, 20),
 ]
 
 
 @pytest.mark.full
-@pytest.mark.parametrize("name,make,k,depth", LARGER, ids=[f[0] for f in LARGER])
-def test_larger_configurations(tmp_path, name, make, k, depth):
+@pytest.mark.parametrize("name,make,k,depth", DEFAULTS, ids=[f[0] for f in DEFAULTS])
+def test_default_configurations(tmp_path, name, make, k, depth):
     _check(prove(make("safety"), name=name, mode="prove", depth=k, workdir=tmp_path))
     _check(prove(make("completion"), name=name, mode="prove", depth=k, workdir=tmp_path))
     _check(prove(make("completion"), name=name, mode="bmc", depth=depth, workdir=tmp_path))
 
 
 @pytest.mark.full
-def test_larger_loader(tmp_path):
-    config = VitcodConfig(head_dim=8, max_tokens=8, max_nnz=16, macs=2, dense_lines=1, sparse_lines=1,
-                          data_width=32)
+@pytest.mark.parametrize("config", [
+    VitcodConfig(),
+    VitcodConfig(head_dim=8, max_tokens=8, max_nnz=16, macs=2, dense_lines=1, sparse_lines=1, data_width=32,
+                 decoder=True),
+], ids=["default", "decoder"])
+def test_loader_configurations(tmp_path, config):
     _check(prove(LoaderHarness(config), name="loader", mode="prove", depth=3, workdir=tmp_path))
