@@ -12,8 +12,12 @@ A harness holds one block (``dut``), drives every input of it with ``AnySeq``
   sent, asserted ``>= 0`` ("no output beat without an input") and equal to the
   items the block holds (registers of the block read through ``probe``), which
   makes the properties inductive: ``prove`` mode shows them for every cycle.
-* **completion** (``mode="completion"``, for ``bmc``): with ``ready`` held high
-  on the output, an item held by the block leaves within ``latency`` cycles.
+* **data** (``RefQueue``, skid buffer and MAC line): the harness keeps the items
+  the block owes in a reference queue (the skid buffer's payloads; the MAC
+  line's dot products, summed in the harness) and asserts that each output beat
+  is the oldest of them, tied to the block's data registers so it is inductive.
+* **completion** (``mode="completion"``): with ``ready`` held high on the
+  output, an item held by the block leaves within ``latency`` cycles.
 * covers: an output transfer, and the block holding its most items at once.
 
 The reset is a free input too: every property holds across resets at any time.
@@ -23,7 +27,7 @@ from __future__ import annotations
 
 import re
 
-from amaranth.hdl import Assert, Assume, Cover, Elaboratable, Fragment, Module, Signal, Value, signed
+from amaranth.hdl import Assert, Assume, Cat, Cover, Elaboratable, Fragment, Module, Mux, Signal, Value, signed
 from amaranth.asserts import AnySeq   # a free value each cycle; amaranth.hdl does not re-export it in 0.5
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In
@@ -43,17 +47,26 @@ HARNESS_MODES = ("safety", "completion")
 
 
 def probe(fragment: Fragment, name: str) -> Signal:
-    """The signal called ``name`` that ``fragment`` (an elaborated block, not its submodules) assigns.
+    """The signal called ``name`` that ``fragment`` (an elaborated block) or one of its
+    submodules assigns; it must be the only one of that name.
 
     Lets a harness state invariants over a block's registers without the block
-    exporting them; raises ``KeyError`` listing the names there are.
+    exporting them (also through a wrapper such as a mutant); raises ``KeyError``
+    listing the names there are.
     """
     found = {}
-    for statements in fragment.statements.values():
-        for stmt in statements:
-            for sig in stmt._lhs_signals():
-                found.setdefault(sig.name, []).append(sig)
-    matches = {id(s): s for s in found.get(name, [])}
+
+    def walk(frag):
+        for statements in frag.statements.values():
+            for stmt in statements:
+                for sig in stmt._lhs_signals():
+                    found.setdefault(sig.name, {})[id(sig)] = sig
+        for sub, _name, _loc in frag.subfragments:
+            if isinstance(sub, Fragment):
+                walk(sub)
+
+    walk(fragment)
+    matches = found.get(name, {})
     if len(matches) != 1:
         raise KeyError(f"{name!r}: {'ambiguous' if matches else 'no such signal'} in the block; "
                        f"it assigns {', '.join(sorted(found))}")
@@ -103,6 +116,30 @@ def sticky(m: Module, bits, name: str) -> None:
     was = Signal(len(Value.cast(bits)), name=re.sub(r"\W", "_", name) + "_was")
     m.d.sync += was.eq(bits)
     m.d.comb += Assert((Value.cast(bits) & was) == was, f"{name}: sticky until reset")
+
+
+class RefQueue:
+    """The items the block owes, in order, as the harness saw them go in (a reference FIFO).
+
+    ``push`` appends ``value``, ``pop`` drops the oldest (both in one cycle allowed);
+    ``entries[0]`` is the item the block must send next. Its fill level is asserted
+    equal to the ``Outstanding`` count, so the two views cannot drift apart.
+    """
+
+    def __init__(self, m: Module, value, *, push, pop, depth: int, outstanding: Outstanding, name: str):
+        value = Value.cast(value)
+        self.entries = [Signal(len(value), name=f"{name}_ref{k}") for k in range(depth)]
+        n = Signal(range(depth + 1), name=f"{name}_ref_count")
+        with m.If(pop):
+            m.d.sync += [self.entries[k].eq(self.entries[k + 1]) for k in range(depth - 1)]
+        with m.If(push):
+            with m.Switch(n - pop):
+                for k in range(depth):
+                    with m.Case(k):
+                        m.d.sync += self.entries[k].eq(value)
+        m.d.sync += n.eq(n + push - pop)
+        m.d.comb += Assert(n == outstanding.count, f"{name}: reference queue tracks the outstanding items")
+        self.count = n
 
 
 class Harness(Elaboratable):
@@ -161,7 +198,8 @@ class Harness(Elaboratable):
 
 
 class SkidBufferHarness(Harness):
-    """``SkidBuffer``: holds ``o.valid + skid_full`` items; ``i.ready`` is ``~skid_full``."""
+    """``SkidBuffer``: holds ``o.valid + skid_full`` items (``i.ready`` is ``~skid_full``);
+    every payload leaves once, in order, unchanged."""
 
     latency = 2
 
@@ -172,7 +210,15 @@ class SkidBufferHarness(Harness):
         i, o = self.dut.i, self.dut.o
         self.check_ports(m, {"i": i}, {"o": o})
         held = o.valid + ~i.ready
-        out = Outstanding(m, i.valid & i.ready, o.valid & o.ready, held=held, capacity=2, name="skid")
+        accepted, sent = i.valid & i.ready, o.valid & o.ready
+        out = Outstanding(m, accepted, sent, held=held, capacity=2, name="skid")
+        # data: every payload leaves once, in order, unchanged
+        ref = RefQueue(m, i.payload, push=accepted, pop=sent, depth=2, outstanding=out, name="skid")
+        m.d.comb += [
+            Assert(~o.valid | (Value.cast(o.payload) == ref.entries[0]), "skid: o carries the oldest payload"),
+            Assert(i.ready | (probe(frag, "skid") == ref.entries[1]), "skid: the parked payload is the next one"),
+            Assert(i.ready | o.valid, "skid: a parked payload only behind a held output"),
+        ]
         self.completion(m, out, o)
 
 
@@ -194,21 +240,53 @@ class RequantLineHarness(Harness):
 
 class MacLineHarness(Harness):
     """``MacLine``: an item is a vector (beats up to ``last``); it is held in the product
-    register (``p_valid & p_last``) or the output register (``o.valid``)."""
+    register (``p_valid & p_last``) or the output register (``o.valid``). With ``data``
+    (default) each result is also its vector's dot products."""
 
     latency = 2
 
-    def __init__(self, config: MacLineConfig | None = None, mode: str = "safety", *, dut=None):
+    def __init__(self, config: MacLineConfig | None = None, mode: str = "safety", *, dut=None, data: bool = True):
         config = config or MacLineConfig(macs=1, operand_width=2, max_length=4)
         super().__init__(dut if dut is not None else MacLine(config), mode)
+        self.config, self.data = config, data     # a dut given (a mutant) must be of this config
 
     def properties(self, m, frag):
         i, o = self.dut.i, self.dut.o
         self.check_ports(m, {"i": i}, {"o": o})
-        held = o.valid + (probe(frag, "p_valid") & probe(frag, "p_last"))
-        out = Outstanding(m, i.valid & i.ready & i.p.last, o.valid & o.ready, held=held, capacity=2,
-                          name="mac")
+        p_valid, p_last = probe(frag, "p_valid"), probe(frag, "p_last")
+        held = o.valid + (p_valid & p_last)
+        accepted, sent = i.valid & i.ready & i.p.last, o.valid & o.ready
+        out = Outstanding(m, accepted, sent, held=held, capacity=2, name="mac")
         self.completion(m, out, o)
+        if self.data:
+            self._dot_products(m, frag, out, accepted, sent)
+
+    def _dot_products(self, m, frag, out, accepted, sent):
+        """Data: each result is the dot product of its vector's beats (a reference sum in the
+        harness, wrapping at the accumulator width as the RTL's), tied to the RTL's registers
+        (the open vector's sum = accumulator (or 0 when fresh) + the pending product)."""
+        cfg, i, o = self.config, self.dut.i, self.dut.o
+        width = cfg.acc_width
+        beat = i.valid & i.ready
+        open_sums = [Signal(signed(width), name=f"ref_open{k}") for k in range(cfg.macs)]
+        closing = [(open_sums[k] + i.p.x * i.p.w[k])[:width] for k in range(cfg.macs)]
+        with m.If(beat):
+            m.d.sync += [open_sums[k].eq(Mux(i.p.last, 0, closing[k])) for k in range(cfg.macs)]
+        ref = RefQueue(m, Cat(*closing), push=accepted, pop=sent, depth=2, outstanding=out, name="mac")
+        m.d.comb += Assert(~o.valid | (Value.cast(o.payload) == ref.entries[0]), "mac: o carries the oldest vector's dot products")
+        p_valid, p_last, fresh = probe(frag, "p_valid"), probe(frag, "p_last"), probe(frag, "acc_fresh")
+        for k in range(cfg.macs):
+            acc, prod = probe(frag, f"acc{k}"), probe(frag, f"prod{k}")
+            partial = (Mux(fresh, 0, acc) + Mux(p_valid, prod, 0))[:width]
+            # p holds the last beat: its vector's result is queued behind o's (if any)
+            queued = Mux(o.valid, ref.entries[1], ref.entries[0]).word_select(k, width)
+            m.d.comb += [
+                Assert((p_valid & p_last) | (partial == open_sums[k].as_unsigned()),
+                       f"mac: the open vector's sum is in accumulator {k} and the product register"),
+                Assert(~(p_valid & p_last) | (partial == queued),
+                       f"mac: the closing vector's sum is accumulator {k} + the last product"),
+                Assert(~(p_valid & p_last) | (open_sums[k] == 0), "mac: no vector open behind a closing one"),
+            ]
 
 
 class OutputStageHarness(Harness):

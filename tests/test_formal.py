@@ -1,7 +1,7 @@
 """Formal proofs (SymbiYosys, tb/formal.py's harnesses, sim/formal.py's runner).
 
 ``prove`` is k-induction: PASS holds for every cycle, unboundedly. ``make test``
-runs the proofs of the small configurations (12 SymbiYosys runs); ``make
+runs the proofs of the small configurations (13 SymbiYosys runs); ``make
 test-full`` adds the bounded completion checks at depth, the covers of every
 harness, more mutants and larger configurations. A mutant with a broken
 handshake must FAIL with a counterexample trace.
@@ -13,7 +13,7 @@ import pytest
 
 from attnforge.hw.common.requant import RequantLine, RequantLineConfig
 from attnforge.hw.common.stream import SkidBuffer
-from attnforge.hw.mac_line import MacLineConfig
+from attnforge.hw.mac_line import MacLine, MacLineConfig
 from attnforge.hw.vitcod.config import VitcodConfig
 from attnforge.sim.formal import FormalToolError, prove, tool_paths
 from attnforge.tb.formal import (LoaderHarness, MacLineHarness, OutputStageHarness, RequantLineHarness,
@@ -67,6 +67,15 @@ def test_mutant_dropping_valid_fails(tmp_path):
     assert "assert: o: valid held until ready" in result.failed, result.failed
 
 
+def test_mutant_wrong_dot_product_fails(tmp_path):
+    """A MAC line with one result bit flipped fails the data invariant (dot products proven)."""
+    config = MacLineConfig(macs=1, operand_width=2, max_length=4)
+    result = prove(MacLineHarness(config, dut=FlipOutputBit(MacLine(config))), name="mutant_mac", mode="prove",
+                   depth=4, workdir=tmp_path)
+    assert result.status == "FAIL" and result.trace is not None, result.summary()
+    assert "assert: mac: o carries the oldest vector's dot products" in result.failed, result.failed
+
+
 def _glitch():
     return GlitchWhileStalled(SkidBuffer(4), payload=("o", "payload"), valid=("o", "valid"), ready=("o", "ready"))
 
@@ -91,7 +100,6 @@ def test_skid_buffer_mutants_fail(tmp_path, mutant, message):
 
 def test_probe_names_what_there_is():
     from amaranth.hdl import Fragment
-    from attnforge.hw.mac_line import MacLine
     frag = Fragment.get(MacLine(MacLineConfig(macs=1, operand_width=2, max_length=4)), None)
     assert probe(frag, "p_valid").name == "p_valid"
     with pytest.raises(KeyError, match="p_last"):
@@ -144,7 +152,8 @@ def test_covers_reached(tmp_path, name):
 # is unbounded whatever the vector length; the bmc of completion is one whole row / a 16-beat
 # vector deep (the MAC line's max_length only sets its accumulator width).
 DEFAULTS = [
-    ("mac_line", lambda mode: MacLineHarness(MacLineConfig(), mode), 6, 20),
+    # 8 x int8 dot products by k-induction take ~5 min: the data invariants run on 2 MACs below
+    ("mac_line", lambda mode: MacLineHarness(MacLineConfig(), mode, data=False), 6, 20),
     ("requant_line", lambda mode: RequantLineHarness(RequantLineConfig(), mode), 4, 12),
     ("skid_buffer", lambda mode: SkidBufferHarness(128, mode), 4, 16),
     ("output_stage", lambda mode: OutputStageHarness(VitcodConfig(), mode), 6, 20),
@@ -167,3 +176,10 @@ def test_default_configurations(tmp_path, name, make, k, depth):
 ], ids=["default", "decoder"])
 def test_loader_configurations(tmp_path, config):
     _check(prove(LoaderHarness(config), name="loader", mode="prove", depth=3, workdir=tmp_path))
+
+
+@pytest.mark.full
+def test_mac_line_dot_products_int8(tmp_path):
+    """The dot products by k-induction with int8 operands (2 MACs, 16-beat accumulator width)."""
+    harness_ = MacLineHarness(MacLineConfig(macs=2, operand_width=8, max_length=16))
+    _check(prove(harness_, name="mac_line", mode="prove", depth=4, workdir=tmp_path))
