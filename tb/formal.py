@@ -26,12 +26,15 @@ The reset is a free input too: every property holds across resets at any time.
 from __future__ import annotations
 
 import re
+from types import SimpleNamespace
 
 from amaranth.hdl import Assert, Assume, Cat, Cover, Elaboratable, Fragment, Module, Mux, Signal, Value, signed
 from amaranth.asserts import AnySeq   # a free value each cycle; amaranth.hdl does not re-export it in 0.5
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In
 
+from attnforge.hw.common.regbank import RegisterBank
+from attnforge.hw.common.regmap import Field, Register, RegisterMap
 from attnforge.hw.common.requant import RequantLine, RequantLineConfig
 from attnforge.hw.common.stream import SkidBuffer
 from attnforge.hw.mac_line import MacLine, MacLineConfig
@@ -41,7 +44,7 @@ from attnforge.hw.vitcod.output import OutputStage
 
 __all__ = ["probe", "stream_rules", "Outstanding", "Harness", "HARNESSES", "harness",
            "SkidBufferHarness", "RequantLineHarness", "MacLineHarness", "OutputStageHarness",
-           "LoaderHarness", "sticky"]
+           "LoaderHarness", "RegisterBankHarness", "FORMAL_REGMAP", "sticky"]
 
 HARNESS_MODES = ("safety", "completion")
 
@@ -347,6 +350,69 @@ class LoaderHarness(Harness):
         ]
 
 
+#: a small map with one register of each access kind that has logic
+FORMAL_REGMAP = RegisterMap("formal", [
+    Register("ctrl", "rw", (Field("mode", 3, reset=5), Field("level", 4, lsb=8))),
+    Register("status", "ro", (Field("busy"),)),
+    Register("cmd", "pulse", (Field("go"),)),
+    Register("flags", "w1c", (Field("err", 4, lsb=4),)),
+])
+
+
+class RegisterBankHarness(Harness):
+    """``RegisterBank`` (AXI4-Lite): the host obeys the channel rules on AW, W and AR (assumed);
+    the bank keeps them on B and R (asserted). Responses never outrun requests: writes
+    accepted on AW (and on W) minus B responses = ``~awready`` (``~wready``) + ``bvalid``,
+    reads on AR minus R responses = ``rvalid``. Every ``w1c`` flag is sticky: set by its
+    input, it falls only in the cycle after a write of 1 to it. ``rw`` fields change only
+    by a write."""
+
+    def __init__(self, regmap: RegisterMap = FORMAL_REGMAP, mode: str = "safety", *, dut=None):
+        if mode != "safety":
+            raise ValueError("the register bank harness has no completion mode")
+        self.regmap = regmap
+        super().__init__(dut if dut is not None else RegisterBank(regmap), mode)
+
+    def properties(self, m, frag):
+        bank = self.dut
+        chan = SimpleNamespace
+        aw = chan(valid=bank.awvalid, ready=bank.awready, payload=bank.awaddr)
+        w = chan(valid=bank.wvalid, ready=bank.wready, payload=Cat(bank.wdata, bank.wstrb))
+        ar = chan(valid=bank.arvalid, ready=bank.arready, payload=bank.araddr)
+        b = chan(valid=bank.bvalid, ready=bank.bready, payload=bank.bresp)
+        r = chan(valid=bank.rvalid, ready=bank.rready, payload=Cat(bank.rdata, bank.rresp))
+        self.check_ports(m, {"aw": aw, "w": w, "ar": ar}, {"b": b, "r": r})
+        fire = lambda c: c.valid & c.ready                                  # noqa: E731
+        Outstanding(m, fire(aw), fire(b), held=~bank.awready + bank.bvalid, capacity=2, name="aw")
+        Outstanding(m, fire(w), fire(b), held=~bank.wready + bank.bvalid, capacity=2, name="w")
+        Outstanding(m, fire(ar), fire(r), held=bank.rvalid, capacity=1, name="ar")
+        m.d.comb += [Assert(bank.bresp == 0, "b: OKAY"), Assert(bank.rresp == 0, "r: OKAY")]
+        data, strb = probe(frag, "w_data"), probe(frag, "w_strb")     # the write W handed over
+        byte_mask = Cat(*(strb[k].replicate(8) for k in range(4)))
+        for reg in self.regmap:
+            hit = probe(frag, f"{reg.name}_write")
+            for f in reg.fields:
+                if reg.access == "w1c":
+                    self._w1c(m, reg, f, hit, (data & byte_mask)[f.lsb:f.msb + 1], frag)
+                elif reg.access == "rw":
+                    stored = probe(frag, f"{reg.name}_{f.name}")
+                    was, was_hit = Signal.like(stored, name=f"{reg.name}_{f.name}_was"), Signal(name=f"{reg.name}_hit_was")
+                    m.d.sync += [was.eq(stored), was_hit.eq(hit)]
+                    m.d.comb += Assert(was_hit | (stored == was), f"{reg.name}.{f.name}: changes only by a write")
+
+    def _w1c(self, m, reg, f, hit, written, frag):
+        flags, inputs = probe(frag, f"{reg.name}_{f.name}"), getattr(getattr(self.dut, reg.name), f.name)
+        label = f"{reg.name}_{f.name}"
+        was, was_input = Signal(f.width, name=f"{label}_was"), Signal(f.width, name=f"{label}_input_was")
+        was_clear = Signal(f.width, name=f"{label}_clear_was")
+        m.d.sync += [was.eq(flags), was_input.eq(inputs), was_clear.eq(Mux(hit, written, 0))]
+        m.d.comb += [
+            Assert((was & ~flags & ~was_clear) == 0, f"{reg.name}.{f.name}: sticky until written 1 (or reset)"),
+            Assert((was_input & ~flags) == 0, f"{reg.name}.{f.name}: an input raises its flag"),
+            Cover(was != 0),
+        ]
+
+
 #: name -> harness class, for the tests and ``harness(name)``
 HARNESSES = {
     "skid_buffer": SkidBufferHarness,
@@ -354,6 +420,7 @@ HARNESSES = {
     "mac_line": MacLineHarness,
     "output_stage": OutputStageHarness,
     "loader": LoaderHarness,
+    "register_bank": RegisterBankHarness,
 }
 
 

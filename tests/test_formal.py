@@ -1,7 +1,7 @@
 """Formal proofs (SymbiYosys, tb/formal.py's harnesses, sim/formal.py's runner).
 
 ``prove`` is k-induction: PASS holds for every cycle, unboundedly. ``make test``
-runs the proofs of the small configurations (13 SymbiYosys runs); ``make
+runs the proofs of the small configurations (14 SymbiYosys runs); ``make
 test-full`` adds the bounded completion checks at depth, the covers of every
 harness, more mutants and larger configurations. A mutant with a broken
 handshake must FAIL with a counterexample trace.
@@ -16,12 +16,14 @@ from attnforge.hw.common.stream import SkidBuffer
 from attnforge.hw.mac_line import MacLine, MacLineConfig
 from attnforge.hw.vitcod.config import VitcodConfig
 from attnforge.sim.formal import FormalToolError, prove, tool_paths
-from attnforge.tb.formal import (LoaderHarness, MacLineHarness, OutputStageHarness, RequantLineHarness,
-                                 SkidBufferHarness, harness, probe)
+from attnforge.hw.common.accel_regs import accelerator_regmap
+from attnforge.hw.common.regbank import RegisterBank
+from attnforge.tb.formal import (FORMAL_REGMAP, LoaderHarness, MacLineHarness, OutputStageHarness, RegisterBankHarness,
+                                 RequantLineHarness, SkidBufferHarness, harness, probe)
 from attnforge.tb.mutants import DropValidWhileStalled, FlipOutputBit, GlitchWhileStalled
 
 #: k of the k-induction: stream rules + accounting (safety), completion with ready high
-SAFETY_K = {"skid_buffer": 3, "requant_line": 3, "mac_line": 4, "output_stage": 4, "loader": 2}
+SAFETY_K = {"skid_buffer": 3, "requant_line": 3, "mac_line": 4, "output_stage": 4, "loader": 2, "register_bank": 3}
 COMPLETION_K = {"skid_buffer": 4, "requant_line": 4, "mac_line": 6, "output_stage": 6}
 #: bmc depth of the completion check: at least one whole (longest) input plus the latency
 #: (MAC line: a vector of max_length = 4 beats, then 2 cycles; output stage: a row of
@@ -143,7 +145,7 @@ def test_completion_bound_is_tight(tmp_path):
 
 
 @pytest.mark.full
-@pytest.mark.parametrize("name", ["skid_buffer", "requant_line", "mac_line", "loader"])
+@pytest.mark.parametrize("name", ["skid_buffer", "requant_line", "mac_line", "loader", "register_bank"])
 def test_covers_reached(tmp_path, name):
     _check(prove(harness(name), name=name, mode="cover", depth=12, workdir=tmp_path))
 
@@ -183,3 +185,13 @@ def test_mac_line_dot_products_int8(tmp_path):
     """The dot products by k-induction with int8 operands (2 MACs, 16-beat accumulator width)."""
     harness_ = MacLineHarness(MacLineConfig(macs=2, operand_width=8, max_length=16))
     _check(prove(harness_, name="mac_line", mode="prove", depth=4, workdir=tmp_path))
+
+
+@pytest.mark.full
+def test_register_bank_mutant_and_accelerator_map(tmp_path):
+    """rdata glitching while R is stalled fails; the accelerators' standard map is proven too."""
+    result = prove(RegisterBankHarness(dut=GlitchWhileStalled(RegisterBank(FORMAL_REGMAP))), name="mutant_bank",
+                   mode="bmc", depth=6, workdir=tmp_path)
+    assert result.status == "FAIL" and "assert: r: payload stable while stalled" in result.failed, result.summary()
+    regmap = accelerator_regmap("vitcod", {"head_dim": 64, "decoder": True})
+    _check(prove(RegisterBankHarness(regmap), name="accel_regs", mode="prove", depth=3, workdir=tmp_path))
