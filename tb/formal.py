@@ -1,4 +1,4 @@
-"""Formal harnesses: each block with its stream rules, accounting and latency as properties.
+"""Formal harnesses: each block with its stream rules, accounting, data, sticky bits and latency as properties.
 
 A harness holds one block (``dut``), drives every input of it with ``AnySeq``
 (a free value each cycle) and states, with Amaranth's ``Assert``/``Assume``/``Cover``:
@@ -148,11 +148,13 @@ class RefQueue:
 class Harness(Elaboratable):
     """Base: ``dut`` (elaborated once, so ``probe`` sees its registers), free inputs, properties.
 
-    ``mode`` ``"safety"`` states the stream rules and the accounting (for
-    ``prove`` and ``cover``); ``"completion"`` also holds the output's ready
-    high and asserts that items leave within ``latency`` cycles (for ``bmc``).
-    Subclasses set ``inputs`` (stream ports received), ``outputs`` (stream
-    ports sent) and implement ``properties(m, frag)``.
+    ``mode`` ``"safety"`` states the stream rules, the accounting and the
+    block's own invariants; ``"completion"`` also holds the output's ready high
+    and asserts that the block, while it holds anything, sends a beat at least
+    every ``latency`` cycles (so the oldest item leaves within ``latency``
+    cycles of reaching the front). Both modes can be proven (``prove``) or
+    bounded (``bmc``). Subclasses implement ``properties(m, frag)``, calling
+    ``check_ports`` with the stream ports they receive on and send on.
     """
 
     latency = 1
@@ -184,7 +186,8 @@ class Harness(Elaboratable):
             m.d.comb += Cover(port.valid & port.ready)
 
     def completion(self, m: Module, outstanding: Outstanding, out_port) -> None:
-        """In ``completion`` mode: ready always high, a held item leaves within ``latency`` cycles."""
+        """In ``completion`` mode: ready always high; while items are held, no ``latency`` cycles
+        pass without an output beat."""
         if self.mode != "completion":
             return
         waited = Signal(range(self.latency + 2), name="waited")
@@ -196,7 +199,7 @@ class Harness(Elaboratable):
             m.d.sync += waited.eq(0)
         m.d.comb += [
             Assume(out_port.ready),
-            Assert(waited < self.latency, f"an item held leaves within {self.latency} cycles"),
+            Assert(waited < self.latency, f"a beat leaves within {self.latency} cycles while items are held"),
         ]
 
 
@@ -204,7 +207,7 @@ class SkidBufferHarness(Harness):
     """``SkidBuffer``: holds ``o.valid + skid_full`` items (``i.ready`` is ``~skid_full``);
     every payload leaves once, in order, unchanged."""
 
-    latency = 2
+    latency = 1
 
     def __init__(self, width: int = 4, mode: str = "safety", *, dut=None):
         super().__init__(dut if dut is not None else SkidBuffer(width), mode)

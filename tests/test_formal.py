@@ -135,13 +135,16 @@ def test_completion_bounded(tmp_path, name):
 
 
 @pytest.mark.full
-def test_completion_bound_is_tight(tmp_path):
-    """The MAC line's latency is 2: a bound of 1 fails with a trace (the check can fail)."""
-    tight = MacLineHarness(mode="completion")
-    tight.latency = 1
-    result = prove(tight, name="mac_line", mode="bmc", depth=10, workdir=tmp_path)
+@pytest.mark.parametrize("make,latency", [(MacLineHarness, 2), (OutputStageHarness, 3)],
+                         ids=["mac_line", "output_stage"])
+def test_completion_bound_is_tight(tmp_path, make, latency):
+    """One cycle under the latency fails with a trace (the check can fail, the bound is exact)."""
+    tight = make(mode="completion")
+    assert tight.latency == latency
+    tight.latency = latency - 1
+    result = prove(tight, name="tight", mode="bmc", depth=12, workdir=tmp_path)
     assert result.status == "FAIL" and result.trace is not None, result.summary()
-    assert result.failed == ["assert: an item held leaves within 1 cycles"]
+    assert result.failed == [f"assert: a beat leaves within {latency - 1} cycles while items are held"]
 
 
 @pytest.mark.full
