@@ -30,13 +30,15 @@ from types import SimpleNamespace
 
 from amaranth.hdl import Assert, Assume, Cat, Cover, Elaboratable, Fragment, Module, Mux, Signal, Value, signed
 from amaranth.asserts import AnySeq   # a free value each cycle; amaranth.hdl does not re-export it in 0.5
-from amaranth.lib import wiring
+from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In
 
 from attnforge.hw.common.regbank import RegisterBank
 from attnforge.hw.common.regmap import Field, Register, RegisterMap
 from attnforge.hw.common.requant import RequantLine, RequantLineConfig
 from attnforge.hw.common.stream import SkidBuffer
+from attnforge.hw.linear.config import LinearDecodeConfig
+from attnforge.hw.linear.output import OutputStage as LinearOutputStage
 from attnforge.hw.mac_line import MacLine, MacLineConfig
 from attnforge.hw.vitcod.config import VitcodConfig
 from attnforge.hw.vitcod.loader import Loader
@@ -44,7 +46,7 @@ from attnforge.hw.vitcod.output import OutputStage
 
 __all__ = ["probe", "stream_rules", "Outstanding", "Harness", "HARNESSES", "harness",
            "SkidBufferHarness", "RequantLineHarness", "MacLineHarness", "OutputStageHarness",
-           "LoaderHarness", "RegisterBankHarness", "FORMAL_REGMAP", "sticky"]
+           "LoaderHarness", "RegisterBankHarness", "LinearOutputHarness", "FORMAL_REGMAP", "sticky"]
 
 HARNESS_MODES = ("safety", "completion")
 
@@ -416,6 +418,50 @@ class RegisterBankHarness(Harness):
         ]
 
 
+class LinearOutputHarness(Harness):
+    """Linear decode ``OutputStage``: the command control (the environment) claims a half only
+    when ``free``, sends a pass's elements only into the half it claimed, ends a pass with
+    1..t_max tokens. Then ``o`` keeps the stream rules (the emitted half is never written),
+    and the tokens owed (a finished pass's tokens, less those the emitter has sent) are what
+    the full halves hold: no token out that no pass wrote."""
+
+    def __init__(self, config: LinearDecodeConfig | None = None, mode: str = "safety", *, dut=None):
+        if mode != "safety":
+            raise ValueError("the linear output harness has no completion mode")
+        config = config or LinearDecodeConfig(d=2, macs=2, conv_taps=2, max_tokens=4, t_max=2)
+        self.config = config
+        super().__init__(dut if dut is not None else LinearOutputStage(config), mode)
+
+    def properties(self, m, frag):
+        cfg, dut = self.config, self.dut
+        o, half_if, element = dut.o, dut.half, dut.result.element
+        self.check_ports(m, {}, {"o": o})
+        full, busy = probe(frag, "full"), probe(frag, "busy")
+        staged = data.View(cfg.element_layout, probe(frag, "requant_element"))
+        tokens = [probe(frag, f"half{b}_tokens") for b in range(2)]
+        half, token = probe(frag, "emit_half"), probe(frag, "emit_token")
+        staged_end = staged.valid & staged.emit & staged.pass_end
+        m.d.comb += [
+            Assume(~half_if.claim | half_if.free),
+            # a pass's element goes into the half it claimed, and none follows its pass_end
+            Assume(~(element.valid & element.emit) |
+                   (busy.bit_select(element.out_half, 1) & ~(staged_end & (staged.out_half == element.out_half)))),
+            Assume(~(element.valid & element.emit & element.pass_end) |
+                   ((element.tokens >= 1) & (element.tokens <= cfg.t_max))),
+        ]
+        accepted = Mux(staged_end, staged.tokens, 0)
+        sent = o.valid & o.ready
+        held = sum(Mux(full[b], tokens[b] - Mux(half == b, token, 0), 0) for b in range(2))
+        Outstanding(m, accepted, sent, held=held, capacity=2 * cfg.t_max, name="linear_out")
+        for b in range(2):
+            m.d.comb += [
+                Assert(~(full[b] & busy[b]), f"half {b}: never full and claimed at once"),
+                Assert(~full[b] | ((tokens[b] >= 1) & (tokens[b] <= cfg.t_max)), f"half {b}: 1..t_max tokens"),
+                Assert(~(full[b] & (half == b)) | (token < tokens[b]), f"half {b}: emitter within the pass"),
+                Assert(~(half == b) | full[b] | (token == 0), f"half {b}: emitter at token 0 while it waits"),
+            ]
+
+
 #: name -> harness class, for the tests and ``harness(name)``
 HARNESSES = {
     "skid_buffer": SkidBufferHarness,
@@ -424,6 +470,7 @@ HARNESSES = {
     "output_stage": OutputStageHarness,
     "loader": LoaderHarness,
     "register_bank": RegisterBankHarness,
+    "linear_output": LinearOutputHarness,
 }
 
 

@@ -1,7 +1,7 @@
 """Formal proofs (SymbiYosys, tb/formal.py's harnesses, sim/formal.py's runner).
 
 ``prove`` is k-induction: PASS holds for every cycle, unboundedly. ``make test``
-runs the proofs of the small configurations (13 SymbiYosys runs); ``make
+runs the proofs of the small configurations (14 SymbiYosys runs); ``make
 test-full`` adds the bounded completion checks at depth, the covers of every
 harness, more mutants and larger configurations. A mutant with a broken
 handshake must FAIL with a counterexample trace.
@@ -18,12 +18,15 @@ from attnforge.hw.vitcod.config import VitcodConfig
 from attnforge.sim.formal import FormalToolError, prove, tool_paths
 from attnforge.hw.common.accel_regs import accelerator_regmap
 from attnforge.hw.common.regbank import RegisterBank
-from attnforge.tb.formal import (FORMAL_REGMAP, LoaderHarness, MacLineHarness, OutputStageHarness, RegisterBankHarness,
-                                 RequantLineHarness, SkidBufferHarness, harness, probe)
+from attnforge.hw.linear.config import LinearDecodeConfig
+from attnforge.hw.linear.output import OutputStage as LinearOutputStage
+from attnforge.tb.formal import (FORMAL_REGMAP, LinearOutputHarness, LoaderHarness, MacLineHarness, OutputStageHarness,
+                                 RegisterBankHarness, RequantLineHarness, SkidBufferHarness, harness, probe)
 from attnforge.tb.mutants import DropValidWhileStalled, FlipOutputBit, GlitchWhileStalled
 
 #: k of the k-induction: stream rules + accounting (safety), completion with ready high
-SAFETY_K = {"skid_buffer": 3, "requant_line": 3, "mac_line": 4, "output_stage": 4, "loader": 2, "register_bank": 3}
+SAFETY_K = {"skid_buffer": 3, "requant_line": 3, "mac_line": 4, "output_stage": 4, "loader": 2, "register_bank": 3,
+            "linear_output": 4}
 COMPLETION_K = {"skid_buffer": 4, "requant_line": 4, "mac_line": 6, "output_stage": 6}
 #: bmc depth of the completion check: at least one whole (longest) input plus the latency
 #: (MAC line: a vector of max_length = 4 beats, then 2 cycles; output stage: a row of
@@ -148,7 +151,8 @@ def test_completion_bound_is_tight(tmp_path, make, latency):
 
 
 @pytest.mark.full
-@pytest.mark.parametrize("name", ["skid_buffer", "requant_line", "mac_line", "loader", "register_bank"])
+@pytest.mark.parametrize("name", ["skid_buffer", "requant_line", "mac_line", "loader", "register_bank",
+                                  "linear_output"])
 def test_covers_reached(tmp_path, name):
     _check(prove(harness(name), name=name, mode="cover", depth=12, workdir=tmp_path))
 
@@ -198,3 +202,18 @@ def test_register_bank_mutant_and_accelerator_map(tmp_path):
     assert result.status == "FAIL" and "assert: r: payload stable while stalled" in result.failed, result.summary()
     regmap = accelerator_regmap("vitcod", {"head_dim": 64, "decoder": True})
     _check(prove(RegisterBankHarness(regmap), name="accel_regs", mode="prove", depth=3, workdir=tmp_path))
+
+
+@pytest.mark.full
+def test_linear_output_mutant_and_default(tmp_path):
+    """The token word glitching while o is stalled fails; the default d = 16, t_max = 8 stage
+    (relu_norm: the z column skipped) is proven too."""
+    config = LinearDecodeConfig(d=2, macs=2, conv_taps=2, max_tokens=4, t_max=2)
+    mutant = GlitchWhileStalled(LinearOutputStage(config), payload=("o", "payload"), valid=("o", "valid"),
+                                ready=("o", "ready"))
+    result = prove(LinearOutputHarness(config, dut=mutant), name="mutant_linear", mode="bmc", depth=8,
+                   workdir=tmp_path)
+    assert result.status == "FAIL" and "assert: o: payload stable while stalled" in result.failed, result.summary()
+    for feature_map in ("relu", "relu_norm"):
+        _check(prove(LinearOutputHarness(LinearDecodeConfig(feature_map=feature_map)), name=f"linear_{feature_map}",
+                     mode="prove", depth=4, workdir=tmp_path))
