@@ -27,6 +27,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -160,12 +161,17 @@ def prove(harness, *, name: str, mode: str = "prove", depth: int = 10, workdir, 
                YOSYS=str(root / "bin" / "yosys"), SMTBMC=str(root / "bin" / "yosys-smtbmc"),
                WITNESS=str(root / "bin" / "yosys-witness"))
     start = time.monotonic()
+    # its own process group, so a timeout ends SymbiYosys's Yosys, smtbmc and solver processes too
+    proc = subprocess.Popen([str(paths["sby"]), "-f", sby.name], cwd=root, env=env, start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        proc = subprocess.run([str(paths["sby"]), "-f", sby.name], cwd=root, env=env, timeout=timeout,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        output, _ = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired as exc:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
         raise FormalToolError(f"{name}: sby {mode} ran past {timeout} s (folder {root})") from exc
     seconds = time.monotonic() - start
+    proc.stdout = output      # as subprocess.run's result: the text below reads proc.stdout
     (root / "sby.out").write_text(proc.stdout)
     taskdir = root / name
     status = next((s for s in ("PASS", "FAIL", "UNKNOWN", "ERROR", "TIMEOUT") if (taskdir / s).exists()), None)

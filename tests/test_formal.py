@@ -129,6 +129,12 @@ def test_missing_tool_is_an_error(monkeypatch, tmp_path):
         prove(harness("skid_buffer"), name="x", workdir=tmp_path)
 
 
+def test_timeout_is_an_error(tmp_path):
+    """A run past its time ends (with SymbiYosys's tools) and says so; no verdict is made up."""
+    with pytest.raises(FormalToolError, match="ran past 0.3 s"):
+        prove(harness("mac_line"), name="slow", mode="prove", depth=4, workdir=tmp_path, timeout=0.3)
+
+
 # --- make test-full: explicit bounded checks, covers, larger configurations ------------------------
 
 @pytest.mark.full
