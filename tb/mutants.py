@@ -4,7 +4,7 @@ from amaranth.hdl import Module, Mux, Signal, Value
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In
 
-__all__ = ["FlipOutputBit", "GlitchWhileStalled", "ExtraBeat"]
+__all__ = ["FlipOutputBit", "GlitchWhileStalled", "ExtraBeat", "DropValidWhileStalled"]
 
 
 class FlipOutputBit(wiring.Component):
@@ -101,6 +101,36 @@ class GlitchWhileStalled(wiring.Component):
                 m.d.comb += value.eq(outer[path])
             elif path == payload_path:
                 m.d.comb += outer[path].eq(value ^ glitch)
+            else:
+                m.d.comb += outer[path].eq(value)
+        return m
+
+
+class DropValidWhileStalled(wiring.Component):
+    """``inner`` with one output stream's ``valid`` (``o.valid`` by default) dropped in the cycle
+    after a stall (``valid`` high, ``ready`` low) while ``ready`` is still low, so a long stall
+    shows valid 1, 0, 1, 0...: a broken handshake. No beat is lost or changed (the inner block
+    still holds it), so only a stream-rule check sees it: the formal proof of "valid held until
+    ready" (``tb/formal.py``) fails on it."""
+
+    def __init__(self, inner, valid=("o", "valid"), ready=("o", "ready")):
+        self._inner = inner
+        self._paths = tuple(valid), tuple(ready)
+        super().__init__(dict(inner.signature.members))
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.inner = self._inner
+        valid_path, ready_path = self._paths
+        outer = {path: Value.cast(value) for path, _, value in self.signature.flatten(self)}
+        was_stalled = Signal()
+        m.d.sync += was_stalled.eq(outer[valid_path] & ~outer[ready_path])
+        for path, member, value in self._inner.signature.flatten(self._inner):
+            value = Value.cast(value)
+            if member.flow == In:
+                m.d.comb += value.eq(outer[path])
+            elif path == valid_path:
+                m.d.comb += outer[path].eq(value & ~(was_stalled & ~outer[ready_path]))
             else:
                 m.d.comb += outer[path].eq(value)
         return m

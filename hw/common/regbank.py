@@ -116,7 +116,8 @@ class RegisterBank(wiring.Component):
     def _write_channel(self, m):
         """AW and W holding registers and the B response; returns (do_write, address, data, byte mask)."""
         aw_full, w_full = Signal(), Signal()
-        addr, data, strb = Signal(self.addr_width), Signal(32), Signal(4)
+        # named (a tuple assignment leaves them "$signal"): the Verilog and the formal harness read them
+        addr, data, strb = Signal(self.addr_width, name="aw_addr"), Signal(32, name="w_data"), Signal(4, name="w_strb")
         do_write = Signal()
         m.d.comb += [self.awready.eq(~aw_full), self.wready.eq(~w_full), self.bresp.eq(0),
                      do_write.eq(aw_full & w_full & ~self.bvalid)]

@@ -91,8 +91,9 @@ class OutputStage(ConfiguredComponent):
                     m.d.sync += [full[b].eq(1), busy[b].eq(0), tokens[b].eq(element.tokens)]
 
         # Emitter: the read address is (half, token) of the next cycle, so the word is there with o.valid.
-        half, token = Signal(), Signal(cfg.token_index_shape)
-        half_next, token_next = Signal(), Signal.like(token)
+        # named (a tuple assignment leaves them "$signal"): the Verilog and the formal harness read them
+        half, token = Signal(name="emit_half"), Signal(cfg.token_index_shape, name="emit_token")
+        half_next, token_next = Signal(name="emit_half_next"), Signal.like(token, name="emit_token_next")
         m.d.comb += [half_next.eq(half), token_next.eq(token)]
         m.d.sync += [half.eq(half_next), token.eq(token_next)]
         m.d.comb += [read.addr.eq(half_next * tm + token_next),

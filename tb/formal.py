@@ -1,0 +1,479 @@
+"""Formal harnesses: each block with its stream rules, accounting, data, sticky bits and latency as properties.
+
+A harness holds one block (``dut``), drives every input of it with ``AnySeq``
+(a free value each cycle) and states, with Amaranth's ``Assert``/``Assume``/``Cover``:
+
+* **stream rules** on every stream port (``stream_rules``): once ``valid`` is
+  high and ``ready`` low, the next cycle has ``valid`` high and the same
+  payload. *Assumed* of the ports the block receives on, *asserted* of the
+  ports it sends on. Amaranth 0.5 has no ``Past``: the harness keeps the
+  previous cycle's ``valid``, ``ready`` and payload in registers.
+* **accounting** (``Outstanding``): a counter of items accepted minus items
+  sent, asserted ``>= 0`` ("no output beat without an input") and equal to the
+  items the block holds (registers of the block read through ``probe``), which
+  makes the properties inductive: ``prove`` mode shows them for every cycle.
+* **data** (``RefQueue``, skid buffer and MAC line): the harness keeps the items
+  the block owes in a reference queue (the skid buffer's payloads; the MAC
+  line's dot products, summed in the harness) and asserts that each output beat
+  is the oldest of them, tied to the block's data registers so it is inductive.
+* **completion** (``mode="completion"``): with ``ready`` held high on the
+  output, an item held by the block leaves within ``latency`` cycles.
+* covers: an output transfer, and the block holding its most items at once.
+
+The reset is a free input too: every property holds across resets at any time.
+"""
+
+from __future__ import annotations
+
+import re
+from types import SimpleNamespace
+
+from amaranth.hdl import Assert, Assume, Cat, Cover, Elaboratable, Fragment, Module, Mux, Signal, Value, signed
+from amaranth.asserts import AnySeq   # a free value each cycle; amaranth.hdl does not re-export it in 0.5
+from amaranth.lib import data, wiring
+from amaranth.lib.wiring import In
+
+from attnforge.hw.common.regbank import RegisterBank
+from attnforge.hw.common.regmap import Field, Register, RegisterMap
+from attnforge.hw.common.requant import RequantLine, RequantLineConfig
+from attnforge.hw.common.stream import SkidBuffer
+from attnforge.hw.linear.config import LinearDecodeConfig
+from attnforge.hw.linear.output import OutputStage as LinearOutputStage
+from attnforge.hw.mac_line import MacLine, MacLineConfig
+from attnforge.hw.vitcod.config import VitcodConfig
+from attnforge.hw.vitcod.loader import Loader
+from attnforge.hw.vitcod.output import OutputStage
+
+__all__ = ["probe", "stream_rules", "Outstanding", "Harness", "HARNESSES", "harness",
+           "SkidBufferHarness", "RequantLineHarness", "MacLineHarness", "OutputStageHarness",
+           "LoaderHarness", "RegisterBankHarness", "LinearOutputHarness", "FORMAL_REGMAP", "sticky"]
+
+HARNESS_MODES = ("safety", "completion")
+
+
+def probe(fragment: Fragment, name: str) -> Signal:
+    """The signal called ``name`` that ``fragment`` (an elaborated block) or one of its
+    submodules assigns; it must be the only one of that name.
+
+    Lets a harness state invariants over a block's registers without the block
+    exporting them (also through a wrapper such as a mutant); raises ``KeyError``
+    listing the names there are.
+    """
+    found = {}
+
+    def walk(frag):
+        for statements in frag.statements.values():
+            for stmt in statements:
+                for sig in stmt._lhs_signals():
+                    found.setdefault(sig.name, {})[id(sig)] = sig
+        for sub, _name, _loc in frag.subfragments:
+            if isinstance(sub, Fragment):
+                walk(sub)
+
+    walk(fragment)
+    matches = found.get(name, {})
+    if len(matches) != 1:
+        raise KeyError(f"{name!r}: {'ambiguous' if matches else 'no such signal'} in the block; "
+                       f"it assigns {', '.join(sorted(found))}")
+    return next(iter(matches.values()))
+
+
+class _History:
+    """The previous cycle's valid, ready and payload of a stream port (reset to idle)."""
+
+    def __init__(self, m: Module, port, name: str):
+        payload = Value.cast(port.payload)
+        self.valid = Signal(name=f"{name}_was_valid")
+        self.ready = Signal(name=f"{name}_was_ready")
+        self.payload = Signal(len(payload), name=f"{name}_was_payload")
+        m.d.sync += [self.valid.eq(port.valid), self.ready.eq(port.ready), self.payload.eq(payload)]
+        self.stalled = self.valid & ~self.ready
+
+
+def stream_rules(m: Module, port, name: str, *, receive: bool) -> None:
+    """Valid held until ready, payload stable while stalled: assumed if ``receive``, else asserted."""
+    prop = Assume if receive else Assert
+    past = _History(m, port, name)
+    m.d.comb += [
+        prop(~past.stalled | port.valid, f"{name}: valid held until ready"),
+        prop(~past.stalled | (Value.cast(port.payload) == past.payload), f"{name}: payload stable while stalled"),
+    ]
+
+
+class Outstanding:
+    """``accepted - sent`` items, with ``sent`` never ahead (asserted) and equal to what the block holds."""
+
+    def __init__(self, m: Module, accepted, sent, *, held, capacity: int, name: str, per_item: int = 1):
+        # capacity: the most output beats the block can hold; an accepted input is per_item beats
+        width = (capacity + per_item + 1).bit_length() + 2
+        self.count = Signal(signed(width), name=f"{name}_outstanding")
+        m.d.sync += self.count.eq(self.count + Value.cast(accepted) * per_item - Value.cast(sent))
+        m.d.comb += [
+            Assert(self.count >= 0, f"{name}: no output beat without an input"),
+            Assert(self.count == held, f"{name}: outstanding items are the ones the block holds"),
+            Assert(self.count <= capacity, f"{name}: at most {capacity} items held"),
+            Cover(self.count == capacity),
+        ]
+
+
+def sticky(m: Module, bits, name: str) -> None:
+    """Asserts that no bit of ``bits`` falls (until a reset, which clears the history too)."""
+    was = Signal(len(Value.cast(bits)), name=re.sub(r"\W", "_", name) + "_was")
+    m.d.sync += was.eq(bits)
+    m.d.comb += Assert((Value.cast(bits) & was) == was, f"{name}: sticky until reset")
+
+
+class RefQueue:
+    """The items the block owes, in order, as the harness saw them go in (a reference FIFO).
+
+    ``push`` appends ``value``, ``pop`` drops the oldest (both in one cycle allowed);
+    ``entries[0]`` is the item the block must send next. Its fill level is asserted
+    equal to the ``Outstanding`` count, so the two views cannot drift apart.
+    """
+
+    def __init__(self, m: Module, value, *, push, pop, depth: int, outstanding: Outstanding, name: str):
+        value = Value.cast(value)
+        self.entries = [Signal(len(value), name=f"{name}_ref{k}") for k in range(depth)]
+        n = Signal(range(depth + 1), name=f"{name}_ref_count")
+        with m.If(pop):
+            m.d.sync += [self.entries[k].eq(self.entries[k + 1]) for k in range(depth - 1)]
+        with m.If(push):
+            with m.Switch(n - pop):
+                for k in range(depth):
+                    with m.Case(k):
+                        m.d.sync += self.entries[k].eq(value)
+        m.d.sync += n.eq(n + push - pop)
+        m.d.comb += Assert(n == outstanding.count, f"{name}: reference queue tracks the outstanding items")
+        self.count = n
+
+
+class Harness(Elaboratable):
+    """Base: ``dut`` (elaborated once, so ``probe`` sees its registers), free inputs, properties.
+
+    ``mode`` ``"safety"`` states the stream rules, the accounting and the
+    block's own invariants; ``"completion"`` also holds the output's ready high
+    and asserts that the block, while it holds anything, sends a beat at least
+    every ``latency`` cycles (so the oldest item leaves within ``latency``
+    cycles of reaching the front). Both modes can be proven (``prove``) or
+    bounded (``bmc``). Subclasses implement ``properties(m, frag)``, calling
+    ``check_ports`` with the stream ports they receive on and send on.
+    """
+
+    latency = 1
+
+    def __init__(self, dut: wiring.Component, mode: str = "safety"):
+        if mode not in HARNESS_MODES:
+            raise ValueError(f"harness mode must be one of {', '.join(HARNESS_MODES)}, not {mode!r}")
+        self.dut, self.mode = dut, mode
+
+    def elaborate(self, platform):
+        m = Module()
+        frag = Fragment.get(self.dut, platform)
+        m.submodules.dut = frag
+        for path, member, value in self.dut.signature.flatten(self.dut):
+            if member.flow == In:
+                value = Value.cast(value)
+                m.d.comb += value.eq(AnySeq(value.shape()))
+        self.properties(m, frag)
+        return m
+
+    def properties(self, m: Module, frag: Fragment) -> None:
+        raise NotImplementedError
+
+    def check_ports(self, m: Module, inputs: dict, outputs: dict) -> None:
+        for name, port in inputs.items():
+            stream_rules(m, port, name, receive=True)
+        for name, port in outputs.items():
+            stream_rules(m, port, name, receive=False)
+            m.d.comb += Cover(port.valid & port.ready)
+
+    def completion(self, m: Module, outstanding: Outstanding, out_port) -> None:
+        """In ``completion`` mode: ready always high; while items are held, no ``latency`` cycles
+        pass without an output beat."""
+        if self.mode != "completion":
+            return
+        waited = Signal(range(self.latency + 2), name="waited")
+        sent = out_port.valid & out_port.ready
+        with m.If((outstanding.count > 0) & ~sent):
+            with m.If(waited <= self.latency):
+                m.d.sync += waited.eq(waited + 1)
+        with m.Else():
+            m.d.sync += waited.eq(0)
+        m.d.comb += [
+            Assume(out_port.ready),
+            Assert(waited < self.latency, f"a beat leaves within {self.latency} cycles while items are held"),
+        ]
+
+
+class SkidBufferHarness(Harness):
+    """``SkidBuffer``: holds ``o.valid + skid_full`` items (``i.ready`` is ``~skid_full``);
+    every payload leaves once, in order, unchanged."""
+
+    latency = 1
+
+    def __init__(self, width: int = 4, mode: str = "safety", *, dut=None):
+        super().__init__(dut if dut is not None else SkidBuffer(width), mode)
+
+    def properties(self, m, frag):
+        i, o = self.dut.i, self.dut.o
+        self.check_ports(m, {"i": i}, {"o": o})
+        held = o.valid + ~i.ready
+        accepted, sent = i.valid & i.ready, o.valid & o.ready
+        out = Outstanding(m, accepted, sent, held=held, capacity=2, name="skid")
+        # data: every payload leaves once, in order, unchanged
+        ref = RefQueue(m, i.payload, push=accepted, pop=sent, depth=2, outstanding=out, name="skid")
+        m.d.comb += [
+            Assert(~o.valid | (Value.cast(o.payload) == ref.entries[0]), "skid: o carries the oldest payload"),
+            Assert(i.ready | (probe(frag, "skid") == ref.entries[1]), "skid: the parked payload is the next one"),
+            Assert(i.ready | o.valid, "skid: a parked payload only behind a held output"),
+        ]
+        self.completion(m, out, o)
+
+
+class RequantLineHarness(Harness):
+    """``RequantLine``: one register stage, holds ``o.valid`` items."""
+
+    latency = 1
+
+    def __init__(self, config: RequantLineConfig | None = None, mode: str = "safety", *, dut=None):
+        config = config or RequantLineConfig(lanes=1, in_width=4, multiplier_width=2, out_width=2)
+        super().__init__(dut if dut is not None else RequantLine(config), mode)
+
+    def properties(self, m, frag):
+        i, o = self.dut.i, self.dut.o
+        self.check_ports(m, {"i": i}, {"o": o})
+        out = Outstanding(m, i.valid & i.ready, o.valid & o.ready, held=o.valid, capacity=1, name="requant")
+        self.completion(m, out, o)
+
+
+class MacLineHarness(Harness):
+    """``MacLine``: an item is a vector (beats up to ``last``); it is held in the product
+    register (``p_valid & p_last``) or the output register (``o.valid``). With ``data``
+    (default) each result is also its vector's dot products."""
+
+    latency = 2
+
+    def __init__(self, config: MacLineConfig | None = None, mode: str = "safety", *, dut=None, data: bool = True):
+        config = config or MacLineConfig(macs=1, operand_width=2, max_length=4)
+        super().__init__(dut if dut is not None else MacLine(config), mode)
+        self.config, self.data = config, data     # a dut given (a mutant) must be of this config
+
+    def properties(self, m, frag):
+        i, o = self.dut.i, self.dut.o
+        self.check_ports(m, {"i": i}, {"o": o})
+        p_valid, p_last = probe(frag, "p_valid"), probe(frag, "p_last")
+        held = o.valid + (p_valid & p_last)
+        accepted, sent = i.valid & i.ready & i.p.last, o.valid & o.ready
+        out = Outstanding(m, accepted, sent, held=held, capacity=2, name="mac")
+        self.completion(m, out, o)
+        if self.data and self.mode == "safety":
+            self._dot_products(m, frag, out, accepted, sent)
+
+    def _dot_products(self, m, frag, out, accepted, sent):
+        """Data: each result is the dot product of its vector's beats (a reference sum in the
+        harness, wrapping at the accumulator width as the RTL's), tied to the RTL's registers
+        (the open vector's sum = accumulator (or 0 when fresh) + the pending product)."""
+        cfg, i, o = self.config, self.dut.i, self.dut.o
+        width = cfg.acc_width
+        beat = i.valid & i.ready
+        open_sums = [Signal(signed(width), name=f"ref_open{k}") for k in range(cfg.macs)]
+        closing = [(open_sums[k] + i.p.x * i.p.w[k])[:width] for k in range(cfg.macs)]
+        with m.If(beat):
+            m.d.sync += [open_sums[k].eq(Mux(i.p.last, 0, closing[k])) for k in range(cfg.macs)]
+        ref = RefQueue(m, Cat(*closing), push=accepted, pop=sent, depth=2, outstanding=out, name="mac")
+        m.d.comb += Assert(~o.valid | (Value.cast(o.payload) == ref.entries[0]), "mac: o carries the oldest vector's dot products")
+        p_valid, p_last, fresh = probe(frag, "p_valid"), probe(frag, "p_last"), probe(frag, "acc_fresh")
+        for k in range(cfg.macs):
+            acc, prod = probe(frag, f"acc{k}"), probe(frag, f"prod{k}")
+            partial = (Mux(fresh, 0, acc) + Mux(p_valid, prod, 0))[:width]
+            # p holds the last beat: its vector's result is queued behind o's (if any)
+            queued = Mux(o.valid, ref.entries[1], ref.entries[0]).word_select(k, width)
+            m.d.comb += [
+                Assert((p_valid & p_last) | (partial == open_sums[k].as_unsigned()),
+                       f"mac: the open vector's sum is in accumulator {k} and the product register"),
+                Assert(~(p_valid & p_last) | (partial == queued),
+                       f"mac: the closing vector's sum is accumulator {k} + the last product"),
+                Assert(~(p_valid & p_last) | (open_sums[k] == 0), "mac: no vector open behind a closing one"),
+            ]
+
+
+class OutputStageHarness(Harness):
+    """ViTCoD ``OutputStage``: a row in, ``words_per_token`` beats out; holds the row's beats
+    not yet serialized plus the two requantizer stages'. ``head_done`` only with a beat sent."""
+
+    def __init__(self, config: VitcodConfig | None = None, mode: str = "safety", *, dut=None):
+        config = config or VitcodConfig(head_dim=4, max_tokens=4, max_nnz=4, macs=1, dense_lines=1,
+                                        sparse_lines=1, data_width=16)
+        self.latency = 3
+        super().__init__(dut if dut is not None else OutputStage(config), mode)
+
+    def properties(self, m, frag):
+        cfg = self.dut.config
+        row, o = self.dut.row, self.dut.o
+        beats = cfg.words_per_token
+        self.check_ports(m, {"row": row}, {"o": o})
+        serializing, beat = probe(frag, "serializing"), probe(frag, "beat")
+        v0, v1 = probe(frag, "requant0_valid"), probe(frag, "requant1_valid")
+        held = Value.cast(v0) + v1 + serializing * (beats - beat)
+        out = Outstanding(m, row.valid & row.ready, o.valid & o.ready, held=held, capacity=beats + 2,
+                          per_item=beats, name="output")
+        m.d.comb += [
+            Assert(~serializing | (beat < beats), "output: beat index within the row"),
+            Assert(~self.dut.head_done | (o.valid & o.ready), "output: head_done only with a beat sent"),
+            Assert(self.dut.busy == (serializing | v0 | v1), "output: busy while anything is held"),
+        ]
+        self.completion(m, out, o)
+
+
+class LoaderHarness(Harness):
+    """ViTCoD ``Loader``: the error bits are sticky until reset, a refused command is counted
+    with a nonzero error word, and the two banks' ``full`` flags only rise by a load (never
+    while the scheduler's release pulse names the bank). Commands and data obey the stream
+    rules; the scheduler releases only a full bank."""
+
+    def __init__(self, config: VitcodConfig | None = None, mode: str = "safety", *, dut=None):
+        if mode != "safety":
+            raise ValueError("the loader harness has no completion mode (a head's load is data-bound)")
+        config = config or VitcodConfig(head_dim=4, max_tokens=4, max_nnz=4, macs=1, dense_lines=1,
+                                        sparse_lines=1, data_width=16)
+        super().__init__(dut if dut is not None else Loader(config), mode)
+
+    def properties(self, m, frag):
+        dut = self.dut
+        self.check_ports(m, {"cmd": dut.cmd, "data": dut.data}, {})
+        banks = dut.banks
+        m.d.comb += Assume(~banks.release | banks.full.bit_select(banks.release_bank, 1))
+        sticky(m, dut.error, "loader error")
+        failed_before = Signal.like(dut.heads_failed, name="heads_failed_was")
+        m.d.sync += failed_before.eq(dut.heads_failed)
+        m.d.comb += [
+            Assert((dut.heads_failed == failed_before) | (dut.heads_failed == (failed_before + 1)[:len(failed_before)]),
+                   "loader: heads_failed counts up by one refused command at a time"),
+            Assert((dut.heads_failed == failed_before) | (dut.error != 0),
+                   "loader: a refused command leaves an error bit"),
+            Cover(dut.error != 0),
+        ]
+
+
+#: a small map with one register of each access kind that has logic
+FORMAL_REGMAP = RegisterMap("formal", [
+    Register("ctrl", "rw", (Field("mode", 3, reset=5), Field("level", 4, lsb=8))),
+    Register("status", "ro", (Field("busy"),)),
+    Register("cmd", "pulse", (Field("go"),)),
+    Register("flags", "w1c", (Field("err", 4, lsb=4),)),
+])
+
+
+class RegisterBankHarness(Harness):
+    """``RegisterBank`` (AXI4-Lite): the host obeys the channel rules on AW, W and AR (assumed);
+    the bank keeps them on B and R (asserted). Responses never outrun requests: writes
+    accepted on AW (and on W) minus B responses = ``~awready`` (``~wready``) + ``bvalid``,
+    reads on AR minus R responses = ``rvalid``. Every ``w1c`` flag is sticky: set by its
+    input, it falls only in the cycle after a write of 1 to it. ``rw`` fields change only
+    by a write."""
+
+    def __init__(self, regmap: RegisterMap = FORMAL_REGMAP, mode: str = "safety", *, dut=None):
+        if mode != "safety":
+            raise ValueError("the register bank harness has no completion mode")
+        self.regmap = regmap
+        super().__init__(dut if dut is not None else RegisterBank(regmap), mode)
+
+    def properties(self, m, frag):
+        bank = self.dut
+        chan = SimpleNamespace
+        aw = chan(valid=bank.awvalid, ready=bank.awready, payload=bank.awaddr)
+        w = chan(valid=bank.wvalid, ready=bank.wready, payload=Cat(bank.wdata, bank.wstrb))
+        ar = chan(valid=bank.arvalid, ready=bank.arready, payload=bank.araddr)
+        b = chan(valid=bank.bvalid, ready=bank.bready, payload=bank.bresp)
+        r = chan(valid=bank.rvalid, ready=bank.rready, payload=Cat(bank.rdata, bank.rresp))
+        self.check_ports(m, {"aw": aw, "w": w, "ar": ar}, {"b": b, "r": r})
+        fire = lambda c: c.valid & c.ready                                  # noqa: E731
+        Outstanding(m, fire(aw), fire(b), held=~bank.awready + bank.bvalid, capacity=2, name="aw")
+        Outstanding(m, fire(w), fire(b), held=~bank.wready + bank.bvalid, capacity=2, name="w")
+        Outstanding(m, fire(ar), fire(r), held=bank.rvalid, capacity=1, name="ar")
+        m.d.comb += [Assert(bank.bresp == 0, "b: OKAY"), Assert(bank.rresp == 0, "r: OKAY")]
+        data, strb = probe(frag, "w_data"), probe(frag, "w_strb")     # the write W handed over
+        byte_mask = Cat(*(strb[k].replicate(8) for k in range(4)))
+        for reg in self.regmap:
+            hit = probe(frag, f"{reg.name}_write")
+            for f in reg.fields:
+                if reg.access == "w1c":
+                    self._w1c(m, reg, f, hit, (data & byte_mask)[f.lsb:f.msb + 1], frag)
+                elif reg.access == "rw":
+                    stored = probe(frag, f"{reg.name}_{f.name}")
+                    was, was_hit = Signal.like(stored, name=f"{reg.name}_{f.name}_was"), Signal(name=f"{reg.name}_hit_was")
+                    m.d.sync += [was.eq(stored), was_hit.eq(hit)]
+                    m.d.comb += Assert(was_hit | (stored == was), f"{reg.name}.{f.name}: changes only by a write")
+
+    def _w1c(self, m, reg, f, hit, written, frag):
+        flags, inputs = probe(frag, f"{reg.name}_{f.name}"), getattr(getattr(self.dut, reg.name), f.name)
+        label = f"{reg.name}_{f.name}"
+        was, was_input = Signal(f.width, name=f"{label}_was"), Signal(f.width, name=f"{label}_input_was")
+        was_clear = Signal(f.width, name=f"{label}_clear_was")
+        m.d.sync += [was.eq(flags), was_input.eq(inputs), was_clear.eq(Mux(hit, written, 0))]
+        m.d.comb += [
+            Assert((was & ~flags & ~was_clear) == 0, f"{reg.name}.{f.name}: sticky until written 1 (or reset)"),
+            Assert((was_input & ~flags) == 0, f"{reg.name}.{f.name}: an input raises its flag"),
+            Cover(was != 0),
+        ]
+
+
+class LinearOutputHarness(Harness):
+    """Linear decode ``OutputStage``: the command control (the environment) claims a half only
+    when ``free``, sends a pass's elements only into the half it claimed, ends a pass with
+    1..t_max tokens. Then ``o`` keeps the stream rules (the emitted half is never written),
+    and the tokens owed (a finished pass's tokens, less those the emitter has sent) are what
+    the full halves hold: no token out that no pass wrote."""
+
+    def __init__(self, config: LinearDecodeConfig | None = None, mode: str = "safety", *, dut=None):
+        if mode != "safety":
+            raise ValueError("the linear output harness has no completion mode")
+        config = config or LinearDecodeConfig(d=2, macs=2, conv_taps=2, max_tokens=4, t_max=2)
+        self.config = config
+        super().__init__(dut if dut is not None else LinearOutputStage(config), mode)
+
+    def properties(self, m, frag):
+        cfg, dut = self.config, self.dut
+        o, half_if, element = dut.o, dut.half, dut.result.element
+        self.check_ports(m, {}, {"o": o})
+        full, busy = probe(frag, "full"), probe(frag, "busy")
+        staged = data.View(cfg.element_layout, probe(frag, "requant_element"))
+        tokens = [probe(frag, f"half{b}_tokens") for b in range(2)]
+        half, token = probe(frag, "emit_half"), probe(frag, "emit_token")
+        staged_end = staged.valid & staged.emit & staged.pass_end
+        m.d.comb += [
+            Assume(~half_if.claim | half_if.free),
+            # a pass's element goes into the half it claimed, and none follows its pass_end
+            Assume(~(element.valid & element.emit) |
+                   (busy.bit_select(element.out_half, 1) & ~(staged_end & (staged.out_half == element.out_half)))),
+            Assume(~(element.valid & element.emit & element.pass_end) |
+                   ((element.tokens >= 1) & (element.tokens <= cfg.t_max))),
+        ]
+        accepted = Mux(staged_end, staged.tokens, 0)
+        sent = o.valid & o.ready
+        held = sum(Mux(full[b], tokens[b] - Mux(half == b, token, 0), 0) for b in range(2))
+        Outstanding(m, accepted, sent, held=held, capacity=2 * cfg.t_max, name="linear_out")
+        for b in range(2):
+            m.d.comb += [
+                Assert(~(full[b] & busy[b]), f"half {b}: never full and claimed at once"),
+                Assert(~full[b] | ((tokens[b] >= 1) & (tokens[b] <= cfg.t_max)), f"half {b}: 1..t_max tokens"),
+                Assert(~(full[b] & (half == b)) | (token < tokens[b]), f"half {b}: emitter within the pass"),
+                Assert(~(half == b) | full[b] | (token == 0), f"half {b}: emitter at token 0 while it waits"),
+            ]
+
+
+#: name -> harness class, for the tests and ``harness(name)``
+HARNESSES = {
+    "skid_buffer": SkidBufferHarness,
+    "requant_line": RequantLineHarness,
+    "mac_line": MacLineHarness,
+    "output_stage": OutputStageHarness,
+    "loader": LoaderHarness,
+    "register_bank": RegisterBankHarness,
+    "linear_output": LinearOutputHarness,
+}
+
+
+def harness(name: str, mode: str = "safety", **kwargs) -> Harness:
+    """A harness by name (``HARNESSES``) in ``mode``."""
+    return HARNESSES[name](mode=mode, **kwargs)

@@ -1,0 +1,227 @@
+"""Formal proofs (SymbiYosys, tb/formal.py's harnesses, sim/formal.py's runner).
+
+``prove`` is k-induction: PASS holds for every cycle, unboundedly. ``make test``
+runs the proofs of the small configurations (11 SymbiYosys runs); ``make
+test-full`` adds the bounded completion checks at depth, the covers of every
+harness, more mutants and larger configurations. A mutant with a broken
+handshake must FAIL with a counterexample trace.
+"""
+
+from pathlib import Path
+
+import pytest
+
+from attnforge.hw.common.requant import RequantLine, RequantLineConfig
+from attnforge.hw.common.stream import SkidBuffer
+from attnforge.hw.mac_line import MacLine, MacLineConfig
+from attnforge.hw.vitcod.config import VitcodConfig
+from attnforge.sim.formal import FormalToolError, prove, tool_paths
+from attnforge.hw.common.accel_regs import accelerator_regmap
+from attnforge.hw.common.regbank import RegisterBank
+from attnforge.hw.linear.config import LinearDecodeConfig
+from attnforge.hw.linear.output import OutputStage as LinearOutputStage
+from attnforge.tb.formal import (FORMAL_REGMAP, LinearOutputHarness, LoaderHarness, MacLineHarness, OutputStageHarness,
+                                 RegisterBankHarness, RequantLineHarness, SkidBufferHarness, harness, probe)
+from attnforge.tb.mutants import DropValidWhileStalled, FlipOutputBit, GlitchWhileStalled
+
+#: k of the k-induction: stream rules + accounting (safety), completion with ready high
+SAFETY_K = {"skid_buffer": 3, "requant_line": 3, "mac_line": 4, "output_stage": 4, "loader": 2, "register_bank": 3,
+            "linear_output": 4}
+COMPLETION_K = {"skid_buffer": 4, "requant_line": 4, "mac_line": 6, "output_stage": 6}
+#: bmc depth of the completion check: at least one whole (longest) input plus the latency
+#: (MAC line: a vector of max_length = 4 beats, then 2 cycles; output stage: a row of
+#: 2 beats behind a full pipeline, then 3 cycles), with margin
+COMPLETION_BMC = {"skid_buffer": 8, "requant_line": 8, "mac_line": 12, "output_stage": 12}
+
+
+def _check(result):
+    assert result.passed, result.summary() + "\n" + Path(result.log).read_text()[-4000:]
+
+
+def test_tools_installed():
+    paths = tool_paths()   # raises FormalToolError naming what is missing: never a skip
+    assert {"sby", "yosys", "yosys-smtbmc", "boolector"} <= set(paths)
+
+
+@pytest.mark.parametrize("name", list(SAFETY_K))
+def test_safety_proven(tmp_path, name):
+    """Stream rules on every port, "no output without an input", sticky bits: k-induction."""
+    _check(prove(harness(name), name=name, mode="prove", depth=SAFETY_K[name], workdir=tmp_path))
+
+
+@pytest.mark.parametrize("name", [pytest.param(name, marks=() if name in ("mac_line", "output_stage")
+                                                else pytest.mark.full) for name in COMPLETION_K])
+def test_completion_proven(tmp_path, name):
+    """With ready high, every item held leaves within the block's latency: k-induction (its
+    base case is a bounded check from reset to depth k, one whole input deep)."""
+    _check(prove(harness(name, mode="completion"), name=name, mode="prove", depth=COMPLETION_K[name],
+                 workdir=tmp_path))
+
+
+@pytest.mark.full
+def test_cover_output_stage(tmp_path):
+    """The assumptions leave the behaviour under proof possible: a beat out, the stage full."""
+    _check(prove(harness("output_stage"), name="output_stage", mode="cover", depth=12, workdir=tmp_path))
+
+
+def test_mutant_dropping_valid_fails(tmp_path):
+    """A broken handshake (valid dropped while stalled) is caught, with a counterexample trace."""
+    mutant = DropValidWhileStalled(RequantLine(RequantLineConfig(lanes=1, in_width=4, multiplier_width=2,
+                                                                 out_width=2)))
+    result = prove(RequantLineHarness(dut=mutant), name="mutant", mode="prove", depth=3, workdir=tmp_path)
+    assert result.status == "FAIL", result.summary()
+    assert result.trace is not None and result.trace.exists() and "induct" not in result.trace.name
+    assert "assert: o: valid held until ready" in result.failed, result.failed
+
+
+def test_mutant_wrong_dot_product_fails(tmp_path):
+    """A MAC line with one result bit flipped fails the data invariant (dot products proven)."""
+    config = MacLineConfig(macs=1, operand_width=2, max_length=4)
+    result = prove(MacLineHarness(config, dut=FlipOutputBit(MacLine(config))), name="mutant_mac", mode="prove",
+                   depth=4, workdir=tmp_path)
+    assert result.status == "FAIL" and result.trace is not None, result.summary()
+    assert "assert: mac: o carries the oldest vector's dot products" in result.failed, result.failed
+
+
+def _glitch():
+    return GlitchWhileStalled(SkidBuffer(4), payload=("o", "payload"), valid=("o", "valid"), ready=("o", "ready"))
+
+
+SKID_MUTANTS = [
+    pytest.param(_glitch, "o: payload stable while stalled", id="glitch_payload", marks=pytest.mark.full),
+    pytest.param(lambda: DropValidWhileStalled(SkidBuffer(4)), "o: valid held until ready", id="drop_valid",
+                 marks=pytest.mark.full),
+    pytest.param(lambda: FlipOutputBit(SkidBuffer(4), path=("o", "valid")), "skid: no output beat without an input",
+                 id="valid_from_nothing", marks=pytest.mark.full),
+]
+
+
+@pytest.mark.parametrize("mutant,message", SKID_MUTANTS)
+def test_skid_buffer_mutants_fail(tmp_path, mutant, message):
+    """Each rule has a mutant that breaks it (bounded check from reset: a real trace)."""
+    result = prove(SkidBufferHarness(dut=mutant()), name="mutant_skid", mode="bmc", depth=6, workdir=tmp_path)
+    assert result.status == "FAIL", result.summary()
+    assert result.trace is not None and result.trace.exists()
+    assert f"assert: {message}" in result.failed, result.failed
+
+
+def test_probe_names_what_there_is():
+    from amaranth.hdl import Fragment
+    frag = Fragment.get(MacLine(MacLineConfig(macs=1, operand_width=2, max_length=4)), None)
+    assert probe(frag, "p_valid").name == "p_valid"
+    with pytest.raises(KeyError, match="p_last"):
+        probe(frag, "nonexistent")
+
+
+def test_bad_mode_refused(tmp_path):
+    with pytest.raises(ValueError, match="prove, bmc, cover"):
+        prove(harness("skid_buffer"), name="x", mode="induct", workdir=tmp_path)
+    with pytest.raises(ValueError, match="safety, completion"):
+        harness("skid_buffer", mode="liveness")
+    with pytest.raises(ValueError, match="no completion mode"):
+        LoaderHarness(mode="completion")
+
+
+def test_missing_tool_is_an_error(monkeypatch, tmp_path):
+    import attnforge.sim.formal as formal
+    monkeypatch.setitem(formal._TOOLS, "boolector", "no-such-solver-xyz")
+    with pytest.raises(FormalToolError, match="no-such-solver-xyz"):
+        prove(harness("skid_buffer"), name="x", workdir=tmp_path)
+
+
+def test_timeout_is_an_error(tmp_path):
+    """A run past its time ends (with SymbiYosys's tools) and says so; no verdict is made up."""
+    with pytest.raises(FormalToolError, match="ran past 0.3 s"):
+        prove(harness("mac_line"), name="slow", mode="prove", depth=4, workdir=tmp_path, timeout=0.3)
+
+
+# --- make test-full: explicit bounded checks, covers, larger configurations ------------------------
+
+@pytest.mark.full
+@pytest.mark.parametrize("name", list(COMPLETION_BMC))
+def test_completion_bounded(tmp_path, name):
+    """Completion by bounded model checking from reset, deeper than one whole input."""
+    _check(prove(harness(name, mode="completion"), name=name, mode="bmc", depth=COMPLETION_BMC[name],
+                 workdir=tmp_path))
+
+
+@pytest.mark.full
+@pytest.mark.parametrize("make,latency", [(MacLineHarness, 2), (OutputStageHarness, 3)],
+                         ids=["mac_line", "output_stage"])
+def test_completion_bound_is_tight(tmp_path, make, latency):
+    """One cycle under the latency fails with a trace (the check can fail, the bound is exact)."""
+    tight = make(mode="completion")
+    assert tight.latency == latency
+    tight.latency = latency - 1
+    result = prove(tight, name="tight", mode="bmc", depth=12, workdir=tmp_path)
+    assert result.status == "FAIL" and result.trace is not None, result.summary()
+    assert result.failed == [f"assert: a beat leaves within {latency - 1} cycles while items are held"]
+
+
+@pytest.mark.full
+@pytest.mark.parametrize("name", ["skid_buffer", "requant_line", "mac_line", "loader", "register_bank",
+                                  "linear_output"])
+def test_covers_reached(tmp_path, name):
+    _check(prove(harness(name), name=name, mode="cover", depth=12, workdir=tmp_path))
+
+
+# The designs' default configurations (the RTL that `attnforge verilog` writes). The k-induction
+# is unbounded whatever the vector length; the bmc of completion is one whole row / a 16-beat
+# vector deep (the MAC line's max_length only sets its accumulator width).
+DEFAULTS = [
+    # 8 x int8 dot products by k-induction take ~5 min: the data invariants run on 2 MACs below
+    ("mac_line", lambda mode: MacLineHarness(MacLineConfig(), mode, data=False), 6, 20),
+    ("requant_line", lambda mode: RequantLineHarness(RequantLineConfig(), mode), 4, 12),
+    ("skid_buffer", lambda mode: SkidBufferHarness(128, mode), 4, 16),
+    ("output_stage", lambda mode: OutputStageHarness(VitcodConfig(), mode), 6, 20),
+]
+
+
+@pytest.mark.full
+@pytest.mark.parametrize("name,make,k,depth", DEFAULTS, ids=[f[0] for f in DEFAULTS])
+def test_default_configurations(tmp_path, name, make, k, depth):
+    _check(prove(make("safety"), name=name, mode="prove", depth=k, workdir=tmp_path))
+    _check(prove(make("completion"), name=name, mode="prove", depth=k, workdir=tmp_path))
+    _check(prove(make("completion"), name=name, mode="bmc", depth=depth, workdir=tmp_path))
+
+
+@pytest.mark.full
+@pytest.mark.parametrize("config", [
+    VitcodConfig(),
+    VitcodConfig(head_dim=8, max_tokens=8, max_nnz=16, macs=2, dense_lines=1, sparse_lines=1, data_width=32,
+                 decoder=True),
+], ids=["default", "decoder"])
+def test_loader_configurations(tmp_path, config):
+    _check(prove(LoaderHarness(config), name="loader", mode="prove", depth=3, workdir=tmp_path))
+
+
+@pytest.mark.full
+def test_mac_line_dot_products_int8(tmp_path):
+    """The dot products by k-induction with int8 operands (2 MACs, 16-beat accumulator width)."""
+    harness_ = MacLineHarness(MacLineConfig(macs=2, operand_width=8, max_length=16))
+    _check(prove(harness_, name="mac_line", mode="prove", depth=4, workdir=tmp_path))
+
+
+@pytest.mark.full
+def test_register_bank_mutant_and_accelerator_map(tmp_path):
+    """rdata glitching while R is stalled fails; the accelerators' standard map is proven too."""
+    result = prove(RegisterBankHarness(dut=GlitchWhileStalled(RegisterBank(FORMAL_REGMAP))), name="mutant_bank",
+                   mode="bmc", depth=6, workdir=tmp_path)
+    assert result.status == "FAIL" and "assert: r: payload stable while stalled" in result.failed, result.summary()
+    regmap = accelerator_regmap("vitcod", {"head_dim": 64, "decoder": True})
+    _check(prove(RegisterBankHarness(regmap), name="accel_regs", mode="prove", depth=3, workdir=tmp_path))
+
+
+@pytest.mark.full
+def test_linear_output_mutant_and_default(tmp_path):
+    """The token word glitching while o is stalled fails; the default d = 16, t_max = 8 stage
+    (relu_norm: the z column skipped) is proven too."""
+    config = LinearDecodeConfig(d=2, macs=2, conv_taps=2, max_tokens=4, t_max=2)
+    mutant = GlitchWhileStalled(LinearOutputStage(config), payload=("o", "payload"), valid=("o", "valid"),
+                                ready=("o", "ready"))
+    result = prove(LinearOutputHarness(config, dut=mutant), name="mutant_linear", mode="bmc", depth=8,
+                   workdir=tmp_path)
+    assert result.status == "FAIL" and "assert: o: payload stable while stalled" in result.failed, result.summary()
+    for feature_map in ("relu", "relu_norm"):
+        _check(prove(LinearOutputHarness(LinearDecodeConfig(feature_map=feature_map)), name=f"linear_{feature_map}",
+                     mode="prove", depth=4, workdir=tmp_path))
