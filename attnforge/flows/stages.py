@@ -1,6 +1,7 @@
 """Cached stages of a flow: each stage writes its outputs and then a small marker; a rerun skips it.
 
-A ``Stage`` names the stages it depends on, the options it reads (``key``) and the
+A ``Stage`` names the stages it depends on, the options it reads (``key``; the flow adds a digest
+of the source code the stage runs, so an edited generator reruns its stages) and the
 files it writes (``outputs``, relative to the flow's folder). Its **hash** is the
 SHA-256 of its name, its options and, per dependency, that stage's hash and the
 SHA-256 of each of its output files. After the stage's job returns, its marker

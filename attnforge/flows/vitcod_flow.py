@@ -283,11 +283,11 @@ def _verilog(ctx: _Ctx) -> dict:
 
 
 def _sim(ctx: _Ctx) -> dict:
+    from attnforge.formats.masks import load_masks
+
     from .vitcod import simulate_masks
 
     o = ctx.opts
-    from attnforge.formats.masks import load_masks
-
     cfg = ctx.results["verilog"]["config"]
     ms = load_masks(ctx.p("masks.npz"))
     heads = ms.layers * ms.heads
@@ -333,25 +333,42 @@ def _synth(ctx: _Ctx) -> dict:
             "command": command}
 
 
-def _opts(*names):
-    return lambda ctx: {n: getattr(ctx.opts, n) for n in names}
+def _code_digest(*packages: str) -> str:
+    """SHA-256 of the Python sources of ``packages`` (``attnforge.hw``, ...): a stage whose code changed reruns."""
+    import hashlib
+    import importlib
+
+    h = hashlib.sha256()
+    for name in packages:
+        for root in importlib.import_module(name).__path__:
+            for path in sorted(Path(root).rglob("*.py")):
+                h.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()
+
+
+def _opts(*names, code=()):
+    return lambda ctx: {**{n: getattr(ctx.opts, n) for n in names}, "code": _code_digest(*code) if code else None}
 
 
 _ALGO = ("depth", "limit", "seed")
+_ALGO_CODE = ("attnforge.algo", "attnforge.formats")
+_HW_CODE = ("attnforge.hw", "attnforge.formats")
 STAGES = [
-    Stage("train", _train, ("dense.pt",), (), _opts(*_ALGO, "epochs"), "train the digits ViT"),
-    Stage("masks", _masks, ("masks.npz", "masks.report.json"), ("train",), _opts(*_ALGO, "sparsity", "max_images"),
-          "prune to the target sparsity and polarize"),
-    Stage("finetune", _finetune, ("finetuned.pt",), ("train", "masks"), _opts(*_ALGO, "ft_epochs"),
+    Stage("train", _train, ("dense.pt",), (), _opts(*_ALGO, "epochs", code=_ALGO_CODE), "train the digits ViT"),
+    Stage("masks", _masks, ("masks.npz", "masks.report.json"), ("train",),
+          _opts(*_ALGO, "sparsity", "max_images", code=_ALGO_CODE), "prune to the target sparsity and polarize"),
+    Stage("finetune", _finetune, ("finetuned.pt",), ("train", "masks"), _opts(*_ALGO, "ft_epochs", code=_ALGO_CODE),
           "fine-tune with the masks fixed"),
     Stage("export", _export, ("heads.npz", "heads.verify.json"), ("finetune", "masks"),
-          _opts(*_ALGO, "image_index"), "export int8 head tensors, check the golden model"),
+          _opts(*_ALGO, "image_index", code=_ALGO_CODE), "export int8 head tensors, check the golden model"),
     Stage("verilog", _verilog, ("rtl/vitcod.v",), ("masks", "export"),
-          _opts("macs", "dense_lines", "sparse_lines", "data_width"), "generate and lint the accelerator's Verilog"),
-    Stage("sim", _sim, ("sim.json",), ("verilog", "masks", "export"), _opts("simulator", "seed"),
+          _opts("macs", "dense_lines", "sparse_lines", "data_width", code=_HW_CODE + ("attnforge.sim",)),
+          "generate and lint the accelerator's Verilog"),
+    Stage("sim", _sim, ("sim.json",), ("verilog", "masks", "export"),
+          _opts("simulator", "seed", code=_HW_CODE + ("attnforge.algo", "attnforge.tb", "attnforge.sim")),
           "every head on the RTL, bit for bit, with cycles"),
-    Stage("synth", _synth, ("synth/report.json",), ("verilog",), _opts("synth", "pnr", "device"),
-          "synthesize"),
+    Stage("synth", _synth, ("synth/report.json",), ("verilog",),
+          _opts("synth", "pnr", "device", code=_HW_CODE + ("attnforge.fpga",)), "synthesize"),
 ]
 #: The cached stages, then ``report``: written on every run (it says which stages ran and which were
 #: cached, and takes a second), so ``--from report`` only rewrites it.

@@ -150,7 +150,7 @@ def _sections(opts, results, stage_runs, command, mask_paths) -> list[str]:
     exact_model = all(r["cycles"] == r["model_cycles"] for r in sim["heads"])
     res = ("skipped (--no-synth)" if sy.get("skipped") else
            f"{sy['luts']:,} LUT4, {sy['ffs']:,} FF, {sy['dsp']} DSP, {sy['bram']} block RAM ({sy['device']}, "
-           f"Yosys{', after place and route' if sy.get('pnr') else ''})")
+           "Yosys)")
     fmax = ("not run (add `--pnr`: nextpnr place and route, minutes to an hour)" if not sy.get("pnr")
             else _f(sy.get("fmax_mhz"), "{:.1f} MHz") + f" (target {sy.get('target_mhz')} MHz)")
     L = [f"# ViTCoD flow report (preset `{opts.preset}`)", "",
