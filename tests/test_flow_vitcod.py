@@ -181,3 +181,12 @@ def test_tiny_preset_end_to_end_on_the_rtl(tmp_path, capsys):
     # A rerun with nothing changed skips every stage.
     assert main(["flow", "vitcod", "--preset", "tiny", "--out", str(out), "--no-progress"]) == 0
     assert capsys.readouterr().out.count(": cached (") == len(CACHED)
+
+
+def test_help_names_the_stages_and_presets(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["flow", "vitcod", "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert "train, masks, finetune, export, verilog, sim, synth, report" in " ".join(out.split())
+    assert "small" in out and "full" in out and "--pnr" in out
