@@ -18,7 +18,7 @@ from attnforge.flows import vitcod_flow
 from attnforge.flows.stages import Stage, run_stages
 from attnforge.flows.vitcod_flow import STAGE_NAMES, flow_options, hw_config, run_vitcod_flow
 
-CACHED = ("train", "masks", "finetune", "export", "verilog", "sim", "synth")
+CACHED = ("train", "masks", "verilog", "synth", "finetune", "export", "sim")
 
 
 @pytest.fixture
@@ -43,7 +43,7 @@ def fake_hw(monkeypatch):
                   "utilization": 0.8, "dense_baseline_cycles": 500, "speedup": 5.0, "model_cycles": 100}
                  for l in range(ms.layers) for h in range(ms.heads)]
         n = len(heads)
-        return {"config": dataclasses.asdict(hw_config(masks_path, tensors_path, opts)), "bit_exact": True,
+        return {"config": dataclasses.asdict(hw_config(masks_path, 16, opts)), "bit_exact": True,
                 "cycles": 100 * n, "ideal_cycles": 80 * n, "utilization": 0.8, "dense_baseline_cycles": 500 * n,
                 "speedup": 5.0, "model_cycles": 100 * n, "sparsity": ms.sparsity(), "simulator": "verilator",
                 "output_digest": "0" * 64, "heads": heads, "run_dir": str(build_root)}
@@ -97,17 +97,21 @@ def test_rerun_skips_cached_stages_and_changed_options_rerun_downstream(tmp_path
 
     # An accelerator option: the model stages stay cached, the hardware stages run again.
     code, lines = _run(out, log, dense_lines=2)
-    assert _ran(lines) == ["verilog", "sim", "synth"]
+    assert _ran(lines) == ["verilog", "synth", "sim"]
     assert "2 Denser + 2 Sparser" in (out / "report.md").read_text()
 
     # A pruning option: masks and everything downstream of them run again, training does not.
     code, lines = _run(out, log, dense_lines=2, sparsity=0.8)
-    assert _ran(lines) == ["masks", "finetune", "export", "verilog", "sim", "synth"]
+    assert _ran(lines) == ["masks", "verilog", "synth", "finetune", "export", "sim"]
     assert _mtimes(out)["train"] == first["train"]
 
-    # --from: that stage and every later one, whatever the cache says.
+    # --from: that stage and every stage downstream of it, whatever the cache says.
     code, lines = _run(out, log, from_stage="sim", dense_lines=2, sparsity=0.8)
-    assert _ran(lines) == ["sim", "synth"]
+    assert _ran(lines) == ["sim"]
+    code, lines = _run(out, log, from_stage="verilog", dense_lines=2, sparsity=0.8)
+    assert _ran(lines) == ["verilog", "synth", "sim"]
+    code, lines = _run(out, log, from_stage="finetune", dense_lines=2, sparsity=0.8)
+    assert _ran(lines) == ["finetune", "export", "sim"]
 
     # A changed output file reruns the stage that writes it (and the stages that read it).
     (out / "sim.json").write_text("{}")
@@ -138,7 +142,7 @@ def test_stage_dependencies_only(tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--from", "bogus"], "--from must be one of 'train', 'masks', 'finetune'"),
+    (["--from", "bogus"], "--from must be one of 'train', 'masks', 'verilog'"),
     (["--macs", "3"], "macs (M) must be a power of two, not 3"),
     (["--macs", "32"], "head_dim=16 must be a multiple of macs=32"),
     (["--dense-lines", "0"], "dense"),
@@ -163,7 +167,7 @@ def test_out_is_a_file_exits_2(tmp_path, capsys):
 
 
 def test_stage_names_are_the_documented_ones():
-    assert STAGE_NAMES == ("train", "masks", "finetune", "export", "verilog", "sim", "synth", "report")
+    assert STAGE_NAMES == ("train", "masks", "verilog", "synth", "finetune", "export", "sim", "report")
     assert [s.name for s in vitcod_flow.STAGES] == list(CACHED)
 
 
@@ -188,5 +192,5 @@ def test_help_names_the_stages_and_presets(capsys):
         main(["flow", "vitcod", "--help"])
     assert exc.value.code == 0
     out = capsys.readouterr().out
-    assert "train, masks, finetune, export, verilog, sim, synth, report" in " ".join(out.split())
+    assert "train, masks, verilog, synth, finetune, export, sim, report" in " ".join(out.split())
     assert "small" in out and "full" in out and "--pnr" in out

@@ -18,7 +18,8 @@ from . import add_simulator_option, command_group
 __all__ = ["register", "canonical_command"]
 
 #: Options that override a preset's value (None: keep the preset's).
-_OVERRIDES = ("depth", "epochs", "ft_epochs", "limit", "max_images", "dense_lines", "sparse_lines")
+_OVERRIDES = ("depth", "epochs", "ft_epochs", "batch_size", "lr", "max_shift", "limit", "max_images", "dense_lines",
+              "sparse_lines")
 
 
 def canonical_command(out: str, opts, from_stage: str | None = None) -> str:
@@ -83,6 +84,9 @@ def register(sub) -> None:
     m.add_argument("--depth", type=int, help="transformer layers")
     m.add_argument("--epochs", type=int, help="dense training epochs")
     m.add_argument("--ft-epochs", type=int, help="fine-tuning epochs with the masks")
+    m.add_argument("--batch-size", type=int, help="batch size of training, fine-tuning and statistics")
+    m.add_argument("--lr", type=float, help="dense training's peak learning rate (fine-tuning: 5e-4)")
+    m.add_argument("--max-shift", type=int, help="random translation augmentation in pixels")
     m.add_argument("--limit", type=int, help="training images (the first N) [all]")
     m.add_argument("--max-images", type=int, help="images for the attention statistics [all training images]")
     m.add_argument("--image-index", type=int, default=0, help="validation image whose Q/K/V are exported [0]")

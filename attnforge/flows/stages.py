@@ -12,8 +12,9 @@ A stage is **cached** when its marker exists, has the same hash, and every outpu
 still exists with the recorded digest; it is then skipped and its result read
 from the marker. So a changed option reruns the stage that reads it and, through
 the changed output digests, every stage downstream of it; a deleted or edited
-output file reruns its stage. ``from_stage`` forces that stage and every later
-one (in flow order) to run again. A stage's marker is removed before its job
+output file reruns its stage. ``from_stage`` forces that stage and every stage
+downstream of it to run again. A ``background`` stage runs in a thread beside
+the stages after it (synthesis beside training: its tools are subprocesses). A stage's marker is removed before its job
 starts, so an interrupted run never leaves a marker that looks current.
 """
 
@@ -31,7 +32,7 @@ from typing import Callable
 from attnforge.errors import ArtifactError, check_choice
 from attnforge.formats.atomic import write_json_atomic
 
-__all__ = ["Stage", "StageRun", "run_stages", "file_digest", "ticker", "MARKER_FORMAT"]
+__all__ = ["Stage", "StageRun", "run_stages", "downstream", "file_digest", "ticker", "MARKER_FORMAT"]
 
 MARKER_FORMAT = "attnforge.flow_stage/1"
 
@@ -46,6 +47,7 @@ class Stage:
     deps: tuple = ()
     key: Callable = field(default=lambda ctx: {})
     title: str = ""
+    background: bool = False
 
 
 @dataclass
@@ -129,10 +131,46 @@ class ticker:
         return False
 
 
+def downstream(stages: list[Stage], name: str) -> list[str]:
+    """``name`` and every stage that depends on it, directly or through others, in flow order."""
+    out = {name}
+    for stage in stages:
+        if any(d in out for d in stage.deps):
+            out.add(stage.name)
+    return [s.name for s in stages if s.name in out]
+
+
+class _Background:
+    """A stage's job in a thread (its tools are subprocesses, so it overlaps the next stages)."""
+
+    def __init__(self, job, ctx):
+        self.result, self.error = None, None
+        self.t0 = time.perf_counter()
+
+        def run():
+            try:
+                self.result = job(ctx)
+            except BaseException as exc:       # re-raised in the flow's thread by wait()
+                self.error = exc
+            self.seconds = time.perf_counter() - self.t0
+
+        self.thread = threading.Thread(target=run, daemon=True)
+        self.thread.start()
+
+    def wait(self):
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+        return self.result, self.seconds
+
+
 def run_stages(root: Path, stages: list[Stage], ctx, *, from_stage: str | None = None,
                log: Callable[[str], None] = print, count: int | None = None) -> dict[str, StageRun]:
     """Run ``stages`` in order under ``root``, skipping the cached ones (module docstring); returns each one's run.
 
+    ``from_stage`` forces that stage and every stage downstream of it (``downstream``) to run.
+    A stage with ``background=True`` runs in a thread beside the stages after it; a stage that
+    depends on it waits for it, and the flow waits for it at the end.
     ``count`` is the number of steps shown in the progress lines ("[3/8]") [``len(stages)``].
     ``ctx`` is handed to every job and key function; ``ctx.results`` (a dict) is filled with each
     stage's result as the flow goes, so a later stage reads an earlier one's.
@@ -140,13 +178,24 @@ def run_stages(root: Path, stages: list[Stage], ctx, *, from_stage: str | None =
     names = [s.name for s in stages]
     if from_stage is not None:
         check_choice("--from", from_stage, names)
-    forced = set(names[names.index(from_stage):]) if from_stage else set()
+    forced = set(downstream(stages, from_stage)) if from_stage else set()
     root = Path(root)
     runs: dict[str, StageRun] = {}
+    pending: dict[str, tuple] = {}
+
+    def finish(name):
+        stage, bg, digest, key, head = pending.pop(name)
+        result, seconds = bg.wait()
+        _complete(root, stage, ctx, runs, result, seconds, digest, key)
+        log(f"{head}: done in {seconds:.1f} s")
+
     for i, stage in enumerate(stages, 1):
-        missing = [d for d in stage.deps if d not in runs]
+        missing = [d for d in stage.deps if d not in runs and d not in pending]
         if missing:
             raise ValueError(f"stage {stage.name} depends on {missing}, which do not run before it")
+        for d in stage.deps:
+            if d in pending:
+                finish(d)
         key = {"stage": stage.name, "options": stage.key(ctx),
                "deps": {d: {"hash": runs[d].hash, "outputs": _marker_outputs(root, d)} for d in stage.deps}}
         digest = _hash(key)
@@ -161,24 +210,37 @@ def run_stages(root: Path, stages: list[Stage], ctx, *, from_stage: str | None =
             continue
         why = ("--from" if stage.name in forced else "no marker" if marker is None
                else "options or inputs changed" if marker.get("hash") != digest else "outputs changed")
-        log(f"{head}: {stage.title or stage.name} ({why})")
         marker_path.unlink(missing_ok=True)
+        if stage.background:
+            log(f"{head}: {stage.title or stage.name} ({why}), in the background")
+            pending[stage.name] = (stage, _Background(stage.job, ctx), digest, key, head)
+            continue
+        log(f"{head}: {stage.title or stage.name} ({why})")
         t0 = time.perf_counter()
-        result = json.loads(json.dumps(stage.job(ctx), default=str))   # as a cached run reads it back
+        result = stage.job(ctx)
         seconds = time.perf_counter() - t0
-        outputs = {}
-        for rel in stage.outputs:
-            path = root / rel
-            if not path.is_file():
-                raise ArtifactError(f"stage {stage.name} did not write {path}")
-            outputs[rel] = file_digest(path)
-        write_json_atomic(marker_path, {"format": MARKER_FORMAT, "stage": stage.name, "hash": digest, "key": key,
-                                        "outputs": outputs, "result": result, "seconds": round(seconds, 2),
-                                        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
-        ctx.results[stage.name] = result
-        runs[stage.name] = StageRun(stage.name, False, seconds, seconds, result, digest)
+        _complete(root, stage, ctx, runs, result, seconds, digest, key)
         log(f"{head}: done in {seconds:.1f} s")
-    return runs
+    for name in list(pending):
+        finish(name)
+    return {name: runs[name] for name in names}
+
+
+def _complete(root, stage, ctx, runs, result, seconds, digest, key) -> None:
+    """Check the stage's outputs, write its marker, record its result."""
+    result = json.loads(json.dumps(result, default=str))   # exactly as a cached run reads it back
+    outputs = {}
+    for rel in stage.outputs:
+        path = root / rel
+        if not path.is_file():
+            raise ArtifactError(f"stage {stage.name} did not write {path}")
+        outputs[rel] = file_digest(path)
+    write_json_atomic(_marker_path(root, stage.name),
+                      {"format": MARKER_FORMAT, "stage": stage.name, "hash": digest, "key": key, "outputs": outputs,
+                       "result": result, "seconds": round(seconds, 2),
+                       "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+    ctx.results[stage.name] = result
+    runs[stage.name] = StageRun(stage.name, False, seconds, seconds, result, digest)
 
 
 def _marker_outputs(root: Path, name: str) -> dict:

@@ -234,7 +234,11 @@ def _sections(opts, results, stage_runs, command, mask_paths) -> list[str]:
                        ("verilog", "Verilog + lint"), ("sim", "bit exactness, cycles, utilization, speedup"),
                        ("synth", "resources" + (", Fmax" if sy.get("pnr") else ""))):
         L += [f"# {what}", results[name]["command"]]
-    L += ["```", "", "## Stages", ""]
+    L += ["```", ""]
+    if opts.preset != "full":
+        L += ["The full-size run (the 4-layer model of docs/vitcod-algo.md, 40 + 5 epochs, 4 + 4 lines): "
+              "`attnforge flow vitcod --preset full --out build/flow/vitcod-full` (add `--pnr` for Fmax).", ""]
+    L += ["## Stages", ""]
     L += _table(["stage", "this run", "time when it ran"],
                 [[k, "cached" if v["cached"] else "ran", f"{v['first_seconds']:.1f} s"]
                  for k, v in stage_runs.items()])
