@@ -46,7 +46,7 @@ def cmd_flow_vitcod(args) -> int:
 
     opts = flow_options(args.preset, sparsity=args.sparsity, seed=args.seed, image_index=args.image_index,
                         macs=args.macs, data_width=args.data_width, simulator=args.simulator, device=args.device,
-                        synth=args.synth, pnr=args.pnr, progress=args.progress,
+                        synth=args.synth, pnr=args.pnr, progress=args.progress, threads=args.threads,
                         **{k: getattr(args, k) for k in _OVERRIDES})
     return run_vitcod_flow(args.out, opts, from_stage=args.from_stage,
                            command=canonical_command(args.out, opts))
@@ -89,6 +89,8 @@ def register(sub) -> None:
     m.add_argument("--max-shift", type=int, help="random translation augmentation in pixels")
     m.add_argument("--limit", type=int, help="training images (the first N) [all]")
     m.add_argument("--max-images", type=int, help="images for the attention statistics [all training images]")
+    m.add_argument("--threads", type=int, default=1,
+                   help="torch threads for training (the other core synthesizes in the background) [1]")
     m.add_argument("--image-index", type=int, default=0, help="validation image whose Q/K/V are exported [0]")
     h = p.add_argument_group("accelerator (defaults: the preset's)")
     h.add_argument("--macs", type=int, default=8, help="MACs per line [8]")

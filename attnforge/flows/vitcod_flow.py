@@ -48,9 +48,9 @@ __all__ = ["FlowOptions", "FLOW_PRESETS", "STAGES", "flow_options", "run_vitcod_
 FLOW_PRESETS = {
     "tiny": dict(depth=1, epochs=1, ft_epochs=1, batch_size=64, lr=2e-3, max_shift=0, limit=128, max_images=128,
                  dense_lines=1, sparse_lines=2),
-    # Without the +-2 pixel shifts and with batches of 32 the 2-layer model reaches about 95 % in 10
+    # Without the +-2 pixel shifts and with batches of 32 the 2-layer model reaches about 95 % in 15
     # epochs (with the shifts and batches of 64, the documented recipe, it is still near 60 % there).
-    "small": dict(depth=2, epochs=10, ft_epochs=2, batch_size=32, lr=3e-3, max_shift=0, limit=None, max_images=None,
+    "small": dict(depth=2, epochs=15, ft_epochs=3, batch_size=32, lr=3e-3, max_shift=0, limit=None, max_images=None,
                   dense_lines=2, sparse_lines=2),
     "full": dict(depth=4, epochs=40, ft_epochs=5, batch_size=64, lr=2e-3, max_shift=2, limit=None, max_images=None,
                  dense_lines=4, sparse_lines=4),
@@ -70,8 +70,8 @@ class FlowOptions:
     sparsity: float = 0.9
     seed: int = 0
     depth: int = 2
-    epochs: int = 10
-    ft_epochs: int = 2
+    epochs: int = 15
+    ft_epochs: int = 3
     batch_size: int = 32
     lr: float = 3e-3                  # dense training's peak learning rate (fine-tuning: 5e-4, as `vitcod finetune`)
     max_shift: int = 0                # random translation augmentation in pixels
@@ -82,6 +82,7 @@ class FlowOptions:
     dense_lines: int = 2
     sparse_lines: int = 2
     data_width: int | None = None     # None: min(256, 8 * head_dim), as `vitcod sim`
+    threads: int = 1                  # torch threads of the training stages (the other core runs Yosys)
     simulator: str | None = None
     device: str = "ecp5-85k"
     synth: bool = True
@@ -118,6 +119,7 @@ def _check(o: FlowOptions) -> None:
     check_int("--epochs", o.epochs, 0)
     check_int("--ft-epochs", o.ft_epochs, 0)
     check_int("--batch-size", o.batch_size, 1)
+    check_int("--threads", o.threads, 1, 256)
     check_int("--max-shift", o.max_shift, 0, 16)
     if isinstance(o.lr, bool) or not isinstance(o.lr, (int, float)) or not 0.0 < o.lr < 1.0:
         raise ConfigError(f"--lr must be a learning rate in (0, 1), not {o.lr!r}")
@@ -152,6 +154,33 @@ class _Ctx:
         return shlex.quote(str(self.out / rel))
 
 
+class _threads:
+    """``torch.set_num_threads(n)`` for a training stage, restored afterwards. One thread by default: on a
+    busy 2-core machine two torch threads spin against each other and against Yosys in the background
+    (an epoch of the small preset took 3x longer)."""
+
+    def __init__(self, n: int):
+        self.n = n
+
+    def __enter__(self):
+        import torch
+
+        self.before = torch.get_num_threads()
+        torch.set_num_threads(self.n)
+
+    def __exit__(self, *exc):
+        import torch
+
+        torch.set_num_threads(self.before)
+        return False
+
+
+def _env(o: FlowOptions) -> str:
+    """The environment prefix of the printed commands: the same torch thread count (sums in another order
+    round differently, so the digits would differ in the last places)."""
+    return f"OMP_NUM_THREADS={o.threads} "
+
+
 def _common_args(o: FlowOptions) -> list[str]:
     return (["--batch-size", str(o.batch_size)] + ([] if o.limit is None else ["--limit", str(o.limit)])
             + ["--seed", str(o.seed)])
@@ -180,6 +209,11 @@ def _train_config(o: FlowOptions, epochs: int, lr: float):
 # ------------------------------------------------------------------------------------------ algorithm stages
 
 def _train(ctx: _Ctx) -> dict:
+    with _threads(ctx.opts.threads):
+        return _train_job(ctx)
+
+
+def _train_job(ctx: _Ctx) -> dict:
     from attnforge.algo.vitcod.train import evaluate, save_checkpoint, train
 
     o = ctx.opts
@@ -195,11 +229,16 @@ def _train(ctx: _Ctx) -> dict:
     return {"accuracy": acc, "history": history, "train_images": len(train_set), "val_images": len(val_set),
             "model": {"depth": c.depth, "heads": c.num_heads, "embed_dim": c.embed_dim, "head_dim": c.head_dim,
                       "tokens": c.num_tokens, "img_size": c.img_size, "patch_size": c.patch_size},
-            "command": f"attnforge vitcod train --depth {o.depth} {_train_args(o, o.epochs, o.lr)} "
+            "command": _env(o) + f"attnforge vitcod train --depth {o.depth} {_train_args(o, o.epochs, o.lr)} "
                        f"-o {ctx.rel('dense.pt')}"}
 
 
 def _masks(ctx: _Ctx) -> dict:
+    with _threads(ctx.opts.threads):
+        return _masks_job(ctx)
+
+
+def _masks_job(ctx: _Ctx) -> dict:
     from attnforge.algo.vitcod.polarize import CycleModel
     from attnforge.algo.vitcod.pruning import model_masks
     from attnforge.algo.vitcod.report import plot_mask_report
@@ -219,11 +258,17 @@ def _masks(ctx: _Ctx) -> dict:
     return {"sparsity": report["sparsity"], "threshold": report["threshold"],
             "mean_n_global": report["mean_n_global"], "per_layer_sparsity": report["per_layer_sparsity"],
             "accuracy_dense": report["accuracy_dense"], "accuracy_masked": report["accuracy_masked"],
-            "command": f"attnforge vitcod masks --checkpoint {ctx.rel('dense.pt')} --sparsity {o.sparsity} --eval "
+            "command": _env(o) + f"attnforge vitcod masks --checkpoint {ctx.rel('dense.pt')} "
+                                 f"--sparsity {o.sparsity} --eval "
                        + " ".join(images + _common_args(o)) + f" -o {ctx.rel('masks.npz')}"}
 
 
 def _finetune(ctx: _Ctx) -> dict:
+    with _threads(ctx.opts.threads):
+        return _finetune_job(ctx)
+
+
+def _finetune_job(ctx: _Ctx) -> dict:
     from attnforge.algo.vitcod.prepare import apply_masks
     from attnforge.algo.vitcod.train import evaluate, save_checkpoint, train
 
@@ -240,11 +285,17 @@ def _finetune(ctx: _Ctx) -> dict:
         save_checkpoint(ckpt, model, train=cfg, extra={"data": "digits", "source": str(ctx.p("dense.pt"))})
     return {"accuracy_before": before, "accuracy_after": history[-1]["val_accuracy"] if history else before,
             "history": history,
-            "command": f"attnforge vitcod finetune --checkpoint {ctx.rel('dense.pt')} --masks {ctx.rel('masks.npz')} "
+            "command": _env(o) + f"attnforge vitcod finetune --checkpoint {ctx.rel('dense.pt')} "
+                                 f"--masks {ctx.rel('masks.npz')} "
                        f"{_train_args(o, o.ft_epochs, FT_LR)} -o {ctx.rel('finetuned.pt')}"}
 
 
 def _export(ctx: _Ctx) -> dict:
+    with _threads(ctx.opts.threads):
+        return _export_job(ctx)
+
+
+def _export_job(ctx: _Ctx) -> dict:
     from attnforge.algo.vitcod.export import export_head_tensors, write_verification
     from attnforge.algo.vitcod.prepare import apply_masks
     from attnforge.formats.head_tensors import load_head_tensors
@@ -264,7 +315,8 @@ def _export(ctx: _Ctx) -> dict:
     return {"max_err_lsb_float_model": summary["max_err_lsb_float_model"],
             "max_err_lsb_same_inputs": summary["max_err_lsb_same_inputs"],
             "image_index": o.image_index, "label": int(val_set[o.image_index][1]),
-            "command": f"attnforge vitcod export --checkpoint {ctx.rel('finetuned.pt')} --masks {ctx.rel('masks.npz')} "
+            "command": _env(o) + f"attnforge vitcod export --checkpoint {ctx.rel('finetuned.pt')} "
+                                 f"--masks {ctx.rel('masks.npz')} "
                        f"--image-index {o.image_index} " + " ".join(_common_args(o)) + f" -o {ctx.rel('heads.npz')}"}
 
 
@@ -371,7 +423,7 @@ def _opts(*names, code=()):
     return lambda ctx: {**{n: getattr(ctx.opts, n) for n in names}, "code": _code_digest(*code) if code else None}
 
 
-_ALGO = ("depth", "limit", "seed", "batch_size")
+_ALGO = ("depth", "limit", "seed", "batch_size", "threads")
 _ALGO_CODE = ("attnforge.algo", "attnforge.formats")
 _HW_CODE = ("attnforge.hw", "attnforge.formats")
 STAGES = [

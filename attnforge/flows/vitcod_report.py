@@ -104,9 +104,10 @@ def plot_cycles(sim: dict, out: Path) -> str:
     a.bar(x, [r["cycles"] or 0 for r in heads], 0.27, label="RTL", color="#4c72b0")
     a.bar(x + 0.27, [r["ideal_cycles"] for r in heads], 0.27, label="ideal (kept MACs / MACs)", color="#55a868")
     a.plot(x, [r["model_cycles"] for r in heads], "k_", ms=12, label="cycle model")
-    a.set(xticks=x, ylabel="cycles per head", title="cycles per head (heads back to back)")
+    top = max(max(r["dense_baseline_cycles"], r["cycles"] or 0) for r in heads)
+    a.set(xticks=x, ylabel="cycles per head", title="cycles per head (heads back to back)", ylim=(0, 1.75 * top))
     a.set_xticklabels(labels, rotation=90, fontsize=7)
-    a.legend(fontsize=7)
+    a.legend(fontsize=7, loc="upper right")
     b.bar(x, [r["speedup"] or 0 for r in heads], color="#dd8452")
     b.set(xticks=x, ylabel="speedup vs dense", title="speedup (bars) and utilization (line)")
     b.set_xticklabels(labels, rotation=90, fontsize=7)
@@ -138,7 +139,8 @@ def _layer_rows(sim):
         ideal = sum(r["ideal_cycles"] for r in hs)
         dense = sum(r["dense_baseline_cycles"] for r in hs)
         model = sum(r["model_cycles"] for r in hs)
-        rows.append([l, len(hs), _f(cyc), _f(model), _f(ideal, "{:,.0f}"), f"{ideal / cyc:.3f}" if cyc else "—", _f(dense),
+        rows.append([l, len(hs), _f(cyc), _f(model), _f(ideal, "{:,.0f}"), f"{ideal / cyc:.3f}" if cyc else "—",
+                     _f(dense),
                      f"{dense / cyc:.2f}x" if cyc else "—"])
     return rows
 
