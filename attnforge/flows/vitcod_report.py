@@ -245,7 +245,7 @@ def _sections(opts, results, stage_runs, command, mask_paths) -> list[str]:
                 [[k, "cached" if v["cached"] else "ran", f"{v['first_seconds']:.1f} s"]
                  for k, v in stage_runs.items()])
     L += ["", "A rerun skips the cached stages (`stages/<stage>.json` holds each one's inputs hash); "
-          "`--from STAGE` runs that stage and every later one again.", ""]
+          "`--from STAGE` runs that stage and every stage that depends on it again.", ""]
     return L
 
 
