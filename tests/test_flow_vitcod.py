@@ -19,6 +19,8 @@ from attnforge.flows.stages import Stage, run_stages
 from attnforge.flows.vitcod_flow import STAGE_NAMES, flow_options, hw_config, run_vitcod_flow
 
 CACHED = ("train", "masks", "verilog", "synth", "finetune", "export", "sim")
+#: What the fake RTL run reports (a test sets "bit_exact" False to see the flow fail).
+FAKE_RTL = {"bit_exact": True}
 
 
 @pytest.fixture
@@ -43,7 +45,7 @@ def fake_hw(monkeypatch):
                   "utilization": 0.8, "dense_baseline_cycles": 500, "speedup": 5.0, "model_cycles": 100}
                  for l in range(ms.layers) for h in range(ms.heads)]
         n = len(heads)
-        return {"config": dataclasses.asdict(hw_config(masks_path, 16, opts)), "bit_exact": True,
+        return {"config": dataclasses.asdict(hw_config(masks_path, 16, opts)), "bit_exact": FAKE_RTL["bit_exact"],
                 "cycles": 100 * n, "ideal_cycles": 80 * n, "utilization": 0.8, "dense_baseline_cycles": 500 * n,
                 "speedup": 5.0, "model_cycles": 100 * n, "sparsity": ms.sparsity(), "simulator": "verilator",
                 "output_digest": "0" * 64, "heads": heads, "run_dir": str(build_root)}
@@ -59,6 +61,7 @@ def fake_hw(monkeypatch):
     monkeypatch.setattr("attnforge.flows.build.generate_verilog", generate_verilog)
     monkeypatch.setattr("attnforge.flows.vitcod.simulate_masks", simulate_masks)
     monkeypatch.setattr("attnforge.fpga.synth.synthesize", synthesize)
+    monkeypatch.setitem(FAKE_RTL, "bit_exact", True)
     return calls
 
 
@@ -117,6 +120,11 @@ def test_rerun_skips_cached_stages_and_changed_options_rerun_downstream(tmp_path
     (out / "sim.json").write_text("{}")
     code, lines = _run(out, log, dense_lines=2, sparsity=0.8)
     assert _ran(lines) == ["sim"]
+
+    # An RTL that differs from the golden model: exit status 1, and the report says so.
+    FAKE_RTL["bit_exact"] = False
+    code, lines = _run(out, log, from_stage="sim", dense_lines=2, sparsity=0.8)
+    assert code == 1 and "the RTL differs from the golden model" in (out / "report.md").read_text()
 
 
 def test_stage_dependencies_only(tmp_path):

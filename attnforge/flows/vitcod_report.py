@@ -168,7 +168,9 @@ def _sections(opts, results, stage_runs, command, mask_paths) -> list[str]:
         [f"accuracy with the {100 * m['sparsity']:.1f} % masks, before fine-tuning", f"{m['accuracy_masked']:.2f} %"],
         ["accuracy after fine-tuning with the masks", f"**{ft['accuracy_after']:.2f} %**"],
         ["heads on the RTL, bit exact against the golden model",
-         f"**{sim['n_heads'] if sim['bit_exact'] else 'NOT'} of {sim['n_heads']}** ({sim['simulator']})"],
+         (f"**{sim['n_heads']} of {sim['n_heads']}** ({sim['simulator']})" if sim["bit_exact"] else
+          f"**NO: the RTL differs from the golden model** ({sim['n_heads']} heads, {sim['simulator']}; "
+          f"log: {sim['run_dir']}/test.log)")],
         ["Verilog lint (verilator -Wall)", "clean" if vl["lint_clean"] else "**PROBLEMS**"],
         ["cycles, all heads back to back (RTL)", f"{_f(sim['cycles'])} (cycle model {_f(sim['model_cycles'])}"
                                                  f"{', exact' if sim['cycles'] == sim['model_cycles'] else ''})"],
