@@ -13,10 +13,16 @@ SIM    ?= verilator
 # The slowest tests are listed after every run, so a regression in test time shows.
 PYTEST_ARGS ?= -n $(JOBS) --dist worksteal --durations=20
 
-.PHONY: setup test test-full fuzz demo verilog sim synth bench clean help
+# make demo: the ViTCoD flow (attnforge flow vitcod) with this preset, into this folder.
+PRESET ?= small
+FLOW_OUT ?= build/flow/vitcod
+
+.PHONY: setup test test-full fuzz demo demo-mac-line verilog sim synth bench clean help
 
 help:
-	@echo "make demo     generate, lint, simulate (Verilator+Icarus) and synthesize the MAC line"
+	@echo "make demo     the main job: digits ViT -> masks -> accelerator RTL (every head bit exact) -> cycles,"
+	@echo "              speedup -> Yosys -> $(FLOW_OUT)/report.md (attnforge flow vitcod --preset $(PRESET)); PRESET=full"
+	@echo "make demo-mac-line  the walking skeleton: generate, lint, simulate and synthesize the MAC line"
 	@echo "make test     all tests CI runs (RTL on both simulators, golden models, synthesis); < 10 min"
 	@echo "make test-full  make test plus long sweeps and extra RTL configurations (by hand, before a release)"
 	@echo "make fuzz     the hypothesis fuzzers (tests/test_fuzz_*.py) with thousands of fresh examples each"
@@ -42,6 +48,9 @@ fuzz: setup
 	HYPOTHESIS_PROFILE=long $(VENV)/bin/pytest -n $(JOBS) tests/test_fuzz_loaders.py tests/test_fuzz_golden.py
 
 demo: setup
+	$(AF) flow vitcod --preset $(PRESET) --out $(FLOW_OUT)
+
+demo-mac-line: setup
 	$(AF) demo
 
 verilog: setup

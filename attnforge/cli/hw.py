@@ -129,7 +129,7 @@ def cmd_synth(args) -> int:
     design, config = _config(args)
     out = Path(args.output) if args.output else Path("build") / "synth" / design.config_name(config) / args.device
     report = synthesize(design.build(config), top=design.top, device=args.device, out_dir=out, seed=args.seed,
-                        router=args.router, target_mhz=args.target_mhz)
+                        router=args.router, target_mhz=args.target_mhz, pnr=args.pnr)
     short = {k: report[k] for k in ("design", "device", "luts", "ffs", "dsp", "bram", "fmax_mhz", "shell_ffs")}
     print(json.dumps(short, indent=2))
     print(f"full report: {out / 'report.json'}")
@@ -142,6 +142,8 @@ def _synth_options(p):
     p.add_argument("--device", choices=sorted(DEVICES), default="ecp5-85k", help="FPGA [ecp5-85k]")
     p.add_argument("-o", "--output", help="output folder [build/synth/<config>/<device>]")
     p.add_argument("--seed", type=int, default=1, help="nextpnr placement seed [1]")
+    p.add_argument("--no-pnr", dest="pnr", action="store_false",
+                   help="stop after Yosys: resource counts only (before nextpnr packs them), no Fmax")
     p.add_argument("--router", choices=ROUTERS,
                    help="nextpnr router [the device's: router2 on ECP5]; try the other if routing stalls")
     p.add_argument("--target-mhz", type=float,

@@ -1,5 +1,6 @@
-"""Jobs that cross stages: a mask file through the accelerator's RTL and its cycle model
-(``vitcod``), tokens through the linear decode datapath (``linear``), Verilog
+"""Jobs that cross stages: the ViTCoD flow from a model to ``report.md`` (``vitcod_flow``, with
+its cached stages in ``stages`` and its report in ``vitcod_report``), a mask file through the
+accelerator's RTL and its cycle model (``vitcod``), tokens through the linear decode datapath (``linear``), Verilog
 generation plus lint (``build``), the walking-skeleton demo (``demo``), and the
 algorithm jobs behind ``attnforge vitcod|linear|tickets`` (``vitcod_algo``,
 ``linear_algo``, ``tickets``).
