@@ -242,7 +242,6 @@ def _masks(ctx: _Ctx) -> dict:
 
 
 def _masks_job(ctx: _Ctx) -> dict:
-    from attnforge.algo.vitcod.polarize import CycleModel
     from attnforge.algo.vitcod.pruning import model_masks
     from attnforge.algo.vitcod.report import plot_mask_report
     from attnforge.formats.masks import save_masks
@@ -250,8 +249,10 @@ def _masks_job(ctx: _Ctx) -> dict:
     o = ctx.opts
     ckpt = ctx.p("dense.pt")
     model, train_set, val_set = _setup(ctx, ckpt)
+    # fixed polarization (the masks do not depend on the accelerator options, so changing those reruns only
+    # the hardware stages); the sim stage measures the cycles on the chosen accelerator
     ms, report = model_masks(model, train_set, target_sparsity=o.sparsity, threshold=None, polarize_mode="fixed",
-                             global_threshold=0.5, cycle_model=CycleModel(64, 64, 0.8), batch_size=o.batch_size,
+                             global_threshold=0.5, predict_cycles=False, batch_size=o.batch_size,
                              max_images=o.max_images, progress=o.progress,
                              meta={"checkpoint": str(ckpt), "data": "digits"}, eval_set=val_set)
     out = save_masks(ms, ctx.p("masks.npz"))
