@@ -225,13 +225,12 @@ class Engine(wiring.Component):
         # a start (allowed only when issue_free) wins over the last beat's updates above
         with m.If(job.score_start):
             m.d.sync += [score.bank.eq(job.bank), score.row.eq(job.row), score.n.eq(job.n), score.base.eq(job.base),
-                         score.prefix.eq(job.prefix), score.slot.eq(job.slot), issue.score_issuing.eq(job.n != 0), issue.score_first.eq(0),
-                         issue.score_step.eq(0), issue.step_cycle.eq(0)]
+                         score.prefix.eq(job.prefix), score.slot.eq(job.slot), issue.score_issuing.eq(job.n != 0),
+                         issue.score_first.eq(0), issue.score_step.eq(0), issue.step_cycle.eq(0)]
         with m.If(job.pv_start):
             m.d.sync += [pv.bank.eq(job.bank), pv.n.eq(job.n), pv.base.eq(job.base), pv.prefix.eq(job.prefix),
-                         pv.slot.eq(job.slot),
-                         pv.recip.eq(job.recip), issue.pv_issuing.eq(job.n != 0), issue.pv_entry.eq(0),
-                         issue.pv_pass.eq(0)]
+                         pv.slot.eq(job.slot), pv.recip.eq(job.recip), issue.pv_issuing.eq(job.n != 0),
+                         issue.pv_entry.eq(0), issue.pv_pass.eq(0)]
         # a pv job without keys outputs zeros: cleared a cycle later, from a register (not from
         # pv_start, whose scheduler logic would otherwise drive the enables of every out bit);
         # its pv_done comes in that cycle, and out is read only after pv_done has been registered
