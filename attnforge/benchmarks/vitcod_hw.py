@@ -67,8 +67,6 @@ def _mask_sets(n_heads: int, quick: bool) -> dict:
 def _stream_width_needed(cfg, shapes) -> int | None:
     """The narrowest stream (bits, a power of two the configuration allows) whose beats per head
     fit in the heads' ideal compute cycles; None if even 4096 bits do not."""
-    import dataclasses as dc
-
     from attnforge.errors import ConfigError
     from attnforge.hw.vitcod.cycles import head_beats, ideal_cycles
 
@@ -76,7 +74,7 @@ def _stream_width_needed(cfg, shapes) -> int | None:
     width = 16
     while width <= 4096:
         try:
-            wcfg = dc.replace(cfg, data_width=width)
+            wcfg = dataclasses.replace(cfg, data_width=width)
         except ConfigError:
             width *= 2
             continue

@@ -29,6 +29,7 @@ still written); bad options raise ``ConfigError`` before anything runs.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import shlex
 import sys
@@ -157,25 +158,22 @@ class _Ctx:
         return shlex.quote(str(self.out / rel))
 
 
-class _threads:
-    """``torch.set_num_threads(n)`` for a training stage, restored afterwards. One thread by default: on a
-    busy 2-core machine two torch threads spin against each other and against Yosys in the background
-    (an epoch of the small preset took several times longer: 238 s for 12 epochs against 35 s for 10)."""
-
-    def __init__(self, n: int):
-        self.n = n
-
-    def __enter__(self):
+def _torch_stage(job):
+    """Run stage ``job(ctx)`` with ``torch.set_num_threads(ctx.opts.threads)``, restored afterwards. One
+    thread by default: on a busy 2-core machine two torch threads spin against each other and against
+    Yosys in the background (an epoch of the small preset took several times longer: 238 s for 12
+    epochs against 35 s for 10)."""
+    @functools.wraps(job)
+    def stage(ctx):
         import torch
 
-        self.before = torch.get_num_threads()
-        torch.set_num_threads(self.n)
-
-    def __exit__(self, *exc):
-        import torch
-
-        torch.set_num_threads(self.before)
-        return False
+        before = torch.get_num_threads()
+        torch.set_num_threads(ctx.opts.threads)
+        try:
+            return job(ctx)
+        finally:
+            torch.set_num_threads(before)
+    return stage
 
 
 def _env(o: FlowOptions) -> str:
@@ -211,12 +209,8 @@ def _train_config(o: FlowOptions, epochs: int, lr: float):
 
 # ------------------------------------------------------------------------------------------ algorithm stages
 
+@_torch_stage
 def _train(ctx: _Ctx) -> dict:
-    with _threads(ctx.opts.threads):
-        return _train_job(ctx)
-
-
-def _train_job(ctx: _Ctx) -> dict:
     from attnforge.algo.vitcod.train import evaluate, save_checkpoint, train
 
     o = ctx.opts
@@ -236,12 +230,8 @@ def _train_job(ctx: _Ctx) -> dict:
                        f"-o {ctx.rel('dense.pt')}"}
 
 
+@_torch_stage
 def _masks(ctx: _Ctx) -> dict:
-    with _threads(ctx.opts.threads):
-        return _masks_job(ctx)
-
-
-def _masks_job(ctx: _Ctx) -> dict:
     from attnforge.algo.vitcod.pruning import model_masks
     from attnforge.algo.vitcod.report import plot_mask_report
     from attnforge.formats.masks import save_masks
@@ -267,12 +257,8 @@ def _masks_job(ctx: _Ctx) -> dict:
                        + " ".join(images + _common_args(o)) + f" -o {ctx.rel('masks.npz')}"}
 
 
+@_torch_stage
 def _finetune(ctx: _Ctx) -> dict:
-    with _threads(ctx.opts.threads):
-        return _finetune_job(ctx)
-
-
-def _finetune_job(ctx: _Ctx) -> dict:
     from attnforge.algo.vitcod.prepare import apply_masks
     from attnforge.algo.vitcod.train import evaluate, save_checkpoint, train
 
@@ -294,12 +280,8 @@ def _finetune_job(ctx: _Ctx) -> dict:
                        f"{_train_args(o, o.ft_epochs, FT_LR)} -o {ctx.rel('finetuned.pt')}"}
 
 
+@_torch_stage
 def _export(ctx: _Ctx) -> dict:
-    with _threads(ctx.opts.threads):
-        return _export_job(ctx)
-
-
-def _export_job(ctx: _Ctx) -> dict:
     from attnforge.algo.vitcod.export import export_head_tensors, write_verification
     from attnforge.algo.vitcod.prepare import apply_masks
     from attnforge.formats.head_tensors import load_head_tensors
