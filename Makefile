@@ -17,11 +17,12 @@ PYTEST_ARGS ?= -n $(JOBS) --dist worksteal --durations=20
 PRESET ?= small
 FLOW_OUT ?= build/flow/vitcod
 
-.PHONY: setup test test-full fuzz demo demo-mac-line verilog sim synth bench clean help
+.PHONY: setup test test-full fuzz demo demo-linear demo-mac-line verilog sim synth bench clean help
 
 help:
 	@echo "make demo     the main job: digits ViT -> masks -> accelerator RTL (every head bit exact) -> cycles,"
 	@echo "              speedup -> Yosys -> $(FLOW_OUT)/report.md (attnforge flow vitcod --preset $(PRESET)); PRESET=full"
+	@echo "make demo-linear  the linear job: byte LM with the datapath's attention -> a head on the decode RTL -> build/flow/linear/report.md"
 	@echo "make demo-mac-line  the walking skeleton: generate, lint, simulate and synthesize the MAC line"
 	@echo "make test     all tests CI runs (RTL on both simulators, golden models, synthesis); < 10 min"
 	@echo "make test-full  make test plus long sweeps and extra RTL configurations (by hand, before a release)"
@@ -49,6 +50,9 @@ fuzz: setup
 
 demo: setup
 	$(AF) flow vitcod --preset $(PRESET) --out $(FLOW_OUT)
+
+demo-linear: setup
+	$(AF) flow linear --preset $(PRESET)
 
 demo-mac-line: setup
 	$(AF) demo

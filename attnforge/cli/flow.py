@@ -4,8 +4,10 @@
     attnforge flow vitcod --preset full --out build/flow/vitcod-full
     attnforge flow vitcod --dense-lines 4 --sparse-lines 4 # retrains nothing: verilog, sim, synth rerun
     attnforge flow vitcod --from sim                       # run the RTL again (and everything after it)
+    attnforge flow linear                                  # build/flow/linear/report.md (preset small)
 
-The stages and their caching are in ``attnforge.flows.vitcod_flow`` and ``attnforge.flows.stages``.
+The stages and their caching are in ``attnforge.flows.vitcod_flow``, ``attnforge.flows.linear_flow`` and
+``attnforge.flows.stages``.
 """
 
 from __future__ import annotations
@@ -22,12 +24,15 @@ _OVERRIDES = ("depth", "epochs", "ft_epochs", "batch_size", "lr", "max_shift", "
               "sparse_lines")
 
 
-def canonical_command(out: str, opts, from_stage: str | None = None) -> str:
-    """The shortest ``attnforge flow vitcod`` command line that gives ``opts``."""
-    from attnforge.flows.vitcod_flow import FLOW_PRESETS, FlowOptions
+def canonical_command(out: str, opts, from_stage: str | None = None, flow: str = "vitcod") -> str:
+    """The shortest ``attnforge flow vitcod|linear`` command line that gives ``opts``."""
+    if flow == "vitcod":
+        from attnforge.flows.vitcod_flow import FLOW_PRESETS as presets, FlowOptions as options
+    else:
+        from attnforge.flows.linear_flow import LINEAR_PRESETS as presets, LinearFlowOptions as options
 
-    base = dataclasses.asdict(FlowOptions(preset=opts.preset, **FLOW_PRESETS[opts.preset]))
-    parts = ["attnforge", "flow", "vitcod", "--out", out, "--preset", opts.preset]
+    base = dataclasses.asdict(options(preset=opts.preset, **presets[opts.preset]))
+    parts = ["attnforge", "flow", flow, "--out", out, "--preset", opts.preset]
     for name, value in dataclasses.asdict(opts).items():
         if name in ("preset", "progress") or value == base[name]:
             continue
@@ -56,6 +61,7 @@ def register(sub) -> None:
     from attnforge.flows.vitcod_flow import FLOW_PRESETS, STAGE_NAMES
 
     g = command_group(sub, "flow", "the main jobs end to end, each stage cached, with a report a person reads")
+    _register_linear(g)
     presets = "; ".join(f"{k}: {v['depth']} layer(s), {v['epochs']}+{v['ft_epochs']} epochs, "
                         f"{v['dense_lines']}+{v['sparse_lines']} lines" for k, v in FLOW_PRESETS.items())
     p = g.add_parser("vitcod", help="digits ViT -> pruned, polarized masks -> int8 heads -> Verilog -> every head "
@@ -106,3 +112,75 @@ def register(sub) -> None:
     s.add_argument("--pnr", action="store_true",
                    help="also place and route (nextpnr) for Fmax: minutes (small) to an hour (large configurations)")
     p.set_defaults(func=cmd_flow_vitcod)
+
+
+# ---------------------------------------------------------------------------- flow linear
+
+_LINEAR_OVERRIDES = ("layers", "heads", "d_model", "block", "steps", "batch_size", "lr", "conv_kernel", "train_bytes",
+                     "val_bytes", "tokens", "macs")
+
+
+def cmd_flow_linear(args) -> int:
+    from attnforge.flows.linear_flow import linear_flow_options, run_linear_flow
+
+    opts = linear_flow_options(args.preset, seed=args.seed, layer=args.layer, head=args.head, t_max=args.t_max,
+                               simulator=args.simulator, device=args.device, synth=args.synth, pnr=args.pnr,
+                               progress=args.progress, threads=args.threads,
+                               **{k: getattr(args, k) for k in _LINEAR_OVERRIDES})
+    return run_linear_flow(args.out, opts, from_stage=args.from_stage,
+                           command=canonical_command(args.out, opts, flow="linear"))
+
+
+def _register_linear(g) -> None:
+    from attnforge.flows.linear_flow import LINEAR_PRESETS, LINEAR_STAGE_NAMES
+
+    presets = "; ".join(f"{k}: {v['layers']} layer(s) x {v['heads']} heads, width {v['d_model']}, {v['steps']} steps"
+                        for k, v in LINEAR_PRESETS.items())
+    p = g.add_parser("linear", help="byte-level LM with the datapath's linear attention -> int8 heads -> Verilog "
+                                    "-> one head's tokens on the decode RTL, bit exact -> cycles per token vs a "
+                                    "KV cache -> synthesis -> report.md",
+                     description="Train a byte-level LM whose attention is what the decode datapath computes (ReLU "
+                                 "feature map, normalized, + causal depthwise conv; no chunk-local term), quantize "
+                                 "every head's attention on a held-out window to int8 and check the integer golden "
+                                 "model against float, generate and lint the datapath's Verilog for one head, run "
+                                 "its tokens on the RTL bit for bit, report cycles per token against the cycle "
+                                 "model and a softmax KV-cache decoder, synthesize (Yosys; --pnr for Fmax), and "
+                                 "write OUT/report.md with its plots. Each stage is cached (OUT/stages/*.json); "
+                                 f"--from STAGE runs a stage and every later one again. Presets: {presets}.",
+                     epilog="Exit status: 0 bit exact and lint clean, 1 otherwise (the report is still written), "
+                            "2 bad option, 3 tool or internal failure.")
+    p.add_argument("--out", default="build/flow/linear", help="folder of every output and the report "
+                                                              "[build/flow/linear]")
+    p.add_argument("--preset", default="small", choices=sorted(LINEAR_PRESETS),
+                   help="model, training and datapath sizes: small (minutes), full (head dim 64 on 64 MACs), "
+                        "tiny (tests) [small]")
+    p.add_argument("--seed", type=int, default=0, help="seed of training and of the simulator [0]")
+    p.add_argument("--from", dest="from_stage", default=None, metavar="STAGE",
+                   help=f"run STAGE and every later one again, one of: {', '.join(LINEAR_STAGE_NAMES)}")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="hide progress bars")
+    m = p.add_argument_group("model and training (defaults: the preset's)")
+    m.add_argument("--layers", type=int, help="transformer layers")
+    m.add_argument("--heads", type=int, help="attention heads")
+    m.add_argument("--d-model", type=int, help="model width (head dim = width / heads)")
+    m.add_argument("--block", type=int, help="context length in bytes")
+    m.add_argument("--steps", type=int, help="optimizer steps")
+    m.add_argument("--batch-size", type=int, help="batch size")
+    m.add_argument("--lr", type=float, help="peak learning rate [3e-3]")
+    m.add_argument("--conv-kernel", type=int, help="conv taps K (model and datapath) [4]")
+    m.add_argument("--train-bytes", type=int, help="training text cap in bytes")
+    m.add_argument("--val-bytes", type=int, help="held-out text cap in bytes")
+    m.add_argument("--threads", type=int, default=1, help="torch threads for training [1]")
+    h = p.add_argument_group("the head on the RTL and the datapath")
+    h.add_argument("--layer", type=int, default=0, help="layer of the head run on the RTL [0]")
+    h.add_argument("--head", type=int, default=0, help="head run on the RTL [0]")
+    h.add_argument("--tokens", type=int, help="held-out bytes exported and run on the RTL (<= --block)")
+    h.add_argument("--macs", type=int, help="MACs of the datapath [the head dim]")
+    h.add_argument("--t-max", type=int, default=8, help="largest verify block of the datapath [8]")
+    add_simulator_option(h)
+    s = p.add_argument_group("synthesis")
+    from attnforge.fpga.synth import DEVICES
+
+    s.add_argument("--device", choices=sorted(DEVICES), default="ecp5-85k", help="FPGA [ecp5-85k]")
+    s.add_argument("--no-synth", dest="synth", action="store_false", help="skip synthesis")
+    s.add_argument("--pnr", action="store_true", help="also place and route (nextpnr) for Fmax")
+    p.set_defaults(func=cmd_flow_linear)

@@ -6,6 +6,7 @@
     attnforge linear speculate build/linear/elu_aug.pt build/linear/draft.pt --k 4 --prompt "import "
     attnforge linear linearize path/to/gpt2 --steps 200 -o build/linear/gpt2_lin
     attnforge linear sim --tokens 500 [--verify T] [--tensors FILE]     # the decode datapath's RTL
+    attnforge linear export build/linear/relu_aug.pt --layer 0 --head 0 -o head.npz   # a head for --tensors
 """
 
 from __future__ import annotations
@@ -105,6 +106,21 @@ def cmd_speculate(args) -> int:
     return 0 if report.get("identical_to_greedy", True) else 1
 
 
+def cmd_export(args) -> int:
+    from attnforge.algo.linear.export import check_hardware_variant, export_head, held_out_window
+    from attnforge.algo.linear.train import load_checkpoint
+
+    _threads(args)
+    model, _ = load_checkpoint(args.checkpoint)
+    check_hardware_variant(model.cfg, args.checkpoint)   # before the corpus is read
+    summary = export_head(model, held_out_window(_corpus(args), args.tokens), args.layer, args.head, args.output,
+                          max_tokens=args.max_tokens)
+    summary = {k: v for k, v in summary.items() if k not in ("float_out", "golden_out")}
+    summary["checkpoint"] = args.checkpoint
+    print_json(summary, args.json)
+    return 0
+
+
 def cmd_linearize(args) -> int:
     from attnforge.algo.linear.linearize import linearize_and_finetune
 
@@ -183,6 +199,23 @@ def register(subparsers) -> None:
     p.add_argument("--json", help="write the report here instead of stdout")
     common(p)
     p.set_defaults(func=cmd_speculate)
+
+    p = g.add_parser("export", help="one head's attention on a held-out window as int8 tensors for linear sim",
+                     description="Run a checkpoint trained with the decode datapath's attention (--attention relu "
+                                 "--augment --chunk 0) on the first TOKENS bytes of the held-out text, quantize one "
+                                 "head's q, k, v and conv taps to int8 with the requantization scales, check the "
+                                 "scales against the datapath's formats, and write an attnforge.linear_tensors/1 "
+                                 "file for `attnforge linear sim --tensors`. Prints the integer golden model's "
+                                 "error against the float head output.")
+    p.add_argument("checkpoint")
+    p.add_argument("--layer", type=int, default=0, help="layer [0]")
+    p.add_argument("--head", type=int, default=0, help="head [0]")
+    p.add_argument("--tokens", type=int, default=128, help="held-out bytes [128]")
+    p.add_argument("--max-tokens", type=int, default=4096, help="the datapath's max_tokens [4096]")
+    p.add_argument("-o", "--output", required=True, help="tensor file to write (.npz)")
+    p.add_argument("--json", help="write the summary here instead of stdout")
+    common(p)
+    p.set_defaults(func=cmd_export)
 
     p = g.add_parser("linearize", help="swap a local GPT-2 checkpoint's attention for linear attention, fine-tune",
                      description="Load a Hugging Face GPT-2 from a local folder (needs attnforge[hf]), replace "

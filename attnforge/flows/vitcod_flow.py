@@ -29,7 +29,6 @@ still written); bad options raise ``ConfigError`` before anything runs.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import shlex
 import sys
@@ -39,7 +38,7 @@ from pathlib import Path
 from attnforge.errors import ConfigError, check_choice, check_int
 from attnforge.formats.atomic import write_json_atomic
 
-from .stages import Stage, run_stages, ticker
+from .stages import Stage, run_stages, stage_options, ticker, torch_threads
 
 __all__ = ["FlowOptions", "FLOW_PRESETS", "STAGES", "flow_options", "run_vitcod_flow", "hw_config"]
 
@@ -158,24 +157,6 @@ class _Ctx:
         return shlex.quote(str(self.out / rel))
 
 
-def _torch_stage(job):
-    """Run stage ``job(ctx)`` with ``torch.set_num_threads(ctx.opts.threads)``, restored afterwards. One
-    thread by default: on a busy 2-core machine two torch threads spin against each other and against
-    Yosys in the background (an epoch of the small preset took several times longer: 238 s for 12
-    epochs against 35 s for 10)."""
-    @functools.wraps(job)
-    def stage(ctx):
-        import torch
-
-        before = torch.get_num_threads()
-        torch.set_num_threads(ctx.opts.threads)
-        try:
-            return job(ctx)
-        finally:
-            torch.set_num_threads(before)
-    return stage
-
-
 def _env(o: FlowOptions) -> str:
     """The environment prefix of the printed commands: the same torch thread count (sums in another order
     round differently, so the digits would differ in the last places)."""
@@ -209,7 +190,7 @@ def _train_config(o: FlowOptions, epochs: int, lr: float):
 
 # ------------------------------------------------------------------------------------------ algorithm stages
 
-@_torch_stage
+@torch_threads
 def _train(ctx: _Ctx) -> dict:
     from attnforge.algo.vitcod.train import evaluate, save_checkpoint, train
 
@@ -230,7 +211,7 @@ def _train(ctx: _Ctx) -> dict:
                        f"-o {ctx.rel('dense.pt')}"}
 
 
-@_torch_stage
+@torch_threads
 def _masks(ctx: _Ctx) -> dict:
     from attnforge.algo.vitcod.pruning import model_masks
     from attnforge.algo.vitcod.report import plot_mask_report
@@ -257,7 +238,7 @@ def _masks(ctx: _Ctx) -> dict:
                        + " ".join(images + _common_args(o)) + f" -o {ctx.rel('masks.npz')}"}
 
 
-@_torch_stage
+@torch_threads
 def _finetune(ctx: _Ctx) -> dict:
     from attnforge.algo.vitcod.prepare import apply_masks
     from attnforge.algo.vitcod.train import evaluate, save_checkpoint, train
@@ -280,7 +261,7 @@ def _finetune(ctx: _Ctx) -> dict:
                        f"{_train_args(o, o.ft_epochs, FT_LR)} -o {ctx.rel('finetuned.pt')}"}
 
 
-@_torch_stage
+@torch_threads
 def _export(ctx: _Ctx) -> dict:
     from attnforge.algo.vitcod.export import export_head_tensors, write_verification
     from attnforge.algo.vitcod.prepare import apply_masks
@@ -392,43 +373,26 @@ def _synth(ctx: _Ctx) -> dict:
             "command": command}
 
 
-def _code_digest(*packages: str) -> str:
-    """SHA-256 of the Python sources of ``packages`` (``attnforge.hw``, ...): a stage whose code changed reruns."""
-    import hashlib
-    import importlib
-
-    h = hashlib.sha256()
-    for name in packages:
-        for root in importlib.import_module(name).__path__:
-            for path in sorted(Path(root).rglob("*.py")):
-                h.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
-    return h.hexdigest()
-
-
-def _opts(*names, code=()):
-    return lambda ctx: {**{n: getattr(ctx.opts, n) for n in names}, "code": _code_digest(*code) if code else None}
-
-
 _ALGO = ("depth", "limit", "seed", "batch_size", "threads")
 _ALGO_CODE = ("attnforge.algo", "attnforge.formats")
 _HW_CODE = ("attnforge.hw", "attnforge.formats")
 STAGES = [
-    Stage("train", _train, ("dense.pt",), (), _opts(*_ALGO, "epochs", "lr", "max_shift", code=_ALGO_CODE),
+    Stage("train", _train, ("dense.pt",), (), stage_options(*_ALGO, "epochs", "lr", "max_shift", code=_ALGO_CODE),
           "train the digits ViT"),
     Stage("masks", _masks, ("masks.npz", "masks.report.json"), ("train",),
-          _opts(*_ALGO, "sparsity", "max_images", code=_ALGO_CODE), "prune to the target sparsity and polarize"),
+          stage_options(*_ALGO, "sparsity", "max_images", code=_ALGO_CODE), "prune to the target sparsity and polarize"),
     Stage("verilog", _verilog, ("rtl/vitcod.v",), ("train", "masks"),
-          _opts("macs", "dense_lines", "sparse_lines", "data_width", code=_HW_CODE + ("attnforge.sim",)),
+          stage_options("macs", "dense_lines", "sparse_lines", "data_width", code=_HW_CODE + ("attnforge.sim",)),
           "generate and lint the accelerator's Verilog"),
     # Synthesis needs only the Verilog's configuration: it runs beside fine-tuning, export and the RTL run.
     Stage("synth", _synth, ("synth/report.json",), ("verilog",),
-          _opts("synth", "pnr", "device", code=_HW_CODE + ("attnforge.fpga",)), "synthesize", background=True),
+          stage_options("synth", "pnr", "device", code=_HW_CODE + ("attnforge.fpga",)), "synthesize", background=True),
     Stage("finetune", _finetune, ("finetuned.pt",), ("train", "masks"),
-          _opts(*_ALGO, "ft_epochs", "max_shift", code=_ALGO_CODE), "fine-tune with the masks fixed"),
+          stage_options(*_ALGO, "ft_epochs", "max_shift", code=_ALGO_CODE), "fine-tune with the masks fixed"),
     Stage("export", _export, ("heads.npz", "heads.verify.json"), ("finetune", "masks"),
-          _opts(*_ALGO, "image_index", code=_ALGO_CODE), "export int8 head tensors, check the golden model"),
+          stage_options(*_ALGO, "image_index", code=_ALGO_CODE), "export int8 head tensors, check the golden model"),
     Stage("sim", _sim, ("sim.json",), ("verilog", "masks", "export"),
-          _opts("simulator", "seed", code=_HW_CODE + ("attnforge.algo", "attnforge.tb", "attnforge.sim")),
+          stage_options("simulator", "seed", code=_HW_CODE + ("attnforge.algo", "attnforge.tb", "attnforge.sim")),
           "every head on the RTL, bit for bit, with cycles"),
 ]
 #: The cached stages, then ``report``: written on every run (it says which stages ran and which were
