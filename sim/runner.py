@@ -159,14 +159,15 @@ def run_cocotb(component, *, top: str, config_name: str, test_module: str,
                params: dict | None = None, testcase: str | list[str] | None = None,
                simulator: str | None = None, waves: bool | None = None,
                build_root: str | Path = DEFAULT_BUILD_ROOT, seed: int | None = None,
-               build_args: list[str] | None = None) -> SimResult:
+               build_args: list[str] | None = None, gate_level: bool = False) -> SimResult:
     """Convert ``component`` to Verilog, build it and run the cocotb tests in ``test_module``.
 
     ``params`` reaches the testbench as JSON in ``ATTNFORGE_TB_PARAMS``; a
     testbench that measures something writes JSON to ``ATTNFORGE_REPORT`` and it
     comes back as ``SimResult.report``. ``build_args`` are extra simulator build
     arguments (e.g. ``["-CFLAGS", "-O0"]``: a large design compiles several times
-    faster with Verilator, for short simulations).
+    faster with Verilator, for short simulations). ``gate_level``: simulate the Yosys-synthesized ECP5
+    netlist with Yosys's cell models instead of the RTL (``sim/gatelevel.py``), in its own build folder.
     """
     from cocotb_tools.check_results import get_results
     from cocotb_tools.runner import get_runner
@@ -177,7 +178,7 @@ def run_cocotb(component, *, top: str, config_name: str, test_module: str,
 
     build_root = Path(build_root).resolve()
     config_dir = build_root / config_name
-    build_dir = config_dir / (simulator + ("-waves" if waves else ""))
+    build_dir = config_dir / (simulator + ("-gate-ecp5" if gate_level else "") + ("-waves" if waves else ""))
     t0 = time.perf_counter()
     with _BuildLock(config_dir):
         source = config_dir / f"{top}.v"
@@ -188,6 +189,10 @@ def run_cocotb(component, *, top: str, config_name: str, test_module: str,
         build_kwargs = dict(sources=[source], hdl_toplevel=top, build_dir=build_dir,
                             waves=waves, timescale=("1ns", "1ps"),
                             log_file=build_dir / "build.log")
+        if gate_level:
+            from .gatelevel import ecp5_cell_models, ecp5_netlist
+
+            build_kwargs["sources"] = [ecp5_netlist(source, top, build_dir), ecp5_cell_models(build_dir)]
         if simulator == "verilator":
             build_dir.mkdir(parents=True, exist_ok=True)
             ports_vlt = build_dir / "public_ports.vlt"
