@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from attnforge.errors import ArtifactError
+from attnforge.errors import ArtifactError, ConfigError
 from attnforge.algo.tickets.export import (CSR_FORMAT, export_model, golden_error_bound,
                                            layer_requantizer, load_ticket_csr, quantize_bias, save_ticket_csr,
                                            sparse_linear_float, sparse_linear_golden)
@@ -85,7 +85,7 @@ def test_integer_sparse_layer_matches_float_within_bound(pattern, level):
     x_q = np.clip(np.rint(x_float / x_scale), -127, 127).astype(np.int64)
     y_float = sparse_linear_float(w_float, x_q * x_scale, fc.bias)
     y_scale = np.abs(y_float).max() / 120                                       # no saturation
-    rq = layer_requantizer(fc.scale, x_scale, y_scale)
+    rq = layer_requantizer(fc, x_scale, y_scale)
     y_q = sparse_linear_golden(fc.csr, x_q, rq, quantize_bias(fc.bias, fc.scale, x_scale))
     assert y_q.dtype == np.int64 and y_q.min() >= -128 and y_q.max() <= 127
     err = np.abs(y_q * y_scale - y_float)
@@ -96,6 +96,19 @@ def test_integer_sparse_layer_matches_float_within_bound(pattern, level):
     # an independent integer path: dense int8 matrix product, then the same requantizer
     acc = x_q @ csr_to_dense(fc.csr).astype(np.int64).T + quantize_bias(fc.bias, fc.scale, x_scale)
     assert np.array_equal(y_q, rq(acc))
+
+
+@pytest.mark.parametrize("y_scale, message", [(1e30, "maps every input in"), (1e-30, "y_scale"),
+                                              (float("nan"), "y_scale must be a positive finite number"),
+                                              (0.0, "y_scale must be a positive finite number")])
+def test_degenerate_output_scale_is_refused(y_scale, message):
+    """A requantizer that would zero every output (the "verified" all-zeros of the first round) or saturate
+    every nonzero one is refused, naming y_scale and the range that works."""
+    model, _ = _ticket_model()
+    fc = next(l for l in export_model(model) if l.name == "fc")
+    with pytest.raises(ConfigError, match=message):
+        layer_requantizer(fc, 0.01, y_scale)
+    assert layer_requantizer(fc, 0.01, 0.05).multiplier > 0
 
 
 def test_golden_refuses_bad_input():

@@ -15,7 +15,8 @@ Golden model (what a hardware SpMM row engine computes, bit for bit)::
     y[r]   = Requantizer(acc[r])                                             int8
 
 with ``x`` int8 (scale ``s_x``), ``bias_q = round(bias / (scale * s_x))`` and the
-requantizer ``Requantizer.from_scale(scale * s_x / s_y)``.
+requantizer ``Requantizer.from_scale(scale * s_x / s_y)``, checked against the accumulator's range
+(``layer_requantizer``: a degenerate ``s_y`` is refused).
 """
 
 from __future__ import annotations
@@ -26,13 +27,14 @@ from torch import nn
 
 from attnforge.formats.csr import CSR, csr_to_dense, dense_to_csr
 from attnforge.formats.ticket_csr import CSR_FORMAT, SparseLayer, load_ticket_csr, save_ticket_csr
-from attnforge.numfmt import INT8, IntFormat, Requantizer, accumulator_width
+from attnforge.errors import ConfigError
+from attnforge.numfmt import INT8, IntFormat, Requantizer, accumulator_width, requantizer_for
 
 from .models import prunable_layers
 from .pruning import current_masks
 
 __all__ = ["CSR_FORMAT", "SparseLayer", "export_model", "save_ticket_csr", "load_ticket_csr",
-           "quantize_symmetric", "sparse_linear_golden", "sparse_linear_float", "layer_requantizer",
+           "quantize_symmetric", "sparse_linear_golden", "sparse_linear_float", "layer_requantizer", "accumulator_format",
            "quantize_bias", "golden_error_bound"]
 
 def quantize_symmetric(w: np.ndarray, fmt: IntFormat = INT8) -> tuple[np.ndarray, float]:
@@ -64,9 +66,24 @@ def export_model(model: nn.Module) -> list[SparseLayer]:
 
 # ---------------------------------------------------------------------------- golden model
 
-def layer_requantizer(w_scale: float, x_scale: float, y_scale: float) -> Requantizer:
-    """The requantizer from the accumulator (units ``w_scale * x_scale``) to int8 output of scale ``y_scale``."""
-    return Requantizer.from_scale(w_scale * x_scale / y_scale)
+def accumulator_format(csr: CSR, bias: bool = True) -> IntFormat:
+    """What ``sparse_linear_golden`` accumulates a row of ``csr`` in: ``max_row_nnz`` int8 x int8 products,
+    plus one bit for the bias."""
+    counts = np.diff(csr.row_ptr)
+    return IntFormat(accumulator_width(INT8, INT8, max(1, int(counts.max()) if counts.size else 1)) + bool(bias))
+
+
+def layer_requantizer(layer: SparseLayer, x_scale: float, y_scale: float, *, bias: bool = True) -> Requantizer:
+    """The requantizer from ``layer``'s accumulator (units ``layer.scale * x_scale``) to int8 output of scale
+    ``y_scale``, checked against the accumulator's range (``numfmt.requantizer_for``): a ``y_scale`` that would
+    map every output to 0 or saturate every nonzero one raises ``ConfigError`` naming ``y_scale``, the
+    multiplier and shift, and the scales that work."""
+    for name, value in (("x_scale", x_scale), ("y_scale", y_scale)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (np.isfinite(value) and value > 0):
+            raise ConfigError(f"layer {layer.name}: {name} must be a positive finite number, not {value!r}")
+    scale = layer.scale * x_scale / y_scale
+    return requantizer_for(scale, accumulator_format(layer.csr, bias), what=f"layer {layer.name} requantizer",
+                           field=("y_scale", float(y_scale), lambda s: layer.scale * x_scale / s))
 
 
 def quantize_bias(bias: np.ndarray, w_scale: float, x_scale: float) -> np.ndarray:
