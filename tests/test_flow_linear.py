@@ -79,6 +79,7 @@ def test_rerun_caches_and_changed_options_rerun_downstream(tmp_path, fake_hw):
     assert _run(out) == (0, list(CACHED))
     report = (out / "report.md").read_text()
     assert "**48 of 48**" in report and "attnforge linear export" in report and "## Cycles against a KV cache" in report
+    assert "held-out perplexity with every head in the datapath's integers" in report and "linear int-eval" in report
     for png in ("training.png", "head.png", "kv_cache.png"):
         assert (out / png).is_file()
     exported = json.loads((out / "export.json").read_text())

@@ -121,6 +121,32 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_int_eval(args) -> int:
+    import torch
+
+    from attnforge.algo.linear.export import check_hardware_variant
+    from attnforge.algo.linear.int_attention import IntegerAttention
+    from attnforge.algo.linear.train import evaluate, load_checkpoint
+
+    _threads(args)
+    model, _ = load_checkpoint(args.checkpoint)
+    check_hardware_variant(model.cfg, args.checkpoint)   # before the corpus is read
+    corpus = _corpus(args)
+    block = args.block or model.cfg.block_size
+    calib, _ = corpus.batch("train", args.calib_windows, block, torch.Generator().manual_seed(args.seed))
+    ia = IntegerAttention.calibrate(model, calib)
+    fl = evaluate(model, corpus, block, args.eval_windows)
+    with ia.use():
+        it = evaluate(model, corpus, block, args.eval_windows)
+    heads = [{"layer": l, "head": h, "attn_multiplier": hq.fmt.attn_multiplier, "attn_shift": hq.fmt.attn_shift,
+              "conv_multiplier": hq.fmt.conv_multiplier, "conv_shift": hq.fmt.conv_shift,
+              "scales": {"q": hq.q, "k": hq.k, "v": hq.v, "out": hq.out}}
+             for l, row in enumerate(ia.heads) for h, hq in enumerate(row)]
+    print_json({"checkpoint": args.checkpoint, "float": fl, "integer": it, "ppl_ratio": it["ppl"] / fl["ppl"],
+                "calib_windows": args.calib_windows, "block": block, "heads": heads}, args.json)
+    return 0
+
+
 def cmd_linearize(args) -> int:
     from attnforge.algo.linear.linearize import linearize_and_finetune
 
@@ -216,6 +242,18 @@ def register(subparsers) -> None:
     p.add_argument("--json", help="write the summary here instead of stdout")
     common(p)
     p.set_defaults(func=cmd_export)
+
+    p = g.add_parser("int-eval", help="held-out perplexity with every attention head in the datapath's integers",
+                     description="Calibrate int8 scales and requantizers per layer and head on training windows "
+                                 "(seeded), replace every head's attention by the decode datapath's integer "
+                                 "arithmetic (the golden model, in closed form), and report the held-out loss and "
+                                 "perplexity of the float and the integer-attention model.")
+    p.add_argument("checkpoint")
+    p.add_argument("--calib-windows", type=int, default=32, help="training windows for the scales [32]")
+    p.add_argument("--block", type=int, default=None, help="window length [the model's block size]")
+    p.add_argument("--json", help="write the result here instead of stdout")
+    common(p)
+    p.set_defaults(func=cmd_int_eval)
 
     p = g.add_parser("linearize", help="swap a local GPT-2 checkpoint's attention for linear attention, fine-tune",
                      description="Load a Hugging Face GPT-2 from a local folder (needs attnforge[hf]), replace "

@@ -202,6 +202,7 @@ def _export(ctx: _Ctx) -> dict:
             heads.append({k: s[k] for k in ("layer", "head", "max_err_lsb", "rms_err_lsb", "rel_rms_err",
                                             "saturated", "attn_scale", "conv_scale")})
     ctx.p("export.tmp.npz").unlink(missing_ok=True)
+    integer = _integer_perplexity(model, o)
     summary = {"heads": heads, "tokens": chosen["tokens"], "feature_map": chosen["feature_map"],
                "chosen": {k: chosen[k] for k in ("layer", "head", "max_err_lsb", "rms_err_lsb", "rel_rms_err",
                                                  "saturated", "attn_scale", "conv_scale", "scales", "overflow")},
@@ -211,8 +212,26 @@ def _export(ctx: _Ctx) -> dict:
                          "golden": (chosen["golden_out"][:, :4] * chosen["scales"]["out"]).tolist()}}
     write_json_atomic(ctx.p("export.json"), summary)
     return {**{k: summary[k] for k in ("heads", "tokens", "feature_map", "chosen", "golden_digest", "trace")},
+            "integer_attention": integer,
             "command": f"attnforge linear export {ctx.rel('lm.pt')} --layer {o.layer} --head {o.head} "
                        f"--tokens {o.tokens} {_data_args(o)} -o {ctx.rel('head.npz')}"}
+
+
+def _integer_perplexity(model, o: LinearFlowOptions) -> dict:
+    """Held-out perplexity with every head in the datapath's integers (``int_attention``) against float."""
+    import torch
+
+    from attnforge.algo.linear.int_attention import IntegerAttention
+    from attnforge.algo.linear.train import evaluate
+
+    corpus = _corpus(o)
+    calib, _ = corpus.batch("train", 32, o.block, torch.Generator().manual_seed(o.seed))
+    ia = IntegerAttention.calibrate(model, calib)
+    fl = evaluate(model, corpus, o.block, 64)
+    with ia.use():
+        it = evaluate(model, corpus, o.block, 64)
+    return {"float_ppl": fl["ppl"], "integer_ppl": it["ppl"], "ppl_ratio": it["ppl"] / fl["ppl"],
+            "command": f"attnforge linear int-eval {{lm}} --calib-windows 32 --eval-windows 64 {_data_args(o)}"}
 
 
 def _hw_config(ctx: _Ctx):

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 from attnforge.formats.atomic import write_text_atomic
@@ -118,6 +119,9 @@ def write_linear_report(out, opts, results: dict, stage_runs: dict, command: str
          "## Summary", ""]
     L += _table(["", ""], [
         ["held-out loss / perplexity (float)", f"{tr['held_out']['loss']:.3f} nats / {tr['held_out']['ppl']:.2f}"],
+        ["held-out perplexity with every head in the datapath's integers",
+         f"{ex['integer_attention']['integer_ppl']:.3f} (float {ex['integer_attention']['float_ppl']:.3f}: "
+         f"{100 * (ex['integer_attention']['ppl_ratio'] - 1):+.2f} %)"],
         ["integer golden model vs float, this head", f"{100 * ch['rel_rms_err']:.2f} % RMS of the output "
                                                      f"({ch['rms_err_lsb']:.2f} LSB RMS, {ch['max_err_lsb']:.2f} "
                                                      f"LSB max)"],
@@ -157,6 +161,8 @@ def write_linear_report(out, opts, results: dict, stage_runs: dict, command: str
                  for c, k, b in zip(kv["contexts"], kv["kv_cycles"], kv["kv_bytes"])])
     L += ["", "## Reproduce", "", "From the repository root with `.venv/bin/` first on `PATH`:", "", "```sh",
           f"{command}"]
+    L += ["# perplexity with integer attention (every head)",
+          ex["integer_attention"]["command"].format(lm=shlex.quote(str(out / "lm.pt")))]
     for name, what in (("train", "the model, held-out loss"), ("export", "int8 tensors of the RTL head"),
                        ("verilog", "Verilog + lint"), ("sim", "bit exactness, cycles per token"),
                        ("synth", "resources" + (", Fmax" if sy.get("pnr") else ""))):
