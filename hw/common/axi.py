@@ -161,7 +161,7 @@ class AxisCommandInput(wiring.Component):
         m.d.comb += [take.eq(self.tvalid & self.tready),
                      self.cmd.payload.as_value().eq(Cat(*held, self.tdata)[:self._cmd_bits]),
                      self.partial.eq(in_data | (count != 0))]
-        with m.If(take & (self.tkeep != Const(-1, w // 8))):
+        with m.If(take & ~self.tkeep.all()):
             m.d.sync += self.keep_error.eq(1)
         last_cmd_beat = ~in_data & (count == k - 1)
         with m.If(last_cmd_beat):
@@ -219,5 +219,5 @@ class AxisOutput(wiring.Component):
         wiring.connect(m, wiring.flipped(self.i), skid.i)
         m.d.comb += [self.tdata.eq(skid.o.payload.data), self.tlast.eq(skid.o.payload.last),
                      self.tvalid.eq(skid.o.valid), skid.o.ready.eq(self.tready),
-                     self.tkeep.eq(Const(-1, self._width // 8))]
+                     self.tkeep.eq(Const((1 << self._width // 8) - 1, self._width // 8))]
         return m
