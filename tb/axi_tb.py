@@ -145,6 +145,7 @@ class AxiTB:
             params = register_params(self.cfg, {"feature_map": FEATURE_MAPS})
         self.regmap = accelerator_regmap(self.design, params)
         self.params = params
+        dut.aresetn.value = 0       # before the cocotbext-axi models start: they begin in reset
         cocotb.start_soon(Clock(dut.aclk, 10, unit="ns").start())
         kw = dict(reset=dut.aresetn, reset_active_level=False)
         self.source = AxiStreamSource(AxiStreamBus.from_prefix(dut, "s_axis"), dut.aclk, **kw)

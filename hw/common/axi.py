@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from amaranth.hdl import Cat, ClockDomain, ClockSignal, Const, Module, ResetSignal, Shape, Signal, Value
+from amaranth.hdl import Cat, ClockDomain, ClockSignal, Const, Module, Mux, ResetSignal, Shape, Signal, Value
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -163,29 +163,29 @@ class AxisCommandInput(wiring.Component):
                      self.partial.eq(in_data | (count != 0))]
         with m.If(take & ~self.tkeep.all()):
             m.d.sync += self.keep_error.eq(1)
-        last_cmd_beat = ~in_data & (count == k - 1)
-        with m.If(last_cmd_beat):
-            m.d.comb += [self.cmd.valid.eq(self.tvalid & self.enable), self.tready.eq(self.enable & self.cmd.ready)]
-        with m.Elif(~in_data):
-            m.d.comb += self.tready.eq(self.enable)
-            with m.If(take):
-                for j in range(k - 1):
-                    with m.If(count == j):
-                        m.d.sync += held[j].eq(self.tdata)
-                m.d.sync += count.eq(count + 1)
+        # Plain expressions, no conditional assignments: Icarus does not run a netlist's
+        # combinational processes at time 0 for inputs that never change, and tready must be known.
+        last_cmd_beat = Signal()
+        data_ready = self.data.ready if self._data_beats is not None else 0
+        m.d.comb += [last_cmd_beat.eq(~in_data & (count == k - 1)),
+                     self.cmd.valid.eq(self.tvalid & self.enable & last_cmd_beat),
+                     self.tready.eq(self.enable & Mux(in_data, data_ready, ~last_cmd_beat | self.cmd.ready))]
+        with m.If(take & ~in_data & ~last_cmd_beat):
+            for j in range(k - 1):
+                with m.If(count == j):
+                    m.d.sync += held[j].eq(self.tdata)
+            m.d.sync += count.eq(count + 1)
         with m.If(take & last_cmd_beat):
             m.d.sync += count.eq(0)
             if self._data_beats is not None:
                 beats = Value.cast(self._data_beats(self.cmd.payload))
                 m.d.sync += [left.eq(beats), in_data.eq(beats != 0)]
         if self._data_beats is not None:
-            with m.If(in_data):
-                m.d.comb += [self.data.valid.eq(self.tvalid & self.enable), self.data.payload.eq(self.tdata),
-                             self.tready.eq(self.enable & self.data.ready)]
-                with m.If(take):
-                    m.d.sync += left.eq(left - 1)
-                    with m.If(left == 1):
-                        m.d.sync += in_data.eq(0)
+            m.d.comb += [self.data.valid.eq(self.tvalid & self.enable & in_data), self.data.payload.eq(self.tdata)]
+            with m.If(take & in_data):
+                m.d.sync += left.eq(left - 1)
+                with m.If(left == 1):
+                    m.d.sync += in_data.eq(0)
         return m
 
 
