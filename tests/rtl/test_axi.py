@@ -3,7 +3,7 @@ cocotbext-axi (AxiStreamSource/Sink with random pauses, AxiLiteMaster), bit for 
 models, the register map read back, the counters against the cycle models at full rate, a soft reset
 mid-stream, a tkeep error; the simulated Verilog lints clean; a flipped output bit must fail.
 
-Cost: a fresh Verilator build of a wrapped design is a C++ compile of ~45 s CPU, more than this file's
+Cost: a fresh Verilator build of a wrapped design costs ~35 s CPU (ViTCoD, ccache cold), more than this file's
 share of ``make test``; so ``make test`` runs the testbench on Icarus (ViTCoD: all five tests; linear
 decode: bit exact under pauses and the counters; the mutant) and ``make test-full`` on Verilator (all
 five tests on both designs, and a narrow ``s_axis``)."""
