@@ -30,7 +30,7 @@ from cocotb.triggers import ClockCycles, FallingEdge, RisingEdge
 from cocotbext.axi import AxiLiteBus, AxiLiteMaster, AxiStreamBus, AxiStreamFrame, AxiStreamSink, AxiStreamSource
 
 from attnforge.hw.common import PERF_COUNTERS, accelerator_regmap
-from attnforge.hw.common.axi import ERR_AXIS_TKEEP, register_params
+from attnforge.hw.common.axi import ERR_AXIS_TKEEP, ERR_AXIS_TLAST, register_params
 from attnforge.hw.linear import LinearDecodeConfig
 from attnforge.hw.linear.axi import default_axis_width
 from attnforge.hw.linear.cycles import LinearDecodeCycles
@@ -89,7 +89,8 @@ def vitcod_workload(cfg: VitcodConfig, seed: int, heads: int, *, errors: bool = 
             packets.append(_beat_bytes(pack(cfg.cmd_layout, h.layer_cmd), cmd_bytes)
                            + b"".join(_beat_bytes(x, b) for x in h.layer_beats))
             completed.append(len(outputs))
-        packets.append(_beat_bytes(pack(cfg.cmd_layout, h.cmd), cmd_bytes) + b"".join(_beat_bytes(x, b) for x in h.beats))
+        packets.append(_beat_bytes(pack(cfg.cmd_layout, h.cmd), cmd_bytes)
+                       + b"".join(_beat_bytes(x, b) for x in h.beats))
         if h.expected is not None:
             outputs.append(np.ascontiguousarray(h.expected, np.int8).tobytes())
         completed.append(len(outputs))
@@ -328,7 +329,10 @@ async def soft_reset_mid_stream_recovers(dut):
     await tb.receive(first.outputs[:first.completed[n - 1]], budget=200_000)
     await ClockCycles(dut.aclk, 30)
     if tb.design == "vitcod":
-        assert await tb.read("status") & 1, "the accelerator is not busy mid-head: the cut missed"
+        status = await tb.read("status")
+        assert status & 1, "the accelerator is not busy mid-head: the cut missed"
+        # the cut packet's tlast came in the middle of the head's data
+        assert status >> 8 == ERR_AXIS_TLAST, f"STATUS {status:#x}: expected ERR_AXIS_TLAST only"
     assert tb.sink.empty() and tb.source.empty()
     await tb.soft_reset()
     await ClockCycles(dut.aclk, 5)

@@ -68,7 +68,7 @@ def test_register_parameters_are_the_ones_attnforge_regs_writes():
 
 def _command_input_bench(dut, beats, *, ready_pattern):
     """Drive ``beats`` ((data, keep)) into ``dut``; collect commands and data beats."""
-    got = {"cmd": [], "data": [], "keep_error": [], "partial": []}
+    got = {"cmd": [], "data": [], "keep_error": [], "last_error": [], "partial": []}
 
     async def bench(ctx):
         ctx.set(dut.enable, 1)
@@ -80,6 +80,7 @@ def _command_input_bench(dut, beats, *, ready_pattern):
             if n < len(beats):
                 ctx.set(dut.tdata, beats[n][0])
                 ctx.set(dut.tkeep, beats[n][1])
+                ctx.set(dut.tlast, beats[n][2] if len(beats[n]) > 2 else 0)
                 ctx.set(dut.tvalid, 1)
             else:
                 ctx.set(dut.tvalid, 0)
@@ -92,6 +93,7 @@ def _command_input_bench(dut, beats, *, ready_pattern):
                 n += 1
             await ctx.tick()
             got["keep_error"].append(ctx.get(dut.keep_error))
+            got["last_error"].append(ctx.get(dut.last_error))
             cycle += 1
         ctx.set(dut.tvalid, 0)
         got["partial"].append(ctx.get(dut.partial))
@@ -113,12 +115,26 @@ def test_axis_command_input_assembles_commands_and_frames_their_data():
         word = n | tag << 4
         return [(word >> (8 * j) & 0xFF, 1) for j in range(3)]
 
-    beats = command(2, 0xBEEF) + [(0x11, 1), (0x22, 1)] + command(0, 0x1234) + command(1, 0x0F0F) + [(0x33, 0)]
+    # tlast where packets may end: after a command's data, after a command without data
+    beats = command(2, 0xBEEF) + [(0x11, 1), (0x22, 1, 1)] + command(0, 0x1234)
+    beats[-1] += (1,)
+    beats += command(1, 0x0F0F) + [(0x33, 0)]
     got = _command_input_bench(dut, beats, ready_pattern=[1, 0, 1, 1, 0])
+    assert not any(got["last_error"])
     assert [(c.n, c.tag) for c in got["cmd"]] == [(2, 0xBEEF), (0, 0x1234), (1, 0x0F0F)]
     assert got["data"] == [0x11, 0x22, 0x33]          # the beat with tkeep low is used as it is
     assert got["keep_error"][-1] == 1 and not any(got["keep_error"][:10])
     assert any(got["partial"]) and got["partial"][-1] == 0
+
+
+@pytest.mark.parametrize("at", [0, 2, 3])     # a command beat, the command's last beat, a data beat
+def test_axis_command_input_flags_a_packet_that_ends_inside_a_command(at):
+    layout = data.StructLayout({"n": 4, "tag": 16})
+    dut = AxisCommandInput(8, layout, data_beats=lambda p: p.n, count_width=4)
+    beats = [(2, 1), (0, 1), (0, 1), (0x11, 1), (0x22, 1)]       # n = 2: three command beats, two data beats
+    beats[at] += (1,)
+    got = _command_input_bench(dut, beats, ready_pattern=[1])
+    assert got["last_error"][-1] == 1 and got["data"] == [0x11, 0x22]
 
 
 def test_axis_output_holds_a_stalled_beat():

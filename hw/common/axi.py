@@ -22,16 +22,20 @@ starts again.
 ``tkeep``: the wrappers carry whole beats only. A beat taken on ``s_axis``
 with any ``tkeep`` bit low is used as it is (all its bytes, whatever they
 hold) and sets the sticky error bit ``ERR_AXIS_TKEEP`` of ``STATUS.errors``;
-``m_axis_tkeep`` is always all ones. ``s_axis_tlast`` is not used: the
-command says how many data beats follow it, so one DMA packet may carry one
-command or a whole program (see docs/axi.md).
+``m_axis_tkeep`` is always all ones.
+
+``s_axis_tlast`` does not frame: the command says how many data beats follow
+it, so one DMA packet may carry one command or a whole program (docs/axi.md).
+It is checked: ``tlast`` on a beat that does not end a command (with its data)
+sets the sticky ``ERR_AXIS_TLAST`` (a packet shorter than its command says: the
+next packet's beats will be taken as this command's data; soft reset recovers).
 """
 
 from __future__ import annotations
 
 import dataclasses
 
-from amaranth.hdl import Cat, ClockDomain, ClockSignal, Const, Module, Mux, ResetSignal, Shape, Signal, Value
+from amaranth.hdl import Cat, ClockDomain, ClockSignal, Const, Module, Mux, ResetSignal, Shape, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -40,11 +44,14 @@ from attnforge.errors import ConfigError
 from .regbank import RegisterBank
 from .stream import SkidBuffer
 
-__all__ = ["ERR_AXIS_TKEEP", "AXIL_PREFIX", "axis_slave_members", "axis_master_members", "axil_members",
+__all__ = ["ERR_AXIS_TKEEP", "ERR_AXIS_TLAST", "AXIL_PREFIX", "axis_slave_members", "axis_master_members",
+           "axil_members",
            "bus_domains", "connect_axil", "register_params", "check_axis_width", "AxisCommandInput", "AxisOutput"]
 
 #: STATUS.errors bit the wrappers add: a beat with a ``tkeep`` bit low was taken on ``s_axis``.
 ERR_AXIS_TKEEP = 0x80
+#: STATUS.errors bit: a packet ended (``s_axis_tlast``) in the middle of a command or its data.
+ERR_AXIS_TLAST = 0x40
 #: Prefix of the AXI4-Lite ports on a wrapper.
 AXIL_PREFIX = "s_axil_"
 
@@ -126,8 +133,13 @@ class AxisCommandInput(wiring.Component):
     cmd : ``Out(stream.Signature(cmd_layout))``
     data : ``Out(stream.Signature(width))``
         Only with ``data_beats``.
+    tlast : ``In(1)``
     keep_error : ``Out(1)``
         Sticky: a beat with a ``tkeep`` bit low was taken.
+    last_error : ``Out(1)``
+        Sticky: a beat with ``tlast`` high was taken that does not end a command (with its
+        data): a packet ended in the middle of a command. (A packet may hold many commands:
+        ``tlast`` low at a command's end is no error.)
     partial : ``Out(1)``
         A command is part-way in (some of its beats, or of its data beats, taken): a cycle
         without ``tvalid`` then is a stall on the input.
@@ -139,9 +151,9 @@ class AxisCommandInput(wiring.Component):
         self._data_beats = data_beats
         self._count_width = count_width
         self._cmd_bits = Shape.cast(cmd_layout).width
-        members = {"tdata": In(width), "tkeep": In(width // 8), "tvalid": In(1), "tready": Out(1),
+        members = {"tdata": In(width), "tkeep": In(width // 8), "tvalid": In(1), "tready": Out(1), "tlast": In(1),
                    "enable": In(1), "cmd": Out(stream.Signature(cmd_layout)), "keep_error": Out(1),
-                   "partial": Out(1)}
+                   "last_error": Out(1), "partial": Out(1)}
         if data_beats is not None:
             members["data"] = Out(stream.Signature(width))
         super().__init__(members)
@@ -175,11 +187,20 @@ class AxisCommandInput(wiring.Component):
                 with m.If(count == j):
                     m.d.sync += held[j].eq(self.tdata)
             m.d.sync += count.eq(count + 1)
+        # the beat that ends a command: its last beat when no data follows, else its last data beat
+        ends_command = Signal()
+        if self._data_beats is not None:
+            beats = Signal(self._count_width, name="data_beats")
+            m.d.comb += [beats.eq(self._data_beats(self.cmd.payload)),
+                         ends_command.eq(last_cmd_beat & (beats == 0) | in_data & (left == 1))]
+        else:
+            m.d.comb += ends_command.eq(last_cmd_beat)
         with m.If(take & last_cmd_beat):
             m.d.sync += count.eq(0)
             if self._data_beats is not None:
-                beats = Value.cast(self._data_beats(self.cmd.payload))
                 m.d.sync += [left.eq(beats), in_data.eq(beats != 0)]
+        with m.If(take & self.tlast & ~ends_command):
+            m.d.sync += self.last_error.eq(1)
         if self._data_beats is not None:
             m.d.comb += [self.data.valid.eq(self.tvalid & self.enable & in_data), self.data.payload.eq(self.tdata)]
             with m.If(take & in_data):

@@ -4,7 +4,8 @@ Input (``s_axis``, ``axis_width`` bits, default the next power of two at or
 above the command's width, so one beat per command): each command of
 ``LinearDecodeConfig.input_layout`` (cmd, last, head, a, q, k, v; first field
 in the lowest bits) spans ``cmd_beats`` beats, zero padding above. No data
-beats follow a command; ``s_axis_tlast`` is not used.
+beats follow a command; ``s_axis_tlast`` does not frame (a ``tlast`` in the middle of
+a multi-beat command sets ``ERR_AXIS_TLAST``).
 
 Output (``m_axis``, ``8 d`` bits): one token's d int8 outputs per beat,
 ``tlast`` on the last token of each verified block (one S2MM packet per block).
@@ -12,7 +13,8 @@ Output (``m_axis``, ``8 d`` bits): one token's d int8 outputs per beat,
 Registers (``accelerator_regmap("linear-decode", params)``; ``feature_map`` as
 its index in ``FEATURE_MAPS``): STATUS.busy is the datapath's ``busy`` (a pass
 or history shift running, or outputs in flight); STATUS.errors bit 0 is set
-while any head's sticky ``overflow`` flag is, bit 7 is ``ERR_AXIS_TKEEP``;
+while any head's sticky ``overflow`` flag is, bit 6 ``ERR_AXIS_TLAST``, bit 7
+``ERR_AXIS_TKEEP``;
 DONE_COUNT counts output tokens sent on ``m_axis``; FAILED_COUNT is 0 (the
 datapath refuses no command: an out-of-range commit is ignored, as the golden
 model does). ENABLE gates ``s_axis_tready`` (reset 0); CONTROL.soft_reset
@@ -39,7 +41,8 @@ from amaranth.lib.wiring import In
 
 from attnforge.hw.common import AcceleratorRegisters
 from attnforge.hw.common.axi import (
-    ERR_AXIS_TKEEP, AxisCommandInput, AxisOutput, axil_members, axis_master_members, axis_slave_members,
+    ERR_AXIS_TKEEP, ERR_AXIS_TLAST, AxisCommandInput, AxisOutput, axil_members, axis_master_members,
+    axis_slave_members,
     bus_domains, check_axis_width, connect_axil, register_params,
 )
 from attnforge.linear_format import FEATURE_MAPS
@@ -78,7 +81,7 @@ class LinearDecodeAxi(wiring.Component):
     aresetn : ``In(1)``
         Active-low synchronous reset of everything.
     s_axis_tdata, s_axis_tkeep, s_axis_tvalid, s_axis_tready, s_axis_tlast
-        Commands in (module docstring); ``tlast`` is ignored.
+        Commands in (module docstring); ``tlast`` is checked, not used.
     m_axis_tdata, m_axis_tkeep, m_axis_tvalid, m_axis_tready, m_axis_tlast
         One output token per beat; ``tlast`` on each block's last token.
     s_axil_awaddr ... s_axil_rready
@@ -127,6 +130,7 @@ class LinearDecodeAxi(wiring.Component):
         m.submodules.out = out = AxisOutput(cfg.output_layout.size)
         m.d.comb += [framing.tdata.eq(self.s_axis_tdata), framing.tkeep.eq(self.s_axis_tkeep),
                      framing.tvalid.eq(self.s_axis_tvalid), self.s_axis_tready.eq(framing.tready),
+                     framing.tlast.eq(self.s_axis_tlast),
                      framing.enable.eq(regs.enable.enable)]
         wiring.connect(m, framing.cmd, core.i)
         m.d.comb += [out.i.valid.eq(core.o.valid), out.i.payload.data.eq(core.o.payload),
@@ -138,7 +142,8 @@ class LinearDecodeAxi(wiring.Component):
         with m.If(core.o.valid & core.o.ready):
             m.d.accel += tokens_done.eq(tokens_done + 1)
         m.d.comb += [regs.status.busy.eq(core.busy),
-                     regs.status.errors.eq(core.overflow.any() | Mux(framing.keep_error, ERR_AXIS_TKEEP, 0)),
+                     regs.status.errors.eq(core.overflow.any() | Mux(framing.keep_error, ERR_AXIS_TKEEP, 0)
+                                           | Mux(framing.last_error, ERR_AXIS_TLAST, 0)),
                      regs.done_count.value.eq(tokens_done), regs.failed_count.value.eq(0),
                      regs.perf.busy.eq(core.busy | core.i.valid),
                      regs.perf.stall_in.eq((framing.partial | core.block_open) & framing.tready

@@ -5,8 +5,8 @@ layer load) one *packet*: the command (``cmd_layout``, first field in the
 lowest bits, ``cmd_beats`` beats, zero padding above), then the head's data
 beats exactly as ``hw/vitcod/accelerator.py`` lays them out. The number of
 data beats comes from the command (``loader.command_data_beats``: also for a
-head the accelerator refuses, whose data it drops), so ``s_axis_tlast`` is
-not needed and not used.
+head the accelerator refuses, whose data it drops), so ``s_axis_tlast`` does not
+frame; a ``tlast`` in the middle of a packet sets ``ERR_AXIS_TLAST``.
 
 Output (``m_axis``, ``data_width`` bits): the output rows of every head
 without an error, ``Nq * d / B`` beats, ``tlast`` on each head's last beat (one
@@ -14,9 +14,9 @@ S2MM packet per head). A refused head produces nothing (see STATUS).
 
 Registers (``accelerator_regmap("vitcod", params)``, docs/axi.md has the table):
 STATUS.busy is the accelerator's ``busy``; STATUS.errors bits 3:0 are its
-sticky ``ERR_SIZE``, ``ERR_ROW_PTR``, ``ERR_COL_IDX``, ``ERR_LAYER``, bit 7
-``ERR_AXIS_TKEEP``; DONE_COUNT and FAILED_COUNT are ``heads_done`` and
-``heads_failed``. ENABLE.enable (reset 0) gates ``s_axis_tready``: a driver
+sticky ``ERR_SIZE``, ``ERR_ROW_PTR``, ``ERR_COL_IDX``, ``ERR_LAYER``, bit 6
+``ERR_AXIS_TLAST``, bit 7 ``ERR_AXIS_TKEEP``; DONE_COUNT and FAILED_COUNT are
+``heads_done`` and ``heads_failed``. ENABLE.enable (reset 0) gates ``s_axis_tready``: a driver
 writes 1 first. CONTROL.soft_reset resets the accelerator, the input framing,
 the error bits, the counts and the performance counters; CONTROL.start is not
 used (a head starts when its command arrives). The counters count cycles of:
@@ -40,7 +40,8 @@ from amaranth.lib.wiring import In
 
 from attnforge.hw.common import AcceleratorRegisters
 from attnforge.hw.common.axi import (
-    ERR_AXIS_TKEEP, AxisCommandInput, AxisOutput, axil_members, axis_master_members, axis_slave_members,
+    ERR_AXIS_TKEEP, ERR_AXIS_TLAST, AxisCommandInput, AxisOutput, axil_members, axis_master_members,
+    axis_slave_members,
     bus_domains, connect_axil, register_params,
 )
 
@@ -71,7 +72,7 @@ class VitcodAxi(wiring.Component):
     aresetn : ``In(1)``
         Active-low synchronous reset of everything.
     s_axis_tdata, s_axis_tkeep, s_axis_tvalid, s_axis_tready, s_axis_tlast
-        Commands and data in (module docstring); ``tlast`` is ignored.
+        Commands and data in (module docstring); ``tlast`` is checked, not used.
     m_axis_tdata, m_axis_tkeep, m_axis_tvalid, m_axis_tready, m_axis_tlast
         Output rows; ``tlast`` on each head's last beat.
     s_axil_awaddr ... s_axil_rready
@@ -115,6 +116,7 @@ class VitcodAxi(wiring.Component):
         m.submodules.out = out = AxisOutput(cfg.data_width)
         m.d.comb += [framing.tdata.eq(self.s_axis_tdata), framing.tkeep.eq(self.s_axis_tkeep),
                      framing.tvalid.eq(self.s_axis_tvalid), self.s_axis_tready.eq(framing.tready),
+                     framing.tlast.eq(self.s_axis_tlast),
                      framing.enable.eq(regs.enable.enable)]
         wiring.connect(m, framing.cmd, core.cmd)
         wiring.connect(m, framing.data, core.data)
@@ -124,7 +126,8 @@ class VitcodAxi(wiring.Component):
                      self.m_axis_tvalid.eq(out.tvalid), out.tready.eq(self.m_axis_tready),
                      self.m_axis_tlast.eq(out.tlast)]
         m.d.comb += [regs.status.busy.eq(core.busy),
-                     regs.status.errors.eq(core.error | Mux(framing.keep_error, ERR_AXIS_TKEEP, 0)),
+                     regs.status.errors.eq(core.error | Mux(framing.keep_error, ERR_AXIS_TKEEP, 0)
+                                           | Mux(framing.last_error, ERR_AXIS_TLAST, 0)),
                      regs.done_count.value.eq(core.heads_done), regs.failed_count.value.eq(core.heads_failed),
                      regs.perf.busy.eq(core.busy),
                      regs.perf.stall_in.eq(framing.partial & framing.tready & ~self.s_axis_tvalid),
