@@ -29,7 +29,8 @@ used (a head starts when its command arrives). The counters count cycles of:
   ``s_axis_tvalid`` is low;
 * STALL_OUT: an output beat waits because ``m_axis`` is backpressured (the
   output register is full);
-* MAC_ACTIVE: the Denser or the Sparser Engine issues a beat to its MAC lines.
+* MAC_ACTIVE: the Denser or the Sparser Engine issues a beat to its MAC lines:
+  the cycle model's ``mac_active_cycles``.
 """
 
 from __future__ import annotations
