@@ -157,7 +157,6 @@ class AxiTB:
             x.log.setLevel(logging.WARNING)
         self.axil = AxiLiteMonitor(dut, dut.aclk, reset=dut.aresetn, prefix="s_axil_", reset_active_level=False)
         self.axis = AxisMonitor(dut, dut.aclk, "m_axis_", reset=dut.aresetn, reset_active_level=False)
-        self.rng = random.Random(self.seed)
 
     def workload(self, seed: int | None = None, **kw) -> Workload:
         seed = self.seed if seed is None else seed
