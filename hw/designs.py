@@ -12,10 +12,12 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from .linear.axi import LinearDecodeAxi
 from .linear.decode import LinearDecode, LinearDecodeConfig
 from .mac_line import MacLine, MacLineConfig
 from .common.requant import RequantLine, RequantLineConfig
 from .vitcod import VitcodAccelerator, VitcodConfig
+from .vitcod.axi import VitcodAxi
 
 __all__ = ["Design", "DESIGNS", "get_design"]
 
@@ -28,6 +30,13 @@ class Design:
     build: Callable[[Any], Any]  # config -> elaboratable component
     summary: str
     testbench: str       # cocotb test module that checks it against its golden model
+    # (config, **options) -> the block behind AXI4-Stream/AXI4-Lite (``hw/common/axi.py``), or None
+    axi: Callable[..., Any] | None = None
+
+    @property
+    def axi_top(self) -> str:
+        """Verilog top module of the AXI-wrapped block."""
+        return f"{self.top}_axi"
 
     def make_config(self, **params):
         return self.config_cls(**params)
@@ -49,10 +58,10 @@ DESIGNS = {
                "attnforge.tb.requant_tb"),
         Design("vitcod", "vitcod", VitcodConfig, VitcodAccelerator,
                "ViTCoD attention head accelerator: Denser + Sparser Engines, integer softmax",
-               "attnforge.tb.vitcod_tb"),
+               "attnforge.tb.vitcod_tb", VitcodAxi),
         Design("linear-decode", "linear_decode", LinearDecodeConfig, LinearDecode,
                "linear-attention decode datapath: state in memory, conv, verify/commit",
-               "attnforge.tb.linear_decode_tb"),
+               "attnforge.tb.linear_decode_tb", LinearDecodeAxi),
     ]
 }
 

@@ -18,7 +18,7 @@ Breaches are collected in ``errors`` (with the cycle); ``check()`` raises an
 for scoreboards. So that a testbench can show it exercised the cases,
 ``stalls[ch]`` counts the cycles each channel was valid and not ready, and
 ``split_writes`` the writes whose AW and W were taken in different cycles. While ``reset`` is high nothing is checked and pending
-requests are dropped.
+requests are dropped (``reset_active_level=False`` for an active-low reset such as ``aresetn``).
 """
 
 from __future__ import annotations
@@ -51,8 +51,8 @@ def _read(signal):
 class AxiLiteMonitor:
     """Checks the AXI4-Lite rules on ``dut``'s ports every cycle of ``clk`` (module docstring)."""
 
-    def __init__(self, dut, clk, *, reset=None, prefix: str = ""):
-        self.clk, self.reset = clk, reset
+    def __init__(self, dut, clk, *, reset=None, prefix: str = "", reset_active_level: bool = True):
+        self.clk, self.reset, self._reset_level = clk, reset, int(reset_active_level)
         self.signals = {ch: (getattr(dut, prefix + v), getattr(dut, prefix + r),
                              tuple(getattr(dut, prefix + p) for p in payload))
                         for ch, (v, r, payload) in CHANNELS.items()}
@@ -83,7 +83,7 @@ class AxiLiteMonitor:
     def sample(self) -> None:
         """Check one cycle (called by the background task; a testbench may call it itself instead)."""
         self.cycle += 1
-        if self.reset is not None and _read(self.reset) != 0:
+        if self.reset is not None and _read(self.reset) in (None, self._reset_level):
             self._pending = {ch: None for ch in CHANNELS}
             self._aw.clear(), self._w.clear(), self._ar.clear()
             return

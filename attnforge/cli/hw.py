@@ -56,8 +56,13 @@ def cmd_verilog(args) -> int:
     from attnforge.sim.lint import WAIVERS
 
     design, config = _config(args)
-    path, lint = generate_verilog(design, config, args.output, lint=args.lint)
-    print(f"wrote {path} (top module {design.top})")
+    if args.axis_width is not None and design.name != "linear-decode":
+        print(f"attnforge verilog {design.name}: --axis-width is the linear decode wrapper's (ViTCoD's s_axis "
+              f"width is its --data-width)", file=sys.stderr)
+        return 2
+    options = {"axis_width": args.axis_width} if args.axis_width is not None else {}
+    path, lint = generate_verilog(design, config, args.output, lint=args.lint, axi=args.axi, axi_options=options)
+    print(f"wrote {path} (top module {design.axi_top if args.axi else design.top})")
     if lint is not None:
         if not lint.clean:
             print(f"verilator --lint-only -Wall found problems in {path}:", file=sys.stderr)
@@ -70,6 +75,14 @@ def cmd_verilog(args) -> int:
 
 def _verilog_options(p):
     p.add_argument("-o", "--output", help="Verilog file to write (or a folder) [build/verilog/<config>/<top>.v]")
+    if DESIGNS[p.get_default("design")].axi is not None:
+        p.add_argument("--axi", action="store_true",
+                       help="emit the block behind its AXI4-Stream/AXI4-Lite wrapper (top <top>_axi, ports aclk, "
+                            "aresetn, s_axis_*, m_axis_*, s_axil_*; docs/axi.md)")
+        p.add_argument("--axis-width", type=int,
+                       help="(linear-decode) s_axis_tdata bits, a multiple of 8 [the next power of two at or above "
+                            "one command: one beat per command]")
+    p.set_defaults(axi=False, axis_width=None)
     p.add_argument("--no-lint", dest="lint", action="store_false", help="skip the Verilator lint")
     p.set_defaults(func=cmd_verilog)
 
@@ -159,13 +172,11 @@ REGS_DESIGNS = ("vitcod", "linear-decode")
 
 
 def _register_params(config) -> dict:
-    """The configuration's fields as register values (a choice becomes its index in its list)."""
-    import dataclasses
+    """The configuration's fields as register values (a choice becomes its index in its list): the
+    same function the wrappers' register banks are built with."""
+    from attnforge.hw.common.axi import register_params
 
-    params = {}
-    for name, value in dataclasses.asdict(config).items():
-        params[name] = _CHOICES[name].index(value) if name in _CHOICES else value
-    return params
+    return register_params(config, _CHOICES)
 
 
 def cmd_regs(args) -> int:

@@ -93,6 +93,12 @@ class CommandControl(ConfiguredComponent):
         Tap loads, history shifts and history clears.
     half : ``Out(OutputHalfSignature())``
         The output half of the next output pass: it starts only when ``free``.
+    busy : ``Out(1)``
+        Not idle: a pass or history shifts are running (no command is taken).
+    issue : ``Out(1)``
+        A pass issues a state element to the lanes this cycle (their multipliers work).
+    block_open : ``Out(1)``
+        Tokens of an unfinished block are collected: the block waits for its next token.
     """
 
     config_type = LinearDecodeConfig
@@ -108,6 +114,9 @@ class CommandControl(ConfiguredComponent):
             "fetch": Out(FetchSignature(config)),
             "conv": Out(ConvControlSignature(config)),
             "half": Out(OutputHalfSignature()),
+            "busy": Out(1),
+            "issue": Out(1),
+            "block_open": Out(1),
         }
 
     def elaborate(self, platform):
@@ -126,7 +135,8 @@ class CommandControl(ConfiguredComponent):
                 self._history(m, r)
         # A continuous assignment (not inside the FSM's case statement): Icarus does not
         # evaluate an `always @*` whose inputs never change after time 0.
-        m.d.comb += self.i.ready.eq(fsm.ongoing("IDLE"))
+        m.d.comb += [self.i.ready.eq(fsm.ongoing("IDLE")), self.busy.eq(~fsm.ongoing("IDLE")),
+                     self.issue.eq(r.issue), self.block_open.eq(r.collected != 0)]
         self._fetch(m, r)
         return m
 

@@ -69,12 +69,20 @@ class LinearDecodeCycles:
         ``ops``: ``("block", T)`` (T token beats, the last with ``last``),
         ``("commit", a, T)`` (a of the last block's T), ``("reset",)``, ``("taps",)``.
         """
+        return self.walk(ops)["outputs"]
+
+    def walk(self, ops) -> dict:
+        """``run``'s replay with its other figures: ``outputs`` (the output transfer cycles),
+        ``end`` (the cycle the command FSM is idle after the last op) and ``issue`` (pass issue
+        cycles: ``G * columns`` per token of every pass, commit replays included; what the
+        AXI wrapper's MAC_ACTIVE counter counts)."""
         t = 0                      # next cycle the FSM can take a beat
         busy_until = [0, 0]        # cycle from which each output half may be written again
         obank = 0
         emit_free = 0              # next cycle the emitter can transfer
         pipe = pipeline_depth(self.feature_map)
         outs: list[int] = []
+        issued = 0
         for op in ops:
             kind = op[0]
             if kind == "block":
@@ -82,6 +90,7 @@ class LinearDecodeCycles:
                 t += n             # n beats, one per cycle; the pass may start after the last
                 start = max(t, busy_until[obank])
                 issue = self.groups * self.columns * n
+                issued += issue
                 last_issue = start + issue - 1
                 first_emit = max(last_issue + pipe, emit_free)
                 for k in range(n):
@@ -95,13 +104,14 @@ class LinearDecodeCycles:
                 t += 1
                 if 0 < a < n and not self.snapshots:
                     t += self.groups * self.columns * a
+                    issued += self.groups * self.columns * a
                 if a and self.conv_taps > 1:
                     t += a
             elif kind in ("reset", "taps"):
                 t += 1
             else:
                 raise ValueError(f"unknown op {op!r}")
-        return outs
+        return {"outputs": outs, "end": t, "issue": issued}
 
     def decode_ops(self, tokens: int):
         return [op for _ in range(tokens) for op in (("block", 1), ("commit", 1, 1))]

@@ -91,6 +91,14 @@ class LinearDecode(ConfiguredComponent):
         One int8 output vector per verified token, in order.
     overflow : ``Out(heads)``
         Sticky per head: more than ``max_tokens`` tokens committed since reset.
+    o_last : ``Out(1)``
+        With ``o.valid``: the token offered is its block's last (``tlast`` of the AXI wrapper).
+    busy : ``Out(1)``
+        A pass or history shift is running, or outputs are in flight (claimed or unsent).
+    mac_active : ``Out(1)``
+        A pass issues a state element to the M update and readout lanes this cycle.
+    block_open : ``Out(1)``
+        An unfinished block waits for its next token (the input is what it waits on).
     """
 
     config_type = LinearDecodeConfig
@@ -101,6 +109,10 @@ class LinearDecode(ConfiguredComponent):
             "i": In(stream.Signature(config.input_layout)),
             "o": Out(stream.Signature(config.output_layout)),
             "overflow": Out(config.heads),
+            "o_last": Out(1),
+            "busy": Out(1),
+            "mac_active": Out(1),
+            "block_open": Out(1),
         }
 
     def elaborate(self, platform):
@@ -119,7 +131,9 @@ class LinearDecode(ConfiguredComponent):
         m.submodules.convolution = convolution = Convolution(cfg)
         m.submodules.output = output = OutputStage(cfg)
         wiring.connect(m, wiring.flipped(self.i), control.i)
-        m.d.comb += self.overflow.eq(control.overflow)
+        m.d.comb += [self.overflow.eq(control.overflow), self.o_last.eq(output.last),
+                     self.busy.eq(control.busy | output.pending), self.mac_active.eq(control.issue),
+                     self.block_open.eq(control.block_open)]
         wiring.connect(m, control.block_write, block_write)
         wiring.connect(m, control.block_read, block_read)
         wiring.connect(m, control.fetch, lanes.fetch, convolution.fetch)

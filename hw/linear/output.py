@@ -45,6 +45,10 @@ class OutputStage(ConfiguredComponent):
         half can be claimed, ``claim`` marks it busy until the pass's last element.
     o : ``Out(stream.Signature(config.output_layout))``
         One token's d int8 outputs per transfer, in order; a half is emitted once full.
+    last : ``Out(1)``
+        With ``o.valid``: the token offered is its block's last (an AXI4-Stream ``tlast``).
+    pending : ``Out(1)``
+        A half is claimed by a pass or holds tokens not yet emitted (outputs in flight).
     """
 
     config_type = LinearDecodeConfig
@@ -55,6 +59,8 @@ class OutputStage(ConfiguredComponent):
             "result": In(ResultSignature(config, config.format.attn_input_format.width)),
             "half": In(OutputHalfSignature()),
             "o": Out(stream.Signature(config.output_layout)),
+            "last": Out(1),
+            "pending": Out(1),
         }
 
     def elaborate(self, platform):
@@ -98,8 +104,11 @@ class OutputStage(ConfiguredComponent):
         m.d.sync += [half.eq(half_next), token.eq(token_next)]
         m.d.comb += [read.addr.eq(half_next * tm + token_next),
                      self.o.valid.eq(full.bit_select(half, 1)), self.o.payload.as_value().eq(read.data)]
+        block_last = Signal()
+        m.d.comb += [block_last.eq(token == mux_tree(tokens, half) - 1), self.last.eq(block_last),
+                     self.pending.eq((full | busy).any())]
         with m.If(self.o.valid & self.o.ready):
-            with m.If(token == mux_tree(tokens, half) - 1):
+            with m.If(block_last):
                 m.d.comb += [token_next.eq(0), half_next.eq(~half)]
                 m.d.sync += full.bit_select(half, 1).eq(0)
             with m.Else():

@@ -87,6 +87,10 @@ class VitcodAccelerator(ConfiguredComponent):
         decoder, layer loads.
     error : ``Out(ERROR_BITS)``
         Sticky since reset: ``ERR_SIZE``, ``ERR_ROW_PTR``, ``ERR_COL_IDX``, ``ERR_LAYER`` (decoder).
+    o_last : ``Out(1)``
+        With ``o.valid``: the beat offered on ``o`` is its head's last (``tlast`` of the AXI wrapper).
+    mac_active : ``Out(1)``
+        The Denser or the Sparser Engine issues a score or pv beat to its MAC lines this cycle.
     """
 
     config_type = VitcodConfig
@@ -101,6 +105,8 @@ class VitcodAccelerator(ConfiguredComponent):
             "heads_done": Out(STATUS_COUNT_WIDTH),
             "heads_failed": Out(STATUS_COUNT_WIDTH),
             "error": Out(ERROR_BITS),
+            "o_last": Out(1),
+            "mac_active": Out(1),
         }
 
     def elaborate(self, platform):
@@ -151,6 +157,7 @@ class VitcodAccelerator(ConfiguredComponent):
         with m.If(output.head_done):
             m.d.sync += heads_done.eq(heads_done + 1)
         m.d.comb += [self.heads_done.eq(heads_done), self.heads_failed.eq(loader.heads_failed),
-                     self.error.eq(loader.error),
+                     self.error.eq(loader.error), self.o_last.eq(output.last),
+                     self.mac_active.eq(dense.active | sparse.active),
                      self.busy.eq(loader.busy | scheduler.busy | output.busy)]
         return m

@@ -130,6 +130,7 @@ class _HeadTimeline:
         self.div_busy_until = -1   # last cycle of RUN/DONE
         self.ser_until = -1        # last cycle ser_active is high
         self.last_beat = None
+        self.windows = []          # (first, last) cycle of each job's issue to the engine's MAC lines
         self.sched = defaultdict(list)
         self.c = h
 
@@ -138,6 +139,11 @@ class _HeadTimeline:
 
     def n_of(self, x, row):
         return self.row_n[x][row]
+
+    def _issue(self, c, n_iss):
+        """A job started in cycle c issues in cycles c+1 .. c+n_iss (the engine's ``active``)."""
+        if n_iss:
+            self.windows.append((c + 1, c + n_iss))
 
     def engines(self, c) -> bool:
         fired = False
@@ -150,6 +156,7 @@ class _HeadTimeline:
                      and c >= self.issue_free[x] and c >= self.p_free[x])
             if can_s:
                 n_iss = -(-self.n_of(x, self.ns[x]) // self.keys[x]) * self.spass[x]
+                self._issue(c, n_iss)
                 self.issue_free[x] = c + max(n_iss, 1)
                 done = c + n_iss + SCORE_DRAIN if n_iss else c + 1
                 self.s_free[x] = done + 1
@@ -162,6 +169,7 @@ class _HeadTimeline:
                 fired = True
             elif can_p:
                 n_iss = self.n_of(x, self.npv[x]) * self.npass[x]
+                self._issue(c, n_iss)
                 self.issue_free[x] = c + max(n_iss, 1)
                 done = c + n_iss + DRAIN if n_iss else c + 1
                 self.p_free[x] = done + 1
@@ -243,15 +251,15 @@ class _HeadTimeline:
             fired = self.softmax(c) or fired
             out = self.output(c)
             if out == "end":
-                return c, self.last_beat
+                return c, self.last_beat, self.windows
             c = c + 1 if (fired or out) else self.next_cycle(c)
 
 
 def _compute(cfg: VitcodConfig, s: HeadShape, h: int):
     """Cycles of the compute part of one head whose ``head_on`` is visible from cycle ``h``.
 
-    Returns (c_end, last_output_beat): the cycle in which the head-end condition holds,
-    and the cycle of the head's last output beat.
+    Returns (c_end, last_output_beat, windows): the cycle in which the head-end condition holds,
+    the cycle of the head's last output beat, and each engine job's issue cycles (first, last).
     """
     return _HeadTimeline(cfg, s, h).run()
 
@@ -265,9 +273,12 @@ def run_cycles(cfg: VitcodConfig, heads: list) -> dict:
     ``load_cycles`` (its data-stream beats, one per cycle, with the decoder's Q/K replay),
     ``compute_cycles`` (from its start, once its bank is full, to its last output beat; the
     next head loads meanwhile), ``bound_cycles`` = max(ideal, load) and ``limited_by``:
-    ``"stream"`` when loading the head takes longer than its ideal compute, else ``"macs"``.
+    ``"stream"`` when loading the head takes longer than its ideal compute, else ``"macs"``;
+    ``mac_active_cycles``: the cycles in which the Denser or the Sparser Engine issues to its
+    MAC lines (the AXI wrapper's MAC_ACTIVE counter).
     """
     lb = 0
+    windows = []
     loader_free = 0
     bank_free = [0, 0]
     head_off = -10
@@ -289,7 +300,8 @@ def run_cycles(cfg: VitcodConfig, heads: list) -> dict:
         lb ^= 1
         # head_on rises in the cycle after the bank is full and the previous head is off
         h = max(full_visible, head_off) + 1
-        c_end, last_beat = _compute(cfg, s, h)
+        c_end, last_beat, head_windows = _compute(cfg, s, h)
+        windows += head_windows
         bank_free[bank] = c_end + 1
         head_off = c_end + 1
         ideal = ideal_cycles(cfg, s)
@@ -299,7 +311,20 @@ def run_cycles(cfg: VitcodConfig, heads: list) -> dict:
                         compute_cycles=last_beat - h + 1, bound_cycles=max(ideal, beats),
                         limited_by="stream" if beats > ideal else "macs"))
         prev_end = last_beat
-    return {"heads": out, "total_cycles": prev_end}
+    return {"heads": out, "total_cycles": prev_end, "mac_active_cycles": _union(windows)}
+
+
+def _union(windows) -> int:
+    """Cycles covered by at least one of the (first, last) windows."""
+    covered, end = 0, None
+    for first, last in sorted(windows):
+        if end is None or first > end:
+            covered += last - first + 1
+            end = last
+        elif last > end:
+            covered += last - end
+            end = last
+    return covered
 
 
 def head_cycles(cfg: VitcodConfig, s: HeadShape) -> int:

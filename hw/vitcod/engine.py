@@ -39,7 +39,7 @@ from types import SimpleNamespace
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory, ReadPort
-from amaranth.lib.wiring import In
+from amaranth.lib.wiring import In, Out
 
 from attnforge.errors import check_int
 from attnforge.hw.common import log2_ceil, requant_round, tree_sum
@@ -82,6 +82,9 @@ class Engine(wiring.Component):
     col : ``In(ReadPort.Signature(ci_addr_width, data_width)).array(K)``
         The column index buffer: group g's key in a score step; port 0 also the key of a pv beat
         (an engine issues one job at a time).
+    active : ``Out(1)``
+        The engine issues a score or pv beat to its lines this cycle (its MACs start work):
+        the accelerator's MAC-activity counter (``hw/vitcod/axi.py``).
     """
 
     def __init__(self, config: VitcodConfig, *, sparse: bool, lines: int):
@@ -98,6 +101,7 @@ class Engine(wiring.Component):
                    "q": In(word), "k": In(word).array(self._groups), "v": In(word).array(self._groups)}
         index = ReadPort.Signature(addr_width=config.ci_addr_width, shape=unsigned(config.data_width))
         members["col"] = In(index).array(self._groups)
+        members["active"] = Out(1)
         super().__init__(members)
 
     @property
@@ -122,6 +126,7 @@ class Engine(wiring.Component):
             m.submodules[f"line{index}"] = line
         score_writes, e_read = self._buffers(m)
         issue = self._issue(m, e_read)
+        m.d.comb += self.active.eq(issue.score_issuing | issue.pv_issuing)
         self._operands(m, issue, lines, e_read)
         self._results(m, issue, lines, score_writes)
         return m

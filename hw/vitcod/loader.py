@@ -30,10 +30,36 @@ from .decoder import QkDecoder
 from .layer_store import LayerStore
 from .signatures import HeadBanksSignature, head_layout
 
-__all__ = ["Loader"]
+__all__ = ["Loader", "qk_beats", "index_beats", "head_data_beats", "command_data_beats"]
 
 # sections of a head's data, in stream order (the key order first with the decoder)
 SECTION_Q, SECTION_K, SECTION_V, SECTION_ROW_PTR, SECTION_COL_IDX, SECTION_KEY_ORDER = range(6)
+
+
+def qk_beats(cfg: VitcodConfig, n, fields):
+    """Stream beats of n token rows of Q or K (with the decoder: of the layer's ``hc`` heads)."""
+    beats = n * cfg.words_per_token
+    return beats * fields.hc if cfg.decoder else beats
+
+
+def index_beats(cfg: VitcodConfig, n):
+    """Stream beats of n uint16 indices."""
+    ipw = cfg.indices_per_word
+    return (n + ipw - 1) >> log2_ceil(ipw)
+
+
+def head_data_beats(cfg: VitcodConfig, p):
+    """Data-stream beats of a head command ``p`` (what a refused head's drop consumes)."""
+    qk = index_beats(cfg, p.nk) if cfg.decoder else qk_beats(cfg, p.nq, p) + qk_beats(cfg, p.nk, p)
+    return qk + p.nk * cfg.words_per_token + index_beats(cfg, 2 * p.nq + 1) + index_beats(cfg, p.nnz)
+
+
+def command_data_beats(cfg: VitcodConfig, p):
+    """Data-stream beats that follow command ``p`` (a head, or with the decoder a layer load),
+    whatever the loader then does with them (load or drop): the AXI wrapper's framing."""
+    if not cfg.decoder:
+        return head_data_beats(cfg, p)
+    return Mux(p.layer, qk_beats(cfg, p.nq, p) + qk_beats(cfg, p.nk, p), head_data_beats(cfg, p))
 
 
 class Loader(ConfiguredComponent):
@@ -83,20 +109,13 @@ class Loader(ConfiguredComponent):
 
     # -- sizes of a command's data (Amaranth expressions of the command's fields) --------------
     def _qk_beats(self, n, fields):
-        """Stream beats of n token rows of Q or K (with the decoder: of the layer's ``hc`` heads)."""
-        beats = n * self._config.words_per_token
-        return beats * fields.hc if self._config.decoder else beats
+        return qk_beats(self._config, n, fields)
 
     def _index_beats(self, n):
-        """Stream beats of n uint16 indices."""
-        ipw = self._config.indices_per_word
-        return (n + ipw - 1) >> log2_ceil(ipw)
+        return index_beats(self._config, n)
 
     def _head_beats(self, p):
-        """Data-stream beats of a head (what a refused head's drop consumes)."""
-        cfg = self._config
-        qk = self._index_beats(p.nk) if cfg.decoder else self._qk_beats(p.nq, p) + self._qk_beats(p.nk, p)
-        return qk + p.nk * cfg.words_per_token + self._index_beats(2 * p.nq + 1) + self._index_beats(p.nnz)
+        return head_data_beats(self._config, p)
 
     def elaborate(self, platform):
         cfg = self._config

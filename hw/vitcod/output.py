@@ -52,6 +52,8 @@ class OutputStage(ConfiguredComponent):
         ``w * B + b``.
     head_done : ``Out(1)``
         One-cycle pulse: the last beat of a head's last row is taken on ``o``.
+    last : ``Out(1)``
+        With ``o.valid``: the beat offered is its head's last (an AXI4-Stream ``tlast``).
     busy : ``Out(1)``
         A row is being serialized or beats are in the requantizer stages.
     """
@@ -64,6 +66,7 @@ class OutputStage(ConfiguredComponent):
             "row": In(stream.Signature(output_row_layout(config))),
             "o": Out(stream.Signature(config.data_width)),
             "head_done": Out(1),
+            "last": Out(1),
             "busy": Out(1),
         }
 
@@ -98,6 +101,6 @@ class OutputStage(ConfiguredComponent):
         out_last = pipe.stage(1, product_last, name="lane_head_last")
 
         m.d.comb += [self.o.valid.eq(pipe.valid[-1]), self.o.payload.eq(Cat(*out_lanes)),
-                     self.head_done.eq(self.o.valid & self.o.ready & out_last),
+                     self.head_done.eq(self.o.valid & self.o.ready & out_last), self.last.eq(out_last),
                      self.busy.eq(serializing | pipe.valid[0] | pipe.valid[1])]
         return m
