@@ -2,6 +2,7 @@
 reference, saturation, bad inputs, and the whole model against the float one on a small trained digits ViT
 and on a DeiT-Tiny-shaped random one. Tolerances are the ones docs/int-vit.md states."""
 
+import dataclasses
 import json
 import math
 
@@ -225,6 +226,18 @@ def test_every_op_within_its_tolerance(digits_model):
     assert e["logits"]["max_rel"] <= 0.1, e
 
 
+def test_op_errors_catch_a_wrong_constant(digits_model):
+    """The measurement can fail: LayerNorm's requantizer 3 % off, or i-GELU's C one unit in 2**10 off."""
+    model, masks, qm, calib, _ = digits_model
+    b = qm.blocks[0]
+    bad_ln = dataclasses.replace(b, norm2=dataclasses.replace(
+        b.norm2, requant=Requantizer.from_scale(b.norm2.requant.scale * 1.03)))
+    bad_gelu = dataclasses.replace(b, gelu=dataclasses.replace(b.gelu, c=b.gelu.c + b.gelu.c // 1024))
+    for bad, op, tol in ((bad_ln, "layernorm", LAYERNORM_LSB), (bad_gelu, "gelu", GELU_LSB)):
+        e = op_errors(dataclasses.replace(qm, blocks=(bad,)), model, calib[:8], masks)
+        assert e[op]["max"] > tol, (op, e[op])
+
+
 def test_integer_model_agrees_with_float(digits_model):
     model, masks, qm, _, val_set = digits_model
     r = evaluate_int(qm, model, torch.utils.data.Subset(val_set, range(64)))
@@ -241,6 +254,7 @@ def test_trace_is_integer_and_matches_the_batch_forward(digits_model):
                       ("blocks.0.gelu", INT8), ("embed", INT16), ("blocks.0.add2", INT16), ("blocks.0.fc1", INT16)):
         fmt.check_array(name, tr[name])
     assert np.abs(tr["blocks.0.fc2.acc"]).max() <= INT32.max
+    assert tr["blocks.0.norm2.sigma"].shape == (1, 65) and (tr["blocks.0.norm2.sigma"] > 0).all()
     # The heads are the ViTCoD head golden model on the traced q, k, v in the masks' key order.
     h, head = 2, qm.blocks[0].heads[2]
     o = vitcod_head_golden(tr["blocks.0.q"][0, h], tr["blocks.0.k"][0, h][head.order],
@@ -295,6 +309,13 @@ def test_percentile_and_per_tensor_options(digits_model):
         np.abs(float_trace(model, calib, masks)["blocks.0.add1"]).max() * INT16_HEADROOM / INT16.max)
     with pytest.raises(ConfigError, match=r"percentile must be a number in \[50, 100\], not 101"):
         compile_int_vit(model, masks, calib, percentile=101)
+    narrow = compile_int_vit(model, masks, calib, stream_bits=8)
+    tr = trace_image(narrow, calib[0])
+    for name in ("embed", "blocks.0.add1", "blocks.0.add2"):
+        INT8.check_array(name, tr[name])
+    assert op_errors(narrow, model, calib[:4], masks)["add"]["max"] <= 1.0
+    with pytest.raises(ConfigError, match="8 or 16 bits wide, not 12"):
+        compile_int_vit(model, masks, calib, stream_bits=12)
 
 
 # ------------------------------------------------------------------------------------------ bad inputs

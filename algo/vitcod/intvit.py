@@ -92,13 +92,13 @@ class IntLayerNorm:
 
 @dataclass(frozen=True)
 class IntAdd:
-    """Residual add: ``sat16(a_rq(a) + b_rq(b))``."""
+    """Residual add: ``sat(a_rq(a) + b_rq(b))`` in the stream's format (the requantizers' output format)."""
 
     a_rq: Requantizer
     b_rq: Requantizer
 
     def run(self, a, b):
-        return residual_add(a, self.a_rq, b, self.b_rq)
+        return residual_add(a, self.a_rq, b, self.b_rq, self.a_rq.out)
 
 
 @dataclass(frozen=True)
@@ -144,8 +144,8 @@ class IntViT:
 
     config: dict                # ViTConfig.to_dict()
     img_scale: float            # the host's input quantization: x_q = clip(round(x / img_scale), -127, 127)
-    patch: IntLinear            # int16 out
-    pos: np.ndarray             # int16 [N, D]: (cls_token at row 0) + pos_embed, in stream units
+    patch: IntLinear            # stream format out (int16, or int8 with stream_bits=8)
+    pos: np.ndarray             # [N, D] in the stream format: (cls_token at row 0) + pos_embed, in stream units
     blocks: tuple
     norm: IntLayerNorm
     head: IntLinear             # raw int32 logits
@@ -214,9 +214,10 @@ def _quantize_layernorm(name: str, ln: torch.nn.LayerNorm, in_scale: float, out_
     return IntLayerNorm(g, b.astype(np.int32), rq, eps)
 
 
-def _quantize_add(name: str, a_scale: float, b_scale: float, b_fmt: IntFormat, out_scale: float) -> IntAdd:
-    return IntAdd(requantizer_for(a_scale / out_scale, INT16, out=INT16, what=f"{name} residual requantizer"),
-                  requantizer_for(b_scale / out_scale, b_fmt, out=INT16, what=f"{name} branch requantizer"))
+def _quantize_add(name: str, a_scale: float, b_scale: float, b_fmt: IntFormat, out_scale: float,
+                  stream: IntFormat) -> IntAdd:
+    return IntAdd(requantizer_for(a_scale / out_scale, stream, out=stream, what=f"{name} residual requantizer"),
+                  requantizer_for(b_scale / out_scale, b_fmt, out=stream, what=f"{name} branch requantizer"))
 
 
 def _quantize_gelu(name: str, in_scale: float, out_scale: float) -> IntGelu:
@@ -295,13 +296,18 @@ def calibration_images(dataset, count: int, seed: int) -> torch.Tensor:
 
 
 def compile_int_vit(model: VisionTransformer, masks: MaskSet, calib: torch.Tensor, *,
-                    percentile: float | None = None, per_channel: bool = True) -> IntViT:
+                    percentile: float | None = None, per_channel: bool = True, stream_bits: int = 16) -> IntViT:
     """The integer-only model of ``model`` under ``masks``, its scales calibrated on the images ``calib``.
 
     ``percentile`` (e.g. 99.99) takes that percentile of ``|x|`` instead of the maximum for the int8
     activations (int16 tensors always take the maximum); ``per_channel`` gives every output channel
-    of a matmul its own weight scale (the classifier always has one).
+    of a matmul its own weight scale (the classifier always has one); ``stream_bits`` is the width of
+    the residual stream (and the patch embedding's output): 16 (scales with ``INT16_HEADROOM``) or 8
+    (``max|x| / 127``, no headroom).
     """
+    if stream_bits not in (8, 16):
+        raise ConfigError(f"the residual stream must be 8 or 16 bits wide, not {stream_bits!r}")
+    sfmt = IntFormat(stream_bits)
     if percentile is not None and not (isinstance(percentile, (int, float)) and 50 <= percentile <= 100):
         raise ConfigError(f"calibration percentile must be a number in [50, 100], not {percentile!r}")
     t = float_trace(model, calib, masks)
@@ -310,16 +316,17 @@ def compile_int_vit(model: VisionTransformer, masks: MaskSet, calib: torch.Tenso
     pc = per_channel
     s8 = lambda name, axis=None: _scale(_absmax(t[name], axis, percentile), INT8)   # noqa: E731
     s16 = lambda name: float(_scale(np.abs(t[name]).max(), INT16, INT16_HEADROOM))  # noqa: E731
-    sc = {"input": float(s8("input")), "embed": s16("embed")}
+    s_stream = s16 if stream_bits == 16 else (lambda name: float(s8(name)))      # noqa: E731
+    sc = {"input": float(s8("input")), "embed": s_stream("embed")}
 
     conv = model.patch_embed.proj
     patch = _quantize_linear("patch_embed", conv.weight.detach().reshape(D, -1).numpy(), conv.bias.detach().numpy(),
-                             sc["input"], sc["embed"], per_channel=pc, out_fmt=INT16)
+                             sc["input"], sc["embed"], per_channel=pc, out_fmt=sfmt)
     pos = model.pos_embed.detach()[0].double().numpy().copy()
     pos[0] += model.cls_token.detach()[0, 0].double().numpy()
     pos_q = np.rint(pos / sc["embed"])
-    if np.abs(pos_q).max() > INT16.max:
-        raise ConfigError(f"pos_embed + cls_token reach {np.abs(pos).max():.4g}, beyond the int16 stream "
+    if np.abs(pos_q).max() > sfmt.max:
+        raise ConfigError(f"pos_embed + cls_token reach {np.abs(pos).max():.4g}, beyond the {sfmt} stream "
                           f"(scale {sc['embed']:.4g}) calibrated on these images")
 
     blocks, stream = [], sc["embed"]
@@ -329,7 +336,7 @@ def compile_int_vit(model: VisionTransformer, masks: MaskSet, calib: torch.Tenso
             sc[p + name] = float(s8(p + name))
         for name in ("q", "k", "v", "attn"):
             sc[p + name] = np.asarray(s8(p + name, (0, 2, 3)), np.float64)          # per head
-        sc[p + "add1"], sc[p + "add2"], sc[p + "fc1"] = s16(p + "add1"), s16(p + "add2"), s16(p + "fc1")
+        sc[p + "add1"], sc[p + "add2"], sc[p + "fc1"] = s_stream(p + "add1"), s_stream(p + "add2"), s16(p + "fc1")
         d = cfg.head_dim
         qkv_out = np.concatenate([np.repeat(sc[p + n], d) for n in ("q", "k", "v")])
         attn = blk.attn
@@ -350,21 +357,21 @@ def compile_int_vit(model: VisionTransformer, masks: MaskSet, calib: torch.Tenso
             heads=tuple(heads),
             proj=_quantize_linear(p + "proj", attn.proj.weight.detach().numpy(), attn.proj.bias.detach().numpy(),
                                   np.repeat(sc[p + "attn"], d), sc[p + "proj"], per_channel=pc, out_fmt=INT8),
-            add1=_quantize_add(p + "add1", stream, sc[p + "proj"], INT8, sc[p + "add1"]),
+            add1=_quantize_add(p + "add1", stream, sc[p + "proj"], INT8, sc[p + "add1"], sfmt),
             norm2=_quantize_layernorm(p + "norm2", blk.norm2, sc[p + "add1"], sc[p + "norm2"]),
             fc1=_quantize_linear(p + "fc1", blk.mlp.fc1.weight.detach().numpy(), blk.mlp.fc1.bias.detach().numpy(),
                                  sc[p + "norm2"], sc[p + "fc1"], per_channel=pc, out_fmt=INT16),
             gelu=_quantize_gelu(p + "gelu", sc[p + "fc1"], sc[p + "gelu"]),
             fc2=_quantize_linear(p + "fc2", blk.mlp.fc2.weight.detach().numpy(), blk.mlp.fc2.bias.detach().numpy(),
                                  sc[p + "gelu"], sc[p + "fc2"], per_channel=pc, out_fmt=INT8),
-            add2=_quantize_add(p + "add2", sc[p + "add1"], sc[p + "fc2"], INT8, sc[p + "add2"])))
+            add2=_quantize_add(p + "add2", sc[p + "add1"], sc[p + "fc2"], INT8, sc[p + "add2"], sfmt)))
         stream = sc[p + "add2"]
     sc["norm"] = float(s8("norm"))
     norm = _quantize_layernorm("norm", model.norm, stream, sc["norm"])
     head = _quantize_linear("head", model.head.weight.detach().numpy(), model.head.bias.detach().numpy(),
                             sc["norm"], None, per_channel=False, out_fmt=None)
     sc["logits"] = float(head.acc_scale[0])
-    return IntViT(cfg.to_dict(), sc["input"], patch, pos_q.astype(np.int16), tuple(blocks), norm, head, sc)
+    return IntViT(cfg.to_dict(), sc["input"], patch, pos_q.astype(np.int64), tuple(blocks), norm, head, sc)
 
 
 # ------------------------------------------------------------------------------------------ running
@@ -402,6 +409,16 @@ def _attention(blk: IntBlock, q, k, v, trace: dict | None, prefix: str) -> np.nd
     return out
 
 
+def _layernorm(ln: IntLayerNorm, x, trace: dict | None, name: str):
+    """``ln`` on ``x``; with a trace also its statistics under ``name.{sum, c, var, sigma, recip, n, acc}``."""
+    if trace is None:
+        return ln.run(x)
+    y, inner = ln.run(x, internals=True)
+    for key, val in inner.items():
+        trace[f"{name}.{key}"] = val
+    return y
+
+
 def int_forward(qm: IntViT, xq, trace: dict | None = None) -> np.ndarray:
     """int32 logits ``[B, classes]`` of int8 images ``xq [B, C, S, S]``; integer arithmetic only.
 
@@ -418,12 +435,13 @@ def int_forward(qm: IntViT, xq, trace: dict | None = None) -> np.ndarray:
     rec("input", xq)
     acc, e = qm.patch.run(_patches(xq, cfg["patch_size"]))
     B = e.shape[0]
-    x = saturate(np.concatenate([np.zeros((B, 1, D), np.int64), e], 1) + qm.pos.astype(np.int64), INT16)
+    x = saturate(np.concatenate([np.zeros((B, 1, D), np.int64), e], 1) + qm.pos.astype(np.int64),
+                 qm.patch.requant[0].out)
     rec("patch.acc", acc), rec("patch", e), rec("embed", x)
     N = x.shape[1]
     for l, blk in enumerate(qm.blocks):
         p = f"blocks.{l}."
-        a = blk.norm1.run(x)
+        a = _layernorm(blk.norm1, x, trace, p + "norm1")
         acc, qkv = blk.qkv.run(a)
         q, k, v = qkv.reshape(B, N, 3, H, d).transpose(2, 0, 3, 1, 4)
         o = _attention(blk, q, k, v, trace, p)
@@ -432,7 +450,7 @@ def int_forward(qm: IntViT, xq, trace: dict | None = None) -> np.ndarray:
         for key, val in (("norm1", a), ("qkv.acc", acc), ("q", q), ("k", k), ("v", v), ("attn", o),
                          ("proj.acc", acc_p), ("proj", pr), ("add1", x)):
             rec(p + key, val)
-        a = blk.norm2.run(x)
+        a = _layernorm(blk.norm2, x, trace, p + "norm2")
         acc1, h1 = blk.fc1.run(a)
         graw, g = blk.gelu.run(h1)
         acc2, f2 = blk.fc2.run(g)
@@ -440,7 +458,7 @@ def int_forward(qm: IntViT, xq, trace: dict | None = None) -> np.ndarray:
         for key, val in (("norm2", a), ("fc1.acc", acc1), ("fc1", h1), ("gelu.poly", graw), ("gelu", g),
                          ("fc2.acc", acc2), ("fc2", f2), ("add2", x)):
             rec(p + key, val)
-    n = qm.norm.run(x[:, 0])
+    n = _layernorm(qm.norm, x[:, 0], trace, "norm")
     logits, _ = qm.head.run(n)
     rec("norm", n), rec("logits", logits)
     return logits
@@ -451,7 +469,8 @@ def trace_image(qm: IntViT, image) -> dict:
 
     Keys: ``input``, ``patch.acc``, ``patch``, ``embed``; per layer ``blocks.L.{norm1, qkv.acc, q, k, v,
     headH.{scores, keep, row_max, e, row_sum, recip, p, acc}, attn, proj.acc, proj, add1, norm2, fc1.acc,
-    fc1, gelu.poly, gelu, fc2.acc, fc2, add2}``; ``norm``, ``logits``. Integer numpy arrays only.
+    fc1, gelu.poly, gelu, fc2.acc, fc2, add2}``; ``norm``, ``logits``; and each LayerNorm's statistics
+    ``<name>.{sum, c, var, sigma, recip, n, acc}`` (``int_ops.layernorm_stats``). Integer numpy arrays only.
     """
     image = torch.as_tensor(image)
     if image.dim() != 3:
@@ -532,7 +551,8 @@ def op_errors(qm: IntViT, model: VisionTransformer, images: torch.Tensor, masks:
 
     x_in = tr["input"].astype(np.float64) * sc["input"]
     patches = _patches(x_in, qm.config["patch_size"])
-    add("matmul", "patch", _err(lin(model.patch_embed.proj, patches), tr["patch"], sc["embed"], INT16))
+    sfmt = qm.patch.requant[0].out
+    add("matmul", "patch", _err(lin(model.patch_embed.proj, patches), tr["patch"], sc["embed"], sfmt))
     cfg = model.cfg
     H, N, d = cfg.num_heads, cfg.num_tokens, cfg.head_dim
     stream = "embed"
@@ -558,7 +578,7 @@ def op_errors(qm: IntViT, model: VisionTransformer, images: torch.Tensor, masks:
         o_real = deq(p + "attn", sc[p + "attn"][None, :, None, None]).transpose(0, 2, 1, 3).reshape(B, N, -1)
         add("matmul", p + "proj", _err(lin(blk.attn.proj, o_real), tr[p + "proj"], sc[p + "proj"]))
         add("add", p + "add1", _err(deq(stream, sc[stream]) + deq(p + "proj", sc[p + "proj"]), tr[p + "add1"],
-                                sc[p + "add1"], INT16))
+                                sc[p + "add1"], sfmt))
         add("layernorm", p + "norm2", _err(_layernorm_float(deq(p + "add1", sc[p + "add1"]), blk.norm2),
                                       tr[p + "norm2"], sc[p + "norm2"]))
         add("matmul", p + "fc1", _err(lin(blk.mlp.fc1, deq(p + "norm2", sc[p + "norm2"])), tr[p + "fc1"],
@@ -567,7 +587,7 @@ def op_errors(qm: IntViT, model: VisionTransformer, images: torch.Tensor, masks:
         add("matmul", p + "fc2", _err(lin(blk.mlp.fc2, deq(p + "gelu", sc[p + "gelu"])), tr[p + "fc2"],
                                    sc[p + "fc2"]))
         add("add", p + "add2", _err(deq(p + "add1", sc[p + "add1"]) + deq(p + "fc2", sc[p + "fc2"]), tr[p + "add2"],
-                                sc[p + "add2"], INT16))
+                                sc[p + "add2"], sfmt))
         stream = p + "add2"
     add("layernorm", "norm", _err(_layernorm_float(deq(stream, sc[stream])[:, 0], model.norm), tr["norm"],
                                   sc["norm"]))
@@ -589,7 +609,7 @@ def op_errors(qm: IntViT, model: VisionTransformer, images: torch.Tensor, masks:
 
 def run_int_eval(checkpoint, masks_path, *, data: str = "digits", seed: int = 0, calib_count: int = 256,
                  percentile: float | None = None, per_channel: bool = True, op_images: int = 16,
-                 val_images: int | None = None) -> dict:
+                 val_images: int | None = None, stream_bits: int = 16) -> dict:
     """``attnforge vitcod int-eval``: compile the integer model of ``checkpoint`` under the masks file
     ``masks_path`` (calibrated on ``calib_count`` training images drawn by ``seed``), and report float
     accuracy, integer accuracy and agreement on the validation split, and ``op_errors`` on the first
@@ -615,10 +635,10 @@ def run_int_eval(checkpoint, masks_path, *, data: str = "digits", seed: int = 0,
             raise ConfigError(f"--val-images must be a positive integer, not {val_images!r}")
         val_set = torch.utils.data.Subset(val_set, range(min(val_images, len(val_set))))
     qm = compile_int_vit(model, masks, calibration_images(train_set, calib_count, seed),
-                         percentile=percentile, per_channel=per_channel)
+                         percentile=percentile, per_channel=per_channel, stream_bits=stream_bits)
     report = {"checkpoint": str(checkpoint), "masks": str(masks_path), "data": data, "seed": seed,
               "calibration_images": min(calib_count, len(train_set)), "percentile": percentile,
-              "per_channel": per_channel, "sparsity": masks.sparsity(), **evaluate_int(qm, model, val_set)}
+              "per_channel": per_channel, "stream_bits": stream_bits, "sparsity": masks.sparsity(), **evaluate_int(qm, model, val_set)}
     report["accuracy_drop"] = report["float_accuracy"] - report["int_accuracy"]
     if op_images:
         x = torch.stack([val_set[i][0] for i in range(min(op_images, len(val_set)))])

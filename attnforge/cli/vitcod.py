@@ -222,7 +222,7 @@ def cmd_int_eval(args) -> int:
 
     r = run_int_eval(args.checkpoint, args.masks, data=args.data, seed=args.seed, calib_count=args.calib_images,
                      percentile=args.percentile, per_channel=not args.per_tensor, op_images=args.op_images,
-                     val_images=args.val_images)
+                     val_images=args.val_images, stream_bits=args.stream_bits)
     print(f"masks {args.masks} (sparsity {r['sparsity']:.4f}), {r['calibration_images']} calibration images "
           f"(seed {r['seed']}): float accuracy {r['float_accuracy']:.2f} %, integer accuracy "
           f"{r['int_accuracy']:.2f} %, agreement {r['agreement']:.2f} % on {r['n']} validation images")
@@ -250,6 +250,8 @@ def _register_int_eval(g) -> None:
     p.add_argument("--calib-images", type=int, default=256, help="training images for calibration [256]")
     p.add_argument("--percentile", type=float, default=None,
                    help="calibrate int8 activations to this percentile of |x| instead of the maximum [max]")
+    p.add_argument("--stream-bits", type=int, choices=(8, 16), default=16,
+                   help="width of the residual stream (int8: max|x|/127, no headroom) [16]")
     p.add_argument("--per-tensor", action="store_true", help="one weight scale per matmul [one per output channel]")
     p.add_argument("--val-images", type=int, default=None, help="evaluate the first N validation images [all]")
     p.add_argument("--op-images", type=int, default=16, help="validation images for the per-op errors (0: skip) [16]")
