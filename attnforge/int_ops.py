@@ -18,8 +18,9 @@ Ops (``x`` an integer array, last axis the channels):
   weight scales give one multiplier + shift per output channel).
 
 * **Residual add** (``residual_add``): ``y = sat16(rq_a(a) + rq_b(b))``, each
-  operand first requantized to the output scale (``rq_a``, ``rq_b`` with
-  ``out = INT16``), the sum saturated to int16.
+  operand first requantized to the output scale (``rq_a``, ``rq_b``; the model
+  gives them an output format 2 bits wider than the stream, so that only the
+  sum saturates), the sum saturated to int16.
 
 * **Integer square root** (``isqrt``): the bit-by-bit (digit-by-digit,
   base 4) method, ``ISQRT_ITERATIONS = 31`` fixed iterations for inputs

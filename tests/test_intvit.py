@@ -263,6 +263,8 @@ def test_trace_is_integer_and_matches_the_batch_forward(digits_model):
     # The float trace has the same names where the integer one has a float counterpart.
     ft = float_trace(model, images[1:2], masks)
     assert set(ft) <= set(tr)
+    with torch.no_grad():       # the float trace is the model's own forward (with its masks)
+        assert np.allclose(ft["logits"], model(images[1:2]).double().numpy(), atol=1e-5)
 
 
 def test_masked_keys_take_no_part():

@@ -92,13 +92,15 @@ class IntLayerNorm:
 
 @dataclass(frozen=True)
 class IntAdd:
-    """Residual add: ``sat(a_rq(a) + b_rq(b))`` in the stream's format (the requantizers' output format)."""
+    """Residual add: ``sat(a_rq(a) + b_rq(b), out)``; the requantizers saturate only at ``out`` + 2 bits, so an
+    operand beyond the output's range that the other one brings back (a branch cancelling the residual) is kept."""
 
     a_rq: Requantizer
     b_rq: Requantizer
+    out: IntFormat
 
     def run(self, a, b):
-        return residual_add(a, self.a_rq, b, self.b_rq, self.a_rq.out)
+        return residual_add(a, self.a_rq, b, self.b_rq, self.out)
 
 
 @dataclass(frozen=True)
@@ -216,8 +218,9 @@ def _quantize_layernorm(name: str, ln: torch.nn.LayerNorm, in_scale: float, out_
 
 def _quantize_add(name: str, a_scale: float, b_scale: float, b_fmt: IntFormat, out_scale: float,
                   stream: IntFormat) -> IntAdd:
-    return IntAdd(requantizer_for(a_scale / out_scale, stream, out=stream, what=f"{name} residual requantizer"),
-                  requantizer_for(b_scale / out_scale, b_fmt, out=stream, what=f"{name} branch requantizer"))
+    wide = IntFormat(stream.width + 2)
+    return IntAdd(requantizer_for(a_scale / out_scale, stream, out=wide, what=f"{name} residual requantizer"),
+                  requantizer_for(b_scale / out_scale, b_fmt, out=wide, what=f"{name} branch requantizer"), stream)
 
 
 def _quantize_gelu(name: str, in_scale: float, out_scale: float) -> IntGelu:
