@@ -290,8 +290,8 @@ def test_deit_tiny_shapes():
     model = _spread(VisionTransformer(cfg), 0.05, 2)
     masks = polarized_mask_set(2, 3, cfg.num_tokens, 0.9, seed=1)
     model.set_masks(torch.from_numpy(masks.keep))
-    x = torch.randn(40, 3, 32, 32)
-    qm = compile_int_vit(model, masks, x[:32])
+    x = torch.randn(16, 3, 32, 32)
+    qm = compile_int_vit(model, masks, x)
     e = op_errors(qm, model, x[:4], masks)
     assert e["layernorm"]["max"] <= LAYERNORM_LSB and e["attention"]["max"] <= ATTENTION_LSB, e
     assert e["matmul"]["max"] <= MATMUL_LSB and e["add"]["max"] <= ADD_LSB, e
