@@ -354,6 +354,9 @@ def test_cli_int_eval(tmp_path, capsys):
     assert main(["vitcod", "int-eval", "--checkpoint", str(tmp_path / "no.pt"), "--masks",
                  str(tmp_path / "masks.npz")]) == 2
     assert "--checkpoint" in capsys.readouterr().err
+    assert main(["vitcod", "int-eval", "--checkpoint", str(tmp_path / "m.pt"), "--masks", str(tmp_path / "masks.npz"),
+                 "--seed", "-1"]) == 2
+    assert "--seed must be >= 0, not -1" in capsys.readouterr().err
     save_masks(polarized_mask_set(2, 4, 65, 0.9), tmp_path / "two.npz")
     with pytest.raises(ArtifactError, match=r"two.npz: keep has shape \(2, 4, 65, 65\)"):
         run_int_eval(tmp_path / "m.pt", tmp_path / "two.npz", op_images=0)

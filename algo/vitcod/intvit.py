@@ -620,11 +620,14 @@ def run_int_eval(checkpoint, masks_path, *, data: str = "digits", seed: int = 0,
     """
     from pathlib import Path
 
-    from attnforge.errors import MissingArtifactError
+    from attnforge.errors import MissingArtifactError, check_int
     from attnforge.formats.masks import load_masks
 
     from .prepare import prepare
 
+    check_int("--seed", seed, 0)
+    check_int("--calib-images", calib_count, 1)
+    check_int("--op-images", op_images, 0)
     for flag, path in (("--checkpoint", checkpoint), ("--masks", masks_path)):
         if not Path(path).is_file():
             raise MissingArtifactError(f"{flag} {path} does not exist")
