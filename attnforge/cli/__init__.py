@@ -4,7 +4,7 @@
     attnforge verilog mac-line -o build/mac_line.v       # generate (and lint) Verilog   (cli/hw.py)
     attnforge sim mac-line --simulator icarus --waves     # RTL vs golden model           (cli/hw.py)
     attnforge synth vitcod --head-dim 32                  # Yosys + nextpnr report         (cli/hw.py)
-    attnforge vitcod train|masks|polarize|finetune|export|eval|sim                        (cli/vitcod.py)
+    attnforge vitcod train|masks|polarize|finetune|export|eval|int-eval|sim               (cli/vitcod.py)
     attnforge linear train|eval|generate|speculate|linearize|sim                          (cli/linear.py)
     attnforge tickets pretrain|draw|transfer|study|export                                 (cli/tickets.py)
     attnforge bench | demo                                                                (cli/bench.py)

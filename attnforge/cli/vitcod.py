@@ -1,10 +1,11 @@
-"""``attnforge vitcod train|masks|polarize|finetune|export|eval|sim``: ViTCoD from the command line.
+"""``attnforge vitcod train|masks|polarize|finetune|export|eval|int-eval|sim``: ViTCoD from the command line.
 
     attnforge vitcod train -o build/vitcod/dense.pt                       # ViT on the bundled digits
     attnforge vitcod train --checkpoint build/vitcod/dense.pt --autoencoder -o build/vitcod/ae.pt
     attnforge vitcod masks --checkpoint build/vitcod/dense.pt --sparsity 0.9 -o build/vitcod/masks.npz
     attnforge vitcod finetune --checkpoint build/vitcod/dense.pt --masks build/vitcod/masks.npz -o build/vitcod/ft.pt
     attnforge vitcod export --checkpoint build/vitcod/ft.pt --masks build/vitcod/masks.npz -o build/vitcod/heads.npz
+    attnforge vitcod int-eval --checkpoint build/vitcod/ft.pt --masks build/vitcod/masks.npz --json int.json
 
     attnforge vitcod sim --masks build/vitcod/masks.npz --tensors build/vitcod/heads.npz --all-heads
 
@@ -216,6 +217,48 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def cmd_int_eval(args) -> int:
+    from attnforge.algo.vitcod.intvit import run_int_eval
+
+    r = run_int_eval(args.checkpoint, args.masks, data=args.data, seed=args.seed, calib_count=args.calib_images,
+                     percentile=args.percentile, per_channel=not args.per_tensor, op_images=args.op_images,
+                     val_images=args.val_images, stream_bits=args.stream_bits)
+    print(f"masks {args.masks} (sparsity {r['sparsity']:.4f}), {r['calibration_images']} calibration images "
+          f"(seed {r['seed']}): float accuracy {r['float_accuracy']:.2f} %, integer accuracy "
+          f"{r['int_accuracy']:.2f} %, agreement {r['agreement']:.2f} % on {r['n']} validation images")
+    for op, e in r.get("op_errors", {}).items():
+        if op != "max_by_tensor":     # in the JSON
+            print(f"  {op} error vs float (int8 LSBs of its output): " + ", ".join(f"{k} {v:.4g}" for k, v in e.items()))
+    if args.json:
+        write_json_atomic(args.json, r)
+        print(f"wrote {args.json}")
+    return 0
+
+
+def _register_int_eval(g) -> None:
+    p = g.add_parser("int-eval", help="the integer-only ViT of a checkpoint: float vs integer accuracy, agreement",
+                     description="Calibrate the integer-only ViT (int8 activations, int32 accumulators, int16 "
+                                 "residual stream, integer softmax/GELU/LayerNorm; attnforge.algo.vitcod.intvit) "
+                                 "from the float checkpoint on --calib-images training images drawn by --seed, run "
+                                 "it with the masks of --masks, and print the float and the integer model's "
+                                 "validation accuracy, their prediction agreement and each op's error against "
+                                 "float (in int8 LSBs of the op's output).")
+    p.add_argument("--checkpoint", required=True, metavar="PTH", help="attnforge checkpoint (`vitcod finetune`)")
+    p.add_argument("--masks", required=True, help="masks.npz the checkpoint was fine-tuned with")
+    p.add_argument("--data", default="digits", help=DATA_HELP)
+    p.add_argument("--seed", type=int, default=0, help="seed of the calibration images [0]")
+    p.add_argument("--calib-images", type=int, default=256, help="training images for calibration [256]")
+    p.add_argument("--percentile", type=float, default=None,
+                   help="calibrate int8 activations to this percentile of |x| instead of the maximum [max]")
+    p.add_argument("--stream-bits", type=int, choices=(8, 16), default=16,
+                   help="width of the residual stream (int8: max|x|/127, no headroom) [16]")
+    p.add_argument("--per-tensor", action="store_true", help="one weight scale per matmul [one per output channel]")
+    p.add_argument("--val-images", type=int, default=None, help="evaluate the first N validation images [all]")
+    p.add_argument("--op-images", type=int, default=16, help="validation images for the per-op errors (0: skip) [16]")
+    p.add_argument("--json", help="also write the report as JSON here")
+    p.set_defaults(func=cmd_int_eval)
+
+
 def cmd_polarize(args) -> int:
     from attnforge.algo.vitcod.raw_masks import load_raw_masks, polarize_raw
     from attnforge.formats.masks import save_masks
@@ -402,5 +445,6 @@ def register(subparsers) -> None:
     p.add_argument("--masks", default=None, help="masks.npz to apply [the checkpoint's own, if any]")
     p.set_defaults(func=cmd_eval)
 
+    _register_int_eval(g)
     _register_polarize(g)
     _register_sim(g)
