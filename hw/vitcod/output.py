@@ -12,7 +12,7 @@ last beats are still in the stages.
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Module, Signal, signed, unsigned
+from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream
 from amaranth.lib.wiring import In, Out
 
@@ -22,7 +22,7 @@ from attnforge.numfmt import INT8
 
 from .config import MULTIPLIER_WIDTH, SHIFT_WIDTH, VitcodConfig
 
-__all__ = ["OutputStage", "output_row_layout"]
+__all__ = ["OutputStage", "RowMerger", "output_row_layout"]
 
 
 def output_row_layout(config: VitcodConfig) -> data.StructLayout:
@@ -100,4 +100,43 @@ class OutputStage(ConfiguredComponent):
         m.d.comb += [self.o.valid.eq(pipe.valid[-1]), self.o.payload.eq(Cat(*out_lanes)),
                      self.head_done.eq(self.o.valid & self.o.ready & out_last),
                      self.busy.eq(serializing | pipe.valid[0] | pipe.valid[1])]
+        return m
+
+
+class RowMerger(ConfiguredComponent):
+    """(``tiles > 1``) The tiles' finished rows into one stream, in row order.
+
+    Row i comes from tile ``i mod T``: the merger takes a row from tile ``turn`` only, then
+    turns to the next tile, and back to tile 0 after a head's last row (``head_last``). A
+    tile whose row is not yet due holds it (its engines keep scoring ahead).
+
+    Parameters
+    ----------
+    config : VitcodConfig
+
+    Members
+    -------
+    tiles : ``In(stream.Signature(output_row_layout(config))).array(config.tiles)``
+        Each tile's finished rows, in its own row order.
+    row : ``Out(stream.Signature(output_row_layout(config)))``
+        All rows in row order, to the ``OutputStage``.
+    """
+
+    config_type = VitcodConfig
+
+    @classmethod
+    def signature_of(cls, config: VitcodConfig):
+        rows = stream.Signature(output_row_layout(config))
+        return {"tiles": In(rows).array(config.tiles), "row": Out(rows)}
+
+    def elaborate(self, platform):
+        T = self._config.tiles
+        m = Module()
+        turn = Signal(range(max(T, 2)))
+        m.d.comb += [self.row.valid.eq(mux_tree([t.valid for t in self.tiles], turn)),
+                     self.row.payload.eq(mux_tree([t.payload.as_value() for t in self.tiles], turn))]
+        for t, tile in enumerate(self.tiles):
+            m.d.comb += tile.ready.eq((turn == t) & self.row.ready)
+        with m.If(self.row.valid & self.row.ready):
+            m.d.sync += turn.eq(Mux(self.row.payload.head_last | (turn == T - 1), 0, turn + 1))
         return m
