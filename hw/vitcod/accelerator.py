@@ -195,6 +195,6 @@ class VitcodAccelerator(ConfiguredComponent):
             schedulers.append(self._tile(m, str(t), loader, buffers, ports, tile=t))
             wiring.connect(m, schedulers[-1].rows, merger.tiles[t])
         end_ok = Signal()
-        m.d.comb += end_ok.eq(Cat(*(s.at_end for s in schedulers)).all() & output.row.ready)
+        m.d.comb += end_ok.eq(Cat(*(s.at_end for s in schedulers)).all() & merger.empty & output.row.ready)
         m.d.comb += [s.end_ok.eq(end_ok) for s in schedulers]
         return Cat(*(s.busy for s in schedulers)).any()

@@ -106,9 +106,11 @@ class OutputStage(ConfiguredComponent):
 class RowMerger(ConfiguredComponent):
     """(``tiles > 1``) The tiles' finished rows into one stream, in row order.
 
-    Row i comes from tile ``i mod T``: the merger takes a row from tile ``turn`` only, then
-    turns to the next tile, and back to tile 0 after a head's last row (``head_last``). A
-    tile whose row is not yet due holds it (its engines keep scoring ahead).
+    Each tile hands its rows to a one-row buffer of its own (taken in the cycle the buffer is
+    empty or being emptied, so the tile's engines go on with the next row's P·V); row i
+    leaves from the buffer of tile ``i mod T``: the merger takes a row from tile ``turn``
+    only, then turns to the next tile, and back to tile 0 after a head's last row
+    (``head_last``).
 
     Parameters
     ----------
@@ -120,6 +122,8 @@ class RowMerger(ConfiguredComponent):
         Each tile's finished rows, in its own row order.
     row : ``Out(stream.Signature(output_row_layout(config)))``
         All rows in row order, to the ``OutputStage``.
+    empty : ``Out(1)``
+        Every tile's buffer is empty.
     """
 
     config_type = VitcodConfig
@@ -127,16 +131,25 @@ class RowMerger(ConfiguredComponent):
     @classmethod
     def signature_of(cls, config: VitcodConfig):
         rows = stream.Signature(output_row_layout(config))
-        return {"tiles": In(rows).array(config.tiles), "row": Out(rows)}
+        return {"tiles": In(rows).array(config.tiles), "row": Out(rows), "empty": Out(1)}
 
     def elaborate(self, platform):
         T = self._config.tiles
         m = Module()
         turn = Signal(range(max(T, 2)))
-        m.d.comb += [self.row.valid.eq(mux_tree([t.valid for t in self.tiles], turn)),
-                     self.row.payload.eq(mux_tree([t.payload.as_value() for t in self.tiles], turn))]
+        held = [Signal(name=f"held{t}") for t in range(T)]
+        rows = [Signal.like(tile.payload, name=f"row{t}") for t, tile in enumerate(self.tiles)]
+        take = Signal()
+        m.d.comb += [self.row.valid.eq(mux_tree(held, turn)),
+                     self.row.payload.eq(mux_tree([r.as_value() for r in rows], turn)),
+                     take.eq(self.row.valid & self.row.ready), self.empty.eq(~Cat(*held).any())]
         for t, tile in enumerate(self.tiles):
-            m.d.comb += tile.ready.eq((turn == t) & self.row.ready)
-        with m.If(self.row.valid & self.row.ready):
+            taken = take & (turn == t)
+            m.d.comb += tile.ready.eq(~held[t] | taken)
+            with m.If(taken):
+                m.d.sync += held[t].eq(0)
+            with m.If(tile.valid & tile.ready):
+                m.d.sync += [held[t].eq(1), rows[t].eq(tile.payload)]
+        with m.If(take):
             m.d.sync += turn.eq(Mux(self.row.payload.head_last | (turn == T - 1), 0, turn + 1))
         return m

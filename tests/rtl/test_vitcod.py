@@ -66,6 +66,7 @@ def tiled_heads(cfg: VitcodConfig, rng, errors: bool) -> list:
     return heads
 
 
+@pytest.mark.full     # make test: tests/test_vitcod_components.py runs two tiles in the Amaranth simulator
 def test_vitcod_tiles_bit_exact_and_cycle_model():
     """Two tiles (rows i mod 2, narrow per-tile row pointer memories, rows merged in order): every
     irregular head bit exact at full rate, and the cycle model equal to the RTL per head."""
