@@ -12,6 +12,15 @@ of the current one. Each output row (both engines' share of ``P·V``) leaves
 through the ``OutputStage`` (serializer and int8 requantizer). With the Q/K
 decoder, the loader also holds a ``LayerStore`` and a ``QkDecoder``.
 
+With ``tiles`` T > 1 there are T such row pipelines ("tiles": a scheduler, a
+Denser and a Sparser Engine, a softmax stage each); tile t computes the query
+rows ``i mod T == t``. The tiles read the shared Q/K/V/column-index banks
+(their own read ports) and two narrow row pointer memories each (their rows'
+starts and split points, ``tile_rp_width`` bits, filled by the loader as the
+pointer section streams in); a ``RowMerger`` (one row buffer per tile) puts
+the rows back in row order in front of the output stage. The tiles start and
+end each head together. The stream format does not depend on T.
+
 Data stream layout of one head (``data_width`` bits per beat, little-endian
 bytes, the first element in the lowest bits):
 

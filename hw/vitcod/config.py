@@ -86,7 +86,7 @@ class VitcodConfig:
         stage; all tiles read the shared Q/K/V/column-index banks (one read port per score
         group each) and their own narrow row-pointer memories, and the rows leave in row
         order. T = 1 is the single-pipeline design. T > 1 needs ``data_width >= 32`` and
-        T to be a multiple or a divisor of the rows per pointer beat (``data_width / 32``),
+        T to divide or be at least the query rows per pointer beat (``data_width / 32``),
         and ``T <= max_tokens``.
     """
 
