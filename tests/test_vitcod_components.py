@@ -531,3 +531,63 @@ def test_row_scheduler_orders_jobs_and_rows(monkeypatch):
                 assert value == pv % ROW_SLOTS and pv < scored
                 pv += 1
         assert heads == 1 and (scored, pv) == (jobs[1].nq,) * 2
+
+
+# -- tiles: several row pipelines ------------------------------------------------------------------
+
+@pytest.mark.parametrize("tiles, data_width, match", [
+    (0, 64, r"ViTCoD tiles must be in \[1, 16\], not 0"), (17, 64, "ViTCoD tiles"),
+    (9, 64, "must not exceed max_tokens=8"), (2, 16, "needs data_width >= 32"),
+    (3, 256, "must divide or be at least the 8 query rows"),
+])
+def test_config_rejects_bad_tiles(tiles, data_width, match):
+    with pytest.raises(ConfigError, match=match):
+        VitcodConfig(head_dim=64, max_tokens=8, max_nnz=32, macs=2, data_width=data_width, tiles=tiles)
+
+
+def test_tiles_run_rows_mod_t_in_row_order(monkeypatch):
+    """Two tiles (RowScheduler per tile, RowMerger): tile t scores only the rows i mod 2 == t, rows leave
+    in order and bit exact (a head with fewer rows than tiles among them), and the cycle model gives the
+    run's cycles from the first command to the last output beat."""
+    from attnforge.hw.vitcod.cycles import HeadShape, run_cycles
+
+    cfg = VitcodConfig(head_dim=16, max_tokens=8, max_nnz=32, macs=8, dense_lines=1, sparse_lines=2,
+                       data_width=64, tiles=2)
+    made = []
+
+    class WatchedScheduler(RowScheduler):
+        def __init__(self, config, tile=0):
+            super().__init__(config, tile)
+            made.append(self)
+    monkeypatch.setattr(accelerator_module, "RowScheduler", WatchedScheduler)
+    rng = np.random.default_rng(13)
+    jobs = [random_job(rng, 7, 8, 2, 0.5, cfg), random_job(rng, 1, 5, 0, 0.2, cfg), random_job(rng, 6, 6, 0, 0.4, cfg)]
+    dut = VitcodAccelerator(cfg)
+    rows = {0: [], 1: []}
+    beats, cycles = [], []
+
+    def watch(ctx, cycle):
+        for t, sched in enumerate(made):
+            for job in (sched.dense, sched.sparse):
+                if ctx.get(job.score_start):
+                    rows[t].append(ctx.get(job.row))
+        ctx.set(dut.o.ready, 1)
+        if ctx.get(dut.cmd.valid) and ctx.get(dut.cmd.ready):
+            cycles.append(cycle)
+        if ctx.get(dut.o.valid):
+            beats.append(ctx.get(dut.o.payload))
+            cycles.append(cycle)
+
+    async def bench(ctx):
+        data = [b for j in jobs for b in j.data_beats(cfg)]
+        await feed(ctx, dut.cmd, dut.data, [j.command(cfg) for j in jobs], data, cycles=900, each_cycle=watch)
+    simulate(dut, bench)
+    assert len(made) == 2 and all(i % 2 == t for t in (0, 1) for i in rows[t]) and rows[0] and rows[1]
+    pos = 0
+    for job in jobs:
+        n = job.nq * cfg.words_per_token
+        assert np.array_equal(unpack_output(beats[pos:pos + n], job.nq, cfg), golden_of(job))
+        pos += n
+    assert pos == len(beats)
+    shapes = [HeadShape.from_csr(j.g, j.row_ptr, j.nk) for j in jobs]
+    assert run_cycles(cfg, shapes)["total_cycles"] == cycles[-1] - cycles[0]

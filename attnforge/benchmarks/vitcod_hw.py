@@ -13,7 +13,9 @@ Figures (JSON + PNG under ``bench/results/``), N = 197, d = 64 (DeiT-Tiny heads)
   balanced; measured on the RTL for 4+4) and the speedup, plus the cycle model's
   prediction (exact on every run so far);
 * from the cycle model: 4+4 (256-bit) and 8+8, 16+16, 32+32 lines (512-bit; 32+32 is
-  the 512-MAC configuration of ViTCoD's published simulator);
+  the 512-MAC configuration of ViTCoD's published simulator), and the same MACs as
+  tiles (``VitcodConfig.tiles``, independent row pipelines): 2 x (4+4) at 256 bits,
+  4 x (4+4) and 8 x (4+4) at 512 bits; 2 x (4+4) also on the RTL;
 * for every row the bandwidth side: the head's stream beats (load cycles) against its
   ideal compute, which of the two bounds the head, and the stream width that would
   carry a head in its ideal compute time;
@@ -40,17 +42,19 @@ N, D = 197, 64
 SPARSITIES = (0.5, 0.8, 0.9, 0.95)
 REAL_SPARSITIES = (0.9, 0.95)
 DENSE_SHARE = 0.5
-#: (name, Denser lines, Sparser lines, stream bits)
-MODEL_CONFIGS = (("4+4 x 8", 4, 4, 256), ("8+8 x 8", 8, 8, 512), ("16+16 x 8", 16, 16, 512),
-                 ("32+32 x 8", 32, 32, 512))
-RTL_CONFIGS = (("4+4 x 8", 4, 4, 256), ("8+8 x 8", 8, 8, 512))
+#: (name, Denser lines, Sparser lines, stream bits, tiles): lines per tile; T tiles of L + L lines
+#: have the MACs of one (T L) + (T L) pair
+MODEL_CONFIGS = (("4+4 x 8", 4, 4, 256, 1), ("8+8 x 8", 8, 8, 512, 1), ("16+16 x 8", 16, 16, 512, 1),
+                 ("32+32 x 8", 32, 32, 512, 1), ("2x(4+4) x 8", 4, 4, 256, 2), ("4x(4+4) x 8", 4, 4, 512, 4),
+                 ("8x(4+4) x 8", 4, 4, 512, 8))
+RTL_CONFIGS = (("4+4 x 8", 4, 4, 256, 1), ("8+8 x 8", 8, 8, 512, 1), ("2x(4+4) x 8", 4, 4, 256, 2))
 
 
-def _config(lines: int, dense_lines: int, max_nnz: int, data_width: int = 256):
+def _config(lines: int, dense_lines: int, max_nnz: int, data_width: int = 256, tiles: int = 1):
     from attnforge.hw.vitcod import VitcodConfig
 
     return VitcodConfig(head_dim=D, max_tokens=N, max_nnz=max_nnz, macs=8, dense_lines=dense_lines,
-                        sparse_lines=lines - dense_lines, data_width=data_width)
+                        sparse_lines=lines - dense_lines, data_width=data_width, tiles=tiles)
 
 
 def _mask_sets(n_heads: int, quick: bool) -> dict:
@@ -92,6 +96,11 @@ def _bandwidth(cfg, shapes, model_heads) -> dict:
     return {"load_cycles": load, "compute_cycles": float(np.mean([h["compute_cycles"] for h in hs])),
             "bound_cycles": max(load, ideal), "limited_by": "stream" if load > ideal else "macs",
             "stream_bits": cfg.data_width, "stream_width_needed": _stream_width_needed(cfg, shapes[1:] or shapes)}
+
+
+def _slug(name: str) -> str:
+    """A configuration's name as part of a build directory name (``2x(4+4) x 8`` -> ``2x4+4``)."""
+    return name.split()[0].replace("(", "").replace(")", "")
 
 
 def _heads(cfg, ms, seed):
@@ -183,7 +192,7 @@ def _irregular_run(name, cfg, build_root) -> dict:
             real_shaped_mask_set(1, 1, N, 0.9, seed=5, global_range=(0, 0)),
             polarized_mask_set(1, 1, 64, 0.0, dense_share=1.0, seed=6)]
     heads = [h for i, ms in enumerate(sets) for h in _heads(cfg, ms, seed=100 + i)]
-    report = measure_rtl(cfg, heads, f"vitcod_{name.split()[0]}_irregular", build_root)
+    report = measure_rtl(cfg, heads, f"vitcod_{_slug(name)}_irregular", build_root)
     model = run_cycles(cfg, shapes_of(heads))["heads"]
     rows = [{"nq": m["nq"], "nk": m["nk"], "g": m["g"], "nnz": m["nnz"], "cycles": r["cycles"],
              "model_cycles": m["cycles"]} for r, m in zip(report["heads"], model)]
@@ -196,7 +205,7 @@ def _row(name, cfg, kind, s, ms, shapes, model, dense_c, source, rtl_report=None
     model_c = _steady(model["heads"])
     cycles = _steady(rtl_report["heads"]) if rtl_report else model_c
     ideal = float(np.mean([h["ideal_cycles"] for h in model["heads"][1:]]))
-    row = {"config": name, "lines": cfg.lines, "source": source, "masks": kind, "target_sparsity": s,
+    row = {"config": name, "lines": cfg.lines * cfg.tiles, "tiles": cfg.tiles, "source": source, "masks": kind, "target_sparsity": s,
            "sparsity": 1.0 - float(ms.keep.mean()), "global_tokens": [int(x) for x in ms.n_global[0]],
            "cycles": cycles, "ideal_cycles": ideal, "utilization": ideal / cycles,
            "dense_baseline_cycles": dense_c, "speedup": dense_c / cycles,
@@ -222,7 +231,8 @@ def run(out_dir: Path, *, quick: bool = False, command: str = "attnforge bench")
     masks = _mask_sets(n_heads, quick)
     max_nnz = max(int(ms.keep[0].sum(axis=(1, 2)).max()) for ms in masks.values())
     # one build per configuration for the sparse masks and the dense baseline (sparse part N - G per row)
-    cfgs = {name: _config(dl + sl, dl, max(max_nnz, N * N), width) for name, dl, sl, width in MODEL_CONFIGS}
+    cfgs = {name: _config(dl + sl, dl, max(max_nnz, N * N), width, tiles)
+            for name, dl, sl, width, tiles in MODEL_CONFIGS}
     rtl_configs = RTL_CONFIGS[:1] if quick else RTL_CONFIGS
     rows = []
     irregular = []
@@ -240,7 +250,7 @@ def run(out_dir: Path, *, quick: bool = False, command: str = "attnforge bench")
             for name, *_ in rtl_configs:
                 cfg = cfgs[name]
                 heads = _heads(cfg, ms, seed=int(s * 1000))
-                report = measure_rtl(cfg, heads, f"vitcod_{name.split()[0]}_{kind}_s{int(s * 100)}", build_root)
+                report = measure_rtl(cfg, heads, f"vitcod_{_slug(name)}_{kind}_s{int(s * 100)}", build_root)
                 shapes = shapes_of(heads)
                 dense_c = dense_rtl if (dense_rtl is not None and name == "4+4 x 8") else dense[name]
                 rows.append(_row(name, cfg, kind, s, ms, shapes, run_cycles(cfg, shapes), dense_c, "rtl", report))
@@ -292,8 +302,10 @@ def _plot(rows, path):
         for s in sorted({r["target_sparsity"] for r in model if r["masks"] == kind}):
             rs = sorted((r for r in model if r["masks"] == kind and r["target_sparsity"] == s), key=lambda r: r["lines"])
             if s in (0.9, 0.95):
-                axes[0].plot([r["lines"] for r in rs], [r["utilization"] for r in rs], marker + "-",
-                             label=f"{kind} {int(s * 100)} %")
+                for tiled, style in ((False, "-"), (True, "--")):
+                    pts = [r for r in rs if (r.get("tiles", 1) > 1) == tiled]
+                    axes[0].plot([r["lines"] for r in pts], [r["utilization"] for r in pts], marker + style,
+                                 label=f"{kind} {int(s * 100)} %" + (" tiles of 4+4" if tiled else ""))
             cfg44 = [r for r in rs if r["config"] == "4+4 x 8"]
             if cfg44:
                 axes[1].plot(100 * s, cfg44[0]["speedup"], marker, color="C0" if kind == "synthetic" else "C1")

@@ -12,6 +12,15 @@ of the current one. Each output row (both engines' share of ``P·V``) leaves
 through the ``OutputStage`` (serializer and int8 requantizer). With the Q/K
 decoder, the loader also holds a ``LayerStore`` and a ``QkDecoder``.
 
+With ``tiles`` T > 1 there are T such row pipelines ("tiles": a scheduler, a
+Denser and a Sparser Engine, a softmax stage each); tile t computes the query
+rows ``i mod T == t``. The tiles read the shared Q/K/V/column-index banks
+(their own read ports) and two narrow row pointer memories each (their rows'
+starts and split points, ``tile_rp_width`` bits, filled by the loader as the
+pointer section streams in); a ``RowMerger`` (one row buffer per tile) puts
+the rows back in row order in front of the output stage. The tiles start and
+end each head together. The stream format does not depend on T.
+
 Data stream layout of one head (``data_width`` bits per beat, little-endian
 bytes, the first element in the lowest bits):
 
@@ -43,7 +52,7 @@ Output: ``Nq * d / B`` beats, row by row, int8.
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Signal, unsigned
+from amaranth.hdl import Cat, Module, Signal, unsigned
 from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -53,7 +62,7 @@ from attnforge.hw.common import ConfiguredComponent
 from .config import ERROR_BITS, STATUS_COUNT_WIDTH, VitcodConfig
 from .engine import Engine
 from .loader import Loader
-from .output import OutputStage
+from .output import OutputStage, RowMerger
 from .scheduler import RowScheduler
 from .softmax import SoftmaxStage
 
@@ -113,43 +122,30 @@ class VitcodAccelerator(ConfiguredComponent):
         cfg = self._config
         m = Module()
         m.submodules.loader = loader = Loader(cfg)
-        m.submodules.denser = dense = Engine(cfg, sparse=False, lines=cfg.dense_lines)
-        m.submodules.sparser = sparse = Engine(cfg, sparse=True, lines=cfg.sparse_lines)
-        m.submodules.scheduler = scheduler = RowScheduler(cfg)
-        m.submodules.softmax = softmax = SoftmaxStage(cfg)
         m.submodules.output = output = OutputStage(cfg)
 
         # Buffers, two banks each (the next head loads while the current one computes). A Q/K/V
         # word holds the S chunks a score step (or a pv pass of a line group) reads, so each
         # engine has one K and one V read port per score group, not one per line.
         buffers = {}
-        for name, width, words in (("q", cfg.qkv_word_width, cfg.qkv_bank_words),
-                                   ("k", cfg.qkv_word_width, cfg.qkv_bank_words),
-                                   ("v", cfg.qkv_word_width, cfg.qkv_bank_words),
-                                   ("rp", cfg.data_width, cfg.rp_bank_words),
-                                   ("ci", cfg.data_width, cfg.ci_bank_words)):
+        shared = [("q", cfg.qkv_word_width, cfg.qkv_bank_words), ("k", cfg.qkv_word_width, cfg.qkv_bank_words),
+                  ("v", cfg.qkv_word_width, cfg.qkv_bank_words)]
+        if cfg.tiles == 1:
+            shared.append(("rp", cfg.data_width, cfg.rp_bank_words))
+        shared.append(("ci", cfg.data_width, cfg.ci_bank_words))
+        for name, width, words in shared:
             m.submodules[f"{name}_buf"] = buffers[name] = Memory(shape=unsigned(width), depth=2 * words, init=[])
             wiring.connect(m, getattr(loader, f"{name}_write"), buffers[name].write_port())
-        for engine in (dense, sparse):
-            wiring.connect(m, engine.q, buffers["q"].read_port())
-            for g in range(engine.score_groups):
-                wiring.connect(m, engine.k[g], buffers["k"].read_port())
-                wiring.connect(m, engine.v[g], buffers["v"].read_port())
-            for g in range(engine.score_groups):
-                wiring.connect(m, engine.col[g], buffers["ci"].read_port())
-        for port in scheduler.row_ptr:
-            wiring.connect(m, port, buffers["rp"].read_port())
 
         wiring.connect(m, wiring.flipped(self.cmd), loader.cmd)
         wiring.connect(m, wiring.flipped(self.data), loader.data)
-        wiring.connect(m, loader.banks, scheduler.banks)
-        wiring.connect(m, scheduler.dense, dense.job)
-        wiring.connect(m, scheduler.sparse, sparse.job)
-        wiring.connect(m, scheduler.softmax_rows, softmax.rows)
-        wiring.connect(m, softmax.dense_exp, dense.exp)
-        wiring.connect(m, softmax.sparse_exp, sparse.exp)
-        wiring.connect(m, softmax.recips, scheduler.recips)
-        wiring.connect(m, scheduler.rows, output.row)
+        actives = []    # every engine's "issues a beat to its MAC lines this cycle"
+        if cfg.tiles == 1:
+            scheduler = self._tile(m, "", loader, buffers, [buffers["rp"]] * 4, actives)
+            wiring.connect(m, scheduler.rows, output.row)
+            busy = scheduler.busy
+        else:
+            busy = self._tiles(m, loader, buffers, output, actives)
         wiring.connect(m, output.o, wiring.flipped(self.o))
 
         # status: outputs from registers through plain assignments (Icarus evaluates those at time 0)
@@ -158,6 +154,66 @@ class VitcodAccelerator(ConfiguredComponent):
             m.d.sync += heads_done.eq(heads_done + 1)
         m.d.comb += [self.heads_done.eq(heads_done), self.heads_failed.eq(loader.heads_failed),
                      self.error.eq(loader.error), self.o_last.eq(output.last),
-                     self.mac_active.eq(dense.active | sparse.active),
-                     self.busy.eq(loader.busy | scheduler.busy | output.busy)]
+                     self.mac_active.eq(Cat(*actives).any()),
+                     self.busy.eq(loader.busy | busy | output.busy)]
         return m
+
+    def _tile(self, m, suffix, loader, buffers, row_ptr_memories, actives, tile=0):
+        """One row pipeline: Denser and Sparser Engine, row scheduler and softmax stage, their read
+        ports on the shared buffers, and the row pointer ports on ``row_ptr_memories`` (one per port
+        of ``RowScheduler.row_ptr``). Appends the engines' ``active`` to ``actives``; returns the
+        scheduler."""
+        cfg = self._config
+        dense = Engine(cfg, sparse=False, lines=cfg.dense_lines)
+        sparse = Engine(cfg, sparse=True, lines=cfg.sparse_lines)
+        scheduler = RowScheduler(cfg) if cfg.tiles == 1 else RowScheduler(cfg, tile=tile)
+        softmax = SoftmaxStage(cfg)
+        for name, sub in (("denser", dense), ("sparser", sparse), ("scheduler", scheduler), ("softmax", softmax)):
+            m.submodules[name + suffix] = sub
+        actives += [dense.active, sparse.active]
+        for engine in (dense, sparse):
+            wiring.connect(m, engine.q, buffers["q"].read_port())
+            for g in range(engine.score_groups):
+                wiring.connect(m, engine.k[g], buffers["k"].read_port())
+                wiring.connect(m, engine.v[g], buffers["v"].read_port())
+            for g in range(engine.score_groups):
+                wiring.connect(m, engine.col[g], buffers["ci"].read_port())
+        for port, memory in zip(scheduler.row_ptr, row_ptr_memories):
+            wiring.connect(m, port, memory.read_port())
+        if tile == 0:
+            wiring.connect(m, loader.banks, scheduler.banks)
+        else:    # every tile starts and ends each head together with tile 0, which releases the bank
+            m.d.comb += [scheduler.banks.full.eq(loader.banks.full), scheduler.banks.heads.eq(loader.banks.heads)]
+        wiring.connect(m, scheduler.dense, dense.job)
+        wiring.connect(m, scheduler.sparse, sparse.job)
+        wiring.connect(m, scheduler.softmax_rows, softmax.rows)
+        wiring.connect(m, softmax.dense_exp, dense.exp)
+        wiring.connect(m, softmax.sparse_exp, sparse.exp)
+        wiring.connect(m, softmax.recips, scheduler.recips)
+        return scheduler
+
+    def _tiles(self, m, loader, buffers, output, actives):
+        """(tiles > 1) T row pipelines, each with its two narrow row pointer memories (its rows' starts
+        and split points), rows merged in row order. Returns the schedulers' busy."""
+        cfg = self._config
+        T = cfg.tiles
+        memories = []
+        for t in range(T):
+            for half, name in enumerate(("start", "split")):
+                mem = Memory(shape=unsigned(cfg.tile_rp_width), depth=2 * cfg.tile_rp_bank_words, init=[])
+                m.submodules[f"rp{t}_{name}"] = mem
+                wiring.connect(m, loader.rp_tile_writes[2 * t + half], mem.write_port())
+                memories.append(mem)
+        m.submodules.merger = merger = RowMerger(cfg)
+        wiring.connect(m, merger.row, output.row)
+        schedulers = []
+        for t in range(T):
+            # ports: this tile's starts and split points (Denser Engine), its split points and the
+            # next query row's start, in the next tile (Sparser Engine)
+            ports = [memories[2 * t], memories[2 * t + 1], memories[2 * t + 1], memories[2 * ((t + 1) % T)]]
+            schedulers.append(self._tile(m, str(t), loader, buffers, ports, actives, tile=t))
+            wiring.connect(m, schedulers[-1].rows, merger.tiles[t])
+        end_ok = Signal()
+        m.d.comb += end_ok.eq(Cat(*(s.at_end for s in schedulers)).all() & merger.empty & output.row.ready)
+        m.d.comb += [s.end_ok.eq(end_ok) for s in schedulers]
+        return Cat(*(s.busy for s in schedulers)).any()

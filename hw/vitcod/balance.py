@@ -19,6 +19,8 @@ Pure numpy: the host code, the cycle model and the testbench share it.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from .config import VitcodConfig
@@ -55,13 +57,19 @@ def split_rows(cfg: VitcodConfig, g: int, row_nnz, mode: str = "balanced") -> np
     (the engines may be up to ``row_slots - 1`` rows apart, so a row the Denser Engine must take
     alone, G > its CSR entries, is made up for in the next rows): per row it minimizes the larger
     running total, then the row's issue cycles on both, then its larger key count (the exponent
-    units' time), then the entries moved.
+    units' time), then the entries moved. With ``tiles`` T > 1 each tile's rows (``i mod T``)
+    are balanced as a sequence of their own (they run on the tile's own engine pair).
     """
     if mode not in BALANCE_MODES:
         raise ValueError(f"balance mode {mode!r}: expected one of {', '.join(BALANCE_MODES)}")
     row_nnz = np.maximum(np.asarray(row_nnz, dtype=np.int64), 0)
     out = np.zeros(row_nnz.shape, dtype=np.int64)
     if mode == "none":
+        return out
+    if cfg.tiles > 1:
+        # each tile's rows (i mod T) run on their own engine pair: balance them as a sequence of their own
+        for t in range(cfg.tiles):
+            out[t::cfg.tiles] = split_rows(dataclasses.replace(cfg, tiles=1), g, row_nnz[t::cfg.tiles], mode)
         return out
     totals = [0, 0]
     for i, n in enumerate(row_nnz.tolist()):

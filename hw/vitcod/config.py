@@ -20,7 +20,7 @@ from attnforge.numfmt import INT8, Requantizer, accumulator_width
 from attnforge.softmax_int import PROB_FORMAT, recip_width, sum_width
 
 __all__ = ["VitcodConfig", "INDEX_WIDTH", "ROW_SLOTS", "MULTIPLIER_WIDTH", "SHIFT_WIDTH", "STATUS_COUNT_WIDTH",
-           "MAX_DECODER_HEADS", "ERR_SIZE", "ERR_ROW_PTR", "ERR_COL_IDX", "ERR_LAYER", "ERROR_BITS"]
+           "MAX_DECODER_HEADS", "MAX_TILES", "ERR_SIZE", "ERR_ROW_PTR", "ERR_COL_IDX", "ERR_LAYER", "ERROR_BITS"]
 
 #: Rows in flight in the score and exponent buffers: the engines may score up to
 #: ROW_SLOTS - 1 rows ahead of their pv jobs, which hides the softmax latency.
@@ -41,6 +41,8 @@ ERR_ROW_PTR = 2   # ptr[0] != 0, decreasing, a half-row longer than Nk - G, or p
 ERR_COL_IDX = 4   # a column index outside [G, Nk), or (decoder) a key order entry outside [0, Nk)
 ERR_LAYER = 8     # (decoder) a head whose layer (compressed Q/K of its Nq, Nk, Hc) is not loaded
 ERROR_BITS = 4
+#: Most row pipelines (``tiles``) a configuration may have.
+MAX_TILES = 16
 
 
 def _check(what, value, lo, hi):
@@ -77,6 +79,15 @@ class VitcodConfig:
         on-chip layer store, and every head of the layer decodes its Q and K from there.
     decoder_heads : int
         Most compressed heads Hc the decoder combines (with ``decoder``), 1..16.
+    tiles : int
+        T, independent row pipelines ("tiles"), 1..16: tile t computes the query rows
+        i with ``i mod T == t`` on its own Denser + Sparser Engine pair (``dense_lines`` +
+        ``sparse_lines`` lines each: the line counts are per tile), scheduler and softmax
+        stage; all tiles read the shared Q/K/V/column-index banks (one read port per score
+        group each) and their own narrow row-pointer memories, and the rows leave in row
+        order. T = 1 is the single-pipeline design. T > 1 needs ``data_width >= 32`` and
+        T to divide or be at least the query rows per pointer beat (``data_width / 32``),
+        and ``T <= max_tokens``.
     """
 
     head_dim: int = 64
@@ -88,6 +99,7 @@ class VitcodConfig:
     data_width: int = 128
     decoder: bool = False
     decoder_heads: int = 2
+    tiles: int = 1
 
     def __post_init__(self):
         _check("macs (M)", self.macs, 1, 64)
@@ -110,6 +122,18 @@ class VitcodConfig:
         if not isinstance(self.decoder, bool):
             raise TypeError(f"ViTCoD decoder must be True or False, not {self.decoder!r}")
         _check("decoder_heads", self.decoder_heads, 1, MAX_DECODER_HEADS)
+        _check("tiles", self.tiles, 1, MAX_TILES)
+        if self.tiles > 1:
+            if self.tiles > self.max_tokens:
+                raise ConfigError(f"ViTCoD tiles={self.tiles} must not exceed max_tokens={self.max_tokens} "
+                                  f"(a tile computes the rows i with i mod tiles == its number)")
+            if self.data_width < 32:
+                raise ConfigError(f"ViTCoD tiles={self.tiles} needs data_width >= 32 (a whole query row's two "
+                                  f"row pointers per beat), not {self.data_width}")
+            rows = self.pointer_rows_per_beat
+            if self.tiles < rows and rows % self.tiles:
+                raise ConfigError(f"ViTCoD tiles={self.tiles} must divide or be at least the {rows} query rows "
+                                  f"of pointers per beat (data_width={self.data_width} / 32)")
 
     def require_decoder(self, part: str) -> None:
         """Raise ``ConfigError`` unless the configuration includes the Q/K decoder (``part`` needs it)."""
@@ -209,7 +233,38 @@ class VitcodConfig:
 
     @property
     def total_macs(self) -> int:
-        return self.macs * self.lines
+        """MACs of all tiles (``lines`` per tile)."""
+        return self.macs * self.lines * self.tiles
+
+    # -- tiles: per-tile row pointer memories ---------------------------------------------
+    @property
+    def pointer_rows_per_beat(self) -> int:
+        """Query rows whose two pointers (``ptr[2i]``, ``ptr[2i + 1]``) one stream beat carries."""
+        return max(1, self.indices_per_word // 2)
+
+    @property
+    def tile_rp_words_per_entry(self) -> int:
+        """(tiles > 1) Pointers W per word of a tile's row pointer memories: a tile's rows of one
+        beat (``pointer_rows_per_beat / tiles``, at least 1) are one word."""
+        return max(1, self.pointer_rows_per_beat // self.tiles)
+
+    @property
+    def tile_rp_width(self) -> int:
+        """(tiles > 1) Bits of a word of a tile's row pointer memories."""
+        return INDEX_WIDTH * self.tile_rp_words_per_entry
+
+    @property
+    def tile_rp_bank_words(self) -> int:
+        """(tiles > 1) Words per bank of each of a tile's two row pointer memories (row starts
+        ``ptr[2i]`` and split points ``ptr[2i + 1]`` of its rows, local row ``i // T``; the start
+        memory also holds ``ptr[2 Nq]`` as row Nq's start)."""
+        local_rows = self.max_tokens // self.tiles + 1
+        return self._pow2_ceil(-(-local_rows // self.tile_rp_words_per_entry))
+
+    @property
+    def tile_rp_addr_width(self) -> int:
+        """(tiles > 1) Address of a tile row pointer memory: bank (top bit) and word."""
+        return log2_ceil(self.tile_rp_bank_words) + 1
 
     # -- widths ---------------------------------------------------------------------------
     @property

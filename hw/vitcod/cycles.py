@@ -104,8 +104,10 @@ def dense_baseline_shape(cfg: VitcodConfig, nq: int, nk: int) -> HeadShape:
 class _HeadTimeline:
     """The controller of one head's compute part, replayed cycle by cycle (events between)."""
 
-    def __init__(self, cfg: VitcodConfig, s: HeadShape, h: int):
+    def __init__(self, cfg: VitcodConfig, s: HeadShape, h: int, tile: int = 0):
         self.cfg, self.s = cfg, s
+        rows = range(tile, s.nq, cfg.tiles)      # the query rows of this tile (all with one tile)
+        self.nq = len(rows)
         cpt = cfg.chunks_per_token
         self.lines = (cfg.dense_lines, cfg.sparse_lines)
         self.npass = [-(-cpt // L) for L in self.lines]
@@ -113,7 +115,7 @@ class _HeadTimeline:
         self.keys = [L // sp for L, sp in zip(self.lines, split)]   # keys per score step
         self.spass = [cpt // sp for sp in split]                    # cycles per score step
         moved = split_rows(cfg, s.g, s.row_nnz, s.balance)
-        self.row_n = ([s.g + int(d) for d in moved], [int(n) - int(d) for n, d in zip(s.row_nnz, moved)])
+        self.row_n = ([s.g + int(moved[i]) for i in rows], [int(s.row_nnz[i]) - int(moved[i]) for i in rows])
         self.ns, self.npv = [0, 0], [0, 0]
         self.issue_free = [h, h]
         self.s_free = [h, h]
@@ -150,7 +152,7 @@ class _HeadTimeline:
         slots = self.cfg.row_slots
         for x in (0, 1):
             par_s, par_p = self.ns[x] % slots, self.npv[x] % slots
-            can_s = (self.ns[x] < self.s.nq and self.ns[x] <= self.npv[x] + slots - 1 and c >= self.issue_free[x]
+            can_s = (self.ns[x] < self.nq and self.ns[x] <= self.npv[x] + slots - 1 and c >= self.issue_free[x]
                      and c >= self.s_free[x] and not self.sdone[x][par_s] and c >= self.rp_ok_from[x])
             can_p = (self.npv[x] < self.ns[x] and self.smx_ok[x][par_p] and not self.out_hold[x]
                      and c >= self.issue_free[x] and c >= self.p_free[x])
@@ -191,7 +193,7 @@ class _HeadTimeline:
         slots, s = self.cfg.row_slots, self.s
         if self.exp_state is None:
             par = self.sm_row % slots
-            if self.sm_row < s.nq and self.sdone[0][par] and self.sdone[1][par]:
+            if self.sm_row < self.nq and self.sdone[0][par] and self.sdone[1][par]:
                 nmax = max(self.row_n[0][self.sm_row], self.row_n[1][self.sm_row])
                 idle_from = c + nmax + EXP_LATENCY if nmax else c + 1
 
@@ -227,20 +229,25 @@ class _HeadTimeline:
             self.ser_until = c + self.cfg.words_per_token
             self.last_beat = c + self.cfg.words_per_token + OUT_STAGES
             return True
-        if self.cm_row == self.s.nq and c > self.ser_until:
+        if self.cm_row == self.nq and c > self.ser_until:
             return "end"
         return False
 
     def next_cycle(self, c) -> int:
+        wake = self.wakes(c)
+        if not wake:
+            raise RuntimeError(f"cycle model stuck at cycle {c} (rows {self.ns}, {self.npv}, "
+                               f"softmax {self.sm_row}, out {self.cm_row})")
+        return min(wake)
+
+    def wakes(self, c) -> list:
+        """Cycles after c at which something may change."""
         wake = [t for t in self.sched if t > c]
         wake += [t for t in (*self.issue_free, *self.s_free, *self.p_free, *self.rp_ok_from,
                              self.div_busy_until + 1, self.ser_until + 1) if t > c]
         if self.exp_state is not None and self.exp_state[1] > c:
             wake.append(self.exp_state[1])
-        if not wake:
-            raise RuntimeError(f"cycle model stuck at cycle {c} (rows {self.ns}, {self.npv}, "
-                               f"softmax {self.sm_row}, out {self.cm_row})")
-        return min(wake)
+        return wake
 
     def run(self):
         c = self.c
@@ -255,12 +262,79 @@ class _HeadTimeline:
             c = c + 1 if (fired or out) else self.next_cycle(c)
 
 
+class _TiledHead:
+    """(tiles > 1) The tiles' row pipelines of one head, started together, each its own
+    ``_HeadTimeline``; they meet at the row merger (a one-row buffer per tile, row i from tile
+    ``i mod T``'s buffer, in row order) in front of the shared output serializer, and end the
+    head together."""
+
+    def __init__(self, cfg: VitcodConfig, s: HeadShape, h: int):
+        self.cfg, self.s, self.c = cfg, s, h
+        self.tiles = [_HeadTimeline(cfg, s, h, tile=t) for t in range(cfg.tiles)]
+        self.turn = 0              # the merger's tile
+        self.held = [False] * cfg.tiles   # the merger's row buffer of each tile is full
+        self.out_row = 0           # rows handed to the serializer
+        self.ser_until = -1
+        self.last_beat = None
+
+    def output(self, c):
+        """The merger (a one-row buffer per tile; row i from tile ``i mod T``'s buffer) and the
+        serializer: True when something moved, "end" when the head ends in this cycle."""
+        take = self.out_row < self.s.nq and self.held[self.turn] and c > self.ser_until
+        loads = []
+        for t, tile in enumerate(self.tiles):
+            if tile.pdone[0] and tile.pdone[1] and (not self.held[t] or (take and t == self.turn)):
+                def combined(tl=tile):
+                    tl.pdone[0] = tl.pdone[1] = False
+                    tl.out_hold[0] = tl.out_hold[1] = False
+                    tl.cm_row += 1
+                tile.at(c + 1, combined)
+                loads.append(t)
+        if take:
+            self.held[self.turn] = False
+            self.ser_until = c + self.cfg.words_per_token
+            self.last_beat = c + self.cfg.words_per_token + OUT_STAGES
+            self.out_row += 1
+            self.turn = 0 if self.out_row == self.s.nq else (self.turn + 1) % self.cfg.tiles
+        for t in loads:
+            self.held[t] = True
+        if take or loads:
+            return True
+        if all(tl.cm_row == tl.nq for tl in self.tiles) and not any(self.held) and c > self.ser_until:
+            return "end"
+        return False
+
+    def run(self):
+        c = self.c
+        while True:
+            for tl in self.tiles:
+                for fn in tl.sched.pop(c, ()):
+                    fn()
+            fired = False
+            for tl in self.tiles:
+                fired = tl.engines(c) or fired
+                fired = tl.softmax(c) or fired
+            out = self.output(c)
+            if out == "end":
+                return c, self.last_beat, [w for tl in self.tiles for w in tl.windows]
+            if fired or out:
+                c += 1
+                continue
+            wake = [t for tl in self.tiles for t in tl.wakes(c)]
+            wake += [self.ser_until + 1] if self.ser_until >= c else []
+            if not wake:
+                raise RuntimeError(f"cycle model stuck at cycle {c} (tiles: rows out {self.out_row})")
+            c = min(wake)
+
+
 def _compute(cfg: VitcodConfig, s: HeadShape, h: int):
     """Cycles of the compute part of one head whose ``head_on`` is visible from cycle ``h``.
 
     Returns (c_end, last_output_beat, windows): the cycle in which the head-end condition holds,
     the cycle of the head's last output beat, and each engine job's issue cycles (first, last).
     """
+    if cfg.tiles > 1:
+        return _TiledHead(cfg, s, h).run()
     return _HeadTimeline(cfg, s, h).run()
 
 

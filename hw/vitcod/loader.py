@@ -79,7 +79,11 @@ class Loader(ConfiguredComponent):
         The Q, K and V buffers (bank bit on top).
     rp_write : ``In(WritePort.Signature(rp_addr_width, data_width))``
     ci_write : ``In(WritePort.Signature(ci_addr_width, data_width))``
-        The row pointer and column index buffers.
+        The row pointer and column index buffers (``rp_write`` only with ``tiles == 1``).
+    rp_tile_writes : ``In(WritePort.Signature(tile_rp_addr_width, tile_rp_width)).array(2 * tiles)``
+        (``tiles > 1``) Tile t's row pointer memories: ``2 t`` its rows' starts ``ptr[2i]``
+        (and ``ptr[2 Nq]`` as row Nq's start), ``2 t + 1`` their split points ``ptr[2i + 1]``,
+        at local row ``i // tiles``, ``tile_rp_words_per_entry`` local rows per word.
     banks : ``Out(HeadBanksSignature(config))``
         Full banks and their heads, to the row scheduler (which releases them).
     busy : ``Out(1)``
@@ -99,7 +103,10 @@ class Loader(ConfiguredComponent):
             "cmd": In(stream.Signature(config.cmd_layout)),
             "data": In(stream.Signature(config.data_width)),
             "q_write": In(qkv), "k_write": In(qkv), "v_write": In(qkv),
-            "rp_write": In(WritePort.Signature(addr_width=config.rp_addr_width, shape=unsigned(config.data_width))),
+            **({"rp_write": In(WritePort.Signature(addr_width=config.rp_addr_width, shape=unsigned(config.data_width)))}
+               if config.tiles == 1 else
+               {"rp_tile_writes": In(WritePort.Signature(addr_width=config.tile_rp_addr_width,
+                                                         shape=unsigned(config.tile_rp_width))).array(2 * config.tiles)}),
             "ci_write": In(WritePort.Signature(addr_width=config.ci_addr_width, shape=unsigned(config.data_width))),
             "banks": Out(HeadBanksSignature(config)),
             "busy": Out(1),
@@ -182,6 +189,8 @@ class Loader(ConfiguredComponent):
             source=Signal(cfg.data_width),              # its data
             decoding=Signal(), word_last=Signal(),      # (decoder) a Q/K beat; the last of its word
             word_data=Signal(cfg.data_width),           # the word to write: the beat, or the decoded Q/K word
+            # (tiles > 1) the first query row of the row pointer beat, mod and div T
+            row0_mod=Signal(range(cfg.tiles)), row0_div=Signal(INDEX_WIDTH),
         )
 
     def _sources(self, m, st):
@@ -267,8 +276,12 @@ class Loader(ConfiguredComponent):
         lg_bpw = log2_ceil(beats_per_word)
         # a whole (decoded) word arrives
         word_take = st.take & ~(st.decoding & ~st.word_last)
-        for section, port, addr_width in ((SECTION_ROW_PTR, self.rp_write, cfg.rp_addr_width),
-                                          (SECTION_COL_IDX, self.ci_write, cfg.ci_addr_width)):
+        index_writes = [(SECTION_COL_IDX, self.ci_write, cfg.ci_addr_width)]
+        if cfg.tiles == 1:
+            index_writes.insert(0, (SECTION_ROW_PTR, self.rp_write, cfg.rp_addr_width))
+        else:
+            self._tile_pointer_writes(m, st, word_take & (st.section == SECTION_ROW_PTR))
+        for section, port, addr_width in index_writes:
             m.d.comb += [port.addr.eq(Cat(st.word[:addr_width - 1], st.bank)), port.data.eq(st.word_data),
                          port.en.eq(word_take & (st.section == section))]
         local_bits = cfg.qkv_addr_width - 1
@@ -293,6 +306,42 @@ class Loader(ConfiguredComponent):
             self._index_checks(m, st)
             with m.If(st.beats_left == 1):
                 self._next_section(m, st)
+
+    def _tile_pointer_writes(self, m, st, take):
+        """(tiles > 1) A row pointer beat into the tiles' row pointer memories: row i's ``ptr[2i]``
+        and ``ptr[2i + 1]`` (one beat holds both) to tile ``i mod T`` at local row ``i // T``."""
+        cfg = self._config
+        T, R, W = cfg.tiles, cfg.pointer_rows_per_beat, cfg.tile_rp_words_per_entry
+        lanes = [st.word_data.word_select(k, INDEX_WIDTH) for k in range(cfg.indices_per_word)]
+        ports = self.rp_tile_writes
+        aw = cfg.tile_rp_addr_width - 1
+        if W > 1:
+            # T divides R: tile t's rows of beat b are the local rows b * W .. b * W + W - 1
+            for t in range(T):
+                for half in range(2):
+                    m.d.comb += [ports[2 * t + half].addr.eq(Cat(st.word[:aw], st.bank)),
+                                 ports[2 * t + half].data.eq(Cat(*(lanes[2 * (t + T * j) + half] for j in range(W)))),
+                                 ports[2 * t + half].en.eq(take)]
+            return
+        # T >= R: at most one row per tile and beat; the beat's first row is row0 = T * row0_div + row0_mod
+        row0 = st.entry >> 1
+        with m.If(take):
+            carry = st.row0_mod + (R % T) >= T
+            m.d.sync += [st.row0_mod.eq(Mux(carry, st.row0_mod + (R % T) - T, st.row0_mod + (R % T))),
+                         st.row0_div.eq(st.row0_div + (R // T) + carry)]
+        for t in range(T):
+            j = Signal(range(T), name=f"ptr_tile_row{t}")      # the beat's row of tile t: row0 + j
+            m.d.comb += j.eq(Mux(st.row0_mod <= t, t - st.row0_mod, t + T - st.row0_mod))
+            local = Signal(aw, name=f"ptr_tile_local{t}")
+            m.d.comb += local.eq(st.row0_div + (st.row0_mod > t))
+            ok = (j < R) & (row0 + j <= st.command.nq)
+            for half in range(2):
+                data = Signal(INDEX_WIDTH, name=f"ptr_tile_data{t}_{half}")
+                for r in range(min(R, T)):
+                    with m.If(j == r):
+                        m.d.comb += data.eq(lanes[2 * r + half])
+                m.d.comb += [ports[2 * t + half].addr.eq(Cat(local, st.bank)), ports[2 * t + half].data.eq(data),
+                             ports[2 * t + half].en.eq(take & ok)]
 
     def _index_checks(self, m, st):
         """Row pointers (``2 Nq + 1``: two half-rows per query row), column indices and (decoder) key
@@ -334,6 +383,8 @@ class Loader(ConfiguredComponent):
                 m.d.sync += st.beats_left.eq(c.nk * cfg.words_per_token)
             with m.Case(SECTION_V):
                 m.d.sync += st.beats_left.eq(self._index_beats(2 * c.nq + 1))
+                if cfg.tiles > 1:
+                    m.d.sync += [st.row0_mod.eq(0), st.row0_div.eq(0)]
             with m.Case(SECTION_ROW_PTR):
                 m.d.sync += st.beats_left.eq(st.ci_beats)
                 with m.If(st.ci_beats == 0):

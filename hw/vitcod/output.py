@@ -12,7 +12,7 @@ last beats are still in the stages.
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Module, Signal, signed, unsigned
+from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream
 from amaranth.lib.wiring import In, Out
 
@@ -22,7 +22,7 @@ from attnforge.numfmt import INT8
 
 from .config import MULTIPLIER_WIDTH, SHIFT_WIDTH, VitcodConfig
 
-__all__ = ["OutputStage", "output_row_layout"]
+__all__ = ["OutputStage", "RowMerger", "output_row_layout"]
 
 
 def output_row_layout(config: VitcodConfig) -> data.StructLayout:
@@ -103,4 +103,56 @@ class OutputStage(ConfiguredComponent):
         m.d.comb += [self.o.valid.eq(pipe.valid[-1]), self.o.payload.eq(Cat(*out_lanes)),
                      self.head_done.eq(self.o.valid & self.o.ready & out_last), self.last.eq(out_last),
                      self.busy.eq(serializing | pipe.valid[0] | pipe.valid[1])]
+        return m
+
+
+class RowMerger(ConfiguredComponent):
+    """(``tiles > 1``) The tiles' finished rows into one stream, in row order.
+
+    Each tile hands its rows to a one-row buffer of its own (taken in the cycle the buffer is
+    empty or being emptied, so the tile's engines go on with the next row's P·V); row i
+    leaves from the buffer of tile ``i mod T``: the merger takes a row from tile ``turn``
+    only, then turns to the next tile, and back to tile 0 after a head's last row
+    (``head_last``).
+
+    Parameters
+    ----------
+    config : VitcodConfig
+
+    Members
+    -------
+    tiles : ``In(stream.Signature(output_row_layout(config))).array(config.tiles)``
+        Each tile's finished rows, in its own row order.
+    row : ``Out(stream.Signature(output_row_layout(config)))``
+        All rows in row order, to the ``OutputStage``.
+    empty : ``Out(1)``
+        Every tile's buffer is empty.
+    """
+
+    config_type = VitcodConfig
+
+    @classmethod
+    def signature_of(cls, config: VitcodConfig):
+        rows = stream.Signature(output_row_layout(config))
+        return {"tiles": In(rows).array(config.tiles), "row": Out(rows), "empty": Out(1)}
+
+    def elaborate(self, platform):
+        T = self._config.tiles
+        m = Module()
+        turn = Signal(range(max(T, 2)))
+        held = [Signal(name=f"held{t}") for t in range(T)]
+        rows = [Signal.like(tile.payload, name=f"row{t}") for t, tile in enumerate(self.tiles)]
+        take = Signal()
+        m.d.comb += [self.row.valid.eq(mux_tree(held, turn)),
+                     self.row.payload.eq(mux_tree([r.as_value() for r in rows], turn)),
+                     take.eq(self.row.valid & self.row.ready), self.empty.eq(~Cat(*held).any())]
+        for t, tile in enumerate(self.tiles):
+            taken = take & (turn == t)
+            m.d.comb += tile.ready.eq(~held[t] | taken)
+            with m.If(taken):
+                m.d.sync += held[t].eq(0)
+            with m.If(tile.valid & tile.ready):
+                m.d.sync += [held[t].eq(1), rows[t].eq(tile.payload)]
+        with m.If(take):
+            m.d.sync += turn.eq(Mux(self.row.payload.head_last | (turn == T - 1), 0, turn + 1))
         return m

@@ -9,6 +9,13 @@ its softmax (both score jobs done) and its output row (both pv jobs done).
 A head starts when the bank to compute is full; its descriptor is copied then
 (no bank multiplexer in the scheduler's paths). It ends, releasing the bank,
 when its last row has been handed to the output stage.
+
+With ``tiles`` T > 1 there is one scheduler per tile t: it runs the query rows
+``i = t + T r`` (local row r) on its tile's engines and softmax, reads their
+pointers from the tile's narrow row pointer memories (local row r; the
+Sparser Engine's end pointer ``ptr[2i + 2]`` is row i + 1's start, in tile
+t + 1's memory), and ends a head in the cycle ``end_ok`` says every tile is
+at its end (all tiles start and end each head together).
 """
 
 from __future__ import annotations
@@ -49,10 +56,18 @@ class RowScheduler(ConfiguredComponent):
     banks : ``In(HeadBanksSignature(config))``
         Full banks and their heads from the loader; the scheduler releases a bank when
         its head is done.
+    tile : int
+        (``tiles > 1``) The tile t whose rows (``i mod tiles == t``) this scheduler runs.
     row_ptr : ``In(ReadPort.Signature(rp_addr_width, data_width)).array(4)``
         The row pointer buffer (two half-rows per query row, ``hw/vitcod/balance.py``):
         ``ptr[2i]``, ``ptr[2i + 1]`` of the Denser Engine's next score row i, then
-        ``ptr[2j + 1]``, ``ptr[2j + 2]`` of the Sparser Engine's next score row j.
+        ``ptr[2j + 1]``, ``ptr[2j + 2]`` of the Sparser Engine's next score row j. With
+        ``tiles > 1`` ports of ``tile_rp_width`` bits on the tiles' row pointer memories, in the
+        same order: this tile's starts, its split points (twice), the next tile's starts.
+    at_end : ``Out(1)``
+        (``tiles > 1``) Every row of this tile's part of the head has been handed on.
+    end_ok : ``In(1)``
+        (``tiles > 1``) Every tile is at its end and the output stage takes a row: the head ends.
     dense, sparse : ``Out(EngineJobSignature(config))``
         Score and pv jobs of the Denser and the Sparser Engine.
     softmax_rows : ``Out(stream.Signature(softmax_row_layout(config)))``
@@ -67,10 +82,22 @@ class RowScheduler(ConfiguredComponent):
 
     config_type = VitcodConfig
 
+    def __init__(self, config, tile: int = 0):
+        tiles = config.tiles if isinstance(config, VitcodConfig) else 1
+        if not isinstance(tile, int) or not 0 <= tile < tiles:
+            raise ValueError(f"RowScheduler tile={tile!r}: expected an int in [0, {tiles})")
+        self._tile = tile
+        super().__init__(config)
+
     @classmethod
     def signature_of(cls, config: VitcodConfig):
-        index_word = ReadPort.Signature(addr_width=config.rp_addr_width, shape=config.data_width)
+        if config.tiles == 1:
+            index_word = ReadPort.Signature(addr_width=config.rp_addr_width, shape=config.data_width)
+        else:
+            index_word = ReadPort.Signature(addr_width=config.tile_rp_addr_width, shape=config.tile_rp_width)
+        tiled = {"at_end": Out(1), "end_ok": In(1)} if config.tiles > 1 else {}
         return {
+            **tiled,
             "banks": In(HeadBanksSignature(config)),
             "row_ptr": In(index_word).array(4),
             "dense": Out(EngineJobSignature(config)),
@@ -119,12 +146,22 @@ class RowScheduler(ConfiguredComponent):
             row_base=[[Signal(INDEX_WIDTH, name=f"row_base{x}_{p}") for p in range(slots)] for x in range(2)],
             recip=[Signal(cfg.recip_width, name=f"recip{p}") for p in range(slots)],
         )
+        # rows of this tile in the head (tiles > 1: local rows r of the rows t + T r < Nq)
+        st.nq_local = Signal(row_w) if cfg.tiles > 1 else None
+        st.nq = st.head.nq if cfg.tiles == 1 else st.nq_local
         return st
+
+    def _global_row(self, row):
+        """The query row of this tile's local row ``row``."""
+        T = self._config.tiles
+        return row if T == 1 else self._tile + row * T
 
     def _row_pointers(self, m, st):
         """Per engine, the two pointers of its half-row of its next score row (one cycle to read):
         ``ptr[2i + x]`` and ``ptr[2i + x + 1]`` for engine x (0: Denser, 1: Sparser)."""
         cfg = self._config
+        if cfg.tiles > 1:
+            return self._tile_row_pointers(m, st)
         lg_ipw = log2_ceil(cfg.indices_per_word)
         lane_bits = max(lg_ipw, 1)
         st.pointer_row, st.pointers_ready, st.row_start, st.row_end = [], [], [], []
@@ -147,10 +184,41 @@ class RowScheduler(ConfiguredComponent):
             st.row_start.append(start)
             st.row_end.append(end)
 
+    def _tile_row_pointers(self, m, st):
+        """(tiles > 1) The same from the tiles' row pointer memories, at local rows: the Denser
+        Engine's start and split point of its row r, the Sparser Engine's split point of its row r
+        and the start of the next query row (the next tile's local row r, or r + 1 from the last tile)."""
+        cfg = self._config
+        lg_w = log2_ceil(cfg.tile_rp_words_per_entry)
+        wrap = int(self._tile == cfg.tiles - 1)
+        st.pointer_row, st.pointers_ready, st.row_start, st.row_end = [], [], [], []
+        for x in range(2):
+            row = st.score_row[x]
+            pointer_row = Signal.like(row, name=f"pointer_row{x}")
+            m.d.sync += pointer_row.eq(row)
+            ready = Signal(name=f"pointers_ready{x}")
+            m.d.comb += ready.eq(pointer_row == row)
+            start, end = Signal(INDEX_WIDTH, name=f"row_start{x}"), Signal(INDEX_WIDTH, name=f"row_end{x}")
+            for k, value in enumerate((start, end)):
+                port = self.row_ptr[2 * x + k]
+                entry = Signal(row.shape().width + 1, name=f"pointer_entry{x}_{k}")
+                m.d.comb += [entry.eq(row + (wrap if (x, k) == (1, 1) else 0)),
+                             port.addr.eq(Cat((entry >> lg_w)[:cfg.tile_rp_addr_width - 1], st.bank))]
+                if lg_w:
+                    lane = Signal(lg_w, name=f"pointer_lane{x}_{k}")
+                    m.d.sync += lane.eq(entry[:lg_w])
+                    m.d.comb += value.eq(port.data.word_select(lane, INDEX_WIDTH))
+                else:
+                    m.d.comb += value.eq(port.data[:INDEX_WIDTH])
+            st.pointer_row.append(pointer_row)
+            st.pointers_ready.append(ready)
+            st.row_start.append(start)
+            st.row_end.append(end)
+
     def _engine_jobs(self, m, st, x, job):
         """Start engine x's next score or pv job; record its results."""
         slots = self._config.row_slots
-        head, nq = st.head, st.head.nq
+        head, nq = st.head, st.nq
         score_row, pv_row = st.score_row[x], st.pv_row[x]
         score_slot, pv_slot = score_row[:st.slot_bits], pv_row[:st.slot_bits]
         # the row's keys: (Denser Engine) the G global keys, then the half-row's CSR entries; the
@@ -165,7 +233,7 @@ class RowScheduler(ConfiguredComponent):
         start_score, start_pv = Signal(name=f"start_score{x}"), Signal(name=f"start_pv{x}")
         m.d.comb += [start_score.eq(can_score), start_pv.eq(can_pv & ~can_score),
                      job.score_start.eq(start_score), job.pv_start.eq(start_pv), job.bank.eq(st.bank),
-                     job.row.eq(score_row), job.slot.eq(Mux(start_score, score_slot, pv_slot)),
+                     job.row.eq(self._global_row(score_row)), job.slot.eq(Mux(start_score, score_slot, pv_slot)),
                      job.recip.eq(mux_tree(st.recip, pv_slot)), job.prefix.eq(prefix),
                      job.n.eq(Mux(start_score, n_score, mux_tree(st.row_n[x], pv_slot))),
                      job.base.eq(Mux(start_score, base_score, mux_tree(st.row_base[x], pv_slot)))]
@@ -190,7 +258,7 @@ class RowScheduler(ConfiguredComponent):
         dense_max, sparse_max = mux_tree(st.row_max[0], slot), mux_tree(st.row_max[1], slot)
         out = self.softmax_rows
         m.d.comb += [
-            out.valid.eq(st.running & (st.softmax_row < head.nq) & mux_tree(st.scored[0], slot)
+            out.valid.eq(st.running & (st.softmax_row < st.nq) & mux_tree(st.scored[0], slot)
                          & mux_tree(st.scored[1], slot)),
             out.payload.slot.eq(slot), out.payload.dense_n.eq(dense_n), out.payload.sparse_n.eq(sparse_n),
             out.payload.max.eq(Mux(dense_n == 0, sparse_max,
@@ -212,7 +280,7 @@ class RowScheduler(ConfiguredComponent):
         rows = self.rows
         m.d.comb += [rows.valid.eq(st.running & st.pv_finished[0] & st.pv_finished[1]),
                      rows.payload.multiplier.eq(st.head.out_mult), rows.payload.shift.eq(st.head.out_shift),
-                     rows.payload.head_last.eq(st.output_row + 1 == st.head.nq)]
+                     rows.payload.head_last.eq(self._global_row(st.output_row) + 1 == st.head.nq)]
         m.d.comb += [rows.payload.values[i].eq(self.dense.out[i] + self.sparse.out[i])
                      for i in range(self._config.head_dim)]
         with m.If(rows.valid & rows.ready):
@@ -221,14 +289,21 @@ class RowScheduler(ConfiguredComponent):
 
     def _head(self, m, st):
         """Start the head of the full bank; end it (release the bank) after its last row."""
-        banks = self.banks
+        cfg, banks = self._config, self.banks
         with m.If(~st.running & Mux(st.bank, banks.full[1], banks.full[0])):
             m.d.sync += [st.running.eq(1), st.softmax_row.eq(0), st.output_row.eq(0),
                          st.head.eq(Mux(st.bank, banks.heads[1], banks.heads[0]))]
+            if cfg.tiles > 1:
+                nq = Mux(st.bank, banks.heads[1].nq, banks.heads[0].nq)
+                m.d.sync += st.nq_local.eq((nq + (cfg.tiles - 1 - self._tile)) // cfg.tiles)
             m.d.sync += [v.eq(0) for v in (*st.score_row, *st.pv_row, *st.pv_finished, *st.pv_held)]
             m.d.sync += [v.eq(~0) for v in st.pointer_row]
             m.d.sync += [v.eq(0) for row in (*st.scored, *st.recip_ready) for v in row]
-        end = st.running & (st.output_row == st.head.nq) & self.rows.ready
+        if cfg.tiles == 1:
+            end = st.running & (st.output_row == st.head.nq) & self.rows.ready
+        else:
+            m.d.comb += self.at_end.eq(st.running & (st.output_row == st.nq))
+            end = self.end_ok
         m.d.comb += [banks.release.eq(end), banks.release_bank.eq(st.bank), self.busy.eq(st.running)]
         with m.If(end):
             m.d.sync += [st.running.eq(0), st.bank.eq(~st.bank)]

@@ -34,8 +34,9 @@ CASES = {"vitcod": (VitcodAxi, VITCOD, "vitcod_axi", {"heads": 4}),
          "linear-decode": (LinearDecodeAxi, LINEAR, "linear_decode_axi", {"tokens": 24})}
 
 
-def _run(component, design, name, *, simulator="verilator", testcase=None, seed=1, **params):
+def _run(component, design, name, *, simulator="verilator", testcase=None, seed=1, config=None, **params):
     _, cfg, top, size = CASES[design]
+    cfg = config or cfg
     return run_cocotb(component, top=top, config_name=name, test_module=TB, simulator=simulator,
                       build_root=BUILD, seed=seed, testcase=testcase,
                       build_args=FAST_BUILD if simulator == "verilator" else None,
@@ -64,6 +65,15 @@ def test_through_axi(design, simulator, tests):
     cls, cfg, top, _ = CASES[design]
     result = _run(cls(cfg), design, f"{top}_small", simulator=simulator, testcase=tests)
     _check(result, design, tests)
+
+
+@pytest.mark.full
+def test_vitcod_tiles_through_axi():
+    """Two tiles (row pipelines): MAC_ACTIVE is the union of four engines' issue windows."""
+    cfg = dataclasses.replace(VITCOD, tiles=2)
+    tests = ["bit_exact_under_pauses", "counters_match_the_cycle_model_at_full_rate"]
+    result = _run(VitcodAxi(cfg), "vitcod", "vitcod_axi_tiles2", simulator="icarus", testcase=tests, config=cfg)
+    _check(result, "vitcod", tests)
 
 
 @pytest.mark.full

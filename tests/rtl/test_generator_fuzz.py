@@ -53,6 +53,16 @@ def random_vitcod_config(rng) -> VitcodConfig:
                         decoder_heads=int(rng.integers(1, 4)) if decoder else 2)
 
 
+def random_tiles(cfg: VitcodConfig, rng) -> VitcodConfig:
+    """``cfg`` with 1 to 3 tiles (row pipelines) where legal, half of the time more than one (four tiles
+    took over the test's 300 s to compile on the shared machine)."""
+    legal = [t for t in (2, 3) if t <= cfg.max_tokens and cfg.data_width >= 32
+             and (t >= cfg.data_width // 32 or (cfg.data_width // 32) % t == 0)]
+    if not legal or rng.random() < 0.5:
+        return cfg
+    return dataclasses.replace(cfg, tiles=int(rng.choice(legal)))
+
+
 def random_linear_config(rng) -> LinearDecodeConfig:
     """A legal ``LinearDecodeConfig``: d, M (a divisor), taps, heads, verify depth, feature map, snapshots."""
     d = int(rng.choice([8, 16, 32]))
@@ -68,6 +78,8 @@ def random_linear_config(rng) -> LinearDecodeConfig:
 def test_random_vitcod_configuration(seed):
     rng = np.random.default_rng(seed)
     cfg = random_vitcod_config(rng)
+    if seed - SEED >= CI_RUNS:      # make test-full: tiles too (their own generator: the same heads)
+        cfg = random_tiles(cfg, np.random.default_rng(seed + 7919))
     heads = []
     for _ in range(3):
         nq, nk = (int(x) for x in rng.integers(1, cfg.max_tokens + 1, 2))

@@ -39,6 +39,59 @@ CONFIGS = {
 }
 
 
+#: several row pipelines ("tiles", rows i mod T): two tiles with two pointer rows per tile and beat
+#: (128-bit stream, W = 2), three tiles on a 64-bit stream (two rows per beat, one per tile)
+TILED = {
+    "d16-t2": VitcodConfig(head_dim=16, max_tokens=32, max_nnz=1024, macs=8, dense_lines=1, sparse_lines=4,
+                           data_width=128, tiles=2),
+    "d32-t3": VitcodConfig(head_dim=32, max_tokens=40, max_nnz=1600, macs=4, dense_lines=2, sparse_lines=3,
+                           data_width=64, tiles=3),
+}
+
+
+def tiled_heads(cfg: VitcodConfig, rng, errors: bool) -> list:
+    """Irregular heads for the tiled configurations: Nq below, at and above T, G = 0, G = N,
+    Nq != Nk, rows of 0 to Nk keys, the host's split off."""
+    n, T = cfg.max_tokens, cfg.tiles
+    heads = [random_head(cfg, rng, nq=n - 1, nk=n, g=2, sparsity=0.9, empty_rows=3),
+             random_head(cfg, rng, nq=1, nk=5, g=1, sparsity=0.5),                       # fewer rows than tiles
+             random_head(cfg, rng, nq=T + 1, nk=9, g=0, sparsity=0.6),                   # G = 0
+             random_head(cfg, rng, nq=7, nk=7, g=7, sparsity=0.0),                       # G = N
+             random_head(cfg, rng, nq=n, nk=n // 2 + 3, g=1, sparsity=0.3),              # Nq > Nk, long rows
+             random_head(cfg, rng, nq=T * 3, nk=n, g=3, sparsity=0.97, empty_rows=4),    # Nq < Nk, short rows
+             random_head(cfg, rng, nq=n - 2, nk=n, g=2, sparsity=0.6, balance="none")]
+    if errors:
+        for pos, kind in ((1, "size"), (4, "row_ptr"), (6, "col_idx")):
+            heads.insert(pos, bad_head(cfg, rng, kind))
+    return heads
+
+
+@pytest.mark.full     # make test: tests/test_vitcod_components.py runs two tiles in the Amaranth simulator
+def test_vitcod_tiles_bit_exact_and_cycle_model():
+    """Two tiles (rows i mod 2, narrow per-tile row pointer memories, rows merged in order): every
+    irregular head bit exact at full rate, and the cycle model equal to the RTL per head."""
+    cfg = TILED["d16-t2"]
+    heads = tiled_heads(cfg, np.random.default_rng(21), errors=False)
+    result = run("d16-t2", cfg, heads, seed=21)
+    assert result.passed, f"see {result.log}"
+    check_cycle_model(cfg, heads, result.report)
+
+
+@pytest.mark.full
+@pytest.mark.parametrize("name", list(TILED))
+def test_vitcod_tiles_sweep(name):
+    """Tiled configurations: refused heads between good ones with idle cycles and backpressure, then
+    at full rate the cycle model to the cycle."""
+    cfg = TILED[name]
+    heads = tiled_heads(cfg, np.random.default_rng(22), errors=True)
+    result = run(name, cfg, heads, idle=0.3, stall=0.3, seed=22)
+    assert result.passed, f"see {result.log}"
+    heads = tiled_heads(cfg, np.random.default_rng(23), errors=True)
+    result = run(name, cfg, heads, seed=23)
+    assert result.passed, f"see {result.log}"
+    check_cycle_model(cfg, heads, result.report)
+
+
 def heads_for(name: str, cfg: VitcodConfig, seed: int, errors: bool):
     rng = np.random.default_rng(seed)
     n = cfg.max_tokens
@@ -121,13 +174,14 @@ def test_vitcod_icarus_decoder():
     assert result.passed, f"see {result.log}"
 
 
-def test_testbench_catches_a_wrong_result():
+@pytest.mark.parametrize("name", ["d16", pytest.param("d16-t2", marks=pytest.mark.full)])
+def test_testbench_catches_a_wrong_result(name):
     """The scoreboard can fail: the accelerator with one output bit flipped (tb/mutants.py) fails."""
-    cfg = CONFIGS["d16"]
+    cfg = {**CONFIGS, **TILED}[name]
     rng = np.random.default_rng(4)
     heads = [random_head(cfg, rng, nq=6, nk=7, g=1, sparsity=0.5)]
     jobs = save_jobs(BUILD / "jobs" / "vitcod_corrupted.npz", heads)
-    result = run_cocotb(FlipOutputBit(VitcodAccelerator(cfg)), top=DESIGN.top, config_name="vitcod_corrupted",
+    result = run_cocotb(FlipOutputBit(VitcodAccelerator(cfg)), top=DESIGN.top, config_name=f"vitcod_corrupted_{name}",
                         test_module=DESIGN.testbench, simulator="verilator", build_root=BUILD,
                         params={"config": dataclasses.asdict(cfg), "jobs": str(jobs), "seed": 0,
                                 "idle": 0.0, "stall": 0.0})
