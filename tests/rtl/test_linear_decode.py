@@ -129,10 +129,11 @@ def check_cycle_model(config, report):
         assert max(abs(a - b) for a, b in zip(outs, rtl)) <= 0.05 * rtl[-1]
         assert outs == rtl, f"mode {row['verify']}/{row['accept']}: the cycle model is not exact"
         words = config.groups * config.columns
-        if not row["verify"] and 2 * words > pipeline_depth(config.feature_map):
+        if not row["verify"] and 2 * (words + 3) >= words + pipeline_depth(config.feature_map) + 2:
             # One decode token: the G*d-cycle pass plus token beat, commit and history shift; a pass
-            # shorter than STATE_WRITE_GAP words waits for the previous one's writes instead. (With
-            # passes shorter than the pipeline, a pass also waits for its output half.)
+            # shorter than STATE_WRITE_GAP words waits for the previous one's writes instead. (When
+            # two passes take less than one pass plus the pipeline, a pass waits for its output
+            # half instead: relu_norm at d = 16, whose pipeline is 28 stages deep.)
             assert words <= got <= words + (3 if words >= STATE_WRITE_GAP else STATE_WRITE_GAP - 1)
 
 
