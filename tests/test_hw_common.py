@@ -16,7 +16,8 @@ from amaranth.sim import Simulator
 from attnforge.errors import ConfigError
 from attnforge.hw.common import (
     MAX_SHIFT, ConfiguredComponent, LockstepPipeline, PipelinedDivider, RequantLine, RequantLineConfig,
-    SerialDivider, SkidBuffer, mux_tree, requant_product, requant_round, requantize, rom, tree_sum,
+    SerialDivider, SkidBuffer, mux_tree, requant_product, requant_round, requantize, rom, split_product,
+    tree_sum,
 )
 from attnforge.numfmt import INT8, IntFormat, Requantizer
 from attnforge.softmax_int import EXP_BITS, RECIP_BITS, recip_width, sum_width
@@ -280,6 +281,45 @@ def _drive_stream(dut, sent, rng, p_valid, p_ready, cycles):
 
     run(dut, bench)
     return got
+
+
+@pytest.mark.parametrize("narrow, wide", [
+    (unsigned(7), signed(27)),    # linear decode's readout: phi(q) x state, two DSP pieces
+    (signed(17), signed(40)),     # a requantizer: signed multiplier x numerator, three pieces
+    (unsigned(3), signed(5)),     # one piece (exhaustive below)
+    (signed(18), unsigned(35)),   # unsigned wide operand, the widest narrow one
+])
+def test_split_product_is_the_product_two_cycles_later(narrow, wide):
+    """Python's integer product of every pair, two cycles after it is presented: exhaustive
+    at small widths, the extremes plus random pairs at full width."""
+    m = Module()
+    a, b = Signal(narrow), Signal(wide)
+    out = split_product(m, a, b, "p")
+    rng = random.Random(narrow.width * 100 + wide.width)
+
+    def values(shape):
+        lo = -(1 << (shape.width - 1)) if shape.signed else 0
+        hi = (1 << (shape.width - 1)) - 1 if shape.signed else (1 << shape.width) - 1
+        if shape.width <= 5:
+            return list(range(lo, hi + 1))
+        return [lo, hi, 0, 1, -1 if shape.signed else 2] + [rng.randint(lo, hi) for _ in range(40)]
+
+    pairs = [(x, y) for x in values(narrow) for y in values(wide)]
+    if len(pairs) > 600:
+        pairs = pairs[:25] + rng.sample(pairs, 575)
+
+    async def bench(ctx):
+        got = []
+        for n in range(len(pairs) + 2):
+            if n < len(pairs):
+                ctx.set(a, pairs[n][0])
+                ctx.set(b, pairs[n][1])
+            await ctx.tick()
+            if n >= 1:
+                got.append(ctx.get(out))
+        assert got[:len(pairs)] == [x * y for x, y in pairs]
+
+    run(m, bench)
 
 
 @pytest.mark.parametrize("p_valid,p_ready", [(1.0, 1.0), (1.0, 0.3), (0.4, 0.9), (0.7, 0.5)])

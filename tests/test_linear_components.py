@@ -142,7 +142,7 @@ def test_lanes_update_and_readout_match_the_golden_model(zero_bank):
 
     async def bench(ctx):
         fetch = lanes.fetch
-        for cycle in range(len(elements) + 8):
+        for cycle in range(len(elements) + 12):
             if cycle < len(elements):
                 g, j, _ = elements[cycle]
                 ctx.set(fetch.state_addr, addr(0, g, j))
@@ -291,7 +291,8 @@ class _ControlBench:
             if ctx.get(dut.i.ready):
                 break
             await self.tick(ctx)
-        await self.tick(ctx)          # the last element leaves the fetch register
+        for _ in range(2):            # the last element leaves the two fetch registers
+            await self.tick(ctx)
 
     async def block(self, ctx, tokens, head=0):
         for tau in range(tokens):

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from attnforge.fpga.shell import SynthShell
-from attnforge.fpga.synth import SynthError, synthesize
+from attnforge.fpga.synth import SynthError, critical_path, signal_of, synthesize
 from attnforge.hw.mac_line import MacLine, MacLineConfig
 
 
@@ -20,6 +20,17 @@ def test_mac_line_multipliers_land_in_dsp(tmp_path, device, macs):
     assert report["bram"] == 0
     dsp_key = "MULT18X18D" if device.startswith("ecp5") else "ICESTORM_DSP"
     assert report["nextpnr_utilization"][dsp_key]["used"] == macs
+    # What the timing report holds: every resource class, the worst path and its stage, the run's settings.
+    util = report["utilization"][dsp_key]
+    assert (util["used"], util["percent"]) == (macs, round(100 * macs / util["available"], 2))
+    assert set(report["utilization"]) == set(report["nextpnr_utilization"])
+    cp = report["critical_path"]
+    assert cp["delay_ns"] == pytest.approx(cp["logic_ns"] + cp["routing_ns"], abs=0.01)
+    assert 1000 / cp["delay_ns"] == pytest.approx(report["fmax_mhz"], rel=0.02)
+    assert cp["from"]["cell"] and cp["to"]["cell"] and cp["longest_net"]["delay_ns"] <= cp["routing_ns"]
+    assert report["critical_stage"] == cp["stage"] == f"{cp['from_signal']} -> {cp['to_signal']}"
+    assert report["seed"] == 1 and report["router"] == ("router2" if device.startswith("ecp5") else None)
+    assert report["tools"]["yosys"].startswith("Yosys") and "nextpnr" in report["tools"]["nextpnr"]
 
 
 def test_shell_counts_input_bits():
@@ -72,3 +83,38 @@ def test_yosys_only_gives_resources_without_place_and_route(tmp_path):
     assert report["dsp"] == 2 and report["luts"] > 0 and report["ffs"] >= report["shell_ffs"]
     assert report["fmax_mhz"] is None and report["placed_and_routed"] is False and report["nextpnr_seconds"] == 0
     assert not (tmp_path / "nextpnr.json").exists() and not (tmp_path / "nextpnr.log").exists()
+
+
+def test_signal_of_strips_primitive_suffixes_and_lane_numbers():
+    assert signal_of("inner.lanes.state_run12_TRELLIS_FF_Q_3") == "lanes.state_run"
+    assert signal_of("inner.lanes.readout_chunk3[5]") == "lanes.readout_chunk"
+    assert signal_of("inner.lanes.$abc$123$lut12") == "lanes.$"
+    assert signal_of("inner.state.0.3") == "state"
+    assert signal_of("inner.$19_MULT18X18D_P9") == "$"
+    assert signal_of("sout_TRELLIS_FF_Q") == "sout"
+
+
+def test_critical_path_is_the_longest_register_path_with_its_stage():
+    clk = "posedge $glbnet$clk"
+
+    def step(kind, delay, a, b, net=None):
+        st = {"type": kind, "delay": delay, "from": {"cell": a, "port": "Q", "loc": [1, 2]},
+              "to": {"cell": b, "port": "D", "loc": [30, 40]}}
+        return st | ({"net": net} if net else {})
+
+    ff_a, ff_b = "inner.lanes.update_product7_TRELLIS_FF_Q_2", "inner.lanes.state_run7_TRELLIS_FF_Q_9"
+    report = {"critical_paths": [
+        {"from": "<async>", "to": clk, "path": [step("routing", 30.0, "sin$tr_io", "ff0", "sin")]},
+        {"from": clk, "to": clk, "path": [
+            step("clk-to-q", 0.5, ff_a, ff_a), step("routing", 4.0, ff_a, "lut", "inner.lanes.update_product7[3]"),
+            step("logic", 1.0, "lut", "lut"), step("routing", 1.5, "lut", ff_b, "inner.lanes.$abc$9$n1"),
+            step("setup", 0.25, ff_b, ff_b)]},
+        {"from": clk, "to": clk, "path": [step("clk-to-q", 0.5, "c", "c"), step("routing", 1.0, "c", "d", "n")]},
+    ]}
+    cp = critical_path(report)
+    assert cp["stage"] == "lanes.update_product -> lanes.state_run"
+    assert (cp["delay_ns"], cp["logic_ns"], cp["routing_ns"], cp["logic_steps"]) == (7.25, 1.75, 5.5, 1)
+    assert cp["longest_net"] == {"net": "inner.lanes.update_product7[3]", "delay_ns": 4.0,
+                                 "from_loc": [1, 2], "to_loc": [30, 40]}
+    assert cp["nets"] == ["lanes.update_product", "lanes.$"]
+    assert critical_path({}) is None and critical_path({"critical_paths": report["critical_paths"][:1]}) is None

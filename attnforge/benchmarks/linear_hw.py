@@ -75,27 +75,16 @@ def _plot(result: dict, path: Path) -> None:
 
 
 def critical_path(nextpnr_report: Path) -> dict | None:
-    """The longest register-to-register path in nextpnr's JSON report (``--report``):
-    start and end cell, total delay, and how much of it is logic and routing."""
+    """The longest register-to-register path in nextpnr's JSON report file (``--report``):
+    ``attnforge.fpga.synth.critical_path`` of it (ends, delay, logic vs routing, stage),
+    or None without a readable report."""
+    from attnforge.fpga.synth import critical_path as path_of
+
     try:
-        paths = json.loads(Path(nextpnr_report).read_text()).get("critical_paths", [])
+        report = json.loads(Path(nextpnr_report).read_text())
     except (OSError, ValueError):
         return None
-    best = None
-    for cp in paths:
-        steps = cp.get("path", [])
-        if not steps or "<async>" in (cp.get("from"), cp.get("to")):   # pin paths of the shell
-            continue
-        total = sum(st.get("delay", 0) for st in steps)
-        if best is None or total > best["delay_ns"]:
-            logic = [st for st in steps if st.get("type") == "logic"]
-            best = {"from_cell": steps[0]["from"]["cell"], "to_cell": steps[-1]["to"]["cell"],
-                    "delay_ns": round(total, 2),
-                    "logic_ns": round(sum(st["delay"] for st in logic), 2),
-                    "routing_ns": round(sum(st["delay"] for st in steps if st.get("type") == "routing"), 2),
-                    "logic_steps": len(logic),
-                    "clock": cp.get("from")}
-    return best
+    return path_of(report)
 
 
 def _synthesis(design) -> dict:
@@ -111,15 +100,16 @@ def _synthesis(design) -> dict:
     folder = Path("build") / "synth" / design.config_name(config) / "ecp5-85k"
     shell_v = folder / f"{design.top}_shell.v"
     report = folder / "report.json"
-    keys = ("device", "luts", "ffs", "dsp", "bram", "fmax_mhz", "shell_ffs", "yosys_seconds", "nextpnr_seconds")
+    keys = ("device", "luts", "ffs", "dsp", "bram", "fmax_mhz", "shell_ffs", "yosys_seconds", "nextpnr_seconds",
+            "seed", "router", "tools", "utilization", "critical_stage")
     if report.exists() and shell_v.exists():
         text = to_verilog(SynthShell(design.build(config)), f"{design.top}_shell")
         if shell_v.read_text() == text:
             rep = json.loads(report.read_text())
-            return {k: rep[k] for k in keys} | {"config": dataclasses.asdict(config), "reused": str(report),
+            return {k: rep.get(k) for k in keys} | {"config": dataclasses.asdict(config), "reused": str(report),
                                                 "critical_path": critical_path(folder / "nextpnr.json")}
     rep = synthesize(design.build(config), top=design.top, device="ecp5-85k", out_dir=folder)
-    return {k: rep[k] for k in keys} | {"config": dataclasses.asdict(config), "reused": None,
+    return {k: rep.get(k) for k in keys} | {"config": dataclasses.asdict(config), "reused": None,
                                         "critical_path": critical_path(folder / "nextpnr.json")}
 
 
@@ -242,9 +232,10 @@ def run(out_dir: Path, *, quick: bool = False, command: str = "attnforge bench",
     print(f"  crossover vs softmax KV cache (same MACs): context {crossover}; off-chip cache: {crossover_off}")
     if synth:
         print(f"  {synth['device']}: {synth['luts']} LUT, {synth['ffs']} FF, {synth['dsp']} DSP, "
-              f"{synth['bram']} BRAM, Fmax {synth['fmax_mhz']}")
+              f"{synth['bram']} BRAM, Fmax {synth['fmax_mhz']} MHz, effective {synth.get('effective_gops')} GOPS")
         cp = synth.get("critical_path")
         if cp:
-            print(f"  critical path {cp['from_cell']} -> {cp['to_cell']}: {cp['delay_ns']} ns "
-                  f"({cp['logic_steps']} logic steps, {cp['logic_ns']} ns logic, {cp['routing_ns']} ns routing)")
+            print(f"  critical path {cp['from']['cell']} -> {cp['to']['cell']} (stage {cp['stage']}): "
+                  f"{cp['delay_ns']} ns ({cp['logic_steps']} logic steps, {cp['logic_ns']} ns logic, "
+                  f"{cp['routing_ns']} ns routing)")
     return path

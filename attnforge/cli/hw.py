@@ -143,7 +143,8 @@ def cmd_synth(args) -> int:
     out = Path(args.output) if args.output else Path("build") / "synth" / design.config_name(config) / args.device
     report = synthesize(design.build(config), top=design.top, device=args.device, out_dir=out, seed=args.seed,
                         router=args.router, target_mhz=args.target_mhz, pnr=args.pnr)
-    short = {k: report[k] for k in ("design", "device", "luts", "ffs", "dsp", "bram", "fmax_mhz", "shell_ffs")}
+    short = {k: report[k] for k in ("design", "device", "luts", "ffs", "dsp", "bram", "fmax_mhz", "shell_ffs",
+                                    "seed", "router", "critical_stage")}
     print(json.dumps(short, indent=2))
     print(f"full report: {out / 'report.json'}")
     return 0

@@ -10,7 +10,8 @@ MAC line, the ViTCoD accelerator and the linear decode datapath.
 * ``divider`` — restoring division by a run-time divisor: the step, a serial
   divider (``SerialDivider``, a few quotient bits per cycle) and a pipelined
   one (``PipelinedDivider``, one result per cycle);
-* ``trees`` — balanced adder trees, multiplexer trees, constant tables;
+* ``trees`` — balanced adder trees, multiplexer trees, constant tables, products split
+  over DSP blocks (``split_product``, two registered stages);
 * ``stream`` — ``SkidBuffer`` and ``LockstepPipeline`` (registered stages
   that stall together on backpressure).
 
@@ -28,14 +29,14 @@ from .requant import MAX_SHIFT, RequantLine, RequantLineConfig, requant_product,
 from .regbank import RegisterBank, register_signature
 from .regmap import ACCESS_KINDS, AXI_LITE_PORTS, Field, Register, RegisterMap, c_header, markdown_table
 from .stream import LockstepPipeline, SkidBuffer
-from .trees import log2_ceil, mux_tree, rom, saturate, tree_sum
+from .trees import DSP_PIECE, log2_ceil, mux_tree, rom, saturate, split_product, tree_sum
 
 __all__ = [
     "ConfiguredComponent",
     "restoring_step", "SerialDivider", "PipelinedDivider",
     "MAX_SHIFT", "requant_product", "requant_round", "requantize", "RequantLineConfig", "RequantLine",
     "SkidBuffer", "LockstepPipeline",
-    "log2_ceil", "tree_sum", "mux_tree", "rom", "saturate",
+    "log2_ceil", "tree_sum", "mux_tree", "rom", "saturate", "split_product", "DSP_PIECE",
     "ACCESS_KINDS", "AXI_LITE_PORTS", "Field", "Register", "RegisterMap", "c_header", "markdown_table",
     "RegisterBank", "register_signature",
     "ID_MAGIC", "REGMAP_VERSION", "PERF_COUNTERS", "PARAM_BASE", "design_code", "accelerator_regmap",

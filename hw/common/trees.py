@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from amaranth.hdl import Const, Mux
+from amaranth.hdl import Const, Mux, Signal
 
-__all__ = ["log2_ceil", "tree_sum", "mux_tree", "rom", "saturate"]
+__all__ = ["log2_ceil", "tree_sum", "mux_tree", "rom", "saturate", "split_product", "DSP_PIECE"]
+
+#: Bits of the wide operand per piece in ``split_product``: unsigned 17-bit pieces (and a
+#: signed top piece of at most 18 bits) each fit one 18x18 DSP multiplier.
+DSP_PIECE = 17
 
 
 def log2_ceil(n: int) -> int:
@@ -47,3 +51,28 @@ def rom(values, width: int, index):
 def saturate(value, fmt):
     """``value`` clamped to ``fmt``'s range (an ``attnforge.numfmt.IntFormat``)."""
     return Mux(value > fmt.max, fmt.max, Mux(value < fmt.min, fmt.min, value))
+
+
+def split_product(m, narrow, wide, name: str):
+    """``narrow * wide`` in two registered stages, for DSP blocks of 18x18 bits.
+
+    ``wide`` is cut into unsigned DSP_PIECE-bit pieces (the top piece keeps the sign);
+    stage 1 registers ``narrow`` times each piece (one DSP multiplier each, nothing between
+    the DSP and its register), stage 2 registers their shifted sum. A ``wide`` that fits
+    one DSP is one product, registered twice. ``narrow`` must be at most 18 bits. Returns
+    the stage-2 signal (the shape of ``narrow * wide``).
+    """
+    value = narrow * wide
+    wide_bits = len(wide)
+    pieces = [(lo, wide[lo:lo + DSP_PIECE]) for lo in range(0, wide_bits - DSP_PIECE - 1, DSP_PIECE)]
+    top = pieces[-1][0] + DSP_PIECE if pieces else 0
+    pieces.append((top, wide[top:].as_signed() if wide.shape().signed else wide[top:]))
+    partial = []
+    for n, (lo, piece) in enumerate(pieces):
+        term = narrow * piece
+        reg = Signal(term.shape(), name=f"{name}_piece{n}")
+        m.d.sync += reg.eq(term)
+        partial.append(reg << lo if lo else reg)
+    out = Signal(value.shape(), name=name)
+    m.d.sync += out.eq(tree_sum(partial))
+    return out

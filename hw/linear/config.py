@@ -20,16 +20,33 @@ from attnforge.numfmt import INT8, IntFormat
 from ..common import log2_ceil
 
 __all__ = [
-    "LinearDecodeConfig", "pipeline_depth", "MAX_HEADS", "PIPELINE_DEPTH", "TREE_CHUNK", "RECIP_BITS",
+    "LinearDecodeConfig", "pipeline_depth", "MAX_HEADS", "PIPELINE_DEPTH", "LANES_LATENCY", "STATE_WRITE_GAP",
+    "LANE_GROUP", "TREE_CHUNK", "RECIP_BITS",
     "DIV_STEPS_PER_STAGE", "DIV_STAGES", "NORM_DELAY", "NORM_EXTRA_DEPTH", "shape_of",
 ]
 
 MAX_HEADS = 16
+#: Cycles from an element's update stage (the cycle after its fetch, when its state word
+#: leaves the block RAM) to its numerator leaving the lanes: read register, two update
+#: product stages, running word, readout operands, two DSP product stages, three adder
+#: tree stages. The convolution delays its sum by as much.
+LANES_LATENCY = 10
 #: Cycles from a pass's last issue to its output-buffer half being seen full by the
-#: emitter (stages 1..6, then the flag register). The cycle model uses it.
-PIPELINE_DEPTH = 7
-#: Readout products summed per adder-tree chunk in the first of the tree's two stages.
-TREE_CHUNK = 8
+#: emitter (two fetch stages, the lanes, four requantizer stages, then the flag register).
+#: The cycle model uses it.
+PIPELINE_DEPTH = LANES_LATENCY + 7
+#: A state word written back by a pass element (read register, two update product stages,
+#: running word, write: five cycles after its fetch into the lanes) is seen by a read
+#: fetched STATE_WRITE_GAP cycles after that element. Passes of at least STATE_WRITE_GAP
+#: words never read a word that soon; shorter ones (d <= 4) start no earlier than
+#: STATE_WRITE_GAP cycles after the previous pass's last issue (the control and the cycle
+#: model both wait).
+STATE_WRITE_GAP = 6
+#: Lanes per replicated copy of the update stage's control bits and v (registered fan-out).
+LANE_GROUP = 8
+#: Readout products (then partial sums) summed per register in the adder tree's first two
+#: stages: two adder levels each.
+TREE_CHUNK = 4
 #: relu_norm: bits of the reciprocal floor(2**(DIV_DEN_BITS+DIV_FRAC_BITS) / den')
 #: (den' = 1 gives the largest, 2**24), and restoring-division steps per pipeline stage.
 RECIP_BITS = DIV_DEN_BITS + DIV_FRAC_BITS + 1

@@ -11,9 +11,10 @@ and walks the passes.
 * Per head: the committed bank (two banks, or a ring of ``t_max + 1`` snapshot
   banks), a zero flag per bank (so reset costs no memory clear), the committed
   token count and the sticky overflow flag.
-* A pass walks ``for g, for column, for tau``; the fetch stage reads the state
-  word's address and the token's q, k, v (the block memory read a cycle ahead)
-  and registers the element for the lanes.
+* A pass walks ``for g, for column, for tau``; the fetch stage (two cycles) reads
+  the token's q, k, v (the block memory read a cycle ahead, its word registered),
+  issues the state word's address from a register and registers the element for
+  the lanes.
 * After a commit the committed v enter the convolution history, one per cycle.
 """
 
@@ -27,7 +28,7 @@ from amaranth.lib.wiring import In, Out
 from attnforge.linear_format import CMD_COMMIT, CMD_RESET, CMD_TAPS, CMD_TOKEN, PHI_FORMAT
 
 from ..common import ConfiguredComponent, log2_ceil
-from .config import LinearDecodeConfig
+from .config import STATE_WRITE_GAP, LinearDecodeConfig
 from .interfaces import ConvControlSignature, FetchSignature, OutputHalfSignature
 
 __all__ = ["CommandControl"]
@@ -67,6 +68,8 @@ class _Registers:
         self.pass_end = Signal()                           # ... and it is the pass's last
         self.token_next = Signal.like(self.token)          # token's value in the next cycle
         self.block_addr = Signal.like(self.token)          # block memory read address (a cycle ahead)
+        # cycles since the last issue, up to STATE_WRITE_GAP - 1 (short passes wait for their writes)
+        self.quiet = Signal(range(STATE_WRITE_GAP), init=STATE_WRITE_GAP - 1, name="issue_quiet")
 
 
 class CommandControl(ConfiguredComponent):
@@ -125,6 +128,10 @@ class CommandControl(ConfiguredComponent):
         m.d.comb += [self.overflow.eq(r.overflow), self.half.half.eq(r.half),
                      r.token_next.eq(r.token), r.block_addr.eq(r.token_next), self.block_read.addr.eq(r.block_addr)]
         m.d.sync += r.token.eq(r.token_next)
+        with m.If(r.issue):
+            m.d.sync += r.quiet.eq(0)
+        with m.Elif(r.quiet != STATE_WRITE_GAP - 1):
+            m.d.sync += r.quiet.eq(r.quiet + 1)
         with m.FSM() as fsm:
             with m.State("IDLE"):
                 with m.If(self.i.valid):
@@ -203,7 +210,11 @@ class CommandControl(ConfiguredComponent):
         """PASS: one element per cycle; an output pass starts only on a free output half."""
         cfg = self._config
         start = (r.group == 0) & (r.column == 0) & (r.token == 0)
-        with m.If(~start | ~r.pass_emit | self.half.free):
+        ready = ~r.pass_emit | self.half.free
+        if cfg.groups * cfg.columns < STATE_WRITE_GAP:
+            # A short pass could read a state word before the previous pass's write of it lands.
+            ready &= r.quiet == STATE_WRITE_GAP - 1
+        with m.If(~start | ready):
             m.d.comb += r.issue.eq(1)
             with m.If(start):
                 if not cfg.snapshots:
@@ -236,7 +247,10 @@ class CommandControl(ConfiguredComponent):
             m.next = "IDLE"
 
     def _fetch(self, m, r):
-        """The fetch stage: state word address (read now), the element registered for the update stage."""
+        """The fetch stage, two cycles: (A) the element's context registered and the draft token's
+        word out of the block memory registered; (B) the state word's address issued (registered,
+        so it reaches the memory straight from a flip-flop), phi(q), phi(k) and v taken from the
+        registered word, and the element registered for the update stage."""
         cfg = self._config
         d, macs, banks, groups, columns = cfg.d, cfg.macs, cfg.banks, cfg.groups, cfg.columns
         if cfg.snapshots:
@@ -249,32 +263,42 @@ class CommandControl(ConfiguredComponent):
             read_bank = Cat(committed, r.head)
             write_bank = Cat(~committed, r.head)
         fetch, element = self.fetch, self.fetch.element
-        column = r.column
+        # Stage A.
+        ctx = Signal.like(element, name="fetch_element")
+        group = Signal.like(r.group, name="fetch_group")
+        word = Signal.like(self.block_read.data, name="fetch_token")   # token tau (address issued last cycle)
+        m.d.sync += [
+            ctx.valid.eq(r.issue), ctx.first_token.eq(r.token == 0),
+            ctx.last_token.eq(r.token == r.pass_tokens - 1),
+            ctx.first_group.eq(r.group == 0), ctx.last_group.eq(r.group == groups - 1),
+            ctx.bank_zero.eq(r.zero.bit_select(read_bank, 1)), ctx.emit.eq(r.pass_emit),
+            ctx.pass_end.eq(r.pass_end), ctx.token.eq(r.token), ctx.column.eq(r.column),
+            ctx.out_half.eq(r.half), ctx.state_addr.eq((write_bank * groups + r.group) * columns + r.column),
+            ctx.tokens.eq(r.pass_tokens), group.eq(r.group), word.eq(self.block_read.data),
+            fetch.state_addr.eq((read_bank * groups + r.group) * columns + r.column), fetch.head.eq(r.head),
+        ]
+        if cfg.normalized:
+            m.d.sync += ctx.is_z.eq(r.column == 0)
+        if cfg.snapshots:
+            m.d.sync += ctx.snapshot_bank.eq(write_bank)
+        # Stage B.
+        column = ctx.column
         if cfg.normalized:
             column = Signal(range(d), name="data_column")           # column 0 is z, S columns are 1..d
-            m.d.comb += column.eq(Mux(r.column == 0, 0, r.column - 1))
-        m.d.comb += [fetch.state_addr.eq((read_bank * groups + r.group) * columns + r.column),
-                     fetch.head.eq(r.head), fetch.data_column.eq(column)]
-        token = self.block_read.data            # token tau (address issued last cycle)
+            m.d.comb += column.eq(Mux(ctx.column == 0, 0, ctx.column - 1))
+        m.d.comb += fetch.data_column.eq(column)
         m.d.sync += [
-            element.valid.eq(r.issue), element.first_token.eq(r.token == 0),
-            element.last_token.eq(r.token == r.pass_tokens - 1),
-            element.first_group.eq(r.group == 0), element.last_group.eq(r.group == groups - 1),
-            element.bank_zero.eq(r.zero.bit_select(read_bank, 1)), element.emit.eq(r.pass_emit),
-            element.pass_end.eq(r.pass_end), element.token.eq(r.token), element.column.eq(r.column),
-            element.out_half.eq(r.half), element.state_addr.eq((write_bank * groups + r.group) * columns + r.column),
-            element.tokens.eq(r.pass_tokens),
-            *[fetch.phi_k[i].eq(phi(token.k[r.group * macs + i])) for i in range(macs)],
-            *[fetch.phi_q[i].eq(phi(token.q[r.group * macs + i])) for i in range(macs)],
+            element.eq(ctx),
+            *[fetch.phi_k[i].eq(phi(word.k[group * macs + i])) for i in range(macs)],
+            *[fetch.phi_q[i].eq(phi(word.q[group * macs + i])) for i in range(macs)],
         ]
-        v = token.v[column]
+        v = word.v[column]
         if cfg.normalized:
             # z is the column with v = 1: S[i][z] += phi(k)[i] * 1
-            m.d.sync += [fetch.v.eq(Mux(r.column == 0, 1, v)), element.is_z.eq(r.column == 0)]
+            m.d.sync += fetch.v.eq(Mux(ctx.is_z, 1, v))
         else:
             m.d.sync += fetch.v.eq(v)
         if cfg.snapshots:
-            m.d.sync += element.snapshot_bank.eq(write_bank)
             # Every token's state goes to its snapshot bank, which then holds real data.
             with m.If(element.valid):
                 m.d.sync += r.zero.bit_select(element.snapshot_bank, 1).eq(0)

@@ -14,14 +14,14 @@ from amaranth.lib.wiring import In, Out
 from attnforge.numfmt import INT8
 
 from ..common import ConfiguredComponent, tree_sum
-from .config import LinearDecodeConfig, shape_of
+from .config import LANES_LATENCY, LinearDecodeConfig, shape_of
 from .interfaces import ConvControlSignature, FetchSignature
 
 __all__ = ["Convolution", "CONV_LATENCY"]
 
 #: Cycles from the update stage (where the window is formed) to ``sum``: the lanes' latency,
-#: so the sum arrives with its element's numerator.
-CONV_LATENCY = 4
+#: so the sum arrives with its element's numerator (products, their sum, then a delay line).
+CONV_LATENCY = LANES_LATENCY
 
 
 class Convolution(ConfiguredComponent):
@@ -79,8 +79,10 @@ class Convolution(ConfiguredComponent):
         current = [fetch.v] + [Mux(element.first_token, history_rows[n], window[n]) for n in range(taps_k - 1)]
         with m.If(element.valid):
             m.d.sync += [window[n].eq(current[n]) for n in range(taps_k)]
-        total = tree_sum([tap_values[n] * current[n] for n in range(taps_k)])
-        for k in range(CONV_LATENCY - 1):
+        products = [Signal(signed(2 * INT8.width), name=f"conv_product{n}") for n in range(taps_k)]
+        m.d.sync += [products[n].eq(tap_values[n] * current[n]) for n in range(taps_k)]
+        total = tree_sum(products)
+        for k in range(CONV_LATENCY - 2):
             delayed = Signal.like(self.sum, name=f"conv_sum{k}")
             m.d.sync += delayed.eq(total)
             total = delayed

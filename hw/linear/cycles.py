@@ -23,6 +23,7 @@ import math
 from dataclasses import dataclass
 
 from attnforge.hw.linear import pipeline_depth  # last issue -> output half full
+from attnforge.hw.linear.config import STATE_WRITE_GAP
 
 __all__ = ["LinearDecodeCycles", "softmax_kv_cycles", "steady_cycles_per_token", "crossover_context",
            "SOFTMAX_FIXED_LATENCY"]
@@ -81,6 +82,9 @@ class LinearDecodeCycles:
         obank = 0
         emit_free = 0              # next cycle the emitter can transfer
         pipe = pipeline_depth(self.feature_map)
+        # Short passes (fewer state words than STATE_WRITE_GAP) wait for the previous pass's writes.
+        gap = STATE_WRITE_GAP if self.groups * self.columns < STATE_WRITE_GAP else 0
+        last_issue = -gap          # the previous pass's last issue cycle
         outs: list[int] = []
         issued = 0
         for op in ops:
@@ -88,7 +92,7 @@ class LinearDecodeCycles:
             if kind == "block":
                 n = op[1]
                 t += n             # n beats, one per cycle; the pass may start after the last
-                start = max(t, busy_until[obank])
+                start = max(t, busy_until[obank], last_issue + gap)
                 issue = self.groups * self.columns * n
                 issued += issue
                 last_issue = start + issue - 1
@@ -99,12 +103,14 @@ class LinearDecodeCycles:
                 busy_until[obank] = emit_free
                 obank ^= 1
                 t = last_issue + 1
+                last_issue = t - 1
             elif kind == "commit":
                 a, n = op[1], op[2]
                 t += 1
                 if 0 < a < n and not self.snapshots:
-                    t += self.groups * self.columns * a
+                    t = max(t, last_issue + gap) + self.groups * self.columns * a   # the replay pass
                     issued += self.groups * self.columns * a
+                    last_issue = t - 1
                 if a and self.conv_taps > 1:
                     t += a
             elif kind in ("reset", "taps"):

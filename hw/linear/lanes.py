@@ -6,8 +6,17 @@ memory (or is zero, for a bank cleared by reset), later tokens fold into the
 running word; the word goes back to memory after the pass's last token (after
 every token with snapshot banks). The readout multiplies the running word with
 phi(q) into an adder tree split over two stages; with G > 1 row groups a small
-numerator memory sums the groups. Four stages from the fetch register to the
-numerator.
+numerator memory sums the groups.
+
+Pipelined for the clock (``LANES_LATENCY`` = 10 stages from the update stage to the
+numerator, latency only): the block RAM's read data is registered (stage 1), the
+update products (two adder levels per stage) and the word to start from are
+registered (stages 2, 3), so the running word's loop (stage 4) is one multiplexer
+and one adder; the write data is the running register (stage 5). The control bits and v reach the 64 lanes
+through one register copy per LANE_GROUP lanes, not one wide broadcast; the
+readout multipliers have registered operands and are split into 18x18-bit DSP
+products, each registered right after its DSP, then summed (``split_product``);
+the adder tree has three stages of at most two adder levels.
 """
 
 from __future__ import annotations
@@ -18,9 +27,10 @@ from amaranth.lib.memory import Memory, ReadPort, WritePort
 from amaranth.lib.wiring import In, Out
 
 from attnforge.linear_format import PHI_FORMAT
+from attnforge.numfmt import INT8
 
-from ..common import ConfiguredComponent, log2_ceil, tree_sum
-from .config import TREE_CHUNK, LinearDecodeConfig
+from ..common import ConfiguredComponent, log2_ceil, split_product, tree_sum
+from .config import LANE_GROUP, TREE_CHUNK, LinearDecodeConfig
 from .interfaces import FetchSignature
 
 __all__ = ["StateLanes", "mul_shift_add"]
@@ -51,10 +61,10 @@ class StateLanes(ConfiguredComponent):
         The state memory's read port (synchronous, not transparent): the word of
         ``fetch.state_addr``, there when its element is in the update stage.
     state_write : ``In(WritePort.Signature(...))``
-        The state memory's write port: the updated word at ``element.state_addr``
-        after the pass's last token (after every token with snapshot banks).
+        The state memory's write port: the updated word at ``element.state_addr``, four
+        cycles after the update stage, after the pass's last token (after every token with snapshot banks).
     numerator : ``Out(StructLayout({"element": element_layout, "attn": numerator shape}))``
-        Four cycles after the update stage: the element's context and
+        LANES_LATENCY cycles after the update stage: the element's context and
         ``phi(q)^T S`` over all d rows (complete in the last row group), wrapped to
         ``numerator_format``.
     """
@@ -76,52 +86,107 @@ class StateLanes(ConfiguredComponent):
         cfg = self._config
         m = Module()
         fetch = self.fetch
-        element = fetch.element
         m.d.comb += self.state_read.addr.eq(fetch.state_addr)
-        # Update stage: the running word of each lane (also what the readout multiplies).
-        running = [Signal(signed(cfg.format.state_format.width), name=f"state_run{i}") for i in range(cfg.macs)]
+        element4, base, product, valid, first = self._update_operands(m)
+        # Stage 4: the running word of each lane (also what the readout multiplies); one loop of
+        # a multiplexer and an adder between registers.
+        width = cfg.format.state_format.width
+        running = [Signal(signed(width), name=f"state_run{i}") for i in range(cfg.macs)]
         for i in range(cfg.macs):
-            word = Mux(element.first_token, Mux(element.bank_zero, 0, self.state_read.data[i]), running[i])
-            updated = Signal.like(running[i], name=f"state_new{i}")
-            m.d.comb += [updated.eq(word + mul_shift_add(fetch.phi_k[i], fetch.v)),   # wraps, as the golden model
-                         self.state_write.data[i].eq(updated)]
-            with m.If(element.valid):
-                m.d.sync += running[i].eq(updated)
-        write = element.valid if cfg.snapshots else element.valid & element.last_token
-        m.d.comb += [self.state_write.addr.eq(element.state_addr), self.state_write.en.eq(write)]
-        self._readout(m, running)
+            g = i // LANE_GROUP
+            with m.If(valid[g]):
+                m.d.sync += running[i].eq(Mux(first[g], base[i], running[i]) + product[i])   # wraps, as the golden model
+        element5 = Signal.like(element4, name="update_element5")
+        m.d.sync += element5.eq(element4)
+        # Stage 5: the running word goes back to memory (a register drives the write data).
+        write = element5.valid if cfg.snapshots else element5.valid & element5.last_token
+        m.d.comb += [self.state_write.addr.eq(element5.state_addr), self.state_write.en.eq(write),
+                     *[self.state_write.data[i].eq(running[i]) for i in range(cfg.macs)]]
+        self._readout(m, element5, running)
         return m
 
-    def _readout(self, m, running):
-        """Readout products (stage 2), the tree in chunks (3), the chunk sums plus the group sum (4)."""
+    def _replicas(self, m, value, name, groups):
+        """``value`` registered once per lane group (registered fan-out; the synthesis script
+        keeps the copies apart, see ``fpga.synth``)."""
+        copies = [Signal.like(value, name=f"{name}_rep{g}", attrs={"replica": 1}) for g in range(groups)]
+        m.d.sync += [c.eq(value) for c in copies]
+        return copies
+
+    def _update_operands(self, m):
+        """Stage 1: the state word out of the block RAM registered, phi(k) and v registered per
+        lane group. Stage 2: the word to start from (zero for a bank cleared by reset), the
+        update products' first adder level. Stage 3: the products; the per-group control bits.
+        Returns the element of stage 4, its start words, products, and per-group valid and
+        first-token bits."""
+        cfg = self._config
+        fetch = self.fetch
+        groups = -(-cfg.macs // LANE_GROUP)
+        width = cfg.format.state_format.width
+        elements = [fetch.element]
+        for n in (2, 3, 4):
+            elements.append(Signal.like(fetch.element, name=f"update_element{n}"))
+            m.d.sync += elements[-1].eq(elements[-2])
+        self._phi_q = [fetch.phi_q]
+        for n in (2, 3, 4, 5):
+            self._phi_q.append(Signal.like(fetch.phi_q, name=f"readout_phi_q{n}"))
+            m.d.sync += self._phi_q[-1].eq(self._phi_q[-2])
+        phi_k2 = Signal.like(fetch.phi_k, name="update_phi_k2")
+        state2 = [Signal(signed(width), name=f"state_read{i}") for i in range(cfg.macs)]
+        m.d.sync += [phi_k2.eq(fetch.phi_k), *[state2[i].eq(self.state_read.data[i]) for i in range(cfg.macs)]]
+        v2 = self._replicas(m, fetch.v, "update_v", groups)
+        zero2 = self._replicas(m, fetch.element.bank_zero, "update_zero", groups)
+        first = self._replicas(m, elements[2].first_token, "update_first", groups)
+        valid = self._replicas(m, elements[2].valid, "update_valid", groups)
+        base3 = [Signal(signed(width), name=f"state_base{i}") for i in range(cfg.macs)]
+        base4 = [Signal(signed(width), name=f"state_start{i}") for i in range(cfg.macs)]
+        product4 = [Signal(signed(INT8.width + PHI_FORMAT.width + 1), name=f"update_product{i}")
+                    for i in range(cfg.macs)]
+        for i in range(cfg.macs):
+            g = i // LANE_GROUP
+            # phi(k)[i] * v as shifted adds: pairs summed in stage 2, the rest in stage 3
+            terms = [Mux(phi_k2[i][b], v2[g] << b, 0) for b in range(PHI_FORMAT.width)]
+            pairs = []
+            for n, lo in enumerate(range(0, len(terms), 2)):
+                pair_sum = tree_sum(terms[lo:lo + 2])
+                pair = Signal(pair_sum.shape(), name=f"update_pair{i}_{n}")
+                m.d.sync += pair.eq(pair_sum)
+                pairs.append(pair)
+            m.d.sync += [base3[i].eq(Mux(zero2[g], 0, state2[i])), base4[i].eq(base3[i]),
+                         product4[i].eq(tree_sum(pairs))]
+        return elements[3], base4, product4, valid, first
+
+    def _readout(self, m, element5, running):
+        """Readout operands (stage 5), products split over DSP blocks (6, 7), the adder tree in
+        three stages of at most two adder levels (8, 9, 10; the group sum in the last)."""
         cfg = self._config
         fmt = cfg.format
-        element2 = Signal.like(self.fetch.element, name="readout_element2")
-        phi_q2 = Signal.like(self.fetch.phi_q, name="readout_phi_q2")
-        m.d.sync += [element2.eq(self.fetch.element), phi_q2.eq(self.fetch.phi_q)]
-        element3 = Signal.like(element2, name="readout_element3")
-        products = [Signal(signed(fmt.state_format.width + PHI_FORMAT.width + 1), name=f"readout_product{i}") for i in range(cfg.macs)]
-        m.d.sync += [element3.eq(element2), *[products[i].eq(phi_q2[i] * running[i]) for i in range(cfg.macs)]]
-        # The M products are summed in two stages: chunks of TREE_CHUNK here, the chunk sums
-        # (and the group sum) next, so no cycle holds a log2(M)-deep adder chain.
-        element4 = Signal.like(element2, name="readout_element4")
-        chunks = []
-        for lo in range(0, cfg.macs, TREE_CHUNK):
-            chunk_sum = tree_sum(products[lo:lo + TREE_CHUNK])
-            chunk = Signal(chunk_sum.shape(), name=f"readout_chunk{lo // TREE_CHUNK}")
-            m.d.sync += chunk.eq(chunk_sum)
-            chunks.append(chunk)
-        m.d.sync += element4.eq(element3)
+        elements = [element5]
+        for n in range(6, 11):
+            elements.append(Signal.like(element5, name=f"readout_element{n}"))
+            m.d.sync += elements[-1].eq(elements[-2])
+        element9, element10 = elements[4], elements[5]
+        operands = [Signal.like(running[i], name=f"readout_state{i}") for i in range(cfg.macs)]
+        phi_q6 = Signal.like(self.fetch.phi_q, name="readout_phi_q6")
+        m.d.sync += [phi_q6.eq(self._phi_q[-1]), *[operands[i].eq(running[i]) for i in range(cfg.macs)]]
+        sums = [split_product(m, phi_q6[i], operands[i], f"readout_product{i}") for i in range(cfg.macs)]
+        for stage in range(2):
+            level = []
+            for lo in range(0, len(sums), TREE_CHUNK):
+                part = tree_sum(sums[lo:lo + TREE_CHUNK])
+                reg = Signal(part.shape(), name=f"readout_tree{stage}_{lo // TREE_CHUNK}")
+                m.d.sync += reg.eq(part)
+                level.append(reg)
+            sums = level
         numerator = Signal(signed(fmt.numerator_format.width), name="readout_numerator")
         if cfg.groups > 1:
             # Sum of the row groups so far, per (token, column): read a cycle ahead.
             group_sums = Memory(shape=numerator.shape(), depth=cfg.t_max * cfg.columns, init=[])
             m.submodules.group_sums = group_sums
             read, write = group_sums.read_port(), group_sums.write_port()
-            m.d.comb += [read.addr.eq(element3.token * cfg.columns + element3.column),
-                         numerator.eq(Mux(element4.first_group, 0, read.data) + tree_sum(chunks)),
-                         write.addr.eq(element4.token * cfg.columns + element4.column), write.data.eq(numerator),
-                         write.en.eq(element4.valid & ~element4.last_group)]
+            m.d.comb += [read.addr.eq(element9.token * cfg.columns + element9.column),
+                         numerator.eq(Mux(element10.first_group, 0, read.data) + tree_sum(sums)),
+                         write.addr.eq(element10.token * cfg.columns + element10.column), write.data.eq(numerator),
+                         write.en.eq(element10.valid & ~element10.last_group)]
         else:
-            m.d.comb += numerator.eq(tree_sum(chunks))
-        m.d.sync += [self.numerator.element.eq(element4), self.numerator.attn.eq(numerator)]
+            m.d.comb += numerator.eq(tree_sum(sums))
+        m.d.sync += [self.numerator.element.eq(element10), self.numerator.attn.eq(numerator)]

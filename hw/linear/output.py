@@ -10,7 +10,7 @@ backpressure on ``o`` never reaches the pipeline.
 
 from __future__ import annotations
 
-from amaranth.hdl import Const, Module, Signal
+from amaranth.hdl import Cat, Const, Module, Signal
 from amaranth.lib import stream
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -18,15 +18,20 @@ from amaranth.lib.wiring import In, Out
 from attnforge.linear_format import MID_FORMAT
 from attnforge.numfmt import INT8
 
-from ..common import ConfiguredComponent, mux_tree, requant_product, requant_round, saturate
-from .config import LinearDecodeConfig
+from ..common import ConfiguredComponent, mux_tree, requant_round, saturate, split_product
+from .config import LinearDecodeConfig, shape_of
 from .interfaces import OutputHalfSignature, ResultSignature
 
 __all__ = ["OutputStage"]
 
 
+def requant_multiplier(rq):
+    """A requantizer's unsigned multiplier as a signed constant (``requant_product``'s operand)."""
+    return Cat(Const(rq.multiplier, rq.multiplier_width), Const(0, 1)).as_signed()
+
+
 class OutputStage(ConfiguredComponent):
-    """Requantizers (two stages), output buffer (two halves of ``t_max`` tokens) and emitter.
+    """Requantizers (four stages), output buffer (two halves of ``t_max`` tokens) and emitter.
 
     Parameters
     ----------
@@ -37,7 +42,7 @@ class OutputStage(ConfiguredComponent):
     result : ``In(ResultSignature(config, attn_input_format.width))``
         One element per cycle (``element.valid``): its context, the attention input
         (numerator, or quotient for relu_norm) and the convolution sum. Written to the
-        buffer two cycles later when the element emits (``emit``), is in the last row
+        buffer four cycles later when the element emits (``emit``), is in the last row
         group and is not the z column; the pass's last element (``pass_end``) marks its
         half full with ``tokens`` tokens.
     half : ``In(OutputHalfSignature())``
@@ -116,18 +121,23 @@ class OutputStage(ConfiguredComponent):
         return m
 
     def _requantize(self, m):
-        """Stage 1: both requantizer products; stage 2 (combinational, into the buffer's write
-        port): rounding shifts into MID_FORMAT, the sum saturated to int8. Returns the
-        element context of stage 2 and the int8 value."""
+        """Stages 1-2: both requantizer products, split over DSP blocks (``split_product``);
+        stage 3: their rounding shifts into MID_FORMAT; stage 4: the sum saturated to int8,
+        registered for the buffer's write port (each stage one piece of arithmetic between
+        registers). Returns the element context of the write stage and the int8 value."""
         fmt = self._config.format
         attn_rq, conv_rq = fmt.attn_requant, fmt.conv_requant
         result = self.result
-        element = Signal.like(result.element, name="requant_element")
-        attn_product = requant_product(result.attn, Const(attn_rq.multiplier, attn_rq.multiplier_width))
-        conv_product = requant_product(result.conv, Const(conv_rq.multiplier, conv_rq.multiplier_width))
-        attn_reg = Signal(attn_product.shape(), name="requant_attn_product")
-        conv_reg = Signal(conv_product.shape(), name="requant_conv_product")
-        m.d.sync += [element.eq(result.element), attn_reg.eq(attn_product), conv_reg.eq(conv_product)]
-        mid_sum = (requant_round(attn_reg, attn_rq.shift, MID_FORMAT)
-                   + requant_round(conv_reg, conv_rq.shift, MID_FORMAT))
-        return element, saturate(mid_sum, INT8)
+        elements = [result.element]
+        for n in range(1, 5):
+            elements.append(Signal.like(result.element, name=f"requant_element{n}"))
+            m.d.sync += elements[-1].eq(elements[-2])
+        attn_reg = split_product(m, requant_multiplier(attn_rq), result.attn, "requant_attn_product")
+        conv_reg = split_product(m, requant_multiplier(conv_rq), result.conv, "requant_conv_product")
+        attn_mid = Signal(shape_of(MID_FORMAT), name="requant_attn_mid")
+        conv_mid = Signal(shape_of(MID_FORMAT), name="requant_conv_mid")
+        value = Signal(shape_of(INT8), name="requant_value")
+        m.d.sync += [attn_mid.eq(requant_round(attn_reg, attn_rq.shift, MID_FORMAT)),
+                     conv_mid.eq(requant_round(conv_reg, conv_rq.shift, MID_FORMAT)),
+                     value.eq(saturate(attn_mid + conv_mid, INT8))]
+        return elements[4], value
