@@ -331,9 +331,12 @@ class Loader(ConfiguredComponent):
                          st.row0_div.eq(st.row0_div + (R // T) + carry)]
         for t in range(T):
             j = Signal(range(T), name=f"ptr_tile_row{t}")      # the beat's row of tile t: row0 + j
-            m.d.comb += j.eq(Mux(st.row0_mod <= t, t - st.row0_mod, t + T - st.row0_mod))
             local = Signal(aw, name=f"ptr_tile_local{t}")
-            m.d.comb += local.eq(st.row0_div + (st.row0_mod > t))
+            if t == T - 1:      # row0_mod <= T - 1 always (no constant comparison: lint-clean)
+                m.d.comb += [j.eq(t - st.row0_mod), local.eq(st.row0_div)]
+            else:
+                m.d.comb += [j.eq(Mux(st.row0_mod <= t, t - st.row0_mod, t + T - st.row0_mod)),
+                             local.eq(st.row0_div + (st.row0_mod > t))]
             ok = (j < R) & (row0 + j <= st.command.nq)
             for half in range(2):
                 data = Signal(INDEX_WIDTH, name=f"ptr_tile_data{t}_{half}")
