@@ -20,14 +20,14 @@ and walks the passes.
 
 from __future__ import annotations
 
-from amaranth.hdl import Array, Cat, Module, Mux, Signal
+from amaranth.hdl import Cat, Module, Mux, Signal
 from amaranth.lib import stream
 from amaranth.lib.memory import ReadPort, WritePort
 from amaranth.lib.wiring import In, Out
 
 from attnforge.linear_format import CMD_COMMIT, CMD_RESET, CMD_TAPS, CMD_TOKEN, PHI_FORMAT
 
-from ..common import ConfiguredComponent, log2_ceil
+from ..common import ConfiguredComponent, log2_ceil, mux_tree
 from .config import STATE_WRITE_GAP, LinearDecodeConfig
 from .interfaces import ConvControlSignature, FetchSignature, OutputHalfSignature
 
@@ -254,7 +254,7 @@ class CommandControl(ConfiguredComponent):
         cfg = self._config
         d, macs, banks, groups, columns = cfg.d, cfg.macs, cfg.banks, cfg.groups, cfg.columns
         if cfg.snapshots:
-            committed = Array(r.ring)[r.head]
+            committed = mux_tree(r.ring, r.head)
             read_bank = r.head * banks + committed                 # (head, bank) of the committed state
             after = committed + 1 + r.token                        # snapshot after draft token tau
             write_bank = r.head * banks + Mux(after >= banks, after - banks, after)

@@ -8,12 +8,12 @@ so draft token tau sees the committed history and the drafts before it.
 
 from __future__ import annotations
 
-from amaranth.hdl import Array, Cat, Module, Mux, Signal, signed
+from amaranth.hdl import Cat, Module, Mux, Signal, signed
 from amaranth.lib.wiring import In, Out
 
 from attnforge.numfmt import INT8
 
-from ..common import ConfiguredComponent, tree_sum
+from ..common import ConfiguredComponent, mux_tree, tree_sum
 from .config import LANES_LATENCY, LinearDecodeConfig, shape_of
 from .interfaces import ConvControlSignature, FetchSignature
 
@@ -67,10 +67,10 @@ class Convolution(ConfiguredComponent):
         history_rows = [Signal(shape_of(INT8), name=f"conv_history{n}") for n in range(taps_k - 1)]
         tap_values = [Signal(shape_of(INT8), name=f"conv_tap{n}") for n in range(taps_k)]
         if taps_k > 1:
-            head_history = Array([Cat(*history[h]) for h in range(heads)])[fetch.head]
+            head_history = mux_tree([Cat(*history[h]) for h in range(heads)], fetch.head)
             m.d.sync += [history_rows[n].eq(head_history.word_select(n * d + fetch.data_column, byte))
                          for n in range(taps_k - 1)]
-        head_taps = Array([Cat(*taps[h]) for h in range(heads)])[fetch.head]
+        head_taps = mux_tree([Cat(*taps[h]) for h in range(heads)], fetch.head)   # not Array: Icarus
         m.d.sync += [tap_values[n].eq(head_taps.word_select(n * d + fetch.data_column, byte)) for n in range(taps_k)]
 
         # Update stage: the window (v of this token, then the older ones) and its sum.
