@@ -22,7 +22,7 @@ attention is exactly what the datapath computes on these int8 inputs.
 from __future__ import annotations
 
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
@@ -99,19 +99,28 @@ class IntegerAttention:
 
     @classmethod
     @torch.no_grad()
-    def calibrate(cls, model, windows, *, max_tokens: int = 4096) -> "IntegerAttention":
+    def calibrate(cls, model, windows, *, max_tokens: int = 4096, share: str = "head") -> "IntegerAttention":
+        """``share="head"``: scales and requantizers per head; ``"layer"``: one set per layer (the
+        largest peak of its heads), so that a layer's heads time-multiplex one datapath instance,
+        whose requantizers are generator parameters (``attnforge linear generate --rtl``)."""
+        if share not in ("head", "layer"):
+            raise ConfigError(f"share={share!r}: expected 'head' or 'layer'")
         check_hardware_variant(model.cfg)
         fm = feature_map_of(model.cfg)
         peaks = _peaks(model, windows)
+        if share == "layer":
+            peaks = {name: np.repeat(p.max(axis=1, keepdims=True), p.shape[1], axis=1) for name, p in peaks.items()}
         heads = []
         for layer, blk in enumerate(model.blocks):
             conv = blk.attn.core.conv
+            taps_all = conv.weight.detach().double().numpy()        # [H, hd, K]
             row = []
             for h in range(model.cfg.n_head):
                 p = {name: peaks[name][layer][h] for name in ("q", "k", "v", "out")}
                 s = {name: (m / 127.0 if m > 0 else 1.0) for name, m in p.items()}
                 tap_f = conv.weight[h].T.double().numpy()          # [K, hd], taps[m] on v[t - m]
-                s_taps = float(np.abs(tap_f).max()) / 127.0 or 1.0
+                tap_peak = float(np.abs(taps_all).max()) if share == "layer" else float(np.abs(tap_f).max())
+                s_taps = tap_peak / 127.0 or 1.0
                 d = tap_f.shape[1]
                 base = LinearDecodeFormat(d=d, conv_taps=tap_f.shape[0], max_tokens=max_tokens, feature_map=fm)
                 attn = (s["v"] / (1 << DIV_FRAC_BITS) if fm == "relu_norm" else s["q"] * s["k"] * s["v"]) / s["out"]
@@ -122,6 +131,27 @@ class IntegerAttention:
                 fmt = LinearDecodeFormat(d=d, conv_taps=tap_f.shape[0], max_tokens=max_tokens, feature_map=fm, **rq)
                 row.append(HeadQuant(s["q"], s["k"], s["v"], s["out"], quantize_int8(tap_f, s_taps), fmt))
             heads.append(row)
+        return cls(model, heads)
+
+    def to_dict(self) -> dict:
+        """The calibration as plain JSON-able data (scales, int8 taps, format per layer and head)."""
+        return {"heads": [[{"q": hq.q, "k": hq.k, "v": hq.v, "out": hq.out, "taps": hq.taps.astype(int).tolist(),
+                            "fmt": asdict(hq.fmt)} for hq in row] for row in self.heads]}
+
+    @classmethod
+    def from_dict(cls, model, data: dict) -> "IntegerAttention":
+        """``to_dict``'s data back, on ``model`` (the checkpoint it was calibrated on)."""
+        try:
+            heads = [[HeadQuant(float(h["q"]), float(h["k"]), float(h["v"]), float(h["out"]),
+                                np.asarray(h["taps"], dtype=np.int64), LinearDecodeFormat(**h["fmt"]))
+                      for h in row] for row in data["heads"]]
+        except (KeyError, TypeError) as exc:
+            raise ConfigError(f"integer attention calibration: malformed ({exc}); expected IntegerAttention.to_dict()"
+                              " data") from None
+        n_l, n_h = model.cfg.n_layer, model.cfg.n_head
+        if len(heads) != n_l or any(len(row) != n_h for row in heads):
+            raise ConfigError(f"integer attention calibration: {[len(r) for r in heads]} heads per layer; the model "
+                              f"has {n_l} layers of {n_h} heads")
         return cls(model, heads)
 
     def attention(self, layer: int, q, k, v) -> torch.Tensor:

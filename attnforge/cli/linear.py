@@ -3,6 +3,7 @@
     attnforge linear train --attention elu --augment --steps 300 -o build/linear/elu_aug.pt
     attnforge linear eval build/linear/elu_aug.pt
     attnforge linear generate build/linear/elu_aug.pt --prompt "def " --tokens 80
+    attnforge linear generate build/flow/linear/lm.pt --rtl --tokens 128 --json build/cosim.json   # attention on RTL
     attnforge linear speculate build/linear/elu_aug.pt build/linear/draft.pt --k 4 --prompt "import "
     attnforge linear linearize path/to/gpt2 --steps 200 -o build/linear/gpt2_lin
     attnforge linear sim --tokens 500 [--verify T] [--tensors FILE]     # the decode datapath's RTL
@@ -15,6 +16,7 @@ import json
 import sys
 from pathlib import Path
 
+from attnforge.errors import ConfigError
 from attnforge.hw.linear import LinearDecodeConfig
 from attnforge.linear_format import FEATURE_MAPS
 
@@ -72,16 +74,38 @@ def _prompt_bytes(text: str):
     return data
 
 
+#: ``generate --rtl`` without ``--prompt``: three prompts from the kind of text the models learn.
+RTL_PROMPTS = ("def ", "import os\n", "class ")
+
+
 def cmd_generate(args) -> int:
     from attnforge.algo.linear.speculative import sample_decode
     from attnforge.algo.linear.train import load_checkpoint
 
     _threads(args)
+    if args.rtl:
+        return _generate_rtl(args)
     model, _ = load_checkpoint(args.checkpoint)
-    prompt = _prompt_bytes(args.prompt)
+    prompt = _prompt_bytes((args.prompt or ["def "])[0])
     out = sample_decode(model, prompt, args.tokens, args.temperature, args.seed)
     sys.stdout.write(bytes(prompt + out).decode("utf-8", "replace") + "\n")
     return 0
+
+
+def _generate_rtl(args) -> int:
+    from attnforge.flows.linear_cosim import cosim_generate
+
+    if args.temperature > 0:
+        raise ConfigError(f"--temperature {args.temperature}: --rtl decodes greedily (temperature 0)")
+    prompts = [bytes(_prompt_bytes(p)) for p in (args.prompt or RTL_PROMPTS)]
+    summary = cosim_generate(args.checkpoint, prompts, args.tokens, _corpus(args), simulator=args.simulator,
+                             calib_windows=args.calib_windows, eval_windows=args.eval_windows, seed=args.seed,
+                             macs=args.macs, fmax_mhz=args.fmax_mhz,
+                             fmax_source="--fmax-mhz" if args.fmax_mhz else None, build_root=args.build_root)
+    ok = summary["tokens_identical"] and summary["bit_exact"]
+    return print_report(summary, args.json, ok=ok,
+                        failure=f"FAILED: tokens_identical={summary['tokens_identical']}, "
+                                f"mismatches={summary['mismatches']}; log: {summary['log']}")
 
 
 def cmd_speculate(args) -> int:
@@ -205,11 +229,27 @@ def register(subparsers) -> None:
     common(p)
     p.set_defaults(func=cmd_eval)
 
-    p = g.add_parser("generate", help="generate bytes with the recurrent form")
+    p = g.add_parser("generate", help="generate bytes with the recurrent form (--rtl: every attention step on the RTL)",
+                     description="Generate bytes after a prompt with the model's recurrent form. With --rtl (a "
+                                 "checkpoint of the decode datapath's variant: --attention relu --augment --chunk 0) "
+                                 "the model's attention is calibrated to int8 with one set of scales per layer, "
+                                 "every layer's heads run on one decode datapath instance per layer (Verilator "
+                                 "or Icarus), the rest of the model in PyTorch, greedily; every RTL output is "
+                                 "compared with the golden model and the tokens with the integer-attention "
+                                 "model's own greedy decoding. Exit 0 only if both are identical.")
     p.add_argument("checkpoint")
-    p.add_argument("--prompt", default="def ", help='prompt text ["def "]')
+    p.add_argument("--prompt", action="append", default=None,
+                   help='prompt text, repeatable ["def "; with --rtl three prompts: ' + ", ".join(map(repr, RTL_PROMPTS)) + "]")
     p.add_argument("--tokens", type=int, default=80, help="bytes to generate [80]")
     p.add_argument("--temperature", type=float, default=0.0, help="0: greedy [0]")
+    p.add_argument("--rtl", action="store_true", help="run every attention step on the decode datapath's RTL")
+    p.add_argument("--macs", type=int, default=None, help="--rtl: MACs per datapath [the head dimension]")
+    p.add_argument("--calib-windows", type=int, default=32, help="--rtl: training windows for the scales [32]")
+    p.add_argument("--fmax-mhz", type=float, default=None,
+                   help="--rtl: clock for tokens_per_second_at_fmax (e.g. a routed Fmax from docs/linear-hw.md)")
+    p.add_argument("--build-root", default="build/cosim", help="--rtl: build folder [build/cosim]")
+    p.add_argument("--json", help="--rtl: write the report here instead of stdout")
+    add_simulator_option(p)
     common(p)
     p.set_defaults(func=cmd_generate)
 

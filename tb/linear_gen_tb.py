@@ -1,0 +1,151 @@
+"""cocotb co-simulation of a linearized LM generating text with every attention step on the RTL.
+
+The toplevel is ``LinearDecodeStack`` (hw/linear/stack.py): one decode datapath per layer, the
+layer's heads time-multiplexed on it. The model's float parts (embeddings, norms, projections, MLP)
+run here in PyTorch, position by position (``algo/linear/int_decode.IntegerDecoder``); for every
+position and layer the int8 q, k, v of each head go to that layer's instance as a block of one token
+followed by ``commit 1``, and the RTL's int8 outputs (not the golden model's) go back into the model.
+Beside each instance a ``Program`` (tb/linear_decode_tb.py) keeps the per-head golden models: every
+output the RTL gives is compared with the golden one; the run goes on with the RTL's values, so a
+mismatch shows in the tokens as well as in ``mismatches``.
+
+Parameters (``ATTNFORGE_TB_PARAMS``): ``checkpoint``, ``calibration`` (``IntegerAttention.to_dict()``
+as a JSON file), ``configs`` (one ``LinearDecodeConfig`` dict per layer), ``prompts`` (lists of byte
+values), ``tokens`` (greedy tokens per prompt). Between prompts every head of every layer is reset
+(RESET keeps the taps). Report (``ATTNFORGE_REPORT``): ``tokens`` (per prompt), ``outputs``,
+``mismatches`` and the first few, ``cycles_by_layer`` (from a layer's first beat to its last output,
+summed over positions), ``positions``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import cocotb
+import numpy as np
+import torch
+from cocotb.clock import Clock
+from cocotb.triggers import ClockCycles, FallingEdge
+
+from attnforge.algo.linear.int_attention import IntegerAttention
+from attnforge.algo.linear.int_decode import IntegerDecoder
+from attnforge.algo.linear.train import load_checkpoint
+from attnforge.hw.linear import LinearDecodeConfig
+
+from .linear_decode_tb import Program
+from .streams import StreamBench, StreamSink, StreamSource
+
+
+def _params() -> dict:
+    return json.loads(os.environ.get("ATTNFORGE_TB_PARAMS", "{}"))
+
+
+def _report(report: dict) -> None:
+    path = os.environ.get("ATTNFORGE_REPORT")
+    if path:
+        with open(path, "w") as f:
+            json.dump(report, f)
+
+
+class _Layer:
+    """One layer's instance: its stream driver, sink and the golden ``Program`` beside it."""
+
+    def __init__(self, dut, n: int, cfg: LinearDecodeConfig):
+        self.cfg = cfg
+        self.prog = Program(cfg)
+        self.source = StreamSource(dut, f"l{n}__i", cfg.input_layout)
+        self.sink = StreamSink(dut, f"l{n}__o", cfg.output_layout)
+        self.queued = 0
+
+    def flush(self) -> None:
+        for beat in self.prog.beats[self.queued:]:
+            self.source.send(beat)
+        self.queued = len(self.prog.beats)
+
+
+@cocotb.test()
+async def generate(dut):
+    """Greedy generation of every prompt, each attention step on the RTL, checked against the golden model."""
+    p = _params()
+    torch.set_num_threads(1)
+    cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
+    model, _ = load_checkpoint(p["checkpoint"])
+    model.eval()
+    with open(p["calibration"]) as f:
+        ia = IntegerAttention.from_dict(model, json.load(f))
+    decoder = IntegerDecoder(ia)
+    layers = [_Layer(dut, n, LinearDecodeConfig(**c)) for n, c in enumerate(p["configs"])]
+    bench = StreamBench(dut.clk, [x for lay in layers for x in (lay.source, lay.sink)])
+
+    await FallingEdge(dut.clk)
+    for lay in layers:
+        lay.source.quiet()
+        lay.sink.quiet()
+    dut.rst.value = 1
+    await ClockCycles(dut.clk, 3)
+    await FallingEdge(dut.clk)
+    dut.rst.value = 0
+
+    for n, lay in enumerate(layers):
+        for h, hq in enumerate(ia.heads[n]):
+            lay.prog.taps(h, hq.taps)
+
+    report = {"tokens": [], "outputs": 0, "mismatches": 0, "first_mismatches": [],
+              "cycles_by_layer": [0] * len(layers), "positions": 0}
+
+    async def answer(layer, q, k, v):
+        lay = layers[layer]
+        heads, t = q.shape[0], q.shape[1]
+        before = len(lay.prog.expected)
+        for h in range(heads):
+            lay.prog.block(h, q[h], k[h], v[h])
+            lay.prog.commit(h, t)
+        lay.flush()
+        want = len(lay.prog.expected)
+        start = bench.cycle
+        await bench.run_until(lambda: lay.source.done and len(lay.sink.received) == want,
+                              max_cycles=50 * heads * t * (lay.cfg.d * lay.cfg.groups + 64) + 200)
+        report["cycles_by_layer"][layer] += bench.cycle - start
+        got = lay.sink.received[before:want]
+        for n, (g, e) in enumerate(zip(got, lay.prog.expected[before:want])):
+            report["outputs"] += 1
+            if list(g) != list(e):
+                report["mismatches"] += 1
+                if len(report["first_mismatches"]) < 5:
+                    report["first_mismatches"].append({"layer": layer, "head": n // t, "position": report["positions"],
+                                                       "rtl": list(map(int, g)), "golden": list(map(int, e))})
+        return np.asarray(got, dtype=np.int64).reshape(heads, t, lay.cfg.d)
+
+    async def drive(gen):
+        try:
+            req = next(gen)
+            while True:
+                req = gen.send(await answer(*req))
+        except StopIteration as stop:
+            return stop.value
+
+    for prompt in p["prompts"]:
+        for lay in layers:
+            for h in range(lay.cfg.heads):
+                lay.prog.reset(h)
+            lay.flush()
+        seq, out = list(prompt), []
+        for pos in range(len(prompt) + p["tokens"] - 1):
+            logits = await drive(decoder.block([seq[pos]], pos))
+            report["positions"] += 1
+            if pos >= len(prompt) - 1:
+                nxt = int(torch.argmax(logits[-1]))
+                seq.append(nxt)
+                out.append(nxt)
+        report["tokens"].append(out)
+        _report(report)
+    # nothing more may come out
+    for _ in range(200):
+        await bench.step()
+    for n, lay in enumerate(layers):
+        assert len(lay.sink.received) == len(lay.prog.expected), \
+            f"layer {n}: {len(lay.sink.received)} outputs, expected {len(lay.prog.expected)}"
+    _report(report)
+    assert report["mismatches"] == 0, f"{report['mismatches']} RTL outputs differ from the golden model: " \
+                                      f"{report['first_mismatches']}"
