@@ -54,7 +54,7 @@ def _model(corpus, cache: Path, model_kw: dict, tc):
 
     cfg = LMConfig(**model_kw)
     model = None
-    if cache.exists():
+    if cache is not None and cache.exists():
         model, ck = load_checkpoint(cache)
         if ck["config"] != cfg.to_dict() or ck.get("train_config") != tc.__dict__ or ck["step"] != tc.steps:
             model = None
@@ -62,7 +62,7 @@ def _model(corpus, cache: Path, model_kw: dict, tc):
         model, _ = train_lm(cfg, corpus, tc, checkpoint=cache, progress=False)
     model.eval()
     ev = evaluate(model, corpus, tc.block, tc.eval_windows)
-    return model, {"model": cfg.to_dict(), "params": model.n_params(), "checkpoint": str(cache),
+    return model, {"model": cfg.to_dict(), "params": model.n_params(), "checkpoint": cache and str(cache),
                    "held_out_ppl": round(ev["ppl"], 3)}
 
 
@@ -91,7 +91,7 @@ def run(out_dir: Path, *, quick: bool = False, command: str = "attnforge bench")
             n_prompts, prompt_len, n_new, repeats = 6, 64, 128, 3
             configs = [(d, k, t) for t in (0.0, 0.8) for d, k in (("ngram", 4), ("ngram", 8), ("model", 2),
                                                                    ("model", 4))]
-        cache = Path("build/bench/speculative") / ("quick" if quick else "full")
+        cache = None if quick else Path("build/bench/speculative")  # quick: seconds to train, nothing kept
         prompts = held_out_prompts(corpus, n_prompts, prompt_len)
         result = {
             "format": "attnforge.bench/1", "benchmark": "speculative", "command": command,
@@ -108,10 +108,10 @@ def run(out_dir: Path, *, quick: bool = False, command: str = "attnforge bench")
         path = out_dir / "speculative.json"
         with tqdm(total=2 + len(configs) * n_prompts, desc="speculative", unit="step") as bar:
             bar.set_postfix_str("train target")
-            target, result["target"] = _model(corpus, cache / "target.pt", target_kw, tc)
+            target, result["target"] = _model(corpus, cache and cache / "target.pt", target_kw, tc)
             bar.update()
             bar.set_postfix_str("train draft")
-            draft, result["draft"] = _model(corpus, cache / "draft.pt", draft_kw, tc)
+            draft, result["draft"] = _model(corpus, cache and cache / "draft.pt", draft_kw, tc)
             bar.update()
             for kind, k, temp in configs:
                 runs = []
