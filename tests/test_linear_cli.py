@@ -73,6 +73,7 @@ def test_speculative_benchmark_quick(tmp_path):
         assert row["identical"] is True
         assert row["sequential_tokens_per_second"] > 0 and row["speculative_tokens_per_second"] > 0
         assert all(len(r["accepted_per_verify"]) == r["verifies"] for r in row["runs"])
+    assert result["call_costs"]["relative_to_target_step"]["target_step"] == 1.0
 
 
 def test_linearize_command(tmp_path, capsys):

@@ -15,7 +15,9 @@
   to sequential sampling with the same seed): ``race`` runs sequential and
   speculative decoding interleaved in this process, ``repeats`` times each (order
   alternating), per prompt; medians per prompt, and the aggregate tokens/s =
-  all tokens / sum of per-prompt median seconds.
+  all tokens / sum of per-prompt median seconds;
+* ``call_costs``: median time of each call a decode is made of (target step,
+  verify of T tokens, commit, draft step, n-gram proposal), round-robin.
 
 One torch thread (the machine is shared; the figures are single-core figures).
 """
@@ -33,7 +35,7 @@ from tqdm import tqdm
 
 from attnforge.formats.atomic import write_json_atomic
 
-__all__ = ["run", "held_out_prompts"]
+__all__ = ["run", "held_out_prompts", "call_costs"]
 
 
 def held_out_prompts(corpus, n: int, length: int) -> list[list[int]]:
@@ -64,6 +66,38 @@ def _model(corpus, cache: Path, model_kw: dict, tc):
     ev = evaluate(model, corpus, tc.block, tc.eval_windows)
     return model, {"model": cfg.to_dict(), "params": model.n_params(), "checkpoint": cache and str(cache),
                    "held_out_ppl": round(ev["ppl"], 3)}
+
+
+@torch.no_grad()
+def call_costs(target, draft, prompt: list[int], reps: int) -> dict:
+    """Median microseconds of the calls a decode is made of, measured round-robin (``reps`` rounds):
+    the target's step, its verify (``extend``) of T = 1, 3, 5, 9 tokens, the commit of 5, the draft
+    model's step and the n-gram draft's proposal of 8."""
+    import time
+
+    from attnforge.algo.linear.speculative import NGramDraft
+
+    t_state, _ = target.prefill(torch.tensor([prompt]))
+    d_state, _ = draft.prefill(torch.tensor([prompt]))
+    tok = torch.tensor([prompt[-1]])
+    blocks = {t: torch.tensor([prompt[-t:]]) for t in (1, 3, 5, 9)}
+    _, cache5 = target.extend(t_state, blocks[5])
+    ngram = NGramDraft(3)
+    ngram.start(prompt)
+    calls = {"target_step": lambda: target.step(t_state, tok),
+             **{f"target_verify_T{t}": (lambda b=b: target.extend(t_state, b)) for t, b in blocks.items()},
+             "target_commit_5": lambda: target.commit(t_state, cache5, 5),
+             "draft_model_step": lambda: draft.step(d_state, tok),
+             "draft_ngram_propose_8": lambda: ngram.propose(prompt, 8)}
+    times = {name: [] for name in calls}
+    for _ in range(reps):
+        for name, f in calls.items():
+            t0 = time.perf_counter()
+            f()
+            times[name].append(time.perf_counter() - t0)
+    us = {name: round(statistics.median(v) * 1e6, 1) for name, v in times.items()}
+    return {"microseconds": us, "relative_to_target_step": {n: round(v / us["target_step"], 3) for n, v in us.items()},
+            "reps": reps}
 
 
 def run(out_dir: Path, *, quick: bool = False, command: str = "attnforge bench") -> Path:
@@ -113,6 +147,7 @@ def run(out_dir: Path, *, quick: bool = False, command: str = "attnforge bench")
             bar.set_postfix_str("train draft")
             draft, result["draft"] = _model(corpus, cache and cache / "draft.pt", draft_kw, tc)
             bar.update()
+            result["call_costs"] = call_costs(target, draft, prompts[0], 20 if quick else 300)
             for kind, k, temp in configs:
                 runs = []
                 for i, prompt in enumerate(prompts):
@@ -147,6 +182,7 @@ def run(out_dir: Path, *, quick: bool = False, command: str = "attnforge bench")
     finally:
         torch.set_num_threads(threads)
     print(f"wrote {path}")
+    print("  call costs, relative to a target step:", result["call_costs"]["relative_to_target_step"])
     for r in result["rows"]:
         print(f"  {r['draft']:5} k={r['k']} {r['mode']:6}: {r['sequential_tokens_per_second']} -> "
               f"{r['speculative_tokens_per_second']} tok/s ({r['speedup']}x; per prompt {r['speedup_per_prompt']}), "
