@@ -31,6 +31,14 @@ def test_train_eval_generate_speculate(tmp_path, capsys):
                  "--json", str(tmp_path / "s.json")]) == 0
     report = json.loads((tmp_path / "s.json").read_text())
     assert report["identical_to_greedy"] is True and report["verifies"] >= 1
+    assert report["draft"] == "model" and len(report["accepted_per_verify"]) == report["verifies"]
+    for extra in ([], ["--temperature", "0.8"]):  # the n-gram draft, greedy and Gumbel sampling
+        assert main(["linear", "speculate", str(target), "--draft", "ngram", "--k", "4", "--tokens", "24",
+                     "--prompt", "abcabcabc", "--repeats", "2", *extra, "--json", str(tmp_path / "n.json")]) == 0
+        report = json.loads((tmp_path / "n.json").read_text())
+        assert report["draft"] == "ngram" and report["identical"] is True
+        assert report["sequential_tokens_per_second"] > 0 and report["speculative_tokens_per_second"] > 0
+        assert report["mode"] == ("gumbel" if extra else "greedy")
 
 
 def test_bad_inputs_are_named(tmp_path, capsys):
@@ -39,6 +47,33 @@ def test_bad_inputs_are_named(tmp_path, capsys):
     assert main(["linear", "train", "--steps", "0", *SMALL, "-o", str(tmp_path / "x.pt")]) == 2
     assert "steps must be a positive integer, not 0" in capsys.readouterr().err
     assert not (tmp_path / "x.pt").exists()
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--k", "0"], "--k must be >= 1, not 0"),
+    (["--ngram", "0"], "--ngram must be >= 1, not 0"),
+    (["--draft", "model"], "--draft model needs a draft checkpoint"),
+    (["--temperature", "0.5", "--sampling", "topk"], "--sampling must be one of 'gumbel', 'rejection', not 'topk'"),
+])
+def test_speculate_bad_options_are_named(tmp_path, capsys, args, message):
+    # Refused before any checkpoint is read (the target does not exist).
+    assert main(["linear", "speculate", str(tmp_path / "none.pt"), *args]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_speculative_benchmark_quick(tmp_path):
+    from attnforge.benchmarks import run_benchmarks
+
+    [path] = run_benchmarks(tmp_path, ["speculative"], quick=True, command="pytest")
+    result = json.loads(path.read_text())
+    assert result["format"] == "attnforge.bench/1" and result["benchmark"] == "speculative"
+    assert {(r["draft"], r["mode"]) for r in result["rows"]} == {("ngram", "greedy"), ("model", "greedy"),
+                                                                  ("ngram", "gumbel")}
+    for row in result["rows"]:
+        assert row["identical"] is True
+        assert row["sequential_tokens_per_second"] > 0 and row["speculative_tokens_per_second"] > 0
+        assert all(len(r["accepted_per_verify"]) == r["verifies"] for r in row["runs"])
+    assert result["call_costs"]["relative_to_target_step"]["target_step"] == 1.0
 
 
 def test_linearize_command(tmp_path, capsys):

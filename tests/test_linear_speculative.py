@@ -1,4 +1,5 @@
-"""Speculative decoding: identical to sequential greedy; commit forgets rejected tokens exactly."""
+"""Speculative decoding: identical to sequential decoding; commit forgets rejected tokens exactly;
+the batched verify equals the per-token recurrent path; the n-gram draft."""
 
 import copy
 
@@ -6,8 +7,10 @@ import pytest
 import torch
 
 from attnforge.algo.linear.model import LinearLM, LMConfig
-from attnforge.algo.linear.speculative import accept_or_resample, greedy_decode, speculative_decode
+from attnforge.algo.linear.speculative import (ModelDraft, NGramDraft, accept_or_resample, greedy_decode,
+                                               sample_decode, sequential_decode, speculative_decode)
 from attnforge.algo.linear.variants import state_tensors
+from attnforge.errors import ConfigError
 
 torch.set_num_threads(1)  # small tensors: threads only contend on the shared cores
 
@@ -110,12 +113,138 @@ def test_rejection_rule_reproduces_target_distribution():
     assert 0.5 * (q - p).abs().sum().item() > 0.3
 
 
-def test_sampling_mode_runs_and_is_seeded():
+def test_rejection_sampling_mode_runs_and_is_seeded():
     target = _lm("elu", True)
-    draft = _noisy_copy(target, 0.3, 2)
-    a, _ = speculative_decode(target, draft, [5, 6], 30, 3, sample=True, generator=torch.Generator().manual_seed(4))
-    b, _ = speculative_decode(target, draft, [5, 6], 30, 3, sample=True, generator=torch.Generator().manual_seed(4))
-    assert a == b and len(a) == 30
+    for draft in (_noisy_copy(target, 0.3, 2), NGramDraft(2)):
+        runs = [speculative_decode(target, draft, [5, 6, 5, 6], 30, 3, sample=True, sampling="rejection",
+                                   generator=torch.Generator().manual_seed(4))[0] for _ in range(2)]
+        assert runs[0] == runs[1] and len(runs[0]) == 30
+
+
+def test_rejection_rule_with_a_one_hot_draft_reproduces_target_distribution():
+    # The n-gram draft proposes one token for sure (q one-hot): accept it with probability p(x), else
+    # draw from p without x. The emitted token must still be distributed as p.
+    p = torch.tensor([0.5, 0.2, 0.15, 0.1, 0.05], dtype=torch.float64)
+    g = torch.Generator().manual_seed(1)
+    counts = torch.zeros(5, dtype=torch.float64)
+    n = 8000
+    for _ in range(n):
+        counts[accept_or_resample(p, torch.eye(5, dtype=torch.float64)[3], 3, g)[1]] += 1
+    tv = 0.5 * (counts / n - p).abs().sum().item()
+    assert tv < 0.025, f"total variation {tv:.4f}"  # the one-hot draft itself is at 0.9
+
+
+# ---------------------------------------------------------------------------- batched verify
+
+VERIFY_CASES = [("relu", True), ("elu", True), ("transnormer", True), ("relu", False)]
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-10), (torch.float32, 2e-5)], ids=["f64", "f32"])
+@pytest.mark.parametrize("attention,augment", VERIFY_CASES, ids=[a + ("+aug" if g else "") for a, g in VERIFY_CASES])
+def test_batched_verify_equals_per_token_steps(attention, augment, dtype, tol):
+    # One extend over T tokens (and one batched commit) against T recurrent steps, value for value up to
+    # `tol` relative to the largest logit: 1e-10 in float64, 2e-5 in float32. The augmented models
+    # (chunk 4, conv 3) cross chunk boundaries, so the chunk-local softmax, the fold of a finished chunk
+    # into the global state and the conv history all take part.
+    model = _lm(attention, augment).to(dtype)
+    g = torch.Generator().manual_seed(7)
+    with torch.no_grad():
+        for n_prompt, t in ((3, 6), (7, 5), (8, 9), (1, 1)):
+            state, _ = model.prefill(torch.randint(256, (1, n_prompt), generator=g))
+            tokens = torch.randint(256, (1, t), generator=g)
+            logits, cache = model.extend(state, tokens)
+            seq, rows = state, []
+            for i, tok in enumerate(tokens[0].tolist()):
+                row, seq = model.step(seq, torch.tensor([tok]))
+                rows.append(row[0])
+                committed = state_tensors(model.commit(state, cache, i + 1))
+                stepped = state_tensors(seq)
+                assert committed.keys() == stepped.keys()
+                for key in committed:
+                    scale = max(1.0, stepped[key].abs().max().item())
+                    err = (committed[key].to(torch.float64) - stepped[key].to(torch.float64)).abs().max().item()
+                    assert err <= tol * scale, f"state {key} after {i + 1} tokens: error {err:.3g}"
+            ref = torch.stack(rows)
+            err = (logits[0] - ref).abs().max().item() / ref.abs().max().item()
+            assert err <= tol, f"prompt {n_prompt}, T={t}: relative logit error {err:.3g}"
+
+
+# ---------------------------------------------------------------------------- drafts and identity
+
+def _prompts(n, seed=3):
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(n):
+        unit = torch.randint(256, (int(torch.randint(1, 5, (1,), generator=g)),), generator=g).tolist()
+        out.append(unit * 3 + torch.randint(256, (2,), generator=g).tolist())  # something to look up
+    return out
+
+
+@pytest.mark.parametrize("attention,augment", [("relu", True), ("softmax", False)], ids=["relu+aug", "softmax"])
+def test_greedy_identical_to_sequential_with_both_drafts(attention, augment):
+    target = _lm(attention, augment)
+    drafts = {"ngram": NGramDraft(3), "model": ModelDraft(_noisy_copy(target, 0.05, 1))}
+    accepted = {name: [] for name in drafts}
+    for prompt in _prompts(4):
+        ref = sequential_decode(target, prompt, 40)
+        assert ref == greedy_decode(target, prompt, 40)  # prefill vs stepped prompt: same tokens here
+        for name, draft in drafts.items():
+            for k in (1, 4):
+                out, stats = speculative_decode(target, draft, prompt, 40, k)
+                assert out == ref, f"{name} draft, k={k}: speculative output differs from sequential greedy"
+                accepted[name] += stats.accepted_per_verify
+    for name, acc in accepted.items():  # both accepting and rejecting verifies were exercised
+        assert 0 in acc and max(acc) >= 2, f"{name}: accepted per verify {sorted(set(acc))}"
+
+
+def test_gumbel_sampling_identical_to_sequential_sampling_with_both_drafts():
+    target = _lm("elu", True)
+    drafts = [NGramDraft(3), ModelDraft(_noisy_copy(target, 0.05, 1))]
+    for seed, prompt in enumerate(_prompts(3, seed=5)):
+        ref = sequential_decode(target, prompt, 36, temperature=0.9, seed=seed)
+        assert ref == sample_decode(target, prompt, 36, 0.9, seed)
+        assert ref != sequential_decode(target, prompt, 36), "sampling must differ from greedy here"
+        for draft in drafts:
+            out, _ = speculative_decode(target, draft, prompt, 36, 3, sample=True, temperature=0.9, seed=seed)
+            assert out == ref, f"seed {seed}, {draft.name} draft: sampled output differs from sequential sampling"
+    other = sequential_decode(target, _prompts(1, seed=5)[0], 36, temperature=0.9, seed=99)
+    assert other != sequential_decode(target, _prompts(1, seed=5)[0], 36, temperature=0.9, seed=0)
+
+
+def _ngram(ctx, k, **kw):
+    d = NGramDraft(**kw)
+    d.start(ctx)
+    return d.propose(list(ctx), k)[0]
+
+
+def test_ngram_draft_proposes_the_continuation_of_a_repeated_pattern():
+    assert _ngram([1, 2, 3, 4, 5, 1, 2, 3], 4) == [4, 5, 1, 2]
+    # A repeat of period 2 is continued beyond the end of the context (copied as it is produced).
+    assert _ngram([7, 8, 7, 8, 7], 5) == [8, 7, 8, 7, 8]
+    # The longest suffix that occurred before wins: (1, 2) was followed by 9, the later (2,) by 8.
+    assert _ngram([1, 2, 9, 5, 2, 8, 1, 2], 2, max_n=2) == [9, 5]
+    assert _ngram([1, 2, 9, 5, 2, 8, 1, 2], 2, max_n=1) == [8, 1]
+    # Nothing seen before: no proposal.
+    assert _ngram([1, 2, 3, 4], 3) == []
+    # Incremental index: proposals track the context as it grows.
+    d = NGramDraft(2)
+    d.start([5, 6])
+    assert d.propose([5, 6, 7], 2)[0] == []
+    assert d.propose([5, 6, 7, 5, 6], 3)[0] == [7, 5, 6]
+
+
+def test_bad_draft_options_are_refused():
+    with pytest.raises(ConfigError, match=r"n-gram size \(max_n\) must be >= 1, not 0"):
+        NGramDraft(0)
+    with pytest.raises(ConfigError, match=r"min_n .* must be in \[1, 2\], not 3"):
+        NGramDraft(2, min_n=3)
+    target = _lm("elu", False)
+    with pytest.raises(ConfigError, match="k .* must be a positive integer, not -1"):
+        speculative_decode(target, NGramDraft(), [1, 2], 5, -1)
+    with pytest.raises(ConfigError, match="sampling must be one of 'gumbel', 'rejection', not 'topk'"):
+        speculative_decode(target, NGramDraft(), [1, 2], 5, 2, sample=True, sampling="topk")
+    with pytest.raises(TypeError, match="draft must be a LinearLM, ModelDraft or NGramDraft, not str"):
+        speculative_decode(target, "ngram", [1, 2], 5, 2)
 
 
 def test_bad_k_and_lengths_are_refused():

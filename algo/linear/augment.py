@@ -61,7 +61,10 @@ class CausalDepthwiseConv(nn.Module):
         """Outputs for ``v``; ``past`` ``[B, H, K-1, D]`` are the values before it (zeros if None)."""
         b, h, t, d = v.shape
         if past is not None:
-            v = torch.cat([past, v], dim=2)
+            # A few new tokens after a history (the verify pass): K multiply-adds per output as one
+            # windowed product; cheaper than conv1d's setup for T of a few tokens.
+            win = torch.cat([past, v], dim=2).unfold(2, self.kernel_size, 1)  # [B, H, T, D, K], oldest first
+            return (win * self.weight.flip(-1).to(v.dtype)[:, None]).sum(-1)
         x = v.permute(0, 1, 3, 2).reshape(b, h * d, v.shape[2])
         if past is None:
             x = F.pad(x, (self.kernel_size - 1, 0))  # past only
@@ -163,6 +166,28 @@ class AugmentedAttention(AttentionCore):
         new["base"] = base
         if self.conv is not None:
             new["hist"] = self.conv.push(state["hist"], v)
+        return new
+
+    def advance(self, state, k, v):
+        # Batched commit of T tokens: the same state as T absorbs. Of the buffered chunk plus the new
+        # tokens, all complete chunks but the newest token's own join the global state in one call.
+        t = k.shape[-2]
+        if t == 0:
+            return state
+        new = {"n": state["n"] + t}
+        base = state["base"]
+        if self.chunk:
+            kb, vb = torch.cat([state["kb"], k], 2), torch.cat([state["vb"], v], 2)
+            total = kb.shape[2]
+            fold = self.chunk * ((total - 1) // self.chunk)  # the buffer keeps 1..chunk tokens, as absorb does
+            if fold:
+                base = self.base.advance(base, kb[:, :, :fold], vb[:, :, :fold])
+            new["kb"], new["vb"] = kb[:, :, fold:], vb[:, :, fold:]
+        else:
+            base = self.base.advance(base, k, v)
+        new["base"] = base
+        if self.conv is not None:
+            new["hist"] = torch.cat([state["hist"], v], 2)[:, :, -self.conv.kernel_size:]
         return new
 
     def query(self, state, q, pos):

@@ -283,6 +283,24 @@ class KernelAttention(AttentionCore):
             num, den = num * factor.unsqueeze(-1), den * factor
         return num, den
 
+    def advance(self, state, k, v):
+        # Batched commit: S <- lam^T S + sum_j lam^(T-1-j) phi(k_j) v_j^T (z likewise), one call for T tokens.
+        n, t = state["n"], k.shape[-2]
+        if t == 0:
+            return state
+        self._check_pos(n + t - 1)
+        fk = self.feat_k(k, torch.arange(n, n + t, device=k.device))
+        s, z = state["S"], state["z"]
+        lam = self.decay()
+        if lam is not None:
+            lam = lam.to(s.dtype)
+            w = lam[:, None] ** torch.arange(t - 1, -1, -1, device=k.device, dtype=s.dtype)  # [H, T]
+            s, z = s * (lam ** t)[:, None, None], z * (lam ** t)[:, None]  # (S = 0 when n = 0)
+            fkw = fk * w[None, :, :, None]
+        else:
+            fkw = fk
+        return {"S": s + fkw.transpose(-1, -2) @ v, "z": z + fkw.sum(-2), "n": n + t}
+
     def query(self, state, q, pos):
         self._check_pos(pos)
         p = torch.tensor([pos], device=q.device)

@@ -19,6 +19,7 @@ BENCHMARKS = {
     "tickets": "attnforge.benchmarks.tickets:run",
     "vitcod_hw": "attnforge.benchmarks.vitcod_hw:run",
     "linear_hw": "attnforge.benchmarks.linear_hw:run",
+    "speculative": "attnforge.benchmarks.speculative:run",
 }
 
 

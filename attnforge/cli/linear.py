@@ -5,6 +5,7 @@
     attnforge linear generate build/linear/elu_aug.pt --prompt "def " --tokens 80
     attnforge linear generate build/flow/linear/lm.pt --rtl --tokens 128 --json build/cosim.json   # attention on RTL
     attnforge linear speculate build/linear/elu_aug.pt build/linear/draft.pt --k 4 --prompt "import "
+    attnforge linear speculate build/linear/elu_aug.pt --draft ngram --k 8 --prompt "import "
     attnforge linear linearize path/to/gpt2 --steps 200 -o build/linear/gpt2_lin
     attnforge linear sim --tokens 500 [--verify T] [--tensors FILE]     # the decode datapath's RTL
     attnforge linear export build/linear/relu_aug.pt --layer 0 --head 0 -o head.npz   # a head for --tensors
@@ -109,25 +110,47 @@ def _generate_rtl(args) -> int:
 
 
 def cmd_speculate(args) -> int:
-    import torch
-
-    from attnforge.algo.linear.speculative import greedy_decode, speculative_decode
+    from attnforge.algo.linear.speculative import SAMPLING, make_draft, race
     from attnforge.algo.linear.train import load_checkpoint
+    from attnforge.errors import ConfigError, check_choice, check_int
 
+    # Options first, before any checkpoint is read.
+    check_int("--k", args.k, 1)
+    check_int("--ngram", args.ngram, 1)
+    check_int("--repeats", args.repeats, 1)
+    check_int("--tokens", args.tokens, 1)
+    check_choice("--sampling", args.sampling, SAMPLING)
+    kind = args.draft_kind or ("model" if args.draft else "ngram")
+    if kind == "model" and not args.draft:
+        raise ConfigError("--draft model needs a draft checkpoint (the second positional argument)")
+    if kind == "ngram" and args.draft:
+        raise ConfigError(f"--draft ngram takes no draft checkpoint, got {args.draft!r}")
     _threads(args)
     target, _ = load_checkpoint(args.target)
-    draft, _ = load_checkpoint(args.draft)
+    target.eval()
+    model = None
+    if kind == "model":
+        model, _ = load_checkpoint(args.draft)
+        model.eval()
+    draft = make_draft(kind, model, ngram=args.ngram)
     prompt = _prompt_bytes(args.prompt)
-    out, st = speculative_decode(target, draft, prompt, args.tokens, args.k, sample=args.temperature > 0,
-                                 temperature=max(args.temperature, 1e-6),
-                                 generator=torch.Generator().manual_seed(args.seed))
-    report = {"k": args.k, "verifies": st.verifies, "mean_accepted_per_verify": round(st.mean_accepted, 3),
-              "tokens_per_second": round(args.tokens / st.seconds, 1),
-              "text": bytes(prompt + out).decode("utf-8", "replace")}
-    if args.temperature <= 0:
-        report["identical_to_greedy"] = out == greedy_decode(target, prompt, args.tokens)
+    r = race(target, draft, prompt, args.tokens, args.k, temperature=args.temperature, sampling=args.sampling,
+             seed=args.seed, repeats=args.repeats)
+    mode = "greedy" if args.temperature <= 0 else args.sampling
+    report = {"draft": kind, "k": args.k, "mode": mode, "temperature": args.temperature, "seed": args.seed,
+              "ngram": args.ngram if kind == "ngram" else None, "tokens": args.tokens, "repeats": args.repeats,
+              "sequential_tokens_per_second": round(r["sequential_tokens_per_second"], 1),
+              "speculative_tokens_per_second": round(r["speculative_tokens_per_second"], 1),
+              "tokens_per_second": round(r["speculative_tokens_per_second"], 1),
+              "speedup": round(r["speedup"], 3),
+              "verifies": r["verifies"], "accepted_per_verify": r["accepted_per_verify"],
+              "mean_accepted_per_verify": round(r["mean_accepted_per_verify"], 3),
+              "identical": r["identical"],
+              "text": bytes(prompt + r["tokens"]).decode("utf-8", "replace")}
+    if mode == "greedy":
+        report["identical_to_greedy"] = r["identical"]
     print_json(report, args.json)
-    return 0 if report.get("identical_to_greedy", True) else 1
+    return 1 if report["identical"] is False else 0
 
 
 def cmd_export(args) -> int:
@@ -254,10 +277,20 @@ def register(subparsers) -> None:
     p.set_defaults(func=cmd_generate)
 
     p = g.add_parser("speculate", help="speculative decoding: draft proposes k, target verifies in one pass",
-                     description="Greedy (temperature 0, checked identical to sequential greedy decoding; exit "
-                                 "status 1 if not) or rejection sampling. Prints accepted tokens per verify.")
+                     description="Sequential and speculative decoding of TARGET, interleaved --repeats times "
+                                 "(medians). Draft: prompt lookup over the context (--draft ngram, the default "
+                                 "without DRAFT) or the DRAFT checkpoint (--draft model). Greedy (temperature 0) "
+                                 "or sampling: gumbel (token-identical to `linear generate` with the same seed) "
+                                 "or rejection (equal in distribution only). Reports tokens/s of both, accepted "
+                                 "tokens per verify and whether the outputs are identical (exit status 1 if not).")
     p.add_argument("target")
-    p.add_argument("draft")
+    p.add_argument("draft", nargs="?", help="draft checkpoint (for --draft model)")
+    p.add_argument("--draft", dest="draft_kind", choices=["ngram", "model"], default=None,
+                   help="draft kind [model if a DRAFT checkpoint is given, else ngram]")
+    p.add_argument("--ngram", type=int, default=3, help="n-gram draft: longest n-gram looked up [3]")
+    p.add_argument("--sampling", default="gumbel", help="sampling rule when temperature > 0: gumbel|rejection "
+                                                         "[gumbel]")
+    p.add_argument("--repeats", type=int, default=3, help="interleaved runs of each, medians reported [3]")
     p.add_argument("--k", type=int, default=4, help="draft tokens per verify [4]")
     p.add_argument("--prompt", default="def ", help='prompt text ["def "]')
     p.add_argument("--tokens", type=int, default=64, help="bytes to generate [64]")

@@ -1,0 +1,201 @@
+"""Speculative decoding against sequential decoding of the same target, tokens/s, on this CPU.
+
+``attnforge bench speculative`` (-> ``bench/results/speculative.json``):
+
+* trains its own models (no network, no checkpoint needed; cached under
+  ``build/bench/speculative/`` and reused when the configuration matches): the
+  target is relu+aug (2 layers, d = 128, 4 heads, context 256, chunk 16, conv 4),
+  the neural draft plain relu (1 layer, d = 64, 2 heads), both on the stdlib
+  corpus with the same short budget;
+* prompts: ``n_prompts`` windows of ``prompt_len`` bytes of the **held-out** text
+  (evenly spaced offsets, each moved to the start of the next line), ``n_new``
+  bytes generated after each;
+* for each draft (``ngram``: prompt lookup; ``model``: the neural draft), each k
+  and each mode (greedy; Gumbel sampling at T = 0.8, whose output is token-identical
+  to sequential sampling with the same seed): ``race`` runs sequential and
+  speculative decoding interleaved in this process, ``repeats`` times each (order
+  alternating), per prompt; medians per prompt, and the aggregate tokens/s =
+  all tokens / sum of per-prompt median seconds;
+* ``call_costs``: median time of each call a decode is made of (target step,
+  verify of T tokens, commit, draft step, n-gram proposal), round-robin.
+
+One torch thread (the machine is shared; the figures are single-core figures).
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import statistics
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from attnforge.formats.atomic import write_json_atomic
+
+__all__ = ["run", "held_out_prompts", "call_costs"]
+
+
+def held_out_prompts(corpus, n: int, length: int) -> list[list[int]]:
+    """``n`` windows of ``length`` bytes of the held-out text, evenly spaced, each starting a line."""
+    val = corpus.val
+    out = []
+    for i in range(n):
+        off = i * (len(val) - 4 * length) // n
+        nl = (val[off:off + 2 * length] == ord("\n")).nonzero()
+        off = off + int(nl[0]) + 1 if len(nl) else off
+        out.append(val[off:off + length].tolist())
+    return out
+
+
+def _model(corpus, cache: Path, model_kw: dict, tc):
+    from attnforge.algo.linear.model import LMConfig
+    from attnforge.algo.linear.train import evaluate, load_checkpoint, train_lm
+
+    cfg = LMConfig(**model_kw)
+    model = None
+    if cache is not None and cache.exists():
+        model, ck = load_checkpoint(cache)
+        if ck["config"] != cfg.to_dict() or ck.get("train_config") != tc.__dict__ or ck["step"] != tc.steps:
+            model = None
+    if model is None:
+        model, _ = train_lm(cfg, corpus, tc, checkpoint=cache, progress=False)
+    model.eval()
+    ev = evaluate(model, corpus, tc.block, tc.eval_windows)
+    return model, {"model": cfg.to_dict(), "params": model.n_params(), "checkpoint": cache and str(cache),
+                   "held_out_ppl": round(ev["ppl"], 3)}
+
+
+@torch.no_grad()
+def call_costs(target, draft, prompt: list[int], reps: int) -> dict:
+    """Median microseconds of the calls a decode is made of, measured round-robin (``reps`` rounds):
+    the target's step, its verify (``extend``) of T = 1, 3, 5, 9 tokens, the commit of 5, the draft
+    model's step and the n-gram draft's proposal of 8."""
+    import time
+
+    from attnforge.algo.linear.speculative import NGramDraft
+
+    t_state, _ = target.prefill(torch.tensor([prompt]))
+    d_state, _ = draft.prefill(torch.tensor([prompt]))
+    tok = torch.tensor([prompt[-1]])
+    blocks = {t: torch.tensor([prompt[-t:]]) for t in (1, 3, 5, 9)}
+    _, cache5 = target.extend(t_state, blocks[5])
+    ngram = NGramDraft(3)
+    ngram.start(prompt)
+    calls = {"target_step": lambda: target.step(t_state, tok),
+             **{f"target_verify_T{t}": (lambda b=b: target.extend(t_state, b)) for t, b in blocks.items()},
+             "target_commit_5": lambda: target.commit(t_state, cache5, 5),
+             "draft_model_step": lambda: draft.step(d_state, tok),
+             "draft_ngram_propose_8": lambda: ngram.propose(prompt, 8)}
+    times = {name: [] for name in calls}
+    for _ in range(reps):
+        for name, f in calls.items():
+            t0 = time.perf_counter()
+            f()
+            times[name].append(time.perf_counter() - t0)
+    us = {name: round(statistics.median(v) * 1e6, 1) for name, v in times.items()}
+    return {"microseconds": us, "relative_to_target_step": {n: round(v / us["target_step"], 3) for n, v in us.items()},
+            "reps": reps}
+
+
+def run(out_dir: Path, *, quick: bool = False, command: str = "attnforge bench") -> Path:
+    from attnforge.algo.linear.data import load_corpus
+    from attnforge.algo.linear.speculative import ModelDraft, NGramDraft, race
+    from attnforge.algo.linear.train import TrainConfig
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        if quick:
+            corpus = load_corpus(200_000, 20_000)
+            tc = TrainConfig(steps=4, batch_size=4, block=64, warmup=2, eval_windows=4)
+            target_kw = dict(attention="relu", augment=True, n_layer=1, n_head=2, d_model=32, block_size=64,
+                             chunk=8, conv_kernel=3)
+            draft_kw = dict(attention="relu", n_layer=1, n_head=2, d_model=16, block_size=64)
+            n_prompts, prompt_len, n_new, repeats = 2, 24, 16, 1
+            configs = [("ngram", 4, 0.0), ("model", 2, 0.0), ("ngram", 4, 0.8)]
+        else:
+            corpus = load_corpus()
+            tc = TrainConfig(steps=300, batch_size=16, block=128, eval_windows=64)
+            target_kw = dict(attention="relu", augment=True, n_layer=2, n_head=4, d_model=128, block_size=256,
+                             chunk=16, conv_kernel=4)
+            draft_kw = dict(attention="relu", n_layer=1, n_head=2, d_model=64, block_size=256)
+            n_prompts, prompt_len, n_new, repeats = 6, 64, 128, 3
+            configs = [(d, k, t) for t in (0.0, 0.8) for d, k in (("ngram", 4), ("ngram", 8), ("model", 2),
+                                                                   ("model", 4))]
+        cache = None if quick else Path("build/bench/speculative")  # quick: seconds to train, nothing kept
+        prompts = held_out_prompts(corpus, n_prompts, prompt_len)
+        result = {
+            "format": "attnforge.bench/1", "benchmark": "speculative", "command": command,
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "host": {"machine": platform.machine(), "cpus": os.cpu_count(), "torch_threads": 1,
+                     "python": platform.python_version(), "torch": torch.__version__},
+            "quick": quick, "corpus": corpus.meta, "train": tc.__dict__,
+            "workload": {"prompts": "held-out windows, see held_out_prompts", "n_prompts": n_prompts,
+                         "prompt_len": prompt_len, "n_new": n_new, "repeats": repeats, "seed": 0,
+                         "prompt_text": [bytes(p).decode("utf-8", "replace") for p in prompts]},
+            "rows": [],
+        }
+        out_dir = Path(out_dir)
+        path = out_dir / "speculative.json"
+        with tqdm(total=2 + len(configs) * n_prompts, desc="speculative", unit="step") as bar:
+            bar.set_postfix_str("train target")
+            target, result["target"] = _model(corpus, cache and cache / "target.pt", target_kw, tc)
+            bar.update()
+            bar.set_postfix_str("train draft")
+            draft, result["draft"] = _model(corpus, cache and cache / "draft.pt", draft_kw, tc)
+            bar.update()
+            result["call_costs"] = call_costs(target, draft, prompts[0], 20 if quick else 300)
+            for kind, k, temp in configs:
+                runs = []
+                for i, prompt in enumerate(prompts):
+                    bar.set_postfix_str(f"{kind} k={k} T={temp} prompt {i}")
+                    d = NGramDraft(3) if kind == "ngram" else ModelDraft(draft)
+                    r = race(target, d, prompt, n_new, k, temperature=temp, seed=i, repeats=repeats)
+                    runs.append({key: r[key] for key in (
+                        "identical", "sequential_seconds", "speculative_seconds", "sequential_tokens_per_second",
+                        "speculative_tokens_per_second", "speedup", "verifies", "accepted_per_verify",
+                        "mean_accepted_per_verify", "tokens_per_verify")}
+                        | {"text": bytes(r["tokens"]).decode("utf-8", "replace")})
+                    bar.update()
+                seq = sum(statistics.median(r["sequential_seconds"]) for r in runs)
+                spec = sum(statistics.median(r["speculative_seconds"]) for r in runs)
+                tokens = n_new * len(runs)
+                result["rows"].append({
+                    "draft": kind, "k": k, "temperature": temp, "mode": "greedy" if temp <= 0 else "gumbel",
+                    "sequential_tokens_per_second": round(tokens / seq, 1),
+                    "speculative_tokens_per_second": round(tokens / spec, 1),
+                    "speedup": round(seq / spec, 3),
+                    "speedup_per_prompt": [round(r["speedup"], 3) for r in runs],
+                    "median_speedup_over_prompts": round(statistics.median(r["speedup"] for r in runs), 3),
+                    "mean_accepted_per_verify": round(sum(sum(r["accepted_per_verify"]) for r in runs)
+                                                      / sum(r["verifies"] for r in runs), 3),
+                    "identical": all(r["identical"] for r in runs), "runs": runs})
+                out_dir.mkdir(parents=True, exist_ok=True)
+                write_json_atomic(path, result)  # partial results survive an interruption
+        result["best_speedup"] = {kind: max((r["speedup"] for r in result["rows"] if r["draft"] == kind), default=None)
+                                  for kind in ("ngram", "model")}
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(path, result)
+    finally:
+        torch.set_num_threads(threads)
+    print(f"wrote {path}")
+    print("  call costs, relative to a target step:", result["call_costs"]["relative_to_target_step"])
+    for r in result["rows"]:
+        print(f"  {r['draft']:5} k={r['k']} {r['mode']:6}: {r['sequential_tokens_per_second']} -> "
+              f"{r['speculative_tokens_per_second']} tok/s ({r['speedup']}x; per prompt {r['speedup_per_prompt']}), "
+              f"{r['mean_accepted_per_verify']} accepted/verify, identical {r['identical']}")
+    return path
+
+
+if __name__ == "__main__":
+    import argparse
+    import sys
+
+    ap = argparse.ArgumentParser(description="speculative benchmark (also: attnforge bench speculative)")
+    ap.add_argument("-o", "--output", default="bench/results")
+    ap.add_argument("--quick", action="store_true")
+    a = ap.parse_args()
+    run(Path(a.output), quick=a.quick, command=" ".join(["python -m attnforge.benchmarks.speculative", *sys.argv[1:]]))
