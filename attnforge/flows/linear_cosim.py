@@ -58,6 +58,29 @@ def stack_configs(ia, macs: int | None = None) -> list[LinearDecodeConfig]:
     return configs
 
 
+#: Contexts at which the whole model's attention is compared with a softmax KV-cache decoder.
+KV_CONTEXTS = (256, 2048, 8192)
+
+
+def _kv_baseline(configs, per_token):
+    """The whole model's attention per token on a softmax KV-cache decoder with the same multipliers per
+    layer (``hw/linear/cycles.softmax_kv_cycles`` per head, a model), at ``KV_CONTEXTS``, and the context
+    from which the linear datapath (``per_token``, measured on the RTL) needs fewer cycles."""
+    from attnforge.hw.linear.cycles import crossover_context, softmax_kv_cycles
+
+    heads = sum(c.heads for c in configs)
+    out = {"contexts": list(KV_CONTEXTS),
+           "kv_cycles_per_token": [sum(c.heads * softmax_kv_cycles(n, c.d, c.macs) for c in configs)
+                                   for n in KV_CONTEXTS],
+           "model": "softmax_kv_cycles per head (hw/linear/cycles.py), same 2*macs multipliers per layer"}
+    if per_token and len({(c.d, c.macs) for c in configs}) == 1:
+        try:
+            out["crossover_context"] = crossover_context(per_token / heads, configs[0].d, configs[0].macs)
+        except ValueError:
+            out["crossover_context"] = None
+    return out
+
+
 def cosim_generate(checkpoint, prompts: list[bytes], tokens: int, corpus, *, simulator: str | None = None,
                    calib_windows: int = 32, eval_windows: int = 0, seed: int = 0, macs: int | None = None,
                    fmax_mhz: float | None = None, fmax_source: str | None = None,
@@ -118,6 +141,7 @@ def cosim_generate(checkpoint, prompts: list[bytes], tokens: int, corpus, *, sim
     by_layer = [c / positions if positions else None for c in report.get("cycles_by_layer", [])]
     per_token = sum(by_layer) if positions and by_layer else None
     ideal = sum(c.heads * c.d * c.d / c.macs for c in configs)
+    kv = _kv_baseline(configs, per_token)
     out = {
         "format": "attnforge.linear_cosim/1",
         "tokens_identical": bool(rtl_tokens) and rtl_tokens == reference,
@@ -133,6 +157,7 @@ def cosim_generate(checkpoint, prompts: list[bytes], tokens: int, corpus, *, sim
         "attention_cycles_per_token": per_token,
         "cycles_per_token_by_layer": by_layer,
         "ideal_cycles_per_token": ideal,
+        "kv_cache": kv,
         "fmax_mhz": fmax_mhz,
         "fmax_source": fmax_source,
         "tokens_per_second_at_fmax": (fmax_mhz * 1e6 / per_token) if fmax_mhz and per_token else None,
