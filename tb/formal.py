@@ -437,15 +437,17 @@ class LinearOutputHarness(Harness):
         o, half_if, element = dut.o, dut.half, dut.result.element
         self.check_ports(m, {}, {"o": o})
         full, busy = probe(frag, "full"), probe(frag, "busy")
-        staged = data.View(cfg.element_layout, probe(frag, "requant_element"))
+        # the requantizer's pipeline (stages 1..4; the write stage is the last)
+        stages = [data.View(cfg.element_layout, probe(frag, f"requant_element{n}")) for n in range(1, 5)]
+        staged = stages[-1]
         tokens = [probe(frag, f"half{b}_tokens") for b in range(2)]
         half, token = probe(frag, "emit_half"), probe(frag, "emit_token")
         staged_end = staged.valid & staged.emit & staged.pass_end
+        ended = Cat(*(s.valid & s.emit & s.pass_end & (s.out_half == element.out_half) for s in stages)).any()
         m.d.comb += [
             Assume(~half_if.claim | half_if.free),
             # a pass's element goes into the half it claimed, and none follows its pass_end
-            Assume(~(element.valid & element.emit) |
-                   (busy.bit_select(element.out_half, 1) & ~(staged_end & (staged.out_half == element.out_half)))),
+            Assume(~(element.valid & element.emit) | (busy.bit_select(element.out_half, 1) & ~ended)),
             Assume(~(element.valid & element.emit & element.pass_end) |
                    ((element.tokens >= 1) & (element.tokens <= cfg.t_max))),
         ]

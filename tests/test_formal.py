@@ -26,7 +26,7 @@ from attnforge.tb.mutants import DropValidWhileStalled, FlipOutputBit, GlitchWhi
 
 #: k of the k-induction: stream rules + accounting (safety), completion with ready high
 SAFETY_K = {"skid_buffer": 3, "requant_line": 3, "mac_line": 4, "output_stage": 4, "loader": 2, "register_bank": 3,
-            "linear_output": 4}
+            "linear_output": 8}    # the 4-stage requantizer pipeline (was 4 with one stage)
 COMPLETION_K = {"skid_buffer": 4, "requant_line": 4, "mac_line": 6, "output_stage": 6}
 #: bmc depth of the completion check: at least one whole (longest) input plus the latency
 #: (MAC line: a vector of max_length = 4 beats, then 2 cycles; output stage: a row of
@@ -224,4 +224,4 @@ def test_linear_output_mutant_and_default(tmp_path):
     assert result.status == "FAIL" and "assert: o: payload stable while stalled" in result.failed, result.summary()
     for feature_map in ("relu", "relu_norm"):
         _check(prove(LinearOutputHarness(LinearDecodeConfig(feature_map=feature_map)), name=f"linear_{feature_map}",
-                     mode="prove", depth=4, workdir=tmp_path))
+                     mode="prove", depth=SAFETY_K["linear_output"], workdir=tmp_path))

@@ -246,3 +246,29 @@ def test_config_defaults_are_the_formats():
     assert shared <= {f.name for f in dataclasses.fields(LinearDecodeConfig)}
     assert all(getattr(cfg, name) == getattr(fmt, name) for name in shared)
     assert cfg.format == fmt
+
+
+def test_linear_decode_stack_has_one_instance_per_layer_and_checks_its_layers():
+    """LinearDecodeStack (the co-simulation's toplevel): layer n's ports prefixed l<n>__, each layer its own
+    configuration; no layers, too many or a wrong type are refused by name."""
+    from amaranth.back import verilog
+
+    from attnforge.errors import ConfigError
+    from attnforge.hw.linear.stack import MAX_STACK_LAYERS, LinearDecodeStack, LinearStackConfig
+
+    a = LinearDecodeConfig(d=4, macs=4, conv_taps=2, heads=2, t_max=1, max_tokens=16)
+    b = LinearDecodeConfig(d=4, macs=2, conv_taps=1, heads=3, t_max=1, max_tokens=16, feature_map="relu_norm")
+    text = verilog.convert(LinearDecodeStack(LinearStackConfig((a, b))), name="linear_stack")
+    top = text[text.index("module linear_stack("):]
+    top = top[:top.index("endmodule")]
+    for port in ("input [{}:0] l0__i__payload".format(a.input_layout.size - 1), "output [1:0] l0__overflow",
+                 "input [{}:0] l1__i__payload".format(b.input_layout.size - 1), "output [2:0] l1__overflow",
+                 "output [31:0] l1__o__payload"):
+        assert port in top, port
+    assert top.count("linear_stack.layer0 layer0") + top.count("layer0 (") >= 1 and "layer2" not in top
+    with pytest.raises(ConfigError, match="expected 1 to"):
+        LinearStackConfig(())
+    with pytest.raises(ConfigError, match="expected 1 to"):
+        LinearStackConfig((a,) * (MAX_STACK_LAYERS + 1))
+    with pytest.raises(ConfigError, match=r"layers\[1\] is dict"):
+        LinearStackConfig((a, {"d": 4}))

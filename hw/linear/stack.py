@@ -46,7 +46,18 @@ class LinearStackConfig:
 
 
 class LinearDecodeStack(ConfiguredComponent):
-    """``LinearDecode`` instances, one per layer; member ``l<n>`` has the ports of layer n's instance."""
+    """``LinearDecode`` instances, one per layer, one clock and reset.
+
+    Parameters
+    ----------
+    config : LinearStackConfig
+
+    Members
+    -------
+    l<n> : ``Out(wiring.Signature(LinearDecode.signature_of(config.layers[n])))``
+        Layer n's instance: its ``i`` and ``o`` streams, ``overflow``, ``o_last``, ``busy``,
+        ``mac_active`` and ``block_open``, as ``LinearDecode`` documents them.
+    """
 
     config_type = LinearStackConfig
 
