@@ -221,7 +221,7 @@ def run_part(part_id: str, parts_dir=DEFAULT_PARTS_DIR, cfg: StudyConfig = Study
         raise ConfigError(f"--threads must be a positive integer, not {threads!r}")
     torch.set_num_threads(threads)
     t_wall = time.perf_counter()
-    started, load_start = _now(), _loadavg()
+    started, load_start, commit = _now(), _loadavg(), _git_commit()   # the code this part runs
     if corpus is None:
         corpus = load_corpus(cfg.train_bytes, cfg.val_bytes)
     lm_cfg, tc = cfg.lm_config(model_id, seed), cfg.train_config(seed)
@@ -254,7 +254,7 @@ def run_part(part_id: str, parts_dir=DEFAULT_PARTS_DIR, cfg: StudyConfig = Study
         "train_seconds": round(model.train_seconds - eval_seconds[0], 1),
         "eval_seconds": round(eval_seconds[0], 1),
         "train_tokens_per_second": round(cfg.token_budget / max(1e-9, model.train_seconds - eval_seconds[0]), 1),
-        "torch_threads": torch.get_num_threads(), "git_commit": _git_commit(),
+        "torch_threads": torch.get_num_threads(), "git_commit": commit,
         "started": started, "finished": _now(), "loadavg_start": load_start, "loadavg_end": _loadavg(),
         "host": {"python": platform.python_version(), "torch": torch.__version__, "cpus": os.cpu_count(),
                  "machine": platform.machine()},
