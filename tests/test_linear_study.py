@@ -130,11 +130,15 @@ def test_report_from_fake_parts_states_missing_and_refutation(tmp_path):
                        f"linformer-s{s}": 1.70 + d, f"linformer_aug-s{s}": 1.60 + d, f"hw-s{s}": 1.62 + d})
     losses["relu_aug-s0"] = 1.52
     write_parts(parts, losses)
+    (parts / "flash-s0.json").write_text(json.dumps(fake_part("flash-s0", 1.45, converged=False)))
     res = study.assemble_report(parts, tmp_path)
     text = (tmp_path / "README.md").read_text()
     assert res["parts_missing"] == ["relu_aug-s1", "relu_aug-s2"]
     assert "2 of 21 parts are missing" in text and "`relu_aug-s1`" in text and "`relu_aug-s2`" in text
     assert "Softmax is not ahead of `flash`" in text and "the claim is refuted at this scale" in text
+    assert "1 of 19 present parts did not converge" in text and "not at convergence" in text
+    assert "(at this budget: 1 of the 6 softmax and `flash` parts did not converge)" in text
+    assert "`flash-s0` (5.0%)" in text
     assert res["summary"]["gaps"]["linformer"]["fraction_closed"] == pytest.approx(0.5)
     assert "closes 50% of that gap" in text
     assert res["summary"]["hw_cost"]["loss_delta"] == pytest.approx(0.10)

@@ -382,6 +382,11 @@ def assemble_report(parts_dir=DEFAULT_PARTS_DIR, out_dir=DEFAULT_REPORT_DIR, cfg
                  + ". The numbers below use only the parts present; models with fewer than 3 seeds are marked.")
     else:
         L.append("None: all parts are present.")
+    unconv = [pid for pid, r in parts.items() if not r["converged"]]
+    if unconv:
+        L += ["", f"**{len(unconv)} of {len(parts)} present parts did not converge** by the 1 % rule (list "
+              "below): the comparison is at a fixed budget of "
+              f"{cfg.token_budget:,} training tokens, **not at convergence**."]
     L += ["", "## Results", "",
           "| model | seeds | held-out loss (mean ± std) | ppl (mean ± std) | converged | wall time per part (s) |",
           "|---|---|---|---|---|---|"]
@@ -402,8 +407,12 @@ def assemble_report(parts_dir=DEFAULT_PARTS_DIR, out_dir=DEFAULT_REPORT_DIR, cfg
         if "gap_loss" not in g:
             findings.append(f"`{plain}` vs softmax: not evaluable yet (parts missing).")
         elif not g["softmax_ahead"]:
+            involved = [p for p in parts if p.rsplit("-s", 1)[0] in ("softmax", plain)]
+            n_unconv = sum(not parts[p]["converged"] for p in involved)
             findings.append(f"**Softmax is not ahead of `{plain}`** (gap {g['gap_loss']:.4f} nats): "
-                            "the claim is refuted at this scale for this variant.")
+                            "the claim is refuted at this scale for this variant"
+                            + (f" (at this budget: {n_unconv} of the {len(involved)} softmax and `{plain}` parts "
+                               "did not converge)." if n_unconv else "."))
         elif g.get("fraction_closed") is not None:
             findings.append(f"Softmax is ahead of `{plain}` by {g['gap_loss']:.4f} nats; the augmentation closes "
                             f"{g['fraction_closed']:.0%} of that gap.")
@@ -416,7 +425,6 @@ def assemble_report(parts_dir=DEFAULT_PARTS_DIR, out_dir=DEFAULT_REPORT_DIR, cfg
                  f" (seeds {summary['models']['hw']['seeds']} / {summary['models']['relu_aug']['seeds']}).")
     else:
         L.append("Not evaluable yet: needs parts of both `hw` and `relu_aug`.")
-    unconv = [pid for pid, r in parts.items() if not r["converged"]]
     L += ["", "## Convergence", ""]
     if unconv:
         items = [f"`{p}` ({parts[p]['last_quarter_rel_change']:.1%})" for p in unconv]
