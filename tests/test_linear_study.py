@@ -153,3 +153,23 @@ def test_report_cli_with_no_parts(tmp_path, capsys):
     text = (tmp_path / "README.md").read_text()
     assert "21 of 21 parts are missing" in text and "Not evaluable yet" in text
     assert not (tmp_path / "curves.png").exists()
+
+
+def test_cli_next_and_all_run_the_missing_parts_in_order(tmp_path, monkeypatch, capsys):
+    parts = tmp_path / "parts"
+    write_parts(parts, {pid: 1.5 for pid in study.part_ids() if pid not in ("flash-s0", "hw-s1", "relu_aug-s2")})
+    ran = []
+
+    def fake_run(pid, parts_dir, threads=1, **kw):
+        ran.append(pid)
+        (parts_dir / f"{pid}.json").write_text(json.dumps(fake_part(pid, 1.5)))
+        return {**fake_part(pid, 1.5), "wall_seconds": 1.0}
+
+    monkeypatch.setattr(study, "run_part", fake_run)
+    assert main(["linear", "study", "--next", "--parts-dir", str(parts)]) == 0
+    assert ran == ["flash-s0"]
+    assert main(["linear", "study", "--all", "--parts-dir", str(parts)]) == 0
+    assert ran == ["flash-s0", "hw-s1", "relu_aug-s2"]
+    assert main(["linear", "study", "--all", "--parts-dir", str(parts)]) == 0   # resumable: nothing left
+    assert ran == ["flash-s0", "hw-s1", "relu_aug-s2"]
+    assert "every part is done" in capsys.readouterr().out
