@@ -142,6 +142,7 @@ def test_report_from_fake_parts_states_missing_and_refutation(tmp_path):
     assert res["summary"]["gaps"]["linformer"]["fraction_closed"] == pytest.approx(0.5)
     assert "closes 50% of that gap" in text
     assert res["summary"]["hw_cost"]["loss_delta"] == pytest.approx(0.10)
+    assert "the cost of the RTL's missing chunk-local term" in text and "costs nothing" not in text
     assert "`relu_aug` | 0 (incomplete)" in text
     assert (tmp_path / "curves.png").stat().st_size > 1000
     assert res["summary"]["models"]["softmax"]["loss_std"] == pytest.approx(0.01)

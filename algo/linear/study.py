@@ -415,14 +415,18 @@ def assemble_report(parts_dir=DEFAULT_PARTS_DIR, out_dir=DEFAULT_REPORT_DIR, cfg
                                "did not converge)." if n_unconv else "."))
         elif g.get("fraction_closed") is not None:
             findings.append(f"Softmax is ahead of `{plain}` by {g['gap_loss']:.4f} nats; the augmentation closes "
-                            f"{g['fraction_closed']:.0%} of that gap.")
+                            f"{g['fraction_closed']:.0%} of that gap"
+                            + (" (more than all of it: the augmented variant is ahead of softmax)."
+                               if g["fraction_closed"] > 1 else "."))
     L += [""] + [f"- {f}" for f in findings]
     L += ["", "## What leaving out the chunk-local term costs (the decode datapath's variant)", ""]
     hc = summary["hw_cost"]
     if hc:
         L.append(f"`hw` (relu_norm + conv, chunk 0) against `relu_aug` (the same + chunk-local softmax 16), same "
                  f"budget: {hc['loss_delta']:+.4f} nats/byte held-out loss, perplexity x{hc['ppl_ratio']:.3f}"
-                 f" (seeds {summary['models']['hw']['seeds']} / {summary['models']['relu_aug']['seeds']}).")
+                 f" (seeds {summary['models']['hw']['seeds']} / {summary['models']['relu_aug']['seeds']}). "
+                 + ("Leaving the term out costs nothing at this budget: `hw` is *better*." if hc["loss_delta"] < 0
+                    else "That is the cost of the RTL's missing chunk-local term."))
     else:
         L.append("Not evaluable yet: needs parts of both `hw` and `relu_aug`.")
     L += ["", "## Convergence", ""]
