@@ -85,8 +85,13 @@ def load_checkpoint(path) -> tuple[LinearLM, dict]:
 
 
 def train_lm(model_cfg: LMConfig, corpus: Corpus, cfg: TrainConfig, checkpoint=None, resume=None,
-             progress: bool = True, desc: str | None = None) -> tuple[LinearLM, list]:
-    """Train from scratch (or from ``resume``); returns the model and a log of (step, loss) rows."""
+             progress: bool = True, desc: str | None = None, on_step=None) -> tuple[LinearLM, list]:
+    """Train from scratch (or from ``resume``); returns the model and a log of (step, loss) rows.
+
+    ``on_step(steps_done, model, bar)``, if given, is called after every optimizer step (with the
+    step count so far, the model in training mode and the progress bar); it may evaluate the model
+    (``evaluate`` restores training mode) to log a held-out curve, and its return value is ignored.
+    """
     torch.manual_seed(cfg.seed)
     model = LinearLM(model_cfg)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.95))
@@ -115,6 +120,8 @@ def train_lm(model_cfg: LMConfig, corpus: Corpus, cfg: TrainConfig, checkpoint=N
             raise ConfigError(f"{model_cfg.label}: training loss became {loss.item()} at step {step}")
         log.append((step, round(loss.item(), 4)))
         bar.set_postfix(loss=f"{loss.item():.3f}")
+        if on_step is not None:
+            on_step(step + 1, model, bar)
         if checkpoint and (step + 1) % 100 == 0:
             save_checkpoint(checkpoint, model, opt, step + 1, log, cfg)
     if checkpoint:

@@ -9,6 +9,7 @@
     attnforge linear linearize path/to/gpt2 --steps 200 -o build/linear/gpt2_lin
     attnforge linear sim --tokens 500 [--verify T] [--tensors FILE]     # the decode datapath's RTL
     attnforge linear export build/linear/relu_aug.pt --layer 0 --head 0 -o head.npz   # a head for --tensors
+    attnforge linear study --list | --part ID | --next | --all | --report     # issue 18's study, in parts
 """
 
 from __future__ import annotations
@@ -194,6 +195,40 @@ def cmd_int_eval(args) -> int:
     return 0
 
 
+def cmd_study(args) -> int:
+    from attnforge.algo.linear import study
+
+    parts_dir, report_dir = Path(args.parts_dir), Path(args.report_dir)
+    if args.list:
+        status = study.part_status(parts_dir)
+        for pid, st in status.items():
+            print(f"{pid:18s} {st}")
+        done = sum(st == "done" for st in status.values())
+        print(f"{done} of {len(status)} parts done in {parts_dir}")
+        return 0
+    if args.report:
+        res = study.assemble_report(parts_dir, report_dir)
+        print(f"wrote {res['report']} from {res['parts_present']} parts; missing: "
+              f"{', '.join(res['parts_missing']) or 'none'}")
+        return 0
+    if args.part:
+        study.parse_part(args.part)   # a bad id is refused before the corpus is read
+        todo = [args.part]
+    elif args.next:
+        todo = [p for p in [study.next_missing(parts_dir)] if p]
+    else:
+        todo = [pid for pid, st in study.part_status(parts_dir).items() if st != "done"]
+    if not todo:
+        print(f"every part is done in {parts_dir}; `attnforge linear study --report` assembles the report")
+        return 0
+    for i, pid in enumerate(todo):
+        print(f"[{i + 1}/{len(todo)}] part {pid}", file=sys.stderr)
+        rec = study.run_part(pid, parts_dir, threads=args.threads)
+        print(f"{pid}: held-out loss {rec['final']['loss']:.4f} (ppl {rec['final']['ppl']:.3f}), converged "
+              f"{rec['converged']}, {rec['wall_seconds']:.0f} s -> {study.part_path(parts_dir, pid)}")
+    return 0
+
+
 def cmd_linearize(args) -> int:
     from attnforge.algo.linear.linearize import linearize_and_finetune
 
@@ -343,6 +378,23 @@ def register(subparsers) -> None:
     p.add_argument("-o", "--output", default="build/linear/linearized", help="output folder")
     common(p)
     p.set_defaults(func=cmd_linearize)
+
+    p = g.add_parser("study", help="issue 18's study in parts: softmax vs plain linear vs augmented vs the "
+                                   "datapath's variant, 3 seeds",
+                     description="Each part trains one model with one seed for the study's token budget, logs the "
+                                 "held-out loss curve and writes a JSON file under --parts-dir (atomically). "
+                                 "--next/--all run missing parts (resumable: a finished part is never rerun), "
+                                 "--report assembles README.md and curves.png from whatever parts exist.")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--part", metavar="ID", help="run this part (see --list), e.g. softmax-s0")
+    what.add_argument("--next", action="store_true", help="run the first part whose result file is missing")
+    what.add_argument("--all", action="store_true", help="run every missing part, in --list order")
+    what.add_argument("--list", action="store_true", help="list the parts and which exist")
+    what.add_argument("--report", action="store_true", help="assemble the report from the parts present")
+    p.add_argument("--parts-dir", default="docs/linear-study/parts", help="part files [docs/linear-study/parts]")
+    p.add_argument("--report-dir", default="docs/linear-study", help="README.md and curves.png [docs/linear-study]")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads [1]")
+    p.set_defaults(func=cmd_study)
 
     _register_sim(g)
 
