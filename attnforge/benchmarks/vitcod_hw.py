@@ -343,16 +343,18 @@ def _plot(rows, path):
                                                (16, ":", " tiles of 8+8")):
                     pts = [r for r in rs if (r["tiles"] == 1 if per_tile is None
                                              else r["tiles"] > 1 and r["lines"] // r["tiles"] == per_tile)]
-                    if pts:
+                    if pts:     # one colour per mask set, one line style per kind of configuration
+                        color = f"C{2 * (kind != 'synthetic') + (s == 0.95)}"
                         axes[0].plot([r["lines"] for r in pts], [r["utilization"] for r in pts], marker + style,
-                                     label=f"{kind} {int(s * 100)} %{label}")
+                                     color=color, label=f"{kind} {int(s * 100)} %{label}")
             cfg44 = [r for r in rs if r["config"] == "4+4 x 8"]
             if cfg44:
                 axes[1].plot(100 * s, cfg44[0]["speedup"], marker, color="C0" if kind == "synthetic" else "C1")
     for r in rows:
         if r["source"] == "rtl":
             axes[0].plot(r["lines"], r["utilization"], "k+", ms=10)
-            axes[1].plot(100 * r["target_sparsity"], r["speedup"], "k+", ms=10)
+            if r["config"] == "4+4 x 8":
+                axes[1].plot(100 * r["target_sparsity"], r["speedup"], "k+", ms=10)
     axes[0].set_xscale("log", base=2)
     axes[0].axhline(0.9, color="gray", ls="--", lw=0.8)
     axes[0].axhline(0.8, color="gray", ls=":", lw=0.8)
