@@ -14,8 +14,10 @@ Figures (JSON + PNG under ``bench/results/``), N = 197, d = 64 (DeiT-Tiny heads)
   prediction (exact on every run so far);
 * from the cycle model: 4+4 (256-bit) and 8+8, 16+16, 32+32 lines (512-bit; 32+32 is
   the 512-MAC configuration of ViTCoD's published simulator), and the same MACs as
-  tiles (``VitcodConfig.tiles``, independent row pipelines): 2 x (4+4) at 256 bits,
-  4 x (4+4) and 8 x (4+4) at 512 bits; 2 x (4+4) also on the RTL;
+  tiles (``VitcodConfig.tiles``, independent row pipelines), all at 512 bits: 2 x (4+4),
+  4 x (4+4), 8 x (4+4), 2 x (8+8), 4 x (8+8); 2 x (4+4) also on the RTL (not with ``quick``);
+* ``goals``: issue 14's utilization goals (``GOALS``) per configuration and mask kind (RTL
+  rows where there are, else the cycle model's), the best configuration of each, met or not;
 * for every row the bandwidth side: the head's stream beats (load cycles) against its
   ideal compute, which of the two bounds the head, and the stream width that would
   carry a head in its ideal compute time;
@@ -36,7 +38,7 @@ from tqdm import tqdm
 
 from attnforge.formats.atomic import write_json_atomic
 
-__all__ = ["run", "measure_rtl"]
+__all__ = ["run", "measure_rtl", "goals"]
 
 N, D = 197, 64
 SPARSITIES = (0.5, 0.8, 0.9, 0.95)
@@ -45,9 +47,20 @@ DENSE_SHARE = 0.5
 #: (name, Denser lines, Sparser lines, stream bits, tiles): lines per tile; T tiles of L + L lines
 #: have the MACs of one (T L) + (T L) pair
 MODEL_CONFIGS = (("4+4 x 8", 4, 4, 256, 1), ("8+8 x 8", 8, 8, 512, 1), ("16+16 x 8", 16, 16, 512, 1),
-                 ("32+32 x 8", 32, 32, 512, 1), ("2x(4+4) x 8", 4, 4, 256, 2), ("4x(4+4) x 8", 4, 4, 512, 4),
-                 ("8x(4+4) x 8", 4, 4, 512, 8))
-RTL_CONFIGS = (("4+4 x 8", 4, 4, 256, 1), ("8+8 x 8", 8, 8, 512, 1), ("2x(4+4) x 8", 4, 4, 256, 2))
+                 ("32+32 x 8", 32, 32, 512, 1), ("2x(4+4) x 8", 4, 4, 512, 2), ("4x(4+4) x 8", 4, 4, 512, 4),
+                 ("8x(4+4) x 8", 4, 4, 512, 8), ("2x(8+8) x 8", 8, 8, 512, 2), ("4x(8+8) x 8", 8, 8, 512, 4))
+RTL_CONFIGS = (("4+4 x 8", 4, 4, 256, 1), ("8+8 x 8", 8, 8, 512, 1), ("2x(4+4) x 8", 4, 4, 512, 2))
+#: issue 14's goals at N = 197, d = 64: (key, text, configurations with those MACs and that stream
+#: (one pipeline or tiles), sparsity, row field, "min" (value >= limit) or "max" (value <= limit), limit)
+GOALS = (("4+4_util_90", "4+4 x 8, 256 b: utilization >= 0.9 at 90 %", ("4+4 x 8",), 0.9, "utilization", "min", 0.9),
+         ("8+8_util_90", "8+8 x 8, 512 b: utilization >= 0.85 at 90 %", ("8+8 x 8", "2x(4+4) x 8"), 0.9,
+          "utilization", "min", 0.85),
+         ("16+16_util_90", "16+16 x 8, 512 b: utilization >= 0.85 at 90 %",
+          ("16+16 x 8", "4x(4+4) x 8", "2x(8+8) x 8"), 0.9, "utilization", "min", 0.85),
+         ("32+32_util_90", "32+32 x 8, 512 b: utilization >= 0.8 at 90 %",
+          ("32+32 x 8", "8x(4+4) x 8", "4x(8+8) x 8"), 0.9, "utilization", "min", 0.8),
+         ("32+32_bound_95", "32+32 x 8, 512 b: cycles <= 1.3 x max(ideal, load) at 95 %",
+          ("32+32 x 8", "8x(4+4) x 8", "4x(8+8) x 8"), 0.95, "cycles_over_bound", "max", 1.3))
 
 
 def _config(lines: int, dense_lines: int, max_nnz: int, data_width: int = 256, tiles: int = 1):
@@ -261,9 +274,6 @@ def run(out_dir: Path, *, quick: bool = False, command: str = "attnforge bench")
         decoder = _decoder_run(cfgs["4+4 x 8"], masks[("synthetic", 0.9)], build_root)
         bar.update()
 
-    def goal(name, kind, s, key="utilization"):
-        return next((r[key] for r in rows if r["config"] == name and r["masks"] == kind and r["target_sparsity"] == s
-                     and r["source"] == "rtl"), None)
     result = {
         "benchmark": "vitcod_hw", "command": command,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -277,9 +287,7 @@ def run(out_dir: Path, *, quick: bool = False, command: str = "attnforge bench")
         "rows": rows,
         "irregular_heads": irregular,
         "decoder": decoder,
-        "goals": {"utilization_4+4_at_90": {kind: goal("4+4 x 8", kind, 0.9) for kind in ("synthetic", "real-shaped")},
-                  "speedup_4+4_at_90": {kind: goal("4+4 x 8", kind, 0.9, "speedup")
-                                        for kind in ("synthetic", "real-shaped")}},
+        "goals": goals(rows),
     }
     synth_report = Path("build") / "synth_vitcod" / "ecp5-85k" / "report.json"   # attnforge synth vitcod ... -o
     if synth_report.exists():
@@ -288,6 +296,34 @@ def run(out_dir: Path, *, quick: bool = False, command: str = "attnforge bench")
     write_json_atomic(path, result, default=str)
     _plot(rows, out_dir / "vitcod_hw.png")
     return path
+
+
+def goals(rows) -> dict:
+    """Issue 14's goals (``GOALS``) against the rows: per goal, each of its configurations' value per
+    mask kind (the RTL row where there is one, else the cycle model's), the configuration whose worst
+    mask kind is best, and whether that one meets the limit on every mask kind the rows cover."""
+    out = {}
+    for key, text, names, s, field, sense, limit in GOALS:
+        per_config = {}
+        for name in names:
+            vals = {}
+            for r in rows:
+                if r["config"] == name and r["target_sparsity"] == s:
+                    if r["masks"] not in vals or r["source"] == "rtl":
+                        vals[r["masks"]] = {"value": r[field], "source": r["source"]}
+            if vals:
+                per_config[name] = vals
+        if not per_config:
+            continue
+
+        def worst(name):
+            vs = [v["value"] for v in per_config[name].values()]
+            return min(vs) if sense == "min" else max(vs)
+        best = (max if sense == "min" else min)(per_config, key=worst)
+        out[key] = {"goal": text, "sparsity": s, "field": field, "limit": limit, "per_config": per_config,
+                    "best_config": best, "best_worst_value": worst(best),
+                    "met": worst(best) >= limit if sense == "min" else worst(best) <= limit}
+    return out
 
 
 def _plot(rows, path):
@@ -302,19 +338,26 @@ def _plot(rows, path):
         for s in sorted({r["target_sparsity"] for r in model if r["masks"] == kind}):
             rs = sorted((r for r in model if r["masks"] == kind and r["target_sparsity"] == s), key=lambda r: r["lines"])
             if s in (0.9, 0.95):
-                for tiled, style in ((False, "-"), (True, "--")):
-                    pts = [r for r in rs if (r.get("tiles", 1) > 1) == tiled]
-                    axes[0].plot([r["lines"] for r in pts], [r["utilization"] for r in pts], marker + style,
-                                 label=f"{kind} {int(s * 100)} %" + (" tiles of 4+4" if tiled else ""))
+                # one pipeline of L + L lines; tiles of 4+4; tiles of 8+8 (lines: of all tiles)
+                for per_tile, style, label in ((None, "-", ""), (8, "--", " tiles of 4+4"),
+                                               (16, ":", " tiles of 8+8")):
+                    pts = [r for r in rs if (r["tiles"] == 1 if per_tile is None
+                                             else r["tiles"] > 1 and r["lines"] // r["tiles"] == per_tile)]
+                    if pts:     # one colour per mask set, one line style per kind of configuration
+                        color = f"C{2 * (kind != 'synthetic') + (s == 0.95)}"
+                        axes[0].plot([r["lines"] for r in pts], [r["utilization"] for r in pts], marker + style,
+                                     color=color, label=f"{kind} {int(s * 100)} %{label}")
             cfg44 = [r for r in rs if r["config"] == "4+4 x 8"]
             if cfg44:
                 axes[1].plot(100 * s, cfg44[0]["speedup"], marker, color="C0" if kind == "synthetic" else "C1")
     for r in rows:
         if r["source"] == "rtl":
             axes[0].plot(r["lines"], r["utilization"], "k+", ms=10)
-            axes[1].plot(100 * r["target_sparsity"], r["speedup"], "k+", ms=10)
+            if r["config"] == "4+4 x 8":
+                axes[1].plot(100 * r["target_sparsity"], r["speedup"], "k+", ms=10)
     axes[0].set_xscale("log", base=2)
     axes[0].axhline(0.9, color="gray", ls="--", lw=0.8)
+    axes[0].axhline(0.8, color="gray", ls=":", lw=0.8)
     axes[0].set(xlabel="MAC lines (Denser + Sparser, 8 MACs each)", ylabel="MAC utilization", ylim=(0, 1.05),
                 title="N=197, d=64, heads back to back (+: RTL)")
     lim = np.linspace(50, 95, 46)
