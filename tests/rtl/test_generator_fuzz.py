@@ -3,8 +3,8 @@ each built and checked bit-exact on random heads or tokens (issue "Hardening", i
 
 The configurations are drawn from a seed that is part of each test's id, so a failure names the seed
 that reproduces it. The seed is the UTC date (yyyymmdd, one new draw per day, the same on every xdist
-worker) unless ``ATTNFORGE_FUZZ_SEED`` sets it. ``make test`` builds one ViTCoD configuration and one
-linear one; ``make test-full`` twenty of each. The ViTCoD runs also hold the cycle model to the cycle.
+worker) unless ``ATTNFORGE_FUZZ_SEED`` sets it. ``make test`` builds one linear configuration (the ViTCoD
+draws' build times vary too much with the draw for CI); ``make test-full`` twenty of each. The ViTCoD runs also hold the cycle model to the cycle.
 """
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ SEED = int(os.environ.get("ATTNFORGE_FUZZ_SEED") or datetime.datetime.now(dateti
 CI_RUNS, FULL_RUNS = 1, 20
 
 
-def _params(n_runs: int):
-    return [pytest.param(SEED + i, id=f"seed{SEED + i}", marks=() if i < CI_RUNS else pytest.mark.full)
+def _params(n_runs: int, ci_runs: int = CI_RUNS):
+    return [pytest.param(SEED + i, id=f"seed{SEED + i}", marks=() if i < ci_runs else pytest.mark.full)
             for i in range(n_runs)]
 
 
@@ -74,7 +74,9 @@ def random_linear_config(rng) -> LinearDecodeConfig:
                               feature_map=feature_map, **default_requant(d, taps, feature_map))
 
 
-@pytest.mark.parametrize("seed", _params(FULL_RUNS))
+# All ViTCoD draws in make test-full only: a day's draw (tiles, decoder, wide lines) took from 30 s to over
+# the 300 s test timeout to build on 2 cores, so in make test it made CI's run time depend on the date.
+@pytest.mark.parametrize("seed", _params(FULL_RUNS, ci_runs=0))
 def test_random_vitcod_configuration(seed):
     rng = np.random.default_rng(seed)
     cfg = random_vitcod_config(rng)
