@@ -61,8 +61,8 @@ def test_derived_widths():
     VitcodConfig(head_dim=16, max_tokens=20, max_nnz=100, macs=8, dense_lines=1, sparse_lines=3, data_width=64),
     VitcodConfig(head_dim=32, max_tokens=33, max_nnz=300, macs=4, dense_lines=2, sparse_lines=1, data_width=128,
                  decoder=True, decoder_heads=3),
-    VitcodConfig(head_dim=16, max_tokens=20, max_nnz=100, macs=8, dense_lines=1, sparse_lines=2, data_width=64,
-                 tiles=3),
+    pytest.param(VitcodConfig(head_dim=16, max_tokens=20, max_nnz=100, macs=8, dense_lines=1, sparse_lines=2,
+                              data_width=64, tiles=3), marks=pytest.mark.full),     # make test time
 ], ids=["d16", "d32-decoder", "d16-tiles3"])
 def test_verilog_is_lint_clean(cfg, tmp_path):
     path = write_verilog(VitcodAccelerator(cfg), "vitcod", tmp_path / "vitcod.v")

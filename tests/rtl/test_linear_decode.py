@@ -62,7 +62,7 @@ CASES = {
 # make test runs relu at d = 16 (G = 1, K = 1, rate modes) and d = 32 (G = 4, K = 3,
 # two heads, the token limit), relu_norm (its z column and divider) at d = 16, and
 # snapshot banks on Icarus; d = 64 (both maps) and relu_norm at d = 32 run in make test-full.
-FULL_ONLY = {"d64-M32-K4-snap", "norm-d32-M8-K3-H2-limit64", "norm-d64-M32-K4-snap"}
+FULL_ONLY = {"d16-M16-K1", "d64-M32-K4-snap", "norm-d32-M8-K3-H2-limit64", "norm-d64-M32-K4-snap"}
 
 
 def _tests_run(tb: dict) -> int:

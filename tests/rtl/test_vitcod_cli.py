@@ -19,6 +19,7 @@ KEYS = {"bit_exact", "cycles", "ideal_cycles", "utilization", "dense_baseline_cy
         "bound_cycles", "limited_by"}
 
 
+@pytest.mark.full     # make test time; the algorithm pipeline's heads run on the RTL in test_vitcod_pipeline.py
 def test_vitcod_sim_all_heads_with_tensors(tmp_path):
     layers, heads, n, d = 2, 3, 20, 16
     masks = save_masks(polarized_mask_set(layers, heads, n, 0.85, seed=5), tmp_path / "masks.npz")
