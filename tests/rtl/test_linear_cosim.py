@@ -4,6 +4,8 @@ the integer-attention model's own greedy tokens, every RTL output equals the gol
 flipped output bit is caught. Models are small and untrained (created here); the real model's run is
 in docs/linear-hw.md."""
 
+import math
+
 import pytest
 import torch
 
@@ -62,7 +64,8 @@ def test_generation_on_the_rtl_verilator(tmp_path, corpus, normalize):
     out = cosim_generate(ck, prompts, 24, corpus, simulator="verilator", calib_windows=4, eval_windows=2,
                          build_root=tmp_path / "b")
     _check(out, prompts, 24)
-    assert out["ppl_ratio"] > 0
+    # the evaluation ran on the asked windows and gave numbers (no claim on their values: an untrained model)
+    assert out["eval_windows"] == 2 and all(math.isfinite(out[k]) for k in ("float_ppl", "integer_ppl", "ppl_ratio"))
 
 
 def test_cli_refuses_what_the_rtl_does_not_compute(tmp_path, capsys):
