@@ -1,13 +1,14 @@
 """Token-by-token integer decoding (``algo/linear/int_decode.py``): its logits equal the closed-form integer
 model's (``IntegerAttention``), per-layer shared scales give one format per layer, and greedy decoding
-stops on bad input. The RTL side of the same decoder is tests/rtl/test_linear_cosim.py."""
+stops on bad input; greedy speculative decoding on the same integers gives the sequential tokens. The RTL side of the same decoder is tests/rtl/test_linear_cosim.py."""
 
 import numpy as np
 import pytest
 import torch
 
 from attnforge.algo.linear.int_attention import IntegerAttention
-from attnforge.algo.linear.int_decode import GoldenHeads, IntegerDecoder, drive, greedy
+from attnforge.algo.linear.int_decode import GoldenHeads, IntegerDecoder, drive, greedy, run_speculative, speculative
+from attnforge.algo.linear.speculative import NGramDraft
 from attnforge.algo.linear.model import LinearLM, LMConfig
 from attnforge.errors import ConfigError
 
@@ -85,3 +86,66 @@ def test_a_wrong_attention_answer_changes_the_logits():
     assert torch.equal(right[:-1], wrong[:-1]) and not torch.equal(right[-1], wrong[-1])
     with pytest.raises(ValueError, match="shape"):
         drive(dec.block([1], 0), lambda layer, q, k, v: np.zeros((1, 1)))
+
+
+class _NoDraft:
+    """Proposes nothing: every verify is a block of one, the sequential step itself."""
+
+    def start(self, prompt):
+        pass
+
+    def propose(self, ctx, k, choose=None):
+        return [], None
+
+    def update(self, accepted):
+        pass
+
+
+def _layer_shared(model):
+    calib = torch.randint(0, 256, (4, model.cfg.block_size), generator=torch.Generator().manual_seed(2))
+    return IntegerAttention.calibrate(model, calib, share="layer")
+
+
+def test_speculation_without_proposals_is_the_sequential_decoding_exactly():
+    model = _model()
+    ia = _layer_shared(model)
+    dec = IntegerDecoder(ia)
+    run = run_speculative(speculative(dec, list(b"def f"), 20, 3, _NoDraft()), GoldenHeads(ia))
+    assert run.tokens == greedy(dec, list(b"def f"), 20, GoldenHeads(ia).answer)
+    assert run.accepted == [0] * 20 and run.proposed == [0] * 20
+
+
+def test_speculation_with_an_ngram_draft_accepts_proposals_and_keeps_the_greedy_tokens():
+    """Every emitted token is the target's argmax on a verify block; it can differ from the sequential token
+    only where the block's floats round differently from one token's, i.e. at a near-tie of the two best
+    logits. A divergence must be such a tie (checked on the sequential logits there)."""
+    model = _model()
+    ia = _layer_shared(model)
+    dec = IntegerDecoder(ia)
+    prompt, n = list(b"abcabcabcabc"), 30
+    run = run_speculative(speculative(dec, prompt, n, 3, NGramDraft(3)), GoldenHeads(ia))
+    assert len(run.tokens) == n and sum(run.accepted) + run.verifies == n
+    assert all(0 <= a <= p <= 3 for a, p in zip(run.accepted, run.proposed))
+    assert sum(run.accepted) > 0, run.accepted           # a repetitive prompt: some proposals agree
+    seq = greedy(dec, prompt, n, GoldenHeads(ia).answer)
+    if run.tokens != seq:
+        j = next(i for i, (a, b) in enumerate(zip(run.tokens, seq)) if a != b)
+        heads, ctx = GoldenHeads(ia), prompt + seq[:j]
+        for pos in range(len(ctx)):
+            logits = drive(dec.block([ctx[pos]], pos), heads.answer)[-1]
+        top = torch.topk(logits, 2).values
+        assert float(top[0] - top[1]) < 1e-4, f"token {j} differs without a near-tie: {top}"
+
+
+def test_speculation_refuses_what_the_datapath_cannot_verify():
+    model = _model()
+    dec = IntegerDecoder(_layer_shared(model))
+    t_max = dec.ia.heads[0][0].fmt.t_max
+    with pytest.raises(ConfigError, match=f"t_max={t_max}"):
+        next(speculative(dec, [1, 2], 5, t_max, NGramDraft(3)))
+    with pytest.raises(ConfigError, match="k=0"):
+        next(speculative(dec, [1, 2], 5, 0, NGramDraft(3)))
+    with pytest.raises(ConfigError, match="prompt is empty"):
+        next(speculative(dec, [], 5, 3, NGramDraft(3)))
+    with pytest.raises(ConfigError, match="block_size=48"):
+        next(speculative(dec, [1, 2], 47, 3, NGramDraft(3)))

@@ -127,6 +127,11 @@ def cmd_speculate(args) -> int:
     if kind == "ngram" and args.draft:
         raise ConfigError(f"--draft ngram takes no draft checkpoint, got {args.draft!r}")
     _threads(args)
+    if args.rtl:
+        return _speculate_rtl(args, kind)
+    if args.prompt and len(args.prompt) > 1:
+        raise ConfigError(f"--prompt given {len(args.prompt)} times; without --rtl speculate takes one prompt")
+    args.prompt = (args.prompt or ["def "])[0]
     target, _ = load_checkpoint(args.target)
     target.eval()
     model = None
@@ -152,6 +157,24 @@ def cmd_speculate(args) -> int:
         report["identical_to_greedy"] = r["identical"]
     print_json(report, args.json)
     return 1 if report["identical"] is False else 0
+
+
+def _speculate_rtl(args, kind) -> int:
+    from attnforge.flows.linear_cosim import cosim_speculate
+
+    if args.temperature > 0:
+        raise ConfigError(f"--temperature {args.temperature}: --rtl decodes greedily (temperature 0)")
+    prompts = [bytes(_prompt_bytes(p)) for p in (args.prompt or RTL_PROMPTS)]
+    summary = cosim_speculate(args.target, prompts, args.tokens, _corpus(args), k=args.k, draft=kind,
+                              ngram=args.ngram, draft_checkpoint=args.draft, simulator=args.simulator,
+                              calib_windows=args.calib_windows, eval_windows=args.eval_windows, seed=args.seed,
+                              macs=args.macs, fmax_mhz=args.fmax_mhz,
+                              fmax_source="--fmax-mhz" if args.fmax_mhz else None, build_root=args.build_root)
+    ok = summary["tokens_identical"] and summary["accepted_identical"] and summary["bit_exact"]
+    return print_report(summary, args.json, ok=ok,
+                        failure=f"FAILED: tokens_identical={summary['tokens_identical']}, accepted_identical="
+                                f"{summary['accepted_identical']}, mismatches={summary['mismatches']}; "
+                                f"log: {summary['log']}")
 
 
 def cmd_export(args) -> int:
@@ -327,10 +350,22 @@ def register(subparsers) -> None:
                                                          "[gumbel]")
     p.add_argument("--repeats", type=int, default=3, help="interleaved runs of each, medians reported [3]")
     p.add_argument("--k", type=int, default=4, help="draft tokens per verify [4]")
-    p.add_argument("--prompt", default="def ", help='prompt text ["def "]')
+    p.add_argument("--prompt", action="append", default=None,
+                   help='prompt text ["def "; repeatable with --rtl, whose default is three prompts: '
+                        + ", ".join(map(repr, RTL_PROMPTS)) + "]")
     p.add_argument("--tokens", type=int, default=64, help="bytes to generate [64]")
     p.add_argument("--temperature", type=float, default=0.0, help="0: greedy [0]")
+    p.add_argument("--rtl", action="store_true",
+                   help="every verify block and commit of the target's attention on the decode datapath's RTL "
+                        "(one instance per layer and head), greedy; compared with the same speculative run on the "
+                        "golden model")
+    p.add_argument("--macs", type=int, default=None, help="--rtl: MACs per datapath [the head dimension]")
+    p.add_argument("--calib-windows", type=int, default=32, help="--rtl: training windows for the scales [32]")
+    p.add_argument("--fmax-mhz", type=float, default=None,
+                   help="--rtl: clock for tokens_per_second_at_fmax (e.g. a routed Fmax from docs/linear-hw.md)")
+    p.add_argument("--build-root", default="build/cosim", help="--rtl: build folder [build/cosim]")
     p.add_argument("--json", help="write the report here instead of stdout")
+    add_simulator_option(p)
     common(p)
     p.set_defaults(func=cmd_speculate)
 
