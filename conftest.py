@@ -3,6 +3,7 @@
 * Verilator's C++ goes through one ccache folder per clone (``build/ccache``), so
   the design-independent runtime compiles once per clone and every figure of
   ``make test`` time is for a clean cache (a user's own runs use ccache's default).
+* One thread per test worker (``OMP_NUM_THREADS=1``), Verilator's C++ unoptimized (``-O0``).
 * ``--full`` (``make test-full``) also runs the tests marked ``full``: long
   sweeps, extra RTL configurations and deeper runs that CI leaves out.
 * Hypothesis (the ``test_fuzz_*`` files) runs the ``ci`` profile: derandomized, so
@@ -19,6 +20,11 @@ from hypothesis import HealthCheck, settings
 
 ROOT = Path(__file__).resolve().parent
 os.environ.setdefault("CCACHE_DIR", str(ROOT / "build" / "ccache"))
+# Two test workers share two cores: one thread each, in torch here and in the simulators' Python.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+# Verilator builds of the tests unoptimized (sim/runner.py): their simulations are short, and the C++ of
+# the bigger designs compiles about a quarter faster.
+os.environ.setdefault("ATTNFORGE_VERILATOR_CFLAGS", "-O0")
 
 # database=None: no .hypothesis/ folder in the clone; a failure prints its minimal example instead.
 settings.register_profile("ci", derandomize=True, max_examples=40, deadline=None, database=None,

@@ -105,6 +105,13 @@ def _verilator_runner(ports_vlt: Path):
     return PortsOnlyVerilator()
 
 
+def _extra_cflags() -> list[str]:
+    """``ATTNFORGE_VERILATOR_CFLAGS``: C++ flags for every Verilator build (the test suite sets ``-O0``:
+    its simulations are short, and an unoptimized build of a big design compiles several times faster)."""
+    flags = os.environ.get("ATTNFORGE_VERILATOR_CFLAGS", "").split()
+    return [x for f in flags for x in ("-CFLAGS", f)]
+
+
 def _use_ccache() -> None:
     """Compile Verilator's C++ through ccache when it is installed (see module docstring)."""
     if shutil.which("ccache") is None:
@@ -201,7 +208,7 @@ def run_cocotb(component, *, top: str, config_name: str, test_module: str,
             if not ports_vlt.exists() or ports_vlt.read_text() != text:
                 ports_vlt.write_text(text)
             runner = _verilator_runner(ports_vlt)
-            build_kwargs["build_args"] = _VERILATOR_BUILD_ARGS + list(build_args or [])
+            build_kwargs["build_args"] = _VERILATOR_BUILD_ARGS + _extra_cflags() + list(build_args or [])
             _fix_verilator_pch()
             _use_ccache()
         else:

@@ -44,7 +44,7 @@ def test_speculative_greedy_identical_to_sequential(attention, augment, full):
     drafts = [_noisy_copy(target, 0.05, 1), _lm("elu", False, seed=5, d=16, layers=1)]
     g = torch.Generator().manual_seed(3)
     accepted = []
-    for i in range(10 if full else 4):     # 4 random prompts in make test, 10 in make test-full
+    for i in range(10 if full else 2):     # 2 random prompts in make test, 10 in make test-full
         prompt = torch.randint(256, (int(torch.randint(1, 12, (1,), generator=g)),), generator=g)
         ref = greedy_decode(target, prompt, 40)
         for draft in drafts:

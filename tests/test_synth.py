@@ -9,7 +9,8 @@ from attnforge.fpga.synth import SynthError, critical_path, signal_of, synthesiz
 from attnforge.hw.mac_line import MacLine, MacLineConfig
 
 
-@pytest.mark.parametrize("device, macs", [("ecp5-85k", 8), ("ice40-up5k", 4)])
+# iCE40 in make test-full; make test places and routes it in test_router_and_target_reach_nextpnr
+@pytest.mark.parametrize("device, macs", [("ecp5-85k", 8), pytest.param("ice40-up5k", 4, marks=pytest.mark.full)])
 def test_mac_line_multipliers_land_in_dsp(tmp_path, device, macs):
     config = MacLineConfig(macs=macs)
     report = synthesize(MacLine(config), top="mac_line", device=device, out_dir=tmp_path)
@@ -59,6 +60,7 @@ def test_router_and_target_reach_nextpnr(tmp_path):
                         router="router1", target_mhz=30)
     assert report["nextpnr_args"][-2:] == ["--router", "router1"]
     assert report["target_mhz"] == 30.0
+    assert report["dsp"] == 4 and report["nextpnr_utilization"]["ICESTORM_DSP"]["used"] == 4   # SB_MAC16 per MAC
     assert "at 30.00 MHz)" in (tmp_path / "nextpnr.log").read_text()     # nextpnr's PASS/FAIL line
 
 
