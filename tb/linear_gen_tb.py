@@ -80,24 +80,9 @@ class _Layer:
 async def generate(dut):
     """Greedy generation of every prompt, each attention step on the RTL, checked against the golden model."""
     p = _params()
-    torch.set_num_threads(1)
-    cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
-    model, _ = load_checkpoint(p["checkpoint"])
-    model.eval()
-    with open(p["calibration"]) as f:
-        ia = IntegerAttention.from_dict(model, json.load(f))
+    ia = _calibration(p)
     decoder = IntegerDecoder(ia)
-    layers = [_Layer(dut, n, LinearDecodeConfig(**c)) for n, c in enumerate(p["configs"])]
-    bench = StreamBench(dut.clk, [x for lay in layers for x in (lay.source, lay.sink)])
-
-    await FallingEdge(dut.clk)
-    for lay in layers:
-        lay.source.quiet()
-        lay.sink.quiet()
-    dut.rst.value = 1
-    await ClockCycles(dut.clk, 3)
-    await FallingEdge(dut.clk)
-    dut.rst.value = 0
+    layers, bench = await _start(dut, p["configs"])
 
     for n, lay in enumerate(layers):
         for h, hq in enumerate(ia.heads[n]):
@@ -163,7 +148,17 @@ async def generate(dut):
                                       f"{report['first_mismatches']}"
 
 
+def _calibration(p) -> IntegerAttention:
+    """The checkpoint's model with its integer attention (the flow's calibration file)."""
+    torch.set_num_threads(1)
+    model, _ = load_checkpoint(p["checkpoint"])
+    model.eval()
+    with open(p["calibration"]) as f:
+        return IntegerAttention.from_dict(model, json.load(f))
+
+
 async def _start(dut, configs):
+    """Clock, one ``_Layer`` per instance, reset; the instances and their ``StreamBench``."""
     cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
     layers = [_Layer(dut, n, LinearDecodeConfig(**c)) for n, c in enumerate(configs)]
     bench = StreamBench(dut.clk, [x for lay in layers for x in (lay.source, lay.sink)])
@@ -182,11 +177,7 @@ async def _start(dut, configs):
 async def speculate(dut):
     """Greedy speculative decoding of every prompt, each verify block and commit on the RTL (module docstring)."""
     p = _params()
-    torch.set_num_threads(1)
-    model, _ = load_checkpoint(p["checkpoint"])
-    model.eval()
-    with open(p["calibration"]) as f:
-        ia = IntegerAttention.from_dict(model, json.load(f))
+    ia = _calibration(p)
     decoder = IntegerDecoder(ia)
     n_heads = len(ia.heads[0])
     insts, bench = await _start(dut, p["configs"])

@@ -130,19 +130,10 @@ def cosim_generate(checkpoint, prompts: list[bytes], tokens: int, corpus, *, sim
         "cycles_per_token_by_layer": by_layer,
         "ideal_cycles_per_token": ideal,
         "kv_cache": kv,
-        "fmax_mhz": fmax_mhz,
-        "fmax_source": fmax_source,
-        "tokens_per_second_at_fmax": (fmax_mhz * 1e6 / per_token) if fmax_mhz and per_token else None,
         "instances": "one LinearDecode per layer (LinearDecodeStack), the layer's heads time-multiplexed",
-        "configs": [dataclasses.asdict(c) for c in configs],
-        "simulator": result.simulator,
-        "sim_seconds": round(sim_seconds, 1),
-        "log": str(result.log),
-        "checkpoint": str(checkpoint),
     }
-    if eval_windows:
-        out.update(_perplexities(model, ia, corpus, eval_windows))
-    return out
+    return _finish(out, per_token, fmax_mhz, fmax_source, configs, result, sim_seconds, checkpoint,
+                   (model, ia, corpus, eval_windows))
 
 
 def _prepare(checkpoint, prompts, tokens, corpus, calib_windows, eval_windows, seed, macs, build_root,
@@ -278,17 +269,26 @@ def cosim_speculate(checkpoint, prompts: list[bytes], tokens: int, corpus, *, k:
         "cycles_per_token_by_layer": by_layer,
         "commit_cycles_per_token": commit,
         "prefill_cycles": report.get("prefill_cycles"),
+        "instances": "one LinearDecode (heads=1) per layer and head: the datapath holds one pending verify block, "
+                     "and a speculative verify keeps every head's block pending until the target's acceptance",
+    }
+    return _finish(out, per_token, fmax_mhz, fmax_source, configs, result, sim_seconds, checkpoint,
+                   (model, ia, corpus, eval_windows))
+
+
+def _finish(out, per_token, fmax_mhz, fmax_source, configs, result, sim_seconds, checkpoint, evaluation) -> dict:
+    """The keys both reports share: the clock, configurations, simulator, log; perplexities if asked for."""
+    out.update({
         "fmax_mhz": fmax_mhz,
         "fmax_source": fmax_source,
         "tokens_per_second_at_fmax": (fmax_mhz * 1e6 / per_token) if fmax_mhz and per_token else None,
-        "instances": "one LinearDecode (heads=1) per layer and head: the datapath holds one pending verify block, "
-                     "and a speculative verify keeps every head's block pending until the target's acceptance",
         "configs": [dataclasses.asdict(c) for c in configs],
         "simulator": result.simulator,
         "sim_seconds": round(sim_seconds, 1),
         "log": str(result.log),
         "checkpoint": str(checkpoint),
-    }
+    })
+    model, ia, corpus, eval_windows = evaluation
     if eval_windows:
         out.update(_perplexities(model, ia, corpus, eval_windows))
     return out
