@@ -34,6 +34,14 @@ def test_verilog_bad_parameter_names_it_and_writes_nothing(tmp_path):
     assert not out.exists()
 
 
+def test_verilog_vitcod_bad_merge_depth_names_it(tmp_path):
+    out = tmp_path / "vitcod.v"
+    proc = _run("verilog", "vitcod", "--tiles", "2", "--merge-depth", "9", "-o", str(out))
+    assert proc.returncode == 2
+    assert "ViTCoD merge_depth must be in [1, 8], not 9" in proc.stderr
+    assert not out.exists()
+
+
 def test_verilog_narrow_accumulator_refused(tmp_path):
     proc = _run("verilog", "mac-line", "--max-length", "16", "--acc-width", "12", "-o", str(tmp_path / "x.v"))
     assert proc.returncode == 2
