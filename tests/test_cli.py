@@ -34,11 +34,10 @@ def test_verilog_bad_parameter_names_it_and_writes_nothing(tmp_path):
     assert not out.exists()
 
 
-def test_verilog_vitcod_bad_merge_depth_names_it(tmp_path):
+def test_verilog_vitcod_bad_merge_depth_names_it(tmp_path, capsys):
     out = tmp_path / "vitcod.v"
-    proc = _run("verilog", "vitcod", "--tiles", "2", "--merge-depth", "9", "-o", str(out))
-    assert proc.returncode == 2
-    assert "ViTCoD merge_depth must be in [1, 8], not 9" in proc.stderr
+    assert main(["verilog", "vitcod", "--tiles", "2", "--merge-depth", "9", "-o", str(out)]) == 2
+    assert "ViTCoD merge_depth must be in [1, 8], not 9" in capsys.readouterr().err
     assert not out.exists()
 
 
