@@ -20,7 +20,8 @@ from attnforge.numfmt import INT8, Requantizer, accumulator_width
 from attnforge.softmax_int import PROB_FORMAT, recip_width, sum_width
 
 __all__ = ["VitcodConfig", "INDEX_WIDTH", "ROW_SLOTS", "MULTIPLIER_WIDTH", "SHIFT_WIDTH", "STATUS_COUNT_WIDTH",
-           "MAX_DECODER_HEADS", "MAX_TILES", "MAX_MERGE_DEPTH", "ERR_SIZE", "ERR_ROW_PTR", "ERR_COL_IDX", "ERR_LAYER", "ERROR_BITS"]
+           "MAX_DECODER_HEADS", "MAX_TILES", "MAX_MERGE_DEPTH", "ERR_SIZE", "ERR_ROW_PTR", "ERR_COL_IDX", "ERR_LAYER",
+           "ERROR_BITS"]
 
 #: Rows in flight in the score and exponent buffers: the engines may score up to
 #: ROW_SLOTS - 1 rows ahead of their pv jobs, which hides the softmax latency.
