@@ -15,7 +15,8 @@ Figures (JSON + PNG under ``bench/results/``), N = 197, d = 64 (DeiT-Tiny heads)
 * from the cycle model: 4+4 (256-bit) and 8+8, 16+16, 32+32 lines (512-bit; 32+32 is
   the 512-MAC configuration of ViTCoD's published simulator), and the same MACs as
   tiles (``VitcodConfig.tiles``, independent row pipelines), all at 512 bits: 2 x (4+4),
-  4 x (4+4), 8 x (4+4), 2 x (8+8), 4 x (8+8); 2 x (4+4) also on the RTL (not with ``quick``);
+  4 x (4+4), 8 x (4+4), 2 x (8+8), 4 x (8+8), and with a deeper row merger (``merge_depth``, "mD")
+  8 x (4+4) m2, 4 x (8+8) m2 and m3; 2 x (4+4) also on the RTL (not with ``quick``);
 * ``goals``: issue 14's utilization goals (``GOALS``) per configuration and mask kind (RTL
   rows where there are, else the cycle model's), the best configuration of each, met or not;
 * for every row the bandwidth side: the head's stream beats (load cycles) against its
