@@ -10,7 +10,8 @@ the steady-state heads 2-4:
   on one tile's MACs, and the utilization that bound allows;
 * ``slowest tile alone``: each tile's rows run as their own heads, back to back, on one pipeline
   of the tile's lines (no row merger), the slowest of them;
-* ``tiled``: the tiles together, as the RTL computes them (the cycle model is exact against it).
+* ``tiled``: the tiles together, as the RTL computes them (the cycle model is exact against it),
+  with the row merger's buffer of one row per tile (``merge_depth`` 1) and of ``DEPTHS`` rows.
 
 Run: ``.venv/bin/python scripts/vitcod_tile_balance.py`` (seconds; docs/vitcod-hw.md quotes it).
 """
@@ -24,6 +25,9 @@ import numpy as np
 from attnforge.benchmarks import vitcod_hw as bench
 from attnforge.formats.masks import head_csr
 from attnforge.hw.vitcod.cycles import HeadShape, ideal_cycles, run_cycles
+
+#: deeper row merger buffers (``VitcodConfig.merge_depth``) beside the one-row buffer
+DEPTHS = (2, 4)
 
 
 def tile_rows(sh: HeadShape, t: int, tiles: int) -> HeadShape:
@@ -41,7 +45,9 @@ def main() -> None:
         for name, dl, sl, tiles in (("8x(4+4)", 4, 4, 8), ("4x(8+8)", 8, 8, 4)):
             cfg = bench._config(dl + sl, dl, bench.N * bench.N, 512, tiles)
             one = dataclasses.replace(cfg, tiles=1)
-            tiled = np.mean([h["cycles"] for h in run_cycles(cfg, shapes)["heads"]][1:])
+            tiled = {d: np.mean([h["cycles"] for h in run_cycles(dataclasses.replace(cfg, merge_depth=d),
+                                                                 shapes)["heads"]][1:])
+                     for d in (1, *DEPTHS)}
             ideal = np.mean([ideal_cycles(cfg, x) for x in shapes[1:]])
             t_ideal, t_alone = [], []
             for t in range(tiles):
@@ -52,7 +58,8 @@ def main() -> None:
             max_alone = np.mean(np.max(t_alone, axis=0))
             print(f"{kind:11s} {int(s * 100)} % {name}: ideal {ideal:.0f} | slowest tile's ideal {max_ideal:.0f} "
                   f"(utilization bound {ideal / max_ideal:.3f}) | slowest tile alone {max_alone:.0f} "
-                  f"({ideal / max_alone:.3f}) | tiled {tiled:.0f} ({ideal / tiled:.3f})")
+                  f"({ideal / max_alone:.3f}) | tiled " +
+                  " | ".join(f"merge_depth {d}: {x:.0f} ({ideal / x:.3f})" for d, x in tiled.items()))
 
 
 if __name__ == "__main__":

@@ -34,6 +34,13 @@ def test_verilog_bad_parameter_names_it_and_writes_nothing(tmp_path):
     assert not out.exists()
 
 
+def test_verilog_vitcod_bad_merge_depth_names_it(tmp_path, capsys):
+    out = tmp_path / "vitcod.v"
+    assert main(["verilog", "vitcod", "--tiles", "2", "--merge-depth", "9", "-o", str(out)]) == 2
+    assert "ViTCoD merge_depth must be in [1, 8], not 9" in capsys.readouterr().err
+    assert not out.exists()
+
+
 def test_verilog_narrow_accumulator_refused(tmp_path):
     proc = _run("verilog", "mac-line", "--max-length", "16", "--acc-width", "12", "-o", str(tmp_path / "x.v"))
     assert proc.returncode == 2

@@ -7,6 +7,7 @@ packers (``hw/vitcod/host.py``), ``attnforge.numfmt.Requantizer``,
 
 from __future__ import annotations
 
+import dataclasses
 import random
 
 import numpy as np
@@ -591,3 +592,74 @@ def test_tiles_run_rows_mod_t_in_row_order(monkeypatch):
     assert pos == len(beats)
     shapes = [HeadShape.from_csr(j.g, j.row_ptr, j.nk) for j in jobs]
     assert run_cycles(cfg, shapes)["total_cycles"] == cycles[-1] - cycles[0]
+
+
+@pytest.mark.parametrize("depth, match", [(0, r"ViTCoD merge_depth must be in \[1, 8\], not 0"),
+                                          (9, r"ViTCoD merge_depth must be in \[1, 8\], not 9")])
+def test_config_rejects_bad_merge_depth(depth, match):
+    with pytest.raises(ConfigError, match=match):
+        VitcodConfig(head_dim=64, max_tokens=8, max_nnz=32, macs=2, data_width=64, tiles=2, merge_depth=depth)
+    with pytest.raises(TypeError, match="ViTCoD merge_depth must be an integer, not 2.0"):
+        VitcodConfig(head_dim=64, max_tokens=8, max_nnz=32, macs=2, data_width=64, tiles=2, merge_depth=2.0)
+
+
+def job_of_keep(rng, keep, g, cfg) -> HeadJob:
+    """A head whose sparse part keeps exactly ``keep`` (Nq x (Nk - G)), random Q/K/V."""
+    nq, nk, d = keep.shape[0], keep.shape[1] + g, cfg.head_dim
+    s = dense_to_csr(keep)
+    params = head_params(0.03, 0.02, 0.04, 0.02, d)
+    return HeadJob(rng.integers(-128, 128, (nq, d)).astype(np.int8), rng.integers(-128, 128, (nk, d)).astype(np.int8),
+                   rng.integers(-128, 128, (nk, d)).astype(np.int8), g, np.asarray(s.row_ptr),
+                   np.asarray(s.col_idx) + g, params.exp.multiplier, params.exp.shift, params.out.multiplier,
+                   params.out.shift)
+
+
+def test_merger_buffers_merge_depth_rows_per_tile(monkeypatch):
+    """``merge_depth`` 3: while tile 0 computes its long rows 0 and 8, tile 1 finishes its short rows
+    ahead into its three-row merger buffer (it fills: ``ready`` low); rows still leave in order and bit
+    exact over two heads back to back (the ring wraps), and the cycle model at depth 3 gives the RTL's
+    cycles, which differ from a one- and a two-row merger's."""
+    from attnforge.hw.vitcod import output as output_module
+    from attnforge.hw.vitcod.cycles import HeadShape, run_cycles
+
+    cfg = VitcodConfig(head_dim=16, max_tokens=12, max_nnz=48, macs=8, dense_lines=1, sparse_lines=2,
+                       data_width=64, tiles=2, merge_depth=3)
+    merged = []
+
+    class WatchedMerger(output_module.RowMerger):
+        def elaborate(self, platform):
+            merged.append(self)
+            return super().elaborate(platform)
+    monkeypatch.setattr(accelerator_module, "RowMerger", WatchedMerger)
+    rng = np.random.default_rng(5)
+    lengths = [12, 0, 0, 0, 0, 0, 0, 12, 0, 12, 0, 0]      # keys kept per row (G = 0)
+    keep = np.arange(12)[None, :] < np.array(lengths)[:, None]
+    jobs = [job_of_keep(rng, keep, 0, cfg), random_job(rng, 7, 9, 1, 0.5, cfg)]
+    dut = VitcodAccelerator(cfg)
+    beats, cycles, ready1 = [], [], []
+
+    def watch(ctx, cycle):
+        ctx.set(dut.o.ready, 1)
+        if ctx.get(dut.cmd.valid) and ctx.get(dut.cmd.ready):
+            cycles.append(cycle)
+        if ctx.get(dut.o.valid):
+            beats.append(ctx.get(dut.o.payload))
+            cycles.append(cycle)
+        ready1.append(ctx.get(merged[0].tiles[1].ready))
+
+    async def bench(ctx):
+        data = [b for j in jobs for b in j.data_beats(cfg)]
+        await feed(ctx, dut.cmd, dut.data, [j.command(cfg) for j in jobs], data, cycles=600, each_cycle=watch)
+    simulate(dut, bench)
+    pos = 0
+    for job in jobs:
+        n = job.nq * cfg.words_per_token
+        assert np.array_equal(unpack_output(beats[pos:pos + n], job.nq, cfg), golden_of(job))
+        pos += n
+    assert pos == len(beats)
+    assert not all(ready1)       # tile 1's buffer was full (three rows) in some cycle
+    shapes = [HeadShape.from_csr(j.g, j.row_ptr, j.nk) for j in jobs]
+    rtl = cycles[-1] - cycles[0]
+    assert run_cycles(cfg, shapes)["total_cycles"] == rtl
+    for shallower in (1, 2):
+        assert run_cycles(dataclasses.replace(cfg, merge_depth=shallower), shapes)["total_cycles"] != rtl

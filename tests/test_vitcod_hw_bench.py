@@ -8,11 +8,12 @@ from attnforge.benchmarks import vitcod_hw as bench
 def test_bench_configurations_are_legal_and_cover_the_goals():
     names = [c[0] for c in bench.MODEL_CONFIGS]
     assert len(set(names)) == len(names)
-    for name, dl, sl, width, tiles in bench.MODEL_CONFIGS:
-        cfg = bench._config(dl + sl, dl, bench.N * bench.N, width, tiles)
-        assert cfg.tiles == tiles and cfg.data_width == width
+    for name, dl, sl, width, tiles, depth in bench.MODEL_CONFIGS:
+        cfg = bench._config(dl + sl, dl, bench.N * bench.N, width, tiles, depth)
+        assert cfg.tiles == tiles and cfg.data_width == width and cfg.merge_depth == depth
+        assert depth == 1 or tiles > 1, name        # a deeper row merger only with tiles
     assert {c[0] for c in bench.RTL_CONFIGS} <= set(names)
-    macs = {name: 8 * (dl + sl) * tiles for name, dl, sl, _, tiles in bench.MODEL_CONFIGS}
+    macs = {name: 8 * (dl + sl) * tiles for name, dl, sl, _, tiles, _ in bench.MODEL_CONFIGS}
     widths = {c[0]: c[3] for c in bench.MODEL_CONFIGS}
     for key, _, cfg_names, _, _, _, _ in bench.GOALS:
         assert set(cfg_names) <= set(names), key

@@ -15,7 +15,8 @@ Figures (JSON + PNG under ``bench/results/``), N = 197, d = 64 (DeiT-Tiny heads)
 * from the cycle model: 4+4 (256-bit) and 8+8, 16+16, 32+32 lines (512-bit; 32+32 is
   the 512-MAC configuration of ViTCoD's published simulator), and the same MACs as
   tiles (``VitcodConfig.tiles``, independent row pipelines), all at 512 bits: 2 x (4+4),
-  4 x (4+4), 8 x (4+4), 2 x (8+8), 4 x (8+8); 2 x (4+4) also on the RTL (not with ``quick``);
+  4 x (4+4), 8 x (4+4), 2 x (8+8), 4 x (8+8), and with a deeper row merger (``merge_depth``, "mD")
+  8 x (4+4) m2, 4 x (8+8) m2 and m3; 2 x (4+4) also on the RTL (not with ``quick``);
 * ``goals``: issue 14's utilization goals (``GOALS``) per configuration and mask kind (RTL
   rows where there are, else the cycle model's), the best configuration of each, met or not;
 * for every row the bandwidth side: the head's stream beats (load cycles) against its
@@ -44,12 +45,14 @@ N, D = 197, 64
 SPARSITIES = (0.5, 0.8, 0.9, 0.95)
 REAL_SPARSITIES = (0.9, 0.95)
 DENSE_SHARE = 0.5
-#: (name, Denser lines, Sparser lines, stream bits, tiles): lines per tile; T tiles of L + L lines
-#: have the MACs of one (T L) + (T L) pair
-MODEL_CONFIGS = (("4+4 x 8", 4, 4, 256, 1), ("8+8 x 8", 8, 8, 512, 1), ("16+16 x 8", 16, 16, 512, 1),
-                 ("32+32 x 8", 32, 32, 512, 1), ("2x(4+4) x 8", 4, 4, 512, 2), ("4x(4+4) x 8", 4, 4, 512, 4),
-                 ("8x(4+4) x 8", 4, 4, 512, 8), ("2x(8+8) x 8", 8, 8, 512, 2), ("4x(8+8) x 8", 8, 8, 512, 4))
-RTL_CONFIGS = (("4+4 x 8", 4, 4, 256, 1), ("8+8 x 8", 8, 8, 512, 1), ("2x(4+4) x 8", 4, 4, 512, 2))
+#: (name, Denser lines, Sparser lines, stream bits, tiles, merge_depth): lines per tile; T tiles of
+#: L + L lines have the MACs of one (T L) + (T L) pair; "mD": a row merger of D rows per tile
+MODEL_CONFIGS = (("4+4 x 8", 4, 4, 256, 1, 1), ("8+8 x 8", 8, 8, 512, 1, 1), ("16+16 x 8", 16, 16, 512, 1, 1),
+                 ("32+32 x 8", 32, 32, 512, 1, 1), ("2x(4+4) x 8", 4, 4, 512, 2, 1), ("4x(4+4) x 8", 4, 4, 512, 4, 1),
+                 ("8x(4+4) x 8", 4, 4, 512, 8, 1), ("2x(8+8) x 8", 8, 8, 512, 2, 1), ("4x(8+8) x 8", 8, 8, 512, 4, 1),
+                 ("8x(4+4) x 8 m2", 4, 4, 512, 8, 2), ("4x(8+8) x 8 m2", 8, 8, 512, 4, 2),
+                 ("4x(8+8) x 8 m3", 8, 8, 512, 4, 3))
+RTL_CONFIGS = (("4+4 x 8", 4, 4, 256, 1, 1), ("8+8 x 8", 8, 8, 512, 1, 1), ("2x(4+4) x 8", 4, 4, 512, 2, 1))
 #: issue 14's goals at N = 197, d = 64: (key, text, configurations with those MACs and that stream
 #: (one pipeline or tiles), sparsity, row field, "min" (value >= limit) or "max" (value <= limit), limit)
 GOALS = (("4+4_util_90", "4+4 x 8, 256 b: utilization >= 0.9 at 90 %", ("4+4 x 8",), 0.9, "utilization", "min", 0.9),
@@ -58,16 +61,19 @@ GOALS = (("4+4_util_90", "4+4 x 8, 256 b: utilization >= 0.9 at 90 %", ("4+4 x 8
          ("16+16_util_90", "16+16 x 8, 512 b: utilization >= 0.85 at 90 %",
           ("16+16 x 8", "4x(4+4) x 8", "2x(8+8) x 8"), 0.9, "utilization", "min", 0.85),
          ("32+32_util_90", "32+32 x 8, 512 b: utilization >= 0.8 at 90 %",
-          ("32+32 x 8", "8x(4+4) x 8", "4x(8+8) x 8"), 0.9, "utilization", "min", 0.8),
+          ("32+32 x 8", "8x(4+4) x 8", "4x(8+8) x 8", "8x(4+4) x 8 m2", "4x(8+8) x 8 m2", "4x(8+8) x 8 m3"), 0.9,
+          "utilization", "min", 0.8),
          ("32+32_bound_95", "32+32 x 8, 512 b: cycles <= 1.3 x max(ideal, load) at 95 %",
-          ("32+32 x 8", "8x(4+4) x 8", "4x(8+8) x 8"), 0.95, "cycles_over_bound", "max", 1.3))
+          ("32+32 x 8", "8x(4+4) x 8", "4x(8+8) x 8", "8x(4+4) x 8 m2", "4x(8+8) x 8 m2", "4x(8+8) x 8 m3"), 0.95,
+          "cycles_over_bound", "max", 1.3))
 
 
-def _config(lines: int, dense_lines: int, max_nnz: int, data_width: int = 256, tiles: int = 1):
+def _config(lines: int, dense_lines: int, max_nnz: int, data_width: int = 256, tiles: int = 1, merge_depth: int = 1):
     from attnforge.hw.vitcod import VitcodConfig
 
     return VitcodConfig(head_dim=D, max_tokens=N, max_nnz=max_nnz, macs=8, dense_lines=dense_lines,
-                        sparse_lines=lines - dense_lines, data_width=data_width, tiles=tiles)
+                        sparse_lines=lines - dense_lines, data_width=data_width, tiles=tiles,
+                        merge_depth=merge_depth)
 
 
 def _mask_sets(n_heads: int, quick: bool) -> dict:
@@ -218,7 +224,8 @@ def _row(name, cfg, kind, s, ms, shapes, model, dense_c, source, rtl_report=None
     model_c = _steady(model["heads"])
     cycles = _steady(rtl_report["heads"]) if rtl_report else model_c
     ideal = float(np.mean([h["ideal_cycles"] for h in model["heads"][1:]]))
-    row = {"config": name, "lines": cfg.lines * cfg.tiles, "tiles": cfg.tiles, "source": source, "masks": kind, "target_sparsity": s,
+    row = {"config": name, "lines": cfg.lines * cfg.tiles, "tiles": cfg.tiles, "merge_depth": cfg.merge_depth,
+           "source": source, "masks": kind, "target_sparsity": s,
            "sparsity": 1.0 - float(ms.keep.mean()), "global_tokens": [int(x) for x in ms.n_global[0]],
            "cycles": cycles, "ideal_cycles": ideal, "utilization": ideal / cycles,
            "dense_baseline_cycles": dense_c, "speedup": dense_c / cycles,
@@ -244,8 +251,8 @@ def run(out_dir: Path, *, quick: bool = False, command: str = "attnforge bench")
     masks = _mask_sets(n_heads, quick)
     max_nnz = max(int(ms.keep[0].sum(axis=(1, 2)).max()) for ms in masks.values())
     # one build per configuration for the sparse masks and the dense baseline (sparse part N - G per row)
-    cfgs = {name: _config(dl + sl, dl, max(max_nnz, N * N), width, tiles)
-            for name, dl, sl, width, tiles in MODEL_CONFIGS}
+    cfgs = {name: _config(dl + sl, dl, max(max_nnz, N * N), width, tiles, depth)
+            for name, dl, sl, width, tiles, depth in MODEL_CONFIGS}
     rtl_configs = RTL_CONFIGS[:1] if quick else RTL_CONFIGS
     rows = []
     irregular = []
@@ -341,12 +348,17 @@ def _plot(rows, path):
                 # one pipeline of L + L lines; tiles of 4+4; tiles of 8+8 (lines: of all tiles)
                 for per_tile, style, label in ((None, "-", ""), (8, "--", " tiles of 4+4"),
                                                (16, ":", " tiles of 8+8")):
-                    pts = [r for r in rs if (r["tiles"] == 1 if per_tile is None
-                                             else r["tiles"] > 1 and r["lines"] // r["tiles"] == per_tile)]
+                    pts = [r for r in rs if r.get("merge_depth", 1) == 1 and
+                           (r["tiles"] == 1 if per_tile is None
+                            else r["tiles"] > 1 and r["lines"] // r["tiles"] == per_tile)]
                     if pts:     # one colour per mask set, one line style per kind of configuration
                         color = f"C{2 * (kind != 'synthetic') + (s == 0.95)}"
                         axes[0].plot([r["lines"] for r in pts], [r["utilization"] for r in pts], marker + style,
                                      color=color, label=f"{kind} {int(s * 100)} %{label}")
+                deeper = [r for r in rs if r.get("merge_depth", 1) > 1]
+                if deeper:      # tiles with a deeper row merger: points beside their one-row merger line
+                    axes[0].plot([r["lines"] for r in deeper], [r["utilization"] for r in deeper], "x",
+                                 color=f"C{2 * (kind != 'synthetic') + (s == 0.95)}")
             cfg44 = [r for r in rs if r["config"] == "4+4 x 8"]
             if cfg44:
                 axes[1].plot(100 * s, cfg44[0]["speedup"], marker, color="C0" if kind == "synthetic" else "C1")

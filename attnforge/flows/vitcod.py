@@ -104,7 +104,8 @@ def simulate_masks(masks_path, *, layer: int = 0, head: int = 0, all_heads: bool
                    simulator: str | None = None, tensors_path=None, decoder: bool = False,
                    head_dim: int | None = None, macs: int = VitcodConfig.macs,
                    dense_lines: int = VitcodConfig.dense_lines, sparse_lines: int = VitcodConfig.sparse_lines,
-                   data_width: int | None = None, tiles: int = VitcodConfig.tiles, build_root="build/sim") -> dict:
+                   data_width: int | None = None, tiles: int = VitcodConfig.tiles,
+                   merge_depth: int = VitcodConfig.merge_depth, build_root="build/sim") -> dict:
     """The report of ``attnforge vitcod sim`` as a dict (see the module docstring).
 
     ``head_dim`` defaults to the tensors' d, else ``VitcodConfig.head_dim``; ``data_width`` to
@@ -138,7 +139,7 @@ def simulate_masks(masks_path, *, layer: int = 0, head: int = 0, all_heads: bool
     cfg = VitcodConfig(head_dim=d, max_tokens=max(nq, nk), max_nnz=max_nnz, macs=macs, dense_lines=dense_lines,
                        sparse_lines=sparse_lines,
                        data_width=min(256, 8 * d) if data_width is None else data_width,
-                       decoder=decoder, decoder_heads=hc, tiles=tiles)
+                       decoder=decoder, decoder_heads=hc, tiles=tiles, merge_depth=merge_depth)
     heads = mask_heads(cfg, ms, pairs, seed=seed, tensors=tensors, decoder=decoder)
     result = run_heads(cfg, heads, name=f"vitcod_sim_{Path(masks_path).stem}_{seed}", simulator=simulator,
                        build_root=build_root, seed=seed)

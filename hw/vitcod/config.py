@@ -20,7 +20,8 @@ from attnforge.numfmt import INT8, Requantizer, accumulator_width
 from attnforge.softmax_int import PROB_FORMAT, recip_width, sum_width
 
 __all__ = ["VitcodConfig", "INDEX_WIDTH", "ROW_SLOTS", "MULTIPLIER_WIDTH", "SHIFT_WIDTH", "STATUS_COUNT_WIDTH",
-           "MAX_DECODER_HEADS", "MAX_TILES", "ERR_SIZE", "ERR_ROW_PTR", "ERR_COL_IDX", "ERR_LAYER", "ERROR_BITS"]
+           "MAX_DECODER_HEADS", "MAX_TILES", "MAX_MERGE_DEPTH", "ERR_SIZE", "ERR_ROW_PTR", "ERR_COL_IDX", "ERR_LAYER",
+           "ERROR_BITS"]
 
 #: Rows in flight in the score and exponent buffers: the engines may score up to
 #: ROW_SLOTS - 1 rows ahead of their pv jobs, which hides the softmax latency.
@@ -43,6 +44,8 @@ ERR_LAYER = 8     # (decoder) a head whose layer (compressed Q/K of its Nq, Nk, 
 ERROR_BITS = 4
 #: Most row pipelines (``tiles``) a configuration may have.
 MAX_TILES = 16
+#: Most finished rows the row merger may buffer per tile (``merge_depth``).
+MAX_MERGE_DEPTH = 8
 
 
 def _check(what, value, lo, hi):
@@ -88,6 +91,12 @@ class VitcodConfig:
         order. T = 1 is the single-pipeline design. T > 1 needs ``data_width >= 32`` and
         T to divide or be at least the query rows per pointer beat (``data_width / 32``),
         and ``T <= max_tokens``.
+    merge_depth : int
+        (``tiles > 1``) Finished rows the row merger buffers per tile, 1..8: a tile may finish up
+        to this many rows ahead of the merger, which takes the rows back in row order (a tile on a
+        long row then holds the others back less). Each row is ``head_dim * row_width`` bits plus
+        its requantizer, in registers: ``tiles * merge_depth`` of them. No effect with ``tiles == 1``
+        (no merger).
     """
 
     head_dim: int = 64
@@ -100,6 +109,7 @@ class VitcodConfig:
     decoder: bool = False
     decoder_heads: int = 2
     tiles: int = 1
+    merge_depth: int = 1
 
     def __post_init__(self):
         _check("macs (M)", self.macs, 1, 64)
@@ -134,6 +144,7 @@ class VitcodConfig:
             if self.tiles < rows and rows % self.tiles:
                 raise ConfigError(f"ViTCoD tiles={self.tiles} must divide or be at least the {rows} query rows "
                                   f"of pointers per beat (data_width={self.data_width} / 32)")
+        _check("merge_depth", self.merge_depth, 1, MAX_MERGE_DEPTH)
 
     def require_decoder(self, part: str) -> None:
         """Raise ``ConfigError`` unless the configuration includes the Q/K decoder (``part`` needs it)."""

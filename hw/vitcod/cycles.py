@@ -264,26 +264,28 @@ class _HeadTimeline:
 
 class _TiledHead:
     """(tiles > 1) The tiles' row pipelines of one head, started together, each its own
-    ``_HeadTimeline``; they meet at the row merger (a one-row buffer per tile, row i from tile
-    ``i mod T``'s buffer, in row order) in front of the shared output serializer, and end the
-    head together."""
+    ``_HeadTimeline``; they meet at the row merger (a buffer of ``merge_depth`` rows per tile,
+    row i from tile ``i mod T``'s buffer, in row order) in front of the shared output serializer,
+    and end the head together."""
 
     def __init__(self, cfg: VitcodConfig, s: HeadShape, h: int):
         self.cfg, self.s, self.c = cfg, s, h
         self.tiles = [_HeadTimeline(cfg, s, h, tile=t) for t in range(cfg.tiles)]
         self.turn = 0              # the merger's tile
-        self.held = [False] * cfg.tiles   # the merger's row buffer of each tile is full
+        self.held = [0] * cfg.tiles   # rows in the merger's buffer of each tile (at most merge_depth)
         self.out_row = 0           # rows handed to the serializer
         self.ser_until = -1
         self.last_beat = None
 
     def output(self, c):
-        """The merger (a one-row buffer per tile; row i from tile ``i mod T``'s buffer) and the
-        serializer: True when something moved, "end" when the head ends in this cycle."""
-        take = self.out_row < self.s.nq and self.held[self.turn] and c > self.ser_until
+        """The merger (a buffer of ``merge_depth`` rows per tile; row i from tile ``i mod T``'s
+        buffer) and the serializer: True when something moved, "end" when the head ends in this
+        cycle. A tile hands a row on while its buffer has room or is being read from."""
+        depth = self.cfg.merge_depth
+        take = self.out_row < self.s.nq and self.held[self.turn] > 0 and c > self.ser_until
         loads = []
         for t, tile in enumerate(self.tiles):
-            if tile.pdone[0] and tile.pdone[1] and (not self.held[t] or (take and t == self.turn)):
+            if tile.pdone[0] and tile.pdone[1] and (self.held[t] < depth or (take and t == self.turn)):
                 def combined(tl=tile):
                     tl.pdone[0] = tl.pdone[1] = False
                     tl.out_hold[0] = tl.out_hold[1] = False
@@ -291,13 +293,13 @@ class _TiledHead:
                 tile.at(c + 1, combined)
                 loads.append(t)
         if take:
-            self.held[self.turn] = False
+            self.held[self.turn] -= 1
             self.ser_until = c + self.cfg.words_per_token
             self.last_beat = c + self.cfg.words_per_token + OUT_STAGES
             self.out_row += 1
             self.turn = 0 if self.out_row == self.s.nq else (self.turn + 1) % self.cfg.tiles
         for t in loads:
-            self.held[t] = True
+            self.held[t] += 1
         if take or loads:
             return True
         if all(tl.cm_row == tl.nq for tl in self.tiles) and not any(self.held) and c > self.ser_until:

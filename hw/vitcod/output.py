@@ -109,10 +109,11 @@ class OutputStage(ConfiguredComponent):
 class RowMerger(ConfiguredComponent):
     """(``tiles > 1``) The tiles' finished rows into one stream, in row order.
 
-    Each tile hands its rows to a one-row buffer of its own (taken in the cycle the buffer is
-    empty or being emptied, so the tile's engines go on with the next row's P·V); row i
-    leaves from the buffer of tile ``i mod T``: the merger takes a row from tile ``turn``
-    only, then turns to the next tile, and back to tile 0 after a head's last row
+    Each tile hands its rows to a buffer of its own of ``merge_depth`` rows (a ring of
+    registers; a row is taken in the cycle the buffer has room or is being read from, so the
+    tile's engines go on with the next row's P·V, up to ``merge_depth`` rows ahead of the
+    merger); row i leaves from the buffer of tile ``i mod T``: the merger takes a row from tile
+    ``turn`` only, then turns to the next tile, and back to tile 0 after a head's last row
     (``head_last``).
 
     Parameters
@@ -137,22 +138,36 @@ class RowMerger(ConfiguredComponent):
         return {"tiles": In(rows).array(config.tiles), "row": Out(rows), "empty": Out(1)}
 
     def elaborate(self, platform):
-        T = self._config.tiles
+        T, D = self._config.tiles, self._config.merge_depth
         m = Module()
         turn = Signal(range(max(T, 2)))
-        held = [Signal(name=f"held{t}") for t in range(T)]
-        rows = [Signal.like(tile.payload, name=f"row{t}") for t, tile in enumerate(self.tiles)]
         take = Signal()
-        m.d.comb += [self.row.valid.eq(mux_tree(held, turn)),
-                     self.row.payload.eq(mux_tree([r.as_value() for r in rows], turn)),
-                     take.eq(self.row.valid & self.row.ready), self.empty.eq(~Cat(*held).any())]
+        heads, nonempty = [], []
         for t, tile in enumerate(self.tiles):
+            # tile t's ring of D rows: written at `wr`, read at `rd`, `count` rows in it
+            slots = [Signal.like(tile.payload, name=f"row{t}_{k}") for k in range(D)]
+            wr = Signal(range(D), name=f"wr{t}")
+            rd = Signal(range(D), name=f"rd{t}")
+            count = Signal(range(D + 1), name=f"count{t}")
+            heads.append(mux_tree([r.as_value() for r in slots], rd))
+            nonempty.append(count != 0)
             taken = take & (turn == t)
-            m.d.comb += tile.ready.eq(~held[t] | taken)
+            put = tile.valid & tile.ready
+            m.d.comb += tile.ready.eq((count != D) | taken)
+            with m.If(put):
+                for k, slot in enumerate(slots):
+                    with m.If(wr == k):
+                        m.d.sync += slot.eq(tile.payload)
+                m.d.sync += wr.eq(Mux(wr == D - 1, 0, wr + 1))
             with m.If(taken):
-                m.d.sync += held[t].eq(0)
-            with m.If(tile.valid & tile.ready):
-                m.d.sync += [held[t].eq(1), rows[t].eq(tile.payload)]
+                m.d.sync += rd.eq(Mux(rd == D - 1, 0, rd + 1))
+            with m.If(put & ~taken):
+                m.d.sync += count.eq(count + 1)
+            with m.Elif(taken & ~put):
+                m.d.sync += count.eq(count - 1)
+        m.d.comb += [self.row.valid.eq(mux_tree(nonempty, turn)),
+                     self.row.payload.eq(mux_tree(heads, turn)),
+                     take.eq(self.row.valid & self.row.ready), self.empty.eq(~Cat(*nonempty).any())]
         with m.If(take):
             m.d.sync += turn.eq(Mux(self.row.payload.head_last | (turn == T - 1), 0, turn + 1))
         return m

@@ -55,12 +55,14 @@ def random_vitcod_config(rng) -> VitcodConfig:
 
 def random_tiles(cfg: VitcodConfig, rng) -> VitcodConfig:
     """``cfg`` with 1 to 3 tiles (row pipelines) where legal, half of the time more than one (four tiles
-    took over the test's 300 s to compile on the shared machine)."""
+    took over the test's 300 s to compile on the shared machine), then a row merger of 1 to 3 rows per
+    tile (``merge_depth``)."""
     legal = [t for t in (2, 3) if t <= cfg.max_tokens and cfg.data_width >= 32
              and (t >= cfg.data_width // 32 or (cfg.data_width // 32) % t == 0)]
     if not legal or rng.random() < 0.5:
         return cfg
-    return dataclasses.replace(cfg, tiles=int(rng.choice(legal)))
+    tiles = int(rng.choice(legal))
+    return dataclasses.replace(cfg, tiles=tiles, merge_depth=int(rng.integers(1, 4)))
 
 
 def random_linear_config(rng) -> LinearDecodeConfig:

@@ -20,7 +20,9 @@ from attnforge.hw.vitcod import VitcodAccelerator, VitcodConfig
 from attnforge.sim.runner import run_cocotb
 from attnforge.hw.vitcod.cycles import run_cycles
 from attnforge.tb.mutants import FlipOutputBit
-from attnforge.tb.vitcod_jobs import bad_head, layer_heads, random_head, save_jobs, shapes_of
+from attnforge.algo.vitcod.golden import head_params
+from attnforge.formats.csr import CSR, dense_to_csr
+from attnforge.tb.vitcod_jobs import bad_head, head_for, layer_heads, random_head, save_jobs, shapes_of
 
 BUILD = Path(__file__).resolve().parents[2] / "build" / "test_sim"
 DESIGN = get_design("vitcod")
@@ -49,6 +51,9 @@ TILED = {
                            data_width=128, tiles=2),
     "d32-t3": VitcodConfig(head_dim=32, max_tokens=40, max_nnz=1600, macs=4, dense_lines=2, sparse_lines=3,
                            data_width=64, tiles=3),
+    # a row merger buffer of two rows per tile (merge_depth)
+    "d32-t3-m2": VitcodConfig(head_dim=32, max_tokens=40, max_nnz=1600, macs=4, dense_lines=2, sparse_lines=3,
+                              data_width=64, tiles=3, merge_depth=2),
 }
 
 
@@ -63,10 +68,30 @@ def tiled_heads(cfg: VitcodConfig, rng, errors: bool) -> list:
              random_head(cfg, rng, nq=n, nk=n // 2 + 3, g=1, sparsity=0.3),              # Nq > Nk, long rows
              random_head(cfg, rng, nq=T * 3, nk=n, g=3, sparsity=0.97, empty_rows=4),    # Nq < Nk, short rows
              random_head(cfg, rng, nq=n - 2, nk=n, g=2, sparsity=0.6, balance="none")]
+    if cfg.merge_depth > 1:
+        heads += [phased_head(cfg, rng, g=0), phased_head(cfg, rng, g=2)]
     if errors:
         for pos, kind in ((1, "size"), (4, "row_ptr"), (6, "col_idx")):
             heads.insert(pos, bad_head(cfg, rng, kind))
     return heads
+
+
+def phased_head(cfg: VitcodConfig, rng, g: int):
+    """A head whose tiles take turns at long rows (tile t's long rows in its t-th block of local
+    rows, short ones elsewhere): a tile on short rows runs ahead of the row merger while another
+    is on long ones, so the merger's buffer depth (``merge_depth``) sets the cycles."""
+    n, T = cfg.max_tokens, cfg.tiles
+    block = max(1, n // T // T)
+    lengths = [n - g if (i // T // block) % T == i % T and (i // T) % 4 != 3 else i % 3 for i in range(n)]
+    keep = np.zeros((n, n - g), bool)
+    for i, length in enumerate(lengths):
+        keep[i, rng.choice(n - g, length, replace=False)] = True
+    d = cfg.head_dim
+    q, k, v = (rng.integers(-128, 128, (n, d)).astype(np.int8) for _ in range(3))
+    s = dense_to_csr(keep)
+    csr = CSR(s.row_ptr, s.col_idx + np.int32(g), (n, n))
+    return head_for(cfg, q, k, v, g, csr, head_params(0.03, 0.02, 0.04, 0.02, d),
+                    sparsity=1.0 - (n * g + keep.sum()) / (n * n))
 
 
 @pytest.mark.full     # make test: tests/test_vitcod_components.py runs two tiles in the Amaranth simulator
@@ -84,7 +109,7 @@ def test_vitcod_tiles_bit_exact_and_cycle_model():
 @pytest.mark.parametrize("name", list(TILED))
 def test_vitcod_tiles_sweep(name):
     """Tiled configurations: refused heads between good ones with idle cycles and backpressure, then
-    at full rate the cycle model to the cycle."""
+    at full rate the cycle model to the cycle (with ``merge_depth`` > 1 on heads that need it)."""
     cfg = TILED[name]
     heads = tiled_heads(cfg, np.random.default_rng(22), errors=True)
     result = run(name, cfg, heads, idle=0.3, stall=0.3, seed=22)
@@ -93,6 +118,9 @@ def test_vitcod_tiles_sweep(name):
     result = run(name, cfg, heads, seed=23)
     assert result.passed, f"see {result.log}"
     check_cycle_model(cfg, heads, result.report)
+    if cfg.merge_depth > 1:     # the heads need the deeper merger: with one row per tile they take longer
+        one_row = run_cycles(dataclasses.replace(cfg, merge_depth=1), shapes_of(heads))
+        assert one_row["total_cycles"] > result.report["total_cycles"]
 
 
 def heads_for(name: str, cfg: VitcodConfig, seed: int, errors: bool):
