@@ -10,8 +10,11 @@ enable across the device. The memory is split into ``config.block_slices`` memor
 of bit slices (``BLOCK_SLICE_CELLS`` LUT-RAM cells each, ``config.block_slice_bits``
 bits); each slice has its own copy of the write address and enable registers
 (attribute ``replica``: ``fpga.synth`` keeps the copies apart), and all share the
-write-data register (one load per bit). The memories are written one cycle after the
-beat; a read in that cycle is covered by their own transparency. A read issued in
+write-data register. The memories are written one cycle after the beat. The read is
+synchronous as seen from outside, built per slice from its own copy of the read address
+register and the LUT RAM's asynchronous read, which sees the write in flight (what
+Yosys makes of a transparent read port, but with one address register per slice
+instead of one for all 384 LUT RAMs at d = 64). A read issued in
 the beat's cycle at the beat's address cannot see the memory yet: a registered
 ``hit`` (one copy per slice) selects the write-data register instead of the
 memory's output, one multiplexer in front of the user's register. So the read data
@@ -72,13 +75,17 @@ class DraftBlock(ConfiguredComponent):
             mem = Memory(shape=hi - lo, depth=cfg.block_depth, init=[])
             m.submodules[f"slice{s}"] = mem
             port_w = mem.write_port()
-            port_r = mem.read_port(transparent_for=(port_w,))
+            # The synchronous read as a registered address (a copy per slice) and the LUT RAM's
+            # asynchronous read: it sees the write in flight (transparent), as Yosys would map a
+            # transparent read port, but without one address register driving every slice.
+            port_r = mem.read_port(domain="comb")
             addr = Signal.like(write.addr, name=f"block_write_addr_rep{s}", attrs={"replica": 1})
             en = Signal(name=f"block_write_en_rep{s}", attrs={"replica": 1})
             hit = Signal(name=f"block_hit_rep{s}", attrs={"replica": 1})
-            m.d.sync += [addr.eq(write.addr), en.eq(write.en), hit.eq(hit_now)]
+            raddr = Signal.like(read.addr, name=f"block_read_addr_rep{s}", attrs={"replica": 1})
+            m.d.sync += [addr.eq(write.addr), en.eq(write.en), hit.eq(hit_now), raddr.eq(read.addr)]
             m.d.comb += [port_w.addr.eq(addr), port_w.en.eq(en), port_w.data.eq(data[lo:hi]),
-                         port_r.addr.eq(read.addr)]
+                         port_r.addr.eq(raddr)]
             out.append(Mux(hit, data[lo:hi], port_r.data))
         m.d.comb += read.data.eq(Cat(*out))
         return m
