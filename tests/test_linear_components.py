@@ -21,6 +21,7 @@ from amaranth.sim import Simulator
 
 from attnforge.algo.linear.golden import LinearDecodeGolden, _wrap, divide_fixed
 from attnforge.hw.linear import LinearDecodeConfig
+from attnforge.hw.linear.block import DraftBlock
 from attnforge.hw.linear.config import NORM_EXTRA_DEPTH
 from attnforge.hw.linear.control import CommandControl
 from attnforge.hw.linear.convolution import CONV_LATENCY, Convolution
@@ -247,6 +248,44 @@ def test_output_stage_emits_every_token_once_in_order_under_backpressure():
     assert got == expected
 
 
+# ---------------------------------------------------------------- DraftBlock
+
+@pytest.mark.parametrize("d, t_max", [(16, 4), (4, 2)])     # 3 slices (d = 16), one slice (d = 4)
+def test_draft_block_reads_like_a_transparent_memory(d, t_max):
+    """The sliced draft block with its registered write reads back, cycle for cycle, what one
+    memory with a read transparent for its write gives (a plain Python list here): a read in the
+    cycle of the write (the forwarding hit), in the next cycle (the write in flight) and later,
+    with writes in consecutive cycles and to the address being read."""
+    cfg = LinearDecodeConfig(d=d, macs=d, t_max=t_max)
+    assert cfg.block_slices == (3 if d == 16 else 1)
+    dut = DraftBlock(cfg)
+    width = 3 * d * 8
+    rng = random.Random(d)
+    mem = [None] * cfg.block_depth       # None: never written (not compared)
+    seen = {"hits": 0, "compared": 0}
+
+    async def bench(ctx):
+        for _ in range(400):
+            addr, read = rng.randrange(cfg.block_depth), rng.randrange(cfg.block_depth)
+            en = rng.random() < 0.6
+            value = rng.getrandbits(width)
+            ctx.set(dut.write.addr, addr)
+            ctx.set(dut.write.en, en)
+            ctx.set(dut.write.data.as_value(), value)
+            ctx.set(dut.read.addr, read)
+            if en:
+                mem[addr] = value
+                seen["hits"] += addr == read
+            expected = mem[read]
+            await ctx.tick()
+            if expected is not None:
+                assert ctx.get(dut.read.data.as_value()) == expected
+                seen["compared"] += 1
+
+    _simulate(dut, bench)
+    assert seen["compared"] > 200 and seen["hits"] > 20
+
+
 # ---------------------------------------------------------------- CommandControl
 
 CTRL = LinearDecodeConfig(d=4, macs=2, conv_taps=2, t_max=4, heads=2, max_tokens=5)   # G = 2, 4 columns
@@ -259,10 +298,9 @@ class _ControlBench:
         self.cfg = cfg
         self.m = m = Module()
         m.submodules.control = self.dut = dut = CommandControl(cfg)
-        m.submodules.block = block = Memory(shape=cfg.block_word, depth=cfg.block_depth, init=[])
-        write = block.write_port()
-        wiring.connect(m, dut.block_write, write)
-        wiring.connect(m, dut.block_read, block.read_port(transparent_for=(write,)))
+        m.submodules.block = block = DraftBlock(cfg)
+        wiring.connect(m, dut.block_write, block.write)
+        wiring.connect(m, dut.block_read, block.read)
         m.d.comb += dut.half.free.eq(1)
         self.elements, self.emitting, self.shifts, self.claims = 0, 0, 0, 0
 

@@ -21,7 +21,7 @@ from ..common import log2_ceil
 
 __all__ = [
     "LinearDecodeConfig", "pipeline_depth", "MAX_HEADS", "PIPELINE_DEPTH", "LANES_LATENCY", "STATE_WRITE_GAP",
-    "LANE_GROUP", "TREE_CHUNK", "RECIP_BITS",
+    "LANE_GROUP", "TREE_CHUNK", "BLOCK_SLICE_CELLS", "RECIP_BITS",
     "DIV_STEPS_PER_STAGE", "DIV_STAGES", "NORM_DELAY", "NORM_EXTRA_DEPTH", "shape_of",
 ]
 
@@ -44,6 +44,10 @@ PIPELINE_DEPTH = LANES_LATENCY + 7
 STATE_WRITE_GAP = 6
 #: Lanes per replicated copy of the update stage's control bits and v (registered fan-out).
 LANE_GROUP = 8
+#: LUT-RAM cells (ECP5 DPR16X4: 16 words x 4 bits) per bit slice of the draft-block memory,
+#: each slice with its own copy of the registered write address and enable (``DraftBlock``).
+#: At d = 64, t_max <= 16: 384 cells in 12 slices of 128 bits.
+BLOCK_SLICE_CELLS = 32
 #: Readout products (then partial sums) summed per register in the adder tree's first two
 #: stages: two adder levels each.
 TREE_CHUNK = 4
@@ -175,6 +179,22 @@ class LinearDecodeConfig:
         """One draft token: q, k and v, d int8 each."""
         vec = data.ArrayLayout(shape_of(INT8), self.d)
         return data.StructLayout({"q": vec, "k": vec, "v": vec})
+
+    @property
+    def block_slices(self) -> int:
+        """Bit slices of the draft-block memory: about ``BLOCK_SLICE_CELLS`` LUT-RAM cells of
+        16 words x 4 bits each (12 at d = 64 with t_max <= 16, 3 at d = 16, 1 at d <= 5)."""
+        width = Shape.cast(self.block_word).width
+        return -(-width // self.block_slice_bits)
+
+    @property
+    def block_slice_bits(self) -> int:
+        """Bits of one draft-block slice (a multiple of 4, the LUT RAM's width, where it can be)."""
+        width = Shape.cast(self.block_word).width
+        nibbles = -(-width // 4)
+        cells = nibbles * -(-self.block_depth // 16)
+        slices = max(1, -(-cells // BLOCK_SLICE_CELLS))
+        return 4 * -(-nibbles // slices)
 
     @property
     def token_count_shape(self):

@@ -86,9 +86,11 @@ class CommandControl(ConfiguredComponent):
     overflow : ``Out(config.heads)``
         Sticky per head: more than ``max_tokens`` tokens committed since reset.
     block_write : ``In(WritePort.Signature(shape=config.block_word))``
-        The draft-block memory's write port: token n of the block at address n.
+        The draft block's write (``DraftBlock``, which registers it): token n of the block
+        at address n, enabled in the cycle its beat is taken; address and data are driven
+        in every cycle.
     block_read : ``In(ReadPort.Signature(shape=config.block_word))``
-        Its read port (transparent for ``block_write``), addressed a cycle ahead: the
+        Its read (transparent for ``block_write``), addressed a cycle ahead: the
         next pass token, or the next token whose v enters the history.
     fetch : ``Out(FetchSignature(config))``
         The element of each pass cycle, to the lanes and the convolution.
@@ -132,6 +134,10 @@ class CommandControl(ConfiguredComponent):
             m.d.sync += r.quiet.eq(0)
         with m.Elif(r.quiet != STATE_WRITE_GAP - 1):
             m.d.sync += r.quiet.eq(r.quiet + 1)
+        # The block's write address and data do not depend on the state or the command (only the
+        # enable does, in _command): the draft block registers them, no multiplexer in front.
+        p = self.i.p
+        m.d.comb += [self.block_write.addr.eq(r.collected), self.block_write.data.eq(Cat(p.q, p.k, p.v))]
         with m.FSM() as fsm:
             with m.State("IDLE"):
                 with m.If(self.i.valid):
@@ -153,8 +159,7 @@ class CommandControl(ConfiguredComponent):
         p = self.i.p
         with m.Switch(p.cmd):
             with m.Case(CMD_TOKEN):
-                m.d.comb += [self.block_write.addr.eq(r.collected), self.block_write.en.eq(1),
-                             self.block_write.data.eq(Cat(p.q, p.k, p.v))]
+                m.d.comb += self.block_write.en.eq(1)
                 m.d.sync += [r.head.eq(p.head), r.pending.eq(0)]
                 with m.If(p.last | (r.collected == cfg.t_max - 1)):
                     m.d.sync += [r.pass_tokens.eq(r.collected + 1), r.pending.eq(r.collected + 1),

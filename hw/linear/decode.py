@@ -6,6 +6,7 @@ Microarchitecture (``docs/linear-hw.md`` has the picture); the components, each
 in its own module of this package:
 
 * ``CommandControl`` (``control.py``): commands, per-head bookkeeping, pass walk, fetch;
+* ``DraftBlock`` (``block.py``): the draft-block memory in bit slices, its write registered;
 * ``StateLanes`` (``lanes.py``): the M update and readout lanes on the state memory;
 * ``Convolution`` (``convolution.py``): taps, history, the K-tap window;
 * ``Normalizer`` (``normalizer.py``, relu_norm only): the divider;
@@ -59,6 +60,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from ..common import ConfiguredComponent
+from .block import DraftBlock
 from .config import (NORM_EXTRA_DEPTH, PIPELINE_DEPTH, LinearDecodeConfig,  # noqa: F401  (re-exported)
                      pipeline_depth)
 from .control import CommandControl
@@ -120,11 +122,9 @@ class LinearDecode(ConfiguredComponent):
         m = Module()
         # The state of every head, bank, row group and column: one word of M elements.
         m.submodules.state = state = Memory(shape=cfg.state_word, depth=cfg.state_depth, init=[])
-        # The draft block, one word (q, k, v) per token. Its read is transparent, so a token
-        # written in the cycle before its pass starts is read back.
-        m.submodules.block = block = Memory(shape=cfg.block_word, depth=cfg.block_depth, init=[])
-        block_write = block.write_port()
-        block_read = block.read_port(transparent_for=(block_write,))
+        # The draft block, one word (q, k, v) per token: read as a transparent memory (a token
+        # taken in the cycle before its pass starts is read back), written a cycle later.
+        m.submodules.block = block = DraftBlock(cfg)
 
         m.submodules.control = control = CommandControl(cfg)
         m.submodules.lanes = lanes = StateLanes(cfg)
@@ -134,8 +134,8 @@ class LinearDecode(ConfiguredComponent):
         m.d.comb += [self.overflow.eq(control.overflow), self.o_last.eq(output.last),
                      self.busy.eq(control.busy | output.pending), self.mac_active.eq(control.issue),
                      self.block_open.eq(control.block_open)]
-        wiring.connect(m, control.block_write, block_write)
-        wiring.connect(m, control.block_read, block_read)
+        wiring.connect(m, control.block_write, block.write)
+        wiring.connect(m, control.block_read, block.read)
         wiring.connect(m, control.fetch, lanes.fetch, convolution.fetch)
         wiring.connect(m, control.conv, convolution.control)
         wiring.connect(m, control.half, output.half)
