@@ -304,6 +304,8 @@ class CommandControl(ConfiguredComponent):
         else:
             m.d.sync += fetch.v.eq(v)
         if cfg.snapshots:
-            # Every token's state goes to its snapshot bank, which then holds real data.
-            with m.If(element.valid):
-                m.d.sync += r.zero.bit_select(element.snapshot_bank, 1).eq(0)
+            # Every token's state goes to its snapshot bank, which then holds real data. Marked at the
+            # issue (PASS), never in the fetch stages: a RESET taken in IDLE while the pass's last
+            # elements are still in flight must leave the head's banks marked zero.
+            with m.If(r.issue):
+                m.d.sync += r.zero.bit_select(write_bank.as_unsigned(), 1).eq(0)

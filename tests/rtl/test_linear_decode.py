@@ -145,6 +145,16 @@ def test_linear_decode_icarus_small(feature_map):
     assert (result.tests, result.skipped) == (1, 2) and result.passed, f"see {result.log}"
 
 
+def test_snapshot_banks_stay_zero_after_a_reset_behind_a_pass():
+    """K = 1 with snapshot banks: nothing (no history shift) spaces a RESET from the pass before it, so the
+    pass's last elements are still in the fetch stages when the RESET marks the head's banks zero. The
+    snapshot bank's flag used to be cleared there, after the RESET, and the next block read the stale
+    state (the generator fuzz's draw of 2026-12-18, d = 32, found it; d = 8 shows it too)."""
+    config = _config(d=8, macs=8, conv_taps=1, t_max=1, snapshots=True)
+    result = simulate(DESIGN, config, seed=20261218, tb_params=dict(tokens=150), simulator="icarus", build_root=BUILD)
+    assert (result.tests, result.skipped) == (1, 2) and result.passed, f"see {result.log}"
+
+
 @pytest.mark.parametrize("feature_map", ["relu", "relu_norm"])
 def test_linear_decode_short_passes_wait_for_their_writes(feature_map):
     """d = 2, M = 1: passes of 4 (relu) or 6 (relu_norm: the z column) state words, so with
