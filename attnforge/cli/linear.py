@@ -279,6 +279,15 @@ def register(subparsers) -> None:
         p.add_argument("--eval-windows", type=int, default=64, help="held-out windows evaluated [64]")
         p.add_argument("--seed", type=int, default=0, help="seed [0]")
 
+    def rtl_args(p):
+        """The options of a run on the decode RTL (``generate --rtl``, ``speculate --rtl``)."""
+        p.add_argument("--macs", type=int, default=None, help="--rtl: MACs per datapath [the head dimension]")
+        p.add_argument("--calib-windows", type=int, default=32, help="--rtl: training windows for the scales [32]")
+        p.add_argument("--fmax-mhz", type=float, default=None,
+                       help="--rtl: clock for tokens_per_second_at_fmax (e.g. a routed Fmax from docs/linear-hw.md)")
+        p.add_argument("--build-root", default="build/cosim", help="--rtl: build folder [build/cosim]")
+        add_simulator_option(p)
+
     def model_args(p, attention="elu"):
         p.add_argument("--attention", choices=list(VARIANTS), default=attention, help=f"attention variant [{attention}]")
         p.add_argument("--conv-kernel", type=int, default=4, help="augmentation: conv taps over V [4]")
@@ -324,13 +333,8 @@ def register(subparsers) -> None:
     p.add_argument("--tokens", type=int, default=80, help="bytes to generate [80]")
     p.add_argument("--temperature", type=float, default=0.0, help="0: greedy [0]")
     p.add_argument("--rtl", action="store_true", help="run every attention step on the decode datapath's RTL")
-    p.add_argument("--macs", type=int, default=None, help="--rtl: MACs per datapath [the head dimension]")
-    p.add_argument("--calib-windows", type=int, default=32, help="--rtl: training windows for the scales [32]")
-    p.add_argument("--fmax-mhz", type=float, default=None,
-                   help="--rtl: clock for tokens_per_second_at_fmax (e.g. a routed Fmax from docs/linear-hw.md)")
-    p.add_argument("--build-root", default="build/cosim", help="--rtl: build folder [build/cosim]")
+    rtl_args(p)
     p.add_argument("--json", help="--rtl: write the report here instead of stdout")
-    add_simulator_option(p)
     common(p)
     p.set_defaults(func=cmd_generate)
 
@@ -359,13 +363,8 @@ def register(subparsers) -> None:
                    help="every verify block and commit of the target's attention on the decode datapath's RTL "
                         "(one instance per layer and head), greedy; compared with the same speculative run on the "
                         "golden model")
-    p.add_argument("--macs", type=int, default=None, help="--rtl: MACs per datapath [the head dimension]")
-    p.add_argument("--calib-windows", type=int, default=32, help="--rtl: training windows for the scales [32]")
-    p.add_argument("--fmax-mhz", type=float, default=None,
-                   help="--rtl: clock for tokens_per_second_at_fmax (e.g. a routed Fmax from docs/linear-hw.md)")
-    p.add_argument("--build-root", default="build/cosim", help="--rtl: build folder [build/cosim]")
+    rtl_args(p)
     p.add_argument("--json", help="write the report here instead of stdout")
-    add_simulator_option(p)
     common(p)
     p.set_defaults(func=cmd_speculate)
 

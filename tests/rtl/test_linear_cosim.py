@@ -102,7 +102,9 @@ def test_speculation_on_the_rtl_equals_the_golden_speculation_icarus(tmp_path, c
     prompts = [b"abab"]
     out = cosim_speculate(ck, prompts, 8, corpus, k=3, simulator="icarus", calib_windows=4, build_root=tmp_path / "b")
     _check_speculation(out, prompts, 8, 3, layers=1)
-    assert sum(map(sum, out["accepted_per_verify"])) > 0      # a repetitive prompt: proposals were accepted
+    # multi-token verify blocks ran: the n-gram draft's proposals on a repetitive prompt depend on the text
+    # only (how many are accepted depends on the model's floats, so that is not asserted)
+    assert sum(map(sum, out["proposed_per_verify"])) > 0
 
 
 @pytest.mark.full
