@@ -1,0 +1,13 @@
+"""Hardware of the integer-only ViT beyond attention (issue 16): linear layers and element-wise units.
+
+Each block reproduces one op of ``attnforge.algo.vitcod.intvit`` (formulas in
+``attnforge.int_ops`` and ``algo/tickets/export.py``) bit for bit:
+
+* linear layers: int8 x int8 matmuls with bias and per-column requantization, dense and
+  weight-sparse (CSR: a robust ticket's kept weights, N:M patterns);
+* element-wise units: integer LayerNorm, i-GELU, residual add with requantization.
+
+See docs/vit-hw.md.
+"""
+
+__all__: list[str] = []
