@@ -96,10 +96,14 @@ class GeluUnitConfig:
         check_int("GELU constant C", c, 0, (1 << self.c_width) - 1)
         check_requantizer_fits("GELU output requantizer", rq, self.multiplier_width, INT8)
 
-    def golden(self, q, t: int, c: int, rq: Requantizer):
-        """What the unit outputs for int16 ``q``: ``rq(int_ops.gelu(q, T, C))``."""
+    def golden(self, q, t: int, c: int, rq: Requantizer) -> list[int]:
+        """What the unit outputs for int16 values ``q``: ``rq(int_ops.gelu(q, T, C))``, on Python ints.
+
+        Python ints, not numpy: ``g * multiplier`` reaches 2**73 for T near 2**20 (``|g| < 2**57``),
+        beyond int64; the hardware's widths hold it exactly.
+        """
         self.check_constants(t, c, rq)
-        return rq(gelu(q, t, c))
+        return [rq(gelu(int(v), t, c)) for v in q]
 
 
 class GeluUnit(ConfiguredComponent):

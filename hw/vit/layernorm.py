@@ -37,6 +37,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, memory, stream
 from amaranth.lib.wiring import In, Out
@@ -152,8 +153,8 @@ class LayerNormUnitConfig:
         if len(gamma) != len(beta):
             raise ConfigError(f"LayerNorm gamma ({len(gamma)}) and beta ({len(beta)}) differ in length")
         self.check_channels(len(gamma))
-        INT16.check_array("LayerNorm gamma", gamma)
-        INT32.check_array("LayerNorm beta", beta)
+        INT16.check_array("LayerNorm gamma", np.asarray(gamma, np.int64))
+        INT32.check_array("LayerNorm beta", np.asarray(beta, np.int64))
         check_int("LayerNorm eps E", eps, 0, (1 << (ISQRT_INPUT_BITS - 1)) - 1)
         check_requantizer_fits("LayerNorm output requantizer", rq, self.multiplier_width, INT8)
 
@@ -226,10 +227,11 @@ class LayerNormUnit(ConfiguredComponent):
                      gb_wr.addr.eq(self.param.payload.index), gb_wr.data.gamma.eq(self.param.payload.gamma),
                      gb_wr.data.beta.eq(self.param.payload.beta),
                      gb_wr.en.eq(self.param.valid & self.param.ready)]
+        isqrt = self._isqrt_steps(m)
         with m.FSM(name="layernorm") as fsm:
             with m.State("IN"):
                 self._input_pass(m, s, q, elems, beat, last_beat)
-            self._statistics(m, s, q, sigma, recip, divider)
+            self._statistics(m, s, q, sigma, recip, divider, isqrt)
             with m.State("OUT"):
                 with m.If(pipe.advance):
                     m.d.sync += [elems.eq(elems + cfg.lanes), beat.eq(beat + 1)]
@@ -240,13 +242,15 @@ class LayerNormUnit(ConfiguredComponent):
                 # back to IN in the cycle the last beat is taken
                 with m.If(~Cat(pipe.valid[:-1]).any() & (~pipe.valid[-1] | self.o.ready)):
                     m.next = "IN"
+        # plain assignments, not inside the states: Icarus leaves an FSM-state process that never ran at X
+        m.d.comb += [self.i.ready.eq(fsm.ongoing("IN")), self.param.ready.eq(fsm.ongoing("IN") & (elems == 0)),
+                     divider.start.eq(fsm.ongoing("DIV")), divider.divisor.eq(Mux(sigma == 0, 1, sigma))]
         self._output_pipeline(m, pipe, fsm.ongoing("OUT"), x_rd.data, gb_rd.data, s, recip)
         return m
 
     def _input_pass(self, m, s, q, elems, beat, last_beat):
         """IN state: take row beats into the buffer, accumulate sum x and sum x**2; constants only between rows."""
         cfg = self._config
-        m.d.comb += [self.i.ready.eq(1), self.param.ready.eq(elems == 0)]
         with m.If(self.i.valid):
             lanes = [self.i.payload[k] for k in range(cfg.lanes)]
             beat_sum = tree_sum(lanes)
@@ -260,14 +264,27 @@ class LayerNormUnit(ConfiguredComponent):
                 m.d.sync += [elems.eq(0), beat.eq(0)]
                 m.next = "STAT"
 
-    def _statistics(self, m, s, q, sigma, recip, divider):
-        """STAT, SUM, SQRT, DIV, WAIT: v = D (D sum x**2 - s**2) + E, sigma = isqrt(v), r = 2**48 // sigma."""
-        cfg = self._config
-        d_q = Signal(len(q) + len(self.channels), name="d_sum_sq")
-        s_sq = Signal(2 * len(s) - 1, name="sum_squared")
+    def _isqrt_steps(self, m):
+        """The isqrt registers (remainder, result, one-hot bit) and ``isqrt_steps`` iterations on them."""
         rem = Signal(ISQRT_INPUT_BITS, name="isqrt_rem")
         res = Signal(ISQRT_INPUT_BITS, name="isqrt_res")
         bit = Signal(ISQRT_INPUT_BITS - 1, name="isqrt_bit")
+        n_, r_, b_ = rem, res, bit
+        for k in range(self._config.isqrt_steps):
+            t = r_ + b_
+            ge = (n_ >= t) & (b_ != 0)      # past the 31st iteration bit is 0: hold
+            n_k, r_k = Signal.like(rem, name=f"isqrt_rem{k}"), Signal.like(res, name=f"isqrt_res{k}")
+            b_k = Signal.like(bit, name=f"isqrt_bit{k}")
+            m.d.comb += [n_k.eq(Mux(ge, n_ - t, n_)),
+                         r_k.eq(Mux(b_ == 0, r_, Mux(ge, (r_ >> 1) + b_, r_ >> 1))), b_k.eq(b_ >> 2)]
+            n_, r_, b_ = n_k, r_k, b_k
+        return (rem, res, bit), (n_, r_, b_)
+
+    def _statistics(self, m, s, q, sigma, recip, divider, isqrt):
+        """STAT, SUM, SQRT, DIV, WAIT: v = D (D sum x**2 - s**2) + E, sigma = isqrt(v), r = 2**48 // sigma."""
+        d_q = Signal(len(q) + len(self.channels), name="d_sum_sq")
+        s_sq = Signal(2 * len(s) - 1, name="sum_squared")
+        (rem, res, bit), (n_, r_, b_) = isqrt
         with m.State("STAT"):
             m.d.sync += [d_q.eq(self.channels * q), s_sq.eq(s * s)]
             m.next = "SUM"
@@ -277,22 +294,12 @@ class LayerNormUnit(ConfiguredComponent):
                          bit.eq(1 << (ISQRT_INPUT_BITS - 2))]
             m.next = "SQRT"
         with m.State("SQRT"):
-            n_, r_, b_ = rem, res, bit
-            for k in range(cfg.isqrt_steps):
-                t = r_ + b_
-                ge = (n_ >= t) & (b_ != 0)      # past the 31st iteration bit is 0: hold
-                n_k, r_k = Signal.like(rem, name=f"isqrt_rem{k}"), Signal.like(res, name=f"isqrt_res{k}")
-                b_k = Signal.like(bit, name=f"isqrt_bit{k}")
-                m.d.comb += [n_k.eq(Mux(ge, n_ - t, n_)),
-                             r_k.eq(Mux(b_ == 0, r_, Mux(ge, (r_ >> 1) + b_, r_ >> 1))), b_k.eq(b_ >> 2)]
-                n_, r_, b_ = n_k, r_k, b_k
             m.d.sync += [rem.eq(n_), res.eq(r_), bit.eq(b_)]
             with m.If(b_ == 0):
                 m.d.sync += sigma.eq(r_[:SIGMA_BITS])
                 m.next = "DIV"
         with m.State("DIV"):
-            # sigma 0 and 1 are chosen below; the divider always runs its full length
-            m.d.comb += [divider.start.eq(1), divider.divisor.eq(Mux(sigma == 0, 1, sigma))]
+            # the divider starts (divisor max(sigma, 1): sigma 0 and 1 are chosen below, the time is fixed)
             m.next = "WAIT"
         with m.State("WAIT"):
             with m.If(divider.done):
