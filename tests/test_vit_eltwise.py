@@ -286,3 +286,45 @@ def test_int8_output_format_is_the_models():
     assert LayerNormUnitConfig().output_layout.elem_shape.width == INT8.width
     assert GeluUnitConfig().output_layout.elem_shape.width == INT8.width
     assert ResidualAddUnitConfig().wide_format == IntFormat(18)
+
+
+# ------------------------------------------------------------------------------------------ a compiled model
+
+@pytest.mark.full
+def test_units_reproduce_a_compiled_model():
+    """The constants of a compiled integer ViT (1 block, width 32, fixed random weights, random images) in the
+    units, in amaranth.sim: norm1 on the embedding, add1 of embedding and proj, i-GELU of fc1, each equal to
+    the model's own trace (``intvit.trace_image``), not only to int_ops."""
+    import torch
+
+    from attnforge.algo.vitcod.intvit import compile_int_vit, dense_masks, trace_image
+    from attnforge.algo.vitcod.vit import ViTConfig, VisionTransformer
+
+    torch.manual_seed(0)
+    model = VisionTransformer(ViTConfig(img_size=16, patch_size=4, in_chans=1, num_classes=10, embed_dim=32, depth=1,
+                                        num_heads=2, mlp_ratio=2.0)).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn(p.shape) * 0.08)
+    qm = compile_int_vit(model, dense_masks(model), torch.randn(8, 1, 16, 16))
+    trace = {k: v[0] for k, v in trace_image(qm, torch.randn(1, 16, 16)).items() if k.startswith(("embed", "blocks.0"))}
+    blk = qm.blocks[0]
+    rows = trace["embed"][:6]
+    ln = LayerNormUnitConfig(lanes=4, max_channels=32, isqrt_steps=4, div_bits=8)
+    got, _, _ = _layernorm_sim(ln, rows.tolist(), blk.norm1.gamma.tolist(), blk.norm1.beta.tolist(),
+                               blk.norm1.requant, blk.norm1.eps)
+    assert (got == trace["blocks.0.norm1"][:6]).all()
+
+    add = ResidualAddUnitConfig(lanes=4)
+    a, b = trace["embed"][:4].reshape(-1, 4).tolist(), trace["blocks.0.proj"][:4].reshape(-1, 4).tolist()
+    out, _, _ = _run_stream(ResidualAddUnit(add), {"a": a, "b": b},
+                            dict(a_multiplier=blk.add1.a_rq.multiplier, a_shift=blk.add1.a_rq.shift,
+                                 b_multiplier=blk.add1.b_rq.multiplier, b_shift=blk.add1.b_rq.shift), cycles=len(a) + 10)
+    assert out == trace["blocks.0.add1"][:4].reshape(-1, 4).tolist()
+
+    gelu = GeluUnitConfig(lanes=4)
+    q = trace["blocks.0.fc1"][:4].reshape(-1, 4).tolist()
+    out, _, _ = _run_stream(GeluUnit(gelu), {"i": q}, dict(t=blk.gelu.t, c=blk.gelu.c, multiplier=blk.gelu.requant.multiplier,
+                                                           shift=blk.gelu.requant.shift), cycles=len(q) + 10)
+    assert out == trace["blocks.0.gelu"][:4].reshape(-1, 4).tolist()
+    assert len(np.unique(trace["blocks.0.gelu"])) > 20        # the activations use the int8 range
