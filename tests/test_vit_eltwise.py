@@ -98,11 +98,14 @@ def test_run_time_constants_are_checked():
 # ------------------------------------------------------------------------------------------ cycle models
 
 def test_cycle_models_by_hand():
-    # D = 192, P = 4: 48 input beats, STAT + SUM, 31 isqrt cycles, 1 + 48 + 1 divider cycles, 48 issues, 7 stages
-    assert LayerNormUnitConfig().row_cycles(192) == 48 + 2 + 31 + 50 + 48 + 7 == 186
+    # D = 192, P = 4: 48 input beats, STAT + SUM, 31 isqrt cycles, 1 + 48 + 1 divider cycles, 1 handover,
+    # 48 issues, 7 stages; the next row's input starts after the handover
+    ln = LayerNormUnitConfig()
+    assert ln.row_latency(192) == 48 + 2 + 31 + 50 + 1 + 48 + 7 == 187
+    assert ln.row_period(192) == 48 + 2 + 31 + 50 + 1 == 132
     # 4 isqrt iterations per cycle: 8 cycles; 8 quotient bits per cycle: 6 + 2
-    assert LayerNormUnitConfig(lanes=8, isqrt_steps=4, div_bits=8).row_cycles(64) == 8 + 2 + 8 + 8 + 8 + 7
-    assert LayerNormUnitConfig(lanes=2, max_channels=8).cycles(3, 4) == 3 * (2 + 2 + 31 + 50 + 2 + 7)
+    assert LayerNormUnitConfig(lanes=8, isqrt_steps=4, div_bits=8).row_period(64) == 8 + 2 + 8 + 8 + 1
+    assert LayerNormUnitConfig(lanes=2, max_channels=8).cycles(3, 4) == (2 + 2 + 31 + 50 + 1 + 2 + 7) + 2 * (2 + 2 + 31 + 50 + 1)
     assert GeluUnitConfig().cycles(10) == 16
     assert ResidualAddUnitConfig().cycles(10) == 13
     with pytest.raises(ConfigError, match=r"LayerNorm rows must be >= 1, not 0"):
@@ -161,13 +164,14 @@ def _layernorm_sim(cfg, rows, gamma, beta, rq, eps):
     beats = [list(r[j * p:(j + 1) * p]) for r in rows for j in range(d // p)]
     out, t_in, t_out = _run_stream(dut, {"i": beats}, dict(channels=d, eps=eps, multiplier=rq.multiplier,
                                                            shift=rq.shift),
-                                   setup=load, cycles=len(rows) * cfg.row_cycles(d) + 20)
+                                   setup=load, cycles=cfg.cycles(len(rows), d) + 20)
     return np.array(out).reshape(len(rows), d), t_in["i"], t_out
 
 
 def test_layernorm_unit_amaranth_sim_edge_rows_and_cycles():
     """Rows where sigma is 1 (r = 2**48, beyond the divider's 48 bits) and 0 (r = 0), a constant row, full
-    scale and random rows, bit-exact against int_ops.layernorm; every row takes row_cycles, back to back."""
+    scale and random rows, bit-exact against int_ops.layernorm; rows start every row_period, the first takes
+    row_latency, all of them cycles(rows)."""
     cfg = LayerNormUnitConfig(lanes=2, max_channels=4, isqrt_steps=8, div_bits=16)
     rng = np.random.default_rng(5)
     gamma, beta = [int(v) for v in rng.integers(-2 ** 15, 2 ** 15, 2)], [int(v) for v in rng.integers(-2 ** 31, 2 ** 31, 2)]
@@ -179,9 +183,9 @@ def test_layernorm_unit_amaranth_sim_edge_rows_and_cycles():
         got, t_in, t_out = _layernorm_sim(cfg, rows, gamma, beta, rq, eps)
         want = cfg.golden(np.array(rows), gamma, beta, rq, eps)
         assert (got == want).all(), (got, want)
-        period = cfg.row_cycles(2)
-        assert np.diff(t_in[::1]).tolist() == [period] * (len(rows) - 1)
-        assert t_out[0] - t_in[0] + 1 == period
+        assert np.diff(t_in).tolist() == [cfg.row_period(2)] * (len(rows) - 1)
+        assert t_out[0] - t_in[0] + 1 == cfg.row_latency(2)
+        assert t_out[-1] - t_in[0] + 1 == cfg.cycles(len(rows), 2)
 
 
 def test_layernorm_unit_amaranth_sim_random_channels_under_max():
@@ -193,7 +197,8 @@ def test_layernorm_unit_amaranth_sim_random_channels_under_max():
     rows = rng.integers(-2 ** 15, 2 ** 15, (3, 6)).tolist()
     got, t_in, t_out = _layernorm_sim(cfg, rows, gamma, beta, rq, eps)
     assert (got == cfg.golden(np.array(rows), gamma, beta, rq, eps)).all()
-    assert t_out[1] - t_in[0] + 1 == cfg.row_cycles(6) == 2 * 2 + 2 + 1 + 3 + 7
+    assert t_out[1] - t_in[0] + 1 == cfg.row_latency(6) == 2 * 2 + 2 + 1 + 3 + 1 + 7
+    assert t_in[2] - t_in[0] == cfg.row_period(6) == 2 + 2 + 1 + 3 + 1
 
 
 def test_gelu_unit_amaranth_sim():

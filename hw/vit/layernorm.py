@@ -1,10 +1,12 @@
 """Integer LayerNorm in hardware: ``int_ops.layernorm`` bit for bit, one row of D channels at a time.
 
-Dataflow of one row (P channels per beat, ``B = D / P`` beats):
+Dataflow of one row (P channels per beat, ``B = D / P`` beats), in two halves:
+the **front** (steps 1-4) and the **back** (step 5), each with its own half of a
+double row buffer (a memory of ``2 max_channels / P`` words of P int16), so the
+back's output pass of one row overlaps the front's input pass of the next:
 
-1. **input pass** (B cycles): each beat is written to the row buffer (a memory of
-   ``max_channels / P`` words of P int16) while two accumulators add ``sum x`` and
-   ``sum x**2`` (P squares and an adder tree per beat);
+1. **input pass** (B cycles): each beat is written to the front's row buffer while
+   two accumulators add ``sum x`` and ``sum x**2`` (P squares and an adder tree per beat);
 2. **statistics** (2 cycles): ``v = D (D sum x**2 - s**2) + E``, which is
    ``sum_i (D x_i - s)**2 + E`` (step 2 of ``int_ops.layernorm``) exactly: the
    identity ``sum (D x_i - s)**2 = D**2 sum x_i**2 - D s**2`` holds in integers,
@@ -14,21 +16,24 @@ Dataflow of one row (P channels per beat, ``B = D / P`` beats):
 4. **reciprocal** (``ceil(48 / div_bits) + 2`` cycles): ``r = 2**48 // sigma`` on
    ``hw/common/divider.SerialDivider`` (``div_bits`` quotient bits per cycle); sigma = 1
    (r = 2**48, one bit too wide for the divider) and sigma = 0 (r = 0) are chosen
-   by a multiplexer, so the time does not depend on the data;
+   by a multiplexer, so the time does not depend on the data; then one **handover**
+   cycle (HOLD) gives the row (its buffer half, ``s`` and ``r``) to the back once the
+   back has issued its previous row, and the front takes the next row;
 5. **output pass** (B issue cycles + 7 pipeline stages): the row buffer and the
    gamma/beta memory are read again, beat by beat, through a ``LockstepPipeline``:
    ``c = D x - s``; ``c r``; ``n = sat16((c r + 2**32) >> 33)``; ``acc = n g + b``;
    the requantizer's product; its rounding to int8.
 
-The next row's input pass starts when the last output beat is taken. With
-inputs offered every cycle and no backpressure, a row occupies
-``2 B + ceil(31 / isqrt_steps) + ceil(48 / div_bits) + 11`` cycles from its first
-input transfer to its last output transfer inclusive, which is also the period
-of back-to-back rows (``LayerNormUnitConfig.row_cycles``).
+Cycle model, inputs offered every cycle and no backpressure: a row takes
+``row_latency = 2 B + ceil(31 / isqrt_steps) + ceil(48 / div_bits) + 12`` cycles from
+its first input transfer to its last output transfer inclusive; back-to-back
+rows start every ``row_period = B + ceil(31 / isqrt_steps) + ceil(48 / div_bits) + 5``
+cycles (the front's time, always longer than the back's B issue cycles).
 
 Constants: gamma (int16) and beta (int32) of each channel are written into an
 on-chip memory through the ``param`` stream (one beat of P channels with its
-beat index), accepted only between rows; the channel count D, the integer
+beat index), accepted only between rows (the front waiting for a row's first
+beat, the back idle); the channel count D, the integer
 ``E`` and the output requantizer are run-time ports that hold still while a row
 is in flight.
 """
@@ -135,18 +140,24 @@ class LayerNormUnitConfig:
             raise ConfigError(f"LayerNorm channels={channels} must be a multiple of lanes={self.lanes}")
         return channels
 
-    def row_cycles(self, channels: int) -> int:
-        """One row, first input transfer to last output transfer inclusive (and the period of back-to-back
-        rows), with inputs offered every cycle and no backpressure:
-        ``2 B + ceil(31 / isqrt_steps) + ceil(48 / div_bits) + 11``, ``B = channels / lanes``."""
+    def row_latency(self, channels: int) -> int:
+        """One row alone, first input transfer to last output transfer inclusive, inputs offered every
+        cycle, no backpressure: ``2 B + ceil(31 / isqrt_steps) + ceil(48 / div_bits) + 12``, ``B = channels / lanes``."""
         beats = self.check_channels(channels) // self.lanes
-        # B input + 2 statistics + isqrt + divider + B issue + OUTPUT_STAGES to the last output transfer
-        return 2 * beats + 2 + self.isqrt_cycles + self.div_cycles + OUTPUT_STAGES
+        # B input + 2 statistics + isqrt + divider + 1 handover + B issue + OUTPUT_STAGES to the last output transfer
+        return 2 * beats + 2 + self.isqrt_cycles + self.div_cycles + 1 + OUTPUT_STAGES
+
+    def row_period(self, channels: int) -> int:
+        """Cycles between the first input transfers of back-to-back rows (the front's time; the back's output
+        pass of one row overlaps the next row's input pass): ``B + ceil(31 / isqrt_steps) + ceil(48 / div_bits) + 5``."""
+        beats = self.check_channels(channels) // self.lanes
+        return beats + 2 + self.isqrt_cycles + self.div_cycles + 1
 
     def cycles(self, rows: int, channels: int) -> int:
-        """``rows`` back-to-back rows: ``rows * row_cycles(channels)``."""
+        """``rows`` back-to-back rows, first input transfer to last output transfer inclusive:
+        ``row_latency + (rows - 1) * row_period``."""
         check_int("LayerNorm rows", rows, 1)
-        return rows * self.row_cycles(channels)
+        return self.row_latency(channels) + (rows - 1) * self.row_period(channels)
 
     def check_constants(self, gamma, beta, rq: Requantizer, eps: int) -> None:
         """``ConfigError`` naming the constant unless gamma, beta, ``rq`` and ``E`` fit this unit."""
@@ -203,52 +214,63 @@ class LayerNormUnit(ConfiguredComponent):
     def elaborate(self, platform):
         cfg = self._config
         m = Module()
-        m.submodules.x_mem = x_mem = memory.Memory(shape=cfg.input_layout, depth=cfg.max_beats, init=[])
+        # two row buffers: the front fills one while the back reads the other
+        m.submodules.x_mem = x_mem = memory.Memory(shape=cfg.input_layout, depth=2 * cfg.max_beats, init=[])
         gb_layout = data.StructLayout({"gamma": cfg.param_layout.members["gamma"],
                                        "beta": cfg.param_layout.members["beta"]})
         m.submodules.gb_mem = gb_mem = memory.Memory(shape=gb_layout, depth=cfg.max_beats, init=[])
         m.submodules.divider = divider = SerialDivider(dividend=1 << LN_RECIP_BITS, divisor_width=SIGMA_BITS,
                                                        quotient_bits=LN_RECIP_BITS, bits_per_cycle=cfg.div_bits)
-        # row state: element and beat counters shared by the two passes, the statistics, sigma and r
+        # front (input pass and statistics): counters, bank, sum, sum of squares, sigma, r
         smax = cfg.max_channels * -INT16.min
         s = Signal(signed(smax.bit_length() + 1), name="row_sum")
         q = Signal(unsigned((cfg.max_channels * INT16.min ** 2).bit_length()), name="row_sum_sq")
         elems = Signal(range(cfg.max_channels + 1))
         beat = Signal(range(cfg.max_beats))
-        last_beat = elems + cfg.lanes == self.channels
+        in_bank = Signal(name="in_bank")
         recip = Signal(LN_RECIP_BITS + 1, name="recip")
         sigma = Signal(SIGMA_BITS, name="sigma")
+        # back (output pass): its row's sum, r and bank, its counters
+        s_out, r_out = Signal.like(s, name="out_sum"), Signal.like(recip, name="out_recip")
+        out_bank, issuing = Signal(name="out_bank"), Signal(name="issuing")
+        o_elems = Signal(range(cfg.max_channels + 1))
+        o_beat = Signal(range(cfg.max_beats))
         pipe = LockstepPipeline(m, depth=OUTPUT_STAGES, ready=self.o.ready, name="out")
         x_rd = x_mem.read_port(domain="sync")
         gb_rd = gb_mem.read_port(domain="sync")
-        m.d.comb += [x_rd.addr.eq(beat), gb_rd.addr.eq(beat), x_rd.en.eq(pipe.advance), gb_rd.en.eq(pipe.advance)]
+        m.d.comb += [x_rd.addr.eq(Mux(out_bank, o_beat + cfg.max_beats, o_beat)), gb_rd.addr.eq(o_beat),
+                     x_rd.en.eq(pipe.advance), gb_rd.en.eq(pipe.advance)]
         x_wr, gb_wr = x_mem.write_port(), gb_mem.write_port()
-        m.d.comb += [x_wr.addr.eq(beat), x_wr.data.eq(self.i.payload), x_wr.en.eq(self.i.valid & self.i.ready),
+        m.d.comb += [x_wr.addr.eq(Mux(in_bank, beat + cfg.max_beats, beat)), x_wr.data.eq(self.i.payload),
+                     x_wr.en.eq(self.i.valid & self.i.ready),
                      gb_wr.addr.eq(self.param.payload.index), gb_wr.data.gamma.eq(self.param.payload.gamma),
                      gb_wr.data.beta.eq(self.param.payload.beta),
                      gb_wr.en.eq(self.param.valid & self.param.ready)]
+        # the back takes a row when it has issued its last one and that one's last beat leaves stage 0 (which
+        # reads s_out when it moves on); stage 1 keeps its own copy of r
+        handover = ~issuing & (~pipe.valid[0] | pipe.advance)
         isqrt = self._isqrt_steps(m)
         with m.FSM(name="layernorm") as fsm:
             with m.State("IN"):
-                self._input_pass(m, s, q, elems, beat, last_beat)
+                self._input_pass(m, s, q, elems, beat)
             self._statistics(m, s, q, sigma, recip, divider, isqrt)
-            with m.State("OUT"):
-                with m.If(pipe.advance):
-                    m.d.sync += [elems.eq(elems + cfg.lanes), beat.eq(beat + 1)]
-                    with m.If(last_beat):
-                        m.d.sync += [elems.eq(0), beat.eq(0)]
-                        m.next = "DRAIN"
-            with m.State("DRAIN"):
-                # back to IN in the cycle the last beat is taken
-                with m.If(~Cat(pipe.valid[:-1]).any() & (~pipe.valid[-1] | self.o.ready)):
+            with m.State("HOLD"):
+                with m.If(handover):
+                    m.d.sync += [s_out.eq(s), r_out.eq(recip), out_bank.eq(in_bank), in_bank.eq(~in_bank),
+                                 issuing.eq(1)]
                     m.next = "IN"
+        with m.If(issuing & pipe.advance):
+            m.d.sync += [o_elems.eq(o_elems + cfg.lanes), o_beat.eq(o_beat + 1)]
+            with m.If(o_elems + cfg.lanes == self.channels):
+                m.d.sync += [o_elems.eq(0), o_beat.eq(0), issuing.eq(0)]
         # plain assignments, not inside the states: Icarus leaves an FSM-state process that never ran at X
-        m.d.comb += [self.i.ready.eq(fsm.ongoing("IN")), self.param.ready.eq(fsm.ongoing("IN") & (elems == 0)),
+        m.d.comb += [self.i.ready.eq(fsm.ongoing("IN")),
+                     self.param.ready.eq(fsm.ongoing("IN") & (elems == 0) & ~issuing),
                      divider.start.eq(fsm.ongoing("DIV")), divider.divisor.eq(Mux(sigma == 0, 1, sigma))]
-        self._output_pipeline(m, pipe, fsm.ongoing("OUT"), x_rd.data, gb_rd.data, s, recip)
+        self._output_pipeline(m, pipe, issuing, x_rd.data, gb_rd.data, s_out, r_out)
         return m
 
-    def _input_pass(self, m, s, q, elems, beat, last_beat):
+    def _input_pass(self, m, s, q, elems, beat):
         """IN state: take row beats into the buffer, accumulate sum x and sum x**2; constants only between rows."""
         cfg = self._config
         with m.If(self.i.valid):
@@ -260,7 +282,7 @@ class LayerNormUnit(ConfiguredComponent):
             with m.Else():
                 m.d.sync += [s.eq(s + beat_sum), q.eq(q + beat_sq)]
             m.d.sync += [elems.eq(elems + cfg.lanes), beat.eq(beat + 1)]
-            with m.If(last_beat):
+            with m.If(elems + cfg.lanes == self.channels):
                 m.d.sync += [elems.eq(0), beat.eq(0)]
                 m.next = "STAT"
 
@@ -304,7 +326,7 @@ class LayerNormUnit(ConfiguredComponent):
         with m.State("WAIT"):
             with m.If(divider.done):
                 m.d.sync += recip.eq(Mux(sigma == 0, 0, Mux(sigma == 1, 1 << LN_RECIP_BITS, divider.quotient)))
-                m.next = "OUT"
+                m.next = "HOLD"
 
     def _output_pipeline(self, m, pipe, issuing, x, gb, s, recip):
         """The output pass: memory data (stage 0) to the int8 beat (stage 6)."""
@@ -312,11 +334,12 @@ class LayerNormUnit(ConfiguredComponent):
         pipe.stage(0, Const(0, 1), valid=issuing, name="out0_issue")    # stage 0's data are the memories' outputs
         m.d.comb += [self.o.valid.eq(pipe.valid[-1])]
         rounding = 1 << (LN_SHIFT - 1)
+        r1 = pipe.stage(1, recip, name="r1")        # the row's r travels with it: the back may take the next row
         for k in range(cfg.lanes):
             g, b = gb.gamma[k], gb.beta[k]
             c1 = pipe.stage(1, self.channels * x[k] - s, name=f"c1_{k}")
             g1, b1 = pipe.stage(1, g, name=f"g1_{k}"), pipe.stage(1, b, name=f"b1_{k}")
-            cr2 = pipe.stage(2, c1 * recip, name=f"cr2_{k}")
+            cr2 = pipe.stage(2, c1 * r1, name=f"cr2_{k}")
             g2, b2 = pipe.stage(2, g1, name=f"g2_{k}"), pipe.stage(2, b1, name=f"b2_{k}")
             n3 = pipe.stage(3, saturate((cr2 + rounding) >> LN_SHIFT, INT16)[:INT16.width].as_signed(), name=f"n3_{k}")
             g3, b3 = pipe.stage(3, g2, name=f"g3_{k}"), pipe.stage(3, b2, name=f"b3_{k}")
