@@ -172,7 +172,7 @@ def test_layernorm_unit_amaranth_sim_edge_rows_and_cycles():
     """Rows where sigma is 1 (r = 2**48, beyond the divider's 48 bits) and 0 (r = 0), a constant row, full
     scale and random rows, bit-exact against int_ops.layernorm; rows start every row_period, the first takes
     row_latency, all of them cycles(rows)."""
-    cfg = LayerNormUnitConfig(lanes=2, max_channels=4, isqrt_steps=8, div_bits=16)
+    cfg = LayerNormUnitConfig(lanes=2, max_channels=2, isqrt_steps=8, div_bits=16)     # one beat per row
     rng = np.random.default_rng(5)
     gamma, beta = [int(v) for v in rng.integers(-2 ** 15, 2 ** 15, 2)], [int(v) for v in rng.integers(-2 ** 31, 2 ** 31, 2)]
     rq = Requantizer(40000, 38)
@@ -237,9 +237,11 @@ def test_residual_add_unit_amaranth_sim():
 
 @pytest.mark.parametrize("component,top", [
     (lambda: LayerNormUnit(LayerNormUnitConfig(lanes=2, max_channels=8, isqrt_steps=2, div_bits=3)), "layernorm_unit"),
+    pytest.param(lambda: LayerNormUnit(LayerNormUnitConfig(lanes=1, max_channels=1)), "layernorm_unit",
+                 marks=pytest.mark.full),       # one beat per row: no zero-width address or index
     pytest.param(lambda: GeluUnit(GeluUnitConfig(lanes=2)), "gelu_unit", marks=pytest.mark.full),
     pytest.param(lambda: ResidualAddUnit(ResidualAddUnitConfig(lanes=2)), "residual_add_unit", marks=pytest.mark.full),
-], ids=["layernorm", "gelu", "residual_add"])
+], ids=["layernorm", "layernorm-one-beat", "gelu", "residual_add"])
 def test_lint_clean(tmp_path, component, top):
     result = lint_verilog(write_verilog(component(), top, tmp_path / f"{top}.v"), top)
     assert result.clean, result.messages

@@ -119,7 +119,7 @@ class LayerNormUnitConfig:
     def param_layout(self):
         """One beat of constants: channels ``index * P .. index * P + P - 1``."""
         return data.StructLayout({
-            "index": range(self.max_beats),
+            "index": range(max(self.max_beats, 2)),     # 1 bit at least: no zero-width port
             "gamma": data.ArrayLayout(signed(INT16.width), self.lanes),
             "beta": data.ArrayLayout(signed(INT32.width), self.lanes),
         })
@@ -218,7 +218,8 @@ class LayerNormUnit(ConfiguredComponent):
         m.submodules.x_mem = x_mem = memory.Memory(shape=cfg.input_layout, depth=2 * cfg.max_beats, init=[])
         gb_layout = data.StructLayout({"gamma": cfg.param_layout.members["gamma"],
                                        "beta": cfg.param_layout.members["beta"]})
-        m.submodules.gb_mem = gb_mem = memory.Memory(shape=gb_layout, depth=cfg.max_beats, init=[])
+        # depth 2 at least: a one-word memory has a zero-width address, which lint refuses
+        m.submodules.gb_mem = gb_mem = memory.Memory(shape=gb_layout, depth=max(cfg.max_beats, 2), init=[])
         m.submodules.divider = divider = SerialDivider(dividend=1 << LN_RECIP_BITS, divisor_width=SIGMA_BITS,
                                                        quotient_bits=LN_RECIP_BITS, bits_per_cycle=cfg.div_bits)
         # front (input pass and statistics): counters, bank, sum, sum of squares, sigma, r
@@ -226,7 +227,7 @@ class LayerNormUnit(ConfiguredComponent):
         s = Signal(signed(smax.bit_length() + 1), name="row_sum")
         q = Signal(unsigned((cfg.max_channels * INT16.min ** 2).bit_length()), name="row_sum_sq")
         elems = Signal(range(cfg.max_channels + 1))
-        beat = Signal(range(cfg.max_beats))
+        beat = Signal(range(max(cfg.max_beats, 2)))
         in_bank = Signal(name="in_bank")
         recip = Signal(LN_RECIP_BITS + 1, name="recip")
         sigma = Signal(SIGMA_BITS, name="sigma")
@@ -234,7 +235,7 @@ class LayerNormUnit(ConfiguredComponent):
         s_out, r_out = Signal.like(s, name="out_sum"), Signal.like(recip, name="out_recip")
         out_bank, issuing = Signal(name="out_bank"), Signal(name="issuing")
         o_elems = Signal(range(cfg.max_channels + 1))
-        o_beat = Signal(range(cfg.max_beats))
+        o_beat = Signal(range(max(cfg.max_beats, 2)))
         pipe = LockstepPipeline(m, depth=OUTPUT_STAGES, ready=self.o.ready, name="out")
         x_rd = x_mem.read_port(domain="sync")
         gb_rd = gb_mem.read_port(domain="sync")
