@@ -18,6 +18,7 @@ from .mac_line import MacLine, MacLineConfig
 from .common.requant import RequantLine, RequantLineConfig
 from .vitcod import VitcodAccelerator, VitcodConfig
 from .vitcod.axi import VitcodAxi
+from .vit.matmul import VitMatmul, VitMatmulConfig
 
 __all__ = ["Design", "DESIGNS", "get_design"]
 
@@ -62,6 +63,9 @@ DESIGNS = {
         Design("linear-decode", "linear_decode", LinearDecodeConfig, LinearDecode,
                "linear-attention decode datapath: state in memory, conv, verify/commit",
                "attnforge.tb.linear_decode_tb", LinearDecodeAxi),
+        Design("vit-matmul", "vit_matmul", VitMatmulConfig, VitMatmul,
+               "ViT linear layer: int8 activation tile on chip x streamed dense or CSR int8 weights, "
+               "bias, per-channel requantization", "attnforge.tb.vit_matmul_tb"),
     ]
 }
 

@@ -11,3 +11,8 @@ See docs/vit-hw.md.
 """
 
 __all__: list[str] = []
+
+# Linear layers (dense and CSR matmul): matmul.py
+from .matmul import MATMUL_LATENCY, MatmulCycles, VitMatmul, VitMatmulConfig, matmul_cycles  # noqa: E402
+
+__all__ += ["VitMatmulConfig", "VitMatmul", "MatmulCycles", "matmul_cycles", "MATMUL_LATENCY"]
