@@ -15,8 +15,8 @@ group ``g`` and accumulate into accumulator set ``g``. At the ``last`` beat each
 group's P sums get the bias, are requantized (or passed raw) and leave as one output
 beat. So a kept weight costs ``G`` cycles whatever the sparsity pattern, a column
 with no kept weight costs one zero beat, and consecutive columns follow each other
-without bubbles. The pipeline (issue, memory read, multiply, accumulate, requantizer
-product, requantizer rounding) moves in lockstep and stalls as a whole only on
+without bubbles. The pipeline (issue, memory read, multiply, accumulate and bias, a
+register, the requantizer) moves in lockstep and stalls as a whole only on
 output backpressure.
 
 ``matmul_cycles`` is the cycle model; ``tests/rtl/test_vit_matmul.py`` checks it
@@ -37,7 +37,7 @@ from attnforge.errors import ConfigError, check_choice, check_int
 from attnforge.numfmt import INT8, IntFormat, Requantizer, accumulator_width
 
 from ..common.component import ConfiguredComponent
-from ..common.requant import MAX_SHIFT, requant_product, requant_round
+from ..common.requant import MAX_SHIFT, requantize
 from ..common.trees import saturate
 
 __all__ = ["VitMatmulConfig", "VitMatmul", "MatmulCycles", "matmul_cycles", "MATMUL_LATENCY", "BIAS_FORMAT",
@@ -48,7 +48,7 @@ OUT_WIDTHS = (8, 16, 32)
 #: The bias, as ``intvit.IntLinear.bias``.
 BIAS_FORMAT = IntFormat(32)
 #: Cycles from a column's last beat being taken to its first output beat being offered, minus one:
-#: issue, memory read, multiply, accumulate, requantizer product, output register.
+#: issue, memory read, multiply, accumulate (+ bias), sum register, requantizer into the output register.
 MATMUL_LATENCY = 6
 MAX_LANES = 1024
 MAX_GROUPS = 64
@@ -351,15 +351,15 @@ class VitMatmul(ConfiguredComponent):
             sums.append(stage((total + b_beat.bias)[:cfg.sum_width].as_signed(), f"c_sum{k}"))
         c_valid = stage(b_valid & b_beat.last, "c_valid")
         c_mult, c_shift = stage(b_beat.multiplier, "c_mult"), stage(b_beat.shift, "c_shift")
-        # stage d: the requantizer's product (raw: the sum); stage e: rounding and saturation
-        d_valid, d_shift = stage(c_valid, "d_valid"), stage(c_shift, "d_shift")
+        # stage d: the sum again (a register ahead of the requantizer, not between its product and its
+        # rounding: there YoWASP's Yosys 0.70 exits in ECP5 LUT mapping); stage e: the requantizer
+        d_valid, d_mult, d_shift = stage(c_valid, "d_valid"), stage(c_mult, "d_mult"), stage(c_shift, "d_shift")
         for k, s in enumerate(sums):
+            d = stage(s, f"d_sum{k}")
             if cfg.raw:
-                d = stage(s, f"d_val{k}")
                 out = saturate(d, cfg.out_format)[:cfg.out_width].as_signed()
             else:
-                d = stage(requant_product(s, c_mult), f"d_prod{k}")
-                out = requant_round(d, d_shift, cfg.out_format)
+                out = requantize(d, d_mult, d_shift, cfg.out_format)
             with m.If(advance):
                 m.d.sync += self.o.payload[k].eq(out)
         with m.If(advance):
