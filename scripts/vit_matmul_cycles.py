@@ -8,6 +8,7 @@ beat to last output beat), the cycle model's, the ideal (kept MACs / lanes), the
 utilization, and the weight phase alone (first weight beat to last output beat).
 
     .venv/bin/python scripts/vit_matmul_cycles.py --lines 1 --macs 8
+    .venv/bin/python scripts/vit_matmul_cycles.py --ticket ticket_csr.npz --layer 2   # a trained ticket's layer
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ def main() -> None:
     ap.add_argument("--macs", type=int, default=8)
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--simulator", default="verilator")
+    ap.add_argument("--ticket", help="a ticket CSR file (attnforge tickets export): run its --layer instead")
+    ap.add_argument("--layer", type=int, default=0, help="layer index in --ticket [0]")
     args = ap.parse_args()
     config = VitMatmulConfig(lines=args.lines, macs=args.macs, max_rows=65, max_in=256)
     design = get_design("vit-matmul")
@@ -39,19 +42,25 @@ def main() -> None:
     print("| layer | weights | kept MACs | measured cycles | model | ideal | measured / ideal | utilization "
           "| weight phase / ideal | speedup over dense |")
     print("|---|---|---|---|---|---|---|---|---|---|")
-    for layer, shape in LAYERS.items():
+    layers, patterns = LAYERS, PATTERNS
+    if args.ticket:
+        layers = {f"{Path(args.ticket).name} layer {args.layer}": dict(rows=65)}
+        patterns = {"ticket": dict(mode="ticket", ticket=str(Path(args.ticket).resolve()), layer=args.layer)}
+    for layer, shape in layers.items():
         dense_cycles = None
-        for name, pattern in PATTERNS.items():
+        for name, pattern in patterns.items():
             result = simulate(design, config, seed=args.seed, tb_params={"measure": {**shape, **pattern}},
                               simulator=args.simulator, build_root=Path("build") / "vit_matmul_cycles",
                               testcase="full_rate_cycles_match_the_model")
             r = result.report
             if not result.passed or r is None:
                 raise SystemExit(f"{layer} {name}: the run failed, see {result.log}")
-            dense_cycles = dense_cycles or r["measured_cycles"]
+            if name == "dense":
+                dense_cycles = r["measured_cycles"]
+            speedup = f"{dense_cycles / r['measured_cycles']:.2f}" if dense_cycles else "-"
             print(f"| {layer} | {name} | {r['nnz'] * shape['rows']} | {r['measured_cycles']} | {r['model_cycles']} "
                   f"| {r['ideal']:.0f} | {r['ratio']:.3f} | {r['utilization']:.3f} "
-                  f"| {r['measured_weight_phase'] / r['ideal']:.3f} | {dense_cycles / r['measured_cycles']:.2f} |",
+                  f"| {r['measured_weight_phase'] / r['ideal']:.3f} | {speedup} |",
                   flush=True)
 
 

@@ -22,7 +22,7 @@ import numpy as np
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, FallingEdge
 
-from attnforge.formats.csr import csr_to_dense, dense_to_csr
+from attnforge.formats.csr import CSR, csr_to_dense, dense_to_csr
 from attnforge.hw.vit.matmul import VitMatmulConfig, matmul_cycles
 from attnforge.int_ops import linear_acc, requantize_columns
 from attnforge.numfmt import INT8, IntFormat, Requantizer
@@ -53,6 +53,14 @@ def prune(w: np.ndarray, mode: str, sparsity: float) -> np.ndarray:
         top = np.argsort(block, axis=1)[:, -min(2, block.shape[1]):]
         np.put_along_axis(keep[:, start:start + 4], top, True, axis=1)
     return keep
+
+
+def ticket_layer(measure: dict):
+    """The CSR of layer ``measure["layer"]`` of the ticket CSR file ``measure["ticket"]``."""
+    from attnforge.formats.ticket_csr import load_ticket_csr
+
+    layers, _ = load_ticket_csr(measure["ticket"])
+    return layers[measure.get("layer", 0)].csr
 
 
 class VitMatmulTB:
@@ -97,6 +105,11 @@ class VitMatmulTB:
         else:
             x = self.np_rng.integers(INT8.min, INT8.max + 1, (rows, in_f))
             w = self.np_rng.integers(INT8.min, INT8.max + 1, (out_f, in_f))
+        if mode == "ticket":        # the kept weights of one layer of a ticket CSR file (`attnforge tickets export`)
+            csr = ticket_layer(_params()["measure"])
+            assert csr.shape == (out_f, in_f), f"ticket layer {csr.shape} != tile {out_f} x {in_f}"
+            keep = csr_to_dense(CSR(csr.row_ptr, csr.col_idx, csr.shape))
+            return x, csr_to_dense(csr).astype(np.int64), keep
         keep = prune(w, mode, sparsity)
         return x, np.where(keep, w, 0), keep
 
@@ -128,12 +141,12 @@ class VitMatmulTB:
         rows, in_f, out_f, dense = self.shape
         x, w, keep = self.random_layer(mode, sparsity, extreme=extreme)
         bias = self.random_bias(in_f, out_f, extreme)
-        rqs = self.column_settings(x, w, bias, shared=(mode == "csr"))
+        rqs = self.column_settings(x, w, bias, shared=(mode in ("csr", "ticket")))
         csr = dense_to_csr(w.astype(np.int8), keep=keep)
         assert (csr_to_dense(csr) == w).all()
         if self.cfg.raw:
             y = linear_acc(x, w, bias)
-        elif mode == "csr" and _params().get("csr_golden", "tickets") == "tickets":
+        elif mode in ("csr", "ticket") and _params().get("csr_golden", "tickets") == "tickets":
             from attnforge.algo.tickets.export import sparse_linear_golden   # imports torch: seconds
 
             y = sparse_linear_golden(csr, x, rqs[0], bias, acc_width=self.cfg.sum_width)
@@ -234,7 +247,8 @@ async def empty_columns_and_extreme_sums(dut):
 @cocotb.test()
 async def full_rate_cycles_match_the_model(dut):
     """No idle, no stalls: the cycles from the first activation beat to the last output beat are the model's.
-    ``measure`` (rows, in, out, mode, sparsity) picks the layer; the report gives cycles and the model's."""
+    ``measure`` (rows, in_features, out_features, mode, sparsity; or mode "ticket" with ``ticket``, a ticket
+    CSR file, and ``layer``, its index there) picks the layer; the report gives cycles and the model's."""
     _start(dut)
     p = _params()
     tb = VitMatmulTB(dut, idle=0.0, stall=0.0, seed=p.get("seed", 0) + 200)
@@ -242,6 +256,8 @@ async def full_rate_cycles_match_the_model(dut):
     cfg = tb.cfg
     meas = p.get("measure") or dict(rows=cfg.max_rows, in_features=cfg.max_in, out_features=4, mode="csr",
                                     sparsity=0.75)
+    if meas["mode"] == "ticket":
+        meas = dict(meas, out_features=ticket_layer(meas).shape[0], in_features=ticket_layer(meas).shape[1])
     await tb.set_shape(meas["rows"], meas["in_features"], meas["out_features"], dense=(meas["mode"] == "dense"))
     info = tb.queue_tile(meas["mode"], meas.get("sparsity", 0.0))
     await tb.drain()

@@ -85,3 +85,27 @@ def test_digits_mlp_cycles_scale_with_kept_weights(layer, pattern):
         assert dense.total / rep["measured_cycles"] >= 0.9 * 2
     else:
         assert rep["ratio"] <= 1.3
+
+
+@pytest.mark.full
+def test_a_ticket_csr_file_runs_bit_exact(tmp_path):
+    """A layer read from a ticket CSR file (the format `attnforge tickets export` writes; here random int8
+    weights, 80 % pruned) runs bit-exact against sparse_linear_golden, in the model's cycles."""
+    import numpy as np
+
+    from attnforge.formats.csr import dense_to_csr
+    from attnforge.formats.ticket_csr import SparseLayer, save_ticket_csr
+
+    rng = np.random.default_rng(3)
+    w = rng.integers(-127, 128, (256, 64)).astype(np.int8)
+    keep = rng.random(w.shape) < 0.2
+    keep[5] = False                                     # one output channel keeps nothing: bias only
+    layer = SparseLayer("blocks.0.mlp.fc1", "linear", (256, 64), dense_to_csr(w, keep=keep), 0.01,
+                        np.zeros(256, np.float32))
+    path = save_ticket_csr(tmp_path / "ticket.npz", [layer])
+    config = VitMatmulConfig(lines=1, macs=8, max_rows=65, max_in=256)
+    result = simulate(DESIGN, config, seed=11, tb_params={"measure": dict(mode="ticket", ticket=str(path), rows=65)},
+                      simulator="verilator", build_root=BUILD, testcase="full_rate_cycles_match_the_model")
+    assert result.passed, f"see {result.log}"
+    assert result.report["nnz"] == int(keep.sum()) and result.report["out_features"] == 256
+    assert result.report["measured_cycles"] == result.report["model_cycles"]
