@@ -20,6 +20,7 @@ from .vitcod import VitcodAccelerator, VitcodConfig
 from .vitcod.axi import VitcodAxi
 from .vit.eltwise import GeluUnit, GeluUnitConfig, ResidualAddUnit, ResidualAddUnitConfig
 from .vit.layernorm import LayerNormUnit, LayerNormUnitConfig
+from .vit.matmul import VitMatmul, VitMatmulConfig
 
 __all__ = ["Design", "DESIGNS", "get_design"]
 
@@ -73,6 +74,9 @@ DESIGNS = {
         Design("residual-add-unit", "residual_add_unit", ResidualAddUnitConfig, ResidualAddUnit,
                "residual add: int16 residual + int8 branch, each requantized, saturated to int16",
                "attnforge.tb.vit_eltwise_tb"),
+        Design("vit-matmul", "vit_matmul", VitMatmulConfig, VitMatmul,
+               "ViT linear layer: int8 activation tile on chip x streamed dense or CSR int8 weights, "
+               "bias, per-channel requantization", "attnforge.tb.vit_matmul_tb"),
     ]
 }
 

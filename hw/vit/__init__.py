@@ -18,3 +18,8 @@ from .layernorm import LayerNormUnit, LayerNormUnitConfig  # noqa: E402
 
 __all__ += ["GeluUnit", "GeluUnitConfig", "ResidualAddUnit", "ResidualAddUnitConfig", "LayerNormUnit",
             "LayerNormUnitConfig"]
+
+# Linear layers (dense and CSR matmul): matmul.py
+from .matmul import MATMUL_LATENCY, MatmulCycles, VitMatmul, VitMatmulConfig, matmul_cycles  # noqa: E402
+
+__all__ += ["VitMatmulConfig", "VitMatmul", "MatmulCycles", "matmul_cycles", "MATMUL_LATENCY"]
