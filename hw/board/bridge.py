@@ -122,40 +122,42 @@ class UartBridge(wiring.Component):
             m.d.sync += s.idle.eq(0)
         with m.Elif(s.receiving & s.in_frame):
             m.d.sync += s.idle.eq(s.idle + 1)
-        with m.FSM(name="bridge"):
+        with m.FSM(name="bridge") as fsm:
             self._receive(m, s)
             self._execute(m, s)
             self._respond(m, s)
+        # rx.ready as one expression of the state (not assigned inside the states): Icarus runs no
+        # `always @*` block before one of its inputs changes, and the state does not change before
+        # the first byte, which rx.ready must already take
+        frame = [fsm.ongoing(x) for x in ("CMD", "LEN0", "LEN1", "CRC")]
+        payload = fsm.ongoing("PAYLOAD")
+        m.d.comb += [s.in_frame.eq(payload | frame[0] | frame[1] | frame[2] | frame[3]),
+                     s.receiving.eq(fsm.ongoing("SYNC") | (s.in_frame & ~(payload & (s.count == s.length))))]
         return m
 
     def _receive(self, m, s):
         """SYNC .. CRC: a frame in; a good one goes to its command's state, a bad one to RESPOND."""
         rx = self.rx
         byte = rx.payload
-        take = rx.valid & s.receiving
+        take = rx.valid          # in the states below that look at it, ``receiving`` (rx.ready) is high
         with m.State("SYNC"):
-            m.d.comb += [s.receiving.eq(1)]
             with m.If(take & (byte == SYNC_REQUEST)):
                 m.d.sync += [s.crc.eq(0), s.count.eq(0), s.mod.eq(0)]
                 m.next = "CMD"
         for state, nxt, field in (("CMD", "LEN0", s.cmd), ("LEN0", "LEN1", s.length[:8])):
             with m.State(state):
-                m.d.comb += [s.receiving.eq(1), s.in_frame.eq(1)]
                 s.frame_timeout(m)
                 with m.If(take):
                     m.d.sync += [field.eq(byte), s.crc.eq(crc8_next(s.crc, byte))]
                     m.next = nxt
         with m.State("LEN1"):
-            m.d.comb += [s.receiving.eq(1), s.in_frame.eq(1)]
             s.frame_timeout(m)
             with m.If(take):
                 m.d.sync += [s.length[8:].eq(byte), s.crc.eq(crc8_next(s.crc, byte))]
                 m.next = "PAYLOAD"
         with m.State("PAYLOAD"):
-            m.d.comb += [s.receiving.eq(1), s.in_frame.eq(1)]
             s.frame_timeout(m)
             with m.If(s.count == s.length):
-                m.d.comb += s.receiving.eq(0)
                 m.next = "CRC"
             with m.Elif(take):
                 m.d.sync += [s.count.eq(s.count + 1), s.crc.eq(crc8_next(s.crc, byte))]
@@ -167,7 +169,6 @@ class UartBridge(wiring.Component):
                 with m.If(s.count != 0):
                     m.d.sync += s.mod.eq(Mux(s.mod == self.s_bytes - 1, 0, s.mod + 1))
         with m.State("CRC"):
-            m.d.comb += [s.receiving.eq(1), s.in_frame.eq(1)]
             s.frame_timeout(m)
             with m.If(take):
                 with m.If(byte != s.crc):

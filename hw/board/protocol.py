@@ -42,7 +42,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 __all__ = ["SYNC_REQUEST", "SYNC_RESPONSE", "Command", "Status", "crc8", "encode_request", "encode_response",
-           "decode_response", "BoardInfo", "BoardClient", "ProtocolError", "PROTOCOL_VERSION"]
+           "decode_response", "BoardInfo", "BoardClient", "ProtocolError", "PROTOCOL_VERSION", "run_packets"]
 
 SYNC_REQUEST = 0xA5
 SYNC_RESPONSE = 0x5A
@@ -206,3 +206,44 @@ class BoardClient:
                                     f"{len(out)} of {nbytes} bytes", status)
             left -= n
         return bytes(out)
+
+
+async def run_packets(client: BoardClient, regmap, packets, outputs, completed) -> dict:
+    """The driver's job: the accelerator's input ``packets`` (bytes each, whole ``s_axis`` beats) in,
+    its output packets (``outputs``: their lengths in bytes) out, and the registers read.
+
+    ``completed[i]`` is the number of output packets complete once packet ``i`` is in: packets
+    are sent together (in frames of up to the bridge's buffer) until an output packet is due,
+    which is then read before more goes in (so the accelerator's output never backs up into
+    its input). Returns the bridge's ``info``, the registers ``params`` (every ``param_*``),
+    ``id``/``design``, ``status``, ``done_count``, ``failed_count``, the performance ``counters``
+    (LO then HI) and the ``outputs`` (bytes each), and ``frames`` (requests sent).
+    """
+    info = await client.info()
+    reg = {r.name: r.offset for r in regmap}
+    out = {"info": info.__dict__, "id": await client.read_reg(reg["id"]),
+           "design": await client.read_reg(reg["design"])}
+    out["params"] = {name[6:]: await client.read_reg(off) for name, off in reg.items()
+                     if name.startswith("param_") and name != "param_count"}
+    await client.write_reg(reg["control"], 1)      # soft reset: counts and counters from zero
+    await client.write_reg(reg["enable"], 1)
+    got, pending = [], bytearray()
+    for i, pkt in enumerate(packets):
+        pending += pkt
+        due = completed[i] > len(got)
+        if due or i == len(packets) - 1:
+            await client.stream(bytes(pending), last=True)
+            pending.clear()
+        while len(got) < completed[i]:
+            got.append(await client.results(outputs[len(got)]))
+    out["status"] = await client.read_reg(reg["status"])
+    out["done_count"] = await client.read_reg(reg["done_count"])
+    out["failed_count"] = await client.read_reg(reg["failed_count"])
+    counters = {}
+    for name in ("busy", "stall_in", "stall_out", "mac_active"):
+        lo = await client.read_reg(reg[f"perf_{name}_lo"])
+        counters[name] = (await client.read_reg(reg[f"perf_{name}_hi"])) << 32 | lo
+    out["counters"] = counters
+    out["outputs"] = got
+    out["frames"] = client.frames
+    return out
