@@ -5,7 +5,8 @@ baud rate: the protocol, the UART, the bridge and the AXI-wrapped accelerator en
 
 Parameters (``ATTNFORGE_TB_PARAMS``): ``design``, ``config`` (the dataclass's fields),
 ``axis_width`` (linear), ``divisor`` (clock cycles per UART bit), ``job`` (a
-``BoardJob`` JSON file, ``tb/board_jobs.py``), ``timeout_cycles`` (a response's time limit).
+``BoardJob`` JSON file, ``tb/board_jobs.py``), ``timeout_cycles`` (a response's time limit),
+``read_params`` (read the ``param_*`` registers; default true).
 
 * ``board_run``: ``run_packets`` on the job; the report (``ATTNFORGE_REPORT``)
   holds the output packets (hex), the registers and counters read over the
@@ -96,7 +97,8 @@ async def board_run(dut):
     """The job through host driver -> UART -> bridge -> accelerator -> back (module docstring)."""
     p, client = await _start(dut)
     job = BoardJob.load(p["job"])
-    result = await run_packets(client, _regmap(p), job.packets, job.output_lengths, job.completed)
+    result = await run_packets(client, _regmap(p), job.packets, job.output_lengths, job.completed,
+                               read_params=p.get("read_params", True))
     result["outputs"] = [x.hex() for x in result["outputs"]]
     result["led_error"] = int(dut.led_error.value)
     path = os.environ.get("ATTNFORGE_REPORT")

@@ -264,3 +264,103 @@ def test_bridge_refuses_a_buffer_smaller_than_a_beat():
         UartBridge(s_bytes=8, m_bytes=2, addr_width=7, buffer=4)
     with pytest.raises(ConfigError, match="addr_width"):
         UartBridge(s_bytes=8, m_bytes=2, addr_width=9)
+
+
+# ------------------------------------------------------------------------------ PLL, board build, host report
+
+def test_pll_settings_match_icepll_and_ecppll():
+    """The settings yowasp-icepll / yowasp-ecppll print for the same requests (hw/board/pll.py)."""
+    from attnforge.hw.board.pll import ecp5_pll, ice40_pll
+
+    s = ice40_pll(12, 30)
+    assert (s.f_out, s.params) == (30.0, {"DIVR": 0, "DIVF": 79, "DIVQ": 5, "FILTER_RANGE": 1})
+    s = ecp5_pll(25, 40)
+    assert (s.f_out, s.params) == (40.0, {"CLKI_DIV": 5, "CLKFB_DIV": 8, "CLKOP_DIV": 15, "CLKOP_CPHASE": 7})
+    with pytest.raises(ConfigError, match="--clock-mhz 300.*16 to 275 MHz"):
+        ice40_pll(12, 300)
+    with pytest.raises(ConfigError, match="--clock-mhz 500"):
+        ecp5_pll(25, 500)
+
+
+def test_uart_divisor_and_board_names_are_checked():
+    from attnforge.fpga.board import get_board, uart_divisor
+
+    assert uart_divisor(24.0, 115200) == 208
+    with pytest.raises(ConfigError, match="--baud 3000000 at 1"):
+        uart_divisor(1.0, 3_000_000)
+    with pytest.raises(ConfigError, match="--board 'de10'"):
+        get_board("de10")
+
+
+def test_program_says_which_tool_is_missing(tmp_path, monkeypatch):
+    from attnforge.fpga.board import ToolMissing, program_board
+
+    bit = tmp_path / "board_top.bin"
+    bit.write_bytes(b"\0")
+    monkeypatch.setenv("PATH", str(tmp_path))          # neither iceprog nor openFPGALoader
+    with pytest.raises(ToolMissing, match="iceprog .*openFPGALoader"):
+        program_board("icebreaker", bit)
+    with pytest.raises(FileNotFoundError, match="attnforge board build --board ulx3s"):
+        program_board("ulx3s", tmp_path / "none.bit")
+    (tmp_path / "openFPGALoader").write_text("#!/bin/sh\n")
+    (tmp_path / "openFPGALoader").chmod(0o755)
+    assert program_board("ulx3s", bit, dry_run=True) == ["openFPGALoader", "-b", "ulx3s", str(bit)]
+
+
+def test_host_report_finds_the_first_wrong_byte():
+    """The host's comparison (attnforge/host/run.py) fails on one flipped bit and names where."""
+    from attnforge.host.run import _report
+    from attnforge.hw.vitcod import VitcodConfig
+    from attnforge.tb.board_jobs import BoardJob
+
+    cfg = VitcodConfig(head_dim=8, max_tokens=8, max_nnz=16, macs=4, dense_lines=1, sparse_lines=1, data_width=64)
+    job = BoardJob([b"\0" * 8], [bytes(range(8)), bytes(range(8, 16))], [2])
+    got = {"outputs": [bytes(range(8)), bytes(range(8, 16))], "params": {}, "status": 0, "done_count": 2,
+           "failed_count": 0, "counters": dict(busy=9, stall_in=0, stall_out=0, mac_active=3), "frames": 5,
+           "info": {}}
+    assert _report("vitcod", cfg, job, got, sim=True, port=None)["bit_exact"]
+    got["outputs"][1] = bytes([8, 9, 10 ^ 1, 11, 12, 13, 14, 15])
+    r = _report("vitcod", cfg, job, got, sim=True, port=None)
+    assert not r["bit_exact"] and r["first_mismatch"] == {"packet": 1, "byte": 2}
+
+
+def test_board_cli_refuses_bad_input(capsys):
+    from attnforge.cli import main
+
+    assert main(["board", "run", "--design", "vitcod", "--sim"]) == 2
+    assert "--masks" in capsys.readouterr().err
+    assert main(["board", "build", "--board", "icebreaker", "--clock-mhz", "500"]) == 2
+    assert "--clock-mhz 500" in capsys.readouterr().err
+
+
+def test_board_top_answers_info_through_its_uart_pins():
+    """BoardTop (UART pins, bridge, LinearDecodeAxi) in amaranth.sim: an INFO frame bit-banged on uart_rx,
+    the response decoded from uart_tx."""
+    from attnforge.hw.board.top import BoardTop
+    from attnforge.hw.linear import LinearDecodeConfig
+    from attnforge.hw.linear.axi import LinearDecodeAxi
+
+    d = 4
+    dut = BoardTop(LinearDecodeAxi(LinearDecodeConfig(d=4, macs=2, conv_taps=2, t_max=2, heads=1)), divisor=d)
+    wave = [1] * 8 + [x for b in encode_request(Command.INFO) for x in _bits(b, d)] + [1] * 700
+    line = []
+
+    async def bench(ctx):
+        for level in wave:
+            ctx.set(dut.uart_rx, level)
+            line.append(ctx.get(dut.uart_tx))
+            await ctx.tick()
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    got, i = [], 0
+    while i < len(line):
+        if line[i] == 0:
+            got.append(sum(line[i + d // 2 + d * (k + 1)] << k for k in range(8)))
+            i += 10 * d - d // 2
+        else:
+            i += 1
+    status, payload = decode_response(bytes(got))
+    assert status == Status.OK and BoardInfo.decode(payload) == BoardInfo(1, 16, 4, 256, 7)

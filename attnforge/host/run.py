@@ -80,7 +80,8 @@ def _accel(design: str, config, axis_width):
     raise ConfigError(f"--design {design!r} is not accepted; accepted: {', '.join(DESIGNS)}")
 
 
-def _simulate(design, config, job, accel, *, divisor, simulator, build_root, axis_width, timeout_cycles):
+def _simulate(design, config, job, accel, *, divisor, simulator, build_root, axis_width, timeout_cycles,
+              read_params, extra_tests):
     from attnforge.hw.designs import get_design
     from attnforge.sim.runner import run_cocotb
 
@@ -89,9 +90,10 @@ def _simulate(design, config, job, accel, *, divisor, simulator, build_root, axi
     job_path = job.save(folder / name / "job.json")
     top = BoardTop(accel, divisor=divisor, timeout=timeout_cycles)
     params = {"design": design, "config": dataclasses.asdict(config), "axis_width": axis_width,
-              "divisor": divisor, "job": str(job_path), "timeout_cycles": 4 * timeout_cycles}
+              "divisor": divisor, "job": str(job_path), "timeout_cycles": 4 * timeout_cycles,
+              "read_params": read_params}
     result = run_cocotb(top, top="board_top", config_name=name, test_module=TB, params=params,
-                        testcase="board_run", simulator=simulator, build_root=folder)
+                        testcase=["board_run", *extra_tests], simulator=simulator, build_root=folder)
     if not result.passed or result.report is None:
         raise RuntimeError(f"the board simulation did not finish; log: {result.log}")
     report = dict(result.report)
@@ -102,8 +104,13 @@ def _simulate(design, config, job, accel, *, divisor, simulator, build_root, axi
 
 def board_run(design: str, config, job: BoardJob, *, port: str | None = None, baud: int = 115200,
               sim: bool = False, simulator: str | None = None, divisor: int = SIM_DIVISOR,
-              axis_width: int | None = None, build_root="build/board_sim", timeout_cycles: int = 1 << 16) -> dict:
-    """Run ``job`` on the board (``port``) or its simulation (``sim``); the report (module docstring)."""
+              axis_width: int | None = None, build_root="build/board_sim", timeout_cycles: int = 1 << 16,
+              read_params: bool = True, extra_tests=()) -> dict:
+    """Run ``job`` on the board (``port``) or its simulation (``sim``); the report (module docstring).
+
+    ``timeout_cycles``: the simulated bridge's time limit (a beat, a frame's next byte);
+    ``read_params=False`` skips the ``param_*`` registers; ``extra_tests``: more testcases of
+    ``tb/board_tb.py`` in the same simulation (the test suite's bad-frame test)."""
     if sim == (port is not None):
         raise ConfigError("give either --port DEV (a board) or --sim (the board top in simulation), not "
                           f"{'both' if sim else 'neither'}")
@@ -113,14 +120,15 @@ def board_run(design: str, config, job: BoardJob, *, port: str | None = None, ba
     if sim:
         check_int("--divisor", divisor, 4, 1 << 16)
         got = _simulate(design, config, job, accel, divisor=divisor, simulator=simulator, build_root=build_root,
-                        axis_width=axis_width, timeout_cycles=timeout_cycles)
+                        axis_width=axis_width, timeout_cycles=timeout_cycles, read_params=read_params,
+                        extra_tests=tuple(extra_tests))
     else:
         from .serial_port import SerialTransport
 
         transport = SerialTransport(port, baud)
         try:
             got = asyncio.run(run_packets(BoardClient(transport), regmap, job.packets, job.output_lengths,
-                                          job.completed))
+                                          job.completed, read_params=read_params))
         finally:
             transport.close()
     return _report(design, config, job, got, sim=sim, port=port)
@@ -134,8 +142,9 @@ def _report(design, config, job: BoardJob, got: dict, *, sim: bool, port) -> dic
             at = next((k for k in range(min(len(a), len(b))) if a[k] != b[k]), min(len(a), len(b)))
             mismatch = {"packet": i, "byte": at}
             break
-    params_ok = all(got["params"].get(k) == int(v) for k, v in
-                    register_params(config, {"feature_map": FEATURE_MAPS} if design != "vitcod" else None).items())
+    params_ok = None if not got["params"] else all(
+        got["params"].get(k) == int(v)
+        for k, v in register_params(config, {"feature_map": FEATURE_MAPS} if design != "vitcod" else None).items())
     errors = got["status"] >> 8
     counters = got["counters"]
     report = {

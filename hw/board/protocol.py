@@ -208,14 +208,16 @@ class BoardClient:
         return bytes(out)
 
 
-async def run_packets(client: BoardClient, regmap, packets, outputs, completed) -> dict:
+async def run_packets(client: BoardClient, regmap, packets, outputs, completed, *,
+                      read_params: bool = True) -> dict:
     """The driver's job: the accelerator's input ``packets`` (bytes each, whole ``s_axis`` beats) in,
     its output packets (``outputs``: their lengths in bytes) out, and the registers read.
 
     ``completed[i]`` is the number of output packets complete once packet ``i`` is in: packets
     are sent together (in frames of up to the bridge's buffer) until an output packet is due,
     which is then read before more goes in (so the accelerator's output never backs up into
-    its input). Returns the bridge's ``info``, the registers ``params`` (every ``param_*``),
+    its input). ``read_params=False`` skips the ``param_*`` registers (a frame each). Returns the
+    bridge's ``info``, the registers ``params`` (every ``param_*``),
     ``id``/``design``, ``status``, ``done_count``, ``failed_count``, the performance ``counters``
     (LO then HI) and the ``outputs`` (bytes each), and ``frames`` (requests sent).
     """
@@ -224,7 +226,7 @@ async def run_packets(client: BoardClient, regmap, packets, outputs, completed) 
     out = {"info": info.__dict__, "id": await client.read_reg(reg["id"]),
            "design": await client.read_reg(reg["design"])}
     out["params"] = {name[6:]: await client.read_reg(off) for name, off in reg.items()
-                     if name.startswith("param_") and name != "param_count"}
+                     if read_params and name.startswith("param_") and name != "param_count"}
     await client.write_reg(reg["control"], 1)      # soft reset: counts and counters from zero
     await client.write_reg(reg["enable"], 1)
     got, pending = [], bytearray()
