@@ -12,7 +12,8 @@ even without programming). On iCE40 Yosys maps multipliers to SB_MAC16 (``-dsp``
 
 The report (``report.json`` and ``report.txt`` in the build folder): the
 board, device, design and configuration, the PLL setting and clock, nextpnr's
-Fmax of that clock (``--report``; nextpnr times every clock against ``--freq``, the PLL clock), whether timing is met, the UART divisor
+Fmax of that clock (``--report``; nextpnr times every clock against ``--freq``, the PLL
+clock), whether timing is met, the UART divisor
 and baud rate, the resource use, the tools' versions and the wall time.
 ``BoardTimingError`` when the routed Fmax is below the PLL clock (the report
 is written first).

@@ -219,7 +219,8 @@ def _responses(raw: bytes):
 
 def test_bridge_info_registers_stream_and_results():
     """INFO; WRITE then READ back (AXI4-Lite); STREAM two beats with tlast; RESULTS two beats."""
-    frames = [encode_request(Command.INFO), encode_request(Command.WRITE, bytes([0x08]) + (0xDEADBEEF).to_bytes(4, "little")),
+    frames = [encode_request(Command.INFO),
+              encode_request(Command.WRITE, bytes([0x08]) + (0xDEADBEEF).to_bytes(4, "little")),
               encode_request(Command.READ, bytes([0x08])),
               encode_request(Command.STREAM, bytes([1]) + bytes(range(1, 9))),
               encode_request(Command.RESULTS, (2).to_bytes(2, "little"))]

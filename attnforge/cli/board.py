@@ -49,10 +49,11 @@ def _design_options(p, *, build: bool) -> None:
     p.add_argument("--design", choices=DESIGNS, default="linear-decode" if build else None, required=not build,
                    help="accelerator" + (" [linear-decode]" if build else ""))
     g = p.add_argument_group("ViTCoD generator parameters (--design vitcod; defaults in brackets)")
+    derived = ("max_tokens", "max_nnz")
     for f in dataclasses.fields(VitcodConfig):
         if f.name in VITCOD_FIELDS:
             g.add_argument(f"--vitcod-{f.name.replace('_', '-')}", dest=f"v_{f.name}", type=int, default=None,
-                           help=f"[{'from --masks' if f.name in ('max_tokens', 'max_nnz') and not build else f.default}]")
+                           help=f"[{'from --masks' if f.name in derived and not build else f.default}]")
     names = add_config_options(p, LinearDecodeConfig, include=LINEAR_FIELDS, choices={"feature_map": FEATURE_MAPS},
                                title="linear decode generator parameters (--design linear-decode)")
     p.set_defaults(linear_fields=names)
@@ -128,7 +129,8 @@ def _vitcod_job(args):
         [(args.layer, args.head)]
     for l, h in pairs:
         if not (0 <= l < ms.layers and 0 <= h < ms.heads):
-            raise ValueError(f"layer {l} head {h} out of range: {args.masks} has {ms.layers} layers and {ms.heads} heads")
+            raise ValueError(f"layer {l} head {h} out of range: {args.masks} has {ms.layers} layers and "
+                             f"{ms.heads} heads")
     kw = _vitcod_kw(args)
     d = tensors.head_dim if tensors is not None else kw.get("head_dim", VitcodConfig.head_dim)
     kw.setdefault("head_dim", d)
