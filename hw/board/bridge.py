@@ -26,7 +26,7 @@ for an AXI4-Lite response (the register bank always gives one).
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -36,6 +36,12 @@ from attnforge.errors import ConfigError, check_int
 from .protocol import PROTOCOL_VERSION, SYNC_REQUEST, SYNC_RESPONSE, Command, Status
 
 __all__ = ["UartBridge", "crc8_next"]
+
+
+def _byte_of(value, index):
+    """Byte ``index`` of ``value`` as a multiplexer (``word_select`` with a variable index becomes a
+    multiplication by 8 that Yosys's ``-dsp`` maps to an iCE40 SB_MAC16)."""
+    return Array(value[8 * i:8 * i + 8] for i in range(len(value) // 8))[index]
 
 
 def crc8_next(crc, byte):
@@ -117,11 +123,15 @@ class UartBridge(wiring.Component):
         s.wr = mem.write_port()
         s.rd = mem.read_port()
         m.d.comb += [self.m_axis_tkeep.eq(-1), self.m_axil_wstrb.eq(0xF), self.rx.ready.eq(s.receiving)]
-        # cycles since a frame's last byte (FRAME_TIMEOUT)
+        # cycles since a frame's last byte (FRAME_TIMEOUT); the same counter times STREAM and RESULTS beats
         with m.If(self.rx.valid & s.receiving):
-            m.d.sync += s.idle.eq(0)
+            m.d.sync += s.timer.eq(0)
         with m.Elif(s.receiving & s.in_frame):
-            m.d.sync += s.idle.eq(s.idle + 1)
+            m.d.sync += s.timer.eq(s.timer + 1)
+        # one CRC-8 step for both directions: the states say which byte (crc_in) and when (crc_en);
+        # a state's own assignment of crc (a frame's start, a response's start) comes later and wins
+        with m.If(s.crc_en):
+            m.d.sync += s.crc.eq(crc8_next(s.crc, s.crc_in))
         with m.FSM(name="bridge") as fsm:
             self._receive(m, s)
             self._execute(m, s)
@@ -148,21 +158,26 @@ class UartBridge(wiring.Component):
             with m.State(state):
                 s.frame_timeout(m)
                 with m.If(take):
-                    m.d.sync += [field.eq(byte), s.crc.eq(crc8_next(s.crc, byte))]
+                    m.d.sync += field.eq(byte)
+                    m.d.comb += [s.crc_in.eq(byte), s.crc_en.eq(1)]
                     m.next = nxt
         with m.State("LEN1"):
             s.frame_timeout(m)
             with m.If(take):
-                m.d.sync += [s.length[8:].eq(byte), s.crc.eq(crc8_next(s.crc, byte))]
+                m.d.sync += s.length[8:].eq(byte)
+                m.d.comb += [s.crc_in.eq(byte), s.crc_en.eq(1)]
                 m.next = "PAYLOAD"
         with m.State("PAYLOAD"):
             s.frame_timeout(m)
             with m.If(s.count == s.length):
                 m.next = "CRC"
             with m.Elif(take):
-                m.d.sync += [s.count.eq(s.count + 1), s.crc.eq(crc8_next(s.crc, byte))]
-                with m.If(s.count < 5):
-                    m.d.sync += s.args.word_select(s.count[:3], 8).eq(byte)
+                m.d.sync += s.count.eq(s.count + 1)
+                m.d.comb += [s.crc_in.eq(byte), s.crc_en.eq(1)]
+                with m.Switch(s.count):
+                    for i in range(5):
+                        with m.Case(i):
+                            m.d.sync += s.args[8 * i:8 * i + 8].eq(byte)
                 with m.If((s.count != 0) & (s.count <= self.buffer)):
                     m.d.comb += [s.wr.en.eq(1), s.wr.addr.eq(s.count - 1), s.wr.data.eq(byte)]
                 # (payload bytes after the first) mod s_bytes: STREAM's length check
@@ -284,11 +299,11 @@ class UartBridge(wiring.Component):
         sent = tx.valid & tx.ready
         header = Cat(Const(SYNC_RESPONSE, 8), s.status, s.resp_len)
         with m.State("RESPOND"):
-            m.d.comb += [tx.valid.eq(1), tx.payload.eq(header.word_select(s.index[:2], 8))]
+            m.d.comb += [tx.valid.eq(1), tx.payload.eq(_byte_of(header, s.index[:2]))]
             with m.If(sent):
                 m.d.sync += s.index.eq(s.index + 1)
                 with m.If(s.index != 0):
-                    m.d.sync += s.crc.eq(crc8_next(s.crc, tx.payload))
+                    m.d.comb += [s.crc_in.eq(tx.payload), s.crc_en.eq(1)]
                 with m.If(s.index == 3):
                     m.d.sync += s.index.eq(0)
                     m.next = "RESP_PAYLOAD"
@@ -297,12 +312,13 @@ class UartBridge(wiring.Component):
             with m.If(s.index == s.resp_len):
                 m.next = "RESP_CRC"
             with m.Else():
-                byte = Mux(s.from_buffer, s.rd.data, s.word.word_select(s.index[:3], 8))
+                byte = Mux(s.from_buffer, s.rd.data, _byte_of(s.word, s.index[:3]))
                 # the buffer's read port answers a cycle after its address: wait one cycle per byte
                 m.d.sync += s.settled.eq(1)
                 m.d.comb += [tx.valid.eq(s.settled), tx.payload.eq(byte)]
                 with m.If(sent):
-                    m.d.sync += [s.index.eq(s.index + 1), s.crc.eq(crc8_next(s.crc, byte)), s.settled.eq(0)]
+                    m.d.sync += [s.index.eq(s.index + 1), s.settled.eq(0)]
+                    m.d.comb += [s.crc_in.eq(byte), s.crc_en.eq(1)]
         with m.State("RESP_CRC"):
             m.d.comb += [tx.valid.eq(1), tx.payload.eq(s.crc)]
             with m.If(sent):
@@ -324,7 +340,8 @@ class _State:
         self.fill = Signal(range(max(bridge.s_bytes, bridge.m_bytes) + 1))
         self.mod = Signal(range(bridge.s_bytes + 1))     # (payload bytes - 1) mod s_bytes, as they come
         self.timer = Signal(range(bridge.timeout + 1))
-        self.idle = Signal(range(bridge.timeout + 1))
+        self.crc_in = Signal(8)
+        self.crc_en = Signal()
         self.status = Signal(8)
         self.resp_len = Signal(16)
         self.word = Signal(64)
@@ -340,13 +357,13 @@ class _State:
         m.d.comb += bridge.busy.eq(~(self.receiving & ~self.in_frame))
 
     def frame_timeout(self, m):
-        with m.If(self.idle == self.bridge.timeout - 1):
+        with m.If(self.timer == self.bridge.timeout - 1):
             self.reply(m, Status.FRAME_TIMEOUT)
 
     def reply(self, m, status, *, length=0, from_buffer=False):
         """Go to RESPOND with ``status`` and ``length`` payload bytes (the word register or the buffer)."""
         m.d.sync += [self.status.eq(status), self.resp_len.eq(length), self.from_buffer.eq(from_buffer),
-                     self.index.eq(0), self.crc.eq(0), self.idle.eq(0), self.settled.eq(0)]
+                     self.index.eq(0), self.crc.eq(0), self.timer.eq(0), self.settled.eq(0)]
         if not (isinstance(status, int) and status == Status.OK):
             with m.If(status != Status.OK):
                 m.d.sync += self.bridge.error.eq(1)
