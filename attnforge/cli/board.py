@@ -65,15 +65,15 @@ def _vitcod_kw(args) -> dict:
     return {f: getattr(args, f"v_{f}") for f in VITCOD_FIELDS if getattr(args, f"v_{f}") is not None}
 
 
-def _accel(args):
+def _accel(args, perf_width: int = 64):
     from attnforge.hw.linear.axi import LinearDecodeAxi
     from attnforge.hw.vitcod.axi import VitcodAxi
 
     if args.design == "vitcod":
         cfg = VitcodConfig(**_vitcod_kw(args))
-        return cfg, VitcodAxi(cfg)
+        return cfg, VitcodAxi(cfg, perf_width=perf_width)
     cfg = _linear_config(config_kwargs(args, args.linear_fields))
-    return cfg, LinearDecodeAxi(cfg, axis_width=args.axis_width)
+    return cfg, LinearDecodeAxi(cfg, axis_width=args.axis_width, perf_width=perf_width)
 
 
 def cmd_build(args) -> int:
@@ -84,7 +84,8 @@ def cmd_build(args) -> int:
         board.pll(args.clock_mhz)            # refuse a clock the PLL cannot make before building anything
     if args.design == "linear-decode" and args.axis_width is None:
         args.axis_width = BOARD_AXIS_WIDTH
-    cfg, accel = _accel(args)
+    perf_width = args.perf_width or (33 if args.board == "icebreaker" else 64)
+    cfg, accel = _accel(args, perf_width)
     out = args.out or f"build/board/{args.board}_{args.design}"
     try:
         report = build_board(args.board, args.design, cfg, accel, clock_mhz=args.clock_mhz, out_dir=out,
@@ -175,6 +176,8 @@ def register(sub) -> None:
     p.add_argument("--clock-mhz", type=float, default=None,
                    help="PLL clock [icebreaker 24, ulx3s 30]; checked against the PLL, then nextpnr's Fmax")
     p.add_argument("--baud", type=int, default=115200, help="UART baud rate [115200]")
+    p.add_argument("--perf-width", type=int, default=None,
+                   help="bits of each performance counter, 33..64 [icebreaker 33 (saves ~370 LC), ulx3s 64]")
     p.add_argument("--seed", type=int, default=1, help="nextpnr placement seed [1]")
     p.add_argument("--out", default=None, help="build folder [build/board/<board>_<design>]")
     p.add_argument("--prepare-only", action="store_true",

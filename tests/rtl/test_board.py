@@ -61,3 +61,24 @@ def test_board_run_sim_linear_cli_default_divisor(tmp_path):
                "--simulator", "icarus", "--build-root", str(BUILD), "--json", str(out)])
     r = json.loads(out.read_text())
     assert rc == 0 and r["bit_exact"] and r["registers_match_config"] is True
+
+
+#: The linear decode configuration that fits the iCEBreaker's UP5K with the AXI wrapper and the UART bridge
+#: (docs/board.md, "Bitstreams": d = 8 with M = 2 needs 9 SB_MAC16 of 8, with M = 1 and K = 2, T = 2
+#: 5,899 LC of 5,280).
+ICEBREAKER_LINEAR = ["--d", "8", "--macs", "1", "--conv-taps", "1", "--max-tokens", "64", "--t-max", "1",
+                     "--heads", "1"]
+
+
+@pytest.mark.full
+def test_icebreaker_linear_decode_bitstream_meets_timing(tmp_path):
+    """`attnforge board build --board icebreaker --design linear-decode` (the fitting configuration): a
+    bitstream, nextpnr's Fmax at or above the PLL clock, the report's fields. Slow: place and route of a
+    97 %-full UP5K (tens of minutes here)."""
+    out = tmp_path / "ice"
+    rc = main(["board", "build", "--board", "icebreaker", "--design", "linear-decode", *ICEBREAKER_LINEAR,
+               "--out", str(out)])
+    report = json.loads((out / "report.json").read_text())
+    assert rc == 0 and report["timing_met"] and report["fmax_mhz"] >= report["clock_mhz"] == 24.0
+    assert (out / "board_top.bin").stat().st_size > 0
+    assert report["utilization"]["ICESTORM_PLL"]["used"] == 1
