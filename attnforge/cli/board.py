@@ -58,7 +58,8 @@ def _design_options(p, *, build: bool) -> None:
                                title="linear decode generator parameters (--design linear-decode)")
     p.set_defaults(linear_fields=names)
     p.add_argument("--axis-width", type=int, default=None,
-                   help="linear: s_axis bits [" + ("32" if build else "one beat per command") + "]")
+                   help="linear: s_axis bits [" + ("32" if build else "--port: 32 as board build; --sim: one beat per "
+                                                   "command") + "]")
 
 
 def _vitcod_kw(args) -> dict:
@@ -146,17 +147,18 @@ def _vitcod_job(args):
 
 
 def cmd_run(args) -> int:
+    if args.design == "vitcod" and not args.masks:
+        raise ValueError("--design vitcod needs --masks FILE (attnforge.masks/1)")
     from attnforge.host import board_run, linear_board_job
     from attnforge.hw.linear.axi import default_axis_width
 
     if args.design == "vitcod":
-        if not args.masks:
-            raise ValueError("--design vitcod needs --masks FILE (attnforge.masks/1)")
         cfg, job = _vitcod_job(args)
         axis_width = None
     else:
         cfg = _linear_config(config_kwargs(args, args.linear_fields))
-        axis_width = args.axis_width or default_axis_width(cfg)
+        # a board runs what `board build` built: its s_axis is BOARD_AXIS_WIDTH unless --axis-width said otherwise
+        axis_width = args.axis_width or (BOARD_AXIS_WIDTH if args.port else default_axis_width(cfg))
         job = linear_board_job(cfg, axis_width, tokens=args.tokens, seed=args.seed, tensors=args.tensors)
     report = board_run(args.design, cfg, job, port=args.port, baud=args.baud, sim=args.sim,
                        simulator=args.simulator, divisor=args.divisor, axis_width=axis_width,

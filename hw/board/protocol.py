@@ -222,6 +222,9 @@ async def run_packets(client: BoardClient, regmap, packets, outputs, completed, 
     (LO then HI) and the ``outputs`` (bytes each), and ``frames`` (requests sent).
     """
     info = await client.info()
+    if any(len(p) % info.s_bytes for p in packets) or any(n % info.m_bytes for n in outputs):
+        raise ProtocolError(f"the board's beats ({info.s_bytes} bytes in, {info.m_bytes} out) do not divide this "
+                            f"job's packets: build and run with the same design options (--axis-width)")
     reg = {r.name: r.offset for r in regmap}
     out = {"info": info.__dict__, "id": await client.read_reg(reg["id"]),
            "design": await client.read_reg(reg["design"])}
