@@ -176,7 +176,7 @@ def register(sub) -> None:
     p.add_argument("--board", required=True, choices=sorted(BOARDS))
     _design_options(p, build=True)
     p.add_argument("--clock-mhz", type=float, default=None,
-                   help="PLL clock [icebreaker 24, ulx3s 30]; checked against the PLL, then nextpnr's Fmax")
+                   help="PLL clock [icebreaker 26 (the PLL makes 25.875), ulx3s 30]; checked against the PLL, then nextpnr's Fmax")
     p.add_argument("--baud", type=int, default=115200, help="UART baud rate [115200]")
     p.add_argument("--perf-width", type=int, default=None,
                    help="bits of each performance counter, 33..64 [icebreaker 33 (saves ~370 LC), ulx3s 64]")
