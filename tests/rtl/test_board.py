@@ -8,6 +8,7 @@ on Icarus at divisor 4 only 16 linear tokens (d = 4) plus the bad-frame test in 
 back; ~49,000 cycles, ~30 s on Icarus) and 16 tokens of d = 8 at divisor 8 through the CLI."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -18,16 +19,15 @@ from attnforge.host import board_run, linear_board_job
 from attnforge.hw.linear import LinearDecodeConfig
 from attnforge.hw.linear.axi import default_axis_width
 from attnforge.linear_format import random_data_requant
-
-from pathlib import Path
+from attnforge.sim.lint import lint_verilog
 
 BUILD = Path(__file__).resolve().parents[2] / "build" / "test_board"
-LINEAR_TINY = ["--d", "4", "--macs", "2", "--conv-taps", "2", "--t-max", "2", "--heads", "1"]
 
 
 def test_board_run_sim_linear_tokens_and_bad_frames():
     """16 tokens through the UART bit exact (MAC_ACTIVE = the cycle model's issue cycles), then the
-    bad-frame test in the same simulation (a corrupted CRC gets BAD_CRC and is not executed)."""
+    bad-frame test in the same simulation (a corrupted CRC gets BAD_CRC and is not executed); the
+    simulated board top lints clean under the waiver file."""
     cfg = LinearDecodeConfig(d=4, macs=2, conv_taps=2, t_max=2, heads=1, **random_data_requant(4, 2))
     job = linear_board_job(cfg, default_axis_width(cfg), tokens=16, seed=3)
     r = board_run("linear-decode", cfg, job, sim=True, simulator="icarus", divisor=4, build_root=BUILD,
@@ -36,6 +36,8 @@ def test_board_run_sim_linear_tokens_and_bad_frames():
     assert r["output_packets"] == len(job.expected) > 0 and r["done_count"] == job.info["tokens"] >= 16
     assert r["mac_active_cycles"] == r["model_mac_active_cycles"]
     assert r["errors"] == 0 and r["status"] == 0
+    lint = lint_verilog(Path(r["build_dir"]).parent / "board_top.v", "board_top")   # what was simulated
+    assert lint.clean, lint.messages
 
 
 @pytest.mark.full
