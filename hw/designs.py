@@ -18,6 +18,8 @@ from .mac_line import MacLine, MacLineConfig
 from .common.requant import RequantLine, RequantLineConfig
 from .vitcod import VitcodAccelerator, VitcodConfig
 from .vitcod.axi import VitcodAxi
+from .vit.eltwise import GeluUnit, GeluUnitConfig, ResidualAddUnit, ResidualAddUnitConfig
+from .vit.layernorm import LayerNormUnit, LayerNormUnitConfig
 
 __all__ = ["Design", "DESIGNS", "get_design"]
 
@@ -62,6 +64,15 @@ DESIGNS = {
         Design("linear-decode", "linear_decode", LinearDecodeConfig, LinearDecode,
                "linear-attention decode datapath: state in memory, conv, verify/commit",
                "attnforge.tb.linear_decode_tb", LinearDecodeAxi),
+        Design("layernorm-unit", "layernorm_unit", LayerNormUnitConfig, LayerNormUnit,
+               "integer LayerNorm of int16 rows to int8: row buffer, isqrt, reciprocal, gamma/beta, requantizer",
+               "attnforge.tb.vit_eltwise_tb"),
+        Design("gelu-unit", "gelu_unit", GeluUnitConfig, GeluUnit,
+               "I-BERT's integer GELU on P int16 lanes to int8, fully pipelined",
+               "attnforge.tb.vit_eltwise_tb"),
+        Design("residual-add-unit", "residual_add_unit", ResidualAddUnitConfig, ResidualAddUnit,
+               "residual add: int16 residual + int8 branch, each requantized, saturated to int16",
+               "attnforge.tb.vit_eltwise_tb"),
     ]
 }
 

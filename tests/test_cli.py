@@ -128,3 +128,23 @@ def test_docstring_params_reads_numpydoc():
     helps = docstring_params(LinearDecodeConfig)
     assert helps["d"].startswith("Head dimension")
     assert helps["attn_shift"] == helps["conv_multiplier"]      # one entry documents four names
+
+
+def test_help_does_not_import_torch():
+    """Building every command group's parser (what ``attnforge --help`` does) loads no torch: the
+    choices it lists come from the light ``names`` modules, so ``--help`` answers in well under a second
+    instead of ~5 s. Fails if a command module imports a torch-heavy module at its top."""
+    code = ("import sys; from attnforge.cli import build_parser; build_parser(); "
+            "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_light_name_lists_match_their_modules():
+    """The names the CLI offers without importing torch are exactly the modules' own."""
+    from attnforge.algo.linear.names import VARIANT_NAMES
+    from attnforge.algo.linear.variants import VARIANTS
+    from attnforge.algo.vitcod import polarize, vit
+
+    assert tuple(VARIANTS) == VARIANT_NAMES
+    assert polarize.POLARIZE_MODES == ("fixed", "cycles") and vit.PRESETS["digits"].num_tokens == 65

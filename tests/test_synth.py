@@ -87,6 +87,22 @@ def test_yosys_only_gives_resources_without_place_and_route(tmp_path):
     assert not (tmp_path / "nextpnr.json").exists() and not (tmp_path / "nextpnr.log").exists()
 
 
+def test_pack_only_gives_packed_counts_without_placement(tmp_path):
+    # pack_only=True (attnforge synth --pack-only, what explore's resource model was fitted to): nextpnr packs
+    # the netlist into the device's cells and stops; its TRELLIS_COMB count includes the carry chains that
+    # Yosys's LUT4 count leaves out.
+    report = synthesize(MacLine(MacLineConfig(macs=2)), top="mac_line", device="ecp5-25k", out_dir=tmp_path,
+                        pack_only=True)
+    used = {k: v["used"] for k, v in report["nextpnr_utilization"].items()}
+    assert used["MULT18X18D"] == report["dsp"] == 2 and used["TRELLIS_FF"] == report["ffs"]
+    assert used["TRELLIS_COMB"] >= report["luts"] + report["yosys_cells"].get("CCU2C", 0)
+    assert report["packed"] and not report["placed_and_routed"] and report["fmax_mhz"] is None and report["seed"] is None
+    with pytest.raises(ValueError, match="pack_only runs nextpnr's packer: it needs pnr=True"):
+        synthesize(MacLine(MacLineConfig(macs=2)), top="mac_line", device="ecp5-25k", out_dir=tmp_path / "x",
+                   pnr=False, pack_only=True)
+    assert not (tmp_path / "x").exists()
+
+
 def test_signal_of_strips_primitive_suffixes_and_lane_numbers():
     assert signal_of("inner.lanes.state_run12_TRELLIS_FF_Q_3") == "lanes.state_run"
     assert signal_of("inner.lanes.readout_chunk3[5]") == "lanes.readout_chunk"

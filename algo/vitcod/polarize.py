@@ -61,10 +61,10 @@ from attnforge.hw.vitcod.balance import engine_job_cycles
 from attnforge.hw.vitcod.config import INDEX_WIDTH
 from attnforge.hw.vitcod.cycles import HeadShape, head_beats, head_cycles, replay_cycles
 
+from .names import POLARIZE_MODES
+
 __all__ = ["polarize", "POLARIZE_MODES", "default_accelerator", "fit_accelerator", "head_cost", "cycles_g",
            "FIXED_CANDIDATES", "GEOMETRIC_RATIO"]
-
-POLARIZE_MODES = ("fixed", "cycles")
 
 #: G = 0..FIXED_CANDIDATES are always candidates (real pruned heads keep 1 to 10 global columns).
 FIXED_CANDIDATES = 16

@@ -142,9 +142,12 @@ def cmd_synth(args) -> int:
     design, config = _config(args)
     out = Path(args.output) if args.output else Path("build") / "synth" / design.config_name(config) / args.device
     report = synthesize(design.build(config), top=design.top, device=args.device, out_dir=out, seed=args.seed,
-                        router=args.router, target_mhz=args.target_mhz, pnr=args.pnr)
+                        router=args.router, target_mhz=args.target_mhz, pnr=args.pnr or args.pack_only,
+                        pack_only=args.pack_only)
     short = {k: report[k] for k in ("design", "device", "luts", "ffs", "dsp", "bram", "fmax_mhz", "shell_ffs",
                                     "seed", "router", "critical_stage")}
+    if args.pack_only:
+        short["packed"] = {k: v["used"] for k, v in report["nextpnr_utilization"].items() if v["used"]}
     print(json.dumps(short, indent=2))
     print(f"full report: {out / 'report.json'}")
     return 0
@@ -158,6 +161,9 @@ def _synth_options(p):
     p.add_argument("--seed", type=int, default=1, help="nextpnr placement seed [1]")
     p.add_argument("--no-pnr", dest="pnr", action="store_false",
                    help="stop after Yosys: resource counts only (before nextpnr packs them), no Fmax")
+    p.add_argument("--pack-only", action="store_true",
+                   help="Yosys, then nextpnr's packer only: the device's packed cell counts (what must fit), "
+                        "in seconds, no placement, no Fmax")
     p.add_argument("--router", choices=ROUTERS,
                    help="nextpnr router [the device's: router2 on ECP5]; try the other if routing stalls")
     p.add_argument("--target-mhz", type=float,

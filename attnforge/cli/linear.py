@@ -267,7 +267,7 @@ def cmd_linearize(args) -> int:
 
 
 def register(subparsers) -> None:
-    from attnforge.algo.linear.variants import VARIANTS
+    from attnforge.algo.linear.names import VARIANT_NAMES
 
     g = command_group(subparsers, "linear", "Linearized LLMs: linear attention variants, training, "
                                             "speculative decoding, decode datapath")
@@ -289,7 +289,7 @@ def register(subparsers) -> None:
         add_simulator_option(p)
 
     def model_args(p, attention="elu"):
-        p.add_argument("--attention", choices=list(VARIANTS), default=attention, help=f"attention variant [{attention}]")
+        p.add_argument("--attention", choices=list(VARIANT_NAMES), default=attention, help=f"attention variant [{attention}]")
         p.add_argument("--conv-kernel", type=int, default=4, help="augmentation: conv taps over V [4]")
         p.add_argument("--chunk", type=int, default=16, help="augmentation: local attention chunk [16]")
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from attnforge.algo.vitcod.prepare import apply_masks, prepare
 from attnforge.hw.vitcod import VitcodConfig
 from attnforge.formats.atomic import write_json_atomic
 
@@ -69,6 +68,8 @@ def _train_options(p, epochs: int, lr: float):
 
 def _setup(args):
     """``(model, train_set, val_set)`` from --checkpoint/--preset and --data."""
+    from attnforge.algo.vitcod.prepare import prepare
+
     overrides = {key: getattr(args, arg, None) for key, arg in (
         ("img_size", "img_size"), ("patch_size", "patch_size"), ("depth", "depth"), ("num_heads", "num_heads"),
         ("embed_dim", "dim"), ("mlp_ratio", "mlp_ratio"))}
@@ -164,6 +165,7 @@ def cmd_masks(args) -> int:
 
 
 def cmd_finetune(args) -> int:
+    from attnforge.algo.vitcod.prepare import apply_masks
     from attnforge.algo.vitcod.train import evaluate, train
 
     model, train_set, val_set = _setup(args)
@@ -181,6 +183,7 @@ def cmd_finetune(args) -> int:
 
 def cmd_export(args) -> int:
     from attnforge.algo.vitcod.export import export_head_tensors, write_verification
+    from attnforge.algo.vitcod.prepare import apply_masks
     from attnforge.formats.head_tensors import load_head_tensors
 
     model, _, val_set = _setup(args)
@@ -206,6 +209,7 @@ def cmd_export(args) -> int:
 
 
 def cmd_eval(args) -> int:
+    from attnforge.algo.vitcod.prepare import apply_masks
     from attnforge.algo.vitcod.train import evaluate
 
     model, _, val_set = _setup(args)
@@ -363,8 +367,7 @@ def _register_polarize(g) -> None:
 
 
 def register(subparsers) -> None:
-    from attnforge.algo.vitcod.polarize import POLARIZE_MODES
-    from attnforge.algo.vitcod.vit import PRESETS
+    from attnforge.algo.vitcod.names import POLARIZE_MODES, PRESETS
 
     g = command_group(subparsers, "vitcod", "ViTCoD: polarized sparse attention masks, Q/K auto-encoder, "
                                             "accelerator")

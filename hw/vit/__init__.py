@@ -11,3 +11,10 @@ See docs/vit-hw.md.
 """
 
 __all__: list[str] = []
+
+# element-wise and normalization units (hw/vit/eltwise.py, hw/vit/layernorm.py)
+from .eltwise import GeluUnit, GeluUnitConfig, ResidualAddUnit, ResidualAddUnitConfig  # noqa: E402
+from .layernorm import LayerNormUnit, LayerNormUnitConfig  # noqa: E402
+
+__all__ += ["GeluUnit", "GeluUnitConfig", "ResidualAddUnit", "ResidualAddUnitConfig", "LayerNormUnit",
+            "LayerNormUnitConfig"]
