@@ -73,6 +73,7 @@ ICEBREAKER_LINEAR = ["--d", "8", "--macs", "1", "--conv-taps", "1", "--max-token
 
 
 @pytest.mark.full
+@pytest.mark.timeout(1800)
 def test_icebreaker_linear_decode_bitstream_meets_timing(tmp_path):
     """`attnforge board build --board icebreaker --design linear-decode` (the fitting configuration): a
     bitstream, nextpnr's Fmax at or above the PLL clock, the report's fields. Slow: place and route of a
