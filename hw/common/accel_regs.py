@@ -199,9 +199,9 @@ class AcceleratorRegisters(wiring.Component):
         ``busy``, ``stall_in``, ``stall_out``, ``mac_active`` : ``In(1)``: count this cycle.
     """
 
-    def __init__(self, design: str, params: dict, *, addr_width: int | None = None):
+    def __init__(self, design: str, params: dict, *, addr_width: int | None = None, perf_width: int = 64):
         self.bank = RegisterBank(accelerator_regmap(design, params), addr_width=addr_width)
-        self.counters = PerfCounters()
+        self.counters = PerfCounters(width=perf_width)
         members = {name: member for name, member in self.bank.signature.members.items()
                    if not name.startswith("perf_")}
         members["perf"] = Out(wiring.Signature({n: In(1) for n in PERF_COUNTERS}))

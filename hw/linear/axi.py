@@ -72,6 +72,9 @@ class LinearDecodeAxi(wiring.Component):
         widths take ``cmd_beats`` beats per command.
     addr_width : int or None
         AXI4-Lite byte-address bits (default: the fewest that reach every register).
+    perf_width : int
+        Bits of each performance counter (33..64; the HI registers hold bits ``perf_width-1:32``).
+        A board build on the iCE40 UP5K uses 33: four 64-bit chains cost ~370 logic cells there.
     core : Component or None
         The datapath inside (default ``LinearDecode(config)``; a test passes a mutant).
 
@@ -89,7 +92,7 @@ class LinearDecodeAxi(wiring.Component):
     """
 
     def __init__(self, config: LinearDecodeConfig, *, axis_width: int | None = None,
-                 addr_width: int | None = None, core=None):
+                 addr_width: int | None = None, core=None, perf_width: int = 64):
         if not isinstance(config, LinearDecodeConfig):
             raise TypeError(f"LinearDecodeAxi needs a LinearDecodeConfig, not {config!r}")
         self._config = config
@@ -97,7 +100,7 @@ class LinearDecodeAxi(wiring.Component):
             check_axis_width("linear decode AXI4-Stream axis_width", axis_width)
         self._core = core if core is not None else LinearDecode(config)
         self._regs = AcceleratorRegisters(DESIGN_NAME, register_params(config, {"feature_map": FEATURE_MAPS}),
-                                          addr_width=addr_width)
+                                          addr_width=addr_width, perf_width=perf_width)
         super().__init__({"aclk": In(1), "aresetn": In(1), **axis_slave_members(self._axis_width),
                           **axis_master_members(config.output_layout.size), **axil_members(self._regs.bank)})
 

@@ -64,6 +64,9 @@ class VitcodAxi(wiring.Component):
     config : VitcodConfig
     addr_width : int or None
         AXI4-Lite byte-address bits (default: the fewest that reach every register).
+    perf_width : int
+        Bits of each performance counter (33..64; the HI registers hold bits ``perf_width-1:32``).
+        A board build on the iCE40 UP5K uses 33: four 64-bit chains cost ~370 logic cells there.
     core : Component or None
         The accelerator inside (default ``VitcodAccelerator(config)``; a test passes a mutant).
 
@@ -80,12 +83,13 @@ class VitcodAxi(wiring.Component):
         The register bank (``RegisterBank``'s AXI4-Lite slave).
     """
 
-    def __init__(self, config: VitcodConfig, *, addr_width: int | None = None, core=None):
+    def __init__(self, config: VitcodConfig, *, addr_width: int | None = None, core=None, perf_width: int = 64):
         if not isinstance(config, VitcodConfig):
             raise TypeError(f"VitcodAxi needs a VitcodConfig, not {config!r}")
         self._config = config
         self._core = core if core is not None else VitcodAccelerator(config)
-        self._regs = AcceleratorRegisters(DESIGN_NAME, register_params(config), addr_width=addr_width)
+        self._regs = AcceleratorRegisters(DESIGN_NAME, register_params(config), addr_width=addr_width,
+                                          perf_width=perf_width)
         w = config.data_width
         super().__init__({"aclk": In(1), "aresetn": In(1), **axis_slave_members(w), **axis_master_members(w),
                           **axil_members(self._regs.bank)})

