@@ -20,6 +20,7 @@ BENCHMARKS = {
     "vitcod_hw": "attnforge.benchmarks.vitcod_hw:run",
     "linear_hw": "attnforge.benchmarks.linear_hw:run",
     "speculative": "attnforge.benchmarks.speculative:run",
+    "explore": "attnforge.benchmarks.explore:run",
 }
 
 

@@ -59,7 +59,7 @@ _BAD_INPUT = (AttnforgeError, ValueError, TypeError, FileNotFoundError, IsADirec
               PermissionError)
 
 #: Modules that add commands; each defines ``register(subparsers)``.
-_COMMAND_MODULES = ("flow", "hw", "bench", "vitcod", "linear", "tickets", "board")
+_COMMAND_MODULES = ("flow", "explore", "hw", "bench", "vitcod", "linear", "tickets", "board")
 
 
 def command_group(subparsers, name: str, help: str):

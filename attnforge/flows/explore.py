@@ -1,0 +1,276 @@
+"""Design-space exploration of the ViTCoD accelerator for one masks file (``attnforge explore vitcod``).
+
+Every candidate configuration (lines of each engine, MACs per line, stream
+width, Q/K decoder on or off) is judged without simulation or synthesis:
+
+* **cycles** from the cycle model (``hw/vitcod/cycles.py``, exact against the
+  RTL): every head of every layer of the masks back to back, in the order
+  ``attnforge vitcod sim --all-heads`` runs them, with the masks' own global
+  columns G; per layer the sum of its heads' cycles;
+* **resources** from the resource model (``fpga/resources.py``): DSP blocks and
+  block RAMs exact, LUTs and flip-flops fitted to nextpnr's packed counts;
+* **fits**: every resource within the device (and within ``--budget-dsp`` /
+  ``--budget-bram`` when given).
+
+The Pareto front is over (cycles, area), area being the largest fraction of
+the device any one resource takes (what decides whether a configuration fits
+and how much room is left). Candidates are evaluated in a process pool and
+cached by (masks digest, configuration) under ``build/explore/``, so a rerun
+answers at once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from concurrent.futures import ProcessPoolExecutor
+from itertools import product
+from pathlib import Path
+
+from attnforge.errors import ConfigError, check_choice, check_int
+from attnforge.formats.atomic import write_json_atomic, write_text_atomic
+from attnforge.formats.masks import head_csr, load_masks
+from attnforge.fpga.resources import DEVICE_CAPACITY, vitcod_resources
+from attnforge.hw.vitcod import VitcodConfig
+from attnforge.hw.vitcod.cycles import HeadShape, dense_baseline_shape, run_cycles
+
+from .stages import file_digest
+
+__all__ = ["LINE_SPLITS", "MACS", "DATA_WIDTHS", "candidates", "explore_vitcod", "pareto_front", "format_table"]
+
+#: (dense_lines, sparse_lines) per engine pair: balanced splits and the sparse-heavy ones real masks favour.
+LINE_SPLITS = ((1, 1), (1, 3), (2, 2), (2, 6), (4, 4), (4, 12), (8, 8))
+MACS = (4, 8, 16)
+DATA_WIDTHS = (32, 64, 128, 256)
+
+#: Format of the JSON result.
+FORMAT = "attnforge.explore/1"
+CACHE_FORMAT = "attnforge.explore-cache/1"
+
+
+@dataclasses.dataclass(frozen=True)
+class _Heads:
+    """The cycle model's view of a masks file: one HeadShape per (layer, head), and the layer of each."""
+
+    nq: int
+    nk: int
+    layers: int
+    heads: int
+    shapes: tuple
+    max_nnz: int
+
+
+def _mask_shapes(masks_path) -> _Heads:
+    ms = load_masks(masks_path)
+    nq, nk = ms.keep.shape[2], ms.keep.shape[3]
+    shapes = []
+    for layer in range(ms.layers):
+        for head in range(ms.heads):
+            g, csr = head_csr(ms, layer, head)
+            shapes.append(HeadShape.from_csr(g, csr.row_ptr, nk, info={"layer": layer, "head": head}))
+    return _Heads(nq, nk, ms.layers, ms.heads, tuple(shapes), max(1, max(s.nnz for s in shapes)))
+
+
+def candidates(head_dim: int, heads: _Heads, *, line_splits=LINE_SPLITS, macs=MACS, data_widths=DATA_WIDTHS,
+               decoder=(False, True), decoder_heads: int | None = None) -> list[VitcodConfig]:
+    """Every valid configuration of the sweep for heads of ``head_dim`` channels (invalid combinations,
+    e.g. a stream width that does not divide a token's row, are left out)."""
+    hc = decoder_heads or max(1, math.ceil(heads.heads / 2))
+    out = []
+    for (dl, sl), m, w, dec in product(line_splits, macs, data_widths, decoder):
+        try:
+            out.append(VitcodConfig(head_dim=head_dim, max_tokens=max(heads.nq, heads.nk), max_nnz=heads.max_nnz,
+                                    macs=m, dense_lines=dl, sparse_lines=sl, data_width=w, decoder=dec,
+                                    decoder_heads=hc))
+        except ConfigError:
+            continue
+    return out
+
+
+def _run_shapes(cfg: VitcodConfig, heads: _Heads) -> list:
+    """The shapes in run order; with the decoder each layer's compressed Q/K load comes before its first head."""
+    hc = cfg.decoder_heads if cfg.decoder else 1
+    out, layer = [], None
+    for s in heads.shapes:
+        if cfg.decoder and s.info["layer"] != layer:
+            layer = s.info["layer"]
+            out.append(HeadShape(s.nq, s.nk, 0, [], hc=hc, good=False, layer=True))
+        out.append(dataclasses.replace(s, hc=hc))
+    return out
+
+
+def _evaluate(args) -> dict:
+    cfg, heads, what = args
+    if what == "dense":     # the same heads without their masks, on the same accelerator
+        return {"dense_baseline_cycles": run_cycles(cfg, [dense_baseline_shape(cfg, heads.nq, heads.nk)
+                                                          for _ in heads.shapes])["total_cycles"]}
+    run = run_cycles(cfg, _run_shapes(cfg, heads))
+    per_layer = [0] * heads.layers
+    for h in run["heads"]:
+        per_layer[h["layer"]] += h["cycles"]
+    ideal = sum(h["ideal_cycles"] for h in run["heads"])
+    return {"cycles": run["total_cycles"], "cycles_per_layer": per_layer, "ideal_cycles": ideal,
+            "utilization": ideal / run["total_cycles"]}
+
+
+def _run_pool(jobs: list, heads: _Heads, cache: dict, workers, progress, done: int, total: int) -> int:
+    """Evaluate ``jobs`` (``(cache key, config, what)``) in a process pool into ``cache``."""
+    if not jobs:
+        return done
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        for (key, _, _), result in zip(jobs, pool.map(_evaluate, [(c, heads, w) for _, c, w in jobs], chunksize=1)):
+            cache[key] = result
+            done += 1
+            if progress:
+                progress(done, total)
+    return done
+
+
+def _key(cfg: VitcodConfig) -> str:
+    return json.dumps(dataclasses.asdict(cfg), sort_keys=True)
+
+
+def pareto_front(rows: list[dict]) -> list[dict]:
+    """The rows no other row beats on both cycles and area (ties kept once, the fewer cycles first)."""
+    front, best = [], math.inf
+    for r in sorted(rows, key=lambda r: (r["area"], r["cycles"])):
+        if r["cycles"] < best:
+            front.append(r)
+            best = r["cycles"]
+    return front
+
+
+def explore_vitcod(masks_path, *, device: str = "ecp5-85k", head_dim: int = VitcodConfig.head_dim,
+                   budget_dsp: int | None = None, budget_bram: int | None = None, workers: int | None = None,
+                   cache_dir="build/explore", progress=None, **space) -> dict:
+    """Sweep the configurations of ``candidates`` for ``masks_path``; return every row and the Pareto front.
+
+    ``progress(done, total)`` is called as candidates finish. ``space`` overrides the sweep's
+    ``line_splits``, ``macs``, ``data_widths`` or ``decoder``.
+    """
+    check_choice("--device", device, sorted(DEVICE_CAPACITY))
+    check_int("--head-dim", head_dim, 1, 1024)
+    for name, value in (("--budget-dsp", budget_dsp), ("--budget-bram", budget_bram)):
+        if value is not None:
+            check_int(name, value, 0)
+    heads = _mask_shapes(masks_path)
+    configs = candidates(head_dim, heads, **space)
+    if not configs:
+        raise ConfigError(f"--head-dim {head_dim}: no configuration of the sweep is valid for it (data_width "
+                          f"must divide 8 * head_dim and be a multiple of 8 * macs; macs must divide head_dim)")
+    digest = file_digest(masks_path)
+    cache_path = Path(cache_dir) / f"{digest[:16]}.json"
+    cache = _read_cache(cache_path, digest)
+    todo = [(_key(c), c, "masks") for c in configs if _key(c) not in cache]
+    if progress:
+        progress(len(configs) - len(todo), len(configs))
+    _run_pool(todo, heads, cache, workers, progress, len(configs) - len(todo), len(configs))
+    capacity = dict(DEVICE_CAPACITY[device])
+    if budget_dsp is not None:
+        capacity["dsp"] = min(capacity["dsp"], budget_dsp)
+    if budget_bram is not None:
+        capacity["bram"] = min(capacity["bram"], budget_bram)
+    rows = [_row(cfg, cache[_key(cfg)], device, capacity) for cfg in configs]
+    front = pareto_front(rows)
+    # The dense baseline (speedup) only for the front and the fastest fitting row: a dense head costs
+    # several sparse ones in the cycle model.
+    fitting = [r for r in rows if r["fits"]]
+    best = min(fitting, key=lambda r: (r["cycles"], r["area"])) if fitting else None
+    chosen = [r for r in rows if r in front or r is best]
+    dense = [(_key(c) + "|dense", c, "dense") for c, r in zip(configs, rows) if r in chosen]
+    dense = [j for j in dense if j[0] not in cache]
+    _run_pool(dense, heads, cache, workers, None, 0, 0)
+    if todo or dense:
+        write_json_atomic(cache_path, {"format": CACHE_FORMAT, "masks_digest": digest, "rows": cache})
+    for cfg, r in zip(configs, rows):
+        r["pareto"] = r in front
+        d = cache.get(_key(cfg) + "|dense")
+        r["dense_baseline_cycles"] = d["dense_baseline_cycles"] if d else None
+        r["speedup"] = d["dense_baseline_cycles"] / r["cycles"] if d else None
+    return {"format": FORMAT, "masks": str(masks_path), "masks_digest": digest, "device": device,
+            "capacity": capacity, "head_dim": head_dim, "nq": heads.nq, "nk": heads.nk, "layers": heads.layers,
+            "heads": heads.heads, "candidates": len(rows), "rows": rows, "pareto": front, "fastest_fitting": best}
+
+
+def _row(cfg: VitcodConfig, result: dict, device: str, capacity: dict) -> dict:
+    res = vitcod_resources(cfg, device)
+    fractions = {k: res[k] / capacity[k] if capacity[k] else math.inf for k in ("lut", "ff", "dsp", "bram")}
+    return {"dense_lines": cfg.dense_lines, "sparse_lines": cfg.sparse_lines, "macs": cfg.macs,
+            "data_width": cfg.data_width, "decoder": cfg.decoder, "total_macs": cfg.total_macs,
+            **result, "resources": res, "area": max(fractions.values()),
+            "binding": max(fractions, key=fractions.get), "fits": all(v <= 1.0 for v in fractions.values()),
+            "config": dataclasses.asdict(cfg)}
+
+
+def _read_cache(path: Path, digest: str) -> dict:
+    if not path.exists():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}       # a damaged cache is recomputed, never trusted
+    if data.get("format") != CACHE_FORMAT or data.get("masks_digest") != digest:
+        return {}
+    return data.get("rows", {})
+
+
+def _name(r: dict) -> str:
+    return f"{r['dense_lines']}+{r['sparse_lines']}x{r['macs']} w{r['data_width']}{' dec' if r['decoder'] else ''}"
+
+
+def _speedup(r: dict) -> str:
+    return "-" if r["speedup"] is None else f"{r['speedup']:.2f}"
+
+
+def format_table(result: dict, rows: list[dict] | None = None) -> str:
+    """The Pareto front (or ``rows``) as a Markdown table."""
+    rows = result["pareto"] if rows is None else rows
+    lines = ["| configuration | MACs | cycles | cycles/layer | utilization | speedup | LUT | FF | DSP | BRAM | "
+             "area | fits |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        res = r["resources"]
+        lines.append(f"| {_name(r)} | {r['total_macs']} | {r['cycles']:,} | {r['cycles'] / result['layers']:,.0f} | "
+                     f"{r['utilization']:.2f} | {_speedup(r)} | {res['lut']:,} | {res['ff']:,} | {res['dsp']} | "
+                     f"{res['bram']} | {r['area']:.2f} ({r['binding']}) | {'yes' if r['fits'] else 'no'} |")
+    return "\n".join(lines)
+
+
+def plot_front(result: dict, path) -> Path:
+    """Cycles against area for every candidate, the front joined, the fitting ones filled."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for fits, style in ((True, dict(marker="o")), (False, dict(marker="x"))):
+        pts = [r for r in result["rows"] if r["fits"] == fits]
+        if pts:
+            ax.scatter([r["area"] for r in pts], [r["cycles"] for r in pts], s=18, alpha=0.6,
+                       label="fits" if fits else "does not fit", **style)
+    front = result["pareto"]
+    ax.plot([r["area"] for r in front], [r["cycles"] for r in front], "-", color="k", lw=1, label="Pareto front")
+    for r in front:
+        ax.annotate(_name(r), (r["area"], r["cycles"]), fontsize=6, xytext=(3, 3), textcoords="offset points")
+    ax.axvline(1.0, color="r", lw=0.8, ls="--")
+    ax.set_xlabel(f"area: largest fraction of {result['device']} any resource takes")
+    ax.set_ylabel("cycles (all heads, cycle model)")
+    ax.set_yscale("log")
+    ax.set_title(f"{Path(result['masks']).name}: {result['layers']} layers x {result['heads']} heads, "
+                 f"N = {result['nq']}, d = {result['head_dim']}", fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def write_outputs(result: dict, out_dir) -> dict:
+    """``explore.json``, ``pareto.md`` and ``pareto.png`` under ``out_dir``; returns their paths."""
+    out = Path(out_dir)
+    paths = {"json": write_json_atomic(out / "explore.json", result),
+             "table": write_text_atomic(out / "pareto.md", format_table(result) + "\n"),
+             "plot": plot_front(result, out / "pareto.png")}
+    return {k: str(v) for k, v in paths.items()}

@@ -1,0 +1,168 @@
+"""``attnforge explore vitcod`` and its resource model (``fpga/resources.py``, ``attnforge/flows/explore.py``).
+
+The resource model is checked against what it models: its memory list against the
+memories of the elaborated design, its DSP and block-RAM counts against every
+recorded synthesis (``fpga/data/vitcod_ecp5.json``: Yosys + nextpnr's packer),
+exactly, and its LUT/FF fit against the recorded configurations it was not fitted
+on (held out), within 15 %.
+"""
+
+import json
+import re
+from collections import Counter
+
+import pytest
+
+from attnforge.algo.vitcod.synthetic import real_shaped_mask_set
+from attnforge.cli import main
+from attnforge.errors import ConfigError
+from attnforge.flows.explore import explore_vitcod, pareto_front
+from attnforge.formats.masks import save_masks
+from attnforge.fpga.resources import (MAX_FEATURES, bram_blocks, dsp_blocks, fit_vitcod, load_records, predict,
+                                      vitcod_memories, vitcod_multipliers, vitcod_resources)
+from attnforge.hw.vitcod import VitcodAccelerator, VitcodConfig
+
+RECORDS = load_records()
+HELD_OUT_TOLERANCE = 0.15
+
+
+def _design_memories(cfg):
+    """(name, width, depth, read ports) of every memory of the elaborated accelerator, from its RTLIL."""
+    from amaranth.back import rtlil
+
+    text = rtlil.convert(VitcodAccelerator(cfg), name="vitcod")
+    decl, reads, module, cell = {}, Counter(), None, None
+    for line in text.splitlines():
+        s = line.strip()
+        if line.startswith("module "):
+            module = line.split()[1]
+        elif s.startswith("memory "):
+            parts = s.split()
+            decl[(module, parts[-1])] = (int(parts[2]), int(parts[4]))
+        elif s.startswith("cell $memrd"):
+            cell = "rd"
+        elif s.startswith("cell "):
+            cell = None
+        elif s.startswith("parameter \\MEMID") and cell == "rd":
+            reads[(module, s.split('"')[1].replace("\\\\", "\\"))] += 1
+    return sorted((name.strip("\\"), w, d, reads[(mod, name)]) for (mod, name), (w, d) in decl.items())
+
+
+@pytest.mark.parametrize("kw", [
+    pytest.param(dict(head_dim=16, max_tokens=65, max_nnz=1024, macs=4, dense_lines=1, sparse_lines=3,
+                      data_width=64), marks=pytest.mark.full),
+    dict(head_dim=16, max_tokens=65, max_nnz=1024, macs=4, dense_lines=2, sparse_lines=2, data_width=128,
+         decoder=True),
+    pytest.param(dict(head_dim=64, max_tokens=197, max_nnz=4096, macs=8, dense_lines=4, sparse_lines=4,
+                      data_width=128), marks=pytest.mark.full),
+], ids=["d16-1+3", "d16-decoder", "d64-4+4"])
+def test_memory_list_is_the_designs(kw):
+    cfg = VitcodConfig(**kw)
+    want = sorted((m.name.split(".")[-1], m.width, m.depth, m.read_ports) for m in vitcod_memories(cfg))
+    assert _design_memories(cfg) == want
+
+
+def test_records_cover_fit_and_held_out_configurations():
+    splits = Counter(r["split"] for r in RECORDS)
+    assert splits["heldout"] >= 4 and splits["fit"] >= MAX_FEATURES + 3, splits
+    names = [json.dumps(r["config"], sort_keys=True) for r in RECORDS]
+    assert len(set(names)) == len(names), "a configuration recorded twice"
+
+
+@pytest.mark.parametrize("rec", RECORDS, ids=[r["name"] for r in RECORDS])
+def test_dsp_and_block_ram_exact(rec):
+    cfg = VitcodConfig(**rec["config"])
+    res = vitcod_resources(cfg)
+    assert res["dsp"] == rec["packed"]["MULT18X18D"] == sum(dsp_blocks(m) for m in vitcod_multipliers(cfg))
+    assert res["bram"] == rec["packed"]["DP16KD"] == sum(bram_blocks(m) for m in vitcod_memories(cfg))
+
+
+def test_luts_and_ffs_within_15_percent_on_held_out_configurations():
+    """Fitted (features and coefficients) on the ``fit`` records only; every held-out record within 15 % of
+    nextpnr's packed count."""
+    fit = fit_vitcod([dict(r, packed=dict(r["packed"])) for r in RECORDS if r["split"] == "fit"], "fit")
+    worst = {}
+    for rec in (r for r in RECORDS if r["split"] == "heldout"):
+        cfg = VitcodConfig(**rec["config"])
+        for key, cell in (("lut", "TRELLIS_COMB"), ("ff", "TRELLIS_FF")):
+            err = abs(predict(fit, key, cfg) - rec["packed"][cell]) / rec["packed"][cell]
+            worst[key] = max(worst.get(key, 0.0), err)
+    assert worst["lut"] <= HELD_OUT_TOLERANCE and worst["ff"] <= HELD_OUT_TOLERANCE, worst
+
+
+def test_block_ram_shapes():
+    from attnforge.fpga.resources import Mem
+
+    assert bram_blocks(Mem("a", 32, 1024, 1)) == 2       # 1024 x 18 twice (or 512 x 36 twice)
+    assert bram_blocks(Mem("b", 36, 512, 3)) == 3        # one 512 x 36 per read port
+    assert bram_blocks(Mem("c", 1, 16384, 1)) == 1
+    assert bram_blocks(Mem("d", 128, 260, 1)) == 4       # 512 x 36: ceil(128 / 36)
+
+
+def test_tiled_and_unknown_device_refused():
+    with pytest.raises(ConfigError, match="tiles=2"):
+        vitcod_resources(VitcodConfig(head_dim=16, max_tokens=65, tiles=2, data_width=64))
+    with pytest.raises(ConfigError, match="ice40-up5k"):
+        vitcod_resources(VitcodConfig(head_dim=16, max_tokens=65, data_width=64), "ice40-up5k")
+
+
+def test_pareto_front_keeps_only_undominated_rows():
+    rows = [dict(area=a, cycles=c, name=n) for n, a, c in
+            [("a", 0.1, 900), ("b", 0.2, 500), ("c", 0.2, 700), ("d", 0.3, 600), ("e", 0.5, 100), ("f", 0.1, 950)]]
+    assert [r["name"] for r in pareto_front(rows)] == ["a", "b", "e"]
+
+
+@pytest.fixture(scope="module")
+def masks_file(tmp_path_factory):
+    ms = real_shaped_mask_set(2, 2, 65, 0.9, seed=3)
+    return save_masks(ms, tmp_path_factory.mktemp("explore") / "masks.npz")
+
+
+def test_explore_cli_writes_front_table_and_plot(masks_file, tmp_path, capsys):
+    args = ["explore", "vitcod", "--masks", str(masks_file), "--head-dim", "16", "--lines", "1+1", "1+3", "2+2",
+            "4+4", "--macs", "4", "8",
+            "--out", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache"), "--workers", "2", "--no-progress"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "| configuration |" in out and "fastest that fits" in out
+    result = json.loads((tmp_path / "out" / "explore.json").read_text())
+    assert (tmp_path / "out" / "pareto.png").stat().st_size > 10_000
+    rows, front = result["rows"], result["pareto"]
+    assert {r["macs"] for r in rows} == {4, 8} and len(rows) == result["candidates"] > len(front) >= 1
+    assert {(r["dense_lines"], r["sparse_lines"]) for r in rows} == {(1, 1), (1, 3), (2, 2), (4, 4)}
+    for f in front:       # nothing beats a front row on both axes
+        assert not any(r["cycles"] < f["cycles"] and r["area"] <= f["area"] for r in rows)
+    for r in rows:
+        assert r["utilization"] == pytest.approx(r["ideal_cycles"] / r["cycles"])
+        assert sum(r["cycles_per_layer"]) <= r["cycles"]
+        assert r["fits"] == all(r["resources"][k] <= result["capacity"][k] for k in ("lut", "ff", "dsp", "bram"))
+    # A rerun answers from the cache: the same rows, no configuration evaluated again.
+    calls = []
+    again = explore_vitcod(masks_file, head_dim=16, line_splits=((1, 1), (1, 3), (2, 2), (4, 4)), macs=(4, 8),
+                           cache_dir=tmp_path / "cache",
+                           progress=lambda done, total: calls.append((done, total)))
+    assert calls == [(len(rows), len(rows))] and again["rows"] == rows
+
+
+def test_budget_limits_what_fits(masks_file, tmp_path):
+    space = dict(line_splits=((1, 1), (2, 2)), macs=(8,), decoder=(False,))
+    full = explore_vitcod(masks_file, head_dim=16, cache_dir=tmp_path, workers=1, **space)
+    least = min(r["resources"]["dsp"] for r in full["rows"])
+    tight = explore_vitcod(masks_file, head_dim=16, cache_dir=tmp_path, budget_dsp=least, **space)
+    assert [r["fits"] for r in tight["rows"]] == [r["resources"]["dsp"] <= least and r["fits"] for r in full["rows"]]
+    assert tight["capacity"]["dsp"] == least
+
+
+@pytest.mark.parametrize("kw, message", [
+    (dict(head_dim=0), "--head-dim"),
+    (dict(device="ice40-hx8k"), "--device"),
+    (dict(budget_bram=-1), "--budget-bram"),
+    (dict(head_dim=6), "no configuration of the sweep"),
+])
+def test_bad_options_named(masks_file, tmp_path, kw, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        explore_vitcod(masks_file, cache_dir=tmp_path, **{"head_dim": 16, **kw})
+
+
+def test_bad_lines_option_named(masks_file, tmp_path):
+    assert main(["explore", "vitcod", "--masks", str(masks_file), "--lines", "2x2", "--out", str(tmp_path)]) == 2
