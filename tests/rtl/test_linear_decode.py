@@ -7,9 +7,9 @@ Icarus; a corrupted DUT that the scoreboard must catch. Every run also has
 random idle cycles on the input and backpressure on the output (second half of
 the random program), and after every input beat compares the per-head overflow
 flags with the golden model's. The testbench skips (visibly) the tests a case
-does not ask for; each case asserts how many ran. Builds dominate the time:
-three Verilator configurations in ``make test`` (d = 64 and relu_norm at d = 32 in ``make test-full``), one tiny
-one, two Icarus.
+does not ask for; each case asserts how many ran. Builds dominate the time: the
+Verilator cases run in ``make test-full``; ``make test`` runs the Icarus cases and the token limit
+through ``linear sim`` on Icarus.
 """
 
 import re
@@ -59,11 +59,13 @@ CASES = {
 }
 
 
-# make test runs relu at d = 32 (G = 4, K = 3, two heads, the token limit) on Verilator; relu_norm (its
-# z column and divider) and snapshot banks run on Icarus (test_linear_decode_icarus_small) and in the
-# model co-simulation (tests/rtl/test_linear_cosim.py); d = 16, d = 64 (both maps) and relu_norm on
-# Verilator run in make test-full.
-FULL_ONLY = {"d16-M16-K1", "d64-M32-K4-snap", "norm-d16-M16-K1", "norm-d32-M8-K3-H2-limit64", "norm-d64-M32-K4-snap"}
+# Every Verilator case runs in make test-full (the d = 32 limit case alone took 71 s of a 2-core CI run).
+# make test covers the datapath on Icarus (test_linear_decode_icarus_small: relu and relu_norm, snapshot
+# banks), in the model co-simulation (tests/rtl/test_linear_cosim.py), the fuzzer's random configurations
+# on Verilator (tests/rtl/test_linear_fuzz.py) and the token limit through `linear sim` on Icarus
+# (test_linear_sim_reports_overflow).
+FULL_ONLY = {"d16-M16-K1", "d64-M32-K4-snap", "norm-d16-M16-K1", "norm-d32-M8-K3-H2-limit64", "norm-d64-M32-K4-snap",
+             "d32-M8-K3-H2-limit64"}
 
 
 def _tests_run(tb: dict) -> int:
@@ -90,7 +92,7 @@ def test_linear_decode_rtl_matches_golden_verilator(name):
 def test_linear_sim_reports_overflow(tmp_path, capsys):
     """``attnforge linear sim --tensors`` past ``--max-tokens``: still bit exact (exit 0: the RTL wraps as the
     golden model does, flag for flag after every beat), but the JSON says ``overflow`` and stderr warns.
-    Reuses the limit64 case's build: the file's scales give exactly its requantizers."""
+    The limit64 case's configuration on Icarus: the file's scales give exactly its requantizers."""
     import json
 
     from attnforge.cli import main
@@ -108,7 +110,7 @@ def test_linear_sim_reports_overflow(tmp_path, capsys):
     args = [f"--{k.replace('_', '-')}={v}" for k, v in cfg_kw.items()]
     out = tmp_path / "sim.json"
     assert main(["linear", "sim", "--tensors", str(path), *args, "--build-root", str(BUILD),
-                 "--json", str(out)]) == 0
+                 "--simulator", "icarus", "--json", str(out)]) == 0
     report = json.loads(out.read_text())
     assert report["bit_exact"] and report["tests"] == 1 and report["tokens"] == n
     assert report["overflow"] == [True, False]

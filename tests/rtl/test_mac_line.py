@@ -47,7 +47,7 @@ def test_mac_line_rtl_matches_golden(name, simulator):
     assert re.fullmatch("[0-9a-f]{64}", result.report["output_digest"])     # what `attnforge sim` reports
 
 
-@pytest.mark.parametrize("simulator", ["verilator", "icarus"])
+@pytest.mark.parametrize("simulator", [pytest.param("verilator", marks=pytest.mark.full), "icarus"])
 def test_waveform_written(simulator):
     config = MacLineConfig(macs=2, max_length=8)
     result = simulate(DESIGN, config, simulator=simulator, waves=True, build_root=BUILD,
