@@ -43,7 +43,8 @@ from attnforge.hw.vitcod.config import INDEX_WIDTH, MAX_DECODER_HEADS, MULTIPLIE
 from attnforge.softmax_int import E_FORMAT
 
 __all__ = ["DEVICE_CAPACITY", "Mem", "Mul", "vitcod_memories", "vitcod_multipliers", "bram_blocks", "dsp_blocks",
-           "vitcod_resources", "load_records", "fit_vitcod", "predict", "features", "FEATURES", "DATA"]
+           "vitcod_resources", "load_records", "fit_vitcod", "predict", "features", "FEATURES", "MAX_FEATURES",
+           "DATA"]
 
 #: What each device offers (nextpnr's "available" counts): packed LUTs, FFs, DSP and block RAMs.
 DEVICE_CAPACITY = {
@@ -198,18 +199,18 @@ def fit_vitcod(records: list[dict], split: str = "fit") -> dict:
     out = {}
     for key, cell in (("lut", "TRELLIS_COMB"), ("ff", "TRELLIS_FF")):
         y = np.array([r["packed"][cell] for r in rows], dtype=float)
-        best = None
+        best = None       # (leave-one-out error, names); the first of equal errors wins
         for k in range(1, MAX_FEATURES + 1):
             for names in combinations(FEATURES, k):
                 if k + 2 > len(rows):          # leave one out and still have more records than unknowns
                     continue
-                x = np.stack([features(c, names) for c in configs])
-                err = _loo_error(x, y)
-                if best is None or err < best[2] - 1e-12:
-                    best = (names, None, err)
-        names = best[0]
-        x = np.stack([features(c, names) for c in configs])
-        out[key] = (names, _nnls(x, y), best[2])
+                err = _loo_error(np.stack([features(c, names) for c in configs]), y)
+                if best is None or err < best[0] - 1e-12:
+                    best = (err, names)
+        if best is None:
+            raise ConfigError(f"fit_vitcod: {len(rows)} records of split {split!r}; at least 3 are needed")
+        err, names = best
+        out[key] = (names, _nnls(np.stack([features(c, names) for c in configs]), y), err)
     return out
 
 
