@@ -1,6 +1,6 @@
 """Stream fuzzing of the ViTCoD accelerator (tb/vitcod_fuzz_tb.py): random good and malformed heads,
 a third of the streams cut mid-head and the accelerator reset there; nothing hangs, every verdict and
-every good head's output exact (issue "Hardening", item 3). 100 streams in make test, 1000 in
+every good head's output exact (issue "Hardening", item 3). 200 streams in make test (issue 21's floor), 1000 in
 make test-full; the build is the d16 configuration's of tests/rtl/test_vitcod.py."""
 
 import dataclasses
@@ -17,7 +17,7 @@ DESIGN = get_design("vitcod")
 CFG = VitcodConfig(head_dim=16, max_tokens=32, max_nnz=1024, macs=8, dense_lines=1, sparse_lines=4, data_width=64)
 
 
-@pytest.mark.parametrize("streams, seed", [(100, 1), pytest.param(1000, 2, marks=pytest.mark.full)])
+@pytest.mark.parametrize("streams, seed", [(200, 1), pytest.param(1000, 2, marks=pytest.mark.full)])
 def test_random_streams_with_resets(streams, seed):
     result = run_cocotb(VitcodAccelerator(CFG), top=DESIGN.top, config_name=DESIGN.config_name(CFG),
                         test_module="attnforge.tb.vitcod_fuzz_tb", simulator="verilator", build_root=BUILD,
