@@ -18,9 +18,9 @@ from collections import deque
 
 from amaranth.hdl import Shape
 from amaranth.lib import data
-from cocotb.triggers import FallingEdge, ReadOnly
+from cocotb.triggers import ClockCycles, FallingEdge, ReadOnly
 
-__all__ = ["pack", "unpack", "StreamSource", "StreamSink", "StreamBench"]
+__all__ = ["pack", "unpack", "StreamSource", "StreamSink", "StreamBench", "reset_quiet"]
 
 
 def pack(layout, value) -> int:
@@ -55,6 +55,19 @@ def unpack(layout, raw: int):
     if shape.signed and raw >> (shape.width - 1):
         raw -= 1 << shape.width
     return raw
+
+
+
+async def reset_quiet(dut, parts, cycles: int = 2) -> None:
+    """Hold ``dut.rst`` for ``cycles`` cycles with every source and sink of ``parts`` quiet (no valid, no
+    ready), from a falling edge to a falling edge."""
+    await FallingEdge(dut.clk)
+    for part in parts:
+        part.quiet()
+    dut.rst.value = 1
+    await ClockCycles(dut.clk, cycles)
+    await FallingEdge(dut.clk)
+    dut.rst.value = 0
 
 
 class StreamSource:

@@ -21,7 +21,6 @@ import random
 import cocotb
 import numpy as np
 from cocotb.clock import Clock
-from cocotb.triggers import ClockCycles, FallingEdge
 
 from attnforge.formats.digest import output_digest
 from attnforge.hw.vit.eltwise import GeluUnitConfig, ResidualAddUnitConfig
@@ -29,7 +28,7 @@ from attnforge.hw.vit.layernorm import LayerNormUnitConfig
 from attnforge.int_ops import INT16, INT32, ISQRT_INPUT_BITS, LN_FRAC_BITS, gelu_constants
 from attnforge.numfmt import INT8, IntFormat, Requantizer
 
-from .streams import StreamBench, StreamSink, StreamSource
+from .streams import StreamBench, StreamSink, StreamSource, reset_quiet
 
 
 def _params() -> dict:
@@ -45,16 +44,6 @@ def _unit_config(config: dict):
     if "a_width" in config:
         return ResidualAddUnitConfig(**config)
     raise ValueError(f"not an element-wise unit's configuration: {config}")
-
-
-async def _reset(dut, parts) -> None:
-    await FallingEdge(dut.clk)
-    for part in parts:
-        part.quiet()
-    dut.rst.value = 1
-    await ClockCycles(dut.clk, 2)
-    await FallingEdge(dut.clk)
-    dut.rst.value = 0
 
 
 def _random_rq(rng: random.Random, scale: float, width: int, out=INT8) -> Requantizer:
@@ -118,7 +107,7 @@ async def _layernorm(dut, cfg: LayerNormUnitConfig, rng: random.Random, rounds: 
         params = StreamSource(dut, "param", cfg.param_layout, idle=idle, rng=random.Random(rng.random()))
         sink = StreamSink(dut, "o", cfg.output_layout, stall=stall, rng=random.Random(rng.random()))
         bench = StreamBench(dut.clk, [source, params, sink])
-        await _reset(dut, [source, params, sink])
+        await reset_quiet(dut, [source, params, sink])
         d = cfg.max_channels if n == 0 else cfg.lanes * rng.randint(1, cfg.max_beats)
         gamma, beta, eps, rq = _ln_constants(rng, cfg, d)
         cfg.check_constants(gamma, beta, rq, eps)
@@ -173,7 +162,7 @@ async def _gelu(dut, cfg: GeluUnitConfig, rng: random.Random, rounds: int) -> di
         source = StreamSource(dut, "i", cfg.input_layout, idle=idle, rng=random.Random(rng.random()))
         sink = StreamSink(dut, "o", cfg.output_layout, stall=stall, rng=random.Random(rng.random()))
         bench = StreamBench(dut.clk, [source, sink])
-        await _reset(dut, [source, sink])
+        await reset_quiet(dut, [source, sink])
         t, c, rq = _gelu_constants(rng, cfg)
         cfg.check_constants(t, c, rq)
         dut.t.value, dut.c.value, dut.multiplier.value, dut.shift.value = t, c, rq.multiplier, rq.shift
@@ -209,7 +198,7 @@ async def _residual(dut, cfg: ResidualAddUnitConfig, rng: random.Random, rounds:
         b_src = StreamSource(dut, "b", cfg.layout(cfg.b_width), idle=idle * 1.5, rng=random.Random(rng.random()))
         sink = StreamSink(dut, "o", cfg.layout(cfg.out_width), stall=stall, rng=random.Random(rng.random()))
         bench = StreamBench(dut.clk, [a_src, b_src, sink])
-        await _reset(dut, [a_src, b_src, sink])
+        await reset_quiet(dut, [a_src, b_src, sink])
         # scales a -> out about 1, b -> out about 2**(out - b) (a branch of int8 into the int16 stream)
         rq_a = _random_rq(rng, 2 ** (cfg.out_width - cfg.a_width), cfg.multiplier_width, cfg.wide_format)
         rq_b = _random_rq(rng, 2 ** (cfg.out_width - cfg.b_width - 1), cfg.multiplier_width, cfg.wide_format)

@@ -20,14 +20,14 @@ import random
 import cocotb
 import numpy as np
 from cocotb.clock import Clock
-from cocotb.triggers import ClockCycles, FallingEdge
+from cocotb.triggers import FallingEdge
 
 from attnforge.formats.csr import CSR, csr_to_dense, dense_to_csr
 from attnforge.hw.vit.matmul import VitMatmulConfig, matmul_cycles
 from attnforge.int_ops import linear_acc, requantize_columns
 from attnforge.numfmt import INT8, IntFormat, Requantizer
 
-from .streams import StreamBench, StreamSink, StreamSource
+from .streams import StreamBench, StreamSink, StreamSource, reset_quiet
 
 MODES = ("dense", "csr", "2:4")
 
@@ -79,13 +79,7 @@ class VitMatmulTB:
         self.shape = None
 
     async def reset(self) -> None:
-        await FallingEdge(self.dut.clk)
-        for part in (self.x_src, self.w_src, self.sink):
-            part.quiet()
-        self.dut.rst.value = 1
-        await ClockCycles(self.dut.clk, 3)
-        await FallingEdge(self.dut.clk)
-        self.dut.rst.value = 0
+        await reset_quiet(self.dut, (self.x_src, self.w_src, self.sink), cycles=3)
 
     async def set_shape(self, rows: int, in_f: int, out_f: int, dense: bool) -> None:
         """Drive the tile ports (only between tiles, with nothing in flight: no transfer can be missed

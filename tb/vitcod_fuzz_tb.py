@@ -28,12 +28,11 @@ import cocotb
 import numpy as np
 from amaranth.hdl import unsigned
 from cocotb.clock import Clock
-from cocotb.triggers import ClockCycles, FallingEdge
 
 from attnforge.hw.vitcod import VitcodConfig
 from attnforge.hw.vitcod.host import unpack_output
 
-from .streams import StreamBench, StreamSink, StreamSource
+from .streams import StreamBench, StreamSink, StreamSource, reset_quiet
 from .vitcod_jobs import bad_head, random_head
 
 
@@ -56,16 +55,6 @@ def _budget(cfg: VitcodConfig, heads) -> int:
     return 50 * beats + work + 2000
 
 
-async def _reset(dut, parts) -> None:
-    await FallingEdge(dut.clk)
-    for part in parts:
-        part.quiet()
-    dut.rst.value = 1
-    await ClockCycles(dut.clk, 2)
-    await FallingEdge(dut.clk)
-    dut.rst.value = 0
-
-
 def _check_outputs(cfg, heads, received) -> int:
     """Every good head's rows, in order, bit-exact; returns the beats they account for."""
     pos = 0
@@ -86,7 +75,7 @@ async def _stream(dut, cfg, rng, nrng, index: int) -> str:
                         rng=random.Random(rng.random()))
     out = StreamSink(dut, "o", unsigned(cfg.data_width), stall=rng.choice([0.0, 0.3]), rng=random.Random(rng.random()))
     bench = StreamBench(dut.clk, [cmd, data, out])
-    await _reset(dut, [cmd, data, out])
+    await reset_quiet(dut, [cmd, data, out])
     heads = _random_heads(cfg, rng, nrng)
     cut_at = rng.randrange(len(heads)) if rng.random() < 1 / 3 else None
     whole = heads if cut_at is None else heads[:cut_at]
