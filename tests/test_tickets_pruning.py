@@ -198,3 +198,31 @@ def test_vit_tickets_patterns_and_fixed_masks():
     state = clean_state_dict(tuned)
     for key, mask in nm.items():
         assert (state[key][mask == 0] == 0).all()
+
+
+def test_vit65_is_the_accelerators_model_name_for_name():
+    """``vit65`` is the ViTCoD digits preset (65 tokens): a ticket's weights load into the ViTCoD model, and on the
+    same digit (8x8 in [0, 1] here, upscaled and normalized by ``digits_datasets`` there) both give the same
+    logits, so a ticket drawn on it is a ticket of the model the accelerator runs."""
+    from sklearn.datasets import load_digits
+
+    from attnforge.algo.vitcod.data import _split, digits_datasets
+    from attnforge.algo.vitcod.vit import PRESETS, VisionTransformer
+
+    torch.manual_seed(0)
+    ticket_model = build_model("vit65", num_classes=10).eval()
+    assert ticket_model.pos_embed.shape[1] == 65
+    masks = compute_masks(ticket_model, Level("unstructured", 0.75), "layer")
+    apply_masks(ticket_model, masks)
+    assert sparsity_of(current_masks(ticket_model)) == pytest.approx(0.75, abs=0.01)
+    vitcod = VisionTransformer(PRESETS["digits"]).eval()
+    vitcod.load_state_dict(clean_state_dict(ticket_model))         # same names and shapes, nothing left over
+
+    d = load_digits()
+    first = int(_split(d.target)[0][0])                            # the first image of the ViTCoD train split
+    x8 = torch.tensor(d.images[first:first + 1], dtype=torch.float32).unsqueeze(1) / 16.0
+    x32 = digits_datasets()[0].tensors[0][:1]
+    with torch.no_grad():
+        ours, theirs = ticket_model(x8), vitcod(x32)
+    assert ours.shape == (1, 10)
+    assert torch.allclose(ours, theirs, atol=1e-5), (ours - theirs).abs().max()

@@ -4,7 +4,9 @@
   linear layer, a linear ``head``), ~30k weights, no BatchNorm (so a pruned
   channel is really gone: its weights and bias are masked, nothing re-adds a shift).
 * ``vit``: the ViT of the ViTCoD algorithm (``attnforge.algo.vitcod.vit``), small, on digits,
-  when that module is present.
+  when that module is present: the digits preset's width and depth at the native 8x8 (17 tokens);
+* ``vit65``: the digits preset itself (65 tokens), the model the ViTCoD accelerator runs
+  (``attnforge.algo.tickets.vit_adapter``); about 4x the ``vit``'s compute.
 
 Every model has its classifier as ``model.head`` (an ``nn.Linear``), so a
 downstream task swaps the head. Prunable layers are all ``nn.Linear`` and
@@ -51,7 +53,13 @@ def _build_vit(num_classes: int) -> nn.Module:
     return build_digits_vit(num_classes)
 
 
-MODELS = {"cnn": _build_cnn, "vit": _build_vit}
+def _build_vit65(num_classes: int) -> nn.Module:
+    from attnforge.algo.tickets.vit_adapter import build_digits_vit65
+
+    return build_digits_vit65(num_classes)
+
+
+MODELS = {"cnn": _build_cnn, "vit": _build_vit, "vit65": _build_vit65}
 assert tuple(MODELS) == MODEL_NAMES
 
 
@@ -60,7 +68,7 @@ def available_models() -> list[str]:
     names = ["cnn"]
     try:
         import attnforge.algo.vitcod.vit  # noqa: F401
-        names.append("vit")
+        names += ["vit", "vit65"]
     except ImportError:
         pass
     return names

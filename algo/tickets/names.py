@@ -12,4 +12,4 @@ SCOPES = ("layer", "global")
 #: Transfer modes: full fine-tuning, linear probing.
 MODES = ("finetune", "linear")
 #: The model family.
-MODEL_NAMES = ("cnn", "vit")
+MODEL_NAMES = ("cnn", "vit", "vit65")

@@ -91,6 +91,9 @@ class StudyConfig:
     plans: dict = field(default_factory=lambda: {
         "cnn": ModelPlan(pretrain_epochs=30, lr=2e-3, attack_steps=5, schemes=("omp", "imp")),
         "vit": ModelPlan(pretrain_epochs=30, lr=2e-3, attack_steps=3, schemes=("omp",)),
+        # the 65-token model the accelerator runs; not in the default models (about 4x the vit's compute):
+        # `attnforge tickets study --models vit65`
+        "vit65": ModelPlan(pretrain_epochs=30, lr=2e-3, attack_steps=3, schemes=("omp",)),
     })
     transfer_epochs: dict | None = None            # None: transfer.TRANSFER_EPOCHS
 

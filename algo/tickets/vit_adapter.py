@@ -9,6 +9,13 @@ budget. Inputs are 1x8x8 in [0, 1] (attacks work in that pixel space) and are
 normalized inside the model as the ViTCoD digits data is ((x - 0.3) / 0.4).
 The classifier is ``head``; the prunable layers are ``patch_embed.proj`` and
 every block's ``attn.qkv``, ``attn.proj``, ``mlp.fc1``, ``mlp.fc2``.
+
+``vit65`` (``DigitsViT65``) is the digits preset itself, the model the ViTCoD
+accelerator runs: the same 8x8 inputs in [0, 1], upscaled inside the model to
+32x32 (bilinear, as ``attnforge.algo.vitcod.data.digits_datasets`` does) and cut
+into 4x4 patches (64 patches + CLS = 65 tokens). Its parameters are the ViTCoD
+model's, name for name, so a ticket's weights load into
+``attnforge.algo.vitcod.vit.VisionTransformer(PRESETS["digits"])``.
 """
 
 from __future__ import annotations
@@ -17,10 +24,14 @@ from dataclasses import replace
 
 from attnforge.algo.vitcod.vit import PRESETS, VisionTransformer
 
-__all__ = ["DigitsViT", "build_digits_vit", "TICKETS_VIT"]
+import torch.nn.functional as F
+
+__all__ = ["DigitsViT", "DigitsViT65", "build_digits_vit", "build_digits_vit65", "TICKETS_VIT", "TICKETS_VIT65"]
 
 #: ViTCoD's digits preset at the native 8x8 resolution.
 TICKETS_VIT = replace(PRESETS["digits"], img_size=8, patch_size=2)
+#: ViTCoD's digits preset as it is (32x32 input, 65 tokens).
+TICKETS_VIT65 = PRESETS["digits"]
 
 
 class DigitsViT(VisionTransformer):
@@ -30,3 +41,13 @@ class DigitsViT(VisionTransformer):
 
 def build_digits_vit(num_classes: int) -> DigitsViT:
     return DigitsViT(replace(TICKETS_VIT, num_classes=num_classes))
+
+
+class DigitsViT65(VisionTransformer):
+    def forward(self, x, return_attn: bool = False):
+        x = F.interpolate(x, size=(self.cfg.img_size, self.cfg.img_size), mode="bilinear", align_corners=False)
+        return super().forward((x - 0.3) / 0.4, return_attn=return_attn)
+
+
+def build_digits_vit65(num_classes: int) -> DigitsViT65:
+    return DigitsViT65(replace(TICKETS_VIT65, num_classes=num_classes))

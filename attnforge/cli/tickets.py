@@ -195,7 +195,7 @@ def register(subparsers) -> None:
     p.add_argument("--cache", help="cell cache folder [build/tickets/<report name>]")
     p.add_argument("--workers", type=int, default=2, help="parallel processes, one thread each [2]")
     p.add_argument("--quick", action="store_true", help="a minutes-long smoke-test configuration")
-    p.add_argument("--models", help="comma-separated subset of cnn,vit [all]")
+    p.add_argument("--models", help="comma-separated subset of cnn,vit,vit65 [cnn,vit]")
     p.add_argument("--seeds", type=int, default=None, help="number of seeds [5]")
     p.add_argument("--eps", help="comma-separated robust eps candidates [0.05,0.1,0.2]")
     p.add_argument("--patterns", help="comma-separated subset of unstructured,channel,nm [all]")

@@ -1,4 +1,4 @@
-"""``attnforge vitcod train|masks|polarize|finetune|export|eval|int-eval|sim``: ViTCoD from the command line.
+"""``attnforge vitcod train|masks|polarize|finetune|ticket|export|eval|int-eval|sim``: ViTCoD from the command line.
 
     attnforge vitcod train -o build/vitcod/dense.pt                       # ViT on the bundled digits
     attnforge vitcod train --checkpoint build/vitcod/dense.pt --autoencoder -o build/vitcod/ae.pt
@@ -6,6 +6,7 @@
     attnforge vitcod finetune --checkpoint build/vitcod/dense.pt --masks build/vitcod/masks.npz -o build/vitcod/ft.pt
     attnforge vitcod export --checkpoint build/vitcod/ft.pt --masks build/vitcod/masks.npz -o build/vitcod/heads.npz
     attnforge vitcod int-eval --checkpoint build/vitcod/ft.pt --masks build/vitcod/masks.npz --json int.json
+    attnforge vitcod ticket --checkpoint build/vitcod/ft.pt --masks build/vitcod/masks.npz -o build/vitcod/ticket.pt
 
     attnforge vitcod sim --masks build/vitcod/masks.npz --tensors build/vitcod/heads.npz --all-heads
 
@@ -239,6 +240,49 @@ def cmd_int_eval(args) -> int:
     return 0
 
 
+def cmd_ticket(args) -> int:
+    from attnforge.algo.tickets.vitcod_ticket import TicketConfig, draw_vitcod_ticket
+
+    cfg = TicketConfig(pattern=args.pattern, level=args.level, eps=args.eps, steps=args.steps,
+                       robust_epochs=args.robust_epochs, epochs=args.epochs, lr=args.lr, seed=args.seed)
+    r = draw_vitcod_ticket(args.checkpoint, args.masks, args.output, cfg, progress=not args.no_progress)
+    kind = "robust (PGD eps %g)" % cfg.eps if cfg.eps > 0 else "natural"
+    print(f"{kind} ticket, {r['config']['pattern']} {r['config']['level']}: weight sparsity {r['sparsity']:.4f}")
+    for step, acc in r["accuracy"].items():
+        print(f"  {step:>12}: " + ", ".join(f"{k} {v:.2f} %" for k, v in acc.items()))
+    print(f"wrote {args.output}")
+    if args.json:
+        write_json_atomic(args.json, r)
+        print(f"wrote {args.json}")
+    return 0
+
+
+def _register_ticket(g) -> None:
+    from attnforge.algo.tickets.names import PATTERNS
+
+    p = g.add_parser("ticket", help="a robust or natural ticket of a ViTCoD checkpoint (its linear layers pruned)",
+                     description="Draw a ticket of the model the accelerator runs: with --eps > 0 fine-tune it "
+                                 "adversarially (PGD, pixel units) for --robust-epochs, prune every prunable layer "
+                                 "(patch embedding, qkv, proj, fc1, fc2; not the classifier) one-shot by magnitude "
+                                 "to --level, fine-tune the ticket --epochs with its weight masks and the attention "
+                                 "masks of --masks fixed, and write a ViTCoD checkpoint (pruned weights exactly 0) "
+                                 "that `vitcod int-eval` and the other commands read. Digits only.")
+    p.add_argument("--checkpoint", required=True, metavar="PTH", help="attnforge checkpoint (`vitcod finetune`)")
+    p.add_argument("--masks", required=True, help="masks.npz the checkpoint was fine-tuned with")
+    p.add_argument("--pattern", choices=PATTERNS, default="unstructured", help="sparsity pattern [unstructured]")
+    p.add_argument("--level", default="0.75", help="sparsity in [0, 1), or N:M such as 2:4 for --pattern nm [0.75]")
+    p.add_argument("--eps", type=float, default=0.1, help="PGD L-inf radius in pixels ([0, 1]); 0: natural ticket [0.1]")
+    p.add_argument("--steps", type=int, default=3, help="PGD steps [3]")
+    p.add_argument("--robust-epochs", type=int, default=10, help="adversarial fine-tuning epochs before pruning [10]")
+    p.add_argument("--epochs", type=int, default=10, help="fine-tuning epochs of the ticket [10]")
+    p.add_argument("--lr", type=float, default=5e-4, help="Adam learning rate [0.0005]")
+    p.add_argument("--seed", type=int, default=0, help="seed of data order and attacks [0]")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.add_argument("--json", help="also write the report (accuracies at each step, sparsity per layer) here")
+    p.add_argument("-o", "--output", required=True, help="ticket checkpoint to write")
+    p.set_defaults(func=cmd_ticket)
+
+
 def _register_int_eval(g) -> None:
     p = g.add_parser("int-eval", help="the integer-only ViT of a checkpoint: float vs integer accuracy, agreement",
                      description="Calibrate the integer-only ViT (int8 activations, int32 accumulators, int16 "
@@ -450,5 +494,6 @@ def register(subparsers) -> None:
     p.set_defaults(func=cmd_eval)
 
     _register_int_eval(g)
+    _register_ticket(g)
     _register_polarize(g)
     _register_sim(g)
