@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from attnforge.formats.ticket_csr import load_ticket_csr
 from attnforge.algo.tickets.vitcod_ticket import PixelSpace, TicketConfig, draw_vitcod_ticket
 from attnforge.algo.vitcod.data import digits_datasets
 from attnforge.algo.vitcod.intvit import run_int_eval
@@ -55,6 +56,11 @@ def test_robust_ticket_is_pruned_saved_and_evaluated_as_written(files):
         assert (w == 0).float().mean().item() == pytest.approx(0.75, abs=1.0 / w.numel() + 1e-9), name
         assert r["layers"][name] == pytest.approx((w == 0).float().mean().item())
     assert (model.head.weight != 0).all()
+    # The CSR export beside it holds exactly the kept weights' pattern, layer by layer.
+    layers = {layer.name: layer for layer in load_ticket_csr(d / "t.csr.npz")[0]}
+    assert r["csr"] == str(d / "t.csr.npz") and set(layers) == set(PRUNABLE)
+    for name, w in _weights(model).items():
+        assert layers[name].csr.nnz == int((w != 0).sum()), name
     assert r["sparsity"] == pytest.approx(0.75, abs=1e-3)
     assert set(r["accuracy"]) == {"start", "robust_dense", "pruned", "ticket"}
     assert all(set(a) == {"clean", "robust"} for a in r["accuracy"].values())

@@ -20,7 +20,9 @@ of *that* model, from a ViTCoD checkpoint (``vitcod finetune``'s, with its masks
 The attention masks stay fixed throughout. The result is a ViTCoD checkpoint
 (``attnforge.vitcod.ckpt/1``, the pruned weights exactly zero, the masks inside,
 ``ticket`` metadata) that every ViTCoD command reads, ``vitcod int-eval``
-among them. Only the bundled digits data (pixels in [0, 1]) is supported.
+among them, and beside it ``<output>.csr.npz``, the kept weights as int8 CSR
+(``tickets export``'s format, which ``scripts/vit_matmul_cycles.py --ticket``
+runs on the matmul RTL). Only the bundled digits data (pixels in [0, 1]) is supported.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from attnforge.errors import ConfigError, check_int
 
 from .attacks import Attack
 from .data import Split
+from .export import export_model, save_ticket_csr
 from .models import prunable_layers
 from .names import PATTERNS
 from .pruning import Level, apply_masks, one_shot, remove_masks, sparsity_of
@@ -144,6 +147,7 @@ def draw_vitcod_ticket(checkpoint, masks_path, output, cfg: TicketConfig = Ticke
     if cfg.epochs:
         train(model, train_px, epochs=cfg.epochs, lr=cfg.lr, attack=attack, seed=cfg.seed + 1,
               progress=progress, desc="ticket fine-tuning")
+    csr_layers = export_model(vit)            # int8 CSR of the kept weights, the masks' pattern
     remove_masks(vit)                         # the pruned weights become exact zeros in the weights
     report["accuracy"]["ticket"] = _accuracies(model, val_px, attack, cfg.seed)
     report["sparsity"] = sparsity_of(masks)
@@ -151,5 +155,7 @@ def draw_vitcod_ticket(checkpoint, masks_path, output, cfg: TicketConfig = Ticke
     meta = {"kind": "robust" if attack is not None else "natural", "pattern": level.pattern, "level": level.label,
             "scheme": "omp", "scope": "layer", "sparsity": report["sparsity"], **asdict(cfg)}
     save_checkpoint(output, vit.eval(), extra={"ticket": meta})
-    report["output"] = str(output)
+    csr_path = Path(output).with_suffix(".csr.npz")
+    save_ticket_csr(csr_path, csr_layers, {"model": "vitcod", "ticket": meta, "source": str(output)})
+    report["output"], report["csr"] = str(output), str(csr_path)
     return report
