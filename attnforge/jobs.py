@@ -64,14 +64,20 @@ class Job:
     key: str
     fn: Callable
     args: tuple = field(default=())
+    #: how errors and progress name the job, when the key is long [the key]
+    label: str | None = None
+
+    @property
+    def name(self) -> str:
+        return self.label or self.key
 
 
 class JobError(RuntimeError):
-    """A job raised: ``key`` names it, ``cause`` is what it raised (also ``__cause__``)."""
+    """A job raised: ``key`` and ``name`` (its label) name it, ``cause`` is what it raised (also ``__cause__``)."""
 
-    def __init__(self, key: str, cause: BaseException, more: str = ""):
-        self.key, self.cause = key, cause
-        super().__init__(f"job {key!r} failed{more}: {type(cause).__name__}: {cause}")
+    def __init__(self, job: Job, cause: BaseException, more: str = ""):
+        self.key, self.name, self.cause = job.key, job.name, cause
+        super().__init__(f"job {job.name!r} failed{more}: {type(cause).__name__}: {cause}")
 
 
 def job_path(cache_dir, key: str) -> Path:
@@ -150,7 +156,8 @@ def run_jobs(jobs, *, workers: int | None = None, cluster: str | None = None, ca
     ``cache_dir``: a folder of one result file per job key, read before and written as each
     job finishes; ``progress(done, total)`` after the cache is read and as jobs finish;
     ``start_method`` of the local processes (``spawn``: a worker imports what it runs, as a
-    cluster's worker does, so what runs here runs there).
+    cluster's worker does, so what runs here runs there; a script that calls this must guard
+    its top level with ``if __name__ == "__main__":``, as ``multiprocessing`` asks).
 
     A job that raises does not stop the others: when all have ended, ``JobError`` names the
     first (in ``jobs`` order) that raised, the others' results being cached. ``ConfigError``
@@ -199,5 +206,5 @@ def run_jobs(jobs, *, workers: int | None = None, cluster: str | None = None, ca
     if failed:
         i, exc = min(failed, key=lambda f: f[0])
         more = f" (and {len(failed) - 1} other job(s))" if len(failed) > 1 else ""
-        raise JobError(jobs[i].key, exc, more) from exc
+        raise JobError(jobs[i], exc, more) from exc
     return results

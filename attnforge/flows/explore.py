@@ -133,7 +133,9 @@ def _run_groups(groups: list, heads: _Heads, digest: str, what: str, *, workers,
                 progress=None) -> dict:
     """Evaluate each group of configurations as one job; ``{_key(config): result}``."""
     jobs = [Job(f"{JOB_FORMAT} {what} masks {digest} " + " ".join(_key(c) for c in group), _evaluate_group,
-                (group, heads, what)) for group in groups]
+                (group, heads, what), label=f"cycle model ({what}) of {group[0].dense_lines}+"
+                                          f"{group[0].sparse_lines} lines x {group[0].macs} MACs, "
+                                          f"{len(group)} configuration(s)") for group in groups]
     results = run_jobs(jobs, workers=workers, cluster=cluster, cache_dir=cache_dir, progress=progress)
     return {_key(c): r for group, rs in zip(groups, results) for c, r in zip(group, rs)}
 

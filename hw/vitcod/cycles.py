@@ -317,13 +317,7 @@ class _HeadTimeline:
         sm_row, cm_row, exp_state = self.sm_row, self.cm_row, self.exp_state
         div_busy_until, ser_until, last_beat = self.div_busy_until, self.ser_until, self.last_beat
         c = self.c
-
-        def at(t, event, x=0, p=0):
-            ops = sched.get(t)
-            if ops is None:
-                sched[t] = [(event, x, p)]
-            else:
-                ops.append((event, x, p))
+        at = sched.setdefault      # at(t, []).append(event): an event in cycle t
 
         while True:
             ops = sched.pop(c, None)
@@ -360,7 +354,7 @@ class _HeadTimeline:
                         done = c + 1
                     issue_free[x] = c + max(n_iss, 1)
                     s_free[x] = done + 1
-                    at(done + 1, _SET_SDONE, x, par_s)
+                    at(done + 1, []).append((_SET_SDONE, x, par_s))
                     ns[x] = nsx + 1
                     rp_ok_from[x] = c + 2
                     fired = True
@@ -375,8 +369,8 @@ class _HeadTimeline:
                         done = c + 1
                     issue_free[x] = c + max(n_iss, 1)
                     p_free[x] = done + 1
-                    at(done + 1, _SET_PDONE, x)
-                    at(c + 1, _CLEAR_OK, x, par_p)
+                    at(done + 1, []).append((_SET_PDONE, x, 0))
+                    at(c + 1, []).append((_CLEAR_OK, x, par_p))
                     npv[x] = npvx + 1
                     fired = True
             if exp_state is None:                       # softmax: the exponent units
@@ -384,7 +378,7 @@ class _HeadTimeline:
                 if sm_row < nq and sdone[0][par] and sdone[1][par]:
                     nmax = max(row_n[0][sm_row], row_n[1][sm_row])
                     idle_from = c + nmax + EXP_LATENCY if nmax else c + 1
-                    at(c + 1, _CLEAR_SDONE, 0, par)
+                    at(c + 1, []).append((_CLEAR_SDONE, 0, par))
                     exp_state = (sm_row, max(idle_from, c + 1))
                     sm_row += 1
                     fired = True
@@ -394,13 +388,13 @@ class _HeadTimeline:
                     empty = row_n[0][row] + row_n[1][row] == 0
                     done = c + (2 if empty else DIV_CYCLES + 1)
                     div_busy_until = done
-                    at(done + 1, _SET_OK, 0, row % slots)
-                    at(c + 1, _WAKE)
+                    at(done + 1, []).append((_SET_OK, 0, row % slots))
+                    at(c + 1, []).append((_WAKE, 0, 0))
                     exp_state = None
                     fired = True
             if c > ser_until:                           # output
                 if pdone[0] and pdone[1]:
-                    at(c + 1, _COMBINED)
+                    at(c + 1, []).append((_COMBINED, 0, 0))
                     ser_until = c + wpt
                     last_beat = c + wpt + OUT_STAGES
                     fired = True
@@ -409,14 +403,17 @@ class _HeadTimeline:
             if fired:
                 c += 1
                 continue
-            wake = [t for t in (*sched, *issue_free, *s_free, *p_free, *rp_ok_from, div_busy_until + 1,
-                                ser_until + 1) if t > c]
-            if exp_state is not None and exp_state[1] > c:
-                wake.append(exp_state[1])
-            if not wake:
+            # the next cycle at which something may change: every scheduled cycle lies after c
+            nxt = min(sched) if sched else None
+            for t in (issue_free[0], issue_free[1], s_free[0], s_free[1], p_free[0], p_free[1], rp_ok_from[0],
+                      rp_ok_from[1], div_busy_until + 1, ser_until + 1,
+                      exp_state[1] if exp_state is not None else c):
+                if t > c and (nxt is None or t < nxt):
+                    nxt = t
+            if nxt is None:
                 raise RuntimeError(f"cycle model stuck at cycle {c} (rows {ns}, {npv}, softmax {sm_row}, "
                                    f"out {cm_row})")
-            c = min(wake)
+            c = nxt
 
 
 class _TiledHead:
