@@ -51,7 +51,7 @@ def test_a_damaged_or_foreign_cache_file_is_recomputed(tmp_path):
     assert run_jobs(SQUARES, workers=1, cache_dir=tmp_path) == [0, 1, 4, 9, 16]
 
 
-@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize("workers", [1, pytest.param(2, marks=pytest.mark.full)])
 def test_a_job_that_raises_is_named_and_the_finished_ones_stay_cached(tmp_path, workers):
     bad = [SQUARES[0], Job("sqrt of -1", math.sqrt, (-1,)), SQUARES[1], Job("sqrt of -2", math.sqrt, (-2,))]
     with pytest.raises(JobError, match=r"job 'sqrt of -1' failed \(and 1 other job\(s\)\): ValueError: math "

@@ -179,7 +179,8 @@ def explore_vitcod(masks_path, *, device: str = "ecp5-85k", head_dim: int = Vitc
                           f"must divide 8 * head_dim and be a multiple of 8 * macs; macs must divide head_dim)")
     digest = file_digest(masks_path)
     jobs_dir = Path(cache_dir) / digest[:16]
-    groups = [list(g) for _, g in groupby(configs, key=_same_engines)]
+    # the largest jobs first, so that no large one is left to run alone at the end
+    groups = sorted((list(g) for _, g in groupby(configs, key=_same_engines)), key=len, reverse=True)
     results = _run_groups(groups, heads, digest, "masks", workers=workers, cluster=cluster, cache_dir=jobs_dir,
                           progress=progress)
     capacity = dict(DEVICE_CAPACITY[device])
