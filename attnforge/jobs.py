@@ -100,7 +100,8 @@ def _read_cached(cache_dir, key: str):
 
 
 class _InlineExecutor(cf.Executor):
-    """``workers=1``: each job runs in this process when submitted (no pool to start)."""
+    """``workers=1``: each job runs in this process when submitted (no pool to start); ``_finished``
+    submits the next only when the last one's result is handled (cached), as a pool's finish."""
 
     def submit(self, fn, /, *args, **kwargs):
         future = cf.Future()
@@ -147,6 +148,22 @@ def _executor(workers: int | None, cluster: str | None, jobs: int, start_method:
         yield pool
 
 
+def _finished(executor, jobs: list, todo: list):
+    """(index, finished future) of each job of ``todo`` as it finishes; the rest are cancelled when
+    the caller stops early."""
+    if isinstance(executor, _InlineExecutor):
+        for i in todo:
+            yield i, executor.submit(jobs[i].fn, *jobs[i].args)
+        return
+    futures = {executor.submit(jobs[i].fn, *jobs[i].args): i for i in todo}
+    try:
+        for future in cf.as_completed(futures):
+            yield futures[future], future
+    finally:
+        for future in futures:
+            future.cancel()
+
+
 def run_jobs(jobs, *, workers: int | None = None, cluster: str | None = None, cache_dir=None, progress=None,
              start_method: str = "spawn") -> list:
     """The results of ``jobs`` (``Job``), in their order.
@@ -181,28 +198,21 @@ def run_jobs(jobs, *, workers: int | None = None, cluster: str | None = None, ca
         return results
     failed = []
     with _executor(workers, cluster, len(todo), start_method) as executor:
-        futures = {executor.submit(jobs[i].fn, *jobs[i].args): i for i in todo}
-        try:
-            for future in cf.as_completed(futures):
-                i = futures[future]
-                try:
-                    result = future.result()
-                except Exception as exc:    # the others go on: what they finish is cached for the rerun
-                    failed.append((i, exc))
-                    continue
-                if cache_dir is not None:
-                    # as a rerun will read it back (tuples become lists): the same either way
-                    result = json.loads(json.dumps(result))
-                    write_json_atomic(job_path(cache_dir, jobs[i].key),
-                                      {"format": CACHE_FORMAT, "key": jobs[i].key, "result": result}, indent=None)
-                results[i] = result
-                done += 1
-                if progress:
-                    progress(done, len(jobs))
-        except BaseException:
-            for future in futures:
-                future.cancel()
-            raise
+        for i, future in _finished(executor, jobs, todo):
+            try:
+                result = future.result()
+            except Exception as exc:    # the others go on: what they finish is cached for the rerun
+                failed.append((i, exc))
+                continue
+            if cache_dir is not None:
+                # as a rerun will read it back (tuples become lists): the same either way
+                result = json.loads(json.dumps(result))
+                write_json_atomic(job_path(cache_dir, jobs[i].key),
+                                  {"format": CACHE_FORMAT, "key": jobs[i].key, "result": result}, indent=None)
+            results[i] = result
+            done += 1
+            if progress:
+                progress(done, len(jobs))
     if failed:
         i, exc = min(failed, key=lambda f: f[0])
         more = f" (and {len(failed) - 1} other job(s))" if len(failed) > 1 else ""

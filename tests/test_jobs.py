@@ -9,6 +9,7 @@ seconds); the others run on local processes or in this one.
 import json
 import math
 import operator
+import os
 
 import pytest
 
@@ -124,7 +125,6 @@ def test_cluster_runs_jobs_caches_them_and_names_a_failing_one(cluster_address, 
 def test_a_job_that_kills_its_workers_is_named(tmp_path):
     """A job whose worker dies (here: every time) is rescheduled by Dask on another worker until it gives
     up (KilledWorker); the error names the job, and the jobs that finished are cached."""
-    import os
 
     distributed = pytest.importorskip("distributed")
     with distributed.LocalCluster(n_workers=2, processes=True, threads_per_worker=1,
@@ -133,3 +133,27 @@ def test_a_job_that_kills_its_workers_is_named(tmp_path):
         with pytest.raises(JobError, match=r"job 'exit' failed: .*KilledWorker"):
             run_jobs([*SQUARES, Job("exit", os._exit, (3,))], cluster=cluster.scheduler_address,
                      cache_dir=tmp_path)
+
+
+def test_an_interrupted_run_keeps_the_jobs_it_finished(tmp_path):
+    """Stopped after its second job (here by the progress callback; Ctrl-C alike), a run in this process
+    has run and cached only those two (each job makes a folder: what ran shows), and the rerun runs only
+    the other three."""
+    class Stop(Exception):
+        pass
+
+    def stop_after_two(done, total):
+        if done == 2:
+            raise Stop
+
+    made = tmp_path / "made"
+    made.mkdir()
+    mkdirs = [Job(f"mkdir {i}", os.mkdir, (str(made / str(i)),)) for i in range(5)]
+    with pytest.raises(Stop):
+        run_jobs(mkdirs, workers=1, cache_dir=tmp_path / "cache", progress=stop_after_two)
+    assert sorted(p.name for p in made.iterdir()) == ["0", "1"]
+    assert len(list((tmp_path / "cache").iterdir())) == 2
+    seen = []
+    assert run_jobs(mkdirs, workers=1, cache_dir=tmp_path / "cache", progress=lambda d, t: seen.append(d)) == \
+        [None] * 5                                  # os.mkdir's result; a rerun of "0" would raise
+    assert seen == [2, 3, 4, 5] and sorted(p.name for p in made.iterdir()) == ["0", "1", "2", "3", "4"]
