@@ -125,7 +125,6 @@ def test_cluster_runs_jobs_caches_them_and_names_a_failing_one(cluster_address, 
 def test_a_job_that_kills_its_workers_is_named(tmp_path):
     """A job whose worker dies (here: every time) is rescheduled by Dask on another worker until it gives
     up (KilledWorker); the error names the job, and the jobs that finished are cached."""
-
     distributed = pytest.importorskip("distributed")
     with distributed.LocalCluster(n_workers=2, processes=True, threads_per_worker=1,
                                   dashboard_address=None) as cluster:
