@@ -29,7 +29,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from itertools import groupby, product
+from itertools import product
 from pathlib import Path
 
 from attnforge.errors import ConfigError, check_choice, check_int
@@ -180,7 +180,10 @@ def explore_vitcod(masks_path, *, device: str = "ecp5-85k", head_dim: int = Vitc
     digest = file_digest(masks_path)
     jobs_dir = Path(cache_dir) / digest[:16]
     # the largest jobs first, so that no large one is left to run alone at the end
-    groups = sorted((list(g) for _, g in groupby(configs, key=_same_engines)), key=len, reverse=True)
+    by_engines: dict = {}
+    for cfg in configs:
+        by_engines.setdefault(_same_engines(cfg), []).append(cfg)
+    groups = sorted(by_engines.values(), key=len, reverse=True)
     results = _run_groups(groups, heads, digest, "masks", workers=workers, cluster=cluster, cache_dir=jobs_dir,
                           progress=progress)
     capacity = dict(DEVICE_CAPACITY[device])
