@@ -136,12 +136,13 @@ def test_explore_cli_writes_front_table_and_plot(masks_file, tmp_path, capsys):
         assert r["utilization"] == pytest.approx(r["ideal_cycles"] / r["cycles"])
         assert sum(r["cycles_per_layer"]) <= r["cycles"]
         assert r["fits"] == all(r["resources"][k] <= result["capacity"][k] for k in ("lut", "ff", "dsp", "bram"))
-    # A rerun answers from the cache: the same rows, no configuration evaluated again.
+    # A rerun answers from the cache: the same rows, no configuration evaluated again (the jobs: one per
+    # (lines, MACs per line), 4 x 2).
     calls = []
     again = explore_vitcod(masks_file, head_dim=16, line_splits=((1, 1), (1, 3), (2, 2), (4, 4)), macs=(4, 8),
                            cache_dir=tmp_path / "cache",
                            progress=lambda done, total: calls.append((done, total)))
-    assert calls == [(len(rows), len(rows))] and again["rows"] == rows
+    assert calls == [(8, 8)] and again["rows"] == rows
 
 
 def test_budget_limits_what_fits(masks_file, tmp_path):

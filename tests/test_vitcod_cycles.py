@@ -94,3 +94,46 @@ def test_score_groups_round_a_short_row_to_its_keys():
     five = head_cycles(CFG, HeadShape(1, 8, 5, [0]))
     four = head_cycles(CFG, HeadShape(1, 8, 4, [0]))
     assert five - four == 2 + 1 + 2
+
+
+@pytest.mark.parametrize("kw", [dict(dense_lines=1, sparse_lines=3, macs=4, data_width=32),
+                                dict(dense_lines=4, sparse_lines=4, macs=8, data_width=256),
+                                dict(dense_lines=2, sparse_lines=6, macs=16, data_width=128)],
+                         ids=["1+3x4", "4+4x8", "2+6x16"])
+def test_the_fast_replay_is_the_stepwise_one(kw):
+    """``_HeadTimeline.run`` (one inlined loop) against ``run_stepwise`` (the controller's methods one at a
+    time): the same end, last beat and issue windows on masks of every kind, empty rows and G = N included."""
+    from attnforge.hw.vitcod.cycles import _HeadTimeline
+
+    cfg = VitcodConfig(head_dim=64, max_tokens=64, max_nnz=4096, **kw)
+    rng = np.random.default_rng(7)
+    for nq, nk, g, density in ((40, 50, 3, 0.1), (64, 64, 0, 0.5), (17, 9, 9, 0.0), (33, 64, 1, 0.02),
+                               (5, 64, 0, 1.0)):
+        rows = [int(n) for n in rng.binomial(nk - g, density, size=nq)]
+        for balance in ("balanced", "none"):
+            s = HeadShape(nq, nk, g, rows, balance=balance)
+            assert _HeadTimeline(cfg, s, 11).run() == _HeadTimeline(cfg, s, 11).run_stepwise()
+
+
+def test_a_remembered_replay_is_the_one_computed_anew(monkeypatch):
+    """The compute replay is remembered per (configuration less the decoder, shape) and shifted to each
+    head's start: runs that hit the memory (a repeated head; the decoder's configuration after the one
+    without, its loads moving the heads' starts) give what the same runs computed anew give."""
+    from attnforge.hw.vitcod import cycles
+
+    class Forgetful(dict):
+        def get(self, key, default=None):
+            return None
+
+    rng = np.random.default_rng(3)
+    shapes = [HeadShape(30, 30, 2, [int(n) for n in rng.binomial(28, 0.2, size=30)]) for _ in range(3)]
+    plain = VitcodConfig(head_dim=32, max_tokens=32, max_nnz=1024, macs=8, dense_lines=2, sparse_lines=2,
+                         data_width=64)
+    dec = VitcodConfig(**{**plain.__dict__, "decoder": True})
+    dec_run = [HeadShape(30, 30, 0, [], hc=2, good=False, layer=True)] + [HeadShape(**{**s.__dict__, "hc": 2})
+                                                                          for s in shapes]
+    monkeypatch.setattr(cycles, "_COMPUTE_MEMO", Forgetful())
+    anew = run_cycles(plain, shapes + shapes), run_cycles(dec, dec_run)
+    monkeypatch.setattr(cycles, "_COMPUTE_MEMO", {})
+    remembered = run_cycles(plain, shapes + shapes), run_cycles(dec, dec_run)
+    assert len(cycles._COMPUTE_MEMO) == 3 and remembered == anew

@@ -47,9 +47,10 @@ from pathlib import Path
 
 from attnforge.errors import ConfigError
 from attnforge.formats.atomic import write_json_atomic, write_text_atomic
+from attnforge.jobs import Job, run_jobs
 
 __all__ = ["StudyConfig", "MODELS", "SEEDS", "PART_FORMAT", "part_ids", "parse_part", "part_path", "part_status",
-           "next_missing", "converged", "run_part", "load_parts", "summarize", "assemble_report",
+           "next_missing", "converged", "run_part", "run_parts", "load_parts", "summarize", "assemble_report",
            "DEFAULT_PARTS_DIR", "DEFAULT_REPORT_DIR"]
 
 PART_FORMAT = "attnforge.linear_study_part/1"
@@ -262,6 +263,22 @@ def run_part(part_id: str, parts_dir=DEFAULT_PARTS_DIR, cfg: StudyConfig = Study
     }
     write_json_atomic(part_path(parts_dir, part_id), record)
     return record
+
+
+def run_parts(part_ids, parts_dir=DEFAULT_PARTS_DIR, *, threads: int = 1, workers: int = 1,
+              cluster: str | None = None) -> list[dict]:
+    """``run_part`` of each part as a job of ``attnforge.jobs.run_jobs``: one after the other in this
+    process (``workers`` 1), on local processes, or on the Dask scheduler at ``cluster`` (its workers
+    must see ``parts_dir``). Each part writes its own file, so a rerun skips the finished ones.
+    Returns the records in the order of ``part_ids``."""
+    parts_dir = Path(parts_dir).absolute()     # the workers' working folder may not be this one
+    alone = workers == 1 and not cluster
+    jobs = [Job(f"linear study part {pid}", _run_part_job, (pid, parts_dir, threads, alone)) for pid in part_ids]
+    return run_jobs(jobs, workers=workers, cluster=cluster)
+
+
+def _run_part_job(part_id: str, parts_dir: Path, threads: int, progress: bool) -> dict:
+    return run_part(part_id, parts_dir, threads=threads, progress=progress)
 
 
 def _loadavg():

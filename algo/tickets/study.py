@@ -35,7 +35,6 @@ from __future__ import annotations
 import datetime
 import json
 import math
-import multiprocessing as mp
 import os
 import platform
 from dataclasses import asdict, dataclass, field, replace
@@ -46,6 +45,7 @@ import torch
 from tqdm import tqdm
 
 from attnforge.formats.atomic import write_json_atomic
+from attnforge.jobs import Job, run_jobs
 
 from .attacks import Attack
 from .data import GAPS, check_gap, downstream_task, source_task
@@ -266,22 +266,24 @@ def _run_unit(args) -> tuple:
     return kind, model, eps, seed
 
 
-def _run_units(units, workers: int, desc: str) -> None:
+def _run_units(units, workers: int, desc: str, cluster: str | None = None) -> None:
+    """The units as jobs of ``attnforge.jobs.run_jobs`` (local processes, or the Dask scheduler at
+    ``cluster``). No job cache there: a unit caches its own cells under the study's folder, so a
+    rerun skips what is done (a cluster's workers must see that folder)."""
     if not units:
         return
     bar = tqdm(total=len(units), desc=desc, unit="unit")
-    if workers <= 1:
-        for u in units:
-            bar.set_postfix_str(f"{u[3]} eps={u[4]:g} seed={u[5]}")
-            _run_unit(u)
-            bar.update()
-    else:
-        ctx = mp.get_context("spawn")
-        with ctx.Pool(workers) as pool:
-            for kind, model, eps, seed in pool.imap_unordered(_run_unit, units):
-                bar.set_postfix_str(f"{model} eps={eps:g} seed={seed}")
-                bar.update()
-    bar.close()
+
+    def progress(done, total):
+        bar.n = done
+        bar.refresh()
+
+    jobs = [Job(f"tickets {kind} {model} eps={eps:g} seed={seed}", _run_unit, ((kind, cfg, out, model, eps, seed),))
+            for kind, cfg, out, model, eps, seed in units]
+    try:
+        run_jobs(jobs, workers=workers, cluster=cluster, progress=progress)
+    finally:
+        bar.close()
 
 
 # ---------------------------------------------------------------------------- selection + aggregation
@@ -435,11 +437,14 @@ def _plot(rows: list[dict], cfg: StudyConfig, out: Path, name: str) -> list[Path
 
 # ---------------------------------------------------------------------------- entry point
 
-def run_study(out: Path, cfg: StudyConfig | None = None, *, workers: int = 2, command: str = "",
-              report_dir: Path | None = None, name: str = "tickets_study") -> Path:
-    """Run (or resume) the study under ``out`` and write the JSON + PNG report; returns the JSON path."""
+def run_study(out: Path, cfg: StudyConfig | None = None, *, workers: int = 2, cluster: str | None = None,
+              command: str = "", report_dir: Path | None = None, name: str = "tickets_study") -> Path:
+    """Run (or resume) the study under ``out`` and write the JSON + PNG report; returns the JSON path.
+
+    ``workers`` local processes run its units, or the Dask scheduler at ``cluster`` does
+    (``attnforge.jobs``; its workers must see ``out``)."""
     cfg = cfg or full_config()
-    out = Path(out)
+    out = Path(out).absolute()     # the workers' working folder may not be this one
     report_dir = Path(report_dir) if report_dir else out
     missing = [m for m in cfg.models if m not in available_models()]
     if missing:
@@ -456,12 +461,12 @@ def run_study(out: Path, cfg: StudyConfig | None = None, *, workers: int = 2, co
     # Phase 1: pretrain every (model, eps, seed) and transfer the dense models -> choose eps on validation.
     eps_all = (0.0, *cfg.eps_candidates)
     _run_units([("dense", cfg, out, m, e, s) for m in cfg.models for e in eps_all for s in cfg.seeds],
-               workers, "pretrain + dense transfer")
+               workers, "pretrain + dense transfer", cluster)
     selection = {m: select_eps(cfg, out, m) for m in cfg.models}
     # Phase 2: tickets of the natural and the chosen robust model.
     # Natural and robust of one seed side by side, so a partial run already has paired seeds.
     _run_units([("sweep", cfg, out, m, e, s) for m in cfg.models for s in cfg.seeds
-                for e in (0.0, selection[m]["chosen"])], workers, "tickets + transfer")
+                for e in (0.0, selection[m]["chosen"])], workers, "tickets + transfer", cluster)
     rows = aggregate(cfg, out, selection)
     pre = {}
     for m in cfg.models:
@@ -474,7 +479,8 @@ def run_study(out: Path, cfg: StudyConfig | None = None, *, workers: int = 2, co
         "format": STUDY_FORMAT, "benchmark": "tickets", "command": command,
         "date": started.isoformat(timespec="seconds"),
         "wall_seconds": round((datetime.datetime.now(datetime.timezone.utc) - started).total_seconds(), 1),
-        "host": {"machine": platform.machine(), "cpus": os.cpu_count(), "workers": workers},
+        "host": {"machine": platform.machine(), "cpus": os.cpu_count(), "workers": workers,
+                 "cluster": cluster},
         "config": cfg.to_json(), "cache": str(out),
         "eps_selection": selection, "pretrained": pre,
         "claims": _claims(rows), "rows": rows, "plots": [str(p) for p in pngs],

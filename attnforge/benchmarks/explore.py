@@ -4,8 +4,10 @@ Masks shaped like real pruned models (``real_shaped_mask_set``, 90 % sparse): th
 ViT's shape (4 layers x 4 heads, N = 65, d = 16; the flow's model) and DeiT-Tiny's
 (12 x 3, N = 197, d = 64). For each: the wall time of a cold run (empty cache, every
 configuration through the cycle model in a process pool of the machine's CPUs) and of a
-rerun (from the cache), the number of configurations, the Pareto front and the fastest
-configuration that fits ECP5-85k. Writes ``explore.json``.
+rerun (from the cache), the cold run's CPU time (user + system of this process and its
+workers: what a busy machine changes much less than the wall time) and the 1-minute load
+average before and after it, the number of configurations, the Pareto front and the
+fastest configuration that fits ECP5-85k. Writes ``explore.json``.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import datetime
 import os
 import platform
+import resource
 import tempfile
 import time
 from pathlib import Path
@@ -26,6 +29,12 @@ __all__ = ["run"]
 
 #: name: (layers, heads, N, head_dim)
 SHAPES = {"digits_vit": (4, 4, 65, 16), "deit_tiny": (12, 3, 197, 64)}
+
+
+def _cpu_seconds() -> float:
+    """User + system time of this process and its finished children (the pool's workers)."""
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 def _summary(row: dict | None) -> dict | None:
@@ -43,14 +52,16 @@ def run(out_dir: Path, *, quick: bool = False, command: str = "attnforge bench e
         for name, (layers, heads, n, d) in shapes.items():
             masks = save_masks(real_shaped_mask_set(layers, heads, n, 0.9, seed=0), Path(tmp) / f"{name}.npz")
             cache = Path(tmp) / f"cache_{name}"
-            t0 = time.perf_counter()
+            t0, cpu0, load0 = time.perf_counter(), _cpu_seconds(), os.getloadavg()
             cold = explore_vitcod(masks, head_dim=d, cache_dir=cache)
-            t1 = time.perf_counter()
+            t1, cpu1, load1 = time.perf_counter(), _cpu_seconds(), os.getloadavg()
             warm = explore_vitcod(masks, head_dim=d, cache_dir=cache)
             t2 = time.perf_counter()
             assert warm["rows"] == cold["rows"]
             results[name] = {"layers": layers, "heads": heads, "n": n, "head_dim": d, "sparsity": 0.9,
                              "candidates": cold["candidates"], "cold_seconds": round(t1 - t0, 2),
+                             "cold_cpu_seconds": round(cpu1 - cpu0, 2),
+                             "cold_loadavg_1min": [round(load0[0], 2), round(load1[0], 2)],
                              "cached_seconds": round(t2 - t1, 2), "pareto_size": len(cold["pareto"]),
                              "fits": sum(r["fits"] for r in cold["rows"]),
                              "fastest_fitting": _summary(cold["fastest_fitting"]),

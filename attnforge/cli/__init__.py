@@ -49,6 +49,7 @@ from attnforge.errors import AttnforgeError
 from attnforge.formats.atomic import write_text_atomic
 
 __all__ = ["main", "build_parser", "command_group", "print_json", "print_report", "add_simulator_option",
+           "add_cluster_option",
            "EXIT_OK", "EXIT_DIFFERS", "EXIT_BAD_INPUT", "EXIT_INTERNAL"]
 
 #: The exit statuses of every command (see the module docstring).
@@ -96,6 +97,13 @@ def add_simulator_option(parser) -> None:
 
     parser.add_argument("--simulator", choices=SIMULATORS, default=None,
                         help="RTL simulator [$ATTNFORGE_SIM, else verilator]")
+
+
+def add_cluster_option(parser) -> None:
+    """``--cluster``: run the command's jobs on a Dask scheduler instead of local processes (``attnforge.jobs``)."""
+    parser.add_argument("--cluster", metavar="ADDRESS",
+                        help="run the jobs on this running Dask scheduler (tcp://HOST:8786; its workers need "
+                             "attnforge installed) instead of local processes")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 
-from . import command_group
+from . import add_cluster_option, command_group
 
 __all__ = ["register"]
 
@@ -18,7 +18,7 @@ def cmd_explore_vitcod(args) -> int:
 
     from attnforge.flows.explore import explore_vitcod, format_table, write_outputs
 
-    bar = tqdm(desc="configurations", unit="cfg", file=sys.stderr, disable=not args.progress, leave=False)
+    bar = tqdm(desc="cycle-model jobs", unit="job", file=sys.stderr, disable=not args.progress, leave=False)
 
     def progress(done, total):
         bar.total = total
@@ -36,7 +36,8 @@ def cmd_explore_vitcod(args) -> int:
         space["decoder"] = (False,)
     try:
         result = explore_vitcod(args.masks, device=args.device, head_dim=args.head_dim, budget_dsp=args.budget_dsp,
-                                budget_bram=args.budget_bram, workers=args.workers, cache_dir=args.cache_dir,
+                                budget_bram=args.budget_bram, workers=args.workers, cluster=args.cluster,
+                                cache_dir=args.cache_dir,
                                 progress=progress, **space)
     finally:
         bar.close()
@@ -89,7 +90,9 @@ def register(subparsers) -> None:
     p.add_argument("--data-width", type=int, nargs="+", help="stream widths to sweep [32 64 128 256, where valid]")
     p.add_argument("--no-decoder", action="store_true", help="leave the Q/K decoder out of the sweep")
     p.add_argument("--workers", type=int, help="processes evaluating the cycle model [the CPU count]")
+    add_cluster_option(p)
     p.add_argument("--out", default="build/explore/vitcod", help="folder of explore.json, pareto.md, pareto.png")
-    p.add_argument("--cache-dir", default="build/explore", help="cycle-model results by masks digest [build/explore]")
+    p.add_argument("--cache-dir", default="build/explore", help="cycle-model results, a file per job, by masks digest "
+                                                             "[build/explore]")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     p.set_defaults(func=cmd_explore_vitcod)

@@ -22,7 +22,7 @@ from attnforge.errors import ConfigError
 from attnforge.hw.linear import LinearDecodeConfig
 from attnforge.linear_format import FEATURE_MAPS
 
-from . import add_simulator_option, command_group, print_json, print_report
+from . import add_cluster_option, add_simulator_option, command_group, print_json, print_report
 from .options import add_config_options, config_kwargs
 
 __all__ = ["register"]
@@ -244,9 +244,10 @@ def cmd_study(args) -> int:
     if not todo:
         print(f"every part is done in {parts_dir}; `attnforge linear study --report` assembles the report")
         return 0
-    for i, pid in enumerate(todo):
-        print(f"[{i + 1}/{len(todo)}] part {pid}", file=sys.stderr)
-        rec = study.run_part(pid, parts_dir, threads=args.threads)
+    where = f"the Dask scheduler at {args.cluster}" if args.cluster else f"{args.workers} process(es)"
+    print(f"{len(todo)} part(s) on {where}: {', '.join(todo)}", file=sys.stderr)
+    for pid, rec in zip(todo, study.run_parts(todo, parts_dir, threads=args.threads, workers=args.workers,
+                                              cluster=args.cluster)):
         print(f"{pid}: held-out loss {rec['final']['loss']:.4f} (ppl {rec['final']['ppl']:.3f}), converged "
               f"{rec['converged']}, {rec['wall_seconds']:.0f} s -> {study.part_path(parts_dir, pid)}")
     return 0
@@ -427,7 +428,9 @@ def register(subparsers) -> None:
     what.add_argument("--report", action="store_true", help="assemble the report from the parts present")
     p.add_argument("--parts-dir", default="docs/linear-study/parts", help="part files [docs/linear-study/parts]")
     p.add_argument("--report-dir", default="docs/linear-study", help="README.md and curves.png [docs/linear-study]")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads [1]")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads per part [1]")
+    p.add_argument("--workers", type=int, default=1, help="parts trained at once, a process each [1]")
+    add_cluster_option(p)
     p.set_defaults(func=cmd_study)
 
     _register_sim(g)

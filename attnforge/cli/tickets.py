@@ -13,7 +13,7 @@ import json
 import sys
 from pathlib import Path
 
-from . import command_group
+from . import add_cluster_option, command_group
 
 __all__ = ["register"]
 
@@ -115,7 +115,7 @@ def cmd_study(args) -> int:
     cfg = study_config_from_args(args)
     name = _study_name(args)
     cache = Path(args.cache or f"build/tickets/{name}")
-    path = run_study(cache, cfg, workers=args.workers, report_dir=Path(args.output), name=name,
+    path = run_study(cache, cfg, workers=args.workers, cluster=args.cluster, report_dir=Path(args.output), name=name,
                      command=" ".join(["attnforge", *sys.argv[1:]]))
     report = json.loads(path.read_text())
     print(json.dumps({"eps_selection": {m: s["chosen"] for m, s in report["eps_selection"].items()},
@@ -194,6 +194,7 @@ def register(subparsers) -> None:
     p.add_argument("-o", "--output", default="bench/results", help="report folder [bench/results]")
     p.add_argument("--cache", help="cell cache folder [build/tickets/<report name>]")
     p.add_argument("--workers", type=int, default=2, help="parallel processes, one thread each [2]")
+    add_cluster_option(p)
     p.add_argument("--quick", action="store_true", help="a minutes-long smoke-test configuration")
     p.add_argument("--models", help="comma-separated subset of cnn,vit,vit65 [cnn,vit]")
     p.add_argument("--seeds", type=int, default=None, help="number of seeds [5]")

@@ -14,9 +14,14 @@ width, Q/K decoder on or off) is judged without simulation or synthesis:
 
 The Pareto front is over (cycles, area), area being the largest fraction of
 the device any one resource takes (what decides whether a configuration fits
-and how much room is left). Candidates are evaluated in a process pool and
-cached by (masks digest, configuration) under ``build/explore/``, so a rerun
-answers at once.
+and how much room is left). Candidates are evaluated as jobs of the job runner
+(``attnforge/jobs.py``: a local process pool, or a Dask cluster with
+``cluster``), one job per (lines, MACs per line) evaluating its stream widths and
+decoder settings together (they share the engines' row split, and the decoder
+changes only the loads, so the cycle model replays each head's compute once per
+stream width: ``hw/vitcod/cycles.py`` remembers it), each job's result cached by
+(masks digest, its configurations) under ``build/explore/``, so a rerun answers
+at once.
 """
 
 from __future__ import annotations
@@ -24,7 +29,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from concurrent.futures import ProcessPoolExecutor
 from itertools import product
 from pathlib import Path
 
@@ -34,6 +38,7 @@ from attnforge.formats.masks import head_csr, load_masks
 from attnforge.fpga.resources import DEVICE_CAPACITY, vitcod_resources
 from attnforge.hw.vitcod import VitcodConfig
 from attnforge.hw.vitcod.cycles import HeadShape, dense_baseline_shape, run_cycles
+from attnforge.jobs import Job, run_jobs
 
 from .stages import file_digest
 
@@ -46,7 +51,8 @@ DATA_WIDTHS = (32, 64, 128, 256)
 
 #: Format of the JSON result.
 FORMAT = "attnforge.explore/1"
-CACHE_FORMAT = "attnforge.explore-cache/1"
+#: Part of every job key: a change to what a job returns must change it.
+JOB_FORMAT = "attnforge.explore-job/2"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,11 +86,13 @@ def candidates(head_dim: int, heads: _Heads, *, line_splits=LINE_SPLITS, macs=MA
     out = []
     for (dl, sl), m, w, dec in product(line_splits, macs, data_widths, decoder):
         try:
-            out.append(VitcodConfig(head_dim=head_dim, max_tokens=max(heads.nq, heads.nk), max_nnz=heads.max_nnz,
+            cfg = (VitcodConfig(head_dim=head_dim, max_tokens=max(heads.nq, heads.nk), max_nnz=heads.max_nnz,
                                     macs=m, dense_lines=dl, sparse_lines=sl, data_width=w, decoder=dec,
                                     decoder_heads=hc))
         except ConfigError:
             continue
+        if cfg not in out:      # a value given twice is one configuration
+            out.append(cfg)
     return out
 
 
@@ -100,8 +108,9 @@ def _run_shapes(cfg: VitcodConfig, heads: _Heads) -> list:
     return out
 
 
-def _evaluate(args) -> dict:
-    cfg, heads, what = args
+def _evaluate(cfg: VitcodConfig, heads: _Heads, what: str) -> dict:
+    """The cycle model's answer for one configuration: the masks' heads (``what`` ``"masks"``) or
+    the dense baseline (``"dense"``)."""
     if what == "dense":     # the same heads without their masks, on the same accelerator
         return {"dense_baseline_cycles": run_cycles(cfg, [dense_baseline_shape(cfg, heads.nq, heads.nk)
                                                           for _ in heads.shapes])["total_cycles"]}
@@ -114,21 +123,29 @@ def _evaluate(args) -> dict:
             "utilization": ideal / run["total_cycles"]}
 
 
-def _run_pool(jobs: list, heads: _Heads, cache: dict, workers, progress, done: int, total: int) -> int:
-    """Evaluate ``jobs`` (``(cache key, config, what)``) in a process pool into ``cache``."""
-    if not jobs:
-        return done
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        for (key, _, _), result in zip(jobs, pool.map(_evaluate, [(c, heads, w) for _, c, w in jobs], chunksize=1)):
-            cache[key] = result
-            done += 1
-            if progress:
-                progress(done, total)
-    return done
+def _evaluate_group(configs: list, heads: _Heads, what: str) -> list:
+    """``_evaluate`` of each configuration, in order, in one process (one job): configurations
+    that differ only in stream width and decoder share the cycle model's remembered replays."""
+    return [_evaluate(cfg, heads, what) for cfg in configs]
+
+
+def _run_groups(groups: list, heads: _Heads, digest: str, what: str, *, workers, cluster, cache_dir,
+                progress=None) -> dict:
+    """Evaluate each group of configurations as one job; ``{_key(config): result}``."""
+    jobs = [Job(f"{JOB_FORMAT} {what} masks {digest} " + " ".join(_key(c) for c in group), _evaluate_group,
+                (group, heads, what), label=f"cycle model ({what}) of {group[0].dense_lines}+"
+                                          f"{group[0].sparse_lines} lines x {group[0].macs} MACs, "
+                                          f"{len(group)} configuration(s)") for group in groups]
+    results = run_jobs(jobs, workers=workers, cluster=cluster, cache_dir=cache_dir, progress=progress)
+    return {_key(c): r for group, rs in zip(groups, results) for c, r in zip(group, rs)}
 
 
 def _key(cfg: VitcodConfig) -> str:
     return json.dumps(dataclasses.asdict(cfg), sort_keys=True)
+
+
+def _same_engines(cfg: VitcodConfig) -> tuple:
+    return cfg.dense_lines, cfg.sparse_lines, cfg.macs
 
 
 def pareto_front(rows: list[dict]) -> list[dict]:
@@ -143,11 +160,12 @@ def pareto_front(rows: list[dict]) -> list[dict]:
 
 def explore_vitcod(masks_path, *, device: str = "ecp5-85k", head_dim: int = VitcodConfig.head_dim,
                    budget_dsp: int | None = None, budget_bram: int | None = None, workers: int | None = None,
-                   cache_dir="build/explore", progress=None, **space) -> dict:
+                   cluster: str | None = None, cache_dir="build/explore", progress=None, **space) -> dict:
     """Sweep the configurations of ``candidates`` for ``masks_path``; return every row and the Pareto front.
 
-    ``progress(done, total)`` is called as candidates finish. ``space`` overrides the sweep's
-    ``line_splits``, ``macs``, ``data_widths`` or ``decoder``.
+    ``progress(done, total)`` is called as jobs (groups of configurations) finish. ``space``
+    overrides the sweep's ``line_splits``, ``macs``, ``data_widths`` or ``decoder``. ``workers``
+    and ``cluster`` go to ``attnforge.jobs.run_jobs``.
     """
     check_choice("--device", device, sorted(DEVICE_CAPACITY))
     check_int("--head-dim", head_dim, 1, 1024)
@@ -160,32 +178,31 @@ def explore_vitcod(masks_path, *, device: str = "ecp5-85k", head_dim: int = Vitc
         raise ConfigError(f"--head-dim {head_dim}: no configuration of the sweep is valid for it (data_width "
                           f"must divide 8 * head_dim and be a multiple of 8 * macs; macs must divide head_dim)")
     digest = file_digest(masks_path)
-    cache_path = Path(cache_dir) / f"{digest[:16]}.json"
-    cache = _read_cache(cache_path, digest)
-    todo = [(_key(c), c, "masks") for c in configs if _key(c) not in cache]
-    if progress:
-        progress(len(configs) - len(todo), len(configs))
-    _run_pool(todo, heads, cache, workers, progress, len(configs) - len(todo), len(configs))
+    jobs_dir = Path(cache_dir) / digest[:16]
+    # the largest jobs first, so that no large one is left to run alone at the end
+    by_engines: dict = {}
+    for cfg in configs:
+        by_engines.setdefault(_same_engines(cfg), []).append(cfg)
+    groups = sorted(by_engines.values(), key=len, reverse=True)
+    results = _run_groups(groups, heads, digest, "masks", workers=workers, cluster=cluster, cache_dir=jobs_dir,
+                          progress=progress)
     capacity = dict(DEVICE_CAPACITY[device])
     if budget_dsp is not None:
         capacity["dsp"] = min(capacity["dsp"], budget_dsp)
     if budget_bram is not None:
         capacity["bram"] = min(capacity["bram"], budget_bram)
-    rows = [_row(cfg, cache[_key(cfg)], device, capacity) for cfg in configs]
+    rows = [_row(cfg, results[_key(cfg)], device, capacity) for cfg in configs]
     front = pareto_front(rows)
     # The dense baseline (speedup) only for the front and the fastest fitting row: a dense head costs
     # several sparse ones in the cycle model.
     fitting = [r for r in rows if r["fits"]]
     best = min(fitting, key=lambda r: (r["cycles"], r["area"])) if fitting else None
-    chosen = [r for r in rows if r in front or r is best]
-    dense = [(_key(c) + "|dense", c, "dense") for c, r in zip(configs, rows) if r in chosen]
-    dense = [j for j in dense if j[0] not in cache]
-    _run_pool(dense, heads, cache, workers, None, 0, 0)
-    if todo or dense:
-        write_json_atomic(cache_path, {"format": CACHE_FORMAT, "masks_digest": digest, "rows": cache})
+    chosen = [c for c, r in zip(configs, rows) if r in front or r is best]
+    dense = _run_groups([[c] for c in chosen], heads, digest, "dense", workers=workers, cluster=cluster,
+                        cache_dir=jobs_dir)
     for cfg, r in zip(configs, rows):
         r["pareto"] = r in front
-        d = cache.get(_key(cfg) + "|dense")
+        d = dense.get(_key(cfg))
         r["dense_baseline_cycles"] = d["dense_baseline_cycles"] if d else None
         r["speedup"] = d["dense_baseline_cycles"] / r["cycles"] if d else None
     return {"format": FORMAT, "masks": str(masks_path), "masks_digest": digest, "device": device,
@@ -201,18 +218,6 @@ def _row(cfg: VitcodConfig, result: dict, device: str, capacity: dict) -> dict:
             **result, "resources": res, "area": max(fractions.values()),
             "binding": max(fractions, key=fractions.get), "fits": all(v <= 1.0 for v in fractions.values()),
             "config": dataclasses.asdict(cfg)}
-
-
-def _read_cache(path: Path, digest: str) -> dict:
-    if not path.exists():
-        return {}
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}       # a damaged cache is recomputed, never trusted
-    if data.get("format") != CACHE_FORMAT or data.get("masks_digest") != digest:
-        return {}
-    return data.get("rows", {})
 
 
 def _name(r: dict) -> str:

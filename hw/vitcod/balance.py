@@ -71,14 +71,35 @@ def split_rows(cfg: VitcodConfig, g: int, row_nnz, mode: str = "balanced") -> np
         for t in range(cfg.tiles):
             out[t::cfg.tiles] = split_rows(dataclasses.replace(cfg, tiles=1), g, row_nnz[t::cfg.tiles], mode)
         return out
-    totals = [0, 0]
+    # engine_job_cycles in plain integers: rows hold a few dozen entries, so a Python loop over the
+    # candidate splits is several times faster than numpy's per-call overhead (the cycle model runs
+    # this for every head of every configuration ``attnforge explore`` sweeps). Same arithmetic, same
+    # order of keys (min of the tuple = the first of the lexicographic sort), so the same splits.
+    params = []
+    for lines in (cfg.dense_lines, cfg.sparse_lines):
+        split = cfg.score_split(lines)
+        pv_keys = cfg.pv_keys(lines)
+        params.append((lines // split, cfg.chunks_per_token // split, pv_keys,
+                       -(-cfg.chunks_per_token // (lines // pv_keys))))
+    (k0, s0, p0, q0), (k1, s1, p1, q1) = params
+    t0, t1 = 0, 0
     for i, n in enumerate(row_nnz.tolist()):
-        d = np.arange(n + 1)
-        dense, sparse = engine_job_cycles(cfg, 0, g + d), engine_job_cycles(cfg, 1, n - d)
-        key = (np.maximum(totals[0] + dense, totals[1] + sparse), dense + sparse, np.maximum(g + d, n - d), d)
-        best = int(np.lexsort(key[::-1])[0])
+        # the least (larger total, both engines' cycles, larger key count, d) over d = 0..n; d rises,
+        # so a later d wins only on a strictly smaller first three
+        best = None
+        for d in range(n + 1):
+            dn, sn = g + d, n - d
+            dense = -(-dn // k0) * s0 + -(-dn // p0) * q0
+            sparse = -(-sn // k1) * s1 + -(-sn // p1) * q1
+            a, b = t0 + dense, t1 + sparse
+            top = a if a >= b else b
+            both = dense + sparse
+            keys = dn if dn >= sn else sn
+            if (best is None or top < best_top or (top == best_top and (both < best_both or (
+                    both == best_both and keys < best_keys)))):
+                best, best_top, best_both, best_keys, best_dense, best_sparse = d, top, both, keys, dense, sparse
         out[i] = best
-        totals = [CARRY * (totals[0] + int(dense[best])), CARRY * (totals[1] + int(sparse[best]))]
+        t0, t1 = CARRY * (t0 + best_dense), CARRY * (t1 + best_sparse)
     return out
 
 
