@@ -88,7 +88,7 @@ def test_cli_bad_cluster_address_exits_2(masks_file, tmp_path, capsys):
 def test_explore_on_a_local_dask_cluster_gives_the_local_pools_answer(masks_file, tmp_path):
     """The acceptance check of issue 20 item 4: the same sweep through ``--cluster`` (a LocalCluster of two
     worker processes) and through the local pool; the same rows, and each job's file cached."""
-    distributed = pytest.importorskip("distributed")   # a dependency (pyproject.toml); never skipped there
+    import distributed   # a dependency (pyproject.toml): its absence is a failure, not a skip
     common = ["explore", "vitcod", "--masks", str(masks_file), "--head-dim", "16", "--lines", "1+1", "2+2",
               "--macs", "8", "--no-progress"]
     assert main([*common, "--workers", "1", "--out", str(tmp_path / "local"),
@@ -106,7 +106,7 @@ def test_explore_on_a_local_dask_cluster_gives_the_local_pools_answer(masks_file
 
 @pytest.fixture(scope="module")
 def cluster_address():
-    distributed = pytest.importorskip("distributed")
+    import distributed
     with distributed.LocalCluster(n_workers=2, processes=True, threads_per_worker=1,
                                   dashboard_address=None) as cluster:
         yield cluster.scheduler_address
@@ -125,7 +125,7 @@ def test_cluster_runs_jobs_caches_them_and_names_a_failing_one(cluster_address, 
 def test_a_job_that_kills_its_workers_is_named(tmp_path):
     """A job whose worker dies (here: every time) is rescheduled by Dask on another worker until it gives
     up (KilledWorker); the error names the job, and the jobs that finished are cached."""
-    distributed = pytest.importorskip("distributed")
+    import distributed
     with distributed.LocalCluster(n_workers=2, processes=True, threads_per_worker=1,
                                   dashboard_address=None) as cluster:
         assert run_jobs(SQUARES, cluster=cluster.scheduler_address, cache_dir=tmp_path) == [0, 1, 4, 9, 16]
