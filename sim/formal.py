@@ -148,7 +148,7 @@ def prove(harness, *, name: str, mode: str = "prove", depth: int = 10, workdir, 
     if not re.fullmatch(r"[A-Za-z0-9_]+", name):
         raise ValueError(f"formal task name must be letters, digits and _, not {name!r}")
     paths = tool_paths()
-    root = Path(workdir) / f"{name}_{mode}"
+    root = Path(workdir).resolve() / f"{name}_{mode}"   # absolute: the shims are named in PATH and $YOSYS
     if root.exists():
         shutil.rmtree(root)
     root.mkdir(parents=True)
