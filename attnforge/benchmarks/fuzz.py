@@ -32,13 +32,16 @@ from pathlib import Path
 
 from attnforge.formats.atomic import write_json_atomic
 
-__all__ = ["run", "SIZES", "parse_hypothesis_statistics"]
+__all__ = ["run", "SIZES", "SIZE_VARIABLES", "sizes", "parse_hypothesis_statistics"]
 
 ROOT = Path(__file__).resolve().parents[2]
 FUZZ_FILES = ("tests/test_fuzz_loaders.py", "tests/test_fuzz_golden.py")
-#: (streams per seed, seeds, hypothesis examples per test): the full run (one run of it is
-#: committed, docs/architecture.md) and ``--quick`` (a smoke test)
-SIZES = {"full": (700, 3, 600), "quick": (10, 1, 20)}
+#: (streams per seed, seeds, hypothesis examples per test): the full run (1,000 streams per seed as
+#: make test-full, 3,000 examples per test as make fuzz; about an hour on 2 cores) and ``--quick``
+#: (a smoke test). ``ATTNFORGE_FUZZ_STREAMS``, ``ATTNFORGE_FUZZ_SEEDS`` and ``ATTNFORGE_FUZZ_EXAMPLES``
+#: override them (the committed run, docs/architecture.md, is one that fits 15 minutes).
+SIZES = {"full": (1000, 2, 3000), "quick": (10, 1, 20)}
+SIZE_VARIABLES = ("ATTNFORGE_FUZZ_STREAMS", "ATTNFORGE_FUZZ_SEEDS", "ATTNFORGE_FUZZ_EXAMPLES")
 FAILURE_KINDS = ("hang", "wrong_verdict", "wrong_output", "protocol")
 
 
@@ -132,8 +135,23 @@ def _hypothesis(examples: int, seed: int, out_dir: Path) -> dict:
             "pytest_exit": proc.returncode, "wall_seconds": round(wall, 1)}
 
 
+def sizes(quick: bool = False) -> tuple[int, int, int]:
+    """(streams per seed, seeds, examples per test): ``SIZES``, each overridden by its variable."""
+    from attnforge.errors import ConfigError
+
+    chosen = list(SIZES["quick" if quick else "full"])
+    for n, name in enumerate(SIZE_VARIABLES):
+        text = os.environ.get(name)
+        if text is None:
+            continue
+        if not text.isdigit() or int(text) < 1:
+            raise ConfigError(f"{name}={text!r}: must be a whole number >= 1")
+        chosen[n] = int(text)
+    return tuple(chosen)
+
+
 def run(out_dir: Path, *, quick: bool = False, command: str = "attnforge bench fuzz") -> Path:
-    streams, n_seeds, examples = SIZES["quick" if quick else "full"]
+    streams, n_seeds, examples = sizes(quick)
     seeds = list(range(101, 101 + n_seeds))
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -143,7 +161,7 @@ def run(out_dir: Path, *, quick: bool = False, command: str = "attnforge bench f
     hyp = _hypothesis(examples, seeds[0], out_dir)
     result = {
         "benchmark": "fuzz",
-        "command": command,
+        "command": " ".join([*(f"{v}={os.environ[v]}" for v in SIZE_VARIABLES if v in os.environ), command]),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()},
         "quick": quick,
