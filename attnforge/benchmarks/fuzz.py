@@ -160,6 +160,7 @@ def run(out_dir: Path, *, quick: bool = False, command: str = "attnforge bench f
     rtl = {name: _rtl(name, streams, seeds, build_root) for name in ("vitcod", "linear")}
     hyp = _hypothesis(examples, seeds[0], out_dir)
     result = {
+        "format": "attnforge.bench/1",
         "benchmark": "fuzz",
         "command": " ".join([*(f"{v}={os.environ[v]}" for v in SIZE_VARIABLES if v in os.environ), command]),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
