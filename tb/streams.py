@@ -87,7 +87,8 @@ def failure(index: int, exc: BaseException) -> dict:
     elif "while valid and not ready" in text or "valid dropped before" in text:
         kind = "protocol"
     elif "output beat(s) after the last expected" in text or "differs from the golden" in text or \
-            re.search(r"output \d+: RTL .* != golden", text) or " outputs, the whole program has " in text:
+            re.search(r"output \d+: RTL .* != golden", text) or " outputs, the whole program has " in text or \
+            re.search(r"got \d+ outputs, expected \d+", text):
         kind = "wrong_output"
     else:
         kind = "wrong_verdict"

@@ -38,5 +38,9 @@ def test_program_fuzzing_catches_a_broken_datapath(mutant):
     result = run_cocotb(getattr(mutants, mutant)(DESIGN.build(CFG)), top=DESIGN.top,
                         config_name=f"linear_fuzz_{mutant.lower()}", test_module="attnforge.tb.linear_fuzz_tb",
                         simulator="verilator", build_root=BUILD, seed=1,
-                        params={"config": dataclasses.asdict(CFG), "streams": 50, "seed": 1})
+                        params={"config": dataclasses.asdict(CFG), "streams": 50, "seed": 1, "keep_going": True})
     assert (result.tests, result.failed) == (1, 1), f"see {result.log}"
+    # keep_going (the fuzz benchmark): every stream ran, the broken ones counted as wrong outputs
+    report = result.report
+    assert report["streams"] == 50 and report["failures"], report
+    assert {f["kind"] for f in report["failures"]} == {"wrong_output"}, report["failures"][:3]

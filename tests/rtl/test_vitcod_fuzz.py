@@ -36,5 +36,9 @@ def test_stream_fuzzing_catches_a_broken_accelerator(mutant):
     result = run_cocotb(getattr(mutants, mutant)(VitcodAccelerator(CFG)), top=DESIGN.top,
                         config_name=f"vitcod_fuzz_{mutant.lower()}", test_module="attnforge.tb.vitcod_fuzz_tb",
                         simulator="verilator", build_root=BUILD, seed=1,
-                        params={"config": dataclasses.asdict(CFG), "streams": 50, "seed": 1})
+                        params={"config": dataclasses.asdict(CFG), "streams": 50, "seed": 1, "keep_going": True})
     assert (result.tests, result.failed) == (1, 1), f"see {result.log}"
+    # keep_going (the fuzz benchmark): every stream ran, the broken ones counted as wrong outputs
+    report = result.report
+    assert report["streams"] == 50 and report["failures"], report
+    assert {f["kind"] for f in report["failures"]} == {"wrong_output"}, report["failures"][:3]
