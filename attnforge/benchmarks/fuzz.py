@@ -66,11 +66,12 @@ def _rtl(name: str, streams: int, seeds: list[int], build_root: Path) -> dict:
     from attnforge.sim.runner import run_cocotb
 
     make, design, cfg, module = _designs()[name]
+    component = make()        # converted once (the runner reuses its Verilog for the next seeds)
     runs, failures = [], []
     start = time.monotonic()
     for seed in seeds:
         t0 = time.monotonic()
-        result = run_cocotb(make(), top=design.top, config_name=design.config_name(cfg), test_module=module,
+        result = run_cocotb(component, top=design.top, config_name=design.config_name(cfg), test_module=module,
                             simulator="verilator", build_root=build_root, seed=seed,
                             params={"config": dataclasses.asdict(cfg), "streams": streams, "seed": seed,
                                     "keep_going": True})
