@@ -112,8 +112,9 @@ def parse_hypothesis_statistics(text: str) -> dict[str, dict]:
     return found
 
 
-def _hypothesis(examples: int, seed: int, out_dir: Path) -> dict:
-    junit = out_dir / "fuzz_hypothesis.xml"
+def _hypothesis(examples: int, seed: int, work_dir: Path) -> dict:
+    work_dir.mkdir(parents=True, exist_ok=True)
+    junit = work_dir / f"fuzz_hypothesis_{os.getpid()}.xml"
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:randomly", "-p", "no:xdist", "-p", "no:cacheprovider",
            "--hypothesis-show-statistics", f"--hypothesis-seed={seed}", f"--junitxml={junit}", *FUZZ_FILES]
     env = dict(os.environ, HYPOTHESIS_PROFILE="long", ATTNFORGE_FUZZ_EXAMPLES=str(examples))
@@ -159,7 +160,7 @@ def run(out_dir: Path, *, quick: bool = False, command: str = "attnforge bench f
     build_root = Path("build") / "bench" / "fuzz"
     start = time.monotonic()
     rtl = {name: _rtl(name, streams, seeds, build_root) for name in ("vitcod", "linear")}
-    hyp = _hypothesis(examples, seeds[0], out_dir)
+    hyp = _hypothesis(examples, seeds[0], build_root)
     result = {
         "format": "attnforge.bench/1",
         "benchmark": "fuzz",
