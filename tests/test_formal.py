@@ -293,6 +293,7 @@ def test_whole_vitcod_mutant_handshake_not_proven(tmp_path):
 
 
 @pytest.mark.full
+@pytest.mark.timeout(1200)
 def test_whole_vitcod_mutant_handshake_trace(tmp_path):
     """The same mutant by bounded checking from reset: a real counterexample (a head computed, its
     first beat stalled, valid dropped: 23 cycles from reset), 26 cycles deep; the harness's lean
@@ -306,6 +307,7 @@ def test_whole_vitcod_mutant_handshake_trace(tmp_path):
 
 
 @pytest.mark.full
+@pytest.mark.timeout(1800)    # two bounded checks 30-44 deep: 3-7 minutes each on a loaded 2-core machine
 @pytest.mark.parametrize("name", list(WHOLE_COMPLETION))
 def test_whole_accelerator_completion_bounded(tmp_path, name):
     """Every command answered within the latency bound, no output beyond what the commands ask
