@@ -71,6 +71,7 @@ def test_failure_kinds(message, kind):
 
 
 @pytest.mark.full     # two Verilator builds of the d16 accelerators (minutes) and the hypothesis fuzzers
+@pytest.mark.timeout(1800)
 def test_fuzz_bench_quick(tmp_path):
     [path] = run_benchmarks(tmp_path, ["fuzz"], quick=True, command="pytest")
     result = json.loads(path.read_text())
