@@ -170,6 +170,9 @@ def prove(harness, *, name: str, mode: str = "prove", depth: int = 10, workdir, 
         _kill_session(proc.pid)
         proc.communicate()
         raise FormalToolError(f"{name}: sby {mode} ran past {timeout} s (folder {root})") from exc
+    except BaseException:
+        _kill_session(proc.pid)     # interrupted (Ctrl-C, pytest-timeout): leave no solver running
+        raise
     seconds = time.monotonic() - start
     proc.stdout = output      # as subprocess.run's result: the text below reads proc.stdout
     (root / "sby.out").write_text(proc.stdout)
