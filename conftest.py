@@ -29,7 +29,9 @@ os.environ.setdefault("ATTNFORGE_VERILATOR_CFLAGS", "-O0")
 # database=None: no .hypothesis/ folder in the clone; a failure prints its minimal example instead.
 settings.register_profile("ci", derandomize=True, max_examples=40, deadline=None, database=None,
                           suppress_health_check=[HealthCheck.too_slow])
-settings.register_profile("long", max_examples=3000, deadline=None, database=None,
+# ATTNFORGE_FUZZ_EXAMPLES: the long profile's examples per test (the fuzz benchmark, attnforge bench fuzz, sets it).
+settings.register_profile("long", max_examples=int(os.environ.get("ATTNFORGE_FUZZ_EXAMPLES", "3000")), deadline=None,
+                          database=None,
                           suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 

@@ -148,7 +148,7 @@ def prove(harness, *, name: str, mode: str = "prove", depth: int = 10, workdir, 
     if not re.fullmatch(r"[A-Za-z0-9_]+", name):
         raise ValueError(f"formal task name must be letters, digits and _, not {name!r}")
     paths = tool_paths()
-    root = Path(workdir) / f"{name}_{mode}"
+    root = Path(workdir).resolve() / f"{name}_{mode}"   # absolute: the shims are named in PATH and $YOSYS
     if root.exists():
         shutil.rmtree(root)
     root.mkdir(parents=True)
@@ -167,9 +167,12 @@ def prove(harness, *, name: str, mode: str = "prove", depth: int = 10, workdir, 
     try:
         output, _ = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired as exc:
-        os.killpg(proc.pid, signal.SIGKILL)
+        _kill_session(proc.pid)
         proc.communicate()
         raise FormalToolError(f"{name}: sby {mode} ran past {timeout} s (folder {root})") from exc
+    except BaseException:
+        _kill_session(proc.pid)     # interrupted (Ctrl-C, pytest-timeout): leave no solver running
+        raise
     seconds = time.monotonic() - start
     proc.stdout = output      # as subprocess.run's result: the text below reads proc.stdout
     (root / "sby.out").write_text(proc.stdout)
@@ -184,6 +187,24 @@ def prove(harness, *, name: str, mode: str = "prove", depth: int = 10, workdir, 
     return FormalResult(name=name, mode=mode, depth=depth, status=status, workdir=root, log=log,
                         seconds=seconds, trace=_trace(taskdir, proc.stdout, status),
                         failed=_failed(proc.stdout, (root / il_name).read_text()))
+
+
+def _kill_session(sid: int) -> None:
+    """SIGKILL every process of session ``sid`` (SymbiYosys starts each engine in a process group of
+    its own, so killing SymbiYosys's group would leave smtbmc and the solver running)."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            # /proc/PID/stat: "pid (comm) state ppid pgrp session ..."; comm may hold spaces
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[3]) == sid:
+            try:
+                os.kill(int(entry.name), signal.SIGKILL)
+            except OSError:
+                pass
 
 
 def _trace(taskdir: Path, output: str, status: str) -> Path | None:

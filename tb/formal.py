@@ -28,7 +28,7 @@ from __future__ import annotations
 import re
 from types import SimpleNamespace
 
-from amaranth.hdl import Assert, Assume, Cat, Cover, Elaboratable, Fragment, Module, Mux, Signal, Value, signed
+from amaranth.hdl import Assert, Assume, Cat, Cover, Elaboratable, Fragment, Module, Mux, Shape, Signal, Value, signed
 from amaranth.asserts import AnySeq   # a free value each cycle; amaranth.hdl does not re-export it in 0.5
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In
@@ -38,7 +38,11 @@ from attnforge.hw.common.regmap import Field, Register, RegisterMap
 from attnforge.hw.common.requant import RequantLine, RequantLineConfig
 from attnforge.hw.common.stream import SkidBuffer
 from attnforge.hw.linear.config import LinearDecodeConfig
+from attnforge.hw.linear.decode import LinearDecode
 from attnforge.hw.linear.output import OutputStage as LinearOutputStage
+from attnforge.hw.vitcod.accelerator import VitcodAccelerator
+from attnforge.hw.vitcod.loader import command_data_beats
+from attnforge.linear_format import CMD_RESET, CMD_TOKEN
 from attnforge.hw.mac_line import MacLine, MacLineConfig
 from attnforge.hw.vitcod.config import VitcodConfig
 from attnforge.hw.vitcod.loader import Loader
@@ -46,7 +50,9 @@ from attnforge.hw.vitcod.output import OutputStage
 
 __all__ = ["probe", "stream_rules", "Outstanding", "Harness", "HARNESSES", "harness",
            "SkidBufferHarness", "RequantLineHarness", "MacLineHarness", "OutputStageHarness",
-           "LoaderHarness", "RegisterBankHarness", "LinearOutputHarness", "FORMAL_REGMAP", "sticky"]
+           "LoaderHarness", "RegisterBankHarness", "LinearOutputHarness", "FORMAL_REGMAP", "sticky",
+           "registers", "quiet_until", "DeadlineQueue", "VitcodAcceleratorHarness", "LinearDecodeHarness",
+           "SMALLEST_VITCOD", "SMALLEST_LINEAR"]
 
 HARNESS_MODES = ("safety", "completion")
 
@@ -464,6 +470,319 @@ class LinearOutputHarness(Harness):
             ]
 
 
+# --- whole accelerators ---------------------------------------------------------------------------
+
+def _signal_name(sig: Signal) -> str:
+    """The signal's name, or for one Amaranth left unnamed (``a, b = Signal(), Signal()``) where
+    it was made: ``$signal@loader.py:175``."""
+    if not sig.name.startswith("$") or not getattr(sig, "src_loc", None):
+        return sig.name
+    filename, line = sig.src_loc[:2]
+    return f"{sig.name}@{filename.rsplit('/', 1)[-1]}:{line}"
+
+
+def registers(fragment: Fragment, prefix: str = "dut") -> dict[str, Signal]:
+    """Every register of ``fragment`` (a signal assigned in a clocked domain, here or in a
+    submodule) by its path, ``prefix.submodule.name`` (memories' contents are not registers)."""
+    found = {}
+
+    def port_names(frag):
+        """A component's ports by their path in its signature (``job.sum``): Amaranth leaves
+        the signals of a signature's members unnamed (``$signal``)."""
+        names = {}
+        origin = (getattr(frag, "origins", None) or (None,))[0]
+        if isinstance(origin, wiring.Component):
+            for port_path, _member, value in origin.signature.flatten(origin):
+                value = Value.cast(value)
+                if isinstance(value, Signal):
+                    names[id(value)] = ".".join(map(str, port_path))
+        return names
+
+    def walk(frag, path):
+        ports = port_names(frag)
+        for domain, statements in frag.statements.items():
+            if domain == "comb":
+                continue
+            for stmt in statements:
+                for sig in stmt._lhs_signals():
+                    found.setdefault(id(sig), (f"{path}.{ports.get(id(sig)) or _signal_name(sig)}", sig))
+        for sub, name, _loc in frag.subfragments:
+            if isinstance(sub, Fragment):
+                walk(sub, f"{path}.{name}")
+
+    walk(fragment, prefix)
+    named, seen = {}, {}
+    for path, sig in sorted(found.values(), key=lambda item: item[0]):
+        seen[path] = seen.get(path, 0) + 1
+        named[path if seen[path] == 1 else f"{path}#{seen[path]}"] = sig   # unnamed signals share "$signal"
+    return named
+
+
+def quiet_until(m: Module, fragment: Fragment, started, *, exempt: str = r"$^", valid_only: str = r"$^",
+                name: str = "quiet") -> list[str]:
+    """Asserts that every register of ``fragment`` whose path does not match the regular expression
+    ``exempt`` holds its reset value until ``started`` (a harness register, reset with the block).
+
+    The strengthening invariant of "no output without a command" on a whole accelerator: before the
+    first command nothing of the block has moved, so k-induction cannot start from a state the block
+    never reaches (a half-finished head with no command behind it). ``exempt`` names the data
+    registers that load every cycle whatever the control does (operand and product registers fed
+    from memory read ports); they are free in the proof. Of the registers matching ``valid_only``
+    (a pipeline's element records, whose other fields load whatever the control holds) only
+    bit 0, their ``valid`` field, is asserted. Returns the paths asserted."""
+    checked = []
+    skip, valid = re.compile(exempt), re.compile(valid_only)
+    for path, sig in registers(fragment).items():
+        if skip.search(path):
+            continue
+        if valid.search(path):
+            m.d.comb += Assert(started | ~sig[0], f"{name}: {path}.valid low until the first command")
+        else:
+            m.d.comb += Assert(started | (sig == sig.init), f"{name}: {path} at reset until the first command")
+        checked.append(path)
+    return checked
+
+
+class DeadlineQueue:
+    """Cycles since each unmatched event, oldest first: ``push`` (0 or 1) appends an event, ``pops``
+    (0..``max_pop``) matches that many of the oldest, and the oldest unmatched one must be matched
+    within ``budget`` cycles of its push (asserted, with ``message``). So the k-th event pushed is
+    matched by k pops within ``budget`` cycles, whatever the order the block answers in. ``depth``
+    events at most are unmatched (asserted)."""
+
+    def __init__(self, m: Module, *, push, pops, budget: int, depth: int, name: str, message: str,
+                 max_pop: int = 1):
+        self.ages = ages = [Signal(range(budget + 1), name=f"{name}_age{k}") for k in range(depth)]
+        self.count = n = Signal(range(depth + 2), name=f"{name}_count")
+        pops = Value.cast(pops)
+        for k in range(depth):
+            older = [Mux(ages[k + p] == budget, budget, ages[k + p] + 1) if k + p < depth else 0
+                     for p in range(max_pop + 1)]
+            moved = older[0]
+            for p in range(1, max_pop + 1):
+                moved = Mux(pops == p, older[p], moved)
+            m.d.sync += ages[k].eq(Mux(Value.cast(push) & (n - pops == k), 1, moved))
+        m.d.sync += n.eq(n + push - pops)
+        m.d.comb += [
+            Assert(n >= pops, f"{name}: no answer without an event"),
+            Assert(n <= depth, f"{name}: at most {depth} events unmatched"),
+            Assert((n == 0) | (pops != 0) | (ages[0] < budget), message),
+        ]
+
+
+#: The smallest legal ViTCoD accelerator: d = 2, one token, one CSR entry, one MAC per line,
+#: one Denser and one Sparser line, 16-bit beats (one token row per beat).
+SMALLEST_VITCOD = VitcodConfig(head_dim=2, max_tokens=1, max_nnz=1, macs=1, dense_lines=1, sparse_lines=1,
+                               data_width=16)
+
+
+class VitcodAcceleratorHarness(Harness):
+    """The whole ViTCoD accelerator (loader, banks, scheduler, engines, softmax, output stage).
+
+    ``safety`` (k-induction): the host's stream rules assumed on ``cmd`` and ``data``, the
+    accelerator's asserted on ``o`` (payload and ``o_last`` stable while stalled); the error
+    bits sticky until reset; no output beat before the first command (strengthened by
+    ``quiet_until``: every control register at its reset value until then).
+
+    ``completion`` (bounded): ``data`` always valid and ``o`` always ready (the solver still
+    picks every command and data value, good heads and refused ones); the k-th command taken
+    is taken in within ``latency`` cycles (refused: ``heads_failed`` counts it; or its head
+    loaded: a bank's ``full`` flag rises), at most two are pending at once, and the output
+    beats never outnumber ``Nq * words_per_token`` summed over the commands taken (no output
+    beat without a command that asks for it). Only control is observed in this mode (``o``'s
+    ``valid`` and ``o_last``; the payload's rule is the safety proof's), so Yosys drops the
+    arithmetic and the check goes deeper. A head's compute to ``heads_done`` is not bounded
+    here: the most expensive head of SMALLEST_VITCOD takes 54 cycles (Amaranth simulation,
+    docs/architecture.md), deeper than the bounded check reaches in reasonable time."""
+
+    #: data registers fed every cycle from the buffers' read ports (operands, products, exponent
+    #: differences): not control, free in the proof; ``loader.alive`` rises one cycle after reset
+    EXEMPT = (r"\.(denser|sparser)\d*\.(exp_unit\.(diff|prod|z|e)|op_q\d+|op_first|read_(pv|score)_first|"
+              r"line\d+\.(beat_(pv|first|last)|product\d+))$|\.scheduler\d*\.pointer_lane\d+_\d+$|\.loader\.alive$")
+
+    def __init__(self, config: VitcodConfig | None = None, mode: str = "safety", *, dut=None,
+                 latency: int | None = None, lean: bool | None = None):
+        self.config = config or SMALLEST_VITCOD
+        self.latency = latency if latency is not None else self.LATENCY
+        #: control only: no payload rule, no quiet-register invariants (bounded checks; default in completion)
+        self.lean = mode == "completion" if lean is None else lean
+        super().__init__(dut if dut is not None else VitcodAccelerator(self.config), mode)
+
+    #: cycles from taking a command to refusing it or having its head in a bank, SMALLEST_VITCOD with
+    #: data always valid: a head of 7 beats (Q, K, V, three row pointers, one column index) is in its
+    #: bank 9 cycles after its command (tests/test_formal.py shows that 8 fails)
+    LATENCY = 9
+
+    def properties(self, m, frag):
+        cfg, dut = self.config, self.dut
+        # completion: control only (o_last, not the data beside it), so that Yosys drops the data path
+        # no property observes (the engines' arithmetic, the softmax): the bounded check goes deeper
+        lean = self.lean
+        payload = dut.o_last if lean else Cat(dut.o.payload, dut.o_last)
+        o = SimpleNamespace(valid=dut.o.valid, ready=dut.o.ready, payload=payload)
+        self.check_ports(m, {"cmd": dut.cmd, "data": dut.data}, {"o": o})
+        sticky(m, dut.error, "error")
+        accepted = dut.cmd.valid & dut.cmd.ready
+        started = Signal(name="first_command_seen")
+        with m.If(accepted):
+            m.d.sync += started.eq(1)
+        self.quiet = [] if lean else quiet_until(m, frag, started, exempt=self.EXEMPT)
+        m.d.comb += [Assert(started | ~dut.o.valid, "no output beat before the first command"),
+                     Cover(dut.heads_done != 0)]
+        if self.mode != "completion":
+            return
+        m.d.comb += [Assume(dut.data.valid), Assume(dut.o.ready)]
+        # a command is taken in when the loader refuses it (heads_failed counts it) or has loaded its
+        # head into a bank (the bank's full flag rises); the loader takes one command at a time
+        regs = registers(frag)
+        failed_was = Signal.like(dut.heads_failed, name="heads_failed_was")
+        full = Cat(regs["dut.loader.full0"], regs["dut.loader.full1"])
+        full_was = Signal(2, name="banks_full_was")
+        m.d.sync += [failed_was.eq(dut.heads_failed), full_was.eq(full)]
+        rose = full & ~full_was
+        pops = (dut.heads_failed != failed_was) + rose[0] + rose[1]
+        DeadlineQueue(m, push=accepted, pops=pops, budget=self.latency, depth=2, max_pop=2, name="commands",
+                      message=f"a command is refused or its head loaded within {self.latency} cycles")
+        owed = Signal(signed(24), name="beats_owed")
+        p = dut.cmd.p
+        m.d.sync += owed.eq(owed + Mux(accepted, p.nq * cfg.words_per_token, 0) - (dut.o.valid & dut.o.ready))
+        m.d.comb += Assert(owed >= 0, "no output beat beyond what the commands ask for")
+
+
+#: The smallest linear decode datapath: d = 2 (one row group of 2 MACs), one conv tap, one
+#: committed token, one-token blocks, one head.
+SMALLEST_LINEAR = LinearDecodeConfig(d=2, macs=2, conv_taps=1, max_tokens=1, t_max=1, heads=1)
+
+
+class LinearDecodeHarness(Harness):
+    """The whole linear decode datapath (command control, draft block, state lanes and memory,
+    convolution, output stage).
+
+    ``safety`` (k-induction): the host's stream rules assumed on ``i``, the datapath's asserted on
+    ``o`` (the token and ``o_last`` stable while stalled); each head's overflow flag sticky until
+    reset (the hardware reset, or a ``CMD_RESET`` of that head taken the cycle before); no output
+    token before the first command (``quiet_until``).
+
+    ``completion`` (bounded): ``o`` always ready (every command and value free); the k-th block
+    that ends (a ``CMD_TOKEN`` beat with ``last`` or the ``t_max``-th token) has its last output
+    (``o_last``) out within ``latency`` cycles, the datapath takes a command again (``i.ready``)
+    within ``latency`` cycles of taking one, and the outputs never outnumber the tokens of the
+    blocks that ended. Only control is observed in this mode (as the ViTCoD harness's)."""
+
+    #: data registers (the draft token, operands, products, sums, the state words, the conv window)
+    EXEMPT = (r"\.(block\.block_write_data|control\.fetch\.(phi_k|phi_q|v|state_addr|head)|control\.fetch_(token|group)|"
+              r"convolution\..*|lanes\.(?!(update|readout)_element|update_valid).*|output\.requant_(?!element).*)$")
+    #: the element records down the pipeline (``element_layout``: ``valid`` is bit 0)
+    VALID_ONLY = r"(element\d*|fetch\.element|fetch_element|lanes\.numerator)$"
+    #: the element registers down the pipeline, upstream first (``lanes.numerator`` holds the
+    #: element with its numerator: the element is its first field)
+    PIPELINE = ["control.fetch_element", "control.fetch.element", *(f"lanes.update_element{n}" for n in range(2, 6)),
+                *(f"lanes.readout_element{n}" for n in range(6, 11)), "lanes.numerator",
+                *(f"output.requant_element{n}" for n in range(1, 5))]
+    #: SMALLEST_LINEAR with o always ready: a one-token block's output leaves 19 cycles after its
+    #: token, one that waits for a free output half 28 (tests/test_formal.py shows 27 fails)
+    LATENCY = 28
+
+    def __init__(self, config: LinearDecodeConfig | None = None, mode: str = "safety", *, dut=None,
+                 latency: int | None = None, lean: bool | None = None):
+        self.config = config or SMALLEST_LINEAR
+        self.latency = latency if latency is not None else self.LATENCY
+        self.lean = mode == "completion" if lean is None else lean     # as VitcodAcceleratorHarness's
+        super().__init__(dut if dut is not None else LinearDecode(self.config), mode)
+
+    def properties(self, m, frag):
+        cfg, dut = self.config, self.dut
+        i = dut.i
+        lean = self.lean      # control only, as VitcodAcceleratorHarness
+        payload = dut.o_last if lean else Cat(Value.cast(dut.o.payload), dut.o_last)
+        o = SimpleNamespace(valid=dut.o.valid, ready=dut.o.ready, payload=payload)
+        self.check_ports(m, {"i": i}, {"o": o})
+        accepted = i.valid & i.ready
+        # overflow: a flag falls only after a CMD_RESET of its head (or the hardware reset)
+        was = Signal(cfg.heads, name="overflow_was")
+        cleared = Signal(cfg.heads, name="overflow_cleared")
+        resets = accepted & (i.p.cmd == CMD_RESET)
+        m.d.sync += [was.eq(dut.overflow),
+                     cleared.eq(Cat(*(resets & (i.p.head == h) for h in range(cfg.heads))))]
+        m.d.comb += [Assert((was & ~dut.overflow & ~cleared) == 0, "overflow: sticky until reset"),
+                     Cover(dut.overflow != 0)]
+        started = Signal(name="first_command_seen")
+        with m.If(accepted):
+            m.d.sync += started.eq(1)
+        m.d.comb += [Assert(started | ~dut.o.valid, "no output beat before the first command"),
+                     Cover(dut.o.valid & dut.o.ready & dut.o_last)]
+        self.quiet = []
+        if not lean:
+            self.quiet = quiet_until(m, frag, started, exempt=self.EXEMPT, valid_only=self.VALID_ONLY)
+            self._output_buffer(m, frag)
+        if self.mode != "completion":
+            return
+        m.d.comb += Assume(dut.o.ready)
+        collected = probe(frag, "collected")
+        ends = accepted & (i.p.cmd == CMD_TOKEN) & (i.p.last | (collected == cfg.t_max - 1))
+        last_out = dut.o.valid & dut.o.ready & dut.o_last
+        DeadlineQueue(m, push=ends, pops=last_out, budget=self.latency, depth=3, name="blocks",
+                      message=f"a block's last output leaves within {self.latency} cycles of its last token")
+        waiting = Signal(range(self.latency + 1), name="not_ready_for")
+        m.d.sync += waiting.eq(Mux(i.ready, 0, Mux(waiting == self.latency, self.latency, waiting + 1)))
+        m.d.comb += Assert(waiting < self.latency, f"a command is taken again within {self.latency} cycles")
+        owed = Signal(signed(16), name="outputs_owed")
+        m.d.sync += owed.eq(owed + Mux(ends, collected + 1, 0) - (dut.o.valid & dut.o.ready))
+        m.d.comb += Assert(owed >= 0, "no output beyond the tokens of the blocks that ended")
+
+    def _output_buffer(self, m, frag):
+        """The strengthening invariants of the output buffer's stream rule (the emitted half is
+        never written, so the token word read from it holds still while ``o`` is stalled): what
+        ``LinearOutputHarness`` assumes of the command control, asserted of the whole pipeline.
+        Every element in flight that emits writes a half its pass claimed (``busy``); none
+        follows its pass's last element into the same half; every element's token is within its
+        pass of 1..t_max tokens (so its buffer address is in its half);
+        a half is never full and claimed at once; the emitter stays within its pass."""
+        cfg = self.config
+        regs = registers(frag)
+        stages = [data.View(cfg.element_layout, regs[f"dut.{path}"][:Shape.cast(cfg.element_layout).width])
+                  for path in self.PIPELINE]
+        busy, full = regs["dut.output.busy"], regs["dut.output.full"]
+        tokens = [regs[f"dut.output.half{b}_tokens"] for b in range(2)]
+        half, token = regs["dut.output.emit_half"], regs["dut.output.emit_token"]
+        # the command control's pass walk: a pass has 1..t_max tokens and its token index stays
+        # within them (0 outside a pass); FSM states in declaration order (IDLE, PASS, HIST)
+        fsm, token_now, pass_tokens = (regs[f"dut.control.{name}"] for name in ("fsm_state", "token", "pass_tokens"))
+        pending, collected = regs["dut.control.pending"], regs["dut.control.collected"]
+        states = 3 if cfg.conv_taps > 1 else 2
+        m.d.comb += [
+            Assert(fsm < states, f"control: the FSM in one of its {states} states"),
+            Assert((pending <= cfg.t_max) & (collected < cfg.t_max), "control: pending block and collected tokens"),
+            Assert((fsm != 1) | ((pass_tokens >= 1) & (pass_tokens <= cfg.t_max)), "control: a pass of 1..t_max tokens"),
+            Assert(Mux(fsm == 1, token_now < pass_tokens, token_now == 0), "control: the pass token within the pass"),
+        ]
+        group, column, emit, half_now = (regs[f"dut.control.{name}"] for name in ("group", "column", "pass_emit",
+                                                                                   "out_half"))
+        m.d.comb += Assert((fsm == 1) | ((group == 0) & (column == 0)), "control: a pass starts at its first element")
+        # the pass being issued, as a stage in front of the pipeline: past its first element it
+        # holds its claimed half (``out_half``) and has not issued its last element yet
+        issuing = SimpleNamespace(valid=(fsm == 1) & ~((group == 0) & (column == 0) & (token_now == 0)), emit=emit,
+                                  pass_end=0, out_half=half_now, tokens=pass_tokens, token=token_now)
+        names = ["control (the pass issuing)", *self.PIPELINE]
+        for n, s in enumerate([issuing, *stages]):
+            live = s.valid & s.emit
+            m.d.comb += [
+                Assert(~live | busy.bit_select(s.out_half, 1), f"pipeline {names[n]}: writes a claimed half"),
+                Assert(~s.valid | ((s.tokens >= 1) & (s.tokens <= cfg.t_max) & (s.token < s.tokens)),
+                       f"pipeline {names[n]}: token within its pass of 1..t_max tokens"),
+            ]
+            for later in stages[n:]:
+                m.d.comb += Assert(~(live & later.valid & later.emit & later.pass_end & (later.out_half == s.out_half)),
+                                   f"pipeline {names[n]}: nothing behind its pass's last element")
+        for b in range(2):
+            m.d.comb += [
+                Assert(~(full[b] & busy[b]), f"half {b}: never full and claimed at once"),
+                Assert(~full[b] | ((tokens[b] >= 1) & (tokens[b] <= cfg.t_max)), f"half {b}: 1..t_max tokens"),
+                Assert(~(full[b] & (half == b)) | (token < tokens[b]), f"half {b}: emitter within the pass"),
+                Assert(~(half == b) | full[b] | (token == 0), f"half {b}: emitter at token 0 while it waits"),
+            ]
+
+
 #: name -> harness class, for the tests and ``harness(name)``
 HARNESSES = {
     "skid_buffer": SkidBufferHarness,
@@ -473,6 +792,8 @@ HARNESSES = {
     "loader": LoaderHarness,
     "register_bank": RegisterBankHarness,
     "linear_output": LinearOutputHarness,
+    "vitcod_accelerator": VitcodAcceleratorHarness,
+    "linear_decode": LinearDecodeHarness,
 }
 
 

@@ -14,13 +14,17 @@ edge. ``StreamBench.step`` runs that for all parts, one await pair per cycle.
 from __future__ import annotations
 
 import random
+import re
 from collections import deque
 
 from amaranth.hdl import Shape
 from amaranth.lib import data
 from cocotb.triggers import ClockCycles, FallingEdge, ReadOnly
 
-__all__ = ["pack", "unpack", "StreamSource", "StreamSink", "StreamBench", "reset_quiet"]
+__all__ = ["pack", "unpack", "StreamSource", "StreamSink", "StreamBench", "reset_quiet", "failure", "FAILURE_KINDS"]
+
+#: what a failed fuzz stream is counted as (``failure``)
+FAILURE_KINDS = ("hang", "wrong_verdict", "wrong_output", "protocol")
 
 
 def pack(layout, value) -> int:
@@ -68,6 +72,27 @@ async def reset_quiet(dut, parts, cycles: int = 2) -> None:
     await ClockCycles(dut.clk, cycles)
     await FallingEdge(dut.clk)
     dut.rst.value = 0
+
+
+def failure(index: int, exc: BaseException) -> dict:
+    """A failed fuzz stream for the report: its index, its kind (``FAILURE_KINDS``) and the message.
+
+    ``hang``: ``StreamBench.run_until`` ran out of cycles; ``protocol``: the output broke the
+    stream rules; ``wrong_output``: an output differs from the golden model, or one came out too
+    many; ``wrong_verdict``: anything else the stream checks (error and overflow flags, the head
+    counters, busy at the end)."""
+    text = str(exc)
+    if "timed out after" in text:
+        kind = "hang"
+    elif "while valid and not ready" in text or "valid dropped before" in text:
+        kind = "protocol"
+    elif "output beat(s) after the last expected" in text or "differs from the golden" in text or \
+            re.search(r"output \d+: RTL .* != golden", text) or " outputs, the whole program has " in text or \
+            re.search(r"got \d+ outputs, expected \d+", text):
+        kind = "wrong_output"
+    else:
+        kind = "wrong_verdict"
+    return {"stream": index, "kind": kind, "message": text[:500]}
 
 
 class StreamSource:

@@ -20,8 +20,10 @@ from attnforge.hw.common.accel_regs import accelerator_regmap
 from attnforge.hw.common.regbank import RegisterBank
 from attnforge.hw.linear.config import LinearDecodeConfig
 from attnforge.hw.linear.output import OutputStage as LinearOutputStage
-from attnforge.tb.formal import (FORMAL_REGMAP, LinearOutputHarness, LoaderHarness, MacLineHarness, OutputStageHarness,
-                                 RegisterBankHarness, RequantLineHarness, SkidBufferHarness, harness, probe)
+from attnforge.hw.vitcod.accelerator import VitcodAccelerator
+from attnforge.tb.formal import (FORMAL_REGMAP, SMALLEST_VITCOD, LinearDecodeHarness, LinearOutputHarness, LoaderHarness,
+                                 MacLineHarness, OutputStageHarness, RegisterBankHarness, RequantLineHarness,
+                                 SkidBufferHarness, VitcodAcceleratorHarness, harness, probe, quiet_until, registers)
 from attnforge.tb.mutants import DropValidWhileStalled, FlipOutputBit, GlitchWhileStalled
 
 #: k of the k-induction: stream rules + accounting (safety), completion with ready high
@@ -133,6 +135,36 @@ def test_timeout_is_an_error(tmp_path):
     """A run past its time ends (with SymbiYosys's tools) and says so; no verdict is made up."""
     with pytest.raises(FormalToolError, match="ran past 0.3 s"):
         prove(harness("mac_line"), name="slow", mode="prove", depth=4, workdir=tmp_path, timeout=0.3)
+    assert _left_running(tmp_path) == []
+
+
+@pytest.mark.full
+def test_timeout_ends_the_engines(tmp_path):
+    """A timeout while the solver runs (the whole ViTCoD accelerator's bounded check, far deeper
+    than 20 s allows) ends smtbmc and the solver too: SymbiYosys starts them in a process group of
+    their own, so only the session is a handle on them."""
+    import time
+
+    with pytest.raises(FormalToolError, match="ran past 20 s"):
+        prove(harness("vitcod_accelerator", mode="completion"), name="slow", mode="bmc", depth=60,
+              workdir=tmp_path, timeout=20)
+    time.sleep(0.5)
+    assert _left_running(tmp_path) == []
+
+
+def _left_running(folder) -> list[str]:
+    """Processes (not zombies) still working in ``folder``."""
+    left = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cwd = Path(entry / "cwd").resolve()
+                state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            except OSError:
+                continue
+            if state != "Z" and (cwd == Path(folder).resolve() or Path(folder).resolve() in cwd.parents):
+                left.append((entry / "cmdline").read_text().replace("\0", " ")[:100])
+    return left
 
 
 # --- make test-full: explicit bounded checks, covers, larger configurations ------------------------
@@ -225,3 +257,83 @@ def test_linear_output_mutant_and_default(tmp_path):
     for feature_map in ("relu", "relu_norm"):
         _check(prove(LinearOutputHarness(LinearDecodeConfig(feature_map=feature_map)), name=f"linear_{feature_map}",
                      mode="prove", depth=SAFETY_K["linear_output"], workdir=tmp_path))
+
+
+# --- whole accelerators: the ViTCoD accelerator and the linear decode datapath at their smallest
+# legal configurations (tb/formal.py: SMALLEST_VITCOD, SMALLEST_LINEAR) ----------------------------
+
+#: k of the k-induction of the whole designs (stream rules, sticky error/overflow bits, no output
+#: before the first command, with the strengthening invariants of VitcodAcceleratorHarness and
+#: LinearDecodeHarness)
+WHOLE_K = {"vitcod_accelerator": 2, "linear_decode": 2}
+#: bounded completion: (bmc depth, latency bound, a bound one cycle less that must fail). Deeper than
+#: one smallest command: the smallest ViTCoD head is done 23 cycles after reset (cover), a one-token
+#: linear block's output leaves 19 cycles after its token (28 when it waits for a free output half)
+WHOLE_COMPLETION = {"vitcod_accelerator": (30, 9, 8), "linear_decode": (44, 28, 27)}
+
+
+@pytest.mark.full     # 14-20 s of CPU each, mostly fixed cost (elaboration, Yosys): over make test's room
+@pytest.mark.parametrize("name", list(WHOLE_K))
+def test_whole_accelerator_safety_proven(tmp_path, name):
+    """Stream rules on every port, the error (overflow) bits sticky until reset and no output beat
+    before the first command, on the whole design, for every cycle (k-induction)."""
+    _check(prove(harness(name), name=name, mode="prove", depth=WHOLE_K[name], workdir=tmp_path))
+
+
+@pytest.mark.full
+def test_whole_vitcod_mutant_handshake_not_proven(tmp_path):
+    """The accelerator with o.valid dropped while stalled (a broken handshake at the top level):
+    the k-induction of the same harness no longer holds, and the property it names is the
+    stream rule (make test-full: a bounded check finds the trace from reset)."""
+    mutant = DropValidWhileStalled(VitcodAccelerator(SMALLEST_VITCOD))
+    result = prove(VitcodAcceleratorHarness(dut=mutant), name="mutant_vitcod", mode="prove",
+                   depth=WHOLE_K["vitcod_accelerator"], workdir=tmp_path)
+    assert result.status != "PASS", result.summary()
+    assert result.failed == ["assert: o: valid held until ready"], result.failed
+
+
+@pytest.mark.full
+@pytest.mark.timeout(1200)
+def test_whole_vitcod_mutant_handshake_trace(tmp_path):
+    """The same mutant by bounded checking from reset: a real counterexample (a head computed, its
+    first beat stalled, valid dropped: 23 cycles from reset), 26 cycles deep; the harness's lean
+    form (control only, as in completion mode) keeps the data path out of the model."""
+    mutant = DropValidWhileStalled(VitcodAccelerator(SMALLEST_VITCOD))
+    result = prove(VitcodAcceleratorHarness(dut=mutant, lean=True), name="mutant_vitcod", mode="bmc", depth=26,
+                   workdir=tmp_path)
+    assert result.status == "FAIL" and result.trace is not None and "induct" not in result.trace.name, \
+        result.summary()
+    assert result.failed == ["assert: o: valid held until ready"], result.failed
+
+
+@pytest.mark.full
+@pytest.mark.timeout(1800)    # two bounded checks 30-44 deep: 3-7 minutes each on a loaded 2-core machine
+@pytest.mark.parametrize("name", list(WHOLE_COMPLETION))
+def test_whole_accelerator_completion_bounded(tmp_path, name):
+    """Every command answered within the latency bound, no output beyond what the commands ask
+    for: bounded from reset, deeper than one whole smallest command; a bound too small fails."""
+    depth, latency, too_small = WHOLE_COMPLETION[name]
+    _check(prove(harness(name, mode="completion", latency=latency), name=name, mode="bmc", depth=depth,
+                 workdir=tmp_path))
+    result = prove(harness(name, mode="completion", latency=too_small), name=f"{name}_tight", mode="bmc",
+                   depth=depth, workdir=tmp_path)
+    assert result.status == "FAIL" and result.trace is not None, result.summary()
+    assert any(f"within {too_small} cycles" in f for f in result.failed), result.failed
+
+
+def test_quiet_registers_are_named():
+    """The 'quiet until the first command' invariant covers the control registers by path (a
+    renamed register must not silently drop out of the proof: the exempt patterns match data
+    registers only)."""
+    from amaranth.hdl import Fragment, Module, Signal
+
+    for make, control in ((VitcodAcceleratorHarness, ("dut.loader.", "dut.scheduler.", "dut.output.")),
+                          (LinearDecodeHarness, ("dut.control.", "dut.output."))):
+        h = make()
+        frag = Fragment.get(h.dut, None)
+        checked = quiet_until(Module(), frag, Signal(), exempt=h.EXEMPT,
+                              valid_only=getattr(h, "VALID_ONLY", r"$^"))
+        every = registers(frag)
+        assert set(checked) <= set(every) and len(checked) > len(every) // 3
+        for prefix in control:
+            assert [p for p in checked if p.startswith(prefix)], prefix

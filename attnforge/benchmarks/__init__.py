@@ -21,6 +21,7 @@ BENCHMARKS = {
     "linear_hw": "attnforge.benchmarks.linear_hw:run",
     "speculative": "attnforge.benchmarks.speculative:run",
     "explore": "attnforge.benchmarks.explore:run",
+    "fuzz": "attnforge.benchmarks.fuzz:run",
 }
 
 

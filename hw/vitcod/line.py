@@ -76,7 +76,7 @@ class AttentionLine(wiring.Component):
         m = Module()
         M = self._macs
         # stage 1: the products, with the beat's flags
-        valid, pv, first, last = Signal(), Signal(), Signal(), Signal()
+        valid, pv, first, last = (Signal(name=f"beat_{flag}") for flag in ("valid", "pv", "first", "last"))
         products = [Signal(signed(PROB_FORMAT.width + INT8.width), name=f"product{i}") for i in range(M)]
         m.d.sync += [valid.eq(self.valid), pv.eq(self.pv), first.eq(self.first), last.eq(self.last)]
         m.d.sync += [products[i].eq(self.a[i] * self.b[i]) for i in range(M)]
