@@ -55,11 +55,11 @@ class TicketConfig:
 
     pattern: str = "unstructured"
     level: str = "0.75"          # sparsity in [0, 1), or N:M such as 2:4 with pattern nm
-    eps: float = 0.1             # PGD L-inf radius in pixel units; 0: a natural ticket
+    eps: float = 0.05            # PGD L-inf radius in pixel units; 0: a natural ticket
     steps: int = 3               # PGD steps
     robust_epochs: int = 10      # adversarial fine-tuning before pruning (eps > 0 only)
     epochs: int = 10             # fine-tuning of the ticket
-    lr: float = 5e-4
+    lr: float = 2e-4
     seed: int = 0
 
     def __post_init__(self):
