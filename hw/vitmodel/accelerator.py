@@ -78,9 +78,9 @@ class VitModelAccelerator(ConfiguredComponent):
     o : ``Out(stream.Signature(ArrayLayout(signed(16), P)))``
         STORE's row vectors: channels ``g*P ..`` of one row, rows outer.
     busy : ``Out(1)``
-        An instruction is under way (not waiting for a header).
+        An instruction is under way (a register: from the cycle after its header to the one after its end).
     error : ``Out(1)``
-        A header with an opcode this hardware does not run was taken; the machine has halted.
+        A header with an opcode this hardware does not run was taken; the machine has halted (a register).
     retired : ``Out(32)``
         Instructions completed since reset (counts up in the cycle the sequencer is ready for the next header).
     """
@@ -150,7 +150,7 @@ class VitModelAccelerator(ConfiguredComponent):
         fwd_cols = Signal(16)                       # MATMUL: output channels whose weights were forwarded
         op = hdr.opcode
         known = (op >= Op.LOAD) & (op <= Op.MATMUL)
-        m.d.comb += [self.busy.eq(0), ctl["run"].eq(0)]
+        m.d.comb += ctl["run"].eq(0)
         gb = self.i.payload
         width = GAMMA_WIDTH * cfg.lanes
         m.d.comb += [u["ln"].param.payload.index.eq(p_idx),
@@ -164,28 +164,29 @@ class VitModelAccelerator(ConfiguredComponent):
             with m.State("FETCH"):
                 m.d.comb += self.i.ready.eq(1)
                 with m.If(self.i.valid):
-                    m.d.sync += hdr.eq(hdr_in)
+                    m.d.sync += [hdr.eq(hdr_in), self.busy.eq(1)]
                     m.next = "DECODE"
             with m.State("DECODE"):
-                m.d.comb += [self.busy.eq(1), ctl["start"].eq(known)]
+                m.d.comb += ctl["start"].eq(known)
                 m.d.sync += [p_idx.eq(0), fwd_cols.eq(0),
                              ctl["r_more"].eq(known & (op != Op.LOAD)),
                              ctl["w_more"].eq(known & (op != Op.STORE))]
                 with m.If(~known):
+                    m.d.sync += self.error.eq(1)
                     m.next = "ERROR"
                 with m.Elif(op == Op.LAYERNORM):
                     m.next = "PARAM"
                 with m.Else():
                     m.next = "RUN"
             with m.State("PARAM"):
-                m.d.comb += [self.busy.eq(1), u["ln"].param.valid.eq(self.i.valid),
+                m.d.comb += [u["ln"].param.valid.eq(self.i.valid),
                              self.i.ready.eq(u["ln"].param.ready)]
                 with m.If(self.i.valid & self.i.ready):
                     m.d.sync += p_idx.eq(p_idx + 1)
                     with m.If(p_idx == shape["cols_g"] - 1):
                         m.next = "RUN"
             with m.State("RUN"):
-                m.d.comb += [self.busy.eq(1), ctl["run"].eq(1)]
+                m.d.comb += ctl["run"].eq(1)
                 with m.If(op == Op.MATMUL):
                     more = fwd_cols != hdr.out_cols
                     m.d.comb += [u["mm"].w.valid.eq(self.i.valid & more), self.i.ready.eq(u["mm"].w.ready & more)]
@@ -194,10 +195,10 @@ class VitModelAccelerator(ConfiguredComponent):
                 with m.Elif(op == Op.LOAD):
                     m.d.comb += [ctl["load_valid"].eq(self.i.valid & ctl["w_more"]), self.i.ready.eq(ctl["w_more"])]
                 with m.If(ctl["done"]):
-                    m.d.sync += self.retired.eq(self.retired + 1)
+                    m.d.sync += [self.retired.eq(self.retired + 1), self.busy.eq(0)]
                     m.next = "FETCH"
             with m.State("ERROR"):
-                m.d.comb += [self.busy.eq(1), self.error.eq(1)]
+                pass
         return ctl
 
     def _banks(self, m, cfg):
