@@ -4,7 +4,8 @@ One program: a random integer model's MLP half (``tb/vitmodel_case.py``: LOAD x;
 fc1 dense MATMUL to int16; GELU; fc2 as a dense and as a CSR MATMUL to int8; residual ADD),
 every intermediate tensor STOREd. Each STOREd tensor must equal, bit for bit, both the ISA's
 reference executor (``ReferenceMachine``) and the same op computed directly with
-``attnforge.int_ops``. The full-rate test also checks every instruction's cycles against
+``attnforge.int_ops`` (or, with ``program_file``, a compiled program and the integer ViT's own
+trace, pickled by the test). The full-rate test also checks every instruction's cycles against
 ``program.instruction_cycles``; the other runs the program with idle host beats and a stalled
 output. The configuration, seed and case size arrive in ``ATTNFORGE_TB_PARAMS``.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import random
 
 import cocotb
@@ -64,9 +66,14 @@ class VitModelTB:
                                rng=random.Random(rng.random()))
         self.mon = RetireMonitor(dut)
         self.bench = StreamBench(dut.clk, [self.src, self.sink, self.mon])
-        case = p.get("case", {})
-        self.case = mlp_case(self.cfg, seed, tokens=case.get("tokens", P + 1), dim=case.get("dim", 2 * P),
-                             hidden=case.get("hidden", 4 * P), sparsity=case.get("sparsity", 0.75))
+        if "program_file" in p:         # a compiled program and the golden model's tensors (pickled by the test)
+            with open(p["program_file"], "rb") as f:
+                self.case, self.names = pickle.load(f)
+        else:
+            case = p.get("case", {})
+            self.case = mlp_case(self.cfg, seed, tokens=case.get("tokens", P + 1), dim=case.get("dim", 2 * P),
+                                 hidden=case.get("hidden", 4 * P), sparsity=case.get("sparsity", 0.75))
+            self.names = TENSORS
         self.reference = ReferenceMachine(self.cfg).run(self.case.program)
 
     async def run(self) -> dict:
@@ -96,10 +103,11 @@ class VitModelTB:
         P = self.cfg.lanes
         got = iter(self.sink.received)
         stores = [ins for ins in self.case.program if isinstance(ins, Store)]
-        for name, ins, ref in zip(TENSORS, stores, self.reference):
+        assert len(stores) == len(self.names) == len(self.reference)
+        for name, ins, ref in zip(self.names, stores, self.reference):
             rows, cols = ins.src.rows, ins.src.cols
             rtl = np.array([next(got) for _ in range(rows * cols // P)], np.int64).reshape(rows, cols)
-            for what, want in (("the reference executor", ref), ("int_ops", self.case.expected[name])):
+            for what, want in (("the reference executor", ref), ("the golden model", self.case.expected[name])):
                 bad = np.argwhere(rtl != want)
                 assert not len(bad), (f"tensor {name}: {len(bad)} elements differ from {what}, first at "
                                       f"{tuple(bad[0])}: RTL {rtl[tuple(bad[0])]} != {want[tuple(bad[0])]}")

@@ -176,3 +176,15 @@ def test_program_cycles_add_up():
     assert [c.op for c in cycles][:4] == ["LOAD", "LAYERNORM", "STORE", "MATMUL_DENSE"]
     fc2 = case.program[7]
     assert cycles[7].unit == matmul_cycles(SMALL.matmul, [fc2.src.cols] * fc2.dst.cols, 5, fc2.src.cols).total
+
+
+def test_accelerator_ports_follow_the_config():
+    from amaranth.hdl import Shape
+
+    from attnforge.hw.vitmodel.accelerator import VitModelAccelerator, header_layout
+
+    acc = VitModelAccelerator(DIGITS)
+    assert Shape.cast(acc.i.payload.shape()).width == DIGITS.beat_width
+    assert len(acc.o.payload) == DIGITS.lanes and header_layout().size == HEADER_WIDTH
+    with pytest.raises(TypeError, match="needs a VitModelConfig"):
+        VitModelAccelerator(DIGITS.matmul)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from attnforge.hw.designs import get_design
-from attnforge.hw.vitmodel import VitModelConfig
+from attnforge.hw.vitmodel import DIGITS, VitModelConfig
 from attnforge.sim.runner import run_cocotb, simulate
 from attnforge.tb.mutants import FlipOutputBit
 
@@ -22,6 +22,8 @@ CONFIGS = {
                      "verilator", dict(tokens=7, dim=6, hidden=12)),
     "P4-verilator": (dict(lines=2, macs=2, max_tokens=13, max_cols=32, ln_channels=8, buffer_tiles=256),
                      "verilator", dict(tokens=13, dim=8, hidden=32, sparsity=0.9)),
+    # the digits ViT's shapes: 65 tokens, D = 64, MLP 256, P = 8 (hw.vitmodel.DIGITS), fc2's CSR at 90 %
+    "digits-verilator": (dataclasses.asdict(DIGITS), "verilator", dict(tokens=65, dim=64, hidden=256, sparsity=0.9)),
 }
 # Every case is make test-full: generating the Verilog alone (the LayerNorm unit's isqrt and divider) takes
 # about 7 s on the shared machine, and the smallest Icarus run about 20 s in all.

@@ -1,0 +1,106 @@
+"""The host-side compiler (algo/vitcod/model_program.py): a compiled integer ViT's MLP half, as a program
+of the model-level accelerator, computes the integer golden model's own trace bit for bit (reference
+executor here; the RTL in make test-full), dense and with 75 %-pruned linear layers as CSR."""
+
+import dataclasses
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from attnforge.algo.vitcod.intvit import compile_int_vit, trace_image
+from attnforge.algo.vitcod.model_program import MLP_TENSORS, RegionAllocator, mlp_half_program
+from attnforge.algo.vitcod.synthetic import polarized_mask_set
+from attnforge.algo.vitcod.vit import PRESETS, VisionTransformer
+from attnforge.errors import ConfigError
+from attnforge.hw.vitmodel import DIGITS, Matmul, ReferenceMachine, VitModelConfig, assemble, program_cycles
+
+BUILD = Path(__file__).resolve().parents[1] / "build" / "test_sim"
+
+
+def _digits_model(prune: float | None):
+    """A 1-layer digits ViT (65 tokens, width 64, MLP 128) with fixed random weights spread wider than
+    timm's init, 90 % attention masks; ``prune``: that fraction of fc1's and fc2's smallest weights zeroed."""
+    torch.manual_seed(0)
+    model = VisionTransformer(PRESETS["digits"], depth=1)
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn(p.shape, generator=g) * 0.08)
+        if prune:
+            for lin in (model.blocks[0].mlp.fc1, model.blocks[0].mlp.fc2):
+                w = lin.weight
+                w[w.abs() <= w.abs().flatten().kthvalue(int(prune * w.numel())).values] = 0
+    masks = polarized_mask_set(1, 4, 65, 0.9, seed=0)
+    model.set_masks(torch.from_numpy(masks.keep))
+    calib = torch.rand(32, 1, 32, 32) * 2 - 1
+    qm = compile_int_vit(model.eval(), masks, calib)
+    return qm, trace_image(qm, calib[3])
+
+
+@pytest.fixture(scope="module", params=[None, 0.75], ids=["dense", "pruned75"])
+def compiled(request):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    qm, tr = _digits_model(request.param)
+    torch.set_num_threads(threads)
+    sparse = request.param is not None
+    program = mlp_half_program(qm, 0, tr["blocks.0.add1"][0], DIGITS, sparse=sparse)
+    expected = {name: tr[f"blocks.0.{name}"][0] for name in MLP_TENSORS}
+    return qm, program, expected, sparse
+
+
+def test_mlp_half_program_reproduces_the_trace(compiled):
+    qm, program, expected, sparse = compiled
+    stored = ReferenceMachine(DIGITS).run(program)
+    for name, got in zip(MLP_TENSORS, stored):
+        np.testing.assert_array_equal(got, expected[name], err_msg=name)
+    mms = [ins for ins in program if isinstance(ins, Matmul)]
+    assert [m.dense for m in mms] == [not sparse] * 2
+    if sparse:     # the ticket's zeros are not streamed: about a quarter of the weight beats, fewer cycles
+        kept = sum(sum(m.nnz_per_column()) for m in mms)
+        assert kept <= 0.26 * sum(m.src.cols * m.dst.cols for m in mms)
+
+
+def test_pruned_program_is_faster():
+    qm, tr = _digits_model(0.75)
+    dense = mlp_half_program(qm, 0, tr["blocks.0.add1"][0], DIGITS)
+    sparse = mlp_half_program(qm, 0, tr["blocks.0.add1"][0], DIGITS, sparse=True)
+    cd = [c.total for c in program_cycles(dense, DIGITS) if c.op.startswith("MATMUL")]
+    cs = [c.total for c in program_cycles(sparse, DIGITS) if c.op.startswith("MATMUL")]
+    assert len(assemble(sparse, DIGITS)) < 0.3 * len(assemble(dense, DIGITS))
+    assert sum(cs) < 0.35 * sum(cd)
+
+
+def test_compiler_refuses_bad_inputs(compiled):
+    qm, program, expected, _ = compiled
+    x = program[0].data
+    with pytest.raises(ConfigError, match=r"layer must be in \[0, 0\], not 1"):
+        mlp_half_program(qm, 1, x, DIGITS)
+    with pytest.raises(ConfigError, match=r"residual must be \[tokens, 64\]"):
+        mlp_half_program(qm, 0, x[:, :32], DIGITS)
+    small = VitModelConfig(lines=1, macs=8, max_tokens=65, max_cols=128, ln_channels=64, buffer_tiles=300)
+    with pytest.raises(ConfigError, match="activation buffer \\(300 tiles\\) is full: gelu \\(65 x 128\\) needs tiles 288..431"):
+        mlp_half_program(qm, 0, x, small)
+    with pytest.raises(ConfigError, match="is full"):
+        RegionAllocator(small)(65, 128 * 20)
+
+
+@pytest.mark.full
+def test_compiled_mlp_half_runs_bit_exact_on_the_rtl(compiled, tmp_path):
+    """The compiled program on the RTL (Verilator, the digits configuration): every tensor equal to the
+    integer ViT's trace and to the reference executor, cycles per instruction equal to the model."""
+    from attnforge.hw.designs import get_design
+    from attnforge.sim.runner import simulate
+    from attnforge.tb.vitmodel_case import MlpCase
+
+    _, program, expected, sparse = compiled
+    path = tmp_path / "program.pkl"
+    path.write_bytes(pickle.dumps((MlpCase(program, expected, {}), MLP_TENSORS)))
+    result = simulate(get_design("vit-model"), DIGITS, seed=3, tb_params={"program_file": str(path)},
+                      simulator="verilator", build_root=BUILD)
+    assert result.tests == 3 and result.passed, f"see {result.log}"
+    assert result.report["measured"] == result.report["model"]
+    print({k: result.report[k] for k in ("ops", "measured", "total")})
