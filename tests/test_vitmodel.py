@@ -65,17 +65,18 @@ def test_fields_round_trip_and_range():
 
 
 def test_assemble_disassemble_round_trip():
-    case = _case(DIGITS, tokens=65, dim=64, hidden=256)
-    beats = assemble(case.program, DIGITS)
-    back = disassemble(beats, DIGITS)
-    assert assemble(back, DIGITS) == beats
+    cfg = VitModelConfig(lines=2, macs=2, max_tokens=13, max_cols=64, ln_channels=16, buffer_tiles=512)
+    case = _case(cfg, tokens=13, dim=16, hidden=64)
+    beats = assemble(case.program, cfg)
+    back = disassemble(beats, cfg)
+    assert assemble(back, cfg) == beats
     assert [type(i) for i in back] == [type(i) for i in case.program]
     assert (back[0].data == case.program[0].data).all()
     csr_back, csr = back[9].weight, case.program[9].weight
     assert (csr_back.row_ptr == csr.row_ptr).all() and (csr_back.values == csr.values).all()
     assert csr.row_ptr[-1] == csr.row_ptr[-2]          # the empty channel went out as one zero beat, came back empty
     # payload beats: LOAD rows*cols/P, LAYERNORM D/P, dense fc1 out*in, CSR max(nnz, 1) per channel
-    assert len(beats) == 13 + 65 * 64 // 8 + 64 // 8 + 256 * 64 + 64 * 256 + int(np.maximum(np.diff(csr.row_ptr), 1).sum())
+    assert len(beats) == 13 + 13 * 16 // 4 + 16 // 4 + 64 * 16 + 16 * 64 + int(np.maximum(np.diff(csr.row_ptr), 1).sum())
 
 
 def test_disassemble_refuses_a_reserved_opcode():
