@@ -89,9 +89,11 @@ def test_compiler_refuses_bad_inputs(compiled):
 
 
 @pytest.mark.full
+@pytest.mark.timeout(1800)
 def test_compiled_mlp_half_runs_bit_exact_on_the_rtl(compiled, tmp_path):
-    """The compiled program on the RTL (Verilator, the digits configuration): every tensor equal to the
-    integer ViT's trace and to the reference executor, cycles per instruction equal to the model."""
+    """The compiled program on the RTL (Verilator, the digits configuration, full rate): every tensor equal
+    to the integer ViT's trace and to the reference executor, cycles per instruction equal to the model.
+    (Idle host beats and backpressure: tests/rtl/test_vitmodel.py's small cases.)"""
     from attnforge.hw.designs import get_design
     from attnforge.sim.runner import simulate
     from attnforge.tb.vitmodel_case import MlpCase
@@ -100,7 +102,7 @@ def test_compiled_mlp_half_runs_bit_exact_on_the_rtl(compiled, tmp_path):
     path = tmp_path / "program.pkl"
     path.write_bytes(pickle.dumps((MlpCase(program, expected, {}), MLP_TENSORS)))
     result = simulate(get_design("vit-model"), DIGITS, seed=3, tb_params={"program_file": str(path)},
-                      simulator="verilator", build_root=BUILD)
-    assert result.tests == 3 and result.passed, f"see {result.log}"
+                      simulator="verilator", build_root=BUILD, testcase="mlp_half_full_rate_cycles_match_the_model")
+    assert result.tests == 1 and result.passed, f"see {result.log}"
     assert result.report["measured"] == result.report["model"]
     print({k: result.report[k] for k in ("ops", "measured", "total")})
