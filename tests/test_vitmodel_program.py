@@ -1,6 +1,7 @@
 """The host-side compiler (algo/vitcod/model_program.py): a compiled integer ViT's MLP half, as a program
 of the model-level accelerator, computes the integer golden model's own trace bit for bit (reference
-executor here; the RTL in make test-full), dense and with 75 %-pruned linear layers as CSR."""
+executor here; the RTL in make test-full), dense and with 75 %-pruned linear layers as CSR; and a whole
+block with the heads' output replayed from the trace (the ATTENTION instruction is milestone 2)."""
 
 import dataclasses
 import pickle
@@ -11,7 +12,8 @@ import pytest
 import torch
 
 from attnforge.algo.vitcod.intvit import compile_int_vit, trace_image
-from attnforge.algo.vitcod.model_program import MLP_TENSORS, RegionAllocator, mlp_half_program
+from attnforge.algo.vitcod.model_program import (BLOCK_TENSORS, MLP_TENSORS, RegionAllocator, block_program,
+                                                 mlp_half_program)
 from attnforge.algo.vitcod.synthetic import polarized_mask_set
 from attnforge.algo.vitcod.vit import PRESETS, VisionTransformer
 from attnforge.errors import ConfigError
@@ -41,15 +43,45 @@ def _digits_model(prune: float | None):
 
 
 @pytest.fixture(scope="module", params=[None, 0.75], ids=["dense", "pruned75"])
-def compiled(request):
+def model(request):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     qm, tr = _digits_model(request.param)
     torch.set_num_threads(threads)
-    sparse = request.param is not None
+    return qm, tr, request.param is not None
+
+
+@pytest.fixture(scope="module")
+def compiled(model):
+    qm, tr, sparse = model
     program = mlp_half_program(qm, 0, tr["blocks.0.add1"][0], DIGITS, sparse=sparse)
     expected = {name: tr[f"blocks.0.{name}"][0] for name in MLP_TENSORS}
     return qm, program, expected, sparse
+
+
+def _block_expected(tr) -> dict:
+    """The trace's tensors of block 0 as the block program STOREs them; qkv rebuilt from q, k, v."""
+    q, k, v = (tr[f"blocks.0.{n}"][0] for n in "qkv")                 # [H, N, d] each
+    qkv = np.stack([q, k, v]).transpose(2, 0, 1, 3).reshape(q.shape[1], -1)   # [N, 3 * H * d]
+    return {"qkv": qkv, **{name: tr[f"blocks.0.{name}"][0] for name in BLOCK_TENSORS if name != "qkv"}}
+
+
+@pytest.fixture(scope="module")
+def compiled_block(model):
+    qm, tr, sparse = model
+    attn = tr["blocks.0.attn"][0]                                      # [H, N, d]
+    attn = attn.transpose(1, 0, 2).reshape(attn.shape[1], -1)
+    program = block_program(qm, 0, tr["embed"][0], attn, DIGITS, sparse=sparse)
+    return qm, program, _block_expected(tr), sparse
+
+
+def test_block_program_reproduces_the_trace(compiled_block):
+    """norm1, qkv, proj, add1 and the MLP half on the reference executor, the heads' output replayed."""
+    _, program, expected, _ = compiled_block
+    stored = ReferenceMachine(DIGITS).run(program)
+    assert len(stored) == len(BLOCK_TENSORS)
+    for name, got in zip(BLOCK_TENSORS, stored):
+        np.testing.assert_array_equal(got, expected[name], err_msg=name)
 
 
 def test_mlp_half_program_reproduces_the_trace(compiled):
@@ -90,7 +122,8 @@ def test_compiler_refuses_bad_inputs(compiled):
 
 @pytest.mark.full
 @pytest.mark.timeout(1800)
-def test_compiled_mlp_half_runs_bit_exact_on_the_rtl(compiled, tmp_path):
+@pytest.mark.parametrize("what", ["mlp_half", "block"])
+def test_compiled_program_runs_bit_exact_on_the_rtl(what, compiled, compiled_block, tmp_path):
     """The compiled program on the RTL (Verilator, the digits configuration, full rate): every tensor equal
     to the integer ViT's trace and to the reference executor, cycles per instruction equal to the model.
     (Idle host beats and backpressure: tests/rtl/test_vitmodel.py's small cases.)"""
@@ -98,9 +131,10 @@ def test_compiled_mlp_half_runs_bit_exact_on_the_rtl(compiled, tmp_path):
     from attnforge.sim.runner import simulate
     from attnforge.tb.vitmodel_case import MlpCase
 
-    _, program, expected, sparse = compiled
+    _, program, expected, sparse = compiled if what == "mlp_half" else compiled_block
     path = tmp_path / "program.pkl"
-    path.write_bytes(pickle.dumps((MlpCase(program, expected, {}), MLP_TENSORS)))
+    names = MLP_TENSORS if what == "mlp_half" else BLOCK_TENSORS
+    path.write_bytes(pickle.dumps((MlpCase(program, expected, {}), names)))
     result = simulate(get_design("vit-model"), DIGITS, seed=3, tb_params={"program_file": str(path)},
                       simulator="verilator", build_root=BUILD, testcase="mlp_half_full_rate_cycles_match_the_model")
     assert result.tests == 1 and result.passed, f"see {result.log}"
