@@ -2,7 +2,6 @@
 programs refused with clear errors, the reference executor against int_ops, the cycle model by hand.
 The RTL runs are tests/rtl/test_vitmodel.py (make test-full)."""
 
-import dataclasses
 
 import numpy as np
 import pytest

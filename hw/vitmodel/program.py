@@ -28,9 +28,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from attnforge.errors import ConfigError, check_int
-from attnforge.formats.csr import CSR, csr_to_dense
+from attnforge.formats.csr import CSR
 from attnforge.int_ops import INT16, INT32
-from attnforge.numfmt import INT8, IntFormat, Requantizer
+from attnforge.numfmt import INT8, Requantizer
 
 from ..vit.eltwise import check_requantizer_fits
 from ..vit.matmul import matmul_cycles
