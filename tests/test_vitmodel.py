@@ -188,3 +188,13 @@ def test_accelerator_ports_follow_the_config():
     assert len(acc.o.payload) == DIGITS.lanes and header_layout().size == HEADER_WIDTH
     with pytest.raises(TypeError, match="needs a VitModelConfig"):
         VitModelAccelerator(DIGITS.matmul)
+
+
+@pytest.mark.full
+def test_deit_tiny_shapes_in_the_cycle_model():
+    """DEIT_TINY takes a 197-token, D = 192, MLP 768 half; its dense matmuls keep 197 of 200 lanes busy."""
+    case = mlp_case(DEIT_TINY, 0, tokens=197, dim=192, hidden=768)
+    cycles = program_cycles(case.program, DEIT_TINY)
+    dense = [c for c in cycles if c.op == "MATMUL_DENSE"]
+    assert len(dense) == 2 and all(0.97 <= c.ideal / c.total <= 197 / 200 for c in dense)
+    assert cycles[1].unit == DEIT_TINY.layernorm.cycles(197, 192)
