@@ -21,6 +21,8 @@ from .vitcod.axi import VitcodAxi
 from .vit.eltwise import GeluUnit, GeluUnitConfig, ResidualAddUnit, ResidualAddUnitConfig
 from .vit.layernorm import LayerNormUnit, LayerNormUnitConfig
 from .vit.matmul import VitMatmul, VitMatmulConfig
+from .vitmodel.accelerator import VitModelAccelerator
+from .vitmodel.config import VitModelConfig
 
 __all__ = ["Design", "DESIGNS", "get_design"]
 
@@ -77,6 +79,9 @@ DESIGNS = {
         Design("vit-matmul", "vit_matmul", VitMatmulConfig, VitMatmul,
                "ViT linear layer: int8 activation tile on chip x streamed dense or CSR int8 weights, "
                "bias, per-channel requantization", "attnforge.tb.vit_matmul_tb"),
+        Design("vit-model", "vit_model", VitModelConfig, VitModelAccelerator,
+               "model-level ViT accelerator: instruction sequencer, skewed activation buffer, matmul, "
+               "LayerNorm, GELU and residual-add units", "attnforge.tb.vitmodel_tb"),
     ]
 }
 

@@ -1,0 +1,119 @@
+"""Parameters of the model-level ViT accelerator and the unit configurations they imply."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from attnforge.errors import ConfigError, check_int
+from attnforge.int_ops import GELU_T_BITS, check_layernorm_width
+
+from ..vit.eltwise import GeluUnitConfig, ResidualAddUnitConfig
+from ..vit.layernorm import LayerNormUnitConfig
+from ..vit.matmul import VitMatmulConfig
+from .isa import BETA_WIDTH, ELEMENT_WIDTH, GAMMA_WIDTH, HEADER_WIDTH, WEIGHT_WIDTH
+
+__all__ = ["VitModelConfig", "DIGITS", "DEIT_TINY"]
+
+MAX_TILES = 1 << 16
+
+
+@dataclass(frozen=True)
+class VitModelConfig:
+    """Generator parameters of the model-level accelerator (``hw/vitmodel/accelerator.py``).
+
+    Parameters
+    ----------
+    lines : int
+        MAC lines of the matmul, 1..64.
+    macs : int
+        MACs per line; ``P = lines * macs`` is also the lane count of every other unit and the
+        activation buffer's bank count (a tile is ``P x P``).
+    max_tokens : int
+        Most rows (tokens) of a tensor, 1..65535; at most 64 row groups of P (the matmul's accumulators).
+    max_cols : int
+        Most channels of a tensor (the MLP's hidden width; the matmul's ``max_in``), 1..65535.
+    ln_channels : int
+        Most LayerNorm channels D (a multiple of P, at most max_cols).
+    buffer_tiles : int
+        Activation buffer size in ``P x P`` tiles of int16, 1..65536 (each of the P banks holds
+        ``buffer_tiles * P`` elements).
+    isqrt_steps : int
+        LayerNorm square-root iterations per cycle, 1..31.
+    div_bits : int
+        LayerNorm reciprocal quotient bits per cycle, 1..48.
+    multiplier_width : int
+        Requantizer multipliers' width, 1..32 (16 as the integer ViT's).
+    """
+
+    lines: int = 1
+    macs: int = 8
+    max_tokens: int = 65
+    max_cols: int = 256
+    ln_channels: int = 64
+    buffer_tiles: int = 1024
+    isqrt_steps: int = 1
+    div_bits: int = 1
+    multiplier_width: int = 16
+
+    def __post_init__(self):
+        check_int("ViT model max_tokens", self.max_tokens, 1, (1 << 16) - 1)
+        check_int("ViT model max_cols", self.max_cols, 1, (1 << 16) - 1)
+        check_int("ViT model buffer_tiles", self.buffer_tiles, 1, MAX_TILES)
+        check_int("ViT model ln_channels", self.ln_channels, 1, self.max_cols)
+        check_layernorm_width(self.ln_channels)
+        _ = self.matmul, self.layernorm, self.gelu, self.add      # the units' own checks, named
+        need = -(-self.max_tokens // self.lanes) * -(-self.max_cols // self.lanes)
+        if self.buffer_tiles < need:
+            raise ConfigError(f"ViT model buffer_tiles={self.buffer_tiles} cannot hold one {self.max_tokens} x "
+                              f"{self.max_cols} tensor ({need} tiles of {self.lanes} x {self.lanes}); use at least {need}")
+
+    @property
+    def lanes(self) -> int:
+        return self.lines * self.macs
+
+    @property
+    def matmul(self) -> VitMatmulConfig:
+        """The matmul: int16 output (an int8 instruction saturates it again, ``out8``)."""
+        return VitMatmulConfig(lines=self.lines, macs=self.macs, max_rows=self.max_tokens, max_in=self.max_cols,
+                               out_width=16, multiplier_width=self.multiplier_width)
+
+    @property
+    def layernorm(self) -> LayerNormUnitConfig:
+        if self.ln_channels % self.lanes:
+            raise ConfigError(f"ViT model ln_channels={self.ln_channels} must be a multiple of the lanes "
+                              f"P = lines * macs = {self.lanes}")
+        return LayerNormUnitConfig(lanes=self.lanes, max_channels=self.ln_channels, isqrt_steps=self.isqrt_steps,
+                                   div_bits=self.div_bits, multiplier_width=self.multiplier_width)
+
+    @property
+    def gelu(self) -> GeluUnitConfig:
+        return GeluUnitConfig(lanes=self.lanes, t_width=GELU_T_BITS, multiplier_width=self.multiplier_width)
+
+    @property
+    def add(self) -> ResidualAddUnitConfig:
+        """Both operands int16 in the buffer (the branch holds int8 values; 16 bits make any region legal)."""
+        return ResidualAddUnitConfig(lanes=self.lanes, a_width=ELEMENT_WIDTH, b_width=ELEMENT_WIDTH,
+                                     out_width=ELEMENT_WIDTH, multiplier_width=self.multiplier_width)
+
+    @property
+    def bank_depth(self) -> int:
+        return self.buffer_tiles * self.lanes
+
+    @property
+    def tensor_beat_width(self) -> int:
+        return self.lanes * ELEMENT_WIDTH
+
+    @property
+    def param_beat_width(self) -> int:
+        return self.lanes * (GAMMA_WIDTH + BETA_WIDTH)
+
+    @property
+    def beat_width(self) -> int:
+        """Width of the host stream: the widest of a header, a weight beat, a tensor beat, a gamma/beta beat."""
+        return max(HEADER_WIDTH, WEIGHT_WIDTH, self.tensor_beat_width, self.param_beat_width)
+
+
+#: The digits ViT (65 tokens, D = 64, MLP 256), P = 8.
+DIGITS = VitModelConfig()
+#: DeiT-Tiny's shapes (197 tokens, D = 192, MLP 768), P = 8; 3 x 768-channel tensors of 197 rows fit.
+DEIT_TINY = VitModelConfig(lines=1, macs=8, max_tokens=197, max_cols=768, ln_channels=192, buffer_tiles=8192)

@@ -1,0 +1,290 @@
+"""Programs of the model-level accelerator: checking, assembling to host beats, disassembling, cycles.
+
+``check_program`` refuses what the hardware cannot run (a region past the buffer, a shape the
+units do not take, a constant that does not fit its port, a destination overlapping a source of
+the same instruction), naming the instruction, the input, the value and the accepted range.
+``assemble`` turns instruction objects into the host stream's beats (``isa``'s layouts);
+``disassemble`` reads them back (``assemble(disassemble(beats)) == beats``).
+
+Cycle model (``instruction_cycles``; ``tests/rtl/test_vitmodel.py`` checks it against the RTL),
+host beats offered every cycle and no backpressure, from an instruction's header transfer to the
+cycle in which the next header can transfer:
+
+* every instruction: the header cycle and one decode cycle (``DECODE_CYCLES`` = 2);
+* LOAD: + one cycle per tensor beat (the host's beats go straight to the buffer);
+* STORE: + ``READ_LATENCY`` (1, the buffer's read) + one cycle per beat;
+* LAYERNORM: + ``D / P`` gamma/beta beats + 1 + ``LayerNormUnitConfig.cycles(rows, D)``;
+* GELU, ADD: + 1 + ``beats + latency`` (6 and 3);
+* MATMUL: + 1 + ``matmul_cycles(...).total`` (activations from the buffer, weights from the host).
+
+The instruction ends with its last output written (the next header waits for it: no overlap
+between instructions in this version).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from attnforge.errors import ConfigError, check_int
+from attnforge.formats.csr import CSR
+from attnforge.int_ops import INT16, INT32
+from attnforge.numfmt import INT8, Requantizer
+
+from ..vit.eltwise import check_requantizer_fits
+from ..vit.matmul import matmul_cycles
+from .config import VitModelConfig
+from .isa import (BETA_WIDTH, ELEMENT_WIDTH, GAMMA_WIDTH, HEADER_FIELDS, WEIGHT_FIELDS, Add, Gelu, LayerNorm, Load,
+                  Matmul, Op, Region, Store, pack, pack_lanes, unpack, unpack_lanes)
+
+__all__ = ["check_program", "assemble", "disassemble", "instruction_cycles", "program_cycles", "InstructionCycles",
+           "DECODE_CYCLES", "READ_LATENCY"]
+
+DECODE_CYCLES = 2
+READ_LATENCY = 1
+INSTRUCTIONS = (Load, Store, LayerNorm, Gelu, Add, Matmul)
+
+
+def _where(k: int, ins) -> str:
+    return f"instruction {k} ({ins.op.name})"
+
+
+def _check_region(cfg: VitModelConfig, what: str, reg: Region, *, row_vectors: bool) -> None:
+    if not isinstance(reg, Region):
+        raise TypeError(f"{what} must be an isa.Region, not {reg!r}")
+    check_int(f"{what} rows", reg.rows, 1, cfg.max_tokens)
+    check_int(f"{what} cols", reg.cols, 1, cfg.max_cols)
+    if row_vectors and reg.cols % cfg.lanes:
+        raise ConfigError(f"{what} cols={reg.cols} must be a multiple of the lanes P={cfg.lanes} "
+                          f"(its rows move as vectors of P channels)")
+    if reg.end(cfg.lanes) > cfg.buffer_tiles:
+        raise ConfigError(f"{what} at tile {reg.base} takes {reg.tiles(cfg.lanes)} tiles, past the buffer's "
+                          f"{cfg.buffer_tiles}: the last tile must be below {cfg.buffer_tiles}")
+
+
+def _check_disjoint(where: str, dst: Region, src: Region, name: str, lanes: int) -> None:
+    if dst.base < src.end(lanes) and src.base < dst.end(lanes):
+        raise ConfigError(f"{where}: the destination (tiles {dst.base}..{dst.end(lanes) - 1}) overlaps the "
+                          f"{name} (tiles {src.base}..{src.end(lanes) - 1}); use disjoint regions")
+
+
+def _same_shape(where: str, a: Region, b: Region, name: str) -> None:
+    if (a.rows, a.cols) != (b.rows, b.cols):
+        raise ConfigError(f"{where}: {name} is {b.rows} x {b.cols}, the source {a.rows} x {a.cols}; they must match")
+
+
+def _check_matmul(cfg: VitModelConfig, where: str, ins: Matmul) -> None:
+    if ins.src.rows != ins.dst.rows:
+        raise ConfigError(f"{where}: source rows {ins.src.rows} != destination rows {ins.dst.rows}")
+    shape = (ins.dst.cols, ins.src.cols)
+    if isinstance(ins.weight, CSR):
+        if tuple(ins.weight.shape) != shape or ins.weight.values is None:
+            raise ConfigError(f"{where}: CSR weight of shape {ins.weight.shape} (values "
+                              f"{'none' if ins.weight.values is None else 'given'}); needs values and shape {shape}")
+        if ins.weight.nnz:
+            INT8.check_array(f"{where} weight", np.asarray(ins.weight.values, np.int64))
+    else:
+        w = np.asarray(ins.weight)
+        if w.shape != shape or w.dtype.kind not in "iu":
+            raise ConfigError(f"{where}: dense weight {w.dtype} {w.shape}; needs integers of shape {shape} [out, in]")
+        INT8.check_array(f"{where} weight", w.astype(np.int64))
+    bias = np.asarray(ins.bias)
+    if bias.shape != (ins.dst.cols,):
+        raise ConfigError(f"{where}: bias of shape {bias.shape}; needs ({ins.dst.cols},)")
+    INT32.check_array(f"{where} bias", bias.astype(np.int64))
+    if len(ins.requant) != ins.dst.cols:
+        raise ConfigError(f"{where}: {len(ins.requant)} requantizers for {ins.dst.cols} output channels")
+    out = ins.requant[0].out if isinstance(ins.requant[0], Requantizer) else None
+    if out not in (INT8, INT16):
+        raise ConfigError(f"{where}: output requantizers must write int8 or int16, not {out}")
+    for o, rq in enumerate(ins.requant):
+        check_requantizer_fits(f"{where} requantizer of channel {o}", rq, cfg.multiplier_width, out)
+
+
+def check_program(program, config: VitModelConfig) -> None:
+    """``ConfigError`` (``TypeError`` for a wrong kind) unless ``config``'s hardware can run ``program``."""
+    if not isinstance(config, VitModelConfig):
+        raise TypeError(f"check_program needs a VitModelConfig, not {config!r}")
+    P = config.lanes
+    for k, ins in enumerate(program):
+        if not isinstance(ins, INSTRUCTIONS):
+            raise TypeError(f"instruction {k} must be one of {', '.join(c.__name__ for c in INSTRUCTIONS)} "
+                            f"(ATTENTION is not in this hardware yet), not {ins!r}")
+        where = _where(k, ins)
+        if isinstance(ins, Load):
+            _check_region(config, f"{where} destination", ins.dst, row_vectors=True)
+            data = np.asarray(ins.data)
+            if data.shape != (ins.dst.rows, ins.dst.cols) or data.dtype.kind not in "iu":
+                raise ConfigError(f"{where}: data {data.dtype} {data.shape}; needs integers of shape "
+                                  f"({ins.dst.rows}, {ins.dst.cols})")
+            INT16.check_array(f"{where} data", data.astype(np.int64))
+        elif isinstance(ins, Store):
+            _check_region(config, f"{where} source", ins.src, row_vectors=True)
+        elif isinstance(ins, Add):
+            for name in ("a", "b", "dst"):
+                _check_region(config, f"{where} {name}", getattr(ins, name), row_vectors=True)
+            _same_shape(where, ins.a, ins.b, "b"), _same_shape(where, ins.a, ins.dst, "the destination")
+            _check_disjoint(where, ins.dst, ins.a, "residual a", P), _check_disjoint(where, ins.dst, ins.b, "branch b", P)
+            check_requantizer_fits(f"{where} rq_a", ins.rq_a, config.multiplier_width, config.add.wide_format)
+            check_requantizer_fits(f"{where} rq_b", ins.rq_b, config.multiplier_width, config.add.wide_format)
+        else:
+            row_vectors = not isinstance(ins, Matmul)
+            _check_region(config, f"{where} source", ins.src, row_vectors=row_vectors)
+            _check_region(config, f"{where} destination", ins.dst, row_vectors=row_vectors)
+            _check_disjoint(where, ins.dst, ins.src, "source", P)
+            if isinstance(ins, LayerNorm):
+                _same_shape(where, ins.src, ins.dst, "the destination")
+                check_int(f"{where} channels D", ins.src.cols, P, config.ln_channels)
+                config.layernorm.check_constants(ins.gamma, ins.beta, ins.rq, ins.eps)
+            elif isinstance(ins, Gelu):
+                _same_shape(where, ins.src, ins.dst, "the destination")
+                config.gelu.check_constants(ins.t, ins.c, ins.rq)
+            else:
+                _check_matmul(config, where, ins)
+
+
+def _weight_beats(ins: Matmul) -> list[int]:
+    beats = []
+    for o, entries in enumerate(ins.channels()):
+        rq = ins.requant[o]
+        for n, (value, index) in enumerate(entries):
+            last = n == len(entries) - 1
+            beats.append(pack(WEIGHT_FIELDS, dict(value=value, index=index, last=int(last),
+                                                  bias=int(ins.bias[o]) if last else 0,
+                                                  multiplier=rq.multiplier if last else 0,
+                                                  shift=rq.shift if last else 0)))
+    return beats
+
+
+def assemble(program, config: VitModelConfig) -> list[int]:
+    """The host stream's beats (unsigned ints of ``config.beat_width`` bits) of a checked ``program``."""
+    check_program(program, config)
+    P = config.lanes
+    beats = []
+    for ins in program:
+        beats.append(pack(HEADER_FIELDS, ins.header()))
+        if isinstance(ins, Load):
+            data = np.asarray(ins.data, np.int64)
+            for r in range(ins.dst.rows):
+                for g in range(ins.dst.cols // P):
+                    beats.append(pack_lanes(data[r, g * P:(g + 1) * P], ELEMENT_WIDTH))
+        elif isinstance(ins, LayerNorm):
+            for g in range(ins.src.cols // P):
+                gamma = pack_lanes(np.asarray(ins.gamma)[g * P:(g + 1) * P], GAMMA_WIDTH)
+                beta = pack_lanes(np.asarray(ins.beta)[g * P:(g + 1) * P], BETA_WIDTH)
+                beats.append(gamma | beta << (P * GAMMA_WIDTH))
+        elif isinstance(ins, Matmul):
+            beats.extend(_weight_beats(ins))
+    return beats
+
+
+def _take(beats, pos: int, n: int, what: str):
+    if pos + n > len(beats):
+        raise ConfigError(f"the stream ends inside {what}: {n} payload beats needed, {len(beats) - pos} left")
+    return beats[pos:pos + n]
+
+
+def _disassemble_matmul(h: dict, beats, pos: int, config: VitModelConfig):
+    rows, n_in, n_out = h["rows"], h["cols"], h["out_cols"]
+    out_fmt = INT8 if h["out8"] else INT16
+    values, cols, row_ptr, bias, rqs = [], [], [0], [], []
+    while len(rqs) < n_out:
+        w = unpack(WEIGHT_FIELDS, _take(beats, pos, 1, "a MATMUL's weights")[0])
+        pos += 1
+        values.append(w["value"]), cols.append(w["index"])
+        if w["last"]:
+            if len(values) - row_ptr[-1] == 1 and values[-1] == 0 and not h["dense"]:
+                values.pop(), cols.pop()            # the one zero beat of a channel that keeps nothing
+            row_ptr.append(len(values))
+            bias.append(w["bias"])
+            rqs.append(Requantizer(w["multiplier"], w["shift"], out_fmt, config.multiplier_width))
+    if h["dense"]:
+        weight = np.asarray(values, np.int8).reshape(n_out, n_in)
+    else:
+        weight = CSR(np.asarray(row_ptr, np.int32), np.asarray(cols, np.int32), (n_out, n_in),
+                     np.asarray(values, np.int8))
+    ins = Matmul(Region(h["a"], rows, n_in), Region(h["d"], rows, n_out), weight, np.asarray(bias, np.int64),
+                 tuple(rqs))
+    return ins, pos
+
+
+def disassemble(beats, config: VitModelConfig) -> list:
+    """The instructions of a host stream (the inverse of ``assemble``; a CSR channel that keeps no weight
+    comes back empty, as it went in)."""
+    P, mw = config.lanes, config.multiplier_width
+    program, pos = [], 0
+    while pos < len(beats):
+        h = unpack(HEADER_FIELDS, beats[pos])
+        pos += 1
+        if h["opcode"] not in {int(op) for op in Op} - {Op.ATTENTION}:
+            raise ConfigError(f"beat {pos - 1}: opcode {h['opcode']} is not an instruction of this hardware")
+        op = Op(h["opcode"])
+        rows, cols = h["rows"], h["cols"]
+        rq0 = Requantizer(h["m0"], h["s0"], INT8, mw)
+        if op == Op.LOAD:
+            data = [unpack_lanes(b, ELEMENT_WIDTH, P) for b in _take(beats, pos, rows * cols // P, "a LOAD")]
+            pos += rows * cols // P
+            program.append(Load(Region(h["d"], rows, cols), np.asarray(data, np.int64).reshape(rows, cols)))
+        elif op == Op.STORE:
+            program.append(Store(Region(h["a"], rows, cols)))
+        elif op == Op.LAYERNORM:
+            par = _take(beats, pos, cols // P, "a LAYERNORM's gamma/beta")
+            pos += cols // P
+            gamma = [v for b in par for v in unpack_lanes(b, GAMMA_WIDTH, P)]
+            beta = [v for b in par for v in unpack_lanes(b >> (P * GAMMA_WIDTH), BETA_WIDTH, P)]
+            program.append(LayerNorm(Region(h["a"], rows, cols), Region(h["d"], rows, cols), np.asarray(gamma),
+                                     np.asarray(beta), rq0, h["k0"]))
+        elif op == Op.GELU:
+            program.append(Gelu(Region(h["a"], rows, cols), Region(h["d"], rows, cols), h["k1"], h["k0"], rq0))
+        elif op == Op.ADD:
+            wide = config.add.wide_format
+            program.append(Add(Region(h["a"], rows, cols), Region(h["b"], rows, cols), Region(h["d"], rows, cols),
+                               Requantizer(h["m0"], h["s0"], wide, mw), Requantizer(h["m1"], h["s1"], wide, mw)))
+        else:
+            ins, pos = _disassemble_matmul(h, beats, pos, config)
+            program.append(ins)
+    return program
+
+
+@dataclass(frozen=True)
+class InstructionCycles:
+    """One instruction's cycles: ``total`` from its header transfer to the next header's first possible
+    transfer; ``unit`` the unit's own cycle model (first input to last output); ``ideal`` its MACs / P
+    (matmuls) or beats (the rest)."""
+
+    op: str
+    total: int
+    unit: int
+    ideal: float
+
+
+def instruction_cycles(ins, config: VitModelConfig) -> InstructionCycles:
+    P = config.lanes
+    if isinstance(ins, (Load, Store)):
+        reg = ins.dst if isinstance(ins, Load) else ins.src
+        beats = reg.rows * reg.cols // P
+        extra = 0 if isinstance(ins, Load) else READ_LATENCY
+        return InstructionCycles(ins.op.name, DECODE_CYCLES + extra + beats, beats, beats)
+    if isinstance(ins, LayerNorm):
+        unit = config.layernorm.cycles(ins.src.rows, ins.src.cols)
+        params = ins.src.cols // P
+        return InstructionCycles("LAYERNORM", DECODE_CYCLES + params + READ_LATENCY + unit, unit,
+                                 ins.src.rows * ins.src.cols / P)
+    if isinstance(ins, (Gelu, Add)):
+        reg = ins.src if isinstance(ins, Gelu) else ins.a
+        beats = reg.rows * reg.cols // P
+        unit = (config.gelu if isinstance(ins, Gelu) else config.add).cycles(beats)
+        return InstructionCycles(ins.op.name, DECODE_CYCLES + READ_LATENCY + unit, unit, beats)
+    if isinstance(ins, Matmul):
+        mc = matmul_cycles(config.matmul, ins.nnz_per_column(), ins.src.rows, ins.src.cols)
+        return InstructionCycles("MATMUL_DENSE" if ins.dense else "MATMUL_CSR", DECODE_CYCLES + READ_LATENCY + mc.total,
+                                 mc.total, mc.ideal)
+    raise TypeError(f"not an instruction: {ins!r}")
+
+
+def program_cycles(program, config: VitModelConfig) -> list[InstructionCycles]:
+    """Each instruction's cycles; their ``total``s add up to the program's (first header transfer to the
+    cycle in which the sequencer could take another header)."""
+    check_program(program, config)
+    return [instruction_cycles(ins, config) for ins in program]

@@ -1,0 +1,164 @@
+"""cocotb testbench of the model-level ViT accelerator (hw/vitmodel/accelerator.py).
+
+One program: a random integer model's MLP half (``tb/vitmodel_case.py``: LOAD x; LAYERNORM;
+fc1 dense MATMUL to int16; GELU; fc2 as a dense and as a CSR MATMUL to int8; residual ADD),
+every intermediate tensor STOREd. Each STOREd tensor must equal, bit for bit, both the ISA's
+reference executor (``ReferenceMachine``) and the same op computed directly with
+``attnforge.int_ops`` (or, with ``program_file``, a compiled program and the integer ViT's own
+trace, pickled by the test). The full-rate test also checks every instruction's cycles against
+``program.instruction_cycles``; the other runs the program with idle host beats and a stalled
+output. The configuration, seed and case size arrive in ``ATTNFORGE_TB_PARAMS``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import random
+
+import cocotb
+import numpy as np
+from amaranth.hdl import unsigned
+from cocotb.clock import Clock
+
+from attnforge.hw.vitmodel import ReferenceMachine, VitModelConfig, assemble, program_cycles
+from attnforge.hw.vitmodel.isa import HEADER_FIELDS, Op, Region, Store, pack
+from attnforge.hw.vitmodel.accelerator import VitModelAccelerator
+
+from .streams import StreamBench, StreamSink, StreamSource, reset_quiet
+from .vitmodel_case import TENSORS, mlp_case
+
+
+def _params() -> dict:
+    return json.loads(os.environ.get("ATTNFORGE_TB_PARAMS", "{}"))
+
+
+class RetireMonitor:
+    """Records the cycle in which the ``retired`` count reaches each value."""
+
+    def __init__(self, dut):
+        self.dut = dut
+        self.cycles: dict[int, int] = {}
+
+    def quiet(self) -> None:
+        pass
+
+    def drive(self, cycle: int) -> None:
+        pass
+
+    def sample(self, cycle: int) -> None:
+        n = int(self.dut.retired.value)
+        self.cycles.setdefault(n, cycle)
+        if int(self.dut.error.value):
+            raise AssertionError(f"cycle {cycle}: the accelerator halted with error set")
+
+
+class VitModelTB:
+    def __init__(self, dut, *, idle: float, stall: float, seed: int):
+        p = _params()
+        self.cfg = VitModelConfig(**p.get("config", {}))
+        self.dut = dut
+        rng = random.Random(seed)
+        P = self.cfg.lanes
+        self.src = StreamSource(dut, "i", unsigned(self.cfg.beat_width), idle=idle, rng=random.Random(rng.random()))
+        self.sink = StreamSink(dut, "o", VitModelAccelerator(self.cfg).o.payload.shape(), stall=stall,
+                               rng=random.Random(rng.random()))
+        self.mon = RetireMonitor(dut)
+        self.bench = StreamBench(dut.clk, [self.src, self.sink, self.mon])
+        if "program_file" in p:         # a compiled program and the golden model's tensors (pickled by the test)
+            with open(p["program_file"], "rb") as f:
+                self.case, self.names = pickle.load(f)
+        else:
+            case = p.get("case", {})
+            self.case = mlp_case(self.cfg, seed, tokens=case.get("tokens", P + 1), dim=case.get("dim", 2 * P),
+                                 hidden=case.get("hidden", 4 * P), sparsity=case.get("sparsity", 0.75))
+            self.names = TENSORS
+        self.reference = ReferenceMachine(self.cfg).run(self.case.program)
+
+    async def run(self) -> dict:
+        await reset_quiet(self.dut, (self.src, self.sink), cycles=3)
+        program = self.case.program
+        beats = assemble(program, self.cfg)
+        headers, pos = [], 0
+        for ins, count in zip(program, _payload_counts(program, beats, self.cfg)):
+            headers.append(pos)
+            pos += 1 + count
+        for b in beats:
+            self.src.send(b)
+        out_beats = sum(ins.src.rows * ins.src.cols // self.cfg.lanes for ins in program if isinstance(ins, Store))
+        model = program_cycles(program, self.cfg)
+        await self.bench.run_until(lambda: len(program) in self.mon.cycles,
+                                   max_cycles=20 * sum(c.total for c in model) + 1000)
+        await self.bench.expect_quiet(self.sink, 30)
+        assert len(self.sink.received) == out_beats, f"{len(self.sink.received)} output beats, expected {out_beats}"
+        self.check()
+        first = self.src.transfer_cycles[headers[0]]
+        ends = [self.src.transfer_cycles[h] for h in headers[1:]] + [self.mon.cycles[len(program)]]
+        starts = [self.src.transfer_cycles[h] for h in headers]
+        return dict(measured=[e - s for s, e in zip(starts, ends)], model=[c.total for c in model],
+                    ops=[c.op for c in model], total=ends[-1] - first)
+
+    def check(self) -> None:
+        P = self.cfg.lanes
+        got = iter(self.sink.received)
+        stores = [ins for ins in self.case.program if isinstance(ins, Store)]
+        assert len(stores) == len(self.names) == len(self.reference)
+        for name, ins, ref in zip(self.names, stores, self.reference):
+            rows, cols = ins.src.rows, ins.src.cols
+            rtl = np.array([next(got) for _ in range(rows * cols // P)], np.int64).reshape(rows, cols)
+            for what, want in (("the reference executor", ref), ("the golden model", self.case.expected[name])):
+                bad = np.argwhere(rtl != want)
+                assert not len(bad), (f"tensor {name}: {len(bad)} elements differ from {what}, first at "
+                                      f"{tuple(bad[0])}: RTL {rtl[tuple(bad[0])]} != {want[tuple(bad[0])]}")
+
+
+def _payload_counts(program, beats, cfg) -> list[int]:
+    """Payload beats after each header (from the assembler: each instruction assembled alone)."""
+    return [len(assemble([ins], cfg)) - 1 for ins in program]
+
+
+def _start(dut) -> None:
+    cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
+
+
+@cocotb.test()
+async def mlp_half_full_rate_cycles_match_the_model(dut):
+    """Every tensor bit-exact; every instruction's cycles (header to next header) equal the model's."""
+    _start(dut)
+    p = _params()
+    tb = VitModelTB(dut, idle=0.0, stall=0.0, seed=p.get("seed", 0))
+    res = await tb.run()
+    report = os.environ.get("ATTNFORGE_REPORT")
+    if report:
+        with open(report, "w") as f:
+            json.dump(res, f)
+    assert res["measured"] == res["model"], f"cycles per instruction: RTL {res['measured']} != model {res['model']}"
+
+
+@cocotb.test()
+async def mlp_half_with_idle_host_and_backpressure(dut):
+    """Every tensor bit-exact with 30 % idle host beats and 40 % output backpressure."""
+    _start(dut)
+    tb = VitModelTB(dut, idle=0.3, stall=0.4, seed=_params().get("seed", 0) + 1)
+    await tb.run()
+
+
+@cocotb.test()
+async def reserved_opcode_halts_with_error(dut):
+    """ATTENTION (reserved) and opcode 0 are refused: ``error`` rises, nothing more is taken or retired."""
+    _start(dut)
+    cfg = VitModelConfig(**_params().get("config", {}))
+    for opcode in (Op.ATTENTION, 0):
+        src = StreamSource(dut, "i", unsigned(cfg.beat_width))
+        sink = StreamSink(dut, "o", VitModelAccelerator(cfg).o.payload.shape())
+        bench = StreamBench(dut.clk, [src, sink])
+        await reset_quiet(dut, (src, sink), cycles=3)
+        assert int(dut.error.value) == 0
+        src.send(pack(HEADER_FIELDS, dict(opcode=opcode, rows=1, cols=cfg.lanes)))
+        src.send(pack(HEADER_FIELDS, Store(Region(0, 1, cfg.lanes)).header()))
+        for _ in range(20):
+            await bench.step()
+        assert int(dut.error.value) == 1, f"opcode {opcode}: error not set"
+        assert src.sent == 1 and int(dut.retired.value) == 0 and not sink.received, \
+            f"opcode {opcode}: the machine went on after a bad header"
