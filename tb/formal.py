@@ -461,13 +461,19 @@ class LinearOutputHarness(Harness):
         sent = o.valid & o.ready
         held = sum(Mux(full[b], tokens[b] - Mux(half == b, token, 0), 0) for b in range(2))
         Outstanding(m, accepted, sent, held=held, capacity=2 * cfg.t_max, name="linear_out")
-        for b in range(2):
-            m.d.comb += [
-                Assert(~(full[b] & busy[b]), f"half {b}: never full and claimed at once"),
-                Assert(~full[b] | ((tokens[b] >= 1) & (tokens[b] <= cfg.t_max)), f"half {b}: 1..t_max tokens"),
-                Assert(~(full[b] & (half == b)) | (token < tokens[b]), f"half {b}: emitter within the pass"),
-                Assert(~(half == b) | full[b] | (token == 0), f"half {b}: emitter at token 0 while it waits"),
-            ]
+        _output_halves(m, full, busy, tokens, half, token, cfg.t_max)
+
+
+def _output_halves(m: Module, full, busy, tokens, half, token, t_max: int) -> None:
+    """The linear output buffer's two halves (both harnesses assert them): never full and claimed at
+    once, a full half holds 1..t_max tokens, the emitter stays within its half's pass and waits at token 0."""
+    for b in range(2):
+        m.d.comb += [
+            Assert(~(full[b] & busy[b]), f"half {b}: never full and claimed at once"),
+            Assert(~full[b] | ((tokens[b] >= 1) & (tokens[b] <= t_max)), f"half {b}: 1..t_max tokens"),
+            Assert(~(full[b] & (half == b)) | (token < tokens[b]), f"half {b}: emitter within the pass"),
+            Assert(~(half == b) | full[b] | (token == 0), f"half {b}: emitter at token 0 while it waits"),
+        ]
 
 
 # --- whole accelerators ---------------------------------------------------------------------------
@@ -774,13 +780,7 @@ class LinearDecodeHarness(Harness):
             for later in stages[n:]:
                 m.d.comb += Assert(~(live & later.valid & later.emit & later.pass_end & (later.out_half == s.out_half)),
                                    f"pipeline {names[n]}: nothing behind its pass's last element")
-        for b in range(2):
-            m.d.comb += [
-                Assert(~(full[b] & busy[b]), f"half {b}: never full and claimed at once"),
-                Assert(~full[b] | ((tokens[b] >= 1) & (tokens[b] <= cfg.t_max)), f"half {b}: 1..t_max tokens"),
-                Assert(~(full[b] & (half == b)) | (token < tokens[b]), f"half {b}: emitter within the pass"),
-                Assert(~(half == b) | full[b] | (token == 0), f"half {b}: emitter at token 0 while it waits"),
-            ]
+        _output_halves(m, full, busy, tokens, half, token, cfg.t_max)
 
 
 #: name -> harness class, for the tests and ``harness(name)``
