@@ -132,6 +132,10 @@ def test_a_job_that_kills_its_workers_is_named(tmp_path):
         with pytest.raises(JobError, match=r"job 'exit' failed: .*KilledWorker"):
             run_jobs([*SQUARES, Job("exit", os._exit, (3,))], cluster=cluster.scheduler_address,
                      cache_dir=tmp_path)
+        # let the nannies finish restarting the killed workers: closing the cluster while one is half
+        # started fails inside distributed ("can only join a started process")
+        with distributed.Client(cluster) as client:
+            client.wait_for_workers(2, timeout=60)
 
 
 def test_an_interrupted_run_keeps_the_jobs_it_finished(tmp_path):
