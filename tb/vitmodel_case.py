@@ -8,16 +8,19 @@ checked against both.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from attnforge.formats.csr import csr_to_dense, dense_to_csr
 from attnforge.hw.vitmodel import Add, Gelu, LayerNorm, Load, Matmul, Region, Store, VitModelConfig
+from attnforge.hw.vitmodel.program import assemble, disassemble
 from attnforge.int_ops import INT16, gelu, gelu_constants, layernorm, linear_acc, requantize_columns, residual_add
 from attnforge.numfmt import INT8, IntFormat, Requantizer
 
-__all__ = ["MlpCase", "mlp_case", "TENSORS"]
+__all__ = ["MlpCase", "mlp_case", "TENSORS", "save_program_case", "load_program_case"]
 
 #: The STOREd tensors, in program order.
 TENSORS = ("norm2", "fc1", "gelu", "fc2_dense", "fc2_csr", "add2")
@@ -91,3 +94,22 @@ def mlp_case(config: VitModelConfig, seed: int, *, tokens: int, dim: int, hidden
     ]
     expected = dict(norm2=a, fc1=h, gelu=g, fc2_dense=f_dense, fc2_csr=f_csr, add2=y)
     return MlpCase(program, expected, regions)
+
+
+def save_program_case(path, case: MlpCase, names, config: VitModelConfig) -> Path:
+    """Write a compiled program and its expected tensors for the testbench as plain data (``.npz``, no
+    pickle): the program as its host beats (decimal strings: a beat may be wider than 64 bits), the STOREd
+    tensors' ``names`` in order, and each expected tensor as an int64 array."""
+    meta = {"beats": [str(b) for b in assemble(case.program, config)], "names": list(names)}
+    arrays = {f"expected_{k}": np.asarray(v, dtype=np.int64) for k, v in case.expected.items()}
+    np.savez(path, meta=np.array(json.dumps(meta)), **arrays)
+    return Path(path)
+
+
+def load_program_case(path, config: VitModelConfig) -> tuple[MlpCase, tuple]:
+    """``(case, names)`` from ``save_program_case``'s file; the program comes back through ``disassemble``."""
+    with np.load(path, allow_pickle=False) as f:
+        meta = json.loads(str(f["meta"]))
+        expected = {k[len("expected_"):]: f[k] for k in f.files if k.startswith("expected_")}
+    program = disassemble([int(b) for b in meta["beats"]], config)
+    return MlpCase(program, expected, {}), tuple(meta["names"])

@@ -5,7 +5,7 @@ fc1 dense MATMUL to int16; GELU; fc2 as a dense and as a CSR MATMUL to int8; res
 every intermediate tensor STOREd. Each STOREd tensor must equal, bit for bit, both the ISA's
 reference executor (``ReferenceMachine``) and the same op computed directly with
 ``attnforge.int_ops`` (or, with ``program_file``, a compiled program and the integer ViT's own
-trace, pickled by the test). The full-rate test also checks every instruction's cycles against
+trace, written by the test as plain data: ``vitmodel_case.save_program_case``). The full-rate test also checks every instruction's cycles against
 ``program.instruction_cycles``; the other runs the program with idle host beats and a stalled
 output. The configuration, seed and case size arrive in ``ATTNFORGE_TB_PARAMS``.
 """
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 import random
 
 import cocotb
@@ -27,7 +26,7 @@ from attnforge.hw.vitmodel.isa import HEADER_FIELDS, Op, Region, Store, pack
 from attnforge.hw.vitmodel.accelerator import VitModelAccelerator
 
 from .streams import StreamBench, StreamSink, StreamSource, reset_quiet
-from .vitmodel_case import TENSORS, mlp_case
+from .vitmodel_case import TENSORS, load_program_case, mlp_case
 
 
 def _params() -> dict:
@@ -66,9 +65,8 @@ class VitModelTB:
                                rng=random.Random(rng.random()))
         self.mon = RetireMonitor(dut)
         self.bench = StreamBench(dut.clk, [self.src, self.sink, self.mon])
-        if "program_file" in p:         # a compiled program and the golden model's tensors (pickled by the test)
-            with open(p["program_file"], "rb") as f:
-                self.case, self.names = pickle.load(f)
+        if "program_file" in p:         # a compiled program and the golden model's tensors (written by the test)
+            self.case, self.names = load_program_case(p["program_file"], self.cfg)
         else:
             case = p.get("case", {})
             self.case = mlp_case(self.cfg, seed, tokens=case.get("tokens", P + 1), dim=case.get("dim", 2 * P),

@@ -16,7 +16,7 @@ from attnforge.hw.vitmodel.program import DECODE_CYCLES, READ_LATENCY
 from attnforge.hw.vit.matmul import matmul_cycles
 from attnforge.int_ops import INT16
 from attnforge.numfmt import INT8, IntFormat, Requantizer
-from attnforge.tb.vitmodel_case import TENSORS, mlp_case
+from attnforge.tb.vitmodel_case import TENSORS, load_program_case, mlp_case, save_program_case
 
 SMALL = VitModelConfig(lines=1, macs=2, max_tokens=5, max_cols=8, ln_channels=4, buffer_tiles=64)
 
@@ -76,6 +76,20 @@ def test_assemble_disassemble_round_trip():
     assert csr.row_ptr[-1] == csr.row_ptr[-2]          # the empty channel went out as one zero beat, came back empty
     # payload beats: LOAD rows*cols/P, LAYERNORM D/P, dense fc1 out*in, CSR max(nnz, 1) per channel
     assert len(beats) == 13 + 13 * 16 // 4 + 16 // 4 + 64 * 16 + 16 * 64 + int(np.maximum(np.diff(csr.row_ptr), 1).sum())
+
+
+def test_program_file_for_the_testbench_is_plain_data(tmp_path):
+    """What the compiled-program RTL test hands the testbench: beats and int64 arrays in an ``.npz`` read
+    without pickle; the program that comes back assembles to the same beats and runs to the same tensors."""
+    cfg = VitModelConfig(lines=1, macs=4, max_tokens=5, max_cols=16, ln_channels=8, buffer_tiles=64)
+    case = _case(cfg, tokens=5, dim=8, hidden=16)
+    path = save_program_case(tmp_path / "p.npz", case, TENSORS, cfg)
+    back, names = load_program_case(path, cfg)
+    assert names == TENSORS and assemble(back.program, cfg) == assemble(case.program, cfg)
+    assert set(back.expected) == set(case.expected)
+    assert all(np.array_equal(back.expected[k], case.expected[k]) for k in case.expected)
+    ours, theirs = ReferenceMachine(cfg).run(back.program), ReferenceMachine(cfg).run(case.program)
+    assert all(np.array_equal(a, b) for a, b in zip(ours, theirs))
 
 
 def test_disassemble_refuses_a_reserved_opcode():

@@ -3,7 +3,6 @@ of the model-level accelerator, computes the integer golden model's own trace bi
 executor here; the RTL in make test-full), dense and with 75 %-pruned linear layers as CSR; and a whole
 block with the heads' output replayed from the trace (the ATTENTION instruction is milestone 2)."""
 
-import pickle
 from pathlib import Path
 
 import numpy as np
@@ -123,12 +122,11 @@ def test_compiled_program_runs_bit_exact_on_the_rtl(what, compiled, compiled_blo
     (Idle host beats and backpressure: tests/rtl/test_vitmodel.py's small cases.)"""
     from attnforge.hw.designs import get_design
     from attnforge.sim.runner import simulate
-    from attnforge.tb.vitmodel_case import MlpCase
+    from attnforge.tb.vitmodel_case import MlpCase, save_program_case
 
     _, program, expected, sparse = compiled if what == "mlp_half" else compiled_block
-    path = tmp_path / "program.pkl"
     names = MLP_TENSORS if what == "mlp_half" else BLOCK_TENSORS
-    path.write_bytes(pickle.dumps((MlpCase(program, expected, {}), names)))
+    path = save_program_case(tmp_path / "program.npz", MlpCase(program, expected, {}), names, DIGITS)
     result = simulate(get_design("vit-model"), DIGITS, seed=3, tb_params={"program_file": str(path)},
                       simulator="verilator", build_root=BUILD, testcase="mlp_half_full_rate_cycles_match_the_model")
     assert result.tests == 1 and result.passed, f"see {result.log}"
