@@ -192,3 +192,47 @@ def test_qk_autoencoder_hook():
     q = torch.randn(2, 6, 5, 8)
     q_hat, _ = ae(q, q)
     torch.testing.assert_close(q_hat, torch.einsum("hj,ji,bind->bhnd", ae.q_dec.weight, ae.q_enc.weight, q))
+
+
+def test_qk_autoencoder_pca_start_is_the_best_rank_k_reconstruction():
+    """The PCA start reaches the Eckart-Young bound: its reconstruction error of each layer's Q and K equals
+    the sum of the dropped squared singular values of the [H, tokens x channels] matrix (an SVD, not the
+    Gram eigendecomposition the code uses), and no random start does better."""
+    from attnforge.algo.vitcod.vit import _ProjectHook
+
+    torch.manual_seed(3)
+    model = _digits_model()
+    x = torch.randn(24, 1, 32, 32)
+    model.attach_qk_autoencoders()
+    random_loss = []
+    with torch.no_grad():
+        model(x)
+        random_loss = [float(a.qk_ae.last_loss) for a in model.attentions]
+    model.train()
+    model.init_qk_autoencoders_pca(x, batch_size=10)     # fitted in eval mode (no dropout), mode restored
+    assert model.training
+    model.eval()
+    seen = {}
+    hooks = [_ProjectHook(a, lambda m, args, out, i=i: seen.__setitem__(i, out)) for i, a in enumerate(model.attentions)]
+    with torch.no_grad():
+        model(x)
+    for h in hooks:
+        h.remove()
+    for i, a in enumerate(model.attentions):
+        q, k, _ = seen[i]
+        bounds = []
+        for t in (q, k):
+            mat = t.double().movedim(1, 0).reshape(t.shape[1], -1)          # [H, B N d]
+            sv = torch.linalg.svdvals(mat)
+            bounds.append(float((sv[a.qk_ae.hidden:] ** 2).sum()) / t.numel())
+        expected = 0.5 * (bounds[0] + bounds[1])
+        assert float(a.qk_ae.last_loss) == pytest.approx(expected, rel=1e-4, abs=1e-12)
+        assert float(a.qk_ae.last_loss) <= random_loss[i] * (1 + 1e-6)
+        # encoder and decoder are transposes with orthonormal columns
+        torch.testing.assert_close(a.qk_ae.q_dec.weight.T @ a.qk_ae.q_dec.weight, torch.eye(2), atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="no auto-encoder attached"):
+        _digits_model().init_qk_autoencoders_pca(x)
+    with pytest.raises(ValueError, match=r"non-empty \[B, C, H, W\]"):
+        model.init_qk_autoencoders_pca(torch.randn(0, 1, 32, 32))
+    with pytest.raises(ValueError, match="Gram matrix must be finite"):
+        QKAutoEncoder(4).set_pca(torch.full((4, 4), float("nan")), torch.eye(4))

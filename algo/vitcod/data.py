@@ -57,6 +57,17 @@ def digits_datasets(img_size: int = 32, in_chans: int = 1):
     return TensorDataset(x[tr], y[tr]), TensorDataset(x[va], y[va])
 
 
+def first_images(dataset, n: int = 512) -> torch.Tensor:
+    """The first ``n`` images of a dataset of ``(image, label)`` pairs as one ``[B, C, H, W]`` tensor (what the
+    Q/K auto-encoder's PCA start is fitted on)."""
+    if not isinstance(n, int) or n < 1:
+        raise ValueError(f"first_images: n must be a positive int, got {n!r}")
+    count = min(n, len(dataset))
+    if count == 0:
+        raise ValueError("first_images: the dataset is empty")
+    return torch.stack([torch.as_tensor(dataset[i][0]) for i in range(count)])
+
+
 class ImageFolder(Dataset):
     """``root/<class>/<file>`` images, classes sorted by folder name (as torchvision's ImageFolder)."""
 

@@ -80,6 +80,23 @@ class QKAutoEncoder(nn.Module):
             enc.weight.copy_(w.T)
             dec.weight.copy_(w)
 
+    @torch.no_grad()
+    def set_pca(self, gram_q: torch.Tensor, gram_k: torch.Tensor):
+        """Set encoder and decoder to the best rank-``hidden`` reconstruction of the data behind the
+        ``[H, H]`` head Gram matrices (``gram[i, j]`` = sum over tokens and channels of head i x head j):
+        the top ``hidden`` eigenvectors V, ``enc = V^T``, ``dec = V`` (no biases, so uncentred, as the
+        hardware decoder is a pure matrix product). Eigenvector signs are made deterministic."""
+        for gram, enc, dec, name in ((gram_q, self.q_enc, self.q_dec, "Q"), (gram_k, self.k_enc, self.k_dec, "K")):
+            gram = torch.as_tensor(gram, dtype=torch.float64)
+            if gram.shape != (self.heads, self.heads) or not torch.isfinite(gram).all():
+                raise ValueError(f"{name} Gram matrix must be finite [{self.heads}, {self.heads}], got "
+                                 f"{tuple(gram.shape)}")
+            _, vecs = torch.linalg.eigh(0.5 * (gram + gram.T))         # ascending eigenvalues
+            v = vecs[:, -self.hidden:].flip(-1)                          # [H, hidden], largest first
+            v = v * torch.where(v.sum(0) < 0, -1.0, 1.0).to(v.dtype)     # sign: positive column sums
+            enc.weight.copy_(v.T.to(enc.weight.dtype))
+            dec.weight.copy_(v.to(dec.weight.dtype))
+
     @staticmethod
     def _mix(linear: nn.Linear, t: torch.Tensor) -> torch.Tensor:
         # t [B, H, N, d] -> heads last -> linear -> back
@@ -95,6 +112,24 @@ class QKAutoEncoder(nn.Module):
         q_hat, k_hat = self.decode(*self.encode(q, k))
         self.last_loss = 0.5 * (F.mse_loss(q_hat, q) + F.mse_loss(k_hat, k))
         return q_hat, k_hat
+
+
+class _ProjectHook:
+    """Calls ``hook(attention, (x,), (q, k, v))`` whenever ``attention.project`` runs, until ``remove()``."""
+
+    def __init__(self, attention: "Attention", hook):
+        self.attention = attention
+        original = attention.project
+
+        def project(x):
+            out = original(x)
+            hook(attention, (x,), out)
+            return out
+
+        attention.project = project
+
+    def remove(self):
+        del self.attention.project      # the instance attribute goes; the class's method is back
 
 
 class Attention(nn.Module):
@@ -241,6 +276,41 @@ class VisionTransformer(nn.Module):
         for a in self.attentions:
             if a.qk_ae is None:
                 a.qk_ae = QKAutoEncoder(a.num_heads, hidden).to(a.qkv.weight.device)
+        return self
+
+    @torch.no_grad()
+    def init_qk_autoencoders_pca(self, images, batch_size: int = 128) -> "VisionTransformer":
+        """Start every attached auto-encoder at the PCA of its layer's Q and K across heads
+        (:meth:`QKAutoEncoder.set_pca`), from the heads' Q/K on ``images`` (a ``[B, C, H, W]`` tensor)
+        with this model's weights, in eval mode; the layers are fitted in order, each on the inputs that
+        the already-fitted layers before it give."""
+        attns = [a for a in self.attentions if a.qk_ae is not None]
+        if not attns:
+            raise ValueError("init_qk_autoencoders_pca: no auto-encoder attached (attach_qk_autoencoders first)")
+        images = torch.as_tensor(images)
+        if images.dim() != 4 or len(images) == 0:
+            raise ValueError(f"init_qk_autoencoders_pca: images must be a non-empty [B, C, H, W] tensor, got "
+                             f"{tuple(images.shape)}")
+        was_training = self.training
+        self.eval()
+        try:
+            for target in attns:
+                grams = []
+
+                def hook(module, args, out, grams=grams):
+                    q, k, _ = out
+                    grams.append((torch.einsum("bind,bjnd->ij", q.double(), q.double()),
+                                  torch.einsum("bind,bjnd->ij", k.double(), k.double())))
+
+                handle = _ProjectHook(target, hook)
+                try:
+                    for i in range(0, len(images), batch_size):
+                        self(images[i:i + batch_size])
+                finally:
+                    handle.remove()
+                target.qk_ae.set_pca(sum(g[0] for g in grams), sum(g[1] for g in grams))
+        finally:
+            self.train(was_training)
         return self
 
     def qk_reconstruction_loss(self) -> torch.Tensor:

@@ -51,6 +51,7 @@ class StudyConfig:
     ae_epochs: int = 3
     ae_lr: float = 5e-4
     ae_weight: float = 1.0
+    ae_init: str = "random"         # "random" (an orthonormal projection) or "pca" (the dense model's Q/K PCA)
     ft_epochs: int = 3
     ft_lr: float = 5e-4
     ft_warmup: float = 0.2          # epochs of learning-rate warmup when fine-tuning
@@ -83,7 +84,7 @@ def _one_seed(cfg: StudyConfig, seed: int, bar) -> dict:
     import torch
     from torch.utils.data import Subset
 
-    from attnforge.algo.vitcod.data import digits_datasets
+    from attnforge.algo.vitcod.data import digits_datasets, first_images
     from attnforge.algo.vitcod.polarize import default_accelerator
     from attnforge.algo.vitcod.pruning import build_masks
     from attnforge.algo.vitcod.stats import attention_statistics
@@ -112,6 +113,10 @@ def _one_seed(cfg: StudyConfig, seed: int, bar) -> dict:
 
     bar.set_postfix_str(f"seed {seed}: auto-encoder")
     ae = _copy(dense).attach_qk_autoencoders()
+    if cfg.ae_init == "pca":
+        ae.init_qk_autoencoders_pca(first_images(train_set))
+    elif cfg.ae_init != "random":
+        raise ValueError(f"StudyConfig.ae_init must be 'random' or 'pca', got {cfg.ae_init!r}")
     ae_hist = train(ae, train_set, tc(cfg.ae_epochs, cfg.ae_lr, seed + 200, ae_weight=cfg.ae_weight,
                                     warmup_epochs=cfg.ft_warmup))
     res["ae_dense"] = evaluate(ae, val_set)["accuracy"]

@@ -62,6 +62,9 @@ def _train_options(p, epochs: int, lr: float):
                         "and add its reconstruction loss")
     p.add_argument("--ae-hidden", type=int, default=None, help="compressed heads of the auto-encoder [ceil(H/2)]")
     p.add_argument("--ae-weight", type=float, default=1.0, help="weight of the reconstruction loss [1.0]")
+    p.add_argument("--ae-init", choices=("random", "pca"), default="random",
+                   help="start of a newly attached auto-encoder: a random orthonormal projection, or the PCA of "
+                        "the model's Q and K across heads on (up to 512) training images [random]")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from --output")
 
 
@@ -86,9 +89,13 @@ def _train_config(args):
                        max_shift=shift, ae_weight=args.ae_weight, seed=args.seed, progress=args.progress)
 
 
-def _maybe_autoencoder(model, args):
+def _maybe_autoencoder(model, args, train_set=None):
     if args.autoencoder and model.blocks[0].attn.qk_ae is None:
         model.attach_qk_autoencoders(args.ae_hidden)
+        if getattr(args, "ae_init", "random") == "pca" and train_set is not None:
+            from attnforge.algo.vitcod.data import first_images
+
+            model.init_qk_autoencoders_pca(first_images(train_set))
 
 
 # ------------------------------------------------------------------------------------------ commands
@@ -97,7 +104,7 @@ def cmd_train(args) -> int:
     from attnforge.algo.vitcod.train import evaluate, train
 
     model, train_set, val_set = _setup(args)
-    _maybe_autoencoder(model, args)
+    _maybe_autoencoder(model, args, None if args.resume else train_set)
     cfg = _train_config(args)
     history = train(model, train_set, cfg, val_set, checkpoint=args.output, resume=args.resume,
                     desc="train+AE" if args.autoencoder else "train",
@@ -170,7 +177,7 @@ def cmd_finetune(args) -> int:
     from attnforge.algo.vitcod.train import evaluate, train
 
     model, train_set, val_set = _setup(args)
-    _maybe_autoencoder(model, args)
+    _maybe_autoencoder(model, args, None if getattr(args, "resume", False) else train_set)
     ms = apply_masks(model, args.masks)
     before = evaluate(model, val_set)["accuracy"]
     history = train(model, train_set, _train_config(args), val_set, checkpoint=args.output, resume=args.resume,
