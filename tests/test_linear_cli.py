@@ -39,6 +39,11 @@ def test_train_eval_generate_speculate(tmp_path, capsys):
         assert report["draft"] == "ngram" and report["identical"] is True
         assert report["sequential_tokens_per_second"] > 0 and report["speculative_tokens_per_second"] > 0
         assert report["mode"] == ("gumbel" if extra else "greedy")
+    # the corpus draft: a byte n-gram model counted from the (SMALL) training text
+    assert main(["linear", "speculate", str(target), "--draft", "corpus", "--order", "3", "--k", "4", "--tokens", "24",
+                 "--repeats", "1", "--temperature", "0.8", *SMALL, "--json", str(tmp_path / "c.json")]) == 0
+    report = json.loads((tmp_path / "c.json").read_text())
+    assert report["draft"] == "corpus" and report["order"] == 3 and report["identical"] is True
 
 
 def test_bad_inputs_are_named(tmp_path, capsys):
@@ -53,6 +58,9 @@ def test_bad_inputs_are_named(tmp_path, capsys):
     (["--k", "0"], "--k must be >= 1, not 0"),
     (["--ngram", "0"], "--ngram must be >= 1, not 0"),
     (["--draft", "model"], "--draft model needs a draft checkpoint"),
+    (["d.pt", "--draft", "corpus"], "--draft corpus takes no draft checkpoint, got 'd.pt'"),
+    (["--draft", "corpus", "--order", "7"], "--order must be in [1, 6], not 7"),
+    (["--draft", "corpus", "--rtl"], "--draft corpus is not wired to the RTL run"),
     (["--temperature", "0.5", "--sampling", "topk"], "--sampling must be one of 'gumbel', 'rejection', not 'topk'"),
 ])
 def test_speculate_bad_options_are_named(tmp_path, capsys, args, message):
@@ -68,7 +76,8 @@ def test_speculative_benchmark_quick(tmp_path):
     result = json.loads(path.read_text())
     assert result["format"] == "attnforge.bench/1" and result["benchmark"] == "speculative"
     assert {(r["draft"], r["mode"]) for r in result["rows"]} == {("ngram", "greedy"), ("model", "greedy"),
-                                                                  ("ngram", "gumbel")}
+                                                                  ("ngram", "gumbel"), ("corpus", "gumbel")}
+    assert result["corpus_draft"]["order"] == 4 and result["corpus_draft"]["held_out_ppl"] > 1
     for row in result["rows"]:
         assert row["identical"] is True
         assert row["sequential_tokens_per_second"] > 0 and row["speculative_tokens_per_second"] > 0

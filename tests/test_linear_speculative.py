@@ -253,3 +253,62 @@ def test_bad_k_and_lengths_are_refused():
         speculative_decode(target, target, [1], 5, 0)
     with pytest.raises(ValueError, match="exceed block_size=96"):
         speculative_decode(target, target, [1] * 90, 10, 2)
+
+
+def _witten_bell(text: bytes, ctx: bytes, order: int):
+    """The corpus draft's distribution, written out directly: per-context Counters and the recursion."""
+    from collections import Counter
+
+    p = [(text.count(bytes([w])) + 1.0) / (len(text) + 256.0) for w in range(256)]
+    for h in range(1, min(order, len(ctx)) + 1):
+        follow = Counter(text[i + h] for i in range(len(text) - h) if text[i:i + h] == ctx[-h:])
+        if not follow:
+            break
+        total, types = sum(follow.values()), len(follow)
+        p = [(follow.get(w, 0) + types * p[w]) / (total + types) for w in range(256)]
+    return p
+
+
+def test_corpus_draft_is_the_witten_bell_byte_model_of_its_text():
+    from attnforge.algo.linear.speculative import CorpusDraft
+
+    g = torch.Generator().manual_seed(0)
+    words = [bytes(torch.randint(97, 101, (int(n),), generator=g).tolist()) for n in torch.randint(1, 5, (40,),
+                                                                                                    generator=g)]
+    text = b" ".join(words[int(i)] for i in torch.randint(40, (300,), generator=g))
+    for order in (1, 3, 5):
+        draft = CorpusDraft(text, order)
+        for ctx in (b"", b"a", b" ab", b"zz", text[:7], text[100:109], b"abcd "):
+            got = draft.distribution(list(ctx))
+            assert got.sum() == pytest.approx(1.0, abs=1e-12)
+            assert got.tolist() == pytest.approx(_witten_bell(text, ctx, order), rel=1e-12, abs=1e-15), (order, ctx)
+    with pytest.raises(ConfigError, match=r"corpus draft order \(context bytes\) must be in \[1, 6\], not 7"):
+        CorpusDraft(text, 7)
+    with pytest.raises(ConfigError, match="the text has 3 bytes, needs at least order \\+ 1 = 5"):
+        CorpusDraft(b"abc", 4)
+
+
+def test_corpus_draft_outputs_identical_to_sequential_greedy_and_gumbel():
+    from attnforge.algo.linear.speculative import make_draft
+
+    target = _lm("relu", True)
+    prompts = _prompts(2, seed=7)
+    # a text the target's own continuations are in, so that the draft is right often (and wrong sometimes)
+    text = b"".join(bytes(p + sequential_decode(target, p, 40)) for p in _prompts(4, seed=8) + prompts[:1])
+    draft = make_draft("corpus", text=text, order=3)
+    accepted = []
+    for seed, prompt in enumerate(prompts):
+        ref = sequential_decode(target, prompt, 32)
+        for k in (1, 4):
+            out, stats = speculative_decode(target, draft, prompt, 32, k)
+            assert out == ref, f"greedy, k={k}: speculative output differs from sequential"
+            accepted += stats.accepted_per_verify
+        ref = sequential_decode(target, prompt, 32, temperature=0.9, seed=seed)
+        out, _ = speculative_decode(target, draft, prompt, 32, 4, sample=True, temperature=0.9, seed=seed)
+        assert out == ref, "gumbel: speculative output differs from sequential sampling"
+        out, _ = speculative_decode(target, draft, prompt, 20, 3, sample=True, temperature=0.9, sampling="rejection",
+                                    generator=torch.Generator().manual_seed(seed))
+        assert len(out) == 20
+    assert 0 in accepted and max(accepted) >= 2, sorted(set(accepted))
+    with pytest.raises(ConfigError, match="draft 'corpus' needs the training text"):
+        make_draft("corpus")

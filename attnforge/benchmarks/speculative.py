@@ -68,11 +68,24 @@ def _model(corpus, cache: Path, model_kw: dict, tc):
                    "held_out_ppl": round(ev["ppl"], 3)}
 
 
+#: context bytes of the corpus draft (``CorpusDraft``) in the benchmark
+CORPUS_ORDER = 4
+
+
+def corpus_draft_ppl(draft, text, n: int) -> float:
+    """Perplexity of the corpus draft's next-byte distribution on the first ``n`` bytes of ``text``."""
+    import math
+
+    data = text[:n].tolist()
+    nll = -sum(math.log(draft.distribution(data[max(0, i - draft.order):i])[data[i]]) for i in range(1, len(data)))
+    return math.exp(nll / max(1, len(data) - 1))
+
+
 @torch.no_grad()
-def call_costs(target, draft, prompt: list[int], reps: int) -> dict:
+def call_costs(target, draft, prompt: list[int], reps: int, corpus_draft=None) -> dict:
     """Median microseconds of the calls a decode is made of, measured round-robin (``reps`` rounds):
     the target's step, its verify (``extend``) of T = 1, 3, 5, 9 tokens, the commit of 5, the draft
-    model's step and the n-gram draft's proposal of 8."""
+    model's step, the n-gram draft's proposal of 8 and the corpus draft's proposal of 4 (greedy)."""
     import time
 
     from attnforge.algo.linear.speculative import NGramDraft
@@ -89,6 +102,9 @@ def call_costs(target, draft, prompt: list[int], reps: int) -> dict:
              "target_commit_5": lambda: target.commit(t_state, cache5, 5),
              "draft_model_step": lambda: draft.step(d_state, tok),
              "draft_ngram_propose_8": lambda: ngram.propose(prompt, 8)}
+    if corpus_draft is not None:
+        calls["draft_corpus_propose_4"] = lambda: corpus_draft.propose(prompt, 4, lambda lg, pos: (int(lg.argmax()),
+                                                                                                    None))
     times = {name: [] for name in calls}
     for _ in range(reps):
         for name, f in calls.items():
@@ -102,7 +118,7 @@ def call_costs(target, draft, prompt: list[int], reps: int) -> dict:
 
 def run(out_dir: Path, *, quick: bool = False, command: str = "attnforge bench") -> Path:
     from attnforge.algo.linear.data import load_corpus
-    from attnforge.algo.linear.speculative import ModelDraft, NGramDraft, race
+    from attnforge.algo.linear.speculative import CorpusDraft, ModelDraft, NGramDraft, race
     from attnforge.algo.linear.train import TrainConfig
 
     threads = torch.get_num_threads()
@@ -115,7 +131,7 @@ def run(out_dir: Path, *, quick: bool = False, command: str = "attnforge bench")
                              chunk=8, conv_kernel=3)
             draft_kw = dict(attention="relu", n_layer=1, n_head=2, d_model=16, block_size=64)
             n_prompts, prompt_len, n_new, repeats = 2, 24, 16, 1
-            configs = [("ngram", 4, 0.0), ("model", 2, 0.0), ("ngram", 4, 0.8)]
+            configs = [("ngram", 4, 0.0), ("model", 2, 0.0), ("ngram", 4, 0.8), ("corpus", 4, 0.8)]
         else:
             corpus = load_corpus()
             tc = TrainConfig(steps=300, batch_size=16, block=128, eval_windows=64)
@@ -124,7 +140,7 @@ def run(out_dir: Path, *, quick: bool = False, command: str = "attnforge bench")
             draft_kw = dict(attention="relu", n_layer=1, n_head=2, d_model=64, block_size=256)
             n_prompts, prompt_len, n_new, repeats = 6, 64, 128, 3
             configs = [(d, k, t) for t in (0.0, 0.8) for d, k in (("ngram", 4), ("ngram", 8), ("model", 2),
-                                                                   ("model", 4))]
+                                                                   ("model", 4), ("corpus", 4), ("corpus", 8))]
         cache = None if quick else Path("build/bench/speculative")  # quick: seconds to train, nothing kept
         prompts = held_out_prompts(corpus, n_prompts, prompt_len)
         result = {
@@ -147,12 +163,17 @@ def run(out_dir: Path, *, quick: bool = False, command: str = "attnforge bench")
             bar.set_postfix_str("train draft")
             draft, result["draft"] = _model(corpus, cache and cache / "draft.pt", draft_kw, tc)
             bar.update()
-            result["call_costs"] = call_costs(target, draft, prompts[0], 20 if quick else 300)
+            # the corpus draft: a byte n-gram model (Witten-Bell, CORPUS_ORDER context bytes) of the training text
+            corpus_draft = CorpusDraft(corpus.train, CORPUS_ORDER)
+            result["corpus_draft"] = {"order": CORPUS_ORDER, "text_bytes": int(corpus.train.numel()),
+                                      "held_out_ppl": round(corpus_draft_ppl(corpus_draft, corpus.val, 2_000 if quick else 20_000), 3)}
+            result["call_costs"] = call_costs(target, draft, prompts[0], 20 if quick else 300, corpus_draft)
             for kind, k, temp in configs:
                 runs = []
                 for i, prompt in enumerate(prompts):
                     bar.set_postfix_str(f"{kind} k={k} T={temp} prompt {i}")
-                    d = NGramDraft(3) if kind == "ngram" else ModelDraft(draft)
+                    d = {"ngram": lambda: NGramDraft(3), "model": lambda: ModelDraft(draft),
+                         "corpus": lambda: corpus_draft}[kind]()
                     r = race(target, d, prompt, n_new, k, temperature=temp, seed=i, repeats=repeats)
                     runs.append({key: r[key] for key in (
                         "identical", "sequential_seconds", "speculative_seconds", "sequential_tokens_per_second",
@@ -176,7 +197,7 @@ def run(out_dir: Path, *, quick: bool = False, command: str = "attnforge bench")
                 out_dir.mkdir(parents=True, exist_ok=True)
                 write_json_atomic(path, result)  # partial results survive an interruption
         result["best_speedup"] = {kind: max((r["speedup"] for r in result["rows"] if r["draft"] == kind), default=None)
-                                  for kind in ("ngram", "model")}
+                                  for kind in ("ngram", "model", "corpus")}
         out_dir.mkdir(parents=True, exist_ok=True)
         write_json_atomic(path, result)
     finally:

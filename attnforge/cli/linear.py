@@ -124,8 +124,11 @@ def cmd_speculate(args) -> int:
     kind = args.draft_kind or ("model" if args.draft else "ngram")
     if kind == "model" and not args.draft:
         raise ConfigError("--draft model needs a draft checkpoint (the second positional argument)")
-    if kind == "ngram" and args.draft:
-        raise ConfigError(f"--draft ngram takes no draft checkpoint, got {args.draft!r}")
+    if kind in ("ngram", "corpus") and args.draft:
+        raise ConfigError(f"--draft {kind} takes no draft checkpoint, got {args.draft!r}")
+    check_int("--order", args.order, 1, 6)
+    if args.rtl and kind == "corpus":
+        raise ConfigError("--rtl runs the ngram and model drafts; --draft corpus is not wired to the RTL run")
     _threads(args)
     if args.rtl:
         return _speculate_rtl(args, kind)
@@ -138,13 +141,15 @@ def cmd_speculate(args) -> int:
     if kind == "model":
         model, _ = load_checkpoint(args.draft)
         model.eval()
-    draft = make_draft(kind, model, ngram=args.ngram)
+    draft = make_draft(kind, model, ngram=args.ngram, order=args.order,
+                       text=_corpus(args).train if kind == "corpus" else None)
     prompt = _prompt_bytes(args.prompt)
     r = race(target, draft, prompt, args.tokens, args.k, temperature=args.temperature, sampling=args.sampling,
              seed=args.seed, repeats=args.repeats)
     mode = "greedy" if args.temperature <= 0 else args.sampling
     report = {"draft": kind, "k": args.k, "mode": mode, "temperature": args.temperature, "seed": args.seed,
-              "ngram": args.ngram if kind == "ngram" else None, "tokens": args.tokens, "repeats": args.repeats,
+              "ngram": args.ngram if kind == "ngram" else None, "order": args.order if kind == "corpus" else None,
+              "tokens": args.tokens, "repeats": args.repeats,
               "sequential_tokens_per_second": round(r["sequential_tokens_per_second"], 1),
               "speculative_tokens_per_second": round(r["speculative_tokens_per_second"], 1),
               "tokens_per_second": round(r["speculative_tokens_per_second"], 1),
@@ -342,15 +347,19 @@ def register(subparsers) -> None:
     p = g.add_parser("speculate", help="speculative decoding: draft proposes k, target verifies in one pass",
                      description="Sequential and speculative decoding of TARGET, interleaved --repeats times "
                                  "(medians). Draft: prompt lookup over the context (--draft ngram, the default "
-                                 "without DRAFT) or the DRAFT checkpoint (--draft model). Greedy (temperature 0) "
+                                 "without DRAFT), the DRAFT checkpoint (--draft model) or a byte n-gram model of "
+                                 "the training text (--draft corpus). Greedy (temperature 0) "
                                  "or sampling: gumbel (token-identical to `linear generate` with the same seed) "
                                  "or rejection (equal in distribution only). Reports tokens/s of both, accepted "
                                  "tokens per verify and whether the outputs are identical (exit status 1 if not).")
     p.add_argument("target")
     p.add_argument("draft", nargs="?", help="draft checkpoint (for --draft model)")
-    p.add_argument("--draft", dest="draft_kind", choices=["ngram", "model"], default=None,
-                   help="draft kind [model if a DRAFT checkpoint is given, else ngram]")
+    p.add_argument("--draft", dest="draft_kind", choices=["ngram", "model", "corpus"], default=None,
+                   help="draft kind: ngram (prompt lookup), model (the DRAFT checkpoint) or corpus (a byte n-gram "
+                        "model counted from the training text, --train-bytes of it) [model if a DRAFT checkpoint "
+                        "is given, else ngram]")
     p.add_argument("--ngram", type=int, default=3, help="n-gram draft: longest n-gram looked up [3]")
+    p.add_argument("--order", type=int, default=4, help="corpus draft: context bytes, 1..6 [4]")
     p.add_argument("--sampling", default="gumbel", help="sampling rule when temperature > 0: gumbel|rejection "
                                                          "[gumbel]")
     p.add_argument("--repeats", type=int, default=3, help="interleaved runs of each, medians reported [3]")
