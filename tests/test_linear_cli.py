@@ -114,3 +114,11 @@ def test_benchmark_quick(tmp_path):
     assert rows[1]["softmax (KV cache)"]["state_bytes"] > rows[0]["softmax (KV cache)"]["state_bytes"]
     assert rows[1]["elu (linear state)"]["state_bytes"] == rows[0]["elu (linear state)"]["state_bytes"]
     assert (tmp_path / "linear_algo.png").stat().st_size > 1000
+
+
+def test_speculative_benchmark_refuses_unknown_drafts(tmp_path):
+    from attnforge.benchmarks.speculative import run
+
+    with pytest.raises(ValueError, match=r"drafts \['lookahead'\]: the benchmark's drafts are ngram, model, corpus"):
+        run(tmp_path, quick=True, drafts=["corpus", "lookahead"])
+    assert not any(tmp_path.iterdir())

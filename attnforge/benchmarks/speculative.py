@@ -116,11 +116,17 @@ def call_costs(target, draft, prompt: list[int], reps: int, corpus_draft=None) -
             "reps": reps}
 
 
-def run(out_dir: Path, *, quick: bool = False, command: str = "attnforge bench") -> Path:
+def run(out_dir: Path, *, quick: bool = False, command: str = "attnforge bench", drafts=None) -> Path:
+    """Train (or reuse) the target and the draft model, then race sequential against speculative decoding
+    for each (draft, k, temperature) row; ``drafts`` limits the rows to those draft kinds (the JSON then
+    goes to ``speculative_<kinds>.json``, beside the full run's ``speculative.json``)."""
     from attnforge.algo.linear.data import load_corpus
     from attnforge.algo.linear.speculative import CorpusDraft, ModelDraft, NGramDraft, race
     from attnforge.algo.linear.train import TrainConfig
 
+    unknown = sorted(set(drafts or ()) - {"ngram", "model", "corpus"})
+    if unknown:
+        raise ValueError(f"drafts {unknown}: the benchmark's drafts are ngram, model, corpus")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -141,6 +147,8 @@ def run(out_dir: Path, *, quick: bool = False, command: str = "attnforge bench")
             n_prompts, prompt_len, n_new, repeats = 6, 64, 128, 3
             configs = [(d, k, t) for t in (0.0, 0.8) for d, k in (("ngram", 4), ("ngram", 8), ("model", 2),
                                                                    ("model", 4), ("corpus", 4), ("corpus", 8))]
+        if drafts:
+            configs = [c for c in configs if c[0] in drafts]
         cache = None if quick else Path("build/bench/speculative")  # quick: seconds to train, nothing kept
         prompts = held_out_prompts(corpus, n_prompts, prompt_len)
         result = {
@@ -155,7 +163,7 @@ def run(out_dir: Path, *, quick: bool = False, command: str = "attnforge bench")
             "rows": [],
         }
         out_dir = Path(out_dir)
-        path = out_dir / "speculative.json"
+        path = out_dir / ("speculative.json" if not drafts else f"speculative_{'_'.join(sorted(set(drafts)))}.json")
         with tqdm(total=2 + len(configs) * n_prompts, desc="speculative", unit="step") as bar:
             bar.set_postfix_str("train target")
             target, result["target"] = _model(corpus, cache and cache / "target.pt", target_kw, tc)
@@ -218,5 +226,7 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser(description="speculative benchmark (also: attnforge bench speculative)")
     ap.add_argument("-o", "--output", default="bench/results")
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--drafts", nargs="+", default=None, help="only these draft kinds (ngram, model, corpus)")
     a = ap.parse_args()
-    run(Path(a.output), quick=a.quick, command=" ".join(["python -m attnforge.benchmarks.speculative", *sys.argv[1:]]))
+    run(Path(a.output), quick=a.quick, drafts=a.drafts,
+        command=" ".join(["python -m attnforge.benchmarks.speculative", *sys.argv[1:]]))
