@@ -282,6 +282,12 @@ def test_corpus_draft_is_the_witten_bell_byte_model_of_its_text():
             got = draft.distribution(list(ctx))
             assert got.sum() == pytest.approx(1.0, abs=1e-12)
             assert got.tolist() == pytest.approx(_witten_bell(text, ctx, order), rel=1e-12, abs=1e-15), (order, ctx)
+    # the remembered log-probabilities are those of the distribution, also after the memo overflows
+    draft = CorpusDraft(text, 3)
+    draft.MEMO_SIZE = 2
+    for ctx in (b"ab", b" ab", b"cab", b" ab", b"dd"):
+        torch.testing.assert_close(draft.log_probs(list(ctx)), torch.log(torch.tensor(draft.distribution(list(ctx)))))
+        assert len(draft._memo) <= 2
     with pytest.raises(ConfigError, match=r"corpus draft order \(context bytes\) must be in \[1, 6\], not 7"):
         CorpusDraft(text, 7)
     with pytest.raises(ConfigError, match="the text has 3 bytes, needs at least order \\+ 1 = 5"):

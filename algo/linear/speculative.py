@@ -253,7 +253,7 @@ class CorpusDraft:
     #: longest context in bytes: a key is ``order + 1`` bytes in a signed 64-bit integer
     MAX_ORDER = 6
 
-    def __init__(self, text, order: int = 4):
+    def __init__(self, text, order: int = 2):
         import numpy as np
 
         self.order = check_int("corpus draft order (context bytes)", order, 1, self.MAX_ORDER)
@@ -263,6 +263,7 @@ class CorpusDraft:
             raise ConfigError(f"corpus draft: the text has {data.size} bytes, needs at least order + 1 = "
                               f"{self.order + 1}")
         self._np = np
+        self._memo = {}
         self.unigram = (np.bincount(data, minlength=256) + 1.0) / (data.size + 256.0)
         d = data.astype(np.int64)
         self.keys, self.counts = [], []
@@ -302,15 +303,28 @@ class CorpusDraft:
             weight *= b
         return p
 
+    #: contexts whose log-probabilities are remembered (2 KiB each); the memo is emptied when full
+    MEMO_SIZE = 16384
+
+    def log_probs(self, ctx: list[int]) -> torch.Tensor:
+        """``log P(next byte | ctx)`` as a float64 tensor, remembered per context (a decode revisits the
+        same short contexts often)."""
+        key = tuple(ctx[-self.order:])
+        hit = self._memo.get(key)
+        if hit is None:
+            if len(self._memo) >= self.MEMO_SIZE:
+                self._memo.clear()
+            hit = self._memo[key] = torch.from_numpy(self._np.log(self.distribution(list(key))))
+        return hit
+
     def start(self, prompt: list[int]):
         pass
 
     def propose(self, ctx: list[int], k: int, choose):
-        np = self._np
         out, qs = [], []
         seq = list(ctx[-self.order:])
         for i in range(k):
-            logits = torch.from_numpy(np.log(self.distribution(seq)))
+            logits = self.log_probs(seq)
             tok, q = choose(logits, len(ctx) + i)
             out.append(tok)
             qs.append(q)
@@ -321,7 +335,7 @@ class CorpusDraft:
         pass
 
 
-def make_draft(kind: str, model: LinearLM | None = None, ngram: int = 3, min_n: int = 1, text=None, order: int = 4):
+def make_draft(kind: str, model: LinearLM | None = None, ngram: int = 3, min_n: int = 1, text=None, order: int = 2):
     """``"ngram"`` (``NGramDraft(ngram, min_n)``), ``"model"`` (``ModelDraft(model)``) or ``"corpus"``
     (``CorpusDraft(text, order)``: a byte n-gram model of ``text``, the target's training text)."""
     check_choice("draft", kind, ("ngram", "model", "corpus"))

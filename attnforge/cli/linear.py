@@ -359,7 +359,9 @@ def register(subparsers) -> None:
                         "model counted from the training text, --train-bytes of it) [model if a DRAFT checkpoint "
                         "is given, else ngram]")
     p.add_argument("--ngram", type=int, default=3, help="n-gram draft: longest n-gram looked up [3]")
-    p.add_argument("--order", type=int, default=4, help="corpus draft: context bytes, 1..6 [4]")
+    p.add_argument("--order", type=int, default=2,
+                   help="corpus draft: context bytes, 1..6 (the order that agrees best with the target wins, "
+                        "not the best language model: 2 for a briefly trained target) [2]")
     p.add_argument("--sampling", default="gumbel", help="sampling rule when temperature > 0: gumbel|rejection "
                                                          "[gumbel]")
     p.add_argument("--repeats", type=int, default=3, help="interleaved runs of each, medians reported [3]")
