@@ -5,7 +5,7 @@ import json
 import pytest
 
 from attnforge.fpga.shell import SynthShell
-from attnforge.fpga.synth import SynthError, critical_path, signal_of, synthesize
+from attnforge.fpga.synth import FitError, SynthError, critical_path, fit_check, signal_of, soft_multipliers, synthesize
 from attnforge.hw.mac_line import MacLine, MacLineConfig
 
 
@@ -47,12 +47,81 @@ def test_unknown_device(tmp_path):
         synthesize(MacLine(MacLineConfig()), top="mac_line", device="xc7", out_dir=tmp_path)
 
 
-def test_failed_pnr_leaves_no_report(tmp_path):
-    # 9 MACs cannot fit the UP5K's 8 DSP blocks: nextpnr fails, and no report is left behind.
+def test_design_over_the_dsp_count_is_refused_before_lut_mapping(tmp_path):
+    # 9 MACs cannot fit the UP5K's 8 DSP blocks: refused after Yosys's coarse synthesis (the DSP count is
+    # exact there), before the LUT mapping and nextpnr; no report is left behind.
     (tmp_path / "report.json").write_text("{}")
-    with pytest.raises(SynthError, match="nextpnr"):
+    with pytest.raises(FitError, match=r"mac_line does not fit ice40-up5k, found after Yosys's coarse synthesis .*"
+                                       r"DSP blocks \(SB_MAC16\): 9 \(Yosys after coarse synthesis, exact\) of "
+                                       r"the device's 8") as e:
         synthesize(MacLine(MacLineConfig(macs=9)), top="mac_line", device="ice40-up5k", out_dir=tmp_path)
-    assert not (tmp_path / "report.json").exists()
+    assert e.value.stage == "yosys-coarse" and [(r["key"], r["count"], r["capacity"]) for r in e.value.over] == [
+        ("dsp", 9, 8)]
+    assert isinstance(e.value, SynthError)
+    assert not (tmp_path / "report.json").exists() and not (tmp_path / "netlist.json").exists()
+    assert not (tmp_path / "nextpnr.log").exists() and not (tmp_path / "nextpnr_pack.log").exists()
+
+
+def test_yosys_only_run_reports_the_misfit_instead(tmp_path):
+    # Without place and route the run measures what the design needs: the report says it does not fit.
+    report = synthesize(MacLine(MacLineConfig(macs=9)), top="mac_line", device="ice40-up5k", out_dir=tmp_path,
+                        pnr=False)
+    assert report["dsp"] == 9 and report["fits"] is False and report["lut_multipliers"] == 0
+    assert [(r["key"], r["count"], r["capacity"]) for r in report["fit"] if not r["fits"]] == [("dsp", 9, 8)]
+    assert {r["key"] for r in report["fit"]} == {"dsp", "bram", "lut", "ff"}
+
+
+@pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
+def test_estimate_over_capacity_is_refused_before_yosys(tmp_path):
+    with pytest.raises(FitError, match=r"found before Yosys, from the resource model: block RAMs \(DP16KD\): 300 "
+                                       r"\(model\) of the device's 208"):
+        synthesize(MacLine(MacLineConfig(macs=2)), top="mac_line", device="ecp5-85k", out_dir=tmp_path,
+                   estimate={"dsp": (2, "model"), "bram": (300, "model")})
+    assert not (tmp_path / "yosys.log").exists()
+
+
+def test_multipliers_left_in_luts_are_counted(tmp_path):
+    # 4 x 4-bit products are under synth_ice40's SB_MAC16 threshold (an 11-bit result): they stay in logic.
+    soft = synthesize(MacLine(MacLineConfig(macs=2, operand_width=4)), top="mac_line", device="ice40-up5k",
+                      out_dir=tmp_path / "soft", pnr=False)
+    assert (soft["dsp"], soft["lut_multipliers"]) == (0, 2)
+    hard = synthesize(MacLine(MacLineConfig(macs=2)), top="mac_line", device="ice40-up5k", out_dir=tmp_path / "hard",
+                      pnr=False)
+    assert (hard["dsp"], hard["lut_multipliers"]) == (2, 0) and hard["fits"]
+
+
+def test_soft_multipliers_reads_yosys_dump():
+    dump = """
+  cell $macc_v2 $auto$alumacc.cc:427:replace_macc$397
+    parameter \\NPRODUCTS 0
+    parameter \\NADDENDS 3
+  end
+  cell $macc_v2 $auto$alumacc.cc:427:replace_macc$398
+    parameter \\NPRODUCTS 2
+  end
+  cell $mul $mul$t.v:2$1
+  end
+"""
+    assert soft_multipliers(dump) == 3 and soft_multipliers("") == 0
+
+
+def test_fit_check_rows():
+    rows = fit_check("ice40-up5k", {"lut": 5281, "dsp": 8}, {"lut": "a", "dsp": "b"})
+    assert rows == [
+        {"resource": "LUTs (ICESTORM_LC)", "key": "lut", "count": 5281, "capacity": 5280, "percent": 100.0,
+         "basis": "a", "fits": False},
+        {"resource": "DSP blocks (SB_MAC16)", "key": "dsp", "count": 8, "capacity": 8, "percent": 100.0,
+         "basis": "b", "fits": True}]
+    with pytest.raises(ValueError, match="resource class 'io'"):
+        fit_check("ice40-up5k", {"io": 1}, "x")
+
+
+def test_cli_refuses_a_design_that_cannot_fit_with_exit_2(tmp_path, capsys):
+    from attnforge.cli import EXIT_BAD_INPUT, main
+
+    assert main(["synth", "mac-line", "--macs", "9", "--device", "ice40-up5k", "-o", str(tmp_path)]) == EXIT_BAD_INPUT
+    err = capsys.readouterr().err
+    assert "mac_line does not fit ice40-up5k" in err and "DSP blocks (SB_MAC16): 9" in err and "of the device's 8" in err
 
 
 def test_router_and_target_reach_nextpnr(tmp_path):
