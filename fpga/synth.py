@@ -258,24 +258,24 @@ def _packed_fit(pnr_report: dict) -> list[dict]:
 
 _SOFT_MUL_CELL = re.compile(r"^\s*cell (\S+) ")
 _NPRODUCTS = re.compile(r"^\s*parameter \\NPRODUCTS (\d+)")
+_CONST_OPERAND = re.compile(r"^\s*connect \\[AB] \d+'[01xz]+\s*$")
 
 
 def soft_multipliers(dump: str) -> int:
-    """Multiplications Yosys left to the logic (not in a DSP block), from a ``dump`` of the design's
-    ``$mul``, ``$__soft_mul``, ``$macc`` and ``$macc_v2`` cells after coarse synthesis: a ``$mul`` or
-    ``$__soft_mul`` is one, a ``$macc_v2`` holds ``NPRODUCTS`` (0 for a plain adder tree), an old-style
-    ``$macc`` counts as one."""
-    n, cell = 0, None
-    for line in dump.splitlines():
-        m = _SOFT_MUL_CELL.match(line)
-        if m:
-            cell = m.group(1)
-            if cell in ("$mul", "$__soft_mul", "$macc"):
-                n += 1
+    """Variable x variable multiplications Yosys left to the logic (not in a DSP block), from a
+    ``dump`` of the design's ``$mul``, ``$__soft_mul``, ``$macc`` and ``$macc_v2`` cells after coarse
+    synthesis: a ``$mul`` or ``$__soft_mul`` is one, a ``$macc_v2`` holds ``NPRODUCTS`` (0 for a
+    plain adder tree), an old-style ``$macc`` counts as one; a cell with a constant operand (an
+    address times a constant: shifts and adds) is none."""
+    n = 0
+    for block in re.split(r"(?m)^(?=\s*cell )", dump):
+        m = _SOFT_MUL_CELL.match(block)
+        if not m or any(_CONST_OPERAND.match(line) for line in block.splitlines()):
             continue
-        m = _NPRODUCTS.match(line)
-        if m and cell == "$macc_v2":
-            n += int(m.group(1))
+        if m.group(1) in ("$mul", "$__soft_mul", "$macc"):
+            n += 1
+        elif m.group(1) == "$macc_v2":
+            n += sum(int(k.group(1)) for k in map(_NPRODUCTS.match, block.splitlines()) if k)
     return n
 
 

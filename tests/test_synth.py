@@ -99,7 +99,13 @@ def test_soft_multipliers_reads_yosys_dump():
   end
   cell $mul $mul$t.v:2$1
   end
+  cell $macc_v2 $auto$alumacc.cc:427:replace_macc$4785
+    parameter \\NPRODUCTS 1
+    connect \\A 2'11
+    connect \\B \\inner.lanes.readout_element10 [8]
+  end
 """
+    # the last: an address times a constant (shifts and adds), not a multiplier
     assert soft_multipliers(dump) == 3 and soft_multipliers("") == 0
 
 
