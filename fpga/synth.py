@@ -331,10 +331,6 @@ def synthesize(component, *, top: str, device: str, out_dir: str | Path, seed: i
     if report_path.exists():
         report_path.unlink()
 
-    shell = SynthShell(component)
-    shell_top = f"{top}_shell"
-    verilog = write_verilog(shell, shell_top, out / f"{shell_top}.v")
-
     # The fit check refuses a design that cannot fit before the long steps, when place and route is
     # asked for (with pnr=False or pack_only it is reported instead: those runs measure what is needed).
     stop = pnr and not pack_only
@@ -342,6 +338,10 @@ def synthesize(component, *, top: str, device: str, out_dir: str | Path, seed: i
     if estimate:
         fit += fit_check(device, {k: c for k, (c, _) in estimate.items()}, {k: b for k, (_, b) in estimate.items()})
         _refuse(top, device, "estimate", fit, stop)
+
+    shell = SynthShell(component)
+    shell_top = f"{top}_shell"
+    verilog = write_verilog(shell, shell_top, out / f"{shell_top}.v")
 
     t0 = time.perf_counter()
     # Yosys stops after its coarse synthesis (multipliers mapped to DSP blocks: that count is exact

@@ -73,11 +73,38 @@ def test_yosys_only_run_reports_the_misfit_instead(tmp_path):
 
 @pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
 def test_estimate_over_capacity_is_refused_before_yosys(tmp_path):
+    (tmp_path / "report.json").write_text("{}")
     with pytest.raises(FitError, match=r"found before Yosys, from the resource model: block RAMs \(DP16KD\): 300 "
                                        r"\(model\) of the device's 208"):
         synthesize(MacLine(MacLineConfig(macs=2)), top="mac_line", device="ecp5-85k", out_dir=tmp_path,
                    estimate={"dsp": (2, "model"), "bram": (300, "model")})
-    assert not (tmp_path / "yosys.log").exists()
+    assert not (tmp_path / "yosys.log").exists() and not (tmp_path / "report.json").exists()
+    assert not (tmp_path / "mac_line_shell.v").exists()        # refused before the Verilog is written
+
+
+@pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
+def test_cli_asks_the_vitcod_resource_model_on_ecp5_before_yosys(tmp_path, capsys):
+    from attnforge.cli import EXIT_BAD_INPUT, main
+    from attnforge.cli.hw import _estimate
+    from attnforge.fpga.resources import vitcod_resources
+    from attnforge.hw.designs import DESIGNS
+    from attnforge.hw.linear import LinearDecodeConfig
+    from attnforge.hw.vitcod import VitcodConfig
+
+    cfg = VitcodConfig(head_dim=16, max_tokens=65, max_nnz=1024, macs=4, data_width=128)
+    est, res = _estimate(DESIGNS["vitcod"], cfg, "ecp5-25k"), vitcod_resources(cfg, "ecp5-25k")
+    assert est["dsp"] == (res["dsp"], "resource model, exact") and est["bram"][0] == res["bram"]
+    assert est["lut"][0] == int(res["lut"] / 1.15) < res["lut"]
+    assert _estimate(DESIGNS["vitcod"], cfg, "ice40-up5k") is None          # no model for the UP5K
+    assert _estimate(DESIGNS["linear-decode"], LinearDecodeConfig(), "ecp5-85k") is None
+    # 8 + 8 lines x 8 MACs need 128 + MULT18X18D; the 25k has 28: refused before anything is generated
+    argv = ["synth", "vitcod", "--dense-lines", "8", "--sparse-lines", "8", "--macs", "8", "--device", "ecp5-25k",
+            "-o", str(tmp_path)]
+    assert main(argv) == EXIT_BAD_INPUT
+    err = capsys.readouterr().err
+    assert "vitcod does not fit ecp5-25k, found before Yosys, from the resource model" in err
+    assert "DSP blocks (MULT18X18D):" in err and "(resource model, exact) of the device's 28" in err
+    assert not any(tmp_path.iterdir())
 
 
 def test_multipliers_left_in_luts_are_counted(tmp_path):
