@@ -31,6 +31,7 @@ def test_mac_line_multipliers_land_in_dsp(tmp_path, device, macs):
     assert cp["from"]["cell"] and cp["to"]["cell"] and cp["longest_net"]["delay_ns"] <= cp["routing_ns"]
     assert report["critical_stage"] == cp["stage"] == f"{cp['from_signal']} -> {cp['to_signal']}"
     assert report["seed"] == 1 and report["router"] == ("router2" if device.startswith("ecp5") else None)
+    assert report["fits"] and report["lut_multipliers"] == 0 and report["yosys_synth"].endswith(("ecp5", "-dsp"))
     assert report["tools"]["yosys"].startswith("Yosys") and "nextpnr" in report["tools"]["nextpnr"]
 
 
@@ -110,9 +111,12 @@ def test_cli_asks_the_vitcod_resource_model_on_ecp5_before_yosys(tmp_path, capsy
 def test_multipliers_left_in_luts_are_counted(tmp_path):
     # 4 x 4-bit products are under synth_ice40's SB_MAC16 threshold (an 11-bit result): they stay in logic
     # (the 8 x 8-bit ones of test_yosys_only_run_reports_the_misfit_instead all land in SB_MAC16: 0 there).
+    # (with dff=True: Yosys's -dff, ABC9's sequential optimization, which comes after the DSP mapping)
     soft = synthesize(MacLine(MacLineConfig(macs=2, operand_width=4)), top="mac_line", device="ice40-up5k",
-                      out_dir=tmp_path, pnr=False)
+                      out_dir=tmp_path, pnr=False, dff=True)
     assert (soft["dsp"], soft["lut_multipliers"], soft["fits"]) == (0, 2, True)
+    assert soft["yosys_synth"] == "synth_ice40 -dsp -dff" and "synth_ice40 -dsp -dff -top" in (
+        tmp_path / "synth.ys").read_text()
 
 
 def test_soft_multipliers_reads_yosys_dump():
