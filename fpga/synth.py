@@ -314,7 +314,7 @@ def synthesize(component, *, top: str, device: str, out_dir: str | Path, seed: i
 
     ``dff=True`` passes ``-dff`` to Yosys's synth command: ABC9 maps the flip-flops with the logic
     (sequential optimization across register boundaries; the RTL and its cycles are unchanged). On
-    the UP5K it lifted the linear decode block's routed Fmax by about 10 % (docs/board.md).
+    the UP5K the linear decode block's worst routed Fmax of three seeds rose 4-10 % (docs/board.md).
     """
     dev = get_device(device)
     target = dev.target_mhz if target_mhz is None else float(target_mhz)
