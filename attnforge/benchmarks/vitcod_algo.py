@@ -80,7 +80,17 @@ def _copy(model):
     return m
 
 
-def _one_seed(cfg: StudyConfig, seed: int, bar) -> dict:
+#: the StudyConfig fields the dense model depends on (with the seed): what a cached dense model is keyed by
+_DENSE_FIELDS = ("depth", "embed_dim", "num_heads", "dense_epochs", "dense_lr", "batch_size", "limit")
+
+
+def dense_cache_path(cache_dir: Path, cfg: StudyConfig, seed: int) -> Path:
+    """Where ``run(..., dense_cache=cache_dir)`` keeps seed ``seed``'s trained dense model."""
+    key = "_".join(f"{f}{getattr(cfg, f)}" for f in _DENSE_FIELDS)
+    return Path(cache_dir) / f"dense_s{seed}_{key}.pt"
+
+
+def _one_seed(cfg: StudyConfig, seed: int, bar, dense_cache: Path | None = None) -> dict:
     import torch
     from torch.utils.data import Subset
 
@@ -101,8 +111,20 @@ def _one_seed(cfg: StudyConfig, seed: int, bar) -> dict:
     def tc(epochs, lr, s, **kw):
         return TrainConfig(epochs=epochs, lr=lr, batch_size=cfg.batch_size, seed=s, progress=False, **kw)
 
-    bar.set_postfix_str(f"seed {seed}: dense training")
-    hist = train(dense, train_set, tc(cfg.dense_epochs, cfg.dense_lr, seed), val_set)
+    cached = dense_cache_path(dense_cache, cfg, seed) if dense_cache else None
+    if cached is not None and cached.is_file():
+        bar.set_postfix_str(f"seed {seed}: dense model from {cached}")
+        saved = torch.load(cached, weights_only=True)
+        dense.load_state_dict(saved["model"])
+        hist = saved.get("history")
+    else:
+        bar.set_postfix_str(f"seed {seed}: dense training")
+        hist = train(dense, train_set, tc(cfg.dense_epochs, cfg.dense_lr, seed), val_set)
+        if cached is not None:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cached.with_name(cached.name + f".tmp{os.getpid()}")
+            torch.save({"model": dense.state_dict(), "history": hist}, tmp)
+            os.replace(tmp, cached)
     bar.update()
     res = {"seed": seed, "dense": evaluate(dense, val_set)["accuracy"], "dense_history": hist}
 
@@ -216,7 +238,9 @@ def _plot(summary: dict, cfg: StudyConfig, path: Path) -> Path:
 
 
 def run(out_dir: Path, *, quick: bool = False, command: str = "attnforge bench vitcod_algo",
-        config: StudyConfig | None = None) -> Path:
+        config: StudyConfig | None = None, dense_cache: Path | None = None) -> Path:
+    """The study; with ``dense_cache`` each seed's trained dense model is kept there (keyed by the settings
+    it depends on, ``dense_cache_path``) and reused by later runs that vary only the later stages."""
     import numpy as np
     import torch
     from tqdm import tqdm
@@ -245,7 +269,7 @@ def run(out_dir: Path, *, quick: bool = False, command: str = "attnforge bench v
                 if seed in done:
                     bar.update(steps_per_seed)
                     continue
-                r = _one_seed(cfg, seed, bar)
+                r = _one_seed(cfg, seed, bar, dense_cache)
                 m = r.pop("masks_90", None)
                 if masks90 is None and m is not None:
                     masks90 = m
