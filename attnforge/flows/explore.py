@@ -376,10 +376,8 @@ def format_pnr_table(result: dict) -> str:
     source = "Yosys (pre-pack)" if pnr["flow"] == "yosys" else "nextpnr packed"
     lines = [f"| configuration | MACs | cycles | utilization | Fmax MHz | all heads (us) | effective GOPS | "
              f"LUT model / {source} | FF | DSP | BRAM | Yosys + nextpnr s |", "|" + "---|" * 12]
-    for r in result["rows"]:
-        p = r.get("pnr")
-        if p is None:
-            continue
+    for r in sorted((r for r in result["rows"] if r.get("pnr")), key=lambda r: (r["cycles"], r["area"])):
+        p = r["pnr"]
         if "error" in p:
             first = p["error"].splitlines()[0] if p["error"] else ""
             lines.append(f"| {_name(r)} | {r['total_macs']} | {r['cycles']:,} | {r['utilization']:.2f} | "
