@@ -9,6 +9,7 @@ on (held out), within 15 %.
 
 import json
 import re
+from pathlib import Path
 from collections import Counter
 
 import pytest
@@ -16,7 +17,7 @@ import pytest
 from attnforge.algo.vitcod.synthetic import real_shaped_mask_set
 from attnforge.cli import main
 from attnforge.errors import ConfigError
-from attnforge.flows.explore import explore_vitcod, pareto_front
+from attnforge.flows.explore import explore_vitcod, format_pnr_table, pareto_front, write_outputs
 from attnforge.formats.masks import save_masks
 from attnforge.fpga.resources import (MAX_FEATURES, bram_blocks, dsp_blocks, fit_vitcod, load_records, predict,
                                       vitcod_memories, vitcod_multipliers, vitcod_resources)
@@ -167,3 +168,145 @@ def test_bad_options_named(masks_file, tmp_path, kw, message):
 
 def test_bad_lines_option_named(masks_file, tmp_path):
     assert main(["explore", "vitcod", "--masks", str(masks_file), "--lines", "2x2", "--out", str(tmp_path)]) == 2
+
+
+# --- --pnr: the front's fastest fitting configurations through the toolchain ---------------------------------
+
+_PNR_SPACE = dict(line_splits=((1, 1), (2, 2), (4, 4)), macs=(4, 8), decoder=(False,))
+
+
+def _fake_synthesize(calls, fail=()):
+    """A stand-in for ``fpga.synth.synthesize`` (Yosys on the smallest accelerator takes minutes): the
+    report's fields that ``_pnr_job`` reads, made up from the configuration so each is told apart."""
+
+    def synthesize(component, *, top, device, out_dir, pnr=True, pack_only=False, **kw):
+        from attnforge.fpga.synth import SynthError
+
+        cfg = component._config
+        calls.append((cfg.dense_lines, cfg.sparse_lines, cfg.macs, cfg.data_width, pnr, pack_only))
+        if (cfg.dense_lines, cfg.sparse_lines, cfg.macs) in fail:
+            raise SynthError("Yosys (synth_ecp5) failed (exit 1); see yosys.log:\nABC9 ended")
+        routed = pnr and not pack_only
+        macs = (cfg.dense_lines + cfg.sparse_lines) * cfg.macs
+        return {"luts": 1000 * macs, "ffs": 500 * macs, "dsp": macs + 16, "bram": 20,
+                "fmax_mhz": 100.0 - macs if routed else None, "target_mhz": 150.0,
+                "nextpnr_utilization": {"TRELLIS_COMB": {"used": 1100 * macs, "available": 83640},
+                                        "TRELLIS_FF": {"used": 520 * macs, "available": 83640},
+                                        "MULT18X18D": {"used": macs + 16, "available": 156},
+                                        "DP16KD": {"used": 20, "available": 208}} if pnr else {},
+                "critical_stage": "a -> b" if routed else None, "seed": 1 if routed else None, "router": "router2",
+                "tools": {"yosys": "Yosys 0.x", "nextpnr": "nextpnr-0.x"}, "yosys_seconds": 60.0,
+                "nextpnr_seconds": 30.0 if pnr else 0.0, "folder": str(out_dir)}
+    return synthesize
+
+
+def test_pnr_runs_the_fastest_fitting_configurations_and_caches_them(masks_file, tmp_path, monkeypatch):
+    """``--pnr 2``: the two fastest rows of the front that fit go through ``synthesize`` (one job each,
+    here in this process: ``workers=1``), their figures land beside the model's; a rerun reads them
+    from the cache; ``--pnr 3`` runs only the one not cached yet."""
+    calls = []
+    monkeypatch.setattr("attnforge.fpga.synth.synthesize", _fake_synthesize(calls))
+    bars = []
+    result = explore_vitcod(masks_file, head_dim=16, cache_dir=tmp_path / "cache", workers=1, pnr=2,
+                            pnr_progress=lambda done, total: bars.append((done, total)), **_PNR_SPACE)
+    fitting_front = sorted((r for r in result["pareto"] if r["fits"]), key=lambda r: r["cycles"])
+    assert len(fitting_front) >= 3, "the test needs a front of at least three fitting rows"
+    chosen = fitting_front[:2]
+    assert chosen[0] is result["fastest_fitting"] or chosen[0] == result["fastest_fitting"]
+    assert sorted(calls) == sorted((r["dense_lines"], r["sparse_lines"], r["macs"], r["data_width"], True, False)
+                                   for r in chosen)
+    assert bars[0] == (0, 2) and bars[-1] == (2, 2)
+    assert [r for r in result["rows"] if "pnr" in r] == [r for r in result["rows"] if r in chosen]
+    for r in chosen:
+        p, macs = r["pnr"], r["total_macs"]
+        assert p["fmax_mhz"] == 100.0 - macs and p["packed"] == {"lut": 1100 * macs, "ff": 520 * macs,
+                                                                  "dsp": macs + 16, "bram": 20}
+        assert p["model"] == r["resources"]
+        assert p["effective_gops"] == pytest.approx(2 * macs * (100.0 - macs) * 1e6 * r["utilization"] / 1e9)
+        assert p["seconds_all_heads"] == pytest.approx(r["cycles"] / ((100.0 - macs) * 1e6))
+        assert p["model_error"]["lut"] == pytest.approx((r["resources"]["lut"] - 1100 * macs) / (1100 * macs))
+    assert result["pnr"]["configurations"] == 2 and result["pnr"]["failed"] == 0
+    paths = write_outputs(result, tmp_path / "out")
+    table = (tmp_path / "out" / "pareto.md").read_text()
+    assert "placed and routed on ecp5-85k" in table and f"| {100.0 - chosen[0]['total_macs']:.1f} |" in table
+    assert json.loads(Path(paths["json"]).read_text())["pnr"]["rows"][0]["fmax_mhz"] == chosen[0]["pnr"]["fmax_mhz"]
+
+    calls.clear()
+    again = explore_vitcod(masks_file, head_dim=16, cache_dir=tmp_path / "cache", workers=1, pnr=2, **_PNR_SPACE)
+    assert calls == [] and again["rows"] == result["rows"]
+    more = explore_vitcod(masks_file, head_dim=16, cache_dir=tmp_path / "cache", workers=1, pnr=3, **_PNR_SPACE)
+    third = fitting_front[2]
+    assert calls == [(third["dense_lines"], third["sparse_lines"], third["macs"], third["data_width"], True, False)]
+    assert more["pnr"]["configurations"] == 3
+
+
+@pytest.mark.parametrize("flow, pnr, pack_only", [("pack", True, True), ("yosys", False, False)])
+def test_pnr_flow_stops_early(masks_file, tmp_path, monkeypatch, flow, pnr, pack_only):
+    calls = []
+    monkeypatch.setattr("attnforge.fpga.synth.synthesize", _fake_synthesize(calls))
+    result = explore_vitcod(masks_file, head_dim=16, cache_dir=tmp_path, workers=1, pnr=1, pnr_flow=flow,
+                            **_PNR_SPACE)
+    assert [c[4:] for c in calls] == [(pnr, pack_only)]
+    p = result["fastest_fitting"]["pnr"]
+    assert p["fmax_mhz"] is None and p["effective_gops"] is None and p["flow"] == flow
+    assert (p["packed"] is None) == (flow == "yosys")
+    assert ("Yosys (pre-pack)" in format_pnr_table(result)) == (flow == "yosys")
+
+
+def test_failed_toolchain_run_is_reported_and_not_cached(masks_file, tmp_path, monkeypatch):
+    calls = []
+    probe = explore_vitcod(masks_file, head_dim=16, cache_dir=tmp_path, workers=1, **_PNR_SPACE)
+    best = probe["fastest_fitting"]
+    monkeypatch.setattr("attnforge.fpga.synth.synthesize", _fake_synthesize(
+        calls, fail={(best["dense_lines"], best["sparse_lines"], best["macs"])}))
+    result = explore_vitcod(masks_file, head_dim=16, cache_dir=tmp_path, workers=1, pnr=1, **_PNR_SPACE)
+    assert "ABC9" in result["fastest_fitting"]["pnr"]["error"] and result["pnr"]["failed"] == 1
+    assert "failed: Yosys (synth_ecp5) failed" in format_pnr_table(result)
+    explore_vitcod(masks_file, head_dim=16, cache_dir=tmp_path, workers=1, pnr=1, **_PNR_SPACE)
+    assert len(calls) == 2          # tried again: a failure is not remembered
+
+
+@pytest.mark.parametrize("kw, message", [(dict(pnr=-1), "--pnr"), (dict(pnr=1, pnr_flow="bitstream"), "--pnr-flow")])
+def test_bad_pnr_options_named(masks_file, tmp_path, kw, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        explore_vitcod(masks_file, head_dim=16, cache_dir=tmp_path, **kw)
+
+
+def test_pnr_option_through_the_cli(masks_file, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr("attnforge.fpga.synth.synthesize", _fake_synthesize([]))
+    args = ["explore", "vitcod", "--masks", str(masks_file), "--head-dim", "16", "--lines", "1+1", "2+2",
+            "--macs", "4", "--no-decoder", "--workers", "1", "--pnr", "--pnr-flow", "pack",
+            "--out", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache"), "--no-progress"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "1 configuration(s) through the toolchain (pack) on ecp5-85k" in out and "nextpnr packed" in out
+    assert json.loads((tmp_path / "out" / "explore.json").read_text())["pnr"]["requested"] == 1
+
+
+@pytest.mark.full
+@pytest.mark.timeout(3600)
+def test_pnr_places_and_routes_a_tiny_configuration_for_real(tmp_path, capsys):
+    """The real toolchain (Yosys + nextpnr-ecp5 place and route on ECP5-25k) on the smallest accelerator
+    (d = 4, 8 tokens, one head, 1+1 lines of 2 MACs at 16 bits), hence make test-full: the same
+    configuration through ``synthesize`` alone took Yosys 184 s and nextpnr 1,441 s on the 2 cores at a
+    load average of 8 to 11 (44 MHz routed). A rerun answers from the cache."""
+    masks = save_masks(real_shaped_mask_set(1, 1, 8, 0.5, seed=0), tmp_path / "tiny.npz")
+    args = ["explore", "vitcod", "--masks", str(masks), "--head-dim", "4", "--lines", "1+1", "--macs", "2",
+            "--data-width", "16", "--no-decoder", "--device", "ecp5-25k", "--workers", "1", "--pnr",
+            "--out", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache"), "--no-progress"]
+    assert main(args) == 0
+    result = json.loads((tmp_path / "out" / "explore.json").read_text())
+    (row,) = result["rows"]
+    p = row["pnr"]
+    assert "error" not in p, p.get("error")
+    report = json.loads((Path(p["folder"]) / "report.json").read_text())
+    assert report["placed_and_routed"] and p["fmax_mhz"] == report["fmax_mhz"] > 0
+    assert p["packed"]["dsp"] == report["dsp"] > 0 and p["packed"]["lut"] > 0 and p["critical_stage"]
+    assert p["effective_gops"] == pytest.approx(2 * 4 * p["fmax_mhz"] * 1e6 * row["utilization"] / 1e9)
+    assert f"| {p['fmax_mhz']:.1f} |" in (tmp_path / "out" / "pareto.md").read_text()
+    capsys.readouterr()
+    # The rerun: the place-and-route job's result comes from the cache (its folder is not touched).
+    mtime = (Path(p["folder"]) / "report.json").stat().st_mtime_ns
+    assert main(args) == 0
+    assert json.loads((tmp_path / "out" / "explore.json").read_text())["rows"] == result["rows"]
+    assert (Path(p["folder"]) / "report.json").stat().st_mtime_ns == mtime

@@ -138,6 +138,29 @@ def test_a_job_that_kills_its_workers_is_named(tmp_path):
             client.wait_for_workers(2, timeout=60)
 
 
+@pytest.mark.full
+def test_a_lost_worker_costs_only_a_rerun_of_its_job(tmp_path):
+    """Issue 20's "a lost worker costs only its job": a job kills its worker the first time it runs (it
+    leaves a marker first); Dask runs it again on a worker that is up, it returns, and the run's result is
+    complete and cached. The job is ``eval`` of an expression (a builtin: importable on every worker,
+    unlike a function of this module), which notes each run in a log file."""
+    import distributed
+    marker, log = str(tmp_path / "died"), str(tmp_path / "runs.log")
+    die_once = (f"open({log!r}, 'a').write('run\\n') and (__import__('os')._exit(3) if not "
+                f"__import__('os').path.exists({marker!r}) and open({marker!r}, 'x') else 7)")
+    jobs_ = [*SQUARES, Job("die once", eval, (die_once, {}))]
+    with distributed.LocalCluster(n_workers=2, processes=True, threads_per_worker=1,
+                                  dashboard_address=None) as cluster:
+        assert run_jobs(jobs_, cluster=cluster.scheduler_address, cache_dir=tmp_path / "cache") == \
+            [0, 1, 4, 9, 16, 7]
+        with distributed.Client(cluster) as client:    # let the nanny finish restarting the killed worker
+            client.wait_for_workers(2, timeout=60)
+    assert os.path.exists(marker) and open(log).read() == "run\nrun\n"     # it died once, then ran again
+    assert len(list((tmp_path / "cache").iterdir())) == 6
+    assert run_jobs(jobs_, workers=1, cache_dir=tmp_path / "cache") == [0, 1, 4, 9, 16, 7]   # all from the cache
+    assert open(log).read() == "run\nrun\n"
+
+
 def test_an_interrupted_run_keeps_the_jobs_it_finished(tmp_path):
     """Stopped after its second job (here by the progress callback; Ctrl-C alike), a run in this process
     has run and cached only those two (each job makes a folder: what ran shows), and the rerun runs only

@@ -48,3 +48,26 @@ def test_goal_with_an_upper_limit(over, met):
     rows.append(_row("32+32 x 8", "real-shaped", 0.95, "cycle model", 0.2, 4.9))
     g = bench.goals(rows)["32+32_bound_95"]
     assert g["best_config"] == "8x(4+4) x 8" and g["best_worst_value"] == over and g["met"] is met
+
+
+def test_sweep_is_the_same_on_one_and_two_workers(tmp_path):
+    """The benchmark's cycle-model sweep as jobs (``attnforge bench vitcod_hw --workers N``): two
+    spawned processes give the rows one process gives, in the same order, value for value (two
+    small mask sets of two heads, two configurations; the RTL runs take the same path, in make
+    test-full's quick benchmark)."""
+    import json
+
+    from attnforge.algo.vitcod.synthetic import polarized_mask_set, real_shaped_mask_set
+
+    masks = {("synthetic", 0.9): polarized_mask_set(1, 2, bench.N, 0.9, bench.DENSE_SHARE, seed=90),
+             ("real-shaped", 0.95): real_shaped_mask_set(1, 2, bench.N, 0.95, seed=96)}
+    cfgs = {name: bench._config(dl + sl, dl, bench.N * bench.N, width, tiles, depth)
+            for name, dl, sl, width, tiles, depth in bench.MODEL_CONFIGS
+            if name in ("4+4 x 8", "2x(4+4) x 8")}
+    one = bench.sweep(masks, cfgs, (), tmp_path, rtl_dense=False, extras=False, workers=1)
+    calls = []
+    two = bench.sweep(masks, cfgs, (), tmp_path, rtl_dense=False, extras=False, workers=2,
+                      progress=lambda done, total: calls.append((done, total)))
+    assert [(r["config"], r["masks"]) for r in one["rows"]] == [(n, k) for k, _ in masks for n in cfgs]
+    assert json.dumps(two) == json.dumps(one)
+    assert calls[-1] == (4, 4)

@@ -2,15 +2,20 @@
 
 Each entry maps a benchmark name to ``"module:function"``; the function takes
 ``(out_dir: Path, *, quick: bool, command: str)``, writes JSON (with the command
-that produced it) under ``out_dir`` and returns the path it wrote.
+that produced it) under ``out_dir`` and returns the path it wrote. A benchmark
+made of independent runs (a sweep) also takes ``workers`` and ``cluster`` and runs
+them through ``attnforge.jobs.run_jobs`` (``attnforge bench NAME --workers N`` or
+``--cluster ADDRESS``); its JSON does not depend on where they ran.
 """
 
 from __future__ import annotations
 
 import importlib
+import inspect
+import sys
 from pathlib import Path
 
-__all__ = ["BENCHMARKS", "run_benchmarks"]
+__all__ = ["BENCHMARKS", "run_benchmarks", "takes_jobs"]
 
 BENCHMARKS = {
     "mac_line": "attnforge.benchmarks.mac_line:run",
@@ -25,13 +30,31 @@ BENCHMARKS = {
 }
 
 
-def run_benchmarks(out_dir: Path, names=None, *, quick: bool = False, command: str = "attnforge bench") -> list[Path]:
+def _function(name: str):
+    module, func = BENCHMARKS[name].split(":")
+    return getattr(importlib.import_module(module), func)
+
+
+def takes_jobs(name: str) -> bool:
+    """Whether benchmark ``name`` runs its sweep as jobs (takes ``workers`` and ``cluster``)."""
+    params = inspect.signature(_function(name)).parameters
+    return "workers" in params and "cluster" in params
+
+
+def run_benchmarks(out_dir: Path, names=None, *, quick: bool = False, command: str = "attnforge bench",
+                   workers: int | None = None, cluster: str | None = None) -> list[Path]:
+    """Run ``names`` (all by default); ``workers`` / ``cluster`` go to those that ``takes_jobs``
+    (the others run in this process, and say so when either was given)."""
     names = list(names or BENCHMARKS)
     unknown = [n for n in names if n not in BENCHMARKS]
     if unknown:
         raise ValueError(f"unknown benchmark(s) {unknown}; known: {', '.join(BENCHMARKS)}")
     paths = []
     for name in names:
-        module, func = BENCHMARKS[name].split(":")
-        paths.append(getattr(importlib.import_module(module), func)(out_dir, quick=quick, command=command))
+        kw = {}
+        if takes_jobs(name):
+            kw = {"workers": workers, "cluster": cluster} if workers is not None or cluster else {}
+        elif workers is not None or cluster:
+            print(f"bench {name}: no sweep of independent runs; it runs in this process", file=sys.stderr)
+        paths.append(_function(name)(out_dir, quick=quick, command=command, **kw))
     return paths

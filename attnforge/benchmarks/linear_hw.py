@@ -87,15 +87,27 @@ def critical_path(nextpnr_report: Path) -> dict | None:
     return path_of(report)
 
 
-def _synthesis(design) -> dict:
-    """ECP5-85k report of ``CONFIG`` with the generator's default requantizer constants,
+def _rtl(config, build_root: str, tb_params: dict) -> dict:
+    """The decode and verify runs on Verilator (a job): passed, the testbench's report, the log."""
+    from attnforge.hw.designs import get_design
+    from attnforge.sim.runner import simulate
+
+    result = simulate(get_design("linear-decode"), config, seed=1, simulator="verilator", build_root=build_root,
+                      tb_params=tb_params)
+    return {"passed": result.passed, "report": result.report, "log": str(result.log)}
+
+
+def _synthesis() -> dict:
+    """ECP5-85k report of ``CONFIG`` with the generator's default requantizer constants (a job),
     in the folder `attnforge synth linear-decode --d 64 --macs 64 --conv-taps 4 --t-max 8`
     uses; a report there is reused when its Verilog is unchanged (place and route
     of this design takes many minutes)."""
     from attnforge.fpga.shell import SynthShell
     from attnforge.fpga.synth import synthesize
+    from attnforge.hw.designs import get_design
     from attnforge.hw.verilog import to_verilog
 
+    design = get_design("linear-decode")
     config = design.make_config(**CONFIG)
     folder = Path("build") / "synth" / design.config_name(config) / "ecp5-85k"
     shell_v = folder / f"{design.top}_shell.v"
@@ -113,15 +125,15 @@ def _synthesis(design) -> dict:
                                         "critical_path": critical_path(folder / "nextpnr.json")}
 
 
-def run(out_dir: Path, *, quick: bool = False, command: str = "attnforge bench", synth: bool = True) -> Path:
-    from attnforge.hw.designs import get_design
+def run(out_dir: Path, *, quick: bool = False, command: str = "attnforge bench", synth: bool = True,
+        workers: int | None = 1, cluster: str | None = None) -> Path:
+    """``workers`` / ``cluster``: where the RTL run and the synthesis go (two jobs; one process by default)."""
     from attnforge.hw.linear import LinearDecodeConfig
+    from attnforge.jobs import Job, run_jobs
     from attnforge.linear_format import random_data_requant
     from attnforge.hw.linear.cycles import (LinearDecodeCycles, crossover_context, softmax_kv_cycles,
                                              steady_cycles_per_token)
-    from attnforge.sim.runner import simulate
 
-    design = get_design("linear-decode")
     config = LinearDecodeConfig(**CONFIG, **random_data_requant(CONFIG["d"], CONFIG["conv_taps"]))
     model = LinearDecodeCycles.of(config)
     # The same datapath generated with snapshots=True (t_max+1 state banks; RTL-tested
@@ -132,17 +144,25 @@ def run(out_dir: Path, *, quick: bool = False, command: str = "attnforge bench",
     modes = [[0, 1, decode_tokens], [2, 2, verify_tokens], [4, 4, verify_tokens], [8, 8, verify_tokens]]
     build_root = Path("build") / "bench"
     synth = synth and not quick
-    steps = 3 if synth else 2
+    steps = 2 if synth else 1
     with tqdm(total=steps, desc="linear_hw", unit="step") as bar:
-        bar.set_postfix_str("RTL")
-        result = simulate(design, config, seed=1, simulator="verilator", build_root=build_root,
-                          tb_params={"tokens": 64 if quick else 400, "rate_tokens": decode_tokens,
-                                     "rate_modes": modes})
-        if not result.passed:
+        bar.set_postfix_str("RTL" + (" and synth ecp5-85k" if synth else ""))
+        # the RTL run and the synthesis are independent: jobs (``workers`` / ``cluster``)
+        jobs = [Job("linear_hw rtl", _rtl, (config, str(build_root), {"tokens": 64 if quick else 400,
+                                                                      "rate_tokens": decode_tokens,
+                                                                      "rate_modes": modes}))]
+        if synth:
+            jobs.append(Job("linear_hw synth ecp5-85k", _synthesis, ()))
+        done = [0]
+
+        def progress(n, total):
+            bar.update(n - done[0])
+            done[0] = n
+        rtl, *synthesized = run_jobs(jobs, workers=workers, cluster=cluster, progress=progress)
+        if not rtl["passed"]:
             raise RuntimeError(f"linear_hw benchmark: RTL differs from the golden model; see "
-                               f"{result.log}")
-        rows = result.report["modes"]
-        bar.update()
+                               f"{rtl['log']}")
+        rows = rtl["report"]["modes"]
 
         # --- decode: cycles per token against context (flat), utilization
         dec = rows[0]
@@ -186,15 +206,12 @@ def run(out_dir: Path, *, quick: bool = False, command: str = "attnforge bench",
                      "linear_model_cycles_per_token": model.cycles_per_token()} for c in contexts]
         crossover = crossover_context(cpt, config.d, config.macs)
         crossover_off = crossover_context(cpt, config.d, config.macs, bytes_per_cycle=OFFCHIP_BYTES_PER_CYCLE)
-        bar.update()
 
         if synth:
-            bar.set_postfix_str("synth ecp5-85k")
-            synth = _synthesis(design)
+            synth = synthesized[0]
             if synth.get("fmax_mhz"):
                 synth["effective_gops"] = (2 * 2 * config.macs * synth["fmax_mhz"] * 1e6
                                            * decode["utilization"] / 1e9)
-            bar.update()
 
     out = {
         "format": "attnforge.bench/1",
@@ -204,7 +221,7 @@ def run(out_dir: Path, *, quick: bool = False, command: str = "attnforge bench",
         "config": dataclasses.asdict(config),
         "multipliers": {"state_lanes": config.macs, "state_multipliers": 2 * config.macs,
                         "conv": config.conv_taps, "requant": 2},
-        "bit_exact": result.passed,
+        "bit_exact": rtl["passed"],
         "decode": decode,
         "context_curve": curve,
         "verify": verify,

@@ -42,9 +42,22 @@ def _testcase_speed(results_xml: Path, name: str) -> dict:
     raise ValueError(f"test {name!r} not found in {results_xml}")
 
 
-def run(out_dir: Path, *, quick: bool = False, command: str = "attnforge bench") -> Path:
+def _synthesize(config, device: str, out_dir: str) -> dict:
+    """The MAC line of ``config`` placed and routed on ``device`` (a job): the report's counts and Fmax."""
     from attnforge.fpga.synth import synthesize
     from attnforge.hw.designs import get_design
+
+    design = get_design("mac-line")
+    rep = synthesize(design.build(config), top=design.top, device=device, out_dir=out_dir)
+    return {k: rep[k] for k in ("device", "luts", "ffs", "dsp", "bram", "fmax_mhz", "shell_ffs")}
+
+
+def run(out_dir: Path, *, quick: bool = False, command: str = "attnforge bench", workers: int | None = 1,
+        cluster: str | None = None) -> Path:
+    """``workers`` / ``cluster``: where the syntheses (one job per device) run; the simulations,
+    whose speed is a figure here, run one after the other in this process."""
+    from attnforge.hw.designs import get_design
+    from attnforge.jobs import Job, run_jobs
     from attnforge.hw.verilog import to_verilog
     from attnforge.sim.runner import simulate
 
@@ -83,15 +96,19 @@ def run(out_dir: Path, *, quick: bool = False, command: str = "attnforge bench")
         synth = []
         config = design.make_config()
         util = next(r["rtl"]["utilization"] for r in rows if r["config"]["macs"] == config.macs)
-        for device in devices:
-            bar.set_postfix_str(f"synth {device}")
-            rep = synthesize(design.build(config), top=design.top, device=device,
-                             out_dir=build_root / "synth" / device)
+        bar.set_postfix_str(f"synth {', '.join(devices)}")
+        done = [0]
+
+        def progress(n, total):
+            bar.update(n - done[0])
+            done[0] = n
+        # the devices' syntheses are independent: jobs (after the simulations, whose speed is measured)
+        jobs = [Job(f"synth mac_line {device}", _synthesize, (config, device, str(build_root / "synth" / device)))
+                for device in devices]
+        for rep in run_jobs(jobs, workers=workers, cluster=cluster, progress=progress):
             fmax = rep["fmax_mhz"]
-            synth.append({k: rep[k] for k in ("device", "luts", "ffs", "dsp", "bram", "fmax_mhz", "shell_ffs")}
-                         | {"config": config.__dict__, "utilization": util,
-                            "effective_gops": 2 * config.macs * fmax * 1e6 * util / 1e9 if fmax else None})
-            bar.update()
+            synth.append(rep | {"config": config.__dict__, "utilization": util,
+                                "effective_gops": 2 * config.macs * fmax * 1e6 * util / 1e9 if fmax else None})
 
     result = {
         "format": "attnforge.bench/1",

@@ -239,11 +239,77 @@ def _row(name, cfg, kind, s, ms, shapes, model, dense_c, source, rtl_report=None
     return row
 
 
-def run(out_dir: Path, *, quick: bool = False, command: str = "attnforge bench") -> Path:
-    from attnforge.flows.vitcod import shapes_of
+def _model_row(name, cfg, kind, s, ms, dense_c) -> dict:
+    """A cycle-model row (a job of the sweep)."""
     from attnforge.formats.masks import head_csr
-    from attnforge.hw.vitcod.cycles import HeadShape, dense_baseline_shape, run_cycles
+    from attnforge.hw.vitcod.cycles import HeadShape, run_cycles
 
+    shapes = [HeadShape.from_csr(g, csr.row_ptr, N) for g, csr in (head_csr(ms, 0, h) for h in range(ms.heads))]
+    return _row(name, cfg, kind, s, ms, shapes, run_cycles(cfg, shapes), dense_c, "cycle model")
+
+
+def _rtl_row(name, cfg, kind, s, ms, dense_c, build_root) -> dict:
+    """An RTL row (a job of the sweep): the mask set's heads on Verilator, bit-exact, and the cycle
+    model beside them. ``dense_c`` None: the caller fills in the RTL dense baseline (another job)."""
+    from attnforge.flows.vitcod import shapes_of
+    from attnforge.hw.vitcod.cycles import run_cycles
+
+    heads = _heads(cfg, ms, seed=int(s * 1000))
+    report = measure_rtl(cfg, heads, f"vitcod_{_slug(name)}_{kind}_s{int(s * 100)}", build_root)
+    shapes = shapes_of(heads)
+    return _row(name, cfg, kind, s, ms, shapes, run_cycles(cfg, shapes), 1.0 if dense_c is None else dense_c,
+                "rtl", report)
+
+
+def _with_dense(row: dict, dense_c: float) -> dict:
+    """``row`` with another dense baseline (the keys stay in their order)."""
+    row["dense_baseline_cycles"] = dense_c
+    row["speedup"] = dense_c / row["cycles"]
+    return row
+
+
+def sweep(masks: dict, cfgs: dict, rtl_names, build_root, *, rtl_dense: bool = True, extras: bool = True,
+          workers: int | None = 1, cluster: str | None = None, progress=None) -> dict:
+    """The benchmark's independent runs as jobs of ``attnforge.jobs.run_jobs`` (local processes or a
+    Dask cluster): every configuration of ``cfgs`` on every mask set of ``masks`` through the cycle
+    model, the ``rtl_names`` configurations on every mask set on the RTL, with ``rtl_dense`` the
+    RTL dense baseline of 4+4 x 8 (its RTL rows' speedup is then over it) and, with ``extras``, the
+    irregular heads and the decoder layer. The rows come back in the order one process makes them
+    (per mask set: the model rows, then the RTL rows), so the JSON does not depend on ``workers``.
+    Returns ``rows``, ``dense`` (model), ``dense_rtl``, ``irregular``, ``decoder``."""
+    from attnforge.hw.vitcod.cycles import dense_baseline_shape, run_cycles
+    from attnforge.jobs import Job, run_jobs
+
+    dense = {name: _steady(run_cycles(cfg, [dense_baseline_shape(cfg, N, N) for _ in range(2)])["heads"])
+             for name, cfg in cfgs.items()}
+    jobs = []
+    if rtl_dense:
+        jobs.append(Job("dense rtl 4+4 x 8", _dense_rtl, (cfgs["4+4 x 8"], build_root)))
+    for (kind, s), ms in masks.items():
+        for name in cfgs:
+            jobs.append(Job(f"model {name} {kind} {s}", _model_row, (name, cfgs[name], kind, s, ms, dense[name])))
+        for name in rtl_names:
+            dense_c = None if rtl_dense and name == "4+4 x 8" else dense[name]
+            jobs.append(Job(f"rtl {name} {kind} {s}", _rtl_row, (name, cfgs[name], kind, s, ms, dense_c, build_root)))
+    if extras:
+        jobs += [Job(f"irregular {name}", _irregular_run, (name, cfgs[name], build_root)) for name in rtl_names]
+        jobs.append(Job("decoder 4+4 x 8", _decoder_run, (cfgs["4+4 x 8"], masks[("synthetic", 0.9)], build_root)))
+    results = dict(zip((j.key for j in jobs), run_jobs(jobs, workers=workers, cluster=cluster, progress=progress)))
+    dense_rtl = results["dense rtl 4+4 x 8"] if rtl_dense else None
+    rows = []
+    for (kind, s), ms in masks.items():
+        rows += [results[f"model {name} {kind} {s}"] for name in cfgs]
+        for name in rtl_names:
+            row = results[f"rtl {name} {kind} {s}"]
+            rows.append(_with_dense(row, dense_rtl) if rtl_dense and name == "4+4 x 8" else row)
+    return {"rows": rows, "dense": dense, "dense_rtl": dense_rtl,
+            "irregular": [results[f"irregular {name}"] for name in rtl_names] if extras else [],
+            "decoder": results["decoder 4+4 x 8"] if extras else None}
+
+
+def run(out_dir: Path, *, quick: bool = False, command: str = "attnforge bench", workers: int | None = 1,
+        cluster: str | None = None) -> Path:
+    """``workers`` / ``cluster``: where the sweep's runs go (``sweep``; one process by default)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     build_root = Path("build") / "bench"
@@ -254,32 +320,15 @@ def run(out_dir: Path, *, quick: bool = False, command: str = "attnforge bench")
     cfgs = {name: _config(dl + sl, dl, max(max_nnz, N * N), width, tiles, depth)
             for name, dl, sl, width, tiles, depth in MODEL_CONFIGS}
     rtl_configs = RTL_CONFIGS[:1] if quick else RTL_CONFIGS
-    rows = []
-    irregular = []
-    with tqdm(total=len(masks) * len(rtl_configs) + 2 + len(rtl_configs), desc="vitcod bench", unit="run") as bar:
-        dense = {name: _steady(run_cycles(cfg, [dense_baseline_shape(cfg, N, N) for _ in range(2)])["heads"])
-                 for name, cfg in cfgs.items()}
-        dense_rtl = None if quick else _dense_rtl(cfgs["4+4 x 8"], build_root)
-        bar.update()
-        for (kind, s), ms in masks.items():
-            for name, *_ in MODEL_CONFIGS:
-                cfg = cfgs[name]
-                shapes = [HeadShape.from_csr(g, csr.row_ptr, N) for g, csr in
-                          (head_csr(ms, 0, h) for h in range(ms.heads))]
-                rows.append(_row(name, cfg, kind, s, ms, shapes, run_cycles(cfg, shapes), dense[name], "cycle model"))
-            for name, *_ in rtl_configs:
-                cfg = cfgs[name]
-                heads = _heads(cfg, ms, seed=int(s * 1000))
-                report = measure_rtl(cfg, heads, f"vitcod_{_slug(name)}_{kind}_s{int(s * 100)}", build_root)
-                shapes = shapes_of(heads)
-                dense_c = dense_rtl if (dense_rtl is not None and name == "4+4 x 8") else dense[name]
-                rows.append(_row(name, cfg, kind, s, ms, shapes, run_cycles(cfg, shapes), dense_c, "rtl", report))
-                bar.update()
-        for name, *_ in rtl_configs:
-            irregular.append(_irregular_run(name, cfgs[name], build_root))
-            bar.update()
-        decoder = _decoder_run(cfgs["4+4 x 8"], masks[("synthetic", 0.9)], build_root)
-        bar.update()
+    with tqdm(desc="vitcod bench", unit="run") as bar:
+        def progress(done, total):
+            bar.total = total
+            bar.n = done
+            bar.refresh()
+        swept = sweep(masks, cfgs, [name for name, *_ in rtl_configs], build_root, rtl_dense=not quick,
+                      workers=workers, cluster=cluster, progress=progress)
+    rows, dense, irregular, decoder = swept["rows"], swept["dense"], swept["irregular"], swept["decoder"]
+    dense_rtl = swept["dense_rtl"]
 
     result = {
         "benchmark": "vitcod_hw", "command": command,

@@ -5,13 +5,16 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from . import add_cluster_option
+
 __all__ = ["register"]
 
 
 def cmd_bench(args) -> int:
     from attnforge.benchmarks import run_benchmarks
 
-    run_benchmarks(Path(args.output), args.names, quick=args.quick, command=" ".join(["attnforge", *sys.argv[1:]]))
+    run_benchmarks(Path(args.output), args.names, quick=args.quick, command=" ".join(["attnforge", *sys.argv[1:]]),
+                   workers=args.workers, cluster=args.cluster)
     return 0
 
 
@@ -28,6 +31,9 @@ def register(sub) -> None:
     p.add_argument("names", nargs="*", metavar="NAME", help="benchmarks to run [all]")
     p.add_argument("-o", "--output", default="bench/results", help="results folder [bench/results]")
     p.add_argument("--quick", action="store_true", help="shorter runs (for smoke tests)")
+    p.add_argument("--workers", type=int, help="local processes for the sweeps of the benchmarks made of independent "
+                                               "runs (vitcod_hw, mac_line, linear_hw) [1]")
+    add_cluster_option(p)
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("demo", help="the MAC-line walking skeleton end to end: generate, lint, simulate, synthesize "

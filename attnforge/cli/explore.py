@@ -1,6 +1,7 @@
 """``attnforge explore vitcod``: which accelerator configuration to build for a masks file and an FPGA.
 
-Cycle model and resource model only (no simulation, no synthesis): see
+Cycle model and resource model (no simulation, no synthesis); with ``--pnr N`` the N fastest
+configurations of the front that fit go through Yosys and nextpnr: see
 ``attnforge/flows/explore.py`` and docs/explore.md.
 """
 
@@ -16,14 +17,21 @@ __all__ = ["register"]
 def cmd_explore_vitcod(args) -> int:
     from tqdm import tqdm
 
-    from attnforge.flows.explore import explore_vitcod, format_table, write_outputs
+    from attnforge.flows.explore import explore_vitcod, format_pnr_table, write_outputs, format_table
 
-    bar = tqdm(desc="cycle-model jobs", unit="job", file=sys.stderr, disable=not args.progress, leave=False)
+    bars = {}       # one bar per kind of job, opened when its first progress comes
 
-    def progress(done, total):
-        bar.total = total
-        bar.n = done
-        bar.refresh()
+    def progress_bar(desc):
+        def progress(done, total):
+            if desc not in bars:
+                for other in bars.values():
+                    other.close()
+                bars[desc] = tqdm(desc=desc, unit="job", file=sys.stderr, disable=not args.progress, leave=False)
+            bar = bars[desc]
+            bar.total = total
+            bar.n = done
+            bar.refresh()
+        return progress
 
     space = {}
     if args.lines:
@@ -37,10 +45,12 @@ def cmd_explore_vitcod(args) -> int:
     try:
         result = explore_vitcod(args.masks, device=args.device, head_dim=args.head_dim, budget_dsp=args.budget_dsp,
                                 budget_bram=args.budget_bram, workers=args.workers, cluster=args.cluster,
-                                cache_dir=args.cache_dir,
-                                progress=progress, **space)
+                                cache_dir=args.cache_dir, progress=progress_bar("cycle-model jobs"),
+                                pnr=args.pnr, pnr_flow=args.pnr_flow,
+                                pnr_progress=progress_bar(f"{args.pnr_flow} jobs (minutes each)"), **space)
     finally:
-        bar.close()
+        for bar in bars.values():
+            bar.close()
     paths = write_outputs(result, args.out)
     fits = sum(r["fits"] for r in result["rows"])
     print(f"{result['candidates']} configurations for {args.masks} ({result['layers']} layers x {result['heads']} "
@@ -54,6 +64,12 @@ def cmd_explore_vitcod(args) -> int:
         print(f"\nfastest that fits: {best['dense_lines']}+{best['sparse_lines']} lines x {best['macs']} MACs, "
               f"data width {best['data_width']}{', decoder' if best['decoder'] else ''}: {best['cycles']:,} cycles, "
               f"utilization {best['utilization']:.2f}, {best['area']:.0%} of the device ({best['binding']})")
+    if result.get("pnr"):
+        pnr = result["pnr"]
+        failed = f", {pnr['failed']} failed" if pnr["failed"] else ""
+        print(f"\n{pnr['configurations']} configuration(s) through the toolchain ({pnr['flow']}) on "
+              f"{pnr['device']}{failed}:\n")
+        print(format_pnr_table(result))
     print(f"wrote {paths['json']}, {paths['table']}, {paths['plot']}")
     return 0
 
@@ -90,6 +106,13 @@ def register(subparsers) -> None:
     p.add_argument("--data-width", type=int, nargs="+", help="stream widths to sweep [32 64 128 256, where valid]")
     p.add_argument("--no-decoder", action="store_true", help="leave the Q/K decoder out of the sweep")
     p.add_argument("--workers", type=int, help="processes evaluating the cycle model [the CPU count]")
+    p.add_argument("--pnr", type=int, nargs="?", const=1, default=0, metavar="N",
+                   help="place and route the N fastest configurations of the front that fit the device with Yosys "
+                        "+ nextpnr (jobs like the cycle model's, cached; 5-20+ minutes each) [1 when given "
+                        "without N; off]")
+    p.add_argument("--pnr-flow", choices=("route", "pack", "yosys"), default="route",
+                   help="how far --pnr goes: route (Fmax), pack (nextpnr's packed counts, no Fmax), yosys "
+                        "(Yosys's counts only) [route]")
     add_cluster_option(p)
     p.add_argument("--out", default="build/explore/vitcod", help="folder of explore.json, pareto.md, pareto.png")
     p.add_argument("--cache-dir", default="build/explore", help="cycle-model results, a file per job, by masks digest "

