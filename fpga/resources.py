@@ -145,8 +145,14 @@ def _decoder_multipliers(cfg: VitcodConfig) -> list[Mul]:
                 MAX_DECODER_HEADS.bit_length(), 2)]
 
 
+def _dsp_pieces(width: int) -> int:
+    """18-bit slices of an operand that go to DSP blocks: Yosys's ``mul2dsp`` cuts ``ceil(w / 18)``
+    slices, but one narrower than ``DSP_*_MINWIDTH`` = 2 bits (w = 18 k + 1) stays in logic."""
+    return width // DSP_WIDTH if width > DSP_WIDTH and width % DSP_WIDTH == 1 else math.ceil(width / DSP_WIDTH)
+
+
 def dsp_blocks(mul: Mul) -> int:
-    return mul.count * math.ceil(mul.a_width / DSP_WIDTH) * math.ceil(mul.b_width / DSP_WIDTH)
+    return mul.count * _dsp_pieces(mul.a_width) * _dsp_pieces(mul.b_width)
 
 
 #: Candidate features of the LUT/FF fit (each a count the configuration fixes): the MACs, the lines, the

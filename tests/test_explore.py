@@ -19,7 +19,7 @@ from attnforge.cli import main
 from attnforge.errors import ConfigError
 from attnforge.flows.explore import explore_vitcod, format_pnr_table, pareto_front, write_outputs
 from attnforge.formats.masks import save_masks
-from attnforge.fpga.resources import (MAX_FEATURES, bram_blocks, dsp_blocks, fit_vitcod, load_records, predict,
+from attnforge.fpga.resources import (MAX_FEATURES, Mul, bram_blocks, dsp_blocks, fit_vitcod, load_records, predict,
                                       vitcod_memories, vitcod_multipliers, vitcod_resources)
 from attnforge.hw.vitcod import VitcodAccelerator, VitcodConfig
 
@@ -61,6 +61,16 @@ def test_memory_list_is_the_designs(kw):
     cfg = VitcodConfig(**kw)
     want = sorted((m.name.split(".")[-1], m.width, m.depth, m.read_ports) for m in vitcod_memories(cfg))
     assert _design_memories(cfg) == want
+
+
+def test_dsp_count_leaves_a_one_bit_slice_to_logic():
+    """Yosys's mul2dsp keeps a slice narrower than 2 bits in logic: a 19 x 16 product (the exponent unit
+    at d = 4) takes one MULT18X18D, not two. Recorded: docs/explore.md's routed tiny configuration (d = 4,
+    N = 8, 1+1 lines x 2 MACs, 16-bit stream), 14 MULT18X18D packed by nextpnr."""
+    assert dsp_blocks(Mul("m", 19, 16, 1)) == 1 and dsp_blocks(Mul("m", 20, 16, 1)) == 2
+    assert dsp_blocks(Mul("m", 37, 19, 1)) == 2 and dsp_blocks(Mul("m", 18, 18, 3)) == 3
+    cfg = VitcodConfig(head_dim=4, max_tokens=8, max_nnz=32, macs=2, dense_lines=1, sparse_lines=1, data_width=16)
+    assert vitcod_resources(cfg, "ecp5-25k")["dsp"] == 14
 
 
 def test_records_cover_fit_and_held_out_configurations():

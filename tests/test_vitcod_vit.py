@@ -213,7 +213,8 @@ def test_qk_autoencoder_pca_start_is_the_best_rank_k_reconstruction():
     assert model.training
     model.eval()
     seen = {}
-    hooks = [_ProjectHook(a, lambda m, args, out, i=i: seen.__setitem__(i, out)) for i, a in enumerate(model.attentions)]
+    hooks = [_ProjectHook(a, lambda m, args, out, i=i: seen.__setitem__(i, out))
+             for i, a in enumerate(model.attentions)]
     with torch.no_grad():
         model(x)
     for h in hooks:

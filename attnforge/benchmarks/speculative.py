@@ -214,7 +214,8 @@ def run(out_dir: Path, *, quick: bool = False, command: str = "attnforge bench",
             # the corpus draft: a byte n-gram model (Witten-Bell, CORPUS_ORDER context bytes) of the training text
             corpus_draft = CorpusDraft(corpus.train, CORPUS_ORDER)
             result["corpus_draft"] = {"order": CORPUS_ORDER, "text_bytes": int(corpus.train.numel()),
-                                      "held_out_ppl": round(corpus_draft_ppl(corpus_draft, corpus.val, 2_000 if quick else 20_000), 3)}
+                                      "held_out_ppl": round(corpus_draft_ppl(corpus_draft, corpus.val,
+                                                                             2_000 if quick else 20_000), 3)}
             if any(c[0] == "corpus" for c in configs):
                 result["corpus_draft"]["agreement"] = corpus_agreement(
                     target, {"train": corpus.train, "val": corpus.val}, windows=1 if quick else 12,
