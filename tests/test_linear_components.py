@@ -459,6 +459,7 @@ def test_convolution_window_spans_history_and_drafts():
             if cycle < len(schedule):          # fetch: a cycle ahead of the update stage
                 ctx.set(fetch.head, head)
                 ctx.set(fetch.data_column, schedule[cycle][0])
+                ctx.set(fetch.conv_column, [schedule[cycle][0]] * (2 * 3 - 1))   # one copy per row
             update = cycle - 1
             if 0 <= update < len(schedule):
                 j, tau = schedule[update]

@@ -286,11 +286,17 @@ class CommandControl(ConfiguredComponent):
             m.d.sync += ctx.is_z.eq(r.column == 0)
         if cfg.snapshots:
             m.d.sync += ctx.snapshot_bank.eq(write_bank)
+        # The element's column of v (column 0 is z, S columns are 1..d, with relu_norm), registered
+        # in stage A beside ctx.column: one copy for v's byte select, one per history and tap row of
+        # the convolution (each a 64:1 byte multiplexer at d = 64), instead of one register for all.
+        data_next = Mux(r.column == 0, 0, r.column - 1) if cfg.normalized else r.column
+        column = Signal(range(d), name="data_column", attrs={"replica": 1})
+        m.d.sync += column.eq(data_next)
+        for n in range(len(fetch.conv_column)):
+            copy = Signal(range(d), name=f"data_column_rep{n}", attrs={"replica": 1})
+            m.d.sync += copy.eq(data_next)
+            m.d.comb += fetch.conv_column[n].eq(copy)
         # Stage B.
-        column = ctx.column
-        if cfg.normalized:
-            column = Signal(range(d), name="data_column")           # column 0 is z, S columns are 1..d
-            m.d.comb += column.eq(Mux(ctx.column == 0, 0, ctx.column - 1))
         m.d.comb += fetch.data_column.eq(column)
         m.d.sync += [
             element.eq(ctx),
