@@ -445,11 +445,13 @@ def test_convolution_window_spans_history_and_drafts():
             ctx.set(ctl.row, [int(x) for x in taps[n]])
             await ctx.tick()
         ctx.set(ctl.taps_load, 0)
-        for row in committed:
+        for n in range(len(committed)):       # each v comes a cycle after its shift strobe
             ctx.set(ctl.history_shift, 1)
-            ctx.set(ctl.row, [int(x) for x in row])
+            if n:
+                ctx.set(ctl.history_row, [int(x) for x in committed[n - 1]])
             await ctx.tick()
         ctx.set(ctl.history_shift, 0)
+        ctx.set(ctl.history_row, [int(x) for x in committed[-1]])
         ctx.set(ctl.head, 0)   # commands to the other head must not disturb this one
         ctx.set(ctl.history_clear, 1)
         await ctx.tick()

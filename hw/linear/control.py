@@ -138,6 +138,8 @@ class CommandControl(ConfiguredComponent):
         # enable does, in _command): the draft block registers them, no multiplexer in front.
         p = self.i.p
         m.d.comb += [self.block_write.addr.eq(r.collected), self.block_write.data.eq(Cat(p.q, p.k, p.v))]
+        # Likewise the tap row (the convolution registers it; only taps_load depends on the command).
+        m.d.comb += self.conv.row.eq(p.v)
         with m.FSM() as fsm:
             with m.State("IDLE"):
                 with m.If(self.i.valid):
@@ -178,8 +180,7 @@ class CommandControl(ConfiguredComponent):
                 m.d.comb += [self.conv.history_clear.eq(1), self.conv.head.eq(p.head)]
                 m.d.sync += [r.pending.eq(0), r.collected.eq(0)]
             with m.Case(CMD_TAPS):
-                m.d.comb += [self.conv.taps_load.eq(1), self.conv.head.eq(p.head), self.conv.taps_index.eq(p.a),
-                             self.conv.row.eq(p.v)]
+                m.d.comb += [self.conv.taps_load.eq(1), self.conv.head.eq(p.head), self.conv.taps_index.eq(p.a)]
 
     def _commit(self, m, r, accepted):
         """commit(a) of the pending block: count, then move the committed bank (or replay)."""
@@ -246,7 +247,7 @@ class CommandControl(ConfiguredComponent):
     def _history(self, m, r):
         """HIST: the committed tokens' v enter the head's history, one per cycle."""
         m.d.comb += [r.block_addr.eq(r.shift_token + 1), self.conv.history_shift.eq(1),
-                     self.conv.head.eq(r.head), self.conv.row.eq(self.block_read.data.v)]
+                     self.conv.head.eq(r.head)]      # the v: conv.history_row, a cycle later
         m.d.sync += [r.shift_token.eq(r.shift_token + 1), r.shifts_left.eq(r.shifts_left - 1)]
         with m.If(r.shifts_left == 1):
             m.next = "IDLE"
@@ -298,6 +299,8 @@ class CommandControl(ConfiguredComponent):
             m.d.comb += fetch.conv_column[n].eq(copy)
         # Stage B.
         m.d.comb += fetch.data_column.eq(column)
+        # In HIST the registered word is the v that the last cycle's history_shift moves in.
+        m.d.comb += self.conv.history_row.eq(word.v)
         m.d.sync += [
             element.eq(ctx),
             *[fetch.phi_k[i].eq(phi(word.k[group * macs + i])) for i in range(macs)],

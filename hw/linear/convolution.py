@@ -99,15 +99,17 @@ class Convolution(ConfiguredComponent):
     def _registers(self, m, history, taps):
         """Tap loads, history shifts (committed v, newest first) and clears, one cycle after the
         command (registered: the command decoding does not drive the registers' enables across the
-        device). The controls are registered once per CONV_CHUNK columns (``replica``), the row once.
+        device). The controls are registered once per CONV_CHUNK columns (``replica``), the tap row
+        once; the history row comes registered (``history_row``, a cycle after its shift).
         A pass reads taps and history at least two cycles after the command that writes them (a
         TAPS, RESET or the last history shift is followed by a beat, then the pass's issue, then
         its fetch), so the later write is never seen late."""
         cfg = self._config
         d, byte = cfg.d, INT8.width
         control = self.control
-        row = Signal(byte * d, name="conv_row")
+        row = Signal(byte * d, name="conv_taps_row")
         m.d.sync += row.eq(control.row.as_value())
+        history_row = control.history_row.as_value()      # registered by the fetch stage already
         for lo in range(0, d, CONV_CHUNK):
             hi = min(lo + CONV_CHUNK, d)
             c = lo // CONV_CHUNK
@@ -129,6 +131,6 @@ class Convolution(ConfiguredComponent):
             with m.If(copies["history_shift"]):
                 for h in range(cfg.heads if cfg.conv_taps > 1 else 0):
                     with m.If(copies["head"] == h):
-                        m.d.sync += [history[h][0][bits].eq(row[bits]),
+                        m.d.sync += [history[h][0][bits].eq(history_row[bits]),
                                      *[history[h][n][bits].eq(history[h][n - 1][bits])
                                        for n in range(1, cfg.conv_taps - 1)]]

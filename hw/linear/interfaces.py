@@ -49,15 +49,18 @@ class FetchSignature(wiring.Signature):
 class ConvControlSignature(wiring.Signature):
     """Commands to the convolution's registers, seen from the command control.
 
-    ``taps_load``: ``w[taps_index][:] = row`` for ``head``. ``history_shift``: ``row``
-    (a committed v) enters ``head``'s history. ``history_clear``: ``head``'s history
-    becomes zeros (reset). At most one of the three per cycle.
+    ``taps_load``: ``w[taps_index][:] = row`` for ``head``. ``history_shift``: a committed v
+    enters ``head``'s history; that v is ``history_row`` in the *next* cycle (the fetch
+    stage's registered draft-block word). ``history_clear``: ``head``'s history becomes
+    zeros (reset). At most one of the three per cycle. ``row`` and ``history_row`` are
+    driven every cycle (no command-dependent multiplexer in front of the convolution).
     """
 
     def __init__(self, config: LinearDecodeConfig):
         super().__init__({
             "head": Out(config.head_width),
             "row": Out(data.ArrayLayout(shape_of(INT8), config.d)),
+            "history_row": Out(data.ArrayLayout(shape_of(INT8), config.d)),
             "taps_load": Out(1),
             "taps_index": Out(config.format.block_width),
             "history_shift": Out(1),
