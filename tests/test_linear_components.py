@@ -445,11 +445,13 @@ def test_convolution_window_spans_history_and_drafts():
             ctx.set(ctl.row, [int(x) for x in taps[n]])
             await ctx.tick()
         ctx.set(ctl.taps_load, 0)
-        for row in committed:
+        for n in range(len(committed)):       # each v comes a cycle after its shift strobe
             ctx.set(ctl.history_shift, 1)
-            ctx.set(ctl.row, [int(x) for x in row])
+            if n:
+                ctx.set(ctl.history_row, [int(x) for x in committed[n - 1]])
             await ctx.tick()
         ctx.set(ctl.history_shift, 0)
+        ctx.set(ctl.history_row, [int(x) for x in committed[-1]])
         ctx.set(ctl.head, 0)   # commands to the other head must not disturb this one
         ctx.set(ctl.history_clear, 1)
         await ctx.tick()
@@ -459,6 +461,7 @@ def test_convolution_window_spans_history_and_drafts():
             if cycle < len(schedule):          # fetch: a cycle ahead of the update stage
                 ctx.set(fetch.head, head)
                 ctx.set(fetch.data_column, schedule[cycle][0])
+                ctx.set(fetch.conv_column, [schedule[cycle][0]] * (2 * 3 - 1))   # one copy per row
             update = cycle - 1
             if 0 <= update < len(schedule):
                 j, tau = schedule[update]

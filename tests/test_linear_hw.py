@@ -123,6 +123,18 @@ def test_verilog_lint_clean(tmp_path, params):
         assert port in text
 
 
+def test_state_memory_declares_its_read_write_collisions_dont_care(tmp_path):
+    """The state memory (and only it) carries Yosys's ``no_rw_check``: a pass never reads a word in the
+    cycle it is written, and without the attribute synth_ecp5 wraps every DP16KD in collision logic (a
+    copy of the write data and a select flip-flop on every read bit; docs/linear-hw.md)."""
+    import re
+
+    cfg = LinearDecodeConfig(d=8, macs=4, conv_taps=2, t_max=4)
+    text = write_verilog(LinearDecode(cfg), "linear_decode", tmp_path / "l.v").read_text()
+    marked = re.findall(r"\(\* no_rw_check = 32'd1 \*\)\s*(?:\(\*[^)]*\*\)\s*)*reg \[(\d+):0\] (\w+) \[(\d+):0\]", text)
+    assert marked == [(str(cfg.macs * cfg.format.state_format.width - 1), "state", str(cfg.state_depth - 1))]
+
+
 def test_cycle_model_decode_and_verify():
     m = LinearDecodeCycles(d=64, macs=64, conv_taps=4, t_max=8)
     assert m.ideal_cycles_per_token == 64

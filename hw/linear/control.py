@@ -138,6 +138,8 @@ class CommandControl(ConfiguredComponent):
         # enable does, in _command): the draft block registers them, no multiplexer in front.
         p = self.i.p
         m.d.comb += [self.block_write.addr.eq(r.collected), self.block_write.data.eq(Cat(p.q, p.k, p.v))]
+        # Likewise the tap row (the convolution registers it; only taps_load depends on the command).
+        m.d.comb += self.conv.row.eq(p.v)
         with m.FSM() as fsm:
             with m.State("IDLE"):
                 with m.If(self.i.valid):
@@ -178,8 +180,7 @@ class CommandControl(ConfiguredComponent):
                 m.d.comb += [self.conv.history_clear.eq(1), self.conv.head.eq(p.head)]
                 m.d.sync += [r.pending.eq(0), r.collected.eq(0)]
             with m.Case(CMD_TAPS):
-                m.d.comb += [self.conv.taps_load.eq(1), self.conv.head.eq(p.head), self.conv.taps_index.eq(p.a),
-                             self.conv.row.eq(p.v)]
+                m.d.comb += [self.conv.taps_load.eq(1), self.conv.head.eq(p.head), self.conv.taps_index.eq(p.a)]
 
     def _commit(self, m, r, accepted):
         """commit(a) of the pending block: count, then move the committed bank (or replay)."""
@@ -246,7 +247,7 @@ class CommandControl(ConfiguredComponent):
     def _history(self, m, r):
         """HIST: the committed tokens' v enter the head's history, one per cycle."""
         m.d.comb += [r.block_addr.eq(r.shift_token + 1), self.conv.history_shift.eq(1),
-                     self.conv.head.eq(r.head), self.conv.row.eq(self.block_read.data.v)]
+                     self.conv.head.eq(r.head)]      # the v: conv.history_row, a cycle later
         m.d.sync += [r.shift_token.eq(r.shift_token + 1), r.shifts_left.eq(r.shifts_left - 1)]
         with m.If(r.shifts_left == 1):
             m.next = "IDLE"
@@ -286,12 +287,20 @@ class CommandControl(ConfiguredComponent):
             m.d.sync += ctx.is_z.eq(r.column == 0)
         if cfg.snapshots:
             m.d.sync += ctx.snapshot_bank.eq(write_bank)
+        # The element's column of v (column 0 is z, S columns are 1..d, with relu_norm), registered
+        # in stage A beside ctx.column: one copy for v's byte select, one per history and tap row of
+        # the convolution (each a 64:1 byte multiplexer at d = 64), instead of one register for all.
+        data_next = Mux(r.column == 0, 0, r.column - 1) if cfg.normalized else r.column
+        column = Signal(range(d), name="data_column", attrs={"replica": 1})
+        m.d.sync += column.eq(data_next)
+        for n in range(len(fetch.conv_column)):
+            copy = Signal(range(d), name=f"data_column_rep{n}", attrs={"replica": 1})
+            m.d.sync += copy.eq(data_next)
+            m.d.comb += fetch.conv_column[n].eq(copy)
         # Stage B.
-        column = ctx.column
-        if cfg.normalized:
-            column = Signal(range(d), name="data_column")           # column 0 is z, S columns are 1..d
-            m.d.comb += column.eq(Mux(ctx.column == 0, 0, ctx.column - 1))
         m.d.comb += fetch.data_column.eq(column)
+        # In HIST the registered word is the v that the last cycle's history_shift moves in.
+        m.d.comb += self.conv.history_row.eq(word.v)
         m.d.sync += [
             element.eq(ctx),
             *[fetch.phi_k[i].eq(phi(word.k[group * macs + i])) for i in range(macs)],

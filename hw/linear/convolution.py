@@ -17,7 +17,11 @@ from ..common import ConfiguredComponent, mux_tree, tree_sum
 from .config import LANES_LATENCY, LinearDecodeConfig, shape_of
 from .interfaces import ConvControlSignature, FetchSignature
 
-__all__ = ["Convolution", "CONV_LATENCY"]
+__all__ = ["Convolution", "CONV_LATENCY", "CONV_CHUNK"]
+
+#: Columns (int8 each) per registered copy of the tap-load and history controls: at d = 64,
+#: eight copies, each enabling 64 flip-flops of a row instead of one net enabling all 512.
+CONV_CHUNK = 8
 
 #: Cycles from the update stage (where the window is formed) to ``sum``: the lanes' latency,
 #: so the sum arrives with its element's numerator (products, their sum, then a delay line).
@@ -36,8 +40,8 @@ class Convolution(ConfiguredComponent):
     control : ``In(ConvControlSignature(config))``
         Loads of a head's taps, shifts of a committed v into its history, clearing it.
     fetch : ``In(FetchSignature(config))``
-        The fetched element's ``head`` and ``data_column`` (a cycle ahead: taps and
-        history are read then) and, in the update stage, ``element`` (``valid``,
+        The fetched element's ``head`` and ``conv_column`` (its column, one copy per history
+        and tap row; a cycle ahead: taps and history are read then) and, in the update stage, ``element`` (``valid``,
         ``first_token``) and ``v``.
     sum : ``Out(signed(conv_format.width))``
         The element's convolution sum, CONV_LATENCY cycles after its update stage.
@@ -66,12 +70,15 @@ class Convolution(ConfiguredComponent):
         fetch = self.fetch
         history_rows = [Signal(shape_of(INT8), name=f"conv_history{n}") for n in range(taps_k - 1)]
         tap_values = [Signal(shape_of(INT8), name=f"conv_tap{n}") for n in range(taps_k)]
+        # Each row's multiplexer has its own copy of the column register (fetch.conv_column).
+        columns = fetch.conv_column
         if taps_k > 1:
             head_history = mux_tree([Cat(*history[h]) for h in range(heads)], fetch.head)
-            m.d.sync += [history_rows[n].eq(head_history.word_select(n * d + fetch.data_column, byte))
+            m.d.sync += [history_rows[n].eq(head_history.word_select(n * d + columns[n], byte))
                          for n in range(taps_k - 1)]
         head_taps = mux_tree([Cat(*taps[h]) for h in range(heads)], fetch.head)   # not Array: Icarus
-        m.d.sync += [tap_values[n].eq(head_taps.word_select(n * d + fetch.data_column, byte)) for n in range(taps_k)]
+        m.d.sync += [tap_values[n].eq(head_taps.word_select(n * d + columns[taps_k - 1 + n], byte))
+                     for n in range(taps_k)]
 
         # Update stage: the window (v of this token, then the older ones) and its sum.
         element = fetch.element
@@ -90,21 +97,40 @@ class Convolution(ConfiguredComponent):
         return m
 
     def _registers(self, m, history, taps):
-        """Tap loads, history shifts (committed v, newest first) and clears."""
+        """Tap loads, history shifts (committed v, newest first) and clears, one cycle after the
+        command (registered: the command decoding does not drive the registers' enables across the
+        device). The controls are registered once per CONV_CHUNK columns (``replica``), the tap row
+        once; the history row comes registered (``history_row``, a cycle after its shift).
+        A pass reads taps and history at least two cycles after the command that writes them (a
+        TAPS, RESET or the last history shift is followed by a beat, then the pass's issue, then
+        its fetch), so the later write is never seen late."""
         cfg = self._config
+        d, byte = cfg.d, INT8.width
         control = self.control
-        row = control.row.as_value()
-        with m.If(control.taps_load):
-            for h in range(cfg.heads):
-                for n in range(cfg.conv_taps):
-                    with m.If((control.head == h) & (control.taps_index == n)):
-                        m.d.sync += taps[h][n].eq(row)
-        with m.If(control.history_clear):
-            for h in range(cfg.heads):
-                with m.If(control.head == h):
-                    m.d.sync += [x.eq(0) for x in history[h]]
-        with m.If(control.history_shift):
-            for h in range(cfg.heads if cfg.conv_taps > 1 else 0):
-                with m.If(control.head == h):
-                    m.d.sync += [history[h][0].eq(row),
-                                 *[history[h][n].eq(history[h][n - 1]) for n in range(1, cfg.conv_taps - 1)]]
+        row = Signal(byte * d, name="conv_taps_row")
+        m.d.sync += row.eq(control.row.as_value())
+        history_row = control.history_row.as_value()      # registered by the fetch stage already
+        for lo in range(0, d, CONV_CHUNK):
+            hi = min(lo + CONV_CHUNK, d)
+            c = lo // CONV_CHUNK
+            copies = {}
+            for name in ("taps_load", "taps_index", "head", "history_shift", "history_clear"):
+                value = getattr(control, name)
+                copies[name] = Signal.like(value, name=f"conv_{name}_rep{c}", attrs={"replica": 1})
+                m.d.sync += copies[name].eq(value)
+            bits = slice(lo * byte, hi * byte)
+            with m.If(copies["taps_load"]):
+                for h in range(cfg.heads):
+                    for n in range(cfg.conv_taps):
+                        with m.If((copies["head"] == h) & (copies["taps_index"] == n)):
+                            m.d.sync += taps[h][n][bits].eq(row[bits])
+            with m.If(copies["history_clear"]):
+                for h in range(cfg.heads):
+                    with m.If(copies["head"] == h):
+                        m.d.sync += [x[bits].eq(0) for x in history[h]]
+            with m.If(copies["history_shift"]):
+                for h in range(cfg.heads if cfg.conv_taps > 1 else 0):
+                    with m.If(copies["head"] == h):
+                        m.d.sync += [history[h][0][bits].eq(history_row[bits]),
+                                     *[history[h][n][bits].eq(history[h][n - 1][bits])
+                                       for n in range(1, cfg.conv_taps - 1)]]

@@ -120,8 +120,15 @@ class LinearDecode(ConfiguredComponent):
     def elaborate(self, platform):
         cfg = self._config
         m = Module()
-        # The state of every head, bank, row group and column: one word of M elements.
-        m.submodules.state = state = Memory(shape=cfg.state_word, depth=cfg.state_depth, init=[])
+        # The state of every head, bank, row group and column: one word of M elements. A pass never
+        # reads a word in the cycle it is written (it reads the committed bank and writes another;
+        # short passes wait STATE_WRITE_GAP), so the read-write collision is declared "don't care"
+        # (Yosys's no_rw_check): otherwise Yosys emulates the read port's read-old-value collision
+        # around the DP16KD (at d = 64: a registered copy of all 1,728 write-data bits, an address
+        # comparator, and one flip-flop selecting 1,728 read bits, a net across all 48 block RAMs).
+        # Simulation is unchanged (the attribute only annotates the memory).
+        m.submodules.state = state = Memory(shape=cfg.state_word, depth=cfg.state_depth, init=[],
+                                            attrs={"no_rw_check": 1})
         # The draft block, one word (q, k, v) per token: read as a transparent memory (a token
         # taken in the cycle before its pass starts is read back), written a cycle later.
         m.submodules.block = block = DraftBlock(cfg)

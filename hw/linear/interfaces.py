@@ -24,7 +24,9 @@ class FetchSignature(wiring.Signature):
     """What the fetch stage hands the state lanes and the convolution, seen from the fetch stage.
 
     A cycle ahead (the element being fetched): ``state_addr`` (its state word), ``head``
-    and ``data_column`` (its column of v, for the convolution's taps and history).
+    and ``data_column`` (its column of v, for the convolution's taps and history), the
+    latter also as ``conv_column``: one registered copy per history row and tap row
+    (``2 K - 1``, history rows first), so no one register drives all their multiplexers.
     Registered (the element in the update stage): ``element`` (``config.element_layout``),
     ``v`` (its column's v of its draft token; 1 on the z column), ``phi_k`` and ``phi_q``
     (the token's phi(k) and phi(q) on the element's M rows).
@@ -36,6 +38,7 @@ class FetchSignature(wiring.Signature):
             "state_addr": Out(range(config.state_depth)),
             "head": Out(config.head_width),
             "data_column": Out(range(config.d)),
+            "conv_column": Out(data.ArrayLayout(range(config.d), 2 * config.conv_taps - 1)),
             "element": Out(config.element_layout),
             "v": Out(shape_of(INT8)),
             "phi_k": Out(lanes),
@@ -46,15 +49,18 @@ class FetchSignature(wiring.Signature):
 class ConvControlSignature(wiring.Signature):
     """Commands to the convolution's registers, seen from the command control.
 
-    ``taps_load``: ``w[taps_index][:] = row`` for ``head``. ``history_shift``: ``row``
-    (a committed v) enters ``head``'s history. ``history_clear``: ``head``'s history
-    becomes zeros (reset). At most one of the three per cycle.
+    ``taps_load``: ``w[taps_index][:] = row`` for ``head``. ``history_shift``: a committed v
+    enters ``head``'s history; that v is ``history_row`` in the *next* cycle (the fetch
+    stage's registered draft-block word). ``history_clear``: ``head``'s history becomes
+    zeros (reset). At most one of the three per cycle. ``row`` and ``history_row`` are
+    driven every cycle (no command-dependent multiplexer in front of the convolution).
     """
 
     def __init__(self, config: LinearDecodeConfig):
         super().__init__({
             "head": Out(config.head_width),
             "row": Out(data.ArrayLayout(shape_of(INT8), config.d)),
+            "history_row": Out(data.ArrayLayout(shape_of(INT8), config.d)),
             "taps_load": Out(1),
             "taps_index": Out(config.format.block_width),
             "history_shift": Out(1),
