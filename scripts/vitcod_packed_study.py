@@ -39,6 +39,23 @@ from attnforge.hw.vitcod.cycles import (DIV_CYCLES, DRAIN, EXP_LATENCY, OUT_STAG
                                         head_beats, run_cycles)
 
 
+def _pack(row_keys, r, off, take, ready, done, at):
+    """One packed step: up to ``take`` keys from row ``r`` (``off`` of its keys already issued) on, across
+    row ends while ``ready(row)``; a row whose last key goes out (or that has none) gets ``done[row] = at``.
+    Returns the next (row, offset)."""
+    while take and ready(r):
+        n = min(take, row_keys[r] - off)
+        take -= n
+        off += n
+        if off == row_keys[r]:
+            done[r] = at
+            r, off = r + 1, 0
+            while ready(r) and row_keys[r] == 0:
+                done[r] = at
+                r += 1
+    return r, off
+
+
 class PackedModel:
     """One Denser + one Sparser Engine with row-packed score and P.V steps (see the module docstring)."""
 
@@ -139,19 +156,9 @@ class PackedModel:
                     r += 1
                 p_ptr[e], p_off[e] = (r, 0) if r != p_ptr[e] else (r, p_off[e])
                 if r < nrows and smx_ok[r] is not None and smx_ok[r] <= t and keys[e][r] > 0:
-                    take = x["p"]
-                    while take and r < nrows and smx_ok[r] is not None and smx_ok[r] <= t:
-                        n = min(take, keys[e][r] - p_off[e])
-                        take -= n
-                        p_off[e] += n
-                        if p_off[e] == keys[e][r]:
-                            pv_done[e][r] = t + x["npass"] + DRAIN
-                            r += 1
-                            p_off[e] = 0
-                            while r < nrows and keys[e][r] == 0 and smx_ok[r] is not None and smx_ok[r] <= t:
-                                pv_done[e][r] = t + x["npass"] + DRAIN
-                                r += 1
-                    p_ptr[e] = r
+                    p_ptr[e], p_off[e] = _pack(keys[e], r, p_off[e], x["p"],
+                                               lambda i: i < nrows and smx_ok[i] is not None and smx_ok[i] <= t,
+                                               pv_done[e], t + x["npass"] + DRAIN)
                     busy[e] = t + x["npass"]
                     windows += x["npass"]
                     continue
@@ -162,19 +169,8 @@ class PackedModel:
                     r += 1
                 s_ptr[e] = r
                 if r < entered:
-                    take = x["k"]
-                    while take and r < entered:
-                        n = min(take, keys[e][r] - s_off[e])
-                        take -= n
-                        s_off[e] += n
-                        if s_off[e] == keys[e][r]:
-                            score_done[e][r] = t + x["spass"] + SCORE_DRAIN
-                            r += 1
-                            s_off[e] = 0
-                            while r < entered and keys[e][r] == 0:
-                                score_done[e][r] = t + x["spass"] + SCORE_DRAIN
-                                r += 1
-                    s_ptr[e] = r
+                    s_ptr[e], s_off[e] = _pack(keys[e], r, s_off[e], x["k"], lambda i: i < entered,
+                                               score_done[e], t + x["spass"] + SCORE_DRAIN)
                     busy[e] = t + x["spass"]
                     windows += x["spass"]
             # softmax: rows in order, exp units pipelined, then the first free divider
