@@ -251,7 +251,7 @@ def test_cli_flow_digits(tmp_path, capsys):
     report = json.loads((d / "masks.report.json").read_text())
     assert len(report["heads"]) == 4 and (d / "masks.report.png").stat().st_size > 0
     assert main(["vitcod", "finetune", "--checkpoint", str(d / "dense.pt"), "--masks", str(d / "masks.npz"),
-                 "--epochs", "1", "--autoencoder", *common, "-o", str(d / "ft.pt")]) == 0
+                 "--epochs", "1", "--autoencoder", "--ae-init", "pca", *common, "-o", str(d / "ft.pt")]) == 0
     assert main(["vitcod", "export", "--checkpoint", str(d / "ft.pt"), "--masks", str(d / "masks.npz"),
                  "--image-index", "3", "-o", str(d / "heads.npz")]) == 0
     assert load_head_tensors(d / "heads.npz").has_decoder
@@ -259,6 +259,10 @@ def test_cli_flow_digits(tmp_path, capsys):
     assert verify["max_err_lsb_same_inputs"] <= SAME_INPUTS_LSB
     out = capsys.readouterr().out
     assert "accuracy before fine-tuning" in out and "integer golden model vs float model" in out
+    # --ae-init applies to a newly attached auto-encoder only; a checkpoint with one is refused
+    assert main(["vitcod", "finetune", "--checkpoint", str(d / "ft.pt"), "--masks", str(d / "masks.npz"),
+                 "--epochs", "1", "--ae-init", "pca", *common, "-o", str(d / "ft2.pt")]) == 2
+    assert "already has a Q/K auto-encoder" in capsys.readouterr().err and not (d / "ft2.pt").exists()
     # Bad input: the error names the file and the shapes, and nothing is written.
     other = tmp_path / "other.npz"
     save_masks(type(ms)(np.ones((2, 4, 65, 65), bool), np.tile(ms.order[:1], (2, 1, 1)),

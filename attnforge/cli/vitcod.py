@@ -90,6 +90,11 @@ def _train_config(args):
 
 
 def _maybe_autoencoder(model, args, train_set=None):
+    if getattr(args, "ae_init", "random") == "pca" and model.blocks[0].attn.qk_ae is not None:
+        from attnforge.errors import ConfigError
+
+        raise ConfigError(f"--ae-init pca: the checkpoint {args.checkpoint} already has a Q/K auto-encoder, "
+                          f"whose trained weights would be used; --ae-init applies to a newly attached one")
     if args.autoencoder and model.blocks[0].attn.qk_ae is None:
         model.attach_qk_autoencoders(args.ae_hidden)
         if getattr(args, "ae_init", "random") == "pca" and train_set is not None:
