@@ -318,3 +318,6 @@ def test_corpus_draft_outputs_identical_to_sequential_greedy_and_gumbel():
     assert 0 in accepted and max(accepted) >= 2, sorted(set(accepted))
     with pytest.raises(ConfigError, match="draft 'corpus' needs the training text"):
         make_draft("corpus")
+    wide = LinearLM(LMConfig(attention="relu", n_layer=1, n_head=2, d_model=16, block_size=32, vocab_size=260))
+    with pytest.raises(ValueError, match="proposes bytes \\(256 tokens\\); the target's vocabulary has 260"):
+        speculative_decode(wide, draft, [1, 2], 4, 2)

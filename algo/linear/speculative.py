@@ -387,6 +387,9 @@ def speculative_decode(target: LinearLM, draft, prompt, n_new: int, k: int, *, s
             raise ValueError(f"draft vocabulary {draft.model.cfg.vocab_size} differs from the target's "
                              f"{target.cfg.vocab_size}")
         limit = min(limit, draft.model.cfg.block_size)
+    if isinstance(draft, CorpusDraft) and target.cfg.vocab_size != 256:
+        raise ValueError(f"the corpus draft proposes bytes (256 tokens); the target's vocabulary has "
+                         f"{target.cfg.vocab_size}")
     if sample:
         check_choice("sampling", sampling, SAMPLING)
         if not temperature > 0:
