@@ -77,7 +77,8 @@ def test_speculative_benchmark_quick(tmp_path):
     assert result["format"] == "attnforge.bench/1" and result["benchmark"] == "speculative"
     assert {(r["draft"], r["mode"]) for r in result["rows"]} == {("ngram", "greedy"), ("model", "greedy"),
                                                                   ("ngram", "gumbel"), ("corpus", "gumbel")}
-    assert result["corpus_draft"]["order"] == 2 and result["corpus_draft"]["held_out_ppl"] > 1
+    # a perplexity of a smoothed byte model: finite, at least 1 (its value depends on the text, not tested here)
+    assert result["corpus_draft"]["order"] == 2 and 1 <= result["corpus_draft"]["held_out_ppl"] < float("inf")
     agreement = result["corpus_draft"]["agreement"]["by_order"]
     assert set(agreement) == {"1", "2"} and all(0 <= a[m] <= 1 for a in agreement.values() for m in a)
     for row in result["rows"]:
