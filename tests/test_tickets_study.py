@@ -84,3 +84,24 @@ def test_cli_errors_name_the_value(tmp_path, capsys):
     assert "no global scope" in err and "N <= M, not 5:4" in err and "no early checkpoint" in err
     assert "missing.pt does not exist" in err
     assert not (tmp_path / "t.pt").exists()
+
+
+def test_study_levels_replace_one_patterns_levels(tmp_path, capsys):
+    from attnforge.algo.tickets.study import full_config, study_config
+    from attnforge.cli.tickets import _parse_levels
+
+    cfg = study_config(models=["vit65"], patterns=["unstructured", "nm"],
+                       levels=_parse_levels(["unstructured=0.75,0.9", "nm=2:4"]))
+    assert cfg.levels["unstructured"] == ("0.75", "0.9") and cfg.levels["nm"] == ("2:4",)
+    assert cfg.levels["channel"] == full_config().levels["channel"]      # untouched pattern keeps its levels
+    assert cfg.models == ("vit65",)
+    for bad, msg in ((["nm=5:4"], "N <= M, not 5:4"), (["unstructured=1.5"], "not 1.5"),
+                     (["blocks=0.5"], "'blocks' is not one of"), (["unstructured"], "expected PATTERN=LEVEL"),
+                     (["nm=2:4", "nm=1:4"], "twice"), (["unstructured=0.5,0.5"], "lists a level twice")):
+        with pytest.raises(ValueError, match=msg):
+            study_config(levels=_parse_levels(bad))
+    # through the CLI: exit 2 naming the value, nothing computed or written
+    assert main(["tickets", "study", "--levels", "nm=3:2", "--cache", str(tmp_path / "c"),
+                 "-o", str(tmp_path / "r")]) == 2
+    assert "N <= M, not 3:2" in capsys.readouterr().err
+    assert not (tmp_path / "c").exists() and not (tmp_path / "r").exists()

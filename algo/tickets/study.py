@@ -117,8 +117,11 @@ def quick_config() -> StudyConfig:
 
 
 def study_config(*, quick: bool = False, models=None, seeds: int | None = None, eps=None, patterns=None,
-                 gaps=None) -> StudyConfig:
-    """The quick or full study with the given parts replaced (``seeds``: their number), checked."""
+                 gaps=None, levels=None) -> StudyConfig:
+    """The quick or full study with the given parts replaced (``seeds``: their number), checked.
+
+    ``levels``: ``{pattern: (level text, ...)}`` replacing those patterns' levels (the others keep theirs).
+    """
     cfg = quick_config() if quick else full_config()
     changes = {}
     if models:
@@ -131,6 +134,20 @@ def study_config(*, quick: bool = False, models=None, seeds: int | None = None, 
         changes["patterns"] = tuple(patterns)
     if gaps:
         changes["gaps"] = tuple(gaps)
+    if levels:
+        merged = dict(cfg.levels)
+        for pattern, texts in levels.items():
+            if pattern not in PATTERNS:
+                raise ValueError(f"study levels: pattern {pattern!r} is not one of {', '.join(PATTERNS)}")
+            texts = tuple(str(t) for t in texts)
+            if not texts:
+                raise ValueError(f"study levels: pattern {pattern!r} needs at least one level")
+            for t in texts:
+                Level.parse(pattern, t)        # raises naming the bad level
+            if len(set(texts)) != len(texts):
+                raise ValueError(f"study levels: pattern {pattern!r} lists a level twice: {', '.join(texts)}")
+            merged[pattern] = texts
+        changes["levels"] = merged
     cfg = replace(cfg, **changes)
     for g in cfg.gaps:
         check_gap(g)

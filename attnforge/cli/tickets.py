@@ -92,7 +92,23 @@ def study_config_from_args(args):
     return study_config(quick=args.quick, models=args.models.split(",") if args.models else None,
                         seeds=args.seeds, eps=[float(e) for e in args.eps.split(",")] if args.eps else None,
                         patterns=args.patterns.split(",") if args.patterns else None,
-                        gaps=args.gaps.split(",") if args.gaps else None)
+                        gaps=args.gaps.split(",") if args.gaps else None, levels=_parse_levels(args.levels))
+
+
+def _parse_levels(specs) -> dict | None:
+    """``["unstructured=0.75,0.9", "nm=2:4"]`` -> ``{"unstructured": ("0.75", "0.9"), "nm": ("2:4",)}``."""
+    if not specs:
+        return None
+    out = {}
+    for spec in specs:
+        pattern, sep, texts = spec.partition("=")
+        if not sep or not pattern or not texts:
+            raise ValueError(f"--levels {spec!r}: expected PATTERN=LEVEL[,LEVEL...], e.g. unstructured=0.75,0.9 "
+                             "or nm=2:4")
+        if pattern in out:
+            raise ValueError(f"--levels names pattern {pattern!r} twice")
+        out[pattern] = tuple(t.strip() for t in texts.split(","))
+    return out
 
 
 def _study_name(args) -> str:
@@ -103,6 +119,8 @@ def _study_name(args) -> str:
         v = getattr(args, flag)
         if v:
             parts.append(v.replace(",", "-"))
+    for spec in args.levels or ():
+        parts.append(spec.replace("=", "-").replace(",", "-").replace(":", "of"))
     if args.seeds is not None:
         parts.append(f"{args.seeds}seeds")
     return "_".join(parts)
@@ -201,6 +219,9 @@ def register(subparsers) -> None:
     p.add_argument("--eps", help="comma-separated robust eps candidates [0.05,0.1,0.2]")
     p.add_argument("--patterns", help="comma-separated subset of unstructured,channel,nm [all]")
     p.add_argument("--gaps", help=f"comma-separated subset of {','.join(GAPS)} [all]")
+    p.add_argument("--levels", action="append", metavar="PATTERN=L1[,L2...]",
+                   help="replace one pattern's levels, e.g. --levels unstructured=0.75,0.9 --levels nm=2:4 "
+                        "[unstructured 0.5-0.95, channel 0.25-0.9, nm 2:4-1:16]")
     p.set_defaults(func=cmd_study)
 
     p = g.add_parser("export", help="write a ticket's sparse weights as int8 CSR (.npz) for a hardware SpMM")
