@@ -49,6 +49,7 @@ def test_mac_line_netlist_matches_golden(simulator):
     _is_gate_level(result, MAC.top)
 
 
+@pytest.mark.full     # 16 s of make test's budget; make test runs the good netlist on Icarus
 def test_a_broken_netlist_fails():
     """The gate-level run can fail: the line with one output bit flipped, synthesized, fails every test."""
     config = MacLineConfig(macs=2, max_length=8)

@@ -24,7 +24,8 @@ def _run(component, name, simulator, testcase=None):
                       simulator=simulator, build_root=BUILD, seed=3, testcase=testcase)
 
 
-@pytest.mark.parametrize("simulator", ["verilator", "icarus"])
+# Verilator in make test-full only (14 s of make test's budget); make test runs the bank on Icarus.
+@pytest.mark.parametrize("simulator", [pytest.param("verilator", marks=pytest.mark.full), "icarus"])
 def test_register_bank_over_axi_lite(simulator):
     dut = AcceleratorRegisters(PARAMS["design"], PARAMS["params"], addr_width=10)
     result = _run(dut, "accel_regs_vitcod", simulator)
