@@ -180,6 +180,15 @@ def test_bad_lines_option_named(masks_file, tmp_path):
     assert main(["explore", "vitcod", "--masks", str(masks_file), "--lines", "2x2", "--out", str(tmp_path)]) == 2
 
 
+def test_ice40_up5k_refused_with_the_reason(masks_file, tmp_path, capsys):
+    """The issue's --device ice40-up5k: refused (exit 2) saying why, not an argparse 'invalid choice'."""
+    out = tmp_path / "out"
+    assert main(["explore", "vitcod", "--masks", str(masks_file), "--device", "ice40-up5k", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "does not fit an iCE40 UP5K" in err and "8 SB_MAC16" in err and "ecp5-85k" in err
+    assert not out.exists()
+
+
 # --- --pnr: the front's fastest fitting configurations through the toolchain ---------------------------------
 
 _PNR_SPACE = dict(line_splits=((1, 1), (2, 2), (4, 4)), macs=(4, 8), decoder=(False,))

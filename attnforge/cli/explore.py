@@ -96,7 +96,8 @@ def register(subparsers) -> None:
                                  "fitted to nextpnr's packed counts); print the Pareto front and write "
                                  "explore.json, pareto.md and pareto.png.")
     p.add_argument("--masks", required=True, help="masks file (attnforge.masks/1, from `attnforge vitcod masks`)")
-    p.add_argument("--device", choices=sorted(DEVICE_CAPACITY), default="ecp5-85k", help="FPGA [ecp5-85k]")
+    p.add_argument("--device", default="ecp5-85k",
+                   help=f"FPGA: {', '.join(sorted(DEVICE_CAPACITY))} [ecp5-85k] (ice40-up5k is refused, naming why)")
     p.add_argument("--head-dim", type=int, default=64, help="channels per head d [64]")
     p.add_argument("--budget-dsp", type=int, help="DSP blocks you can spend [the device's]")
     p.add_argument("--budget-bram", type=int, help="block RAMs you can spend [the device's]")

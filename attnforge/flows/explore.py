@@ -276,6 +276,12 @@ def explore_vitcod(masks_path, *, device: str = "ecp5-85k", head_dim: int = Vitc
     ``pnr`` entry (``_pnr_entry``) and the result a ``pnr`` summary. ``pnr_progress(done, total)``
     as those jobs finish. Their results are cached under ``cache_dir/pnr``.
     """
+    if device == "ice40-up5k":
+        raise ConfigError("--device ice40-up5k: the ViTCoD accelerator does not fit an iCE40 UP5K at any "
+                          "configuration (8 SB_MAC16, fewer than the smallest configuration's MAC lines, "
+                          "requantizer, exponent units and reciprocals need; docs/explore.md); explore models "
+                          f"the ECP5 devices {', '.join(sorted(DEVICE_CAPACITY))}. `attnforge synth vitcod "
+                          "--device ice40-up5k` runs the fit check and names the resource that overflows")
     check_choice("--device", device, sorted(DEVICE_CAPACITY))
     check_int("--pnr", pnr, 0, 256)
     check_choice("--pnr-flow", pnr_flow, PNR_FLOWS)
