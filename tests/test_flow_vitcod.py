@@ -149,6 +149,43 @@ def test_stage_dependencies_only(tmp_path):
     assert calls == ["a", "b", "c", "a", "c"] and runs["b"].cached and ctx.results["b"] == {"n": 2}
 
 
+def test_waiting_for_a_background_stage_is_reported(tmp_path):
+    """A background stage still running when the flow needs it: a line says so, again while it runs."""
+    import threading
+
+    release, lines = threading.Event(), []
+
+    def slow(ctx):
+        release.wait(10)
+        (tmp_path / "s.txt").write_text("s")
+        return {}
+
+    def quick(ctx):
+        (tmp_path / "q.txt").write_text("q")
+        return {}
+
+    def after(ctx):
+        (tmp_path / "r.txt").write_text("r")
+        return {}
+
+    def log(line):
+        lines.append(line)
+        if sum("waiting for it" in x for x in lines) == 3:
+            release.set()           # let the stage finish after the third notice
+
+    stages = [Stage("s", slow, ("s.txt",), (), lambda c: {}, background=True),
+              Stage("q", quick, ("q.txt",), (), lambda c: {}), Stage("r", after, ("r.txt",), ("s",), lambda c: {})]
+    run_stages(tmp_path, stages, types.SimpleNamespace(results={}), log=log, background_notice_s=0.05)
+    # (a loaded machine may let one more notice out before the released thread ends)
+    kinds = [x.split(": ")[0] + ": " + x.split(": ")[1].split(",")[0].split(" in ")[0] for x in lines]
+    assert kinds[:3] == ["[1/3] s: s (no marker)", "[2/3] q: q (no marker)", "[2/3] q: done"]
+    waits = kinds[3:-3]
+    assert len(waits) >= 3 and set(waits) == {"[1/3] s: waiting for it"}
+    assert kinds[-3:] == ["[1/3] s: done", "[3/3] r: r (no marker)", "[3/3] r: done"]
+    assert all(x.startswith("[1/3] s: waiting for it, running for ") and x.endswith(" s")
+               for x in lines[3:-3])
+
+
 @pytest.mark.parametrize("args, message", [
     (["--from", "bogus"], "--from must be one of 'train', 'masks', 'verilog'"),
     (["--macs", "3"], "macs (M) must be a power of two, not 3"),

@@ -161,7 +161,12 @@ class _Background:
         self.thread = threading.Thread(target=run, daemon=True)
         self.thread.start()
 
-    def wait(self):
+    def wait(self, *, notice: Callable[[float], None] | None = None, every: float = 30.0):
+        """Join the thread; while it runs, ``notice(elapsed seconds)`` at once and then every ``every`` s."""
+        if notice is not None:
+            while self.thread.is_alive():
+                notice(time.perf_counter() - self.t0)
+                self.thread.join(every)
         self.thread.join()
         if self.error is not None:
             raise self.error
@@ -169,12 +174,14 @@ class _Background:
 
 
 def run_stages(root: Path, stages: list[Stage], ctx, *, from_stage: str | None = None,
-               log: Callable[[str], None] = print, count: int | None = None) -> dict[str, StageRun]:
+               log: Callable[[str], None] = print, count: int | None = None,
+               background_notice_s: float = 30.0) -> dict[str, StageRun]:
     """Run ``stages`` in order under ``root``, skipping the cached ones (module docstring); returns each one's run.
 
     ``from_stage`` forces that stage and every stage downstream of it (``downstream``) to run.
     A stage with ``background=True`` runs in a thread beside the stages after it; a stage that
-    depends on it waits for it, and the flow waits for it at the end.
+    depends on it waits for it, and the flow waits for it at the end; while it waits, a line says so
+    every ``background_notice_s`` seconds (the stage's own tools print nothing meanwhile).
     ``count`` is the number of steps shown in the progress lines ("[3/8]") [``len(stages)``].
     ``ctx`` is handed to every job and key function; ``ctx.results`` (a dict) is filled with each
     stage's result as the flow goes, so a later stage reads an earlier one's.
@@ -189,7 +196,8 @@ def run_stages(root: Path, stages: list[Stage], ctx, *, from_stage: str | None =
 
     def finish(name):
         stage, bg, digest, key, head = pending.pop(name)
-        result, seconds = bg.wait()
+        result, seconds = bg.wait(notice=lambda t: log(f"{head}: waiting for it, running for {t:.0f} s"),
+                                  every=background_notice_s)
         _complete(root, stage, ctx, runs, result, seconds, digest, key)
         log(f"{head}: done in {seconds:.1f} s")
 
