@@ -144,7 +144,7 @@ async def mlp_half_with_idle_host_and_backpressure(dut):
 
 @cocotb.test()
 async def reserved_opcode_halts_with_error(dut):
-    """ATTENTION (reserved) and opcode 0 are refused: ``error`` rises, nothing more is taken or retired."""
+    """ATTENTION (not in this RTL yet) and opcode 0 are refused: ``error`` rises, nothing more is taken or retired."""
     _start(dut)
     cfg = VitModelConfig(**_params().get("config", {}))
     for opcode in (Op.ATTENTION, 0):

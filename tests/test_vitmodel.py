@@ -53,7 +53,8 @@ def test_presets():
 
 def test_fields_round_trip_and_range():
     values = dict(opcode=Op.GELU, a=3, b=65535, d=7, rows=65, cols=256, out_cols=1, dense=1, out8=0,
-                  m0=(1 << 32) - 1, s0=62, m1=5, s1=0, k0=(1 << 61) - 1, k1=(1 << 20) - 1)
+                  m0=(1 << 32) - 1, s0=62, m1=5, s1=0, k0=(1 << 61) - 1, k1=(1 << 20) - 1, head=3, heads=255,
+                  g=65535, nnz=(1 << 20) - 1)
     assert unpack(HEADER_FIELDS, pack(HEADER_FIELDS, values)) == values
     w = dict(value=-128, index=255, last=1, bias=-(1 << 31), multiplier=1, shift=3)
     assert unpack(WEIGHT_FIELDS, pack(WEIGHT_FIELDS, w)) == w
@@ -93,8 +94,10 @@ def test_program_file_for_the_testbench_is_plain_data(tmp_path):
 
 
 def test_disassemble_refuses_a_reserved_opcode():
-    with pytest.raises(ConfigError, match="opcode 7 is not an instruction"):
-        disassemble([pack(HEADER_FIELDS, dict(opcode=Op.ATTENTION))], SMALL)
+    with pytest.raises(ConfigError, match="opcode 8 is not an instruction"):
+        disassemble([pack(HEADER_FIELDS, dict(opcode=8))], SMALL)
+    with pytest.raises(ConfigError, match="stream ends inside an ATTENTION's key order"):
+        disassemble([pack(HEADER_FIELDS, dict(opcode=Op.ATTENTION, rows=2, cols=8, heads=1))], SMALL)
     with pytest.raises(ConfigError, match="stream ends inside a LOAD"):
         disassemble([pack(HEADER_FIELDS, dict(opcode=Op.LOAD, rows=2, cols=2))], SMALL)
 

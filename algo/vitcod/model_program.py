@@ -8,6 +8,15 @@ head), so the program LOADs the attention output the caller gives (the integer g
 in the tests) where the ATTENTION instructions will go, and runs ``norm1``, ``qkv``, ``proj``,
 ``add1`` and the MLP half on the hardware.
 
+Milestone 2 (host side): ``attention_instructions`` turns a block's heads into ATTENTION
+instructions (the ViTCoD head on the qkv region, ``isa.Attention``); ``block_program`` with
+``attention=None`` computes the heads instead of replaying them, and ``model_program`` compiles a
+whole image: the patch embedding (a host im2col LOADed as int8 patches, MATMUL, then ADD of the
+position constant), every block, and the final LayerNorm of the class token. The classifier's raw
+int32 matmul is not an instruction yet: ``model_logits`` computes it on the host from the STOREd
+final norm. These programs run on ``ReferenceMachine`` (with ``vitcod_head_golden`` as its head);
+the RTL does not run ATTENTION yet.
+
 Linear layers go out dense, or (``sparse``) as CSR of their non-zero weights: a robust ticket's
 pruned weights are zeros in ``IntLinear.weight``, and a kept weight that quantized to zero adds
 nothing, so the CSR computes the same sums with fewer weight beats.
@@ -19,18 +28,43 @@ import numpy as np
 
 from attnforge.errors import ConfigError
 from attnforge.formats.csr import dense_to_csr
-from attnforge.hw.vitmodel import Add, Gelu, LayerNorm, Load, Matmul, Region, Store, VitModelConfig, check_program
+from attnforge.hw.vitmodel import (Add, Attention, Gelu, LayerNorm, Load, Matmul, Region, Store, VitModelConfig,
+                                   check_program)
+from attnforge.int_ops import INT16
+from attnforge.numfmt import Requantizer
 
-from .intvit import IntBlock, IntLinear, IntViT
+from .golden import HeadParams, vitcod_head_golden
+from .intvit import IntBlock, IntLinear, IntViT, _patches
 
 __all__ = ["RegionAllocator", "mlp_half_instructions", "mlp_half_program", "block_program", "MLP_TENSORS",
-           "BLOCK_TENSORS"]
+           "BLOCK_TENSORS", "ATTENTION_BLOCK_TENSORS", "attention_instructions", "model_program", "model_tensors",
+           "head_function", "reference_machine", "model_logits"]
 
 #: The MLP half's tensors in the order its program STOREs them (names as ``intvit.trace_image``'s, per layer).
 MLP_TENSORS = ("norm2", "fc1", "gelu", "fc2", "add2")
 #: A block's STOREd tensors (``qkv``: the int8 matmul output, columns ``[3, H, d]`` as timm's).
 BLOCK_TENSORS = ("norm1", "qkv", "proj", "add1") + MLP_TENSORS
+#: The same with the heads computed by ATTENTION instructions (their output STOREd as ``attn``).
+ATTENTION_BLOCK_TENSORS = ("norm1", "qkv", "attn", "proj", "add1") + MLP_TENSORS
 
+
+def head_function(q, k, v, g, csr, exp_rq, out_rq):
+    """The ViTCoD head as ``ReferenceMachine``'s ATTENTION runs it: ``vitcod_head_golden``."""
+    return vitcod_head_golden(q, k, v, g, csr, HeadParams(exp_rq, out_rq))
+
+
+def reference_machine(config: VitModelConfig):
+    """A ``ReferenceMachine`` whose ATTENTION is the ViTCoD head golden model."""
+    from attnforge.hw.vitmodel import ReferenceMachine
+
+    return ReferenceMachine(config, attention=head_function)
+
+
+def attention_instructions(blk: IntBlock, qkv: Region, out: Region) -> list:
+    """One ATTENTION per head of ``blk``: the heads of the int8 ``qkv [N, 3 H d]`` into ``out [N, H d]``."""
+    H = len(blk.heads)
+    return [Attention(qkv, out, h, H, np.asarray(head.order, np.int64), int(head.n_global), head.csr,
+                      head.params.exp, head.params.out) for h, head in enumerate(blk.heads)]
 
 class RegionAllocator:
     """Hands out consecutive regions of the activation buffer; ``ConfigError`` when it is full."""
@@ -57,17 +91,17 @@ def _matmul(lin: IntLinear, src: Region, dst: Region, sparse: bool) -> Matmul:
 
 
 def mlp_half_instructions(blk: IntBlock, x: Region, alloc: RegionAllocator, *, sparse: bool = False,
-                          store: bool = True) -> tuple[list, Region]:
+                          store: bool = True, out: Region | None = None) -> tuple[list, Region]:
     """The instructions of ``add2(x, fc2(gelu(fc1(norm2(x)))))`` on the int16 residual in region ``x``;
     with ``store`` every tensor is STOREd after the op that writes it (``MLP_TENSORS``' order). Returns the
-    instructions and the region of add2."""
+    instructions and the region of add2 (``out`` if given: a region disjoint from ``x``)."""
     rows = x.rows
     hidden = blk.fc1.weight.shape[0]
     a = alloc(rows, x.cols, "norm2")
     h = alloc(rows, hidden, "fc1")
     g = alloc(rows, hidden, "gelu")
     f = alloc(rows, x.cols, "fc2")
-    y = alloc(rows, x.cols, "add2")
+    y = alloc(rows, x.cols, "add2") if out is None else out
     ops = [LayerNorm(x, a, blk.norm2.gamma, blk.norm2.beta, blk.norm2.requant, int(blk.norm2.eps)),
            _matmul(blk.fc1, a, h, sparse),
            Gelu(h, g, blk.gelu.t, blk.gelu.c, blk.gelu.requant),
@@ -90,34 +124,109 @@ def _check_call(qm: IntViT, layer: int, residual) -> np.ndarray:
     return residual
 
 
-def block_program(qm: IntViT, layer: int, residual, attention, config: VitModelConfig, *,
-                  sparse: bool = False) -> list:
-    """Block ``layer`` on the int16 residual ``[tokens, D]`` entering it, with the heads' int8 output
-    ``attention [tokens, D]`` (heads concatenated, as ``proj`` takes it) LOADed instead of computed;
-    STOREs ``BLOCK_TENSORS``. Regions: two residual regions in turn, then scratch reused by each half."""
-    residual = _check_call(qm, layer, residual)
-    attention = np.asarray(attention, np.int64)
-    if attention.shape != residual.shape:
-        raise ConfigError(f"the attention output must be {list(residual.shape)} like the residual, not "
-                          f"{list(attention.shape)}")
-    blk = qm.blocks[layer]
-    rows, dim = residual.shape
-    alloc = RegionAllocator(config)
-    x, x1 = alloc(rows, dim, "the residual"), alloc(rows, dim, "add1")
+def block_instructions(blk: IntBlock, x: Region, x1: Region, alloc: RegionAllocator, *, attention=None,
+                       sparse: bool = False, store: bool = True) -> tuple[list, Region]:
+    """Block ``blk`` on the int16 residual in region ``x``: add1 goes to ``x1``, add2 back to ``x``
+    (two residual regions in turn), the rest to scratch from ``alloc`` (reused by each half). The heads:
+    ATTENTION instructions, or with ``attention`` (int8 ``[tokens, D]``) that output LOADed instead.
+    With ``store`` every tensor is STOREd (``ATTENTION_BLOCK_TENSORS``, or ``BLOCK_TENSORS`` when replayed).
+    Returns the instructions and the region of add2 (``x``)."""
+    rows, dim = x.rows, x.cols
     scratch = alloc.next
     a, qkv = alloc(rows, dim, "norm1"), alloc(rows, blk.qkv.weight.shape[0], "qkv")
     o, pr = alloc(rows, dim, "the attention output"), alloc(rows, dim, "proj")
-    program = [Load(x, residual),
-               LayerNorm(x, a, blk.norm1.gamma, blk.norm1.beta, blk.norm1.requant, int(blk.norm1.eps)), Store(a),
-               _matmul(blk.qkv, a, qkv, sparse), Store(qkv),
-               Load(o, attention),                                   # milestone 2: the ATTENTION instructions
-               _matmul(blk.proj, o, pr, sparse), Store(pr),
-               Add(x, pr, x1, blk.add1.a_rq, blk.add1.b_rq), Store(x1)]
+    heads = [Load(o, attention)] if attention is not None else [*attention_instructions(blk, qkv, o), Store(o)]
+    ops = [LayerNorm(x, a, blk.norm1.gamma, blk.norm1.beta, blk.norm1.requant, int(blk.norm1.eps)), Store(a),
+           _matmul(blk.qkv, a, qkv, sparse), Store(qkv), *heads,
+           _matmul(blk.proj, o, pr, sparse), Store(pr),
+           Add(x, pr, x1, blk.add1.a_rq, blk.add1.b_rq), Store(x1)]
     alloc.next = scratch
-    body, y = mlp_half_instructions(blk, x1, alloc, sparse=sparse)
-    program += body
+    body, y = mlp_half_instructions(blk, x1, alloc, sparse=sparse, out=x)
+    program = [ins for ins in ops + body if store or not isinstance(ins, Store)]
+    return program, y
+
+
+def block_program(qm: IntViT, layer: int, residual, attention, config: VitModelConfig, *,
+                  sparse: bool = False) -> list:
+    """Block ``layer`` on the int16 residual ``[tokens, D]`` entering it. The heads: with ``attention``
+    (int8 ``[tokens, D]``, heads concatenated as ``proj`` takes it) that output is LOADed instead of
+    computed and ``BLOCK_TENSORS`` are STOREd; with ``attention`` None they are ATTENTION instructions
+    and ``ATTENTION_BLOCK_TENSORS`` are STOREd."""
+    residual = _check_call(qm, layer, residual)
+    if attention is not None:
+        attention = np.asarray(attention, np.int64)
+        if attention.shape != residual.shape:
+            raise ConfigError(f"the attention output must be {list(residual.shape)} like the residual, not "
+                              f"{list(attention.shape)}")
+    rows, dim = residual.shape
+    alloc = RegionAllocator(config)
+    x, x1 = alloc(rows, dim, "the residual"), alloc(rows, dim, "add1")
+    body, _ = block_instructions(qm.blocks[layer], x, x1, alloc, attention=attention, sparse=sparse)
+    program = [Load(x, residual), *body]
     check_program(program, config)
     return program
+
+
+#: identity requantizers of the patch embedding's ADD (``embed = sat16(patch + pos)``)
+def _identity(config: VitModelConfig) -> Requantizer:
+    return Requantizer(1, 0, config.add.wide_format, config.multiplier_width)
+
+
+def model_tensors(qm: IntViT) -> list[str]:
+    """The names (``intvit.trace_image``'s) of what ``model_program`` STOREs, in order; ``patch`` here has
+    the class token's row first (the embedding MATMUL's output for an all-zero patch)."""
+    names = ["patch", "embed"]
+    for layer in range(len(qm.blocks)):
+        names += [f"blocks.{layer}.{t}" for t in ATTENTION_BLOCK_TENSORS]
+    return names + ["norm"]
+
+
+def model_program(qm: IntViT, image_q, config: VitModelConfig, *, sparse: bool = False) -> list:
+    """One int8 image ``[C, S, S]`` (``intvit.quantize_image``'s) through the whole integer ViT up to the
+    class token's final LayerNorm, STOREing ``model_tensors(qm)``.
+
+    Patch embedding: the host's im2col of the image (``intvit._patches``), with an all-zero row for the
+    class token, is LOADed; the embedding MATMUL writes ``rq(bias)`` in that row, so the LOADed position
+    constant is ``pos`` with that row corrected (``pos[0] - rq(bias)``), and an ADD with identity
+    requantizers gives ``sat16(e + pos)`` as ``int_forward`` does (checked to fit int16)."""
+    cfg = qm.config
+    xq = np.asarray(image_q)
+    if xq.dtype != np.int8 or xq.ndim != 3:
+        raise ConfigError(f"model_program takes one int8 image [C, S, S], got {xq.dtype} shape {xq.shape}")
+    if qm.patch.requant is None or qm.patch.requant[0].out != INT16:
+        raise ConfigError("model_program needs the int16 residual stream (compile_int_vit's default "
+                          "stream_bits=16)")
+    patches = _patches(xq[None], cfg["patch_size"])[0].astype(np.int64)
+    n, dim = patches.shape[0] + 1, cfg["embed_dim"]
+    rows = np.concatenate([np.zeros((1, patches.shape[1]), np.int64), patches])
+    alloc = RegionAllocator(config)
+    x, x1 = alloc(n, dim, "the residual"), alloc(n, dim, "add1")
+    scratch = alloc.next
+    p_in, e, pos_r = alloc(n, patches.shape[1], "the patches"), alloc(n, dim, "patch"), alloc(n, dim, "pos")
+    zero_row = np.asarray([rq(np.int64(b)) for rq, b in zip(qm.patch.requant, qm.patch.bias)], np.int64)
+    pos = np.asarray(qm.pos, np.int64).copy()
+    pos[0] -= zero_row
+    if pos[0].min() < INT16.min or pos[0].max() > INT16.max:
+        raise ConfigError(f"the class token's position constant minus the embedding's rq(bias) leaves int16 "
+                          f"([{pos[0].min()}, {pos[0].max()}]); this compiler cannot place it")
+    program = [Load(p_in, rows), _matmul(qm.patch, p_in, e, sparse), Store(e), Load(pos_r, pos),
+               Add(e, pos_r, x, _identity(config), _identity(config)), Store(x)]
+    alloc.next = scratch
+    for blk in qm.blocks:
+        body, x = block_instructions(blk, x, x1, alloc, sparse=sparse)
+        program += body
+    cls = Region(x.base, 1, dim)           # the first row group's tiles hold row 0 (the class token)
+    out = alloc(1, dim, "norm")
+    program += [LayerNorm(cls, out, qm.norm.gamma, qm.norm.beta, qm.norm.requant, int(qm.norm.eps)), Store(out)]
+    check_program(program, config)
+    return program
+
+
+def model_logits(qm: IntViT, norm) -> np.ndarray:
+    """The classifier on the host: int32 logits ``[classes]`` from the STOREd final norm ``[1, D]``
+    (``IntLinear`` with no requantizer; not an instruction of the hardware yet)."""
+    acc, _ = qm.head.run(np.asarray(norm, np.int64))
+    return acc[0]
 
 
 def mlp_half_program(qm: IntViT, layer: int, residual, config: VitModelConfig, *, sparse: bool = False) -> list:

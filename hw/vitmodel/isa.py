@@ -15,8 +15,14 @@ ADD        a (residual), b (branch), d, rows, cols,       none
            m0/s0 (rq_a), m1/s1 (rq_b)
 MATMUL     a (x), d (y), rows, cols (in), out_cols (out), one weight beat per kept weight (dense: all
            dense, out8                                    ``in`` of each output channel, in order)
-ATTENTION  reserved for milestone 2 (a ViTCoD head)       the hardware halts with ``error`` set
+ATTENTION  a (qkv), d (output), rows (N), cols (d),       ``ceil(N / P)`` index beats of the key order,
+           head, heads, g, nnz, m0/s0 (exp),              ``ceil((2 N + 1) / P)`` of the half-row
+           m1/s1 (out)                                    pointers, ``ceil(nnz / P)`` of the columns
 ========== ============================================== ===========================================
+
+ATTENTION is in the ISA, the checker, the assembler, the reference machine and the host compiler; the
+RTL does not run it yet (it halts with ``error`` set, as for any opcode it does not know) and the cycle
+model has no entry for it.
 
 Tensors live in the on-chip activation buffer as **regions**: a region is a tile
 index ``base`` plus the tensor's shape; a ``rows x cols`` tensor occupies
@@ -42,8 +48,9 @@ from attnforge.formats.csr import CSR
 from attnforge.numfmt import Requantizer
 
 __all__ = ["Op", "HEADER_FIELDS", "WEIGHT_FIELDS", "HEADER_WIDTH", "WEIGHT_WIDTH", "ELEMENT_WIDTH",
-           "GAMMA_WIDTH", "BETA_WIDTH", "field_width", "pack", "unpack", "Region", "Load", "Store", "LayerNorm",
-           "Gelu", "Add", "Matmul", "Instruction"]
+           "GAMMA_WIDTH", "BETA_WIDTH", "INDEX_WIDTH", "field_width", "pack", "unpack", "pack_indices",
+           "unpack_indices", "Region", "Load", "Store", "LayerNorm", "Gelu", "Add", "Matmul", "Attention",
+           "Instruction"]
 
 
 class Op(enum.IntEnum):
@@ -55,7 +62,7 @@ class Op(enum.IntEnum):
     GELU = 4
     ADD = 5
     MATMUL = 6
-    ATTENTION = 7       # reserved: milestone 2
+    ATTENTION = 7       # one ViTCoD head (not in the RTL yet: it halts with error)
 
 
 #: (name, width, signed) of the header beat, low bits first.
@@ -75,6 +82,10 @@ HEADER_FIELDS = (
     ("s1", 6, False),           # ADD: rq_b's shift
     ("k0", 61, False),          # LAYERNORM: E; GELU: C
     ("k1", 20, False),          # GELU: T
+    ("head", 8, False),         # ATTENTION: the head h (q, k, v columns h d .. h d + d - 1 of each third)
+    ("heads", 8, False),        # ATTENTION: the block's heads H (the qkv region has 3 H d columns)
+    ("g", 16, False),           # ATTENTION: global keys G
+    ("nnz", 20, False),         # ATTENTION: CSR entries of the sparse part
 )
 #: (name, width, signed) of a MATMUL weight beat: ``VitMatmul``'s ``w`` with the ISA's fixed widths.
 WEIGHT_FIELDS = (
@@ -86,6 +97,7 @@ WEIGHT_FIELDS = (
     ("shift", 6, False),
 )
 ELEMENT_WIDTH = 16              # buffer elements and tensor beats: int16 (int8 tensors sign-extended)
+INDEX_WIDTH = 16                # ATTENTION's index beats: P unsigned 16-bit values
 GAMMA_WIDTH, BETA_WIDTH = 16, 32
 
 
@@ -140,6 +152,26 @@ def unpack_lanes(word: int, width: int, lanes: int) -> list[int]:
         v = (word >> (k * width)) & ((1 << width) - 1)
         out.append(v - (1 << width) if v >> (width - 1) else v)
     return out
+
+
+def pack_indices(values, lanes: int, what: str = "index") -> list[int]:
+    """Unsigned 16-bit values, ``lanes`` per beat (value 0 of a beat in the low bits; the last beat
+    zero-padded)."""
+    values = [int(v) for v in values]
+    beats = []
+    for b in range(0, len(values), lanes):
+        word = 0
+        for k, v in enumerate(values[b:b + lanes]):
+            check_int(what, v, 0, (1 << INDEX_WIDTH) - 1)
+            word |= v << (k * INDEX_WIDTH)
+        beats.append(word)
+    return beats
+
+
+def unpack_indices(beats, count: int, lanes: int) -> list[int]:
+    mask = (1 << INDEX_WIDTH) - 1
+    out = [(b >> (k * INDEX_WIDTH)) & mask for b in beats for k in range(lanes)]
+    return out[:count]
 
 
 @dataclass(frozen=True)
@@ -294,4 +326,60 @@ class Matmul:
         return [int(k) for k in np.diff(self.weight.row_ptr)]
 
 
-Instruction = Load | Store | LayerNorm | Gelu | Add | Matmul
+@dataclass(frozen=True)
+class Attention:
+    """Head ``head`` of a block: ``q, k, v`` are columns ``h d .. h d + d - 1`` of the first, second
+    and third ``H d`` columns of ``qkv`` (int8 values, timm's ``[3, H, d]`` column order); its int8
+    output ``[N, d]`` goes to the same columns of ``dst`` (``[N, H d]``, what ``proj`` takes), which
+    the other heads' instructions fill.
+
+    The head is the ViTCoD head (``algo.vitcod.golden.vitcod_head_golden``): ``k`` and ``v`` in the
+    polarized key ``order`` (position -> token), the first ``n_global`` positions kept for every
+    query, the ``csr`` sparse part (columns in polarized positions ``[G, N)``), the exponent and
+    output requantizers ``exp_rq`` and ``out_rq`` (``HeadParams.exp`` / ``.out``). ``dense_entries``:
+    per query row, how many of its CSR entries the Denser Engine takes (``hw.vitcod.balance``; the
+    output does not depend on it), None: none.
+    """
+
+    qkv: Region
+    dst: Region
+    head: int
+    heads: int
+    order: np.ndarray           # int [N]
+    n_global: int
+    csr: CSR
+    exp_rq: Requantizer
+    out_rq: Requantizer
+    dense_entries: np.ndarray | None = None
+
+    op = Op.ATTENTION
+
+    @property
+    def head_dim(self) -> int:
+        return self.qkv.cols // (3 * self.heads)
+
+    @property
+    def nnz(self) -> int:
+        return int(self.csr.row_ptr[-1])
+
+    def columns(self, which: int) -> slice:
+        """Columns of q (0), k (1) or v (2) of this head in the qkv region; ``which`` 3: in ``dst``."""
+        d, D = self.head_dim, self.heads * self.head_dim
+        base = (which % 3) * D + self.head * d if which < 3 else self.head * d
+        return slice(base, base + d)
+
+    def half_row_pointers(self) -> np.ndarray:
+        rp = np.asarray(self.csr.row_ptr, np.int64)
+        split = np.zeros(rp.size - 1, np.int64) if self.dense_entries is None else np.asarray(self.dense_entries)
+        out = np.empty(2 * (rp.size - 1) + 1, np.int64)
+        out[0::2], out[1::2] = rp, rp[:-1] + split
+        return out
+
+    def header(self) -> dict:
+        return dict(opcode=self.op, a=self.qkv.base, d=self.dst.base, rows=self.qkv.rows, cols=self.head_dim,
+                    head=self.head, heads=self.heads, g=self.n_global, nnz=self.nnz,
+                    m0=self.exp_rq.multiplier, s0=self.exp_rq.shift, m1=self.out_rq.multiplier,
+                    s1=self.out_rq.shift)
+
+
+Instruction = Load | Store | LayerNorm | Gelu | Add | Matmul | Attention

@@ -16,6 +16,7 @@ cycle in which the next header can transfer:
 * LAYERNORM: + ``D / P`` gamma/beta beats + 1 + ``LayerNormUnitConfig.cycles(rows, D)``;
 * GELU, ADD: + 1 + ``beats + latency`` (6 and 3);
 * MATMUL: + 1 + ``matmul_cycles(...).total`` (activations from the buffer, weights from the host).
+* ATTENTION: no entry: the RTL does not run it yet (``ConfigError``).
 
 The instruction ends with its last output written (the next header waits for it: no overlap
 between instructions in this version).
@@ -31,19 +32,23 @@ from attnforge.errors import ConfigError, check_int
 from attnforge.formats.csr import CSR
 from attnforge.int_ops import INT16, INT32
 from attnforge.numfmt import INT8, Requantizer
+from attnforge.softmax_int import Z_FORMAT
 
 from ..vit.eltwise import check_requantizer_fits
 from ..vit.matmul import matmul_cycles
 from .config import VitModelConfig
-from .isa import (BETA_WIDTH, ELEMENT_WIDTH, GAMMA_WIDTH, HEADER_FIELDS, WEIGHT_FIELDS, Add, Gelu, LayerNorm, Load,
-                  Matmul, Op, Region, Store, pack, pack_lanes, unpack, unpack_lanes)
+from .isa import (BETA_WIDTH, ELEMENT_WIDTH, GAMMA_WIDTH, HEADER_FIELDS, WEIGHT_FIELDS, Add, Attention, Gelu,
+                  LayerNorm, Load, Matmul, Op, Region, Store, pack, pack_indices, pack_lanes, unpack, unpack_indices,
+                  unpack_lanes)
 
 __all__ = ["check_program", "assemble", "disassemble", "instruction_cycles", "program_cycles", "InstructionCycles",
            "DECODE_CYCLES", "READ_LATENCY"]
 
 DECODE_CYCLES = 2
 READ_LATENCY = 1
-INSTRUCTIONS = (Load, Store, LayerNorm, Gelu, Add, Matmul)
+INSTRUCTIONS = (Load, Store, LayerNorm, Gelu, Add, Matmul, Attention)
+#: the ViTCoD head's requantizers: multiplier width of its exponent and output requantizers
+HEAD_MULTIPLIER_WIDTH = 16
 
 
 def _where(k: int, ins) -> str:
@@ -102,6 +107,46 @@ def _check_matmul(cfg: VitModelConfig, where: str, ins: Matmul) -> None:
         check_requantizer_fits(f"{where} requantizer of channel {o}", rq, cfg.multiplier_width, out)
 
 
+def _check_attention(cfg: VitModelConfig, where: str, ins: Attention) -> None:
+    for name in ("qkv", "dst"):
+        _check_region(cfg, f"{where} {name}", getattr(ins, name), row_vectors=True)
+    _check_disjoint(where, ins.dst, ins.qkv, "qkv source", cfg.lanes)
+    n = ins.qkv.rows
+    check_int(f"{where} heads", ins.heads, 1, 255)
+    check_int(f"{where} head", ins.head, 0, ins.heads - 1)
+    d = ins.head_dim
+    if d < 1 or 3 * ins.heads * d != ins.qkv.cols or ins.dst.cols != ins.heads * d:
+        raise ConfigError(f"{where}: qkv has {ins.qkv.cols} columns and the output {ins.dst.cols} for {ins.heads} "
+                          f"heads; they must be 3 H d and H d")
+    if d % cfg.lanes:
+        raise ConfigError(f"{where}: head dim d={d} must be a multiple of the lanes P={cfg.lanes}")
+    if ins.dst.rows != n:
+        raise ConfigError(f"{where}: the output has {ins.dst.rows} rows, qkv {n}; they must match")
+    order = np.asarray(ins.order)
+    if order.shape != (n,) or order.dtype.kind not in "iu" or sorted(order.tolist()) != list(range(n)):
+        raise ConfigError(f"{where}: the key order must be a permutation of 0..{n - 1} (polarized position -> "
+                          f"token), not {order.dtype} {order.shape}")
+    check_int(f"{where} global keys G", ins.n_global, 0, n)
+    csr = ins.csr
+    rp, ci = np.asarray(csr.row_ptr, np.int64), np.asarray(csr.col_idx, np.int64)
+    if (not isinstance(csr, CSR) or tuple(csr.shape) != (n, n) or rp.shape != (n + 1,) or rp[0] != 0
+            or np.any(np.diff(rp) < 0) or rp[-1] != ci.size):
+        raise ConfigError(f"{where}: the sparse part must be a CSR of shape ({n}, {n}) with row pointers from 0 "
+                          f"rising to its {ci.size} columns")
+    check_int(f"{where} CSR entries nnz", ci.size, 0, (1 << 20) - 1)
+    if ci.size and (ci.min() < ins.n_global or ci.max() >= n):
+        raise ConfigError(f"{where}: CSR columns must be polarized positions in [G={ins.n_global}, {n}), "
+                          f"not [{ci.min()}, {ci.max()}]")
+    if ins.dense_entries is not None:
+        split = np.asarray(ins.dense_entries)
+        if split.shape != (n,) or np.any(split < 0) or np.any(split > np.diff(rp)):
+            raise ConfigError(f"{where}: dense_entries must give each of the {n} rows 0..(its CSR entries)")
+    for name, rq, out in (("exponent requantizer", ins.exp_rq, Z_FORMAT), ("output requantizer", ins.out_rq, INT8)):
+        if not isinstance(rq, Requantizer) or rq.out != out:
+            raise ConfigError(f"{where}: the {name} must be a numfmt.Requantizer to {out}, not {rq!r}")
+        check_int(f"{where} {name} multiplier", rq.multiplier, 0, (1 << HEAD_MULTIPLIER_WIDTH) - 1)
+
+
 def check_program(program, config: VitModelConfig) -> None:
     """``ConfigError`` (``TypeError`` for a wrong kind) unless ``config``'s hardware can run ``program``."""
     if not isinstance(config, VitModelConfig):
@@ -109,10 +154,12 @@ def check_program(program, config: VitModelConfig) -> None:
     P = config.lanes
     for k, ins in enumerate(program):
         if not isinstance(ins, INSTRUCTIONS):
-            raise TypeError(f"instruction {k} must be one of {', '.join(c.__name__ for c in INSTRUCTIONS)} "
-                            f"(ATTENTION is not in this hardware yet), not {ins!r}")
+            raise TypeError(f"instruction {k} must be one of {', '.join(c.__name__ for c in INSTRUCTIONS)}, "
+                            f"not {ins!r}")
         where = _where(k, ins)
-        if isinstance(ins, Load):
+        if isinstance(ins, Attention):
+            _check_attention(config, where, ins)
+        elif isinstance(ins, Load):
             _check_region(config, f"{where} destination", ins.dst, row_vectors=True)
             data = np.asarray(ins.data)
             if data.shape != (ins.dst.rows, ins.dst.cols) or data.dtype.kind not in "iu":
@@ -176,6 +223,10 @@ def assemble(program, config: VitModelConfig) -> list[int]:
                 beats.append(gamma | beta << (P * GAMMA_WIDTH))
         elif isinstance(ins, Matmul):
             beats.extend(_weight_beats(ins))
+        elif isinstance(ins, Attention):
+            beats += pack_indices(ins.order, P, "key order entry")
+            beats += pack_indices(ins.half_row_pointers(), P, "row pointer")
+            beats += pack_indices(ins.csr.col_idx, P, "column index")
     return beats
 
 
@@ -217,7 +268,7 @@ def disassemble(beats, config: VitModelConfig) -> list:
     while pos < len(beats):
         h = unpack(HEADER_FIELDS, beats[pos])
         pos += 1
-        if h["opcode"] not in {int(op) for op in Op} - {Op.ATTENTION}:
+        if h["opcode"] not in {int(op) for op in Op}:
             raise ConfigError(f"beat {pos - 1}: opcode {h['opcode']} is not an instruction of this hardware")
         op = Op(h["opcode"])
         rows, cols = h["rows"], h["cols"]
@@ -241,6 +292,21 @@ def disassemble(beats, config: VitModelConfig) -> list:
             wide = config.add.wide_format
             program.append(Add(Region(h["a"], rows, cols), Region(h["b"], rows, cols), Region(h["d"], rows, cols),
                                Requantizer(h["m0"], h["s0"], wide, mw), Requantizer(h["m1"], h["s1"], wide, mw)))
+        elif op == Op.ATTENTION:
+            n, nnz = rows, h["nnz"]
+            parts = []
+            for count, what in ((n, "an ATTENTION's key order"), (2 * n + 1, "an ATTENTION's row pointers"),
+                                (nnz, "an ATTENTION's column indices")):
+                k = -(-count // P)
+                parts.append(np.asarray(unpack_indices(_take(beats, pos, k, what), count, P), np.int64))
+                pos += k
+            order, hp, cols_ = parts
+            csr = CSR(hp[0::2].astype(np.int32), cols_.astype(np.int32), (n, n))
+            heads, d = h["heads"], h["cols"]
+            program.append(Attention(Region(h["a"], n, 3 * heads * d), Region(h["d"], n, heads * d), h["head"], heads,
+                                     order, h["g"], csr, Requantizer(h["m0"], h["s0"], Z_FORMAT, HEAD_MULTIPLIER_WIDTH),
+                                     Requantizer(h["m1"], h["s1"], INT8, HEAD_MULTIPLIER_WIDTH),
+                                     hp[1::2] - hp[0:-1:2]))
         else:
             ins, pos = _disassemble_matmul(h, beats, pos, config)
             program.append(ins)
@@ -280,6 +346,9 @@ def instruction_cycles(ins, config: VitModelConfig) -> InstructionCycles:
         mc = matmul_cycles(config.matmul, ins.nnz_per_column(), ins.src.rows, ins.src.cols)
         return InstructionCycles("MATMUL_DENSE" if ins.dense else "MATMUL_CSR", DECODE_CYCLES + READ_LATENCY + mc.total,
                                  mc.total, mc.ideal)
+    if isinstance(ins, Attention):
+        raise ConfigError("ATTENTION has no cycle model yet: the model-level accelerator's RTL does not run it "
+                          "(the ViTCoD head's own cycles: hw/vitcod/cycles.py)")
     raise TypeError(f"not an instruction: {ins!r}")
 
 

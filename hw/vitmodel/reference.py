@@ -5,6 +5,10 @@ Independent of the hardware's storage: the activation buffer is a numpy array of
 the ``attnforge.int_ops`` function of the integer ViT (``layernorm``, ``gelu`` and a
 requantizer, ``residual_add``, ``linear_acc`` + ``requantize_columns``). ``run``
 returns what every STORE sent to the host.
+
+ATTENTION runs the ViTCoD head function given as ``attention`` (the algorithm side's
+``algo.vitcod.golden.vitcod_head_golden``: this package sits below ``algo`` and does not import it),
+with the instruction's q, k and v columns, k and v in its key order; without one, ATTENTION is refused.
 """
 
 from __future__ import annotations
@@ -17,17 +21,21 @@ from attnforge.int_ops import INT16, gelu, layernorm, linear_acc, requantize_col
 from attnforge.numfmt import INT8
 
 from .config import VitModelConfig
-from .isa import Add, Gelu, LayerNorm, Load, Matmul, Region, Store
+from .isa import Add, Attention, Gelu, LayerNorm, Load, Matmul, Region, Store
 from .program import check_program
 
 __all__ = ["ReferenceMachine"]
 
 
 class ReferenceMachine:
-    """A ``VitModelConfig``'s buffer and instructions in numpy; ``run(program)`` -> the STOREd tensors."""
+    """A ``VitModelConfig``'s buffer and instructions in numpy; ``run(program)`` -> the STOREd tensors.
 
-    def __init__(self, config: VitModelConfig):
+    ``attention(q, k, v, g, csr, exp_rq, out_rq) -> int8 [N, d]``: the head function ATTENTION runs
+    (``k``, ``v`` already in the polarized key order)."""
+
+    def __init__(self, config: VitModelConfig, attention=None):
         self.config = config
+        self.attention = attention
         P = config.lanes
         self.tiles = np.zeros((config.buffer_tiles, P, P), np.int64)
 
@@ -75,6 +83,18 @@ class ReferenceMachine:
                                   f"[{INT8.min}, {INT8.max}]")
             w = np.asarray(ins.weight) if ins.dense else csr_to_dense(ins.weight)
             self.write(ins.dst, requantize_columns(linear_acc(x, w, ins.bias), ins.requant))
+        elif isinstance(ins, Attention):
+            if self.attention is None:
+                raise ConfigError(f"instruction {k} (ATTENTION): this ReferenceMachine has no head function; "
+                                  "give ReferenceMachine(config, attention=vitcod_head_golden-like function)")
+            qkv = self.read(ins.qkv)
+            order = np.asarray(ins.order, np.int64)
+            q, kk, vv = (qkv[:, ins.columns(w)] for w in range(3))
+            out = np.asarray(self.attention(q.astype(np.int8), kk[order].astype(np.int8), vv[order].astype(np.int8),
+                                            ins.n_global, ins.csr, ins.exp_rq, ins.out_rq), np.int64)
+            y = self.read(ins.dst)
+            y[:, ins.columns(3)] = out
+            self.write(ins.dst, y)
         return None
 
     def run(self, program) -> list[np.ndarray]:
