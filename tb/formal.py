@@ -47,12 +47,13 @@ from attnforge.hw.mac_line import MacLine, MacLineConfig
 from attnforge.hw.vitcod.config import VitcodConfig
 from attnforge.hw.vitcod.loader import Loader
 from attnforge.hw.vitcod.output import OutputStage
+from attnforge.hw.vit.eltwise import GeluUnit, GeluUnitConfig, ResidualAddUnit, ResidualAddUnitConfig
 
 __all__ = ["probe", "stream_rules", "Outstanding", "Harness", "HARNESSES", "harness",
            "SkidBufferHarness", "RequantLineHarness", "MacLineHarness", "OutputStageHarness",
            "LoaderHarness", "RegisterBankHarness", "LinearOutputHarness", "FORMAL_REGMAP", "sticky",
            "registers", "quiet_until", "DeadlineQueue", "VitcodAcceleratorHarness", "LinearDecodeHarness",
-           "SMALLEST_VITCOD", "SMALLEST_LINEAR"]
+           "SMALLEST_VITCOD", "SMALLEST_LINEAR", "GeluUnitHarness", "ResidualAddUnitHarness"]
 
 HARNESS_MODES = ("safety", "completion")
 
@@ -784,6 +785,59 @@ class LinearDecodeHarness(Harness):
 
 
 #: name -> harness class, for the tests and ``harness(name)``
+class _LockstepUnitHarness(Harness):
+    """A unit built on one ``LockstepPipeline`` (``hw/common/stream.py``) named ``pipe``: the items it
+    holds are its stages' valid bits; one output beat per input beat, in order."""
+
+    pipe = ""
+
+    def held(self, frag, depth: int):
+        return sum(Value.cast(probe(frag, f"{self.pipe}{k}_valid")) for k in range(depth))
+
+    def account(self, m, frag, accepted, depth: int):
+        o = self.dut.o
+        out = Outstanding(m, accepted, o.valid & o.ready, held=self.held(frag, depth), capacity=depth,
+                          name=self.pipe)
+        self.completion(m, out, o)
+
+
+class GeluUnitHarness(_LockstepUnitHarness):
+    """``GeluUnit`` (hw/vit/eltwise.py): six stages that stall together; ``i.ready`` is the
+    pipeline's advance. Its constants are free inputs (they hold still in use; the stream rules and
+    the accounting do not depend on them)."""
+
+    pipe = "gelu"
+
+    def __init__(self, config: GeluUnitConfig | None = None, mode: str = "safety", *, dut=None):
+        config = config or GeluUnitConfig(lanes=1, t_width=2, multiplier_width=2)
+        self.config, self.latency = config, config.latency
+        super().__init__(dut if dut is not None else GeluUnit(config), mode)
+
+    def properties(self, m, frag):
+        i, o = self.dut.i, self.dut.o
+        self.check_ports(m, {"i": i}, {"o": o})
+        self.account(m, frag, i.valid & i.ready, self.config.latency)
+
+
+class ResidualAddUnitHarness(_LockstepUnitHarness):
+    """``ResidualAddUnit``: ``a`` and ``b`` move together (each ``ready`` waits for the other's
+    ``valid``) into three stages that stall together."""
+
+    pipe = "add"
+
+    def __init__(self, config: ResidualAddUnitConfig | None = None, mode: str = "safety", *, dut=None):
+        config = config or ResidualAddUnitConfig(lanes=1, a_width=3, b_width=2, out_width=2, multiplier_width=2)
+        self.config, self.latency = config, config.latency
+        super().__init__(dut if dut is not None else ResidualAddUnit(config), mode)
+
+    def properties(self, m, frag):
+        a, b, o = self.dut.a, self.dut.b, self.dut.o
+        self.check_ports(m, {"a": a, "b": b}, {"o": o})
+        took_a, took_b = a.valid & a.ready, b.valid & b.ready
+        m.d.comb += Assert(took_a == took_b, "add: a and b move together")
+        self.account(m, frag, took_a, self.config.latency)
+
+
 HARNESSES = {
     "skid_buffer": SkidBufferHarness,
     "requant_line": RequantLineHarness,
@@ -794,6 +848,8 @@ HARNESSES = {
     "linear_output": LinearOutputHarness,
     "vitcod_accelerator": VitcodAcceleratorHarness,
     "linear_decode": LinearDecodeHarness,
+    "gelu_unit": GeluUnitHarness,
+    "residual_add_unit": ResidualAddUnitHarness,
 }
 
 

@@ -21,19 +21,25 @@ from attnforge.hw.common.regbank import RegisterBank
 from attnforge.hw.linear.config import LinearDecodeConfig
 from attnforge.hw.linear.output import OutputStage as LinearOutputStage
 from attnforge.hw.vitcod.accelerator import VitcodAccelerator
-from attnforge.tb.formal import (FORMAL_REGMAP, SMALLEST_VITCOD, LinearDecodeHarness, LinearOutputHarness, LoaderHarness,
+from attnforge.tb.formal import (FORMAL_REGMAP, SMALLEST_VITCOD, GeluUnitHarness, LinearDecodeHarness, LinearOutputHarness, LoaderHarness,
                                  MacLineHarness, OutputStageHarness, RegisterBankHarness, RequantLineHarness,
+                                 ResidualAddUnitHarness,
                                  SkidBufferHarness, VitcodAcceleratorHarness, harness, probe, quiet_until, registers)
 from attnforge.tb.mutants import DropValidWhileStalled, FlipOutputBit, GlitchWhileStalled
 
 #: k of the k-induction: stream rules + accounting (safety), completion with ready high
 SAFETY_K = {"skid_buffer": 3, "requant_line": 3, "mac_line": 4, "output_stage": 4, "loader": 2, "register_bank": 3,
-            "linear_output": 8}    # the 4-stage requantizer pipeline (was 4 with one stage)
-COMPLETION_K = {"skid_buffer": 4, "requant_line": 4, "mac_line": 6, "output_stage": 6}
+            "linear_output": 8,    # the 4-stage requantizer pipeline (was 4 with one stage)
+            "gelu_unit": 3, "residual_add_unit": 3}
+#: the vit units' proofs run in make test-full (make test's budget is spent; about 6 s each)
+FULL_ONLY = {"gelu_unit", "residual_add_unit"}
+COMPLETION_K = {"skid_buffer": 4, "requant_line": 4, "mac_line": 6, "output_stage": 6, "gelu_unit": 8,
+                "residual_add_unit": 5}
 #: bmc depth of the completion check: at least one whole (longest) input plus the latency
 #: (MAC line: a vector of max_length = 4 beats, then 2 cycles; output stage: a row of
 #: 2 beats behind a full pipeline, then 3 cycles), with margin
-COMPLETION_BMC = {"skid_buffer": 8, "requant_line": 8, "mac_line": 12, "output_stage": 12}
+COMPLETION_BMC = {"skid_buffer": 8, "requant_line": 8, "mac_line": 12, "output_stage": 12, "gelu_unit": 12,
+                  "residual_add_unit": 8}
 
 
 def _check(result):
@@ -45,7 +51,7 @@ def test_tools_installed():
     assert {"sby", "yosys", "yosys-smtbmc", "boolector"} <= set(paths)
 
 
-@pytest.mark.parametrize("name", list(SAFETY_K))
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.full) if n in FULL_ONLY else n for n in SAFETY_K])
 def test_safety_proven(tmp_path, name):
     """Stream rules on every port, "no output without an input", sticky bits: k-induction."""
     _check(prove(harness(name), name=name, mode="prove", depth=SAFETY_K[name], workdir=tmp_path))
@@ -178,8 +184,9 @@ def test_completion_bounded(tmp_path, name):
 
 
 @pytest.mark.full
-@pytest.mark.parametrize("make,latency", [(MacLineHarness, 2), (OutputStageHarness, 3)],
-                         ids=["mac_line", "output_stage"])
+@pytest.mark.parametrize("make,latency", [(MacLineHarness, 2), (OutputStageHarness, 3), (GeluUnitHarness, 6),
+                                          (ResidualAddUnitHarness, 3)],
+                         ids=["mac_line", "output_stage", "gelu_unit", "residual_add_unit"])
 def test_completion_bound_is_tight(tmp_path, make, latency):
     """One cycle under the latency fails with a trace (the check can fail, the bound is exact)."""
     tight = make(mode="completion")
@@ -337,3 +344,21 @@ def test_quiet_registers_are_named():
         assert set(checked) <= set(every) and len(checked) > len(every) // 3
         for prefix in control:
             assert [p for p in checked if p.startswith(prefix)], prefix
+
+
+@pytest.mark.full
+def test_vit_unit_mutants_fail(tmp_path):
+    """GELU with o.valid dropped after a stall, the residual add with its payload glitching while stalled:
+    each proof fails exactly on the stream rule it breaks."""
+    from attnforge.hw.vit.eltwise import GeluUnit, GeluUnitConfig, ResidualAddUnit, ResidualAddUnitConfig
+
+    g = GeluUnitConfig(lanes=1, t_width=2, multiplier_width=2)
+    result = prove(GeluUnitHarness(g, dut=DropValidWhileStalled(GeluUnit(g))), name="gelu_drop", mode="prove",
+                   depth=3, workdir=tmp_path)
+    assert not result.passed and result.failed == ["assert: o: valid held until ready"], result.summary()
+    a = ResidualAddUnitConfig(lanes=1, a_width=3, b_width=2, out_width=2, multiplier_width=2)
+    glitch = GlitchWhileStalled(ResidualAddUnit(a), payload=("o", "payload"), valid=("o", "valid"),
+                                ready=("o", "ready"))
+    result = prove(ResidualAddUnitHarness(a, dut=glitch), name="add_glitch", mode="prove", depth=3,
+                   workdir=tmp_path)
+    assert not result.passed and result.failed == ["assert: o: payload stable while stalled"], result.summary()
