@@ -21,7 +21,7 @@ import numpy as np
 from amaranth.hdl import unsigned
 from cocotb.clock import Clock
 
-from attnforge.hw.vitmodel import ReferenceMachine, VitModelConfig, assemble, program_cycles
+from attnforge.hw.vitmodel import Attention, ReferenceMachine, VitModelConfig, assemble, program_cycles
 from attnforge.hw.vitmodel.isa import HEADER_FIELDS, Op, Region, Store, pack
 from attnforge.hw.vitmodel.accelerator import VitModelAccelerator
 
@@ -72,7 +72,13 @@ class VitModelTB:
             self.case = mlp_case(self.cfg, seed, tokens=case.get("tokens", P + 1), dim=case.get("dim", 2 * P),
                                  hidden=case.get("hidden", 4 * P), sparsity=case.get("sparsity", 0.75))
             self.names = TENSORS
-        self.reference = ReferenceMachine(self.cfg).run(self.case.program)
+        if any(isinstance(ins, Attention) for ins in self.case.program):
+            # ATTENTION runs the ViTCoD head golden model (algo/vitcod/golden.py; imported only then: torch)
+            from attnforge.algo.vitcod.model_program import reference_machine
+
+            self.reference = reference_machine(self.cfg).run(self.case.program)
+        else:
+            self.reference = ReferenceMachine(self.cfg).run(self.case.program)
 
     async def run(self) -> dict:
         await reset_quiet(self.dut, (self.src, self.sink), cycles=3)

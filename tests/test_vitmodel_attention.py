@@ -1,8 +1,9 @@
-"""Issue 17, milestone 2 on the host side: the ATTENTION instruction (isa.Attention: checks, beats, the
-reference executor with the ViTCoD head golden model as its head) and the whole-image compiler
+"""Issue 17, milestone 2: the ATTENTION instruction (isa.Attention: checks, beats, the reference executor
+with the ViTCoD head golden model as its head; the RTL's attention unit in the Amaranth simulator, bit for
+bit against the reference, its cycles against the cycle model) and the whole-image compiler
 (model_program: patch embedding, every block with its heads as ATTENTION instructions, the final
 LayerNorm), each STOREd tensor compared with the integer ViT's own trace (algo/vitcod/intvit.py), an
-implementation the compiler does not share. The RTL does not run ATTENTION yet."""
+implementation the compiler does not share."""
 
 import dataclasses
 
@@ -17,7 +18,8 @@ from attnforge.algo.vitcod.synthetic import polarized_mask_set
 from attnforge.algo.vitcod.vit import PRESETS, VisionTransformer
 from attnforge.errors import ConfigError
 from attnforge.formats.csr import CSR
-from attnforge.hw.vitmodel import DIGITS, Attention, ReferenceMachine, assemble, disassemble, instruction_cycles
+from attnforge.hw.vitmodel import (DIGITS, Attention, Load, ReferenceMachine, Store, VitModelConfig, assemble,
+                                   disassemble, instruction_cycles)
 from attnforge.hw.vitmodel.isa import Region
 from attnforge.numfmt import INT8
 
@@ -116,8 +118,8 @@ def test_attention_beats_round_trip(model):
         np.testing.assert_array_equal(a.order, b.order)
         np.testing.assert_array_equal(a.csr.row_ptr, b.csr.row_ptr)
         np.testing.assert_array_equal(a.csr.col_idx, b.csr.col_idx)
-    # each ATTENTION: header + key order + 2 N + 1 half-row pointers + nnz columns, P indices a beat
-    P = DIGITS.lanes
+    # each ATTENTION: header + key order + 2 N + 1 half-row pointers + nnz columns, P / 2 indices a beat
+    P = DIGITS.lanes // 2
     att = [i for i in program if isinstance(i, Attention)]
     assert len(att) == 4
     payload = sum(1 + -(-i.qkv.rows // P) + -(-(2 * i.qkv.rows + 1) // P) + -(-i.nnz // P) for i in att)
@@ -139,7 +141,7 @@ def test_attention_instruction_checks_name_the_field(model):
         (dict(dst=Region(100, 65, 64)), "overlaps the qkv source"),
         (dict(n_global=66), "global keys G"),
         (dict(exp_rq=good.out_rq), "exponent requantizer must be a numfmt.Requantizer to"),
-        (dict(dense_entries=np.full(n, 10 ** 4)), "dense_entries"),
+        (dict(balance="fair"), "balance 'fair' is not one of"),
     ]
     if good.n_global > 0 and good.nnz:
         cases.append((dict(csr=bad_csr), f"CSR columns must be polarized positions in [G={good.n_global}"))
@@ -148,8 +150,11 @@ def test_attention_instruction_checks_name_the_field(model):
             assemble([dataclasses.replace(good, **change)], DIGITS)
     with pytest.raises(ConfigError, match="no head function"):
         ReferenceMachine(DIGITS).run([good])
-    with pytest.raises(ConfigError, match="ATTENTION has no cycle model yet"):
-        instruction_cycles(good, DIGITS)
+    no_unit = dataclasses.replace(DIGITS, att_head_dim=0)
+    with pytest.raises(ConfigError, match="no attention unit"):
+        assemble([good], no_unit)
+    with pytest.raises(ConfigError, match="attention unit is built for att_head_dim=8"):
+        assemble([good], dataclasses.replace(DIGITS, att_head_dim=8))
     assert good.out_rq.out == INT8
 
 
@@ -157,3 +162,87 @@ def test_model_program_refuses_a_float_image(model):
     qm, _, xq = model
     with pytest.raises(ConfigError, match="one int8 image"):
         model_program(qm, xq.astype(np.float32), DIGITS)
+
+
+# ------------------------------------------------------------------ the RTL (Amaranth simulator)
+
+#: P = 4 lanes, heads of d = 4: the unit's stream beats are 32 bits (one row vector, or two indices)
+SMALL = VitModelConfig(lines=1, macs=4, max_tokens=9, max_cols=48, ln_channels=16, buffer_tiles=128,
+                       att_head_dim=4, att_macs=4)
+
+
+def _heads_program(cfg, n, seed):
+    """LOAD a random int8 qkv [n, 3 H d] (H = 2), one ATTENTION per head (one with G = N and no CSR
+    entry, one with G = 0; the two balance modes), STORE the output."""
+    from attnforge.formats.csr import dense_to_csr
+    from attnforge.softmax_int import exp_requantizer, out_requantizer
+
+    rng = np.random.default_rng(seed)
+    H, d = 2, cfg.att_head_dim
+    qkv, out = Region(0, n, 3 * H * d), Region(64, n, H * d)
+    program = [Load(qkv, rng.integers(-60, 60, (n, 3 * H * d)))]
+    for h, g in enumerate((n, 0)):
+        keep = rng.random((n, n)) < 0.4
+        keep[:, :g] = False
+        program.append(Attention(qkv, out, h, H, rng.permutation(n), g, dense_to_csr(keep),
+                                 exp_requantizer(0.05, 0.05, d), out_requantizer(0.05, 0.03),
+                                 balance=("balanced", "none")[h]))
+    return program + [Store(out)]
+
+
+def _run_rtl(cfg, program, *, idle=0.0, stall=0.0, seed=0):
+    """The program's beats into the accelerator (``idle``: chance of an idle host cycle, ``stall``: of
+    o.ready low); returns the STOREd vectors and each instruction's cycles (retire to retire)."""
+    from amaranth.sim import Simulator
+
+    from attnforge.hw.vitmodel.accelerator import VitModelAccelerator
+
+    dut, beats = VitModelAccelerator(cfg), assemble(program, cfg)
+    rng = np.random.default_rng(seed)
+    got, retired_at = [], [0]
+
+    async def bench(ctx):
+        k = 0
+        for cycle in range(50_000):
+            offer = k < len(beats) and rng.random() >= idle
+            ctx.set(dut.i.valid, offer)
+            ctx.set(dut.i.payload, beats[k] if offer else 0)
+            ctx.set(dut.o.ready, rng.random() >= stall)
+            await ctx.delay(1e-8)
+            k += offer and ctx.get(dut.i.ready)
+            if ctx.get(dut.o.valid) and ctx.get(dut.o.ready):
+                got.append([ctx.get(dut.o.payload[j]) for j in range(cfg.lanes)])
+            assert not ctx.get(dut.error), f"error at cycle {cycle}"
+            await ctx.tick()
+            if ctx.get(dut.retired) == len(retired_at):
+                retired_at.append(cycle + 1)
+            if len(retired_at) == len(program) + 1:
+                return
+        raise AssertionError("the program did not finish")
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    return np.asarray(got), np.diff(retired_at)
+
+
+def test_attention_on_the_rtl_bit_exact_and_cycles_exact():
+    """Two heads through the RTL's attention unit at full rate: the STOREd output equals the reference
+    executor's (the ViTCoD head golden model), and every instruction takes the cycle model's cycles."""
+    program = _heads_program(SMALL, 5, seed=1)
+    want = reference_machine(SMALL).run(program)[0]
+    got, cycles = _run_rtl(SMALL, program)
+    np.testing.assert_array_equal(got.reshape(want.shape), want)
+    model = [instruction_cycles(ins, SMALL).total for ins in program]
+    assert list(cycles) == model
+
+
+@pytest.mark.full
+@pytest.mark.parametrize("n", [1, 9])
+def test_attention_on_the_rtl_under_idle_and_backpressure(n):
+    """The same with the host idle 30 % of the cycles and o stalled 40 %: still bit-exact."""
+    program = _heads_program(SMALL, n, seed=n)
+    want = reference_machine(SMALL).run(program)[0]
+    got, _ = _run_rtl(SMALL, program, idle=0.3, stall=0.4, seed=n)
+    np.testing.assert_array_equal(got.reshape(want.shape), want)

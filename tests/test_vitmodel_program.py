@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from attnforge.algo.vitcod.intvit import compile_int_vit, trace_image
-from attnforge.algo.vitcod.model_program import (BLOCK_TENSORS, MLP_TENSORS, RegionAllocator, block_program,
-                                                 mlp_half_program)
+from attnforge.algo.vitcod.model_program import (ATTENTION_BLOCK_TENSORS, BLOCK_TENSORS, MLP_TENSORS, RegionAllocator,
+                                                 block_program, mlp_half_program)
 from attnforge.algo.vitcod.synthetic import polarized_mask_set
 from attnforge.algo.vitcod.vit import PRESETS, VisionTransformer
 from attnforge.errors import ConfigError
@@ -113,10 +113,21 @@ def test_compiler_refuses_bad_inputs(compiled):
         RegionAllocator(small)(65, 128 * 20)
 
 
+@pytest.fixture(scope="module")
+def compiled_attention_block(model):
+    """The whole block with its heads as ATTENTION instructions (the RTL's attention unit)."""
+    qm, tr, sparse = model
+    program = block_program(qm, 0, tr["embed"][0], None, DIGITS, sparse=sparse)
+    attn = tr["blocks.0.attn"][0]
+    expected = {**_block_expected(tr), "attn": attn.transpose(1, 0, 2).reshape(attn.shape[1], -1)}
+    return qm, program, expected, sparse
+
+
 @pytest.mark.full
-@pytest.mark.timeout(1800)
-@pytest.mark.parametrize("what", ["mlp_half", "block"])
-def test_compiled_program_runs_bit_exact_on_the_rtl(what, compiled, compiled_block, tmp_path):
+@pytest.mark.timeout(2400)
+@pytest.mark.parametrize("what", ["mlp_half", "block", "attention_block"])
+def test_compiled_program_runs_bit_exact_on_the_rtl(what, compiled, compiled_block, compiled_attention_block,
+                                                    tmp_path):
     """The compiled program on the RTL (Verilator, the digits configuration, full rate): every tensor equal
     to the integer ViT's trace and to the reference executor, cycles per instruction equal to the model.
     (Idle host beats and backpressure: tests/rtl/test_vitmodel.py's small cases.)"""
@@ -124,8 +135,9 @@ def test_compiled_program_runs_bit_exact_on_the_rtl(what, compiled, compiled_blo
     from attnforge.sim.runner import simulate
     from attnforge.tb.vitmodel_case import MlpCase, save_program_case
 
-    _, program, expected, sparse = compiled if what == "mlp_half" else compiled_block
-    names = MLP_TENSORS if what == "mlp_half" else BLOCK_TENSORS
+    _, program, expected, sparse = {"mlp_half": compiled, "block": compiled_block,
+                                    "attention_block": compiled_attention_block}[what]
+    names = {"mlp_half": MLP_TENSORS, "block": BLOCK_TENSORS, "attention_block": ATTENTION_BLOCK_TENSORS}[what]
     path = save_program_case(tmp_path / "program.npz", MlpCase(program, expected, {}), names, DIGITS)
     result = simulate(get_design("vit-model"), DIGITS, seed=3, tb_params={"program_file": str(path)},
                       simulator="verilator", build_root=BUILD, testcase="mlp_half_full_rate_cycles_match_the_model")

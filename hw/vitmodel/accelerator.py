@@ -26,7 +26,7 @@ Blocks (docs/vit-model.md):
 
 from __future__ import annotations
 
-from amaranth.hdl import Array, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Array, Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -37,6 +37,7 @@ from ..common.component import ConfiguredComponent
 from ..vit.eltwise import GeluUnit, ResidualAddUnit
 from ..vit.layernorm import LayerNormUnit
 from ..vit.matmul import VitMatmul
+from ..vitcod.accelerator import VitcodAccelerator
 from .config import VitModelConfig
 from .isa import BETA_WIDTH, ELEMENT_WIDTH, GAMMA_WIDTH, HEADER_FIELDS, WEIGHT_FIELDS, Op
 
@@ -106,12 +107,15 @@ class VitModelAccelerator(ConfiguredComponent):
         m.submodules.add = add = ResidualAddUnit(cfg.add)
         hdr = Signal(header_layout())
         units = dict(mm=mm, ln=ln, gelu=gelu, add=add)
+        if cfg.attention is not None:
+            m.submodules.attention = units["att"] = VitcodAccelerator(cfg.attention)
         self._constants(m, cfg, hdr, units)
         shape = self._shape(m, cfg, hdr)
         ctl = self._sequencer(m, cfg, hdr, shape, units)
         banks = self._banks(m, cfg)
-        self._reader(m, cfg, hdr, shape, ctl, banks, units)
-        self._writer(m, cfg, hdr, shape, ctl, banks, units)
+        att = self._attention(m, cfg, hdr, ctl, units) if "att" in units else None
+        self._reader(m, cfg, hdr, shape, ctl, banks, units, att)
+        self._writer(m, cfg, hdr, shape, ctl, banks, units, att)
         return m
 
     def _constants(self, m, cfg, hdr, u):
@@ -139,17 +143,24 @@ class VitModelAccelerator(ConfiguredComponent):
                      s["out_g"].eq(_ceil_div(hdr.out_cols, P, cfg.max_cols)),
                      s["r_total"].eq(Mux(is_mm, s["rows_g"] * hdr.cols, hdr.rows * s["cols_g"])),
                      s["w_total"].eq(Mux(is_mm, hdr.out_cols * s["rows_g"], hdr.rows * s["cols_g"]))]
+        if cfg.attention is not None:
+            with m.If(hdr.opcode == Op.ATTENTION):       # the head's output: N rows of d / P vectors
+                m.d.comb += s["w_total"].eq(hdr.rows * (cfg.attention.head_dim // P))
         return s
 
     def _sequencer(self, m, cfg, hdr, shape, u):
         """FETCH -> DECODE -> (PARAM) -> RUN -> FETCH; forwards the host's payload beats."""
         ctl = dict(start=Signal(), run=Signal(), done=Signal(), r_more=Signal(), w_more=Signal(),
-                   load_valid=Signal())
+                   load_valid=Signal(), order=Signal(), order_beats=Signal(16), att_fail=Signal(), att_ready=Signal(),
+                   att_valid=Signal())
         hdr_in = self.i.payload[:len(hdr.as_value())]
-        p_idx = Signal(range(max(cfg.layernorm.max_beats, 2)))
+        p_idx = Signal(16, name="p_idx")            # LAYERNORM's gamma/beta beats; ATTENTION's order beats
+        ctl["order_addr"] = p_idx
         fwd_cols = Signal(16)                       # MATMUL: output channels whose weights were forwarded
         op = hdr.opcode
         known = (op >= Op.LOAD) & (op <= Op.MATMUL)
+        if cfg.attention is not None:
+            known = known | (op == Op.ATTENTION)
         m.d.comb += ctl["run"].eq(0)
         gb = self.i.payload
         width = GAMMA_WIDTH * cfg.lanes
@@ -169,13 +180,15 @@ class VitModelAccelerator(ConfiguredComponent):
             with m.State("DECODE"):
                 m.d.comb += ctl["start"].eq(known)
                 m.d.sync += [p_idx.eq(0), fwd_cols.eq(0),
-                             ctl["r_more"].eq(known & (op != Op.LOAD)),
+                             ctl["r_more"].eq(known & (op != Op.LOAD) & (op != Op.ATTENTION)),
                              ctl["w_more"].eq(known & (op != Op.STORE))]
                 with m.If(~known):
                     m.d.sync += self.error.eq(1)
                     m.next = "ERROR"
                 with m.Elif(op == Op.LAYERNORM):
                     m.next = "PARAM"
+                with m.Elif(op == Op.ATTENTION):
+                    m.next = "ORDER"
                 with m.Else():
                     m.next = "RUN"
             with m.State("PARAM"):
@@ -185,8 +198,19 @@ class VitModelAccelerator(ConfiguredComponent):
                     m.d.sync += p_idx.eq(p_idx + 1)
                     with m.If(p_idx == shape["cols_g"] - 1):
                         m.next = "RUN"
+            with m.State("ORDER"):                     # ATTENTION: the key order into its table
+                m.d.comb += [ctl["order"].eq(self.i.valid), self.i.ready.eq(1)]
+                with m.If(self.i.valid):
+                    m.d.sync += p_idx.eq(p_idx + 1)
+                    with m.If(p_idx == ctl["order_beats"] - 1):
+                        m.next = "RUN"
             with m.State("RUN"):
                 m.d.comb += ctl["run"].eq(1)
+                with m.If(op == Op.ATTENTION):         # the head's pointer and column beats, through the feed
+                    m.d.comb += [ctl["att_valid"].eq(self.i.valid), self.i.ready.eq(ctl["att_ready"])]
+                with m.If(ctl["att_fail"]):
+                    m.d.sync += self.error.eq(1)
+                    m.next = "ERROR"
                 with m.If(op == Op.MATMUL):
                     more = fwd_cols != hdr.out_cols
                     m.d.comb += [u["mm"].w.valid.eq(self.i.valid & more), self.i.ready.eq(u["mm"].w.ready & more)]
@@ -194,12 +218,110 @@ class VitModelAccelerator(ConfiguredComponent):
                         m.d.sync += fwd_cols.eq(fwd_cols + 1)
                 with m.Elif(op == Op.LOAD):
                     m.d.comb += [ctl["load_valid"].eq(self.i.valid & ctl["w_more"]), self.i.ready.eq(ctl["w_more"])]
-                with m.If(ctl["done"]):
+                with m.If(ctl["done"] & ~ctl["att_fail"]):
                     m.d.sync += [self.retired.eq(self.retired + 1), self.busy.eq(0)]
                     m.next = "FETCH"
             with m.State("ERROR"):
                 pass
         return ctl
+
+    def _attention(self, m, cfg, hdr, ctl, u):
+        """ATTENTION on the ViTCoD unit: its command from the header; its data stream fed by a two-stage
+        pipeline (A: the key-order table read, B: the buffer read) with Q's rows in order, K's and V's
+        through the key order, then the host's pointer and column beats; its output rows to the writer.
+        Returns the buffer read address/enable of stage A and the writer's tile, rotation and lanes."""
+        att, acfg = u["att"], cfg.attention
+        P = cfg.lanes
+        lg, half = P.bit_length() - 1, P // 2
+        dg = acfg.head_dim // P                      # row vectors of a head's row
+        is_att = hdr.opcode == Op.ATTENTION
+        n = hdr.rows
+        # the key order: P / 2 entries of 16 bits a word, as the ORDER beats bring them
+        m.submodules.key_order = table = Memory(shape=unsigned(8 * P), depth=-(-cfg.max_tokens // half), init=[])
+        tw, tr = table.write_port(), table.read_port(domain="sync", transparent_for=())
+        m.d.comb += [tw.addr.eq(ctl["order_addr"]), tw.data.eq(self.i.payload[:8 * P]), tw.en.eq(ctl["order"]),
+                     ctl["order_beats"].eq(_ceil_div(n, half, cfg.max_tokens))]
+        # the command, once per instruction
+        sent = Signal(name="att_cmd_sent")
+        cmd = att.cmd.payload
+        m.d.comb += [att.cmd.valid.eq(is_att & ctl["run"] & ~sent),
+                     cmd.nq.eq(n), cmd.nk.eq(n), cmd.g.eq(hdr.g), cmd.nnz.eq(hdr.nnz), cmd.exp_mult.eq(hdr.m0),
+                     cmd.exp_shift.eq(hdr.s0), cmd.out_mult.eq(hdr.m1), cmd.out_shift.eq(hdr.s1)]
+        with m.If(ctl["start"]):
+            m.d.sync += sent.eq(0)
+        with m.Elif(att.cmd.valid & att.cmd.ready):
+            m.d.sync += sent.eq(1)
+        failed_was = Signal.like(att.heads_failed)
+        m.d.sync += failed_was.eq(att.heads_failed)
+        m.d.comb += ctl["att_fail"].eq(is_att & ((att.heads_failed != failed_was) | (att.error != 0)))
+        # the feed: counters (issue), stage A, stage B (the ViTCoD unit's data beat)
+        phase = Signal(2, name="att_phase")          # 0 Q, 1 K, 2 V, 3 the host's beats
+        j = Signal(range(cfg.max_tokens + 1), name="att_row")
+        c = Signal(range(max(dg, 2)), name="att_chunk")
+        host_left = Signal(32, name="att_host_left")
+        va, vb = Signal(name="att_a_valid"), Signal(name="att_b_valid")
+        advance = Signal(name="att_advance")
+        m.d.comb += advance.eq(~vb | att.data.ready)
+        going = is_att & ctl["run"]
+        qkv_issue = advance & going & (phase != 3)
+        m.d.comb += ctl["att_ready"].eq(advance & (phase == 3) & (host_left != 0))
+        host_issue = going & ctl["att_valid"] & ctl["att_ready"]
+        half_ceil = lambda v, most: _ceil_div(v, half, most)    # noqa: E731
+        with m.If(ctl["start"]):
+            m.d.sync += [phase.eq(0), j.eq(0), c.eq(0),
+                         host_left.eq(half_ceil(2 * n + 1, 2 * cfg.max_tokens + 1)
+                                      + half_ceil(hdr.nnz, acfg.max_nnz))]
+        with m.Elif(qkv_issue):
+            with m.If(c == dg - 1):
+                m.d.sync += c.eq(0)
+                with m.If(j == n - 1):
+                    m.d.sync += [j.eq(0), phase.eq(phase + 1)]
+                with m.Else():
+                    m.d.sync += j.eq(j + 1)
+            with m.Else():
+                m.d.sync += c.eq(c + 1)
+        with m.Elif(host_issue):
+            m.d.sync += host_left.eq(host_left - 1)
+        m.d.comb += [tr.addr.eq(j >> (half.bit_length() - 1)), tr.en.eq(advance)]
+        pa, ca, ja = Signal(2, name="att_a_phase"), Signal.like(c, name="att_a_chunk"), Signal.like(j, name="att_a_row")
+        host_a = Signal(8 * P, name="att_a_host")
+        pb, host_b, rot_b = Signal(2, name="att_b_phase"), Signal(8 * P, name="att_b_host"), Signal(range(P))
+        with m.If(advance):
+            m.d.sync += [va.eq(qkv_issue | host_issue), pa.eq(phase), ca.eq(c), ja.eq(j),
+                         host_a.eq(self.i.payload[:8 * P]), vb.eq(va), pb.eq(pa), host_b.eq(host_a)]
+        # stage A: the row (Q: in order; K, V: the key order's entry) and its buffer address
+        entry = tr.data.word_select(ja[:max(half.bit_length() - 1, 0)] if half > 1 else 0, 16)
+        row = Signal(16, name="att_a_token")
+        m.d.comb += row.eq(Mux(pa == 0, ja, entry))
+        heads_g = hdr.heads * dg                     # row vectors of q (or k, or v) of all heads
+        group = Mux(pa == 0, 0, Mux(pa == 1, heads_g, heads_g << 1)) + hdr.head * dg + ca
+        rk = row[:lg] if lg else 0
+        tile = hdr.a + (row >> lg) * (heads_g * 3) + group
+        read = dict(addr=tile * P + rk, en=advance)
+        with m.If(advance):
+            m.d.sync += rot_b.eq(rk)
+        # stage B: the data beat
+        m.d.comb += att.data.valid.eq(vb)
+        return dict(read=read, rot_b=rot_b, phase_b=pb, host_b=host_b, is_att=is_att,
+                    out=self._attention_out(m, cfg, hdr, ctl, att, dg, lg))
+
+    def _attention_out(self, m, cfg, hdr, ctl, att, dg, lg):
+        """The unit's output rows (d / P beats of P int8 each) into columns ``head * d ..`` of region d."""
+        P = cfg.lanes
+        ro = Signal(range(cfg.max_tokens + 1), name="att_out_row")
+        co = Signal(range(max(dg, 2)), name="att_out_chunk")
+        m.d.comb += att.o.ready.eq(1)                 # the writer takes a vector every cycle
+        with m.If(ctl["start"]):
+            m.d.sync += [ro.eq(0), co.eq(0)]
+        with m.Elif(att.o.valid):
+            with m.If(co == dg - 1):
+                m.d.sync += [co.eq(0), ro.eq(ro + 1)]
+            with m.Else():
+                m.d.sync += co.eq(co + 1)
+        rk = ro[:lg] if lg else 0
+        tile = hdr.d + (ro >> lg) * (hdr.heads * dg) + hdr.head * dg + co
+        lanes = [att.o.payload[8 * k:8 * k + 8].as_signed() for k in range(P)]
+        return dict(valid=att.o.valid, lanes=lanes, tile=tile, rot=rk)
 
     def _banks(self, m, cfg):
         banks = []
@@ -255,7 +377,7 @@ class VitModelAccelerator(ConfiguredComponent):
         offsets = [Mux(col, _mod_p(b + P - ck, P), rk) for b in range(P)]
         return tile_off, rot, offsets
 
-    def _reader(self, m, cfg, hdr, shape, ctl, banks, u):
+    def _reader(self, m, cfg, hdr, shape, ctl, banks, u, att=None):
         """Region ``a`` (and ``b`` for ADD) into the consumer the opcode names, one vector per cycle."""
         P = cfg.lanes
         op = hdr.opcode
@@ -281,8 +403,15 @@ class VitModelAccelerator(ConfiguredComponent):
             tile = (base + tile_off) * P
             for b, bank in enumerate(banks):
                 m.d.comb += [bank[port].addr.eq(tile + offsets[b]), bank[port].en.eq(advance)]
+                if att is not None and port == "a":
+                    with m.If(att["is_att"]):
+                        m.d.comb += [bank[port].addr.eq(att["read"]["addr"]), bank[port].en.eq(att["read"]["en"])]
             words = Array(bank[port].data for bank in banks)
             lanes[port] = [words[_mod_p(rot_q + j, P)] for j in range(P)]
+        if att is not None:       # ATTENTION's data beat: the row vector's int8 values, or the host's beat
+            words = Array(bank["a"].data for bank in banks)
+            vec = Cat(*[words[_mod_p(att["rot_b"] + j, P)][:INT8.width] for j in range(P)])
+            m.d.comb += u["att"].data.payload.eq(Mux(att["phase_b"] == 3, att["host_b"], vec))
         m.d.comb += last.eq(~ctl["r_more"])          # the vector on offer is the last one
         consumers = {Op.STORE: (self.o, "a"), Op.LAYERNORM: (u["ln"].i, "a"), Op.GELU: (u["gelu"].i, "a"),
                      Op.MATMUL: (u["mm"].x, "a8")}
@@ -303,7 +432,7 @@ class VitModelAccelerator(ConfiguredComponent):
         with m.If((op == Op.STORE) & self.o.valid & self.o.ready & last):
             m.d.comb += ctl["done"].eq(1)
 
-    def _writer(self, m, cfg, hdr, shape, ctl, banks, u):
+    def _writer(self, m, cfg, hdr, shape, ctl, banks, u, att=None):
         """The producer the opcode names into region ``d``, one vector per cycle, never stalling."""
         P = cfg.lanes
         op = hdr.opcode
@@ -323,6 +452,12 @@ class VitModelAccelerator(ConfiguredComponent):
                      Op.LAYERNORM: (u["ln"].o.valid, list(u["ln"].o.payload)),
                      Op.GELU: (u["gelu"].o.valid, list(u["gelu"].o.payload)),
                      Op.ADD: (u["add"].o.valid, list(u["add"].o.payload))}
+        if att is not None:                     # a head's output rows: row vectors of its columns of region d
+            producers[Op.ATTENTION] = (att["out"]["valid"], att["out"]["lanes"])
+            isa = att["is_att"]
+            tile_off = Mux(isa, att["out"]["tile"] - hdr.d, tile_off)
+            rot = Mux(isa, att["out"]["rot"], rot)
+            offsets = [Mux(isa, att["out"]["rot"], off) for off in offsets]
         with m.Switch(op):
             for code, (v, values) in producers.items():
                 with m.Case(code):

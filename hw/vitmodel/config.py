@@ -43,6 +43,15 @@ class VitModelConfig:
         LayerNorm reciprocal quotient bits per cycle, 1..48.
     multiplier_width : int
         Requantizer multipliers' width, 1..32 (16 as the integer ViT's).
+    att_head_dim : int
+        Head dim d of the ATTENTION unit (a ViTCoD accelerator, hw/vitcod), a multiple of P; 0: no attention
+        unit (ATTENTION refused). Needs P a power of two >= 2 (the unit's stream: P int8 a beat).
+    att_max_nnz : int
+        Most CSR entries of a head's sparse part, 1..65535 [0: max_tokens ** 2, at most 65535].
+    att_macs : int
+        The attention unit's MACs per line (a power of two dividing its head dim).
+    att_dense_lines, att_sparse_lines : int
+        The attention unit's Denser and Sparser Engine lines, 1..64.
     """
 
     lines: int = 1
@@ -54,6 +63,11 @@ class VitModelConfig:
     isqrt_steps: int = 1
     div_bits: int = 1
     multiplier_width: int = 16
+    att_head_dim: int = 0
+    att_max_nnz: int = 0
+    att_macs: int = 8
+    att_dense_lines: int = 1
+    att_sparse_lines: int = 1
 
     def __post_init__(self):
         check_int("ViT model max_tokens", self.max_tokens, 1, (1 << 16) - 1)
@@ -61,7 +75,7 @@ class VitModelConfig:
         check_int("ViT model buffer_tiles", self.buffer_tiles, 1, MAX_TILES)
         check_int("ViT model ln_channels", self.ln_channels, 1, self.max_cols)
         check_layernorm_width(self.ln_channels)
-        _ = self.matmul, self.layernorm, self.gelu, self.add      # the units' own checks, named
+        _ = self.matmul, self.layernorm, self.gelu, self.add, self.attention   # the units' own checks, named
         need = -(-self.max_tokens // self.lanes) * -(-self.max_cols // self.lanes)
         if self.buffer_tiles < need:
             raise ConfigError(f"ViT model buffer_tiles={self.buffer_tiles} cannot hold one {self.max_tokens} x "
@@ -96,6 +110,24 @@ class VitModelConfig:
                                      out_width=ELEMENT_WIDTH, multiplier_width=self.multiplier_width)
 
     @property
+    def attention(self):
+        """The ATTENTION unit's ``VitcodConfig`` (``data_width`` 8 P: one int8 row vector a beat), or None."""
+        check_int("ViT model att_head_dim", self.att_head_dim, 0, 1024)
+        if not self.att_head_dim:
+            return None
+        P = self.lanes
+        if P < 2 or P & (P - 1):
+            raise ConfigError(f"ViT model with an attention unit (att_head_dim={self.att_head_dim}) needs the lanes "
+                              f"P = lines * macs = {P} to be a power of two >= 2")
+        if self.att_head_dim % P:
+            raise ConfigError(f"ViT model att_head_dim={self.att_head_dim} must be a multiple of the lanes P = {P}")
+        nnz = self.att_max_nnz or min(self.max_tokens ** 2, (1 << 16) - 1)
+        from ..vitcod.config import VitcodConfig
+
+        return VitcodConfig(head_dim=self.att_head_dim, max_tokens=self.max_tokens, max_nnz=nnz, macs=self.att_macs,
+                            dense_lines=self.att_dense_lines, sparse_lines=self.att_sparse_lines, data_width=8 * P)
+
+    @property
     def bank_depth(self) -> int:
         return self.buffer_tiles * self.lanes
 
@@ -113,7 +145,7 @@ class VitModelConfig:
         return max(HEADER_WIDTH, WEIGHT_WIDTH, self.tensor_beat_width, self.param_beat_width)
 
 
-#: The digits ViT (65 tokens, D = 64, MLP 256), P = 8.
-DIGITS = VitModelConfig()
+#: The digits ViT (65 tokens, D = 64, MLP 256, heads of d = 16), P = 8; the ATTENTION unit 1 + 1 lines x 8 MACs.
+DIGITS = VitModelConfig(att_head_dim=16)
 #: DeiT-Tiny's shapes (197 tokens, D = 192, MLP 768), P = 8; 3 x 768-channel tensors of 197 rows fit.
 DEIT_TINY = VitModelConfig(lines=1, macs=8, max_tokens=197, max_cols=768, ln_channels=192, buffer_tiles=8192)

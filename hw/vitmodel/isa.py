@@ -15,14 +15,14 @@ ADD        a (residual), b (branch), d, rows, cols,       none
            m0/s0 (rq_a), m1/s1 (rq_b)
 MATMUL     a (x), d (y), rows, cols (in), out_cols (out), one weight beat per kept weight (dense: all
            dense, out8                                    ``in`` of each output channel, in order)
-ATTENTION  a (qkv), d (output), rows (N), cols (d),       ``ceil(N / P)`` index beats of the key order,
-           head, heads, g, nnz, m0/s0 (exp),              ``ceil((2 N + 1) / P)`` of the half-row
-           m1/s1 (out)                                    pointers, ``ceil(nnz / P)`` of the columns
+ATTENTION  a (qkv), d (output), rows (N), cols (d),       index beats of ``P / 2`` unsigned 16-bit values:
+           head, heads, g, nnz, m0/s0 (exp),              the key order (N), the 2 N + 1 half-row
+           m1/s1 (out)                                    pointers, the nnz columns (each list padded)
 ========== ============================================== ===========================================
 
-ATTENTION is in the ISA, the checker, the assembler, the reference machine and the host compiler; the
-RTL does not run it yet (it halts with ``error`` set, as for any opcode it does not know) and the cycle
-model has no entry for it.
+ATTENTION runs on the configuration's attention unit (``VitModelConfig.attention``, a ViTCoD
+accelerator whose stream beats are ``8 P`` bits: one int8 row vector, or ``P / 2`` indices, the ISA's
+index beat).
 
 Tensors live in the on-chip activation buffer as **regions**: a region is a tile
 index ``base`` plus the tensor's shape; a ``rows x cols`` tensor occupies
@@ -62,7 +62,7 @@ class Op(enum.IntEnum):
     GELU = 4
     ADD = 5
     MATMUL = 6
-    ATTENTION = 7       # one ViTCoD head (not in the RTL yet: it halts with error)
+    ATTENTION = 7       # one ViTCoD head on the attention unit
 
 
 #: (name, width, signed) of the header beat, low bits first.
@@ -97,7 +97,7 @@ WEIGHT_FIELDS = (
     ("shift", 6, False),
 )
 ELEMENT_WIDTH = 16              # buffer elements and tensor beats: int16 (int8 tensors sign-extended)
-INDEX_WIDTH = 16                # ATTENTION's index beats: P unsigned 16-bit values
+INDEX_WIDTH = 16                # ATTENTION's index beats: P / 2 unsigned 16-bit values
 GAMMA_WIDTH, BETA_WIDTH = 16, 32
 
 
@@ -336,9 +336,9 @@ class Attention:
     The head is the ViTCoD head (``algo.vitcod.golden.vitcod_head_golden``): ``k`` and ``v`` in the
     polarized key ``order`` (position -> token), the first ``n_global`` positions kept for every
     query, the ``csr`` sparse part (columns in polarized positions ``[G, N)``), the exponent and
-    output requantizers ``exp_rq`` and ``out_rq`` (``HeadParams.exp`` / ``.out``). ``dense_entries``:
-    per query row, how many of its CSR entries the Denser Engine takes (``hw.vitcod.balance``; the
-    output does not depend on it), None: none.
+    output requantizers ``exp_rq`` and ``out_rq`` (``HeadParams.exp`` / ``.out``). ``balance``: how the
+    host splits each row's CSR entries between the unit's Denser and Sparser Engines
+    (``hw.vitcod.balance``: ``balanced`` or ``none``); the output does not depend on it, the cycles do.
     """
 
     qkv: Region
@@ -350,7 +350,7 @@ class Attention:
     csr: CSR
     exp_rq: Requantizer
     out_rq: Requantizer
-    dense_entries: np.ndarray | None = None
+    balance: str = "balanced"
 
     op = Op.ATTENTION
 
@@ -368,12 +368,12 @@ class Attention:
         base = (which % 3) * D + self.head * d if which < 3 else self.head * d
         return slice(base, base + d)
 
-    def half_row_pointers(self) -> np.ndarray:
+    def half_row_pointers(self, unit) -> np.ndarray:
+        """The ``2 N + 1`` pointers of the unit's stream (``unit``: its ``VitcodConfig``)."""
+        from ..vitcod.balance import half_row_pointers, split_rows
+
         rp = np.asarray(self.csr.row_ptr, np.int64)
-        split = np.zeros(rp.size - 1, np.int64) if self.dense_entries is None else np.asarray(self.dense_entries)
-        out = np.empty(2 * (rp.size - 1) + 1, np.int64)
-        out[0::2], out[1::2] = rp, rp[:-1] + split
-        return out
+        return half_row_pointers(rp, split_rows(unit, self.n_global, np.diff(rp), self.balance))
 
     def header(self) -> dict:
         return dict(opcode=self.op, a=self.qkv.base, d=self.dst.base, rows=self.qkv.rows, cols=self.head_dim,

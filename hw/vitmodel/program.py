@@ -16,7 +16,10 @@ cycle in which the next header can transfer:
 * LAYERNORM: + ``D / P`` gamma/beta beats + 1 + ``LayerNormUnitConfig.cycles(rows, D)``;
 * GELU, ADD: + 1 + ``beats + latency`` (6 and 3);
 * MATMUL: + 1 + ``matmul_cycles(...).total`` (activations from the buffer, weights from the host).
-* ATTENTION: no entry: the RTL does not run it yet (``ConfigError``).
+* ATTENTION: + the key order's ``ceil(N / (P / 2))`` beats + ``ATTENTION_FEED_LATENCY`` (2: the key-order
+  table and the buffer read in front of the unit's stream) + the ViTCoD unit's own cycles from its
+  command to its last output beat (``hw/vitcod/cycles.run_cycles`` of the head alone, with the
+  instruction's ``balance``); the writer takes that beat in the cycle it leaves.
 
 The instruction ends with its last output written (the next header waits for it: no overlap
 between instructions in this version).
@@ -24,6 +27,7 @@ between instructions in this version).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,6 +39,8 @@ from attnforge.numfmt import INT8, Requantizer
 from attnforge.softmax_int import Z_FORMAT
 
 from ..vit.eltwise import check_requantizer_fits
+from ..vitcod.balance import BALANCE_MODES
+from ..vitcod.cycles import HeadShape, run_cycles
 from ..vit.matmul import matmul_cycles
 from .config import VitModelConfig
 from .isa import (BETA_WIDTH, ELEMENT_WIDTH, GAMMA_WIDTH, HEADER_FIELDS, WEIGHT_FIELDS, Add, Attention, Gelu,
@@ -42,10 +48,11 @@ from .isa import (BETA_WIDTH, ELEMENT_WIDTH, GAMMA_WIDTH, HEADER_FIELDS, WEIGHT_
                   unpack_lanes)
 
 __all__ = ["check_program", "assemble", "disassemble", "instruction_cycles", "program_cycles", "InstructionCycles",
-           "DECODE_CYCLES", "READ_LATENCY"]
+           "DECODE_CYCLES", "READ_LATENCY", "ATTENTION_FEED_LATENCY"]
 
 DECODE_CYCLES = 2
 READ_LATENCY = 1
+ATTENTION_FEED_LATENCY = 2
 INSTRUCTIONS = (Load, Store, LayerNorm, Gelu, Add, Matmul, Attention)
 #: the ViTCoD head's requantizers: multiplier width of its exponent and output requantizers
 HEAD_MULTIPLIER_WIDTH = 16
@@ -108,6 +115,10 @@ def _check_matmul(cfg: VitModelConfig, where: str, ins: Matmul) -> None:
 
 
 def _check_attention(cfg: VitModelConfig, where: str, ins: Attention) -> None:
+    att = cfg.attention
+    if att is None:
+        raise ConfigError(f"{where}: this configuration has no attention unit (att_head_dim=0); build one with "
+                          f"att_head_dim = the heads' d")
     for name in ("qkv", "dst"):
         _check_region(cfg, f"{where} {name}", getattr(ins, name), row_vectors=True)
     _check_disjoint(where, ins.dst, ins.qkv, "qkv source", cfg.lanes)
@@ -118,8 +129,8 @@ def _check_attention(cfg: VitModelConfig, where: str, ins: Attention) -> None:
     if d < 1 or 3 * ins.heads * d != ins.qkv.cols or ins.dst.cols != ins.heads * d:
         raise ConfigError(f"{where}: qkv has {ins.qkv.cols} columns and the output {ins.dst.cols} for {ins.heads} "
                           f"heads; they must be 3 H d and H d")
-    if d % cfg.lanes:
-        raise ConfigError(f"{where}: head dim d={d} must be a multiple of the lanes P={cfg.lanes}")
+    if d != att.head_dim:
+        raise ConfigError(f"{where}: head dim d={d}; the attention unit is built for att_head_dim={att.head_dim}")
     if ins.dst.rows != n:
         raise ConfigError(f"{where}: the output has {ins.dst.rows} rows, qkv {n}; they must match")
     order = np.asarray(ins.order)
@@ -133,14 +144,12 @@ def _check_attention(cfg: VitModelConfig, where: str, ins: Attention) -> None:
             or np.any(np.diff(rp) < 0) or rp[-1] != ci.size):
         raise ConfigError(f"{where}: the sparse part must be a CSR of shape ({n}, {n}) with row pointers from 0 "
                           f"rising to its {ci.size} columns")
-    check_int(f"{where} CSR entries nnz", ci.size, 0, (1 << 20) - 1)
+    check_int(f"{where} CSR entries nnz", ci.size, 0, att.max_nnz)
     if ci.size and (ci.min() < ins.n_global or ci.max() >= n):
         raise ConfigError(f"{where}: CSR columns must be polarized positions in [G={ins.n_global}, {n}), "
                           f"not [{ci.min()}, {ci.max()}]")
-    if ins.dense_entries is not None:
-        split = np.asarray(ins.dense_entries)
-        if split.shape != (n,) or np.any(split < 0) or np.any(split > np.diff(rp)):
-            raise ConfigError(f"{where}: dense_entries must give each of the {n} rows 0..(its CSR entries)")
+    if ins.balance not in BALANCE_MODES:
+        raise ConfigError(f"{where}: balance {ins.balance!r} is not one of {', '.join(BALANCE_MODES)}")
     for name, rq, out in (("exponent requantizer", ins.exp_rq, Z_FORMAT), ("output requantizer", ins.out_rq, INT8)):
         if not isinstance(rq, Requantizer) or rq.out != out:
             raise ConfigError(f"{where}: the {name} must be a numfmt.Requantizer to {out}, not {rq!r}")
@@ -224,9 +233,10 @@ def assemble(program, config: VitModelConfig) -> list[int]:
         elif isinstance(ins, Matmul):
             beats.extend(_weight_beats(ins))
         elif isinstance(ins, Attention):
-            beats += pack_indices(ins.order, P, "key order entry")
-            beats += pack_indices(ins.half_row_pointers(), P, "row pointer")
-            beats += pack_indices(ins.csr.col_idx, P, "column index")
+            per = P // 2
+            beats += pack_indices(ins.order, per, "key order entry")
+            beats += pack_indices(ins.half_row_pointers(config.attention), per, "row pointer")
+            beats += pack_indices(ins.csr.col_idx, per, "column index")
     return beats
 
 
@@ -297,16 +307,23 @@ def disassemble(beats, config: VitModelConfig) -> list:
             parts = []
             for count, what in ((n, "an ATTENTION's key order"), (2 * n + 1, "an ATTENTION's row pointers"),
                                 (nnz, "an ATTENTION's column indices")):
-                k = -(-count // P)
-                parts.append(np.asarray(unpack_indices(_take(beats, pos, k, what), count, P), np.int64))
+                k = -(-count // (P // 2))
+                parts.append(np.asarray(unpack_indices(_take(beats, pos, k, what), count, P // 2), np.int64))
                 pos += k
             order, hp, cols_ = parts
             csr = CSR(hp[0::2].astype(np.int32), cols_.astype(np.int32), (n, n))
             heads, d = h["heads"], h["cols"]
-            program.append(Attention(Region(h["a"], n, 3 * heads * d), Region(h["d"], n, heads * d), h["head"], heads,
-                                     order, h["g"], csr, Requantizer(h["m0"], h["s0"], Z_FORMAT, HEAD_MULTIPLIER_WIDTH),
-                                     Requantizer(h["m1"], h["s1"], INT8, HEAD_MULTIPLIER_WIDTH),
-                                     hp[1::2] - hp[0:-1:2]))
+            ins = Attention(Region(h["a"], n, 3 * heads * d), Region(h["d"], n, heads * d), h["head"], heads,
+                            order, h["g"], csr, Requantizer(h["m0"], h["s0"], Z_FORMAT, HEAD_MULTIPLIER_WIDTH),
+                            Requantizer(h["m1"], h["s1"], INT8, HEAD_MULTIPLIER_WIDTH))
+            if config.attention is not None:    # the split the pointers carry: one of the host's modes
+                modes = [b for b in BALANCE_MODES if np.array_equal(
+                    dataclasses.replace(ins, balance=b).half_row_pointers(config.attention), hp)]
+                if not modes:
+                    raise ConfigError(f"beat {pos}: an ATTENTION's row pointers split the rows in none of the "
+                                      f"host's ways ({', '.join(BALANCE_MODES)})")
+                ins = dataclasses.replace(ins, balance=modes[0])
+            program.append(ins)
         else:
             ins, pos = _disassemble_matmul(h, beats, pos, config)
             program.append(ins)
@@ -347,8 +364,14 @@ def instruction_cycles(ins, config: VitModelConfig) -> InstructionCycles:
         return InstructionCycles("MATMUL_DENSE" if ins.dense else "MATMUL_CSR", DECODE_CYCLES + READ_LATENCY + mc.total,
                                  mc.total, mc.ideal)
     if isinstance(ins, Attention):
-        raise ConfigError("ATTENTION has no cycle model yet: the model-level accelerator's RTL does not run it "
-                          "(the ViTCoD head's own cycles: hw/vitcod/cycles.py)")
+        n, att = ins.qkv.rows, config.attention
+        if att is None:
+            raise ConfigError("ATTENTION needs a configuration with an attention unit (att_head_dim > 0)")
+        run = run_cycles(att, [HeadShape.from_csr(ins.n_global, ins.csr.row_ptr, n, balance=ins.balance)])
+        unit = run["total_cycles"]
+        order = -(-n // (P // 2))
+        return InstructionCycles("ATTENTION", DECODE_CYCLES + order + ATTENTION_FEED_LATENCY + unit, unit,
+                                 run["heads"][0]["ideal_cycles"])
     raise TypeError(f"not an instruction: {ins!r}")
 
 
