@@ -663,3 +663,42 @@ def test_merger_buffers_merge_depth_rows_per_tile(monkeypatch):
     assert run_cycles(cfg, shapes)["total_cycles"] == rtl
     for shallower in (1, 2):
         assert run_cycles(dataclasses.replace(cfg, merge_depth=shallower), shapes)["total_cycles"] != rtl
+
+
+def test_global_columns_sent_as_csr_entries():
+    """The host sends G' < G of a head's global columns as global, the others as CSR entries of every
+    row (``HeadJob.g_sent``): the command carries G', the output is the mask's golden output, and the
+    run takes the cycles the cycle model gives for the sent heads (not those of the mask's G)."""
+    from attnforge.hw.vitcod.cycles import HeadShape, run_cycles
+
+    cfg = dataclasses.replace(CFG, max_nnz=64)
+    rng = np.random.default_rng(17)
+    jobs = [random_job(rng, 7, 8, 4, 0.8, cfg), random_job(rng, 5, 6, 2, 0.5, cfg)]
+    jobs[0].g_sent, jobs[1].g_sent = 1, 0
+    assert [j.command(cfg)["g"] for j in jobs] == [1, 0]
+    dut = VitcodAccelerator(cfg)
+    beats, cycles = [], []
+
+    def watch(ctx, cycle):
+        ctx.set(dut.o.ready, 1)
+        if ctx.get(dut.cmd.valid) and ctx.get(dut.cmd.ready):
+            cycles.append(cycle)
+        if ctx.get(dut.o.valid):
+            beats.append(ctx.get(dut.o.payload))
+            cycles.append(cycle)
+
+    async def bench(ctx):
+        data = [b for j in jobs for b in j.data_beats(cfg)]
+        await feed(ctx, dut.cmd, dut.data, [j.command(cfg) for j in jobs], data, cycles=700, each_cycle=watch)
+        assert ctx.get(dut.error) == 0
+    simulate(dut, bench)
+    pos = 0
+    for job in jobs:
+        n = job.nq * cfg.words_per_token
+        assert np.array_equal(unpack_output(beats[pos:pos + n], job.nq, cfg), golden_of(job))
+        pos += n
+    assert pos == len(beats)
+    mask = [HeadShape.from_csr(j.g, j.row_ptr, j.nk) for j in jobs]
+    sent = [s.with_sent_globals(j.g_sent) for s, j in zip(mask, jobs)]
+    assert run_cycles(cfg, sent)["total_cycles"] == cycles[-1] - cycles[0]
+    assert run_cycles(cfg, mask)["total_cycles"] != cycles[-1] - cycles[0]

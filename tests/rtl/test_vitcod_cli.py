@@ -86,3 +86,6 @@ def test_vitcod_sim_refuses_bad_input(tmp_path, capsys):
     masks = save_masks(polarized_mask_set(1, 2, 8, 0.5), tmp_path / "m.npz")
     assert main(["vitcod", "sim", "--masks", str(masks), "--layer", "0", "--head", "5"]) == 2
     assert "head 5" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        main(["vitcod", "sim", "--masks", str(masks), "--global-columns", "fast"])
+    assert exc.value.code == 2 and "--global-columns: invalid choice: 'fast'" in capsys.readouterr().err
