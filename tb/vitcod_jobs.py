@@ -149,8 +149,8 @@ def bad_head(cfg: VitcodConfig, rng, kind: str) -> TbHead:
         job = HeadJob(q, k, k, 1, rp, ci, 1, 1, 1, 1)
         big = cfg.max_tokens + 1
         cmd = job.command(cfg, nq=big)
-        qk = -(-nk // ipw) if cfg.decoder else (big + nk) * wpt
-        n_beats = qk + nk * wpt + -(-(2 * big + 1) // ipw) + -(-job.nnz // ipw)
+        qk = -(-nk // ipw) if cfg.decoder else cfg.token_beats(big) + cfg.token_beats(nk)
+        n_beats = qk + cfg.token_beats(nk) + -(-(2 * big + 1) // ipw) + -(-job.nnz // ipw)
         beats = [int(x) for x in rng.integers(0, 1 << 31, n_beats)]
         return TbHead(cmd, beats, None, ERR_SIZE, info=dict(kind=kind, nq=big, nk=nk, g=1, nnz=job.nnz,
                                                              row_nnz=[job.nnz] + [0] * (big - 1), hc=1))

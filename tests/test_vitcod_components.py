@@ -702,3 +702,55 @@ def test_global_columns_sent_as_csr_entries():
     sent = [s.with_sent_globals(j.g_sent) for s, j in zip(mask, jobs)]
     assert run_cycles(cfg, sent)["total_cycles"] == cycles[-1] - cycles[0]
     assert run_cycles(cfg, mask)["total_cycles"] != cycles[-1] - cycles[0]
+
+
+def test_config_two_token_rows_per_beat():
+    """``data_width = 2 * 8 * head_dim``: a beat carries two token rows of Q, K or V (one Q/K/V word);
+    wider beats, and the decoder with two rows per beat, are refused naming the value."""
+    cfg = dataclasses.replace(CFG, data_width=256)
+    assert (cfg.tokens_per_beat, cfg.words_per_token, cfg.qkv_tokens_per_word, cfg.qkv_words_per_token) == (2, 1, 2, 1)
+    assert cfg.qkv_bank_words == 4 and cfg.token_beats(5) == 3 and CFG.token_beats(5) == 10
+    with pytest.raises(ConfigError, match=r"data_width=512 must divide 8 \* head_dim = 128 .* at most 2 x that, 256"):
+        dataclasses.replace(CFG, data_width=512)
+    with pytest.raises(ConfigError, match=r"data_width=256 carries 2 token rows per beat .* decoder takes at most one"):
+        dataclasses.replace(CFG, data_width=256, decoder=True)
+
+
+@pytest.mark.parametrize("dense_lines, sparse_lines", [(1, 2), (4, 4)])
+def test_two_token_rows_per_beat_bit_exact(dense_lines, sparse_lines):
+    """Two token rows per data beat (d = 16, 256-bit stream): heads of odd and even Nq and Nk (the last
+    beat's second row zero) load in half the beats of a 128-bit stream, come out bit exact (one row per
+    output beat) and take the cycle model's cycles."""
+    from attnforge.hw.vitcod.cycles import HeadShape, head_beats, run_cycles
+
+    cfg = dataclasses.replace(CFG, data_width=256, max_nnz=64, dense_lines=dense_lines, sparse_lines=sparse_lines)
+    rng = np.random.default_rng(19)
+    jobs = [random_job(rng, 7, 8, 2, 0.6, cfg), random_job(rng, 4, 5, 1, 0.3, cfg), random_job(rng, 8, 7, 0, 0.5, cfg)]
+    shapes = [HeadShape.from_csr(j.g, j.row_ptr, j.nk) for j in jobs]
+    for j, s in zip(jobs, shapes):
+        # Q, K, V two rows a beat, then the pointers and column indices 16 a beat
+        assert len(j.data_beats(cfg)) == head_beats(cfg, s) == (
+            -(-j.nq // 2) + 2 * -(-j.nk // 2) + -(-(2 * j.nq + 1) // 16) + -(-j.nnz // 16))
+    dut = VitcodAccelerator(cfg)
+    beats, cycles = [], []
+
+    def watch(ctx, cycle):
+        ctx.set(dut.o.ready, 1)
+        if ctx.get(dut.cmd.valid) and ctx.get(dut.cmd.ready):
+            cycles.append(cycle)
+        if ctx.get(dut.o.valid):
+            beats.append(ctx.get(dut.o.payload))
+            cycles.append(cycle)
+
+    async def bench(ctx):
+        data = [b for j in jobs for b in j.data_beats(cfg)]
+        await feed(ctx, dut.cmd, dut.data, [j.command(cfg) for j in jobs], data, cycles=800, each_cycle=watch)
+        assert ctx.get(dut.error) == 0
+    simulate(dut, bench)
+    pos = 0
+    for job in jobs:
+        assert all(b >> (8 * cfg.head_dim) == 0 for b in beats[pos:pos + job.nq])   # the upper lanes zero
+        assert np.array_equal(unpack_output(beats[pos:pos + job.nq], job.nq, cfg), golden_of(job))
+        pos += job.nq
+    assert pos == len(beats)
+    assert run_cycles(cfg, shapes)["total_cycles"] == cycles[-1] - cycles[0]

@@ -85,8 +85,8 @@ def head_beats(cfg: VitcodConfig, s: HeadShape) -> int:
     if s.layer:
         return (s.nq + s.nk) * wpt * s.hc
     # with the decoder the stream carries the key order; Q and K come from the layer store
-    qk = -(-s.nk // ipw) if cfg.decoder else (s.nq + s.nk) * wpt
-    return qk + s.nk * wpt + -(-(2 * s.nq + 1) // ipw) + -(-s.nnz // ipw)
+    qk = -(-s.nk // ipw) if cfg.decoder else cfg.token_beats(s.nq) + cfg.token_beats(s.nk)
+    return qk + cfg.token_beats(s.nk) + -(-(2 * s.nq + 1) // ipw) + -(-s.nnz // ipw)
 
 
 def replay_cycles(cfg: VitcodConfig, s: HeadShape) -> int:

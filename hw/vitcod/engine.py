@@ -150,10 +150,19 @@ class Engine(wiring.Component):
 
     # -- addresses -------------------------------------------------------------------------
     def _qkv_addr(self, m, bank, row, word):
-        """Word ``word`` of token ``row`` in a Q/K/V bank."""
-        local = Signal(self._config.qkv_addr_width - 1)
-        m.d.comb += local.eq(row * self._config.qkv_words_per_token + word)
+        """Word ``word`` of token ``row`` in a Q/K/V bank (with several tokens per word, the word
+        holding token ``row``: ``word`` is then 0)."""
+        cfg = self._config
+        local = Signal(cfg.qkv_addr_width - 1)
+        if cfg.qkv_tokens_per_word > 1:
+            m.d.comb += local.eq(row >> log2_ceil(cfg.qkv_tokens_per_word))
+        else:
+            m.d.comb += local.eq(row * cfg.qkv_words_per_token + word)
         return Cat(local, bank)
+
+    def _token_in_word(self, row):
+        """(Several tokens per Q/K/V word) which of its word's tokens token ``row`` is."""
+        return row[:log2_ceil(self._config.qkv_tokens_per_word)]
 
     def _ci_addr(self, bank, entry):
         """The column index buffer word of CSR entry ``entry``."""
@@ -169,10 +178,14 @@ class Engine(wiring.Component):
         """The Q/K/V word number holding chunks ``step * S .. step * S + S - 1``."""
         return self._chunk_at(step, 0)[log2_ceil(self._config.qkv_word_chunks):]
 
-    def _chunk_of(self, word, chunk):
-        """The M-channel chunk of a buffer word that holds chunk number ``chunk``."""
+    def _chunk_of(self, word, chunk, token=None):
+        """The M-channel chunk of a buffer word that holds chunk number ``chunk`` (of the word's
+        token ``token`` when a word holds several: ``_token_in_word``, registered with the read)."""
         cfg = self._config
         qc = cfg.qkv_word_chunks
+        if cfg.qkv_tokens_per_word > 1:
+            lane = Cat(chunk[:log2_ceil(cfg.chunks_per_token)], token) if cfg.chunks_per_token > 1 else token
+            return word.word_select(lane, cfg.chunk_width)
         return word.word_select(chunk[:log2_ceil(qc)], cfg.chunk_width) if qc > 1 else word[:cfg.chunk_width]
 
     def _column(self, index_word, lane, entry, prefix):
@@ -288,9 +301,16 @@ class Engine(wiring.Component):
         for g in range(K):
             m.d.sync += [rd.key_ok[g].eq(issue.key_ok[g]), rd.entry[g].eq(issue.entry[g]),
                          rd.lane[g].eq((score.base + issue.entry[g])[:lane_bits])]
-        q_chunks = [self._chunk_of(self.q.data, self._chunk_at(rd.step_cycle, s)) for s in range(S)]
+        # with several tokens per Q/K/V word, which of the word's tokens a read returns travels with it
+        tpw_bits = log2_ceil(cfg.qkv_tokens_per_word)
+        rd.q_token = Signal(max(tpw_bits, 1), name="read_q_token")
+        if tpw_bits:
+            m.d.sync += rd.q_token.eq(self._token_in_word(score.row))
+        q_chunks = [self._chunk_of(self.q.data, self._chunk_at(rd.step_cycle, s), rd.q_token) for s in range(S)]
+        keys = []
         for g in range(K):
             key = Signal(INDEX_WIDTH, name=f"key{g}")
+            keys.append(key)
             m.d.comb += key.eq(self._column(self.col[g].data, rd.lane[g], rd.entry[g], score.prefix))
             m.d.comb += self.k[g].addr.eq(Mux(rd.key_ok[g], self._qkv_addr(m, score.bank, key,
                                                                              self._word_of(rd.step_cycle)), 0))
@@ -315,6 +335,11 @@ class Engine(wiring.Component):
                              pv_pass=Signal.like(issue.pv_pass, name="op_pv_pass"))
         op.key_ok = [Signal(name=f"op_key_ok{g}") for g in range(K)]
         op.q = [Signal(cfg.chunk_width, name=f"op_q{s}") for s in range(S)]
+        op.k_token = [Signal(max(tpw_bits, 1), name=f"op_k_token{g}") for g in range(K)]
+        op.v_token = Signal(max(tpw_bits, 1), name="op_v_token")
+        if tpw_bits:
+            m.d.sync += [op.k_token[g].eq(self._token_in_word(keys[g])) for g in range(K)]
+            m.d.sync += op.v_token.eq(self._token_in_word(pv_key))
         m.d.sync += [op.score_valid.eq(rd.score_valid), op.pv_valid.eq(rd.pv_valid), op.step_cycle.eq(rd.step_cycle),
                      op.step.eq(rd.step), op.first.eq(Mux(rd.pv_valid, rd.pv_first, rd.score_first)),
                      op.last.eq(Mux(rd.pv_valid, rd.pv_last, rd.score_last)), op.e_times_r.eq(e_times_r),
@@ -325,10 +350,10 @@ class Engine(wiring.Component):
         m.d.comb += prob.eq(requant_round(op.e_times_r, PROB_SHIFT, PROB_FORMAT))
         for index, line in enumerate(lines):
             g, s = divmod(index, S)
-            k_chunk = self._chunk_of(self.k[g].data, self._chunk_at(op.step_cycle, s))
+            k_chunk = self._chunk_of(self.k[g].data, self._chunk_at(op.step_cycle, s), op.k_token[g])
             pv_step = Signal(range(issue.passes * K + 1), name=f"op_pv_step{index}")
             m.d.comb += pv_step.eq(op.pv_pass * K + g)
-            v_chunk = self._chunk_of(self.v[g].data, self._chunk_at(pv_step, s))
+            v_chunk = self._chunk_of(self.v[g].data, self._chunk_at(pv_step, s), op.v_token)
             m.d.comb += [line.pv.eq(op.pv_valid), line.first.eq(op.first), line.last.eq(op.last),
                          line.valid.eq(Mux(op.pv_valid, op.pv_pass * L + index < chunks,
                                            op.key_ok[g] & op.score_valid))]

@@ -40,7 +40,8 @@ def unpack_output(beats: list[int], nq: int, cfg: VitcodConfig) -> np.ndarray:
     if len(beats) != need:
         raise ValueError(f"{len(beats)} output beats for Nq={nq}, expected {need}")
     raw = b"".join(int(b).to_bytes(cfg.data_bytes, "little") for b in beats)
-    return np.frombuffer(raw, dtype=np.int8).reshape(nq, cfg.head_dim).copy()
+    # a beat wider than a row (two token rows per data beat) carries one output row in its lower lanes
+    return np.frombuffer(raw, dtype=np.int8).reshape(nq, -1)[:, :cfg.head_dim].copy()
 
 
 def _pack_qk(x: np.ndarray, beat_bytes: int) -> list[int]:

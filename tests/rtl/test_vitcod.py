@@ -42,6 +42,9 @@ CONFIGS = {
     # the decoder at d=16 (make test: a quarter of d64-decoder's build): two Denser lines share each key
     "d16-decoder": VitcodConfig(head_dim=16, max_tokens=20, max_nnz=400, macs=8, dense_lines=2, sparse_lines=2,
                                 data_width=64, decoder=True, decoder_heads=2),
+    # two token rows per data beat (Q/K/V words of two tokens), one output row per beat; 1 + 1 lines
+    "d16-w256": VitcodConfig(head_dim=16, max_tokens=33, max_nnz=1200, macs=8, dense_lines=1, sparse_lines=1,
+                             data_width=256),
 }
 
 
@@ -174,7 +177,8 @@ def check_cycle_model(cfg, heads, report):
 
 # make test runs the decoder at d=16 (errors, idle/backpressure, full-rate cycle model); d16, d32 and
 # d64-decoder run in make test-full (d16's build also runs the stream fuzzer in make test)
-@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.full) if n in ("d16", "d32", "d64-decoder")
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.full) if n in ("d16", "d32", "d64-decoder",
+                                                                                   "d16-w256")
                                   else n for n in CONFIGS])
 def test_vitcod_rtl_bit_exact_and_cycle_model(name, full):
     cfg = CONFIGS[name]
