@@ -89,3 +89,26 @@ def test_vitcod_sim_refuses_bad_input(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["vitcod", "sim", "--masks", str(masks), "--global-columns", "fast"])
     assert exc.value.code == 2 and "--global-columns: invalid choice: 'fast'" in capsys.readouterr().err
+
+
+@pytest.mark.full     # make test: the host's G' and two rows per beat run in the Amaranth simulator (test_vitcod_components)
+def test_vitcod_sim_sends_global_columns_as_csr_on_a_two_row_stream(tmp_path):
+    """--global-columns cycles on 1 + 1 lines with two token rows per beat (d = 16, 256 bits): heads whose
+    G is large next to their rows' sparse part get G' < G; every head bit-exact, the cycle model exact on
+    the RTL, and the run faster than the model's figure for the masks' G."""
+    from attnforge.hw.vitcod.cycles import run_cycles
+    from attnforge.tb.vitcod_jobs import shapes_of
+
+    # 80 % of the kept entries in G = 3 global columns of 21: the Denser Engine's share outweighs the rows' CSR part
+    masks = save_masks(polarized_mask_set(1, 3, 21, 0.8, 0.8, seed=2), tmp_path / "masks.npz")
+    out = tmp_path / "report.json"
+    rc = main(["vitcod", "sim", "--masks", str(masks), "--all-heads", "--head-dim", "16", "--dense-lines", "1",
+               "--sparse-lines", "1", "--data-width", "256", "--global-columns", "cycles", "--build-root", str(BUILD),
+               "--json", str(out)])
+    report = json.loads(out.read_text())
+    assert rc == 0 and report["bit_exact"] is True and report["global_columns"] == "cycles"
+    assert any(h["g_sent"] < h["g"] for h in report["heads"])
+    assert [h["cycles"] for h in report["heads"]] == [h["model_cycles"] for h in report["heads"]]
+    cfg = VitcodConfig(**report["config"])
+    plain = mask_heads(cfg, load_masks(masks), [(0, h) for h in range(3)])     # G' = G
+    assert report["cycles"] < run_cycles(cfg, shapes_of(plain))["total_cycles"]
