@@ -689,8 +689,12 @@ def test_global_columns_sent_as_csr_entries():
 
     async def bench(ctx):
         data = [b for j in jobs for b in j.data_beats(cfg)]
-        await feed(ctx, dut.cmd, dut.data, [j.command(cfg) for j in jobs], data, cycles=700, each_cycle=watch)
+        # a few cycles beyond the model's figure (a slower RTL misses beats and fails below)
+        await feed(ctx, dut.cmd, dut.data, [j.command(cfg) for j in jobs], data, cycles=model + 8, each_cycle=watch)
         assert ctx.get(dut.error) == 0
+    mask = [HeadShape.from_csr(j.g, j.row_ptr, j.nk) for j in jobs]
+    sent = [s.with_sent_globals(j.g_sent) for s, j in zip(mask, jobs)]
+    model = run_cycles(cfg, sent)["total_cycles"]
     simulate(dut, bench)
     pos = 0
     for job in jobs:
@@ -698,8 +702,6 @@ def test_global_columns_sent_as_csr_entries():
         assert np.array_equal(unpack_output(beats[pos:pos + n], job.nq, cfg), golden_of(job))
         pos += n
     assert pos == len(beats)
-    mask = [HeadShape.from_csr(j.g, j.row_ptr, j.nk) for j in jobs]
-    sent = [s.with_sent_globals(j.g_sent) for s, j in zip(mask, jobs)]
     assert run_cycles(cfg, sent)["total_cycles"] == cycles[-1] - cycles[0]
     assert run_cycles(cfg, mask)["total_cycles"] != cycles[-1] - cycles[0]
 
@@ -716,7 +718,7 @@ def test_config_two_token_rows_per_beat():
         dataclasses.replace(CFG, data_width=256, decoder=True)
 
 
-@pytest.mark.parametrize("dense_lines, sparse_lines", [(1, 2), (4, 4)])
+@pytest.mark.parametrize("dense_lines, sparse_lines", [(1, 2), pytest.param(4, 4, marks=pytest.mark.full)])
 def test_two_token_rows_per_beat_bit_exact(dense_lines, sparse_lines):
     """Two token rows per data beat (d = 16, 256-bit stream): heads of odd and even Nq and Nk (the last
     beat's second row zero) load in half the beats of a 128-bit stream, come out bit exact (one row per
@@ -744,7 +746,8 @@ def test_two_token_rows_per_beat_bit_exact(dense_lines, sparse_lines):
 
     async def bench(ctx):
         data = [b for j in jobs for b in j.data_beats(cfg)]
-        await feed(ctx, dut.cmd, dut.data, [j.command(cfg) for j in jobs], data, cycles=800, each_cycle=watch)
+        await feed(ctx, dut.cmd, dut.data, [j.command(cfg) for j in jobs], data,
+                   cycles=run_cycles(cfg, shapes)["total_cycles"] + 8, each_cycle=watch)
         assert ctx.get(dut.error) == 0
     simulate(dut, bench)
     pos = 0
