@@ -38,7 +38,7 @@ from attnforge.formats.masks import head_csr, load_masks
 from attnforge.hw.designs import get_design
 from attnforge.hw.vitcod import VitcodAccelerator, VitcodConfig
 from attnforge.hw.vitcod.balance import GLOBAL_COLUMNS
-from attnforge.hw.vitcod.cycles import HeadShape, dense_baseline_shape, run_cycles, sent_globals
+from attnforge.hw.vitcod.cycles import dense_baseline_shape, run_cycles, sent_globals
 from attnforge.sim.runner import run_cocotb
 from attnforge.tb.vitcod_jobs import TbHead, head_for, job_from_arrays, layer_heads, save_jobs, shapes_of, tb_head
 
@@ -155,18 +155,11 @@ def simulate_masks(masks_path, *, layer: int = 0, head: int = 0, all_heads: bool
                        decoder=decoder, decoder_heads=hc, tiles=tiles, merge_depth=merge_depth)
     g_sent = None
     if global_columns == "cycles":
-        # the choice depends on the lines and the stream, not on the buffer sizes; the index buffer
-        # then holds the global columns sent as CSR entries too
-        shapes = [HeadShape.from_csr(g, csr.row_ptr, nk, hc=hc if decoder else 1) for g, csr in csrs]
-        if decoder:   # each layer's compressed Q/K load comes before its first head (as mask_heads sends them)
-            with_layers = []
-            for n, s in enumerate(shapes):
-                if n == 0 or pairs[n - 1][0] != pairs[n][0]:
-                    with_layers.append(HeadShape(nq, nk, 0, [], hc=hc, good=False, layer=True))
-                with_layers.append(s)
-            g_sent = [x for x, s in zip(sent_globals(cfg, with_layers), with_layers) if not s.layer]
-        else:
-            g_sent = sent_globals(cfg, shapes)
+        # the heads as mask_heads sends them (with the decoder, each layer's load before its first head),
+        # G' chosen on their shapes; the choice depends on the lines and the stream, not on the buffer
+        # sizes, and the index buffer then holds the global columns sent as CSR entries too
+        shapes = shapes_of(mask_heads(cfg, ms, pairs, seed=seed, tensors=tensors, decoder=decoder))
+        g_sent = [g2 for g2, s in zip(sent_globals(cfg, shapes), shapes) if not s.layer]
         max_nnz = max(1, max(csr.nnz + csr.shape[0] * (g - g2) for (g, csr), g2 in zip(csrs, g_sent)))
         cfg = dataclasses.replace(cfg, max_nnz=max_nnz)
     heads = mask_heads(cfg, ms, pairs, seed=seed, tensors=tensors, decoder=decoder, g_sent=g_sent)

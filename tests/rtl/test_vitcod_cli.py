@@ -112,3 +112,47 @@ def test_vitcod_sim_sends_global_columns_as_csr_on_a_two_row_stream(tmp_path):
     cfg = VitcodConfig(**report["config"])
     plain = mask_heads(cfg, load_masks(masks), [(0, h) for h in range(3)])     # G' = G
     assert report["cycles"] < run_cycles(cfg, shapes_of(plain))["total_cycles"]
+
+
+@pytest.mark.parametrize("decoder", [False, True])
+def test_vitcod_sim_global_columns_cycles_sends_the_chosen_heads(tmp_path, monkeypatch, decoder):
+    """--global-columns cycles without the RTL (run_heads replaced): the heads handed to the testbench carry
+    the G' that sent_globals chooses for them in run order (with the decoder, layer loads between), the
+    index buffer holds their CSR entries, and the report names G and G' per head."""
+    import attnforge.flows.vitcod as flow
+    from attnforge.hw.vitcod.cycles import run_cycles, sent_globals
+    from attnforge.tb.vitcod_jobs import shapes_of
+
+    layers, heads, hc, n, d = 2, 2, 1, 12, 16
+    masks = save_masks(polarized_mask_set(layers, heads, n, 0.8, 0.8, seed=2), tmp_path / "masks.npz")
+    rng = np.random.default_rng(9)
+    i8 = lambda *s: rng.integers(-128, 128, s).astype(np.int8)  # noqa: E731
+    f32 = lambda *s: rng.uniform(0.01, 0.04, s).astype(np.float32)  # noqa: E731
+    tensors = save_head_tensors(HeadTensors(
+        q=i8(layers, heads, n, d), k=i8(layers, heads, n, d), v=i8(layers, heads, n, d),
+        q_scale=f32(layers, heads) * 40, k_scale=f32(layers, heads) * 40, v_scale=f32(layers, heads),
+        o_scale=f32(layers, heads), qc=i8(layers, hc, n, d), kc=i8(layers, hc, n, d), qc_scale=f32(layers),
+        kc_scale=f32(layers), dec_wq=i8(layers, heads, hc), dec_wk=i8(layers, heads, hc),
+        dec_wq_scale=f32(layers), dec_wk_scale=f32(layers)), tmp_path / "tensors.npz")
+    seen = {}
+
+    class Result:
+        passed, simulator, build_dir, run_dir = True, "stub", tmp_path, tmp_path
+
+    def fake_run_heads(cfg, tb_heads, **kw):
+        seen["cfg"], seen["heads"] = cfg, tb_heads
+        Result.report = run_cycles(cfg, shapes_of(tb_heads))
+        return Result
+
+    monkeypatch.setattr(flow, "run_heads", fake_run_heads)
+    report = flow.simulate_masks(masks, all_heads=True, tensors_path=tensors, decoder=decoder, dense_lines=1,
+                                 sparse_lines=1, data_width=128, global_columns="cycles", build_root=tmp_path)
+    cfg, sent = seen["cfg"], seen["heads"]
+    plain = shapes_of(flow.mask_heads(cfg, load_masks(masks), [(l, h) for l in range(layers) for h in range(heads)],
+                                      tensors=load_head_tensors(tensors), decoder=decoder))
+    want = [g for g, s in zip(sent_globals(cfg, plain), plain) if not s.layer]
+    assert [h["g_sent"] for h in report["heads"]] == want and any(g2 < h["g"] for g2, h in zip(want, report["heads"]))
+    assert [t.cmd["g"] for t in sent] == want and all(t.cmd["nnz"] <= cfg.max_nnz for t in sent)
+    assert report["global_columns"] == "cycles" and report["cycles"] == report["model_cycles"]
+    with pytest.raises(ValueError, match="--global-columns 'fast': expected one of mask, cycles"):
+        flow.simulate_masks(masks, global_columns="fast")
