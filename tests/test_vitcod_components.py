@@ -486,7 +486,9 @@ def test_loader_with_decoder_checks_the_layer_and_the_key_order(case):
 
 def test_row_scheduler_orders_jobs_and_rows(monkeypatch):
     """Each engine scores rows in order, at most ROW_SLOTS - 1 ahead of its pv jobs, and starts a
-    row's pv job only after its score job; the output is the golden model's, row by row."""
+    row's pv job only after its score job; a score job with keys starts while the previous one's
+    beats are still in flight (no drain between them), one without keys never does; the output is
+    the golden model's, row by row."""
     made = []
 
     class WatchedScheduler(RowScheduler):
@@ -498,12 +500,14 @@ def test_row_scheduler_orders_jobs_and_rows(monkeypatch):
     jobs = [random_job(rng, 8, 8, 2, 0.5), random_job(rng, 6, 7, 0, 0.3)]
     dut = VitcodAccelerator(CFG)
     events = {0: [], 1: []}
-    beats, status = [], {}
+    beats, status, behind = [], {}, {True: 0, False: 0}
 
     def watch(ctx, cycle):
         for x, job in enumerate((made[0].dense, made[0].sparse)):
             if ctx.get(job.score_start):
                 events[x].append(("score", ctx.get(job.row)))
+                if ctx.get(job.score_active):       # the previous score job's beats are in flight
+                    behind[ctx.get(job.n) != 0] += 1
             if ctx.get(job.pv_start):
                 events[x].append(("pv", ctx.get(job.slot)))
         ctx.set(dut.o.ready, 1)
@@ -516,6 +520,7 @@ def test_row_scheduler_orders_jobs_and_rows(monkeypatch):
         status.update(done=ctx.get(dut.heads_done), error=ctx.get(dut.error), busy=ctx.get(dut.busy))
     simulate(dut, bench)
     assert status == dict(done=2, error=0, busy=0)
+    assert behind[True] > 0 and behind[False] == 0
     split = jobs[0].nq * CFG.words_per_token
     assert np.array_equal(unpack_output(beats[:split], jobs[0].nq, CFG), golden_of(jobs[0]))
     assert np.array_equal(unpack_output(beats[split:], jobs[1].nq, CFG), golden_of(jobs[1]))

@@ -7,8 +7,9 @@ store, two cycles behind its key order), the host's split of each row between th
 (``hw/vitcod/balance.py``: the Denser Engine's G global keys and its half-row, the Sparser
 Engine's half-row), each engine's job sequence (score ``ceil(n/K) * d/(M S)`` issue cycles
 with S lines per key and K = L/S keys per step, ``VitcodConfig.score_split``,
-and a six-cycle drain; pv ``n * ceil((d/M)/L)`` and a five-cycle drain; the
-issue of the next job in the cycle after the last one), the softmax (exponent units
+and a six-cycle drain, which the next score job with keys does not wait for (its beats follow
+the previous job's, each with its row slot) but one without keys does; pv ``n * ceil((d/M)/L)``
+and a five-cycle drain; the issue of the next job in the cycle after the last one), the softmax (exponent units
 ``n + EXP_LATENCY`` cycles, the divider ``ceil(26/2) + 1``), the output serializer and
 its two requantizer stages, and the head hand-over.
 Only data-independent timing exists in the RTL, so the model needs the mask
@@ -213,7 +214,7 @@ class _HeadTimeline:
                 continue
             nsx, npvx = ns[x], npv[x]
             par_s = nsx % slots
-            if (nsx < self.nq and nsx <= npvx + slots - 1 and c >= self.s_free[x]
+            if (nsx < self.nq and nsx <= npvx + slots - 1 and (self.row_n[x][nsx] or c >= self.s_free[x])
                     and not self.sdone[x][par_s] and c >= self.rp_ok_from[x]):
                 n_iss = -(-self.row_n[x][nsx] // self.keys[x]) * self.spass[x]
                 if n_iss:      # a job started in cycle c issues in cycles c+1 .. c+n_iss
@@ -352,7 +353,7 @@ class _HeadTimeline:
                     continue
                 nsx, npvx = ns[x], npv[x]
                 par_s = nsx % slots
-                if (nsx < nq and nsx <= npvx + slots - 1 and c >= s_free[x]
+                if (nsx < nq and nsx <= npvx + slots - 1 and (row_n[x][nsx] or c >= s_free[x])
                         and not sdone[x][par_s] and c >= rp_ok_from[x]):
                     n_iss = -(-row_n[x][nsx] // keys[x]) * spass[x]
                     if n_iss:

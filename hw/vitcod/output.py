@@ -149,8 +149,9 @@ class RowMerger(ConfiguredComponent):
         for t, tile in enumerate(self.tiles):
             # tile t's ring of D rows: written at `wr`, read at `rd`, `count` rows in it
             slots = [Signal.like(tile.payload, name=f"row{t}_{k}") for k in range(D)]
-            wr = Signal(range(D), name=f"wr{t}")
-            rd = Signal(range(D), name=f"rd{t}")
+            # (at least one bit: with D = 1 a zero-width pointer is a Verilog [-1:0] vector)
+            wr = Signal(range(max(D, 2)), name=f"wr{t}")
+            rd = Signal(range(max(D, 2)), name=f"rd{t}")
             count = Signal(range(D + 1), name=f"count{t}")
             heads.append(mux_tree([r.as_value() for r in slots], rd))
             nonempty.append(count != 0)
