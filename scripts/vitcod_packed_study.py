@@ -2,7 +2,9 @@
 ViT's heads (d = 16, 65 tokens) at 4+4 lines x 8 MACs, next to the RTL's row-per-job pipeline.
 
 This is a model of a design that does **not** exist in ``hw/vitcod`` (the RTL and its exact cycle model,
-``hw/vitcod/cycles.py``, compute one query row per engine job). It is written to size the next design
+``hw/vitcod/cycles.py``, compute one query row per engine job; of the design's parts the RTL has the host's
+G' choice, ``cycles.sent_globals``, two token rows per beat, ``data_width = 2 * 8 * d``, and score jobs
+that follow each other without a drain). It is written to size the next design
 (row slots, exponent units, dividers, head overlap) before building it, and docs/vitcod-hw.md quotes it as
 such. The packed pipeline, per engine (L lines of M MACs, ``c = d / M`` chunks per key):
 
@@ -35,8 +37,8 @@ import math
 
 from attnforge.flows.explore import _mask_shapes
 from attnforge.hw.vitcod import VitcodConfig
-from attnforge.hw.vitcod.cycles import (DIV_CYCLES, DRAIN, EXP_LATENCY, OUT_STAGES, SCORE_DRAIN, HeadShape,
-                                        head_beats, run_cycles)
+from attnforge.hw.vitcod.cycles import (DIV_CYCLES, DRAIN, EXP_LATENCY, OUT_STAGES, SCORE_DRAIN, head_beats,
+                                        run_cycles, sent_globals)
 
 
 def _pack(row_keys, r, off, take, ready, done, at):
@@ -215,15 +217,16 @@ def main() -> None:
     load = sum(head_beats(one, s) for s in shapes)
     print(f"{len(shapes)} heads of {heads.nq} x {heads.nk}, d = {args.head_dim}: ideal {ideal:.0f} cycles on 64 MACs, "
           f"stream {load} beats at {args.data_width} bits (load bound {ideal / load:.3f} if the stream limits)")
-    for tiles, dl, sl in ((1, 4, 4), (2, 2, 2), (4, 1, 1)):
-        cfg = VitcodConfig(**base, dense_lines=dl, sparse_lines=sl, tiles=tiles)
-        total = run_cycles(cfg, shapes)["total_cycles"]
-        # the host sending G - G' of each head's global columns as CSR entries instead, G' per head the best
-        moved = [min((HeadShape(s.nq, s.nk, g2, [int(n) + s.g - g2 for n in s.row_nnz]) for g2 in range(s.g + 1)),
-                     key=lambda x: run_cycles(cfg, [x])["total_cycles"]) for s in shapes]
-        best = run_cycles(cfg, moved)["total_cycles"]
-        print(f"RTL today, {tiles} x ({dl}+{sl}): {total} cycles, utilization {ideal / total:.3f}; "
-              f"with G' per head {best} cycles, {ideal / best:.3f}")
+    for width in sorted({args.data_width, 2 * 8 * args.head_dim}):
+        for tiles, dl, sl in ((1, 4, 4), (2, 2, 2), (4, 1, 1)):
+            cfg = VitcodConfig(**dict(base, data_width=width), dense_lines=dl, sparse_lines=sl, tiles=tiles)
+            total = run_cycles(cfg, shapes)["total_cycles"]
+            # the host sending G - G' of each head's global columns as CSR entries (vitcod sim --global-columns cycles)
+            moved = [s.with_sent_globals(g2) for s, g2 in zip(shapes, sent_globals(cfg, shapes))]
+            best = run_cycles(cfg, moved)["total_cycles"]
+            print(f"RTL today, {tiles} x ({dl}+{sl}), {width} bits ({cfg.tokens_per_beat} token row(s) per beat): "
+                  f"{total} cycles, utilization {ideal / total:.3f}; with G' per head (sent_globals) {best} cycles, "
+                  f"{ideal / best:.3f}")
     for tpb in (1, 2):
         for slots, exp_units, dividers in ((4, 1, 1), (8, 1, 2), (16, 2, 4), (16, 4, 8), (32, 2, 4), (32, 4, 8),
                                            (64, 4, 8), (32, 8, 16)):

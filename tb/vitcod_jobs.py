@@ -46,6 +46,8 @@ def tb_head(cfg: VitcodConfig, job: HeadJob, expected, error: int = 0, *, with_l
                2 * job.nq * job.nk * cfg.head_dim,
                dict(info, nq=job.nq, nk=job.nk, g=int(job.g), nnz=job.nnz, row_nnz=np.diff(job.row_ptr).tolist(),
                     balance=job.balance))
+    if job.g_sent is not None and job.g_sent != job.g:
+        h.info["g_sent"] = int(job.g_sent)
     if cfg.decoder:
         h.info["hc"] = int(h.cmd["hc"])
         if with_layer:
@@ -61,11 +63,12 @@ def job_from_arrays(q, k, v, g: int, csr: CSR, params: HeadParams) -> HeadJob:
 
 
 def head_for(cfg: VitcodConfig, q, k, v, g: int, csr: CSR, params: HeadParams, *, balance: str = "balanced",
-             **info) -> TbHead:
+             g_sent: int | None = None, **info) -> TbHead:
     """A head with its golden output; ``balance``: how the host splits each row's CSR entries between
-    the engines (``hw/vitcod/balance.py``; the output does not depend on it)."""
+    the engines, ``g_sent``: how many of the G global columns it sends as global columns, the others
+    as CSR entries (``hw/vitcod/balance.py``; the output depends on neither)."""
     job = job_from_arrays(q, k, v, g, csr, params)
-    job.balance = balance
+    job.balance, job.g_sent = balance, g_sent
     return tb_head(cfg, job, vitcod_head_golden(q, k, v, g, csr, params), **info)
 
 
@@ -78,8 +81,9 @@ def random_csr(rng, nq: int, nk: int, g: int, sparsity: float, empty_rows: int =
 
 
 def random_head(cfg: VitcodConfig, rng, *, nq: int, nk: int, g: int, sparsity: float, empty_rows: int = 0,
-                compressed_heads: int = 0, balance: str = "balanced") -> TbHead:
-    """A random head; with ``compressed_heads`` > 0 its Q and K come through the Q/K decoder."""
+                compressed_heads: int = 0, balance: str = "balanced", g_sent: int | None = None) -> TbHead:
+    """A random head; with ``compressed_heads`` > 0 its Q and K come through the Q/K decoder;
+    ``g_sent``: the host sends that many of the G global columns as global (``head_for``)."""
     d = cfg.head_dim
     q = rng.integers(-128, 128, (nq, d)).astype(np.int8)
     k = rng.integers(-128, 128, (nk, d)).astype(np.int8)
@@ -88,7 +92,7 @@ def random_head(cfg: VitcodConfig, rng, *, nq: int, nk: int, g: int, sparsity: f
     s = rng.uniform(0.01, 0.05, 4)
     params = head_params(s[0], s[1], s[2], s[3] * 0.8, d)
     if not compressed_heads:
-        return head_for(cfg, q, k, v, g, csr, params, balance=balance, sparsity=sparsity)
+        return head_for(cfg, q, k, v, g, csr, params, balance=balance, g_sent=g_sent, sparsity=sparsity)
     return layer_heads(cfg, rng, nq=nq, nk=nk, hc=compressed_heads, specs=[(g, sparsity, empty_rows)],
                        params=params)[0]
 
@@ -145,8 +149,8 @@ def bad_head(cfg: VitcodConfig, rng, kind: str) -> TbHead:
         job = HeadJob(q, k, k, 1, rp, ci, 1, 1, 1, 1)
         big = cfg.max_tokens + 1
         cmd = job.command(cfg, nq=big)
-        qk = -(-nk // ipw) if cfg.decoder else (big + nk) * wpt
-        n_beats = qk + nk * wpt + -(-(2 * big + 1) // ipw) + -(-job.nnz // ipw)
+        qk = -(-nk // ipw) if cfg.decoder else cfg.token_beats(big) + cfg.token_beats(nk)
+        n_beats = qk + cfg.token_beats(nk) + -(-(2 * big + 1) // ipw) + -(-job.nnz // ipw)
         beats = [int(x) for x in rng.integers(0, 1 << 31, n_beats)]
         return TbHead(cmd, beats, None, ERR_SIZE, info=dict(kind=kind, nq=big, nk=nk, g=1, nnz=job.nnz,
                                                              row_nnz=[job.nnz] + [0] * (big - 1), hc=1))
@@ -219,7 +223,8 @@ def load_jobs(path: str | Path) -> list[TbHead]:
 
 
 def shapes_of(heads: list[TbHead]) -> list:
-    """The cycle model's view of testbench heads (a head's layer load, if any, first)."""
+    """The cycle model's view of testbench heads (a head's layer load, if any, first): as the
+    accelerator gets them (``g_sent`` of the G global columns as global, the others as CSR entries)."""
     out = []
     for h in heads:
         i = h.info
@@ -227,8 +232,9 @@ def shapes_of(heads: list[TbHead]) -> list:
             c = h.layer_cmd
             out.append(HeadShape(c["nq"], c["nk"], 0, [], hc=c["hc"], good=False, dropped=h.layer_error != 0,
                                  layer=True))
-        out.append(HeadShape(i["nq"], i["nk"], i["g"], list(i["row_nnz"]), hc=i.get("hc", 1),
-                             good=h.expected is not None, dropped=i.get("kind") in ("size", "layer", "layer_size"),
-                             info={k: v for k, v in i.items() if k not in ("row_nnz", "balance")},
-                             balance=i.get("balance", "balanced")))
+        s = HeadShape(i["nq"], i["nk"], i["g"], list(i["row_nnz"]), hc=i.get("hc", 1),
+                      good=h.expected is not None, dropped=i.get("kind") in ("size", "layer", "layer_size"),
+                      info={k: v for k, v in i.items() if k not in ("row_nnz", "balance", "g_sent")},
+                      balance=i.get("balance", "balanced"))
+        out.append(s.with_sent_globals(i["g_sent"]) if "g_sent" in i else s)
     return out

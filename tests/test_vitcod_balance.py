@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from attnforge.hw.vitcod import VitcodConfig
-from attnforge.hw.vitcod.balance import CARRY, engine_job_cycles, half_row_pointers, split_rows
+from attnforge.hw.vitcod.balance import CARRY, engine_job_cycles, globals_as_csr, half_row_pointers, split_rows
 from attnforge.hw.vitcod.cycles import HeadShape, run_cycles
 
 CFG44 = VitcodConfig(head_dim=64, max_tokens=197, max_nnz=8192, macs=8, dense_lines=4, sparse_lines=4,
@@ -70,3 +70,52 @@ def test_balance_pays_on_masks_with_few_global_columns():
     cycles = {b: run_cycles(CFG44, [HeadShape(197, 197, 3, rows, balance=b)])["total_cycles"]
               for b in ("none", "balanced")}
     assert cycles["balanced"] < 0.7 * cycles["none"]
+
+
+def test_globals_as_csr_hand_worked():
+    # G = 3, two of them (columns 1 and 2) sent as CSR entries: every row starts with them, in column order
+    rp, ci = globals_as_csr(3, 1, [0, 2, 2, 3], [5, 7, 4])
+    assert rp.tolist() == [0, 4, 6, 9] and ci.tolist() == [1, 2, 5, 7, 1, 2, 1, 2, 4]
+    rp, ci = globals_as_csr(3, 3, [0, 2], [5, 7])          # G' = G: the mask's CSR
+    assert rp.tolist() == [0, 2] and ci.tolist() == [5, 7]
+    for bad in (4, -1, 1.0, True):
+        with pytest.raises(ValueError, match=rf"G'\) = {bad!r}: expected an integer in \[0, G = 3\]"):
+            globals_as_csr(3, bad, [0, 2], [5, 7])
+
+
+def test_globals_as_csr_keeps_the_golden_output():
+    """The same keys per row, so the integer golden model gives the same output from the sent head."""
+    from attnforge.algo.vitcod.golden import head_params, vitcod_head_golden
+    from attnforge.formats.csr import CSR
+    from attnforge.tb.vitcod_jobs import random_csr
+
+    rng = np.random.default_rng(4)
+    nq, nk, g, d = 9, 12, 4, 16
+    q, k, v = (rng.integers(-128, 128, (n, d)).astype(np.int8) for n in (nq, nk, nk))
+    csr = random_csr(rng, nq, nk, g, 0.7, empty_rows=2)
+    params = head_params(0.03, 0.02, 0.04, 0.02, d)
+    want = vitcod_head_golden(q, k, v, g, csr, params)
+    for g2 in (0, 1, 3):
+        rp, ci = globals_as_csr(g, g2, csr.row_ptr, csr.col_idx)
+        assert rp[-1] == csr.nnz + nq * (g - g2)
+        assert np.array_equal(vitcod_head_golden(q, k, v, g2, CSR(rp, ci, (nq, nk)), params), want)
+
+
+def test_sent_globals_pays_where_the_denser_engine_is_overloaded():
+    """1 + 1 lines, d = 16: a head whose G = 6 global keys exceed its rows' 2-4 CSR entries keeps the
+    Denser Engine busy while the Sparser Engine idles; sending some as CSR entries balances them. The
+    choice is never worse than the mask's G, and takes G itself where that is best."""
+    from attnforge.hw.vitcod.cycles import sent_globals
+
+    cfg = VitcodConfig(head_dim=16, max_tokens=65, max_nnz=1024, macs=8, dense_lines=1, sparse_lines=1,
+                       data_width=128)
+    rng = np.random.default_rng(1)
+    heavy = HeadShape(65, 65, 6, rng.integers(2, 5, 65).tolist())
+    light = HeadShape(65, 65, 1, rng.integers(10, 30, 65).tolist())
+    chosen = sent_globals(cfg, [heavy, light, heavy])
+    assert chosen[1] == 1 and chosen[0] < 6 and chosen[2] < 6
+    mask = run_cycles(cfg, [heavy, light, heavy])["total_cycles"]
+    sent = run_cycles(cfg, [s.with_sent_globals(g2) for s, g2 in zip([heavy, light, heavy], chosen)])
+    assert sent["total_cycles"] < 0.9 * mask
+    with pytest.raises(ValueError, match=r"expected an integer in \[0, G = 6\]"):
+        heavy.with_sent_globals(7)

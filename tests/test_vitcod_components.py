@@ -486,7 +486,9 @@ def test_loader_with_decoder_checks_the_layer_and_the_key_order(case):
 
 def test_row_scheduler_orders_jobs_and_rows(monkeypatch):
     """Each engine scores rows in order, at most ROW_SLOTS - 1 ahead of its pv jobs, and starts a
-    row's pv job only after its score job; the output is the golden model's, row by row."""
+    row's pv job only after its score job; a score job with keys starts while the previous one's
+    beats are still in flight (no drain between them), one without keys never does; the output is
+    the golden model's, row by row."""
     made = []
 
     class WatchedScheduler(RowScheduler):
@@ -498,12 +500,14 @@ def test_row_scheduler_orders_jobs_and_rows(monkeypatch):
     jobs = [random_job(rng, 8, 8, 2, 0.5), random_job(rng, 6, 7, 0, 0.3)]
     dut = VitcodAccelerator(CFG)
     events = {0: [], 1: []}
-    beats, status = [], {}
+    beats, status, behind = [], {}, {True: 0, False: 0}
 
     def watch(ctx, cycle):
         for x, job in enumerate((made[0].dense, made[0].sparse)):
             if ctx.get(job.score_start):
                 events[x].append(("score", ctx.get(job.row)))
+                if ctx.get(job.score_active):       # the previous score job's beats are in flight
+                    behind[ctx.get(job.n) != 0] += 1
             if ctx.get(job.pv_start):
                 events[x].append(("pv", ctx.get(job.slot)))
         ctx.set(dut.o.ready, 1)
@@ -516,6 +520,7 @@ def test_row_scheduler_orders_jobs_and_rows(monkeypatch):
         status.update(done=ctx.get(dut.heads_done), error=ctx.get(dut.error), busy=ctx.get(dut.busy))
     simulate(dut, bench)
     assert status == dict(done=2, error=0, busy=0)
+    assert behind[True] > 0 and behind[False] == 0
     split = jobs[0].nq * CFG.words_per_token
     assert np.array_equal(unpack_output(beats[:split], jobs[0].nq, CFG), golden_of(jobs[0]))
     assert np.array_equal(unpack_output(beats[split:], jobs[1].nq, CFG), golden_of(jobs[1]))
@@ -663,3 +668,97 @@ def test_merger_buffers_merge_depth_rows_per_tile(monkeypatch):
     assert run_cycles(cfg, shapes)["total_cycles"] == rtl
     for shallower in (1, 2):
         assert run_cycles(dataclasses.replace(cfg, merge_depth=shallower), shapes)["total_cycles"] != rtl
+
+
+def test_global_columns_sent_as_csr_entries():
+    """The host sends G' < G of a head's global columns as global, the others as CSR entries of every
+    row (``HeadJob.g_sent``): the command carries G', the output is the mask's golden output, and the
+    run takes the cycles the cycle model gives for the sent heads (not those of the mask's G)."""
+    from attnforge.hw.vitcod.cycles import HeadShape, run_cycles
+
+    cfg = dataclasses.replace(CFG, max_nnz=64)
+    rng = np.random.default_rng(17)
+    jobs = [random_job(rng, 7, 8, 4, 0.8, cfg), random_job(rng, 5, 6, 2, 0.5, cfg)]
+    jobs[0].g_sent, jobs[1].g_sent = 1, 0
+    assert [j.command(cfg)["g"] for j in jobs] == [1, 0]
+    dut = VitcodAccelerator(cfg)
+    beats, cycles = [], []
+
+    def watch(ctx, cycle):
+        ctx.set(dut.o.ready, 1)
+        if ctx.get(dut.cmd.valid) and ctx.get(dut.cmd.ready):
+            cycles.append(cycle)
+        if ctx.get(dut.o.valid):
+            beats.append(ctx.get(dut.o.payload))
+            cycles.append(cycle)
+
+    async def bench(ctx):
+        data = [b for j in jobs for b in j.data_beats(cfg)]
+        # a few cycles beyond the model's figure (a slower RTL misses beats and fails below)
+        await feed(ctx, dut.cmd, dut.data, [j.command(cfg) for j in jobs], data, cycles=model + 8, each_cycle=watch)
+        assert ctx.get(dut.error) == 0
+    mask = [HeadShape.from_csr(j.g, j.row_ptr, j.nk) for j in jobs]
+    sent = [s.with_sent_globals(j.g_sent) for s, j in zip(mask, jobs)]
+    model = run_cycles(cfg, sent)["total_cycles"]
+    simulate(dut, bench)
+    pos = 0
+    for job in jobs:
+        n = job.nq * cfg.words_per_token
+        assert np.array_equal(unpack_output(beats[pos:pos + n], job.nq, cfg), golden_of(job))
+        pos += n
+    assert pos == len(beats)
+    assert run_cycles(cfg, sent)["total_cycles"] == cycles[-1] - cycles[0]
+    assert run_cycles(cfg, mask)["total_cycles"] != cycles[-1] - cycles[0]
+
+
+def test_config_two_token_rows_per_beat():
+    """``data_width = 2 * 8 * head_dim``: a beat carries two token rows of Q, K or V (one Q/K/V word);
+    wider beats, and the decoder with two rows per beat, are refused naming the value."""
+    cfg = dataclasses.replace(CFG, data_width=256)
+    assert (cfg.tokens_per_beat, cfg.words_per_token, cfg.qkv_tokens_per_word, cfg.qkv_words_per_token) == (2, 1, 2, 1)
+    assert cfg.qkv_bank_words == 4 and cfg.token_beats(5) == 3 and CFG.token_beats(5) == 10
+    with pytest.raises(ConfigError, match=r"data_width=512 must divide 8 \* head_dim = 128 .* at most 2 x that, 256"):
+        dataclasses.replace(CFG, data_width=512)
+    with pytest.raises(ConfigError, match=r"data_width=256 carries 2 token rows per beat .* decoder takes at most one"):
+        dataclasses.replace(CFG, data_width=256, decoder=True)
+
+
+@pytest.mark.parametrize("dense_lines, sparse_lines", [(1, 2), pytest.param(4, 4, marks=pytest.mark.full)])
+def test_two_token_rows_per_beat_bit_exact(dense_lines, sparse_lines):
+    """Two token rows per data beat (d = 16, 256-bit stream): heads of odd and even Nq and Nk (the last
+    beat's second row zero) load in half the beats of a 128-bit stream, come out bit exact (one row per
+    output beat) and take the cycle model's cycles."""
+    from attnforge.hw.vitcod.cycles import HeadShape, head_beats, run_cycles
+
+    cfg = dataclasses.replace(CFG, data_width=256, max_nnz=64, dense_lines=dense_lines, sparse_lines=sparse_lines)
+    rng = np.random.default_rng(19)
+    jobs = [random_job(rng, 7, 8, 2, 0.6, cfg), random_job(rng, 4, 5, 1, 0.3, cfg), random_job(rng, 8, 7, 0, 0.5, cfg)]
+    shapes = [HeadShape.from_csr(j.g, j.row_ptr, j.nk) for j in jobs]
+    for j, s in zip(jobs, shapes):
+        # Q, K, V two rows a beat, then the pointers and column indices 16 a beat
+        assert len(j.data_beats(cfg)) == head_beats(cfg, s) == (
+            -(-j.nq // 2) + 2 * -(-j.nk // 2) + -(-(2 * j.nq + 1) // 16) + -(-j.nnz // 16))
+    dut = VitcodAccelerator(cfg)
+    beats, cycles = [], []
+
+    def watch(ctx, cycle):
+        ctx.set(dut.o.ready, 1)
+        if ctx.get(dut.cmd.valid) and ctx.get(dut.cmd.ready):
+            cycles.append(cycle)
+        if ctx.get(dut.o.valid):
+            beats.append(ctx.get(dut.o.payload))
+            cycles.append(cycle)
+
+    async def bench(ctx):
+        data = [b for j in jobs for b in j.data_beats(cfg)]
+        await feed(ctx, dut.cmd, dut.data, [j.command(cfg) for j in jobs], data,
+                   cycles=run_cycles(cfg, shapes)["total_cycles"] + 8, each_cycle=watch)
+        assert ctx.get(dut.error) == 0
+    simulate(dut, bench)
+    pos = 0
+    for job in jobs:
+        assert all(b >> (8 * cfg.head_dim) == 0 for b in beats[pos:pos + job.nq])   # the upper lanes zero
+        assert np.array_equal(unpack_output(beats[pos:pos + job.nq], job.nq, cfg), golden_of(job))
+        pos += job.nq
+    assert pos == len(beats)
+    assert run_cycles(cfg, shapes)["total_cycles"] == cycles[-1] - cycles[0]

@@ -31,7 +31,7 @@ def test_init_wrong_type(field, value):
     (dict(sparse_lines=65), "sparse_lines"),
     (dict(data_width=96), "power of two"),
     (dict(data_width=32), "multiple of 8 \\* macs"),
-    (dict(head_dim=16, data_width=256), "divide 8 \\* head_dim"),
+    (dict(head_dim=16, data_width=512), "divide 8 \\* head_dim = 128 .* at most 2 x that, 256"),
     (dict(decoder_heads=0), "decoder_heads"),
 ])
 def test_init_wrong_value(params, match):
@@ -55,6 +55,10 @@ def test_derived_widths():
     assert (cfg.qkv_word_chunks, cfg.qkv_beats_per_word, cfg.qkv_words_per_token) == (2, 1, 4)   # 3 + 5 lines: S = 1
     narrow = VitcodConfig(head_dim=64, macs=8, dense_lines=4, sparse_lines=4, data_width=64)
     assert (narrow.qkv_word_chunks, narrow.qkv_beats_per_word, narrow.qkv_words_per_token) == (4, 4, 2)
+    # a beat of two token rows is one Q/K/V word of two tokens
+    wide = VitcodConfig(head_dim=16, max_tokens=65, macs=8, dense_lines=1, sparse_lines=1, data_width=256)
+    assert (wide.tokens_per_beat, wide.words_per_token, wide.qkv_word_chunks, wide.qkv_tokens_per_word,
+            wide.qkv_words_per_token, wide.qkv_bank_words) == (2, 1, 4, 2, 1, 64)
 
 
 @pytest.mark.parametrize("cfg", [
@@ -63,7 +67,10 @@ def test_derived_widths():
                  decoder=True, decoder_heads=3),
     pytest.param(VitcodConfig(head_dim=16, max_tokens=20, max_nnz=100, macs=8, dense_lines=1, sparse_lines=2,
                               data_width=64, tiles=3), marks=pytest.mark.full),     # make test time
-], ids=["d16", "d32-decoder", "d16-tiles3"])
+    # two token rows per data beat (the output beat's upper lanes constant zero)
+    pytest.param(VitcodConfig(head_dim=16, max_tokens=20, max_nnz=100, macs=8, dense_lines=1, sparse_lines=2,
+                              data_width=256), marks=pytest.mark.full),
+], ids=["d16", "d32-decoder", "d16-tiles3", "d16-w256"])
 def test_verilog_is_lint_clean(cfg, tmp_path):
     path = write_verilog(VitcodAccelerator(cfg), "vitcod", tmp_path / "vitcod.v")
     result = lint_verilog(path, "vitcod")

@@ -24,6 +24,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from attnforge.hw.vitcod import VitcodConfig
+from attnforge.hw.vitcod.balance import GLOBAL_COLUMNS
 from attnforge.formats.atomic import write_json_atomic
 
 from . import add_simulator_option, command_group, print_report
@@ -364,7 +365,8 @@ def cmd_sim(args) -> int:
 
     report = simulate_masks(args.masks, layer=args.layer, head=args.head, all_heads=args.all_heads, seed=args.seed,
                             simulator=args.simulator, tensors_path=args.tensors, decoder=args.decoder,
-                            build_root=args.build_root, **config_kwargs(args, args.config_fields))
+                            build_root=args.build_root, global_columns=args.global_columns,
+                            **config_kwargs(args, args.config_fields))
     return print_report(report, args.json, ok=report["bit_exact"],
                         failure=f"RTL and golden model differ; log: {report['run_dir']}/test.log")
 
@@ -385,6 +387,10 @@ def _register_sim(g) -> None:
     p.add_argument("--decoder", action="store_true",
                    help="decode Q and K on chip: each layer's compressed Q/K are loaded once into the layer store, "
                         "each head sends its key order (needs --tensors with compressed heads)")
+    p.add_argument("--global-columns", choices=GLOBAL_COLUMNS, default="mask",
+                   help="mask: send every head's G global columns as global columns (the Denser Engine's); "
+                        "cycles: send G' <= G of them per head, the others as CSR entries of every row that "
+                        "either engine may take, G' chosen with the cycle model (same output, other cycles) [mask]")
     p.add_argument("--json", help="write the JSON report here (default: print it)")
     p.add_argument("--build-root", default="build/sim", help="RTL build folder [build/sim]")
     # Buffer sizes (max_tokens, max_nnz) and the decoder's heads follow from the files.

@@ -293,7 +293,8 @@ def explore_vitcod(masks_path, *, device: str = "ecp5-85k", head_dim: int = Vitc
     configs = candidates(head_dim, heads, **space)
     if not configs:
         raise ConfigError(f"--head-dim {head_dim}: no configuration of the sweep is valid for it (data_width "
-                          f"must divide 8 * head_dim and be a multiple of 8 * macs; macs must divide head_dim)")
+                          f"must divide 8 * head_dim or be twice it, and be a multiple of 8 * macs; macs must divide "
+                          f"head_dim)")
     digest = file_digest(masks_path)
     jobs_dir = Path(cache_dir) / digest[:16]
     # the largest jobs first, so that no large one is left to run alone at the end

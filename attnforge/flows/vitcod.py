@@ -37,25 +37,30 @@ from attnforge.formats.head_tensors import decoder_requantizers, load_head_tenso
 from attnforge.formats.masks import head_csr, load_masks
 from attnforge.hw.designs import get_design
 from attnforge.hw.vitcod import VitcodAccelerator, VitcodConfig
-from attnforge.hw.vitcod.cycles import dense_baseline_shape, run_cycles
+from attnforge.hw.vitcod.balance import GLOBAL_COLUMNS
+from attnforge.hw.vitcod.cycles import dense_baseline_shape, run_cycles, sent_globals
 from attnforge.sim.runner import run_cocotb
 from attnforge.tb.vitcod_jobs import TbHead, head_for, job_from_arrays, layer_heads, save_jobs, shapes_of, tb_head
 
-__all__ = ["simulate_masks", "mask_heads", "run_heads", "head_for", "layer_heads", "shapes_of"]
+__all__ = ["simulate_masks", "mask_heads", "run_heads", "head_for", "layer_heads", "shapes_of", "GLOBAL_COLUMNS"]
 
 
-def mask_heads(cfg: VitcodConfig, ms, pairs, *, seed: int = 0, tensors=None, decoder: bool = False) -> list[TbHead]:
+def mask_heads(cfg: VitcodConfig, ms, pairs, *, seed: int = 0, tensors=None, decoder: bool = False,
+               g_sent=None) -> list[TbHead]:
     """Testbench heads for the ``(layer, head)`` pairs of mask set ``ms``, with their golden outputs.
 
     Q/K/V and the softmax scales are seeded random int8 unless ``tensors`` (``HeadTensors``) gives the
     real ones; with ``decoder`` each layer's compressed Q/K are loaded once (before its first head)
-    and each head sends its key order and decodes its Q and K on chip.
+    and each head sends its key order and decodes its Q and K on chip. ``g_sent`` (one per pair, or
+    None: every head's G): the global columns the host sends as global, the others as CSR entries
+    (``hw/vitcod/balance.py``; the same output).
     """
     nq, nk, d = ms.keep.shape[2], ms.keep.shape[3], cfg.head_dim
     rng = np.random.default_rng(seed)
     heads: list[TbHead] = []
-    for l, h in pairs:
+    for n, (l, h) in enumerate(pairs):
         g, csr = head_csr(ms, l, h)
+        sent = None if g_sent is None else int(g_sent[n])
         if tensors is not None:
             inp = head_inputs(tensors, l, h, ms.order[l, h], use_decoder=decoder)
             q, k, v, params = inp["q"], inp["k"], inp["v"], inp["params"]
@@ -67,6 +72,7 @@ def mask_heads(cfg: VitcodConfig, ms, pairs, *, seed: int = 0, tensors=None, dec
             params = head_params(sc[0], sc[1], sc[2], sc[3], d)
         if decoder:
             job = job_from_arrays(q, k, v, g, csr, params)
+            job.g_sent = sent
             rq, rk = decoder_requantizers(tensors, l, h)
             job.qc, job.kc, job.key_order = tensors.qc[l], tensors.kc[l], ms.order[l, h]
             job.wq, job.wk = tensors.dec_wq[l, h], tensors.dec_wk[l, h]
@@ -75,7 +81,7 @@ def mask_heads(cfg: VitcodConfig, ms, pairs, *, seed: int = 0, tensors=None, dec
             heads.append(tb_head(cfg, job, vitcod_head_golden(q, k, v, g, csr, params), with_layer=first,
                                  layer=l, head=h))
         else:
-            heads.append(head_for(cfg, q, k, v, g, csr, params, layer=l, head=h))
+            heads.append(head_for(cfg, q, k, v, g, csr, params, g_sent=sent, layer=l, head=h))
     return heads
 
 
@@ -105,13 +111,19 @@ def simulate_masks(masks_path, *, layer: int = 0, head: int = 0, all_heads: bool
                    head_dim: int | None = None, macs: int = VitcodConfig.macs,
                    dense_lines: int = VitcodConfig.dense_lines, sparse_lines: int = VitcodConfig.sparse_lines,
                    data_width: int | None = None, tiles: int = VitcodConfig.tiles,
-                   merge_depth: int = VitcodConfig.merge_depth, build_root="build/sim") -> dict:
+                   merge_depth: int = VitcodConfig.merge_depth, build_root="build/sim",
+                   global_columns: str = "mask") -> dict:
     """The report of ``attnforge vitcod sim`` as a dict (see the module docstring).
 
     ``head_dim`` defaults to the tensors' d, else ``VitcodConfig.head_dim``; ``data_width`` to
     ``min(256, 8 * head_dim)``; buffer sizes and the decoder's head count follow from the masks.
+    ``global_columns``: ``mask`` sends every head's G global columns as global columns; ``cycles``
+    lets the host send only G' <= G of them, the others as CSR entries of every row, G' per head
+    chosen with the cycle model (``hw/vitcod/cycles.sent_globals``; the output is the same).
     """
     check_int("--seed", seed, 0)
+    if global_columns not in GLOBAL_COLUMNS:
+        raise ValueError(f"--global-columns {global_columns!r}: expected one of {', '.join(GLOBAL_COLUMNS)}")
     ms = load_masks(masks_path)
     tensors = load_head_tensors(tensors_path) if tensors_path else None
     if tensors is not None:
@@ -134,13 +146,23 @@ def simulate_masks(masks_path, *, layer: int = 0, head: int = 0, all_heads: bool
             raise ValueError(f"--head-dim {head_dim} differs from the tensors' d={tensors.head_dim}")
         head_dim = tensors.head_dim
     d = VitcodConfig.head_dim if head_dim is None else head_dim
-    max_nnz = max(1, max(head_csr(ms, l, h)[1].nnz for l, h in pairs))
+    csrs = [head_csr(ms, l, h) for l, h in pairs]
+    max_nnz = max(1, max(csr.nnz for _, csr in csrs))
     hc = tensors.qc.shape[1] if decoder else VitcodConfig.decoder_heads
     cfg = VitcodConfig(head_dim=d, max_tokens=max(nq, nk), max_nnz=max_nnz, macs=macs, dense_lines=dense_lines,
                        sparse_lines=sparse_lines,
                        data_width=min(256, 8 * d) if data_width is None else data_width,
                        decoder=decoder, decoder_heads=hc, tiles=tiles, merge_depth=merge_depth)
-    heads = mask_heads(cfg, ms, pairs, seed=seed, tensors=tensors, decoder=decoder)
+    g_sent = None
+    if global_columns == "cycles":
+        # the heads as mask_heads sends them (with the decoder, each layer's load before its first head),
+        # G' chosen on their shapes; the choice depends on the lines and the stream, not on the buffer
+        # sizes, and the index buffer then holds the global columns sent as CSR entries too
+        shapes = shapes_of(mask_heads(cfg, ms, pairs, seed=seed, tensors=tensors, decoder=decoder))
+        g_sent = [g2 for g2, s in zip(sent_globals(cfg, shapes), shapes) if not s.layer]
+        max_nnz = max(1, max(csr.nnz + csr.shape[0] * (g - g2) for (g, csr), g2 in zip(csrs, g_sent)))
+        cfg = dataclasses.replace(cfg, max_nnz=max_nnz)
+    heads = mask_heads(cfg, ms, pairs, seed=seed, tensors=tensors, decoder=decoder, g_sent=g_sent)
     result = run_heads(cfg, heads, name=f"vitcod_sim_{Path(masks_path).stem}_{seed}", simulator=simulator,
                        build_root=build_root, seed=seed)
     report = result.report or {"heads": [], "total_cycles": 0}
@@ -151,7 +173,8 @@ def simulate_masks(masks_path, *, layer: int = 0, head: int = 0, all_heads: bool
         rtl = report["heads"][i]["cycles"] if i < len(report["heads"]) else None
         ideal = model["heads"][i]["ideal_cycles"]
         dense_c = dense["heads"][i]["cycles"]
-        per_head.append({"layer": t.info["layer"], "head": t.info["head"], "g": t.info["g"], "nnz": t.info["nnz"],
+        per_head.append({"layer": t.info["layer"], "head": t.info["head"], "g": t.info["g"],
+                         "g_sent": t.info.get("g_sent", t.info["g"]), "nnz": t.info["nnz"],
                          "cycles": rtl, "ideal_cycles": ideal,
                          "utilization": ideal / rtl if rtl else None,
                          "dense_baseline_cycles": dense_c, "speedup": dense_c / rtl if rtl else None,
@@ -166,6 +189,7 @@ def simulate_masks(masks_path, *, layer: int = 0, head: int = 0, all_heads: bool
         "masks": str(masks_path), "tensors": str(tensors_path) if tensors_path else None,
         "layer": None if all_heads else layer, "head": None if all_heads else head, "all_heads": all_heads,
         "seed": seed, "simulator": result.simulator, "config": dataclasses.asdict(cfg),
+        "global_columns": global_columns,
         "bit_exact": result.passed,
         "output_digest": report.get("output_digest"),
         "cycles": cycles, "ideal_cycles": ideal,

@@ -24,7 +24,9 @@ end each head together. The stream format does not depend on T.
 Data stream layout of one head (``data_width`` bits per beat, little-endian
 bytes, the first element in the lowest bits):
 
-1. Q: ``Nq * d`` int8, row by row (``Nq * d / B`` beats, B = data_width / 8);
+1. Q: ``Nq * d`` int8, row by row (``Nq * d / B`` beats, B = data_width / 8; with
+   ``data_width = 2 * 8 * d`` two rows per beat, ``ceil(Nq / 2)`` beats, the last one's
+   second row zero when Nq is odd; the same for K and V);
 2. K: ``Nk * d`` int8 in polarized key order;
 3. V: ``Nk * d`` int8 in polarized key order;
 4. row pointers: ``2 Nq + 1`` uint16, ``B / 2`` per beat, the last beat padded: two half-rows
@@ -47,7 +49,8 @@ order, from the store into the decoder (one beat per cycle, two cycles of
 latency), which writes the head's decoded Q and K into the bank. A head whose
 Nq, Nk or Hc differs from the loaded layer is refused (``ERR_LAYER``).
 
-Output: ``Nq * d / B`` beats, row by row, int8.
+Output: ``Nq * d / B`` beats, row by row, int8 (with ``data_width = 2 * 8 * d`` one row
+per beat in the lower ``d`` lanes, the upper lanes zero).
 """
 
 from __future__ import annotations

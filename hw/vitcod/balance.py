@@ -14,6 +14,14 @@ moving CSR entries the Denser Engine would idle while the Sparser Engine works
 that keeps the two engines' running totals of issue cycles (score and P·V
 jobs, the same per-job counts as the RTL and the cycle model) closest.
 
+The host may also send only ``G' <= G`` of a head's global columns as global columns and the
+other ``G - G'`` as CSR entries of every row (``globals_as_csr``): the Denser Engine must take a
+row's global keys, so on masks whose G is large next to their rows' CSR entries (the digits ViT's
+G of 2-6 at 65 tokens) it can end up with more keys than the Sparser Engine whatever the split;
+as CSR entries they can go to either engine. The output does not change (the same keys of every
+row), only the cycles and the stream (``Nq (G - G')`` more column indices). ``cycles.sent_globals``
+chooses ``G'`` per head with the exact cycle model.
+
 Pure numpy: the host code, the cycle model and the testbench share it.
 """
 
@@ -25,7 +33,9 @@ import numpy as np
 
 from .config import VitcodConfig
 
-__all__ = ["engine_job_cycles", "split_rows", "half_row_pointers", "BALANCE_MODES", "CARRY"]
+__all__ = ["engine_job_cycles", "split_rows", "half_row_pointers", "globals_as_csr", "check_sent_globals",
+           "BALANCE_MODES", "CARRY",
+           "GLOBAL_COLUMNS"]
 
 #: ``balanced``: per row, the split that equalizes both engines' issue cycles;
 #: ``none``: every CSR entry on the Sparser Engine (the Denser Engine takes only the G global keys).
@@ -35,6 +45,10 @@ BALANCE_MODES = ("balanced", "none")
 #: further back no longer matters. 0.75 (cycle model, N = 197, d = 64, 4+4 and 8+8 lines, real-shaped
 #: and synthetic masks at 90 and 95 %): 0.3-1.8 points above 0 and 0.5-1.5 above 1 at 4+4.
 CARRY = 0.75
+#: Which global columns the host sends as global (``attnforge vitcod sim --global-columns``): ``mask``,
+#: all G of every head; ``cycles``, G' <= G per head, chosen with the cycle model (``cycles.sent_globals``),
+#: the others as CSR entries.
+GLOBAL_COLUMNS = ("mask", "cycles")
 
 
 def engine_job_cycles(cfg: VitcodConfig, engine: int, n):
@@ -110,3 +124,31 @@ def half_row_pointers(row_ptr, dense_entries) -> np.ndarray:
     out[0::2] = rp
     out[1::2] = rp[:-1] + np.asarray(dense_entries, dtype=np.int64)
     return out
+
+
+def check_sent_globals(g: int, g_sent) -> int:
+    """``g_sent`` as an int in ``[0, g]`` (the global columns the host sends as global), else ValueError."""
+    if isinstance(g_sent, bool) or not isinstance(g_sent, (int, np.integer)) or not 0 <= g_sent <= g:
+        raise ValueError(f"global columns sent as global (G') = {g_sent!r}: expected an integer in [0, G = {g}]")
+    return int(g_sent)
+
+
+def globals_as_csr(g: int, g_sent: int, row_ptr, col_idx) -> tuple:
+    """The CSR of a head whose global columns ``g_sent .. g - 1`` go as CSR entries of every row.
+
+    Returns ``(row_ptr, col_idx)`` (``int64``): each row's entries are ``g_sent .. g - 1`` followed
+    by its own (columns ``>= g``), so a row stays in column order and its keys are the same.
+    """
+    g_sent = check_sent_globals(g, g_sent)
+    rp = np.asarray(row_ptr, dtype=np.int64)
+    ci = np.asarray(col_idx, dtype=np.int64)
+    extra = g - g_sent
+    if extra == 0:
+        return rp.copy(), ci.copy()
+    nq = rp.size - 1
+    lengths = np.diff(rp) + extra
+    out_rp = np.zeros(nq + 1, dtype=np.int64)
+    np.cumsum(lengths, out=out_rp[1:])
+    moved = np.arange(g_sent, g, dtype=np.int64)
+    out_ci = np.concatenate([np.concatenate([moved, ci[rp[i]:rp[i + 1]]]) for i in range(nq)]) if nq else ci[:0]
+    return out_rp, out_ci.astype(np.int64)

@@ -20,7 +20,8 @@ from attnforge.numfmt import INT8, Requantizer, accumulator_width
 from attnforge.softmax_int import PROB_FORMAT, recip_width, sum_width
 
 __all__ = ["VitcodConfig", "INDEX_WIDTH", "ROW_SLOTS", "MULTIPLIER_WIDTH", "SHIFT_WIDTH", "STATUS_COUNT_WIDTH",
-           "MAX_DECODER_HEADS", "MAX_TILES", "MAX_MERGE_DEPTH", "ERR_SIZE", "ERR_ROW_PTR", "ERR_COL_IDX", "ERR_LAYER",
+           "MAX_DECODER_HEADS", "MAX_TILES", "MAX_MERGE_DEPTH", "MAX_TOKENS_PER_BEAT", "ERR_SIZE", "ERR_ROW_PTR",
+           "ERR_COL_IDX", "ERR_LAYER",
            "ERROR_BITS"]
 
 #: Rows in flight in the score and exponent buffers: the engines may score up to
@@ -46,6 +47,8 @@ ERROR_BITS = 4
 MAX_TILES = 16
 #: Most finished rows the row merger may buffer per tile (``merge_depth``).
 MAX_MERGE_DEPTH = 8
+#: Most token rows of Q, K or V one data beat may carry (``data_width`` up to this times ``8 * head_dim``).
+MAX_TOKENS_PER_BEAT = 2
 
 
 def _check(what, value, lo, hi):
@@ -76,7 +79,9 @@ class VitcodConfig:
         MAC lines of the Sparser Engine (CSR entries), 1..64.
     data_width : int
         Bits per beat of the data input and output streams: a power of two,
-        a multiple of ``8 * macs`` and of 16, dividing ``8 * head_dim``.
+        a multiple of ``8 * macs`` and of 16, dividing ``8 * head_dim`` (a token row is whole
+        beats) or ``2 * 8 * head_dim`` (a beat carries two token rows of Q, K or V; not with
+        the decoder). An output beat carries one output row at most (the upper lanes zero).
     decoder : bool
         Include the Q/K decoder: a layer's compressed Q/K (Hc heads) are loaded once into an
         on-chip layer store, and every head of the layer decodes its Q and K from there.
@@ -126,11 +131,18 @@ class VitcodConfig:
         if not _pow2(self.data_width) or self.data_width % (8 * self.macs):
             raise ConfigError(f"ViTCoD data_width={self.data_width} must be a power of two and a multiple of "
                              f"8 * macs = {8 * self.macs}")
-        if (8 * self.head_dim) % self.data_width:
-            raise ConfigError(f"ViTCoD data_width={self.data_width} must divide 8 * head_dim = {8 * self.head_dim} "
-                             f"(a token's row is whole beats)")
+        token = 8 * self.head_dim
+        if token % self.data_width and not (self.data_width % token == 0
+                                             and self.data_width // token <= MAX_TOKENS_PER_BEAT):
+            raise ConfigError(f"ViTCoD data_width={self.data_width} must divide 8 * head_dim = {token} (a token's "
+                             f"row is whole beats) or be at most {MAX_TOKENS_PER_BEAT} x that, "
+                             f"{MAX_TOKENS_PER_BEAT * token} (whole token rows per beat)")
         if not isinstance(self.decoder, bool):
             raise TypeError(f"ViTCoD decoder must be True or False, not {self.decoder!r}")
+        if self.decoder and self.tokens_per_beat > 1:
+            raise ConfigError(f"ViTCoD data_width={self.data_width} carries {self.tokens_per_beat} token rows per "
+                             f"beat at head_dim={self.head_dim}; the Q/K decoder takes at most one "
+                             f"(data_width <= {token})")
         _check("decoder_heads", self.decoder_heads, 1, MAX_DECODER_HEADS)
         _check("tiles", self.tiles, 1, MAX_TILES)
         if self.tiles > 1:
@@ -158,8 +170,18 @@ class VitcodConfig:
 
     @property
     def words_per_token(self) -> int:
-        """Beats (buffer words) per token row of Q, K or V."""
-        return self.head_dim // self.data_bytes
+        """Beats per token row of Q, K or V when a row is whole beats (1 when a beat carries
+        several rows), and beats per output row (one output row per beat at most)."""
+        return max(1, self.head_dim // self.data_bytes)
+
+    @property
+    def tokens_per_beat(self) -> int:
+        """Token rows of Q, K or V per data beat: 1, or 2 with ``data_width = 2 * 8 * head_dim``."""
+        return max(1, self.data_bytes // self.head_dim)
+
+    def token_beats(self, n: int) -> int:
+        """Data beats of n token rows of Q, K or V (the last beat's unused rows are zero)."""
+        return -(-n // self.tokens_per_beat) * self.words_per_token
 
     @property
     def chunks_per_word(self) -> int:
@@ -210,8 +232,14 @@ class VitcodConfig:
 
     @property
     def qkv_words_per_token(self) -> int:
-        """Q/K/V buffer words per token row."""
-        return self.chunks_per_token // self.qkv_word_chunks
+        """Q/K/V buffer words per token row (1 when a word holds several rows)."""
+        return max(1, self.chunks_per_token // self.qkv_word_chunks)
+
+    @property
+    def qkv_tokens_per_word(self) -> int:
+        """Token rows per Q/K/V buffer word: 1, or ``tokens_per_beat`` when a beat carries several
+        (one beat is one word; token t is row ``t mod tokens`` of word ``t // tokens``)."""
+        return max(1, self.qkv_word_chunks // self.chunks_per_token)
 
     @property
     def chunk_width(self) -> int:
@@ -327,7 +355,7 @@ class VitcodConfig:
     @property
     def qkv_bank_words(self) -> int:
         """Words (of ``qkv_word_chunks`` chunks) per bank of the Q, K and V buffers."""
-        return self._pow2_ceil(self.max_tokens * self.qkv_words_per_token)
+        return self._pow2_ceil(-(-self.max_tokens // self.qkv_tokens_per_word) * self.qkv_words_per_token)
 
     @property
     def qk_store_words(self) -> int:

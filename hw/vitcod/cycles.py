@@ -7,8 +7,9 @@ store, two cycles behind its key order), the host's split of each row between th
 (``hw/vitcod/balance.py``: the Denser Engine's G global keys and its half-row, the Sparser
 Engine's half-row), each engine's job sequence (score ``ceil(n/K) * d/(M S)`` issue cycles
 with S lines per key and K = L/S keys per step, ``VitcodConfig.score_split``,
-and a six-cycle drain; pv ``n * ceil((d/M)/L)`` and a five-cycle drain; the
-issue of the next job in the cycle after the last one), the softmax (exponent units
+and a six-cycle drain, which the next score job with keys does not wait for (its beats follow
+the previous job's, each with its row slot) but one without keys does; pv ``n * ceil((d/M)/L)``
+and a five-cycle drain; the issue of the next job in the cycle after the last one), the softmax (exponent units
 ``n + EXP_LATENCY`` cycles, the divider ``ceil(26/2) + 1``), the output serializer and
 its two requantizer stages, and the head hand-over.
 Only data-independent timing exists in the RTL, so the model needs the mask
@@ -22,12 +23,13 @@ configurations; ``tests/test_vitcod_cycles.py`` checks it against hand-worked ca
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 
 from attnforge.hw.vitcod import VitcodConfig
-from attnforge.hw.vitcod.balance import split_rows
+from attnforge.hw.vitcod.balance import check_sent_globals, split_rows
 
-__all__ = ["HeadShape", "head_beats", "replay_cycles", "head_cycles", "run_cycles", "ideal_cycles", "dense_baseline_shape",
+__all__ = ["HeadShape", "head_beats", "replay_cycles", "head_cycles", "run_cycles", "sent_globals", "ideal_cycles",
+           "dense_baseline_shape",
            "DRAIN", "SCORE_DRAIN", "EXP_LATENCY", "OUT_STAGES",
            "DIV_CYCLES"]
 
@@ -70,6 +72,13 @@ class HeadShape:
     def macs(self, head_dim: int) -> int:
         return 2 * head_dim * (self.nq * self.g + self.nnz)
 
+    def with_sent_globals(self, g_sent: int) -> "HeadShape":
+        """This head as the accelerator gets it when the host sends only ``g_sent`` of its G global
+        columns as global columns, the others as CSR entries of every row (``balance.globals_as_csr``)."""
+        g_sent = check_sent_globals(self.g, g_sent)
+        extra = self.g - g_sent
+        return replace(self, g=g_sent, row_nnz=[int(n) + extra for n in self.row_nnz], info=dict(self.info))
+
 
 def head_beats(cfg: VitcodConfig, s: HeadShape) -> int:
     """Data-stream beats of one head or layer load (the stream layout of ``hw/vitcod/accelerator.py``)."""
@@ -77,8 +86,8 @@ def head_beats(cfg: VitcodConfig, s: HeadShape) -> int:
     if s.layer:
         return (s.nq + s.nk) * wpt * s.hc
     # with the decoder the stream carries the key order; Q and K come from the layer store
-    qk = -(-s.nk // ipw) if cfg.decoder else (s.nq + s.nk) * wpt
-    return qk + s.nk * wpt + -(-(2 * s.nq + 1) // ipw) + -(-s.nnz // ipw)
+    qk = -(-s.nk // ipw) if cfg.decoder else cfg.token_beats(s.nq) + cfg.token_beats(s.nk)
+    return qk + cfg.token_beats(s.nk) + -(-(2 * s.nq + 1) // ipw) + -(-s.nnz // ipw)
 
 
 def replay_cycles(cfg: VitcodConfig, s: HeadShape) -> int:
@@ -205,7 +214,7 @@ class _HeadTimeline:
                 continue
             nsx, npvx = ns[x], npv[x]
             par_s = nsx % slots
-            if (nsx < self.nq and nsx <= npvx + slots - 1 and c >= self.s_free[x]
+            if (nsx < self.nq and nsx <= npvx + slots - 1 and (self.row_n[x][nsx] or c >= self.s_free[x])
                     and not self.sdone[x][par_s] and c >= self.rp_ok_from[x]):
                 n_iss = -(-self.row_n[x][nsx] // self.keys[x]) * self.spass[x]
                 if n_iss:      # a job started in cycle c issues in cycles c+1 .. c+n_iss
@@ -344,7 +353,7 @@ class _HeadTimeline:
                     continue
                 nsx, npvx = ns[x], npv[x]
                 par_s = nsx % slots
-                if (nsx < nq and nsx <= npvx + slots - 1 and c >= s_free[x]
+                if (nsx < nq and nsx <= npvx + slots - 1 and (row_n[x][nsx] or c >= s_free[x])
                         and not sdone[x][par_s] and c >= rp_ok_from[x]):
                     n_iss = -(-row_n[x][nsx] // keys[x]) * spass[x]
                     if n_iss:
@@ -512,6 +521,56 @@ def _compute(cfg: VitcodConfig, s: HeadShape, h: int):
     return c_end + h, None if last_beat is None else last_beat + h, [(a + h, b + h) for a, b in windows]
 
 
+class _Run:
+    """The loader and head hand-over of a run, one head at a time (``run_cycles``' loop); ``copy``
+    lets ``sent_globals`` try a head's options from the same state."""
+
+    def __init__(self, cfg: VitcodConfig):
+        self.cfg = cfg
+        self.lb = 0
+        self.windows = []
+        self.loader_free = 0
+        self.bank_free = [0, 0]
+        self.head_off = -10
+        self.prev_end = 0
+        self.out = []
+
+    def copy(self) -> "_Run":
+        other = _Run.__new__(_Run)
+        other.__dict__.update(self.__dict__)
+        other.windows, other.bank_free, other.out = list(self.windows), list(self.bank_free), list(self.out)
+        return other
+
+    def add(self, s: HeadShape) -> None:
+        cfg = self.cfg
+        beats = head_beats(cfg, s)
+        a = max(self.loader_free, self.bank_free[self.lb])
+        if s.layer:          # the store takes one beat per cycle; no commit cycle
+            self.loader_free = a + beats + 1
+            return
+        beats += replay_cycles(cfg, s)
+        if not s.good:
+            self.loader_free = a + beats + (1 if s.dropped else 2)
+            return
+        full_visible = a + beats + 2
+        self.loader_free = a + beats + 2
+        bank = self.lb
+        self.lb ^= 1
+        # head_on rises in the cycle after the bank is full and the previous head is off
+        h = max(full_visible, self.head_off) + 1
+        c_end, last_beat, head_windows = _compute(cfg, s, h)
+        self.windows += head_windows
+        self.bank_free[bank] = c_end + 1
+        self.head_off = c_end + 1
+        ideal = ideal_cycles(cfg, s)
+        cycles = last_beat - self.prev_end
+        self.out.append(dict(s.info, nq=s.nq, nk=s.nk, g=s.g, nnz=s.nnz, cycles=cycles, ideal_cycles=ideal,
+                             utilization=ideal / cycles if cycles else 0.0, load_cycles=beats,
+                             compute_cycles=last_beat - h + 1, bound_cycles=max(ideal, beats),
+                             limited_by="stream" if beats > ideal else "macs"))
+        self.prev_end = last_beat
+
+
 def run_cycles(cfg: VitcodConfig, heads: list) -> dict:
     """Cycles of a run of heads back to back, counted from the first command transfer.
 
@@ -525,41 +584,37 @@ def run_cycles(cfg: VitcodConfig, heads: list) -> dict:
     ``mac_active_cycles``: the cycles in which the Denser or the Sparser Engine issues to its
     MAC lines (the AXI wrapper's MAC_ACTIVE counter).
     """
-    lb = 0
-    windows = []
-    loader_free = 0
-    bank_free = [0, 0]
-    head_off = -10
-    prev_end = 0
+    run = _Run(cfg)
+    for s in heads:
+        run.add(s)
+    return {"heads": run.out, "total_cycles": run.prev_end, "mac_active_cycles": _union(run.windows)}
+
+
+def sent_globals(cfg: VitcodConfig, heads: list) -> list:
+    """G' <= G per head: how many of its global columns the host sends as global columns (the
+    others as CSR entries of every row, ``balance.globals_as_csr``), chosen with this model.
+
+    Greedy over the run in order: each good head takes the G' whose last output beat comes first
+    after the heads before it (with their choices), on the larger G' at a tie (fewer column
+    indices on the stream). Layer loads and refused heads keep their G. ``heads`` are the shapes
+    with the mask's G (``HeadShape.with_sent_globals`` makes the sent one).
+    """
+    run = _Run(cfg)
     out = []
     for s in heads:
-        beats = head_beats(cfg, s)
-        a = max(loader_free, bank_free[lb])
-        if s.layer:          # the store takes one beat per cycle; no commit cycle
-            loader_free = a + beats + 1
+        if s.layer or not s.good:
+            out.append(s.g)
+            run.add(s)
             continue
-        beats += replay_cycles(cfg, s)
-        if not s.good:
-            loader_free = a + beats + (1 if s.dropped else 2)
-            continue
-        full_visible = a + beats + 2
-        loader_free = a + beats + 2
-        bank = lb
-        lb ^= 1
-        # head_on rises in the cycle after the bank is full and the previous head is off
-        h = max(full_visible, head_off) + 1
-        c_end, last_beat, head_windows = _compute(cfg, s, h)
-        windows += head_windows
-        bank_free[bank] = c_end + 1
-        head_off = c_end + 1
-        ideal = ideal_cycles(cfg, s)
-        cycles = last_beat - prev_end
-        out.append(dict(s.info, nq=s.nq, nk=s.nk, g=s.g, nnz=s.nnz, cycles=cycles, ideal_cycles=ideal,
-                        utilization=ideal / cycles if cycles else 0.0, load_cycles=beats,
-                        compute_cycles=last_beat - h + 1, bound_cycles=max(ideal, beats),
-                        limited_by="stream" if beats > ideal else "macs"))
-        prev_end = last_beat
-    return {"heads": out, "total_cycles": prev_end, "mac_active_cycles": _union(windows)}
+        best = None
+        for g2 in range(s.g, -1, -1):
+            trial = run.copy()
+            trial.add(s.with_sent_globals(g2))
+            if best is None or trial.prev_end < best[0]:
+                best = (trial.prev_end, g2, trial)
+        out.append(best[1])
+        run = best[2]
+    return out
 
 
 def _union(windows) -> int:

@@ -150,10 +150,19 @@ class Engine(wiring.Component):
 
     # -- addresses -------------------------------------------------------------------------
     def _qkv_addr(self, m, bank, row, word):
-        """Word ``word`` of token ``row`` in a Q/K/V bank."""
-        local = Signal(self._config.qkv_addr_width - 1)
-        m.d.comb += local.eq(row * self._config.qkv_words_per_token + word)
+        """Word ``word`` of token ``row`` in a Q/K/V bank (with several tokens per word, the word
+        holding token ``row``: ``word`` is then 0)."""
+        cfg = self._config
+        local = Signal(cfg.qkv_addr_width - 1)
+        if cfg.qkv_tokens_per_word > 1:
+            m.d.comb += local.eq(row >> log2_ceil(cfg.qkv_tokens_per_word))
+        else:
+            m.d.comb += local.eq(row * cfg.qkv_words_per_token + word)
         return Cat(local, bank)
+
+    def _token_in_word(self, row):
+        """(Several tokens per Q/K/V word) which of its word's tokens token ``row`` is."""
+        return row[:log2_ceil(self._config.qkv_tokens_per_word)]
 
     def _ci_addr(self, bank, entry):
         """The column index buffer word of CSR entry ``entry``."""
@@ -169,10 +178,14 @@ class Engine(wiring.Component):
         """The Q/K/V word number holding chunks ``step * S .. step * S + S - 1``."""
         return self._chunk_at(step, 0)[log2_ceil(self._config.qkv_word_chunks):]
 
-    def _chunk_of(self, word, chunk):
-        """The M-channel chunk of a buffer word that holds chunk number ``chunk``."""
+    def _chunk_of(self, word, chunk, token=None):
+        """The M-channel chunk of a buffer word that holds chunk number ``chunk`` (of the word's
+        token ``token`` when a word holds several: ``_token_in_word``, registered with the read)."""
         cfg = self._config
         qc = cfg.qkv_word_chunks
+        if cfg.qkv_tokens_per_word > 1:
+            lane = Cat(chunk[:log2_ceil(cfg.chunks_per_token)], token) if cfg.chunks_per_token > 1 else token
+            return word.word_select(lane, cfg.chunk_width)
         return word.word_select(chunk[:log2_ceil(qc)], cfg.chunk_width) if qc > 1 else word[:cfg.chunk_width]
 
     def _column(self, index_word, lane, entry, prefix):
@@ -208,6 +221,7 @@ class Engine(wiring.Component):
         issue.pv_entry = Signal(INDEX_WIDTH)
         issue.pv_pass = Signal(range(max(passes, 2)))
         score_issue_last, pv_issue_last = Signal(), Signal()
+        issue.score_issue_last = score_issue_last
         m.d.comb += [
             score_issue_last.eq(issue.score_issuing & (issue.step_cycle == steps - 1)
                                 & (issue.score_first + K >= score.n)),
@@ -276,6 +290,13 @@ class Engine(wiring.Component):
                              pv_lane=Signal(lane_bits, name="read_pv_lane"),
                              pv_entry=Signal(INDEX_WIDTH, name="read_pv_entry"),
                              pv_pass=Signal.like(issue.pv_pass, name="read_pv_pass"))
+        # a score job's beats carry its bank, prefix, slot and last beat down the pipeline: the next
+        # score job may issue right after this one's last beat while these beats are still on their way
+        rd.score_bank, rd.score_prefix = Signal(name="read_score_bank"), Signal(INDEX_WIDTH, name="read_score_prefix")
+        rd.score_slot = Signal.like(score.slot, name="read_score_slot")
+        rd.job_last = Signal(name="read_job_last")
+        m.d.sync += [rd.score_bank.eq(score.bank), rd.score_prefix.eq(score.prefix), rd.score_slot.eq(score.slot),
+                     rd.job_last.eq(issue.score_issue_last)]
         rd.key_ok = [Signal(name=f"read_key_ok{g}") for g in range(K)]
         rd.lane = [Signal(lane_bits, name=f"read_lane{g}") for g in range(K)]
         rd.entry = [Signal(INDEX_WIDTH, name=f"read_entry{g}") for g in range(K)]
@@ -288,11 +309,18 @@ class Engine(wiring.Component):
         for g in range(K):
             m.d.sync += [rd.key_ok[g].eq(issue.key_ok[g]), rd.entry[g].eq(issue.entry[g]),
                          rd.lane[g].eq((score.base + issue.entry[g])[:lane_bits])]
-        q_chunks = [self._chunk_of(self.q.data, self._chunk_at(rd.step_cycle, s)) for s in range(S)]
+        # with several tokens per Q/K/V word, which of the word's tokens a read returns travels with it
+        tpw_bits = log2_ceil(cfg.qkv_tokens_per_word)
+        rd.q_token = Signal(max(tpw_bits, 1), name="read_q_token")
+        if tpw_bits:
+            m.d.sync += rd.q_token.eq(self._token_in_word(score.row))
+        q_chunks = [self._chunk_of(self.q.data, self._chunk_at(rd.step_cycle, s), rd.q_token) for s in range(S)]
+        keys = []
         for g in range(K):
             key = Signal(INDEX_WIDTH, name=f"key{g}")
-            m.d.comb += key.eq(self._column(self.col[g].data, rd.lane[g], rd.entry[g], score.prefix))
-            m.d.comb += self.k[g].addr.eq(Mux(rd.key_ok[g], self._qkv_addr(m, score.bank, key,
+            keys.append(key)
+            m.d.comb += key.eq(self._column(self.col[g].data, rd.lane[g], rd.entry[g], rd.score_prefix))
+            m.d.comb += self.k[g].addr.eq(Mux(rd.key_ok[g], self._qkv_addr(m, rd.score_bank, key,
                                                                              self._word_of(rd.step_cycle)), 0))
         pv_key = Signal(INDEX_WIDTH)
         m.d.comb += pv_key.eq(self._column(self.col[0].data, rd.pv_lane, rd.pv_entry, pv.prefix))
@@ -314,7 +342,14 @@ class Engine(wiring.Component):
                              e_times_r=Signal.like(e_times_r, name="op_e_times_r"),
                              pv_pass=Signal.like(issue.pv_pass, name="op_pv_pass"))
         op.key_ok = [Signal(name=f"op_key_ok{g}") for g in range(K)]
+        op.score_slot, op.job_last = Signal.like(rd.score_slot, name="op_score_slot"), Signal(name="op_job_last")
+        m.d.sync += [op.score_slot.eq(rd.score_slot), op.job_last.eq(rd.job_last)]
         op.q = [Signal(cfg.chunk_width, name=f"op_q{s}") for s in range(S)]
+        op.k_token = [Signal(max(tpw_bits, 1), name=f"op_k_token{g}") for g in range(K)]
+        op.v_token = Signal(max(tpw_bits, 1), name="op_v_token")
+        if tpw_bits:
+            m.d.sync += [op.k_token[g].eq(self._token_in_word(keys[g])) for g in range(K)]
+            m.d.sync += op.v_token.eq(self._token_in_word(pv_key))
         m.d.sync += [op.score_valid.eq(rd.score_valid), op.pv_valid.eq(rd.pv_valid), op.step_cycle.eq(rd.step_cycle),
                      op.step.eq(rd.step), op.first.eq(Mux(rd.pv_valid, rd.pv_first, rd.score_first)),
                      op.last.eq(Mux(rd.pv_valid, rd.pv_last, rd.score_last)), op.e_times_r.eq(e_times_r),
@@ -325,10 +360,10 @@ class Engine(wiring.Component):
         m.d.comb += prob.eq(requant_round(op.e_times_r, PROB_SHIFT, PROB_FORMAT))
         for index, line in enumerate(lines):
             g, s = divmod(index, S)
-            k_chunk = self._chunk_of(self.k[g].data, self._chunk_at(op.step_cycle, s))
+            k_chunk = self._chunk_of(self.k[g].data, self._chunk_at(op.step_cycle, s), op.k_token[g])
             pv_step = Signal(range(issue.passes * K + 1), name=f"op_pv_step{index}")
             m.d.comb += pv_step.eq(op.pv_pass * K + g)
-            v_chunk = self._chunk_of(self.v[g].data, self._chunk_at(pv_step, s))
+            v_chunk = self._chunk_of(self.v[g].data, self._chunk_at(pv_step, s), op.v_token)
             m.d.comb += [line.pv.eq(op.pv_valid), line.first.eq(op.first), line.last.eq(op.last),
                          line.valid.eq(Mux(op.pv_valid, op.pv_pass * L + index < chunks,
                                            op.key_ok[g] & op.score_valid))]
@@ -359,35 +394,45 @@ class Engine(wiring.Component):
         for g in range(K):
             m.d.sync += [group_dot[g].eq(tree_sum(lines[g * S + s].dot for s in range(S))),
                          group_valid[g].eq(lines[g * S].dot_valid)]
-        run_max = job.max
+        # the score job's slot and last beat, beside ``step`` (the next job's beats may follow right behind)
+        slot = [Signal.like(op.score_slot, name=f"score_slot{k}") for k in (3, 4, 5)]
+        job_last = [Signal(name=f"job_last{k}") for k in (3, 4, 5)]
+        m.d.sync += [slot[0].eq(op.score_slot), slot[1].eq(slot[0]), slot[2].eq(slot[1]),
+                     job_last[0].eq(op.job_last), job_last[1].eq(job_last[0]), job_last[2].eq(job_last[1])]
+        # the row maximum starts over with a job's first step (group 0 always has a key there)
+        lowest = -(1 << (cfg.score_width - 1))
+        run_max = Signal(signed(cfg.score_width), name="max_base")
+        m.d.comb += run_max.eq(Mux(group_valid[0] & (step[2] == 0), lowest, job.max))
         for g in range(K):
-            m.d.comb += [score_writes[g].addr.eq(Cat(step[2][:issue.step_bits], issue.score.slot)),
+            m.d.comb += [score_writes[g].addr.eq(Cat(step[2][:issue.step_bits], slot[2])),
                          score_writes[g].data.eq(group_dot[g]), score_writes[g].en.eq(group_valid[g])]
             nxt = Signal(signed(cfg.score_width), name=f"max{g}")
             m.d.comb += nxt.eq(Mux(group_valid[g] & (group_dot[g] > run_max), group_dot[g], run_max))
             run_max = nxt
         m.d.sync += job.max.eq(run_max)
-        with m.If(job.score_start):
-            m.d.sync += job.max.eq(-(1 << (cfg.score_width - 1)))
+        with m.If(job.score_start & (job.n == 0)):     # a row without keys here (no beats): no maximum
+            m.d.sync += job.max.eq(lowest)
         for chunk in range(cfg.chunks_per_token):
             line, p = chunk % L, chunk // L
             with m.If(lines[line].vec_valid & (pv_pass[1] == p)):
                 m.d.sync += [job.out[chunk * cfg.macs + i].eq(lines[line].vec[i]) for i in range(cfg.macs)]
 
-        # job completion: a job is done when its last result has been written
-        score_active, pv_active = Signal(), Signal()
+        # job completion: a job is done when its last result has been written. A score job's done
+        # pulse comes with its last beat (the cycle after its group sums), with its slot; one without
+        # keys is done in the cycle after its start (it starts only when no score job is in flight)
+        done_last, done_slot, done_empty = Signal(), Signal.like(slot[2]), Signal()
+        m.d.sync += [done_last.eq(job_last[2]), done_slot.eq(slot[2]), done_empty.eq(job.score_start & (job.n == 0))]
+        pv_active = Signal()
         rd = issue.read
         score_draining = (issue.score_issuing | rd.score_valid | op.score_valid | score_valid[0] | score_valid[1]
                           | score_valid[2])
         pv_draining = issue.pv_issuing | rd.pv_valid | op.pv_valid | pv_valid[0] | pv_valid[1]
-        m.d.comb += [job.score_done.eq(score_active & ~score_draining), job.pv_done.eq(pv_active & ~pv_draining),
-                     job.score_active.eq(score_active), job.pv_active.eq(pv_active)]
-        with m.If(job.score_done):
-            m.d.sync += score_active.eq(0)
+        m.d.comb += [job.score_done.eq(done_last | done_empty),
+                     job.done_slot.eq(Mux(done_empty, issue.score.slot, done_slot)),
+                     job.pv_done.eq(pv_active & ~pv_draining),
+                     job.score_active.eq(score_draining | done_last | done_empty), job.pv_active.eq(pv_active)]
         with m.If(job.pv_done):
             m.d.sync += pv_active.eq(0)
-        with m.If(job.score_start):
-            m.d.sync += score_active.eq(1)
         with m.If(job.pv_start):
             m.d.sync += pv_active.eq(1)
 

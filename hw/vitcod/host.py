@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .balance import half_row_pointers, split_rows
+from .balance import check_sent_globals, globals_as_csr, half_row_pointers, split_rows
 from .config import INDEX_WIDTH, VitcodConfig
 
 __all__ = ["HeadJob", "LayerJob", "pack_bytes", "unpack_output"]
@@ -40,7 +40,8 @@ def unpack_output(beats: list[int], nq: int, cfg: VitcodConfig) -> np.ndarray:
     if len(beats) != need:
         raise ValueError(f"{len(beats)} output beats for Nq={nq}, expected {need}")
     raw = b"".join(int(b).to_bytes(cfg.data_bytes, "little") for b in beats)
-    return np.frombuffer(raw, dtype=np.int8).reshape(nq, cfg.head_dim).copy()
+    # a beat wider than a row (two token rows per data beat) carries one output row in its lower lanes
+    return np.frombuffer(raw, dtype=np.int8).reshape(nq, -1)[:, :cfg.head_dim].copy()
 
 
 def _pack_qk(x: np.ndarray, beat_bytes: int) -> list[int]:
@@ -106,6 +107,9 @@ class HeadJob:
     key_order: np.ndarray | None = None
     # how each row's CSR entries are split between the engines (``hw/vitcod/balance.py``)
     balance: str = "balanced"
+    # G' <= G: the global columns sent as global columns; the others go as CSR entries of every
+    # row (``balance.globals_as_csr``; same output, other cycles). None: all G of them.
+    g_sent: int | None = None
 
     @property
     def nq(self) -> int:
@@ -117,11 +121,21 @@ class HeadJob:
 
     @property
     def nnz(self) -> int:
+        """CSR entries of the head's mask (without the global columns sent as CSR entries)."""
         return int(self.col_idx.shape[0])
+
+    def sent(self) -> tuple:
+        """``(G', row_ptr, col_idx)`` as the accelerator gets them: ``g_sent`` global columns, the
+        mask's other global columns as the first CSR entries of every row."""
+        g = int(self.g)
+        g_sent = g if self.g_sent is None else check_sent_globals(g, self.g_sent)
+        rp, ci = globals_as_csr(g, g_sent, self.row_ptr, self.col_idx)
+        return g_sent, rp, ci
 
     def command(self, cfg: VitcodConfig, **override) -> dict:
         """The ``cmd`` payload (``override`` replaces fields, e.g. to test refusals)."""
-        cmd = dict(nq=self.nq, nk=self.nk, g=int(self.g), nnz=self.nnz, exp_mult=int(self.exp_mult),
+        g_sent, _, col_idx = self.sent()
+        cmd = dict(nq=self.nq, nk=self.nk, g=g_sent, nnz=int(col_idx.size), exp_mult=int(self.exp_mult),
                    exp_shift=int(self.exp_shift), out_mult=int(self.out_mult), out_shift=int(self.out_shift))
         if cfg.decoder:
             if self.qc is None:  # pass q and k through the decoder unchanged: one head, weight 1, scale 1
@@ -140,8 +154,8 @@ class HeadJob:
 
     def half_row_pointers(self, cfg: VitcodConfig) -> np.ndarray:
         """The ``2 Nq + 1`` row pointers of the stream: each row's CSR entries split between the engines."""
-        rp = np.asarray(self.row_ptr, np.int64)
-        return half_row_pointers(rp, split_rows(cfg, int(self.g), np.diff(rp), self.balance))
+        g_sent, rp, _ = self.sent()
+        return half_row_pointers(rp, split_rows(cfg, g_sent, np.diff(rp), self.balance))
 
     def data_beats(self, cfg: VitcodConfig) -> list[int]:
         """Every data beat of this head, in stream order."""
@@ -150,15 +164,16 @@ class HeadJob:
         b = cfg.data_bytes
         mask = (1 << INDEX_WIDTH) - 1
         pointers = _pack_u16(self.half_row_pointers(cfg) & mask, b)
+        col_idx = self.sent()[2]
         if cfg.decoder:
             # Q and K come from the layer store (``layer()``); the stream carries the key order
             order = np.arange(self.nk) if self.key_order is None else np.asarray(self.key_order, np.int64)
             if order.shape != (self.nk,):
                 raise ValueError(f"key order of shape {order.shape}, expected ({self.nk},)")
             return (_pack_u16(order & mask, b) + pack_bytes(self.v, b) + pointers
-                    + _pack_u16(np.asarray(self.col_idx, np.int64) & mask, b))
+                    + _pack_u16(col_idx & mask, b))
         return (pack_bytes(self.q, b) + pack_bytes(self.k, b) + pack_bytes(self.v, b) + pointers
-                + _pack_u16(np.asarray(self.col_idx, np.int64) & mask, b))
+                + _pack_u16(col_idx & mask, b))
 
     def layer(self) -> LayerJob:
         """The layer load this head reads its Q and K from (with the decoder)."""

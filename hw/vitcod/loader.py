@@ -2,7 +2,8 @@
 
 One command per head (or, with the decoder, per layer load). A head's data
 (layout in ``hw/vitcod/accelerator.py``) goes section by section into the
-free bank: Q, K, V (``qkv_beats_per_word`` beats joined per buffer word), row
+free bank: Q, K, V (``qkv_beats_per_word`` beats joined per buffer word, or
+with ``data_width = 2 * 8 * head_dim`` a beat of two token rows as one word), row
 pointers, column indices. Sizes are checked when the command arrives, the
 row pointers and column indices as they stream in; a refused command's data
 is consumed and dropped (nothing hangs), and the error bits stay set. A head
@@ -30,16 +31,23 @@ from .decoder import QkDecoder
 from .layer_store import LayerStore
 from .signatures import HeadBanksSignature, head_layout
 
-__all__ = ["Loader", "qk_beats", "index_beats", "head_data_beats", "command_data_beats"]
+__all__ = ["Loader", "token_beats", "qk_beats", "index_beats", "head_data_beats", "command_data_beats"]
 
 # sections of a head's data, in stream order (the key order first with the decoder)
 SECTION_Q, SECTION_K, SECTION_V, SECTION_ROW_PTR, SECTION_COL_IDX, SECTION_KEY_ORDER = range(6)
 
 
+def token_beats(cfg: VitcodConfig, n):
+    """Stream beats of n token rows of Q, K or V (``VitcodConfig.token_beats`` as an expression)."""
+    tpb = cfg.tokens_per_beat
+    return (n + tpb - 1) >> log2_ceil(tpb) if tpb > 1 else n * cfg.words_per_token
+
+
 def qk_beats(cfg: VitcodConfig, n, fields):
     """Stream beats of n token rows of Q or K (with the decoder: of the layer's ``hc`` heads)."""
-    beats = n * cfg.words_per_token
-    return beats * fields.hc if cfg.decoder else beats
+    if cfg.decoder:      # one token row per beat at most (VitcodConfig refuses more with the decoder)
+        return n * cfg.words_per_token * fields.hc
+    return token_beats(cfg, n)
 
 
 def index_beats(cfg: VitcodConfig, n):
@@ -51,7 +59,7 @@ def index_beats(cfg: VitcodConfig, n):
 def head_data_beats(cfg: VitcodConfig, p):
     """Data-stream beats of a head command ``p`` (what a refused head's drop consumes)."""
     qk = index_beats(cfg, p.nk) if cfg.decoder else qk_beats(cfg, p.nq, p) + qk_beats(cfg, p.nk, p)
-    return qk + p.nk * cfg.words_per_token + index_beats(cfg, 2 * p.nq + 1) + index_beats(cfg, p.nnz)
+    return qk + token_beats(cfg, p.nk) + index_beats(cfg, 2 * p.nq + 1) + index_beats(cfg, p.nnz)
 
 
 def command_data_beats(cfg: VitcodConfig, p):
@@ -383,7 +391,7 @@ class Loader(ConfiguredComponent):
             with m.Case(SECTION_Q):
                 m.d.sync += st.beats_left.eq(self._qk_beats(c.nk, c))
             with m.Case(SECTION_K):
-                m.d.sync += st.beats_left.eq(c.nk * cfg.words_per_token)
+                m.d.sync += st.beats_left.eq(token_beats(cfg, c.nk))
             with m.Case(SECTION_V):
                 m.d.sync += st.beats_left.eq(self._index_beats(2 * c.nq + 1))
                 if cfg.tiles > 1:

@@ -12,7 +12,7 @@ last beats are still in the stages.
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream
 from amaranth.lib.wiring import In, Out
 
@@ -49,7 +49,7 @@ class OutputStage(ConfiguredComponent):
         register is loaded by the transfer).
     o : ``Out(stream.Signature(config.data_width))``
         The requantized int8 row, ``words_per_token`` beats, lane b of beat w is channel
-        ``w * B + b``.
+        ``w * B + b`` (with a beat wider than a row, one beat, its lanes from ``d`` on zero).
     head_done : ``Out(1)``
         One-cycle pulse: the last beat of a head's last row is taken on ``o``.
     last : ``Out(1)``
@@ -90,14 +90,17 @@ class OutputStage(ConfiguredComponent):
             with m.If(beat == beats - 1):
                 m.d.sync += serializing.eq(0)
         beat_last = serializing & row.head_last & (beat == beats - 1)
+        # a beat wider than a row (two token rows per data beat) carries the row in its lower lanes
+        used = min(lanes, cfg.head_dim)
         products = [pipe.stage(0, requant_product(mux_tree([row.values[w * lanes + b] for w in range(beats)], beat),
                                                   row.multiplier),
                                valid=serializing, name=f"product{b}")
-                    for b in range(lanes)]
+                    for b in range(used)]
         shift = pipe.stage(0, row.shift, name="product_shift")
         product_last = pipe.stage(0, beat_last, name="product_head_last")
         out_lanes = [pipe.stage(1, requant_round(products[b], shift, INT8), name=f"lane{b}")
-                     for b in range(lanes)]
+                     for b in range(used)]
+        out_lanes += [Const(0, INT8.width)] * (lanes - used)
         out_last = pipe.stage(1, product_last, name="lane_head_last")
 
         m.d.comb += [self.o.valid.eq(pipe.valid[-1]), self.o.payload.eq(Cat(*out_lanes)),
@@ -146,8 +149,9 @@ class RowMerger(ConfiguredComponent):
         for t, tile in enumerate(self.tiles):
             # tile t's ring of D rows: written at `wr`, read at `rd`, `count` rows in it
             slots = [Signal.like(tile.payload, name=f"row{t}_{k}") for k in range(D)]
-            wr = Signal(range(D), name=f"wr{t}")
-            rd = Signal(range(D), name=f"rd{t}")
+            # (at least one bit: with D = 1 a zero-width pointer is a Verilog [-1:0] vector)
+            wr = Signal(range(max(D, 2)), name=f"wr{t}")
+            rd = Signal(range(max(D, 2)), name=f"rd{t}")
             count = Signal(range(D + 1), name=f"count{t}")
             heads.append(mux_tree([r.as_value() for r in slots], rd))
             nonempty.append(count != 0)

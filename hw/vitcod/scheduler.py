@@ -226,8 +226,11 @@ class RowScheduler(ConfiguredComponent):
         prefix = head.g if x == 0 else 0
         n_score, base_score = Signal(INDEX_WIDTH, name=f"n_score{x}"), Signal(INDEX_WIDTH, name=f"base_score{x}")
         m.d.comb += [n_score.eq(prefix + st.row_end[x] - st.row_start[x]), base_score.eq(st.row_start[x] - prefix)]
+        # a score job with keys may issue right behind the previous one (its beats carry their slot);
+        # one without keys waits until no score job is in flight (its done pulse comes at once)
         can_score = (st.running & (score_row < nq) & (score_row <= pv_row + (slots - 1)) & job.issue_free
-                     & ~job.score_active & ~mux_tree(st.scored[x], score_slot) & st.pointers_ready[x])
+                     & (~job.score_active | (n_score != 0)) & ~mux_tree(st.scored[x], score_slot)
+                     & st.pointers_ready[x])
         can_pv = (st.running & (pv_row < score_row) & mux_tree(st.recip_ready[x], pv_slot) & ~st.pv_held[x]
                   & job.issue_free & ~job.pv_active)
         start_score, start_pv = Signal(name=f"start_score{x}"), Signal(name=f"start_pv{x}")
@@ -245,9 +248,8 @@ class RowScheduler(ConfiguredComponent):
             m.d.sync += [pv_row.eq(pv_row + 1), st.pv_held[x].eq(1)]
             _set_at(m, st.recip_ready[x], pv_slot, 0)
         with m.If(job.score_done):
-            done_slot = (score_row - 1)[:st.slot_bits]
-            _set_at(m, st.scored[x], done_slot, 1)
-            _set_at(m, st.row_max[x], done_slot, job.max)
+            _set_at(m, st.scored[x], job.done_slot, 1)
+            _set_at(m, st.row_max[x], job.done_slot, job.max)
         with m.If(job.pv_done):
             m.d.sync += st.pv_finished[x].eq(1)
 

@@ -30,8 +30,8 @@ class EngineJobSignature(wiring.Signature):
     Members
     -------
     score_start, pv_start : ``Out(1)``
-        Start a job (only when ``issue_free`` and that kind of job is not active); the
-        parameters below are sampled in the same cycle.
+        Start a job (only when ``issue_free``, and for a pv job or a score job without keys
+        when that kind of job is not active); the parameters below are sampled in the same cycle.
     bank : ``Out(1)``
         Buffer bank of the head.
     row : ``Out(INDEX_WIDTH)``
@@ -49,10 +49,16 @@ class EngineJobSignature(wiring.Signature):
         The row's reciprocal of its exponent sum (pv jobs).
     issue_free : ``In(1)``
         The engine can take a new job in this cycle.
-    score_active, pv_active : ``In(1)``
-        A job of that kind runs (from its start through its done cycle).
+    score_active : ``In(1)``
+        A score job's beats are in flight, or its done cycle: a score job with keys may start
+        anyway (right after the previous one's last issue; its beats follow those), one without
+        keys only when this is low.
+    pv_active : ``In(1)``
+        A pv job runs (from its start through its done cycle).
     score_done, pv_done : ``In(1)``
-        One-cycle pulses: every score is in the score buffer / ``out`` holds the row's share.
+        One-cycle pulses: every score of a job is in the score buffer / ``out`` holds the row's share.
+    done_slot : ``In(log2(row_slots))``
+        The row slot of the score job that is done (with ``score_done``).
     max : ``In(signed(score_width))``
         The score job's row maximum (valid with ``score_done``).
     out : ``In(ArrayLayout(signed(pv_width), head_dim))``
@@ -65,7 +71,7 @@ class EngineJobSignature(wiring.Signature):
             "row": Out(INDEX_WIDTH), "n": Out(INDEX_WIDTH), "prefix": Out(INDEX_WIDTH), "base": Out(INDEX_WIDTH),
             "slot": Out(log2_ceil(config.row_slots)), "recip": Out(config.recip_width),
             "issue_free": In(1), "score_active": In(1), "pv_active": In(1),
-            "score_done": In(1), "pv_done": In(1),
+            "score_done": In(1), "pv_done": In(1), "done_slot": In(log2_ceil(config.row_slots)),
             "max": In(signed(config.score_width)),
             "out": In(data.ArrayLayout(signed(config.pv_width), config.head_dim)),
         })

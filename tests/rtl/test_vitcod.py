@@ -3,7 +3,8 @@
 Each configuration builds once (Verilator by default, one small case on Icarus)
 and runs a list of heads back to back: random masks from 0 % to 99 % sparsity,
 G = 0, G = N, rows without sparse entries, N not a multiple of any line count,
-Nq != Nk, the host's split of each row between the engines on and off, heads the accelerator must refuse (oversize N, a decreasing row
+Nq != Nk, the host's split of each row between the engines on and off, global columns sent as CSR
+entries (G' < G), heads the accelerator must refuse (oversize N, a decreasing row
 pointer, a column index outside [G, Nk)) between good ones, the Q/K decoder on
 and off, random idle cycles on the inputs and backpressure on the output. Runs
 without idle/stall also hold the cycle model (hw/vitcod/cycles.py) to the cycle.
@@ -41,6 +42,9 @@ CONFIGS = {
     # the decoder at d=16 (make test: a quarter of d64-decoder's build): two Denser lines share each key
     "d16-decoder": VitcodConfig(head_dim=16, max_tokens=20, max_nnz=400, macs=8, dense_lines=2, sparse_lines=2,
                                 data_width=64, decoder=True, decoder_heads=2),
+    # two token rows per data beat (Q/K/V words of two tokens), one output row per beat; 1 + 1 lines
+    "d16-w256": VitcodConfig(head_dim=16, max_tokens=33, max_nnz=1200, macs=8, dense_lines=1, sparse_lines=1,
+                             data_width=256),
 }
 
 
@@ -136,6 +140,9 @@ def heads_for(name: str, cfg: VitcodConfig, seed: int, errors: bool):
     heads.append(random_head(cfg, rng, nq=5, nk=n, g=1, sparsity=0.95, empty_rows=4))           # Nq < Nk
     # every CSR entry on the Sparser Engine (the host's split off): the same output, other cycles
     heads.append(random_head(cfg, rng, nq=n - 2, nk=n, g=2, sparsity=0.6, balance="none"))
+    # two of the three global columns sent as CSR entries of every row (balance.globals_as_csr): the
+    # same output, other cycles
+    heads.append(random_head(cfg, rng, nq=n - 1, nk=n, g=3, sparsity=0.8, g_sent=1))
     if cfg.decoder:
         # layers of 1..Hc compressed heads, each loaded once and decoded by three heads
         for hc in range(1, cfg.decoder_heads + 1):
@@ -170,7 +177,8 @@ def check_cycle_model(cfg, heads, report):
 
 # make test runs the decoder at d=16 (errors, idle/backpressure, full-rate cycle model); d16, d32 and
 # d64-decoder run in make test-full (d16's build also runs the stream fuzzer in make test)
-@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.full) if n in ("d16", "d32", "d64-decoder")
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.full) if n in ("d16", "d32", "d64-decoder",
+                                                                                   "d16-w256")
                                   else n for n in CONFIGS])
 def test_vitcod_rtl_bit_exact_and_cycle_model(name, full):
     cfg = CONFIGS[name]
