@@ -1,4 +1,4 @@
-"""``attnforge vitcod train|masks|polarize|finetune|ticket|export|eval|int-eval|sim``: ViTCoD from the command line.
+"""``attnforge vitcod train|masks|polarize|finetune|ticket|export|eval|int-eval|sim|run``: ViTCoD from the command line.
 
     attnforge vitcod train -o build/vitcod/dense.pt                       # ViT on the bundled digits
     attnforge vitcod train --checkpoint build/vitcod/dense.pt --autoencoder -o build/vitcod/ae.pt
@@ -9,6 +9,7 @@
     attnforge vitcod ticket --checkpoint build/vitcod/ft.pt --masks build/vitcod/masks.npz -o build/vitcod/ticket.pt
 
     attnforge vitcod sim --masks build/vitcod/masks.npz --tensors build/vitcod/heads.npz --all-heads
+    attnforge vitcod run --checkpoint build/vitcod/ft.pt --masks build/vitcod/masks.npz --images 4 --json run.json
 
     attnforge vitcod polarize --raw deit_masks.npy --pruned -o build/vitcod/masks.npz --json report.json
 
@@ -296,6 +297,61 @@ def _register_ticket(g) -> None:
     p.set_defaults(func=cmd_ticket)
 
 
+def cmd_run(args) -> int:
+    import sys
+
+    from tqdm import tqdm
+
+    from attnforge.flows.vitcod_run import run_images
+
+    bar = tqdm(total=args.images, desc="images on the RTL", unit="image", file=sys.stderr,
+               disable=args.no_progress)
+
+    def progress(i, n, entry):
+        bar.total = n
+        bar.update(1)
+        tqdm.write(f"image {entry['image']}: label {entry['label']}, predicted {entry['predicted']} (integer "
+                   f"model {entry['golden_predicted']}), {entry['cycles']:,} cycles, "
+                   f"{'bit exact' if entry['bit_exact'] else 'DIFFERS (see ' + entry['log'] + ')'}", file=sys.stderr)
+
+    r = run_images(args.checkpoint, args.masks, ticket=args.ticket, images=args.images, seed=args.seed,
+                   simulator=args.simulator, build_root=args.build_root, calib_count=args.calib_images,
+                   data=args.data, progress=progress)
+    bar.close()
+    print(f"{r['images']} image(s) on the RTL ({'bit exact on every tensor' if r['bit_exact'] else 'NOT bit exact'}), "
+          f"{r['correct']} correct; {r['cycles_per_image']:,} cycles per image (utilization {r['utilization']:.3f}); "
+          f"dense baseline {r['dense_baseline_cycles']:,}: speedup {r['speedup']:.2f}x")
+    print("cycles by op: " + ", ".join(f"{k} {v:,}" for k, v in r["cycles_by_op"].items() if v))
+    if args.json:
+        write_json_atomic(args.json, r)
+        print(f"wrote {args.json}")
+    return 0 if r["bit_exact"] else 1
+
+
+def _register_run(g) -> None:
+    p = g.add_parser("run", help="images through the model-level accelerator's RTL, every tensor bit for bit",
+                     description="Calibrate the integer-only ViT of --checkpoint under --masks (as int-eval), size "
+                                 "the model-level accelerator for it (an attention unit for its heads), compile "
+                                 "each of the first --images validation images into one program (patch embedding, "
+                                 "every block with its heads as ATTENTION instructions, the final LayerNorm) and "
+                                 "run it on the RTL: every STOREd tensor compared with the integer model's trace, "
+                                 "every instruction's cycles with the cycle model. The classifier runs on the host "
+                                 "from the final norm. With --ticket (a `vitcod ticket` checkpoint) its pruned "
+                                 "linear layers go as CSR. Exit 1 if any image is not bit exact.")
+    p.add_argument("--checkpoint", required=True, metavar="PTH", help="attnforge checkpoint (`vitcod finetune`)")
+    p.add_argument("--masks", required=True, help="masks.npz the checkpoint was fine-tuned with")
+    p.add_argument("--ticket", metavar="PTH", help="a robust ticket of the checkpoint (`vitcod ticket`)")
+    p.add_argument("--images", type=int, default=4, help="validation images, the first N [4]")
+    p.add_argument("--seed", type=int, default=0, help="seed of the calibration images [0]")
+    p.add_argument("--calib-images", type=int, default=256, help="training images for calibration [256]")
+    p.add_argument("--data", default="digits", help=DATA_HELP)
+    add_simulator_option(p)
+    p.add_argument("--build-root", default="build/vitcod_run", help="simulation builds and cases [build/vitcod_run]")
+    p.add_argument("--json", help="also write the report as JSON here")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_run)
+
+
 def _register_int_eval(g) -> None:
     p = g.add_parser("int-eval", help="the integer-only ViT of a checkpoint: float vs integer accuracy, agreement",
                      description="Calibrate the integer-only ViT (int8 activations, int32 accumulators, int16 "
@@ -512,6 +568,7 @@ def register(subparsers) -> None:
     p.set_defaults(func=cmd_eval)
 
     _register_int_eval(g)
+    _register_run(g)
     _register_ticket(g)
     _register_polarize(g)
     _register_sim(g)

@@ -1,0 +1,156 @@
+"""``attnforge vitcod run``: images through the model-level accelerator's RTL, every tensor bit for bit.
+
+For a float ViTCoD checkpoint and its masks (and optionally a robust ticket, a checkpoint whose pruned
+weights are exactly 0): the integer-only ViT is calibrated as ``vitcod int-eval`` does
+(``intvit.compile_int_vit``), an accelerator configuration is sized for it (``model_config``: P = 8
+lanes, the attention unit for the heads' d), and each image is compiled into one program
+(``model_program``: patch embedding, every block with its heads as ATTENTION instructions, the final
+LayerNorm) and run on the RTL by the model-level testbench (``tb/vitmodel_tb.py``), which checks every
+STOREd tensor against the integer ViT's trace and the reference executor, and every instruction's cycles
+against the cycle model. The classifier's raw int32 matmul is not an instruction yet: the predicted
+class comes from ``model_logits`` on the final norm, which the RTL reproduced bit for bit.
+
+The dense baseline is the same hardware running the model without attention masks (every key global)
+and without the ticket (the checkpoint's dense weights), by the cycle model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+
+from attnforge.errors import MissingArtifactError, check_int
+
+__all__ = ["OP_GROUPS", "model_config", "run_images"]
+
+#: cycles_by_op: the instruction kinds of the cycle model, grouped as issue 17's JSON names them
+OP_GROUPS = {"ATTENTION": "attention", "MATMUL_DENSE": "dense_matmul", "MATMUL_CSR": "sparse_matmul",
+             "LAYERNORM": "layernorm", "GELU": "gelu", "ADD": "add", "LOAD": "load", "STORE": "store"}
+
+
+def model_config(qm, *, lines: int = 1, macs: int = 8):
+    """A ``VitModelConfig`` sized for the integer ViT ``qm``: its tokens, widest tensor, LayerNorm width,
+    the heads' d and CSR entries, and the buffer tiles its whole-image program uses."""
+    from attnforge.algo.vitcod.model_program import model_program
+    from attnforge.hw.vitmodel import VitModelConfig
+
+    cfg = qm.config
+    n, dim, heads = (cfg["img_size"] // cfg["patch_size"]) ** 2 + 1, cfg["embed_dim"], cfg["num_heads"]
+    patch_in = qm.patch.weight.shape[1]
+    hidden = max(b.fc1.weight.shape[0] for b in qm.blocks)
+    nnz = max([int(h.csr.row_ptr[-1]) for b in qm.blocks for h in b.heads] + [1])
+    wide = VitModelConfig(lines=lines, macs=macs, max_tokens=n, max_cols=max(3 * dim, hidden, patch_in),
+                          ln_channels=dim, buffer_tiles=1 << 16, att_head_dim=dim // heads, att_max_nnz=nnz)
+    xq = np.zeros((cfg["in_chans"], cfg["img_size"], cfg["img_size"]), np.int8)
+    program = model_program(qm, xq, wide)
+    used = max(reg.end(wide.lanes) for ins in program for reg in _regions(ins))
+    return dataclasses.replace(wide, buffer_tiles=used)
+
+
+def _regions(ins):
+    for name in ("src", "dst", "a", "b", "qkv"):
+        reg = getattr(ins, name, None)
+        if reg is not None and hasattr(reg, "end"):
+            yield reg
+
+
+def _cycles_summary(program, config) -> dict:
+    from attnforge.hw.vitmodel import program_cycles
+
+    by_op = {name: 0 for name in OP_GROUPS.values()}
+    ideal = 0.0
+    cycles = program_cycles(program, config)
+    for c in cycles:
+        by_op[OP_GROUPS[c.op]] += c.total
+        ideal += c.ideal
+    return {"cycles": sum(c.total for c in cycles), "cycles_by_op": by_op, "ideal_cycles": ideal}
+
+
+def run_images(checkpoint, masks_path, *, ticket=None, images: int = 4, seed: int = 0, simulator=None,
+               build_root="build/vitcod_run", calib_count: int = 256, data: str = "digits", progress=None) -> dict:
+    """The report of ``attnforge vitcod run`` (module docstring); ``progress(i, n)`` after each image."""
+    import torch
+
+    from attnforge.algo.vitcod.intvit import (_check_masks, calibration_images, compile_int_vit, dense_masks,
+                                              int_forward, quantize_image, trace_image)
+    from attnforge.algo.vitcod.model_program import model_logits, model_program, model_tensors
+    from attnforge.algo.vitcod.prepare import prepare
+    from attnforge.formats.masks import load_masks
+    from attnforge.hw.designs import get_design
+    from attnforge.sim.runner import simulate
+    from attnforge.tb.vitmodel_case import MlpCase, save_program_case
+
+    check_int("--images", images, 1)
+    check_int("--seed", seed, 0)
+    for flag, path in (("--checkpoint", checkpoint), ("--masks", masks_path), ("--ticket", ticket)):
+        if path is not None and not Path(path).is_file():
+            raise MissingArtifactError(f"{flag} {path} does not exist")
+    masks = load_masks(masks_path)
+    model, train_set, val_set = prepare(ticket or checkpoint, data=data, seed=seed)
+    _check_masks(model, masks, f"--masks {masks_path}")
+    model.set_masks(torch.from_numpy(masks.keep))
+    calib = calibration_images(train_set, calib_count, seed)
+    qm = compile_int_vit(model, masks, calib)
+    config = model_config(qm)
+    sparse = ticket is not None
+    # the dense baseline: the checkpoint's dense weights, every key global, the same hardware (cycle model)
+    dense_model = prepare(checkpoint, data=data, seed=seed)[0]
+    qm_dense = compile_int_vit(dense_model, dense_masks(dense_model), calib)
+    names = model_tensors(qm)
+    design = get_design("vit-model")
+    Path(build_root).mkdir(parents=True, exist_ok=True)
+    out_images, correct, bit_exact = [], 0, True
+    n = min(images, len(val_set))
+    for i in range(n):
+        image, label = val_set[i]
+        xq = quantize_image(qm, image[None])[0]
+        tr = trace_image(qm, image)
+        program = model_program(qm, xq, config, sparse=sparse)
+        expected = {name: _expected(qm, tr, name) for name in names}
+        case = save_program_case(Path(build_root).resolve() / f"image{i}.npz", MlpCase(program, expected, {}), names,
+                                 config)
+        result = simulate(design, config, seed=seed, tb_params={"program_file": str(case)}, simulator=simulator,
+                          build_root=build_root, testcase="mlp_half_full_rate_cycles_match_the_model")
+        ok = bool(result.passed and result.tests == 1 and result.report
+                  and result.report["measured"] == result.report["model"])
+        bit_exact &= ok
+        logits = model_logits(qm, tr["norm"])
+        golden = int(np.argmax(int_forward(qm, xq[None])[0]))
+        pred = int(np.argmax(logits))
+        summary = _cycles_summary(program, config)
+        entry = {"image": i, "label": int(label), "predicted": pred, "golden_predicted": golden, "bit_exact": ok,
+                 "rtl_cycles": result.report["total"] if result.report else None, **summary, "log": str(result.log)}
+        correct += pred == int(label)
+        out_images.append(entry)
+        if progress:
+            progress(i + 1, n, entry)
+    dense_program = model_program(qm_dense, quantize_image(qm_dense, val_set[0][0][None])[0], config)
+    dense = _cycles_summary(dense_program, config)
+    cycles = out_images[0]["cycles"]          # the program's shape, so its cycles, are the same for every image
+    ideal = out_images[0]["ideal_cycles"]
+    return {"checkpoint": str(checkpoint), "masks": str(masks_path), "ticket": None if ticket is None else str(ticket),
+            "seed": seed, "simulator": simulator, "config": dataclasses.asdict(config), "bit_exact": bit_exact,
+            "images": n, "correct": correct, "cycles_per_image": cycles,
+            "cycles_by_op": out_images[0]["cycles_by_op"], "ideal_cycles": ideal, "utilization": ideal / cycles,
+            "dense_baseline_cycles": dense["cycles"], "dense_baseline_cycles_by_op": dense["cycles_by_op"],
+            "speedup": dense["cycles"] / cycles, "per_image": out_images,
+            "classifier": "on the host (model_logits) from the final norm the RTL reproduced bit for bit"}
+
+
+def _expected(qm, tr: dict, name: str) -> np.ndarray:
+    """A STOREd tensor's expected value from ``trace_image``'s (model_program's layout)."""
+    if name.endswith(".qkv"):
+        p = name[: -len("qkv")]
+        q, k, v = (tr[p + x][0] for x in "qkv")
+        return np.stack([q, k, v]).transpose(2, 0, 1, 3).reshape(q.shape[1], -1)
+    t = tr[name][0]
+    if name == "patch":      # row 0, the class token's: the integer model's embedding of an all-zero patch
+        zero = qm.patch.run(np.zeros((1, qm.patch.weight.shape[1]), np.int64))[1]
+        return np.concatenate([zero, t])
+    if name.endswith(".attn"):
+        return t.transpose(1, 0, 2).reshape(t.shape[1], -1)
+    if name == "norm":
+        return t[None]
+    return t
