@@ -670,17 +670,10 @@ def test_merger_buffers_merge_depth_rows_per_tile(monkeypatch):
         assert run_cycles(dataclasses.replace(cfg, merge_depth=shallower), shapes)["total_cycles"] != rtl
 
 
-def test_global_columns_sent_as_csr_entries():
-    """The host sends G' < G of a head's global columns as global, the others as CSR entries of every
-    row (``HeadJob.g_sent``): the command carries G', the output is the mask's golden output, and the
-    run takes the cycles the cycle model gives for the sent heads (not those of the mask's G)."""
-    from attnforge.hw.vitcod.cycles import HeadShape, run_cycles
-
-    cfg = dataclasses.replace(CFG, max_nnz=64)
-    rng = np.random.default_rng(17)
-    jobs = [random_job(rng, 7, 8, 4, 0.8, cfg), random_job(rng, 5, 6, 2, 0.5, cfg)]
-    jobs[0].g_sent, jobs[1].g_sent = 1, 0
-    assert [j.command(cfg)["g"] for j in jobs] == [1, 0]
+def _run_jobs_full_rate(cfg, jobs, model_cycles: int):
+    """``jobs`` back to back into the accelerator (data every cycle, ``o`` always ready) for a few cycles
+    beyond the cycle model's figure (a slower RTL misses beats and fails the caller's checks); returns the
+    output beats and the cycles of each command transfer and output beat."""
     dut = VitcodAccelerator(cfg)
     beats, cycles = [], []
 
@@ -694,13 +687,27 @@ def test_global_columns_sent_as_csr_entries():
 
     async def bench(ctx):
         data = [b for j in jobs for b in j.data_beats(cfg)]
-        # a few cycles beyond the model's figure (a slower RTL misses beats and fails below)
-        await feed(ctx, dut.cmd, dut.data, [j.command(cfg) for j in jobs], data, cycles=model + 8, each_cycle=watch)
+        await feed(ctx, dut.cmd, dut.data, [j.command(cfg) for j in jobs], data, cycles=model_cycles + 8,
+                   each_cycle=watch)
         assert ctx.get(dut.error) == 0
+    simulate(dut, bench)
+    return beats, cycles
+
+
+def test_global_columns_sent_as_csr_entries():
+    """The host sends G' < G of a head's global columns as global, the others as CSR entries of every
+    row (``HeadJob.g_sent``): the command carries G', the output is the mask's golden output, and the
+    run takes the cycles the cycle model gives for the sent heads (not those of the mask's G)."""
+    from attnforge.hw.vitcod.cycles import HeadShape, run_cycles
+
+    cfg = dataclasses.replace(CFG, max_nnz=64)
+    rng = np.random.default_rng(17)
+    jobs = [random_job(rng, 7, 8, 4, 0.8, cfg), random_job(rng, 5, 6, 2, 0.5, cfg)]
+    jobs[0].g_sent, jobs[1].g_sent = 1, 0
+    assert [j.command(cfg)["g"] for j in jobs] == [1, 0]
     mask = [HeadShape.from_csr(j.g, j.row_ptr, j.nk) for j in jobs]
     sent = [s.with_sent_globals(j.g_sent) for s, j in zip(mask, jobs)]
-    model = run_cycles(cfg, sent)["total_cycles"]
-    simulate(dut, bench)
+    beats, cycles = _run_jobs_full_rate(cfg, jobs, run_cycles(cfg, sent)["total_cycles"])
     pos = 0
     for job in jobs:
         n = job.nq * cfg.words_per_token
@@ -738,23 +745,7 @@ def test_two_token_rows_per_beat_bit_exact(dense_lines, sparse_lines):
         # Q, K, V two rows a beat, then the pointers and column indices 16 a beat
         assert len(j.data_beats(cfg)) == head_beats(cfg, s) == (
             -(-j.nq // 2) + 2 * -(-j.nk // 2) + -(-(2 * j.nq + 1) // 16) + -(-j.nnz // 16))
-    dut = VitcodAccelerator(cfg)
-    beats, cycles = [], []
-
-    def watch(ctx, cycle):
-        ctx.set(dut.o.ready, 1)
-        if ctx.get(dut.cmd.valid) and ctx.get(dut.cmd.ready):
-            cycles.append(cycle)
-        if ctx.get(dut.o.valid):
-            beats.append(ctx.get(dut.o.payload))
-            cycles.append(cycle)
-
-    async def bench(ctx):
-        data = [b for j in jobs for b in j.data_beats(cfg)]
-        await feed(ctx, dut.cmd, dut.data, [j.command(cfg) for j in jobs], data,
-                   cycles=run_cycles(cfg, shapes)["total_cycles"] + 8, each_cycle=watch)
-        assert ctx.get(dut.error) == 0
-    simulate(dut, bench)
+    beats, cycles = _run_jobs_full_rate(cfg, jobs, run_cycles(cfg, shapes)["total_cycles"])
     pos = 0
     for job in jobs:
         assert all(b >> (8 * cfg.head_dim) == 0 for b in beats[pos:pos + job.nq])   # the upper lanes zero
