@@ -53,20 +53,25 @@ def test_vitcod_sim_all_heads_with_tensors(tmp_path):
     assert report["load_cycles"] == sum(len(t.beats) for t in tb_heads)
 
 
+def _decoder_tensors(path, layers, heads, hc, n, d):
+    """Random int8 head tensors with the decoder's compressed Q/K and weights (seed 9), saved at ``path``."""
+    rng = np.random.default_rng(9)
+    i8 = lambda *s: rng.integers(-128, 128, s).astype(np.int8)  # noqa: E731
+    f32 = lambda *s: rng.uniform(0.01, 0.04, s).astype(np.float32)  # noqa: E731
+    return save_head_tensors(HeadTensors(
+        q=i8(layers, heads, n, d), k=i8(layers, heads, n, d), v=i8(layers, heads, n, d),
+        q_scale=f32(layers, heads) * 40, k_scale=f32(layers, heads) * 40, v_scale=f32(layers, heads),
+        o_scale=f32(layers, heads), qc=i8(layers, hc, n, d), kc=i8(layers, hc, n, d), qc_scale=f32(layers),
+        kc_scale=f32(layers), dec_wq=i8(layers, heads, hc), dec_wk=i8(layers, heads, hc),
+        dec_wq_scale=f32(layers), dec_wk_scale=f32(layers)), path)
+
+
 @pytest.mark.full     # the decoder's RTL runs in tests/rtl/test_vitcod.py (d64-decoder) in make test
 def test_vitcod_sim_all_heads_through_the_decoder(tmp_path):
     """--decoder: each layer's compressed Q/K are loaded once; its three heads decode theirs on chip."""
     layers, heads, hc, n, d = 2, 3, 2, 12, 16
     masks = save_masks(polarized_mask_set(layers, heads, n, 0.7, seed=8), tmp_path / "masks.npz")
-    rng = np.random.default_rng(9)
-    i8 = lambda *s: rng.integers(-128, 128, s).astype(np.int8)  # noqa: E731
-    f32 = lambda *s: rng.uniform(0.01, 0.04, s).astype(np.float32)  # noqa: E731
-    tensors = save_head_tensors(HeadTensors(
-        q=i8(layers, heads, n, d), k=i8(layers, heads, n, d), v=i8(layers, heads, n, d),
-        q_scale=f32(layers, heads) * 40, k_scale=f32(layers, heads) * 40, v_scale=f32(layers, heads),
-        o_scale=f32(layers, heads), qc=i8(layers, hc, n, d), kc=i8(layers, hc, n, d), qc_scale=f32(layers),
-        kc_scale=f32(layers), dec_wq=i8(layers, heads, hc), dec_wk=i8(layers, heads, hc),
-        dec_wq_scale=f32(layers), dec_wk_scale=f32(layers)), tmp_path / "tensors.npz")
+    tensors = _decoder_tensors(tmp_path / "tensors.npz", layers, heads, hc, n, d)
     out = tmp_path / "report.json"
     rc = main(["vitcod", "sim", "--masks", str(masks), "--all-heads", "--tensors", str(tensors), "--decoder",
                "--dense-lines", "1", "--sparse-lines", "2", "--data-width", "64", "--build-root", str(BUILD),
@@ -125,15 +130,7 @@ def test_vitcod_sim_global_columns_cycles_sends_the_chosen_heads(tmp_path, monke
 
     layers, heads, hc, n, d = 2, 2, 1, 12, 16
     masks = save_masks(polarized_mask_set(layers, heads, n, 0.8, 0.8, seed=2), tmp_path / "masks.npz")
-    rng = np.random.default_rng(9)
-    i8 = lambda *s: rng.integers(-128, 128, s).astype(np.int8)  # noqa: E731
-    f32 = lambda *s: rng.uniform(0.01, 0.04, s).astype(np.float32)  # noqa: E731
-    tensors = save_head_tensors(HeadTensors(
-        q=i8(layers, heads, n, d), k=i8(layers, heads, n, d), v=i8(layers, heads, n, d),
-        q_scale=f32(layers, heads) * 40, k_scale=f32(layers, heads) * 40, v_scale=f32(layers, heads),
-        o_scale=f32(layers, heads), qc=i8(layers, hc, n, d), kc=i8(layers, hc, n, d), qc_scale=f32(layers),
-        kc_scale=f32(layers), dec_wq=i8(layers, heads, hc), dec_wk=i8(layers, heads, hc),
-        dec_wq_scale=f32(layers), dec_wk_scale=f32(layers)), tmp_path / "tensors.npz")
+    tensors = _decoder_tensors(tmp_path / "tensors.npz", layers, heads, hc, n, d)
     seen = {}
 
     class Result:
