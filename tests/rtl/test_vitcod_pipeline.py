@@ -4,6 +4,8 @@ pipeline) -> every head of that file on the accelerator RTL, bit for bit against
 import json
 from pathlib import Path
 
+import pytest
+
 from attnforge.cli import main
 from attnforge.formats.head_tensors import load_head_tensors
 from attnforge.formats.masks import load_masks
@@ -11,6 +13,7 @@ from attnforge.formats.masks import load_masks
 BUILD = Path(__file__).resolve().parents[2] / "build" / "test_sim"
 
 
+@pytest.mark.full     # 40-50 s of make test's budget; make test-full also runs `vitcod run` and `flow vitcod` on the RTL
 def test_algorithm_masks_and_tensors_run_bit_exact_on_the_rtl(tmp_path):
     d = tmp_path
     common = ["--limit", "128", "--no-progress", "--batch-size", "64"]
