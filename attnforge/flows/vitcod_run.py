@@ -70,7 +70,8 @@ def _cycles_summary(program, config) -> dict:
 
 def run_images(checkpoint, masks_path, *, ticket=None, images: int = 4, seed: int = 0, simulator=None,
                build_root="build/vitcod_run", calib_count: int = 256, data: str = "digits", progress=None) -> dict:
-    """The report of ``attnforge vitcod run`` (module docstring); ``progress(i, n)`` after each image."""
+    """The report of ``attnforge vitcod run`` (module docstring); ``progress(i, n, entry)`` after each image
+    (``entry``: that image's record of the report's ``per_image``)."""
     import torch
 
     from attnforge.algo.vitcod.intvit import (_check_masks, calibration_images, compile_int_vit, dense_masks,
