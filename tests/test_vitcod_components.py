@@ -551,6 +551,33 @@ def test_config_rejects_bad_tiles(tiles, data_width, match):
         VitcodConfig(head_dim=64, max_tokens=8, max_nnz=32, macs=2, data_width=data_width, tiles=tiles)
 
 
+def _run_jobs_full_rate(cfg, jobs, cycles_to_run: int, *, also=None):
+    """``jobs`` back to back into the accelerator (data every cycle, ``o`` always ready) for ``cycles_to_run``
+    cycles (callers give a few beyond the cycle model's figure: a slower RTL misses beats and fails their
+    checks); ``also(ctx, cycle)`` watches more each cycle. Returns the output beats and the cycles of each
+    command transfer and output beat."""
+    dut = VitcodAccelerator(cfg)
+    beats, cycles = [], []
+
+    def watch(ctx, cycle):
+        if also is not None:
+            also(ctx, cycle)
+        ctx.set(dut.o.ready, 1)
+        if ctx.get(dut.cmd.valid) and ctx.get(dut.cmd.ready):
+            cycles.append(cycle)
+        if ctx.get(dut.o.valid):
+            beats.append(ctx.get(dut.o.payload))
+            cycles.append(cycle)
+
+    async def bench(ctx):
+        data = [b for j in jobs for b in j.data_beats(cfg)]
+        await feed(ctx, dut.cmd, dut.data, [j.command(cfg) for j in jobs], data, cycles=cycles_to_run,
+                   each_cycle=watch)
+        assert ctx.get(dut.error) == 0
+    simulate(dut, bench)
+    return beats, cycles
+
+
 def test_tiles_run_rows_mod_t_in_row_order(monkeypatch):
     """Two tiles (RowScheduler per tile, RowMerger): tile t scores only the rows i mod 2 == t, rows leave
     in order and bit exact (a head with fewer rows than tiles among them), and the cycle model gives the
@@ -568,26 +595,14 @@ def test_tiles_run_rows_mod_t_in_row_order(monkeypatch):
     monkeypatch.setattr(accelerator_module, "RowScheduler", WatchedScheduler)
     rng = np.random.default_rng(13)
     jobs = [random_job(rng, 7, 8, 2, 0.5, cfg), random_job(rng, 1, 5, 0, 0.2, cfg), random_job(rng, 6, 6, 0, 0.4, cfg)]
-    dut = VitcodAccelerator(cfg)
     rows = {0: [], 1: []}
-    beats, cycles = [], []
 
-    def watch(ctx, cycle):
+    def rows_started(ctx, cycle):
         for t, sched in enumerate(made):
             for job in (sched.dense, sched.sparse):
                 if ctx.get(job.score_start):
                     rows[t].append(ctx.get(job.row))
-        ctx.set(dut.o.ready, 1)
-        if ctx.get(dut.cmd.valid) and ctx.get(dut.cmd.ready):
-            cycles.append(cycle)
-        if ctx.get(dut.o.valid):
-            beats.append(ctx.get(dut.o.payload))
-            cycles.append(cycle)
-
-    async def bench(ctx):
-        data = [b for j in jobs for b in j.data_beats(cfg)]
-        await feed(ctx, dut.cmd, dut.data, [j.command(cfg) for j in jobs], data, cycles=900, each_cycle=watch)
-    simulate(dut, bench)
+    beats, cycles = _run_jobs_full_rate(cfg, jobs, 900, also=rows_started)
     assert len(made) == 2 and all(i % 2 == t for t in (0, 1) for i in rows[t]) and rows[0] and rows[1]
     pos = 0
     for job in jobs:
@@ -670,30 +685,6 @@ def test_merger_buffers_merge_depth_rows_per_tile(monkeypatch):
         assert run_cycles(dataclasses.replace(cfg, merge_depth=shallower), shapes)["total_cycles"] != rtl
 
 
-def _run_jobs_full_rate(cfg, jobs, model_cycles: int):
-    """``jobs`` back to back into the accelerator (data every cycle, ``o`` always ready) for a few cycles
-    beyond the cycle model's figure (a slower RTL misses beats and fails the caller's checks); returns the
-    output beats and the cycles of each command transfer and output beat."""
-    dut = VitcodAccelerator(cfg)
-    beats, cycles = [], []
-
-    def watch(ctx, cycle):
-        ctx.set(dut.o.ready, 1)
-        if ctx.get(dut.cmd.valid) and ctx.get(dut.cmd.ready):
-            cycles.append(cycle)
-        if ctx.get(dut.o.valid):
-            beats.append(ctx.get(dut.o.payload))
-            cycles.append(cycle)
-
-    async def bench(ctx):
-        data = [b for j in jobs for b in j.data_beats(cfg)]
-        await feed(ctx, dut.cmd, dut.data, [j.command(cfg) for j in jobs], data, cycles=model_cycles + 8,
-                   each_cycle=watch)
-        assert ctx.get(dut.error) == 0
-    simulate(dut, bench)
-    return beats, cycles
-
-
 def test_global_columns_sent_as_csr_entries():
     """The host sends G' < G of a head's global columns as global, the others as CSR entries of every
     row (``HeadJob.g_sent``): the command carries G', the output is the mask's golden output, and the
@@ -707,7 +698,7 @@ def test_global_columns_sent_as_csr_entries():
     assert [j.command(cfg)["g"] for j in jobs] == [1, 0]
     mask = [HeadShape.from_csr(j.g, j.row_ptr, j.nk) for j in jobs]
     sent = [s.with_sent_globals(j.g_sent) for s, j in zip(mask, jobs)]
-    beats, cycles = _run_jobs_full_rate(cfg, jobs, run_cycles(cfg, sent)["total_cycles"])
+    beats, cycles = _run_jobs_full_rate(cfg, jobs, run_cycles(cfg, sent)["total_cycles"] + 8)
     pos = 0
     for job in jobs:
         n = job.nq * cfg.words_per_token
@@ -745,7 +736,7 @@ def test_two_token_rows_per_beat_bit_exact(dense_lines, sparse_lines):
         # Q, K, V two rows a beat, then the pointers and column indices 16 a beat
         assert len(j.data_beats(cfg)) == head_beats(cfg, s) == (
             -(-j.nq // 2) + 2 * -(-j.nk // 2) + -(-(2 * j.nq + 1) // 16) + -(-j.nnz // 16))
-    beats, cycles = _run_jobs_full_rate(cfg, jobs, run_cycles(cfg, shapes)["total_cycles"])
+    beats, cycles = _run_jobs_full_rate(cfg, jobs, run_cycles(cfg, shapes)["total_cycles"] + 8)
     pos = 0
     for job in jobs:
         assert all(b >> (8 * cfg.head_dim) == 0 for b in beats[pos:pos + job.nq])   # the upper lanes zero
