@@ -142,6 +142,7 @@ def test_attention_instruction_checks_name_the_field(model):
         (dict(n_global=66), "global keys G"),
         (dict(exp_rq=good.out_rq), "exponent requantizer must be a numfmt.Requantizer to"),
         (dict(balance="fair"), "balance 'fair' is not one of"),
+        (dict(csr=np.zeros((n, n), bool)), "the sparse part must be a formats.csr.CSR, not ndarray"),
     ]
     if good.n_global > 0 and good.nnz:
         cases.append((dict(csr=bad_csr), f"CSR columns must be polarized positions in [G={good.n_global}"))

@@ -139,8 +139,10 @@ def _check_attention(cfg: VitModelConfig, where: str, ins: Attention) -> None:
                           f"token), not {order.dtype} {order.shape}")
     check_int(f"{where} global keys G", ins.n_global, 0, n)
     csr = ins.csr
+    if not isinstance(csr, CSR):
+        raise ConfigError(f"{where}: the sparse part must be a formats.csr.CSR, not {type(csr).__name__}")
     rp, ci = np.asarray(csr.row_ptr, np.int64), np.asarray(csr.col_idx, np.int64)
-    if (not isinstance(csr, CSR) or tuple(csr.shape) != (n, n) or rp.shape != (n + 1,) or rp[0] != 0
+    if (tuple(csr.shape) != (n, n) or rp.shape != (n + 1,) or rp[0] != 0
             or np.any(np.diff(rp) < 0) or rp[-1] != ci.size):
         raise ConfigError(f"{where}: the sparse part must be a CSR of shape ({n}, {n}) with row pointers from 0 "
                           f"rising to its {ci.size} columns")
