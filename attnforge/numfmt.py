@@ -189,7 +189,32 @@ class Requantizer:
     def __call__(self, values):
         """Apply to a Python int, numpy int64 array or torch int64 tensor."""
         rounding = (1 << (self.shift - 1)) if self.shift else 0
+        if not isinstance(values, int) and _may_overflow_int64(values, self.multiplier, rounding):
+            return _exact(values, lambda v: saturate((v * self.multiplier + rounding) >> self.shift, self.out))
         return saturate((values * self.multiplier + rounding) >> self.shift, self.out)
+
+
+def _may_overflow_int64(values, multiplier: int, rounding: int) -> bool:
+    """Whether ``values * multiplier + rounding`` can leave int64 for this numpy array / torch tensor (the
+    product of a wide value and a 16-bit multiplier does: i-GELU's ``q (L + C)`` reaches 2**57 for T near
+    2**20, times the multiplier 2**73; numpy and torch wrap around silently)."""
+    if values.numel() == 0 if hasattr(values, "numel") else values.size == 0:
+        return False
+    big = max(int(values.max()), -int(values.min()))
+    return big * multiplier + rounding >= 1 << 63
+
+
+def _exact(values, f):
+    """``f`` applied on Python ints (a numpy object array) and the result back in ``values``' kind (the
+    result is saturated, so it fits int64)."""
+    import numpy as np
+
+    if hasattr(values, "clamp"):  # torch
+        import torch
+
+        out = _exact(values.cpu().numpy(), f)
+        return torch.from_numpy(out).to(values.device)
+    return np.asarray(f(np.asarray(values).astype(object)), dtype=np.int64)
 
 
 def _bounds(in_range) -> tuple[int, int]:
