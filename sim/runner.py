@@ -168,7 +168,7 @@ def run_cocotb(component, *, top: str, config_name: str, test_module: str,
                params: dict | None = None, testcase: str | list[str] | None = None,
                simulator: str | None = None, waves: bool | None = None,
                build_root: str | Path = DEFAULT_BUILD_ROOT, seed: int | None = None,
-               build_args: list[str] | None = None, gate_level: bool = False) -> SimResult:
+               build_args: list[str] | None = None, gate_level: bool = False, wrapper=None) -> SimResult:
     """Convert ``component`` to Verilog, build it and run the cocotb tests in ``test_module``.
 
     ``params`` reaches the testbench as JSON in ``ATTNFORGE_TB_PARAMS``; a
@@ -177,6 +177,9 @@ def run_cocotb(component, *, top: str, config_name: str, test_module: str,
     arguments (e.g. ``["-CFLAGS", "-O0"]``: a large design compiles several times
     faster with Verilator, for short simulations). ``gate_level``: simulate the Yosys-synthesized ECP5
     netlist with Yosys's cell models instead of the RTL (``sim/gatelevel.py``), in its own build folder.
+    ``wrapper``: a simulation top around the converted module (an object with ``top``, ``verilog`` and
+    ``tag``, e.g. ``tb.vitmodel_player.player``): its Verilog is built with the design's and is the top the
+    tests run on, in a build folder of its own (named with ``tag``).
     """
     from cocotb_tools.check_results import get_results
     from cocotb_tools.runner import get_runner
@@ -187,7 +190,9 @@ def run_cocotb(component, *, top: str, config_name: str, test_module: str,
 
     build_root = Path(build_root).resolve()
     config_dir = build_root / config_name
-    build_dir = config_dir / (simulator + ("-gate-ecp5" if gate_level else "") + ("-waves" if waves else ""))
+    build_dir = config_dir / (simulator + ("-gate-ecp5" if gate_level else "") + (f"-{wrapper.tag}" if wrapper else "")
+                              + ("-waves" if waves else ""))
+    sim_top = wrapper.top if wrapper else top
     t0 = time.perf_counter()
     with _BuildLock(config_dir):
         source = config_dir / f"{top}.v"
@@ -195,7 +200,19 @@ def run_cocotb(component, *, top: str, config_name: str, test_module: str,
         if _CONVERTED.get(key) is None or not source.exists() or source.stat().st_mtime_ns != _CONVERTED[key]:
             write_verilog(component, top, source)
             _CONVERTED[key] = source.stat().st_mtime_ns
-        build_kwargs = dict(sources=[source], hdl_toplevel=top, build_dir=build_dir,
+        else:
+            # the same configuration's Verilog is already there: the component is not needed (and Amaranth
+            # would warn, for every run of a loop over images or heads, that it was never elaborated)
+            component._MustUse__used = True
+        sources = [source]
+        if wrapper:
+            if gate_level:
+                raise ValueError("a wrapper is not simulated at gate level")
+            wrapper_source = config_dir / f"{wrapper.top}-{wrapper.tag}.v"
+            if not wrapper_source.exists() or wrapper_source.read_text() != wrapper.verilog:
+                wrapper_source.write_text(wrapper.verilog)
+            sources.append(wrapper_source)
+        build_kwargs = dict(sources=sources, hdl_toplevel=sim_top, build_dir=build_dir,
                             waves=waves, timescale=("1ns", "1ps"),
                             log_file=build_dir / "build.log")
         if gate_level:
@@ -206,7 +223,8 @@ def run_cocotb(component, *, top: str, config_name: str, test_module: str,
             build_dir.mkdir(parents=True, exist_ok=True)
             ports_vlt = build_dir / "public_ports.vlt"
             text = "`verilator_config\n" + "".join(
-                f'public_flat_rw -module "{top}" -var "{port}"\n' for port in _top_ports(source, top))
+                f'public_flat_rw -module "{sim_top}" -var "{port}"\n'
+                for port in _top_ports(sources[-1], sim_top))
             if not ports_vlt.exists() or ports_vlt.read_text() != text:
                 ports_vlt.write_text(text)
             runner = _verilator_runner(ports_vlt)
@@ -238,7 +256,7 @@ def run_cocotb(component, *, top: str, config_name: str, test_module: str,
     # Icarus dumps into the shared build folder unless told otherwise: this run's folder instead.
     plusargs = [f"+dumpfile_path={run_dir / wave_name}"] if waves and simulator == "icarus" else []
     try:
-        runner.test(test_module=test_module, hdl_toplevel=top, testcase=testcase,
+        runner.test(test_module=test_module, hdl_toplevel=sim_top, testcase=testcase,
                     build_dir=build_dir, test_dir=run_dir, waves=waves, results_xml=str(results_xml),
                     seed=seed, extra_env=env, log_file=run_dir / "test.log", plusargs=plusargs)
     except SystemExit:

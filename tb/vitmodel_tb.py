@@ -20,6 +20,7 @@ import cocotb
 import numpy as np
 from amaranth.hdl import unsigned
 from cocotb.clock import Clock
+from cocotb.triggers import FallingEdge
 
 from attnforge.hw.vitmodel import Attention, ReferenceMachine, VitModelConfig, assemble, program_cycles
 from attnforge.hw.vitmodel.isa import HEADER_FIELDS, Op, Region, Store, pack
@@ -84,42 +85,51 @@ class VitModelTB:
         await reset_quiet(self.dut, (self.src, self.sink), cycles=3)
         program = self.case.program
         beats = assemble(program, self.cfg)
-        headers, pos = [], 0
-        for ins, count in zip(program, _payload_counts(program, beats, self.cfg)):
-            headers.append(pos)
-            pos += 1 + count
         for b in beats:
             self.src.send(b)
-        out_beats = sum(ins.src.rows * ins.src.cols // self.cfg.lanes for ins in program if isinstance(ins, Store))
         model = program_cycles(program, self.cfg)
         await self.bench.run_until(lambda: len(program) in self.mon.cycles,
                                    max_cycles=20 * sum(c.total for c in model) + 1000)
         await self.bench.expect_quiet(self.sink, 30)
-        assert len(self.sink.received) == out_beats, f"{len(self.sink.received)} output beats, expected {out_beats}"
-        self.check()
-        first = self.src.transfer_cycles[headers[0]]
-        ends = [self.src.transfer_cycles[h] for h in headers[1:]] + [self.mon.cycles[len(program)]]
-        starts = [self.src.transfer_cycles[h] for h in headers]
-        return dict(measured=[e - s for s, e in zip(starts, ends)], model=[c.total for c in model],
-                    ops=[c.op for c in model], total=ends[-1] - first)
+        return self.finish(self.sink.received, self.src.transfer_cycles, self.mon.cycles[len(program)])
 
-    def check(self) -> None:
+    def finish(self, received: list, transfer_cycles: list[int], retired_cycle: int) -> dict:
+        """Check the output beats and return the cycles: each instruction from its header's transfer to the
+        next header's (the last one to the cycle its retirement shows)."""
+        program = self.case.program
+        out_beats = sum(ins.src.rows * ins.src.cols // self.cfg.lanes for ins in program if isinstance(ins, Store))
+        assert len(received) == out_beats, f"{len(received)} output beats, expected {out_beats}"
+        self.check(received)
+        headers = _header_positions(program, self.cfg)
+        model = program_cycles(program, self.cfg)
+        starts = [transfer_cycles[h] for h in headers]
+        ends = starts[1:] + [retired_cycle]
+        return dict(measured=[e - s for s, e in zip(starts, ends)], model=[c.total for c in model],
+                    ops=[c.op for c in model], total=ends[-1] - starts[0], last_tensor=self.last_tensor.tolist())
+
+    def check(self, received: list) -> None:
         P = self.cfg.lanes
-        got = iter(self.sink.received)
+        got = iter(received)
         stores = [ins for ins in self.case.program if isinstance(ins, Store)]
         assert len(stores) == len(self.names) == len(self.reference)
         for name, ins, ref in zip(self.names, stores, self.reference):
             rows, cols = ins.src.rows, ins.src.cols
             rtl = np.array([next(got) for _ in range(rows * cols // P)], np.int64).reshape(rows, cols)
+            self.last_tensor = rtl
             for what, want in (("the reference executor", ref), ("the golden model", self.case.expected[name])):
                 bad = np.argwhere(rtl != want)
                 assert not len(bad), (f"tensor {name}: {len(bad)} elements differ from {what}, first at "
                                       f"{tuple(bad[0])}: RTL {rtl[tuple(bad[0])]} != {want[tuple(bad[0])]}")
 
 
-def _payload_counts(program, beats, cfg) -> list[int]:
-    """Payload beats after each header (from the assembler: each instruction assembled alone)."""
-    return [len(assemble([ins], cfg)) - 1 for ins in program]
+def _header_positions(program, cfg) -> list[int]:
+    """The index of each instruction's header among the program's host beats (each instruction assembled
+    alone gives its header and payload beats)."""
+    headers, pos = [], 0
+    for ins in program:
+        headers.append(pos)
+        pos += len(assemble([ins], cfg))
+    return headers
 
 
 def _start(dut) -> None:
@@ -166,3 +176,66 @@ async def reserved_opcode_halts_with_error(dut):
         assert int(dut.error.value) == 1, f"opcode {opcode}: error not set"
         assert src.sent == 1 and int(dut.retired.value) == 0 and not sink.received, \
             f"opcode {opcode}: the machine went on after a bad header"
+
+
+@cocotb.test(skip=_params().get("player") is None)
+async def program_played_from_memory(dut):
+    """The full-rate test at the simulator's speed (``tb/vitmodel_player.py``: the DUT is the player): the
+    host beats from a memory, every output beat into one; every tensor bit-exact, every instruction's cycles
+    equal the model's. Runs only when the test is built with the player as its top (``player`` in the
+    parameters: its depth)."""
+    from cocotb.triggers import ClockCycles, First, RisingEdge
+
+    from .vitmodel_player import output_rows, read_hex, write_program_hex
+
+    _start(dut)
+    p = _params()
+    tb = VitModelTB.__new__(VitModelTB)
+    tb.cfg = VitModelConfig(**p.get("config", {}))
+    tb.dut = dut
+    tb.case, tb.names = load_program_case(p["program_file"], tb.cfg)
+    program = tb.case.program
+    if any(isinstance(ins, Attention) for ins in program):
+        from attnforge.algo.vitcod.model_program import reference_machine
+
+        tb.reference = reference_machine(tb.cfg).run(program)
+    else:
+        tb.reference = ReferenceMachine(tb.cfg).run(program)
+    beats = assemble(program, tb.cfg)
+    if len(beats) > p["player"]:
+        raise AssertionError(f"{len(beats)} host beats do not fit the player's {p['player']}")
+    write_program_hex("program.hex", beats, tb.cfg.beat_width)
+    model = program_cycles(program, tb.cfg)
+    dut.load.value = 0
+    dut.dump.value = 0
+    dut.beats.value = len(beats)
+    dut.instructions.value = len(program)
+    # the program is read in during reset (at a clock edge with load high), before the first beat is offered
+    await FallingEdge(dut.clk)
+    dut.rst.value = 1
+    dut.load.value = 1
+    await FallingEdge(dut.clk)
+    dut.load.value = 0
+    await reset_quiet(dut, (), cycles=3)
+    limit = 20 * sum(c.total for c in model) + 1000
+    if not int(dut.done.value):
+        await First(RisingEdge(dut.done), ClockCycles(dut.clk, limit))
+    assert int(dut.done.value), (f"timed out after {limit} cycles (DUT hung or too slow): {int(dut.taken.value)} of "
+                                 f"{len(beats)} host beats taken, {int(dut.retired.value)} of {len(program)} "
+                                 f"instructions retired, {int(dut.given.value)} output beats")
+    assert not int(dut.error.value), "the accelerator halted with error set"
+    given = int(dut.given.value)
+    await ClockCycles(dut.clk, 30)
+    assert int(dut.given.value) == given, f"{int(dut.given.value) - given} output beat(s) after the last instruction"
+    assert int(dut.taken.value) == len(beats), f"{int(dut.taken.value)} of {len(beats)} host beats taken"
+    await FallingEdge(dut.clk)
+    dut.dump.value = 1
+    await FallingEdge(dut.clk)
+    dut.dump.value = 0
+    rcyc = read_hex("rcyc.hex")
+    res = tb.finish(output_rows("out.hex", tb.cfg), read_hex("tcyc.hex"), rcyc[len(program)])
+    report = os.environ.get("ATTNFORGE_REPORT")
+    if report:
+        with open(report, "w") as f:
+            json.dump(res, f)
+    assert res["measured"] == res["model"], f"cycles per instruction: RTL {res['measured']} != model {res['model']}"

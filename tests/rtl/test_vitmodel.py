@@ -57,3 +57,45 @@ def test_testbench_catches_a_flipped_output_bit():
                         simulator="icarus", build_root=BUILD)
     # the two program runs fail on the first STOREd tensor; the reserved-opcode test sends no STORE
     assert result.tests == 3 and result.failed == 2, f"see {result.log}"
+
+
+def _player_case(tmp_path, config, seed=3):
+    from attnforge.tb.vitmodel_case import TENSORS, mlp_case, save_program_case
+
+    case = mlp_case(config, seed, **CONFIGS["P2-icarus"][2], sparsity=0.75)
+    return save_program_case(tmp_path / "case.npz", case, TENSORS, config)
+
+
+@pytest.mark.parametrize("mutant", [False, pytest.param(True, marks=pytest.mark.full)])
+def test_player_runs_the_program_as_the_stepped_test(tmp_path, mutant):
+    """The player (tb/vitmodel_player.py: host beats from a memory, at the simulator's speed) gives the stepped
+    full-rate test's cycles, instruction by instruction, and every tensor bit-exact; with the output's lowest
+    bit flipped (test-full) its scoreboard fails."""
+    from attnforge.tb.vitmodel_player import player
+
+    config = VitModelConfig(**SMALL)
+    case = _player_case(tmp_path, config)
+    wrapper = player(config, 1 << 10)
+    params = {"config": dataclasses.asdict(config), "program_file": str(case), "player": wrapper.depth}
+    component = FlipOutputBit(DESIGN.build(config)) if mutant else DESIGN.build(config)
+    played = run_cocotb(component, top=DESIGN.top, config_name="vit_model_flipbit" if mutant else "vit_model_player",
+                        test_module=DESIGN.testbench, params=params, simulator="icarus", build_root=BUILD,
+                        wrapper=wrapper, testcase="program_played_from_memory")
+    if mutant:
+        assert played.tests == 1 and played.failed == 1, f"see {played.log}"
+        assert "differ" in played.log.read_text()
+        return
+    assert played.passed and played.tests == 1, f"see {played.log}"
+    stepped = simulate(DESIGN, config, seed=3, tb_params={"program_file": str(case)}, simulator="icarus",
+                       build_root=BUILD, testcase="mlp_half_full_rate_cycles_match_the_model")
+    assert stepped.passed, f"see {stepped.log}"
+    assert played.report["measured"] == stepped.report["measured"] == played.report["model"]
+    assert played.report["last_tensor"] == stepped.report["last_tensor"]
+
+
+def test_player_refuses_a_bad_depth():
+    from attnforge.errors import ConfigError
+    from attnforge.tb.vitmodel_player import player
+
+    with pytest.raises(ConfigError, match="player depth 1000 must be a power of two"):
+        player(VitModelConfig(**SMALL), 1000)
