@@ -25,6 +25,36 @@ def test_bad_inputs_exit_2_naming_the_input(tmp_path, capsys):
     assert f"--ticket {missing} does not exist" in capsys.readouterr().err
 
 
+def test_a_small_model_end_to_end_on_the_rtl(tmp_path, capsys):
+    """make test's whole-model run: a 1-layer ViT of 17 tokens (16 x 16 images, patches of 4, width 16, two
+    heads of 8), trained one epoch, 80 % masks; one image through the RTL (Icarus, the testbench's player,
+    P = 4 lanes):
+    every tensor bit for bit, the class from the RTL's final norm equal to the integer model's, the cycles
+    the model's, the Amdahl accounting consistent."""
+    common = ["--limit", "64", "--no-progress", "--batch-size", "64"]
+    ck, masks, out = tmp_path / "dense.pt", tmp_path / "masks.npz", tmp_path / "run.json"
+    assert main(["vitcod", "train", "--img-size", "16", "--patch-size", "4", "--depth", "1", "--dim", "16",
+                 "--num-heads", "2", "--mlp-ratio", "2", "--epochs", "1", *common, "-o", str(ck)]) == 0
+    assert main(["vitcod", "masks", "--checkpoint", str(ck), "--sparsity", "0.8", "--max-images", "32", *common,
+                 "-o", str(masks)]) == 0
+    assert main(["vitcod", "run", "--checkpoint", str(ck), "--masks", str(masks), "--images", "1",
+                 "--calib-images", "32", "--simulator", "icarus", "--macs", "4", "--build-root", str(tmp_path / "sim"),
+                 "--json", str(out), "--no-progress"]) == 0
+    r = json.loads(out.read_text())
+    img = r["per_image"][0]
+    assert r["testbench"] == "player" and r["bit_exact"] is True and img["bit_exact"] is True
+    assert r["classes_equal_golden"] is True and img["predicted"] == img["golden_predicted"]
+    assert img["rtl_cycles"] == img["cycles"] == r["cycles_per_image"] == sum(r["cycles_by_op"].values())
+    assert r["config"]["max_tokens"] == 17 and r["config"]["att_head_dim"] == 8 and r["config"]["macs"] == 4
+    # dense baseline: every key global, so only attention shrinks; the bound is that alone (Amdahl)
+    assert r["work_ratio"]["linear layers"] == 1.0 and 0 < r["work_ratio"]["attention"] < 1
+    att = r["dense_baseline_cycles_by_op"]["attention"]
+    bound = r["dense_baseline_cycles"] / (r["dense_baseline_cycles"] - att * (1 - r["work_ratio"]["attention"]))
+    assert r["amdahl_bound"] == pytest.approx(bound)
+    assert r["speedup"] == pytest.approx(r["dense_baseline_cycles"] / r["cycles_per_image"])
+    assert "bit exact on every tensor" in capsys.readouterr().out
+
+
 @pytest.mark.full
 @pytest.mark.timeout(1800)
 def test_one_image_through_the_rtl_bit_exact(tmp_path, capsys):

@@ -42,7 +42,8 @@ def model_config(qm, *, lines: int = 1, macs: int = 8):
     hidden = max(b.fc1.weight.shape[0] for b in qm.blocks)
     nnz = max([int(h.csr.row_ptr[-1]) for b in qm.blocks for h in b.heads] + [1])
     wide = VitModelConfig(lines=lines, macs=macs, max_tokens=n, max_cols=max(3 * dim, hidden, patch_in),
-                          ln_channels=dim, buffer_tiles=1 << 16, att_head_dim=dim // heads, att_max_nnz=nnz)
+                          ln_channels=dim, buffer_tiles=1 << 16, att_head_dim=dim // heads, att_max_nnz=nnz,
+                          att_macs=min(8, lines * macs))    # the unit's stream (8 P bits) holds a line's M int8
     xq = np.zeros((cfg["in_chans"], cfg["img_size"], cfg["img_size"]), np.int8)
     program = model_program(qm, xq, wide)
     used = max(reg.end(wide.lanes) for ins in program for reg in _regions(ins))
@@ -60,18 +61,43 @@ def _cycles_summary(program, config) -> dict:
     from attnforge.hw.vitmodel import program_cycles
 
     by_op = {name: 0 for name in OP_GROUPS.values()}
-    ideal = 0.0
+    ideal_by_op = {name: 0.0 for name in OP_GROUPS.values()}
     cycles = program_cycles(program, config)
     for c in cycles:
         by_op[OP_GROUPS[c.op]] += c.total
-        ideal += c.ideal
-    return {"cycles": sum(c.total for c in cycles), "cycles_by_op": by_op, "ideal_cycles": ideal}
+        ideal_by_op[OP_GROUPS[c.op]] += c.ideal
+    return {"cycles": sum(c.total for c in cycles), "cycles_by_op": by_op,
+            "ideal_cycles": sum(ideal_by_op.values()), "ideal_by_op": ideal_by_op}
+
+
+#: The op groups whose work the masks and the ticket shrink (the rest do the same work in both runs).
+SHRINKING = {"attention": ("attention",), "linear layers": ("dense_matmul", "sparse_matmul")}
+
+
+def amdahl_bound(run: dict, dense: dict) -> dict:
+    """The speedup over the dense run if every op group of the dense run shrank by its work ratio and nothing
+    else changed (Amdahl): each group's dense cycles times (its ideal cycles in ``run`` / in ``dense``; the
+    ideal counts the kept attention entries or weights on the same units), the other groups' unchanged.
+    ``run`` and ``dense`` are ``_cycles_summary`` results."""
+    shrunk = float(dense["cycles"])
+    ratios = {}
+    for group, ops in SHRINKING.items():
+        d_cycles = sum(dense["cycles_by_op"][o] for o in ops)
+        d_ideal = sum(dense["ideal_by_op"][o] for o in ops)
+        ratio = sum(run["ideal_by_op"][o] for o in ops) / d_ideal if d_ideal else 1.0
+        ratios[group] = ratio
+        shrunk -= d_cycles * (1.0 - ratio)
+    return {"bound": dense["cycles"] / shrunk, "work_ratio": ratios}
 
 
 def run_images(checkpoint, masks_path, *, ticket=None, images: int = 4, seed: int = 0, simulator=None,
-               build_root="build/vitcod_run", calib_count: int = 256, data: str = "digits", progress=None) -> dict:
+               build_root="build/vitcod_run", calib_count: int = 256, data: str = "digits", progress=None,
+               stepped: bool = False, macs: int = 8) -> dict:
     """The report of ``attnforge vitcod run`` (module docstring); ``progress(i, n, entry)`` after each image
-    (``entry``: that image's record of the report's ``per_image``)."""
+    (``entry``: that image's record of the report's ``per_image``). The images run in the testbench's player
+    (``tb/vitmodel_player.py``: the host beats from a memory, at the simulator's speed); ``stepped``: in the
+    testbench's cycle-by-cycle full-rate test instead (the same checks, some 50 times slower). ``macs``: the
+    lanes P of the linear layers and the other units (the accelerator's one MAC line)."""
     import torch
 
     from attnforge.algo.vitcod.intvit import (_check_masks, calibration_images, compile_int_vit, dense_masks,
@@ -81,7 +107,9 @@ def run_images(checkpoint, masks_path, *, ticket=None, images: int = 4, seed: in
     from attnforge.formats.masks import load_masks
     from attnforge.hw.designs import get_design
     from attnforge.sim.runner import simulate
+    from attnforge.hw.vitmodel import assemble
     from attnforge.tb.vitmodel_case import MlpCase, save_program_case
+    from attnforge.tb.vitmodel_player import player
 
     check_int("--images", images, 1)
     check_int("--seed", seed, 0)
@@ -94,7 +122,8 @@ def run_images(checkpoint, masks_path, *, ticket=None, images: int = 4, seed: in
     model.set_masks(torch.from_numpy(masks.keep))
     calib = calibration_images(train_set, calib_count, seed)
     qm = compile_int_vit(model, masks, calib)
-    config = model_config(qm)
+    check_int("--macs", macs, 1, 64)
+    config = model_config(qm, macs=macs)
     sparse = ticket is not None
     # the dense baseline: the checkpoint's dense weights, every key global, the same hardware (cycle model)
     dense_model = prepare(checkpoint, data=data, seed=seed)[0]
@@ -102,8 +131,9 @@ def run_images(checkpoint, masks_path, *, ticket=None, images: int = 4, seed: in
     names = model_tensors(qm)
     design = get_design("vit-model")
     Path(build_root).mkdir(parents=True, exist_ok=True)
-    out_images, correct, bit_exact = [], 0, True
+    out_images, correct, bit_exact, agree = [], 0, True, True
     n = min(images, len(val_set))
+    wrapper = None
     for i in range(n):
         image, label = val_set[i]
         xq = quantize_image(qm, image[None])[0]
@@ -112,15 +142,25 @@ def run_images(checkpoint, masks_path, *, ticket=None, images: int = 4, seed: in
         expected = {name: _expected(qm, tr, name) for name in names}
         case = save_program_case(Path(build_root).resolve() / f"image{i}.npz", MlpCase(program, expected, {}), names,
                                  config)
-        result = simulate(design, config, seed=seed, tb_params={"program_file": str(case)}, simulator=simulator,
-                          build_root=build_root, testcase="mlp_half_full_rate_cycles_match_the_model")
+        params = {"program_file": str(case)}
+        if not stepped:
+            # every image's program has the same shape: the first one sizes the player (one build for all)
+            wrapper = wrapper or player(config, 1 << max(12, (len(assemble(program, config)) - 1).bit_length()))
+            params["player"] = wrapper.depth
+        result = simulate(design, config, seed=seed, tb_params=params, simulator=simulator, build_root=build_root,
+                          wrapper=wrapper, testcase="mlp_half_full_rate_cycles_match_the_model" if stepped
+                          else "program_played_from_memory")
         ok = bool(result.passed and result.tests == 1 and result.report
                   and result.report["measured"] == result.report["model"])
         bit_exact &= ok
-        logits = model_logits(qm, tr["norm"])
+        # the class from the RTL's own final norm (the testbench reports the last STOREd tensor), the classifier
+        # on the host (not an instruction yet); the integer golden model's class independently
+        # (none when the run failed: then there is no RTL tensor to classify)
+        pred = (int(np.argmax(model_logits(qm, np.asarray(result.report["last_tensor"], np.int64))))
+                if ok else None)
         golden = int(np.argmax(int_forward(qm, xq[None])[0]))
-        pred = int(np.argmax(logits))
         summary = _cycles_summary(program, config)
+        agree &= pred == golden
         entry = {"image": i, "label": int(label), "predicted": pred, "golden_predicted": golden, "bit_exact": ok,
                  "rtl_cycles": result.report["total"] if result.report else None, **summary, "log": str(result.log)}
         correct += pred == int(label)
@@ -131,13 +171,17 @@ def run_images(checkpoint, masks_path, *, ticket=None, images: int = 4, seed: in
     dense = _cycles_summary(dense_program, config)
     cycles = out_images[0]["cycles"]          # the program's shape, so its cycles, are the same for every image
     ideal = out_images[0]["ideal_cycles"]
+    bound = amdahl_bound(out_images[0], dense)
     return {"checkpoint": str(checkpoint), "masks": str(masks_path), "ticket": None if ticket is None else str(ticket),
-            "seed": seed, "simulator": simulator, "config": dataclasses.asdict(config), "bit_exact": bit_exact,
+            "seed": seed, "simulator": simulator, "testbench": "stepped" if stepped else "player",
+            "config": dataclasses.asdict(config), "bit_exact": bit_exact,
             "images": n, "correct": correct, "cycles_per_image": cycles,
             "cycles_by_op": out_images[0]["cycles_by_op"], "ideal_cycles": ideal, "utilization": ideal / cycles,
             "dense_baseline_cycles": dense["cycles"], "dense_baseline_cycles_by_op": dense["cycles_by_op"],
-            "speedup": dense["cycles"] / cycles, "per_image": out_images,
-            "classifier": "on the host (model_logits) from the final norm the RTL reproduced bit for bit"}
+            "speedup": dense["cycles"] / cycles, "amdahl_bound": bound["bound"], "work_ratio": bound["work_ratio"],
+            "speedup_over_bound": dense["cycles"] / cycles / bound["bound"],
+            "classes_equal_golden": agree, "per_image": out_images,
+            "classifier": "on the host (model_logits) from the RTL's final norm (STOREd, checked bit for bit)"}
 
 
 def _expected(qm, tr: dict, name: str) -> np.ndarray:
