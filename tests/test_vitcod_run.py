@@ -25,7 +25,7 @@ def test_bad_inputs_exit_2_naming_the_input(tmp_path, capsys):
     assert f"--ticket {missing} does not exist" in capsys.readouterr().err
 
 
-def test_a_small_model_end_to_end_on_the_rtl(tmp_path, capsys):
+def test_a_small_model_end_to_end_on_the_rtl(tmp_path, capsys, monkeypatch):
     """make test's whole-model run: a 1-layer ViT of 17 tokens (16 x 16 images, patches of 4, width 16, two
     heads of 8), trained one epoch, 80 % masks; one image through the RTL (Icarus, the testbench's player,
     P = 4 lanes):
@@ -53,6 +53,22 @@ def test_a_small_model_end_to_end_on_the_rtl(tmp_path, capsys):
     assert r["amdahl_bound"] == pytest.approx(bound)
     assert r["speedup"] == pytest.approx(r["dense_baseline_cycles"] / r["cycles_per_image"])
     assert "bit exact on every tensor" in capsys.readouterr().out
+    # --cycle-model: no RTL; the reference executor against the integer model, the same cycles
+    cm = tmp_path / "cm.json"
+    assert main(["vitcod", "run", "--checkpoint", str(ck), "--masks", str(masks), "--images", "2",
+                 "--calib-images", "32", "--macs", "4", "--cycle-model", "--json", str(cm), "--no-progress"]) == 0
+    c = json.loads(cm.read_text())
+    assert c["bit_exact"] is None and c["testbench"] is None and c["reference_equal_trace"] is True
+    assert c["cycles_per_image"] == r["cycles_per_image"] and c["images"] == 2
+    assert c["per_image"][0]["predicted"] == img["predicted"] and c["classes_equal_golden"] is True
+    # ... and it can fail: an expected tensor one LSB off is reported, exit 1
+    from attnforge.flows import vitcod_run
+
+    real = vitcod_run._expected
+    monkeypatch.setattr(vitcod_run, "_expected", lambda qm, tr, name: real(qm, tr, name) + (name == "blocks.0.fc1"))
+    assert main(["vitcod", "run", "--checkpoint", str(ck), "--masks", str(masks), "--images", "1",
+                 "--calib-images", "32", "--macs", "4", "--cycle-model", "--no-progress"]) == 1
+    assert "reference executor DIFFERS" in capsys.readouterr().out
 
 
 @pytest.mark.full

@@ -312,12 +312,27 @@ def cmd_run(args) -> int:
         bar.update(1)
         tqdm.write(f"image {entry['image']}: label {entry['label']}, predicted {entry['predicted']} (integer "
                    f"model {entry['golden_predicted']}), {entry['cycles']:,} cycles, "
-                   f"{'bit exact' if entry['bit_exact'] else 'DIFFERS (see ' + entry['log'] + ')'}", file=sys.stderr)
+                   + ("reference executor " + ("equal" if entry["reference_equal_trace"] else "DIFFERS")
+                      if entry["bit_exact"] is None else
+                      "bit exact" if entry["bit_exact"] else "DIFFERS (see " + entry["log"] + ")"), file=sys.stderr)
 
     r = run_images(args.checkpoint, args.masks, ticket=args.ticket, images=args.images, seed=args.seed,
                    simulator=args.simulator, build_root=args.build_root, calib_count=args.calib_images,
-                   data=args.data, progress=progress, stepped=args.stepped, macs=args.macs)
+                   data=args.data, progress=progress, stepped=args.stepped, macs=args.macs,
+                   rtl=not args.cycle_model)
     bar.close()
+    if args.cycle_model:
+        ok = r["reference_equal_trace"]
+        print(f"{r['images']} image(s) in the cycle model (reference executor "
+              f"{'equal to the integer model on every tensor' if ok else 'DIFFERS from the integer model'}), "
+              f"{r['correct']} correct; {r['cycles_per_image']:,} cycles per image (utilization "
+              f"{r['utilization']:.3f}); dense baseline {r['dense_baseline_cycles']:,}: speedup {r['speedup']:.2f}x "
+              f"(Amdahl bound {r['amdahl_bound']:.2f}x)")
+        print("cycles by op: " + ", ".join(f"{k} {v:,}" for k, v in r["cycles_by_op"].items() if v))
+        if args.json:
+            write_json_atomic(args.json, r)
+            print(f"wrote {args.json}")
+        return 0 if ok and r["classes_equal_golden"] else 1
     print(f"{r['images']} image(s) on the RTL ({'bit exact on every tensor' if r['bit_exact'] else 'NOT bit exact'}), "
           f"{r['correct']} correct; {r['cycles_per_image']:,} cycles per image (utilization {r['utilization']:.3f}); "
           f"dense baseline {r['dense_baseline_cycles']:,}: speedup {r['speedup']:.2f}x "
@@ -353,6 +368,9 @@ def _register_run(g) -> None:
     p.add_argument("--json", help="also write the report as JSON here")
     p.add_argument("--macs", type=int, default=8,
                    help="lanes P of the linear layers, LayerNorm, GELU and add (MACs of the one line) [8]")
+    p.add_argument("--cycle-model", action="store_true",
+                   help="no RTL: each image's program on the ISA's reference executor (every tensor against the "
+                        "integer model), the cycles from the cycle model (exact against the RTL)")
     p.add_argument("--stepped", action="store_true",
                    help="run each image in the testbench's cycle-by-cycle test (cocotb drives every beat; the same "
                         "checks, some 50 times slower) instead of its player (the beats from a memory)")

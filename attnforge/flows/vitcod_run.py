@@ -92,12 +92,14 @@ def amdahl_bound(run: dict, dense: dict) -> dict:
 
 def run_images(checkpoint, masks_path, *, ticket=None, images: int = 4, seed: int = 0, simulator=None,
                build_root="build/vitcod_run", calib_count: int = 256, data: str = "digits", progress=None,
-               stepped: bool = False, macs: int = 8) -> dict:
+               stepped: bool = False, macs: int = 8, rtl: bool = True) -> dict:
     """The report of ``attnforge vitcod run`` (module docstring); ``progress(i, n, entry)`` after each image
     (``entry``: that image's record of the report's ``per_image``). The images run in the testbench's player
     (``tb/vitmodel_player.py``: the host beats from a memory, at the simulator's speed); ``stepped``: in the
     testbench's cycle-by-cycle full-rate test instead (the same checks, some 50 times slower). ``macs``: the
-    lanes P of the linear layers and the other units (the accelerator's one MAC line)."""
+    lanes P of the linear layers and the other units (the accelerator's one MAC line). ``rtl`` False: no
+    simulation — each image's program runs on the ISA's reference executor (every STOREd tensor against the
+    integer model's trace) and the cycles are the cycle model's (``bit_exact`` None)."""
     import torch
 
     from attnforge.algo.vitcod.intvit import (_check_masks, calibration_images, compile_int_vit, dense_masks,
@@ -131,7 +133,7 @@ def run_images(checkpoint, masks_path, *, ticket=None, images: int = 4, seed: in
     names = model_tensors(qm)
     design = get_design("vit-model")
     Path(build_root).mkdir(parents=True, exist_ok=True)
-    out_images, correct, bit_exact, agree = [], 0, True, True
+    out_images, correct, bit_exact, agree, ref_exact = [], 0, True, True, True
     n = min(images, len(val_set))
     wrapper = None
     for i in range(n):
@@ -142,6 +144,19 @@ def run_images(checkpoint, masks_path, *, ticket=None, images: int = 4, seed: in
         expected = {name: _expected(qm, tr, name) for name in names}
         case = save_program_case(Path(build_root).resolve() / f"image{i}.npz", MlpCase(program, expected, {}), names,
                                  config)
+        summary = _cycles_summary(program, config)
+        golden = int(np.argmax(int_forward(qm, xq[None])[0]))
+        if not rtl:
+            ok = _reference_matches(program, config, expected, names)
+            ref_exact &= ok
+            pred = int(np.argmax(model_logits(qm, expected["norm"])))
+            agree &= pred == golden
+            correct += pred == int(label)
+            out_images.append({"image": i, "label": int(label), "predicted": pred, "golden_predicted": golden,
+                               "bit_exact": None, "reference_equal_trace": ok, **summary})
+            if progress:
+                progress(i + 1, n, out_images[-1])
+            continue
         params = {"program_file": str(case)}
         if not stepped:
             # every image's program has the same shape: the first one sizes the player (one build for all)
@@ -158,8 +173,6 @@ def run_images(checkpoint, masks_path, *, ticket=None, images: int = 4, seed: in
         # (none when the run failed: then there is no RTL tensor to classify)
         pred = (int(np.argmax(model_logits(qm, np.asarray(result.report["last_tensor"], np.int64))))
                 if ok else None)
-        golden = int(np.argmax(int_forward(qm, xq[None])[0]))
-        summary = _cycles_summary(program, config)
         agree &= pred == golden
         entry = {"image": i, "label": int(label), "predicted": pred, "golden_predicted": golden, "bit_exact": ok,
                  "rtl_cycles": result.report["total"] if result.report else None, **summary, "log": str(result.log)}
@@ -173,8 +186,10 @@ def run_images(checkpoint, masks_path, *, ticket=None, images: int = 4, seed: in
     ideal = out_images[0]["ideal_cycles"]
     bound = amdahl_bound(out_images[0], dense)
     return {"checkpoint": str(checkpoint), "masks": str(masks_path), "ticket": None if ticket is None else str(ticket),
-            "seed": seed, "simulator": simulator, "testbench": "stepped" if stepped else "player",
-            "config": dataclasses.asdict(config), "bit_exact": bit_exact,
+            "seed": seed, "simulator": simulator if rtl else None,
+            "testbench": None if not rtl else "stepped" if stepped else "player",
+            "config": dataclasses.asdict(config), "bit_exact": bit_exact if rtl else None,
+            **({} if rtl else {"reference_equal_trace": ref_exact}),
             "images": n, "correct": correct, "cycles_per_image": cycles,
             "cycles_by_op": out_images[0]["cycles_by_op"], "ideal_cycles": ideal, "utilization": ideal / cycles,
             "dense_baseline_cycles": dense["cycles"], "dense_baseline_cycles_by_op": dense["cycles_by_op"],
@@ -182,6 +197,14 @@ def run_images(checkpoint, masks_path, *, ticket=None, images: int = 4, seed: in
             "speedup_over_bound": dense["cycles"] / cycles / bound["bound"],
             "classes_equal_golden": agree, "per_image": out_images,
             "classifier": "on the host (model_logits) from the RTL's final norm (STOREd, checked bit for bit)"}
+
+
+def _reference_matches(program, config, expected: dict, names) -> bool:
+    """Whether the ISA's reference executor (heads by the ViTCoD golden model) STOREs the expected tensors."""
+    from attnforge.algo.vitcod.model_program import reference_machine
+
+    stored = reference_machine(config).run(program)
+    return len(stored) == len(names) and all(np.array_equal(t, expected[k]) for k, t in zip(names, stored))
 
 
 def _expected(qm, tr: dict, name: str) -> np.ndarray:
