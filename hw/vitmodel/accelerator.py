@@ -296,7 +296,10 @@ class VitModelAccelerator(ConfiguredComponent):
         heads_g = hdr.heads * dg                     # row vectors of q (or k, or v) of all heads
         group = Mux(pa == 0, 0, Mux(pa == 1, heads_g, heads_g << 1)) + hdr.head * dg + ca
         rk = row[:lg] if lg else 0
-        tile = hdr.a + (row >> lg) * (heads_g * 3) + group
+        # one Signal, not an expression: each of the P banks' address ports would get its own copy of the
+        # product (and Yosys its own DSP block)
+        tile = Signal(32, name="att_a_tile")
+        m.d.comb += tile.eq(hdr.a + (row >> lg) * (heads_g * 3) + group)
         read = dict(addr=tile * P + rk, en=advance)
         with m.If(advance):
             m.d.sync += rot_b.eq(rk)
@@ -319,7 +322,8 @@ class VitModelAccelerator(ConfiguredComponent):
             with m.Else():
                 m.d.sync += co.eq(co + 1)
         rk = ro[:lg] if lg else 0
-        tile = hdr.d + (ro >> lg) * (hdr.heads * dg) + hdr.head * dg + co
+        tile = Signal(32, name="att_out_tile")          # a Signal: one product for all banks (as above)
+        m.d.comb += tile.eq(hdr.d + (ro >> lg) * (hdr.heads * dg) + hdr.head * dg + co)
         lanes = [att.o.payload[8 * k:8 * k + 8].as_signed() for k in range(P)]
         return dict(valid=att.o.valid, lanes=lanes, tile=tile, rot=rk)
 
