@@ -211,9 +211,9 @@ def model_program(qm: IntViT, image_q, config: VitModelConfig, *, sparse: bool =
                           f"([{pos[0].min()}, {pos[0].max()}]); this compiler cannot place it")
     program = [Load(p_in, rows), _matmul(qm.patch, p_in, e, sparse), Store(e), Load(pos_r, pos),
                Add(e, pos_r, x, _identity(config), _identity(config)), Store(x)]
-    alloc.next = scratch
     for blk in qm.blocks:
-        body, x = block_instructions(blk, x, x1, alloc, sparse=sparse)
+        alloc.next = scratch                # every block's scratch from the same tile: the buffer does not
+        body, x = block_instructions(blk, x, x1, alloc, sparse=sparse)     # grow with the depth
         program += body
     cls = Region(x.base, 1, dim)           # the first row group's tiles hold row 0 (the class token)
     out = alloc(1, dim, "norm")
