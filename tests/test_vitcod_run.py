@@ -45,6 +45,8 @@ def test_a_small_model_end_to_end_on_the_rtl(tmp_path, capsys, monkeypatch):
     assert r["testbench"] == "player" and r["bit_exact"] is True and img["bit_exact"] is True
     assert r["classes_equal_golden"] is True and img["predicted"] == img["golden_predicted"]
     assert img["rtl_cycles"] == img["cycles"] == r["cycles_per_image"] == sum(r["cycles_by_op"].values())
+    assert r["utilization_by_op"]["dense_matmul"] == pytest.approx(
+        r["ideal_by_op"]["dense_matmul"] / r["cycles_by_op"]["dense_matmul"])
     assert r["config"]["max_tokens"] == 17 and r["config"]["att_head_dim"] == 8 and r["config"]["macs"] == 4
     # dense baseline: every key global, so only attention shrinks; the bound is that alone (Amdahl)
     assert r["work_ratio"]["linear layers"] == 1.0 and 0 < r["work_ratio"]["attention"] < 1

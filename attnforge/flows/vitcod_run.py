@@ -192,6 +192,9 @@ def run_images(checkpoint, masks_path, *, ticket=None, images: int = 4, seed: in
             **({} if rtl else {"reference_equal_trace": ref_exact}),
             "images": n, "correct": correct, "cycles_per_image": cycles,
             "cycles_by_op": out_images[0]["cycles_by_op"], "ideal_cycles": ideal, "utilization": ideal / cycles,
+            "ideal_by_op": out_images[0]["ideal_by_op"],
+            "utilization_by_op": {k: out_images[0]["ideal_by_op"][k] / c
+                                  for k, c in out_images[0]["cycles_by_op"].items() if c},
             "dense_baseline_cycles": dense["cycles"], "dense_baseline_cycles_by_op": dense["cycles_by_op"],
             "speedup": dense["cycles"] / cycles, "amdahl_bound": bound["bound"], "work_ratio": bound["work_ratio"],
             "speedup_over_bound": dense["cycles"] / cycles / bound["bound"],
