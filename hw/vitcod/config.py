@@ -19,7 +19,7 @@ from attnforge.hw.common.trees import log2_ceil
 from attnforge.numfmt import INT8, Requantizer, accumulator_width
 from attnforge.softmax_int import PROB_FORMAT, recip_width, sum_width
 
-__all__ = ["VitcodConfig", "INDEX_WIDTH", "ROW_SLOTS", "MULTIPLIER_WIDTH", "SHIFT_WIDTH", "STATUS_COUNT_WIDTH",
+__all__ = ["VitcodConfig", "INDEX_WIDTH", "ROW_SLOTS", "PV_QUEUE", "MULTIPLIER_WIDTH", "SHIFT_WIDTH", "STATUS_COUNT_WIDTH",
            "MAX_DECODER_HEADS", "MAX_TILES", "MAX_MERGE_DEPTH", "MAX_TOKENS_PER_BEAT", "ERR_SIZE", "ERR_ROW_PTR",
            "ERR_COL_IDX", "ERR_LAYER",
            "ERROR_BITS"]
@@ -27,6 +27,9 @@ __all__ = ["VitcodConfig", "INDEX_WIDTH", "ROW_SLOTS", "MULTIPLIER_WIDTH", "SHIF
 #: Rows in flight in the score and exponent buffers: the engines may score up to
 #: ROW_SLOTS - 1 rows ahead of their pv jobs, which hides the softmax latency.
 ROW_SLOTS = 4
+#: Rows' P.V shares each engine holds (started P.V jobs whose row the output has not taken yet): the
+#: next row's P.V job runs while the previous row waits for the other engine or the output stage.
+PV_QUEUE = 2
 #: Row pointers and column indices travel as uint16 on the data stream.
 INDEX_WIDTH = 16
 #: Run-time requantizers (exponent, output, decoder): a ``Requantizer``'s unsigned multiplier
@@ -337,6 +340,11 @@ class VitcodConfig:
     def row_slots(self) -> int:
         """Rows in flight per engine buffer (score and exponent buffers): a power of two."""
         return ROW_SLOTS
+
+    @property
+    def pv_queue(self) -> int:
+        """P.V shares of rows each engine holds for the output (``PV_QUEUE``)."""
+        return PV_QUEUE
 
     @property
     def command_beats_width(self) -> int:
