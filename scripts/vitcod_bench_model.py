@@ -7,10 +7,13 @@ utilization (heads 2-4) as ``G' = G / G' chosen``. The cycle model is exact on t
 tests/rtl/test_vitcod.py; ``scripts/vitcod_rtl_tiles.py ... --global-columns cycles`` runs a configuration
 on Verilator). docs/vitcod-hw.md quotes its output.
 
-Run: ``nice -n 10 .venv/bin/python scripts/vitcod_bench_model.py`` (a minute or two).
+Run: ``nice -n 10 .venv/bin/python scripts/vitcod_bench_model.py [--row-slots N] [--divider-bits B]`` (seconds;
+the two options set those configuration fields, default the RTL's defaults).
 """
 
 from __future__ import annotations
+
+import argparse
 
 from attnforge.benchmarks import vitcod_hw as bench
 from attnforge.formats.masks import head_csr
@@ -27,11 +30,16 @@ def steady(run) -> float:
 
 
 def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--row-slots", type=int, default=VitcodConfig.row_slots)
+    ap.add_argument("--divider-bits", type=int, default=VitcodConfig.divider_bits)
+    args = ap.parse_args()
     sets = bench._mask_sets(4, False)
     n = bench.N
     for tiles, dl, sl, width, depth in CONFIGS:
         cfg = VitcodConfig(head_dim=bench.D, max_tokens=n, max_nnz=16000, macs=8, dense_lines=dl, sparse_lines=sl,
-                           data_width=width, tiles=tiles, merge_depth=depth)
+                           data_width=width, tiles=tiles, merge_depth=depth, row_slots=args.row_slots,
+                           divider_bits=args.divider_bits)
         out = []
         for (kind, s), ms in sorted(sets.items(), key=lambda x: (x[0][1], x[0][0])):
             if s not in (0.9, 0.95):

@@ -22,8 +22,9 @@ Per tile: one Denser + one Sparser Engine, rows i mod T of every head. Switches 
 * ``overlap``: the next head's rows enter once its bank is loaded (plan step 5; today after the previous
   head's end).
 
-``--exact`` instead runs the exact cycle model with its constants changed (``ROW_SLOTS``, ``PV_QUEUE``,
-``DIV_CYCLES``, ``EXP_LATENCY``; what the row-per-job RTL would do with more slots or a faster softmax).
+``--exact`` instead runs the exact cycle model with other ``row_slots`` / ``divider_bits`` / ``merge_depth``
+and with its constants ``PV_QUEUE`` and ``EXP_LATENCY`` changed (what the row-per-job RTL does or would do
+with more slots or a faster softmax).
 
 Run: ``nice -n 10 .venv/bin/python scripts/vitcod_step_whatif.py build/intvit/s0/masks.npz [--exact]``
 (seconds).
@@ -267,29 +268,30 @@ ROWS = [
 ]
 
 
-EXACT = [dict(), dict(slots=8), dict(slots=16, pvq=8), dict(div=6), dict(div=6, slots=8),
-         dict(exp=1, div=0, slots=16, pvq=8, md=8)]
+EXACT = [dict(), dict(slots=8), dict(slots=16), dict(bits=4), dict(bits=4, slots=8), dict(bits=8, slots=8),
+         dict(bits=8, slots=16, pvq=8, exp=1, md=8)]
 
 
 def exact(shapes, ideal):
-    """The exact cycle model with its constants changed (module globals, restored after)."""
+    """The exact cycle model: the RTL's configuration fields ``row_slots`` (slots), ``divider_bits`` (bits),
+    ``merge_depth`` (md), and constants changed (``PV_QUEUE``: pvq, ``EXP_LATENCY``: exp; module globals,
+    restored after)."""
     import attnforge.hw.vitcod.config as config_module
     import attnforge.hw.vitcod.cycles as cycles_module
-    saved = (config_module.ROW_SLOTS, config_module.PV_QUEUE, cycles_module.DIV_CYCLES, cycles_module.EXP_LATENCY)
+    saved = (config_module.PV_QUEUE, cycles_module.EXP_LATENCY)
     try:
         for T, L in ((4, 1), (2, 2)):
             for kw in EXACT:
-                config_module.ROW_SLOTS, config_module.PV_QUEUE = kw.get("slots", 4), kw.get("pvq", 2)
-                cycles_module.DIV_CYCLES, cycles_module.EXP_LATENCY = kw.get("div", 13), kw.get("exp", 6)
+                config_module.PV_QUEUE, cycles_module.EXP_LATENCY = kw.get("pvq", 2), kw.get("exp", 6)
                 cycles_module._COMPUTE_MEMO.clear()
                 cfg = VitcodConfig(head_dim=16, max_tokens=65, max_nnz=4225, macs=8, data_width=256, dense_lines=L,
-                                   sparse_lines=L, tiles=T, merge_depth=kw.get("md", 1))
+                                   sparse_lines=L, tiles=T, merge_depth=kw.get("md", 1), row_slots=kw.get("slots", 4),
+                                   divider_bits=kw.get("bits", 2))
                 sent = [s.with_sent_globals(g) for s, g in zip(shapes, sent_globals(cfg, shapes))]
                 cyc = run_cycles(cfg, sent)["total_cycles"]
                 print(f"exact model, {T} x ({L}+{L}), {kw or 'as built'}: {cyc} cycles, {ideal / cyc:.3f}", flush=True)
     finally:
-        (config_module.ROW_SLOTS, config_module.PV_QUEUE, cycles_module.DIV_CYCLES,
-         cycles_module.EXP_LATENCY) = saved
+        config_module.PV_QUEUE, cycles_module.EXP_LATENCY = saved
         cycles_module._COMPUTE_MEMO.clear()
 
 

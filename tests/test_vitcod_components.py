@@ -753,3 +753,60 @@ def test_two_token_rows_per_beat_bit_exact(dense_lines, sparse_lines):
         pos += job.nq
     assert pos == len(beats)
     assert run_cycles(cfg, shapes)["total_cycles"] == cycles[-1] - cycles[0]
+
+
+# -- row slots and the divider's bits per cycle (configuration fields) -----------------------------
+
+@pytest.mark.parametrize("field, value, match", [
+    ("row_slots", 1, r"ViTCoD row_slots must be in \[2, 32\], not 1"),
+    ("row_slots", 64, r"ViTCoD row_slots must be in \[2, 32\], not 64"),
+    ("row_slots", 6, r"ViTCoD row_slots must be a power of two in \[2, 32\], not 6"),
+    ("divider_bits", 0, r"ViTCoD divider_bits must be in \[1, 8\], not 0"),
+    ("divider_bits", 9, r"ViTCoD divider_bits must be in \[1, 8\], not 9"),
+])
+def test_config_rejects_bad_row_slots_and_divider_bits(field, value, match):
+    with pytest.raises(ConfigError, match=match):
+        VitcodConfig(**{field: value})
+
+
+def test_more_row_slots_and_a_faster_divider(monkeypatch):
+    """``row_slots`` 8 and ``divider_bits`` 4: each engine scores up to seven rows ahead of its pv jobs
+    (more than the default's three), the output is bit exact, and the cycle model gives the RTL's cycles,
+    fewer than with the default slots and divider (so both fields reach the model)."""
+    from attnforge.hw.vitcod.cycles import HeadShape, run_cycles
+
+    cfg = VitcodConfig(head_dim=16, max_tokens=12, max_nnz=144, macs=8, dense_lines=1, sparse_lines=1,
+                       data_width=128, row_slots=8, divider_bits=4)
+    made = []
+
+    class WatchedScheduler(RowScheduler):
+        def __init__(self, config, tile=0):
+            super().__init__(config, tile)
+            made.append(self)
+    monkeypatch.setattr(accelerator_module, "RowScheduler", WatchedScheduler)
+    rng = np.random.default_rng(21)
+    jobs = [random_job(rng, 12, 12, 1, 0.6, cfg), random_job(rng, 9, 12, 0, 0.6, cfg)]
+    ahead = [0]
+    scored = {0: 0, 1: 0}
+    pv = {0: 0, 1: 0}
+
+    def watch(ctx, cycle):
+        for x, job in enumerate((made[0].dense, made[0].sparse)):
+            if ctx.get(job.score_start):
+                scored[x] += 1
+                ahead[0] = max(ahead[0], scored[x] - pv[x])
+            if ctx.get(job.pv_start):
+                pv[x] += 1
+    beats, cycles = _run_jobs_full_rate(cfg, jobs, 900, also=watch)
+    assert 4 < ahead[0] <= 8       # rows in flight beyond the default's four, within the eight slots
+    pos = 0
+    for job in jobs:
+        n = job.nq * cfg.words_per_token
+        assert np.array_equal(unpack_output(beats[pos:pos + n], job.nq, cfg), golden_of(job))
+        pos += n
+    assert pos == len(beats)
+    shapes = [HeadShape.from_csr(j.g, j.row_ptr, j.nk) for j in jobs]
+    rtl = cycles[-1] - cycles[0]
+    assert run_cycles(cfg, shapes)["total_cycles"] == rtl
+    for default in (dict(row_slots=4), dict(divider_bits=2)):
+        assert run_cycles(dataclasses.replace(cfg, **default), shapes)["total_cycles"] > rtl

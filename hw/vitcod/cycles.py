@@ -11,7 +11,7 @@ and a six-cycle drain, which the next score job with keys does not wait for (its
 the previous job's, each with its row slot) but one without keys does; pv ``n * ceil((d/M)/L)``
 and a five-cycle drain, the same way (while the engine holds fewer than ``pv_queue`` rows' shares for the
 output); the issue of the next job in the cycle after the last one), the softmax (exponent units
-``n + EXP_LATENCY`` cycles, the divider ``ceil(26/2) + 1``), the output serializer and
+``n + EXP_LATENCY`` cycles, the divider ``ceil(26 / divider_bits) + 1``), the output serializer and
 its two requantizer stages, and the head hand-over.
 Only data-independent timing exists in the RTL, so the model needs the mask
 (G and the row lengths), never the values. It assumes, like the benchmark,
@@ -42,7 +42,7 @@ SCORE_DRAIN = DRAIN + 1
 EXP_LATENCY = 6
 #: registered stages of the output requantizer between the serializer and the output stream
 OUT_STAGES = 2
-#: the divider: 2 quotient bits per cycle for the 26-bit reciprocal
+#: the divider at the default 2 quotient bits per cycle for the 26-bit reciprocal (``VitcodConfig.divider_cycles``)
 DIV_CYCLES = 13
 
 
@@ -159,6 +159,7 @@ class _HeadTimeline:
         self.row_n = ([s.g + moved[i] for i in rows], [row_nnz[i] - moved[i] for i in rows])
         self.slots = slots = cfg.row_slots
         self.words_per_token = cfg.words_per_token
+        self.div_cycles = cfg.divider_cycles
         self.ns, self.npv = [0, 0], [0, 0]
         self.issue_free = [h, h]
         self.s_free = [h, h]
@@ -267,7 +268,7 @@ class _HeadTimeline:
         row, idle_from = self.exp_state
         if c >= idle_from and c > self.div_busy_until:
             empty = self.row_n[0][row] + self.row_n[1][row] == 0
-            done = c + (2 if empty else DIV_CYCLES + 1)
+            done = c + (2 if empty else self.div_cycles + 1)
             self.div_busy_until = done
             self.at(done + 1, _SET_OK, 0, row % slots)
             self.at(c + 1, _WAKE)
@@ -323,7 +324,7 @@ class _HeadTimeline:
         """``run_stepwise`` with ``apply``, ``engines``, ``softmax``, ``output`` and ``next_cycle``
         inlined into one loop over local variables: the same events in the same order, about twice
         as fast (tests/test_vitcod_cycles.py holds the two equal). Returns (c_end, last_beat, windows)."""
-        nq, slots, wpt = self.nq, self.slots, self.words_per_token
+        nq, slots, wpt, div_cycles = self.nq, self.slots, self.words_per_token, self.div_cycles
         row_n, keys, spass, npass = self.row_n, self.keys, self.spass, self.npass
         ns, npv, issue_free, s_free, p_free = self.ns, self.npv, self.issue_free, self.s_free, self.p_free
         sdone, smx_ok, pdone, pv_held, pvq = self.sdone, self.smx_ok, self.pdone, self.pv_held, self.pv_queue
@@ -402,7 +403,7 @@ class _HeadTimeline:
                 row, idle_from = exp_state
                 if c >= idle_from and c > div_busy_until:
                     empty = row_n[0][row] + row_n[1][row] == 0
-                    done = c + (2 if empty else DIV_CYCLES + 1)
+                    done = c + (2 if empty else div_cycles + 1)
                     div_busy_until = done
                     at(done + 1, []).append((_SET_OK, 0, row % slots))
                     at(c + 1, []).append((_WAKE, 0, 0))
