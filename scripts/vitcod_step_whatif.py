@@ -36,7 +36,8 @@ import sys
 
 from attnforge.flows.explore import _mask_shapes
 from attnforge.hw.vitcod import VitcodConfig
-from attnforge.hw.vitcod.cycles import DRAIN, EXP_LATENCY, OUT_STAGES, SCORE_DRAIN, head_beats, run_cycles, sent_globals
+from attnforge.hw.vitcod.cycles import (DRAIN, EXP_LATENCY, OUT_STAGES, SCORE_DRAIN, HeadShape, head_beats, run_cycles,
+                                        sent_globals)
 
 
 def split(eng, g, row_nnz, choose_g=True):
@@ -293,6 +294,19 @@ def exact(shapes, ideal):
     finally:
         config_module.PV_QUEUE, cycles_module.EXP_LATENCY = saved
         cycles_module._COMPUTE_MEMO.clear()
+    # heads overlapping (plan step 5), estimated: every head's rows as one head (G' chosen per head as for
+    # the heads back to back, each row's G' global keys sent as CSR entries of that row, G = 0)
+    for T, L in ((4, 1), (2, 2)):
+        for kw in (dict(), dict(row_slots=8, divider_bits=4), dict(row_slots=16, divider_bits=8)):
+            small = VitcodConfig(head_dim=16, max_tokens=65, max_nnz=4225, macs=8, data_width=256, dense_lines=L,
+                                 sparse_lines=L, tiles=T, **kw)
+            sent = [s.with_sent_globals(g) for s, g in zip(shapes, sent_globals(small, shapes))]
+            one = HeadShape(sum(s.nq for s in sent), 65, 0, [n + s.g for s in sent for n in s.row_nnz])
+            big = VitcodConfig(head_dim=16, max_tokens=one.nq, max_nnz=65535, macs=8, data_width=256, dense_lines=L,
+                               sparse_lines=L, tiles=T, **kw)
+            cyc = run_cycles(big, [one])["total_cycles"]
+            print(f"exact model, {T} x ({L}+{L}), {kw or 'defaults'}, every head's rows as one head (overlap "
+                  f"estimate): {cyc} cycles, {ideal / cyc:.3f}", flush=True)
 
 
 def main():
