@@ -24,8 +24,8 @@ __all__ = ["VitcodConfig", "INDEX_WIDTH", "ROW_SLOTS", "PV_QUEUE", "MULTIPLIER_W
            "ERR_COL_IDX", "ERR_LAYER",
            "ERROR_BITS"]
 
-#: Rows in flight in the score and exponent buffers: the engines may score up to
-#: ROW_SLOTS - 1 rows ahead of their pv jobs, which hides the softmax latency.
+#: Rows in flight in the score and exponent buffers by default (``row_slots``): the engines may score up
+#: to ROW_SLOTS - 1 rows ahead of their pv jobs, which hides the softmax latency.
 ROW_SLOTS = 4
 #: Most row slots a configuration may have (``row_slots``).
 MAX_ROW_SLOTS = 32

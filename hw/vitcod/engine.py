@@ -29,7 +29,7 @@ word and column indices arrive; K and V addresses), operands (K and V words
 arrive, P is rounded; the lines' inputs), two line stages, and for scores one
 stage that sums a group's S partial scores.
 
-Score and exp buffers hold ``ROW_SLOTS`` rows (slot = row mod ROW_SLOTS), so
+Score and exp buffers hold ``row_slots`` rows (slot = row mod ``row_slots``), so
 the score jobs of the next rows and the exp job of row i run at the same time,
 and the pv job of row i reads E while later rows' exp jobs write other slots.
 """

@@ -1,6 +1,6 @@
 """The row scheduler of the ViTCoD accelerator: which job each engine runs next.
 
-Each engine runs its own job sequence, scoring up to ``ROW_SLOTS - 1`` rows
+Each engine runs its own job sequence, scoring up to ``row_slots - 1`` rows
 ahead of its pv jobs (score first when both could start): ``score(0) score(1)
 score(2) pv(0) score(3) pv(1) ...``, a job's issue starting in the cycle after
 the previous job's last issue (a job with keys does not wait for the previous job's
