@@ -7,10 +7,14 @@ utilization (heads 2-4) as ``G' = G / G' chosen``. The cycle model is exact on t
 tests/rtl/test_vitcod.py; ``scripts/vitcod_rtl_tiles.py ... --global-columns cycles`` runs a configuration
 on Verilator). docs/vitcod-hw.md quotes its output.
 
-Run: ``nice -n 10 .venv/bin/python scripts/vitcod_bench_model.py`` (a minute or two).
+Run: ``nice -n 10 .venv/bin/python scripts/vitcod_bench_model.py [--row-slots N] [--divider-bits B]
+[--merge-depth D]`` (seconds; the options set those configuration fields, default the RTL's defaults and
+each tiled configuration's merger depth below).
 """
 
 from __future__ import annotations
+
+import argparse
 
 from attnforge.benchmarks import vitcod_hw as bench
 from attnforge.formats.masks import head_csr
@@ -27,11 +31,19 @@ def steady(run) -> float:
 
 
 def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--row-slots", type=int, default=VitcodConfig.row_slots)
+    ap.add_argument("--divider-bits", type=int, default=VitcodConfig.divider_bits)
+    ap.add_argument("--merge-depth", type=int, default=None, help="every tiled configuration's merger depth")
+    args = ap.parse_args()
     sets = bench._mask_sets(4, False)
     n = bench.N
     for tiles, dl, sl, width, depth in CONFIGS:
+        if args.merge_depth is not None and tiles > 1:
+            depth = args.merge_depth
         cfg = VitcodConfig(head_dim=bench.D, max_tokens=n, max_nnz=16000, macs=8, dense_lines=dl, sparse_lines=sl,
-                           data_width=width, tiles=tiles, merge_depth=depth)
+                           data_width=width, tiles=tiles, merge_depth=depth, row_slots=args.row_slots,
+                           divider_bits=args.divider_bits)
         out = []
         for (kind, s), ms in sorted(sets.items(), key=lambda x: (x[0][1], x[0][0])):
             if s not in (0.9, 0.95):

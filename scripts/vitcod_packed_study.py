@@ -3,8 +3,8 @@ ViT's heads (d = 16, 65 tokens) at 4+4 lines x 8 MACs, next to the RTL's row-per
 
 This is a model of a design that does **not** exist in ``hw/vitcod`` (the RTL and its exact cycle model,
 ``hw/vitcod/cycles.py``, compute one query row per engine job; of the design's parts the RTL has the host's
-G' choice, ``cycles.sent_globals``, two token rows per beat, ``data_width = 2 * 8 * d``, and score jobs
-that follow each other without a drain). It is written to size the next design
+G' choice, ``cycles.sent_globals``, two token rows per beat, ``data_width = 2 * 8 * d``, and score and
+P.V jobs that follow each other without a drain, two rows' P.V shares per engine). It is written to size the next design
 (row slots, exponent units, dividers, head overlap) before building it, and docs/vitcod-hw.md quotes it as
 such. The packed pipeline, per engine (L lines of M MACs, ``c = d / M`` chunks per key):
 

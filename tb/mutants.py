@@ -39,7 +39,9 @@ class ExtraBeat(wiring.Component):
     """``inner`` with one output beat too many: after its output stream (``o`` by default) has
     made a transfer and then been quiet (``valid`` low) for ``quiet`` cycles, the last payload
     comes out once more. Every beat the golden model expects is right: only a check that nothing
-    comes out after the last expected beat can see it."""
+    comes out after the last expected beat can see it. The extra beat keeps the stream protocol:
+    offered, it stays (payload and ``valid``) until taken, and ``inner`` is held (``ready`` low)
+    meanwhile, so a monitor of the handshake sees nothing wrong."""
 
     def __init__(self, inner, stream="o", quiet: int = 4):
         self._inner, self._stream, self._quiet = inner, stream, quiet
@@ -56,22 +58,24 @@ class ExtraBeat(wiring.Component):
         last = Signal.like(inner_payload)
         seen, extra = Signal(), Signal()
         idle = Signal(range(self._quiet + 2))
-        with m.If(inner_valid & ready):
+        with m.If(inner_valid & ready & ~extra):
             m.d.sync += [last.eq(inner_payload), seen.eq(1), idle.eq(0)]
-        with m.Elif(seen & ~inner_valid & (idle <= self._quiet)):
+        with m.Elif(seen & ~inner_valid & ~extra & (idle <= self._quiet)):
             m.d.sync += idle.eq(idle + 1)
         with m.If(idle == self._quiet):
             m.d.sync += extra.eq(1)
-        with m.If(extra & ready & ~inner_valid):
+        with m.If(extra & ready):
             m.d.sync += [extra.eq(0), seen.eq(0), idle.eq(0)]
         for path, member, value in self._inner.signature.flatten(self._inner):
             value = Value.cast(value)
-            if member.flow == In:
+            if path == (name, "ready"):
+                m.d.comb += value.eq(ready & ~extra)
+            elif member.flow == In:
                 m.d.comb += value.eq(outer[path])
             elif path == (name, "valid"):
                 m.d.comb += valid.eq(value | extra)
             elif path == (name, "payload"):
-                m.d.comb += payload.eq(Mux(inner_valid, value, last))
+                m.d.comb += payload.eq(Mux(extra, last, value))
             else:
                 m.d.comb += outer[path].eq(value)
         return m

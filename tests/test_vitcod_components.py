@@ -487,8 +487,8 @@ def test_loader_with_decoder_checks_the_layer_and_the_key_order(case):
 def test_row_scheduler_orders_jobs_and_rows(monkeypatch):
     """Each engine scores rows in order, at most ROW_SLOTS - 1 ahead of its pv jobs, and starts a
     row's pv job only after its score job; a score job with keys starts while the previous one's
-    beats are still in flight (no drain between them), one without keys never does; the output is
-    the golden model's, row by row."""
+    beats are still in flight (no drain between them), one without keys never does, and the same for
+    pv jobs (plan step 2's P.V side); the output is the golden model's, row by row."""
     made = []
 
     class WatchedScheduler(RowScheduler):
@@ -497,10 +497,12 @@ def test_row_scheduler_orders_jobs_and_rows(monkeypatch):
             made.append(self)
     monkeypatch.setattr(accelerator_module, "RowScheduler", WatchedScheduler)
     rng = np.random.default_rng(12)
-    jobs = [random_job(rng, 8, 8, 2, 0.5), random_job(rng, 6, 7, 0, 0.3)]
+    # the last head is dense (G = N): the Denser Engine's pv jobs (16 cycles) outlast the softmax of a
+    # row, so they follow each other; the Sparser Engine's are jobs without keys
+    jobs = [random_job(rng, 8, 8, 2, 0.5), random_job(rng, 6, 7, 0, 0.3), random_job(rng, 8, 8, 8, 0.0)]
     dut = VitcodAccelerator(CFG)
     events = {0: [], 1: []}
-    beats, status, behind = [], {}, {True: 0, False: 0}
+    beats, status, behind, behind_pv = [], {}, {True: 0, False: 0}, {True: 0, False: 0}
 
     def watch(ctx, cycle):
         for x, job in enumerate((made[0].dense, made[0].sparse)):
@@ -510,20 +512,26 @@ def test_row_scheduler_orders_jobs_and_rows(monkeypatch):
                     behind[ctx.get(job.n) != 0] += 1
             if ctx.get(job.pv_start):
                 events[x].append(("pv", ctx.get(job.slot)))
+                if ctx.get(job.pv_active):          # the previous pv job's beats are in flight
+                    behind_pv[ctx.get(job.n) != 0] += 1
         ctx.set(dut.o.ready, 1)
         if ctx.get(dut.o.valid):
             beats.append(ctx.get(dut.o.payload))
 
     async def bench(ctx):
         data = [b for j in jobs for b in j.data_beats(CFG)]
-        await feed(ctx, dut.cmd, dut.data, [j.command(CFG) for j in jobs], data, cycles=1500, each_cycle=watch)
+        await feed(ctx, dut.cmd, dut.data, [j.command(CFG) for j in jobs], data, cycles=2000, each_cycle=watch)
         status.update(done=ctx.get(dut.heads_done), error=ctx.get(dut.error), busy=ctx.get(dut.busy))
     simulate(dut, bench)
-    assert status == dict(done=2, error=0, busy=0)
+    assert status == dict(done=3, error=0, busy=0)
     assert behind[True] > 0 and behind[False] == 0
-    split = jobs[0].nq * CFG.words_per_token
-    assert np.array_equal(unpack_output(beats[:split], jobs[0].nq, CFG), golden_of(jobs[0]))
-    assert np.array_equal(unpack_output(beats[split:], jobs[1].nq, CFG), golden_of(jobs[1]))
+    assert behind_pv[True] > 0 and behind_pv[False] == 0
+    pos = 0
+    for job in jobs:
+        n = job.nq * CFG.words_per_token
+        assert np.array_equal(unpack_output(beats[pos:pos + n], job.nq, CFG), golden_of(job))
+        pos += n
+    assert pos == len(beats)
     for x in (0, 1):
         heads, scored, pv = 0, 0, 0
         for kind, value in events[x]:
@@ -536,7 +544,7 @@ def test_row_scheduler_orders_jobs_and_rows(monkeypatch):
             else:
                 assert value == pv % ROW_SLOTS and pv < scored
                 pv += 1
-        assert heads == 1 and (scored, pv) == (jobs[1].nq,) * 2
+        assert heads == len(jobs) - 1 and (scored, pv) == (jobs[-1].nq,) * 2
 
 
 # -- tiles: several row pipelines ------------------------------------------------------------------
@@ -635,15 +643,16 @@ def job_of_keep(rng, keep, g, cfg) -> HeadJob:
 
 
 def test_merger_buffers_merge_depth_rows_per_tile(monkeypatch):
-    """``merge_depth`` 3: while tile 0 computes its long rows 0 and 8, tile 1 finishes its short rows
-    ahead into its three-row merger buffer (it fills: ``ready`` low); rows still leave in order and bit
-    exact over two heads back to back (the ring wraps), and the cycle model at depth 3 gives the RTL's
-    cycles, which differ from a one- and a two-row merger's."""
+    """``merge_depth`` 2: while one tile computes a long row (rows 1 and 8), the other finishes its short
+    rows ahead into its two-row merger buffer (it fills: ``ready`` low); rows still leave in order and bit
+    exact over two heads back to back (the ring wraps), and the cycle model at depth 2 gives the RTL's
+    cycles, which differ from a one-row merger's. (Each engine also holds ``pv_queue`` rows' P.V shares
+    ahead of the merger, so on heads this short a third merger row adds nothing.)"""
     from attnforge.hw.vitcod import output as output_module
     from attnforge.hw.vitcod.cycles import HeadShape, run_cycles
 
-    cfg = VitcodConfig(head_dim=16, max_tokens=12, max_nnz=48, macs=8, dense_lines=1, sparse_lines=2,
-                       data_width=64, tiles=2, merge_depth=3)
+    cfg = VitcodConfig(head_dim=16, max_tokens=12, max_nnz=48, macs=8, dense_lines=1, sparse_lines=1,
+                       data_width=64, tiles=2, merge_depth=2)
     merged = []
 
     class WatchedMerger(output_module.RowMerger):
@@ -652,11 +661,11 @@ def test_merger_buffers_merge_depth_rows_per_tile(monkeypatch):
             return super().elaborate(platform)
     monkeypatch.setattr(accelerator_module, "RowMerger", WatchedMerger)
     rng = np.random.default_rng(5)
-    lengths = [12, 0, 0, 0, 0, 0, 0, 12, 0, 12, 0, 0]      # keys kept per row (G = 0)
+    lengths = [0, 12, 0, 0, 1, 0, 1, 1, 12, 0, 1, 0]       # keys kept per row (G = 0)
     keep = np.arange(12)[None, :] < np.array(lengths)[:, None]
     jobs = [job_of_keep(rng, keep, 0, cfg), random_job(rng, 7, 9, 1, 0.5, cfg)]
     dut = VitcodAccelerator(cfg)
-    beats, cycles, ready1 = [], [], []
+    beats, cycles, ready = [], [], []
 
     def watch(ctx, cycle):
         ctx.set(dut.o.ready, 1)
@@ -665,7 +674,7 @@ def test_merger_buffers_merge_depth_rows_per_tile(monkeypatch):
         if ctx.get(dut.o.valid):
             beats.append(ctx.get(dut.o.payload))
             cycles.append(cycle)
-        ready1.append(ctx.get(merged[0].tiles[1].ready))
+        ready.append(ctx.get(merged[0].tiles[0].ready) & ctx.get(merged[0].tiles[1].ready))
 
     async def bench(ctx):
         data = [b for j in jobs for b in j.data_beats(cfg)]
@@ -677,11 +686,11 @@ def test_merger_buffers_merge_depth_rows_per_tile(monkeypatch):
         assert np.array_equal(unpack_output(beats[pos:pos + n], job.nq, cfg), golden_of(job))
         pos += n
     assert pos == len(beats)
-    assert not all(ready1)       # tile 1's buffer was full (three rows) in some cycle
+    assert not all(ready)        # a tile's buffer was full (two rows) in some cycle
     shapes = [HeadShape.from_csr(j.g, j.row_ptr, j.nk) for j in jobs]
     rtl = cycles[-1] - cycles[0]
     assert run_cycles(cfg, shapes)["total_cycles"] == rtl
-    for shallower in (1, 2):
+    for shallower in (1,):
         assert run_cycles(dataclasses.replace(cfg, merge_depth=shallower), shapes)["total_cycles"] != rtl
 
 
@@ -744,3 +753,60 @@ def test_two_token_rows_per_beat_bit_exact(dense_lines, sparse_lines):
         pos += job.nq
     assert pos == len(beats)
     assert run_cycles(cfg, shapes)["total_cycles"] == cycles[-1] - cycles[0]
+
+
+# -- row slots and the divider's bits per cycle (configuration fields) -----------------------------
+
+@pytest.mark.parametrize("field, value, match", [
+    ("row_slots", 1, r"ViTCoD row_slots must be in \[2, 32\], not 1"),
+    ("row_slots", 64, r"ViTCoD row_slots must be in \[2, 32\], not 64"),
+    ("row_slots", 6, r"ViTCoD row_slots must be a power of two in \[2, 32\], not 6"),
+    ("divider_bits", 0, r"ViTCoD divider_bits must be in \[1, 8\], not 0"),
+    ("divider_bits", 9, r"ViTCoD divider_bits must be in \[1, 8\], not 9"),
+])
+def test_config_rejects_bad_row_slots_and_divider_bits(field, value, match):
+    with pytest.raises(ConfigError, match=match):
+        VitcodConfig(**{field: value})
+
+
+def test_more_row_slots_and_a_faster_divider(monkeypatch):
+    """``row_slots`` 8 and ``divider_bits`` 4: each engine scores up to seven rows ahead of its pv jobs
+    (more than the default's three), the output is bit exact, and the cycle model gives the RTL's cycles,
+    fewer than with the default slots and divider (so both fields reach the model)."""
+    from attnforge.hw.vitcod.cycles import HeadShape, run_cycles
+
+    cfg = VitcodConfig(head_dim=16, max_tokens=12, max_nnz=144, macs=8, dense_lines=1, sparse_lines=1,
+                       data_width=128, row_slots=8, divider_bits=4)
+    made = []
+
+    class WatchedScheduler(RowScheduler):
+        def __init__(self, config, tile=0):
+            super().__init__(config, tile)
+            made.append(self)
+    monkeypatch.setattr(accelerator_module, "RowScheduler", WatchedScheduler)
+    rng = np.random.default_rng(21)
+    jobs = [random_job(rng, 12, 12, 1, 0.6, cfg), random_job(rng, 9, 12, 0, 0.6, cfg)]
+    ahead = [0]
+    scored = {0: 0, 1: 0}
+    pv = {0: 0, 1: 0}
+
+    def watch(ctx, cycle):
+        for x, job in enumerate((made[0].dense, made[0].sparse)):
+            if ctx.get(job.score_start):
+                scored[x] += 1
+                ahead[0] = max(ahead[0], scored[x] - pv[x])
+            if ctx.get(job.pv_start):
+                pv[x] += 1
+    beats, cycles = _run_jobs_full_rate(cfg, jobs, 900, also=watch)
+    assert 4 < ahead[0] <= 8       # rows in flight beyond the default's four, within the eight slots
+    pos = 0
+    for job in jobs:
+        n = job.nq * cfg.words_per_token
+        assert np.array_equal(unpack_output(beats[pos:pos + n], job.nq, cfg), golden_of(job))
+        pos += n
+    assert pos == len(beats)
+    shapes = [HeadShape.from_csr(j.g, j.row_ptr, j.nk) for j in jobs]
+    rtl = cycles[-1] - cycles[0]
+    assert run_cycles(cfg, shapes)["total_cycles"] == rtl
+    for default in (dict(row_slots=4), dict(divider_bits=2)):
+        assert run_cycles(dataclasses.replace(cfg, **default), shapes)["total_cycles"] > rtl

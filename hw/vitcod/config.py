@@ -19,14 +19,22 @@ from attnforge.hw.common.trees import log2_ceil
 from attnforge.numfmt import INT8, Requantizer, accumulator_width
 from attnforge.softmax_int import PROB_FORMAT, recip_width, sum_width
 
-__all__ = ["VitcodConfig", "INDEX_WIDTH", "ROW_SLOTS", "MULTIPLIER_WIDTH", "SHIFT_WIDTH", "STATUS_COUNT_WIDTH",
+__all__ = ["VitcodConfig", "INDEX_WIDTH", "ROW_SLOTS", "PV_QUEUE", "MULTIPLIER_WIDTH", "SHIFT_WIDTH", "STATUS_COUNT_WIDTH",
            "MAX_DECODER_HEADS", "MAX_TILES", "MAX_MERGE_DEPTH", "MAX_TOKENS_PER_BEAT", "ERR_SIZE", "ERR_ROW_PTR",
            "ERR_COL_IDX", "ERR_LAYER",
            "ERROR_BITS"]
 
-#: Rows in flight in the score and exponent buffers: the engines may score up to
-#: ROW_SLOTS - 1 rows ahead of their pv jobs, which hides the softmax latency.
+#: Rows in flight in the score and exponent buffers by default (``row_slots``): the engines may score up
+#: to ROW_SLOTS - 1 rows ahead of their pv jobs, which hides the softmax latency.
 ROW_SLOTS = 4
+#: Most row slots a configuration may have (``row_slots``).
+MAX_ROW_SLOTS = 32
+#: Quotient bits per cycle of the softmax's divider by default (``divider_bits``): 13 cycles for the 26-bit
+#: reciprocal.
+DIVIDER_BITS = 2
+#: Rows' P.V shares each engine holds (started P.V jobs whose row the output has not taken yet): the
+#: next row's P.V job runs while the previous row waits for the other engine or the output stage.
+PV_QUEUE = 2
 #: Row pointers and column indices travel as uint16 on the data stream.
 INDEX_WIDTH = 16
 #: Run-time requantizers (exponent, output, decoder): a ``Requantizer``'s unsigned multiplier
@@ -102,6 +110,15 @@ class VitcodConfig:
         long row then holds the others back less). Each row is ``head_dim * row_width`` bits plus
         its requantizer, in registers: ``tiles * merge_depth`` of them. No effect with ``tiles == 1``
         (no merger).
+    row_slots : int
+        Rows in flight per row pipeline, a power of two 2..32 (default 4): each engine scores up to
+        ``row_slots - 1`` rows ahead of its pv jobs, which hides the softmax's latency. Each slot is
+        ``max_tokens`` scores and exponents in each engine's score and exponent buffers (their depth
+        grows with it) and a few registers in the scheduler.
+    divider_bits : int
+        Quotient bits the softmax's divider computes per cycle, 1..8 (default 2): a row's reciprocal
+        takes ``ceil(recip_width / divider_bits)`` cycles (13 at 2 bits). More bits per cycle chain
+        that many subtract-and-compare stages in one cycle (a longer path).
     """
 
     head_dim: int = 64
@@ -115,6 +132,8 @@ class VitcodConfig:
     decoder_heads: int = 2
     tiles: int = 1
     merge_depth: int = 1
+    row_slots: int = ROW_SLOTS
+    divider_bits: int = DIVIDER_BITS
 
     def __post_init__(self):
         _check("macs (M)", self.macs, 1, 64)
@@ -157,6 +176,11 @@ class VitcodConfig:
                 raise ConfigError(f"ViTCoD tiles={self.tiles} must divide or be at least the {rows} query rows "
                                   f"of pointers per beat (data_width={self.data_width} / 32)")
         _check("merge_depth", self.merge_depth, 1, MAX_MERGE_DEPTH)
+        _check("row_slots", self.row_slots, 2, MAX_ROW_SLOTS)
+        if not _pow2(self.row_slots):
+            raise ConfigError(f"ViTCoD row_slots must be a power of two in [2, {MAX_ROW_SLOTS}], "
+                              f"not {self.row_slots}")
+        _check("divider_bits", self.divider_bits, 1, 8)
 
     def require_decoder(self, part: str) -> None:
         """Raise ``ConfigError`` unless the configuration includes the Q/K decoder (``part`` needs it)."""
@@ -334,9 +358,14 @@ class VitcodConfig:
         return recip_width()
 
     @property
-    def row_slots(self) -> int:
-        """Rows in flight per engine buffer (score and exponent buffers): a power of two."""
-        return ROW_SLOTS
+    def divider_cycles(self) -> int:
+        """Cycles the softmax's divider takes for a row's reciprocal (a row with keys)."""
+        return -(-self.recip_width // self.divider_bits)
+
+    @property
+    def pv_queue(self) -> int:
+        """P.V shares of rows each engine holds for the output (``PV_QUEUE``)."""
+        return PV_QUEUE
 
     @property
     def command_beats_width(self) -> int:

@@ -9,8 +9,9 @@ Engine's half-row), each engine's job sequence (score ``ceil(n/K) * d/(M S)`` is
 with S lines per key and K = L/S keys per step, ``VitcodConfig.score_split``,
 and a six-cycle drain, which the next score job with keys does not wait for (its beats follow
 the previous job's, each with its row slot) but one without keys does; pv ``n * ceil((d/M)/L)``
-and a five-cycle drain; the issue of the next job in the cycle after the last one), the softmax (exponent units
-``n + EXP_LATENCY`` cycles, the divider ``ceil(26/2) + 1``), the output serializer and
+and a five-cycle drain, the same way (while the engine holds fewer than ``pv_queue`` rows' shares for the
+output); the issue of the next job in the cycle after the last one), the softmax (exponent units
+``n + EXP_LATENCY`` cycles, the divider ``ceil(26 / divider_bits) + 1``), the output serializer and
 its two requantizer stages, and the head hand-over.
 Only data-independent timing exists in the RTL, so the model needs the mask
 (G and the row lengths), never the values. It assumes, like the benchmark,
@@ -41,7 +42,7 @@ SCORE_DRAIN = DRAIN + 1
 EXP_LATENCY = 6
 #: registered stages of the output requantizer between the serializer and the output stream
 OUT_STAGES = 2
-#: the divider: 2 quotient bits per cycle for the 26-bit reciprocal
+#: the divider at the default 2 quotient bits per cycle for the 26-bit reciprocal (``VitcodConfig.divider_cycles``)
 DIV_CYCLES = 13
 
 
@@ -128,12 +129,12 @@ def _split_rows(cfg: VitcodConfig, g: int, row_nnz: list, balance: str) -> list:
 
 # What a scheduled event does (``_HeadTimeline.at``), applied in the order scheduled:
 _SET_SDONE = 0      # (x, slot): engine x's score job of that row slot is done
-_SET_PDONE = 1      # (x, -): engine x's P.V job is done
-_CLEAR_OK = 2       # (x, slot): the P.V job took the slot's softmax result; the output holds engine x
+_SET_PDONE = 1      # (x, -): engine x's P.V job is done (one more share for the output)
+_CLEAR_OK = 2       # (x, slot): the P.V job took the slot's softmax result; engine x holds one more share
 _CLEAR_SDONE = 3    # (-, slot): the exponent units took the slot's scores of both engines
 _SET_OK = 4         # (-, slot): the divider's result of the slot is ready for both engines
 _WAKE = 5           # nothing changes; the exponent FSM is idle again (a cycle to look at)
-_COMBINED = 6       # the output took both engines' rows: the next row may go out
+_COMBINED = 6       # the output took both engines' shares of a row: the next row may go out
 
 
 class _HeadTimeline:
@@ -158,14 +159,16 @@ class _HeadTimeline:
         self.row_n = ([s.g + moved[i] for i in rows], [row_nnz[i] - moved[i] for i in rows])
         self.slots = slots = cfg.row_slots
         self.words_per_token = cfg.words_per_token
+        self.div_cycles = cfg.divider_cycles
         self.ns, self.npv = [0, 0], [0, 0]
         self.issue_free = [h, h]
         self.s_free = [h, h]
         self.p_free = [h, h]
         self.sdone = [[False] * slots, [False] * slots]
         self.smx_ok = [[False] * slots, [False] * slots]
-        self.pdone = [False, False]
-        self.out_hold = [False, False]
+        self.pdone = [0, 0]        # per engine: finished P.V shares the output has not taken
+        self.pv_held = [0, 0]      # per engine: started P.V jobs whose row the output has not taken
+        self.pv_queue = cfg.pv_queue
         self.rp_ok_from = [h + 1, h + 1]
         self.sm_row = 0
         self.cm_row = 0
@@ -190,17 +193,19 @@ class _HeadTimeline:
             if event == _SET_SDONE:
                 self.sdone[x][p] = True
             elif event == _SET_PDONE:
-                self.pdone[x] = True
+                self.pdone[x] += 1
             elif event == _CLEAR_OK:
                 self.smx_ok[x][p] = False
-                self.out_hold[x] = True
+                self.pv_held[x] += 1
             elif event == _CLEAR_SDONE:
                 self.sdone[0][p] = self.sdone[1][p] = False
             elif event == _SET_OK:
                 self.smx_ok[0][p] = self.smx_ok[1][p] = True
             elif event == _COMBINED:
-                self.pdone[0] = self.pdone[1] = False
-                self.out_hold[0] = self.out_hold[1] = False
+                self.pdone[0] -= 1
+                self.pdone[1] -= 1
+                self.pv_held[0] -= 1
+                self.pv_held[1] -= 1
                 self.cm_row += 1
 
     def n_of(self, x, row):
@@ -230,7 +235,8 @@ class _HeadTimeline:
                 fired = True
                 continue
             par_p = npvx % slots
-            if (npvx < nsx and self.smx_ok[x][par_p] and not self.out_hold[x] and c >= self.p_free[x]):
+            if (npvx < nsx and self.smx_ok[x][par_p] and self.pv_held[x] < self.pv_queue
+                    and (self.row_n[x][npvx] or c >= self.p_free[x])):
                 n_iss = self.row_n[x][npvx] * self.npass[x]
                 if n_iss:
                     self.windows.append((c + 1, c + n_iss))
@@ -262,7 +268,7 @@ class _HeadTimeline:
         row, idle_from = self.exp_state
         if c >= idle_from and c > self.div_busy_until:
             empty = self.row_n[0][row] + self.row_n[1][row] == 0
-            done = c + (2 if empty else DIV_CYCLES + 1)
+            done = c + (2 if empty else self.div_cycles + 1)
             self.div_busy_until = done
             self.at(done + 1, _SET_OK, 0, row % slots)
             self.at(c + 1, _WAKE)
@@ -318,10 +324,10 @@ class _HeadTimeline:
         """``run_stepwise`` with ``apply``, ``engines``, ``softmax``, ``output`` and ``next_cycle``
         inlined into one loop over local variables: the same events in the same order, about twice
         as fast (tests/test_vitcod_cycles.py holds the two equal). Returns (c_end, last_beat, windows)."""
-        nq, slots, wpt = self.nq, self.slots, self.words_per_token
+        nq, slots, wpt, div_cycles = self.nq, self.slots, self.words_per_token, self.div_cycles
         row_n, keys, spass, npass = self.row_n, self.keys, self.spass, self.npass
         ns, npv, issue_free, s_free, p_free = self.ns, self.npv, self.issue_free, self.s_free, self.p_free
-        sdone, smx_ok, pdone, out_hold = self.sdone, self.smx_ok, self.pdone, self.out_hold
+        sdone, smx_ok, pdone, pv_held, pvq = self.sdone, self.smx_ok, self.pdone, self.pv_held, self.pv_queue
         rp_ok_from, windows, sched = self.rp_ok_from, self.windows, self.sched
         sm_row, cm_row, exp_state = self.sm_row, self.cm_row, self.exp_state
         div_busy_until, ser_until, last_beat = self.div_busy_until, self.ser_until, self.last_beat
@@ -335,17 +341,19 @@ class _HeadTimeline:
                     if event == _SET_SDONE:
                         sdone[x][p] = True
                     elif event == _SET_PDONE:
-                        pdone[x] = True
+                        pdone[x] += 1
                     elif event == _CLEAR_OK:
                         smx_ok[x][p] = False
-                        out_hold[x] = True
+                        pv_held[x] += 1
                     elif event == _CLEAR_SDONE:
                         sdone[0][p] = sdone[1][p] = False
                     elif event == _SET_OK:
                         smx_ok[0][p] = smx_ok[1][p] = True
                     elif event == _COMBINED:
-                        pdone[0] = pdone[1] = False
-                        out_hold[0] = out_hold[1] = False
+                        pdone[0] -= 1
+                        pdone[1] -= 1
+                        pv_held[0] -= 1
+                        pv_held[1] -= 1
                         cm_row += 1
             fired = False
             for x in (0, 1):                            # engines
@@ -369,7 +377,7 @@ class _HeadTimeline:
                     fired = True
                     continue
                 par_p = npvx % slots
-                if npvx < nsx and smx_ok[x][par_p] and not out_hold[x] and c >= p_free[x]:
+                if npvx < nsx and smx_ok[x][par_p] and pv_held[x] < pvq and (row_n[x][npvx] or c >= p_free[x]):
                     n_iss = row_n[x][npvx] * npass[x]
                     if n_iss:
                         windows.append((c + 1, c + n_iss))
@@ -395,7 +403,7 @@ class _HeadTimeline:
                 row, idle_from = exp_state
                 if c >= idle_from and c > div_busy_until:
                     empty = row_n[0][row] + row_n[1][row] == 0
-                    done = c + (2 if empty else DIV_CYCLES + 1)
+                    done = c + (2 if empty else div_cycles + 1)
                     div_busy_until = done
                     at(done + 1, []).append((_SET_OK, 0, row % slots))
                     at(c + 1, []).append((_WAKE, 0, 0))

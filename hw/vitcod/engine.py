@@ -20,14 +20,16 @@ the ``SoftmaxStage`` (``exp``):
   of the row against the row maximum of both engines, ``E`` to the exponent
   buffer, and the engine's share of the row sum.
 * **pv** (SpMM): ``P_j = prob(E_j, r)`` computed on the fly, one key per cycle,
-  ``L`` output chunks per pass; the engine's share of ``O`` stays in ``job.out``.
+  ``L`` output chunks per pass; the engine's share of the output row goes to a ring of
+  ``pv_queue`` shares (``job.out`` is the oldest until the output stage takes it), so the next
+  row's pv job issues right behind this one's last beat while this row waits for the other engine.
 
 Pipeline of score and pv beats: issue (Q and column index addresses), read (Q
 word and column indices arrive; K and V addresses), operands (K and V words
 arrive, P is rounded; the lines' inputs), two line stages, and for scores one
 stage that sums a group's S partial scores.
 
-Score and exp buffers hold ``ROW_SLOTS`` rows (slot = row mod ROW_SLOTS), so
+Score and exp buffers hold ``row_slots`` rows (slot = row mod ``row_slots``), so
 the score jobs of the next rows and the exp job of row i run at the same time,
 and the pv job of row i reads E while later rows' exp jobs write other slots.
 """
@@ -42,7 +44,7 @@ from amaranth.lib.memory import Memory, ReadPort
 from amaranth.lib.wiring import In, Out
 
 from attnforge.errors import check_int
-from attnforge.hw.common import log2_ceil, requant_round, tree_sum
+from attnforge.hw.common import log2_ceil, mux_tree, requant_round, tree_sum
 from attnforge.numfmt import INT8
 from attnforge.softmax_int import E_FORMAT, PROB_FORMAT, PROB_SHIFT
 
@@ -221,7 +223,7 @@ class Engine(wiring.Component):
         issue.pv_entry = Signal(INDEX_WIDTH)
         issue.pv_pass = Signal(range(max(passes, 2)))
         score_issue_last, pv_issue_last = Signal(), Signal()
-        issue.score_issue_last = score_issue_last
+        issue.score_issue_last, issue.pv_issue_last = score_issue_last, pv_issue_last
         m.d.comb += [
             score_issue_last.eq(issue.score_issuing & (issue.step_cycle == steps - 1)
                                 & (issue.score_first + K >= score.n)),
@@ -250,13 +252,12 @@ class Engine(wiring.Component):
             m.d.sync += [pv.bank.eq(job.bank), pv.n.eq(job.n), pv.base.eq(job.base), pv.prefix.eq(job.prefix),
                          pv.slot.eq(job.slot), pv.recip.eq(job.recip), issue.pv_issuing.eq(job.n != 0),
                          issue.pv_entry.eq(0), issue.pv_pass.eq(0)]
-        # a pv job without keys outputs zeros: cleared a cycle later, from a register (not from
-        # pv_start, whose scheduler logic would otherwise drive the enables of every out bit);
-        # its pv_done comes in that cycle, and out is read only after pv_done has been registered
-        zero_out = Signal()
+        # a pv job without keys outputs zeros: its share is cleared a cycle later, from a register
+        # (not from pv_start, whose scheduler logic would otherwise drive the enables of every
+        # share bit; ``_results``); its pv_done comes in that cycle. It starts only when no pv beats
+        # are in flight, so shares complete in job order
+        issue.zero_out = zero_out = Signal()
         m.d.sync += zero_out.eq(job.pv_start & (job.n == 0))
-        with m.If(zero_out):
-            m.d.sync += job.out.eq(0)
 
         # addresses: group g's key is entry score_first + g; the Q word holds the step's chunks
         issue.entry = [Signal(INDEX_WIDTH, name=f"entry{g}") for g in range(K)]
@@ -297,6 +298,12 @@ class Engine(wiring.Component):
         rd.job_last = Signal(name="read_job_last")
         m.d.sync += [rd.score_bank.eq(score.bank), rd.score_prefix.eq(score.prefix), rd.score_slot.eq(score.slot),
                      rd.job_last.eq(issue.score_issue_last)]
+        # so do a pv job's bank, prefix, reciprocal and last beat: the next pv job may issue right
+        # after this one's last beat (plan step 2, P.V side)
+        rd.pv_bank, rd.pv_prefix = Signal(name="read_pv_bank"), Signal(INDEX_WIDTH, name="read_pv_prefix")
+        rd.pv_recip, rd.pv_job_last = Signal.like(pv.recip, name="read_pv_recip"), Signal(name="read_pv_job_last")
+        m.d.sync += [rd.pv_bank.eq(pv.bank), rd.pv_prefix.eq(pv.prefix), rd.pv_recip.eq(pv.recip),
+                     rd.pv_job_last.eq(issue.pv_issue_last)]
         rd.key_ok = [Signal(name=f"read_key_ok{g}") for g in range(K)]
         rd.lane = [Signal(lane_bits, name=f"read_lane{g}") for g in range(K)]
         rd.entry = [Signal(INDEX_WIDTH, name=f"read_entry{g}") for g in range(K)]
@@ -323,16 +330,16 @@ class Engine(wiring.Component):
             m.d.comb += self.k[g].addr.eq(Mux(rd.key_ok[g], self._qkv_addr(m, rd.score_bank, key,
                                                                              self._word_of(rd.step_cycle)), 0))
         pv_key = Signal(INDEX_WIDTH)
-        m.d.comb += pv_key.eq(self._column(self.col[0].data, rd.pv_lane, rd.pv_entry, pv.prefix))
+        m.d.comb += pv_key.eq(self._column(self.col[0].data, rd.pv_lane, rd.pv_entry, rd.pv_prefix))
         # pv pass p: line l = g * S + s takes chunk p * L + l = (p * K + g) * S + s
         for g in range(K):
             pv_step = Signal(range(issue.passes * K + 1), name=f"pv_step{g}")
             m.d.comb += pv_step.eq(rd.pv_pass * K + g)
             m.d.comb += self.v[g].addr.eq(Mux(rd.pv_valid & (pv_step * S < chunks),
-                                              self._qkv_addr(m, pv.bank, pv_key, self._word_of(pv_step)), 0))
+                                              self._qkv_addr(m, rd.pv_bank, pv_key, self._word_of(pv_step)), 0))
         # P = min((E * r + round) >> PROB_SHIFT, PROB_MAX): the product here, the rounding next
         e_times_r = Signal(E_FORMAT.width + cfg.recip_width)
-        m.d.comb += e_times_r.eq(e_read.data * pv.recip)
+        m.d.comb += e_times_r.eq(e_read.data * rd.pv_recip)
 
         # operand stage
         op = SimpleNamespace(score_valid=Signal(name="op_score_valid"), pv_valid=Signal(name="op_pv_valid"),
@@ -343,7 +350,8 @@ class Engine(wiring.Component):
                              pv_pass=Signal.like(issue.pv_pass, name="op_pv_pass"))
         op.key_ok = [Signal(name=f"op_key_ok{g}") for g in range(K)]
         op.score_slot, op.job_last = Signal.like(rd.score_slot, name="op_score_slot"), Signal(name="op_job_last")
-        m.d.sync += [op.score_slot.eq(rd.score_slot), op.job_last.eq(rd.job_last)]
+        op.pv_job_last = Signal(name="op_pv_job_last")
+        m.d.sync += [op.score_slot.eq(rd.score_slot), op.job_last.eq(rd.job_last), op.pv_job_last.eq(rd.pv_job_last)]
         op.q = [Signal(cfg.chunk_width, name=f"op_q{s}") for s in range(S)]
         op.k_token = [Signal(max(tpw_bits, 1), name=f"op_k_token{g}") for g in range(K)]
         op.v_token = Signal(max(tpw_bits, 1), name="op_v_token")
@@ -412,29 +420,49 @@ class Engine(wiring.Component):
         m.d.sync += job.max.eq(run_max)
         with m.If(job.score_start & (job.n == 0)):     # a row without keys here (no beats): no maximum
             m.d.sync += job.max.eq(lowest)
-        for chunk in range(cfg.chunks_per_token):
-            line, p = chunk % L, chunk // L
-            with m.If(lines[line].vec_valid & (pv_pass[1] == p)):
-                m.d.sync += [job.out[chunk * cfg.macs + i].eq(lines[line].vec[i]) for i in range(cfg.macs)]
+        # the engine's shares of rows, a ring of pv_queue: a pv job's chunks go to entry ``share_wr``,
+        # which moves on with the job's last chunk (or a job without keys, whose share is zeros);
+        # ``out`` is the oldest share, until the output stage takes it (pv_take)
+        Q = cfg.pv_queue
+        share_layout = job.out.shape()
+        shares = [Signal(share_layout, name=f"share{k}") for k in range(Q)]
+        share_wr, share_rd = Signal(range(max(Q, 2)), name="share_wr"), Signal(range(max(Q, 2)), name="share_rd")
+        pv_job_last = [Signal(name=f"pv_job_last{k}") for k in (3, 4)]
+        m.d.sync += [pv_job_last[0].eq(op.pv_job_last), pv_job_last[1].eq(pv_job_last[0])]
+        share_done = Signal()
+        m.d.comb += share_done.eq((pv_valid[1] & pv_job_last[1]) | issue.zero_out)
+        for k, share in enumerate(shares):
+            with m.If(share_wr == k):
+                for chunk in range(cfg.chunks_per_token):
+                    line, p = chunk % L, chunk // L
+                    with m.If(lines[line].vec_valid & (pv_pass[1] == p)):
+                        m.d.sync += [share[chunk * cfg.macs + i].eq(lines[line].vec[i]) for i in range(cfg.macs)]
+                with m.If(issue.zero_out):
+                    m.d.sync += share.eq(0)
+        with m.If(share_done):
+            m.d.sync += share_wr.eq(Mux(share_wr == Q - 1, 0, share_wr + 1))
+        with m.If(job.pv_take):
+            m.d.sync += share_rd.eq(Mux(share_rd == Q - 1, 0, share_rd + 1))
+        m.d.comb += job.out.eq(mux_tree([sh.as_value() for sh in shares], share_rd))
 
         # job completion: a job is done when its last result has been written. A score job's done
         # pulse comes with its last beat (the cycle after its group sums), with its slot; one without
         # keys is done in the cycle after its start (it starts only when no score job is in flight)
         done_last, done_slot, done_empty = Signal(), Signal.like(slot[2]), Signal()
         m.d.sync += [done_last.eq(job_last[2]), done_slot.eq(slot[2]), done_empty.eq(job.score_start & (job.n == 0))]
-        pv_active = Signal()
+        # a pv job is done in the cycle after its last chunk is written (five cycles after its last
+        # issue), one without keys in the cycle after its start (its zeros are written then)
+        pv_done_last = Signal()
+        m.d.sync += pv_done_last.eq(pv_valid[1] & pv_job_last[1])
         rd = issue.read
         score_draining = (issue.score_issuing | rd.score_valid | op.score_valid | score_valid[0] | score_valid[1]
                           | score_valid[2])
         pv_draining = issue.pv_issuing | rd.pv_valid | op.pv_valid | pv_valid[0] | pv_valid[1]
         m.d.comb += [job.score_done.eq(done_last | done_empty),
                      job.done_slot.eq(Mux(done_empty, issue.score.slot, done_slot)),
-                     job.pv_done.eq(pv_active & ~pv_draining),
-                     job.score_active.eq(score_draining | done_last | done_empty), job.pv_active.eq(pv_active)]
-        with m.If(job.pv_done):
-            m.d.sync += pv_active.eq(0)
-        with m.If(job.pv_start):
-            m.d.sync += pv_active.eq(1)
+                     job.pv_done.eq(pv_done_last | issue.zero_out),
+                     job.score_active.eq(score_draining | done_last | done_empty),
+                     job.pv_active.eq(pv_draining | pv_done_last | issue.zero_out)]
 
 
 def _byte(vec, i):

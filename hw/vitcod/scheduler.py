@@ -1,10 +1,12 @@
 """The row scheduler of the ViTCoD accelerator: which job each engine runs next.
 
-Each engine runs its own job sequence, scoring up to ``ROW_SLOTS - 1`` rows
+Each engine runs its own job sequence, scoring up to ``row_slots - 1`` rows
 ahead of its pv jobs (score first when both could start): ``score(0) score(1)
 score(2) pv(0) score(3) pv(1) ...``, a job's issue starting in the cycle after
-the previous job's last issue. The engines meet only where a row needs both:
-its softmax (both score jobs done) and its output row (both pv jobs done).
+the previous job's last issue (a job with keys does not wait for the previous job's
+drain; each engine holds up to ``pv_queue`` rows' pv shares for the output). The engines meet
+only where a row needs both: its softmax (both score jobs done) and its output row (both pv
+jobs done).
 
 A head starts when the bank to compute is full; its descriptor is copied then
 (no bank multiplexer in the scheduler's paths). It ends, releasing the bank,
@@ -137,9 +139,10 @@ class RowScheduler(ConfiguredComponent):
             row_max=[[Signal(signed(cfg.score_width), name=f"row_max{x}_{p}") for p in range(slots)]
                      for x in range(2)],
             recip_ready=[[Signal(name=f"recip_ready{x}_{p}") for p in range(slots)] for x in range(2)],
-            # per engine: its pv result is in / is waiting for the output stage
-            pv_finished=[Signal(name=f"pv_finished{x}") for x in range(2)],
-            pv_held=[Signal(name=f"pv_held{x}") for x in range(2)],
+            # per engine: rows whose pv share is in / whose pv job has started, not yet taken by the
+            # output stage (at most ``pv_queue``: the engine's shares)
+            pv_finished=[Signal(range(cfg.pv_queue + 1), name=f"pv_finished{x}") for x in range(2)],
+            pv_held=[Signal(range(cfg.pv_queue + 1), name=f"pv_held{x}") for x in range(2)],
             # per engine and row slot: the row's keys and the CSR entry of its key G (Denser Engine:
             # G global keys, then its half-row) or key 0 (Sparser Engine); per slot its reciprocal
             row_n=[[Signal(INDEX_WIDTH, name=f"row_n{x}_{p}") for p in range(slots)] for x in range(2)],
@@ -231,27 +234,33 @@ class RowScheduler(ConfiguredComponent):
         can_score = (st.running & (score_row < nq) & (score_row <= pv_row + (slots - 1)) & job.issue_free
                      & (~job.score_active | (n_score != 0)) & ~mux_tree(st.scored[x], score_slot)
                      & st.pointers_ready[x])
-        can_pv = (st.running & (pv_row < score_row) & mux_tree(st.recip_ready[x], pv_slot) & ~st.pv_held[x]
-                  & job.issue_free & ~job.pv_active)
+        # a pv job with keys may issue right behind the previous one (plan step 2, P.V side) while
+        # the engine has room for its share; one without keys waits until no pv beats are in flight
+        n_pv = Signal(INDEX_WIDTH, name=f"n_pv{x}")
+        m.d.comb += n_pv.eq(mux_tree(st.row_n[x], pv_slot))
+        can_pv = (st.running & (pv_row < score_row) & mux_tree(st.recip_ready[x], pv_slot)
+                  & (st.pv_held[x] != self._config.pv_queue) & job.issue_free & (~job.pv_active | (n_pv != 0)))
         start_score, start_pv = Signal(name=f"start_score{x}"), Signal(name=f"start_pv{x}")
         m.d.comb += [start_score.eq(can_score), start_pv.eq(can_pv & ~can_score),
                      job.score_start.eq(start_score), job.pv_start.eq(start_pv), job.bank.eq(st.bank),
                      job.row.eq(self._global_row(score_row)), job.slot.eq(Mux(start_score, score_slot, pv_slot)),
                      job.recip.eq(mux_tree(st.recip, pv_slot)), job.prefix.eq(prefix),
-                     job.n.eq(Mux(start_score, n_score, mux_tree(st.row_n[x], pv_slot))),
+                     job.n.eq(Mux(start_score, n_score, n_pv)),
                      job.base.eq(Mux(start_score, base_score, mux_tree(st.row_base[x], pv_slot)))]
         with m.If(start_score):
             m.d.sync += score_row.eq(score_row + 1)
             _set_at(m, st.row_n[x], score_slot, n_score)
             _set_at(m, st.row_base[x], score_slot, base_score)
+        take = self.rows.valid & self.rows.ready       # the output stage takes a row of both engines
+        m.d.comb += job.pv_take.eq(take)
+        m.d.sync += [st.pv_held[x].eq(st.pv_held[x] + start_pv - take),
+                     st.pv_finished[x].eq(st.pv_finished[x] + job.pv_done - take)]
         with m.If(start_pv):
-            m.d.sync += [pv_row.eq(pv_row + 1), st.pv_held[x].eq(1)]
+            m.d.sync += pv_row.eq(pv_row + 1)
             _set_at(m, st.recip_ready[x], pv_slot, 0)
         with m.If(job.score_done):
             _set_at(m, st.scored[x], job.done_slot, 1)
             _set_at(m, st.row_max[x], job.done_slot, job.max)
-        with m.If(job.pv_done):
-            m.d.sync += st.pv_finished[x].eq(1)
 
     def _softmax(self, m, st):
         """Rows to the softmax stage; their reciprocals back."""
@@ -280,14 +289,13 @@ class RowScheduler(ConfiguredComponent):
     def _output(self, m, st):
         """A row both engines have finished goes to the output stage."""
         rows = self.rows
-        m.d.comb += [rows.valid.eq(st.running & st.pv_finished[0] & st.pv_finished[1]),
+        m.d.comb += [rows.valid.eq(st.running & (st.pv_finished[0] != 0) & (st.pv_finished[1] != 0)),
                      rows.payload.multiplier.eq(st.head.out_mult), rows.payload.shift.eq(st.head.out_shift),
                      rows.payload.head_last.eq(self._global_row(st.output_row) + 1 == st.head.nq)]
         m.d.comb += [rows.payload.values[i].eq(self.dense.out[i] + self.sparse.out[i])
                      for i in range(self._config.head_dim)]
         with m.If(rows.valid & rows.ready):
-            m.d.sync += [st.pv_finished[0].eq(0), st.pv_finished[1].eq(0), st.pv_held[0].eq(0),
-                         st.pv_held[1].eq(0), st.output_row.eq(st.output_row + 1)]
+            m.d.sync += st.output_row.eq(st.output_row + 1)
 
     def _head(self, m, st):
         """Start the head of the full bank; end it (release the bank) after its last row."""

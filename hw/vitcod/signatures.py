@@ -54,15 +54,21 @@ class EngineJobSignature(wiring.Signature):
         anyway (right after the previous one's last issue; its beats follow those), one without
         keys only when this is low.
     pv_active : ``In(1)``
-        A pv job runs (from its start through its done cycle).
+        A pv job's beats are in flight, or its done cycle: a pv job with keys may start anyway
+        (right after the previous one's last issue, while fewer than ``pv_queue`` rows' shares are
+        held), one without keys only when this is low.
+    pv_take : ``Out(1)``
+        The output stage takes the oldest share (``out``); the engine moves on to the next one.
     score_done, pv_done : ``In(1)``
-        One-cycle pulses: every score of a job is in the score buffer / ``out`` holds the row's share.
+        One-cycle pulses: every score of a job is in the score buffer / a row's share is complete
+        (shares complete in the order their jobs started).
     done_slot : ``In(log2(row_slots))``
         The row slot of the score job that is done (with ``score_done``).
     max : ``In(signed(score_width))``
         The score job's row maximum (valid with ``score_done``).
     out : ``In(ArrayLayout(signed(pv_width), head_dim))``
-        The engine's share of the output row (valid from ``pv_done`` until the next pv job).
+        The engine's oldest share of an output row not yet taken (valid from its ``pv_done`` until
+        ``pv_take``); the engine holds up to ``pv_queue`` of them.
     """
 
     def __init__(self, config: VitcodConfig):
@@ -70,7 +76,7 @@ class EngineJobSignature(wiring.Signature):
             "score_start": Out(1), "pv_start": Out(1), "bank": Out(1),
             "row": Out(INDEX_WIDTH), "n": Out(INDEX_WIDTH), "prefix": Out(INDEX_WIDTH), "base": Out(INDEX_WIDTH),
             "slot": Out(log2_ceil(config.row_slots)), "recip": Out(config.recip_width),
-            "issue_free": In(1), "score_active": In(1), "pv_active": In(1),
+            "issue_free": In(1), "score_active": In(1), "pv_active": In(1), "pv_take": Out(1),
             "score_done": In(1), "pv_done": In(1), "done_slot": In(log2_ceil(config.row_slots)),
             "max": In(signed(config.score_width)),
             "out": In(data.ArrayLayout(signed(config.pv_width), config.head_dim)),

@@ -4,7 +4,7 @@ A row whose scores are all in (both engines' score jobs done) starts an
 exponent job on each engine (``ExpUnit``, one entry per cycle), against the
 row maximum of both engines. When both have finished and the divider is free,
 the divider (``attnforge.hw.common.SerialDivider``: restoring division,
-``RECIP_BITS_PER_CYCLE`` quotient bits per cycle) computes
+``VitcodConfig.divider_bits`` quotient bits per cycle) computes
 ``r = floor(2**RECIP_BITS / sum)`` (``attnforge.softmax_int.reciprocal``; 0 for
 a row without keys) while the next row's exponents run.
 """
@@ -18,13 +18,13 @@ from amaranth.lib.wiring import In, Out
 from attnforge.hw.common import ConfiguredComponent, SerialDivider, log2_ceil
 from attnforge.softmax_int import RECIP_BITS
 
-from .config import INDEX_WIDTH, MULTIPLIER_WIDTH, SHIFT_WIDTH, VitcodConfig
+from .config import DIVIDER_BITS, INDEX_WIDTH, MULTIPLIER_WIDTH, SHIFT_WIDTH, VitcodConfig
 from .signatures import ExpJobSignature
 
 __all__ = ["SoftmaxStage", "softmax_row_layout", "recip_layout", "RECIP_BITS_PER_CYCLE"]
 
-#: Quotient bits the divider computes per cycle (13 cycles for the 25-bit reciprocal).
-RECIP_BITS_PER_CYCLE = 2
+#: Quotient bits the divider computes per cycle by default (``VitcodConfig.divider_bits``).
+RECIP_BITS_PER_CYCLE = DIVIDER_BITS
 
 
 def softmax_row_layout(config: VitcodConfig) -> data.StructLayout:
@@ -84,7 +84,7 @@ class SoftmaxStage(ConfiguredComponent):
 
         m.submodules.divider = divider = SerialDivider(
             dividend=1 << RECIP_BITS, divisor_width=cfg.sum_width + 1, quotient_bits=cfg.recip_width,
-            bits_per_cycle=RECIP_BITS_PER_CYCLE)
+            bits_per_cycle=cfg.divider_bits)
         divider_slot = Signal.like(row.slot)   # the row in the divider
         with m.FSM(name="exp") as fsm:
             with m.State("IDLE"):

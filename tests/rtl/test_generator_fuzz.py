@@ -65,6 +65,14 @@ def random_tiles(cfg: VitcodConfig, rng) -> VitcodConfig:
     return dataclasses.replace(cfg, tiles=tiles, merge_depth=int(rng.integers(1, 4)))
 
 
+def random_softmax(cfg: VitcodConfig, rng) -> VitcodConfig:
+    """``cfg`` with 2 to 16 row slots and a divider of 1 to 8 quotient bits per cycle, half of the time
+    (otherwise the defaults)."""
+    if rng.random() < 0.5:
+        return cfg
+    return dataclasses.replace(cfg, row_slots=int(rng.choice([2, 4, 8, 16])), divider_bits=int(rng.integers(1, 9)))
+
+
 def random_linear_config(rng) -> LinearDecodeConfig:
     """A legal ``LinearDecodeConfig``: d, M (a divisor), taps, heads, verify depth, feature map, snapshots."""
     d = int(rng.choice([8, 16, 32]))
@@ -84,6 +92,7 @@ def test_random_vitcod_configuration(seed):
     cfg = random_vitcod_config(rng)
     if seed - SEED >= CI_RUNS:      # make test-full: tiles too (their own generator: the same heads)
         cfg = random_tiles(cfg, np.random.default_rng(seed + 7919))
+        cfg = random_softmax(cfg, np.random.default_rng(seed + 104729))
     heads = []
     for _ in range(3):
         nq, nk = (int(x) for x in rng.integers(1, cfg.max_tokens + 1, 2))

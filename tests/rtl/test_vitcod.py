@@ -45,6 +45,9 @@ CONFIGS = {
     # two token rows per data beat (Q/K/V words of two tokens), one output row per beat; 1 + 1 lines
     "d16-w256": VitcodConfig(head_dim=16, max_tokens=33, max_nnz=1200, macs=8, dense_lines=1, sparse_lines=1,
                              data_width=256),
+    # eight row slots and a divider of four quotient bits per cycle (7 cycles for the reciprocal)
+    "d16-s8": VitcodConfig(head_dim=16, max_tokens=32, max_nnz=1024, macs=8, dense_lines=1, sparse_lines=2,
+                           data_width=128, row_slots=8, divider_bits=4),
 }
 
 
@@ -178,7 +181,7 @@ def check_cycle_model(cfg, heads, report):
 # make test runs the decoder at d=16 (errors, idle/backpressure, full-rate cycle model); d16, d32 and
 # d64-decoder run in make test-full (d16's build also runs the stream fuzzer in make test)
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.full) if n in ("d16", "d32", "d64-decoder",
-                                                                                   "d16-w256")
+                                                                                   "d16-w256", "d16-s8")
                                   else n for n in CONFIGS])
 def test_vitcod_rtl_bit_exact_and_cycle_model(name, full):
     cfg = CONFIGS[name]
