@@ -74,6 +74,7 @@ def _run(out, from_stage=None, **overrides):
     return code, ran
 
 
+@pytest.mark.full      # 28 s; make test keeps the ViTCoD flow's rerun test, the same stage cache (flows/stages)
 def test_rerun_caches_and_changed_options_rerun_downstream(tmp_path, fake_hw):
     out = tmp_path / "flow"
     assert _run(out) == (0, list(CACHED))

@@ -161,6 +161,7 @@ def test_cli_refuses_a_design_that_cannot_fit_with_exit_2(tmp_path, capsys):
     assert "mac_line does not fit ice40-up5k" in err and "DSP blocks (SB_MAC16): 9" in err and "of the device's 8" in err
 
 
+@pytest.mark.full      # 15 s of nextpnr; make test's other place-and-route runs keep the path itself in CI
 def test_router_and_target_reach_nextpnr(tmp_path):
     report = synthesize(MacLine(MacLineConfig(macs=4)), top="mac_line", device="ice40-up5k", out_dir=tmp_path,
                         router="router1", target_mhz=30)

@@ -66,11 +66,13 @@ def _player_case(tmp_path, config, seed=3):
     return save_program_case(tmp_path / "case.npz", case, TENSORS, config)
 
 
-@pytest.mark.parametrize("mutant", [False, pytest.param(True, marks=pytest.mark.full)])
+@pytest.mark.full
+@pytest.mark.parametrize("mutant", [False, True])
 def test_player_runs_the_program_as_the_stepped_test(tmp_path, mutant):
     """The player (tb/vitmodel_player.py: host beats from a memory, at the simulator's speed) gives the stepped
     full-rate test's cycles, instruction by instruction, and every tensor bit-exact; with the output's lowest
-    bit flipped (test-full) its scoreboard fails."""
+    bit flipped its scoreboard fails. test-full (13 s and 10 s): make test runs the player through
+    tests/test_vitcod_run.py's small model (every tensor and every instruction's cycles checked there)."""
     from attnforge.tb.vitmodel_player import player
 
     config = VitModelConfig(**SMALL)
