@@ -21,6 +21,8 @@ def test_bad_inputs_exit_2_naming_the_input(tmp_path, capsys):
     ck.write_bytes(b"x")
     assert main(["vitcod", "run", "--checkpoint", str(ck), "--masks", str(ck), "--images", "0"]) == 2
     assert "--images" in capsys.readouterr().err
+    assert main(["vitcod", "run", "--checkpoint", str(ck), "--masks", str(ck), "--macs", "0"]) == 2
+    assert "--macs" in capsys.readouterr().err
     assert main(["vitcod", "run", "--checkpoint", str(ck), "--masks", str(ck), "--ticket", str(missing)]) == 2
     assert f"--ticket {missing} does not exist" in capsys.readouterr().err
 

@@ -115,6 +115,7 @@ def run_images(checkpoint, masks_path, *, ticket=None, images: int = 4, seed: in
 
     check_int("--images", images, 1)
     check_int("--seed", seed, 0)
+    check_int("--macs", macs, 1, 64)
     for flag, path in (("--checkpoint", checkpoint), ("--masks", masks_path), ("--ticket", ticket)):
         if path is not None and not Path(path).is_file():
             raise MissingArtifactError(f"{flag} {path} does not exist")
@@ -124,7 +125,6 @@ def run_images(checkpoint, masks_path, *, ticket=None, images: int = 4, seed: in
     model.set_masks(torch.from_numpy(masks.keep))
     calib = calibration_images(train_set, calib_count, seed)
     qm = compile_int_vit(model, masks, calib)
-    check_int("--macs", macs, 1, 64)
     config = model_config(qm, macs=macs)
     sparse = ticket is not None
     # the dense baseline: the checkpoint's dense weights, every key global, the same hardware (cycle model)
@@ -132,7 +132,8 @@ def run_images(checkpoint, masks_path, *, ticket=None, images: int = 4, seed: in
     qm_dense = compile_int_vit(dense_model, dense_masks(dense_model), calib)
     names = model_tensors(qm)
     design = get_design("vit-model")
-    Path(build_root).mkdir(parents=True, exist_ok=True)
+    if rtl:
+        Path(build_root).mkdir(parents=True, exist_ok=True)
     out_images, correct, bit_exact, agree, ref_exact = [], 0, True, True, True
     n = min(images, len(val_set))
     wrapper = None
@@ -142,8 +143,6 @@ def run_images(checkpoint, masks_path, *, ticket=None, images: int = 4, seed: in
         tr = trace_image(qm, image)
         program = model_program(qm, xq, config, sparse=sparse)
         expected = {name: _expected(qm, tr, name) for name in names}
-        case = save_program_case(Path(build_root).resolve() / f"image{i}.npz", MlpCase(program, expected, {}), names,
-                                 config)
         summary = _cycles_summary(program, config)
         golden = int(np.argmax(int_forward(qm, xq[None])[0]))
         if not rtl:
@@ -157,6 +156,8 @@ def run_images(checkpoint, masks_path, *, ticket=None, images: int = 4, seed: in
             if progress:
                 progress(i + 1, n, out_images[-1])
             continue
+        case = save_program_case(Path(build_root).resolve() / f"image{i}.npz", MlpCase(program, expected, {}), names,
+                                 config)
         params = {"program_file": str(case)}
         if not stepped:
             # every image's program has the same shape: the first one sizes the player (one build for all)
