@@ -58,6 +58,28 @@ def _pack(row_keys, r, off, take, ready, done, at):
     return r, off
 
 
+
+def split_rows(row_nnz, g: int, cd: float, cs: float, choose_g: bool = True) -> list:
+    """(dense keys, sparse keys) per row, a row's key costing ``cd`` / ``cs`` issue cycles on the Denser /
+    Sparser Engine: running totals kept equal; with ``choose_g`` the G' <= G (the other global columns sent as
+    CSR entries) whose split ends with the smaller larger total. Shared with scripts/vitcod_step_whatif.py."""
+    best_all = None
+    for g2 in (range(g + 1) if choose_g else (g,)):
+        td = ts = 0.0
+        out = []
+        for n in row_nnz:
+            n = n + g - g2
+            best = None
+            for moved in range(n + 1):
+                a, b = td + (g2 + moved) * cd, ts + (n - moved) * cs
+                if best is None or max(a, b) < best[0]:
+                    best = (max(a, b), moved, a, b)
+            _, moved, td, ts = best
+            out.append((g2 + moved, n - moved))
+        if best_all is None or max(td, ts) < best_all[0]:
+            best_all = (max(td, ts), out)
+    return best_all[1]
+
 class PackedModel:
     """One Denser + one Sparser Engine with row-packed score and P.V steps (see the module docstring)."""
 
@@ -79,23 +101,7 @@ class PackedModel:
         """(dense keys, sparse keys) per row: running totals of issue cycles kept equal. The host may also
         send some of the G global columns as CSR entries (G' <= G, the rest of each row's keys moved to the
         Sparser Engine): the G' whose split ends with the smaller larger total."""
-        cd, cs = self.key_cost(0), self.key_cost(1)
-        best_all = None
-        for g2 in (range(g + 1) if self.choose_g else (g,)):
-            td = ts = 0.0
-            out = []
-            for n in row_nnz:
-                n = n + g - g2
-                best = None
-                for moved in range(n + 1):
-                    a, b = td + (g2 + moved) * cd, ts + (n - moved) * cs
-                    if best is None or max(a, b) < best[0]:
-                        best = (max(a, b), moved, a, b)
-                _, moved, td, ts = best
-                out.append((g2 + moved, n - moved))
-            if best_all is None or max(td, ts) < best_all[0]:
-                best_all = (max(td, ts), out)
-        return best_all[1]
+        return split_rows(row_nnz, g, self.key_cost(0), self.key_cost(1), self.choose_g)
 
     def run(self, shapes) -> dict:
         cfg = self.cfg

@@ -35,30 +35,14 @@ import math
 import sys
 
 from attnforge.flows.explore import _mask_shapes
+from vitcod_packed_study import split_rows        # scripts/ is sys.path[0] when a script runs
 from attnforge.hw.vitcod import VitcodConfig
 from attnforge.hw.vitcod.cycles import (DRAIN, EXP_LATENCY, OUT_STAGES, SCORE_DRAIN, HeadShape, head_beats, run_cycles,
                                         sent_globals)
 
 
 def split(eng, g, row_nnz, choose_g=True):
-    cd = eng[0]["sc"] + eng[0]["pc"]
-    cs = eng[1]["sc"] + eng[1]["pc"]
-    best_all = None
-    for g2 in (range(g + 1) if choose_g else (g,)):
-        td = ts = 0.0
-        out = []
-        for n in row_nnz:
-            n = n + g - g2
-            best = None
-            for moved in range(n + 1):
-                a, b = td + (g2 + moved) * cd, ts + (n - moved) * cs
-                if best is None or max(a, b) < best[0]:
-                    best = (max(a, b), moved, a, b)
-            _, moved, td, ts = best
-            out.append((g2 + moved, n - moved))
-        if best_all is None or max(td, ts) < best_all[0]:
-            best_all = (max(td, ts), out)
-    return best_all[1]
+    return split_rows(row_nnz, g, eng[0]["sc"] + eng[0]["pc"], eng[1]["sc"] + eng[1]["pc"], choose_g)
 
 
 def model(shapes, d, T, Ld, Ls, width, pack=False, pvk=1, sdrain=False, pvdrain=True, pvfirst=False, slots=4,

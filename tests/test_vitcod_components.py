@@ -484,18 +484,25 @@ def test_loader_with_decoder_checks_the_layer_and_the_key_order(case):
 
 # -- row scheduler, in the whole accelerator --------------------------------------------------------
 
+
+def _watch_schedulers(monkeypatch) -> list:
+    """The RowSchedulers the next accelerator builds (one per tile), in the order it makes them."""
+    made = []
+
+    class WatchedScheduler(RowScheduler):
+        def __init__(self, config, tile=0):
+            super().__init__(config, tile)
+            made.append(self)
+    monkeypatch.setattr(accelerator_module, "RowScheduler", WatchedScheduler)
+    return made
+
+
 def test_row_scheduler_orders_jobs_and_rows(monkeypatch):
     """Each engine scores rows in order, at most ROW_SLOTS - 1 ahead of its pv jobs, and starts a
     row's pv job only after its score job; a score job with keys starts while the previous one's
     beats are still in flight (no drain between them), one without keys never does, and the same for
     pv jobs (plan step 2's P.V side); the output is the golden model's, row by row."""
-    made = []
-
-    class WatchedScheduler(RowScheduler):
-        def __init__(self, config):
-            super().__init__(config)
-            made.append(self)
-    monkeypatch.setattr(accelerator_module, "RowScheduler", WatchedScheduler)
+    made = _watch_schedulers(monkeypatch)
     rng = np.random.default_rng(12)
     # the last head is dense (G = N): the Denser Engine's pv jobs (16 cycles) outlast the softmax of a
     # row, so they follow each other; the Sparser Engine's are jobs without keys
@@ -594,13 +601,7 @@ def test_tiles_run_rows_mod_t_in_row_order(monkeypatch):
 
     cfg = VitcodConfig(head_dim=16, max_tokens=8, max_nnz=32, macs=8, dense_lines=1, sparse_lines=2,
                        data_width=64, tiles=2)
-    made = []
-
-    class WatchedScheduler(RowScheduler):
-        def __init__(self, config, tile=0):
-            super().__init__(config, tile)
-            made.append(self)
-    monkeypatch.setattr(accelerator_module, "RowScheduler", WatchedScheduler)
+    made = _watch_schedulers(monkeypatch)
     rng = np.random.default_rng(13)
     jobs = [random_job(rng, 7, 8, 2, 0.5, cfg), random_job(rng, 1, 5, 0, 0.2, cfg), random_job(rng, 6, 6, 0, 0.4, cfg)]
     rows = {0: [], 1: []}
@@ -777,13 +778,7 @@ def test_more_row_slots_and_a_faster_divider(monkeypatch):
 
     cfg = VitcodConfig(head_dim=16, max_tokens=12, max_nnz=144, macs=8, dense_lines=1, sparse_lines=1,
                        data_width=128, row_slots=8, divider_bits=4)
-    made = []
-
-    class WatchedScheduler(RowScheduler):
-        def __init__(self, config, tile=0):
-            super().__init__(config, tile)
-            made.append(self)
-    monkeypatch.setattr(accelerator_module, "RowScheduler", WatchedScheduler)
+    made = _watch_schedulers(monkeypatch)
     rng = np.random.default_rng(21)
     jobs = [random_job(rng, 12, 12, 1, 0.6, cfg), random_job(rng, 9, 12, 0, 0.6, cfg)]
     ahead = [0]
