@@ -485,6 +485,16 @@ def test_loader_with_decoder_checks_the_layer_and_the_key_order(case):
 # -- row scheduler, in the whole accelerator --------------------------------------------------------
 
 
+def _assert_outputs_golden(beats, jobs, cfg) -> None:
+    """The output beats are the jobs' heads in order, each the golden model's, and nothing more."""
+    pos = 0
+    for job in jobs:
+        n = job.nq * cfg.words_per_token
+        assert np.array_equal(unpack_output(beats[pos:pos + n], job.nq, cfg), golden_of(job))
+        pos += n
+    assert pos == len(beats)
+
+
 def _watch_schedulers(monkeypatch) -> list:
     """The RowSchedulers the next accelerator builds (one per tile), in the order it makes them."""
     made = []
@@ -613,12 +623,7 @@ def test_tiles_run_rows_mod_t_in_row_order(monkeypatch):
                     rows[t].append(ctx.get(job.row))
     beats, cycles = _run_jobs_full_rate(cfg, jobs, 900, also=rows_started)
     assert len(made) == 2 and all(i % 2 == t for t in (0, 1) for i in rows[t]) and rows[0] and rows[1]
-    pos = 0
-    for job in jobs:
-        n = job.nq * cfg.words_per_token
-        assert np.array_equal(unpack_output(beats[pos:pos + n], job.nq, cfg), golden_of(job))
-        pos += n
-    assert pos == len(beats)
+    _assert_outputs_golden(beats, jobs, cfg)
     shapes = [HeadShape.from_csr(j.g, j.row_ptr, j.nk) for j in jobs]
     assert run_cycles(cfg, shapes)["total_cycles"] == cycles[-1] - cycles[0]
 
@@ -681,12 +686,7 @@ def test_merger_buffers_merge_depth_rows_per_tile(monkeypatch):
         data = [b for j in jobs for b in j.data_beats(cfg)]
         await feed(ctx, dut.cmd, dut.data, [j.command(cfg) for j in jobs], data, cycles=600, each_cycle=watch)
     simulate(dut, bench)
-    pos = 0
-    for job in jobs:
-        n = job.nq * cfg.words_per_token
-        assert np.array_equal(unpack_output(beats[pos:pos + n], job.nq, cfg), golden_of(job))
-        pos += n
-    assert pos == len(beats)
+    _assert_outputs_golden(beats, jobs, cfg)
     assert not all(ready)        # a tile's buffer was full (two rows) in some cycle
     shapes = [HeadShape.from_csr(j.g, j.row_ptr, j.nk) for j in jobs]
     rtl = cycles[-1] - cycles[0]
@@ -709,12 +709,7 @@ def test_global_columns_sent_as_csr_entries():
     mask = [HeadShape.from_csr(j.g, j.row_ptr, j.nk) for j in jobs]
     sent = [s.with_sent_globals(j.g_sent) for s, j in zip(mask, jobs)]
     beats, cycles = _run_jobs_full_rate(cfg, jobs, run_cycles(cfg, sent)["total_cycles"] + 8)
-    pos = 0
-    for job in jobs:
-        n = job.nq * cfg.words_per_token
-        assert np.array_equal(unpack_output(beats[pos:pos + n], job.nq, cfg), golden_of(job))
-        pos += n
-    assert pos == len(beats)
+    _assert_outputs_golden(beats, jobs, cfg)
     assert run_cycles(cfg, sent)["total_cycles"] == cycles[-1] - cycles[0]
     assert run_cycles(cfg, mask)["total_cycles"] != cycles[-1] - cycles[0]
 
@@ -794,12 +789,7 @@ def test_more_row_slots_and_a_faster_divider(monkeypatch):
                 pv[x] += 1
     beats, cycles = _run_jobs_full_rate(cfg, jobs, 900, also=watch)
     assert 4 < ahead[0] <= 8       # rows in flight beyond the default's four, within the eight slots
-    pos = 0
-    for job in jobs:
-        n = job.nq * cfg.words_per_token
-        assert np.array_equal(unpack_output(beats[pos:pos + n], job.nq, cfg), golden_of(job))
-        pos += n
-    assert pos == len(beats)
+    _assert_outputs_golden(beats, jobs, cfg)
     shapes = [HeadShape.from_csr(j.g, j.row_ptr, j.nk) for j in jobs]
     rtl = cycles[-1] - cycles[0]
     assert run_cycles(cfg, shapes)["total_cycles"] == rtl
