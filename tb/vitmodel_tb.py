@@ -55,17 +55,20 @@ class RetireMonitor:
 
 
 class VitModelTB:
-    def __init__(self, dut, *, idle: float, stall: float, seed: int):
+    def __init__(self, dut, *, idle: float = 0.0, stall: float = 0.0, seed: int = 0, streams: bool = True):
+        """``streams`` False: no stream driver, sink or monitor (the player drives the design itself)."""
         p = _params()
         self.cfg = VitModelConfig(**p.get("config", {}))
         self.dut = dut
         rng = random.Random(seed)
         P = self.cfg.lanes
-        self.src = StreamSource(dut, "i", unsigned(self.cfg.beat_width), idle=idle, rng=random.Random(rng.random()))
-        self.sink = StreamSink(dut, "o", VitModelAccelerator(self.cfg).o.payload.shape(), stall=stall,
-                               rng=random.Random(rng.random()))
-        self.mon = RetireMonitor(dut)
-        self.bench = StreamBench(dut.clk, [self.src, self.sink, self.mon])
+        if streams:
+            self.src = StreamSource(dut, "i", unsigned(self.cfg.beat_width), idle=idle,
+                                    rng=random.Random(rng.random()))
+            self.sink = StreamSink(dut, "o", VitModelAccelerator(self.cfg).o.payload.shape(), stall=stall,
+                                   rng=random.Random(rng.random()))
+            self.mon = RetireMonitor(dut)
+            self.bench = StreamBench(dut.clk, [self.src, self.sink, self.mon])
         if "program_file" in p:         # a compiled program and the golden model's tensors (written by the test)
             self.case, self.names = load_program_case(p["program_file"], self.cfg)
         else:
@@ -190,17 +193,8 @@ async def program_played_from_memory(dut):
 
     _start(dut)
     p = _params()
-    tb = VitModelTB.__new__(VitModelTB)
-    tb.cfg = VitModelConfig(**p.get("config", {}))
-    tb.dut = dut
-    tb.case, tb.names = load_program_case(p["program_file"], tb.cfg)
+    tb = VitModelTB(dut, streams=False)
     program = tb.case.program
-    if any(isinstance(ins, Attention) for ins in program):
-        from attnforge.algo.vitcod.model_program import reference_machine
-
-        tb.reference = reference_machine(tb.cfg).run(program)
-    else:
-        tb.reference = ReferenceMachine(tb.cfg).run(program)
     beats = assemble(program, tb.cfg)
     if len(beats) > p["player"]:
         raise AssertionError(f"{len(beats)} host beats do not fit the player's {p['player']}")
@@ -225,6 +219,7 @@ async def program_played_from_memory(dut):
                                  f"instructions retired, {int(dut.given.value)} output beats")
     assert not int(dut.error.value), "the accelerator halted with error set"
     given = int(dut.given.value)
+    assert given <= p["player"], f"{given} output beats do not fit the player's {p['player']}"
     await ClockCycles(dut.clk, 30)
     assert int(dut.given.value) == given, f"{int(dut.given.value) - given} output beat(s) after the last instruction"
     assert int(dut.taken.value) == len(beats), f"{int(dut.taken.value)} of {len(beats)} host beats taken"

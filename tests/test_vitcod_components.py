@@ -543,12 +543,7 @@ def test_row_scheduler_orders_jobs_and_rows(monkeypatch):
     assert status == dict(done=3, error=0, busy=0)
     assert behind[True] > 0 and behind[False] == 0
     assert behind_pv[True] > 0 and behind_pv[False] == 0
-    pos = 0
-    for job in jobs:
-        n = job.nq * CFG.words_per_token
-        assert np.array_equal(unpack_output(beats[pos:pos + n], job.nq, CFG), golden_of(job))
-        pos += n
-    assert pos == len(beats)
+    _assert_outputs_golden(beats, jobs, CFG)
     for x in (0, 1):
         heads, scored, pv = 0, 0, 0
         for kind, value in events[x]:

@@ -304,8 +304,8 @@ def cmd_run(args) -> int:
 
     from attnforge.flows.vitcod_run import run_images
 
-    bar = tqdm(total=args.images, desc="images on the RTL", unit="image", file=sys.stderr,
-               disable=args.no_progress)
+    where = "in the cycle model" if args.cycle_model else "on the RTL"
+    bar = tqdm(total=args.images, desc=f"images {where}", unit="image", file=sys.stderr, disable=args.no_progress)
 
     def progress(i, n, entry):
         bar.total = n
@@ -321,29 +321,23 @@ def cmd_run(args) -> int:
                    data=args.data, progress=progress, stepped=args.stepped, macs=args.macs,
                    rtl=not args.cycle_model)
     bar.close()
-    if args.cycle_model:
+    if args.cycle_model:        # no RTL: the reference executor's tensors against the integer model's
         ok = r["reference_equal_trace"]
-        print(f"{r['images']} image(s) in the cycle model (reference executor "
-              f"{'equal to the integer model on every tensor' if ok else 'DIFFERS from the integer model'}), "
-              f"{r['correct']} correct; {r['cycles_per_image']:,} cycles per image (utilization "
-              f"{r['utilization']:.3f}); dense baseline {r['dense_baseline_cycles']:,}: speedup {r['speedup']:.2f}x "
-              f"(Amdahl bound {r['amdahl_bound']:.2f}x)")
-        print("cycles by op: " + ", ".join(f"{k} {v:,}" for k, v in r["cycles_by_op"].items() if v))
-        if args.json:
-            write_json_atomic(args.json, r)
-            print(f"wrote {args.json}")
-        return 0 if ok and r["classes_equal_golden"] else 1
-    print(f"{r['images']} image(s) on the RTL ({'bit exact on every tensor' if r['bit_exact'] else 'NOT bit exact'}), "
-          f"{r['correct']} correct; {r['cycles_per_image']:,} cycles per image (utilization {r['utilization']:.3f}); "
-          f"dense baseline {r['dense_baseline_cycles']:,}: speedup {r['speedup']:.2f}x "
-          f"(Amdahl bound {r['amdahl_bound']:.2f}x: {r['speedup_over_bound']:.2f} of it)")
+        check = ("reference executor " + ("equal to the integer model on every tensor" if ok
+                                          else "DIFFERS from the integer model"))
+    else:
+        ok = r["bit_exact"]
+        check = "bit exact on every tensor" if ok else "NOT bit exact"
+    print(f"{r['images']} image(s) {where} ({check}), {r['correct']} correct; {r['cycles_per_image']:,} cycles per "
+          f"image (utilization {r['utilization']:.3f}); dense baseline {r['dense_baseline_cycles']:,}: speedup "
+          f"{r['speedup']:.2f}x (Amdahl bound {r['amdahl_bound']:.2f}x: {r['speedup_over_bound']:.2f} of it)")
     print("cycles by op: " + ", ".join(f"{k} {v:,}" for k, v in r["cycles_by_op"].items() if v))
     if not r["classes_equal_golden"]:
         print("the predicted classes differ from the integer golden model's", file=sys.stderr)
     if args.json:
         write_json_atomic(args.json, r)
         print(f"wrote {args.json}")
-    return 0 if r["bit_exact"] and r["classes_equal_golden"] else 1
+    return 0 if ok and r["classes_equal_golden"] else 1
 
 
 def _register_run(g) -> None:
