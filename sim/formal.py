@@ -189,9 +189,27 @@ def prove(harness, *, name: str, mode: str = "prove", depth: int = 10, workdir, 
                         failed=_failed(proc.stdout, (root / il_name).read_text()))
 
 
-def _kill_session(sid: int) -> None:
+def _kill_session(sid: int, wait: float = 5.0) -> None:
     """SIGKILL every process of session ``sid`` (SymbiYosys starts each engine in a process group of
-    its own, so killing SymbiYosys's group would leave smtbmc and the solver running)."""
+    its own, so killing SymbiYosys's group would leave smtbmc and the solver running), and wait until
+    none is left: SIGKILL takes effect asynchronously, and a process may fork a child between the scan
+    of /proc and the kill (a run that passed CI once and failed once left a Yosys behind that way)."""
+    deadline = time.monotonic() + wait
+    while True:
+        members = _session_members(sid)
+        if not members or time.monotonic() > deadline:
+            return
+        for pid in members:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        time.sleep(0.02)
+
+
+def _session_members(sid: int) -> list[int]:
+    """The processes of session ``sid`` that are not zombies."""
+    members = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -200,11 +218,9 @@ def _kill_session(sid: int) -> None:
             fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        if int(fields[3]) == sid:
-            try:
-                os.kill(int(entry.name), signal.SIGKILL)
-            except OSError:
-                pass
+        if int(fields[3]) == sid and fields[0] != "Z":
+            members.append(int(entry.name))
+    return members
 
 
 def _trace(taskdir: Path, output: str, status: str) -> Path | None:
