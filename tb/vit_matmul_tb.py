@@ -77,6 +77,7 @@ class VitMatmulTB:
         self.bench = StreamBench(dut.clk, [self.x_src, self.w_src, self.sink])
         self.expected: list[tuple[list, int]] = []     # (lanes, rows valid in the beat)
         self.shape = None
+        self.tile_raw = self.cfg.raw                   # this tile's output is the raw int32 sum
 
     async def reset(self) -> None:
         await reset_quiet(self.dut, (self.x_src, self.w_src, self.sink), cycles=3)
@@ -89,6 +90,9 @@ class VitMatmulTB:
         self.dut.rows.value, self.dut.in_features.value = rows, in_f
         self.dut.out_features.value, self.dut.dense.value = out_f, int(dense)
         self.shape = (rows, in_f, out_f, dense)
+        if self.cfg.raw_port:              # a run-time switch: each tile raw or requantized at random
+            self.tile_raw = bool(self.np_rng.integers(2))
+            self.dut.raw.value = int(self.tile_raw)
 
     def random_layer(self, mode: str, sparsity: float = 0.75, *, extreme: bool = False):
         """Random int8 ``x [rows, in]``, magnitude-pruned ``W [out, in]`` (zeros where pruned), keep mask."""
@@ -110,7 +114,7 @@ class VitMatmulTB:
     def column_settings(self, x, w, bias, shared: bool):
         """A requantizer per column whose output range the column's sums reach, or one for all."""
         cfg = self.cfg
-        if cfg.raw:
+        if self.tile_raw:
             return [None] * w.shape[0]
         span = np.abs(linear_acc(x, w, bias)).max(axis=0) + 1
         if shared:
@@ -138,7 +142,7 @@ class VitMatmulTB:
         rqs = self.column_settings(x, w, bias, shared=(mode in ("csr", "ticket")))
         csr = dense_to_csr(w.astype(np.int8), keep=keep)
         assert (csr_to_dense(csr) == w).all()
-        if self.cfg.raw:
+        if self.tile_raw:
             y = linear_acc(x, w, bias)
         elif mode in ("csr", "ticket") and _params().get("csr_golden", "tickets") == "tickets":
             from attnforge.algo.tickets.export import sparse_linear_golden   # imports torch: seconds

@@ -16,14 +16,15 @@ import numpy as np
 
 from attnforge.formats.csr import csr_to_dense, dense_to_csr
 from attnforge.hw.vitmodel import Add, Gelu, LayerNorm, Load, Matmul, Region, Store, VitModelConfig
+from attnforge.hw.vitmodel.isa import int32_to_raw_halves
 from attnforge.hw.vitmodel.program import assemble, disassemble
 from attnforge.int_ops import INT16, gelu, gelu_constants, layernorm, linear_acc, requantize_columns, residual_add
 from attnforge.numfmt import INT8, IntFormat, Requantizer
 
 __all__ = ["MlpCase", "mlp_case", "TENSORS", "save_program_case", "load_program_case"]
 
-#: The STOREd tensors, in program order.
-TENSORS = ("norm2", "fc1", "gelu", "fc2_dense", "fc2_csr", "add2")
+#: The STOREd tensors, in program order (``raw_lo``/``raw_hi``: a raw int32 MATMUL's halves, as the classifier's).
+TENSORS = ("norm2", "fc1", "gelu", "fc2_dense", "fc2_csr", "add2", "raw_lo", "raw_hi")
 
 
 @dataclass
@@ -42,11 +43,12 @@ def _column_requantizers(acc, out: IntFormat, rng, mw: int = 16) -> tuple:
 
 def mlp_case(config: VitModelConfig, seed: int, *, tokens: int, dim: int, hidden: int,
              sparsity: float = 0.75) -> MlpCase:
-    """The MLP half of one block on random weights and a random int16 residual ``x [tokens, dim]``."""
+    """The MLP half of one block on random weights and a random int16 residual ``x [tokens, dim]``, then a
+    raw (int32) MATMUL of P channels on the norm, with biases that use the sums' whole int32 range."""
     rng = np.random.default_rng(seed)
     P = config.lanes
-    names = ("x", "norm2", "fc1", "gelu", "fc2_dense", "fc2_csr", "add2")
-    widths = dict(x=dim, norm2=dim, fc1=hidden, gelu=hidden, fc2_dense=dim, fc2_csr=dim, add2=dim)
+    names = ("x", "norm2", "fc1", "gelu", "fc2_dense", "fc2_csr", "add2", "raw_lo", "raw_hi")
+    widths = dict(x=dim, norm2=dim, fc1=hidden, gelu=hidden, fc2_dense=dim, fc2_csr=dim, add2=dim, raw_lo=P, raw_hi=P)
     regions, base = {}, int(rng.integers(0, 3))
     for name in names:
         regions[name] = Region(base, tokens, widths[name])
@@ -82,6 +84,11 @@ def mlp_case(config: VitModelConfig, seed: int, *, tokens: int, dim: int, hidden
     rq_a = Requantizer.from_scale(rng.uniform(0.5, 1.0), out=wide)
     rq_b = Requantizer.from_scale(rng.uniform(50, 200), out=wide)
     y = residual_add(x, rq_a, f_csr, rq_b, INT16)
+    w3 = rng.integers(-128, 128, (P, dim))
+    room = (1 << 31) - 1 - int(np.abs(w3).sum(axis=1).max()) * 128      # the sums stay within int32
+    b3 = rng.integers(-room, room + 1, P)
+    b3[0], b3[-1] = room, -room
+    lo, hi = int32_to_raw_halves(linear_acc(a, w3, b3))
     R = regions
     program = [
         Load(R["x"], x),
@@ -91,8 +98,10 @@ def mlp_case(config: VitModelConfig, seed: int, *, tokens: int, dim: int, hidden
         Matmul(R["gelu"], R["fc2_dense"], w2.astype(np.int8), b2, rq2), Store(R["fc2_dense"]),
         Matmul(R["gelu"], R["fc2_csr"], csr, b2, rq2), Store(R["fc2_csr"]),
         Add(R["x"], R["fc2_csr"], R["add2"], rq_a, rq_b), Store(R["add2"]),
+        Matmul(R["norm2"], R["raw_lo"], w3.astype(np.int8), b3, None, R["raw_hi"]), Store(R["raw_lo"]),
+        Store(R["raw_hi"]),
     ]
-    expected = dict(norm2=a, fc1=h, gelu=g, fc2_dense=f_dense, fc2_csr=f_csr, add2=y)
+    expected = dict(norm2=a, fc1=h, gelu=g, fc2_dense=f_dense, fc2_csr=f_csr, add2=y, raw_lo=lo, raw_hi=hi)
     return MlpCase(program, expected, regions)
 
 

@@ -108,17 +108,19 @@ class VitModelTB:
         starts = [transfer_cycles[h] for h in headers]
         ends = starts[1:] + [retired_cycle]
         return dict(measured=[e - s for s, e in zip(starts, ends)], model=[c.total for c in model],
-                    ops=[c.op for c in model], total=ends[-1] - starts[0], last_tensor=self.last_tensor.tolist())
+                    ops=[c.op for c in model], total=ends[-1] - starts[0],
+                    last_tensors=[t.tolist() for t in self.last_tensors])
 
     def check(self, received: list) -> None:
         P = self.cfg.lanes
         got = iter(received)
         stores = [ins for ins in self.case.program if isinstance(ins, Store)]
         assert len(stores) == len(self.names) == len(self.reference)
+        self.last_tensors = []         # the last two STOREd tensors (a classifier's low and high halves)
         for name, ins, ref in zip(self.names, stores, self.reference):
             rows, cols = ins.src.rows, ins.src.cols
             rtl = np.array([next(got) for _ in range(rows * cols // P)], np.int64).reshape(rows, cols)
-            self.last_tensor = rtl
+            self.last_tensors = (self.last_tensors + [rtl])[-2:]
             for what, want in (("the reference executor", ref), ("the golden model", self.case.expected[name])):
                 bad = np.argwhere(rtl != want)
                 assert not len(bad), (f"tensor {name}: {len(bad)} elements differ from {what}, first at "

@@ -69,7 +69,7 @@ def test_a_small_model_end_to_end_on_the_rtl(tmp_path, capsys, monkeypatch):
     from attnforge.flows import vitcod_run
 
     real = vitcod_run._expected
-    monkeypatch.setattr(vitcod_run, "_expected", lambda qm, tr, name: real(qm, tr, name) + (name == "blocks.0.fc1"))
+    monkeypatch.setattr(vitcod_run, "_expected", lambda qm, tr, name, lanes: real(qm, tr, name, lanes) + (name == "blocks.0.fc1"))
     assert main(["vitcod", "run", "--checkpoint", str(ck), "--masks", str(masks), "--images", "1",
                  "--calib-images", "32", "--macs", "4", "--cycle-model", "--no-progress"]) == 1
     assert "reference executor DIFFERS" in capsys.readouterr().out

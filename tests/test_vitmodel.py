@@ -11,14 +11,15 @@ from attnforge.formats.csr import dense_to_csr
 from attnforge.hw.vitmodel import (DEIT_TINY, DIGITS, Add, Gelu, LayerNorm, Load, Matmul, Region, ReferenceMachine,
                                    Store, VitModelConfig, assemble, check_program, disassemble, instruction_cycles,
                                    program_cycles)
-from attnforge.hw.vitmodel.isa import HEADER_FIELDS, HEADER_WIDTH, WEIGHT_FIELDS, Op, pack, unpack
+from attnforge.hw.vitmodel.isa import (HEADER_FIELDS, HEADER_WIDTH, WEIGHT_FIELDS, Op, int32_to_raw_halves, pack,
+                                      raw_halves_to_int32, unpack)
 from attnforge.hw.vitmodel.program import DECODE_CYCLES, READ_LATENCY
 from attnforge.hw.vit.matmul import matmul_cycles
 from attnforge.int_ops import INT16
 from attnforge.numfmt import INT8, IntFormat, Requantizer
 from attnforge.tb.vitmodel_case import TENSORS, load_program_case, mlp_case, save_program_case
 
-SMALL = VitModelConfig(lines=1, macs=2, max_tokens=5, max_cols=8, ln_channels=4, buffer_tiles=64)
+SMALL = VitModelConfig(lines=1, macs=2, max_tokens=5, max_cols=8, ln_channels=4, buffer_tiles=80)
 
 
 def _case(cfg=SMALL, seed=0, **kw):
@@ -54,7 +55,7 @@ def test_presets():
 def test_fields_round_trip_and_range():
     values = dict(opcode=Op.GELU, a=3, b=65535, d=7, rows=65, cols=256, out_cols=1, dense=1, out8=0,
                   m0=(1 << 32) - 1, s0=62, m1=5, s1=0, k0=(1 << 61) - 1, k1=(1 << 20) - 1, head=3, heads=255,
-                  g=65535, nnz=(1 << 20) - 1)
+                  g=65535, nnz=(1 << 20) - 1, raw=1)
     assert unpack(HEADER_FIELDS, pack(HEADER_FIELDS, values)) == values
     w = dict(value=-128, index=255, last=1, bias=-(1 << 31), multiplier=1, shift=3)
     assert unpack(WEIGHT_FIELDS, pack(WEIGHT_FIELDS, w)) == w
@@ -75,14 +76,16 @@ def test_assemble_disassemble_round_trip():
     csr_back, csr = back[9].weight, case.program[9].weight
     assert (csr_back.row_ptr == csr.row_ptr).all() and (csr_back.values == csr.values).all()
     assert csr.row_ptr[-1] == csr.row_ptr[-2]          # the empty channel went out as one zero beat, came back empty
-    # payload beats: LOAD rows*cols/P, LAYERNORM D/P, dense fc1 out*in, CSR max(nnz, 1) per channel
-    assert len(beats) == 13 + 13 * 16 // 4 + 16 // 4 + 64 * 16 + 16 * 64 + int(np.maximum(np.diff(csr.row_ptr), 1).sum())
+    # payload beats: LOAD rows*cols/P, LAYERNORM D/P, dense fc1 out*in, CSR max(nnz, 1) per channel, the raw
+    # matmul's P x D; 16 headers
+    assert len(beats) == (16 + 13 * 16 // 4 + 16 // 4 + 64 * 16 + 16 * 64 + int(np.maximum(np.diff(csr.row_ptr), 1).sum())
+                          + 4 * 16)
 
 
 def test_program_file_for_the_testbench_is_plain_data(tmp_path):
     """What the compiled-program RTL test hands the testbench: beats and int64 arrays in an ``.npz`` read
     without pickle; the program that comes back assembles to the same beats and runs to the same tensors."""
-    cfg = VitModelConfig(lines=1, macs=4, max_tokens=5, max_cols=16, ln_channels=8, buffer_tiles=64)
+    cfg = VitModelConfig(lines=1, macs=4, max_tokens=5, max_cols=16, ln_channels=8, buffer_tiles=80)
     case = _case(cfg, tokens=5, dim=8, hidden=16)
     path = save_program_case(tmp_path / "p.npz", case, TENSORS, cfg)
     back, names = load_program_case(path, cfg)
@@ -112,7 +115,7 @@ def _bad(program, message):
 def test_bad_programs_are_refused():
     rq8, rq18 = Requantizer(1, 0), Requantizer(1, 0, IntFormat(18))
     x = np.zeros((2, 4), np.int64)
-    _bad([Load(Region(62, 5, 4), np.zeros((5, 4), np.int64))], r"instruction 0 \(LOAD\) destination at tile 62 takes 6")
+    _bad([Load(Region(78, 5, 4), np.zeros((5, 4), np.int64))], r"instruction 0 \(LOAD\) destination at tile 78 takes 6")
     _bad([Load(Region(0, 2, 3), np.zeros((2, 3), np.int64))], "cols=3 must be a multiple of the lanes P=2")
     _bad([Load(Region(0, 6, 4), np.zeros((6, 4), np.int64))], "rows must be in")
     _bad([Load(Region(0, 2, 4), np.zeros((2, 2), np.int64))], "needs integers of shape")
@@ -136,6 +139,35 @@ def test_bad_programs_are_refused():
     _bad([Matmul(**{**mm, "requant": (Requantizer(1 << 20, 0, INT16, 32),) * 8})], "multiplier must be in")
     _bad([Matmul(**{**mm, "bias": np.full(8, 1 << 40)})], "bias has values")
     _bad([Matmul(**{**mm, "weight": dense_to_csr(np.ones((8, 5), np.int8))})], "CSR weight of shape")
+    # a raw (int32) matmul: its high halves' region, and sums that stay within int32
+    raw = dict(mm, requant=None, dst_hi=Region(16, 2, 8))
+    check_program([Matmul(**raw)], SMALL)
+    _bad([Matmul(**{**raw, "dst_hi": None})], "needs dst_hi, the region of its sums' high halves")
+    _bad([Matmul(**{**mm, "dst_hi": Region(16, 2, 8)})], "dst_hi .* belongs to a raw MATMUL")
+    _bad([Matmul(**{**raw, "dst_hi": Region(16, 2, 4)})], "dst_hi is 2 x 4, the source 2 x 8")
+    _bad([Matmul(**{**raw, "dst_hi": Region(10, 2, 8)})], "overlaps the low halves' region")
+    _bad([Matmul(**{**raw, "dst_hi": Region(78, 2, 8)})], "dst_hi at tile 78 takes 4 tiles")
+    room = (1 << 31) - 1 - 4 * 128          # |bias| + sum |w| x 128 at most int32's maximum
+    check_program([Matmul(**{**raw, "bias": np.full(8, -room)})], SMALL)
+    _bad([Matmul(**{**raw, "bias": np.full(8, room + 1)})], "output channel 0's sums can reach 2147483648")
+
+
+def test_raw_matmul_halves_give_back_the_int32_sums():
+    """The reference executor's raw MATMUL writes each int32 sum as two int16 halves that
+    ``raw_halves_to_int32`` joins back, at both ends of int32 and around the halves' boundaries."""
+    room = (1 << 31) - 1 - 4 * 127 * 128
+    bias = np.array([room, -room, 0, -1, 1 << 15, -(1 << 15), 65535, -65536], np.int64)
+    x = np.array([[127, -128, 5, 0], [-128, -128, -128, -128]], np.int64)
+    w = np.array([[127, -128, 1, 0]] * 8, np.int8)
+    program = [Load(Region(0, 2, 4), x), Matmul(Region(0, 2, 4), Region(8, 2, 8), w, bias, None, Region(16, 2, 8)),
+               Store(Region(8, 2, 8)), Store(Region(16, 2, 8))]
+    lo, hi = ReferenceMachine(SMALL).run(program)
+    want = x @ w.T.astype(np.int64) + bias
+    assert lo.min() >= -(1 << 15) and lo.max() < 1 << 15 and hi.min() >= -(1 << 15) and hi.max() < 1 << 15
+    np.testing.assert_array_equal(raw_halves_to_int32(lo, hi), want)
+    assert want.max() > (1 << 31) - 70000 and want.min() < -(1 << 31) + 70000      # both ends of int32
+    np.testing.assert_array_equal(int32_to_raw_halves(want)[1], want >> 16)
+    assert disassemble(assemble(program, SMALL), SMALL)[1].dst_hi == Region(16, 2, 8)
 
 
 def test_reference_refuses_an_int16_matmul_source():

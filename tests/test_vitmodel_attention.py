@@ -20,7 +20,7 @@ from attnforge.errors import ConfigError
 from attnforge.formats.csr import CSR
 from attnforge.hw.vitmodel import (DIGITS, Attention, Load, ReferenceMachine, Store, VitModelConfig, assemble,
                                    disassemble, instruction_cycles)
-from attnforge.hw.vitmodel.isa import Region
+from attnforge.hw.vitmodel.isa import Region, raw_halves_to_int32
 from attnforge.numfmt import INT8
 
 
@@ -77,7 +77,7 @@ def test_whole_image_program_reproduces_every_tensor_and_the_class(model, sparse
     program = model_program(qm, xq, DIGITS, sparse=sparse)
     stored = reference_machine(DIGITS).run(program)
     names = model_tensors(qm)
-    assert len(stored) == len(names) == 2 + 2 * len(ATTENTION_BLOCK_TENSORS) + 1
+    assert len(stored) == len(names) == 2 + 2 * len(ATTENTION_BLOCK_TENSORS) + 1 + 2
     got = dict(zip(names, stored))
     np.testing.assert_array_equal(got["patch"][1:], tr["patch"][0], err_msg="patch")   # row 0: the class token's
     np.testing.assert_array_equal(got["embed"], tr["embed"][0], err_msg="embed")
@@ -85,9 +85,13 @@ def test_whole_image_program_reproduces_every_tensor_and_the_class(model, sparse
         for name, want in _expected(tr, layer).items():
             np.testing.assert_array_equal(got[f"blocks.{layer}.{name}"], want, err_msg=f"blocks.{layer}.{name}")
     np.testing.assert_array_equal(got["norm"][0], tr["norm"][0], err_msg="norm")
-    logits = model_logits(qm, got["norm"])
-    np.testing.assert_array_equal(logits, tr["logits"][0])
-    assert int(np.argmax(logits)) == int(np.argmax(tr["logits"][0]))
+    np.testing.assert_array_equal(model_logits(qm, got["norm"]), tr["logits"][0])      # the host's classifier
+    # the classifier instruction: the int32 logits as two int16 halves, padded to P = 8 channels with zeros
+    classes = tr["logits"].shape[1]
+    assert got["logits.lo"].shape == got["logits.hi"].shape == (1, -(-classes // DIGITS.lanes) * DIGITS.lanes)
+    logits = raw_halves_to_int32(got["logits.lo"], got["logits.hi"])[0]
+    np.testing.assert_array_equal(logits[:classes], tr["logits"][0])
+    assert not logits[classes:].any()
 
 
 def test_a_wrong_head_is_caught(model):
@@ -258,8 +262,9 @@ def test_the_buffer_does_not_grow_with_the_depth(model):
 
     def tiles(m):
         return max(reg.end(DIGITS.lanes) for ins in model_program(m, xq, DIGITS)
-                   for reg in (getattr(ins, k, None) for k in ("src", "dst", "a", "b", "qkv")) if hasattr(reg, "end"))
+                   for reg in (getattr(ins, k, None) for k in ("src", "dst", "dst_hi", "a", "b", "qkv"))
+                   if hasattr(reg, "end"))
 
     # 65 x 64 is 9 x 8 tiles: the two residuals, norm1, qkv (x 3), the heads' output, proj; then the final
-    # norm's one row group
-    assert tiles(qm) == tiles(one) == 72 * (2 + 1 + 3 + 1 + 1) + 8
+    # norm's one row group, and the logits' two halves (one row of 10 classes padded to 16: 2 tiles each)
+    assert tiles(qm) == tiles(one) == 72 * (2 + 1 + 3 + 1 + 1) + 8 + 2 * 2

@@ -12,10 +12,10 @@ Milestone 2 (host side): ``attention_instructions`` turns a block's heads into A
 instructions (the ViTCoD head on the qkv region, ``isa.Attention``); ``block_program`` with
 ``attention=None`` computes the heads instead of replaying them, and ``model_program`` compiles a
 whole image: the patch embedding (a host im2col LOADed as int8 patches, MATMUL, then ADD of the
-position constant), every block, and the final LayerNorm of the class token. The classifier's raw
-int32 matmul is not an instruction yet: ``model_logits`` computes it on the host from the STOREd
-final norm. These programs run on ``ReferenceMachine`` (with ``vitcod_head_golden`` as its head);
-the RTL does not run ATTENTION yet.
+position constant), every block, the final LayerNorm of the class token and the classifier (a raw
+MATMUL: the int32 logits leave as two int16 halves, ``isa.raw_halves_to_int32`` joins them;
+``model_logits`` is the same classifier on the host, for a final norm alone). These programs run on
+``ReferenceMachine`` (with ``vitcod_head_golden`` as its head) and on the RTL.
 
 Linear layers go out dense, or (``sparse``) as CSR of their non-zero weights: a robust ticket's
 pruned weights are zeros in ``IntLinear.weight``, and a kept weight that quantized to zero adds
@@ -38,8 +38,10 @@ from .intvit import IntBlock, IntLinear, IntViT, _patches
 
 __all__ = ["RegionAllocator", "mlp_half_instructions", "mlp_half_program", "block_program", "MLP_TENSORS",
            "BLOCK_TENSORS", "ATTENTION_BLOCK_TENSORS", "attention_instructions", "model_program", "model_tensors",
-           "head_function", "reference_machine", "model_logits"]
+           "head_function", "reference_machine", "model_logits", "classifier_instructions", "LOGITS_TENSORS"]
 
+#: The classifier's STOREs: the int32 logits' low and high int16 halves (``isa.raw_halves_to_int32``).
+LOGITS_TENSORS = ("logits.lo", "logits.hi")
 #: The MLP half's tensors in the order its program STOREs them (names as ``intvit.trace_image``'s, per layer).
 MLP_TENSORS = ("norm2", "fc1", "gelu", "fc2", "add2")
 #: A block's STOREd tensors (``qkv``: the int8 matmul output, columns ``[3, H, d]`` as timm's).
@@ -178,12 +180,13 @@ def model_tensors(qm: IntViT) -> list[str]:
     names = ["patch", "embed"]
     for layer in range(len(qm.blocks)):
         names += [f"blocks.{layer}.{t}" for t in ATTENTION_BLOCK_TENSORS]
-    return names + ["norm"]
+    return names + ["norm", *LOGITS_TENSORS]
 
 
 def model_program(qm: IntViT, image_q, config: VitModelConfig, *, sparse: bool = False) -> list:
-    """One int8 image ``[C, S, S]`` (``intvit.quantize_image``'s) through the whole integer ViT up to the
-    class token's final LayerNorm, STOREing ``model_tensors(qm)``.
+    """One int8 image ``[C, S, S]`` (``intvit.quantize_image``'s) through the whole integer ViT to the
+    class token's logits, STOREing ``model_tensors(qm)`` (the logits as their low and high int16 halves,
+    ``LOGITS_TENSORS``).
 
     Patch embedding: the host's im2col of the image (``intvit._patches``), with an all-zero row for the
     class token, is LOADed; the embedding MATMUL writes ``rq(bias)`` in that row, so the LOADed position
@@ -218,13 +221,31 @@ def model_program(qm: IntViT, image_q, config: VitModelConfig, *, sparse: bool =
     cls = Region(x.base, 1, dim)           # the first row group's tiles hold row 0 (the class token)
     out = alloc(1, dim, "norm")
     program += [LayerNorm(cls, out, qm.norm.gamma, qm.norm.beta, qm.norm.requant, int(qm.norm.eps)), Store(out)]
+    program += classifier_instructions(qm.head, out, alloc)
     check_program(program, config)
     return program
 
 
+def classifier_instructions(head: IntLinear, norm: Region, alloc: RegionAllocator) -> list:
+    """The classifier on the final norm ``[1, D]``: a raw (int32) dense MATMUL whose logits' low and high
+    halves are STOREd (``LOGITS_TENSORS``). The output channels are padded to a multiple of the lanes P
+    (a STORE moves vectors of P) with zero weights and bias: logits ``classes ..`` are 0 and not classes."""
+    if head.requant is not None:
+        raise ConfigError("the classifier must be the raw int32 matmul (IntLinear without a requantizer)")
+    classes, dim = head.weight.shape
+    P = alloc.config.lanes
+    padded = -(-classes // P) * P
+    weight = np.zeros((padded, dim), np.int8)
+    weight[:classes] = head.weight
+    bias = np.zeros(padded, np.int64)
+    bias[:classes] = head.bias
+    lo, hi = alloc(1, padded, "logits (low halves)"), alloc(1, padded, "logits (high halves)")
+    return [Matmul(norm, lo, weight, bias, None, hi), Store(lo), Store(hi)]
+
+
 def model_logits(qm: IntViT, norm) -> np.ndarray:
-    """The classifier on the host: int32 logits ``[classes]`` from the STOREd final norm ``[1, D]``
-    (``IntLinear`` with no requantizer; not an instruction of the hardware yet)."""
+    """The classifier on the host: int32 logits ``[classes]`` from a final norm ``[1, D]`` (``IntLinear``
+    with no requantizer; ``classifier_instructions`` is the same on the accelerator)."""
     acc, _ = qm.head.run(np.asarray(norm, np.int64))
     return acc[0]
 

@@ -5,10 +5,10 @@ weights are exactly 0): the integer-only ViT is calibrated as ``vitcod int-eval`
 (``intvit.compile_int_vit``), an accelerator configuration is sized for it (``model_config``: P = 8
 lanes, the attention unit for the heads' d), and each image is compiled into one program
 (``model_program``: patch embedding, every block with its heads as ATTENTION instructions, the final
-LayerNorm) and run on the RTL by the model-level testbench (``tb/vitmodel_tb.py``), which checks every
-STOREd tensor against the integer ViT's trace and the reference executor, and every instruction's cycles
-against the cycle model. The classifier's raw int32 matmul is not an instruction yet: the predicted
-class comes from ``model_logits`` on the final norm, which the RTL reproduced bit for bit.
+LayerNorm, the classifier) and run on the RTL by the model-level testbench (``tb/vitmodel_tb.py``), which
+checks every STOREd tensor against the integer ViT's trace and the reference executor, and every
+instruction's cycles against the cycle model. The classifier is a raw int32 MATMUL whose logits leave as
+two int16 halves; the predicted class is the argmax of the RTL's logits.
 
 The dense baseline is the same hardware running the model without attention masks (every key global)
 and without the ticket (the checkpoint's dense weights), by the cycle model.
@@ -51,7 +51,7 @@ def model_config(qm, *, lines: int = 1, macs: int = 8):
 
 
 def _regions(ins):
-    for name in ("src", "dst", "a", "b", "qkv"):
+    for name in ("src", "dst", "dst_hi", "a", "b", "qkv"):
         reg = getattr(ins, name, None)
         if reg is not None and hasattr(reg, "end"):
             yield reg
@@ -104,7 +104,7 @@ def run_images(checkpoint, masks_path, *, ticket=None, images: int = 4, seed: in
 
     from attnforge.algo.vitcod.intvit import (_check_masks, calibration_images, compile_int_vit, dense_masks,
                                               int_forward, quantize_image, trace_image)
-    from attnforge.algo.vitcod.model_program import model_logits, model_program, model_tensors
+    from attnforge.algo.vitcod.model_program import model_program, model_tensors, reference_machine
     from attnforge.algo.vitcod.prepare import prepare
     from attnforge.formats.masks import load_masks
     from attnforge.hw.designs import get_design
@@ -142,13 +142,14 @@ def run_images(checkpoint, masks_path, *, ticket=None, images: int = 4, seed: in
         xq = quantize_image(qm, image[None])[0]
         tr = trace_image(qm, image)
         program = model_program(qm, xq, config, sparse=sparse)
-        expected = {name: _expected(qm, tr, name) for name in names}
+        expected = {name: _expected(qm, tr, name, config.lanes) for name in names}
         summary = _cycles_summary(program, config)
         golden = int(np.argmax(int_forward(qm, xq[None])[0]))
         if not rtl:
-            ok = _reference_matches(program, config, expected, names)
+            stored = reference_machine(config).run(program)
+            ok = len(stored) == len(names) and all(np.array_equal(t, expected[k]) for k, t in zip(names, stored))
             ref_exact &= ok
-            pred = int(np.argmax(model_logits(qm, expected["norm"])))
+            pred = int(np.argmax(_logits(qm, stored[-2:])))
             agree &= pred == golden
             correct += pred == int(label)
             out_images.append({"image": i, "label": int(label), "predicted": pred, "golden_predicted": golden,
@@ -169,11 +170,10 @@ def run_images(checkpoint, masks_path, *, ticket=None, images: int = 4, seed: in
         ok = bool(result.passed and result.tests == 1 and result.report
                   and result.report["measured"] == result.report["model"])
         bit_exact &= ok
-        # the class from the RTL's own final norm (the testbench reports the last STOREd tensor), the classifier
-        # on the host (not an instruction yet); the integer golden model's class independently
-        # (none when the run failed: then there is no RTL tensor to classify)
-        pred = (int(np.argmax(model_logits(qm, np.asarray(result.report["last_tensor"], np.int64))))
-                if ok else None)
+        # the class from the RTL's own logits (the testbench reports the last two STOREd tensors, their
+        # halves); the integer golden model's class independently (none when the run failed: then there are
+        # no RTL logits to classify)
+        pred = int(np.argmax(_logits(qm, result.report["last_tensors"]))) if ok else None
         agree &= pred == golden
         entry = {"image": i, "label": int(label), "predicted": pred, "golden_predicted": golden, "bit_exact": ok,
                  "rtl_cycles": result.report["total"] if result.report else None, **summary, "log": str(result.log)}
@@ -200,19 +200,29 @@ def run_images(checkpoint, masks_path, *, ticket=None, images: int = 4, seed: in
             "speedup": dense["cycles"] / cycles, "amdahl_bound": bound["bound"], "work_ratio": bound["work_ratio"],
             "speedup_over_bound": dense["cycles"] / cycles / bound["bound"],
             "classes_equal_golden": agree, "per_image": out_images,
-            "classifier": "on the host (model_logits) from the RTL's final norm (STOREd, checked bit for bit)"}
+            "classifier": "on the accelerator: a raw int32 MATMUL, its logits STOREd as two int16 halves (checked "
+                          "bit for bit), the class their argmax"}
 
 
-def _reference_matches(program, config, expected: dict, names) -> bool:
-    """Whether the ISA's reference executor (heads by the ViTCoD golden model) STOREs the expected tensors."""
-    from attnforge.algo.vitcod.model_program import reference_machine
+def _logits(qm, halves) -> np.ndarray:
+    """The int32 logits ``[classes]`` from the STOREd low and high halves (padded to P channels)."""
+    from attnforge.hw.vitmodel.isa import raw_halves_to_int32
 
-    stored = reference_machine(config).run(program)
-    return len(stored) == len(names) and all(np.array_equal(t, expected[k]) for k, t in zip(names, stored))
+    lo, hi = (np.asarray(h, np.int64) for h in halves)
+    return raw_halves_to_int32(lo, hi)[0, :qm.head.weight.shape[0]]
 
 
-def _expected(qm, tr: dict, name: str) -> np.ndarray:
-    """A STOREd tensor's expected value from ``trace_image``'s (model_program's layout)."""
+def _expected(qm, tr: dict, name: str, lanes: int) -> np.ndarray:
+    """A STOREd tensor's expected value from ``trace_image``'s (model_program's layout; the logits' halves
+    padded with zeros to a multiple of the ``lanes``, as ``classifier_instructions`` pads the classifier)."""
+    from attnforge.algo.vitcod.model_program import LOGITS_TENSORS
+    from attnforge.hw.vitmodel.isa import int32_to_raw_halves
+
+    if name in LOGITS_TENSORS:
+        logits = np.asarray(tr["logits"][0], np.int64)
+        padded = np.zeros(-(-len(logits) // lanes) * lanes, np.int64)
+        padded[:len(logits)] = logits
+        return int32_to_raw_halves(padded)[LOGITS_TENSORS.index(name)][None]
     if name.endswith(".qkv"):
         p = name[: -len("qkv")]
         q, k, v = (tr[p + x][0] for x in "qkv")

@@ -41,12 +41,14 @@ from ..common.requant import MAX_SHIFT, requantize
 from ..common.trees import saturate
 
 __all__ = ["VitMatmulConfig", "VitMatmul", "MatmulCycles", "matmul_cycles", "MATMUL_LATENCY", "BIAS_FORMAT",
-           "OUT_WIDTHS"]
+           "OUT_WIDTHS", "RAW_FORMAT"]
 
 #: Output widths: int8 and int16 are requantized, 32 is the raw int32 accumulator (``requant`` None).
 OUT_WIDTHS = (8, 16, 32)
 #: The bias, as ``intvit.IntLinear.bias``.
 BIAS_FORMAT = IntFormat(32)
+#: The raw output (``out_width`` 32, or a ``raw`` tile of a ``raw_port`` matmul): the sum saturated to int32.
+RAW_FORMAT = IntFormat(32)
 #: Cycles from a column's last beat being taken to its first output beat being offered, minus one:
 #: issue, memory read, multiply, accumulate (+ bias), sum register, requantizer into the output register.
 MATMUL_LATENCY = 6
@@ -73,6 +75,10 @@ class VitMatmulConfig:
         Output width: 8 or 16 (requantized per output channel), 32 (the raw int32 accumulator).
     multiplier_width : int
         Width of the per-channel requantizer multiplier, 1..32 (as ``numfmt.Requantizer``).
+    raw_port : bool
+        With an out_width of 8 or 16: a run-time ``raw`` input that switches a tile to the raw int32
+        sums (the classifier of the model-level accelerator); the output lanes are then 32 bits wide,
+        the requantized values sign-extended.
     """
 
     lines: int = 1
@@ -81,6 +87,7 @@ class VitMatmulConfig:
     max_in: int = 256
     out_width: int = 8
     multiplier_width: int = 16
+    raw_port: bool = False
 
     def __post_init__(self):
         check_int("ViT matmul lines", self.lines, 1, 64)
@@ -90,6 +97,11 @@ class VitMatmulConfig:
         check_int("ViT matmul max_in", self.max_in, 1, 65536)
         check_choice("ViT matmul out_width", self.out_width, OUT_WIDTHS)
         check_int("ViT matmul multiplier_width", self.multiplier_width, 1, 32)
+        if not isinstance(self.raw_port, bool):
+            raise ConfigError(f"ViT matmul raw_port must be True or False, not {self.raw_port!r}")
+        if self.raw_port and self.raw:
+            raise ConfigError("ViT matmul raw_port switches a requantized output (out_width 8 or 16) to the raw "
+                              "sums; with out_width=32 the output is always raw: use raw_port=False")
         if self.groups > MAX_GROUPS:
             raise ConfigError(f"ViT matmul max_rows={self.max_rows} needs {self.groups} row groups of "
                               f"{self.lanes} lanes; at most {MAX_GROUPS} are supported: use max_rows <= "
@@ -141,8 +153,13 @@ class VitMatmulConfig:
         })
 
     @property
+    def o_width(self) -> int:
+        """Width of an output lane: 32 when the raw sums can come out (``out_width`` 32 or ``raw_port``)."""
+        return RAW_FORMAT.width if self.raw_port else self.out_width
+
+    @property
     def o_layout(self) -> data.ArrayLayout:
-        return data.ArrayLayout(signed(self.out_width), self.lanes)
+        return data.ArrayLayout(signed(self.o_width), self.lanes)
 
     def requantizer(self, multiplier: int, shift: int) -> Requantizer | None:
         """The ``numfmt.Requantizer`` a column with this run-time setting gets (None: raw output)."""
@@ -217,13 +234,15 @@ class VitMatmul(ConfiguredComponent):
         Output columns of the tile, >= 1: the count of ``last`` weight beats that ends it.
     dense : ``In(1)``
         1: every column sends all ``in_features`` weights in order and ``w.index`` is ignored.
+    raw : ``In(1)`` (only with ``raw_port``)
+        1: the tile's output is the raw sum saturated to int32, the requantizer settings ignored.
     x : ``In(stream.Signature(ArrayLayout(signed(8), P)))``
         Activation beats (taken only between tiles' weight phases).
     w : ``In(stream.Signature(w_layout))``
         Weight beats: ``value``, ``index`` (the input channel, CSR mode), ``last`` (the column's final
         beat; a column without kept weights sends one beat of value 0), and on ``last`` beats the
         column's ``bias``, requantizer ``multiplier`` and ``shift`` (ignored when out_width is 32).
-    o : ``Out(stream.Signature(ArrayLayout(signed(out_width), P)))``
+    o : ``Out(stream.Signature(ArrayLayout(signed(o_width), P)))``
         For each column, G beats: group g's lanes are rows ``g*P ..`` (lanes past ``rows`` carry the
         sums of whatever those rows of ``x`` held).
     """
@@ -232,7 +251,7 @@ class VitMatmul(ConfiguredComponent):
 
     @classmethod
     def signature_of(cls, config: VitMatmulConfig):
-        return {
+        ports = {
             "rows": In(range(config.max_rows + 1)),
             "in_features": In(range(config.max_in + 1)),
             "out_features": In(unsigned(16)),
@@ -241,6 +260,9 @@ class VitMatmul(ConfiguredComponent):
             "w": In(stream.Signature(config.w_layout)),
             "o": Out(stream.Signature(config.o_layout)),
         }
+        if config.raw_port:
+            ports["raw"] = In(1)
+        return ports
 
     def elaborate(self, platform):
         cfg = self._config
@@ -360,6 +382,8 @@ class VitMatmul(ConfiguredComponent):
                 out = saturate(d, cfg.out_format)[:cfg.out_width].as_signed()
             else:
                 out = requantize(d, d_mult, d_shift, cfg.out_format)
+            if cfg.raw_port:
+                out = Mux(self.raw, saturate(d, RAW_FORMAT)[:RAW_FORMAT.width].as_signed(), out)
             with m.If(advance):
                 m.d.sync += self.o.payload[k].eq(out)
         with m.If(advance):

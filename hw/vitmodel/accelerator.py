@@ -19,7 +19,8 @@ Blocks (docs/vit-model.md):
   needs: rows then channel groups (row vectors); row groups then channels (the matmul's ``x``);
   channels then row groups (the matmul's ``o``).
 * **Units**: ``VitMatmul`` (int16 output; an int8 instruction saturates it to int8 on the way
-  into the buffer, which equals requantizing to int8 directly), ``LayerNormUnit``, ``GeluUnit``,
+  into the buffer, which equals requantizing to int8 directly; a raw instruction takes its int32
+  sums and writes their low halves into region ``d`` and their high halves into region ``b``), ``LayerNormUnit``, ``GeluUnit``,
   ``ResidualAddUnit`` (16-bit operands). Their run-time constants are the header register's
   fields, which hold still for the whole instruction.
 """
@@ -122,15 +123,16 @@ class VitModelAccelerator(ConfiguredComponent):
         """The units' run-time ports from the header register (still for the whole instruction)."""
         mw = cfg.multiplier_width
         m.d.comb += [u["mm"].rows.eq(hdr.rows), u["mm"].in_features.eq(hdr.cols),
-                     u["mm"].out_features.eq(hdr.out_cols), u["mm"].dense.eq(hdr.dense),
+                     u["mm"].out_features.eq(hdr.out_cols), u["mm"].dense.eq(hdr.dense), u["mm"].raw.eq(hdr.raw),
                      u["ln"].channels.eq(hdr.cols), u["ln"].eps.eq(hdr.k0), u["ln"].multiplier.eq(hdr.m0[:mw]),
                      u["ln"].shift.eq(hdr.s0),
                      u["gelu"].t.eq(hdr.k1), u["gelu"].c.eq(hdr.k0), u["gelu"].multiplier.eq(hdr.m0[:mw]),
                      u["gelu"].shift.eq(hdr.s0),
                      u["add"].a_multiplier.eq(hdr.m0[:mw]), u["add"].a_shift.eq(hdr.s0),
                      u["add"].b_multiplier.eq(hdr.m1[:mw]), u["add"].b_shift.eq(hdr.s1)]
-        for unit in u.values():
-            m.d.comb += unit.o.ready.eq(1)            # the writer takes a vector every cycle
+        for name, unit in u.items():
+            if name != "mm":                          # the writer takes a vector every cycle (a raw
+                m.d.comb += unit.o.ready.eq(1)        # matmul's in two: see _writer)
 
     def _shape(self, m, cfg, hdr):
         """Counts derived from the header: groups of P and the beats each side moves."""
@@ -437,22 +439,37 @@ class VitModelAccelerator(ConfiguredComponent):
             m.d.comb += ctl["done"].eq(1)
 
     def _writer(self, m, cfg, hdr, shape, ctl, banks, u, att=None):
-        """The producer the opcode names into region ``d``, one vector per cycle, never stalling."""
+        """The producer the opcode names into region ``d``, one vector per cycle, never stalling (a raw
+        MATMUL: two cycles per vector, region ``d`` then ``b``)."""
         P = cfg.lanes
         op = hdr.opcode
         is_mm = op == Op.MATMUL
         valid = Signal()
         lanes = [Signal(signed(ELEMENT_WIDTH), name=f"wr_lane{j}") for j in range(P)]
         n = Signal(32)
-        step = valid & ctl["w_more"] & ctl["run"]
+        write = valid & ctl["w_more"] & ctl["run"]
+        # a raw MATMUL: each output beat is written twice, its low halves into region d, then (``high``)
+        # its high halves into region b; the matmul's beat is taken with the second write
+        raw = is_mm & hdr.raw
+        high = Signal(name="wr_high")
+        with m.If(ctl["start"]):
+            m.d.sync += high.eq(0)
+        with m.Elif(write & raw):
+            m.d.sync += high.eq(~high)
+        m.d.comb += u["mm"].o.ready.eq(~raw | high)
+        step = write & (~raw | high)
         tile_off, rot, offsets = self._walker(m, cfg, "wr", col=is_mm, chan_outer=True,
                                               shape=dict(nch=hdr.out_cols, rows_g=shape["rows_g"]),
                                               region_g=Mux(is_mm, shape["out_g"], shape["cols_g"]),
                                               start=ctl["start"], step=step)
         load = data.ArrayLayout(signed(ELEMENT_WIDTH), P)(self.i.payload[:P * ELEMENT_WIDTH])
         sat8 = [Mux(v > INT8.max, INT8.max, Mux(v < INT8.min, INT8.min, v)) for v in u["mm"].o.payload]
+        half = [Mux(high, v[ELEMENT_WIDTH:2 * ELEMENT_WIDTH], v[:ELEMENT_WIDTH]).as_signed()
+                for v in u["mm"].o.payload]
+        mm_lanes = [Mux(hdr.raw, half[j], Mux(hdr.out8, sat8[j], u["mm"].o.payload[j][:ELEMENT_WIDTH].as_signed()))
+                    for j in range(P)]
         producers = {Op.LOAD: (ctl["load_valid"], [load[j] for j in range(P)]),
-                     Op.MATMUL: (u["mm"].o.valid, [Mux(hdr.out8, sat8[j], u["mm"].o.payload[j]) for j in range(P)]),
+                     Op.MATMUL: (u["mm"].o.valid, mm_lanes),
                      Op.LAYERNORM: (u["ln"].o.valid, list(u["ln"].o.payload)),
                      Op.GELU: (u["gelu"].o.valid, list(u["gelu"].o.payload)),
                      Op.ADD: (u["add"].o.valid, list(u["add"].o.payload))}
@@ -473,8 +490,8 @@ class VitModelAccelerator(ConfiguredComponent):
             with m.If(n == shape["w_total"] - 1):
                 m.d.sync += ctl["w_more"].eq(0)
                 m.d.comb += ctl["done"].eq(1)
-        tile = (hdr.d + tile_off) * P
+        tile = (Mux(high, hdr.b, hdr.d) + tile_off) * P
         lane_of = Array(lanes)
         for b, bank in enumerate(banks):
-            m.d.comb += [bank["w"].addr.eq(tile + offsets[b]), bank["w"].en.eq(step),
+            m.d.comb += [bank["w"].addr.eq(tile + offsets[b]), bank["w"].en.eq(write),
                          bank["w"].data.eq(lane_of[_mod_p(b + P - rot, P)])]

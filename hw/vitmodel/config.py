@@ -87,9 +87,10 @@ class VitModelConfig:
 
     @property
     def matmul(self) -> VitMatmulConfig:
-        """The matmul: int16 output (an int8 instruction saturates it again, ``out8``)."""
+        """The matmul: int16 output (an int8 instruction saturates it again, ``out8``), or the raw int32
+        sums (a raw instruction: the classifier)."""
         return VitMatmulConfig(lines=self.lines, macs=self.macs, max_rows=self.max_tokens, max_in=self.max_cols,
-                               out_width=16, multiplier_width=self.multiplier_width)
+                               out_width=16, multiplier_width=self.multiplier_width, raw_port=True)
 
     @property
     def layernorm(self) -> LayerNormUnitConfig:

@@ -14,7 +14,7 @@ GELU       a, d, rows, cols, m0/s0 (rq), k0 (C), k1 (T)   none
 ADD        a (residual), b (branch), d, rows, cols,       none
            m0/s0 (rq_a), m1/s1 (rq_b)
 MATMUL     a (x), d (y), rows, cols (in), out_cols (out), one weight beat per kept weight (dense: all
-           dense, out8                                    ``in`` of each output channel, in order)
+           dense, out8; raw: b (y's high halves)          ``in`` of each output channel, in order)
 ATTENTION  a (qkv), d (output), rows (N), cols (d),       index beats of ``P / 2`` unsigned 16-bit values:
            head, heads, g, nnz, m0/s0 (exp),              the key order (N), the 2 N + 1 half-row
            m1/s1 (out)                                    pointers, the nnz columns (each list padded)
@@ -49,8 +49,8 @@ from attnforge.numfmt import Requantizer
 
 __all__ = ["Op", "HEADER_FIELDS", "WEIGHT_FIELDS", "HEADER_WIDTH", "WEIGHT_WIDTH", "ELEMENT_WIDTH",
            "GAMMA_WIDTH", "BETA_WIDTH", "INDEX_WIDTH", "field_width", "pack", "unpack", "pack_indices",
-           "unpack_indices", "Region", "Load", "Store", "LayerNorm", "Gelu", "Add", "Matmul", "Attention",
-           "Instruction"]
+           "unpack_indices", "raw_halves_to_int32", "int32_to_raw_halves", "Region", "Load", "Store", "LayerNorm",
+           "Gelu", "Add", "Matmul", "Attention", "Instruction"]
 
 
 class Op(enum.IntEnum):
@@ -86,6 +86,7 @@ HEADER_FIELDS = (
     ("heads", 8, False),        # ATTENTION: the block's heads H (the qkv region has 3 H d columns)
     ("g", 16, False),           # ATTENTION: global keys G
     ("nnz", 20, False),         # ATTENTION: CSR entries of the sparse part
+    ("raw", 1, False),          # MATMUL: raw int32 sums, low halves into d, high halves into b (the classifier)
 )
 #: (name, width, signed) of a MATMUL weight beat: ``VitMatmul``'s ``w`` with the ISA's fixed widths.
 WEIGHT_FIELDS = (
@@ -134,6 +135,19 @@ def unpack(fields, word: int) -> dict:
         out[name] = v
         offset += width
     return out
+
+
+def raw_halves_to_int32(lo, hi) -> np.ndarray:
+    """The int32 sums of a raw MATMUL from its two int16 regions: ``hi * 2**16 + (lo mod 2**16)``."""
+    lo, hi = np.asarray(lo, np.int64), np.asarray(hi, np.int64)
+    return hi * (1 << 16) + (lo & 0xFFFF)
+
+
+def int32_to_raw_halves(value) -> tuple[np.ndarray, np.ndarray]:
+    """The (low, high) int16 halves a raw MATMUL writes for int32 ``value``."""
+    v = np.asarray(value, np.int64)
+    lo = v & 0xFFFF
+    return np.where(lo >= 1 << 15, lo - (1 << 16), lo), v >> 16
 
 
 def pack_lanes(values, width: int) -> int:
@@ -285,14 +299,17 @@ class Matmul:
     ``weight``: a dense int8 ``[out, in]`` array (``dense`` True: every weight is streamed), or a
     ``formats.csr.CSR`` with values (only the kept weights are streamed; an output channel that keeps
     none costs one zero beat). ``requant``: one ``numfmt.Requantizer`` per output channel, all int16
-    or all int8 (that is the output format, ``out8``).
+    or all int8 (that is the output format, ``out8``); or None for the **raw** int32 sums (the
+    classifier's logits, ``intvit.IntLinear`` without a requantizer): their low 16 bits go into ``dst``
+    and their high 16 bits into ``dst_hi`` (both int16 bit patterns; ``raw_halves_to_int32`` joins them).
     """
 
     src: Region
     dst: Region
     weight: object
     bias: np.ndarray            # int32 [out]
-    requant: tuple
+    requant: tuple | None
+    dst_hi: Region | None = None
 
     op = Op.MATMUL
 
@@ -301,12 +318,17 @@ class Matmul:
         return not isinstance(self.weight, CSR)
 
     @property
+    def raw(self) -> bool:
+        return self.requant is None
+
+    @property
     def out8(self) -> bool:
-        return self.requant[0].out.width == 8
+        return not self.raw and self.requant[0].out.width == 8
 
     def header(self) -> dict:
         return dict(opcode=self.op, a=self.src.base, d=self.dst.base, rows=self.src.rows, cols=self.src.cols,
-                    out_cols=self.dst.cols, dense=int(self.dense), out8=int(self.out8))
+                    out_cols=self.dst.cols, dense=int(self.dense), out8=int(self.out8), raw=int(self.raw),
+                    b=self.dst_hi.base if self.raw and self.dst_hi is not None else 0)
 
     def channels(self):
         """Per output channel: the (value, input index) pairs streamed, at least one (a zero for none)."""

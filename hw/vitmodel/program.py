@@ -15,7 +15,9 @@ cycle in which the next header can transfer:
 * STORE: + ``READ_LATENCY`` (1, the buffer's read) + one cycle per beat;
 * LAYERNORM: + ``D / P`` gamma/beta beats + 1 + ``LayerNormUnitConfig.cycles(rows, D)``;
 * GELU, ADD: + 1 + ``beats + latency`` (6 and 3);
-* MATMUL: + 1 + ``matmul_cycles(...).total`` (activations from the buffer, weights from the host).
+* MATMUL: + 1 + ``matmul_cycles(...).total`` (activations from the buffer, weights from the host); a raw
+  MATMUL + one cycle per output beat (the writer puts each beat's low and high halves into the buffer in
+  two cycles, and the matmul waits for the second).
 * ATTENTION: + the key order's ``ceil(N / (P / 2))`` beats + ``ATTENTION_FEED_LATENCY`` (2: the key-order
   table and the buffer read in front of the unit's stream) + the ViTCoD unit's own cycles from its
   command to its last output beat (``hw/vitcod/cycles.run_cycles`` of the head alone, with the
@@ -105,6 +107,12 @@ def _check_matmul(cfg: VitModelConfig, where: str, ins: Matmul) -> None:
     if bias.shape != (ins.dst.cols,):
         raise ConfigError(f"{where}: bias of shape {bias.shape}; needs ({ins.dst.cols},)")
     INT32.check_array(f"{where} bias", bias.astype(np.int64))
+    if ins.raw:
+        _check_raw(cfg, where, ins)
+        return
+    if ins.dst_hi is not None:
+        raise ConfigError(f"{where}: dst_hi (the high halves) belongs to a raw MATMUL (requant None); this one "
+                          f"requantizes")
     if len(ins.requant) != ins.dst.cols:
         raise ConfigError(f"{where}: {len(ins.requant)} requantizers for {ins.dst.cols} output channels")
     out = ins.requant[0].out if isinstance(ins.requant[0], Requantizer) else None
@@ -112,6 +120,29 @@ def _check_matmul(cfg: VitModelConfig, where: str, ins: Matmul) -> None:
         raise ConfigError(f"{where}: output requantizers must write int8 or int16, not {out}")
     for o, rq in enumerate(ins.requant):
         check_requantizer_fits(f"{where} requantizer of channel {o}", rq, cfg.multiplier_width, out)
+
+
+def _check_raw(cfg: VitModelConfig, where: str, ins: Matmul) -> None:
+    """A raw MATMUL: the high halves' region, and sums that cannot leave int32 (the RTL saturates them;
+    the golden model's logits do not)."""
+    if not isinstance(ins.dst_hi, Region):
+        raise ConfigError(f"{where}: a raw MATMUL (requant None) needs dst_hi, the region of its sums' high "
+                          f"halves, not {ins.dst_hi!r}")
+    _check_region(cfg, f"{where} dst_hi", ins.dst_hi, row_vectors=False)
+    _same_shape(where, ins.dst, ins.dst_hi, "dst_hi")
+    _check_disjoint(where, ins.dst_hi, ins.src, "source", cfg.lanes)
+    _check_disjoint(where, ins.dst_hi, ins.dst, "low halves' region", cfg.lanes)
+    if isinstance(ins.weight, CSR):
+        magnitude = np.zeros(ins.dst.cols, np.int64)
+        np.add.at(magnitude, np.repeat(np.arange(ins.dst.cols), np.diff(ins.weight.row_ptr)),
+                  np.abs(np.asarray(ins.weight.values, np.int64)))
+    else:
+        magnitude = np.abs(np.asarray(ins.weight, np.int64)).sum(axis=1)
+    bound = np.abs(np.asarray(ins.bias, np.int64)) + magnitude * -INT8.min
+    if bound.max() > INT32.max:
+        o = int(bound.argmax())
+        raise ConfigError(f"{where}: output channel {o}'s sums can reach {int(bound[o])} (|bias| + sum |w| x 128), "
+                          f"past int32 ({INT32.max}), where the raw output saturates: scale its weights or bias")
 
 
 def _check_attention(cfg: VitModelConfig, where: str, ins: Attention) -> None:
@@ -205,13 +236,13 @@ def check_program(program, config: VitModelConfig) -> None:
 def _weight_beats(ins: Matmul) -> list[int]:
     beats = []
     for o, entries in enumerate(ins.channels()):
-        rq = ins.requant[o]
+        rq = None if ins.raw else ins.requant[o]          # raw: the requantizer fields are ignored (0)
         for n, (value, index) in enumerate(entries):
             last = n == len(entries) - 1
             beats.append(pack(WEIGHT_FIELDS, dict(value=value, index=index, last=int(last),
                                                   bias=int(ins.bias[o]) if last else 0,
-                                                  multiplier=rq.multiplier if last else 0,
-                                                  shift=rq.shift if last else 0)))
+                                                  multiplier=rq.multiplier if last and rq else 0,
+                                                  shift=rq.shift if last and rq else 0)))
     return beats
 
 
@@ -267,8 +298,12 @@ def _disassemble_matmul(h: dict, beats, pos: int, config: VitModelConfig):
     else:
         weight = CSR(np.asarray(row_ptr, np.int32), np.asarray(cols, np.int32), (n_out, n_in),
                      np.asarray(values, np.int8))
-    ins = Matmul(Region(h["a"], rows, n_in), Region(h["d"], rows, n_out), weight, np.asarray(bias, np.int64),
-                 tuple(rqs))
+    if h["raw"]:
+        ins = Matmul(Region(h["a"], rows, n_in), Region(h["d"], rows, n_out), weight, np.asarray(bias, np.int64),
+                     None, Region(h["b"], rows, n_out))
+    else:
+        ins = Matmul(Region(h["a"], rows, n_in), Region(h["d"], rows, n_out), weight, np.asarray(bias, np.int64),
+                     tuple(rqs))
     return ins, pos
 
 
@@ -363,8 +398,9 @@ def instruction_cycles(ins, config: VitModelConfig) -> InstructionCycles:
         return InstructionCycles(ins.op.name, DECODE_CYCLES + READ_LATENCY + unit, unit, beats)
     if isinstance(ins, Matmul):
         mc = matmul_cycles(config.matmul, ins.nnz_per_column(), ins.src.rows, ins.src.cols)
-        return InstructionCycles("MATMUL_DENSE" if ins.dense else "MATMUL_CSR", DECODE_CYCLES + READ_LATENCY + mc.total,
-                                 mc.total, mc.ideal)
+        halves = ins.dst.cols * -(-ins.src.rows // P) if ins.raw else 0     # the high halves' extra write cycles
+        return InstructionCycles("MATMUL_DENSE" if ins.dense else "MATMUL_CSR",
+                                 DECODE_CYCLES + READ_LATENCY + mc.total + halves, mc.total + halves, mc.ideal)
     if isinstance(ins, Attention):
         n, att = ins.qkv.rows, config.attention
         if att is None:

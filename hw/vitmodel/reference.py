@@ -21,7 +21,7 @@ from attnforge.int_ops import INT16, gelu, layernorm, linear_acc, requantize_col
 from attnforge.numfmt import INT8
 
 from .config import VitModelConfig
-from .isa import Add, Attention, Gelu, LayerNorm, Load, Matmul, Region, Store
+from .isa import Add, Attention, Gelu, LayerNorm, Load, Matmul, Region, Store, int32_to_raw_halves
 from .program import check_program
 
 __all__ = ["ReferenceMachine"]
@@ -82,7 +82,13 @@ class ReferenceMachine:
                                   f"values in [{x.min()}, {x.max()}]; the matmul takes int8 activations "
                                   f"[{INT8.min}, {INT8.max}]")
             w = np.asarray(ins.weight) if ins.dense else csr_to_dense(ins.weight)
-            self.write(ins.dst, requantize_columns(linear_acc(x, w, ins.bias), ins.requant))
+            acc = linear_acc(x, w, ins.bias)
+            if ins.raw:                     # the int32 sums (check_program bounds them) as two int16 halves
+                lo, hi = int32_to_raw_halves(acc)
+                self.write(ins.dst, lo)
+                self.write(ins.dst_hi, hi)
+            else:
+                self.write(ins.dst, requantize_columns(acc, ins.requant))
         elif isinstance(ins, Attention):
             if self.attention is None:
                 raise ConfigError(f"instruction {k} (ATTENTION): this ReferenceMachine has no head function; "

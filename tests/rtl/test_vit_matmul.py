@@ -3,7 +3,8 @@ under idle cycles and backpressure, cycles against ``matmul_cycles``, and a brok
 
 ``make test``: one small configuration on Verilator, one on Icarus and a flipped-bit mutant (the
 int_ops golden model for CSR, no torch import); ``make test-full``: the int16 and raw int32 outputs,
-the digits ViT's configuration with the tickets' golden model, and the measured cycles of fc1/fc2.
+the run-time raw switch (``raw_port``), the digits ViT's configuration with the tickets' golden model,
+and the measured cycles of fc1/fc2.
 """
 
 import dataclasses
@@ -28,6 +29,9 @@ CONFIGS = {
     "L1-M8-digits-int16": (dict(lines=1, macs=8, max_rows=65, max_in=64, out_width=16), "verilator",
                            dict(max_out=4)),
     "L5-M13-G1": (dict(lines=5, macs=13, max_rows=65, max_in=24), "verilator", dict(max_out=5)),
+    # the model-level accelerator's matmul: int16, and raw int32 tiles (the classifier) at random
+    "L2-M2-rows9-in6-int16-rawport": (dict(lines=2, macs=2, max_rows=9, max_in=6, out_width=16, raw_port=True),
+                                      "verilator", FAST),
 }
 IN_MAKE_TEST = {"L2-M3-rows8-in10", "L1-M2-rows3-in4-int16"}
 CASES = [name if name in IN_MAKE_TEST else pytest.param(name, marks=pytest.mark.full) for name in CONFIGS]
