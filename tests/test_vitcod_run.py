@@ -31,8 +31,8 @@ def test_a_small_model_end_to_end_on_the_rtl(tmp_path, capsys, monkeypatch):
     """make test's whole-model run: a 1-layer ViT of 17 tokens (16 x 16 images, patches of 4, width 16, two
     heads of 8), trained one epoch, 80 % masks; one image through the RTL (Icarus, the testbench's player,
     P = 4 lanes):
-    every tensor bit for bit, the class from the RTL's final norm equal to the integer model's, the cycles
-    the model's, the Amdahl accounting consistent."""
+    every tensor bit for bit, the class from the RTL's logits (the classifier instruction) equal to the
+    integer model's, the cycles the model's, the Amdahl accounting consistent."""
     common = ["--limit", "64", "--no-progress", "--batch-size", "64"]
     ck, masks, out = tmp_path / "dense.pt", tmp_path / "masks.npz", tmp_path / "run.json"
     assert main(["vitcod", "train", "--img-size", "16", "--patch-size", "4", "--depth", "1", "--dim", "16",
@@ -50,6 +50,12 @@ def test_a_small_model_end_to_end_on_the_rtl(tmp_path, capsys, monkeypatch):
     assert r["utilization_by_op"]["dense_matmul"] == pytest.approx(
         r["ideal_by_op"]["dense_matmul"] / r["cycles_by_op"]["dense_matmul"])
     assert r["config"]["max_tokens"] == 17 and r["config"]["att_head_dim"] == 8 and r["config"]["macs"] == 4
+    # the MACs' busy cycles: 17 rows are 5 row groups of P = 4 for the patch embedding (16 -> 16), qkv (16 -> 48),
+    # proj, fc1 (16 -> 32), fc2 (32 -> 16); the classifier one row group, 16 -> 10 classes padded to 12
+    issue = 5 * (16 * 16 + 16 * 48 + 16 * 16 + 16 * 32 + 32 * 16) + 16 * 12
+    assert img["matmul_weight_issue_cycles"] == issue
+    assert r["matmul_weight_issue_fraction"] == pytest.approx(issue / r["cycles_by_op"]["dense_matmul"])
+    assert 0.5 < r["matmul_weight_issue_fraction"] < 1
     # dense baseline: every key global, so only attention shrinks; the bound is that alone (Amdahl)
     assert r["work_ratio"]["linear layers"] == 1.0 and 0 < r["work_ratio"]["attention"] < 1
     att = r["dense_baseline_cycles_by_op"]["attention"]

@@ -58,7 +58,10 @@ def _regions(ins):
 
 
 def _cycles_summary(program, config) -> dict:
-    from attnforge.hw.vitmodel import program_cycles
+    """Cycles by op group and their ideal; ``matmul_weight_issue_cycles``: the MATMULs' cycles in which a
+    weight beat is issued to the MACs (each weight beat is held for the ``ceil(rows / P)`` row groups):
+    what is left of the matmuls' cycles is their activation load, decode and pipeline latency."""
+    from attnforge.hw.vitmodel import Matmul, program_cycles
 
     by_op = {name: 0 for name in OP_GROUPS.values()}
     ideal_by_op = {name: 0.0 for name in OP_GROUPS.values()}
@@ -66,8 +69,11 @@ def _cycles_summary(program, config) -> dict:
     for c in cycles:
         by_op[OP_GROUPS[c.op]] += c.total
         ideal_by_op[OP_GROUPS[c.op]] += c.ideal
+    issue = sum(-(-ins.src.rows // config.lanes) * sum(max(k, 1) for k in ins.nnz_per_column())
+                for ins in program if isinstance(ins, Matmul))
     return {"cycles": sum(c.total for c in cycles), "cycles_by_op": by_op,
-            "ideal_cycles": sum(ideal_by_op.values()), "ideal_by_op": ideal_by_op}
+            "ideal_cycles": sum(ideal_by_op.values()), "ideal_by_op": ideal_by_op,
+            "matmul_weight_issue_cycles": issue}
 
 
 #: The op groups whose work the masks and the ticket shrink (the rest do the same work in both runs).
@@ -196,6 +202,8 @@ def run_images(checkpoint, masks_path, *, ticket=None, images: int = 4, seed: in
             "ideal_by_op": out_images[0]["ideal_by_op"],
             "utilization_by_op": {k: out_images[0]["ideal_by_op"][k] / c
                                   for k, c in out_images[0]["cycles_by_op"].items() if c},
+            "matmul_weight_issue_fraction": out_images[0]["matmul_weight_issue_cycles"]
+            / max(1, out_images[0]["cycles_by_op"]["dense_matmul"] + out_images[0]["cycles_by_op"]["sparse_matmul"]),
             "dense_baseline_cycles": dense["cycles"], "dense_baseline_cycles_by_op": dense["cycles_by_op"],
             "speedup": dense["cycles"] / cycles, "amdahl_bound": bound["bound"], "work_ratio": bound["work_ratio"],
             "speedup_over_bound": dense["cycles"] / cycles / bound["bound"],
