@@ -28,7 +28,7 @@ from __future__ import annotations
 import re
 from types import SimpleNamespace
 
-from amaranth.hdl import Assert, Assume, Cat, Cover, Elaboratable, Fragment, Module, Mux, Shape, Signal, Value, signed
+from amaranth.hdl import Assert, Assume, Cat, Const, Cover, Elaboratable, Fragment, Module, Mux, Shape, Signal, Value, signed
 from amaranth.asserts import AnySeq   # a free value each cycle; amaranth.hdl does not re-export it in 0.5
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In
@@ -48,12 +48,14 @@ from attnforge.hw.vitcod.config import VitcodConfig
 from attnforge.hw.vitcod.loader import Loader
 from attnforge.hw.vitcod.output import OutputStage
 from attnforge.hw.vit.eltwise import GeluUnit, GeluUnitConfig, ResidualAddUnit, ResidualAddUnitConfig
+from attnforge.hw.vit.layernorm import OUTPUT_STAGES, LayerNormUnit, LayerNormUnitConfig
 
 __all__ = ["probe", "stream_rules", "Outstanding", "Harness", "HARNESSES", "harness",
            "SkidBufferHarness", "RequantLineHarness", "MacLineHarness", "OutputStageHarness",
            "LoaderHarness", "RegisterBankHarness", "LinearOutputHarness", "FORMAL_REGMAP", "sticky",
            "registers", "quiet_until", "DeadlineQueue", "VitcodAcceleratorHarness", "LinearDecodeHarness",
-           "SMALLEST_VITCOD", "SMALLEST_LINEAR", "GeluUnitHarness", "ResidualAddUnitHarness"]
+           "SMALLEST_VITCOD", "SMALLEST_LINEAR", "GeluUnitHarness", "ResidualAddUnitHarness",
+           "SMALLEST_LAYERNORM", "LayerNormUnitHarness"]
 
 HARNESS_MODES = ("safety", "completion")
 
@@ -838,6 +840,88 @@ class ResidualAddUnitHarness(_LockstepUnitHarness):
         self.account(m, frag, took_a, self.config.latency)
 
 
+#: The smallest legal LayerNorm unit: one lane, rows of one channel, the whole square root and the whole
+#: reciprocal in one cycle each (the shortest row: 16 cycles), a 1-bit output multiplier.
+SMALLEST_LAYERNORM = LayerNormUnitConfig(lanes=1, max_channels=1, isqrt_steps=31, div_bits=48, multiplier_width=1)
+
+
+class LayerNormUnitHarness(Harness):
+    """``LayerNormUnit`` (hw/vit/layernorm.py): rows of ``channels`` elements in, the same out.
+
+    ``safety`` (k-induction): the stream rules assumed on ``i`` and ``param``, asserted on ``o``;
+    ``channels`` (a run-time port) legal (a multiple of lanes in [lanes, max_channels]) and still while
+    a row is in the unit's front or issued by its back (assumed: the unit's documented contract, here
+    weaker: free between rows even while the last row's beats are still in the output pipeline);
+    the other constants (``eps``, ``multiplier``, ``shift``) are free every cycle. Elements accepted
+    minus elements sent >= 0 ("no output beat without an input") and equal to what the unit holds: the
+    front's row (``elems`` while it takes it, the whole row from the statistics to the handover), the
+    back's row not yet issued, and the output pipeline's valid stages. There are no error bits.
+
+    ``completion`` (bounded, control only: the payload's rule is the safety proof's): ``o`` always
+    ready; the k-th row whose last beat is taken has its last output beat out within ``latency``
+    cycles (``DeadlineQueue``; the harness marks the row's last beat as the back issues it and
+    carries the mark down a shadow of the lockstep output pipeline). ``latency`` is
+    ``row_latency(max_channels) - max_beats``: the cycle model's row, less its input pass."""
+
+    def __init__(self, config: LayerNormUnitConfig | None = None, mode: str = "safety", *, dut=None,
+                 latency: int | None = None):
+        self.config = config or SMALLEST_LAYERNORM
+        self.latency = latency if latency is not None else self.row_bound(self.config)
+        super().__init__(dut if dut is not None else LayerNormUnit(self.config), mode)
+
+    @staticmethod
+    def row_bound(config: LayerNormUnitConfig) -> int:
+        """Cycles from a row's last input beat to its last output beat, rows of ``max_channels``."""
+        return config.row_latency(config.max_channels) - config.max_beats
+
+    def properties(self, m, frag):
+        cfg, dut = self.config, self.dut
+        i, o = dut.i, dut.o
+        fsm = probe(frag, "layernorm_state")       # IN, STAT, SUM, SQRT, DIV, WAIT, HOLD (declaration order)
+        elems, issuing, o_elems = (probe(frag, name) for name in ("elems", "issuing", "o_elems"))
+        valids = [probe(frag, f"out{k}_valid") for k in range(OUTPUT_STAGES)]
+        lean = self.mode == "completion"
+        payload = Const(0, 1) if lean else o.payload
+        self.check_ports(m, {"i": i, "param": dut.param},
+                         {"o": SimpleNamespace(valid=o.valid, ready=o.ready, payload=payload)})
+        # the run-time row length: legal, and still while a row is in the front or being issued
+        channels = dut.channels
+        idle = (fsm == 0) & (elems == 0) & ~issuing
+        idle_was = Signal(init=1, name="ln_idle_was")      # reset with the unit: idle
+        channels_was = Signal.like(channels, name="ln_channels_was")
+        m.d.sync += [idle_was.eq(idle), channels_was.eq(channels)]
+        m.d.comb += [
+            Assume((channels >= cfg.lanes) & (channels <= cfg.max_channels) & (channels % cfg.lanes == 0)),
+            Assume(idle_was | (channels == channels_was)),
+        ]
+        # accounting in elements (lanes per beat)
+        taken = i.valid & i.ready
+        sent = o.valid & o.ready
+        held = (Mux(fsm == 0, elems, channels) + Mux(issuing, channels - o_elems, 0)
+                + cfg.lanes * sum(Value.cast(v) for v in valids))
+        Outstanding(m, taken * cfg.lanes, sent * cfg.lanes, held=held, name="layernorm",
+                    capacity=2 * cfg.max_channels + OUTPUT_STAGES * cfg.lanes)
+        m.d.comb += [
+            Assert(fsm <= 6, "layernorm: the FSM in one of its 7 states"),
+            Assert((elems < channels) & (elems % cfg.lanes == 0) & ((fsm == 0) | (elems == 0)),
+                   "layernorm: the front's element count within the row"),
+            Assert(Mux(issuing, (o_elems < channels) & (o_elems % cfg.lanes == 0), o_elems == 0),
+                   "layernorm: the back's element count within the row"),
+        ]
+        if not lean:
+            return
+        m.d.comb += Assume(o.ready)
+        # the row's last beat, as the back issues it, down a shadow of the output pipeline
+        advance = probe(frag, "out_advance")
+        marks = [Signal(name=f"ln_last_mark{k}") for k in range(OUTPUT_STAGES)]
+        with m.If(advance):
+            m.d.sync += marks[0].eq(issuing & (o_elems + cfg.lanes == channels))
+            m.d.sync += [marks[k].eq(marks[k - 1]) for k in range(1, OUTPUT_STAGES)]
+        row_in = taken & (elems + cfg.lanes == channels)
+        DeadlineQueue(m, push=row_in, pops=sent & marks[-1], budget=self.latency, depth=3, name="rows",
+                      message=f"a row's last output beat leaves within {self.latency} cycles of its last input beat")
+
+
 HARNESSES = {
     "skid_buffer": SkidBufferHarness,
     "requant_line": RequantLineHarness,
@@ -850,6 +934,7 @@ HARNESSES = {
     "linear_decode": LinearDecodeHarness,
     "gelu_unit": GeluUnitHarness,
     "residual_add_unit": ResidualAddUnitHarness,
+    "layernorm_unit": LayerNormUnitHarness,
 }
 
 

@@ -30,16 +30,18 @@ from attnforge.tb.mutants import DropValidWhileStalled, FlipOutputBit, GlitchWhi
 #: k of the k-induction: stream rules + accounting (safety), completion with ready high
 SAFETY_K = {"skid_buffer": 3, "requant_line": 3, "mac_line": 4, "output_stage": 4, "loader": 2, "register_bank": 3,
             "linear_output": 8,    # the 4-stage requantizer pipeline (was 4 with one stage)
-            "gelu_unit": 3, "residual_add_unit": 3}
+            "gelu_unit": 3, "residual_add_unit": 3, "layernorm_unit": 3}
 #: the vit units' proofs run in make test-full (make test's budget is spent; about 6 s each)
-FULL_ONLY = {"gelu_unit", "residual_add_unit"}
+FULL_ONLY = {"gelu_unit", "residual_add_unit", "layernorm_unit"}
 COMPLETION_K = {"skid_buffer": 4, "requant_line": 4, "mac_line": 6, "output_stage": 6, "gelu_unit": 8,
                 "residual_add_unit": 5}
 #: bmc depth of the completion check: at least one whole (longest) input plus the latency
 #: (MAC line: a vector of max_length = 4 beats, then 2 cycles; output stage: a row of
 #: 2 beats behind a full pipeline, then 3 cycles), with margin
 COMPLETION_BMC = {"skid_buffer": 8, "requant_line": 8, "mac_line": 12, "output_stage": 12, "gelu_unit": 12,
-                  "residual_add_unit": 8}
+                  "residual_add_unit": 8,
+                  # SMALLEST_LAYERNORM: a row is 16 cycles, back-to-back rows start every 8: two rows complete
+                  "layernorm_unit": 30}
 
 
 def _check(result):
@@ -362,3 +364,41 @@ def test_vit_unit_mutants_fail(tmp_path):
     result = prove(ResidualAddUnitHarness(a, dut=glitch), name="add_glitch", mode="prove", depth=3,
                    workdir=tmp_path)
     assert not result.passed and result.failed == ["assert: o: payload stable while stalled"], result.summary()
+
+
+# --- ViT model blocks at their smallest legal configurations (tb/formal.py: SMALLEST_LAYERNORM) ------
+
+#: name -> (bmc depth, the harness's latency bound): bounds one cycle less must fail within the depth
+VIT_TIGHT = {"layernorm_unit": (20, 15)}
+
+
+@pytest.mark.full
+@pytest.mark.parametrize("name", list(VIT_TIGHT))
+def test_vit_block_completion_bound_is_tight(tmp_path, name):
+    """The completion bound is the cycle model's (LayerNorm: ``row_latency - max_beats``), and one
+    cycle less fails with a trace from reset."""
+    depth, latency = VIT_TIGHT[name]
+    assert harness(name, mode="completion").latency == latency
+    result = prove(harness(name, mode="completion", latency=latency - 1), name=f"{name}_tight", mode="bmc",
+                   depth=depth, workdir=tmp_path)
+    assert result.status == "FAIL" and result.trace is not None, result.summary()
+    assert len(result.failed) == 1 and f"within {latency - 1} cycles" in result.failed[0], result.failed
+
+
+@pytest.mark.full
+def test_layernorm_mutants_fail(tmp_path):
+    """LayerNorm with ``o.valid`` dropped after a stall fails the k-induction exactly on "valid held
+    until ready"; with its payload glitching while stalled, a bounded check from reset finds the
+    trace (the first output beat is 16 cycles after reset) and only "payload stable while stalled" fails."""
+    from attnforge.hw.vit.layernorm import LayerNormUnit
+    from attnforge.tb.formal import SMALLEST_LAYERNORM, LayerNormUnitHarness
+
+    drop = DropValidWhileStalled(LayerNormUnit(SMALLEST_LAYERNORM))
+    result = prove(LayerNormUnitHarness(dut=drop), name="ln_drop", mode="prove", depth=SAFETY_K["layernorm_unit"],
+                   workdir=tmp_path)
+    assert not result.passed and result.failed == ["assert: o: valid held until ready"], result.summary()
+    glitch = GlitchWhileStalled(LayerNormUnit(SMALLEST_LAYERNORM), payload=("o", "payload"), valid=("o", "valid"),
+                                ready=("o", "ready"))
+    result = prove(LayerNormUnitHarness(dut=glitch), name="ln_glitch", mode="bmc", depth=20, workdir=tmp_path)
+    assert result.status == "FAIL" and result.trace is not None, result.summary()
+    assert result.failed == ["assert: o: payload stable while stalled"], result.failed
