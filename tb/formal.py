@@ -49,13 +49,14 @@ from attnforge.hw.vitcod.loader import Loader
 from attnforge.hw.vitcod.output import OutputStage
 from attnforge.hw.vit.eltwise import GeluUnit, GeluUnitConfig, ResidualAddUnit, ResidualAddUnitConfig
 from attnforge.hw.vit.layernorm import OUTPUT_STAGES, LayerNormUnit, LayerNormUnitConfig
+from attnforge.hw.vit.matmul import MATMUL_LATENCY, VitMatmul, VitMatmulConfig
 
 __all__ = ["probe", "stream_rules", "Outstanding", "Harness", "HARNESSES", "harness",
            "SkidBufferHarness", "RequantLineHarness", "MacLineHarness", "OutputStageHarness",
            "LoaderHarness", "RegisterBankHarness", "LinearOutputHarness", "FORMAL_REGMAP", "sticky",
            "registers", "quiet_until", "DeadlineQueue", "VitcodAcceleratorHarness", "LinearDecodeHarness",
            "SMALLEST_VITCOD", "SMALLEST_LINEAR", "GeluUnitHarness", "ResidualAddUnitHarness",
-           "SMALLEST_LAYERNORM", "LayerNormUnitHarness"]
+           "SMALLEST_LAYERNORM", "LayerNormUnitHarness", "SMALLEST_MATMUL", "VitMatmulHarness"]
 
 HARNESS_MODES = ("safety", "completion")
 
@@ -922,6 +923,82 @@ class LayerNormUnitHarness(Harness):
                       message=f"a row's last output beat leaves within {self.latency} cycles of its last input beat")
 
 
+#: The smallest legal ViT matmul: one line of one MAC, one row, one input channel, int8 output with a
+#: 1-bit requantizer multiplier.
+SMALLEST_MATMUL = VitMatmulConfig(lines=1, macs=1, max_rows=1, max_in=1, out_width=8, multiplier_width=1)
+
+
+class VitMatmulHarness(Harness):
+    """``VitMatmul`` (hw/vit/matmul.py): activation tiles on ``x``, weight beats on ``w``, a column's
+    ``G = ceil(rows / P)`` output beats on ``o`` after its ``last`` weight beat.
+
+    ``safety`` (k-induction): the stream rules assumed on ``x`` and ``w``, asserted on ``o``; ``rows``
+    legal (1..max_rows) and still through a tile's weight phase (``run``: the only time the issue reads
+    ``G``; the unit's contract holds it from the tile's first ``x`` beat to its last output beat);
+    ``in_features``, ``out_features`` and ``dense`` free every cycle. Output beats owed (``G`` per
+    ``last`` weight beat taken) minus beats sent >= 0 ("no output beat without a column") and equal to
+    what the pipeline holds (the issued last beat's remaining groups, one per valid stage carrying a
+    last beat, ``o.valid``). There are no error bits.
+
+    ``completion`` (bounded, control only): ``o`` always ready; the k-th column whose last weight
+    beat is taken has its last output beat out within ``latency`` = ``groups + MATMUL_LATENCY - 1``
+    cycles (a mark on the issue of a last beat's last group, carried down a shadow of the pipeline)."""
+
+    def __init__(self, config: VitMatmulConfig | None = None, mode: str = "safety", *, dut=None,
+                 latency: int | None = None):
+        self.config = config or SMALLEST_MATMUL
+        self.latency = latency if latency is not None else self.config.groups + MATMUL_LATENCY - 1
+        super().__init__(dut if dut is not None else VitMatmul(self.config), mode)
+
+    def properties(self, m, frag):
+        cfg, dut = self.config, self.dut
+        o = dut.o
+        lean = self.mode == "completion"
+        payload = Const(0, 1) if lean else o.payload
+        self.check_ports(m, {"x": dut.x, "w": dut.w},
+                         {"o": SimpleNamespace(valid=o.valid, ready=o.ready, payload=payload)})
+        run, cur_valid, g = probe(frag, "run"), probe(frag, "cur_valid"), probe(frag, "g")
+        cur_final, final_taken = probe(frag, "cur_final"), probe(frag, "final_taken")
+        cur = data.View(cfg.w_layout, probe(frag, "cur"))
+        a_valid, b_valid = probe(frag, "a_valid"), probe(frag, "b_valid")
+        a_beat, b_beat = data.View(cfg.w_layout, probe(frag, "a_beat")), data.View(cfg.w_layout, probe(frag, "b_beat"))
+        c_valid, d_valid = probe(frag, "c_valid"), probe(frag, "d_valid")
+        # the tile's rows: legal, and still through its weight phase
+        rows = dut.rows
+        run_was = Signal(name="mm_run_was")
+        rows_was = Signal.like(rows, name="mm_rows_was")
+        m.d.sync += [run_was.eq(run), rows_was.eq(rows)]
+        m.d.comb += [Assume((rows >= 1) & (rows <= cfg.max_rows)),
+                     Assume(~run_was | (rows == rows_was))]
+        groups = Signal(range(cfg.groups + 1), name="mm_groups")
+        m.d.comb += groups.eq(sum((rows > k * cfg.lanes).as_unsigned() for k in range(cfg.groups)))
+        # accounting in output beats: G per column, owed from its last weight beat
+        w = dut.w
+        closed = w.valid & w.ready & w.p.last
+        held = (Mux(cur_valid & cur.last, groups - g, 0) + (a_valid & a_beat.last) + (b_valid & b_beat.last)
+                + c_valid + d_valid + o.valid)
+        Outstanding(m, Mux(closed, groups, 0), o.valid & o.ready, held=held, capacity=cfg.groups + 5,
+                    name="matmul")
+        m.d.comb += [
+            Assert(~cur_valid | (g < groups), "matmul: the issued group within the tile"),
+            Assert(cur_valid | (g == 0), "matmul: the issue idle at group 0"),
+            Assert(~cur_valid | run, "matmul: a beat issued only in the weight phase"),
+            Assert(final_taken == (cur_valid & cur_final), "matmul: the tile's final beat is the one in issue"),
+        ]
+        if not lean:
+            return
+        m.d.comb += Assume(o.ready)
+        advance = ~o.valid | o.ready
+        marks = [Signal(name=f"mm_last_mark_{s}") for s in "abcdo"]
+        with m.If(advance):
+            m.d.sync += marks[0].eq(cur_valid & cur.last & (g == groups - 1))
+            m.d.sync += [marks[k].eq(marks[k - 1]) for k in range(1, len(marks))]
+        # a column every G cycles: up to latency / G + 1 of them in flight
+        DeadlineQueue(m, push=closed, pops=o.valid & o.ready & marks[-1], budget=self.latency,
+                      depth=self.latency // cfg.groups + 1, name="columns",
+                      message=f"a column's last output beat leaves within {self.latency} cycles of its last weight beat")
+
+
 HARNESSES = {
     "skid_buffer": SkidBufferHarness,
     "requant_line": RequantLineHarness,
@@ -935,6 +1012,7 @@ HARNESSES = {
     "gelu_unit": GeluUnitHarness,
     "residual_add_unit": ResidualAddUnitHarness,
     "layernorm_unit": LayerNormUnitHarness,
+    "vit_matmul": VitMatmulHarness,
 }
 
 

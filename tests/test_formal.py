@@ -21,7 +21,10 @@ from attnforge.hw.common.regbank import RegisterBank
 from attnforge.hw.linear.config import LinearDecodeConfig
 from attnforge.hw.linear.output import OutputStage as LinearOutputStage
 from attnforge.hw.vitcod.accelerator import VitcodAccelerator
-from attnforge.tb.formal import (FORMAL_REGMAP, SMALLEST_VITCOD, GeluUnitHarness, LinearDecodeHarness, LinearOutputHarness, LoaderHarness,
+from attnforge.hw.vit.layernorm import LayerNormUnit
+from attnforge.hw.vit.matmul import VitMatmul
+from attnforge.tb.formal import (FORMAL_REGMAP, SMALLEST_LAYERNORM, SMALLEST_MATMUL, SMALLEST_VITCOD,
+                                 GeluUnitHarness, LinearDecodeHarness, LinearOutputHarness, LoaderHarness,
                                  MacLineHarness, OutputStageHarness, RegisterBankHarness, RequantLineHarness,
                                  ResidualAddUnitHarness,
                                  SkidBufferHarness, VitcodAcceleratorHarness, harness, probe, quiet_until, registers)
@@ -30,9 +33,9 @@ from attnforge.tb.mutants import DropValidWhileStalled, FlipOutputBit, GlitchWhi
 #: k of the k-induction: stream rules + accounting (safety), completion with ready high
 SAFETY_K = {"skid_buffer": 3, "requant_line": 3, "mac_line": 4, "output_stage": 4, "loader": 2, "register_bank": 3,
             "linear_output": 8,    # the 4-stage requantizer pipeline (was 4 with one stage)
-            "gelu_unit": 3, "residual_add_unit": 3, "layernorm_unit": 3}
+            "gelu_unit": 3, "residual_add_unit": 3, "layernorm_unit": 3, "vit_matmul": 3}
 #: the vit units' proofs run in make test-full (make test's budget is spent; about 6 s each)
-FULL_ONLY = {"gelu_unit", "residual_add_unit", "layernorm_unit"}
+FULL_ONLY = {"gelu_unit", "residual_add_unit", "layernorm_unit", "vit_matmul"}
 COMPLETION_K = {"skid_buffer": 4, "requant_line": 4, "mac_line": 6, "output_stage": 6, "gelu_unit": 8,
                 "residual_add_unit": 5}
 #: bmc depth of the completion check: at least one whole (longest) input plus the latency
@@ -41,7 +44,9 @@ COMPLETION_K = {"skid_buffer": 4, "requant_line": 4, "mac_line": 6, "output_stag
 COMPLETION_BMC = {"skid_buffer": 8, "requant_line": 8, "mac_line": 12, "output_stage": 12, "gelu_unit": 12,
                   "residual_add_unit": 8,
                   # SMALLEST_LAYERNORM: a row is 16 cycles, back-to-back rows start every 8: two rows complete
-                  "layernorm_unit": 30}
+                  "layernorm_unit": 30,
+                  # SMALLEST_MATMUL: a one-row tile (one x beat, one weight beat) ends 8 cycles after reset
+                  "vit_matmul": 24}
 
 
 def _check(result):
@@ -366,10 +371,10 @@ def test_vit_unit_mutants_fail(tmp_path):
     assert not result.passed and result.failed == ["assert: o: payload stable while stalled"], result.summary()
 
 
-# --- ViT model blocks at their smallest legal configurations (tb/formal.py: SMALLEST_LAYERNORM) ------
+# --- ViT model blocks at their smallest legal configurations (tb/formal.py: SMALLEST_LAYERNORM, SMALLEST_MATMUL)
 
 #: name -> (bmc depth, the harness's latency bound): bounds one cycle less must fail within the depth
-VIT_TIGHT = {"layernorm_unit": (20, 15)}
+VIT_TIGHT = {"layernorm_unit": (20, 15), "vit_matmul": (16, 6)}
 
 
 @pytest.mark.full
@@ -385,20 +390,23 @@ def test_vit_block_completion_bound_is_tight(tmp_path, name):
     assert len(result.failed) == 1 and f"within {latency - 1} cycles" in result.failed[0], result.failed
 
 
-@pytest.mark.full
-def test_layernorm_mutants_fail(tmp_path):
-    """LayerNorm with ``o.valid`` dropped after a stall fails the k-induction exactly on "valid held
-    until ready"; with its payload glitching while stalled, a bounded check from reset finds the
-    trace (the first output beat is 16 cycles after reset) and only "payload stable while stalled" fails."""
-    from attnforge.hw.vit.layernorm import LayerNormUnit
-    from attnforge.tb.formal import SMALLEST_LAYERNORM, LayerNormUnitHarness
+#: name -> (the block at its smallest configuration, bmc depth that reaches a stalled output beat from reset)
+VIT_MUTANTS = {"layernorm_unit": (lambda: LayerNormUnit(SMALLEST_LAYERNORM), 20),
+               "vit_matmul": (lambda: VitMatmul(SMALLEST_MATMUL), 12)}
 
-    drop = DropValidWhileStalled(LayerNormUnit(SMALLEST_LAYERNORM))
-    result = prove(LayerNormUnitHarness(dut=drop), name="ln_drop", mode="prove", depth=SAFETY_K["layernorm_unit"],
-                   workdir=tmp_path)
-    assert not result.passed and result.failed == ["assert: o: valid held until ready"], result.summary()
-    glitch = GlitchWhileStalled(LayerNormUnit(SMALLEST_LAYERNORM), payload=("o", "payload"), valid=("o", "valid"),
-                                ready=("o", "ready"))
-    result = prove(LayerNormUnitHarness(dut=glitch), name="ln_glitch", mode="bmc", depth=20, workdir=tmp_path)
+
+@pytest.mark.full
+@pytest.mark.parametrize("name", list(VIT_MUTANTS))
+def test_vit_block_mutants_fail(tmp_path, name):
+    """The block with ``o.valid`` dropped after a stall fails the k-induction on "valid held until
+    ready" (the matmul's accounting, which counts ``o.valid`` as a held beat, fails with it); with its
+    payload glitching while stalled, a bounded check from reset finds a trace and only "payload
+    stable while stalled" fails (LayerNorm's first output beat is 16 cycles after reset)."""
+    block, depth = VIT_MUTANTS[name]
+    drop = DropValidWhileStalled(block())
+    result = prove(harness(name, dut=drop), name=f"{name}_drop", mode="prove", depth=SAFETY_K[name], workdir=tmp_path)
+    assert not result.passed and "assert: o: valid held until ready" in result.failed, result.summary()
+    glitch = GlitchWhileStalled(block(), payload=("o", "payload"), valid=("o", "valid"), ready=("o", "ready"))
+    result = prove(harness(name, dut=glitch), name=f"{name}_glitch", mode="bmc", depth=depth, workdir=tmp_path)
     assert result.status == "FAIL" and result.trace is not None, result.summary()
     assert result.failed == ["assert: o: payload stable while stalled"], result.failed
