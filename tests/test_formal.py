@@ -23,11 +23,13 @@ from attnforge.hw.linear.output import OutputStage as LinearOutputStage
 from attnforge.hw.vitcod.accelerator import VitcodAccelerator
 from attnforge.hw.vit.layernorm import LayerNormUnit
 from attnforge.hw.vit.matmul import VitMatmul
-from attnforge.tb.formal import (FORMAL_REGMAP, SMALLEST_LAYERNORM, SMALLEST_MATMUL, SMALLEST_VITCOD,
+from attnforge.hw.vitmodel.accelerator import VitModelAccelerator
+from attnforge.tb.formal import (FORMAL_REGMAP, SMALLEST_LAYERNORM, SMALLEST_MATMUL, SMALLEST_VITCOD, SMALLEST_VITMODEL,
                                  GeluUnitHarness, LinearDecodeHarness, LinearOutputHarness, LoaderHarness,
                                  MacLineHarness, OutputStageHarness, RegisterBankHarness, RequantLineHarness,
                                  ResidualAddUnitHarness,
-                                 SkidBufferHarness, VitcodAcceleratorHarness, harness, probe, quiet_until, registers)
+                                 SkidBufferHarness, VitcodAcceleratorHarness, VitModelAcceleratorHarness, harness, probe,
+                                 quiet_until, registers)
 from attnforge.tb.mutants import DropValidWhileStalled, FlipOutputBit, GlitchWhileStalled
 
 #: k of the k-induction: stream rules + accounting (safety), completion with ready high
@@ -279,7 +281,7 @@ def test_linear_output_mutant_and_default(tmp_path):
 #: k of the k-induction of the whole designs (stream rules, sticky error/overflow bits, no output
 #: before the first command, with the strengthening invariants of VitcodAcceleratorHarness and
 #: LinearDecodeHarness)
-WHOLE_K = {"vitcod_accelerator": 2, "linear_decode": 2}
+WHOLE_K = {"vitcod_accelerator": 2, "linear_decode": 2, "vitmodel_accelerator": 2}
 #: bounded completion: (bmc depth, latency bound, a bound one cycle less that must fail). Deeper than
 #: one smallest command: the smallest ViTCoD head is done 23 cycles after reset (cover), a one-token
 #: linear block's output leaves 19 cycles after its token (28 when it waits for a free output half)
@@ -410,3 +412,46 @@ def test_vit_block_mutants_fail(tmp_path, name):
     result = prove(harness(name, dut=glitch), name=f"{name}_glitch", mode="bmc", depth=depth, workdir=tmp_path)
     assert result.status == "FAIL" and result.trace is not None, result.summary()
     assert result.failed == ["assert: o: payload stable while stalled"], result.failed
+
+
+# --- the model-level ViT accelerator (tb/formal.py: SMALLEST_VITMODEL); its safety proof runs in
+# test_whole_accelerator_safety_proven (WHOLE_K) -----------------------------------------------------
+
+#: (bmc depth, latency bound) of its completion, and (depth, bound) that must fail. The slowest
+#: instruction (a LAYERNORM) retires 20 cycles after its header: depth 26 holds one whole, from any
+#: header taken in the first 6 cycles
+VITMODEL_COMPLETION = ((26, 20), (22, 19))
+
+
+@pytest.mark.full
+@pytest.mark.timeout(1800)
+def test_vitmodel_completion_bounded(tmp_path):
+    """Every header retired or refused within 20 cycles (host always valid, o always ready, legal
+    shapes), bounded from reset; 19 fails with a trace."""
+    (depth, latency), (tight_depth, tight) = VITMODEL_COMPLETION
+    assert harness("vitmodel_accelerator", mode="completion").latency == latency
+    _check(prove(harness("vitmodel_accelerator", mode="completion"), name="vitmodel", mode="bmc", depth=depth,
+                 workdir=tmp_path))
+    result = prove(harness("vitmodel_accelerator", mode="completion", latency=tight), name="vitmodel_tight",
+                   mode="bmc", depth=tight_depth, workdir=tmp_path)
+    assert result.status == "FAIL" and result.trace is not None, result.summary()
+    assert result.failed == [f"assert: an instruction retires or is refused within {tight} cycles of its header"], \
+        result.failed
+
+
+@pytest.mark.full
+def test_vitmodel_mutants_and_cover(tmp_path):
+    """``o.valid`` dropped after a stall, the payload glitching while stalled: each fails the
+    k-induction exactly on the rule it breaks, and a bounded check from reset (depth 8: a STORE's
+    beat is out 3 cycles after its header) finds the trace. The covers (an output beat) are reached."""
+    _check(prove(harness("vitmodel_accelerator"), name="vitmodel", mode="cover", depth=10, workdir=tmp_path))
+    glitch = GlitchWhileStalled(VitModelAccelerator(SMALLEST_VITMODEL), payload=("o", "payload"),
+                                valid=("o", "valid"), ready=("o", "ready"))
+    for label, mutant, rule in (("drop", DropValidWhileStalled(VitModelAccelerator(SMALLEST_VITMODEL)),
+                                 "valid held until ready"),
+                                ("glitch", glitch, "payload stable while stalled")):
+        for mode, depth in (("prove", WHOLE_K["vitmodel_accelerator"]), ("bmc", 8)):
+            result = prove(VitModelAcceleratorHarness(dut=mutant), name=f"vitmodel_{label}", mode=mode, depth=depth,
+                           workdir=tmp_path)
+            assert not result.passed and result.failed == [f"assert: o: {rule}"], result.summary()
+            assert mode == "prove" or (result.status == "FAIL" and result.trace is not None), result.summary()
