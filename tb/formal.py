@@ -1232,7 +1232,8 @@ class VitModelAcceleratorHarness(Harness):
                    "MATMUL: the matmul idle unless its instruction runs"),
             Assert(~running | (fwd <= hdr.out_cols), "MATMUL: columns forwarded within the instruction's"),
             Assert(~running | (fwd != hdr.out_cols) | st.col_start, "MATMUL: no column open after the last one"),
-            Assert(~running | ~loading | ((st.load_g * hdr.cols + st.load_i == ctl["rd_n"] - ctl["rd_valid"]) &
+            Assert(~running | ~loading | ((st.load_i < hdr.cols) & (st.load_g < rows_g) &
+                                          (st.load_g * hdr.cols + st.load_i == ctl["rd_n"] - ctl["rd_valid"]) &
                                           st.empty & (ctl["wr_n"] == 0) & (st.cols == 0)),
                    "MATMUL: loading: the matmul has taken the reader's vectors, nothing computed"),
             Assert(~running | loading | (reader_done & at_start),

@@ -24,6 +24,7 @@ from attnforge.hw.vitcod.accelerator import VitcodAccelerator
 from attnforge.hw.vit.layernorm import LayerNormUnit
 from attnforge.hw.vit.matmul import VitMatmul
 from attnforge.hw.vitmodel.accelerator import VitModelAccelerator
+from attnforge.hw.vitmodel.config import VitModelConfig
 from attnforge.tb.formal import (FORMAL_REGMAP, SMALLEST_LAYERNORM, SMALLEST_MATMUL, SMALLEST_VITCOD, SMALLEST_VITMODEL,
                                  GeluUnitHarness, LinearDecodeHarness, LinearOutputHarness, LoaderHarness,
                                  MacLineHarness, OutputStageHarness, RegisterBankHarness, RequantLineHarness,
@@ -455,3 +456,18 @@ def test_vitmodel_mutants_and_cover(tmp_path):
                            workdir=tmp_path)
             assert not result.passed and result.failed == [f"assert: o: {rule}"], result.summary()
             assert mode == "prove" or (result.status == "FAIL" and result.trace is not None), result.summary()
+
+
+@pytest.mark.full
+@pytest.mark.parametrize("config", [
+    VitModelConfig(lines=1, macs=2, max_tokens=3, max_cols=4, ln_channels=4, buffer_tiles=4, isqrt_steps=31,
+                   div_bits=48, multiplier_width=2),
+    VitModelConfig(lines=2, macs=1, max_tokens=3, max_cols=3, ln_channels=2, buffer_tiles=4, isqrt_steps=31,
+                   div_bits=48, multiplier_width=2),
+], ids=["P2", "two_lines"])
+def test_vitmodel_safety_larger(tmp_path, config):
+    """The same k-induction on P = 2 (one line of two MACs; two lines of one), several row groups and
+    channel groups (3 tokens, up to 4 channels: partial groups, a non-power-of-two channel count):
+    the strengthening invariants are written for any configuration, not only the smallest."""
+    _check(prove(VitModelAcceleratorHarness(config), name="vitmodel", mode="prove", depth=WHOLE_K["vitmodel_accelerator"],
+                 workdir=tmp_path))
