@@ -1131,14 +1131,14 @@ class VitModelAcceleratorHarness(Harness):
             return ((h.rows >= 1) & (h.rows <= cfg.max_tokens) & (h.cols >= 1) & (h.cols <= cfg.max_cols) &
                     ((h.opcode != Op.LAYERNORM) | ln_cols) & ((h.opcode != Op.MATMUL) | mm_cols))
 
-        PARAM = states["PARAM"]
+        PARAM, ORDER = states["PARAM"], states["ORDER"]
         m.d.comb += [
             Assume(~header_taken | legal(incoming)),
             # strengthening invariants: the header register holds a header the host sent, and the
             # sequencer's states go with their opcodes
             Assert((seq == FETCH) | legal(hdr), "sequencer: the header register holds a legal header"),
             Assert((seq != PARAM) | (hdr.opcode == Op.LAYERNORM), "sequencer: PARAM only for LAYERNORM"),
-            Assert((seq != states["ORDER"]) | (hdr.opcode == Op.ATTENTION), "sequencer: ORDER only for ATTENTION"),
+            Assert((seq != ORDER) | (hdr.opcode == Op.ATTENTION), "sequencer: ORDER only for ATTENTION"),
             Assert((seq != RUN) | Cat(*(hdr.opcode == op for op in runs)).any(),
                    "sequencer: RUN only for an opcode it runs"),
         ]
@@ -1153,6 +1153,8 @@ class VitModelAcceleratorHarness(Harness):
         rows_g = (hdr.rows + P - 1) // P
         r_total = Mux(op == Op.MATMUL, rows_g * hdr.cols, vectors)
         w_total = Mux(op == Op.MATMUL, hdr.out_cols * rows_g, vectors)
+        if cfg.attention is not None:      # a head's output: N rows of d / P vectors
+            w_total = Mux(op == Op.ATTENTION, hdr.rows * (cfg.attention.head_dim // P), w_total)
         owed = Signal(signed(34), name="store_beats_owed")
         sent = o.valid & o.ready
         m.d.sync += owed.eq(owed + Mux((seq == DECODE) & is_store, vectors, 0) - sent)
@@ -1170,9 +1172,13 @@ class VitModelAcceleratorHarness(Harness):
         m.d.comb += [
             Assert(~rd_valid | (seq == RUN), "reader: a vector on offer only while an instruction runs"),
             Assert(~r_more | (seq == RUN) | (seq == PARAM), "reader: work left only for the instruction"),
-            Assert(~w_more | (seq == RUN) | (seq == PARAM), "writer: work left only for the instruction"),
+            # (an ATTENTION the unit refuses halts in ERROR with its writer's work left)
+            Assert(~w_more | (seq == RUN) | (seq == PARAM) | (seq == ORDER) | (seq == states["ERROR"]),
+                   "writer: work left only for the instruction"),
             Assert((seq != PARAM) | ((rd_n == 0) & r_more & (wr_n == 0) & w_more),
                    "LAYERNORM's PARAM: reader and writer at their start"),
+            Assert((seq != ORDER) | ((rd_n == 0) & ~r_more & ~rd_valid & (wr_n == 0) & w_more),
+                   "ATTENTION's ORDER: the reader idle, the writer at its start"),
             Assert((seq != RUN) | Mux(reads, (rd_n <= r_total) & (r_more == (rd_n < r_total)),
                                       (rd_n == 0) & ~r_more & ~rd_valid),
                    "reader: within its tensor"),

@@ -464,10 +464,14 @@ def test_vitmodel_mutants_and_cover(tmp_path):
                    div_bits=48, multiplier_width=2),
     VitModelConfig(lines=2, macs=1, max_tokens=3, max_cols=3, ln_channels=2, buffer_tiles=4, isqrt_steps=31,
                    div_bits=48, multiplier_width=2),
-], ids=["P2", "two_lines"])
+    # the smallest with an ATTENTION unit (a ViTCoD accelerator: P a power of two >= 2, head dim P)
+    VitModelConfig(lines=1, macs=2, max_tokens=1, max_cols=2, ln_channels=2, buffer_tiles=1, isqrt_steps=31,
+                   div_bits=48, multiplier_width=1, att_head_dim=2, att_max_nnz=1, att_macs=1),
+], ids=["P2", "two_lines", "attention"])
 def test_vitmodel_safety_larger(tmp_path, config):
     """The same k-induction on P = 2 (one line of two MACs; two lines of one), several row groups and
-    channel groups (3 tokens, up to 4 channels: partial groups, a non-power-of-two channel count):
-    the strengthening invariants are written for any configuration, not only the smallest."""
+    channel groups (3 tokens, up to 4 channels: partial groups, a non-power-of-two channel count), and
+    with an attention unit (ATTENTION then runs; one the unit refuses halts in ERROR): the
+    strengthening invariants are written for any configuration, not only the smallest."""
     _check(prove(VitModelAcceleratorHarness(config), name="vitmodel", mode="prove", depth=WHOLE_K["vitmodel_accelerator"],
                  workdir=tmp_path))
