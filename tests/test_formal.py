@@ -21,15 +21,16 @@ from attnforge.hw.common.regbank import RegisterBank
 from attnforge.hw.linear.config import LinearDecodeConfig
 from attnforge.hw.linear.output import OutputStage as LinearOutputStage
 from attnforge.hw.vitcod.accelerator import VitcodAccelerator
-from attnforge.hw.vit.layernorm import LayerNormUnit
-from attnforge.hw.vit.matmul import VitMatmul
+from attnforge.hw.vit.layernorm import LayerNormUnit, LayerNormUnitConfig
+from attnforge.hw.vit.matmul import VitMatmul, VitMatmulConfig
 from attnforge.hw.vitmodel.accelerator import VitModelAccelerator
 from attnforge.hw.vitmodel.config import VitModelConfig
 from attnforge.tb.formal import (FORMAL_REGMAP, SMALLEST_LAYERNORM, SMALLEST_MATMUL, SMALLEST_VITCOD, SMALLEST_VITMODEL,
                                  GeluUnitHarness, LinearDecodeHarness, LinearOutputHarness, LoaderHarness,
                                  MacLineHarness, OutputStageHarness, RegisterBankHarness, RequantLineHarness,
                                  ResidualAddUnitHarness,
-                                 SkidBufferHarness, VitcodAcceleratorHarness, VitModelAcceleratorHarness, harness, probe,
+                                 LayerNormUnitHarness, SkidBufferHarness, VitcodAcceleratorHarness, VitMatmulHarness,
+                                 VitModelAcceleratorHarness, harness, probe,
                                  quiet_until, registers)
 from attnforge.tb.mutants import DropValidWhileStalled, FlipOutputBit, GlitchWhileStalled
 
@@ -391,6 +392,22 @@ def test_vit_block_completion_bound_is_tight(tmp_path, name):
                    depth=depth, workdir=tmp_path)
     assert result.status == "FAIL" and result.trace is not None, result.summary()
     assert len(result.failed) == 1 and f"within {latency - 1} cycles" in result.failed[0], result.failed
+
+
+@pytest.mark.full
+@pytest.mark.parametrize("make", [
+    lambda: LayerNormUnitHarness(LayerNormUnitConfig(lanes=2, max_channels=6, isqrt_steps=1, div_bits=1,
+                                                     multiplier_width=2)),
+    lambda: LayerNormUnitHarness(LayerNormUnitConfig()),
+    lambda: VitMatmulHarness(VitMatmulConfig(lines=2, macs=2, max_rows=9, max_in=3, out_width=16, multiplier_width=2)),
+    lambda: VitMatmulHarness(VitMatmulConfig()),
+], ids=["layernorm_lanes2", "layernorm_default", "matmul_groups3", "matmul_default"])
+def test_vit_unit_safety_other_configurations(tmp_path, make):
+    """The same k-induction beyond the smallest configurations: LayerNorm with 2 lanes and rows of 1-3
+    beats (a one-beat row found that the harness first let ``channels`` change in the cycle after
+    the row's only beat), and its default (4 lanes, 192 channels); the matmul with 4 lanes in 2 lines
+    and 3 row groups, and its default (8 MACs, 65 rows, 256 input channels)."""
+    _check(prove(make(), name="vit_unit", mode="prove", depth=3, workdir=tmp_path))
 
 
 #: name -> (the block at its smallest configuration, bmc depth that reaches a stalled output beat from reset)
