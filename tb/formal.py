@@ -28,7 +28,7 @@ from __future__ import annotations
 import re
 from types import SimpleNamespace
 
-from amaranth.hdl import Assert, Assume, Cat, Cover, Elaboratable, Fragment, Module, Mux, Shape, Signal, Value, signed
+from amaranth.hdl import Assert, Assume, Cat, Const, Cover, Elaboratable, Fragment, Module, Mux, Shape, Signal, Value, signed
 from amaranth.asserts import AnySeq   # a free value each cycle; amaranth.hdl does not re-export it in 0.5
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In
@@ -48,12 +48,20 @@ from attnforge.hw.vitcod.config import VitcodConfig
 from attnforge.hw.vitcod.loader import Loader
 from attnforge.hw.vitcod.output import OutputStage
 from attnforge.hw.vit.eltwise import GeluUnit, GeluUnitConfig, ResidualAddUnit, ResidualAddUnitConfig
+from attnforge.hw.vit.layernorm import OUTPUT_STAGES, LayerNormUnit, LayerNormUnitConfig
+from attnforge.hw.vit.matmul import MATMUL_LATENCY, VitMatmul, VitMatmulConfig
+from attnforge.hw.vitmodel.accelerator import VitModelAccelerator, header_layout as vitmodel_header_layout
+from attnforge.hw.vitmodel.accelerator import weight_layout as vitmodel_weight_layout
+from attnforge.hw.vitmodel.config import VitModelConfig
+from attnforge.hw.vitmodel.isa import Op
 
 __all__ = ["probe", "stream_rules", "Outstanding", "Harness", "HARNESSES", "harness",
            "SkidBufferHarness", "RequantLineHarness", "MacLineHarness", "OutputStageHarness",
            "LoaderHarness", "RegisterBankHarness", "LinearOutputHarness", "FORMAL_REGMAP", "sticky",
            "registers", "quiet_until", "DeadlineQueue", "VitcodAcceleratorHarness", "LinearDecodeHarness",
-           "SMALLEST_VITCOD", "SMALLEST_LINEAR", "GeluUnitHarness", "ResidualAddUnitHarness"]
+           "SMALLEST_VITCOD", "SMALLEST_LINEAR", "GeluUnitHarness", "ResidualAddUnitHarness",
+           "SMALLEST_LAYERNORM", "LayerNormUnitHarness", "fsm_states", "SMALLEST_MATMUL", "VitMatmulHarness",
+           "SMALLEST_VITMODEL", "VitModelAcceleratorHarness"]
 
 HARNESS_MODES = ("safety", "completion")
 
@@ -83,6 +91,40 @@ def probe(fragment: Fragment, name: str) -> Signal:
         raise KeyError(f"{name!r}: {'ambiguous' if matches else 'no such signal'} in the block; "
                        f"it assigns {', '.join(sorted(found))}")
     return next(iter(matches.values()))
+
+
+def fsm_states(state: Signal) -> dict[str, int]:
+    """An Amaranth FSM's state register (``probe(frag, "NAME_state")``) -> its encoding, state name ->
+    value (Amaranth numbers the states in the order they are first named, ``m.next`` included, which
+    need not be the order they are declared in)."""
+    found = {}
+    for value in range(1 << len(state)):
+        try:
+            name, _, number = state.decoder(value).rpartition("/")
+        except (KeyError, IndexError):
+            break
+        found[name] = int(number)
+    if not found:
+        raise KeyError(f"{state.name!r} is not an FSM state register (no state decoder)")
+    return found
+
+
+def _subfragment(fragment: Fragment, name: str) -> Fragment:
+    """The one elaborated submodule called ``name`` in ``fragment``, at any depth (so also through a
+    wrapper such as a mutant); ``KeyError`` if there is none or more than one."""
+    found = []
+
+    def walk(frag):
+        for sub, sub_name, _loc in frag.subfragments:
+            if isinstance(sub, Fragment):
+                if sub_name == name:
+                    found.append(sub)
+                walk(sub)
+
+    walk(fragment)
+    if len(found) != 1:
+        raise KeyError(f"{name!r}: {'ambiguous' if found else 'no such'} submodule in the block")
+    return found[0]
 
 
 class _History:
@@ -838,6 +880,379 @@ class ResidualAddUnitHarness(_LockstepUnitHarness):
         self.account(m, frag, took_a, self.config.latency)
 
 
+def _layernorm_state(m: Module, frag: Fragment, lanes: int, channels) -> SimpleNamespace:
+    """A ``LayerNormUnit``'s registers (through ``probe``) and the elements it holds (``held``: the
+    front's ``elems`` while it takes a row, the whole row from the statistics to the handover, the
+    back's row not yet issued, ``lanes`` per valid output stage); asserts the invariants that make
+    its accounting inductive (the FSM in a state, both element counters within the row)."""
+    fsm = probe(frag, "layernorm_state")       # IN, STAT, SUM, SQRT, DIV, WAIT, HOLD
+    states = fsm_states(fsm)
+    IN = states["IN"]
+    elems, issuing, o_elems = (probe(frag, name) for name in ("elems", "issuing", "o_elems"))
+    valids = [probe(frag, f"out{k}_valid") for k in range(OUTPUT_STAGES)]
+    held = (Mux(fsm == IN, elems, channels) + Mux(issuing, channels - o_elems, 0)
+            + lanes * sum(Value.cast(v) for v in valids))
+    m.d.comb += [
+        Assert(fsm < len(states), f"layernorm: the FSM in one of its {len(states)} states"),
+        Assert(((elems == 0) | (elems < channels)) & (elems % lanes == 0) & ((fsm == IN) | (elems == 0)),
+               "layernorm: the front's element count within the row"),
+        Assert(Mux(issuing, (o_elems < channels) & (o_elems % lanes == 0), o_elems == 0),
+               "layernorm: the back's element count within the row"),
+    ]
+    idle = (fsm == IN) & (elems == 0) & ~issuing
+    return SimpleNamespace(held=held, idle=idle, empty=idle & ~Cat(*valids).any(), elems=elems, issuing=issuing,
+                           o_elems=o_elems)
+
+
+#: The smallest legal LayerNorm unit: one lane, rows of one channel, the whole square root and the whole
+#: reciprocal in one cycle each (the shortest row: 16 cycles), a 1-bit output multiplier.
+SMALLEST_LAYERNORM = LayerNormUnitConfig(lanes=1, max_channels=1, isqrt_steps=31, div_bits=48, multiplier_width=1)
+
+
+class LayerNormUnitHarness(Harness):
+    """``LayerNormUnit`` (hw/vit/layernorm.py): rows of ``channels`` elements in, the same out.
+
+    ``safety`` (k-induction): the stream rules assumed on ``i`` and ``param``, asserted on ``o``;
+    ``channels`` (a run-time port) legal (a multiple of lanes in [lanes, max_channels]) and still while
+    a row is in the unit's front or issued by its back (assumed: the unit's documented contract, here
+    weaker: free between rows even while the last row's beats are still in the output pipeline);
+    the other constants (``eps``, ``multiplier``, ``shift``) are free every cycle. Elements accepted
+    minus elements sent >= 0 ("no output beat without an input") and equal to what the unit holds: the
+    front's row (``elems`` while it takes it, the whole row from the statistics to the handover), the
+    back's row not yet issued, and the output pipeline's valid stages. There are no error bits.
+
+    ``completion`` (bounded, control only: the payload's rule is the safety proof's): ``o`` always
+    ready; the k-th row whose last beat is taken has its last output beat out within ``latency``
+    cycles (``DeadlineQueue``; the harness marks the row's last beat as the back issues it and
+    carries the mark down a shadow of the lockstep output pipeline). ``latency`` is
+    ``row_latency(max_channels) - max_beats``: the cycle model's row, less its input pass."""
+
+    def __init__(self, config: LayerNormUnitConfig | None = None, mode: str = "safety", *, dut=None,
+                 latency: int | None = None):
+        self.config = config or SMALLEST_LAYERNORM
+        self.latency = latency if latency is not None else self.row_bound(self.config)
+        super().__init__(dut if dut is not None else LayerNormUnit(self.config), mode)
+
+    @staticmethod
+    def row_bound(config: LayerNormUnitConfig) -> int:
+        """Cycles from a row's last input beat to its last output beat, rows of ``max_channels``."""
+        return config.row_latency(config.max_channels) - config.max_beats
+
+    def properties(self, m, frag):
+        cfg, dut = self.config, self.dut
+        i, o = dut.i, dut.o
+        lean = self.mode == "completion"
+        payload = Const(0, 1) if lean else o.payload
+        self.check_ports(m, {"i": i, "param": dut.param},
+                         {"o": SimpleNamespace(valid=o.valid, ready=o.ready, payload=payload)})
+        # the run-time row length: legal, and still while a row is in the front or being issued
+        channels = dut.channels
+        ln = _layernorm_state(m, frag, cfg.lanes, channels)
+        issuing, o_elems, elems = ln.issuing, ln.o_elems, ln.elems
+        # idle and taking no beat: a row of one beat is in flight from the cycle after it is taken
+        idle_was = Signal(init=1, name="ln_idle_was")      # reset with the unit: idle
+        channels_was = Signal.like(channels, name="ln_channels_was")
+        m.d.sync += [idle_was.eq(ln.idle & ~(i.valid & i.ready)), channels_was.eq(channels)]
+        m.d.comb += [
+            Assume((channels >= cfg.lanes) & (channels <= cfg.max_channels) & (channels % cfg.lanes == 0)),
+            Assume(idle_was | (channels == channels_was)),
+        ]
+        # accounting in elements (lanes per beat)
+        taken = i.valid & i.ready
+        sent = o.valid & o.ready
+        Outstanding(m, taken * cfg.lanes, sent * cfg.lanes, held=ln.held, name="layernorm",
+                    capacity=2 * cfg.max_channels + OUTPUT_STAGES * cfg.lanes)
+        if not lean:
+            return
+        m.d.comb += Assume(o.ready)
+        # the row's last beat, as the back issues it, down a shadow of the output pipeline
+        advance = probe(frag, "out_advance")
+        marks = [Signal(name=f"ln_last_mark{k}") for k in range(OUTPUT_STAGES)]
+        with m.If(advance):
+            m.d.sync += marks[0].eq(issuing & (o_elems + cfg.lanes == channels))
+            m.d.sync += [marks[k].eq(marks[k - 1]) for k in range(1, OUTPUT_STAGES)]
+        row_in = taken & (elems + cfg.lanes == channels)
+        DeadlineQueue(m, push=row_in, pops=sent & marks[-1], budget=self.latency, depth=3, name="rows",
+                      message=f"a row's last output beat leaves within {self.latency} cycles of its last input beat")
+
+
+def _matmul_state(m: Module, frag: Fragment, cfg: VitMatmulConfig, groups, o_valid) -> SimpleNamespace:
+    """A ``VitMatmul``'s registers (``probe`` on its fragment ``frag``) and the output beats it holds
+    (``held``: the issued last beat's remaining groups, one per valid stage carrying a last beat,
+    ``c_valid``, ``d_valid``, ``o.valid``, given as ``o_valid``); asserts the invariants that make
+    its accounting inductive. ``groups`` is ``G = ceil(rows / P)`` of the tile."""
+    st = SimpleNamespace(**{name: probe(frag, name) for name in (
+        "run", "cur_valid", "g", "cur_final", "final_taken", "a_valid", "b_valid", "c_valid", "d_valid",
+        "load_g", "load_i", "cols", "col_start")})
+    cur, a_beat, b_beat = (data.View(cfg.w_layout, probe(frag, name)) for name in ("cur", "a_beat", "b_beat"))
+    st.held = (Mux(st.cur_valid & cur.last, groups - st.g, 0) + (st.a_valid & a_beat.last)
+               + (st.b_valid & b_beat.last) + st.c_valid + st.d_valid + o_valid)
+    st.empty = ~(st.cur_valid | st.a_valid | st.b_valid | st.c_valid | st.d_valid | o_valid)
+    st.cur = cur
+    m.d.comb += [
+        Assert(~st.cur_valid | (st.g < groups), "matmul: the issued group within the tile"),
+        Assert(st.cur_valid | (st.g == 0), "matmul: the issue idle at group 0"),
+        Assert(~st.cur_valid | st.run, "matmul: a beat issued only in the weight phase"),
+        Assert(st.final_taken == (st.cur_valid & st.cur_final), "matmul: the tile's final beat is the one in issue"),
+        # a column's beats move in order: behind a beat that is not its column's last, the next beat of
+        # the column is in a stage nearer the input, or not taken yet (the column open: ~col_start)
+        Assert(~(st.cur_valid & ~cur.last) | ~st.col_start, "matmul: a column open behind its beat in issue"),
+        Assert(~(st.a_valid & ~a_beat.last) | st.cur_valid | ~st.col_start, "matmul: a column open behind stage a"),
+        Assert(~(st.b_valid & ~b_beat.last) | st.a_valid | st.cur_valid | ~st.col_start,
+               "matmul: a column open behind stage b"),
+    ]
+    return st
+
+
+#: The smallest legal ViT matmul: one line of one MAC, one row, one input channel, int8 output with a
+#: 1-bit requantizer multiplier.
+SMALLEST_MATMUL = VitMatmulConfig(lines=1, macs=1, max_rows=1, max_in=1, out_width=8, multiplier_width=1)
+
+
+class VitMatmulHarness(Harness):
+    """``VitMatmul`` (hw/vit/matmul.py): activation tiles on ``x``, weight beats on ``w``, a column's
+    ``G = ceil(rows / P)`` output beats on ``o`` after its ``last`` weight beat.
+
+    ``safety`` (k-induction): the stream rules assumed on ``x`` and ``w``, asserted on ``o``; ``rows``
+    legal (1..max_rows) and still through a tile's weight phase (``run``: the only time the issue reads
+    ``G``; the unit's contract holds it from the tile's first ``x`` beat to its last output beat);
+    ``in_features``, ``out_features`` and ``dense`` free every cycle. Output beats owed (``G`` per
+    ``last`` weight beat taken) minus beats sent >= 0 ("no output beat without a column") and equal to
+    what the pipeline holds (the issued last beat's remaining groups, one per valid stage carrying a
+    last beat, ``o.valid``). There are no error bits.
+
+    ``completion`` (bounded, control only): ``o`` always ready; the k-th column whose last weight
+    beat is taken has its last output beat out within ``latency`` = ``groups + MATMUL_LATENCY - 1``
+    cycles (a mark on the issue of a last beat's last group, carried down a shadow of the pipeline)."""
+
+    def __init__(self, config: VitMatmulConfig | None = None, mode: str = "safety", *, dut=None,
+                 latency: int | None = None):
+        self.config = config or SMALLEST_MATMUL
+        self.latency = latency if latency is not None else self.config.groups + MATMUL_LATENCY - 1
+        super().__init__(dut if dut is not None else VitMatmul(self.config), mode)
+
+    def properties(self, m, frag):
+        cfg, dut = self.config, self.dut
+        o = dut.o
+        lean = self.mode == "completion"
+        payload = Const(0, 1) if lean else o.payload
+        self.check_ports(m, {"x": dut.x, "w": dut.w},
+                         {"o": SimpleNamespace(valid=o.valid, ready=o.ready, payload=payload)})
+        # the tile's rows: legal, and still through its weight phase
+        rows = dut.rows
+        groups = Signal(range(cfg.groups + 1), name="mm_groups")
+        m.d.comb += groups.eq(sum((rows > k * cfg.lanes).as_unsigned() for k in range(cfg.groups)))
+        st = _matmul_state(m, frag, cfg, groups, o.valid)
+        run, cur_valid, cur, g = st.run, st.cur_valid, st.cur, st.g
+        run_was = Signal(name="mm_run_was")
+        rows_was = Signal.like(rows, name="mm_rows_was")
+        m.d.sync += [run_was.eq(run), rows_was.eq(rows)]
+        m.d.comb += [Assume((rows >= 1) & (rows <= cfg.max_rows)),
+                     Assume(~run_was | (rows == rows_was))]
+        # accounting in output beats: G per column, owed from its last weight beat
+        w = dut.w
+        closed = w.valid & w.ready & w.p.last
+        Outstanding(m, Mux(closed, groups, 0), o.valid & o.ready, held=st.held, capacity=cfg.groups + 5,
+                    name="matmul")
+        if not lean:
+            return
+        m.d.comb += Assume(o.ready)
+        advance = ~o.valid | o.ready
+        marks = [Signal(name=f"mm_last_mark_{s}") for s in "abcdo"]
+        with m.If(advance):
+            m.d.sync += marks[0].eq(cur_valid & cur.last & (g == groups - 1))
+            m.d.sync += [marks[k].eq(marks[k - 1]) for k in range(1, len(marks))]
+        # a column every G cycles: up to latency / G + 1 of them in flight
+        DeadlineQueue(m, push=closed, pops=o.valid & o.ready & marks[-1], budget=self.latency,
+                      depth=self.latency // cfg.groups + 1, name="columns",
+                      message=f"a column's last output beat leaves within {self.latency} cycles of its last weight beat")
+
+
+#: The smallest legal model accelerator: P = 1 (one line of one MAC), one token, one channel, a LayerNorm
+#: of one channel (square root and reciprocal in one cycle each), one buffer tile, a 1-bit requantizer
+#: multiplier, no attention unit (ATTENTION is then an unknown opcode: refused with ``error``).
+SMALLEST_VITMODEL = VitModelConfig(lines=1, macs=1, max_tokens=1, max_cols=1, ln_channels=1, buffer_tiles=1,
+                                   isqrt_steps=31, div_bits=48, multiplier_width=1)
+
+
+class VitModelAcceleratorHarness(Harness):
+    """The model-level ViT accelerator (``hw/vitmodel/accelerator.py``): sequencer, buffer, reader,
+    writer, matmul, LayerNorm, GELU and residual-add units.
+
+    Assumed of the host: the stream rules on ``i``; every header taken has the ISA's shapes
+    (``program.check_program``: ``rows`` in 1..max_tokens, ``cols`` in 1..max_cols, LAYERNORM's ``cols``
+    a multiple of P within ``ln_channels``, MATMUL's ``out_cols`` in 1..max_cols; the hardware sizes
+    its counters for them and does not check them). The opcode is free: one the hardware does not
+    run is refused (``error``).
+
+    ``safety`` (k-induction): the accelerator's stream rules on ``o``; ``error`` sticky until reset;
+    ``o.valid`` only while the sequencer runs a STORE, and the beats out never more than the STOREs
+    decoded ask for (``rows * ceil(cols / P)`` each). Strengthening invariants, each asserted: the
+    header register holds a legal header, the sequencer's states go with their opcodes, the reader
+    and the writer are busy only for their instruction and within its tensors, and every unit holds
+    nothing unless its instruction runs, and then the vectors read = written + held by the unit
+    (the units' own accounting: ``_layernorm_state``, ``_matmul_state``, the lockstep valid bits).
+
+    ``completion`` (bounded, control only): ``i`` always valid and ``o`` always ready; each MATMUL
+    weight column ends (``last``) at its ``cols``-th beat at the latest; the k-th header taken is
+    retired (``retired`` counts it) or refused (``error`` rises) within ``latency`` cycles."""
+
+    #: SMALLEST_VITMODEL, host always valid, o always ready: header to retirement of the slowest
+    #: instruction, a LAYERNORM (fetch, decode, one gamma/beta beat, the reader's issue, the unit's
+    #: 16-cycle row, the write); tests/test_formal.py shows that 19 fails
+    LATENCY = 20
+
+    def __init__(self, config: VitModelConfig | None = None, mode: str = "safety", *, dut=None,
+                 latency: int | None = None):
+        self.config = config or SMALLEST_VITMODEL
+        self.latency = latency if latency is not None else self.LATENCY
+        super().__init__(dut if dut is not None else VitModelAccelerator(self.config), mode)
+
+    def properties(self, m, frag):
+        cfg, dut = self.config, self.dut
+        P = cfg.lanes
+        i, o = dut.i, dut.o
+        lean = self.mode == "completion"
+        payload = Const(0, 1) if lean else o.payload
+        self.check_ports(m, {"i": i}, {"o": SimpleNamespace(valid=o.valid, ready=o.ready, payload=payload)})
+        sticky(m, dut.error, "error")
+        seq = probe(frag, "seq_state")
+        states = fsm_states(seq)
+        FETCH, DECODE, RUN = states["FETCH"], states["DECODE"], states["RUN"]
+        layout = vitmodel_header_layout()
+        hdr = data.View(layout, probe(frag, "hdr"))
+        incoming = data.View(layout, i.payload[:layout.size])
+        header_taken = i.valid & i.ready & (seq == FETCH)
+        runs = [op for op in Op if op != Op.ATTENTION or cfg.attention is not None]
+
+        def legal(h):
+            ln_cols = (h.cols % P == 0) & (h.cols <= cfg.ln_channels)
+            mm_cols = (h.out_cols >= 1) & (h.out_cols <= cfg.max_cols)
+            return ((h.rows >= 1) & (h.rows <= cfg.max_tokens) & (h.cols >= 1) & (h.cols <= cfg.max_cols) &
+                    ((h.opcode != Op.LAYERNORM) | ln_cols) & ((h.opcode != Op.MATMUL) | mm_cols))
+
+        PARAM, ORDER = states["PARAM"], states["ORDER"]
+        m.d.comb += [
+            Assume(~header_taken | legal(incoming)),
+            # strengthening invariants: the header register holds a header the host sent, and the
+            # sequencer's states go with their opcodes
+            Assert((seq == FETCH) | legal(hdr), "sequencer: the header register holds a legal header"),
+            Assert((seq != PARAM) | (hdr.opcode == Op.LAYERNORM), "sequencer: PARAM only for LAYERNORM"),
+            Assert((seq != ORDER) | (hdr.opcode == Op.ATTENTION), "sequencer: ORDER only for ATTENTION"),
+            Assert((seq != RUN) | Cat(*(hdr.opcode == op for op in runs)).any(),
+                   "sequencer: RUN only for an opcode it runs"),
+        ]
+        rd_valid, rd_n, r_more = probe(frag, "rd_valid"), probe(frag, "rd_n"), probe(frag, "r_more")
+        wr_n, w_more = probe(frag, "wr_n"), probe(frag, "w_more")
+        op = hdr.opcode
+        is_store = op == Op.STORE
+        storing = (seq == RUN) & is_store
+        # vectors of a row-vector walk (STORE, LAYERNORM, GELU, ADD, LOAD) and of the matmul's walks
+        vectors = Signal(32, name="row_vectors")
+        m.d.comb += vectors.eq(hdr.rows * ((hdr.cols + P - 1) // P))
+        rows_g = (hdr.rows + P - 1) // P
+        r_total = Mux(op == Op.MATMUL, rows_g * hdr.cols, vectors)
+        w_total = Mux(op == Op.MATMUL, hdr.out_cols * rows_g, vectors)
+        if cfg.attention is not None:      # a head's output: N rows of d / P vectors
+            w_total = Mux(op == Op.ATTENTION, hdr.rows * (cfg.attention.head_dim // P), w_total)
+        owed = Signal(signed(34), name="store_beats_owed")
+        sent = o.valid & o.ready
+        m.d.sync += owed.eq(owed + Mux((seq == DECODE) & is_store, vectors, 0) - sent)
+        m.d.comb += [
+            Assert(~o.valid | storing, "no output beat outside a STORE"),
+            Assert(owed >= 0, "no output beat beyond what the STOREs ask for"),
+            Assert(seq < len(states), f"sequencer: in one of its {len(states)} states"),
+            Assert(owed == Mux(storing, vectors - rd_n + rd_valid, 0),
+                   "STORE: beats owed = the reader's beats left + the one on offer"),
+            Cover(sent),
+        ]
+        # the reader and the writer: busy only for their instruction, their counts within its tensors
+        reads = Cat(*(op == code for code in (Op.STORE, Op.LAYERNORM, Op.GELU, Op.ADD, Op.MATMUL))).any()
+        writes = (op != Op.STORE)
+        m.d.comb += [
+            Assert(~rd_valid | (seq == RUN), "reader: a vector on offer only while an instruction runs"),
+            Assert(~r_more | (seq == RUN) | (seq == PARAM), "reader: work left only for the instruction"),
+            # (an ATTENTION the unit refuses halts in ERROR with its writer's work left)
+            Assert(~w_more | (seq == RUN) | (seq == PARAM) | (seq == ORDER) | (seq == states["ERROR"]),
+                   "writer: work left only for the instruction"),
+            Assert((seq != PARAM) | ((rd_n == 0) & r_more & (wr_n == 0) & w_more),
+                   "LAYERNORM's PARAM: reader and writer at their start"),
+            Assert((seq != ORDER) | ((rd_n == 0) & ~r_more & ~rd_valid & (wr_n == 0) & w_more),
+                   "ATTENTION's ORDER: the reader idle, the writer at its start"),
+            Assert((seq != RUN) | Mux(reads, (rd_n <= r_total) & (r_more == (rd_n < r_total)),
+                                      (rd_n == 0) & ~r_more & ~rd_valid),
+                   "reader: within its tensor"),
+            Assert((seq != RUN) | (w_more == writes) & (~writes | (wr_n < w_total)), "writer: within its tensor"),
+        ]
+        # the units: each holds vectors only while its instruction runs, and then read = written + held
+        held = {}       # opcode -> (vectors its unit holds, the unit empty)
+        for code, unit, depth in ((Op.GELU, "gelu", cfg.gelu.latency), (Op.ADD, "add", cfg.add.latency)):
+            valids = [probe(frag, f"{unit}{k}_valid") for k in range(depth)]
+            held[code] = (sum(Value.cast(v) for v in valids), ~Cat(*valids).any())
+        ln = _layernorm_state(m, frag, P, hdr.cols)
+        held[Op.LAYERNORM] = (ln.held // P, ln.empty)
+        self._matmul(m, frag, hdr, seq == RUN, rows_g, r_total, dict(rd_valid=rd_valid, rd_n=rd_n, r_more=r_more,
+                                                                     wr_n=wr_n))
+        for code, (items, empty) in held.items():
+            running = (seq == RUN) & (op == code)
+            m.d.comb += [
+                Assert(empty | running, f"{code.name}: its unit holds nothing unless its instruction runs"),
+                Assert(~running | (rd_n - rd_valid == wr_n + items), f"{code.name}: vectors read = written + held"),
+            ]
+        if not lean:
+            return
+        m.d.comb += [Assume(i.valid), Assume(o.ready)]
+        # a weight column ends at its cols-th beat at the latest
+        weight = data.View(vitmodel_weight_layout(), i.payload[:vitmodel_weight_layout().size])
+        beat = Signal(16, name="weight_beat")
+        taking = (seq == RUN) & (hdr.opcode == Op.MATMUL) & i.valid & i.ready
+        with m.If(seq == DECODE):
+            m.d.sync += beat.eq(0)
+        with m.Elif(taking):
+            m.d.sync += beat.eq(Mux(weight.last, 0, beat + 1))
+        m.d.comb += Assume(~taking | (beat != hdr.cols - 1) | weight.last)
+        retired_was = Signal.like(dut.retired, name="retired_was")
+        error_was = Signal(name="error_was")
+        m.d.sync += [retired_was.eq(dut.retired), error_was.eq(dut.error)]
+        answered = (dut.retired != retired_was) | (dut.error & ~error_was)
+        DeadlineQueue(m, push=header_taken, pops=answered, budget=self.latency, depth=2, name="instructions",
+                      message=f"an instruction retires or is refused within {self.latency} cycles of its header")
+
+    def _matmul(self, m, frag, hdr, run_state, rows_g, r_total, ctl):
+        """MATMUL's invariants: the matmul idle unless its instruction runs; while it runs, a tile's
+        load (the matmul's load position = the reader's vectors taken), its weight phase (the reader
+        done, the matmul's column count = the sequencer's forwarded columns) or its drain (every column
+        forwarded), and the output beats written + held by the matmul = G per forwarded column."""
+        cfg = self.config
+        mmcfg = cfg.matmul
+        sub = _subfragment(frag, "matmul")
+        o_valid = probe(sub, "o__valid")
+        st = _matmul_state(m, sub, mmcfg, rows_g, o_valid)
+        fwd = probe(frag, "fwd_cols")
+        running = run_state & (hdr.opcode == Op.MATMUL)
+        loading = ~st.run & (fwd == 0)
+        reader_done = (ctl["rd_n"] == r_total) & ~ctl["rd_valid"] & ~ctl["r_more"]
+        at_start = (st.load_g == 0) & (st.load_i == 0)
+        m.d.comb += [
+            Assert(running | (~st.run & at_start & st.empty & (st.cols == 0) & st.col_start),
+                   "MATMUL: the matmul idle unless its instruction runs"),
+            Assert(~running | (fwd <= hdr.out_cols), "MATMUL: columns forwarded within the instruction's"),
+            Assert(~running | (fwd != hdr.out_cols) | st.col_start, "MATMUL: no column open after the last one"),
+            Assert(~running | ~loading | ((st.load_i < hdr.cols) & (st.load_g < rows_g) &
+                                          (st.load_g * hdr.cols + st.load_i == ctl["rd_n"] - ctl["rd_valid"]) &
+                                          st.empty & (ctl["wr_n"] == 0) & (st.cols == 0)),
+                   "MATMUL: loading: the matmul has taken the reader's vectors, nothing computed"),
+            Assert(~running | loading | (reader_done & at_start),
+                   "MATMUL: past the load the reader is done"),
+            Assert(~running | ~st.run | ((st.cols == fwd) & (st.final_taken == (fwd == hdr.out_cols))),
+                   "MATMUL: the matmul's columns are the forwarded ones, the final one taken once forwarded"),
+            Assert(~running | st.run | loading | ((fwd == hdr.out_cols) & (st.cols == 0)),
+                   "MATMUL: after the weight phase every column was forwarded"),
+            Assert(~running | (ctl["wr_n"] + st.held == fwd * rows_g),
+                   "MATMUL: output beats written + held = G per forwarded column"),
+        ]
+
+
 HARNESSES = {
     "skid_buffer": SkidBufferHarness,
     "requant_line": RequantLineHarness,
@@ -850,6 +1265,9 @@ HARNESSES = {
     "linear_decode": LinearDecodeHarness,
     "gelu_unit": GeluUnitHarness,
     "residual_add_unit": ResidualAddUnitHarness,
+    "layernorm_unit": LayerNormUnitHarness,
+    "vit_matmul": VitMatmulHarness,
+    "vitmodel_accelerator": VitModelAcceleratorHarness,
 }
 
 

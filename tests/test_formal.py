@@ -21,25 +21,36 @@ from attnforge.hw.common.regbank import RegisterBank
 from attnforge.hw.linear.config import LinearDecodeConfig
 from attnforge.hw.linear.output import OutputStage as LinearOutputStage
 from attnforge.hw.vitcod.accelerator import VitcodAccelerator
-from attnforge.tb.formal import (FORMAL_REGMAP, SMALLEST_VITCOD, GeluUnitHarness, LinearDecodeHarness, LinearOutputHarness, LoaderHarness,
+from attnforge.hw.vit.layernorm import LayerNormUnit, LayerNormUnitConfig
+from attnforge.hw.vit.matmul import VitMatmul, VitMatmulConfig
+from attnforge.hw.vitmodel.accelerator import VitModelAccelerator
+from attnforge.hw.vitmodel.config import VitModelConfig
+from attnforge.tb.formal import (FORMAL_REGMAP, SMALLEST_LAYERNORM, SMALLEST_MATMUL, SMALLEST_VITCOD, SMALLEST_VITMODEL,
+                                 GeluUnitHarness, LinearDecodeHarness, LinearOutputHarness, LoaderHarness,
                                  MacLineHarness, OutputStageHarness, RegisterBankHarness, RequantLineHarness,
                                  ResidualAddUnitHarness,
-                                 SkidBufferHarness, VitcodAcceleratorHarness, harness, probe, quiet_until, registers)
+                                 LayerNormUnitHarness, SkidBufferHarness, VitcodAcceleratorHarness, VitMatmulHarness,
+                                 VitModelAcceleratorHarness, harness, probe,
+                                 quiet_until, registers)
 from attnforge.tb.mutants import DropValidWhileStalled, FlipOutputBit, GlitchWhileStalled
 
 #: k of the k-induction: stream rules + accounting (safety), completion with ready high
 SAFETY_K = {"skid_buffer": 3, "requant_line": 3, "mac_line": 4, "output_stage": 4, "loader": 2, "register_bank": 3,
             "linear_output": 8,    # the 4-stage requantizer pipeline (was 4 with one stage)
-            "gelu_unit": 3, "residual_add_unit": 3}
+            "gelu_unit": 3, "residual_add_unit": 3, "layernorm_unit": 3, "vit_matmul": 3}
 #: the vit units' proofs run in make test-full (make test's budget is spent; about 6 s each)
-FULL_ONLY = {"gelu_unit", "residual_add_unit"}
+FULL_ONLY = {"gelu_unit", "residual_add_unit", "layernorm_unit", "vit_matmul"}
 COMPLETION_K = {"skid_buffer": 4, "requant_line": 4, "mac_line": 6, "output_stage": 6, "gelu_unit": 8,
                 "residual_add_unit": 5}
 #: bmc depth of the completion check: at least one whole (longest) input plus the latency
 #: (MAC line: a vector of max_length = 4 beats, then 2 cycles; output stage: a row of
 #: 2 beats behind a full pipeline, then 3 cycles), with margin
 COMPLETION_BMC = {"skid_buffer": 8, "requant_line": 8, "mac_line": 12, "output_stage": 12, "gelu_unit": 12,
-                  "residual_add_unit": 8}
+                  "residual_add_unit": 8,
+                  # SMALLEST_LAYERNORM: a row is 16 cycles, back-to-back rows start every 8: two rows complete
+                  "layernorm_unit": 30,
+                  # SMALLEST_MATMUL: a one-row tile (one x beat, one weight beat) ends 8 cycles after reset
+                  "vit_matmul": 24}
 
 
 def _check(result):
@@ -272,7 +283,7 @@ def test_linear_output_mutant_and_default(tmp_path):
 #: k of the k-induction of the whole designs (stream rules, sticky error/overflow bits, no output
 #: before the first command, with the strengthening invariants of VitcodAcceleratorHarness and
 #: LinearDecodeHarness)
-WHOLE_K = {"vitcod_accelerator": 2, "linear_decode": 2}
+WHOLE_K = {"vitcod_accelerator": 2, "linear_decode": 2, "vitmodel_accelerator": 2}
 #: bounded completion: (bmc depth, latency bound, a bound one cycle less that must fail). Deeper than
 #: one smallest command: the smallest ViTCoD head is done 23 cycles after reset (cover), a one-token
 #: linear block's output leaves 19 cycles after its token (28 when it waits for a free output half)
@@ -362,3 +373,122 @@ def test_vit_unit_mutants_fail(tmp_path):
     result = prove(ResidualAddUnitHarness(a, dut=glitch), name="add_glitch", mode="prove", depth=3,
                    workdir=tmp_path)
     assert not result.passed and result.failed == ["assert: o: payload stable while stalled"], result.summary()
+
+
+# --- ViT model blocks at their smallest legal configurations (tb/formal.py: SMALLEST_LAYERNORM, SMALLEST_MATMUL)
+
+#: name -> (bmc depth, the harness's latency bound): bounds one cycle less must fail within the depth
+VIT_TIGHT = {"layernorm_unit": (20, 15), "vit_matmul": (16, 6)}
+
+
+@pytest.mark.full
+@pytest.mark.parametrize("name", list(VIT_TIGHT))
+def test_vit_block_completion_bound_is_tight(tmp_path, name):
+    """The completion bound is the cycle model's (LayerNorm: ``row_latency - max_beats``), and one
+    cycle less fails with a trace from reset."""
+    depth, latency = VIT_TIGHT[name]
+    assert harness(name, mode="completion").latency == latency
+    result = prove(harness(name, mode="completion", latency=latency - 1), name=f"{name}_tight", mode="bmc",
+                   depth=depth, workdir=tmp_path)
+    assert result.status == "FAIL" and result.trace is not None, result.summary()
+    assert len(result.failed) == 1 and f"within {latency - 1} cycles" in result.failed[0], result.failed
+
+
+@pytest.mark.full
+@pytest.mark.parametrize("make", [
+    lambda: LayerNormUnitHarness(LayerNormUnitConfig(lanes=2, max_channels=6, isqrt_steps=1, div_bits=1,
+                                                     multiplier_width=2)),
+    lambda: LayerNormUnitHarness(LayerNormUnitConfig()),
+    lambda: VitMatmulHarness(VitMatmulConfig(lines=2, macs=2, max_rows=9, max_in=3, out_width=16, multiplier_width=2)),
+    lambda: VitMatmulHarness(VitMatmulConfig()),
+], ids=["layernorm_lanes2", "layernorm_default", "matmul_groups3", "matmul_default"])
+def test_vit_unit_safety_other_configurations(tmp_path, make):
+    """The same k-induction beyond the smallest configurations: LayerNorm with 2 lanes and rows of 1-3
+    beats (a one-beat row found that the harness first let ``channels`` change in the cycle after
+    the row's only beat), and its default (4 lanes, 192 channels); the matmul with 4 lanes in 2 lines
+    and 3 row groups, and its default (8 MACs, 65 rows, 256 input channels)."""
+    _check(prove(make(), name="vit_unit", mode="prove", depth=3, workdir=tmp_path))
+
+
+#: name -> (the block at its smallest configuration, bmc depth that reaches a stalled output beat from reset)
+VIT_MUTANTS = {"layernorm_unit": (lambda: LayerNormUnit(SMALLEST_LAYERNORM), 20),
+               "vit_matmul": (lambda: VitMatmul(SMALLEST_MATMUL), 12)}
+
+
+@pytest.mark.full
+@pytest.mark.parametrize("name", list(VIT_MUTANTS))
+def test_vit_block_mutants_fail(tmp_path, name):
+    """The block with ``o.valid`` dropped after a stall fails the k-induction on "valid held until
+    ready" (the matmul's accounting, which counts ``o.valid`` as a held beat, fails with it); with its
+    payload glitching while stalled, a bounded check from reset finds a trace and only "payload
+    stable while stalled" fails (LayerNorm's first output beat is 16 cycles after reset)."""
+    block, depth = VIT_MUTANTS[name]
+    drop = DropValidWhileStalled(block())
+    result = prove(harness(name, dut=drop), name=f"{name}_drop", mode="prove", depth=SAFETY_K[name], workdir=tmp_path)
+    assert not result.passed and "assert: o: valid held until ready" in result.failed, result.summary()
+    glitch = GlitchWhileStalled(block(), payload=("o", "payload"), valid=("o", "valid"), ready=("o", "ready"))
+    result = prove(harness(name, dut=glitch), name=f"{name}_glitch", mode="bmc", depth=depth, workdir=tmp_path)
+    assert result.status == "FAIL" and result.trace is not None, result.summary()
+    assert result.failed == ["assert: o: payload stable while stalled"], result.failed
+
+
+# --- the model-level ViT accelerator (tb/formal.py: SMALLEST_VITMODEL); its safety proof runs in
+# test_whole_accelerator_safety_proven (WHOLE_K) -----------------------------------------------------
+
+#: (bmc depth, latency bound) of its completion, and (depth, bound) that must fail. The slowest
+#: instruction (a LAYERNORM) retires 20 cycles after its header: depth 26 holds one whole, from any
+#: header taken in the first 6 cycles
+VITMODEL_COMPLETION = ((26, 20), (22, 19))
+
+
+@pytest.mark.full
+@pytest.mark.timeout(1800)
+def test_vitmodel_completion_bounded(tmp_path):
+    """Every header retired or refused within 20 cycles (host always valid, o always ready, legal
+    shapes), bounded from reset; 19 fails with a trace."""
+    (depth, latency), (tight_depth, tight) = VITMODEL_COMPLETION
+    assert harness("vitmodel_accelerator", mode="completion").latency == latency
+    _check(prove(harness("vitmodel_accelerator", mode="completion"), name="vitmodel", mode="bmc", depth=depth,
+                 workdir=tmp_path))
+    result = prove(harness("vitmodel_accelerator", mode="completion", latency=tight), name="vitmodel_tight",
+                   mode="bmc", depth=tight_depth, workdir=tmp_path)
+    assert result.status == "FAIL" and result.trace is not None, result.summary()
+    assert result.failed == [f"assert: an instruction retires or is refused within {tight} cycles of its header"], \
+        result.failed
+
+
+@pytest.mark.full
+def test_vitmodel_mutants_and_cover(tmp_path):
+    """``o.valid`` dropped after a stall, the payload glitching while stalled: each fails the
+    k-induction exactly on the rule it breaks, and a bounded check from reset (depth 8: a STORE's
+    beat is out 3 cycles after its header) finds the trace. The covers (an output beat) are reached."""
+    _check(prove(harness("vitmodel_accelerator"), name="vitmodel", mode="cover", depth=10, workdir=tmp_path))
+    glitch = GlitchWhileStalled(VitModelAccelerator(SMALLEST_VITMODEL), payload=("o", "payload"),
+                                valid=("o", "valid"), ready=("o", "ready"))
+    for label, mutant, rule in (("drop", DropValidWhileStalled(VitModelAccelerator(SMALLEST_VITMODEL)),
+                                 "valid held until ready"),
+                                ("glitch", glitch, "payload stable while stalled")):
+        for mode, depth in (("prove", WHOLE_K["vitmodel_accelerator"]), ("bmc", 8)):
+            result = prove(VitModelAcceleratorHarness(dut=mutant), name=f"vitmodel_{label}", mode=mode, depth=depth,
+                           workdir=tmp_path)
+            assert not result.passed and result.failed == [f"assert: o: {rule}"], result.summary()
+            assert mode == "prove" or (result.status == "FAIL" and result.trace is not None), result.summary()
+
+
+@pytest.mark.full
+@pytest.mark.parametrize("config", [
+    VitModelConfig(lines=1, macs=2, max_tokens=3, max_cols=4, ln_channels=4, buffer_tiles=4, isqrt_steps=31,
+                   div_bits=48, multiplier_width=2),
+    VitModelConfig(lines=2, macs=1, max_tokens=3, max_cols=3, ln_channels=2, buffer_tiles=4, isqrt_steps=31,
+                   div_bits=48, multiplier_width=2),
+    # the smallest with an ATTENTION unit (a ViTCoD accelerator: P a power of two >= 2, head dim P)
+    VitModelConfig(lines=1, macs=2, max_tokens=1, max_cols=2, ln_channels=2, buffer_tiles=1, isqrt_steps=31,
+                   div_bits=48, multiplier_width=1, att_head_dim=2, att_max_nnz=1, att_macs=1),
+], ids=["P2", "two_lines", "attention"])
+def test_vitmodel_safety_larger(tmp_path, config):
+    """The same k-induction on P = 2 (one line of two MACs; two lines of one), several row groups and
+    channel groups (3 tokens, up to 4 channels: partial groups, a non-power-of-two channel count), and
+    with an attention unit (ATTENTION then runs; one the unit refuses halts in ERROR): the
+    strengthening invariants are written for any configuration, not only the smallest."""
+    _check(prove(VitModelAcceleratorHarness(config), name="vitmodel", mode="prove", depth=WHOLE_K["vitmodel_accelerator"],
+                 workdir=tmp_path))

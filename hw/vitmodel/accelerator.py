@@ -152,7 +152,8 @@ class VitModelAccelerator(ConfiguredComponent):
 
     def _sequencer(self, m, cfg, hdr, shape, u):
         """FETCH -> DECODE -> (PARAM) -> RUN -> FETCH; forwards the host's payload beats."""
-        ctl = dict(start=Signal(), run=Signal(), done=Signal(), r_more=Signal(), w_more=Signal(),
+        # named: tb/formal.py's harness reads r_more and w_more (a dict of Signal() leaves them "$signal")
+        ctl = dict(start=Signal(), run=Signal(), done=Signal(), r_more=Signal(name="r_more"), w_more=Signal(name="w_more"),
                    load_valid=Signal(), order=Signal(), order_beats=Signal(16), att_fail=Signal(), att_ready=Signal(),
                    att_valid=Signal())
         hdr_in = self.i.payload[:len(hdr.as_value())]
@@ -388,8 +389,8 @@ class VitModelAccelerator(ConfiguredComponent):
         P = cfg.lanes
         op = hdr.opcode
         is_mm = op == Op.MATMUL
-        valid, ready, last = Signal(), Signal(), Signal()
-        n = Signal(32)
+        valid, ready, last = Signal(name="rd_valid"), Signal(name="rd_ready"), Signal(name="rd_last")
+        n = Signal(32, name="rd_n")
         advance = ~valid | ready
         issue = advance & ctl["r_more"] & ctl["run"]
         tile_off, rot, offsets = self._walker(m, cfg, "rd", col=is_mm, chan_outer=False,
@@ -444,9 +445,9 @@ class VitModelAccelerator(ConfiguredComponent):
         P = cfg.lanes
         op = hdr.opcode
         is_mm = op == Op.MATMUL
-        valid = Signal()
+        valid = Signal(name="wr_valid")
         lanes = [Signal(signed(ELEMENT_WIDTH), name=f"wr_lane{j}") for j in range(P)]
-        n = Signal(32)
+        n = Signal(32, name="wr_n")
         write = valid & ctl["w_more"] & ctl["run"]
         # a raw MATMUL: each output beat is written twice, its low halves into region d, then (``high``)
         # its high halves into region b; the matmul's beat is taken with the second write
