@@ -165,22 +165,31 @@ async def mlp_half_with_idle_host_and_backpressure(dut):
 
 @cocotb.test()
 async def reserved_opcode_halts_with_error(dut):
-    """ATTENTION (not in this RTL yet) and opcode 0 are refused: ``error`` rises, nothing more is taken or retired."""
+    """ATTENTION (not in this RTL yet) and opcode 0 are refused, and so are headers whose shape the hardware
+    cannot run (a STORE of 0 rows streamed output beats forever before): ``error`` rises, nothing more is
+    taken or retired."""
     _start(dut)
     cfg = VitModelConfig(**_params().get("config", {}))
-    for opcode in (Op.ATTENTION, 0):
+    P = cfg.lanes
+    bad = [dict(opcode=Op.ATTENTION, rows=1, cols=P), dict(opcode=0, rows=1, cols=P),
+           dict(opcode=Op.STORE, rows=0, cols=P), dict(opcode=Op.STORE, rows=1, cols=0),
+           dict(opcode=Op.LOAD, rows=cfg.max_tokens + 1, cols=P),
+           dict(opcode=Op.MATMUL, rows=1, cols=P, out_cols=0, dense=1),
+           dict(opcode=Op.MATMUL, rows=1, cols=P, out_cols=cfg.max_cols + 1, dense=1),
+           dict(opcode=Op.LAYERNORM, rows=1, cols=cfg.ln_channels + P)]
+    for header in bad:
         src = StreamSource(dut, "i", unsigned(cfg.beat_width))
         sink = StreamSink(dut, "o", VitModelAccelerator(cfg).o.payload.shape())
         bench = StreamBench(dut.clk, [src, sink])
         await reset_quiet(dut, (src, sink), cycles=3)
         assert int(dut.error.value) == 0
-        src.send(pack(HEADER_FIELDS, dict(opcode=opcode, rows=1, cols=cfg.lanes)))
-        src.send(pack(HEADER_FIELDS, Store(Region(0, 1, cfg.lanes)).header()))
+        src.send(pack(HEADER_FIELDS, header))
+        src.send(pack(HEADER_FIELDS, Store(Region(0, 1, P)).header()))
         for _ in range(20):
             await bench.step()
-        assert int(dut.error.value) == 1, f"opcode {opcode}: error not set"
+        assert int(dut.error.value) == 1, f"{header}: error not set"
         assert src.sent == 1 and int(dut.retired.value) == 0 and not sink.received, \
-            f"opcode {opcode}: the machine went on after a bad header"
+            f"{header}: the machine went on after a bad header"
 
 
 @cocotb.test(skip=_params().get("player") is None)

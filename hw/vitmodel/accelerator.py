@@ -82,7 +82,9 @@ class VitModelAccelerator(ConfiguredComponent):
     busy : ``Out(1)``
         An instruction is under way (a register: from the cycle after its header to the one after its end).
     error : ``Out(1)``
-        A header with an opcode this hardware does not run was taken; the machine has halted (a register).
+        A header with an opcode this hardware does not run, or with a shape it cannot run (``rows`` or ``cols``
+        0 or past ``max_tokens`` / ``max_cols``, a MATMUL's ``out_cols`` likewise, a LAYERNORM wider than
+        ``ln_channels``), was taken; the machine has halted (a register).
     retired : ``Out(32)``
         Instructions completed since reset (counts up in the cycle the sequencer is ready for the next header).
     """
@@ -164,6 +166,12 @@ class VitModelAccelerator(ConfiguredComponent):
         known = (op >= Op.LOAD) & (op <= Op.MATMUL)
         if cfg.attention is not None:
             known = known | (op == Op.ATTENTION)
+        # a shape the walkers cannot end (0 rows or columns: a STORE would stream forever) or the units do not
+        # take is refused like an unknown opcode (check_program refuses them on the host already)
+        shape_ok = ((hdr.rows != 0) & (hdr.rows <= cfg.max_tokens) & (hdr.cols != 0) & (hdr.cols <= cfg.max_cols)
+                    & ((op != Op.MATMUL) | ((hdr.out_cols != 0) & (hdr.out_cols <= cfg.max_cols)))
+                    & ((op != Op.LAYERNORM) | (hdr.cols <= cfg.ln_channels)))
+        known = known & shape_ok
         m.d.comb += ctl["run"].eq(0)
         gb = self.i.payload
         width = GAMMA_WIDTH * cfg.lanes
