@@ -20,8 +20,8 @@ Blocks (docs/vit-model.md):
   channels then row groups (the matmul's ``o``).
 * **Units**: ``VitMatmul`` (int16 output; an int8 instruction saturates it to int8 on the way
   into the buffer, which equals requantizing to int8 directly; a raw instruction takes its int32
-  sums and writes their low halves into region ``d`` and their high halves into region ``b``), ``LayerNormUnit``, ``GeluUnit``,
-  ``ResidualAddUnit`` (16-bit operands). Their run-time constants are the header register's
+  sums and writes their low halves into region ``d`` and their high halves into region ``b``),
+  ``LayerNormUnit``, ``GeluUnit``, ``ResidualAddUnit`` (16-bit operands). Their run-time constants are the header register's
   fields, which hold still for the whole instruction.
 """
 
@@ -155,7 +155,8 @@ class VitModelAccelerator(ConfiguredComponent):
     def _sequencer(self, m, cfg, hdr, shape, u):
         """FETCH -> DECODE -> (PARAM) -> RUN -> FETCH; forwards the host's payload beats."""
         # named: tb/formal.py's harness reads r_more and w_more (a dict of Signal() leaves them "$signal")
-        ctl = dict(start=Signal(), run=Signal(), done=Signal(), r_more=Signal(name="r_more"), w_more=Signal(name="w_more"),
+        ctl = dict(start=Signal(), run=Signal(), done=Signal(), r_more=Signal(name="r_more"),
+                   w_more=Signal(name="w_more"),
                    load_valid=Signal(), order=Signal(), order_beats=Signal(16), att_fail=Signal(), att_ready=Signal(),
                    att_valid=Signal())
         hdr_in = self.i.payload[:len(hdr.as_value())]
