@@ -166,7 +166,9 @@ def test_raw_matmul_halves_give_back_the_int32_sums():
     assert lo.min() >= -(1 << 15) and lo.max() < 1 << 15 and hi.min() >= -(1 << 15) and hi.max() < 1 << 15
     np.testing.assert_array_equal(raw_halves_to_int32(lo, hi), want)
     assert want.max() > (1 << 31) - 70000 and want.min() < -(1 << 31) + 70000      # both ends of int32
-    np.testing.assert_array_equal(int32_to_raw_halves(want)[1], want >> 16)
+    # the halves of values whose bit patterns are known by hand
+    lo, hi = int32_to_raw_halves([-1, 65535, -65536, (1 << 31) - 1, -(1 << 31), 32768])
+    assert lo.tolist() == [-1, -1, 0, -1, 0, -32768] and hi.tolist() == [-1, 0, -1, 32767, -32768, 0]
     assert disassemble(assemble(program, SMALL), SMALL)[1].dst_hi == Region(16, 2, 8)
 
 

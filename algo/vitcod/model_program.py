@@ -38,7 +38,7 @@ from .intvit import IntBlock, IntLinear, IntViT, _patches
 
 __all__ = ["RegionAllocator", "mlp_half_instructions", "mlp_half_program", "block_program", "MLP_TENSORS",
            "BLOCK_TENSORS", "ATTENTION_BLOCK_TENSORS", "attention_instructions", "model_program", "model_tensors",
-           "head_function", "reference_machine", "model_logits", "classifier_instructions", "LOGITS_TENSORS"]
+           "head_function", "reference_machine", "model_logits", "classifier_instructions", "pad_classes", "LOGITS_TENSORS"]
 
 #: The classifier's STOREs: the int32 logits' low and high int16 halves (``isa.raw_halves_to_int32``).
 LOGITS_TENSORS = ("logits.lo", "logits.hi")
@@ -232,15 +232,19 @@ def classifier_instructions(head: IntLinear, norm: Region, alloc: RegionAllocato
     (a STORE moves vectors of P) with zero weights and bias: logits ``classes ..`` are 0 and not classes."""
     if head.requant is not None:
         raise ConfigError("the classifier must be the raw int32 matmul (IntLinear without a requantizer)")
-    classes, dim = head.weight.shape
-    P = alloc.config.lanes
-    padded = -(-classes // P) * P
-    weight = np.zeros((padded, dim), np.int8)
-    weight[:classes] = head.weight
-    bias = np.zeros(padded, np.int64)
-    bias[:classes] = head.bias
-    lo, hi = alloc(1, padded, "logits (low halves)"), alloc(1, padded, "logits (high halves)")
+    weight = pad_classes(head.weight, alloc.config.lanes).astype(np.int8)
+    bias = pad_classes(head.bias, alloc.config.lanes)
+    lo, hi = alloc(1, len(bias), "logits (low halves)"), alloc(1, len(bias), "logits (high halves)")
     return [Matmul(norm, lo, weight, bias, None, hi), Store(lo), Store(hi)]
+
+
+def pad_classes(per_class, lanes: int) -> np.ndarray:
+    """``per_class`` (weight rows, biases or logits, classes first) with zero rows up to a multiple of
+    ``lanes``: the classifier's channels as ``classifier_instructions`` compiles and STOREs them."""
+    per_class = np.asarray(per_class, np.int64)
+    padded = np.zeros((-(-len(per_class) // lanes) * lanes, *per_class.shape[1:]), np.int64)
+    padded[:len(per_class)] = per_class
+    return padded
 
 
 def model_logits(qm: IntViT, norm) -> np.ndarray:

@@ -223,14 +223,11 @@ def _logits(qm, halves) -> np.ndarray:
 def _expected(qm, tr: dict, name: str, lanes: int) -> np.ndarray:
     """A STOREd tensor's expected value from ``trace_image``'s (model_program's layout; the logits' halves
     padded with zeros to a multiple of the ``lanes``, as ``classifier_instructions`` pads the classifier)."""
-    from attnforge.algo.vitcod.model_program import LOGITS_TENSORS
+    from attnforge.algo.vitcod.model_program import LOGITS_TENSORS, pad_classes
     from attnforge.hw.vitmodel.isa import int32_to_raw_halves
 
     if name in LOGITS_TENSORS:
-        logits = np.asarray(tr["logits"][0], np.int64)
-        padded = np.zeros(-(-len(logits) // lanes) * lanes, np.int64)
-        padded[:len(logits)] = logits
-        return int32_to_raw_halves(padded)[LOGITS_TENSORS.index(name)][None]
+        return int32_to_raw_halves(pad_classes(tr["logits"][0], lanes))[LOGITS_TENSORS.index(name)][None]
     if name.endswith(".qkv"):
         p = name[: -len("qkv")]
         q, k, v = (tr[p + x][0] for x in "qkv")
