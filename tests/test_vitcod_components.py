@@ -508,10 +508,12 @@ def _watch_schedulers(monkeypatch) -> list:
 
 
 def test_row_scheduler_orders_jobs_and_rows(monkeypatch):
-    """Each engine scores rows in order, at most ROW_SLOTS - 1 ahead of its pv jobs, and starts a
-    row's pv job only after its score job; a score job with keys starts while the previous one's
-    beats are still in flight (no drain between them), one without keys never does, and the same for
-    pv jobs (plan step 2's P.V side); the output is the golden model's, row by row."""
+    """Each engine scores rows in order, head after head, at most ROW_SLOTS - 1 ahead of its pv jobs
+    (row slots counted across heads), and starts a row's pv job only after its score job; the next
+    head's rows start before the previous head's last pv job (heads overlap); a score job with keys
+    starts while the previous one's beats are still in flight (no drain between them), one without
+    keys never does, and the same for pv jobs (plan step 2's P.V side); the output is the golden
+    model's, row by row."""
     made = _watch_schedulers(monkeypatch)
     rng = np.random.default_rng(12)
     # the last head is dense (G = N): the Denser Engine's pv jobs (16 cycles) outlast the softmax of a
@@ -544,19 +546,21 @@ def test_row_scheduler_orders_jobs_and_rows(monkeypatch):
     assert behind[True] > 0 and behind[False] == 0
     assert behind_pv[True] > 0 and behind_pv[False] == 0
     _assert_outputs_golden(beats, jobs, CFG)
+    rows = [i for j in jobs for i in range(j.nq)]      # the query rows of every head, in run order
+    overlapped = 0
     for x in (0, 1):
-        heads, scored, pv = 0, 0, 0
+        scored, pv = 0, 0
         for kind, value in events[x]:
             if kind == "score":
-                if value == 0 and scored:
-                    assert (scored, pv) == (jobs[heads].nq,) * 2    # the previous head is complete
-                    heads, scored, pv = heads + 1, 0, 0
-                assert value == scored and scored - pv <= ROW_SLOTS - 1
+                assert value == rows[scored] and scored - pv <= ROW_SLOTS - 1
+                if value == 0 and pv < scored:      # a head's first row while the previous one is in flight
+                    overlapped += 1
                 scored += 1
             else:
                 assert value == pv % ROW_SLOTS and pv < scored
                 pv += 1
-        assert heads == len(jobs) - 1 and (scored, pv) == (jobs[-1].nq,) * 2
+        assert (scored, pv) == (len(rows),) * 2
+    assert overlapped > 0
 
 
 # -- tiles: several row pipelines ------------------------------------------------------------------
@@ -598,10 +602,12 @@ def _run_jobs_full_rate(cfg, jobs, cycles_to_run: int, *, also=None):
     return beats, cycles
 
 
-def test_tiles_run_rows_mod_t_in_row_order(monkeypatch):
-    """Two tiles (RowScheduler per tile, RowMerger): tile t scores only the rows i mod 2 == t, rows leave
-    in order and bit exact (a head with fewer rows than tiles among them), and the cycle model gives the
-    run's cycles from the first command to the last output beat."""
+def test_tiles_run_rows_in_one_rotation_in_row_order(monkeypatch):
+    """Two tiles (RowScheduler per tile, RowMerger): the rows of all heads are dealt to the tiles in
+    one rotation (a head's row i on tile ``(i + off) mod 2``, ``off`` the rows of the heads before it:
+    the second head, after 7 rows, starts on tile 1), rows leave in order and bit exact (a head with
+    fewer rows than tiles among them), and the cycle model gives the run's cycles from the first
+    command to the last output beat."""
     from attnforge.hw.vitcod.cycles import HeadShape, run_cycles
 
     cfg = VitcodConfig(head_dim=16, max_tokens=8, max_nnz=32, macs=8, dense_lines=1, sparse_lines=2,
@@ -613,11 +619,11 @@ def test_tiles_run_rows_mod_t_in_row_order(monkeypatch):
 
     def rows_started(ctx, cycle):
         for t, sched in enumerate(made):
-            for job in (sched.dense, sched.sparse):
-                if ctx.get(job.score_start):
-                    rows[t].append(ctx.get(job.row))
+            if ctx.get(sched.dense.score_start):
+                rows[t].append(ctx.get(sched.dense.row))
     beats, cycles = _run_jobs_full_rate(cfg, jobs, 900, also=rows_started)
-    assert len(made) == 2 and all(i % 2 == t for t in (0, 1) for i in rows[t]) and rows[0] and rows[1]
+    # head 0 (7 rows) from tile 0, head 1 (1 row) from tile 1, head 2 (6 rows) from tile 0 again
+    assert len(made) == 2 and rows == {0: [0, 2, 4, 6, 0, 2, 4], 1: [1, 3, 5, 0, 1, 3, 5]}
     _assert_outputs_golden(beats, jobs, cfg)
     shapes = [HeadShape.from_csr(j.g, j.row_ptr, j.nk) for j in jobs]
     assert run_cycles(cfg, shapes)["total_cycles"] == cycles[-1] - cycles[0]
@@ -647,8 +653,9 @@ def test_merger_buffers_merge_depth_rows_per_tile(monkeypatch):
     """``merge_depth`` 2: while one tile computes a long row (rows 1 and 8), the other finishes its short
     rows ahead into its two-row merger buffer (it fills: ``ready`` low); rows still leave in order and bit
     exact over two heads back to back (the ring wraps), and the cycle model at depth 2 gives the RTL's
-    cycles, which differ from a one-row merger's. (Each engine also holds ``pv_queue`` rows' P.V shares
-    ahead of the merger, so on heads this short a third merger row adds nothing.)"""
+    cycles; on the first head alone a one-row merger's cycles differ in the model. (Each engine also
+    holds ``pv_queue`` rows' P.V shares ahead of the merger, so on heads this short a third merger row
+    adds nothing.)"""
     from attnforge.hw.vitcod import output as output_module
     from attnforge.hw.vitcod.cycles import HeadShape, run_cycles
 
@@ -686,8 +693,8 @@ def test_merger_buffers_merge_depth_rows_per_tile(monkeypatch):
     shapes = [HeadShape.from_csr(j.g, j.row_ptr, j.nk) for j in jobs]
     rtl = cycles[-1] - cycles[0]
     assert run_cycles(cfg, shapes)["total_cycles"] == rtl
-    for shallower in (1,):
-        assert run_cycles(dataclasses.replace(cfg, merge_depth=shallower), shapes)["total_cycles"] != rtl
+    first = run_cycles(cfg, shapes[:1])["total_cycles"]
+    assert run_cycles(dataclasses.replace(cfg, merge_depth=1), shapes[:1])["total_cycles"] > first
 
 
 def test_global_columns_sent_as_csr_entries():
@@ -697,7 +704,7 @@ def test_global_columns_sent_as_csr_entries():
     from attnforge.hw.vitcod.cycles import HeadShape, run_cycles
 
     cfg = dataclasses.replace(CFG, max_nnz=64)
-    rng = np.random.default_rng(17)
+    rng = np.random.default_rng(20)
     jobs = [random_job(rng, 7, 8, 4, 0.8, cfg), random_job(rng, 5, 6, 2, 0.5, cfg)]
     jobs[0].g_sent, jobs[1].g_sent = 1, 0
     assert [j.command(cfg)["g"] for j in jobs] == [1, 0]

@@ -6,7 +6,7 @@ import pytest
 from attnforge.algo.vitcod.synthetic import polarized_mask_set
 from attnforge.hw.vitcod import VitcodConfig
 from attnforge.hw.vitcod.cycles import (DIV_CYCLES, HeadShape, dense_baseline_shape, head_beats, head_cycles,
-                                         ideal_cycles, replay_cycles, run_cycles)
+                                         ideal_cycles, replay_cycles, run_cycles, sent_globals)
 from attnforge.tb.vitcod_jobs import layer_heads, random_head, shapes_of
 
 CFG = VitcodConfig(head_dim=64, max_tokens=197, max_nnz=20000, macs=8, dense_lines=4, sparse_lines=4,
@@ -96,44 +96,23 @@ def test_score_groups_round_a_short_row_to_its_keys():
     assert five - four == 2 + 1 + 2
 
 
-@pytest.mark.parametrize("kw", [dict(dense_lines=1, sparse_lines=3, macs=4, data_width=32),
-                                dict(dense_lines=4, sparse_lines=4, macs=8, data_width=256),
-                                dict(dense_lines=2, sparse_lines=6, macs=16, data_width=128)],
-                         ids=["1+3x4", "4+4x8", "2+6x16"])
-def test_the_fast_replay_is_the_stepwise_one(kw):
-    """``_HeadTimeline.run`` (one inlined loop) against ``run_stepwise`` (the controller's methods one at a
-    time): the same end, last beat and issue windows on masks of every kind, empty rows and G = N included."""
-    from attnforge.hw.vitcod.cycles import _HeadTimeline
-
-    cfg = VitcodConfig(head_dim=64, max_tokens=64, max_nnz=4096, **kw)
-    rng = np.random.default_rng(7)
-    for nq, nk, g, density in ((40, 50, 3, 0.1), (64, 64, 0, 0.5), (17, 9, 9, 0.0), (33, 64, 1, 0.02),
-                               (5, 64, 0, 1.0)):
-        rows = [int(n) for n in rng.binomial(nk - g, density, size=nq)]
-        for balance in ("balanced", "none"):
-            s = HeadShape(nq, nk, g, rows, balance=balance)
-            assert _HeadTimeline(cfg, s, 11).run() == _HeadTimeline(cfg, s, 11).run_stepwise()
-
-
-def test_a_remembered_replay_is_the_one_computed_anew(monkeypatch):
-    """The compute replay is remembered per (configuration less the decoder, shape) and shifted to each
-    head's start: runs that hit the memory (a repeated head; the decoder's configuration after the one
-    without, its loads moving the heads' starts) give what the same runs computed anew give."""
-    from attnforge.hw.vitcod import cycles
-
-    class Forgetful(dict):
-        def get(self, key, default=None):
-            return None
-
-    rng = np.random.default_rng(3)
-    shapes = [HeadShape(30, 30, 2, [int(n) for n in rng.binomial(28, 0.2, size=30)]) for _ in range(3)]
-    plain = VitcodConfig(head_dim=32, max_tokens=32, max_nnz=1024, macs=8, dense_lines=2, sparse_lines=2,
-                         data_width=64)
-    dec = VitcodConfig(**{**plain.__dict__, "decoder": True})
-    dec_run = [HeadShape(30, 30, 0, [], hc=2, good=False, layer=True)] + [HeadShape(**{**s.__dict__, "hc": 2})
-                                                                          for s in shapes]
-    monkeypatch.setattr(cycles, "_COMPUTE_MEMO", Forgetful())
-    anew = run_cycles(plain, shapes + shapes), run_cycles(dec, dec_run)
-    monkeypatch.setattr(cycles, "_COMPUTE_MEMO", {})
-    remembered = run_cycles(plain, shapes + shapes), run_cycles(dec, dec_run)
-    assert len(cycles._COMPUTE_MEMO) == 3 and remembered == anew
+def test_heads_overlap_and_sent_globals_replays_from_the_load():
+    """Heads overlap: the second of two heads is adopted (its rows enter the stages) before the first
+    head's last output beat, so its compute window is longer than its own share of the run; and
+    ``sent_globals``' trials from a copy of the replay at each head's load give the choices that
+    replaying the whole run for each candidate gives."""
+    cfg = VitcodConfig(head_dim=16, max_tokens=32, max_nnz=1024, macs=8, dense_lines=1, sparse_lines=1,
+                       data_width=256, tiles=2)
+    rng = np.random.default_rng(4)
+    shapes = [HeadShape(29, 32, int(g), [int(n) for n in rng.binomial(32 - g, 0.15, size=29)])
+              for g in (3, 0, 5, 2)]
+    run = run_cycles(cfg, shapes)
+    assert all(h["compute_cycles"] > h["cycles"] for h in run["heads"][1:])
+    assert sum(h["cycles"] for h in run["heads"]) == run["total_cycles"]
+    chosen = sent_globals(cfg, shapes)
+    anew = []
+    for k, s in enumerate(shapes):
+        before = [x.with_sent_globals(g) for x, g in zip(shapes[:k], anew)]
+        ends = {g: run_cycles(cfg, before + [s.with_sent_globals(g)])["total_cycles"] for g in range(s.g, -1, -1)}
+        anew.append(min(ends, key=lambda g: (ends[g], -g)))
+    assert chosen == anew

@@ -212,8 +212,9 @@ def test_configurations_choose_different_g():
 
 
 def test_steady_state_cost_is_the_run_of_the_head_back_to_back():
-    """head_cost's steady cycles (from one head_cycles) equal run_cycles of the head three times in a row
-    (the second and the third head), compute-bound and load-bound, with and without the decoder."""
+    """head_cost's steady cycles are the second head's of run_cycles of the head three times in a row, its
+    alone cycles the head's alone, compute-bound and load-bound, with and without the decoder; the
+    search's lower bound never exceeds the steady cycles."""
     rng = np.random.default_rng(0)
     for cfg in (VitcodConfig(head_dim=64, data_width=256), VitcodConfig(head_dim=64, data_width=64),
                 VitcodConfig(head_dim=32, dense_lines=1, sparse_lines=7, macs=4, data_width=32),
@@ -223,7 +224,7 @@ def test_steady_state_cost_is_the_run_of_the_head_back_to_back():
             steady, alone = head_cost(cfg, s)
             run = run_cycles(cfg, [s, s, s])
             assert alone == run_cycles(cfg, [s])["total_cycles"]
-            assert [h["cycles"] for h in run["heads"][1:]] == [steady, steady], (cfg, nnz_max, g)
+            assert run["heads"][1]["cycles"] == steady, (cfg, nnz_max, g)
             # the search's lower bound (per-engine issue cycles, load) never exceeds it
             assert _chooser(cfg).bound(50, 50, g, np.asarray(s.row_nnz)) <= steady
 

@@ -15,13 +15,12 @@ entries to the Denser Engine, ``hw/vitcod/balance.py``). Two ways to choose G:
   fixed threshold is not tuned to the engines; this picks G for them.
 
 **Objective** (:func:`head_cost`): the cycles of the head in a run of heads
-back to back, in steady state (``run_cycles(cfg, [s, s, ...])``, each head after
-the first): the accelerator double-buffers, so the next head's load hides
-behind this head's compute and a head costs ``max(load + 2, compute + 2)``,
-not the ``load + compute`` of ``head_cycles`` of one head alone (which would
-count the index beats that a larger G saves at full price). It is computed from
-one ``head_cycles`` (``tests/test_vitcod_pruning.py`` holds it equal to
-``run_cycles`` of the head three times in a row). Ties go to the smaller G.
+back to back: the second of three copies of the head in
+``run_cycles(cfg, [s, s, s])``, a head between two others. The accelerator
+loads the next heads while this one computes and overlaps their rows with
+its own, so a head costs neither the ``load + compute`` of ``head_cycles`` of
+one head alone (which would count the index beats that a larger G saves at
+full price) nor its compute alone. Ties go to the smaller G.
 
 **Candidates** (evaluating every G in 0..Nk costs ~13 ms each at N = 197):
 G = 0..16, the fixed rule's G (``global_threshold``), and 24, 36, 54, ...
@@ -59,7 +58,7 @@ from attnforge.errors import ConfigError
 from attnforge.hw.vitcod import VitcodConfig
 from attnforge.hw.vitcod.balance import engine_job_cycles
 from attnforge.hw.vitcod.config import INDEX_WIDTH
-from attnforge.hw.vitcod.cycles import HeadShape, head_beats, head_cycles, replay_cycles
+from attnforge.hw.vitcod.cycles import HeadShape, head_beats, head_cycles, replay_cycles, run_cycles
 
 from .names import POLARIZE_MODES
 
@@ -105,11 +104,9 @@ def head_cost(cfg: VitcodConfig, shape: HeadShape) -> tuple[int, int]:
 
 
 def _head_cost(cfg: VitcodConfig, shape: HeadShape) -> tuple[int, int]:
-    alone = head_cycles(cfg, shape)
-    beats = head_beats(cfg, shape) + replay_cycles(cfg, shape)
-    # run_cycles: the head's compute starts 3 cycles after its `beats` load beats and ends
-    # (head_off) one cycle before its last output beat; the next head's load ran meanwhile.
-    return max(beats + 2, alone - beats - 2), alone
+    # the middle of three copies back to back: a head between two others (the first starts alone, the
+    # last has no head after it whose rows share its engines); and the head alone
+    return run_cycles(cfg, [shape] * 3)["heads"][1]["cycles"], head_cycles(cfg, shape)
 
 
 class _Chooser:

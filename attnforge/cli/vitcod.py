@@ -471,7 +471,7 @@ def _register_sim(g) -> None:
     p.add_argument("--build-root", default="build/sim", help="RTL build folder [build/sim]")
     # Buffer sizes (max_tokens, max_nnz) and the decoder's heads follow from the files.
     names = add_config_options(p, VitcodConfig, include=("head_dim", "macs", "dense_lines", "sparse_lines", "tiles",
-                                                         "merge_depth", "row_slots", "divider_bits", "data_width"),
+                                                         "merge_depth", "row_slots", "divider_bits", "banks", "data_width"),
                                derived={"head_dim": f"the tensors' d, else {VitcodConfig.head_dim}",
                                         "data_width": "min(256, 8 * head_dim)"},
                                title="generator parameters (defaults in brackets)")
@@ -497,7 +497,7 @@ def _register_polarize(g) -> None:
     p.add_argument("-o", "--output", required=True, help="masks file to write (attnforge.masks/1)")
     p.add_argument("--json", help="also write the report (sparsity per layer, G per head) as JSON here")
     names = add_config_options(p, VitcodConfig, include=("head_dim", "macs", "dense_lines", "sparse_lines", "tiles",
-                                                         "merge_depth", "row_slots", "divider_bits", "data_width"),
+                                                         "merge_depth", "row_slots", "divider_bits", "banks", "data_width"),
                                derived={"data_width": "min(256, 8 * head_dim)"},
                                title="ViTCoD accelerator that --polarize cycles chooses G for (defaults in "
                                      "brackets; head_dim: the model's channels per head)")
@@ -550,7 +550,7 @@ def register(subparsers) -> None:
     p.add_argument("-o", "--output", default="build/vitcod/masks.npz", help="masks file [build/vitcod/masks.npz]")
     # head_dim is the model's; buffer sizes follow from the masks.
     names = add_config_options(p, VitcodConfig, include=("macs", "dense_lines", "sparse_lines", "data_width", "tiles",
-                                                         "merge_depth", "row_slots", "divider_bits"),
+                                                         "merge_depth", "row_slots", "divider_bits", "banks"),
                                derived={"data_width": "min(256, 8 * head_dim)"},
                                title="ViTCoD accelerator that --polarize cycles chooses G for and whose cycles the "
                                      "report predicts (head_dim: the model's; defaults in brackets)")

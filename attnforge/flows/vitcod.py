@@ -112,7 +112,8 @@ def simulate_masks(masks_path, *, layer: int = 0, head: int = 0, all_heads: bool
                    dense_lines: int = VitcodConfig.dense_lines, sparse_lines: int = VitcodConfig.sparse_lines,
                    data_width: int | None = None, tiles: int = VitcodConfig.tiles,
                    merge_depth: int = VitcodConfig.merge_depth, row_slots: int = VitcodConfig.row_slots,
-                   divider_bits: int = VitcodConfig.divider_bits, build_root="build/sim",
+                   divider_bits: int = VitcodConfig.divider_bits, banks: int = VitcodConfig.banks,
+                   build_root="build/sim",
                    global_columns: str = "mask") -> dict:
     """The report of ``attnforge vitcod sim`` as a dict (see the module docstring).
 
@@ -154,7 +155,7 @@ def simulate_masks(masks_path, *, layer: int = 0, head: int = 0, all_heads: bool
                        sparse_lines=sparse_lines,
                        data_width=min(256, 8 * d) if data_width is None else data_width,
                        decoder=decoder, decoder_heads=hc, tiles=tiles, merge_depth=merge_depth,
-                       row_slots=row_slots, divider_bits=divider_bits)
+                       row_slots=row_slots, divider_bits=divider_bits, banks=banks)
     g_sent = None
     if global_columns == "cycles":
         # the heads as mask_heads sends them (with the decoder, each layer's load before its first head),

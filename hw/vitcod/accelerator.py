@@ -137,7 +137,7 @@ class VitcodAccelerator(ConfiguredComponent):
             shared.append(("rp", cfg.data_width, cfg.rp_bank_words))
         shared.append(("ci", cfg.data_width, cfg.ci_bank_words))
         for name, width, words in shared:
-            m.submodules[f"{name}_buf"] = buffers[name] = Memory(shape=unsigned(width), depth=2 * words, init=[])
+            m.submodules[f"{name}_buf"] = buffers[name] = Memory(shape=unsigned(width), depth=cfg.banks * words, init=[])
             wiring.connect(m, getattr(loader, f"{name}_write"), buffers[name].write_port())
 
         wiring.connect(m, wiring.flipped(self.cmd), loader.cmd)
@@ -185,7 +185,7 @@ class VitcodAccelerator(ConfiguredComponent):
             wiring.connect(m, port, memory.read_port())
         if tile == 0:
             wiring.connect(m, loader.banks, scheduler.banks)
-        else:    # every tile starts and ends each head together with tile 0, which releases the bank
+        else:    # every tile adopts the heads as tile 0 does, which releases the banks
             m.d.comb += [scheduler.banks.full.eq(loader.banks.full), scheduler.banks.heads.eq(loader.banks.heads)]
         wiring.connect(m, scheduler.dense, dense.job)
         wiring.connect(m, scheduler.sparse, sparse.job)
@@ -203,7 +203,7 @@ class VitcodAccelerator(ConfiguredComponent):
         memories = []
         for t in range(T):
             for half, name in enumerate(("start", "split")):
-                mem = Memory(shape=unsigned(cfg.tile_rp_width), depth=2 * cfg.tile_rp_bank_words, init=[])
+                mem = Memory(shape=unsigned(cfg.tile_rp_width), depth=cfg.banks * cfg.tile_rp_bank_words, init=[])
                 m.submodules[f"rp{t}_{name}"] = mem
                 wiring.connect(m, loader.rp_tile_writes[2 * t + half], mem.write_port())
                 memories.append(mem)
@@ -216,7 +216,8 @@ class VitcodAccelerator(ConfiguredComponent):
             ports = [memories[2 * t], memories[2 * t + 1], memories[2 * t + 1], memories[2 * ((t + 1) % T)]]
             schedulers.append(self._tile(m, str(t), loader, buffers, ports, actives, tile=t))
             wiring.connect(m, schedulers[-1].rows, merger.tiles[t])
-        end_ok = Signal()
-        m.d.comb += end_ok.eq(Cat(*(s.at_end for s in schedulers)).all() & merger.empty & output.row.ready)
-        m.d.comb += [s.end_ok.eq(end_ok) for s in schedulers]
+        # a head is done when the merger hands its last row to the output stage
+        released = Signal()
+        m.d.comb += released.eq(output.row.valid & output.row.ready & output.row.payload.head_last)
+        m.d.comb += [s.released.eq(released) for s in schedulers]
         return Cat(*(s.busy for s in schedulers)).any()

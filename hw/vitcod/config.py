@@ -55,6 +55,8 @@ ERROR_BITS = 4
 MAX_TILES = 16
 #: Most finished rows the row merger may buffer per tile (``merge_depth``).
 MAX_MERGE_DEPTH = 8
+#: Buffer banks a configuration may have (``banks``).
+BANK_COUNTS = (2, 4)
 #: Most token rows of Q, K or V one data beat may carry (``data_width`` up to this times ``8 * head_dim``).
 MAX_TOKENS_PER_BEAT = 2
 
@@ -119,6 +121,13 @@ class VitcodConfig:
         Quotient bits the softmax's divider computes per cycle, 1..8 (default 2): a row's reciprocal
         takes ``ceil(recip_width / divider_bits)`` cycles (13 at 2 bits). More bits per cycle chain
         that many subtract-and-compare stages in one cycle (a longer path).
+    banks : int
+        Banks of the Q, K, V, row pointer and column index buffers, 2 (default) or 4: the loader
+        fills the next bank while the heads of the others compute, and a head's bank is free again
+        when its last row has gone to the output. Heads overlap (the next head's rows follow the
+        previous head's through every stage), so with two banks a head can load only once the head
+        two before it is out; four banks let three heads be loaded ahead, which short heads need
+        to keep the engines busy. Each bank is a copy of every buffer's words (block RAM).
     """
 
     head_dim: int = 64
@@ -134,6 +143,7 @@ class VitcodConfig:
     merge_depth: int = 1
     row_slots: int = ROW_SLOTS
     divider_bits: int = DIVIDER_BITS
+    banks: int = 2
 
     def __post_init__(self):
         _check("macs (M)", self.macs, 1, 64)
@@ -181,6 +191,10 @@ class VitcodConfig:
             raise ConfigError(f"ViTCoD row_slots must be a power of two in [2, {MAX_ROW_SLOTS}], "
                               f"not {self.row_slots}")
         _check("divider_bits", self.divider_bits, 1, 8)
+        if isinstance(self.banks, bool) or not isinstance(self.banks, int):
+            raise TypeError(f"ViTCoD banks must be an int, not {type(self.banks).__name__}")
+        if self.banks not in BANK_COUNTS:
+            raise ConfigError(f"ViTCoD banks must be one of {', '.join(map(str, BANK_COUNTS))}, not {self.banks}")
 
     def require_decoder(self, part: str) -> None:
         """Raise ``ConfigError`` unless the configuration includes the Q/K decoder (``part`` needs it)."""
@@ -276,19 +290,24 @@ class VitcodConfig:
         return self.chunk_width * self.qkv_word_chunks
 
     @property
+    def bank_bits(self) -> int:
+        """Bits of a bank number (the top bits of every buffer address)."""
+        return log2_ceil(self.banks)
+
+    @property
     def qkv_addr_width(self) -> int:
-        """Q/K/V buffer address: the bank (top bit) and the word in the bank."""
-        return log2_ceil(self.qkv_bank_words) + 1
+        """Q/K/V buffer address: the bank (top bits) and the word in the bank."""
+        return log2_ceil(self.qkv_bank_words) + self.bank_bits
 
     @property
     def rp_addr_width(self) -> int:
-        """Row pointer buffer address: the bank (top bit) and the word in the bank."""
-        return log2_ceil(self.rp_bank_words) + 1
+        """Row pointer buffer address: the bank (top bits) and the word in the bank."""
+        return log2_ceil(self.rp_bank_words) + self.bank_bits
 
     @property
     def ci_addr_width(self) -> int:
-        """Column index buffer address: the bank (top bit) and the word in the bank."""
-        return log2_ceil(self.ci_bank_words) + 1
+        """Column index buffer address: the bank (top bits) and the word in the bank."""
+        return log2_ceil(self.ci_bank_words) + self.bank_bits
 
     @property
     def lines(self) -> int:
@@ -326,8 +345,8 @@ class VitcodConfig:
 
     @property
     def tile_rp_addr_width(self) -> int:
-        """(tiles > 1) Address of a tile row pointer memory: bank (top bit) and word."""
-        return log2_ceil(self.tile_rp_bank_words) + 1
+        """(tiles > 1) Address of a tile row pointer memory: bank (top bits) and word."""
+        return log2_ceil(self.tile_rp_bank_words) + self.bank_bits
 
     # -- widths ---------------------------------------------------------------------------
     @property
@@ -376,7 +395,7 @@ class VitcodConfig:
         index_beats = -(-(top + 1) // self.indices_per_word)
         return (2 * top * self.words_per_token * heads + top * self.words_per_token + 4 * index_beats).bit_length()
 
-    # -- buffer depths (per bank; two banks for double buffering) --------------------------
+    # -- buffer depths (per bank; ``banks`` banks) ---------------------------------------
     @staticmethod
     def _pow2_ceil(n: int) -> int:
         return 1 << max(0, (n - 1).bit_length())

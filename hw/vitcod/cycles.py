@@ -24,7 +24,8 @@ configurations; ``tests/test_vitcod_cycles.py`` checks it against hand-worked ca
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields, replace
+import copy
+from dataclasses import dataclass, field, replace
 
 from attnforge.hw.vitcod import VitcodConfig
 from attnforge.hw.vitcod.balance import check_sent_globals, split_rows
@@ -127,7 +128,7 @@ def _split_rows(cfg: VitcodConfig, g: int, row_nnz: list, balance: str) -> list:
     return hit
 
 
-# What a scheduled event does (``_HeadTimeline.at``), applied in the order scheduled:
+# What a scheduled event does (``_Tile.apply``), applied in the order scheduled:
 _SET_SDONE = 0      # (x, slot): engine x's score job of that row slot is done
 _SET_PDONE = 1      # (x, -): engine x's P.V job is done (one more share for the output)
 _CLEAR_OK = 2       # (x, slot): the P.V job took the slot's softmax result; engine x holds one more share
@@ -135,60 +136,63 @@ _CLEAR_SDONE = 3    # (-, slot): the exponent units took the slot's scores of bo
 _SET_OK = 4         # (-, slot): the divider's result of the slot is ready for both engines
 _WAKE = 5           # nothing changes; the exponent FSM is idle again (a cycle to look at)
 _COMBINED = 6       # the output took both engines' shares of a row: the next row may go out
+_WRAP = 7           # (stage, -): the stage moves on to its next head
+
+# the stages that walk the rows (``RowScheduler``'s ``_Walk``): each engine's score and P.V stage,
+# the softmax and the output
+_SCORE, _PV, _SMX, _OUT = (0, 1), (2, 3), 4, 5
 
 
-class _HeadTimeline:
-    """The controller of one head's compute part, replayed cycle by cycle (events between).
+class _Tile:
+    """One row pipeline (``RowScheduler``, its engines and softmax stage) over the rows of every head
+    given so far, replayed at job granularity; ``_Sim`` steps it with the others.
 
-    Written for speed (``attnforge explore`` replays every head of every configuration it sweeps):
-    parameters are read once into attributes and events are small tuples, not closures.
+    Rows are numbered across heads (the row slot is that number mod ``row_slots``). Each stage is
+    in a head (``walk``; -1 before the first); at the end of its head's rows it moves on to the
+    next head in the cycle after that head is adopted (``_WRAP``), unless the head ``banks`` after
+    its own is adopted too (its own bank's next head: the RTL then takes it for the newest). Written for speed (``attnforge explore`` replays every head of every
+    configuration it sweeps): parameters are read once, events are small tuples.
     """
 
-    def __init__(self, cfg: VitcodConfig, s: HeadShape, h: int, tile: int = 0):
-        self.cfg, self.s = cfg, s
-        rows = range(tile, s.nq, cfg.tiles)      # the query rows of this tile (all with one tile)
-        self.nq = len(rows)
+    def __init__(self, sim: "_Sim"):
+        cfg = sim.cfg
+        self.sim = sim
         cpt = cfg.chunks_per_token
-        self.lines = (cfg.dense_lines, cfg.sparse_lines)
-        self.npass = [-(-cpt // L) for L in self.lines]
-        split = [cfg.score_split(L) for L in self.lines]
-        self.keys = [L // sp for L, sp in zip(self.lines, split)]   # keys per score step
-        self.spass = [cpt // sp for sp in split]                    # cycles per score step
-        row_nnz = [int(n) for n in s.row_nnz]
-        moved = _split_rows(cfg, s.g, row_nnz, s.balance)
-        self.row_n = ([s.g + moved[i] for i in rows], [row_nnz[i] - moved[i] for i in rows])
+        lines = (cfg.dense_lines, cfg.sparse_lines)
+        self.npass = [-(-cpt // L) for L in lines]
+        split = [cfg.score_split(L) for L in lines]
+        self.keys = [L // sp for L, sp in zip(lines, split)]      # keys per score step
+        self.spass = [cpt // sp for sp in split]                  # cycles per score step
         self.slots = slots = cfg.row_slots
-        self.words_per_token = cfg.words_per_token
+        self.pv_queue = cfg.pv_queue
         self.div_cycles = cfg.divider_cycles
+        self.row_n = ([], [])      # per engine: keys of each row (rows of every head, in order)
+        self.head_end = []         # per good head k: the number of this tile's rows of heads 0..k
+        self.walk = [-1] * 6       # per stage: the head it is in
         self.ns, self.npv = [0, 0], [0, 0]
-        self.issue_free = [h, h]
-        self.s_free = [h, h]
-        self.p_free = [h, h]
+        self.sm_row = 0
+        self.cm_row = 0
+        self.issue_free = [0, 0]
+        self.s_free = [0, 0]
+        self.p_free = [0, 0]
+        self.rp_ok_from = [0, 0]
         self.sdone = [[False] * slots, [False] * slots]
         self.smx_ok = [[False] * slots, [False] * slots]
         self.pdone = [0, 0]        # per engine: finished P.V shares the output has not taken
         self.pv_held = [0, 0]      # per engine: started P.V jobs whose row the output has not taken
-        self.pv_queue = cfg.pv_queue
-        self.rp_ok_from = [h + 1, h + 1]
-        self.sm_row = 0
-        self.cm_row = 0
         self.exp_state = None      # None (IDLE) or (row, cycle from which the exp units are idle)
         self.div_busy_until = -1   # last cycle of RUN/DONE
-        self.ser_until = -1        # last cycle ser_active is high
-        self.last_beat = None
-        self.windows = []          # (first, last) cycle of each job's issue to the engine's MAC lines
         self.sched = {}            # cycle -> [(event, x, slot)] applied at its start
-        self.c = h
+
+    def add_rows(self, dense, sparse):
+        self.row_n[0].extend(dense)
+        self.row_n[1].extend(sparse)
+        self.head_end.append(len(self.row_n[0]))
 
     def at(self, c, event, x=0, p=0):
-        ops = self.sched.get(c)
-        if ops is None:
-            self.sched[c] = [(event, x, p)]
-        else:
-            ops.append((event, x, p))
+        self.sched.setdefault(c, []).append((event, x, p))
 
     def apply(self, ops):
-        """The events scheduled for one cycle, in the order scheduled."""
         for event, x, p in ops:
             if event == _SET_SDONE:
                 self.sdone[x][p] = True
@@ -207,23 +211,42 @@ class _HeadTimeline:
                 self.pv_held[0] -= 1
                 self.pv_held[1] -= 1
                 self.cm_row += 1
+            elif event == _WRAP:
+                self.walk[x] += 1
 
-    def n_of(self, x, row):
-        return self.row_n[x][row]
+    def in_head(self, stage, row) -> bool:
+        k = self.walk[stage]
+        return k >= 0 and row < self.head_end[k]
+
+    def wraps(self, c) -> bool:
+        """Stages at the end of their head's rows that move on to the next head (in cycle c + 1)."""
+        adopted, B = self.sim.adopted, self.sim.cfg.banks
+        fired = False
+        for stage, row in ((0, self.ns[0]), (1, self.ns[1]), (2, self.npv[0]), (3, self.npv[1]),
+                           (_SMX, self.sm_row), (_OUT, self.cm_row)):
+            k = self.walk[stage]
+            if ((k < 0 or row == self.head_end[k]) and k + 1 < len(adopted) and adopted[k + 1] <= c
+                    and not (k + B < len(adopted) and adopted[k + B] <= c)):
+                self.at(c + 1, _WRAP, stage)
+                if stage < 2:      # the score stage's row pointers: read for the new head from c + 1
+                    self.rp_ok_from[stage] = c + 2
+                fired = True
+        return fired
 
     def engines(self, c) -> bool:
         fired = False
-        slots, ns, npv, issue_free = self.slots, self.ns, self.npv, self.issue_free
+        slots, ns, npv, issue_free, row_n = self.slots, self.ns, self.npv, self.issue_free, self.row_n
+        windows = self.sim.windows
         for x in (0, 1):
             if c < issue_free[x]:      # both kinds of job wait for the engine's issue
                 continue
             nsx, npvx = ns[x], npv[x]
             par_s = nsx % slots
-            if (nsx < self.nq and nsx <= npvx + slots - 1 and (self.row_n[x][nsx] or c >= self.s_free[x])
+            if (self.in_head(x, nsx) and nsx - npvx < slots and (row_n[x][nsx] or c >= self.s_free[x])
                     and not self.sdone[x][par_s] and c >= self.rp_ok_from[x]):
-                n_iss = -(-self.row_n[x][nsx] // self.keys[x]) * self.spass[x]
+                n_iss = -(-row_n[x][nsx] // self.keys[x]) * self.spass[x]
                 if n_iss:      # a job started in cycle c issues in cycles c+1 .. c+n_iss
-                    self.windows.append((c + 1, c + n_iss))
+                    windows.append((c + 1, c + n_iss))
                     done = c + n_iss + SCORE_DRAIN
                 else:
                     done = c + 1
@@ -235,11 +258,11 @@ class _HeadTimeline:
                 fired = True
                 continue
             par_p = npvx % slots
-            if (npvx < nsx and self.smx_ok[x][par_p] and self.pv_held[x] < self.pv_queue
-                    and (self.row_n[x][npvx] or c >= self.p_free[x])):
-                n_iss = self.row_n[x][npvx] * self.npass[x]
+            if (self.in_head(2 + x, npvx) and npvx < nsx and self.smx_ok[x][par_p] and self.pv_held[x] < self.pv_queue
+                    and (row_n[x][npvx] or c >= self.p_free[x])):
+                n_iss = row_n[x][npvx] * self.npass[x]
                 if n_iss:
-                    self.windows.append((c + 1, c + n_iss))
+                    windows.append((c + 1, c + n_iss))
                     done = c + n_iss + DRAIN
                 else:
                     done = c + 1
@@ -257,7 +280,7 @@ class _HeadTimeline:
         if self.exp_state is None:
             row = self.sm_row
             par = row % slots
-            if row < self.nq and self.sdone[0][par] and self.sdone[1][par]:
+            if self.in_head(_SMX, row) and self.sdone[0][par] and self.sdone[1][par]:
                 nmax = max(self.row_n[0][row], self.row_n[1][row])
                 idle_from = c + nmax + EXP_LATENCY if nmax else c + 1
                 self.at(c + 1, _CLEAR_SDONE, 0, par)
@@ -276,281 +299,56 @@ class _HeadTimeline:
             return True
         return False
 
-    def output(self, c):
-        """True when a row starts out, "end" when the head ends in this cycle, else False."""
-        if c > self.ser_until:
-            pdone = self.pdone
-            if pdone[0] and pdone[1]:
-                self.at(c + 1, _COMBINED)
-                self.ser_until = c + self.words_per_token
-                self.last_beat = c + self.words_per_token + OUT_STAGES
-                return True
-            if self.cm_row == self.nq:
-                return "end"
-        return False
-
-    def next_cycle(self, c) -> int:
-        wake = self.wakes(c)
-        if not wake:
-            raise RuntimeError(f"cycle model stuck at cycle {c} (rows {self.ns}, {self.npv}, "
-                               f"softmax {self.sm_row}, out {self.cm_row})")
-        return min(wake)
+    def row_ready(self) -> bool:
+        """The tile offers a finished row (both engines' shares) to the output (one tile) or the merger."""
+        return self.pdone[0] > 0 and self.pdone[1] > 0 and self.in_head(_OUT, self.cm_row)
 
     def wakes(self, c) -> list:
-        """Cycles after c at which something may change."""
+        """Cycles after c at which something may change in this tile."""
         wake = [t for t in (*self.sched, *self.issue_free, *self.s_free, *self.p_free, *self.rp_ok_from,
-                            self.div_busy_until + 1, self.ser_until + 1) if t > c]
+                            self.div_busy_until + 1) if t > c]
         if self.exp_state is not None and self.exp_state[1] > c:
             wake.append(self.exp_state[1])
         return wake
 
-    def run_stepwise(self):
-        """The replay to the head's end, one method at a time (``apply``, ``engines``, ``softmax``,
-        ``output``): the readable form of the controller, which ``_TiledHead`` steps per tile."""
-        c = self.c
-        sched = self.sched
-        while True:
-            ops = sched.pop(c, None)
-            if ops:
-                self.apply(ops)
-            fired = self.engines(c)
-            fired = self.softmax(c) or fired
-            out = self.output(c)
-            if out == "end":
-                return c, self.last_beat, self.windows
-            c = c + 1 if (fired or out) else self.next_cycle(c)
 
-    def run(self):
-        """``run_stepwise`` with ``apply``, ``engines``, ``softmax``, ``output`` and ``next_cycle``
-        inlined into one loop over local variables: the same events in the same order, about twice
-        as fast (tests/test_vitcod_cycles.py holds the two equal). Returns (c_end, last_beat, windows)."""
-        nq, slots, wpt, div_cycles = self.nq, self.slots, self.words_per_token, self.div_cycles
-        row_n, keys, spass, npass = self.row_n, self.keys, self.spass, self.npass
-        ns, npv, issue_free, s_free, p_free = self.ns, self.npv, self.issue_free, self.s_free, self.p_free
-        sdone, smx_ok, pdone, pv_held, pvq = self.sdone, self.smx_ok, self.pdone, self.pv_held, self.pv_queue
-        rp_ok_from, windows, sched = self.rp_ok_from, self.windows, self.sched
-        sm_row, cm_row, exp_state = self.sm_row, self.cm_row, self.exp_state
-        div_busy_until, ser_until, last_beat = self.div_busy_until, self.ser_until, self.last_beat
-        c = self.c
-        at = sched.setdefault      # at(t, []).append(event): an event in cycle t
-
-        while True:
-            ops = sched.pop(c, None)
-            if ops:                                     # apply
-                for event, x, p in ops:
-                    if event == _SET_SDONE:
-                        sdone[x][p] = True
-                    elif event == _SET_PDONE:
-                        pdone[x] += 1
-                    elif event == _CLEAR_OK:
-                        smx_ok[x][p] = False
-                        pv_held[x] += 1
-                    elif event == _CLEAR_SDONE:
-                        sdone[0][p] = sdone[1][p] = False
-                    elif event == _SET_OK:
-                        smx_ok[0][p] = smx_ok[1][p] = True
-                    elif event == _COMBINED:
-                        pdone[0] -= 1
-                        pdone[1] -= 1
-                        pv_held[0] -= 1
-                        pv_held[1] -= 1
-                        cm_row += 1
-            fired = False
-            for x in (0, 1):                            # engines
-                if c < issue_free[x]:
-                    continue
-                nsx, npvx = ns[x], npv[x]
-                par_s = nsx % slots
-                if (nsx < nq and nsx <= npvx + slots - 1 and (row_n[x][nsx] or c >= s_free[x])
-                        and not sdone[x][par_s] and c >= rp_ok_from[x]):
-                    n_iss = -(-row_n[x][nsx] // keys[x]) * spass[x]
-                    if n_iss:
-                        windows.append((c + 1, c + n_iss))
-                        done = c + n_iss + SCORE_DRAIN
-                    else:
-                        done = c + 1
-                    issue_free[x] = c + max(n_iss, 1)
-                    s_free[x] = done + 1
-                    at(done + 1, []).append((_SET_SDONE, x, par_s))
-                    ns[x] = nsx + 1
-                    rp_ok_from[x] = c + 2
-                    fired = True
-                    continue
-                par_p = npvx % slots
-                if npvx < nsx and smx_ok[x][par_p] and pv_held[x] < pvq and (row_n[x][npvx] or c >= p_free[x]):
-                    n_iss = row_n[x][npvx] * npass[x]
-                    if n_iss:
-                        windows.append((c + 1, c + n_iss))
-                        done = c + n_iss + DRAIN
-                    else:
-                        done = c + 1
-                    issue_free[x] = c + max(n_iss, 1)
-                    p_free[x] = done + 1
-                    at(done + 1, []).append((_SET_PDONE, x, 0))
-                    at(c + 1, []).append((_CLEAR_OK, x, par_p))
-                    npv[x] = npvx + 1
-                    fired = True
-            if exp_state is None:                       # softmax: the exponent units
-                par = sm_row % slots
-                if sm_row < nq and sdone[0][par] and sdone[1][par]:
-                    nmax = max(row_n[0][sm_row], row_n[1][sm_row])
-                    idle_from = c + nmax + EXP_LATENCY if nmax else c + 1
-                    at(c + 1, []).append((_CLEAR_SDONE, 0, par))
-                    exp_state = (sm_row, max(idle_from, c + 1))
-                    sm_row += 1
-                    fired = True
-            else:                                       # softmax: the divider
-                row, idle_from = exp_state
-                if c >= idle_from and c > div_busy_until:
-                    empty = row_n[0][row] + row_n[1][row] == 0
-                    done = c + (2 if empty else div_cycles + 1)
-                    div_busy_until = done
-                    at(done + 1, []).append((_SET_OK, 0, row % slots))
-                    at(c + 1, []).append((_WAKE, 0, 0))
-                    exp_state = None
-                    fired = True
-            if c > ser_until:                           # output
-                if pdone[0] and pdone[1]:
-                    at(c + 1, []).append((_COMBINED, 0, 0))
-                    ser_until = c + wpt
-                    last_beat = c + wpt + OUT_STAGES
-                    fired = True
-                elif cm_row == nq:
-                    return c, last_beat, windows
-            if fired:
-                c += 1
-                continue
-            # the next cycle at which something may change: every scheduled cycle lies after c
-            nxt = min(sched) if sched else None
-            for t in (issue_free[0], issue_free[1], s_free[0], s_free[1], p_free[0], p_free[1], rp_ok_from[0],
-                      rp_ok_from[1], div_busy_until + 1, ser_until + 1,
-                      exp_state[1] if exp_state is not None else c):
-                if t > c and (nxt is None or t < nxt):
-                    nxt = t
-            if nxt is None:
-                raise RuntimeError(f"cycle model stuck at cycle {c} (rows {ns}, {npv}, softmax {sm_row}, "
-                                   f"out {cm_row})")
-            c = nxt
-
-
-class _TiledHead:
-    """(tiles > 1) The tiles' row pipelines of one head, started together, each its own
-    ``_HeadTimeline``; they meet at the row merger (a buffer of ``merge_depth`` rows per tile,
-    row i from tile ``i mod T``'s buffer, in row order) in front of the shared output serializer,
-    and end the head together."""
-
-    def __init__(self, cfg: VitcodConfig, s: HeadShape, h: int):
-        self.cfg, self.s, self.c = cfg, s, h
-        self.tiles = [_HeadTimeline(cfg, s, h, tile=t) for t in range(cfg.tiles)]
-        self.turn = 0              # the merger's tile
-        self.held = [0] * cfg.tiles   # rows in the merger's buffer of each tile (at most merge_depth)
-        self.out_row = 0           # rows handed to the serializer
-        self.ser_until = -1
-        self.last_beat = None
-
-    def output(self, c):
-        """The merger (a buffer of ``merge_depth`` rows per tile; row i from tile ``i mod T``'s
-        buffer) and the serializer: True when something moved, "end" when the head ends in this
-        cycle. A tile hands a row on while its buffer has room or is being read from."""
-        depth = self.cfg.merge_depth
-        take = self.out_row < self.s.nq and self.held[self.turn] > 0 and c > self.ser_until
-        loads = []
-        for t, tile in enumerate(self.tiles):
-            if tile.pdone[0] and tile.pdone[1] and (self.held[t] < depth or (take and t == self.turn)):
-                tile.at(c + 1, _COMBINED)
-                loads.append(t)
-        if take:
-            self.held[self.turn] -= 1
-            self.ser_until = c + self.cfg.words_per_token
-            self.last_beat = c + self.cfg.words_per_token + OUT_STAGES
-            self.out_row += 1
-            self.turn = 0 if self.out_row == self.s.nq else (self.turn + 1) % self.cfg.tiles
-        for t in loads:
-            self.held[t] += 1
-        if take or loads:
-            return True
-        if all(tl.cm_row == tl.nq for tl in self.tiles) and not any(self.held) and c > self.ser_until:
-            return "end"
-        return False
-
-    def run(self):
-        c = self.c
-        while True:
-            for tl in self.tiles:
-                ops = tl.sched.pop(c, None)
-                if ops:
-                    tl.apply(ops)
-            fired = False
-            for tl in self.tiles:
-                fired = tl.engines(c) or fired
-                fired = tl.softmax(c) or fired
-            out = self.output(c)
-            if out == "end":
-                return c, self.last_beat, [w for tl in self.tiles for w in tl.windows]
-            if fired or out:
-                c += 1
-                continue
-            wake = [t for tl in self.tiles for t in tl.wakes(c)]
-            wake += [self.ser_until + 1] if self.ser_until >= c else []
-            if not wake:
-                raise RuntimeError(f"cycle model stuck at cycle {c} (tiles: rows out {self.out_row})")
-            c = min(wake)
-
-
-#: The configuration fields the compute part depends on: all but the decoder's, which change only
-#: what the loader streams (``head_beats``, ``replay_cycles``), never the engines' timing.
-_COMPUTE_FIELDS = tuple(f.name for f in fields(VitcodConfig) if f.name not in ("decoder", "decoder_heads"))
-#: Compute parts already replayed (from cycle 0), by configuration and head shape; see ``_compute``.
-_COMPUTE_MEMO: dict = {}
-_COMPUTE_MEMO_SIZE = 256
-
-
-def _compute(cfg: VitcodConfig, s: HeadShape, h: int):
-    """Cycles of the compute part of one head whose ``head_on`` is visible from cycle ``h``.
-
-    Returns (c_end, last_output_beat, windows): the cycle in which the head-end condition holds,
-    the cycle of the head's last output beat, and each engine job's issue cycles (first, last).
-
-    The replay depends on ``h`` only by a shift (every time in it counts from ``h``; the idle
-    markers at -1 lie before any ``h``, which is at least 3), so it is replayed once from cycle 0
-    per (configuration, shape) and shifted: a run repeats shapes (the dense baseline's heads are
-    all alike) and ``attnforge explore`` sweeps configurations that differ only in the decoder.
-    """
-    key = (tuple(getattr(cfg, f) for f in _COMPUTE_FIELDS), s.nq, s.nk, s.g, tuple(int(n) for n in s.row_nnz),
-           s.balance)
-    hit = _COMPUTE_MEMO.get(key)
-    if hit is None:
-        run = (_TiledHead(cfg, s, 0) if cfg.tiles > 1 else _HeadTimeline(cfg, s, 0)).run()
-        hit = (run[0], run[1], tuple(run[2]))
-        if len(_COMPUTE_MEMO) >= _COMPUTE_MEMO_SIZE:
-            _COMPUTE_MEMO.clear()
-        _COMPUTE_MEMO[key] = hit
-    c_end, last_beat, windows = hit
-    return c_end + h, None if last_beat is None else last_beat + h, [(a + h, b + h) for a, b in windows]
-
-
-class _Run:
-    """The loader and head hand-over of a run, one head at a time (``run_cycles``' loop); ``copy``
-    lets ``sent_globals`` try a head's options from the same state."""
+class _Sim:
+    """The accelerator over a run of heads: the loader (one command at a time, two banks), the
+    tiles' row pipelines over every adopted head, the row merger (tiles > 1) and the output
+    serializer. Heads are given in run order (``add``); nothing before a head's load depends on it,
+    so the replay runs up to that load before the head is needed, and ``copy`` lets
+    ``sent_globals`` try a head's options from there."""
 
     def __init__(self, cfg: VitcodConfig):
         self.cfg = cfg
-        self.lb = 0
-        self.windows = []
+        self.c = 0
+        self.tiles = [_Tile(self) for _ in range(cfg.tiles)]
+        self.adopted = []          # per good head: the cycle from which the scheduler has adopted it
+        self.heads = []            # per good head: what the report needs
+        self.row_end = []          # per good head: rows of heads 0..k (the merger's numbering)
+        self.lb = 0                # the bank the loader fills next (the banks in a ring)
         self.loader_free = 0
-        self.bank_free = [0, 0]
-        self.head_off = -10
-        self.prev_end = 0
-        self.out = []
+        self.bank_free = [0] * cfg.banks   # cycle from which a bank may load again; None while its head runs
+        self.off = 0               # the tile of the next good head's row 0
+        self.out_row = 0           # rows handed to the serializer
+        self.turn = 0              # (tiles) the merger's tile
+        self.held = [0] * cfg.tiles   # (tiles) rows in the merger's buffer of each tile
+        self.ser_until = -1
+        self.released = 0          # good heads whose last row has gone out
+        self.windows = []
 
-    def copy(self) -> "_Run":
-        other = _Run.__new__(_Run)
-        other.__dict__.update(self.__dict__)
-        other.windows, other.bank_free, other.out = list(self.windows), list(self.bank_free), list(self.out)
-        return other
+    def copy(self) -> "_Sim":
+        return copy.deepcopy(self)
+
+    # -- the loader ------------------------------------------------------------------------
+    def wait_for_loader(self) -> None:
+        """Replay until the bank of the next command is free (its load's start is known)."""
+        while self.bank_free[self.lb] is None:
+            self.step()
 
     def add(self, s: HeadShape) -> None:
         cfg = self.cfg
+        self.wait_for_loader()
         beats = head_beats(cfg, s)
         a = max(self.loader_free, self.bank_free[self.lb])
         if s.layer:          # the store takes one beat per cycle; no commit cycle
@@ -563,20 +361,100 @@ class _Run:
         full_visible = a + beats + 2
         self.loader_free = a + beats + 2
         bank = self.lb
-        self.lb ^= 1
-        # head_on rises in the cycle after the bank is full and the previous head is off
-        h = max(full_visible, self.head_off) + 1
-        c_end, last_beat, head_windows = _compute(cfg, s, h)
-        self.windows += head_windows
-        self.bank_free[bank] = c_end + 1
-        self.head_off = c_end + 1
-        ideal = ideal_cycles(cfg, s)
-        cycles = last_beat - self.prev_end
-        self.out.append(dict(s.info, nq=s.nq, nk=s.nk, g=s.g, nnz=s.nnz, cycles=cycles, ideal_cycles=ideal,
-                             utilization=ideal / cycles if cycles else 0.0, load_cycles=beats,
-                             compute_cycles=last_beat - h + 1, bound_cycles=max(ideal, beats),
-                             limited_by="stream" if beats > ideal else "macs"))
-        self.prev_end = last_beat
+        self.bank_free[bank] = None
+        self.lb = (bank + 1) % cfg.banks
+        adopted = full_visible + 1    # adopted (by every tile) in the cycle after the bank is seen full
+        self.adopted.append(adopted)
+        self.row_end.append((self.row_end[-1] if self.row_end else 0) + s.nq)
+        self.heads.append(dict(shape=s, adopted=adopted, beats=beats, bank=bank, last_beat=None))
+        T = cfg.tiles
+        row_nnz = [int(n) for n in s.row_nnz]
+        moved = _split_rows(cfg, s.g, row_nnz, s.balance)
+        for t, tile in enumerate(self.tiles):
+            rows = range((t - self.off) % T, s.nq, T)     # row i of this head is on tile (i + off) mod T
+            tile.add_rows([s.g + moved[i] for i in rows], [row_nnz[i] - moved[i] for i in rows])
+        self.off = (self.off + s.nq) % T
+
+    # -- the replay ------------------------------------------------------------------------
+    def output(self, c) -> bool:
+        """The output stage (one tile) or the merger and the serializer: True when a row moved."""
+        cfg = self.cfg
+        if cfg.tiles == 1:
+            tile = self.tiles[0]
+            if c > self.ser_until and tile.row_ready():
+                tile.at(c + 1, _COMBINED)
+                self._serialize(c)
+                return True
+            return False
+        depth = cfg.merge_depth
+        take = self.held[self.turn] > 0 and c > self.ser_until
+        loads = []
+        for t, tile in enumerate(self.tiles):
+            if tile.row_ready() and (self.held[t] < depth or (take and t == self.turn)):
+                tile.at(c + 1, _COMBINED)
+                loads.append(t)
+        if take:
+            self.held[self.turn] -= 1
+            self._serialize(c)
+            self.turn = (self.turn + 1) % cfg.tiles
+        for t in loads:
+            self.held[t] += 1
+        return bool(take or loads)
+
+    def _serialize(self, c) -> None:
+        """A row goes to the serializer in cycle c; a head's last row releases its bank."""
+        wpt = self.cfg.words_per_token
+        self.ser_until = c + wpt
+        self.out_row += 1
+        k = self.released
+        if self.out_row == self.row_end[k]:
+            head = self.heads[k]
+            head["last_beat"] = c + wpt + OUT_STAGES
+            self.bank_free[head["bank"]] = c + 1
+            self.released = k + 1
+
+    def step(self) -> None:
+        """One cycle (or up to the next cycle in which something may change)."""
+        c = self.c
+        fired = False
+        for tile in self.tiles:
+            ops = tile.sched.pop(c, None)
+            if ops:
+                tile.apply(ops)
+        for tile in self.tiles:
+            fired = tile.wraps(c) or fired
+            fired = tile.engines(c) or fired
+            fired = tile.softmax(c) or fired
+        fired = self.output(c) or fired
+        if fired:
+            self.c = c + 1
+            return
+        wake = [t for tile in self.tiles for t in tile.wakes(c)]
+        wake += [t for t in (self.ser_until + 1, *self.adopted) if t > c]
+        if not wake:
+            raise RuntimeError(f"cycle model stuck at cycle {c} (rows out {self.out_row} of "
+                               f"{self.row_end[-1] if self.row_end else 0})")
+        self.c = min(wake)
+
+    def finish(self, heads: int | None = None) -> None:
+        """Replay until the first ``heads`` good heads (all given ones by default) are out."""
+        heads = len(self.heads) if heads is None else heads
+        while self.released < heads:
+            self.step()
+
+    def report(self) -> dict:
+        cfg = self.cfg
+        out, prev_end = [], 0
+        for head in self.heads:
+            s, last_beat, beats = head["shape"], head["last_beat"], head["beats"]
+            ideal = ideal_cycles(cfg, s)
+            cycles = last_beat - prev_end
+            out.append(dict(s.info, nq=s.nq, nk=s.nk, g=s.g, nnz=s.nnz, cycles=cycles, ideal_cycles=ideal,
+                            utilization=ideal / cycles if cycles else 0.0, load_cycles=beats,
+                            compute_cycles=last_beat - head["adopted"] + 1, bound_cycles=max(ideal, beats),
+                            limited_by="stream" if beats > ideal else "macs"))
+            prev_end = last_beat
+        return {"heads": out, "total_cycles": prev_end, "mac_active_cycles": _union(self.windows)}
 
 
 def run_cycles(cfg: VitcodConfig, heads: list) -> dict:
@@ -586,16 +464,18 @@ def run_cycles(cfg: VitcodConfig, heads: list) -> dict:
     ``cycles`` (from the previous good head's last output beat, or from the first
     command for the first), ``ideal_cycles`` (its MACs over all MACs) and ``utilization``;
     ``load_cycles`` (its data-stream beats, one per cycle, with the decoder's Q/K replay),
-    ``compute_cycles`` (from its start, once its bank is full, to its last output beat; the
-    next head loads meanwhile), ``bound_cycles`` = max(ideal, load) and ``limited_by``:
+    ``compute_cycles`` (from the cycle the scheduler has adopted it, once its bank is full, to its
+    last output beat; heads overlap: its rows follow the previous head's through every stage),
+    ``bound_cycles`` = max(ideal, load) and ``limited_by``:
     ``"stream"`` when loading the head takes longer than its ideal compute, else ``"macs"``;
     ``mac_active_cycles``: the cycles in which the Denser or the Sparser Engine issues to its
     MAC lines (the AXI wrapper's MAC_ACTIVE counter).
     """
-    run = _Run(cfg)
+    sim = _Sim(cfg)
     for s in heads:
-        run.add(s)
-    return {"heads": run.out, "total_cycles": run.prev_end, "mac_active_cycles": _union(run.windows)}
+        sim.add(s)
+    sim.finish()
+    return sim.report()
 
 
 def sent_globals(cfg: VitcodConfig, heads: list) -> list:
@@ -603,25 +483,29 @@ def sent_globals(cfg: VitcodConfig, heads: list) -> list:
     others as CSR entries of every row, ``balance.globals_as_csr``), chosen with this model.
 
     Greedy over the run in order: each good head takes the G' whose last output beat comes first
-    after the heads before it (with their choices), on the larger G' at a tie (fewer column
-    indices on the stream). Layer loads and refused heads keep their G. ``heads`` are the shapes
-    with the mask's G (``HeadShape.with_sent_globals`` makes the sent one).
+    after the heads before it (with their choices; the replay from its load on, the heads after it
+    not yet given), on the larger G' at a tie (fewer column indices on the stream). Layer loads and
+    refused heads keep their G. ``heads`` are the shapes with the mask's G
+    (``HeadShape.with_sent_globals`` makes the sent one).
     """
-    run = _Run(cfg)
+    sim = _Sim(cfg)
     out = []
     for s in heads:
         if s.layer or not s.good:
             out.append(s.g)
-            run.add(s)
+            sim.add(s)
             continue
+        sim.wait_for_loader()
         best = None
         for g2 in range(s.g, -1, -1):
-            trial = run.copy()
+            trial = sim.copy()
             trial.add(s.with_sent_globals(g2))
-            if best is None or trial.prev_end < best[0]:
-                best = (trial.prev_end, g2, trial)
+            trial.finish()
+            end = trial.heads[-1]["last_beat"]
+            if best is None or end < best[0]:
+                best = (end, g2)
         out.append(best[1])
-        run = best[2]
+        sim.add(s.with_sent_globals(best[1]))
     return out
 
 

@@ -77,7 +77,7 @@ class Engine(wiring.Component):
     exp : ``In(ExpJobSignature(config))``
         Exponent jobs from the softmax stage; the engine's share of the row sum back.
     q : ``In(ReadPort.Signature(qkv_addr_width, qkv_word_width))``
-        The Q buffer (words of ``qkv_word_chunks`` chunks, bank bit on top).
+        The Q buffer (words of ``qkv_word_chunks`` chunks, bank bits on top).
     k, v : ``In(ReadPort.Signature(qkv_addr_width, qkv_word_width)).array(K)``
         Per score group g: the K buffer (group g's key in a score step) and the V buffer
         (group g's S chunks of a pv pass).
@@ -155,7 +155,7 @@ class Engine(wiring.Component):
         """Word ``word`` of token ``row`` in a Q/K/V bank (with several tokens per word, the word
         holding token ``row``: ``word`` is then 0)."""
         cfg = self._config
-        local = Signal(cfg.qkv_addr_width - 1)
+        local = Signal(cfg.qkv_addr_width - cfg.bank_bits)
         if cfg.qkv_tokens_per_word > 1:
             m.d.comb += local.eq(row >> log2_ceil(cfg.qkv_tokens_per_word))
         else:
@@ -169,7 +169,7 @@ class Engine(wiring.Component):
     def _ci_addr(self, bank, entry):
         """The column index buffer word of CSR entry ``entry``."""
         cfg = self._config
-        return Cat((entry >> log2_ceil(cfg.indices_per_word))[:cfg.ci_addr_width - 1], bank)
+        return Cat((entry >> log2_ceil(cfg.indices_per_word))[:cfg.ci_addr_width - cfg.bank_bits], bank)
 
     def _chunk_at(self, step, index):
         """Chunk number ``step * S + index`` (as bits: its word, then the chunk in the word)."""
@@ -208,11 +208,11 @@ class Engine(wiring.Component):
         step_bits = log2_ceil(-(-cfg.max_tokens // K))
         # Score and pv jobs keep separate parameters: the next job's issue starts in the
         # cycle after the previous job's last issue, while that one drains.
-        score = SimpleNamespace(bank=Signal(name="score_bank"), row=Signal(INDEX_WIDTH, name="score_row"),
+        score = SimpleNamespace(bank=Signal(cfg.bank_bits, name="score_bank"), row=Signal(INDEX_WIDTH, name="score_row"),
                                 n=Signal(INDEX_WIDTH, name="score_n"), base=Signal(INDEX_WIDTH, name="score_base"),
                                 prefix=Signal(INDEX_WIDTH, name="score_prefix"),
                                 slot=Signal.like(job.slot, name="score_slot"))
-        pv = SimpleNamespace(bank=Signal(name="pv_bank"), n=Signal(INDEX_WIDTH, name="pv_n"),
+        pv = SimpleNamespace(bank=Signal(cfg.bank_bits, name="pv_bank"), n=Signal(INDEX_WIDTH, name="pv_n"),
                              base=Signal(INDEX_WIDTH, name="pv_base"), prefix=Signal(INDEX_WIDTH, name="pv_prefix"),
                              slot=Signal.like(job.slot, name="pv_slot"), recip=Signal.like(job.recip, name="pv_recip"))
         issue = SimpleNamespace(score=score, pv=pv, steps=steps, passes=passes, step_bits=step_bits)
@@ -293,14 +293,14 @@ class Engine(wiring.Component):
                              pv_pass=Signal.like(issue.pv_pass, name="read_pv_pass"))
         # a score job's beats carry its bank, prefix, slot and last beat down the pipeline: the next
         # score job may issue right after this one's last beat while these beats are still on their way
-        rd.score_bank, rd.score_prefix = Signal(name="read_score_bank"), Signal(INDEX_WIDTH, name="read_score_prefix")
+        rd.score_bank, rd.score_prefix = Signal(cfg.bank_bits, name="read_score_bank"), Signal(INDEX_WIDTH, name="read_score_prefix")
         rd.score_slot = Signal.like(score.slot, name="read_score_slot")
         rd.job_last = Signal(name="read_job_last")
         m.d.sync += [rd.score_bank.eq(score.bank), rd.score_prefix.eq(score.prefix), rd.score_slot.eq(score.slot),
                      rd.job_last.eq(issue.score_issue_last)]
         # so do a pv job's bank, prefix, reciprocal and last beat: the next pv job may issue right
         # after this one's last beat (plan step 2, P.V side)
-        rd.pv_bank, rd.pv_prefix = Signal(name="read_pv_bank"), Signal(INDEX_WIDTH, name="read_pv_prefix")
+        rd.pv_bank, rd.pv_prefix = Signal(cfg.bank_bits, name="read_pv_bank"), Signal(INDEX_WIDTH, name="read_pv_prefix")
         rd.pv_recip, rd.pv_job_last = Signal.like(pv.recip, name="read_pv_recip"), Signal(name="read_pv_job_last")
         m.d.sync += [rd.pv_bank.eq(pv.bank), rd.pv_prefix.eq(pv.prefix), rd.pv_recip.eq(pv.recip),
                      rd.pv_job_last.eq(issue.pv_issue_last)]

@@ -23,13 +23,13 @@ from amaranth.lib import stream
 from amaranth.lib.memory import WritePort
 from amaranth.lib.wiring import In, Out
 
-from attnforge.hw.common import ConfiguredComponent, log2_ceil
+from attnforge.hw.common import ConfiguredComponent, log2_ceil, mux_tree
 
 from .config import (ERR_COL_IDX, ERR_LAYER, ERR_ROW_PTR, ERR_SIZE, ERROR_BITS, INDEX_WIDTH, STATUS_COUNT_WIDTH,
                      VitcodConfig)
 from .decoder import QkDecoder
 from .layer_store import LayerStore
-from .signatures import HeadBanksSignature, head_layout
+from .signatures import HEAD_COMMAND_FIELDS, HeadBanksSignature
 
 __all__ = ["Loader", "token_beats", "qk_beats", "index_beats", "head_data_beats", "command_data_beats"]
 
@@ -165,10 +165,10 @@ class Loader(ConfiguredComponent):
         if cfg.decoder:
             m.d.comb += st.replaying.eq(fsm.ongoing("LOAD") & (st.section <= SECTION_K))
         with m.If(self.banks.release):
-            for b in range(2):
+            for b in range(cfg.banks):
                 with m.If(self.banks.release_bank == b):
                     m.d.sync += st.full[b].eq(0)
-        m.d.comb += [self.banks.full.eq(Cat(*st.full)), self.busy.eq(st.busy | st.full[0] | st.full[1])]
+        m.d.comb += [self.banks.full.eq(Cat(*st.full)), self.busy.eq(st.busy | Cat(*st.full).any())]
         return m
 
     def _state(self):
@@ -176,8 +176,8 @@ class Loader(ConfiguredComponent):
         word_bits = max(log2_ceil(cfg.qkv_bank_words) + log2_ceil(cfg.qkv_beats_per_word),
                         log2_ceil(cfg.rp_bank_words), log2_ceil(cfg.ci_bank_words)) + 1
         return SimpleNamespace(
-            bank=Signal(),                              # bank being loaded
-            full=[Signal(name="full0"), Signal(name="full1")],
+            bank=Signal(cfg.bank_bits),                 # bank being loaded
+            full=[Signal(name=f"full{b}") for b in range(cfg.banks)],
             command=Signal(cfg.cmd_layout),             # the command being loaded
             section=Signal(range(SECTION_KEY_ORDER + 1)),
             beats_left=Signal(cfg.command_beats_width),  # in this section (or in the dropped command)
@@ -199,6 +199,8 @@ class Loader(ConfiguredComponent):
             word_data=Signal(cfg.data_width),           # the word to write: the beat, or the decoded Q/K word
             # (tiles > 1) the first query row of the row pointer beat, mod and div T
             row0_mod=Signal(range(cfg.tiles)), row0_div=Signal(INDEX_WIDTH),
+            # (tiles > 1) the tile of the next head's query row 0: the rows of the heads so far mod T
+            off=Signal(range(max(cfg.tiles, 2))),
         )
 
     def _sources(self, m, st):
@@ -230,7 +232,7 @@ class Loader(ConfiguredComponent):
         alive = Signal()
         m.d.sync += alive.eq(1)
         m.d.comb += [data.ready.eq(st.taking & ~st.replaying if cfg.decoder else st.taking),
-                     self.cmd.ready.eq(alive & ~st.busy & ~Mux(st.bank, st.full[1], st.full[0]))]
+                     self.cmd.ready.eq(alive & ~st.busy & ~mux_tree(st.full, st.bank))]
 
     def _accept(self, m, st):
         """A command arrives: check its sizes, then load it, drop it, or (decoder) load a layer."""
@@ -290,9 +292,9 @@ class Loader(ConfiguredComponent):
         else:
             self._tile_pointer_writes(m, st, word_take & (st.section == SECTION_ROW_PTR))
         for section, port, addr_width in index_writes:
-            m.d.comb += [port.addr.eq(Cat(st.word[:addr_width - 1], st.bank)), port.data.eq(st.word_data),
+            m.d.comb += [port.addr.eq(Cat(st.word[:addr_width - cfg.bank_bits], st.bank)), port.data.eq(st.word_data),
                          port.en.eq(word_take & (st.section == section))]
-        local_bits = cfg.qkv_addr_width - 1
+        local_bits = cfg.qkv_addr_width - cfg.bank_bits
         for section, port in ((SECTION_Q, self.q_write), (SECTION_K, self.k_write), (SECTION_V, self.v_write)):
             # the first beats of a word wait in ``held`` (rows are whole words)
             m.d.comb += [port.addr.eq(Cat(st.word[lg_bpw:][:local_bits], st.bank)),
@@ -317,21 +319,29 @@ class Loader(ConfiguredComponent):
 
     def _tile_pointer_writes(self, m, st, take):
         """(tiles > 1) A row pointer beat into the tiles' row pointer memories: row i's ``ptr[2i]``
-        and ``ptr[2i + 1]`` (one beat holds both) to tile ``i mod T`` at local row ``i // T``."""
+        and ``ptr[2i + 1]`` (one beat holds both) to tile ``(i + off) mod T`` at local row
+        ``(i - first) // T``, where ``first = (t - off) mod T`` is the tile's first row of the head
+        (``off``: the rows of the heads before it mod T, so the tiles take rows in one rotation
+        across heads and none gets the extra row of every head)."""
         cfg = self._config
         T, R, W = cfg.tiles, cfg.pointer_rows_per_beat, cfg.tile_rp_words_per_entry
         lanes = [st.word_data.word_select(k, INDEX_WIDTH) for k in range(cfg.indices_per_word)]
         ports = self.rp_tile_writes
-        aw = cfg.tile_rp_addr_width - 1
+        aw = cfg.tile_rp_addr_width - cfg.bank_bits
         if W > 1:
-            # T divides R: tile t's rows of beat b are the local rows b * W .. b * W + W - 1
+            # T divides R: tile t's rows of beat b are the local rows b * W .. b * W + W - 1, the
+            # beat's rows first + T j (first = (t - off) mod T)
             for t in range(T):
                 for half in range(2):
+                    data = Signal(W * INDEX_WIDTH, name=f"ptr_tile_data{t}_{half}")
+                    for first in range(T):
+                        with m.If(st.off == (t - first) % T):
+                            m.d.comb += data.eq(Cat(*(lanes[2 * (first + T * j) + half] for j in range(W))))
                     m.d.comb += [ports[2 * t + half].addr.eq(Cat(st.word[:aw], st.bank)),
-                                 ports[2 * t + half].data.eq(Cat(*(lanes[2 * (t + T * j) + half] for j in range(W)))),
-                                 ports[2 * t + half].en.eq(take)]
+                                 ports[2 * t + half].data.eq(data), ports[2 * t + half].en.eq(take)]
             return
-        # T >= R: at most one row per tile and beat; the beat's first row is row0 = T * row0_div + row0_mod
+        # T >= R: at most one row per tile and beat; the beat's first row is row0, and
+        # row0 + off = T * row0_div + row0_mod
         row0 = st.entry >> 1
         with m.If(take):
             carry = st.row0_mod + (R % T) >= T
@@ -340,11 +350,13 @@ class Loader(ConfiguredComponent):
         for t in range(T):
             j = Signal(range(T), name=f"ptr_tile_row{t}")      # the beat's row of tile t: row0 + j
             local = Signal(aw, name=f"ptr_tile_local{t}")
+            # the tiles before off (t < off) took their first row of the head in the second
+            # rotation: their local rows count from there
             if t == T - 1:      # row0_mod <= T - 1 always (no constant comparison: lint-clean)
                 m.d.comb += [j.eq(t - st.row0_mod), local.eq(st.row0_div)]
             else:
                 m.d.comb += [j.eq(Mux(st.row0_mod <= t, t - st.row0_mod, t + T - st.row0_mod)),
-                             local.eq(st.row0_div + (st.row0_mod > t))]
+                             local.eq(st.row0_div + (st.row0_mod > t) - (st.off > t))]
             ok = (j < R) & (row0 + j <= st.command.nq)
             for half in range(2):
                 data = Signal(INDEX_WIDTH, name=f"ptr_tile_data{t}_{half}")
@@ -395,7 +407,7 @@ class Loader(ConfiguredComponent):
             with m.Case(SECTION_V):
                 m.d.sync += st.beats_left.eq(self._index_beats(2 * c.nq + 1))
                 if cfg.tiles > 1:
-                    m.d.sync += [st.row0_mod.eq(0), st.row0_div.eq(0)]
+                    m.d.sync += [st.row0_mod.eq(st.off), st.row0_div.eq(0)]
             with m.Case(SECTION_ROW_PTR):
                 m.d.sync += st.beats_left.eq(st.ci_beats)
                 with m.If(st.ci_beats == 0):
@@ -413,11 +425,14 @@ class Loader(ConfiguredComponent):
     def _commit(self, m, st):
         """A loaded head fills its bank, or its errors are recorded."""
         with m.If(st.head_error == 0):
-            m.d.sync += st.bank.eq(~st.bank)
-            for b in range(2):
+            m.d.sync += st.bank.eq(st.bank + 1)     # banks in a ring (their count a power of two)
+            for b in range(self._config.banks):
                 with m.If(st.bank == b):
                     m.d.sync += st.full[b].eq(1)
-                    m.d.sync += [self.banks.heads[b][name].eq(st.command[name])
-                                 for name in head_layout(self._config).members]
+                    m.d.sync += [self.banks.heads[b][name].eq(st.command[name]) for name in HEAD_COMMAND_FIELDS]
+                    m.d.sync += self.banks.heads[b].off.eq(st.off)
+            T = self._config.tiles
+            if T > 1:
+                m.d.sync += st.off.eq((st.off + st.command.nq) % T)
         with m.Else():
             m.d.sync += [self.error.eq(self.error | st.head_error), self.heads_failed.eq(self.heads_failed + 1)]

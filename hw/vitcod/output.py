@@ -115,9 +115,9 @@ class RowMerger(ConfiguredComponent):
     Each tile hands its rows to a buffer of its own of ``merge_depth`` rows (a ring of
     registers; a row is taken in the cycle the buffer has room or is being read from, so the
     tile's engines go on with the next row's P·V, up to ``merge_depth`` rows ahead of the
-    merger); row i leaves from the buffer of tile ``i mod T``: the merger takes a row from tile
-    ``turn`` only, then turns to the next tile, and back to tile 0 after a head's last row
-    (``head_last``).
+    merger); rows leave in row order: the merger takes a row from tile ``turn`` only, then turns
+    to the next tile, across heads too (a head's row i is on tile ``(i + off) mod T``, the
+    rotation going on from the head before; ``head_layout``).
 
     Parameters
     ----------
@@ -173,5 +173,5 @@ class RowMerger(ConfiguredComponent):
                      self.row.payload.eq(mux_tree(heads, turn)),
                      take.eq(self.row.valid & self.row.ready), self.empty.eq(~Cat(*nonempty).any())]
         with m.If(take):
-            m.d.sync += turn.eq(Mux(self.row.payload.head_last | (turn == T - 1), 0, turn + 1))
+            m.d.sync += turn.eq(Mux(turn == T - 1, 0, turn + 1))
         return m

@@ -97,7 +97,7 @@ class RowScheduler(ConfiguredComponent):
             index_word = ReadPort.Signature(addr_width=config.rp_addr_width, shape=config.data_width)
         else:
             index_word = ReadPort.Signature(addr_width=config.tile_rp_addr_width, shape=config.tile_rp_width)
-        tiled = {"at_end": Out(1), "end_ok": In(1)} if config.tiles > 1 else {}
+        tiled = {"released": In(1)} if config.tiles > 1 else {}
         return {
             **tiled,
             "banks": In(HeadBanksSignature(config)),
@@ -112,28 +112,33 @@ class RowScheduler(ConfiguredComponent):
 
     def elaborate(self, platform):
         m = Module()
-        st = self._state()
+        st = self._state(m)
         self._row_pointers(m, st)
         for x, job in enumerate((self.dense, self.sparse)):
             self._engine_jobs(m, st, x, job)
         self._softmax(m, st)
         self._output(m, st)
-        self._head(m, st)
+        self._heads(m, st)
         return m
 
-    def _state(self):
+    def _state(self, m):
         cfg = self._config
         slots = cfg.row_slots
         row_w = INDEX_WIDTH + 1     # row counters reach Nq
+        slot_bits = log2_ceil(slots)
+        B = cfg.banks
         st = SimpleNamespace(
-            bank=Signal(),              # bank being computed
-            running=Signal(),           # a head is being computed
-            head=Signal(head_layout(cfg)),
-            score_row=[Signal(row_w, name=f"score_row{x}") for x in range(2)],   # next row to score, per engine
-            pv_row=[Signal(row_w, name=f"pv_row{x}") for x in range(2)],         # next row for pv, per engine
-            softmax_row=Signal(row_w),  # next row for the softmax
-            output_row=Signal(row_w),   # next row to output
-            slot_bits=log2_ceil(slots),
+            # the heads of the banks, copied when adopted (in load order: the banks in a ring)
+            heads=[Signal(head_layout(cfg), name=f"head{b}") for b in range(B)],
+            adopted=[Signal(name=f"adopted{b}") for b in range(B)],
+            newest=Signal(cfg.bank_bits, init=B - 1),   # bank of the head adopted last (the next: the one after)
+            oldest=Signal(cfg.bank_bits),               # bank of the oldest adopted head (released first)
+            # rows of this tile in each bank's head; (tiles > 1) its first query row there
+            nq_local=[Signal(row_w, name=f"nq_local{b}") for b in range(B)],
+            first=[Signal(range(max(cfg.tiles, 2)), name=f"first{b}") for b in range(B)],
+            slot_bits=slot_bits,
+            # per engine: rows whose score job has started and whose pv job has not (at most row_slots)
+            inflight=[Signal(range(slots + 1), name=f"inflight{x}") for x in range(2)],
             # per engine and row slot: scores in / the row's max / reciprocal in (pv may start)
             scored=[[Signal(name=f"scored{x}_{p}") for p in range(slots)] for x in range(2)],
             row_max=[[Signal(signed(cfg.score_width), name=f"row_max{x}_{p}") for p in range(slots)]
@@ -149,15 +154,18 @@ class RowScheduler(ConfiguredComponent):
             row_base=[[Signal(INDEX_WIDTH, name=f"row_base{x}_{p}") for p in range(slots)] for x in range(2)],
             recip=[Signal(cfg.recip_width, name=f"recip{p}") for p in range(slots)],
         )
-        # rows of this tile in the head (tiles > 1: local rows r of the rows t + T r < Nq)
-        st.nq_local = Signal(row_w) if cfg.tiles > 1 else None
-        st.nq = st.head.nq if cfg.tiles == 1 else st.nq_local
+        # where each stage is in the stream of rows: the score and pv stages of each engine, the
+        # softmax and the output (each its own bank, row and row slot)
+        st.score = [_Walk(m, st, f"score{x}") for x in range(2)]
+        st.pv = [_Walk(m, st, f"pv{x}") for x in range(2)]
+        st.smx = _Walk(m, st, "softmax")
+        st.out = _Walk(m, st, "output")
         return st
 
-    def _global_row(self, row):
-        """The query row of this tile's local row ``row``."""
+    def _global_row(self, st, walk):
+        """The query row of the stage's local row (in its bank's head)."""
         T = self._config.tiles
-        return row if T == 1 else self._tile + row * T
+        return walk.row if T == 1 else mux_tree(st.first, walk.bank) + walk.row * T
 
     def _row_pointers(self, m, st):
         """Per engine, the two pointers of its half-row of its next score row (one cycle to read):
@@ -167,53 +175,62 @@ class RowScheduler(ConfiguredComponent):
             return self._tile_row_pointers(m, st)
         lg_ipw = log2_ceil(cfg.indices_per_word)
         lane_bits = max(lg_ipw, 1)
-        st.pointer_row, st.pointers_ready, st.row_start, st.row_end = [], [], [], []
+        st.pointers_ready, st.row_start, st.row_end = [], [], []
         for x in range(2):
-            row = st.score_row[x]
-            pointer_row = Signal.like(row, name=f"pointer_row{x}")   # the row whose pointers are on the ports
-            m.d.sync += pointer_row.eq(row)
-            ready = Signal(name=f"pointers_ready{x}")
-            m.d.comb += ready.eq(pointer_row == row)
+            walk = st.score[x]
+            row = walk.row
+            ready = self._pointer_row(m, walk, x)
             start, end = Signal(INDEX_WIDTH, name=f"row_start{x}"), Signal(INDEX_WIDTH, name=f"row_end{x}")
             for k, value in enumerate((start, end)):
                 port, lane = self.row_ptr[2 * x + k], Signal(lane_bits, name=f"pointer_lane{x}_{k}")
                 entry = Signal(row.shape().width + 2, name=f"pointer_entry{x}_{k}")
                 m.d.comb += [entry.eq(row * 2 + (x + k)),
-                             port.addr.eq(Cat((entry >> lg_ipw)[:cfg.rp_addr_width - 1], st.bank))]
+                             port.addr.eq(Cat((entry >> lg_ipw)[:cfg.rp_addr_width - cfg.bank_bits], walk.bank))]
                 m.d.sync += lane.eq(entry[:lane_bits])
                 m.d.comb += value.eq(port.data.word_select(lane, INDEX_WIDTH) if lg_ipw else port.data[:INDEX_WIDTH])
-            st.pointer_row.append(pointer_row)
             st.pointers_ready.append(ready)
             st.row_start.append(start)
             st.row_end.append(end)
 
+    @staticmethod
+    def _pointer_row(m, walk, x):
+        """The row whose pointers are on the ports (read a cycle after the address); none right
+        after the stage moves to the next head. Returns "the pointers of the stage's row are in"."""
+        pointer_row = Signal.like(walk.row, name=f"pointer_row{x}")
+        with m.If(walk.wrap):
+            m.d.sync += pointer_row.eq(~0)
+        with m.Else():
+            m.d.sync += pointer_row.eq(walk.row)
+        ready = Signal(name=f"pointers_ready{x}")
+        m.d.comb += ready.eq(pointer_row == walk.row)
+        return ready
+
     def _tile_row_pointers(self, m, st):
         """(tiles > 1) The same from the tiles' row pointer memories, at local rows: the Denser
         Engine's start and split point of its row r, the Sparser Engine's split point of its row r
-        and the start of the next query row (the next tile's local row r, or r + 1 from the last tile)."""
+        and the start of the next query row (the next tile's local row r, or r + 1 when this tile
+        holds the last query row of a group of T, ``first == T - 1``)."""
         cfg = self._config
+        T = cfg.tiles
         lg_w = log2_ceil(cfg.tile_rp_words_per_entry)
-        wrap = int(self._tile == cfg.tiles - 1)
-        st.pointer_row, st.pointers_ready, st.row_start, st.row_end = [], [], [], []
+        st.pointers_ready, st.row_start, st.row_end = [], [], []
         for x in range(2):
-            row = st.score_row[x]
-            pointer_row = Signal.like(row, name=f"pointer_row{x}")
-            m.d.sync += pointer_row.eq(row)
-            ready = Signal(name=f"pointers_ready{x}")
-            m.d.comb += ready.eq(pointer_row == row)
+            walk = st.score[x]
+            row = walk.row
+            ready = self._pointer_row(m, walk, x)
             start, end = Signal(INDEX_WIDTH, name=f"row_start{x}"), Signal(INDEX_WIDTH, name=f"row_end{x}")
             for k, value in enumerate((start, end)):
                 port = self.row_ptr[2 * x + k]
                 entry = Signal(row.shape().width + 1, name=f"pointer_entry{x}_{k}")
-                m.d.comb += [entry.eq(row + (wrap if (x, k) == (1, 1) else 0)),
-                             port.addr.eq(Cat((entry >> lg_w)[:cfg.tile_rp_addr_width - 1], st.bank))]
+                wrap = (mux_tree(st.first, walk.bank) == T - 1) if (x, k) == (1, 1) else 0
+                m.d.comb += [entry.eq(row + wrap),
+                             port.addr.eq(Cat((entry >> lg_w)[:cfg.tile_rp_addr_width - cfg.bank_bits], walk.bank))]
                 if lg_w:
                     lane = Signal(lg_w, name=f"pointer_lane{x}_{k}")
                     m.d.sync += lane.eq(entry[:lg_w])
                     m.d.comb += value.eq(port.data.word_select(lane, INDEX_WIDTH))
                 else:
                     m.d.comb += value.eq(port.data[:INDEX_WIDTH])
-            st.pointer_row.append(pointer_row)
             st.pointers_ready.append(ready)
             st.row_start.append(start)
             st.row_end.append(end)
@@ -221,34 +238,38 @@ class RowScheduler(ConfiguredComponent):
     def _engine_jobs(self, m, st, x, job):
         """Start engine x's next score or pv job; record its results."""
         slots = self._config.row_slots
-        head, nq = st.head, st.nq
-        score_row, pv_row = st.score_row[x], st.pv_row[x]
-        score_slot, pv_slot = score_row[:st.slot_bits], pv_row[:st.slot_bits]
+        sw, pw = st.score[x], st.pv[x]
+        score_slot, pv_slot = sw.slot, pw.slot
         # the row's keys: (Denser Engine) the G global keys, then the half-row's CSR entries; the
         # engine finds key j >= prefix at CSR entry base + j
-        prefix = head.g if x == 0 else 0
+        score_prefix = mux_tree([h.g for h in st.heads], sw.bank) if x == 0 else 0
+        pv_prefix = mux_tree([h.g for h in st.heads], pw.bank) if x == 0 else 0
         n_score, base_score = Signal(INDEX_WIDTH, name=f"n_score{x}"), Signal(INDEX_WIDTH, name=f"base_score{x}")
-        m.d.comb += [n_score.eq(prefix + st.row_end[x] - st.row_start[x]), base_score.eq(st.row_start[x] - prefix)]
+        m.d.comb += [n_score.eq(score_prefix + st.row_end[x] - st.row_start[x]),
+                     base_score.eq(st.row_start[x] - score_prefix)]
         # a score job with keys may issue right behind the previous one (its beats carry their slot);
         # one without keys waits until no score job is in flight (its done pulse comes at once)
-        can_score = (st.running & (score_row < nq) & (score_row <= pv_row + (slots - 1)) & job.issue_free
+        can_score = (sw.in_head & (st.inflight[x] != slots) & job.issue_free
                      & (~job.score_active | (n_score != 0)) & ~mux_tree(st.scored[x], score_slot)
                      & st.pointers_ready[x])
         # a pv job with keys may issue right behind the previous one (plan step 2, P.V side) while
         # the engine has room for its share; one without keys waits until no pv beats are in flight
         n_pv = Signal(INDEX_WIDTH, name=f"n_pv{x}")
         m.d.comb += n_pv.eq(mux_tree(st.row_n[x], pv_slot))
-        can_pv = (st.running & (pv_row < score_row) & mux_tree(st.recip_ready[x], pv_slot)
+        can_pv = (pw.in_head & (st.inflight[x] != 0) & mux_tree(st.recip_ready[x], pv_slot)
                   & (st.pv_held[x] != self._config.pv_queue) & job.issue_free & (~job.pv_active | (n_pv != 0)))
         start_score, start_pv = Signal(name=f"start_score{x}"), Signal(name=f"start_pv{x}")
         m.d.comb += [start_score.eq(can_score), start_pv.eq(can_pv & ~can_score),
-                     job.score_start.eq(start_score), job.pv_start.eq(start_pv), job.bank.eq(st.bank),
-                     job.row.eq(self._global_row(score_row)), job.slot.eq(Mux(start_score, score_slot, pv_slot)),
-                     job.recip.eq(mux_tree(st.recip, pv_slot)), job.prefix.eq(prefix),
+                     job.score_start.eq(start_score), job.pv_start.eq(start_pv),
+                     job.bank.eq(Mux(start_score, sw.bank, pw.bank)),
+                     job.row.eq(self._global_row(st, sw)), job.slot.eq(Mux(start_score, score_slot, pv_slot)),
+                     job.recip.eq(mux_tree(st.recip, pv_slot)), job.prefix.eq(Mux(start_score, score_prefix, pv_prefix)),
                      job.n.eq(Mux(start_score, n_score, n_pv)),
                      job.base.eq(Mux(start_score, base_score, mux_tree(st.row_base[x], pv_slot)))]
+        sw.step(m, start_score)
+        pw.step(m, start_pv)
+        m.d.sync += st.inflight[x].eq(st.inflight[x] + start_score - start_pv)
         with m.If(start_score):
-            m.d.sync += score_row.eq(score_row + 1)
             _set_at(m, st.row_n[x], score_slot, n_score)
             _set_at(m, st.row_base[x], score_slot, base_score)
         take = self.rows.valid & self.rows.ready       # the output stage takes a row of both engines
@@ -256,7 +277,6 @@ class RowScheduler(ConfiguredComponent):
         m.d.sync += [st.pv_held[x].eq(st.pv_held[x] + start_pv - take),
                      st.pv_finished[x].eq(st.pv_finished[x] + job.pv_done - take)]
         with m.If(start_pv):
-            m.d.sync += pv_row.eq(pv_row + 1)
             _set_at(m, st.recip_ready[x], pv_slot, 0)
         with m.If(job.score_done):
             _set_at(m, st.scored[x], job.done_slot, 1)
@@ -264,20 +284,21 @@ class RowScheduler(ConfiguredComponent):
 
     def _softmax(self, m, st):
         """Rows to the softmax stage; their reciprocals back."""
-        head, slot = st.head, st.softmax_row[:st.slot_bits]
+        walk = st.smx
+        head, slot = _head_of(walk.bank, st.heads), walk.slot
         dense_n, sparse_n = mux_tree(st.row_n[0], slot), mux_tree(st.row_n[1], slot)
         dense_max, sparse_max = mux_tree(st.row_max[0], slot), mux_tree(st.row_max[1], slot)
         out = self.softmax_rows
         m.d.comb += [
-            out.valid.eq(st.running & (st.softmax_row < st.nq) & mux_tree(st.scored[0], slot)
-                         & mux_tree(st.scored[1], slot)),
+            out.valid.eq(walk.in_head & mux_tree(st.scored[0], slot) & mux_tree(st.scored[1], slot)),
             out.payload.slot.eq(slot), out.payload.dense_n.eq(dense_n), out.payload.sparse_n.eq(sparse_n),
             out.payload.max.eq(Mux(dense_n == 0, sparse_max,
                                    Mux((sparse_n == 0) | (dense_max > sparse_max), dense_max, sparse_max))),
             out.payload.multiplier.eq(head.exp_mult), out.payload.shift.eq(head.exp_shift)]
-        with m.If(out.valid & out.ready):
+        taken = out.valid & out.ready
+        walk.step(m, taken)
+        with m.If(taken):
             # clear only this row's flags: the other slots may be set in this very cycle
-            m.d.sync += st.softmax_row.eq(st.softmax_row + 1)
             _set_at(m, st.scored[0], slot, 0)
             _set_at(m, st.scored[1], slot, 0)
         with m.If(self.recips.valid):
@@ -288,32 +309,76 @@ class RowScheduler(ConfiguredComponent):
 
     def _output(self, m, st):
         """A row both engines have finished goes to the output stage."""
-        rows = self.rows
-        m.d.comb += [rows.valid.eq(st.running & (st.pv_finished[0] != 0) & (st.pv_finished[1] != 0)),
-                     rows.payload.multiplier.eq(st.head.out_mult), rows.payload.shift.eq(st.head.out_shift),
-                     rows.payload.head_last.eq(self._global_row(st.output_row) + 1 == st.head.nq)]
+        rows, walk = self.rows, st.out
+        head = _head_of(walk.bank, st.heads)
+        m.d.comb += [rows.valid.eq(walk.in_head & (st.pv_finished[0] != 0) & (st.pv_finished[1] != 0)),
+                     rows.payload.multiplier.eq(head.out_mult), rows.payload.shift.eq(head.out_shift),
+                     rows.payload.head_last.eq(self._global_row(st, walk) + 1 == head.nq)]
         m.d.comb += [rows.payload.values[i].eq(self.dense.out[i] + self.sparse.out[i])
                      for i in range(self._config.head_dim)]
-        with m.If(rows.valid & rows.ready):
-            m.d.sync += st.output_row.eq(st.output_row + 1)
+        walk.step(m, rows.valid & rows.ready)
 
-    def _head(self, m, st):
-        """Start the head of the full bank; end it (release the bank) after its last row."""
+    def _heads(self, m, st):
+        """Adopt the heads of full banks in load order; release the oldest when its last row has
+        left (one tile: this scheduler's output; tiles: the row merger's, ``released``)."""
         cfg, banks = self._config, self.banks
-        with m.If(~st.running & Mux(st.bank, banks.full[1], banks.full[0])):
-            m.d.sync += [st.running.eq(1), st.softmax_row.eq(0), st.output_row.eq(0),
-                         st.head.eq(Mux(st.bank, banks.heads[1], banks.heads[0]))]
-            if cfg.tiles > 1:
-                nq = Mux(st.bank, banks.heads[1].nq, banks.heads[0].nq)
-                m.d.sync += st.nq_local.eq((nq + (cfg.tiles - 1 - self._tile)) // cfg.tiles)
-            m.d.sync += [v.eq(0) for v in (*st.score_row, *st.pv_row, *st.pv_finished, *st.pv_held)]
-            m.d.sync += [v.eq(~0) for v in st.pointer_row]
-            m.d.sync += [v.eq(0) for row in (*st.scored, *st.recip_ready) for v in row]
+        nxt = Signal.like(st.newest)
+        m.d.comb += nxt.eq(st.newest + 1)
+        with m.If(mux_tree([banks.full[b] & ~st.adopted[b] for b in range(cfg.banks)], nxt)):
+            m.d.sync += st.newest.eq(nxt)
+            for b in range(cfg.banks):
+                with m.If(nxt == b):
+                    head = banks.heads[b]
+                    m.d.sync += [st.adopted[b].eq(1), st.heads[b].eq(head)]
+                    if cfg.tiles == 1:
+                        m.d.sync += st.nq_local[b].eq(head.nq)
+                    else:
+                        T, t = cfg.tiles, self._tile
+                        first = Signal(range(T), name=f"adopt_first{b}")
+                        m.d.comb += first.eq(Mux(head.off <= t, t - head.off, t + T - head.off))
+                        m.d.sync += [st.first[b].eq(first), st.nq_local[b].eq((head.nq + (T - 1) - first) // T)]
         if cfg.tiles == 1:
-            end = st.running & (st.output_row == st.head.nq) & self.rows.ready
+            release = self.rows.valid & self.rows.ready & self.rows.payload.head_last
         else:
-            m.d.comb += self.at_end.eq(st.running & (st.output_row == st.nq))
-            end = self.end_ok
-        m.d.comb += [banks.release.eq(end), banks.release_bank.eq(st.bank), self.busy.eq(st.running)]
-        with m.If(end):
-            m.d.sync += [st.running.eq(0), st.bank.eq(~st.bank)]
+            release = self.released
+        with m.If(release):
+            m.d.sync += st.oldest.eq(st.oldest + 1)
+            for b in range(cfg.banks):
+                with m.If(st.oldest == b):
+                    m.d.sync += st.adopted[b].eq(0)
+        m.d.comb += [banks.release.eq(release), banks.release_bank.eq(st.oldest),
+                     self.busy.eq(Cat(*st.adopted).any())]
+
+
+def _head_of(bank, heads):
+    """The fields of a bank's head the softmax and output need (the banks' registers multiplexed)."""
+    return SimpleNamespace(**{name: mux_tree([h[name] for h in heads], bank)
+                              for name in ("nq", "exp_mult", "exp_shift", "out_mult", "out_shift")})
+
+
+class _Walk:
+    """A stage's place in the stream of rows: its head's bank, its local row there, and the row
+    slot (row order mod ``row_slots``, continuing across heads). At the end of a head (row =
+    the tile's rows of it) the stage moves on to row 0 of the next bank's head once that head is
+    adopted (and its own head is not the newest, so the next bank holds a later head, not an
+    earlier one): a cycle of its own (``wrap``)."""
+
+    def __init__(self, m, st, name):
+        row_w = st.nq_local[0].shape().width
+        last = len(st.nq_local) - 1
+        self.bank = Signal.like(st.newest, init=last, name=f"{name}_bank")   # at reset: at the end of an empty bank
+        self.row = Signal(row_w, name=f"{name}_row")
+        self.slot = Signal(st.slot_bits, name=f"{name}_slot")
+        self.in_head = Signal(name=f"{name}_in_head")
+        self.wrap = Signal(name=f"{name}_wrap")
+        nq = mux_tree(st.nq_local, self.bank)
+        following = Signal.like(self.bank, name=f"{name}_following")
+        m.d.comb += [following.eq(self.bank + 1), self.in_head.eq(self.row < nq),
+                     self.wrap.eq((self.row == nq) & mux_tree(st.adopted, following) & (st.newest != self.bank))]
+        with m.If(self.wrap):
+            m.d.sync += [self.bank.eq(following), self.row.eq(0)]
+
+    def step(self, m, go):
+        """The stage takes its row (only while ``in_head``, so never with ``wrap``)."""
+        with m.If(go):
+            m.d.sync += [self.row.eq(self.row + 1), self.slot.eq(self.slot + 1)]

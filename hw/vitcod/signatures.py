@@ -15,13 +15,20 @@ from attnforge.hw.common import log2_ceil
 
 from .config import INDEX_WIDTH, MULTIPLIER_WIDTH, SHIFT_WIDTH, VitcodConfig
 
-__all__ = ["EngineJobSignature", "ExpJobSignature", "HeadBanksSignature", "head_layout"]
+__all__ = ["EngineJobSignature", "ExpJobSignature", "HeadBanksSignature", "HEAD_COMMAND_FIELDS", "head_layout"]
+
+
+#: The fields of a loaded head that come from its command (``head_layout`` adds ``off``).
+HEAD_COMMAND_FIELDS = ("nq", "nk", "g", "nnz", "exp_mult", "exp_shift", "out_mult", "out_shift")
 
 
 def head_layout(config: VitcodConfig) -> data.StructLayout:
-    """What the scheduler needs of a loaded head: its sizes and requantizers (the command's first fields)."""
-    return data.StructLayout({name: config.cmd_layout.members[name]
-                              for name in ("nq", "nk", "g", "nnz", "exp_mult", "exp_shift", "out_mult", "out_shift")})
+    """What the scheduler needs of a loaded head: its sizes and requantizers (the command's first
+    fields) and ``off``, the tile of its query row 0 (``tiles > 1``: the heads' rows are dealt to
+    the tiles in one rotation across heads, row i of a head to tile ``(i + off) mod tiles``, ``off``
+    the rows of the heads before it mod ``tiles``; 0 with one tile)."""
+    return data.StructLayout({**{name: config.cmd_layout.members[name] for name in HEAD_COMMAND_FIELDS},
+                              "off": unsigned(max(1, (config.tiles - 1).bit_length()))})
 
 
 class EngineJobSignature(wiring.Signature):
@@ -32,8 +39,8 @@ class EngineJobSignature(wiring.Signature):
     score_start, pv_start : ``Out(1)``
         Start a job (only when ``issue_free``, and for a pv job or a score job without keys
         when that kind of job is not active); the parameters below are sampled in the same cycle.
-    bank : ``Out(1)``
-        Buffer bank of the head.
+    bank : ``Out(bank_bits)``
+        Buffer bank of the job's head.
     row : ``Out(INDEX_WIDTH)``
         Query row (score jobs).
     n : ``Out(INDEX_WIDTH)``
@@ -73,7 +80,7 @@ class EngineJobSignature(wiring.Signature):
 
     def __init__(self, config: VitcodConfig):
         super().__init__({
-            "score_start": Out(1), "pv_start": Out(1), "bank": Out(1),
+            "score_start": Out(1), "pv_start": Out(1), "bank": Out(config.bank_bits),
             "row": Out(INDEX_WIDTH), "n": Out(INDEX_WIDTH), "prefix": Out(INDEX_WIDTH), "base": Out(INDEX_WIDTH),
             "slot": Out(log2_ceil(config.row_slots)), "recip": Out(config.recip_width),
             "issue_free": In(1), "score_active": In(1), "pv_active": In(1), "pv_take": Out(1),
@@ -118,17 +125,18 @@ class HeadBanksSignature(wiring.Signature):
 
     Members
     -------
-    full : ``Out(2)``
+    full : ``Out(banks)``
         Bit b: bank b holds a loaded head, waiting or being computed.
-    heads : ``Out(ArrayLayout(head_layout(config), 2))``
+    heads : ``Out(ArrayLayout(head_layout(config), banks))``
         The head of each full bank.
     release : ``In(1)``
-        One-cycle pulse: the head of bank ``release_bank`` is done; the bank may load again.
-    release_bank : ``In(1)``
+        One-cycle pulse: the head of bank ``release_bank`` is done (its last row has gone to the
+        output stage); the bank may load again. Heads are released in load order.
+    release_bank : ``In(bank_bits)``
     """
 
     def __init__(self, config: VitcodConfig):
         super().__init__({
-            "full": Out(2), "heads": Out(data.ArrayLayout(head_layout(config), 2)),
-            "release": In(1), "release_bank": In(1),
+            "full": Out(config.banks), "heads": Out(data.ArrayLayout(head_layout(config), config.banks)),
+            "release": In(1), "release_bank": In(config.bank_bits),
         })
