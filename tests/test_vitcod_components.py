@@ -767,6 +767,46 @@ def test_config_rejects_bad_row_slots_and_divider_bits(field, value, match):
         VitcodConfig(**{field: value})
 
 
+@pytest.mark.parametrize("value, error, match", [
+    (3, ConfigError, r"ViTCoD banks must be one of 2, 4, not 3"),
+    (1, ConfigError, r"ViTCoD banks must be one of 2, 4, not 1"),
+    (8, ConfigError, r"ViTCoD banks must be one of 2, 4, not 8"),
+    (2.0, TypeError, r"ViTCoD banks must be an int, not float"),
+    (True, TypeError, r"ViTCoD banks must be an int, not bool"),
+])
+def test_config_rejects_bad_banks(value, error, match):
+    with pytest.raises(error, match=match):
+        VitcodConfig(banks=value)
+
+
+@pytest.mark.parametrize("tiles", [1, 3])
+def test_four_banks_load_three_heads_ahead(tiles, monkeypatch):
+    """``banks`` 4: seven short and irregular heads back to back (one with fewer rows than tiles, G = N,
+    Nq != Nk) run bit exact and in the cycle model's cycles, which are fewer than with two banks (the
+    loader no longer waits for the head two before to be out), and more than two banks are full at
+    once in the run (heads loaded ahead of the two computing)."""
+    from attnforge.hw.vitcod.cycles import HeadShape, run_cycles
+
+    cfg = VitcodConfig(head_dim=16, max_tokens=12, max_nnz=144, macs=8, dense_lines=1, sparse_lines=1,
+                       data_width=64, tiles=tiles, banks=4, row_slots=8)
+    rng = np.random.default_rng(40 + tiles)
+    jobs = [random_job(rng, nq, nk, g, sp, cfg) for nq, nk, g, sp in
+            [(7, 8, 2, 0.5), (1, 5, 0, 0.2), (6, 6, 0, 0.4), (12, 12, 3, 0.7), (2, 9, 9, 0.0), (5, 12, 1, 0.9),
+             (9, 7, 0, 0.3)]]
+    shapes = [HeadShape.from_csr(j.g, j.row_ptr, j.nk) for j in jobs]
+    model = run_cycles(cfg, shapes)["total_cycles"]
+    assert model < run_cycles(dataclasses.replace(cfg, banks=2), shapes)["total_cycles"]
+    full = []
+
+    def watch(ctx, cycle):
+        full.append(bin(ctx.get(made[0].banks.full)).count("1"))
+    made = _watch_schedulers(monkeypatch)
+    beats, cycles = _run_jobs_full_rate(cfg, jobs, model + 40, also=watch)
+    _assert_outputs_golden(beats, jobs, cfg)
+    assert model == cycles[-1] - cycles[0]
+    assert max(full) >= 3
+
+
 def test_more_row_slots_and_a_faster_divider(monkeypatch):
     """``row_slots`` 8 and ``divider_bits`` 4: each engine scores up to seven rows ahead of its pv jobs
     (more than the default's three), the output is bit exact, and the cycle model gives the RTL's cycles,

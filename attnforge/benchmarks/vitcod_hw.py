@@ -7,8 +7,9 @@ Figures (JSON + PNG under ``bench/results/``), N = 197, d = 64 (DeiT-Tiny heads)
   columns, the rest spread evenly) and ``real-shaped`` (``real_shaped_mask_set``: G of
   1-10, heavy-tailed sparse rows, as real pruned DeiT masks; docs/vitcod-hw.md);
 * on the RTL (Verilator, bit-exact on every head): 4+4 lines at a 256-bit stream and
-  (not with ``quick``) 8+8 lines at 512 bits; several heads back to back (loads
-  overlapping compute), steady-state cycles per head, ideal cycles, utilization, the
+  (not with ``quick``) 8+8 lines at 512 bits; 12 heads back to back per mask set (loads
+  overlapping compute, heads overlapping), cycles per head over the whole run (first command
+  to last output beat, so the first head's load counts), ideal cycles, utilization, the
   dense baseline (the same accelerator computing the full 197 x 197 attention, lines
   balanced; measured on the RTL for 4+4) and the speedup, plus the cycle model's
   prediction (exact on every run so far);
@@ -42,6 +43,9 @@ from attnforge.formats.atomic import write_json_atomic
 __all__ = ["run", "measure_rtl", "goals"]
 
 N, D = 197, 64
+#: Heads back to back per mask set (one run each): heads overlap, so the benchmark measures runs, and
+#: the first head's load (not overlapped) is a twelfth of it.
+HEADS = 12
 SPARSITIES = (0.5, 0.8, 0.9, 0.95)
 REAL_SPARSITIES = (0.9, 0.95)
 DENSE_SHARE = 0.5
@@ -108,13 +112,12 @@ def _stream_width_needed(cfg, shapes) -> int | None:
 
 
 def _bandwidth(cfg, shapes, model_heads) -> dict:
-    """Load against compute of the steady-state heads (2..H)."""
-    hs = model_heads[1:] or model_heads
-    load = float(np.mean([h["load_cycles"] for h in hs]))
-    ideal = float(np.mean([h["ideal_cycles"] for h in hs]))
-    return {"load_cycles": load, "compute_cycles": float(np.mean([h["compute_cycles"] for h in hs])),
+    """Load against compute, means over the run's heads."""
+    load = float(np.mean([h["load_cycles"] for h in model_heads]))
+    ideal = float(np.mean([h["ideal_cycles"] for h in model_heads]))
+    return {"load_cycles": load, "compute_cycles": float(np.mean([h["compute_cycles"] for h in model_heads])),
             "bound_cycles": max(load, ideal), "limited_by": "stream" if load > ideal else "macs",
-            "stream_bits": cfg.data_width, "stream_width_needed": _stream_width_needed(cfg, shapes[1:] or shapes)}
+            "stream_bits": cfg.data_width, "stream_width_needed": _stream_width_needed(cfg, shapes)}
 
 
 def _slug(name: str) -> str:
@@ -160,30 +163,33 @@ def _decoder_run(cfg8, ms, build_root) -> dict:
     B = cfg.data_bytes
     stream_decoder = sum(head_beats(cfg, sh) for sh in shapes) * B
     stream_plain = sum(head_beats(cfg8, sh) for sh in plain_shapes) * B
-    rtl_c = _steady(report["heads"])
-    ideal = float(np.mean([ideal_cycles(cfg, sh) for sh in shapes[2:]]))
+    rtl_c = _per_head(report["heads"])
+    ideal = float(np.mean([ideal_cycles(cfg, sh) for sh in shapes[1:]]))
     return {"heads": H, "compressed_heads": HC, "config": dataclasses.asdict(cfg),
             "stream_bytes_per_layer": stream_decoder, "stream_bytes_per_layer_plain_qk": stream_plain,
             "qk_bytes_per_layer": (2 * HC * N * D), "qk_bytes_per_layer_plain": 2 * H * N * D,
             "stream_saving": 1.0 - stream_decoder / stream_plain,
             "cycles": rtl_c, "ideal_cycles": ideal, "utilization": ideal / rtl_c,
-            "model_cycles": _steady(model),
+            "model_cycles": _per_head(model),
             "per_head_cycles": [h["cycles"] for h in report["heads"]],
             "per_head_model_cycles": [h["cycles"] for h in model],
-            "plain_qk_model_cycles": _steady(plain_model),
+            "plain_qk_model_cycles": _per_head(plain_model),
             "per_head_plain_qk_model_cycles": [h["cycles"] for h in plain_model],
-            "note": "cycles: steady state over heads 2..3 (RTL); the first head's include the layer load. "
+            "note": "cycles: per head over the run (first command to last output beat / heads; RTL), the layer "
+                    "load and the first head's load included. "
                     "plain_qk: the same heads without the decoder, from the cycle model (exact on the RTL runs)"}
 
 
-def _steady(per_head, key="cycles"):
-    """Mean over the heads after the first (whose load is not overlapped)."""
-    vals = [h[key] for h in per_head[1:]] or [h[key] for h in per_head]
-    return float(np.mean(vals))
+def _per_head(per_head):
+    """Cycles per head over the whole run: from the first command to the last output beat, over the
+    heads (each head's ``cycles`` run from the previous head's last output beat, so they add up to
+    the run). Heads overlap, so one head's share of a run is not its own cost: only the run is."""
+    return float(np.mean([h["cycles"] for h in per_head]))
 
 
-def _dense_rtl(cfg8, build_root) -> float:
-    """Steady-state RTL cycles of the dense baseline (full 197 x 197 attention, lines balanced)."""
+def _dense_rtl(cfg8, build_root, n_heads: int) -> float:
+    """RTL cycles per head of the dense baseline (full 197 x 197 attention, lines balanced), ``n_heads``
+    of them back to back."""
     from attnforge.algo.vitcod.golden import head_params
     from attnforge.formats.csr import CSR
     from attnforge.flows.vitcod import head_for
@@ -191,13 +197,13 @@ def _dense_rtl(cfg8, build_root) -> float:
 
     rng = np.random.default_rng(7)
     heads = []
-    for _ in range(2):
+    for _ in range(n_heads):
         sh = dense_baseline_shape(cfg8, N, N)
         rp = np.arange(N + 1, dtype=np.int32) * (N - sh.g)
         ci = np.tile(np.arange(sh.g, N, dtype=np.int32), N)
         q, k, v = (rng.integers(-128, 128, (N, D)).astype(np.int8) for _ in range(3))
         heads.append(head_for(cfg8, q, k, v, sh.g, CSR(rp, ci, (N, N)), head_params(0.02, 0.02, 0.02, 0.02, D)))
-    return _steady(measure_rtl(cfg8, heads, "vitcod_dense", build_root)["heads"])
+    return _per_head(measure_rtl(cfg8, heads, "vitcod_dense", build_root)["heads"])
 
 
 def _irregular_run(name, cfg, build_root) -> dict:
@@ -220,10 +226,10 @@ def _irregular_run(name, cfg, build_root) -> dict:
 
 
 def _row(name, cfg, kind, s, ms, shapes, model, dense_c, source, rtl_report=None) -> dict:
-    """One benchmark row: a configuration on one mask set (steady state over heads 2..H)."""
-    model_c = _steady(model["heads"])
-    cycles = _steady(rtl_report["heads"]) if rtl_report else model_c
-    ideal = float(np.mean([h["ideal_cycles"] for h in model["heads"][1:]]))
+    """One benchmark row: a configuration on one mask set (per head over the whole run)."""
+    model_c = _per_head(model["heads"])
+    cycles = _per_head(rtl_report["heads"]) if rtl_report else model_c
+    ideal = float(np.mean([h["ideal_cycles"] for h in model["heads"]]))
     row = {"config": name, "lines": cfg.lines * cfg.tiles, "tiles": cfg.tiles, "merge_depth": cfg.merge_depth,
            "source": source, "masks": kind, "target_sparsity": s,
            "sparsity": 1.0 - float(ms.keep.mean()), "global_tokens": [int(x) for x in ms.n_global[0]],
@@ -280,11 +286,12 @@ def sweep(masks: dict, cfgs: dict, rtl_names, build_root, *, rtl_dense: bool = T
     from attnforge.hw.vitcod.cycles import dense_baseline_shape, run_cycles
     from attnforge.jobs import Job, run_jobs
 
-    dense = {name: _steady(run_cycles(cfg, [dense_baseline_shape(cfg, N, N) for _ in range(2)])["heads"])
+    n_heads = max(ms.heads for ms in masks.values())
+    dense = {name: _per_head(run_cycles(cfg, [dense_baseline_shape(cfg, N, N) for _ in range(n_heads)])["heads"])
              for name, cfg in cfgs.items()}
     jobs = []
     if rtl_dense:
-        jobs.append(Job("dense rtl 4+4 x 8", _dense_rtl, (cfgs["4+4 x 8"], build_root)))
+        jobs.append(Job("dense rtl 4+4 x 8", _dense_rtl, (cfgs["4+4 x 8"], build_root, n_heads)))
     for (kind, s), ms in masks.items():
         for name in cfgs:
             jobs.append(Job(f"model {name} {kind} {s}", _model_row, (name, cfgs[name], kind, s, ms, dense[name])))
@@ -313,7 +320,7 @@ def run(out_dir: Path, *, quick: bool = False, command: str = "attnforge bench",
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     build_root = Path("build") / "bench"
-    n_heads = 3 if quick else 4
+    n_heads = 3 if quick else HEADS
     masks = _mask_sets(n_heads, quick)
     max_nnz = max(int(ms.keep[0].sum(axis=(1, 2)).max()) for ms in masks.values())
     # one build per configuration for the sparse masks and the dense baseline (sparse part N - G per row)
@@ -336,8 +343,9 @@ def run(out_dir: Path, *, quick: bool = False, command: str = "attnforge bench",
         "workload": {"tokens": N, "head_dim": D, "heads_back_to_back": n_heads, "dense_share": DENSE_SHARE,
                      "masks": {"synthetic": "algo/vitcod/synthetic.polarized_mask_set (half the kept entries global)",
                                "real-shaped": "algo/vitcod/synthetic.real_shaped_mask_set (G 1-10, heavy-tailed rows)"},
-                     "steady_state": "mean cycles per head over heads 2..H (loads overlap compute)",
-                     "utilization": "ideal MAC cycles of the kept entries / cycles, heads back to back"},
+                     "per_head": "cycles of the run from the first command to the last output beat / heads "
+                                 "(loads overlap compute and heads overlap; the first head's load counts)",
+                     "utilization": "ideal MAC cycles of the kept entries of all heads / the run's cycles"},
         "configs": {name: dataclasses.asdict(cfg) for name, cfg in cfgs.items()},
         "dense_baseline": {"rtl_cycles_4+4": dense_rtl, "model_cycles": dense},
         "rows": rows,

@@ -129,8 +129,6 @@ class RowMerger(ConfiguredComponent):
         Each tile's finished rows, in its own row order.
     row : ``Out(stream.Signature(output_row_layout(config)))``
         All rows in row order, to the ``OutputStage``.
-    empty : ``Out(1)``
-        Every tile's buffer is empty.
     """
 
     config_type = VitcodConfig
@@ -138,7 +136,7 @@ class RowMerger(ConfiguredComponent):
     @classmethod
     def signature_of(cls, config: VitcodConfig):
         rows = stream.Signature(output_row_layout(config))
-        return {"tiles": In(rows).array(config.tiles), "row": Out(rows), "empty": Out(1)}
+        return {"tiles": In(rows).array(config.tiles), "row": Out(rows)}
 
     def elaborate(self, platform):
         T, D = self._config.tiles, self._config.merge_depth
@@ -171,7 +169,7 @@ class RowMerger(ConfiguredComponent):
                 m.d.sync += count.eq(count - 1)
         m.d.comb += [self.row.valid.eq(mux_tree(nonempty, turn)),
                      self.row.payload.eq(mux_tree(heads, turn)),
-                     take.eq(self.row.valid & self.row.ready), self.empty.eq(~Cat(*nonempty).any())]
+                     take.eq(self.row.valid & self.row.ready)]
         with m.If(take):
             m.d.sync += turn.eq(Mux(turn == T - 1, 0, turn + 1))
         return m

@@ -8,16 +8,25 @@ drain; each engine holds up to ``pv_queue`` rows' pv shares for the output). The
 only where a row needs both: its softmax (both score jobs done) and its output row (both pv
 jobs done).
 
-A head starts when the bank to compute is full; its descriptor is copied then
-(no bank multiplexer in the scheduler's paths). It ends, releasing the bank,
-when its last row has been handed to the output stage.
+**Heads overlap.** The scheduler adopts the heads of full banks in load order
+(the banks in a ring, ``banks`` of them) and copies each one's descriptor. Each
+stage (each engine's score and pv stage, the softmax, the output) walks the rows
+of the adopted heads in order: its own bank, local row and row slot (slots count
+rows across heads). At the end of its head's rows a stage moves on to the next
+head's row 0 as soon as that head is adopted, so the next head's rows follow the
+previous head's through every stage without a drain between heads. A head is
+released (its bank may load again) when its last row goes to the output stage.
 
-With ``tiles`` T > 1 there is one scheduler per tile t: it runs the query rows
-``i = t + T r`` (local row r) on its tile's engines and softmax, reads their
-pointers from the tile's narrow row pointer memories (local row r; the
-Sparser Engine's end pointer ``ptr[2i + 2]`` is row i + 1's start, in tile
-t + 1's memory), and ends a head in the cycle ``end_ok`` says every tile is
-at its end (all tiles start and end each head together).
+With ``tiles`` T > 1 there is one scheduler per tile t, all adopting the same
+heads. The rows of all heads are dealt to the tiles in one rotation: a head's
+row i is on tile ``(i + off) mod T``, ``off`` the rows of the heads before it mod
+T (the loader's count, in the head's descriptor), so no tile gets the extra row
+of every head. Tile t runs the query rows ``first + T r`` (local row r, ``first
+= (t - off) mod T``) on its engines and softmax and reads their pointers from
+its narrow row pointer memories (local row r; the Sparser Engine's end pointer
+``ptr[2i + 2]`` is row i + 1's start, in tile t + 1's memory, at local row r + 1
+when ``first == T - 1``). The row merger puts the rows back in order and tells
+every tile (``released``) when a head's last row has left.
 """
 
 from __future__ import annotations
@@ -56,8 +65,8 @@ class RowScheduler(ConfiguredComponent):
     Members
     -------
     banks : ``In(HeadBanksSignature(config))``
-        Full banks and their heads from the loader; the scheduler releases a bank when
-        its head is done.
+        Full banks and their heads from the loader; the scheduler releases the oldest head's
+        bank when its last row has gone out.
     tile : int
         (``tiles > 1``) The tile t whose rows (``i mod tiles == t``) this scheduler runs.
     row_ptr : ``In(ReadPort.Signature(rp_addr_width, data_width)).array(4)``
@@ -66,10 +75,9 @@ class RowScheduler(ConfiguredComponent):
         ``ptr[2j + 1]``, ``ptr[2j + 2]`` of the Sparser Engine's next score row j. With
         ``tiles > 1`` ports of ``tile_rp_width`` bits on the tiles' row pointer memories, in the
         same order: this tile's starts, its split points (twice), the next tile's starts.
-    at_end : ``Out(1)``
-        (``tiles > 1``) Every row of this tile's part of the head has been handed on.
-    end_ok : ``In(1)``
-        (``tiles > 1``) Every tile is at its end and the output stage takes a row: the head ends.
+    released : ``In(1)``
+        (``tiles > 1``) The row merger hands the oldest head's last row to the output stage: the
+        head is done (the scheduler of tile 0 releases its bank; every tile forgets it).
     dense, sparse : ``Out(EngineJobSignature(config))``
         Score and pv jobs of the Denser and the Sparser Engine.
     softmax_rows : ``Out(stream.Signature(softmax_row_layout(config)))``
@@ -79,7 +87,7 @@ class RowScheduler(ConfiguredComponent):
     rows : ``Out(stream.Signature(output_row_layout(config)))``
         Finished rows (both engines' shares summed) with the output requantizer.
     busy : ``Out(1)``
-        A head is being computed.
+        A head has been adopted and is not yet out.
     """
 
     config_type = VitcodConfig

@@ -66,11 +66,12 @@ def random_tiles(cfg: VitcodConfig, rng) -> VitcodConfig:
 
 
 def random_softmax(cfg: VitcodConfig, rng) -> VitcodConfig:
-    """``cfg`` with 2 to 16 row slots and a divider of 1 to 8 quotient bits per cycle, half of the time
-    (otherwise the defaults)."""
+    """``cfg`` with 2 to 16 row slots, a divider of 1 to 8 quotient bits per cycle and two or four
+    buffer banks, half of the time (otherwise the defaults)."""
     if rng.random() < 0.5:
         return cfg
-    return dataclasses.replace(cfg, row_slots=int(rng.choice([2, 4, 8, 16])), divider_bits=int(rng.integers(1, 9)))
+    return dataclasses.replace(cfg, row_slots=int(rng.choice([2, 4, 8, 16])), divider_bits=int(rng.integers(1, 9)),
+                               banks=int(rng.choice([2, 4])))
 
 
 def random_linear_config(rng) -> LinearDecodeConfig:

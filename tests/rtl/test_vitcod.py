@@ -51,8 +51,9 @@ CONFIGS = {
 }
 
 
-#: several row pipelines ("tiles", rows i mod T): two tiles with two pointer rows per tile and beat
-#: (128-bit stream, W = 2), three tiles on a 64-bit stream (two rows per beat, one per tile)
+#: several row pipelines ("tiles"; the rows of all heads dealt to them in one rotation): two tiles with two
+#: pointer rows per tile and beat (128-bit stream, W = 2), three tiles on a 64-bit stream (two rows per
+#: beat, one per tile)
 TILED = {
     "d16-t2": VitcodConfig(head_dim=16, max_tokens=32, max_nnz=1024, macs=8, dense_lines=1, sparse_lines=4,
                            data_width=128, tiles=2),
@@ -61,6 +62,10 @@ TILED = {
     # a row merger buffer of two rows per tile (merge_depth)
     "d32-t3-m2": VitcodConfig(head_dim=32, max_tokens=40, max_nnz=1600, macs=4, dense_lines=2, sparse_lines=3,
                               data_width=64, tiles=3, merge_depth=2),
+    # the digits ViT's configuration (issue 14): four tiles of 1 + 1 lines, two token rows per beat, four
+    # banks (three heads loaded ahead), 32 row slots, a 4-bit divider, a two-row merger
+    "d16-t4-b4": VitcodConfig(head_dim=16, max_tokens=33, max_nnz=1200, macs=8, dense_lines=1, sparse_lines=1,
+                              data_width=256, tiles=4, banks=4, row_slots=32, divider_bits=4, merge_depth=2),
 }
 
 
