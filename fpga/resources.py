@@ -61,7 +61,6 @@ DP16KD_SHAPES = ((16384, 1), (8192, 2), (4096, 4), (2048, 9), (1024, 18), (512, 
 BRAM_COST, LUTRAM_COST = 128, 4
 #: MULT18X18D operand width.
 DSP_WIDTH = 18
-ROW_SLOTS_BITS = 2
 
 
 @dataclass(frozen=True)
@@ -97,15 +96,17 @@ def vitcod_memories(cfg: VitcodConfig) -> list[Mem]:
     _check(cfg)
     engines = [cfg.dense_lines, cfg.sparse_lines]
     groups = [lines // cfg.score_split(lines) for lines in engines]
-    mems = [Mem("q_buf", cfg.qkv_word_width, 2 * cfg.qkv_bank_words, 2),
-            Mem("k_buf", cfg.qkv_word_width, 2 * cfg.qkv_bank_words, sum(groups)),
-            Mem("v_buf", cfg.qkv_word_width, 2 * cfg.qkv_bank_words, sum(groups)),
-            Mem("rp_buf", cfg.data_width, 2 * cfg.rp_bank_words, 4),
-            Mem("ci_buf", cfg.data_width, 2 * cfg.ci_bank_words, sum(groups))]
+    B = cfg.banks
+    mems = [Mem("q_buf", cfg.qkv_word_width, B * cfg.qkv_bank_words, 2),
+            Mem("k_buf", cfg.qkv_word_width, B * cfg.qkv_bank_words, sum(groups)),
+            Mem("v_buf", cfg.qkv_word_width, B * cfg.qkv_bank_words, sum(groups)),
+            Mem("rp_buf", cfg.data_width, B * cfg.rp_bank_words, 4),
+            Mem("ci_buf", cfg.data_width, B * cfg.ci_bank_words, sum(groups))]
+    slot_bits = _log2_ceil(cfg.row_slots)
     for name, k in zip(("denser", "sparser"), groups):
-        score_depth = 1 << (ROW_SLOTS_BITS + _log2_ceil(-(-cfg.max_tokens // k)))
+        score_depth = 1 << (slot_bits + _log2_ceil(-(-cfg.max_tokens // k)))
         mems += [Mem(f"{name}.score_buf{g}", cfg.score_width, score_depth, 1) for g in range(k)]
-        mems.append(Mem(f"{name}.exp_buf", E_FORMAT.width, 1 << (ROW_SLOTS_BITS + _log2_ceil(cfg.max_tokens)), 1))
+        mems.append(Mem(f"{name}.exp_buf", E_FORMAT.width, 1 << (slot_bits + _log2_ceil(cfg.max_tokens)), 1))
     if cfg.decoder:
         mems += [Mem("layer_store.store", cfg.data_width, cfg.qk_store_words, 1),
                  Mem("layer_store.order", cfg.data_width, cfg.order_words, 1)]

@@ -12,7 +12,11 @@ the previous job's, each with its row slot) but one without keys does; pv ``n * 
 and a five-cycle drain, the same way (while the engine holds fewer than ``pv_queue`` rows' shares for the
 output); the issue of the next job in the cycle after the last one), the softmax (exponent units
 ``n + EXP_LATENCY`` cycles, the divider ``ceil(26 / divider_bits) + 1``), the output serializer and
-its two requantizer stages, and the head hand-over.
+its two requantizer stages, and the heads' overlap: the loader fills ``banks`` banks in a ring, a
+head is adopted in the cycle after its bank is seen full, every stage goes on from one head's rows
+to the next head's (a cycle to move on), the tiles take the rows of all heads in one rotation, and a
+head's bank is free again when its last row goes to the serializer. So the replay is of a whole run
+(``_Sim``), not of heads one at a time.
 Only data-independent timing exists in the RTL, so the model needs the mask
 (G and the row lengths), never the values. It assumes, like the benchmark,
 that the data source never idles and the output is never stalled.
