@@ -62,7 +62,8 @@ from attnforge.hw.vitcod.cycles import HeadShape, head_beats, head_cycles, repla
 
 from .names import POLARIZE_MODES
 
-__all__ = ["polarize", "POLARIZE_MODES", "default_accelerator", "fit_accelerator", "head_cost", "cycles_g",
+__all__ = ["polarize", "POLARIZE_MODES", "default_accelerator", "fit_accelerator", "head_cost", "steady_cycles",
+           "cycles_g",
            "FIXED_CANDIDATES", "GEOMETRIC_RATIO"]
 
 #: G = 0..FIXED_CANDIDATES are always candidates (real pruned heads keep 1 to 10 global columns).
@@ -95,18 +96,23 @@ def fit_accelerator(cfg: VitcodConfig, nq: int, nk: int, nnz: int = 1) -> Vitcod
 
 
 def head_cost(cfg: VitcodConfig, shape: HeadShape) -> tuple[int, int]:
-    """``(steady, alone)``: cycles of the head back to back with itself (the objective, see the module
-    docstring) and of the head alone (``head_cycles``: first command to last output beat). Memoized per
-    configuration for plain heads (balanced split, ``hc = 1``)."""
+    """``(steady, alone)``: :func:`steady_cycles` and the cycles of the head alone (``head_cycles``:
+    first command to last output beat)."""
+    return steady_cycles(cfg, shape), head_cycles(cfg, shape)
+
+
+def steady_cycles(cfg: VitcodConfig, shape: HeadShape) -> int:
+    """Cycles of the head back to back with itself (the objective, see the module docstring), memoized
+    per configuration for plain heads (balanced split, ``hc = 1``)."""
     if shape.balance == "balanced" and shape.hc == 1 and shape.good and not shape.layer:
         return _chooser(cfg).cost(shape.nq, shape.nk, shape.g, np.asarray(shape.row_nnz, dtype=np.int64))
-    return _head_cost(cfg, shape)
+    return _steady_cycles(cfg, shape)
 
 
-def _head_cost(cfg: VitcodConfig, shape: HeadShape) -> tuple[int, int]:
+def _steady_cycles(cfg: VitcodConfig, shape: HeadShape) -> int:
     # the middle of three copies back to back: a head between two others (the first starts alone, the
-    # last has no head after it whose rows share its engines); and the head alone
-    return run_cycles(cfg, [shape] * 3)["heads"][1]["cycles"], head_cycles(cfg, shape)
+    # last has no head after it whose rows share its engines)
+    return run_cycles(cfg, [shape] * 3)["heads"][1]["cycles"]
 
 
 class _Chooser:
@@ -115,7 +121,7 @@ class _Chooser:
     def __init__(self, cfg: VitcodConfig):
         self.cfg = cfg
         self._least = {}     # (g, nk) -> least issue cycles of both engines together for a row of n = 0..nk
-        self._cost = {}      # (nq, nk, g, row_nnz bytes) -> (steady, alone)
+        self._cost = {}      # (nq, nk, g, row_nnz bytes) -> steady cycles
 
     def least(self, g: int, nk: int) -> np.ndarray:
         """Per n = 0..nk: the fewest issue cycles both engines together can spend on a row of G global keys
@@ -139,13 +145,13 @@ class _Chooser:
         load = head_beats(cfg, s) + replay_cycles(cfg, s)
         return max(load + 2, dense, -(-both // 2))
 
-    def cost(self, nq: int, nk: int, g: int, row_nnz: np.ndarray) -> tuple[int, int]:
+    def cost(self, nq: int, nk: int, g: int, row_nnz: np.ndarray) -> int:
         row_nnz = np.ascontiguousarray(row_nnz, dtype=np.int64)
         key = (nq, nk, g, row_nnz.tobytes())
         if key not in self._cost:
             if len(self._cost) > 200_000:
                 self._cost.clear()
-            self._cost[key] = _head_cost(self.cfg, HeadShape(nq, nk, g, row_nnz.tolist()))
+            self._cost[key] = _steady_cycles(self.cfg, HeadShape(nq, nk, g, row_nnz.tolist()))
         return self._cost[key]
 
     def choose(self, keep_sorted: np.ndarray, fixed_g: int) -> tuple[int, int]:
@@ -169,7 +175,7 @@ class _Chooser:
         for lb, g in bounds:
             if best is not None and lb > best[0]:
                 break
-            steady, _ = self.cost(nq, nk, g, outside[:, g])
+            steady = self.cost(nq, nk, g, outside[:, g])
             if best is None or (steady, g) < best:
                 best = (steady, g)
         return best

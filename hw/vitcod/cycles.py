@@ -224,13 +224,19 @@ class _Tile:
 
     def wraps(self, c) -> bool:
         """Stages at the end of their head's rows that move on to the next head (in cycle c + 1)."""
-        adopted, B = self.sim.adopted, self.sim.cfg.banks
+        adopted, walk, head_end = self.sim.adopted, self.walk, self.head_end
+        n = len(adopted)
+        k = min(walk)      # adoption times rise: if the least stage's next head is not in, none is
+        if k + 1 >= n or adopted[k + 1] > c:
+            return False
+        B = self.sim.cfg.banks
         fired = False
-        for stage, row in ((0, self.ns[0]), (1, self.ns[1]), (2, self.npv[0]), (3, self.npv[1]),
-                           (_SMX, self.sm_row), (_OUT, self.cm_row)):
-            k = self.walk[stage]
-            if ((k < 0 or row == self.head_end[k]) and k + 1 < len(adopted) and adopted[k + 1] <= c
-                    and not (k + B < len(adopted) and adopted[k + B] <= c)):
+        ns, npv = self.ns, self.npv
+        for stage, row in enumerate((ns[0], ns[1], npv[0], npv[1], self.sm_row, self.cm_row)):
+            k = walk[stage]
+            if k >= 0 and row < head_end[k]:
+                continue       # in its head
+            if k + 1 < n and adopted[k + 1] <= c and not (k + B < n and adopted[k + B] <= c):
                 self.at(c + 1, _WRAP, stage)
                 if stage < 2:      # the score stage's row pointers: read for the new head from c + 1
                     self.rp_ok_from[stage] = c + 2
