@@ -91,7 +91,10 @@ class VitcodAccelerator(ConfiguredComponent):
     o : ``Out(stream.Signature(config.data_width))``
         The int8 output rows of every head without an error, in order.
     busy : ``Out(1)``
-        A head is loading, waiting or computing.
+        A command is taken in this cycle, or a head is loading, waiting or computing, or output is
+        in the requantizer. (With heads overlapping, the heads before a refused command may all be
+        out when the loader takes the next command: that cycle counts as busy, so at full rate
+        ``busy`` is high from the first command's cycle to the last output beat, both included.)
     heads_done : ``Out(STATUS_COUNT_WIDTH)``
         Heads computed and fully output since reset (counted with their last output beat).
     heads_failed : ``Out(STATUS_COUNT_WIDTH)``
@@ -158,7 +161,7 @@ class VitcodAccelerator(ConfiguredComponent):
         m.d.comb += [self.heads_done.eq(heads_done), self.heads_failed.eq(loader.heads_failed),
                      self.error.eq(loader.error), self.o_last.eq(output.last),
                      self.mac_active.eq(Cat(*actives).any()),
-                     self.busy.eq(loader.busy | busy | output.busy)]
+                     self.busy.eq(loader.busy | busy | output.busy | (self.cmd.valid & self.cmd.ready))]
         return m
 
     def _tile(self, m, suffix, loader, buffers, row_ptr_memories, actives, tile=0):

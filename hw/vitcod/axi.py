@@ -21,9 +21,10 @@ writes 1 first. CONTROL.soft_reset resets the accelerator, the input framing,
 the error bits, the counts and the performance counters; CONTROL.start is not
 used (a head starts when its command arrives). The counters count cycles of:
 
-* BUSY: ``busy`` high (a head loading, waiting or computing, or output in the
-  requantizer): at full rate, from the cycle after the first command is taken
-  to the last output beat, which is the cycle model's ``total_cycles``;
+* BUSY: ``busy`` high (a command taken, a head loading, waiting or computing, or
+  output in the requantizer): at full rate, from the cycle the first command is
+  taken to the last output beat, both included: the cycle model's
+  ``total_cycles`` + 1;
 * STALL_IN: a command is part-way in (some of its beats or of its data beats
   taken), the next beat would be taken (``s_axis_tready``) and
   ``s_axis_tvalid`` is low;

@@ -343,7 +343,10 @@ class RowScheduler(ConfiguredComponent):
                     else:
                         T, t = cfg.tiles, self._tile
                         first = Signal(range(T), name=f"adopt_first{b}")
-                        m.d.comb += first.eq(Mux(head.off <= t, t - head.off, t + T - head.off))
+                        if t == T - 1:      # off <= T - 1 always (no constant comparison: lint-clean)
+                            m.d.comb += first.eq(t - head.off)
+                        else:
+                            m.d.comb += first.eq(Mux(head.off <= t, t - head.off, t + T - head.off))
                         m.d.sync += [st.first[b].eq(first), st.nq_local[b].eq((head.nq + (T - 1) - first) // T)]
         if cfg.tiles == 1:
             release = self.rows.valid & self.rows.ready & self.rows.payload.head_last
