@@ -750,7 +750,7 @@ class RowSchedulerHarness(Harness):
             raise ValueError("the row scheduler harness covers tiles=1 (one scheduler releases its heads)")
         super().__init__(dut if dut is not None else RowScheduler(self.config), mode)
 
-    WIDTH = 8     # the harness's row counters (mod 256; every difference stays far below)
+    WIDTH = 5     # the harness's row counters (mod 32; every difference and position stays below 16)
 
     def properties(self, m, frag):
         cfg, dut = self.config, self.dut
@@ -818,7 +818,8 @@ class RowSchedulerHarness(Harness):
             m.d.comb += [
                 Assert(adopted[b] == (ring[b] < count), f"scheduler: the adopted banks are the ring segment from oldest"),
                 Assert(~adopted[b] | banks.full[b], "scheduler: an adopted bank is full"),
-                Assert(~adopted[b] | ((nq[b] >= 1) & (nq[b] <= cfg.max_tokens)), "scheduler: an adopted head has 1..max_tokens rows"),
+                Assert(~adopted[b] | (nq[b] >= 1), "scheduler: an adopted head has rows"),
+                Assert(nq[b] <= cfg.max_tokens, "scheduler: a bank's head has at most max_tokens rows"),
                 Assert(nq[b] == heads[b].nq, "scheduler: a bank's row count is its head's"),
             ]
         m.d.comb += [
@@ -882,7 +883,14 @@ class RowSchedulerHarness(Harness):
                     Assert(probe(frag, f"recip_ready{x}_{p}") == ((p - e.P)[:sb] < diff(R, e.P)),
                            f"engine {x}: recip_ready flags are the rows with a reciprocal and no pv job"),
                 ]
-        m.d.comb += [Cover(banks.release), Cover(count == B)]
+        # covers: every bank adopted at once; a bank released, loaded again and its new head released
+        # too; heads overlapping (a score stage in a later head while the output is in an earlier one)
+        heads_out = Signal(range(B + 2), name="sched_heads_released")
+        with m.If(banks.release & (heads_out <= B)):
+            m.d.sync += heads_out.eq(heads_out + 1)
+        score_bank, out_bank = probe(frag, "score0_bank"), probe(frag, "output_bank")
+        m.d.comb += [Cover(count == B), Cover(heads_out == B + 1),
+                     Cover(probe(frag, "output_in_head") & probe(frag, "score0_in_head") & (score_bank != out_bank))]
 
 
 #: The smallest linear decode datapath: d = 2 (one row group of 2 MACs), one conv tap, one

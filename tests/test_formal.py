@@ -7,6 +7,7 @@ harness, more mutants and larger configurations. A mutant with a broken
 handshake must FAIL with a counterexample trace.
 """
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -30,9 +31,9 @@ from attnforge.tb.formal import (FORMAL_REGMAP, SMALLEST_LAYERNORM, SMALLEST_MAT
                                  MacLineHarness, OutputStageHarness, RegisterBankHarness, RequantLineHarness,
                                  ResidualAddUnitHarness,
                                  LayerNormUnitHarness, SkidBufferHarness, VitcodAcceleratorHarness, VitMatmulHarness,
-                                 VitModelAcceleratorHarness, harness, probe,
+                                 VitModelAcceleratorHarness, harness, probe, SMALL_SCHEDULER, RowSchedulerHarness,
                                  quiet_until, registers)
-from attnforge.tb.mutants import DropValidWhileStalled, FlipOutputBit, GlitchWhileStalled
+from attnforge.tb.mutants import DropValidWhileStalled, FlipOutputBit, GlitchWhileStalled, WrapIntoOlderHead
 
 #: k of the k-induction: stream rules + accounting (safety), completion with ready high
 SAFETY_K = {"skid_buffer": 3, "requant_line": 3, "mac_line": 4, "output_stage": 4, "loader": 2, "register_bank": 3,
@@ -492,3 +493,43 @@ def test_vitmodel_safety_larger(tmp_path, config):
     strengthening invariants are written for any configuration, not only the smallest."""
     _check(prove(VitModelAcceleratorHarness(config), name="vitmodel", mode="prove", depth=WHOLE_K["vitmodel_accelerator"],
                  workdir=tmp_path))
+
+
+# the ViTCoD row scheduler alone (heads overlap: tb/formal.py RowSchedulerHarness) --------------------
+
+#: k of its k-induction: the harness's invariants (the ring of adopted heads, each stage's place in the
+#: stream of rows, the counts between the stages) are inductive in one step
+SCHEDULER_K = 1
+SCHEDULER_BANKS4 = dataclasses.replace(SMALL_SCHEDULER, banks=4)
+
+
+@pytest.mark.full     # about 30 s (banks 2) and 5 min (banks 4) in SymbiYosys: over make test's room
+@pytest.mark.timeout(1200)
+@pytest.mark.parametrize("config", [SMALL_SCHEDULER, SCHEDULER_BANKS4], ids=["banks2", "banks4"])
+def test_row_scheduler_proven(tmp_path, config):
+    """Every stage takes every row of the adopted heads once, in order, never ahead of the stage
+    before it; jobs only for adopted heads; inflight <= row_slots, pv_held <= pv_queue; the adopted
+    banks a ring segment, released oldest first; the stream rules on softmax_rows and rows."""
+    _check(prove(RowSchedulerHarness(config), name="row_scheduler", mode="prove", depth=SCHEDULER_K,
+                 workdir=tmp_path, timeout=900))
+
+
+@pytest.mark.full
+def test_row_scheduler_covers(tmp_path):
+    """The assumptions leave the heads moving: all banks adopted at once, a bank loaded again and its
+    new head released (three heads out), heads overlapping (a score stage in a later head while the
+    output is in an earlier one), a row to the softmax and a row out."""
+    _check(prove(RowSchedulerHarness(), name="row_scheduler", mode="cover", depth=24, workdir=tmp_path))
+
+
+@pytest.mark.full
+def test_row_scheduler_wrap_into_older_head_fails(tmp_path):
+    """Without the "not the newest" term of ``wrap``, a stage that has finished the newest head walks
+    into the next bank's older head and does its rows again: a bounded check from reset finds it (at
+    step 8: two one-row heads, the score stage through both while the output is in the first)."""
+    result = prove(RowSchedulerHarness(dut=WrapIntoOlderHead(SMALL_SCHEDULER)), name="mutant_wrap", mode="bmc",
+                   depth=10, workdir=tmp_path)
+    assert result.status == "FAIL", result.summary()
+    assert result.trace is not None and result.trace.exists() and "induct" not in result.trace.name
+    assert any(f.endswith("takes every row of the adopted heads once, in order") for f in result.failed), \
+        result.failed
