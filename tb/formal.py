@@ -742,19 +742,21 @@ class RowSchedulerHarness(Harness):
     * the stream rules on ``softmax_rows`` and ``rows`` (payload included).
     """
 
-    def __init__(self, config: VitcodConfig | None = None, mode: str = "safety", *, dut=None):
+    def __init__(self, config: VitcodConfig | None = None, mode: str = "safety", *, dut=None, tile: int = 0):
         if mode != "safety":
             raise ValueError("the row scheduler harness has no completion mode (safety only)")
         self.config = config or SMALL_SCHEDULER
-        if self.config.tiles != 1:
-            raise ValueError("the row scheduler harness covers tiles=1 (one scheduler releases its heads)")
-        super().__init__(dut if dut is not None else RowScheduler(self.config), mode)
+        self.tile = tile
+        if dut is None:
+            dut = RowScheduler(self.config) if self.config.tiles == 1 else RowScheduler(self.config, tile=tile)
+        super().__init__(dut, mode)
 
     WIDTH = 5     # the harness's row counters (mod 32; every difference and position stays below 16)
 
     def properties(self, m, frag):
         cfg, dut = self.config, self.dut
-        B, slots, Q, W = cfg.banks, cfg.row_slots, cfg.pv_queue, self.WIDTH
+        B, T, slots, Q, W = cfg.banks, cfg.tiles, cfg.row_slots, cfg.pv_queue, self.WIDTH
+        local_max = -(-cfg.max_tokens // T)      # a tile's rows of a head, at most
         sb = log2_ceil(slots)
         self.check_ports(m, {}, {"softmax_rows": dut.softmax_rows, "rows": dut.rows})
         adopted = [probe(frag, f"adopted{b}") for b in range(B)]
@@ -781,7 +783,8 @@ class RowSchedulerHarness(Harness):
             nq_in = banks.heads[b].nq
             m.d.comb += [Assume(~(full_was[b] & ~released) | banks.full[b]),
                          Assume(~released | ~banks.full[b]),
-                         Assume((nq_in >= 1) & (nq_in <= cfg.max_tokens))]
+                         Assume((nq_in >= 1) & (nq_in <= cfg.max_tokens)),
+                         Assume(banks.heads[b].off < T)]
 
         # -- counts of every stage ------------------------------------------------------------------
         sm, rows = dut.softmax_rows, dut.rows
@@ -793,6 +796,10 @@ class RowSchedulerHarness(Harness):
         oldest_nq = Signal.like(nq[0], name="sched_oldest_nq")
         m.d.comb += oldest_nq.eq(mux_tree(nq, oldest))
         Rel = counter("Rel", Mux(banks.release, oldest_nq, 0))
+        if T > 1:
+            # the row merger: a head is released (its last row has left the merger) only once this tile
+            # has sent out its rows of it (all tiles adopt every head in the same cycle)
+            m.d.comb += Assume(~dut.released | (mux_tree(adopted, oldest) & (diff(O, Rel) >= oldest_nq)))
 
         walk_names = {"score0": None, "score1": None, "pv0": None, "pv1": None, "softmax": M, "output": O}
         engines = []
@@ -818,17 +825,29 @@ class RowSchedulerHarness(Harness):
             m.d.comb += [
                 Assert(adopted[b] == (ring[b] < count), f"scheduler: the adopted banks are the ring segment from oldest"),
                 Assert(~adopted[b] | banks.full[b], "scheduler: an adopted bank is full"),
-                Assert(~adopted[b] | (nq[b] >= 1), "scheduler: an adopted head has rows"),
-                Assert(nq[b] <= cfg.max_tokens, "scheduler: a bank's head has at most max_tokens rows"),
-                Assert(nq[b] == heads[b].nq, "scheduler: a bank's row count is its head's"),
+                Assert(~adopted[b] | (heads[b].nq >= 1), "scheduler: an adopted head has rows"),
+                Assert(heads[b].nq <= cfg.max_tokens, "scheduler: a bank's head has at most max_tokens rows"),
+                Assert(nq[b] <= local_max, "scheduler: a tile's rows of a head at most ceil(max_tokens / tiles)"),
             ]
+            if T == 1:
+                m.d.comb += Assert(nq[b] == heads[b].nq, "scheduler: a bank's row count is its head's")
+            else:
+                # this tile's first query row of the head and its rows of it, from the head's off
+                first = probe(frag, f"first{b}")
+                m.d.comb += [
+                    Assert(~adopted[b] | (first == (self.tile + T - heads[b].off) % T),
+                           "scheduler: a head's first row on this tile from its off"),
+                    Assert(~adopted[b] | (nq[b] == (heads[b].nq + (T - 1) - first) // T),
+                           "scheduler: this tile's rows of a head"),
+                ]
         m.d.comb += [
             Assert((count == 0) | (newest == (oldest + count - 1)[:cfg.bank_bits]), "scheduler: newest ends the segment"),
             Assert((count != 0) | (newest == (oldest - 1)[:cfg.bank_bits]), "scheduler: none adopted: newest just before oldest"),
             Assert(~banks.release | (mux_tree(adopted, oldest) & banks.full.bit_select(oldest, 1)),
                    "scheduler: a release names the oldest adopted (full) bank"),
             Assert(banks.release_bank == oldest, "scheduler: release_bank is the oldest"),
-            Assert(banks.release == (take & rows.payload.head_last), "scheduler: a head is released with its last row"),
+            Assert(banks.release == ((take & rows.payload.head_last) if T == 1 else dut.released),
+                   "scheduler: a head is released with its last row"),
             Assert(dut.busy == (count != 0), "scheduler: busy while a head is adopted"),
         ]
 
