@@ -740,13 +740,35 @@ class RowSchedulerHarness(Harness):
       the slots of the rows between the counts;
     * a score or pv job starts only for a stage in an adopted head (a pv job with ``inflight > 0``);
     * the stream rules on ``softmax_rows`` and ``rows`` (payload included).
+
+    With tiles (``tiles > 1``, one tile's scheduler) the row merger's ``released`` is assumed only
+    for an adopted head whose rows on this tile are all out (``O - Rel`` covers them).
+
+    ``completion`` (bounded, one tile): the neighbours also respond: each engine always free to
+    issue (``issue_free`` high, ``score_active``/``pv_active`` low), its oldest open score and pv job
+    done within ``env_latency`` cycles, the softmax's reciprocal for its oldest open row within
+    ``env_latency`` cycles, ``softmax_rows`` and ``rows`` always ready; the loader still free. Then
+    while a head is adopted a row goes out at least every ``latency`` cycles (so a head adopted
+    behind ``banks - 1`` others of up to ``max_tokens`` rows is out within ``banks * max_tokens *
+    latency`` cycles).
     """
 
-    def __init__(self, config: VitcodConfig | None = None, mode: str = "safety", *, dut=None, tile: int = 0):
-        if mode != "safety":
-            raise ValueError("the row scheduler harness has no completion mode (safety only)")
+    #: cycles between rows out while a head is adopted, engines and softmax answering within ENV_LATENCY
+    #: (SMALL_SCHEDULER: the first row of the first head is out 13 cycles after its adoption at the latest,
+    #: score jobs going first; 12 fails, tests/test_formal.py)
+    LATENCY, ENV_LATENCY = 13, 2
+
+    def __init__(self, config: VitcodConfig | None = None, mode: str = "safety", *, dut=None, tile: int = 0,
+                 latency: int | None = None, env_latency: int | None = None):
+        if mode not in HARNESS_MODES:
+            raise ValueError(f"harness mode must be one of {', '.join(HARNESS_MODES)}, not {mode!r}")
         self.config = config or SMALL_SCHEDULER
+        if mode == "completion" and self.config.tiles != 1:
+            raise ValueError("the row scheduler's completion mode is for one tile (with tiles, a head's release "
+                             "waits on the other tiles' rows)")
         self.tile = tile
+        self.latency = latency if latency is not None else self.LATENCY
+        self.env_latency = env_latency if env_latency is not None else self.ENV_LATENCY
         if dut is None:
             dut = RowScheduler(self.config) if self.config.tiles == 1 else RowScheduler(self.config, tile=tile)
         super().__init__(dut, mode)
@@ -910,6 +932,37 @@ class RowSchedulerHarness(Harness):
         score_bank, out_bank = probe(frag, "score0_bank"), probe(frag, "output_bank")
         m.d.comb += [Cover(count == B), Cover(heads_out == B + 1),
                      Cover(probe(frag, "output_in_head") & probe(frag, "score0_in_head") & (score_bank != out_bank))]
+        if self.mode == "completion":
+            self._completion(m, engines, M, R, take)
+
+    def _completion(self, m, engines, M, R, take):
+        """Responsive neighbours (assumed); a row out at least every ``latency`` cycles while busy."""
+        dut, L = self.dut, self.env_latency
+
+        def answered_within(open_, answer, name):
+            waited = Signal(range(L + 1), name=f"sched_{name}_waited")
+            with m.If(open_ & ~answer):
+                with m.If(waited < L):
+                    m.d.sync += waited.eq(waited + 1)
+            with m.Else():
+                m.d.sync += waited.eq(0)
+            m.d.comb += Assume(~(open_ & (waited == L - 1)) | answer)
+
+        W = self.WIDTH
+        for x, e in enumerate(engines):
+            job = e.job
+            m.d.comb += [Assume(job.issue_free), Assume(~job.score_active), Assume(~job.pv_active)]
+            answered_within((e.S - e.D)[:W] != 0, job.score_done, f"score{x}")
+            answered_within((e.P - e.F)[:W] != 0, job.pv_done, f"pv{x}")
+        answered_within((M - R)[:W] != 0, dut.recips.valid, "softmax")
+        m.d.comb += [Assume(dut.softmax_rows.ready), Assume(dut.rows.ready)]
+        gap = Signal(range(self.latency + 2), name="sched_rows_gap")
+        with m.If(dut.busy & ~take):
+            with m.If(gap <= self.latency):
+                m.d.sync += gap.eq(gap + 1)
+        with m.Else():
+            m.d.sync += gap.eq(0)
+        m.d.comb += Assert(gap < self.latency, f"a row goes out at least every {self.latency} cycles while a head is adopted")
 
 
 #: The smallest linear decode datapath: d = 2 (one row group of 2 MACs), one conv tap, one

@@ -537,3 +537,20 @@ def test_row_scheduler_wrap_into_older_head_fails(tmp_path):
     assert result.trace is not None and result.trace.exists() and "induct" not in result.trace.name
     assert any(f.endswith("takes every row of the adopted heads once, in order") for f in result.failed), \
         result.failed
+
+
+@pytest.mark.full     # about 90 s + 40 s of bounded checks
+@pytest.mark.timeout(900)
+def test_row_scheduler_completion_bounded(tmp_path):
+    """Engines and softmax answering within 2 cycles, both outputs always ready: while a head is
+    adopted a row goes out at least every 13 cycles (bmc from reset, depth 18: the first head's first
+    row, the score jobs of up to row_slots - 1 rows going before its pv job); 12 fails with a trace."""
+    latency = RowSchedulerHarness.LATENCY
+    assert latency == 13
+    _check(prove(RowSchedulerHarness(mode="completion"), name="row_scheduler", mode="bmc", depth=18,
+                 workdir=tmp_path))
+    result = prove(RowSchedulerHarness(mode="completion", latency=latency - 1), name="row_scheduler_tight",
+                   mode="bmc", depth=14, workdir=tmp_path)
+    assert result.status == "FAIL" and result.trace is not None, result.summary()
+    assert result.failed == [f"assert: a row goes out at least every {latency - 1} cycles while a head is adopted"], \
+        result.failed
