@@ -773,12 +773,12 @@ class RowSchedulerHarness(Harness):
             dut = RowScheduler(self.config) if self.config.tiles == 1 else RowScheduler(self.config, tile=tile)
         super().__init__(dut, mode)
 
-    WIDTH = 5     # the harness's row counters (mod 32; every difference and position stays below 16)
-
     def properties(self, m, frag):
         cfg, dut = self.config, self.dut
-        B, T, slots, Q, W = cfg.banks, cfg.tiles, cfg.row_slots, cfg.pv_queue, self.WIDTH
+        B, T, slots, Q = cfg.banks, cfg.tiles, cfg.row_slots, cfg.pv_queue
         local_max = -(-cfg.max_tokens // T)      # a tile's rows of a head, at most
+        # the harness's row counters wrap; every position and difference between them stays below half
+        W = self.width = (B * local_max + slots + Q).bit_length() + 1
         sb = log2_ceil(slots)
         self.check_ports(m, {}, {"softmax_rows": dut.softmax_rows, "rows": dut.rows})
         adopted = [probe(frag, f"adopted{b}") for b in range(B)]
@@ -799,7 +799,8 @@ class RowSchedulerHarness(Harness):
         full_was = Signal(B, name="sched_full_was")
         release_was = Signal(name="sched_release_was")
         release_bank_was = Signal.like(banks.release_bank, name="sched_release_bank_was")
-        m.d.sync += [full_was.eq(banks.full), release_was.eq(banks.release), release_bank_was.eq(banks.release_bank)]
+        m.d.sync += [full_was.eq(banks.full), release_was.eq(banks.release),
+                     release_bank_was.eq(banks.release_bank)]
         for b in range(B):
             released = release_was & (release_bank_was == b)
             nq_in = banks.heads[b].nq
@@ -845,7 +846,8 @@ class RowSchedulerHarness(Harness):
         for b in range(B):
             m.d.comb += ring[b].eq(b - oldest)
             m.d.comb += [
-                Assert(adopted[b] == (ring[b] < count), f"scheduler: the adopted banks are the ring segment from oldest"),
+                Assert(adopted[b] == (ring[b] < count),
+                       "scheduler: the adopted banks are the ring segment from oldest"),
                 Assert(~adopted[b] | banks.full[b], "scheduler: an adopted bank is full"),
                 Assert(~adopted[b] | (heads[b].nq >= 1), "scheduler: an adopted head has rows"),
                 Assert(heads[b].nq <= cfg.max_tokens, "scheduler: a bank's head has at most max_tokens rows"),
@@ -863,8 +865,10 @@ class RowSchedulerHarness(Harness):
                            "scheduler: this tile's rows of a head"),
                 ]
         m.d.comb += [
-            Assert((count == 0) | (newest == (oldest + count - 1)[:cfg.bank_bits]), "scheduler: newest ends the segment"),
-            Assert((count != 0) | (newest == (oldest - 1)[:cfg.bank_bits]), "scheduler: none adopted: newest just before oldest"),
+            Assert((count == 0) | (newest == (oldest + count - 1)[:cfg.bank_bits]),
+                   "scheduler: newest ends the segment"),
+            Assert((count != 0) | (newest == (oldest - 1)[:cfg.bank_bits]),
+                   "scheduler: none adopted: newest just before oldest"),
             Assert(~banks.release | (mux_tree(adopted, oldest) & banks.full.bit_select(oldest, 1)),
                    "scheduler: a release names the oldest adopted (full) bank"),
             Assert(banks.release_bank == oldest, "scheduler: release_bank is the oldest"),
@@ -948,7 +952,7 @@ class RowSchedulerHarness(Harness):
                 m.d.sync += waited.eq(0)
             m.d.comb += Assume(~(open_ & (waited == L - 1)) | answer)
 
-        W = self.WIDTH
+        W = self.width
         for x, e in enumerate(engines):
             job = e.job
             m.d.comb += [Assume(job.issue_free), Assume(~job.score_active), Assume(~job.pv_active)]
@@ -962,7 +966,8 @@ class RowSchedulerHarness(Harness):
                 m.d.sync += gap.eq(gap + 1)
         with m.Else():
             m.d.sync += gap.eq(0)
-        m.d.comb += Assert(gap < self.latency, f"a row goes out at least every {self.latency} cycles while a head is adopted")
+        m.d.comb += Assert(gap < self.latency,
+                           f"a row goes out at least every {self.latency} cycles while a head is adopted")
 
 
 #: The smallest linear decode datapath: d = 2 (one row group of 2 MACs), one conv tap, one
