@@ -33,6 +33,7 @@ from amaranth.asserts import AnySeq   # a free value each cycle; amaranth.hdl do
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In
 
+from attnforge.hw.common import log2_ceil, mux_tree
 from attnforge.hw.common.regbank import RegisterBank
 from attnforge.hw.common.regmap import Field, Register, RegisterMap
 from attnforge.hw.common.requant import RequantLine, RequantLineConfig
@@ -47,6 +48,8 @@ from attnforge.hw.mac_line import MacLine, MacLineConfig
 from attnforge.hw.vitcod.config import VitcodConfig
 from attnforge.hw.vitcod.loader import Loader
 from attnforge.hw.vitcod.output import OutputStage
+from attnforge.hw.vitcod.scheduler import RowScheduler
+from attnforge.hw.vitcod.signatures import head_layout
 from attnforge.hw.vit.eltwise import GeluUnit, GeluUnitConfig, ResidualAddUnit, ResidualAddUnitConfig
 from attnforge.hw.vit.layernorm import OUTPUT_STAGES, LayerNormUnit, LayerNormUnitConfig
 from attnforge.hw.vit.matmul import MATMUL_LATENCY, VitMatmul, VitMatmulConfig
@@ -61,7 +64,7 @@ __all__ = ["probe", "stream_rules", "Outstanding", "Harness", "HARNESSES", "harn
            "registers", "quiet_until", "DeadlineQueue", "VitcodAcceleratorHarness", "LinearDecodeHarness",
            "SMALLEST_VITCOD", "SMALLEST_LINEAR", "GeluUnitHarness", "ResidualAddUnitHarness",
            "SMALLEST_LAYERNORM", "LayerNormUnitHarness", "fsm_states", "SMALLEST_MATMUL", "VitMatmulHarness",
-           "SMALLEST_VITMODEL", "VitModelAcceleratorHarness"]
+           "SMALLEST_VITMODEL", "VitModelAcceleratorHarness", "SMALL_SCHEDULER", "RowSchedulerHarness"]
 
 HARNESS_MODES = ("safety", "completion")
 
@@ -698,6 +701,275 @@ class VitcodAcceleratorHarness(Harness):
         m.d.comb += Assert(owed >= 0, "no output beat beyond what the commands ask for")
 
 
+#: A small ViTCoD row scheduler: d = 2, heads of 1..2 query rows, two banks, four row slots.
+SMALL_SCHEDULER = VitcodConfig(head_dim=2, max_tokens=2, max_nnz=4, macs=1, dense_lines=1, sparse_lines=1,
+                               data_width=16)
+
+
+class RowSchedulerHarness(Harness):
+    """The ViTCoD ``RowScheduler`` alone (hw/vitcod/scheduler.py: heads overlap), by k-induction.
+
+    *Assumed* of its neighbours (every other input free every cycle):
+
+    * the loader (``banks``): a full bank stays full until the scheduler releases it, and is
+      empty in the cycle after (it loads again later, in any order, at any time); a head has 1..
+      ``max_tokens`` query rows. The scheduler reads a bank's head only when it adopts it;
+    * each engine: a ``score_done`` pulse only for a score job started before and not yet done,
+      in start order (``done_slot`` the oldest one's slot); a ``pv_done`` only for a pv job
+      started and not done; its oldest share (``out``) stable from its ``pv_done`` until taken;
+      ``issue_free``, ``score_active``, ``pv_active``, ``max`` free;
+    * the softmax: a reciprocal only for a row it took and has not answered, in order;
+      ``softmax_rows.ready`` and ``rows.ready`` free.
+
+    The harness counts each stage's rows (``S``/``P`` per engine: score and pv jobs started, ``D``/``F``:
+    done; ``M``: rows to the softmax, ``R``: reciprocals back, ``O``: rows out, ``Rel``: rows of the
+    released heads) and *asserts*:
+
+    * the heads: the adopted banks form one contiguous segment of the ring from ``oldest`` to
+      ``newest``; each adopted bank is full and holds a head of 1..max_tokens rows; a release names
+      the oldest adopted bank (full), exactly when its last row goes out;
+    * every stage's place: its bank adopted with its row within the head, or it is at the end of
+      the head released last (bank ``oldest - 1``); its position in the stream of rows (rows of the
+      adopted heads before its own, plus its row) is its count less ``Rel``: each stage takes every
+      row of every head once, in order, and never goes back into a head (what ``wrap``'s "not the
+      newest" term guards);
+    * the order of the stages, per engine: ``O <= F <= P <= R <= M <= D <= S`` (no row out before
+      its pv share, no pv job before its reciprocal, no softmax row before both scores, ...),
+      ``inflight = S - P <= row_slots``, ``pv_held = P - O <= pv_queue``, ``pv_finished = F - O``;
+      each stage's slot its count mod ``row_slots``; the ``scored`` and ``recip_ready`` flags exactly
+      the slots of the rows between the counts;
+    * a score or pv job starts only for a stage in an adopted head (a pv job with ``inflight > 0``);
+    * the stream rules on ``softmax_rows`` and ``rows`` (payload included).
+
+    With tiles (``tiles > 1``, one tile's scheduler) the row merger's ``released`` is assumed only
+    for an adopted head whose rows on this tile are all out (``O - Rel`` covers them).
+
+    ``completion`` (bounded, one tile): the neighbours also respond: each engine always free to
+    issue (``issue_free`` high, ``score_active``/``pv_active`` low), its oldest open score and pv job
+    done within ``env_latency`` cycles, the softmax's reciprocal for its oldest open row within
+    ``env_latency`` cycles, ``softmax_rows`` and ``rows`` always ready; the loader still free. Then
+    while a head is adopted a row goes out at least every ``latency`` cycles (so a head adopted
+    behind ``banks - 1`` others of up to ``max_tokens`` rows is out within ``banks * max_tokens *
+    latency`` cycles).
+    """
+
+    #: cycles between rows out while a head is adopted, engines and softmax answering within ENV_LATENCY
+    #: (SMALL_SCHEDULER: the first row of the first head is out 13 cycles after its adoption at the latest,
+    #: score jobs going first; 12 fails, tests/test_formal.py)
+    LATENCY, ENV_LATENCY = 13, 2
+
+    def __init__(self, config: VitcodConfig | None = None, mode: str = "safety", *, dut=None, tile: int = 0,
+                 latency: int | None = None, env_latency: int | None = None):
+        if mode not in HARNESS_MODES:
+            raise ValueError(f"harness mode must be one of {', '.join(HARNESS_MODES)}, not {mode!r}")
+        self.config = config or SMALL_SCHEDULER
+        if mode == "completion" and self.config.tiles != 1:
+            raise ValueError("the row scheduler's completion mode is for one tile (with tiles, a head's release "
+                             "waits on the other tiles' rows)")
+        self.tile = tile
+        self.latency = latency if latency is not None else self.LATENCY
+        self.env_latency = env_latency if env_latency is not None else self.ENV_LATENCY
+        if dut is None:
+            dut = RowScheduler(self.config) if self.config.tiles == 1 else RowScheduler(self.config, tile=tile)
+        super().__init__(dut, mode)
+
+    def properties(self, m, frag):
+        cfg, dut = self.config, self.dut
+        B, T, slots, Q = cfg.banks, cfg.tiles, cfg.row_slots, cfg.pv_queue
+        local_max = -(-cfg.max_tokens // T)      # a tile's rows of a head, at most
+        # the harness's row counters wrap; every position and difference between them stays below half
+        W = self.width = (B * local_max + slots + Q).bit_length() + 1
+        sb = log2_ceil(slots)
+        self.check_ports(m, {}, {"softmax_rows": dut.softmax_rows, "rows": dut.rows})
+        adopted = [probe(frag, f"adopted{b}") for b in range(B)]
+        nq = [probe(frag, f"nq_local{b}") for b in range(B)]
+        heads = [data.View(head_layout(cfg), probe(frag, f"head{b}")) for b in range(B)]
+        newest, oldest = probe(frag, "newest"), probe(frag, "oldest")
+        banks = dut.banks
+
+        def counter(name, up):
+            c = Signal(W, name=f"sched_{name}")
+            m.d.sync += c.eq(c + up)
+            return c
+
+        def diff(a, b):
+            return (a - b)[:W]
+
+        # -- the loader ---------------------------------------------------------------------------
+        full_was = Signal(B, name="sched_full_was")
+        release_was = Signal(name="sched_release_was")
+        release_bank_was = Signal.like(banks.release_bank, name="sched_release_bank_was")
+        m.d.sync += [full_was.eq(banks.full), release_was.eq(banks.release),
+                     release_bank_was.eq(banks.release_bank)]
+        for b in range(B):
+            released = release_was & (release_bank_was == b)
+            nq_in = banks.heads[b].nq
+            m.d.comb += [Assume(~(full_was[b] & ~released) | banks.full[b]),
+                         Assume(~released | ~banks.full[b]),
+                         Assume((nq_in >= 1) & (nq_in <= cfg.max_tokens)),
+                         Assume(banks.heads[b].off < T)]
+
+        # -- counts of every stage ------------------------------------------------------------------
+        sm, rows = dut.softmax_rows, dut.rows
+        take = rows.valid & rows.ready
+        M = counter("M", sm.valid & sm.ready)
+        R = counter("R", dut.recips.valid)
+        O = counter("O", take)
+        m.d.comb += Assume(~dut.recips.valid | ((diff(M, R) != 0) & (dut.recips.payload.slot == R[:sb])))
+        oldest_nq = Signal.like(nq[0], name="sched_oldest_nq")
+        m.d.comb += oldest_nq.eq(mux_tree(nq, oldest))
+        Rel = counter("Rel", Mux(banks.release, oldest_nq, 0))
+        if T > 1:
+            # the row merger: a head is released (its last row has left the merger) only once this tile
+            # has sent out its rows of it (all tiles adopt every head in the same cycle)
+            m.d.comb += Assume(~dut.released | (mux_tree(adopted, oldest) & (diff(O, Rel) >= oldest_nq)))
+
+        walk_names = {"score0": None, "score1": None, "pv0": None, "pv1": None, "softmax": M, "output": O}
+        engines = []
+        for x, job in enumerate((dut.dense, dut.sparse)):
+            e = SimpleNamespace(S=counter(f"S{x}", job.score_start), D=counter(f"D{x}", job.score_done),
+                                P=counter(f"P{x}", job.pv_start), F=counter(f"F{x}", job.pv_done), job=job)
+            walk_names[f"score{x}"], walk_names[f"pv{x}"] = e.S, e.P
+            m.d.comb += [Assume(~job.score_done | ((diff(e.S, e.D) != 0) & (job.done_slot == e.D[:sb]))),
+                         Assume(~job.pv_done | (diff(e.P, e.F) != 0))]
+            # the oldest share is stable from its pv_done until the output stage takes it
+            out_was = Signal.like(Value.cast(job.out), name=f"sched_out_was{x}")
+            held_was = Signal(name=f"sched_share_held_was{x}")
+            m.d.sync += [out_was.eq(job.out), held_was.eq((diff(e.F, O) != 0) & ~take)]
+            m.d.comb += Assume(~held_was | (Value.cast(job.out) == out_was))
+            engines.append(e)
+
+        # -- the heads ------------------------------------------------------------------------------
+        count = Signal(range(B + 1), name="sched_adopted_count")
+        m.d.comb += count.eq(sum(a.as_unsigned() for a in adopted))
+        ring = [Signal(cfg.bank_bits, name=f"sched_ring{b}") for b in range(B)]    # (b - oldest) mod B
+        for b in range(B):
+            m.d.comb += ring[b].eq(b - oldest)
+            m.d.comb += [
+                Assert(adopted[b] == (ring[b] < count),
+                       "scheduler: the adopted banks are the ring segment from oldest"),
+                Assert(~adopted[b] | banks.full[b], "scheduler: an adopted bank is full"),
+                Assert(~adopted[b] | (heads[b].nq >= 1), "scheduler: an adopted head has rows"),
+                Assert(heads[b].nq <= cfg.max_tokens, "scheduler: a bank's head has at most max_tokens rows"),
+                Assert(nq[b] <= local_max, "scheduler: a tile's rows of a head at most ceil(max_tokens / tiles)"),
+            ]
+            if T == 1:
+                m.d.comb += Assert(nq[b] == heads[b].nq, "scheduler: a bank's row count is its head's")
+            else:
+                # this tile's first query row of the head and its rows of it, from the head's off
+                first = probe(frag, f"first{b}")
+                m.d.comb += [
+                    Assert(~adopted[b] | (first == (self.tile + T - heads[b].off) % T),
+                           "scheduler: a head's first row on this tile from its off"),
+                    Assert(~adopted[b] | (nq[b] == (heads[b].nq + (T - 1) - first) // T),
+                           "scheduler: this tile's rows of a head"),
+                ]
+        m.d.comb += [
+            Assert((count == 0) | (newest == (oldest + count - 1)[:cfg.bank_bits]),
+                   "scheduler: newest ends the segment"),
+            Assert((count != 0) | (newest == (oldest - 1)[:cfg.bank_bits]),
+                   "scheduler: none adopted: newest just before oldest"),
+            Assert(~banks.release | (mux_tree(adopted, oldest) & banks.full.bit_select(oldest, 1)),
+                   "scheduler: a release names the oldest adopted (full) bank"),
+            Assert(banks.release_bank == oldest, "scheduler: release_bank is the oldest"),
+            Assert(banks.release == ((take & rows.payload.head_last) if T == 1 else dut.released),
+                   "scheduler: a head is released with its last row"),
+            Assert(dut.busy == (count != 0), "scheduler: busy while a head is adopted"),
+        ]
+
+        # -- where each stage is --------------------------------------------------------------------
+        # rows of the adopted heads before bank b's (in ring order from the oldest)
+        before = []
+        for b in range(B):
+            terms = [Mux(adopted[c] & (ring[c] < ring[b]), nq[c][:W], 0) for c in range(B) if c != b]
+            s = Signal(W, name=f"sched_before{b}")
+            m.d.comb += s.eq(sum(terms) if terms else 0)
+            before.append(s)
+        for name, cnt in walk_names.items():
+            bank, row = probe(frag, f"{name}_bank"), probe(frag, f"{name}_row")
+            slot, in_head = probe(frag, f"{name}_slot"), probe(frag, f"{name}_in_head")
+            here = mux_tree(adopted, bank)
+            bank_nq = mux_tree(nq, bank)
+            pos = Signal(W, name=f"sched_pos_{name}")
+            m.d.comb += pos.eq(Mux(here, mux_tree(before, bank) + row[:W], 0))
+            m.d.comb += [
+                Assert(row <= bank_nq, f"{name}: its row within its head"),
+                Assert(here | ((bank == (oldest - 1)[:cfg.bank_bits]) & (row == bank_nq)),
+                       f"{name}: in an adopted head, or at the end of the head released last"),
+                Assert(~in_head | here, f"{name}: in_head only in an adopted head"),
+                Assert(((Rel + pos)[:W]) == cnt, f"{name}: takes every row of the adopted heads once, in order"),
+                Assert(slot == cnt[:sb], f"{name}: its slot is its row count mod row_slots"),
+            ]
+        # -- the order of the stages ----------------------------------------------------------------
+        for x, e in enumerate(engines):
+            inflight = probe(frag, f"inflight{x}")
+            pv_held, pv_finished = probe(frag, f"pv_held{x}"), probe(frag, f"pv_finished{x}")
+            gaps = [diff(e.S, e.D), diff(e.D, M), diff(M, R), diff(R, e.P)]
+            m.d.comb += [
+                Assert(inflight == diff(e.S, e.P), f"engine {x}: inflight = score jobs started - pv jobs started"),
+                Assert(inflight <= slots, f"engine {x}: inflight <= row_slots"),
+                Assert(sum(g.as_unsigned() for g in gaps) == inflight,
+                       f"engine {x}: pv <= reciprocals <= softmax <= scores done <= scores started"),
+                Assert(pv_held == diff(e.P, O), f"engine {x}: pv_held = pv jobs started - rows out"),
+                Assert(pv_finished == diff(e.F, O), f"engine {x}: pv_finished = pv jobs done - rows out"),
+                Assert(diff(e.P, e.F) + pv_finished == pv_held, f"engine {x}: rows out <= pv done <= pv started"),
+                Assert(pv_held <= Q, f"engine {x}: at most pv_queue shares held"),
+                Assert(~e.job.score_start | (probe(frag, f"score{x}_in_head")
+                                             & mux_tree(adopted, probe(frag, f"score{x}_bank"))),
+                       f"engine {x}: a score job only for a row of an adopted head"),
+                Assert(~e.job.pv_start | ((inflight != 0) & probe(frag, f"pv{x}_in_head")
+                                          & mux_tree(adopted, probe(frag, f"pv{x}_bank"))),
+                       f"engine {x}: a pv job only for a scored row of an adopted head"),
+            ]
+            for p in range(slots):
+                m.d.comb += [
+                    Assert(probe(frag, f"scored{x}_{p}") == ((p - M)[:sb] < diff(e.D, M)),
+                           f"engine {x}: scored flags are the rows scored and not at the softmax"),
+                    Assert(probe(frag, f"recip_ready{x}_{p}") == ((p - e.P)[:sb] < diff(R, e.P)),
+                           f"engine {x}: recip_ready flags are the rows with a reciprocal and no pv job"),
+                ]
+        # covers: every bank adopted at once; a bank released, loaded again and its new head released
+        # too; heads overlapping (a score stage in a later head while the output is in an earlier one)
+        heads_out = Signal(range(B + 2), name="sched_heads_released")
+        with m.If(banks.release & (heads_out <= B)):
+            m.d.sync += heads_out.eq(heads_out + 1)
+        score_bank, out_bank = probe(frag, "score0_bank"), probe(frag, "output_bank")
+        m.d.comb += [Cover(count == B), Cover(heads_out == B + 1),
+                     Cover(probe(frag, "output_in_head") & probe(frag, "score0_in_head") & (score_bank != out_bank))]
+        if self.mode == "completion":
+            self._completion(m, engines, M, R, take)
+
+    def _completion(self, m, engines, M, R, take):
+        """Responsive neighbours (assumed); a row out at least every ``latency`` cycles while busy."""
+        dut, L = self.dut, self.env_latency
+
+        def answered_within(open_, answer, name):
+            waited = Signal(range(L + 1), name=f"sched_{name}_waited")
+            with m.If(open_ & ~answer):
+                with m.If(waited < L):
+                    m.d.sync += waited.eq(waited + 1)
+            with m.Else():
+                m.d.sync += waited.eq(0)
+            m.d.comb += Assume(~(open_ & (waited == L - 1)) | answer)
+
+        W = self.width
+        for x, e in enumerate(engines):
+            job = e.job
+            m.d.comb += [Assume(job.issue_free), Assume(~job.score_active), Assume(~job.pv_active)]
+            answered_within((e.S - e.D)[:W] != 0, job.score_done, f"score{x}")
+            answered_within((e.P - e.F)[:W] != 0, job.pv_done, f"pv{x}")
+        answered_within((M - R)[:W] != 0, dut.recips.valid, "softmax")
+        m.d.comb += [Assume(dut.softmax_rows.ready), Assume(dut.rows.ready)]
+        gap = Signal(range(self.latency + 2), name="sched_rows_gap")
+        with m.If(dut.busy & ~take):
+            with m.If(gap <= self.latency):
+                m.d.sync += gap.eq(gap + 1)
+        with m.Else():
+            m.d.sync += gap.eq(0)
+        m.d.comb += Assert(gap < self.latency,
+                           f"a row goes out at least every {self.latency} cycles while a head is adopted")
+
+
 #: The smallest linear decode datapath: d = 2 (one row group of 2 MACs), one conv tap, one
 #: committed token, one-token blocks, one head.
 SMALLEST_LINEAR = LinearDecodeConfig(d=2, macs=2, conv_taps=1, max_tokens=1, t_max=1, heads=1)
@@ -1268,6 +1540,7 @@ HARNESSES = {
     "layernorm_unit": LayerNormUnitHarness,
     "vit_matmul": VitMatmulHarness,
     "vitmodel_accelerator": VitModelAcceleratorHarness,
+    "row_scheduler": RowSchedulerHarness,
 }
 
 

@@ -1,10 +1,14 @@
 """Deliberately broken designs, to show that a testbench's scoreboard can fail."""
 
-from amaranth.hdl import Module, Mux, Signal, Value
+from amaranth.hdl import Fragment, Module, Mux, Signal, Value
+from amaranth.hdl._ast import Assign    # the statement class (not re-exported by amaranth.hdl in 0.5)
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In
 
-__all__ = ["FlipOutputBit", "GlitchWhileStalled", "ExtraBeat", "DropValidWhileStalled"]
+from attnforge.hw.common import mux_tree
+from attnforge.hw.vitcod.scheduler import RowScheduler
+
+__all__ = ["FlipOutputBit", "GlitchWhileStalled", "ExtraBeat", "DropValidWhileStalled", "WrapIntoOlderHead"]
 
 
 class FlipOutputBit(wiring.Component):
@@ -138,3 +142,36 @@ class DropValidWhileStalled(wiring.Component):
             else:
                 m.d.comb += outer[path].eq(value)
         return m
+
+
+class WrapIntoOlderHead(RowScheduler):
+    """A ViTCoD ``RowScheduler`` whose stages move on at the end of a head without the "not the
+    newest" term of ``wrap``: a stage that has finished the newest head then walks into the next
+    bank whenever that one is adopted, although that bank holds an *older* head (one still in the
+    softmax, pv or output), and does its rows again. Each stage's ``NAME_wrap`` assignment is
+    replaced in the elaborated design; everything else is the real scheduler."""
+
+    WALKS = ("score0", "score1", "pv0", "pv1", "softmax", "output")
+
+    def elaborate(self, platform):
+        frag = Fragment.get(super().elaborate(platform), platform)
+        by_name = {}
+        for statements in frag.statements.values():
+            for stmt in statements:
+                for sig in stmt._lhs_signals():
+                    by_name[sig.name] = sig
+        B = self.config.banks
+        adopted = [by_name[f"adopted{b}"] for b in range(B)]
+        nq_local = [by_name[f"nq_local{b}"] for b in range(B)]
+        replaced = 0
+        for walk in self.WALKS:
+            wrap, bank, row = (by_name[f"{walk}_{part}"] for part in ("wrap", "bank", "row"))
+            following = by_name[f"{walk}_following"]
+            statements = frag.statements["comb"]
+            for k, stmt in enumerate(statements):
+                if isinstance(stmt, Assign) and stmt.lhs is wrap:
+                    statements[k] = wrap.eq((row == mux_tree(nq_local, bank)) & mux_tree(adopted, following))
+                    replaced += 1
+        if replaced != len(self.WALKS):
+            raise RuntimeError(f"WrapIntoOlderHead replaced {replaced} wrap assignments, expected {len(self.WALKS)}")
+        return frag

@@ -7,6 +7,7 @@ harness, more mutants and larger configurations. A mutant with a broken
 handshake must FAIL with a counterexample trace.
 """
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -30,9 +31,9 @@ from attnforge.tb.formal import (FORMAL_REGMAP, SMALLEST_LAYERNORM, SMALLEST_MAT
                                  MacLineHarness, OutputStageHarness, RegisterBankHarness, RequantLineHarness,
                                  ResidualAddUnitHarness,
                                  LayerNormUnitHarness, SkidBufferHarness, VitcodAcceleratorHarness, VitMatmulHarness,
-                                 VitModelAcceleratorHarness, harness, probe,
+                                 VitModelAcceleratorHarness, harness, probe, SMALL_SCHEDULER, RowSchedulerHarness,
                                  quiet_until, registers)
-from attnforge.tb.mutants import DropValidWhileStalled, FlipOutputBit, GlitchWhileStalled
+from attnforge.tb.mutants import DropValidWhileStalled, FlipOutputBit, GlitchWhileStalled, WrapIntoOlderHead
 
 #: k of the k-induction: stream rules + accounting (safety), completion with ready high
 SAFETY_K = {"skid_buffer": 3, "requant_line": 3, "mac_line": 4, "output_stage": 4, "loader": 2, "register_bank": 3,
@@ -492,3 +493,64 @@ def test_vitmodel_safety_larger(tmp_path, config):
     strengthening invariants are written for any configuration, not only the smallest."""
     _check(prove(VitModelAcceleratorHarness(config), name="vitmodel", mode="prove", depth=WHOLE_K["vitmodel_accelerator"],
                  workdir=tmp_path))
+
+
+# the ViTCoD row scheduler alone (heads overlap: tb/formal.py RowSchedulerHarness) --------------------
+
+#: k of its k-induction: the harness's invariants (the ring of adopted heads, each stage's place in the
+#: stream of rows, the counts between the stages) are inductive in one step
+SCHEDULER_K = 1
+SCHEDULER_BANKS4 = dataclasses.replace(SMALL_SCHEDULER, banks=4)
+#: two tiles, heads of 1..3 rows: a tile has 0, 1 or 2 rows of a head (the rotation's off free)
+SCHEDULER_TILES2 = dataclasses.replace(SMALL_SCHEDULER, max_tokens=3, data_width=32, tiles=2)
+
+
+@pytest.mark.full     # 30-40 s (banks 2, tiles 2) and 5 min (banks 4) in SymbiYosys: over make test's room
+@pytest.mark.timeout(1200)
+@pytest.mark.parametrize("config,tile", [(SMALL_SCHEDULER, 0), (SCHEDULER_BANKS4, 0), (SCHEDULER_TILES2, 1)],
+                         ids=["banks2", "banks4", "tiles2"])
+def test_row_scheduler_proven(tmp_path, config, tile):
+    """Every stage takes every row of the adopted heads once, in order, never ahead of the stage
+    before it; jobs only for adopted heads; inflight <= row_slots, pv_held <= pv_queue; the adopted
+    banks a ring segment, released oldest first; the stream rules on softmax_rows and rows. With
+    tiles, the row merger's ``released`` is assumed only once this tile's rows of the head are out."""
+    _check(prove(RowSchedulerHarness(config, tile=tile), name="row_scheduler", mode="prove", depth=SCHEDULER_K,
+                 workdir=tmp_path, timeout=900))
+
+
+@pytest.mark.full
+def test_row_scheduler_covers(tmp_path):
+    """The assumptions leave the heads moving: all banks adopted at once, a bank loaded again and its
+    new head released (three heads out), heads overlapping (a score stage in a later head while the
+    output is in an earlier one), a row to the softmax and a row out."""
+    _check(prove(RowSchedulerHarness(), name="row_scheduler", mode="cover", depth=24, workdir=tmp_path))
+
+
+@pytest.mark.full
+def test_row_scheduler_wrap_into_older_head_fails(tmp_path):
+    """Without the "not the newest" term of ``wrap``, a stage that has finished the newest head walks
+    into the next bank's older head and does its rows again: a bounded check from reset finds it (at
+    step 8: two one-row heads, the score stage through both while the output is in the first)."""
+    result = prove(RowSchedulerHarness(dut=WrapIntoOlderHead(SMALL_SCHEDULER)), name="mutant_wrap", mode="bmc",
+                   depth=10, workdir=tmp_path)
+    assert result.status == "FAIL", result.summary()
+    assert result.trace is not None and result.trace.exists() and "induct" not in result.trace.name
+    assert any(f.endswith("takes every row of the adopted heads once, in order") for f in result.failed), \
+        result.failed
+
+
+@pytest.mark.full     # about 90 s + 40 s of bounded checks
+@pytest.mark.timeout(900)
+def test_row_scheduler_completion_bounded(tmp_path):
+    """Engines and softmax answering within 2 cycles, both outputs always ready: while a head is
+    adopted a row goes out at least every 13 cycles (bmc from reset, depth 18: the first head's first
+    row, the score jobs of up to row_slots - 1 rows going before its pv job); 12 fails with a trace."""
+    latency = RowSchedulerHarness.LATENCY
+    assert latency == 13
+    _check(prove(RowSchedulerHarness(mode="completion"), name="row_scheduler", mode="bmc", depth=18,
+                 workdir=tmp_path))
+    result = prove(RowSchedulerHarness(mode="completion", latency=latency - 1), name="row_scheduler_tight",
+                   mode="bmc", depth=14, workdir=tmp_path)
+    assert result.status == "FAIL" and result.trace is not None, result.summary()
+    assert result.failed == [f"assert: a row goes out at least every {latency - 1} cycles while a head is adopted"], \
+        result.failed

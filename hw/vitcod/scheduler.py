@@ -139,8 +139,9 @@ class RowScheduler(ConfiguredComponent):
             # the heads of the banks, copied when adopted (in load order: the banks in a ring)
             heads=[Signal(head_layout(cfg), name=f"head{b}") for b in range(B)],
             adopted=[Signal(name=f"adopted{b}") for b in range(B)],
-            newest=Signal(cfg.bank_bits, init=B - 1),   # bank of the head adopted last (the next: the one after)
-            oldest=Signal(cfg.bank_bits),               # bank of the oldest adopted head (released first)
+            # bank of the head adopted last (the next: the one after); of the oldest (released first)
+            newest=Signal(cfg.bank_bits, init=B - 1, name="newest"),
+            oldest=Signal(cfg.bank_bits, name="oldest"),
             # rows of this tile in each bank's head; (tiles > 1) its first query row there
             nq_local=[Signal(row_w, name=f"nq_local{b}") for b in range(B)],
             first=[Signal(range(max(cfg.tiles, 2)), name=f"first{b}") for b in range(B)],
