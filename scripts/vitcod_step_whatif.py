@@ -268,7 +268,6 @@ def exact(shapes, ideal):
         for T, L in ((4, 1), (2, 2)):
             for kw in EXACT:
                 config_module.PV_QUEUE, cycles_module.EXP_LATENCY = kw.get("pvq", 2), kw.get("exp", 6)
-                cycles_module._COMPUTE_MEMO.clear()
                 cfg = VitcodConfig(head_dim=16, max_tokens=65, max_nnz=4225, macs=8, data_width=256, dense_lines=L,
                                    sparse_lines=L, tiles=T, merge_depth=kw.get("md", 1), row_slots=kw.get("slots", 4),
                                    divider_bits=kw.get("bits", 2))
@@ -277,7 +276,6 @@ def exact(shapes, ideal):
                 print(f"exact model, {T} x ({L}+{L}), {kw or 'as built'}: {cyc} cycles, {ideal / cyc:.3f}", flush=True)
     finally:
         config_module.PV_QUEUE, cycles_module.EXP_LATENCY = saved
-        cycles_module._COMPUTE_MEMO.clear()
     # heads overlapping (plan step 5), estimated: every head's rows as one head (G' chosen per head as for
     # the heads back to back, each row's G' global keys sent as CSR entries of that row, G = 0)
     for T, L in ((4, 1), (2, 2)):
