@@ -57,8 +57,8 @@ def _design_memories(cfg):
     pytest.param(dict(head_dim=64, max_tokens=197, max_nnz=4096, macs=8, dense_lines=4, sparse_lines=4,
                       data_width=128), marks=pytest.mark.full),
     # four buffer banks and eight row slots: deeper buffers and score/exponent memories
-    dict(head_dim=16, max_tokens=65, max_nnz=1024, macs=8, dense_lines=1, sparse_lines=1, data_width=128,
-         banks=4, row_slots=8),
+    pytest.param(dict(head_dim=16, max_tokens=65, max_nnz=1024, macs=8, dense_lines=1, sparse_lines=1,
+                      data_width=128, banks=4, row_slots=8), marks=pytest.mark.full),
 ], ids=["d16-1+3", "d16-decoder", "d64-4+4", "d16-banks4-slots8"])
 def test_memory_list_is_the_designs(kw):
     cfg = VitcodConfig(**kw)

@@ -779,7 +779,7 @@ def test_config_rejects_bad_banks(value, error, match):
         VitcodConfig(banks=value)
 
 
-@pytest.mark.parametrize("tiles", [1, 3])
+@pytest.mark.parametrize("tiles", [pytest.param(1, marks=pytest.mark.full), 3])
 def test_four_banks_load_three_heads_ahead(tiles, monkeypatch):
     """``banks`` 4: seven short and irregular heads back to back (one with fewer rows than tiles, G = N,
     Nq != Nk) run bit exact and in the cycle model's cycles, which are fewer than with two banks (the

@@ -176,9 +176,9 @@ def _mask_sets():
     yield "criterion", cumulative_mass_keep(_maps(seed=7), 0.6).numpy()
 
 
+@pytest.mark.full     # long (each candidate G a replay of three heads); make test: the brute-force test above
 @pytest.mark.parametrize("cfg", [VitcodConfig(head_dim=64, data_width=256),
-                                 pytest.param(VitcodConfig(head_dim=64, dense_lines=1, sparse_lines=7, macs=8,
-                                                           data_width=128), marks=pytest.mark.full)],
+                                 VitcodConfig(head_dim=64, dense_lines=1, sparse_lines=7, macs=8, data_width=128)],
                          ids=["4+4", "1+7"])
 def test_cycles_mode_never_worse_than_fixed_rule_or_no_global_columns(cfg):
     for name, keep in _mask_sets():
