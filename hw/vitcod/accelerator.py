@@ -13,8 +13,9 @@ through the ``OutputStage`` (serializer and int8 requantizer). With the Q/K
 decoder, the loader also holds a ``LayerStore`` and a ``QkDecoder``.
 
 With ``tiles`` T > 1 there are T such row pipelines ("tiles": a scheduler, a
-Denser and a Sparser Engine, a softmax stage each); tile t computes the query
-rows ``i mod T == t``. The tiles read the shared Q/K/V/column-index banks
+Denser and a Sparser Engine, a softmax stage each); tile t computes every T-th
+query row (a head's row i when ``(i + off) mod T == t``, ``off`` the rows of the
+heads before it: one rotation across heads). The tiles read the shared Q/K/V/column-index banks
 (their own read ports) and two narrow row pointer memories each (their rows'
 starts and split points, ``tile_rp_width`` bits, filled by the loader as the
 pointer section streams in); a ``RowMerger`` (one row buffer per tile) puts

@@ -71,8 +71,9 @@ def split_rows(cfg: VitcodConfig, g: int, row_nnz, mode: str = "balanced") -> np
     (the engines may be up to ``row_slots - 1`` rows apart, so a row the Denser Engine must take
     alone, G > its CSR entries, is made up for in the next rows): per row it minimizes the larger
     running total, then the row's issue cycles on both, then its larger key count (the exponent
-    units' time), then the entries moved. With ``tiles`` T > 1 each tile's rows (``i mod T``)
-    are balanced as a sequence of their own (they run on the tile's own engine pair).
+    units' time), then the entries moved. With ``tiles`` T > 1 each residue class of rows mod T
+    (one tile's rows of the head) is balanced as a sequence of its own (it runs on one tile's
+    engine pair).
     """
     if mode not in BALANCE_MODES:
         raise ValueError(f"balance mode {mode!r}: expected one of {', '.join(BALANCE_MODES)}")
@@ -81,7 +82,7 @@ def split_rows(cfg: VitcodConfig, g: int, row_nnz, mode: str = "balanced") -> np
     if mode == "none":
         return out
     if cfg.tiles > 1:
-        # each tile's rows (i mod T) run on their own engine pair: balance them as a sequence of their own
+        # each residue class of rows mod T runs on one tile's engine pair: balance it as a sequence of its own
         for t in range(cfg.tiles):
             out[t::cfg.tiles] = split_rows(dataclasses.replace(cfg, tiles=1), g, row_nnz[t::cfg.tiles], mode)
         return out

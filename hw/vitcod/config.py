@@ -98,8 +98,9 @@ class VitcodConfig:
     decoder_heads : int
         Most compressed heads Hc the decoder combines (with ``decoder``), 1..16.
     tiles : int
-        T, independent row pipelines ("tiles"), 1..16: tile t computes the query rows
-        i with ``i mod T == t`` on its own Denser + Sparser Engine pair (``dense_lines`` +
+        T, independent row pipelines ("tiles"), 1..16: tile t computes every T-th query row (a
+        head's row i when ``(i + off) mod T == t``, ``off`` the rows of the heads before it: the
+        tiles take the rows of all heads in one rotation) on its own Denser + Sparser Engine pair (``dense_lines`` +
         ``sparse_lines`` lines each: the line counts are per tile), scheduler and softmax
         stage; all tiles read the shared Q/K/V/column-index banks (one read port per score
         group each) and their own narrow row-pointer memories, and the rows leave in row
@@ -177,7 +178,7 @@ class VitcodConfig:
         if self.tiles > 1:
             if self.tiles > self.max_tokens:
                 raise ConfigError(f"ViTCoD tiles={self.tiles} must not exceed max_tokens={self.max_tokens} "
-                                  f"(a tile computes the rows i with i mod tiles == its number)")
+                                  f"(a tile computes every tiles-th query row)")
             if self.data_width < 32:
                 raise ConfigError(f"ViTCoD tiles={self.tiles} needs data_width >= 32 (a whole query row's two "
                                   f"row pointers per beat), not {self.data_width}")

@@ -68,7 +68,8 @@ class RowScheduler(ConfiguredComponent):
         Full banks and their heads from the loader; the scheduler releases the oldest head's
         bank when its last row has gone out.
     tile : int
-        (``tiles > 1``) The tile t whose rows (``i mod tiles == t``) this scheduler runs.
+        (``tiles > 1``) The tile t whose rows (a head's row i when ``(i + off) mod tiles == t``) this
+        scheduler runs.
     row_ptr : ``In(ReadPort.Signature(rp_addr_width, data_width)).array(4)``
         The row pointer buffer (two half-rows per query row, ``hw/vitcod/balance.py``):
         ``ptr[2i]``, ``ptr[2i + 1]`` of the Denser Engine's next score row i, then
