@@ -141,7 +141,8 @@ class VitcodAccelerator(ConfiguredComponent):
             shared.append(("rp", cfg.data_width, cfg.rp_bank_words))
         shared.append(("ci", cfg.data_width, cfg.ci_bank_words))
         for name, width, words in shared:
-            m.submodules[f"{name}_buf"] = buffers[name] = Memory(shape=unsigned(width), depth=cfg.banks * words, init=[])
+            m.submodules[f"{name}_buf"] = buffers[name] = Memory(shape=unsigned(width), depth=cfg.banks * words,
+                                                                 init=[])
             wiring.connect(m, getattr(loader, f"{name}_write"), buffers[name].write_port())
 
         wiring.connect(m, wiring.flipped(self.cmd), loader.cmd)

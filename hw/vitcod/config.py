@@ -100,8 +100,9 @@ class VitcodConfig:
     tiles : int
         T, independent row pipelines ("tiles"), 1..16: tile t computes every T-th query row (a
         head's row i when ``(i + off) mod T == t``, ``off`` the rows of the heads before it: the
-        tiles take the rows of all heads in one rotation) on its own Denser + Sparser Engine pair (``dense_lines`` +
-        ``sparse_lines`` lines each: the line counts are per tile), scheduler and softmax
+        tiles take the rows of all heads in one rotation) on its own Denser + Sparser Engine
+        pair (``dense_lines`` + ``sparse_lines`` lines each: the line counts are per tile),
+        scheduler and softmax
         stage; all tiles read the shared Q/K/V/column-index banks (one read port per score
         group each) and their own narrow row-pointer memories, and the rows leave in row
         order. T = 1 is the single-pipeline design. T > 1 needs ``data_width >= 32`` and

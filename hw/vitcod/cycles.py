@@ -154,7 +154,8 @@ class _Tile:
     Rows are numbered across heads (the row slot is that number mod ``row_slots``). Each stage is
     in a head (``walk``; -1 before the first); at the end of its head's rows it moves on to the
     next head in the cycle after that head is adopted (``_WRAP``), unless the head ``banks`` after
-    its own is adopted too (its own bank's next head: the RTL then takes it for the newest). Written for speed (``attnforge explore`` replays every head of every
+    its own is adopted too (its own bank's next head: the RTL then takes it for the newest).
+    Written for speed (``attnforge explore`` replays every head of every
     configuration it sweeps): parameters are read once, events are small tuples.
     """
 

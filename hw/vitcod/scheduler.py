@@ -273,7 +273,8 @@ class RowScheduler(ConfiguredComponent):
                      job.score_start.eq(start_score), job.pv_start.eq(start_pv),
                      job.bank.eq(Mux(start_score, sw.bank, pw.bank)),
                      job.row.eq(self._global_row(st, sw)), job.slot.eq(Mux(start_score, score_slot, pv_slot)),
-                     job.recip.eq(mux_tree(st.recip, pv_slot)), job.prefix.eq(Mux(start_score, score_prefix, pv_prefix)),
+                     job.recip.eq(mux_tree(st.recip, pv_slot)),
+                     job.prefix.eq(Mux(start_score, score_prefix, pv_prefix)),
                      job.n.eq(Mux(start_score, n_score, n_pv)),
                      job.base.eq(Mux(start_score, base_score, mux_tree(st.row_base[x], pv_slot)))]
         sw.step(m, start_score)
