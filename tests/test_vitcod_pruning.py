@@ -215,9 +215,11 @@ def test_configurations_choose_different_g():
 
 
 def test_steady_state_cost_is_the_run_of_the_head_back_to_back():
-    """head_cost's steady cycles are the second head's of run_cycles of the head three times in a row, its
-    alone cycles the head's alone, compute-bound and load-bound, with and without the decoder; the
-    search's lower bound never exceeds the steady cycles."""
+    """head_cost's steady cycles are defined as the second head's of run_cycles of the head three times in a
+    row: what this checks is that the memoized chooser, which replays on the configuration with its buffer
+    sizes raised to the largest (timing does not depend on them), gives the replay on the configuration
+    itself, compute-bound and load-bound, with and without the decoder; and that the search's lower bound
+    (load, the Denser Engine's issue cycles, half of both engines' least issue cycles) never exceeds them."""
     rng = np.random.default_rng(0)
     for cfg in (VitcodConfig(head_dim=64, data_width=256), VitcodConfig(head_dim=64, data_width=64),
                 VitcodConfig(head_dim=32, dense_lines=1, sparse_lines=7, macs=4, data_width=32),
