@@ -2,7 +2,7 @@
 
 import pytest
 
-from attnforge.hw.common.requant import RequantLine, RequantLineConfig
+from attnforge.hw.common.requant import MAX_SHIFT, RequantLine, RequantLineConfig
 from attnforge.hw.verilog import write_verilog
 from attnforge.sim.lint import lint_verilog
 
@@ -37,3 +37,53 @@ def test_lint_clean(tmp_path):
     path = write_verilog(RequantLine(RequantLineConfig()), "requant_line", tmp_path / "r.v")
     result = lint_verilog(path, "requant_line")
     assert result.clean, result.messages
+
+
+def _two_stage_requant(values, shifts, width):
+    """``requant_finish(requant_shift(p, s), s != 0)`` on Amaranth's simulator, one (p, s) per step."""
+    from amaranth.hdl import Module, Signal, signed
+    from amaranth.sim import Simulator
+
+    from attnforge.hw.common.requant import requant_finish, requant_shift
+
+    m = Module()
+    p, s = Signal(signed(width)), Signal(range(MAX_SHIFT + 1))
+    y = Signal(signed(8))
+    m.d.comb += y.eq(requant_finish(requant_shift(p, s), s != 0))
+    got = []
+
+    async def bench(ctx):
+        for value, shift in zip(values, shifts):
+            ctx.set(p, value)
+            ctx.set(s, shift)
+            got.append(ctx.get(y))
+
+    sim = Simulator(m)
+    sim.add_testbench(bench)
+    sim.run()
+    return got
+
+
+def _rounded(p, s):
+    """The requantizer's rounding and int8 saturation, written out (``Requantizer``'s definition)."""
+    return max(-128, min(127, (p + ((1 << s) >> 1)) >> s))
+
+
+def test_shift_then_round_equals_the_rounding_shift_exhaustively_at_small_widths():
+    """The split rounding shift (the output stage's shift, then round and saturate, a register
+    between them) against round-half-up in one step: every product of 11 bits, shifts 0..12."""
+    pairs = [(p, s) for s in range(13) for p in range(-1024, 1024)]
+    got = _two_stage_requant([p for p, _ in pairs], [s for _, s in pairs], 11)
+    assert got == [_rounded(p, s) for p, s in pairs]
+
+
+def test_shift_then_round_equals_the_rounding_shift_at_full_width():
+    """Random 48-bit products (the output requantizer's width) and every shift up to MAX_SHIFT."""
+    import random
+
+    rng = random.Random(15)
+    pairs = [(rng.randrange(-(1 << 47), 1 << 47) >> rng.randrange(48), rng.randrange(MAX_SHIFT + 1))
+             for _ in range(3000)]
+    pairs += [(-(1 << 47), MAX_SHIFT), ((1 << 47) - 1, MAX_SHIFT), (-1, 1), (1, 1), (255, 1), (-257, 1)]
+    got = _two_stage_requant([p for p, _ in pairs], [s for _, s in pairs], 48)
+    assert got == [_rounded(p, s) for p, s in pairs]

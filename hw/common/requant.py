@@ -9,7 +9,7 @@ and shift set at run time (they change per head or per tensor).
 
 from dataclasses import dataclass
 
-from amaranth.hdl import Cat, Const, Module, signed, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, signed, unsigned
 from amaranth.lib import data, stream
 from amaranth.lib.wiring import In, Out
 
@@ -19,7 +19,7 @@ from attnforge.numfmt import INT8, IntFormat, Requantizer
 from .component import ConfiguredComponent
 from .trees import saturate
 
-__all__ = ["requant_product", "requant_round", "requantize", "RequantLineConfig", "RequantLine", "MAX_SHIFT"]
+__all__ = ["requant_product", "requant_round", "requant_shift", "requant_finish", "requantize", "RequantLineConfig", "RequantLine", "MAX_SHIFT"]
 
 #: Largest right shift the hardware supports (as ``Requantizer``).
 MAX_SHIFT = 62
@@ -42,6 +42,26 @@ def requant_round(product, shift, out: IntFormat = INT8):
     rounding = (Const(1, 1) << shift) >> 1
     # the clamped value fits ``out``: narrow it, so the expression has the format's shape
     narrowed = saturate((product + rounding) >> shift, out)[:out.width]
+    return narrowed.as_signed() if out.signed else narrowed
+
+
+def requant_shift(product, shift):
+    """``product >> max(shift - 1, 0)``: the first of ``requant_round``'s two halves when a register
+    goes between them (``requant_finish`` is the second; the barrel shift and the rounding adder
+    are then in different stages).
+
+    Exact: with ``q = floor(p / 2**(s - 1))``, ``floor((p + 2**(s - 1)) / 2**s) = floor((q + 1) / 2)``
+    for every integer ``p`` and ``s >= 1`` (write ``p = q 2**(s-1) + r``, ``0 <= r < 2**(s-1)``: the
+    ``r / 2**s < 1/2`` left over never carries into the quotient).
+    """
+    return product >> Mux(shift == 0, 0, shift - 1)[:len(shift)]
+
+
+def requant_finish(shifted, rounds, out: IntFormat = INT8):
+    """``saturate((shifted + 1) >> 1, out)`` when ``rounds`` (the shift was not 0), else
+    ``saturate(shifted, out)``: ``requant_round`` after ``requant_shift`` (same shape)."""
+    value = Mux(rounds, (shifted + 1) >> 1, shifted)
+    narrowed = saturate(value, out)[:out.width]
     return narrowed.as_signed() if out.signed else narrowed
 
 

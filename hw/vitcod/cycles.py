@@ -46,7 +46,7 @@ SCORE_DRAIN = DRAIN + 1
 #: cycles from an exponent job's start to its last E and sum (its pipeline: x1, xd, x2, x3, x4)
 EXP_LATENCY = 6
 #: registered stages of the output requantizer between the serializer and the output stream
-OUT_STAGES = 2
+OUT_STAGES = 4
 #: the divider at the default 2 quotient bits per cycle for the 26-bit reciprocal (``VitcodConfig.divider_cycles``)
 DIV_CYCLES = 13
 

@@ -2,10 +2,11 @@
 
 A row (both engines' shares of ``P·V`` summed, ``d`` wide values) is taken into
 a row register; a serializer hands one beat of B = data_width / 8 lanes per
-cycle to the output requantizer (``attnforge.hw.common.requant``), two
-registered stages (multiply; rounding shift and saturation) in one
-``LockstepPipeline``, so they stall together on backpressure and a beat leaves
-two cycles after it is serialized. The row carries its requantizer and whether
+cycle to the output requantizer (``attnforge.hw.common.requant``), four
+registered stages (the beat's lanes; multiply; shift; rounding and saturation,
+``OUT_STAGES`` in ``hw/vitcod/cycles.py``) in one ``LockstepPipeline``, so
+they stall together on backpressure and a beat leaves four cycles after it is
+serialized. The row carries its requantizer and whether
 it is its head's last row: the head may end (and the next one start) while its
 last beats are still in the stages.
 """
@@ -16,7 +17,8 @@ from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream
 from amaranth.lib.wiring import In, Out
 
-from attnforge.hw.common import ConfiguredComponent, LockstepPipeline, mux_tree, requant_product, requant_round
+from attnforge.hw.common import (ConfiguredComponent, LockstepPipeline, mux_tree, requant_finish, requant_product,
+                                 requant_shift)
 
 from attnforge.numfmt import INT8
 
@@ -83,8 +85,10 @@ class OutputStage(ConfiguredComponent):
         with m.If(self.row.valid & self.row.ready):
             m.d.sync += [row.eq(self.row.payload), serializing.eq(1), beat.eq(0)]
 
-        # requantizer: stage 0 multiplies the beat's lanes, stage 1 rounds and saturates
-        pipe = LockstepPipeline(m, depth=2, ready=self.o.ready, name="requant")
+        # requantizer, four stages (OUT_STAGES): 0 selects the beat's lanes of the row register,
+        # 1 multiplies (registered operands, registered product: nothing but the DSP between them),
+        # 2 shifts by shift - 1, 3 rounds and saturates (``requant_shift``/``requant_finish``)
+        pipe = LockstepPipeline(m, depth=4, ready=self.o.ready, name="requant")
         with m.If(pipe.advance & serializing):
             m.d.sync += beat.eq(beat + 1)
             with m.If(beat == beats - 1):
@@ -92,20 +96,25 @@ class OutputStage(ConfiguredComponent):
         beat_last = serializing & row.head_last & (beat == beats - 1)
         # a beat wider than a row (two token rows per data beat) carries the row in its lower lanes
         used = min(lanes, cfg.head_dim)
-        products = [pipe.stage(0, requant_product(mux_tree([row.values[w * lanes + b] for w in range(beats)], beat),
-                                                  row.multiplier),
-                               valid=serializing, name=f"product{b}")
-                    for b in range(used)]
-        shift = pipe.stage(0, row.shift, name="product_shift")
-        product_last = pipe.stage(0, beat_last, name="product_head_last")
-        out_lanes = [pipe.stage(1, requant_round(products[b], shift, INT8), name=f"lane{b}")
-                     for b in range(used)]
+        picked = [pipe.stage(0, mux_tree([row.values[w * lanes + b] for w in range(beats)], beat),
+                             valid=serializing, name=f"picked{b}")
+                  for b in range(used)]
+        multiplier = pipe.stage(0, row.multiplier, name="picked_multiplier")
+        shift = pipe.stage(0, row.shift, name="picked_shift")
+        last = pipe.stage(0, beat_last, name="picked_head_last")
+        products = [pipe.stage(1, requant_product(picked[b], multiplier), name=f"product{b}") for b in range(used)]
+        shift = pipe.stage(1, shift, name="product_shift")
+        last = pipe.stage(1, last, name="product_head_last")
+        shifted = [pipe.stage(2, requant_shift(products[b], shift), name=f"shifted{b}") for b in range(used)]
+        rounds = pipe.stage(2, shift != 0, name="shifted_rounds")
+        last = pipe.stage(2, last, name="shifted_head_last")
+        out_lanes = [pipe.stage(3, requant_finish(shifted[b], rounds, INT8), name=f"lane{b}") for b in range(used)]
         out_lanes += [Const(0, INT8.width)] * (lanes - used)
-        out_last = pipe.stage(1, product_last, name="lane_head_last")
+        out_last = pipe.stage(3, last, name="lane_head_last")
 
         m.d.comb += [self.o.valid.eq(pipe.valid[-1]), self.o.payload.eq(Cat(*out_lanes)),
                      self.head_done.eq(self.o.valid & self.o.ready & out_last), self.last.eq(out_last),
-                     self.busy.eq(serializing | pipe.valid[0] | pipe.valid[1])]
+                     self.busy.eq(serializing | Cat(*pipe.valid).any())]
         return m
 
 
