@@ -28,7 +28,7 @@ from attnforge.hw.vitcod.engine import Engine
 from attnforge.hw.vitcod.exp_unit import ExpUnit
 from attnforge.hw.vitcod.layer_store import LayerStore
 from attnforge.hw.vitcod.host import HeadJob, LayerJob, pack_bytes, unpack_output
-from attnforge.hw.vitcod.line import AttentionLine
+from attnforge.hw.vitcod.line import LINE_LATENCY, AttentionLine
 from attnforge.hw.vitcod.loader import Loader
 from attnforge.hw.vitcod.output import OutputStage
 from attnforge.hw.vitcod.scheduler import RowScheduler
@@ -204,6 +204,8 @@ def test_loader_refuses_a_bad_head_and_consumes_its_data(kind):
 # -- attention line ----------------------------------------------------------------------------
 
 def test_attention_line_score_and_pv_modes():
+    """A score of ``chunks`` beats, then a P.V chunk of 5 keys, back to back: both results exact, each
+    pulse exactly LINE_LATENCY cycles after its last beat (the engine's drain counts on it)."""
     M, chunks = 8, 4
     rng = np.random.default_rng(4)
     q, k = rng.integers(-128, 128, M * chunks), rng.integers(-128, 128, M * chunks)
@@ -213,26 +215,24 @@ def test_attention_line_score_and_pv_modes():
     seen = {}
 
     async def bench(ctx):
-        for c in range(chunks):
-            ctx.set(line.valid, 1), ctx.set(line.pv, 0), ctx.set(line.first, c == 0), ctx.set(line.last, c == chunks - 1)
-            ctx.set(line.a, [int(x) for x in q[c * M:(c + 1) * M]])
-            ctx.set(line.b, [int(x) for x in k[c * M:(c + 1) * M]])
-            await ctx.tick()
-        for j in range(5):
-            ctx.set(line.pv, 1), ctx.set(line.first, j == 0), ctx.set(line.last, j == 4)
-            ctx.set(line.a, [int(p[j])] * M)
-            ctx.set(line.b, [int(x) for x in v[j]])
+        beats = [(0, c == 0, c == chunks - 1, q[c * M:(c + 1) * M], k[c * M:(c + 1) * M]) for c in range(chunks)]
+        beats += [(1, j == 0, j == 4, [p[j]] * M, v[j]) for j in range(5)]
+        for cycle in range(len(beats) + LINE_LATENCY + 2):
+            if cycle < len(beats):
+                pv, first, last, a, b = beats[cycle]
+                ctx.set(line.valid, 1), ctx.set(line.pv, pv), ctx.set(line.first, first), ctx.set(line.last, last)
+                ctx.set(line.a, [int(x) for x in a])
+                ctx.set(line.b, [int(x) for x in b])
+            else:
+                ctx.set(line.valid, 0)
             if ctx.get(line.dot_valid):
-                seen["dot"] = ctx.get(line.dot)
-            await ctx.tick()
-        ctx.set(line.valid, 0)
-        for _ in range(3):
+                seen.setdefault("dot", []).append((cycle, ctx.get(line.dot)))
             if ctx.get(line.vec_valid):
-                seen["vec"] = [ctx.get(line.vec[i]) for i in range(M)]
+                seen.setdefault("vec", []).append((cycle, [ctx.get(line.vec[i]) for i in range(M)]))
             await ctx.tick()
     simulate(line, bench)
-    assert seen["dot"] == int(np.dot(q, k))
-    assert seen["vec"] == [int(x) for x in p @ v]
+    assert seen["dot"] == [(chunks - 1 + LINE_LATENCY, int(np.dot(q, k)))]
+    assert seen["vec"] == [(chunks + 4 + LINE_LATENCY, [int(x) for x in p @ v])]
 
 
 # -- exponent unit -----------------------------------------------------------------------------

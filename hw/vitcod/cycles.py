@@ -7,12 +7,12 @@ store, two cycles behind its key order), the host's split of each row between th
 (``hw/vitcod/balance.py``: the Denser Engine's G global keys and its half-row, the Sparser
 Engine's half-row), each engine's job sequence (score ``ceil(n/K) * d/(M S)`` issue cycles
 with S lines per key and K = L/S keys per step, ``VitcodConfig.score_split``,
-and a six-cycle drain, which the next score job with keys does not wait for (its beats follow
-the previous job's, each with its row slot) but one without keys does; pv ``n * ceil((d/M)/L)``
-and a five-cycle drain, the same way (while the engine holds fewer than ``pv_queue`` rows' shares for the
-output); the issue of the next job in the cycle after the last one), the softmax (exponent units
-``n + EXP_LATENCY`` cycles, the divider ``ceil(26 / divider_bits) + 1``), the output serializer and
-its two requantizer stages, and the heads' overlap: the loader fills ``banks`` banks in a ring, a
+and a drain of ``SCORE_DRAIN`` cycles, which the next score job with keys does not wait for
+(its beats follow the previous job's, each with its row slot) but one without keys does; pv
+``n * ceil((d/M)/L)`` and a drain of ``DRAIN`` cycles, the same way (while the engine holds fewer
+than ``pv_queue`` rows' shares for the output); the issue of the next job in the cycle after the
+last one), the softmax (exponent units ``n + EXP_LATENCY`` cycles, the divider
+``ceil(26 / divider_bits) + 1``), the output serializer and its ``OUT_STAGES`` requantizer stages, and the heads' overlap: the loader fills ``banks`` banks in a ring, a
 head is adopted in the cycle after its bank is seen full, every stage goes on from one head's rows
 to the next head's (a cycle to move on), the tiles take the rows of all heads in one rotation, and a
 head's bank is free again when its last row goes to the serializer. So the replay is of a whole run
@@ -33,14 +33,15 @@ from dataclasses import dataclass, field, replace
 
 from attnforge.hw.vitcod import VitcodConfig
 from attnforge.hw.vitcod.balance import check_sent_globals, split_rows
+from attnforge.hw.vitcod.line import LINE_LATENCY
 
 __all__ = ["HeadShape", "head_beats", "replay_cycles", "head_cycles", "run_cycles", "sent_globals", "ideal_cycles",
            "dense_baseline_shape",
            "DRAIN", "SCORE_DRAIN", "EXP_LATENCY", "OUT_STAGES",
            "DIV_CYCLES"]
 
-#: cycles from a job's last issue to its done pulse (stages 1-4 of the engine)
-DRAIN = 5
+#: cycles from a job's last issue to its done pulse (read and operand stages, the lines, the done cycle)
+DRAIN = 3 + LINE_LATENCY
 #: the same for a score job: one more stage sums the partial scores of a key's S lines
 SCORE_DRAIN = DRAIN + 1
 #: cycles from an exponent job's start to its last E and sum (its pipeline: x1, xd, x2, x3, x4)

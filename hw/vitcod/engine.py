@@ -50,7 +50,7 @@ from attnforge.softmax_int import E_FORMAT, PROB_FORMAT, PROB_SHIFT
 
 from .config import INDEX_WIDTH, VitcodConfig
 from .exp_unit import ExpUnit
-from .line import AttentionLine
+from .line import LINE_LATENCY, AttentionLine
 from .signatures import EngineJobSignature, ExpJobSignature
 
 __all__ = ["Engine"]
@@ -386,15 +386,19 @@ class Engine(wiring.Component):
         and job completion."""
         cfg, job, K, S, L = self._config, self.job, self._groups, self._split, self._lines
         op = issue.op
-        # the lines take two cycles (product, accumulator); the group sum one more
-        score_valid = [Signal(name=f"score_valid{k}") for k in (3, 4, 5)]
-        pv_valid = [Signal(name=f"pv_valid{k}") for k in (3, 4)]
-        step = [Signal.like(issue.score_step, name=f"step{k}") for k in (3, 4, 5)]
-        pv_pass = [Signal.like(issue.pv_pass, name=f"pv_pass{k}") for k in (3, 4)]
-        m.d.sync += [score_valid[0].eq(op.score_valid), score_valid[1].eq(score_valid[0]),
-                     score_valid[2].eq(score_valid[1]), pv_valid[0].eq(op.pv_valid), pv_valid[1].eq(pv_valid[0]),
-                     step[0].eq(op.step), step[1].eq(step[0]), step[2].eq(step[1]),
-                     pv_pass[0].eq(op.pv_pass), pv_pass[1].eq(pv_pass[0])]
+        # the lines take LINE_LATENCY cycles (operands, product, adder tree, accumulator); the group
+        # sum one more. Each beat's flags travel beside it: stage 3 is the lines' first
+        D = LINE_LATENCY
+
+        def chain(first, n, name):
+            regs = [Signal.like(first, name=f"{name}{3 + k}") for k in range(n)]
+            m.d.sync += [reg.eq(prev) for reg, prev in zip(regs, [first, *regs[:-1]])]
+            return regs
+
+        score_valid = chain(op.score_valid, D + 1, "score_valid")
+        pv_valid = chain(op.pv_valid, D, "pv_valid")
+        step = chain(op.step, D + 1, "step")
+        pv_pass = chain(op.pv_pass, D, "pv_pass")
         # a group's score is the sum of its S lines' partial scores (an exact integer that
         # fits score_width, so the wrap-around sum is exact)
         group_dot = [Signal(signed(cfg.score_width), name=f"group_dot{g}") for g in range(K)]
@@ -403,16 +407,14 @@ class Engine(wiring.Component):
             m.d.sync += [group_dot[g].eq(tree_sum(lines[g * S + s].dot for s in range(S))),
                          group_valid[g].eq(lines[g * S].dot_valid)]
         # the score job's slot and last beat, beside ``step`` (the next job's beats may follow right behind)
-        slot = [Signal.like(op.score_slot, name=f"score_slot{k}") for k in (3, 4, 5)]
-        job_last = [Signal(name=f"job_last{k}") for k in (3, 4, 5)]
-        m.d.sync += [slot[0].eq(op.score_slot), slot[1].eq(slot[0]), slot[2].eq(slot[1]),
-                     job_last[0].eq(op.job_last), job_last[1].eq(job_last[0]), job_last[2].eq(job_last[1])]
+        slot = chain(op.score_slot, D + 1, "score_slot")
+        job_last = chain(op.job_last, D + 1, "job_last")
         # the row maximum starts over with a job's first step (group 0 always has a key there)
         lowest = -(1 << (cfg.score_width - 1))
         run_max = Signal(signed(cfg.score_width), name="max_base")
-        m.d.comb += run_max.eq(Mux(group_valid[0] & (step[2] == 0), lowest, job.max))
+        m.d.comb += run_max.eq(Mux(group_valid[0] & (step[-1] == 0), lowest, job.max))
         for g in range(K):
-            m.d.comb += [score_writes[g].addr.eq(Cat(step[2][:issue.step_bits], slot[2])),
+            m.d.comb += [score_writes[g].addr.eq(Cat(step[-1][:issue.step_bits], slot[-1])),
                          score_writes[g].data.eq(group_dot[g]), score_writes[g].en.eq(group_valid[g])]
             nxt = Signal(signed(cfg.score_width), name=f"max{g}")
             m.d.comb += nxt.eq(Mux(group_valid[g] & (group_dot[g] > run_max), group_dot[g], run_max))
@@ -427,15 +429,14 @@ class Engine(wiring.Component):
         share_layout = job.out.shape()
         shares = [Signal(share_layout, name=f"share{k}") for k in range(Q)]
         share_wr, share_rd = Signal(range(max(Q, 2)), name="share_wr"), Signal(range(max(Q, 2)), name="share_rd")
-        pv_job_last = [Signal(name=f"pv_job_last{k}") for k in (3, 4)]
-        m.d.sync += [pv_job_last[0].eq(op.pv_job_last), pv_job_last[1].eq(pv_job_last[0])]
+        pv_job_last = chain(op.pv_job_last, D, "pv_job_last")
         share_done = Signal()
-        m.d.comb += share_done.eq((pv_valid[1] & pv_job_last[1]) | issue.zero_out)
+        m.d.comb += share_done.eq((pv_valid[-1] & pv_job_last[-1]) | issue.zero_out)
         for k, share in enumerate(shares):
             with m.If(share_wr == k):
                 for chunk in range(cfg.chunks_per_token):
                     line, p = chunk % L, chunk // L
-                    with m.If(lines[line].vec_valid & (pv_pass[1] == p)):
+                    with m.If(lines[line].vec_valid & (pv_pass[-1] == p)):
                         m.d.sync += [share[chunk * cfg.macs + i].eq(lines[line].vec[i]) for i in range(cfg.macs)]
                 with m.If(issue.zero_out):
                     m.d.sync += share.eq(0)
@@ -448,16 +449,15 @@ class Engine(wiring.Component):
         # job completion: a job is done when its last result has been written. A score job's done
         # pulse comes with its last beat (the cycle after its group sums), with its slot; one without
         # keys is done in the cycle after its start (it starts only when no score job is in flight)
-        done_last, done_slot, done_empty = Signal(), Signal.like(slot[2]), Signal()
-        m.d.sync += [done_last.eq(job_last[2]), done_slot.eq(slot[2]), done_empty.eq(job.score_start & (job.n == 0))]
-        # a pv job is done in the cycle after its last chunk is written (five cycles after its last
+        done_last, done_slot, done_empty = Signal(), Signal.like(slot[-1]), Signal()
+        m.d.sync += [done_last.eq(job_last[-1]), done_slot.eq(slot[-1]), done_empty.eq(job.score_start & (job.n == 0))]
+        # a pv job is done in the cycle after its last chunk is written (DRAIN cycles after its last
         # issue), one without keys in the cycle after its start (its zeros are written then)
         pv_done_last = Signal()
-        m.d.sync += pv_done_last.eq(pv_valid[1] & pv_job_last[1])
+        m.d.sync += pv_done_last.eq(pv_valid[-1] & pv_job_last[-1])
         rd = issue.read
-        score_draining = (issue.score_issuing | rd.score_valid | op.score_valid | score_valid[0] | score_valid[1]
-                          | score_valid[2])
-        pv_draining = issue.pv_issuing | rd.pv_valid | op.pv_valid | pv_valid[0] | pv_valid[1]
+        score_draining = issue.score_issuing | rd.score_valid | op.score_valid | Cat(*score_valid).any()
+        pv_draining = issue.pv_issuing | rd.pv_valid | op.pv_valid | Cat(*pv_valid).any()
         m.d.comb += [job.score_done.eq(done_last | done_empty),
                      job.done_slot.eq(Mux(done_empty, issue.score.slot, done_slot)),
                      job.pv_done.eq(pv_done_last | issue.zero_out),

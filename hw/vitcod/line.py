@@ -12,9 +12,14 @@ the same M multipliers ``a[m] * b[m]`` are summed in two ways:
 
 That is why this line differs from ``MacLine``: a score needs the products of
 one beat summed across lanes (the shared-input MAC line cannot do that without
-M copies of the key buffer). Pipeline: product register, accumulator; a result
-is valid two cycles after the beat marked ``last``. The line never stalls: the
-engine's sequencer issues one beat per cycle and takes every result.
+M copies of the key buffer). Pipeline (``LINE_LATENCY`` = 4 stages, for timing
+closure: every multiplier between registers, the adder tree apart from the
+accumulator): operand registers, product registers, the score's adder tree
+(P·V: the products once more), accumulator; a result is valid four cycles after
+the beat marked ``last``. The beat's flags are registered once per lane where
+they steer the accumulators (``replica``: each copy drives one lane). The line
+never stalls: the engine's sequencer issues one beat per cycle and takes every
+result.
 """
 
 from __future__ import annotations
@@ -28,7 +33,10 @@ from attnforge.hw.common import tree_sum
 from attnforge.numfmt import INT8
 from attnforge.softmax_int import PROB_FORMAT
 
-__all__ = ["AttentionLine"]
+__all__ = ["AttentionLine", "LINE_LATENCY"]
+
+#: cycles from a beat at the line's inputs to its result (with the beat marked ``last``)
+LINE_LATENCY = 4
 
 
 class AttentionLine(wiring.Component):
@@ -51,7 +59,7 @@ class AttentionLine(wiring.Component):
     b : ``In(ArrayLayout(signed(8), M))``
         k chunk (score) or v chunk (P·V).
     dot_valid : ``Out(1)``, dot : ``Out(signed(score_width))``
-        One-cycle pulse with a finished score, two cycles after its ``last`` beat.
+        One-cycle pulse with a finished score, ``LINE_LATENCY`` cycles after its ``last`` beat.
     vec_valid : ``Out(1)``, vec : ``Out(ArrayLayout(signed(pv_width), M))``
         One-cycle pulse with one finished chunk of P·V.
     """
@@ -75,30 +83,55 @@ class AttentionLine(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         M = self._macs
-        # stage 1: the products, with the beat's flags
-        valid, pv, first, last = (Signal(name=f"beat_{flag}") for flag in ("valid", "pv", "first", "last"))
-        products = [Signal(signed(PROB_FORMAT.width + INT8.width), name=f"product{i}") for i in range(M)]
-        m.d.sync += [valid.eq(self.valid), pv.eq(self.pv), first.eq(self.first), last.eq(self.last)]
-        m.d.sync += [products[i].eq(self.a[i] * self.b[i]) for i in range(M)]
+        flags = ("valid", "pv", "first", "last")
 
-        # stage 2: accumulate (one score across the lanes, or one output channel per lane)
+        def delayed(values, stage):
+            regs = {f: Signal(name=f"s{stage}_{f}") for f in flags}
+            m.d.sync += [regs[f].eq(values[f]) for f in flags]
+            return regs
+
+        # stage 0: the operands (from registers straight into the multipliers)
+        beat0 = delayed({f: getattr(self, f) for f in flags}, 0)
+        a = Signal.like(self.a, name="a_reg")
+        b = Signal.like(self.b, name="b_reg")
+        m.d.sync += [a.eq(self.a), b.eq(self.b)]
+        # stage 1: the products
+        beat1 = delayed(beat0, 1)
+        products = [Signal(signed(PROB_FORMAT.width + INT8.width), name=f"product{i}") for i in range(M)]
+        m.d.sync += [products[i].eq(a[i] * b[i]) for i in range(M)]
+        # stage 2: the score's adder tree; the P.V lanes' products once more (one copy of the flags
+        # per lane, which steer that lane's accumulator)
+        beat2 = delayed(beat1, 2)
+        tree = Signal(signed(self._score_width), name="product_sum")
+        m.d.sync += tree.eq(tree_sum(products))
+        lane_products = [Signal.like(products[i], name=f"lane_product{i}") for i in range(M)]
+        m.d.sync += [lane_products[i].eq(products[i]) for i in range(M)]
+        lane_beat = []
+        for i in range(M):
+            regs = {f: Signal(name=f"lane{i}_{f}", attrs={"replica": 1}) for f in flags}
+            m.d.sync += [regs[f].eq(beat1[f]) for f in flags]
+            lane_beat.append(regs)
+
+        # stage 3: accumulate (one score across the lanes, or one output channel per lane)
         dot_acc = Signal(signed(self._score_width))
         vec_acc = [Signal(signed(self._pv_width), name=f"acc{i}") for i in range(M)]
         dot_sum = Signal(signed(self._score_width))
-        m.d.comb += dot_sum.eq(Mux(first, 0, dot_acc) + tree_sum(products))
+        m.d.comb += dot_sum.eq(Mux(beat2["first"], 0, dot_acc) + tree)
 
         m.d.sync += [self.dot_valid.eq(0), self.vec_valid.eq(0)]
-        with m.If(valid):
-            with m.If(pv):
-                for i in range(M):
-                    total = Mux(first, 0, vec_acc[i]) + products[i]
-                    m.d.sync += vec_acc[i].eq(total)
-                    with m.If(last):
-                        m.d.sync += self.vec[i].eq(total)
-                with m.If(last):
+        for i in range(M):
+            lb = lane_beat[i]
+            with m.If(lb["valid"] & lb["pv"]):
+                total = Mux(lb["first"], 0, vec_acc[i]) + lane_products[i]
+                m.d.sync += vec_acc[i].eq(total)
+                with m.If(lb["last"]):
+                    m.d.sync += self.vec[i].eq(total)
+        with m.If(beat2["valid"]):
+            with m.If(beat2["pv"]):
+                with m.If(beat2["last"]):
                     m.d.sync += self.vec_valid.eq(1)
             with m.Else():
                 m.d.sync += dot_acc.eq(dot_sum)
-                with m.If(last):
+                with m.If(beat2["last"]):
                     m.d.sync += [self.dot.eq(dot_sum), self.dot_valid.eq(1)]
         return m
