@@ -19,7 +19,7 @@ from attnforge.hw.common.trees import log2_ceil
 from attnforge.numfmt import INT8, Requantizer, accumulator_width
 from attnforge.softmax_int import PROB_FORMAT, recip_width, sum_width
 
-__all__ = ["VitcodConfig", "INDEX_WIDTH", "ROW_SLOTS", "PV_QUEUE", "MULTIPLIER_WIDTH", "SHIFT_WIDTH", "STATUS_COUNT_WIDTH",
+__all__ = ["VitcodConfig", "INDEX_WIDTH", "ROW_SLOTS", "PV_QUEUE", "POINTER_QUEUE", "POINTER_LATENCY", "MULTIPLIER_WIDTH", "SHIFT_WIDTH", "STATUS_COUNT_WIDTH",
            "MAX_DECODER_HEADS", "MAX_TILES", "MAX_MERGE_DEPTH", "MAX_TOKENS_PER_BEAT", "ERR_SIZE", "ERR_ROW_PTR",
            "ERR_COL_IDX", "ERR_LAYER",
            "ERROR_BITS"]
@@ -35,6 +35,10 @@ DIVIDER_BITS = 2
 #: Rows' P.V shares each engine holds (started P.V jobs whose row the output has not taken yet): the
 #: next row's P.V job runs while the previous row waits for the other engine or the output stage.
 PV_QUEUE = 2
+#: rows of row pointers the scheduler reads ahead of each engine's score stage (``RowScheduler``)
+POINTER_QUEUE = 4
+#: cycles from the pointer walk taking a row to the row being ready to start (read, register, sums)
+POINTER_LATENCY = 3
 #: Row pointers and column indices travel as uint16 on the data stream.
 INDEX_WIDTH = 16
 #: Run-time requantizers (exponent, output, decoder): a ``Requantizer``'s unsigned multiplier

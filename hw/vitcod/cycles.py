@@ -32,6 +32,7 @@ import copy
 from dataclasses import dataclass, field, replace
 
 from attnforge.hw.vitcod import VitcodConfig
+from attnforge.hw.vitcod.config import POINTER_LATENCY, POINTER_QUEUE
 from attnforge.hw.vitcod.balance import check_sent_globals, split_rows
 from attnforge.hw.vitcod.line import LINE_LATENCY
 
@@ -144,8 +145,8 @@ _COMBINED = 6       # the output took both engines' shares of a row: the next ro
 _WRAP = 7           # (stage, -): the stage moves on to its next head
 
 # the stages that walk the rows (``RowScheduler``'s ``_Walk``): each engine's score and P.V stage,
-# the softmax and the output
-_SCORE, _PV, _SMX, _OUT = (0, 1), (2, 3), 4, 5
+# the softmax, the output and each engine's pointer walk (6 + x)
+_SCORE, _PV, _SMX, _OUT, _PTR = (0, 1), (2, 3), 4, 5, 6
 
 
 class _Tile:
@@ -174,14 +175,15 @@ class _Tile:
         self.div_cycles = cfg.divider_cycles
         self.row_n = ([], [])      # per engine: keys of each row (rows of every head, in order)
         self.head_end = []         # per good head k: the number of this tile's rows of heads 0..k
-        self.walk = [-1] * 6       # per stage: the head it is in
+        self.walk = [-1] * 8       # per stage: the head it is in (score, pv, softmax, output, pointers)
         self.ns, self.npv = [0, 0], [0, 0]
         self.sm_row = 0
         self.cm_row = 0
         self.issue_free = [0, 0]
         self.s_free = [0, 0]
         self.p_free = [0, 0]
-        self.rp_ok_from = [0, 0]
+        self.np = [0, 0]           # per engine: rows the pointer walk has taken
+        self.rp_ready = ([], [])   # per engine and row: the cycle from which it may start (its pointers in)
         self.sdone = [[False] * slots, [False] * slots]
         self.smx_ok = [[False] * slots, [False] * slots]
         self.pdone = [0, 0]        # per engine: finished P.V shares the output has not taken
@@ -234,14 +236,24 @@ class _Tile:
         B = self.sim.cfg.banks
         fired = False
         ns, npv = self.ns, self.npv
-        for stage, row in enumerate((ns[0], ns[1], npv[0], npv[1], self.sm_row, self.cm_row)):
+        for stage, row in enumerate((ns[0], ns[1], npv[0], npv[1], self.sm_row, self.cm_row, *self.np)):
             k = walk[stage]
             if k >= 0 and row < head_end[k]:
                 continue       # in its head
             if k + 1 < n and adopted[k + 1] <= c and not (k + B < n and adopted[k + B] <= c):
                 self.at(c + 1, _WRAP, stage)
-                if stage < 2:      # the score stage's row pointers: read for the new head from c + 1
-                    self.rp_ok_from[stage] = c + 2
+                fired = True
+        return fired
+
+    def pointers(self, c) -> bool:
+        """Each engine's pointer walk takes its next row while fewer than ``POINTER_QUEUE`` rows are
+        taken and not started (the rows started before cycle c count as started)."""
+        fired = False
+        for x in (0, 1):
+            row = self.np[x]
+            if self.in_head(_PTR + x, row) and row - self.ns[x] < POINTER_QUEUE:
+                self.rp_ready[x].append(c + POINTER_LATENCY)
+                self.np[x] = row + 1
                 fired = True
         return fired
 
@@ -255,7 +267,7 @@ class _Tile:
             nsx, npvx = ns[x], npv[x]
             par_s = nsx % slots
             if (self.in_head(x, nsx) and nsx - npvx < slots and (row_n[x][nsx] or c >= self.s_free[x])
-                    and not self.sdone[x][par_s] and c >= self.rp_ok_from[x]):
+                    and not self.sdone[x][par_s] and nsx < self.np[x] and self.rp_ready[x][nsx] <= c):
                 n_iss = -(-row_n[x][nsx] // self.keys[x]) * self.spass[x]
                 if n_iss:      # a job started in cycle c issues in cycles c+1 .. c+n_iss
                     windows.append((c + 1, c + n_iss))
@@ -266,7 +278,6 @@ class _Tile:
                 self.s_free[x] = done + 1
                 self.at(done + 1, _SET_SDONE, x, par_s)
                 ns[x] = nsx + 1
-                self.rp_ok_from[x] = c + 2
                 fired = True
                 continue
             par_p = npvx % slots
@@ -317,7 +328,8 @@ class _Tile:
 
     def wakes(self, c) -> list:
         """Cycles after c at which something may change in this tile."""
-        wake = [t for t in (*self.sched, *self.issue_free, *self.s_free, *self.p_free, *self.rp_ok_from,
+        ready = [self.rp_ready[x][self.ns[x]] for x in (0, 1) if self.ns[x] < self.np[x]]
+        wake = [t for t in (*self.sched, *self.issue_free, *self.s_free, *self.p_free, *ready,
                             self.div_busy_until + 1) if t > c]
         if self.exp_state is not None and self.exp_state[1] > c:
             wake.append(self.exp_state[1])
@@ -435,6 +447,7 @@ class _Sim:
                 tile.apply(ops)
         for tile in self.tiles:
             fired = tile.wraps(c) or fired
+            fired = tile.pointers(c) or fired
             fired = tile.engines(c) or fired
             fired = tile.softmax(c) or fired
         fired = self.output(c) or fired

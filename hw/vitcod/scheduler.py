@@ -40,7 +40,7 @@ from amaranth.lib.wiring import In, Out
 
 from attnforge.hw.common import ConfiguredComponent, log2_ceil, mux_tree
 
-from .config import INDEX_WIDTH, VitcodConfig
+from .config import INDEX_WIDTH, POINTER_QUEUE, VitcodConfig
 from .output import output_row_layout
 from .signatures import EngineJobSignature, HeadBanksSignature, head_layout
 from .softmax import recip_layout, softmax_row_layout
@@ -163,10 +163,15 @@ class RowScheduler(ConfiguredComponent):
             row_n=[[Signal(INDEX_WIDTH, name=f"row_n{x}_{p}") for p in range(slots)] for x in range(2)],
             row_base=[[Signal(INDEX_WIDTH, name=f"row_base{x}_{p}") for p in range(slots)] for x in range(2)],
             recip=[Signal(cfg.recip_width, name=f"recip{p}") for p in range(slots)],
+            # per engine, the pointer queue's oldest row (``_pointer_queue``)
+            queue_ready=[None, None], queue_n=[None, None], queue_base=[None, None], queue_nonzero=[None, None],
+            queue_pop=[None, None],
         )
         # where each stage is in the stream of rows: the score and pv stages of each engine, the
         # softmax and the output (each its own bank, row and row slot)
         st.score = [_Walk(m, st, f"score{x}") for x in range(2)]
+        # per engine, the walk that reads the row pointers ahead of its score stage (``_pointer_queue``)
+        st.ptr = [_Walk(m, st, f"pointer{x}") for x in range(2)]
         st.pv = [_Walk(m, st, f"pv{x}") for x in range(2)]
         st.smx = _Walk(m, st, "softmax")
         st.out = _Walk(m, st, "output")
@@ -178,42 +183,26 @@ class RowScheduler(ConfiguredComponent):
         return walk.row if T == 1 else mux_tree(st.first, walk.bank) + walk.row * T
 
     def _row_pointers(self, m, st):
-        """Per engine, the two pointers of its half-row of its next score row (one cycle to read):
-        ``ptr[2i + x]`` and ``ptr[2i + x + 1]`` for engine x (0: Denser, 1: Sparser)."""
+        """Per engine, the two pointers of its half-row of the pointer walk's row (read a cycle after
+        the address): ``ptr[2i + x]`` and ``ptr[2i + x + 1]`` for engine x (0: Denser, 1: Sparser);
+        then the pointer queue of each engine (``_pointer_queue``)."""
         cfg = self._config
         if cfg.tiles > 1:
             return self._tile_row_pointers(m, st)
         lg_ipw = log2_ceil(cfg.indices_per_word)
         lane_bits = max(lg_ipw, 1)
-        st.pointers_ready, st.row_start, st.row_end = [], [], []
         for x in range(2):
-            walk = st.score[x]
+            walk = st.ptr[x]
             row = walk.row
-            ready = self._pointer_row(m, walk, x)
-            start, end = Signal(INDEX_WIDTH, name=f"row_start{x}"), Signal(INDEX_WIDTH, name=f"row_end{x}")
-            for k, value in enumerate((start, end)):
+            pointers = []
+            for k in range(2):
                 port, lane = self.row_ptr[2 * x + k], Signal(lane_bits, name=f"pointer_lane{x}_{k}")
                 entry = Signal(row.shape().width + 2, name=f"pointer_entry{x}_{k}")
                 m.d.comb += [entry.eq(row * 2 + (x + k)),
                              port.addr.eq(Cat((entry >> lg_ipw)[:cfg.rp_addr_width - cfg.bank_bits], walk.bank))]
                 m.d.sync += lane.eq(entry[:lane_bits])
-                m.d.comb += value.eq(port.data.word_select(lane, INDEX_WIDTH) if lg_ipw else port.data[:INDEX_WIDTH])
-            st.pointers_ready.append(ready)
-            st.row_start.append(start)
-            st.row_end.append(end)
-
-    @staticmethod
-    def _pointer_row(m, walk, x):
-        """The row whose pointers are on the ports (read a cycle after the address); none right
-        after the stage moves to the next head. Returns "the pointers of the stage's row are in"."""
-        pointer_row = Signal.like(walk.row, name=f"pointer_row{x}")
-        with m.If(walk.wrap):
-            m.d.sync += pointer_row.eq(~0)
-        with m.Else():
-            m.d.sync += pointer_row.eq(walk.row)
-        ready = Signal(name=f"pointers_ready{x}")
-        m.d.comb += ready.eq(pointer_row == walk.row)
-        return ready
+                pointers.append(port.data.word_select(lane, INDEX_WIDTH) if lg_ipw else port.data[:INDEX_WIDTH])
+            self._pointer_queue(m, st, x, *pointers)
 
     def _tile_row_pointers(self, m, st):
         """(tiles > 1) The same from the tiles' row pointer memories, at local rows: the Denser
@@ -223,13 +212,11 @@ class RowScheduler(ConfiguredComponent):
         cfg = self._config
         T = cfg.tiles
         lg_w = log2_ceil(cfg.tile_rp_words_per_entry)
-        st.pointers_ready, st.row_start, st.row_end = [], [], []
         for x in range(2):
-            walk = st.score[x]
+            walk = st.ptr[x]
             row = walk.row
-            ready = self._pointer_row(m, walk, x)
-            start, end = Signal(INDEX_WIDTH, name=f"row_start{x}"), Signal(INDEX_WIDTH, name=f"row_end{x}")
-            for k, value in enumerate((start, end)):
+            pointers = []
+            for k in range(2):
                 port = self.row_ptr[2 * x + k]
                 entry = Signal(row.shape().width + 1, name=f"pointer_entry{x}_{k}")
                 wrap = (mux_tree(st.first, walk.bank) == T - 1) if (x, k) == (1, 1) else 0
@@ -238,12 +225,52 @@ class RowScheduler(ConfiguredComponent):
                 if lg_w:
                     lane = Signal(lg_w, name=f"pointer_lane{x}_{k}")
                     m.d.sync += lane.eq(entry[:lg_w])
-                    m.d.comb += value.eq(port.data.word_select(lane, INDEX_WIDTH))
+                    pointers.append(port.data.word_select(lane, INDEX_WIDTH))
                 else:
-                    m.d.comb += value.eq(port.data[:INDEX_WIDTH])
-            st.pointers_ready.append(ready)
-            st.row_start.append(start)
-            st.row_end.append(end)
+                    pointers.append(port.data[:INDEX_WIDTH])
+            self._pointer_queue(m, st, x, *pointers)
+
+    def _pointer_queue(self, m, st, x, start, end):
+        """Engine x's next score rows, ready to start: their keys ``n`` and CSR base, in a queue that
+        the pointer walk fills ahead of the score stage.
+
+        The pointer walk takes a row (cycle t) while the queue and the reads in flight hold fewer
+        than ``POINTER_QUEUE`` rows; its pointers arrive from the memory (t + 1) into registers, ``n``
+        and the base are computed from those (t + 2) into the queue: a row is ready to start in cycle
+        t + ``POINTER_LATENCY``. So no memory read or adder sits in front of the job start (the
+        longest path before, issue 15), and a score stage that takes a row per cycle finds the next
+        one ready."""
+        walk, Q = st.ptr[x], POINTER_QUEUE
+        held = Signal(range(Q + 1), name=f"pointer_held{x}")     # rows taken by the walk, not yet started
+        take = Signal(name=f"pointer_take{x}")
+        pop = Signal(name=f"pointer_pop{x}")
+        m.d.comb += take.eq(walk.in_head & (held != Q))
+        walk.step(m, take)
+        # t + 1: the pointers arrive; (Denser Engine) the head's G beside them
+        prefix1 = Signal(INDEX_WIDTH, name=f"pointer_prefix{x}_1")
+        valid1 = Signal(name=f"pointer_valid{x}_1")
+        m.d.sync += [valid1.eq(take), prefix1.eq(mux_tree([h.g for h in st.heads], walk.bank) if x == 0 else 0)]
+        # t + 2: the pointers registered
+        start2, end2 = Signal(INDEX_WIDTH, name=f"row_start{x}"), Signal(INDEX_WIDTH, name=f"row_end{x}")
+        prefix2, valid2 = Signal(INDEX_WIDTH, name=f"pointer_prefix{x}_2"), Signal(name=f"pointer_valid{x}_2")
+        m.d.sync += [start2.eq(start), end2.eq(end), prefix2.eq(prefix1), valid2.eq(valid1)]
+        # the queue, a shift register (entry 0 the oldest), pushed from t + 2's sums
+        n = [Signal(INDEX_WIDTH, name=f"queued_n{x}_{k}") for k in range(Q)]
+        base = [Signal(INDEX_WIDTH, name=f"queued_base{x}_{k}") for k in range(Q)]
+        nonzero = [Signal(name=f"queued_nonzero{x}_{k}") for k in range(Q)]
+        count = Signal(range(Q + 1), name=f"queued{x}")
+        new_n = Signal(INDEX_WIDTH, name=f"pointer_n{x}")
+        m.d.comb += new_n.eq(prefix2 + end2 - start2)
+        for k in range(Q):
+            # the new row goes behind the rows kept; with a pop, entry k takes entry k + 1
+            with m.If(valid2 & (count - pop == k)):
+                m.d.sync += [n[k].eq(new_n), base[k].eq(start2 - prefix2), nonzero[k].eq(new_n != 0)]
+            if k + 1 < Q:
+                with m.Elif(pop):
+                    m.d.sync += [n[k].eq(n[k + 1]), base[k].eq(base[k + 1]), nonzero[k].eq(nonzero[k + 1])]
+        m.d.sync += [count.eq(count + valid2 - pop), held.eq(held + take - pop)]
+        st.queue_ready[x], st.queue_n[x], st.queue_base[x] = count != 0, n[0], base[0]
+        st.queue_nonzero[x], st.queue_pop[x] = nonzero[0], pop
 
     def _engine_jobs(self, m, st, x, job):
         """Start engine x's next score or pv job; record its results."""
@@ -254,14 +281,13 @@ class RowScheduler(ConfiguredComponent):
         # engine finds key j >= prefix at CSR entry base + j
         score_prefix = mux_tree([h.g for h in st.heads], sw.bank) if x == 0 else 0
         pv_prefix = mux_tree([h.g for h in st.heads], pw.bank) if x == 0 else 0
-        n_score, base_score = Signal(INDEX_WIDTH, name=f"n_score{x}"), Signal(INDEX_WIDTH, name=f"base_score{x}")
-        m.d.comb += [n_score.eq(score_prefix + st.row_end[x] - st.row_start[x]),
-                     base_score.eq(st.row_start[x] - score_prefix)]
+        # the row's keys and CSR base, from the pointer queue (computed ahead, in registers)
+        n_score, base_score = st.queue_n[x], st.queue_base[x]
         # a score job with keys may issue right behind the previous one (its beats carry their slot);
         # one without keys waits until no score job is in flight (its done pulse comes at once)
         can_score = (sw.in_head & (st.inflight[x] != slots) & job.issue_free
-                     & (~job.score_active | (n_score != 0)) & ~mux_tree(st.scored[x], score_slot)
-                     & st.pointers_ready[x])
+                     & (~job.score_active | st.queue_nonzero[x]) & ~mux_tree(st.scored[x], score_slot)
+                     & st.queue_ready[x])
         # a pv job with keys may issue right behind the previous one (plan step 2, P.V side) while
         # the engine has room for its share; one without keys waits until no pv beats are in flight
         n_pv = Signal(INDEX_WIDTH, name=f"n_pv{x}")
@@ -277,6 +303,7 @@ class RowScheduler(ConfiguredComponent):
                      job.prefix.eq(Mux(start_score, score_prefix, pv_prefix)),
                      job.n.eq(Mux(start_score, n_score, n_pv)),
                      job.base.eq(Mux(start_score, base_score, mux_tree(st.row_base[x], pv_slot)))]
+        m.d.comb += st.queue_pop[x].eq(start_score)
         sw.step(m, start_score)
         pw.step(m, start_pv)
         m.d.sync += st.inflight[x].eq(st.inflight[x] + start_score - start_pv)
