@@ -23,6 +23,7 @@ from attnforge.errors import ConfigError
 from attnforge.hw.vitcod import VitcodAccelerator, VitcodConfig
 from attnforge.hw.vitcod import accelerator as accelerator_module
 from attnforge.hw.vitcod.config import ERR_COL_IDX, ERR_LAYER, ERR_ROW_PTR, ERR_SIZE, ROW_SLOTS
+from attnforge.hw.vitcod.cycles import EXP_LATENCY
 from attnforge.hw.vitcod.decoder import QkDecoder
 from attnforge.hw.vitcod.engine import Engine
 from attnforge.hw.vitcod.exp_unit import ExpUnit
@@ -274,7 +275,7 @@ def test_exp_unit_matches_softmax_int(groups, mult, shift):
     z = Requantizer(mult, shift, Z_FORMAT)
     expected = [exp2_neg(int(z(row_max - int(s)))) for s in scores]
     assert got["e"] == expected and got["sum"] == sum(expected)
-    assert got["cycles"] == n + 5      # one entry per cycle, five stages
+    assert got["cycles"] == n + EXP_LATENCY - 1     # one entry per cycle, six stages (busy from the cycle after the start)
 
 
 # -- softmax stage: the divider ------------------------------------------------------------------

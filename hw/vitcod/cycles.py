@@ -45,8 +45,9 @@ __all__ = ["HeadShape", "head_beats", "replay_cycles", "head_cycles", "run_cycle
 DRAIN = 3 + LINE_LATENCY
 #: the same for a score job: one more stage sums the partial scores of a key's S lines
 SCORE_DRAIN = DRAIN + 1
-#: cycles from an exponent job's start to its last E and sum (its pipeline: x1, xd, x2, x3, x4)
-EXP_LATENCY = 6
+#: cycles from an exponent job's start to its last E and sum (its pipeline: read, difference, product,
+#: shift, z, E)
+EXP_LATENCY = 7
 #: registered stages of the output requantizer between the serializer and the output stream
 OUT_STAGES = 4
 #: the divider at the default 2 quotient bits per cycle for the 26-bit reciprocal (``VitcodConfig.divider_cycles``)

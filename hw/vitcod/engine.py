@@ -190,14 +190,15 @@ class Engine(wiring.Component):
             return word.word_select(lane, cfg.chunk_width)
         return word.word_select(chunk[:log2_ceil(qc)], cfg.chunk_width) if qc > 1 else word[:cfg.chunk_width]
 
-    def _column(self, index_word, lane, entry, prefix):
-        """Key of a score or pv beat: the entry itself below ``prefix`` (the Denser Engine's global
-        columns), else the CSR column from the index buffer."""
+    def _column(self, index_word, lane, entry, is_global):
+        """Key of a score or pv beat: the entry itself when ``is_global`` (registered in the issue
+        stage: the entry is below the job's prefix, the Denser Engine's global columns), else the
+        CSR column from the index buffer."""
         if self._config.indices_per_word > 1:
             column = index_word.word_select(lane, INDEX_WIDTH)
         else:
             column = index_word[:INDEX_WIDTH]
-        return column if self._sparse else Mux(entry < prefix, entry, column)
+        return column if self._sparse else Mux(is_global, entry, column)
 
     # -- issue stage -----------------------------------------------------------------------
     def _issue(self, m, e_read):
@@ -291,22 +292,26 @@ class Engine(wiring.Component):
                              pv_lane=Signal(lane_bits, name="read_pv_lane"),
                              pv_entry=Signal(INDEX_WIDTH, name="read_pv_entry"),
                              pv_pass=Signal.like(issue.pv_pass, name="read_pv_pass"))
-        # a score job's beats carry its bank, prefix, slot and last beat down the pipeline: the next
-        # score job may issue right after this one's last beat while these beats are still on their way
-        rd.score_bank, rd.score_prefix = Signal(cfg.bank_bits, name="read_score_bank"), Signal(INDEX_WIDTH, name="read_score_prefix")
+        # a score job's beats carry its bank, slot and last beat (and, compared with its prefix,
+        # ``is_global``) down the pipeline: the next score job may issue right after this one's last
+        # beat while these beats are still on their way
+        rd.score_bank = Signal(cfg.bank_bits, name="read_score_bank")
         rd.score_slot = Signal.like(score.slot, name="read_score_slot")
         rd.job_last = Signal(name="read_job_last")
-        m.d.sync += [rd.score_bank.eq(score.bank), rd.score_prefix.eq(score.prefix), rd.score_slot.eq(score.slot),
-                     rd.job_last.eq(issue.score_issue_last)]
-        # so do a pv job's bank, prefix, reciprocal and last beat: the next pv job may issue right
-        # after this one's last beat (plan step 2, P.V side)
-        rd.pv_bank, rd.pv_prefix = Signal(cfg.bank_bits, name="read_pv_bank"), Signal(INDEX_WIDTH, name="read_pv_prefix")
+        m.d.sync += [rd.score_bank.eq(score.bank), rd.score_slot.eq(score.slot), rd.job_last.eq(issue.score_issue_last)]
+        # so do a pv job's bank, reciprocal and last beat (and ``pv_global``): the next pv job may
+        # issue right after this one's last beat (plan step 2, P.V side)
+        rd.pv_bank = Signal(cfg.bank_bits, name="read_pv_bank")
         rd.pv_recip, rd.pv_job_last = Signal.like(pv.recip, name="read_pv_recip"), Signal(name="read_pv_job_last")
-        m.d.sync += [rd.pv_bank.eq(pv.bank), rd.pv_prefix.eq(pv.prefix), rd.pv_recip.eq(pv.recip),
-                     rd.pv_job_last.eq(issue.pv_issue_last)]
+        m.d.sync += [rd.pv_bank.eq(pv.bank), rd.pv_recip.eq(pv.recip), rd.pv_job_last.eq(issue.pv_issue_last)]
         rd.key_ok = [Signal(name=f"read_key_ok{g}") for g in range(K)]
         rd.lane = [Signal(lane_bits, name=f"read_lane{g}") for g in range(K)]
         rd.entry = [Signal(INDEX_WIDTH, name=f"read_entry{g}") for g in range(K)]
+        # (Denser Engine) the beat's key is a global column: compared in the issue stage, so the
+        # column index read goes through two multiplexers only to the K and V addresses
+        rd.is_global = [Signal(name=f"read_global{g}") for g in range(K)]
+        rd.pv_global = Signal(name="read_pv_global")
+        m.d.sync += rd.pv_global.eq(issue.pv_entry < pv.prefix)
         m.d.sync += [rd.score_valid.eq(issue.score_issuing), rd.pv_valid.eq(issue.pv_issuing),
                      rd.step_cycle.eq(issue.step_cycle), rd.step.eq(issue.score_step),
                      rd.score_first.eq(issue.step_cycle == 0), rd.score_last.eq(issue.step_cycle == issue.steps - 1),
@@ -315,6 +320,7 @@ class Engine(wiring.Component):
                      rd.pv_lane.eq((pv.base + issue.pv_entry)[:lane_bits])]
         for g in range(K):
             m.d.sync += [rd.key_ok[g].eq(issue.key_ok[g]), rd.entry[g].eq(issue.entry[g]),
+                         rd.is_global[g].eq(issue.entry[g] < score.prefix),
                          rd.lane[g].eq((score.base + issue.entry[g])[:lane_bits])]
         # with several tokens per Q/K/V word, which of the word's tokens a read returns travels with it
         tpw_bits = log2_ceil(cfg.qkv_tokens_per_word)
@@ -326,11 +332,11 @@ class Engine(wiring.Component):
         for g in range(K):
             key = Signal(INDEX_WIDTH, name=f"key{g}")
             keys.append(key)
-            m.d.comb += key.eq(self._column(self.col[g].data, rd.lane[g], rd.entry[g], rd.score_prefix))
+            m.d.comb += key.eq(self._column(self.col[g].data, rd.lane[g], rd.entry[g], rd.is_global[g]))
             m.d.comb += self.k[g].addr.eq(Mux(rd.key_ok[g], self._qkv_addr(m, rd.score_bank, key,
                                                                              self._word_of(rd.step_cycle)), 0))
         pv_key = Signal(INDEX_WIDTH)
-        m.d.comb += pv_key.eq(self._column(self.col[0].data, rd.pv_lane, rd.pv_entry, rd.pv_prefix))
+        m.d.comb += pv_key.eq(self._column(self.col[0].data, rd.pv_lane, rd.pv_entry, rd.pv_global))
         # pv pass p: line l = g * S + s takes chunk p * L + l = (p * K + g) * S + s
         for g in range(K):
             pv_step = Signal(range(issue.passes * K + 1), name=f"pv_step{g}")

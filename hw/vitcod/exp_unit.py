@@ -4,8 +4,8 @@ For every score of a row (read from the engine's score buffers) against the
 row maximum of both engines: ``z = sat_u16(((m - S) * exp_mult + round) >>
 exp_shift)`` (the exponent requantizer, ``attnforge.hw.common.requant``), then
 ``E = EXP2_LUT[z & 63] >> (z >> 6)`` (``attnforge.softmax_int.exp2_neg``),
-written to the exponent buffer and summed. Five registered stages: buffer
-read, difference to the maximum, product, z, E.
+written to the exponent buffer and summed. Six registered stages: buffer
+read, difference to the maximum, product, shift, z (rounded, saturated), E.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from amaranth.lib.memory import ReadPort, WritePort
 from amaranth.lib.wiring import In
 
 from attnforge.errors import check_int
-from attnforge.hw.common import log2_ceil, mux_tree, requant_product, requant_round, rom
+from attnforge.hw.common import log2_ceil, mux_tree, requant_finish, requant_product, requant_shift, rom
 from attnforge.softmax_int import E_FORMAT, EXP2_LUT, EXP_BITS, EXP_FRAC_BITS, Z_FORMAT
 
 from .config import INDEX_WIDTH, VitcodConfig
@@ -107,10 +107,15 @@ class ExpUnit(wiring.Component):
         product = requant_product(diff, multiplier)
         prod = Signal(product.shape())
         m.d.sync += [prod_valid.eq(diff_valid), prod_entry.eq(diff_entry), prod.eq(product)]
-        # z: rounding shift, saturated to uint16
+        # the rounding shift in two stages (``requant_shift``, then ``requant_finish``: rounding and
+        # saturation to uint16), so the barrel shift and the rounding adder are apart
+        shifted_valid, shifted_entry = Signal(), Signal(INDEX_WIDTH)
+        shifted = Signal(prod.shape())
+        m.d.sync += [shifted_valid.eq(prod_valid), shifted_entry.eq(prod_entry), shifted.eq(requant_shift(prod, shift))]
         z_valid, z_entry = Signal(), Signal(INDEX_WIDTH)
         z = Signal(Z_FORMAT.width)
-        m.d.sync += [z_valid.eq(prod_valid), z_entry.eq(prod_entry), z.eq(requant_round(prod, shift, Z_FORMAT))]
+        m.d.sync += [z_valid.eq(shifted_valid), z_entry.eq(shifted_entry),
+                     z.eq(requant_finish(shifted, shift != 0, Z_FORMAT))]
         # E = 2**15 * 2**-(z / 64): table of the fraction, shifted by the integer part
         whole = z[EXP_FRAC_BITS:]
         exp_value = Signal(E_FORMAT.width)
@@ -123,5 +128,5 @@ class ExpUnit(wiring.Component):
                      self.e_write.en.eq(e_valid)]
         with m.If(e_valid & ~job.start):
             m.d.sync += job.sum.eq(job.sum + e)
-        m.d.comb += job.busy.eq(running | read_valid | diff_valid | prod_valid | z_valid | e_valid)
+        m.d.comb += job.busy.eq(running | read_valid | diff_valid | prod_valid | shifted_valid | z_valid | e_valid)
         return m
