@@ -81,10 +81,15 @@ class ExpUnit(wiring.Component):
         slot = Signal.like(job.slot)
         row_max = Signal.like(job.max)
         multiplier, shift = Signal.like(job.multiplier), Signal.like(job.shift)
+        # the job's parameters follow the inputs while the unit is idle (so they hold those of the
+        # job started), and the counters are at 0 then: only ``running`` and the sum hang on ``start``
+        with m.If(~job.busy):
+            m.d.sync += [n.eq(job.n), slot.eq(job.slot), row_max.eq(job.max), multiplier.eq(job.multiplier),
+                         shift.eq(job.shift)]
+        with m.If(~running):
+            m.d.sync += [entry.eq(0), word.eq(0), group.eq(0)]
         with m.If(job.start):
-            m.d.sync += [running.eq(job.n != 0), entry.eq(0), word.eq(0), group.eq(0), n.eq(job.n),
-                         slot.eq(job.slot), row_max.eq(job.max), multiplier.eq(job.multiplier),
-                         shift.eq(job.shift), job.sum.eq(0)]
+            m.d.sync += [running.eq(job.n != 0), job.sum.eq(0)]
         with m.If(running):
             m.d.sync += [entry.eq(entry + 1), group.eq(group + 1)]
             with m.If(group == K - 1):

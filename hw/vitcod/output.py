@@ -24,7 +24,10 @@ from attnforge.numfmt import INT8
 
 from .config import MULTIPLIER_WIDTH, SHIFT_WIDTH, VitcodConfig
 
-__all__ = ["OutputStage", "RowMerger", "output_row_layout"]
+__all__ = ["OutputStage", "RowMerger", "output_row_layout", "ROW_LOAD_GROUP"]
+
+#: channels of the output row register per copy of its load enable
+ROW_LOAD_GROUP = 8
 
 
 def output_row_layout(config: VitcodConfig) -> data.StructLayout:
@@ -77,13 +80,24 @@ class OutputStage(ConfiguredComponent):
         m = Module()
         lanes, beats = cfg.data_bytes, cfg.words_per_token
 
-        # row register and serializer
+        # row register and serializer. The row register follows the offered row while the serializer
+        # is free, so it holds the row taken: its enable is ``~serializing`` (a copy of it per group of
+        # ROW_LOAD_GROUP channels, ``replica``), not the scheduler's ``valid`` into ~2,000 flip-flops
         row = Signal.like(self.row.payload, name="row_reg")
         serializing = Signal()
+        copies = [Signal(name=f"serializing_rep{k}", attrs={"replica": 1})
+                  for k in range(-(-cfg.head_dim // ROW_LOAD_GROUP))]
         beat = Signal(range(max(beats, 2)))
         m.d.comb += self.row.ready.eq(~serializing)
         with m.If(self.row.valid & self.row.ready):
-            m.d.sync += [row.eq(self.row.payload), serializing.eq(1), beat.eq(0)]
+            m.d.sync += [serializing.eq(1), beat.eq(0), *(c.eq(1) for c in copies)]
+        for k, copy in enumerate(copies):
+            with m.If(~copy):
+                m.d.sync += [row.values[i].eq(self.row.payload.values[i])
+                             for i in range(k * ROW_LOAD_GROUP, min((k + 1) * ROW_LOAD_GROUP, cfg.head_dim))]
+        with m.If(~serializing):
+            m.d.sync += [row.multiplier.eq(self.row.payload.multiplier), row.shift.eq(self.row.payload.shift),
+                         row.head_last.eq(self.row.payload.head_last)]
 
         # requantizer, four stages (OUT_STAGES): 0 selects the beat's lanes of the row register,
         # 1 multiplies (registered operands, registered product: nothing but the DSP between them),
@@ -92,7 +106,7 @@ class OutputStage(ConfiguredComponent):
         with m.If(pipe.advance & serializing):
             m.d.sync += beat.eq(beat + 1)
             with m.If(beat == beats - 1):
-                m.d.sync += serializing.eq(0)
+                m.d.sync += [serializing.eq(0), *(c.eq(0) for c in copies)]
         beat_last = serializing & row.head_last & (beat == beats - 1)
         # a beat wider than a row (two token rows per data beat) carries the row in its lower lanes
         used = min(lanes, cfg.head_dim)

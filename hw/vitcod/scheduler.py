@@ -410,16 +410,18 @@ class _Walk:
         self.bank = Signal.like(st.newest, init=last, name=f"{name}_bank")   # at reset: at the end of an empty bank
         self.row = Signal(row_w, name=f"{name}_row")
         self.slot = Signal(st.slot_bits, name=f"{name}_slot")
+        # the head's rows from ``row`` on, counted down (``in_head`` a zero test of a register, no
+        # comparison with the bank's multiplexed row count)
+        self.left = Signal(row_w, name=f"{name}_left")
         self.in_head = Signal(name=f"{name}_in_head")
         self.wrap = Signal(name=f"{name}_wrap")
-        nq = mux_tree(st.nq_local, self.bank)
         following = Signal.like(self.bank, name=f"{name}_following")
-        m.d.comb += [following.eq(self.bank + 1), self.in_head.eq(self.row < nq),
-                     self.wrap.eq((self.row == nq) & mux_tree(st.adopted, following) & (st.newest != self.bank))]
+        m.d.comb += [following.eq(self.bank + 1), self.in_head.eq(self.left != 0),
+                     self.wrap.eq((self.left == 0) & mux_tree(st.adopted, following) & (st.newest != self.bank))]
         with m.If(self.wrap):
-            m.d.sync += [self.bank.eq(following), self.row.eq(0)]
+            m.d.sync += [self.bank.eq(following), self.row.eq(0), self.left.eq(mux_tree(st.nq_local, following))]
 
     def step(self, m, go):
         """The stage takes its row (only while ``in_head``, so never with ``wrap``)."""
         with m.If(go):
-            m.d.sync += [self.row.eq(self.row + 1), self.slot.eq(self.slot + 1)]
+            m.d.sync += [self.row.eq(self.row + 1), self.slot.eq(self.slot + 1), self.left.eq(self.left - 1)]

@@ -78,9 +78,9 @@ class SoftmaxStage(ConfiguredComponent):
         row = self.rows.payload
         exp_slot = Signal.like(row.slot)       # the row in the exponent units
         for exp, n in ((self.dense_exp, row.dense_n), (self.sparse_exp, row.sparse_n)):
-            m.d.comb += [exp.multiplier.eq(row.multiplier), exp.shift.eq(row.shift)]
-            with m.If(self.rows.valid & self.rows.ready):
-                m.d.comb += [exp.start.eq(1), exp.slot.eq(row.slot), exp.n.eq(n), exp.max.eq(row.max)]
+            # the row's fields always (the units sample them when they start), ``start`` on a transfer
+            m.d.comb += [exp.multiplier.eq(row.multiplier), exp.shift.eq(row.shift), exp.slot.eq(row.slot),
+                         exp.n.eq(n), exp.max.eq(row.max), exp.start.eq(self.rows.valid & self.rows.ready)]
 
         m.submodules.divider = divider = SerialDivider(
             dividend=1 << RECIP_BITS, divisor_width=cfg.sum_width + 1, quotient_bits=cfg.recip_width,
