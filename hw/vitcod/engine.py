@@ -225,10 +225,29 @@ class Engine(wiring.Component):
         issue.pv_pass = Signal(range(max(passes, 2)))
         score_issue_last, pv_issue_last = Signal(), Signal()
         issue.score_issue_last, issue.pv_issue_last = score_issue_last, pv_issue_last
+        # ``issue_free`` goes to the scheduler's job start: its terms come from registers, not from
+        # adders and comparators on the job's counters (issue 15).
+        # The score step is the last when ``score_first + K >= n``. With two or more cycles per step
+        # that is read at least two cycles after score_first or n changed, so a register that compares
+        # them every cycle (one cycle late) holds it; with one cycle per step it is compared directly.
+        final_step = Signal(name="score_final_step")
+        if steps > 1:
+            m.d.sync += final_step.eq(issue.score_first + K >= score.n)
+        else:
+            m.d.comb += final_step.eq(issue.score_first + K >= score.n)
+        # The pv entry is the row's last when ``pv_entry == n - 1``: in the cycle after a start or after
+        # the entry went back to 0 (next pass) that is ``n == 1`` (registered at the start), else the
+        # previous cycle's ``pv_entry + 2 == n`` (the entry has counted up by one since).
+        entry_ahead, n_is_one, entry_reset = Signal(name="pv_entry_ahead"), Signal(name="pv_n_is_one"), Signal()
+        entry_last = issue.entry_last = Signal(name="pv_entry_last")
+        m.d.sync += [entry_ahead.eq(issue.pv_entry + 2 == pv.n),
+                     entry_reset.eq(job.pv_start | (issue.pv_issuing & entry_last))]
+        with m.If(job.pv_start):
+            m.d.sync += n_is_one.eq(job.n == 1)
         m.d.comb += [
-            score_issue_last.eq(issue.score_issuing & (issue.step_cycle == steps - 1)
-                                & (issue.score_first + K >= score.n)),
-            pv_issue_last.eq(issue.pv_issuing & (issue.pv_entry == pv.n - 1) & (issue.pv_pass == passes - 1)),
+            entry_last.eq(Mux(entry_reset, n_is_one, entry_ahead)),
+            score_issue_last.eq(issue.score_issuing & (issue.step_cycle == steps - 1) & final_step),
+            pv_issue_last.eq(issue.pv_issuing & entry_last & (issue.pv_pass == passes - 1)),
             job.issue_free.eq(~(issue.score_issuing | issue.pv_issuing) | score_issue_last | pv_issue_last)]
 
         with m.If(issue.score_issuing):
@@ -240,7 +259,7 @@ class Engine(wiring.Component):
                 m.d.sync += issue.score_issuing.eq(0)
         with m.If(issue.pv_issuing):
             m.d.sync += issue.pv_entry.eq(issue.pv_entry + 1)
-            with m.If(issue.pv_entry == pv.n - 1):
+            with m.If(entry_last):
                 m.d.sync += [issue.pv_entry.eq(0), issue.pv_pass.eq(issue.pv_pass + 1)]
             with m.If(pv_issue_last):
                 m.d.sync += issue.pv_issuing.eq(0)
@@ -315,7 +334,7 @@ class Engine(wiring.Component):
         m.d.sync += [rd.score_valid.eq(issue.score_issuing), rd.pv_valid.eq(issue.pv_issuing),
                      rd.step_cycle.eq(issue.step_cycle), rd.step.eq(issue.score_step),
                      rd.score_first.eq(issue.step_cycle == 0), rd.score_last.eq(issue.step_cycle == issue.steps - 1),
-                     rd.pv_first.eq(issue.pv_entry == 0), rd.pv_last.eq(issue.pv_entry == pv.n - 1),
+                     rd.pv_first.eq(issue.pv_entry == 0), rd.pv_last.eq(issue.entry_last),
                      rd.pv_entry.eq(issue.pv_entry), rd.pv_pass.eq(issue.pv_pass),
                      rd.pv_lane.eq((pv.base + issue.pv_entry)[:lane_bits])]
         for g in range(K):

@@ -108,7 +108,7 @@ class AttentionLine(wiring.Component):
         m.d.sync += [lane_products[i].eq(products[i]) for i in range(M)]
         lane_beat = []
         for i in range(M):
-            regs = {f: Signal(name=f"lane{i}_{f}", attrs={"replica": 1}) for f in flags}
+            regs = {f: Signal(name=f"lane{i}_{f}") for f in flags}
             m.d.sync += [regs[f].eq(beat1[f]) for f in flags]
             lane_beat.append(regs)
 
