@@ -22,6 +22,7 @@ from pathlib import Path
 from attnforge.hw.verilog import write_verilog
 from attnforge.formats.atomic import write_json_atomic
 
+from .paths import estimate_paths
 from .shell import SynthShell
 
 __all__ = ["Device", "DEVICES", "get_device", "synthesize", "SynthError", "FitError", "critical_path", "signal_of",
@@ -398,6 +399,9 @@ def synthesize(component, *, top: str, device: str, out_dir: str | Path, seed: i
               "--freq", str(target), "--seed", str(seed), "--timing-allow-fail"],
              out / "nextpnr.log", f"nextpnr ({dev.nextpnr})")
     t2 = time.perf_counter()
+    # every register-to-register path ranked from Yosys's netlist in seconds (ECP5's cell delays)
+    estimated = (estimate_paths(json.loads((out / "netlist.json").read_text()), signal_of=signal_of)
+                 if dev.family == "ecp5" else None)
 
     pnr_report = json.loads((out / ("nextpnr.json" if stop else "nextpnr_pack.json")).read_text()) if pnr else {}
     fmax = {clk: v["achieved"] for clk, v in pnr_report.get("fmax", {}).items()}
@@ -427,6 +431,8 @@ def synthesize(component, *, top: str, device: str, out_dir: str | Path, seed: i
         "critical_path": path,
         # the timing-driven DSE hook: which stage of the design to pipeline next
         "critical_stage": path["stage"] if path else None,
+        # the worst stages before placement (fpga/paths.py; ECP5 only): all long paths, not just one
+        "estimated_paths": estimated,
         "seed": seed if pnr and not pack_only else None,
         "router": args[args.index("--router") + 1] if "--router" in args else None,
         "tools": tool_versions(device),

@@ -192,6 +192,10 @@ def test_yosys_only_gives_resources_without_place_and_route(tmp_path):
     assert report["dsp"] == 2 and report["luts"] > 0 and report["ffs"] >= report["shell_ffs"]
     assert report["fmax_mhz"] is None and report["placed_and_routed"] is False and report["nextpnr_seconds"] == 0
     assert not (tmp_path / "nextpnr.json").exists() and not (tmp_path / "nextpnr.log").exists()
+    # the estimate before placement ranks the design's own paths (named as the critical path is)
+    est = report["estimated_paths"]
+    assert est["endpoints"] > 0 and est["stages"] and est["worst_ns"] == est["stages"][0]["ns"] > 0
+    assert all(" -> " in st["stage"] and not st["stage"].startswith("inner.") for st in est["stages"])
 
 
 def test_pack_only_gives_packed_counts_without_placement(tmp_path):

@@ -275,7 +275,8 @@ def test_exp_unit_matches_softmax_int(groups, mult, shift):
     z = Requantizer(mult, shift, Z_FORMAT)
     expected = [exp2_neg(int(z(row_max - int(s)))) for s in scores]
     assert got["e"] == expected and got["sum"] == sum(expected)
-    assert got["cycles"] == n + EXP_LATENCY - 1     # one entry per cycle, six stages (busy from the cycle after the start)
+    # one entry per cycle, six stages (busy from the cycle after the start)
+    assert got["cycles"] == n + EXP_LATENCY - 1
 
 
 # -- softmax stage: the divider ------------------------------------------------------------------

@@ -26,7 +26,7 @@ from .accel_regs import (
 from .component import ConfiguredComponent
 from .divider import PipelinedDivider, SerialDivider, restoring_step
 from .requant import (MAX_SHIFT, RequantLine, RequantLineConfig, requant_finish, requant_product, requant_round,
-                      requant_shift, requantize)
+                      requant_shift, requant_shift_amount, requantize)
 from .regbank import RegisterBank, register_signature
 from .regmap import ACCESS_KINDS, AXI_LITE_PORTS, Field, Register, RegisterMap, c_header, markdown_table
 from .stream import LockstepPipeline, SkidBuffer
@@ -35,7 +35,8 @@ from .trees import DSP_PIECE, log2_ceil, mux_tree, rom, saturate, split_product,
 __all__ = [
     "ConfiguredComponent",
     "restoring_step", "SerialDivider", "PipelinedDivider",
-    "MAX_SHIFT", "requant_product", "requant_round", "requant_shift", "requant_finish", "requantize",
+    "MAX_SHIFT", "requant_product", "requant_round", "requant_shift", "requant_shift_amount", "requant_finish",
+    "requantize",
     "RequantLineConfig", "RequantLine",
     "SkidBuffer", "LockstepPipeline",
     "log2_ceil", "tree_sum", "mux_tree", "rom", "saturate", "split_product", "DSP_PIECE",

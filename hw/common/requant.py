@@ -19,7 +19,8 @@ from attnforge.numfmt import INT8, IntFormat, Requantizer
 from .component import ConfiguredComponent
 from .trees import saturate
 
-__all__ = ["requant_product", "requant_round", "requant_shift", "requant_finish", "requantize", "RequantLineConfig", "RequantLine", "MAX_SHIFT"]
+__all__ = ["requant_product", "requant_round", "requant_shift", "requant_shift_amount", "requant_finish", "requantize",
+           "RequantLineConfig", "RequantLine", "MAX_SHIFT"]
 
 #: Largest right shift the hardware supports (as ``Requantizer``).
 MAX_SHIFT = 62
@@ -54,7 +55,13 @@ def requant_shift(product, shift):
     for every integer ``p`` and ``s >= 1`` (write ``p = q 2**(s-1) + r``, ``0 <= r < 2**(s-1)``: the
     ``r / 2**s < 1/2`` left over never carries into the quotient).
     """
-    return product >> Mux(shift == 0, 0, shift - 1)[:len(shift)]
+    return product >> requant_shift_amount(shift)
+
+
+def requant_shift_amount(shift):
+    """``max(shift - 1, 0)``, the amount ``requant_shift`` shifts by (a stage before it may register
+    it, so the barrel shifter's select comes from a register)."""
+    return Mux(shift == 0, 0, shift - 1)[:len(shift)]
 
 
 def requant_finish(shifted, rounds, out: IntFormat = INT8):

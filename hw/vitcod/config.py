@@ -19,7 +19,8 @@ from attnforge.hw.common.trees import log2_ceil
 from attnforge.numfmt import INT8, Requantizer, accumulator_width
 from attnforge.softmax_int import PROB_FORMAT, recip_width, sum_width
 
-__all__ = ["VitcodConfig", "INDEX_WIDTH", "ROW_SLOTS", "PV_QUEUE", "POINTER_QUEUE", "POINTER_LATENCY", "MULTIPLIER_WIDTH", "SHIFT_WIDTH", "STATUS_COUNT_WIDTH",
+__all__ = ["VitcodConfig", "INDEX_WIDTH", "ROW_SLOTS", "PV_QUEUE", "POINTER_QUEUE", "POINTER_LATENCY",
+           "MULTIPLIER_WIDTH", "SHIFT_WIDTH", "STATUS_COUNT_WIDTH",
            "MAX_DECODER_HEADS", "MAX_TILES", "MAX_MERGE_DEPTH", "MAX_TOKENS_PER_BEAT", "ERR_SIZE", "ERR_ROW_PTR",
            "ERR_COL_IDX", "ERR_LAYER",
            "ERROR_BITS"]

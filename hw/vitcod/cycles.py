@@ -12,7 +12,9 @@ and a drain of ``SCORE_DRAIN`` cycles, which the next score job with keys does n
 ``n * ceil((d/M)/L)`` and a drain of ``DRAIN`` cycles, the same way (while the engine holds fewer
 than ``pv_queue`` rows' shares for the output); the issue of the next job in the cycle after the
 last one), the softmax (exponent units ``n + EXP_LATENCY`` cycles, the divider
-``ceil(26 / divider_bits) + 1``), the output serializer and its ``OUT_STAGES`` requantizer stages, and the heads' overlap: the loader fills ``banks`` banks in a ring, a
+``ceil(26 / divider_bits) + 1``), the output serializer and its ``OUT_STAGES`` requantizer stages,
+the pointer walk that reads each engine's row pointers ``POINTER_LATENCY`` cycles ahead into a
+queue of ``POINTER_QUEUE`` rows, and the heads' overlap: the loader fills ``banks`` banks in a ring, a
 head is adopted in the cycle after its bank is seen full, every stage goes on from one head's rows
 to the next head's (a cycle to move on), the tiles take the rows of all heads in one rotation, and a
 head's bank is free again when its last row goes to the serializer. So the replay is of a whole run

@@ -16,7 +16,7 @@ from amaranth.lib.memory import ReadPort, WritePort
 from amaranth.lib.wiring import In
 
 from attnforge.errors import check_int
-from attnforge.hw.common import log2_ceil, mux_tree, requant_finish, requant_product, requant_shift, rom
+from attnforge.hw.common import log2_ceil, mux_tree, requant_finish, requant_product, requant_shift_amount, rom
 from attnforge.softmax_int import E_FORMAT, EXP2_LUT, EXP_BITS, EXP_FRAC_BITS, Z_FORMAT
 
 from .config import INDEX_WIDTH, VitcodConfig
@@ -80,12 +80,14 @@ class ExpUnit(wiring.Component):
         group = Signal(range(max(K, 2)))
         slot = Signal.like(job.slot)
         row_max = Signal.like(job.max)
-        multiplier, shift = Signal.like(job.multiplier), Signal.like(job.shift)
+        multiplier = Signal.like(job.multiplier)
+        # the rounding shift's amount (shift - 1, or 0) and whether it rounds (shift != 0), registered
+        amount, rounds = Signal.like(job.shift, name="shift_amount"), Signal(name="shift_rounds")
         # the job's parameters follow the inputs while the unit is idle (so they hold those of the
         # job started), and the counters are at 0 then: only ``running`` and the sum hang on ``start``
         with m.If(~job.busy):
             m.d.sync += [n.eq(job.n), slot.eq(job.slot), row_max.eq(job.max), multiplier.eq(job.multiplier),
-                         shift.eq(job.shift)]
+                         amount.eq(requant_shift_amount(job.shift)), rounds.eq(job.shift != 0)]
         with m.If(~running):
             m.d.sync += [entry.eq(0), word.eq(0), group.eq(0)]
         with m.If(job.start):
@@ -112,15 +114,15 @@ class ExpUnit(wiring.Component):
         product = requant_product(diff, multiplier)
         prod = Signal(product.shape())
         m.d.sync += [prod_valid.eq(diff_valid), prod_entry.eq(diff_entry), prod.eq(product)]
-        # the rounding shift in two stages (``requant_shift``, then ``requant_finish``: rounding and
-        # saturation to uint16), so the barrel shift and the rounding adder are apart
+        # the rounding shift in two stages (``requant_shift``: by requant_shift_amount(shift), then
+        # ``requant_finish``: rounding and saturation to uint16), the barrel shift and the adder apart
         shifted_valid, shifted_entry = Signal(), Signal(INDEX_WIDTH)
         shifted = Signal(prod.shape())
-        m.d.sync += [shifted_valid.eq(prod_valid), shifted_entry.eq(prod_entry), shifted.eq(requant_shift(prod, shift))]
+        m.d.sync += [shifted_valid.eq(prod_valid), shifted_entry.eq(prod_entry), shifted.eq(prod >> amount)]
         z_valid, z_entry = Signal(), Signal(INDEX_WIDTH)
         z = Signal(Z_FORMAT.width)
         m.d.sync += [z_valid.eq(shifted_valid), z_entry.eq(shifted_entry),
-                     z.eq(requant_finish(shifted, shift != 0, Z_FORMAT))]
+                     z.eq(requant_finish(shifted, rounds, Z_FORMAT))]
         # E = 2**15 * 2**-(z / 64): table of the fraction, shifted by the integer part
         whole = z[EXP_FRAC_BITS:]
         exp_value = Signal(E_FORMAT.width)

@@ -18,7 +18,7 @@ from amaranth.lib import data, stream
 from amaranth.lib.wiring import In, Out
 
 from attnforge.hw.common import (ConfiguredComponent, LockstepPipeline, mux_tree, requant_finish, requant_product,
-                                 requant_shift)
+                                 requant_shift_amount)
 
 from attnforge.numfmt import INT8
 
@@ -114,13 +114,17 @@ class OutputStage(ConfiguredComponent):
                              valid=serializing, name=f"picked{b}")
                   for b in range(used)]
         multiplier = pipe.stage(0, row.multiplier, name="picked_multiplier")
-        shift = pipe.stage(0, row.shift, name="picked_shift")
+        # the shifter's amount and whether it rounds, from the row register (not from the shifter's stage)
+        amount = pipe.stage(0, requant_shift_amount(row.shift), name="picked_amount")
+        rounds = pipe.stage(0, row.shift != 0, name="picked_rounds")
         last = pipe.stage(0, beat_last, name="picked_head_last")
         products = [pipe.stage(1, requant_product(picked[b], multiplier), name=f"product{b}") for b in range(used)]
-        shift = pipe.stage(1, shift, name="product_shift")
+        amount = pipe.stage(1, amount, name="product_amount")
+        rounds = pipe.stage(1, rounds, name="product_rounds")
         last = pipe.stage(1, last, name="product_head_last")
-        shifted = [pipe.stage(2, requant_shift(products[b], shift), name=f"shifted{b}") for b in range(used)]
-        rounds = pipe.stage(2, shift != 0, name="shifted_rounds")
+        # (``requant_shift``: the product shifted by requant_shift_amount(shift))
+        shifted = [pipe.stage(2, products[b] >> amount, name=f"shifted{b}") for b in range(used)]
+        rounds = pipe.stage(2, rounds, name="shifted_rounds")
         last = pipe.stage(2, last, name="shifted_head_last")
         out_lanes = [pipe.stage(3, requant_finish(shifted[b], rounds, INT8), name=f"lane{b}") for b in range(used)]
         out_lanes += [Const(0, INT8.width)] * (lanes - used)
