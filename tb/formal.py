@@ -46,6 +46,7 @@ from attnforge.hw.vitcod.loader import command_data_beats
 from attnforge.linear_format import CMD_RESET, CMD_TOKEN
 from attnforge.hw.mac_line import MacLine, MacLineConfig
 from attnforge.hw.vitcod.config import VitcodConfig
+from attnforge.hw.vitcod.cycles import OUT_STAGES
 from attnforge.hw.vitcod.loader import Loader
 from attnforge.hw.vitcod.output import OutputStage
 from attnforge.hw.vitcod.scheduler import RowScheduler
@@ -356,7 +357,7 @@ class OutputStageHarness(Harness):
     def __init__(self, config: VitcodConfig | None = None, mode: str = "safety", *, dut=None):
         config = config or VitcodConfig(head_dim=4, max_tokens=4, max_nnz=4, macs=1, dense_lines=1,
                                         sparse_lines=1, data_width=16)
-        self.latency = 3
+        self.latency = 1 + OUT_STAGES
         super().__init__(dut if dut is not None else OutputStage(config), mode)
 
     def properties(self, m, frag):
@@ -365,14 +366,14 @@ class OutputStageHarness(Harness):
         beats = cfg.words_per_token
         self.check_ports(m, {"row": row}, {"o": o})
         serializing, beat = probe(frag, "serializing"), probe(frag, "beat")
-        v0, v1 = probe(frag, "requant0_valid"), probe(frag, "requant1_valid")
-        held = Value.cast(v0) + v1 + serializing * (beats - beat)
-        out = Outstanding(m, row.valid & row.ready, o.valid & o.ready, held=held, capacity=beats + 2,
+        valids = [probe(frag, f"requant{k}_valid") for k in range(OUT_STAGES)]
+        held = sum(Value.cast(v) for v in valids) + serializing * (beats - beat)
+        out = Outstanding(m, row.valid & row.ready, o.valid & o.ready, held=held, capacity=beats + OUT_STAGES,
                           per_item=beats, name="output")
         m.d.comb += [
             Assert(~serializing | (beat < beats), "output: beat index within the row"),
             Assert(~self.dut.head_done | (o.valid & o.ready), "output: head_done only with a beat sent"),
-            Assert(self.dut.busy == (serializing | v0 | v1), "output: busy while anything is held"),
+            Assert(self.dut.busy == (serializing | Cat(*valids).any()), "output: busy while anything is held"),
         ]
         self.completion(m, out, o)
 
@@ -649,8 +650,9 @@ class VitcodAcceleratorHarness(Harness):
 
     #: data registers fed every cycle from the buffers' read ports (operands, products, exponent
     #: differences): not control, free in the proof; ``loader.alive`` rises one cycle after reset
-    EXEMPT = (r"\.(denser|sparser)\d*\.(exp_unit\.(diff|prod|z|e)|op_q\d+|op_first|read_(pv|score)_first|"
-              r"line\d+\.(beat_(pv|first|last)|product\d+))$|\.scheduler\d*\.pointer_lane\d+_\d+$|\.loader\.alive$")
+    EXEMPT = (r"\.(denser|sparser)\d*\.(exp_unit\.(diff|prod|shifted|z|e)|score_final_step|op_q\d+|op_first|read_(pv|score)_first|"
+              r"line\d+\.(s\d_(pv|first|last)|lane\d+_(pv|first|last)|[ab]_reg|(lane_)?product\d+|product_sum))$|"
+              r"\.scheduler\d*\.(pointer_lane\d+_\d+|row_(start|end)\d+)$|\.loader\.alive$")
 
     def __init__(self, config: VitcodConfig | None = None, mode: str = "safety", *, dut=None,
                  latency: int | None = None, lean: bool | None = None):

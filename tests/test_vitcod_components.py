@@ -528,13 +528,13 @@ def test_row_scheduler_orders_jobs_and_rows(monkeypatch):
     def watch(ctx, cycle):
         for x, job in enumerate((made[0].dense, made[0].sparse)):
             if ctx.get(job.score_start):
-                events[x].append(("score", ctx.get(job.row)))
+                events[x].append(("score", ctx.get(job.score.row)))
                 if ctx.get(job.score_active):       # the previous score job's beats are in flight
-                    behind[ctx.get(job.n) != 0] += 1
+                    behind[ctx.get(job.score.n) != 0] += 1
             if ctx.get(job.pv_start):
-                events[x].append(("pv", ctx.get(job.slot)))
+                events[x].append(("pv", ctx.get(job.pv.slot)))
                 if ctx.get(job.pv_active):          # the previous pv job's beats are in flight
-                    behind_pv[ctx.get(job.n) != 0] += 1
+                    behind_pv[ctx.get(job.pv.n) != 0] += 1
         ctx.set(dut.o.ready, 1)
         if ctx.get(dut.o.valid):
             beats.append(ctx.get(dut.o.payload))
@@ -622,7 +622,7 @@ def test_tiles_run_rows_in_one_rotation_in_row_order(monkeypatch):
     def rows_started(ctx, cycle):
         for t, sched in enumerate(made):
             if ctx.get(sched.dense.score_start):
-                rows[t].append(ctx.get(sched.dense.row))
+                rows[t].append(ctx.get(sched.dense.score.row))
     beats, cycles = _run_jobs_full_rate(cfg, jobs, 900, also=rows_started)
     # head 0 (7 rows) from tile 0, head 1 (1 row) from tile 1, head 2 (6 rows) from tile 0 again
     assert len(made) == 2 and rows == {0: [0, 2, 4, 6, 0, 2, 4], 1: [1, 3, 5, 0, 1, 3, 5]}

@@ -212,10 +212,10 @@ class Engine(wiring.Component):
         score = SimpleNamespace(bank=Signal(cfg.bank_bits, name="score_bank"), row=Signal(INDEX_WIDTH, name="score_row"),
                                 n=Signal(INDEX_WIDTH, name="score_n"), base=Signal(INDEX_WIDTH, name="score_base"),
                                 prefix=Signal(INDEX_WIDTH, name="score_prefix"),
-                                slot=Signal.like(job.slot, name="score_slot"))
+                                slot=Signal.like(job.score.slot, name="score_slot"))
         pv = SimpleNamespace(bank=Signal(cfg.bank_bits, name="pv_bank"), n=Signal(INDEX_WIDTH, name="pv_n"),
                              base=Signal(INDEX_WIDTH, name="pv_base"), prefix=Signal(INDEX_WIDTH, name="pv_prefix"),
-                             slot=Signal.like(job.slot, name="pv_slot"), recip=Signal.like(job.recip, name="pv_recip"))
+                             slot=Signal.like(job.pv.slot, name="pv_slot"), recip=Signal.like(job.pv.recip, name="pv_recip"))
         issue = SimpleNamespace(score=score, pv=pv, steps=steps, passes=passes, step_bits=step_bits)
         issue.score_issuing, issue.pv_issuing = Signal(), Signal()
         issue.score_first = Signal(INDEX_WIDTH)          # entry of group 0's key in this score step
@@ -242,8 +242,8 @@ class Engine(wiring.Component):
         entry_last = issue.entry_last = Signal(name="pv_entry_last")
         m.d.sync += [entry_ahead.eq(issue.pv_entry + 2 == pv.n),
                      entry_reset.eq(job.pv_start | (issue.pv_issuing & entry_last))]
-        with m.If(job.pv_start):
-            m.d.sync += n_is_one.eq(job.n == 1)
+        with m.If(job.issue_free):
+            m.d.sync += n_is_one.eq(job.pv.n == 1)
         m.d.comb += [
             entry_last.eq(Mux(entry_reset, n_is_one, entry_ahead)),
             score_issue_last.eq(issue.score_issuing & (issue.step_cycle == steps - 1) & final_step),
@@ -263,21 +263,28 @@ class Engine(wiring.Component):
                 m.d.sync += [issue.pv_entry.eq(0), issue.pv_pass.eq(issue.pv_pass + 1)]
             with m.If(pv_issue_last):
                 m.d.sync += issue.pv_issuing.eq(0)
-        # a start (allowed only when issue_free) wins over the last beat's updates above
-        with m.If(job.score_start):
-            m.d.sync += [score.bank.eq(job.bank), score.row.eq(job.row), score.n.eq(job.n), score.base.eq(job.base),
-                         score.prefix.eq(job.prefix), score.slot.eq(job.slot), issue.score_issuing.eq(job.n != 0),
-                         issue.score_first.eq(0), issue.score_step.eq(0), issue.step_cycle.eq(0)]
-        with m.If(job.pv_start):
-            m.d.sync += [pv.bank.eq(job.bank), pv.n.eq(job.n), pv.base.eq(job.base), pv.prefix.eq(job.prefix),
-                         pv.slot.eq(job.slot), pv.recip.eq(job.recip), issue.pv_issuing.eq(job.n != 0),
+        # While the engine is free (idle, or issuing a job's last beat) its job registers take the
+        # offered jobs and its counters go to 0, so they hold the job that starts; a start (allowed
+        # only then) sets the issuing flag only. So the scheduler's start decision drives two flip-flops
+        # here, not the enables of every job register (issue 15). These win over the updates above.
+        with m.If(job.issue_free):
+            m.d.sync += [score.bank.eq(job.score.bank), score.row.eq(job.score.row), score.n.eq(job.score.n),
+                         score.base.eq(job.score.base), score.prefix.eq(job.score.prefix),
+                         score.slot.eq(job.score.slot), issue.score_first.eq(0), issue.score_step.eq(0),
+                         issue.step_cycle.eq(0),
+                         pv.bank.eq(job.pv.bank), pv.n.eq(job.pv.n), pv.base.eq(job.pv.base),
+                         pv.prefix.eq(job.pv.prefix), pv.slot.eq(job.pv.slot), pv.recip.eq(job.pv.recip),
                          issue.pv_entry.eq(0), issue.pv_pass.eq(0)]
+        with m.If(job.score_start):
+            m.d.sync += issue.score_issuing.eq(job.score.nonzero)
+        with m.If(job.pv_start):
+            m.d.sync += issue.pv_issuing.eq(job.pv.nonzero)
         # a pv job without keys outputs zeros: its share is cleared a cycle later, from a register
         # (not from pv_start, whose scheduler logic would otherwise drive the enables of every
         # share bit; ``_results``); its pv_done comes in that cycle. It starts only when no pv beats
         # are in flight, so shares complete in job order
         issue.zero_out = zero_out = Signal()
-        m.d.sync += zero_out.eq(job.pv_start & (job.n == 0))
+        m.d.sync += zero_out.eq(job.pv_start & ~job.pv.nonzero)
 
         # addresses: group g's key is entry score_first + g; the Q word holds the step's chunks
         issue.entry = [Signal(INDEX_WIDTH, name=f"entry{g}") for g in range(K)]
@@ -436,17 +443,16 @@ class Engine(wiring.Component):
         job_last = chain(op.job_last, D + 1, "job_last")
         # the row maximum starts over with a job's first step (group 0 always has a key there)
         lowest = -(1 << (cfg.score_width - 1))
+        row_max = Signal(signed(cfg.score_width), name="row_max")
         run_max = Signal(signed(cfg.score_width), name="max_base")
-        m.d.comb += run_max.eq(Mux(group_valid[0] & (step[-1] == 0), lowest, job.max))
+        m.d.comb += run_max.eq(Mux(group_valid[0] & (step[-1] == 0), lowest, row_max))
         for g in range(K):
             m.d.comb += [score_writes[g].addr.eq(Cat(step[-1][:issue.step_bits], slot[-1])),
                          score_writes[g].data.eq(group_dot[g]), score_writes[g].en.eq(group_valid[g])]
             nxt = Signal(signed(cfg.score_width), name=f"max{g}")
             m.d.comb += nxt.eq(Mux(group_valid[g] & (group_dot[g] > run_max), group_dot[g], run_max))
             run_max = nxt
-        m.d.sync += job.max.eq(run_max)
-        with m.If(job.score_start & (job.n == 0)):     # a row without keys here (no beats): no maximum
-            m.d.sync += job.max.eq(lowest)
+        m.d.sync += row_max.eq(run_max)
         # the engine's shares of rows, a ring of pv_queue: a pv job's chunks go to entry ``share_wr``,
         # which moves on with the job's last chunk (or a job without keys, whose share is zeros);
         # ``out`` is the oldest share, until the output stage takes it (pv_take)
@@ -475,7 +481,8 @@ class Engine(wiring.Component):
         # pulse comes with its last beat (the cycle after its group sums), with its slot; one without
         # keys is done in the cycle after its start (it starts only when no score job is in flight)
         done_last, done_slot, done_empty = Signal(), Signal.like(slot[-1]), Signal()
-        m.d.sync += [done_last.eq(job_last[-1]), done_slot.eq(slot[-1]), done_empty.eq(job.score_start & (job.n == 0))]
+        m.d.sync += [done_last.eq(job_last[-1]), done_slot.eq(slot[-1]),
+                     done_empty.eq(job.score_start & ~job.score.nonzero)]
         # a pv job is done in the cycle after its last chunk is written (DRAIN cycles after its last
         # issue), one without keys in the cycle after its start (its zeros are written then)
         pv_done_last = Signal()
@@ -483,7 +490,8 @@ class Engine(wiring.Component):
         rd = issue.read
         score_draining = issue.score_issuing | rd.score_valid | op.score_valid | Cat(*score_valid).any()
         pv_draining = issue.pv_issuing | rd.pv_valid | op.pv_valid | Cat(*pv_valid).any()
-        m.d.comb += [job.score_done.eq(done_last | done_empty),
+        # a row without keys here (no beats) has no maximum
+        m.d.comb += [job.score_done.eq(done_last | done_empty), job.max.eq(Mux(done_empty, lowest, row_max)),
                      job.done_slot.eq(Mux(done_empty, issue.score.slot, done_slot)),
                      job.pv_done.eq(pv_done_last | issue.zero_out),
                      job.score_active.eq(score_draining | done_last | done_empty),

@@ -295,21 +295,28 @@ class RowScheduler(ConfiguredComponent):
         can_pv = (pw.in_head & (st.inflight[x] != 0) & mux_tree(st.recip_ready[x], pv_slot)
                   & (st.pv_held[x] != self._config.pv_queue) & job.issue_free & (~job.pv_active | (n_pv != 0)))
         start_score, start_pv = Signal(name=f"start_score{x}"), Signal(name=f"start_pv{x}")
+        # the next score and pv jobs are offered in every cycle, apart (no multiplexer on the start)
         m.d.comb += [start_score.eq(can_score), start_pv.eq(can_pv & ~can_score),
                      job.score_start.eq(start_score), job.pv_start.eq(start_pv),
-                     job.bank.eq(Mux(start_score, sw.bank, pw.bank)),
-                     job.row.eq(self._global_row(st, sw)), job.slot.eq(Mux(start_score, score_slot, pv_slot)),
-                     job.recip.eq(mux_tree(st.recip, pv_slot)),
-                     job.prefix.eq(Mux(start_score, score_prefix, pv_prefix)),
-                     job.n.eq(Mux(start_score, n_score, n_pv)),
-                     job.base.eq(Mux(start_score, base_score, mux_tree(st.row_base[x], pv_slot)))]
+                     job.score.bank.eq(sw.bank), job.score.row.eq(self._global_row(st, sw)),
+                     job.score.n.eq(n_score), job.score.nonzero.eq(st.queue_nonzero[x]),
+                     job.score.prefix.eq(score_prefix), job.score.base.eq(base_score), job.score.slot.eq(score_slot),
+                     job.pv.bank.eq(pw.bank), job.pv.n.eq(n_pv), job.pv.nonzero.eq(n_pv != 0),
+                     job.pv.prefix.eq(pv_prefix), job.pv.base.eq(mux_tree(st.row_base[x], pv_slot)),
+                     job.pv.slot.eq(pv_slot), job.pv.recip.eq(mux_tree(st.recip, pv_slot))]
         m.d.comb += st.queue_pop[x].eq(start_score)
         sw.step(m, start_score)
         pw.step(m, start_pv)
         m.d.sync += st.inflight[x].eq(st.inflight[x] + start_score - start_pv)
-        with m.If(start_score):
-            _set_at(m, st.row_n[x], score_slot, n_score)
-            _set_at(m, st.row_base[x], score_slot, base_score)
+        # the started row's keys and base go to its slot a cycle later, from registers (read at the
+        # earliest two cycles after the start: the softmax after a score job without keys)
+        started, started_slot = Signal(name=f"score_started{x}"), Signal.like(score_slot, name=f"started_slot{x}")
+        started_n, started_base = Signal.like(n_score, name=f"started_n{x}"), Signal.like(base_score, name=f"started_base{x}")
+        m.d.sync += [started.eq(start_score), started_slot.eq(score_slot), started_n.eq(n_score),
+                     started_base.eq(base_score)]
+        with m.If(started):
+            _set_at(m, st.row_n[x], started_slot, started_n)
+            _set_at(m, st.row_base[x], started_slot, started_base)
         take = self.rows.valid & self.rows.ready       # the output stage takes a row of both engines
         m.d.comb += job.pv_take.eq(take)
         m.d.sync += [st.pv_held[x].eq(st.pv_held[x] + start_pv - take),

@@ -38,22 +38,20 @@ class EngineJobSignature(wiring.Signature):
     -------
     score_start, pv_start : ``Out(1)``
         Start a job (only when ``issue_free``, and for a pv job or a score job without keys
-        when that kind of job is not active); the parameters below are sampled in the same cycle.
-    bank : ``Out(bank_bits)``
-        Buffer bank of the job's head.
-    row : ``Out(INDEX_WIDTH)``
-        Query row (score jobs).
-    n : ``Out(INDEX_WIDTH)``
-        Keys of the row in this engine.
-    prefix : ``Out(INDEX_WIDTH)``
-        Keys ``0 .. prefix - 1`` are the global columns themselves (Denser Engine: G; Sparser
-        Engine: 0); key ``j >= prefix`` is the column at CSR entry ``base + j``.
-    base : ``Out(INDEX_WIDTH)``
-        (mod 2**16) The CSR entry of key 0 (the row's first CSR entry, less ``prefix``).
-    slot : ``Out(log2(row_slots))``
-        Row slot of the score and exponent buffers (row mod ``row_slots``).
-    recip : ``Out(recip_width)``
-        The row's reciprocal of its exponent sum (pv jobs).
+        when that kind of job is not active).
+    score, pv : ``Out(StructLayout)``
+        The next score job's and the next pv job's parameters, offered in every cycle (not only
+        with the start: the engine samples them whenever it is free, so no job start drives
+        the enables of its job registers):
+
+        * ``bank``: buffer bank of the job's head;
+        * ``row`` (score): query row;
+        * ``n``: keys of the row in this engine; ``nonzero``: ``n != 0``;
+        * ``prefix``: keys ``0 .. prefix - 1`` are the global columns themselves (Denser Engine:
+          G; Sparser Engine: 0); key ``j >= prefix`` is the column at CSR entry ``base + j``;
+        * ``base``: (mod 2**16) the CSR entry of key 0 (the row's first CSR entry, less ``prefix``);
+        * ``slot``: row slot of the score and exponent buffers (row order mod ``row_slots``);
+        * ``recip`` (pv): the row's reciprocal of its exponent sum.
     issue_free : ``In(1)``
         The engine can take a new job in this cycle.
     score_active : ``In(1)``
@@ -79,10 +77,12 @@ class EngineJobSignature(wiring.Signature):
     """
 
     def __init__(self, config: VitcodConfig):
+        common = {"bank": config.bank_bits, "n": INDEX_WIDTH, "nonzero": 1, "prefix": INDEX_WIDTH,
+                  "base": INDEX_WIDTH, "slot": log2_ceil(config.row_slots)}
         super().__init__({
-            "score_start": Out(1), "pv_start": Out(1), "bank": Out(config.bank_bits),
-            "row": Out(INDEX_WIDTH), "n": Out(INDEX_WIDTH), "prefix": Out(INDEX_WIDTH), "base": Out(INDEX_WIDTH),
-            "slot": Out(log2_ceil(config.row_slots)), "recip": Out(config.recip_width),
+            "score_start": Out(1), "pv_start": Out(1),
+            "score": Out(data.StructLayout({**common, "row": INDEX_WIDTH})),
+            "pv": Out(data.StructLayout({**common, "recip": config.recip_width})),
             "issue_free": In(1), "score_active": In(1), "pv_active": In(1), "pv_take": Out(1),
             "score_done": In(1), "pv_done": In(1), "done_slot": In(log2_ceil(config.row_slots)),
             "max": In(signed(config.score_width)),
