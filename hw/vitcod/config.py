@@ -36,7 +36,8 @@ DIVIDER_BITS = 2
 #: Rows' P.V shares each engine holds (started P.V jobs whose row the output has not taken yet): the
 #: next row's P.V job runs while the previous row waits for the other engine or the output stage.
 PV_QUEUE = 2
-#: rows of row pointers the scheduler reads ahead of each engine's score stage (``RowScheduler``)
+#: rows of row pointers the scheduler reads ahead of each engine's score stage (``RowScheduler``;
+#: a power of two, the queue is a ring)
 POINTER_QUEUE = 4
 #: cycles from the pointer walk taking a row to the row being ready to start (read, register, sums)
 POINTER_LATENCY = 3

@@ -254,23 +254,25 @@ class RowScheduler(ConfiguredComponent):
         start2, end2 = Signal(INDEX_WIDTH, name=f"row_start{x}"), Signal(INDEX_WIDTH, name=f"row_end{x}")
         prefix2, valid2 = Signal(INDEX_WIDTH, name=f"pointer_prefix{x}_2"), Signal(name=f"pointer_valid{x}_2")
         m.d.sync += [start2.eq(start), end2.eq(end), prefix2.eq(prefix1), valid2.eq(valid1)]
-        # the queue, a shift register (entry 0 the oldest), pushed from t + 2's sums
+        # the queue, a ring of Q entries (written at ``wr``, the oldest at ``rd``): a pop moves ``rd``
+        # only, so the start decision drives a few flip-flops, not the enables of every entry
         n = [Signal(INDEX_WIDTH, name=f"queued_n{x}_{k}") for k in range(Q)]
         base = [Signal(INDEX_WIDTH, name=f"queued_base{x}_{k}") for k in range(Q)]
         nonzero = [Signal(name=f"queued_nonzero{x}_{k}") for k in range(Q)]
         count = Signal(range(Q + 1), name=f"queued{x}")
+        wr, rd = Signal(range(Q), name=f"queue_wr{x}"), Signal(range(Q), name=f"queue_rd{x}")
         new_n = Signal(INDEX_WIDTH, name=f"pointer_n{x}")
         m.d.comb += new_n.eq(prefix2 + end2 - start2)
-        for k in range(Q):
-            # the new row goes behind the rows kept; with a pop, entry k takes entry k + 1
-            with m.If(valid2 & (count - pop == k)):
-                m.d.sync += [n[k].eq(new_n), base[k].eq(start2 - prefix2), nonzero[k].eq(new_n != 0)]
-            if k + 1 < Q:
-                with m.Elif(pop):
-                    m.d.sync += [n[k].eq(n[k + 1]), base[k].eq(base[k + 1]), nonzero[k].eq(nonzero[k + 1])]
+        with m.If(valid2):
+            for k in range(Q):
+                with m.If(wr == k):
+                    m.d.sync += [n[k].eq(new_n), base[k].eq(start2 - prefix2), nonzero[k].eq(new_n != 0)]
+            m.d.sync += wr.eq(wr + 1)          # Q is a power of two: the ring wraps by itself
+        with m.If(pop):
+            m.d.sync += rd.eq(rd + 1)
         m.d.sync += [count.eq(count + valid2 - pop), held.eq(held + take - pop)]
-        st.queue_ready[x], st.queue_n[x], st.queue_base[x] = count != 0, n[0], base[0]
-        st.queue_nonzero[x], st.queue_pop[x] = nonzero[0], pop
+        st.queue_ready[x], st.queue_n[x], st.queue_base[x] = count != 0, mux_tree(n, rd), mux_tree(base, rd)
+        st.queue_nonzero[x], st.queue_pop[x] = mux_tree(nonzero, rd), pop
 
     def _engine_jobs(self, m, st, x, job):
         """Start engine x's next score or pv job; record its results."""
