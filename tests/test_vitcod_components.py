@@ -240,16 +240,23 @@ def test_attention_line_score_and_pv_modes():
 
 @pytest.mark.parametrize("groups, mult, shift", [(1, 40000, 20), (2, 65535, 12), (2, 1, 0), (3, 9000, 30)])
 def test_exp_unit_matches_softmax_int(groups, mult, shift):
+    """Rows of 11 and 5 scores with their own maxima and requantizers back to back, the second started
+    in the cycle the unit issues the first one's last entry (its exponents still in the pipeline), then
+    a row without scores with the first one's tag, started once that one is done (the unit's contract).
+    Every E in its slot and every sum as softmax_int's, each ``done`` pulse EXP_LATENCY cycles after
+    the job's last entry (max(n, 1) after its start)."""
     cfg = VitcodConfig(head_dim=16, max_tokens=16, max_nnz=32, macs=8, dense_lines=1, sparse_lines=2, data_width=64)
     rng = np.random.default_rng(groups * 100 + shift)
-    n, slot = 11, 2
-    scores = rng.integers(-20000, 20000, n)
-    row_max = int(scores.max()) + int(rng.integers(0, 50))
     words = -(-cfg.max_tokens // groups)
     word_bits = (words - 1).bit_length()
     inits = [[0] * (ROW_SLOTS << word_bits) for _ in range(groups)]
-    for j, s in enumerate(scores):      # key j: buffer j mod K, word j div K of the slot
-        inits[j % groups][(slot << word_bits) + j // groups] = int(s)
+    jobs = []
+    for n, slot, jmult, jshift in ((11, 2, mult, shift), (5, 3, max(1, mult // 3), min(shift + 2, 62)), (0, 0, mult, 0)):
+        scores = rng.integers(-20000, 20000, n)
+        row_max = int(scores.max()) + int(rng.integers(0, 50)) if n else 0
+        for j, sc in enumerate(scores):      # key j: buffer j mod K, word j div K of the slot
+            inits[j % groups][(slot << word_bits) + j // groups] = int(sc)
+        jobs.append((n, slot, jmult, jshift, scores, row_max))
     m = Module()
     m.submodules.unit = unit = ExpUnit(cfg, groups=groups)
     for g in range(groups):
@@ -257,31 +264,41 @@ def test_exp_unit_matches_softmax_int(groups, mult, shift):
         wiring.connect(m, unit.scores[g], mem.read_port())
     m.submodules.e = e_mem = Memory(shape=E_FORMAT.width, depth=1 << ExpUnit.e_addr_width(cfg), init=[])
     wiring.connect(m, unit.e_write, e_mem.write_port())
-    got = {}
+    starts, dones, sums = [], [], []
 
     async def bench(ctx):
-        ctx.set(unit.job.start, 1), ctx.set(unit.job.slot, slot), ctx.set(unit.job.n, n)
-        ctx.set(unit.job.max, row_max), ctx.set(unit.job.multiplier, mult), ctx.set(unit.job.shift, shift)
-        await ctx.tick()
-        ctx.set(unit.job.start, 0)
-        cycles = 0
-        while ctx.get(unit.job.busy):
+        queue = list(enumerate(jobs))
+        for cycle in range(80):
+            if queue and ctx.get(unit.job.free) and (queue[0][0] < 2 or len(dones) >= queue[0][0] - 1):
+                k, (n, slot, jmult, jshift, _, row_max) = queue.pop(0)
+                ctx.set(unit.job.start, 1), ctx.set(unit.job.tag, k % 2), ctx.set(unit.job.slot, slot)
+                ctx.set(unit.job.n, n), ctx.set(unit.job.max, row_max)
+                ctx.set(unit.job.multiplier, jmult), ctx.set(unit.job.shift, jshift)
+                starts.append(cycle)
+            else:
+                ctx.set(unit.job.start, 0)
+            if ctx.get(unit.job.done):
+                dones.append(cycle)
+                sums.append(ctx.get(unit.job.sum[(len(dones) - 1) % 2]))
             await ctx.tick()
-            cycles += 1
-        got["cycles"], got["sum"] = cycles, ctx.get(unit.job.sum)
         e_bits = (cfg.max_tokens - 1).bit_length()
-        got["e"] = [ctx.get(e_mem.data[(slot << e_bits) + j]) for j in range(n)]
+        for n, slot, *_ in jobs[:2]:
+            sums.append([ctx.get(e_mem.data[(slot << e_bits) + j]) for j in range(n)])
     simulate(m, bench)
-    z = Requantizer(mult, shift, Z_FORMAT)
-    expected = [exp2_neg(int(z(row_max - int(s)))) for s in scores]
-    assert got["e"] == expected and got["sum"] == sum(expected)
-    # one entry per cycle, six stages (busy from the cycle after the start)
-    assert got["cycles"] == n + EXP_LATENCY - 1
+    expected = [[exp2_neg(int(Requantizer(jm, js, Z_FORMAT)(mx - int(sc)))) for sc in scores]
+                for _, _, jm, js, scores, mx in jobs]
+    assert sums[3:] == expected[:2]                                      # the E buffer, slots 2 and 3
+    assert sums[:3] == [sum(e) for e in expected]                       # the row without scores sums 0
+    issued = [max(n, 1) for n, *_ in jobs]
+    assert starts[1] == starts[0] + issued[0] and starts[2] == dones[0] + 1   # back to back; tag 0 free again
+    assert dones == [t + k + EXP_LATENCY for t, k in zip(starts, issued)]
 
 
 # -- softmax stage: the divider ------------------------------------------------------------------
 
 def test_softmax_stage_divides_by_zero_one_and_max():
+    """Rows one at a time: the sums of the row's tag (here given by the bench) to the divider once both
+    units report them final; the reciprocal and the row's slot back."""
     stage = SoftmaxStage(CFG)
     top = (1 << CFG.sum_width) - 1
     # (dense sum, sparse sum): an empty row, a sum of 1 (below any real row, whose maximum alone
@@ -290,12 +307,19 @@ def test_softmax_stage_divides_by_zero_one_and_max():
     got = []
 
     async def bench(ctx):
-        for dense_sum, sparse_sum in cases:
-            ctx.set(stage.dense_exp.sum, dense_sum), ctx.set(stage.sparse_exp.sum, sparse_sum)
-            ctx.set(stage.rows.valid, 1), ctx.set(stage.rows.payload.slot, len(got) % ROW_SLOTS)
+        ctx.set(stage.dense_exp.free, 1), ctx.set(stage.sparse_exp.free, 1)
+        for k, (dense_sum, sparse_sum) in enumerate(cases):
+            ctx.set(stage.rows.valid, 1), ctx.set(stage.rows.payload.slot, k % ROW_SLOTS)
             assert ctx.get(stage.rows.ready) and ctx.get(stage.dense_exp.start)
+            assert ctx.get(stage.dense_exp.tag) == ctx.get(stage.sparse_exp.tag) == k % 2
             await ctx.tick()
             ctx.set(stage.rows.valid, 0)
+            # the units' sums of this row's tag (the other tag holds garbage), final: both done
+            ctx.set(stage.dense_exp.sum, [dense_sum, 99] if k % 2 == 0 else [99, dense_sum])
+            ctx.set(stage.sparse_exp.sum, [sparse_sum, 77] if k % 2 == 0 else [77, sparse_sum])
+            ctx.set(stage.dense_exp.done, 1), ctx.set(stage.sparse_exp.done, 1)
+            await ctx.tick()
+            ctx.set(stage.dense_exp.done, 0), ctx.set(stage.sparse_exp.done, 0)
             cycles = 0
             while not ctx.get(stage.recips.valid):
                 await ctx.tick()
@@ -307,12 +331,32 @@ def test_softmax_stage_divides_by_zero_one_and_max():
     for (dense_sum, sparse_sum), (recip, slot, cycles) in zip(cases, got):
         total = dense_sum + sparse_sum
         if total == 0:
-            assert (recip, cycles) == (0, 2)
+            assert (recip, cycles) == (0, 1)
         elif total >= 1 << 15:
-            assert recip == reciprocal(total) and cycles == 1 + run
+            assert recip == reciprocal(total) and cycles == run
         else:
             assert (1 << RECIP_BITS) // total >= 1 << CFG.recip_width and recip == (1 << CFG.recip_width) - 1
     assert [slot for _, slot, _ in got] == [i % ROW_SLOTS for i in range(len(cases))]
+
+
+def test_softmax_stage_takes_two_rows_and_no_third():
+    """Two rows may be in the exponent units at once (the units' two sums); a third waits until the
+    first has gone to the divider."""
+    stage = SoftmaxStage(CFG)
+    ready = []
+
+    async def bench(ctx):
+        ctx.set(stage.dense_exp.free, 1), ctx.set(stage.sparse_exp.free, 1), ctx.set(stage.rows.valid, 1)
+        for _ in range(3):
+            ready.append(ctx.get(stage.rows.ready))
+            await ctx.tick()
+        ctx.set(stage.dense_exp.done, 1), ctx.set(stage.sparse_exp.done, 1)      # the first row's sums
+        ready.append(ctx.get(stage.rows.ready))
+        await ctx.tick()
+        ctx.set(stage.dense_exp.done, 0), ctx.set(stage.sparse_exp.done, 0)
+        ready.append(ctx.get(stage.rows.ready))
+    simulate(stage, bench)
+    assert ready == [1, 1, 0, 0, 1]
 
 
 # -- output stage ---------------------------------------------------------------------------------

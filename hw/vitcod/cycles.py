@@ -47,8 +47,8 @@ __all__ = ["HeadShape", "head_beats", "replay_cycles", "head_cycles", "run_cycle
 DRAIN = 3 + LINE_LATENCY
 #: the same for a score job: one more stage sums the partial scores of a key's S lines
 SCORE_DRAIN = DRAIN + 1
-#: cycles from an exponent job's start to its last E and sum (its pipeline: read, difference, product,
-#: shift, z, E)
+#: cycles from an exponent job's last entry to its sum being final (its pipeline: read, difference,
+#: product, shift, z, E, and the done pulse); a job of n entries starts the next one n cycles later
 EXP_LATENCY = 7
 #: registered stages of the output requantizer between the serializer and the output stream
 OUT_STAGES = 4
@@ -143,7 +143,6 @@ _SET_PDONE = 1      # (x, -): engine x's P.V job is done (one more share for the
 _CLEAR_OK = 2       # (x, slot): the P.V job took the slot's softmax result; engine x holds one more share
 _CLEAR_SDONE = 3    # (-, slot): the exponent units took the slot's scores of both engines
 _SET_OK = 4         # (-, slot): the divider's result of the slot is ready for both engines
-_WAKE = 5           # nothing changes; the exponent FSM is idle again (a cycle to look at)
 _COMBINED = 6       # the output took both engines' shares of a row: the next row may go out
 _WRAP = 7           # (stage, -): the stage moves on to its next head
 
@@ -191,7 +190,8 @@ class _Tile:
         self.smx_ok = [[False] * slots, [False] * slots]
         self.pdone = [0, 0]        # per engine: finished P.V shares the output has not taken
         self.pv_held = [0, 0]      # per engine: started P.V jobs whose row the output has not taken
-        self.exp_state = None      # None (IDLE) or (row, cycle from which the exp units are idle)
+        self.exp_rows = []         # rows in the exponent units, in order: (row, cycle its sums are final)
+        self.exp_free_at = 0       # cycle from which the exponent units can start a row
         self.div_busy_until = -1   # last cycle of RUN/DONE
         self.sched = {}            # cycle -> [(event, x, slot)] applied at its start
 
@@ -301,29 +301,30 @@ class _Tile:
         return fired
 
     def softmax(self, c) -> bool:
-        """The exponent units, then the divider."""
-        slots = self.slots
-        if self.exp_state is None:
-            row = self.sm_row
-            par = row % slots
-            if self.in_head(_SMX, row) and self.sdone[0][par] and self.sdone[1][par]:
-                nmax = max(self.row_n[0][row], self.row_n[1][row])
-                idle_from = c + nmax + EXP_LATENCY if nmax else c + 1
-                self.at(c + 1, _CLEAR_SDONE, 0, par)
-                self.exp_state = (row, max(idle_from, c + 1))
-                self.sm_row = row + 1
-                return True
-            return False
-        row, idle_from = self.exp_state
-        if c >= idle_from and c > self.div_busy_until:
+        """The exponent units (up to two rows in them: a row starts when both units issue their last
+        entry of the row before and fewer than two rows wait for the divider), then the divider, one
+        row at a time in order once both units' sums of it are final."""
+        fired = False
+        slots, pending = self.slots, self.exp_rows
+        waiting = len(pending)                    # as the RTL's counter holds it in cycle c
+        if pending and c >= pending[0][1] and c > self.div_busy_until:
+            row = pending.pop(0)[0]
             empty = self.row_n[0][row] + self.row_n[1][row] == 0
             done = c + (2 if empty else self.div_cycles + 1)
             self.div_busy_until = done
             self.at(done + 1, _SET_OK, 0, row % slots)
-            self.at(c + 1, _WAKE)
-            self.exp_state = None      # the exp FSM is IDLE again from c + 1
-            return True
-        return False
+            fired = True
+        row = self.sm_row
+        par = row % slots
+        if (waiting < 2 and c >= self.exp_free_at and self.in_head(_SMX, row)
+                and self.sdone[0][par] and self.sdone[1][par]):
+            issued = max(self.row_n[0][row], self.row_n[1][row], 1)     # a row without scores: one ghost entry
+            self.at(c + 1, _CLEAR_SDONE, 0, par)
+            pending.append((row, c + issued + EXP_LATENCY))
+            self.exp_free_at = c + issued
+            self.sm_row = row + 1
+            fired = True
+        return fired
 
     def row_ready(self) -> bool:
         """The tile offers a finished row (both engines' shares) to the output (one tile) or the merger."""
@@ -334,8 +335,7 @@ class _Tile:
         ready = [self.rp_ready[x][self.ns[x]] for x in (0, 1) if self.ns[x] < self.np[x]]
         wake = [t for t in (*self.sched, *self.issue_free, *self.s_free, *self.p_free, *ready,
                             self.div_busy_until + 1) if t > c]
-        if self.exp_state is not None and self.exp_state[1] > c:
-            wake.append(self.exp_state[1])
+        wake += [t for t in (self.exp_free_at, *(final for _, final in self.exp_rows)) if t > c]
         return wake
 
 

@@ -10,7 +10,9 @@ read, difference to the maximum, product, shift, z (rounded, saturated), E.
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
+from types import SimpleNamespace
+
+from amaranth.hdl import Cat, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.memory import ReadPort, WritePort
 from amaranth.lib.wiring import In
@@ -73,67 +75,87 @@ class ExpUnit(wiring.Component):
         entry_bits = log2_ceil(cfg.max_tokens)
         m = Module()
 
-        # issue: entry j of the row is word j div K of score buffer j mod K
-        running = Signal()
-        entry, n = Signal(INDEX_WIDTH), Signal(INDEX_WIDTH)
+        # issue: entry j of the row is word j div K of score buffer j mod K. A job of n entries
+        # issues max(n, 1) (a job without scores issues one "ghost" entry that writes and adds
+        # nothing, so its done pulse comes in order behind the jobs before it)
+        running, last = Signal(), Signal()
+        entry, left = Signal(INDEX_WIDTH), Signal(INDEX_WIDTH)
         word = Signal(word_bits + 1)
         group = Signal(range(max(K, 2)))
-        slot = Signal.like(job.slot)
-        row_max = Signal.like(job.max)
-        multiplier = Signal.like(job.multiplier)
-        # the rounding shift's amount (shift - 1, or 0) and whether it rounds (shift != 0), registered
-        amount, rounds = Signal.like(job.shift, name="shift_amount"), Signal(name="shift_rounds")
-        # the job's parameters follow the inputs while the unit is idle (so they hold those of the
-        # job started), and the counters are at 0 then: only ``running`` and the sum hang on ``start``
-        with m.If(~job.busy):
-            m.d.sync += [n.eq(job.n), slot.eq(job.slot), row_max.eq(job.max), multiplier.eq(job.multiplier),
-                         amount.eq(requant_shift_amount(job.shift)), rounds.eq(job.shift != 0)]
-        with m.If(~running):
-            m.d.sync += [entry.eq(0), word.eq(0), group.eq(0)]
-        with m.If(job.start):
-            m.d.sync += [running.eq(job.n != 0), job.sum.eq(0)]
+        # the job's parameters travel with its entries (the next job may start while they drain):
+        # registered while the unit is free, i.e. they hold the job started
+        par = SimpleNamespace(slot=Signal.like(job.slot, name="job_slot"), max=Signal.like(job.max, name="job_max"),
+                              multiplier=Signal.like(job.multiplier, name="job_multiplier"),
+                              amount=Signal.like(job.shift, name="job_amount"), rounds=Signal(name="job_rounds"),
+                              tag=Signal(name="job_tag"), ghost=Signal(name="job_ghost"))
+        m.d.comb += [last.eq(left == 1), job.free.eq(~running | last)]
+        with m.If(job.free):
+            m.d.sync += [par.slot.eq(job.slot), par.max.eq(job.max), par.multiplier.eq(job.multiplier),
+                         par.amount.eq(requant_shift_amount(job.shift)), par.rounds.eq(job.shift != 0),
+                         par.tag.eq(job.tag), par.ghost.eq(job.n == 0),
+                         left.eq(Mux(job.n == 0, 1, job.n)), entry.eq(0), word.eq(0), group.eq(0)]
         with m.If(running):
-            m.d.sync += [entry.eq(entry + 1), group.eq(group + 1)]
-            with m.If(group == K - 1):
-                m.d.sync += [group.eq(0), word.eq(word + 1)]
-            with m.If(entry == n - 1):
+            with m.If(~last):
+                m.d.sync += [entry.eq(entry + 1), group.eq(group + 1), left.eq(left - 1)]
+                with m.If(group == K - 1):
+                    m.d.sync += [group.eq(0), word.eq(word + 1)]
+            with m.Else():
                 m.d.sync += running.eq(0)
+        with m.If(job.start):      # (only when free) wins over the last entry's update above
+            m.d.sync += running.eq(1)
+        with m.If(job.start):
+            with m.If(job.tag):
+                m.d.sync += job.sum[1].eq(0)
+            with m.Else():
+                m.d.sync += job.sum[0].eq(0)
         for port in self.scores:
-            m.d.comb += port.addr.eq(Cat(word[:word_bits], slot))
+            m.d.comb += port.addr.eq(Cat(word[:word_bits], par.slot))
 
-        # read: the score arrives from its buffer
-        read_valid, read_group, read_entry = Signal(), Signal.like(group), Signal(INDEX_WIDTH)
-        m.d.sync += [read_valid.eq(running), read_group.eq(group), read_entry.eq(entry)]
-        score = mux_tree([port.data for port in self.scores], read_group)
+        def stage(name, prev, **values):
+            """The next pipeline stage: its valid, the entry, the job's fields still needed, ``values``."""
+            nxt = SimpleNamespace(valid=Signal(name=f"{name}_valid"), entry=Signal(INDEX_WIDTH, name=f"{name}_entry"))
+            m.d.sync += [nxt.valid.eq(prev.valid), nxt.entry.eq(prev.entry)]
+            for field in ("slot", "tag", "ghost", "last", "max", "multiplier", "amount", "rounds"):
+                if hasattr(prev, field) and field in stage.keep[name]:
+                    reg = Signal.like(getattr(prev, field), name=f"{name}_{field}")
+                    m.d.sync += reg.eq(getattr(prev, field))
+                    setattr(nxt, field, reg)
+            for field, value in values.items():
+                reg = Signal(Value.cast(value).shape(), name=f"{name}_{field}")
+                m.d.sync += reg.eq(value)
+                setattr(nxt, field, reg)
+            return nxt
+
+        # which job fields each stage still needs (the rest are dropped on the way)
+        common = ("slot", "tag", "ghost", "last")
+        stage.keep = {"read": common + ("max", "multiplier", "amount", "rounds"),
+                      "diff": common + ("multiplier", "amount", "rounds"),
+                      "prod": common + ("amount", "rounds"), "shifted": common + ("rounds",),
+                      "z": common, "e": common}
+        issue = SimpleNamespace(valid=running, entry=entry, last=last, **vars(par))
+        read = stage("read", issue, group=group)
+        score = mux_tree([port.data for port in self.scores], read.group)
         # difference to the row maximum (never negative)
-        diff_valid, diff_entry = Signal(), Signal(INDEX_WIDTH)
-        diff = Signal(cfg.score_width + 1)
-        m.d.sync += [diff_valid.eq(read_valid), diff_entry.eq(read_entry), diff.eq(row_max - score)]
+        diff = stage("diff", read, diff=(read.max - score)[:cfg.score_width + 1])
         # product of the exponent requantizer
-        prod_valid, prod_entry = Signal(), Signal(INDEX_WIDTH)
-        product = requant_product(diff, multiplier)
-        prod = Signal(product.shape())
-        m.d.sync += [prod_valid.eq(diff_valid), prod_entry.eq(diff_entry), prod.eq(product)]
+        prod = stage("prod", diff, prod=requant_product(diff.diff, diff.multiplier))
         # the rounding shift in two stages (``requant_shift``: by requant_shift_amount(shift), then
         # ``requant_finish``: rounding and saturation to uint16), the barrel shift and the adder apart
-        shifted_valid, shifted_entry = Signal(), Signal(INDEX_WIDTH)
-        shifted = Signal(prod.shape())
-        m.d.sync += [shifted_valid.eq(prod_valid), shifted_entry.eq(prod_entry), shifted.eq(prod >> amount)]
-        z_valid, z_entry = Signal(), Signal(INDEX_WIDTH)
-        z = Signal(Z_FORMAT.width)
-        m.d.sync += [z_valid.eq(shifted_valid), z_entry.eq(shifted_entry),
-                     z.eq(requant_finish(shifted, rounds, Z_FORMAT))]
+        shifted = stage("shifted", prod, shifted=prod.prod >> prod.amount)
+        z = stage("z", shifted, z=requant_finish(shifted.shifted, shifted.rounds, Z_FORMAT))
         # E = 2**15 * 2**-(z / 64): table of the fraction, shifted by the integer part
-        whole = z[EXP_FRAC_BITS:]
+        whole = z.z[EXP_FRAC_BITS:]
         exp_value = Signal(E_FORMAT.width)
         m.d.comb += exp_value.eq(Mux(whole > EXP_BITS, 0,
-                                     rom(EXP2_LUT, E_FORMAT.width, z[:EXP_FRAC_BITS]) >> whole[:EXP_BITS.bit_length()]))
-        e_valid, e_entry = Signal(), Signal(INDEX_WIDTH)
-        e = Signal(E_FORMAT.width)
-        m.d.sync += [e_valid.eq(z_valid), e_entry.eq(z_entry), e.eq(exp_value)]
-        m.d.comb += [self.e_write.addr.eq(Cat(e_entry[:entry_bits], slot)), self.e_write.data.eq(e),
-                     self.e_write.en.eq(e_valid)]
-        with m.If(e_valid & ~job.start):
-            m.d.sync += job.sum.eq(job.sum + e)
-        m.d.comb += job.busy.eq(running | read_valid | diff_valid | prod_valid | shifted_valid | z_valid | e_valid)
+                                     rom(EXP2_LUT, E_FORMAT.width, z.z[:EXP_FRAC_BITS]) >> whole[:EXP_BITS.bit_length()]))
+        e = stage("e", z, e=exp_value)
+        real = e.valid & ~e.ghost
+        m.d.comb += [self.e_write.addr.eq(Cat(e.entry[:entry_bits], e.slot)), self.e_write.data.eq(e.e),
+                     self.e_write.en.eq(real)]
+        for t in range(2):
+            with m.If(real & (e.tag == t)):
+                m.d.sync += job.sum[t].eq(job.sum[t] + e.e)
+        # the job's sum is final in the cycle after its last entry's E is added
+        m.d.sync += job.done.eq(e.valid & e.last)
+        m.d.comb += job.busy.eq(running | read.valid | diff.valid | prod.valid | shifted.valid | z.valid | e.valid)
         return m

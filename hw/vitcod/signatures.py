@@ -96,7 +96,10 @@ class ExpJobSignature(wiring.Signature):
     Members
     -------
     start : ``Out(1)``
-        Start (only when not ``busy``); the parameters are sampled in the same cycle.
+        Start (only when ``free``); the parameters are sampled in the same cycle.
+    tag : ``Out(1)``
+        Which of the unit's two sums the job adds to (the jobs alternate: a job may start while the
+        previous one's entries drain, and its sum is read after that).
     slot : ``Out(log2(row_slots))``
         Row slot: which scores to read, where E goes.
     n : ``Out(INDEX_WIDTH)``
@@ -105,18 +108,23 @@ class ExpJobSignature(wiring.Signature):
         The row maximum over both engines.
     multiplier, shift : ``Out(MULTIPLIER_WIDTH)``, ``Out(SHIFT_WIDTH)``
         The head's exponent requantizer.
+    free : ``In(1)``
+        The unit can start a job in this cycle (idle, or issuing the previous job's last entry).
     busy : ``In(1)``
         Entries are in flight (from the cycle after ``start`` until the last E is written).
-    sum : ``In(sum_width)``
-        The sum of the job's E values (final when ``busy`` falls).
+    done : ``In(1)``
+        One-cycle pulse, in job order: a job's sum (``sum[tag]``) is final.
+    sum : ``In(ArrayLayout(sum_width, 2))``
+        The sums of the E values of the jobs of each tag (reset when a job of that tag starts).
     """
 
     def __init__(self, config: VitcodConfig):
         super().__init__({
-            "start": Out(1), "slot": Out(log2_ceil(config.row_slots)), "n": Out(INDEX_WIDTH),
+            "start": Out(1), "tag": Out(1), "slot": Out(log2_ceil(config.row_slots)), "n": Out(INDEX_WIDTH),
             "max": Out(signed(config.score_width)),
             "multiplier": Out(unsigned(MULTIPLIER_WIDTH)), "shift": Out(unsigned(SHIFT_WIDTH)),
-            "busy": In(1), "sum": In(config.sum_width),
+            "free": In(1), "busy": In(1), "done": In(1),
+            "sum": In(data.ArrayLayout(config.sum_width, 2)),
         })
 
 

@@ -2,8 +2,10 @@
 
 A row whose scores are all in (both engines' score jobs done) starts an
 exponent job on each engine (``ExpUnit``, one entry per cycle), against the
-row maximum of both engines. When both have finished and the divider is free,
-the divider (``attnforge.hw.common.SerialDivider``: restoring division,
+row maximum of both engines, as soon as both units issue their last entry of
+the row before (its exponents still in the units' pipelines: each unit keeps
+two sums, one per row in flight). When both sums of a row are final and the
+divider is free, the divider (``attnforge.hw.common.SerialDivider``: restoring division,
 ``VitcodConfig.divider_bits`` quotient bits per cycle) computes
 ``r = floor(2**RECIP_BITS / sum)`` (``attnforge.softmax_int.reciprocal``; 0 for
 a row without keys) while the next row's exponents run.
@@ -11,7 +13,7 @@ a row without keys) while the next row's exponents run.
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Signal, signed, unsigned
+from amaranth.hdl import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream
 from amaranth.lib.wiring import In, Out
 
@@ -76,28 +78,45 @@ class SoftmaxStage(ConfiguredComponent):
         cfg = self._config
         m = Module()
         row = self.rows.payload
-        exp_slot = Signal.like(row.slot)       # the row in the exponent units
+        # Rows in the exponent units: up to two (the units' two sums), in order. A row starts when both
+        # units are free (the previous row's last entries may still be on their way) and fewer than
+        # two rows wait for the divider; it goes to the divider when both units' sums of it are final
+        # (their ``done`` pulses, counted) and the divider is free.
+        pending = Signal(range(3), name="exp_rows")            # started, not yet at the divider
+        start_tag, hand_tag = Signal(name="start_tag"), Signal(name="hand_tag")
+        slots = [Signal.like(row.slot, name=f"exp_slot{t}") for t in range(2)]   # each tag's row slot
+        take = Signal()
+        m.d.comb += [self.rows.ready.eq(self.dense_exp.free & self.sparse_exp.free & (pending != 2)),
+                     take.eq(self.rows.valid & self.rows.ready)]
         for exp, n in ((self.dense_exp, row.dense_n), (self.sparse_exp, row.sparse_n)):
             # the row's fields always (the units sample them when they start), ``start`` on a transfer
             m.d.comb += [exp.multiplier.eq(row.multiplier), exp.shift.eq(row.shift), exp.slot.eq(row.slot),
-                         exp.n.eq(n), exp.max.eq(row.max), exp.start.eq(self.rows.valid & self.rows.ready)]
+                         exp.n.eq(n), exp.max.eq(row.max), exp.tag.eq(start_tag), exp.start.eq(take)]
+        with m.If(take):
+            m.d.sync += start_tag.eq(~start_tag)
+            for t in range(2):
+                with m.If(start_tag == t):
+                    m.d.sync += slots[t].eq(row.slot)
 
         m.submodules.divider = divider = SerialDivider(
             dividend=1 << RECIP_BITS, divisor_width=cfg.sum_width + 1, quotient_bits=cfg.recip_width,
             bits_per_cycle=cfg.divider_bits)
         divider_slot = Signal.like(row.slot)   # the row in the divider
-        with m.FSM(name="exp") as fsm:
-            with m.State("IDLE"):
-                with m.If(self.rows.valid):
-                    m.d.sync += exp_slot.eq(row.slot)
-                    m.next = "EXP"
-            with m.State("EXP"):
-                with m.If(~self.dense_exp.busy & ~self.sparse_exp.busy & ~divider.busy):
-                    m.d.comb += [divider.start.eq(1), divider.divisor.eq(self.dense_exp.sum + self.sparse_exp.sum)]
-                    m.d.sync += divider_slot.eq(exp_slot)
-                    m.next = "IDLE"
-        # a plain assignment (not inside the FSM): Icarus runs it at time 0
-        m.d.comb += self.rows.ready.eq(fsm.ongoing("IDLE"))
+        # per unit, rows whose sum is final and not yet at the divider (its done pulse counts at once)
+        finished = []
+        for name, exp in (("dense", self.dense_exp), ("sparse", self.sparse_exp)):
+            count = Signal(range(3), name=f"{name}_finished")
+            finished.append((count, exp.done))
+        hand = Signal()
+        m.d.comb += hand.eq(((finished[0][0] != 0) | finished[0][1]) & ((finished[1][0] != 0) | finished[1][1])
+                            & ~divider.busy)
+        for count, done in finished:
+            m.d.sync += count.eq(count + done - hand)
+        m.d.sync += pending.eq(pending + take - hand)
+        with m.If(hand):
+            m.d.comb += [divider.start.eq(1),
+                         divider.divisor.eq(self.dense_exp.sum[hand_tag] + self.sparse_exp.sum[hand_tag])]
+            m.d.sync += [divider_slot.eq(Mux(hand_tag, slots[1], slots[0])), hand_tag.eq(~hand_tag)]
         m.d.comb += [self.recips.valid.eq(divider.done), self.recips.payload.slot.eq(divider_slot),
                      self.recips.payload.recip.eq(divider.quotient)]
         return m
