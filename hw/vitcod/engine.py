@@ -156,10 +156,13 @@ class Engine(wiring.Component):
         holding token ``row``: ``word`` is then 0)."""
         cfg = self._config
         local = Signal(cfg.qkv_addr_width - cfg.bank_bits)
+        wpt = cfg.qkv_words_per_token
         if cfg.qkv_tokens_per_word > 1:
             m.d.comb += local.eq(row >> log2_ceil(cfg.qkv_tokens_per_word))
+        elif wpt & (wpt - 1) == 0:      # a power of two: the word number below the row's bits, no adder
+            m.d.comb += local.eq(Cat(word[:log2_ceil(wpt)], row) if wpt > 1 else row)
         else:
-            m.d.comb += local.eq(row * cfg.qkv_words_per_token + word)
+            m.d.comb += local.eq(row * wpt + word)
         return Cat(local, bank)
 
     def _token_in_word(self, row):
