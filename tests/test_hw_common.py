@@ -6,6 +6,7 @@ model of a stream; never from the same Amaranth expressions.
 """
 
 import random
+import re
 
 import pytest
 from amaranth.hdl import Elaboratable, Module, Signal, signed, unsigned
@@ -16,8 +17,8 @@ from amaranth.sim import Simulator
 from attnforge.errors import ConfigError
 from attnforge.hw.common import (
     MAX_SHIFT, ConfiguredComponent, LockstepPipeline, PipelinedDivider, RequantLine, RequantLineConfig,
-    SerialDivider, SkidBuffer, mux_tree, requant_product, requant_round, requantize, rom, split_product,
-    tree_sum,
+    DSP_PIECE, SerialDivider, SkidBuffer, dsp_piece_for, mux_tree, requant_product, requant_round, requantize, rom,
+    split_product, tree_sum,
 )
 from attnforge.numfmt import INT8, IntFormat, Requantizer
 from attnforge.softmax_int import EXP_BITS, RECIP_BITS, recip_width, sum_width
@@ -283,30 +284,11 @@ def _drive_stream(dut, sent, rng, p_valid, p_ready, cycles):
     return got
 
 
-@pytest.mark.parametrize("narrow, wide", [
-    (unsigned(7), signed(27)),    # linear decode's readout: phi(q) x state, two DSP pieces
-    (signed(17), signed(40)),     # a requantizer: signed multiplier x numerator, three pieces
-    (unsigned(3), signed(5)),     # one piece (exhaustive below)
-    (signed(18), unsigned(35)),   # unsigned wide operand, the widest narrow one
-])
-def test_split_product_is_the_product_two_cycles_later(narrow, wide):
-    """Python's integer product of every pair, two cycles after it is presented: exhaustive
-    at small widths, the extremes plus random pairs at full width."""
+def _check_split_product(narrow, wide, piece, pairs):
+    """``split_product`` at ``piece`` gives Python's product of each pair two cycles after it is presented."""
     m = Module()
     a, b = Signal(narrow), Signal(wide)
-    out = split_product(m, a, b, "p")
-    rng = random.Random(narrow.width * 100 + wide.width)
-
-    def values(shape):
-        lo = -(1 << (shape.width - 1)) if shape.signed else 0
-        hi = (1 << (shape.width - 1)) - 1 if shape.signed else (1 << shape.width) - 1
-        if shape.width <= 5:
-            return list(range(lo, hi + 1))
-        return [lo, hi, 0, 1, -1 if shape.signed else 2] + [rng.randint(lo, hi) for _ in range(40)]
-
-    pairs = [(x, y) for x in values(narrow) for y in values(wide)]
-    if len(pairs) > 600:
-        pairs = pairs[:25] + rng.sample(pairs, 575)
+    out = split_product(m, a, b, "p", piece)
 
     async def bench(ctx):
         got = []
@@ -320,6 +302,64 @@ def test_split_product_is_the_product_two_cycles_later(narrow, wide):
         assert got[:len(pairs)] == [x * y for x, y in pairs]
 
     run(m, bench)
+
+
+def _range(shape):
+    lo = -(1 << (shape.width - 1)) if shape.signed else 0
+    return lo, lo + (1 << shape.width) - 1
+
+
+@pytest.mark.parametrize("narrow, wide, piece", [
+    (unsigned(7), signed(27), 17),    # linear decode's readout on ECP5: phi(q) x state, two DSP pieces
+    (signed(17), signed(40), 17),     # a requantizer: signed multiplier x numerator, three pieces
+    (unsigned(3), signed(5), 17),     # one piece
+    (signed(18), unsigned(35), 17),   # unsigned wide operand, the widest narrow one
+    (unsigned(7), signed(22), 15),    # the readout on the iCE40 (max_tokens 64): 15 + 7 bits
+    (signed(17), signed(32), 15),     # a requantizer on the iCE40: 15 + 15 + a two-bit top
+    (signed(16), unsigned(31), 15),   # unsigned wide operand, 15 + 16
+])
+def test_split_product_is_the_product_two_cycles_later(narrow, wide, piece):
+    """Python's integer product of the extremes and random pairs at full width, two cycles
+    after each is presented, at ECP5's and the iCE40's piece widths."""
+    rng = random.Random(narrow.width * 100 + wide.width + piece)
+
+    def values(shape):
+        lo, hi = _range(shape)
+        if shape.width <= 5:
+            return list(range(lo, hi + 1))
+        return [lo, hi, 0, 1, -1 if shape.signed else 2] + [rng.randint(lo, hi) for _ in range(40)]
+
+    pairs = [(x, y) for x in values(narrow) for y in values(wide)]
+    if len(pairs) > 600:
+        pairs = pairs[:25] + rng.sample(pairs, 575)
+    _check_split_product(narrow, wide, piece, pairs)
+
+
+@pytest.mark.parametrize("narrow", [unsigned(3), signed(3)])
+def test_split_product_exhaustive_over_two_pieces(narrow):
+    """Every pair at the narrowest piece (8 bits): a signed 11-bit operand as an unsigned 8-bit
+    piece and a signed 3-bit top, so every carry out of the low piece and every sign of the top
+    is seen; against Python's product."""
+    lo, hi = _range(narrow)
+    pairs = [(x, y) for x in range(lo, hi + 1) for y in range(-1 << 10, 1 << 10)]
+    _check_split_product(narrow, signed(11), 8, pairs)
+
+
+@pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
+@pytest.mark.parametrize("piece, error, message", [
+    (7, ConfigError, "split_product piece must be in [8, 17], not 7"),
+    (18, ConfigError, "split_product piece must be in [8, 17], not 18"),
+    ("15", TypeError, "split_product piece must be an integer, not '15'"),
+])
+def test_split_product_refuses_a_piece_width_out_of_range(piece, error, message):
+    with pytest.raises(error, match=re.escape(message)):
+        split_product(Module(), Signal(7), Signal(signed(22)), "p", piece)
+
+
+def test_dsp_piece_for_each_family():
+    assert (dsp_piece_for("ecp5"), dsp_piece_for("ice40")) == (DSP_PIECE, 15) == (17, 15)
+    with pytest.raises(ValueError, match="no DSP piece width for FPGA family 'xc7'; known: ecp5, ice40"):
+        dsp_piece_for("xc7")
 
 
 @pytest.mark.parametrize("p_valid,p_ready", [(1.0, 1.0), (1.0, 0.3), (0.4, 0.9), (0.7, 0.5)])
