@@ -90,6 +90,16 @@ def test_init_wrong_snapshots_type():
         LinearDecodeConfig(snapshots=1)
 
 
+@pytest.mark.parametrize("piece, error, message", [
+    (7, ValueError, r"linear decode dsp_piece must be in \[8, 17\], not 7"),
+    (18, ValueError, r"linear decode dsp_piece must be in \[8, 17\], not 18"),
+    (15.0, TypeError, "linear decode dsp_piece must be an integer, not 15.0"),
+])
+def test_init_wrong_dsp_piece(piece, error, message):
+    with pytest.raises(error, match=message):
+        LinearDecodeConfig(dsp_piece=piece)
+
+
 def test_snapshot_banks():
     assert LinearDecodeConfig(t_max=8).banks == 2
     assert LinearDecodeConfig(t_max=8, snapshots=True).banks == 9

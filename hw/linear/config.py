@@ -8,7 +8,7 @@ because the cycle model (``pipeline_depth``) and the components read them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from amaranth.hdl import Shape, signed
 from amaranth.lib import data
@@ -17,7 +17,7 @@ from attnforge.errors import check_int
 from attnforge.linear_format import DIV_DEN_BITS, DIV_FRAC_BITS, PHI_FORMAT, LinearDecodeFormat
 from attnforge.numfmt import INT8, IntFormat
 
-from ..common import log2_ceil
+from ..common import DSP_PIECE, check_dsp_piece, log2_ceil
 
 __all__ = [
     "LinearDecodeConfig", "pipeline_depth", "MAX_HEADS", "PIPELINE_DEPTH", "LANES_LATENCY", "STATE_WRITE_GAP",
@@ -103,6 +103,11 @@ class LinearDecodeConfig:
         Keep ``t_max + 1`` state banks per head instead of 2: a verify pass writes
         the state after *every* draft token, so ``commit(a)`` is free for every a
         (no replay pass), at ``(t_max + 1) / 2`` times the state memory.
+    dsp_piece : int
+        Bits per unsigned piece of the wide operand in the readout and requantizer products
+        (``split_product``), 8..17: the target's DSP multiplier (17 for ECP5's 18x18
+        MULT18X18D, 15 for the iCE40's 16x16 SB_MAC16; ``attnforge synth`` and ``board build``
+        choose it from the device). The results are the same at every width; not a register.
     """
 
     # The arithmetic parameters' defaults are LinearDecodeFormat's (one place).
@@ -118,8 +123,12 @@ class LinearDecodeConfig:
     conv_multiplier: int = LinearDecodeFormat.conv_multiplier
     conv_shift: int = LinearDecodeFormat.conv_shift
     snapshots: bool = False
+    # How the products are cut for the FPGA's DSP blocks: the Verilog's structure, not what it
+    # computes, so not one of the PARAM_* registers (``register_params``).
+    dsp_piece: int = field(default=DSP_PIECE, metadata={"register": False})
 
     def __post_init__(self):
+        check_dsp_piece("linear decode dsp_piece", self.dsp_piece)
         if not isinstance(self.snapshots, bool):
             raise TypeError(f"linear decode snapshots must be a bool, not {self.snapshots!r}")
         check_int("linear decode macs (M)", self.macs, 1)
