@@ -90,8 +90,31 @@ def test_cli_defaults_are_the_dataclass_defaults(command):
     parser = build_parser()
     for name, design in DESIGNS.items():
         args = parser.parse_args([command, name])
+        # synth: the linear decode's product cut comes from --device (test_synth_cuts_products_for_the_device)
+        from_device = {"dsp_piece": None} if command == "synth" and name == "linear-decode" else {}
         assert {n: getattr(args, n) for n in args.config_fields} == \
-            {f.name: f.default for f in dataclasses.fields(design.config_cls)}
+            {f.name: f.default for f in dataclasses.fields(design.config_cls)} | from_device
+
+
+@pytest.mark.parametrize("device, given, piece", [("ice40-up5k", None, 15), ("ecp5-85k", None, 17),
+                                                  ("ecp5-25k", None, 17), ("ice40-up5k", 17, 17)])
+def test_synth_cuts_products_for_the_device(device, given, piece):
+    """`attnforge synth linear-decode` cuts the products for the device's DSP blocks (SB_MAC16: 15-bit
+    pieces, MULT18X18D: 17) unless --dsp-piece says otherwise."""
+    from attnforge.cli import build_parser
+    from attnforge.cli.hw import _config, _device_defaults
+
+    argv = ["synth", "linear-decode", "--d", "8", "--macs", "2", "--device", device]
+    args = build_parser().parse_args(argv + ([] if given is None else ["--dsp-piece", str(given)]))
+    _device_defaults(args)
+    assert _config(args)[1].dsp_piece == piece
+
+
+def test_verilog_bad_dsp_piece_names_it(tmp_path, capsys):
+    out = tmp_path / "l.v"
+    assert main(["verilog", "linear-decode", "--d", "4", "--macs", "4", "--dsp-piece", "18", "-o", str(out)]) == 2
+    assert "linear decode dsp_piece must be in [8, 17], not 18" in capsys.readouterr().err
+    assert not out.exists()
 
 
 def test_one_command_per_simulation_job(capsys):

@@ -36,13 +36,13 @@ def _config(args):
     return design, config_from_args(design.config_cls, args, args.config_fields)
 
 
-def _per_design(sub, command: str, help: str, description: str, designs, add_options):
+def _per_design(sub, command: str, help: str, description: str, designs, add_options, derived=None):
     p = sub.add_parser(command, help=help, description=description)
     designs_sub = p.add_subparsers(dest=f"{command}_command", required=True, metavar="DESIGN",
                                    help="; ".join(f"{d.name}: {d.summary}" for d in designs))
     for d in designs:
         dp = designs_sub.add_parser(d.name, help=d.summary, description=f"{description} Design: {d.summary}.")
-        names = add_config_options(dp, d.config_cls, choices=_CHOICES,
+        names = add_config_options(dp, d.config_cls, choices=_CHOICES, derived=derived,
                                    title=f"generator parameters of {d.name} (defaults in brackets)")
         dp.set_defaults(design=d.name, config_fields=names)
         add_options(dp)
@@ -150,9 +150,24 @@ def _estimate(design, config, device: str) -> dict | None:
     return {"dsp": (res["dsp"], "resource model, exact"), "bram": (res["bram"], "resource model, exact"), **fitted}
 
 
+#: ``synth``'s parameters whose default depends on the device (``_device_defaults``).
+_SYNTH_DERIVED = {"dsp_piece": "the device's DSP: 17 on ECP5, 15 on iCE40"}
+
+
+def _device_defaults(args) -> None:
+    """Fill in the parameters ``--device`` decides when not given: ``dsp_piece``, the width
+    ``split_product`` cuts products to for the device's DSP blocks (``DSP_PIECES``)."""
+    from attnforge.fpga.synth import get_device
+    from attnforge.hw.common import dsp_piece_for
+
+    if "dsp_piece" in args.config_fields and args.dsp_piece is None:
+        args.dsp_piece = dsp_piece_for(get_device(args.device).family)
+
+
 def cmd_synth(args) -> int:
     from attnforge.fpga.synth import FitError, synthesize
 
+    _device_defaults(args)
     design, config = _config(args)
     out = Path(args.output) if args.output else Path("build") / "synth" / design.config_name(config) / args.device
     try:
@@ -250,7 +265,7 @@ def register(sub) -> None:
     _per_design(sub, "synth", "synthesize and place-and-route a block, report resources and Fmax",
                 "Run Yosys and nextpnr (YoWASP builds) on one configuration wrapped in a two-pin shell "
                 "(fpga/shell.py), and write a JSON report: LUTs, FFs, DSP blocks, block RAMs, Fmax.",
-                designs, _synth_options)
+                designs, _synth_options, derived=_SYNTH_DERIVED)
     _per_design(sub, "regs", "write an accelerator's register map as a C header and a Markdown table",
                 "Write the standard AXI4-Lite register map (identification, control, status, performance "
                 "counters, the generator parameters read-only; hw/common/accel_regs.py) of one configuration "
