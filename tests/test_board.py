@@ -334,11 +334,11 @@ def test_board_cli_refuses_bad_input(capsys):
     assert "--clock-mhz 500" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("board, given, piece", [("icebreaker", None, 15), ("ulx3s", None, 17),
-                                                 ("icebreaker", 17, 17)])
-def test_board_build_cuts_products_for_the_boards_dsp(monkeypatch, tmp_path, board, given, piece):
+@pytest.mark.parametrize("board, given, family", [("icebreaker", None, "ice40"), ("ulx3s", None, "ecp5"),
+                                                  ("icebreaker", "ecp5", "ecp5")])
+def test_board_build_cuts_products_for_the_boards_dsp(monkeypatch, tmp_path, board, given, family):
     """`board build` cuts the linear decode block's products for the board's DSP blocks (the iCEBreaker's
-    SB_MAC16: 15-bit pieces; the ULX3S's MULT18X18D: 17) unless --dsp-piece says otherwise."""
+    SB_MAC16, the ULX3S's MULT18X18D) unless --dsp-family says otherwise."""
     import attnforge.fpga.board as fpga_board
     from attnforge.cli import main
 
@@ -350,9 +350,9 @@ def test_board_build_cuts_products_for_the_boards_dsp(monkeypatch, tmp_path, boa
 
     monkeypatch.setattr(fpga_board, "build_board", build_board)
     argv = ["board", "build", "--board", board, "--prepare-only", "--out", str(tmp_path)]
-    assert main(argv + ([] if given is None else ["--dsp-piece", str(given)])) == 0
-    assert built["board"] == board and built["config"].dsp_piece == piece
-    assert built["accel"].config.dsp_piece == piece
+    assert main(argv + ([] if given is None else ["--dsp-family", given])) == 0
+    assert built["board"] == board and built["config"].dsp_family == family
+    assert built["accel"].config.dsp_family == family
 
 
 def test_board_top_answers_info_through_its_uart_pins():

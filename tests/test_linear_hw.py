@@ -90,14 +90,13 @@ def test_init_wrong_snapshots_type():
         LinearDecodeConfig(snapshots=1)
 
 
-@pytest.mark.parametrize("piece, error, message", [
-    (7, ValueError, r"linear decode dsp_piece must be in \[8, 17\], not 7"),
-    (18, ValueError, r"linear decode dsp_piece must be in \[8, 17\], not 18"),
-    (15.0, TypeError, "linear decode dsp_piece must be an integer, not 15.0"),
-])
-def test_init_wrong_dsp_piece(piece, error, message):
-    with pytest.raises(error, match=message):
-        LinearDecodeConfig(dsp_piece=piece)
+def test_init_wrong_dsp_family():
+    with pytest.raises(ValueError, match=r"linear decode dsp_family must be one of 'ecp5', 'ice40', not 'xc7'"):
+        LinearDecodeConfig(dsp_family="xc7")
+
+
+def test_dsp_cut_follows_the_family():
+    assert LinearDecodeConfig().dsp_cut == (17, 18) and LinearDecodeConfig(dsp_family="ice40").dsp_cut == (16, 16)
 
 
 def test_snapshot_banks():

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from attnforge.errors import check_int
+from attnforge.hw.common import DSP_CUTS
 from attnforge.hw.designs import DESIGNS
 from attnforge.linear_format import FEATURE_MAPS
 
@@ -28,7 +29,7 @@ __all__ = ["register", "SIM_ELSEWHERE"]
 SIM_ELSEWHERE = {"vitcod": "attnforge vitcod sim --masks FILE", "linear-decode": "attnforge linear sim"}
 
 #: Fields whose values are a fixed set (argparse refuses others before anything is built).
-_CHOICES = {"feature_map": FEATURE_MAPS}
+_CHOICES = {"feature_map": FEATURE_MAPS, "dsp_family": tuple(DSP_CUTS)}
 
 
 def _config(args):
@@ -151,17 +152,16 @@ def _estimate(design, config, device: str) -> dict | None:
 
 
 #: ``synth``'s parameters whose default depends on the device (``_device_defaults``).
-_SYNTH_DERIVED = {"dsp_piece": "the device's DSP: 17 on ECP5, 15 on iCE40"}
+_SYNTH_DERIVED = {"dsp_family": "the device's family"}
 
 
 def _device_defaults(args) -> None:
-    """Fill in the parameters ``--device`` decides when not given: ``dsp_piece``, the width
-    ``split_product`` cuts products to for the device's DSP blocks (``DSP_PIECES``)."""
+    """Fill in the parameters ``--device`` decides when not given: ``dsp_family``, whose DSP
+    blocks ``split_product`` cuts the products for (``DSP_CUTS``)."""
     from attnforge.fpga.synth import get_device
-    from attnforge.hw.common import dsp_piece_for
 
-    if "dsp_piece" in args.config_fields and args.dsp_piece is None:
-        args.dsp_piece = dsp_piece_for(get_device(args.device).family)
+    if "dsp_family" in args.config_fields and args.dsp_family is None:
+        args.dsp_family = get_device(args.device).family
 
 
 def cmd_synth(args) -> int:

@@ -30,8 +30,7 @@ from .regbank import RegisterBank, register_signature
 from .regmap import ACCESS_KINDS, AXI_LITE_PORTS, Field, Register, RegisterMap, c_header, markdown_table
 from .stream import LockstepPipeline, SkidBuffer
 from .trees import (
-    DSP_PIECE, DSP_PIECE_RANGE, DSP_PIECES, check_dsp_piece, dsp_piece_for, log2_ceil, mux_tree, rom, saturate,
-    split_product, tree_sum,
+    DSP_CUTS, DSP_PIECE, DSP_PIECE_RANGE, dsp_cut, log2_ceil, mux_tree, rom, saturate, split_product, tree_sum,
 )
 
 __all__ = [
@@ -40,7 +39,7 @@ __all__ = [
     "MAX_SHIFT", "requant_product", "requant_round", "requantize", "RequantLineConfig", "RequantLine",
     "SkidBuffer", "LockstepPipeline",
     "log2_ceil", "tree_sum", "mux_tree", "rom", "saturate", "split_product", "DSP_PIECE",
-    "DSP_PIECES", "DSP_PIECE_RANGE", "check_dsp_piece", "dsp_piece_for",
+    "DSP_CUTS", "DSP_PIECE_RANGE", "dsp_cut",
     "ACCESS_KINDS", "AXI_LITE_PORTS", "Field", "Register", "RegisterMap", "c_header", "markdown_table",
     "RegisterBank", "register_signature",
     "ID_MAGIC", "REGMAP_VERSION", "PERF_COUNTERS", "PARAM_BASE", "design_code", "accelerator_regmap",

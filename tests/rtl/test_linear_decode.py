@@ -149,12 +149,12 @@ def test_linear_decode_icarus_small(feature_map):
 
 
 def test_linear_decode_icarus_ice40_cut():
-    """The products cut for the iCE40's SB_MAC16 (dsp_piece 15, what `attnforge synth --device ice40-up5k`
-    builds): the UP5K configuration of docs/board.md (d = 6, M = 3, K = 2, T = 1, max_tokens 64), its
-    readout's 22-bit state as 15 + 7 bits and the requantizers' (random-data multipliers, not shifts)
-    32-bit numerator as 15 + 15 + 2 and 17-bit convolution as 15 + 2, bit exact against the golden
-    model on Icarus."""
-    config = _config(d=6, macs=3, conv_taps=2, t_max=1, max_tokens=64, dsp_piece=15)
+    """The products cut for the iCE40's SB_MAC16 (dsp_family ice40, what `attnforge synth --device
+    ice40-up5k` builds): a UP5K configuration of docs/board.md (d = 6, M = 3, K = 2, T = 1, max_tokens 64),
+    its readout's 22-bit state as 16 + 6 bits and the requantizers' (random-data multipliers, not shifts)
+    32-bit numerator as 16 + 16 and 17-bit convolution as 15 + 2, bit exact against the golden model on
+    Icarus."""
+    config = _config(d=6, macs=3, conv_taps=2, t_max=1, max_tokens=64, dsp_family="ice40")
     fmt = config.format
     assert (fmt.state_format.width, fmt.numerator_format.width, fmt.conv_format.width) == (22, 32, 17)
     assert config.attn_multiplier & (config.attn_multiplier - 1)      # a real product, not a shift
