@@ -17,7 +17,7 @@ from attnforge.errors import check_choice, check_int
 from attnforge.linear_format import DIV_DEN_BITS, DIV_FRAC_BITS, PHI_FORMAT, LinearDecodeFormat
 from attnforge.numfmt import INT8, IntFormat
 
-from ..common import DSP_CUTS, log2_ceil
+from ..common import DSP_CUTS, dsp_cut, log2_ceil
 
 __all__ = [
     "LinearDecodeConfig", "pipeline_depth", "MAX_HEADS", "PIPELINE_DEPTH", "LANES_LATENCY", "STATE_WRITE_GAP",
@@ -147,7 +147,7 @@ class LinearDecodeConfig:
     @property
     def dsp_cut(self) -> tuple[int, int]:
         """``split_product``'s (piece, top) for ``dsp_family``'s DSP blocks."""
-        return DSP_CUTS[self.dsp_family]
+        return dsp_cut(self.dsp_family)
 
     @property
     def groups(self) -> int:
