@@ -66,6 +66,16 @@ def test_register_parameters_are_the_ones_attnforge_regs_writes():
         {k: int(v) for k, v in params.items()}
 
 
+def test_dsp_family_is_not_a_register():
+    """The product cut (``dsp_family``) changes the Verilog, not what it computes: a bitstream built for the
+    iCE40 reads back the same PARAM_* registers as the host's default configuration (ECP5's cut)."""
+    ice40 = LinearDecodeConfig(d=8, macs=4, dsp_family="ice40")
+    params = register_params(ice40, {"feature_map": FEATURE_MAPS})
+    assert "dsp_family" not in params and params == register_params(LinearDecodeConfig(d=8, macs=4),
+                                                                   {"feature_map": FEATURE_MAPS})
+    assert not any("dsp" in r.name for r in LinearDecodeAxi(ice40).regmap)
+
+
 def _command_input_bench(dut, beats, *, ready_pattern):
     """Drive ``beats`` ((data, keep)) into ``dut``; collect commands and data beats."""
     got = {"cmd": [], "data": [], "keep_error": [], "last_error": [], "partial": []}

@@ -334,6 +334,27 @@ def test_board_cli_refuses_bad_input(capsys):
     assert "--clock-mhz 500" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("board, given, family", [("icebreaker", None, "ice40"), ("ulx3s", None, "ecp5"),
+                                                  ("icebreaker", "ecp5", "ecp5")])
+def test_board_build_cuts_products_for_the_boards_dsp(monkeypatch, tmp_path, board, given, family):
+    """`board build` cuts the linear decode block's products for the board's DSP blocks (the iCEBreaker's
+    SB_MAC16, the ULX3S's MULT18X18D) unless --dsp-family says otherwise."""
+    import attnforge.fpga.board as fpga_board
+    from attnforge.cli import main
+
+    built = {}
+
+    def build_board(board_name, design, config, accel, **kw):
+        built.update(board=board_name, config=config, accel=accel)
+        return {"prepared": []}
+
+    monkeypatch.setattr(fpga_board, "build_board", build_board)
+    argv = ["board", "build", "--board", board, "--prepare-only", "--out", str(tmp_path)]
+    assert main(argv + ([] if given is None else ["--dsp-family", given])) == 0
+    assert built["board"] == board and built["config"].dsp_family == family
+    assert built["accel"].config.dsp_family == family
+
+
 def test_board_top_answers_info_through_its_uart_pins():
     """BoardTop (UART pins, bridge, LinearDecodeAxi) in amaranth.sim: an INFO frame bit-banged on uart_rx,
     the response decoded from uart_tx."""

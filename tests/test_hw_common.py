@@ -6,6 +6,7 @@ model of a stream; never from the same Amaranth expressions.
 """
 
 import random
+import re
 
 import pytest
 from amaranth.hdl import Elaboratable, Module, Signal, signed, unsigned
@@ -16,8 +17,8 @@ from amaranth.sim import Simulator
 from attnforge.errors import ConfigError
 from attnforge.hw.common import (
     MAX_SHIFT, ConfiguredComponent, LockstepPipeline, PipelinedDivider, RequantLine, RequantLineConfig,
-    SerialDivider, SkidBuffer, mux_tree, requant_product, requant_round, requantize, rom, split_product,
-    tree_sum,
+    DSP_PIECE, SerialDivider, SkidBuffer, dsp_cut, mux_tree, requant_product, requant_round, requantize, rom,
+    split_product, tree_sum,
 )
 from attnforge.numfmt import INT8, IntFormat, Requantizer
 from attnforge.softmax_int import EXP_BITS, RECIP_BITS, recip_width, sum_width
@@ -283,30 +284,12 @@ def _drive_stream(dut, sent, rng, p_valid, p_ready, cycles):
     return got
 
 
-@pytest.mark.parametrize("narrow, wide", [
-    (unsigned(7), signed(27)),    # linear decode's readout: phi(q) x state, two DSP pieces
-    (signed(17), signed(40)),     # a requantizer: signed multiplier x numerator, three pieces
-    (unsigned(3), signed(5)),     # one piece (exhaustive below)
-    (signed(18), unsigned(35)),   # unsigned wide operand, the widest narrow one
-])
-def test_split_product_is_the_product_two_cycles_later(narrow, wide):
-    """Python's integer product of every pair, two cycles after it is presented: exhaustive
-    at small widths, the extremes plus random pairs at full width."""
+def _check_split_product(narrow, wide, cut, pairs):
+    """``split_product`` at ``cut`` (piece, top) gives Python's product of each pair two cycles after
+    it is presented."""
     m = Module()
     a, b = Signal(narrow), Signal(wide)
-    out = split_product(m, a, b, "p")
-    rng = random.Random(narrow.width * 100 + wide.width)
-
-    def values(shape):
-        lo = -(1 << (shape.width - 1)) if shape.signed else 0
-        hi = (1 << (shape.width - 1)) - 1 if shape.signed else (1 << shape.width) - 1
-        if shape.width <= 5:
-            return list(range(lo, hi + 1))
-        return [lo, hi, 0, 1, -1 if shape.signed else 2] + [rng.randint(lo, hi) for _ in range(40)]
-
-    pairs = [(x, y) for x in values(narrow) for y in values(wide)]
-    if len(pairs) > 600:
-        pairs = pairs[:25] + rng.sample(pairs, 575)
+    out = split_product(m, a, b, "p", *cut)
 
     async def bench(ctx):
         got = []
@@ -320,6 +303,70 @@ def test_split_product_is_the_product_two_cycles_later(narrow, wide):
         assert got[:len(pairs)] == [x * y for x, y in pairs]
 
     run(m, bench)
+
+
+def _range(shape):
+    lo = -(1 << (shape.width - 1)) if shape.signed else 0
+    return lo, lo + (1 << shape.width) - 1
+
+
+@pytest.mark.parametrize("narrow, wide, cut", [
+    (unsigned(7), signed(27), (17, 18)),   # linear decode's readout on ECP5: phi(q) x state, 17 + 10 bits
+    (signed(17), signed(40), (17, 18)),    # a requantizer: signed multiplier x numerator, three pieces
+    (unsigned(3), signed(5), (17, 18)),    # one piece
+    (signed(18), unsigned(35), (17, 18)),  # unsigned wide operand, the widest narrow one
+    (unsigned(7), signed(22), (16, 16)),   # the readout on the iCE40 (max_tokens 64): 16 + 6 bits
+    (signed(17), signed(32), (16, 16)),    # a requantizer on the iCE40: 16 + 16
+    (signed(17), signed(17), (16, 16)),    # a one-bit top takes a bit from the piece below: 15 + 2
+    (unsigned(7), signed(33), (16, 16)),   # 16 + 15 + 2
+    (unsigned(16), unsigned(31), (16, 16)),  # unsigned wide operand, 16 + 15
+])
+def test_split_product_is_the_product_two_cycles_later(narrow, wide, cut):
+    """Python's integer product of the extremes and random pairs at full width, two cycles
+    after each is presented, at ECP5's and the iCE40's cuts."""
+    rng = random.Random(narrow.width * 100 + wide.width + cut[0])
+
+    def values(shape):
+        lo, hi = _range(shape)
+        if shape.width <= 5:
+            return list(range(lo, hi + 1))
+        return [lo, hi, 0, 1, -1 if shape.signed else 2] + [rng.randint(lo, hi) for _ in range(40)]
+
+    pairs = [(x, y) for x in values(narrow) for y in values(wide)]
+    if len(pairs) > 600:
+        pairs = pairs[:25] + rng.sample(pairs, 575)
+    _check_split_product(narrow, wide, cut, pairs)
+
+
+@pytest.mark.parametrize("narrow", [unsigned(3), signed(3)])
+@pytest.mark.parametrize("wide, cut", [(signed(11), (8, 9)), (signed(12), (8, 8)), (signed(9), (8, 8))])
+def test_split_product_exhaustive_at_the_narrowest_piece(narrow, wide, cut):
+    """Every pair at 8-bit pieces: a signed 11-bit operand as 8 + 3 bits (top = piece + 1), a 12-bit
+    one as 8 + 4 (top = piece), a 9-bit one as 7 + 2 (the one-bit top takes a bit from below), so
+    every carry out of the low piece and every sign of the top is seen; against Python's product."""
+    lo, hi = _range(narrow)
+    wlo, whi = _range(wide)
+    pairs = [(x, y) for x in range(lo, hi + 1) for y in range(wlo, whi + 1)]
+    _check_split_product(narrow, wide, cut, pairs)
+
+
+@pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
+@pytest.mark.parametrize("piece, top, error, message", [
+    (7, None, ConfigError, "split_product piece must be in [8, 17], not 7"),
+    (18, None, ConfigError, "split_product piece must be in [8, 17], not 18"),
+    ("15", None, TypeError, "split_product piece must be an integer, not '15'"),
+    (16, 18, ConfigError, "split_product top must be 16 or 17 (piece 16 or piece + 1), not 18"),
+    (16, 15, ConfigError, "split_product top must be 16 or 17 (piece 16 or piece + 1), not 15"),
+])
+def test_split_product_refuses_a_cut_out_of_range(piece, top, error, message):
+    with pytest.raises(error, match=re.escape(message)):
+        split_product(Module(), Signal(7), Signal(signed(22)), "p", piece, top)
+
+
+def test_dsp_cut_for_each_family():
+    assert dsp_cut("ecp5") == (DSP_PIECE, DSP_PIECE + 1) == (17, 18) and dsp_cut("ice40") == (16, 16)
+    with pytest.raises(ValueError, match="no DSP cut for FPGA family 'xc7'; known: ecp5, ice40"):
+        dsp_cut("xc7")
 
 
 @pytest.mark.parametrize("p_valid,p_ready", [(1.0, 1.0), (1.0, 0.3), (0.4, 0.9), (0.7, 0.5)])

@@ -10,6 +10,7 @@ the overflow flag; the convolution's window across history and drafts. (``Pipeli
 itself is tests/test_hw_common.py's; here it is tested inside the normalizer.)
 """
 
+import dataclasses
 import random
 
 import numpy as np
@@ -117,12 +118,14 @@ def _lanes_bench(cfg, init):
     return m, lanes, state
 
 
-@pytest.mark.parametrize("zero_bank", [False, True])
-def test_lanes_update_and_readout_match_the_golden_model(zero_bank):
+@pytest.mark.parametrize("zero_bank, dsp_family", [(False, "ecp5"), (True, "ecp5"), (False, "ice40")])
+def test_lanes_update_and_readout_match_the_golden_model(zero_bank, dsp_family):
     """One pass of T = 3 draft tokens over both row groups from a state near the wrap-around
     (bank 0, or a bank marked zero by reset): every numerator phi(q_tau)^T S_tau and the
-    state written to bank 1 are the golden model's (verify, commit(T))."""
-    cfg, fmt = LANES, LANES.format
+    state written to bank 1 are the golden model's (verify, commit(T)). The readout products
+    cut for ECP5 (the 19-bit state in one piece) and for the iCE40 (16 + 3 bits)."""
+    cfg = dataclasses.replace(LANES, dsp_family=dsp_family)
+    fmt = cfg.format
     d, macs, groups, t = cfg.d, cfg.macs, cfg.groups, 3
     rng = np.random.default_rng(5)
     s0 = rng.integers(fmt.state_format.max - 3000, fmt.state_format.max, size=(d, d))
@@ -185,12 +188,15 @@ def test_lanes_update_and_readout_match_the_golden_model(zero_bank):
 
 # ---------------------------------------------------------------- OutputStage
 
-def test_output_stage_emits_every_token_once_in_order_under_backpressure():
+@pytest.mark.parametrize("dsp_family", ["ecp5", "ice40"])
+def test_output_stage_emits_every_token_once_in_order_under_backpressure(dsp_family):
     """Six passes (1 to t_max tokens) into alternating halves, each claimed when free, with
     random o.ready: every token comes out once, in order, as sat_int8(attn_requant(A) +
-    conv_requant(C)) (numfmt's Requantizer), and the stream rules hold."""
+    conv_requant(C)) (numfmt's Requantizer), and the stream rules hold. The requantizers'
+    products cut for ECP5 (36-bit A: 17 + 17 + 2; 17-bit C: one) and for the iCE40 (16 + 16 + 4;
+    15 + 2)."""
     cfg = LinearDecodeConfig(d=4, macs=4, conv_taps=2, t_max=3, attn_multiplier=40000, attn_shift=20,
-                             conv_multiplier=30000, conv_shift=12)
+                             conv_multiplier=30000, conv_shift=12, dsp_family=dsp_family)
     fmt = cfg.format
     out_stage = OutputStage(cfg)
     rng = random.Random(3)

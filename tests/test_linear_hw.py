@@ -90,6 +90,15 @@ def test_init_wrong_snapshots_type():
         LinearDecodeConfig(snapshots=1)
 
 
+def test_init_wrong_dsp_family():
+    with pytest.raises(ValueError, match=r"linear decode dsp_family must be one of 'ecp5', 'ice40', not 'xc7'"):
+        LinearDecodeConfig(dsp_family="xc7")
+
+
+def test_dsp_cut_follows_the_family():
+    assert LinearDecodeConfig().dsp_cut == (17, 18) and LinearDecodeConfig(dsp_family="ice40").dsp_cut == (16, 16)
+
+
 def test_snapshot_banks():
     assert LinearDecodeConfig(t_max=8).banks == 2
     assert LinearDecodeConfig(t_max=8, snapshots=True).banks == 9

@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+from attnforge.hw.common import DSP_CUTS
 from attnforge.hw.linear import LinearDecodeConfig
 from attnforge.hw.vitcod import VitcodConfig
 from attnforge.linear_format import FEATURE_MAPS
@@ -54,7 +55,10 @@ def _design_options(p, *, build: bool) -> None:
         if f.name in VITCOD_FIELDS:
             g.add_argument(f"--vitcod-{f.name.replace('_', '-')}", dest=f"v_{f.name}", type=int, default=None,
                            help=f"[{'from --masks' if f.name in derived and not build else f.default}]")
-    names = add_config_options(p, LinearDecodeConfig, include=LINEAR_FIELDS, choices={"feature_map": FEATURE_MAPS},
+    # build: the products are cut for the board's DSP blocks (run: the same results at every cut)
+    names = add_config_options(p, LinearDecodeConfig, include=LINEAR_FIELDS + (("dsp_family",) if build else ()),
+                               choices={"feature_map": FEATURE_MAPS, "dsp_family": tuple(DSP_CUTS)},
+                               derived={"dsp_family": "the board's: ice40 on icebreaker, ecp5 on ulx3s"},
                                title="linear decode generator parameters (--design linear-decode)")
     p.set_defaults(linear_fields=names)
     p.add_argument("--axis-width", type=int, default=None,
@@ -81,6 +85,8 @@ def cmd_build(args) -> int:
     from attnforge.fpga.board import BoardTimingError, build_board, get_board
 
     board = get_board(args.board)
+    if args.dsp_family is None:
+        args.dsp_family = board.family
     if args.clock_mhz is not None:
         board.pll(args.clock_mhz)            # refuse a clock the PLL cannot make before building anything
     if args.design == "linear-decode" and args.axis_width is None:

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from attnforge.errors import check_int
+from attnforge.hw.common import DSP_CUTS
 from attnforge.hw.designs import DESIGNS
 from attnforge.linear_format import FEATURE_MAPS
 
@@ -28,7 +29,7 @@ __all__ = ["register", "SIM_ELSEWHERE"]
 SIM_ELSEWHERE = {"vitcod": "attnforge vitcod sim --masks FILE", "linear-decode": "attnforge linear sim"}
 
 #: Fields whose values are a fixed set (argparse refuses others before anything is built).
-_CHOICES = {"feature_map": FEATURE_MAPS}
+_CHOICES = {"feature_map": FEATURE_MAPS, "dsp_family": tuple(DSP_CUTS)}
 
 
 def _config(args):
@@ -36,13 +37,13 @@ def _config(args):
     return design, config_from_args(design.config_cls, args, args.config_fields)
 
 
-def _per_design(sub, command: str, help: str, description: str, designs, add_options):
+def _per_design(sub, command: str, help: str, description: str, designs, add_options, derived=None):
     p = sub.add_parser(command, help=help, description=description)
     designs_sub = p.add_subparsers(dest=f"{command}_command", required=True, metavar="DESIGN",
                                    help="; ".join(f"{d.name}: {d.summary}" for d in designs))
     for d in designs:
         dp = designs_sub.add_parser(d.name, help=d.summary, description=f"{description} Design: {d.summary}.")
-        names = add_config_options(dp, d.config_cls, choices=_CHOICES,
+        names = add_config_options(dp, d.config_cls, choices=_CHOICES, derived=derived,
                                    title=f"generator parameters of {d.name} (defaults in brackets)")
         dp.set_defaults(design=d.name, config_fields=names)
         add_options(dp)
@@ -150,9 +151,23 @@ def _estimate(design, config, device: str) -> dict | None:
     return {"dsp": (res["dsp"], "resource model, exact"), "bram": (res["bram"], "resource model, exact"), **fitted}
 
 
+#: ``synth``'s parameters whose default depends on the device (``_device_defaults``).
+_SYNTH_DERIVED = {"dsp_family": "the device's family"}
+
+
+def _device_defaults(args) -> None:
+    """Fill in the parameters ``--device`` decides when not given: ``dsp_family``, whose DSP
+    blocks ``split_product`` cuts the products for (``DSP_CUTS``)."""
+    from attnforge.fpga.synth import get_device
+
+    if "dsp_family" in args.config_fields and args.dsp_family is None:
+        args.dsp_family = get_device(args.device).family
+
+
 def cmd_synth(args) -> int:
     from attnforge.fpga.synth import FitError, synthesize
 
+    _device_defaults(args)
     design, config = _config(args)
     out = Path(args.output) if args.output else Path("build") / "synth" / design.config_name(config) / args.device
     try:
@@ -250,7 +265,7 @@ def register(sub) -> None:
     _per_design(sub, "synth", "synthesize and place-and-route a block, report resources and Fmax",
                 "Run Yosys and nextpnr (YoWASP builds) on one configuration wrapped in a two-pin shell "
                 "(fpga/shell.py), and write a JSON report: LUTs, FFs, DSP blocks, block RAMs, Fmax.",
-                designs, _synth_options)
+                designs, _synth_options, derived=_SYNTH_DERIVED)
     _per_design(sub, "regs", "write an accelerator's register map as a C header and a Markdown table",
                 "Write the standard AXI4-Lite register map (identification, control, status, performance "
                 "counters, the generator parameters read-only; hw/common/accel_regs.py) of one configuration "

@@ -30,7 +30,9 @@ from .requant import (MAX_SHIFT, RequantLine, RequantLineConfig, requant_finish,
 from .regbank import RegisterBank, register_signature
 from .regmap import ACCESS_KINDS, AXI_LITE_PORTS, Field, Register, RegisterMap, c_header, markdown_table
 from .stream import LockstepPipeline, SkidBuffer
-from .trees import DSP_PIECE, log2_ceil, mux_tree, rom, saturate, split_product, tree_sum
+from .trees import (
+    DSP_CUTS, DSP_PIECE, DSP_PIECE_RANGE, dsp_cut, log2_ceil, mux_tree, rom, saturate, split_product, tree_sum,
+)
 
 __all__ = [
     "ConfiguredComponent",
@@ -40,6 +42,7 @@ __all__ = [
     "RequantLineConfig", "RequantLine",
     "SkidBuffer", "LockstepPipeline",
     "log2_ceil", "tree_sum", "mux_tree", "rom", "saturate", "split_product", "DSP_PIECE",
+    "DSP_CUTS", "DSP_PIECE_RANGE", "dsp_cut",
     "ACCESS_KINDS", "AXI_LITE_PORTS", "Field", "Register", "RegisterMap", "c_header", "markdown_table",
     "RegisterBank", "register_signature",
     "ID_MAGIC", "REGMAP_VERSION", "PERF_COUNTERS", "PARAM_BASE", "design_code", "accelerator_regmap",

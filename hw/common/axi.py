@@ -104,10 +104,14 @@ def bus_domains(m: Module, aclk, aresetn, soft_reset) -> None:
 
 def register_params(config, choices: dict | None = None) -> dict:
     """A configuration dataclass's fields as register values: ints and bools as they are, a field
-    with a fixed set of values (``choices[name]``) as its index in that set."""
+    with a fixed set of values (``choices[name]``) as its index in that set. A field whose metadata
+    says ``register: False`` (how the Verilog is built for a device, not what it computes) is left out."""
     params = {}
-    for name, value in dataclasses.asdict(config).items():
-        params[name] = list(choices[name]).index(value) if choices and name in choices else value
+    for f in dataclasses.fields(config):
+        if not f.metadata.get("register", True):
+            continue
+        value = getattr(config, f.name)
+        params[f.name] = list(choices[f.name]).index(value) if choices and f.name in choices else value
     return params
 
 

@@ -4,11 +4,34 @@ from __future__ import annotations
 
 from amaranth.hdl import Const, Mux, Signal
 
-__all__ = ["log2_ceil", "tree_sum", "mux_tree", "rom", "saturate", "split_product", "DSP_PIECE"]
+from attnforge.errors import ConfigError, check_int
 
-#: Bits of the wide operand per piece in ``split_product``: unsigned 17-bit pieces (and a
-#: signed top piece of at most 18 bits) each fit one 18x18 DSP multiplier.
+__all__ = ["log2_ceil", "tree_sum", "mux_tree", "rom", "saturate", "split_product", "dsp_cut", "DSP_PIECE",
+           "DSP_CUTS", "DSP_PIECE_RANGE"]
+
+#: Bits of the wide operand per unsigned piece in ``split_product`` by default (ECP5's): unsigned
+#: 17-bit pieces (and a signed top piece of at most 18 bits) each fit one 18x18 DSP multiplier.
 DSP_PIECE = 17
+#: How ``split_product`` cuts the wide operand for each FPGA family's DSP multiplier: (bits per
+#: unsigned piece, most bits of the signed top piece), the widest cut that Yosys 0.70 maps to one
+#: DSP block per piece with nothing of the product left to the logic (docs/board.md, "Multipliers
+#: in logic"). ECP5's MULT18X18D is mapped as a signed 18 x 18 multiplier: unsigned 17-bit pieces
+#: (18 bits with their zero sign bit) and a signed top of up to 18 bits. The iCE40's SB_MAC16
+#: multiplies 16 x 16 bits, signed or unsigned: unsigned 16-bit pieces and a signed top of up to 16
+#: bits, for a narrow operand that is unsigned or a non-negative constant of at most 16 bits (with
+#: ECP5's cut ``synth_ice40 -dsp`` cuts each 17-bit piece again and leaves a one-bit slice of its
+#: product to the logic).
+DSP_CUTS = {"ecp5": (17, 18), "ice40": (16, 16)}
+#: Piece widths ``split_product`` takes: a 9 x 9 multiplier's (8) to an 18 x 18 one's (17).
+DSP_PIECE_RANGE = (8, 17)
+
+
+def dsp_cut(family: str) -> tuple[int, int]:
+    """``split_product``'s ``(piece, top)`` for an FPGA family's DSP blocks (``DSP_CUTS``)."""
+    try:
+        return DSP_CUTS[family]
+    except KeyError:
+        raise ValueError(f"no DSP cut for FPGA family {family!r}; known: {', '.join(DSP_CUTS)}") from None
 
 
 def log2_ceil(n: int) -> int:
@@ -53,23 +76,36 @@ def saturate(value, fmt):
     return Mux(value > fmt.max, fmt.max, Mux(value < fmt.min, fmt.min, value))
 
 
-def split_product(m, narrow, wide, name: str):
-    """``narrow * wide`` in two registered stages, for DSP blocks of 18x18 bits.
+def split_product(m, narrow, wide, name: str, piece: int = DSP_PIECE, top: int | None = None):
+    """``narrow * wide`` in two registered stages, the products cut for the target's DSP blocks.
 
-    ``wide`` is cut into unsigned DSP_PIECE-bit pieces (the top piece keeps the sign);
-    stage 1 registers ``narrow`` times each piece (one DSP multiplier each, nothing between
-    the DSP and its register), stage 2 registers their shifted sum. A ``wide`` that fits
-    one DSP is one product, registered twice. ``narrow`` must be at most 18 bits. Returns
-    the stage-2 signal (the shape of ``narrow * wide``).
+    ``wide`` is cut into unsigned ``piece``-bit pieces and a top piece of 2 to ``top`` bits that
+    keeps the sign (``top``: ``piece + 1``, the default, for a signed-only multiplier of ``piece
+    + 1`` bits, or ``piece`` for one that also multiplies unsigned operands; a top of one bit takes
+    a bit from the piece below). Stage 1 registers ``narrow`` times each piece (one DSP multiplier
+    each, nothing between the DSP and its register), stage 2 registers their shifted sum. A
+    ``wide`` of at most ``top`` bits is one product, registered twice. ``narrow`` must fit the
+    DSP's other port (with ``top == piece``: unsigned, or a non-negative constant, of at most
+    ``piece`` bits). ``DSP_CUTS`` has each FPGA family's cut; the product is the same at every
+    cut. Returns the stage-2 signal (the shape of ``narrow * wide``).
     """
+    check_int("split_product piece", piece, *DSP_PIECE_RANGE)
+    top = piece + 1 if top is None else top
+    if isinstance(top, bool) or top not in (piece, piece + 1):
+        raise ConfigError(f"split_product top must be {piece} or {piece + 1} (piece {piece} or piece + 1), "
+                          f"not {top!r}")
     value = narrow * wide
     wide_bits = len(wide)
-    pieces = [(lo, wide[lo:lo + DSP_PIECE]) for lo in range(0, wide_bits - DSP_PIECE - 1, DSP_PIECE)]
-    top = pieces[-1][0] + DSP_PIECE if pieces else 0
-    pieces.append((top, wide[top:].as_signed() if wide.shape().signed else wide[top:]))
+    cuts = [[lo, piece] for lo in range(0, wide_bits - top, piece)]
+    top_lo = cuts[-1][0] + piece if cuts else 0
+    if wide_bits - top_lo == 1:
+        cuts[-1][1] -= 1
+        top_lo -= 1
+    pieces = [(lo, wide[lo:lo + bits]) for lo, bits in cuts]
+    pieces.append((top_lo, wide[top_lo:].as_signed() if wide.shape().signed else wide[top_lo:]))
     partial = []
-    for n, (lo, piece) in enumerate(pieces):
-        term = narrow * piece
+    for n, (lo, part) in enumerate(pieces):
+        term = narrow * part
         reg = Signal(term.shape(), name=f"{name}_piece{n}")
         m.d.sync += reg.eq(term)
         partial.append(reg << lo if lo else reg)

@@ -8,16 +8,16 @@ because the cycle model (``pipeline_depth``) and the components read them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from amaranth.hdl import Shape, signed
 from amaranth.lib import data
 
-from attnforge.errors import check_int
+from attnforge.errors import check_choice, check_int
 from attnforge.linear_format import DIV_DEN_BITS, DIV_FRAC_BITS, PHI_FORMAT, LinearDecodeFormat
 from attnforge.numfmt import INT8, IntFormat
 
-from ..common import log2_ceil
+from ..common import DSP_CUTS, dsp_cut, log2_ceil
 
 __all__ = [
     "LinearDecodeConfig", "pipeline_depth", "MAX_HEADS", "PIPELINE_DEPTH", "LANES_LATENCY", "STATE_WRITE_GAP",
@@ -103,6 +103,11 @@ class LinearDecodeConfig:
         Keep ``t_max + 1`` state banks per head instead of 2: a verify pass writes
         the state after *every* draft token, so ``commit(a)`` is free for every a
         (no replay pass), at ``(t_max + 1) / 2`` times the state memory.
+    dsp_family : str
+        The FPGA family whose DSP multipliers the readout and requantizer products are cut
+        for (``split_product``, ``DSP_CUTS``): ``"ecp5"`` (MULT18X18D, 18x18: 17-bit pieces)
+        or ``"ice40"`` (SB_MAC16, 16x16: 16-bit pieces); ``attnforge synth`` and ``board
+        build`` choose the device's. The results are the same for both; not a register.
     """
 
     # The arithmetic parameters' defaults are LinearDecodeFormat's (one place).
@@ -118,8 +123,12 @@ class LinearDecodeConfig:
     conv_multiplier: int = LinearDecodeFormat.conv_multiplier
     conv_shift: int = LinearDecodeFormat.conv_shift
     snapshots: bool = False
+    # How the products are cut for the FPGA's DSP blocks: the Verilog's structure, not what it
+    # computes, so not one of the PARAM_* registers (``register_params``).
+    dsp_family: str = field(default="ecp5", metadata={"register": False})
 
     def __post_init__(self):
+        check_choice("linear decode dsp_family", self.dsp_family, DSP_CUTS)
         if not isinstance(self.snapshots, bool):
             raise TypeError(f"linear decode snapshots must be a bool, not {self.snapshots!r}")
         check_int("linear decode macs (M)", self.macs, 1)
@@ -134,6 +143,11 @@ class LinearDecodeConfig:
                                   t_max=self.t_max, feature_map=self.feature_map,
                                   attn_multiplier=self.attn_multiplier, attn_shift=self.attn_shift,
                                   conv_multiplier=self.conv_multiplier, conv_shift=self.conv_shift)
+
+    @property
+    def dsp_cut(self) -> tuple[int, int]:
+        """``split_product``'s (piece, top) for ``dsp_family``'s DSP blocks."""
+        return dsp_cut(self.dsp_family)
 
     @property
     def groups(self) -> int:

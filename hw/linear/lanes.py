@@ -14,8 +14,9 @@ update products (two adder levels per stage) and the word to start from are
 registered (stages 2, 3), so the running word's loop (stage 4) is one multiplexer
 and one adder; the write data is the running register (stage 5). The control bits and v reach the 64 lanes
 through one register copy per LANE_GROUP lanes, not one wide broadcast; the
-readout multipliers have registered operands and are split into 18x18-bit DSP
-products, each registered right after its DSP, then summed (``split_product``);
+readout multipliers have registered operands and are split into DSP products
+(``config.dsp_family``: 18x18 bits on ECP5, 16x16 on the iCE40), each registered right
+after its DSP, then summed (``split_product``);
 the adder tree has three stages of at most two adder levels.
 """
 
@@ -168,7 +169,8 @@ class StateLanes(ConfiguredComponent):
         operands = [Signal.like(running[i], name=f"readout_state{i}") for i in range(cfg.macs)]
         phi_q6 = Signal.like(self.fetch.phi_q, name="readout_phi_q6")
         m.d.sync += [phi_q6.eq(self._phi_q[-1]), *[operands[i].eq(running[i]) for i in range(cfg.macs)]]
-        sums = [split_product(m, phi_q6[i], operands[i], f"readout_product{i}") for i in range(cfg.macs)]
+        sums = [split_product(m, phi_q6[i], operands[i], f"readout_product{i}", *cfg.dsp_cut)
+                for i in range(cfg.macs)]
         for stage in range(2):
             level = []
             for lo in range(0, len(sums), TREE_CHUNK):

@@ -132,8 +132,9 @@ class OutputStage(ConfiguredComponent):
         for n in range(1, 5):
             elements.append(Signal.like(result.element, name=f"requant_element{n}"))
             m.d.sync += elements[-1].eq(elements[-2])
-        attn_reg = split_product(m, requant_multiplier(attn_rq), result.attn, "requant_attn_product")
-        conv_reg = split_product(m, requant_multiplier(conv_rq), result.conv, "requant_conv_product")
+        cut = self._config.dsp_cut
+        attn_reg = split_product(m, requant_multiplier(attn_rq), result.attn, "requant_attn_product", *cut)
+        conv_reg = split_product(m, requant_multiplier(conv_rq), result.conv, "requant_conv_product", *cut)
         attn_mid = Signal(shape_of(MID_FORMAT), name="requant_attn_mid")
         conv_mid = Signal(shape_of(MID_FORMAT), name="requant_conv_mid")
         value = Signal(shape_of(INT8), name="requant_value")

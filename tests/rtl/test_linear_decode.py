@@ -148,6 +148,20 @@ def test_linear_decode_icarus_small(feature_map):
     assert (result.tests, result.skipped) == (1, 2) and result.passed, f"see {result.log}"
 
 
+def test_linear_decode_icarus_ice40_cut():
+    """The products cut for the iCE40's SB_MAC16 (dsp_family ice40, what `attnforge synth --device
+    ice40-up5k` builds): a UP5K configuration of docs/board.md (d = 6, M = 3, K = 2, T = 1, max_tokens 64),
+    its readout's 22-bit state as 16 + 6 bits and the requantizers' (random-data multipliers, not shifts)
+    32-bit numerator as 16 + 16 and 17-bit convolution as 15 + 2, bit exact against the golden model on
+    Icarus."""
+    config = _config(d=6, macs=3, conv_taps=2, t_max=1, max_tokens=64, dsp_family="ice40")
+    fmt = config.format
+    assert (fmt.state_format.width, fmt.numerator_format.width, fmt.conv_format.width) == (22, 32, 17)
+    assert config.attn_multiplier & (config.attn_multiplier - 1)      # a real product, not a shift
+    result = simulate(DESIGN, config, seed=15, tb_params=dict(tokens=40), simulator="icarus", build_root=BUILD)
+    assert (result.tests, result.skipped) == (1, 2) and result.passed, f"see {result.log}"
+
+
 def test_snapshot_banks_stay_zero_after_a_reset_behind_a_pass():
     """K = 1 with snapshot banks: nothing (no history shift) spaces a RESET from the pass before it, so the
     pass's last elements are still in the fetch stages when the RESET marks the head's banks zero. The
