@@ -71,3 +71,12 @@ def test_sweep_is_the_same_on_one_and_two_workers(tmp_path):
     assert [(r["config"], r["masks"]) for r in one["rows"]] == [(n, k) for k, _ in masks for n in cfgs]
     assert json.dumps(two) == json.dumps(one)
     assert calls[-1] == (4, 4)
+
+
+def test_effective_throughput_is_two_ops_per_mac_at_the_routed_clock():
+    """4+4 lines of 8 MACs (64 MACs) at 50 MHz and utilization 0.75: 2 * 64 * 50e6 * 0.75 = 4.8 GOPS."""
+    cfgs = {"4+4 x 8": bench._config(8, 4, bench.N * bench.N)}
+    rows = [_row("4+4 x 8", "real-shaped", 0.9, "rtl", 0.75), _row("8+8 x 8", "real-shaped", 0.9, "rtl", 0.9)]
+    (got,) = bench.effective_throughput(rows, {"fmax_mhz": 50.0}, cfgs)
+    assert got["macs"] == 64 and got["gops"] == pytest.approx(4.8) and got["masks"] == "real-shaped"
+    assert bench.effective_throughput(rows, {"fmax_mhz": None}, cfgs) == []

@@ -356,10 +356,26 @@ def run(out_dir: Path, *, quick: bool = False, command: str = "attnforge bench",
     synth_report = Path("build") / "synth_vitcod" / "ecp5-85k" / "report.json"   # attnforge synth vitcod ... -o
     if synth_report.exists():
         result["synthesis_ecp5_85k"] = json.loads(synth_report.read_text())
+        result["effective_throughput"] = effective_throughput(rows, result["synthesis_ecp5_85k"], cfgs)
     path = out_dir / "vitcod_hw.json"
     write_json_atomic(path, result, default=str)
     _plot(rows, out_dir / "vitcod_hw.png")
     return path
+
+
+def effective_throughput(rows, synth: dict, cfgs: dict, config: str = "4+4 x 8") -> list[dict]:
+    """Effective GOPS (issue 15): 2 x MACs x Fmax x utilization, per ``config`` row, with the routed
+    Fmax of ``synth`` (``attnforge synth vitcod``'s report of that configuration's lines and MACs;
+    its stream width may differ from the benchmark's). Empty without an Fmax."""
+    fmax = synth.get("fmax_mhz")
+    if not fmax:
+        return []
+    cfg = cfgs[config]
+    macs = cfg.macs * cfg.lines * cfg.tiles
+    return [{"config": row["config"], "masks": row["masks"], "target_sparsity": row["target_sparsity"],
+             "source": row["source"], "utilization": row["utilization"], "macs": macs, "fmax_mhz": fmax,
+             "gops": 2 * macs * fmax * 1e6 * row["utilization"] / 1e9}
+            for row in rows if row["config"] == config]
 
 
 def goals(rows) -> dict:
