@@ -45,7 +45,7 @@ from attnforge.hw.vitcod.accelerator import VitcodAccelerator
 from attnforge.hw.vitcod.loader import command_data_beats
 from attnforge.linear_format import CMD_RESET, CMD_TOKEN
 from attnforge.hw.mac_line import MacLine, MacLineConfig
-from attnforge.hw.vitcod.config import VitcodConfig
+from attnforge.hw.vitcod.config import POINTER_QUEUE, VitcodConfig
 from attnforge.hw.vitcod.cycles import OUT_STAGES
 from attnforge.hw.vitcod.loader import Loader
 from attnforge.hw.vitcod.output import OutputStage
@@ -649,8 +649,11 @@ class VitcodAcceleratorHarness(Harness):
     docs/architecture.md), deeper than the bounded check reaches in reasonable time."""
 
     #: data registers fed every cycle from the buffers' read ports (operands, products, exponent
-    #: differences): not control, free in the proof; ``loader.alive`` rises one cycle after reset
-    EXEMPT = (r"\.(denser|sparser)\d*\.(exp_unit\.(diff|prod|shifted|z|e)|score_final_step|op_q\d+|op_first|read_(pv|score)_first|"
+    #: differences): not control, free in the proof; ``loader.alive`` rises one cycle after reset; the
+    #: registers that follow their inputs while idle (the engines' job banks, the exponent units' ghost
+    #: flag and entry count) take constants in the first cycles
+    EXEMPT = (r"\.(denser|sparser)\d*\.(exp_unit\.(diff_diff|prod_prod|shifted_shifted|z_z|e_e|job_ghost|left|"
+              r"\w+_(ghost|last))|score_final_step|(read_)?(score|pv)_bank|op_q\d+|op_first|read_(pv|score)_first|"
               r"line\d+\.(s\d_(pv|first|last)|lane\d+_(pv|first|last)|[ab]_reg|(lane_)?product\d+|product_sum))$|"
               r"\.scheduler\d*\.(pointer_lane\d+_\d+|row_(start|end)\d+)$|\.loader\.alive$")
 
@@ -756,9 +759,10 @@ class RowSchedulerHarness(Harness):
     """
 
     #: cycles between rows out while a head is adopted, engines and softmax answering within ENV_LATENCY
-    #: (SMALL_SCHEDULER: the first row of the first head is out 13 cycles after its adoption at the latest,
-    #: score jobs going first; 12 fails, tests/test_formal.py)
-    LATENCY, ENV_LATENCY = 13, 2
+    #: (SMALL_SCHEDULER: the first row of the first head is out 16 cycles after its adoption at the latest,
+    #: score jobs going first, the row pointers read POINTER_LATENCY ahead; 15 fails, tests/test_formal.py;
+    #: 13 before the pointer queue)
+    LATENCY, ENV_LATENCY = 16, 2
 
     def __init__(self, config: VitcodConfig | None = None, mode: str = "safety", *, dut=None, tile: int = 0,
                  latency: int | None = None, env_latency: int | None = None):
@@ -832,6 +836,20 @@ class RowSchedulerHarness(Harness):
             e = SimpleNamespace(S=counter(f"S{x}", job.score_start), D=counter(f"D{x}", job.score_done),
                                 P=counter(f"P{x}", job.pv_start), F=counter(f"F{x}", job.pv_done), job=job)
             walk_names[f"score{x}"], walk_names[f"pv{x}"] = e.S, e.P
+            # the pointer walk is ahead of the score stage by the rows it took and no score job started:
+            # those in the two read stages and in the queue
+            held = probe(frag, f"pointer_held{x}")
+            walk_names[f"pointer{x}"] = (e.S + held)[:W]
+            m.d.comb += [
+                Assert(held == probe(frag, f"queued{x}") + probe(frag, f"pointer_valid{x}_1")
+                       + probe(frag, f"pointer_valid{x}_2"), f"engine {x}: the pointer rows held are in the reads or queued"),
+                Assert(held <= POINTER_QUEUE, f"engine {x}: at most POINTER_QUEUE pointer rows held"),
+                # the started row's keys go to its slot a cycle after its start: the last row started,
+                # not yet done (so no row offered to the softmax has that slot)
+                Assert(~probe(frag, f"score_started{x}")
+                       | ((probe(frag, f"started_slot{x}") == (e.S - 1)[:sb]) & (diff(e.S, e.D) != 0)),
+                       f"engine {x}: a row's keys are written to the slot of the last score job started"),
+            ]
             m.d.comb += [Assume(~job.score_done | ((diff(e.S, e.D) != 0) & (job.done_slot == e.D[:sb]))),
                          Assume(~job.pv_done | (diff(e.P, e.F) != 0))]
             # the oldest share is stable from its pv_done until the output stage takes it
@@ -890,12 +908,14 @@ class RowSchedulerHarness(Harness):
         for name, cnt in walk_names.items():
             bank, row = probe(frag, f"{name}_bank"), probe(frag, f"{name}_row")
             slot, in_head = probe(frag, f"{name}_slot"), probe(frag, f"{name}_in_head")
+            left = probe(frag, f"{name}_left")
             here = mux_tree(adopted, bank)
             bank_nq = mux_tree(nq, bank)
             pos = Signal(W, name=f"sched_pos_{name}")
             m.d.comb += pos.eq(Mux(here, mux_tree(before, bank) + row[:W], 0))
             m.d.comb += [
                 Assert(row <= bank_nq, f"{name}: its row within its head"),
+                Assert(left == (bank_nq - row)[:len(left)], f"{name}: counts its head's rows left"),
                 Assert(here | ((bank == (oldest - 1)[:cfg.bank_bits]) & (row == bank_nq)),
                        f"{name}: in an adopted head, or at the end of the head released last"),
                 Assert(~in_head | here, f"{name}: in_head only in an adopted head"),
