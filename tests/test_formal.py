@@ -316,10 +316,11 @@ def test_whole_vitcod_mutant_handshake_not_proven(tmp_path):
 @pytest.mark.timeout(1200)
 def test_whole_vitcod_mutant_handshake_trace(tmp_path):
     """The same mutant by bounded checking from reset: a real counterexample (a head computed, its
-    first beat stalled, valid dropped: 23 cycles from reset), 26 cycles deep; the harness's lean
-    form (control only, as in completion mode) keeps the data path out of the model."""
+    first beat stalled, valid dropped: step 35 since issue 15's deeper pipelines, 23 before), 44
+    cycles deep; the harness's lean form (control only, as in completion mode) keeps the data path
+    out of the model."""
     mutant = DropValidWhileStalled(VitcodAccelerator(SMALLEST_VITCOD))
-    result = prove(VitcodAcceleratorHarness(dut=mutant, lean=True), name="mutant_vitcod", mode="bmc", depth=26,
+    result = prove(VitcodAcceleratorHarness(dut=mutant, lean=True), name="mutant_vitcod", mode="bmc", depth=44,
                    workdir=tmp_path)
     assert result.status == "FAIL" and result.trace is not None and "induct" not in result.trace.name, \
         result.summary()
