@@ -26,8 +26,8 @@ the ``SoftmaxStage`` (``exp``):
 
 Pipeline of score and pv beats: issue (Q and column index addresses), read (Q
 word and column indices arrive; K and V addresses), operands (K and V words
-arrive, P is rounded; the lines' inputs), two line stages, and for scores one
-stage that sums a group's S partial scores.
+arrive, P is rounded; the lines' inputs), the lines' ``LINE_LATENCY`` stages,
+and for scores one stage that sums a group's S partial scores.
 
 Score and exp buffers hold ``row_slots`` rows (slot = row mod ``row_slots``), so
 the score jobs of the next rows and the exp job of row i run at the same time,

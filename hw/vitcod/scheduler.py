@@ -17,6 +17,12 @@ head's row 0 as soon as that head is adopted, so the next head's rows follow the
 previous head's through every stage without a drain between heads. A head is
 released (its bank may load again) when its last row goes to the output stage.
 
+Each engine's row pointers are read ahead of its score stage by a walk of their
+own (``_pointer_queue``): a row's keys and CSR base wait in a ring of
+``POINTER_QUEUE`` rows, so a job start depends on registers only, and the next
+score and pv job are offered to the engine in every cycle (it loads them while
+free; a start only sets its issuing flag).
+
 With ``tiles`` T > 1 there is one scheduler per tile t, all adopting the same
 heads. The rows of all heads are dealt to the tiles in one rotation: a head's
 row i is on tile ``(i + off) mod T``, ``off`` the rows of the heads before it mod
