@@ -40,7 +40,7 @@ class ExpUnit(wiring.Component):
     Members
     -------
     job : ``In(ExpJobSignature(config))``
-        Start, row slot, key count, row maximum, exponent requantizer; ``busy`` and ``sum`` back.
+        Start, row slot, key count, row maximum, exponent requantizer, sum tag; ``free``, ``done`` and the two sums back.
     scores : ``In(ReadPort.Signature(score_addr_width, signed(score_width))).array(groups)``
         The score buffers (address: slot, then the key's word).
     e_write : ``In(WritePort.Signature(e_addr_width, unsigned(16)))``
@@ -157,5 +157,4 @@ class ExpUnit(wiring.Component):
                 m.d.sync += job.sum[t].eq(job.sum[t] + e.e)
         # the job's sum is final in the cycle after its last entry's E is added
         m.d.sync += job.done.eq(e.valid & e.last)
-        m.d.comb += job.busy.eq(running | read.valid | diff.valid | prod.valid | shifted.valid | z.valid | e.valid)
         return m

@@ -110,8 +110,6 @@ class ExpJobSignature(wiring.Signature):
         The head's exponent requantizer.
     free : ``In(1)``
         The unit can start a job in this cycle (idle, or issuing the previous job's last entry).
-    busy : ``In(1)``
-        Entries are in flight (from the cycle after ``start`` until the last E is written).
     done : ``In(1)``
         One-cycle pulse, in job order: a job's sum (``sum[tag]``) is final.
     sum : ``In(ArrayLayout(sum_width, 2))``
@@ -123,7 +121,7 @@ class ExpJobSignature(wiring.Signature):
             "start": Out(1), "tag": Out(1), "slot": Out(log2_ceil(config.row_slots)), "n": Out(INDEX_WIDTH),
             "max": Out(signed(config.score_width)),
             "multiplier": Out(unsigned(MULTIPLIER_WIDTH)), "shift": Out(unsigned(SHIFT_WIDTH)),
-            "free": In(1), "busy": In(1), "done": In(1),
+            "free": In(1), "done": In(1),
             "sum": In(data.ArrayLayout(config.sum_width, 2)),
         })
 
