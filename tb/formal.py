@@ -842,7 +842,8 @@ class RowSchedulerHarness(Harness):
             walk_names[f"pointer{x}"] = (e.S + held)[:W]
             m.d.comb += [
                 Assert(held == probe(frag, f"queued{x}") + probe(frag, f"pointer_valid{x}_1")
-                       + probe(frag, f"pointer_valid{x}_2"), f"engine {x}: the pointer rows held are in the reads or queued"),
+                       + probe(frag, f"pointer_valid{x}_2"),
+                       f"engine {x}: the pointer rows held are in the reads or queued"),
                 Assert(held <= POINTER_QUEUE, f"engine {x}: at most POINTER_QUEUE pointer rows held"),
                 # the started row's keys go to its slot a cycle after its start: the last row started,
                 # not yet done (so no row offered to the softmax has that slot)

@@ -251,7 +251,8 @@ def test_exp_unit_matches_softmax_int(groups, mult, shift):
     word_bits = (words - 1).bit_length()
     inits = [[0] * (ROW_SLOTS << word_bits) for _ in range(groups)]
     jobs = []
-    for n, slot, jmult, jshift in ((11, 2, mult, shift), (5, 3, max(1, mult // 3), min(shift + 2, 62)), (0, 0, mult, 0)):
+    rows = ((11, 2, mult, shift), (5, 3, max(1, mult // 3), min(shift + 2, 62)), (0, 0, mult, 0))
+    for n, slot, jmult, jshift in rows:
         scores = rng.integers(-20000, 20000, n)
         row_max = int(scores.max()) + int(rng.integers(0, 50)) if n else 0
         for j, sc in enumerate(scores):      # key j: buffer j mod K, word j div K of the slot

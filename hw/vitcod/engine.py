@@ -218,7 +218,8 @@ class Engine(wiring.Component):
                                 slot=Signal.like(job.score.slot, name="score_slot"))
         pv = SimpleNamespace(bank=Signal(cfg.bank_bits, name="pv_bank"), n=Signal(INDEX_WIDTH, name="pv_n"),
                              base=Signal(INDEX_WIDTH, name="pv_base"), prefix=Signal(INDEX_WIDTH, name="pv_prefix"),
-                             slot=Signal.like(job.pv.slot, name="pv_slot"), recip=Signal.like(job.pv.recip, name="pv_recip"))
+                             slot=Signal.like(job.pv.slot, name="pv_slot"),
+                             recip=Signal.like(job.pv.recip, name="pv_recip"))
         issue = SimpleNamespace(score=score, pv=pv, steps=steps, passes=passes, step_bits=step_bits)
         issue.score_issuing, issue.pv_issuing = Signal(), Signal()
         issue.score_first = Signal(INDEX_WIDTH)          # entry of group 0's key in this score step

@@ -40,7 +40,8 @@ class ExpUnit(wiring.Component):
     Members
     -------
     job : ``In(ExpJobSignature(config))``
-        Start, row slot, key count, row maximum, exponent requantizer, sum tag; ``free``, ``done`` and the two sums back.
+        Start, row slot, key count, row maximum, exponent requantizer, sum tag; ``free``, ``done``
+        and the two sums back.
     scores : ``In(ReadPort.Signature(score_addr_width, signed(score_width))).array(groups)``
         The score buffers (address: slot, then the key's word).
     e_write : ``In(WritePort.Signature(e_addr_width, unsigned(16)))``
@@ -146,8 +147,8 @@ class ExpUnit(wiring.Component):
         # E = 2**15 * 2**-(z / 64): table of the fraction, shifted by the integer part
         whole = z.z[EXP_FRAC_BITS:]
         exp_value = Signal(E_FORMAT.width)
-        m.d.comb += exp_value.eq(Mux(whole > EXP_BITS, 0,
-                                     rom(EXP2_LUT, E_FORMAT.width, z.z[:EXP_FRAC_BITS]) >> whole[:EXP_BITS.bit_length()]))
+        fraction = rom(EXP2_LUT, E_FORMAT.width, z.z[:EXP_FRAC_BITS])
+        m.d.comb += exp_value.eq(Mux(whole > EXP_BITS, 0, fraction >> whole[:EXP_BITS.bit_length()]))
         e = stage("e", z, e=exp_value)
         real = e.valid & ~e.ghost
         m.d.comb += [self.e_write.addr.eq(Cat(e.entry[:entry_bits], e.slot)), self.e_write.data.eq(e.e),

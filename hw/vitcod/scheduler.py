@@ -319,7 +319,8 @@ class RowScheduler(ConfiguredComponent):
         # the started row's keys and base go to its slot a cycle later, from registers (read at the
         # earliest two cycles after the start: the softmax after a score job without keys)
         started, started_slot = Signal(name=f"score_started{x}"), Signal.like(score_slot, name=f"started_slot{x}")
-        started_n, started_base = Signal.like(n_score, name=f"started_n{x}"), Signal.like(base_score, name=f"started_base{x}")
+        started_n = Signal.like(n_score, name=f"started_n{x}")
+        started_base = Signal.like(base_score, name=f"started_base{x}")
         m.d.sync += [started.eq(start_score), started_slot.eq(score_slot), started_n.eq(n_score),
                      started_base.eq(base_score)]
         with m.If(started):
