@@ -25,8 +25,15 @@ def main(argv=None) -> int:
     parser.add_argument("--budget", type=float, default=10.0, help="count endpoints over this many ns [10]")
     parser.add_argument("-v", "--verbose", action="store_true", help="print the cell types of each path")
     args = parser.parse_args(argv)
-    found = estimate_paths(json.loads(args.netlist.read_text()), top=args.top, budget_ns=args.budget,
-                           signal_of=signal_of)
+    try:
+        netlist = json.loads(args.netlist.read_text())
+        cells = next(mod for mod in netlist["modules"].values() if mod.get("attributes", {}).get("top"))["cells"]
+    except (OSError, ValueError, KeyError, StopIteration, AttributeError) as err:
+        parser.error(f"{args.netlist}: not a readable Yosys netlist.json with a top module ({err!r})")
+    if not any(cell["type"] == "TRELLIS_FF" for cell in cells.values()):
+        parser.error(f"{args.netlist}: no ECP5 flip-flop (TRELLIS_FF) in it; the model is ECP5's "
+                     "(run attnforge synth with an ecp5-* --device)")
+    found = estimate_paths(netlist, top=args.top, budget_ns=args.budget, signal_of=signal_of)
     print(f"{found['endpoints']} endpoints, {found['over_budget']} over {args.budget} ns ({found['model']})")
     for st in found["stages"]:
         print(f"{st['ns']:6.2f} ns {st['levels']:3d} lv  {st['stage']} ({st['pin']}; {st['endpoints']} endpoints)")
