@@ -951,6 +951,35 @@ class RowSchedulerHarness(Harness):
                     Assert(probe(frag, f"recip_ready{x}_{p}") == ((p - e.P)[:sb] < diff(R, e.P)),
                            f"engine {x}: recip_ready flags are the rows with a reciprocal and no pv job"),
                 ]
+            started_n = probe(frag, f"started_n{x}")
+            m.d.comb += [Assert(probe(frag, f"started_nonzero{x}") == (started_n != 0),
+                                f"engine {x}: started_nonzero is started_n != 0"),
+                         Assert(probe(frag, f"started_single{x}") == (started_n == 1),
+                                f"engine {x}: started_single is started_n == 1")]
+            m.d.comb += [Assert(probe(frag, f"queued_nonzero{x}_{k}") == (probe(frag, f"queued_n{x}_{k}") != 0),
+                                f"engine {x}: queued_nonzero flags are queued_n != 0") for k in range(POINTER_QUEUE)]
+            for p in range(slots):
+                row_n = probe(frag, f"row_n{x}_{p}")
+                m.d.comb += [Assert(probe(frag, f"row_nonzero{x}_{p}") == (row_n != 0),
+                                    f"engine {x}: row_nonzero flags are row_n != 0"),
+                             Assert(probe(frag, f"row_single{x}_{p}") == (row_n == 1),
+                                    f"engine {x}: row_single flags are row_n == 1")]
+            # the start decision's registered slot flags (``_slot_lookahead``) are the flags of the slots
+            score_slot, pv_slot = probe(frag, f"score{x}_slot"), probe(frag, f"pv{x}_slot")
+            pv_n = mux_tree([probe(frag, f"row_n{x}_{p}") for p in range(slots)], pv_slot)
+            m.d.comb += [
+                Assert(probe(frag, f"slot_scored{x}") == mux_tree([probe(frag, f"scored{x}_{p}") for p in range(slots)],
+                                                                  score_slot),
+                       f"engine {x}: slot_scored is the score stage's slot's scored flag"),
+                Assert(probe(frag, f"slot_ready{x}") == mux_tree([probe(frag, f"recip_ready{x}_{p}")
+                                                                  for p in range(slots)], pv_slot),
+                       f"engine {x}: slot_ready is the pv stage's slot's recip_ready flag"),
+                Assert(probe(frag, f"slot_nonzero{x}") == (pv_n != 0), f"engine {x}: slot_nonzero is row_n != 0"),
+                Assert(probe(frag, f"queue_head_nonzero{x}") == mux_tree(
+                    [probe(frag, f"queued_nonzero{x}_{k}") for k in range(POINTER_QUEUE)], probe(frag, f"queue_rd{x}")),
+                    f"engine {x}: queue_head_nonzero is the oldest queued row's flag"),
+                Assert(probe(frag, f"slot_single{x}") == (pv_n == 1), f"engine {x}: slot_single is row_n == 1"),
+            ]
         # covers: every bank adopted at once; a bank released, loaded again and its new head released
         # too; heads overlapping (a score stage in a later head while the output is in an earlier one)
         heads_out = Signal(range(B + 2), name="sched_heads_released")

@@ -247,7 +247,7 @@ class Engine(wiring.Component):
         m.d.sync += [entry_ahead.eq(issue.pv_entry + 2 == pv.n),
                      entry_reset.eq(job.pv_start | (issue.pv_issuing & entry_last))]
         with m.If(job.issue_free):
-            m.d.sync += n_is_one.eq(job.pv.n == 1)
+            m.d.sync += n_is_one.eq(job.pv.single)
         m.d.comb += [
             entry_last.eq(Mux(entry_reset, n_is_one, entry_ahead)),
             score_issue_last.eq(issue.score_issuing & (issue.step_cycle == steps - 1) & final_step),
@@ -269,10 +269,11 @@ class Engine(wiring.Component):
         # ... a pv job's last: its last entry of the last pass
         entry_last_next = Mux(entry_last, n_is_one, issue.pv_entry + 2 == pv.n)
         pass_last_next = Mux(entry_last, issue.pv_pass + 1 == passes - 1, issue.pv_pass == passes - 1)
-        pv_last_next = Mux(job.pv_start, job.pv.nonzero & (job.pv.n == 1) & (on if passes == 1 else 0),
+        pv_last_next = Mux(job.pv_start, job.pv.nonzero & job.pv.single & (on if passes == 1 else 0),
                            issue.pv_issuing & ~pv_issue_last & entry_last_next & pass_last_next)
         m.d.sync += free.eq(~(score_next | pv_next) | score_last_next | pv_last_next)
         m.d.comb += job.issue_free.eq(free)
+        issue.score_next, issue.pv_next = score_next, pv_next
 
         with m.If(issue.score_issuing):
             m.d.sync += issue.step_cycle.eq(issue.step_cycle + 1)
@@ -512,14 +513,21 @@ class Engine(wiring.Component):
         pv_done_last = Signal()
         m.d.sync += pv_done_last.eq(pv_valid[-1] & pv_job_last[-1])
         rd = issue.read
-        score_draining = issue.score_issuing | rd.score_valid | op.score_valid | Cat(*score_valid).any()
-        pv_draining = issue.pv_issuing | rd.pv_valid | op.pv_valid | Cat(*pv_valid).any()
         # a row without keys here (no beats) has no maximum
         m.d.comb += [job.score_done.eq(done_last | done_empty), job.max.eq(Mux(done_empty, lowest, row_max)),
                      job.done_slot.eq(Mux(done_empty, issue.score.slot, done_slot)),
-                     job.pv_done.eq(pv_done_last | issue.zero_out),
-                     job.score_active.eq(score_draining | done_last | done_empty),
-                     job.pv_active.eq(pv_draining | pv_done_last | issue.zero_out)]
+                     job.pv_done.eq(pv_done_last | issue.zero_out)]
+        # score_active: beats issuing or in flight, or the done cycle (score_issuing | read | operand |
+        # the lines' stages | done_last | done_empty); pv_active likewise. Registers holding next
+        # cycle's value of that OR (each term's next value from this cycle's), so the start decision
+        # reads one flip-flop each (issue 15)
+        score_active, pv_active = Signal(name="score_active"), Signal(name="pv_active")
+        m.d.sync += [
+            score_active.eq(issue.score_next | issue.score_issuing | rd.score_valid | op.score_valid
+                            | Cat(*score_valid[:-1]).any() | job_last[-1] | (job.score_start & ~job.score.nonzero)),
+            pv_active.eq(issue.pv_next | issue.pv_issuing | rd.pv_valid | op.pv_valid | Cat(*pv_valid[:-1]).any()
+                         | (pv_valid[-1] & pv_job_last[-1]) | (job.pv_start & ~job.pv.nonzero))]
+        m.d.comb += [job.score_active.eq(score_active), job.pv_active.eq(pv_active)]
 
 
 def _byte(vec, i):

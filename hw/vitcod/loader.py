@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from amaranth.hdl import Cat, Module, Mux, Signal, unsigned
+from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import stream
 from amaranth.lib.memory import WritePort
 from amaranth.lib.wiring import In, Out
@@ -185,6 +185,10 @@ class Loader(ConfiguredComponent):
             entry=Signal(INDEX_WIDTH + 1),              # index of lane 0's entry in index sections
             prev_pointer=Signal(INDEX_WIDTH),           # the previous beat's last row pointer
             row_start_pointer=Signal(INDEX_WIDTH),      # the previous beats' last even pointer (a row's start)
+            # the index section's entries from lane 0's on (its entry count less ``entry``), and the
+            # command's Nk - G: registers, so the checks compare lanes with them, not with sums
+            room=Signal(signed(INDEX_WIDTH + 3)),
+            row_limit=Signal(signed(INDEX_WIDTH + 1)),
             head_error=Signal(ERROR_BITS),
             ci_beats=Signal(INDEX_WIDTH),
             held=[Signal(cfg.data_width, name=f"held{j}") for j in range(cfg.qkv_beats_per_word - 1)],
@@ -244,7 +248,7 @@ class Loader(ConfiguredComponent):
             shape_bad = shape_bad | (p.hc == 0) | (p.hc > cfg.decoder_heads)
         bad = shape_bad | (p.g > p.nk) | (p.nnz > cfg.max_nnz)
         m.d.sync += [st.head_error.eq(0), st.word.eq(0), st.entry.eq(0), st.prev_pointer.eq(0),
-                     st.row_start_pointer.eq(0),
+                     st.row_start_pointer.eq(0), st.row_limit.eq(p.nk - p.g),
                      st.ci_beats.eq(self._index_beats(p.nnz)), st.taking.eq(1), st.busy.eq(1)]
 
         def refuse(bits, beats):
@@ -270,7 +274,8 @@ class Loader(ConfiguredComponent):
                 refuse(ERR_LAYER, self._head_beats(p))
             with m.Else():
                 # the key order first; Q and K follow from the layer store
-                m.d.sync += [st.section.eq(SECTION_KEY_ORDER), st.beats_left.eq(self._index_beats(p.nk))]
+                m.d.sync += [st.section.eq(SECTION_KEY_ORDER), st.beats_left.eq(self._index_beats(p.nk)),
+                             st.room.eq(p.nk)]
                 m.next = "LOAD"
         else:
             with m.If(bad):
@@ -310,7 +315,8 @@ class Loader(ConfiguredComponent):
                     with m.If(st.word[:lg_bpw] == j):
                         m.d.sync += st.held[j].eq(st.word_data)
         with m.If(st.take):
-            m.d.sync += [st.beats_left.eq(st.beats_left - 1), st.entry.eq(st.entry + cfg.indices_per_word)]
+            m.d.sync += [st.beats_left.eq(st.beats_left - 1), st.entry.eq(st.entry + cfg.indices_per_word),
+                         st.room.eq(st.room - cfg.indices_per_word)]
             with m.If(~st.decoding | st.word_last):
                 m.d.sync += st.word.eq(st.word + 1)
             self._index_checks(m, st)
@@ -371,28 +377,38 @@ class Loader(ConfiguredComponent):
         order entries of the beat on ``data``."""
         cfg, c = self._config, st.command
         lanes = [self.data.payload.word_select(k, INDEX_WIDTH) for k in range(cfg.indices_per_word)]
+        # (issue 15) No adder or chain across the lanes in front of head_error: lane k's entry is
+        # ``entry + k`` with ``entry`` a multiple of the lanes per word (it starts at 0 and counts
+        # by them), so with an even count the even lanes are fixed, and a lane's pointer is compared
+        # with the lanes before it in the word or with the previous beat's registers; the section's
+        # end is ``room`` (its entries left from lane 0), a register, against the lane number.
+        fixed_parity = cfg.indices_per_word % 2 == 0
+        at_zero = st.entry == 0
         with m.If(st.section == SECTION_ROW_PTR):
             # pointers never decrease, and a whole row (its two half-rows, from the even pointer
             # 2i to 2i + 2) keeps at most Nk - G entries
             prev, row_start = st.prev_pointer, st.row_start_pointer
             for k, value in enumerate(lanes):
-                index = st.entry + k
-                even = ~index[0]
-                first = (index == 0) & (value != 0)
-                step = (index != 0) & ((value < prev) | (even & (value - row_start > c.nk - c.g)))
-                end = (index == 2 * c.nq) & (value != c.nnz)
-                with m.If((index <= 2 * c.nq) & (first | step | end)):
+                even = (k % 2 == 0) if fixed_parity else ~(st.entry + k)[0]
+                first = (at_zero & (value != 0)) if k == 0 else 0
+                later = ~at_zero if k == 0 else 1          # index != 0
+                step = later & ((value < prev) | (even & (value - row_start > st.row_limit)))
+                end = (st.room == k + 1) & (value != c.nnz)     # index == 2 Nq
+                with m.If((st.room > k) & (first | step | end)):     # index <= 2 Nq
                     m.d.sync += st.head_error.eq(st.head_error | ERR_ROW_PTR)
-                prev, row_start = value, Mux(even, value, row_start)
+                if fixed_parity:
+                    prev, row_start = value, (value if k % 2 == 0 else row_start)
+                else:
+                    prev, row_start = value, Mux(even, value, row_start)
             m.d.sync += [st.prev_pointer.eq(lanes[-1]), st.row_start_pointer.eq(row_start)]
         with m.If(st.section == SECTION_COL_IDX):
             for k, value in enumerate(lanes):
-                with m.If((st.entry + k < c.nnz) & ((value < c.g) | (value >= c.nk))):
+                with m.If((st.room > k) & ((value < c.g) | (value >= c.nk))):      # entry + k < nnz
                     m.d.sync += st.head_error.eq(st.head_error | ERR_COL_IDX)
         if cfg.decoder:
             with m.If(st.section == SECTION_KEY_ORDER):
                 for k, value in enumerate(lanes):
-                    with m.If((st.entry + k < c.nk) & (value >= c.nk)):
+                    with m.If((st.room > k) & (value >= c.nk)):                    # entry + k < nk
                         m.d.sync += st.head_error.eq(st.head_error | ERR_COL_IDX)
 
     def _next_section(self, m, st):
@@ -405,11 +421,11 @@ class Loader(ConfiguredComponent):
             with m.Case(SECTION_K):
                 m.d.sync += st.beats_left.eq(token_beats(cfg, c.nk))
             with m.Case(SECTION_V):
-                m.d.sync += st.beats_left.eq(self._index_beats(2 * c.nq + 1))
+                m.d.sync += [st.beats_left.eq(self._index_beats(2 * c.nq + 1)), st.room.eq(2 * c.nq + 1)]
                 if cfg.tiles > 1:
                     m.d.sync += [st.row0_mod.eq(st.off), st.row0_div.eq(0)]
             with m.Case(SECTION_ROW_PTR):
-                m.d.sync += st.beats_left.eq(st.ci_beats)
+                m.d.sync += [st.beats_left.eq(st.ci_beats), st.room.eq(c.nnz)]
                 with m.If(st.ci_beats == 0):
                     m.d.sync += st.taking.eq(0)
                     m.next = "COMMIT"

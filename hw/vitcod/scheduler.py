@@ -134,6 +134,8 @@ class RowScheduler(ConfiguredComponent):
         self._softmax(m, st)
         self._output(m, st)
         self._heads(m, st)
+        for x in range(2):
+            self._slot_lookahead(m, st, x)
         return m
 
     def _state(self, m):
@@ -168,10 +170,21 @@ class RowScheduler(ConfiguredComponent):
             # G global keys, then its half-row) or key 0 (Sparser Engine); per slot its reciprocal
             row_n=[[Signal(INDEX_WIDTH, name=f"row_n{x}_{p}") for p in range(slots)] for x in range(2)],
             row_base=[[Signal(INDEX_WIDTH, name=f"row_base{x}_{p}") for p in range(slots)] for x in range(2)],
+            # ... and flags of its keys: n != 0, n == 1 (the pv start decision's, ``_slot_lookahead``)
+            row_nonzero=[[Signal(name=f"row_nonzero{x}_{p}") for p in range(slots)] for x in range(2)],
+            row_single=[[Signal(name=f"row_single{x}_{p}") for p in range(slots)] for x in range(2)],
             recip=[Signal(cfg.recip_width, name=f"recip{p}") for p in range(slots)],
             # per engine, the pointer queue's oldest row (``_pointer_queue``)
             queue_ready=[None, None], queue_n=[None, None], queue_base=[None, None], queue_nonzero=[None, None],
             queue_pop=[None, None],
+            # per engine, the flags of the score and pv stages' current slots, registered a cycle
+            # ahead (``_slot_lookahead``): scored[score slot], recip_ready[pv slot], row_n[pv slot]
+            # != 0 and == 1
+            slot_scored=[Signal(name=f"slot_scored{x}") for x in range(2)],
+            slot_ready=[Signal(name=f"slot_ready{x}") for x in range(2)],
+            slot_nonzero=[Signal(name=f"slot_nonzero{x}") for x in range(2)],
+            slot_single=[Signal(name=f"slot_single{x}") for x in range(2)],
+            starts=[None, None], started=[None, None], score_done=[None, None], smx_taken=None,
         )
         # where each stage is in the stream of rows: the score and pv stages of each engine, the
         # softmax and the output (each its own bank, row and row slot)
@@ -277,8 +290,15 @@ class RowScheduler(ConfiguredComponent):
         with m.If(pop):
             m.d.sync += rd.eq(rd + 1)
         m.d.sync += [count.eq(count + valid2 - pop), held.eq(held + take - pop)]
+        # the oldest row's nonzero flag, a register holding next cycle's (the start decision reads it;
+        # the pop, a start, enters last)
+        head_nonzero = Signal(name=f"queue_head_nonzero{x}")
+
+        def nonzero_at(k):
+            return Mux(valid2 & (wr == k), new_n != 0, mux_tree(nonzero, k))
+        m.d.sync += head_nonzero.eq(Mux(pop, nonzero_at((rd + 1)[:len(rd)]), nonzero_at(rd)))
         st.queue_ready[x], st.queue_n[x], st.queue_base[x] = count != 0, mux_tree(n, rd), mux_tree(base, rd)
-        st.queue_nonzero[x], st.queue_pop[x] = mux_tree(nonzero, rd), pop
+        st.queue_nonzero[x], st.queue_pop[x] = head_nonzero, pop
 
     def _engine_jobs(self, m, st, x, job):
         """Start engine x's next score or pv job; record its results."""
@@ -293,15 +313,18 @@ class RowScheduler(ConfiguredComponent):
         n_score, base_score = st.queue_n[x], st.queue_base[x]
         # a score job with keys may issue right behind the previous one (its beats carry their slot);
         # one without keys waits until no score job is in flight (its done pulse comes at once)
+        # (the slot flags from registers, ``_slot_lookahead``: no multiplexer on the slot in front of
+        # the start)
         can_score = (sw.in_head & (st.inflight[x] != slots) & job.issue_free
-                     & (~job.score_active | st.queue_nonzero[x]) & ~mux_tree(st.scored[x], score_slot)
+                     & (~job.score_active | st.queue_nonzero[x]) & ~st.slot_scored[x]
                      & st.queue_ready[x])
         # a pv job with keys may issue right behind the previous one (plan step 2, P.V side) while
         # the engine has room for its share; one without keys waits until no pv beats are in flight
         n_pv = Signal(INDEX_WIDTH, name=f"n_pv{x}")
         m.d.comb += n_pv.eq(mux_tree(st.row_n[x], pv_slot))
-        can_pv = (pw.in_head & (st.inflight[x] != 0) & mux_tree(st.recip_ready[x], pv_slot)
-                  & (st.pv_held[x] != self._config.pv_queue) & job.issue_free & (~job.pv_active | (n_pv != 0)))
+        can_pv = (pw.in_head & (st.inflight[x] != 0) & st.slot_ready[x]
+                  & (st.pv_held[x] != self._config.pv_queue) & job.issue_free
+                  & (~job.pv_active | st.slot_nonzero[x]))
         start_score, start_pv = Signal(name=f"start_score{x}"), Signal(name=f"start_pv{x}")
         # the next score and pv jobs are offered in every cycle, apart (no multiplexer on the start)
         m.d.comb += [start_score.eq(can_score), start_pv.eq(can_pv & ~can_score),
@@ -309,7 +332,8 @@ class RowScheduler(ConfiguredComponent):
                      job.score.bank.eq(sw.bank), job.score.row.eq(self._global_row(st, sw)),
                      job.score.n.eq(n_score), job.score.nonzero.eq(st.queue_nonzero[x]),
                      job.score.prefix.eq(score_prefix), job.score.base.eq(base_score), job.score.slot.eq(score_slot),
-                     job.pv.bank.eq(pw.bank), job.pv.n.eq(n_pv), job.pv.nonzero.eq(n_pv != 0),
+                     job.pv.bank.eq(pw.bank), job.pv.n.eq(n_pv), job.pv.nonzero.eq(st.slot_nonzero[x]),
+                     job.pv.single.eq(st.slot_single[x]),
                      job.pv.prefix.eq(pv_prefix), job.pv.base.eq(mux_tree(st.row_base[x], pv_slot)),
                      job.pv.slot.eq(pv_slot), job.pv.recip.eq(mux_tree(st.recip, pv_slot))]
         m.d.comb += st.queue_pop[x].eq(start_score)
@@ -321,11 +345,17 @@ class RowScheduler(ConfiguredComponent):
         started, started_slot = Signal(name=f"score_started{x}"), Signal.like(score_slot, name=f"started_slot{x}")
         started_n = Signal.like(n_score, name=f"started_n{x}")
         started_base = Signal.like(base_score, name=f"started_base{x}")
+        started_nonzero, started_single = Signal(name=f"started_nonzero{x}"), Signal(name=f"started_single{x}")
         m.d.sync += [started.eq(start_score), started_slot.eq(score_slot), started_n.eq(n_score),
-                     started_base.eq(base_score)]
+                     started_base.eq(base_score), started_nonzero.eq(st.queue_nonzero[x]),
+                     started_single.eq(n_score == 1)]
+        st.starts[x], st.started[x] = (start_score, start_pv), (started, started_slot, started_nonzero, started_single)
+        st.score_done[x] = (job.score_done, job.done_slot)
         with m.If(started):
             _set_at(m, st.row_n[x], started_slot, started_n)
             _set_at(m, st.row_base[x], started_slot, started_base)
+            _set_at(m, st.row_nonzero[x], started_slot, started_nonzero)
+            _set_at(m, st.row_single[x], started_slot, started_single)
         take = self.rows.valid & self.rows.ready       # the output stage takes a row of both engines
         m.d.comb += job.pv_take.eq(take)
         m.d.sync += [st.pv_held[x].eq(st.pv_held[x] + start_pv - take),
@@ -350,6 +380,7 @@ class RowScheduler(ConfiguredComponent):
                                    Mux((sparse_n == 0) | (dense_max > sparse_max), dense_max, sparse_max))),
             out.payload.multiplier.eq(head.exp_mult), out.payload.shift.eq(head.exp_shift)]
         taken = out.valid & out.ready
+        st.smx_taken = taken
         walk.step(m, taken)
         with m.If(taken):
             # clear only this row's flags: the other slots may be set in this very cycle
@@ -360,6 +391,41 @@ class RowScheduler(ConfiguredComponent):
             _set_at(m, st.recip, slot, self.recips.payload.recip)
             _set_at(m, st.recip_ready[0], slot, 1)
             _set_at(m, st.recip_ready[1], slot, 1)
+
+    def _slot_lookahead(self, m, st, x):
+        """Engine x's flags of its score and pv stages' current row slots, as registers that hold
+        next cycle's values: each flag's next value in both the current slot and the one after it
+        (from this cycle's updates, in the priority they have above: the softmax's clear of
+        ``scored`` and set of ``recip_ready`` win), the stage's own start choosing between the two
+        last. So the start decision reads four flip-flops instead of multiplexers on the slot
+        (issue 15), and the start reaches them through one multiplexer."""
+        slots, bits = self._config.row_slots, st.slot_bits
+        start_score, start_pv = st.starts[x]
+        started, started_slot, started_nonzero, started_single = st.started[x]
+        done, done_slot = st.score_done[x]
+        recips = self.recips
+
+        smx_taken, smx_slot = st.smx_taken, st.smx.slot
+
+        def scored_at(slot):    # the softmax's clear wins over the engine's done
+            return ~(smx_taken & (smx_slot == slot)) & ((done & (done_slot == slot)) | mux_tree(st.scored[x], slot))
+
+        def ready_at(slot):     # the reciprocal's set (a pv start clears the slot it leaves)
+            return (recips.valid & (recips.payload.slot == slot)) | mux_tree(st.recip_ready[x], slot)
+
+        # (the late signals, the starts and the engines' and softmax's pulses, enter last)
+        score_slot, pv_slot = st.score[x].slot, st.pv[x].slot
+        score_after, pv_after = (score_slot + 1)[:bits], (pv_slot + 1)[:bits]
+        ready_after = recips.valid if slots == 1 else ready_at(pv_after)   # one slot: the start clears it
+        m.d.sync += [st.slot_scored[x].eq(Mux(start_score, scored_at(score_after), scored_at(score_slot))),
+                     st.slot_ready[x].eq(Mux(start_pv, ready_after, ready_at(pv_slot)))]
+
+        def row_flag_at(flags, started_flag, slot):     # row_n's flags are written a cycle after a score start
+            return Mux(started & (started_slot == slot), started_flag, mux_tree(flags, slot))
+        for flag, flags, started_flag in ((st.slot_nonzero[x], st.row_nonzero[x], started_nonzero),
+                                          (st.slot_single[x], st.row_single[x], started_single)):
+            m.d.sync += flag.eq(Mux(start_pv, row_flag_at(flags, started_flag, pv_after),
+                                    row_flag_at(flags, started_flag, pv_slot)))
 
     def _output(self, m, st):
         """A row both engines have finished goes to the output stage."""

@@ -46,7 +46,7 @@ class EngineJobSignature(wiring.Signature):
 
         * ``bank``: buffer bank of the job's head;
         * ``row`` (score): query row;
-        * ``n``: keys of the row in this engine; ``nonzero``: ``n != 0``;
+        * ``n``: keys of the row in this engine; ``nonzero``: ``n != 0``; ``single`` (pv): ``n == 1``;
         * ``prefix``: keys ``0 .. prefix - 1`` are the global columns themselves (Denser Engine:
           G; Sparser Engine: 0); key ``j >= prefix`` is the column at CSR entry ``base + j``;
         * ``base``: (mod 2**16) the CSR entry of key 0 (the row's first CSR entry, less ``prefix``);
@@ -82,7 +82,7 @@ class EngineJobSignature(wiring.Signature):
         super().__init__({
             "score_start": Out(1), "pv_start": Out(1),
             "score": Out(data.StructLayout({**common, "row": INDEX_WIDTH})),
-            "pv": Out(data.StructLayout({**common, "recip": config.recip_width})),
+            "pv": Out(data.StructLayout({**common, "recip": config.recip_width, "single": 1})),
             "issue_free": In(1), "score_active": In(1), "pv_active": In(1), "pv_take": Out(1),
             "score_done": In(1), "pv_done": In(1), "done_slot": In(log2_ceil(config.row_slots)),
             "max": In(signed(config.score_width)),
