@@ -137,6 +137,9 @@ def _count(cells: dict, names=(), prefixes=()) -> int:
 
 
 ROUTERS = ("router1", "router2")
+#: nextpnr's placers (``--placer``): HeAP (analytic, then simulated annealing; nextpnr's default), simulated
+#: annealing alone, and the electrostatic placer
+PLACERS = ("heap", "sa", "static")
 
 #: Suffixes Yosys and nextpnr append to a cell's or net's name (after the signal it came from).
 _CELL_SUFFIX = re.compile(r"(_(TRELLIS|SB|DP16KD|PDPW16KD|MULT18X18D|ALU54B|CCU2C|LUT4|DPR16X4|ICESTORM|DFF)\w*"
@@ -291,7 +294,8 @@ def _refuse(design: str, device: str, stage: str, rows: list[dict], stop: bool) 
 
 def synthesize(component, *, top: str, device: str, out_dir: str | Path, seed: int = 1,
                router: str | None = None, target_mhz: float | None = None, pnr: bool = True,
-               pack_only: bool = False, estimate: dict | None = None, dff: bool = False) -> dict:
+               pack_only: bool = False, estimate: dict | None = None, dff: bool = False,
+               placer: str | None = None) -> dict:
     """Synthesize and place-and-route ``component`` for ``device``; return (and write) the report.
 
     ``pnr=False`` stops after Yosys: the resource counts (Yosys's, before nextpnr packs them), no
@@ -302,7 +306,8 @@ def synthesize(component, *, top: str, device: str, out_dir: str | Path, seed: i
 
     ``router`` picks nextpnr's router (``router1`` or ``router2``) instead of the device's default:
     router2 (the ECP5 default here) can stall with a handful of overused wires on a design that
-    router1 finishes, and router1 can oscillate on one that router2 routes. ``target_mhz``
+    router1 finishes, and router1 can oscillate on one that router2 routes. ``placer`` picks
+    nextpnr's placer (``heap``, ``sa`` or ``static``) instead of the device's. ``target_mhz``
     replaces the device's timing target (150 MHz on ECP5; the report gives what was reached).
 
     **Fit check.** Before placement, the design is held against the device's ``capacity``: DSP
@@ -333,6 +338,12 @@ def synthesize(component, *, top: str, device: str, out_dir: str | Path, seed: i
         if "--router" in args:
             del args[args.index("--router"):args.index("--router") + 2]
         args += ["--router", router]
+    if placer is not None:
+        if placer not in PLACERS:
+            raise ValueError(f"placer {placer!r}: nextpnr has {', '.join(PLACERS)}")
+        if "--placer" in args:
+            del args[args.index("--placer"):args.index("--placer") + 2]
+        args += ["--placer", placer]
     out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
     report_path = out / "report.json"
@@ -441,6 +452,7 @@ def synthesize(component, *, top: str, device: str, out_dir: str | Path, seed: i
         "estimated_paths": estimated,
         "seed": seed if pnr and not pack_only else None,
         "router": args[args.index("--router") + 1] if "--router" in args else None,
+        "placer": args[args.index("--placer") + 1] if "--placer" in args else "heap",
         "tools": tool_versions(device),
         "nextpnr_args": args,
         "yosys_synth": synth_cmd,

