@@ -296,7 +296,10 @@ class RowScheduler(ConfiguredComponent):
 
         def nonzero_at(k):
             return Mux(valid2 & (wr == k), new_n != 0, mux_tree(nonzero, k))
-        m.d.sync += head_nonzero.eq(Mux(pop, nonzero_at((rd + 1)[:len(rd)]), nonzero_at(rd)))
+        with m.If(pop):     # (``If``: see ``_slot_lookahead``)
+            m.d.sync += head_nonzero.eq(nonzero_at((rd + 1)[:len(rd)]))
+        with m.Else():
+            m.d.sync += head_nonzero.eq(nonzero_at(rd))
         st.queue_ready[x], st.queue_n[x], st.queue_base[x] = count != 0, mux_tree(n, rd), mux_tree(base, rd)
         st.queue_nonzero[x], st.queue_pop[x] = head_nonzero, pop
 
@@ -406,26 +409,45 @@ class RowScheduler(ConfiguredComponent):
         recips = self.recips
 
         smx_taken, smx_slot = st.smx_taken, st.smx.slot
-
-        def scored_at(slot):    # the softmax's clear wins over the engine's done
-            return ~(smx_taken & (smx_slot == slot)) & ((done & (done_slot == slot)) | mux_tree(st.scored[x], slot))
-
-        def ready_at(slot):     # the reciprocal's set (a pv start clears the slot it leaves)
-            return (recips.valid & (recips.payload.slot == slot)) | mux_tree(st.recip_ready[x], slot)
-
-        # (the late signals, the starts and the engines' and softmax's pulses, enter last)
         score_slot, pv_slot = st.score[x].slot, st.pv[x].slot
         score_after, pv_after = (score_slot + 1)[:bits], (pv_slot + 1)[:bits]
-        ready_after = recips.valid if slots == 1 else ready_at(pv_after)   # one slot: the start clears it
-        m.d.sync += [st.slot_scored[x].eq(Mux(start_score, scored_at(score_after), scored_at(score_slot))),
-                     st.slot_ready[x].eq(Mux(start_pv, ready_after, ready_at(pv_slot)))]
+        # Written as conditions (``If``), not multiplexers, with the late signals (the starts, the
+        # engines' and the softmax's pulses) outermost: the same logic, and Icarus, which takes an
+        # unknown condition as false (as it did with the enables these flags replace), keeps an X of
+        # a pulse at start-up out of them (a multiplexer would carry it into the start decision).
 
-        def row_flag_at(flags, started_flag, slot):     # row_n's flags are written a cycle after a score start
-            return Mux(started & (started_slot == slot), started_flag, mux_tree(flags, slot))
-        for flag, flags, started_flag in ((st.slot_nonzero[x], st.row_nonzero[x], started_nonzero),
-                                          (st.slot_single[x], st.row_single[x], started_single)):
-            m.d.sync += flag.eq(Mux(start_pv, row_flag_at(flags, started_flag, pv_after),
-                                    row_flag_at(flags, started_flag, pv_slot)))
+        def scored_next(slot):      # the softmax's clear wins over the engine's done
+            with m.If(smx_taken & (smx_slot == slot)):
+                m.d.sync += st.slot_scored[x].eq(0)
+            with m.Elif(done & (done_slot == slot)):
+                m.d.sync += st.slot_scored[x].eq(1)
+            with m.Else():
+                m.d.sync += st.slot_scored[x].eq(mux_tree(st.scored[x], slot))
+
+        def ready_next(slot):       # the reciprocal's set (a pv start clears the slot it leaves)
+            with m.If(recips.valid & (recips.payload.slot == slot)):
+                m.d.sync += st.slot_ready[x].eq(1)
+            with m.Else():
+                m.d.sync += st.slot_ready[x].eq(0 if slots == 1 and slot is pv_after else
+                                                mux_tree(st.recip_ready[x], slot))
+
+        def row_flags_next(slot):   # row_n's flags are written a cycle after a score start (``started``)
+            with m.If(started & (started_slot == slot)):
+                m.d.sync += [st.slot_nonzero[x].eq(started_nonzero), st.slot_single[x].eq(started_single)]
+            with m.Else():
+                m.d.sync += [st.slot_nonzero[x].eq(mux_tree(st.row_nonzero[x], slot)),
+                             st.slot_single[x].eq(mux_tree(st.row_single[x], slot))]
+
+        with m.If(start_score):
+            scored_next(score_after)
+        with m.Else():
+            scored_next(score_slot)
+        with m.If(start_pv):
+            ready_next(pv_after)
+            row_flags_next(pv_after)
+        with m.Else():
+            ready_next(pv_slot)
+            row_flags_next(pv_slot)
 
     def _output(self, m, st):
         """A row both engines have finished goes to the output stage."""
