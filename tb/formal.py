@@ -920,6 +920,7 @@ class RowSchedulerHarness(Harness):
                 Assert(here | ((bank == (oldest - 1)[:cfg.bank_bits]) & (row == bank_nq)),
                        f"{name}: in an adopted head, or at the end of the head released last"),
                 Assert(~in_head | here, f"{name}: in_head only in an adopted head"),
+                Assert(in_head == (left != 0), f"{name}: in_head is left != 0"),
                 Assert(((Rel + pos)[:W]) == cnt, f"{name}: takes every row of the adopted heads once, in order"),
                 Assert(slot == cnt[:sb], f"{name}: its slot is its row count mod row_slots"),
             ]
@@ -964,6 +965,10 @@ class RowSchedulerHarness(Harness):
                                     f"engine {x}: row_nonzero flags are row_n != 0"),
                              Assert(probe(frag, f"row_single{x}_{p}") == (row_n == 1),
                                     f"engine {x}: row_single flags are row_n == 1")]
+            smx_slot = probe(frag, "softmax_slot")
+            m.d.comb += Assert(probe(frag, f"softmax_scored{x}") == mux_tree(
+                [probe(frag, f"scored{x}_{p}") for p in range(slots)], smx_slot),
+                f"engine {x}: softmax_scored is the softmax stage's slot's scored flag")
             # the start decision's registered slot flags (``_slot_lookahead``) are the flags of the slots
             score_slot, pv_slot = probe(frag, f"score{x}_slot"), probe(frag, f"pv{x}_slot")
             pv_n = mux_tree([probe(frag, f"row_n{x}_{p}") for p in range(slots)], pv_slot)

@@ -376,14 +376,32 @@ class RowScheduler(ConfiguredComponent):
         dense_n, sparse_n = mux_tree(st.row_n[0], slot), mux_tree(st.row_n[1], slot)
         dense_max, sparse_max = mux_tree(st.row_max[0], slot), mux_tree(st.row_max[1], slot)
         out = self.softmax_rows
+        # both engines' scored flags of the stage's slot, registers a cycle ahead (``_slot_lookahead``)
+        ready = [Signal(name=f"softmax_scored{x}") for x in range(2)]
         m.d.comb += [
-            out.valid.eq(walk.in_head & mux_tree(st.scored[0], slot) & mux_tree(st.scored[1], slot)),
+            out.valid.eq(walk.in_head & ready[0] & ready[1]),
             out.payload.slot.eq(slot), out.payload.dense_n.eq(dense_n), out.payload.sparse_n.eq(sparse_n),
             out.payload.max.eq(Mux(dense_n == 0, sparse_max,
                                    Mux((sparse_n == 0) | (dense_max > sparse_max), dense_max, sparse_max))),
             out.payload.multiplier.eq(head.exp_mult), out.payload.shift.eq(head.exp_shift)]
         taken = out.valid & out.ready
         st.smx_taken = taken
+        after = (slot + 1)[:len(slot)]
+        for x in range(2):
+            done, done_slot = st.score_done[x]
+
+            def scored_next(at, flag=ready[x], x=x, done=done, done_slot=done_slot):
+                with m.If(done & (done_slot == at)):
+                    m.d.sync += flag.eq(1)
+                with m.Else():
+                    m.d.sync += flag.eq(mux_tree(st.scored[x], at))
+            with m.If(taken):       # the stage moves on; (one slot) its clear wins over a done
+                if self._config.row_slots == 1:
+                    m.d.sync += ready[x].eq(0)
+                else:
+                    scored_next(after)
+            with m.Else():
+                scored_next(slot)
         walk.step(m, taken)
         with m.If(taken):
             # clear only this row's flags: the other slots may be set in this very cycle
@@ -514,18 +532,22 @@ class _Walk:
         self.bank = Signal.like(st.newest, init=last, name=f"{name}_bank")   # at reset: at the end of an empty bank
         self.row = Signal(row_w, name=f"{name}_row")
         self.slot = Signal(st.slot_bits, name=f"{name}_slot")
-        # the head's rows from ``row`` on, counted down (``in_head`` a zero test of a register, no
-        # comparison with the bank's multiplexed row count)
+        # the head's rows from ``row`` on, counted down (``in_head``: some are left; no comparison
+        # with the bank's multiplexed row count)
         self.left = Signal(row_w, name=f"{name}_left")
         self.in_head = Signal(name=f"{name}_in_head")
         self.wrap = Signal(name=f"{name}_wrap")
         following = Signal.like(self.bank, name=f"{name}_following")
-        m.d.comb += [following.eq(self.bank + 1), self.in_head.eq(self.left != 0),
-                     self.wrap.eq((self.left == 0) & mux_tree(st.adopted, following) & (st.newest != self.bank))]
+        # ``in_head`` (``left != 0``) is a register, written with ``left`` (issue 15: the start decisions
+        # read it; it was a zero test of ``left``)
+        m.d.comb += [following.eq(self.bank + 1),
+                     self.wrap.eq(~self.in_head & mux_tree(st.adopted, following) & (st.newest != self.bank))]
         with m.If(self.wrap):
-            m.d.sync += [self.bank.eq(following), self.row.eq(0), self.left.eq(mux_tree(st.nq_local, following))]
+            rows = mux_tree(st.nq_local, following)
+            m.d.sync += [self.bank.eq(following), self.row.eq(0), self.left.eq(rows), self.in_head.eq(rows != 0)]
 
     def step(self, m, go):
         """The stage takes its row (only while ``in_head``, so never with ``wrap``)."""
         with m.If(go):
-            m.d.sync += [self.row.eq(self.row + 1), self.slot.eq(self.slot + 1), self.left.eq(self.left - 1)]
+            m.d.sync += [self.row.eq(self.row + 1), self.slot.eq(self.slot + 1), self.left.eq(self.left - 1),
+                         self.in_head.eq(self.left != 1)]
