@@ -50,6 +50,7 @@ from attnforge.hw.vitcod.cycles import OUT_STAGES
 from attnforge.hw.vitcod.loader import Loader
 from attnforge.hw.vitcod.output import OutputStage
 from attnforge.hw.vitcod.scheduler import RowScheduler
+from attnforge.hw.vitcod.softmax import SoftmaxStage
 from attnforge.hw.vitcod.signatures import head_layout
 from attnforge.hw.vit.eltwise import GeluUnit, GeluUnitConfig, ResidualAddUnit, ResidualAddUnitConfig
 from attnforge.hw.vit.layernorm import OUTPUT_STAGES, LayerNormUnit, LayerNormUnitConfig
@@ -65,7 +66,8 @@ __all__ = ["probe", "stream_rules", "Outstanding", "Harness", "HARNESSES", "harn
            "registers", "quiet_until", "DeadlineQueue", "VitcodAcceleratorHarness", "LinearDecodeHarness",
            "SMALLEST_VITCOD", "SMALLEST_LINEAR", "GeluUnitHarness", "ResidualAddUnitHarness",
            "SMALLEST_LAYERNORM", "LayerNormUnitHarness", "fsm_states", "SMALLEST_MATMUL", "VitMatmulHarness",
-           "SMALLEST_VITMODEL", "VitModelAcceleratorHarness", "SMALL_SCHEDULER", "RowSchedulerHarness"]
+           "SMALLEST_VITMODEL", "VitModelAcceleratorHarness", "SMALL_SCHEDULER", "RowSchedulerHarness",
+           "SMALL_SOFTMAX", "SoftmaxStageHarness"]
 
 HARNESS_MODES = ("safety", "completion")
 
@@ -226,6 +228,8 @@ class Harness(Elaboratable):
         for path, member, value in self.dut.signature.flatten(self.dut):
             if member.flow == In:
                 value = Value.cast(value)
+                if isinstance(value, Const):        # e.g. the ready of an always_ready stream
+                    continue
                 m.d.comb += value.eq(AnySeq(value.shape()))
         self.properties(m, frag)
         return m
@@ -704,6 +708,91 @@ class VitcodAcceleratorHarness(Harness):
         p = dut.cmd.p
         m.d.sync += owed.eq(owed + Mux(accepted, p.nq * cfg.words_per_token, 0) - (dut.o.valid & dut.o.ready))
         m.d.comb += Assert(owed >= 0, "no output beat beyond what the commands ask for")
+
+
+#: A small ViTCoD softmax stage: rows of up to 2 keys per engine, a 2-bit-per-cycle divider.
+SMALL_SOFTMAX = VitcodConfig(head_dim=2, max_tokens=2, max_nnz=4, macs=1, dense_lines=1, sparse_lines=1,
+                             data_width=16)
+
+
+class SoftmaxStageHarness(Harness):
+    """The ViTCoD ``SoftmaxStage`` alone, its two exponent units free (their ``free``, ``done``
+    pulses and sums arbitrary, a unit's done pulses only for jobs it has started and not finished).
+
+    Proven by k-induction: the stream rules on ``rows`` (assumed) and ``recips``; one reciprocal per
+    row taken, none without one, in row order (each carries its row's slot; a reference queue of
+    the slots taken); the exponent jobs start only with a row taken, on both units at once and only
+    when both are free, alternating their tags; at most two rows in the units and one in the
+    divider. In ``completion`` mode (units done within ``env_latency`` cycles of a start and free
+    whenever they hold fewer than two jobs) a bounded check from reset: while rows are owed, a
+    reciprocal at least every ``latency`` cycles."""
+
+    def __init__(self, config: VitcodConfig | None = None, mode: str = "safety", *, dut=None,
+                 env_latency: int = 2, latency: int | None = None):
+        self.config = config or SMALL_SOFTMAX
+        self.env_latency = env_latency
+        steps = -(-self.config.recip_width // self.config.divider_bits)
+        # rows behind each other: the divider (start, ceil(recip_width / divider_bits) steps, done)
+        # after the units' sums (within env_latency); SMALL_SOFTMAX: 16 (15 fails, tests/test_formal.py)
+        self.latency = latency if latency is not None else env_latency + steps + 1
+        super().__init__(dut if dut is not None else SoftmaxStage(self.config), mode)
+
+    def properties(self, m, frag):
+        rows, recips = self.dut.rows, self.dut.recips
+        units = (self.dut.dense_exp, self.dut.sparse_exp)
+        self.check_ports(m, {"rows": rows}, {"recips": recips})
+        take, sent = rows.valid & rows.ready, recips.valid & recips.ready
+        busy = probe(frag, "busy")                   # the divider's: a row in it, start to done
+        pending = probe(frag, "exp_rows")
+        held = Signal(range(4), name="softmax_held")
+        m.d.comb += held.eq(pending + busy)
+        out = Outstanding(m, take, sent, held=held, capacity=3, name="softmax")
+        ref = RefQueue(m, rows.payload.slot, push=take, pop=sent, depth=3, outstanding=out, name="softmax")
+        m.d.comb += Assert(~sent | (recips.payload.slot == ref.entries[0]), "softmax: reciprocals in row order")
+        # the units: jobs started and not done (the environment answers only those)
+        opens = []
+        for name, unit in zip(("dense", "sparse"), units):
+            open_ = Signal(3, name=f"smx_{name}_open")
+            opens.append(open_)
+            m.d.sync += open_.eq(open_ + unit.start - unit.done)
+            finished = probe(frag, f"{name}_finished")
+            m.d.comb += [
+                Assume(~unit.done | (open_ != 0)),
+                Assert(unit.start == take, f"softmax: the {name} unit starts with a row taken"),
+                Assert(~unit.start | unit.free, f"softmax: the {name} unit starts only when free"),
+                Assert(open_ + finished == pending, f"softmax: the {name} unit's rows are the ones in the units"),
+                Assert(open_ <= 2, f"softmax: at most two rows in the {name} unit"),
+                Assert(unit.tag == probe(frag, "start_tag"), f"softmax: the {name} unit's tag"),
+            ]
+        # the tags and slots: start_tag counts the rows taken, hand_tag the rows to the divider
+        # (mod 2); the slot registers hold the rows in the units, the divider's its row's
+        start_tag, hand_tag = probe(frag, "start_tag"), probe(frag, "hand_tag")
+        slots = [probe(frag, f"exp_slot{t}") for t in range(2)]
+        divider_slot = probe(frag, "divider_slot")
+        m.d.comb += [
+            Assert(pending <= 2, "softmax: at most two rows in the exponent units"),
+            Assert(start_tag == (hand_tag + pending)[0], "softmax: tags alternate, started rows after handed"),
+            Assert(~busy | (divider_slot == ref.entries[0]), "softmax: the divider's row is the oldest owed"),
+        ]
+        for k in range(2):      # the k-th row in the units (after the divider's, if any) has tag hand_tag + k
+            pos = Signal(range(3), name=f"smx_pos{k}")
+            m.d.comb += pos.eq(busy + k)
+            tag = (hand_tag + k)[0]
+            m.d.comb += Assert((pending <= k) | (mux_tree(slots, tag) == mux_tree(ref.entries, pos)),
+                               "softmax: the unit rows' slots are the owed rows', in order")
+        if self.mode == "completion":
+            # fair units: a started job's done within env_latency cycles, free with fewer than two
+            L = self.env_latency
+            for name, unit, open_ in zip(("dense", "sparse"), units, opens):
+                waited = Signal(range(L + 1), name=f"smx_{name}_waited")
+                with m.If((open_ != 0) & ~unit.done):
+                    with m.If(waited < L):
+                        m.d.sync += waited.eq(waited + 1)
+                with m.Else():
+                    m.d.sync += waited.eq(0)
+                m.d.comb += [Assume(~((open_ != 0) & (waited == L - 1)) | unit.done),
+                             Assume(unit.free == (open_ < 2))]
+            self.completion(m, out, recips)
 
 
 #: A small ViTCoD row scheduler: d = 2, heads of 1..2 query rows, two banks, four row slots.
@@ -1598,6 +1687,7 @@ HARNESSES = {
     "vit_matmul": VitMatmulHarness,
     "vitmodel_accelerator": VitModelAcceleratorHarness,
     "row_scheduler": RowSchedulerHarness,
+    "softmax_stage": SoftmaxStageHarness,
 }
 
 

@@ -1,6 +1,6 @@
 """Deliberately broken designs, to show that a testbench's scoreboard can fail."""
 
-from amaranth.hdl import Fragment, Module, Mux, Signal, Value
+from amaranth.hdl import Const, Fragment, Module, Mux, Signal, Value
 from amaranth.hdl._ast import Assign    # the statement class (not re-exported by amaranth.hdl in 0.5)
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In
@@ -28,7 +28,8 @@ class FlipOutputBit(wiring.Component):
         for path, member, value in self._inner.signature.flatten(self._inner):
             value = Value.cast(value)
             if member.flow == In:
-                m.d.comb += value.eq(outer[path])
+                if not isinstance(value, Const):      # (the ready of an always_ready stream: a constant)
+                    m.d.comb += value.eq(outer[path])
             elif path == self._path:
                 m.d.comb += outer[path].eq(value ^ 1)
                 flipped = True

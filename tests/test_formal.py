@@ -23,6 +23,7 @@ from attnforge.hw.common.regbank import RegisterBank
 from attnforge.hw.linear.config import LinearDecodeConfig
 from attnforge.hw.linear.output import OutputStage as LinearOutputStage
 from attnforge.hw.vitcod.accelerator import VitcodAccelerator
+from attnforge.hw.vitcod.softmax import SoftmaxStage
 from attnforge.hw.vit.layernorm import LayerNormUnit, LayerNormUnitConfig
 from attnforge.hw.vit.matmul import VitMatmul, VitMatmulConfig
 from attnforge.hw.vitmodel.accelerator import VitModelAccelerator
@@ -39,7 +40,8 @@ from attnforge.tb.mutants import DropValidWhileStalled, FlipOutputBit, GlitchWhi
 #: k of the k-induction: stream rules + accounting (safety), completion with ready high
 SAFETY_K = {"skid_buffer": 3, "requant_line": 3, "mac_line": 4, "output_stage": 4, "loader": 2, "register_bank": 3,
             "linear_output": 8,    # the 4-stage requantizer pipeline (was 4 with one stage)
-            "gelu_unit": 3, "residual_add_unit": 3, "layernorm_unit": 3, "vit_matmul": 3}
+            "gelu_unit": 3, "residual_add_unit": 3, "layernorm_unit": 3, "vit_matmul": 3,
+            "softmax_stage": 2}
 #: the vit units' proofs run in make test-full (make test's budget is spent; about 6 s each)
 FULL_ONLY = {"gelu_unit", "residual_add_unit", "layernorm_unit", "vit_matmul"}
 COMPLETION_K = {"skid_buffer": 4, "requant_line": 4, "mac_line": 6, "output_stage": 6, "gelu_unit": 8,
@@ -557,3 +559,33 @@ def test_row_scheduler_completion_bounded(tmp_path):
     assert result.status == "FAIL" and result.trace is not None, result.summary()
     assert result.failed == [f"assert: a row goes out at least every {latency - 1} cycles while a head is adopted"], \
         result.failed
+
+
+# the ViTCoD softmax stage alone (exponent units free: tb/formal.py SoftmaxStageHarness) ---------------
+
+def test_softmax_stage_completion_bound_is_tight(tmp_path):
+    """Units answering within 2 cycles: while rows are owed a reciprocal leaves at least every 16
+    cycles (bmc from reset, 30 deep: two rows through the 13-step divider); 15 fails with a trace."""
+    from attnforge.tb.formal import SoftmaxStageHarness
+    assert SoftmaxStageHarness(mode="completion").latency == 16
+    _check(prove(SoftmaxStageHarness(mode="completion"), name="softmax_stage", mode="bmc", depth=30,
+                 workdir=tmp_path))
+    result = prove(SoftmaxStageHarness(mode="completion", latency=15), name="softmax_tight", mode="bmc", depth=30,
+                   workdir=tmp_path)
+    assert result.status == "FAIL" and result.trace is not None, result.summary()
+    assert result.failed == ["assert: a beat leaves within 15 cycles while items are held"], result.failed
+
+
+@pytest.mark.parametrize("path,message", [
+    (("recips", "payload"), "softmax: reciprocals in row order"),
+    (("recips", "valid"), "softmax: no output beat without an input"),
+    (("sparse_exp", "start"), "softmax: the sparse unit starts with a row taken"),
+], ids=["wrong_slot", "recip_from_nothing", "one_unit_started"])
+def test_softmax_stage_mutants_fail(tmp_path, path, message):
+    """A reciprocal for the wrong row, one without a row, an exponent job on one unit only: each
+    is caught (bounded check from reset: a real trace)."""
+    from attnforge.tb.formal import SMALL_SOFTMAX, SoftmaxStageHarness
+    mutant = FlipOutputBit(SoftmaxStage(SMALL_SOFTMAX), path=path)
+    result = prove(SoftmaxStageHarness(dut=mutant), name="mutant_softmax", mode="bmc", depth=12, workdir=tmp_path)
+    assert result.status == "FAIL" and result.trace is not None, result.summary()
+    assert f"assert: {message}" in result.failed, result.failed
