@@ -252,28 +252,7 @@ class Engine(wiring.Component):
             entry_last.eq(Mux(entry_reset, n_is_one, entry_ahead)),
             score_issue_last.eq(issue.score_issuing & (issue.step_cycle == steps - 1) & final_step),
             pv_issue_last.eq(issue.pv_issuing & entry_last & (issue.pv_pass == passes - 1))]
-        # ``issue_free`` (not issuing, or issuing a job's last beat) is a register, computed a cycle ahead
-        # from this cycle's state and starts, so the scheduler's start decision begins at flip-flops
-        free = Signal(init=1, name="issue_free")
-        on = Const(1, 1)
-        score_next = Mux(job.score_start, job.score.nonzero, issue.score_issuing & ~score_issue_last)
-        pv_next = Mux(job.pv_start, job.pv.nonzero, issue.pv_issuing & ~pv_issue_last)
-        # the next beat is a score job's last: its step's last cycle, and the final step
-        if steps > 1:
-            # (never right after a start: step 0's first cycle; final_step is then the register above)
-            step_end_next, final_next = issue.step_cycle == steps - 2, issue.score_first + K >= score.n
-        else:
-            step_end_next, final_next = on, issue.score_first + 2 * K >= score.n
-        score_last_next = Mux(job.score_start, job.score.nonzero & (on if steps == 1 else 0) & (job.score.n <= K),
-                              issue.score_issuing & ~score_issue_last & step_end_next & final_next)
-        # ... a pv job's last: its last entry of the last pass
-        entry_last_next = Mux(entry_last, n_is_one, issue.pv_entry + 2 == pv.n)
-        pass_last_next = Mux(entry_last, issue.pv_pass + 1 == passes - 1, issue.pv_pass == passes - 1)
-        pv_last_next = Mux(job.pv_start, job.pv.nonzero & job.pv.single & (on if passes == 1 else 0),
-                           issue.pv_issuing & ~pv_issue_last & entry_last_next & pass_last_next)
-        m.d.sync += free.eq(~(score_next | pv_next) | score_last_next | pv_last_next)
-        m.d.comb += job.issue_free.eq(free)
-        issue.score_next, issue.pv_next = score_next, pv_next
+        self._issue_free(m, issue, n_is_one)
 
         with m.If(issue.score_issuing):
             m.d.sync += issue.step_cycle.eq(issue.step_cycle + 1)
@@ -325,6 +304,34 @@ class Engine(wiring.Component):
             m.d.comb += self.col[g].addr.eq(score_addr)
         m.d.comb += e_read.addr.eq(Cat(issue.pv_entry[:log2_ceil(cfg.max_tokens)], pv.slot))
         return issue
+
+    def _issue_free(self, m, issue, n_is_one):
+        """``issue_free`` (not issuing, or issuing a job's last beat) as a register, computed a cycle
+        ahead from this cycle's state and starts, so the scheduler's start decision begins at
+        flip-flops; also the next cycle's issuing flags (``issue.score_next``, ``issue.pv_next``)."""
+        job, K, steps, passes = self.job, self._groups, issue.steps, issue.passes
+        score, pv = issue.score, issue.pv
+        score_issue_last, pv_issue_last, entry_last = issue.score_issue_last, issue.pv_issue_last, issue.entry_last
+        free = Signal(init=1, name="issue_free")
+        on = Const(1, 1)
+        score_next = Mux(job.score_start, job.score.nonzero, issue.score_issuing & ~score_issue_last)
+        pv_next = Mux(job.pv_start, job.pv.nonzero, issue.pv_issuing & ~pv_issue_last)
+        # the next beat is a score job's last: its step's last cycle, and the final step
+        if steps > 1:
+            # (never right after a start: step 0's first cycle; final_step is then the register in ``_issue``)
+            step_end_next, final_next = issue.step_cycle == steps - 2, issue.score_first + K >= score.n
+        else:
+            step_end_next, final_next = on, issue.score_first + 2 * K >= score.n
+        score_last_next = Mux(job.score_start, job.score.nonzero & (on if steps == 1 else 0) & (job.score.n <= K),
+                              issue.score_issuing & ~score_issue_last & step_end_next & final_next)
+        # ... a pv job's last: its last entry of the last pass
+        entry_last_next = Mux(entry_last, n_is_one, issue.pv_entry + 2 == pv.n)
+        pass_last_next = Mux(entry_last, issue.pv_pass + 1 == passes - 1, issue.pv_pass == passes - 1)
+        pv_last_next = Mux(job.pv_start, job.pv.nonzero & job.pv.single & (on if passes == 1 else 0),
+                           issue.pv_issuing & ~pv_issue_last & entry_last_next & pass_last_next)
+        m.d.sync += free.eq(~(score_next | pv_next) | score_last_next | pv_last_next)
+        m.d.comb += job.issue_free.eq(free)
+        issue.score_next, issue.pv_next = score_next, pv_next
 
     # -- operand stages ----------------------------------------------------------------------
     def _operands(self, m, issue, lines, e_read):
