@@ -127,9 +127,16 @@ def _run(cmd: list[str], log: Path, what: str, tool_log: Path | None = None) -> 
     with open(log, "w") as f:
         proc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=log.parent)
     if proc.returncode != 0:
-        shown = tool_log if tool_log is not None and tool_log.exists() else log
-        tail = "\n".join(shown.read_text(errors="replace").splitlines()[-25:])
-        raise SynthError(f"{what} failed (exit {proc.returncode}); see {shown}:\n{tail}")
+        # the tool's own log, then what it printed (a crash of the WebAssembly runtime, e.g. a stack
+        # overflow inside ABC, reaches only the output)
+        parts = []
+        if tool_log is not None and tool_log.exists():
+            parts.append((tool_log, tool_log.read_text(errors="replace").splitlines()[-25:]))
+        printed = log.read_text(errors="replace").splitlines()
+        if printed or not parts:
+            parts.append((log, printed[-8:] if parts else printed[-25:]))
+        raise SynthError(f"{what} failed (exit {proc.returncode}); "
+                         + "\n".join(f"see {path}:\n" + "\n".join(lines) for path, lines in parts))
 
 
 def _count(cells: dict, names=(), prefixes=()) -> int:

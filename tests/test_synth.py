@@ -1,6 +1,7 @@
 """Synthesis and place-and-route on the open toolchain (real Yosys and nextpnr via YoWASP)."""
 
 import json
+import sys
 
 import pytest
 
@@ -247,6 +248,16 @@ def test_critical_path_is_the_longest_register_path_with_its_stage():
                                  "from_loc": [1, 2], "to_loc": [30, 40]}
     assert cp["nets"] == ["lanes.update_product", "lanes.$"]
     assert critical_path({}) is None and critical_path({"critical_paths": report["critical_paths"][:1]}) is None
+
+
+def test_a_tools_printed_crash_reaches_the_message(tmp_path):
+    """A tool whose own log ends before it crashed (ABC's stack overflow in YoWASP's runtime reaches only
+    the output): the message shows both."""
+    from attnforge.fpga.synth import _run
+    (tmp_path / "tool.log").write_text("5.20.22.5. Executing ABC9.\n")
+    with pytest.raises(SynthError, match=r"(?s)Executing ABC9.*wasm trap: call stack exhausted"):
+        _run([sys.executable, "-c", "import sys; print('wasm trap: call stack exhausted'); sys.exit(1)"],
+             tmp_path / "tool.out", "a tool", tool_log=tmp_path / "tool.log")
 
 
 def test_a_yosys_error_reaches_the_message(tmp_path):
