@@ -147,6 +147,8 @@ ROUTERS = ("router1", "router2")
 #: nextpnr's placers (``--placer``): HeAP (analytic, then simulated annealing; nextpnr's default), simulated
 #: annealing alone, and the electrostatic placer
 PLACERS = ("heap", "sa", "static")
+#: Yosys's LUT mappers: ABC9 (the synth commands' own) and classic ABC (``abc -lut``, ECP5 here)
+LUT_MAPPERS = ("abc9", "abc")
 
 #: Suffixes Yosys and nextpnr append to a cell's or net's name (after the signal it came from).
 _CELL_SUFFIX = re.compile(r"(_(TRELLIS|SB|DP16KD|PDPW16KD|MULT18X18D|ALU54B|CCU2C|LUT4|DPR16X4|ICESTORM|DFF)\w*"
@@ -302,7 +304,7 @@ def _refuse(design: str, device: str, stage: str, rows: list[dict], stop: bool) 
 def synthesize(component, *, top: str, device: str, out_dir: str | Path, seed: int = 1,
                router: str | None = None, target_mhz: float | None = None, pnr: bool = True,
                pack_only: bool = False, estimate: dict | None = None, dff: bool = False,
-               placer: str | None = None) -> dict:
+               placer: str | None = None, lut_mapper: str = "abc9") -> dict:
     """Synthesize and place-and-route ``component`` for ``device``; return (and write) the report.
 
     ``pnr=False`` stops after Yosys: the resource counts (Yosys's, before nextpnr packs them), no
@@ -328,6 +330,10 @@ def synthesize(component, *, top: str, device: str, out_dir: str | Path, seed: i
     with ``pnr=False`` or ``pack_only`` the run goes on and the report's ``fits``/``fit`` say it.
     The report's ``lut_multipliers`` counts the multiplications Yosys left to the logic.
 
+    ``lut_mapper="abc"`` (ECP5) maps the logic to LUTs with Yosys's classic ``abc -lut 4:7 -dress``
+    instead of the synth command's ABC9: a way around the ABC9 failures of YoWASP's Yosys 0.70 on
+    some large netlists (an assertion in ``ABC_OPS_REINTEGRATE``; with ``-dff``, a stack overflow).
+
     ``dff=True`` passes ``-dff`` to Yosys's synth command: ABC9 maps the flip-flops with the logic
     (sequential optimization across register boundaries; the RTL and its cycles are unchanged). On
     the UP5K the linear decode block's worst routed Fmax of three seeds rose 4-10 % (docs/board.md).
@@ -338,6 +344,10 @@ def synthesize(component, *, top: str, device: str, out_dir: str | Path, seed: i
         raise ValueError(f"target_mhz {target_mhz!r}: give a clock target between 1 and 1000 MHz")
     if pack_only and not pnr:
         raise ValueError("pack_only runs nextpnr's packer: it needs pnr=True")
+    if lut_mapper not in LUT_MAPPERS:
+        raise ValueError(f"lut_mapper {lut_mapper!r}: give one of {', '.join(LUT_MAPPERS)}")
+    if lut_mapper == "abc" and (dev.family != "ecp5" or dff):
+        raise ValueError(f"lut_mapper 'abc' is for ECP5 devices without dff (device {dev.name!r}, dff {dff})")
     args = list(dev.nextpnr_args)
     if router is not None:
         if router not in ROUTERS:
@@ -374,6 +384,11 @@ def synthesize(component, *, top: str, device: str, out_dir: str | Path, seed: i
     # already) when the DSP blocks cannot fit, before the memories and the LUT mapping (the long part).
     dsp_select = " ".join(f"t:{c}" for c in dev.dsp_cells)
     synth_cmd = f"{dev.yosys_synth} -dff" if dff else dev.yosys_synth
+    if lut_mapper == "abc":     # the synth command up to its LUT mapping, classic ABC, then the rest
+        late = (f"{synth_cmd} -top {shell_top} -run map_ram:map_luts\nabc -lut 4:7 -dress\nclean\n"
+                f"{synth_cmd} -top {shell_top} -run map_cells: -json netlist.json\n")
+    else:
+        late = f"{synth_cmd} -top {shell_top} -run map_ram: -json netlist.json\n"
     script = out / "synth.ys"
     script.write_text(
         f"read_verilog -sv {verilog.name}\n"
@@ -386,8 +401,7 @@ def synthesize(component, *, top: str, device: str, out_dir: str | Path, seed: i
         "tee -q -o coarse_stat.json stat -json\n"
         # what is left of the multiplications for the logic (soft_multipliers)
         "tee -q -o soft_mul.txt dump t:$mul t:$__soft_mul t:$macc t:$macc_v2\n"
-        + (f"select -assert-max {dev.capacity['dsp']} {dsp_select}\n" if stop else "") +
-        f"{synth_cmd} -top {shell_top} -run map_ram: -json netlist.json\n"
+        + (f"select -assert-max {dev.capacity['dsp']} {dsp_select}\n" if stop else "") + late +
         "tee -q -o stat.json stat -json\n"
     )
     # -q keeps the terminal quiet; -l keeps the whole log, with the error Yosys stops on (an internal
@@ -460,6 +474,7 @@ def synthesize(component, *, top: str, device: str, out_dir: str | Path, seed: i
         "seed": seed if pnr and not pack_only else None,
         "router": args[args.index("--router") + 1] if "--router" in args else None,
         "placer": args[args.index("--placer") + 1] if "--placer" in args else "heap",
+        "lut_mapper": lut_mapper,
         "tools": tool_versions(device),
         "nextpnr_args": args,
         "yosys_synth": synth_cmd,

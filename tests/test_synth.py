@@ -284,3 +284,22 @@ def test_unknown_placer(tmp_path):
     with pytest.raises(ValueError, match="placer 'annealer': nextpnr has heap, sa, static"):
         synthesize(MacLine(MacLineConfig()), top="mac_line", device="ecp5-85k", out_dir=tmp_path, placer="annealer")
     assert not any(tmp_path.iterdir())
+
+
+def test_classic_abc_maps_an_ecp5_design(tmp_path):
+    """lut_mapper="abc" (around ABC9 failures): Yosys's classic ABC maps the logic, the DSP blocks stay."""
+    report = synthesize(MacLine(MacLineConfig(macs=2)), top="mac_line", device="ecp5-25k", out_dir=tmp_path,
+                        pnr=False, lut_mapper="abc")
+    assert report["lut_mapper"] == "abc" and report["dsp"] == 2 and report["luts"] > 0
+    script = (tmp_path / "synth.ys").read_text()
+    assert "abc -lut 4:7 -dress" in script and "-run map_cells:" in script
+    assert "Executing ABC9" not in (tmp_path / "yosys.log").read_text()
+
+
+@pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
+def test_classic_abc_is_ecp5_only(tmp_path):
+    with pytest.raises(ValueError, match="lut_mapper 'abc' is for ECP5 devices without dff"):
+        synthesize(MacLine(MacLineConfig()), top="mac_line", device="ice40-up5k", out_dir=tmp_path, lut_mapper="abc")
+    with pytest.raises(ValueError, match="lut_mapper 'abc10': give one of abc9, abc"):
+        synthesize(MacLine(MacLineConfig()), top="mac_line", device="ecp5-85k", out_dir=tmp_path, lut_mapper="abc10")
+    assert not any(tmp_path.iterdir())

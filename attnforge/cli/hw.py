@@ -174,7 +174,7 @@ def cmd_synth(args) -> int:
         report = synthesize(design.build(config), top=design.top, device=args.device, out_dir=out, seed=args.seed,
                             router=args.router, target_mhz=args.target_mhz, pnr=args.pnr or args.pack_only,
                             pack_only=args.pack_only, estimate=_estimate(design, config, args.device),
-                            dff=args.dff, placer=args.placer)
+                            dff=args.dff, placer=args.placer, lut_mapper=args.lut_mapper)
     except FitError as e:
         print(f"attnforge synth {design.name}: {e}; nothing placed (files so far: {out})", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -193,7 +193,7 @@ def cmd_synth(args) -> int:
 
 
 def _synth_options(p):
-    from attnforge.fpga.synth import DEVICES, PLACERS, ROUTERS
+    from attnforge.fpga.synth import DEVICES, LUT_MAPPERS, PLACERS, ROUTERS
 
     p.add_argument("--device", choices=sorted(DEVICES), default="ecp5-85k", help="FPGA [ecp5-85k]")
     p.add_argument("-o", "--output", help="output folder [build/synth/<config>/<device>]")
@@ -208,6 +208,9 @@ def _synth_options(p):
     p.add_argument("--placer", choices=PLACERS,
                    help="nextpnr placer [the device's: heap]; static (electrostatic) placed the ViTCoD benchmark "
                         "configuration in a quarter of HeAP's time with less routing congestion (docs/vitcod-hw.md)")
+    p.add_argument("--lut-mapper", choices=LUT_MAPPERS, default="abc9",
+                   help="Yosys's LUT mapping [abc9]; abc (ECP5): classic ABC, around ABC9 failures of YoWASP's "
+                        "Yosys on some large netlists")
     p.add_argument("--dff", action="store_true",
                    help="Yosys's -dff: ABC9 optimizes the flip-flops with the logic (sequential optimization; "
                         "the RTL and its cycles are unchanged); on the UP5K the worst of three seeds routed 4-10 %% faster")
