@@ -51,6 +51,7 @@ from attnforge.hw.vitcod.loader import Loader
 from attnforge.hw.vitcod.output import OutputStage
 from attnforge.hw.vitcod.scheduler import RowScheduler
 from attnforge.hw.vitcod.softmax import SoftmaxStage
+from attnforge.hw.vitcod.exp_unit import ExpUnit
 from attnforge.hw.vitcod.signatures import head_layout
 from attnforge.hw.vit.eltwise import GeluUnit, GeluUnitConfig, ResidualAddUnit, ResidualAddUnitConfig
 from attnforge.hw.vit.layernorm import OUTPUT_STAGES, LayerNormUnit, LayerNormUnitConfig
@@ -67,7 +68,7 @@ __all__ = ["probe", "stream_rules", "Outstanding", "Harness", "HARNESSES", "harn
            "SMALLEST_VITCOD", "SMALLEST_LINEAR", "GeluUnitHarness", "ResidualAddUnitHarness",
            "SMALLEST_LAYERNORM", "LayerNormUnitHarness", "fsm_states", "SMALLEST_MATMUL", "VitMatmulHarness",
            "SMALLEST_VITMODEL", "VitModelAcceleratorHarness", "SMALL_SCHEDULER", "RowSchedulerHarness",
-           "SMALL_SOFTMAX", "SoftmaxStageHarness"]
+           "SMALL_SOFTMAX", "SoftmaxStageHarness", "ExpUnitHarness"]
 
 HARNESS_MODES = ("safety", "completion")
 
@@ -793,6 +794,134 @@ class SoftmaxStageHarness(Harness):
                 m.d.comb += [Assume(~((open_ != 0) & (waited == L - 1)) | unit.done),
                              Assume(unit.free == (open_ < 2))]
             self.completion(m, out, recips)
+
+
+class ExpUnitHarness(Harness):
+    """A ViTCoD ``ExpUnit`` (one engine's exponents; ``SMALL_SOFTMAX``, one score group), its scores
+    free. Assumed: a job starts only while the unit is ``free`` and fewer than two jobs are open
+    (started, not done: the softmax stage's rule), the tags alternate, ``n <= max_tokens``.
+
+    Asserted: every exponent write belongs to the oldest job with entries left, at its slot and next
+    entry, in order; a job of ``n`` keys writes exactly ``n`` (one without keys none); ``done`` comes
+    once per job, in order, after all its writes, with ``sum[tag]`` the sum of exactly the E values
+    it wrote. A harness queue of the open jobs (slot, keys, entries written, running sum) mirrors
+    the unit (its issue state and every pipeline stage's entry, tag, slot and flags are asserted
+    against it); k-induction, k = 8 (the six stages and the issue). No completion mode (the
+    accelerator's bounded checks cover the unit's latency)."""
+
+    def __init__(self, config: VitcodConfig | None = None, mode: str = "safety", *, dut=None):
+        self.config = config or SMALL_SOFTMAX
+        super().__init__(dut if dut is not None else ExpUnit(self.config, groups=1), mode)
+
+    def properties(self, m, frag):
+        cfg, job, write = self.config, self.dut.job, self.dut.e_write
+        entry_bits = log2_ceil(cfg.max_tokens)
+        sum_w = cfg.sum_width
+        # the open jobs, oldest first (at most two)
+        Q = 2
+        valid = [Signal(name=f"xu_valid{k}") for k in range(Q)]
+        slot = [Signal.like(job.slot, name=f"xu_slot{k}") for k in range(Q)]
+        keys = [Signal.like(job.n, name=f"xu_n{k}") for k in range(Q)]
+        written = [Signal.like(job.n, name=f"xu_written{k}") for k in range(Q)]
+        acc = [Signal(sum_w, name=f"xu_sum{k}") for k in range(Q)]
+        tag = [Signal(name=f"xu_tag{k}") for k in range(Q)]
+        starts = Signal(name="xu_start_parity")
+        open_ = Signal(range(Q + 1), name="xu_open")
+        m.d.comb += open_.eq(valid[0] + valid[1])
+        m.d.comb += [Assume(~job.start | (job.free & (open_ < Q))), Assume(~job.start | (job.tag == starts)),
+                     Assume(job.n <= cfg.max_tokens)]
+        with m.If(job.start):
+            m.d.sync += starts.eq(~starts)
+        # the job a write belongs to: the oldest with entries left
+        first = Signal(name="xu_write_job")
+        m.d.comb += first.eq(valid[0] & (written[0] == keys[0]))      # job 0 has written all: job 1's turn
+        w_slot, w_written = mux_tree(slot, first), mux_tree(written, first)
+        m.d.comb += [
+            Assert(~write.en | mux_tree(valid, first), "exp: no write without an open job"),
+            Assert(~write.en | (mux_tree(written, first) < mux_tree(keys, first)), "exp: at most n writes a job"),
+            Assert(~write.en | (write.addr == Cat(w_written[:entry_bits], w_slot)),
+                   "exp: a write at its job's slot and next entry, in order"),
+            Assert(~job.done | valid[0], "exp: no done without an open job"),
+            Assert(~job.done | (written[0] == keys[0]), "exp: done after all of the job's writes"),
+            Assert(~job.done | (job.sum[tag[0]] == acc[0]), "exp: done with the sum of exactly its E values"),
+            Assert(~valid[1] | valid[0], "exp: open jobs oldest first"),
+            Assert(~valid[1] | (tag[1] != tag[0]), "exp: open jobs' tags differ"),
+        ]
+        # the unit's state against the queue (the induction's invariants): per tag, the job's keys are
+        # its writes + its real entries in the pipeline + the entries still to issue; each entry in
+        # the pipeline is its job's next write plus the job's entries ahead of it; slots, last flags
+        running, left, entry = probe(frag, "running"), probe(frag, "left"), probe(frag, "entry")
+        par_tag, par_slot, par_ghost = probe(frag, "job_tag"), probe(frag, "job_slot"), probe(frag, "job_ghost")
+        stages = [SimpleNamespace(**{f: probe(frag, f"{name}_{f}") for f in ("valid", "entry", "tag", "ghost",
+                                                                              "last", "slot")})
+                  for name in ("read", "diff", "prod", "shifted", "z", "e")]
+        newest = Signal(name="xu_newest")
+        m.d.comb += newest.eq(valid[1])
+        m.d.comb += [Assert(~valid[0] | (mux_tree(tag, newest) != starts), "exp: the newest job has the last tag"),
+                     Assert(~running | mux_tree(valid, newest), "exp: issuing only for an open job"),
+                     Assert(~running | (par_tag == mux_tree(tag, newest)), "exp: the issuing job is the newest"),
+                     Assert(~running | (par_slot == mux_tree(slot, newest)), "exp: the issuing job's slot"),
+                     Assert(~running | (par_ghost == (mux_tree(keys, newest) == 0)), "exp: ghost iff no keys"),
+                     Assert(~running | (left != 0), "exp: an issuing job has entries left")]
+        for k in range(Q):
+            real = [st.valid & ~st.ghost & (st.tag == tag[k]) for st in stages]
+            issuing = running & (par_tag == tag[k]) & ~par_ghost
+            m.d.comb += [
+                Assert(~valid[k] | (written[k] + sum(r.as_unsigned() for r in real) + Mux(issuing, left, 0)
+                                    == keys[k]), "exp: a job's keys are written, in flight or to issue"),
+                Assert(~valid[k] | (self.dut.job.sum[tag[k]] == acc[k]), "exp: an open job's sum so far"),
+                Assert(~issuing | ~valid[k] | (entry == written[k] + sum(r.as_unsigned() for r in real)),
+                       "exp: the issue entry follows the job's entries in flight"),
+            ]
+            for i, st in enumerate(stages):
+                ahead = sum(r.as_unsigned() for r in real[i + 1:]) if i + 1 < len(stages) else 0
+                m.d.comb += [
+                    Assert(~(valid[k] & real[i]) | (st.entry == written[k] + ahead), "exp: entries in order"),
+                    Assert(~(valid[k] & st.valid & (st.tag == tag[k])) | (st.slot == slot[k]), "exp: stage slots"),
+                    Assert(~(valid[k] & real[i] & st.last) | (st.entry + 1 == keys[k]), "exp: last entry flags"),
+                ]
+        for st in stages:
+            m.d.comb += [
+                Assert(~st.valid | (valid[0] & (st.tag == tag[0])) | (valid[1] & (st.tag == tag[1])),
+                       "exp: stages only for open jobs"),
+                Assert(~(st.valid & st.ghost) | st.last, "exp: a ghost entry is its job's last"),
+                Assert(~job.done | ~(st.valid & (st.tag == tag[0])), "exp: done when the job's entries are out")]
+            for k in range(Q):
+                mine = valid[k] & st.valid & (st.tag == tag[k])
+                m.d.comb += Assert(~mine | (st.ghost == (keys[k] == 0)), "exp: ghost entries only for jobs without keys")
+        # done is the e stage's last entry, a cycle later
+        e_last = Signal(name="xu_e_last")
+        m.d.sync += e_last.eq(stages[-1].valid & stages[-1].last)
+        m.d.comb += Assert(job.done == e_last, "exp: done a cycle after the last entry's E")
+        ghosts = [running & (par_tag == tag[k]) & par_ghost for k in range(Q)]
+        for k in range(Q):
+            in_flight = sum((st.valid & st.ghost & (st.tag == tag[k])).as_unsigned() for st in stages)
+            m.d.comb += Assert(~valid[k] | (in_flight + ghosts[k] <= 1), "exp: one ghost entry a job")
+            m.d.comb += Assert(~(valid[k] & ghosts[k]) | (left == 1), "exp: a ghost job issues one entry")
+        # the queue: writes, done (pops job 0), start (pushes behind)
+        for k in range(Q):
+            with m.If(write.en & (first == k)):
+                m.d.sync += [written[k].eq(written[k] + 1), acc[k].eq(acc[k] + write.data)]
+        with m.If(job.done):
+            # job 1 moves to 0 (with its write of this cycle, if any)
+            m.d.sync += [valid[0].eq(valid[1]), slot[0].eq(slot[1]), keys[0].eq(keys[1]), tag[0].eq(tag[1]),
+                         written[0].eq(written[1] + (write.en & first)), acc[0].eq(acc[1] + Mux(write.en & first,
+                                                                                                  write.data, 0)),
+                         valid[1].eq(0)]
+            with m.If(job.start):
+                with m.If(valid[1]):
+                    m.d.sync += [valid[1].eq(1), slot[1].eq(job.slot), keys[1].eq(job.n), tag[1].eq(job.tag),
+                                 written[1].eq(0), acc[1].eq(0)]
+                with m.Else():
+                    m.d.sync += [valid[0].eq(1), slot[0].eq(job.slot), keys[0].eq(job.n), tag[0].eq(job.tag),
+                                 written[0].eq(0), acc[0].eq(0)]
+        with m.Elif(job.start):
+            with m.If(valid[0]):
+                m.d.sync += [valid[1].eq(1), slot[1].eq(job.slot), keys[1].eq(job.n), tag[1].eq(job.tag),
+                             written[1].eq(0), acc[1].eq(0)]
+            with m.Else():
+                m.d.sync += [valid[0].eq(1), slot[0].eq(job.slot), keys[0].eq(job.n), tag[0].eq(job.tag),
+                             written[0].eq(0), acc[0].eq(0)]
 
 
 #: A small ViTCoD row scheduler: d = 2, heads of 1..2 query rows, two banks, four row slots.
@@ -1688,6 +1817,7 @@ HARNESSES = {
     "vitmodel_accelerator": VitModelAcceleratorHarness,
     "row_scheduler": RowSchedulerHarness,
     "softmax_stage": SoftmaxStageHarness,
+    "exp_unit": ExpUnitHarness,
 }
 
 

@@ -41,7 +41,7 @@ from attnforge.tb.mutants import DropValidWhileStalled, FlipOutputBit, GlitchWhi
 SAFETY_K = {"skid_buffer": 3, "requant_line": 3, "mac_line": 4, "output_stage": 4, "loader": 2, "register_bank": 3,
             "linear_output": 8,    # the 4-stage requantizer pipeline (was 4 with one stage)
             "gelu_unit": 3, "residual_add_unit": 3, "layernorm_unit": 3, "vit_matmul": 3,
-            "softmax_stage": 2}
+            "softmax_stage": 2, "exp_unit": 8}
 #: the vit units' proofs run in make test-full (make test's budget is spent; about 6 s each)
 FULL_ONLY = {"gelu_unit", "residual_add_unit", "layernorm_unit", "vit_matmul"}
 COMPLETION_K = {"skid_buffer": 4, "requant_line": 4, "mac_line": 6, "output_stage": 6, "gelu_unit": 8,
@@ -587,5 +587,23 @@ def test_softmax_stage_mutants_fail(tmp_path, path, message):
     from attnforge.tb.formal import SMALL_SOFTMAX, SoftmaxStageHarness
     mutant = FlipOutputBit(SoftmaxStage(SMALL_SOFTMAX), path=path)
     result = prove(SoftmaxStageHarness(dut=mutant), name="mutant_softmax", mode="bmc", depth=12, workdir=tmp_path)
+    assert result.status == "FAIL" and result.trace is not None, result.summary()
+    assert f"assert: {message}" in result.failed, result.failed
+
+
+
+@pytest.mark.parametrize("path,message", [
+    (("e_write", "addr"), "exp: a write at its job's slot and next entry, in order"),
+    (("e_write", "en"), "exp: no write without an open job"),
+    (("job", "done"), "exp: no done without an open job"),
+    (("e_write", "data"), "exp: done with the sum of exactly its E values"),
+], ids=["wrong_address", "write_from_nothing", "done_from_nothing", "wrong_value"])
+def test_exp_unit_mutants_fail(tmp_path, path, message):
+    """An exponent written to the wrong entry, a write or a done pulse without a job, a written E that
+    the sum does not hold: each is caught (bounded check from reset: a real trace)."""
+    from attnforge.hw.vitcod.exp_unit import ExpUnit
+    from attnforge.tb.formal import SMALL_SOFTMAX, ExpUnitHarness
+    mutant = FlipOutputBit(ExpUnit(SMALL_SOFTMAX, groups=1), path=path)
+    result = prove(ExpUnitHarness(dut=mutant), name="mutant_exp", mode="bmc", depth=12, workdir=tmp_path)
     assert result.status == "FAIL" and result.trace is not None, result.summary()
     assert f"assert: {message}" in result.failed, result.failed

@@ -79,8 +79,8 @@ class ExpUnit(wiring.Component):
         # issue: entry j of the row is word j div K of score buffer j mod K. A job of n entries
         # issues max(n, 1) (a job without scores issues one "ghost" entry that writes and adds
         # nothing, so its done pulse comes in order behind the jobs before it)
-        running, last = Signal(), Signal()
-        entry, left = Signal(INDEX_WIDTH), Signal(INDEX_WIDTH)
+        running, last = Signal(name="running"), Signal(name="last")
+        entry, left = Signal(INDEX_WIDTH, name="entry"), Signal(INDEX_WIDTH, name="left")
         word = Signal(word_bits + 1)
         group = Signal(range(max(K, 2)))
         # the job's parameters travel with its entries (the next job may start while they drain):
