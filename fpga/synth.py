@@ -349,18 +349,14 @@ def synthesize(component, *, top: str, device: str, out_dir: str | Path, seed: i
     if lut_mapper == "abc" and (dev.family != "ecp5" or dff):
         raise ValueError(f"lut_mapper 'abc' is for ECP5 devices without dff (device {dev.name!r}, dff {dff})")
     args = list(dev.nextpnr_args)
-    if router is not None:
-        if router not in ROUTERS:
-            raise ValueError(f"router {router!r}: nextpnr has {', '.join(ROUTERS)}")
-        if "--router" in args:
-            del args[args.index("--router"):args.index("--router") + 2]
-        args += ["--router", router]
-    if placer is not None:
-        if placer not in PLACERS:
-            raise ValueError(f"placer {placer!r}: nextpnr has {', '.join(PLACERS)}")
-        if "--placer" in args:
-            del args[args.index("--placer"):args.index("--placer") + 2]
-        args += ["--placer", placer]
+    for what, value, allowed in (("router", router, ROUTERS), ("placer", placer, PLACERS)):
+        if value is None:
+            continue
+        if value not in allowed:
+            raise ValueError(f"{what} {value!r}: nextpnr has {', '.join(allowed)}")
+        if f"--{what}" in args:      # the device's choice, replaced
+            del args[args.index(f"--{what}"):args.index(f"--{what}") + 2]
+        args += [f"--{what}", value]
     out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
     report_path = out / "report.json"

@@ -902,6 +902,10 @@ class ExpUnitHarness(Harness):
         for k in range(Q):
             with m.If(write.en & (first == k)):
                 m.d.sync += [written[k].eq(written[k] + 1), acc[k].eq(acc[k] + write.data)]
+        def push(k):    # the started job into place k
+            m.d.sync += [valid[k].eq(1), slot[k].eq(job.slot), keys[k].eq(job.n), tag[k].eq(job.tag),
+                         written[k].eq(0), acc[k].eq(0)]
+
         with m.If(job.done):
             # job 1 moves to 0 (with its write of this cycle, if any)
             m.d.sync += [valid[0].eq(valid[1]), slot[0].eq(slot[1]), keys[0].eq(keys[1]), tag[0].eq(tag[1]),
@@ -910,18 +914,14 @@ class ExpUnitHarness(Harness):
                          valid[1].eq(0)]
             with m.If(job.start):
                 with m.If(valid[1]):
-                    m.d.sync += [valid[1].eq(1), slot[1].eq(job.slot), keys[1].eq(job.n), tag[1].eq(job.tag),
-                                 written[1].eq(0), acc[1].eq(0)]
+                    push(1)
                 with m.Else():
-                    m.d.sync += [valid[0].eq(1), slot[0].eq(job.slot), keys[0].eq(job.n), tag[0].eq(job.tag),
-                                 written[0].eq(0), acc[0].eq(0)]
+                    push(0)
         with m.Elif(job.start):
             with m.If(valid[0]):
-                m.d.sync += [valid[1].eq(1), slot[1].eq(job.slot), keys[1].eq(job.n), tag[1].eq(job.tag),
-                             written[1].eq(0), acc[1].eq(0)]
+                push(1)
             with m.Else():
-                m.d.sync += [valid[0].eq(1), slot[0].eq(job.slot), keys[0].eq(job.n), tag[0].eq(job.tag),
-                             written[0].eq(0), acc[0].eq(0)]
+                push(0)
 
 
 #: A small ViTCoD row scheduler: d = 2, heads of 1..2 query rows, two banks, four row slots.

@@ -179,9 +179,12 @@ def test_impossible_target(tmp_path):
 
 
 @pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
-def test_unknown_router(tmp_path):
-    with pytest.raises(ValueError, match="router 'router3': nextpnr has router1, router2"):
-        synthesize(MacLine(MacLineConfig()), top="mac_line", device="ecp5-85k", out_dir=tmp_path, router="router3")
+@pytest.mark.parametrize("option,value,message", [
+    ("router", "router3", "router 'router3': nextpnr has router1, router2"),
+    ("placer", "annealer", "placer 'annealer': nextpnr has heap, sa, static")])
+def test_unknown_router_or_placer(tmp_path, option, value, message):
+    with pytest.raises(ValueError, match=message):
+        synthesize(MacLine(MacLineConfig()), top="mac_line", device="ecp5-85k", out_dir=tmp_path, **{option: value})
     assert not any(tmp_path.iterdir())
 
 
@@ -277,13 +280,6 @@ def test_placer_reaches_nextpnr(tmp_path):
     assert report["placer"] == "static" and report["nextpnr_args"][-2:] == ["--placer", "static"]
     assert "Running Static placer" in (tmp_path / "nextpnr.log").read_text()
     assert report["fmax_mhz"] > 10
-
-
-@pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
-def test_unknown_placer(tmp_path):
-    with pytest.raises(ValueError, match="placer 'annealer': nextpnr has heap, sa, static"):
-        synthesize(MacLine(MacLineConfig()), top="mac_line", device="ecp5-85k", out_dir=tmp_path, placer="annealer")
-    assert not any(tmp_path.iterdir())
 
 
 def test_classic_abc_maps_an_ecp5_design(tmp_path):
