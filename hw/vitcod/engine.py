@@ -289,6 +289,11 @@ class Engine(wiring.Component):
         # are in flight, so shares complete in job order
         issue.zero_out = zero_out = Signal()
         m.d.sync += zero_out.eq(job.pv_start & ~job.pv.nonzero)
+        # ... one copy per chunk of the share clears that chunk (``replica``): zero_out alone drove the
+        # enables of a whole share, the routed critical path of issue 15 (26.4 ns, 97 % routing)
+        issue.zero_copies = [Signal(name=f"zero_out_rep{c}", attrs={"replica": 1})
+                             for c in range(cfg.chunks_per_token)]
+        m.d.sync += [copy.eq(job.pv_start & ~job.pv.nonzero) for copy in issue.zero_copies]
 
         # addresses: group g's key is entry score_first + g; the Q word holds the step's chunks
         issue.entry = [Signal(INDEX_WIDTH, name=f"entry{g}") for g in range(K)]
@@ -501,8 +506,9 @@ class Engine(wiring.Component):
                     line, p = chunk % L, chunk // L
                     with m.If(lines[line].vec_valid & (pv_pass[-1] == p)):
                         m.d.sync += [share[chunk * cfg.macs + i].eq(lines[line].vec[i]) for i in range(cfg.macs)]
-                with m.If(issue.zero_out):
-                    m.d.sync += share.eq(0)
+                for chunk, copy in enumerate(issue.zero_copies):
+                    with m.If(copy):
+                        m.d.sync += [share[chunk * cfg.macs + i].eq(0) for i in range(cfg.macs)]
         with m.If(share_done):
             m.d.sync += share_wr.eq(Mux(share_wr == Q - 1, 0, share_wr + 1))
         with m.If(job.pv_take):
