@@ -39,6 +39,7 @@ from amaranth.lib.cdc import ResetSynchronizer
 
 from attnforge.errors import AttnforgeError, ConfigError
 from attnforge.formats.atomic import write_text_atomic
+from attnforge.fpga.synth import LUT_MAPPERS, PLACERS
 from attnforge.hw.board.pll import ecp5_pll, ice40_pll
 from attnforge.hw.board.top import BoardTop
 
@@ -146,24 +147,44 @@ def _fmax(pnr: dict) -> float | None:
     return min(values) if values else None
 
 
+def _tool_overrides(board: Board, seed: int, f_out: float, placer: str | None, lut_mapper: str) -> dict:
+    """amaranth-boards' overrides: nextpnr's options, and Yosys's for the board's DSP blocks / LUT mapper."""
+    if placer is not None and placer not in PLACERS:
+        raise ConfigError(f"--placer {placer!r} is not accepted; accepted: {', '.join(PLACERS)}")
+    if lut_mapper not in LUT_MAPPERS:
+        raise ConfigError(f"--lut-mapper {lut_mapper!r} is not accepted; accepted: {', '.join(LUT_MAPPERS)}")
+    if lut_mapper == "abc" and board.family != "ecp5":
+        raise ConfigError(f"--lut-mapper abc on --board {board.name}: accepted on ECP5 boards only (ulx3s)")
+    # --freq: the PLL's output net has no name the constraint files could reach after flattening
+    nextpnr = f"--report nextpnr_report.json --timing-allow-fail --seed {seed} --freq {f_out:g}"
+    overrides = {"nextpnr_opts": nextpnr + ("" if placer is None else f" --placer {placer}")}
+    if board.family == "ice40":
+        overrides["synth_opts"] = "-dsp"
+    if lut_mapper == "abc":
+        # synth_ecp5 up to its LUT mapping, classic ABC instead of ABC9, then the rest (as fpga/synth.py)
+        overrides["synth_opts"] = "-run :map_luts"
+        overrides["script_after_synth"] = "abc -lut 4:7 -dress\nclean\nsynth_ecp5 -top board_top -run map_cells:"
+    return overrides
+
+
 def build_board(board_name: str, design: str, config, accel, *, clock_mhz: float | None, out_dir,
-                baud: int = DEFAULT_BAUD, seed: int = 1, prepare_only: bool = False) -> dict:
+                baud: int = DEFAULT_BAUD, seed: int = 1, prepare_only: bool = False,
+                placer: str | None = None, lut_mapper: str = "abc9") -> dict:
     """Bitstream and report for ``accel`` (the AXI-wrapped design of ``config``) on ``board_name``.
 
     ``prepare_only``: elaborate and write the build files (RTLIL, Yosys script, pin constraints, the
-    build script) without running the tools; the report then has no Fmax."""
+    build script) without running the tools; the report then has no Fmax. ``placer`` (nextpnr's,
+    ``fpga.synth.PLACERS``) and ``lut_mapper`` (``abc9`` or, on ECP5, classic ``abc``) as in
+    ``attnforge synth``: the ViTCoD block routes on the ECP5-85k only with ``abc`` + ``static``
+    (docs/vitcod-hw.md)."""
     board = get_board(board_name)
     pll = board.pll(board.default_mhz if clock_mhz is None else clock_mhz)
     divisor = uart_divisor(pll.f_out, baud)
+    overrides = _tool_overrides(board, seed, pll.f_out, placer, lut_mapper)   # refused before anything is written
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     top = BoardPlatformTop(board, BoardTop(accel, divisor=divisor, timeout=int(pll.f_out * 1e6 * 0.5)), pll)
     platform = board.platform()
-    # --freq: the PLL's output net has no name the constraint files could reach after flattening
-    overrides = {"nextpnr_opts": f"--report nextpnr_report.json --timing-allow-fail --seed {seed} "
-                                 f"--freq {pll.f_out:g}"}
-    if board.family == "ice40":
-        overrides["synth_opts"] = "-dsp"
     t0 = time.perf_counter()
     if prepare_only:
         plan = platform.build(top, name="board_top", build_dir=str(out), do_build=False, **overrides)
@@ -171,6 +192,7 @@ def build_board(board_name: str, design: str, config, accel, *, clock_mhz: float
         report = {"board": board.name, "device": board.device, "design": design, "config": asdict(config),
                   "pll": {"f_in_mhz": pll.f_in, "clock_mhz": pll.f_out, "params": pll.params},
                   "uart": {"baud": baud, "divisor": divisor}, "prepared": sorted(plan.files),
+                  "placer": placer or "heap", "lut_mapper": lut_mapper,
                   "seconds": round(time.perf_counter() - t0, 1)}
         write_text_atomic(out / "report.json", json.dumps(report, indent=2) + "\n")
         return report
@@ -196,6 +218,7 @@ def build_board(board_name: str, design: str, config, accel, *, clock_mhz: float
         "utilization": {k: {"used": v["used"], "available": v["available"]}
                         for k, v in sorted(pnr.get("utilization", {}).items()) if v["used"]},
         "bitstream": str(out / f"board_top.{ext}"), "seconds": round(wall, 1), "seed": seed,
+        "placer": placer or "heap", "lut_mapper": lut_mapper,
     }
     write_text_atomic(out / "report.json", json.dumps(report, indent=2) + "\n")
     write_text_atomic(out / "report.txt", _text(report))

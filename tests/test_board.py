@@ -5,6 +5,7 @@ the UART has its own tests) against a small AXI4-Lite slave and AXI4-Stream
 sink/source written in the testbench; every response is decoded with the
 host's own ``decode_response``."""
 
+import json
 import random
 
 import pytest
@@ -332,6 +333,34 @@ def test_board_cli_refuses_bad_input(capsys):
     assert "--masks" in capsys.readouterr().err
     assert main(["board", "build", "--board", "icebreaker", "--clock-mhz", "500"]) == 2
     assert "--clock-mhz 500" in capsys.readouterr().err
+
+
+def test_board_build_passes_placer_and_lut_mapper_to_the_tools(tmp_path, capsys):
+    """--placer reaches nextpnr's command line in the build script, --lut-mapper abc splits synth_ecp5
+    around classic ABC in the Yosys script (the real tools run in tests/rtl/test_board.py, full); abc on
+    the iCE40 board is refused before anything is written."""
+    from attnforge.cli import main
+
+    tiny = ["--design", "linear-decode", "--d", "4", "--macs", "2", "--conv-taps", "2", "--t-max", "2", "--heads", "1"]
+    out = tmp_path / "u"
+    assert main(["board", "build", "--board", "ulx3s", *tiny, "--prepare-only", "--placer", "static",
+                 "--lut-mapper", "abc", "--out", str(out)]) == 0
+    script = [line.strip() for line in (out / "board_top.ys").read_text().splitlines()]
+    at = script.index("synth_ecp5 -run :map_luts -top board_top")
+    assert script[at + 1:at + 4] == ["abc -lut 4:7 -dress", "clean", "synth_ecp5 -top board_top -run map_cells:"]
+    nextpnr = [line for line in (out / "build_board_top.sh").read_text().splitlines() if "NEXTPNR_ECP5\" " in line]
+    assert len(nextpnr) == 1 and " --placer static " in nextpnr[0]
+    report = json.loads((out / "report.json").read_text())
+    assert (report["placer"], report["lut_mapper"]) == ("static", "abc")
+    default = tmp_path / "d"
+    assert main(["board", "build", "--board", "ulx3s", *tiny, "--prepare-only", "--out", str(default)]) == 0
+    assert "abc -lut" not in (default / "board_top.ys").read_text()
+    assert "--placer" not in (default / "build_board_top.sh").read_text()
+    capsys.readouterr()
+    ice = tmp_path / "i"
+    assert main(["board", "build", "--board", "icebreaker", *tiny, "--prepare-only", "--lut-mapper", "abc",
+                 "--out", str(ice)]) == 2
+    assert "--lut-mapper abc on --board icebreaker" in capsys.readouterr().err and not ice.exists()
 
 
 @pytest.mark.parametrize("board, given, family", [("icebreaker", None, "ice40"), ("ulx3s", None, "ecp5"),

@@ -96,7 +96,8 @@ def cmd_build(args) -> int:
     out = args.out or f"build/board/{args.board}_{args.design}"
     try:
         report = build_board(args.board, args.design, cfg, accel, clock_mhz=args.clock_mhz, out_dir=out,
-                             baud=args.baud, seed=args.seed, prepare_only=args.prepare_only)
+                             baud=args.baud, seed=args.seed, prepare_only=args.prepare_only,
+                             placer=args.placer, lut_mapper=args.lut_mapper)
     except BoardTimingError as exc:
         print((Path(out) / "report.txt").read_text(), end="")
         print(f"attnforge board build: {exc}", flush=True)
@@ -177,6 +178,7 @@ def cmd_run(args) -> int:
 def register(sub) -> None:
     g = command_group(sub, "board", "FPGA boards: bitstreams, programming, jobs over the UART (docs/board.md)")
     from attnforge.fpga.board import BOARDS
+    from attnforge.fpga.synth import LUT_MAPPERS, PLACERS
 
     p = g.add_parser("build", help="bitstream + timing/resource report for a board (amaranth-boards + YoWASP)")
     p.add_argument("--board", required=True, choices=sorted(BOARDS))
@@ -187,6 +189,10 @@ def register(sub) -> None:
     p.add_argument("--perf-width", type=int, default=None,
                    help="bits of each performance counter, 33..64 [icebreaker 33 (saves ~370 LC), ulx3s 64]")
     p.add_argument("--seed", type=int, default=1, help="nextpnr placement seed [1]")
+    p.add_argument("--placer", choices=PLACERS, default=None,
+                   help="nextpnr placer [heap]; static for the ViTCoD block on the ULX3S (docs/vitcod-hw.md)")
+    p.add_argument("--lut-mapper", choices=LUT_MAPPERS, default="abc9",
+                   help="Yosys's LUT mapping [abc9]; abc (ULX3S): classic ABC, which the ViTCoD block needs to route")
     p.add_argument("--out", default=None, help="build folder [build/board/<board>_<design>]")
     p.add_argument("--prepare-only", action="store_true",
                    help="elaborate and write the build files only (no Yosys/nextpnr run)")

@@ -85,3 +85,21 @@ def test_icebreaker_linear_decode_bitstream_meets_timing(tmp_path):
     assert rc == 0 and report["timing_met"] and report["fmax_mhz"] >= report["clock_mhz"] == 25.875
     assert (out / "board_top.bin").stat().st_size > 0
     assert report["utilization"]["ICESTORM_PLL"]["used"] == 1
+
+
+@pytest.mark.full
+def test_ulx3s_bitstream_with_classic_abc_and_static_placer(tmp_path):
+    """`attnforge board build --board ulx3s --lut-mapper abc --placer static` (the flow the ViTCoD block
+    needs on the 85k, docs/vitcod-hw.md) on a tiny linear decode block: amaranth-boards' Yosys script
+    split around classic ABC gives a netlist nextpnr routes, the static placer ran, timing met at the
+    PLL clock (about a minute)."""
+    out = tmp_path / "ulx3s"
+    rc = main(["board", "build", "--board", "ulx3s", "--design", "linear-decode", "--d", "4", "--macs", "2",
+               "--conv-taps", "2", "--t-max", "2", "--heads", "1", "--lut-mapper", "abc", "--placer", "static",
+               "--out", str(out)])
+    report = json.loads((out / "report.json").read_text())
+    assert rc == 0 and report["timing_met"] and report["fmax_mhz"] >= report["clock_mhz"] == 30
+    assert (report["placer"], report["lut_mapper"]) == ("static", "abc")
+    assert "abc -lut 4:7" in (out / "board_top.ys").read_text()
+    assert "Running Static placer" in (out / "board_top.tim").read_text()
+    assert (out / "board_top.bit").stat().st_size > 0 and report["utilization"]["EHXPLLL"]["used"] == 1
