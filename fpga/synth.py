@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import sys
 import time
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -150,6 +151,12 @@ def abc9_hint(message: str, lut_mapper: str) -> str:
         return (message + "\nThis is ABC9 failing inside YoWASP's Yosys on this netlist: on ECP5, "
                 "--lut-mapper abc (synthesize(lut_mapper='abc')) maps it with classic ABC instead")
     return message
+
+
+def _config_of(component) -> dict | None:
+    """The generator configuration of a ``ConfiguredComponent`` as plain data (None for another design)."""
+    config = getattr(component, "config", None)
+    return dataclasses.asdict(config) if dataclasses.is_dataclass(config) else None
 
 
 def _count(cells: dict, names=(), prefixes=()) -> int:
@@ -456,6 +463,8 @@ def synthesize(component, *, top: str, device: str, out_dir: str | Path, seed: i
     report = {
         "format": "attnforge.synth/1",
         "design": top,
+        # the generator parameters (a benchmark checks that the report is of the configuration it measures)
+        "config": _config_of(component),
         "device": dev.name,
         "luts": _count(cells, dev.lut_cells),
         "ffs": _count(cells, prefixes=dev.ff_prefixes),

@@ -1,5 +1,6 @@
 """Synthesis and place-and-route on the open toolchain (real Yosys and nextpnr via YoWASP)."""
 
+import dataclasses
 import json
 import sys
 
@@ -195,6 +196,7 @@ def test_yosys_only_gives_resources_without_place_and_route(tmp_path):
     assert json.loads((tmp_path / "report.json").read_text()) == report
     assert report["dsp"] == 2 and report["luts"] > 0 and report["ffs"] >= report["shell_ffs"]
     assert report["fmax_mhz"] is None and report["placed_and_routed"] is False and report["nextpnr_seconds"] == 0
+    assert report["config"] == dataclasses.asdict(MacLineConfig(macs=2))     # the generator's parameters
     assert not (tmp_path / "nextpnr.json").exists() and not (tmp_path / "nextpnr.log").exists()
     # the estimate before placement ranks the design's own paths (named as the critical path is)
     est = report["estimated_paths"]

@@ -80,3 +80,29 @@ def test_effective_throughput_is_two_ops_per_mac_at_the_routed_clock():
     (got,) = bench.effective_throughput(rows, {"fmax_mhz": 50.0}, cfgs)
     assert got["macs"] == 64 and got["gops"] == pytest.approx(4.8) and got["masks"] == "real-shaped"
     assert bench.effective_throughput(rows, {"fmax_mhz": None}, cfgs) == []
+
+
+def test_effective_throughput_refuses_another_configurations_fmax():
+    """A synthesis report of other lines or MACs (its ``config``) is refused, naming both; the stream width
+    may differ (the routed benchmark configuration has a 64-bit stream, the sweep's a wider one)."""
+    import dataclasses
+
+    cfg = bench._config(8, 4, bench.N * bench.N)
+    rows = [_row("4+4 x 8", "real-shaped", 0.9, "rtl", 0.75)]
+    same = dict(dataclasses.asdict(cfg), data_width=64)
+    assert bench.effective_throughput(rows, {"fmax_mhz": 50.0, "config": same}, {"4+4 x 8": cfg})
+    other = dict(same, sparse_lines=2)
+    with pytest.raises(ValueError, match=r"'sparse_lines': 2.*not of the benchmark's 4\+4 x 8"):
+        bench.effective_throughput(rows, {"fmax_mhz": 50.0, "config": other}, {"4+4 x 8": cfg})
+
+
+def test_a_missing_synth_report_is_refused_before_the_sweep(tmp_path):
+    """--synth-report naming no file stops at once (not after the hour of the sweep); naming it without
+    vitcod_hw among the benchmarks is refused too."""
+    from attnforge.benchmarks import run_benchmarks
+
+    with pytest.raises(FileNotFoundError, match="--synth-report .*nope.json: no such file"):
+        bench.run(tmp_path, synth_report=tmp_path / "nope.json")
+    assert not any(tmp_path.iterdir())
+    with pytest.raises(ValueError, match="only vitcod_hw reads it"):
+        run_benchmarks(tmp_path, ["mac_line"], synth_report=tmp_path / "nope.json")

@@ -42,13 +42,15 @@ def takes_jobs(name: str) -> bool:
 
 
 def run_benchmarks(out_dir: Path, names=None, *, quick: bool = False, command: str = "attnforge bench",
-                   workers: int | None = None, cluster: str | None = None) -> list[Path]:
+                   workers: int | None = None, cluster: str | None = None, synth_report=None) -> list[Path]:
     """Run ``names`` (all by default); ``workers`` / ``cluster`` go to those that ``takes_jobs``
-    (the others run in this process, and say so when either was given)."""
+    (the others run in this process, and say so when either was given); ``synth_report`` to vitcod_hw."""
     names = list(names or BENCHMARKS)
     unknown = [n for n in names if n not in BENCHMARKS]
     if unknown:
         raise ValueError(f"unknown benchmark(s) {unknown}; known: {', '.join(BENCHMARKS)}")
+    if synth_report is not None and "vitcod_hw" not in names:
+        raise ValueError(f"--synth-report {synth_report}: only vitcod_hw reads it, and it is not among {names}")
     paths = []
     for name in names:
         kw = {}
@@ -56,5 +58,7 @@ def run_benchmarks(out_dir: Path, names=None, *, quick: bool = False, command: s
             kw = {"workers": workers, "cluster": cluster} if workers is not None or cluster else {}
         elif workers is not None or cluster:
             print(f"bench {name}: no sweep of independent runs; it runs in this process", file=sys.stderr)
+        if name == "vitcod_hw" and synth_report is not None:
+            kw["synth_report"] = synth_report
         paths.append(_function(name)(out_dir, quick=quick, command=command, **kw))
     return paths

@@ -72,6 +72,10 @@ GOALS = (("4+4_util_90", "4+4 x 8, 256 b: utilization >= 0.9 at 90 %", ("4+4 x 8
           "cycles_over_bound", "max", 1.3))
 
 
+#: where ``run`` looks for the routed report of the 4+4 x 8 configuration (``attnforge synth vitcod ... -o``)
+SYNTH_REPORT = Path("build") / "synth_vitcod" / "ecp5-85k" / "report.json"
+
+
 def _config(lines: int, dense_lines: int, max_nnz: int, data_width: int = 256, tiles: int = 1, merge_depth: int = 1):
     from attnforge.hw.vitcod import VitcodConfig
 
@@ -315,8 +319,14 @@ def sweep(masks: dict, cfgs: dict, rtl_names, build_root, *, rtl_dense: bool = T
 
 
 def run(out_dir: Path, *, quick: bool = False, command: str = "attnforge bench", workers: int | None = 1,
-        cluster: str | None = None) -> Path:
-    """``workers`` / ``cluster``: where the sweep's runs go (``sweep``; one process by default)."""
+        cluster: str | None = None, synth_report: str | Path | None = None) -> Path:
+    """``workers`` / ``cluster``: where the sweep's runs go (``sweep``; one process by default).
+    ``synth_report``: the routed ``attnforge synth vitcod`` report of the 4+4 x 8 configuration whose
+    Fmax gives the effective throughput [``SYNTH_REPORT``, when it exists]."""
+    report_path = Path(synth_report) if synth_report is not None else SYNTH_REPORT
+    if synth_report is not None and not report_path.is_file():    # before the sweep, not after it
+        raise FileNotFoundError(f"--synth-report {report_path}: no such file (attnforge synth vitcod ... -o DIR "
+                                f"writes DIR/report.json)")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     build_root = Path("build") / "bench"
@@ -353,10 +363,14 @@ def run(out_dir: Path, *, quick: bool = False, command: str = "attnforge bench",
         "decoder": decoder,
         "goals": goals(rows),
     }
-    synth_report = Path("build") / "synth_vitcod" / "ecp5-85k" / "report.json"   # attnforge synth vitcod ... -o
-    if synth_report.exists():
-        result["synthesis_ecp5_85k"] = json.loads(synth_report.read_text())
+    if report_path.is_file():
+        result["synthesis_ecp5_85k"] = json.loads(report_path.read_text())
+        result["synthesis_report"] = str(report_path)
         result["effective_throughput"] = effective_throughput(rows, result["synthesis_ecp5_85k"], cfgs)
+    else:
+        result["effective_throughput"] = []
+        result["effective_throughput_missing"] = (f"no routed synthesis report at {report_path}: `attnforge synth "
+                                                  f"vitcod ... -o {report_path.parent}` or --synth-report FILE")
     path = out_dir / "vitcod_hw.json"
     write_json_atomic(path, result, default=str)
     _plot(rows, out_dir / "vitcod_hw.png")
@@ -371,6 +385,13 @@ def effective_throughput(rows, synth: dict, cfgs: dict, config: str = "4+4 x 8")
     if not fmax:
         return []
     cfg = cfgs[config]
+    built = synth.get("config")
+    if built is not None:
+        fields = ("macs", "dense_lines", "sparse_lines", "tiles")
+        theirs, ours = ({f: c.get(f) for f in fields} for c in (built, dataclasses.asdict(cfg)))
+        if theirs != ours:
+            raise ValueError(f"the synthesis report is of {theirs}, not of the benchmark's {config} {ours}: "
+                             f"its Fmax does not give this configuration's throughput")
     macs = cfg.macs * cfg.lines * cfg.tiles
     return [{"config": row["config"], "masks": row["masks"], "target_sparsity": row["target_sparsity"],
              "source": row["source"], "utilization": row["utilization"], "macs": macs, "fmax_mhz": fmax,

@@ -14,7 +14,7 @@ def cmd_bench(args) -> int:
     from attnforge.benchmarks import run_benchmarks
 
     run_benchmarks(Path(args.output), args.names, quick=args.quick, command=" ".join(["attnforge", *sys.argv[1:]]),
-                   workers=args.workers, cluster=args.cluster)
+                   workers=args.workers, cluster=args.cluster, synth_report=args.synth_report)
     return 0
 
 
@@ -33,6 +33,9 @@ def register(sub) -> None:
     p.add_argument("--quick", action="store_true", help="shorter runs (for smoke tests)")
     p.add_argument("--workers", type=int, help="local processes for the sweeps of the benchmarks made of independent "
                                                "runs (vitcod_hw, mac_line, linear_hw) [1]")
+    p.add_argument("--synth-report", metavar="FILE",
+                   help="vitcod_hw: the routed `attnforge synth vitcod` report (4+4 lines x 8 MACs) whose Fmax gives "
+                        "the effective throughput [build/synth_vitcod/ecp5-85k/report.json when it exists]")
     add_cluster_option(p)
     p.set_defaults(func=cmd_bench)
 
