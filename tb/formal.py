@@ -25,6 +25,7 @@ The reset is a free input too: every property holds across resets at any time.
 
 from __future__ import annotations
 
+import functools
 import re
 from types import SimpleNamespace
 
@@ -52,6 +53,8 @@ from attnforge.hw.vitcod.output import OutputStage
 from attnforge.hw.vitcod.scheduler import RowScheduler
 from attnforge.hw.vitcod.softmax import SoftmaxStage
 from attnforge.hw.vitcod.exp_unit import ExpUnit
+from attnforge.hw.vitcod.engine import Engine
+from attnforge.hw.vitcod.line import LINE_LATENCY
 from attnforge.hw.vitcod.signatures import head_layout
 from attnforge.hw.vit.eltwise import GeluUnit, GeluUnitConfig, ResidualAddUnit, ResidualAddUnitConfig
 from attnforge.hw.vit.layernorm import OUTPUT_STAGES, LayerNormUnit, LayerNormUnitConfig
@@ -68,7 +71,7 @@ __all__ = ["probe", "stream_rules", "Outstanding", "Harness", "HARNESSES", "harn
            "SMALLEST_VITCOD", "SMALLEST_LINEAR", "GeluUnitHarness", "ResidualAddUnitHarness",
            "SMALLEST_LAYERNORM", "LayerNormUnitHarness", "fsm_states", "SMALLEST_MATMUL", "VitMatmulHarness",
            "SMALLEST_VITMODEL", "VitModelAcceleratorHarness", "SMALL_SCHEDULER", "RowSchedulerHarness",
-           "SMALL_SOFTMAX", "SoftmaxStageHarness", "ExpUnitHarness"]
+           "SMALL_SOFTMAX", "SoftmaxStageHarness", "ExpUnitHarness", "EngineHarness"]
 
 HARNESS_MODES = ("safety", "completion")
 
@@ -922,6 +925,269 @@ class ExpUnitHarness(Harness):
                 push(1)
             with m.Else():
                 push(0)
+
+
+class EngineHarness(Harness):
+    """One ViTCoD ``Engine`` (``hw/vitcod/engine.py``; ``SMALL_SOFTMAX``, the Denser Engine of one
+    line unless told), its environment free within what the row scheduler and the softmax stage
+    guarantee.
+
+    Assumed (the scheduler's rules, ``RowScheduler._engine_jobs``): a score or pv job starts only
+    when ``issue_free``, never both at once; one without keys only while that kind is not active;
+    ``nonzero``/``single`` are ``n != 0``/``n == 1``, ``n <= max_tokens``; a score job only while
+    fewer than ``row_slots`` are open, a pv job only while fewer than ``pv_queue`` shares are held
+    (started, not taken); ``pv_take`` only with a complete share. The exponent jobs, the buffers'
+    read data and every other field are free (no property depends on their values).
+
+    The harness keeps a reference of the issuing jobs (a score job of n keys issues K keys a step,
+    ``steps`` cycles a step; a pv job ``passes`` passes over its n keys) and asserts: ``active``
+    exactly while a beat issues, one job at a time; ``issue_free`` exactly when no beat or a job's
+    last beat issues; the engine's job registers and counters (keys, entry, step cycle, pass; the
+    look-ahead registers ``score_final_step``, ``pv_entry_ahead``, ``pv_n_is_one``) are the
+    reference's. Job accounting (``Outstanding``): jobs started minus done >= 0 and equal to the
+    issuing job plus the last-beat flags in the pipeline (and the done cycle); ``score_done`` in
+    start order with the job's slot (a reference queue of slots); a job without keys is done in the
+    cycle after its start; ``score_active``/``pv_active`` equal the OR they hold a cycle ahead, and
+    are high exactly while a job of that kind is open. Shares: at most ``pv_queue`` complete and
+    held; ``out`` is share ``share_rd`` = the shares taken mod Q, the engine writes share
+    ``share_rd + filled`` and never a filled one; the oldest share holds from its ``pv_done`` until
+    taken; a share of a pv job without keys reads back as zeros.
+
+    ``completion`` (control only: the share data checks are left out, so Yosys drops the data path):
+    every score job is done within ``score_latency`` cycles of its start, every pv job within
+    ``pv_latency`` (``SCORE_LATENCY``, ``PV_LATENCY``), by k-induction (the deadline queues hold
+    exactly the open jobs) or bounded from reset."""
+
+    #: cycles from a job's start to its done pulse, SMALL_SOFTMAX, one line: a score job of 2 keys issues
+    #: 4 beats (2 keys x 2 chunks) in the 4 cycles after its start and is done 8 cycles after its last
+    #: (read, operands, the line's 4 stages, the group sum, done); a pv job of 2 keys issues 4 beats
+    #: (2 passes) and is done 7 after its last (no group sum). One less fails (tests/test_formal.py)
+    SCORE_LATENCY = 12
+    PV_LATENCY = 11
+
+    def __init__(self, config: VitcodConfig | None = None, mode: str = "safety", *, dut=None, sparse: bool = False,
+                 lines: int = 1, score_latency: int | None = None, pv_latency: int | None = None):
+        self.config, self.lines = config or SMALL_SOFTMAX, lines
+        self.score_latency = score_latency if score_latency is not None else self.SCORE_LATENCY
+        self.pv_latency = pv_latency if pv_latency is not None else self.PV_LATENCY
+        super().__init__(dut if dut is not None else Engine(self.config, sparse=sparse, lines=lines), mode)
+
+    def properties(self, m, frag):
+        cfg, job = self.config, self.dut.job
+        S = cfg.score_split(self.lines)
+        K, Q, R = self.lines // S, cfg.pv_queue, cfg.row_slots
+        steps, passes = cfg.chunks_per_token // S, -(-cfg.chunks_per_token // self.lines)
+        D = LINE_LATENCY
+        n_max = cfg.max_tokens
+
+        def p(name):
+            return probe(frag, name)
+
+        # -- the scheduler's rules ----------------------------------------------------------------
+        m.d.comb += [
+            Assume(~(job.score_start & job.pv_start)),
+            Assume(~job.score_start | job.issue_free), Assume(~job.pv_start | job.issue_free),
+            Assume(~(job.score_start & ~job.score.nonzero) | ~job.score_active),
+            Assume(~(job.pv_start & ~job.pv.nonzero) | ~job.pv_active),
+            Assume(job.score.nonzero == (job.score.n != 0)), Assume(job.score.n <= n_max),
+            Assume(job.pv.nonzero == (job.pv.n != 0)), Assume(job.pv.single == (job.pv.n == 1)),
+            Assume(job.pv.n <= n_max),
+        ]
+
+        # -- reference of the issuing jobs ------------------------------------------------------------
+        s_on, s_n = Signal(name="eng_score_on"), Signal(range(n_max + 1), name="eng_score_n")
+        s_first = Signal(range(n_max + K + 1), name="eng_score_first")
+        s_cycle = Signal(range(max(steps, 2)), name="eng_score_cycle")
+        s_last = Signal(name="eng_score_last")
+        m.d.comb += s_last.eq(s_on & (s_cycle == steps - 1) & (s_first + K >= s_n))
+        with m.If(job.score_start):
+            m.d.sync += [s_on.eq(job.score.nonzero), s_n.eq(job.score.n), s_first.eq(0), s_cycle.eq(0)]
+        with m.Elif(s_on):
+            with m.If(s_last):
+                m.d.sync += s_on.eq(0)
+            with m.If(s_cycle == steps - 1):
+                m.d.sync += [s_cycle.eq(0), s_first.eq(s_first + K)]
+            with m.Else():
+                m.d.sync += s_cycle.eq(s_cycle + 1)
+        p_on, p_n = Signal(name="eng_pv_on"), Signal(range(n_max + 1), name="eng_pv_n")
+        p_entry = Signal(range(n_max + 1), name="eng_pv_entry")
+        p_pass = Signal(range(max(passes, 2)), name="eng_pv_pass")
+        p_last = Signal(name="eng_pv_last")
+        m.d.comb += p_last.eq(p_on & (p_entry + 1 == p_n) & (p_pass == passes - 1))
+        with m.If(job.pv_start):
+            m.d.sync += [p_on.eq(job.pv.nonzero), p_n.eq(job.pv.n), p_entry.eq(0), p_pass.eq(0)]
+        with m.Elif(p_on):
+            with m.If(p_last):
+                m.d.sync += p_on.eq(0)
+            with m.If(p_entry + 1 == p_n):
+                m.d.sync += [p_entry.eq(0), p_pass.eq(p_pass + 1)]
+            with m.Else():
+                m.d.sync += p_entry.eq(p_entry + 1)
+        m.d.comb += [
+            Assert(self.dut.active == (s_on | p_on), "engine: active exactly while a beat issues"),
+            Assert(~(s_on & p_on), "engine: one job issues at a time"),
+            Assert(job.issue_free == ((~s_on | s_last) & (~p_on | p_last)),
+                   "engine: issue_free exactly when no beat or a job's last beat issues"),
+            Assert(~s_on | ((s_n != 0) & (s_n <= n_max) & (s_first < s_n)), "engine: a score job's keys"),
+            Assert(~p_on | ((p_n != 0) & (p_n <= n_max) & (p_entry < p_n)), "engine: a pv job's keys"),
+            # the engine's registers are the reference's (the induction's invariants)
+            Assert(~s_on | ((p("score_n") == s_n) & (p("score_first") == s_first) & (p("step_cycle") == s_cycle)),
+                   "engine: the score job's keys, entry and step cycle"),
+            Assert(~p_on | ((p("pv_n") == p_n) & (p("pv_entry") == p_entry) & (p("pv_pass") == p_pass)),
+                   "engine: the pv job's keys, entry and pass"),
+            Assert(p("pv_n_is_one") == (p("pv_n") == 1), "engine: pv_n_is_one is pv_n == 1"),
+            Assert(~p_on | p("entry_reset") | (p("pv_entry_ahead") == (p_entry + 1 == p_n)),
+                   "engine: pv_entry_ahead is the entry's last but one"),
+        ]
+        # the beats (and their jobs' last ones) go down the pipeline from the issue: the read stage's flags
+        # are the reference's of the cycle before (the engine's issuing flags have no names to probe)
+        was = Signal(4, name="eng_issue_was")
+        m.d.sync += was.eq(Cat(s_on, s_last, p_on, p_last))
+        m.d.comb += Assert(Cat(p("read_score_valid"), p("read_job_last"), p("read_pv_valid"), p("read_pv_job_last"))
+                           == was, "engine: the read stage holds the beat issued the cycle before")
+        if steps > 1:
+            m.d.comb += Assert(~s_on | (s_cycle == 0) | (p("score_final_step") == (s_first + K >= s_n)),
+                               "engine: score_final_step is the step's last")
+
+        # -- score jobs -------------------------------------------------------------------------------
+        done_last, done_slot = Signal(name="eng_done_last"), Signal.like(job.done_slot, name="eng_done_slot")
+        m.d.sync += [done_last.eq(p(f"job_last{3 + D}")), done_slot.eq(p(f"score_slot{3 + D}"))]
+        done_empty = p("done_empty")
+        last_flags = [p("read_job_last"), p("op_job_last")] + [p(f"job_last{3 + k}") for k in range(D + 1)]
+        score_held = s_on + sum(f.as_unsigned() for f in last_flags) + done_last + done_empty
+        scores = Outstanding(m, job.score_start, job.score_done, held=score_held, capacity=R, name="score")
+        m.d.comb += Assume(~job.score_start | (scores.count < R))
+        slots = RefQueue(m, job.score.slot, push=job.score_start, pop=job.score_done, depth=R, outstanding=scores,
+                         name="score")
+        empty_started = Signal(name="eng_score_empty_started")
+        m.d.sync += empty_started.eq(job.score_start & ~job.score.nonzero)
+        valids = [p("read_score_valid"), p("op_score_valid")] + [p(f"score_valid{3 + k}") for k in range(D + 1)]
+        m.d.comb += [Assert(~f | v, "score: a last beat is a beat") for f, v in zip(last_flags, valids)]
+        m.d.comb += [Assert(~v | s_on | Cat(*last_flags[:i + 1]).any(), "score: a beat's job has its last beat behind")
+                     for i, v in enumerate(valids)]
+        m.d.comb += [
+            Assert(~job.score_done | (job.done_slot == slots.entries[0]), "score: done in start order, with its slot"),
+            Assert(job.score_done == (done_last | done_empty), "score: done with a last beat or a job without keys"),
+            Assert(done_empty == empty_started, "score: a job without keys is done the cycle after its start"),
+            Assert(~done_empty | (job.max == -(1 << (cfg.score_width - 1))),
+                   "score: a job without keys has the lowest maximum"),
+            Assert(job.score_active == (s_on | Cat(*valids).any() | done_last | done_empty),
+                   "score: score_active is the OR it holds"),
+            Assert(job.score_active == (scores.count != 0), "score: score_active exactly while a score job is open"),
+        ]
+        # where each open job's last beat is (oldest first: the done cycle, the stages, the issue)
+        # and its slot there (invariants)
+        ahead = done_last + done_empty
+        m.d.comb += Assert(~done_empty | (p("score_slot") == slots.entries[0]), "score: a job without keys' slot")
+        stage_slots = [p("read_score_slot"), p("op_score_slot")] + [p(f"score_slot{3 + k}") for k in range(D + 1)]
+        for flag, slot in reversed(list(zip(last_flags, stage_slots))):
+            m.d.comb += Assert(~flag | (slot == mux_tree(slots.entries, ahead[:log2_ceil(R)])),
+                               "score: a last beat carries its job's slot")
+            ahead = ahead + flag
+        issuing = Signal(range(R + 1), name="eng_score_ahead")
+        m.d.comb += issuing.eq(ahead)
+        m.d.comb += Assert(~s_on | (p("score_slot") == mux_tree(slots.entries, issuing[:log2_ceil(R)])),
+                           "score: the issuing job's slot")
+
+        # -- pv jobs and shares -----------------------------------------------------------------------
+        pv_last_flags = [p("read_pv_job_last"), p("op_pv_job_last")] + [p(f"pv_job_last{3 + k}") for k in range(D)]
+        pv_done_last, zero_out = p("pv_done_last"), p("zero_out")
+        pv_held = p_on + sum(f.as_unsigned() for f in pv_last_flags) + pv_done_last + zero_out
+        pvs = Outstanding(m, job.pv_start, job.pv_done, held=pv_held, capacity=Q, name="pv")
+        pv_empty_started = Signal(name="eng_pv_empty_started")
+        m.d.sync += pv_empty_started.eq(job.pv_start & ~job.pv.nonzero)
+        pv_valids = [p("read_pv_valid"), p("op_pv_valid")] + [p(f"pv_valid{3 + k}") for k in range(D)]
+        m.d.comb += [Assert(~f | v, "pv: a last beat is a beat") for f, v in zip(pv_last_flags, pv_valids)]
+        m.d.comb += [Assert(~v | p_on | Cat(*pv_last_flags[:i + 1]).any(), "pv: a beat's job has its last beat behind")
+                     for i, v in enumerate(pv_valids)]
+        m.d.comb += [
+            Assert(zero_out == pv_empty_started, "pv: a job without keys is done the cycle after its start"),
+            Assert(job.pv_active == (p_on | Cat(*pv_valids).any() | pv_done_last | zero_out),
+                   "pv: pv_active is the OR it holds"),
+            Assert(job.pv_active == (pvs.count != 0), "pv: pv_active exactly while a pv job is open"),
+        ]
+        # complete shares not taken; shares held (pv jobs started, not taken)
+        complete = Signal(signed(4 + Q.bit_length()), name="eng_shares_complete")
+        m.d.sync += complete.eq(complete + job.pv_done - job.pv_take)
+        m.d.comb += Assume(~job.pv_take | (complete > 0))
+        shares = Outstanding(m, job.pv_start, job.pv_take, held=pvs.count + complete, capacity=Q, name="shares")
+        m.d.comb += Assume(~job.pv_start | (shares.count < Q))
+        empty = RefQueue(m, ~job.pv.nonzero, push=job.pv_start, pop=job.pv_take, depth=Q, outstanding=shares,
+                         name="shares")
+        rd = Signal(range(max(Q, 2)), name="eng_share_rd")
+        with m.If(job.pv_take):
+            m.d.sync += rd.eq(Mux(rd == Q - 1, 0, rd + 1))
+        filled = Signal(range(Q + 2), name="eng_shares_filled")    # complete in the engine (pv_done to come)
+        m.d.comb += filled.eq(complete + pv_done_last)
+        written = Signal(range(2 * Q + 2), name="eng_share_wr")
+        m.d.comb += written.eq(rd + filled)
+        m.d.comb += [
+            Assert((complete >= 0) & (complete <= Q), "shares: at most pv_queue complete and not taken"),
+            Assert(p("share_rd") == rd, "shares: out is the oldest share not taken"),
+            Assert(p("share_wr") == Mux(written >= Q, written - Q, written), "shares: written in job order"),
+        ]
+        if self.mode != "completion":
+            # (completion checks control only, so that Yosys drops the data path and the bounded check is quick)
+            self._share_data(m, frag, SimpleNamespace(rd=rd, filled=filled, complete=complete, empty=empty, pvs=pvs,
+                                                      shares=shares, zero_out=zero_out, pv_valids=pv_valids))
+        m.d.comb += [Cover(job.score_done & ~done_empty), Cover(job.pv_done & (complete == Q - 1)),
+                     Cover(done_empty), Cover(job.pv_take & empty.entries[0])]
+
+        if self.mode == "completion":
+            score_ages = DeadlineQueue(m, push=job.score_start, pops=job.score_done, budget=self.score_latency,
+                                       depth=R, name="score_deadline",
+                                       message=f"a score job is done within {self.score_latency} cycles of its start")
+            pv_ages = DeadlineQueue(m, push=job.pv_start, pops=job.pv_done, budget=self.pv_latency, depth=Q,
+                                    name="pv_deadline",
+                                    message=f"a pv job is done within {self.pv_latency} cycles of its start")
+            m.d.comb += [Assert(score_ages.count == scores.count, "score: the deadline queue holds the open jobs"),
+                         Assert(pv_ages.count == pvs.count, "pv: the deadline queue holds the open jobs")]
+
+    def _share_data(self, m, frag, st):
+        """The shares' contents: none overwritten before it is taken, the oldest stable until taken, a
+        job without keys' zeros (and the invariants that make them inductive)."""
+        cfg, job, Q = self.config, self.dut.job, self.config.pv_queue
+        rd, filled, complete, empty, pvs = st.rd, st.filled, st.complete, st.empty, st.pvs
+        shares, zero_out, pv_valids = st.shares, st.zero_out, st.pv_valids
+        p = functools.partial(probe, frag)
+        writes = [_port_of(frag, f"line{i}", "vec_valid") for i in range(self.lines)]
+        copies = [p(f"zero_out_rep{c}") for c in range(cfg.chunks_per_token)]
+        share_regs = [p(f"share{k}") for k in range(Q)]
+        out_was, held_was = Signal.like(Value.cast(job.out), name="eng_out_was"), Signal(name="eng_share_held_was")
+        m.d.sync += [out_was.eq(job.out), held_was.eq((complete != 0) & ~job.pv_take)]
+        m.d.comb += [
+            Assert(~(Cat(*writes).any() | zero_out) | (filled < Q), "shares: none overwritten before it is taken"),
+            Assert(~Cat(*writes).any() | (pvs.count != 0), "shares: a chunk written only for an open pv job"),
+            Assert(Cat(*copies) == Mux(zero_out, (1 << len(copies)) - 1, 0), "shares: zero_out's copies are zero_out"),
+            Assert(~held_was | (Value.cast(job.out) == out_was),
+                   "shares: the oldest holds from its pv_done until taken"),
+            Assert((complete == 0) | ~empty.entries[0] | (Value.cast(job.out) == 0),
+                   "shares: a pv job without keys reads back as zeros"),
+        ]
+        # the lines' stages: a pv beat's flags beside the engine's (a chunk is written from the last stage)
+        for i in range(self.lines):
+            line = _subfragment(frag, f"line{i}")
+            m.d.comb += [Assert(probe(line, f"s{k}_pv") == pv_valids[2 + k], "shares: the lines' pv stages")
+                         for k in range(3)]
+            m.d.comb += [Assert(probe(line, f"lane{j}_pv") == pv_valids[4], "shares: the lines' pv stages")
+                         for j in range(cfg.macs)]
+            m.d.comb += Assert(~writes[i] | pv_valids[5], "shares: a chunk written from the lines' last pv stage")
+        for j in range(Q):      # every filled share of a job without keys is zeros (invariant)
+            at = Signal(range(2 * Q), name=f"eng_share_at{j}")
+            m.d.comb += at.eq(rd + j)
+            index = Mux(at >= Q, at - Q, at)
+            m.d.comb += [
+                Assert(~((j < filled) & empty.entries[j]) | (mux_tree(share_regs, index) == 0),
+                       "shares: a filled share of a job without keys is zeros"),
+                Assert(~((j >= complete) & (j < shares.count) & empty.entries[j]) | (zero_out & (pvs.count == 1)),
+                       "shares: a pv job without keys is open only in its zero_out cycle, alone"),
+            ]
+
+
+def _port_of(fragment: Fragment, sub: str, name: str) -> Value:
+    """Port ``name`` of the component elaborated as the one submodule called ``sub`` (Amaranth leaves
+    a port's signal unnamed, so ``probe`` cannot find it by name)."""
+    return Value.cast(getattr(_subfragment(fragment, sub).origins[0], name))
 
 
 #: A small ViTCoD row scheduler: d = 2, heads of 1..2 query rows, two banks, four row slots.
@@ -1818,6 +2084,7 @@ HARNESSES = {
     "row_scheduler": RowSchedulerHarness,
     "softmax_stage": SoftmaxStageHarness,
     "exp_unit": ExpUnitHarness,
+    "engine": EngineHarness,
 }
 
 

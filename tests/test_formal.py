@@ -41,7 +41,7 @@ from attnforge.tb.mutants import DropValidWhileStalled, FlipOutputBit, GlitchWhi
 SAFETY_K = {"skid_buffer": 3, "requant_line": 3, "mac_line": 4, "output_stage": 4, "loader": 2, "register_bank": 3,
             "linear_output": 8,    # the 4-stage requantizer pipeline (was 4 with one stage)
             "gelu_unit": 3, "residual_add_unit": 3, "layernorm_unit": 3, "vit_matmul": 3,
-            "softmax_stage": 2, "exp_unit": 8}
+            "softmax_stage": 2, "exp_unit": 8, "engine": 2}
 #: the vit units' proofs run in make test-full (make test's budget is spent; about 6 s each)
 FULL_ONLY = {"gelu_unit", "residual_add_unit", "layernorm_unit", "vit_matmul"}
 COMPLETION_K = {"skid_buffer": 4, "requant_line": 4, "mac_line": 6, "output_stage": 6, "gelu_unit": 8,
@@ -605,5 +605,78 @@ def test_exp_unit_mutants_fail(tmp_path, path, message):
     from attnforge.tb.formal import SMALL_SOFTMAX, ExpUnitHarness
     mutant = FlipOutputBit(ExpUnit(SMALL_SOFTMAX, groups=1), path=path)
     result = prove(ExpUnitHarness(dut=mutant), name="mutant_exp", mode="bmc", depth=12, workdir=tmp_path)
+    assert result.status == "FAIL" and result.trace is not None, result.summary()
+    assert f"assert: {message}" in result.failed, result.failed
+
+
+# one ViTCoD engine (environment within the scheduler's rules: tb/formal.py EngineHarness) ------------
+
+#: Engines beside SMALL_SOFTMAX's Denser Engine of one line: its Sparser Engine; two lines sharing a key
+#: (S = 2: one cycle a score step, the final step compared directly); three lines (K = 3 keys a step,
+#: four cycles a step, the second pv pass one line short)
+ENGINES = [
+    pytest.param(None, True, 1, id="sparse"),
+    pytest.param(VitcodConfig(head_dim=2, max_tokens=2, max_nnz=4, macs=1, dense_lines=2, sparse_lines=1,
+                              data_width=16), False, 2, id="split2"),
+    pytest.param(VitcodConfig(head_dim=4, max_tokens=4, max_nnz=8, macs=1, dense_lines=3, sparse_lines=1,
+                              data_width=16), False, 3, id="lines3"),
+]
+
+
+@pytest.mark.full
+@pytest.mark.parametrize("config,sparse,lines", ENGINES)
+def test_engine_configurations_proven(tmp_path, config, sparse, lines):
+    """The engine's safety properties (k-induction, k = 2) on more engine shapes than make test's."""
+    from attnforge.tb.formal import EngineHarness
+    _check(prove(EngineHarness(config, sparse=sparse, lines=lines), name="engine", mode="prove",
+                 depth=SAFETY_K["engine"], workdir=tmp_path))
+
+
+@pytest.mark.full
+def test_engine_covers(tmp_path):
+    """A score job done from its beats and one without keys, row_slots score jobs open at once,
+    pv_queue pv jobs and shares, a zero share taken: the assumptions leave all of it possible."""
+    from attnforge.tb.formal import EngineHarness
+    _check(prove(EngineHarness(), name="engine", mode="cover", depth=24, workdir=tmp_path))
+
+
+def test_engine_completion_bound_is_tight(tmp_path):
+    """One cycle under each completion bound fails from reset (bmc 14: a job of 2 keys started
+    right after reset): a score job is not always done within 11 cycles, a pv job not within 10."""
+    from attnforge.tb.formal import EngineHarness
+    assert (EngineHarness.SCORE_LATENCY, EngineHarness.PV_LATENCY) == (12, 11)
+    result = prove(EngineHarness(mode="completion", score_latency=11, pv_latency=10), name="engine_tight",
+                   mode="bmc", depth=14, workdir=tmp_path)
+    assert result.status == "FAIL" and result.trace is not None, result.summary()
+    assert sorted(result.failed) == ["assert: a pv job is done within 10 cycles of its start",
+                                     "assert: a score job is done within 11 cycles of its start"], result.failed
+
+
+@pytest.mark.full     # about 25 s of CPU (k = 11: two jobs' whole way through the pipeline)
+@pytest.mark.timeout(900)
+def test_engine_completion_proven(tmp_path):
+    """Every score job is done within 12 cycles of its start and every pv job within 11, for every
+    cycle (k-induction, k = 11; 10 is too shallow: UNKNOWN)."""
+    from attnforge.tb.formal import EngineHarness
+    _check(prove(EngineHarness(mode="completion"), name="engine", mode="prove", depth=11, workdir=tmp_path))
+
+
+@pytest.mark.parametrize("path,message", [
+    pytest.param(("job", "score_done"), "score: no output beat without an input", id="done_from_nothing"),
+    pytest.param(("job", "done_slot"), "score: done in start order, with its slot", id="wrong_slot"),
+    pytest.param(("job", "pv_active"), "pv: pv_active exactly while a pv job is open", id="pv_active"),
+    pytest.param(("job", "out"), "shares: a pv job without keys reads back as zeros", id="share_not_zero"),
+    pytest.param(("job", "issue_free"), "engine: issue_free exactly when no beat or a job's last beat issues",
+                 id="issue_free", marks=pytest.mark.full),
+    pytest.param(("active",), "engine: active exactly while a beat issues", id="active", marks=pytest.mark.full),
+])
+def test_engine_mutants_fail(tmp_path, path, message):
+    """A score done pulse from nothing, a done with the wrong slot, pv_active inverted, a share's
+    bit flipped (a pv job without keys no longer reads zeros), issue_free or active inverted: each
+    is caught (bounded check from reset: a real trace)."""
+    from attnforge.hw.vitcod.engine import Engine
+    from attnforge.tb.formal import SMALL_SOFTMAX, EngineHarness
+    mutant = FlipOutputBit(Engine(SMALL_SOFTMAX, sparse=False, lines=1), path=path)
+    result = prove(EngineHarness(dut=mutant), name="mutant_engine", mode="bmc", depth=8, workdir=tmp_path)
     assert result.status == "FAIL" and result.trace is not None, result.summary()
     assert f"assert: {message}" in result.failed, result.failed
