@@ -8,7 +8,7 @@ so draft token tau sees the committed history and the drafts before it.
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Module, Mux, Signal, signed
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib.wiring import In, Out
 
 from attnforge.numfmt import INT8
@@ -22,6 +22,10 @@ __all__ = ["Convolution", "CONV_LATENCY", "CONV_CHUNK"]
 #: Columns (int8 each) per registered copy of the tap-load and history controls: at d = 64,
 #: eight copies, each enabling 64 flip-flops of a row instead of one net enabling all 512.
 CONV_CHUNK = 8
+
+#: Bytes of a history or tap row kept in the fetch cycle around the element's column (a power of two:
+#: the column's low three bits pick the byte a cycle later)
+SELECT_GROUP = 8
 
 #: Cycles from the update stage (where the window is formed) to ``sum``: the lanes' latency,
 #: so the sum arrives with its element's numerator (products, their sum, then a delay line).
@@ -66,35 +70,49 @@ class Convolution(ConfiguredComponent):
         taps = [[Signal(byte * d, name=f"taps{h}_{n}") for n in range(taps_k)] for h in range(heads)]
         self._registers(m, history, taps)
 
-        # Fetch: the element's column of every history row and tap, registered for the update stage.
+        # Fetch: the element's column of every history row and tap, in two registered steps (the
+        # 64:1 byte multiplexer at d = 64 with its column copy across the die was the routed critical
+        # path, issue 15): the fetch cycle reads the row and keeps the column's group of SELECT_GROUP
+        # bytes and the column's low bits; the next cycle picks the byte. The update stage follows a
+        # cycle later than the fetch's registers (``element`` and ``v`` delayed to it) and the sum's
+        # delay line is a cycle shorter, so ``sum`` comes CONV_LATENCY cycles after the fetch's update stage.
         fetch = self.fetch
-        history_rows = [Signal(shape_of(INT8), name=f"conv_history{n}") for n in range(taps_k - 1)]
-        tap_values = [Signal(shape_of(INT8), name=f"conv_tap{n}") for n in range(taps_k)]
-        # Each row's multiplexer has its own copy of the column register (fetch.conv_column).
-        columns = fetch.conv_column
-        if taps_k > 1:
-            head_history = mux_tree([Cat(*history[h]) for h in range(heads)], fetch.head)
-            m.d.sync += [history_rows[n].eq(head_history.word_select(n * d + columns[n], byte))
-                         for n in range(taps_k - 1)]
-        head_taps = mux_tree([Cat(*taps[h]) for h in range(heads)], fetch.head)   # not Array: Icarus
-        m.d.sync += [tap_values[n].eq(head_taps.word_select(n * d + columns[taps_k - 1 + n], byte))
-                     for n in range(taps_k)]
+        history_rows = [self._pick(m, [Cat(*history[h])[n * byte * d:(n + 1) * byte * d] for h in range(heads)],
+                                   fetch.conv_column[n], f"conv_history{n}") for n in range(taps_k - 1)]
+        tap_values = [self._pick(m, [Cat(*taps[h])[n * byte * d:(n + 1) * byte * d] for h in range(heads)],
+                                 fetch.conv_column[taps_k - 1 + n], f"conv_tap{n}") for n in range(taps_k)]
 
         # Update stage: the window (v of this token, then the older ones) and its sum.
-        element = fetch.element
+        element = Signal.like(fetch.element, name="conv_element")
+        v = Signal.like(fetch.v, name="conv_v")
+        m.d.sync += [element.eq(fetch.element), v.eq(fetch.v)]
         window = [Signal(shape_of(INT8), name=f"conv_window{n}") for n in range(taps_k)]
-        current = [fetch.v] + [Mux(element.first_token, history_rows[n], window[n]) for n in range(taps_k - 1)]
+        current = [v] + [Mux(element.first_token, history_rows[n], window[n]) for n in range(taps_k - 1)]
         with m.If(element.valid):
             m.d.sync += [window[n].eq(current[n]) for n in range(taps_k)]
         products = [Signal(signed(2 * INT8.width), name=f"conv_product{n}") for n in range(taps_k)]
         m.d.sync += [products[n].eq(tap_values[n] * current[n]) for n in range(taps_k)]
         total = tree_sum(products)
-        for k in range(CONV_LATENCY - 2):
+        for k in range(CONV_LATENCY - 3):
             delayed = Signal.like(self.sum, name=f"conv_sum{k}")
             m.d.sync += delayed.eq(total)
             total = delayed
         m.d.sync += self.sum.eq(total)
         return m
+
+    def _pick(self, m, rows, column, name):
+        """Byte ``column`` of the head's row (``rows`` per head, ``fetch.head`` picks): the column's group
+        of SELECT_GROUP bytes and its low bits registered, then the byte registered (two cycles)."""
+        cfg, byte = self._config, INT8.width
+        groups = -(-cfg.d // SELECT_GROUP)
+        row = mux_tree([Cat(r, Const(0, (groups * SELECT_GROUP - cfg.d) * byte)) for r in rows],
+                       self.fetch.head)         # not Array: Icarus
+        group, low = Signal(SELECT_GROUP * byte, name=f"{name}_group"), Signal(3, name=f"{name}_low")
+        m.d.sync += [group.eq(row.word_select(column >> 3, SELECT_GROUP * byte) if groups > 1 else row),
+                     low.eq(column[:3])]
+        value = Signal(shape_of(INT8), name=name)
+        m.d.sync += value.eq(group.word_select(low, byte))
+        return value
 
     def _registers(self, m, history, taps):
         """Tap loads, history shifts (committed v, newest first) and clears, one cycle after the
