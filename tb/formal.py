@@ -1240,6 +1240,10 @@ class RowSchedulerHarness(Harness):
     while a head is adopted a row goes out at least every ``latency`` cycles (so a head adopted
     behind ``banks - 1`` others of up to ``max_tokens`` rows is out within ``banks * max_tokens *
     latency`` cycles).
+
+    ``data`` (safety, one tile): also the data of the jobs offered to the engines and of the rows to
+    the softmax (keys, CSR bases, maxima, reciprocals), against a row pointer buffer the harness
+    models (``_job_data``).
     """
 
     #: cycles between rows out while a head is adopted, engines and softmax answering within ENV_LATENCY
