@@ -46,7 +46,7 @@ from attnforge.hw.vitcod.accelerator import VitcodAccelerator
 from attnforge.hw.vitcod.loader import command_data_beats
 from attnforge.linear_format import CMD_RESET, CMD_TOKEN
 from attnforge.hw.mac_line import MacLine, MacLineConfig
-from attnforge.hw.vitcod.config import POINTER_QUEUE, VitcodConfig
+from attnforge.hw.vitcod.config import INDEX_WIDTH, POINTER_QUEUE, VitcodConfig
 from attnforge.hw.vitcod.cycles import OUT_STAGES
 from attnforge.hw.vitcod.loader import Loader
 from attnforge.hw.vitcod.output import OutputStage
@@ -1240,6 +1240,10 @@ class RowSchedulerHarness(Harness):
     while a head is adopted a row goes out at least every ``latency`` cycles (so a head adopted
     behind ``banks - 1`` others of up to ``max_tokens`` rows is out within ``banks * max_tokens *
     latency`` cycles).
+
+    ``data`` (safety, one tile): also the data of the jobs offered to the engines and of the rows to
+    the softmax (keys, CSR bases, maxima, reciprocals), against a row pointer buffer the harness
+    models (``_job_data``).
     """
 
     #: cycles between rows out while a head is adopted, engines and softmax answering within ENV_LATENCY
@@ -1249,14 +1253,17 @@ class RowSchedulerHarness(Harness):
     LATENCY, ENV_LATENCY = 16, 2
 
     def __init__(self, config: VitcodConfig | None = None, mode: str = "safety", *, dut=None, tile: int = 0,
-                 latency: int | None = None, env_latency: int | None = None):
+                 latency: int | None = None, env_latency: int | None = None, data: bool = False):
         if mode not in HARNESS_MODES:
             raise ValueError(f"harness mode must be one of {', '.join(HARNESS_MODES)}, not {mode!r}")
         self.config = config or SMALL_SCHEDULER
         if mode == "completion" and self.config.tiles != 1:
             raise ValueError("the row scheduler's completion mode is for one tile (with tiles, a head's release "
                              "waits on the other tiles' rows)")
-        self.tile = tile
+        if data and (mode != "safety" or self.config.tiles != 1):
+            raise ValueError("the row scheduler's job data (data=True) is proven in safety mode, one tile (the "
+                             "tiles' row pointer memories are not modelled)")
+        self.tile, self.data = tile, data
         self.latency = latency if latency is not None else self.LATENCY
         self.env_latency = env_latency if env_latency is not None else self.ENV_LATENCY
         if dut is None:
@@ -1479,6 +1486,185 @@ class RowSchedulerHarness(Harness):
                      Cover(probe(frag, "output_in_head") & probe(frag, "score0_in_head") & (score_bank != out_bank))]
         if self.mode == "completion":
             self._completion(m, engines, M, R, take)
+        if self.data:
+            self._job_data(m, frag, SimpleNamespace(engines=engines, M=M, R=R, Rel=Rel, before=before,
+                                                    adopted=adopted, nq=nq, heads=heads, diff=diff))
+
+    def _job_data(self, m, frag, c):
+        """``data``: the jobs' keys, CSR bases, row maxima and reciprocals are their rows'.
+
+        The row pointer buffer is the harness's: per bank ``rp_bank_words`` words, free while the
+        bank's head is not adopted (the loader writing them: any contents, the next head's whenever it
+        loads again) and fixed while it is; each read port answers the word at the address of its last
+        enabled cycle (a synchronous read). The head's G likewise: the harness's copy, taken from the
+        loader's head while the bank is not adopted. No pointer values are assumed (the RTL's and the
+        reference's sums wrap alike at 16 bits): the loader's checks (``ptr[0] = 0``, never
+        decreasing, ``ptr[2 Nq] = nnz``) are not needed.
+
+        The reference of engine x's query row r of bank b (``ptr`` the bank's pointers,
+        hw/vitcod/balance.py's half-rows): the Denser Engine (x = 0) ``n = G + ptr[2r + 1] - ptr[2r]``,
+        ``base = ptr[2r] - G``, ``prefix = G``; the Sparser Engine ``n = ptr[2r + 2] - ptr[2r + 1]``,
+        ``base = ptr[2r + 1]``, ``prefix = 0`` (all mod 2**16). Asserted, per engine:
+
+        * whenever a score job is offered (its stage in a head, the pointer queue not empty; a score
+          job starts only then): its ``bank``, ``row``, ``slot`` are the score stage's, its ``n``,
+          ``base``, ``prefix`` the row's reference, ``nonzero`` is ``n != 0``;
+        * whenever a pv job is offered (its stage in a head, the row's reciprocal in; a pv job starts
+          only then): ``bank``, ``slot``, ``n``, ``base``, ``prefix`` likewise, ``nonzero`` and
+          ``single`` are ``n != 0`` and ``n == 1``, ``recip`` the reciprocal the softmax returned for
+          the row (a reference queue per engine: reciprocals in, pv jobs out);
+        * each row to the softmax: ``dense_n``, ``sparse_n`` the row's, ``max`` the larger of the
+          two engines' maxima of the row (a reference queue per engine: score jobs done in, rows
+          to the softmax out; an engine without keys left out), ``slot`` its count mod row_slots.
+
+        Strengthening invariants (each register holds the reference of the row it is for, the row
+        named by its stage's count: positions in the stream of rows less ``Rel``, as the control
+        invariants place every stage): the read in flight (the read data's lane, the G beside it),
+        the registered pointers, each queued row's ``n`` and base (the ring written after its last
+        row), the started row's ``n`` and base, each slot's ``row_n``/``row_base`` for the rows
+        between the pv and the score stage, ``row_max`` and ``recip`` for the rows in the queues.
+        """
+        cfg, dut, W, diff = self.config, self.dut, self.width, c.diff
+        B, slots, Q, IW = cfg.banks, cfg.row_slots, POINTER_QUEUE, INDEX_WIDTH
+        sb, qb, lg = log2_ceil(slots), log2_ceil(Q), log2_ceil(cfg.indices_per_word)
+        words, word_bits = cfg.rp_bank_words, cfg.rp_addr_width - cfg.bank_bits
+        fields = ("start", "end", "prefix", "n", "base")
+        # -- the row pointer buffer and the heads' G (the loader's, fixed while adopted) -------------
+        mem = [[Signal(cfg.data_width, name=f"sched_rp{b}_{w}") for w in range(words)] for b in range(B)]
+        g = [Signal(len(Value.cast(c.heads[b].g)), name=f"sched_g{b}") for b in range(B)]
+        for b in range(B):
+            with m.If(~c.adopted[b]):
+                m.d.sync += [w.eq(AnySeq(cfg.data_width)) for w in mem[b]]
+                m.d.sync += g[b].eq(dut.banks.heads[b].g)
+            m.d.comb += Assert(~c.adopted[b] | (c.heads[b].g == g[b]),
+                               "scheduler: an adopted head's G is the one the loader offered")
+        for i, port in enumerate(dut.row_ptr):
+            addr = Signal.like(port.addr, name=f"sched_rp_addr{i}")
+            with m.If(port.en):
+                m.d.sync += addr.eq(port.addr)
+            word = addr[:word_bits]
+            value = mux_tree([mux_tree(mem[b], word) for b in range(B)], addr[word_bits:])
+            m.d.comb += Assume((word >= words) | (port.data == value) if words < 1 << word_bits
+                               else port.data == value)
+
+        def pointer(b, e):
+            w = mem[b][e >> lg]
+            return w.word_select(e & ((1 << lg) - 1), IW) if lg else w[:IW]
+
+        refs = {}
+        for x in range(2):
+            for b in range(B):
+                for r in range(cfg.max_tokens):
+                    ref = SimpleNamespace(**{f: Signal(IW, name=f"sched_ref{x}_{b}_{r}_{f}") for f in fields})
+                    m.d.comb += [ref.start.eq(pointer(b, 2 * r + x)), ref.end.eq(pointer(b, 2 * r + x + 1)),
+                                 ref.prefix.eq(g[b] if x == 0 else 0),
+                                 ref.n.eq(ref.prefix + ref.end - ref.start), ref.base.eq(ref.start - ref.prefix)]
+                    refs[x, b, r] = ref
+
+        def lookup(x, hits, name):
+            out = SimpleNamespace(**{f: Signal(IW, name=f"sched_{name}_{f}") for f in fields})
+            for (b, r), hit in hits.items():
+                with m.If(hit):
+                    m.d.comb += [getattr(out, f).eq(getattr(refs[x, b, r], f)) for f in fields]
+            return out
+
+        def at(x, count, name):
+            """The reference of engine x's row at a stage count (its place in the stream of rows)."""
+            offset = Signal(W, name=f"sched_{name}_offset")
+            m.d.comb += offset.eq((count - c.Rel)[:W])
+            return lookup(x, {(b, r): c.adopted[b] & (r < c.nq[b]) & ((c.before[b] + r)[:W] == offset)
+                              for b in range(B) for r in range(cfg.max_tokens)}, name)
+
+        def of(x, bank, row, name):
+            """The reference of engine x's row ``row`` of bank ``bank``."""
+            return lookup(x, {(b, r): (bank == b) & (row == r) for b in range(B) for r in range(cfg.max_tokens)},
+                          name)
+
+        sm = dut.softmax_rows
+        recip = [probe(frag, f"recip{p}") for p in range(slots)]
+        maxima = []
+        for x, e in enumerate(c.engines):
+            job = e.job
+            # -- the pointer walk's reads and queue ------------------------------------------------
+            count, rd, wr = probe(frag, f"queued{x}"), probe(frag, f"queue_rd{x}"), probe(frag, f"queue_wr{x}")
+            valid1, valid2 = probe(frag, f"pointer_valid{x}_1"), probe(frag, f"pointer_valid{x}_2")
+            m.d.comb += Assert(wr == (rd + count)[:qb], f"engine {x}: the pointer queue is written after its last row")
+            read1 = at(x, e.S + count + valid2, f"read{x}_1")
+            m.d.comb += Assert(~valid1 | (probe(frag, f"pointer_prefix{x}_1") == read1.prefix),
+                               f"engine {x}: the G beside a pointer read is its head's")
+            for k, field in enumerate(("start", "end")):
+                port, lane = dut.row_ptr[2 * x + k], probe(frag, f"pointer_lane{x}_{k}")
+                got = port.data.word_select(lane, IW) if lg else port.data[:IW]
+                m.d.comb += Assert(~valid1 | (got == getattr(read1, field)),
+                                   f"engine {x}: a pointer read answers its row's {field} pointer")
+            read2 = at(x, e.S + count, f"read{x}_2")
+            for name, field in ((f"row_start{x}", "start"), (f"row_end{x}", "end"), (f"pointer_prefix{x}_2", "prefix")):
+                m.d.comb += Assert(~valid2 | (probe(frag, name) == getattr(read2, field)),
+                                   f"engine {x}: the registered pointers are their row's")
+            for k in range(Q):
+                j = Signal(qb, name=f"sched_queued{x}_{k}_age")
+                m.d.comb += j.eq(k - rd)
+                ref = at(x, e.S + j, f"queued{x}_{k}")
+                for field in ("n", "base"):
+                    m.d.comb += Assert(~(j < count) | (probe(frag, f"queued_{field}{x}_{k}") == getattr(ref, field)),
+                                       f"engine {x}: each queued row's {field} is its row's")
+            # -- the started row and the slots' rows ----------------------------------------------
+            started, started_slot = probe(frag, f"score_started{x}"), probe(frag, f"started_slot{x}")
+            ref = at(x, e.S - 1, f"started{x}")
+            for field in ("n", "base"):
+                m.d.comb += Assert(~started | (probe(frag, f"started_{field}{x}") == getattr(ref, field)),
+                                   f"engine {x}: the started row's {field} is its row's")
+            for p in range(slots):
+                j = Signal(sb, name=f"sched_slot{x}_{p}_age")
+                m.d.comb += j.eq(p - e.P)
+                ref = at(x, e.P + j, f"slot{x}_{p}")
+                kept = (j < diff(e.S, e.P)) & ~(started & (started_slot == p))
+                for field in ("n", "base"):
+                    m.d.comb += Assert(~kept | (probe(frag, f"row_{field}{x}_{p}") == getattr(ref, field)),
+                                       f"engine {x}: each slot's row_{field} is its row's")
+            # -- row maxima (score jobs done, not yet at the softmax) and reciprocals (pv jobs not
+            # started) -----------------------------------------------------------------------------
+            maxq = RefQueue(m, job.max, push=job.score_done, pop=sm.valid & sm.ready, depth=slots,
+                            outstanding=SimpleNamespace(count=diff(e.D, c.M)), name=f"sched_max{x}")
+            recq = RefQueue(m, dut.recips.payload.recip, push=dut.recips.valid, pop=job.pv_start, depth=slots,
+                            outstanding=SimpleNamespace(count=diff(c.R, e.P)), name=f"sched_recip{x}")
+            row_max = [probe(frag, f"row_max{x}_{p}") for p in range(slots)]
+            for j in range(slots):
+                m.d.comb += [
+                    Assert(~(j < diff(e.D, c.M)) | (mux_tree(row_max, (c.M + j)[:sb]).as_unsigned() == maxq.entries[j]),
+                           f"engine {x}: row_max of each row scored, not at the softmax, is its score job's max"),
+                    Assert(~(j < diff(c.R, e.P)) | (mux_tree(recip, (e.P + j)[:sb]) == recq.entries[j]),
+                           f"engine {x}: recip of each row with a reciprocal, no pv job, is the row's"),
+                ]
+            maxima.append(maxq.entries[0].as_signed())
+            # -- the jobs offered ----------------------------------------------------------------------
+            for kind, walk_count, offered in (
+                    ("score", e.S, probe(frag, f"score{x}_in_head") & (count != 0)),
+                    ("pv", e.P, probe(frag, f"pv{x}_in_head") & (diff(c.R, e.P) != 0))):
+                fields_of, start = getattr(job, kind), getattr(job, f"{kind}_start")
+                bank, row = probe(frag, f"{kind}{x}_bank"), probe(frag, f"{kind}{x}_row")
+                ref = of(x, bank, row, f"{kind}{x}_job")
+                checks = [("bank", fields_of.bank == bank), ("slot", fields_of.slot == walk_count[:sb]),
+                          ("n", fields_of.n == ref.n), ("base", fields_of.base == ref.base),
+                          ("prefix", fields_of.prefix == ref.prefix), ("nonzero", fields_of.nonzero == (ref.n != 0))]
+                if kind == "score":
+                    checks.append(("row", fields_of.row == row))
+                else:
+                    checks += [("single", fields_of.single == (ref.n == 1)), ("recip", fields_of.recip == recq.entries[0])]
+                m.d.comb += Assert(~start | offered, f"engine {x}: a {kind} job starts only when offered")
+                m.d.comb += [Assert(~offered | check, f"engine {x}: an offered {kind} job's {name} is its row's")
+                             for name, check in checks]
+        # -- rows to the softmax ------------------------------------------------------------------------
+        bank, row = probe(frag, "softmax_bank"), probe(frag, "softmax_row")
+        dense, sparse = of(0, bank, row, "softmax_dense"), of(1, bank, row, "softmax_sparse")
+        m0, m1 = maxima
+        expect = Mux(dense.n == 0, m1, Mux((sparse.n == 0) | (m0 > m1), m0, m1))
+        m.d.comb += [
+            Assert(~sm.valid | (sm.payload.dense_n == dense.n), "softmax row: dense_n is its row's"),
+            Assert(~sm.valid | (sm.payload.sparse_n == sparse.n), "softmax row: sparse_n is its row's"),
+            Assert(~sm.valid | (sm.payload.max == expect), "softmax row: max is the row's, over both engines"),
+            Assert(~sm.valid | (sm.payload.slot == c.M[:sb]), "softmax row: slot is its count mod row_slots"),
+        ]
 
     def _completion(self, m, engines, M, R, take):
         """Responsive neighbours (assumed); a row out at least every ``latency`` cycles while busy."""

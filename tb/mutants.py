@@ -8,16 +8,19 @@ from amaranth.lib.wiring import In
 from attnforge.hw.common import mux_tree
 from attnforge.hw.vitcod.scheduler import RowScheduler
 
-__all__ = ["FlipOutputBit", "GlitchWhileStalled", "ExtraBeat", "DropValidWhileStalled", "WrapIntoOlderHead"]
+__all__ = ["FlipOutputBit", "GlitchWhileStalled", "ExtraBeat", "DropValidWhileStalled", "WrapIntoOlderHead",
+           "SparserReadsDenserHalfRow"]
 
 
 class FlipOutputBit(wiring.Component):
-    """``inner`` with every port passed through, except that the lowest bit of one
-    output (``o.payload`` by default) is flipped. Same signature, same Verilog ports."""
+    """``inner`` with every port passed through, except that one bit (``bit``, the lowest by
+    default) of one output (``o.payload`` by default) is flipped. Same signature, same Verilog
+    ports."""
 
-    def __init__(self, inner, path=("o", "payload")):
+    def __init__(self, inner, path=("o", "payload"), bit: int = 0):
         self._inner = inner
         self._path = tuple(path)
+        self._bit = bit
         super().__init__(dict(inner.signature.members))
 
     def elaborate(self, platform):
@@ -30,8 +33,12 @@ class FlipOutputBit(wiring.Component):
             if member.flow == In:
                 if not isinstance(value, Const):      # (the ready of an always_ready stream: a constant)
                     m.d.comb += value.eq(outer[path])
+            elif isinstance(outer[path], Const):      # (an always_ready stream's ready: a constant)
+                continue
             elif path == self._path:
-                m.d.comb += outer[path].eq(value ^ 1)
+                if not 0 <= self._bit < len(value):
+                    raise ValueError(f"output {'.'.join(map(str, path))} has {len(value)} bits, no bit {self._bit}")
+                m.d.comb += outer[path].eq(value ^ (1 << self._bit))
                 flipped = True
             else:
                 m.d.comb += outer[path].eq(value)
@@ -175,4 +182,32 @@ class WrapIntoOlderHead(RowScheduler):
                     replaced += 1
         if replaced != len(self.WALKS):
             raise RuntimeError(f"WrapIntoOlderHead replaced {replaced} wrap assignments, expected {len(self.WALKS)}")
+        return frag
+
+
+class SparserReadsDenserHalfRow(RowScheduler):
+    """A ViTCoD ``RowScheduler`` (one tile) whose Sparser Engine's pointer walk reads one pointer too
+    early: ``ptr[2i + k]`` instead of ``ptr[2i + 1 + k]``, so its jobs get the Denser Engine's half-row
+    (its keys and CSR base) instead of their own. Every control signal is the real scheduler's (the
+    control proof does not look at pointer values): only the job data properties can see it. Each
+    ``pointer_entry1_k`` assignment is replaced in the elaborated design."""
+
+    def elaborate(self, platform):
+        frag = Fragment.get(super().elaborate(platform), platform)
+        by_name = {}
+        for statements in frag.statements.values():
+            for stmt in statements:
+                for sig in stmt._lhs_signals():
+                    by_name[sig.name] = sig
+        row = by_name["pointer1_row"]
+        replaced = 0
+        for k in range(2):
+            entry = by_name[f"pointer_entry1_{k}"]
+            statements = frag.statements["comb"]
+            for j, stmt in enumerate(statements):
+                if isinstance(stmt, Assign) and stmt.lhs is entry:
+                    statements[j] = entry.eq(row * 2 + k)
+                    replaced += 1
+        if replaced != 2:
+            raise RuntimeError(f"SparserReadsDenserHalfRow replaced {replaced} pointer entry assignments, expected 2")
         return frag

@@ -35,7 +35,8 @@ from attnforge.tb.formal import (FORMAL_REGMAP, SMALLEST_LAYERNORM, SMALLEST_MAT
                                  LayerNormUnitHarness, SkidBufferHarness, VitcodAcceleratorHarness, VitMatmulHarness,
                                  VitModelAcceleratorHarness, harness, probe, SMALL_SCHEDULER, RowSchedulerHarness,
                                  quiet_until, registers)
-from attnforge.tb.mutants import DropValidWhileStalled, FlipOutputBit, GlitchWhileStalled, WrapIntoOlderHead
+from attnforge.tb.mutants import (DropValidWhileStalled, FlipOutputBit, GlitchWhileStalled, SparserReadsDenserHalfRow,
+                                  WrapIntoOlderHead)
 
 #: k of the k-induction: stream rules + accounting (safety), completion with ready high
 SAFETY_K = {"skid_buffer": 3, "requant_line": 3, "mac_line": 4, "output_stage": 4, "loader": 2, "register_bank": 3,
@@ -559,6 +560,61 @@ def test_row_scheduler_completion_bounded(tmp_path):
     assert result.status == "FAIL" and result.trace is not None, result.summary()
     assert result.failed == [f"assert: a row goes out at least every {latency - 1} cycles while a head is adopted"], \
         result.failed
+
+
+# the data of the jobs the row scheduler hands to the engines (RowSchedulerHarness(data=True)) ---------
+
+@pytest.mark.full     # about 4 min of CPU (the control proof alone: 20 s)
+@pytest.mark.timeout(1800)
+def test_row_scheduler_job_data_proven(tmp_path):
+    """Every score and pv job offered is its row's: n, base and prefix from the row pointer buffer
+    (Denser Engine: G + ptr[2i + 1] - ptr[2i] keys from CSR entry ptr[2i] - G; Sparser Engine:
+    ptr[2i + 2] - ptr[2i + 1] from ptr[2i + 1]), nonzero/single from n, bank/row/slot the stage's,
+    the pv job's reciprocal the row's; every row to the softmax carries its rows' n and the larger
+    of its maxima. The buffer is any memory, fixed while a bank's head is adopted (a new one on every
+    load). k-induction, k = 1, with the control invariants."""
+    _check(prove(RowSchedulerHarness(data=True), name="row_scheduler_data", mode="prove", depth=SCHEDULER_K,
+                 workdir=tmp_path, timeout=1500))
+
+
+def _flip_field(port, member, field):
+    """The scheduler with the lowest bit of one field of an output (``port.member``) flipped."""
+    from attnforge.hw.vitcod.scheduler import RowScheduler
+    dut = RowScheduler(SMALL_SCHEDULER)
+    layout = dut.signature.members[port].signature.members[member].shape
+    return FlipOutputBit(dut, path=(port, member), bit=layout[field].offset)
+
+
+#: (full: 8-10 s each with SymbiYosys's Yosys, the score jobs; 30 s the softmax row; 2 min the pv job)
+@pytest.mark.full
+@pytest.mark.parametrize("make,depth,message", [
+    pytest.param(lambda: _flip_field("dense", "score", "n"), 6, "engine 0: an offered score job's n is its row's",
+                 id="score_n"),
+    pytest.param(lambda: SparserReadsDenserHalfRow(SMALL_SCHEDULER), 6,
+                 "engine 1: an offered score job's n is its row's", id="sparser_reads_denser_half_row"),
+    pytest.param(lambda: _flip_field("softmax_rows", "payload", "max"), 8,
+                 "softmax row: max is the row's, over both engines", id="softmax_max"),
+    pytest.param(lambda: _flip_field("sparse", "pv", "base"), 10, "engine 1: an offered pv job's base is its row's",
+                 id="pv_base"),
+])
+def test_row_scheduler_job_data_mutants_fail(tmp_path, make, depth, message):
+    """A score job's n one off (a bit flipped on the scheduler's output), the Sparser Engine's pointer
+    walk reading the Denser Engine's half-row (ptr[2i + k] for ptr[2i + 1 + k]: every control signal
+    right), a softmax row's maximum one off, a pv job's CSR base one off: each is caught by the job
+    data properties (bounded check from reset: a real trace; a score job is first offered at step 5,
+    a row to the softmax at step 7, a pv job at step 9). The control proof sees none of them."""
+    result = prove(RowSchedulerHarness(dut=make(), data=True), name="mutant_sched_data", mode="bmc", depth=depth,
+                   workdir=tmp_path)
+    assert result.status == "FAIL", result.summary()
+    assert result.trace is not None and result.trace.exists() and "induct" not in result.trace.name
+    assert f"assert: {message}" in result.failed, result.failed
+
+
+def test_row_scheduler_job_data_one_tile_only():
+    with pytest.raises(ValueError, match="one tile"):
+        RowSchedulerHarness(SCHEDULER_TILES2, tile=1, data=True)
+    with pytest.raises(ValueError, match="safety mode"):
+        RowSchedulerHarness(mode="completion", data=True)
 
 
 # the ViTCoD softmax stage alone (exponent units free: tb/formal.py SoftmaxStageHarness) ---------------
