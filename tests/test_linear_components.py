@@ -23,7 +23,7 @@ from amaranth.sim import Simulator
 from attnforge.algo.linear.golden import LinearDecodeGolden, _wrap, divide_fixed
 from attnforge.hw.linear import LinearDecodeConfig
 from attnforge.hw.linear.block import DraftBlock
-from attnforge.hw.linear.config import NORM_EXTRA_DEPTH
+from attnforge.hw.linear.config import NORM_EXTRA_DEPTH, conv_column_copies
 from attnforge.hw.linear.control import CommandControl
 from attnforge.hw.linear.convolution import CONV_LATENCY, Convolution
 from attnforge.hw.linear.lanes import StateLanes
@@ -427,19 +427,22 @@ def test_control_overflow_flag_is_sticky_per_head_and_cleared_by_reset():
 
 # ---------------------------------------------------------------- Convolution
 
-def test_convolution_window_spans_history_and_drafts():
+@pytest.mark.parametrize("d", [4, 20])
+def test_convolution_window_spans_history_and_drafts(d):
     """C[j] of draft token tau = sum_m w[m][j] * v_{tau-m}[j], where v_{tau-m} for tau - m < 0
     is the committed history (newest first), one head among two, every column, with the sum
-    CONV_LATENCY cycles after the element's update stage."""
-    cfg = LinearDecodeConfig(d=4, macs=4, conv_taps=3, heads=2, t_max=4)
+    CONV_LATENCY cycles after the element's update stage. d = 20: rows of three groups of eight
+    bytes (the last one padded), each byte lane with its own column copy."""
+    cfg = LinearDecodeConfig(d=d, macs=4, conv_taps=3, heads=2, t_max=4)
     dut = Convolution(cfg)
     rng = np.random.default_rng(7)
-    taps = rng.integers(-128, 128, (3, 4))
-    committed = rng.integers(-128, 128, (2, 4))          # shifted in oldest first
-    drafts = rng.integers(-128, 128, (4, 4))
+    taps = rng.integers(-128, 128, (3, d))
+    committed = rng.integers(-128, 128, (2, d))          # shifted in oldest first
+    drafts = rng.integers(-128, 128, (4, d))
     history = committed[::-1]                             # newest first
     head, n_tok = 1, 4
-    schedule = [(j, tau) for j in range(4) for tau in range(n_tok)]
+    schedule = [(j, tau) for j in range(d) for tau in range(n_tok)]
+    copies = conv_column_copies(d)
     sums = []
 
     async def bench(ctx):
@@ -467,7 +470,7 @@ def test_convolution_window_spans_history_and_drafts():
             if cycle < len(schedule):          # fetch: a cycle ahead of the update stage
                 ctx.set(fetch.head, head)
                 ctx.set(fetch.data_column, schedule[cycle][0])
-                ctx.set(fetch.conv_column, [schedule[cycle][0]] * (2 * 3 - 1))   # one copy per row
+                ctx.set(fetch.conv_column, [[schedule[cycle][0]] * copies] * (2 * 3 - 1))   # the copies per row
             update = cycle - 1
             if 0 <= update < len(schedule):
                 j, tau = schedule[update]

@@ -64,6 +64,18 @@ NORM_DELAY = DIV_STAGES + 1
 NORM_EXTRA_DEPTH = NORM_DELAY + 3
 
 
+#: Bytes of a convolution history or tap row kept in the fetch cycle around the element's column (a
+#: power of two: the column's low three bits pick the byte a cycle later; hw/linear/convolution.py)
+SELECT_GROUP = 8
+
+
+def conv_column_copies(d: int) -> int:
+    """Registered copies of the element's column per convolution row: one per byte lane of the
+    row's group multiplexer (each selects among the row's d / SELECT_GROUP groups), one when the
+    row is a single group."""
+    return SELECT_GROUP if d > SELECT_GROUP else 1
+
+
 def shape_of(fmt: IntFormat) -> Shape:
     """The Amaranth shape of a value in ``fmt``."""
     return Shape(fmt.width, fmt.signed)

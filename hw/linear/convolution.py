@@ -14,7 +14,7 @@ from amaranth.lib.wiring import In, Out
 from attnforge.numfmt import INT8
 
 from ..common import ConfiguredComponent, mux_tree, tree_sum
-from .config import LANES_LATENCY, LinearDecodeConfig, shape_of
+from .config import LANES_LATENCY, SELECT_GROUP, LinearDecodeConfig, shape_of
 from .interfaces import ConvControlSignature, FetchSignature
 
 __all__ = ["Convolution", "CONV_LATENCY", "CONV_CHUNK"]
@@ -23,9 +23,6 @@ __all__ = ["Convolution", "CONV_LATENCY", "CONV_CHUNK"]
 #: eight copies, each enabling 64 flip-flops of a row instead of one net enabling all 512.
 CONV_CHUNK = 8
 
-#: Bytes of a history or tap row kept in the fetch cycle around the element's column (a power of two:
-#: the column's low three bits pick the byte a cycle later)
-SELECT_GROUP = 8
 
 #: Cycles from the update stage (where the window is formed) to ``sum``: the lanes' latency,
 #: so the sum arrives with its element's numerator (products, their sum, then a delay line).
@@ -100,16 +97,22 @@ class Convolution(ConfiguredComponent):
         m.d.sync += self.sum.eq(total)
         return m
 
-    def _pick(self, m, rows, column, name):
+    def _pick(self, m, rows, columns, name):
         """Byte ``column`` of the head's row (``rows`` per head, ``fetch.head`` picks): the column's group
-        of SELECT_GROUP bytes and its low bits registered, then the byte registered (two cycles)."""
+        of SELECT_GROUP bytes (byte lane b from ``columns[b]``, its own copy of the column) and its low
+        bits registered, then the byte registered (two cycles)."""
         cfg, byte = self._config, INT8.width
         groups = -(-cfg.d // SELECT_GROUP)
         row = mux_tree([Cat(r, Const(0, (groups * SELECT_GROUP - cfg.d) * byte)) for r in rows],
                        self.fetch.head)         # not Array: Icarus
         group, low = Signal(SELECT_GROUP * byte, name=f"{name}_group"), Signal(3, name=f"{name}_low")
-        m.d.sync += [group.eq(row.word_select(column >> 3, SELECT_GROUP * byte) if groups > 1 else row),
-                     low.eq(column[:3])]
+        if groups > 1:
+            for b in range(SELECT_GROUP):
+                lane = Cat(*(row.word_select(g * SELECT_GROUP + b, byte) for g in range(groups)))
+                m.d.sync += group.word_select(b, byte).eq(lane.word_select(columns[b] >> 3, byte))
+        else:
+            m.d.sync += group.eq(row)
+        m.d.sync += low.eq(columns[0][:3])
         value = Signal(shape_of(INT8), name=name)
         m.d.sync += value.eq(group.word_select(low, byte))
         return value

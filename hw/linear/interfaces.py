@@ -15,7 +15,7 @@ from amaranth.lib.wiring import In, Out
 
 from attnforge.numfmt import INT8
 
-from .config import LinearDecodeConfig, shape_of
+from .config import LinearDecodeConfig, conv_column_copies, shape_of
 
 __all__ = ["FetchSignature", "ConvControlSignature", "OutputHalfSignature", "ResultSignature", "result_layout"]
 
@@ -25,8 +25,9 @@ class FetchSignature(wiring.Signature):
 
     A cycle ahead (the element being fetched): ``state_addr`` (its state word), ``head``
     and ``data_column`` (its column of v, for the convolution's taps and history), the
-    latter also as ``conv_column``: one registered copy per history row and tap row
-    (``2 K - 1``, history rows first), so no one register drives all their multiplexers.
+    latter also as ``conv_column``: registered copies per history row and tap row
+    (``2 K - 1``, history rows first), ``conv_column_copies(d)`` per row (one per byte lane of
+    the row's group multiplexer), so no one register drives all their multiplexers.
     Registered (the element in the update stage): ``element`` (``config.element_layout``),
     ``v`` (its column's v of its draft token; 1 on the z column), ``phi_k`` and ``phi_q``
     (the token's phi(k) and phi(q) on the element's M rows).
@@ -38,7 +39,8 @@ class FetchSignature(wiring.Signature):
             "state_addr": Out(range(config.state_depth)),
             "head": Out(config.head_width),
             "data_column": Out(range(config.d)),
-            "conv_column": Out(data.ArrayLayout(range(config.d), 2 * config.conv_taps - 1)),
+            "conv_column": Out(data.ArrayLayout(data.ArrayLayout(range(config.d), conv_column_copies(config.d)),
+                                                2 * config.conv_taps - 1)),
             "element": Out(config.element_layout),
             "v": Out(shape_of(INT8)),
             "phi_k": Out(lanes),
