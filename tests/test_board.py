@@ -5,6 +5,7 @@ the UART has its own tests) against a small AXI4-Lite slave and AXI4-Stream
 sink/source written in the testbench; every response is decoded with the
 host's own ``decode_response``."""
 
+import dataclasses
 import json
 import random
 
@@ -415,3 +416,33 @@ def test_board_top_answers_info_through_its_uart_pins():
             i += 1
     status, payload = decode_response(bytes(got))
     assert status == Status.OK and BoardInfo.decode(payload) == BoardInfo(1, 16, 4, 256, 7)
+
+
+def test_mac_active_against_the_model():
+    """Linear decode: MAC_ACTIVE equals the model's issue cycles. ViTCoD (one tile): within the busier
+    engine's issue cycles and both engines' together, whatever the rate; more tiles: not judged.
+    The model's per-engine counts bound its own union (the same two heads as the board's RTL test)."""
+    from attnforge.algo.vitcod.synthetic import polarized_mask_set
+    from attnforge.flows.vitcod import mask_heads
+    from attnforge.formats.masks import head_csr
+    from attnforge.host.run import _mac_active_consistent
+    from attnforge.hw.linear import LinearDecodeConfig
+    from attnforge.hw.vitcod import VitcodConfig
+    from attnforge.hw.vitcod.cycles import run_cycles
+    from attnforge.tb.vitcod_jobs import shapes_of
+
+    lin = LinearDecodeConfig(d=4, macs=2)
+    assert _mac_active_consistent("linear-decode", lin, {"model_mac_active_cycles": 128}, 128)
+    assert not _mac_active_consistent("linear-decode", lin, {"model_mac_active_cycles": 128}, 127)
+    ms = polarized_mask_set(1, 2, 8, 0.5, seed=2)
+    pairs = [(0, 0), (0, 1)]
+    cfg = VitcodConfig(head_dim=8, macs=4, dense_lines=1, sparse_lines=1, max_tokens=8, data_width=64,
+                       max_nnz=max(head_csr(ms, l, h)[1].nnz for l, h in pairs))
+    model = run_cycles(cfg, shapes_of(mask_heads(cfg, ms, pairs, seed=1)))
+    per_engine = model["engine_issue_cycles"]
+    assert max(per_engine) <= model["mac_active_cycles"] <= sum(per_engine) and min(per_engine) > 0
+    info = {"model_engine_issue_cycles": per_engine}
+    assert all(_mac_active_consistent("vitcod", cfg, info, n) for n in (max(per_engine), sum(per_engine)))
+    assert not any(_mac_active_consistent("vitcod", cfg, info, n) for n in (max(per_engine) - 1, sum(per_engine) + 1))
+    tiled = dataclasses.replace(cfg, tiles=2)
+    assert _mac_active_consistent("vitcod", tiled, info, 0) is None

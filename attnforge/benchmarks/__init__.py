@@ -27,6 +27,7 @@ BENCHMARKS = {
     "speculative": "attnforge.benchmarks.speculative:run",
     "explore": "attnforge.benchmarks.explore:run",
     "fuzz": "attnforge.benchmarks.fuzz:run",
+    "board_sim": "attnforge.benchmarks.board_sim:run",
 }
 
 

@@ -274,6 +274,7 @@ class _Tile:
                 n_iss = -(-row_n[x][nsx] // self.keys[x]) * self.spass[x]
                 if n_iss:      # a job started in cycle c issues in cycles c+1 .. c+n_iss
                     windows.append((c + 1, c + n_iss))
+                    self.sim.engine_issue[x] += n_iss
                     done = c + n_iss + SCORE_DRAIN
                 else:
                     done = c + 1
@@ -289,6 +290,7 @@ class _Tile:
                 n_iss = row_n[x][npvx] * self.npass[x]
                 if n_iss:
                     windows.append((c + 1, c + n_iss))
+                    self.sim.engine_issue[x] += n_iss
                     done = c + n_iss + DRAIN
                 else:
                     done = c + 1
@@ -363,6 +365,7 @@ class _Sim:
         self.ser_until = -1
         self.released = 0          # good heads whose last row has gone out
         self.windows = []
+        self.engine_issue = [0, 0]   # issue cycles per engine kind (Denser, Sparser), every tile
 
     def copy(self) -> "_Sim":
         return copy.deepcopy(self)
@@ -482,7 +485,8 @@ class _Sim:
                             compute_cycles=last_beat - head["adopted"] + 1, bound_cycles=max(ideal, beats),
                             limited_by="stream" if beats > ideal else "macs"))
             prev_end = last_beat
-        return {"heads": out, "total_cycles": prev_end, "mac_active_cycles": _union(self.windows)}
+        return {"heads": out, "total_cycles": prev_end, "mac_active_cycles": _union(self.windows),
+                "engine_issue_cycles": list(self.engine_issue)}
 
 
 def run_cycles(cfg: VitcodConfig, heads: list) -> dict:
@@ -497,7 +501,11 @@ def run_cycles(cfg: VitcodConfig, heads: list) -> dict:
     ``bound_cycles`` = max(ideal, load) and ``limited_by``:
     ``"stream"`` when loading the head takes longer than its ideal compute, else ``"macs"``;
     ``mac_active_cycles``: the cycles in which the Denser or the Sparser Engine issues to its
-    MAC lines (the AXI wrapper's MAC_ACTIVE counter).
+    MAC lines (the AXI wrapper's MAC_ACTIVE counter); ``engine_issue_cycles``: each engine's issue
+    cycles (Denser, Sparser; summed over tiles). MAC_ACTIVE is their union, so it depends on how
+    the two engines' work overlaps, which output backpressure moves (over the board's UART it
+    differs from this full-rate figure); each engine's own count does not, and with one tile
+    ``max(engine_issue_cycles) <= MAC_ACTIVE <= sum(engine_issue_cycles)`` at any rate.
     """
     sim = _Sim(cfg)
     for s in heads:

@@ -53,7 +53,11 @@ def test_board_run_sim_vitcod_two_heads_cli(tmp_path):
     r = json.loads(out.read_text())
     assert rc == 0 and r["bit_exact"] and r["output_packets"] == 2 and r["done_count"] == 2
     assert r["registers_match_config"] is True
-    assert r["mac_active_cycles"] == r["model_mac_active_cycles"]
+    # MAC_ACTIVE is the union of the two engines' issue cycles: over the UART the output backpressure
+    # moves how they overlap, so it lies between the busier engine's count and both together (the
+    # full-rate equality with the model's mac_active_cycles: tests/rtl/test_axi.py)
+    low, high = max(r["model_engine_issue_cycles"]), sum(r["model_engine_issue_cycles"])
+    assert low <= r["mac_active_cycles"] <= high and r["mac_active_consistent"] is True
 
 
 @pytest.mark.full
@@ -103,3 +107,19 @@ def test_ulx3s_bitstream_with_classic_abc_and_static_placer(tmp_path):
     assert "abc -lut 4:7" in (out / "board_top.ys").read_text()
     assert "Running Static placer" in (out / "board_top.tim").read_text()
     assert (out / "board_top.bit").stat().st_size > 0 and report["utilization"]["EHXPLLL"]["used"] == 1
+
+
+@pytest.mark.full
+def test_board_sim_benchmark_quick(tmp_path):
+    """`attnforge bench board_sim --quick`: both designs through the simulated board top (Icarus, the
+    make-test sizes), each row bit exact with MAC_ACTIVE consistent with the cycle model (equal for the
+    linear block, within the engines' bounds for ViTCoD) and the command that reproduces it."""
+    from attnforge.benchmarks import run_benchmarks
+
+    (path,) = run_benchmarks(tmp_path, ["board_sim"], quick=True)
+    r = json.loads(path.read_text())
+    assert r["all_bit_exact"] and set(r["runs"]) == {"linear-decode", "vitcod"}
+    for row in r["runs"].values():
+        assert row["exit_status"] == 0 and row["bit_exact"] and row["mac_active_consistent"] is True
+        assert row["output_packets"] > 0 and row["command"].startswith("attnforge board run --sim")
+    assert r["runs"]["vitcod"]["output_packets"] == 2 and r["runs"]["vitcod"]["registers_match_config"]
