@@ -175,8 +175,8 @@ def build_board(board_name: str, design: str, config, accel, *, clock_mhz: float
     ``prepare_only``: elaborate and write the build files (RTLIL, Yosys script, pin constraints, the
     build script) without running the tools; the report then has no Fmax. ``placer`` (nextpnr's,
     ``fpga.synth.PLACERS``) and ``lut_mapper`` (``abc9`` or, on ECP5, classic ``abc``) as in
-    ``attnforge synth``: the ViTCoD block routes on the ECP5-85k only with ``abc`` + ``static``
-    (docs/vitcod-hw.md)."""
+    ``attnforge synth``: the ViTCoD block has routed on the ECP5-85k only with ``abc`` + ``static``
+    (one seed of two netlists; docs/vitcod-hw.md)."""
     board = get_board(board_name)
     pll = board.pll(board.default_mhz if clock_mhz is None else clock_mhz)
     divisor = uart_divisor(pll.f_out, baud)

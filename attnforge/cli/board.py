@@ -192,7 +192,8 @@ def register(sub) -> None:
     p.add_argument("--placer", choices=PLACERS, default=None,
                    help="nextpnr placer [heap]; static for the ViTCoD block on the ULX3S (docs/vitcod-hw.md)")
     p.add_argument("--lut-mapper", choices=LUT_MAPPERS, default="abc9",
-                   help="Yosys's LUT mapping [abc9]; abc (ULX3S): classic ABC, which the ViTCoD block needs to route")
+                   help="Yosys's LUT mapping [abc9]; abc (ULX3S): classic ABC, the only mapping the ViTCoD block has "
+                        "routed with")
     p.add_argument("--out", default=None, help="build folder [build/board/<board>_<design>]")
     p.add_argument("--prepare-only", action="store_true",
                    help="elaborate and write the build files only (no Yosys/nextpnr run)")
