@@ -23,7 +23,6 @@ __all__ = ["Convolution", "CONV_LATENCY", "CONV_CHUNK"]
 #: eight copies, each enabling 64 flip-flops of a row instead of one net enabling all 512.
 CONV_CHUNK = 8
 
-
 #: Cycles from the update stage (where the window is formed) to ``sum``: the lanes' latency,
 #: so the sum arrives with its element's numerator (products, their sum, then a delay line).
 CONV_LATENCY = LANES_LATENCY
