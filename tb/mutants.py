@@ -163,11 +163,7 @@ class WrapIntoOlderHead(RowScheduler):
 
     def elaborate(self, platform):
         frag = Fragment.get(super().elaborate(platform), platform)
-        by_name = {}
-        for statements in frag.statements.values():
-            for stmt in statements:
-                for sig in stmt._lhs_signals():
-                    by_name[sig.name] = sig
+        by_name = _assigned_signals(frag)
         B = self.config.banks
         adopted = [by_name[f"adopted{b}"] for b in range(B)]
         nq_local = [by_name[f"nq_local{b}"] for b in range(B)]
@@ -175,14 +171,26 @@ class WrapIntoOlderHead(RowScheduler):
         for walk in self.WALKS:
             wrap, bank, row = (by_name[f"{walk}_{part}"] for part in ("wrap", "bank", "row"))
             following = by_name[f"{walk}_following"]
-            statements = frag.statements["comb"]
-            for k, stmt in enumerate(statements):
-                if isinstance(stmt, Assign) and stmt.lhs is wrap:
-                    statements[k] = wrap.eq((row == mux_tree(nq_local, bank)) & mux_tree(adopted, following))
-                    replaced += 1
+            replaced += _replace_comb(frag, wrap, (row == mux_tree(nq_local, bank)) & mux_tree(adopted, following))
         if replaced != len(self.WALKS):
             raise RuntimeError(f"WrapIntoOlderHead replaced {replaced} wrap assignments, expected {len(self.WALKS)}")
         return frag
+
+
+def _assigned_signals(frag: Fragment) -> dict:
+    """Every signal a statement of ``frag`` assigns, by name."""
+    return {sig.name: sig for statements in frag.statements.values() for stmt in statements
+            for sig in stmt._lhs_signals()}
+
+
+def _replace_comb(frag: Fragment, signal, value) -> int:
+    """Replace each combinational assignment of the whole ``signal`` by ``signal.eq(value)``; how many."""
+    statements, replaced = frag.statements["comb"], 0
+    for k, stmt in enumerate(statements):
+        if isinstance(stmt, Assign) and stmt.lhs is signal:
+            statements[k] = signal.eq(value)
+            replaced += 1
+    return replaced
 
 
 class SparserReadsDenserHalfRow(RowScheduler):
@@ -194,20 +202,9 @@ class SparserReadsDenserHalfRow(RowScheduler):
 
     def elaborate(self, platform):
         frag = Fragment.get(super().elaborate(platform), platform)
-        by_name = {}
-        for statements in frag.statements.values():
-            for stmt in statements:
-                for sig in stmt._lhs_signals():
-                    by_name[sig.name] = sig
+        by_name = _assigned_signals(frag)
         row = by_name["pointer1_row"]
-        replaced = 0
-        for k in range(2):
-            entry = by_name[f"pointer_entry1_{k}"]
-            statements = frag.statements["comb"]
-            for j, stmt in enumerate(statements):
-                if isinstance(stmt, Assign) and stmt.lhs is entry:
-                    statements[j] = entry.eq(row * 2 + k)
-                    replaced += 1
+        replaced = sum(_replace_comb(frag, by_name[f"pointer_entry1_{k}"], row * 2 + k) for k in range(2))
         if replaced != 2:
             raise RuntimeError(f"SparserReadsDenserHalfRow replaced {replaced} pointer entry assignments, expected 2")
         return frag
