@@ -39,7 +39,7 @@ from amaranth.lib.cdc import ResetSynchronizer
 
 from attnforge.errors import AttnforgeError, ConfigError
 from attnforge.formats.atomic import write_text_atomic
-from attnforge.fpga.synth import LUT_MAPPERS, PLACERS
+from attnforge.fpga.synth import LUT_MAPPERS, PLACERS, ROUTERS
 from attnforge.hw.board.pll import ecp5_pll, ice40_pll
 from attnforge.hw.board.top import BoardTop
 
@@ -147,7 +147,16 @@ def _fmax(pnr: dict) -> float | None:
     return min(values) if values else None
 
 
-def _tool_overrides(board: Board, seed: int, f_out: float, placer: str | None, lut_mapper: str) -> dict:
+def _router(board: Board, router: str | None) -> str | None:
+    """nextpnr's router: ``router`` or, on ECP5, router2 (as ``attnforge synth``: router1 did not finish
+    large ECP5 designs); None leaves nextpnr's default (the iCE40's)."""
+    if router is not None and router not in ROUTERS:
+        raise ConfigError(f"--router {router!r} is not accepted; accepted: {', '.join(ROUTERS)}")
+    return router or ("router2" if board.family == "ecp5" else None)
+
+
+def _tool_overrides(board: Board, seed: int, f_out: float, placer: str | None, lut_mapper: str,
+                    router: str | None = None) -> dict:
     """amaranth-boards' overrides: nextpnr's options, and Yosys's for the board's DSP blocks / LUT mapper."""
     if placer is not None and placer not in PLACERS:
         raise ConfigError(f"--placer {placer!r} is not accepted; accepted: {', '.join(PLACERS)}")
@@ -157,7 +166,9 @@ def _tool_overrides(board: Board, seed: int, f_out: float, placer: str | None, l
         raise ConfigError(f"--lut-mapper abc on --board {board.name}: accepted on ECP5 boards only (ulx3s)")
     # --freq: the PLL's output net has no name the constraint files could reach after flattening
     nextpnr = f"--report nextpnr_report.json --timing-allow-fail --seed {seed} --freq {f_out:g}"
-    overrides = {"nextpnr_opts": nextpnr + ("" if placer is None else f" --placer {placer}")}
+    router = _router(board, router)
+    nextpnr += "" if placer is None else f" --placer {placer}"
+    overrides = {"nextpnr_opts": nextpnr + ("" if router is None else f" --router {router}")}
     if board.family == "ice40":
         overrides["synth_opts"] = "-dsp"
     if lut_mapper == "abc":
@@ -169,18 +180,19 @@ def _tool_overrides(board: Board, seed: int, f_out: float, placer: str | None, l
 
 def build_board(board_name: str, design: str, config, accel, *, clock_mhz: float | None, out_dir,
                 baud: int = DEFAULT_BAUD, seed: int = 1, prepare_only: bool = False,
-                placer: str | None = None, lut_mapper: str = "abc9") -> dict:
+                placer: str | None = None, lut_mapper: str = "abc9", router: str | None = None) -> dict:
     """Bitstream and report for ``accel`` (the AXI-wrapped design of ``config``) on ``board_name``.
 
     ``prepare_only``: elaborate and write the build files (RTLIL, Yosys script, pin constraints, the
     build script) without running the tools; the report then has no Fmax. ``placer`` (nextpnr's,
     ``fpga.synth.PLACERS``) and ``lut_mapper`` (``abc9`` or, on ECP5, classic ``abc``) as in
     ``attnforge synth``: the ViTCoD block has routed on the ECP5-85k only with ``abc`` + ``static``
-    (one seed of two netlists; docs/vitcod-hw.md)."""
+    (one seed of two netlists; docs/vitcod-hw.md). ``router``: nextpnr's [router2 on ECP5, as
+    ``attnforge synth``; the iCE40's default there]."""
     board = get_board(board_name)
     pll = board.pll(board.default_mhz if clock_mhz is None else clock_mhz)
     divisor = uart_divisor(pll.f_out, baud)
-    overrides = _tool_overrides(board, seed, pll.f_out, placer, lut_mapper)   # refused before anything is written
+    overrides = _tool_overrides(board, seed, pll.f_out, placer, lut_mapper, router)   # refused before anything is written
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     top = BoardPlatformTop(board, BoardTop(accel, divisor=divisor, timeout=int(pll.f_out * 1e6 * 0.5)), pll)
@@ -192,7 +204,7 @@ def build_board(board_name: str, design: str, config, accel, *, clock_mhz: float
         report = {"board": board.name, "device": board.device, "design": design, "config": asdict(config),
                   "pll": {"f_in_mhz": pll.f_in, "clock_mhz": pll.f_out, "params": pll.params},
                   "uart": {"baud": baud, "divisor": divisor}, "prepared": sorted(plan.files),
-                  "placer": placer or "heap", "lut_mapper": lut_mapper,
+                  "placer": placer or "heap", "lut_mapper": lut_mapper, "router": _router(board, router),
                   "seconds": round(time.perf_counter() - t0, 1)}
         write_text_atomic(out / "report.json", json.dumps(report, indent=2) + "\n")
         return report
@@ -218,7 +230,7 @@ def build_board(board_name: str, design: str, config, accel, *, clock_mhz: float
         "utilization": {k: {"used": v["used"], "available": v["available"]}
                         for k, v in sorted(pnr.get("utilization", {}).items()) if v["used"]},
         "bitstream": str(out / f"board_top.{ext}"), "seconds": round(wall, 1), "seed": seed,
-        "placer": placer or "heap", "lut_mapper": lut_mapper,
+        "placer": placer or "heap", "lut_mapper": lut_mapper, "router": _router(board, router),
     }
     write_text_atomic(out / "report.json", json.dumps(report, indent=2) + "\n")
     write_text_atomic(out / "report.txt", _text(report))

@@ -350,13 +350,21 @@ def test_board_build_passes_placer_and_lut_mapper_to_the_tools(tmp_path, capsys)
     at = script.index("synth_ecp5 -run :map_luts -top board_top")
     assert script[at + 1:at + 4] == ["abc -lut 4:7 -dress", "clean", "synth_ecp5 -top board_top -run map_cells:"]
     nextpnr = [line for line in (out / "build_board_top.sh").read_text().splitlines() if "NEXTPNR_ECP5\" " in line]
-    assert len(nextpnr) == 1 and " --placer static " in nextpnr[0]
+    assert len(nextpnr) == 1 and " --placer static " in nextpnr[0] and " --router router2 " in nextpnr[0]
     report = json.loads((out / "report.json").read_text())
-    assert (report["placer"], report["lut_mapper"]) == ("static", "abc")
+    assert (report["placer"], report["lut_mapper"], report["router"]) == ("static", "abc", "router2")
     default = tmp_path / "d"
     assert main(["board", "build", "--board", "ulx3s", *tiny, "--prepare-only", "--out", str(default)]) == 0
     assert "abc -lut" not in (default / "board_top.ys").read_text()
     assert "--placer" not in (default / "build_board_top.sh").read_text()
+    assert " --router router2 " in (default / "build_board_top.sh").read_text()     # the ECP5 default, as synth
+    r1 = tmp_path / "r1"
+    assert main(["board", "build", "--board", "ulx3s", *tiny, "--prepare-only", "--router", "router1",
+                 "--out", str(r1)]) == 0
+    assert " --router router1 " in (r1 / "build_board_top.sh").read_text()
+    ice_default = tmp_path / "id"
+    assert main(["board", "build", "--board", "icebreaker", *tiny, "--prepare-only", "--out", str(ice_default)]) == 0
+    assert "--router" not in (ice_default / "build_board_top.sh").read_text()
     capsys.readouterr()
     ice = tmp_path / "i"
     assert main(["board", "build", "--board", "icebreaker", *tiny, "--prepare-only", "--lut-mapper", "abc",

@@ -97,7 +97,7 @@ def cmd_build(args) -> int:
     try:
         report = build_board(args.board, args.design, cfg, accel, clock_mhz=args.clock_mhz, out_dir=out,
                              baud=args.baud, seed=args.seed, prepare_only=args.prepare_only,
-                             placer=args.placer, lut_mapper=args.lut_mapper)
+                             placer=args.placer, lut_mapper=args.lut_mapper, router=args.router)
     except BoardTimingError as exc:
         print((Path(out) / "report.txt").read_text(), end="")
         print(f"attnforge board build: {exc}", flush=True)
@@ -178,7 +178,7 @@ def cmd_run(args) -> int:
 def register(sub) -> None:
     g = command_group(sub, "board", "FPGA boards: bitstreams, programming, jobs over the UART (docs/board.md)")
     from attnforge.fpga.board import BOARDS
-    from attnforge.fpga.synth import LUT_MAPPERS, PLACERS
+    from attnforge.fpga.synth import LUT_MAPPERS, PLACERS, ROUTERS
 
     p = g.add_parser("build", help="bitstream + timing/resource report for a board (amaranth-boards + YoWASP)")
     p.add_argument("--board", required=True, choices=sorted(BOARDS))
@@ -191,6 +191,8 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=1, help="nextpnr placement seed [1]")
     p.add_argument("--placer", choices=PLACERS, default=None,
                    help="nextpnr placer [heap]; static for the ViTCoD block on the ULX3S (docs/vitcod-hw.md)")
+    p.add_argument("--router", choices=ROUTERS, default=None,
+                   help="nextpnr router [router2 on the ULX3S, as attnforge synth; nextpnr's default on the iCEBreaker]")
     p.add_argument("--lut-mapper", choices=LUT_MAPPERS, default="abc9",
                    help="Yosys's LUT mapping [abc9]; abc (ULX3S): classic ABC, the only mapping the ViTCoD block has "
                         "routed with")
