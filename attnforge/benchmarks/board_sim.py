@@ -20,6 +20,8 @@ import datetime
 import json
 import os
 import platform
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -42,7 +44,6 @@ MASKS = {True: (8, 0.5), False: (197, 0.9)}
 
 def run(out_dir: Path, *, quick: bool = False, command: str = "attnforge bench board_sim") -> Path:
     from attnforge.algo.vitcod.synthetic import polarized_mask_set, real_shaped_mask_set
-    from attnforge.cli import main
     from attnforge.formats.masks import save_masks
 
     out_dir = Path(out_dir)
@@ -60,8 +61,9 @@ def run(out_dir: Path, *, quick: bool = False, command: str = "attnforge bench b
             args += ["--masks", str(masks_path)]
         report = build_root / f"{name}{'_quick' if quick else ''}.json"
         start = time.monotonic()
-        rc = main(["board", "run", "--sim", "--seed", "1", "--build-root", str(build_root / name),
-                   "--json", str(report), *args])
+        # the user's command itself, in its own process (the benchmarks do not import the CLI)
+        rc = subprocess.run([sys.executable, "-m", "attnforge.cli", "board", "run", "--sim", "--seed", "1",
+                             "--build-root", str(build_root / name), "--json", str(report), *args]).returncode
         wall = time.monotonic() - start
         r = json.loads(report.read_text()) if report.exists() else {}
         rows[name] = {
