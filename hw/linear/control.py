@@ -20,12 +20,13 @@ and walks the passes.
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Module, Mux, Signal
+from amaranth.hdl import Cat, Module, Mux, Signal, Value
 from amaranth.lib import stream
 from amaranth.lib.memory import ReadPort, WritePort
 from amaranth.lib.wiring import In, Out
 
 from attnforge.linear_format import CMD_COMMIT, CMD_RESET, CMD_TAPS, CMD_TOKEN, PHI_FORMAT
+from attnforge.numfmt import INT8
 
 from ..common import ConfiguredComponent, log2_ceil, mux_tree
 from .config import STATE_WRITE_GAP, LinearDecodeConfig
@@ -308,7 +309,13 @@ class CommandControl(ConfiguredComponent):
             *[fetch.phi_k[i].eq(phi(word.k[group * macs + i])) for i in range(macs)],
             *[fetch.phi_q[i].eq(phi(word.q[group * macs + i])) for i in range(macs)],
         ]
-        v = word.v[column]
+        # v's 64:1 byte select (at d = 64) with a copy of the column per bit of v (``replica``): one
+        # column register into every bit's multiplexer was the routed critical path on seed 2 at
+        # 79.5 MHz (issue 15), as the convolution rows' copies were before
+        v_columns = [Signal(range(d), name=f"data_column_v{k}", attrs={"replica": 1}) for k in range(INT8.width)]
+        m.d.sync += [copy.eq(data_next) for copy in v_columns]
+        v = Cat(*(Cat(*(Value.cast(word.v[j])[k] for j in range(d))).bit_select(v_columns[k], 1)
+                  for k in range(INT8.width))).as_signed()
         if cfg.normalized:
             # z is the column with v = 1: S[i][z] += phi(k)[i] * 1
             m.d.sync += fetch.v.eq(Mux(ctx.is_z, 1, v))
