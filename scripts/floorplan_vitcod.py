@@ -13,6 +13,9 @@ sit together.
 
 The sites are the LFE5U-85F's (DSP rows Y 10/34/58, block RAM rows Y 22/46/70/82; nextpnr's names
 ``X<x>/Y<y>/MULT18_<k>`` and ``X<x>/Y<y>/EBR<k>``, read from a placement of every site).
+
+Result (docs/vitcod-hw.md, "A floorplan by halves did not help"): more wirelength and more overused
+wires at every router2 iteration than without it; kept to reproduce that measurement.
 """
 
 from __future__ import annotations
