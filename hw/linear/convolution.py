@@ -79,8 +79,10 @@ class Convolution(ConfiguredComponent):
                                  fetch.conv_column[taps_k - 1 + n], f"conv_tap{n}") for n in range(taps_k)]
 
         # Update stage: the window (v of this token, then the older ones) and its sum.
-        element = Signal.like(fetch.element, name="conv_element")
-        v = Signal.like(fetch.v, name="conv_v")
+        # (``replica``: the synthesis flow keeps them apart; without it Yosys merged conv_v with a lane
+        # group's copy of the same v, one register for both far-apart users: an 11 ns net, seed 1, 73 MHz)
+        element = Signal.like(fetch.element, name="conv_element", attrs={"replica": 1})
+        v = Signal.like(fetch.v, name="conv_v", attrs={"replica": 1})
         m.d.sync += [element.eq(fetch.element), v.eq(fetch.v)]
         window = [Signal(shape_of(INT8), name=f"conv_window{n}") for n in range(taps_k)]
         current = [v] + [Mux(element.first_token, history_rows[n], window[n]) for n in range(taps_k - 1)]
