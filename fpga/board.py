@@ -39,7 +39,7 @@ from amaranth.lib.cdc import ResetSynchronizer
 
 from attnforge.errors import AttnforgeError, ConfigError
 from attnforge.formats.atomic import write_text_atomic
-from attnforge.fpga.synth import LUT_MAPPERS, PLACERS, ROUTERS
+from attnforge.fpga.synth import LUT_MAPPERS, PLACERS, ROUTERS, classic_abc_rest
 from attnforge.hw.board.pll import ecp5_pll, ice40_pll
 from attnforge.hw.board.top import BoardTop
 
@@ -174,7 +174,7 @@ def _tool_overrides(board: Board, seed: int, f_out: float, placer: str | None, l
     if lut_mapper == "abc":
         # synth_ecp5 up to its LUT mapping, classic ABC instead of ABC9, then the rest (as fpga/synth.py)
         overrides["synth_opts"] = "-run :map_luts"
-        overrides["script_after_synth"] = "abc -lut 4:7 -dress\nclean\nsynth_ecp5 -top board_top -run map_cells:"
+        overrides["script_after_synth"] = classic_abc_rest("synth_ecp5", "board_top")
     return overrides
 
 

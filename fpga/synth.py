@@ -9,6 +9,7 @@ last, through a temporary file, so a failed run never leaves a stale report.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import re
@@ -16,7 +17,6 @@ import shutil
 import subprocess
 import sys
 import time
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -169,6 +169,13 @@ ROUTERS = ("router1", "router2")
 PLACERS = ("heap", "sa", "static")
 #: Yosys's LUT mappers: ABC9 (the synth commands' own) and classic ABC (``abc -lut``, ECP5 here)
 LUT_MAPPERS = ("abc9", "abc")
+
+
+def classic_abc_rest(synth_cmd: str, top: str) -> str:
+    """``lut_mapper="abc"``: the Yosys commands after ``synth_cmd -run ...:map_luts`` (classic ABC in
+    place of the synth command's ABC9, then the synth command from its cell mapping on); the board
+    builds' script uses them too."""
+    return f"abc -lut 4:7 -dress\nclean\n{synth_cmd} -top {top} -run map_cells:"
 
 #: Suffixes Yosys and nextpnr append to a cell's or net's name (after the signal it came from).
 _CELL_SUFFIX = re.compile(r"(_(TRELLIS|SB|DP16KD|PDPW16KD|MULT18X18D|ALU54B|CCU2C|LUT4|DPR16X4|ICESTORM|DFF)\w*"
@@ -401,8 +408,8 @@ def synthesize(component, *, top: str, device: str, out_dir: str | Path, seed: i
     dsp_select = " ".join(f"t:{c}" for c in dev.dsp_cells)
     synth_cmd = f"{dev.yosys_synth} -dff" if dff else dev.yosys_synth
     if lut_mapper == "abc":     # the synth command up to its LUT mapping, classic ABC, then the rest
-        late = (f"{synth_cmd} -top {shell_top} -run map_ram:map_luts\nabc -lut 4:7 -dress\nclean\n"
-                f"{synth_cmd} -top {shell_top} -run map_cells: -json netlist.json\n")
+        late = (f"{synth_cmd} -top {shell_top} -run map_ram:map_luts\n"
+                f"{classic_abc_rest(synth_cmd, shell_top)} -json netlist.json\n")
     else:
         late = f"{synth_cmd} -top {shell_top} -run map_ram: -json netlist.json\n"
     script = out / "synth.ys"

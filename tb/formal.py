@@ -980,8 +980,7 @@ class EngineHarness(Harness):
         D = LINE_LATENCY
         n_max = cfg.max_tokens
 
-        def p(name):
-            return probe(frag, name)
+        p = functools.partial(probe, frag)
 
         # -- the scheduler's rules ----------------------------------------------------------------
         m.d.comb += [
