@@ -60,6 +60,8 @@ def run(out_dir: Path, *, quick: bool = False, command: str = "attnforge bench b
         if name == "vitcod":
             args += ["--masks", str(masks_path)]
         report = build_root / f"{name}{'_quick' if quick else ''}.json"
+        print(f"bench board_sim: {name} ({len(rows) + 1} of {len(RUNS)}; a fresh Verilator build of the board top "
+              f"takes minutes)", file=sys.stderr, flush=True)
         start = time.monotonic()
         # the user's command itself, in its own process (the benchmarks do not import the CLI)
         rc = subprocess.run([sys.executable, "-m", "attnforge.cli", "board", "run", "--sim", "--seed", "1",
