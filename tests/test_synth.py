@@ -280,8 +280,13 @@ def test_placer_reaches_nextpnr(tmp_path):
     report = synthesize(MacLine(MacLineConfig(macs=2)), top="mac_line", device="ecp5-85k", out_dir=tmp_path,
                         placer="static")
     assert report["placer"] == "static" and report["nextpnr_args"][-2:] == ["--placer", "static"]
-    assert "Running Static placer" in (tmp_path / "nextpnr.log").read_text()
+    log = (tmp_path / "nextpnr.log").read_text()
+    assert "Running Static placer" in log
     assert report["fmax_mhz"] > 10
+    # the shell's clock on the primary clock pin G2 (fpga.synth._ECP5_CONSTRAINTS): the static placer
+    # left it free moved it to a pad with no route to the clock tree
+    assert "--lpf" in report["nextpnr_args"] and (tmp_path / "pins.lpf").read_text().startswith('LOCATE COMP "clk"')
+    assert "pin 'clk$tr_io' constrained to Bel 'X0/Y47/PIOA'" in log
 
 
 def test_classic_abc_maps_an_ecp5_design(tmp_path):

@@ -61,3 +61,7 @@ def test_wheel_holds_no_tests_and_runs_from_a_fresh_venv(tmp_path):
                           text=True)
     assert proc.returncode == 0, proc.stderr
     assert "usage: attnforge" in proc.stdout
+    # the data files the code opens at run time came with it
+    proc = subprocess.run([str(python), "-c", "from attnforge.hw.common.dsp import MULT18X18D_MODEL as m; "
+                           "print(m.is_file())"], cwd=outside, env=env, capture_output=True, text=True)
+    assert proc.stdout.split() == ["True"], proc.stderr

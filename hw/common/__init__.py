@@ -12,6 +12,9 @@ MAC line, the ViTCoD accelerator and the linear decode datapath.
   one (``PipelinedDivider``, one result per cycle);
 * ``trees`` — balanced adder trees, multiplexer trees, constant tables, products split
   over DSP blocks (``split_product``, two registered stages);
+* ``dsp`` — the same products with registered operands (``registered_split_product``), portable
+  or in ECP5 ``MULT18X18D`` primitives with their own registers (``mult18x18d``; its simulation
+  model in ``models/``);
 * ``stream`` — ``SkidBuffer`` and ``LockstepPipeline`` (registered stages
   that stall together on backpressure).
 
@@ -25,13 +28,15 @@ from .accel_regs import (
 )
 from .component import ConfiguredComponent
 from .divider import PipelinedDivider, SerialDivider, restoring_step
+from .dsp import ECP5_MULT_WIDTH, MULT18X18D_MODEL, mult18x18d, primitive_models, registered_split_product
 from .requant import (MAX_SHIFT, RequantLine, RequantLineConfig, requant_finish, requant_product, requant_round,
                       requant_shift, requant_shift_amount, requantize)
 from .regbank import RegisterBank, register_signature
 from .regmap import ACCESS_KINDS, AXI_LITE_PORTS, Field, Register, RegisterMap, c_header, markdown_table
 from .stream import LockstepPipeline, SkidBuffer
 from .trees import (
-    DSP_CUTS, DSP_PIECE, DSP_PIECE_RANGE, dsp_cut, log2_ceil, mux_tree, rom, saturate, split_product, tree_sum,
+    DSP_CUTS, DSP_PIECE, DSP_PIECE_RANGE, dsp_cut, log2_ceil, mux_tree, product_pieces, rom, saturate, split_product,
+    tree_sum,
 )
 
 __all__ = [
@@ -42,7 +47,8 @@ __all__ = [
     "RequantLineConfig", "RequantLine",
     "SkidBuffer", "LockstepPipeline",
     "log2_ceil", "tree_sum", "mux_tree", "rom", "saturate", "split_product", "DSP_PIECE",
-    "DSP_CUTS", "DSP_PIECE_RANGE", "dsp_cut",
+    "DSP_CUTS", "DSP_PIECE_RANGE", "dsp_cut", "product_pieces",
+    "ECP5_MULT_WIDTH", "MULT18X18D_MODEL", "mult18x18d", "primitive_models", "registered_split_product",
     "ACCESS_KINDS", "AXI_LITE_PORTS", "Field", "Register", "RegisterMap", "c_header", "markdown_table",
     "RegisterBank", "register_signature",
     "ID_MAGIC", "REGMAP_VERSION", "PERF_COUNTERS", "PARAM_BASE", "design_code", "accelerator_regmap",

@@ -6,7 +6,7 @@ from amaranth.hdl import Const, Mux, Signal
 
 from attnforge.errors import ConfigError, check_int
 
-__all__ = ["log2_ceil", "tree_sum", "mux_tree", "rom", "saturate", "split_product", "dsp_cut", "DSP_PIECE",
+__all__ = ["log2_ceil", "tree_sum", "mux_tree", "rom", "saturate", "split_product", "product_pieces", "dsp_cut", "DSP_PIECE",
            "DSP_CUTS", "DSP_PIECE_RANGE"]
 
 #: Bits of the wide operand per unsigned piece in ``split_product`` by default (ECP5's): unsigned
@@ -76,6 +76,25 @@ def saturate(value, fmt):
     return Mux(value > fmt.max, fmt.max, Mux(value < fmt.min, fmt.min, value))
 
 
+def product_pieces(wide, piece: int = DSP_PIECE, top: int | None = None):
+    """``wide`` cut as ``split_product`` cuts it: ``[(lo, slice), ...]``, unsigned ``piece``-bit
+    slices from bit 0 and a top slice of 2 to ``top`` bits that keeps ``wide``'s sign."""
+    check_int("split_product piece", piece, *DSP_PIECE_RANGE)
+    top = piece + 1 if top is None else top
+    if isinstance(top, bool) or top not in (piece, piece + 1):
+        raise ConfigError(f"split_product top must be {piece} or {piece + 1} (piece {piece} or piece + 1), "
+                          f"not {top!r}")
+    wide_bits = len(wide)
+    cuts = [[lo, piece] for lo in range(0, wide_bits - top, piece)]
+    top_lo = cuts[-1][0] + piece if cuts else 0
+    if wide_bits - top_lo == 1:
+        cuts[-1][1] -= 1
+        top_lo -= 1
+    pieces = [(lo, wide[lo:lo + bits]) for lo, bits in cuts]
+    pieces.append((top_lo, wide[top_lo:].as_signed() if wide.shape().signed else wide[top_lo:]))
+    return pieces
+
+
 def split_product(m, narrow, wide, name: str, piece: int = DSP_PIECE, top: int | None = None):
     """``narrow * wide`` in two registered stages, the products cut for the target's DSP blocks.
 
@@ -89,20 +108,8 @@ def split_product(m, narrow, wide, name: str, piece: int = DSP_PIECE, top: int |
     ``piece`` bits). ``DSP_CUTS`` has each FPGA family's cut; the product is the same at every
     cut. Returns the stage-2 signal (the shape of ``narrow * wide``).
     """
-    check_int("split_product piece", piece, *DSP_PIECE_RANGE)
-    top = piece + 1 if top is None else top
-    if isinstance(top, bool) or top not in (piece, piece + 1):
-        raise ConfigError(f"split_product top must be {piece} or {piece + 1} (piece {piece} or piece + 1), "
-                          f"not {top!r}")
     value = narrow * wide
-    wide_bits = len(wide)
-    cuts = [[lo, piece] for lo in range(0, wide_bits - top, piece)]
-    top_lo = cuts[-1][0] + piece if cuts else 0
-    if wide_bits - top_lo == 1:
-        cuts[-1][1] -= 1
-        top_lo -= 1
-    pieces = [(lo, wide[lo:lo + bits]) for lo, bits in cuts]
-    pieces.append((top_lo, wide[top_lo:].as_signed() if wide.shape().signed else wide[top_lo:]))
+    pieces = product_pieces(wide, piece, top)
     partial = []
     for n, (lo, part) in enumerate(pieces):
         term = narrow * part

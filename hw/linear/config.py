@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from amaranth.hdl import Shape, signed
 from amaranth.lib import data
 
-from attnforge.errors import check_choice, check_int
+from attnforge.errors import ConfigError, check_choice, check_int
 from attnforge.linear_format import DIV_DEN_BITS, DIV_FRAC_BITS, PHI_FORMAT, LinearDecodeFormat
 from attnforge.numfmt import INT8, IntFormat
 
@@ -120,6 +120,12 @@ class LinearDecodeConfig:
         for (``split_product``, ``DSP_CUTS``): ``"ecp5"`` (MULT18X18D, 18x18: 17-bit pieces)
         or ``"ice40"`` (SB_MAC16, 16x16: 16-bit pieces); ``attnforge synth`` and ``board
         build`` choose the device's. The results are the same for both; not a register.
+    dsp_primitives : bool
+        ECP5 only: the readout products in instantiated ``MULT18X18D`` blocks with their input and
+        output registers (``registered_split_product``), so no fabric register sits between a
+        DSP and the operand registers the readout stage has anyway; simulated with attnforge's
+        own model of the cell. Off (the portable form, an inferred ``*`` in the same stages) by
+        default. The results and cycles are the same; not a register.
     """
 
     # The arithmetic parameters' defaults are LinearDecodeFormat's (one place).
@@ -138,11 +144,16 @@ class LinearDecodeConfig:
     # How the products are cut for the FPGA's DSP blocks: the Verilog's structure, not what it
     # computes, so not one of the PARAM_* registers (``register_params``).
     dsp_family: str = field(default="ecp5", metadata={"register": False})
+    dsp_primitives: bool = field(default=False, metadata={"register": False})
 
     def __post_init__(self):
         check_choice("linear decode dsp_family", self.dsp_family, DSP_CUTS)
-        if not isinstance(self.snapshots, bool):
-            raise TypeError(f"linear decode snapshots must be a bool, not {self.snapshots!r}")
+        for name in ("snapshots", "dsp_primitives"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"linear decode {name} must be a bool, not {getattr(self, name)!r}")
+        if self.dsp_primitives and self.dsp_family != "ecp5":
+            raise ConfigError(f"linear decode dsp_primitives instantiates ECP5's MULT18X18D; dsp_family is "
+                              f"{self.dsp_family!r} (use dsp_family 'ecp5', or leave dsp_primitives off)")
         check_int("linear decode macs (M)", self.macs, 1)
         check_int("linear decode heads", self.heads, 1, MAX_HEADS)
         fmt = self.format  # validates d, K, max_tokens, t_max, feature_map, requantizers

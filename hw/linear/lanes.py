@@ -16,7 +16,8 @@ and one adder; the write data is the running register (stage 5). The control bit
 through one register copy per LANE_GROUP lanes, not one wide broadcast; the
 readout multipliers have registered operands and are split into DSP products
 (``config.dsp_family``: 18x18 bits on ECP5, 16x16 on the iCE40), each registered right
-after its DSP, then summed (``split_product``);
+after its DSP, then summed (``registered_split_product``; with ``config.dsp_primitives`` the
+operand and product registers are the ECP5 DSP blocks' own);
 the adder tree has three stages of at most two adder levels.
 """
 
@@ -30,7 +31,7 @@ from amaranth.lib.wiring import In, Out
 from attnforge.linear_format import PHI_FORMAT
 from attnforge.numfmt import INT8
 
-from ..common import ConfiguredComponent, log2_ceil, split_product, tree_sum
+from ..common import ConfiguredComponent, log2_ceil, registered_split_product, tree_sum
 from .config import LANE_GROUP, TREE_CHUNK, LinearDecodeConfig
 from .interfaces import FetchSignature
 
@@ -166,11 +167,10 @@ class StateLanes(ConfiguredComponent):
             elements.append(Signal.like(element5, name=f"readout_element{n}"))
             m.d.sync += elements[-1].eq(elements[-2])
         element9, element10 = elements[4], elements[5]
-        operands = [Signal.like(running[i], name=f"readout_state{i}") for i in range(cfg.macs)]
-        phi_q6 = Signal.like(self.fetch.phi_q, name="readout_phi_q6")
-        m.d.sync += [phi_q6.eq(self._phi_q[-1]), *[operands[i].eq(running[i]) for i in range(cfg.macs)]]
-        sums = [split_product(m, phi_q6[i], operands[i], f"readout_product{i}", *cfg.dsp_cut)
-                for i in range(cfg.macs)]
+        # phi(q) and the running word registered (in the DSP blocks with dsp_primitives), the pieces
+        # registered, their sum registered
+        sums = [registered_split_product(m, self._phi_q[-1][i], running[i], f"readout_product{i}", *cfg.dsp_cut,
+                                         dsp_primitive=cfg.dsp_primitives) for i in range(cfg.macs)]
         for stage in range(2):
             level = []
             for lo in range(0, len(sums), TREE_CHUNK):
