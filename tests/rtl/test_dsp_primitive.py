@@ -9,18 +9,20 @@ with ``dsp_primitives`` is bit-exact against its golden model with the cycle mod
 
 from __future__ import annotations
 
-import dataclasses
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
-from amaranth.hdl import Shape, signed, unsigned
+from amaranth.hdl import Module, Shape, Signal, signed, unsigned
 
-from attnforge.hw.common.dsp import MULT18X18D_MODEL, primitive_models
+from attnforge.errors import ConfigError
+from attnforge.hw.common.dsp import MULT18X18D_MODEL, mult18x18d, primitive_models
 from attnforge.hw.designs import get_design
 from attnforge.hw.linear.config import LinearDecodeConfig
 from attnforge.hw.verilog import to_verilog
 from attnforge.sim.runner import run_cocotb, simulate
+from attnforge.sim.tools import ensure_simulator
 from attnforge.tb.dsp_probe import DspProbe
 
 from .test_linear_decode import _config, check_cycle_model
@@ -80,10 +82,6 @@ def test_wrong_instantiation_is_caught(mutant, narrow, wide, params):
 def test_model_refuses_modes_it_does_not_model(tmp_path):
     """A MULT18X18D with its C register or a multiplier bypass stops the simulation before the first cycle
     (the model only knows the modes attnforge instantiates)."""
-    import subprocess
-
-    from attnforge.sim.tools import ensure_simulator
-
     ensure_simulator("icarus")
     top = tmp_path / "top.v"
     top.write_text('module top(input wire clk, output wire p); wire [35:0] q;\n'
@@ -108,7 +106,7 @@ def test_models_added_only_where_instantiated():
 
 
 def test_dsp_primitives_need_ecp5():
-    with pytest.raises(Exception, match="dsp_primitives instantiates ECP5's MULT18X18D; dsp_family is 'ice40'"):
+    with pytest.raises(ConfigError, match="dsp_primitives instantiates ECP5's MULT18X18D; dsp_family is 'ice40'"):
         LinearDecodeConfig(d=8, macs=8, dsp_family="ice40", dsp_primitives=True)
 
 
@@ -121,4 +119,8 @@ def test_linear_decode_with_primitives_is_bit_and_cycle_exact():
                       build_root=BUILD)
     assert (result.tests, result.passed) == (2, True), f"see {result.log}"
     check_cycle_model(config, result.report)
-    assert dataclasses.asdict(config)["dsp_primitives"]
+
+
+def test_operand_wider_than_the_port_is_refused():
+    with pytest.raises(ConfigError, match="mult18x18d x: operand b has 19 bits; MULT18X18D takes at most 18"):
+        mult18x18d(Module(), Signal(8), Signal(signed(19)), "x")
