@@ -98,29 +98,32 @@ def _rtl(config, build_root: str, tb_params: dict) -> dict:
 
 
 def _synthesis() -> dict:
-    """ECP5-85k report of ``CONFIG`` with the generator's default requantizer constants (a job),
-    in the folder `attnforge synth linear-decode --d 64 --macs 64 --conv-taps 4 --t-max 8`
-    uses; a report there is reused when its Verilog is unchanged (place and route
-    of this design takes many minutes)."""
+    """ECP5-85k report of ``CONFIG`` with the generator's default requantizer constants (a job), built
+    as docs/timing.md's rows are: the readout in MULT18X18D primitives, classic ABC, the static
+    placer, seed 1, a 100 MHz target (`attnforge synth linear-decode --d 64 --macs 64 --conv-taps 4
+    --t-max 8 --dsp-primitives --lut-mapper abc --placer static --target-mhz 100`, about 13 minutes;
+    ABC9 and HeAP took about 2 hours), in the folder that command uses without ``-o``; a report there
+    is reused when its Verilog is unchanged."""
     from attnforge.fpga.shell import SynthShell
     from attnforge.fpga.synth import synthesize
     from attnforge.hw.designs import get_design
     from attnforge.hw.verilog import to_verilog
 
     design = get_design("linear-decode")
-    config = design.make_config(**CONFIG)
+    config = design.make_config(**CONFIG, dsp_primitives=True)
     folder = Path("build") / "synth" / design.config_name(config) / "ecp5-85k"
     shell_v = folder / f"{design.top}_shell.v"
     report = folder / "report.json"
     keys = ("device", "luts", "ffs", "dsp", "bram", "fmax_mhz", "shell_ffs", "yosys_seconds", "nextpnr_seconds",
-            "seed", "router", "tools", "utilization", "critical_stage")
+            "seed", "router", "placer", "lut_mapper", "tools", "utilization", "critical_stage")
     if report.exists() and shell_v.exists():
         text = to_verilog(SynthShell(design.build(config)), f"{design.top}_shell")
         if shell_v.read_text() == text:
             rep = json.loads(report.read_text())
             return {k: rep.get(k) for k in keys} | {"config": dataclasses.asdict(config), "reused": str(report),
                                                 "critical_path": critical_path(folder / "nextpnr.json")}
-    rep = synthesize(design.build(config), top=design.top, device="ecp5-85k", out_dir=folder)
+    rep = synthesize(design.build(config), top=design.top, device="ecp5-85k", out_dir=folder, lut_mapper="abc",
+                     placer="static", seed=1, target_mhz=100)
     return {k: rep.get(k) for k in keys} | {"config": dataclasses.asdict(config), "reused": None,
                                         "critical_path": critical_path(folder / "nextpnr.json")}
 
