@@ -31,7 +31,7 @@ from amaranth.hdl import ClockSignal, Instance, Signal
 
 from attnforge.errors import ConfigError
 
-from .trees import DSP_PIECE, product_pieces, tree_sum
+from .trees import DSP_PIECE, product_pieces, split_product, tree_sum
 
 __all__ = ["ECP5_MULT_WIDTH", "MULT18X18D_MODEL", "mult18x18d", "primitive_models", "registered_split_product"]
 
@@ -91,17 +91,13 @@ def registered_split_product(m, narrow, wide, name: str, piece: int = DSP_PIECE,
     its 18 bits, as ECP5's cut does). The stage-1 and stage-2 registers have no reset in either form.
     Returns the stage-3 signal (the shape of ``narrow * wide``).
     """
-    if dsp_primitive:
-        pieces = product_pieces(wide, piece, top)
-        terms = [mult18x18d(m, narrow, part, f"{name}_piece{n}") for n, (_, part) in enumerate(pieces)]
-    else:
+    if not dsp_primitive:
         narrow_reg = Signal(narrow.shape(), name=f"{name}_narrow", reset_less=True)
         wide_reg = Signal(wide.shape(), name=f"{name}_wide", reset_less=True)
         m.d.sync += [narrow_reg.eq(narrow), wide_reg.eq(wide)]
-        pieces = product_pieces(wide_reg, piece, top)
-        terms = [Signal((narrow_reg * part).shape(), name=f"{name}_piece{n}", reset_less=True)
-                 for n, (_, part) in enumerate(pieces)]
-        m.d.sync += [term.eq(narrow_reg * part) for term, (_, part) in zip(terms, pieces)]
+        return split_product(m, narrow_reg, wide_reg, name, piece, top, reset_less=True)
+    pieces = product_pieces(wide, piece, top)
+    terms = [mult18x18d(m, narrow, part, f"{name}_piece{n}") for n, (_, part) in enumerate(pieces)]
     out = Signal((narrow * wide).shape(), name=name)
     m.d.sync += out.eq(tree_sum([term << lo if lo else term for term, (lo, _) in zip(terms, pieces)]))
     return out

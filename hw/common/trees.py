@@ -95,7 +95,8 @@ def product_pieces(wide, piece: int = DSP_PIECE, top: int | None = None):
     return pieces
 
 
-def split_product(m, narrow, wide, name: str, piece: int = DSP_PIECE, top: int | None = None):
+def split_product(m, narrow, wide, name: str, piece: int = DSP_PIECE, top: int | None = None, *,
+                  reset_less: bool = False):
     """``narrow * wide`` in two registered stages, the products cut for the target's DSP blocks.
 
     ``wide`` is cut into unsigned ``piece``-bit pieces and a top piece of 2 to ``top`` bits that
@@ -106,14 +107,15 @@ def split_product(m, narrow, wide, name: str, piece: int = DSP_PIECE, top: int |
     ``wide`` of at most ``top`` bits is one product, registered twice. ``narrow`` must fit the
     DSP's other port (with ``top == piece``: unsigned, or a non-negative constant, of at most
     ``piece`` bits). ``DSP_CUTS`` has each FPGA family's cut; the product is the same at every
-    cut. Returns the stage-2 signal (the shape of ``narrow * wide``).
+    cut. ``reset_less``: the stage-1 registers without a reset. Returns the stage-2 signal (the shape
+    of ``narrow * wide``).
     """
     value = narrow * wide
     pieces = product_pieces(wide, piece, top)
     partial = []
     for n, (lo, part) in enumerate(pieces):
         term = narrow * part
-        reg = Signal(term.shape(), name=f"{name}_piece{n}")
+        reg = Signal(term.shape(), name=f"{name}_piece{n}", reset_less=reset_less)
         m.d.sync += reg.eq(term)
         partial.append(reg << lo if lo else reg)
     out = Signal(value.shape(), name=name)

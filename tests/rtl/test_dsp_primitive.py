@@ -79,19 +79,21 @@ def test_wrong_instantiation_is_caught(mutant, narrow, wide, params):
     assert (result.tests, result.failed) == (1, 1), f"see {result.log}"
 
 
-def test_model_refuses_modes_it_does_not_model(tmp_path):
-    """A MULT18X18D with its C register or a multiplier bypass stops the simulation before the first cycle
+@pytest.mark.parametrize("parameter, message", [('.MULT_BYPASS("ENABLED")', "bypass"),
+                                                ('.REG_INPUTC_CLK("CLK0")', "C input register")])
+def test_model_refuses_modes_it_does_not_model(tmp_path, parameter, message):
+    """A MULT18X18D with a multiplier bypass or its C register stops the simulation before the first cycle
     (the model only knows the modes attnforge instantiates)."""
     ensure_simulator("icarus")
     top = tmp_path / "top.v"
-    top.write_text('module top(input wire clk, output wire p); wire [35:0] q;\n'
-                   '  MULT18X18D #(.MULT_BYPASS("ENABLED")) u (.CLK0(clk), .CE0(1\'b1), .RST0(1\'b0), .SIGNEDA(1\'b0),'
+    top.write_text('module top(input wire clk, output wire p);\n'
+                   f'  MULT18X18D #({parameter}) u (.CLK0(clk), .CE0(1\'b1), .RST0(1\'b0), .SIGNEDA(1\'b0),'
                    ' .SIGNEDB(1\'b0), .SOURCEA(1\'b0), .SOURCEB(1\'b0), .P0(p));\nendmodule\n')
     proc = subprocess.run(["iverilog", "-o", str(tmp_path / "a.out"), "-s", "top", str(top), str(MULT18X18D_MODEL)],
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     run = subprocess.run(["vvp", "-n", str(tmp_path / "a.out")], capture_output=True, text=True)
-    assert "bypass" in run.stdout + run.stderr and run.returncode != 0
+    assert message in run.stdout + run.stderr and run.returncode != 0
 
 
 def test_models_added_only_where_instantiated():
