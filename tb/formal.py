@@ -35,6 +35,7 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In
 
 from attnforge.hw.common import log2_ceil, mux_tree
+from attnforge.hw.common.axi import AxisCommandInput
 from attnforge.hw.common.regbank import RegisterBank
 from attnforge.hw.common.regmap import Field, Register, RegisterMap
 from attnforge.hw.common.requant import RequantLine, RequantLineConfig
@@ -71,7 +72,8 @@ __all__ = ["probe", "stream_rules", "Outstanding", "Harness", "HARNESSES", "harn
            "SMALLEST_VITCOD", "SMALLEST_LINEAR", "GeluUnitHarness", "ResidualAddUnitHarness",
            "SMALLEST_LAYERNORM", "LayerNormUnitHarness", "fsm_states", "SMALLEST_MATMUL", "VitMatmulHarness",
            "SMALLEST_VITMODEL", "VitModelAcceleratorHarness", "SMALL_SCHEDULER", "RowSchedulerHarness",
-           "SMALL_SOFTMAX", "SoftmaxStageHarness", "ExpUnitHarness", "EngineHarness"]
+           "SMALL_SOFTMAX", "SoftmaxStageHarness", "ExpUnitHarness", "EngineHarness", "AXIS_CMD_LAYOUT",
+           "axis_command_input", "AxisCommandInputHarness"]
 
 HARNESS_MODES = ("safety", "completion")
 
@@ -529,6 +531,118 @@ def _output_halves(m: Module, full, busy, tokens, half, token, t_max: int) -> No
             Assert(~(full[b] & (half == b)) | (token < tokens[b]), f"half {b}: emitter within the pass"),
             Assert(~(half == b) | full[b] | (token == 0), f"half {b}: emitter at token 0 while it waits"),
         ]
+
+
+# --- bus and line interfaces --------------------------------------------------------------------
+
+#: A small AXI4-Stream command input: 8-bit beats, a 20-bit command (3 beats) whose two lowest bits
+#: are the number of data beats that follow it (0..3; ``count_width`` 3).
+AXIS_CMD_LAYOUT = data.StructLayout({"n": 2, "tag": 18})
+AXIS_WIDTH = 8
+AXIS_CMD_BEATS = -(-Shape.cast(AXIS_CMD_LAYOUT).width // AXIS_WIDTH)
+
+
+def _axis_data_beats(cmd):
+    return cmd.n
+
+
+def axis_command_input(cls=AxisCommandInput) -> AxisCommandInput:
+    """The ``AxisCommandInput`` that ``AxisCommandInputHarness`` proves (or ``cls``, a mutant subclass of it,
+    of the same configuration)."""
+    return cls(AXIS_WIDTH, AXIS_CMD_LAYOUT, data_beats=_axis_data_beats, count_width=3)
+
+
+class AxisCommandInputHarness(Harness):
+    """``AxisCommandInput`` (``hw/common/axi.py``) at 8-bit beats and ``AXIS_CMD_LAYOUT``: the AXI4-Stream
+    host's rules assumed on ``s_axis`` (``tvalid`` held until ``tready``; ``tdata``, ``tkeep``, ``tlast``
+    stable while waiting); ``enable`` free (the wrappers' ENABLE register: the host writes it at any time).
+
+    ``safety`` (k-induction): the stream rules on ``cmd`` and ``data``; a ``cmd`` beat only with the
+    last of ``cmd_beats`` command beats taken (``Outstanding``: command beats taken less ``cmd_beats``
+    per command sent = ``cmd_beat_count``), carrying those beats in order; ``data`` beats only with an
+    AXI beat taken, never more than ``data_beats`` of the commands sent (= ``data_beats_left``);
+    ``keep_error`` and ``last_error`` sticky until reset, each set exactly by the beats that should set
+    it; ``partial`` exactly while a command is part-way in; a beat taken only while ``enable`` is high,
+    or to finish a ``cmd``/``data`` beat already offered.
+
+    ``completion`` (bounded, and by k-induction): ``enable`` and ``tvalid`` held high, ``cmd`` and
+    ``data`` always ready: a command's last beat (its ``cmd`` beat, or its last data beat) leaves
+    within ``latency`` cycles of its first beat (``cmd_beats - 1 + 3``: 5)."""
+
+    LATENCY = 5
+
+    def __init__(self, mode: str = "safety", *, dut=None, latency: int | None = None):
+        self.latency = latency if latency is not None else self.LATENCY
+        super().__init__(dut if dut is not None else axis_command_input(), mode)
+
+    def properties(self, m, frag):
+        dut = self.dut
+        k, bits = AXIS_CMD_BEATS, Shape.cast(AXIS_CMD_LAYOUT).width
+        axis = SimpleNamespace(valid=dut.tvalid, ready=dut.tready, payload=Cat(dut.tdata, dut.tkeep, dut.tlast))
+        self.check_ports(m, {"s_axis": axis}, {"cmd": dut.cmd, "data": dut.data})
+        take = dut.tvalid & dut.tready
+        cmd_sent, data_sent = dut.cmd.valid & dut.cmd.ready, dut.data.valid & dut.data.ready
+        in_data = probe(frag, "in_data")
+        owed = Outstanding(m, Mux(cmd_sent, _axis_data_beats(dut.cmd.payload), 0), data_sent,
+                           held=Mux(in_data, probe(frag, "data_beats_left"), 0), capacity=3, name="data")
+        cmd_beat = take & (owed.count == 0)          # the harness's view: no data owed, so a command beat
+        beats = Outstanding(m, cmd_beat, cmd_sent * k, held=probe(frag, "cmd_beat_count"), capacity=k - 1,
+                            name="cmd")
+        # the command's beats as the harness took them, tied to the block's (induction)
+        taken = [Signal(AXIS_WIDTH, name=f"cmd_ref{j}") for j in range(k - 1)]
+        for j in range(k - 1):
+            with m.If(cmd_beat & (beats.count == j)):
+                m.d.sync += taken[j].eq(dut.tdata)
+            m.d.comb += Assert((beats.count <= j) | (probe(frag, f"cmd_beat{j}") == taken[j]),
+                               f"cmd: beat {j} held as taken")
+        command = data.View(AXIS_CMD_LAYOUT, Cat(*taken, dut.tdata)[:bits])
+        m.d.comb += [
+            Assert(in_data == (owed.count != 0), "data: in_data exactly while data beats are owed"),
+            Assert((owed.count == 0) | (beats.count == 0), "cmd: no command beat held while data is owed"),
+            Assert(~(cmd_sent | data_sent) | take, "cmd/data: a beat out only with an AXI beat taken"),
+            Assert(~(take & (owed.count != 0)) | data_sent, "data: an AXI beat taken while data is owed goes to data"),
+            Assert(~dut.cmd.valid | ((beats.count == k - 1) & (Value.cast(dut.cmd.payload) == command.as_value())),
+                   "cmd: offered only with its last beat, carrying its beats in order"),
+            Assert(~dut.data.valid | (dut.data.payload == dut.tdata), "data: the AXI beat unchanged"),
+            Assert(dut.partial == ((beats.count != 0) | (owed.count != 0)),
+                   "partial: exactly while a command is part-way in"),
+        ]
+        ends = Mux(owed.count != 0, owed.count == 1, (beats.count == k - 1) & (_axis_data_beats(command) == 0))
+        self._error_bits(m, take, ends)
+        # enable: no beat taken while low, except to finish one offered on cmd or data
+        offered = Signal(name="offered_was_stalled")
+        m.d.sync += offered.eq((dut.cmd.valid & ~dut.cmd.ready) | (dut.data.valid & ~dut.data.ready))
+        m.d.comb += [Assert(~take | dut.enable | offered, "s_axis: a beat taken only while enabled (or one offered)"),
+                     Cover(cmd_sent & (_axis_data_beats(command) == 3)), Cover(data_sent & (owed.count == 1))]
+        if self.mode == "completion":
+            self._completion(m, take, cmd_beat & (beats.count == 0), ends, beats, owed, command)
+
+    def _error_bits(self, m, take, ends):
+        """``keep_error``/``last_error``: sticky, and set exactly by a beat taken with a ``tkeep`` bit low
+        (``tlast`` on a beat that does not end a command)."""
+        dut = self.dut
+        for name, flag, event in (("keep_error", dut.keep_error, take & ~dut.tkeep.all()),
+                                  ("last_error", dut.last_error, take & dut.tlast & ~ends)):
+            seen = Signal(name=f"{name}_seen")
+            with m.If(event):
+                m.d.sync += seen.eq(1)
+            sticky(m, flag, name)
+            m.d.comb += [Assert(flag == seen, f"{name}: set exactly by its beats"), Cover(flag)]
+
+    def _completion(self, m, take, first, ends, beats, owed, command):
+        """Host and accelerator at full rate: each command is through within ``latency`` cycles of its
+        first beat; the queue's age is the command's beats taken so far (so this is inductive too)."""
+        dut, k = self.dut, AXIS_CMD_BEATS
+        m.d.comb += [Assume(dut.enable), Assume(dut.tvalid), Assume(dut.cmd.ready), Assume(dut.data.ready)]
+        queue = DeadlineQueue(m, push=first, pops=take & ends, budget=self.latency, depth=1, name="commands",
+                              message=f"a command's last beat leaves within {self.latency} cycles of its first")
+        n = Signal(2, name="command_data_beats")
+        with m.If(dut.cmd.valid & dut.cmd.ready):
+            m.d.sync += n.eq(_axis_data_beats(command))
+        age = Mux(owed.count != 0, k + n - owed.count, beats.count)
+        m.d.comb += [Assert(queue.count == ((beats.count != 0) | (owed.count != 0)),
+                            "commands: the queue holds the open one"),
+                     Assert((queue.count == 0) | (queue.ages[0] == age), "commands: its age is its beats taken")]
 
 
 # --- whole accelerators ---------------------------------------------------------------------------
@@ -2270,6 +2384,7 @@ HARNESSES = {
     "softmax_stage": SoftmaxStageHarness,
     "exp_unit": ExpUnitHarness,
     "engine": EngineHarness,
+    "axis_command_input": AxisCommandInputHarness,
 }
 
 

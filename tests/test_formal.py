@@ -34,15 +34,17 @@ from attnforge.tb.formal import (FORMAL_REGMAP, SMALLEST_LAYERNORM, SMALLEST_MAT
                                  ResidualAddUnitHarness,
                                  LayerNormUnitHarness, SkidBufferHarness, VitcodAcceleratorHarness, VitMatmulHarness,
                                  VitModelAcceleratorHarness, harness, probe, SMALL_SCHEDULER, RowSchedulerHarness,
-                                 quiet_until, registers)
-from attnforge.tb.mutants import (DropValidWhileStalled, FlipOutputBit, GlitchWhileStalled, SparserReadsDenserHalfRow,
-                                  WrapIntoOlderHead)
+                                 quiet_until, registers, AxisCommandInputHarness, axis_command_input)
+from attnforge.tb.mutants import (DropValidWhileStalled, EnableWithdrawsOffer, FlipOutputBit, GlitchWhileStalled,
+                                  SparserReadsDenserHalfRow, WrapIntoOlderHead)
 
 #: k of the k-induction: stream rules + accounting (safety), completion with ready high
 SAFETY_K = {"skid_buffer": 3, "requant_line": 3, "mac_line": 4, "output_stage": 4, "loader": 2, "register_bank": 3,
             "linear_output": 8,    # the 4-stage requantizer pipeline (was 4 with one stage)
             "gelu_unit": 3, "residual_add_unit": 3, "layernorm_unit": 3, "vit_matmul": 3,
-            "softmax_stage": 2, "exp_unit": 8, "engine": 2}
+            "softmax_stage": 2, "exp_unit": 8, "engine": 2,
+            # the harness ties every register to its reference (the beats taken)
+            "axis_command_input": 1}
 #: the vit units' proofs run in make test-full (make test's budget is spent; about 6 s each)
 FULL_ONLY = {"gelu_unit", "residual_add_unit", "layernorm_unit", "vit_matmul"}
 COMPLETION_K = {"skid_buffer": 4, "requant_line": 4, "mac_line": 6, "output_stage": 6, "gelu_unit": 8,
@@ -215,7 +217,7 @@ def test_completion_bound_is_tight(tmp_path, make, latency):
 
 @pytest.mark.full
 @pytest.mark.parametrize("name", ["skid_buffer", "requant_line", "mac_line", "loader", "register_bank",
-                                  "linear_output"])
+                                  "linear_output", "axis_command_input"])
 def test_covers_reached(tmp_path, name):
     _check(prove(harness(name), name=name, mode="cover", depth=12, workdir=tmp_path))
 
@@ -736,3 +738,35 @@ def test_engine_mutants_fail(tmp_path, path, message):
     result = prove(EngineHarness(dut=mutant), name="mutant_engine", mode="bmc", depth=8, workdir=tmp_path)
     assert result.status == "FAIL" and result.trace is not None, result.summary()
     assert f"assert: {message}" in result.failed, result.failed
+
+
+# the bus interfaces: the AXI4-Stream command input (tb/formal.py) ----------------------------------
+
+def test_axis_command_input_completion(tmp_path):
+    """Host and accelerator at full rate: a command's last beat (its cmd beat, or its last data beat)
+    leaves within 5 cycles of its first beat, for every cycle (k-induction, k = 1: the deadline
+    queue's age is the command's beats taken); 4 fails from reset (bmc 12: a command with 3 data beats)."""
+    assert AxisCommandInputHarness.LATENCY == 5
+    _check(prove(AxisCommandInputHarness(mode="completion"), name="axis", mode="prove", depth=1, workdir=tmp_path))
+    result = prove(AxisCommandInputHarness(mode="completion", latency=4), name="axis_tight", mode="bmc", depth=12,
+                   workdir=tmp_path)
+    assert result.status == "FAIL" and result.trace is not None, result.summary()
+    assert "assert: a command's last beat leaves within 4 cycles of its first" in result.failed, result.failed
+
+
+@pytest.mark.parametrize("make,mode,depth,failed", [
+    pytest.param(lambda: DropValidWhileStalled(axis_command_input(), valid=("cmd", "valid"), ready=("cmd", "ready")),
+                 "prove", 2, ["cmd: valid held until ready"], id="cmd_valid_dropped"),
+    pytest.param(lambda: axis_command_input(EnableWithdrawsOffer), "bmc", 6,
+                 ["cmd: valid held until ready", "data: valid held until ready"], id="enable_withdraws_offer"),
+])
+def test_axis_command_input_mutants_fail(tmp_path, make, mode, depth, failed):
+    """``cmd.valid`` dropped the cycle after a stall: the k-induction fails on exactly the stream rule.
+    The block as it was before ``enable`` kept an offer (ENABLE cleared while a beat waits withdrew it):
+    a trace from reset (three command beats, the command stalled, ENABLE cleared) on ``cmd``, and one
+    on ``data``."""
+    result = prove(AxisCommandInputHarness(dut=make()), name="mutant_axis", mode=mode, depth=depth, workdir=tmp_path)
+    assert result.status != "PASS", result.summary()
+    assert sorted(result.failed) == [f"assert: {f}" for f in failed], result.failed
+    if mode == "bmc":
+        assert result.trace is not None and result.trace.exists() and "induct" not in result.trace.name
