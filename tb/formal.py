@@ -35,10 +35,12 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In
 
 from attnforge.hw.common import log2_ceil, mux_tree
+from attnforge.hw.common.axi import AxisCommandInput
 from attnforge.hw.common.regbank import RegisterBank
 from attnforge.hw.common.regmap import Field, Register, RegisterMap
 from attnforge.hw.common.requant import RequantLine, RequantLineConfig
 from attnforge.hw.common.stream import SkidBuffer
+from attnforge.hw.common.uart import MIN_DIVISOR, UartRx, UartTx
 from attnforge.hw.linear.config import LinearDecodeConfig
 from attnforge.hw.linear.decode import LinearDecode
 from attnforge.hw.linear.output import OutputStage as LinearOutputStage
@@ -71,7 +73,8 @@ __all__ = ["probe", "stream_rules", "Outstanding", "Harness", "HARNESSES", "harn
            "SMALLEST_VITCOD", "SMALLEST_LINEAR", "GeluUnitHarness", "ResidualAddUnitHarness",
            "SMALLEST_LAYERNORM", "LayerNormUnitHarness", "fsm_states", "SMALLEST_MATMUL", "VitMatmulHarness",
            "SMALLEST_VITMODEL", "VitModelAcceleratorHarness", "SMALL_SCHEDULER", "RowSchedulerHarness",
-           "SMALL_SOFTMAX", "SoftmaxStageHarness", "ExpUnitHarness", "EngineHarness"]
+           "SMALL_SOFTMAX", "SoftmaxStageHarness", "ExpUnitHarness", "EngineHarness", "AXIS_CMD_LAYOUT",
+           "axis_command_input", "AxisCommandInputHarness", "UART_DIVISOR", "UartTxHarness", "UartRxHarness"]
 
 HARNESS_MODES = ("safety", "completion")
 
@@ -529,6 +532,269 @@ def _output_halves(m: Module, full, busy, tokens, half, token, t_max: int) -> No
             Assert(~(full[b] & (half == b)) | (token < tokens[b]), f"half {b}: emitter within the pass"),
             Assert(~(half == b) | full[b] | (token == 0), f"half {b}: emitter at token 0 while it waits"),
         ]
+
+
+# --- bus and line interfaces --------------------------------------------------------------------
+
+#: A small AXI4-Stream command input: 8-bit beats, a 20-bit command (3 beats) whose two lowest bits
+#: are the number of data beats that follow it (0..3; ``count_width`` 3).
+AXIS_CMD_LAYOUT = data.StructLayout({"n": 2, "tag": 18})
+AXIS_WIDTH = 8
+AXIS_CMD_BEATS = -(-Shape.cast(AXIS_CMD_LAYOUT).width // AXIS_WIDTH)
+
+
+def _axis_data_beats(cmd):
+    return cmd.n
+
+
+def axis_command_input(cls=AxisCommandInput) -> AxisCommandInput:
+    """The ``AxisCommandInput`` that ``AxisCommandInputHarness`` proves (or ``cls``, a mutant subclass of it,
+    of the same configuration)."""
+    return cls(AXIS_WIDTH, AXIS_CMD_LAYOUT, data_beats=_axis_data_beats, count_width=3)
+
+
+class AxisCommandInputHarness(Harness):
+    """``AxisCommandInput`` (``hw/common/axi.py``) at 8-bit beats and ``AXIS_CMD_LAYOUT``: the AXI4-Stream
+    host's rules assumed on ``s_axis`` (``tvalid`` held until ``tready``; ``tdata``, ``tkeep``, ``tlast``
+    stable while waiting); ``enable`` free (the wrappers' ENABLE register: the host writes it at any time).
+
+    ``safety`` (k-induction): the stream rules on ``cmd`` and ``data``; a ``cmd`` beat only with the
+    last of ``cmd_beats`` command beats taken (``Outstanding``: command beats taken less ``cmd_beats``
+    per command sent = ``cmd_beat_count``), carrying those beats in order; ``data`` beats only with an
+    AXI beat taken, never more than ``data_beats`` of the commands sent (= ``data_beats_left``);
+    ``keep_error`` and ``last_error`` sticky until reset, each set exactly by the beats that should set
+    it; ``partial`` exactly while a command is part-way in; a beat taken only while ``enable`` is high,
+    or to finish a ``cmd``/``data`` beat already offered.
+
+    ``completion`` (bounded, and by k-induction): ``enable`` and ``tvalid`` held high, ``cmd`` and
+    ``data`` always ready: a command's last beat (its ``cmd`` beat, or its last data beat) leaves
+    within ``latency`` cycles of its first beat (``cmd_beats - 1 + 3``: 5)."""
+
+    LATENCY = 5
+
+    def __init__(self, mode: str = "safety", *, dut=None, latency: int | None = None):
+        self.latency = latency if latency is not None else self.LATENCY
+        super().__init__(dut if dut is not None else axis_command_input(), mode)
+
+    def properties(self, m, frag):
+        dut = self.dut
+        k, bits = AXIS_CMD_BEATS, Shape.cast(AXIS_CMD_LAYOUT).width
+        axis = SimpleNamespace(valid=dut.tvalid, ready=dut.tready, payload=Cat(dut.tdata, dut.tkeep, dut.tlast))
+        self.check_ports(m, {"s_axis": axis}, {"cmd": dut.cmd, "data": dut.data})
+        take = dut.tvalid & dut.tready
+        cmd_sent, data_sent = dut.cmd.valid & dut.cmd.ready, dut.data.valid & dut.data.ready
+        in_data = probe(frag, "in_data")
+        owed = Outstanding(m, Mux(cmd_sent, _axis_data_beats(dut.cmd.payload), 0), data_sent,
+                           held=Mux(in_data, probe(frag, "data_beats_left"), 0), capacity=3, name="data")
+        cmd_beat = take & (owed.count == 0)          # the harness's view: no data owed, so a command beat
+        beats = Outstanding(m, cmd_beat, cmd_sent * k, held=probe(frag, "cmd_beat_count"), capacity=k - 1,
+                            name="cmd")
+        # the command's beats as the harness took them, tied to the block's (induction)
+        taken = [Signal(AXIS_WIDTH, name=f"cmd_ref{j}") for j in range(k - 1)]
+        for j in range(k - 1):
+            with m.If(cmd_beat & (beats.count == j)):
+                m.d.sync += taken[j].eq(dut.tdata)
+            m.d.comb += Assert((beats.count <= j) | (probe(frag, f"cmd_beat{j}") == taken[j]),
+                               f"cmd: beat {j} held as taken")
+        command = data.View(AXIS_CMD_LAYOUT, Cat(*taken, dut.tdata)[:bits])
+        m.d.comb += [
+            Assert(in_data == (owed.count != 0), "data: in_data exactly while data beats are owed"),
+            Assert((owed.count == 0) | (beats.count == 0), "cmd: no command beat held while data is owed"),
+            Assert(~(cmd_sent | data_sent) | take, "cmd/data: a beat out only with an AXI beat taken"),
+            Assert(~(take & (owed.count != 0)) | data_sent, "data: an AXI beat taken while data is owed goes to data"),
+            Assert(~dut.cmd.valid | ((beats.count == k - 1) & (Value.cast(dut.cmd.payload) == command.as_value())),
+                   "cmd: offered only with its last beat, carrying its beats in order"),
+            Assert(~dut.data.valid | (dut.data.payload == dut.tdata), "data: the AXI beat unchanged"),
+            Assert(dut.partial == ((beats.count != 0) | (owed.count != 0)),
+                   "partial: exactly while a command is part-way in"),
+        ]
+        ends = Mux(owed.count != 0, owed.count == 1, (beats.count == k - 1) & (_axis_data_beats(command) == 0))
+        self._error_bits(m, take, ends)
+        # enable: no beat taken while low, except to finish one offered on cmd or data
+        offered = Signal(name="offered_was_stalled")
+        m.d.sync += offered.eq((dut.cmd.valid & ~dut.cmd.ready) | (dut.data.valid & ~dut.data.ready))
+        m.d.comb += [Assert(~take | dut.enable | offered, "s_axis: a beat taken only while enabled (or one offered)"),
+                     Cover(cmd_sent & (_axis_data_beats(command) == 3)), Cover(data_sent & (owed.count == 1))]
+        if self.mode == "completion":
+            self._completion(m, take, cmd_beat & (beats.count == 0), ends, beats, owed, command)
+
+    def _error_bits(self, m, take, ends):
+        """``keep_error``/``last_error``: sticky, and set exactly by a beat taken with a ``tkeep`` bit low
+        (``tlast`` on a beat that does not end a command)."""
+        dut = self.dut
+        for name, flag, event in (("keep_error", dut.keep_error, take & ~dut.tkeep.all()),
+                                  ("last_error", dut.last_error, take & dut.tlast & ~ends)):
+            seen = Signal(name=f"{name}_seen")
+            with m.If(event):
+                m.d.sync += seen.eq(1)
+            sticky(m, flag, name)
+            m.d.comb += [Assert(flag == seen, f"{name}: set exactly by its beats"), Cover(flag)]
+
+    def _completion(self, m, take, first, ends, beats, owed, command):
+        """Host and accelerator at full rate: each command is through within ``latency`` cycles of its
+        first beat; the queue's age is the command's beats taken so far (so this is inductive too)."""
+        dut, k = self.dut, AXIS_CMD_BEATS
+        m.d.comb += [Assume(dut.enable), Assume(dut.tvalid), Assume(dut.cmd.ready), Assume(dut.data.ready)]
+        queue = DeadlineQueue(m, push=first, pops=take & ends, budget=self.latency, depth=1, name="commands",
+                              message=f"a command's last beat leaves within {self.latency} cycles of its first")
+        n = Signal(2, name="command_data_beats")
+        with m.If(dut.cmd.valid & dut.cmd.ready):
+            m.d.sync += n.eq(_axis_data_beats(command))
+        age = Mux(owed.count != 0, k + n - owed.count, beats.count)
+        m.d.comb += [Assert(queue.count == ((beats.count != 0) | (owed.count != 0)),
+                            "commands: the queue holds the open one"),
+                     Assert((queue.count == 0) | (queue.ages[0] == age), "commands: its age is its beats taken")]
+
+
+#: The UART harnesses' divisor: the smallest the receiver takes (a frame is 40 cycles).
+UART_DIVISOR = MIN_DIVISOR
+
+
+class UartTxHarness(Harness):
+    """``UartTx`` (``hw/common/uart.py``): the stream rules assumed on ``i``.
+
+    ``safety`` (k-induction): a byte is taken only while no frame is on the line (``i.ready`` and
+    ``~busy`` exactly then); from the second cycle after the take the line carries that byte's frame
+    (start 0, the 8 data bits LSB first, stop 1), ``divisor`` cycles a bit, and is high otherwise. The
+    harness counts the cycles since the take and asserts the transmitter's bit count, timer and shift
+    register against that count (the induction's invariants).
+
+    ``completion`` (k-induction; nothing assumed, the line has no backpressure): a byte offered has its
+    start bit on the line within ``latency`` cycles of the offer: the frame in flight (``10 divisor``
+    cycles at most), then two (take, load)."""
+
+    def __init__(self, divisor: int = UART_DIVISOR, mode: str = "safety", *, dut=None, latency: int | None = None):
+        self.divisor = divisor
+        self.latency = latency if latency is not None else 10 * divisor + 2
+        super().__init__(dut if dut is not None else UartTx(divisor), mode)
+
+    def properties(self, m, frag):
+        dut, div = self.dut, self.divisor
+        cycles = 10 * div
+        self.check_ports(m, {"i": dut.i}, {})
+        taken = dut.i.valid & dut.i.ready
+        byte = Signal(8, name="tx_byte")
+        since = Signal(range(cycles + 1), name="tx_since")      # cycles since the take; 0: no frame
+        with m.If(taken):
+            m.d.sync += [byte.eq(dut.i.payload), since.eq(1)]
+        with m.Elif(since != 0):
+            m.d.sync += since.eq(Mux(since == cycles, 0, since + 1))
+        frame = Cat(Const(0, 1), byte, Const(1, 1))
+        left, timer, shift = (probe(frag, name) for name in ("left", "timer", "shift"))
+        line = Signal(name="tx_line_expected")
+        state = Signal(len(left) + len(timer) + len(shift), name="tx_state_expected")
+        m.d.comb += [line.eq(1), state.eq(0)]
+        with m.Switch(since):
+            for s in range(1, cycles + 1):
+                with m.Case(s):
+                    # bit (s - 2) // div is on the line; (s - 2 + div) // div bits have been shifted out
+                    if s >= 2:
+                        m.d.comb += line.eq(frame[(s - 2) // div])
+                    m.d.comb += state.eq(Cat(Const(10 - (s - 1) // div, len(left)), Const((s - 1) % div, len(timer)),
+                                             (frame >> ((s - 2 + div) // div))[:len(shift)]))
+        m.d.comb += [
+            Assert(dut.i.ready == (since == 0), "i: a byte taken only while no frame is on the line"),
+            Assert(dut.busy == (since != 0), "tx: busy exactly while a frame is on the line"),
+            Assert(dut.tx == line, "tx: the line carries the byte's frame, divisor cycles a bit, and idles high"),
+            Assert((since == 0) | (Cat(left, timer, shift) == state),
+                   "tx: bit count, timer and shift register as the cycles since the take say"),
+            Assert((since != 0) | (left == 0), "tx: no bits left between frames"),
+            Cover(taken & (byte == 0xA5)), Cover((since == cycles) & dut.i.valid),
+        ]
+        if self.mode == "completion":
+            self._completion(m, since)
+
+    def _completion(self, m, since):
+        """Each offer (``valid`` rising, or again after a transfer) is answered by its start bit on the
+        line (``since == 2``). The queue holds the byte taken before its start bit (``since`` 1 or 2:
+        offered at most ``10 divisor`` cycles before its take) and the offer waiting (offered after the
+        take of the frame in flight): inductive with these bounds on their ages."""
+        i, cycles = self.dut.i, 10 * self.divisor
+        was_stalled = Signal(name="i_was_stalled")
+        m.d.sync += was_stalled.eq(i.valid & ~i.ready)
+        queue = DeadlineQueue(m, push=i.valid & ~was_stalled, pops=since == 2, budget=self.latency, depth=2,
+                              name="offers",
+                              message=f"an offered byte's start bit is on the line within {self.latency} cycles")
+        in_flight = (since == 1) | (since == 2)
+        m.d.comb += [
+            Assert(queue.count == in_flight + was_stalled, "offers: the byte before its start bit and the one waiting"),
+            Assert(~in_flight | (queue.ages[0] <= since + cycles), "offers: the byte taken waited at most a frame"),
+            Assert(~was_stalled | (Mux(in_flight, queue.ages[1], queue.ages[0]) < Mux(since == 0, cycles + 1, since)),
+                   "offers: the byte waiting was offered after the take of the frame in flight"),
+        ]
+
+
+class UartRxHarness(Harness):
+    """``UartRx`` (``hw/common/uart.py``), its pin free: any level in any cycle, noise and glitches too.
+
+    The receiver has no backpressure: a byte not taken before the next one is complete is replaced,
+    and the sticky ``overrun`` says so. Proven by k-induction: ``o.valid`` held until ``ready``; the
+    payload stable while stalled unless a byte replaced it, which sets ``overrun``; ``overrun`` and
+    ``frame_error`` sticky until reset, ``overrun`` rising only when a byte waited untaken,
+    ``frame_error`` only for a frame with a low start and a low stop sample; no byte on ``o`` (a new
+    beat or a replacing one) without a start bit on the pin: it was low at the start bit's middle and
+    high at the stop bit's, nine bit times later, and the byte is the eight levels at the data bits'
+    middles between. The harness keeps the pin's last ``3 + 9 divisor`` levels and asserts the
+    synchronizer, the bits shifted in and the start sample against them (the induction's invariants)."""
+
+    def __init__(self, divisor: int = UART_DIVISOR, mode: str = "safety", *, dut=None):
+        if mode != "safety":
+            raise ValueError("the UART receiver harness has no completion mode (its line is free)")
+        self.divisor = divisor
+        super().__init__(dut if dut is not None else UartRx(divisor), mode)
+
+    def properties(self, m, frag):
+        dut, o, div = self.dut, self.dut.o, self.divisor
+        depth = 3 + 9 * div
+        pin = Signal(depth, init=(1 << depth) - 1, name="rx_pin")       # pin[j]: the pin j + 1 cycles ago
+        m.d.sync += pin.eq(Cat(dut.rx, pin[:-1]))
+        # a byte delivered in the cycle before: its stop sample was 3 cycles ago (through the
+        # synchronizer), its data bit i (8 - i) bit times before that, its start sample 9
+        framed = ~pin[2 + 9 * div] & pin[2]
+        sampled = Cat(*(pin[2 + (8 - i) * div] for i in range(8)))
+        past = _History(m, o, "o")
+        fresh = o.valid & ~past.stalled
+        replaced = past.stalled & (Value.cast(o.payload) != past.payload)
+        overrun_was, framing_was = Signal(name="overrun_was"), Signal(name="frame_error_was")
+        m.d.sync += [overrun_was.eq(dut.overrun), framing_was.eq(dut.frame_error)]
+        sticky(m, dut.overrun, "overrun")
+        sticky(m, dut.frame_error, "frame_error")
+        m.d.comb += [
+            Assert(~past.stalled | o.valid, "o: valid held until ready"),
+            Assert(~replaced | dut.overrun, "o: payload stable while stalled, unless replaced with overrun set"),
+            Assert(~(fresh | replaced) | (framed & (o.payload == sampled)),
+                   "o: a byte only after a start bit and a stop bit, its bits the pin's mid-bit levels"),
+            Assert(~(dut.overrun & ~overrun_was) | past.stalled, "overrun: set only while a byte waits untaken"),
+            Assert(~(dut.frame_error & ~framing_was) | (~pin[2 + 9 * div] & ~pin[2]),
+                   "frame_error: set only for a start bit whose stop bit was low"),
+            Cover(o.valid & o.ready & (o.payload == 0xA5)), Cover(dut.overrun), Cover(dut.frame_error),
+        ]
+        self._receiver_state(m, frag, pin)
+
+    def _receiver_state(self, m, frag, pin):
+        """The induction's invariants: the synchronizer holds the pin's last two levels; in DATA
+        (``bits`` < 8 received) and STOP (``bits`` = 8) the start sample was low and each bit shifted
+        in is the pin's level at its sample point (``divisor`` cycles apart, the last one ``divisor -
+        timer`` cycles ago)."""
+        div = self.divisor
+        state = probe(frag, "fsm_state")
+        states = fsm_states(state)
+        timer, bits, shift = (probe(frag, name) for name in ("timer", "bits", "shift"))
+        in_start, in_data, in_stop = (state == states[name] for name in ("START", "DATA", "STOP"))
+        m.d.comb += [
+            Assert((probe(frag, "rx_sync1") == pin[0]) & (probe(frag, "rx_sync2") == pin[1]),
+                   "rx: the synchronizer holds the pin's last two levels"),
+            Assert(state <= max(states.values()), "rx: the FSM in one of its states"),
+            Assert(~in_start | (timer < div // 2), "rx: START waits at most half a bit"),
+            Assert(~in_data | ((timer < div) & (bits < 8)), "rx: DATA within a bit, fewer than 8 bits in"),
+            Assert(~in_stop | ((timer < div) & (bits == 8)), "rx: STOP within a bit, 8 bits in"),
+        ]
+        for b in range(9):
+            here = in_stop if b == 8 else in_data & (bits == b)
+            for i in range(-1, b):      # -1: the start sample
+                level = pin.bit_select((1 + (b - i) * div - timer).as_unsigned(), 1)
+                m.d.comb += Assert(~here | (level == (0 if i < 0 else shift[8 - b + i])),
+                                   "rx: the start sample and the bits shifted in are the pin's levels")
 
 
 # --- whole accelerators ---------------------------------------------------------------------------
@@ -2270,6 +2536,9 @@ HARNESSES = {
     "softmax_stage": SoftmaxStageHarness,
     "exp_unit": ExpUnitHarness,
     "engine": EngineHarness,
+    "axis_command_input": AxisCommandInputHarness,
+    "uart_tx": UartTxHarness,
+    "uart_rx": UartRxHarness,
 }
 
 

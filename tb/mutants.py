@@ -6,10 +6,11 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In
 
 from attnforge.hw.common import mux_tree
+from attnforge.hw.common.axi import AxisCommandInput
 from attnforge.hw.vitcod.scheduler import RowScheduler
 
 __all__ = ["FlipOutputBit", "GlitchWhileStalled", "ExtraBeat", "DropValidWhileStalled", "WrapIntoOlderHead",
-           "SparserReadsDenserHalfRow"]
+           "SparserReadsDenserHalfRow", "EnableWithdrawsOffer"]
 
 
 class FlipOutputBit(wiring.Component):
@@ -207,4 +208,18 @@ class SparserReadsDenserHalfRow(RowScheduler):
         replaced = sum(_replace_comb(frag, by_name[f"pointer_entry1_{k}"], row * 2 + k) for k in range(2))
         if replaced != 2:
             raise RuntimeError(f"SparserReadsDenserHalfRow replaced {replaced} pointer entry assignments, expected 2")
+        return frag
+
+
+class EnableWithdrawsOffer(AxisCommandInput):
+    """An ``AxisCommandInput`` as it was before ``enable`` kept an offer: ``cmd.valid``, ``data.valid``
+    and ``tready`` gated by ``enable`` alone (its ``open`` assignment replaced by ``enable``), so a
+    host clearing ENABLE while a beat waits on ``cmd`` or ``data`` withdraws it: a broken handshake
+    that no beat count sees (the beat is offered again once ENABLE is back)."""
+
+    def elaborate(self, platform):
+        frag = Fragment.get(super().elaborate(platform), platform)
+        replaced = _replace_comb(frag, _assigned_signals(frag)["open"], self.enable)
+        if replaced != 1:
+            raise RuntimeError(f"EnableWithdrawsOffer replaced {replaced} open assignments, expected 1")
         return frag

@@ -147,6 +147,42 @@ def test_axis_command_input_flags_a_packet_that_ends_inside_a_command(at):
     assert got["last_error"][-1] == 1 and got["data"] == [0x11, 0x22]
 
 
+@pytest.mark.parametrize("stream", ["cmd", "data"])
+def test_axis_command_input_keeps_an_offer_when_enable_falls(stream):
+    """ENABLE cleared (the host writes it at any time) while a beat waits on ``cmd`` (``data``): the beat
+    stays offered until taken, with its AXI beat; the next beat waits for ENABLE. (Before, ``enable``
+    gated ``valid`` directly and withdrew the offer: tests/test_formal.py finds that in the RTL.)"""
+    layout = data.StructLayout({"n": 4, "tag": 16})
+    dut = AxisCommandInput(8, layout, data_beats=lambda p: p.n, count_width=4)
+    beats = [2, 0, 0, 0x11, 0x22]                   # n = 2: three command beats, two data beats
+    stall_at = 2 if stream == "cmd" else 3          # the command's last beat, its first data beat
+    port = getattr(dut, stream)
+    seen = []
+
+    async def bench(ctx):
+        ctx.set(dut.tkeep, 1)
+        n = 0
+        for cycle in range(12):
+            ctx.set(dut.enable, cycle <= stall_at or cycle >= 9)       # falls while the beat waits
+            ctx.set(dut.cmd.ready, 1)
+            ctx.set(dut.data.ready, 1)
+            ctx.set(port.ready, cycle not in (stall_at, stall_at + 1))
+            ctx.set(dut.tvalid, n < len(beats))
+            ctx.set(dut.tdata, beats[min(n, len(beats) - 1)])
+            seen.append((ctx.get(port.valid), ctx.get(port.ready), ctx.get(dut.tready)))
+            n += ctx.get(dut.tvalid) and ctx.get(dut.tready)
+            await ctx.tick()
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    # offered at stall_at, stalled two cycles (enable low in the second), taken in the third with its AXI beat
+    assert seen[stall_at:stall_at + 3] == [(1, 0, 0), (1, 0, 0), (1, 1, 1)]
+    assert all(not tready for _, _, tready in seen[stall_at + 3:9])     # then nothing until ENABLE is back
+    assert any(tready for _, _, tready in seen[9:])
+
+
 def test_axis_output_holds_a_stalled_beat():
     dut = AxisOutput(16)
     seen = []

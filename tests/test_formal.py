@@ -14,6 +14,7 @@ import pytest
 
 from attnforge.hw.common.requant import RequantLine, RequantLineConfig
 from attnforge.hw.common.stream import SkidBuffer
+from attnforge.hw.common.uart import UartRx, UartTx
 from attnforge.hw.mac_line import MacLine, MacLineConfig
 from attnforge.hw.vitcod.config import VitcodConfig
 from attnforge.hw.vitcod.cycles import OUT_STAGES
@@ -34,15 +35,18 @@ from attnforge.tb.formal import (FORMAL_REGMAP, SMALLEST_LAYERNORM, SMALLEST_MAT
                                  ResidualAddUnitHarness,
                                  LayerNormUnitHarness, SkidBufferHarness, VitcodAcceleratorHarness, VitMatmulHarness,
                                  VitModelAcceleratorHarness, harness, probe, SMALL_SCHEDULER, RowSchedulerHarness,
-                                 quiet_until, registers)
-from attnforge.tb.mutants import (DropValidWhileStalled, FlipOutputBit, GlitchWhileStalled, SparserReadsDenserHalfRow,
-                                  WrapIntoOlderHead)
+                                 quiet_until, registers, AxisCommandInputHarness, axis_command_input, UartRxHarness,
+                                 UartTxHarness, UART_DIVISOR)
+from attnforge.tb.mutants import (DropValidWhileStalled, EnableWithdrawsOffer, FlipOutputBit, GlitchWhileStalled,
+                                  SparserReadsDenserHalfRow, WrapIntoOlderHead)
 
 #: k of the k-induction: stream rules + accounting (safety), completion with ready high
 SAFETY_K = {"skid_buffer": 3, "requant_line": 3, "mac_line": 4, "output_stage": 4, "loader": 2, "register_bank": 3,
             "linear_output": 8,    # the 4-stage requantizer pipeline (was 4 with one stage)
             "gelu_unit": 3, "residual_add_unit": 3, "layernorm_unit": 3, "vit_matmul": 3,
-            "softmax_stage": 2, "exp_unit": 8, "engine": 2}
+            "softmax_stage": 2, "exp_unit": 8, "engine": 2,
+            # the harnesses tie every register to their reference (beats, cycles since the take, pin levels)
+            "axis_command_input": 1, "uart_tx": 1, "uart_rx": 1}
 #: the vit units' proofs run in make test-full (make test's budget is spent; about 6 s each)
 FULL_ONLY = {"gelu_unit", "residual_add_unit", "layernorm_unit", "vit_matmul"}
 COMPLETION_K = {"skid_buffer": 4, "requant_line": 4, "mac_line": 6, "output_stage": 6, "gelu_unit": 8,
@@ -144,6 +148,8 @@ def test_bad_mode_refused(tmp_path):
         harness("skid_buffer", mode="liveness")
     with pytest.raises(ValueError, match="no completion mode"):
         LoaderHarness(mode="completion")
+    with pytest.raises(ValueError, match="no completion mode"):
+        UartRxHarness(mode="completion")
 
 
 def test_missing_tool_is_an_error(monkeypatch, tmp_path):
@@ -215,7 +221,7 @@ def test_completion_bound_is_tight(tmp_path, make, latency):
 
 @pytest.mark.full
 @pytest.mark.parametrize("name", ["skid_buffer", "requant_line", "mac_line", "loader", "register_bank",
-                                  "linear_output"])
+                                  "linear_output", "axis_command_input"])
 def test_covers_reached(tmp_path, name):
     _check(prove(harness(name), name=name, mode="cover", depth=12, workdir=tmp_path))
 
@@ -736,3 +742,76 @@ def test_engine_mutants_fail(tmp_path, path, message):
     result = prove(EngineHarness(dut=mutant), name="mutant_engine", mode="bmc", depth=8, workdir=tmp_path)
     assert result.status == "FAIL" and result.trace is not None, result.summary()
     assert f"assert: {message}" in result.failed, result.failed
+
+
+# the bus and line interfaces: the AXI4-Stream command input, the UART (tb/formal.py) -----------------
+
+def test_axis_command_input_completion(tmp_path):
+    """Host and accelerator at full rate: a command's last beat (its cmd beat, or its last data beat)
+    leaves within 5 cycles of its first beat, for every cycle (k-induction, k = 1: the deadline
+    queue's age is the command's beats taken); 4 fails from reset (bmc 12: a command with 3 data beats)."""
+    assert AxisCommandInputHarness.LATENCY == 5
+    _check(prove(AxisCommandInputHarness(mode="completion"), name="axis", mode="prove", depth=1, workdir=tmp_path))
+    result = prove(AxisCommandInputHarness(mode="completion", latency=4), name="axis_tight", mode="bmc", depth=12,
+                   workdir=tmp_path)
+    assert result.status == "FAIL" and result.trace is not None, result.summary()
+    assert "assert: a command's last beat leaves within 4 cycles of its first" in result.failed, result.failed
+
+
+@pytest.mark.parametrize("make,mode,depth,failed", [
+    pytest.param(lambda: DropValidWhileStalled(axis_command_input(), valid=("cmd", "valid"), ready=("cmd", "ready")),
+                 "prove", 2, ["cmd: valid held until ready"], id="cmd_valid_dropped"),
+    pytest.param(lambda: axis_command_input(EnableWithdrawsOffer), "bmc", 6,
+                 ["cmd: valid held until ready", "data: valid held until ready"], id="enable_withdraws_offer"),
+])
+def test_axis_command_input_mutants_fail(tmp_path, make, mode, depth, failed):
+    """``cmd.valid`` dropped the cycle after a stall: the k-induction fails on exactly the stream rule.
+    The block as it was before ``enable`` kept an offer (ENABLE cleared while a beat waits withdrew it):
+    a trace from reset (three command beats, the command stalled, ENABLE cleared) on ``cmd``, and one
+    on ``data``."""
+    result = prove(AxisCommandInputHarness(dut=make()), name="mutant_axis", mode=mode, depth=depth, workdir=tmp_path)
+    assert result.status != "PASS", result.summary()
+    assert sorted(result.failed) == [f"assert: {f}" for f in failed], result.failed
+    if mode == "bmc":
+        assert result.trace is not None and result.trace.exists() and "induct" not in result.trace.name
+
+
+def test_uart_tx_completion_proven(tmp_path):
+    """A byte offered to the transmitter has its start bit on the line within 42 cycles (its frame then
+    follows exactly: the safety proof), for every cycle (k-induction, k = 2, divisor 4)."""
+    assert UartTxHarness(mode="completion").latency == 42
+    _check(prove(UartTxHarness(mode="completion"), name="uart_tx", mode="prove", depth=2, workdir=tmp_path))
+
+
+@pytest.mark.full     # about 40 s: the trace is two frames deep
+def test_uart_tx_completion_bound_is_tight(tmp_path):
+    """41 cycles fail from reset (bmc 44: a byte taken, the next offered the cycle after, its start bit
+    a whole frame and two cycles later)."""
+    result = prove(UartTxHarness(mode="completion", latency=41), name="uart_tx_tight", mode="bmc", depth=44,
+                   workdir=tmp_path)
+    assert result.status == "FAIL" and result.trace is not None, result.summary()
+    assert result.failed == ["assert: an offered byte's start bit is on the line within 41 cycles"], result.failed
+
+
+@pytest.mark.parametrize("make,mode,depth,message", [
+    pytest.param(lambda: UartRxHarness(dut=DropValidWhileStalled(UartRx(UART_DIVISOR))), "prove", 2,
+                 "o: valid held until ready", id="rx_valid_dropped"),
+    pytest.param(lambda: UartTxHarness(dut=FlipOutputBit(UartTx(UART_DIVISOR), path=("i", "ready"))), "bmc", 4,
+                 "i: a byte taken only while no frame is on the line", id="tx_ready_while_busy"),
+])
+def test_uart_mutants_fail(tmp_path, make, mode, depth, message):
+    """The receiver's ``o.valid`` dropped the cycle after a stall fails the k-induction on exactly the
+    stream rule; the transmitter's ``i.ready`` inverted (a byte taken mid-frame) fails from reset."""
+    result = prove(make(), name="mutant_uart", mode=mode, depth=depth, workdir=tmp_path)
+    assert result.status != "PASS", result.summary()
+    assert f"assert: {message}" in result.failed, result.failed
+    if mode == "prove":
+        assert result.failed == [f"assert: {message}"], result.failed
+
+
+@pytest.mark.full
+@pytest.mark.parametrize("make,depth", [(UartTxHarness, 45), (UartRxHarness, 84)], ids=["tx", "rx"])
+def test_uart_covers_reached(tmp_path, make, depth):
+    """The assumptions leave the line busy: two bytes back to back out of the transmitter; a byte taken
+    from the receiver, a frame error, an overrun (the second byte, at step 80)."""
+    _check(prove(make(), name="uart", mode="cover", depth=depth, workdir=tmp_path))

@@ -124,7 +124,8 @@ class AxisCommandInput(wiring.Component):
     ``cmd`` (``tready`` is ``cmd.ready`` then), so a one-beat command costs no
     cycle. With ``data_beats`` (a function of the command's ``View`` giving the
     number of data beats that follow it) the next that many beats go to ``data``
-    unchanged; then the next command begins. ``enable`` low holds ``tready`` low.
+    unchanged; then the next command begins. ``enable`` low holds ``tready`` low, except to
+    finish a beat already offered on ``cmd`` or ``data`` (a stream never takes an offer back).
 
     Members
     -------
@@ -133,7 +134,7 @@ class AxisCommandInput(wiring.Component):
     tvalid : ``In(1)``
     tready : ``Out(1)``
     enable : ``In(1)``
-        Beats are taken only while high.
+        Beats are taken only while high (and the one offered on ``cmd`` or ``data`` when it fell).
     cmd : ``Out(stream.Signature(cmd_layout))``
     data : ``Out(stream.Signature(width))``
         Only with ``data_beats``.
@@ -182,10 +183,17 @@ class AxisCommandInput(wiring.Component):
         # Plain expressions, no conditional assignments: Icarus does not run a netlist's
         # combinational processes at time 0 for inputs that never change, and tready must be known.
         last_cmd_beat = Signal()
+        data_valid = self.data.valid if self._data_beats is not None else 0
         data_ready = self.data.ready if self._data_beats is not None else 0
+        # A beat offered on cmd or data stays offered until taken, whatever enable does (a host may
+        # clear ENABLE at any time): enable only stops the next beat from being offered.
+        offered = Signal(name="offered")
+        m.d.sync += offered.eq(self.cmd.valid & ~self.cmd.ready | data_valid & ~data_ready)
+        open_ = Signal(name="open")
         m.d.comb += [last_cmd_beat.eq(~in_data & (count == k - 1)),
-                     self.cmd.valid.eq(self.tvalid & self.enable & last_cmd_beat),
-                     self.tready.eq(self.enable & Mux(in_data, data_ready, ~last_cmd_beat | self.cmd.ready))]
+                     open_.eq(self.enable | offered),
+                     self.cmd.valid.eq(self.tvalid & open_ & last_cmd_beat),
+                     self.tready.eq(open_ & Mux(in_data, data_ready, ~last_cmd_beat | self.cmd.ready))]
         with m.If(take & ~in_data & ~last_cmd_beat):
             for j in range(k - 1):
                 with m.If(count == j):
@@ -206,7 +214,7 @@ class AxisCommandInput(wiring.Component):
         with m.If(take & self.tlast & ~ends_command):
             m.d.sync += self.last_error.eq(1)
         if self._data_beats is not None:
-            m.d.comb += [self.data.valid.eq(self.tvalid & self.enable & in_data), self.data.payload.eq(self.tdata)]
+            m.d.comb += [self.data.valid.eq(self.tvalid & open_ & in_data), self.data.payload.eq(self.tdata)]
             with m.If(take & in_data):
                 m.d.sync += left.eq(left - 1)
                 with m.If(left == 1):
