@@ -916,11 +916,15 @@ class VitcodAcceleratorHarness(Harness):
     is taken in within ``latency`` cycles (refused: ``heads_failed`` counts it; or its head
     loaded: a bank's ``full`` flag rises), at most two are pending at once, and the output
     beats never outnumber ``Nq * words_per_token`` summed over the commands taken (no output
-    beat without a command that asks for it). Only control is observed in this mode (``o``'s
-    ``valid`` and ``o_last``; the payload's rule is the safety proof's), so Yosys drops the
-    arithmetic and the check goes deeper. A head's compute to ``heads_done`` is not bounded
-    here: the most expensive head of SMALLEST_VITCOD takes 54 cycles (Amaranth simulation,
-    docs/architecture.md), deeper than the bounded check reaches in reasonable time."""
+    beat without a command that asks for it). Every loaded head is computed and out
+    (``heads_done``) in load order, within ``keyless_latency`` cycles (a head without keys) or
+    ``head_latency`` (with keys) of the later of its load and the previous head's end. Only
+    control is observed in this mode (``o``'s ``valid`` and ``o_last``; the payload's rule is the
+    safety proof's). The data path stays in the model all the same (the row maxima and
+    reciprocals pass through the scheduler's registers), so each cycle of depth costs more: a
+    check 40 deep takes 2-3 minutes, one 48 deep 8. That covers a keyless head whole (done 35
+    cycles after its command at cycle 1), not a keyed one (65): ``head_latency`` is the RTL's in
+    simulation (tests/test_formal.py::test_vitcod_head_bounds_are_the_rtls)."""
 
     #: data registers fed every cycle from the buffers' read ports (operands, products, exponent
     #: differences): not control, free in the proof; ``loader.alive`` rises one cycle after reset; the
@@ -932,9 +936,12 @@ class VitcodAcceleratorHarness(Harness):
               r"\.scheduler\d*\.(pointer_lane\d+_\d+|row_(start|end)\d+)$|\.loader\.alive$")
 
     def __init__(self, config: VitcodConfig | None = None, mode: str = "safety", *, dut=None,
-                 latency: int | None = None, lean: bool | None = None):
+                 latency: int | None = None, lean: bool | None = None, head_latency: int | None = None,
+                 keyless_latency: int | None = None):
         self.config = config or SMALLEST_VITCOD
         self.latency = latency if latency is not None else self.LATENCY
+        self.head_latency = head_latency if head_latency is not None else self.HEAD_LATENCY
+        self.keyless_latency = keyless_latency if keyless_latency is not None else self.KEYLESS_LATENCY
         #: control only: no payload rule, no quiet-register invariants (bounded checks; default in completion)
         self.lean = mode == "completion" if lean is None else lean
         super().__init__(dut if dut is not None else VitcodAccelerator(self.config), mode)
@@ -943,6 +950,13 @@ class VitcodAcceleratorHarness(Harness):
     #: data always valid: a head of 7 beats (Q, K, V, three row pointers, one column index) is in its
     #: bank 9 cycles after its command (tests/test_formal.py shows that 8 fails)
     LATENCY = 9
+    #: the bounds on a head's compute, SMALLEST_VITCOD, ``o`` always ready (``head_waited`` counts from
+    #: the cycle after its load, or after the previous head's end): a head with a key (a score and a
+    #: P.V job; alone it needs 54, behind another keyed head 56), a head without (alone 25, with a
+    #: keyed head loaded behind it 27; the bounded proof fails with 26): the largest the RTL needs in
+    #: simulation (tests/test_formal.py)
+    HEAD_LATENCY = 56
+    KEYLESS_LATENCY = 27
 
     def properties(self, m, frag):
         cfg, dut = self.config, self.dut
@@ -978,6 +992,47 @@ class VitcodAcceleratorHarness(Harness):
         p = dut.cmd.p
         m.d.sync += owed.eq(owed + Mux(accepted, p.nq * cfg.words_per_token, 0) - (dut.o.valid & dut.o.ready))
         m.d.comb += Assert(owed >= 0, "no output beat beyond what the commands ask for")
+        keyed = (p.g != 0) | (p.nnz != 0)
+        self._heads_computed(m, accepted=accepted, keyed=keyed, refused=dut.heads_failed != failed_was,
+                             loads=rose[0] + rose[1])
+
+    def _heads_computed(self, m, *, accepted, keyed, refused, loads):
+        """Every loaded head is computed and out (``heads_done`` counts it), in load order: while
+        heads are loaded and not done, ``heads_done`` moves within a budget of the later of the
+        oldest one's load and the previous head's end: ``keyless_latency`` cycles for a head without
+        keys (``g`` and ``nnz`` zero: no score or P.V job), ``head_latency`` for one with keys. The
+        commands' flags wait in order for their answer (refused, or loaded: at most two)."""
+        dut = self.dut
+        # the flags of the commands taken and not yet answered, then of the heads loaded and not done
+        taken = _FlagQueue(m, push=accepted, flag=keyed, pop=refused | (loads != 0), name="taken_keyed")
+        done_was = Signal.like(dut.heads_done, name="heads_done_was")
+        m.d.sync += done_was.eq(dut.heads_done)
+        finished = dut.heads_done != done_was
+        loaded = _FlagQueue(m, push=loads != 0, flag=taken.front, pop=finished, name="loaded_keyed")
+        budget = Mux(loaded.front, self.head_latency, self.keyless_latency)
+        waited = Signal(range(max(self.head_latency, self.keyless_latency) + 1), name="head_waited")
+        m.d.sync += waited.eq(Mux(finished | (loaded.count == 0), 0, Mux(waited >= budget, waited, waited + 1)))
+        m.d.comb += [Assert(refused.as_unsigned() + (loads != 0) <= 1, "a command answered once: refused or loaded"),
+                     Assert((loaded.count == 0) | finished | (waited < budget),
+                            f"a loaded head is done within {self.keyless_latency} cycles (no keys) or "
+                            f"{self.head_latency} (keys) of its load or the previous head's end")]
+
+
+class _FlagQueue:
+    """A FIFO of one-bit flags (``depth`` at most, asserted): ``push`` appends ``flag``, ``pop``
+    takes ``front`` (asserted: never from an empty queue)."""
+
+    def __init__(self, m: Module, *, push, flag, pop, name: str, depth: int = 2):
+        self.count = count = Signal(range(depth + 2), name=f"{name}_count")
+        flags = [Signal(name=f"{name}{k}") for k in range(depth)]
+        self.front = flags[0]
+        for k in range(depth):
+            kept = flags[k + 1] if k + 1 < depth else 0
+            moved = Mux(pop, kept, flags[k])
+            m.d.sync += flags[k].eq(Mux(push & (count - pop == k), flag, moved))
+        m.d.sync += count.eq(count + push - pop)
+        m.d.comb += [Assert(count >= pop, f"{name}: no answer without an entry"),
+                     Assert(count <= depth, f"{name}: at most {depth} entries")]
 
 
 #: A small ViTCoD softmax stage: rows of up to 2 keys per engine, a 2-bit-per-cycle divider.
