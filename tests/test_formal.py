@@ -442,7 +442,8 @@ def test_vitcod_head_bounds_are_the_rtls():
                                   True: VitcodAcceleratorHarness.HEAD_LATENCY}
 
 
-@pytest.mark.full     # 405 simulations, about 3 minutes
+@pytest.mark.full
+@pytest.mark.timeout(1200)    # 405 simulations: 3 minutes on an idle 2-core machine, 6 beside place and route
 def test_vitcod_head_bounds_hold_for_every_pair():
     """Every ordered pair of head kinds, the second command 0..44 cycles after the first: no head
     beyond its bound, and the largest gaps are the bounds."""
