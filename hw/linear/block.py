@@ -2,9 +2,10 @@
 read through a registered fan-out tree of its address.
 
 Seen from the command control it is a memory read ``BLOCK_READ_LEVELS`` cycles after its
-address, with every write taken up to the address's cycle (a token written in the cycle its
-beat is taken is read back by a read addressed in that same cycle: a one-token block's pass
-starts the next cycle).
+address, with every write taken up to ``BLOCK_READ_LEVELS - 2`` cycles after the address (a token
+written in the cycle its beat is taken is read back by a read addressed in that same cycle: a
+one-token block's pass starts the next cycle; the next block's first beat comes at least a cycle
+after the last read of the pass before is addressed).
 
 Inside (timing closure, issue 15), the write is registered: the command FSM's
 decision (``collected``, ``en``) no longer drives the LUT RAMs' write address and
@@ -12,8 +13,9 @@ enable across the device. The memory is split into ``config.block_slices`` slice
 ``config.block_slice_bits`` bits (``BLOCK_SLICE_CELLS`` LUT-RAM cells each); each slice has its
 own copy of the write address and enable registers (attribute ``replica``: ``fpga.synth`` keeps
 the copies apart), and all share the write-data register. The memories are written one cycle
-after the beat. The read address goes through ``BLOCK_READ_LEVELS`` register levels: a copy per
-slice, then a copy per read part of the slice (``config.block_read_bits`` bits, about
+after the beat. The read address goes through ``BLOCK_READ_LEVELS`` register levels: one root
+register (the command FSM's address is combinational, from the output half's state: it reaches
+one flip-flop), a copy per slice, then a copy per read part of the slice (``config.block_read_bits`` bits, about
 ``BLOCK_READ_CELLS`` LUT-RAM cells, one memory each), which addresses the LUT RAMs' asynchronous
 read. With two levels or more the read comes after the write of a beat taken in the address's
 cycle (that write lands at the end of the next cycle), so no forwarding multiplexer is needed
@@ -48,7 +50,8 @@ class DraftBlock(ConfiguredComponent):
         and data may be driven every cycle; only ``en`` needs to be qualified.
     read : ``Out(ReadPort.Signature(shape=config.block_word))`` (a port, as a memory's)
         ``data``: the word at the ``addr`` of ``BLOCK_READ_LEVELS`` cycles before, including the
-        writes taken up to that cycle (combinational from the LUT RAMs: the user registers it).
+        writes taken up to ``BLOCK_READ_LEVELS - 2`` cycles after it (combinational from the LUT
+        RAMs: the user registers it; the control never writes a word a read in flight needs).
         The read is always enabled (``en`` is not used).
     """
 
@@ -64,26 +67,29 @@ class DraftBlock(ConfiguredComponent):
 
     def elaborate(self, platform):
         cfg = self._config
-        if BLOCK_READ_LEVELS < 2:
-            raise ValueError("DraftBlock needs BLOCK_READ_LEVELS >= 2 (a read that sees the write in flight)")
+        if not 2 <= BLOCK_READ_LEVELS <= 3:
+            raise ValueError("DraftBlock needs 2 or 3 BLOCK_READ_LEVELS: a read that sees the write in flight, "
+                             "but not the next block's")
         m = Module()
         write, read = self.write, self.read
         width = len(write.data.as_value())
         data = Signal(width, name="block_write_data")
         m.d.sync += data.eq(write.data.as_value())
         step, part = cfg.block_slice_bits, cfg.block_read_bits
+        slices = [(lo, min(lo + step, width)) for lo in range(0, width, step)]
+        parts = [(s, plo, min(plo + part, hi)) for s, (lo, hi) in enumerate(slices) for plo in range(lo, hi, part)]
+        # The read address: a root copy (and its delays, beyond three levels), a copy per slice, a copy
+        # per part, each addressing its LUT RAMs' asynchronous read. The root is one register, so the
+        # command FSM's combinational address (the pass's next token) reaches one flip-flop only.
+        raddr = replica_tree(m, read.addr, "block_read_addr", [1] * (BLOCK_READ_LEVELS - 2) + [len(slices), len(parts)])
         out = []
-        for s, lo in enumerate(range(0, width, step)):
-            hi = min(lo + step, width)
+        for s, (lo, hi) in enumerate(slices):
             addr = Signal.like(write.addr, name=f"block_write_addr_rep{s}", attrs={"replica": 1})
             en = Signal(name=f"block_write_en_rep{s}", attrs={"replica": 1})
             m.d.sync += [addr.eq(write.addr), en.eq(write.en)]
-            # The read address: the slice's copy (and its delays, beyond two levels), then one copy
-            # per part, each addressing its LUT RAMs' asynchronous read.
-            parts = list(range(lo, hi, part))
-            raddr = replica_tree(m, read.addr, f"block_read_addr{s}", [1] * (BLOCK_READ_LEVELS - 1) + [len(parts)])
-            for p, plo in enumerate(parts):
-                phi = min(plo + part, hi)
+            for p, (_, plo, phi) in enumerate(parts):
+                if _ != s:
+                    continue
                 mem = Memory(shape=phi - plo, depth=cfg.block_depth, init=[])
                 m.submodules[f"slice{s}_{p}"] = mem
                 port_w, port_r = mem.write_port(), mem.read_port(domain="comb")

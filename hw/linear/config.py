@@ -27,14 +27,16 @@ __all__ = [
 ]
 
 MAX_HEADS = 16
-#: Register levels of the draft block's read address (``DraftBlock``): the command FSM's address
-#: into one copy per write slice, then one copy per read part of ``BLOCK_READ_CELLS`` LUT-RAM
-#: cells (a fan-out tree, issue 15: one level of copies left long nets from a copy to its 32 LUT
-#: RAMs). The token's word leaves the LUT RAMs that many cycles after its address, with every
-#: write taken up to the address's cycle (so no forwarding is needed from 2 levels on).
-BLOCK_READ_LEVELS = 2
+#: Register levels of the draft block's read address (``DraftBlock``): the command FSM's
+#: combinational address into one root register, one copy per write slice, then one copy per read
+#: part of ``BLOCK_READ_CELLS`` LUT-RAM cells (a fan-out tree, issue 15: one level of copies left
+#: long nets from a copy to its 32 LUT RAMs, and the FSM's address logic ahead of 12 or 48 copies).
+#: The token's word leaves the LUT RAMs that many cycles after its address, with every write taken
+#: up to BLOCK_READ_LEVELS - 2 cycles after the address (from 2 levels on no forwarding is needed;
+#: beyond 3 a write of the next block could be seen by a read of the pass before).
+BLOCK_READ_LEVELS = 3
 #: Register stages of the fetch: the element's context waits BLOCK_READ_LEVELS cycles for the
-#: draft token's word (registered in the last of them, beside the second level of the column's
+#: draft token's word (registered in the last of them, beside the last level of the column's
 #: copies), then phi(q), phi(k) and v are taken from it in one more.
 FETCH_STAGES = BLOCK_READ_LEVELS + 1
 #: Register levels from the fetch stage's v (and bank-zero bit) to a lane group's copy: one copy

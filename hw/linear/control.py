@@ -29,7 +29,7 @@ from attnforge.linear_format import CMD_COMMIT, CMD_RESET, CMD_TAPS, CMD_TOKEN, 
 from attnforge.numfmt import INT8
 
 from ..common import ConfiguredComponent, log2_ceil, mux_tree, replica_tree
-from .config import BLOCK_READ_LEVELS, FETCH_STAGES, STATE_WRITE_GAP, LinearDecodeConfig
+from .config import BLOCK_READ_LEVELS, FETCH_STAGES, LANE_GROUP, STATE_WRITE_GAP, LinearDecodeConfig
 from .interfaces import ConvControlSignature, FetchSignature, OutputHalfSignature
 
 __all__ = ["CommandControl"]
@@ -295,9 +295,13 @@ class CommandControl(ConfiguredComponent):
         # Stages A2 .. : the context delayed until the draft token's word is there (the block's read
         # address went through BLOCK_READ_LEVELS register levels).
         for n in range(2, FETCH_STAGES):
-            ctx, group, state_addr, head = (self._delay(m, x, f"{name}{n}") for x, name in
-                                            ((ctx, "fetch_element"), (group, "fetch_group"),
-                                             (state_addr, "fetch_state_addr"), (head, "fetch_head")))
+            ctx, state_addr, head = (self._delay(m, x, f"{name}{n}") for x, name in
+                                     ((ctx, "fetch_element"), (state_addr, "fetch_state_addr"), (head, "fetch_head")))
+        # The row group selects each lane's phi(q) and phi(k) from the word: a copy per LANE_GROUP lanes
+        # (none with one group: a group register into the 2 M phi registers' resets was the routed
+        # critical path, a 15.5 ns net, issue 15)
+        lane_groups = -(-macs // LANE_GROUP)
+        groups_of = replica_tree(m, group, "fetch_group", [1] * (FETCH_STAGES - 3) + [lane_groups])
         word = Signal.like(self.block_read.data, name="fetch_token")   # token tau (address issued a cycle ahead)
         m.d.sync += word.eq(self.block_read.data)
         m.d.comb += [fetch.state_addr.eq(state_addr), fetch.head.eq(head)]
@@ -307,8 +311,8 @@ class CommandControl(ConfiguredComponent):
         m.d.comb += self.conv.history_row.eq(word.v)
         m.d.sync += [
             element.eq(ctx),
-            *[fetch.phi_k[i].eq(phi(word.k[group * macs + i])) for i in range(macs)],
-            *[fetch.phi_q[i].eq(phi(word.q[group * macs + i])) for i in range(macs)],
+            *[fetch.phi_k[i].eq(phi(self._lane(word.k, groups_of, i))) for i in range(macs)],
+            *[fetch.phi_q[i].eq(phi(self._lane(word.q, groups_of, i))) for i in range(macs)],
         ]
         # v's 64:1 byte select (at d = 64) with a copy of the column per bit of v (``replica``): one
         # column register into every bit's multiplexer was the routed critical path on seed 2 at
@@ -326,6 +330,11 @@ class CommandControl(ConfiguredComponent):
             # elements are still in flight must leave the head's banks marked zero.
             with m.If(r.issue):
                 m.d.sync += r.zero.bit_select(write_bank.as_unsigned(), 1).eq(0)
+
+    def _lane(self, row, groups_of, i):
+        """Element i of the lane's row group of ``row`` (q or k of the word)."""
+        cfg = self._config
+        return row[i] if cfg.groups == 1 else row[groups_of[i // LANE_GROUP] * cfg.macs + i]
 
     @staticmethod
     def _delay(m, value, name):
