@@ -297,8 +297,8 @@ def test_linear_output_mutant_and_default(tmp_path):
 WHOLE_K = {"vitcod_accelerator": 2, "linear_decode": 2, "vitmodel_accelerator": 2}
 #: bounded completion: (bmc depth, latency bound, a bound one cycle less that must fail). Deeper than
 #: one smallest command: the smallest ViTCoD head is done 23 cycles after reset (cover), a one-token
-#: linear block's output leaves 21 cycles after its token (32 when it waits for a free output half:
-#: LinearDecodeHarness.LATENCY, from the pipeline's depth; 2 x 19 - 6)
+#: linear block's output leaves 22 cycles after its token (34 when it waits for a free output half:
+#: LinearDecodeHarness.LATENCY, from the pipeline's depth; 2 x 20 - 6)
 WHOLE_COMPLETION = {"vitcod_accelerator": (30, 9, 8),
                     "linear_decode": (48, LinearDecodeHarness.LATENCY, LinearDecodeHarness.LATENCY - 1)}
 
