@@ -273,12 +273,26 @@ async def registers_describe_the_configuration(dut):
 
 @cocotb.test()
 async def bit_exact_under_pauses(dut):
-    """Random pauses on s_axis and backpressure on m_axis: every output packet exact; status and counts right."""
+    """m_axis held off until the core stalls, then random pauses on s_axis and backpressure on m_axis: every
+    output packet exact; status, counts and the stall counters right."""
     tb = AxiTB(dut)
     await tb.start()
-    tb.pauses(tb.p.get("pause", 0.3))
     w = tb.workload()
-    await tb.run(w)
+    # m_axis held off at first, until the outputs back up into the core: STALL_OUT must count then, whatever
+    # the pipeline's depth (random backpressure alone may never fill the output buffer of a deep pipeline)
+    tb.pauses(tb.p.get("pause", 0.3))
+    tb.sink.clear_pause_generator()
+    tb.sink.pause = True
+    tb.send(w.packets)
+    for _ in range(400):
+        if await tb.read("perf_stall_out_lo"):
+            break
+    else:
+        raise AssertionError("m_axis held off for 400 register reads: STALL_OUT still 0")
+    tb.pauses(tb.p.get("pause", 0.3))           # then random pauses on both streams to the end
+    await tb.receive(w.outputs, budget=200_000)
+    await tb.settle(w)
+    await tb.expect_quiet(40)
     await tb.check_status(w)
     c = await tb.counters()
     assert c["stall_in"] > 0 and c["stall_out"] > 0 and c["mac_active"] > 0 and c["busy"] >= c["mac_active"], c
