@@ -23,7 +23,7 @@ from amaranth.sim import Simulator
 from attnforge.algo.linear.golden import LinearDecodeGolden, _wrap, divide_fixed
 from attnforge.hw.linear import LinearDecodeConfig
 from attnforge.hw.linear.block import DraftBlock
-from attnforge.hw.linear.config import NORM_EXTRA_DEPTH, conv_column_copies
+from attnforge.hw.linear.config import BLOCK_READ_LEVELS, FETCH_STAGES, NORM_EXTRA_DEPTH, conv_column_copies
 from attnforge.hw.linear.control import CommandControl
 from attnforge.hw.linear.convolution import CONV_LATENCY, Convolution
 from attnforge.hw.linear.lanes import StateLanes
@@ -258,10 +258,11 @@ def test_output_stage_emits_every_token_once_in_order_under_backpressure(dsp_fam
 
 @pytest.mark.parametrize("d, t_max", [(16, 4), (4, 2)])     # 3 slices (d = 16), one slice (d = 4)
 def test_draft_block_reads_like_a_transparent_memory(d, t_max):
-    """The sliced draft block with its registered write reads back, cycle for cycle, what one
-    memory with a read transparent for its write gives (a plain Python list here): a read in the
-    cycle of the write (the forwarding hit), in the next cycle (the write in flight) and later,
-    with writes in consecutive cycles and to the address being read."""
+    """The sliced draft block with its registered write and its read address's register levels reads
+    back, BLOCK_READ_LEVELS cycles after the address, what one memory gives with the writes taken up
+    to BLOCK_READ_LEVELS - 2 cycles after the address (a plain Python list here): a read addressed in
+    the cycle of the write, in the next cycle (the write in flight) and later, with writes in
+    consecutive cycles and to the address being read."""
     cfg = LinearDecodeConfig(d=d, macs=d, t_max=t_max)
     assert cfg.block_slices == (3 if d == 16 else 1)
     dut = DraftBlock(cfg)
@@ -271,6 +272,8 @@ def test_draft_block_reads_like_a_transparent_memory(d, t_max):
     seen = {"hits": 0, "compared": 0}
 
     async def bench(ctx):
+        addresses, memories = [], []       # per cycle: the read address, the memory after its writes
+        lag = BLOCK_READ_LEVELS
         for _ in range(400):
             addr, read = rng.randrange(cfg.block_depth), rng.randrange(cfg.block_depth)
             en = rng.random() < 0.6
@@ -282,11 +285,16 @@ def test_draft_block_reads_like_a_transparent_memory(d, t_max):
             if en:
                 mem[addr] = value
                 seen["hits"] += addr == read
-            expected = mem[read]
+            addresses.append(read)
+            memories.append(list(mem))
             await ctx.tick()
-            if expected is not None:
-                assert ctx.get(dut.read.data.as_value()) == expected
-                seen["compared"] += 1
+            # now in cycle c + lag: the data of the address of cycle c, with the writes up to c + lag - 2
+            c = len(addresses) - lag
+            if c >= 0:
+                expected = memories[c + lag - 2][addresses[c]]
+                if expected is not None:
+                    assert ctx.get(dut.read.data.as_value()) == expected
+                    seen["compared"] += 1
 
     _simulate(dut, bench)
     assert seen["compared"] > 200 and seen["hits"] > 20
@@ -335,7 +343,7 @@ class _ControlBench:
             if ctx.get(dut.i.ready):
                 break
             await self.tick(ctx)
-        for _ in range(2):            # the last element leaves the two fetch registers
+        for _ in range(FETCH_STAGES):  # the last element leaves the fetch registers
             await self.tick(ctx)
 
     async def block(self, ctx, tokens, head=0):
@@ -454,17 +462,18 @@ def test_convolution_window_spans_history_and_drafts(d):
             ctx.set(ctl.row, [int(x) for x in taps[n]])
             await ctx.tick()
         ctx.set(ctl.taps_load, 0)
-        for n in range(len(committed)):       # each v comes a cycle after its shift strobe
-            ctx.set(ctl.history_shift, 1)
-            if n:
-                ctx.set(ctl.history_row, [int(x) for x in committed[n - 1]])
+        lag = BLOCK_READ_LEVELS      # each v comes BLOCK_READ_LEVELS cycles after its shift strobe
+        for t in range(len(committed) + lag):
+            ctx.set(ctl.history_shift, int(t < len(committed)))
+            if 0 <= t - lag < len(committed):
+                ctx.set(ctl.history_row, [int(x) for x in committed[t - lag]])
             await ctx.tick()
-        ctx.set(ctl.history_shift, 0)
-        ctx.set(ctl.history_row, [int(x) for x in committed[-1]])
         ctx.set(ctl.head, 0)   # commands to the other head must not disturb this one
         ctx.set(ctl.history_clear, 1)
         await ctx.tick()
         ctx.set(ctl.history_clear, 0)
+        for _ in range(lag):           # the clear's write, as the control leaves it (a beat, the issue)
+            await ctx.tick()
         fetch = dut.fetch
         for cycle in range(len(schedule) + CONV_LATENCY + 2):
             if cycle < len(schedule):          # fetch: a cycle ahead of the update stage

@@ -35,8 +35,8 @@ from .regbank import RegisterBank, register_signature
 from .regmap import ACCESS_KINDS, AXI_LITE_PORTS, Field, Register, RegisterMap, c_header, markdown_table
 from .stream import LockstepPipeline, SkidBuffer
 from .trees import (
-    DSP_CUTS, DSP_PIECE, DSP_PIECE_RANGE, dsp_cut, log2_ceil, mux_tree, product_pieces, rom, saturate, split_product,
-    tree_sum,
+    DSP_CUTS, DSP_PIECE, DSP_PIECE_RANGE, dsp_cut, log2_ceil, mux_tree, product_pieces, replica_tree, rom, saturate,
+    split_product, tree_sum,
 )
 
 __all__ = [
@@ -46,7 +46,7 @@ __all__ = [
     "requantize",
     "RequantLineConfig", "RequantLine",
     "SkidBuffer", "LockstepPipeline",
-    "log2_ceil", "tree_sum", "mux_tree", "rom", "saturate", "split_product", "DSP_PIECE",
+    "log2_ceil", "replica_tree", "tree_sum", "mux_tree", "rom", "saturate", "split_product", "DSP_PIECE",
     "DSP_CUTS", "DSP_PIECE_RANGE", "dsp_cut", "product_pieces",
     "ECP5_MULT_WIDTH", "MULT18X18D_MODEL", "mult18x18d", "primitive_models", "registered_split_product",
     "ACCESS_KINDS", "AXI_LITE_PORTS", "Field", "Register", "RegisterMap", "c_header", "markdown_table",

@@ -6,7 +6,7 @@ from amaranth.hdl import Const, Mux, Signal
 
 from attnforge.errors import ConfigError, check_int
 
-__all__ = ["log2_ceil", "tree_sum", "mux_tree", "rom", "saturate", "split_product", "product_pieces", "dsp_cut", "DSP_PIECE",
+__all__ = ["replica_tree", "log2_ceil", "tree_sum", "mux_tree", "rom", "saturate", "split_product", "product_pieces", "dsp_cut", "DSP_PIECE",
            "DSP_CUTS", "DSP_PIECE_RANGE"]
 
 #: Bits of the wide operand per unsigned piece in ``split_product`` by default (ECP5's): unsigned
@@ -32,6 +32,23 @@ def dsp_cut(family: str) -> tuple[int, int]:
         return DSP_CUTS[family]
     except KeyError:
         raise ValueError(f"no DSP cut for FPGA family {family!r}; known: {', '.join(DSP_CUTS)}") from None
+
+
+def replica_tree(m, value, name: str, counts) -> list:
+    """``value`` registered through ``len(counts)`` levels of copies, ``counts[n]`` copies at level n,
+    each copy of level n fed by one of level n - 1 (copy k by copy ``k * counts[n-1] // counts[n]``:
+    contiguous runs, so leaves that sit together share their parent). Every copy carries the attribute
+    ``replica`` (``fpga.synth`` keeps the identical copies apart). A registered fan-out tree: each net
+    runs from one flip-flop to a few flip-flops (or, at the last level, to a few users). Returns the
+    last level's copies, ``len(counts)`` cycles after ``value``."""
+    level = [value]
+    for n, count in enumerate(counts):
+        if count < 1:
+            raise ValueError(f"replica_tree needs at least one copy per level, got {counts!r}")
+        copies = [Signal.like(value, name=f"{name}_l{n}_{k}", attrs={"replica": 1}) for k in range(count)]
+        m.d.sync += [copy.eq(level[k * len(level) // count]) for k, copy in enumerate(copies)]
+        level = copies
+    return level
 
 
 def log2_ceil(n: int) -> int:

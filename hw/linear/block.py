@@ -1,40 +1,43 @@
-"""The draft-block memory: one word (q, k, v) per draft token, with a registered write.
+"""The draft-block memory: one word (q, k, v) per draft token, with a registered write and a
+read through a registered fan-out tree of its address.
 
-Seen from the command control it is a memory whose synchronous read is transparent
-for its write port: a token written in the cycle its beat is taken is read back by a
-read issued in that same cycle (a one-token block's pass starts the next cycle).
+Seen from the command control it is a memory read ``BLOCK_READ_LEVELS`` cycles after its
+address, with every write taken up to ``BLOCK_READ_LEVELS - 2`` cycles after the address (a token
+written in the cycle its beat is taken is read back by a read addressed in that same cycle: a
+one-token block's pass starts the next cycle; the next block's first beat comes at least a cycle
+after the last read of the pass before is addressed).
 
 Inside (timing closure, issue 15), the write is registered: the command FSM's
 decision (``collected``, ``en``) no longer drives the LUT RAMs' write address and
-enable across the device. The memory is split into ``config.block_slices`` memories
-of bit slices (``BLOCK_SLICE_CELLS`` LUT-RAM cells each, ``config.block_slice_bits``
-bits); each slice has its own copy of the write address and enable registers
-(attribute ``replica``: ``fpga.synth`` keeps the copies apart), and all share the
-write-data register. The memories are written one cycle after the beat. The read is
-synchronous as seen from outside, built per slice from its own copy of the read address
-register and the LUT RAM's asynchronous read, which sees the write in flight (what
-Yosys makes of a transparent read port, but with one address register per slice
-instead of one for all 384 LUT RAMs at d = 64). A read issued in
-the beat's cycle at the beat's address cannot see the memory yet: a registered
-``hit`` (one copy per slice) selects the write-data register instead of the
-memory's output, one multiplexer in front of the user's register. So the read data
-is cycle for cycle what the old transparent memory gave.
+enable across the device. The memory is split into ``config.block_slices`` slices of
+``config.block_slice_bits`` bits (``BLOCK_SLICE_CELLS`` LUT-RAM cells each); each slice has its
+own copy of the write address and enable registers (attribute ``replica``: ``fpga.synth`` keeps
+the copies apart), and all share the write-data register. The memories are written one cycle
+after the beat. The read address goes through ``BLOCK_READ_LEVELS`` register levels: one root
+register (the command FSM's address is combinational, from the output half's state: it reaches
+one flip-flop), a copy per slice, then a copy per read part of the slice (``config.block_read_bits`` bits, about
+``BLOCK_READ_CELLS`` LUT-RAM cells, one memory each), which addresses the LUT RAMs' asynchronous
+read. With two levels or more the read comes after the write of a beat taken in the address's
+cycle (that write lands at the end of the next cycle), so no forwarding multiplexer is needed
+(one level of copies needed a registered ``hit`` and was a routed critical path: a copy's net to
+its 32 LUT RAMs, 11.1 ns).
 """
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Module, Mux, Signal
+from amaranth.hdl import Cat, Module, Signal
 from amaranth.lib.memory import Memory, ReadPort, WritePort
 from amaranth.lib.wiring import Out
 
-from ..common import ConfiguredComponent, log2_ceil
-from .config import LinearDecodeConfig
+from ..common import ConfiguredComponent, log2_ceil, replica_tree
+from .config import BLOCK_READ_LEVELS, LinearDecodeConfig
 
 __all__ = ["DraftBlock"]
 
 
 class DraftBlock(ConfiguredComponent):
-    """The draft-block memory in bit slices, written one cycle after the beat, read as if not.
+    """The draft-block memory in bit slices, written one cycle after the beat, read BLOCK_READ_LEVELS
+    cycles after the address.
 
     Parameters
     ----------
@@ -46,8 +49,10 @@ class DraftBlock(ConfiguredComponent):
         Token n of the block at address n, in the cycle its beat is taken (``en``). Address
         and data may be driven every cycle; only ``en`` needs to be qualified.
     read : ``Out(ReadPort.Signature(shape=config.block_word))`` (a port, as a memory's)
-        Synchronous read, the address a cycle ahead; the data includes a write of the same
-        cycle (transparent). The read is always enabled (``en`` is not used).
+        ``data``: the word at the ``addr`` of ``BLOCK_READ_LEVELS`` cycles before, including the
+        writes taken up to ``BLOCK_READ_LEVELS - 2`` cycles after it (combinational from the LUT
+        RAMs: the user registers it; the control never writes a word a read in flight needs).
+        The read is always enabled (``en`` is not used).
     """
 
     config_type = LinearDecodeConfig
@@ -62,30 +67,34 @@ class DraftBlock(ConfiguredComponent):
 
     def elaborate(self, platform):
         cfg = self._config
+        if not 2 <= BLOCK_READ_LEVELS <= 3:
+            raise ValueError("DraftBlock needs 2 or 3 BLOCK_READ_LEVELS: a read that sees the write in flight, "
+                             "but not the next block's")
         m = Module()
         write, read = self.write, self.read
         width = len(write.data.as_value())
         data = Signal(width, name="block_write_data")
         m.d.sync += data.eq(write.data.as_value())
-        hit_now = write.en & (read.addr == write.addr)     # a read of the word being taken now
-        step = cfg.block_slice_bits
+        step, part = cfg.block_slice_bits, cfg.block_read_bits
+        slices = [(lo, min(lo + step, width)) for lo in range(0, width, step)]
+        parts = [(s, plo, min(plo + part, hi)) for s, (lo, hi) in enumerate(slices) for plo in range(lo, hi, part)]
+        # The read address: a root copy (and its delays, beyond three levels), a copy per slice, a copy
+        # per part, each addressing its LUT RAMs' asynchronous read. The root is one register, so the
+        # command FSM's combinational address (the pass's next token) reaches one flip-flop only.
+        raddr = replica_tree(m, read.addr, "block_read_addr", [1] * (BLOCK_READ_LEVELS - 2) + [len(slices), len(parts)])
         out = []
-        for s, lo in enumerate(range(0, width, step)):
-            hi = min(lo + step, width)
-            mem = Memory(shape=hi - lo, depth=cfg.block_depth, init=[])
-            m.submodules[f"slice{s}"] = mem
-            port_w = mem.write_port()
-            # The synchronous read as a registered address (a copy per slice) and the LUT RAM's
-            # asynchronous read: it sees the write in flight (transparent), as Yosys would map a
-            # transparent read port, but without one address register driving every slice.
-            port_r = mem.read_port(domain="comb")
+        for s, (lo, hi) in enumerate(slices):
             addr = Signal.like(write.addr, name=f"block_write_addr_rep{s}", attrs={"replica": 1})
             en = Signal(name=f"block_write_en_rep{s}", attrs={"replica": 1})
-            hit = Signal(name=f"block_hit_rep{s}", attrs={"replica": 1})
-            raddr = Signal.like(read.addr, name=f"block_read_addr_rep{s}", attrs={"replica": 1})
-            m.d.sync += [addr.eq(write.addr), en.eq(write.en), hit.eq(hit_now), raddr.eq(read.addr)]
-            m.d.comb += [port_w.addr.eq(addr), port_w.en.eq(en), port_w.data.eq(data[lo:hi]),
-                         port_r.addr.eq(raddr)]
-            out.append(Mux(hit, data[lo:hi], port_r.data))
+            m.d.sync += [addr.eq(write.addr), en.eq(write.en)]
+            for p, (_, plo, phi) in enumerate(parts):
+                if _ != s:
+                    continue
+                mem = Memory(shape=phi - plo, depth=cfg.block_depth, init=[])
+                m.submodules[f"slice{s}_{p}"] = mem
+                port_w, port_r = mem.write_port(), mem.read_port(domain="comb")
+                m.d.comb += [port_w.addr.eq(addr), port_w.en.eq(en), port_w.data.eq(data[plo:phi]),
+                             port_r.addr.eq(raddr[p])]
+                out.append(port_r.data)
         m.d.comb += read.data.eq(Cat(*out))
         return m

@@ -21,33 +21,59 @@ from ..common import DSP_CUTS, dsp_cut, log2_ceil
 
 __all__ = [
     "LinearDecodeConfig", "pipeline_depth", "MAX_HEADS", "PIPELINE_DEPTH", "LANES_LATENCY", "STATE_WRITE_GAP",
-    "LANE_GROUP", "TREE_CHUNK", "BLOCK_SLICE_CELLS", "RECIP_BITS",
+    "LANE_GROUP", "LANE_REGION", "LANE_FANOUT_LEVELS", "TREE_CHUNK", "BLOCK_SLICE_CELLS", "BLOCK_READ_CELLS",
+    "BLOCK_READ_LEVELS", "FETCH_STAGES", "OUTPUT_STAGES", "RECIP_BITS",
     "DIV_STEPS_PER_STAGE", "DIV_STAGES", "NORM_DELAY", "NORM_EXTRA_DEPTH", "shape_of",
 ]
 
 MAX_HEADS = 16
-#: Cycles from an element's update stage (the cycle after its fetch, when its state word
-#: leaves the block RAM) to its numerator leaving the lanes: read register, two update
-#: product stages, running word, readout operands, two DSP product stages, three adder
-#: tree stages. The convolution delays its sum by as much.
-LANES_LATENCY = 10
+#: Register levels of the draft block's read address (``DraftBlock``): the command FSM's
+#: combinational address into one root register, one copy per write slice, then one copy per read
+#: part of ``BLOCK_READ_CELLS`` LUT-RAM cells (a fan-out tree, issue 15: one level of copies left
+#: long nets from a copy to its 32 LUT RAMs, and the FSM's address logic ahead of 12 or 48 copies).
+#: The token's word leaves the LUT RAMs that many cycles after its address, with every write taken
+#: up to BLOCK_READ_LEVELS - 2 cycles after the address (from 2 levels on no forwarding is needed;
+#: beyond 3 a write of the next block could be seen by a read of the pass before).
+BLOCK_READ_LEVELS = 3
+#: Register stages of the fetch: the element's context waits BLOCK_READ_LEVELS cycles for the
+#: draft token's word (registered in the last of them, beside the last level of the column's
+#: copies), then phi(q), phi(k) and v are taken from it in one more.
+FETCH_STAGES = BLOCK_READ_LEVELS + 1
+#: Register levels from the fetch stage's v (and bank-zero bit) to a lane group's copy: one copy
+#: per region of LANE_REGION lanes, then one per LANE_GROUP lanes beside them (a fan-out tree,
+#: issue 15: one level left a group's copy 89 tiles from its lanes). Every other input of the
+#: lanes is delayed by as many registers less one.
+LANE_FANOUT_LEVELS = 2
+#: Cycles from an element's update stage (the cycle after its fetch) to its numerator leaving
+#: the lanes: LANE_FANOUT_LEVELS - 1 input registers (the first level of the fan-out tree),
+#: then the read register, two update product stages, running word, readout operands, two DSP
+#: product stages, three adder tree stages. The convolution delays its sum by as much.
+LANES_LATENCY = LANE_FANOUT_LEVELS - 1 + 10
+#: Requantizer stages of the output stage (``OutputStage``) before the buffer's write.
+OUTPUT_STAGES = 4
 #: Cycles from a pass's last issue to its output-buffer half being seen full by the
-#: emitter (two fetch stages, the lanes, four requantizer stages, then the flag register).
+#: emitter (the fetch stages, the lanes, the requantizer stages, then the flag register).
 #: The cycle model uses it.
-PIPELINE_DEPTH = LANES_LATENCY + 7
+PIPELINE_DEPTH = FETCH_STAGES + LANES_LATENCY + OUTPUT_STAGES + 1
 #: A state word written back by a pass element (read register, two update product stages,
-#: running word, write: five cycles after its fetch into the lanes) is seen by a read
+#: running word, write: five cycles after its fetch into the lanes; the lanes' input registers
+#: delay its read address and its write alike) is seen by a read
 #: fetched STATE_WRITE_GAP cycles after that element. Passes of at least STATE_WRITE_GAP
 #: words never read a word that soon; shorter ones (d <= 4) start no earlier than
 #: STATE_WRITE_GAP cycles after the previous pass's last issue (the control and the cycle
 #: model both wait).
 STATE_WRITE_GAP = 6
+#: Lanes per first-level copy of the update stage's v and bank-zero bit (LANE_FANOUT_LEVELS).
+LANE_REGION = 16
 #: Lanes per replicated copy of the update stage's control bits and v (registered fan-out).
 LANE_GROUP = 8
 #: LUT-RAM cells (ECP5 DPR16X4: 16 words x 4 bits) per bit slice of the draft-block memory,
 #: each slice with its own copy of the registered write address and enable (``DraftBlock``).
 #: At d = 64, t_max <= 16: 384 cells in 12 slices of 128 bits.
 BLOCK_SLICE_CELLS = 32
+#: LUT-RAM cells per read part of a draft-block slice: each part has its own last-level copy of
+#: the read address (BLOCK_READ_LEVELS). At d = 64, t_max <= 16: 48 parts of 32 bits.
+BLOCK_READ_CELLS = 8
 #: Readout products (then partial sums) summed per register in the adder tree's first two
 #: stages: two adder levels each.
 TREE_CHUNK = 4
@@ -232,6 +258,14 @@ class LinearDecodeConfig:
         cells = nibbles * -(-self.block_depth // 16)
         slices = max(1, -(-cells // BLOCK_SLICE_CELLS))
         return 4 * -(-nibbles // slices)
+
+    @property
+    def block_read_bits(self) -> int:
+        """Bits of one read part of a draft-block slice: about ``BLOCK_READ_CELLS`` LUT-RAM cells,
+        each part read through its own copy of the read address (a multiple of 4 where it can be)."""
+        nibbles = -(-self.block_slice_bits // 4)
+        parts = max(1, -(-nibbles * -(-self.block_depth // 16) // BLOCK_READ_CELLS))
+        return 4 * -(-nibbles // parts)
 
     @property
     def token_count_shape(self):

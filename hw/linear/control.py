@@ -11,7 +11,7 @@ and walks the passes.
 * Per head: the committed bank (two banks, or a ring of ``t_max + 1`` snapshot
   banks), a zero flag per bank (so reset costs no memory clear), the committed
   token count and the sticky overflow flag.
-* A pass walks ``for g, for column, for tau``; the fetch stage (two cycles) reads
+* A pass walks ``for g, for column, for tau``; the fetch stage (FETCH_STAGES cycles) reads
   the token's q, k, v (the block memory read a cycle ahead, its word registered),
   issues the state word's address from a register and registers the element for
   the lanes.
@@ -28,8 +28,8 @@ from amaranth.lib.wiring import In, Out
 from attnforge.linear_format import CMD_COMMIT, CMD_RESET, CMD_TAPS, CMD_TOKEN, PHI_FORMAT
 from attnforge.numfmt import INT8
 
-from ..common import ConfiguredComponent, log2_ceil, mux_tree
-from .config import STATE_WRITE_GAP, LinearDecodeConfig
+from ..common import ConfiguredComponent, log2_ceil, mux_tree, replica_tree
+from .config import BLOCK_READ_LEVELS, FETCH_STAGES, LANE_GROUP, STATE_WRITE_GAP, LinearDecodeConfig
 from .interfaces import ConvControlSignature, FetchSignature, OutputHalfSignature
 
 __all__ = ["CommandControl"]
@@ -91,7 +91,8 @@ class CommandControl(ConfiguredComponent):
         at address n, enabled in the cycle its beat is taken; address and data are driven
         in every cycle.
     block_read : ``In(ReadPort.Signature(shape=config.block_word))``
-        Its read (transparent for ``block_write``), addressed a cycle ahead: the
+        Its read (``BLOCK_READ_LEVELS`` cycles, including ``block_write``'s writes up to the
+        address's cycle), addressed a cycle ahead: the
         next pass token, or the next token whose v enters the history.
     fetch : ``Out(FetchSignature(config))``
         The element of each pass cycle, to the lanes and the convolution.
@@ -127,7 +128,7 @@ class CommandControl(ConfiguredComponent):
 
     def elaborate(self, platform):
         m = Module()
-        r = _Registers(self._config)
+        r = self._r = _Registers(self._config)
         m.d.comb += [self.overflow.eq(r.overflow), self.half.half.eq(r.half),
                      r.token_next.eq(r.token), r.block_addr.eq(r.token_next), self.block_read.addr.eq(r.block_addr)]
         m.d.sync += r.token.eq(r.token_next)
@@ -254,10 +255,12 @@ class CommandControl(ConfiguredComponent):
             m.next = "IDLE"
 
     def _fetch(self, m, r):
-        """The fetch stage, two cycles: (A) the element's context registered and the draft token's
-        word out of the block memory registered; (B) the state word's address issued (registered,
-        so it reaches the memory straight from a flip-flop), phi(q), phi(k) and v taken from the
-        registered word, and the element registered for the update stage."""
+        """The fetch stage, FETCH_STAGES cycles: (A) the element's context and its state word's read
+        address registered (the address then reaches the memory from a flip-flop), the column's
+        first-level copies; (A2 .. ) the context waits for the draft token's word (read
+        BLOCK_READ_LEVELS cycles after its address, which was issued a cycle ahead), registered in
+        the last of them beside the column's last-level copies; (B) phi(q), phi(k) and v taken
+        from the registered word, and the element registered for the update stage."""
         cfg = self._config
         d, macs, banks, groups, columns = cfg.d, cfg.macs, cfg.banks, cfg.groups, cfg.columns
         if cfg.snapshots:
@@ -273,7 +276,8 @@ class CommandControl(ConfiguredComponent):
         # Stage A.
         ctx = Signal.like(element, name="fetch_element")
         group = Signal.like(r.group, name="fetch_group")
-        word = Signal.like(self.block_read.data, name="fetch_token")   # token tau (address issued last cycle)
+        state_addr = Signal.like(fetch.state_addr, name="fetch_state_addr")
+        head = Signal.like(fetch.head, name="fetch_head")
         m.d.sync += [
             ctx.valid.eq(r.issue), ctx.first_token.eq(r.token == 0),
             ctx.last_token.eq(r.token == r.pass_tokens - 1),
@@ -281,40 +285,39 @@ class CommandControl(ConfiguredComponent):
             ctx.bank_zero.eq(r.zero.bit_select(read_bank, 1)), ctx.emit.eq(r.pass_emit),
             ctx.pass_end.eq(r.pass_end), ctx.token.eq(r.token), ctx.column.eq(r.column),
             ctx.out_half.eq(r.half), ctx.state_addr.eq((write_bank * groups + r.group) * columns + r.column),
-            ctx.tokens.eq(r.pass_tokens), group.eq(r.group), word.eq(self.block_read.data),
-            fetch.state_addr.eq((read_bank * groups + r.group) * columns + r.column), fetch.head.eq(r.head),
+            ctx.tokens.eq(r.pass_tokens), group.eq(r.group),
+            state_addr.eq((read_bank * groups + r.group) * columns + r.column), head.eq(r.head),
         ]
         if cfg.normalized:
             m.d.sync += ctx.is_z.eq(r.column == 0)
         if cfg.snapshots:
             m.d.sync += ctx.snapshot_bank.eq(write_bank)
-        # The element's column of v (column 0 is z, S columns are 1..d, with relu_norm), registered
-        # in stage A beside ctx.column: one copy for v's byte select, and per history and tap row of
-        # the convolution one per byte lane of its group multiplexer (a copy per row was the routed
-        # critical path at 61.7 MHz: 12.7 ns of net into the row's 64 group bits), not one for all.
-        data_next = Mux(r.column == 0, 0, r.column - 1) if cfg.normalized else r.column
-        column = Signal(range(d), name="data_column", attrs={"replica": 1})
-        m.d.sync += column.eq(data_next)
-        for n in range(len(fetch.conv_column)):
-            for c in range(len(fetch.conv_column[n])):
-                copy = Signal(range(d), name=f"data_column_rep{n}_{c}", attrs={"replica": 1})
-                m.d.sync += copy.eq(data_next)
-                m.d.comb += fetch.conv_column[n][c].eq(copy)
+        # Stages A2 .. : the context delayed until the draft token's word is there (the block's read
+        # address went through BLOCK_READ_LEVELS register levels).
+        for n in range(2, FETCH_STAGES):
+            ctx, state_addr, head = (self._delay(m, x, f"{name}{n}") for x, name in
+                                     ((ctx, "fetch_element"), (state_addr, "fetch_state_addr"), (head, "fetch_head")))
+        # The row group selects each lane's phi(q) and phi(k) from the word: a copy per LANE_GROUP lanes
+        # (none with one group: a group register into the 2 M phi registers' resets was the routed
+        # critical path, a 15.5 ns net, issue 15)
+        lane_groups = -(-macs // LANE_GROUP)
+        groups_of = replica_tree(m, group, "fetch_group", [1] * (FETCH_STAGES - 3) + [lane_groups])
+        word = Signal.like(self.block_read.data, name="fetch_token")   # token tau (address issued a cycle ahead)
+        m.d.sync += word.eq(self.block_read.data)
+        m.d.comb += [fetch.state_addr.eq(state_addr), fetch.head.eq(head)]
+        self._column_copies(m)
         # Stage B.
-        m.d.comb += fetch.data_column.eq(column)
-        # In HIST the registered word is the v that the last cycle's history_shift moves in.
+        # In HIST the registered word is the v that history_shift moved in BLOCK_READ_LEVELS cycles ago.
         m.d.comb += self.conv.history_row.eq(word.v)
         m.d.sync += [
             element.eq(ctx),
-            *[fetch.phi_k[i].eq(phi(word.k[group * macs + i])) for i in range(macs)],
-            *[fetch.phi_q[i].eq(phi(word.q[group * macs + i])) for i in range(macs)],
+            *[fetch.phi_k[i].eq(phi(self._lane(word.k, groups_of, i))) for i in range(macs)],
+            *[fetch.phi_q[i].eq(phi(self._lane(word.q, groups_of, i))) for i in range(macs)],
         ]
         # v's 64:1 byte select (at d = 64) with a copy of the column per bit of v (``replica``): one
         # column register into every bit's multiplexer was the routed critical path on seed 2 at
         # 79.5 MHz (issue 15), as the convolution rows' copies were before
-        v_columns = [Signal(range(d), name=f"data_column_v{k}", attrs={"replica": 1}) for k in range(INT8.width)]
-        m.d.sync += [copy.eq(data_next) for copy in v_columns]
-        v = Cat(*(Cat(*(Value.cast(word.v[j])[k] for j in range(d))).bit_select(v_columns[k], 1)
+        v = Cat(*(Cat(*(Value.cast(word.v[j])[k] for j in range(d))).bit_select(self._v_columns[k], 1)
                   for k in range(INT8.width))).as_signed()
         if cfg.normalized:
             # z is the column with v = 1: S[i][z] += phi(k)[i] * 1
@@ -327,3 +330,33 @@ class CommandControl(ConfiguredComponent):
             # elements are still in flight must leave the head's banks marked zero.
             with m.If(r.issue):
                 m.d.sync += r.zero.bit_select(write_bank.as_unsigned(), 1).eq(0)
+
+    def _lane(self, row, groups_of, i):
+        """Element i of the lane's row group of ``row`` (q or k of the word)."""
+        cfg = self._config
+        return row[i] if cfg.groups == 1 else row[groups_of[i // LANE_GROUP] * cfg.macs + i]
+
+    @staticmethod
+    def _delay(m, value, name):
+        reg = Signal.like(value, name=name)
+        m.d.sync += reg.eq(value)
+        return reg
+
+    def _column_copies(self, m):
+        """The element's column of v (column 0 is z, S columns are 1..d, with relu_norm) as a registered
+        fan-out tree of BLOCK_READ_LEVELS levels, the last one registered with the draft token's word:
+        the first level one copy for v and one per history and tap row of the convolution, the last
+        one copy per bit of v (its byte select) and per byte lane of each row's group multiplexer (a
+        copy per row was the routed critical path at 61.7 MHz, 12.7 ns of net into the row's 64 group
+        bits; one level of 65 copies of one combinational source, issue 15, before this tree)."""
+        cfg, r, fetch = self._config, self._r, self.fetch
+        d = cfg.d
+        data_next = Mux(r.column == 0, 0, r.column - 1) if cfg.normalized else r.column
+        column = Signal(range(d), name="data_column")
+        m.d.comb += column.eq(data_next)
+        upper = [1] * (BLOCK_READ_LEVELS - 1)
+        self._v_columns = replica_tree(m, column, "data_column_v", upper + [INT8.width + 1])
+        m.d.comb += fetch.data_column.eq(self._v_columns.pop())
+        for n in range(len(fetch.conv_column)):
+            copies = replica_tree(m, column, f"data_column_rep{n}", upper + [len(fetch.conv_column[n])])
+            m.d.comb += [fetch.conv_column[n][c].eq(copy) for c, copy in enumerate(copies)]

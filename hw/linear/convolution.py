@@ -13,15 +13,30 @@ from amaranth.lib.wiring import In, Out
 
 from attnforge.numfmt import INT8
 
-from ..common import ConfiguredComponent, mux_tree, tree_sum
-from .config import LANES_LATENCY, SELECT_GROUP, LinearDecodeConfig, shape_of
+from ..common import ConfiguredComponent, mux_tree, replica_tree, tree_sum
+from .config import BLOCK_READ_LEVELS, LANES_LATENCY, SELECT_GROUP, LinearDecodeConfig, shape_of
 from .interfaces import ConvControlSignature, FetchSignature
 
-__all__ = ["Convolution", "CONV_LATENCY", "CONV_CHUNK"]
+__all__ = ["Convolution", "CONV_LATENCY", "CONV_CHUNK", "CONV_CONTROL_FANOUT", "conv_chunks"]
 
 #: Columns (int8 each) per registered copy of the tap-load and history controls: at d = 64,
-#: eight copies, each enabling 64 flip-flops of a row instead of one net enabling all 512.
+#: eight copies, each enabling 64 flip-flops of a row instead of one net enabling all 512. A
+#: chunk's columns are those of one byte lane of the rows' group multiplexers (``conv_chunks``),
+#: so its flip-flops all feed the same multiplexers and sit together.
 CONV_CHUNK = 8
+#: Chunks per first-level copy of the controls (the copies per chunk are the second level).
+CONV_CONTROL_FANOUT = 4
+
+
+def conv_chunks(d: int) -> list[list[int]]:
+    """The columns of each chunk of CONV_CHUNK columns: at d > SELECT_GROUP those of one byte lane
+    (columns b, b + SELECT_GROUP, ...; at d = 64, lane b's eight columns), one chunk at d <= SELECT_GROUP."""
+    if d <= SELECT_GROUP:
+        return [list(range(d))]
+    chunks: dict[tuple[int, int], list[int]] = {}
+    for j in range(d):
+        chunks.setdefault((j % SELECT_GROUP, j // SELECT_GROUP // CONV_CHUNK), []).append(j)
+    return list(chunks.values())
 
 #: Cycles from the update stage (where the window is formed) to ``sum``: the lanes' latency,
 #: so the sum arrives with its element's numerator (products, their sum, then a delay line).
@@ -119,40 +134,48 @@ class Convolution(ConfiguredComponent):
         return value
 
     def _registers(self, m, history, taps):
-        """Tap loads, history shifts (committed v, newest first) and clears, one cycle after the
-        command (registered: the command decoding does not drive the registers' enables across the
-        device). The controls are registered once per CONV_CHUNK columns (``replica``), the tap row
-        once; the history row comes registered (``history_row``, a cycle after its shift).
-        A pass reads taps and history at least two cycles after the command that writes them (a
-        TAPS, RESET or the last history shift is followed by a beat, then the pass's issue, then
-        its fetch), so the later write is never seen late."""
+        """Tap loads, history shifts (committed v, newest first) and clears, BLOCK_READ_LEVELS cycles
+        after the command, when the shift's v is the fetch stage's registered draft-block word
+        (``history_row``). The controls reach the registers through a registered fan-out tree:
+        a copy per CONV_CONTROL_FANOUT chunks (``replica``), then per chunk (``conv_chunks``: the
+        columns of one byte lane) the decoded enables, registered, so each row's clock enable is a
+        flip-flop beside its 64 flip-flops (one level, a copy's decode into a row's enables, was a
+        routed critical path: a 9.8 ns net, issue 15). The tap row is registered once, then per chunk.
+        A pass reads taps and history at least BLOCK_READ_LEVELS + 2 cycles after the command that
+        writes them (a TAPS, RESET or the last history shift is followed by a beat, then the pass's
+        issue, then the column's copies, BLOCK_READ_LEVELS registers later), so the later write is
+        never seen late."""
         cfg = self._config
-        d, byte = cfg.d, INT8.width
+        d, byte, heads = cfg.d, INT8.width, cfg.heads
         control = self.control
-        row = Signal(byte * d, name="conv_taps_row")
-        m.d.sync += row.eq(control.row.as_value())
+        chunks = conv_chunks(d)
+        upper = -(-len(chunks) // CONV_CONTROL_FANOUT)
+        copies = {name: replica_tree(m, getattr(control, name), f"conv_{name}", [upper] * (BLOCK_READ_LEVELS - 1))
+                  for name in ("taps_load", "taps_index", "head", "history_shift", "history_clear")}
+        row = replica_tree(m, control.row.as_value(), "conv_taps_row", [1] * (BLOCK_READ_LEVELS - 1))[0]
         history_row = control.history_row.as_value()      # registered by the fetch stage already
-        for lo in range(0, d, CONV_CHUNK):
-            hi = min(lo + CONV_CHUNK, d)
-            c = lo // CONV_CHUNK
-            copies = {}
-            for name in ("taps_load", "taps_index", "head", "history_shift", "history_clear"):
-                value = getattr(control, name)
-                copies[name] = Signal.like(value, name=f"conv_{name}_rep{c}", attrs={"replica": 1})
-                m.d.sync += copies[name].eq(value)
-            bits = slice(lo * byte, hi * byte)
-            with m.If(copies["taps_load"]):
-                for h in range(cfg.heads):
+        for c, columns in enumerate(chunks):
+            up = {name: value[c * upper // len(chunks)] for name, value in copies.items()}
+            tap_en = [[Signal(name=f"conv_tap_en{h}_{n}_rep{c}", attrs={"replica": 1}) for n in range(cfg.conv_taps)]
+                      for h in range(heads)]
+            history_en = [Signal(name=f"conv_history_en{h}_rep{c}", attrs={"replica": 1}) for h in range(heads)]
+            clear = Signal(name=f"conv_history_zero_rep{c}", attrs={"replica": 1})
+            chunk_row = Signal(byte * len(columns), name=f"conv_taps_row_rep{c}")
+            for h in range(heads):
+                here = up["head"] == h
+                m.d.sync += [*[tap_en[h][n].eq(up["taps_load"] & here & (up["taps_index"] == n))
+                               for n in range(cfg.conv_taps)],
+                             history_en[h].eq((up["history_shift"] | up["history_clear"]) & here)]
+            m.d.sync += [clear.eq(up["history_clear"]),
+                         chunk_row.eq(Cat(*(row[j * byte:(j + 1) * byte] for j in columns)))]
+            for k, j in enumerate(columns):
+                bits = slice(j * byte, (j + 1) * byte)
+                for h in range(heads):
                     for n in range(cfg.conv_taps):
-                        with m.If((copies["head"] == h) & (copies["taps_index"] == n)):
-                            m.d.sync += taps[h][n][bits].eq(row[bits])
-            with m.If(copies["history_clear"]):
-                for h in range(cfg.heads):
-                    with m.If(copies["head"] == h):
-                        m.d.sync += [x[bits].eq(0) for x in history[h]]
-            with m.If(copies["history_shift"]):
-                for h in range(cfg.heads if cfg.conv_taps > 1 else 0):
-                    with m.If(copies["head"] == h):
-                        m.d.sync += [history[h][0][bits].eq(history_row[bits]),
-                                     *[history[h][n][bits].eq(history[h][n - 1][bits])
-                                       for n in range(1, cfg.conv_taps - 1)]]
+                        with m.If(tap_en[h][n]):
+                            m.d.sync += taps[h][n][bits].eq(chunk_row[k * byte:(k + 1) * byte])
+                    if cfg.conv_taps > 1:
+                        with m.If(history_en[h]):
+                            m.d.sync += [history[h][0][bits].eq(Mux(clear, 0, history_row[bits])),
+                                         *[history[h][n][bits].eq(Mux(clear, 0, history[h][n - 1][bits]))
+                                           for n in range(1, cfg.conv_taps - 1)]]

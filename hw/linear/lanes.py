@@ -8,12 +8,15 @@ every token with snapshot banks). The readout multiplies the running word with
 phi(q) into an adder tree split over two stages; with G > 1 row groups a small
 numerator memory sums the groups.
 
-Pipelined for the clock (``LANES_LATENCY`` = 10 stages from the update stage to the
-numerator, latency only): the block RAM's read data is registered (stage 1), the
+Pipelined for the clock (``LANES_LATENCY`` = 11 stages from the update stage to the
+numerator, latency only): the fetch's outputs are registered once (stage 0: the first level of
+v's and the bank-zero bit's fan-out tree, one copy per LANE_REGION lanes; the state read
+address, phi(k), phi(q) and the element delayed alike), the block RAM's read data is registered (stage 1), the
 update products (two adder levels per stage) and the word to start from are
 registered (stages 2, 3), so the running word's loop (stage 4) is one multiplexer
 and one adder; the write data is the running register (stage 5). The control bits and v reach the 64 lanes
-through one register copy per LANE_GROUP lanes, not one wide broadcast; the
+through one register copy per LANE_GROUP lanes (v and bank-zero from their region's copy), not one wide
+broadcast; the
 readout multipliers have registered operands and are split into DSP products
 (``config.dsp_family``: 18x18 bits on ECP5, 16x16 on the iCE40), each registered right
 after its DSP, then summed (``registered_split_product``; with ``config.dsp_primitives`` the
@@ -31,8 +34,8 @@ from amaranth.lib.wiring import In, Out
 from attnforge.linear_format import PHI_FORMAT
 from attnforge.numfmt import INT8
 
-from ..common import ConfiguredComponent, log2_ceil, registered_split_product, tree_sum
-from .config import LANE_GROUP, TREE_CHUNK, LinearDecodeConfig
+from ..common import ConfiguredComponent, log2_ceil, registered_split_product, replica_tree, tree_sum
+from .config import LANE_FANOUT_LEVELS, LANE_GROUP, LANE_REGION, TREE_CHUNK, LinearDecodeConfig
 from .interfaces import FetchSignature
 
 __all__ = ["StateLanes", "mul_shift_add"]
@@ -87,9 +90,9 @@ class StateLanes(ConfiguredComponent):
     def elaborate(self, platform):
         cfg = self._config
         m = Module()
-        fetch = self.fetch
-        m.d.comb += self.state_read.addr.eq(fetch.state_addr)
-        element4, base, product, valid, first = self._update_operands(m)
+        fetch = self._input(m)
+        m.d.comb += self.state_read.addr.eq(fetch["state_addr"])
+        element4, base, product, valid, first = self._update_operands(m, fetch)
         # Stage 4: the running word of each lane (also what the readout multiplies); one loop of
         # a multiplexer and an adder between registers.
         width = cfg.format.state_format.width
@@ -107,6 +110,13 @@ class StateLanes(ConfiguredComponent):
         self._readout(m, element5, running)
         return m
 
+    def _group_copies(self, m, regions, name, groups):
+        """One copy per lane group, each from the copy of its region (``regions``, the upper levels of
+        the fan-out tree; group g's region holds its lanes)."""
+        copies = [Signal.like(regions[0], name=f"{name}_rep{g}", attrs={"replica": 1}) for g in range(groups)]
+        m.d.sync += [c.eq(regions[min(g * LANE_GROUP // LANE_REGION, len(regions) - 1)]) for g, c in enumerate(copies)]
+        return copies
+
     def _replicas(self, m, value, name, groups):
         """``value`` registered once per lane group (registered fan-out; the synthesis script
         keeps the copies apart, see ``fpga.synth``)."""
@@ -114,29 +124,49 @@ class StateLanes(ConfiguredComponent):
         m.d.sync += [c.eq(value) for c in copies]
         return copies
 
-    def _update_operands(self, m):
+    def _input(self, m):
+        """Stage 0 (LANE_FANOUT_LEVELS - 1 registers): the first levels of v's and the bank-zero
+        bit's fan-out tree (one copy per LANE_REGION lanes), the state read address, phi(k), phi(q)
+        and the element delayed alike. Returns them by the fetch's names (``v``, ``bank_zero``:
+        the copies)."""
+        cfg, fetch = self._config, self.fetch
+        regions = -(-cfg.macs // LANE_REGION)
+        upper = [regions] * (LANE_FANOUT_LEVELS - 1)
+        out = {"v": replica_tree(m, fetch.v, "update_v_region", upper) or [fetch.v],
+               "bank_zero": replica_tree(m, fetch.element.bank_zero, "update_zero_region", upper)
+               or [fetch.element.bank_zero]}
+        for name in ("state_addr", "element", "phi_k", "phi_q"):
+            value = getattr(fetch, name)
+            for n in range(LANE_FANOUT_LEVELS - 1):
+                reg = Signal.like(value, name=f"lanes_{name}{n}")
+                m.d.sync += reg.eq(value)
+                value = reg
+            out[name] = value
+        return out
+
+    def _update_operands(self, m, fetch):
         """Stage 1: the state word out of the block RAM registered, phi(k) and v registered per
         lane group. Stage 2: the word to start from (zero for a bank cleared by reset), the
         update products' first adder level. Stage 3: the products; the per-group control bits.
         Returns the element of stage 4, its start words, products, and per-group valid and
         first-token bits."""
         cfg = self._config
-        fetch = self.fetch
         groups = -(-cfg.macs // LANE_GROUP)
         width = cfg.format.state_format.width
-        elements = [fetch.element]
+        elements = [fetch["element"]]
         for n in (2, 3, 4):
-            elements.append(Signal.like(fetch.element, name=f"update_element{n}"))
+            elements.append(Signal.like(fetch["element"], name=f"update_element{n}"))
             m.d.sync += elements[-1].eq(elements[-2])
-        self._phi_q = [fetch.phi_q]
+        self._phi_q = [fetch["phi_q"]]
         for n in (2, 3, 4, 5):
-            self._phi_q.append(Signal.like(fetch.phi_q, name=f"readout_phi_q{n}"))
+            self._phi_q.append(Signal.like(fetch["phi_q"], name=f"readout_phi_q{n}"))
             m.d.sync += self._phi_q[-1].eq(self._phi_q[-2])
-        phi_k2 = Signal.like(fetch.phi_k, name="update_phi_k2")
+        phi_k2 = Signal.like(fetch["phi_k"], name="update_phi_k2")
         state2 = [Signal(signed(width), name=f"state_read{i}") for i in range(cfg.macs)]
-        m.d.sync += [phi_k2.eq(fetch.phi_k), *[state2[i].eq(self.state_read.data[i]) for i in range(cfg.macs)]]
-        v2 = self._replicas(m, fetch.v, "update_v", groups)
-        zero2 = self._replicas(m, fetch.element.bank_zero, "update_zero", groups)
+        m.d.sync += [phi_k2.eq(fetch["phi_k"]), *[state2[i].eq(self.state_read.data[i]) for i in range(cfg.macs)]]
+        # the last level of v's and bank-zero's fan-out trees: a group's copy from its region's
+        v2 = self._group_copies(m, fetch["v"], "update_v", groups)
+        zero2 = self._group_copies(m, fetch["bank_zero"], "update_zero", groups)
         first = self._replicas(m, elements[2].first_token, "update_first", groups)
         valid = self._replicas(m, elements[2].valid, "update_valid", groups)
         base3 = [Signal(signed(width), name=f"state_base{i}") for i in range(cfg.macs)]
