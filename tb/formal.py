@@ -42,6 +42,7 @@ from attnforge.hw.common.requant import RequantLine, RequantLineConfig
 from attnforge.hw.common.stream import SkidBuffer
 from attnforge.hw.common.uart import MIN_DIVISOR, UartRx, UartTx
 from attnforge.hw.linear.config import FETCH_STAGES, LANE_FANOUT_LEVELS, PIPELINE_DEPTH, LinearDecodeConfig
+from attnforge.hw.linear.config import OUTPUT_STAGES as LINEAR_OUTPUT_STAGES  # the ViT's OUTPUT_STAGES below
 from attnforge.hw.linear.decode import LinearDecode
 from attnforge.hw.linear.output import OutputStage as LinearOutputStage
 from attnforge.hw.vitcod.accelerator import VitcodAccelerator
@@ -501,8 +502,9 @@ class LinearOutputHarness(Harness):
         o, half_if, element = dut.o, dut.half, dut.result.element
         self.check_ports(m, {}, {"o": o})
         full, busy = probe(frag, "full"), probe(frag, "busy")
-        # the requantizer's pipeline (stages 1..4; the write stage is the last)
-        stages = [data.View(cfg.element_layout, probe(frag, f"requant_element{n}")) for n in range(1, 5)]
+        # the requantizer's pipeline (stages 1..LINEAR_OUTPUT_STAGES; the write stage is the last)
+        stages = [data.View(cfg.element_layout, probe(frag, f"requant_element{n}"))
+                  for n in range(1, LINEAR_OUTPUT_STAGES + 1)]
         staged = stages[-1]
         tokens = [probe(frag, f"half{b}_tokens") for b in range(2)]
         half, token = probe(frag, "emit_half"), probe(frag, "emit_token")
@@ -2048,10 +2050,10 @@ class LinearDecodeHarness(Harness):
                 "control.fetch.element", *(f"lanes.lanes_element{n}" for n in range(LANE_FANOUT_LEVELS - 1)),
                 *(f"lanes.update_element{n}" for n in range(2, 6)),
                 *(f"lanes.readout_element{n}" for n in range(6, 11)), "lanes.numerator",
-                *(f"output.requant_element{n}" for n in range(1, 5))]
-    #: SMALLEST_LINEAR with o always ready: a one-token block's output leaves PIPELINE_DEPTH + 2 (22)
+                *(f"output.requant_element{n}" for n in range(1, LINEAR_OUTPUT_STAGES + 1))]
+    #: SMALLEST_LINEAR with o always ready: a one-token block's output leaves PIPELINE_DEPTH + 2 (23)
     #: cycles after its token; one that waits for a free output half waits for the pipeline of the
-    #: block two before it as well: 2 PIPELINE_DEPTH - 6 (34; 28 at PIPELINE_DEPTH 17, 32 at 19;
+    #: block two before it as well: 2 PIPELINE_DEPTH - 6 (36; 28 at PIPELINE_DEPTH 17, 34 at 20;
     #: tests/test_formal.py shows one less fails)
     LATENCY = 2 * PIPELINE_DEPTH - 6
 

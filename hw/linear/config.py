@@ -49,8 +49,9 @@ LANE_FANOUT_LEVELS = 2
 #: then the read register, two update product stages, running word, readout operands, two DSP
 #: product stages, three adder tree stages. The convolution delays its sum by as much.
 LANES_LATENCY = LANE_FANOUT_LEVELS - 1 + 10
-#: Requantizer stages of the output stage (``OutputStage``) before the buffer's write.
-OUTPUT_STAGES = 4
+#: Requantizer stages of the output stage (``OutputStage``) before the buffer's write: two product
+#: stages, the rounding add, the saturation into the mid format, the sum saturated to int8.
+OUTPUT_STAGES = 5
 #: Cycles from a pass's last issue to its output-buffer half being seen full by the
 #: emitter (the fetch stages, the lanes, the requantizer stages, then the flag register).
 #: The cycle model uses it.

@@ -29,7 +29,7 @@ from attnforge.linear_format import CMD_COMMIT, CMD_RESET, CMD_TAPS, CMD_TOKEN, 
 from attnforge.numfmt import INT8
 
 from ..common import ConfiguredComponent, log2_ceil, mux_tree, replica_tree
-from .config import BLOCK_READ_LEVELS, FETCH_STAGES, LANE_GROUP, STATE_WRITE_GAP, LinearDecodeConfig
+from .config import BLOCK_READ_LEVELS, FETCH_STAGES, LANE_GROUP, SELECT_GROUP, STATE_WRITE_GAP, LinearDecodeConfig
 from .interfaces import ConvControlSignature, FetchSignature, OutputHalfSignature
 
 __all__ = ["CommandControl"]
@@ -314,11 +314,14 @@ class CommandControl(ConfiguredComponent):
             *[fetch.phi_k[i].eq(phi(self._lane(word.k, groups_of, i))) for i in range(macs)],
             *[fetch.phi_q[i].eq(phi(self._lane(word.q, groups_of, i))) for i in range(macs)],
         ]
-        # v's 64:1 byte select (at d = 64) with a copy of the column per bit of v (``replica``): one
-        # column register into every bit's multiplexer was the routed critical path on seed 2 at
-        # 79.5 MHz (issue 15), as the convolution rows' copies were before
-        v = Cat(*(Cat(*(Value.cast(word.v[j])[k] for j in range(d))).bit_select(self._v_columns[k], 1)
-                  for k in range(INT8.width))).as_signed()
+        # v's byte select in two steps, each with a copy of the column per bit of v (``replica``): the
+        # word's register also takes, per bit of v, the column's group of SELECT_GROUP bytes (the block's
+        # output through a d / SELECT_GROUP : 1 multiplexer, the group from a copy a level before), then
+        # stage B picks the byte. One column register into every bit's multiplexer was the routed
+        # critical path on seed 2 at 79.5 MHz, and the 64:1 select in one stage the longest path of the
+        # estimate after the fan-out trees (issue 15)
+        v_groups = self._v_groups(m)
+        v = Cat(*(v_groups[k].bit_select(self._v_columns[k][:3], 1) for k in range(INT8.width))).as_signed()
         if cfg.normalized:
             # z is the column with v = 1: S[i][z] += phi(k)[i] * 1
             m.d.sync += fetch.v.eq(Mux(ctx.is_z, 1, v))
@@ -330,6 +333,21 @@ class CommandControl(ConfiguredComponent):
             # elements are still in flight must leave the head's banks marked zero.
             with m.If(r.issue):
                 m.d.sync += r.zero.bit_select(write_bank.as_unsigned(), 1).eq(0)
+
+    def _v_groups(self, m):
+        """Per bit k of v: bit k of the SELECT_GROUP bytes of the column's group (its column >> 3),
+        registered with the draft token's word (the group from the column copy a level before)."""
+        d, data = self._config.d, self.block_read.data
+        groups = -(-d // SELECT_GROUP)
+        out = []
+        for k in range(INT8.width):
+            reg = Signal(SELECT_GROUP, name=f"fetch_v_group{k}")
+            for b in range(min(SELECT_GROUP, d)):
+                lane = Cat(*(Value.cast(data.v[g * SELECT_GROUP + b])[k] for g in range(groups)
+                             if g * SELECT_GROUP + b < d))
+                m.d.sync += reg[b].eq(lane.bit_select(self._v_group_columns[k] >> 3, 1) if len(lane) > 1 else lane)
+            out.append(reg)
+        return out
 
     def _lane(self, row, groups_of, i):
         """Element i of the lane's row group of ``row`` (q or k of the word)."""
@@ -355,7 +373,10 @@ class CommandControl(ConfiguredComponent):
         column = Signal(range(d), name="data_column")
         m.d.comb += column.eq(data_next)
         upper = [1] * (BLOCK_READ_LEVELS - 1)
-        self._v_columns = replica_tree(m, column, "data_column_v", upper + [INT8.width + 1])
+        # v: a copy per bit of v (and one for ``data_column``) a level before the last (their groups,
+        # ``_v_groups``), each registered once more (the byte within the group)
+        self._v_group_columns = replica_tree(m, column, "data_column_v", upper[:-1] + [INT8.width + 1])
+        self._v_columns = [replica_tree(m, c, f"data_column_v{k}", [1])[0] for k, c in enumerate(self._v_group_columns)]
         m.d.comb += fetch.data_column.eq(self._v_columns.pop())
         for n in range(len(fetch.conv_column)):
             copies = replica_tree(m, column, f"data_column_rep{n}", upper + [len(fetch.conv_column[n])])

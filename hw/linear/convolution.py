@@ -13,7 +13,7 @@ from amaranth.lib.wiring import In, Out
 
 from attnforge.numfmt import INT8
 
-from ..common import ConfiguredComponent, mux_tree, replica_tree, tree_sum
+from ..common import ConfiguredComponent, mux_tree, registered_split_product, replica_tree, tree_sum
 from .config import BLOCK_READ_LEVELS, LANES_LATENCY, SELECT_GROUP, LinearDecodeConfig, shape_of
 from .interfaces import ConvControlSignature, FetchSignature
 
@@ -41,6 +41,8 @@ def conv_chunks(d: int) -> list[list[int]]:
 #: Cycles from the update stage (where the window is formed) to ``sum``: the lanes' latency,
 #: so the sum arrives with its element's numerator (products, their sum, then a delay line).
 CONV_LATENCY = LANES_LATENCY
+#: Registered stages of a tap's product (``registered_split_product``: operands, product, a copy).
+PRODUCT_STAGES = 3
 
 
 class Convolution(ConfiguredComponent):
@@ -103,10 +105,13 @@ class Convolution(ConfiguredComponent):
         current = [v] + [Mux(element.first_token, history_rows[n], window[n]) for n in range(taps_k - 1)]
         with m.If(element.valid):
             m.d.sync += [window[n].eq(current[n]) for n in range(taps_k)]
-        products = [Signal(signed(2 * INT8.width), name=f"conv_product{n}") for n in range(taps_k)]
-        m.d.sync += [products[n].eq(tap_values[n] * current[n]) for n in range(taps_k)]
+        # each tap's product in three registered stages (operands, DSP product, a copy: ``registered_split_product``;
+        # with dsp_primitives the first two in a MULT18X18D's own registers): the window's multiplexer into an
+        # unregistered multiplier was a routed critical path (issue 15, linear-fanout seed 2: 4.7 + 8.1 ns)
+        products = [registered_split_product(m, tap_values[n], current[n], f"conv_product{n}", *cfg.dsp_cut,
+                                             dsp_primitive=cfg.dsp_primitives) for n in range(taps_k)]
         total = tree_sum(products)
-        for k in range(CONV_LATENCY - 3):
+        for k in range(CONV_LATENCY - 3 - (PRODUCT_STAGES - 1)):
             delayed = Signal.like(self.sum, name=f"conv_sum{k}")
             m.d.sync += delayed.eq(total)
             total = delayed

@@ -103,8 +103,8 @@ def test_models_added_only_where_instantiated():
     portable = to_verilog(design.build(_config(**base)), design.top)
     primitive = to_verilog(design.build(_config(**base, dsp_primitives=True)), design.top)
     assert primitive_models(portable) == [] and primitive_models(primitive) == [MULT18X18D_MODEL]
-    # one MULT18X18D per readout piece: M = 8 lanes, the state word cut 17 + rest
-    assert len(re.findall(r"^\s*MULT18X18D\b", primitive, re.M)) == 8 * 2
+    # one MULT18X18D per readout piece (M = 8 lanes, the state word cut 17 + rest) and per conv tap (K = 2)
+    assert len(re.findall(r"^\s*MULT18X18D\b", primitive, re.M)) == 8 * 2 + 2
 
 
 def test_dsp_primitives_need_ecp5():
