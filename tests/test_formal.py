@@ -26,6 +26,7 @@ from attnforge.hw.vitcod.cycles import OUT_STAGES
 from attnforge.sim.formal import FormalToolError, prove, tool_paths
 from attnforge.hw.common.accel_regs import accelerator_regmap
 from attnforge.hw.common.regbank import RegisterBank
+from attnforge.hw.linear.config import OUTPUT_STAGES as LINEAR_OUTPUT_STAGES
 from attnforge.hw.linear.config import LinearDecodeConfig
 from attnforge.hw.linear.output import OutputStage as LinearOutputStage
 from attnforge.hw.vitcod.accelerator import VitcodAccelerator
@@ -285,8 +286,9 @@ def test_linear_output_mutant_and_default(tmp_path):
     config = LinearDecodeConfig(d=2, macs=2, conv_taps=2, max_tokens=4, t_max=2)
     mutant = GlitchWhileStalled(LinearOutputStage(config), payload=("o", "payload"), valid=("o", "valid"),
                                 ready=("o", "ready"))
-    result = prove(LinearOutputHarness(config, dut=mutant), name="mutant_linear", mode="bmc", depth=8,
-                   workdir=tmp_path)
+    # deep enough for a pass through the requantizer's stages into a full half, then a stall
+    result = prove(LinearOutputHarness(config, dut=mutant), name="mutant_linear", mode="bmc",
+                   depth=LINEAR_OUTPUT_STAGES + 4, workdir=tmp_path)
     assert result.status == "FAIL" and "assert: o: payload stable while stalled" in result.failed, result.summary()
     for feature_map in ("relu", "relu_norm"):
         _check(prove(LinearOutputHarness(LinearDecodeConfig(feature_map=feature_map)), name=f"linear_{feature_map}",
@@ -305,8 +307,8 @@ WHOLE_K = {"vitcod_accelerator": 2, "linear_decode": 2, "vitmodel_accelerator": 
 #: its command at cycle 1 (Amaranth simulation; its bound, 27 from the load, is reached at 37 with a
 #: keyed head behind it; a keyed head is done at 65, beyond this depth: its bound, 56, is checked in
 #: simulation, test_vitcod_head_bounds_are_the_rtls); a command is answered within 9; a one-token linear
-#: block's output leaves 22 cycles after its token (34 when it waits for a free output half:
-#: LinearDecodeHarness.LATENCY, from the pipeline's depth; 2 x 20 - 6)
+#: block's output leaves 23 cycles after its token (36 when it waits for a free output half:
+#: LinearDecodeHarness.LATENCY, from the pipeline's depth; 2 x 21 - 6)
 WHOLE_COMPLETION = {"vitcod_accelerator": (40, {"latency": VitcodAcceleratorHarness.LATENCY,
                                                  "keyless_latency": VitcodAcceleratorHarness.KEYLESS_LATENCY}),
                     "linear_decode": (48, {"latency": LinearDecodeHarness.LATENCY})}

@@ -113,8 +113,8 @@ def _lanes_bench(cfg, init):
     m = Module()
     m.submodules.lanes = lanes = StateLanes(cfg)
     m.submodules.state = state = Memory(shape=cfg.state_word, depth=cfg.state_depth, init=init)
-    wiring.connect(m, lanes.state_read, state.read_port())
-    wiring.connect(m, lanes.state_write, state.write_port())
+    wiring.connect(m, lanes.state_read[0], state.read_port())     # one slice at M <= 8
+    wiring.connect(m, lanes.state_write[0], state.write_port())
     return m, lanes, state
 
 

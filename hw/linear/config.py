@@ -21,7 +21,7 @@ from ..common import DSP_CUTS, dsp_cut, log2_ceil
 
 __all__ = [
     "LinearDecodeConfig", "pipeline_depth", "MAX_HEADS", "PIPELINE_DEPTH", "LANES_LATENCY", "STATE_WRITE_GAP",
-    "LANE_GROUP", "LANE_REGION", "LANE_FANOUT_LEVELS", "TREE_CHUNK", "BLOCK_SLICE_CELLS", "BLOCK_READ_CELLS",
+    "LANE_GROUP", "LANE_REGION", "STATE_SLICE_LANES", "STATE_ONE_SLICE_LANES", "LANE_FANOUT_LEVELS", "TREE_CHUNK", "BLOCK_SLICE_CELLS", "BLOCK_READ_CELLS",
     "BLOCK_READ_LEVELS", "FETCH_STAGES", "OUTPUT_STAGES", "RECIP_BITS",
     "DIV_STEPS_PER_STAGE", "DIV_STAGES", "NORM_DELAY", "NORM_EXTRA_DEPTH", "shape_of",
 ]
@@ -66,8 +66,18 @@ PIPELINE_DEPTH = FETCH_STAGES + LANES_LATENCY + OUTPUT_STAGES + 1
 STATE_WRITE_GAP = 6
 #: Lanes per first-level copy of the update stage's v and bank-zero bit (LANE_FANOUT_LEVELS).
 LANE_REGION = 16
-#: Lanes per replicated copy of the update stage's control bits and v (registered fan-out).
-LANE_GROUP = 8
+#: Lanes per replicated copy of the update stage's control bits and v (registered fan-out): one copy
+#: per lane (issue 15: a copy per 8 lanes was a routed critical path, 8.5 ns of net to a lane
+#: whose block RAMs the placer put far from the group's others).
+LANE_GROUP = 1
+#: Lanes per slice of the state memory (``state_slices``): each slice its own memory with its own
+#: registered copies of the read and write addresses (one address register into all 48 block
+#: RAMs at d = 64 was a routed critical path, an 11.7 ns net, issue 15). At the 27-bit state of
+#: d = 64, 4 lanes are 108 bits: three DP16KD of 36.
+STATE_SLICE_LANES = 4
+#: Up to this many lanes the state memory is one slice (its address nets stay short, and the small
+#: FPGAs' block RAMs are not split further).
+STATE_ONE_SLICE_LANES = 8
 #: LUT-RAM cells (ECP5 DPR16X4: 16 words x 4 bits) per bit slice of the draft-block memory,
 #: each slice with its own copy of the registered write address and enable (``DraftBlock``).
 #: At d = 64, t_max <= 16: 384 cells in 12 slices of 128 bits.
@@ -232,6 +242,19 @@ class LinearDecodeConfig:
     @property
     def state_word(self) -> data.ArrayLayout:
         return data.ArrayLayout(signed(self.format.state_format.width), self.macs)
+
+    @property
+    def state_slices(self) -> int:
+        """Slices of the state memory, each STATE_SLICE_LANES lanes wide (one slice up to
+        STATE_ONE_SLICE_LANES lanes, or when M is not a multiple of STATE_SLICE_LANES)."""
+        if self.macs <= STATE_ONE_SLICE_LANES or self.macs % STATE_SLICE_LANES:
+            return 1
+        return self.macs // STATE_SLICE_LANES
+
+    @property
+    def state_slice_word(self) -> data.ArrayLayout:
+        """One slice's word: ``macs // state_slices`` state elements."""
+        return data.ArrayLayout(self.state_word.elem_shape, self.macs // self.state_slices)
 
     @property
     def block_depth(self) -> int:

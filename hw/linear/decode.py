@@ -15,7 +15,8 @@ in its own module of this package:
 
 * The state ``S`` of every head lives in on-chip memory (``amaranth.lib.memory``),
   two banks per head. One memory word holds ``M = macs`` state elements: rows
-  ``g*M .. g*M+M-1`` of column ``j`` (``G = d/M`` row groups).
+  ``g*M .. g*M+M-1`` of column ``j`` (``G = d/M`` row groups); above 8 lanes the word is
+  split into ``state_slices`` memories of 4 lanes, each with its own address registers.
 * A *pass* walks ``for g, for j, for tau in block``: it reads the word of the
   committed bank once, and each cycle its M lanes fold one draft token
   (``S += phi(k_tau) v_tau[j]``, M update multipliers) and multiply the running
@@ -127,8 +128,11 @@ class LinearDecode(ConfiguredComponent):
         # around the DP16KD (at d = 64: a registered copy of all 1,728 write-data bits, an address
         # comparator, and one flip-flop selecting 1,728 read bits, a net across all 48 block RAMs).
         # Simulation is unchanged (the attribute only annotates the memory).
-        m.submodules.state = state = Memory(shape=cfg.state_word, depth=cfg.state_depth, init=[],
-                                            attrs={"no_rw_check": 1})
+        # In ``state_slices`` slices of lanes, each its own memory with its own address registers.
+        slices = [Memory(shape=cfg.state_slice_word, depth=cfg.state_depth, init=[], attrs={"no_rw_check": 1})
+                  for _ in range(cfg.state_slices)]
+        for s, memory in enumerate(slices):
+            m.submodules["state" if len(slices) == 1 else f"state{s}"] = memory
         # The draft block, one word (q, k, v) per token: read as a transparent memory (a token
         # taken in the cycle before its pass starts is read back), written a cycle later.
         m.submodules.block = block = DraftBlock(cfg)
@@ -146,8 +150,9 @@ class LinearDecode(ConfiguredComponent):
         wiring.connect(m, control.fetch, lanes.fetch, convolution.fetch)
         wiring.connect(m, control.conv, convolution.control)
         wiring.connect(m, control.half, output.half)
-        wiring.connect(m, lanes.state_read, state.read_port())
-        wiring.connect(m, lanes.state_write, state.write_port())
+        for memory, read, write in zip(slices, lanes.state_read, lanes.state_write):
+            wiring.connect(m, read, memory.read_port())
+            wiring.connect(m, write, memory.write_port())
 
         # Lanes and convolution meet here: the numerator and the conv sum of the same element.
         if cfg.normalized:

@@ -15,8 +15,9 @@ address, phi(k), phi(q) and the element delayed alike), the block RAM's read dat
 update products (two adder levels per stage) and the word to start from are
 registered (stages 2, 3), so the running word's loop (stage 4) is one multiplexer
 and one adder; the write data is the running register (stage 5). The control bits and v reach the 64 lanes
-through one register copy per LANE_GROUP lanes (v and bank-zero from their region's copy), not one wide
-broadcast; the
+through one register copy per LANE_GROUP lanes (each from its region's copy), not one wide
+broadcast, and each slice of the state memory (``config.state_slices``) has its own copies of the read
+and write addresses; the
 readout multipliers have registered operands and are split into DSP products
 (``config.dsp_family``: 18x18 bits on ECP5, 16x16 on the iCE40), each registered right
 after its DSP, then summed (``registered_split_product``; with ``config.dsp_primitives`` the
@@ -62,12 +63,15 @@ class StateLanes(ConfiguredComponent):
     fetch : ``In(FetchSignature(config))``
         The element to update (``element``, ``v``, ``phi_k``, ``phi_q``) and, a cycle
         ahead, the address of the next element's state word (``state_addr``).
-    state_read : ``In(ReadPort.Signature(...))`` (the port seen from its user)
-        The state memory's read port (synchronous, not transparent): the word of
-        ``fetch.state_addr``, there when its element is in the update stage.
-    state_write : ``In(WritePort.Signature(...))``
-        The state memory's write port: the updated word at ``element.state_addr``, four
-        cycles after the update stage, after the pass's last token (after every token with snapshot banks).
+    state_read : ``In(ReadPort.Signature(...)).array(config.state_slices)`` (the ports seen from their user)
+        The read port of each slice of the state memory (synchronous, not transparent; slice s holds
+        lanes ``s * L .. s * L + L - 1``, ``L = macs // state_slices``): the word of
+        ``fetch.state_addr``, there when its element is in the update stage. Each slice's address
+        is its own register copy.
+    state_write : ``In(WritePort.Signature(...)).array(config.state_slices)``
+        Each slice's write port: the updated word at ``element.state_addr``, four
+        cycles after the update stage, after the pass's last token (after every token with snapshot
+        banks); address and enable each slice's own register copy.
     numerator : ``Out(StructLayout({"element": element_layout, "attn": numerator shape}))``
         LANES_LATENCY cycles after the update stage: the element's context and
         ``phi(q)^T S`` over all d rows (complete in the last row group), wrapped to
@@ -81,8 +85,10 @@ class StateLanes(ConfiguredComponent):
         addr_width = log2_ceil(config.state_depth)
         return {
             "fetch": In(FetchSignature(config)),
-            "state_read": In(ReadPort.Signature(addr_width=addr_width, shape=config.state_word)),
-            "state_write": In(WritePort.Signature(addr_width=addr_width, shape=config.state_word)),
+            "state_read": In(ReadPort.Signature(addr_width=addr_width, shape=config.state_slice_word)
+                             ).array(config.state_slices),
+            "state_write": In(WritePort.Signature(addr_width=addr_width, shape=config.state_slice_word)
+                              ).array(config.state_slices),
             "numerator": Out(data.StructLayout({"element": config.element_layout,
                                                 "attn": signed(config.format.numerator_format.width)})),
         }
@@ -91,7 +97,7 @@ class StateLanes(ConfiguredComponent):
         cfg = self._config
         m = Module()
         fetch = self._input(m)
-        m.d.comb += self.state_read.addr.eq(fetch["state_addr"])
+        m.d.comb += [port.addr.eq(addr) for port, addr in zip(self.state_read, fetch["state_addr"])]
         element4, base, product, valid, first = self._update_operands(m, fetch)
         # Stage 4: the running word of each lane (also what the readout multiplies); one loop of
         # a multiplexer and an adder between registers.
@@ -103,10 +109,16 @@ class StateLanes(ConfiguredComponent):
                 m.d.sync += running[i].eq(Mux(first[g], base[i], running[i]) + product[i])   # wraps, as the golden model
         element5 = Signal.like(element4, name="update_element5")
         m.d.sync += element5.eq(element4)
-        # Stage 5: the running word goes back to memory (a register drives the write data).
-        write = element5.valid if cfg.snapshots else element5.valid & element5.last_token
-        m.d.comb += [self.state_write.addr.eq(element5.state_addr), self.state_write.en.eq(write),
-                     *[self.state_write.data[i].eq(running[i]) for i in range(cfg.macs)]]
+        # Stage 5: the running word goes back to memory (a register drives the write data); each
+        # slice's address and enable are its own copies, registered from stage 4's.
+        write4 = element4.valid if cfg.snapshots else element4.valid & element4.last_token
+        lanes = cfg.macs // cfg.state_slices
+        for s, port in enumerate(self.state_write):
+            addr = Signal.like(element4.state_addr, name=f"state_waddr_rep{s}", attrs={"replica": 1})
+            en = Signal(name=f"state_wen_rep{s}", attrs={"replica": 1})
+            m.d.sync += [addr.eq(element4.state_addr), en.eq(write4)]
+            m.d.comb += [port.addr.eq(addr), port.en.eq(en),
+                         *[port.data[k].eq(running[s * lanes + k]) for k in range(lanes)]]
         self._readout(m, element5, running)
         return m
 
@@ -115,13 +127,6 @@ class StateLanes(ConfiguredComponent):
         the fan-out tree; group g's region holds its lanes)."""
         copies = [Signal.like(regions[0], name=f"{name}_rep{g}", attrs={"replica": 1}) for g in range(groups)]
         m.d.sync += [c.eq(regions[min(g * LANE_GROUP // LANE_REGION, len(regions) - 1)]) for g, c in enumerate(copies)]
-        return copies
-
-    def _replicas(self, m, value, name, groups):
-        """``value`` registered once per lane group (registered fan-out; the synthesis script
-        keeps the copies apart, see ``fpga.synth``)."""
-        copies = [Signal.like(value, name=f"{name}_rep{g}", attrs={"replica": 1}) for g in range(groups)]
-        m.d.sync += [c.eq(value) for c in copies]
         return copies
 
     def _input(self, m):
@@ -135,7 +140,11 @@ class StateLanes(ConfiguredComponent):
         out = {"v": replica_tree(m, fetch.v, "update_v_region", upper) or [fetch.v],
                "bank_zero": replica_tree(m, fetch.element.bank_zero, "update_zero_region", upper)
                or [fetch.element.bank_zero]}
-        for name in ("state_addr", "element", "phi_k", "phi_q"):
+        # the state read address: a copy per slice of the state memory
+        out["state_addr"] = (replica_tree(m, fetch.state_addr, "lanes_state_addr",
+                                          [1] * (LANE_FANOUT_LEVELS - 2) + [cfg.state_slices])
+                             if LANE_FANOUT_LEVELS > 1 else [fetch.state_addr] * cfg.state_slices)
+        for name in ("element", "phi_k", "phi_q"):
             value = getattr(fetch, name)
             for n in range(LANE_FANOUT_LEVELS - 1):
                 reg = Signal.like(value, name=f"lanes_{name}{n}")
@@ -152,6 +161,7 @@ class StateLanes(ConfiguredComponent):
         first-token bits."""
         cfg = self._config
         groups = -(-cfg.macs // LANE_GROUP)
+        lanes = cfg.macs // cfg.state_slices
         width = cfg.format.state_format.width
         elements = [fetch["element"]]
         for n in (2, 3, 4):
@@ -163,12 +173,16 @@ class StateLanes(ConfiguredComponent):
             m.d.sync += self._phi_q[-1].eq(self._phi_q[-2])
         phi_k2 = Signal.like(fetch["phi_k"], name="update_phi_k2")
         state2 = [Signal(signed(width), name=f"state_read{i}") for i in range(cfg.macs)]
-        m.d.sync += [phi_k2.eq(fetch["phi_k"]), *[state2[i].eq(self.state_read.data[i]) for i in range(cfg.macs)]]
+        m.d.sync += [phi_k2.eq(fetch["phi_k"]), *[state2[i].eq(self.state_read[i // lanes].data[i % lanes]) for i in range(cfg.macs)]]
         # the last level of v's and bank-zero's fan-out trees: a group's copy from its region's
         v2 = self._group_copies(m, fetch["v"], "update_v", groups)
         zero2 = self._group_copies(m, fetch["bank_zero"], "update_zero", groups)
-        first = self._replicas(m, elements[2].first_token, "update_first", groups)
-        valid = self._replicas(m, elements[2].valid, "update_valid", groups)
+        # the valid and first-token bits as two-level trees too (a copy per region a stage earlier)
+        regions = -(-cfg.macs // LANE_REGION)
+        first = self._group_copies(m, replica_tree(m, elements[1].first_token, "update_first_region", [regions]),
+                                   "update_first", groups)
+        valid = self._group_copies(m, replica_tree(m, elements[1].valid, "update_valid_region", [regions]),
+                                   "update_valid", groups)
         base3 = [Signal(signed(width), name=f"state_base{i}") for i in range(cfg.macs)]
         base4 = [Signal(signed(width), name=f"state_start{i}") for i in range(cfg.macs)]
         product4 = [Signal(signed(INT8.width + PHI_FORMAT.width + 1), name=f"update_product{i}")
