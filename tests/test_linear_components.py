@@ -23,7 +23,7 @@ from amaranth.sim import Simulator
 from attnforge.algo.linear.golden import LinearDecodeGolden, _wrap, divide_fixed
 from attnforge.hw.linear import LinearDecodeConfig
 from attnforge.hw.linear.block import DraftBlock
-from attnforge.hw.linear.config import BLOCK_READ_LEVELS, FETCH_STAGES, NORM_EXTRA_DEPTH, conv_column_copies
+from attnforge.hw.linear.config import BLOCK_READ_LEVELS, FETCH_STAGES, LANES_LATENCY, NORM_EXTRA_DEPTH, conv_column_copies
 from attnforge.hw.linear.control import CommandControl
 from attnforge.hw.linear.convolution import CONV_LATENCY, Convolution
 from attnforge.hw.linear.lanes import StateLanes
@@ -146,7 +146,7 @@ def test_lanes_update_and_readout_match_the_golden_model(zero_bank, dsp_family):
 
     async def bench(ctx):
         fetch = lanes.fetch
-        for cycle in range(len(elements) + 12):
+        for cycle in range(len(elements) + LANES_LATENCY + 2):   # the last numerator leaves the lanes
             if cycle < len(elements):
                 g, j, _ = elements[cycle]
                 ctx.set(fetch.state_addr, addr(0, g, j))

@@ -13,9 +13,9 @@ enable across the device. The memory is split into ``config.block_slices`` slice
 ``config.block_slice_bits`` bits (``BLOCK_SLICE_CELLS`` LUT-RAM cells each); each slice has its
 own copy of the write address and enable registers (attribute ``replica``: ``fpga.synth`` keeps
 the copies apart), and all share the write-data register. The memories are written one cycle
-after the beat. The read address goes through ``BLOCK_READ_LEVELS`` register levels: one root
-register (the command FSM's address is combinational, from the output half's state: it reaches
-one flip-flop), a copy per slice, then a copy per read part of the slice (``config.block_read_bits`` bits, about
+after the beat. The read address goes through ``BLOCK_READ_LEVELS`` register levels: a few root
+registers (``BLOCK_READ_ROOTS``; the command FSM's address is combinational, from the output half's
+state: it reaches that many flip-flops only), a copy per slice, then a copy per read part of the slice (``config.block_read_bits`` bits, about
 ``BLOCK_READ_CELLS`` LUT-RAM cells, one memory each), which addresses the LUT RAMs' asynchronous
 read. With two levels or more the read comes after the write of a beat taken in the address's
 cycle (that write lands at the end of the next cycle), so no forwarding multiplexer is needed
@@ -30,7 +30,7 @@ from amaranth.lib.memory import Memory, ReadPort, WritePort
 from amaranth.lib.wiring import Out
 
 from ..common import ConfiguredComponent, log2_ceil, replica_tree
-from .config import BLOCK_READ_LEVELS, LinearDecodeConfig
+from .config import BLOCK_READ_LEVELS, BLOCK_READ_ROOTS, LinearDecodeConfig
 
 __all__ = ["DraftBlock"]
 
@@ -78,10 +78,11 @@ class DraftBlock(ConfiguredComponent):
         step, part = cfg.block_slice_bits, cfg.block_read_bits
         slices = [(lo, min(lo + step, width)) for lo in range(0, width, step)]
         parts = [(s, plo, min(plo + part, hi)) for s, (lo, hi) in enumerate(slices) for plo in range(lo, hi, part)]
-        # The read address: a root copy (and its delays, beyond three levels), a copy per slice, a copy
-        # per part, each addressing its LUT RAMs' asynchronous read. The root is one register, so the
-        # command FSM's combinational address (the pass's next token) reaches one flip-flop only.
-        raddr = replica_tree(m, read.addr, "block_read_addr", [1] * (BLOCK_READ_LEVELS - 2) + [len(slices), len(parts)])
+        # The read address: root copies (each for a run of slices), a copy per slice, a copy per part,
+        # each addressing its LUT RAMs' asynchronous read. The command FSM's combinational address
+        # (the pass's next token) reaches the few root flip-flops only.
+        roots = [min(BLOCK_READ_ROOTS, len(slices))] * (BLOCK_READ_LEVELS - 2)
+        raddr = replica_tree(m, read.addr, "block_read_addr", roots + [len(slices), len(parts)])
         out = []
         for s, (lo, hi) in enumerate(slices):
             addr = Signal.like(write.addr, name=f"block_write_addr_rep{s}", attrs={"replica": 1})

@@ -21,7 +21,7 @@ from ..common import DSP_CUTS, dsp_cut, log2_ceil
 
 __all__ = [
     "LinearDecodeConfig", "pipeline_depth", "MAX_HEADS", "PIPELINE_DEPTH", "LANES_LATENCY", "STATE_WRITE_GAP",
-    "LANE_GROUP", "LANE_REGION", "STATE_SLICE_LANES", "STATE_ONE_SLICE_LANES", "LANE_FANOUT_LEVELS", "TREE_CHUNK", "BLOCK_SLICE_CELLS", "BLOCK_READ_CELLS",
+    "LANE_GROUP", "LANE_REGION", "STATE_SLICE_LANES", "STATE_ONE_SLICE_LANES", "LANE_FANOUT_LEVELS", "TREE_CHUNK", "READOUT_TREE_CHUNKS", "BLOCK_SLICE_CELLS", "BLOCK_READ_CELLS", "BLOCK_READ_ROOTS",
     "BLOCK_READ_LEVELS", "FETCH_STAGES", "OUTPUT_STAGES", "RECIP_BITS",
     "DIV_STEPS_PER_STAGE", "DIV_STAGES", "NORM_DELAY", "NORM_EXTRA_DEPTH", "shape_of",
 ]
@@ -35,6 +35,10 @@ MAX_HEADS = 16
 #: up to BLOCK_READ_LEVELS - 2 cycles after the address (from 2 levels on no forwarding is needed;
 #: beyond 3 a write of the next block could be seen by a read of the pass before).
 BLOCK_READ_LEVELS = 3
+#: Root copies of the draft block's read address (the first of BLOCK_READ_LEVELS), each feeding a
+#: contiguous run of slices: the FSM's address reaches this many flip-flops (issue 15: one root
+#: register was a routed critical path, a 9.4 ns net to a slice's copy 50 tiles away).
+BLOCK_READ_ROOTS = 3
 #: Register stages of the fetch: the element's context waits BLOCK_READ_LEVELS cycles for the
 #: draft token's word (registered in the last of them, beside the last level of the column's
 #: copies), then phi(q), phi(k) and v are taken from it in one more.
@@ -44,11 +48,18 @@ FETCH_STAGES = BLOCK_READ_LEVELS + 1
 #: issue 15: one level left a group's copy 89 tiles from its lanes). Every other input of the
 #: lanes is delayed by as many registers less one.
 LANE_FANOUT_LEVELS = 2
+#: Readout products (then partial sums) summed per register in the adder tree's stages: a pair
+#: first (one adder level: the product registers sit beside their DSP blocks, the nets from
+#: there are the long ones, issue 15: a 5.7 ns net into a sum of four was a routed critical
+#: path), then TREE_CHUNK (two adder levels); the numerator register sums the rest.
+TREE_CHUNK = 4
+READOUT_TREE_CHUNKS = (2, TREE_CHUNK, TREE_CHUNK)
 #: Cycles from an element's update stage (the cycle after its fetch) to its numerator leaving
 #: the lanes: LANE_FANOUT_LEVELS - 1 input registers (the first level of the fan-out tree),
 #: then the read register, two update product stages, running word, readout operands, two DSP
-#: product stages, three adder tree stages. The convolution delays its sum by as much.
-LANES_LATENCY = LANE_FANOUT_LEVELS - 1 + 10
+#: product stages, the adder tree's registered stages (READOUT_TREE_CHUNKS) and the numerator
+#: register. The convolution delays its sum by as much.
+LANES_LATENCY = LANE_FANOUT_LEVELS - 1 + 8 + len(READOUT_TREE_CHUNKS)
 #: Requantizer stages of the output stage (``OutputStage``) before the buffer's write: two product
 #: stages, the rounding add, the saturation into the mid format, the sum saturated to int8.
 OUTPUT_STAGES = 5
@@ -85,9 +96,6 @@ BLOCK_SLICE_CELLS = 32
 #: LUT-RAM cells per read part of a draft-block slice: each part has its own last-level copy of
 #: the read address (BLOCK_READ_LEVELS). At d = 64, t_max <= 16: 48 parts of 32 bits.
 BLOCK_READ_CELLS = 8
-#: Readout products (then partial sums) summed per register in the adder tree's first two
-#: stages: two adder levels each.
-TREE_CHUNK = 4
 #: relu_norm: bits of the reciprocal floor(2**(DIV_DEN_BITS+DIV_FRAC_BITS) / den')
 #: (den' = 1 gives the largest, 2**24), and restoring-division steps per pipeline stage.
 RECIP_BITS = DIV_DEN_BITS + DIV_FRAC_BITS + 1

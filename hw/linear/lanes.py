@@ -5,10 +5,10 @@ g for draft token tau. On the pass's first token the word comes from the state
 memory (or is zero, for a bank cleared by reset), later tokens fold into the
 running word; the word goes back to memory after the pass's last token (after
 every token with snapshot banks). The readout multiplies the running word with
-phi(q) into an adder tree split over two stages; with G > 1 row groups a small
+phi(q) into an adder tree split over four stages; with G > 1 row groups a small
 numerator memory sums the groups.
 
-Pipelined for the clock (``LANES_LATENCY`` = 11 stages from the update stage to the
+Pipelined for the clock (``LANES_LATENCY`` = 12 stages from the update stage to the
 numerator, latency only): the fetch's outputs are registered once (stage 0: the first level of
 v's and the bank-zero bit's fan-out tree, one copy per LANE_REGION lanes; the state read
 address, phi(k), phi(q) and the element delayed alike), the block RAM's read data is registered (stage 1), the
@@ -22,7 +22,8 @@ readout multipliers have registered operands and are split into DSP products
 (``config.dsp_family``: 18x18 bits on ECP5, 16x16 on the iCE40), each registered right
 after its DSP, then summed (``registered_split_product``; with ``config.dsp_primitives`` the
 operand and product registers are the ECP5 DSP blocks' own);
-the adder tree has three stages of at most two adder levels.
+the adder tree has four stages: pairs of products (one adder level, beside the DSP blocks' long
+nets), then two of at most two adder levels, then the numerator register (``READOUT_TREE_CHUNKS``).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from attnforge.linear_format import PHI_FORMAT
 from attnforge.numfmt import INT8
 
 from ..common import ConfiguredComponent, log2_ceil, registered_split_product, replica_tree, tree_sum
-from .config import LANE_FANOUT_LEVELS, LANE_GROUP, LANE_REGION, TREE_CHUNK, LinearDecodeConfig
+from .config import LANE_FANOUT_LEVELS, LANE_GROUP, LANE_REGION, READOUT_TREE_CHUNKS, LinearDecodeConfig
 from .interfaces import FetchSignature
 
 __all__ = ["StateLanes", "mul_shift_add"]
@@ -203,23 +204,25 @@ class StateLanes(ConfiguredComponent):
 
     def _readout(self, m, element5, running):
         """Readout operands (stage 5), products split over DSP blocks (6, 7), the adder tree in
-        three stages of at most two adder levels (8, 9, 10; the group sum in the last)."""
+        registered stages of READOUT_TREE_CHUNKS (8, 9, 10), then the numerator register (11; the group
+        sum in it)."""
         cfg = self._config
         fmt = cfg.format
         elements = [element5]
-        for n in range(6, 11):
+        for n in range(6, 9 + len(READOUT_TREE_CHUNKS)):
             elements.append(Signal.like(element5, name=f"readout_element{n}"))
             m.d.sync += elements[-1].eq(elements[-2])
-        element9, element10 = elements[4], elements[5]
+        # the element of the cycle before the numerator's, and the numerator's
+        element_prev, element_last = elements[-2], elements[-1]
         # phi(q) and the running word registered (in the DSP blocks with dsp_primitives), the pieces
         # registered, their sum registered
         sums = [registered_split_product(m, self._phi_q[-1][i], running[i], f"readout_product{i}", *cfg.dsp_cut,
                                          dsp_primitive=cfg.dsp_primitives) for i in range(cfg.macs)]
-        for stage in range(2):
+        for stage, chunk in enumerate(READOUT_TREE_CHUNKS):
             level = []
-            for lo in range(0, len(sums), TREE_CHUNK):
-                part = tree_sum(sums[lo:lo + TREE_CHUNK])
-                reg = Signal(part.shape(), name=f"readout_tree{stage}_{lo // TREE_CHUNK}")
+            for lo in range(0, len(sums), chunk):
+                part = tree_sum(sums[lo:lo + chunk])
+                reg = Signal(part.shape(), name=f"readout_tree{stage}_{lo // chunk}")
                 m.d.sync += reg.eq(part)
                 level.append(reg)
             sums = level
@@ -229,10 +232,10 @@ class StateLanes(ConfiguredComponent):
             group_sums = Memory(shape=numerator.shape(), depth=cfg.t_max * cfg.columns, init=[])
             m.submodules.group_sums = group_sums
             read, write = group_sums.read_port(), group_sums.write_port()
-            m.d.comb += [read.addr.eq(element9.token * cfg.columns + element9.column),
-                         numerator.eq(Mux(element10.first_group, 0, read.data) + tree_sum(sums)),
-                         write.addr.eq(element10.token * cfg.columns + element10.column), write.data.eq(numerator),
-                         write.en.eq(element10.valid & ~element10.last_group)]
+            m.d.comb += [read.addr.eq(element_prev.token * cfg.columns + element_prev.column),
+                         numerator.eq(Mux(element_last.first_group, 0, read.data) + tree_sum(sums)),
+                         write.addr.eq(element_last.token * cfg.columns + element_last.column), write.data.eq(numerator),
+                         write.en.eq(element_last.valid & ~element_last.last_group)]
         else:
             m.d.comb += numerator.eq(tree_sum(sums))
-        m.d.sync += [self.numerator.element.eq(element10), self.numerator.attn.eq(numerator)]
+        m.d.sync += [self.numerator.element.eq(element_last), self.numerator.attn.eq(numerator)]
