@@ -2041,7 +2041,7 @@ class LinearDecodeHarness(Harness):
     blocks that ended. Only control is observed in this mode (as the ViTCoD harness's)."""
 
     #: data registers (the draft token, operands, products, sums, the state words, the conv window)
-    EXEMPT = (r"\.(block\.block_write_data|control\.fetch\.(phi_k|phi_q|v)|control\.fetch_(token|group\w*|v_group\d*|state_addr\d*|head\d*)|"
+    EXEMPT = (r"\.(block\.block_write_data\d*|control\.fetch\.(phi_k|phi_q|v)|control\.fetch_(token|group\w*|v_group\d*|state_addr\d*|head\d*)|"
               r"convolution\..*|lanes\.(?!(update|readout)_element|update_valid).*|output\.requant_(?!element).*)$")
     #: the element records down the pipeline (``element_layout``: ``valid`` is bit 0)
     VALID_ONLY = r"(element\d*|fetch\.element|fetch_element|lanes\.numerator)$"

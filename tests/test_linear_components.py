@@ -23,7 +23,7 @@ from amaranth.sim import Simulator
 from attnforge.algo.linear.golden import LinearDecodeGolden, _wrap, divide_fixed
 from attnforge.hw.linear import LinearDecodeConfig
 from attnforge.hw.linear.block import DraftBlock
-from attnforge.hw.linear.config import BLOCK_READ_LEVELS, FETCH_STAGES, LANES_LATENCY, NORM_EXTRA_DEPTH, conv_column_copies
+from attnforge.hw.linear.config import BLOCK_READ_LEVELS, BLOCK_READ_SEES, FETCH_STAGES, LANES_LATENCY, NORM_EXTRA_DEPTH, conv_column_copies
 from attnforge.hw.linear.control import CommandControl
 from attnforge.hw.linear.convolution import CONV_LATENCY, Convolution
 from attnforge.hw.linear.lanes import StateLanes
@@ -260,9 +260,9 @@ def test_output_stage_emits_every_token_once_in_order_under_backpressure(dsp_fam
 def test_draft_block_reads_like_a_transparent_memory(d, t_max):
     """The sliced draft block with its registered write and its read address's register levels reads
     back, BLOCK_READ_LEVELS cycles after the address, what one memory gives with the writes taken up
-    to BLOCK_READ_LEVELS - 2 cycles after the address (a plain Python list here): a read addressed in
-    the cycle of the write, in the next cycle (the write in flight) and later, with writes in
-    consecutive cycles and to the address being read."""
+    to BLOCK_READ_SEES cycles after the address (a plain Python list here): a read addressed in the
+    cycle of the write (the write in flight), in the next cycle and later, with writes in
+    consecutive cycles and to the address being read; a write taken after the address is not seen."""
     cfg = LinearDecodeConfig(d=d, macs=d, t_max=t_max)
     assert cfg.block_slices == (3 if d == 16 else 1)
     dut = DraftBlock(cfg)
@@ -288,10 +288,11 @@ def test_draft_block_reads_like_a_transparent_memory(d, t_max):
             addresses.append(read)
             memories.append(list(mem))
             await ctx.tick()
-            # now in cycle c + lag: the data of the address of cycle c, with the writes up to c + lag - 2
+            # now in cycle c + lag: the data of the address of cycle c, with the writes up to
+            # c + BLOCK_READ_SEES
             c = len(addresses) - lag
             if c >= 0:
-                expected = memories[c + lag - 2][addresses[c]]
+                expected = memories[c + BLOCK_READ_SEES][addresses[c]]
                 if expected is not None:
                     assert ctx.get(dut.read.data.as_value()) == expected
                     seen["compared"] += 1

@@ -2,7 +2,7 @@
 read through a registered fan-out tree of its address.
 
 Seen from the command control it is a memory read ``BLOCK_READ_LEVELS`` cycles after its
-address, with every write taken up to ``BLOCK_READ_LEVELS - 2`` cycles after the address (a token
+address, with every write taken up to ``BLOCK_READ_SEES`` (0) cycles after the address (a token
 written in the cycle its beat is taken is read back by a read addressed in that same cycle: a
 one-token block's pass starts the next cycle; the next block's first beat comes at least a cycle
 after the last read of the pass before is addressed).
@@ -10,15 +10,16 @@ after the last read of the pass before is addressed).
 Inside (timing closure, issue 15), the write is registered: the command FSM's
 decision (``collected``, ``en``) no longer drives the LUT RAMs' write address and
 enable across the device. The memory is split into ``config.block_slices`` slices of
-``config.block_slice_bits`` bits (``BLOCK_SLICE_CELLS`` LUT-RAM cells each); each slice has its
-own copy of the write address and enable registers (attribute ``replica``: ``fpga.synth`` keeps
-the copies apart), and all share the write-data register. The memories are written one cycle
-after the beat. The read address goes through ``BLOCK_READ_LEVELS`` register levels: a few root
+``config.block_slice_bits`` bits (``BLOCK_SLICE_CELLS`` LUT-RAM cells each); the write address
+and enable go through ``BLOCK_WRITE_LEVELS`` = 2 register levels, a copy per slice, then a copy
+per read part (attribute ``replica``: ``fpga.synth`` keeps the copies apart), the write data
+through two registers alike. The memories are written ``BLOCK_WRITE_LEVELS`` cycles after the
+beat. The read address goes through ``BLOCK_READ_LEVELS`` register levels: a few root
 registers (``BLOCK_READ_ROOTS``; the command FSM's address is combinational, from the output half's
 state: it reaches that many flip-flops only), a copy per slice, then a copy per read part of the slice (``config.block_read_bits`` bits, about
 ``BLOCK_READ_CELLS`` LUT-RAM cells, one memory each), which addresses the LUT RAMs' asynchronous
-read. With two levels or more the read comes after the write of a beat taken in the address's
-cycle (that write lands at the end of the next cycle), so no forwarding multiplexer is needed
+read. The read comes after the write of a beat taken in the address's cycle (that write lands
+at the end of the second cycle after; the read is three levels deep), so no forwarding multiplexer is needed
 (one level of copies needed a registered ``hit`` and was a routed critical path: a copy's net to
 its 32 LUT RAMs, 11.1 ns).
 """
@@ -30,14 +31,14 @@ from amaranth.lib.memory import Memory, ReadPort, WritePort
 from amaranth.lib.wiring import Out
 
 from ..common import ConfiguredComponent, log2_ceil, replica_tree
-from .config import BLOCK_READ_LEVELS, BLOCK_READ_ROOTS, LinearDecodeConfig
+from .config import BLOCK_READ_LEVELS, BLOCK_READ_ROOTS, BLOCK_READ_SEES, BLOCK_WRITE_LEVELS, LinearDecodeConfig
 
 __all__ = ["DraftBlock"]
 
 
 class DraftBlock(ConfiguredComponent):
-    """The draft-block memory in bit slices, written one cycle after the beat, read BLOCK_READ_LEVELS
-    cycles after the address.
+    """The draft-block memory in bit slices, written BLOCK_WRITE_LEVELS cycles after the beat, read
+    BLOCK_READ_LEVELS cycles after the address.
 
     Parameters
     ----------
@@ -50,7 +51,7 @@ class DraftBlock(ConfiguredComponent):
         and data may be driven every cycle; only ``en`` needs to be qualified.
     read : ``Out(ReadPort.Signature(shape=config.block_word))`` (a port, as a memory's)
         ``data``: the word at the ``addr`` of ``BLOCK_READ_LEVELS`` cycles before, including the
-        writes taken up to ``BLOCK_READ_LEVELS - 2`` cycles after it (combinational from the LUT
+        writes taken up to ``BLOCK_READ_SEES`` cycles after it (combinational from the LUT
         RAMs: the user registers it; the control never writes a word a read in flight needs).
         The read is always enabled (``en`` is not used).
     """
@@ -67,14 +68,17 @@ class DraftBlock(ConfiguredComponent):
 
     def elaborate(self, platform):
         cfg = self._config
-        if not 2 <= BLOCK_READ_LEVELS <= 3:
-            raise ValueError("DraftBlock needs 2 or 3 BLOCK_READ_LEVELS: a read that sees the write in flight, "
-                             "but not the next block's")
+        if BLOCK_READ_SEES not in (0, 1) or BLOCK_READ_LEVELS < 2 or BLOCK_WRITE_LEVELS != 2:
+            raise ValueError(f"DraftBlock needs BLOCK_READ_LEVELS - BLOCK_WRITE_LEVELS - 1 in (0, 1), not "
+                             f"{BLOCK_READ_SEES} (BLOCK_READ_LEVELS {BLOCK_READ_LEVELS}, BLOCK_WRITE_LEVELS "
+                             f"{BLOCK_WRITE_LEVELS}, which must be 2): a read that sees the write of its "
+                             "address's cycle, but not the next block's")
         m = Module()
         write, read = self.write, self.read
         width = len(write.data.as_value())
+        data0 = Signal(width, name="block_write_data0")
         data = Signal(width, name="block_write_data")
-        m.d.sync += data.eq(write.data.as_value())
+        m.d.sync += [data0.eq(write.data.as_value()), data.eq(data0)]
         step, part = cfg.block_slice_bits, cfg.block_read_bits
         slices = [(lo, min(lo + step, width)) for lo in range(0, width, step)]
         parts = [(s, plo, min(plo + part, hi)) for s, (lo, hi) in enumerate(slices) for plo in range(lo, hi, part)]
@@ -83,19 +87,16 @@ class DraftBlock(ConfiguredComponent):
         # (the pass's next token) reaches the few root flip-flops only.
         roots = [min(BLOCK_READ_ROOTS, len(slices))] * (BLOCK_READ_LEVELS - 2)
         raddr = replica_tree(m, read.addr, "block_read_addr", roots + [len(slices), len(parts)])
+        # The write address and enable: a copy per slice, then a copy per part beside its LUT RAMs.
+        waddr = replica_tree(m, write.addr, "block_write_addr", [len(slices), len(parts)])
+        wen = replica_tree(m, write.en, "block_write_en", [len(slices), len(parts)])
         out = []
-        for s, (lo, hi) in enumerate(slices):
-            addr = Signal.like(write.addr, name=f"block_write_addr_rep{s}", attrs={"replica": 1})
-            en = Signal(name=f"block_write_en_rep{s}", attrs={"replica": 1})
-            m.d.sync += [addr.eq(write.addr), en.eq(write.en)]
-            for p, (_, plo, phi) in enumerate(parts):
-                if _ != s:
-                    continue
-                mem = Memory(shape=phi - plo, depth=cfg.block_depth, init=[])
-                m.submodules[f"slice{s}_{p}"] = mem
-                port_w, port_r = mem.write_port(), mem.read_port(domain="comb")
-                m.d.comb += [port_w.addr.eq(addr), port_w.en.eq(en), port_w.data.eq(data[plo:phi]),
-                             port_r.addr.eq(raddr[p])]
-                out.append(port_r.data)
+        for p, (s, plo, phi) in enumerate(parts):
+            mem = Memory(shape=phi - plo, depth=cfg.block_depth, init=[])
+            m.submodules[f"slice{s}_{p}"] = mem
+            port_w, port_r = mem.write_port(), mem.read_port(domain="comb")
+            m.d.comb += [port_w.addr.eq(waddr[p]), port_w.en.eq(wen[p]), port_w.data.eq(data[plo:phi]),
+                         port_r.addr.eq(raddr[p])]
+            out.append(port_r.data)
         m.d.comb += read.data.eq(Cat(*out))
         return m
