@@ -11,15 +11,16 @@ Inside (timing closure, issue 15), the write is registered: the command FSM's
 decision (``collected``, ``en``) no longer drives the LUT RAMs' write address and
 enable across the device. The memory is split into ``config.block_slices`` slices of
 ``config.block_slice_bits`` bits (``BLOCK_SLICE_CELLS`` LUT-RAM cells each); the write address
-and enable go through ``BLOCK_WRITE_LEVELS`` = 2 register levels, a copy per slice, then a copy
-per read part (attribute ``replica``: ``fpga.synth`` keeps the copies apart), the write data
-through two registers alike. The memories are written ``BLOCK_WRITE_LEVELS`` cycles after the
-beat. The read address goes through ``BLOCK_READ_LEVELS`` register levels: a few root
-registers (``BLOCK_READ_ROOTS``; the command FSM's address is combinational, from the output half's
-state: it reaches that many flip-flops only), a copy per slice, then a copy per read part of the slice (``config.block_read_bits`` bits, about
+and enable go through ``BLOCK_WRITE_LEVELS`` = 3 register levels, ``BLOCK_ROOTS`` copies (the FSM's
+decision reaches these few flip-flops only), a copy per slice, then a copy per read part
+(attribute ``replica``: ``fpga.synth`` keeps the copies apart), the write data through three
+registers alike. The memories are written ``BLOCK_WRITE_LEVELS`` cycles after the
+beat. The read address goes through ``BLOCK_READ_LEVELS`` register levels: a root
+register (the command FSM's address is combinational, from the output half's state: it reaches one
+flip-flop), ``BLOCK_ROOTS`` copies, a copy per slice, then a copy per read part of the slice (``config.block_read_bits`` bits, about
 ``BLOCK_READ_CELLS`` LUT-RAM cells, one memory each), which addresses the LUT RAMs' asynchronous
 read. The read comes after the write of a beat taken in the address's cycle (that write lands
-at the end of the second cycle after; the read is three levels deep), so no forwarding multiplexer is needed
+at the end of the third cycle after; the read is four levels deep), so no forwarding multiplexer is needed
 (one level of copies needed a registered ``hit`` and was a routed critical path: a copy's net to
 its 32 LUT RAMs, 11.1 ns).
 """
@@ -31,7 +32,7 @@ from amaranth.lib.memory import Memory, ReadPort, WritePort
 from amaranth.lib.wiring import Out
 
 from ..common import ConfiguredComponent, log2_ceil, replica_tree
-from .config import BLOCK_READ_LEVELS, BLOCK_READ_ROOTS, BLOCK_READ_SEES, BLOCK_WRITE_LEVELS, LinearDecodeConfig
+from .config import BLOCK_READ_LEVELS, BLOCK_ROOTS, BLOCK_READ_SEES, BLOCK_WRITE_LEVELS, LinearDecodeConfig
 
 __all__ = ["DraftBlock"]
 
@@ -68,28 +69,33 @@ class DraftBlock(ConfiguredComponent):
 
     def elaborate(self, platform):
         cfg = self._config
-        if BLOCK_READ_SEES not in (0, 1) or BLOCK_READ_LEVELS < 2 or BLOCK_WRITE_LEVELS != 2:
+        if BLOCK_READ_SEES not in (0, 1) or BLOCK_READ_LEVELS < 3 or BLOCK_WRITE_LEVELS < 2:
             raise ValueError(f"DraftBlock needs BLOCK_READ_LEVELS - BLOCK_WRITE_LEVELS - 1 in (0, 1), not "
-                             f"{BLOCK_READ_SEES} (BLOCK_READ_LEVELS {BLOCK_READ_LEVELS}, BLOCK_WRITE_LEVELS "
-                             f"{BLOCK_WRITE_LEVELS}, which must be 2): a read that sees the write of its "
-                             "address's cycle, but not the next block's")
+                             f"{BLOCK_READ_SEES} (BLOCK_READ_LEVELS {BLOCK_READ_LEVELS}, at least 3; "
+                             f"BLOCK_WRITE_LEVELS {BLOCK_WRITE_LEVELS}, at least 2): a read that sees the "
+                             "write of its address's cycle, but not the next block's")
         m = Module()
         write, read = self.write, self.read
         width = len(write.data.as_value())
-        data0 = Signal(width, name="block_write_data0")
-        data = Signal(width, name="block_write_data")
-        m.d.sync += [data0.eq(write.data.as_value()), data.eq(data0)]
+        data = write.data.as_value()
+        for n in range(BLOCK_WRITE_LEVELS):
+            data_n = Signal(width, name=f"block_write_data{n}")
+            m.d.sync += data_n.eq(data)
+            data = data_n
         step, part = cfg.block_slice_bits, cfg.block_read_bits
         slices = [(lo, min(lo + step, width)) for lo in range(0, width, step)]
         parts = [(s, plo, min(plo + part, hi)) for s, (lo, hi) in enumerate(slices) for plo in range(lo, hi, part)]
-        # The read address: root copies (each for a run of slices), a copy per slice, a copy per part,
-        # each addressing its LUT RAMs' asynchronous read. The command FSM's combinational address
-        # (the pass's next token) reaches the few root flip-flops only.
-        roots = [min(BLOCK_READ_ROOTS, len(slices))] * (BLOCK_READ_LEVELS - 2)
-        raddr = replica_tree(m, read.addr, "block_read_addr", roots + [len(slices), len(parts)])
-        # The write address and enable: a copy per slice, then a copy per part beside its LUT RAMs.
-        waddr = replica_tree(m, write.addr, "block_write_addr", [len(slices), len(parts)])
-        wen = replica_tree(m, write.en, "block_write_en", [len(slices), len(parts)])
+        # The read address: a root register (the command FSM's combinational address, the pass's next
+        # token, reaches one flip-flop), copies each for a run of slices, a copy per slice, a copy per
+        # part, each addressing its LUT RAMs' asynchronous read.
+        roots = min(BLOCK_ROOTS, len(slices))
+        raddr = replica_tree(m, read.addr, "block_read_addr",
+                             [1] * (BLOCK_READ_LEVELS - 3) + [roots, len(slices), len(parts)])
+        # The write address and enable: copies each for a run of slices, a copy per slice, then a copy
+        # per part beside its LUT RAMs.
+        wtree = [roots] * (BLOCK_WRITE_LEVELS - 2) + [len(slices), len(parts)]
+        waddr = replica_tree(m, write.addr, "block_write_addr", wtree)
+        wen = replica_tree(m, write.en, "block_write_en", wtree)
         out = []
         for p, (s, plo, phi) in enumerate(parts):
             mem = Memory(shape=phi - plo, depth=cfg.block_depth, init=[])

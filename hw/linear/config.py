@@ -21,34 +21,36 @@ from ..common import DSP_CUTS, dsp_cut, log2_ceil
 
 __all__ = [
     "LinearDecodeConfig", "pipeline_depth", "MAX_HEADS", "PIPELINE_DEPTH", "LANES_LATENCY", "STATE_WRITE_GAP",
-    "LANE_GROUP", "LANE_REGION", "STATE_SLICE_LANES", "STATE_ONE_SLICE_LANES", "LANE_FANOUT_LEVELS", "TREE_CHUNK", "READOUT_TREE_CHUNKS", "BLOCK_SLICE_CELLS", "BLOCK_READ_CELLS", "BLOCK_READ_ROOTS",
+    "LANE_GROUP", "LANE_REGION", "STATE_SLICE_LANES", "STATE_ONE_SLICE_LANES", "LANE_FANOUT_LEVELS", "TREE_CHUNK", "READOUT_TREE_CHUNKS", "BLOCK_SLICE_CELLS", "BLOCK_READ_CELLS", "BLOCK_ROOTS",
     "BLOCK_READ_LEVELS", "BLOCK_WRITE_LEVELS", "BLOCK_READ_SEES", "FETCH_STAGES", "OUTPUT_STAGES", "RECIP_BITS",
     "DIV_STEPS_PER_STAGE", "DIV_STAGES", "NORM_DELAY", "NORM_EXTRA_DEPTH", "shape_of",
 ]
 
 MAX_HEADS = 16
 #: Register levels of the draft block's read address (``DraftBlock``): the command FSM's
-#: combinational address into one root register, one copy per write slice, then one copy per read
-#: part of ``BLOCK_READ_CELLS`` LUT-RAM cells (a fan-out tree, issue 15: one level of copies left
-#: long nets from a copy to its 32 LUT RAMs, and the FSM's address logic ahead of 12 or 48 copies).
+#: combinational address into one root register, BLOCK_ROOTS copies, one copy per write slice, then
+#: one copy per read part of ``BLOCK_READ_CELLS`` LUT-RAM cells (a fan-out tree, issue 15: one level
+#: of copies left long nets from a copy to its 32 LUT RAMs, and the FSM's address logic ahead of 12
+#: or 48 copies; one root register ahead of the 12 slice copies a 9.4 ns net).
 #: The token's word leaves the LUT RAMs that many cycles after its address, with every write taken
 #: up to BLOCK_READ_LEVELS - BLOCK_WRITE_LEVELS - 1 cycles after the address (at least the write of
 #: the address's own cycle, so no forwarding is needed; at most one cycle after it, or a write of
 #: the next block could be seen by a read of the pass before).
-BLOCK_READ_LEVELS = 3
-#: Register levels of the draft block's write address, enable and data: one copy of the address
-#: and enable per write slice, then one per read part beside its LUT RAMs (issue 15: one copy per
-#: slice into its 32 LUT-RAM cells was a routed critical path, an 11.0 ns net to a cell 60 tiles
-#: away). A write lands BLOCK_WRITE_LEVELS cycles after its beat.
-BLOCK_WRITE_LEVELS = 2
+BLOCK_READ_LEVELS = 4
+#: Register levels of the draft block's write address, enable and data: BLOCK_ROOTS copies of the
+#: address and enable, one per write slice, then one per read part beside its LUT RAMs (issue 15:
+#: one copy per slice into its 32 LUT-RAM cells was a routed critical path, an 11.0 ns net to a
+#: cell 60 tiles away; then the FSM's enable into the 12 slice copies, a 6.2 ns net). A write lands
+#: BLOCK_WRITE_LEVELS cycles after its beat.
+BLOCK_WRITE_LEVELS = 3
 #: Cycles after a read's address up to which a write taken is seen by that read (0: the write of
 #: the address's own cycle, what the command control needs: a one-token block's pass reads its
 #: token in the cycle after the beat at the earliest).
 BLOCK_READ_SEES = BLOCK_READ_LEVELS - BLOCK_WRITE_LEVELS - 1
-#: Root copies of the draft block's read address (the first of BLOCK_READ_LEVELS), each feeding a
-#: contiguous run of slices: the FSM's address reaches this many flip-flops (issue 15: one root
-#: register was a routed critical path, a 9.4 ns net to a slice's copy 50 tiles away).
-BLOCK_READ_ROOTS = 3
+#: Copies of the draft block's read and write addresses (and write enable) ahead of the slices'
+#: copies, each feeding a contiguous run of slices (the write's are the first level: the FSM's
+#: write reaches this many flip-flops).
+BLOCK_ROOTS = 3
 #: Register stages of the fetch: the element's context waits BLOCK_READ_LEVELS cycles for the
 #: draft token's word (registered in the last of them, beside the last level of the column's
 #: copies), then phi(q), phi(k) and v are taken from it in one more.
