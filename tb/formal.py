@@ -41,10 +41,10 @@ from attnforge.hw.common.regmap import Field, Register, RegisterMap
 from attnforge.hw.common.requant import RequantLine, RequantLineConfig
 from attnforge.hw.common.stream import SkidBuffer
 from attnforge.hw.common.uart import MIN_DIVISOR, UartRx, UartTx
-from attnforge.hw.linear.config import (FETCH_STAGES, LANE_FANOUT_LEVELS, PIPELINE_DEPTH, READOUT_TREE_CHUNKS,
-                                        LinearDecodeConfig)
+from attnforge.hw.linear.config import FETCH_STAGES, LANE_FANOUT_LEVELS, PIPELINE_DEPTH, LinearDecodeConfig
 from attnforge.hw.linear.config import OUTPUT_STAGES as LINEAR_OUTPUT_STAGES  # the ViT's OUTPUT_STAGES below
 from attnforge.hw.linear.decode import LinearDecode
+from attnforge.hw.linear.lanes import READOUT_ELEMENTS
 from attnforge.hw.linear.output import OutputStage as LinearOutputStage
 from attnforge.hw.vitcod.accelerator import VitcodAccelerator
 from attnforge.hw.vitcod.loader import command_data_beats
@@ -2050,13 +2050,12 @@ class LinearDecodeHarness(Harness):
     PIPELINE = ["control.fetch_element", *(f"control.fetch_element{n}" for n in range(2, FETCH_STAGES)),
                 "control.fetch.element", *(f"lanes.lanes_element{n}" for n in range(LANE_FANOUT_LEVELS - 1)),
                 *(f"lanes.update_element{n}" for n in range(2, 6)),
-                *(f"lanes.readout_element{n}" for n in range(6, 9 + len(READOUT_TREE_CHUNKS))), "lanes.numerator",
+                *(f"lanes.readout_element{n}" for n in READOUT_ELEMENTS), "lanes.numerator",
                 *(f"output.requant_element{n}" for n in range(1, LINEAR_OUTPUT_STAGES + 1))]
     #: SMALLEST_LINEAR with o always ready: a one-token block's output leaves PIPELINE_DEPTH + 2 (25)
     #: cycles after its token; one that waits for a free output half waits for the pipeline of the
-    #: block two before it as well: 2 PIPELINE_DEPTH - 6 (40; 28 at PIPELINE_DEPTH 17, 34 at 20, 36 at 21,
-    #: 38 at 22;
-    #: tests/test_formal.py shows one less fails)
+    #: block two before it as well: 2 PIPELINE_DEPTH - 6 (40; 28 at PIPELINE_DEPTH 17, 34 at 20, 36 at
+    #: 21, 38 at 22; tests/test_formal.py shows one less fails)
     LATENCY = 2 * PIPELINE_DEPTH - 6
 
     def __init__(self, config: LinearDecodeConfig | None = None, mode: str = "safety", *, dut=None,

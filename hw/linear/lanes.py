@@ -40,7 +40,11 @@ from ..common import ConfiguredComponent, log2_ceil, registered_split_product, r
 from .config import LANE_FANOUT_LEVELS, LANE_GROUP, LANE_REGION, READOUT_TREE_CHUNKS, LinearDecodeConfig
 from .interfaces import FetchSignature
 
-__all__ = ["StateLanes", "mul_shift_add"]
+__all__ = ["StateLanes", "mul_shift_add", "READOUT_ELEMENTS"]
+
+#: Stages of the readout's element records (``readout_element{n}``): the two DSP product stages,
+#: the adder tree's (READOUT_TREE_CHUNKS), and the numerator's, after the operands' stage 5.
+READOUT_ELEMENTS = range(6, 9 + len(READOUT_TREE_CHUNKS))
 
 
 def mul_shift_add(small, value):
@@ -209,7 +213,7 @@ class StateLanes(ConfiguredComponent):
         cfg = self._config
         fmt = cfg.format
         elements = [element5]
-        for n in range(6, 9 + len(READOUT_TREE_CHUNKS)):
+        for n in READOUT_ELEMENTS:
             elements.append(Signal.like(element5, name=f"readout_element{n}"))
             m.d.sync += elements[-1].eq(elements[-2])
         # the element of the cycle before the numerator's, and the numerator's
