@@ -33,10 +33,11 @@ from attnforge.hw.common import PERF_COUNTERS, accelerator_regmap
 from attnforge.hw.common.axi import ERR_AXIS_TKEEP, ERR_AXIS_TLAST, register_params
 from attnforge.hw.linear import LinearDecodeConfig
 from attnforge.hw.linear.axi import default_axis_width
+from attnforge.hw.linear.config import REGISTER_CHOICES
 from attnforge.hw.linear.cycles import LinearDecodeCycles
 from attnforge.hw.vitcod import VitcodConfig
 from attnforge.hw.vitcod.cycles import ideal_cycles, run_cycles
-from attnforge.linear_format import CMD_TOKEN, FEATURE_MAPS
+from attnforge.linear_format import CMD_TOKEN
 
 from .axil_monitor import AxiLiteMonitor
 from .axis_monitor import AxisMonitor
@@ -144,7 +145,7 @@ class AxiTB:
         else:
             self.cfg = LinearDecodeConfig(**p["config"])
             self.axis_width = p.get("axis_width") or default_axis_width(self.cfg)
-            params = register_params(self.cfg, {"feature_map": FEATURE_MAPS})
+            params = register_params(self.cfg, REGISTER_CHOICES)
         self.regmap = accelerator_regmap(self.design, params)
         self.params = params
         dut.aresetn.value = 0       # before the cocotbext-axi models start: they begin in reset

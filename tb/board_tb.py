@@ -32,8 +32,8 @@ from attnforge.hw.board.protocol import BoardClient, Command, Status, encode_req
 from attnforge.hw.common import accelerator_regmap
 from attnforge.hw.common.axi import register_params
 from attnforge.hw.linear import LinearDecodeConfig
+from attnforge.hw.linear.config import REGISTER_CHOICES
 from attnforge.hw.vitcod import VitcodConfig
-from attnforge.linear_format import FEATURE_MAPS
 
 from .board_jobs import BoardJob
 
@@ -89,7 +89,7 @@ def _regmap(p: dict):
     if p["design"] == "vitcod":
         return accelerator_regmap("vitcod", register_params(VitcodConfig(**p["config"])))
     cfg = LinearDecodeConfig(**p["config"])
-    return accelerator_regmap("linear-decode", register_params(cfg, {"feature_map": FEATURE_MAPS}))
+    return accelerator_regmap("linear-decode", register_params(cfg, REGISTER_CHOICES))
 
 
 @cocotb.test()

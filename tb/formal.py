@@ -41,10 +41,9 @@ from attnforge.hw.common.regmap import Field, Register, RegisterMap
 from attnforge.hw.common.requant import RequantLine, RequantLineConfig
 from attnforge.hw.common.stream import SkidBuffer
 from attnforge.hw.common.uart import MIN_DIVISOR, UartRx, UartTx
-from attnforge.hw.linear.config import FETCH_STAGES, LANE_FANOUT_LEVELS, PIPELINE_DEPTH, LinearDecodeConfig
-from attnforge.hw.linear.config import OUTPUT_STAGES as LINEAR_OUTPUT_STAGES  # the ViT's OUTPUT_STAGES below
+from attnforge.hw.linear.config import LANE_FANOUT_LEVELS, LinearDecodeConfig
 from attnforge.hw.linear.decode import LinearDecode
-from attnforge.hw.linear.lanes import READOUT_ELEMENTS
+from attnforge.hw.linear.lanes import readout_elements
 from attnforge.hw.linear.output import OutputStage as LinearOutputStage
 from attnforge.hw.vitcod.accelerator import VitcodAccelerator
 from attnforge.hw.vitcod.loader import command_data_beats
@@ -503,9 +502,9 @@ class LinearOutputHarness(Harness):
         o, half_if, element = dut.o, dut.half, dut.result.element
         self.check_ports(m, {}, {"o": o})
         full, busy = probe(frag, "full"), probe(frag, "busy")
-        # the requantizer's pipeline (stages 1..LINEAR_OUTPUT_STAGES; the write stage is the last)
+        # the requantizer's pipeline (stages 1..output_stages; the write stage is the last)
         stages = [data.View(cfg.element_layout, probe(frag, f"requant_element{n}"))
-                  for n in range(1, LINEAR_OUTPUT_STAGES + 1)]
+                  for n in range(1, cfg.pipe.output_stages + 1)]
         staged = stages[-1]
         tokens = [probe(frag, f"half{b}_tokens") for b in range(2)]
         half, token = probe(frag, "emit_half"), probe(frag, "emit_token")
@@ -2045,23 +2044,29 @@ class LinearDecodeHarness(Harness):
               r"convolution\..*|lanes\.(?!(update|readout)_element|update_valid).*|output\.requant_(?!element).*)$")
     #: the element records down the pipeline (``element_layout``: ``valid`` is bit 0)
     VALID_ONLY = r"(element\d*|fetch\.element|fetch_element|lanes\.numerator)$"
-    #: the element registers down the pipeline, upstream first (``lanes.numerator`` holds the
-    #: element with its numerator: the element is its first field)
-    PIPELINE = ["control.fetch_element", *(f"control.fetch_element{n}" for n in range(2, FETCH_STAGES)),
+    @staticmethod
+    def pipeline_registers(cfg: LinearDecodeConfig) -> list[str]:
+        """The element registers down ``cfg``'s pipeline, upstream first (``lanes.numerator`` holds the
+        element with its numerator: the element is its first field)."""
+        pipe = cfg.pipe
+        return ["control.fetch_element", *(f"control.fetch_element{n}" for n in range(2, pipe.fetch_stages)),
                 "control.fetch.element", *(f"lanes.lanes_element{n}" for n in range(LANE_FANOUT_LEVELS - 1)),
                 *(f"lanes.update_element{n}" for n in range(2, 6)),
-                *(f"lanes.readout_element{n}" for n in READOUT_ELEMENTS), "lanes.numerator",
-                *(f"output.requant_element{n}" for n in range(1, LINEAR_OUTPUT_STAGES + 1))]
-    #: SMALLEST_LINEAR with o always ready: a one-token block's output leaves PIPELINE_DEPTH + 2 (25)
+                *(f"lanes.readout_element{n}" for n in readout_elements(pipe)), "lanes.numerator",
+                *(f"output.requant_element{n}" for n in range(1, pipe.output_stages + 1))]
+
+    #: SMALLEST_LINEAR with o always ready: a one-token block's output leaves pipeline_depth + 2 (25)
     #: cycles after its token; one that waits for a free output half waits for the pipeline of the
-    #: block two before it as well: 2 PIPELINE_DEPTH - 6 (40; 28 at PIPELINE_DEPTH 17, 34 at 20, 36 at
-    #: 21, 38 at 22; tests/test_formal.py shows one less fails)
-    LATENCY = 2 * PIPELINE_DEPTH - 6
+    #: block two before it as well: 2 pipeline_depth - 6 (40 with the ECP5's pipelining, depth 23; 28
+    #: at depth 17, 34 at 20, 36 at 21, 38 at 22; tests/test_formal.py shows one less fails). Another
+    #: configuration's bound is 2 of its pipeline_depth - 6.
+    LATENCY = 2 * SMALLEST_LINEAR.pipeline_depth - 6
 
     def __init__(self, config: LinearDecodeConfig | None = None, mode: str = "safety", *, dut=None,
                  latency: int | None = None, lean: bool | None = None):
         self.config = config or SMALLEST_LINEAR
-        self.latency = latency if latency is not None else self.LATENCY
+        self.latency = latency if latency is not None else 2 * self.config.pipeline_depth - 6
+        self.pipeline = self.pipeline_registers(self.config)
         self.lean = mode == "completion" if lean is None else lean     # as VitcodAcceleratorHarness's
         super().__init__(dut if dut is not None else LinearDecode(self.config), mode)
 
@@ -2116,7 +2121,7 @@ class LinearDecodeHarness(Harness):
         cfg = self.config
         regs = registers(frag)
         stages = [data.View(cfg.element_layout, regs[f"dut.{path}"][:Shape.cast(cfg.element_layout).width])
-                  for path in self.PIPELINE]
+                  for path in self.pipeline]
         busy, full = regs["dut.output.busy"], regs["dut.output.full"]
         tokens = [regs[f"dut.output.half{b}_tokens"] for b in range(2)]
         half, token = regs["dut.output.emit_half"], regs["dut.output.emit_token"]
@@ -2138,7 +2143,7 @@ class LinearDecodeHarness(Harness):
         # holds its claimed half (``out_half``) and has not issued its last element yet
         issuing = SimpleNamespace(valid=(fsm == 1) & ~((group == 0) & (column == 0) & (token_now == 0)), emit=emit,
                                   pass_end=0, out_half=half_now, tokens=pass_tokens, token=token_now)
-        names = ["control (the pass issuing)", *self.PIPELINE]
+        names = ["control (the pass issuing)", *self.pipeline]
         for n, s in enumerate([issuing, *stages]):
             live = s.valid & s.emit
             m.d.comb += [

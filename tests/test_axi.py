@@ -58,9 +58,10 @@ def test_wrapper_ports_are_the_standard_names():
 def test_register_parameters_are_the_ones_attnforge_regs_writes():
     from attnforge.cli.hw import _register_params
 
-    cfg = LinearDecodeConfig(d=8, macs=4, feature_map="relu_norm")
-    params = register_params(cfg, {"feature_map": FEATURE_MAPS})
+    cfg = LinearDecodeConfig(d=8, macs=4, feature_map="relu_norm", pipelining="ice40")
+    params = register_params(cfg, {"feature_map": FEATURE_MAPS, "pipelining": ("ecp5", "ice40")})
     assert params == _register_params(cfg) and params["feature_map"] == FEATURE_MAPS.index("relu_norm")
+    assert params["pipelining"] == 1 and "dsp_family" not in params     # the cycles differ; the results do not
     regmap = LinearDecodeAxi(cfg).regmap
     assert {r.name[6:]: r.reset for r in regmap if r.name.startswith("param_") and r.name != "param_count"} == \
         {k: int(v) for k, v in params.items()}

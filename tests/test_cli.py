@@ -90,8 +90,10 @@ def test_cli_defaults_are_the_dataclass_defaults(command):
     parser = build_parser()
     for name, design in DESIGNS.items():
         args = parser.parse_args([command, name])
-        # synth: the linear decode's product cut comes from --device (test_synth_cuts_products_for_the_device)
-        from_device = {"dsp_family": None} if command == "synth" and name == "linear-decode" else {}
+        # synth: the linear decode's product cut and pipelining come from --device
+        # (test_synth_cuts_products_for_the_device)
+        from_device = ({"dsp_family": None, "pipelining": None} if command == "synth" and name == "linear-decode"
+                       else {})
         assert {n: getattr(args, n) for n in args.config_fields} == \
             {f.name: f.default for f in dataclasses.fields(design.config_cls)} | from_device
 
@@ -100,14 +102,16 @@ def test_cli_defaults_are_the_dataclass_defaults(command):
                                                    ("ecp5-25k", None, "ecp5"), ("ice40-up5k", "ecp5", "ecp5")])
 def test_synth_cuts_products_for_the_device(device, given, family):
     """`attnforge synth linear-decode` cuts the products for the device's DSP blocks (SB_MAC16 or
-    MULT18X18D) unless --dsp-family says otherwise."""
+    MULT18X18D) and pipelines for its family unless --dsp-family / --pipelining say otherwise."""
     from attnforge.cli import build_parser
     from attnforge.cli.hw import _config, _device_defaults
 
     argv = ["synth", "linear-decode", "--d", "8", "--macs", "2", "--device", device]
-    args = build_parser().parse_args(argv + ([] if given is None else ["--dsp-family", given]))
+    given_args = [] if given is None else ["--dsp-family", given, "--pipelining", given]
+    args = build_parser().parse_args(argv + given_args)
     _device_defaults(args)
-    assert _config(args)[1].dsp_family == family
+    config = _config(args)[1]
+    assert (config.dsp_family, config.pipelining) == (family, family)
 
 
 def test_verilog_bad_dsp_family_refused(capsys):

@@ -26,7 +26,6 @@ from attnforge.hw.vitcod.cycles import OUT_STAGES
 from attnforge.sim.formal import FormalToolError, prove, tool_paths
 from attnforge.hw.common.accel_regs import accelerator_regmap
 from attnforge.hw.common.regbank import RegisterBank
-from attnforge.hw.linear.config import OUTPUT_STAGES as LINEAR_OUTPUT_STAGES
 from attnforge.hw.linear.config import LinearDecodeConfig
 from attnforge.hw.linear.output import OutputStage as LinearOutputStage
 from attnforge.hw.vitcod.accelerator import VitcodAccelerator
@@ -288,7 +287,7 @@ def test_linear_output_mutant_and_default(tmp_path):
                                 ready=("o", "ready"))
     # deep enough for a pass through the requantizer's stages into a full half, then a stall
     result = prove(LinearOutputHarness(config, dut=mutant), name="mutant_linear", mode="bmc",
-                   depth=LINEAR_OUTPUT_STAGES + 4, workdir=tmp_path)
+                   depth=config.pipe.output_stages + 4, workdir=tmp_path)
     assert result.status == "FAIL" and "assert: o: payload stable while stalled" in result.failed, result.summary()
     for feature_map in ("relu", "relu_norm"):
         _check(prove(LinearOutputHarness(LinearDecodeConfig(feature_map=feature_map)), name=f"linear_{feature_map}",

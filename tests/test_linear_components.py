@@ -23,9 +23,9 @@ from amaranth.sim import Simulator
 from attnforge.algo.linear.golden import LinearDecodeGolden, _wrap, divide_fixed
 from attnforge.hw.linear import LinearDecodeConfig
 from attnforge.hw.linear.block import DraftBlock
-from attnforge.hw.linear.config import BLOCK_READ_LEVELS, BLOCK_READ_SEES, FETCH_STAGES, LANES_LATENCY, NORM_EXTRA_DEPTH, conv_column_copies
+from attnforge.hw.linear.config import NORM_EXTRA_DEPTH, conv_column_copies
 from attnforge.hw.linear.control import CommandControl
-from attnforge.hw.linear.convolution import CONV_LATENCY, Convolution
+from attnforge.hw.linear.convolution import Convolution
 from attnforge.hw.linear.lanes import StateLanes
 from attnforge.hw.linear.normalizer import Normalizer
 from attnforge.hw.linear.output import OutputStage
@@ -118,13 +118,14 @@ def _lanes_bench(cfg, init):
     return m, lanes, state
 
 
-@pytest.mark.parametrize("zero_bank, dsp_family", [(False, "ecp5"), (True, "ecp5"), (False, "ice40")])
-def test_lanes_update_and_readout_match_the_golden_model(zero_bank, dsp_family):
+@pytest.mark.parametrize("zero_bank, family", [(False, "ecp5"), (True, "ecp5"), (False, "ice40")])
+def test_lanes_update_and_readout_match_the_golden_model(zero_bank, family):
     """One pass of T = 3 draft tokens over both row groups from a state near the wrap-around
     (bank 0, or a bank marked zero by reset): every numerator phi(q_tau)^T S_tau and the
     state written to bank 1 are the golden model's (verify, commit(T)). The readout products
-    cut for ECP5 (the 19-bit state in one piece) and for the iCE40 (16 + 3 bits)."""
-    cfg = dataclasses.replace(LANES, dsp_family=dsp_family)
+    cut for ECP5 (the 19-bit state in one piece) and for the iCE40 (16 + 3 bits), each with its
+    family's pipelining (the iCE40's: one lane group, a readout tree stage less)."""
+    cfg = dataclasses.replace(LANES, dsp_family=family, pipelining=family)
     fmt = cfg.format
     d, macs, groups, t = cfg.d, cfg.macs, cfg.groups, 3
     rng = np.random.default_rng(5)
@@ -146,7 +147,7 @@ def test_lanes_update_and_readout_match_the_golden_model(zero_bank, dsp_family):
 
     async def bench(ctx):
         fetch = lanes.fetch
-        for cycle in range(len(elements) + LANES_LATENCY + 2):   # the last numerator leaves the lanes
+        for cycle in range(len(elements) + cfg.pipe.lanes_latency + 2):   # the last numerator leaves the lanes
             if cycle < len(elements):
                 g, j, _ = elements[cycle]
                 ctx.set(fetch.state_addr, addr(0, g, j))
@@ -188,15 +189,15 @@ def test_lanes_update_and_readout_match_the_golden_model(zero_bank, dsp_family):
 
 # ---------------------------------------------------------------- OutputStage
 
-@pytest.mark.parametrize("dsp_family", ["ecp5", "ice40"])
-def test_output_stage_emits_every_token_once_in_order_under_backpressure(dsp_family):
+@pytest.mark.parametrize("family", ["ecp5", "ice40"])
+def test_output_stage_emits_every_token_once_in_order_under_backpressure(family):
     """Six passes (1 to t_max tokens) into alternating halves, each claimed when free, with
     random o.ready: every token comes out once, in order, as sat_int8(attn_requant(A) +
     conv_requant(C)) (numfmt's Requantizer), and the stream rules hold. The requantizers'
     products cut for ECP5 (36-bit A: 17 + 17 + 2; 17-bit C: one) and for the iCE40 (16 + 16 + 4;
-    15 + 2)."""
+    15 + 2), each with its family's pipelining (the requantizer in 5 or 4 stages)."""
     cfg = LinearDecodeConfig(d=4, macs=4, conv_taps=2, t_max=3, attn_multiplier=40000, attn_shift=20,
-                             conv_multiplier=30000, conv_shift=12, dsp_family=dsp_family)
+                             conv_multiplier=30000, conv_shift=12, dsp_family=family, pipelining=family)
     fmt = cfg.format
     out_stage = OutputStage(cfg)
     rng = random.Random(3)
@@ -256,14 +257,17 @@ def test_output_stage_emits_every_token_once_in_order_under_backpressure(dsp_fam
 
 # ---------------------------------------------------------------- DraftBlock
 
-@pytest.mark.parametrize("d, t_max", [(16, 4), (4, 2)])     # 3 slices (d = 16), one slice (d = 4)
-def test_draft_block_reads_like_a_transparent_memory(d, t_max):
+# 3 slices (d = 16), one slice (d = 4); the ECP5's levels (read 4, write 3: a read sees the writes up
+# to its address's cycle) and the iCE40's (read 3, write 1: up to a cycle after)
+@pytest.mark.parametrize("d, t_max, pipelining", [(16, 4, "ecp5"), (4, 2, "ecp5"), (16, 4, "ice40"), (4, 2, "ice40")])
+def test_draft_block_reads_like_a_transparent_memory(d, t_max, pipelining):
     """The sliced draft block with its registered write and its read address's register levels reads
-    back, BLOCK_READ_LEVELS cycles after the address, what one memory gives with the writes taken up
-    to BLOCK_READ_SEES cycles after the address (a plain Python list here): a read addressed in the
+    back, block_read_levels cycles after the address, what one memory gives with the writes taken up
+    to block_read_sees cycles after the address (a plain Python list here): a read addressed in the
     cycle of the write (the write in flight), in the next cycle and later, with writes in
     consecutive cycles and to the address being read; a write taken after the address is not seen."""
-    cfg = LinearDecodeConfig(d=d, macs=d, t_max=t_max)
+    cfg = LinearDecodeConfig(d=d, macs=d, t_max=t_max, pipelining=pipelining)
+    assert cfg.pipe.block_read_sees == {"ecp5": 0, "ice40": 1}[pipelining]
     assert cfg.block_slices == (3 if d == 16 else 1)
     dut = DraftBlock(cfg)
     width = 3 * d * 8
@@ -273,7 +277,7 @@ def test_draft_block_reads_like_a_transparent_memory(d, t_max):
 
     async def bench(ctx):
         addresses, memories = [], []       # per cycle: the read address, the memory after its writes
-        lag = BLOCK_READ_LEVELS
+        lag = cfg.pipe.block_read_levels
         for _ in range(400):
             addr, read = rng.randrange(cfg.block_depth), rng.randrange(cfg.block_depth)
             en = rng.random() < 0.6
@@ -289,10 +293,10 @@ def test_draft_block_reads_like_a_transparent_memory(d, t_max):
             memories.append(list(mem))
             await ctx.tick()
             # now in cycle c + lag: the data of the address of cycle c, with the writes up to
-            # c + BLOCK_READ_SEES
+            # c + block_read_sees
             c = len(addresses) - lag
             if c >= 0:
-                expected = memories[c + BLOCK_READ_SEES][addresses[c]]
+                expected = memories[c + cfg.pipe.block_read_sees][addresses[c]]
                 if expected is not None:
                     assert ctx.get(dut.read.data.as_value()) == expected
                     seen["compared"] += 1
@@ -344,7 +348,7 @@ class _ControlBench:
             if ctx.get(dut.i.ready):
                 break
             await self.tick(ctx)
-        for _ in range(FETCH_STAGES):  # the last element leaves the fetch registers
+        for _ in range(self.cfg.pipe.fetch_stages):  # the last element leaves the fetch registers
             await self.tick(ctx)
 
     async def block(self, ctx, tokens, head=0):
@@ -357,12 +361,13 @@ class _ControlBench:
         return counts
 
 
-def test_control_verify_and_commit_rules():
+@pytest.mark.parametrize("pipelining", ["ecp5", "ice40"])
+def test_control_verify_and_commit_rules(pipelining):
     """A block of T tokens is one output pass of T * G * d elements; commit(T) only flips the bank
     and shifts T history rows; commit(a), 0 < a < T, replays a tokens without outputs; commit(0),
     a commit without a pending block and one with a > T change nothing; a second block drops the
-    first."""
-    bench = _ControlBench(CTRL)
+    first (each family's pipelining: fetch stages and the draft block's levels)."""
+    bench = _ControlBench(dataclasses.replace(CTRL, pipelining=pipelining))
     per_token = CTRL.groups * CTRL.columns
     seen = {}
 
@@ -436,13 +441,13 @@ def test_control_overflow_flag_is_sticky_per_head_and_cleared_by_reset():
 
 # ---------------------------------------------------------------- Convolution
 
-@pytest.mark.parametrize("d", [4, 20])
-def test_convolution_window_spans_history_and_drafts(d):
+@pytest.mark.parametrize("d, pipelining", [(4, "ecp5"), (20, "ecp5"), (20, "ice40")])
+def test_convolution_window_spans_history_and_drafts(d, pipelining):
     """C[j] of draft token tau = sum_m w[m][j] * v_{tau-m}[j], where v_{tau-m} for tau - m < 0
     is the committed history (newest first), one head among two, every column, with the sum
-    CONV_LATENCY cycles after the element's update stage. d = 20: rows of three groups of eight
+    the lanes' latency after the element's update stage (each family's pipelining). d = 20: rows of three groups of eight
     bytes (the last one padded), each byte lane with its own column copy."""
-    cfg = LinearDecodeConfig(d=d, macs=4, conv_taps=3, heads=2, t_max=4)
+    cfg = LinearDecodeConfig(d=d, macs=4, conv_taps=3, heads=2, t_max=4, pipelining=pipelining)
     dut = Convolution(cfg)
     rng = np.random.default_rng(7)
     taps = rng.integers(-128, 128, (3, d))
@@ -463,7 +468,7 @@ def test_convolution_window_spans_history_and_drafts(d):
             ctx.set(ctl.row, [int(x) for x in taps[n]])
             await ctx.tick()
         ctx.set(ctl.taps_load, 0)
-        lag = BLOCK_READ_LEVELS      # each v comes BLOCK_READ_LEVELS cycles after its shift strobe
+        lag = cfg.pipe.block_read_levels      # each v comes that many cycles after its shift strobe
         for t in range(len(committed) + lag):
             ctx.set(ctl.history_shift, int(t < len(committed)))
             if 0 <= t - lag < len(committed):
@@ -476,7 +481,7 @@ def test_convolution_window_spans_history_and_drafts(d):
         for _ in range(lag):           # the clear's write, as the control leaves it (a beat, the issue)
             await ctx.tick()
         fetch = dut.fetch
-        for cycle in range(len(schedule) + CONV_LATENCY + 2):
+        for cycle in range(len(schedule) + cfg.pipe.lanes_latency + 2):
             if cycle < len(schedule):          # fetch: a cycle ahead of the update stage
                 ctx.set(fetch.head, head)
                 ctx.set(fetch.data_column, schedule[cycle][0])
@@ -496,4 +501,4 @@ def test_convolution_window_spans_history_and_drafts(d):
     for k, (j, tau) in enumerate(schedule):
         window = [drafts[tau - m][j] if tau - m >= 0 else history[m - tau - 1][j] for m in range(3)]
         want = sum(int(taps[m][j]) * int(window[m]) for m in range(3))
-        assert sums[1 + k + CONV_LATENCY] == want, (j, tau)
+        assert sums[1 + k + cfg.pipe.lanes_latency] == want, (j, tau)

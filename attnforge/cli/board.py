@@ -24,7 +24,7 @@ from pathlib import Path
 from attnforge.hw.common import DSP_CUTS
 from attnforge.hw.linear import LinearDecodeConfig
 from attnforge.hw.vitcod import VitcodConfig
-from attnforge.linear_format import FEATURE_MAPS
+from attnforge.hw.linear.config import REGISTER_CHOICES
 
 from . import EXIT_DIFFERS, EXIT_OK, add_simulator_option, command_group, print_report
 from .options import add_config_options, config_kwargs
@@ -36,7 +36,7 @@ VITCOD_FIELDS = ("head_dim", "max_tokens", "max_nnz", "macs", "dense_lines", "sp
 #: ``board build``'s linear s_axis width: a 32-bit beat (commands assembled in the wrapper) keeps the bridge's
 #: beat register and the wrapper's input small on the UP5K; the UART is the bottleneck anyway.
 BOARD_AXIS_WIDTH = 32
-LINEAR_FIELDS = ("d", "macs", "conv_taps", "t_max", "heads", "max_tokens", "feature_map")
+LINEAR_FIELDS = ("d", "macs", "conv_taps", "t_max", "heads", "max_tokens", "feature_map", "pipelining")
 
 
 def _linear_config(kw: dict) -> LinearDecodeConfig:
@@ -57,8 +57,10 @@ def _design_options(p, *, build: bool) -> None:
                            help=f"[{'from --masks' if f.name in derived and not build else f.default}]")
     # build: the products are cut for the board's DSP blocks (run: the same results at every cut)
     names = add_config_options(p, LinearDecodeConfig, include=LINEAR_FIELDS + (("dsp_family",) if build else ()),
-                               choices={"feature_map": FEATURE_MAPS, "dsp_family": tuple(DSP_CUTS)},
-                               derived={"dsp_family": "the board's: ice40 on icebreaker, ecp5 on ulx3s"},
+                               choices={**REGISTER_CHOICES, "dsp_family": tuple(DSP_CUTS)},
+                               derived={"dsp_family": "the board's: ice40 on icebreaker, ecp5 on ulx3s",
+                                        **({"pipelining": "the board's: ice40 on icebreaker, ecp5 on ulx3s"}
+                                           if build else {})},
                                title="linear decode generator parameters (--design linear-decode)")
     p.set_defaults(linear_fields=names)
     p.add_argument("--axis-width", type=int, default=None,
@@ -85,8 +87,9 @@ def cmd_build(args) -> int:
     from attnforge.fpga.board import BoardTimingError, build_board, get_board
 
     board = get_board(args.board)
-    if args.dsp_family is None:
-        args.dsp_family = board.family
+    for name in ("dsp_family", "pipelining"):
+        if getattr(args, name) is None:
+            setattr(args, name, board.family)
     if args.clock_mhz is not None:
         board.pll(args.clock_mhz)            # refuse a clock the PLL cannot make before building anything
     if args.design == "linear-decode" and args.axis_width is None:

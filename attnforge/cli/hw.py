@@ -18,7 +18,7 @@ from pathlib import Path
 from attnforge.errors import check_int
 from attnforge.hw.common import DSP_CUTS
 from attnforge.hw.designs import DESIGNS
-from attnforge.linear_format import FEATURE_MAPS
+from attnforge.hw.linear.config import REGISTER_CHOICES
 
 from . import EXIT_BAD_INPUT, add_simulator_option, print_json
 from .options import add_config_options, config_from_args
@@ -29,7 +29,7 @@ __all__ = ["register", "SIM_ELSEWHERE"]
 SIM_ELSEWHERE = {"vitcod": "attnforge vitcod sim --masks FILE", "linear-decode": "attnforge linear sim"}
 
 #: Fields whose values are a fixed set (argparse refuses others before anything is built).
-_CHOICES = {"feature_map": FEATURE_MAPS, "dsp_family": tuple(DSP_CUTS)}
+_CHOICES = {**REGISTER_CHOICES, "dsp_family": tuple(DSP_CUTS)}
 
 
 def _config(args):
@@ -152,16 +152,18 @@ def _estimate(design, config, device: str) -> dict | None:
 
 
 #: ``synth``'s parameters whose default depends on the device (``_device_defaults``).
-_SYNTH_DERIVED = {"dsp_family": "the device's family"}
+_SYNTH_DERIVED = {"dsp_family": "the device's family", "pipelining": "the device's family"}
 
 
 def _device_defaults(args) -> None:
     """Fill in the parameters ``--device`` decides when not given: ``dsp_family``, whose DSP
-    blocks ``split_product`` cuts the products for (``DSP_CUTS``)."""
+    blocks ``split_product`` cuts the products for (``DSP_CUTS``), and ``pipelining`` (the linear
+    decode block's register levels, ``PIPELININGS``)."""
     from attnforge.fpga.synth import get_device
 
-    if "dsp_family" in args.config_fields and args.dsp_family is None:
-        args.dsp_family = get_device(args.device).family
+    for name in ("dsp_family", "pipelining"):
+        if name in args.config_fields and getattr(args, name) is None:
+            setattr(args, name, get_device(args.device).family)
 
 
 def cmd_synth(args) -> int:

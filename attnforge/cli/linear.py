@@ -20,7 +20,7 @@ from pathlib import Path
 
 from attnforge.errors import ConfigError
 from attnforge.hw.linear import LinearDecodeConfig
-from attnforge.linear_format import FEATURE_MAPS
+from attnforge.hw.linear.config import REGISTER_CHOICES
 
 from . import add_cluster_option, add_simulator_option, command_group, print_json, print_report
 from .options import add_config_options, config_kwargs
@@ -450,7 +450,7 @@ def register(subparsers) -> None:
 # ---------------------------------------------------------------------------- sim
 
 #: The fields ``linear sim`` takes; the requantizers follow from the data (or from the tensors file).
-SIM_FIELDS = ("d", "macs", "conv_taps", "t_max", "heads", "max_tokens", "feature_map", "snapshots")
+SIM_FIELDS = ("d", "macs", "conv_taps", "t_max", "heads", "max_tokens", "feature_map", "snapshots", "pipelining")
 
 
 def cmd_sim(args) -> int:
@@ -484,6 +484,6 @@ def _register_sim(g) -> None:
     p.add_argument("--json", metavar="OUT", help="write the JSON here instead of stdout")
     add_simulator_option(p)
     p.add_argument("--build-root", default="build/sim", help="per-configuration builds [build/sim]")
-    names = add_config_options(p, LinearDecodeConfig, include=SIM_FIELDS, choices={"feature_map": FEATURE_MAPS},
+    names = add_config_options(p, LinearDecodeConfig, include=SIM_FIELDS, choices=REGISTER_CHOICES,
                                title="generator parameters (defaults in brackets)")
     p.set_defaults(func=cmd_sim, config_fields=names)

@@ -31,11 +31,11 @@ from attnforge.hw.common import accelerator_regmap
 from attnforge.hw.common.axi import register_params
 from attnforge.hw.linear import LinearDecodeConfig
 from attnforge.hw.linear.axi import LinearDecodeAxi, default_axis_width
+from attnforge.hw.linear.config import REGISTER_CHOICES
 from attnforge.hw.linear.cycles import LinearDecodeCycles
 from attnforge.hw.vitcod import VitcodConfig
 from attnforge.hw.vitcod.axi import VitcodAxi
 from attnforge.hw.vitcod.cycles import ideal_cycles, run_cycles
-from attnforge.linear_format import FEATURE_MAPS
 from attnforge.tb.board_jobs import BoardJob, linear_job, vitcod_job
 from attnforge.tb.vitcod_jobs import shapes_of
 
@@ -77,7 +77,7 @@ def _accel(design: str, config, axis_width):
         return VitcodAxi(config), accelerator_regmap("vitcod", register_params(config))
     if design == "linear-decode":
         return (LinearDecodeAxi(config, axis_width=axis_width),
-                accelerator_regmap("linear-decode", register_params(config, {"feature_map": FEATURE_MAPS})))
+                accelerator_regmap("linear-decode", register_params(config, REGISTER_CHOICES)))
     raise ConfigError(f"--design {design!r} is not accepted; accepted: {', '.join(DESIGNS)}")
 
 
@@ -158,7 +158,7 @@ def _report(design, config, job: BoardJob, got: dict, *, sim: bool, port) -> dic
             break
     params_ok = None if not got["params"] else all(
         got["params"].get(k) == int(v)
-        for k, v in register_params(config, {"feature_map": FEATURE_MAPS} if design != "vitcod" else None).items())
+        for k, v in register_params(config, REGISTER_CHOICES if design != "vitcod" else None).items())
     errors = got["status"] >> 8
     counters = got["counters"]
     report = {

@@ -10,8 +10,8 @@ a multi-beat command sets ``ERR_AXIS_TLAST``).
 Output (``m_axis``, ``8 d`` bits): one token's d int8 outputs per beat,
 ``tlast`` on the last token of each verified block (one S2MM packet per block).
 
-Registers (``accelerator_regmap("linear-decode", params)``; ``feature_map`` as
-its index in ``FEATURE_MAPS``): STATUS.busy is the datapath's ``busy`` (a pass
+Registers (``accelerator_regmap("linear-decode", params)``; ``feature_map`` and
+``pipelining`` as their index in ``REGISTER_CHOICES``): STATUS.busy is the datapath's ``busy`` (a pass
 or history shift running, or outputs in flight); STATUS.errors bit 0 is set
 while any head's sticky ``overflow`` flag is, bit 6 ``ERR_AXIS_TLAST``, bit 7
 ``ERR_AXIS_TKEEP``;
@@ -45,9 +45,8 @@ from attnforge.hw.common.axi import (
     axis_slave_members,
     bus_domains, check_axis_width, connect_axil, register_params,
 )
-from attnforge.linear_format import FEATURE_MAPS
 
-from .config import LinearDecodeConfig
+from .config import REGISTER_CHOICES, LinearDecodeConfig
 from .decode import LinearDecode
 
 __all__ = ["LinearDecodeAxi", "DESIGN_NAME", "default_axis_width"]
@@ -99,7 +98,7 @@ class LinearDecodeAxi(wiring.Component):
         self._axis_width = default_axis_width(config) if axis_width is None else \
             check_axis_width("linear decode AXI4-Stream axis_width", axis_width)
         self._core = core if core is not None else LinearDecode(config)
-        self._regs = AcceleratorRegisters(DESIGN_NAME, register_params(config, {"feature_map": FEATURE_MAPS}),
+        self._regs = AcceleratorRegisters(DESIGN_NAME, register_params(config, REGISTER_CHOICES),
                                           addr_width=addr_width, perf_width=perf_width)
         super().__init__({"aclk": In(1), "aresetn": In(1), **axis_slave_members(self._axis_width),
                           **axis_master_members(config.output_layout.size), **axil_members(self._regs.bank)})

@@ -1,28 +1,28 @@
 """The draft-block memory: one word (q, k, v) per draft token, with a registered write and a
 read through a registered fan-out tree of its address.
 
-Seen from the command control it is a memory read ``BLOCK_READ_LEVELS`` cycles after its
-address, with every write taken up to ``BLOCK_READ_SEES`` (0) cycles after the address (a token
-written in the cycle its beat is taken is read back by a read addressed in that same cycle: a
-one-token block's pass starts the next cycle; the next block's first beat comes at least a cycle
-after the last read of the pass before is addressed).
+Seen from the command control it is a memory read ``block_read_levels`` cycles after its
+address (``config.pipe``, ``Pipelining``), with every write taken up to ``block_read_sees`` (0 or 1)
+cycles after the address (a token written in the cycle its beat is taken is read back by a read
+addressed in that same cycle: a one-token block's pass starts the next cycle; the next block's
+first beat comes at least a cycle after the last read of the pass before is addressed).
 
 Inside (timing closure, issue 15), the write is registered: the command FSM's
 decision (``collected``, ``en``) no longer drives the LUT RAMs' write address and
 enable across the device. The memory is split into ``config.block_slices`` slices of
 ``config.block_slice_bits`` bits (``BLOCK_SLICE_CELLS`` LUT-RAM cells each); the write address
-and enable go through ``BLOCK_WRITE_LEVELS`` = 3 register levels, ``BLOCK_ROOTS`` copies (the FSM's
-decision reaches these few flip-flops only), a copy per slice, then a copy per read part
-(attribute ``replica``: ``fpga.synth`` keeps the copies apart), the write data through three
-registers alike. The memories are written ``BLOCK_WRITE_LEVELS`` cycles after the
-beat. The read address goes through ``BLOCK_READ_LEVELS`` register levels: a root
-register (the command FSM's address is combinational, from the output half's state: it reaches one
-flip-flop), ``BLOCK_ROOTS`` copies, a copy per slice, then a copy per read part of the slice (``config.block_read_bits`` bits, about
-``BLOCK_READ_CELLS`` LUT-RAM cells, one memory each), which addresses the LUT RAMs' asynchronous
-read. The read comes after the write of a beat taken in the address's cycle (that write lands
-at the end of the third cycle after; the read is four levels deep), so no forwarding multiplexer is needed
-(one level of copies needed a registered ``hit`` and was a routed critical path: a copy's net to
-its 32 LUT RAMs, 11.1 ns).
+and enable go through ``block_write_levels`` register levels (ECP5: 3), ``block_roots`` copies (the
+FSM's decision reaches these few flip-flops only), a copy per slice, then a copy per read part
+(attribute ``replica``: ``fpga.synth`` keeps the copies apart; with fewer levels the trailing
+ones), the write data through as many registers. The memories are written ``block_write_levels``
+cycles after the beat. The read address goes through ``block_read_levels`` register levels (ECP5:
+4): a root register (the command FSM's address is combinational, from the output half's state: it
+reaches one flip-flop), ``block_roots`` copies, a copy per slice, then a copy per read part of the
+slice (``config.block_read_bits`` bits, about ``BLOCK_READ_CELLS`` LUT-RAM cells, one memory each),
+which addresses the LUT RAMs' asynchronous read. The read comes after the write of a beat taken in
+the address's cycle (the read is at least one level deeper than the write, plus the cycle the
+write lands in), so no forwarding multiplexer is needed (one level of copies needed a registered
+``hit`` and was a routed critical path: a copy's net to its 32 LUT RAMs, 11.1 ns).
 """
 
 from __future__ import annotations
@@ -32,14 +32,14 @@ from amaranth.lib.memory import Memory, ReadPort, WritePort
 from amaranth.lib.wiring import Out
 
 from ..common import ConfiguredComponent, log2_ceil, replica_tree
-from .config import BLOCK_READ_LEVELS, BLOCK_ROOTS, BLOCK_READ_SEES, BLOCK_WRITE_LEVELS, LinearDecodeConfig
+from .config import LinearDecodeConfig
 
 __all__ = ["DraftBlock"]
 
 
 class DraftBlock(ConfiguredComponent):
-    """The draft-block memory in bit slices, written BLOCK_WRITE_LEVELS cycles after the beat, read
-    BLOCK_READ_LEVELS cycles after the address.
+    """The draft-block memory in bit slices, written ``block_write_levels`` cycles after the beat,
+    read ``block_read_levels`` cycles after the address (``config.pipe``).
 
     Parameters
     ----------
@@ -51,8 +51,8 @@ class DraftBlock(ConfiguredComponent):
         Token n of the block at address n, in the cycle its beat is taken (``en``). Address
         and data may be driven every cycle; only ``en`` needs to be qualified.
     read : ``Out(ReadPort.Signature(shape=config.block_word))`` (a port, as a memory's)
-        ``data``: the word at the ``addr`` of ``BLOCK_READ_LEVELS`` cycles before, including the
-        writes taken up to ``BLOCK_READ_SEES`` cycles after it (combinational from the LUT
+        ``data``: the word at the ``addr`` of ``block_read_levels`` cycles before, including the
+        writes taken up to ``block_read_sees`` cycles after it (combinational from the LUT
         RAMs: the user registers it; the control never writes a word a read in flight needs).
         The read is always enabled (``en`` is not used).
     """
@@ -69,31 +69,28 @@ class DraftBlock(ConfiguredComponent):
 
     def elaborate(self, platform):
         cfg = self._config
-        if BLOCK_READ_SEES not in (0, 1) or BLOCK_READ_LEVELS < 3 or BLOCK_WRITE_LEVELS < 2:
-            raise ValueError(f"DraftBlock needs BLOCK_READ_LEVELS - BLOCK_WRITE_LEVELS - 1 in (0, 1), not "
-                             f"{BLOCK_READ_SEES} (BLOCK_READ_LEVELS {BLOCK_READ_LEVELS}, at least 3; "
-                             f"BLOCK_WRITE_LEVELS {BLOCK_WRITE_LEVELS}, at least 2): a read that sees the "
-                             "write of its address's cycle, but not the next block's")
+        pipe = cfg.pipe        # Pipelining checked its levels: block_read_sees is 0 or 1
         m = Module()
         write, read = self.write, self.read
         width = len(write.data.as_value())
         data = write.data.as_value()
-        for n in range(BLOCK_WRITE_LEVELS):
+        for n in range(pipe.block_write_levels):
             data_n = Signal(width, name=f"block_write_data{n}")
             m.d.sync += data_n.eq(data)
             data = data_n
         step, part = cfg.block_slice_bits, cfg.block_read_bits
         slices = [(lo, min(lo + step, width)) for lo in range(0, width, step)]
         parts = [(s, plo, min(plo + part, hi)) for s, (lo, hi) in enumerate(slices) for plo in range(lo, hi, part)]
-        # The read address: a root register (the command FSM's combinational address, the pass's next
+        # The read address: root registers (the command FSM's combinational address, the pass's next
         # token, reaches one flip-flop), copies each for a run of slices, a copy per slice, a copy per
-        # part, each addressing its LUT RAMs' asynchronous read.
-        roots = min(BLOCK_ROOTS, len(slices))
+        # part, each addressing its LUT RAMs' asynchronous read (the trailing levels when fewer).
+        roots = min(pipe.block_roots, len(slices))
+        levels = [roots, len(slices), len(parts)]
         raddr = replica_tree(m, read.addr, "block_read_addr",
-                             [1] * (BLOCK_READ_LEVELS - 3) + [roots, len(slices), len(parts)])
+                             ([1] * (pipe.block_read_levels - 3) + levels)[-pipe.block_read_levels:])
         # The write address and enable: copies each for a run of slices, a copy per slice, then a copy
         # per part beside its LUT RAMs.
-        wtree = [roots] * (BLOCK_WRITE_LEVELS - 2) + [len(slices), len(parts)]
+        wtree = ([roots] * (pipe.block_write_levels - 2) + levels[1:])[-pipe.block_write_levels:]
         waddr = replica_tree(m, write.addr, "block_write_addr", wtree)
         wen = replica_tree(m, write.en, "block_write_en", wtree)
         out = []

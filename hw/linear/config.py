@@ -14,71 +14,132 @@ from amaranth.hdl import Shape, signed
 from amaranth.lib import data
 
 from attnforge.errors import ConfigError, check_choice, check_int
-from attnforge.linear_format import DIV_DEN_BITS, DIV_FRAC_BITS, PHI_FORMAT, LinearDecodeFormat
+from attnforge.linear_format import DIV_DEN_BITS, DIV_FRAC_BITS, FEATURE_MAPS, PHI_FORMAT, LinearDecodeFormat
 from attnforge.numfmt import INT8, IntFormat
 
 from ..common import DSP_CUTS, dsp_cut, log2_ceil
 
 __all__ = [
-    "LinearDecodeConfig", "pipeline_depth", "MAX_HEADS", "PIPELINE_DEPTH", "LANES_LATENCY", "STATE_WRITE_GAP",
-    "LANE_GROUP", "LANE_REGION", "STATE_SLICE_LANES", "STATE_ONE_SLICE_LANES", "LANE_FANOUT_LEVELS", "TREE_CHUNK", "READOUT_TREE_CHUNKS", "BLOCK_SLICE_CELLS", "BLOCK_READ_CELLS", "BLOCK_ROOTS",
-    "BLOCK_READ_LEVELS", "BLOCK_WRITE_LEVELS", "BLOCK_READ_SEES", "FETCH_STAGES", "OUTPUT_STAGES", "RECIP_BITS",
+    "LinearDecodeConfig", "Pipelining", "PIPELININGS", "REGISTER_CHOICES", "pipeline_depth", "MAX_HEADS", "STATE_WRITE_GAP",
+    "LANE_REGION", "STATE_SLICE_LANES", "STATE_ONE_SLICE_LANES", "LANE_FANOUT_LEVELS", "TREE_CHUNK",
+    "BLOCK_SLICE_CELLS", "BLOCK_READ_CELLS", "RECIP_BITS",
     "DIV_STEPS_PER_STAGE", "DIV_STAGES", "NORM_DELAY", "NORM_EXTRA_DEPTH", "shape_of",
 ]
 
 MAX_HEADS = 16
-#: Register levels of the draft block's read address (``DraftBlock``): the command FSM's
-#: combinational address into one root register, BLOCK_ROOTS copies, one copy per write slice, then
-#: one copy per read part of ``BLOCK_READ_CELLS`` LUT-RAM cells (a fan-out tree, issue 15: one level
-#: of copies left long nets from a copy to its 32 LUT RAMs, and the FSM's address logic ahead of 12
-#: or 48 copies; one root register ahead of the 12 slice copies a 9.4 ns net).
-#: The token's word leaves the LUT RAMs that many cycles after its address, with every write taken
-#: up to BLOCK_READ_LEVELS - BLOCK_WRITE_LEVELS - 1 cycles after the address (at least the write of
-#: the address's own cycle, so no forwarding is needed; at most one cycle after it, or a write of
-#: the next block could be seen by a read of the pass before).
-BLOCK_READ_LEVELS = 4
-#: Register levels of the draft block's write address, enable and data: BLOCK_ROOTS copies of the
-#: address and enable, one per write slice, then one per read part beside its LUT RAMs (issue 15:
-#: one copy per slice into its 32 LUT-RAM cells was a routed critical path, an 11.0 ns net to a
-#: cell 60 tiles away; then the FSM's enable into the 12 slice copies, a 6.2 ns net). A write lands
-#: BLOCK_WRITE_LEVELS cycles after its beat.
-BLOCK_WRITE_LEVELS = 3
-#: Cycles after a read's address up to which a write taken is seen by that read (0: the write of
-#: the address's own cycle, what the command control needs: a one-token block's pass reads its
-#: token in the cycle after the beat at the earliest).
-BLOCK_READ_SEES = BLOCK_READ_LEVELS - BLOCK_WRITE_LEVELS - 1
-#: Copies of the draft block's read and write addresses (and write enable) ahead of the slices'
-#: copies, each feeding a contiguous run of slices (the write's are the first level: the FSM's
-#: write reaches this many flip-flops).
-BLOCK_ROOTS = 3
-#: Register stages of the fetch: the element's context waits BLOCK_READ_LEVELS cycles for the
-#: draft token's word (registered in the last of them, beside the last level of the column's
-#: copies), then phi(q), phi(k) and v are taken from it in one more.
-FETCH_STAGES = BLOCK_READ_LEVELS + 1
+
+
+@dataclass(frozen=True)
+class Pipelining:
+    """How deep the datapath's fan-out trees and arithmetic are pipelined, per FPGA family: the
+    register levels that close timing on a large ECP5 (long nets across the device, issue 15) cost
+    flip-flops that a small iCE40's logic cells pay for one each (there the limit is logic, not
+    nets). The results are the same; the cycles differ by ``pipeline_depth``, which the cycle model
+    takes from here (``LinearDecodeConfig.pipelining`` picks one of ``PIPELININGS``).
+
+    Fields
+    ------
+    block_read_levels : int
+        Register levels of the draft block's read address (``DraftBlock``): the command FSM's
+        combinational address into root registers, ``block_roots`` copies, one per write slice,
+        then one per read part of ``BLOCK_READ_CELLS`` LUT-RAM cells (the trailing levels when
+        fewer). The token's word leaves the memory that many cycles after its address.
+    block_write_levels : int
+        Register levels of the draft block's write address, enable and data (the trailing levels
+        of ``block_roots`` copies, one per slice, one per read part). A write lands that many
+        cycles after its beat; a read sees every write up to ``block_read_sees`` cycles after its
+        address, which must be 0 (the write of the address's own cycle, what the command control
+        needs) or 1 (later, a write of the next block could be seen by a read of the pass before).
+    block_roots : int
+        Copies of the draft block's addresses (and write enable) ahead of the slices' copies.
+    lane_group : int
+        Lanes per replicated copy of the update stage's control bits and v (registered fan-out).
+    readout_tree_chunks : tuple of int
+        Readout products (then partial sums) summed per register in the adder tree's stages; the
+        numerator register sums the rest.
+    output_stages : int
+        Requantizer stages of the output stage before the buffer's write: 4 (two product stages,
+        the rounding shifts saturated into the mid format, the sum saturated to int8) or 5 (the
+        rounding adds apart from their saturation).
+    """
+
+    block_read_levels: int
+    block_write_levels: int
+    block_roots: int
+    lane_group: int
+    readout_tree_chunks: tuple[int, ...]
+    output_stages: int
+
+    def __post_init__(self):
+        if self.block_read_levels < 1 or self.block_write_levels < 1 or self.block_read_sees not in (0, 1):
+            raise ConfigError(f"linear decode pipelining: block_read_levels - block_write_levels - 1 must be 0 or "
+                              f"1 (block_read_levels {self.block_read_levels}, block_write_levels "
+                              f"{self.block_write_levels}, each at least 1): a read sees the write of its "
+                              "address's cycle, but not the next block's")
+        if self.output_stages not in (4, 5):
+            raise ConfigError(f"linear decode pipelining: output_stages must be 4 or 5, not {self.output_stages}")
+        if self.block_roots < 1 or self.lane_group < 1 or any(c < 2 for c in self.readout_tree_chunks):
+            raise ConfigError(f"linear decode pipelining: block_roots and lane_group at least 1, readout tree chunks "
+                              f"at least 2, not {self.block_roots}, {self.lane_group}, {self.readout_tree_chunks}")
+
+    @property
+    def block_read_sees(self) -> int:
+        """Cycles after a read's address up to which a write taken is seen by that read."""
+        return self.block_read_levels - self.block_write_levels - 1
+
+    @property
+    def fetch_stages(self) -> int:
+        """Register stages of the fetch: the element's context waits block_read_levels cycles for the
+        draft token's word (registered in the last of them, beside the last level of the column's
+        copies), then phi(q), phi(k) and v are taken from it in one more."""
+        return self.block_read_levels + 1
+
+    @property
+    def lanes_latency(self) -> int:
+        """Cycles from an element's update stage (the cycle after its fetch) to its numerator leaving
+        the lanes: LANE_FANOUT_LEVELS - 1 input registers (the first level of the fan-out tree),
+        then the read register, two update product stages, running word, readout operands, two DSP
+        product stages, the adder tree's registered stages and the numerator register. The
+        convolution delays its sum by as much."""
+        return LANE_FANOUT_LEVELS - 1 + 8 + len(self.readout_tree_chunks)
+
+    @property
+    def pipeline_depth(self) -> int:
+        """Cycles from a pass's last issue to its output-buffer half being seen full by the emitter
+        (the fetch stages, the lanes, the requantizer stages, then the flag register)."""
+        return self.fetch_stages + self.lanes_latency + self.output_stages + 1
+
+
 #: Register levels from the fetch stage's v (and bank-zero bit) to a lane group's copy: one copy
-#: per region of LANE_REGION lanes, then one per LANE_GROUP lanes beside them (a fan-out tree,
+#: per region of LANE_REGION lanes, then one per ``lane_group`` lanes beside them (a fan-out tree,
 #: issue 15: one level left a group's copy 89 tiles from its lanes). Every other input of the
 #: lanes is delayed by as many registers less one.
 LANE_FANOUT_LEVELS = 2
-#: Readout products (then partial sums) summed per register in the adder tree's stages: a pair
-#: first (one adder level: the product registers sit beside their DSP blocks, the nets from
-#: there are the long ones, issue 15: a 5.7 ns net into a sum of four was a routed critical
-#: path), then TREE_CHUNK (two adder levels); the numerator register sums the rest.
+#: Two adder levels per readout tree stage after the first.
 TREE_CHUNK = 4
-READOUT_TREE_CHUNKS = (2, TREE_CHUNK, TREE_CHUNK)
-#: Cycles from an element's update stage (the cycle after its fetch) to its numerator leaving
-#: the lanes: LANE_FANOUT_LEVELS - 1 input registers (the first level of the fan-out tree),
-#: then the read register, two update product stages, running word, readout operands, two DSP
-#: product stages, the adder tree's registered stages (READOUT_TREE_CHUNKS) and the numerator
-#: register. The convolution delays its sum by as much.
-LANES_LATENCY = LANE_FANOUT_LEVELS - 1 + 8 + len(READOUT_TREE_CHUNKS)
-#: Requantizer stages of the output stage (``OutputStage``) before the buffer's write: two product
-#: stages, the rounding add, the saturation into the mid format, the sum saturated to int8.
-OUTPUT_STAGES = 5
-#: Cycles from a pass's last issue to its output-buffer half being seen full by the
-#: emitter (the fetch stages, the lanes, the requantizer stages, then the flag register).
-#: The cycle model uses it.
-PIPELINE_DEPTH = FETCH_STAGES + LANES_LATENCY + OUTPUT_STAGES + 1
+#: The pipelining of each FPGA family (``LinearDecodeConfig.pipelining``; ``attnforge synth`` and
+#: ``board build`` take the device's).
+PIPELININGS = {
+    # For 100 MHz on the ECP5-85k (issue 15, docs/linear-hw.md): the draft block's read address from
+    # one root register then 3 copies, then a copy per slice and per read part (one root register
+    # ahead of the 12 slice copies was a 9.4 ns net); its write address and enable from 3 root
+    # copies, then per slice and per part (one copy per slice into its 32 LUT-RAM cells was an 11.0 ns
+    # net, then the FSM's enable into the 12 slice copies a 6.2 ns net); a copy of the lanes' control
+    # bits and v per lane (a copy per 8 lanes left 8.5 ns of net to a far lane); the readout tree
+    # starts with pairs (the nets from the DSP products are the long ones: a 5.7 ns net into a sum of
+    # four); the requantizer's rounding add apart from its saturation.
+    "ecp5": Pipelining(block_read_levels=4, block_write_levels=3, block_roots=3, lane_group=1,
+                       readout_tree_chunks=(2, TREE_CHUNK, TREE_CHUNK), output_stages=5),
+    # The iCE40UP5K's 5,280 logic cells have one flip-flop each and its nets are short: one write
+    # register level (192 bits at d = 8 instead of 576), one root, a copy per 8 lanes, the readout
+    # tree in sums of four, the requantizer in four stages (the design before the ECP5 timing rounds,
+    # docs/board.md: the iCEBreaker build at 88 % of the logic cells).
+    "ice40": Pipelining(block_read_levels=3, block_write_levels=1, block_roots=1, lane_group=8,
+                        readout_tree_chunks=(TREE_CHUNK, TREE_CHUNK), output_stages=4),
+}
+#: The configuration's fields with a fixed set of values, as their PARAM_* registers hold them (the
+#: index in the set: ``register_params``).
+REGISTER_CHOICES = {"feature_map": FEATURE_MAPS, "pipelining": tuple(PIPELININGS)}
 #: A state word written back by a pass element (read register, two update product stages,
 #: running word, write: five cycles after its fetch into the lanes; the lanes' input registers
 #: delay its read address and its write alike) is seen by a read
@@ -89,10 +150,6 @@ PIPELINE_DEPTH = FETCH_STAGES + LANES_LATENCY + OUTPUT_STAGES + 1
 STATE_WRITE_GAP = 6
 #: Lanes per first-level copy of the update stage's v and bank-zero bit (LANE_FANOUT_LEVELS).
 LANE_REGION = 16
-#: Lanes per replicated copy of the update stage's control bits and v (registered fan-out): one copy
-#: per lane (issue 15: a copy per 8 lanes was a routed critical path, 8.5 ns of net to a lane
-#: whose block RAMs the placer put far from the group's others).
-LANE_GROUP = 1
 #: Lanes per slice of the state memory (``state_slices``): each slice its own memory with its own
 #: registered copies of the read and write addresses (one address register into all 48 block
 #: RAMs at d = 64 was a routed critical path, an 11.7 ns net, issue 15). At the 27-bit state of
@@ -106,7 +163,7 @@ STATE_ONE_SLICE_LANES = 8
 #: At d = 64, t_max <= 16: 384 cells in 12 slices of 128 bits.
 BLOCK_SLICE_CELLS = 32
 #: LUT-RAM cells per read part of a draft-block slice: each part has its own last-level copy of
-#: the read address (BLOCK_READ_LEVELS). At d = 64, t_max <= 16: 48 parts of 32 bits.
+#: the read address (``Pipelining.block_read_levels``). At d = 64, t_max <= 16: 48 parts of 32 bits.
 BLOCK_READ_CELLS = 8
 #: relu_norm: bits of the reciprocal floor(2**(DIV_DEN_BITS+DIV_FRAC_BITS) / den')
 #: (den' = 1 gives the largest, 2**24), and restoring-division steps per pipeline stage.
@@ -138,9 +195,10 @@ def shape_of(fmt: IntFormat) -> Shape:
     return Shape(fmt.width, fmt.signed)
 
 
-def pipeline_depth(feature_map: str) -> int:
+def pipeline_depth(feature_map: str, pipelining: str = "ecp5") -> int:
     """Cycles from a pass's last issue to its output half being seen full (cycle model)."""
-    return PIPELINE_DEPTH + (NORM_EXTRA_DEPTH if feature_map == "relu_norm" else 0)
+    check_choice("linear decode pipelining", pipelining, PIPELININGS)
+    return PIPELININGS[pipelining].pipeline_depth + (NORM_EXTRA_DEPTH if feature_map == "relu_norm" else 0)
 
 
 @dataclass(frozen=True)
@@ -183,6 +241,12 @@ class LinearDecodeConfig:
         DSP and the operand registers the readout stage has anyway; simulated with attnforge's
         own model of the cell. Off (the portable form, an inferred ``*`` in the same stages) by
         default. The results and cycles are the same; not a register.
+    pipelining : str
+        How deep the fan-out trees and the arithmetic are pipelined (``PIPELININGS``): ``"ecp5"``
+        (for 100 MHz on the ECP5-85k, the default) or ``"ice40"`` (fewer registers, for the
+        UP5K's logic cells); ``attnforge synth`` and ``board build`` choose the device's. The results
+        are the same, the cycles differ by the pipeline depth (the cycle model takes it from here),
+        so it is a register (PARAM_PIPELINING: a driver needs it to predict the cycles).
     """
 
     # The arithmetic parameters' defaults are LinearDecodeFormat's (one place).
@@ -202,9 +266,11 @@ class LinearDecodeConfig:
     # computes, so not one of the PARAM_* registers (``register_params``).
     dsp_family: str = field(default="ecp5", metadata={"register": False})
     dsp_primitives: bool = field(default=False, metadata={"register": False})
+    pipelining: str = "ecp5"
 
     def __post_init__(self):
         check_choice("linear decode dsp_family", self.dsp_family, DSP_CUTS)
+        check_choice("linear decode pipelining", self.pipelining, PIPELININGS)
         for name in ("snapshots", "dsp_primitives"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"linear decode {name} must be a bool, not {getattr(self, name)!r}")
@@ -223,6 +289,16 @@ class LinearDecodeConfig:
                                   t_max=self.t_max, feature_map=self.feature_map,
                                   attn_multiplier=self.attn_multiplier, attn_shift=self.attn_shift,
                                   conv_multiplier=self.conv_multiplier, conv_shift=self.conv_shift)
+
+    @property
+    def pipe(self) -> Pipelining:
+        """The register levels of ``pipelining``."""
+        return PIPELININGS[self.pipelining]
+
+    @property
+    def pipeline_depth(self) -> int:
+        """Cycles from a pass's last issue to its output half being seen full (``pipeline_depth``)."""
+        return pipeline_depth(self.feature_map, self.pipelining)
 
     @property
     def dsp_cut(self) -> tuple[int, int]:

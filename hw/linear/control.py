@@ -11,7 +11,7 @@ and walks the passes.
 * Per head: the committed bank (two banks, or a ring of ``t_max + 1`` snapshot
   banks), a zero flag per bank (so reset costs no memory clear), the committed
   token count and the sticky overflow flag.
-* A pass walks ``for g, for column, for tau``; the fetch stage (FETCH_STAGES cycles) reads
+* A pass walks ``for g, for column, for tau``; the fetch stage (``config.pipe.fetch_stages`` cycles) reads
   the token's q, k, v (the block memory read a cycle ahead, its word registered),
   issues the state word's address from a register and registers the element for
   the lanes.
@@ -29,7 +29,7 @@ from attnforge.linear_format import CMD_COMMIT, CMD_RESET, CMD_TAPS, CMD_TOKEN, 
 from attnforge.numfmt import INT8
 
 from ..common import ConfiguredComponent, log2_ceil, mux_tree, replica_tree
-from .config import BLOCK_READ_LEVELS, FETCH_STAGES, LANE_GROUP, SELECT_GROUP, STATE_WRITE_GAP, LinearDecodeConfig
+from .config import SELECT_GROUP, STATE_WRITE_GAP, LinearDecodeConfig
 from .interfaces import ConvControlSignature, FetchSignature, OutputHalfSignature
 
 __all__ = ["CommandControl"]
@@ -91,7 +91,7 @@ class CommandControl(ConfiguredComponent):
         at address n, enabled in the cycle its beat is taken; address and data are driven
         in every cycle.
     block_read : ``In(ReadPort.Signature(shape=config.block_word))``
-        Its read (``BLOCK_READ_LEVELS`` cycles, including ``block_write``'s writes up to the
+        Its read (``config.pipe.block_read_levels`` cycles, including ``block_write``'s writes up to the
         address's cycle), addressed a cycle ahead: the
         next pass token, or the next token whose v enters the history.
     fetch : ``Out(FetchSignature(config))``
@@ -255,10 +255,10 @@ class CommandControl(ConfiguredComponent):
             m.next = "IDLE"
 
     def _fetch(self, m, r):
-        """The fetch stage, FETCH_STAGES cycles: (A) the element's context and its state word's read
+        """The fetch stage, ``config.pipe.fetch_stages`` cycles: (A) the element's context and its state word's read
         address registered (the address then reaches the memory from a flip-flop), the column's
         first-level copies; (A2 .. ) the context waits for the draft token's word (read
-        BLOCK_READ_LEVELS cycles after its address, which was issued a cycle ahead), registered in
+        ``block_read_levels`` cycles after its address, which was issued a cycle ahead), registered in
         the last of them beside the column's last-level copies; (B) phi(q), phi(k) and v taken
         from the registered word, and the element registered for the update stage."""
         cfg = self._config
@@ -293,21 +293,22 @@ class CommandControl(ConfiguredComponent):
         if cfg.snapshots:
             m.d.sync += ctx.snapshot_bank.eq(write_bank)
         # Stages A2 .. : the context delayed until the draft token's word is there (the block's read
-        # address went through BLOCK_READ_LEVELS register levels).
-        for n in range(2, FETCH_STAGES):
+        # address went through block_read_levels register levels).
+        pipe = cfg.pipe
+        for n in range(2, pipe.fetch_stages):
             ctx, state_addr, head = (self._delay(m, x, f"{name}{n}") for x, name in
                                      ((ctx, "fetch_element"), (state_addr, "fetch_state_addr"), (head, "fetch_head")))
-        # The row group selects each lane's phi(q) and phi(k) from the word: a copy per LANE_GROUP lanes
+        # The row group selects each lane's phi(q) and phi(k) from the word: a copy per lane_group lanes
         # (none with one group: a group register into the 2 M phi registers' resets was the routed
         # critical path, a 15.5 ns net, issue 15)
-        lane_groups = -(-macs // LANE_GROUP)
-        groups_of = replica_tree(m, group, "fetch_group", [1] * (FETCH_STAGES - 3) + [lane_groups])
+        lane_groups = -(-macs // pipe.lane_group)
+        groups_of = replica_tree(m, group, "fetch_group", [1] * (pipe.fetch_stages - 3) + [lane_groups])
         word = Signal.like(self.block_read.data, name="fetch_token")   # token tau (address issued a cycle ahead)
         m.d.sync += word.eq(self.block_read.data)
         m.d.comb += [fetch.state_addr.eq(state_addr), fetch.head.eq(head)]
         self._column_copies(m)
         # Stage B.
-        # In HIST the registered word is the v that history_shift moved in BLOCK_READ_LEVELS cycles ago.
+        # In HIST the registered word is the v that history_shift moved block_read_levels cycles ago.
         m.d.comb += self.conv.history_row.eq(word.v)
         m.d.sync += [
             element.eq(ctx),
@@ -352,7 +353,7 @@ class CommandControl(ConfiguredComponent):
     def _lane(self, row, groups_of, i):
         """Element i of the lane's row group of ``row`` (q or k of the word)."""
         cfg = self._config
-        return row[i] if cfg.groups == 1 else row[groups_of[i // LANE_GROUP] * cfg.macs + i]
+        return row[i] if cfg.groups == 1 else row[groups_of[i // cfg.pipe.lane_group] * cfg.macs + i]
 
     @staticmethod
     def _delay(m, value, name):
@@ -362,7 +363,7 @@ class CommandControl(ConfiguredComponent):
 
     def _column_copies(self, m):
         """The element's column of v (column 0 is z, S columns are 1..d, with relu_norm) as a registered
-        fan-out tree of BLOCK_READ_LEVELS levels, the last one registered with the draft token's word:
+        fan-out tree of ``block_read_levels`` levels, the last one registered with the draft token's word:
         the first level one copy for v and one per history and tap row of the convolution, the last
         one copy per bit of v (its byte select) and per byte lane of each row's group multiplexer (a
         copy per row was the routed critical path at 61.7 MHz, 12.7 ns of net into the row's 64 group
@@ -372,7 +373,7 @@ class CommandControl(ConfiguredComponent):
         data_next = Mux(r.column == 0, 0, r.column - 1) if cfg.normalized else r.column
         column = Signal(range(d), name="data_column")
         m.d.comb += column.eq(data_next)
-        upper = [1] * (BLOCK_READ_LEVELS - 1)
+        upper = [1] * (cfg.pipe.block_read_levels - 1)
         # v: a copy per bit of v (and one for ``data_column``) a level before the last (their groups,
         # ``_v_groups``), each registered once more (the byte within the group)
         self._v_group_columns = replica_tree(m, column, "data_column_v", upper[:-1] + [INT8.width + 1])

@@ -14,10 +14,10 @@ from amaranth.lib.wiring import In, Out
 from attnforge.numfmt import INT8
 
 from ..common import ConfiguredComponent, mux_tree, registered_split_product, replica_tree, tree_sum
-from .config import BLOCK_READ_LEVELS, LANES_LATENCY, SELECT_GROUP, LinearDecodeConfig, shape_of
+from .config import SELECT_GROUP, LinearDecodeConfig, shape_of
 from .interfaces import ConvControlSignature, FetchSignature
 
-__all__ = ["Convolution", "CONV_LATENCY", "CONV_CHUNK", "CONV_CONTROL_FANOUT", "conv_chunks"]
+__all__ = ["Convolution", "CONV_CHUNK", "CONV_CONTROL_FANOUT", "conv_chunks"]
 
 #: Columns (int8 each) per registered copy of the tap-load and history controls: at d = 64,
 #: eight copies, each enabling 64 flip-flops of a row instead of one net enabling all 512. A
@@ -38,9 +38,6 @@ def conv_chunks(d: int) -> list[list[int]]:
         chunks.setdefault((j % SELECT_GROUP, j // SELECT_GROUP // CONV_CHUNK), []).append(j)
     return list(chunks.values())
 
-#: Cycles from the update stage (where the window is formed) to ``sum``: the lanes' latency,
-#: so the sum arrives with its element's numerator (products, their sum, then a delay line).
-CONV_LATENCY = LANES_LATENCY
 #: Registered stages of a tap's product (``registered_split_product``: operands, product, a copy).
 PRODUCT_STAGES = 3
 
@@ -61,7 +58,9 @@ class Convolution(ConfiguredComponent):
         and tap row; a cycle ahead: taps and history are read then) and, in the update stage, ``element`` (``valid``,
         ``first_token``) and ``v``.
     sum : ``Out(signed(conv_format.width))``
-        The element's convolution sum, CONV_LATENCY cycles after its update stage.
+        The element's convolution sum, ``config.pipe.lanes_latency`` cycles after its update stage
+        (the lanes' latency, so the sum arrives with its element's numerator: products, their sum,
+        then a delay line).
     """
 
     config_type = LinearDecodeConfig
@@ -88,7 +87,7 @@ class Convolution(ConfiguredComponent):
         # path, issue 15): the fetch cycle reads the row and keeps the column's group of SELECT_GROUP
         # bytes and the column's low bits; the next cycle picks the byte. The update stage follows a
         # cycle later than the fetch's registers (``element`` and ``v`` delayed to it) and the sum's
-        # delay line is a cycle shorter, so ``sum`` comes CONV_LATENCY cycles after the fetch's update stage.
+        # delay line is a cycle shorter, so ``sum`` comes the lanes' latency after the fetch's update stage.
         fetch = self.fetch
         history_rows = [self._pick(m, [Cat(*history[h])[n * byte * d:(n + 1) * byte * d] for h in range(heads)],
                                    fetch.conv_column[n], f"conv_history{n}") for n in range(taps_k - 1)]
@@ -111,7 +110,7 @@ class Convolution(ConfiguredComponent):
         products = [registered_split_product(m, tap_values[n], current[n], f"conv_product{n}", *cfg.dsp_cut,
                                              dsp_primitive=cfg.dsp_primitives) for n in range(taps_k)]
         total = tree_sum(products)
-        for k in range(CONV_LATENCY - 3 - (PRODUCT_STAGES - 1)):
+        for k in range(cfg.pipe.lanes_latency - 3 - (PRODUCT_STAGES - 1)):
             delayed = Signal.like(self.sum, name=f"conv_sum{k}")
             m.d.sync += delayed.eq(total)
             total = delayed
@@ -139,25 +138,26 @@ class Convolution(ConfiguredComponent):
         return value
 
     def _registers(self, m, history, taps):
-        """Tap loads, history shifts (committed v, newest first) and clears, BLOCK_READ_LEVELS cycles
+        """Tap loads, history shifts (committed v, newest first) and clears, ``block_read_levels`` cycles
         after the command, when the shift's v is the fetch stage's registered draft-block word
         (``history_row``). The controls reach the registers through a registered fan-out tree:
         a copy per CONV_CONTROL_FANOUT chunks (``replica``), then per chunk (``conv_chunks``: the
         columns of one byte lane) the decoded enables, registered, so each row's clock enable is a
         flip-flop beside its 64 flip-flops (one level, a copy's decode into a row's enables, was a
         routed critical path: a 9.8 ns net, issue 15). The tap row is registered once, then per chunk.
-        A pass reads taps and history at least BLOCK_READ_LEVELS + 2 cycles after the command that
+        A pass reads taps and history at least ``block_read_levels`` + 2 cycles after the command that
         writes them (a TAPS, RESET or the last history shift is followed by a beat, then the pass's
-        issue, then the column's copies, BLOCK_READ_LEVELS registers later), so the later write is
+        issue, then the column's copies, ``block_read_levels`` registers later), so the later write is
         never seen late."""
         cfg = self._config
         d, byte, heads = cfg.d, INT8.width, cfg.heads
         control = self.control
         chunks = conv_chunks(d)
         upper = -(-len(chunks) // CONV_CONTROL_FANOUT)
-        copies = {name: replica_tree(m, getattr(control, name), f"conv_{name}", [upper] * (BLOCK_READ_LEVELS - 1))
+        levels = cfg.pipe.block_read_levels - 1
+        copies = {name: replica_tree(m, getattr(control, name), f"conv_{name}", [upper] * levels)
                   for name in ("taps_load", "taps_index", "head", "history_shift", "history_clear")}
-        row = replica_tree(m, control.row.as_value(), "conv_taps_row", [1] * (BLOCK_READ_LEVELS - 1))[0]
+        row = replica_tree(m, control.row.as_value(), "conv_taps_row", [1] * levels)[0]
         history_row = control.history_row.as_value()      # registered by the fetch stage already
         for c, columns in enumerate(chunks):
             up = {name: value[c * upper // len(chunks)] for name, value in copies.items()}

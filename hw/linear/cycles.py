@@ -43,11 +43,12 @@ class LinearDecodeCycles:
     t_max: int
     snapshots: bool = False   # t_max+1 state banks: commit(a) never replays
     feature_map: str = "relu"  # relu_norm: one more column (z) per pass, a deeper output pipeline
+    pipelining: str = "ecp5"   # the register levels (``PIPELININGS``): the pipeline depth
 
     @classmethod
     def of(cls, config) -> "LinearDecodeCycles":
         return cls(config.d, config.macs, config.conv_taps, config.t_max, getattr(config, "snapshots", False),
-                   getattr(config, "feature_map", "relu"))
+                   getattr(config, "feature_map", "relu"), getattr(config, "pipelining", "ecp5"))
 
     @property
     def groups(self) -> int:
@@ -81,7 +82,7 @@ class LinearDecodeCycles:
         busy_until = [0, 0]        # cycle from which each output half may be written again
         obank = 0
         emit_free = 0              # next cycle the emitter can transfer
-        pipe = pipeline_depth(self.feature_map)
+        pipe = pipeline_depth(self.feature_map, self.pipelining)
         # Short passes (fewer state words than STATE_WRITE_GAP) wait for the previous pass's writes.
         gap = STATE_WRITE_GAP if self.groups * self.columns < STATE_WRITE_GAP else 0
         last_issue = -gap          # the previous pass's last issue cycle

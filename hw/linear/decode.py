@@ -62,7 +62,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..common import ConfiguredComponent
 from .block import DraftBlock
-from .config import (NORM_EXTRA_DEPTH, PIPELINE_DEPTH, LinearDecodeConfig,  # noqa: F401  (re-exported)
+from .config import (NORM_EXTRA_DEPTH, PIPELININGS, LinearDecodeConfig,  # noqa: F401  (re-exported)
                      pipeline_depth)
 from .control import CommandControl
 from .convolution import Convolution
@@ -70,7 +70,7 @@ from .lanes import StateLanes
 from .normalizer import Normalizer
 from .output import OutputStage
 
-__all__ = ["LinearDecodeConfig", "LinearDecode", "pipeline_depth", "PIPELINE_DEPTH", "NORM_EXTRA_DEPTH"]
+__all__ = ["LinearDecodeConfig", "LinearDecode", "pipeline_depth", "PIPELININGS", "NORM_EXTRA_DEPTH"]
 
 
 class LinearDecode(ConfiguredComponent):

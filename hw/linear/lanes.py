@@ -8,22 +8,23 @@ every token with snapshot banks). The readout multiplies the running word with
 phi(q) into an adder tree split over four stages; with G > 1 row groups a small
 numerator memory sums the groups.
 
-Pipelined for the clock (``LANES_LATENCY`` = 12 stages from the update stage to the
-numerator, latency only): the fetch's outputs are registered once (stage 0: the first level of
+Pipelined for the clock (``config.pipe.lanes_latency`` stages from the update stage to the
+numerator, 12 with the ECP5's pipelining, latency only): the fetch's outputs are registered once (stage 0: the first level of
 v's and the bank-zero bit's fan-out tree, one copy per LANE_REGION lanes; the state read
 address, phi(k), phi(q) and the element delayed alike), the block RAM's read data is registered (stage 1), the
 update products (two adder levels per stage) and the word to start from are
 registered (stages 2, 3), so the running word's loop (stage 4) is one multiplexer
 and one adder; the write data is the running register (stage 5). The control bits and v reach the 64 lanes
-through one register copy per LANE_GROUP lanes (each from its region's copy), not one wide
+through one register copy per ``lane_group`` lanes (each from its region's copy), not one wide
 broadcast, and each slice of the state memory (``config.state_slices``) has its own copies of the read
 and write addresses; the
 readout multipliers have registered operands and are split into DSP products
 (``config.dsp_family``: 18x18 bits on ECP5, 16x16 on the iCE40), each registered right
 after its DSP, then summed (``registered_split_product``; with ``config.dsp_primitives`` the
 operand and product registers are the ECP5 DSP blocks' own);
-the adder tree has four stages: pairs of products (one adder level, beside the DSP blocks' long
-nets), then two of at most two adder levels, then the numerator register (``READOUT_TREE_CHUNKS``).
+the adder tree's registered stages are ``readout_tree_chunks`` (ECP5: pairs of products, one adder
+level beside the DSP blocks' long nets, then two of at most two adder levels), then the numerator
+register.
 """
 
 from __future__ import annotations
@@ -37,14 +38,15 @@ from attnforge.linear_format import PHI_FORMAT
 from attnforge.numfmt import INT8
 
 from ..common import ConfiguredComponent, log2_ceil, registered_split_product, replica_tree, tree_sum
-from .config import LANE_FANOUT_LEVELS, LANE_GROUP, LANE_REGION, READOUT_TREE_CHUNKS, LinearDecodeConfig
+from .config import LANE_FANOUT_LEVELS, LANE_REGION, LinearDecodeConfig, Pipelining
 from .interfaces import FetchSignature
 
-__all__ = ["StateLanes", "mul_shift_add", "READOUT_ELEMENTS"]
+__all__ = ["StateLanes", "mul_shift_add", "readout_elements"]
 
-#: Stages of the readout's element records (``readout_element{n}``): the two DSP product stages,
-#: the adder tree's (READOUT_TREE_CHUNKS), and the numerator's, after the operands' stage 5.
-READOUT_ELEMENTS = range(6, 9 + len(READOUT_TREE_CHUNKS))
+def readout_elements(pipe: Pipelining) -> range:
+    """Stages of the readout's element records (``readout_element{n}``): the two DSP product stages,
+    the adder tree's (``readout_tree_chunks``), and the numerator's, after the operands' stage 5."""
+    return range(6, 9 + len(pipe.readout_tree_chunks))
 
 
 def mul_shift_add(small, value):
@@ -78,7 +80,7 @@ class StateLanes(ConfiguredComponent):
         cycles after the update stage, after the pass's last token (after every token with snapshot
         banks); address and enable each slice's own register copy.
     numerator : ``Out(StructLayout({"element": element_layout, "attn": numerator shape}))``
-        LANES_LATENCY cycles after the update stage: the element's context and
+        ``config.pipe.lanes_latency`` cycles after the update stage: the element's context and
         ``phi(q)^T S`` over all d rows (complete in the last row group), wrapped to
         ``numerator_format``.
     """
@@ -109,7 +111,7 @@ class StateLanes(ConfiguredComponent):
         width = cfg.format.state_format.width
         running = [Signal(signed(width), name=f"state_run{i}") for i in range(cfg.macs)]
         for i in range(cfg.macs):
-            g = i // LANE_GROUP
+            g = i // cfg.pipe.lane_group
             with m.If(valid[g]):
                 m.d.sync += running[i].eq(Mux(first[g], base[i], running[i]) + product[i])   # wraps, as the golden model
         element5 = Signal.like(element4, name="update_element5")
@@ -131,7 +133,8 @@ class StateLanes(ConfiguredComponent):
         """One copy per lane group, each from the copy of its region (``regions``, the upper levels of
         the fan-out tree; group g's region holds its lanes)."""
         copies = [Signal.like(regions[0], name=f"{name}_rep{g}", attrs={"replica": 1}) for g in range(groups)]
-        m.d.sync += [c.eq(regions[min(g * LANE_GROUP // LANE_REGION, len(regions) - 1)]) for g, c in enumerate(copies)]
+        group = self._config.pipe.lane_group
+        m.d.sync += [c.eq(regions[min(g * group // LANE_REGION, len(regions) - 1)]) for g, c in enumerate(copies)]
         return copies
 
     def _input(self, m):
@@ -165,7 +168,7 @@ class StateLanes(ConfiguredComponent):
         Returns the element of stage 4, its start words, products, and per-group valid and
         first-token bits."""
         cfg = self._config
-        groups = -(-cfg.macs // LANE_GROUP)
+        groups = -(-cfg.macs // cfg.pipe.lane_group)
         lanes = cfg.macs // cfg.state_slices
         width = cfg.format.state_format.width
         elements = [fetch["element"]]
@@ -193,7 +196,7 @@ class StateLanes(ConfiguredComponent):
         product4 = [Signal(signed(INT8.width + PHI_FORMAT.width + 1), name=f"update_product{i}")
                     for i in range(cfg.macs)]
         for i in range(cfg.macs):
-            g = i // LANE_GROUP
+            g = i // cfg.pipe.lane_group
             # phi(k)[i] * v as shifted adds: pairs summed in stage 2, the rest in stage 3
             terms = [Mux(phi_k2[i][b], v2[g] << b, 0) for b in range(PHI_FORMAT.width)]
             pairs = []
@@ -208,12 +211,12 @@ class StateLanes(ConfiguredComponent):
 
     def _readout(self, m, element5, running):
         """Readout operands (stage 5), products split over DSP blocks (6, 7), the adder tree in
-        registered stages of READOUT_TREE_CHUNKS (8, 9, 10), then the numerator register (11; the group
-        sum in it)."""
+        registered stages of ``readout_tree_chunks`` (8, 9, 10 with the ECP5's), then the numerator
+        register (the group sum in it)."""
         cfg = self._config
         fmt = cfg.format
         elements = [element5]
-        for n in READOUT_ELEMENTS:
+        for n in readout_elements(cfg.pipe):
             elements.append(Signal.like(element5, name=f"readout_element{n}"))
             m.d.sync += elements[-1].eq(elements[-2])
         # the element of the cycle before the numerator's, and the numerator's
@@ -222,7 +225,7 @@ class StateLanes(ConfiguredComponent):
         # registered, their sum registered
         sums = [registered_split_product(m, self._phi_q[-1][i], running[i], f"readout_product{i}", *cfg.dsp_cut,
                                          dsp_primitive=cfg.dsp_primitives) for i in range(cfg.macs)]
-        for stage, chunk in enumerate(READOUT_TREE_CHUNKS):
+        for stage, chunk in enumerate(cfg.pipe.readout_tree_chunks):
             level = []
             for lo in range(0, len(sums), chunk):
                 part = tree_sum(sums[lo:lo + chunk])

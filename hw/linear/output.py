@@ -18,8 +18,8 @@ from amaranth.lib.wiring import In, Out
 from attnforge.linear_format import MID_FORMAT
 from attnforge.numfmt import INT8
 
-from ..common import ConfiguredComponent, mux_tree, saturate, split_product
-from .config import OUTPUT_STAGES, LinearDecodeConfig, shape_of
+from ..common import ConfiguredComponent, mux_tree, requant_round, saturate, split_product
+from .config import LinearDecodeConfig, shape_of
 from .interfaces import OutputHalfSignature, ResultSignature
 
 __all__ = ["OutputStage"]
@@ -31,7 +31,7 @@ def requant_multiplier(rq):
 
 
 class OutputStage(ConfiguredComponent):
-    """Requantizers (OUTPUT_STAGES stages), output buffer (two halves of ``t_max`` tokens) and emitter.
+    """Requantizers (``config.pipe.output_stages`` stages), output buffer (two halves of ``t_max`` tokens) and emitter.
 
     Parameters
     ----------
@@ -42,7 +42,7 @@ class OutputStage(ConfiguredComponent):
     result : ``In(ResultSignature(config, attn_input_format.width))``
         One element per cycle (``element.valid``): its context, the attention input
         (numerator, or quotient for relu_norm) and the convolution sum. Written to the
-        buffer OUTPUT_STAGES cycles later when the element emits (``emit``), is in the last row
+        buffer ``output_stages`` cycles later when the element emits (``emit``), is in the last row
         group and is not the z column; the pass's last element (``pass_end``) marks its
         half full with ``tokens`` tokens.
     half : ``In(OutputHalfSignature())``
@@ -121,31 +121,37 @@ class OutputStage(ConfiguredComponent):
         return m
 
     def _requantize(self, m):
-        """Stages 1-2: both requantizer products, split over DSP blocks (``split_product``);
-        stage 3: their rounding adds and shifts (``requant_round`` without its saturation); stage 4:
-        each saturated into MID_FORMAT; stage 5: the sum saturated to int8, registered for the
-        buffer's write port (each stage one piece of arithmetic between registers: the add and the
-        saturation's comparisons in one stage, carry chain after carry chain, was the routed critical
-        path, issue 15). Returns the element context of the write stage and the int8 value."""
+        """Stages 1-2: both requantizer products, split over DSP blocks (``split_product``). With
+        5 ``output_stages`` (ECP5): stage 3 their rounding adds and shifts (``requant_round`` without
+        its saturation), stage 4 each saturated into MID_FORMAT (the add and the saturation's
+        comparisons in one stage, carry chain after carry chain, was the routed critical path, issue
+        15); with 4 (iCE40) both in stage 3 (``requant_round``). The last stage: the sum saturated to
+        int8, registered for the buffer's write port. Returns the element context of the write stage
+        and the int8 value."""
         fmt = self._config.format
+        stages = self._config.pipe.output_stages
         attn_rq, conv_rq = fmt.attn_requant, fmt.conv_requant
         result = self.result
         elements = [result.element]
-        for n in range(1, OUTPUT_STAGES + 1):
+        for n in range(1, stages + 1):
             elements.append(Signal.like(result.element, name=f"requant_element{n}"))
             m.d.sync += elements[-1].eq(elements[-2])
         cut = self._config.dsp_cut
         attn_reg = split_product(m, requant_multiplier(attn_rq), result.attn, "requant_attn_product", *cut)
         conv_reg = split_product(m, requant_multiplier(conv_rq), result.conv, "requant_conv_product", *cut)
-        attn_rounded = _rounded(m, attn_reg, attn_rq.shift, "requant_attn_rounded")
-        conv_rounded = _rounded(m, conv_reg, conv_rq.shift, "requant_conv_rounded")
         attn_mid = Signal(shape_of(MID_FORMAT), name="requant_attn_mid")
         conv_mid = Signal(shape_of(MID_FORMAT), name="requant_conv_mid")
         value = Signal(shape_of(INT8), name="requant_value")
-        m.d.sync += [attn_mid.eq(saturate(attn_rounded, MID_FORMAT)),
-                     conv_mid.eq(saturate(conv_rounded, MID_FORMAT)),
-                     value.eq(saturate(attn_mid + conv_mid, INT8))]
-        return elements[OUTPUT_STAGES], value
+        if stages == 5:
+            attn_rounded = _rounded(m, attn_reg, attn_rq.shift, "requant_attn_rounded")
+            conv_rounded = _rounded(m, conv_reg, conv_rq.shift, "requant_conv_rounded")
+            m.d.sync += [attn_mid.eq(saturate(attn_rounded, MID_FORMAT)),
+                         conv_mid.eq(saturate(conv_rounded, MID_FORMAT))]
+        else:
+            m.d.sync += [attn_mid.eq(requant_round(attn_reg, attn_rq.shift, MID_FORMAT)),
+                         conv_mid.eq(requant_round(conv_reg, conv_rq.shift, MID_FORMAT))]
+        m.d.sync += value.eq(saturate(attn_mid + conv_mid, INT8))
+        return elements[stages], value
 
 
 def _rounded(m, product, shift: int, name: str):

@@ -76,7 +76,8 @@ def random_softmax(cfg: VitcodConfig, rng) -> VitcodConfig:
 
 def random_linear_config(rng) -> LinearDecodeConfig:
     """A legal ``LinearDecodeConfig``: d, M (a divisor), taps, heads, verify depth, feature map, snapshots, the
-    readout in MULT18X18D primitives (simulated with attnforge's model) or portable."""
+    readout in MULT18X18D primitives (simulated with attnforge's model) or portable, the ECP5's or the iCE40's
+    pipelining."""
     d = int(rng.choice([8, 16, 32]))
     macs = int(rng.choice([m for m in range(1, d + 1) if d % m == 0 and m >= d // 8]))
     taps = int(rng.integers(1, 5))
@@ -84,7 +85,7 @@ def random_linear_config(rng) -> LinearDecodeConfig:
     return LinearDecodeConfig(d=d, macs=macs, conv_taps=taps, t_max=int(rng.integers(1, 6)),
                               heads=int(rng.integers(1, 3)), snapshots=bool(rng.random() < 0.5),
                               feature_map=feature_map, **default_requant(d, taps, feature_map),
-                              dsp_primitives=bool(rng.random() < 0.5))
+                              dsp_primitives=bool(rng.random() < 0.5), pipelining=str(rng.choice(["ecp5", "ice40"])))
 
 
 # All ViTCoD draws in make test-full only: a day's draw (tiles, decoder, wide lines) took from 30 s to over

@@ -12,6 +12,7 @@ Verilator cases run in ``make test-full``; ``make test`` runs the Icarus cases a
 through ``linear sim`` on Icarus.
 """
 
+import dataclasses
 import re
 from pathlib import Path
 
@@ -19,7 +20,7 @@ import numpy as np
 import pytest
 
 from attnforge.hw.designs import get_design
-from attnforge.hw.linear.config import STATE_WRITE_GAP, pipeline_depth
+from attnforge.hw.linear.config import STATE_WRITE_GAP
 from attnforge.hw.linear.decode import LinearDecodeConfig
 from attnforge.hw.linear.cycles import LinearDecodeCycles, steady_cycles_per_token
 from attnforge.sim.runner import run_cocotb, simulate
@@ -133,7 +134,7 @@ def check_cycle_model(config, report):
         assert max(abs(a - b) for a, b in zip(outs, rtl)) <= 0.05 * rtl[-1]
         assert outs == rtl, f"mode {row['verify']}/{row['accept']}: the cycle model is not exact"
         words = config.groups * config.columns
-        if not row["verify"] and 2 * (words + 3) >= words + pipeline_depth(config.feature_map) + 2:
+        if not row["verify"] and 2 * (words + 3) >= words + config.pipeline_depth + 2:
             # One decode token: the G*d-cycle pass plus token beat, commit and history shift; a pass
             # shorter than STATE_WRITE_GAP words waits for the previous one's writes instead. (When
             # two passes take less than one pass plus the pipeline, a pass waits for its output
@@ -141,25 +142,31 @@ def check_cycle_model(config, report):
             assert words <= got <= words + (3 if words >= STATE_WRITE_GAP else STATE_WRITE_GAP - 1)
 
 
-@pytest.mark.parametrize("feature_map", ["relu", "relu_norm"])
-def test_linear_decode_icarus_small(feature_map):
-    config = _config(d=8, macs=4, conv_taps=2, t_max=3, heads=2, snapshots=True, feature_map=feature_map)
+# the iCE40's pipelining too: its draft block sees a write up to a cycle after a read's address
+@pytest.mark.parametrize("feature_map, pipelining", [("relu", "ecp5"), ("relu_norm", "ecp5"), ("relu", "ice40")])
+def test_linear_decode_icarus_small(feature_map, pipelining):
+    config = _config(d=8, macs=4, conv_taps=2, t_max=3, heads=2, snapshots=True, feature_map=feature_map,
+                     pipelining=pipelining)
     result = simulate(DESIGN, config, seed=3, tb_params=dict(tokens=60), simulator="icarus", build_root=BUILD)
     assert (result.tests, result.skipped) == (1, 2) and result.passed, f"see {result.log}"
 
 
 def test_linear_decode_icarus_ice40_cut():
-    """The products cut for the iCE40's SB_MAC16 (dsp_family ice40, what `attnforge synth --device
-    ice40-up5k` builds): a UP5K configuration of docs/board.md (d = 6, M = 3, K = 2, T = 1, max_tokens 64),
-    its readout's 22-bit state as 16 + 6 bits and the requantizers' (random-data multipliers, not shifts)
-    32-bit numerator as 16 + 16 and 17-bit convolution as 15 + 2, bit exact against the golden model on
-    Icarus."""
-    config = _config(d=6, macs=3, conv_taps=2, t_max=1, max_tokens=64, dsp_family="ice40")
+    """The products cut for the iCE40's SB_MAC16 and its pipelining (dsp_family and pipelining ice40, what
+    `attnforge synth --device ice40-up5k` builds): a UP5K configuration of docs/board.md (d = 6, M = 3,
+    K = 2, T = 1, max_tokens 64), its readout's 22-bit state as 16 + 6 bits and the requantizers'
+    (random-data multipliers, not shifts) 32-bit numerator as 16 + 16 and 17-bit convolution as 15 + 2,
+    bit exact against the golden model on Icarus; the cycle model, with this pipelining's depth (20, 3
+    less than the ECP5's), exact against the RTL on the rate run."""
+    config = _config(d=6, macs=3, conv_taps=2, t_max=1, max_tokens=64, dsp_family="ice40", pipelining="ice40")
     fmt = config.format
     assert (fmt.state_format.width, fmt.numerator_format.width, fmt.conv_format.width) == (22, 32, 17)
     assert config.attn_multiplier & (config.attn_multiplier - 1)      # a real product, not a shift
-    result = simulate(DESIGN, config, seed=15, tb_params=dict(tokens=40), simulator="icarus", build_root=BUILD)
-    assert (result.tests, result.skipped) == (1, 2) and result.passed, f"see {result.log}"
+    assert config.pipeline_depth == 20 == dataclasses.replace(config, pipelining="ecp5").pipeline_depth - 3
+    tb = dict(tokens=40, rate_tokens=24, rate_modes=[[0, 1], [1, 1]])
+    result = simulate(DESIGN, config, seed=15, tb_params=tb, simulator="icarus", build_root=BUILD)
+    assert (result.tests, result.skipped) == (2, 1) and result.passed, f"see {result.log}"
+    check_cycle_model(config, result.report)
 
 
 def test_snapshot_banks_stay_zero_after_a_reset_behind_a_pass():
