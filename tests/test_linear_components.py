@@ -150,7 +150,7 @@ def test_lanes_update_and_readout_match_the_golden_model(zero_bank, family):
         for cycle in range(len(elements) + cfg.pipe.lanes_latency + 2):   # the last numerator leaves the lanes
             if cycle < len(elements):
                 g, j, _ = elements[cycle]
-                ctx.set(fetch.state_addr, addr(0, g, j))
+                ctx.set(fetch.state_addr, [addr(0, g, j)] * cfg.state_addr_roots)
             if 1 <= cycle <= len(elements):
                 g, j, tau = elements[cycle - 1]
                 ctx.set(fetch.element, _element(cfg, first_token=tau == 0, last_token=tau == t - 1,
@@ -195,7 +195,7 @@ def test_output_stage_emits_every_token_once_in_order_under_backpressure(family)
     random o.ready: every token comes out once, in order, as sat_int8(attn_requant(A) +
     conv_requant(C)) (numfmt's Requantizer), and the stream rules hold. The requantizers'
     products cut for ECP5 (36-bit A: 17 + 17 + 2; 17-bit C: one) and for the iCE40 (16 + 16 + 4;
-    15 + 2), each with its family's pipelining (the requantizer in 5 or 4 stages)."""
+    15 + 2), each with its family's pipelining (the requantizer in 6 or 4 stages)."""
     cfg = LinearDecodeConfig(d=4, macs=4, conv_taps=2, t_max=3, attn_multiplier=40000, attn_shift=20,
                              conv_multiplier=30000, conv_shift=12, dsp_family=family, pipelining=family)
     fmt = cfg.format

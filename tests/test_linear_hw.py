@@ -105,8 +105,8 @@ def test_init_wrong_pipelining():
 @pytest.mark.parametrize("levels, message", [
     (dict(block_read_levels=4, block_write_levels=1), "block_read_levels - block_write_levels - 1 must be 0 or 1"),
     (dict(block_read_levels=3, block_write_levels=3), "block_read_levels - block_write_levels - 1 must be 0 or 1"),
-    (dict(output_stages=6), "output_stages must be 4 or 5, not 6"),
-    (dict(readout_tree_chunks=(1, 4)), r"readout tree chunks at least 2, not 3, 1, \(1, 4\)"),
+    (dict(output_stages=7), "output_stages must be 4, 5 or 6, not 7"),
+    (dict(readout_tree_chunks=(1, 4)), r"readout tree chunks at least 2, not 3, 4, 1, \(1, 4\)"),
 ])
 def test_pipelining_refuses_levels_that_break_the_draft_block_or_the_requantizer(levels, message):
     """A read that would miss the write of its address's cycle (or see the next block's), a requantizer
@@ -119,10 +119,10 @@ def test_pipelining_refuses_levels_that_break_the_draft_block_or_the_requantizer
 
 def test_pipelining_depths():
     """The pipeline depths the cycle model takes (the stage counts of docs/linear-hw.md): ECP5 5 fetch +
-    12 lanes + 5 requantizer + 1 = 23, iCE40 4 + 11 + 4 + 1 = 20; relu_norm adds NORM_EXTRA_DEPTH to each."""
+    12 lanes + 6 requantizer + 1 = 24, iCE40 4 + 11 + 4 + 1 = 20; relu_norm adds NORM_EXTRA_DEPTH to each."""
     from attnforge.hw.linear.config import NORM_EXTRA_DEPTH
 
-    assert [LinearDecodeConfig(pipelining=p).pipeline_depth for p in ("ecp5", "ice40")] == [23, 20]
+    assert [LinearDecodeConfig(pipelining=p).pipeline_depth for p in ("ecp5", "ice40")] == [24, 20]
     assert LinearDecodeConfig(pipelining="ice40", feature_map="relu_norm").pipeline_depth == 20 + NORM_EXTRA_DEPTH
 
 

@@ -52,6 +52,9 @@ class Pipelining:
         needs) or 1 (later, a write of the next block could be seen by a read of the pass before).
     block_roots : int
         Copies of the draft block's addresses (and write enable) ahead of the slices' copies.
+    state_addr_roots : int
+        Registered copies of the state memory's read address that the fetch stage hands the lanes
+        (its last register level), each feeding the copies of a run of slices (``state_slices``).
     lane_group : int
         Lanes per replicated copy of the update stage's control bits and v (registered fan-out).
     readout_tree_chunks : tuple of int
@@ -59,13 +62,14 @@ class Pipelining:
         numerator register sums the rest.
     output_stages : int
         Requantizer stages of the output stage before the buffer's write: 4 (two product stages,
-        the rounding shifts saturated into the mid format, the sum saturated to int8) or 5 (the
-        rounding adds apart from their saturation).
+        the rounding shifts saturated into the mid format, the sum saturated to int8), 5 (the
+        rounding adds apart from their saturation) or 6 (the sum registered before its saturation).
     """
 
     block_read_levels: int
     block_write_levels: int
     block_roots: int
+    state_addr_roots: int
     lane_group: int
     readout_tree_chunks: tuple[int, ...]
     output_stages: int
@@ -76,11 +80,13 @@ class Pipelining:
                               f"1 (block_read_levels {self.block_read_levels}, block_write_levels "
                               f"{self.block_write_levels}, each at least 1): a read sees the write of its "
                               "address's cycle, but not the next block's")
-        if self.output_stages not in (4, 5):
-            raise ConfigError(f"linear decode pipelining: output_stages must be 4 or 5, not {self.output_stages}")
-        if self.block_roots < 1 or self.lane_group < 1 or any(c < 2 for c in self.readout_tree_chunks):
-            raise ConfigError(f"linear decode pipelining: block_roots and lane_group at least 1, readout tree chunks "
-                              f"at least 2, not {self.block_roots}, {self.lane_group}, {self.readout_tree_chunks}")
+        if self.output_stages not in (4, 5, 6):
+            raise ConfigError(f"linear decode pipelining: output_stages must be 4, 5 or 6, not {self.output_stages}")
+        if min(self.block_roots, self.state_addr_roots, self.lane_group) < 1 or \
+                any(c < 2 for c in self.readout_tree_chunks):
+            raise ConfigError(f"linear decode pipelining: block_roots, state_addr_roots and lane_group at least 1, "
+                              f"readout tree chunks at least 2, not {self.block_roots}, {self.state_addr_roots}, "
+                              f"{self.lane_group}, {self.readout_tree_chunks}")
 
     @property
     def block_read_sees(self) -> int:
@@ -127,14 +133,16 @@ PIPELININGS = {
     # net, then the FSM's enable into the 12 slice copies a 6.2 ns net); a copy of the lanes' control
     # bits and v per lane (a copy per 8 lanes left 8.5 ns of net to a far lane); the readout tree
     # starts with pairs (the nets from the DSP products are the long ones: a 5.7 ns net into a sum of
-    # four); the requantizer's rounding add apart from its saturation.
-    "ecp5": Pipelining(block_read_levels=4, block_write_levels=3, block_roots=3, lane_group=1,
-                       readout_tree_chunks=(2, TREE_CHUNK, TREE_CHUNK), output_stages=5),
+    # four); the state read address from 4 copies in the fetch stage's last register (one register
+    # into the 16 slices' copies was a 10.8 ns net); the requantizer's rounding add apart from its
+    # saturation, the sum registered before its int8 saturation (4.1 ns of logic with the add).
+    "ecp5": Pipelining(block_read_levels=4, block_write_levels=3, block_roots=3, state_addr_roots=4, lane_group=1,
+                       readout_tree_chunks=(2, TREE_CHUNK, TREE_CHUNK), output_stages=6),
     # The iCE40UP5K's 5,280 logic cells have one flip-flop each and its nets are short: one write
     # register level (192 bits at d = 8 instead of 576), one root, a copy per 8 lanes, the readout
     # tree in sums of four, the requantizer in four stages (the design before the ECP5 timing rounds,
     # docs/board.md: the iCEBreaker build at 88 % of the logic cells).
-    "ice40": Pipelining(block_read_levels=3, block_write_levels=1, block_roots=1, lane_group=8,
+    "ice40": Pipelining(block_read_levels=3, block_write_levels=1, block_roots=1, state_addr_roots=1, lane_group=8,
                         readout_tree_chunks=(TREE_CHUNK, TREE_CHUNK), output_stages=4),
 }
 #: The configuration's fields with a fixed set of values, as their PARAM_* registers hold them (the
@@ -346,6 +354,12 @@ class LinearDecodeConfig:
         if self.macs <= STATE_ONE_SLICE_LANES or self.macs % STATE_SLICE_LANES:
             return 1
         return self.macs // STATE_SLICE_LANES
+
+    @property
+    def state_addr_roots(self) -> int:
+        """Copies of the state read address from the fetch stage (``Pipelining.state_addr_roots``, at
+        most one per slice)."""
+        return min(self.pipe.state_addr_roots, self.state_slices)
 
     @property
     def state_slice_word(self) -> data.ArrayLayout:

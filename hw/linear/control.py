@@ -296,8 +296,11 @@ class CommandControl(ConfiguredComponent):
         # address went through block_read_levels register levels).
         pipe = cfg.pipe
         for n in range(2, pipe.fetch_stages):
-            ctx, state_addr, head = (self._delay(m, x, f"{name}{n}") for x, name in
-                                     ((ctx, "fetch_element"), (state_addr, "fetch_state_addr"), (head, "fetch_head")))
+            ctx, head = (self._delay(m, x, f"{name}{n}") for x, name in ((ctx, "fetch_element"), (head, "fetch_head")))
+        # the state read address: its last register level as config.state_addr_roots copies (block_read_levels
+        # is at least 2: there are at least two levels)
+        state_addrs = replica_tree(m, state_addr, "fetch_state_addr",
+                                   [1] * (pipe.fetch_stages - 3) + [cfg.state_addr_roots])
         # The row group selects each lane's phi(q) and phi(k) from the word: a copy per lane_group lanes
         # (none with one group: a group register into the 2 M phi registers' resets was the routed
         # critical path, a 15.5 ns net, issue 15)
@@ -305,7 +308,7 @@ class CommandControl(ConfiguredComponent):
         groups_of = replica_tree(m, group, "fetch_group", [1] * (pipe.fetch_stages - 3) + [lane_groups])
         word = Signal.like(self.block_read.data, name="fetch_token")   # token tau (address issued a cycle ahead)
         m.d.sync += word.eq(self.block_read.data)
-        m.d.comb += [fetch.state_addr.eq(state_addr), fetch.head.eq(head)]
+        m.d.comb += [*(fetch.state_addr[k].eq(a) for k, a in enumerate(state_addrs)), fetch.head.eq(head)]
         self._column_copies(m)
         # Stage B.
         # In HIST the registered word is the v that history_shift moved block_read_levels cycles ago.

@@ -23,8 +23,9 @@ __all__ = ["FetchSignature", "ConvControlSignature", "OutputHalfSignature", "Res
 class FetchSignature(wiring.Signature):
     """What the fetch stage hands the state lanes and the convolution, seen from the fetch stage.
 
-    A cycle ahead (the element being fetched): ``state_addr`` (its state word), ``head``
-    and ``data_column`` (its column of v, for the convolution's taps and history), the
+    A cycle ahead (the element being fetched): ``state_addr`` (its state word, in
+    ``config.state_addr_roots`` registered copies, each for a run of the state memory's slices),
+    ``head`` and ``data_column`` (its column of v, for the convolution's taps and history), the
     latter also as ``conv_column``: registered copies per history row and tap row
     (``2 K - 1``, history rows first), ``conv_column_copies(d)`` per row (one per byte lane of
     the row's group multiplexer), so no one register drives all their multiplexers.
@@ -36,7 +37,7 @@ class FetchSignature(wiring.Signature):
     def __init__(self, config: LinearDecodeConfig):
         lanes = data.ArrayLayout(config.phi_shape, config.macs)
         super().__init__({
-            "state_addr": Out(range(config.state_depth)),
+            "state_addr": Out(data.ArrayLayout(range(config.state_depth), config.state_addr_roots)),
             "head": Out(config.head_width),
             "data_column": Out(range(config.d)),
             "conv_column": Out(data.ArrayLayout(data.ArrayLayout(range(config.d), conv_column_copies(config.d)),

@@ -69,7 +69,8 @@ class StateLanes(ConfiguredComponent):
     -------
     fetch : ``In(FetchSignature(config))``
         The element to update (``element``, ``v``, ``phi_k``, ``phi_q``) and, a cycle
-        ahead, the address of the next element's state word (``state_addr``).
+        ahead, the address of the next element's state word (``state_addr``, in copies each for a
+        run of slices).
     state_read : ``In(ReadPort.Signature(...)).array(config.state_slices)`` (the ports seen from their user)
         The read port of each slice of the state memory (synchronous, not transparent; slice s holds
         lanes ``s * L .. s * L + L - 1``, ``L = macs // state_slices``): the word of
@@ -105,7 +106,7 @@ class StateLanes(ConfiguredComponent):
         m = Module()
         fetch = self._input(m)
         m.d.comb += [port.addr.eq(addr) for port, addr in zip(self.state_read, fetch["state_addr"])]
-        element4, base, product, valid, first = self._update_operands(m, fetch)
+        element3, element4, base, product, valid, first = self._update_operands(m, fetch)
         # Stage 4: the running word of each lane (also what the readout multiplies); one loop of
         # a multiplexer and an adder between registers.
         width = cfg.format.state_format.width
@@ -117,14 +118,16 @@ class StateLanes(ConfiguredComponent):
         element5 = Signal.like(element4, name="update_element5")
         m.d.sync += element5.eq(element4)
         # Stage 5: the running word goes back to memory (a register drives the write data); each
-        # slice's address and enable are its own copies, registered from stage 4's.
-        write4 = element4.valid if cfg.snapshots else element4.valid & element4.last_token
-        lanes = cfg.macs // cfg.state_slices
+        # slice's address and enable are its own copies, from config.state_addr_roots copies registered
+        # with stage 4 (one register into the 16 slices' copies was a routed critical path: the write
+        # enable's 10.6 ns net, issue 15).
+        write3 = element3.valid if cfg.snapshots else element3.valid & element3.last_token
+        lanes, slices = cfg.macs // cfg.state_slices, cfg.state_slices
+        tree = [cfg.state_addr_roots, slices]
+        waddr = replica_tree(m, element3.state_addr, "state_waddr", tree)
+        wen = replica_tree(m, write3, "state_wen", tree)
         for s, port in enumerate(self.state_write):
-            addr = Signal.like(element4.state_addr, name=f"state_waddr_rep{s}", attrs={"replica": 1})
-            en = Signal(name=f"state_wen_rep{s}", attrs={"replica": 1})
-            m.d.sync += [addr.eq(element4.state_addr), en.eq(write4)]
-            m.d.comb += [port.addr.eq(addr), port.en.eq(en),
+            m.d.comb += [port.addr.eq(waddr[s]), port.en.eq(wen[s]),
                          *[port.data[k].eq(running[s * lanes + k]) for k in range(lanes)]]
         self._readout(m, element5, running)
         return m
@@ -148,10 +151,12 @@ class StateLanes(ConfiguredComponent):
         out = {"v": replica_tree(m, fetch.v, "update_v_region", upper) or [fetch.v],
                "bank_zero": replica_tree(m, fetch.element.bank_zero, "update_zero_region", upper)
                or [fetch.element.bank_zero]}
-        # the state read address: a copy per slice of the state memory
-        out["state_addr"] = (replica_tree(m, fetch.state_addr, "lanes_state_addr",
-                                          [1] * (LANE_FANOUT_LEVELS - 2) + [cfg.state_slices])
-                             if LANE_FANOUT_LEVELS > 1 else [fetch.state_addr] * cfg.state_slices)
+        # the state read address: a copy per slice of the state memory, each from the fetch stage's copy
+        # for its run of slices
+        roots, slices = cfg.state_addr_roots, cfg.state_slices
+        root = [fetch.state_addr[s * roots // slices] for s in range(slices)]
+        out["state_addr"] = [replica_tree(m, r, f"lanes_state_addr{s}", [1] * (LANE_FANOUT_LEVELS - 1))[0]
+                             if LANE_FANOUT_LEVELS > 1 else r for s, r in enumerate(root)]
         for name in ("element", "phi_k", "phi_q"):
             value = getattr(fetch, name)
             for n in range(LANE_FANOUT_LEVELS - 1):
@@ -165,7 +170,7 @@ class StateLanes(ConfiguredComponent):
         """Stage 1: the state word out of the block RAM registered, phi(k) and v registered per
         lane group. Stage 2: the word to start from (zero for a bank cleared by reset), the
         update products' first adder level. Stage 3: the products; the per-group control bits.
-        Returns the element of stage 4, its start words, products, and per-group valid and
+        Returns the elements of stages 3 and 4, the start words, products, and per-group valid and
         first-token bits."""
         cfg = self._config
         groups = -(-cfg.macs // cfg.pipe.lane_group)
@@ -207,7 +212,7 @@ class StateLanes(ConfiguredComponent):
                 pairs.append(pair)
             m.d.sync += [base3[i].eq(Mux(zero2[g], 0, state2[i])), base4[i].eq(base3[i]),
                          product4[i].eq(tree_sum(pairs))]
-        return elements[3], base4, product4, valid, first
+        return elements[2], elements[3], base4, product4, valid, first
 
     def _readout(self, m, element5, running):
         """Readout operands (stage 5), products split over DSP blocks (6, 7), the adder tree in
