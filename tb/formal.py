@@ -2055,11 +2055,11 @@ class LinearDecodeHarness(Harness):
                 *(f"lanes.readout_element{n}" for n in readout_elements(pipe)), "lanes.numerator",
                 *(f"output.requant_element{n}" for n in range(1, pipe.output_stages + 1))]
 
-    #: SMALLEST_LINEAR with o always ready: a one-token block's output leaves pipeline_depth + 2 (26)
+    #: SMALLEST_LINEAR with o always ready: a one-token block's output leaves pipeline_depth + 2 (27)
     #: cycles after its token; one that waits for a free output half waits for the pipeline of the
-    #: block two before it as well: 2 pipeline_depth - 6 (42 with the ECP5's pipelining, depth 24; 28
-    #: at depth 17, 34 at 20, 36 at 21, 38 at 22, 40 at 23; tests/test_formal.py shows one less
-    #: fails). Another configuration's bound is 2 of its pipeline_depth - 6.
+    #: block two before it as well: 2 pipeline_depth - 6 (44 with the ECP5's pipelining, depth 25; 28
+    #: at depth 17, 34 at 20, 36 at 21, 38 at 22, 40 at 23, 42 at 24; tests/test_formal.py shows one
+    #: less fails). Another configuration's bound is 2 of its pipeline_depth - 6.
     LATENCY = 2 * SMALLEST_LINEAR.pipeline_depth - 6
 
     def __init__(self, config: LinearDecodeConfig | None = None, mode: str = "safety", *, dut=None,

@@ -31,7 +31,7 @@ from amaranth.hdl import ClockSignal, Instance, Signal
 
 from attnforge.errors import ConfigError
 
-from .trees import DSP_PIECE, product_pieces, split_product, tree_sum
+from .trees import DSP_PIECE, delay_stages, product_pieces, split_product, tree_sum
 
 __all__ = ["ECP5_MULT_WIDTH", "MULT18X18D_MODEL", "mult18x18d", "primitive_models", "registered_split_product"]
 
@@ -81,9 +81,11 @@ def mult18x18d(m, a, b, name: str):
 
 
 def registered_split_product(m, narrow, wide, name: str, piece: int = DSP_PIECE, top: int | None = None, *,
-                             dsp_primitive: bool = False):
+                             dsp_primitive: bool = False, piece_stages: int = 0):
     """``narrow * wide`` in three registered stages: the operands (1), each DSP piece's product (2)
-    as ``split_product`` cuts ``wide`` (``piece``, ``top``), their shifted sum (3).
+    as ``split_product`` cuts ``wide`` (``piece``, ``top``), their shifted sum (3); with
+    ``piece_stages`` that many fabric registers per piece between 2 and the sum (stage 3 +
+    ``piece_stages``: a far DSP block's output net cut in parts).
 
     Portable (default): Amaranth registers throughout, which synthesis maps to fabric registers and a
     combinational DSP multiplier. ``dsp_primitive``: each piece an ECP5 ``MULT18X18D`` whose own
@@ -95,9 +97,10 @@ def registered_split_product(m, narrow, wide, name: str, piece: int = DSP_PIECE,
         narrow_reg = Signal(narrow.shape(), name=f"{name}_narrow", reset_less=True)
         wide_reg = Signal(wide.shape(), name=f"{name}_wide", reset_less=True)
         m.d.sync += [narrow_reg.eq(narrow), wide_reg.eq(wide)]
-        return split_product(m, narrow_reg, wide_reg, name, piece, top, reset_less=True)
+        return split_product(m, narrow_reg, wide_reg, name, piece, top, reset_less=True, piece_stages=piece_stages)
     pieces = product_pieces(wide, piece, top)
-    terms = [mult18x18d(m, narrow, part, f"{name}_piece{n}") for n, (_, part) in enumerate(pieces)]
+    terms = [delay_stages(m, mult18x18d(m, narrow, part, f"{name}_piece{n}"), f"{name}_piece{n}_stage", piece_stages)
+             for n, (_, part) in enumerate(pieces)]
     out = Signal((narrow * wide).shape(), name=name)
     m.d.sync += out.eq(tree_sum([term << lo if lo else term for term, (lo, _) in zip(terms, pieces)]))
     return out

@@ -6,7 +6,7 @@ from amaranth.hdl import Const, Mux, Signal
 
 from attnforge.errors import ConfigError, check_int
 
-__all__ = ["replica_tree", "log2_ceil", "tree_sum", "mux_tree", "rom", "saturate", "split_product", "product_pieces", "dsp_cut", "DSP_PIECE",
+__all__ = ["replica_tree", "delay_stages", "log2_ceil", "tree_sum", "mux_tree", "rom", "saturate", "split_product", "product_pieces", "dsp_cut", "DSP_PIECE",
            "DSP_CUTS", "DSP_PIECE_RANGE"]
 
 #: Bits of the wide operand per unsigned piece in ``split_product`` by default (ECP5's): unsigned
@@ -49,6 +49,15 @@ def replica_tree(m, value, name: str, counts) -> list:
         m.d.sync += [copy.eq(level[k * len(level) // count]) for k, copy in enumerate(copies)]
         level = copies
     return level
+
+
+def delay_stages(m, value, name: str, stages: int):
+    """``value`` through ``stages`` registers without reset (``{name}{k}``); ``value`` itself for 0."""
+    for k in range(stages):
+        reg = Signal(value.shape(), name=f"{name}{k}", reset_less=True)
+        m.d.sync += reg.eq(value)
+        value = reg
+    return value
 
 
 def log2_ceil(n: int) -> int:
@@ -113,7 +122,7 @@ def product_pieces(wide, piece: int = DSP_PIECE, top: int | None = None):
 
 
 def split_product(m, narrow, wide, name: str, piece: int = DSP_PIECE, top: int | None = None, *,
-                  reset_less: bool = False):
+                  reset_less: bool = False, piece_stages: int = 0):
     """``narrow * wide`` in two registered stages, the products cut for the target's DSP blocks.
 
     ``wide`` is cut into unsigned ``piece``-bit pieces and a top piece of 2 to ``top`` bits that
@@ -124,7 +133,9 @@ def split_product(m, narrow, wide, name: str, piece: int = DSP_PIECE, top: int |
     ``wide`` of at most ``top`` bits is one product, registered twice. ``narrow`` must fit the
     DSP's other port (with ``top == piece``: unsigned, or a non-negative constant, of at most
     ``piece`` bits). ``DSP_CUTS`` has each FPGA family's cut; the product is the same at every
-    cut. ``reset_less``: the stage-1 registers without a reset. Returns the stage-2 signal (the shape
+    cut. ``reset_less``: the stage-1 registers without a reset. ``piece_stages``: that many more
+    registers (without reset) per piece before the sum, so a piece's long net from a far DSP block
+    is cut (the sum is then stage 2 + ``piece_stages``). Returns the last stage's signal (the shape
     of ``narrow * wide``).
     """
     value = narrow * wide
@@ -134,6 +145,7 @@ def split_product(m, narrow, wide, name: str, piece: int = DSP_PIECE, top: int |
         term = narrow * part
         reg = Signal(term.shape(), name=f"{name}_piece{n}", reset_less=reset_less)
         m.d.sync += reg.eq(term)
+        reg = delay_stages(m, reg, f"{name}_piece{n}_stage", piece_stages)
         partial.append(reg << lo if lo else reg)
     out = Signal(value.shape(), name=name)
     m.d.sync += out.eq(tree_sum(partial))

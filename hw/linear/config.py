@@ -57,6 +57,13 @@ class Pipelining:
         (its last register level), each feeding the copies of a run of slices (``state_slices``).
     lane_group : int
         Lanes per replicated copy of the update stage's control bits and v (registered fan-out).
+    readout_piece_stages : int
+        Fabric registers per DSP piece of a readout product before the pieces' sum (a far DSP
+        block's output net cut in parts; ``registered_split_product``).
+    output_part_bytes : int
+        0: the output buffer one memory with a synchronous read; n: in parts of n bytes, each read
+        through its own registered copy of the read address (ECP5's LUT RAMs: one address
+        register into all 128 cells of the buffer was a routed critical path, an 8.3 ns net).
     readout_tree_chunks : tuple of int
         Readout products (then partial sums) summed per register in the adder tree's stages; the
         numerator register sums the rest.
@@ -73,6 +80,8 @@ class Pipelining:
     lane_group: int
     readout_tree_chunks: tuple[int, ...]
     output_stages: int
+    readout_piece_stages: int = 0
+    output_part_bytes: int = 0
 
     def __post_init__(self):
         if self.block_read_levels < 1 or self.block_write_levels < 1 or self.block_read_sees not in (0, 1):
@@ -82,6 +91,9 @@ class Pipelining:
                               "address's cycle, but not the next block's")
         if self.output_stages not in (4, 5, 6):
             raise ConfigError(f"linear decode pipelining: output_stages must be 4, 5 or 6, not {self.output_stages}")
+        if min(self.readout_piece_stages, self.output_part_bytes) < 0:
+            raise ConfigError(f"linear decode pipelining: readout_piece_stages and output_part_bytes at least 0, not "
+                              f"{self.readout_piece_stages}, {self.output_part_bytes}")
         if min(self.block_roots, self.state_addr_roots, self.lane_group) < 1 or \
                 any(c < 2 for c in self.readout_tree_chunks):
             raise ConfigError(f"linear decode pipelining: block_roots, state_addr_roots and lane_group at least 1, "
@@ -105,9 +117,9 @@ class Pipelining:
         """Cycles from an element's update stage (the cycle after its fetch) to its numerator leaving
         the lanes: LANE_FANOUT_LEVELS - 1 input registers (the first level of the fan-out tree),
         then the read register, two update product stages, running word, readout operands, two DSP
-        product stages, the adder tree's registered stages and the numerator register. The
-        convolution delays its sum by as much."""
-        return LANE_FANOUT_LEVELS - 1 + 8 + len(self.readout_tree_chunks)
+        product stages, the pieces' registers, the adder tree's registered stages and the numerator
+        register. The convolution delays its sum by as much."""
+        return LANE_FANOUT_LEVELS - 1 + 8 + self.readout_piece_stages + len(self.readout_tree_chunks)
 
     @property
     def pipeline_depth(self) -> int:
@@ -135,9 +147,12 @@ PIPELININGS = {
     # starts with pairs (the nets from the DSP products are the long ones: a 5.7 ns net into a sum of
     # four); the state read address from 4 copies in the fetch stage's last register (one register
     # into the 16 slices' copies was a 10.8 ns net); the requantizer's rounding add apart from its
-    # saturation, the sum registered before its int8 saturation (4.1 ns of logic with the add).
+    # saturation, the sum registered before its int8 saturation (4.1 ns of logic with the add); a
+    # register per readout DSP piece (132 of the 156 DSP blocks: some sit 79 columns from the adder
+    # tree, an 8.5 ns net); the output buffer in parts of 8 bytes with their own read address copy.
     "ecp5": Pipelining(block_read_levels=4, block_write_levels=3, block_roots=3, state_addr_roots=4, lane_group=1,
-                       readout_tree_chunks=(2, TREE_CHUNK, TREE_CHUNK), output_stages=6),
+                       readout_tree_chunks=(2, TREE_CHUNK, TREE_CHUNK), output_stages=6, readout_piece_stages=1,
+                       output_part_bytes=8),
     # The iCE40UP5K's 5,280 logic cells have one flip-flop each and its nets are short: one write
     # register level (192 bits at d = 8 instead of 576), one root, a copy per 8 lanes, the readout
     # tree in sums of four, the requantizer in four stages (the design before the ECP5 timing rounds,

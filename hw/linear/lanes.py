@@ -45,8 +45,9 @@ __all__ = ["StateLanes", "mul_shift_add", "readout_elements"]
 
 def readout_elements(pipe: Pipelining) -> range:
     """Stages of the readout's element records (``readout_element{n}``): the two DSP product stages,
-    the adder tree's (``readout_tree_chunks``), and the numerator's, after the operands' stage 5."""
-    return range(6, 9 + len(pipe.readout_tree_chunks))
+    the pieces' registers (``readout_piece_stages``), the adder tree's (``readout_tree_chunks``), and
+    the numerator's, after the operands' stage 5."""
+    return range(6, 9 + pipe.readout_piece_stages + len(pipe.readout_tree_chunks))
 
 
 def mul_shift_add(small, value):
@@ -229,7 +230,8 @@ class StateLanes(ConfiguredComponent):
         # phi(q) and the running word registered (in the DSP blocks with dsp_primitives), the pieces
         # registered, their sum registered
         sums = [registered_split_product(m, self._phi_q[-1][i], running[i], f"readout_product{i}", *cfg.dsp_cut,
-                                         dsp_primitive=cfg.dsp_primitives) for i in range(cfg.macs)]
+                                         dsp_primitive=cfg.dsp_primitives, piece_stages=cfg.pipe.readout_piece_stages)
+                for i in range(cfg.macs)]
         for stage, chunk in enumerate(cfg.pipe.readout_tree_chunks):
             level = []
             for lo in range(0, len(sums), chunk):

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 from amaranth.hdl import Cat, Const, Module, Signal
 from amaranth.lib import stream
-from amaranth.lib.memory import Memory
+from amaranth.lib.memory import Memory, ReadPort, WritePort
 from amaranth.lib.wiring import In, Out
 
 from attnforge.linear_format import MID_FORMAT
 from attnforge.numfmt import INT8
 
-from ..common import ConfiguredComponent, mux_tree, requant_round, saturate, split_product
+from ..common import ConfiguredComponent, log2_ceil, mux_tree, requant_round, saturate, split_product
 from .config import LinearDecodeConfig, shape_of
 from .interfaces import OutputHalfSignature, ResultSignature
 
@@ -83,10 +83,7 @@ class OutputStage(ConfiguredComponent):
         # Two halves of t_max tokens, one word (d int8) per token, written one int8 per cycle
         # (byte enables), read by the emitter; the read is transparent so a half is read in the
         # cycle its last int8 is written.
-        buffer = Memory(shape=INT8.width * cfg.d, depth=2 * tm, init=[])
-        m.submodules.buffer = buffer
-        write = buffer.write_port(granularity=INT8.width)
-        read = buffer.read_port(transparent_for=(write,))
+        write, read = self._buffer(m)
         m.d.comb += [write.addr.eq(element.out_half * tm + element.token),
                      write.data.eq(value.as_signed()[:INT8.width].replicate(cfg.d))]
         written = element.valid & element.emit & element.last_group
@@ -119,6 +116,37 @@ class OutputStage(ConfiguredComponent):
             with m.Else():
                 m.d.comb += token_next.eq(token + 1)
         return m
+
+    def _buffer(self, m):
+        """The output buffer's write port and its read (a port's signature, seen from its user:
+        ``addr`` of the cycle before the data). ``output_part_bytes`` 0: one memory, its read
+        synchronous and transparent to the write. n: the memory in parts of n bytes, each read
+        asynchronously through its own registered copy of the read address (``replica``): what
+        Yosys makes of the synchronous read on ECP5's LUT RAM (an address register), with a copy per
+        part instead of one register into every cell; a read sees the write of the cycle before,
+        as the transparent port does."""
+        cfg = self._config
+        width, depth, part = INT8.width * cfg.d, 2 * cfg.t_max, cfg.pipe.output_part_bytes
+        if not part:
+            buffer = Memory(shape=width, depth=depth, init=[])
+            m.submodules.buffer = buffer
+            write = buffer.write_port(granularity=INT8.width)
+            return write, buffer.read_port(transparent_for=(write,))
+        write = WritePort.Signature(addr_width=log2_ceil(depth), shape=width, granularity=INT8.width).create()
+        read = ReadPort.Signature(addr_width=log2_ceil(depth), shape=width).create()
+        datas = []
+        for p, lo in enumerate(range(0, cfg.d, part)):
+            n = min(part, cfg.d - lo)
+            mem = Memory(shape=INT8.width * n, depth=depth, init=[])
+            m.submodules[f"buffer{p}"] = mem
+            port_w, port_r = mem.write_port(granularity=INT8.width), mem.read_port(domain="comb")
+            addr = Signal.like(read.addr, name=f"buffer_read_addr_rep{p}", attrs={"replica": 1})
+            m.d.sync += addr.eq(read.addr)
+            m.d.comb += [port_w.addr.eq(write.addr), port_w.en.eq(write.en[lo:lo + n]),
+                         port_w.data.eq(write.data[INT8.width * lo:INT8.width * (lo + n)]), port_r.addr.eq(addr)]
+            datas.append(port_r.data)
+        m.d.comb += read.data.eq(Cat(*datas))
+        return write, read
 
     def _requantize(self, m):
         """Stages 1-2: both requantizer products, split over DSP blocks (``split_product``). With
