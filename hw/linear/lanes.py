@@ -5,11 +5,11 @@ g for draft token tau. On the pass's first token the word comes from the state
 memory (or is zero, for a bank cleared by reset), later tokens fold into the
 running word; the word goes back to memory after the pass's last token (after
 every token with snapshot banks). The readout multiplies the running word with
-phi(q) into an adder tree split over four stages; with G > 1 row groups a small
+phi(q) into an adder tree split over registered stages; with G > 1 row groups a small
 numerator memory sums the groups.
 
 Pipelined for the clock (``config.pipe.lanes_latency`` stages from the update stage to the
-numerator, 12 with the ECP5's pipelining, latency only): the fetch's outputs are registered once (stage 0: the first level of
+numerator, 13 with the ECP5's pipelining and 11 with the iCE40's, latency only): the fetch's outputs are registered once (stage 0: the first level of
 v's and the bank-zero bit's fan-out tree, one copy per LANE_REGION lanes; the state read
 address, phi(k), phi(q) and the element delayed alike), the block RAM's read data is registered (stage 1), the
 update products (two adder levels per stage) and the word to start from are
@@ -17,11 +17,12 @@ registered (stages 2, 3), so the running word's loop (stage 4) is one multiplexe
 and one adder; the write data is the running register (stage 5). The control bits and v reach the 64 lanes
 through one register copy per ``lane_group`` lanes (each from its region's copy), not one wide
 broadcast, and each slice of the state memory (``config.state_slices``) has its own copies of the read
-and write addresses; the
+and write addresses (from ``config.state_addr_roots`` copies a level before); the
 readout multipliers have registered operands and are split into DSP products
 (``config.dsp_family``: 18x18 bits on ECP5, 16x16 on the iCE40), each registered right
-after its DSP, then summed (``registered_split_product``; with ``config.dsp_primitives`` the
-operand and product registers are the ECP5 DSP blocks' own);
+after its DSP (and ``readout_piece_stages`` more times in the fabric: ECP5's far DSP blocks),
+then summed (``registered_split_product``; with ``config.dsp_primitives`` the operand and product
+registers are the ECP5 DSP blocks' own);
 the adder tree's registered stages are ``readout_tree_chunks`` (ECP5: pairs of products, one adder
 level beside the DSP blocks' long nets, then two of at most two adder levels), then the numerator
 register.
