@@ -24,7 +24,7 @@ from pathlib import Path
 from attnforge.hw.common import DSP_CUTS
 from attnforge.hw.linear import LinearDecodeConfig
 from attnforge.hw.vitcod import VitcodConfig
-from attnforge.hw.linear.config import REGISTER_CHOICES
+from attnforge.hw.linear.config import FAMILY_FIELDS, REGISTER_CHOICES
 
 from . import EXIT_DIFFERS, EXIT_OK, add_simulator_option, command_group, print_report
 from .options import add_config_options, config_kwargs
@@ -58,9 +58,8 @@ def _design_options(p, *, build: bool) -> None:
     # build: the products are cut for the board's DSP blocks (run: the same results at every cut)
     names = add_config_options(p, LinearDecodeConfig, include=LINEAR_FIELDS + (("dsp_family",) if build else ()),
                                choices={**REGISTER_CHOICES, "dsp_family": tuple(DSP_CUTS)},
-                               derived={"dsp_family": "the board's: ice40 on icebreaker, ecp5 on ulx3s",
-                                        **({"pipelining": "the board's: ice40 on icebreaker, ecp5 on ulx3s"}
-                                           if build else {})},
+                               derived={name: "the board's: ice40 on icebreaker, ecp5 on ulx3s"
+                                        for name in FAMILY_FIELDS if build or name == "dsp_family"},
                                title="linear decode generator parameters (--design linear-decode)")
     p.set_defaults(linear_fields=names)
     p.add_argument("--axis-width", type=int, default=None,
@@ -87,7 +86,7 @@ def cmd_build(args) -> int:
     from attnforge.fpga.board import BoardTimingError, build_board, get_board
 
     board = get_board(args.board)
-    for name in ("dsp_family", "pipelining"):
+    for name in FAMILY_FIELDS:
         if getattr(args, name) is None:
             setattr(args, name, board.family)
     if args.clock_mhz is not None:

@@ -18,7 +18,7 @@ from pathlib import Path
 from attnforge.errors import check_int
 from attnforge.hw.common import DSP_CUTS
 from attnforge.hw.designs import DESIGNS
-from attnforge.hw.linear.config import REGISTER_CHOICES
+from attnforge.hw.linear.config import FAMILY_FIELDS, REGISTER_CHOICES
 
 from . import EXIT_BAD_INPUT, add_simulator_option, print_json
 from .options import add_config_options, config_from_args
@@ -152,7 +152,7 @@ def _estimate(design, config, device: str) -> dict | None:
 
 
 #: ``synth``'s parameters whose default depends on the device (``_device_defaults``).
-_SYNTH_DERIVED = {"dsp_family": "the device's family", "pipelining": "the device's family"}
+_SYNTH_DERIVED = {name: "the device's family" for name in FAMILY_FIELDS}
 
 
 def _device_defaults(args) -> None:
@@ -161,7 +161,7 @@ def _device_defaults(args) -> None:
     decode block's register levels, ``PIPELININGS``)."""
     from attnforge.fpga.synth import get_device
 
-    for name in ("dsp_family", "pipelining"):
+    for name in FAMILY_FIELDS:
         if name in args.config_fields and getattr(args, name) is None:
             setattr(args, name, get_device(args.device).family)
 

@@ -20,7 +20,7 @@ from attnforge.numfmt import INT8, IntFormat
 from ..common import DSP_CUTS, dsp_cut, log2_ceil
 
 __all__ = [
-    "LinearDecodeConfig", "Pipelining", "PIPELININGS", "REGISTER_CHOICES", "pipeline_depth", "MAX_HEADS", "STATE_WRITE_GAP",
+    "LinearDecodeConfig", "Pipelining", "PIPELININGS", "REGISTER_CHOICES", "FAMILY_FIELDS", "pipeline_depth", "MAX_HEADS", "STATE_WRITE_GAP",
     "LANE_REGION", "STATE_SLICE_LANES", "STATE_ONE_SLICE_LANES", "LANE_FANOUT_LEVELS", "TREE_CHUNK",
     "BLOCK_SLICE_CELLS", "BLOCK_READ_CELLS", "RECIP_BITS",
     "DIV_STEPS_PER_STAGE", "DIV_STAGES", "NORM_DELAY", "NORM_EXTRA_DEPTH", "shape_of",
@@ -163,6 +163,9 @@ PIPELININGS = {
 #: The configuration's fields with a fixed set of values, as their PARAM_* registers hold them (the
 #: index in the set: ``register_params``).
 REGISTER_CHOICES = {"feature_map": FEATURE_MAPS, "pipelining": tuple(PIPELININGS)}
+#: The fields whose default is the target's FPGA family (``attnforge synth``'s device, ``board build``'s
+#: board): how the products are cut for its DSP blocks and how deep the datapath is pipelined.
+FAMILY_FIELDS = ("dsp_family", "pipelining")
 #: A state word written back by a pass element (read register, two update product stages,
 #: running word, write: five cycles after its fetch into the lanes; the lanes' input registers
 #: delay its read address and its write alike) is seen by a read

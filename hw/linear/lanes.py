@@ -156,9 +156,8 @@ class StateLanes(ConfiguredComponent):
         # the state read address: a copy per slice of the state memory, each from the fetch stage's copy
         # for its run of slices
         roots, slices = cfg.state_addr_roots, cfg.state_slices
-        root = [fetch.state_addr[s * roots // slices] for s in range(slices)]
-        out["state_addr"] = [replica_tree(m, r, f"lanes_state_addr{s}", [1] * (LANE_FANOUT_LEVELS - 1))[0]
-                             if LANE_FANOUT_LEVELS > 1 else r for s, r in enumerate(root)]
+        out["state_addr"] = [replica_tree(m, fetch.state_addr[s * roots // slices], f"lanes_state_addr{s}",
+                                          [1] * (LANE_FANOUT_LEVELS - 1))[0] for s in range(slices)]
         for name in ("element", "phi_k", "phi_q"):
             value = getattr(fetch, name)
             for n in range(LANE_FANOUT_LEVELS - 1):
