@@ -26,7 +26,7 @@ from attnforge.formats.atomic import write_json_atomic
 from .paths import estimate_paths
 from .shell import SynthShell
 
-__all__ = ["Device", "DEVICES", "get_device", "synthesize", "SynthError", "FitError", "critical_path", "signal_of",
+__all__ = ["Device", "DEVICES", "get_device", "synthesize", "SynthError", "FitError", "placement_failure", "critical_path", "signal_of",
            "tool_versions", "fit_check", "soft_multipliers", "RESOURCE_CLASSES"]
 
 
@@ -52,7 +52,22 @@ _STAGE_WHEN = {
     "yosys-coarse": "after Yosys's coarse synthesis (multipliers mapped), before LUT mapping and place and route",
     "yosys": "after Yosys, before place and route",
     "packed": "after nextpnr's packer, before placement",
+    "placement": "by nextpnr's placer (the packed cells fit in number, but no legal placement of them was found)",
 }
+
+#: What nextpnr prints when its placer cannot legalise a design that packed within the device (HeAP's and
+#: the static placer's legaliser, the SA placer's carry chains): e.g. an iCE40 logic tile takes 8 cells of
+#: one clock, clock enable and set/reset, so many small control sets or long carry chains leave cells
+#: without a tile at well under 100 % of the logic cells
+_PLACEMENT_FAILURES = ("Unable to find legal placement", "failed to place chain")
+
+
+def placement_failure(log_text: str) -> str | None:
+    """The line of a nextpnr log that says its placer found no legal placement, or None."""
+    for line in log_text.splitlines():
+        if any(f in line for f in _PLACEMENT_FAILURES):
+            return line.removeprefix("ERROR:").strip()
+    return None
 
 
 @dataclass(frozen=True)
@@ -337,6 +352,18 @@ def _refuse(design: str, device: str, stage: str, rows: list[dict], stop: bool) 
         raise FitError(design, device, stage, over)
 
 
+def _refuse_unplaced(design: str, device: str, log: Path, fit: list[dict]) -> None:
+    """A place-and-route run that stopped because the placer found no legal placement: a ``FitError``
+    (stage ``placement``) naming the packer's fullest logic class and nextpnr's message."""
+    why = placement_failure(log.read_text(errors="replace")) if log.exists() else None
+    if why is None:
+        return
+    packed = [r for r in fit if r["basis"].startswith("nextpnr's packer") and r["percent"] is not None]
+    row = dict(max(packed, key=lambda r: r["percent"]), fits=False,
+               basis=f"nextpnr's packer; its placer: {why!r}, see {log}")
+    raise FitError(design, device, "placement", [row])
+
+
 def synthesize(component, *, top: str, device: str, out_dir: str | Path, seed: int = 1,
                router: str | None = None, target_mhz: float | None = None, pnr: bool = True,
                pack_only: bool = False, estimate: dict | None = None, dff: bool = False,
@@ -362,7 +389,8 @@ def synthesize(component, *, top: str, device: str, out_dir: str | Path, seed: i
     ``estimate`` (``{"dsp": (count, basis), ...}``, counts that are certain, e.g. the resource
     model's exact DSP/BRAM or a lower bound of a fitted LUT count) is held against it before Yosys.
     With place and route asked for, a design over capacity raises ``FitError`` (naming the
-    resource, the count, the capacity and where it was found) at the first stage that shows it;
+    resource, the count, the capacity and where it was found) at the first stage that shows it, a
+    design that packs but that nextpnr's placer cannot legalise one of stage ``placement``;
     with ``pnr=False`` or ``pack_only`` the run goes on and the report's ``fits``/``fit`` say it.
     The report's ``lut_multipliers`` counts the multiplications Yosys left to the logic.
 
@@ -469,9 +497,13 @@ def synthesize(component, *, top: str, device: str, out_dir: str | Path, seed: i
         fit += rows
         _refuse(top, device, "packed", rows, stop)
     if stop:
-        _run([_tool(dev.nextpnr), *args, "--json", "netlist.json", "--report", "nextpnr.json",
-              "--freq", str(target), "--seed", str(seed), "--timing-allow-fail"],
-             out / "nextpnr.log", f"nextpnr ({dev.nextpnr})")
+        try:
+            _run([_tool(dev.nextpnr), *args, "--json", "netlist.json", "--report", "nextpnr.json",
+                  "--freq", str(target), "--seed", str(seed), "--timing-allow-fail"],
+                 out / "nextpnr.log", f"nextpnr ({dev.nextpnr})")
+        except SynthError:
+            _refuse_unplaced(top, device, out / "nextpnr.log", fit)
+            raise
     t2 = time.perf_counter()
     # every register-to-register path ranked from Yosys's netlist in seconds (ECP5's cell delays)
     estimated = (estimate_paths(json.loads((out / "netlist.json").read_text()), signal_of=signal_of)

@@ -7,7 +7,12 @@ import sys
 import pytest
 
 from attnforge.fpga.shell import SynthShell
-from attnforge.fpga.synth import FitError, SynthError, critical_path, fit_check, signal_of, soft_multipliers, synthesize
+from amaranth.hdl import Module, Signal
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from attnforge.fpga.synth import (FitError, SynthError, critical_path, fit_check, placement_failure, signal_of,
+                                  soft_multipliers, synthesize)
 from attnforge.hw.mac_line import MacLine, MacLineConfig
 
 
@@ -318,3 +323,46 @@ def test_an_abc9_failure_names_the_way_around():
     assert abc9_hint(crash, "abc") == crash
     other = "Yosys (synth_ecp5) failed (exit 1); see yosys.log:\nERROR: File `x.v' not found"
     assert abc9_hint(other, "abc9") == other
+
+
+class _ControlSets(wiring.Component):
+    """``n`` one-bit registers, each with a clock enable of its own (a decode of a counter): an iCE40 logic
+    tile's 8 cells share one clock enable, so the registers need ``n`` tiles however few cells they pack to."""
+
+    def __init__(self, n):
+        self.n = n
+        super().__init__({"d": In(1), "o": Out(1)})
+
+    def elaborate(self, platform):
+        m = Module()
+        count, regs = Signal(range(self.n)), Signal(self.n)
+        m.d.sync += count.eq(count + 1)
+        for i in range(self.n):
+            with m.If(count == i):
+                m.d.sync += regs[i].eq(self.d)
+        m.d.comb += self.o.eq(regs.xor())
+        return m
+
+
+def test_placement_failure_is_found_in_nextpnr_logs():
+    # the lines nextpnr 0.11.1 prints (HeAP's legaliser; the SA placer's carry chains), among others
+    heap = "Info: Running main analytical placer\nERROR: Unable to find legal placement for all cells, design is " \
+           "probably at utilisation limit.\n1 warning, 1 error\n"
+    assert placement_failure(heap) == "Unable to find legal placement for all cells, design is probably at " \
+                                      "utilisation limit."
+    chain = "ERROR: failed to place chain starting at cell 'inner.lanes.state_run2_SB_DFFE_Q'\n"
+    assert placement_failure(chain).startswith("failed to place chain starting at cell")
+    assert placement_failure("ERROR: Max frequency ...\nERROR: routing failed\n") is None
+
+
+@pytest.mark.full     # about 35 s (Yosys, the packer, then HeAP's legaliser gives up)
+def test_design_the_placer_cannot_legalise_is_refused_as_a_misfit(tmp_path):
+    # 700 registers with 700 clock enables pack to a third of the UP5K's logic cells but need 700 of its
+    # 660 logic tiles: nextpnr stops in placement, and the run says so as a misfit, with no report.
+    with pytest.raises(FitError, match=r"control_sets does not fit ice40-up5k, found by nextpnr's placer .*"
+                                       r"ICESTORM_LC: \d+ \(nextpnr's packer; its placer: 'Unable to find legal "
+                                       r"placement") as e:
+        synthesize(_ControlSets(700), top="control_sets", device="ice40-up5k", out_dir=tmp_path)
+    (row,) = e.value.over
+    assert e.value.stage == "placement" and row["key"] == "ICESTORM_LC" and row["count"] < row["capacity"] // 2
+    assert not (tmp_path / "report.json").exists()
