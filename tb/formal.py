@@ -2139,6 +2139,19 @@ class LinearDecodeHarness(Harness):
         group, column, emit, half_now = (regs[f"dut.control.{name}"] for name in ("group", "column", "pass_emit",
                                                                                    "out_half"))
         m.d.comb += Assert((fsm == 1) | ((group == 0) & (column == 0)), "control: a pass starts at its first element")
+        # the pass walk's registered flags (what the start and end decisions read) mirror its counters
+        at_start, token_last, column_last, group_last = (
+            regs[f"dut.control.pass_{name}"] for name in ("at_start", "token_last", "column_last", "group_last"))
+        m.d.comb += [
+            Assert((group < cfg.groups) & (column < cfg.columns), "control: the pass walk's counters in range"),
+            Assert(at_start == ((group == 0) & (column == 0) & (token_now == 0)), "control: pass_at_start"),
+            Assert(column_last == (column == cfg.columns - 1), "control: pass_column_last"),
+            Assert(group_last == (group == cfg.groups - 1), "control: pass_group_last"),
+            Assert((fsm != 1) | (token_last == (token_now == pass_tokens - 1)), "control: pass_token_last"),
+        ]
+        words = cfg.groups * cfg.columns
+        if words & (words - 1):         # the state word's counter (only then): group * columns + column
+            m.d.comb += Assert(regs["dut.control.pass_word"] == group * cfg.columns + column, "control: pass_word")
         # the pass being issued, as a stage in front of the pipeline: past its first element it
         # holds its claimed half (``out_half``) and has not issued its last element yet
         issuing = SimpleNamespace(valid=(fsm == 1) & ~((group == 0) & (column == 0) & (token_now == 0)), emit=emit,

@@ -119,11 +119,11 @@ def test_pipelining_refuses_levels_that_break_the_draft_block_or_the_requantizer
 
 def test_pipelining_depths():
     """The pipeline depths the cycle model takes (the stage counts of docs/linear-hw.md): ECP5 5 fetch +
-    13 lanes + 6 requantizer + 1 = 25, iCE40 4 + 11 + 4 + 1 = 20; relu_norm adds NORM_EXTRA_DEPTH to each."""
+    13 lanes + 6 requantizer + 1 = 25, iCE40 4 + 11 + 5 + 1 = 21; relu_norm adds NORM_EXTRA_DEPTH to each."""
     from attnforge.hw.linear.config import NORM_EXTRA_DEPTH
 
-    assert [LinearDecodeConfig(pipelining=p).pipeline_depth for p in ("ecp5", "ice40")] == [25, 20]
-    assert LinearDecodeConfig(pipelining="ice40", feature_map="relu_norm").pipeline_depth == 20 + NORM_EXTRA_DEPTH
+    assert [LinearDecodeConfig(pipelining=p).pipeline_depth for p in ("ecp5", "ice40")] == [25, 21]
+    assert LinearDecodeConfig(pipelining="ice40", feature_map="relu_norm").pipeline_depth == 21 + NORM_EXTRA_DEPTH
 
 
 def test_dsp_cut_follows_the_family():

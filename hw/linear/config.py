@@ -71,6 +71,12 @@ class Pipelining:
         Requantizer stages of the output stage before the buffer's write: 4 (two product stages,
         the rounding shifts saturated into the mid format, the sum saturated to int8), 5 (the
         rounding adds apart from their saturation) or 6 (the sum registered before its saturation).
+    group_sum_register : bool
+        (``groups`` > 1) The row-group sums' block RAM read two cycles ahead and its data registered
+        before the add, instead of one cycle ahead into the add: the loop read -> add -> write has a
+        register in it (the iCE40's routed critical path at d = 12, M = 2 and 3: the RAM's output
+        through a 30-bit carry chain). No cycle more; a pass needs at least 3 state columns (a
+        sum written is read back by the next row group no sooner), so with fewer it is not used.
     """
 
     block_read_levels: int
@@ -82,6 +88,7 @@ class Pipelining:
     output_stages: int
     readout_piece_stages: int = 0
     output_part_bytes: int = 0
+    group_sum_register: bool = False
 
     def __post_init__(self):
         if self.block_read_levels < 1 or self.block_write_levels < 1 or self.block_read_sees not in (0, 1):
@@ -155,10 +162,11 @@ PIPELININGS = {
                        output_part_bytes=8),
     # The iCE40UP5K's 5,280 logic cells have one flip-flop each and its nets are short: one write
     # register level (192 bits at d = 8 instead of 576), one root, a copy per 8 lanes, the readout
-    # tree in sums of four, the requantizer in four stages (the design before the ECP5 timing rounds,
-    # docs/board.md: the iCEBreaker build at 88 % of the logic cells).
+    # tree in sums of four (the design before the ECP5 timing rounds, docs/board.md: the iCEBreaker
+    # build at 88 % of the logic cells); the requantizer's rounding apart from its saturation and the
+    # row-group sums' RAM read registered (the UP5K's routed critical paths at d = 12, M = 2 and 3).
     "ice40": Pipelining(block_read_levels=3, block_write_levels=1, block_roots=1, state_addr_roots=1, lane_group=8,
-                        readout_tree_chunks=(TREE_CHUNK, TREE_CHUNK), output_stages=4),
+                        readout_tree_chunks=(TREE_CHUNK, TREE_CHUNK), output_stages=5, group_sum_register=True),
 }
 #: The configuration's fields with a fixed set of values, as their PARAM_* registers hold them (the
 #: index in the set: ``register_params``).

@@ -51,7 +51,11 @@ class _Registers:
         self.ring = [Signal(range(banks), name=f"committed_bank{h}") for h in range(heads)] if cfg.snapshots else []
         # bank holds all zeros (after reset), per head and bank; the memory itself is never cleared
         self.zero = Signal(banks * heads, init=(1 << (banks * heads)) - 1, name="bank_zero")
-        self.count = [Signal(range(cfg.max_tokens + 2), name=f"committed{h}") for h in range(heads)]
+        # tokens each head may still commit before its overflow flag rises (max_tokens - committed; once
+        # the flag is up it stays until a reset and this no longer counts): a commit past max_tokens is
+        # a compare of its count with this register, not an add then a compare (the count's add into
+        # the flag's enable was the iCE40's routed critical path at d = 12, M = 3)
+        self.room = [Signal(range(cfg.max_tokens + 1), init=cfg.max_tokens, name=f"room{h}") for h in range(heads)]
         self.overflow = Signal(heads, name="overflow_flags")
         self.collected = Signal(cfg.token_count_shape)     # tokens collected into the block
         self.pending = Signal(cfg.token_count_shape)       # size of the pending block (0: none)
@@ -63,7 +67,17 @@ class _Registers:
         self.shift_token = Signal(cfg.token_count_shape)   # token whose v enters the history next
         self.group = Signal(range(max(cfg.groups, 2)))      # never zero-width (Verilog [-1:0])
         self.column = Signal(range(cfg.columns))
+        # group * columns + column, counted beside them: the state word's index in its bank, which the fetch's
+        # addresses need without a multiply-add (``_fetch``)
+        self.word = Signal(range(max(cfg.groups * cfg.columns, 2)), name="pass_word")
         self.token = Signal(cfg.token_index_shape)
+        # where the pass is, registered beside the counters (the pass's start and end decisions read
+        # flip-flops, not comparators on them: on the iCE40 the counters' compares into the FSM and the
+        # fetch's enables were the routed critical paths at d = 9 .. 14)
+        self.at_start = Signal(init=1, name="pass_at_start")                # token, column and group 0
+        self.token_last = Signal(name="pass_token_last")                   # token == pass_tokens - 1
+        self.column_last = Signal(init=cfg.columns == 1, name="pass_column_last")
+        self.group_last = Signal(init=cfg.groups == 1, name="pass_group_last")
         self.half = Signal(name="out_half")                # output-buffer half of the next output pass
         self.issue = Signal()                              # an element enters the pipeline
         self.pass_end = Signal()                           # ... and it is the pass's last
@@ -167,6 +181,7 @@ class CommandControl(ConfiguredComponent):
                 m.d.sync += [r.head.eq(p.head), r.pending.eq(0)]
                 with m.If(p.last | (r.collected == cfg.t_max - 1)):
                     m.d.sync += [r.pass_tokens.eq(r.collected + 1), r.pending.eq(r.collected + 1),
+                                 r.token_last.eq(r.collected == 0),
                                  r.collected.eq(0), r.pass_emit.eq(1), r.pass_flip.eq(0)]
                     m.next = "PASS"
                 with m.Else():
@@ -178,7 +193,7 @@ class CommandControl(ConfiguredComponent):
                 for h in range(cfg.heads):
                     with m.If(p.head == h):
                         m.d.sync += [*[r.zero[cfg.banks * h + b].eq(1) for b in range(cfg.banks)],
-                                     r.count[h].eq(0), r.overflow[h].eq(0)]
+                                     r.room[h].eq(cfg.max_tokens), r.overflow[h].eq(0)]
                 m.d.comb += [self.conv.history_clear.eq(1), self.conv.head.eq(p.head)]
                 m.d.sync += [r.pending.eq(0), r.collected.eq(0)]
             with m.Case(CMD_TAPS):
@@ -190,10 +205,10 @@ class CommandControl(ConfiguredComponent):
         m.d.sync += r.pending.eq(0)
         for h in range(cfg.heads):
             with m.If(r.head == h):
-                total = r.count[h] + accepted
-                m.d.sync += r.count[h].eq(Mux(total > cfg.max_tokens, cfg.max_tokens + 1, total))
-                with m.If(total > cfg.max_tokens):
+                with m.If(accepted > r.room[h]):
                     m.d.sync += r.overflow[h].eq(1)
+                with m.Else():
+                    m.d.sync += r.room[h].eq(r.room[h] - accepted)
         shifts = [r.shifts_left.eq(accepted), r.shift_token.eq(0)]
         if cfg.snapshots:
             # The pass left the state after token a in bank cur + a.
@@ -211,13 +226,14 @@ class CommandControl(ConfiguredComponent):
                 if cfg.conv_taps > 1:
                     m.next = "HIST"
             with m.Elif(accepted != 0):
-                m.d.sync += [r.pass_tokens.eq(accepted), r.pass_emit.eq(0), r.pass_flip.eq(1), *shifts]
+                m.d.sync += [r.pass_tokens.eq(accepted), r.token_last.eq(accepted == 1), r.pass_emit.eq(0),
+                             r.pass_flip.eq(1), *shifts]
                 m.next = "PASS"
 
     def _pass(self, m, r):
         """PASS: one element per cycle; an output pass starts only on a free output half."""
         cfg = self._config
-        start = (r.group == 0) & (r.column == 0) & (r.token == 0)
+        start = r.at_start
         ready = ~r.pass_emit | self.half.free
         if cfg.groups * cfg.columns < STATE_WRITE_GAP:
             # A short pass could read a state word before the previous pass's write of it lands.
@@ -230,13 +246,21 @@ class CommandControl(ConfiguredComponent):
                     m.d.sync += r.zero.bit_select(other, 1).eq(0)
                 with m.If(r.pass_emit):
                     m.d.comb += self.half.claim.eq(1)
-            last_token = r.token == r.pass_tokens - 1
+            last_token = r.token_last
             m.d.comb += r.token_next.eq(Mux(last_token, 0, r.token + 1))
+            # the flags' next values (token_next == pass_tokens - 1, and so on)
+            m.d.sync += [r.token_last.eq(Mux(last_token, r.pass_tokens == 1, r.token + 2 == r.pass_tokens)),
+                         r.at_start.eq(r.pass_end)]
             with m.If(last_token):
-                m.d.sync += r.column.eq(Mux(r.column == cfg.columns - 1, 0, r.column + 1))
-                with m.If(r.column == cfg.columns - 1):
-                    m.d.sync += r.group.eq(Mux(r.group == cfg.groups - 1, 0, r.group + 1))
-            m.d.comb += r.pass_end.eq(last_token & (r.column == cfg.columns - 1) & (r.group == cfg.groups - 1))
+                m.d.sync += [r.column.eq(Mux(r.column_last, 0, r.column + 1)),
+                             r.column_last.eq(Mux(r.column_last, cfg.columns == 1, r.column == cfg.columns - 2))]
+                words = cfg.groups * cfg.columns
+                if words & (words - 1):      # (only read then: ``_fetch``)
+                    m.d.sync += r.word.eq(Mux(r.word == words - 1, 0, r.word + 1))
+                with m.If(r.column_last):
+                    m.d.sync += [r.group.eq(Mux(r.group_last, 0, r.group + 1)),
+                                 r.group_last.eq(Mux(r.group_last, cfg.groups == 1, r.group == cfg.groups - 2))]
+            m.d.comb += r.pass_end.eq(last_token & r.column_last & r.group_last)
             with m.If(r.pass_end):
                 with m.If(r.pass_emit):
                     m.d.sync += r.half.eq(~r.half)
@@ -273,6 +297,16 @@ class CommandControl(ConfiguredComponent):
             read_bank = Cat(committed, r.head)
             write_bank = Cat(~committed, r.head)
         fetch, element = self.fetch, self.fetch.element
+        words = groups * columns
+
+        def address(bank):
+            """The state word's address in ``bank``: its bits above the word's when a bank's words are a
+            power of two, else the word counter plus the bank's base (at d = 14, M = 2 the multiply-add
+            (bank * G + group) * columns + column was the iCE40's routed critical path: 11 logic levels)."""
+            if words & (words - 1) == 0:
+                return (bank * groups + r.group) * columns + r.column
+            return bank * words + r.word
+
         # Stage A.
         ctx = Signal.like(element, name="fetch_element")
         group = Signal.like(r.group, name="fetch_group")
@@ -280,13 +314,13 @@ class CommandControl(ConfiguredComponent):
         head = Signal.like(fetch.head, name="fetch_head")
         m.d.sync += [
             ctx.valid.eq(r.issue), ctx.first_token.eq(r.token == 0),
-            ctx.last_token.eq(r.token == r.pass_tokens - 1),
-            ctx.first_group.eq(r.group == 0), ctx.last_group.eq(r.group == groups - 1),
+            ctx.last_token.eq(r.token_last),
+            ctx.first_group.eq(r.group == 0), ctx.last_group.eq(r.group_last),
             ctx.bank_zero.eq(r.zero.bit_select(read_bank, 1)), ctx.emit.eq(r.pass_emit),
             ctx.pass_end.eq(r.pass_end), ctx.token.eq(r.token), ctx.column.eq(r.column),
-            ctx.out_half.eq(r.half), ctx.state_addr.eq((write_bank * groups + r.group) * columns + r.column),
+            ctx.out_half.eq(r.half), ctx.state_addr.eq(address(write_bank)),
             ctx.tokens.eq(r.pass_tokens), group.eq(r.group),
-            state_addr.eq((read_bank * groups + r.group) * columns + r.column), head.eq(r.head),
+            state_addr.eq(address(read_bank)), head.eq(r.head),
         ]
         if cfg.normalized:
             m.d.sync += ctx.is_z.eq(r.column == 0)

@@ -246,8 +246,15 @@ class StateLanes(ConfiguredComponent):
             group_sums = Memory(shape=numerator.shape(), depth=cfg.t_max * cfg.columns, init=[])
             m.submodules.group_sums = group_sums
             read, write = group_sums.read_port(), group_sums.write_port()
-            m.d.comb += [read.addr.eq(element_prev.token * cfg.columns + element_prev.column),
-                         numerator.eq(Mux(element_last.first_group, 0, read.data) + tree_sum(sums)),
+            ahead, base = element_prev, Mux(element_last.first_group, 0, read.data)
+            if cfg.pipe.group_sum_register and cfg.columns >= 3:
+                # read two cycles ahead, the data registered (zero for a first row group): a sum written
+                # by element e is read for the next row group's e, columns x tokens >= 3 cycles later, so
+                # the read's edge comes after the write's
+                ahead, base = elements[-3], Signal(numerator.shape(), name="readout_group_sum")
+                m.d.sync += base.eq(Mux(element_prev.first_group, 0, read.data))
+            m.d.comb += [read.addr.eq(ahead.token * cfg.columns + ahead.column),
+                         numerator.eq(base + tree_sum(sums)),
                          write.addr.eq(element_last.token * cfg.columns + element_last.column), write.data.eq(numerator),
                          write.en.eq(element_last.valid & ~element_last.last_group)]
         else:

@@ -156,13 +156,15 @@ def test_linear_decode_icarus_ice40_cut():
     `attnforge synth --device ice40-up5k` builds): a UP5K configuration of docs/board.md (d = 6, M = 3,
     K = 2, T = 1, max_tokens 64), its readout's 22-bit state as 16 + 6 bits and the requantizers'
     (random-data multipliers, not shifts) 32-bit numerator as 16 + 16 and 17-bit convolution as 15 + 2,
-    bit exact against the golden model on Icarus; the cycle model, with this pipelining's depth (20, 5
-    less than the ECP5's), exact against the RTL on the rate run."""
+    bit exact against the golden model on Icarus, the row-group sums' RAM read registered (6 columns); the
+    cycle model, with this pipelining's depth (21, 4 less than the ECP5's), exact against the RTL on the rate
+    run."""
     config = _config(d=6, macs=3, conv_taps=2, t_max=1, max_tokens=64, dsp_family="ice40", pipelining="ice40")
     fmt = config.format
     assert (fmt.state_format.width, fmt.numerator_format.width, fmt.conv_format.width) == (22, 32, 17)
     assert config.attn_multiplier & (config.attn_multiplier - 1)      # a real product, not a shift
-    assert config.pipeline_depth == 20 == dataclasses.replace(config, pipelining="ecp5").pipeline_depth - 5
+    assert config.pipe.group_sum_register and config.columns >= 3 and config.groups > 1
+    assert config.pipeline_depth == 21 == dataclasses.replace(config, pipelining="ecp5").pipeline_depth - 4
     tb = dict(tokens=40, rate_tokens=24, rate_modes=[[0, 1], [1, 1]])
     result = simulate(DESIGN, config, seed=15, tb_params=tb, simulator="icarus", build_root=BUILD)
     assert (result.tests, result.skipped) == (2, 1) and result.passed, f"see {result.log}"
@@ -189,6 +191,20 @@ def test_linear_decode_short_passes_wait_for_their_writes(feature_map):
     config = _config(d=2, macs=1, conv_taps=1, t_max=3, feature_map=feature_map)
     tb = dict(tokens=80, rate_tokens=24, rate_modes=[[0, 1], [3, 3], [3, 1], [2, 0]])
     result = simulate(DESIGN, config, seed=7, tb_params=tb, simulator="icarus", build_root=BUILD)
+    assert (result.tests, result.skipped) == (2, 1) and result.passed, f"see {result.log}"
+    check_cycle_model(config, result.report)
+
+
+@pytest.mark.parametrize("d", [3, 2])
+def test_linear_decode_ice40_group_sums_at_the_shortest_passes(d):
+    """The iCE40 pipelining's registered row-group sum read (``group_sum_register``) where a sum is read back
+    soonest: d = 3, M = 1, one token per pass, so the next row group reads a sum 3 cycles after its write,
+    the least the registered read allows; at d = 2 (2 columns) the read stays unregistered. Decode and
+    verify (some and no tokens accepted) bit exact, every output transfer on the cycle model's cycle."""
+    config = _config(d=d, macs=1, conv_taps=1, t_max=1, pipelining="ice40", dsp_family="ice40")
+    assert config.groups == d and config.columns == d and config.pipe.group_sum_register
+    tb = dict(tokens=60, rate_tokens=24, rate_modes=[[0, 1], [1, 1], [1, 0]])
+    result = simulate(DESIGN, config, seed=11 + d, tb_params=tb, simulator="icarus", build_root=BUILD)
     assert (result.tests, result.skipped) == (2, 1) and result.passed, f"see {result.log}"
     check_cycle_model(config, result.report)
 
