@@ -18,7 +18,7 @@ from attnforge.errors import ConfigError
 from attnforge.hw.common import (
     MAX_SHIFT, ConfiguredComponent, LockstepPipeline, PipelinedDivider, RequantLine, RequantLineConfig,
     DSP_PIECE, SerialDivider, SkidBuffer, dsp_cut, mux_tree, requant_product, requant_round, requantize, rom,
-    split_product, tree_sum,
+    saturate, split_product, tree_sum,
 )
 from attnforge.numfmt import INT8, IntFormat, Requantizer
 from attnforge.softmax_int import EXP_BITS, RECIP_BITS, recip_width, sum_width
@@ -74,6 +74,26 @@ def test_requantize_rounds_and_saturates_like_numfmt_at_every_shift(out):
 
     run(dut, bench, clock=False)
     assert len(cases) > 500
+
+
+@pytest.mark.parametrize("value_signed", [True, False], ids=["signed", "unsigned"])
+@pytest.mark.parametrize("fmt", [IntFormat(4), IntFormat(2), IntFormat(3, signed=False), IntFormat(1, signed=False)],
+                         ids=["int4", "int2", "uint3", "uint1"])
+@pytest.mark.parametrize("width", [1, 2, 3, 4, 5, 7])
+def test_saturate_clamps_every_value_of_small_widths(width, value_signed, fmt):
+    """Every value of each width, against Python's min/max: the bit tests that replace the
+    comparisons, at widths below, at and above the format's (signed 1 bit is -1..0)."""
+    shape = signed(width) if value_signed else unsigned(width)
+    dut = Comb([shape], signed(max(width, fmt.width) + 2), lambda v: saturate(v, fmt))
+    lo = -(1 << (width - 1)) if value_signed else 0
+    values = range(lo, lo + (1 << width))
+
+    async def bench(ctx):
+        for v in values:
+            ctx.set(dut.inputs[0], v)
+            assert ctx.get(dut.out) == min(max(v, fmt.min), fmt.max), (v, shape, fmt)
+
+    run(dut, bench, clock=False)
 
 
 @pytest.mark.parametrize("out", [INT8, IntFormat(16, signed=False)], ids=["int8", "uint16"])

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from amaranth.hdl import Const, Mux, Signal
+from amaranth.hdl import Const, Mux, Signal, Value
 
 from attnforge.errors import ConfigError, check_int
 
@@ -98,8 +98,34 @@ def rom(values, width: int, index):
 
 
 def saturate(value, fmt):
-    """``value`` clamped to ``fmt``'s range (an ``attnforge.numfmt.IntFormat``)."""
-    return Mux(value > fmt.max, fmt.max, Mux(value < fmt.min, fmt.min, value))
+    """``value`` clamped to ``fmt``'s range (an ``attnforge.numfmt.IntFormat``).
+
+    The range tests read the bits above the format's: a two's-complement value is in a signed
+    N-bit range when its bits N-1 and up all equal its sign, in an unsigned one when its sign and
+    bits N and up are clear. Those are OR/AND reductions (a LUT tree of a few levels), where
+    ``value > fmt.max`` is a carry chain through every bit (31 steps for a 30-bit value: the
+    requantizer's routed critical path at ECP5-85k, issue 15). The result's shape is that of the
+    comparisons' ``Mux`` (callers narrow it to the format's width)."""
+    value = Value.cast(value)
+    shape = value.shape()
+    width = shape.width
+    never = Const(0, 1)
+    if shape.signed:
+        sign = value[width - 1]
+        if fmt.signed:
+            # bits fmt.width - 1 .. width - 1 not all equal: out of range, on the sign's side
+            top = value[fmt.width - 1:] if width > fmt.width else None
+            out = never if top is None else ~(top.all() | ~top.any())
+            too_high, too_low = out & ~sign, out & sign
+        else:
+            # bits fmt.width .. width - 2 (below the sign): any set, above the range
+            too_high = ~sign & value[fmt.width:width - 1].any() if width - 1 > fmt.width else never
+            too_low = sign
+    else:
+        keep = fmt.width - 1 if fmt.signed else fmt.width
+        too_high = value[keep:].any() if width > keep else never
+        too_low = never
+    return Mux(too_high, fmt.max, Mux(too_low, fmt.min, value))
 
 
 def product_pieces(wide, piece: int = DSP_PIECE, top: int | None = None):
