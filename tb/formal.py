@@ -521,14 +521,17 @@ class LinearOutputHarness(Harness):
         sent = o.valid & o.ready
         held = sum(Mux(full[b], tokens[b] - Mux(half == b, token, 0), 0) for b in range(2))
         Outstanding(m, accepted, sent, held=held, capacity=2 * cfg.t_max, name="linear_out")
-        _output_halves(m, full, busy, tokens, half, token, cfg.t_max)
+        last_tokens = [probe(frag, f"half{b}_last_token") for b in range(2)]
+        _output_halves(m, full, busy, tokens, last_tokens, half, token, cfg.t_max)
 
 
-def _output_halves(m: Module, full, busy, tokens, half, token, t_max: int) -> None:
+def _output_halves(m: Module, full, busy, tokens, last_tokens, half, token, t_max: int) -> None:
     """The linear output buffer's two halves (both harnesses assert them): never full and claimed at
-    once, a full half holds 1..t_max tokens, the emitter stays within its half's pass and waits at token 0."""
+    once, a full half holds 1..t_max tokens and its last token's index beside them, the emitter stays
+    within its half's pass and waits at token 0."""
     for b in range(2):
         m.d.comb += [
+            Assert(~full[b] | (last_tokens[b] == tokens[b] - 1), f"half {b}: the last token's index is tokens - 1"),
             Assert(~(full[b] & busy[b]), f"half {b}: never full and claimed at once"),
             Assert(~full[b] | ((tokens[b] >= 1) & (tokens[b] <= t_max)), f"half {b}: 1..t_max tokens"),
             Assert(~(full[b] & (half == b)) | (token < tokens[b]), f"half {b}: emitter within the pass"),
@@ -2124,6 +2127,7 @@ class LinearDecodeHarness(Harness):
                   for path in self.pipeline]
         busy, full = regs["dut.output.busy"], regs["dut.output.full"]
         tokens = [regs[f"dut.output.half{b}_tokens"] for b in range(2)]
+        last_tokens = [regs[f"dut.output.half{b}_last_token"] for b in range(2)]
         half, token = regs["dut.output.emit_half"], regs["dut.output.emit_token"]
         # the command control's pass walk: a pass has 1..t_max tokens and its token index stays
         # within them (0 outside a pass); FSM states in declaration order (IDLE, PASS, HIST)
@@ -2167,7 +2171,7 @@ class LinearDecodeHarness(Harness):
             for later in stages[n:]:
                 m.d.comb += Assert(~(live & later.valid & later.emit & later.pass_end & (later.out_half == s.out_half)),
                                    f"pipeline {names[n]}: nothing behind its pass's last element")
-        _output_halves(m, full, busy, tokens, half, token, cfg.t_max)
+        _output_halves(m, full, busy, tokens, last_tokens, half, token, cfg.t_max)
 
 
 #: name -> harness class, for the tests and ``harness(name)``

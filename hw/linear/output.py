@@ -75,6 +75,9 @@ class OutputStage(ConfiguredComponent):
         full = Signal(2)          # half written completely, not yet emitted
         busy = Signal(2)          # half claimed by a pass still writing it
         tokens = [Signal(cfg.token_count_shape, name=f"half{b}_tokens") for b in range(2)]
+        # tokens - 1, kept beside each count: the emitter's end-of-block test is then an equality
+        # (a LUT tree), not a subtraction's carry chain on the path into the read address
+        last_tokens = [Signal(cfg.token_index_shape, name=f"half{b}_last_token") for b in range(2)]
         m.d.comb += self.half.free.eq(~(full.bit_select(self.half.half, 1) | busy.bit_select(self.half.half, 1)))
         with m.If(self.half.claim):
             m.d.sync += busy.bit_select(self.half.half, 1).eq(1)
@@ -84,7 +87,7 @@ class OutputStage(ConfiguredComponent):
         # (byte enables), read by the emitter; the read is transparent so a half is read in the
         # cycle its last int8 is written.
         write, read = self._buffer(m)
-        m.d.comb += [write.addr.eq(element.out_half * tm + element.token),
+        m.d.comb += [write.addr.eq(_buffer_address(element.out_half, element.token, tm)),
                      write.data.eq(value.as_signed()[:INT8.width].replicate(cfg.d))]
         written = element.valid & element.emit & element.last_group
         if cfg.normalized:
@@ -96,7 +99,8 @@ class OutputStage(ConfiguredComponent):
         with m.If(element.valid & element.emit & element.pass_end):
             for b in range(2):
                 with m.If(element.out_half == b):
-                    m.d.sync += [full[b].eq(1), busy[b].eq(0), tokens[b].eq(element.tokens)]
+                    m.d.sync += [full[b].eq(1), busy[b].eq(0), tokens[b].eq(element.tokens),
+                                 last_tokens[b].eq(element.tokens - 1)]
 
         # Emitter: the read address is (half, token) of the next cycle, so the word is there with o.valid.
         # named (a tuple assignment leaves them "$signal"): the Verilog and the formal harness read them
@@ -104,10 +108,10 @@ class OutputStage(ConfiguredComponent):
         half_next, token_next = Signal(name="emit_half_next"), Signal.like(token, name="emit_token_next")
         m.d.comb += [half_next.eq(half), token_next.eq(token)]
         m.d.sync += [half.eq(half_next), token.eq(token_next)]
-        m.d.comb += [read.addr.eq(half_next * tm + token_next),
+        m.d.comb += [read.addr.eq(_buffer_address(half_next, token_next, tm)),
                      self.o.valid.eq(full.bit_select(half, 1)), self.o.payload.as_value().eq(read.data)]
         block_last = Signal()
-        m.d.comb += [block_last.eq(token == mux_tree(tokens, half) - 1), self.last.eq(block_last),
+        m.d.comb += [block_last.eq(token == mux_tree(last_tokens, half)), self.last.eq(block_last),
                      self.pending.eq((full | busy).any())]
         with m.If(self.o.valid & self.o.ready):
             with m.If(block_last):
@@ -186,6 +190,15 @@ class OutputStage(ConfiguredComponent):
             total = registered
         m.d.sync += value.eq(saturate(total, INT8))
         return elements[stages], value
+
+
+def _buffer_address(half, token, t_max: int):
+    """A token's word in the output buffer, ``half * t_max + token``: the two side by side when
+    ``t_max`` is a power of two (at least 2, so ``token`` is exactly its log2 bits), else the
+    multiply-add."""
+    if t_max >= 2 and t_max & (t_max - 1) == 0:
+        return Cat(token, half)
+    return half * t_max + token
 
 
 def _rounded(m, product, shift: int, name: str):
