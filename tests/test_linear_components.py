@@ -262,7 +262,7 @@ def test_output_stage_emits_every_token_once_in_order_under_backpressure(family)
 @pytest.mark.parametrize("d, t_max, pipelining", [(16, 4, "ecp5"), (4, 2, "ecp5"), (16, 4, "ice40"), (4, 2, "ice40")])
 def test_draft_block_reads_like_a_transparent_memory(d, t_max, pipelining):
     """The sliced draft block with its registered write and its read address's register levels reads
-    back, block_read_levels cycles after the address, what one memory gives with the writes taken up
+    back, block_read_latency cycles after the address, what one memory gives with the writes taken up
     to block_read_sees cycles after the address (a plain Python list here): a read addressed in the
     cycle of the write (the write in flight), in the next cycle and later, with writes in
     consecutive cycles and to the address being read; a write taken after the address is not seen."""
@@ -277,7 +277,7 @@ def test_draft_block_reads_like_a_transparent_memory(d, t_max, pipelining):
 
     async def bench(ctx):
         addresses, memories = [], []       # per cycle: the read address, the memory after its writes
-        lag = cfg.pipe.block_read_levels
+        lag = cfg.pipe.block_read_latency
         for _ in range(400):
             addr, read = rng.randrange(cfg.block_depth), rng.randrange(cfg.block_depth)
             en = rng.random() < 0.6
@@ -468,7 +468,7 @@ def test_convolution_window_spans_history_and_drafts(d, pipelining):
             ctx.set(ctl.row, [int(x) for x in taps[n]])
             await ctx.tick()
         ctx.set(ctl.taps_load, 0)
-        lag = cfg.pipe.block_read_levels      # each v comes that many cycles after its shift strobe
+        lag = cfg.pipe.block_read_latency     # each v comes that many cycles after its shift strobe
         for t in range(len(committed) + lag):
             ctx.set(ctl.history_shift, int(t < len(committed)))
             if 0 <= t - lag < len(committed):

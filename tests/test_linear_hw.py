@@ -118,11 +118,11 @@ def test_pipelining_refuses_levels_that_break_the_draft_block_or_the_requantizer
 
 
 def test_pipelining_depths():
-    """The pipeline depths the cycle model takes (the stage counts of docs/linear-hw.md): ECP5 5 fetch +
-    13 lanes + 6 requantizer + 1 = 25, iCE40 4 + 11 + 5 + 1 = 21; relu_norm adds NORM_EXTRA_DEPTH to each."""
+    """The pipeline depths the cycle model takes (the stage counts of docs/linear-hw.md): ECP5 6 fetch
+    (the draft block's read data registered) + 13 lanes + 6 requantizer + 1 = 26, iCE40 4 + 11 + 5 + 1 = 21; relu_norm adds NORM_EXTRA_DEPTH to each."""
     from attnforge.hw.linear.config import NORM_EXTRA_DEPTH
 
-    assert [LinearDecodeConfig(pipelining=p).pipeline_depth for p in ("ecp5", "ice40")] == [25, 21]
+    assert [LinearDecodeConfig(pipelining=p).pipeline_depth for p in ("ecp5", "ice40")] == [26, 21]
     assert LinearDecodeConfig(pipelining="ice40", feature_map="relu_norm").pipeline_depth == 21 + NORM_EXTRA_DEPTH
 
 

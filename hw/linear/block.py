@@ -1,7 +1,7 @@
 """The draft-block memory: one word (q, k, v) per draft token, with a registered write and a
 read through a registered fan-out tree of its address.
 
-Seen from the command control it is a memory read ``block_read_levels`` cycles after its
+Seen from the command control it is a memory read ``block_read_latency`` cycles after its
 address (``config.pipe``, ``Pipelining``), with every write taken up to ``block_read_sees`` (0 or 1)
 cycles after the address (a token written in the cycle its beat is taken is read back by a read
 addressed in that same cycle: a one-token block's pass starts the next cycle; the next block's
@@ -19,7 +19,8 @@ cycles after the beat. The read address goes through ``block_read_levels`` regis
 4): a root register (the command FSM's address is combinational, from the output half's state: it
 reaches one flip-flop), ``block_roots`` copies, a copy per slice, then a copy per read part of the
 slice (``config.block_read_bits`` bits, about ``BLOCK_READ_CELLS`` LUT-RAM cells, one memory each),
-which addresses the LUT RAMs' asynchronous read. The read comes after the write of a beat taken in
+which addresses the LUT RAMs' asynchronous read (registered per part with ``block_read_register``,
+the ECP5's: a cycle more). The read comes after the write of a beat taken in
 the address's cycle (the read is at least one level deeper than the write, plus the cycle the
 write lands in), so no forwarding multiplexer is needed (one level of copies needed a registered
 ``hit`` and was a routed critical path: a copy's net to its 32 LUT RAMs, 11.1 ns).
@@ -39,7 +40,7 @@ __all__ = ["DraftBlock"]
 
 class DraftBlock(ConfiguredComponent):
     """The draft-block memory in bit slices, written ``block_write_levels`` cycles after the beat,
-    read ``block_read_levels`` cycles after the address (``config.pipe``).
+    read ``block_read_latency`` cycles after the address (``config.pipe``).
 
     Parameters
     ----------
@@ -51,9 +52,10 @@ class DraftBlock(ConfiguredComponent):
         Token n of the block at address n, in the cycle its beat is taken (``en``). Address
         and data may be driven every cycle; only ``en`` needs to be qualified.
     read : ``Out(ReadPort.Signature(shape=config.block_word))`` (a port, as a memory's)
-        ``data``: the word at the ``addr`` of ``block_read_levels`` cycles before, including the
+        ``data``: the word at the ``addr`` of ``block_read_latency`` cycles before, including the
         writes taken up to ``block_read_sees`` cycles after it (combinational from the LUT
-        RAMs: the user registers it; the control never writes a word a read in flight needs).
+        RAMs, or from a register per read part with ``block_read_register``: the user registers
+        it; the control never writes a word a read in flight needs).
         The read is always enabled (``en`` is not used).
     """
 
@@ -100,6 +102,12 @@ class DraftBlock(ConfiguredComponent):
             port_w, port_r = mem.write_port(), mem.read_port(domain="comb")
             m.d.comb += [port_w.addr.eq(waddr[p]), port_w.en.eq(wen[p]), port_w.data.eq(data[plo:phi]),
                          port_r.addr.eq(raddr[p])]
-            out.append(port_r.data)
+            if pipe.block_read_register:
+                # beside the part's LUT RAMs: their asynchronous read ends at a flip-flop
+                held = Signal(phi - plo, name=f"block_read_data{p}")
+                m.d.sync += held.eq(port_r.data)
+                out.append(held)
+            else:
+                out.append(port_r.data)
         m.d.comb += read.data.eq(Cat(*out))
         return m

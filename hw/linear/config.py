@@ -71,6 +71,13 @@ class Pipelining:
         Requantizer stages of the output stage before the buffer's write: 4 (two product stages,
         the rounding shifts saturated into the mid format, the sum saturated to int8), 5 (the
         rounding adds apart from their saturation) or 6 (the sum registered before its saturation).
+    block_read_register : bool
+        The draft block's read data registered in the block, a register per read part beside its
+        LUT RAMs, before the control's word register and v's group select (ECP5: a part's address
+        copy through its LUT RAMs' asynchronous read and the 8 : 1 group select into v's group
+        register, 5 ns of net between them, was a routed critical path at 98.58 MHz, issue 15). One
+        cycle more from the address to the word (``block_read_latency``); what a read sees is
+        unchanged (``block_read_sees`` counts the address's levels).
     group_sum_register : bool
         (``groups`` > 1) The row-group sums' block RAM read two cycles ahead and its data registered
         before the add, instead of one cycle ahead into the add: the loop read -> add -> write has a
@@ -89,6 +96,7 @@ class Pipelining:
     readout_piece_stages: int = 0
     output_part_bytes: int = 0
     group_sum_register: bool = False
+    block_read_register: bool = False
 
     def __post_init__(self):
         if self.block_read_levels < 1 or self.block_write_levels < 1 or self.block_read_sees not in (0, 1):
@@ -113,11 +121,17 @@ class Pipelining:
         return self.block_read_levels - self.block_write_levels - 1
 
     @property
+    def block_read_latency(self) -> int:
+        """Cycles from the draft block's read address to its word: the address's register levels, and
+        the read data's register when there is one."""
+        return self.block_read_levels + self.block_read_register
+
+    @property
     def fetch_stages(self) -> int:
-        """Register stages of the fetch: the element's context waits block_read_levels cycles for the
+        """Register stages of the fetch: the element's context waits block_read_latency cycles for the
         draft token's word (registered in the last of them, beside the last level of the column's
         copies), then phi(q), phi(k) and v are taken from it in one more."""
-        return self.block_read_levels + 1
+        return self.block_read_latency + 1
 
     @property
     def lanes_latency(self) -> int:
@@ -156,10 +170,12 @@ PIPELININGS = {
     # into the 16 slices' copies was a 10.8 ns net); the requantizer's rounding add apart from its
     # saturation, the sum registered before its int8 saturation (4.1 ns of logic with the add); a
     # register per readout DSP piece (132 of the 156 DSP blocks: some sit 79 columns from the adder
-    # tree, an 8.5 ns net); the output buffer in parts of 8 bytes with their own read address copy.
+    # tree, an 8.5 ns net); the output buffer in parts of 8 bytes with their own read address copy; the
+    # draft block's read data registered per part (its LUT RAMs' read into v's group select, 5 ns of
+    # net, was seed 2's path at 98.58 MHz).
     "ecp5": Pipelining(block_read_levels=4, block_write_levels=3, block_roots=3, state_addr_roots=4, lane_group=1,
                        readout_tree_chunks=(2, TREE_CHUNK, TREE_CHUNK), output_stages=6, readout_piece_stages=1,
-                       output_part_bytes=8),
+                       output_part_bytes=8, block_read_register=True),
     # The iCE40UP5K's 5,280 logic cells have one flip-flop each and its nets are short: one write
     # register level (192 bits at d = 8 instead of 576), one root, a copy per 8 lanes, the readout
     # tree in sums of four (the design before the ECP5 timing rounds, docs/board.md: the iCEBreaker

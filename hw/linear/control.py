@@ -105,7 +105,7 @@ class CommandControl(ConfiguredComponent):
         at address n, enabled in the cycle its beat is taken; address and data are driven
         in every cycle.
     block_read : ``In(ReadPort.Signature(shape=config.block_word))``
-        Its read (``config.pipe.block_read_levels`` cycles, including ``block_write``'s writes up to the
+        Its read (``config.pipe.block_read_latency`` cycles, including ``block_write``'s writes up to the
         address's cycle), addressed a cycle ahead: the
         next pass token, or the next token whose v enters the history.
     fetch : ``Out(FetchSignature(config))``
@@ -282,7 +282,7 @@ class CommandControl(ConfiguredComponent):
         """The fetch stage, ``config.pipe.fetch_stages`` cycles: (A) the element's context and its state word's read
         address registered (the address then reaches the memory from a flip-flop), the column's
         first-level copies; (A2 .. ) the context waits for the draft token's word (read
-        ``block_read_levels`` cycles after its address, which was issued a cycle ahead), registered in
+        ``block_read_latency`` cycles after its address, which was issued a cycle ahead), registered in
         the last of them beside the column's last-level copies; (B) phi(q), phi(k) and v taken
         from the registered word, and the element registered for the update stage."""
         cfg = self._config
@@ -327,7 +327,7 @@ class CommandControl(ConfiguredComponent):
         if cfg.snapshots:
             m.d.sync += ctx.snapshot_bank.eq(write_bank)
         # Stages A2 .. : the context delayed until the draft token's word is there (the block's read
-        # address went through block_read_levels register levels).
+        # address went through block_read_levels register levels, its data block_read_register more).
         pipe = cfg.pipe
         for n in range(2, pipe.fetch_stages):
             ctx, head = (self._delay(m, x, f"{name}{n}") for x, name in ((ctx, "fetch_element"), (head, "fetch_head")))
@@ -345,7 +345,7 @@ class CommandControl(ConfiguredComponent):
         m.d.comb += [*(fetch.state_addr[k].eq(a) for k, a in enumerate(state_addrs)), fetch.head.eq(head)]
         self._column_copies(m)
         # Stage B.
-        # In HIST the registered word is the v that history_shift moved block_read_levels cycles ago.
+        # In HIST the registered word is the v that history_shift moved block_read_latency cycles ago.
         m.d.comb += self.conv.history_row.eq(word.v)
         m.d.sync += [
             element.eq(ctx),
@@ -400,7 +400,7 @@ class CommandControl(ConfiguredComponent):
 
     def _column_copies(self, m):
         """The element's column of v (column 0 is z, S columns are 1..d, with relu_norm) as a registered
-        fan-out tree of ``block_read_levels`` levels, the last one registered with the draft token's word:
+        fan-out tree of ``block_read_latency`` levels, the last one registered with the draft token's word:
         the first level one copy for v and one per history and tap row of the convolution, the last
         one copy per bit of v (its byte select) and per byte lane of each row's group multiplexer (a
         copy per row was the routed critical path at 61.7 MHz, 12.7 ns of net into the row's 64 group
@@ -410,7 +410,7 @@ class CommandControl(ConfiguredComponent):
         data_next = Mux(r.column == 0, 0, r.column - 1) if cfg.normalized else r.column
         column = Signal(range(d), name="data_column")
         m.d.comb += column.eq(data_next)
-        upper = [1] * (cfg.pipe.block_read_levels - 1)
+        upper = [1] * (cfg.pipe.block_read_latency - 1)
         # v: a copy per bit of v (and one for ``data_column``) a level before the last (their groups,
         # ``_v_groups``), each registered once more (the byte within the group)
         self._v_group_columns = replica_tree(m, column, "data_column_v", upper[:-1] + [INT8.width + 1])

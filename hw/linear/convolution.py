@@ -138,23 +138,23 @@ class Convolution(ConfiguredComponent):
         return value
 
     def _registers(self, m, history, taps):
-        """Tap loads, history shifts (committed v, newest first) and clears, ``block_read_levels`` cycles
+        """Tap loads, history shifts (committed v, newest first) and clears, ``block_read_latency`` cycles
         after the command, when the shift's v is the fetch stage's registered draft-block word
         (``history_row``). The controls reach the registers through a registered fan-out tree:
         a copy per CONV_CONTROL_FANOUT chunks (``replica``), then per chunk (``conv_chunks``: the
         columns of one byte lane) the decoded enables, registered, so each row's clock enable is a
         flip-flop beside its 64 flip-flops (one level, a copy's decode into a row's enables, was a
         routed critical path: a 9.8 ns net, issue 15). The tap row is registered once, then per chunk.
-        A pass reads taps and history at least ``block_read_levels`` + 2 cycles after the command that
+        A pass reads taps and history at least ``block_read_latency`` + 2 cycles after the command that
         writes them (a TAPS, RESET or the last history shift is followed by a beat, then the pass's
-        issue, then the column's copies, ``block_read_levels`` registers later), so the later write is
+        issue, then the column's copies, ``block_read_latency`` registers later), so the later write is
         never seen late."""
         cfg = self._config
         d, byte, heads = cfg.d, INT8.width, cfg.heads
         control = self.control
         chunks = conv_chunks(d)
         upper = -(-len(chunks) // CONV_CONTROL_FANOUT)
-        levels = cfg.pipe.block_read_levels - 1
+        levels = cfg.pipe.block_read_latency - 1
         copies = {name: replica_tree(m, getattr(control, name), f"conv_{name}", [upper] * levels)
                   for name in ("taps_load", "taps_index", "head", "history_shift", "history_clear")}
         row = replica_tree(m, control.row.as_value(), "conv_taps_row", [1] * levels)[0]

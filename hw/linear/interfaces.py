@@ -53,7 +53,7 @@ class ConvControlSignature(wiring.Signature):
     """Commands to the convolution's registers, seen from the command control.
 
     ``taps_load``: ``w[taps_index][:] = row`` for ``head``. ``history_shift``: a committed v
-    enters ``head``'s history; that v is ``history_row`` ``config.pipe.block_read_levels`` cycles later (the
+    enters ``head``'s history; that v is ``history_row`` ``config.pipe.block_read_latency`` cycles later (the
     fetch stage's registered draft-block word). ``history_clear``: ``head``'s history becomes
     zeros (reset). At most one of the three per cycle. ``row`` and ``history_row`` are
     driven every cycle (no command-dependent multiplexer in front of the convolution).

@@ -157,14 +157,14 @@ def test_linear_decode_icarus_ice40_cut():
     K = 2, T = 1, max_tokens 64), its readout's 22-bit state as 16 + 6 bits and the requantizers'
     (random-data multipliers, not shifts) 32-bit numerator as 16 + 16 and 17-bit convolution as 15 + 2,
     bit exact against the golden model on Icarus, the row-group sums' RAM read registered (6 columns); the
-    cycle model, with this pipelining's depth (21, 4 less than the ECP5's), exact against the RTL on the rate
+    cycle model, with this pipelining's depth (21, 5 less than the ECP5's), exact against the RTL on the rate
     run."""
     config = _config(d=6, macs=3, conv_taps=2, t_max=1, max_tokens=64, dsp_family="ice40", pipelining="ice40")
     fmt = config.format
     assert (fmt.state_format.width, fmt.numerator_format.width, fmt.conv_format.width) == (22, 32, 17)
     assert config.attn_multiplier & (config.attn_multiplier - 1)      # a real product, not a shift
     assert config.pipe.group_sum_register and config.columns >= 3 and config.groups > 1
-    assert config.pipeline_depth == 21 == dataclasses.replace(config, pipelining="ecp5").pipeline_depth - 4
+    assert config.pipeline_depth == 21 == dataclasses.replace(config, pipelining="ecp5").pipeline_depth - 5
     tb = dict(tokens=40, rate_tokens=24, rate_modes=[[0, 1], [1, 1]])
     result = simulate(DESIGN, config, seed=15, tb_params=tb, simulator="icarus", build_root=BUILD)
     assert (result.tests, result.skipped) == (2, 1) and result.passed, f"see {result.log}"
