@@ -62,6 +62,11 @@ _STAGE_WHEN = {
 _PLACEMENT_FAILURES = ("Unable to find legal placement", "failed to place chain")
 
 
+def _placer_of(args: list[str]) -> str:
+    """The placer a nextpnr command line runs: its ``--placer`` value, else nextpnr's default (HeAP)."""
+    return args[args.index("--placer") + 1] if "--placer" in args else "heap"
+
+
 def placement_failure(log_text: str) -> str | None:
     """The line of a nextpnr log that says its placer found no legal placement, or None."""
     for line in log_text.splitlines():
@@ -352,15 +357,20 @@ def _refuse(design: str, device: str, stage: str, rows: list[dict], stop: bool) 
         raise FitError(design, device, stage, over)
 
 
-def _refuse_unplaced(design: str, device: str, log: Path, fit: list[dict]) -> None:
+def _refuse_unplaced(design: str, device: str, log: Path, fit: list[dict], placer: str, seed: int) -> None:
     """A place-and-route run that stopped because the placer found no legal placement: a ``FitError``
-    (stage ``placement``) naming the packer's fullest logic class and nextpnr's message."""
+    (stage ``placement``) naming the packer's fullest logic class, nextpnr's message, the placer and
+    the seed. Whether a placement is found near the device's limit depends on both (on the UP5K the
+    linear decode shell at d = 14, 81 % of the logic cells, was refused by HeAP on seed 1 and placed
+    by the static placer on seeds 1-3: docs/board.md), so the message says another may find one."""
     why = placement_failure(log.read_text(errors="replace")) if log.exists() else None
     if why is None:
         return
     packed = [r for r in fit if r["basis"].startswith("nextpnr's packer") and r["percent"] is not None]
+    others = ", ".join(p for p in PLACERS if p != placer)
     row = dict(max(packed, key=lambda r: r["percent"]), fits=False,
-               basis=f"nextpnr's packer; its placer: {why!r}, see {log}")
+               basis=f"nextpnr's packer; its placer ({placer}, seed {seed}): {why!r}, see {log}; "
+                     f"another placer ({others}) or seed may find a legal placement")
     raise FitError(design, device, "placement", [row])
 
 
@@ -502,7 +512,7 @@ def synthesize(component, *, top: str, device: str, out_dir: str | Path, seed: i
                   "--freq", str(target), "--seed", str(seed), "--timing-allow-fail"],
                  out / "nextpnr.log", f"nextpnr ({dev.nextpnr})")
         except SynthError:
-            _refuse_unplaced(top, device, out / "nextpnr.log", fit)
+            _refuse_unplaced(top, device, out / "nextpnr.log", fit, _placer_of(args), seed)
             raise
     t2 = time.perf_counter()
     # every register-to-register path ranked from Yosys's netlist in seconds (ECP5's cell delays)

@@ -360,8 +360,8 @@ def test_design_the_placer_cannot_legalise_is_refused_as_a_misfit(tmp_path):
     # 700 registers with 700 clock enables pack to a third of the UP5K's logic cells but need 700 of its
     # 660 logic tiles: nextpnr stops in placement, and the run says so as a misfit, with no report.
     with pytest.raises(FitError, match=r"control_sets does not fit ice40-up5k, found by nextpnr's placer .*"
-                                       r"ICESTORM_LC: \d+ \(nextpnr's packer; its placer: 'Unable to find legal "
-                                       r"placement") as e:
+                                       r"ICESTORM_LC: \d+ \(nextpnr's packer; its placer \(heap, seed 1\): 'Unable "
+                                       r"to find legal placement.*another placer \(sa, static\) or seed may") as e:
         synthesize(_ControlSets(700), top="control_sets", device="ice40-up5k", out_dir=tmp_path)
     (row,) = e.value.over
     assert e.value.stage == "placement" and row["key"] == "ICESTORM_LC" and row["count"] < row["capacity"] // 2
