@@ -359,7 +359,7 @@ def _refuse(design: str, device: str, stage: str, rows: list[dict], stop: bool) 
 
 def _refuse_unplaced(design: str, device: str, log: Path, fit: list[dict], placer: str, seed: int) -> None:
     """A place-and-route run that stopped because the placer found no legal placement: a ``FitError``
-    (stage ``placement``) naming the packer's fullest logic class, nextpnr's message, the placer and
+    (stage ``placement``) naming the packer's logic cells, nextpnr's message, the placer and
     the seed. Whether a placement is found near the device's limit depends on both (on the UP5K the
     linear decode shell at d = 14, 81 % of the logic cells, was refused by HeAP on seed 1 and placed
     by the static placer on seeds 1-3: docs/board.md), so the message says another may find one."""
@@ -367,8 +367,11 @@ def _refuse_unplaced(design: str, device: str, log: Path, fit: list[dict], place
     if why is None:
         return
     packed = [r for r in fit if r["basis"].startswith("nextpnr's packer") and r["percent"] is not None]
+    # the logic cells, what the legaliser places into tiles (a class at its capacity, e.g. all 8 SB_MAC16,
+    # places one cell per site), else the fullest class
+    logic = [r for r in packed if r["key"] == get_device(device).resource_cells["lut"]]
     others = ", ".join(p for p in PLACERS if p != placer)
-    row = dict(max(packed, key=lambda r: r["percent"]), fits=False,
+    row = dict(logic[0] if logic else max(packed, key=lambda r: r["percent"]), fits=False,
                basis=f"nextpnr's packer; its placer ({placer}, seed {seed}): {why!r}, see {log}; "
                      f"another placer ({others}) or seed may find a legal placement")
     raise FitError(design, device, "placement", [row])

@@ -355,6 +355,28 @@ def test_placement_failure_is_found_in_nextpnr_logs():
     assert placement_failure("ERROR: Max frequency ...\nERROR: routing failed\n") is None
 
 
+def test_placement_refusal_names_the_logic_cells_the_placer_and_the_seed(tmp_path):
+    """A legaliser's failure is refused naming the packed logic cells (not a class at its capacity, as
+    all 8 SB_MAC16 of the UP5K linear shell at d = 9, M = 3, K = 2 were), the placer and the seed; a
+    log without such a failure is not a misfit."""
+    from attnforge.fpga.synth import _packed_fit, _refuse_unplaced
+
+    fit = _packed_fit({"utilization": {"ICESTORM_LC": {"used": 4462, "available": 5280},
+                                       "ICESTORM_DSP": {"used": 8, "available": 8},
+                                       "ICESTORM_RAM": {"used": 8, "available": 30}}})
+    log = tmp_path / "nextpnr.log"
+    log.write_text("Info: Running main analytical placer\nERROR: Unable to find legal placement for all cells, "
+                   "design is probably at utilisation limit.\n1 warning, 1 error\n")
+    with pytest.raises(FitError) as e:
+        _refuse_unplaced("linear_decode", "ice40-up5k", log, fit, "static", 3)
+    (row,) = e.value.over
+    assert e.value.stage == "placement" and (row["key"], row["count"], row["fits"]) == ("ICESTORM_LC", 4462, False)
+    assert "its placer (static, seed 3): 'Unable to find legal placement" in str(e.value)
+    assert "another placer (heap, sa) or seed may find a legal placement" in str(e.value)
+    log.write_text("ERROR: Max frequency for clock 'clk': 20.00 MHz (FAIL at 48.00 MHz)\n")
+    assert _refuse_unplaced("linear_decode", "ice40-up5k", log, fit, "heap", 1) is None
+
+
 @pytest.mark.full     # about 35 s (Yosys, the packer, then HeAP's legaliser gives up)
 def test_design_the_placer_cannot_legalise_is_refused_as_a_misfit(tmp_path):
     # 700 registers with 700 clock enables pack to a third of the UP5K's logic cells but need 700 of its
