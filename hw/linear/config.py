@@ -43,7 +43,8 @@ class Pipelining:
         Register levels of the draft block's read address (``DraftBlock``): the command FSM's
         combinational address into root registers, ``block_roots`` copies, one per write slice,
         then one per read part of ``BLOCK_READ_CELLS`` LUT-RAM cells (the trailing levels when
-        fewer). The token's word leaves the memory that many cycles after its address.
+        fewer). The token's word leaves the memory that many cycles after its address
+        (``block_read_register`` adds one: ``block_read_latency``).
     block_write_levels : int
         Register levels of the draft block's write address, enable and data (the trailing levels
         of ``block_roots`` copies, one per slice, one per read part). A write lands that many
