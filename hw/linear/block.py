@@ -52,7 +52,8 @@ class DraftBlock(ConfiguredComponent):
         Token n of the block at address n, in the cycle its beat is taken (``en``). Address
         and data may be driven every cycle; only ``en`` needs to be qualified.
     read : ``Out(ReadPort.Signature(shape=config.block_word))`` (a port, as a memory's)
-        ``data``: the word at the ``addr`` of ``block_read_latency`` cycles before, including the
+        ``data``: the word at the ``addr`` of ``block_read_latency`` cycles before (at ``t_max`` 1 the one
+        word, whatever ``addr``: a register, no memory), including the
         writes taken up to ``block_read_sees`` cycles after it (combinational from the LUT
         RAMs, or from a register per read part with ``block_read_register``: the user registers
         it; the control never writes a word a read in flight needs).
@@ -83,31 +84,44 @@ class DraftBlock(ConfiguredComponent):
         step, part = cfg.block_slice_bits, cfg.block_read_bits
         slices = [(lo, min(lo + step, width)) for lo in range(0, width, step)]
         parts = [(s, plo, min(plo + part, hi)) for s, (lo, hi) in enumerate(slices) for plo in range(lo, hi, part)]
-        # The read address: root registers (the command FSM's combinational address, the pass's next
-        # token, reaches one flip-flop), copies each for a run of slices, a copy per slice, a copy per
-        # part, each addressing its LUT RAMs' asynchronous read (the trailing levels when fewer).
         roots = min(pipe.block_roots, len(slices))
         levels = [roots, len(slices), len(parts)]
-        raddr = replica_tree(m, read.addr, "block_read_addr",
-                             ([1] * (pipe.block_read_levels - 3) + levels)[-pipe.block_read_levels:])
         # The write address and enable: copies each for a run of slices, a copy per slice, then a copy
-        # per part beside its LUT RAMs.
+        # per part beside its LUT RAMs. (At t_max 1 there is one word: no address, below.)
         wtree = ([roots] * (pipe.block_write_levels - 2) + levels[1:])[-pipe.block_write_levels:]
-        waddr = replica_tree(m, write.addr, "block_write_addr", wtree)
         wen = replica_tree(m, write.en, "block_write_en", wtree)
+        if cfg.t_max > 1:
+            # The read address: root registers (the command FSM's combinational address, the pass's
+            # next token, reaches one flip-flop), copies each for a run of slices, a copy per slice, a
+            # copy per part, each addressing its LUT RAMs' asynchronous read (the trailing levels when
+            # fewer).
+            raddr = replica_tree(m, read.addr, "block_read_addr",
+                                 ([1] * (pipe.block_read_levels - 3) + levels)[-pipe.block_read_levels:])
+            waddr = replica_tree(m, write.addr, "block_write_addr", wtree)
         out = []
         for p, (s, plo, phi) in enumerate(parts):
-            mem = Memory(shape=phi - plo, depth=cfg.block_depth, init=[])
-            m.submodules[f"slice{s}_{p}"] = mem
-            port_w, port_r = mem.write_port(), mem.read_port(domain="comb")
-            m.d.comb += [port_w.addr.eq(waddr[p]), port_w.en.eq(wen[p]), port_w.data.eq(data[plo:phi]),
-                         port_r.addr.eq(raddr[p])]
+            if cfg.t_max == 1:
+                # One token: the part is a register written as a memory's word is, read without an
+                # address (the control reads only word 0). A memory of block_depth = 2 words kept its
+                # second, never written word too: on the iCE40 (no LUT RAM) 384 flip-flops and a
+                # multiplexer per bit at d = 16, where the UP5K's logic cells ran out.
+                word = Signal(phi - plo, name=f"block_word{p}")
+                with m.If(wen[p]):
+                    m.d.sync += word.eq(data[plo:phi])
+                value = word
+            else:
+                mem = Memory(shape=phi - plo, depth=cfg.block_depth, init=[])
+                m.submodules[f"slice{s}_{p}"] = mem
+                port_w, port_r = mem.write_port(), mem.read_port(domain="comb")
+                m.d.comb += [port_w.addr.eq(waddr[p]), port_w.en.eq(wen[p]), port_w.data.eq(data[plo:phi]),
+                             port_r.addr.eq(raddr[p])]
+                value = port_r.data
             if pipe.block_read_register:
                 # beside the part's LUT RAMs: their asynchronous read ends at a flip-flop
                 held = Signal(phi - plo, name=f"block_read_data{p}")
-                m.d.sync += held.eq(port_r.data)
+                m.d.sync += held.eq(value)
                 out.append(held)
             else:
-                out.append(port_r.data)
+                out.append(value)
         m.d.comb += read.data.eq(Cat(*out))
         return m
