@@ -85,6 +85,9 @@ class Pipelining:
         register in it (the iCE40's routed critical path at d = 12, M = 2 and 3: the RAM's output
         through a 30-bit carry chain). No cycle more; a pass needs at least 3 state columns (a
         sum written is read back by the next row group no sooner), so with fewer it is not used.
+        With at least 4 columns the sum is also written from the numerator's register, a cycle later,
+        so the add ends at a register, not at the RAM's write data (the loop's two halves: RAM ->
+        read register, add -> numerator register -> RAM).
     """
 
     block_read_levels: int

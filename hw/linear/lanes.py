@@ -253,10 +253,17 @@ class StateLanes(ConfiguredComponent):
                 # the read's edge comes after the write's
                 ahead, base = elements[-3], Signal(numerator.shape(), name="readout_group_sum")
                 m.d.sync += base.eq(Mux(element_prev.first_group, 0, read.data))
+            written, data = element_last, numerator
+            if cfg.pipe.group_sum_register and cfg.columns >= 4:
+                # and the sum written from the numerator's register, a cycle later (read back for the
+                # next row group >= 4 cycles after its element, so still before that read's edge): the
+                # add no longer ends at the RAM's write data (the iCE40's routed critical path at d = 9,
+                # M = 3: the registered read, a 6 ns net, the 30-bit carry chain, back to the RAM)
+                written, data = self.numerator.element, self.numerator.attn
             m.d.comb += [read.addr.eq(ahead.token * cfg.columns + ahead.column),
                          numerator.eq(base + tree_sum(sums)),
-                         write.addr.eq(element_last.token * cfg.columns + element_last.column), write.data.eq(numerator),
-                         write.en.eq(element_last.valid & ~element_last.last_group)]
+                         write.addr.eq(written.token * cfg.columns + written.column), write.data.eq(data),
+                         write.en.eq(written.valid & ~written.last_group)]
         else:
             m.d.comb += numerator.eq(tree_sum(sums))
         m.d.sync += [self.numerator.element.eq(element_last), self.numerator.attn.eq(numerator)]

@@ -195,12 +195,14 @@ def test_linear_decode_short_passes_wait_for_their_writes(feature_map):
     check_cycle_model(config, result.report)
 
 
-@pytest.mark.parametrize("d", [3, 2])
+@pytest.mark.parametrize("d", [4, 3, 2])
 def test_linear_decode_ice40_group_sums_at_the_shortest_passes(d):
     """The iCE40 pipelining's registered row-group sum read (``group_sum_register``) where a sum is read back
-    soonest: d = 3, M = 1, one token per pass, so the next row group reads a sum 3 cycles after its write,
-    the least the registered read allows; at d = 2 (2 columns) the read stays unregistered. Decode and
-    verify (some and no tokens accepted) bit exact, every output transfer on the cycle model's cycle."""
+    soonest: d = 3, M = 1, one token per pass, so the next row group reads a sum 3 cycles after its element,
+    the least the registered read allows; at d = 4 the sum is written from the numerator's register a cycle
+    later, read back 4 cycles after its element, the least that allows; at d = 2 (2 columns) the read stays
+    unregistered. Decode and verify (some and no tokens accepted) bit exact, every output transfer on the
+    cycle model's cycle."""
     config = _config(d=d, macs=1, conv_taps=1, t_max=1, pipelining="ice40", dsp_family="ice40")
     assert config.groups == d and config.columns == d and config.pipe.group_sum_register
     tb = dict(tokens=60, rate_tokens=24, rate_modes=[[0, 1], [1, 1], [1, 0]])
