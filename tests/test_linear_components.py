@@ -448,7 +448,8 @@ def test_convolution_window_spans_history_and_drafts(d, pipelining):
     """C[j] of draft token tau = sum_m w[m][j] * v_{tau-m}[j], where v_{tau-m} for tau - m < 0
     is the committed history (newest first), one head among two, every column, with the sum
     the lanes' latency after the element's update stage (each family's pipelining). d = 20: rows of three groups of eight
-    bytes (the last one padded), each byte lane with its own column copy."""
+    bytes (the last one padded), each byte lane with its own column copy (ECP5; the iCE40 picks the byte in one step
+    from one copy)."""
     cfg = LinearDecodeConfig(d=d, macs=4, conv_taps=3, heads=2, t_max=4, pipelining=pipelining)
     dut = Convolution(cfg)
     rng = np.random.default_rng(7)
@@ -458,7 +459,7 @@ def test_convolution_window_spans_history_and_drafts(d, pipelining):
     history = committed[::-1]                             # newest first
     head, n_tok = 1, 4
     schedule = [(j, tau) for j in range(d) for tau in range(n_tok)]
-    copies = conv_column_copies(d)
+    copies = conv_column_copies(d, cfg.pipe.conv_group_select)
     sums = []
 
     async def bench(ctx):

@@ -88,6 +88,12 @@ class Pipelining:
         With at least 4 columns the sum is also written from the numerator's register, a cycle later,
         so the add ends at a register, not at the RAM's write data (the loop's two halves: RAM ->
         read register, add -> numerator register -> RAM).
+    conv_group_select : bool
+        The convolution rows' byte at the element's column picked in two registered steps, the
+        column's group of SELECT_GROUP bytes (a column copy per byte lane) then the byte (ECP5: the
+        64 : 1 select with one column register was a routed critical path), or (False) in one, the
+        byte registered and then delayed a cycle: the same latency, 16 flip-flops a row instead of 75
+        and one column copy instead of 8 (the iCE40, where flip-flops cost logic cells).
     """
 
     block_read_levels: int
@@ -101,6 +107,7 @@ class Pipelining:
     output_part_bytes: int = 0
     group_sum_register: bool = False
     block_read_register: bool = False
+    conv_group_select: bool = True
 
     def __post_init__(self):
         if self.block_read_levels < 1 or self.block_write_levels < 1 or self.block_read_sees not in (0, 1):
@@ -186,7 +193,8 @@ PIPELININGS = {
     # build at 88 % of the logic cells); the requantizer's rounding apart from its saturation and the
     # row-group sums' RAM read registered (the UP5K's routed critical paths at d = 12, M = 2 and 3).
     "ice40": Pipelining(block_read_levels=3, block_write_levels=1, block_roots=1, state_addr_roots=1, lane_group=8,
-                        readout_tree_chunks=(TREE_CHUNK, TREE_CHUNK), output_stages=5, group_sum_register=True),
+                        readout_tree_chunks=(TREE_CHUNK, TREE_CHUNK), output_stages=5, group_sum_register=True,
+                        conv_group_select=False),
 }
 #: The configuration's fields with a fixed set of values, as their PARAM_* registers hold them (the
 #: index in the set: ``register_params``).
@@ -237,11 +245,11 @@ NORM_EXTRA_DEPTH = NORM_DELAY + 3
 SELECT_GROUP = 8
 
 
-def conv_column_copies(d: int) -> int:
+def conv_column_copies(d: int, group_select: bool = True) -> int:
     """Registered copies of the element's column per convolution row: one per byte lane of the
     row's group multiplexer (each selects among the row's d / SELECT_GROUP groups), one when the
-    row is a single group."""
-    return SELECT_GROUP if d > SELECT_GROUP else 1
+    row is a single group or its byte is picked in one step (``Pipelining.conv_group_select`` False)."""
+    return SELECT_GROUP if group_select and d > SELECT_GROUP else 1
 
 
 def shape_of(fmt: IntFormat) -> Shape:

@@ -120,8 +120,15 @@ class Convolution(ConfiguredComponent):
     def _pick(self, m, rows, columns, name):
         """Byte ``column`` of the head's row (``rows`` per head, ``fetch.head`` picks): the column's group
         of SELECT_GROUP bytes (byte lane b from ``columns[b]``, its own copy of the column) and its low
-        bits registered, then the byte registered (two cycles)."""
+        bits registered, then the byte registered (two cycles); without ``conv_group_select`` the byte
+        registered, then again."""
         cfg, byte = self._config, INT8.width
+        value = Signal(shape_of(INT8), name=name)
+        if not cfg.pipe.conv_group_select:
+            # in one step (the iCE40's short nets): the byte registered, then delayed a cycle
+            picked = Signal(shape_of(INT8), name=f"{name}_byte")
+            m.d.sync += [picked.eq(mux_tree(rows, self.fetch.head).word_select(columns[0], byte)), value.eq(picked)]
+            return value
         groups = -(-cfg.d // SELECT_GROUP)
         row = mux_tree([Cat(r, Const(0, (groups * SELECT_GROUP - cfg.d) * byte)) for r in rows],
                        self.fetch.head)         # not Array: Icarus
@@ -133,7 +140,6 @@ class Convolution(ConfiguredComponent):
         else:
             m.d.sync += group.eq(row)
         m.d.sync += low.eq(columns[0][:3])
-        value = Signal(shape_of(INT8), name=name)
         m.d.sync += value.eq(group.word_select(low, byte))
         return value
 
