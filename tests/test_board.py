@@ -246,15 +246,18 @@ def test_bridge_answers_bad_frames_with_an_error_and_never_hangs():
     frames = [corrupted, encode_request(0x7E), encode_request(Command.READ, b"\x00\x01"),
               encode_request(Command.STREAM, bytes([0]) + bytes(3)),          # not whole beats
               encode_request(Command.RESULTS, (9).to_bytes(2, "little")),     # 18 bytes > buffer 16
+              encode_request(Command.WRITE, bytes(4)),                        # one byte short
+              encode_request(Command.INFO, b"\x00"),                          # INFO takes none
+              encode_request(Command.RESULTS, (0).to_bytes(2, "little")),     # no beats
               encode_request(Command.WRITE, bytes(5))[:4],                    # cut short
               encode_request(Command.RESULTS, (1).to_bytes(2, "little")),     # none come
               encode_request(Command.INFO)]
     out = _bridge_bench(frames)
     r = _responses(out["tx"])
-    assert [s for s, _ in r] == [Status.BAD_CRC, Status.BAD_CMD, Status.BAD_LEN, Status.BAD_LEN, Status.BAD_LEN,
+    assert [s for s, _ in r] == [Status.BAD_CRC, Status.BAD_CMD, *[Status.BAD_LEN] * 6,
                                  Status.FRAME_TIMEOUT, Status.TIMEOUT, Status.OK]
     assert out["beats"] == [] and out["writes"] == [] and out["error"]
-    assert r[6][1] == b""
+    assert r[9][1] == b""
 
 
 def test_bridge_stream_times_out_when_nobody_takes_the_beats():

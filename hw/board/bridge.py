@@ -142,7 +142,7 @@ class UartBridge(wiring.Component):
         frame = [fsm.ongoing(x) for x in ("CMD", "LEN0", "LEN1", "CRC")]
         payload = fsm.ongoing("PAYLOAD")
         m.d.comb += [s.in_frame.eq(payload | frame[0] | frame[1] | frame[2] | frame[3]),
-                     s.receiving.eq(fsm.ongoing("SYNC") | (s.in_frame & ~(payload & (s.count == s.length))))]
+                     s.receiving.eq(fsm.ongoing("SYNC") | (s.in_frame & ~(payload & s.payload_end)))]
         return m
 
     def _receive(self, m, s):
@@ -164,15 +164,16 @@ class UartBridge(wiring.Component):
         with m.State("LEN1"):
             s.frame_timeout(m)
             with m.If(take):
-                m.d.sync += s.length[8:].eq(byte)
+                m.d.sync += [s.length[8:].eq(byte), s.payload_end.eq(Cat(s.length[:8], byte) == 0)]
                 m.d.comb += [s.crc_in.eq(byte), s.crc_en.eq(1)]
                 m.next = "PAYLOAD"
         with m.State("PAYLOAD"):
             s.frame_timeout(m)
-            with m.If(s.count == s.length):
+            self._length_checks(m, s)
+            with m.If(s.payload_end):
                 m.next = "CRC"
             with m.Elif(take):
-                m.d.sync += s.count.eq(s.count + 1)
+                m.d.sync += [s.count.eq(s.count + 1), s.payload_end.eq(s.count + 1 == s.length)]
                 m.d.comb += [s.crc_in.eq(byte), s.crc_en.eq(1)]
                 with m.Switch(s.count):
                     for i in range(5):
@@ -191,16 +192,24 @@ class UartBridge(wiring.Component):
                 with m.Else():
                     self._dispatch(m, s)
 
+    def _length_checks(self, m, s):
+        """Whether the frame's length suits each command, registered in every PAYLOAD cycle (the last one
+        sees the complete length, arguments and ``mod``), so the CRC byte's dispatch reads flip-flops:
+        the comparisons' carry chains into the response's registers were the iCEBreaker top's critical
+        path."""
+        n = s.length
+        results_n = s.args[:16]
+        checks = {Command.INFO: n == 0, Command.WRITE: n == 5, Command.READ: n == 1,
+                  Command.STREAM: (n > self.s_bytes) & (n - 1 <= self.buffer) & (s.mod == 0),
+                  Command.RESULTS: (n == 2) & (results_n != 0) & (results_n <= self.buffer // self.m_bytes)}
+        m.d.sync += [s.length_ok[code].eq(ok) for code, ok in checks.items()]
+
     def _dispatch(self, m, s):
         """A frame with a good CRC: check the length its command takes, then run it."""
-        n = s.length
-        stream_ok = (n > self.s_bytes) & (n - 1 <= self.buffer) & (s.mod == 0)
-        results_n = s.args[:16]
-        results_ok = (n == 2) & (results_n != 0) & (results_n <= self.buffer // self.m_bytes)
         with m.Switch(s.cmd):
-            for code, ok, state in ((Command.INFO, n == 0, "INFO"), (Command.WRITE, n == 5, "WRITE"),
-                                    (Command.READ, n == 1, "READ"), (Command.STREAM, stream_ok, "STREAM_LOAD"),
-                                    (Command.RESULTS, results_ok, "RESULTS_WAIT")):
+            for code, state in ((Command.INFO, "INFO"), (Command.WRITE, "WRITE"), (Command.READ, "READ"),
+                                (Command.STREAM, "STREAM_LOAD"), (Command.RESULTS, "RESULTS_WAIT")):
+                ok = s.length_ok[code]
                 with m.Case(code):
                     with m.If(ok):
                         m.d.sync += [s.index.eq(0), s.beats.eq(0), s.timer.eq(0), s.aw_done.eq(0), s.w_done.eq(0),
@@ -333,6 +342,12 @@ class _State:
         self.cmd = Signal(8)
         self.length = Signal(16)
         self.count = Signal(16)
+        # count == length in PAYLOAD, registered a byte ahead: the 16-bit comparison sat on the path
+        # rx.ready -> the receiver -> the frame timer's enable (the iCEBreaker top's critical path, 10 LUTs)
+        self.payload_end = Signal()
+        # per command: the frame's length (and arguments) suit it (``_length_checks``)
+        self.length_ok = {code: Signal(name=f"length_ok_{name.lower()}")
+                          for name, code in vars(Command).items() if name.isupper()}
         self.crc = Signal(8)
         self.args = Signal(40)
         self.index = Signal(16)
