@@ -145,6 +145,7 @@ def _bridge_bench(frames, *, s_bytes=4, m_bytes=2, buffer=16, timeout=200, resul
 
     async def host(ctx):
         for frame in frames:
+            expected = len(out["tx"])     # (before the bytes: with gaps the response may come during the last)
             for b in frame:
                 ctx.set(dut.rx.valid, 1)
                 ctx.set(dut.rx.payload, b)
@@ -153,7 +154,6 @@ def _bridge_bench(frames, *, s_bytes=4, m_bytes=2, buffer=16, timeout=200, resul
                 for _ in range(gaps):
                     await ctx.tick()
             # wait for the response's CRC before the next frame (stop and wait)
-            expected = len(out["tx"])
             for _ in range(timeout * 4 + 2000):
                 await ctx.tick()
                 if len(out["tx"]) >= expected + 5 and \
@@ -258,6 +258,22 @@ def test_bridge_answers_bad_frames_with_an_error_and_never_hangs():
                                  Status.FRAME_TIMEOUT, Status.TIMEOUT, Status.OK]
     assert out["beats"] == [] and out["writes"] == [] and out["error"]
     assert r[9][1] == b""
+
+
+def test_bridge_takes_bytes_up_to_timeout_minus_two_cycles_apart():
+    """The frame timer's bound (timeout 200): a frame whose bytes are 198 idle cycles apart is answered,
+    one whose bytes are 200 apart gets FRAME_TIMEOUT (at 199 the byte and the timeout meet in one cycle:
+    not pinned here)."""
+    early = _bridge_bench([encode_request(Command.INFO)], gaps=198)
+    assert [s for s, _ in _responses(early["tx"])] == [Status.OK] and not early["error"]
+    late = _bridge_bench([encode_request(Command.INFO)], gaps=200)
+    assert [s for s, _ in _responses(late["tx"])][:1] == [Status.FRAME_TIMEOUT] and late["error"]
+
+
+def test_bridge_results_of_one_beat():
+    """RESULTS asking for one beat: the beat that comes is the last, its two bytes answered."""
+    out = _bridge_bench([encode_request(Command.RESULTS, (1).to_bytes(2, "little"))], results=[0xBEEF])
+    assert _responses(out["tx"]) == [(Status.OK, bytes([0xEF, 0xBE]))]
 
 
 def test_bridge_stream_times_out_when_nobody_takes_the_beats():
