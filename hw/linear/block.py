@@ -86,21 +86,23 @@ class DraftBlock(ConfiguredComponent):
         parts = [(s, plo, min(plo + part, hi)) for s, (lo, hi) in enumerate(slices) for plo in range(lo, hi, part)]
         roots = min(pipe.block_roots, len(slices))
         levels = [roots, len(slices), len(parts)]
-        # The write address and enable: copies each for a run of slices, a copy per slice, then a copy
-        # per part beside its LUT RAMs. (At t_max 1 there is one word: no address, below.)
-        wtree = ([roots] * (pipe.block_write_levels - 2) + levels[1:])[-pipe.block_write_levels:]
-        wen = replica_tree(m, write.en, "block_write_en", wtree)
-        if cfg.t_max > 1:
+        many = cfg.t_max > 1          # (at t_max 1 there is one word: no address, below)
+        if many:
             # The read address: root registers (the command FSM's combinational address, the pass's
             # next token, reaches one flip-flop), copies each for a run of slices, a copy per slice, a
             # copy per part, each addressing its LUT RAMs' asynchronous read (the trailing levels when
             # fewer).
             raddr = replica_tree(m, read.addr, "block_read_addr",
                                  ([1] * (pipe.block_read_levels - 3) + levels)[-pipe.block_read_levels:])
+        # The write address and enable: copies each for a run of slices, a copy per slice, then a copy
+        # per part beside its LUT RAMs.
+        wtree = ([roots] * (pipe.block_write_levels - 2) + levels[1:])[-pipe.block_write_levels:]
+        if many:
             waddr = replica_tree(m, write.addr, "block_write_addr", wtree)
+        wen = replica_tree(m, write.en, "block_write_en", wtree)
         out = []
         for p, (s, plo, phi) in enumerate(parts):
-            if cfg.t_max == 1:
+            if not many:
                 # One token: the part is a register written as a memory's word is, read without an
                 # address (the control reads only word 0). A memory of block_depth = 2 words kept its
                 # second, never written word too: on the iCE40 (no LUT RAM) 384 flip-flops and a
