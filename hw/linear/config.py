@@ -191,7 +191,9 @@ PIPELININGS = {
     # register level (192 bits at d = 8 instead of 576), one root, a copy per 8 lanes, the readout
     # tree in sums of four (the design before the ECP5 timing rounds, docs/board.md: the iCEBreaker
     # build at 88 % of the logic cells); the requantizer's rounding apart from its saturation and the
-    # row-group sums' RAM read registered (the UP5K's routed critical paths at d = 12, M = 2 and 3).
+    # row-group sums' RAM read registered (the UP5K's routed critical paths at d = 12, M = 2 and 3), the
+    # sum written back from the numerator's register (d = 9, M = 3); the convolution rows' byte picked in
+    # one step (the two-step select's group registers and column copies cost a logic cell per flip-flop).
     "ice40": Pipelining(block_read_levels=3, block_write_levels=1, block_roots=1, state_addr_roots=1, lane_group=8,
                         readout_tree_chunks=(TREE_CHUNK, TREE_CHUNK), output_stages=5, group_sum_register=True,
                         conv_group_select=False),
