@@ -121,7 +121,7 @@ def build_program(cfg: LinearDecodeConfig, seed: int, tokens: int, *, verify: in
     """A seeded program of about ``tokens`` verified tokens.
 
     ``mode``: ``"random"`` mixes decode steps, verify blocks (T in 1..t_max,
-    commit a in {0, T, random}) and rare resets over random heads; ``"decode"``
+    commit a in {0, T, random}), rare resets and rare tap loads over random heads; ``"decode"``
     is plain decode (block of 1 + commit(1)); some random blocks are left
     without a commit, so that the next block drops them; ``"verify"`` uses blocks of
     ``verify`` tokens with every token accepted; ``"extreme"`` drives the largest
@@ -160,6 +160,8 @@ def build_program(cfg: LinearDecodeConfig, seed: int, tokens: int, *, verify: in
             r = rng.random()
             if r < 0.02:
                 prog.reset(h)
+            elif r < 0.05:   # new taps mid-program: right after a pass, its last elements still read the old
+                prog.taps(h, rng.integers(-128, 128, size=(cfg.conv_taps, d)))
             elif r < 0.45:
                 prog.block(h, *toks(1))
                 prog.commit(h, 1)
