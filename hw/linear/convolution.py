@@ -38,6 +38,12 @@ def conv_chunks(d: int) -> list[list[int]]:
         chunks.setdefault((j % SELECT_GROUP, j // SELECT_GROUP // CONV_CHUNK), []).append(j)
     return list(chunks.values())
 
+#: Cycles from a TAPS command to its row in the tap registers with ``Pipelining.conv_taps_early``: the
+#: least that keeps a pass in flight reading the old taps (its last element reads them
+#: ``block_read_latency`` cycles after its issue, and a TAPS command comes a cycle after that issue at
+#: the earliest; a write and a read at the same edge give the read the old value).
+TAP_LOAD_LATENCY = 2
+
 #: Registered stages of a tap's product (``registered_split_product``: operands, product, a copy).
 PRODUCT_STAGES = 3
 
@@ -151,6 +157,8 @@ class Convolution(ConfiguredComponent):
         columns of one byte lane) the decoded enables, registered, so each row's clock enable is a
         flip-flop beside its 64 flip-flops (one level, a copy's decode into a row's enables, was a
         routed critical path: a 9.8 ns net, issue 15). The tap row is registered once, then per chunk.
+        With ``Pipelining.conv_taps_early`` (the iCE40's) tap loads land TAP_LOAD_LATENCY cycles after
+        the command instead, through fewer copies of the row (each level a row of flip-flops).
         A pass reads taps and history at least ``block_read_latency`` + 2 cycles after the command that
         writes them (a TAPS, RESET or the last history shift is followed by a beat, then the pass's
         issue, then the column's copies, ``block_read_latency`` registers later), so the later write is
@@ -161,12 +169,17 @@ class Convolution(ConfiguredComponent):
         chunks = conv_chunks(d)
         upper = -(-len(chunks) // CONV_CONTROL_FANOUT)
         levels = cfg.pipe.block_read_latency - 1
-        copies = {name: replica_tree(m, getattr(control, name), f"conv_{name}", [upper] * levels)
+        tap_levels = TAP_LOAD_LATENCY - 1 if cfg.pipe.conv_taps_early else levels
+        copies = {name: replica_tree(m, getattr(control, name), f"conv_{name}",
+                                     [upper] * (tap_levels if name in ("taps_load", "taps_index") else levels))
                   for name in ("taps_load", "taps_index", "head", "history_shift", "history_clear")}
-        row = replica_tree(m, control.row.as_value(), "conv_taps_row", [1] * levels)[0]
+        early = tap_levels != levels        # the tap loads' own copies of the head
+        if early:
+            copies["taps_head"] = replica_tree(m, control.head, "conv_taps_head", [upper] * tap_levels)
+        row = replica_tree(m, control.row.as_value(), "conv_taps_row", [1] * tap_levels)[0]
         history_row = control.history_row.as_value()      # registered by the fetch stage already
         for c, columns in enumerate(chunks):
-            up = {name: value[c * upper // len(chunks)] for name, value in copies.items()}
+            up = {name: value[c * len(value) // len(chunks)] for name, value in copies.items()}
             tap_en = [[Signal(name=f"conv_tap_en{h}_{n}_rep{c}", attrs={"replica": 1}) for n in range(cfg.conv_taps)]
                       for h in range(heads)]
             history_en = [Signal(name=f"conv_history_en{h}_rep{c}", attrs={"replica": 1}) for h in range(heads)]
@@ -174,7 +187,8 @@ class Convolution(ConfiguredComponent):
             chunk_row = Signal(byte * len(columns), name=f"conv_taps_row_rep{c}")
             for h in range(heads):
                 here = up["head"] == h
-                m.d.sync += [*[tap_en[h][n].eq(up["taps_load"] & here & (up["taps_index"] == n))
+                tap_here = (up["taps_head"] == h) if early else here
+                m.d.sync += [*[tap_en[h][n].eq(up["taps_load"] & tap_here & (up["taps_index"] == n))
                                for n in range(cfg.conv_taps)],
                              history_en[h].eq((up["history_shift"] | up["history_clear"]) & here)]
             m.d.sync += [clear.eq(up["history_clear"]),
