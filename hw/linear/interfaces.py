@@ -28,7 +28,8 @@ class FetchSignature(wiring.Signature):
     ``head`` and ``data_column`` (its column of v, for the convolution's taps and history), the
     latter also as ``conv_column``: registered copies per history row and tap row
     (``2 K - 1``, history rows first), ``conv_column_copies`` per row (one per byte lane of
-    the row's group multiplexer, with ``Pipelining.conv_group_select``), so no one register drives all their multiplexers.
+    the row's group multiplexer, with ``Pipelining.conv_group_select``), so no one register
+    drives all their multiplexers.
     Registered (the element in the update stage): ``element`` (``config.element_layout``),
     ``v`` (its column's v of its draft token; 1 on the z column), ``phi_k`` and ``phi_q``
     (the token's phi(k) and phi(q) on the element's M rows).
@@ -40,8 +41,9 @@ class FetchSignature(wiring.Signature):
             "state_addr": Out(data.ArrayLayout(range(config.state_depth), config.state_addr_roots)),
             "head": Out(config.head_width),
             "data_column": Out(range(config.d)),
-            "conv_column": Out(data.ArrayLayout(data.ArrayLayout(range(config.d), conv_column_copies(config.d, config.pipe.conv_group_select)),
-                                                2 * config.conv_taps - 1)),
+            "conv_column": Out(data.ArrayLayout(
+                data.ArrayLayout(range(config.d), conv_column_copies(config.d, config.pipe.conv_group_select)),
+                2 * config.conv_taps - 1)),
             "element": Out(config.element_layout),
             "v": Out(shape_of(INT8)),
             "phi_k": Out(lanes),
