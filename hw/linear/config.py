@@ -95,9 +95,10 @@ class Pipelining:
         byte registered and then delayed a cycle: the same latency, 16 flip-flops a row instead of 75
         and one column copy instead of 8 (the iCE40, where flip-flops cost logic cells).
     conv_taps_early : bool
-        A TAPS command's row lands in the tap registers ``TAP_LOAD_LATENCY`` (2) cycles after the
-        command, the least a pass in flight allows, instead of ``block_read_latency`` (the history's
-        delay): a row of flip-flops fewer per level saved (8 d at the iCE40 levels).
+        A TAPS command's row lands in the tap registers ``convolution.TAP_LOAD_LATENCY`` cycles after
+        the command, the least a pass in flight allows, instead of ``block_read_latency`` (the
+        history's delay): ``block_read_latency - TAP_LOAD_LATENCY`` rows of 8 d flip-flops fewer (one
+        at the iCE40 levels).
     """
 
     block_read_levels: int
