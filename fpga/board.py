@@ -1,10 +1,11 @@
 """Board bitstreams (amaranth-boards + YoWASP) and programming: ``attnforge board build|program``.
 
 ``build_board`` puts ``BoardTop`` (``hw/board/top.py``: UART, the protocol
-bridge, the AXI-wrapped accelerator, LEDs) under a platform top that makes the
-``sync`` clock with the FPGA's PLL at ``clock_mhz`` (checked against the PLL's
-range and divider grid: ``hw/board/pll.py``), holds reset until the PLL locks,
-and constrains that clock for nextpnr. amaranth-boards writes the Yosys script,
+bridge, the bus crossings, the AXI-wrapped accelerator, LEDs) under a platform
+top that clocks the UART and the bridge (``sync``) from the board's oscillator
+and the accelerator (``fast``) from the FPGA's PLL at ``clock_mhz`` (checked
+against the PLL's range and divider grid: ``hw/board/pll.py``), and holds both
+domains' resets until the PLL locks. amaranth-boards writes the Yosys script,
 the pin constraints and the build script; the tools are YoWASP's (environment
 variables ``YOSYS``, ``NEXTPNR_ICE40``, ``ICEPACK``, ``NEXTPNR_ECP5``,
 ``ECPPACK``; ``OPENFPGALOADER=/bin/true``, which the ULX3S platform asks for
@@ -12,11 +13,11 @@ even without programming). On iCE40 Yosys maps multipliers to SB_MAC16 (``-dsp``
 
 The report (``report.json`` and ``report.txt`` in the build folder): the
 board, device, design and configuration, the PLL setting and clock, nextpnr's
-Fmax of that clock (``--report``; nextpnr times every clock against ``--freq``, the PLL
-clock), whether timing is met, the UART divisor
+Fmax of each clock against its constraint and the paths between the two clocks
+(``board_timing``), whether timing is met, the UART divisor
 and baud rate, the resource use, the tools' versions and the wall time.
-``BoardTimingError`` when the routed Fmax is below the PLL clock (the report
-is written first).
+``BoardTimingError`` when a clock's routed Fmax is below its constraint or a
+path between the clocks exceeds its budget (the report is written first).
 
 ``program_board`` runs openFPGALoader (ULX3S) or iceprog (iCEBreaker; else
 openFPGALoader ``-b ice40_generic``) when one is on ``PATH``, and raises
@@ -79,7 +80,7 @@ class Board:
 
 
 BOARDS = {
-    "icebreaker": Board("icebreaker", "ice40", "iCE40UP5K-SG48", "clk12", 12.0, 26.0,
+    "icebreaker": Board("icebreaker", "ice40", "iCE40UP5K-SG48", "clk12", 12.0, 42.0,
                         (("led_g", 0), ("led_r", 0))),
     "ulx3s": Board("ulx3s", "ecp5", "LFE5U-85F-6BG381C", "clk25", 25.0, 30.0, (("led", 0), ("led", 1))),
 }
@@ -104,21 +105,26 @@ def uart_divisor(clock_mhz: float, baud: int) -> int:
 
 
 class BoardPlatformTop(Elaboratable):
-    """The platform top: PLL -> ``sync``, reset held until lock, UART and LED pins to ``BoardTop``."""
+    """The platform top: the oscillator -> ``sync`` (UART, bridge), the PLL -> ``fast`` (the accelerator),
+    each domain's reset held until the PLL locks, UART and LED pins to ``BoardTop``."""
 
     def __init__(self, board: Board, top: BoardTop, pll):
         self.board, self.top, self.pll = board, top, pll
 
     def elaborate(self, platform):
         m = Module()
-        m.domains.sync = cd = ClockDomain("sync")
+        m.domains.sync = sync = ClockDomain("sync")
+        m.domains.fast = fast = ClockDomain("fast")
         lock = Signal()
         if self.board.family == "ice40":
-            pin = platform.request(self.board.clock_pin, dir="-").io     # SB_PLL40_PAD takes the pad itself
+            pin = platform.request(self.board.clock_pin, dir="-").io     # SB_PLL40_2_PAD takes the pad itself
+            m.submodules.pll = self.pll.instance(pin, fast.clk, lock, ref_out=sync.clk)
         else:
             pin = platform.request(self.board.clock_pin, dir="i").i
-        m.submodules.pll = self.pll.instance(pin, cd.clk, lock)
+            m.submodules.pll = self.pll.instance(pin, fast.clk, lock)
+            m.d.comb += sync.clk.eq(pin)
         m.submodules.reset = ResetSynchronizer(~lock, domain="sync")
+        m.submodules.fast_reset = ResetSynchronizer(~lock, domain="fast")
         m.submodules.board = top = self.top
         uart = platform.request("uart", 0)
         m.d.comb += [top.uart_rx.eq(uart.rx.i), uart.tx.o.eq(top.uart_tx)]
@@ -140,11 +146,32 @@ def _environment() -> dict:
     return {k: os.environ.get(k, v) if k != "OPENFPGALOADER" else v for k, v in env.items()}
 
 
-def _fmax(pnr: dict) -> float | None:
-    """nextpnr's achieved Fmax (MHz) of the PLL's clock (the one constrained clock)."""
-    fmax = pnr.get("fmax", {})
-    values = [v.get("achieved") for v in fmax.values() if v.get("achieved") is not None]
-    return min(values) if values else None
+def board_timing(pnr: dict, accel_mhz: float, bridge_mhz: float) -> dict:
+    """Each clock's routed Fmax against its constraint, and the paths between the two clocks.
+
+    nextpnr derives the PLL clock's constraint from the oscillator's and times each clock on its own
+    paths; the paths between them it only reports. They are the crossings' payloads
+    (``hw/common/crossing.py``): a payload is captured at least one source and one destination period
+    after it was launched (the request is registered a source clock after ``valid``, then passes two
+    destination flip-flops), so each such path must be shorter than those two periods together.
+    ``accel``: the clock whose constraint is nearest ``accel_mhz``, ``bridge`` the other."""
+    clocks = {name: {"fmax_mhz": round(v["achieved"], 2), "constraint_mhz": round(v["constraint"], 3),
+                     "met": v["achieved"] >= v["constraint"]}
+              for name, v in sorted(pnr.get("fmax", {}).items()) if v.get("achieved") is not None}
+    if not clocks:
+        return {"clocks": {}, "accel_clock": None, "crossings": [], "met": False}
+    accel = min(clocks, key=lambda n: abs(clocks[n]["constraint_mhz"] - accel_mhz))
+    period = {n: 1e3 / c["constraint_mhz"] for n, c in clocks.items()}
+    worst = {}
+    for path in pnr.get("critical_paths", []):
+        ends = [e.split(" ", 1)[-1] for e in (path.get("from", ""), path.get("to", ""))]
+        if ends[0] != ends[1] and all(e in clocks for e in ends):
+            delay = sum(step.get("delay", 0.0) for step in path.get("path", []))
+            worst[tuple(ends)] = max(worst.get(tuple(ends), 0.0), delay)
+    crossings = [{"from": a, "to": b, "delay_ns": round(d, 2), "budget_ns": round(period[a] + period[b], 2),
+                  "met": d <= period[a] + period[b]} for (a, b), d in sorted(worst.items())]
+    return {"clocks": clocks, "accel_clock": accel, "bridge_clock_mhz": bridge_mhz, "crossings": crossings,
+            "met": all(c["met"] for c in clocks.values()) and all(c["met"] for c in crossings)}
 
 
 def _router(board: Board, router: str | None) -> str | None:
@@ -164,7 +191,8 @@ def _tool_overrides(board: Board, seed: int, f_out: float, placer: str | None, l
         raise ConfigError(f"--lut-mapper {lut_mapper!r} is not accepted; accepted: {', '.join(LUT_MAPPERS)}")
     if lut_mapper == "abc" and board.family != "ecp5":
         raise ConfigError(f"--lut-mapper abc on --board {board.name}: accepted on ECP5 boards only (ulx3s)")
-    # --freq: the PLL's output net has no name the constraint files could reach after flattening
+    # --freq: a default for any clock without a constraint (the oscillator's comes from the pin file and
+    # nextpnr derives the PLL output's from it: the reports show 12 / 25 MHz and the PLL clock)
     nextpnr = f"--report nextpnr_report.json --timing-allow-fail --seed {seed} --freq {f_out:g}"
     router = _router(board, router)
     nextpnr += "" if placer is None else f" --placer {placer}"
@@ -191,11 +219,11 @@ def build_board(board_name: str, design: str, config, accel, *, clock_mhz: float
     ``attnforge synth``; the iCE40's default there]."""
     board = get_board(board_name)
     pll = board.pll(board.default_mhz if clock_mhz is None else clock_mhz)
-    divisor = uart_divisor(pll.f_out, baud)
+    divisor = uart_divisor(board.f_in_mhz, baud)       # the UART and the bridge run on the oscillator
     overrides = _tool_overrides(board, seed, pll.f_out, placer, lut_mapper, router)   # refused before anything is written
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    top = BoardPlatformTop(board, BoardTop(accel, divisor=divisor, timeout=int(pll.f_out * 1e6 * 0.5)), pll)
+    top = BoardPlatformTop(board, BoardTop(accel, divisor=divisor, timeout=int(board.f_in_mhz * 1e6 * 0.5)), pll)
     platform = board.platform()
     t0 = time.perf_counter()
     if prepare_only:
@@ -219,14 +247,15 @@ def build_board(board_name: str, design: str, config, accel, *, clock_mhz: float
         os.environ.update(saved)
     wall = time.perf_counter() - t0
     pnr = json.loads((out / "nextpnr_report.json").read_text())
-    fmax = _fmax(pnr)
+    timing = board_timing(pnr, pll.f_out, board.f_in_mhz)
+    fmax = timing["clocks"][timing["accel_clock"]]["fmax_mhz"] if timing["accel_clock"] else None
     ext = "bin" if board.family == "ice40" else "bit"
     report = {
         "board": board.name, "device": board.device, "design": design, "config": asdict(config),
         "pll": {"f_in_mhz": pll.f_in, "clock_mhz": pll.f_out, "params": pll.params},
-        "clock_mhz": pll.f_out, "fmax_mhz": None if fmax is None else round(fmax, 2),
-        "timing_met": fmax is not None and fmax >= pll.f_out,
-        "uart": {"baud": baud, "divisor": divisor, "actual_baud": round(pll.f_out * 1e6 / divisor, 1)},
+        "clock_mhz": pll.f_out, "fmax_mhz": fmax, "bridge_clock_mhz": board.f_in_mhz,
+        "timing_met": timing["met"], "timing": timing,
+        "uart": {"baud": baud, "divisor": divisor, "actual_baud": round(board.f_in_mhz * 1e6 / divisor, 1)},
         "utilization": {k: {"used": v["used"], "available": v["available"]}
                         for k, v in sorted(pnr.get("utilization", {}).items()) if v["used"]},
         "bitstream": str(out / f"board_top.{ext}"), "seconds": round(wall, 1), "seed": seed,
@@ -235,15 +264,24 @@ def build_board(board_name: str, design: str, config, accel, *, clock_mhz: float
     write_text_atomic(out / "report.json", json.dumps(report, indent=2) + "\n")
     write_text_atomic(out / "report.txt", _text(report))
     if not report["timing_met"]:
-        raise BoardTimingError(f"timing not met on {board.name}: nextpnr's Fmax {report['fmax_mhz']} MHz is below "
-                               f"the PLL clock {pll.f_out:g} MHz (report: {out / 'report.txt'}); lower --clock-mhz")
+        failed = [f"clock {n}: Fmax {c['fmax_mhz']} MHz < {c['constraint_mhz']:g} MHz"
+                  for n, c in timing["clocks"].items() if not c["met"]]
+        failed += [f"crossing {c['from']} -> {c['to']}: {c['delay_ns']} ns > {c['budget_ns']} ns"
+                   for c in timing["crossings"] if not c["met"]]
+        raise BoardTimingError(f"timing not met on {board.name}: {'; '.join(failed) or 'no clock was timed'} "
+                               f"(report: {out / 'report.txt'}); lower --clock-mhz")
     return report
 
 
 def _text(r: dict) -> str:
     lines = [f"board      {r['board']} ({r['device']})", f"design     {r['design']}",
-             f"PLL clock  {r['clock_mhz']:g} MHz from {r['pll']['f_in_mhz']:g} MHz ({r['pll']['params']})",
+             f"PLL clock  {r['clock_mhz']:g} MHz from {r['pll']['f_in_mhz']:g} MHz ({r['pll']['params']}): the "
+             f"accelerator; the UART and bridge on the {r['bridge_clock_mhz']:g} MHz oscillator",
              f"Fmax       {r['fmax_mhz']} MHz (nextpnr, routed) -> timing {'MET' if r['timing_met'] else 'NOT MET'}",
+             *(f"  clock {n}: {c['fmax_mhz']} MHz (constraint {c['constraint_mhz']:g} MHz)"
+               for n, c in r["timing"]["clocks"].items()),
+             *(f"  crossing {c['from']} -> {c['to']}: {c['delay_ns']} ns (budget {c['budget_ns']} ns)"
+               for c in r["timing"]["crossings"]),
              f"UART       {r['uart']['baud']} baud (divisor {r['uart']['divisor']}, actual {r['uart']['actual_baud']})",
              "resources:"]
     lines += [f"  {k:<16} {v['used']:>6} / {v['available']}" for k, v in r["utilization"].items()]

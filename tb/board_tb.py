@@ -6,7 +6,8 @@ baud rate: the protocol, the UART, the bridge and the AXI-wrapped accelerator en
 Parameters (``ATTNFORGE_TB_PARAMS``): ``design``, ``config`` (the dataclass's fields),
 ``axis_width`` (linear), ``divisor`` (clock cycles per UART bit), ``job`` (a
 ``BoardJob`` JSON file, ``tb/board_jobs.py``), ``timeout_cycles`` (a response's time limit),
-``read_params`` (read the ``param_*`` registers; default true).
+``read_params`` (read the ``param_*`` registers; default true), ``fast_clock_ns``
+(the accelerator's clock period; the UART's is 10 ns).
 
 * ``board_run``: ``run_packets`` on the job; the report (``ATTNFORGE_REPORT``)
   holds the output packets (hex), the registers and counters read over the
@@ -37,7 +38,8 @@ from attnforge.hw.vitcod import VitcodConfig
 
 from .board_jobs import BoardJob
 
-CLOCK_NS = 10
+CLOCK_NS = 10          # the UART and the bridge (``sync``)
+FAST_CLOCK_NS = 6      # the accelerator (``fast``): another clock, as on a board (PLL vs oscillator)
 
 
 def _params() -> dict:
@@ -72,12 +74,16 @@ async def _start(dut):
     baud = 1e9 / (CLOCK_NS * divisor)
     dut.uart_rx.value = 1
     dut.rst.value = 1
+    dut.fast_rst.value = 1
     cocotb.start_soon(Clock(dut.clk, CLOCK_NS, unit="ns").start())
+    cocotb.start_soon(Clock(dut.fast_clk, p.get("fast_clock_ns", FAST_CLOCK_NS), unit="ns").start())
     source = UartSource(dut.uart_rx, baud=baud, bits=8, stop_bits=1)
     sink = UartSink(dut.uart_tx, baud=baud, bits=8, stop_bits=1)
     for x in (source, sink):
         x.log.setLevel(logging.WARNING)
     await ClockCycles(dut.clk, 4)
+    await FallingEdge(dut.fast_clk)
+    dut.fast_rst.value = 0
     await FallingEdge(dut.clk)
     dut.rst.value = 0
     await ClockCycles(dut.clk, 2)

@@ -384,6 +384,12 @@ def test_board_build_passes_placer_and_lut_mapper_to_the_tools(tmp_path, capsys)
     ice_default = tmp_path / "id"
     assert main(["board", "build", "--board", "icebreaker", *tiny, "--prepare-only", "--out", str(ice_default)]) == 0
     assert "--router" not in (ice_default / "build_board_top.sh").read_text()
+    # two clocks: the oscillator (the UART, the bridge) and the PLL (the accelerator)
+    rtlil = (ice_default / "board_top.il").read_text()
+    assert "cell \\SB_PLL40_2_PAD" in rtlil and "connect \\PLLOUTGLOBALA \\clk" in rtlil \
+        and "connect \\PLLOUTGLOBALB \\fast_clk" in rtlil
+    assert json.loads((ice_default / "report.json").read_text())["uart"]["divisor"] == 104    # 12 MHz / 115200
+    assert json.loads((default / "report.json").read_text())["uart"]["divisor"] == 217        # 25 MHz / 115200
     capsys.readouterr()
     ice = tmp_path / "i"
     assert main(["board", "build", "--board", "icebreaker", *tiny, "--prepare-only", "--lut-mapper", "abc",
@@ -473,3 +479,37 @@ def test_mac_active_against_the_model():
     assert not any(_mac_active_consistent("vitcod", cfg, info, n) for n in (max(per_engine) - 1, sum(per_engine) + 1))
     tiled = dataclasses.replace(cfg, tiles=2)
     assert _mac_active_consistent("vitcod", tiled, info, 0) is None
+
+
+def _pnr(accel=(43.3, 42.0), bridge=(29.8, 12.0), crossing_ns=(8.4, 28.4)):
+    """A nextpnr --report as the iCEBreaker board build writes it (two clocks, paths between them)."""
+    step = lambda ns: {"delay": ns}   # noqa: E731
+    return {"fmax": {"board.accel.aclk": {"achieved": accel[0], "constraint": accel[1]},
+                     "board.clk": {"achieved": bridge[0], "constraint": bridge[1]}},
+            "critical_paths": [
+                {"from": "posedge board.accel.aclk", "to": "posedge board.accel.aclk", "path": [step(23.1)]},
+                {"from": "posedge board.clk", "to": "posedge board.clk", "path": [step(30.0), step(3.5)]},
+                {"from": "<async>", "to": "posedge board.clk", "path": [step(500.0)]},
+                {"from": "posedge board.accel.aclk", "to": "posedge board.clk", "path": [step(crossing_ns[0])]},
+                {"from": "posedge board.clk", "to": "posedge board.accel.aclk",
+                 "path": [step(crossing_ns[1] / 2), step(crossing_ns[1] / 2)]}]}
+
+
+def test_board_timing_judges_each_clock_and_the_paths_between_them():
+    """Each clock against its own constraint (the bridge's 12 MHz, not the PLL's), the accelerator's
+    clock found by its constraint, the paths between the clocks against a source plus a destination
+    period; paths from or to <async> (reset synchronizers, pins) are not crossings."""
+    from attnforge.fpga.board import board_timing
+
+    t = board_timing(_pnr(), 42.0, 12.0)
+    assert t["met"] and t["accel_clock"] == "board.accel.aclk"
+    assert t["clocks"]["board.clk"] == {"fmax_mhz": 29.8, "constraint_mhz": 12.0, "met": True}
+    budget = round(1e3 / 42.0 + 1e3 / 12.0, 2)
+    assert [(c["from"], c["to"], c["delay_ns"], c["budget_ns"]) for c in t["crossings"]] == [
+        ("board.accel.aclk", "board.clk", 8.4, budget), ("board.clk", "board.accel.aclk", 28.4, budget)]
+    assert not board_timing(_pnr(accel=(41.9, 42.0)), 42.0, 12.0)["met"]
+    assert not board_timing(_pnr(bridge=(11.9, 12.0)), 42.0, 12.0)["met"]
+    late = board_timing(_pnr(crossing_ns=(8.4, budget + 0.1)), 42.0, 12.0)
+    assert not late["met"] and [c["met"] for c in late["crossings"]] == [True, False]
+    assert board_timing({"fmax": {}}, 42.0, 12.0) == {"clocks": {}, "accel_clock": None, "crossings": [],
+                                                      "met": False}

@@ -82,7 +82,7 @@ def _accel(design: str, config, axis_width):
 
 
 def _simulate(design, config, job, accel, *, divisor, simulator, build_root, axis_width, timeout_cycles,
-              read_params, extra_tests):
+              read_params, extra_tests, fast_clock_ns):
     from attnforge.hw.designs import get_design
     from attnforge.sim.runner import run_cocotb
 
@@ -92,7 +92,7 @@ def _simulate(design, config, job, accel, *, divisor, simulator, build_root, axi
     top = BoardTop(accel, divisor=divisor, timeout=timeout_cycles)
     params = {"design": design, "config": dataclasses.asdict(config), "axis_width": axis_width,
               "divisor": divisor, "job": str(job_path), "timeout_cycles": 4 * timeout_cycles,
-              "read_params": read_params}
+              "read_params": read_params, "fast_clock_ns": fast_clock_ns}
     result = run_cocotb(top, top="board_top", config_name=name, test_module=TB, params=params,
                         testcase=["board_run", *extra_tests], simulator=simulator, build_root=folder)
     if not result.passed or result.report is None:
@@ -106,12 +106,13 @@ def _simulate(design, config, job, accel, *, divisor, simulator, build_root, axi
 def board_run(design: str, config, job: BoardJob, *, port: str | None = None, baud: int = 115200,
               sim: bool = False, simulator: str | None = None, divisor: int = SIM_DIVISOR,
               axis_width: int | None = None, build_root="build/board_sim", timeout_cycles: int = 1 << 16,
-              read_params: bool = True, extra_tests=()) -> dict:
+              read_params: bool = True, extra_tests=(), fast_clock_ns: float = 6) -> dict:
     """Run ``job`` on the board (``port``) or its simulation (``sim``); the report (module docstring).
 
     ``timeout_cycles``: the simulated bridge's time limit (a beat, a frame's next byte);
     ``read_params=False`` skips the ``param_*`` registers; ``extra_tests``: more testcases of
-    ``tb/board_tb.py`` in the same simulation (the test suite's bad-frame test)."""
+    ``tb/board_tb.py`` in the same simulation (the test suite's bad-frame test); ``fast_clock_ns``: the
+    simulated accelerator's clock period (the UART's and bridge's is 10 ns; a board runs them apart too)."""
     if sim == (port is not None):
         raise ConfigError("give either --port DEV (a board) or --sim (the board top in simulation), not "
                           f"{'both' if sim else 'neither'}")
@@ -122,7 +123,7 @@ def board_run(design: str, config, job: BoardJob, *, port: str | None = None, ba
         check_int("--divisor", divisor, 4, 1 << 16)
         got = _simulate(design, config, job, accel, divisor=divisor, simulator=simulator, build_root=build_root,
                         axis_width=axis_width, timeout_cycles=timeout_cycles, read_params=read_params,
-                        extra_tests=tuple(extra_tests))
+                        extra_tests=tuple(extra_tests), fast_clock_ns=fast_clock_ns)
     else:
         from .serial_port import SerialTransport
 

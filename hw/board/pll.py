@@ -1,4 +1,4 @@
-"""PLL parameters and instances: iCE40 ``SB_PLL40_PAD`` and ECP5 ``EHXPLLL``.
+"""PLL parameters and instances: iCE40 ``SB_PLL40_2_PAD`` and ECP5 ``EHXPLLL``.
 
 ``ice40_pll(f_in, f_out)`` and ``ecp5_pll(f_in, f_out)`` search the divider
 settings (the ranges of Lattice's data sheets, as icepll and ecppll use them)
@@ -30,14 +30,18 @@ class PllSetting:
     f_out: float         # MHz, what the setting makes
     params: dict         # the primitive's parameters
 
-    def instance(self, clk_in, clk_out, lock):
-        """The PLL primitive: ``clk_in`` (iCE40: the clock pin's ``io``), ``clk_out``, ``lock``."""
+    def instance(self, clk_in, clk_out, lock, ref_out=None):
+        """The PLL primitive: ``clk_in`` (iCE40: the clock pin's ``io``), ``clk_out``, ``lock``; on iCE40
+        ``ref_out`` gets the input clock on a global net (``SB_PLL40_2_PAD``'s port A: the pad feeds the
+        PLL only, so the fabric reaches the oscillator through it; the board's UART and bridge run on it)."""
         if self.family == "ice40":
+            if ref_out is None:
+                raise ValueError("the iCE40 PLL instance needs ref_out (the oscillator for the fabric)")
             p = self.params
-            return Instance("SB_PLL40_PAD", p_FEEDBACK_PATH="SIMPLE", p_DIVR=p["DIVR"], p_DIVF=p["DIVF"],
-                            p_DIVQ=p["DIVQ"], p_FILTER_RANGE=p["FILTER_RANGE"],
-                            i_PACKAGEPIN=clk_in, i_RESETB=1, i_BYPASS=0,
-                            o_PLLOUTGLOBAL=clk_out, o_LOCK=lock)
+            return Instance("SB_PLL40_2_PAD", p_FEEDBACK_PATH="SIMPLE", p_DIVR=p["DIVR"], p_DIVF=p["DIVF"],
+                            p_DIVQ=p["DIVQ"], p_FILTER_RANGE=p["FILTER_RANGE"], p_PLLOUT_SELECT_PORTB="GENCLK",
+                            i_PACKAGEPIN=clk_in, i_RESETB=1, i_BYPASS=0, o_LOCK=lock,
+                            o_PLLOUTGLOBALA=ref_out, o_PLLOUTGLOBALB=clk_out)
         p = self.params
         return Instance("EHXPLLL", a_FREQUENCY_PIN_CLKI=str(self.f_in), a_FREQUENCY_PIN_CLKOP=f"{self.f_out:g}",
                         a_ICP_CURRENT="12", a_LPF_RESISTOR="8", a_MFG_ENABLE_FILTEROPAMP="1",
