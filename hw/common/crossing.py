@@ -52,8 +52,20 @@ def axil_members(prefix: str, addr_width: int, *, master: bool) -> dict:
 
 
 class ChannelCrossing(wiring.Component):
-    """One valid/ready channel from ``s_domain`` (``s_valid``, ``s_ready``) to ``m_domain`` (``m_valid``,
-    ``m_ready``); the payload goes beside it, untouched (module docstring)."""
+    """One valid/ready channel from ``s_domain`` to ``m_domain``; the payload goes beside it, untouched
+    (module docstring).
+
+    Members
+    -------
+    s_valid : ``In(1)``
+        The source's valid (``s_domain``), held until ``s_ready`` (or withdrawn).
+    s_ready : ``Out(1)``
+        One ``s_domain`` cycle: the destination took the transfer.
+    m_valid : ``Out(1)``
+        To the destination (``m_domain``): a transfer waits.
+    m_ready : ``In(1)``
+        The destination takes it.
+    """
 
     def __init__(self, *, s_domain: str, m_domain: str):
         self.s_domain, self.m_domain = s_domain, m_domain
@@ -84,7 +96,15 @@ class ChannelCrossing(wiring.Component):
 
 
 class AxisCrossing(wiring.Component):
-    """AXI4-Stream of ``data_bytes`` bytes from ``s_domain`` (``s_axis_*``) to ``m_domain`` (``m_axis_*``)."""
+    """AXI4-Stream of ``data_bytes`` bytes from ``s_domain`` to ``m_domain``.
+
+    Members
+    -------
+    s_axis_tdata, s_axis_tkeep, s_axis_tlast, s_axis_tvalid, s_axis_tready
+        The source's side (``s_domain``).
+    m_axis_tdata, m_axis_tkeep, m_axis_tlast, m_axis_tvalid, m_axis_tready
+        The destination's side (``m_domain``); the payload is the source's.
+    """
 
     def __init__(self, data_bytes: int, *, s_domain: str, m_domain: str):
         self.data_bytes = check_int("crossing data bytes", data_bytes, 1)
@@ -108,7 +128,15 @@ class AxisCrossing(wiring.Component):
 
 class AxiLiteCrossing(wiring.Component):
     """AXI4-Lite (``addr_width`` address bits, 32-bit data) from a master in ``s_domain`` (on ``s_axil_*``)
-    to a slave in ``m_domain`` (on ``m_axil_*``): each of the five channels crosses on its own."""
+    to a slave in ``m_domain`` (on ``m_axil_*``): each of the five channels crosses on its own.
+
+    Members
+    -------
+    s_axil_awaddr ... s_axil_rready
+        The slave port the master drives (``s_domain``).
+    m_axil_awaddr ... m_axil_rready
+        The master port to the slave (``m_domain``).
+    """
 
     # (channel, its valid/ready's prefix, payload ports, True: flows master -> slave)
     CHANNELS = (("aw", ("awaddr",), True), ("w", ("wdata", "wstrb"), True), ("b", ("bresp",), False),
