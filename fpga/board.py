@@ -80,7 +80,7 @@ class Board:
 
 
 BOARDS = {
-    "icebreaker": Board("icebreaker", "ice40", "iCE40UP5K-SG48", "clk12", 12.0, 42.0,
+    "icebreaker": Board("icebreaker", "ice40", "iCE40UP5K-SG48", "clk12", 12.0, 40.5,
                         (("led_g", 0), ("led_r", 0))),
     "ulx3s": Board("ulx3s", "ecp5", "LFE5U-85F-6BG381C", "clk25", 25.0, 30.0, (("led", 0), ("led", 1))),
 }

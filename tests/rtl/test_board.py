@@ -81,16 +81,16 @@ ICEBREAKER_LINEAR = ["--d", "8", "--macs", "1", "--conv-taps", "1", "--max-token
 def test_icebreaker_linear_decode_bitstream_meets_timing(tmp_path):
     """`attnforge board build --board icebreaker --design linear-decode` (the fitting configuration): a
     bitstream, both clocks' Fmax at or above their constraints (the accelerator's PLL clock at the board's
-    default 42 MHz, the bridge's 12 MHz oscillator), the paths between them within their budget, the
+    default 40.5 MHz, the bridge's 12 MHz oscillator), the paths between them within their budget, the
     report's fields. About two minutes here (82 % of the UP5K's logic cells)."""
     out = tmp_path / "ice"
     rc = main(["board", "build", "--board", "icebreaker", "--design", "linear-decode", *ICEBREAKER_LINEAR,
                "--out", str(out)])
     report = json.loads((out / "report.json").read_text())
-    assert rc == 0 and report["timing_met"] and report["fmax_mhz"] >= report["clock_mhz"] == 42
+    assert rc == 0 and report["timing_met"] and report["fmax_mhz"] >= report["clock_mhz"] == 40.5
     clocks = report["timing"]["clocks"]
     assert len(clocks) == 2 and all(c["fmax_mhz"] >= c["constraint_mhz"] for c in clocks.values())
-    assert sorted(round(c["constraint_mhz"]) for c in clocks.values()) == [12, 42]
+    assert sorted(c["constraint_mhz"] for c in clocks.values()) == pytest.approx([12, 40.5], rel=1e-3)
     assert len(report["timing"]["crossings"]) == 2 and all(c["met"] for c in report["timing"]["crossings"])
     assert (out / "board_top.bin").stat().st_size > 0
     assert report["utilization"]["ICESTORM_PLL"]["used"] == 1
@@ -108,7 +108,7 @@ def test_ulx3s_bitstream_with_classic_abc_and_static_placer(tmp_path):
                "--out", str(out)])
     report = json.loads((out / "report.json").read_text())
     assert rc == 0 and report["timing_met"] and report["fmax_mhz"] >= report["clock_mhz"] == 30
-    assert sorted(round(c["constraint_mhz"]) for c in report["timing"]["clocks"].values()) == [25, 30]
+    assert sorted(c["constraint_mhz"] for c in report["timing"]["clocks"].values()) == pytest.approx([25, 30], rel=1e-3)
     assert (report["placer"], report["lut_mapper"]) == ("static", "abc")
     assert "abc -lut 4:7" in (out / "board_top.ys").read_text()
     assert "Running Static placer" in (out / "board_top.tim").read_text()
