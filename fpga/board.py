@@ -146,7 +146,7 @@ def _environment() -> dict:
     return {k: os.environ.get(k, v) if k != "OPENFPGALOADER" else v for k, v in env.items()}
 
 
-def board_timing(pnr: dict, accel_mhz: float, bridge_mhz: float) -> dict:
+def board_timing(pnr: dict, accel_mhz: float) -> dict:
     """Each clock's routed Fmax against its constraint, and the paths between the two clocks.
 
     nextpnr derives the PLL clock's constraint from the oscillator's and times each clock on its own
@@ -154,7 +154,7 @@ def board_timing(pnr: dict, accel_mhz: float, bridge_mhz: float) -> dict:
     (``hw/common/crossing.py``): a payload is captured at least one source and one destination period
     after it was launched (the request is registered a source clock after ``valid``, then passes two
     destination flip-flops), so each such path must be shorter than those two periods together.
-    ``accel``: the clock whose constraint is nearest ``accel_mhz``, ``bridge`` the other."""
+    ``accel_clock``: the clock whose constraint is nearest ``accel_mhz`` (the other is the bridge's)."""
     clocks = {name: {"fmax_mhz": round(v["achieved"], 2), "constraint_mhz": round(v["constraint"], 3),
                      "met": v["achieved"] >= v["constraint"]}
               for name, v in sorted(pnr.get("fmax", {}).items()) if v.get("achieved") is not None}
@@ -170,7 +170,7 @@ def board_timing(pnr: dict, accel_mhz: float, bridge_mhz: float) -> dict:
             worst[tuple(ends)] = max(worst.get(tuple(ends), 0.0), delay)
     crossings = [{"from": a, "to": b, "delay_ns": round(d, 2), "budget_ns": round(period[a] + period[b], 2),
                   "met": d <= period[a] + period[b]} for (a, b), d in sorted(worst.items())]
-    return {"clocks": clocks, "accel_clock": accel, "bridge_clock_mhz": bridge_mhz, "crossings": crossings,
+    return {"clocks": clocks, "accel_clock": accel, "crossings": crossings,
             "met": all(c["met"] for c in clocks.values()) and all(c["met"] for c in crossings)}
 
 
@@ -247,7 +247,7 @@ def build_board(board_name: str, design: str, config, accel, *, clock_mhz: float
         os.environ.update(saved)
     wall = time.perf_counter() - t0
     pnr = json.loads((out / "nextpnr_report.json").read_text())
-    timing = board_timing(pnr, pll.f_out, board.f_in_mhz)
+    timing = board_timing(pnr, pll.f_out)
     fmax = timing["clocks"][timing["accel_clock"]]["fmax_mhz"] if timing["accel_clock"] else None
     ext = "bin" if board.family == "ice40" else "bit"
     report = {

@@ -32,6 +32,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from attnforge.errors import ConfigError, check_int
+from attnforge.hw.common.axi import axil_ports, axis_master_members, axis_slave_members
 
 from .protocol import PROTOCOL_VERSION, SYNC_REQUEST, SYNC_RESPONSE, Command, Status
 
@@ -100,19 +101,9 @@ class UartBridge(wiring.Component):
                               f"each way ({max(s_bytes, m_bytes)} bytes)")
         self.s_bytes, self.m_bytes, self.addr_width = s_bytes, m_bytes, addr_width
         self.buffer, self.timeout = buffer, timeout
-        members = {"rx": In(stream.Signature(8)), "tx": Out(stream.Signature(8))}
-        aw = addr_width
-        for name, flow, width in (("awaddr", Out, aw), ("awvalid", Out, 1), ("awready", In, 1), ("wdata", Out, 32),
-                                  ("wstrb", Out, 4), ("wvalid", Out, 1), ("wready", In, 1), ("bresp", In, 2),
-                                  ("bvalid", In, 1), ("bready", Out, 1), ("araddr", Out, aw), ("arvalid", Out, 1),
-                                  ("arready", In, 1), ("rdata", In, 32), ("rresp", In, 2), ("rvalid", In, 1),
-                                  ("rready", Out, 1)):
-            members["m_axil_" + name] = flow(width)
-        for prefix, n, fwd, back in (("m_axis_", s_bytes, Out, In), ("s_axis_", m_bytes, In, Out)):
-            members.update({prefix + "tdata": fwd(8 * n), prefix + "tkeep": fwd(n), prefix + "tvalid": fwd(1),
-                            prefix + "tready": back(1), prefix + "tlast": fwd(1)})
-        members.update({"busy": Out(1), "error": Out(1)})
-        super().__init__(members)
+        super().__init__({"rx": In(stream.Signature(8)), "tx": Out(stream.Signature(8)),
+                          **axil_ports("m_axil_", addr_width, master=True), **axis_master_members(8 * s_bytes),
+                          **axis_slave_members(8 * m_bytes), "busy": Out(1), "error": Out(1)})
 
     # ------------------------------------------------------------------ elaboration
 

@@ -45,7 +45,7 @@ from .regbank import RegisterBank
 from .stream import SkidBuffer
 
 __all__ = ["ERR_AXIS_TKEEP", "ERR_AXIS_TLAST", "AXIL_PREFIX", "axis_slave_members", "axis_master_members",
-           "axil_members",
+           "axil_members", "axil_ports",
            "bus_domains", "connect_axil", "register_params", "check_axis_width", "AxisCommandInput", "AxisOutput"]
 
 #: STATUS.errors bit the wrappers add: a beat with a ``tkeep`` bit low was taken on ``s_axis``.
@@ -73,6 +73,17 @@ def axis_slave_members(width: int) -> dict:
 def axis_master_members(width: int) -> dict:
     return {"m_axis_tdata": Out(width), "m_axis_tkeep": Out(width // 8), "m_axis_tvalid": Out(1),
             "m_axis_tready": In(1), "m_axis_tlast": Out(1)}
+
+
+def axil_ports(prefix: str, addr_width: int, *, master: bool) -> dict:
+    """AXI4-Lite ports (32-bit data) named ``prefix + name``; ``master``: the address and data flow out
+    (the board bridge, a crossing's slave-facing side), else in."""
+    fwd, back = (Out, In) if master else (In, Out)
+    ports = (("awaddr", fwd, addr_width), ("awvalid", fwd, 1), ("awready", back, 1), ("wdata", fwd, 32),
+             ("wstrb", fwd, 4), ("wvalid", fwd, 1), ("wready", back, 1), ("bresp", back, 2), ("bvalid", back, 1),
+             ("bready", fwd, 1), ("araddr", fwd, addr_width), ("arvalid", fwd, 1), ("arready", back, 1),
+             ("rdata", back, 32), ("rresp", back, 2), ("rvalid", back, 1), ("rready", fwd, 1))
+    return {prefix + name: flow(width) for name, flow, width in ports}
 
 
 def axil_members(bank: RegisterBank) -> dict:

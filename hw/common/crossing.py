@@ -38,17 +38,9 @@ from amaranth.lib.wiring import In, Out
 
 from attnforge.errors import check_int
 
-__all__ = ["ChannelCrossing", "AxisCrossing", "AxiLiteCrossing", "axil_members"]
+from .axi import axil_ports, axis_master_members, axis_slave_members
 
-
-def axil_members(prefix: str, addr_width: int, *, master: bool) -> dict:
-    """AXI4-Lite ports (32-bit data) named ``prefix + name``; ``master``: the address/data flow out."""
-    fwd, back = (Out, In) if master else (In, Out)
-    ports = (("awaddr", fwd, addr_width), ("awvalid", fwd, 1), ("awready", back, 1), ("wdata", fwd, 32),
-             ("wstrb", fwd, 4), ("wvalid", fwd, 1), ("wready", back, 1), ("bresp", back, 2), ("bvalid", back, 1),
-             ("bready", fwd, 1), ("araddr", fwd, addr_width), ("arvalid", fwd, 1), ("arready", back, 1),
-             ("rdata", back, 32), ("rresp", back, 2), ("rvalid", back, 1), ("rready", fwd, 1))
-    return {prefix + name: flow(width) for name, flow, width in ports}
+__all__ = ["ChannelCrossing", "AxisCrossing", "AxiLiteCrossing"]
 
 
 class ChannelCrossing(wiring.Component):
@@ -109,12 +101,7 @@ class AxisCrossing(wiring.Component):
     def __init__(self, data_bytes: int, *, s_domain: str, m_domain: str):
         self.data_bytes = check_int("crossing data bytes", data_bytes, 1)
         self.s_domain, self.m_domain = s_domain, m_domain
-        n = self.data_bytes
-        members = {}
-        for prefix, fwd, back in (("s_axis_", In, Out), ("m_axis_", Out, In)):
-            members.update({prefix + "tdata": fwd(8 * n), prefix + "tkeep": fwd(n), prefix + "tlast": fwd(1),
-                            prefix + "tvalid": fwd(1), prefix + "tready": back(1)})
-        super().__init__(members)
+        super().__init__({**axis_slave_members(8 * self.data_bytes), **axis_master_members(8 * self.data_bytes)})
 
     def elaborate(self, platform):
         m = Module()
@@ -145,8 +132,8 @@ class AxiLiteCrossing(wiring.Component):
     def __init__(self, addr_width: int, *, s_domain: str, m_domain: str):
         self.addr_width = check_int("crossing address bits", addr_width, 1)
         self.s_domain, self.m_domain = s_domain, m_domain
-        super().__init__({**axil_members("s_axil_", self.addr_width, master=False),
-                          **axil_members("m_axil_", self.addr_width, master=True)})
+        super().__init__({**axil_ports("s_axil_", self.addr_width, master=False),
+                          **axil_ports("m_axil_", self.addr_width, master=True)})
 
     def elaborate(self, platform):
         m = Module()

@@ -38,6 +38,7 @@ def conv_chunks(d: int) -> list[list[int]]:
         chunks.setdefault((j % SELECT_GROUP, j // SELECT_GROUP // CONV_CHUNK), []).append(j)
     return list(chunks.values())
 
+
 #: Cycles from a TAPS command to its row in the tap registers with ``Pipelining.conv_taps_early``: the
 #: least that keeps a pass in flight reading the old taps (its last element reads them
 #: ``block_read_latency`` cycles after its issue, and a TAPS command comes a cycle after that issue at
