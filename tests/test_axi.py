@@ -230,3 +230,64 @@ def test_verilog_axi_writes_a_lint_clean_wrapped_top(tmp_path, capsys, args, top
     text = out.read_text()
     assert f"module {top}(" in text and "input aclk;" in text and "input aresetn;" in text
     assert "lint clean" in capsys.readouterr().out
+
+
+def _on_parent_clock_reads(dut, offsets):
+    """AXI4-Lite reads of ``offsets`` through ``dut``'s passed-through ports; None where no response came."""
+    got = []
+
+    async def bench(ctx):
+        for offset in offsets:
+            ctx.set(dut.s_axil_araddr, offset)
+            ctx.set(dut.s_axil_arvalid, 1)
+            ctx.set(dut.s_axil_rready, 1)
+            value = None
+            for _ in range(20):
+                await ctx.tick()
+                if ctx.get(dut.s_axil_arready):
+                    ctx.set(dut.s_axil_arvalid, 0)
+                if ctx.get(dut.s_axil_rvalid):
+                    value = ctx.get(dut.s_axil_rdata)
+                    break
+            ctx.set(dut.s_axil_arvalid, 0)
+            await ctx.tick()
+            got.append(value)
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    return got
+
+
+def test_on_parent_clock_runs_the_wrapper_on_sync():
+    """`attnforge synth --axi`'s adapter: aclk from sync, aresetn from its reset (held in reset, or with
+    no clock, the register bank would never answer), every other port under its own name."""
+    from attnforge.hw.common.accel_regs import ID_MAGIC, REGMAP_VERSION, design_code
+    from attnforge.hw.common.axi import OnParentClock
+
+    cfg = LinearDecodeConfig(d=4, macs=1, conv_taps=1, t_max=1, max_tokens=16)
+    wrapper = LinearDecodeAxi(cfg, axis_width=32, perf_width=33)
+    dut = OnParentClock(wrapper)
+    members = dut.signature.members
+    assert "aclk" not in members and "aresetn" not in members
+    assert set(members) == set(wrapper.signature.members) - {"aclk", "aresetn"}
+    assert all(members[n].flow == wrapper.signature.members[n].flow for n in members)
+    regmap = wrapper.regmap
+    ident, design = _on_parent_clock_reads(dut, [regmap["id"].offset, regmap["design"].offset])
+    assert ident == ID_MAGIC << 16 | REGMAP_VERSION[0] << 8 | REGMAP_VERSION[1]
+    assert design == design_code("linear-decode")
+
+
+def test_on_parent_clock_refuses_a_component_without_clock_ports():
+    from attnforge.hw.common.axi import OnParentClock
+
+    with pytest.raises(ConfigError, match="OnParentClock needs a wrapper with aclk and aresetn ports; AxisOutput"):
+        OnParentClock(AxisOutput(8))
+
+
+def test_synth_axi_options_need_axi(capsys):
+    assert main(["synth", "linear-decode", "--axis-width", "32", "--no-pnr"]) == 2
+    assert "--axis-width and --perf-width are the AXI wrapper's; add --axi" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["synth", "mac-line", "--axi"])

@@ -388,3 +388,21 @@ def test_design_the_placer_cannot_legalise_is_refused_as_a_misfit(tmp_path):
     (row,) = e.value.over
     assert e.value.stage == "placement" and row["key"] == "ICESTORM_LC" and row["count"] < row["capacity"] // 2
     assert not (tmp_path / "report.json").exists()
+
+
+@pytest.mark.full     # Yosys twice, ~15 s; test_axi.py simulates the adapter in make test
+def test_synth_axi_synthesizes_the_wrapped_block(tmp_path, capsys):
+    """`attnforge synth linear-decode --axi`: the wrapper's register bank, counters and stream framing
+    are synthesized with the block (more flip-flops than the bare block's run with the same options)."""
+    from attnforge.cli import main
+
+    base = ["synth", "linear-decode", "--d", "4", "--macs", "1", "--conv-taps", "1", "--t-max", "1",
+            "--max-tokens", "16", "--device", "ice40-up5k", "--no-pnr"]
+    assert main(base + ["-o", str(tmp_path / "bare")]) == 0
+    assert main(base + ["--axi", "--axis-width", "32", "--perf-width", "33", "-o", str(tmp_path / "axi")]) == 0
+    bare, axi = (json.loads((tmp_path / d / "report.json").read_text()) for d in ("bare", "axi"))
+    shell = (tmp_path / "axi" / "linear_decode_axi_shell.v").read_text()
+    assert "s_axil_araddr" in shell and "s_axis_tdata" in shell and "aclk" in shell
+    # 4 counters x 33 bits and their latches, the command beats, the output skid buffer: > 200 more
+    assert axi["ffs"] > bare["ffs"] + 200
+    assert (bare["design"], axi["design"]) == ("linear_decode", "linear_decode_axi")

@@ -171,9 +171,20 @@ def cmd_synth(args) -> int:
 
     _device_defaults(args)
     design, config = _config(args)
-    out = Path(args.output) if args.output else Path("build") / "synth" / design.config_name(config) / args.device
+    component, top = design.build(config), design.top
+    if args.axi:
+        from attnforge.hw.common.axi import OnParentClock
+
+        options = {k: getattr(args, k) for k in ("axis_width", "perf_width") if getattr(args, k) is not None}
+        component, top = OnParentClock(design.axi(config, **options)), design.axi_top
+    elif args.axis_width is not None or args.perf_width is not None:
+        print(f"attnforge synth {design.name}: --axis-width and --perf-width are the AXI wrapper's; add --axi",
+              file=sys.stderr)
+        return 2
+    out = Path(args.output) if args.output else \
+        Path("build") / "synth" / design.config_name(config) / (args.device + ("_axi" if args.axi else ""))
     try:
-        report = synthesize(design.build(config), top=design.top, device=args.device, out_dir=out, seed=args.seed,
+        report = synthesize(component, top=top, device=args.device, out_dir=out, seed=args.seed,
                             router=args.router, target_mhz=args.target_mhz, pnr=args.pnr or args.pack_only,
                             pack_only=args.pack_only, estimate=_estimate(design, config, args.device),
                             dff=args.dff, placer=args.placer, lut_mapper=args.lut_mapper)
@@ -220,7 +231,16 @@ def _synth_options(p):
     p.add_argument("--target-mhz", type=float,
                    help="nextpnr's clock target [the device's: 150 on ECP5, 48 on iCE40]; the report gives what "
                         "was reached")
-    p.set_defaults(func=cmd_synth)
+    if DESIGNS[p.get_default("design")].axi is not None:
+        p.add_argument("--axi", action="store_true",
+                       help="the block behind its AXI4-Stream/AXI4-Lite wrapper (what `verilog --axi` writes and "
+                            "the board tops hold; aclk from the shell's clock): the wrapper's cells and Fmax")
+        if p.get_default("design") == "linear-decode":
+            p.add_argument("--axis-width", type=int,
+                           help="(--axi) s_axis_tdata bits [one beat per command; the board builds use 32]")
+        p.add_argument("--perf-width", type=int,
+                       help="(--axi) bits of each performance counter, 33..64 [64; the iCEBreaker build uses 33]")
+    p.set_defaults(func=cmd_synth, axi=False, axis_width=None, perf_width=None)
 
 
 # ---------------------------------------------------------------------------- regs

@@ -24,6 +24,7 @@ from amaranth.hdl import ClockSignal, DomainRenamer, Module, ResetSignal, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
+from attnforge.hw.common.axi import BUS_DOMAINS
 from attnforge.hw.common.crossing import AxiLiteCrossing, AxisCrossing
 from attnforge.hw.common.regmap import AXI_LITE_PORTS
 from attnforge.hw.common.uart import UartRx, UartTx, check_divisor
@@ -82,7 +83,7 @@ class BoardTop(wiring.Component):
         m.submodules.uart_rx = rx = UartRx(self.divisor)
         m.submodules.uart_tx = tx = UartTx(self.divisor)
         m.submodules.bridge = bridge = self.bridge
-        m.submodules.accel = accel = DomainRenamer({"sync": "axi", "accel": "axi_accel"})(self.accel)
+        m.submodules.accel = accel = DomainRenamer(BUS_DOMAINS)(self.accel)
         w = self.widths
         m.submodules.to_accel = to_accel = AxisCrossing(w["s_bytes"], s_domain="sync", m_domain="fast")
         m.submodules.from_accel = from_accel = AxisCrossing(w["m_bytes"], s_domain="fast", m_domain="sync")

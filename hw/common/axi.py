@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from amaranth.hdl import Cat, ClockDomain, ClockSignal, Const, Module, Mux, ResetSignal, Shape, Signal
+from amaranth.hdl import Cat, ClockDomain, ClockSignal, Const, DomainRenamer, Module, Mux, ResetSignal, Shape, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -46,7 +46,8 @@ from .stream import SkidBuffer
 
 __all__ = ["ERR_AXIS_TKEEP", "ERR_AXIS_TLAST", "AXIL_PREFIX", "axis_slave_members", "axis_master_members",
            "axil_members", "axil_ports",
-           "bus_domains", "connect_axil", "register_params", "check_axis_width", "AxisCommandInput", "AxisOutput"]
+           "bus_domains", "BUS_DOMAINS", "connect_axil", "register_params", "check_axis_width", "AxisCommandInput",
+           "AxisOutput", "OnParentClock"]
 
 #: STATUS.errors bit the wrappers add: a beat with a ``tkeep`` bit low was taken on ``s_axis``.
 ERR_AXIS_TKEEP = 0x80
@@ -111,6 +112,45 @@ def bus_domains(m: Module, aclk, aresetn, soft_reset) -> None:
     m.domains.accel = ClockDomain("accel")
     m.d.comb += [ClockSignal("sync").eq(aclk), ResetSignal("sync").eq(~aresetn),
                  ClockSignal("accel").eq(aclk), ResetSignal("accel").eq(~aresetn | soft_reset)]
+
+
+#: ``bus_domains``'s domains, renamed when a wrapper sits inside a design with domains of its own
+#: (``OnParentClock``, the board tops): the wrapper's ``sync`` and ``accel`` become these.
+BUS_DOMAINS = {"sync": "axi", "accel": "axi_accel"}
+
+
+class OnParentClock(wiring.Component):
+    """An AXI-wrapped accelerator (``VitcodAxi``, ``LinearDecodeAxi``) clocked by the parent's ``sync``.
+
+    The wrapper's ``aclk`` is driven by ``ClockSignal("sync")`` and its ``aresetn``
+    by ``~ResetSignal("sync")``; every other port is passed through under the same
+    name. What ``attnforge synth --axi`` places and routes (its shell drives every
+    input port from a shift register, which must not drive the clock).
+
+    Members
+    -------
+    <the wrapper's members but aclk, aresetn>
+        The same direction and shape (``s_axis_*``, ``m_axis_*``, ``s_axil_*``).
+    """
+
+    def __init__(self, wrapper):
+        members = wrapper.signature.members
+        if "aclk" not in members or "aresetn" not in members:
+            raise ConfigError(f"OnParentClock needs a wrapper with aclk and aresetn ports; {type(wrapper).__name__} "
+                              f"has {', '.join(sorted(members))}")
+        self.wrapper = wrapper
+        super().__init__({name: member for name, member in members.items() if name not in ("aclk", "aresetn")})
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.wrapper = inner = DomainRenamer(BUS_DOMAINS)(self.wrapper)
+        m.d.comb += [inner.aclk.eq(ClockSignal("sync")), inner.aresetn.eq(~ResetSignal("sync"))]
+        for name, member in self.signature.members.items():
+            if member.flow == In:
+                m.d.comb += getattr(inner, name).eq(getattr(self, name))
+            else:
+                m.d.comb += getattr(self, name).eq(getattr(inner, name))
+        return m
 
 
 def register_params(config, choices: dict | None = None) -> dict:
