@@ -13,8 +13,9 @@ even without programming). On iCE40 Yosys maps multipliers to SB_MAC16 (``-dsp``
 
 The report (``report.json`` and ``report.txt`` in the build folder): the
 board, device, design and configuration, the PLL setting and clock, nextpnr's
-Fmax of each clock against its constraint and the paths between the two clocks
-(``board_timing``), whether timing is met, the UART divisor
+Fmax of each clock against its constraint with its critical path's stage (logic
+and routing delay) and the paths between the two clocks (``board_timing``),
+whether timing is met, the UART divisor
 and baud rate, the resource use, the tools' versions and the wall time.
 ``BoardTimingError`` when a clock's routed Fmax is below its constraint or a
 path between the clocks exceeds its budget (the report is written first).
@@ -40,7 +41,7 @@ from amaranth.lib.cdc import ResetSynchronizer
 
 from attnforge.errors import AttnforgeError, ConfigError
 from attnforge.formats.atomic import write_text_atomic
-from attnforge.fpga.synth import LUT_MAPPERS, PLACERS, ROUTERS, classic_abc_rest
+from attnforge.fpga.synth import LUT_MAPPERS, PLACERS, ROUTERS, classic_abc_rest, critical_path
 from attnforge.hw.board.pll import ecp5_pll, ice40_pll
 from attnforge.hw.board.top import BoardTop
 
@@ -154,10 +155,18 @@ def board_timing(pnr: dict, accel_mhz: float) -> dict:
     (``hw/common/crossing.py``): a payload is captured at least one source and one destination period
     after it was launched (the request is registered a source clock after ``valid``, then passes two
     destination flip-flops), so each such path must be shorter than those two periods together.
-    ``accel_clock``: the clock whose constraint is nearest ``accel_mhz`` (the other is the bridge's)."""
+    ``accel_clock``: the clock whose constraint is nearest ``accel_mhz`` (the other is the bridge's).
+    Each clock's ``critical_path``: its longest path's stage, delay, logic and routing
+    (``fpga.synth.critical_path``'s summary; None when nextpnr reported none), where to pipeline next."""
     clocks = {name: {"fmax_mhz": round(v["achieved"], 2), "constraint_mhz": round(v["constraint"], 3),
                      "met": v["achieved"] >= v["constraint"]}
               for name, v in sorted(pnr.get("fmax", {}).items()) if v.get("achieved") is not None}
+    for name, clock in clocks.items():
+        own = [p for p in pnr.get("critical_paths", [])
+               if [e.split(" ", 1)[-1] for e in (p.get("from", ""), p.get("to", ""))] == [name, name]]
+        path = critical_path({"critical_paths": own})
+        clock["critical_path"] = None if path is None else {
+            k: path[k] for k in ("stage", "delay_ns", "logic_ns", "routing_ns", "logic_steps")}
     if not clocks:
         return {"clocks": {}, "accel_clock": None, "crossings": [], "met": False}
     accel = min(clocks, key=lambda n: abs(clocks[n]["constraint_mhz"] - accel_mhz))
@@ -279,6 +288,9 @@ def _text(r: dict) -> str:
              f"accelerator; the UART and bridge on the {r['bridge_clock_mhz']:g} MHz oscillator",
              f"Fmax       {r['fmax_mhz']} MHz (nextpnr, routed) -> timing {'MET' if r['timing_met'] else 'NOT MET'}",
              *(f"  clock {n}: {c['fmax_mhz']} MHz (constraint {c['constraint_mhz']:g} MHz)"
+               + ("" if not c.get("critical_path") else
+                  f"; critical {c['critical_path']['stage']} ({c['critical_path']['logic_ns']:g} ns logic + "
+                  f"{c['critical_path']['routing_ns']:g} ns routing)")
                for n, c in r["timing"]["clocks"].items()),
              *(f"  crossing {c['from']} -> {c['to']}: {c['delay_ns']} ns (budget {c['budget_ns']} ns)"
                for c in r["timing"]["crossings"]),

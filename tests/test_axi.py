@@ -77,8 +77,9 @@ def test_dsp_family_is_not_a_register():
     assert not any("dsp" in r.name for r in LinearDecodeAxi(ice40).regmap)
 
 
-def _command_input_bench(dut, beats, *, ready_pattern):
-    """Drive ``beats`` ((data, keep)) into ``dut``; collect commands and data beats."""
+def _command_input_bench(dut, beats, *, ready_pattern, valid_pattern=(1,)):
+    """Drive ``beats`` ((data, keep)) into ``dut``; collect commands and data beats. Where
+    ``valid_pattern`` is 0, ``tvalid`` is low and ``tdata`` is garbage (``~`` of the next beat)."""
     got = {"cmd": [], "data": [], "keep_error": [], "last_error": [], "partial": []}
 
     async def bench(ctx):
@@ -88,7 +89,10 @@ def _command_input_bench(dut, beats, *, ready_pattern):
             ready = ready_pattern[cycle % len(ready_pattern)]
             ctx.set(dut.cmd.ready, ready)
             ctx.set(dut.data.ready, ready)
-            if n < len(beats):
+            if n < len(beats) and not valid_pattern[cycle % len(valid_pattern)]:
+                ctx.set(dut.tdata, ~beats[n][0] & ((1 << len(dut.tdata)) - 1))
+                ctx.set(dut.tvalid, 0)
+            elif n < len(beats):
                 ctx.set(dut.tdata, beats[n][0])
                 ctx.set(dut.tkeep, beats[n][1])
                 ctx.set(dut.tlast, beats[n][2] if len(beats[n]) > 2 else 0)
@@ -116,8 +120,11 @@ def _command_input_bench(dut, beats, *, ready_pattern):
     return got
 
 
-def test_axis_command_input_assembles_commands_and_frames_their_data():
-    """A 20-bit command over 8-bit beats (3 beats), then ``n`` data beats; backpressure; a tkeep bit low."""
+@pytest.mark.parametrize("valid_pattern", [(1,), (1, 0, 0, 1, 1, 0, 1)])
+def test_axis_command_input_assembles_commands_and_frames_their_data(valid_pattern):
+    """A 20-bit command over 8-bit beats (3 beats), then ``n`` data beats; backpressure; a tkeep bit
+    low; idle cycles with other tdata between beats (a command beat's register follows tdata until
+    its beat is taken)."""
     layout = data.StructLayout({"n": 4, "tag": 16})
     dut = AxisCommandInput(8, layout, data_beats=lambda p: p.n, count_width=4)
     assert dut.cmd_beats == 3
@@ -130,7 +137,7 @@ def test_axis_command_input_assembles_commands_and_frames_their_data():
     beats = command(2, 0xBEEF) + [(0x11, 1), (0x22, 1, 1)] + command(0, 0x1234)
     beats[-1] += (1,)
     beats += command(1, 0x0F0F) + [(0x33, 0)]
-    got = _command_input_bench(dut, beats, ready_pattern=[1, 0, 1, 1, 0])
+    got = _command_input_bench(dut, beats, ready_pattern=[1, 0, 1, 1, 0], valid_pattern=valid_pattern)
     assert not any(got["last_error"])
     assert [(c.n, c.tag) for c in got["cmd"]] == [(2, 0xBEEF), (0, 0x1234), (1, 0x0F0F)]
     assert got["data"] == [0x11, 0x22, 0x33]          # the beat with tkeep low is used as it is

@@ -484,11 +484,16 @@ def test_mac_active_against_the_model():
 
 def _pnr(accel=(43.3, 42.0), bridge=(29.8, 12.0), crossing_ns=(8.4, 28.4)):
     """A nextpnr --report as the iCEBreaker board build writes it (two clocks, paths between them)."""
-    step = lambda ns: {"delay": ns}   # noqa: E731
+    def step(ns, kind="logic", src="board.x_SB_DFFESR_Q_LC", dst="board.y_SB_DFFESR_Q_LC"):
+        return {"delay": ns, "type": kind, "net": src.split("_SB")[0], "from": {"cell": src, "port": "O"},
+                "to": {"cell": dst, "port": "I0"}}
+
     return {"fmax": {"board.accel.aclk": {"achieved": accel[0], "constraint": accel[1]},
                      "board.clk": {"achieved": bridge[0], "constraint": bridge[1]}},
             "critical_paths": [
-                {"from": "posedge board.accel.aclk", "to": "posedge board.accel.aclk", "path": [step(23.1)]},
+                {"from": "posedge board.accel.aclk", "to": "posedge board.accel.aclk",
+                 "path": [step(1.4, "clk-to-q", "board.accel.core.output.full_SB_DFFSR_Q_1_LC"),
+                          step(14.3, "routing"), step(7.4, "logic", dst="board.accel.core.control.busy_SB_DFFE_Q_LC")]},
                 {"from": "posedge board.clk", "to": "posedge board.clk", "path": [step(30.0), step(3.5)]},
                 {"from": "<async>", "to": "posedge board.clk", "path": [step(500.0)]},
                 {"from": "posedge board.accel.aclk", "to": "posedge board.clk", "path": [step(crossing_ns[0])]},
@@ -504,7 +509,14 @@ def test_board_timing_judges_each_clock_and_the_paths_between_them():
 
     t = board_timing(_pnr(), 42.0)
     assert t["met"] and t["accel_clock"] == "board.accel.aclk"
-    assert t["clocks"]["board.clk"] == {"fmax_mhz": 29.8, "constraint_mhz": 12.0, "met": True}
+    assert t["clocks"]["board.clk"] == {
+        "fmax_mhz": 29.8, "constraint_mhz": 12.0, "met": True,
+        "critical_path": {"stage": "board.x -> board.y", "delay_ns": 33.5, "logic_ns": 33.5, "routing_ns": 0.0,
+                          "logic_steps": 2}}
+    # each clock's own longest path (not a crossing's, nor the <async> one): where to pipeline next
+    assert t["clocks"]["board.accel.aclk"]["critical_path"] == {
+        "stage": "board.accel.core.output.full -> board.accel.core.control.busy", "delay_ns": 23.1,
+        "logic_ns": 8.8, "routing_ns": 14.3, "logic_steps": 1}
     budget = 107.14          # ns: a 42 MHz period (23.81) plus a 12 MHz one (83.33)
     assert [(c["from"], c["to"], c["delay_ns"], c["budget_ns"]) for c in t["crossings"]] == [
         ("board.accel.aclk", "board.clk", 8.4, budget), ("board.clk", "board.accel.aclk", 28.4, budget)]

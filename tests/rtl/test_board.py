@@ -91,6 +91,13 @@ def test_icebreaker_linear_decode_bitstream_meets_timing(tmp_path):
     clocks = report["timing"]["clocks"]
     assert len(clocks) == 2 and all(c["fmax_mhz"] >= c["constraint_mhz"] for c in clocks.values())
     assert sorted(c["constraint_mhz"] for c in clocks.values()) == pytest.approx([12, 40.5], rel=1e-3)
+    # each clock's critical path names its stage in the design (where to pipeline next) and adds up
+    for name, c in clocks.items():
+        path = c["critical_path"]
+        assert path["stage"].startswith("board.accel." if name == report["timing"]["accel_clock"] else "board.")
+        assert path["logic_ns"] + path["routing_ns"] == pytest.approx(path["delay_ns"], abs=0.01)
+        assert path["delay_ns"] <= 1e3 / c["fmax_mhz"] + 0.01
+    assert "critical board.accel." in (out / "report.txt").read_text()
     assert len(report["timing"]["crossings"]) == 2 and all(c["met"] for c in report["timing"]["crossings"])
     assert (out / "board_top.bin").stat().st_size > 0
     assert report["utilization"]["ICESTORM_PLL"]["used"] == 1
