@@ -363,29 +363,32 @@ class MacLineHarness(Harness):
 
 
 class OutputStageHarness(Harness):
-    """ViTCoD ``OutputStage``: a row in, ``words_per_token`` beats out; holds the row's beats
-    not yet serialized plus the two requantizer stages'. ``head_done`` only with a beat sent."""
+    """ViTCoD ``OutputStage``: one beat in, one beat out ``OUT_STAGES`` cycles later; holds only
+    the requantizer stages' beats. ``head_done`` only with a beat sent, and only for a beat taken
+    as its row's last of its head's last row."""
 
     def __init__(self, config: VitcodConfig | None = None, mode: str = "safety", *, dut=None):
         config = config or VitcodConfig(head_dim=4, max_tokens=4, max_nnz=4, macs=1, dense_lines=1,
                                         sparse_lines=1, data_width=16)
-        self.latency = 1 + OUT_STAGES
+        self.latency = OUT_STAGES
         super().__init__(dut if dut is not None else OutputStage(config), mode)
 
     def properties(self, m, frag):
-        cfg = self.dut.config
         row, o = self.dut.row, self.dut.o
-        beats = cfg.words_per_token
         self.check_ports(m, {"row": row}, {"o": o})
-        serializing, beat = probe(frag, "serializing"), probe(frag, "beat")
         valids = [probe(frag, f"requant{k}_valid") for k in range(OUT_STAGES)]
-        held = sum(Value.cast(v) for v in valids) + serializing * (beats - beat)
-        out = Outstanding(m, row.valid & row.ready, o.valid & o.ready, held=held, capacity=beats + OUT_STAGES,
-                          per_item=beats, name="output")
+        held = sum(Value.cast(v) for v in valids)
+        out = Outstanding(m, row.valid & row.ready, o.valid & o.ready, held=held, capacity=OUT_STAGES,
+                          name="output")
+        # head ends taken in and not yet sent: the stages' beats flagged as a head's last
+        flags = [probe(frag, f"{stage}_head_last") for stage in ("picked", "product", "shifted", "lane")]
+        ends = Outstanding(m, row.valid & row.ready & row.payload.row_last & row.payload.head_last,
+                           self.dut.head_done, held=sum((v & f).as_unsigned() for v, f in zip(valids, flags)),
+                           capacity=OUT_STAGES, name="head_ends")
         m.d.comb += [
-            Assert(~serializing | (beat < beats), "output: beat index within the row"),
             Assert(~self.dut.head_done | (o.valid & o.ready), "output: head_done only with a beat sent"),
-            Assert(self.dut.busy == (serializing | Cat(*valids).any()), "output: busy while anything is held"),
+            Assert(~self.dut.head_done | (ends.count != 0), "output: head_done only for a head's last beat taken"),
+            Assert(self.dut.busy == Cat(*valids).any(), "output: busy while anything is held"),
         ]
         self.completion(m, out, o)
 
@@ -957,11 +960,11 @@ class VitcodAcceleratorHarness(Harness):
     LATENCY = 9
     #: the bounds on a head's compute, SMALLEST_VITCOD, ``o`` always ready (``head_waited`` counts from
     #: the cycle after its load, or after the previous head's end): a head with a key (a score and a
-    #: P.V job; alone it needs 54, behind another keyed head 56), a head without (alone 25, with a
-    #: keyed head loaded behind it 27; the bounded proof fails with 26): the largest the RTL needs in
-    #: simulation (tests/test_formal.py)
-    HEAD_LATENCY = 56
-    KEYLESS_LATENCY = 27
+    #: P.V job; behind another keyed head 55), a head without (with a keyed head loaded behind it 26;
+    #: the bounded proof fails with 25): the largest the RTL needs in simulation (tests/test_formal.py;
+    #: 56 and 27 before a row went out one beat at a time, without the row register's cycle)
+    HEAD_LATENCY = 55
+    KEYLESS_LATENCY = 26
 
     def properties(self, m, frag):
         cfg, dut = self.config, self.dut
@@ -1633,7 +1636,11 @@ class RowSchedulerHarness(Harness):
 
         # -- counts of every stage ------------------------------------------------------------------
         sm, rows = dut.softmax_rows, dut.rows
-        take = rows.valid & rows.ready
+        # a row is taken with its last beat (one tile: a beat per transfer) or whole (tiles)
+        take = rows.valid & rows.ready & (rows.payload.row_last if T == 1 else 1)
+        if T == 1:
+            out_beat = probe(frag, "out_beat")
+            m.d.comb += Assert(out_beat < cfg.words_per_token, "scheduler: the output beat within its row")
         M = counter("M", sm.valid & sm.ready)
         R = counter("R", dut.recips.valid)
         O = counter("O", take)

@@ -31,7 +31,7 @@ from attnforge.hw.vitcod.layer_store import LayerStore
 from attnforge.hw.vitcod.host import HeadJob, LayerJob, pack_bytes, unpack_output
 from attnforge.hw.vitcod.line import LINE_LATENCY, AttentionLine
 from attnforge.hw.vitcod.loader import Loader
-from attnforge.hw.vitcod.output import OutputStage
+from attnforge.hw.vitcod.output import OutputStage, beat_lanes
 from attnforge.hw.vitcod.scheduler import RowScheduler
 from attnforge.hw.vitcod.softmax import SoftmaxStage
 from attnforge.numfmt import INT8, Requantizer
@@ -362,31 +362,38 @@ def test_softmax_stage_takes_two_rows_and_no_third():
 
 # -- output stage ---------------------------------------------------------------------------------
 
-def _run_output(rows, stall, seed=0):
-    """Rows (values, multiplier, shift, head_last) through an OutputStage with random backpressure."""
+def _run_output(rows, stall, seed=0, idle=0.0):
+    """Rows (values, multiplier, shift, head_last) through an OutputStage, one beat of
+    ``beat_lanes`` channels per transfer, with random backpressure (and random idle cycles in)."""
     stage = OutputStage(CFG)
     rng = random.Random(seed)
+    lanes, wpt = beat_lanes(CFG), CFG.words_per_token
+    sent = [(values[w * lanes:(w + 1) * lanes], mult, shift, w == wpt - 1, last)
+            for values, mult, shift, last in rows for w in range(wpt)]
     beats, head_done = [], []
 
     async def bench(ctx):
         r = 0
         for cycle in range(40 * len(rows) + 20):
-            if r < len(rows):
-                values, mult, shift, last = rows[r]
+            offer = r < len(sent) and rng.random() >= idle
+            if offer:
+                values, mult, shift, row_last, last = sent[r]
                 ctx.set(stage.row.valid, 1)
                 ctx.set(stage.row.payload, stage.row.payload.shape().const(
-                    {"values": values, "multiplier": mult, "shift": shift, "head_last": last}))
+                    {"values": values, "multiplier": mult, "shift": shift, "row_last": row_last,
+                     "head_last": last}))
             else:
                 ctx.set(stage.row.valid, 0)
             ready = rng.random() >= stall
             ctx.set(stage.o.ready, ready)
-            took_row = r < len(rows) and ctx.get(stage.row.ready)
+            took = offer and ctx.get(stage.row.ready)
             if ctx.get(stage.o.valid) and ready:
                 beats.append(ctx.get(stage.o.payload))
             if ctx.get(stage.head_done):
                 head_done.append(len(beats))
             await ctx.tick()
-            r += took_row
+            r += took
+        assert r == len(sent)
         assert not ctx.get(stage.busy)
     simulate(stage, bench)
     return beats, head_done
@@ -417,7 +424,7 @@ def test_output_stage_under_random_backpressure_loses_and_repeats_nothing():
             for i in range(9)]
     steady, _ = _run_output(rows, stall=0.0)
     for seed in range(3):
-        stalled, head_done = _run_output(rows, stall=0.5, seed=seed)
+        stalled, head_done = _run_output(rows, stall=0.5, seed=seed, idle=0.3)
         assert stalled == steady
         assert head_done == [3 * CFG.words_per_token * k for k in (1, 2, 3)]
 

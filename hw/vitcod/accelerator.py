@@ -9,7 +9,7 @@ it arrives. The ``RowScheduler`` then runs the rows through the Denser Engine
 softmax(i) | pv(i)``: while the engines' lines compute the scores of the next
 row, the exponent units and the divider (``SoftmaxStage``) finish the softmax
 of the current one. Each output row (both engines' share of ``P·V``) leaves
-through the ``OutputStage`` (serializer and int8 requantizer). With the Q/K
+through the ``OutputStage`` (the int8 requantizer) one beat per cycle. With the Q/K
 decoder, the loader also holds a ``LayerStore`` and a ``QkDecoder``.
 
 With ``tiles`` T > 1 there are T such row pipelines ("tiles": a scheduler, a
@@ -223,6 +223,7 @@ class VitcodAccelerator(ConfiguredComponent):
             wiring.connect(m, schedulers[-1].rows, merger.tiles[t])
         # a head is done when the merger hands its last row to the output stage
         released = Signal()
-        m.d.comb += released.eq(output.row.valid & output.row.ready & output.row.payload.head_last)
+        m.d.comb += released.eq(output.row.valid & output.row.ready & output.row.payload.row_last
+                                & output.row.payload.head_last)
         m.d.comb += [s.released.eq(released) for s in schedulers]
         return Cat(*(s.busy for s in schedulers)).any()

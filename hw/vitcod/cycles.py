@@ -12,12 +12,13 @@ and a drain of ``SCORE_DRAIN`` cycles, which the next score job with keys does n
 ``n * ceil((d/M)/L)`` and a drain of ``DRAIN`` cycles, the same way (while the engine holds fewer
 than ``pv_queue`` rows' shares for the output); the issue of the next job in the cycle after the
 last one), the softmax (exponent units ``n + EXP_LATENCY`` cycles, the divider
-``ceil(26 / divider_bits) + 1``), the output serializer and its ``OUT_STAGES`` requantizer stages,
+``ceil(26 / divider_bits) + 1``), the output's beats (one per cycle, picked from the engines' shares
+or the row merger's buffer, which are free after a row's last beat) and its ``OUT_STAGES`` requantizer stages,
 the pointer walk that reads each engine's row pointers ``POINTER_LATENCY`` cycles ahead into a
 queue of ``POINTER_QUEUE`` rows, and the heads' overlap: the loader fills ``banks`` banks in a ring, a
 head is adopted in the cycle after its bank is seen full, every stage goes on from one head's rows
 to the next head's (a cycle to move on), the tiles take the rows of all heads in one rotation, and a
-head's bank is free again when its last row goes to the serializer. So the replay is of a whole run
+head's bank is free again after its last row's last beat goes out. So the replay is of a whole run
 (``_Sim``), not of heads one at a time.
 Only data-independent timing exists in the RTL, so the model needs the mask
 (G and the row lengths), never the values. It assumes, like the benchmark,
@@ -50,7 +51,7 @@ SCORE_DRAIN = DRAIN + 1
 #: cycles from an exponent job's last entry to its sum being final (its pipeline: read, difference,
 #: product, shift, z, E, and the done pulse); a job of n entries starts the next one n cycles later
 EXP_LATENCY = 7
-#: registered stages of the output requantizer between the serializer and the output stream
+#: registered stages of the output requantizer between a beat's transfer and the output stream
 OUT_STAGES = 4
 #: the divider at the default 2 quotient bits per cycle for the 26-bit reciprocal (``VitcodConfig.divider_cycles``)
 DIV_CYCLES = 13
@@ -343,8 +344,8 @@ class _Tile:
 
 class _Sim:
     """The accelerator over a run of heads: the loader (one command at a time, two banks), the
-    tiles' row pipelines over every adopted head, the row merger (tiles > 1) and the output
-    serializer. Heads are given in run order (``add``); nothing before a head's load depends on it,
+    tiles' row pipelines over every adopted head, the row merger (tiles > 1) and the
+    output beats. Heads are given in run order (``add``); nothing before a head's load depends on it,
     so the replay runs up to that load before the head is needed, and ``copy`` lets
     ``sent_globals`` try a head's options from there."""
 
@@ -359,10 +360,11 @@ class _Sim:
         self.loader_free = 0
         self.bank_free = [0] * cfg.banks   # cycle from which a bank may load again; None while its head runs
         self.off = 0               # the tile of the next good head's row 0
-        self.out_row = 0           # rows handed to the serializer
+        self.out_row = 0           # rows whose beats have started
         self.turn = 0              # (tiles) the merger's tile
         self.held = [0] * cfg.tiles   # (tiles) rows in the merger's buffer of each tile
-        self.ser_until = -1
+        self.ser_until = -1        # the last beat of the row going out
+        self.row_end_at = None     # (tiles) the cycle of that row's last beat, until the merger takes it
         self.released = 0          # good heads whose last row has gone out
         self.windows = []
         self.engine_issue = [0, 0]   # issue cycles per engine kind (Denser, Sparser), every tile
@@ -407,17 +409,25 @@ class _Sim:
 
     # -- the replay ------------------------------------------------------------------------
     def output(self, c) -> bool:
-        """The output stage (one tile) or the merger and the serializer: True when a row moved."""
+        """The output beats (one tile: from both engines' shares; tiles: from the merger's buffer):
+        True when a row moved. A row's ``words_per_token`` beats go in the cycles c .. e = c + wpt - 1,
+        one per cycle; its source (the engines' shares, the merger's slot) is free from e + 1."""
         cfg = self.cfg
         if cfg.tiles == 1:
             tile = self.tiles[0]
             if c > self.ser_until and tile.row_ready():
-                tile.at(c + 1, _COMBINED)
+                tile.at(c + cfg.words_per_token, _COMBINED)
                 self._serialize(c)
                 return True
             return False
         depth = cfg.merge_depth
-        take = self.held[self.turn] > 0 and c > self.ser_until
+        fired = False
+        if self.row_end_at is None and c > self.ser_until and self.held[self.turn] > 0:
+            self._serialize(c)
+            self.row_end_at = self.ser_until
+            fired = True
+        # the merger's slot is taken with its row's last beat
+        take = self.row_end_at == c
         loads = []
         for t, tile in enumerate(self.tiles):
             if tile.row_ready() and (self.held[t] < depth or (take and t == self.turn)):
@@ -425,22 +435,23 @@ class _Sim:
                 loads.append(t)
         if take:
             self.held[self.turn] -= 1
-            self._serialize(c)
+            self.row_end_at = None
             self.turn = (self.turn + 1) % cfg.tiles
         for t in loads:
             self.held[t] += 1
-        return bool(take or loads)
+        return bool(fired or take or loads)
 
     def _serialize(self, c) -> None:
-        """A row goes to the serializer in cycle c; a head's last row releases its bank."""
-        wpt = self.cfg.words_per_token
-        self.ser_until = c + wpt
+        """A row's first beat goes out in cycle c, its last in e = c + wpt - 1; a head's last row
+        releases its bank with its last beat."""
+        e = c + self.cfg.words_per_token - 1
+        self.ser_until = e
         self.out_row += 1
         k = self.released
         if self.out_row == self.row_end[k]:
             head = self.heads[k]
-            head["last_beat"] = c + wpt + OUT_STAGES
-            self.bank_free[head["bank"]] = c + 1
+            head["last_beat"] = e + OUT_STAGES
+            self.bank_free[head["bank"]] = e + 1
             self.released = k + 1
 
     def step(self) -> None:
@@ -461,7 +472,7 @@ class _Sim:
             self.c = c + 1
             return
         wake = [t for tile in self.tiles for t in tile.wakes(c)]
-        wake += [t for t in (self.ser_until + 1, *self.adopted) if t > c]
+        wake += [t for t in (self.ser_until, self.ser_until + 1, *self.adopted) if t > c]
         if not wake:
             raise RuntimeError(f"cycle model stuck at cycle {c} (rows out {self.out_row} of "
                                f"{self.row_end[-1] if self.row_end else 0})")

@@ -1,13 +1,15 @@
-"""The ViTCoD output stage: a finished row in, int8 beats out.
+"""The ViTCoD output stage: a finished row's beats in, int8 beats out.
 
-A row (both engines' shares of ``P·V`` summed, ``d`` wide values) is taken into
-a row register; a serializer hands one beat of B = data_width / 8 lanes per
-cycle to the output requantizer (``attnforge.hw.common.requant``), four
-registered stages (the beat's lanes; multiply; shift; rounding and saturation,
-``OUT_STAGES`` in ``hw/vitcod/cycles.py``) in one ``LockstepPipeline``, so
-they stall together on backpressure and a beat leaves four cycles after it is
-serialized. The row carries its requantizer and whether
-it is its head's last row: the head may end (and the next one start) while its
+A finished row (both engines' shares of ``P·V`` summed, ``d`` wide values) arrives one beat of
+B = data_width / 8 lanes per cycle (``output_beat_layout``): with one tile the row scheduler picks
+the beat's lanes of both engines' shares and adds them; with tiles the ``RowMerger`` picks them
+from the row it holds. Nothing holds a whole row here any more (issue 15: the row register and
+the 64 adders of a whole row were among the most congested nets of the routed benchmark block).
+The beats go through the output requantizer (``attnforge.hw.common.requant``), four registered
+stages (the beat's lanes; multiply; shift; rounding and saturation, ``OUT_STAGES`` in
+``hw/vitcod/cycles.py``) in one ``LockstepPipeline``, so they stall together on backpressure and a
+beat leaves four cycles after it is taken. Each beat carries its row's requantizer and whether it
+is its row's last and its head's last row: the head may end (and the next one start) while its
 last beats are still in the stages.
 """
 
@@ -24,14 +26,12 @@ from attnforge.numfmt import INT8
 
 from .config import MULTIPLIER_WIDTH, SHIFT_WIDTH, VitcodConfig
 
-__all__ = ["OutputStage", "RowMerger", "output_row_layout", "ROW_LOAD_GROUP"]
-
-#: channels of the output row register per copy of its load enable
-ROW_LOAD_GROUP = 8
+__all__ = ["OutputStage", "RowMerger", "output_row_layout", "output_beat_layout", "beat_lanes"]
 
 
 def output_row_layout(config: VitcodConfig) -> data.StructLayout:
-    """A finished row with its output requantizer (``attnforge.numfmt.Requantizer``'s fields)."""
+    """A finished row with its output requantizer (``attnforge.numfmt.Requantizer``'s fields): what a
+    tile hands to the ``RowMerger`` (``tiles > 1``)."""
     return data.StructLayout({
         "values": data.ArrayLayout(signed(config.row_width), config.head_dim),
         "multiplier": unsigned(MULTIPLIER_WIDTH),
@@ -40,8 +40,34 @@ def output_row_layout(config: VitcodConfig) -> data.StructLayout:
     })
 
 
+def beat_lanes(config: VitcodConfig) -> int:
+    """Channels of a row in one output beat: B = data_width / 8, or ``d`` when a beat is wider
+    than a row (its upper lanes are zero)."""
+    return min(config.data_bytes, config.head_dim)
+
+
+def output_beat_layout(config: VitcodConfig) -> data.StructLayout:
+    """One beat of a finished row: lane b of beat w is channel ``w * B + b``; ``row_last`` on the
+    row's last beat (``words_per_token`` beats a row), ``head_last`` on every beat of a head's last
+    row."""
+    return data.StructLayout({
+        "values": data.ArrayLayout(signed(config.row_width), beat_lanes(config)),
+        "multiplier": unsigned(MULTIPLIER_WIDTH),
+        "shift": unsigned(SHIFT_WIDTH),
+        "row_last": unsigned(1),
+        "head_last": unsigned(1),
+    })
+
+
+def pick_beat(row_values, beat, config: VitcodConfig) -> list:
+    """Lane b of beat ``beat`` of a row's ``d`` values, for each of its ``beat_lanes``."""
+    lanes = beat_lanes(config)
+    return [mux_tree([row_values[w * lanes + b] for w in range(config.words_per_token)], beat)
+            for b in range(lanes)]
+
+
 class OutputStage(ConfiguredComponent):
-    """Row register, serializer and the two-stage output requantizer.
+    """The four-stage output requantizer of a finished row's beats.
 
     Parameters
     ----------
@@ -49,9 +75,9 @@ class OutputStage(ConfiguredComponent):
 
     Members
     -------
-    row : ``In(stream.Signature(output_row_layout(config)))``
-        One finished row per transfer; ``ready`` while the serializer is free (the row
-        register is loaded by the transfer).
+    row : ``In(stream.Signature(output_beat_layout(config)))``
+        One beat of a finished row per transfer (``words_per_token`` a row, in order); ``ready``
+        whenever the requantizer's stages move.
     o : ``Out(stream.Signature(config.data_width))``
         The requantized int8 row, ``words_per_token`` beats, lane b of beat w is channel
         ``w * B + b`` (with a beat wider than a row, one beat, its lanes from ``d`` on zero).
@@ -60,7 +86,7 @@ class OutputStage(ConfiguredComponent):
     last : ``Out(1)``
         With ``o.valid``: the beat offered is its head's last (an AXI4-Stream ``tlast``).
     busy : ``Out(1)``
-        A row is being serialized or beats are in the requantizer stages.
+        Beats are in the requantizer stages.
     """
 
     config_type = VitcodConfig
@@ -68,7 +94,7 @@ class OutputStage(ConfiguredComponent):
     @classmethod
     def signature_of(cls, config: VitcodConfig):
         return {
-            "row": In(stream.Signature(output_row_layout(config))),
+            "row": In(stream.Signature(output_beat_layout(config))),
             "o": Out(stream.Signature(config.data_width)),
             "head_done": Out(1),
             "last": Out(1),
@@ -78,46 +104,20 @@ class OutputStage(ConfiguredComponent):
     def elaborate(self, platform):
         cfg = self._config
         m = Module()
-        lanes, beats = cfg.data_bytes, cfg.words_per_token
+        lanes, used = cfg.data_bytes, beat_lanes(cfg)
+        beat = self.row.payload
 
-        # row register and serializer. The row register follows the offered row while the serializer
-        # is free, so it holds the row taken: its enable is ``~serializing`` (a copy of it per group of
-        # ROW_LOAD_GROUP channels, ``replica``), not the scheduler's ``valid`` into ~2,000 flip-flops
-        row = Signal.like(self.row.payload, name="row_reg")
-        serializing = Signal()
-        copies = [Signal(name=f"serializing_rep{k}", attrs={"replica": 1})
-                  for k in range(-(-cfg.head_dim // ROW_LOAD_GROUP))]
-        beat = Signal(range(max(beats, 2)))
-        m.d.comb += self.row.ready.eq(~serializing)
-        with m.If(self.row.valid & self.row.ready):
-            m.d.sync += [serializing.eq(1), beat.eq(0), *(c.eq(1) for c in copies)]
-        for k, copy in enumerate(copies):
-            with m.If(~copy):
-                m.d.sync += [row.values[i].eq(self.row.payload.values[i])
-                             for i in range(k * ROW_LOAD_GROUP, min((k + 1) * ROW_LOAD_GROUP, cfg.head_dim))]
-        with m.If(~serializing):
-            m.d.sync += [row.multiplier.eq(self.row.payload.multiplier), row.shift.eq(self.row.payload.shift),
-                         row.head_last.eq(self.row.payload.head_last)]
-
-        # requantizer, four stages (OUT_STAGES): 0 selects the beat's lanes of the row register,
-        # 1 multiplies (registered operands, registered product: nothing but the DSP between them),
-        # 2 shifts by shift - 1, 3 rounds and saturates (``requant_shift``/``requant_finish``)
+        # requantizer, four stages (OUT_STAGES): 0 registers the beat, 1 multiplies (registered
+        # operands, registered product: nothing but the DSP between them), 2 shifts by shift - 1,
+        # 3 rounds and saturates (``requant_shift``/``requant_finish``)
         pipe = LockstepPipeline(m, depth=4, ready=self.o.ready, name="requant")
-        with m.If(pipe.advance & serializing):
-            m.d.sync += beat.eq(beat + 1)
-            with m.If(beat == beats - 1):
-                m.d.sync += [serializing.eq(0), *(c.eq(0) for c in copies)]
-        beat_last = serializing & row.head_last & (beat == beats - 1)
-        # a beat wider than a row (two token rows per data beat) carries the row in its lower lanes
-        used = min(lanes, cfg.head_dim)
-        picked = [pipe.stage(0, mux_tree([row.values[w * lanes + b] for w in range(beats)], beat),
-                             valid=serializing, name=f"picked{b}")
-                  for b in range(used)]
-        multiplier = pipe.stage(0, row.multiplier, name="picked_multiplier")
-        # the shifter's amount and whether it rounds, from the row register (not from the shifter's stage)
-        amount = pipe.stage(0, requant_shift_amount(row.shift), name="picked_amount")
-        rounds = pipe.stage(0, row.shift != 0, name="picked_rounds")
-        last = pipe.stage(0, beat_last, name="picked_head_last")
+        m.d.comb += self.row.ready.eq(pipe.advance)
+        picked = [pipe.stage(0, beat.values[b], valid=self.row.valid, name=f"picked{b}") for b in range(used)]
+        multiplier = pipe.stage(0, beat.multiplier, name="picked_multiplier")
+        # the shifter's amount and whether it rounds, from the beat (not from the shifter's stage)
+        amount = pipe.stage(0, requant_shift_amount(beat.shift), name="picked_amount")
+        rounds = pipe.stage(0, beat.shift != 0, name="picked_rounds")
+        last = pipe.stage(0, beat.row_last & beat.head_last, name="picked_head_last")
         products = [pipe.stage(1, requant_product(picked[b], multiplier), name=f"product{b}") for b in range(used)]
         amount = pipe.stage(1, amount, name="product_amount")
         rounds = pipe.stage(1, rounds, name="product_rounds")
@@ -132,7 +132,7 @@ class OutputStage(ConfiguredComponent):
 
         m.d.comb += [self.o.valid.eq(pipe.valid[-1]), self.o.payload.eq(Cat(*out_lanes)),
                      self.head_done.eq(self.o.valid & self.o.ready & out_last), self.last.eq(out_last),
-                     self.busy.eq(serializing | Cat(*pipe.valid).any())]
+                     self.busy.eq(Cat(*pipe.valid).any())]
         return m
 
 
@@ -142,9 +142,10 @@ class RowMerger(ConfiguredComponent):
     Each tile hands its rows to a buffer of its own of ``merge_depth`` rows (a ring of
     registers; a row is taken in the cycle the buffer has room or is being read from, so the
     tile's engines go on with the next row's P·V, up to ``merge_depth`` rows ahead of the
-    merger); rows leave in row order: the merger takes a row from tile ``turn`` only, then turns
-    to the next tile, across heads too (a head's row i is on tile ``(i + off) mod T``, the
-    rotation going on from the head before; ``head_layout``).
+    merger); rows leave in row order, one beat per transfer: the merger sends the beats of the
+    oldest row of tile ``turn`` only, frees its slot with the row's last beat, then turns to the
+    next tile, across heads too (a head's row i is on tile ``(i + off) mod T``, the rotation going
+    on from the head before; ``head_layout``).
 
     Parameters
     ----------
@@ -154,8 +155,8 @@ class RowMerger(ConfiguredComponent):
     -------
     tiles : ``In(stream.Signature(output_row_layout(config))).array(config.tiles)``
         Each tile's finished rows, in its own row order.
-    row : ``Out(stream.Signature(output_row_layout(config)))``
-        All rows in row order, to the ``OutputStage``.
+    row : ``Out(stream.Signature(output_beat_layout(config)))``
+        All rows' beats in row order, to the ``OutputStage``.
     """
 
     config_type = VitcodConfig
@@ -163,12 +164,17 @@ class RowMerger(ConfiguredComponent):
     @classmethod
     def signature_of(cls, config: VitcodConfig):
         rows = stream.Signature(output_row_layout(config))
-        return {"tiles": In(rows).array(config.tiles), "row": Out(rows)}
+        return {"tiles": In(rows).array(config.tiles), "row": Out(stream.Signature(output_beat_layout(config)))}
 
     def elaborate(self, platform):
-        T, D = self._config.tiles, self._config.merge_depth
+        cfg = self._config
+        T, D, wpt = cfg.tiles, cfg.merge_depth, cfg.words_per_token
         m = Module()
         turn = Signal(range(max(T, 2)))
+        # the beat of the row at the head of tile turn's ring; the row is taken with its last beat
+        beat = Signal(range(max(wpt, 2)), name="beat")
+        row_last = Signal()
+        m.d.comb += row_last.eq(beat == wpt - 1)
         take = Signal()
         heads, nonempty = [], []
         for t, tile in enumerate(self.tiles):
@@ -194,9 +200,16 @@ class RowMerger(ConfiguredComponent):
                 m.d.sync += count.eq(count + 1)
             with m.Elif(taken & ~put):
                 m.d.sync += count.eq(count - 1)
+        head = Signal(output_row_layout(cfg), name="head_row")
+        m.d.comb += head.eq(mux_tree(heads, turn))
+        beat_values = pick_beat(head.values, beat, cfg)
         m.d.comb += [self.row.valid.eq(mux_tree(nonempty, turn)),
-                     self.row.payload.eq(mux_tree(heads, turn)),
-                     take.eq(self.row.valid & self.row.ready)]
+                     *(self.row.payload.values[b].eq(v) for b, v in enumerate(beat_values)),
+                     self.row.payload.multiplier.eq(head.multiplier), self.row.payload.shift.eq(head.shift),
+                     self.row.payload.head_last.eq(head.head_last), self.row.payload.row_last.eq(row_last),
+                     take.eq(self.row.valid & self.row.ready & row_last)]
+        with m.If(self.row.valid & self.row.ready):
+            m.d.sync += beat.eq(Mux(row_last, 0, beat + 1))
         with m.If(take):
             m.d.sync += turn.eq(Mux(turn == T - 1, 0, turn + 1))
         return m

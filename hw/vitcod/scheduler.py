@@ -47,7 +47,7 @@ from amaranth.lib.wiring import In, Out
 from attnforge.hw.common import ConfiguredComponent, log2_ceil, mux_tree
 
 from .config import INDEX_WIDTH, POINTER_QUEUE, VitcodConfig
-from .output import output_row_layout
+from .output import output_beat_layout, output_row_layout, pick_beat
 from .signatures import EngineJobSignature, HeadBanksSignature, head_layout
 from .softmax import recip_layout, softmax_row_layout
 
@@ -91,8 +91,11 @@ class RowScheduler(ConfiguredComponent):
         Rows whose scores are in (both engines), in row order.
     recips : ``In(stream.Signature(recip_layout(config), always_ready=True))``
         Their reciprocals back: the row's pv jobs may start.
-    rows : ``Out(stream.Signature(output_row_layout(config)))``
-        Finished rows (both engines' shares summed) with the output requantizer.
+    rows : ``Out(stream.Signature(output_beat_layout(config)))`` (one tile) or ``Out(stream.Signature(output_row_layout(config)))`` (tiles)
+        Finished rows (both engines' shares summed) with the output requantizer. With one tile a
+        row goes out one beat per transfer, each beat's lanes picked from both engines' shares and
+        added here (no whole-row sum or register anywhere: issue 15); the engines' shares are
+        taken with the row's last beat. With tiles a whole row per transfer, to the row merger.
     busy : ``Out(1)``
         A head has been adopted and is not yet out.
     """
@@ -121,13 +124,17 @@ class RowScheduler(ConfiguredComponent):
             "sparse": Out(EngineJobSignature(config)),
             "softmax_rows": Out(stream.Signature(softmax_row_layout(config))),
             "recips": In(stream.Signature(recip_layout(config), always_ready=True)),
-            "rows": Out(stream.Signature(output_row_layout(config))),
+            "rows": Out(stream.Signature(output_beat_layout(config) if config.tiles == 1
+                                         else output_row_layout(config))),
             "busy": Out(1),
         }
 
     def elaborate(self, platform):
         m = Module()
         st = self._state(m)
+        # the output takes a row (its last beat, with one tile): the engines' shares go, the
+        # output walk moves on (``_output``)
+        st.row_taken = Signal(name="row_taken")
         self._row_pointers(m, st)
         for x, job in enumerate((self.dense, self.sparse)):
             self._engine_jobs(m, st, x, job)
@@ -359,7 +366,7 @@ class RowScheduler(ConfiguredComponent):
             _set_at(m, st.row_base[x], started_slot, started_base)
             _set_at(m, st.row_nonzero[x], started_slot, started_nonzero)
             _set_at(m, st.row_single[x], started_slot, started_single)
-        take = self.rows.valid & self.rows.ready       # the output stage takes a row of both engines
+        take = st.row_taken       # the output takes a row of both engines
         m.d.comb += job.pv_take.eq(take)
         m.d.sync += [st.pv_held[x].eq(st.pv_held[x] + start_pv - take),
                      st.pv_finished[x].eq(st.pv_finished[x] + job.pv_done - take)]
@@ -474,9 +481,24 @@ class RowScheduler(ConfiguredComponent):
         m.d.comb += [rows.valid.eq(walk.in_head & (st.pv_finished[0] != 0) & (st.pv_finished[1] != 0)),
                      rows.payload.multiplier.eq(head.out_mult), rows.payload.shift.eq(head.out_shift),
                      rows.payload.head_last.eq(self._global_row(st, walk) + 1 == head.nq)]
-        m.d.comb += [rows.payload.values[i].eq(self.dense.out[i] + self.sparse.out[i])
-                     for i in range(self._config.head_dim)]
-        walk.step(m, rows.valid & rows.ready)
+        cfg = self._config
+        if cfg.tiles > 1:
+            m.d.comb += [rows.payload.values[i].eq(self.dense.out[i] + self.sparse.out[i])
+                         for i in range(cfg.head_dim)]
+            m.d.comb += st.row_taken.eq(rows.valid & rows.ready)
+        else:
+            # one beat per transfer: each lane picks its channel of both shares, then adds them
+            wpt = cfg.words_per_token
+            beat = Signal(range(max(wpt, 2)), name="out_beat")
+            row_last = Signal(name="out_row_last")
+            m.d.comb += row_last.eq(beat == wpt - 1)
+            dense, sparse = pick_beat(self.dense.out, beat, cfg), pick_beat(self.sparse.out, beat, cfg)
+            m.d.comb += [*(rows.payload.values[b].eq(d + s) for b, (d, s) in enumerate(zip(dense, sparse))),
+                         rows.payload.row_last.eq(row_last),
+                         st.row_taken.eq(rows.valid & rows.ready & row_last)]
+            with m.If(rows.valid & rows.ready):
+                m.d.sync += beat.eq(Mux(row_last, 0, beat + 1))
+        walk.step(m, st.row_taken)
 
     def _heads(self, m, st):
         """Adopt the heads of full banks in load order; release the oldest when its last row has
@@ -501,7 +523,7 @@ class RowScheduler(ConfiguredComponent):
                             m.d.comb += first.eq(Mux(head.off <= t, t - head.off, t + T - head.off))
                         m.d.sync += [st.first[b].eq(first), st.nq_local[b].eq((head.nq + (T - 1) - first) // T)]
         if cfg.tiles == 1:
-            release = self.rows.valid & self.rows.ready & self.rows.payload.head_last
+            release = st.row_taken & self.rows.payload.head_last
         else:
             release = self.released
         with m.If(release):
