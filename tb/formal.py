@@ -1640,7 +1640,9 @@ class RowSchedulerHarness(Harness):
         take = rows.valid & rows.ready & (rows.payload.row_last if T == 1 else 1)
         if T == 1:
             out_beat = probe(frag, "out_beat")
-            m.d.comb += Assert(out_beat < cfg.words_per_token, "scheduler: the output beat within its row")
+            m.d.comb += [Assert(out_beat < cfg.words_per_token, "scheduler: the output beat within its row"),
+                         Assert(probe(frag, "out_row_last") == (out_beat == cfg.words_per_token - 1),
+                                "scheduler: the row-last flag is the beat counter's last beat")]
         M = counter("M", sm.valid & sm.ready)
         R = counter("R", dut.recips.valid)
         O = counter("O", take)
