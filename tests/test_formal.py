@@ -617,12 +617,15 @@ SCHEDULER_K = 1
 SCHEDULER_BANKS4 = dataclasses.replace(SMALL_SCHEDULER, banks=4)
 #: two tiles, heads of 1..3 rows: a tile has 0, 1 or 2 rows of a head (the rotation's off free)
 SCHEDULER_TILES2 = dataclasses.replace(SMALL_SCHEDULER, max_tokens=3, data_width=32, tiles=2)
+#: two output beats a row (d = 4 at 16-bit beats): the row goes out with its last beat
+SCHEDULER_BEATS2 = dataclasses.replace(SMALL_SCHEDULER, head_dim=4)
 
 
-@pytest.mark.full     # 30-40 s (banks 2, tiles 2) and 5 min (banks 4) in SymbiYosys: over make test's room
+@pytest.mark.full     # 20-40 s (banks 2, tiles 2, beats 2) and 5 min (banks 4) in SymbiYosys: over make test's room
 @pytest.mark.timeout(1200)
-@pytest.mark.parametrize("config,tile", [(SMALL_SCHEDULER, 0), (SCHEDULER_BANKS4, 0), (SCHEDULER_TILES2, 1)],
-                         ids=["banks2", "banks4", "tiles2"])
+@pytest.mark.parametrize("config,tile", [(SMALL_SCHEDULER, 0), (SCHEDULER_BANKS4, 0), (SCHEDULER_TILES2, 1),
+                                         (SCHEDULER_BEATS2, 0)],
+                         ids=["banks2", "banks4", "tiles2", "beats2"])
 def test_row_scheduler_proven(tmp_path, config, tile):
     """Every stage takes every row of the adopted heads once, in order, never ahead of the stage
     before it; jobs only for adopted heads; inflight <= row_slots, pv_held <= pv_queue; the adopted
