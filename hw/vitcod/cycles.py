@@ -363,8 +363,7 @@ class _Sim:
         self.out_row = 0           # rows whose beats have started
         self.turn = 0              # (tiles) the merger's tile
         self.held = [0] * cfg.tiles   # (tiles) rows in the merger's buffer of each tile
-        self.ser_until = -1        # the last beat of the row going out
-        self.row_end_at = None     # (tiles) the cycle of that row's last beat, until the merger takes it
+        self.ser_until = -1        # the cycle of the last beat of the row going out (or gone)
         self.released = 0          # good heads whose last row has gone out
         self.windows = []
         self.engine_issue = [0, 0]   # issue cycles per engine kind (Denser, Sparser), every tile
@@ -422,12 +421,11 @@ class _Sim:
             return False
         depth = cfg.merge_depth
         fired = False
-        if self.row_end_at is None and c > self.ser_until and self.held[self.turn] > 0:
+        if c > self.ser_until and self.held[self.turn] > 0:
             self._serialize(c)
-            self.row_end_at = self.ser_until
             fired = True
-        # the merger's slot is taken with its row's last beat
-        take = self.row_end_at == c
+        # the merger's slot is taken with its row's last beat (the cycle replays each cycle once)
+        take = c == self.ser_until
         loads = []
         for t, tile in enumerate(self.tiles):
             if tile.row_ready() and (self.held[t] < depth or (take and t == self.turn)):
@@ -435,7 +433,6 @@ class _Sim:
                 loads.append(t)
         if take:
             self.held[self.turn] -= 1
-            self.row_end_at = None
             self.turn = (self.turn + 1) % cfg.tiles
         for t in loads:
             self.held[t] += 1

@@ -26,7 +26,8 @@ from attnforge.numfmt import INT8
 
 from .config import MULTIPLIER_WIDTH, SHIFT_WIDTH, VitcodConfig
 
-__all__ = ["OutputStage", "RowMerger", "output_row_layout", "output_beat_layout", "beat_lanes"]
+__all__ = ["OutputStage", "RowMerger", "output_row_layout", "output_beat_layout", "beat_lanes", "pick_beat",
+           "row_beats"]
 
 
 def output_row_layout(config: VitcodConfig) -> data.StructLayout:
@@ -64,6 +65,20 @@ def pick_beat(row_values, beat, config: VitcodConfig) -> list:
     lanes = beat_lanes(config)
     return [mux_tree([row_values[w * lanes + b] for w in range(config.words_per_token)], beat)
             for b in range(lanes)]
+
+
+def row_beats(m: Module, config: VitcodConfig, step, name: str):
+    """The beat counter of a row sent one beat per transfer: ``(beat, row_last)``, both registers
+    (``row_last`` kept beside the counter, so no compare sits ahead of what the row's last beat
+    starts). Both move with ``step`` (a beat transferred); named ``{name}_beat`` and
+    ``{name}_row_last``."""
+    wpt = config.words_per_token
+    beat = Signal(range(max(wpt, 2)), name=f"{name}_beat")
+    row_last = Signal(name=f"{name}_row_last", init=wpt == 1)
+    with m.If(step):
+        m.d.sync += [beat.eq(Mux(row_last, 0, beat + 1)),
+                     row_last.eq(Mux(row_last, wpt == 1, (beat == wpt - 2) if wpt > 1 else 0))]
+    return beat, row_last
 
 
 class OutputStage(ConfiguredComponent):
@@ -168,13 +183,11 @@ class RowMerger(ConfiguredComponent):
 
     def elaborate(self, platform):
         cfg = self._config
-        T, D, wpt = cfg.tiles, cfg.merge_depth, cfg.words_per_token
+        T, D = cfg.tiles, cfg.merge_depth
         m = Module()
         turn = Signal(range(max(T, 2)))
         # the beat of the row at the head of tile turn's ring; the row is taken with its last beat
-        beat = Signal(range(max(wpt, 2)), name="beat")
-        row_last = Signal()
-        m.d.comb += row_last.eq(beat == wpt - 1)
+        beat, row_last = row_beats(m, cfg, self.row.valid & self.row.ready, "merger")
         take = Signal()
         heads, nonempty = [], []
         for t, tile in enumerate(self.tiles):
@@ -208,8 +221,6 @@ class RowMerger(ConfiguredComponent):
                      self.row.payload.multiplier.eq(head.multiplier), self.row.payload.shift.eq(head.shift),
                      self.row.payload.head_last.eq(head.head_last), self.row.payload.row_last.eq(row_last),
                      take.eq(self.row.valid & self.row.ready & row_last)]
-        with m.If(self.row.valid & self.row.ready):
-            m.d.sync += beat.eq(Mux(row_last, 0, beat + 1))
         with m.If(take):
             m.d.sync += turn.eq(Mux(turn == T - 1, 0, turn + 1))
         return m

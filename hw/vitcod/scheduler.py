@@ -47,7 +47,7 @@ from amaranth.lib.wiring import In, Out
 from attnforge.hw.common import ConfiguredComponent, log2_ceil, mux_tree
 
 from .config import INDEX_WIDTH, POINTER_QUEUE, VitcodConfig
-from .output import output_beat_layout, output_row_layout, pick_beat
+from .output import output_beat_layout, output_row_layout, pick_beat, row_beats
 from .signatures import EngineJobSignature, HeadBanksSignature, head_layout
 from .softmax import recip_layout, softmax_row_layout
 
@@ -488,18 +488,13 @@ class RowScheduler(ConfiguredComponent):
             m.d.comb += st.row_taken.eq(rows.valid & rows.ready)
         else:
             # one beat per transfer: each lane picks its channel of both shares, then adds them
-            wpt = cfg.words_per_token
-            beat = Signal(range(max(wpt, 2)), name="out_beat")
-            # the row's last beat, a register kept beside the counter (no compare ahead of the
-            # release and the walk: the placement estimate's path from the counter to the loader)
-            row_last = Signal(name="out_row_last", init=wpt == 1)
+            # (the row-last flag a register: no compare ahead of the release and the walk, the
+            # placement estimate's path from the counter to the loader)
+            beat, row_last = row_beats(m, cfg, rows.valid & rows.ready, "out")
             dense, sparse = pick_beat(self.dense.out, beat, cfg), pick_beat(self.sparse.out, beat, cfg)
             m.d.comb += [*(rows.payload.values[b].eq(d + s) for b, (d, s) in enumerate(zip(dense, sparse))),
                          rows.payload.row_last.eq(row_last),
                          st.row_taken.eq(rows.valid & rows.ready & row_last)]
-            with m.If(rows.valid & rows.ready):
-                m.d.sync += [beat.eq(Mux(row_last, 0, beat + 1)),
-                             row_last.eq(Mux(row_last, wpt == 1, (beat == wpt - 2) if wpt > 1 else 0))]
         walk.step(m, st.row_taken)
 
     def _heads(self, m, st):
