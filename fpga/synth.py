@@ -16,6 +16,7 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,14 +25,19 @@ from attnforge.hw.verilog import write_verilog
 from attnforge.formats.atomic import write_json_atomic
 
 from .paths import estimate_paths
+from .pnr_log import PnrProgress
 from .shell import SynthShell
 
-__all__ = ["Device", "DEVICES", "get_device", "synthesize", "SynthError", "FitError", "placement_failure", "critical_path", "signal_of",
+__all__ = ["Device", "DEVICES", "get_device", "synthesize", "SynthError", "FitError", "PnrStopped", "placement_failure", "critical_path", "signal_of",
            "tool_versions", "fit_check", "soft_multipliers", "RESOURCE_CLASSES"]
 
 
 class SynthError(RuntimeError):
     pass
+
+
+class PnrStopped(SynthError):
+    """nextpnr stopped before it finished, at a limit the caller gave (a timeout, router2's patience)."""
 
 
 class FitError(SynthError):
@@ -167,6 +173,68 @@ def _run(cmd: list[str], log: Path, what: str, tool_log: Path | None = None) -> 
             parts.append((log, printed[-8:] if parts else printed[-25:]))
         raise SynthError(f"{what} failed (exit {proc.returncode}); "
                          + "\n".join(f"see {path}:\n" + "\n".join(lines) for path, lines in parts))
+
+
+def _run_nextpnr(cmd: list[str], log: Path, progress: PnrProgress, show: bool) -> None:
+    """nextpnr with its output in ``log``, read line by line into ``progress``; ``show``: its status on
+    stderr (one line kept up to date on a terminal, else a line per change of phase or router2
+    iteration and one a minute). Stopped, with ``SynthError`` giving the reason, when
+    ``progress.stop_reason`` answers (a timeout, router2 without progress)."""
+    lines: list[str | None] = []
+    ready = threading.Condition()
+    with open(log, "w") as f:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=log.parent,
+                                text=True, errors="replace")
+
+        def pump():
+            for text in proc.stdout:
+                with ready:
+                    lines.append(text)
+                    ready.notify()
+            with ready:
+                lines.append(None)
+                ready.notify()
+
+        reader = threading.Thread(target=pump, daemon=True)
+        reader.start()
+        start, shown, shown_key, shown_at = time.monotonic(), None, None, 0.0
+        reason, tty = None, sys.stderr.isatty()
+        finished = False
+        while not finished:
+            with ready:
+                ready.wait_for(lambda: lines, timeout=1.0)
+                batch, lines[:] = list(lines), []
+            for text in batch:
+                if text is None:
+                    finished = True
+                    break
+                f.write(text)
+                progress.feed(text)
+            now = time.monotonic()
+            reason = progress.stop_reason(now - start)
+            if show:
+                status, key = progress.status(), (progress.phase, progress.router, len(progress.overused))
+                if tty and status != shown and (now - shown_at >= 1.0 or finished or reason):
+                    print(f"\r\033[Knextpnr {now - start:6.0f} s: {status}", end="", file=sys.stderr, flush=True)
+                    shown, shown_at = status, now
+                elif not tty and (key != shown_key or status != shown and now - shown_at >= 60):
+                    print(f"nextpnr {now - start:.0f} s: {status}", file=sys.stderr, flush=True)
+                    shown, shown_key, shown_at = status, key, now
+            if reason:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                break
+        if show and tty:
+            print(file=sys.stderr)
+        proc.wait()
+    if reason:
+        raise PnrStopped(f"nextpnr stopped: {reason}; nothing routed (log: {log})")
+    if proc.returncode != 0:
+        tail = log.read_text(errors="replace").splitlines()[-25:]
+        raise SynthError(f"nextpnr ({cmd[0]}) failed (exit {proc.returncode}); see {log}:\n" + "\n".join(tail))
 
 
 #: What YoWASP's Yosys 0.70 leaves when ABC9 fails on a netlist (its log's assertion; with -dff the
@@ -380,7 +448,8 @@ def _refuse_unplaced(design: str, device: str, log: Path, fit: list[dict], place
 def synthesize(component, *, top: str, device: str, out_dir: str | Path, seed: int = 1,
                router: str | None = None, target_mhz: float | None = None, pnr: bool = True,
                pack_only: bool = False, estimate: dict | None = None, dff: bool = False,
-               placer: str | None = None, lut_mapper: str = "abc9") -> dict:
+               placer: str | None = None, lut_mapper: str = "abc9", route_patience: int | None = None,
+               pnr_timeout_s: float | None = None, progress: bool = False) -> dict:
     """Synthesize and place-and-route ``component`` for ``device``; return (and write) the report.
 
     ``pnr=False`` stops after Yosys: the resource counts (Yosys's, before nextpnr packs them), no
@@ -414,7 +483,14 @@ def synthesize(component, *, top: str, device: str, out_dir: str | Path, seed: i
     ``dff=True`` passes ``-dff`` to Yosys's synth command: ABC9 maps the flip-flops with the logic
     (sequential optimization across register boundaries; the RTL and its cycles are unchanged). On
     the UP5K the linear decode block's worst routed Fmax of three seeds rose 4-10 % (docs/board.md).
+
+    **nextpnr's progress** (``fpga.pnr_log``): the report's ``pnr`` holds the placement's Fmax estimate
+    and the router's progress (router2's overused wires per iteration, router1's arcs left) and time;
+    ``progress=True`` shows it on stderr while nextpnr runs. ``route_patience`` (router2 iterations
+    without a new fewest count of overused wires) and ``pnr_timeout_s`` (seconds of place and route)
+    stop nextpnr early with ``SynthError`` saying why; no report is written then.
     """
+    watch = PnrProgress(patience=route_patience, timeout_s=pnr_timeout_s)   # checks both first
     dev = get_device(device)
     target = dev.target_mhz if target_mhz is None else float(target_mhz)
     if not 1.0 <= target <= 1000.0:
@@ -511,9 +587,9 @@ def synthesize(component, *, top: str, device: str, out_dir: str | Path, seed: i
         _refuse(top, device, "packed", rows, stop)
     if stop:
         try:
-            _run([_tool(dev.nextpnr), *args, "--json", "netlist.json", "--report", "nextpnr.json",
-                  "--freq", str(target), "--seed", str(seed), "--timing-allow-fail"],
-                 out / "nextpnr.log", f"nextpnr ({dev.nextpnr})")
+            _run_nextpnr([_tool(dev.nextpnr), *args, "--json", "netlist.json", "--report", "nextpnr.json",
+                          "--freq", str(target), "--seed", str(seed), "--timing-allow-fail"],
+                         out / "nextpnr.log", watch, progress)
         except SynthError:
             _refuse_unplaced(top, device, out / "nextpnr.log", fit, _placer_of(args), seed)
             raise
@@ -563,6 +639,8 @@ def synthesize(component, *, top: str, device: str, out_dir: str | Path, seed: i
         "yosys_synth": synth_cmd,
         "yosys_seconds": round(t1 - t0, 2),
         "nextpnr_seconds": round(t2 - t1, 2),
+        # the placement's estimate and the router's progress and time, from nextpnr's log (fpga/pnr_log.py)
+        "pnr": watch.summary() if stop else None,
         "folder": str(out),
     }
     write_json_atomic(report_path, report)
