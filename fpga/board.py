@@ -41,7 +41,8 @@ from amaranth.lib.cdc import ResetSynchronizer
 
 from attnforge.errors import AttnforgeError, ConfigError
 from attnforge.formats.atomic import write_text_atomic
-from attnforge.fpga.synth import LUT_MAPPERS, PLACERS, ROUTERS, classic_abc_rest, critical_path
+from attnforge.fpga.pnr_log import FileLines, PnrProgress, follow
+from attnforge.fpga.synth import LUT_MAPPERS, PLACERS, ROUTERS, PnrStopped, classic_abc_rest, critical_path
 from attnforge.hw.board.pll import ecp5_pll, ice40_pll
 from attnforge.hw.board.top import BoardTop
 
@@ -217,7 +218,9 @@ def _tool_overrides(board: Board, seed: int, f_out: float, placer: str | None, l
 
 def build_board(board_name: str, design: str, config, accel, *, clock_mhz: float | None, out_dir,
                 baud: int = DEFAULT_BAUD, seed: int = 1, prepare_only: bool = False,
-                placer: str | None = None, lut_mapper: str = "abc9", router: str | None = None) -> dict:
+                placer: str | None = None, lut_mapper: str = "abc9", router: str | None = None,
+                route_patience: int | None = None, pnr_timeout_s: float | None = None,
+                progress: bool = False) -> dict:
     """Bitstream and report for ``accel`` (the AXI-wrapped design of ``config``) on ``board_name``.
 
     ``prepare_only``: elaborate and write the build files (RTLIL, Yosys script, pin constraints, the
@@ -225,7 +228,10 @@ def build_board(board_name: str, design: str, config, accel, *, clock_mhz: float
     ``fpga.synth.PLACERS``) and ``lut_mapper`` (``abc9`` or, on ECP5, classic ``abc``) as in
     ``attnforge synth``: the ViTCoD block has routed on the ECP5-85k only with ``abc`` + ``static``
     (one seed of two netlists; docs/vitcod-hw.md). ``router``: nextpnr's [router2 on ECP5, as
-    ``attnforge synth``; the iCE40's default there]."""
+    ``attnforge synth``; the iCE40's default there]. ``route_patience``, ``pnr_timeout_s`` and
+    ``progress`` as in ``fpga.synth.synthesize`` (nextpnr's log followed; a limit reached raises
+    ``PnrStopped`` and leaves no report); the report's ``pnr`` holds nextpnr's progress."""
+    watch = PnrProgress(patience=route_patience, timeout_s=pnr_timeout_s)   # checks both first
     board = get_board(board_name)
     pll = board.pll(board.default_mhz if clock_mhz is None else clock_mhz)
     divisor = uart_divisor(board.f_in_mhz, baud)       # the UART and the bridge run on the oscillator
@@ -245,15 +251,25 @@ def build_board(board_name: str, design: str, config, accel, *, clock_mhz: float
                   "seconds": round(time.perf_counter() - t0, 1)}
         write_text_atomic(out / "report.json", json.dumps(report, indent=2) + "\n")
         return report
-    saved = dict(os.environ)
-    os.environ.update(_environment())
-    try:
-        platform.build(top, name="board_top", build_dir=str(out), do_program=False, **overrides)
-    except subprocess.CalledProcessError as exc:
-        raise RuntimeError(f"the {board.name} build failed ({exc}); see {out}/board_top.tim and board_top.rpt")
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
+    # an earlier build's report and nextpnr log must not outlive (or be read as) this one's
+    for stale in ("report.json", "report.txt", "board_top.tim", "nextpnr_report.json"):
+        (out / stale).unlink(missing_ok=True)
+    plan = platform.build(top, name="board_top", build_dir=str(out), do_build=False, **overrides)
+    plan.extract(str(out))
+    # amaranth-boards' script (Yosys, nextpnr --log board_top.tim, the packer), run as its execute_local
+    # would, with nextpnr's log followed for the progress line and the limits (fpga/pnr_log.py)
+    with open(out / "build.log", "w") as printed:
+        proc = subprocess.Popen(["sh", "build_board_top.sh"], cwd=out, env={**os.environ, **_environment()},
+                                stdout=printed, stderr=subprocess.STDOUT, start_new_session=True)
+        reason = follow(proc, FileLines(out / "board_top.tim", proc), watch, show=progress)
+        proc.wait()
+    if reason:
+        raise PnrStopped(f"the {board.name} build stopped in nextpnr: {reason}; no bitstream (log: "
+                         f"{out / 'board_top.tim'})")
+    if proc.returncode != 0:
+        tail = (out / "build.log").read_text(errors="replace").splitlines()[-15:]
+        raise RuntimeError(f"the {board.name} build failed (exit {proc.returncode}); see {out}/board_top.tim and "
+                           f"board_top.rpt; its output ended:\n" + "\n".join(tail))
     wall = time.perf_counter() - t0
     pnr = json.loads((out / "nextpnr_report.json").read_text())
     timing = board_timing(pnr, pll.f_out)
@@ -269,6 +285,8 @@ def build_board(board_name: str, design: str, config, accel, *, clock_mhz: float
                         for k, v in sorted(pnr.get("utilization", {}).items()) if v["used"]},
         "bitstream": str(out / f"board_top.{ext}"), "seconds": round(wall, 1), "seed": seed,
         "placer": placer or "heap", "lut_mapper": lut_mapper, "router": _router(board, router),
+        # the placement's estimate and the router's progress and time (fpga/pnr_log.py)
+        "pnr": watch.summary(),
     }
     write_text_atomic(out / "report.json", json.dumps(report, indent=2) + "\n")
     write_text_atomic(out / "report.txt", _text(report))

@@ -21,9 +21,16 @@ the log and knows at every line:
 
 from __future__ import annotations
 
+import os
 import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
 
-__all__ = ["PnrProgress"]
+__all__ = ["PnrProgress", "follow", "PipeLines", "FileLines"]
 
 _ROUTER2_ITER = re.compile(r"^Info:\s+iter=(\d+) wires=(\d+) overused=(\d+)")
 # router1's table: IterCnt | w/ripup wo/ripup | w/r wo/r | remaining | batch total
@@ -160,3 +167,108 @@ class PnrProgress:
             "router1_arcs": self.arcs,
             "router1_remaining": [[s, left] for s, left in rows] if self.router == "router1" else None,
         }
+
+
+class PipeLines:
+    """The lines a process writes to a pipe, read by a thread (``take`` waits at most ``timeout``)."""
+
+    def __init__(self, stream):
+        self._lines: list[str] = []
+        self._done = False
+        self._ready = threading.Condition()
+        threading.Thread(target=self._pump, args=(stream,), daemon=True).start()
+
+    def _pump(self, stream):
+        for text in stream:
+            with self._ready:
+                self._lines.append(text)
+                self._ready.notify()
+        with self._ready:
+            self._done = True
+            self._ready.notify()
+
+    def take(self, timeout: float) -> tuple[list[str], bool]:
+        """The lines since the last call, and whether the stream has ended (all its lines taken)."""
+        with self._ready:
+            self._ready.wait_for(lambda: self._lines or self._done, timeout=timeout)
+            lines, self._lines = self._lines, []
+            return lines, self._done
+
+
+class FileLines:
+    """The lines a process appends to a log file (``nextpnr --log``), read as they come; ended when the
+    process has exited and the file is read to its end."""
+
+    def __init__(self, path: Path, proc: subprocess.Popen):
+        self._path, self._proc, self._pos, self._partial = Path(path), proc, 0, ""
+
+    def take(self, timeout: float) -> tuple[list[str], bool]:
+        exited = self._proc.poll() is not None
+        if not exited:
+            time.sleep(timeout)
+        text = ""
+        if self._path.exists():
+            with open(self._path, errors="replace") as f:
+                f.seek(self._pos)
+                text = f.read()
+                self._pos = f.tell()
+        text, self._partial = self._partial + text, ""
+        lines = text.splitlines(keepends=True)
+        if lines and not lines[-1].endswith("\n") and not exited:
+            self._partial = lines.pop()
+        return lines, exited
+
+
+def follow(proc: subprocess.Popen, source, progress: PnrProgress, *, show: bool, write=None) -> str | None:
+    """Feed ``progress`` the lines of ``source`` (``PipeLines`` or ``FileLines``; each also to ``write``)
+    until they end (the time counted from the first line), showing its status on stderr when ``show`` (one line kept up to date on a terminal;
+    else a line per change of phase or router2 iteration, and one a minute). When
+    ``progress.stop_reason`` answers, ``proc`` and its process group (start it with
+    ``start_new_session=True``) are stopped and the reason returned; None once the lines end."""
+    start, shown, shown_key, shown_at = None, None, None, 0.0
+    tty, reason, ended = sys.stderr.isatty(), None, False
+    while not ended and reason is None:
+        lines, ended = source.take(1.0)
+        if start is None:
+            if not lines:
+                continue    # nextpnr has not started (a board build's Yosys runs first): no time counted
+            start = time.monotonic()
+        for text in lines:
+            if write is not None:
+                write(text)
+            progress.feed(text)
+            reason = progress.stop_reason(time.monotonic() - start)   # at the line that reaches a limit
+            if reason:
+                break
+        now = time.monotonic()
+        reason = reason or progress.stop_reason(now - start)
+        if show:
+            status, key = progress.status(), (progress.phase, progress.router, len(progress.overused))
+            if tty and status != shown and (now - shown_at >= 1.0 or ended or reason):
+                print(f"\r\033[Knextpnr {now - start:6.0f} s: {status}", end="", file=sys.stderr, flush=True)
+                shown, shown_at = status, now
+            elif not tty and (key != shown_key or status != shown and now - shown_at >= 60):
+                print(f"nextpnr {now - start:.0f} s: {status}", file=sys.stderr, flush=True)
+                shown, shown_key, shown_at = status, key, now
+    if show and tty and shown is not None:
+        print(file=sys.stderr)
+    if reason is not None:
+        _stop(proc)
+    return reason
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """Terminate ``proc`` (its process group when it leads one), then kill it after 10 s."""
+    group = os.name == "posix" and proc.poll() is None and os.getpgid(proc.pid) == proc.pid
+    for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 10)):
+        if proc.poll() is not None:
+            return
+        if group:
+            os.killpg(proc.pid, sig)
+        else:
+            proc.send_signal(sig)
+        try:
+            proc.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue

@@ -16,7 +16,6 @@ import re
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +24,7 @@ from attnforge.hw.verilog import write_verilog
 from attnforge.formats.atomic import write_json_atomic
 
 from .paths import estimate_paths
-from .pnr_log import PnrProgress
+from .pnr_log import PipeLines, PnrProgress, follow
 from .shell import SynthShell
 
 __all__ = ["Device", "DEVICES", "get_device", "synthesize", "SynthError", "FitError", "PnrStopped", "placement_failure", "critical_path", "signal_of",
@@ -176,59 +175,13 @@ def _run(cmd: list[str], log: Path, what: str, tool_log: Path | None = None) -> 
 
 
 def _run_nextpnr(cmd: list[str], log: Path, progress: PnrProgress, show: bool) -> None:
-    """nextpnr with its output in ``log``, read line by line into ``progress``; ``show``: its status on
-    stderr (one line kept up to date on a terminal, else a line per change of phase or router2
-    iteration and one a minute). Stopped, with ``SynthError`` giving the reason, when
+    """nextpnr with its output in ``log``, read line by line into ``progress`` (``fpga.pnr_log.follow``;
+    ``show``: its status on stderr). Stopped with ``PnrStopped`` giving the reason when
     ``progress.stop_reason`` answers (a timeout, router2 without progress)."""
-    lines: list[str | None] = []
-    ready = threading.Condition()
     with open(log, "w") as f:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=log.parent,
-                                text=True, errors="replace")
-
-        def pump():
-            for text in proc.stdout:
-                with ready:
-                    lines.append(text)
-                    ready.notify()
-            with ready:
-                lines.append(None)
-                ready.notify()
-
-        reader = threading.Thread(target=pump, daemon=True)
-        reader.start()
-        start, shown, shown_key, shown_at = time.monotonic(), None, None, 0.0
-        reason, tty = None, sys.stderr.isatty()
-        finished = False
-        while not finished:
-            with ready:
-                ready.wait_for(lambda: lines, timeout=1.0)
-                batch, lines[:] = list(lines), []
-            for text in batch:
-                if text is None:
-                    finished = True
-                    break
-                f.write(text)
-                progress.feed(text)
-            now = time.monotonic()
-            reason = progress.stop_reason(now - start)
-            if show:
-                status, key = progress.status(), (progress.phase, progress.router, len(progress.overused))
-                if tty and status != shown and (now - shown_at >= 1.0 or finished or reason):
-                    print(f"\r\033[Knextpnr {now - start:6.0f} s: {status}", end="", file=sys.stderr, flush=True)
-                    shown, shown_at = status, now
-                elif not tty and (key != shown_key or status != shown and now - shown_at >= 60):
-                    print(f"nextpnr {now - start:.0f} s: {status}", file=sys.stderr, flush=True)
-                    shown, shown_key, shown_at = status, key, now
-            if reason:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                break
-        if show and tty:
-            print(file=sys.stderr)
+                                text=True, errors="replace", start_new_session=True)
+        reason = follow(proc, PipeLines(proc.stdout), progress, show=show, write=f.write)
         proc.wait()
     if reason:
         raise PnrStopped(f"nextpnr stopped: {reason}; nothing routed (log: {log})")

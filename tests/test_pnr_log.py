@@ -150,10 +150,10 @@ def test_a_timeout_stops_nextpnr_and_writes_no_report(tmp_path, capsys):
     no report; the log so far stays."""
     from attnforge.cli import EXIT_INTERNAL, main
 
-    assert main(["synth", "mac-line", "--macs", "2", "--device", "ice40-up5k", "--pnr-timeout", "0.01",
+    assert main(["synth", "mac-line", "--macs", "2", "--device", "ice40-up5k", "--pnr-timeout", "0.001",
                  "-o", str(tmp_path)]) == EXIT_INTERNAL
     err = capsys.readouterr().err
-    assert "attnforge synth mac-line: nextpnr stopped: nextpnr ran" in err and "the limit given (0.6 s)" in err
+    assert "attnforge synth mac-line: nextpnr stopped: nextpnr ran" in err and "the limit given (0.06 s)" in err
     assert f"nothing routed (log: {tmp_path / 'nextpnr.log'})" in err and "internal error" not in err
     assert not (tmp_path / "report.json").exists() and (tmp_path / "nextpnr.log").exists()
 
@@ -166,3 +166,67 @@ def test_cli_refuses_bad_limits_with_exit_2(tmp_path, capsys, option, value, mes
 
     assert main(["synth", "mac-line", option, value, "-o", str(tmp_path / "x")]) == EXIT_BAD_INPUT
     assert message in capsys.readouterr().err and not (tmp_path / "x").exists()
+
+
+def test_follow_stops_a_process_group_writing_a_log(tmp_path):
+    """``follow`` with ``FileLines`` (how a board build reads nextpnr's ``--log``): a process that writes
+    router2's iterations into a file and would run for ever, with a child of its own, is stopped at the
+    patience with its whole process group."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from attnforge.fpga.pnr_log import FileLines, follow
+
+    log, pid_file = tmp_path / "board_top.tim", tmp_path / "child.pid"
+    script = f"""
+import subprocess, sys, time
+child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+open({str(pid_file)!r}, "w").write(str(child.pid))
+time.sleep(1.5)                     # Yosys: no log yet, no time counted
+with open({str(log)!r}, "w") as f:
+    f.write("Info: Running router2...\\n"); f.flush()
+    for i, n in enumerate([900, 477, 600, 700, 800, 900, 1000], 1):
+        f.write(f"Info:     iter={{i}} wires=1 overused={{n}} overuse={{n}} archfail=NA\\n"); f.flush()
+        time.sleep(0.2)
+time.sleep(600)
+"""
+    proc = subprocess.Popen([sys.executable, "-c", script], start_new_session=True)
+    progress = PnrProgress(patience=3)
+    t0 = time.monotonic()
+    reason = follow(proc, FileLines(log, proc), progress, show=False)
+    assert reason.startswith("router2 did not converge: fewest overused wires 477 at iteration 2, 800 at iteration 5")
+    assert progress.overused[:5] == [900, 477, 600, 700, 800] and time.monotonic() - t0 < 30
+    assert proc.poll() is not None
+    child = int(pid_file.read_text())
+    for _ in range(50):                 # the child of the script went with its group
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError("the log writer's child outlived the stop")
+
+
+def test_file_lines_keeps_a_partial_line_until_it_ends(tmp_path):
+    import subprocess
+    import sys
+
+    from attnforge.fpga.pnr_log import FileLines
+
+    log = tmp_path / "x.tim"
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(5)"])
+    try:
+        lines = FileLines(log, proc)
+        assert lines.take(0.01) == ([], False)          # no file yet
+        log.write_text("Info: one\nInfo: tw")
+        assert lines.take(0.01) == (["Info: one\n"], False)
+        with open(log, "a") as f:
+            f.write("o\n")
+        assert lines.take(0.01) == (["Info: two\n"], False)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert lines.take(0.01) == ([], True)

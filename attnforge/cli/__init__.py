@@ -49,7 +49,7 @@ from attnforge.errors import AttnforgeError
 from attnforge.formats.atomic import write_text_atomic
 
 __all__ = ["main", "build_parser", "command_group", "print_json", "print_report", "add_simulator_option",
-           "add_cluster_option",
+           "add_cluster_option", "add_pnr_options", "pnr_limits",
            "EXIT_OK", "EXIT_DIFFERS", "EXIT_BAD_INPUT", "EXIT_INTERNAL"]
 
 #: The exit statuses of every command (see the module docstring).
@@ -104,6 +104,30 @@ def add_cluster_option(parser) -> None:
     parser.add_argument("--cluster", metavar="ADDRESS",
                         help="run the jobs on this running Dask scheduler (tcp://HOST:8786; its workers need "
                              "attnforge installed) instead of local processes")
+
+
+def add_pnr_options(parser) -> None:
+    """nextpnr's progress line and limits (``fpga/pnr_log.py``): ``--route-patience``, ``--pnr-timeout``, ``-q``."""
+    parser.add_argument("--route-patience", type=int, metavar="N",
+                        help="stop when router2's overused wires reach no new minimum for N iterations (a congested "
+                             "placement falls to a few hundred, then rises for hours); the error says how far it got")
+    parser.add_argument("--pnr-timeout", type=float, metavar="MINUTES",
+                        help="stop nextpnr after this many minutes of place and route (e.g. 30, issue 15's budget)")
+    parser.add_argument("-q", "--quiet", action="store_true",
+                        help="no progress line while nextpnr runs (the placement estimate, the router's progress)")
+
+
+def pnr_limits(args) -> dict:
+    """``route_patience``, ``pnr_timeout_s`` and ``progress`` for ``synthesize`` / ``build_board`` from
+    ``add_pnr_options``' options; a bad value raises ``ConfigError`` naming the option."""
+    from attnforge.errors import ConfigError
+
+    if args.pnr_timeout is not None and not args.pnr_timeout > 0:
+        raise ConfigError(f"--pnr-timeout {args.pnr_timeout:g}: give the minutes of place and route allowed, > 0")
+    if args.route_patience is not None and args.route_patience < 1:
+        raise ConfigError(f"--route-patience {args.route_patience}: give router2 iterations, >= 1")
+    return {"route_patience": args.route_patience, "progress": not args.quiet,
+            "pnr_timeout_s": None if args.pnr_timeout is None else args.pnr_timeout * 60.0}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -19,6 +19,7 @@ sim`` / ``linear sim``; ``--masks``' buffer sizes follow from the file.
 from __future__ import annotations
 
 import dataclasses
+import sys
 from pathlib import Path
 
 from attnforge.hw.common import DSP_CUTS
@@ -26,7 +27,8 @@ from attnforge.hw.linear import LinearDecodeConfig
 from attnforge.hw.vitcod import VitcodConfig
 from attnforge.hw.linear.config import FAMILY_FIELDS, REGISTER_CHOICES
 
-from . import EXIT_DIFFERS, EXIT_OK, add_simulator_option, command_group, print_report
+from . import (EXIT_DIFFERS, EXIT_INTERNAL, EXIT_OK, add_pnr_options, add_simulator_option, command_group, pnr_limits,
+               print_report)
 from .options import add_config_options, config_kwargs
 
 __all__ = ["register"]
@@ -84,6 +86,7 @@ def _accel(args, perf_width: int = 64):
 
 def cmd_build(args) -> int:
     from attnforge.fpga.board import BoardTimingError, build_board, get_board
+    from attnforge.fpga.synth import PnrStopped
 
     board = get_board(args.board)
     for name in FAMILY_FIELDS:
@@ -94,12 +97,16 @@ def cmd_build(args) -> int:
     if args.design == "linear-decode" and args.axis_width is None:
         args.axis_width = BOARD_AXIS_WIDTH
     perf_width = args.perf_width or (33 if args.board == "icebreaker" else 64)
+    limits = pnr_limits(args)
     cfg, accel = _accel(args, perf_width)
     out = args.out or f"build/board/{args.board}_{args.design}"
     try:
         report = build_board(args.board, args.design, cfg, accel, clock_mhz=args.clock_mhz, out_dir=out,
                              baud=args.baud, seed=args.seed, prepare_only=args.prepare_only,
-                             placer=args.placer, lut_mapper=args.lut_mapper, router=args.router)
+                             placer=args.placer, lut_mapper=args.lut_mapper, router=args.router, **limits)
+    except PnrStopped as exc:
+        print(f"attnforge board build: {exc}", file=sys.stderr)
+        return EXIT_INTERNAL
     except BoardTimingError as exc:
         print((Path(out) / "report.txt").read_text(), end="")
         print(f"attnforge board build: {exc}", flush=True)
@@ -198,6 +205,7 @@ def register(sub) -> None:
     p.add_argument("--lut-mapper", choices=LUT_MAPPERS, default="abc9",
                    help="Yosys's LUT mapping [abc9]; abc (ULX3S): classic ABC, the only mapping the ViTCoD block has "
                         "routed with")
+    add_pnr_options(p)
     p.add_argument("--out", default=None, help="build folder [build/board/<board>_<design>]")
     p.add_argument("--prepare-only", action="store_true",
                    help="elaborate and write the build files only (no Yosys/nextpnr run)")

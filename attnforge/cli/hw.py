@@ -15,12 +15,12 @@ import json
 import sys
 from pathlib import Path
 
-from attnforge.errors import ConfigError, check_int
+from attnforge.errors import check_int
 from attnforge.hw.common import DSP_CUTS
 from attnforge.hw.designs import DESIGNS
 from attnforge.hw.linear.config import FAMILY_FIELDS, REGISTER_CHOICES
 
-from . import EXIT_BAD_INPUT, EXIT_INTERNAL, add_simulator_option, print_json
+from . import EXIT_BAD_INPUT, EXIT_INTERNAL, add_pnr_options, add_simulator_option, pnr_limits, print_json
 from .options import add_config_options, config_from_args
 
 __all__ = ["register", "SIM_ELSEWHERE"]
@@ -170,10 +170,7 @@ def cmd_synth(args) -> int:
     from attnforge.fpga.synth import FitError, PnrStopped, synthesize
 
     _device_defaults(args)
-    if args.pnr_timeout is not None and not args.pnr_timeout > 0:
-        raise ConfigError(f"--pnr-timeout {args.pnr_timeout:g}: give the minutes of place and route allowed, > 0")
-    if args.route_patience is not None and args.route_patience < 1:
-        raise ConfigError(f"--route-patience {args.route_patience}: give router2 iterations, >= 1")
+    limits = pnr_limits(args)
     design, config = _config(args)
     component, top = design.build(config), design.top
     if args.axi:
@@ -191,10 +188,7 @@ def cmd_synth(args) -> int:
         report = synthesize(component, top=top, device=args.device, out_dir=out, seed=args.seed,
                             router=args.router, target_mhz=args.target_mhz, pnr=args.pnr or args.pack_only,
                             pack_only=args.pack_only, estimate=_estimate(design, config, args.device),
-                            dff=args.dff, placer=args.placer, lut_mapper=args.lut_mapper,
-                            route_patience=args.route_patience,
-                            pnr_timeout_s=None if args.pnr_timeout is None else args.pnr_timeout * 60.0,
-                            progress=not args.quiet)
+                            dff=args.dff, placer=args.placer, lut_mapper=args.lut_mapper, **limits)
     except FitError as e:
         print(f"attnforge synth {design.name}: {e}; nothing placed (files so far: {out})", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -238,13 +232,7 @@ def _synth_options(p):
     p.add_argument("--dff", action="store_true",
                    help="Yosys's -dff: ABC9 optimizes the flip-flops with the logic (sequential optimization; "
                         "the RTL and its cycles are unchanged); on the UP5K the worst of three seeds routed 4-10 %% faster")
-    p.add_argument("--route-patience", type=int, metavar="N",
-                   help="stop when router2's overused wires reach no new minimum for N iterations (a congested "
-                        "placement falls to a few hundred, then rises for hours); the error says how far it got")
-    p.add_argument("--pnr-timeout", type=float, metavar="MINUTES",
-                   help="stop nextpnr after this many minutes of place and route (e.g. 30, issue 15's budget)")
-    p.add_argument("-q", "--quiet", action="store_true",
-                   help="no progress line while nextpnr runs (the placement estimate, the router's progress)")
+    add_pnr_options(p)
     p.add_argument("--target-mhz", type=float,
                    help="nextpnr's clock target [the device's: 150 on ECP5, 48 on iCE40]; the report gives what "
                         "was reached")

@@ -119,6 +119,10 @@ def test_ulx3s_bitstream_with_classic_abc_and_static_placer(tmp_path):
     assert (report["placer"], report["lut_mapper"]) == ("static", "abc")
     assert "abc -lut 4:7" in (out / "board_top.ys").read_text()
     assert "Running Static placer" in (out / "board_top.tim").read_text()
+    # nextpnr's progress, followed in its --log: router2 (the ECP5 default) ran until no wire was overused
+    pnr = report["pnr"]
+    assert (pnr["placer"], pnr["router"], pnr["routed"]) == ("static", "router2", True)
+    assert pnr["router2_overused"][-1] == 0 and pnr["route_seconds"] > 0
     assert (out / "board_top.bit").stat().st_size > 0 and report["utilization"]["EHXPLLL"]["used"] == 1
 
 
