@@ -224,7 +224,16 @@ def follow(proc: subprocess.Popen, source, progress: PnrProgress, *, show: bool,
     until they end (the time counted from the first line), showing its status on stderr when ``show`` (one line kept up to date on a terminal;
     else a line per change of phase or router2 iteration, and one a minute). When
     ``progress.stop_reason`` answers, ``proc`` and its process group (start it with
-    ``start_new_session=True``) are stopped and the reason returned; None once the lines end."""
+    ``start_new_session=True``) are stopped and the reason returned; None once the lines end. An
+    exception while following (Ctrl-C) stops them too before it goes on."""
+    try:
+        return _follow(proc, source, progress, show, write)
+    except BaseException:
+        _stop(proc)     # Ctrl-C (or any error here): its own session does not get the terminal's signal
+        raise
+
+
+def _follow(proc, source, progress, show, write):
     start, shown, shown_key, shown_at = None, None, None, 0.0
     tty, reason, ended = sys.stderr.isatty(), None, False
     while not ended and reason is None:

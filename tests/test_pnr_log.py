@@ -230,3 +230,20 @@ def test_file_lines_keeps_a_partial_line_until_it_ends(tmp_path):
         proc.kill()
         proc.wait()
     assert lines.take(0.01) == ([], True)
+
+
+def test_an_interrupt_while_following_stops_the_process(tmp_path):
+    """Ctrl-C in ``attnforge synth`` reaches Python, not nextpnr (its own session): ``follow`` stops it."""
+    import subprocess
+    import sys
+
+    from attnforge.fpga.pnr_log import follow
+
+    class Interrupting:
+        def take(self, timeout):
+            raise KeyboardInterrupt
+
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"], start_new_session=True)
+    with pytest.raises(KeyboardInterrupt):
+        follow(proc, Interrupting(), PnrProgress(), show=False)
+    assert proc.poll() is not None
