@@ -247,3 +247,22 @@ def test_an_interrupt_while_following_stops_the_process(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         follow(proc, Interrupting(), PnrProgress(), show=False)
     assert proc.poll() is not None
+
+
+def test_the_progress_script_reads_a_log(tmp_path):
+    """``scripts/pnr_progress.py LOG``: the status line of a run (also one still going), ``--json`` its summary;
+    a file that is no nextpnr log is refused with exit status 2."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "pnr_progress.py"
+    log = tmp_path / "nextpnr.log"
+    log.write_text(ROUTER1_LOG)
+    run = subprocess.run([sys.executable, str(script), str(log), "--json"], capture_output=True, text=True)
+    status, summary = run.stdout.split("\n", 1)
+    assert run.returncode == 0 and status == "placement estimate 52.10 MHz; router1: 2,839 of 154,912 arcs left after 4849 s"
+    assert json.loads(summary)["router1_remaining"][-1] == [4849.31, 2839]
+    log.write_text("hello\n")
+    run = subprocess.run([sys.executable, str(script), str(log)], capture_output=True, text=True)
+    assert run.returncode == 2 and "no nextpnr placement or routing in it" in run.stderr
