@@ -251,8 +251,9 @@ def build_board(board_name: str, design: str, config, accel, *, clock_mhz: float
                   "seconds": round(time.perf_counter() - t0, 1)}
         write_text_atomic(out / "report.json", json.dumps(report, indent=2) + "\n")
         return report
-    # an earlier build's report and nextpnr log must not outlive (or be read as) this one's
-    for stale in ("report.json", "report.txt", "board_top.tim", "nextpnr_report.json"):
+    # an earlier build's report, bitstream and nextpnr log must not outlive (or be read as) this one's
+    for stale in ("report.json", "report.txt", "board_top.tim", "nextpnr_report.json", "board_top.bit",
+                  "board_top.bin", "board_top.svf"):
         (out / stale).unlink(missing_ok=True)
     plan = platform.build(top, name="board_top", build_dir=str(out), do_build=False, **overrides)
     plan.extract(str(out))

@@ -526,3 +526,20 @@ def test_board_timing_judges_each_clock_and_the_paths_between_them():
     assert not late["met"] and [c["met"] for c in late["crossings"]] == [True, False]
     assert board_timing({"fmax": {}}, 42.0) == {"clocks": {}, "accel_clock": None, "crossings": [],
                                                       "met": False}
+
+
+def test_a_failed_board_build_leaves_no_earlier_report_or_bitstream(tmp_path, monkeypatch, capsys):
+    """A build that fails (here its Yosys: ``false``) exits 3 naming the build's output, and leaves
+    neither the report nor the bitstream of an earlier build in its folder to be taken for its own."""
+    from attnforge.cli import main
+
+    out = tmp_path / "ice"
+    out.mkdir()
+    for name in ("report.json", "report.txt", "board_top.bin", "board_top.tim"):
+        (out / name).write_text("an earlier build's\n")
+    monkeypatch.setenv("YOSYS", "false")
+    tiny = ["--design", "linear-decode", "--d", "4", "--macs", "2", "--conv-taps", "2", "--t-max", "2", "--heads", "1"]
+    assert main(["board", "build", "--board", "icebreaker", *tiny, "--out", str(out)]) == 3
+    assert "the icebreaker build failed (exit 1)" in capsys.readouterr().err
+    assert not any((out / name).exists() for name in ("report.json", "report.txt", "board_top.bin", "board_top.tim"))
+    assert (out / "build_board_top.sh").exists() and (out / "build.log").exists()
