@@ -42,7 +42,8 @@ from amaranth.lib.cdc import ResetSynchronizer
 from attnforge.errors import AttnforgeError, ConfigError
 from attnforge.formats.atomic import write_text_atomic
 from attnforge.fpga.pnr_log import FileLines, PnrProgress, follow
-from attnforge.fpga.synth import LUT_MAPPERS, PLACERS, ROUTERS, PnrStopped, classic_abc_rest, critical_path
+from attnforge.fpga.synth import (LUT_MAPPERS, PLACERS, ROUTERS, PnrStopped, classic_abc_rest, critical_path,
+                                  ecp5_router)
 from attnforge.hw.board.pll import ecp5_pll, ice40_pll
 from attnforge.hw.board.top import BoardTop
 
@@ -184,16 +185,17 @@ def board_timing(pnr: dict, accel_mhz: float) -> dict:
             "met": all(c["met"] for c in clocks.values()) and all(c["met"] for c in crossings)}
 
 
-def _router(board: Board, router: str | None) -> str | None:
-    """nextpnr's router: ``router`` or, on ECP5, router2 (as ``attnforge synth``: router1 did not finish
-    large ECP5 designs); None leaves nextpnr's default (the iCE40's)."""
+def _router(board: Board, router: str | None, design: str = "linear-decode") -> str | None:
+    """nextpnr's router: ``router`` or, on ECP5, the design's as ``attnforge synth`` picks it
+    (``fpga.synth.ecp5_router``: router1 for the ViTCoD block, router2 otherwise); None leaves nextpnr's
+    default (the iCE40's)."""
     if router is not None and router not in ROUTERS:
         raise ConfigError(f"--router {router!r} is not accepted; accepted: {', '.join(ROUTERS)}")
-    return router or ("router2" if board.family == "ecp5" else None)
+    return router or (ecp5_router(design.replace("-", "_")) if board.family == "ecp5" else None)
 
 
 def _tool_overrides(board: Board, seed: int, f_out: float, placer: str | None, lut_mapper: str,
-                    router: str | None = None) -> dict:
+                    router: str | None = None, design: str = "linear-decode") -> dict:
     """amaranth-boards' overrides: nextpnr's options, and Yosys's for the board's DSP blocks / LUT mapper."""
     if placer is not None and placer not in PLACERS:
         raise ConfigError(f"--placer {placer!r} is not accepted; accepted: {', '.join(PLACERS)}")
@@ -204,7 +206,7 @@ def _tool_overrides(board: Board, seed: int, f_out: float, placer: str | None, l
     # --freq: a default for any clock without a constraint (the oscillator's comes from the pin file and
     # nextpnr derives the PLL output's from it: the reports show 12 / 25 MHz and the PLL clock)
     nextpnr = f"--report nextpnr_report.json --timing-allow-fail --seed {seed} --freq {f_out:g}"
-    router = _router(board, router)
+    router = _router(board, router, design)
     nextpnr += "" if placer is None else f" --placer {placer}"
     overrides = {"nextpnr_opts": nextpnr + ("" if router is None else f" --router {router}")}
     if board.family == "ice40":
@@ -235,7 +237,7 @@ def build_board(board_name: str, design: str, config, accel, *, clock_mhz: float
     board = get_board(board_name)
     pll = board.pll(board.default_mhz if clock_mhz is None else clock_mhz)
     divisor = uart_divisor(board.f_in_mhz, baud)       # the UART and the bridge run on the oscillator
-    overrides = _tool_overrides(board, seed, pll.f_out, placer, lut_mapper, router)   # refused before anything is written
+    overrides = _tool_overrides(board, seed, pll.f_out, placer, lut_mapper, router, design)   # refused before anything is written
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     top = BoardPlatformTop(board, BoardTop(accel, divisor=divisor, timeout=int(board.f_in_mhz * 1e6 * 0.5)), pll)
@@ -247,7 +249,7 @@ def build_board(board_name: str, design: str, config, accel, *, clock_mhz: float
         report = {"board": board.name, "device": board.device, "design": design, "config": asdict(config),
                   "pll": {"f_in_mhz": pll.f_in, "clock_mhz": pll.f_out, "params": pll.params},
                   "uart": {"baud": baud, "divisor": divisor}, "prepared": sorted(plan.files),
-                  "placer": placer or "heap", "lut_mapper": lut_mapper, "router": _router(board, router),
+                  "placer": placer or "heap", "lut_mapper": lut_mapper, "router": _router(board, router, design),
                   "seconds": round(time.perf_counter() - t0, 1)}
         write_text_atomic(out / "report.json", json.dumps(report, indent=2) + "\n")
         return report
@@ -285,7 +287,7 @@ def build_board(board_name: str, design: str, config, accel, *, clock_mhz: float
         "utilization": {k: {"used": v["used"], "available": v["available"]}
                         for k, v in sorted(pnr.get("utilization", {}).items()) if v["used"]},
         "bitstream": str(out / f"board_top.{ext}"), "seconds": round(wall, 1), "seed": seed,
-        "placer": placer or "heap", "lut_mapper": lut_mapper, "router": _router(board, router),
+        "placer": placer or "heap", "lut_mapper": lut_mapper, "router": _router(board, router, design),
         # the placement's estimate and the router's progress and time (fpga/pnr_log.py)
         "pnr": watch.summary(),
     }

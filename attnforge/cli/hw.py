@@ -222,7 +222,8 @@ def _synth_options(p):
                    help="Yosys, then nextpnr's packer only: the device's packed cell counts (what must fit), "
                         "in seconds, no placement, no Fmax")
     p.add_argument("--router", choices=ROUTERS,
-                   help="nextpnr router [the device's: router2 on ECP5]; try the other if routing stalls")
+                   help="nextpnr router [ECP5: router1 for vitcod (router2 stalls on it), router2 otherwise]; try the "
+                        "other if routing stalls")
     p.add_argument("--placer", choices=PLACERS,
                    help="nextpnr placer [the device's: heap]; static (electrostatic) placed the ViTCoD benchmark "
                         "configuration in a quarter of HeAP's time with less routing congestion (docs/vitcod-hw.md)")
