@@ -221,8 +221,9 @@ class FileLines:
 
 def follow(proc: subprocess.Popen, source, progress: PnrProgress, *, show: bool, write=None) -> str | None:
     """Feed ``progress`` the lines of ``source`` (``PipeLines`` or ``FileLines``; each also to ``write``)
-    until they end (the time counted from the first line), showing its status on stderr when ``show`` (one line kept up to date on a terminal;
-    else a line per change of phase or router2 iteration, and one a minute). When
+    until they end (the time counted from the first line), showing its status on stderr when ``show``
+    (one line kept up to date on a terminal; else a line per change of phase or router2 iteration, and
+    one a minute). When
     ``progress.stop_reason`` answers, ``proc`` and its process group (start it with
     ``start_new_session=True``) are stopped and the reason returned; None once the lines end. An
     exception while following (Ctrl-C) stops them too before it goes on."""
